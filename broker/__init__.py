@@ -1,0 +1,2 @@
+"""The broker tier: wire protocol (``broker.protocol``), storage engine (``broker.log``)
+and configuration (``broker.config``)."""

@@ -1,0 +1,256 @@
+"""Broker configuration: Kafka's property names, types, defaults and checks, in one table.
+
+    >>> config = BrokerConfig.from_file("server.properties", overrides=["broker.id=2"])
+    >>> config["log.segment.bytes"]
+    1073741824
+
+Bad values raise ConfigError with a message naming the property; unknown names are kept and
+logged, as Kafka does.  Several properties have alternative units (``log.retention.ms`` /
+``.minutes`` / ``.hours``); the finest unit given wins, as in Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+LONG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+# --- the .properties format ----------------------------------------------------------------
+
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt == "u" and i + 6 <= len(text):
+                out.append(chr(int(text[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            out.append(_ESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java ``.properties`` text: ``#``/``!`` comments, ``=``, ``:`` or blank as the
+    separator, backslash line continuation and escapes."""
+    result: dict[str, str] = {}
+    logical: list[str] = []
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:  # an odd number of backslashes continues the line
+            logical.append(line[:-1])
+            continue
+        logical.append(line)
+        entry = "".join(logical)
+        logical = []
+        match = re.match(r"((?:\\.|[^=:\s\\])*)\s*[=:\s]?\s*(.*)$", entry)
+        if not match:
+            continue
+        key, value = _unescape(match.group(1)), _unescape(match.group(2))
+        if key:
+            result[key] = value
+    if logical:
+        entry = "".join(logical)
+        key, _, value = entry.partition("=")
+        result[_unescape(key.strip())] = _unescape(value.strip())
+    return result
+
+
+# --- typed values --------------------------------------------------------------------------
+
+
+def _int(low: int | None = None, high: int = LONG_MAX) -> Callable[[str, str], int]:
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+        if (low is not None and value < low) or value > high:
+            bounds = f"at least {low}" if high == LONG_MAX else f"between {low} and {high}"
+            raise ConfigError(f"{name}: {value} is out of range; it must be {bounds}")
+        return value
+
+    return parse
+
+
+def _bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise ConfigError(f"{name}: {text!r} is not true or false")
+
+
+def _string(name: str, text: str) -> str:
+    return text.strip()
+
+
+def _nonempty(name: str, text: str) -> str:
+    if not text.strip():
+        raise ConfigError(f"{name}: must not be empty")
+    return text.strip()
+
+
+def _list(name: str, text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{name}: needs at least one entry")
+    return items
+
+
+def _choice(*options: str) -> Callable[[str, str], str]:
+    def parse(name: str, text: str) -> str:
+        for option in options:
+            if text.strip().lower() == option.lower():
+                return option
+        raise ConfigError(f"{name}: {text!r} is not one of {', '.join(options)}")
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Property:
+    """One broker property: its Kafka name, parser, default and meaning."""
+
+    name: str
+    parse: Callable[[str, str], Any]
+    default: Any
+    doc: str
+
+
+# Broker properties.  Names and meanings are Kafka's; defaults too, except where noted.
+PROPERTIES: tuple[Property, ...] = (
+    Property("broker.id", _int(-1, INT_MAX), -1, "this broker's id in the cluster"),
+    Property("listeners", _list, ["PLAINTEXT://127.0.0.1:9092"], "addresses to listen on"),
+    Property("advertised.listeners", _list, None, "addresses clients should use, if not listeners"),
+    Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
+    Property("zookeeper.session.timeout.ms", _int(1), 18000, "ZooKeeper session timeout"),
+    Property("log.dirs", _list, None, "directories holding partition logs (else log.dir)"),
+    Property("log.dir", _nonempty, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
+    Property("num.partitions", _int(1, INT_MAX), 1, "partitions of an auto-created topic"),
+    Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
+    Property("message.max.bytes", _int(0, INT_MAX), 1048588, "largest record batch accepted"),
+    Property("socket.request.max.bytes", _int(1, INT_MAX), 104857600, "largest request frame"),
+    Property("log.segment.bytes", _int(14, INT_MAX), 1073741824, "segment size before a roll"),
+    Property("log.roll.ms", _int(1), None, "segment age before a roll (overrides .hours)"),
+    Property("log.roll.hours", _int(1, INT_MAX), 168, "segment age before a roll, in hours"),
+    Property("log.retention.ms", _int(-1), None, "age after which segments go; -1: forever"),
+    Property("log.retention.minutes", _int(-1, INT_MAX), None, "retention in minutes"),
+    Property("log.retention.hours", _int(-1, INT_MAX), 168, "retention in hours"),
+    Property("log.retention.bytes", _int(-1), -1, "size above which old segments go; -1: none"),
+    Property(
+        "log.retention.check.interval.ms", _int(1), 300000, "how often retention is enforced"
+    ),
+    Property(
+        "log.flush.interval.messages", _int(1), LONG_MAX, "records appended before an fsync"
+    ),
+    Property("log.flush.interval.ms", _int(0), None, "ms data may stay unflushed (else the "
+             "scheduler interval)"),
+    Property("log.flush.scheduler.interval.ms", _int(0), LONG_MAX, "how often to check "
+             "log.flush.interval.ms"),
+    Property(
+        "log.flush.offset.checkpoint.interval.ms", _int(0, INT_MAX), 60000,
+        "how often recovery points are checkpointed",
+    ),
+    Property(
+        "log.flush.start.offset.checkpoint.interval.ms", _int(0, INT_MAX), 60000,
+        "how often log start offsets are checkpointed",
+    ),
+    Property("log.index.interval.bytes", _int(0, INT_MAX), 4096, "bytes between index entries"),
+    Property(
+        "log.message.timestamp.type", _choice("CreateTime", "LogAppendTime"), "CreateTime",
+        "whose clock stamps records",
+    ),
+    Property("file.delete.delay.ms", _int(0), 60000, "delay before a deleted segment's files go"),
+)
+
+BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
+
+
+class BrokerConfig(Mapping[str, Any]):
+    """Typed broker configuration read from properties; index it by Kafka property name."""
+
+    def __init__(self, values: Mapping[str, str] | None = None):
+        raw = dict(values or {})
+        self.raw = raw
+        self._values: dict[str, Any] = {}
+        for prop in PROPERTIES:
+            if prop.name in raw:
+                self._values[prop.name] = prop.parse(prop.name, raw[prop.name])
+            else:
+                self._values[prop.name] = prop.default
+        self.unknown = sorted(set(raw) - set(BY_NAME))
+        for name in self.unknown:
+            log.warning("ignoring unknown broker property %s", name)
+        self._derive()
+
+    def _derive(self) -> None:
+        v = self._values
+        if v["log.dirs"] is None:
+            v["log.dirs"] = [v["log.dir"]]
+        if v["log.roll.ms"] is None:
+            v["log.roll.ms"] = v["log.roll.hours"] * 3600_000
+        if v["log.retention.ms"] is None:
+            if v["log.retention.minutes"] is not None:
+                minutes = v["log.retention.minutes"]
+                v["log.retention.ms"] = -1 if minutes < 0 else minutes * 60_000
+            else:
+                hours = v["log.retention.hours"]
+                v["log.retention.ms"] = -1 if hours < 0 else hours * 3600_000
+        if v["log.flush.interval.ms"] is None:
+            v["log.flush.interval.ms"] = v["log.flush.scheduler.interval.ms"]
+        if v["advertised.listeners"] is None:
+            v["advertised.listeners"] = v["listeners"]
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> "BrokerConfig":
+        """Read a ``.properties`` file, then apply ``key=value`` overrides."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        values = parse_properties(text)
+        values.update(parse_overrides(overrides))
+        return cls(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """``["key=value", ...]`` from the command line into a dict; a missing ``=`` is an error."""
+    result = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        result[key.strip()] = value.strip()
+    return result

@@ -1,0 +1,369 @@
+"""The log manager: every partition log under one or more ``log.dirs``, and their schedule.
+
+    >>> manager = LogManager.from_broker_config(config, clock=reactor)
+    >>> manager.startup()                     # lock dirs, open (and if needed recover) logs
+    >>> log = manager.get_or_create_log("clicks", 0)
+    >>> manager.start(reactor)                # flush, retention, checkpoints on a timer
+    >>> manager.shutdown()                    # flush, checkpoint, leave the clean marker
+
+States of a log directory: *locked* by one manager (a second one fails to start), *open*
+(no clean-shutdown marker: a crash now means recovery), *clean* (marker written after the
+final flush and checkpoints).  On start-up without the marker, each partition is recovered
+from its checkpointed recovery point, so recovery reads only the unflushed tail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import resource
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ..config import LONG_MAX, BrokerConfig
+from ..protocol.errors import KafkaStorageError
+from .checkpoint import (
+    LOG_START_OFFSET_FILE,
+    RECOVERY_POINT_FILE,
+    CheckpointError,
+    atomic_write,
+    fsync_directory,
+    read_checkpoint,
+    write_checkpoint,
+)
+from .config import LogConfig
+from .partition import (
+    PartitionLog,
+    SystemClock,
+    parse_partition_dir_name,
+    partition_dir_name,
+    validate_topic_name,
+)
+
+log = logging.getLogger(__name__)
+
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+LOCK_FILE = ".lock"
+DELETE_DIR_SUFFIX = "-delete"
+
+
+class LogDirInUseError(RuntimeError):
+    """Another process holds a log directory's lock."""
+
+
+class LogManager:
+    """Opens, creates, deletes, flushes, retains and checkpoints partition logs."""
+
+    def __init__(
+        self,
+        log_dirs: Iterable[str | Path],
+        default_config: LogConfig | None = None,
+        *,
+        clock=None,
+        retention_check_interval_ms: int = 300_000,
+        flush_check_interval_ms: int = LONG_MAX,
+        recovery_checkpoint_interval_ms: int = 60_000,
+        start_offset_checkpoint_interval_ms: int = 60_000,
+        topic_overrides: Mapping[str, Mapping[str, str]] | None = None,
+    ):
+        self.log_dirs = [Path(d) for d in log_dirs]
+        if not self.log_dirs:
+            raise ValueError("at least one log directory is needed")
+        self.default_config = default_config or LogConfig()
+        self.clock = clock or SystemClock()
+        self.retention_check_interval_ms = retention_check_interval_ms
+        self.flush_check_interval_ms = flush_check_interval_ms
+        self.recovery_checkpoint_interval_ms = recovery_checkpoint_interval_ms
+        self.start_offset_checkpoint_interval_ms = start_offset_checkpoint_interval_ms
+        self.topic_overrides: dict[str, dict[str, str]] = {
+            topic: dict(values) for topic, values in (topic_overrides or {}).items()
+        }
+        self.logs: dict[tuple[str, int], PartitionLog] = {}
+        self._dir_of: dict[tuple[str, int], Path] = {}
+        self._locks: list[int] = []
+        self._last_run: dict[str, int] = {}
+        self._loop = None
+        self.started = False
+        self.recovered_unclean = False
+
+    @classmethod
+    def from_broker_config(cls, config: BrokerConfig, *, clock=None, topic_overrides=None) -> "LogManager":
+        return cls(
+            config["log.dirs"],
+            LogConfig.from_broker(config),
+            clock=clock,
+            retention_check_interval_ms=config["log.retention.check.interval.ms"],
+            flush_check_interval_ms=config["log.flush.scheduler.interval.ms"],
+            recovery_checkpoint_interval_ms=config["log.flush.offset.checkpoint.interval.ms"],
+            start_offset_checkpoint_interval_ms=config["log.flush.start.offset.checkpoint.interval.ms"],
+            topic_overrides=topic_overrides,
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        """Lock every log dir, open every partition log in them, recovering after a crash."""
+        _raise_open_file_limit()
+        for directory in self.log_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock(directory)
+        for directory in self.log_dirs:
+            self._load_dir(directory)
+        for directory in self.log_dirs:
+            marker = directory / CLEAN_SHUTDOWN_FILE
+            if marker.exists():
+                marker.unlink()
+                fsync_directory(directory)
+        now = self._now_ms()
+        for task in ("flush", "retention", "recovery-checkpoint", "start-checkpoint"):
+            self._last_run[task] = now
+        self.started = True
+        log.info("log manager started with %d partition logs in %s", len(self.logs),
+                 ", ".join(map(str, self.log_dirs)))
+
+    def _lock(self, directory: Path) -> None:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogDirInUseError(
+                f"log directory {directory} is locked by another process (is a broker running?)"
+            ) from None
+        self._locks.append(fd)
+
+    def _load_dir(self, directory: Path) -> None:
+        clean = (directory / CLEAN_SHUTDOWN_FILE).exists()
+        try:
+            recovery_points = read_checkpoint(directory / RECOVERY_POINT_FILE)
+        except CheckpointError as exc:
+            log.warning("%s; recovering every log in %s from its start", exc, directory)
+            recovery_points, clean = {}, False
+        try:
+            start_offsets = read_checkpoint(directory / LOG_START_OFFSET_FILE)
+        except CheckpointError as exc:
+            log.warning("%s; log start offsets come from the oldest segments", exc)
+            start_offsets = {}
+        has_logs = any(
+            child.is_dir() and parse_partition_dir_name(child.name) for child in directory.iterdir()
+        )
+        if not clean and has_logs:
+            self.recovered_unclean = True
+            log.warning("%s was not shut down cleanly; recovering unflushed data", directory)
+        for child in sorted(directory.iterdir()):
+            if not child.is_dir():
+                continue
+            if child.name.endswith(DELETE_DIR_SUFFIX):
+                shutil.rmtree(child, ignore_errors=True)
+                continue
+            parsed = parse_partition_dir_name(child.name)
+            if parsed is None:
+                continue
+            if parsed in self.logs:
+                raise KafkaStorageError(
+                    f"partition {child.name} is in both {self._dir_of[parsed]} and {directory}"
+                )
+            config = self.config_for(parsed[0])
+            self.logs[parsed] = PartitionLog.open(
+                child,
+                config,
+                clock=self.clock,
+                recover=not clean,
+                recovery_point=recovery_points.get(parsed, 0),
+                log_start_offset=start_offsets.get(parsed, 0),
+            )
+            self._dir_of[parsed] = directory
+
+    # --- partitions ----------------------------------------------------------------------
+
+    def config_for(self, topic: str) -> LogConfig:
+        return self.default_config.with_overrides(self.topic_overrides.get(topic, {}))
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self.logs.get((topic, partition))
+
+    def get_or_create_log(self, topic: str, partition: int) -> PartitionLog:
+        """The partition's log, created in the least-loaded log dir if it does not exist."""
+        key = (topic, partition)
+        existing = self.logs.get(key)
+        if existing is not None:
+            return existing
+        validate_topic_name(topic)
+        if partition < 0:
+            raise ValueError(f"partition {partition} is negative")
+        counts = {d: 0 for d in self.log_dirs}
+        for d in self._dir_of.values():
+            counts[d] += 1
+        directory = min(self.log_dirs, key=lambda d: counts[d])
+        plog = PartitionLog.open(
+            directory / partition_dir_name(topic, partition), self.config_for(topic), clock=self.clock
+        )
+        fsync_directory(directory)
+        self.logs[key] = plog
+        self._dir_of[key] = directory
+        log.info("created log for %s-%d in %s", topic, partition, directory)
+        return plog
+
+    def set_topic_overrides(self, topic: str, overrides: Mapping[str, str]) -> None:
+        """Apply new per-topic settings to the topic's existing and future logs."""
+        config = self.default_config.with_overrides(overrides)  # validates before storing
+        self.topic_overrides[topic] = dict(overrides)
+        for (t, _), plog in self.logs.items():
+            if t == topic:
+                plog.config = config
+
+    def delete_log(self, topic: str, partition: int) -> bool:
+        """Remove a partition's log: renamed ``-delete`` at once, files removed after."""
+        key = (topic, partition)
+        plog = self.logs.pop(key, None)
+        if plog is None:
+            return False
+        directory = self._dir_of.pop(key)
+        plog.close_without_flush()
+        doomed = directory / f"{plog.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
+        os.replace(plog.directory, doomed)
+        fsync_directory(directory)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
+
+    # --- the schedule --------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Run whatever is due: time-based flushes (``flush.ms``), flushes of rolled segments,
+        retention, removal of deleted segments' files, and checkpoints."""
+        now = self._now_ms()
+        check_time = now - self._last_run["flush"] >= self.flush_check_interval_ms
+        if check_time:
+            self._last_run["flush"] = now
+        for plog in self.logs.values():
+            if plog.offline or not plog.unflushed:
+                continue
+            if check_time and now - plog.last_flush_ms >= plog.config.flush_interval_ms:
+                self._guarded(plog, plog.flush)
+            elif plog.has_rolled_unflushed():
+                self._guarded(plog, plog.flush_rolled)
+        if now - self._last_run["retention"] >= self.retention_check_interval_ms:
+            self._last_run["retention"] = now
+            self.enforce_retention()
+        for plog in self.logs.values():
+            if plog.pending_deletes:
+                plog.delete_pending()
+        if now - self._last_run["recovery-checkpoint"] >= self.recovery_checkpoint_interval_ms:
+            self._last_run["recovery-checkpoint"] = now
+            self.checkpoint_recovery_points()
+        if now - self._last_run["start-checkpoint"] >= self.start_offset_checkpoint_interval_ms:
+            self._last_run["start-checkpoint"] = now
+            self.checkpoint_log_start_offsets()
+
+    def _guarded(self, plog: PartitionLog, action) -> None:
+        try:
+            action()
+        except OSError as exc:
+            plog.offline = True
+            log.error("%s: disk error, taking the log offline: %s", plog.directory, exc)
+
+    def enforce_retention(self) -> int:
+        deleted = 0
+        for plog in list(self.logs.values()):
+            if not plog.offline:
+                deleted += plog.enforce_retention()
+        return deleted
+
+    def flush_all(self) -> None:
+        for plog in self.logs.values():
+            if not plog.offline:
+                plog.flush()
+
+    def checkpoint_recovery_points(self) -> None:
+        self._checkpoint(RECOVERY_POINT_FILE, lambda plog: plog.recovery_point)
+
+    def checkpoint_log_start_offsets(self) -> None:
+        self._checkpoint(LOG_START_OFFSET_FILE, lambda plog: plog.log_start_offset)
+
+    def _checkpoint(self, file_name: str, value) -> None:
+        for directory in self.log_dirs:
+            offsets = {
+                key: value(plog)
+                for key, plog in self.logs.items()
+                if self._dir_of[key] == directory and not plog.offline
+            }
+            try:
+                write_checkpoint(directory / file_name, offsets)
+            except OSError as exc:
+                log.error("cannot write %s in %s: %s", file_name, directory, exc)
+
+    def start(self, clock, interval: float | None = None):
+        """Run ``tick`` on a Twisted LoopingCall driven by ``clock`` (a reactor or a
+        ``twisted.internet.task.Clock``); returns the LoopingCall's deferred."""
+        from twisted.internet.task import LoopingCall
+
+        if interval is None:
+            intervals = [
+                self.retention_check_interval_ms,
+                self.flush_check_interval_ms,
+                self.recovery_checkpoint_interval_ms,
+                self.start_offset_checkpoint_interval_ms,
+                1000,
+            ]
+            interval = max(0.01, min(intervals) / 1000.0)
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = clock
+        return self._loop.start(interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Flush and close every log, write both checkpoints, leave the clean-shutdown marker."""
+        self.stop()
+        offline = False
+        for plog in self.logs.values():
+            if plog.offline:
+                offline = True
+                plog.close_without_flush()
+                continue
+            try:
+                plog.close()
+            except OSError as exc:
+                offline = True
+                log.error("%s: cannot flush on shutdown: %s", plog.directory, exc)
+        self.checkpoint_recovery_points()
+        self.checkpoint_log_start_offsets()
+        if not offline:
+            for directory in self.log_dirs:
+                atomic_write(directory / CLEAN_SHUTDOWN_FILE, b"")
+        for fd in self._locks:
+            os.close(fd)
+        self._locks = []
+        self.started = False
+        log.info("log manager shut down %s", "cleanly" if not offline else "with offline logs")
+
+    def crash(self) -> None:
+        """Close everything without flushing or marking clean, as ``kill -9`` would (tests)."""
+        self.stop()
+        for plog in self.logs.values():
+            plog.close_without_flush()
+        for fd in self._locks:
+            os.close(fd)
+        self._locks = []
+        self.started = False
+
+
+def _raise_open_file_limit() -> None:
+    """Each partition holds a file open per segment; lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass

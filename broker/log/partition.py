@@ -1,0 +1,479 @@
+"""The log of one topic partition: an ordered set of segments in ``<log.dirs>/<topic>-<p>/``.
+
+    >>> log = PartitionLog.open(Path("/var/lib/headrace/clicks-0"), LogConfig())
+    >>> result = log.append(batch_bytes)      # validated, offsets assigned, written
+    >>> log.read(result.base_offset, 1 << 20)   # whole batches from that offset
+
+Only the newest (active) segment takes appends.  A segment is found by bisecting the sorted
+base offsets; inside it, by the sparse offset index and a short walk over batch headers.
+The flush policy (``flush.messages``; ``flush.ms`` via the log manager) fsyncs the unflushed
+segments and advances the recovery point, from where ``open(..., recover=True)`` re-checks
+the data after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import time
+from bisect import bisect_right
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from ..protocol import records
+from ..protocol.errors import (
+    InvalidTopicError,
+    KafkaStorageError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+)
+from ..protocol.records import LOG_OVERHEAD, check_batch
+from .config import LogConfig
+from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
+
+log = logging.getLogger(__name__)
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+_MAX_RELATIVE_OFFSET = 2**31 - 1
+_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
+_LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
+
+_TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+def validate_topic_name(topic: str) -> None:
+    """Kafka's rule: 1-249 characters of ``[a-zA-Z0-9._-]``, and not ``.`` or ``..``."""
+    if not _TOPIC_RE.match(topic) or topic in (".", ".."):
+        raise InvalidTopicError(
+            f"topic name {topic!r} is invalid: use 1-249 of the characters a-z A-Z 0-9 . _ -"
+        )
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir_name(name: str) -> tuple[str, int] | None:
+    """``clicks-3`` -> ("clicks", 3); None for names that are not partition directories."""
+    topic, sep, number = name.rpartition("-")
+    if not sep or not topic or not number.isdigit():
+        return None
+    return topic, int(number)
+
+
+class SystemClock:
+    """The wall clock behind the ``seconds()`` interface of Twisted's IReactorTime."""
+
+    @staticmethod
+    def seconds() -> float:
+        return time.time()
+
+
+class AppendResult(NamedTuple):
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless the topic stamps LogAppendTime
+    record_count: int
+
+
+class PartitionLog:
+    """Appends, reads, rolls, flushes, retention and recovery of one partition's segments."""
+
+    def __init__(self, directory: Path, topic: str, partition: int, config: LogConfig, clock, segments):
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.clock = clock
+        self.segments: list[Segment] = segments
+        self._bases = [s.base_offset for s in segments]
+        self.log_start_offset = segments[0].base_offset
+        self.recovery_point = self.log_end_offset
+        self.last_flush_ms = self._now_ms()
+        self._unflushed_messages = 0
+        self.offline = False
+        self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: LogConfig,
+        *,
+        clock=None,
+        recover: bool = False,
+        recovery_point: int = 0,
+        log_start_offset: int = 0,
+    ) -> "PartitionLog":
+        """Open (or create) the partition log in ``directory``, named ``<topic>-<partition>``.
+
+        With ``recover``, data from ``recovery_point`` on is re-checked batch by batch and cut
+        at the first torn or corrupt batch; data before it was flushed and is trusted.
+        """
+        clock = clock or SystemClock()
+        parsed = parse_partition_dir_name(directory.name)
+        if parsed is None:
+            raise ValueError(f"{directory} is not named <topic>-<partition>")
+        topic, partition = parsed
+        validate_topic_name(topic)
+        directory.mkdir(parents=True, exist_ok=True)
+        now_ms = int(clock.seconds() * 1000)
+        _remove_leftovers(directory)
+        bases = sorted(
+            int(p.name[: -len(LOG_SUFFIX)])
+            for p in directory.iterdir()
+            if p.name.endswith(LOG_SUFFIX) and p.name[: -len(LOG_SUFFIX)].isdigit()
+        )
+        interval = config.index_interval_bytes
+        if not bases:
+            segments = [Segment.create(directory, max(0, log_start_offset), interval, now_ms)]
+        else:
+            segments = [Segment.open(directory, base, interval) for base in bases]
+            for segment, following in zip(segments, segments[1:]):
+                segment.next_offset = following.base_offset
+            if recover:
+                _recover_segments(directory, segments, recovery_point, now_ms)
+            elif not segments[-1].load_tail(now_ms):
+                log.warning("%s: the last segment does not end on a batch boundary; checking it", directory)
+                last = segments[-1]
+                last.recover(last.index.last_entry()[0])
+                last.prepare_for_appends(now_ms)
+        plog = cls(directory, topic, partition, config, clock, segments)
+        plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
+        if recover:
+            plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
+        return plog
+
+    # --- properties ----------------------------------------------------------------------
+
+    @property
+    def active_segment(self) -> Segment:
+        return self.segments[-1]
+
+    @property
+    def log_end_offset(self) -> int:
+        """The next offset to be assigned (the high watermark: there are no replicas)."""
+        return self.segments[-1].next_offset
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # --- appending -----------------------------------------------------------------------
+
+    def append(self, data) -> AppendResult:
+        """Validate and append one or more record batches; returns the offsets assigned.
+
+        Each batch's header and CRC are checked (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
+        INVALID_RECORD, ...) before anything is written; a bad batch appends nothing.  Offsets
+        are assigned by rewriting the base offset, which the CRC does not cover.  A disk error
+        raises KAFKA_STORAGE_ERROR with the log unchanged.
+        """
+        if self.offline:
+            raise KafkaStorageError(f"{self.directory} is offline after an earlier disk error")
+        view = memoryview(data)
+        max_size = self.config.max_message_bytes
+        header = check_batch(view, 0, max_size=max_size)
+        if header.size == len(view):
+            batches = ((0, header),)
+        else:
+            batches = [(0, header)]
+            pos = header.size
+            while pos < len(view):
+                more = check_batch(view, pos, max_size=max_size)
+                batches.append((pos, more))
+                pos += more.size
+        for _, h in batches:
+            if h.size > self.config.segment_bytes:
+                raise RecordListTooLargeError(
+                    f"a batch of {h.size} bytes does not fit a segment of "
+                    f"{self.config.segment_bytes} bytes (segment.bytes)"
+                )
+        log_append_time = -1
+        if self.config.timestamp_type == "LogAppendTime":
+            log_append_time = self._now_ms()
+        base = self.segments[-1].next_offset
+        count = 0
+        for pos, h in batches:
+            body = view[pos + 16 : pos + h.size]
+            max_ts = h.max_timestamp
+            if log_append_time >= 0:
+                stamped = records.with_log_append_time(view[pos : pos + h.size], log_append_time)
+                body = memoryview(stamped)[16:]
+                max_ts = log_append_time
+            self._append_one(h, body, max_ts)
+            count += h.record_count
+        last = self.segments[-1].next_offset - 1
+        self._unflushed_messages += count
+        if self._unflushed_messages >= self.config.flush_interval_messages:
+            self.flush()
+        return AppendResult(base, last, log_append_time, count)
+
+    def _append_one(self, header, body, max_ts: int) -> None:
+        segment = self.segments[-1]
+        size = header.size
+        base = segment.next_offset
+        if segment.size and (
+            segment.size + size > self.config.segment_bytes
+            or segment.should_roll_for_time(max_ts, self._now_ms(), self.config.roll_ms)
+            or base + header.last_offset_delta - segment.base_offset > _MAX_RELATIVE_OFFSET
+        ):
+            segment = self.roll()
+        prefix = _PREFIX.pack(base, header.batch_length, _LEADER_EPOCH)
+        try:
+            segment.append(prefix, body, size, base, base + header.last_offset_delta, max_ts)
+        except OSError as exc:
+            if segment.size != os.fstat(segment.fd).st_size:
+                self.offline = True  # could not even undo the partial write
+            raise KafkaStorageError(
+                f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
+            ) from exc
+
+    def roll(self) -> Segment:
+        """Close the active segment for appends and start a new one at the log end offset."""
+        old = self.segments[-1]
+        if old.size == 0:
+            return old
+        old.close_for_appends()
+        old.index.flush(fsync=False)
+        old.time_index.flush(fsync=False)
+        new = Segment.create(self.directory, old.next_offset, self.config.index_interval_bytes, self._now_ms())
+        new.next_offset = old.next_offset
+        self.segments.append(new)
+        self._bases.append(new.base_offset)
+        log.debug("%s: rolled a new segment at offset %d", self.directory.name, new.base_offset)
+        return new
+
+    # --- flushing ------------------------------------------------------------------------
+
+    def flush(self, up_to: int | None = None) -> None:
+        """fsync the segments holding data past the recovery point, up to offset ``up_to``
+        (default: the log end), and advance the recovery point there."""
+        end = self.log_end_offset if up_to is None else min(up_to, self.log_end_offset)
+        if self.recovery_point >= end:
+            if up_to is None:
+                self.last_flush_ms = self._now_ms()
+            return
+        i = max(0, bisect_right(self._bases, self.recovery_point) - 1)
+        for segment in self.segments[i:]:
+            if segment.base_offset >= end:
+                break
+            segment.flush()
+        self.recovery_point = end
+        if up_to is None:
+            self._unflushed_messages = 0
+            self.last_flush_ms = self._now_ms()
+
+    def has_rolled_unflushed(self) -> bool:
+        """True when a segment closed by a roll still has unflushed data."""
+        return self.recovery_point < self.segments[-1].base_offset
+
+    def flush_rolled(self) -> None:
+        """Flush the segments closed by rolls (the active one is left to the flush policy)."""
+        self.flush(up_to=self.segments[-1].base_offset)
+
+    @property
+    def unflushed(self) -> bool:
+        return self.recovery_point < self.log_end_offset
+
+    # --- reading -------------------------------------------------------------------------
+
+    def read_slice(self, offset: int, max_bytes: int) -> FileSlice:
+        """The file range of whole batches from the batch holding ``offset``, at most
+        ``max_bytes`` long unless the first batch alone is larger (it is then returned whole).
+
+        Empty at the log end; OFFSET_OUT_OF_RANGE below the log start or past the end.
+        """
+        end_offset = self.log_end_offset
+        if offset < self.log_start_offset or offset > end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside {self.topic}-{self.partition}'s range "
+                f"[{self.log_start_offset}, {end_offset}]"
+            )
+        i = bisect_right(self._bases, offset) - 1
+        while i < len(self.segments):
+            segment = self.segments[i]
+            if offset < segment.next_offset:
+                start = segment.find_position(offset)
+                if start is not None:
+                    return segment.slice(start, segment.read_end(start, max(1, max_bytes)))
+            i += 1
+        return FileSlice(self.segments[-1].fd, self.segments[-1].size, 0)
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """The bytes of ``read_slice``: whole record batches as they were appended."""
+        return self.read_slice(offset, max_bytes).read()
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """ListOffsets: (offset, timestamp) for -2 (earliest), -1 (latest), or the first record
+        whose timestamp is >= ``timestamp``; None when no record is that recent."""
+        if timestamp == EARLIEST_TIMESTAMP:
+            return self.log_start_offset, -1
+        if timestamp == LATEST_TIMESTAMP:
+            return self.log_end_offset, -1
+        for segment in self.segments:
+            if segment.next_offset <= self.log_start_offset:
+                continue
+            found = segment.find_timestamp(timestamp)
+            if found is None:
+                continue
+            position, header = found
+            batch = records.decode_batch(os.pread(segment.fd, header[1] + LOG_OVERHEAD, position))
+            for record in batch.records:
+                if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
+                    return record.offset, record.timestamp
+        return None
+
+    # --- retention -----------------------------------------------------------------------
+
+    def enforce_retention(self) -> int:
+        """Delete whole segments past ``retention.ms`` or beyond ``retention.bytes``; the
+        active segment is rolled first if it has expired too.  Returns segments deleted."""
+        now = self._now_ms()
+        retention_ms = self.config.retention_ms
+        retention_bytes = self.config.retention_bytes
+        doomed = 0
+        if retention_ms >= 0:
+            for segment in self.segments:
+                if segment.size == 0 or now - segment.largest_timestamp_or_mtime() <= retention_ms:
+                    break
+                doomed += 1
+        if retention_bytes >= 0:
+            excess = self.size - retention_bytes
+            by_size = 0
+            for segment in self.segments:
+                if excess - segment.size < 0:
+                    break
+                excess -= segment.size
+                by_size += 1
+            doomed = max(doomed, by_size)
+        if not doomed:
+            return 0
+        if doomed >= len(self.segments):
+            self.roll()  # only closed segments are deleted; keep an empty active one
+            doomed = len(self.segments) - 1
+        return self._delete_oldest(doomed, "retention")
+
+    def _delete_oldest(self, count: int, reason: str) -> int:
+        victims = self.segments[:count]
+        self.segments = self.segments[count:]
+        self._bases = self._bases[count:]
+        self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+        self.recovery_point = max(self.recovery_point, self.log_start_offset)
+        due = self.clock.seconds() + self.config.file_delete_delay_ms / 1000.0
+        for segment in victims:
+            renamed = segment.rename_for_deletion()
+            self.pending_deletes.append((due, segment, renamed))
+            log.info(
+                "%s: deleting segment %d (%d bytes) for %s; log start offset is now %d",
+                self.directory.name, segment.base_offset, segment.size, reason, self.log_start_offset,
+            )
+        self.delete_pending(force=self.config.file_delete_delay_ms == 0)
+        return len(victims)
+
+    def delete_pending(self, force: bool = False) -> None:
+        """Close and remove segments renamed ``.deleted`` once ``file.delete.delay.ms`` passed
+        (the delay lets reads already handed out finish)."""
+        now = self.clock.seconds()
+        keep = []
+        for due, segment, paths in self.pending_deletes:
+            if force or due <= now:
+                segment.close()
+                for path in paths:
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+            else:
+                keep.append((due, segment, paths))
+        self.pending_deletes = keep
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush everything and close the files (a clean close)."""
+        self.flush()
+        self.active_segment.close_for_appends()
+        for segment in self.segments:
+            segment.index.flush()
+            segment.time_index.flush()
+        for segment in self.segments:
+            segment.close()
+        self.delete_pending(force=True)
+
+    def close_without_flush(self) -> None:
+        """Close file descriptors only, as a crash would leave them (for tests and tools)."""
+        for segment in self.segments:
+            segment.close()
+        for _, segment, _ in self.pending_deletes:
+            segment.close()
+
+    def delete(self) -> None:
+        """Remove the partition's files and directory."""
+        for segment in self.segments:
+            segment.close()
+            segment.delete_files()
+        self.delete_pending(force=True)
+        for leftover in self.directory.iterdir():
+            leftover.unlink()
+        self.directory.rmdir()
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Remove files a crash left half-deleted (``.deleted``) or half-written (``.tmp``)."""
+    for path in directory.iterdir():
+        if path.name.endswith(DELETED_SUFFIX) or path.name.endswith(".tmp"):
+            path.unlink()
+
+
+def _recover_segments(directory: Path, segments: list[Segment], recovery_point: int, now_ms: int) -> None:
+    """Re-check everything from the recovery point; drop segments after the first cut."""
+    start = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+    cut_total = 0
+    checked = 0
+    began = time.monotonic()
+    for i in range(start, len(segments)):
+        segment = segments[i]
+        from_offset = recovery_point if i == start else segment.base_offset
+        if i > start and segment.base_offset != segments[i - 1].next_offset:
+            log.warning(
+                "%s: segment %d does not follow offset %d; it and later segments are dropped",
+                directory.name, segment.base_offset, segments[i - 1].next_offset,
+            )
+            cut_total += _drop_segments(segments, i)
+            break
+        size_before = os.fstat(segment.fd).st_size
+        cut = segment.recover(max(from_offset, segment.base_offset))
+        checked += size_before
+        cut_total += cut
+        if i + 1 < len(segments) and cut:
+            cut_total += _drop_segments(segments, i + 1)
+            break
+    last = segments[-1]
+    last.prepare_for_appends(now_ms)
+    if cut_total:
+        log.warning(
+            "%s: recovery cut %d bytes of torn or corrupt data; the log now ends at offset %d",
+            directory.name, cut_total, last.next_offset,
+        )
+    log.info(
+        "%s: recovered from offset %d in %.3f s", directory.name, recovery_point, time.monotonic() - began
+    )
+
+
+def _drop_segments(segments: list[Segment], first: int) -> int:
+    dropped = 0
+    for segment in segments[first:]:
+        dropped += segment.size
+        segment.close()
+        segment.delete_files()
+    del segments[first:]
+    return dropped

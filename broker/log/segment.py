@@ -1,0 +1,403 @@
+"""One segment of a partition log: a ``.log`` file of record batches plus its two indexes.
+
+Batches are appended as they arrived (only the first 16 bytes, base offset, length and leader
+epoch, are rewritten), so a read is a byte range of the file.  The segment keeps what it must
+know to append and to find batches: its size, next offset, largest timestamp, and when the
+last index entries were made.  ``recover`` re-checks the batches from a given offset, cuts the
+file at the first bad one and rebuilds the index entries from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import crc32c
+
+from ..protocol.records import CRC_START, HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, MIN_BATCH_LENGTH
+from .index import OffsetIndex, TimeIndex
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+DELETED_SUFFIX = ".deleted"
+
+_SCAN_CHUNK = 16 * 1024
+_RECOVER_CHUNK = 1024 * 1024
+
+
+def segment_file_stem(base_offset: int) -> str:
+    """File name stem of the segment starting at ``base_offset``: 20 zero-padded digits."""
+    return "%020d" % base_offset
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """A byte range of a segment file: what a fetch sends (by pread or sendfile)."""
+
+    fd: int
+    position: int
+    size: int
+
+    def read(self) -> bytes:
+        """The bytes of the range, from the page cache."""
+        if self.size == 0:
+            return b""
+        data = os.pread(self.fd, self.size, self.position)
+        while len(data) < self.size:  # only at a concurrent truncation; return what exists
+            more = os.pread(self.fd, self.size - len(data), self.position + len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+
+class Segment:
+    """A ``.log`` file with a sparse ``.index`` and ``.timeindex``; see the module docstring."""
+
+    def __init__(self, directory: Path, base_offset: int, fd: int, index_interval: int):
+        self.directory = directory
+        self.base_offset = base_offset
+        stem = segment_file_stem(base_offset)
+        self.log_path = directory / (stem + LOG_SUFFIX)
+        self.index = OffsetIndex(directory / (stem + INDEX_SUFFIX), base_offset)
+        self.time_index = TimeIndex(directory / (stem + TIME_INDEX_SUFFIX), base_offset)
+        self.index_interval = index_interval
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.next_offset = base_offset  # exact for the active segment; set by the log for others
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self.first_batch_timestamp = -1  # max timestamp of the first batch, if it has one
+        self.created_ms = -1  # when this process created or opened the segment
+        self._bytes_since_index = 0
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, index_interval: int, now_ms: int):
+        """A new, empty segment (stale files with the same name are replaced)."""
+        stem = segment_file_stem(base_offset)
+        for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            try:
+                (directory / (stem + suffix)).unlink()
+            except FileNotFoundError:
+                pass
+        fd = os.open(
+            directory / (stem + LOG_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644
+        )
+        segment = cls(directory, base_offset, fd, index_interval)
+        segment.index.reset()
+        segment.time_index.reset()
+        segment.created_ms = now_ms
+        return segment
+
+    @classmethod
+    def open(cls, directory: Path, base_offset: int, index_interval: int):
+        """Open an existing segment; indexes load when first needed."""
+        fd = os.open(directory / (segment_file_stem(base_offset) + LOG_SUFFIX), os.O_RDWR | os.O_APPEND)
+        segment = cls(directory, base_offset, fd, index_interval)
+        ts, offset = segment.time_index.last_entry()
+        segment.max_timestamp, segment.offset_of_max_timestamp = ts, offset
+        return segment
+
+    def load_tail(self, now_ms: int) -> bool:
+        """Prepare a cleanly closed segment for appends: find its next offset and timestamps by
+        walking headers from the last index entry.  False if the walk does not end exactly at
+        the end of the file (the segment then needs ``recover``)."""
+        offset, position = self.index.last_entry()
+        next_offset = offset
+        try:
+            for pos, header in self.scan_headers(position, self.size):
+                if header[0] != next_offset and pos != position:
+                    return False
+                next_offset = header[0] + header[6] + 1
+                self._note_timestamp(header[8], header[0])
+                position = pos + header[1] + LOG_OVERHEAD
+        except EOFError:
+            return False
+        if position != self.size:
+            return False
+        self.next_offset = next_offset
+        self._bytes_since_index = self.size - self.index.last_entry()[1]
+        self.prepare_for_appends(now_ms)
+        return True
+
+    def prepare_for_appends(self, now_ms: int) -> None:
+        """Set what time-based rolling compares against: the first batch's timestamp."""
+        self.created_ms = now_ms
+        self.first_batch_timestamp = -1
+        if self.size >= HEADER_SIZE:
+            self.first_batch_timestamp = HEADER.unpack(os.pread(self.fd, HEADER_SIZE, 0))[8]
+
+    def should_roll_for_time(self, max_ts: int, now_ms: int, roll_ms: int) -> bool:
+        """Kafka's rule: a batch whose timestamp is more than ``roll_ms`` after the first
+        batch's starts a new segment; without timestamps, the segment's age counts."""
+        if self.first_batch_timestamp >= 0 and max_ts >= 0:
+            return max_ts - self.first_batch_timestamp > roll_ms
+        return now_ms - self.created_ms > roll_ms
+
+    # --- appending -----------------------------------------------------------------------
+
+    def append(self, prefix: bytes, body, size: int, base_offset: int, last_offset: int, max_ts: int):
+        """Write one batch (``prefix`` + ``body`` = ``size`` bytes) at the end of the file.
+
+        On a short write or an OSError the file is cut back to its previous size and the error
+        is raised, so a failed append leaves nothing behind.
+        """
+        position = self.size
+        try:
+            written = os.writev(self.fd, (prefix, body))
+        except OSError:
+            self._undo(position)
+            raise
+        if written != size:
+            self._undo(position)
+            raise OSError(28, f"short write: {written} of {size} bytes")
+        if self._bytes_since_index > self.index_interval:
+            self.index.append(base_offset, position)
+            if self.max_timestamp >= 0:
+                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self._bytes_since_index = 0
+        self._bytes_since_index += size
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+            self.offset_of_max_timestamp = base_offset
+        if position == 0:
+            self.first_batch_timestamp = max_ts
+        self.size = position + size
+        self.next_offset = last_offset + 1
+
+    def _undo(self, position: int) -> None:
+        try:
+            os.ftruncate(self.fd, position)
+        except OSError:
+            log.exception("cannot cut %s back to %d bytes after a failed write", self.log_path, position)
+            raise
+
+    def close_for_appends(self) -> None:
+        """Called on roll and close: record the final largest timestamp in the time index."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+
+    def flush(self) -> None:
+        """fsync the log file, then write and fsync the indexes."""
+        os.fsync(self.fd)
+        self.index.flush()
+        self.time_index.flush()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def scan_headers(self, position: int, end: int) -> Iterator[tuple[int, tuple]]:
+        """Yield (position, header tuple) for each batch from ``position`` up to ``end``.
+
+        No CRC check: used over data already validated.  Raises EOFError if a header is cut
+        short by the end of the file.
+        """
+        buf = b""
+        buf_start = position
+        while position < end:
+            off = position - buf_start
+            if off + HEADER_SIZE > len(buf):
+                buf = os.pread(self.fd, max(HEADER_SIZE, min(_SCAN_CHUNK, end - position)), position)
+                buf_start, off = position, 0
+                if len(buf) < HEADER_SIZE:
+                    raise EOFError(f"{self.log_path}: header cut short at byte {position}")
+            header = HEADER.unpack_from(buf, off)
+            if header[1] < MIN_BATCH_LENGTH:
+                raise EOFError(f"{self.log_path}: bad batch length at byte {position}")
+            yield position, header
+            position += header[1] + LOG_OVERHEAD
+
+    def find_position(self, offset: int) -> int | None:
+        """Byte position of the batch holding ``offset`` (its last offset >= ``offset``), or
+        None if the segment ends before it."""
+        if offset >= self.next_offset:
+            return None
+        _, position = self.index.lookup(offset)
+        for pos, header in self.scan_headers(position, self.size):
+            if header[0] + header[6] >= offset:
+                return pos
+        return None
+
+    def read_end(self, start: int, max_bytes: int) -> int:
+        """End of the longest run of whole batches from ``start`` within ``max_bytes``; at least
+        one whole batch.  Walks headers only from the last index entry below the limit."""
+        limit = start + max_bytes
+        if limit >= self.size:
+            return self.size
+        position = max(start, self.index.floor_position(limit))
+        end = position
+        for pos, header in self.scan_headers(position, self.size):
+            batch_end = pos + header[1] + LOG_OVERHEAD
+            if batch_end > limit:
+                if end == start:
+                    end = batch_end  # always at least one whole batch
+                break
+            end = batch_end
+        return end
+
+    def slice(self, start: int, end: int) -> FileSlice:
+        return FileSlice(self.fd, start, end - start)
+
+    def find_timestamp(self, timestamp: int) -> tuple[int, tuple] | None:
+        """(position, header) of the first batch whose max timestamp is >= ``timestamp``."""
+        if self.max_timestamp < timestamp:
+            return None
+        start_offset = self.time_index.lookup(timestamp)
+        position = 0 if start_offset is None else self.index.lookup(start_offset)[1]
+        for pos, header in self.scan_headers(position, self.size):
+            if header[8] >= timestamp:
+                return pos, header
+        return None
+
+    def largest_timestamp_or_mtime(self) -> int:
+        """Largest record timestamp, or the file's modification time if it has none (ms)."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        return int(os.fstat(self.fd).st_mtime * 1000)
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def recover(self, from_offset: int) -> int:
+        """Re-check batches from ``from_offset`` to the end, cut the file at the first bad or
+        torn one, and rebuild index entries from there.  Returns the number of bytes cut.
+
+        Batches before ``from_offset`` were flushed and are trusted.  If ``from_offset`` is not
+        found at a batch boundary, the whole segment is checked.
+        """
+        position = self._position_of_batch_start(from_offset)
+        if position is None:
+            from_offset, position = self.base_offset, 0
+        self.index.truncate_to_offset(from_offset)
+        self.index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(from_offset)
+        ts, ts_offset = self.time_index.last_entry()
+        self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
+        # Batches between the last index entry and from_offset: their timestamps count too.
+        last_offset, last_position = self.index.last_entry()
+        for _, header in self.scan_headers(last_position, position):
+            self._note_timestamp(header[8], header[0])
+        self._bytes_since_index = position - last_position
+        expected = from_offset
+        file_size = os.fstat(self.fd).st_size
+        good_end = self._check_from(position, file_size, expected)
+        cut = file_size - good_end
+        if cut:
+            os.ftruncate(self.fd, good_end)
+            self.index.truncate_to_position(good_end)
+        self.size = good_end
+        return cut
+
+    def _position_of_batch_start(self, offset: int) -> int | None:
+        """Byte position where the batch with base ``offset`` starts, the file size if the
+        data ends just before ``offset``, or None if ``offset`` is not a batch boundary."""
+        if offset == self.base_offset:
+            return 0
+        entry_offset, position = self.index.lookup(offset)
+        size = os.fstat(self.fd).st_size
+        next_offset = entry_offset if position else None
+        try:
+            for pos, header in self.scan_headers(position, size):
+                if header[0] == offset:
+                    return pos
+                if header[0] > offset:
+                    return None
+                position = pos + header[1] + LOG_OVERHEAD
+                next_offset = header[0] + header[6] + 1
+        except EOFError:
+            return None
+        return size if position == size and next_offset == offset else None
+
+    def _check_from(self, position: int, file_size: int, expected: int) -> int:
+        """Walk and CRC-check batches from ``position``; returns the end of the last good one."""
+        self.next_offset = expected
+        buf = b""
+        buf_start = position
+        while position < file_size:
+            off = position - buf_start
+            if off + HEADER_SIZE > len(buf):
+                buf = os.pread(self.fd, min(_RECOVER_CHUNK, file_size - position), position)
+                buf_start, off = position, 0
+                if len(buf) < HEADER_SIZE:
+                    log.warning("%s: torn batch header at byte %d", self.log_path, position)
+                    return position
+            header = HEADER.unpack_from(buf, off)
+            size = header[1] + LOG_OVERHEAD
+            problem = None
+            if header[1] < MIN_BATCH_LENGTH:
+                problem = f"implausible batch length {header[1]}"
+            elif position + size > file_size:
+                problem = f"a batch of {size} bytes runs past the end of the file (torn write)"
+            elif header[3] != MAGIC:
+                problem = f"magic byte {header[3]}"
+            elif header[0] != expected:
+                problem = f"base offset {header[0]} where {expected} was expected"
+            elif header[12] <= 0 or header[6] != header[12] - 1:
+                problem = f"{header[12]} records with lastOffsetDelta {header[6]}"
+            elif off + size <= len(buf):
+                crc = crc32c.crc32c(memoryview(buf)[off + CRC_START : off + size])
+                if crc != header[4]:
+                    problem = f"CRC mismatch (stored {header[4]:#010x}, computed {crc:#010x})"
+            else:
+                problem = self._check_crc(position, size, header[4])
+            if problem is not None:
+                log.warning("%s: %s at byte %d; the log is cut there", self.log_path, problem, position)
+                return position
+            if self._bytes_since_index > self.index_interval:
+                self.index.append(header[0], position)
+                if self.max_timestamp >= 0:
+                    self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+                self._bytes_since_index = 0
+            self._bytes_since_index += size
+            self._note_timestamp(header[8], header[0])
+            expected = header[0] + header[6] + 1
+            self.next_offset = expected
+            position += size
+        return position
+
+    def _check_crc(self, position: int, size: int, stored: int) -> str | None:
+        """CRC of a batch too large for the read buffer, read in chunks."""
+        crc = 0
+        done = CRC_START
+        while done < size:
+            chunk = os.pread(self.fd, min(_RECOVER_CHUNK, size - done), position + done)
+            if not chunk:
+                return "batch cut short"
+            crc = crc32c.crc32c(chunk, crc)
+            done += len(chunk)
+        return None if crc == stored else f"CRC mismatch (stored {stored:#010x}, computed {crc:#010x})"
+
+    def _note_timestamp(self, max_ts: int, base_offset: int) -> None:
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+            self.offset_of_max_timestamp = base_offset
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def rename_for_deletion(self) -> list[Path]:
+        """Rename the segment's files with a ``.deleted`` suffix; returns the new paths."""
+        renamed = []
+        for path in (self.log_path, self.index.path, self.time_index.path):
+            if path.exists():
+                target = path.with_name(path.name + DELETED_SUFFIX)
+                os.replace(path, target)
+                renamed.append(target)
+        return renamed
+
+    def delete_files(self) -> None:
+        for path in (self.log_path, self.index.path, self.time_index.path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,420 @@
+"""Kafka record batches, format v2 (magic 2): build, parse and check them over bytes.
+
+The broker touches only the 61-byte batch header (``BatchHeader``, ``check_batch``); clients
+and tools decode the records inside (``decode_batch``).  Layout of the header::
+
+    0  baseOffset int64       21 attributes int16        43 producerId int64
+    8  batchLength int32      23 lastOffsetDelta int32   51 producerEpoch int16
+    12 partitionLeaderEpoch   27 baseTimestamp int64     53 baseSequence int32
+    16 magic int8 (= 2)       35 maxTimestamp int64      57 recordCount int32
+    17 crc uint32: CRC-32C of bytes 21..end
+
+Records follow at byte 61, compressed as one blob when the attributes name a codec.  Every
+integer inside a record is a zig-zag varint.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import crc32c
+
+from . import compression
+from .errors import (
+    CorruptMessageError,
+    InvalidRecordError,
+    MessageTooLargeError,
+    UnsupportedCompressionTypeError,
+    UnsupportedForMessageFormatError,
+)
+
+MAGIC = 2
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes not counted by batchLength
+CRC_START = 21
+MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_MASK = 0x08
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+DELETE_HORIZON_MASK = 0x40
+
+CREATE_TIME = 0
+LOG_APPEND_TIME = 1
+NO_TIMESTAMP = -1
+
+_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
+_I64 = struct.Struct(">q")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_I16 = struct.Struct(">h")
+
+
+class BatchHeader(NamedTuple):
+    """The fixed 61-byte header of a v2 record batch."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch takes, header included."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def timestamp_type(self) -> int:
+        return LOG_APPEND_TIME if self.attributes & TIMESTAMP_TYPE_MASK else CREATE_TIME
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record as a client sees it: absolute offset and timestamp, key, value, headers."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """A decoded batch: its header and its records."""
+
+    header: BatchHeader
+    records: list[Record] = field(default_factory=list)
+
+
+def parse_header(buf, pos: int = 0) -> BatchHeader:
+    """Read the batch header at ``pos``; CorruptMessageError if fewer than 61 bytes remain."""
+    if len(buf) - pos < HEADER_SIZE:
+        raise CorruptMessageError(
+            f"record batch header needs {HEADER_SIZE} bytes, {len(buf) - pos} remain"
+        )
+    return BatchHeader._make(HEADER.unpack_from(buf, pos))
+
+
+def compute_crc(batch) -> int:
+    """CRC-32C of a whole batch's bytes from ``attributes`` to the end."""
+    return crc32c.crc32c(memoryview(batch)[CRC_START:])
+
+
+def check_batch(buf, pos: int = 0, *, max_size: int | None = None) -> BatchHeader:
+    """Validate the batch at ``pos`` as a broker must before it appends it.
+
+    Checks, in order: room for a header, the magic byte (2), that the batch lies wholly inside
+    ``buf``, ``max_size`` (MessageTooLargeError), the CRC (CorruptMessageError), the codec
+    (UnsupportedCompressionTypeError) and the offset/count rules Kafka applies to producer
+    batches (InvalidRecordError).  Records are never decoded.  Returns the header.
+    """
+    available = len(buf) - pos
+    if available < HEADER_SIZE:
+        if available >= 17 and buf[pos + 16] != MAGIC:
+            raise UnsupportedForMessageFormatError(
+                f"message format v{buf[pos + 16]} is not accepted; use record batches (magic 2)"
+            )
+        raise CorruptMessageError(f"record batch is {available} bytes, shorter than its header")
+    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    if header.magic != MAGIC:
+        raise UnsupportedForMessageFormatError(
+            f"message format v{header.magic} is not accepted; use record batches (magic 2)"
+        )
+    size = header.batch_length + LOG_OVERHEAD
+    if header.batch_length < MIN_BATCH_LENGTH or size > available:
+        raise CorruptMessageError(
+            f"record batch length {header.batch_length} does not fit the {available} bytes given"
+        )
+    if max_size is not None and size > max_size:
+        raise MessageTooLargeError(
+            f"record batch is {size} bytes, more than the maximum of {max_size} "
+            "(message.max.bytes / max.message.bytes)"
+        )
+    actual = crc32c.crc32c(memoryview(buf)[pos + CRC_START : pos + size])
+    if actual != header.crc:
+        raise CorruptMessageError(
+            f"record batch CRC mismatch: stored {header.crc:#010x}, computed {actual:#010x}"
+        )
+    if header.attributes & COMPRESSION_MASK > compression.ZSTD:
+        raise UnsupportedCompressionTypeError(
+            f"compression codec {header.attributes & COMPRESSION_MASK} does not exist"
+        )
+    if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
+        raise InvalidRecordError(
+            f"record batch has {header.record_count} records but lastOffsetDelta "
+            f"{header.last_offset_delta}"
+        )
+    if header.attributes & CONTROL_MASK:
+        raise InvalidRecordError("control batches cannot be produced")
+    return header
+
+
+def split_batches(buf) -> Iterator[tuple[int, BatchHeader]]:
+    """Walk concatenated batches, yielding (position, header), without checking CRCs.
+
+    A trailing partial batch (as a fetch response may end with) is ignored.
+    """
+    pos, end = 0, len(buf)
+    while end - pos >= HEADER_SIZE:
+        header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+        if header.batch_length < MIN_BATCH_LENGTH:
+            raise CorruptMessageError(f"record batch at byte {pos} has length {header.batch_length}")
+        if pos + header.size > end:
+            return
+        yield pos, header
+        pos += header.size
+
+
+# --- varints -------------------------------------------------------------------------------
+
+
+def encode_varint(value: int) -> bytes:
+    """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
+    zz = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while zz >= 0x80:
+        out.append((zz & 0x7F) | 0x80)
+        zz >>= 7
+    out.append(zz)
+    return bytes(out)
+
+
+def decode_varint(buf, pos: int) -> tuple[int, int]:
+    """Read a zig-zag varint at ``pos``; returns (value, next position)."""
+    shift = 0
+    result = 0
+    while True:
+        if pos >= len(buf):
+            raise CorruptMessageError("varint runs past the end of the record data")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise CorruptMessageError("varint is longer than 10 bytes")
+    return (result >> 1) ^ -(result & 1), pos
+
+
+def _encode_bytes(value: bytes | None) -> bytes:
+    if value is None:
+        return encode_varint(-1)
+    return encode_varint(len(value)) + bytes(value)
+
+
+def _decode_bytes(buf, pos: int) -> tuple[bytes | None, int]:
+    length, pos = decode_varint(buf, pos)
+    if length < 0:
+        return None, pos
+    end = pos + length
+    if end > len(buf):
+        raise CorruptMessageError("record field runs past the end of the record data")
+    return bytes(buf[pos:end]), end
+
+
+# --- building -------------------------------------------------------------------------------
+
+RecordInput = tuple  # (key, value) or (key, value, headers) or (key, value, headers, timestamp)
+
+
+def encode_record(
+    offset_delta: int,
+    timestamp_delta: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] = (),
+) -> bytes:
+    """One record's bytes, length prefix included."""
+    body = [
+        b"\x00",  # attributes: unused
+        encode_varint(timestamp_delta),
+        encode_varint(offset_delta),
+        _encode_bytes(key),
+        _encode_bytes(value),
+        encode_varint(len(headers)),
+    ]
+    for header_key, header_value in headers:
+        body.append(_encode_bytes(header_key.encode("utf-8")))
+        body.append(_encode_bytes(header_value))
+    payload = b"".join(body)
+    return encode_varint(len(payload)) + payload
+
+
+def build_batch(
+    records: Iterable[RecordInput],
+    *,
+    base_offset: int = 0,
+    compression_type: int = compression.NONE,
+    timestamp: int | None = None,
+    timestamp_type: int = CREATE_TIME,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    control: bool = False,
+    partition_leader_epoch: int = -1,
+    xerial_snappy: bool = False,
+) -> bytes:
+    """Encode records into one v2 batch, as a producer would.
+
+    Each record is ``(key, value)``, ``(key, value, headers)`` or
+    ``(key, value, headers, timestamp_ms)``; records without a timestamp take ``timestamp``
+    (default 0).  Offsets are numbered from ``base_offset``.
+    """
+    items = [tuple(r) for r in records]
+    if not items:
+        raise InvalidRecordError("a record batch needs at least one record")
+    default_ts = 0 if timestamp is None else timestamp
+    stamps = [item[3] if len(item) > 3 and item[3] is not None else default_ts for item in items]
+    base_ts = stamps[0]
+    max_ts = max(stamps)
+    encoded = b"".join(
+        encode_record(
+            i,
+            stamps[i] - base_ts,
+            item[0],
+            item[1],
+            item[2] if len(item) > 2 and item[2] is not None else (),
+        )
+        for i, item in enumerate(items)
+    )
+    if compression_type != compression.NONE:
+        encoded = compression.compress(compression_type, encoded, xerial=xerial_snappy)
+    attributes = compression_type & COMPRESSION_MASK
+    if timestamp_type == LOG_APPEND_TIME:
+        attributes |= TIMESTAMP_TYPE_MASK
+    if transactional:
+        attributes |= TRANSACTIONAL_MASK
+    if control:
+        attributes |= CONTROL_MASK
+    batch = bytearray(HEADER_SIZE + len(encoded))
+    HEADER.pack_into(
+        batch,
+        0,
+        base_offset,
+        HEADER_SIZE + len(encoded) - LOG_OVERHEAD,
+        partition_leader_epoch,
+        MAGIC,
+        0,
+        attributes,
+        len(items) - 1,
+        base_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(items),
+    )
+    batch[HEADER_SIZE:] = encoded
+    _U32.pack_into(batch, 17, compute_crc(batch))
+    return bytes(batch)
+
+
+def with_log_append_time(batch, now_ms: int) -> bytes:
+    """A copy of the batch stamped with LogAppendTime ``now_ms``, CRC recomputed.
+
+    Used when a topic's ``message.timestamp.type`` is LogAppendTime: consumers then read
+    ``maxTimestamp`` as every record's timestamp.
+    """
+    out = bytearray(batch)
+    attributes = _I16.unpack_from(out, 21)[0] | TIMESTAMP_TYPE_MASK
+    _I16.pack_into(out, 21, attributes)
+    _I64.pack_into(out, 35, now_ms)
+    _U32.pack_into(out, 17, compute_crc(out))
+    return bytes(out)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True) -> RecordBatch:
+    """Decode the batch at ``pos`` into its records (decompressing as needed)."""
+    header = parse_header(buf, pos)
+    if header.magic != MAGIC:
+        raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
+    end = pos + header.size
+    if header.batch_length < MIN_BATCH_LENGTH or end > len(buf):
+        raise CorruptMessageError("record batch is truncated")
+    view = memoryview(buf)[pos:end]
+    if verify_crc and compute_crc(view) != header.crc:
+        raise CorruptMessageError(f"record batch at offset {header.base_offset} fails its CRC")
+    data = view[HEADER_SIZE:]
+    if header.compression != compression.NONE:
+        data = compression.decompress(header.compression, data)
+    records = []
+    rpos = 0
+    log_append = header.timestamp_type == LOG_APPEND_TIME
+    for _ in range(header.record_count):
+        length, rpos = decode_varint(data, rpos)
+        record_end = rpos + length
+        if length < 1 or record_end > len(data):
+            raise CorruptMessageError("record length runs past the end of the batch")
+        rpos += 1  # attributes
+        ts_delta, rpos = decode_varint(data, rpos)
+        offset_delta, rpos = decode_varint(data, rpos)
+        key, rpos = _decode_bytes(data, rpos)
+        value, rpos = _decode_bytes(data, rpos)
+        count, rpos = decode_varint(data, rpos)
+        if count < 0:
+            raise CorruptMessageError("negative record header count")
+        headers = []
+        for _ in range(count):
+            raw_key, rpos = _decode_bytes(data, rpos)
+            if raw_key is None:
+                raise CorruptMessageError("record header key is null")
+            header_value, rpos = _decode_bytes(data, rpos)
+            headers.append((raw_key.decode("utf-8", "replace"), header_value))
+        if rpos != record_end:
+            raise CorruptMessageError("record length does not match its fields")
+        ts = header.max_timestamp if log_append else header.base_timestamp + ts_delta
+        records.append(
+            Record(header.base_offset + offset_delta, ts, key, value, tuple(headers))
+        )
+    return RecordBatch(header, records)
+
+
+def decode_batches(buf, *, verify_crc: bool = True) -> Iterator[RecordBatch]:
+    """Decode every whole batch in ``buf`` (a fetch response's records or a segment's bytes)."""
+    for pos, _header in split_batches(buf):
+        yield decode_batch(buf, pos, verify_crc=verify_crc)
+
+
+def iter_records(buf, *, verify_crc: bool = True) -> Iterator[Record]:
+    """Every record of every whole batch in ``buf``, in order."""
+    for batch in decode_batches(buf, verify_crc=verify_crc):
+        yield from batch.records

@@ -1,0 +1,1 @@
+"""Parallel warehouse loaders: record batches to Arrow to Parquet through fsspec."""
