@@ -121,6 +121,16 @@ def zookeeper(tmp_path_factory):
 
 @pytest.fixture
 def zk_chroot(zookeeper, request):
-    """A ``zookeeper.connect`` string with a chroot of its own, so tests do not collide."""
-    name = request.node.name.replace("[", "_").replace("]", "_")
-    return f"{zookeeper.connect}/t-{name}-{time.monotonic_ns()}"
+    """A ``zookeeper.connect`` string with a fresh chroot, so tests do not collide."""
+    from kazoo.client import KazooClient
+
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)
+    chroot = f"/t-{name}-{time.monotonic_ns()}"
+    client = KazooClient(hosts=zookeeper.connect, timeout=10)
+    client.start(timeout=15)
+    try:
+        client.ensure_path(chroot)
+    finally:
+        client.stop()
+        client.close()
+    return zookeeper.connect + chroot

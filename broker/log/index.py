@@ -149,11 +149,14 @@ class OffsetIndex(_IndexFile):
             return self.base_offset, 0
         return self.base_offset + self._offsets[i], self._positions[i]
 
-    def floor_position(self, position: int) -> int:
-        """The largest indexed batch position at or below ``position`` (0 if none)."""
+    def floor_entry(self, position: int) -> tuple[int, int]:
+        """(absolute offset, position) of the last entry at or below byte ``position``, else
+        (base, 0)."""
         self._ensure_loaded()
         i = bisect_right(self._positions, position) - 1
-        return self._positions[i] if i >= 0 else 0
+        if i < 0:
+            return self.base_offset, 0
+        return self.base_offset + self._offsets[i], self._positions[i]
 
     def last_entry(self) -> tuple[int, int]:
         self._ensure_loaded()

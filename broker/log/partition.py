@@ -95,6 +95,8 @@ class PartitionLog:
         self.last_flush_ms = self._now_ms()
         self._unflushed_messages = 0
         self.offline = False
+        self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
+        self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
 
     # --- opening -------------------------------------------------------------------------
@@ -130,6 +132,7 @@ class PartitionLog:
             if p.name.endswith(LOG_SUFFIX) and p.name[: -len(LOG_SUFFIX)].isdigit()
         )
         interval = config.index_interval_bytes
+        recovery_stats = (0, 0)
         if not bases:
             segments = [Segment.create(directory, max(0, log_start_offset), interval, now_ms)]
         else:
@@ -137,13 +140,14 @@ class PartitionLog:
             for segment, following in zip(segments, segments[1:]):
                 segment.next_offset = following.base_offset
             if recover:
-                _recover_segments(directory, segments, recovery_point, now_ms)
+                recovery_stats = _recover_segments(directory, segments, recovery_point, now_ms)
             elif not segments[-1].load_tail(now_ms):
                 log.warning("%s: the last segment does not end on a batch boundary; checking it", directory)
                 last = segments[-1]
-                last.recover(last.index.last_entry()[0])
+                recovery_stats = last.recover(last.index.last_entry()[0])
                 last.prepare_for_appends(now_ms)
         plog = cls(directory, topic, partition, config, clock, segments)
+        plog.recovery_checked_bytes, plog.recovery_cut_bytes = recovery_stats
         plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
         if recover:
             plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
@@ -434,8 +438,11 @@ def _remove_leftovers(directory: Path) -> None:
             path.unlink()
 
 
-def _recover_segments(directory: Path, segments: list[Segment], recovery_point: int, now_ms: int) -> None:
-    """Re-check everything from the recovery point; drop segments after the first cut."""
+def _recover_segments(
+    directory: Path, segments: list[Segment], recovery_point: int, now_ms: int
+) -> tuple[int, int]:
+    """Re-check everything from the recovery point; drop segments after the first cut.
+    Returns (bytes checked, bytes cut)."""
     start = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
     cut_total = 0
     checked = 0
@@ -450,9 +457,8 @@ def _recover_segments(directory: Path, segments: list[Segment], recovery_point: 
             )
             cut_total += _drop_segments(segments, i)
             break
-        size_before = os.fstat(segment.fd).st_size
-        cut = segment.recover(max(from_offset, segment.base_offset))
-        checked += size_before
+        segment_checked, cut = segment.recover(max(from_offset, segment.base_offset))
+        checked += segment_checked
         cut_total += cut
         if i + 1 < len(segments) and cut:
             cut_total += _drop_segments(segments, i + 1)
@@ -465,8 +471,10 @@ def _recover_segments(directory: Path, segments: list[Segment], recovery_point: 
             directory.name, cut_total, last.next_offset,
         )
     log.info(
-        "%s: recovered from offset %d in %.3f s", directory.name, recovery_point, time.monotonic() - began
+        "%s: recovered from offset %d in %.3f s (%d bytes checked)",
+        directory.name, recovery_point, time.monotonic() - began, checked,
     )
+    return checked, cut_total
 
 
 def _drop_segments(segments: list[Segment], first: int) -> int:

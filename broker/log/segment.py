@@ -110,11 +110,11 @@ class Segment:
         """Prepare a cleanly closed segment for appends: find its next offset and timestamps by
         walking headers from the last index entry.  False if the walk does not end exactly at
         the end of the file (the segment then needs ``recover``)."""
-        offset, position = self.index.last_entry()
+        offset, position = self._checked(self.index.last_entry)
         next_offset = offset
         try:
             for pos, header in self.scan_headers(position, self.size):
-                if header[0] != next_offset and pos != position:
+                if header[0] != next_offset:
                     return False
                 next_offset = header[0] + header[6] + 1
                 self._note_timestamp(header[8], header[0])
@@ -159,6 +159,15 @@ class Segment:
         if written != size:
             self._undo(position)
             raise OSError(28, f"short write: {written} of {size} bytes")
+        self._index_batch(base_offset, position, size, max_ts)
+        if position == 0:
+            self.first_batch_timestamp = max_ts
+        self.size = position + size
+        self.next_offset = last_offset + 1
+
+    def _index_batch(self, base_offset: int, position: int, size: int, max_ts: int) -> None:
+        """Kafka's sparse indexing: an entry for a batch once more than ``index.interval.bytes``
+        were written since the last entry; a time entry with it if the largest timestamp grew."""
         if self._bytes_since_index > self.index_interval:
             self.index.append(base_offset, position)
             if self.max_timestamp >= 0:
@@ -168,10 +177,6 @@ class Segment:
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
             self.offset_of_max_timestamp = base_offset
-        if position == 0:
-            self.first_batch_timestamp = max_ts
-        self.size = position + size
-        self.next_offset = last_offset + 1
 
     def _undo(self, position: int) -> None:
         try:
@@ -214,13 +219,37 @@ class Segment:
             yield position, header
             position += header[1] + LOG_OVERHEAD
 
+    def _entry_matches_log(self, entry: tuple[int, int]) -> bool:
+        """True if the batch at the entry's position starts with the entry's offset."""
+        offset, position = entry
+        if position == 0:
+            return offset == self.base_offset
+        if position + 8 > self.size:
+            return False
+        stored = os.pread(self.fd, 8, position)
+        return len(stored) == 8 and int.from_bytes(stored, "big", signed=True) == offset
+
+    def _checked(self, lookup) -> tuple[int, int]:
+        """The index entry ``lookup()`` gives, checked against the log; a damaged index is
+        rebuilt from the log and looked up again."""
+        entry = lookup()
+        if self._entry_matches_log(entry):
+            return entry
+        log.warning("%s: index entry %s does not match the log; rebuilding the index",
+                    self.log_path, entry)
+        self.rebuild_index()
+        return lookup()
+
+    def _index_start(self, offset: int) -> int:
+        """Position of the last indexed batch at or below ``offset``."""
+        return self._checked(lambda: self.index.lookup(offset))[1]
+
     def find_position(self, offset: int) -> int | None:
         """Byte position of the batch holding ``offset`` (its last offset >= ``offset``), or
         None if the segment ends before it."""
         if offset >= self.next_offset:
             return None
-        _, position = self.index.lookup(offset)
-        for pos, header in self.scan_headers(position, self.size):
+        for pos, header in self.scan_headers(self._index_start(offset), self.size):
             if header[0] + header[6] >= offset:
                 return pos
         return None
@@ -231,7 +260,7 @@ class Segment:
         limit = start + max_bytes
         if limit >= self.size:
             return self.size
-        position = max(start, self.index.floor_position(limit))
+        position = max(start, self._checked(lambda: self.index.floor_entry(limit))[1])
         end = position
         for pos, header in self.scan_headers(position, self.size):
             batch_end = pos + header[1] + LOG_OVERHEAD
@@ -250,7 +279,7 @@ class Segment:
         if self.max_timestamp < timestamp:
             return None
         start_offset = self.time_index.lookup(timestamp)
-        position = 0 if start_offset is None else self.index.lookup(start_offset)[1]
+        position = 0 if start_offset is None else self._index_start(start_offset)
         for pos, header in self.scan_headers(position, self.size):
             if header[8] >= timestamp:
                 return pos, header
@@ -262,21 +291,38 @@ class Segment:
             return self.max_timestamp
         return int(os.fstat(self.fd).st_mtime * 1000)
 
+    def rebuild_index(self) -> None:
+        """Recreate both indexes by walking every batch header (no CRC checks)."""
+        self.index.reset()
+        self.time_index.reset()
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self._bytes_since_index = 0
+        try:
+            for pos, header in self.scan_headers(0, self.size):
+                self._index_batch(header[0], pos, header[1] + LOG_OVERHEAD, header[8])
+        except EOFError:
+            pass  # a torn tail: recovery deals with it; the entries so far are right
+
     # --- recovery ------------------------------------------------------------------------
 
-    def recover(self, from_offset: int) -> int:
+    def recover(self, from_offset: int) -> tuple[int, int]:
         """Re-check batches from ``from_offset`` to the end, cut the file at the first bad or
-        torn one, and rebuild index entries from there.  Returns the number of bytes cut.
+        torn one, and rebuild index entries from there.
 
         Batches before ``from_offset`` were flushed and are trusted.  If ``from_offset`` is not
-        found at a batch boundary, the whole segment is checked.
+        found at a batch boundary, the whole segment is checked.  Returns (bytes checked,
+        bytes cut).
         """
         position = self._position_of_batch_start(from_offset)
         if position is None:
             from_offset, position = self.base_offset, 0
-        self.index.truncate_to_offset(from_offset)
-        self.index.truncate_to_position(position)
-        self.time_index.truncate_to_offset(from_offset)
+        for _attempt in range(2):
+            self.index.truncate_to_offset(from_offset)
+            self.index.truncate_to_position(position)
+            self.time_index.truncate_to_offset(from_offset)
+            if self._entry_matches_log(self.index.last_entry()):
+                break
+            self.rebuild_index()  # then cut it back to from_offset again
         ts, ts_offset = self.time_index.last_entry()
         self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
         # Batches between the last index entry and from_offset: their timestamps count too.
@@ -292,15 +338,16 @@ class Segment:
             os.ftruncate(self.fd, good_end)
             self.index.truncate_to_position(good_end)
         self.size = good_end
-        return cut
+        return file_size - position, cut
 
     def _position_of_batch_start(self, offset: int) -> int | None:
         """Byte position where the batch with base ``offset`` starts, the file size if the
         data ends just before ``offset``, or None if ``offset`` is not a batch boundary."""
         if offset == self.base_offset:
             return 0
-        entry_offset, position = self.index.lookup(offset)
         size = os.fstat(self.fd).st_size
+        self.size = size
+        entry_offset, position = self._checked(lambda: self.index.lookup(offset))
         next_offset = entry_offset if position else None
         try:
             for pos, header in self.scan_headers(position, size):
@@ -349,13 +396,7 @@ class Segment:
             if problem is not None:
                 log.warning("%s: %s at byte %d; the log is cut there", self.log_path, problem, position)
                 return position
-            if self._bytes_since_index > self.index_interval:
-                self.index.append(header[0], position)
-                if self.max_timestamp >= 0:
-                    self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
-                self._bytes_since_index = 0
-            self._bytes_since_index += size
-            self._note_timestamp(header[8], header[0])
+            self._index_batch(header[0], position, size, header[8])
             expected = header[0] + header[6] + 1
             self.next_offset = expected
             position += size
