@@ -1,5 +1,8 @@
 """The ``headrace`` command: one entry point, one subcommand per job.
 
+    headrace broker --config server.properties [--override key=value ...]
+    headrace topics create|list|describe|delete --bootstrap-server host:port ...
+    headrace cluster up --brokers N | headrace cluster down
     headrace demo [--log-dir DIR]          storage smoke demo: append, read, crash, recover
     headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
 """
@@ -39,6 +42,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    broker = sub.add_parser("broker", help="run a broker")
+    broker.add_argument("--config", required=True, help="a server.properties file")
+    broker.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a property, overriding the file (repeatable)")
+    broker.set_defaults(func=cmd_broker)
+
+    topics = sub.add_parser("topics", help="create, list, describe or delete topics")
+    topics.add_argument("--bootstrap-server", default="127.0.0.1:9092",
+                        help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)")
+    topics_sub = topics.add_subparsers(dest="action", required=True)
+    create = topics_sub.add_parser("create", help="create a topic")
+    create.add_argument("--topic", required=True)
+    create.add_argument("--partitions", type=int, default=-1, help="default: num.partitions")
+    create.add_argument("--replication-factor", type=int, default=-1)
+    create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a topic setting such as retention.ms=86400000 (repeatable)")
+    topics_sub.add_parser("list", help="list topic names")
+    describe = topics_sub.add_parser("describe", help="partitions, leaders and configs")
+    describe.add_argument("--topic", help="one topic (default: all)")
+    delete = topics_sub.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("--topic", required=True)
+    topics.set_defaults(func=cmd_topics)
+
+    cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
+    cluster.add_argument("action", choices=["up", "down"])
+    cluster.add_argument("--brokers", type=int, default=3)
+    cluster.add_argument("--dir", default="var/cluster", help="state, configs, logs, data")
+    cluster.add_argument("--zookeeper", help="host:port[/chroot] of a running ZooKeeper "
+                                              "(default: start one from Debian's package)")
+    cluster.add_argument("--zookeeper-port", type=int, default=2181)
+    cluster.add_argument("--base-port", type=int, default=9092, help="port of broker 1")
+    cluster.set_defaults(func=cmd_cluster)
+
     demo = sub.add_parser("demo", help="storage smoke demo: append, read back, crash, recover")
     demo.add_argument("--log-dir", help="where to keep the logs (default: a temporary directory)")
     demo.add_argument("--messages", type=int, default=200_000, help="log lines to append")
@@ -59,6 +95,44 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KafkaError, OSError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+# --- broker, topics, cluster ------------------------------------------------------------------
+
+
+def cmd_broker(args) -> int:
+    from broker.config import BrokerConfig
+    from broker.main import run
+
+    config = BrokerConfig.from_file(args.config, args.override)
+    return run(config)
+
+
+def cmd_topics(args) -> int:
+    from . import topics
+
+    return topics.run(args)
+
+
+def cmd_cluster(args) -> int:
+    from . import devcluster
+
+    directory = Path(args.dir)
+    if args.action == "down":
+        stopped = devcluster.cluster_down(directory)
+        print(f"stopped {stopped} processes" if stopped else f"no cluster running from {directory}")
+        return 0
+    try:
+        state = devcluster.cluster_up(directory, args.brokers, args.zookeeper, args.base_port,
+                                      args.zookeeper_port)
+    except RuntimeError as exc:
+        print(f"headrace cluster up: {exc}", file=sys.stderr)
+        devcluster.cluster_down(directory)
+        return 1
+    print(f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
+          f"bootstrap servers {state['bootstrap']}")
+    print(f"logs and data under {directory}; stop with `headrace cluster down`")
+    return 0
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -1,0 +1,414 @@
+"""The cluster through ZooKeeper: broker registry, topic registry, placement, metadata cache.
+
+    >>> cluster = ZkCluster("127.0.0.1:2181/headrace", broker_id=1, host="127.0.0.1", port=9092,
+    ...                     reactor=reactor)
+    >>> cluster.start()                       # connect, register, load and watch the registries
+    >>> cluster.metadata.topics["clicks"]     # {partition: [broker ids]}
+    >>> yield cluster.create_topic("clicks", 8)
+
+ZooKeeper layout (Kafka 0.8 style, under the chroot of ``zookeeper.connect``)::
+
+    /brokers/ids/<id>           ephemeral   {"host", "port", "endpoints", ...}
+    /brokers/topics/<topic>     persistent  {"version": 1, "partitions": {"0": [id], ...}}
+    /config/topics/<topic>      persistent  {"version": 1, "config": {...}}
+    /cluster/id                 persistent  {"version": "1", "id": "<cluster id>"}
+    /latest_producer_id_block   persistent  {"version": 1, "broker", "block_start", "block_end"}
+
+There is no controller: every broker watches ``/brokers/ids`` and ``/brokers/topics`` and acts
+on what it sees (opens or deletes its own partition logs).  Topics are created with one
+ZooKeeper transaction (config and placement together), so two brokers racing to create the same
+topic cannot both win.  Watch callbacks arrive on kazoo's threads and are moved onto the
+reactor with ``callFromThread``; blocking ZooKeeper calls run in the reactor's thread pool.
+
+States of the registration: *connecting*, *registered* (ephemeral node present), *suspended*
+(connection lost, session alive: nothing to do), *lost* (session expired: register again on
+reconnect), *stopped*.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from twisted.internet import defer, threads
+
+log = logging.getLogger(__name__)
+
+BROKER_IDS = "/brokers/ids"
+BROKER_TOPICS = "/brokers/topics"
+CONFIG_TOPICS = "/config/topics"
+CLUSTER_ID = "/cluster/id"
+PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass
+class ClusterMetadata:
+    """What this broker knows of the cluster; changed only on the reactor thread."""
+
+    cluster_id: str | None = None
+    brokers: dict[int, BrokerInfo] = field(default_factory=dict)
+    topics: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def leader(self, topic: str, partition: int) -> int:
+        """The partition's leader (its first replica) if that broker is alive, else -1."""
+        replicas = self.topics.get(topic, {}).get(partition)
+        if not replicas or replicas[0] not in self.brokers:
+            return -1
+        return replicas[0]
+
+
+def split_chroot(connect: str) -> tuple[str, str]:
+    """``host:port,host:port/chroot`` -> (hosts, chroot or "")."""
+    slash = connect.find("/")
+    if slash < 0:
+        return connect, ""
+    return connect[:slash], connect[slash:].rstrip("/")
+
+
+def assign_partitions(partitions: int, brokers: list[int], start: int | None = None) -> dict[int, list[int]]:
+    """Spread partitions over brokers round-robin from a random start, as Kafka does."""
+    if not brokers:
+        raise ValueError("no live brokers to place partitions on")
+    ordered = sorted(brokers)
+    first = random.randrange(len(ordered)) if start is None else start
+    return {p: [ordered[(first + p) % len(ordered)]] for p in range(partitions)}
+
+
+class ZkCluster:
+    """Registers this broker and keeps ``metadata`` in step with ZooKeeper."""
+
+    def __init__(
+        self,
+        connect: str,
+        broker_id: int,
+        host: str,
+        port: int,
+        reactor,
+        session_timeout_ms: int = 18000,
+        rack: str | None = None,
+    ):
+        self.connect = connect
+        self.broker_id = broker_id
+        self.host = host
+        self.port = port
+        self.rack = rack
+        self.reactor = reactor
+        self.session_timeout = session_timeout_ms / 1000.0
+        self.metadata = ClusterMetadata()
+        self.client: KazooClient | None = None
+        self.listeners: list[Callable[[ClusterMetadata, set[str]], None]] = []
+        self._broker_watches: dict[int, DataWatch] = {}
+        self._topic_watches: dict[str, tuple[DataWatch, DataWatch]] = {}
+        self._stopped = False
+        self._lost = False
+        self._pid_block = (0, -1)
+        self.state = "connecting"
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Connect, create the base paths, register, and load the registries (blocking)."""
+        hosts, chroot = split_chroot(self.connect)
+        if chroot:
+            root = KazooClient(hosts=hosts, timeout=self.session_timeout)
+            root.start(timeout=timeout)
+            try:
+                root.ensure_path(chroot)
+            finally:
+                root.stop()
+                root.close()
+        self.client = KazooClient(hosts=self.connect, timeout=self.session_timeout)
+        self.client.add_listener(self._on_state)
+        self.client.start(timeout=timeout)
+        for path in (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, "/cluster"):
+            self.client.ensure_path(path)
+        self.metadata.cluster_id = self._cluster_id()
+        self._register(timeout)
+        ChildrenWatch(self.client, BROKER_IDS, self._brokers_changed)
+        ChildrenWatch(self.client, BROKER_TOPICS, self._topics_changed)
+
+    def stop(self) -> None:
+        """Deregister (delete the ephemeral node) and close the session."""
+        self._stopped = True
+        self.state = "stopped"
+        if self.client is None:
+            return
+        if self.client.connected:
+            try:
+                self.client.delete_async(f"{BROKER_IDS}/{self.broker_id}").get(timeout=5)
+            except Exception:  # the session's end removes it anyway
+                pass
+        self.client.stop()
+        self.client.close()
+
+    def _cluster_id(self) -> str:
+        try:
+            data, _ = self.client.get(CLUSTER_ID)
+        except NoNodeError:
+            cluster_id = uuid.uuid4().hex[:22]
+            try:
+                self.client.create(CLUSTER_ID, json.dumps({"version": "1", "id": cluster_id}).encode())
+            except NodeExistsError:
+                data, _ = self.client.get(CLUSTER_ID)
+                return json.loads(data)["id"]
+            return cluster_id
+        return json.loads(data)["id"]
+
+    def _registration(self) -> bytes:
+        return json.dumps({
+            "version": 4,
+            "host": self.host,
+            "port": self.port,
+            "endpoints": [f"PLAINTEXT://{self.host}:{self.port}"],
+            "rack": self.rack,
+            "jmx_port": -1,
+            "timestamp": str(int(time.time() * 1000)),
+        }).encode()
+
+    def _register(self, timeout: float = 30.0) -> None:
+        """Create our ephemeral node; wait out a previous session's node if it lingers."""
+        path = f"{BROKER_IDS}/{self.broker_id}"
+        deadline = time.monotonic() + max(timeout, self.session_timeout * 2)
+        while True:
+            try:
+                self.client.create(path, self._registration(), ephemeral=True)
+                break
+            except NodeExistsError:
+                try:
+                    _, stat = self.client.get(path)
+                except NoNodeError:
+                    continue
+                if stat.ephemeralOwner == self.client.client_id[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"broker id {self.broker_id} is registered by another live broker"
+                    ) from None
+                time.sleep(0.2)
+        self.state = "registered"
+        log.info("registered broker %d at %s:%d", self.broker_id, self.host, self.port)
+
+    def _on_state(self, state) -> None:  # kazoo thread: must not block
+        if state == KazooState.LOST:
+            self._lost = True
+            self.state = "lost"
+            log.warning("ZooKeeper session lost; broker %d will register again", self.broker_id)
+        elif state == KazooState.SUSPENDED:
+            self.state = "suspended"
+        elif state == KazooState.CONNECTED and self._lost and not self._stopped:
+            self._lost = False
+            self.client.handler.spawn(self._register_again)
+
+    def _register_again(self) -> None:
+        try:
+            self._register()
+        except Exception:
+            log.exception("cannot register broker %d again", self.broker_id)
+
+    # --- watches (kazoo threads -> reactor) ----------------------------------------------
+
+    def _brokers_changed(self, children):
+        if self._stopped:
+            return False
+        ids = set()
+        for child in children:
+            if child.isdigit():
+                ids.add(int(child))
+        for node_id in ids - set(self._broker_watches):
+            self._broker_watches[node_id] = None  # the watch calls back before it returns
+            self._broker_watches[node_id] = DataWatch(
+                self.client, f"{BROKER_IDS}/{node_id}",
+                lambda data, stat, event=None, node_id=node_id: self._broker_data(node_id, data),
+            )
+        for node_id in set(self._broker_watches) - ids:
+            del self._broker_watches[node_id]
+            self.reactor.callFromThread(self._apply_broker, node_id, None)
+        return True
+
+    def _broker_data(self, node_id: int, data):
+        if self._stopped or node_id not in self._broker_watches:
+            return False
+        info = None
+        if data:
+            try:
+                doc = json.loads(data)
+                info = BrokerInfo(node_id, doc["host"], int(doc["port"]), doc.get("rack"))
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring malformed registration of broker %d: %r", node_id, data)
+        self.reactor.callFromThread(self._apply_broker, node_id, info)
+        return True
+
+    def _apply_broker(self, node_id: int, info: BrokerInfo | None):
+        if info is None:
+            if self.metadata.brokers.pop(node_id, None) is not None:
+                log.info("broker %d left the cluster", node_id)
+        else:
+            if node_id not in self.metadata.brokers:
+                log.info("broker %d is at %s:%d", node_id, info.host, info.port)
+            self.metadata.brokers[node_id] = info
+        self._notify(set())
+
+    def _topics_changed(self, children):
+        if self._stopped:
+            return False
+        names = set(children)
+        for name in names - set(self._topic_watches):
+            self._topic_watches[name] = None  # the watches call back before they return
+            self._topic_watches[name] = (
+                DataWatch(self.client, f"{BROKER_TOPICS}/{name}",
+                          lambda data, stat, event=None, name=name: self._topic_data(name, data)),
+                DataWatch(self.client, f"{CONFIG_TOPICS}/{name}",
+                          lambda data, stat, event=None, name=name: self._config_data(name, data)),
+            )
+        for name in set(self._topic_watches) - names:
+            del self._topic_watches[name]
+            self.reactor.callFromThread(self._apply_topic, name, None)
+        return True
+
+    def _topic_data(self, name: str, data):
+        if self._stopped or name not in self._topic_watches:
+            return False
+        placement = None
+        if data:
+            try:
+                doc = json.loads(data)
+                placement = {int(p): [int(b) for b in replicas]
+                             for p, replicas in doc["partitions"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("ignoring malformed placement of topic %s: %r", name, data)
+        if data is not None:
+            self.reactor.callFromThread(self._apply_topic, name, placement)
+        return True
+
+    def _config_data(self, name: str, data):
+        if self._stopped or name not in self._topic_watches:
+            return False
+        config = {}
+        if data:
+            try:
+                config = {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
+            except (ValueError, AttributeError):
+                log.warning("ignoring malformed config of topic %s: %r", name, data)
+        self.reactor.callFromThread(self._apply_config, name, config)
+        return True
+
+    def _apply_topic(self, name: str, placement):
+        if placement is None:
+            if self.metadata.topics.pop(name, None) is not None:
+                self.metadata.topic_configs.pop(name, None)
+                log.info("topic %s was deleted", name)
+        else:
+            self.metadata.topics[name] = placement
+        self._notify({name})
+
+    def _apply_config(self, name: str, config):
+        if self.metadata.topic_configs.get(name) != config:
+            self.metadata.topic_configs[name] = config
+            self._notify({name})
+
+    def _notify(self, topics: set[str]):
+        for listener in self.listeners:
+            try:
+                listener(self.metadata, topics)
+            except Exception:
+                log.exception("cluster metadata listener failed")
+
+    # --- writes (in the thread pool) -----------------------------------------------------
+
+    def create_topic(self, name: str, placement: dict[int, list[int]], config: dict[str, str]):
+        """Create a topic's config and placement in one transaction; a Deferred that fails
+        with NodeExistsError if the topic exists."""
+
+        def create():
+            tx = self.client.transaction()
+            tx.create(f"{CONFIG_TOPICS}/{name}",
+                      json.dumps({"version": 1, "config": config}).encode())
+            tx.create(f"{BROKER_TOPICS}/{name}", json.dumps({
+                "version": 1,
+                "partitions": {str(p): replicas for p, replicas in sorted(placement.items())},
+            }).encode())
+            results = tx.commit()
+            for result in results:
+                if isinstance(result, NodeExistsError):
+                    raise NodeExistsError(f"topic {name} already exists")
+                if isinstance(result, Exception):
+                    raise result
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), create)
+
+    def delete_topic(self, name: str):
+        """Delete a topic's placement and config; a Deferred that fails with NoNodeError if the
+        topic does not exist.  Every broker deletes its own logs when its watch fires."""
+
+        def delete():
+            tx = self.client.transaction()
+            tx.delete(f"{BROKER_TOPICS}/{name}")
+            results = tx.commit()
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            try:
+                self.client.delete(f"{CONFIG_TOPICS}/{name}")
+            except NoNodeError:
+                pass
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), delete)
+
+    def set_topic_config(self, name: str, config: dict[str, str]):
+        def write():
+            data = json.dumps({"version": 1, "config": config}).encode()
+            try:
+                self.client.set(f"{CONFIG_TOPICS}/{name}", data)
+            except NoNodeError:
+                self.client.create(f"{CONFIG_TOPICS}/{name}", data, makepath=True)
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), write)
+
+    @defer.inlineCallbacks
+    def next_producer_id(self):
+        """A producer id unique in the cluster: blocks of 1000 are claimed in ZooKeeper with a
+        compare-and-set, as Kafka does, then handed out locally."""
+        start, end = self._pid_block
+        if start > end:
+            start, end = yield threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self._claim_producer_id_block)
+        self._pid_block = (start + 1, end)
+        return start
+
+    def _claim_producer_id_block(self) -> tuple[int, int]:
+        while True:
+            try:
+                data, stat = self.client.get(PRODUCER_ID_BLOCK)
+                block_start = json.loads(data)["block_end"] + 1 if data else 0
+                version = stat.version
+            except NoNodeError:
+                block_start, version = 0, None
+            block_end = block_start + PRODUCER_ID_BLOCK_SIZE - 1
+            doc = json.dumps({"version": 1, "broker": self.broker_id,
+                              "block_start": block_start, "block_end": block_end}).encode()
+            try:
+                if version is None:
+                    self.client.create(PRODUCER_ID_BLOCK, doc)
+                else:
+                    self.client.set(PRODUCER_ID_BLOCK, doc, version=version)
+                return block_start, block_end
+            except (BadVersionError, NodeExistsError):
+                continue

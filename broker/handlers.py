@@ -1,0 +1,355 @@
+"""Request handlers: one method per API, over the log manager and the cluster metadata.
+
+``RequestHandlers.handle(request, connection)`` dispatches on the API key through one table;
+each handler returns a response body, a Deferred of one, or None (Produce with acks=0).
+Errors in one partition become that partition's error code; the rest of the request goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from twisted.internet import defer
+
+from .cluster import assign_partitions
+from .config import BrokerConfig, ConfigError
+from .fetch import FetchWaiters
+from .log import LogConfig, LogManager
+from .log.partition import validate_topic_name
+from .protocol import errors, frames
+from .protocol.errors import KafkaError, error_code
+
+log = logging.getLogger(__name__)
+
+NONE = 0
+_EMPTY = b""
+
+
+class RequestHandlers:
+    """Answers requests for one broker."""
+
+    def __init__(self, config: BrokerConfig, manager: LogManager, cluster, reactor):
+        self.config = config
+        self.manager = manager
+        self.cluster = cluster
+        self.metadata = cluster.metadata
+        self.reactor = reactor
+        self.broker_id = config["broker.id"]
+        self.waiters = FetchWaiters(reactor)
+        self.table = {
+            0: self.produce,
+            1: self.fetch,
+            2: self.list_offsets,
+            3: self.metadata_request,
+            18: self.api_versions,
+            19: self.create_topics,
+            20: self.delete_topics,
+            22: self.init_producer_id,
+        }
+
+    def handle(self, request, connection):
+        return self.table[request.api.key](request.body, request.header.api_version)
+
+    # --- partitions ----------------------------------------------------------------------
+
+    def _local_log(self, topic: str, partition: int):
+        """The log of a partition this broker leads, or a KafkaError saying why not."""
+        placement = self.metadata.topics.get(topic)
+        if placement is None or partition not in placement:
+            raise errors.UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+        leader = placement[partition][0] if placement[partition] else -1
+        if leader != self.broker_id:
+            raise errors.NotLeaderOrFollowerError(
+                f"{topic}-{partition} is placed on broker {leader}, not on {self.broker_id}"
+            )
+        plog = self.manager.get_log(topic, partition)
+        if plog is None:
+            plog = self.manager.get_or_create_log(topic, partition)
+        if plog.offline:
+            raise errors.KafkaStorageError(f"{topic}-{partition} is offline after a disk error")
+        return plog
+
+    # --- ApiVersions ---------------------------------------------------------------------
+
+    def api_versions(self, body, version):
+        return frames.api_versions_body()
+
+    # --- Produce -------------------------------------------------------------------------
+
+    def produce(self, body, version):
+        acks = body["acks"]
+        responses = []
+        for topic_data in body["topic_data"]:
+            topic = topic_data["name"]
+            partitions = []
+            for pdata in topic_data["partition_data"]:
+                partitions.append(self._produce_partition(topic, pdata["index"], pdata["records"], acks))
+            responses.append({"name": topic, "partition_responses": partitions})
+        if acks == 0:
+            return None
+        return {"responses": responses, "throttle_time_ms": 0}
+
+    def _produce_partition(self, topic, partition, records, acks):
+        result = {"index": partition, "error_code": NONE, "base_offset": -1,
+                  "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
+                  "error_message": None}
+        try:
+            if acks not in (0, 1, -1):
+                raise errors.InvalidRequiredAcksError(f"acks={acks}; use 0, 1 or -1")
+            plog = self._local_log(topic, partition)
+            if records is None or len(records) == 0:
+                raise errors.CorruptMessageError("the produce request carries no records")
+            appended = plog.append(records)
+        except KafkaError as exc:
+            result["error_code"] = exc.code
+            result["error_message"] = str(exc.args[0])
+            if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
+                log.info("produce to %s-%d refused: %s", topic, partition, exc)
+            return result
+        result["base_offset"] = appended.base_offset
+        result["log_append_time_ms"] = appended.log_append_time_ms
+        result["log_start_offset"] = plog.log_start_offset
+        self.waiters.appended(topic, partition, len(records))
+        return result
+
+    # --- Fetch ---------------------------------------------------------------------------
+
+    def fetch(self, body, version):
+        response = self._read_fetch(body)
+        available, errors_seen = response.pop("_bytes"), response.pop("_errors")
+        max_wait = body["max_wait_ms"]
+        min_bytes = body["min_bytes"]
+        if available >= min_bytes or max_wait <= 0 or errors_seen:
+            return response
+        keys = [(t["topic"], p["partition"]) for t in body["topics"] for p in t["partitions"]]
+        d = self.waiters.wait(keys, min_bytes - available, max_wait)
+
+        def ready(_):
+            again = self._read_fetch(body)
+            again.pop("_bytes")
+            again.pop("_errors")
+            return again
+
+        return d.addCallback(ready)
+
+    def _read_fetch(self, body):
+        max_bytes = body["max_bytes"]
+        total = 0
+        saw_error = False
+        responses = []
+        for topic_data in body["topics"]:
+            topic = topic_data["topic"]
+            partitions = []
+            for p in topic_data["partitions"]:
+                partition = p["partition"]
+                entry = {"partition_index": partition, "error_code": NONE, "high_watermark": -1,
+                         "last_stable_offset": -1, "log_start_offset": -1,
+                         "aborted_transactions": None, "preferred_read_replica": -1,
+                         "records": _EMPTY}
+                try:
+                    plog = self._local_log(topic, partition)
+                    entry["high_watermark"] = entry["last_stable_offset"] = plog.log_end_offset
+                    entry["log_start_offset"] = plog.log_start_offset
+                    limit = min(p["partition_max_bytes"], max_bytes - total)
+                    if limit > 0 or total == 0:
+                        piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
+                        # Past the first non-empty partition, the limits hold strictly.
+                        if piece.size and (total == 0 or piece.size <= limit):
+                            entry["records"] = piece.read()
+                            total += piece.size
+                except KafkaError as exc:
+                    entry["error_code"] = exc.code
+                    saw_error = True
+                partitions.append(entry)
+            responses.append({"topic": topic, "partitions": partitions})
+        return {"throttle_time_ms": 0, "error_code": NONE, "session_id": 0,
+                "responses": responses, "_bytes": total, "_errors": saw_error}
+
+    # --- ListOffsets ---------------------------------------------------------------------
+
+    def list_offsets(self, body, version):
+        topics = []
+        for topic_data in body["topics"]:
+            topic = topic_data["name"]
+            partitions = []
+            for p in topic_data["partitions"]:
+                entry = {"partition_index": p["partition_index"], "error_code": NONE,
+                         "timestamp": -1, "offset": -1, "leader_epoch": 0}
+                try:
+                    plog = self._local_log(topic, p["partition_index"])
+                    found = plog.offset_for_timestamp(p["timestamp"])
+                    if found is not None:
+                        entry["offset"], entry["timestamp"] = found
+                except KafkaError as exc:
+                    entry["error_code"] = exc.code
+                    entry["leader_epoch"] = -1
+                partitions.append(entry)
+            topics.append({"name": topic, "partitions": partitions})
+        return {"throttle_time_ms": 0, "topics": topics}
+
+    # --- Metadata ------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def metadata_request(self, body, version):
+        requested = body["topics"]
+        if requested is None or (version == 0 and not requested):
+            names = sorted(self.metadata.topics)
+        else:
+            names = [t["name"] for t in requested]
+        auto_create = self.config["auto.create.topics.enable"] and (
+            version < 4 or body["allow_auto_topic_creation"]
+        )
+        created = set()
+        if auto_create:
+            for name in names:
+                if name not in self.metadata.topics:
+                    code, _ = yield self._create_topic(name, -1, -1, [], {})
+                    if code == NONE:
+                        created.add(name)
+        brokers = [
+            {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+            for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
+        ]
+        topics = [self._topic_metadata(name, name in created) for name in names]
+        return {
+            "throttle_time_ms": 0,
+            "brokers": brokers,
+            "cluster_id": self.metadata.cluster_id,
+            "controller_id": min(self.metadata.brokers, default=self.broker_id),
+            "topics": topics,
+        }
+
+    def _topic_metadata(self, name, just_created):
+        placement = self.metadata.topics.get(name)
+        entry = {"error_code": NONE, "name": name, "is_internal": False, "partitions": []}
+        try:
+            validate_topic_name(name)
+        except KafkaError as exc:
+            entry["error_code"] = exc.code
+            return entry
+        if placement is None:
+            entry["error_code"] = (errors.LeaderNotAvailableError.code if just_created
+                                   else errors.UnknownTopicOrPartitionError.code)
+            return entry
+        for partition, replicas in sorted(placement.items()):
+            leader = self.metadata.leader(name, partition)
+            live = [r for r in replicas if r in self.metadata.brokers]
+            entry["partitions"].append({
+                "error_code": NONE if leader >= 0 else errors.LeaderNotAvailableError.code,
+                "partition_index": partition,
+                "leader_id": leader,
+                "leader_epoch": 0,
+                "replica_nodes": list(replicas),
+                "isr_nodes": live,
+                "offline_replicas": [r for r in replicas if r not in live],
+            })
+        return entry
+
+    # --- CreateTopics / DeleteTopics -----------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _create_topic(self, name, num_partitions, replication_factor, assignments, configs,
+                      validate_only=False):
+        """Create one topic; returns (error code, message)."""
+        try:
+            validate_topic_name(name)
+            if replication_factor not in (-1, 1) and not assignments:
+                raise errors.InvalidReplicationFactorError(
+                    f"replication factor {replication_factor}: this cluster keeps one copy of "
+                    "each partition (replication is not built yet); use 1 or -1")
+            if assignments:
+                if num_partitions not in (-1, len(assignments)) or replication_factor not in (-1,):
+                    raise errors.InvalidRequestError(
+                        "give either assignments or partitions and replication factor")
+                placement = {}
+                for a in assignments:
+                    ids = a["broker_ids"]
+                    if len(ids) != 1:
+                        raise errors.InvalidReplicaAssignmentError(
+                            f"partition {a['partition_index']} has {len(ids)} replicas; use one")
+                    if ids[0] not in self.metadata.brokers:
+                        raise errors.InvalidReplicaAssignmentError(f"broker {ids[0]} is not live")
+                    placement[a["partition_index"]] = list(ids)
+                if sorted(placement) != list(range(len(placement))):
+                    raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
+            else:
+                count = self.config["num.partitions"] if num_partitions == -1 else num_partitions
+                if count <= 0:
+                    raise errors.InvalidPartitionsError(f"{count} partitions; use at least 1")
+                if not self.metadata.brokers:
+                    raise errors.BrokerNotAvailableError("no live brokers")
+                placement = assign_partitions(count, list(self.metadata.brokers))
+            config = {c["name"]: c["value"] for c in configs if c["value"] is not None}
+            try:
+                LogConfig().with_overrides(config)
+            except ConfigError as exc:
+                raise errors.InvalidConfigError(str(exc)) from None
+            if name in self.metadata.topics:
+                raise errors.TopicAlreadyExistsError(f"topic {name} already exists")
+            if validate_only:
+                return NONE, None
+            try:
+                yield self.cluster.create_topic(name, placement, config)
+            except NodeExistsError:
+                raise errors.TopicAlreadyExistsError(f"topic {name} already exists") from None
+            log.info("created topic %s with %d partitions", name, len(placement))
+            yield self._until(lambda: name in self.metadata.topics, 5.0)
+            return NONE, None
+        except KafkaError as exc:
+            return exc.code, str(exc.args[0])
+
+    def _until(self, condition, timeout: float):
+        """A Deferred that fires when ``condition()`` holds or ``timeout`` passes."""
+        d = defer.Deferred()
+        deadline = self.reactor.seconds() + timeout
+
+        def check():
+            if condition() or self.reactor.seconds() >= deadline:
+                d.callback(None)
+            else:
+                self.reactor.callLater(0.01, check)
+
+        check()
+        return d
+
+    @defer.inlineCallbacks
+    def create_topics(self, body, version):
+        results = []
+        for t in body["topics"]:
+            code, message = yield self._create_topic(
+                t["name"], t["num_partitions"], t["replication_factor"], t["assignments"],
+                t["configs"], body["validate_only"])
+            results.append({"name": t["name"], "error_code": code, "error_message": message})
+        return {"throttle_time_ms": 0, "topics": results}
+
+    @defer.inlineCallbacks
+    def delete_topics(self, body, version):
+        results = []
+        for name in body["topic_names"]:
+            code = NONE
+            if name not in self.metadata.topics:
+                code = errors.UnknownTopicOrPartitionError.code
+            else:
+                try:
+                    yield self.cluster.delete_topic(name)
+                    log.info("deleted topic %s", name)
+                    yield self._until(lambda name=name: name not in self.metadata.topics, 5.0)
+                except NoNodeError:
+                    code = errors.UnknownTopicOrPartitionError.code
+            results.append({"name": name, "error_code": code})
+        return {"throttle_time_ms": 0, "responses": results}
+
+    # --- InitProducerId ------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def init_producer_id(self, body, version):
+        if body["transactional_id"] is not None:
+            return {"throttle_time_ms": 0, "error_code": errors.InvalidRequestError.code,
+                    "producer_id": -1, "producer_epoch": -1}
+        producer_id = yield self.cluster.next_producer_id()
+        return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
+                "producer_epoch": 0}
+
+
+__all__ = ["RequestHandlers", "error_code"]

@@ -1,0 +1,129 @@
+"""One broker process: storage, ZooKeeper membership, and the Kafka-protocol listener.
+
+    >>> broker = Broker(BrokerConfig.from_file("server.properties"), reactor)
+    >>> broker.start()          # recover logs, register in ZooKeeper, listen
+    >>> broker.stop()           # stop listening, deregister, flush and close logs cleanly
+
+``run(config)`` is what ``headrace broker`` calls: it starts a broker on the global reactor
+and stops it cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from urllib.parse import urlsplit
+
+from .cluster import ZkCluster
+from .config import BrokerConfig, ConfigError
+from .handlers import RequestHandlers
+from .log import LogManager
+from .server import KafkaServerFactory
+
+log = logging.getLogger(__name__)
+
+
+def parse_listener(listener: str) -> tuple[str, int]:
+    """``PLAINTEXT://host:port`` -> (host, port); only PLAINTEXT is served."""
+    parts = urlsplit(listener)
+    if parts.scheme.upper() != "PLAINTEXT":
+        raise ConfigError(f"listener {listener!r}: only PLAINTEXT:// listeners are served")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise ConfigError(f"listener {listener!r} needs a port")
+    return parts.hostname or "", port
+
+
+class Broker:
+    """Wires the log manager, the cluster membership and the network listener together."""
+
+    def __init__(self, config: BrokerConfig, reactor):
+        if config["broker.id"] < 0:
+            raise ConfigError("broker.id must be set to a non-negative number")
+        if not config["zookeeper.connect"]:
+            raise ConfigError("zookeeper.connect must be set, e.g. 127.0.0.1:2181/headrace")
+        self.config = config
+        self.reactor = reactor
+        self.listen_host, self.listen_port = parse_listener(config["listeners"][0])
+        adv_host, adv_port = parse_listener(config["advertised.listeners"][0])
+        if adv_host in ("", "0.0.0.0", "::"):
+            adv_host = socket.getfqdn()
+        self.advertised = (adv_host, adv_port)
+        self.manager = LogManager.from_broker_config(config, clock=reactor)
+        self.cluster = None
+        self.handlers = None
+        self.port = None
+
+    def start(self) -> None:
+        """Open (and if needed recover) the logs, join the cluster, start listening."""
+        self.manager.startup()
+        self.cluster = ZkCluster(
+            self.config["zookeeper.connect"], self.config["broker.id"], self.advertised[0],
+            self.advertised[1] or self.listen_port, self.reactor,
+            session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
+        )
+        self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
+        factory = KafkaServerFactory(self.handlers, self.config["socket.request.max.bytes"])
+        self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
+        self.factory = factory
+        self.cluster.listeners.append(self._metadata_changed)
+        self.cluster.start()
+        self.manager.start(self.reactor)
+        log.info("broker %d serving on %s:%d (advertised %s:%d)", self.config["broker.id"],
+                 self.listen_host or "*", self.port.getHost().port, *self.advertised)
+
+    def _metadata_changed(self, metadata, topics) -> None:
+        """Open logs for partitions placed here; delete logs of deleted topics."""
+        me = self.config["broker.id"]
+        for topic in topics:
+            placement = metadata.topics.get(topic)
+            if placement is None:
+                for (t, p) in list(self.manager.logs):
+                    if t == topic:
+                        self.handlers.waiters.wake_all(t, p)
+                        self.manager.delete_log(t, p)
+                        log.info("deleted the log of %s-%d", t, p)
+                continue
+            try:
+                self.manager.set_topic_overrides(topic, metadata.topic_configs.get(topic, {}))
+            except ConfigError as exc:
+                log.error("topic %s has a bad configuration, keeping the old one: %s", topic, exc)
+            for partition, replicas in placement.items():
+                if replicas and replicas[0] == me:
+                    self.manager.get_or_create_log(topic, partition)
+
+    def stop(self):
+        """Stop listening, close client connections, deregister, close logs cleanly."""
+        deferred = self.port.stopListening() if self.port is not None else None
+        if self.port is not None:
+            for connection in list(self.factory.connections):
+                connection.transport.abortConnection()
+        if self.cluster is not None:
+            self.cluster.stop()
+        self.manager.shutdown()
+        log.info("broker %d stopped cleanly", self.config["broker.id"])
+        return deferred
+
+
+def run(config: BrokerConfig) -> int:
+    """Run a broker on the global reactor until SIGTERM or SIGINT; returns an exit status."""
+    from twisted.internet import reactor
+
+    broker = Broker(config, reactor)
+    failure = []
+
+    def start():
+        try:
+            broker.start()
+        except Exception as exc:
+            failure.append(exc)
+            log.error("broker failed to start: %s", exc)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: broker.stop() if not failure else None)
+    reactor.run()
+    return 1 if failure else 0

@@ -1,0 +1,283 @@
+"""A declarative description of Kafka messages and the one generic codec that reads it.
+
+Each request and response is a list of fields; a field has a name, a type and the versions
+that carry it ("3+", "0-4").  ``Struct.decode(buf, version)`` turns bytes into nested dicts and
+``Struct.encode(obj, version)`` turns dicts back into bytes, for any version in the table.
+Only non-flexible (pre-KIP-482) encodings are described: int16-length strings, int32-count
+arrays.
+
+    >>> s = Struct(Field("name", STRING), Field("rack", NULLABLE_STRING, "1+"))
+    >>> s.decode(s.encode({"name": "a", "rack": None}, 1), 1)
+    {'name': 'a', 'rack': None}
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .errors import CorruptMessageError
+
+__all__ = [
+    "Field",
+    "Struct",
+    "Array",
+    "ProtocolError",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "BOOL",
+    "STRING",
+    "NULLABLE_STRING",
+    "BYTES",
+    "NULLABLE_BYTES",
+    "RECORDS",
+    "Reader",
+]
+
+
+class ProtocolError(ValueError):
+    """Bytes that do not decode as the message they claim to be."""
+
+
+class Reader:
+    """A cursor over a bytes-like buffer; every read checks that the bytes are there."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf, pos: int = 0):
+        self.buf = memoryview(buf)
+        self.pos = pos
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ProtocolError(f"need {n} bytes at {self.pos}, have {len(self.buf) - self.pos}")
+        view = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def unpack(self, fmt: struct.Struct):
+        if self.pos + fmt.size > len(self.buf):
+            raise ProtocolError(f"message ends at byte {len(self.buf)} inside a field")
+        value = fmt.unpack_from(self.buf, self.pos)[0]
+        self.pos += fmt.size
+        return value
+
+    @property
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+
+class _Fixed:
+    def __init__(self, name: str, fmt: str, default):
+        self.name = name
+        self.fmt = struct.Struct(fmt)
+        self.default = default
+
+    def read(self, r: Reader):
+        return r.unpack(self.fmt)
+
+    def write(self, out: list, value) -> None:
+        try:
+            out.append(self.fmt.pack(value))
+        except struct.error as exc:
+            raise ProtocolError(f"{self.name} value {value!r}: {exc}") from None
+
+
+class _Bool(_Fixed):
+    def read(self, r: Reader):
+        return r.unpack(self.fmt) != 0
+
+    def write(self, out: list, value) -> None:
+        out.append(b"\x01" if value else b"\x00")
+
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+class _String:
+    def __init__(self, nullable: bool):
+        self.nullable = nullable
+        self.default = None if nullable else ""
+
+    def read(self, r: Reader):
+        n = r.unpack(_I16)
+        if n < 0:
+            if n == -1 and self.nullable:
+                return None
+            raise ProtocolError(f"string length {n}")
+        try:
+            return str(r.take(n), "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"string is not UTF-8: {exc}") from None
+
+    def write(self, out: list, value) -> None:
+        if value is None:
+            if not self.nullable:
+                raise ProtocolError("a non-nullable string is None")
+            out.append(b"\xff\xff")
+            return
+        data = value.encode("utf-8")
+        out.append(_I16.pack(len(data)))
+        out.append(data)
+
+
+class _Bytes:
+    """int32-length bytes; ``records`` decode to a zero-copy memoryview."""
+
+    def __init__(self, nullable: bool, view: bool = False):
+        self.nullable = nullable
+        self.view = view
+        self.default = None if nullable else b""
+
+    def read(self, r: Reader):
+        n = r.unpack(_I32)
+        if n < 0:
+            if n == -1 and self.nullable:
+                return None
+            raise ProtocolError(f"bytes length {n}")
+        data = r.take(n)
+        return data if self.view else bytes(data)
+
+    def write(self, out: list, value) -> None:
+        if value is None:
+            if not self.nullable:
+                raise ProtocolError("non-nullable bytes are None")
+            out.append(b"\xff\xff\xff\xff")
+            return
+        out.append(_I32.pack(len(value)))
+        out.append(value)
+
+
+INT8 = _Fixed("int8", ">b", 0)
+INT16 = _Fixed("int16", ">h", 0)
+INT32 = _Fixed("int32", ">i", 0)
+INT64 = _Fixed("int64", ">q", 0)
+BOOL = _Bool("bool", ">b", False)
+STRING = _String(nullable=False)
+NULLABLE_STRING = _String(nullable=True)
+BYTES = _Bytes(nullable=False)
+NULLABLE_BYTES = _Bytes(nullable=True)
+RECORDS = _Bytes(nullable=True, view=True)
+
+
+def _parse_versions(spec: str) -> tuple[int, int]:
+    if spec.endswith("+"):
+        return int(spec[:-1]), 1 << 15
+    if "-" in spec:
+        low, high = spec.split("-")
+        return int(low), int(high)
+    return int(spec), int(spec)
+
+
+class Field:
+    """One field: name, type (a primitive, an Array or a Struct), and the versions having it."""
+
+    def __init__(self, name: str, type_, versions: str = "0+", default: Any = None):
+        self.name = name
+        self.type = type_
+        self.low, self.high = _parse_versions(versions)
+        self.default = default
+
+    def present(self, version: int) -> bool:
+        return self.low <= version <= self.high
+
+
+class Array:
+    """An int32-count array of a type; ``nullable`` allows count -1 (None)."""
+
+    def __init__(self, item, nullable: bool = False):
+        self.item = item
+        self.nullable = nullable
+        self.default = None if nullable else []
+
+    def read(self, r: Reader, version: int = 0):
+        n = r.unpack(_I32)
+        if n < 0:
+            if n == -1 and self.nullable:
+                return None
+            raise ProtocolError(f"array length {n}")
+        if n > r.remaining:  # every element takes at least one byte
+            raise ProtocolError(f"array of {n} elements in {r.remaining} bytes")
+        item = self.item
+        if isinstance(item, Struct):
+            return [item.read(r, version) for _ in range(n)]
+        return [item.read(r) for _ in range(n)]
+
+    def write(self, out: list, value, version: int = 0) -> None:
+        if value is None:
+            if not self.nullable:
+                raise ProtocolError("a non-nullable array is None")
+            out.append(b"\xff\xff\xff\xff")
+            return
+        out.append(_I32.pack(len(value)))
+        item = self.item
+        if isinstance(item, Struct):
+            for element in value:
+                item.write(out, element, version)
+        else:
+            for element in value:
+                item.write(out, element)
+
+
+class Struct:
+    """An ordered list of fields, encoded one after another."""
+
+    def __init__(self, *fields: Field):
+        self.fields = fields
+
+    def read(self, r: Reader, version: int) -> dict:
+        result = {}
+        for f in self.fields:
+            if not f.present(version):
+                result[f.name] = f.default if f.default is not None else _default(f.type)
+                continue
+            t = f.type
+            result[f.name] = t.read(r, version) if isinstance(t, (Struct, Array)) else t.read(r)
+        return result
+
+    def write(self, out: list, obj: dict, version: int) -> None:
+        for f in self.fields:
+            if not f.present(version):
+                continue
+            if f.name in obj:
+                value = obj[f.name]
+            else:
+                value = f.default if f.default is not None else _default(f.type)
+            t = f.type
+            if isinstance(t, (Struct, Array)):
+                t.write(out, value, version)
+            else:
+                t.write(out, value)
+
+    def decode(self, buf, version: int, pos: int = 0) -> dict:
+        """Decode a whole message; trailing bytes are an error."""
+        r = Reader(buf, pos)
+        result = self.read(r, version)
+        if r.remaining:
+            raise ProtocolError(f"{r.remaining} bytes left over after the message")
+        return result
+
+    def encode(self, obj: dict, version: int) -> bytes:
+        out: list = []
+        self.write(out, obj, version)
+        return b"".join(out)
+
+    def encode_parts(self, obj: dict, version: int) -> list:
+        """The encoding as a list of bytes-like parts (records stay un-copied)."""
+        out: list = []
+        self.write(out, obj, version)
+        return out
+
+
+def _default(type_):
+    if isinstance(type_, Struct):
+        return {f.name: _default(f.type) for f in type_.fields}
+    default = type_.default
+    return list(default) if isinstance(default, list) else default
+
+
+# Decoding errors surface as one type for the server to handle.
+DECODE_ERRORS = (ProtocolError, CorruptMessageError, UnicodeDecodeError, struct.error)

@@ -1,0 +1,137 @@
+"""The broker's network side: a Twisted protocol that frames requests and keeps responses
+in request order, and the factory that holds the request handlers.
+
+The protocol only connects bytes to handlers: ``frames.decode_request`` parses, a handler
+returns a response body (or a Deferred of one, or None for a Produce with acks=0), and
+``frames.encode_response`` serialises.  A frame over ``socket.request.max.bytes``, or one that
+does not parse, closes that connection only, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from twisted.internet import defer, protocol
+from twisted.protocols.basic import Int32StringReceiver
+
+from .protocol import frames
+from .protocol.apis import API_VERSIONS_KEY
+from .protocol.schema import ProtocolError
+
+log = logging.getLogger(__name__)
+
+_NO_RESPONSE = object()
+
+
+class KafkaServerProtocol(Int32StringReceiver):
+    """One client connection."""
+
+    def __init__(self, handlers, max_length: int):
+        self.handlers = handlers
+        self.MAX_LENGTH = max_length
+        self._pending: deque = deque()  # [correlation_id, api, version, body or None, ready]
+        self._closed = False
+        self.peer = "?"
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason=None):
+        self._closed = True
+        self.factory.connections.discard(self)
+        self._pending.clear()
+
+    def lengthLimitExceeded(self, length):
+        log.warning("closing %s: request frame of %d bytes is over socket.request.max.bytes (%d)",
+                    self.peer, length, self.MAX_LENGTH)
+        self.transport.loseConnection()
+        self._closed = True
+
+    def stringReceived(self, payload):
+        if self._closed:
+            return
+        try:
+            request = frames.decode_request(payload)
+        except frames.UnsupportedApiError as exc:
+            header = exc.header
+            if header.api_key == API_VERSIONS_KEY:
+                # KIP-511: answer in v0 with the versions we serve; the client retries.
+                self._enqueue_raw(frames.api_versions_fallback(header.correlation_id))
+                return
+            log.warning("closing %s: %s", self.peer, exc)
+            self._abort()
+            return
+        except ProtocolError as exc:
+            log.warning("closing %s: %s", self.peer, exc)
+            self._abort()
+            return
+        header = request.header
+        slot = [header.correlation_id, request.api, header.api_version, None, False]
+        self._pending.append(slot)
+        try:
+            result = self.handlers.handle(request, self)
+        except Exception:
+            log.exception("closing %s: %s v%d handler failed", self.peer, request.api.name,
+                          header.api_version)
+            self._abort()
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(self._completed, self._failed, callbackArgs=(slot,),
+                                errbackArgs=(slot,))
+        else:
+            self._completed(result, slot)
+
+    def _completed(self, body, slot):
+        slot[3] = _NO_RESPONSE if body is None else body
+        slot[4] = True
+        self._flush()
+
+    def _failed(self, failure, slot):
+        log.error("closing %s: %s request failed: %s", self.peer, slot[1].name,
+                  failure.getTraceback())
+        self._abort()
+
+    def _enqueue_raw(self, data: bytes):
+        self._pending.append([None, None, None, data, True])
+        self._flush()
+
+    def _flush(self):
+        """Write every response at the head of the queue that is ready, in request order."""
+        pending = self._pending
+        while pending and pending[0][4]:
+            correlation_id, api, version, body, _ = pending.popleft()
+            if self._closed or body is _NO_RESPONSE:
+                continue
+            if api is None:
+                self.transport.write(body)
+                continue
+            try:
+                parts = frames.encode_response(correlation_id, api, version, body)
+            except Exception:
+                log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
+                self._abort()
+                return
+            self.transport.writeSequence(parts)
+
+    def _abort(self):
+        self._closed = True
+        self._pending.clear()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class KafkaServerFactory(protocol.ServerFactory):
+    """Makes a protocol per connection; ``handlers`` answers requests."""
+
+    def __init__(self, handlers, max_request_bytes: int):
+        self.handlers = handlers
+        self.max_request_bytes = max_request_bytes
+        self.connections: set[KafkaServerProtocol] = set()
+
+    def buildProtocol(self, addr):
+        proto = KafkaServerProtocol(self.handlers, self.max_request_bytes)
+        proto.factory = self
+        return proto

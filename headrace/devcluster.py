@@ -1,0 +1,282 @@
+"""A local cluster for development and tests: ZooKeeper from Debian's package and N brokers.
+
+    headrace cluster up --brokers 3        # var/cluster: zookeeper + brokers 1..3
+    headrace cluster down
+
+``ZooKeeperProcess`` and ``BrokerProcess`` are also what the test fixtures start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ZOOKEEPER_CLASSPATH = os.environ.get(
+    "HEADRACE_ZOOKEEPER_CLASSPATH", "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
+)
+ZOOKEEPER_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _four_letter(port: int, word: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(word)
+        chunks = []
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+
+class ZooKeeperProcess:
+    """A standalone ZooKeeper server (Debian's package) with its own config and data dir."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def connect(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        java = shutil.which("java")
+        jar = ZOOKEEPER_CLASSPATH.split(":")[-1]
+        if java is None or not Path(jar).exists():
+            raise RuntimeError(
+                "ZooKeeper is not installed: run `bash deploy/setup.sh` (it installs Debian's "
+                "zookeeper package)"
+            )
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "zoo.cfg"
+        config.write_text("\n".join([
+            "tickTime=500",
+            "initLimit=10",
+            "syncLimit=5",
+            f"dataDir={data}",
+            f"clientPort={self.port}",
+            "clientPortAddress=127.0.0.1",
+            "maxClientCnxns=0",
+            "admin.enableServer=false",
+            "4lw.commands.whitelist=ruok,srvr,stat",
+            "minSessionTimeout=1000",
+            "maxSessionTimeout=60000",
+        ]) + "\n")
+        return [java, "-Xmx256m", f"-Dzookeeper.log.dir={self.workdir}", "-cp",
+                ZOOKEEPER_CLASSPATH, ZOOKEEPER_MAIN, str(config)]
+
+    def start(self, timeout: float = 30.0, detach: bool = False) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        with open(self.workdir / "zookeeper.out", "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=detach)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = (self.workdir / "zookeeper.out").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"ZooKeeper exited with {self.process.returncode}:\n{output}")
+            try:
+                if _four_letter(self.port, b"ruok") == b"imok":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"ZooKeeper did not answer on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
+def _stop(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class BrokerProcess:
+    """A ``headrace broker`` child process with a generated properties file."""
+
+    def __init__(self, workdir: Path, broker_id: int, zookeeper_connect: str, port: int | None = None,
+                 overrides: dict[str, str] | None = None):
+        self.workdir = Path(workdir)
+        self.broker_id = broker_id
+        self.port = port or free_port()
+        self.zookeeper_connect = zookeeper_connect
+        self.overrides = dict(overrides or {})
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"broker-{self.broker_id}.properties"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"broker-{self.broker_id}.out"
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "broker.id": str(self.broker_id),
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "log.dirs": str(self.workdir / f"broker-{self.broker_id}-logs"),
+            "zookeeper.connect": self.zookeeper_connect,
+            "zookeeper.session.timeout.ms": "6000",
+            "num.partitions": "3",
+        }
+        values.update(self.overrides)
+        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+    def start(self, timeout: float = 30.0, detach: bool = False) -> None:
+        self.write_config()
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "headrace.cli", "broker", "--config", str(self.config_path)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the broker answers ApiVersions and sees itself registered."""
+        from consumers.client import BrokerConnection
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"broker {self.broker_id} exited with "
+                                   f"{self.process.returncode}:\n{tail}")
+            try:
+                with BrokerConnection("127.0.0.1", self.port, timeout=2) as conn:
+                    body = conn.request(3, 1, {"topics": []})
+                    if any(b["node_id"] == self.broker_id for b in body["brokers"]):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"broker {self.broker_id} not ready on port {self.port} within {timeout} s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        _stop(self.process, timeout)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+# --- headrace cluster up / down --------------------------------------------------------------
+
+STATE_FILE = "cluster.json"
+
+
+def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: int,
+               zookeeper_port: int) -> dict:
+    """Start ZooKeeper (unless ``zookeeper`` names one) and ``brokers`` brokers, detached."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state_path = directory / STATE_FILE
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if any(_alive(pid) for pid in state.get("pids", [])):
+            raise RuntimeError(f"a cluster is already running from {directory}; "
+                               "`headrace cluster down` first")
+    state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
+    if zookeeper is None:
+        if port_open(zookeeper_port):
+            raise RuntimeError(f"port {zookeeper_port} is in use; pass --zookeeper host:port to "
+                               "use a running ZooKeeper, or --zookeeper-port")
+        zk = ZooKeeperProcess(directory / "zookeeper", zookeeper_port)
+        zk.start(detach=True)
+        state["zookeeper"] = zk.connect
+        state["zookeeper_pid"] = zk.process.pid
+        state["pids"].append(zk.process.pid)
+    connect = state["zookeeper"] + ("" if "/" in state["zookeeper"] else "/headrace")
+    try:
+        for i in range(1, brokers + 1):
+            port = base_port + i - 1
+            if port_open(port):
+                raise RuntimeError(f"port {port} is in use; choose another --base-port")
+            broker = BrokerProcess(directory, i, connect, port)
+            broker.start(detach=True)
+            state["pids"].append(broker.process.pid)
+            state["brokers"].append({"id": i, "port": port, "pid": broker.process.pid,
+                                     "config": str(broker.config_path), "log": str(broker.log_path)})
+    finally:
+        state_path.write_text(json.dumps(state, indent=2))
+    state["bootstrap"] = ",".join(f"127.0.0.1:{b['port']}" for b in state["brokers"])
+    state_path.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def cluster_down(directory: Path, timeout: float = 30.0) -> int:
+    """Stop the brokers (SIGTERM: clean shutdown), then ZooKeeper; returns processes stopped."""
+    state_path = directory / STATE_FILE
+    if not state_path.exists():
+        return 0
+    state = json.loads(state_path.read_text())
+    broker_pids = [b["pid"] for b in state.get("brokers", [])]
+    stopped = _terminate(broker_pids, timeout)
+    if state.get("zookeeper_pid"):
+        stopped += _terminate([state["zookeeper_pid"]], timeout)
+    state_path.unlink()
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _terminate(pids: list[int], timeout: float) -> int:
+    live = [pid for pid in pids if _alive(pid)]
+    for pid in live:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in live):
+        time.sleep(0.1)
+    for pid in live:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return len(live)

@@ -1,0 +1,68 @@
+"""``headrace topics``: create, list, describe and delete topics over the Kafka protocol."""
+
+from __future__ import annotations
+
+import sys
+
+from broker.protocol.errors import error_for_code
+from consumers.client import connect_any
+
+METADATA, CREATE_TOPICS, DELETE_TOPICS = 3, 19, 20
+
+
+def run(args) -> int:
+    with connect_any(args.bootstrap_server) as conn:
+        if args.action == "create":
+            return _create(conn, args)
+        if args.action == "delete":
+            body = conn.request(DELETE_TOPICS, 3, {"topic_names": [args.topic], "timeout_ms": 30000})
+            return _report(body["responses"][0]["error_code"], None, f"deleted topic {args.topic}")
+        names = None if args.action == "list" or not args.topic else [{"name": args.topic}]
+        body = conn.request(METADATA, 8, {"topics": names, "allow_auto_topic_creation": False})
+        topics = sorted(body["topics"], key=lambda t: t["name"])
+        if args.action == "list":
+            for topic in topics:
+                print(topic["name"])
+            return 0
+        status = 0
+        for topic in topics:
+            if topic["error_code"]:
+                status = _report(topic["error_code"], None, "")
+                continue
+            partitions = sorted(topic["partitions"], key=lambda p: p["partition_index"])
+            print(f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}\tReplicationFactor: "
+                  f"{len(partitions[0]['replica_nodes']) if partitions else 0}")
+            for p in partitions:
+                leader = p["leader_id"] if p["leader_id"] >= 0 else "none"
+                print(f"\tTopic: {topic['name']}\tPartition: {p['partition_index']}\tLeader: {leader}"
+                      f"\tReplicas: {','.join(map(str, p['replica_nodes']))}"
+                      f"\tIsr: {','.join(map(str, p['isr_nodes']))}")
+        return status
+
+
+def _create(conn, args) -> int:
+    configs = []
+    for item in args.config:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"headrace topics: --config {item!r} is not key=value", file=sys.stderr)
+            return 2
+        configs.append({"name": key.strip(), "value": value.strip()})
+    body = conn.request(CREATE_TOPICS, 4, {
+        "topics": [{"name": args.topic, "num_partitions": args.partitions,
+                    "replication_factor": args.replication_factor, "assignments": [],
+                    "configs": configs}],
+        "timeout_ms": 30000, "validate_only": False,
+    })
+    result = body["topics"][0]
+    return _report(result["error_code"], result["error_message"], f"created topic {args.topic}")
+
+
+def _report(code: int, message: str | None, success: str) -> int:
+    if code == 0:
+        if success:
+            print(success)
+        return 0
+    error = error_for_code(code)
+    print(f"headrace topics: {error.name}: {message or error.description}", file=sys.stderr)
+    return 1
