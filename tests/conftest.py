@@ -34,3 +34,106 @@ def zk_chroot(zookeeper, request):
         client.stop()
         client.close()
     return zookeeper.connect + chroot
+
+
+class Cluster:
+    """N real broker processes sharing a ZooKeeper chroot of their own."""
+
+    def __init__(self, workdir, zookeeper_connect: str, size: int, overrides=None):
+        from headrace.devcluster import BrokerProcess
+
+        self.brokers = [
+            BrokerProcess(workdir, i, zookeeper_connect, overrides=overrides)
+            for i in range(1, size + 1)
+        ]
+        self.zookeeper_connect = zookeeper_connect
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers if b.process is not None)
+
+    def broker(self, broker_id: int):
+        return next(b for b in self.brokers if b.broker_id == broker_id)
+
+    def start(self) -> "Cluster":
+        for broker in self.brokers:
+            broker.start()
+        for broker in self.brokers:  # every broker sees every other one
+            wait_for(lambda: len(metadata(broker.port)["brokers"]) == len(self.brokers), 20)
+        return self
+
+    def stop(self) -> None:
+        for broker in self.brokers:
+            broker.stop()
+
+
+def metadata(port: int, topics=None, version: int = 8, auto_create: bool = False) -> dict:
+    """A Metadata response from the broker on ``port`` (all topics by default)."""
+    from consumers.client import BrokerConnection
+
+    names = None if topics is None else [{"name": t} for t in topics]
+    with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+        return conn.request(3, version, {"topics": names, "allow_auto_topic_creation": auto_create})
+
+
+def wait_for(condition, timeout: float, interval: float = 0.1):
+    """Poll ``condition`` until it is true (returning its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
+
+
+def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
+    from consumers.client import BrokerConnection
+
+    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
+        body = conn.request(19, 4, {
+            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
+                        "assignments": [], "configs": [{"name": k, "value": v}
+                                                       for k, v in (configs or {}).items()]}],
+            "timeout_ms": 10000, "validate_only": False})
+    assert body["topics"][0]["error_code"] == 0, body
+
+
+@pytest.fixture(scope="module")
+def cluster1(zookeeper, tmp_path_factory):
+    """A one-broker cluster shared by a test module."""
+    workdir = tmp_path_factory.mktemp("cluster1")
+    cluster = Cluster(workdir, f"{zookeeper.connect}/c1-{time.monotonic_ns()}", 1).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster3(zookeeper, tmp_path_factory):
+    """A three-broker cluster shared by a test module."""
+    workdir = tmp_path_factory.mktemp("cluster3")
+    cluster = Cluster(workdir, f"{zookeeper.connect}/c3-{time.monotonic_ns()}", 3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def make_cluster(zookeeper, tmp_path):
+    """Start a private cluster: ``make_cluster(size, **overrides)``; stopped after the test."""
+    started = []
+
+    def make(size: int, **overrides):
+        props = {k.replace("_", "."): str(v) for k, v in overrides.items()}
+        cluster = Cluster(tmp_path / f"cluster{len(started)}",
+                          f"{zookeeper.connect}/p-{time.monotonic_ns()}", size, props)
+        started.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in started:
+        for broker in cluster.brokers:
+            broker.kill()

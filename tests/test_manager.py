@@ -198,3 +198,28 @@ def test_checkpoint_files_round_trip(tmp_path):
     write_checkpoint(tmp_path / "cp", offsets)
     assert read_checkpoint(tmp_path / "cp") == offsets
     assert read_checkpoint(tmp_path / "missing") == {}
+
+
+def test_a_recreated_topic_does_not_inherit_old_checkpoints(tmp_path):
+    manager = LogManager([tmp_path], LogConfig(segment_bytes=500, retention_bytes=0,
+                                               file_delete_delay_ms=0))
+    manager.startup()
+    plog = manager.get_or_create_log("t", 0)
+    for _ in range(20):
+        plog.append(build_batch([(b"k", b"v" * 100)]))
+    plog.flush()
+    manager.enforce_retention()
+    manager.checkpoint_recovery_points()
+    manager.checkpoint_log_start_offsets()
+    assert plog.log_start_offset > 0
+    manager.delete_log("t", 0)
+    plog = manager.get_or_create_log("t", 0)
+    for _ in range(5):
+        plog.append(build_batch([(b"k", b"new")]))
+    manager.crash()
+    manager = LogManager([tmp_path], LogConfig())
+    manager.startup()
+    plog = manager.get_log("t", 0)
+    assert (plog.log_start_offset, plog.log_end_offset) == (0, 5)
+    assert [r.value for r in iter_records(plog.read(0, 1 << 20))] == [b"new"] * 5
+    manager.shutdown()

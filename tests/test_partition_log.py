@@ -296,3 +296,37 @@ def test_invalid_topic_directory_names_are_refused(tmp_path):
         PartitionLog.open(tmp_path / "bad topic!-0", LogConfig())
     with pytest.raises(ValueError):
         PartitionLog.open(tmp_path / "no-partition-number", LogConfig())
+
+
+def test_a_failed_multi_batch_append_leaves_nothing(tmp_path, monkeypatch):
+    import broker.log.segment as segment_module
+    from broker.protocol.errors import KafkaStorageError
+
+    plog = open_log(tmp_path)
+    plog.append(build_batch([(b"k", b"before")]))
+    end, size = plog.log_end_offset, plog.size
+    real_writev = os.writev
+
+    def half_writev(fd, parts):  # the disk fills up halfway through the write
+        data = b"".join(bytes(p) for p in parts)
+        return real_writev(fd, [data[: len(data) // 2]])
+
+    monkeypatch.setattr(segment_module.os, "writev", half_writev)
+    three = b"".join(build_batch([(b"k", b"v%d" % i)]) for i in range(3))
+    with pytest.raises(KafkaStorageError):
+        plog.append(three)
+    monkeypatch.undo()
+    assert (plog.log_end_offset, plog.size) == (end, size)
+    assert os.path.getsize(plog.active_segment.log_path) == size
+    assert plog.append(three).base_offset == end
+    assert [r.value for r in iter_records(plog.read(0, 1 << 20))] == [b"before", b"v0", b"v1", b"v2"]
+
+
+def test_offsets_for_timestamps_respect_a_log_start_inside_a_segment(tmp_path):
+    directory = tmp_path / "events-0"
+    plog = PartitionLog.open(directory, LogConfig())
+    plog.append(build_batch([(b"k", b"a"), (b"k", b"b")], timestamp=5000))
+    plog.append(build_batch([(b"k", b"c"), (b"k", b"d")], timestamp=6000))
+    plog.close()
+    plog = PartitionLog.open(directory, LogConfig(), log_start_offset=2)
+    assert plog.offset_for_timestamp(4000) == (2, 6000)

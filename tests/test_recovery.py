@@ -240,3 +240,35 @@ def test_a_torn_last_batch_is_cut_and_reported(tmp_path, cut, caplog):
     assert set(values_by_seq(plog)) == {0, 1, 2, 3}
     assert plog.recovery_cut_bytes == min(cut, sizes[4] - 1)
     assert "recovery cut" in caplog.text
+
+
+def test_largest_timestamps_survive_recovery_and_reopen(tmp_path):
+    directory = tmp_path / "events-0"
+    plog = PartitionLog.open(directory, LogConfig(segment_bytes=300))
+    for i, ts in enumerate((1000, 2000, 3000, 4000)):
+        plog.append(build_batch([(b"k", b"v" * 100)], timestamp=ts))
+    assert len(plog.segments) == 4
+    plog.close_without_flush()
+    plog = PartitionLog.open(directory, LogConfig(segment_bytes=300), recover=True, recovery_point=0)
+    plog.close()
+    plog = PartitionLog.open(directory, LogConfig(segment_bytes=300))
+    assert [s.max_timestamp for s in plog.segments] == [1000, 2000, 3000, 4000]
+    assert plog.offset_for_timestamp(1500) == (1, 2000)
+
+
+@pytest.mark.parametrize("garbage", [b"\x00" * 30, b"\x00" * 4096, None])
+def test_a_torn_tail_at_the_recovery_point_is_all_that_is_checked(tmp_path, garbage):
+    directory = tmp_path / "events-0"
+    plog = PartitionLog.open(directory, CONFIG)
+    for seq in range(60):
+        plog.append(batch_for(seq)[0])
+    plog.flush()
+    recovery_point = plog.recovery_point
+    plog.close_without_flush()
+    tail = garbage if garbage is not None else batch_for(99)[0][:40]
+    with open(last_segment_path(directory), "ab") as f:
+        f.write(tail)
+    plog = reopen(directory, recovery_point)
+    assert plog.recovery_checked_bytes == len(tail)
+    assert plog.recovery_cut_bytes == len(tail)
+    assert set(values_by_seq(plog)) == set(range(60))

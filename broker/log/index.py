@@ -38,6 +38,7 @@ class _IndexFile:
         self._loaded = False
         self._synced = 0  # entries known to be in the file
         self._rewrite = False  # the file holds entries that must be cut on the next flush
+        self._unsynced = False  # written without fsync
         self.damaged_entries = 0  # entries dropped at load for failing sanity checks
 
     def _read_file(self) -> bytes:
@@ -77,6 +78,13 @@ class _IndexFile:
             return
         count = self._count()
         if self._synced == count and not self._rewrite and self.path.exists():
+            if fsync and self._unsynced:
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._unsynced = False
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -90,6 +98,7 @@ class _IndexFile:
             os.close(fd)
         self._synced = count
         self._rewrite = False
+        self._unsynced = not fsync
 
     def delete(self) -> None:
         try:

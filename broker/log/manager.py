@@ -110,11 +110,17 @@ class LogManager:
     def startup(self) -> None:
         """Lock every log dir, open every partition log in them, recovering after a crash."""
         _raise_open_file_limit()
-        for directory in self.log_dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._lock(directory)
-        for directory in self.log_dirs:
-            self._load_dir(directory)
+        try:
+            for directory in self.log_dirs:
+                directory.mkdir(parents=True, exist_ok=True)
+                self._lock(directory)
+            for directory in self.log_dirs:
+                self._load_dir(directory)
+        except BaseException:
+            self.crash()  # close what was opened and release the locks
+            self.logs.clear()
+            self._dir_of.clear()
+            raise
         for directory in self.log_dirs:
             marker = directory / CLEAN_SHUTDOWN_FILE
             if marker.exists():
@@ -229,6 +235,9 @@ class LogManager:
         doomed = directory / f"{plog.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
         os.replace(plog.directory, doomed)
         fsync_directory(directory)
+        # A topic created again under this name must not inherit these offsets after a crash.
+        self.checkpoint_recovery_points()
+        self.checkpoint_log_start_offsets()
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 

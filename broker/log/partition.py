@@ -30,6 +30,7 @@ from ..protocol.errors import (
     RecordListTooLargeError,
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
+from .checkpoint import fsync_directory
 from .config import LogConfig
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
 
@@ -95,6 +96,7 @@ class PartitionLog:
         self.last_flush_ms = self._now_ms()
         self._unflushed_messages = 0
         self.offline = False
+        self._directory_unsynced = False  # a segment file was created since the last flush
         self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
         self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
@@ -133,20 +135,29 @@ class PartitionLog:
         )
         interval = config.index_interval_bytes
         recovery_stats = (0, 0)
-        if not bases:
-            segments = [Segment.create(directory, max(0, log_start_offset), interval, now_ms)]
-        else:
-            segments = [Segment.open(directory, base, interval) for base in bases]
-            for segment, following in zip(segments, segments[1:]):
-                segment.next_offset = following.base_offset
-            if recover:
-                recovery_stats = _recover_segments(directory, segments, recovery_point, now_ms)
-            elif not segments[-1].load_tail(now_ms):
-                log.warning("%s: the last segment does not end on a batch boundary; checking it", directory)
-                last = segments[-1]
-                recovery_stats = last.recover(last.index.last_entry()[0])
-                last.prepare_for_appends(now_ms)
+        segments: list[Segment] = []
+        try:
+            if not bases:
+                segments.append(Segment.create(directory, max(0, log_start_offset), interval, now_ms))
+            else:
+                for base in bases:
+                    segments.append(Segment.open(directory, base, interval))
+                for segment, following in zip(segments, segments[1:]):
+                    segment.next_offset = following.base_offset
+                if recover:
+                    recovery_stats = _recover_segments(directory, segments, recovery_point, now_ms)
+                elif not segments[-1].load_tail(now_ms):
+                    log.warning("%s: the last segment does not end on a batch boundary; checking it",
+                                directory)
+                    last = segments[-1]
+                    recovery_stats = last.recover(last.index.last_entry()[0])
+                    last.prepare_for_appends(now_ms)
+        except BaseException:
+            for segment in segments:
+                segment.close()
+            raise
         plog = cls(directory, topic, partition, config, clock, segments)
+        plog._directory_unsynced = not bases
         plog.recovery_checked_bytes, plog.recovery_cut_bytes = recovery_stats
         plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
         if recover:
@@ -195,17 +206,21 @@ class PartitionLog:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
                 pos += more.size
-        for _, h in batches:
-            if h.size > self.config.segment_bytes:
-                raise RecordListTooLargeError(
-                    f"a batch of {h.size} bytes does not fit a segment of "
-                    f"{self.config.segment_bytes} bytes (segment.bytes)"
-                )
+        total = len(view) if batches[-1][0] + batches[-1][1].size == len(view) else sum(
+            h.size for _, h in batches)
+        if total > self.config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"{total} bytes of record batches do not fit a segment of "
+                f"{self.config.segment_bytes} bytes (segment.bytes)"
+            )
         log_append_time = -1
         if self.config.timestamp_type == "LogAppendTime":
             log_append_time = self._now_ms()
-        base = self.segments[-1].next_offset
+        segment = self.segments[-1]
+        base = segment.next_offset
         count = 0
+        parts = []
+        entries = []
         for pos, h in batches:
             body = view[pos + 16 : pos + h.size]
             max_ts = h.max_timestamp
@@ -213,33 +228,29 @@ class PartitionLog:
                 stamped = records.with_log_append_time(view[pos : pos + h.size], log_append_time)
                 body = memoryview(stamped)[16:]
                 max_ts = log_append_time
-            self._append_one(h, body, max_ts)
+            parts.append(_PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH))
+            parts.append(body)
+            entries.append((base + count, h.size, max_ts))
             count += h.record_count
-        last = self.segments[-1].next_offset - 1
-        self._unflushed_messages += count
-        if self._unflushed_messages >= self.config.flush_interval_messages:
-            self.flush()
-        return AppendResult(base, last, log_append_time, count)
-
-    def _append_one(self, header, body, max_ts: int) -> None:
-        segment = self.segments[-1]
-        size = header.size
-        base = segment.next_offset
+        last = base + count - 1
         if segment.size and (
-            segment.size + size > self.config.segment_bytes
-            or segment.should_roll_for_time(max_ts, self._now_ms(), self.config.roll_ms)
-            or base + header.last_offset_delta - segment.base_offset > _MAX_RELATIVE_OFFSET
+            segment.size + total > self.config.segment_bytes
+            or segment.should_roll_for_time(entries[0][2], self.clock, self.config.roll_ms)
+            or last - segment.base_offset > _MAX_RELATIVE_OFFSET
         ):
             segment = self.roll()
-        prefix = _PREFIX.pack(base, header.batch_length, _LEADER_EPOCH)
         try:
-            segment.append(prefix, body, size, base, base + header.last_offset_delta, max_ts)
+            segment.append(parts, total, entries, last)
         except OSError as exc:
             if segment.size != os.fstat(segment.fd).st_size:
                 self.offline = True  # could not even undo the partial write
             raise KafkaStorageError(
                 f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
             ) from exc
+        self._unflushed_messages += count
+        if self._unflushed_messages >= self.config.flush_interval_messages:
+            self.flush()
+        return AppendResult(base, last, log_append_time, count)
 
     def roll(self) -> Segment:
         """Close the active segment for appends and start a new one at the log end offset."""
@@ -251,6 +262,7 @@ class PartitionLog:
         old.time_index.flush(fsync=False)
         new = Segment.create(self.directory, old.next_offset, self.config.index_interval_bytes, self._now_ms())
         new.next_offset = old.next_offset
+        self._directory_unsynced = True
         self.segments.append(new)
         self._bases.append(new.base_offset)
         log.debug("%s: rolled a new segment at offset %d", self.directory.name, new.base_offset)
@@ -271,6 +283,9 @@ class PartitionLog:
             if segment.base_offset >= end:
                 break
             segment.flush()
+        if self._directory_unsynced:
+            fsync_directory(self.directory)  # new segment files must survive a power loss too
+            self._directory_unsynced = False
         self.recovery_point = end
         if up_to is None:
             self._unflushed_messages = 0
@@ -326,14 +341,13 @@ class PartitionLog:
         for segment in self.segments:
             if segment.next_offset <= self.log_start_offset:
                 continue
-            found = segment.find_timestamp(timestamp)
-            if found is None:
-                continue
-            position, header = found
-            batch = records.decode_batch(os.pread(segment.fd, header[1] + LOG_OVERHEAD, position))
-            for record in batch.records:
-                if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
-                    return record.offset, record.timestamp
+            for position, header in segment.batches_from_timestamp(timestamp):
+                if header[0] + header[6] < self.log_start_offset or header[8] < timestamp:
+                    continue
+                data = os.pread(segment.fd, header[1] + LOG_OVERHEAD, position)
+                for record in records.decode_batch(data).records:
+                    if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
+                        return record.offset, record.timestamp
         return None
 
     # --- retention -----------------------------------------------------------------------

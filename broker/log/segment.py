@@ -27,7 +27,8 @@ INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
 
-_SCAN_CHUNK = 16 * 1024
+_SCAN_CHUNK = 4096  # about one index interval of headers
+_IOV_MAX = 1000  # below the usual IOV_MAX of 1024
 _RECOVER_CHUNK = 1024 * 1024
 
 
@@ -135,34 +136,40 @@ class Segment:
         if self.size >= HEADER_SIZE:
             self.first_batch_timestamp = HEADER.unpack(os.pread(self.fd, HEADER_SIZE, 0))[8]
 
-    def should_roll_for_time(self, max_ts: int, now_ms: int, roll_ms: int) -> bool:
+    def should_roll_for_time(self, max_ts: int, clock, roll_ms: int) -> bool:
         """Kafka's rule: a batch whose timestamp is more than ``roll_ms`` after the first
-        batch's starts a new segment; without timestamps, the segment's age counts."""
+        batch's starts a new segment; without timestamps, the segment's age on ``clock``."""
         if self.first_batch_timestamp >= 0 and max_ts >= 0:
             return max_ts - self.first_batch_timestamp > roll_ms
-        return now_ms - self.created_ms > roll_ms
+        return int(clock.seconds() * 1000) - self.created_ms > roll_ms
 
     # --- appending -----------------------------------------------------------------------
 
-    def append(self, prefix: bytes, body, size: int, base_offset: int, last_offset: int, max_ts: int):
-        """Write one batch (``prefix`` + ``body`` = ``size`` bytes) at the end of the file.
+    def append(self, parts: list, size: int, entries: list, last_offset: int) -> None:
+        """Write batches (``parts``: header prefix and body of each, ``size`` bytes in all) at
+        the end of the file in one system call; ``entries`` are (base offset, size, max
+        timestamp) per batch, for the indexes.
 
         On a short write or an OSError the file is cut back to its previous size and the error
         is raised, so a failed append leaves nothing behind.
         """
         position = self.size
+        if len(parts) > _IOV_MAX:
+            parts = [b"".join(parts)]
         try:
-            written = os.writev(self.fd, (prefix, body))
+            written = os.writev(self.fd, parts)
         except OSError:
             self._undo(position)
             raise
         if written != size:
             self._undo(position)
             raise OSError(28, f"short write: {written} of {size} bytes")
-        self._index_batch(base_offset, position, size, max_ts)
         if position == 0:
-            self.first_batch_timestamp = max_ts
-        self.size = position + size
+            self.first_batch_timestamp = entries[0][2]
+        for base_offset, batch_size, max_ts in entries:
+            self._index_batch(base_offset, position, batch_size, max_ts)
+            position += batch_size
+        self.size = position
         self.next_offset = last_offset + 1
 
     def _index_batch(self, base_offset: int, position: int, size: int, max_ts: int) -> None:
@@ -186,7 +193,8 @@ class Segment:
             raise
 
     def close_for_appends(self) -> None:
-        """Called on roll and close: record the final largest timestamp in the time index."""
+        """Record the largest timestamp so far in the time index (on roll, close, recovery and
+        index rebuilds), so that a reopened segment knows it without reading the log."""
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
 
@@ -206,10 +214,11 @@ class Segment:
         """
         buf = b""
         buf_start = position
+        want = _SCAN_CHUNK
         while position < end:
             off = position - buf_start
             if off + HEADER_SIZE > len(buf):
-                buf = os.pread(self.fd, max(HEADER_SIZE, min(_SCAN_CHUNK, end - position)), position)
+                buf = os.pread(self.fd, max(HEADER_SIZE, min(want, end - position)), position)
                 buf_start, off = position, 0
                 if len(buf) < HEADER_SIZE:
                     raise EOFError(f"{self.log_path}: header cut short at byte {position}")
@@ -217,7 +226,10 @@ class Segment:
             if header[1] < MIN_BATCH_LENGTH:
                 raise EOFError(f"{self.log_path}: bad batch length at byte {position}")
             yield position, header
-            position += header[1] + LOG_OVERHEAD
+            size = header[1] + LOG_OVERHEAD
+            # Large batches: read just the next header rather than a chunk of data.
+            want = HEADER_SIZE if size > _SCAN_CHUNK else _SCAN_CHUNK
+            position += size
 
     def _entry_matches_log(self, entry: tuple[int, int]) -> bool:
         """True if the batch at the entry's position starts with the entry's offset."""
@@ -244,12 +256,36 @@ class Segment:
         """Position of the last indexed batch at or below ``offset``."""
         return self._checked(lambda: self.index.lookup(offset))[1]
 
+    def _walk_from_entry(self, lookup, end: int) -> Iterator[tuple[int, tuple]]:
+        """Walk batch headers from the index entry ``lookup()`` gives.  The first header must
+        carry the entry's offset; if not, the index is damaged: it is rebuilt from the log and
+        the walk starts again from the new entry."""
+        entry_offset, position = lookup()
+        for attempt in (0, 1):
+            headers = self.scan_headers(position, end)
+            try:
+                first = next(headers, None)
+            except EOFError:
+                first = None  # the entry points into the middle of a batch
+            if first is None and position == 0:
+                return
+            if first is not None and (first[1][0] == entry_offset or attempt):
+                yield first
+                yield from headers
+                return
+            if attempt:
+                return
+            log.warning("%s: index entry (%d, %d) does not match the log; rebuilding the index",
+                        self.log_path, entry_offset, position)
+            self.rebuild_index()
+            entry_offset, position = lookup()
+
     def find_position(self, offset: int) -> int | None:
         """Byte position of the batch holding ``offset`` (its last offset >= ``offset``), or
         None if the segment ends before it."""
         if offset >= self.next_offset:
             return None
-        for pos, header in self.scan_headers(self._index_start(offset), self.size):
+        for pos, header in self._walk_from_entry(lambda: self.index.lookup(offset), self.size):
             if header[0] + header[6] >= offset:
                 return pos
         return None
@@ -260,9 +296,16 @@ class Segment:
         limit = start + max_bytes
         if limit >= self.size:
             return self.size
-        position = max(start, self._checked(lambda: self.index.floor_entry(limit))[1])
-        end = position
-        for pos, header in self.scan_headers(position, self.size):
+        end = start
+        floor = self.index.floor_entry(limit)
+        if floor[1] > start:
+            walk = self._walk_from_entry(lambda: self.index.floor_entry(limit), self.size)
+        else:
+            walk = self.scan_headers(start, self.size)
+        for pos, header in walk:
+            if pos < start:
+                continue  # the index was rebuilt and now starts below ``start``
+            end = max(end, pos)  # batches from start up to an indexed one fit within the limit
             batch_end = pos + header[1] + LOG_OVERHEAD
             if batch_end > limit:
                 if end == start:
@@ -274,16 +317,18 @@ class Segment:
     def slice(self, start: int, end: int) -> FileSlice:
         return FileSlice(self.fd, start, end - start)
 
-    def find_timestamp(self, timestamp: int) -> tuple[int, tuple] | None:
-        """(position, header) of the first batch whose max timestamp is >= ``timestamp``."""
+    def batches_from_timestamp(self, timestamp: int) -> Iterator[tuple[int, tuple]]:
+        """(position, header) of each batch from the first whose max timestamp is >=
+        ``timestamp`` to the end of the segment."""
         if self.max_timestamp < timestamp:
-            return None
+            return
         start_offset = self.time_index.lookup(timestamp)
         position = 0 if start_offset is None else self._index_start(start_offset)
+        found = False
         for pos, header in self.scan_headers(position, self.size):
-            if header[8] >= timestamp:
-                return pos, header
-        return None
+            found = found or header[8] >= timestamp
+            if found:
+                yield pos, header
 
     def largest_timestamp_or_mtime(self) -> int:
         """Largest record timestamp, or the file's modification time if it has none (ms)."""
@@ -302,6 +347,7 @@ class Segment:
                 self._index_batch(header[0], pos, header[1] + LOG_OVERHEAD, header[8])
         except EOFError:
             pass  # a torn tail: recovery deals with it; the entries so far are right
+        self.close_for_appends()
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -338,6 +384,7 @@ class Segment:
             os.ftruncate(self.fd, good_end)
             self.index.truncate_to_position(good_end)
         self.size = good_end
+        self.close_for_appends()  # the largest timestamp must survive in the time index
         return file_size - position, cut
 
     def _position_of_batch_start(self, offset: int) -> int | None:
@@ -348,18 +395,20 @@ class Segment:
         size = os.fstat(self.fd).st_size
         self.size = size
         entry_offset, position = self._checked(lambda: self.index.lookup(offset))
-        next_offset = entry_offset if position else None
+        next_offset = entry_offset  # the batch at ``position`` starts at ``entry_offset``
+        if next_offset == offset:
+            return position
         try:
             for pos, header in self.scan_headers(position, size):
-                if header[0] == offset:
-                    return pos
                 if header[0] > offset:
                     return None
                 position = pos + header[1] + LOG_OVERHEAD
                 next_offset = header[0] + header[6] + 1
+                if next_offset == offset:
+                    return position  # what follows is the unflushed tail: not read here
         except EOFError:
-            return None
-        return size if position == size and next_offset == offset else None
+            pass
+        return None
 
     def _check_from(self, position: int, file_size: int, expected: int) -> int:
         """Walk and CRC-check batches from ``position``; returns the end of the last good one."""
