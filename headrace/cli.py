@@ -3,7 +3,8 @@
     headrace broker --config server.properties [--override key=value ...]
     headrace topics create|list|describe|delete --bootstrap-server host:port ...
     headrace cluster up --brokers N | headrace cluster down
-    headrace demo [--log-dir DIR]          storage smoke demo: append, read, crash, recover
+    headrace demo                          the pipeline on a local 3-broker cluster, with kcat
+    headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
     headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
 """
 
@@ -75,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--base-port", type=int, default=9092, help="port of broker 1")
     cluster.set_defaults(func=cmd_cluster)
 
-    demo = sub.add_parser("demo", help="storage smoke demo: append, read back, crash, recover")
-    demo.add_argument("--log-dir", help="where to keep the logs (default: a temporary directory)")
-    demo.add_argument("--messages", type=int, default=200_000, help="log lines to append")
-    demo.set_defaults(func=cmd_demo)
+    demo = sub.add_parser("demo", help="ship log lines through a local 3-broker cluster with kcat, "
+                                       "kill a broker, check nothing was lost")
+    demo.add_argument("--messages", type=int, default=200_000, help="log lines to ship")
+    demo.add_argument("--dir", help="cluster state and data (default: a temporary directory)")
+    demo.add_argument("--keep", action="store_true", help="leave the cluster running")
+    demo.set_defaults(func=cmd_pipeline_demo)
+
+    storage = sub.add_parser("storage-demo", help="storage engine alone: append, read, crash, recover")
+    storage.add_argument("--log-dir", help="where to keep the logs (default: a temporary directory)")
+    storage.add_argument("--messages", type=int, default=200_000, help="log lines to append")
+    storage.set_defaults(func=cmd_demo)
 
     dump = sub.add_parser("dump-log", help="list the record batches of a segment or partition")
     dump.add_argument("path", help="a .log segment file or a <topic>-<partition> directory")
@@ -127,7 +135,6 @@ def cmd_cluster(args) -> int:
                                       args.zookeeper_port)
     except RuntimeError as exc:
         print(f"headrace cluster up: {exc}", file=sys.stderr)
-        devcluster.cluster_down(directory)
         return 1
     print(f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
           f"bootstrap servers {state['bootstrap']}")
@@ -135,7 +142,14 @@ def cmd_cluster(args) -> int:
     return 0
 
 
-# --- demo -------------------------------------------------------------------------------------
+# --- demos ------------------------------------------------------------------------------------
+
+
+def cmd_pipeline_demo(args) -> int:
+    from . import demo
+
+    return demo.run(args.messages, Path(args.dir) if args.dir else None, args.keep)
+
 
 
 def cmd_demo(args) -> int:

@@ -218,6 +218,7 @@ def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: 
                                "`headrace cluster down` first")
     state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
     if zookeeper is None:
+        zookeeper_port = zookeeper_port or free_port()
         if port_open(zookeeper_port):
             raise RuntimeError(f"port {zookeeper_port} is in use; pass --zookeeper host:port to "
                                "use a running ZooKeeper, or --zookeeper-port")
@@ -226,22 +227,54 @@ def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: 
         state["zookeeper"] = zk.connect
         state["zookeeper_pid"] = zk.process.pid
         state["pids"].append(zk.process.pid)
+        state_path.write_text(json.dumps(state, indent=2))
     connect = state["zookeeper"] + ("" if "/" in state["zookeeper"] else "/headrace")
+    state["connect"] = connect
     try:
         for i in range(1, brokers + 1):
-            port = base_port + i - 1
+            port = base_port + i - 1 if base_port else free_port()
             if port_open(port):
                 raise RuntimeError(f"port {port} is in use; choose another --base-port")
             broker = BrokerProcess(directory, i, connect, port)
-            broker.start(detach=True)
-            state["pids"].append(broker.process.pid)
-            state["brokers"].append({"id": i, "port": port, "pid": broker.process.pid,
-                                     "config": str(broker.config_path), "log": str(broker.log_path)})
-    finally:
-        state_path.write_text(json.dumps(state, indent=2))
+            try:
+                broker.start(detach=True)
+            finally:
+                if broker.process is not None:
+                    state["pids"].append(broker.process.pid)
+                    state["brokers"].append({"id": i, "port": port, "pid": broker.process.pid,
+                                             "config": str(broker.config_path),
+                                             "log": str(broker.log_path)})
+                state_path.write_text(json.dumps(state, indent=2))
+    except BaseException:
+        cluster_down(directory)  # stop what this call started, nothing else
+        raise
     state["bootstrap"] = ",".join(f"127.0.0.1:{b['port']}" for b in state["brokers"])
     state_path.write_text(json.dumps(state, indent=2))
     return state
+
+
+def kill_broker(entry: dict) -> None:
+    """SIGKILL one broker of a running cluster (``entry`` from the cluster state)."""
+    _terminate_now(entry["pid"])
+
+
+def _terminate_now(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def restart_broker(directory: Path, state: dict, entry: dict) -> None:
+    """Start a broker of the cluster again with its old id, port and data."""
+    broker = BrokerProcess(directory, entry["id"], state["connect"], entry["port"])
+    broker.start(detach=True)
+    entry["pid"] = broker.process.pid
+    state["pids"].append(broker.process.pid)
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def cluster_down(directory: Path, timeout: float = 30.0) -> int:

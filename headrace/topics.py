@@ -66,3 +66,17 @@ def _report(code: int, message: str | None, success: str) -> int:
     error = error_for_code(code)
     print(f"headrace topics: {error.name}: {message or error.description}", file=sys.stderr)
     return 1
+
+
+def create_topic_simple(bootstrap: str, name: str, partitions: int, configs: dict | None = None) -> None:
+    """Create a topic; raise the matching KafkaError if the broker refuses."""
+    with connect_any(bootstrap) as conn:
+        body = conn.request(CREATE_TOPICS, 4, {
+            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": -1,
+                        "assignments": [], "configs": [{"name": k, "value": v}
+                                                       for k, v in (configs or {}).items()]}],
+            "timeout_ms": 30000, "validate_only": False,
+        })
+    result = body["topics"][0]
+    if result["error_code"]:
+        raise error_for_code(result["error_code"])(result["error_message"])
