@@ -689,6 +689,7 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 
         step(f"creating {sum(map(len, topics.values()))} one-partition topics", make_topics)
         meter = CpuMeter(broker.process.pid)
+        started_log_bytes = broker.log_path.stat().st_size
         rows = []
         times = f" x {reps}" if reps > 1 else ""
 
@@ -729,10 +730,14 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
                                                         TARGET_CONSUME, PAPER_CONSUME)
                                           for _ in range(reps)])))
         results["tests"] = rows
-        # Before stopping: the broker's own shutdown logs a warning we do not want to count.
-        meta["broker_log_problems"] = [
-            line for line in broker.log_path.read_text(errors="replace").splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        # Read before stopping: the broker's own shutdown logs a warning that is no finding.
+        # Start-up (kazoo's first connection is often dropped by a ZooKeeper that answers
+        # "ruok" but is not quite serving yet) and the tests are reported apart.
+        text = broker.log_path.read_bytes()
+        for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
+                          ("broker_log_problems", text[started_log_bytes:])):
+            meta[key] = [line for line in part.decode(errors="replace").splitlines()
+                         if " WARNING " in line or " ERROR " in line or "Traceback" in line]
         return results
     finally:
         with signals_ignored():
@@ -791,6 +796,10 @@ def main(argv: list[str] | None = None) -> int:
     if contended:
         print(f"\nOther processes used a quarter of a core or more during: {', '.join(contended)}; "
               "those numbers are low, so rerun on an idle machine before reading much into them.")
+    at_start = meta.get("broker_log_problems_at_start")
+    if at_start:
+        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
+              f"(before the tests), the first: {at_start[0]}")
     problems = meta.get("broker_log_problems")
     if problems:
         print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")

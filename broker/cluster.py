@@ -207,6 +207,8 @@ class ZkCluster:
         log.info("registered broker %d at %s:%d", self.broker_id, self.host, self.port)
 
     def _on_state(self, state) -> None:  # kazoo thread: must not block
+        if self._stopped:
+            return  # our own close, not a lost session
         if state == KazooState.LOST:
             self._lost = True
             self.state = "lost"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+import struct
+
 from twisted.internet import defer, protocol
-from twisted.protocols.basic import Int32StringReceiver
 
 from .protocol import frames
 from .protocol.apis import API_VERSIONS_KEY
@@ -24,8 +25,11 @@ log = logging.getLogger(__name__)
 _NO_RESPONSE = object()
 
 
-class KafkaServerProtocol(Int32StringReceiver):
-    """One client connection."""
+_SIZE = struct.Struct(">i")
+
+
+class KafkaServerProtocol(protocol.Protocol):
+    """One client connection: int32-size framing, requests in, responses out in order."""
 
     def __init__(self, handlers, max_length: int):
         self.handlers = handlers
@@ -33,6 +37,35 @@ class KafkaServerProtocol(Int32StringReceiver):
         self._pending: deque = deque()  # [correlation_id, api, version, body or None, ready]
         self._closed = False
         self.peer = "?"
+        self._chunks: list[bytes] = []  # received bytes not yet framed
+        self._buffered = 0
+        self._needed = 4  # bytes needed before the next step can run
+
+    def dataReceived(self, data: bytes):
+        """Split the stream into frames.  Pieces of a large frame are joined once, when the
+        frame is complete (not on every read), and small frames are cut out of one buffer."""
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered < self._needed or self._closed:
+            return
+        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        view = memoryview(buf)
+        pos, end = 0, len(buf)
+        while end - pos >= 4 and not self._closed:
+            size = _SIZE.unpack_from(buf, pos)[0]
+            if size < 0 or size > self.MAX_LENGTH:
+                self.lengthLimitExceeded(size if size >= 0 else size + 2**32)
+                return
+            if end - pos - 4 < size:
+                self._needed = size + 4
+                break
+            frame = view[pos + 4 : pos + 4 + size]
+            pos += 4 + size
+            self._needed = 4
+            self.stringReceived(frame)
+        rest = buf[pos:] if pos else buf
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -109,12 +142,12 @@ class KafkaServerProtocol(Int32StringReceiver):
                 self.transport.write(body)
                 continue
             try:
-                parts = frames.encode_response(correlation_id, api, version, body)
+                data = frames.encode_response(correlation_id, api, version, body)
             except Exception:
                 log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
                 self._abort()
                 return
-            self.transport.writeSequence(parts)
+            self.transport.write(data)
 
     def _abort(self):
         self._closed = True

@@ -76,11 +76,13 @@ def decode_request(payload) -> Request:
     return Request(header, api, body)
 
 
-def encode_response(correlation_id: int, api: Api, version: int, body: dict) -> list:
-    """A response frame as a list of bytes-like parts: size, header v0, body."""
-    parts = api.response.encode_parts(body, version)
-    size = 4 + sum(len(p) for p in parts)
-    return [_SIZE.pack(size) + struct.pack(">i", correlation_id), *parts]
+_RESPONSE_HEAD = struct.Struct(">ii")
+
+
+def encode_response(correlation_id: int, api: Api, version: int, body: dict) -> bytes:
+    """A whole response frame: size, header v0 (the correlation id), body."""
+    payload = b"".join(api.response.encode_parts(body, version))
+    return _RESPONSE_HEAD.pack(len(payload) + 4, correlation_id) + payload
 
 
 def api_versions_body(error_code: int = 0) -> dict:
@@ -99,7 +101,7 @@ def api_versions_fallback(correlation_id: int) -> bytes:
     """The reply to an ApiVersions request at a version we do not serve (KIP-511): a v0 body
     with UNSUPPORTED_VERSION and the full key list, so the client retries at one we do."""
     api = API_BY_KEY[API_VERSIONS_KEY]
-    return b"".join(encode_response(correlation_id, api, 0, api_versions_body(UnsupportedVersionError.code)))
+    return encode_response(correlation_id, api, 0, api_versions_body(UnsupportedVersionError.code))
 
 
 # --- the client side -------------------------------------------------------------------------

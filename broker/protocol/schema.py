@@ -227,27 +227,39 @@ class Struct:
 
     def __init__(self, *fields: Field):
         self.fields = fields
+        self._plans: dict[int, tuple] = {}
+
+    def _plan(self, version: int) -> tuple:
+        """Per version: (name, present, type, composite, field) for each field, computed once."""
+        plan = self._plans.get(version)
+        if plan is None:
+            plan = tuple(
+                (f.name, f.present(version), f.type, isinstance(f.type, (Struct, Array)), f)
+                for f in self.fields
+            )
+            self._plans[version] = plan
+        return plan
 
     def read(self, r: Reader, version: int) -> dict:
         result = {}
-        for f in self.fields:
-            if not f.present(version):
-                result[f.name] = f.default if f.default is not None else _default(f.type)
-                continue
-            t = f.type
-            result[f.name] = t.read(r, version) if isinstance(t, (Struct, Array)) else t.read(r)
+        for name, present, t, composite, f in self._plan(version):
+            if not present:
+                result[name] = f.default if f.default is not None else _default(t)
+            elif composite:
+                result[name] = t.read(r, version)
+            else:
+                result[name] = t.read(r)
         return result
 
     def write(self, out: list, obj: dict, version: int) -> None:
-        for f in self.fields:
-            if not f.present(version):
+        for name, present, t, composite, f in self._plan(version):
+            if not present:
                 continue
-            if f.name in obj:
-                value = obj[f.name]
+            if name in obj:
+                value = obj[name]
             else:
-                value = f.default if f.default is not None else _default(f.type)
-            t = f.type
-            if isinstance(t, (Struct, Array)):
+                value = f.default if f.default is not None else _default(t)
+            if composite:
                 t.write(out, value, version)
             else:
                 t.write(out, value)
