@@ -48,6 +48,25 @@ CONFIG_TOPICS = "/config/topics"
 CLUSTER_ID = "/cluster/id"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 PRODUCER_ID_BLOCK_SIZE = 1000
+ZK_TIMEOUT = 10.0  # seconds a ZooKeeper write may take before the request fails
+
+
+def _raise_first(results, name: str) -> None:
+    """Raise the first error in a transaction's results (kazoo returns them, not raises)."""
+    for result in results:
+        if isinstance(result, NodeExistsError):
+            raise NodeExistsError(f"topic {name} already exists")
+        if isinstance(result, Exception) and not _is_rollback(result):
+            raise result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+
+
+def _is_rollback(result) -> bool:
+    from kazoo.exceptions import RolledBackError, RuntimeInconsistency
+
+    return isinstance(result, (RolledBackError, RuntimeInconsistency))
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class ClusterMetadata:
     brokers: dict[int, BrokerInfo] = field(default_factory=dict)
     topics: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
+    topic_ids: dict[str, str] = field(default_factory=dict)
 
     def leader(self, topic: str, partition: int) -> int:
         """The partition's leader (its first replica) if that broker is alive, else -1."""
@@ -115,6 +135,8 @@ class ZkCluster:
         self.metadata = ClusterMetadata()
         self.client: KazooClient | None = None
         self.listeners: list[Callable[[ClusterMetadata, set[str]], None]] = []
+        self.on_loaded: list[Callable[[ClusterMetadata], None]] = []
+        self.loaded = False
         self._broker_watches: dict[int, DataWatch] = {}
         self._topic_watches: dict[str, tuple[DataWatch, DataWatch]] = {}
         self._stopped = False
@@ -144,6 +166,16 @@ class ZkCluster:
         self._register(timeout)
         ChildrenWatch(self.client, BROKER_IDS, self._brokers_changed)
         ChildrenWatch(self.client, BROKER_TOPICS, self._topics_changed)
+        # The watches above queued every topic's data for the reactor; this comes after them.
+        self.reactor.callFromThread(self._initial_load_done)
+
+    def _initial_load_done(self) -> None:
+        self.loaded = True
+        for callback in self.on_loaded:
+            try:
+                callback(self.metadata)
+            except Exception:
+                log.exception("cluster on-loaded callback failed")
 
     def stop(self) -> None:
         """Deregister (delete the ephemeral node) and close the session."""
@@ -215,15 +247,23 @@ class ZkCluster:
             log.warning("ZooKeeper session lost; broker %d will register again", self.broker_id)
         elif state == KazooState.SUSPENDED:
             self.state = "suspended"
-        elif state == KazooState.CONNECTED and self._lost and not self._stopped:
-            self._lost = False
+        elif state == KazooState.CONNECTED and self.state != "connecting":
+            # After any reconnect, make sure our node exists and is ours (a new session after
+            # an expiry has none); retried until it holds or we stop.
+            self.state = "connected"
             self.client.handler.spawn(self._register_again)
 
     def _register_again(self) -> None:
-        try:
-            self._register()
-        except Exception:
-            log.exception("cannot register broker %d again", self.broker_id)
+        backoff = 0.2
+        while not self._stopped:
+            try:
+                self._register()
+                self._lost = False
+                return
+            except Exception as exc:
+                log.warning("cannot register broker %d yet (%s); retrying", self.broker_id, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     # --- watches (kazoo threads -> reactor) ----------------------------------------------
 
@@ -296,8 +336,9 @@ class ZkCluster:
                              for p, replicas in doc["partitions"].items()}
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring malformed placement of topic %s: %r", name, data)
-        if data is not None:
-            self.reactor.callFromThread(self._apply_topic, name, placement)
+                return True  # keep what we had; only the topic list removes topics
+            topic_id = doc.get("topic_id") if isinstance(doc, dict) else None
+            self.reactor.callFromThread(self._apply_topic, name, placement, topic_id)
         return True
 
     def _config_data(self, name: str, data):
@@ -312,13 +353,16 @@ class ZkCluster:
         self.reactor.callFromThread(self._apply_config, name, config)
         return True
 
-    def _apply_topic(self, name: str, placement):
+    def _apply_topic(self, name: str, placement, topic_id=None):
         if placement is None:
             if self.metadata.topics.pop(name, None) is not None:
                 self.metadata.topic_configs.pop(name, None)
+                self.metadata.topic_ids.pop(name, None)
                 log.info("topic %s was deleted", name)
         else:
             self.metadata.topics[name] = placement
+            if topic_id:
+                self.metadata.topic_ids[name] = topic_id
         self._notify({name})
 
     def _apply_config(self, name: str, config):
@@ -335,54 +379,46 @@ class ZkCluster:
 
     # --- writes (in the thread pool) -----------------------------------------------------
 
+    def _in_pool(self, work):
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), work)
+
     def create_topic(self, name: str, placement: dict[int, list[int]], config: dict[str, str]):
-        """Create a topic's config and placement in one transaction; a Deferred that fails
-        with NodeExistsError if the topic exists."""
+        """Create a topic's config and placement (with a new topic id) in one transaction; a
+        Deferred that fails with NodeExistsError if the topic exists."""
 
         def create():
+            # A config left by a deletion that broke half-way must not block the name forever.
+            if (self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)
+                    and not self.client.exists_async(f"{BROKER_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)):
+                try:
+                    self.client.delete_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)
+                except NoNodeError:
+                    pass
             tx = self.client.transaction()
             tx.create(f"{CONFIG_TOPICS}/{name}",
                       json.dumps({"version": 1, "config": config}).encode())
             tx.create(f"{BROKER_TOPICS}/{name}", json.dumps({
                 "version": 1,
+                "topic_id": uuid.uuid4().hex,
                 "partitions": {str(p): replicas for p, replicas in sorted(placement.items())},
             }).encode())
-            results = tx.commit()
-            for result in results:
-                if isinstance(result, NodeExistsError):
-                    raise NodeExistsError(f"topic {name} already exists")
-                if isinstance(result, Exception):
-                    raise result
+            _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
 
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), create)
+        return self._in_pool(create)
 
     def delete_topic(self, name: str):
-        """Delete a topic's placement and config; a Deferred that fails with NoNodeError if the
-        topic does not exist.  Every broker deletes its own logs when its watch fires."""
+        """Delete a topic's placement and config in one transaction; a Deferred that fails with
+        NoNodeError if the topic does not exist.  Every broker deletes its own logs when its
+        watch fires."""
 
         def delete():
             tx = self.client.transaction()
             tx.delete(f"{BROKER_TOPICS}/{name}")
-            results = tx.commit()
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
-            try:
-                self.client.delete(f"{CONFIG_TOPICS}/{name}")
-            except NoNodeError:
-                pass
+            if self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT):
+                tx.delete(f"{CONFIG_TOPICS}/{name}")
+            _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
 
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), delete)
-
-    def set_topic_config(self, name: str, config: dict[str, str]):
-        def write():
-            data = json.dumps({"version": 1, "config": config}).encode()
-            try:
-                self.client.set(f"{CONFIG_TOPICS}/{name}", data)
-            except NoNodeError:
-                self.client.create(f"{CONFIG_TOPICS}/{name}", data, makepath=True)
-
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), write)
+        return self._in_pool(delete)
 
     @defer.inlineCallbacks
     def next_producer_id(self):
@@ -390,15 +426,14 @@ class ZkCluster:
         compare-and-set, as Kafka does, then handed out locally."""
         start, end = self._pid_block
         if start > end:
-            start, end = yield threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), self._claim_producer_id_block)
+            start, end = yield self._in_pool(self._claim_producer_id_block)
         self._pid_block = (start + 1, end)
         return start
 
     def _claim_producer_id_block(self) -> tuple[int, int]:
         while True:
             try:
-                data, stat = self.client.get(PRODUCER_ID_BLOCK)
+                data, stat = self.client.get_async(PRODUCER_ID_BLOCK).get(timeout=ZK_TIMEOUT)
                 block_start = json.loads(data)["block_end"] + 1 if data else 0
                 version = stat.version
             except NoNodeError:
@@ -408,9 +443,9 @@ class ZkCluster:
                               "block_start": block_start, "block_end": block_end}).encode()
             try:
                 if version is None:
-                    self.client.create(PRODUCER_ID_BLOCK, doc)
+                    self.client.create_async(PRODUCER_ID_BLOCK, doc).get(timeout=ZK_TIMEOUT)
                 else:
-                    self.client.set(PRODUCER_ID_BLOCK, doc, version=version)
+                    self.client.set_async(PRODUCER_ID_BLOCK, doc, version=version).get(timeout=ZK_TIMEOUT)
                 return block_start, block_end
             except (BadVersionError, NodeExistsError):
                 continue

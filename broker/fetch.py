@@ -19,8 +19,8 @@ from twisted.internet import defer
 class _Waiter:
     __slots__ = ("deferred", "partitions", "missing", "timer")
 
-    def __init__(self, partitions, missing):
-        self.deferred = defer.Deferred()
+    def __init__(self, partitions, missing, canceller):
+        self.deferred = defer.Deferred(canceller=lambda _: canceller(self))
         self.partitions = partitions
         self.missing = missing
         self.timer = None
@@ -36,7 +36,7 @@ class FetchWaiters:
     def wait(self, partitions, missing_bytes: int, max_wait_ms: int) -> defer.Deferred:
         """A Deferred that fires (with None) when ``missing_bytes`` more bytes were appended to
         any of ``partitions``, or after ``max_wait_ms``."""
-        waiter = _Waiter(list(partitions), missing_bytes)
+        waiter = _Waiter(list(partitions), missing_bytes, self._forget)
         for key in waiter.partitions:
             self._by_partition[key].add(waiter)
         waiter.timer = self.clock.callLater(max_wait_ms / 1000.0, self._fire, waiter)
@@ -56,7 +56,16 @@ class FetchWaiters:
         for waiter in list(self._by_partition.get((topic, partition), ())):
             self._fire(waiter)
 
+    def _forget(self, waiter: _Waiter) -> None:
+        """Drop a waiter whose connection closed (its Deferred was cancelled)."""
+        self._unregister(waiter)
+
     def _fire(self, waiter: _Waiter) -> None:
+        self._unregister(waiter)
+        if not waiter.deferred.called:
+            waiter.deferred.callback(None)
+
+    def _unregister(self, waiter: _Waiter) -> None:
         for key in waiter.partitions:
             waiting = self._by_partition.get(key)
             if waiting is not None:
@@ -65,8 +74,6 @@ class FetchWaiters:
                     del self._by_partition[key]
         if waiter.timer is not None and waiter.timer.active():
             waiter.timer.cancel()
-        if not waiter.deferred.called:
-            waiter.deferred.callback(None)
 
     def __len__(self) -> int:
         return len({w for ws in self._by_partition.values() for w in ws})

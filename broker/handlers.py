@@ -19,11 +19,13 @@ from .log import LogConfig, LogManager
 from .log.partition import validate_topic_name
 from .protocol import errors, frames
 from .protocol.errors import KafkaError, error_code
+from .server import CLOSE_CONNECTION
 
 log = logging.getLogger(__name__)
 
 NONE = 0
 _EMPTY = b""
+MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
 class RequestHandlers:
@@ -87,7 +89,10 @@ class RequestHandlers:
                 partitions.append(self._produce_partition(topic, pdata["index"], pdata["records"], acks))
             responses.append({"name": topic, "partition_responses": partitions})
         if acks == 0:
-            return None
+            # Kafka's rule: an acks=0 producer learns of an error only by the connection
+            # closing, and then refreshes its metadata.
+            failed = any(p["error_code"] for t in responses for p in t["partition_responses"])
+            return CLOSE_CONNECTION if failed else None
         return {"responses": responses, "throttle_time_ms": 0}
 
     def _produce_partition(self, topic, partition, records, acks):
@@ -277,6 +282,9 @@ class RequestHandlers:
                 count = self.config["num.partitions"] if num_partitions == -1 else num_partitions
                 if count <= 0:
                     raise errors.InvalidPartitionsError(f"{count} partitions; use at least 1")
+                if count > MAX_PARTITIONS_PER_TOPIC:
+                    raise errors.InvalidPartitionsError(
+                        f"{count} partitions; at most {MAX_PARTITIONS_PER_TOPIC} per topic")
                 if not self.metadata.brokers:
                     raise errors.BrokerNotAvailableError("no live brokers")
                 placement = assign_partitions(count, list(self.metadata.brokers))
@@ -293,6 +301,8 @@ class RequestHandlers:
                 yield self.cluster.create_topic(name, placement, config)
             except NodeExistsError:
                 raise errors.TopicAlreadyExistsError(f"topic {name} already exists") from None
+            except Exception as exc:  # ZooKeeper unreachable or slow: the client may retry
+                raise errors.RequestTimedOutError(f"ZooKeeper did not take the topic: {exc!r}") from None
             log.info("created topic %s with %d partitions", name, len(placement))
             yield self._until(lambda: name in self.metadata.topics, 5.0)
             return NONE, None
@@ -337,6 +347,9 @@ class RequestHandlers:
                     yield self._until(lambda name=name: name not in self.metadata.topics, 5.0)
                 except NoNodeError:
                     code = errors.UnknownTopicOrPartitionError.code
+                except Exception as exc:
+                    log.warning("cannot delete topic %s: %r", name, exc)
+                    code = errors.RequestTimedOutError.code
             results.append({"name": name, "error_code": code})
         return {"throttle_time_ms": 0, "responses": results}
 
@@ -347,7 +360,12 @@ class RequestHandlers:
         if body["transactional_id"] is not None:
             return {"throttle_time_ms": 0, "error_code": errors.InvalidRequestError.code,
                     "producer_id": -1, "producer_epoch": -1}
-        producer_id = yield self.cluster.next_producer_id()
+        try:
+            producer_id = yield self.cluster.next_producer_id()
+        except Exception as exc:
+            log.warning("cannot allocate a producer id: %r", exc)
+            return {"throttle_time_ms": 0, "error_code": errors.CoordinatorNotAvailableError.code,
+                    "producer_id": -1, "producer_epoch": -1}
         return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
                 "producer_epoch": 0}
 

@@ -70,30 +70,61 @@ class Broker:
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
         self.cluster.listeners.append(self._metadata_changed)
+        self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.start()
         self.manager.start(self.reactor)
         log.info("broker %d serving on %s:%d (advertised %s:%d)", self.config["broker.id"],
                  self.listen_host or "*", self.port.getHost().port, *self.advertised)
 
     def _metadata_changed(self, metadata, topics) -> None:
-        """Open logs for partitions placed here; delete logs of deleted topics."""
+        """Open logs for partitions placed here; delete logs of deleted topics and logs left
+        by an earlier topic of the same name (another topic id)."""
         me = self.config["broker.id"]
         for topic in topics:
             placement = metadata.topics.get(topic)
             if placement is None:
-                for (t, p) in list(self.manager.logs):
-                    if t == topic:
-                        self.handlers.waiters.wake_all(t, p)
-                        self.manager.delete_log(t, p)
-                        log.info("deleted the log of %s-%d", t, p)
+                self._delete_topic_logs(topic)
                 continue
             try:
                 self.manager.set_topic_overrides(topic, metadata.topic_configs.get(topic, {}))
             except ConfigError as exc:
                 log.error("topic %s has a bad configuration, keeping the old one: %s", topic, exc)
+            topic_id = metadata.topic_ids.get(topic)
             for partition, replicas in placement.items():
-                if replicas and replicas[0] == me:
-                    self.manager.get_or_create_log(topic, partition)
+                if not replicas or replicas[0] != me:
+                    continue
+                plog = self.manager.get_log(topic, partition)
+                if plog is not None and topic_id and plog.topic_id not in (None, topic_id):
+                    log.warning("%s-%d holds data of an earlier topic of that name; deleting it",
+                                topic, partition)
+                    self.handlers.waiters.wake_all(topic, partition)
+                    self.manager.delete_log(topic, partition)
+                    plog = None
+                if plog is None:
+                    plog = self.manager.get_or_create_log(topic, partition)
+                if topic_id and plog.topic_id != topic_id:
+                    plog.set_topic_id(topic_id)
+
+    def _delete_topic_logs(self, topic: str) -> None:
+        deleted = 0
+        for (t, p) in list(self.manager.logs):
+            if t == topic:
+                self.handlers.waiters.wake_all(t, p)
+                self.manager.delete_log(t, p, checkpoint=False)
+                deleted += 1
+        if deleted:
+            self.manager.checkpoint_recovery_points()
+            self.manager.checkpoint_log_start_offsets()
+            log.info("deleted the %d local logs of topic %s", deleted, topic)
+
+    def _set_aside_strays(self, metadata) -> None:
+        """After the first full view of ZooKeeper: logs of topics that no longer exist (deleted
+        while this broker was down) are set aside, not served, and not deleted."""
+        for (topic, partition) in list(self.manager.logs):
+            if topic not in metadata.topics:
+                aside = self.manager.set_aside_log(topic, partition)
+                log.warning("topic %s no longer exists; its log %s-%d was set aside as %s",
+                            topic, topic, partition, aside)
 
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
@@ -121,6 +152,8 @@ def run(config: BrokerConfig) -> int:
         except Exception as exc:
             failure.append(exc)
             log.error("broker failed to start: %s", exc)
+            if broker.manager.started:
+                broker.manager.shutdown()  # leave the logs cleanly closed
             reactor.stop()
 
     reactor.callWhenRunning(start)

@@ -23,6 +23,8 @@ from .protocol.schema import ProtocolError
 log = logging.getLogger(__name__)
 
 _NO_RESPONSE = object()
+CLOSE_CONNECTION = object()  # a handler's answer: write what came before, then close
+MAX_PENDING = 64  # requests in progress per connection before we stop reading from it
 
 
 _SIZE = struct.Struct(">i")
@@ -40,6 +42,8 @@ class KafkaServerProtocol(protocol.Protocol):
         self._chunks: list[bytes] = []  # received bytes not yet framed
         self._buffered = 0
         self._needed = 4  # bytes needed before the next step can run
+        self._queue_full = False  # too many requests in progress: reading paused
+        self._writes_full = False  # the transport's write buffer is full: reading paused
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -71,11 +75,38 @@ class KafkaServerProtocol(protocol.Protocol):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.factory.connections.add(self)
+        # As a streaming producer, we are told when the client reads too slowly; we then
+        # stop reading its requests, so a client cannot pile responses up in our memory.
+        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason=None):
         self._closed = True
         self.factory.connections.discard(self)
+        waiting = [slot[5] for slot in self._pending if slot[5] is not None]
         self._pending.clear()
+        for deferred in waiting:  # e.g. long-polled fetches: nobody will read their answers
+            if not deferred.called:
+                deferred.cancel()
+
+    # IPushProducer: the transport's write buffer filled up or drained.
+    def pauseProducing(self):
+        self._writes_full = True
+        self._update_reading()
+
+    def resumeProducing(self):
+        self._writes_full = False
+        self._update_reading()
+
+    def stopProducing(self):
+        self._closed = True
+
+    def _update_reading(self):
+        if self._closed or self.transport is None:
+            return
+        if self._writes_full or self._queue_full:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
 
     def lengthLimitExceeded(self, length):
         log.warning("closing %s: request frame of %d bytes is over socket.request.max.bytes (%d)",
@@ -102,8 +133,11 @@ class KafkaServerProtocol(protocol.Protocol):
             self._abort()
             return
         header = request.header
-        slot = [header.correlation_id, request.api, header.api_version, None, False]
+        slot = [header.correlation_id, request.api, header.api_version, None, False, None]
         self._pending.append(slot)
+        if len(self._pending) >= MAX_PENDING and not self._queue_full:
+            self._queue_full = True
+            self._update_reading()
         try:
             result = self.handlers.handle(request, self)
         except Exception:
@@ -112,6 +146,7 @@ class KafkaServerProtocol(protocol.Protocol):
             self._abort()
             return
         if isinstance(result, defer.Deferred):
+            slot[5] = result
             result.addCallbacks(self._completed, self._failed, callbackArgs=(slot,),
                                 errbackArgs=(slot,))
         else:
@@ -123,21 +158,28 @@ class KafkaServerProtocol(protocol.Protocol):
         self._flush()
 
     def _failed(self, failure, slot):
+        if self._closed and failure.check(defer.CancelledError):
+            return  # cancelled because the connection went away
         log.error("closing %s: %s request failed: %s", self.peer, slot[1].name,
                   failure.getTraceback())
         self._abort()
 
     def _enqueue_raw(self, data: bytes):
-        self._pending.append([None, None, None, data, True])
+        self._pending.append([None, None, None, data, True, None])
         self._flush()
 
     def _flush(self):
         """Write every response at the head of the queue that is ready, in request order."""
         pending = self._pending
         while pending and pending[0][4]:
-            correlation_id, api, version, body, _ = pending.popleft()
+            correlation_id, api, version, body, _, _ = pending.popleft()
             if self._closed or body is _NO_RESPONSE:
                 continue
+            if body is CLOSE_CONNECTION:
+                log.info("closing %s: an acks=0 produce failed; the client will refresh metadata",
+                         self.peer)
+                self._abort()
+                return
             if api is None:
                 self.transport.write(body)
                 continue
@@ -148,6 +190,9 @@ class KafkaServerProtocol(protocol.Protocol):
                 self._abort()
                 return
             self.transport.write(data)
+        if self._queue_full and len(pending) < MAX_PENDING // 2:
+            self._queue_full = False
+            self._update_reading()
 
     def _abort(self):
         self._closed = True

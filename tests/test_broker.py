@@ -325,3 +325,66 @@ def test_connection_closed_mid_request_does_not_hurt_the_broker(cluster1):
     with pytest.raises(ConnectionClosed):
         with BrokerConnection("127.0.0.1", port) as conn:
             conn.request(3, 99 - 90, {"topics": None})  # Metadata v9 is not served: closed
+
+
+def test_a_failed_acks_0_produce_closes_the_connection(cluster1, topic1):
+    with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
+        produce(conn, "no-such-topic-acks0", 0, build_batch([(b"k", b"v")]), acks=0)
+        with pytest.raises(ConnectionClosed):
+            conn.request(18, 2, {})
+
+
+def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
+    from kazoo.client import KazooClient
+
+    port = cluster1.brokers[0].port
+    create_topic(port, "fragile", 1)
+    with BrokerConnection("127.0.0.1", port) as conn:
+        produce(conn, "fragile", 0, build_batch([(b"k", b"keep me")]))
+    zk = KazooClient(hosts=cluster1.zookeeper_connect)
+    zk.start()
+    try:
+        good, _ = zk.get("/brokers/topics/fragile")
+        zk.set("/brokers/topics/fragile", b'{"partitions": {"0": ["one"]}}')
+        time.sleep(1)
+        assert (cluster1.brokers[0].workdir / "broker-1-logs" / "fragile-0").exists()
+        zk.set("/brokers/topics/fragile", good)
+    finally:
+        zk.stop()
+        zk.close()
+    with BrokerConnection("127.0.0.1", port) as conn:
+        body = conn.request(FETCH, 11, fetch_body([("fragile", 0, 0)]))
+    records = body["responses"][0]["partitions"][0]["records"]
+    assert [r.value for r in iter_records(bytes(records))] == [b"keep me"]
+
+
+def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_cluster):
+    cluster = make_cluster(2)
+    first, second = cluster.brokers
+    with BrokerConnection("127.0.0.1", first.port) as conn:
+        body = conn.request(CREATE, 4, {"topics": [{"name": "reborn", "num_partitions": 1,
+                            "replication_factor": -1, "configs": [],
+                            "assignments": [{"partition_index": 0, "broker_ids": [2]}]}],
+                            "timeout_ms": 5000, "validate_only": False})
+        assert body["topics"][0]["error_code"] == 0
+    with BrokerConnection("127.0.0.1", second.port) as conn:
+        wait_for(lambda: produce(conn, "reborn", 0, build_batch([(b"k", b"OLD")]))["error_code"] == 0, 10)
+    second.stop()
+    with BrokerConnection("127.0.0.1", first.port) as conn:
+        assert conn.request(DELETE, 3, {"topic_names": ["reborn"], "timeout_ms": 5000})[
+            "responses"][0]["error_code"] == 0
+    second.start()
+    assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
+    with BrokerConnection("127.0.0.1", first.port) as conn:
+        body = conn.request(CREATE, 4, {"topics": [{"name": "reborn", "num_partitions": 1,
+                            "replication_factor": -1, "configs": [],
+                            "assignments": [{"partition_index": 0, "broker_ids": [2]}]}],
+                            "timeout_ms": 5000, "validate_only": False})
+        assert body["topics"][0]["error_code"] == 0
+    with BrokerConnection("127.0.0.1", second.port) as conn:
+        def fresh():
+            body = conn.request(FETCH, 11, fetch_body([("reborn", 0, 0)]))
+            p = body["responses"][0]["partitions"][0]
+            return p["error_code"] == 0 and p
+        p = wait_for(fresh, 10)
+    assert p["high_watermark"] == 0 and bytes(p["records"]) == b""

@@ -202,3 +202,32 @@ def test_a_frame_over_the_size_limit_closes_the_connection():
     proto2, transport2, _ = connect(max_length=1000)
     proto2.dataReceived(b"\xff\xff\xff\xff")  # a negative size reads as over 2 GB
     assert transport2.disconnecting
+
+
+def test_reading_pauses_while_too_many_requests_are_in_progress():
+    from broker.server import MAX_PENDING
+
+    proto, transport, handlers = connect()
+    for i in range(MAX_PENDING):
+        proto.dataReceived(frames.encode_request(3, 8, i, "c", {"topics": []}))
+    assert transport.producerState == "paused"  # no more requests are read for now
+    for d in handlers.waiting:
+        d.callback({"brokers": [], "topics": []})
+    assert transport.producerState == "producing"
+    assert responses(transport) == list(range(MAX_PENDING))
+
+
+def test_a_slow_reader_pauses_request_reading():
+    proto, transport, _ = connect()
+    proto.pauseProducing()  # what the transport does when its write buffer is full
+    assert transport.producerState == "paused"
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_waiting_requests_are_cancelled_when_the_connection_goes():
+    proto, transport, handlers = connect()
+    proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
+    proto.connectionLost(None)
+    assert handlers.waiting[0].called  # cancelled: a long-polled fetch stops waiting
+    handlers.waiting[0].addErrback(lambda f: None)

@@ -224,8 +224,23 @@ class LogManager:
             if t == topic:
                 plog.config = config
 
-    def delete_log(self, topic: str, partition: int) -> bool:
-        """Remove a partition's log: renamed ``-delete`` at once, files removed after."""
+    def set_aside_log(self, topic: str, partition: int) -> Path | None:
+        """Stop serving a log without deleting its data: the directory is renamed
+        ``<name>.<id>-stray`` and never loaded again (remove it by hand when sure)."""
+        key = (topic, partition)
+        plog = self.logs.pop(key, None)
+        if plog is None:
+            return None
+        directory = self._dir_of.pop(key)
+        plog.close()
+        aside = directory / f"{plog.directory.name}.{uuid.uuid4().hex[:8]}-stray"
+        os.replace(plog.directory, aside)
+        fsync_directory(directory)
+        return aside
+
+    def delete_log(self, topic: str, partition: int, checkpoint: bool = True) -> bool:
+        """Remove a partition's log: renamed ``-delete`` at once, files removed after.  With
+        ``checkpoint=False`` the caller writes the checkpoints once after many deletions."""
         key = (topic, partition)
         plog = self.logs.pop(key, None)
         if plog is None:
@@ -236,8 +251,9 @@ class LogManager:
         os.replace(plog.directory, doomed)
         fsync_directory(directory)
         # A topic created again under this name must not inherit these offsets after a crash.
-        self.checkpoint_recovery_points()
-        self.checkpoint_log_start_offsets()
+        if checkpoint:
+            self.checkpoint_recovery_points()
+            self.checkpoint_log_start_offsets()
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 

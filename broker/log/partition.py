@@ -30,7 +30,7 @@ from ..protocol.errors import (
     RecordListTooLargeError,
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
-from .checkpoint import fsync_directory
+from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
 
@@ -41,6 +41,7 @@ LATEST_TIMESTAMP = -1
 _MAX_RELATIVE_OFFSET = 2**31 - 1
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
+PARTITION_METADATA = "partition.metadata"
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -163,6 +164,25 @@ class PartitionLog:
         if recover:
             plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
         return plog
+
+    # --- identity ------------------------------------------------------------------------
+
+    @property
+    def topic_id(self) -> str | None:
+        """The id of the topic this log belongs to (``partition.metadata``), if recorded:
+        a topic deleted and created again under the same name gets a new id."""
+        try:
+            text = (self.directory / PARTITION_METADATA).read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "topic_id":
+                return value.strip()
+        return None
+
+    def set_topic_id(self, topic_id: str) -> None:
+        atomic_write(self.directory / PARTITION_METADATA, f"version: 0\ntopic_id: {topic_id}\n".encode())
 
     # --- properties ----------------------------------------------------------------------
 

@@ -1,0 +1,210 @@
+"""The client's view of a cluster: brokers, topics, leaders, and one connection per broker.
+
+    >>> cluster = ClusterClient(bootstrap_servers="127.0.0.1:9092")
+    >>> cluster.partitions("clicks")           # [0, 1, 2, ...]
+    >>> cluster.leader("clicks", 3)            # broker id, or -1 while it has no leader
+    >>> cluster.request(1, 3, 8, body)         # a request to broker 1, thread-safe
+
+Brokers are found from ``bootstrap_servers`` (``host:port,...``) or from ZooKeeper's broker
+registry (``zookeeper="host:port/chroot"``).  Metadata is refreshed on demand and when a caller
+reports a stale leader; each broker connection is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from broker.protocol.errors import error_for_code
+
+from .client import BrokerConnection, parse_bootstrap
+
+METADATA, LIST_OFFSETS = 3, 2
+
+
+class NoBrokersError(ConnectionError):
+    """No broker answered."""
+
+
+def brokers_from_zookeeper(connect: str, timeout: float = 10.0) -> list[tuple[str, int]]:
+    """(host, port) of every broker registered under ``/brokers/ids`` in ZooKeeper."""
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=connect, timeout=timeout)
+    client.start(timeout=timeout)
+    try:
+        found = []
+        for child in client.get_children("/brokers/ids"):
+            data, _ = client.get(f"/brokers/ids/{child}")
+            doc = json.loads(data)
+            found.append((doc["host"], int(doc["port"])))
+        return found
+    finally:
+        client.stop()
+        client.close()
+
+
+class _Pooled:
+    def __init__(self, host, port, timeout, client_id):
+        self.host, self.port = host, port
+        self.timeout, self.client_id = timeout, client_id
+        self.lock = threading.Lock()
+        self.conn: BrokerConnection | None = None
+
+    def get(self) -> BrokerConnection:
+        if self.conn is None:
+            self.conn = BrokerConnection(self.host, self.port, self.timeout, self.client_id)
+        return self.conn
+
+    def reset(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+        self.conn = None
+
+
+class ClusterClient:
+    """Metadata and connections for producers and consumers; safe to share between threads."""
+
+    def __init__(self, bootstrap_servers: str | None = None, zookeeper: str | None = None,
+                 client_id: str = "headrace", request_timeout: float = 30.0,
+                 metadata_max_age: float = 300.0):
+        if not bootstrap_servers and not zookeeper:
+            raise ValueError("give bootstrap_servers or zookeeper")
+        self.bootstrap_servers = bootstrap_servers
+        self.zookeeper = zookeeper
+        self.client_id = client_id
+        self.request_timeout = request_timeout
+        self.metadata_max_age = metadata_max_age
+        self.brokers: dict[int, tuple[str, int]] = {}
+        self.topics: dict[str, dict[int, int]] = {}  # topic -> partition -> leader id
+        self.topic_errors: dict[str, int] = {}
+        self._pool: dict[int, _Pooled] = {}
+        self._lock = threading.RLock()
+        self._refreshed = 0.0
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def _seeds(self) -> list[tuple[str, int]]:
+        seeds = list(self.brokers.values())
+        if self.bootstrap_servers:
+            seeds += parse_bootstrap(self.bootstrap_servers)
+        if self.zookeeper and not seeds:
+            seeds += brokers_from_zookeeper(self.zookeeper)
+        return seeds
+
+    def refresh(self, topics: list[str] | None = None, allow_auto_create: bool = True) -> dict:
+        """Fetch Metadata for ``topics`` (None: all) from any reachable broker."""
+        last = None
+        seeds = self._seeds()
+        if not seeds and self.zookeeper:
+            seeds = brokers_from_zookeeper(self.zookeeper)
+        for host, port in seeds:
+            try:
+                with BrokerConnection(host, port, timeout=self.request_timeout,
+                                      client_id=self.client_id) as conn:
+                    body = conn.request(METADATA, 8, {
+                        "topics": None if topics is None else [{"name": t} for t in topics],
+                        "allow_auto_topic_creation": allow_auto_create})
+            except OSError as exc:
+                last = exc
+                continue
+            self._apply(body, topics)
+            return body
+        if self.zookeeper:
+            self.brokers = {}
+        raise NoBrokersError(f"no broker reachable (last error: {last})")
+
+    def _apply(self, body: dict, topics: list[str] | None) -> None:
+        with self._lock:
+            self.brokers = {b["node_id"]: (b["host"], b["port"]) for b in body["brokers"]}
+            for pooled_id in list(self._pool):
+                if self._pool[pooled_id].conn is not None and pooled_id not in self.brokers:
+                    self._pool[pooled_id].reset()
+            for t in body["topics"]:
+                self.topic_errors[t["name"]] = t["error_code"]
+                if t["error_code"] == 0 or t["partitions"]:
+                    self.topics[t["name"]] = {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
+                else:
+                    self.topics.pop(t["name"], None)
+            self._refreshed = time.monotonic()
+
+    def partitions(self, topic: str, wait: float = 10.0) -> list[int]:
+        """The topic's partitions (auto-created if the brokers allow it); waits for leaders
+        of a topic that was just created."""
+        deadline = time.monotonic() + wait
+        while True:
+            if topic not in self.topics or time.monotonic() - self._refreshed > self.metadata_max_age:
+                self.refresh([topic])
+            parts = self.topics.get(topic)
+            if parts:
+                return sorted(parts)
+            if time.monotonic() > deadline:
+                code = self.topic_errors.get(topic, 3)
+                raise error_for_code(code)(f"topic {topic} is not available")
+            time.sleep(0.1)
+            self.refresh([topic])
+
+    def leader(self, topic: str, partition: int) -> int:
+        return self.topics.get(topic, {}).get(partition, -1)
+
+    def available_partitions(self, topic: str) -> list[int]:
+        """Partitions with a live leader (the paper: skip a dead broker's partitions)."""
+        parts = self.topics.get(topic, {})
+        return sorted(p for p, leader in parts.items() if leader >= 0)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _pooled(self, node_id: int) -> _Pooled:
+        with self._lock:
+            pooled = self._pool.get(node_id)
+            if pooled is None:
+                if node_id not in self.brokers:
+                    raise NoBrokersError(f"broker {node_id} is not known")
+                host, port = self.brokers[node_id]
+                pooled = self._pool[node_id] = _Pooled(host, port, self.request_timeout, self.client_id)
+            return pooled
+
+    def request(self, node_id: int, api_key: int, version: int, body: dict) -> dict:
+        """Send a request to a broker and wait for its answer; a broken connection is closed
+        and the error raised (the next request reconnects)."""
+        pooled = self._pooled(node_id)
+        with pooled.lock:
+            try:
+                return pooled.get().request(api_key, version, body)
+            except (OSError, ValueError):
+                pooled.reset()
+                raise
+
+    def send_only(self, node_id: int, api_key: int, version: int, body: dict) -> None:
+        """Send a request that gets no response (Produce with acks=0)."""
+        pooled = self._pooled(node_id)
+        with pooled.lock:
+            try:
+                pooled.get().send(api_key, version, body)
+            except OSError:
+                pooled.reset()
+                raise
+
+    def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
+        """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time (-1: none)."""
+        leader = self.leader(topic, partition)
+        if leader < 0:
+            self.refresh([topic])
+            leader = self.leader(topic, partition)
+        body = self.request(leader, LIST_OFFSETS, 5, {
+            "replica_id": -1, "isolation_level": 0, "topics": [{"name": topic, "partitions": [
+                {"partition_index": partition, "current_leader_epoch": -1, "timestamp": timestamp}]}]})
+        p = body["topics"][0]["partitions"][0]
+        if p["error_code"]:
+            raise error_for_code(p["error_code"])(f"ListOffsets {topic}-{partition}")
+        return p["offset"]
+
+    def close(self) -> None:
+        with self._lock:
+            for pooled in self._pool.values():
+                pooled.reset()
+            self._pool.clear()
