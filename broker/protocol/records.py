@@ -101,8 +101,7 @@ class BatchHeader(NamedTuple):
         return bool(self.attributes & CONTROL_MASK)
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One record as a client sees it: absolute offset and timestamp, key, value, headers."""
 
     offset: int
@@ -202,9 +201,23 @@ def split_batches(buf) -> Iterator[tuple[int, BatchHeader]]:
 # --- varints -------------------------------------------------------------------------------
 
 
+def _encode_zigzag(zz: int) -> bytes:
+    out = bytearray()
+    while zz >= 0x80:
+        out.append((zz & 0x7F) | 0x80)
+        zz >>= 7
+    out.append(zz)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_zigzag(zz) for zz in range(1 << 14)]  # every 1- and 2-byte varint
+
+
 def encode_varint(value: int) -> bytes:
     """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
     zz = (value << 1) ^ (value >> 63)
+    if zz < 16384:
+        return _SMALL_VARINTS[zz]
     out = bytearray()
     while zz >= 0x80:
         out.append((zz & 0x7F) | 0x80)
@@ -260,19 +273,22 @@ def encode_record(
     headers: Sequence[tuple[str, bytes | None]] = (),
 ) -> bytes:
     """One record's bytes, length prefix included."""
+    ev = encode_varint
     body = [
         b"\x00",  # attributes: unused
-        encode_varint(timestamp_delta),
-        encode_varint(offset_delta),
-        _encode_bytes(key),
-        _encode_bytes(value),
-        encode_varint(len(headers)),
+        ev(timestamp_delta),
+        ev(offset_delta),
+        b"\x01" if key is None else ev(len(key)),
+        b"" if key is None else key,
+        b"\x01" if value is None else ev(len(value)),
+        b"" if value is None else value,
+        ev(len(headers)),
     ]
     for header_key, header_value in headers:
         body.append(_encode_bytes(header_key.encode("utf-8")))
         body.append(_encode_bytes(header_value))
     payload = b"".join(body)
-    return encode_varint(len(payload)) + payload
+    return ev(len(payload)) + payload
 
 
 def build_batch(
@@ -376,36 +392,91 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True) -> RecordBatch:
     data = view[HEADER_SIZE:]
     if header.compression != compression.NONE:
         data = compression.decompress(header.compression, data)
-    records = []
-    rpos = 0
-    log_append = header.timestamp_type == LOG_APPEND_TIME
-    for _ in range(header.record_count):
-        length, rpos = decode_varint(data, rpos)
-        record_end = rpos + length
-        if length < 1 or record_end > len(data):
-            raise CorruptMessageError("record length runs past the end of the batch")
-        rpos += 1  # attributes
-        ts_delta, rpos = decode_varint(data, rpos)
-        offset_delta, rpos = decode_varint(data, rpos)
-        key, rpos = _decode_bytes(data, rpos)
-        value, rpos = _decode_bytes(data, rpos)
-        count, rpos = decode_varint(data, rpos)
-        if count < 0:
-            raise CorruptMessageError("negative record header count")
-        headers = []
-        for _ in range(count):
-            raw_key, rpos = _decode_bytes(data, rpos)
-            if raw_key is None:
-                raise CorruptMessageError("record header key is null")
-            header_value, rpos = _decode_bytes(data, rpos)
-            headers.append((raw_key.decode("utf-8", "replace"), header_value))
-        if rpos != record_end:
-            raise CorruptMessageError("record length does not match its fields")
-        ts = header.max_timestamp if log_append else header.base_timestamp + ts_delta
-        records.append(
-            Record(header.base_offset + offset_delta, ts, key, value, tuple(headers))
-        )
+    records = _decode_records(
+        bytes(data), header.record_count, header.base_offset, header.base_timestamp,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None,
+    )
     return RecordBatch(header, records)
+
+
+def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
+                    log_append_ts: int | None) -> list[Record]:
+    """The records of a batch's (decompressed) record section.  One-byte varints, by far the
+    most common, are read inline; longer ones go through ``decode_varint``."""
+    records = []
+    append = records.append
+    end = len(data)
+    rpos = 0
+    try:
+        for _ in range(count):
+            b = data[rpos]
+            if b < 0x80:
+                length, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            elif data[rpos + 1] < 0x80:
+                zz = (b & 0x7F) | (data[rpos + 1] << 7)
+                length, rpos = (zz >> 1) ^ -(zz & 1), rpos + 2
+            else:
+                length, rpos = decode_varint(data, rpos)
+            record_end = rpos + length
+            if length < 1 or record_end > end:
+                raise CorruptMessageError("record length runs past the end of the batch")
+            rpos += 1  # attributes
+            b = data[rpos]
+            if b < 0x80:
+                ts_delta, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            else:
+                ts_delta, rpos = decode_varint(data, rpos)
+            b = data[rpos]
+            if b < 0x80:
+                offset_delta, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            else:
+                offset_delta, rpos = decode_varint(data, rpos)
+            b = data[rpos]
+            if b < 0x80:
+                n, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            else:
+                n, rpos = decode_varint(data, rpos)
+            if n < 0:
+                key = None
+            else:
+                key = data[rpos : rpos + n]
+                rpos += n
+            b = data[rpos]
+            if b < 0x80:
+                n, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            elif data[rpos + 1] < 0x80:
+                zz = (b & 0x7F) | (data[rpos + 1] << 7)
+                n, rpos = (zz >> 1) ^ -(zz & 1), rpos + 2
+            else:
+                n, rpos = decode_varint(data, rpos)
+            if n < 0:
+                value = None
+            else:
+                value = data[rpos : rpos + n]
+                rpos += n
+            b = data[rpos]
+            if b == 0:
+                headers = ()
+                rpos += 1
+            else:
+                count_h, rpos = decode_varint(data, rpos)
+                if count_h < 0:
+                    raise CorruptMessageError("negative record header count")
+                items = []
+                for _ in range(count_h):
+                    raw_key, rpos = _decode_bytes(data, rpos)
+                    if raw_key is None:
+                        raise CorruptMessageError("record header key is null")
+                    header_value, rpos = _decode_bytes(data, rpos)
+                    items.append((raw_key.decode("utf-8", "replace"), header_value))
+                headers = tuple(items)
+            if rpos != record_end:
+                raise CorruptMessageError("record length does not match its fields")
+            ts = log_append_ts if log_append_ts is not None else base_ts + ts_delta
+            append(Record(base_offset + offset_delta, ts, key, value, headers))
+    except IndexError:
+        raise CorruptMessageError("record data ends inside a record") from None
+    return records
 
 
 def decode_batches(buf, *, verify_crc: bool = True) -> Iterator[RecordBatch]:
