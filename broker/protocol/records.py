@@ -378,8 +378,9 @@ def with_log_append_time(batch, now_ms: int) -> bytes:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True) -> RecordBatch:
-    """Decode the batch at ``pos`` into its records (decompressing as needed)."""
+def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record) -> RecordBatch:
+    """Decode the batch at ``pos`` into its records (decompressing as needed); ``make``
+    builds each record from (offset, timestamp, key, value, headers)."""
     header = parse_header(buf, pos)
     if header.magic != MAGIC:
         raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
@@ -394,13 +395,13 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True) -> RecordBatch:
         data = compression.decompress(header.compression, data)
     records = _decode_records(
         bytes(data), header.record_count, header.base_offset, header.base_timestamp,
-        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make,
     )
     return RecordBatch(header, records)
 
 
 def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
-                    log_append_ts: int | None) -> list[Record]:
+                    log_append_ts: int | None, make=Record) -> list:
     """The records of a batch's (decompressed) record section.  One-byte varints, by far the
     most common, are read inline; longer ones go through ``decode_varint``."""
     records = []
@@ -473,7 +474,7 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
             if rpos != record_end:
                 raise CorruptMessageError("record length does not match its fields")
             ts = log_append_ts if log_append_ts is not None else base_ts + ts_delta
-            append(Record(base_offset + offset_delta, ts, key, value, headers))
+            append(make(base_offset + offset_delta, ts, key, value, headers))
     except IndexError:
         raise CorruptMessageError("record data ends inside a record") from None
     return records

@@ -1,0 +1,254 @@
+"""Pull consumers: read (topic, partition) from an offset, as the paper's consumers do.
+
+    >>> consumer = Consumer(bootstrap_servers="127.0.0.1:9092")
+    >>> consumer.assign([("clicks", 0, EARLIEST), ("clicks", 1, 4711)])
+    >>> for message in consumer:              # blocks for new messages; Ctrl-C to stop
+    ...     print(message.offset, message.value)
+
+``Consumer.poll(timeout)`` returns the next batch of messages for those who want control, and
+``position``/``seek`` move within a partition.  Batches in every codec are decoded; control
+batches and records before the requested offset are skipped.  An offset out of range (deleted
+by retention, or past the end) is logged loudly and reset per ``auto_offset_reset``
+("earliest", "latest", or "none" to raise).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Iterable, Iterator, NamedTuple
+
+from broker.protocol.errors import (
+    KafkaError,
+    OffsetOutOfRangeError,
+    error_for_code,
+)
+from broker.protocol.records import decode_batch, split_batches
+
+from .cluster import ClusterClient
+
+log = logging.getLogger(__name__)
+
+FETCH = 1
+EARLIEST, LATEST = -2, -1
+
+
+class Message(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple = ()
+
+
+def decode_messages(topic: str, partition: int, data, from_offset: int) -> tuple[list[Message], int]:
+    """Messages in fetched bytes at or after ``from_offset``, and the offset to fetch next."""
+    messages: list[Message] = []
+    next_offset = from_offset
+    new = Message.__new__
+
+    def make(offset, timestamp, key, value, headers):
+        return new(Message, topic, partition, offset, timestamp, key, value, headers)
+
+    for pos, header in split_batches(data):
+        if header.next_offset <= from_offset:
+            continue
+        next_offset = max(next_offset, header.next_offset)
+        if header.is_control:
+            continue
+        records = decode_batch(data, pos, make=make).records
+        if header.base_offset < from_offset:
+            records = [m for m in records if m.offset >= from_offset]
+        messages += records
+    return messages, next_offset
+
+
+class Consumer:
+    """Fetches assigned partitions from their leaders; see the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        zookeeper: str | None = None,
+        *,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        auto_offset_reset: str = "latest",
+        client_id: str = "headrace-consumer",
+        cluster: ClusterClient | None = None,
+    ):
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset must be earliest, latest or none")
+        self.cluster = cluster or ClusterClient(bootstrap_servers, zookeeper, client_id=client_id)
+        self._own_cluster = cluster is None
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_wait_ms = fetch_max_wait_ms
+        self.min_bytes = fetch_min_bytes
+        self.auto_offset_reset = auto_offset_reset
+        self.positions: dict[tuple[str, int], int] = {}
+        self.high_watermarks: dict[tuple[str, int], int] = {}
+        self._paused: set[tuple[str, int]] = set()
+        self._buffer: deque[list[Message]] = deque()  # chunks of messages, one per fetch
+
+    # --- assignment ----------------------------------------------------------------------
+
+    def assign(self, assignments: Iterable[tuple[str, int, int]]) -> None:
+        """Read these (topic, partition, offset) triples; offset EARLIEST (-2) or LATEST (-1)
+        is resolved now."""
+        self.positions.clear()
+        self._buffer.clear()
+        for topic, partition, offset in assignments:
+            self.cluster.partitions(topic)
+            self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return sorted(self.positions)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
+        self._buffer = deque(
+            kept for kept in ([m for m in chunk if (m.topic, m.partition) != (topic, partition)]
+                              for chunk in self._buffer) if kept)
+
+    def position(self, topic: str, partition: int) -> int:
+        return self.positions[(topic, partition)]
+
+    def pause(self, *partitions: tuple[str, int]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, *partitions: tuple[str, int]) -> None:
+        self._paused.difference_update(partitions)
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        return self.cluster.list_offset(topic, partition, timestamp_ms)
+
+    def _resolve(self, topic: str, partition: int, offset: int) -> int:
+        if offset in (EARLIEST, LATEST):
+            return self.cluster.list_offset(topic, partition, offset)
+        return offset
+
+    # --- reading -------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 1.0, max_messages: int = 100_000) -> list[Message]:
+        """The next messages from any assigned partition, waiting up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.positions:
+                return []
+            self._fetch(max(0, min(self.max_wait_ms, int(left * 1000))))
+        out: list[Message] = []
+        buffer = self._buffer
+        while buffer and len(out) < max_messages:
+            chunk = buffer.popleft()
+            room = max_messages - len(out)
+            if len(chunk) > room:
+                buffer.appendleft(chunk[room:])
+                chunk = chunk[:room]
+            out += chunk
+        return out
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            yield from self.poll(1.0)
+
+    def _fetch(self, max_wait_ms: int) -> None:
+        by_leader: dict[int, list[tuple[str, int]]] = {}
+        for key in self.positions:
+            if key in self._paused:
+                continue
+            leader = self.cluster.leader(*key)
+            if leader < 0:
+                self.cluster.refresh([key[0]])
+                leader = self.cluster.leader(*key)
+            if leader >= 0:
+                by_leader.setdefault(leader, []).append(key)
+        if not by_leader:
+            time.sleep(min(0.2, max_wait_ms / 1000))
+            return
+        # With several leaders, each waits only briefly, so one idle broker cannot hold up the
+        # others; a single leader gets the whole wait.
+        wait = max_wait_ms if len(by_leader) == 1 else min(max_wait_ms, 100)
+        for leader, keys in by_leader.items():
+            self._fetch_from(leader, keys, wait)
+
+    def _fetch_from(self, leader: int, keys: list[tuple[str, int]], wait_ms: int) -> None:
+        topics: dict[str, list] = {}
+        for topic, partition in keys:
+            topics.setdefault(topic, []).append({
+                "partition": partition, "current_leader_epoch": -1,
+                "fetch_offset": self.positions[(topic, partition)], "log_start_offset": -1,
+                "partition_max_bytes": self.max_partition_fetch_bytes})
+        body = {"replica_id": -1, "max_wait_ms": wait_ms, "min_bytes": self.min_bytes,
+                "max_bytes": self.fetch_max_bytes, "isolation_level": 0, "session_id": 0,
+                "session_epoch": -1, "topics": [{"topic": t, "partitions": p} for t, p in topics.items()],
+                "forgotten_topics_data": [], "rack_id": ""}
+        try:
+            response = self.cluster.request(leader, FETCH, 11, body)
+        except (OSError, ValueError, KafkaError) as exc:
+            log.warning("fetch from broker %d failed: %s; refreshing metadata", leader, exc)
+            self._refresh_quietly([t for t, _ in keys])
+            time.sleep(0.1)
+            return
+        for t in response["responses"]:
+            for p in t["partitions"]:
+                self._take(t["topic"], p)
+
+    def _take(self, topic: str, p: dict) -> None:
+        key = (topic, p["partition_index"])
+        if key not in self.positions:
+            return
+        code = p["error_code"]
+        if code == OffsetOutOfRangeError.code:
+            self._reset_out_of_range(topic, p["partition_index"], p)
+            return
+        if code:
+            error = error_for_code(code)
+            if not error.retriable and error.code not in (6,):
+                raise error(f"fetch {topic}-{p['partition_index']}")
+            self._refresh_quietly([topic])
+            return
+        self.high_watermarks[key] = p["high_watermark"]
+        records = p["records"]
+        if not records:
+            return
+        messages, next_offset = decode_messages(topic, p["partition_index"], bytes(records),
+                                                self.positions[key])
+        self.positions[key] = next_offset
+        if messages:
+            self._buffer.append(messages)
+
+    def _reset_out_of_range(self, topic: str, partition: int, p: dict) -> None:
+        position = self.positions[(topic, partition)]
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(
+                f"offset {position} of {topic}-{partition} is out of range "
+                f"(log start {p['log_start_offset']}, end {p['high_watermark']})")
+        new = self._resolve(topic, partition, EARLIEST if self.auto_offset_reset == "earliest" else LATEST)
+        log.error("OFFSET OUT OF RANGE: %s-%d offset %d is outside [%d, %d]; reset to %s offset %d%s",
+                  topic, partition, position, p["log_start_offset"], p["high_watermark"],
+                  self.auto_offset_reset, new,
+                  f" ({new - position} messages skipped)" if new > position else "")
+        self.positions[(topic, partition)] = new
+
+    def _refresh_quietly(self, topics: list[str]) -> None:
+        try:
+            self.cluster.refresh(sorted(set(topics)), allow_auto_create=False)
+        except OSError as exc:
+            log.warning("metadata refresh failed: %s", exc)
+
+    def close(self) -> None:
+        if self._own_cluster:
+            self.cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,421 @@
+"""The producer: batches messages per partition and sends them to the partitions' leaders.
+
+    >>> producer = Producer(bootstrap_servers="127.0.0.1:9092", compression="lz4")
+    >>> future = producer.send("clicks", b"GET /", key=b"10.0.0.7")
+    >>> producer.flush()                      # everything delivered or failed
+    >>> future.result().offset
+
+``send`` returns at once with a DeliveryFuture for the message (``result()`` gives
+``RecordMetadata`` or raises the KafkaError; ``add_done_callback`` as with concurrent futures).
+Keyed messages go to ``murmur2(key) % partitions`` like the Java client's and librdkafka's;
+unkeyed ones stick to one partition with a live leader until its batch is sent, then move on
+(Kafka's sticky partitioning: full batches, and a dead broker's partitions are skipped).  A background thread collects each partition's batch
+until it holds ``batch_size`` bytes or is ``linger_ms`` old, compresses it, and sends it with
+``acks`` 0, 1 or -1 ("all").  Retriable errors (a leader moved, a broker restarting) are retried
+after ``retry_backoff_ms`` with fresh metadata until ``delivery_timeout_ms``; other errors fail
+that batch's messages.  Memory is bounded by ``buffer_memory``: when full, ``send`` blocks up to
+``max_block_ms`` (``block_on_full=True``) or raises BufferFullError.  Thread-safe; no Twisted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Callable, NamedTuple
+
+from broker.protocol import compression as codecs
+from broker.protocol.errors import (
+    KafkaError,
+    MessageTooLargeError,
+    RequestTimedOutError,
+    error_for_code,
+)
+from broker.protocol.records import build_batch
+
+from .cluster import ClusterClient
+from .partitioner import partition_for_key
+
+log = logging.getLogger(__name__)
+
+PRODUCE = 0
+_RECORD_OVERHEAD = 24  # varints and attributes around key and value, roughly
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int  # -1 with acks=0
+    timestamp: int
+
+
+class BufferFullError(KafkaError):
+    """The producer's buffer stayed full for max_block_ms (or blocking was turned off)."""
+
+    code = -1
+    name = "BUFFER_FULL"
+    retriable = True
+
+
+class ProducerClosedError(RuntimeError):
+    """send() after close()."""
+
+
+class _Batch:
+    __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
+                 "done", "error", "base_offset", "log_append_time", "callbacks")
+
+    def __init__(self, topic, partition, now):
+        self.topic, self.partition = topic, partition
+        self.records: list = []
+        self.size = 61
+        self.created = now
+        self.attempts = 0
+        self.not_before = 0.0
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        self.base_offset = -1
+        self.log_append_time = -1
+        self.callbacks: list = []
+
+
+class DeliveryFuture:
+    """The outcome of one message: ``result(timeout)``, ``exception()``, ``done()``,
+    ``add_done_callback(fn)`` (``fn(future)`` runs on the producer's thread)."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int):
+        self._batch, self._index = batch, index
+
+    def done(self) -> bool:
+        return self._batch.done.is_set()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        batch = self._batch
+        if not batch.done.wait(timeout):
+            raise FutureTimeoutError()
+        if batch.error is not None:
+            raise batch.error
+        offset = batch.base_offset + self._index if batch.base_offset >= 0 else -1
+        ts = batch.log_append_time if batch.log_append_time >= 0 else batch.records[self._index][3]
+        return RecordMetadata(batch.topic, batch.partition, offset, ts)
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        if not self._batch.done.wait(timeout):
+            raise FutureTimeoutError()
+        return self._batch.error
+
+    def add_done_callback(self, fn: Callable[["DeliveryFuture"], None]) -> None:
+        batch = self._batch
+        if batch.done.is_set():
+            fn(self)
+        else:
+            batch.callbacks.append((fn, self))
+            if batch.done.is_set() and (fn, self) in batch.callbacks:  # finished meanwhile
+                batch.callbacks.remove((fn, self))
+                fn(self)
+
+
+class _Failed(DeliveryFuture):
+    """A message refused before it was queued."""
+
+    def __init__(self, topic: str, error: Exception):
+        batch = _Batch(topic, -1, 0.0)
+        batch.error = error
+        batch.done.set()
+        super().__init__(batch, 0)
+
+
+class Producer:
+    """Batching, compressing, retrying Kafka-protocol producer.  See the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        zookeeper: str | None = None,
+        *,
+        acks: int | str = 1,
+        compression: str = "none",
+        linger_ms: float = 5.0,
+        batch_size: int = 512 * 1024,
+        buffer_memory: int = 64 * 1024 * 1024,
+        block_on_full: bool = True,
+        max_block_ms: float = 60_000,
+        retry_backoff_ms: float = 100,
+        delivery_timeout_ms: float = 120_000,
+        request_timeout_ms: float = 30_000,
+        max_request_size: int = 1_048_576,
+        client_id: str = "headrace-producer",
+        cluster: ClusterClient | None = None,
+    ):
+        self.acks = -1 if acks in ("all", -1, "-1") else int(acks)
+        if self.acks not in (-1, 0, 1):
+            raise ValueError("acks must be 0, 1 or all")
+        self.codec = codecs.codec_by_name(compression)
+        self.linger = linger_ms / 1000.0
+        self.batch_size = max(1, batch_size)
+        self.buffer_memory = buffer_memory
+        self.block_on_full = block_on_full
+        self.max_block = max_block_ms / 1000.0
+        self.retry_backoff = retry_backoff_ms / 1000.0
+        self.delivery_timeout = delivery_timeout_ms / 1000.0
+        self.request_timeout_ms = int(request_timeout_ms)
+        self.max_request_size = max_request_size
+        self.cluster = cluster or ClusterClient(bootstrap_servers, zookeeper, client_id=client_id,
+                                                request_timeout=request_timeout_ms / 1000.0)
+        self._own_cluster = cluster is None
+        self._sticky: dict[str, int] = {}  # topic -> partition for unkeyed messages
+        self._sticky_turn: dict[str, int] = {}
+        self._lock = threading.Condition()
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._ready: deque[_Batch] = deque()
+        self._buffered = 0
+        self._in_flight = 0
+        self._flushing = 0
+        self._closed = False
+        self._sender = threading.Thread(target=self._run, name="headrace-producer", daemon=True)
+        self._sender.start()
+
+    # --- the caller's side ---------------------------------------------------------------
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: list[tuple[str, bytes | None]] | None = None, partition: int | None = None,
+             timestamp: int | None = None) -> DeliveryFuture:
+        """Queue a message; its DeliveryFuture resolves once the broker has it."""
+        if self._closed:
+            raise ProducerClosedError("the producer is closed")
+        size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            size += sum(len(k) + (len(v) if v else 0) + 4 for k, v in headers)
+        if size + 61 > self.max_request_size:
+            return _Failed(topic, MessageTooLargeError(
+                f"a message of about {size} bytes exceeds max_request_size {self.max_request_size}"))
+        if partition is None:
+            if key is None:
+                partition = self._sticky.get(topic)
+                if partition is None:
+                    partition = self._next_sticky(topic)
+            else:
+                partition = partition_for_key(key, len(self.cluster.partitions(topic, wait=self.max_block)))
+        if timestamp is None:
+            timestamp = int(time.time() * 1000)
+        with self._lock:
+            if self._buffered + size > self.buffer_memory:
+                self._wait_for_room(size)
+            batch = self._open.get((topic, partition))
+            if batch is None or batch.size + size > self.batch_size:
+                if batch is not None:
+                    self._seal(batch)
+                batch = self._open[(topic, partition)] = _Batch(topic, partition, time.monotonic())
+                if len(self._open) == 1:
+                    self._lock.notify()
+            records = batch.records
+            future = DeliveryFuture(batch, len(records))
+            records.append((key, value, headers, timestamp))
+            batch.size += size
+            self._buffered += size
+            if batch.size >= self.batch_size:
+                self._seal(batch)
+                self._lock.notify()
+        return future
+
+    def _next_sticky(self, topic: str) -> int:
+        """The next partition with a live leader for unkeyed messages, in turn."""
+        partitions = self.cluster.partitions(topic, wait=self.max_block)
+        available = self.cluster.available_partitions(topic) or partitions
+        turn = self._sticky_turn.get(topic)
+        if turn is None:
+            turn = random.randrange(len(available))
+        turn = (turn + 1) % len(available)
+        self._sticky_turn[topic] = turn
+        self._sticky[topic] = partition = available[turn]
+        return partition
+
+    def _wait_for_room(self, size: int) -> None:
+        if not self.block_on_full:
+            raise BufferFullError(f"buffer_memory ({self.buffer_memory} bytes) is full")
+        deadline = time.monotonic() + self.max_block
+        while self._buffered + size > self.buffer_memory:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BufferFullError(f"buffer_memory stayed full for {self.max_block:.1f} s")
+            self._lock.notify()
+            self._lock.wait(min(left, 0.1))
+
+    def _seal(self, batch: _Batch) -> None:
+        del self._open[(batch.topic, batch.partition)]
+        self._ready.append(batch)
+        if self._sticky.get(batch.topic) == batch.partition:
+            del self._sticky[batch.topic]  # the next unkeyed message starts another partition
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Send everything queued and wait for the outcome; returns messages still pending
+        (0 unless the timeout ran out)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._flushing += 1
+            self._lock.notify_all()
+            try:
+                while self._open or self._ready or self._in_flight:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._lock.wait(0.05 if left is None else min(left, 0.05))
+                return sum(len(b.records) for b in list(self._open.values()) + list(self._ready))
+            finally:
+                self._flushing -= 1
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued (up to ``timeout``), fail the rest, stop the sender."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            leftovers = list(self._open.values()) + list(self._ready)
+            self._open.clear()
+            self._ready.clear()
+            self._lock.notify_all()
+        for batch in leftovers:
+            self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
+        self._sender.join(10)
+        if self._own_cluster:
+            self.cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- the sender thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                batches = self._collect()
+                if not batches:
+                    if self._closed:
+                        return
+                    self._lock.wait(self._next_wakeup())
+                    continue
+                self._in_flight += len(batches)
+            try:
+                self._send(batches)
+            except Exception:  # never let the sender thread die
+                log.exception("producer sender failed; failing the batches")
+                for batch in batches:
+                    self._fail(batch, RequestTimedOutError("the producer's sender failed"))
+            finally:
+                with self._lock:
+                    self._in_flight -= len(batches)
+                    self._lock.notify_all()
+
+    def _next_wakeup(self) -> float:
+        if not self._open and not self._ready:
+            return 0.5
+        now = time.monotonic()
+        waits = [b.created + self.linger - now for b in self._open.values()]
+        waits += [b.not_before - now for b in self._ready]
+        return max(0.0005, min(waits))
+
+    def _collect(self) -> list[_Batch]:
+        """Sealed batches, plus open ones past their linger (all of them when flushing)."""
+        now = time.monotonic()
+        for key, batch in list(self._open.items()):
+            if self._flushing or self._closed or now - batch.created >= self.linger:
+                self._seal(batch)
+        ready, later = [], deque()
+        while self._ready:
+            batch = self._ready.popleft()
+            (ready if batch.not_before <= now else later).append(batch)
+        self._ready = later
+        return ready
+
+    def _send(self, batches: list[_Batch]) -> None:
+        by_leader: dict[int, list[_Batch]] = {}
+        for batch in batches:
+            leader = self.cluster.leader(batch.topic, batch.partition)
+            if leader < 0:
+                self._retry(batch, "no leader known")
+                continue
+            by_leader.setdefault(leader, []).append(batch)
+        for leader, group in by_leader.items():
+            self._send_to(leader, group)
+
+    def _send_to(self, leader: int, group: list[_Batch]) -> None:
+        topics: dict[str, list] = {}
+        for batch in group:
+            data = build_batch(batch.records, compression_type=self.codec)
+            topics.setdefault(batch.topic, []).append({"index": batch.partition, "records": data})
+            batch.attempts += 1
+        body = {"transactional_id": None, "acks": self.acks, "timeout_ms": self.request_timeout_ms,
+                "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]}
+        try:
+            if self.acks == 0:
+                self.cluster.send_only(leader, PRODUCE, 8, body)
+                for batch in group:
+                    self._succeed(batch, -1)
+                return
+            response = self.cluster.request(leader, PRODUCE, 8, body)
+        except (OSError, ValueError, KafkaError) as exc:
+            for batch in group:
+                self._retry(batch, f"broker {leader}: {exc}")
+            return
+        results = {(t["name"], p["index"]): p for t in response["responses"]
+                   for p in t["partition_responses"]}
+        for batch in group:
+            result = results.get((batch.topic, batch.partition))
+            if result is None:
+                self._retry(batch, "no answer for the partition")
+            elif result["error_code"] == 0:
+                self._succeed(batch, result["base_offset"], result["log_append_time_ms"])
+            else:
+                error = error_for_code(result["error_code"])
+                message = result.get("error_message") or error.description
+                if error.retriable:
+                    self._retry(batch, f"{error.name}: {message}")
+                else:
+                    self._fail(batch, error(message))
+
+    def _retry(self, batch: _Batch, why: str) -> None:
+        if time.monotonic() - batch.created > self.delivery_timeout:
+            self._fail(batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}"))
+            return
+        log.debug("retrying %s-%d: %s", batch.topic, batch.partition, why)
+        batch.not_before = time.monotonic() + self.retry_backoff
+        try:
+            self.cluster.refresh([batch.topic])
+        except OSError:
+            pass
+        with self._lock:
+            self._ready.append(batch)
+
+    def _succeed(self, batch: _Batch, base_offset: int, log_append_time: int = -1) -> None:
+        batch.base_offset = base_offset
+        batch.log_append_time = log_append_time
+        self._finish(batch)
+
+    def _fail(self, batch: _Batch, error: Exception) -> None:
+        if not batch.done.is_set():
+            batch.error = error
+            self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        self._release(batch)
+        batch.done.set()
+        for fn, future in batch.callbacks:
+            try:
+                fn(future)
+            except Exception:
+                log.exception("a delivery callback failed")
+        batch.callbacks = []
+
+    def _release(self, batch: _Batch) -> None:
+        with self._lock:
+            self._buffered -= batch.size - 61
+            self._lock.notify_all()
