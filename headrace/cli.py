@@ -3,6 +3,9 @@
     headrace broker --config server.properties [--override key=value ...]
     headrace topics create|list|describe|delete --bootstrap-server host:port ...
     headrace cluster up --brokers N | headrace cluster down
+    headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
+    headrace groups list|describe G         consumer groups: offsets, lag, owners
+    headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
     headrace demo                          the pipeline on a local 3-broker cluster, with kcat
     headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
     headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     delete.add_argument("--topic", required=True)
     topics.set_defaults(func=cmd_topics)
 
+    from . import clients
+
+    clients.add_parsers(sub)
+
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--brokers", type=int, default=3)
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("kazoo").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return args.func(args)
     except (ConfigError, KafkaError, OSError) as exc:
