@@ -48,18 +48,14 @@ def decode_messages(topic: str, partition: int, data, from_offset: int) -> tuple
     """Messages in fetched bytes at or after ``from_offset``, and the offset to fetch next."""
     messages: list[Message] = []
     next_offset = from_offset
-    new = Message.__new__
-
-    def make(offset, timestamp, key, value, headers):
-        return new(Message, topic, partition, offset, timestamp, key, value, headers)
-
+    prefix = (topic, partition)
     for pos, header in split_batches(data):
         if header.next_offset <= from_offset:
             continue
         next_offset = max(next_offset, header.next_offset)
         if header.is_control:
             continue
-        records = decode_batch(data, pos, make=make).records
+        records = decode_batch(data, pos, make=Message, prefix=prefix).records
         if header.base_offset < from_offset:
             records = [m for m in records if m.offset >= from_offset]
         messages += records

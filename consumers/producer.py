@@ -345,7 +345,21 @@ class Producer:
                 continue
             by_leader.setdefault(leader, []).append(batch)
         for leader, group in by_leader.items():
-            self._send_to(leader, group)
+            # One batch per partition per request (answers are matched by partition), and
+            # requests no larger than max_request_size; the rest go in following requests,
+            # in order.
+            while group:
+                request, later, seen, size = [], [], set(), 0
+                for batch in group:
+                    key = (batch.topic, batch.partition)
+                    if key in seen or (request and size + batch.size > self.max_request_size):
+                        later.append(batch)
+                        continue
+                    seen.add(key)
+                    size += batch.size
+                    request.append(batch)
+                self._send_to(leader, request)
+                group = later
 
     def _send_to(self, leader: int, group: list[_Batch]) -> None:
         topics: dict[str, list] = {}

@@ -298,3 +298,13 @@ def test_produce_consume_and_groups_commands(cluster1):
     lag = sum(int(line.split()[4]) for line in described.stdout.splitlines()[2:])
     assert committed == 300 and lag == 200
     assert "console-g" in cli("groups", "--zookeeper", cluster1.zookeeper_connect, "list").stdout
+
+
+def test_every_future_reports_its_own_offset(cluster1):
+    create_topic(cluster1.brokers[0].port, "offsets", 1)
+    with Producer(cluster1.bootstrap, batch_size=4096, linger_ms=50) as producer:
+        futures = [producer.send("offsets", b"%d" % i) for i in range(20_000)]
+        producer.flush()
+    assert [f.result().offset for f in futures] == list(range(20_000))
+    got = read_all(cluster1.bootstrap, "offsets", 1, 20_000)
+    assert [(m.offset, m.value) for m in got] == [(i, b"%d" % i) for i in range(20_000)]

@@ -378,9 +378,11 @@ def with_log_append_time(batch, now_ms: int) -> bytes:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record) -> RecordBatch:
-    """Decode the batch at ``pos`` into its records (decompressing as needed); ``make``
-    builds each record from (offset, timestamp, key, value, headers)."""
+def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record,
+                 prefix: tuple | None = None) -> RecordBatch:
+    """Decode the batch at ``pos`` into its records (decompressing as needed).  ``make``
+    builds each record from (offset, timestamp, key, value, headers); with ``prefix``, ``make``
+    is a named-tuple class whose fields are ``prefix`` followed by those five."""
     header = parse_header(buf, pos)
     if header.magic != MAGIC:
         raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
@@ -395,19 +397,20 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record) -> 
         data = compression.decompress(header.compression, data)
     records = _decode_records(
         bytes(data), header.record_count, header.base_offset, header.base_timestamp,
-        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make, prefix,
     )
     return RecordBatch(header, records)
 
 
 def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
-                    log_append_ts: int | None, make=Record) -> list:
+                    log_append_ts: int | None, make=Record, prefix: tuple | None = None) -> list:
     """The records of a batch's (decompressed) record section.  One-byte varints, by far the
     most common, are read inline; longer ones go through ``decode_varint``."""
     records = []
     append = records.append
     end = len(data)
     rpos = 0
+    new = tuple.__new__
     try:
         for _ in range(count):
             b = data[rpos]
@@ -474,7 +477,10 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
             if rpos != record_end:
                 raise CorruptMessageError("record length does not match its fields")
             ts = log_append_ts if log_append_ts is not None else base_ts + ts_delta
-            append(make(base_offset + offset_delta, ts, key, value, headers))
+            if prefix is None:
+                append(make(base_offset + offset_delta, ts, key, value, headers))
+            else:  # a tuple subclass whose first fields are ``prefix`` (topic, partition)
+                append(new(make, prefix + (base_offset + offset_delta, ts, key, value, headers)))
     except IndexError:
         raise CorruptMessageError("record data ends inside a record") from None
     return records

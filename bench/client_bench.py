@@ -1,0 +1,764 @@
+"""Client benchmark: headrace's own Producer and Consumer against confluent-kafka, one real broker.
+
+Run from the repository root::
+
+    .venv/bin/python bench/client_bench.py            # 1,000,000 messages, ~35 s on 2 CPUs
+    .venv/bin/python bench/client_bench.py --quick    # 200,000 messages, ~7 s
+    .venv/bin/python bench/client_bench.py --json results.json
+
+What is started
+---------------
+As in ``broker_bench.py`` (whose helpers this script imports): a ZooKeeper from Debian's
+package and ONE broker (broker id 1) on free ports of 127.0.0.1, with configs, logs and data in
+a temporary directory that is removed at the end, also on errors, Ctrl-C, SIGTERM and SIGHUP
+(``--keep`` keeps it).  Every topic has one partition.  Both clients run in this process, the
+broker in its own, so they share the machine's CPUs.
+
+What is measured (200-byte incompressible values, no key, no compression)
+-----------------------------------------------------------------------
+1. **Produce**: ``--messages`` (1,000,000; 200,000 with ``--quick``) sends of the same value,
+   each client to its own fresh topic, timed from the first call until ``flush()`` returns.
+
+   * headrace: ``consumers.producer.Producer(bootstrap, acks="all")``, otherwise its defaults
+     (linger 5 ms, 512 KiB batches, 64 MiB ``buffer_memory``: ``send()`` blocks while it is
+     full).  acks="all" is librdkafka's default; with one replica the broker treats 1 and all
+     alike.  ``send(topic, value)``; every returned DeliveryFuture gets
+     ``add_done_callback(cb)``, and ``cb`` (run on the producer's sender thread) counts the
+     message and checks ``future.exception()``.  After ``flush()`` the last future's
+     ``result()`` must hold offset N-1.
+   * confluent-kafka: ``Producer`` with ``bootstrap.servers`` and
+     ``queue.buffering.max.messages`` = N + 1000 (so ``produce()`` never meets a full queue),
+     otherwise librdkafka's defaults (linger 5 ms, acks all, up to 10,000 messages / 1 MB a
+     batch); ``produce(topic, value, on_delivery=cb)``, and ``cb`` (run inside ``flush()``)
+     counts the message and checks ``err``.
+
+   So both produce one Python-level delivery result per message and count errors the same
+   way.  Both must report N deliveries and no error; the log end offset and the records in the
+   partition's segment files must be N.  Neither passes a partition (one-partition topics).
+   Two informational rows (``--no-variants`` skips them) show what the per-message check
+   costs: headrace checking only the last future, and confluent-kafka with
+   ``delivery.report.only.error``.
+2. **Consume**: both read the same topic, the first one confluent-kafka produced in test 1
+   (N messages), from offset 0 with no consumer group, timed from ``assign()`` until the last
+   message has reached the Python loop; the loop touches every message's value (summing the
+   lengths, which must come to N * 200) and checks the last offset.
+
+   * headrace: ``consumers.consumer.Consumer(bootstrap, auto_offset_reset="earliest")``
+     (defaults: 1 MiB per partition per fetch, 500 ms max wait), ``assign([(topic, 0, 0)])``,
+     ``poll(1.0)`` in a loop, ``len(m.value)`` per message.
+   * confluent-kafka: ``Consumer`` with ``group.id`` (confluent-kafka insists on one; the
+     consumer never subscribes, so it joins no group) and auto commit and offset store off,
+     ``assign([TopicPartition(topic, 0, 0)])``, ``consume(10_000, 1.0)`` in a loop,
+     ``m.error()`` and ``len(m.value())`` per message.
+
+   Both connect and fetch metadata before the clock starts.
+
+Each test runs ``--reps`` times (default 3), alternating which client goes first; every produce
+run writes a fresh topic.  The tables show each client's best run and, as ``msgs/s(med)``, the
+median; ``ours/rdkafka`` is best over best, ``ratio(med)`` the median of the per-rep ratios.
+The garbage collector is paused during timed sections, as in broker_bench (``--gc`` keeps it on).
+
+Diagnostics: per test and client (its best run), the broker's CPU (whole process, and the main
+thread that runs its single-threaded reactor), this process's CPU split into the main thread
+(``time.thread_time()``: the send()/produce() loop, confluent's delivery callbacks inside
+flush(), the poll()/consume() loop) and the other threads (headrace's sender thread with our
+callbacks; librdkafka's threads), each as a share of one core of the run's wall time, plus the
+rest of the machine ("others": ZooKeeper and anything else) and the share of all CPUs busy.
+All of headrace's client threads are Python threads and share one GIL, so for headrace "client"
+near 100 % means Python-bound even when no single thread is.
+
+Targets: produce >= 250,000 msgs/s and >= 0.3 of confluent-kafka; consume >= 400,000 msgs/s and
+>= 0.3 of confluent-kafka.  A target is met if the best run meets it; if the median does not,
+the verdict says so.  Missed targets are listed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # broker_bench, next to this file
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from broker_bench import (  # noqa: E402
+    BROKER_ID,
+    MB,
+    SATURATED,
+    VALUE_BYTES,
+    BenchmarkError,
+    create_topic,
+    gc_paused,
+    log_end_offset,
+    log_stats,
+    machine_busy,
+    payload,
+    print_table,
+    self_cpu,
+    signals_ignored,
+    step,
+    wait_for_leader,
+)
+from confluent_kafka import Consumer as RdConsumer  # noqa: E402
+from confluent_kafka import KafkaException, TopicPartition  # noqa: E402
+from confluent_kafka import Producer as RdProducer  # noqa: E402
+from confluent_kafka import libversion as librdkafka_version  # noqa: E402
+from confluent_kafka import version as confluent_version  # noqa: E402
+
+from consumers.consumer import Consumer as OurConsumer  # noqa: E402
+from consumers.producer import Producer as OurProducer  # noqa: E402
+from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port  # noqa: E402
+
+OURS, RDKAFKA = "headrace", "confluent-kafka"
+
+TARGET_PRODUCE = 250_000
+TARGET_PRODUCE_RATIO = 0.3
+TARGET_CONSUME = 400_000
+TARGET_CONSUME_RATIO = 0.3
+
+PRODUCE, CONSUME = "produce", "consume"
+# Informational produce variants: headrace checking only the last future; confluent-kafka
+# with delivery reports for failures only.
+PRODUCE_LAST, PRODUCE_ERRONLY = "produce, last future only", "produce, report.only.error"
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    messages: int
+    reps: int
+    variants: bool
+    gc: bool
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    messages = args.messages or (200_000 if args.quick else 1_000_000)
+    return Settings(quick=args.quick, messages=messages, reps=args.reps,
+                    variants=not args.no_variants, gc=args.gc)
+
+
+# --- CPU accounting ------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu(path: str) -> float:
+    """utime + stime in seconds from a /proc/.../stat file."""
+    with open(path) as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass
+class CpuMark:
+    wall: float
+    broker: float
+    reactor: float
+    client: float
+    main: float
+    machine: float
+
+
+class CpuMeter:
+    """The broker's CPU (/proc), this process's (getrusage: all threads) and this thread's
+    (thread_time) before and after a run.  Marks must be taken on the main thread."""
+
+    def __init__(self, broker_pid: int):
+        self.pid = broker_pid
+
+    def mark(self) -> CpuMark:
+        return CpuMark(time.perf_counter(), _stat_cpu(f"/proc/{self.pid}/stat"),
+                       _stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self_cpu(),
+                       time.thread_time(), machine_busy())
+
+    @staticmethod
+    def between(start: CpuMark, end: CpuMark, client: str) -> dict:
+        wall = end.wall - start.wall
+        used = {"wall_s": wall, "broker_cpu_s": end.broker - start.broker,
+                "broker_reactor_cpu_s": end.reactor - start.reactor,
+                "client_cpu_s": end.client - start.client,
+                "client_main_cpu_s": end.main - start.main,
+                "machine_busy_cpu_s": end.machine - start.machine}
+        used["client_other_cpu_s"] = max(0.0, used["client_cpu_s"] - used["client_main_cpu_s"])
+        used["other_cpu_s"] = max(0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"]
+                                  - used["client_cpu_s"])
+        for key in ("broker_cpu", "broker_reactor_cpu", "client_cpu", "client_main_cpu",
+                    "client_other_cpu", "machine_busy_cpu", "other_cpu"):
+            used[f"{key}_share"] = used[f"{key}_s"] / wall if wall > 0 else 0.0
+        used["cpus"] = os.cpu_count() or 1
+        used["bottleneck"] = bottleneck(used, client)
+        return used
+
+
+def bottleneck(used: dict, client: str) -> str:
+    reactor, main = used["broker_reactor_cpu_share"], used["client_main_cpu_share"]
+    other, total = used["client_other_cpu_share"], used["client_cpu_share"]
+    if reactor >= SATURATED and reactor >= max(main, other):
+        return "broker (reactor thread saturated)"
+    if main >= SATURATED:
+        return "client main thread (the Python loop)"
+    if client == OURS and total >= SATURATED:
+        return "client Python threads (one GIL)"
+    if other >= SATURATED:
+        return "client background threads"
+    if used["machine_busy_cpu_share"] >= SATURATED * used["cpus"]:
+        if used["other_cpu_share"] >= 0.25:
+            return f"CPUs taken by other processes ({used['other_cpu_share']:.1f} cores)"
+        return "all CPUs busy"
+    return "neither saturated (waiting on round trips)"
+
+
+# --- produce -------------------------------------------------------------------------------
+
+
+def check_log(broker: BrokerProcess, name: str, topic: str, count: int) -> dict:
+    end_offset = log_end_offset(broker.port, topic)
+    stats = log_stats(broker, topic)
+    if end_offset != count or stats["records"] != count:
+        raise BenchmarkError(f"{name}: log end offset {end_offset}, {stats['records']} records "
+                             f"in the log, after producing {count}")
+    return stats
+
+
+def produce_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
+                 settings: Settings, every: bool = True) -> dict:
+    """``every``: a done callback on every future; otherwise only the last one is checked."""
+    errors: list = []
+    delivered = 0
+
+    def on_done(future):  # the producer's sender thread, once per message
+        nonlocal delivered
+        delivered += 1
+        if future.exception() is not None:
+            errors.append(future.exception())
+
+    producer = OurProducer(broker.bootstrap, acks="all")
+    value = payload()
+    finished = False
+    try:
+        producer.cluster.partitions(topic)  # metadata ...
+        producer.cluster.list_offset(topic, 0, -1)  # ... and the leader's connection, untimed
+        send = producer.send
+        future = None
+        with gc_paused() if not settings.gc else nullcontext():
+            before = meter.mark()
+            start = time.perf_counter()
+            if every:
+                for _ in repeat(None, count):
+                    future = send(topic, value)
+                    future.add_done_callback(on_done)
+            else:
+                for _ in repeat(None, count):
+                    future = send(topic, value)
+            loop_end = time.perf_counter()
+            left = producer.flush(120 + count / 2000)
+            end = time.perf_counter()
+            after = meter.mark()
+        finished = left == 0
+    finally:
+        producer.close(None if finished else 0)
+    name = f"{OURS} {PRODUCE if every else PRODUCE_LAST}"
+    if left:
+        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
+    if errors:
+        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
+    if every and delivered != count:
+        raise BenchmarkError(f"{name}: {delivered} done callbacks for {count} messages")
+    last = future.result(0)
+    if last.offset != count - 1:
+        raise BenchmarkError(f"{name}: the last message got offset {last.offset}, "
+                             f"expected {count - 1}")
+    return produce_result(OURS, PRODUCE if every else PRODUCE_LAST, broker, topic, count,
+                          start, loop_end, end, meter.between(before, after, OURS), 0)
+
+
+def produce_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
+                    settings: Settings, every: bool = True) -> dict:
+    """``every``: a delivery callback per message; otherwise delivery.report.only.error."""
+    errors: list = []
+    delivered = 0
+
+    def on_delivery(err, _msg):  # inside flush(), on this thread
+        nonlocal delivered
+        delivered += 1
+        if err is not None:
+            errors.append(err)
+
+    config = {"bootstrap.servers": broker.bootstrap,
+              "queue.buffering.max.messages": count + 1000}
+    if not every:
+        config["delivery.report.only.error"] = True
+    producer = RdProducer(config)
+    value = payload()
+    finished = False
+    try:
+        producer.list_topics(topic, timeout=10)  # connect and learn the leader, untimed
+        produce, poll = producer.produce, producer.poll
+        buffer_full = 0
+        with gc_paused() if not settings.gc else nullcontext():
+            before = meter.mark()
+            start = time.perf_counter()
+            for _ in repeat(None, count):
+                try:
+                    produce(topic, value, on_delivery=on_delivery)
+                except BufferError:  # should not happen with the queue this large
+                    buffer_full += 1
+                    poll(0.005)
+                    produce(topic, value, on_delivery=on_delivery)
+            loop_end = time.perf_counter()
+            left = producer.flush(120 + count / 2000)
+            end = time.perf_counter()
+            after = meter.mark()
+        finished = left == 0
+    finally:
+        if not finished:
+            producer.purge()
+            producer.flush(5)
+        close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
+        if close is not None:
+            close()
+    name = f"{RDKAFKA} {PRODUCE if every else PRODUCE_ERRONLY}"
+    if left:
+        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
+    if errors:
+        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
+    if every and delivered != count:
+        raise BenchmarkError(f"{name}: {delivered} delivery reports for {count} messages")
+    return produce_result(RDKAFKA, PRODUCE if every else PRODUCE_ERRONLY, broker, topic, count,
+                          start, loop_end, end, meter.between(before, after, RDKAFKA),
+                          buffer_full)
+
+
+def produce_result(client: str, test: str, broker: BrokerProcess, topic: str, count: int,
+                   start: float, loop_end: float, end: float, cpu: dict,
+                   buffer_full: int) -> dict:
+    stats = check_log(broker, f"{client} {test}", topic, count)
+    elapsed = end - start
+    return {"test": test, "client": client, "topic": topic, "messages": count,
+            "seconds": elapsed, "loop_s": loop_end - start, "flush_s": end - loop_end,
+            "buffer_full_retries": buffer_full, "msgs_per_s": count / elapsed,
+            "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB, **stats, "cpu": cpu}
+
+
+# --- consume -------------------------------------------------------------------------------
+
+
+def consume_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
+                 settings: Settings) -> dict:
+    consumer = OurConsumer(broker.bootstrap, auto_offset_reset="earliest")
+    try:
+        consumer.cluster.list_offset(topic, 0, -2)  # metadata and the connection, untimed
+        poll = consumer.poll
+        received = value_bytes = calls = 0
+        last_offset = -1
+        deadline = time.monotonic() + 120 + count / 2000
+        with gc_paused() if not settings.gc else nullcontext():
+            before = meter.mark()
+            start = time.perf_counter()
+            consumer.assign([(topic, 0, 0)])
+            while received < count:
+                messages = poll(1.0)
+                calls += 1
+                if not messages:
+                    if time.monotonic() > deadline:
+                        raise BenchmarkError(f"{OURS} consume: only {received:,} of {count:,} "
+                                             "messages before the deadline")
+                    continue
+                for message in messages:
+                    value_bytes += len(message.value)
+                received += len(messages)
+                last_offset = messages[-1].offset
+            end = time.perf_counter()
+            after = meter.mark()
+    finally:
+        consumer.close()
+    return consume_result(OURS, topic, count, received, value_bytes, last_offset, calls,
+                          start, end, meter.between(before, after, OURS))
+
+
+def consume_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
+                    settings: Settings) -> dict:
+    consumer = RdConsumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": "client-bench",  # required by confluent-kafka; never subscribed
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+    })
+    try:
+        consumer.list_topics(topic, timeout=10)  # connect before timing
+        consume = consumer.consume
+        received = value_bytes = calls = 0
+        last_offset = -1
+        deadline = time.monotonic() + 120 + count / 2000
+        with gc_paused() if not settings.gc else nullcontext():
+            before = meter.mark()
+            start = time.perf_counter()
+            consumer.assign([TopicPartition(topic, 0, 0)])
+            while received < count:
+                messages = consume(10_000, 1.0)
+                calls += 1
+                if not messages:
+                    if time.monotonic() > deadline:
+                        raise BenchmarkError(f"{RDKAFKA} consume: only {received:,} of "
+                                             f"{count:,} messages before the deadline")
+                    continue
+                for message in messages:
+                    if message.error() is not None:
+                        raise BenchmarkError(f"{RDKAFKA} consume: {message.error()}")
+                    value_bytes += len(message.value())
+                received += len(messages)
+                last_offset = messages[-1].offset()
+            end = time.perf_counter()
+            after = meter.mark()
+    finally:
+        consumer.close()
+    return consume_result(RDKAFKA, topic, count, received, value_bytes, last_offset, calls,
+                          start, end, meter.between(before, after, RDKAFKA))
+
+
+def consume_result(client: str, topic: str, count: int, received: int, value_bytes: int,
+                   last_offset: int, calls: int, start: float, end: float, cpu: dict) -> dict:
+    if received != count or last_offset != count - 1 or value_bytes != count * VALUE_BYTES:
+        raise BenchmarkError(f"{client} consume: {received:,} messages, {value_bytes:,} value "
+                             f"bytes, last offset {last_offset:,}; expected {count:,}, "
+                             f"{count * VALUE_BYTES:,} and {count - 1:,}")
+    elapsed = end - start
+    return {"test": CONSUME, "client": client, "topic": topic, "messages": count,
+            "seconds": elapsed, "calls": calls, "msgs_per_s": count / elapsed,
+            "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB, "cpu": cpu}
+
+
+# --- summary -------------------------------------------------------------------------------
+
+
+def summarize(test: str, client: str, runs: list[dict]) -> dict:
+    """The fastest run, with every run's time, rate and CPU use kept under "runs"."""
+    best = dict(max(runs, key=lambda r: r["msgs_per_s"]))
+    best["reps"] = len(runs)
+    best["msgs_per_s_median"] = statistics.median(r["msgs_per_s"] for r in runs)
+    best["runs"] = [{k: r[k] for k in ("topic", "seconds", "msgs_per_s", "first", "cpu")}
+                    for r in runs]
+    return best
+
+
+def add_targets(ours: dict, theirs: dict, target: int, target_ratio: float) -> None:
+    ratios = [a["msgs_per_s"] / b["msgs_per_s"] for a, b in zip(ours["runs"], theirs["runs"])]
+    ours["ratio"] = ours["msgs_per_s"] / theirs["msgs_per_s"]
+    ours["ratio_median"] = statistics.median(ratios)
+    ours["target_msgs_per_s"] = target
+    ours["target_ratio"] = target_ratio
+    ours["target_met"] = ours["msgs_per_s"] >= target
+    ours["target_met_median"] = ours["msgs_per_s_median"] >= target
+    ours["target_ratio_met"] = ours["ratio"] >= target_ratio
+    ours["target_ratio_met_median"] = ours["ratio_median"] >= target_ratio
+
+
+def verdict(met: bool | None, met_median: bool | None, text: str) -> str:
+    if met is None:
+        return "-"
+    if not met:
+        return f"{text}: NO, MISSED"
+    if not met_median:
+        return f"{text}: yes (best only)"
+    return f"{text}: yes"
+
+
+def print_results(rows_in: list[dict]) -> None:
+    rows = []
+    for r in rows_in:
+        has = "target_met" in r
+        rows.append([
+            r["test"], r["client"], f"{r['messages']:,}", f"{r['seconds']:.2f}",
+            f"{r['msgs_per_s']:,.0f}", f"{r['msgs_per_s_median']:,.0f}",
+            f"{r['payload_mb_per_s']:,.1f}",
+            f"{r['ratio']:.3f}" if has else "-", f"{r['ratio_median']:.3f}" if has else "-",
+            verdict(r.get("target_met"), r.get("target_met_median"),
+                    f">= {r.get('target_msgs_per_s', 0):,}"),
+            verdict(r.get("target_ratio_met"), r.get("target_ratio_met_median"),
+                    f">= {r.get('target_ratio', 0):.1f}"),
+        ])
+    reps = rows_in[0]["reps"] if rows_in else 1
+    print_table(
+        f"Results (one broker, one partition, 200-byte values; best of {reps} runs, msgs/s(med) "
+        "the median; ours/rdkafka = best over best, ratio(med) = median of per-rep ratios)",
+        ["test", "client", "messages", "s", "msgs/s", "msgs/s(med)", "payload MB/s",
+         "ours/rdkafka", "ratio(med)", "target msgs/s", "target ratio"],
+        rows,
+    )
+
+
+def print_runs(rows_in: list[dict]) -> None:
+    rows = []
+    for r in rows_in:
+        cells = [f"{run['msgs_per_s']:,.0f}{'*' if run['first'] else ''}" for run in r["runs"]]
+        rows.append([r["test"], r["client"], "  ".join(cells)])
+    print_table("Runs (msgs/s in run order; * = ran before the other client in that rep)",
+                ["test", "client", "runs"], rows)
+
+
+def print_details(rows_in: list[dict]) -> None:
+    rows = []
+    for r in rows_in:
+        if r["test"] == CONSUME:
+            detail = (f"{r['calls']:,} {'poll' if r['client'] == OURS else 'consume'}() calls "
+                      f"({r['messages'] / r['calls']:,.0f} msgs each)")
+        else:
+            call = "send" if r["client"] == OURS else "produce"
+            detail = (f"{call}() loop {r['loop_s']:.2f} s, flush() {r['flush_s']:.2f} s; "
+                      f"{r['batches']:,} batches in the log ({r['messages'] / r['batches']:,.0f} "
+                      "msgs each)")
+            if r["buffer_full_retries"]:
+                detail += f", {r['buffer_full_retries']:,} queue-full waits"
+        rows.append([r["test"], r["client"], detail])
+    print_table("Details (best runs)", ["test", "client", "detail"], rows)
+
+
+def print_cpu(rows_in: list[dict]) -> None:
+    rows = []
+    for r in rows_in:
+        c = r["cpu"]
+        rows.append([
+            r["test"], r["client"], f"{c['wall_s']:.2f}", f"{c['broker_cpu_s']:.2f}",
+            f"{100 * c['broker_cpu_share']:.0f} %", f"{100 * c['broker_reactor_cpu_share']:.0f} %",
+            f"{c['client_cpu_s']:.2f}", f"{100 * c['client_cpu_share']:.0f} %",
+            f"{100 * c['client_main_cpu_share']:.0f} %",
+            f"{100 * c['client_other_cpu_share']:.0f} %",
+            f"{100 * c['other_cpu_share']:.0f} %",
+            f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %", c["bottleneck"],
+        ])
+    print_table(
+        "CPU over each best run (share of one core of its wall time; client main thr.: the "
+        "calling loop; other thr.: headrace's sender thread / librdkafka's threads; 'others': "
+        "ZooKeeper and any other process; 'machine': share of all CPUs busy)",
+        ["test", "client", "wall s", "broker CPU s", "broker", "reactor thr.", "client CPU s",
+         "client", "main thr.", "other thr.", "others", "machine", "bottleneck"],
+        rows,
+    )
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="200,000 messages")
+    parser.add_argument("--messages", type=int, default=0, metavar="N",
+                        help="messages per produce run and for the consume "
+                             "(default 1,000,000; quick 200,000)")
+    parser.add_argument("--reps", type=int, default=3, metavar="N",
+                        help="runs of each test and client, alternating which client goes "
+                             "first; best and median are reported (default 3)")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="skip the informational produce rows (headrace checking only the "
+                             "last future; confluent-kafka with delivery.report.only.error)")
+    parser.add_argument("--gc", action="store_true",
+                        help="leave the garbage collector on during the timed sections")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (configs, broker log, data)")
+    parser.add_argument("--tmp-dir", metavar="DIR", default=tempfile.gettempdir(),
+                        help="where to make the temporary directory (default: the system's)")
+    args = parser.parse_args(argv)
+    if args.messages < 0:
+        parser.error("--messages must not be negative")
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    return args
+
+
+def _version_string(version) -> str:
+    """confluent_kafka.version() is a (string, int) tuple in most releases, a string in some."""
+    return version[0] if isinstance(version, tuple) else str(version)
+
+
+def _raise_system_exit(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def alternate(reps: int, first, second) -> tuple[list[dict], list[dict]]:
+    """Run ``first()`` and ``second()`` ``reps`` times, swapping their order every rep."""
+    a_runs, b_runs = [], []
+    for i in range(reps):
+        order = [(first, a_runs), (second, b_runs)]
+        if i % 2:
+            order.reverse()
+        for position, (fn, runs) in enumerate(order):
+            result = fn(i)
+            result["first"] = position == 0
+            runs.append(result)
+    return a_runs, b_runs
+
+
+def run(settings: Settings, workdir: Path, meta: dict) -> dict:
+    results: dict = {"meta": meta}
+    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
+    broker: BrokerProcess | None = None
+    reps, n = settings.reps, settings.messages
+    try:
+        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
+             lambda: zookeeper.start(timeout=60, detach=True))
+        broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench",
+                               free_port(), overrides={"num.partitions": "1",
+                                                       "auto.create.topics.enable": "false"})
+        step(f"starting broker {BROKER_ID} on {broker.bootstrap}",
+             lambda: broker.start(timeout=60, detach=True))
+        meta["broker_pid"] = broker.process.pid
+        kinds = ["ours", "rdkafka"] + (["ours-last", "rdkafka-erronly"] if settings.variants
+                                       else [])
+        topics = {kind: [f"client-{kind}-{i}" for i in range(reps)] for kind in kinds}
+
+        def make_topics():
+            for names in topics.values():
+                for topic in names:
+                    create_topic(broker.port, topic)
+            for names in topics.values():
+                for topic in names:
+                    wait_for_leader(broker.port, topic)
+
+        step(f"creating {sum(map(len, topics.values()))} one-partition topics", make_topics)
+        meter = CpuMeter(broker.process.pid)
+        started_log_bytes = broker.log_path.stat().st_size
+        times = f" x {reps}, alternating" if reps > 1 else ""
+        rows = []
+
+        def pair(text, test_a, fn_a, test_b, fn_b, target=None, ratio=None):
+            a_runs, b_runs = step(text + times, lambda: alternate(reps, fn_a, fn_b))
+            ours = summarize(test_a, OURS, a_runs)
+            theirs = summarize(test_b, RDKAFKA, b_runs)
+            if target is not None:
+                add_targets(ours, theirs, target, ratio)
+            rows.extend([ours, theirs])
+
+        pair(f"1. producing {n:,} messages, per-message delivery callbacks",
+             PRODUCE, lambda i: produce_ours(broker, meter, topics["ours"][i], n, settings),
+             PRODUCE, lambda i: produce_rdkafka(broker, meter, topics["rdkafka"][i], n,
+                                                settings),
+             TARGET_PRODUCE, TARGET_PRODUCE_RATIO)
+        if settings.variants:
+            pair(f"   producing {n:,} messages, failures / the last future only",
+                 PRODUCE_LAST, lambda i: produce_ours(broker, meter, topics["ours-last"][i], n,
+                                                      settings, every=False),
+                 PRODUCE_ERRONLY, lambda i: produce_rdkafka(
+                     broker, meter, topics["rdkafka-erronly"][i], n, settings, every=False))
+        source = topics["rdkafka"][0]
+        pair(f"2. consuming {n:,} messages of {source} from offset 0",
+             CONSUME, lambda i: consume_ours(broker, meter, source, n, settings),
+             CONSUME, lambda i: consume_rdkafka(broker, meter, source, n, settings),
+             TARGET_CONSUME, TARGET_CONSUME_RATIO)
+        # Keep the main rows first, the informational ones last.
+        main_tests = (PRODUCE, CONSUME)
+        results["tests"] = ([r for r in rows if r["test"] in main_tests]
+                            + [r for r in rows if r["test"] not in main_tests])
+        text = broker.log_path.read_bytes()
+        for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
+                          ("broker_log_problems", text[started_log_bytes:])):
+            meta[key] = [line for line in part.decode(errors="replace").splitlines()
+                         if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        return results
+    finally:
+        with signals_ignored():
+            if broker is not None:
+                broker.stop()
+            zookeeper.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_from(args)
+    signal.signal(signal.SIGTERM, _raise_system_exit)  # so the clean-up runs
+    signal.signal(signal.SIGHUP, _raise_system_exit)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    began = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="client-bench-", dir=Path(args.tmp_dir).resolve()))
+    meta = {
+        "mode": "quick" if settings.quick else "default",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "confluent_kafka": _version_string(confluent_version()),
+        "librdkafka": librdkafka_version()[0],
+        "value_bytes": VALUE_BYTES,
+        "messages": settings.messages,
+        "gc_paused": not settings.gc,
+        "tmp_dir": str(workdir),
+    }
+    print(f"headrace client benchmark ({meta['mode']} mode): Python {meta['python']} on "
+          f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}, "
+          f"confluent-kafka {meta['confluent_kafka']} (librdkafka {meta['librdkafka']})")
+    print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
+          f"GC {'on' if settings.gc else 'paused'} while timing.")
+    try:
+        results = run(settings, workdir, meta)
+    except KeyboardInterrupt:
+        print("\ninterrupted; broker and ZooKeeper stopped", file=sys.stderr)
+        return 130
+    except (BenchmarkError, KafkaException, RuntimeError, OSError) as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        if not args.keep:
+            print("(run with --keep to keep the broker's log)", file=sys.stderr)
+        return 1
+    finally:
+        with signals_ignored():
+            if args.keep:
+                print(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = results["tests"]
+    print_results(rows)
+    print_runs(rows)
+    print_details(rows)
+    print_cpu(rows)
+    meta["wall_s"] = time.perf_counter() - began
+    missed = []
+    for r in rows:
+        if r.get("target_met") is False:
+            missed.append(f"{r['client']} {r['test']} {r['msgs_per_s']:,.0f} msgs/s "
+                          f"(>= {r['target_msgs_per_s']:,})")
+        if r.get("target_ratio_met") is False:
+            missed.append(f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
+                          f"(>= {r['target_ratio']:.1f})")
+    contended = [f"{r['client']} {r['test']}" for r in rows
+                 if r["cpu"]["other_cpu_share"] >= 0.25]
+    if contended:
+        print(f"\nOther processes used a quarter of a core or more during: "
+              f"{', '.join(contended)}; those numbers are low, so rerun on an idle machine "
+              "before reading much into them.")
+    at_start = meta.get("broker_log_problems_at_start")
+    if at_start:
+        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
+              f"(before the tests), the first: {at_start[0]}")
+    problems = meta.get("broker_log_problems")
+    if problems:
+        print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
+        for line in problems[:10]:
+            print(f"  {line}")
+    print(f"\nTargets missed: {'; '.join(missed) if missed else 'none'}.  "
+          f"Total time {meta['wall_s']:.1f} s.")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+            out.write("\n")
+        print(f"JSON results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
