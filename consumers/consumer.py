@@ -26,6 +26,7 @@ from broker.protocol.errors import (
 )
 from broker.protocol.records import decode_batch, split_batches
 
+from .client import BrokerConnection
 from .cluster import ClusterClient
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class Consumer:
         self.high_watermarks: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._buffer: deque[list[Message]] = deque()  # chunks of messages, one per fetch
+        self._conns: dict[int, BrokerConnection] = {}
+        self._inflight: dict[int, tuple[int, dict]] = {}  # leader -> (correlation id, positions)
 
     # --- assignment ----------------------------------------------------------------------
 
@@ -174,27 +177,73 @@ class Consumer:
         for leader, keys in by_leader.items():
             self._fetch_from(leader, keys, wait)
 
-    def _fetch_from(self, leader: int, keys: list[tuple[str, int]], wait_ms: int) -> None:
+    def _fetch_body(self, keys, positions, wait_ms: int) -> dict:
         topics: dict[str, list] = {}
         for topic, partition in keys:
             topics.setdefault(topic, []).append({
                 "partition": partition, "current_leader_epoch": -1,
-                "fetch_offset": self.positions[(topic, partition)], "log_start_offset": -1,
+                "fetch_offset": positions[(topic, partition)], "log_start_offset": -1,
                 "partition_max_bytes": self.max_partition_fetch_bytes})
-        body = {"replica_id": -1, "max_wait_ms": wait_ms, "min_bytes": self.min_bytes,
+        return {"replica_id": -1, "max_wait_ms": wait_ms, "min_bytes": self.min_bytes,
                 "max_bytes": self.fetch_max_bytes, "isolation_level": 0, "session_id": 0,
                 "session_epoch": -1, "topics": [{"topic": t, "partitions": p} for t, p in topics.items()],
                 "forgotten_topics_data": [], "rack_id": ""}
+
+    def _connection(self, leader: int) -> BrokerConnection:
+        """The consumer's own connection to a broker (requests may be left in flight on it)."""
+        conn = self._conns.get(leader)
+        if conn is None:
+            host, port = self.cluster.brokers[leader]
+            conn = self._conns[leader] = BrokerConnection(host, port, self.cluster.request_timeout,
+                                                          self.cluster.client_id)
+        return conn
+
+    def _drop_connection(self, leader: int) -> None:
+        self._inflight.pop(leader, None)
+        conn = self._conns.pop(leader, None)
+        if conn is not None:
+            conn.close()
+
+    def _fetch_from(self, leader: int, keys: list[tuple[str, int]], wait_ms: int) -> None:
+        """One Fetch to a leader.  The answer's batch headers tell where the next fetch starts,
+        so that fetch is sent before this answer is decoded: the broker prepares it while we
+        decode (a pipeline of one request)."""
+        wanted = {key: self.positions[key] for key in keys}
         try:
-            response = self.cluster.request(leader, FETCH, 11, body)
+            inflight = self._inflight.pop(leader, None)
+            if inflight is not None and inflight[1] == wanted:
+                correlation_id = inflight[0]
+            else:
+                if inflight is not None:  # positions changed: that answer is of no use
+                    self._drop_connection(leader)
+                correlation_id = self._connection(leader).send(
+                    FETCH, 11, self._fetch_body(keys, wanted, wait_ms))
+            response = self._connection(leader).receive(FETCH, 11, correlation_id)
         except (OSError, ValueError, KafkaError) as exc:
             log.warning("fetch from broker %d failed: %s; refreshing metadata", leader, exc)
+            self._drop_connection(leader)
             self._refresh_quietly([t for t, _ in keys])
             time.sleep(0.1)
             return
-        for t in response["responses"]:
-            for p in t["partitions"]:
-                self._take(t["topic"], p)
+        partitions = [(t["topic"], p) for t in response["responses"] for p in t["partitions"]]
+        ahead = dict(wanted)
+        clean = True
+        for topic, p in partitions:
+            key = (topic, p["partition_index"])
+            if p["error_code"] or key not in ahead:
+                clean = False
+                break
+            batches = list(split_batches(p["records"])) if p["records"] else []
+            if batches:
+                ahead[key] = max(ahead[key], batches[-1][1].next_offset)
+        if clean and not self._paused.intersection(keys):
+            try:
+                next_id = self._connection(leader).send(FETCH, 11, self._fetch_body(keys, ahead, wait_ms))
+                self._inflight[leader] = (next_id, ahead)
+            except OSError:
+                self._drop_connection(leader)
+        for topic, p in partitions:
+            self._take(topic, p)
 
     def _take(self, topic: str, p: dict) -> None:
         key = (topic, p["partition_index"])
@@ -240,6 +289,8 @@ class Consumer:
             log.warning("metadata refresh failed: %s", exc)
 
     def close(self) -> None:
+        for leader in list(self._conns):
+            self._drop_connection(leader)
         if self._own_cluster:
             self.cluster.close()
 
