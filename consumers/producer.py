@@ -64,6 +64,9 @@ class ProducerClosedError(RuntimeError):
     """send() after close()."""
 
 
+_CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against a batch finishing
+
+
 class _Batch:
     __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
                  "done", "error", "base_offset", "log_append_time", "callbacks")
@@ -111,13 +114,11 @@ class DeliveryFuture:
 
     def add_done_callback(self, fn: Callable[["DeliveryFuture"], None]) -> None:
         batch = self._batch
-        if batch.done.is_set():
-            fn(self)
-        else:
-            batch.callbacks.append((fn, self))
-            if batch.done.is_set() and (fn, self) in batch.callbacks:  # finished meanwhile
-                batch.callbacks.remove((fn, self))
-                fn(self)
+        with _CALLBACKS_LOCK:
+            if batch.callbacks is not None:
+                batch.callbacks.append((fn, self))
+                return
+        fn(self)  # already finished
 
 
 class _Failed(DeliveryFuture):
@@ -126,6 +127,7 @@ class _Failed(DeliveryFuture):
     def __init__(self, topic: str, error: Exception):
         batch = _Batch(topic, -1, 0.0)
         batch.error = error
+        batch.callbacks = None
         batch.done.set()
         super().__init__(batch, 0)
 
@@ -185,7 +187,10 @@ class Producer:
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: list[tuple[str, bytes | None]] | None = None, partition: int | None = None,
              timestamp: int | None = None) -> DeliveryFuture:
-        """Queue a message; its DeliveryFuture resolves once the broker has it."""
+        """Queue a message; its DeliveryFuture resolves once the broker has it.
+
+        The first message to a topic waits (up to ``max_block_ms``) for its metadata; if no
+        broker answers, that raises here (NoBrokersError or the broker's KafkaError)."""
         if self._closed:
             raise ProducerClosedError("the producer is closed")
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
@@ -283,6 +288,12 @@ class Producer:
         for batch in leftovers:
             self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
         self._sender.join(10)
+        with self._lock:  # a send that failed while closing came back after the sender left
+            leftovers = list(self._open.values()) + list(self._ready)
+            self._open.clear()
+            self._ready.clear()
+        for batch in leftovers:
+            self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
         if self._own_cluster:
             self.cluster.close()
 
@@ -329,10 +340,18 @@ class Producer:
         for key, batch in list(self._open.items()):
             if self._flushing or self._closed or now - batch.created >= self.linger:
                 self._seal(batch)
-        ready, later = [], deque()
+        # One batch per partition at a time, oldest first, and none past a batch that waits to
+        # be retried: messages of a partition stay in order even when a send fails.
+        ready, later, busy = [], deque(), set()
         while self._ready:
             batch = self._ready.popleft()
-            (ready if batch.not_before <= now else later).append(batch)
+            key = (batch.topic, batch.partition)
+            if key in busy or batch.not_before > now:
+                busy.add(key)
+                later.append(batch)
+            else:
+                busy.add(key)
+                ready.append(batch)
         self._ready = later
         return ready
 
@@ -404,10 +423,10 @@ class Producer:
         batch.not_before = time.monotonic() + self.retry_backoff
         try:
             self.cluster.refresh([batch.topic])
-        except OSError:
-            pass
+        except Exception as exc:  # brokers or ZooKeeper unreachable: retry later anyway
+            log.debug("metadata refresh failed: %r", exc)
         with self._lock:
-            self._ready.append(batch)
+            self._ready.appendleft(batch)  # ahead of newer batches of the same partition
 
     def _succeed(self, batch: _Batch, base_offset: int, log_append_time: int = -1) -> None:
         batch.base_offset = base_offset
@@ -415,19 +434,20 @@ class Producer:
         self._finish(batch)
 
     def _fail(self, batch: _Batch, error: Exception) -> None:
-        if not batch.done.is_set():
+        if batch.callbacks is not None:  # not finished yet
             batch.error = error
             self._finish(batch)
 
     def _finish(self, batch: _Batch) -> None:
         self._release(batch)
-        batch.done.set()
-        for fn, future in batch.callbacks:
+        with _CALLBACKS_LOCK:
+            callbacks, batch.callbacks = batch.callbacks, None
+            batch.done.set()
+        for fn, future in callbacks or ():
             try:
                 fn(future)
             except Exception:
                 log.exception("a delivery callback failed")
-        batch.callbacks = []
 
     def _release(self, batch: _Batch) -> None:
         with self._lock:

@@ -278,11 +278,11 @@ class Shipper:
         self._closed = True
         timeout = self.stop_timeout if timeout is None else timeout
         try:
-            left = self.producer.flush(timeout)
+            self.producer.flush(timeout)
             for tail in list(self._tails.values()):
                 self._collect(tail)
             unacked = sum(len(t.inflight) for t in self._tails.values())
-            if left or unacked:
+            if unacked:
                 log.warning("%d lines were not acknowledged within %.0f s; they are sent again "
                             "on the next start", unacked, timeout)
             if self._started:
@@ -712,7 +712,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The shipper's options, for ``python -m consumers.shipper`` and ``headrace ship``."""
     parser.add_argument("files", nargs="+", help="files or glob patterns to follow (quote globs)")
     parser.add_argument("--topic", required=True)
-    parser.add_argument("--bootstrap-server", help="host:port[,host:port...] of any broker")
+    parser.add_argument("--bootstrap-server",
+                        help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)")
     parser.add_argument("--zookeeper", help="host:port[/chroot] to find the brokers instead")
     parser.add_argument("--state-file", help="where read positions are kept (JSON); without it "
                                              "a restart starts at the files' ends again")
@@ -728,6 +729,8 @@ def run(args: argparse.Namespace) -> int:
     bad arguments or an unusable state file."""
     bootstrap = getattr(args, "bootstrap_server", None)
     zookeeper = getattr(args, "zookeeper", None)
+    if not bootstrap and not zookeeper:
+        bootstrap = "127.0.0.1:9092"
     state_file = getattr(args, "state_file", None)
     try:
         shipper = Shipper(
@@ -771,8 +774,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.bootstrap_server and not args.zookeeper:
-        parser.error("give --bootstrap-server or --zookeeper")
     return run(args)
 
 
