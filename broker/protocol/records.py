@@ -411,6 +411,7 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
     end = len(data)
     rpos = 0
     new = tuple.__new__
+    topic, partition = prefix if prefix is not None else (None, None)
     try:
         for _ in range(count):
             b = data[rpos]
@@ -428,11 +429,17 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
             b = data[rpos]
             if b < 0x80:
                 ts_delta, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            elif data[rpos + 1] < 0x80:
+                zz = (b & 0x7F) | (data[rpos + 1] << 7)
+                ts_delta, rpos = (zz >> 1) ^ -(zz & 1), rpos + 2
             else:
                 ts_delta, rpos = decode_varint(data, rpos)
             b = data[rpos]
             if b < 0x80:
                 offset_delta, rpos = (b >> 1) ^ -(b & 1), rpos + 1
+            elif data[rpos + 1] < 0x80:
+                zz = (b & 0x7F) | (data[rpos + 1] << 7)
+                offset_delta, rpos = (zz >> 1) ^ -(zz & 1), rpos + 2
             else:
                 offset_delta, rpos = decode_varint(data, rpos)
             b = data[rpos]
@@ -476,11 +483,11 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
                 headers = tuple(items)
             if rpos != record_end:
                 raise CorruptMessageError("record length does not match its fields")
-            ts = log_append_ts if log_append_ts is not None else base_ts + ts_delta
+            ts = base_ts + ts_delta if log_append_ts is None else log_append_ts
             if prefix is None:
                 append(make(base_offset + offset_delta, ts, key, value, headers))
-            else:  # a tuple subclass whose first fields are ``prefix`` (topic, partition)
-                append(new(make, prefix + (base_offset + offset_delta, ts, key, value, headers)))
+            else:  # a tuple subclass whose first fields are (topic, partition)
+                append(new(make, (topic, partition, base_offset + offset_delta, ts, key, value, headers)))
     except IndexError:
         raise CorruptMessageError("record data ends inside a record") from None
     return records
