@@ -308,3 +308,62 @@ def test_every_future_reports_its_own_offset(cluster1):
     assert [f.result().offset for f in futures] == list(range(20_000))
     got = read_all(cluster1.bootstrap, "offsets", 1, 20_000)
     assert [(m.offset, m.value) for m in got] == [(i, b"%d" % i) for i in range(20_000)]
+
+
+def test_acks_0_and_many_threads_sending_at_once(cluster1):
+    import threading
+
+    create_topic(cluster1.brokers[0].port, "threads", 3)
+    producer = Producer(cluster1.bootstrap, acks=0)
+    futures = []
+
+    def work(n):
+        futures.extend(producer.send("threads", b"%d-%d" % (n, i)) for i in range(2000))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    producer.flush()
+    producer.close()
+    assert all(f.result(5).offset == -1 for f in futures)  # acks=0: no offsets come back
+    got = read_all(cluster1.bootstrap, "threads", 3, 8000)
+    assert sorted(m.value for m in got) == sorted(b"%d-%d" % (n, i) for n in range(4) for i in range(2000))
+
+
+def test_unkeyed_messages_skip_partitions_without_a_leader(make_cluster):
+    cluster = make_cluster(3)
+    create_topic(cluster.brokers[0].port, "skip", 6)
+    cluster.broker(3).stop()
+    survivors = f"{cluster.brokers[0].bootstrap},{cluster.brokers[1].bootstrap}"
+    wait_for(lambda: len(Consumer(survivors).cluster.refresh(["skip"])["brokers"]) == 2, 20)
+    with Producer(survivors, linger_ms=1, batch_size=2000, delivery_timeout_ms=10_000) as producer:
+        futures = [producer.send("skip", b"x" * 100) for _ in range(600)]
+        producer.flush()
+        placed = [f.result(5).partition for f in futures]
+    leaders = producer.cluster.topics["skip"]
+    assert {p for p in placed} == {p for p, leader in leaders.items() if leader in (1, 2)}
+
+
+def test_control_batches_and_records_before_the_offset_are_skipped():
+    from broker.protocol.records import build_batch
+    from consumers.consumer import decode_messages
+
+    data = (build_batch([(b"k", b"a"), (b"k", b"b"), (b"k", b"c")], base_offset=10)
+            + build_batch([(None, b"marker")], base_offset=13, control=True)
+            + build_batch([(b"k", b"d")], base_offset=14))
+    messages, next_offset = decode_messages("t", 0, data, 11)
+    assert [(m.offset, m.value) for m in messages] == [(11, b"b"), (12, b"c"), (14, b"d")]
+    assert next_offset == 15
+
+
+def test_offsets_for_times(cluster1):
+    create_topic(cluster1.brokers[0].port, "when", 1)
+    with Producer(cluster1.bootstrap) as producer:
+        for i in range(5):
+            producer.send("when", b"%d" % i, timestamp=1_000_000 + 1000 * i)
+    consumer = Consumer(cluster1.bootstrap)
+    assert consumer.offset_for_time("when", 0, 1_002_500) == 3
+    assert consumer.offset_for_time("when", 0, 9_000_000) == -1
+    consumer.close()
