@@ -62,39 +62,50 @@ Targets: >= 500,000 msgs/s produce with batching, >= 50,000 msgs/s one message p
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import os
-import platform
-import random
-import resource
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Callable, Iterator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka import libversion as librdkafka_version  # noqa: E402
 
-from broker.protocol.records import split_batches  # noqa: E402
-from consumers.client import BrokerConnection  # noqa: E402
-from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port  # noqa: E402
-
-MB = 1_000_000
-MiB = 1 << 20
-VALUE_BYTES = 200
-BROKER_ID = 1
+from benchlib import (  # noqa: E402
+    MB,
+    SATURATED,
+    VALUE_BYTES,
+    BenchmarkError,
+    CpuMeter,
+    MiB,
+    add_output_args,
+    check_delivery,
+    check_log,
+    close_rdkafka_producer,
+    collect_broker_log_problems,
+    create_topics,
+    exit_on_signals,
+    finish,
+    gc_paused,
+    header,
+    machine_bottleneck,
+    payload,
+    platform_meta,
+    print_broker_notes,
+    print_table,
+    run_cleaning_up,
+    running_broker,
+    step,
+)
+from headrace.devcluster import BrokerProcess  # noqa: E402
 
 TARGET_PRODUCE_BATCHED = 500_000
 TARGET_PRODUCE_SINGLE = 50_000
@@ -106,12 +117,6 @@ PAPER_CONSUME = 22_000
 TOPIC_BATCHED = "bench-batched"
 TOPIC_SINGLE = "bench-single"
 TOPIC_SYNC = "bench-single-sync"
-
-SATURATED = 0.85  # a share of one core above which a single-threaded side counts as saturated
-
-
-class BenchmarkError(RuntimeError):
-    """A check of the results failed (lost messages, wrong batching): numbers would be wrong."""
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -136,67 +141,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 # --- CPU accounting ------------------------------------------------------------------------
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_cpu(path: str) -> float:
-    """utime + stime in seconds from a /proc/.../stat file."""
-    with open(path) as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3, "state"
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy, all CPUs (from the "cpu" line of /proc/stat:
-    everything but idle and iowait; guest time is already inside user)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / TICKS
-
-
-def self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread, librdkafka's included
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class CpuMark:
-    wall: float
-    broker: float
-    reactor: float
-    client: float
-    machine: float
-
-
-class CpuMeter:
-    """Reads the broker's and this process's CPU time before and after each test."""
-
-    def __init__(self, broker_pid: int):
-        self.pid = broker_pid
-
-    def mark(self) -> CpuMark:
-        return CpuMark(time.perf_counter(), _stat_cpu(f"/proc/{self.pid}/stat"),
-                       _stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self_cpu(),
-                       machine_busy())
-
-    @staticmethod
-    def between(start: CpuMark, end: CpuMark) -> dict:
-        wall = end.wall - start.wall
-        used = {"wall_s": wall, "broker_cpu_s": end.broker - start.broker,
-                "broker_reactor_cpu_s": end.reactor - start.reactor,
-                "client_cpu_s": end.client - start.client,
-                "machine_busy_cpu_s": end.machine - start.machine}
-        # Everything else that ran meanwhile: ZooKeeper, and whatever else shares the machine.
-        used["other_cpu_s"] = max(0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"]
-                                  - used["client_cpu_s"])
-        for key in ("broker_cpu", "broker_reactor_cpu", "client_cpu", "machine_busy_cpu",
-                    "other_cpu"):
-            used[f"{key}_share"] = used[f"{key}_s"] / wall if wall > 0 else 0.0
-        used["cpus"] = os.cpu_count() or 1
-        used["bottleneck"] = bottleneck(used)
-        return used
-
 
 def bottleneck(used: dict) -> str:
     reactor, client = used["broker_reactor_cpu_share"], used["client_cpu_share"]
@@ -204,86 +148,7 @@ def bottleneck(used: dict) -> str:
         return "broker (reactor thread saturated)"
     if client >= SATURATED:
         return "client (Python loop + librdkafka)"
-    if used["machine_busy_cpu_share"] >= SATURATED * used["cpus"]:
-        if used["other_cpu_share"] >= 0.25:
-            return f"CPUs taken by other processes ({used['other_cpu_share']:.1f} cores)"
-        return "all CPUs busy"
-    return "neither saturated (waiting on round trips)"
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def create_topic(port: int, name: str, partitions: int = 1) -> None:
-    """CreateTopics v4, as tests/conftest.py does it."""
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(19, 4, {
-            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
-                        "assignments": [], "configs": []}],
-            "timeout_ms": 10000, "validate_only": False})
-    code = body["topics"][0]["error_code"]
-    if code != 0:
-        raise BenchmarkError(f"CreateTopics {name}: error code {code}: {body}")
-
-
-def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
-    """Until Metadata shows partition 0 of ``topic`` led by our broker."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
-            body = conn.request(3, 8, {"topics": [{"name": topic}],
-                                       "allow_auto_topic_creation": False})
-        topics = body["topics"]
-        if topics and topics[0]["error_code"] == 0 and any(
-                p["partition_index"] == 0 and p["leader_id"] == BROKER_ID
-                for p in topics[0]["partitions"]):
-            return
-        time.sleep(0.05)
-    raise BenchmarkError(f"topic {topic} has no leader after {timeout} s")
-
-
-def log_end_offset(port: int, topic: str) -> int:
-    """ListOffsets v1 with timestamp -1 (latest) for partition 0."""
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(2, 1, {"replica_id": -1, "topics": [
-            {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
-    entry = body["topics"][0]["partitions"][0]
-    if entry["error_code"] != 0:
-        raise BenchmarkError(f"ListOffsets {topic}: error code {entry['error_code']}")
-    return entry["offset"]
-
-
-def partition_dir(broker: BrokerProcess, topic: str) -> Path:
-    return broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-0"
-
-
-def log_stats(broker: BrokerProcess, topic: str) -> dict:
-    """Bytes and record batches in the partition's segment files, and records they hold."""
-    directory = partition_dir(broker, topic)
-    size = batches = records = 0
-    for segment in sorted(directory.glob("*.log")):
-        data = segment.read_bytes()
-        size += len(data)
-        for _position, header in split_batches(data):
-            batches += 1
-            records += header.record_count
-    return {"log_bytes": size, "batches": batches, "records": records}
-
-
-def payload(seed: int = 7) -> bytes:
-    """One pseudo-random (incompressible) 200-byte value, sent as every message."""
-    return random.Random(seed).randbytes(VALUE_BYTES)
+    return machine_bottleneck(used)
 
 
 # --- 1 and 2: produce ----------------------------------------------------------------------
@@ -327,21 +192,9 @@ def bench_produce(name: str, broker: BrokerProcess, meter: CpuMeter, topic: str,
             after = meter.mark()
         finished = left == 0
     finally:
-        if not finished:  # an error or a signal: drop what is queued, let go of the broker
-            producer.purge()
-            producer.flush(5)
-        close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
-        if close is not None:
-            close()
-    if left:
-        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
-    if errors:
-        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
-    end_offset = log_end_offset(broker.port, topic)
-    stats = log_stats(broker, topic)
-    if end_offset != count or stats["records"] != count:
-        raise BenchmarkError(f"{name}: log end offset {end_offset}, {stats['records']} records "
-                             f"in the log, after producing {count}")
+        close_rdkafka_producer(producer, finished)
+    check_delivery(name, left, errors)
+    stats = check_log(broker, name, topic, count)
     elapsed = end - start
     result = {
         "test": name,
@@ -357,7 +210,7 @@ def bench_produce(name: str, broker: BrokerProcess, meter: CpuMeter, topic: str,
         "requests_per_s": stats["batches"] / elapsed,
         "msgs_per_request": count / max(stats["batches"], 1),
         **stats,
-        "cpu": CpuMeter.between(before, after),
+        "cpu": meter.between(before, after),
     }
     if extra.get("batch.num.messages") == 1 and stats["batches"] != count:
         raise BenchmarkError(f"{name}: {stats['batches']} batches for {count} messages; "
@@ -421,7 +274,7 @@ def bench_consume(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int
         "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
         "mb_per_s": stats["log_bytes"] / elapsed / MB,
         "log_bytes": stats["log_bytes"],
-        "cpu": CpuMeter.between(before, after),
+        "cpu": meter.between(before, after),
     }
     add_target(result, target, paper)
     return result
@@ -513,24 +366,6 @@ def bench_baseline(total_bytes: int, reps: int) -> dict:
 # --- output --------------------------------------------------------------------------------
 
 
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    """Columns padded to their widest cell; the first left-aligned, the others right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def format_row(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
-        )
-
-    print(f"\n{title}")
-    header = format_row(headers)
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(format_row(row))
-
-
 def verdict(result: dict) -> str:
     if "target_met" not in result:
         return "- (informational)"
@@ -618,11 +453,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3, metavar="N",
                         help="runs of each test, each producing to a fresh topic; the best is "
                              "reported, the median beside it (default 3)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (configs, broker log, data)")
-    parser.add_argument("--tmp-dir", metavar="DIR", default=tempfile.gettempdir(),
-                        help="where to make the temporary directory (default: the system's)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     for name in ("messages", "single_messages", "sync_messages"):
         if (getattr(args, name) or 0) < 0:
@@ -632,63 +463,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_system_exit(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    """No second Ctrl-C or SIGTERM may cut the clean-up short."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def step(text: str, fn: Callable[[], object]):
-    print(f"  {text} ...", end="", flush=True)
-    start = time.perf_counter()
-    try:
-        value = fn()
-    except BaseException:
-        print(" failed", flush=True)
-        raise
-    print(f" {time.perf_counter() - start:.1f} s", flush=True)
-    return value
-
-
 def run(settings: Settings, workdir: Path, meta: dict) -> dict:
     results: dict = {"meta": meta}
-    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
-    broker: BrokerProcess | None = None
     reps = settings.reps
-    try:
-        # Own sessions: a Ctrl-C reaches only this script, which stops the broker first.
-        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-             lambda: zookeeper.start(timeout=60, detach=True))
-        broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench",
-                               free_port(), overrides={"num.partitions": "1",
-                                                       "auto.create.topics.enable": "false"})
-        step(f"starting broker {BROKER_ID} on {broker.bootstrap}",
-             lambda: broker.start(timeout=60, detach=True))
-        meta["broker_pid"] = broker.process.pid
+    with running_broker(workdir, meta) as broker:
         topics = {base: [f"{base}-{i}" for i in range(reps)]
                   for base in (TOPIC_BATCHED, TOPIC_SINGLE, TOPIC_SYNC)}
         if not settings.sync_messages:
             del topics[TOPIC_SYNC]
-
-        def make_topics():
-            for names in topics.values():
-                for topic in names:
-                    create_topic(broker.port, topic)
-            for names in topics.values():
-                for topic in names:
-                    wait_for_leader(broker.port, topic)
-
-        step(f"creating {sum(map(len, topics.values()))} one-partition topics", make_topics)
-        meter = CpuMeter(broker.process.pid)
+        create_topics(broker, topics)
+        meter = CpuMeter(broker.process.pid, bottleneck)
         started_log_bytes = broker.log_path.stat().st_size
         rows = []
         times = f" x {reps}" if reps > 1 else ""
@@ -733,57 +517,29 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
         # Read before stopping: the broker's own shutdown logs a warning that is no finding.
         # Start-up (kazoo's first connection is often dropped by a ZooKeeper that answers
         # "ruok" but is not quite serving yet) and the tests are reported apart.
-        text = broker.log_path.read_bytes()
-        for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
-                          ("broker_log_problems", text[started_log_bytes:])):
-            meta[key] = [line for line in part.decode(errors="replace").splitlines()
-                         if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        collect_broker_log_problems(broker, started_log_bytes, meta)
         return results
-    finally:
-        with signals_ignored():
-            if broker is not None:
-                broker.stop()
-            zookeeper.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    signal.signal(signal.SIGTERM, _raise_system_exit)  # so the clean-up runs
-    signal.signal(signal.SIGHUP, _raise_system_exit)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    exit_on_signals()  # so the clean-up runs
     began = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-", dir=Path(args.tmp_dir).resolve()))
     meta = {
         "mode": "quick" if settings.quick else "default",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
+        **platform_meta(),
         "librdkafka": librdkafka_version()[0],
         "value_bytes": VALUE_BYTES,
         "tmp_dir": str(workdir),
     }
-    print(f"headrace broker benchmark ({meta['mode']} mode): Python {meta['python']} on "
-          f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}, "
-          f"librdkafka {meta['librdkafka']}")
+    print(f"{header('broker', meta)}, librdkafka {meta['librdkafka']}")
     print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.")
-    try:
-        results = run(settings, workdir, meta)
-    except KeyboardInterrupt:
-        print("\ninterrupted; broker and ZooKeeper stopped", file=sys.stderr)
-        return 130
-    except (BenchmarkError, KafkaException, RuntimeError) as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        if not args.keep:
-            print("(run with --keep to keep the broker's log)", file=sys.stderr)
-        return 1
-    finally:
-        with signals_ignored():
-            if args.keep:
-                print(f"kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+    results = run_cleaning_up(lambda: run(settings, workdir, meta), workdir, args.keep,
+                              (BenchmarkError, KafkaException, RuntimeError))
+    if isinstance(results, int):
+        return results
 
     rows = results["tests"]
     print_results(rows, results["baseline"])
@@ -792,26 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - began
     missed = [f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
               for r in rows if r.get("target_met") is False]
-    contended = [r["test"] for r in rows if r["cpu"]["other_cpu_share"] >= 0.25]
-    if contended:
-        print(f"\nOther processes used a quarter of a core or more during: {', '.join(contended)}; "
-              "those numbers are low, so rerun on an idle machine before reading much into them.")
-    at_start = meta.get("broker_log_problems_at_start")
-    if at_start:
-        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
-              f"(before the tests), the first: {at_start[0]}")
-    problems = meta.get("broker_log_problems")
-    if problems:
-        print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
-        for line in problems[:10]:
-            print(f"  {line}")
-    print(f"\nTargets missed: {'; '.join(missed) if missed else 'none'}.  "
-          f"Total time {meta['wall_s']:.1f} s.")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
-            out.write("\n")
-        print(f"JSON results written to {args.json}")
+    print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_cpu_share"] >= 0.25])
+    finish(results, missed, "; ", args.json)
     return 0
 
 

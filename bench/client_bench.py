@@ -8,7 +8,7 @@ Run from the repository root::
 
 What is started
 ---------------
-As in ``broker_bench.py`` (whose helpers this script imports): a ZooKeeper from Debian's
+As in ``broker_bench.py`` (both use ``benchlib.py``, next to them): a ZooKeeper from Debian's
 package and ONE broker (broker id 1) on free ports of 127.0.0.1, with configs, logs and data in
 a temporary directory that is removed at the end, also on errors, Ctrl-C, SIGTERM and SIGHUP
 (``--keep`` keeps it).  Every topic has one partition.  Both clients run in this process, the
@@ -75,11 +75,6 @@ the verdict says so.  Missed targets are listed at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -89,26 +84,33 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # broker_bench, next to this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker_bench import (  # noqa: E402
-    BROKER_ID,
+from benchlib import (  # noqa: E402
     MB,
     SATURATED,
     VALUE_BYTES,
     BenchmarkError,
-    create_topic,
+    CpuMeter,
+    add_output_args,
+    check_delivery,
+    check_log,
+    close_rdkafka_producer,
+    collect_broker_log_problems,
+    create_topics,
+    exit_on_signals,
+    finish,
     gc_paused,
-    log_end_offset,
-    log_stats,
-    machine_busy,
+    header,
+    machine_bottleneck,
     payload,
+    platform_meta,
+    print_broker_notes,
     print_table,
-    self_cpu,
-    signals_ignored,
+    run_cleaning_up,
+    running_broker,
     step,
-    wait_for_leader,
 )
 from confluent_kafka import Consumer as RdConsumer  # noqa: E402
 from confluent_kafka import KafkaException, TopicPartition  # noqa: E402
@@ -118,7 +120,7 @@ from confluent_kafka import version as confluent_version  # noqa: E402
 
 from consumers.consumer import Consumer as OurConsumer  # noqa: E402
 from consumers.producer import Producer as OurProducer  # noqa: E402
-from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port  # noqa: E402
+from headrace.devcluster import BrokerProcess  # noqa: E402
 
 OURS, RDKAFKA = "headrace", "confluent-kafka"
 
@@ -153,57 +155,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 # --- CPU accounting ------------------------------------------------------------------------
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_cpu(path: str) -> float:
-    """utime + stime in seconds from a /proc/.../stat file."""
-    with open(path) as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-@dataclass
-class CpuMark:
-    wall: float
-    broker: float
-    reactor: float
-    client: float
-    main: float
-    machine: float
-
-
-class CpuMeter:
-    """The broker's CPU (/proc), this process's (getrusage: all threads) and this thread's
-    (thread_time) before and after a run.  Marks must be taken on the main thread."""
-
-    def __init__(self, broker_pid: int):
-        self.pid = broker_pid
-
-    def mark(self) -> CpuMark:
-        return CpuMark(time.perf_counter(), _stat_cpu(f"/proc/{self.pid}/stat"),
-                       _stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self_cpu(),
-                       time.thread_time(), machine_busy())
-
-    @staticmethod
-    def between(start: CpuMark, end: CpuMark, client: str) -> dict:
-        wall = end.wall - start.wall
-        used = {"wall_s": wall, "broker_cpu_s": end.broker - start.broker,
-                "broker_reactor_cpu_s": end.reactor - start.reactor,
-                "client_cpu_s": end.client - start.client,
-                "client_main_cpu_s": end.main - start.main,
-                "machine_busy_cpu_s": end.machine - start.machine}
-        used["client_other_cpu_s"] = max(0.0, used["client_cpu_s"] - used["client_main_cpu_s"])
-        used["other_cpu_s"] = max(0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"]
-                                  - used["client_cpu_s"])
-        for key in ("broker_cpu", "broker_reactor_cpu", "client_cpu", "client_main_cpu",
-                    "client_other_cpu", "machine_busy_cpu", "other_cpu"):
-            used[f"{key}_share"] = used[f"{key}_s"] / wall if wall > 0 else 0.0
-        used["cpus"] = os.cpu_count() or 1
-        used["bottleneck"] = bottleneck(used, client)
-        return used
-
 
 def bottleneck(used: dict, client: str) -> str:
     reactor, main = used["broker_reactor_cpu_share"], used["client_main_cpu_share"]
@@ -216,23 +167,10 @@ def bottleneck(used: dict, client: str) -> str:
         return "client Python threads (one GIL)"
     if other >= SATURATED:
         return "client background threads"
-    if used["machine_busy_cpu_share"] >= SATURATED * used["cpus"]:
-        if used["other_cpu_share"] >= 0.25:
-            return f"CPUs taken by other processes ({used['other_cpu_share']:.1f} cores)"
-        return "all CPUs busy"
-    return "neither saturated (waiting on round trips)"
+    return machine_bottleneck(used)
 
 
 # --- produce -------------------------------------------------------------------------------
-
-
-def check_log(broker: BrokerProcess, name: str, topic: str, count: int) -> dict:
-    end_offset = log_end_offset(broker.port, topic)
-    stats = log_stats(broker, topic)
-    if end_offset != count or stats["records"] != count:
-        raise BenchmarkError(f"{name}: log end offset {end_offset}, {stats['records']} records "
-                             f"in the log, after producing {count}")
-    return stats
 
 
 def produce_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
@@ -273,10 +211,7 @@ def produce_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
     finally:
         producer.close(None if finished else 0)
     name = f"{OURS} {PRODUCE if every else PRODUCE_LAST}"
-    if left:
-        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
-    if errors:
-        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
+    check_delivery(name, left, errors)
     if every and delivered != count:
         raise BenchmarkError(f"{name}: {delivered} done callbacks for {count} messages")
     last = future.result(0)
@@ -326,17 +261,9 @@ def produce_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: i
             after = meter.mark()
         finished = left == 0
     finally:
-        if not finished:
-            producer.purge()
-            producer.flush(5)
-        close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
-        if close is not None:
-            close()
+        close_rdkafka_producer(producer, finished)
     name = f"{RDKAFKA} {PRODUCE if every else PRODUCE_ERRONLY}"
-    if left:
-        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
-    if errors:
-        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
+    check_delivery(name, left, errors)
     if every and delivered != count:
         raise BenchmarkError(f"{name}: {delivered} delivery reports for {count} messages")
     return produce_result(RDKAFKA, PRODUCE if every else PRODUCE_ERRONLY, broker, topic, count,
@@ -569,11 +496,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "last future; confluent-kafka with delivery.report.only.error)")
     parser.add_argument("--gc", action="store_true",
                         help="leave the garbage collector on during the timed sections")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (configs, broker log, data)")
-    parser.add_argument("--tmp-dir", metavar="DIR", default=tempfile.gettempdir(),
-                        help="where to make the temporary directory (default: the system's)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.messages < 0:
         parser.error("--messages must not be negative")
@@ -585,10 +508,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _version_string(version) -> str:
     """confluent_kafka.version() is a (string, int) tuple in most releases, a string in some."""
     return version[0] if isinstance(version, tuple) else str(version)
-
-
-def _raise_system_exit(signum, _frame):
-    raise SystemExit(128 + signum)
 
 
 def alternate(reps: int, first, second) -> tuple[list[dict], list[dict]]:
@@ -607,32 +526,13 @@ def alternate(reps: int, first, second) -> tuple[list[dict], list[dict]]:
 
 def run(settings: Settings, workdir: Path, meta: dict) -> dict:
     results: dict = {"meta": meta}
-    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
-    broker: BrokerProcess | None = None
     reps, n = settings.reps, settings.messages
-    try:
-        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-             lambda: zookeeper.start(timeout=60, detach=True))
-        broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench",
-                               free_port(), overrides={"num.partitions": "1",
-                                                       "auto.create.topics.enable": "false"})
-        step(f"starting broker {BROKER_ID} on {broker.bootstrap}",
-             lambda: broker.start(timeout=60, detach=True))
-        meta["broker_pid"] = broker.process.pid
+    with running_broker(workdir, meta) as broker:
         kinds = ["ours", "rdkafka"] + (["ours-last", "rdkafka-erronly"] if settings.variants
                                        else [])
         topics = {kind: [f"client-{kind}-{i}" for i in range(reps)] for kind in kinds}
-
-        def make_topics():
-            for names in topics.values():
-                for topic in names:
-                    create_topic(broker.port, topic)
-            for names in topics.values():
-                for topic in names:
-                    wait_for_leader(broker.port, topic)
-
-        step(f"creating {sum(map(len, topics.values()))} one-partition topics", make_topics)
-        meter = CpuMeter(broker.process.pid)
+        create_topics(broker, topics)
+        meter = CpuMeter(broker.process.pid, bottleneck, main_thread=True)
         started_log_bytes = broker.log_path.stat().st_size
         times = f" x {reps}, alternating" if reps > 1 else ""
         rows = []
@@ -665,33 +565,19 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
         main_tests = (PRODUCE, CONSUME)
         results["tests"] = ([r for r in rows if r["test"] in main_tests]
                             + [r for r in rows if r["test"] not in main_tests])
-        text = broker.log_path.read_bytes()
-        for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
-                          ("broker_log_problems", text[started_log_bytes:])):
-            meta[key] = [line for line in part.decode(errors="replace").splitlines()
-                         if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        collect_broker_log_problems(broker, started_log_bytes, meta)
         return results
-    finally:
-        with signals_ignored():
-            if broker is not None:
-                broker.stop()
-            zookeeper.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    signal.signal(signal.SIGTERM, _raise_system_exit)  # so the clean-up runs
-    signal.signal(signal.SIGHUP, _raise_system_exit)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    exit_on_signals()  # so the clean-up runs
     began = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="client-bench-", dir=Path(args.tmp_dir).resolve()))
     meta = {
         "mode": "quick" if settings.quick else "default",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
+        **platform_meta(),
         "confluent_kafka": _version_string(confluent_version()),
         "librdkafka": librdkafka_version()[0],
         "value_bytes": VALUE_BYTES,
@@ -699,27 +585,14 @@ def main(argv: list[str] | None = None) -> int:
         "gc_paused": not settings.gc,
         "tmp_dir": str(workdir),
     }
-    print(f"headrace client benchmark ({meta['mode']} mode): Python {meta['python']} on "
-          f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}, "
-          f"confluent-kafka {meta['confluent_kafka']} (librdkafka {meta['librdkafka']})")
+    print(f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
+          f"(librdkafka {meta['librdkafka']})")
     print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
           f"GC {'on' if settings.gc else 'paused'} while timing.")
-    try:
-        results = run(settings, workdir, meta)
-    except KeyboardInterrupt:
-        print("\ninterrupted; broker and ZooKeeper stopped", file=sys.stderr)
-        return 130
-    except (BenchmarkError, KafkaException, RuntimeError, OSError) as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        if not args.keep:
-            print("(run with --keep to keep the broker's log)", file=sys.stderr)
-        return 1
-    finally:
-        with signals_ignored():
-            if args.keep:
-                print(f"kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+    results = run_cleaning_up(lambda: run(settings, workdir, meta), workdir, args.keep,
+                              (BenchmarkError, KafkaException, RuntimeError, OSError))
+    if isinstance(results, int):
+        return results
 
     rows = results["tests"]
     print_results(rows)
@@ -735,28 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("target_ratio_met") is False:
             missed.append(f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
                           f"(>= {r['target_ratio']:.1f})")
-    contended = [f"{r['client']} {r['test']}" for r in rows
-                 if r["cpu"]["other_cpu_share"] >= 0.25]
-    if contended:
-        print(f"\nOther processes used a quarter of a core or more during: "
-              f"{', '.join(contended)}; those numbers are low, so rerun on an idle machine "
-              "before reading much into them.")
-    at_start = meta.get("broker_log_problems_at_start")
-    if at_start:
-        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
-              f"(before the tests), the first: {at_start[0]}")
-    problems = meta.get("broker_log_problems")
-    if problems:
-        print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
-        for line in problems[:10]:
-            print(f"  {line}")
-    print(f"\nTargets missed: {'; '.join(missed) if missed else 'none'}.  "
-          f"Total time {meta['wall_s']:.1f} s.")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
-            out.write("\n")
-        print(f"JSON results written to {args.json}")
+    print_broker_notes(meta, [f"{r['client']} {r['test']}" for r in rows
+                              if r["cpu"]["other_cpu_share"] >= 0.25])
+    finish(results, missed, "; ", args.json)
     return 0
 
 

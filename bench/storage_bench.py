@@ -56,8 +56,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import gc
-import json
 import logging
 import math
 import os
@@ -69,15 +67,28 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import crc32c
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import (  # noqa: E402
+    MB,
+    VALUE_BYTES,
+    BenchmarkError,
+    MiB,
+    finish,
+    gc_paused,
+    header,
+    platform_meta,
+    print_table,
+    raise_system_exit,
+)
 
 from broker.log.checkpoint import RECOVERY_POINT_FILE, write_checkpoint  # noqa: E402
 from broker.log.config import LogConfig  # noqa: E402
@@ -85,12 +96,8 @@ from broker.log.manager import LogManager  # noqa: E402
 from broker.log.partition import PartitionLog  # noqa: E402
 from broker.protocol.records import build_batch, split_batches  # noqa: E402
 
-KiB = 1024
-MiB = 1024 * KiB
 GiB = 1024 * MiB
-MB = 1_000_000
 
-VALUE_BYTES = 200
 READ_CHUNK = MiB
 TIMESTAMP_MS = 1_700_000_000_000
 
@@ -116,10 +123,6 @@ class WarningCollector(logging.Handler):
         message = record.getMessage()
         if not any(text in message for text in self.EXPECTED):
             self.unexpected[message] = self.unexpected.get(message, 0) + 1
-
-
-class BenchmarkError(RuntimeError):
-    """A check of the library's results failed: the numbers would be meaningless."""
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -191,17 +194,6 @@ def batch_of_one_record(size: int) -> bytes:
 
 
 # --- timing helpers ------------------------------------------------------------------------
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -660,24 +652,6 @@ def _recovery_result(name: str, setup: dict, rechecked: int, reported: int | Non
 # --- output --------------------------------------------------------------------------------
 
 
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    """Columns padded to their widest cell; the first left-aligned, the others right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def format_row(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
-        )
-
-    print(f"\n{title}")
-    header = format_row(headers)
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(format_row(row))
-
-
 def verdict(result: dict) -> str:
     if "target_met" not in result:
         return "-"
@@ -815,15 +789,11 @@ def pin_malloc_thresholds() -> str:
     return "pinned (mmap 16 MiB, trim 128 MiB)" if done else "not pinned (mallopt failed)"
 
 
-def _raise_system_exit(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
     parts = args.only.split(",")
-    signal.signal(signal.SIGTERM, _raise_system_exit)  # so the temporary directory goes too
+    signal.signal(signal.SIGTERM, raise_system_exit)  # so the temporary directory goes too
     warnings = WarningCollector()
     library_log = logging.getLogger("broker")
     library_log.addHandler(warnings)
@@ -838,17 +808,13 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if settings.quick else "default",
         "statistic": "best of N interleaved runs (median of per-pair ratios shown beside it)",
         "reps": settings.reps,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
+        **platform_meta(),
         "crc32c_hardware": getattr(crc32c, "hardware_based", None),
         "malloc_thresholds": malloc,
         "tmp_dir": str(workdir),
         "file_system": fs,
     }
-    print(f"headrace storage benchmark ({meta['mode']} mode): Python {meta['python']} on "
-          f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}")
+    print(header("storage", meta))
     print(f"Data in {workdir} ({fs}); malloc thresholds {malloc}.")
     print("Each ratio compares the library with a raw-syscall baseline run interleaved with it "
           f"in this process; best of {settings.reps} runs per side, median of per-pair ratios "
@@ -885,13 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         for message, count in warnings.unexpected.items():
             print(f"  {count} x {message}")
     meta["unexpected_library_warnings"] = warnings.unexpected
-    print(f"\nTargets missed: {', '.join(missed) if missed else 'none'}.  "
-          f"Total time {meta['wall_s']:.1f} s.")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
-            out.write("\n")
-        print(f"JSON results written to {args.json}")
+    finish(results, missed, ", ", args.json)
     return 0
 
 

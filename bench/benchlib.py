@@ -1,0 +1,433 @@
+"""Pieces the benchmark scripts in this folder share, so that each script holds only its tests.
+
+What is here:
+
+* units and constants (``MB``, ``MiB``, ``VALUE_BYTES``, ``BROKER_ID``, ``SATURATED``) and
+  ``BenchmarkError``, raised when a check of the results fails;
+* timing and output helpers: ``gc_paused``, ``step`` (a progress line with its duration),
+  ``print_table``, ``platform_meta`` / ``header`` (the first line every script prints),
+  ``finish`` (the "Targets missed" line and the ``--json`` file);
+* clean-up: ``raise_system_exit`` and ``exit_on_signals`` (so that SIGTERM / SIGHUP / Ctrl-C
+  run the ``finally`` blocks), ``signals_ignored`` (no second signal cuts a clean-up short),
+  ``run_cleaning_up`` (runs a benchmark in a temporary directory and removes it afterwards),
+  ``add_output_args`` (``--json``, ``--keep``, ``--tmp-dir``);
+* CPU accounting from ``/proc`` and ``getrusage``: ``stat_cpu``, ``machine_busy``,
+  ``self_cpu``, ``CpuMark`` and ``CpuMeter`` (the broker's process and reactor thread, this
+  process, optionally this thread, and the rest of the machine);
+* one real broker: ``running_broker`` (ZooKeeper + broker 1 on free ports of 127.0.0.1),
+  ``create_topics`` / ``create_topic`` / ``wait_for_leader``, ``log_end_offset``,
+  ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``,
+  ``check_delivery`` and ``close_rdkafka_producer`` (the end of a produce run),
+  ``collect_broker_log_problems`` / ``print_broker_notes`` (warnings in the broker's log).
+
+The scripts are run as ``python bench/<name>.py``; they put this folder and the repository
+root on ``sys.path`` before importing this module.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from broker.protocol.records import split_batches
+from consumers.client import BrokerConnection
+from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
+
+MB = 1_000_000
+MiB = 1 << 20
+VALUE_BYTES = 200
+BROKER_ID = 1
+
+SATURATED = 0.85  # a share of one core above which a single-threaded side counts as saturated
+
+
+class BenchmarkError(RuntimeError):
+    """A check of the results failed (lost messages, wrong sizes, wrong batching): the numbers
+    would be meaningless."""
+
+
+# --- timing and output ---------------------------------------------------------------------
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def step(text: str, fn: Callable[[], object]):
+    print(f"  {text} ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        value = fn()
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" {time.perf_counter() - start:.1f} s", flush=True)
+    return value
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell; the first left-aligned, the others right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def format_row(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        )
+
+    print(f"\n{title}")
+    header = format_row(headers)
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(format_row(row))
+
+
+def platform_meta() -> dict:
+    """What every script records about the machine it ran on."""
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def header(name: str, meta: dict) -> str:
+    """The start of the first line every script prints."""
+    return (f"headrace {name} benchmark ({meta['mode']} mode): Python {meta['python']} on "
+            f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}")
+
+
+def finish(results: dict, missed: list[str], separator: str, json_path: str | None) -> None:
+    """The last lines: missed targets and total time; then the JSON file, if asked for."""
+    meta = results["meta"]
+    print(f"\nTargets missed: {separator.join(missed) if missed else 'none'}.  "
+          f"Total time {meta['wall_s']:.1f} s.")
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(results, out, indent=2)
+            out.write("\n")
+        print(f"JSON results written to {json_path}")
+
+
+# --- signals and clean-up ------------------------------------------------------------------
+
+
+def raise_system_exit(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP raise SystemExit and Ctrl-C KeyboardInterrupt, so clean-up runs."""
+    signal.signal(signal.SIGTERM, raise_system_exit)
+    signal.signal(signal.SIGHUP, raise_system_exit)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """No second Ctrl-C or SIGTERM may cut the clean-up short."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def add_output_args(parser) -> None:
+    """--json, --keep and --tmp-dir, as the broker and client benchmarks take them."""
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (configs, broker log, data)")
+    parser.add_argument("--tmp-dir", metavar="DIR", default=tempfile.gettempdir(),
+                        help="where to make the temporary directory (default: the system's)")
+
+
+def run_cleaning_up(run: Callable[[], dict], workdir: Path, keep: bool,
+                    errors: tuple[type[BaseException], ...]) -> dict | int:
+    """``run()``'s results, or the exit code after a failure (``errors``) or Ctrl-C; the
+    temporary directory ``workdir`` is removed in any case unless ``keep``."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print("\ninterrupted; broker and ZooKeeper stopped", file=sys.stderr)
+        return 130
+    except errors as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        if not keep:
+            print("(run with --keep to keep the broker's log)", file=sys.stderr)
+        return 1
+    finally:
+        with signals_ignored():
+            if keep:
+                print(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- CPU accounting ------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stat_cpu(path: str) -> float:
+    """utime + stime in seconds from a /proc/.../stat file."""
+    with open(path) as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3, "state"
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy, all CPUs (from the "cpu" line of /proc/stat:
+    everything but idle and iowait; guest time is already inside user)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread, librdkafka's included
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMark:
+    wall: float
+    broker: float
+    reactor: float
+    client: float
+    main: float | None  # this thread's CPU time, if the meter tracks it
+    machine: float
+
+
+class CpuMeter:
+    """The broker's CPU (/proc: the whole process and its main thread, which runs the reactor),
+    this process's (getrusage: all threads), with ``main_thread`` this thread's (thread_time),
+    and the machine's, before and after a run.  Marks must be taken on the same thread.
+
+    ``bottleneck(used, *args)`` names what limited a run; ``between`` passes it its ``args``.
+    """
+
+    def __init__(self, broker_pid: int, bottleneck: Callable[..., str],
+                 main_thread: bool = False):
+        self.pid = broker_pid
+        self.bottleneck = bottleneck
+        self.main_thread = main_thread
+
+    def mark(self) -> CpuMark:
+        return CpuMark(time.perf_counter(), stat_cpu(f"/proc/{self.pid}/stat"),
+                       stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self_cpu(),
+                       time.thread_time() if self.main_thread else None, machine_busy())
+
+    def between(self, start: CpuMark, end: CpuMark, *args) -> dict:
+        wall = end.wall - start.wall
+        used = {"wall_s": wall, "broker_cpu_s": end.broker - start.broker,
+                "broker_reactor_cpu_s": end.reactor - start.reactor,
+                "client_cpu_s": end.client - start.client}
+        keys = ["broker_cpu", "broker_reactor_cpu", "client_cpu"]
+        if self.main_thread:
+            used["client_main_cpu_s"] = end.main - start.main
+            keys += ["client_main_cpu", "client_other_cpu"]
+        used["machine_busy_cpu_s"] = end.machine - start.machine
+        if self.main_thread:
+            used["client_other_cpu_s"] = max(0.0, used["client_cpu_s"]
+                                             - used["client_main_cpu_s"])
+        # Everything else that ran meanwhile: ZooKeeper, and whatever else shares the machine.
+        used["other_cpu_s"] = max(0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"]
+                                  - used["client_cpu_s"])
+        for key in keys + ["machine_busy_cpu", "other_cpu"]:
+            used[f"{key}_share"] = used[f"{key}_s"] / wall if wall > 0 else 0.0
+        used["cpus"] = os.cpu_count() or 1
+        used["bottleneck"] = self.bottleneck(used, *args)
+        return used
+
+
+def machine_bottleneck(used: dict) -> str:
+    """The verdict when neither the broker nor the client saturated a core."""
+    if used["machine_busy_cpu_share"] >= SATURATED * used["cpus"]:
+        if used["other_cpu_share"] >= 0.25:
+            return f"CPUs taken by other processes ({used['other_cpu_share']:.1f} cores)"
+        return "all CPUs busy"
+    return "neither saturated (waiting on round trips)"
+
+
+# --- one real broker -----------------------------------------------------------------------
+
+
+@contextmanager
+def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
+    """ZooKeeper and broker BROKER_ID on free ports, stopped on leaving, whatever happens."""
+    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
+    broker: BrokerProcess | None = None
+    try:
+        # Own sessions: a Ctrl-C reaches only this script, which stops the broker first.
+        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
+             lambda: zookeeper.start(timeout=60, detach=True))
+        broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench",
+                               free_port(), overrides={"num.partitions": "1",
+                                                       "auto.create.topics.enable": "false"})
+        step(f"starting broker {BROKER_ID} on {broker.bootstrap}",
+             lambda: broker.start(timeout=60, detach=True))
+        meta["broker_pid"] = broker.process.pid
+        yield broker
+    finally:
+        with signals_ignored():
+            if broker is not None:
+                broker.stop()
+            zookeeper.stop()
+
+
+def create_topic(port: int, name: str, partitions: int = 1) -> None:
+    """CreateTopics v4, as tests/conftest.py does it."""
+    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
+        body = conn.request(19, 4, {
+            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
+                        "assignments": [], "configs": []}],
+            "timeout_ms": 10000, "validate_only": False})
+    code = body["topics"][0]["error_code"]
+    if code != 0:
+        raise BenchmarkError(f"CreateTopics {name}: error code {code}: {body}")
+
+
+def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
+    """Until Metadata shows partition 0 of ``topic`` led by our broker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+            body = conn.request(3, 8, {"topics": [{"name": topic}],
+                                       "allow_auto_topic_creation": False})
+        topics = body["topics"]
+        if topics and topics[0]["error_code"] == 0 and any(
+                p["partition_index"] == 0 and p["leader_id"] == BROKER_ID
+                for p in topics[0]["partitions"]):
+            return
+        time.sleep(0.05)
+    raise BenchmarkError(f"topic {topic} has no leader after {timeout} s")
+
+
+def create_topics(broker: BrokerProcess, topics: dict[str, list[str]]) -> None:
+    """Create every topic named in ``topics`` (one partition each), then wait for leaders."""
+
+    def make_topics():
+        for names in topics.values():
+            for topic in names:
+                create_topic(broker.port, topic)
+        for names in topics.values():
+            for topic in names:
+                wait_for_leader(broker.port, topic)
+
+    step(f"creating {sum(map(len, topics.values()))} one-partition topics", make_topics)
+
+
+def log_end_offset(port: int, topic: str) -> int:
+    """ListOffsets v1 with timestamp -1 (latest) for partition 0."""
+    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
+        body = conn.request(2, 1, {"replica_id": -1, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
+    entry = body["topics"][0]["partitions"][0]
+    if entry["error_code"] != 0:
+        raise BenchmarkError(f"ListOffsets {topic}: error code {entry['error_code']}")
+    return entry["offset"]
+
+
+def partition_dir(broker: BrokerProcess, topic: str) -> Path:
+    return broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-0"
+
+
+def log_stats(broker: BrokerProcess, topic: str) -> dict:
+    """Bytes and record batches in the partition's segment files, and records they hold."""
+    directory = partition_dir(broker, topic)
+    size = batches = records = 0
+    for segment in sorted(directory.glob("*.log")):
+        data = segment.read_bytes()
+        size += len(data)
+        for _position, header in split_batches(data):
+            batches += 1
+            records += header.record_count
+    return {"log_bytes": size, "batches": batches, "records": records}
+
+
+def check_log(broker: BrokerProcess, name: str, topic: str, count: int) -> dict:
+    """``log_stats`` of ``topic``, after checking that it and its log end offset hold
+    ``count`` records."""
+    end_offset = log_end_offset(broker.port, topic)
+    stats = log_stats(broker, topic)
+    if end_offset != count or stats["records"] != count:
+        raise BenchmarkError(f"{name}: log end offset {end_offset}, {stats['records']} records "
+                             f"in the log, after producing {count}")
+    return stats
+
+
+def payload(seed: int = 7) -> bytes:
+    """One pseudo-random (incompressible) 200-byte value, sent as every message."""
+    return random.Random(seed).randbytes(VALUE_BYTES)
+
+
+def close_rdkafka_producer(producer, finished: bool) -> None:
+    """After a run: if it did not finish (an error or a signal), drop what is queued; then let
+    go of the broker."""
+    if not finished:
+        producer.purge()
+        producer.flush(5)
+    close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
+    if close is not None:
+        close()
+
+
+def check_delivery(name: str, left: int, errors: list) -> None:
+    if left:
+        raise BenchmarkError(f"{name}: {left} messages still undelivered after flush()")
+    if errors:
+        raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
+
+
+def collect_broker_log_problems(broker: BrokerProcess, started_log_bytes: int,
+                                meta: dict) -> None:
+    """Warning and error lines of the broker's log into ``meta``, those logged while starting
+    (before ``started_log_bytes``) apart from those logged during the tests.  Call it before
+    stopping the broker: its own shutdown logs a warning that is no finding."""
+    text = broker.log_path.read_bytes()
+    for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
+                      ("broker_log_problems", text[started_log_bytes:])):
+        meta[key] = [line for line in part.decode(errors="replace").splitlines()
+                     if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+
+
+def print_broker_notes(meta: dict, contended: list[str]) -> None:
+    """Runs other processes slowed down, and what the broker logged."""
+    if contended:
+        print(f"\nOther processes used a quarter of a core or more during: "
+              f"{', '.join(contended)}; those numbers are low, so rerun on an idle machine "
+              "before reading much into them.")
+    at_start = meta.get("broker_log_problems_at_start")
+    if at_start:
+        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
+              f"(before the tests), the first: {at_start[0]}")
+    problems = meta.get("broker_log_problems")
+    if problems:
+        print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
+        for line in problems[:10]:
+            print(f"  {line}")
