@@ -30,12 +30,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if ``port`` cannot be listened on (a server has it, or a connection uses it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
             return True
-    except OSError:
-        return False
+    return False
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that can all be listened on now."""
+    for _ in range(100):
+        base = free_port()
+        if base + count < 65536 and not any(port_in_use(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def _four_letter(port: int, word: bytes) -> bytes:
@@ -219,7 +231,7 @@ def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: 
     state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
     if zookeeper is None:
         zookeeper_port = zookeeper_port or free_port()
-        if port_open(zookeeper_port):
+        if port_in_use(zookeeper_port):
             raise RuntimeError(f"port {zookeeper_port} is in use; pass --zookeeper host:port to "
                                "use a running ZooKeeper, or --zookeeper-port")
         zk = ZooKeeperProcess(directory / "zookeeper", zookeeper_port)
@@ -233,7 +245,7 @@ def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: 
     try:
         for i in range(1, brokers + 1):
             port = base_port + i - 1 if base_port else free_port()
-            if port_open(port):
+            if port_in_use(port):
                 raise RuntimeError(f"port {port} is in use; choose another --base-port")
             broker = BrokerProcess(directory, i, connect, port)
             try:

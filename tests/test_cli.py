@@ -63,9 +63,10 @@ def test_deploy_examples_are_valid_configurations():
 
 
 def test_cluster_up_and_down_with_an_existing_zookeeper(zookeeper, tmp_path):
-    from conftest import free_port, metadata
+    from conftest import metadata
+    from headrace.devcluster import free_port_run
 
-    base = free_port()
+    base = free_port_run(2)
     run = lambda *a: subprocess.run([sys.executable, "-m", "headrace.cli", "cluster", *a,  # noqa: E731
                                      "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     up = run("up", "--brokers", "2", "--zookeeper", f"{zookeeper.connect}/cli-{base}",

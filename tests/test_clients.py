@@ -174,10 +174,21 @@ class Member:
 
 
 def owners(zk, group, topic) -> dict[int, str]:
+    """Current owner of each partition (a node may vanish between listing and reading)."""
+    from kazoo.exceptions import NoNodeError
+
     path = f"/consumers/{group}/owners/{topic}"
-    if not zk.exists(path):
+    result = {}
+    try:
+        children = zk.get_children(path)
+    except NoNodeError:
         return {}
-    return {int(p): zk.get(f"{path}/{p}")[0].decode() for p in zk.get_children(path)}
+    for p in children:
+        try:
+            result[int(p)] = zk.get(f"{path}/{p}")[0].decode()
+        except NoNodeError:
+            continue
+    return result
 
 
 def settled(zk, group, topic, live: list[str], partitions: int) -> bool:
