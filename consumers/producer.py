@@ -281,21 +281,20 @@ class Producer:
         self.flush(timeout)
         with self._lock:
             self._closed = True
-            leftovers = list(self._open.values()) + list(self._ready)
-            self._open.clear()
-            self._ready.clear()
             self._lock.notify_all()
-        for batch in leftovers:
-            self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
+        self._fail_leftovers()
         self._sender.join(10)
-        with self._lock:  # a send that failed while closing came back after the sender left
-            leftovers = list(self._open.values()) + list(self._ready)
-            self._open.clear()
-            self._ready.clear()
-        for batch in leftovers:
-            self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
+        self._fail_leftovers()  # a send that failed while closing came back after the sender left
         if self._own_cluster:
             self.cluster.close()
+
+    def _fail_leftovers(self) -> None:
+        with self._lock:
+            leftovers = list(self._open.values()) + list(self._ready)
+            self._open.clear()
+            self._ready.clear()
+        for batch in leftovers:
+            self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
 
     def __enter__(self):
         return self

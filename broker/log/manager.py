@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 LOCK_FILE = ".lock"
 DELETE_DIR_SUFFIX = "-delete"
+STRAY_DIR_SUFFIX = "-stray"
 
 
 class LogDirInUseError(RuntimeError):
@@ -224,32 +225,34 @@ class LogManager:
             if t == topic:
                 plog.config = config
 
-    def set_aside_log(self, topic: str, partition: int) -> Path | None:
-        """Stop serving a log without deleting its data: the directory is renamed
-        ``<name>.<id>-stray`` and never loaded again (remove it by hand when sure)."""
+    def _detach(self, topic: str, partition: int, suffix: str, flush: bool) -> Path | None:
+        """Stop serving a partition's log and rename its directory with ``suffix`` (durably);
+        returns the new path, or None if there is no such log."""
         key = (topic, partition)
         plog = self.logs.pop(key, None)
         if plog is None:
             return None
         directory = self._dir_of.pop(key)
-        plog.close()
-        aside = directory / f"{plog.directory.name}.{uuid.uuid4().hex[:8]}-stray"
-        os.replace(plog.directory, aside)
+        if flush:
+            plog.close()
+        else:
+            plog.close_without_flush()
+        target = directory / f"{plog.directory.name}.{uuid.uuid4().hex[:8]}{suffix}"
+        os.replace(plog.directory, target)
         fsync_directory(directory)
-        return aside
+        return target
+
+    def set_aside_log(self, topic: str, partition: int) -> Path | None:
+        """Stop serving a log without deleting its data: the directory is renamed
+        ``<name>.<id>-stray`` and never loaded again (remove it by hand when sure)."""
+        return self._detach(topic, partition, STRAY_DIR_SUFFIX, flush=True)
 
     def delete_log(self, topic: str, partition: int, checkpoint: bool = True) -> bool:
         """Remove a partition's log: renamed ``-delete`` at once, files removed after.  With
         ``checkpoint=False`` the caller writes the checkpoints once after many deletions."""
-        key = (topic, partition)
-        plog = self.logs.pop(key, None)
-        if plog is None:
+        doomed = self._detach(topic, partition, DELETE_DIR_SUFFIX, flush=False)
+        if doomed is None:
             return False
-        directory = self._dir_of.pop(key)
-        plog.close_without_flush()
-        doomed = directory / f"{plog.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
-        os.replace(plog.directory, doomed)
-        fsync_directory(directory)
         # A topic created again under this name must not inherit these offsets after a crash.
         if checkpoint:
             self.checkpoint_recovery_points()
