@@ -124,6 +124,11 @@ class Consumer:
     def resume(self, *partitions: tuple[str, int]) -> None:
         self._paused.difference_update(partitions)
 
+    def buffered(self, topic: str, partition: int) -> bool:
+        """Whether fetched messages of this partition wait to be returned by poll()."""
+        return any(chunk[0].topic == topic and chunk[0].partition == partition
+                   for chunk in self._buffer)
+
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return self.cluster.list_offset(topic, partition, timestamp_ms)
 

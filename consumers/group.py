@@ -76,6 +76,8 @@ class GroupConsumer:
         session_timeout_ms: int = 6000,
         rebalance_backoff_ms: int = 200,
         fetch_max_wait_ms: int = 200,
+        auto_commit: bool = True,
+        on_assign=None,
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
@@ -85,6 +87,11 @@ class GroupConsumer:
         self.reset = _RESETS[auto_offset_reset]
         self.auto_commit_interval = auto_commit_interval_ms / 1000.0
         self.rebalance_backoff = rebalance_backoff_ms / 1000.0
+        # auto_commit=False: offsets are the caller's business (the loaders commit their own
+        # with a compare-and-set); on_assign(owned) runs after the claims and before the
+        # stored offsets are read, so the caller can reconcile them.
+        self.auto_commit = auto_commit
+        self.on_assign = on_assign
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
         self.cluster = ClusterClient(bootstrap_servers, zookeeper if not bootstrap_servers else None)
         self.consumer = Consumer(cluster=self.cluster, fetch_max_wait_ms=fetch_max_wait_ms,
@@ -178,7 +185,8 @@ class GroupConsumer:
     def _rebalance(self) -> None:
         self.state = "rebalancing"
         self.rebalances += 1
-        self.commit()
+        if self.auto_commit:
+            self.commit()
         self._release()
         members = self.zk.get_children(f"{self._base}/ids")
         subscriptions = {}
@@ -203,6 +211,8 @@ class GroupConsumer:
         if not self._claim(wanted):
             return  # the group changed while claiming: the loop rebalances again
         self.owned = wanted
+        if self.on_assign is not None:
+            self.on_assign(wanted)
         assignments = []
         for topic, partitions in wanted.items():
             self.cluster.partitions(topic)
@@ -287,7 +297,7 @@ class GroupConsumer:
         messages = self.consumer.poll(timeout, max_messages)
         for m in messages:
             self._delivered[(m.topic, m.partition)] = m.offset + 1
-        if time.monotonic() - self._last_commit >= self.auto_commit_interval:
+        if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
             self.commit()
         return messages
 
@@ -318,7 +328,8 @@ class GroupConsumer:
             return
         try:
             if self._started and not self._suspended.is_set():
-                self.commit()
+                if self.auto_commit:
+                    self.commit()
                 self._release()
                 try:
                     self.zk.delete(f"{self._base}/ids/{self.consumer_id}")

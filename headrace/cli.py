@@ -6,6 +6,7 @@
     headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
     headrace groups list|describe G         consumer groups: offsets, lag, owners
     headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
+    headrace load --topic T --group G --to URL   load topics into Parquet, each event once
     headrace demo                          the pipeline on a local 3-broker cluster, with kcat
     headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
     headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     from . import clients
 
     clients.add_parsers(sub)
+
+    from loaders import cli as loader_cli
+
+    loader_cli.add_parser(sub)
 
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])

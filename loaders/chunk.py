@@ -1,0 +1,139 @@
+"""A chunk: the unit of commit of one partition, cut only by what is in the data.
+
+A chunk holds the records of offsets [start, next) of one partition, split into one open
+writer per output bucket (event hour, quarantine, dead letters).  It is cut - all its writers
+become files at once and the offset moves to ``next`` - when
+
+- a writer reaches ``max_rows`` records or ``max_bytes`` input bytes (after that record),
+- a record needs a new writer while ``max_open`` writers are open (before that record),
+- the partition reaches the end of the run plan.
+
+Nothing else (no wall clock, no output size, no fetch boundaries) decides a cut, so loading
+the same plan again from the same committed offset rebuilds the same files under the same
+names.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .convert import Converted, concat
+from .layout import DEAD_LETTER, QUARANTINE, bucket_dir, data_file_name
+
+
+class Limits(NamedTuple):
+    max_rows: int = 1_000_000
+    max_bytes: int = 256 * 1024 * 1024
+    max_open: int = 32
+
+
+class ChunkFile(NamedTuple):
+    rel: str          # path under the warehouse root
+    key: int          # bucket key
+    first: int
+    last: int
+    table: pa.Table
+
+
+class _Writer:
+    __slots__ = ("tables", "rows", "bytes", "first", "last")
+
+    def __init__(self):
+        self.tables: list[pa.Table] = []
+        self.rows = self.bytes = 0
+        self.first = self.last = -1
+
+
+class Chunk:
+    """The open chunk of one partition; see the module docstring."""
+
+    def __init__(self, topic: str, partition: int, start: int, limits: Limits):
+        self.topic, self.partition = topic, partition
+        self.start = self.next = start
+        self.limits = limits
+        self.writers: dict[int, _Writer] = {}
+        self.input_bytes = 0
+        self.conflicts = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(w.rows for w in self.writers.values())
+
+    def take(self, messages: list, converted: Converted) -> tuple[int, bool]:
+        """Add messages (in offset order) until a cut is due; returns (how many were taken,
+        whether the chunk must be cut now)."""
+        keys = converted.keys
+        counts = self.writers
+        max_rows, max_bytes, max_open = self.limits
+        taken, cut = len(messages), False
+        sizes = []
+        for i, m in enumerate(messages):
+            key = keys[i]
+            w = counts.get(key)
+            if w is None:
+                if len(counts) >= max_open:
+                    taken, cut = i, True
+                    break
+                w = counts[key] = _Writer()
+            size = len(m.value or b"") + len(m.key or b"")
+            sizes.append(size)
+            w.rows += 1
+            w.bytes += size
+            if w.first < 0:
+                w.first = m.offset
+            w.last = m.offset
+            if w.rows >= max_rows or w.bytes >= max_bytes:
+                taken, cut = i + 1, True
+                break
+        if taken:
+            self._materialise(messages, converted, taken)
+            self.next = messages[taken - 1].offset + 1
+            self.input_bytes += sum(sizes[:taken])
+            if taken == len(messages):
+                self.conflicts += converted.conflicts
+        return taken, cut
+
+    def _materialise(self, messages: list, converted: Converted, taken: int) -> None:
+        rows: dict[int, list[int]] = {}
+        keys, row_of = converted.keys, converted.row_of
+        for i in range(taken):
+            rows.setdefault(keys[i], []).append(row_of[i])
+        for key, picked in rows.items():
+            source = converted.dead if key == DEAD_LETTER else converted.table
+            if len(picked) == source.num_rows and picked[0] == 0 and picked[-1] == len(picked) - 1:
+                part = source
+            elif picked[-1] - picked[0] == len(picked) - 1:
+                part = source.slice(picked[0], len(picked))
+            else:
+                part = source.take(pa.array(picked, pa.int64()))
+            self.writers[key].tables.append(part)
+
+    def files(self) -> list[ChunkFile]:
+        out = []
+        for key, w in sorted(self.writers.items()):
+            if not w.rows:
+                continue
+            rel = f"{self.topic}/{bucket_dir(key)}/{data_file_name(self.topic, self.partition, w.first, w.last)}"
+            out.append(ChunkFile(rel, key, w.first, w.last, concat(w.tables)))
+        return out
+
+    def counts(self) -> dict:
+        by = {"rows": 0, "dead_letters": 0, "quarantined": 0}
+        for key, w in self.writers.items():
+            if key == DEAD_LETTER:
+                by["dead_letters"] += w.rows
+            else:
+                by["rows"] += w.rows
+                if key == QUARANTINE:
+                    by["quarantined"] += w.rows
+        return by
+
+
+def parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=compression)
+    return sink.getvalue()

@@ -1,0 +1,180 @@
+"""The loaders' state in ZooKeeper: run plans, fenced offset commits, inferred schemas.
+
+    /consumers/<group>/offsets/<topic>/<p>         next offset to load (shared with every
+                                                   consumer group, so lag is one tool)
+    /consumers/<group>/owners/<topic>/<p>          the worker that owns the partition
+    /consumers/<group>/loader/plan                 {"created_ms", "partitions": {"t/p": {"end", "ms"}}}
+    /consumers/<group>/loader/schemas/<topic>      {"fields": [[name, type], ...]} (inferred mode)
+
+A plan fixes, per partition, the offset a run loads up to and the time it was taken.  A new
+plan keeps the end of every partition that has not reached it yet, so a run that follows a
+crash rebuilds exactly the chunks the crashed run was building.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
+
+from consumers.consumer import EARLIEST, LATEST
+
+from .convert import merge_schema
+
+
+class LoaderError(RuntimeError):
+    """A load cannot go on; the message says why and what to do."""
+
+
+class GapError(LoaderError):
+    """Offsets were deleted by retention before they were loaded."""
+
+
+class FencedError(LoaderError):
+    """This worker no longer owns the partition, or someone else committed first."""
+
+
+def offset_path(group: str, topic: str, partition: int) -> str:
+    return f"/consumers/{group}/offsets/{topic}/{partition}"
+
+
+def owner_path(group: str, topic: str, partition: int) -> str:
+    return f"/consumers/{group}/owners/{topic}/{partition}"
+
+
+def plan_path(group: str) -> str:
+    return f"/consumers/{group}/loader/plan"
+
+
+def read_offset(zk, group: str, topic: str, partition: int) -> tuple[int | None, int | None]:
+    """(committed offset, node version), or (None, None) when nothing was committed."""
+    try:
+        data, stat = zk.get(offset_path(group, topic, partition))
+    except NoNodeError:
+        return None, None
+    try:
+        return int(data.decode().strip()), stat.version
+    except ValueError as exc:
+        raise LoaderError(f"{offset_path(group, topic, partition)} holds {data!r}, not an offset") from exc
+
+
+def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
+                  version: int | None, consumer_id: str) -> int:
+    """Move the committed offset to ``offset`` if it is still at ``version`` and this
+    ZooKeeper session still owns the partition, in one transaction; returns the new version."""
+    opath, wpath = owner_path(group, topic, partition), offset_path(group, topic, partition)
+    try:
+        owner, ostat = zk.get(opath)
+    except NoNodeError:
+        raise FencedError(f"{topic}-{partition}: no longer owned by {consumer_id}") from None
+    if owner.decode() != consumer_id or ostat.ephemeralOwner != zk.client_id[0]:
+        raise FencedError(f"{topic}-{partition}: now owned by {owner.decode()}, not {consumer_id}")
+    if version is None:
+        zk.ensure_path(wpath.rsplit("/", 1)[0])
+    tx = zk.transaction()
+    tx.check(opath, ostat.version)
+    if version is None:
+        tx.create(wpath, str(offset).encode())
+    else:
+        tx.set_data(wpath, str(offset).encode(), version=version)
+    results = tx.commit()
+    failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+    if failures:
+        raise FencedError(f"{topic}-{partition}: commit of offset {offset} refused "
+                          f"({type(failures[0]).__name__}): another worker moved it or took the partition")
+    return 0 if version is None else version + 1
+
+
+def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = None) -> dict:
+    """Snapshot every partition's end offset and save the plan; partitions that have not
+    reached the end of the previous plan keep it.  Returns the saved plan."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    path = plan_path(group)
+    while True:
+        try:
+            data, stat = zk.get(path)
+            old = json.loads(data)
+            version = stat.version
+        except NoNodeError:
+            old, version = {"partitions": {}}, None
+        parts = {}
+        for topic in topics:
+            for p in cluster.partitions(topic):
+                key = f"{topic}/{p}"
+                committed, _ = read_offset(zk, group, topic, p)
+                previous = old["partitions"].get(key)
+                if previous is not None and committed is not None and committed < previous["end"]:
+                    parts[key] = previous  # unfinished: keep its end, so its chunks repeat
+                else:
+                    parts[key] = {"end": cluster.list_offset(topic, p, LATEST), "ms": now_ms}
+        for key, entry in old["partitions"].items():  # other topics' unfinished entries stay
+            parts.setdefault(key, entry)
+        plan = {"created_ms": now_ms, "partitions": parts}
+        raw = json.dumps(plan, sort_keys=True).encode()
+        try:
+            if version is None:
+                zk.create(path, raw, makepath=True)
+            else:
+                zk.set(path, raw, version=version)
+            return plan
+        except (BadVersionError, NodeExistsError):
+            continue  # another run planned at the same time: plan again over its plan
+
+
+def read_plan(zk, group: str) -> dict:
+    try:
+        data, _ = zk.get(plan_path(group))
+    except NoNodeError:
+        return {"created_ms": 0, "partitions": {}}
+    return json.loads(data)
+
+
+def log_bounds(cluster, topic: str, partition: int) -> tuple[int, int]:
+    return cluster.list_offset(topic, partition, EARLIEST), cluster.list_offset(topic, partition, LATEST)
+
+
+class ZkSchemas:
+    """Inferred schemas shared by every worker of a group, changed only by compare-and-set,
+    so two workers that meet a new field at once settle on one type."""
+
+    declared = False
+
+    def __init__(self, zk, group: str):
+        self.zk = zk
+        self.base = f"/consumers/{group}/loader/schemas"
+        self.cache: dict[str, tuple[dict[str, str], int | None]] = {}
+
+    def _read(self, topic: str) -> tuple[dict[str, str], int | None]:
+        try:
+            data, stat = self.zk.get(f"{self.base}/{topic}")
+        except NoNodeError:
+            return {}, None
+        return dict(json.loads(data)["fields"]), stat.version
+
+    def get(self, topic: str) -> dict[str, str]:
+        if topic not in self.cache:
+            self.cache[topic] = self._read(topic)
+        return self.cache[topic][0]
+
+    def update(self, topic: str, found: dict[str, str]) -> dict[str, str]:
+        current, version = self.cache.get(topic) or self._read(topic)
+        while True:
+            merged = merge_schema(current, found)
+            if merged == current and version is not None:
+                self.cache[topic] = (current, version)
+                return current
+            raw = json.dumps({"fields": list(merged.items())}).encode()
+            try:
+                if version is None:
+                    self.zk.create(f"{self.base}/{topic}", raw, makepath=True)
+                    version = 0
+                else:
+                    version = self.zk.set(f"{self.base}/{topic}", raw, version=version).version
+                self.cache[topic] = (merged, version)
+                return merged
+            except (BadVersionError, NodeExistsError):
+                current, version = self._read(topic)
+
+    def refresh(self) -> None:
+        self.cache.clear()

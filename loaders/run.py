@@ -1,0 +1,314 @@
+"""``headrace load``: plan a run, start the worker processes, report, mark complete hours.
+
+    headrace load --zookeeper 127.0.0.1:2181 --topic access --group warehouse \\
+        --to ./warehouse --workers 2 --format json --time-field ts --until-caught-up
+
+Scheduled mode (``--until-caught-up``, the default): snapshot every partition's end offset
+into the run plan, load exactly up to it, print a summary and exit 0; any failure gives a
+message and a non-zero exit.  ``--follow`` plans again every ``--interval`` seconds and keeps
+loading with the same commit protocol until interrupted.  After a complete run, every
+``dt=/hour=`` directory whose hour ended before the plan was taken gets a ``_SUCCESS`` marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import sys
+import threading
+import time
+
+from kazoo.client import KazooClient
+
+from consumers.cluster import ClusterClient
+
+from .convert import SchemaError, load_declared_schema
+from .layout import HOUR_MS, hour_of_dir
+from .registry import LoaderError, make_plan, read_offset
+from .storage import Storage, StorageError
+from .worker import run_worker, worker_main
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"workers": 1, "format": "json", "time_field": None, "schema_file": None,
+            "max_rows": 1_000_000, "max_bytes": 256 * 1024 * 1024, "max_open_writers": 32,
+            "allow_gaps": False, "follow": False, "interval": 60.0, "storage_options": {},
+            "parquet_compression": "snappy", "session_timeout_ms": 6000,
+            "max_future_ms": 86_400_000, "success_lookback_days": 7, "log_level": "WARNING"}
+
+
+class Stats:
+    """What the workers reported, per partition."""
+
+    FIELDS = ("rows", "dead_letters", "quarantined", "late", "conflicts", "bytes", "written", "files")
+
+    def __init__(self):
+        self.parts: dict[tuple[str, int], dict] = {}
+        self.recovered: list[dict] = []
+        self.gaps: list[dict] = []
+        self.errors: list[str] = []
+
+    def add(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "error":
+            self.errors.append(f"worker {event['worker']}: {event['message']}")
+            return
+        if kind == "recovered":
+            self.recovered.append(event)
+            return
+        if kind == "gap":
+            self.gaps.append(event)
+            return
+        if kind != "chunk":
+            return
+        key = (event["topic"], event["partition"])
+        p = self.parts.setdefault(key, {f: 0 for f in self.FIELDS} | {"first": None, "next": None})
+        for f in self.FIELDS:
+            p[f] += event.get(f, 0)
+        p["first"] = event["first"] if p["first"] is None else min(p["first"], event["first"])
+        p["next"] = event["next"] if p["next"] is None else max(p["next"], event["next"])
+
+    def total(self, field: str) -> int:
+        return sum(p[field] for p in self.parts.values())
+
+
+def load(config: dict, out=sys.stdout, err=sys.stderr) -> int:
+    """Run a load; returns the exit status."""
+    config = DEFAULTS | {k: v for k, v in config.items() if v is not None}
+    started = time.monotonic()
+    try:
+        store = Storage(config["url"], config["storage_options"])
+        store.list_dirs("")  # fail now, not in every worker, if the warehouse is unreachable
+        if config["schema_file"]:
+            load_declared_schema(config["schema_file"])
+        if config["workers"] < 1:
+            raise LoaderError("--workers must be at least 1")
+    except (StorageError, SchemaError, LoaderError) as exc:
+        print(f"headrace load: {exc}", file=err)
+        return 2
+    zk = KazooClient(hosts=config["zookeeper"], timeout=10)
+    try:
+        zk.start(timeout=15)
+    except Exception as exc:
+        print(f"headrace load: cannot reach ZooKeeper at {config['zookeeper']}: {exc}", file=err)
+        return 2
+    cluster = ClusterClient(zookeeper=config["zookeeper"], client_id="headrace-loader")
+    try:
+        for topic in config["topics"]:
+            if not zk.exists(f"/brokers/topics/{topic}"):
+                print(f"headrace load: unknown topic {topic!r}", file=err)
+                return 2
+        plan = make_plan(zk, cluster, config["group"], config["topics"])
+        begin = {}
+        for name, entry in plan["partitions"].items():
+            topic, p = name.rsplit("/", 1)
+            if topic in config["topics"]:
+                committed, _ = read_offset(zk, config["group"], topic, int(p))
+                begin[(topic, int(p))] = (committed, entry["end"])
+        total = sum(end - (c or 0) for c, end in begin.values() if c is None or c < end)
+        stats, status = _supervise(config, zk, cluster, total, err)
+        complete, lag = _progress_left(zk, cluster, config)
+        if complete and not config["follow"]:
+            marked = mark_complete_hours(store, config, read_plan_partitions(zk, config))
+        else:
+            marked = 0
+        _summary(out, stats, lag, marked, time.monotonic() - started)
+        for message in stats.errors:
+            print(f"headrace load: {message}", file=err)
+        if not complete and not config["follow"]:
+            left = sum(v for v in lag.values() if v > 0)
+            print(f"headrace load: the run did not finish its plan ({left} messages left); "
+                  "run it again to resume from the committed offsets", file=err)
+            return 1
+        return status
+    except (LoaderError, StorageError) as exc:
+        print(f"headrace load: {exc}", file=err)
+        return 1
+    finally:
+        cluster.close()
+        zk.stop()
+        zk.close()
+
+
+def read_plan_partitions(zk, config) -> dict:
+    from .registry import read_plan
+
+    return read_plan(zk, config["group"])["partitions"]
+
+
+def _supervise(config: dict, zk, cluster, total: int, err) -> tuple[Stats, int]:
+    if Storage(config["url"], config["storage_options"]).protocol == "memory":
+        # memory:// lives inside one process: its workers are threads of this one.
+        events = queue_module.Queue()
+        stop_event = threading.Event()
+        procs = [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        events = ctx.Queue()
+        procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid()), daemon=True)
+                 for i in range(config["workers"])]
+    stats = Stats()
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    tty = err.isatty()
+    t0 = time.monotonic()
+    next_plan = time.monotonic() + config["interval"]
+    try:
+        for p in procs:
+            p.start()
+        while True:
+            try:
+                stats.add(events.get(timeout=0.2))
+                while True:
+                    stats.add(events.get_nowait())
+            except queue_module.Empty:
+                pass
+            if tty:
+                done = stats.total("rows") + stats.total("dead_letters")
+                rate = done / max(time.monotonic() - t0, 1e-9)
+                pct = f" ({100 * done / total:.0f}%)" if total and not config["follow"] else ""
+                print(f"\rloading: {done:,}{'' if config['follow'] else f' / {total:,}'} events{pct}, "
+                      f"{rate:,.0f}/s   ", end="", file=err, flush=True)
+            if stopping:
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+            if config["follow"] and time.monotonic() >= next_plan and not stopping:
+                next_plan = time.monotonic() + config["interval"]
+                mark_complete_hours(Storage(config["url"], config["storage_options"]), config,
+                                    read_plan_partitions(zk, config), only_complete=True, zk=zk)
+                make_plan(zk, cluster, config["group"], config["topics"])
+            if not any(p.is_alive() for p in procs):
+                break
+            if stats.errors and not config["follow"]:
+                for p in procs:  # one worker failed: the run has failed; stop the rest
+                    if p.is_alive():
+                        p.terminate()
+        for p in procs:
+            p.join()
+        try:
+            while True:
+                stats.add(events.get_nowait())
+        except queue_module.Empty:
+            pass
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if tty:
+            print(file=err)
+    status = 0
+    for i, p in enumerate(procs):
+        if p.exitcode not in (0, None) and not stopping:
+            if p.exitcode < 0:
+                stats.errors.append(f"worker {i} was killed by signal {-p.exitcode}")
+            status = 1
+    if stats.errors:
+        status = 1
+    if stopping:
+        status = 130 if stopping[0] == signal.SIGINT else 143
+    return stats, status
+
+
+class _ThreadWorker(threading.Thread):
+    """A worker as a thread, with the bits of multiprocessing.Process that _supervise uses."""
+
+    def __init__(self, config, events, index, stop_event):
+        super().__init__(name=f"loader-worker-{index}", daemon=True)
+        self.args = (config, events, index)
+        self.stop_event = stop_event
+        self.exitcode = None
+
+    def run(self):
+        self.exitcode = run_worker(*self.args, parent_pid=None, stop_event=self.stop_event)
+
+    def terminate(self):
+        self.stop_event.set()
+
+
+def _progress_left(zk, cluster, config) -> tuple[bool, dict]:
+    """Whether every partition of the plan reached its end, and the lag left per partition
+    (log end now minus committed)."""
+    plan = read_plan_partitions(zk, config)
+    complete = True
+    lag = {}
+    for topic in config["topics"]:
+        for p in cluster.partitions(topic):
+            committed, _ = read_offset(zk, config["group"], topic, p)
+            entry = plan.get(f"{topic}/{p}")
+            if entry is not None and (committed is None or committed < entry["end"]):
+                complete = False
+            try:
+                end = cluster.list_offset(topic, p, -1)
+            except Exception:
+                end = committed or 0
+            lag[(topic, p)] = end - (committed or 0)
+    return complete, lag
+
+
+def mark_complete_hours(store: Storage, config: dict, plan_parts: dict, only_complete=False, zk=None) -> int:
+    """Write ``_SUCCESS`` into every hour directory that ended before each partition of its
+    topic was loaded past it; returns how many markers were written."""
+    marked = 0
+    for topic in config["topics"]:
+        entries = [(name, e) for name, e in plan_parts.items() if name.rsplit("/", 1)[0] == topic]
+        if not entries:
+            continue
+        if only_complete:
+            for name, e in entries:
+                t, p = name.rsplit("/", 1)
+                committed, _ = read_offset(zk, config["group"], t, int(p))
+                if committed is None or committed < e["end"]:
+                    return marked  # not every partition is past the plan yet
+        watermark = min(e["ms"] for _, e in entries)
+        oldest = watermark - config["success_lookback_days"] * 86_400_000
+        for day in store.list_dirs(topic):
+            if not day.startswith("dt="):
+                continue
+            for hour in store.list_dirs(f"{topic}/{day}"):
+                key = hour_of_dir(f"{day}/{hour}")
+                if key is None or (key + 1) * HOUR_MS > watermark or (key + 1) * HOUR_MS < oldest:
+                    continue
+                rel = f"{topic}/{day}/{hour}/_SUCCESS"
+                if not store.exists(rel):
+                    store.write_small(rel, b"", f"_headrace/{config['group']}/tmp")
+                    marked += 1
+    return marked
+
+
+def _summary(out, stats: Stats, lag: dict, marked: int, seconds: float) -> None:
+    header = ("topic", "part", "rows", "dead", "quarantined", "late", "conflicts", "input bytes",
+              "files", "offsets", "lag left")
+    rows = []
+    for (topic, p) in sorted(set(stats.parts) | set(lag)):
+        s = stats.parts.get((topic, p))
+        if s is None:
+            rows.append((topic, str(p), "0", "0", "0", "0", "0", "0", "0", "-", f"{lag.get((topic, p), 0):,}"))
+            continue
+        rows.append((topic, str(p), f"{s['rows']:,}", f"{s['dead_letters']:,}", f"{s['quarantined']:,}",
+                     f"{s['late']:,}", f"{s['conflicts']:,}", f"{s['bytes']:,}", f"{s['files']:,}",
+                     f"{s['first']}-{s['next'] - 1}" if s["next"] > s["first"] else "-",
+                     f"{lag.get((topic, p), 0):,}"))
+    rows.append(("total", "", f"{stats.total('rows'):,}", f"{stats.total('dead_letters'):,}",
+                 f"{stats.total('quarantined'):,}", f"{stats.total('late'):,}",
+                 f"{stats.total('conflicts'):,}", f"{stats.total('bytes'):,}",
+                 f"{stats.total('files'):,}", "", f"{sum(v for v in lag.values() if v > 0):,}"))
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
+              file=out)
+    loaded = stats.total("rows") + stats.total("dead_letters")
+    print(f"loaded {loaded:,} events in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f}/s); "
+          f"{marked} hour(s) marked _SUCCESS", file=out)
+    for r in stats.recovered:
+        print(f"recovered: {r['topic']}-{r['partition']} offsets {r['first']}-{r['next'] - 1} were "
+              "published by an interrupted run; committed without writing them again", file=out)
+    for g in stats.gaps:
+        print(f"GAP: {g['topic']}-{g['partition']} offsets {g['first']}-{g['next'] - 1} were deleted "
+              "before they were loaded (skipped with --allow-gaps)", file=out)

@@ -1,0 +1,373 @@
+"""One loader worker: a member of the group that turns its partitions into Parquet files.
+
+The commit protocol, per chunk of a partition (offsets [first, next)):
+
+1. write a manifest ``<first>-<next>.json`` naming every file of the chunk;
+2. publish each file atomically (rename, or one whole-object write);
+3. move ``/consumers/<group>/offsets/<topic>/<p>`` from ``first`` to ``next`` with a
+   compare-and-set that also checks, in the same transaction, that this worker's ZooKeeper
+   session still owns the partition;
+4. delete the manifest.
+
+Reconciling (after every rebalance, before fetching): a manifest that starts at the committed
+offset and whose files all exist is a chunk published by a worker that died before step 3 -
+the offset is moved past it, nothing is written again; a manifest whose files are not all
+there is a chunk that died in step 2 - its files are deleted and the chunk is built again;
+manifests before the committed offset are leftovers of step 4 and are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+from broker.protocol.errors import KafkaError, OffsetOutOfRangeError
+from consumers.group import GroupConsumer
+
+from .chunk import Chunk, Limits, parquet_bytes
+from .convert import DAY_MS, Converter, FixedSchemas, ValueFormat, load_declared_schema
+from .layout import QUARANTINE, DEAD_LETTER, bucket_dir, manifest_dir, manifest_name, parse_manifest_name, tmp_dir
+from .registry import (
+    FencedError,
+    GapError,
+    LoaderError,
+    ZkSchemas,
+    commit_offset,
+    log_bounds,
+    read_offset,
+    read_plan,
+)
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """See the module docstring.  ``config`` is the dict ``loaders.run`` builds; ``report``
+    receives one dict per committed chunk (and per recovered chunk or gap)."""
+
+    def __init__(self, config: dict, report=lambda event: None, parent_pid: int | None = None,
+                 stop_event=None):
+        self.config = config
+        self.stop_event = stop_event
+        self.report = report
+        self.parent_pid = parent_pid
+        self.group_name = config["group"]
+        self.topics = config["topics"]
+        self.store = Storage(config["url"], config.get("storage_options"))
+        self.limits = Limits(config["max_rows"], config["max_bytes"], config["max_open_writers"])
+        self.follow = config.get("follow", False)
+        self.allow_gaps = config.get("allow_gaps", False)
+        self.max_future_ms = config.get("max_future_ms", DAY_MS)
+        self.compression = config.get("parquet_compression", "snappy")
+        consumer_id = f"{self.group_name}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.group = GroupConsumer(
+            self.group_name, self.topics, config["zookeeper"], consumer_id=consumer_id,
+            auto_offset_reset="smallest", session_timeout_ms=config.get("session_timeout_ms", 6000),
+            rebalance_backoff_ms=200, fetch_max_wait_ms=200, auto_commit=False,
+            on_assign=self._on_assign)
+        self.group.consumer.auto_offset_reset = "earliest" if self.allow_gaps else "none"
+        self.group.consumer.max_partition_fetch_bytes = 4 * 1024 * 1024
+        self.zk = self.group.zk
+        self.cluster = self.group.cluster
+        if config.get("schema_file"):
+            schemas = FixedSchemas(load_declared_schema(config["schema_file"]))
+        else:
+            schemas = ZkSchemas(self.zk, self.group_name)
+        self.converter = Converter(ValueFormat(config.get("format", "json")), schemas,
+                                   config.get("time_field"))
+        self.plan: dict[tuple[str, int], tuple[int, int]] = {}
+        self.chunks: dict[tuple[str, int], Chunk] = {}
+        self.versions: dict[tuple[str, int], int | None] = {}
+        self.finished: set[tuple[str, int]] = set()
+        self._plan_changed = False
+        self._success_dirs: set[str] = set()
+        self.tmp = tmp_dir("", self.group_name).lstrip("/")
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.group.start()
+        if self.follow:
+            from kazoo.recipe.watchers import DataWatch
+
+            DataWatch(self.zk, f"/consumers/{self.group_name}/loader/plan", self._on_plan)
+        last_done_check = 0.0
+        try:
+            while True:
+                if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                    log.warning("the load's parent process is gone; this worker stops")
+                    return
+                if self.stop_event is not None and self.stop_event.is_set():
+                    return
+                try:
+                    messages = self.group.poll(0.3, max_messages=200_000)
+                except OffsetOutOfRangeError as exc:
+                    raise GapError(f"{exc}: data was deleted by retention before it was loaded; "
+                                   "rerun with --allow-gaps to skip it") from exc
+                if messages:
+                    self._feed_all(messages)
+                self._finish_reached()
+                if self._plan_changed:
+                    self._extend_plan()
+                if not self.follow and self.group.owned is not None and self._all_mine_finished():
+                    now = time.monotonic()
+                    if now - last_done_check >= 0.3:
+                        last_done_check = now
+                        if self._plan_complete():
+                            return
+        finally:
+            self.group.close()
+
+    def _feed_all(self, messages: list) -> None:
+        by_partition: dict[tuple[str, int], list] = {}
+        for m in messages:
+            by_partition.setdefault((m.topic, m.partition), []).append(m)
+        for key, batch in by_partition.items():
+            if key in self.chunks:
+                self._feed(key, batch)
+
+    def _feed(self, key: tuple[str, int], messages: list) -> None:
+        end, plan_ms = self.plan.get(key, (-1, 0))
+        chunk = self.chunks[key]
+        if messages[0].offset < chunk.next or messages[-1].offset >= end:
+            messages = [m for m in messages if chunk.next <= m.offset < end]
+        max_event_ms = plan_ms + self.max_future_ms
+        while messages:
+            converted = self.converter.convert(key[0], key[1], messages, max_event_ms)
+            taken, cut = chunk.take(messages, converted)
+            if cut:
+                chunk = self._cut(key, chunk.next)
+                if chunk is None:
+                    return  # the partition was lost; the group rebalances
+            messages = messages[taken:]
+
+    def _finish_reached(self) -> None:
+        consumer = self.group.consumer
+        for key, chunk in list(self.chunks.items()):
+            if key in self.finished:
+                continue
+            end = self.plan.get(key, (-1, 0))[0]
+            if key not in consumer.positions:
+                continue
+            if consumer.position(*key) >= end and not consumer.buffered(*key):
+                if chunk.next < end or chunk.writers:
+                    self._cut(key, end)
+                self.finished.add(key)
+                consumer.pause(key)
+
+    def _all_mine_finished(self) -> bool:
+        return all(key in self.finished for key in self.chunks)
+
+    def _plan_complete(self) -> bool:
+        plan = read_plan(self.zk, self.group_name)["partitions"]
+        for topic in self.topics:
+            for p in self.cluster.partitions(topic):
+                entry = plan.get(f"{topic}/{p}")
+                if entry is None:
+                    continue
+                committed, _ = read_offset(self.zk, self.group_name, topic, p)
+                if committed is None or committed < entry["end"]:
+                    return False
+        return True
+
+    def _on_plan(self, data, stat, event=None):
+        self._plan_changed = True
+
+    def _extend_plan(self) -> None:
+        self._plan_changed = False
+        self._load_plan()
+        consumer = self.group.consumer
+        for key in list(self.finished):
+            end = self.plan.get(key, (-1, 0))[0]
+            if end > self.chunks[key].next:
+                self.finished.discard(key)
+                consumer.seek(key[0], key[1], self.chunks[key].next)
+                consumer.resume(key)
+
+    # --- commit protocol -----------------------------------------------------------------
+
+    def _cut(self, key: tuple[str, int], next_offset: int) -> Chunk | None:
+        """Publish the chunk's files and commit ``next_offset``; returns the next chunk, or
+        None when the partition turned out to belong to another worker now."""
+        topic, partition = key
+        chunk = self.chunks[key]
+        files = chunk.files()
+        started = time.monotonic()
+        mdir = manifest_dir("", self.group_name, topic, partition).lstrip("/")
+        mrel = f"{mdir}/{manifest_name(chunk.start, next_offset)}"
+        try:
+            return self._publish_and_commit(key, chunk, files, next_offset, mrel, started)
+        except FencedError as exc:
+            log.warning("%s; giving the partition up", exc)
+            self._drop(key)
+            return None
+
+    def _publish_and_commit(self, key, chunk, files, next_offset, mrel, started) -> Chunk:
+        topic, partition = key
+        written = late = 0
+        if files:
+            manifest = {"topic": topic, "partition": partition, "first": chunk.start,
+                        "next": next_offset, "files": [f.rel for f in files],
+                        "worker": self.group.consumer_id}
+            self._check_owner(key)
+            self.store.write_small(mrel, json.dumps(manifest).encode(), self.tmp)
+            for f in files:
+                data = parquet_bytes(f.table, self.compression)
+                if f.key not in (QUARANTINE, DEAD_LETTER) and self._hour_complete(topic, f.key):
+                    late += f.table.num_rows
+                self.store.publish(f.rel, data, self.tmp)
+                written += len(data)
+        self.versions[key] = commit_offset(self.zk, self.group_name, topic, partition, next_offset,
+                                           self.versions.get(key), self.group.consumer_id)
+        if files:
+            try:
+                self.store.delete(mrel)
+            except OSError as exc:  # harmless: deleted when the next worker reconciles
+                log.warning("cannot delete manifest %s: %s", mrel, exc)
+        counts = chunk.counts()
+        self.report({"type": "chunk", "topic": topic, "partition": partition, "first": chunk.start,
+                     "next": next_offset, "files": len(files), "bytes": chunk.input_bytes,
+                     "written": written, "late": late, "conflicts": chunk.conflicts,
+                     "seconds": time.monotonic() - started, **counts})
+        new = self.chunks[key] = Chunk(topic, partition, next_offset, self.limits)
+        return new
+
+    def _hour_complete(self, topic: str, key: int) -> bool:
+        rel = f"{topic}/{bucket_dir(key)}/_SUCCESS"
+        if rel in self._success_dirs:
+            return True
+        if self.store.exists(rel):
+            self._success_dirs.add(rel)
+            return True
+        return False
+
+    def _check_owner(self, key: tuple[str, int]) -> None:
+        from .registry import owner_path
+
+        try:
+            owner, stat = self.zk.get(owner_path(self.group_name, *key))
+        except Exception as exc:
+            raise FencedError(f"{key[0]}-{key[1]}: cannot confirm ownership ({exc})") from exc
+        if owner.decode() != self.group.consumer_id or stat.ephemeralOwner != self.zk.client_id[0]:
+            self._drop(key)
+            raise FencedError(f"{key[0]}-{key[1]}: owned by {owner.decode()} now")
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        self.chunks.pop(key, None)
+        self.finished.discard(key)
+        self.group._dirty.set()  # rebalance before the next fetch
+
+    # --- reconciling ---------------------------------------------------------------------
+
+    def _load_plan(self) -> None:
+        plan = read_plan(self.zk, self.group_name)["partitions"]
+        self.plan = {}
+        for name, entry in plan.items():
+            topic, p = name.rsplit("/", 1)
+            self.plan[(topic, int(p))] = (entry["end"], entry["ms"])
+
+    def _on_assign(self, owned: dict[str, list[int]]) -> None:
+        self.chunks.clear()
+        self.finished.clear()
+        self.versions.clear()
+        if isinstance(self.converter.schemas, ZkSchemas):
+            self.converter.schemas.refresh()
+        self._load_plan()
+        consumer = self.group.consumer
+        consumer.resume(*list(consumer._paused))
+        for topic, partitions in owned.items():
+            for p in partitions:
+                key = (topic, p)
+                try:
+                    committed = self._reconcile(topic, p)
+                except FencedError as exc:
+                    log.warning("%s; rebalancing again", exc)
+                    self.group._dirty.set()
+                    continue
+                self.chunks[key] = Chunk(topic, p, committed, self.limits)
+                if committed >= self.plan.get(key, (-1, 0))[0]:
+                    self.finished.add(key)
+                    consumer.pause(key)
+
+    def _reconcile(self, topic: str, partition: int) -> int:
+        """Settle the committed offset of a partition this worker now owns; see the module
+        docstring.  Returns the offset to load from."""
+        key = (topic, partition)
+        committed, version = read_offset(self.zk, self.group_name, topic, partition)
+        start, end = log_bounds(self.cluster, topic, partition)
+        if committed is None:
+            committed = start
+            version = commit_offset(self.zk, self.group_name, topic, partition, committed, None,
+                                    self.group.consumer_id)
+        self.versions[key] = version
+        mdir = manifest_dir("", self.group_name, topic, partition).lstrip("/")
+        found = sorted(filter(None, (parse_manifest_name(n) for n in self.store.list_names(mdir))))
+        for first, next_offset in found:
+            rel = f"{mdir}/{manifest_name(first, next_offset)}"
+            if first < committed:  # committed already; only the manifest was left behind
+                self.store.delete(rel)
+                continue
+            manifest = json.loads(self.store.read(rel))
+            present = [f for f in manifest["files"] if self.store.exists(f)]
+            if first == committed and len(present) == len(manifest["files"]):
+                version = commit_offset(self.zk, self.group_name, topic, partition, next_offset,
+                                        version, self.group.consumer_id)
+                self.versions[key] = version
+                log.warning("%s-%d: chunk %d-%d was published but not committed; moved the "
+                            "offset past it", topic, partition, first, next_offset - 1)
+                self.report({"type": "recovered", "topic": topic, "partition": partition,
+                             "first": first, "next": next_offset, "files": len(present)})
+                committed = next_offset
+            else:  # a chunk that never finished publishing: it is built again
+                for f in present:
+                    self.store.delete(f)
+                log.warning("%s-%d: removed %d file(s) of unfinished chunk %d-%d", topic, partition,
+                            len(present), first, next_offset - 1)
+            self.store.delete(rel)
+        if committed < start:
+            gap = f"{topic}-{partition}: offsets {committed}..{start - 1} ({start - committed} " \
+                  f"messages) were deleted by retention before they were loaded"
+            if not self.allow_gaps:
+                raise GapError(gap + "; rerun with --allow-gaps to skip them")
+            log.error("GAP: %s; skipped (--allow-gaps)", gap)
+            self.versions[key] = commit_offset(self.zk, self.group_name, topic, partition, start,
+                                               self.versions[key], self.group.consumer_id)
+            self.report({"type": "gap", "topic": topic, "partition": partition,
+                         "first": committed, "next": start})
+            committed = start
+        if committed > end:
+            raise LoaderError(
+                f"{topic}-{partition}: the committed offset {committed} is past the log end {end} "
+                f"(was the topic re-created or its log truncated?); set "
+                f"/consumers/{self.group_name}/offsets/{topic}/{partition} by hand")
+        return committed
+
+
+def run_worker(config: dict, queue, index: int, parent_pid: int | None = None, stop_event=None) -> int:
+    """Run one worker to the end; failures are reported on ``queue``.  Returns an exit status."""
+    try:
+        Worker(config, report=queue.put, parent_pid=parent_pid, stop_event=stop_event).run()
+    except (LoaderError, OSError, KafkaError, ValueError) as exc:
+        queue.put({"type": "error", "worker": index, "message": str(exc)})
+        return 1
+    except Exception as exc:  # a bug: say so plainly
+        log.exception("worker %d failed", index)
+        queue.put({"type": "error", "worker": index, "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    queue.put({"type": "done", "worker": index})
+    return 0
+
+
+def worker_main(config: dict, queue, index: int, parent_pid: int) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn)."""
+    import sys
+
+    logging.basicConfig(level=config.get("log_level", "WARNING"),
+                        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kazoo").setLevel(logging.ERROR)
+    sys.exit(run_worker(config, queue, index, parent_pid))
