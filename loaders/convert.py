@@ -126,8 +126,9 @@ def _coerce(value, kind: str):
     if kind == "int64":
         return (isinstance(value, int) and not isinstance(value, bool)
                 and -(1 << 63) <= value < (1 << 63)), value
-    if kind == "double":
-        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if kind == "double":  # a float: pyarrow refuses ints past int64 (orjson gives up to 2**64-1)
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return fits, float(value) if fits else value
     if kind == "bool":
         return isinstance(value, bool), value
     return True, _dumps(value)  # json
@@ -208,16 +209,18 @@ def epoch_ms_of(column: pa.ChunkedArray | pa.Array | None, n: int) -> list[int |
 
 
 def _number_ms(v) -> int | None:
-    if v is None or v != v:  # None or NaN
+    if v is None or v != v or v in (float("inf"), float("-inf")):  # None, NaN or infinite
         return None
     a = abs(v)
     if a < 1e11:
-        return int(v * 1000)
-    if a < 1e14:
-        return int(v)
-    if a < 1e17:
-        return int(v // 1000)
-    return int(v // 1_000_000)
+        ms = int(v * 1000)
+    elif a < 1e14:
+        ms = int(v)
+    elif a < 1e17:
+        ms = int(v // 1000)
+    else:
+        ms = int(v // 1_000_000)
+    return ms if -(1 << 63) <= ms < (1 << 63) else None  # absurd: quarantined, not a crash
 
 
 def _text_ms(v) -> int | None:
@@ -346,10 +349,14 @@ class Converter:
         try:
             table = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(
                 use_threads=False, block_size=max(1 << 20, len(buf) + 1)), parse_options=options)
+            table.validate(full=True)  # the reader does not check UTF-8; orjson does
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         if table.num_rows != len(values) or any(column_name(n) != n for n in table.column_names):
             return None
+        if any(schema.get(n) == "json" and table.column(n).null_count < table.num_rows
+               for n in table.column_names):
+            return None  # the reader keeps a string as is; a json column holds JSON text
         return table
 
     def _columns(self, table: pa.Table, schema: dict[str, str]) -> dict:

@@ -88,7 +88,8 @@ def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
 
 def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = None) -> dict:
     """Snapshot every partition's end offset and save the plan; partitions that have not
-    reached the end of the previous plan keep it.  Returns the saved plan."""
+    reached the end of the previous plan keep it.  Returns the saved plan, with the kept
+    partitions listed under ``resumed``."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     path = plan_path(group)
     while True:
@@ -98,7 +99,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
             version = stat.version
         except NoNodeError:
             old, version = {"partitions": {}}, None
-        parts = {}
+        parts, resumed = {}, []
         for topic in topics:
             for p in cluster.partitions(topic):
                 key = f"{topic}/{p}"
@@ -106,6 +107,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
                 previous = old["partitions"].get(key)
                 if previous is not None and committed is not None and committed < previous["end"]:
                     parts[key] = previous  # unfinished: keep its end, so its chunks repeat
+                    resumed.append(key)
                 else:
                     parts[key] = {"end": cluster.list_offset(topic, p, LATEST), "ms": now_ms}
         for key, entry in old["partitions"].items():  # other topics' unfinished entries stay
@@ -117,7 +119,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
                 zk.create(path, raw, makepath=True)
             else:
                 zk.set(path, raw, version=version)
-            return plan
+            return plan | {"resumed": resumed}
         except (BadVersionError, NodeExistsError):
             continue  # another run planned at the same time: plan again over its plan
 

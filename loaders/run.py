@@ -75,8 +75,10 @@ class Stats:
         return sum(p[field] for p in self.parts.values())
 
 
-def load(config: dict, out=sys.stdout, err=sys.stderr) -> int:
+def load(config: dict, out=None, err=None) -> int:
     """Run a load; returns the exit status."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     config = DEFAULTS | {k: v for k, v in config.items() if v is not None}
     started = time.monotonic()
     try:
@@ -101,15 +103,21 @@ def load(config: dict, out=sys.stdout, err=sys.stderr) -> int:
             if not zk.exists(f"/brokers/topics/{topic}"):
                 print(f"headrace load: unknown topic {topic!r}", file=err)
                 return 2
-        plan = make_plan(zk, cluster, config["group"], config["topics"])
-        begin = {}
-        for name, entry in plan["partitions"].items():
-            topic, p = name.rsplit("/", 1)
-            if topic in config["topics"]:
-                committed, _ = read_offset(zk, config["group"], topic, int(p))
-                begin[(topic, int(p))] = (committed, entry["end"])
-        total = sum(end - (c or 0) for c, end in begin.values() if c is None or c < end)
-        stats, status = _supervise(config, zk, cluster, total, err)
+        stats = Stats()
+        while True:
+            plan = make_plan(zk, cluster, config["group"], config["topics"])
+            total = 0
+            for name, entry in plan["partitions"].items():
+                topic, p = name.rsplit("/", 1)
+                if topic in config["topics"]:
+                    committed, _ = read_offset(zk, config["group"], topic, int(p))
+                    total += max(0, entry["end"] - (committed or 0))
+            status = _supervise(config, zk, cluster, total, err, stats)
+            if status or config["follow"] or not plan["resumed"] or not _progress_left(zk, cluster, config)[0]:
+                break
+            # This run finished the plan of an interrupted one (same chunks, same files); now
+            # load what arrived since, up to the current end.
+            log.info("finished an interrupted run's plan; planning again")
         complete, lag = _progress_left(zk, cluster, config)
         if complete and not config["follow"]:
             marked = mark_complete_hours(store, config, read_plan_partitions(zk, config))
@@ -139,7 +147,7 @@ def read_plan_partitions(zk, config) -> dict:
     return read_plan(zk, config["group"])["partitions"]
 
 
-def _supervise(config: dict, zk, cluster, total: int, err) -> tuple[Stats, int]:
+def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
     if Storage(config["url"], config["storage_options"]).protocol == "memory":
         # memory:// lives inside one process: its workers are threads of this one.
         events = queue_module.Queue()
@@ -150,7 +158,6 @@ def _supervise(config: dict, zk, cluster, total: int, err) -> tuple[Stats, int]:
         events = ctx.Queue()
         procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid()), daemon=True)
                  for i in range(config["workers"])]
-    stats = Stats()
     stopping = []
 
     def stop(signum, frame):
@@ -213,7 +220,7 @@ def _supervise(config: dict, zk, cluster, total: int, err) -> tuple[Stats, int]:
         status = 1
     if stopping:
         status = 130 if stopping[0] == signal.SIGINT else 143
-    return stats, status
+    return status
 
 
 class _ThreadWorker(threading.Thread):

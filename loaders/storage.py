@@ -104,6 +104,13 @@ class Storage:
         except Exception as exc:
             raise StorageError(f"cannot delete {self.url}/{rel}: {exc}") from exc
 
+    def remove_dir(self, rel: str) -> None:
+        """Remove an empty directory (stores without directories have nothing to remove)."""
+        try:
+            self.fs.rmdir(self.path(rel))
+        except (FileNotFoundError, OSError, NotImplementedError):
+            pass
+
     # --- reading -------------------------------------------------------------------------
 
     def exists(self, rel: str) -> bool:

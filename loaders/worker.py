@@ -86,7 +86,8 @@ class Worker:
         self.finished: set[tuple[str, int]] = set()
         self._plan_changed = False
         self._success_dirs: set[str] = set()
-        self.tmp = tmp_dir("", self.group_name).lstrip("/")
+        self.tmp_root = tmp_dir("", self.group_name).lstrip("/")
+        self.tmp = f"{self.tmp_root}/{consumer_id}"  # one per worker: the dead ones' are swept
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -278,6 +279,7 @@ class Worker:
         if isinstance(self.converter.schemas, ZkSchemas):
             self.converter.schemas.refresh()
         self._load_plan()
+        self._sweep_tmp()
         consumer = self.group.consumer
         consumer.resume(*list(consumer._paused))
         for topic, partitions in owned.items():
@@ -293,6 +295,17 @@ class Worker:
                 if committed >= self.plan.get(key, (-1, 0))[0]:
                     self.finished.add(key)
                     consumer.pause(key)
+
+    def _sweep_tmp(self) -> None:
+        """Delete temporary files of workers that are no longer members (killed mid-write)."""
+        if not self.store.rename_based:
+            return
+        live = set(self.zk.get_children(f"/consumers/{self.group_name}/ids"))
+        for member in self.store.list_dirs(self.tmp_root):
+            if member not in live:
+                for name in self.store.list_names(f"{self.tmp_root}/{member}"):
+                    self.store.delete(f"{self.tmp_root}/{member}/{name}")
+                self.store.remove_dir(f"{self.tmp_root}/{member}")
 
     def _reconcile(self, topic: str, partition: int) -> int:
         """Settle the committed offset of a partition this worker now owns; see the module
