@@ -7,7 +7,9 @@
     headrace groups list|describe G         consumer groups: offsets, lag, owners
     headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
     headrace load --topic T --group G --to URL   load topics into Parquet, each event once
-    headrace demo                          the pipeline on a local 3-broker cluster, with kcat
+    headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
+                                           logs shipped to it, loaded into ./warehouse, queried
+    headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
     headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
     headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
 """
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     describe.add_argument("--topic", help="one topic (default: all)")
     delete = topics_sub.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("--topic", required=True)
+    for action in (create, topics_sub.choices["list"], describe, delete):
+        # also after the action, as in the README and Kafka's kafka-topics.sh
+        action.add_argument("--bootstrap-server", default=argparse.SUPPRESS,
+                            help="host:port[,host:port...] of any broker")
     topics.set_defaults(func=cmd_topics)
 
     from . import clients
@@ -88,12 +94,36 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--base-port", type=int, default=9092, help="port of broker 1")
     cluster.set_defaults(func=cmd_cluster)
 
-    demo = sub.add_parser("demo", help="ship log lines through a local 3-broker cluster with kcat, "
-                                       "kill a broker, check nothing was lost")
-    demo.add_argument("--messages", type=int, default=200_000, help="log lines to ship")
-    demo.add_argument("--dir", help="cluster state and data (default: a temporary directory)")
-    demo.add_argument("--keep", action="store_true", help="leave the cluster running")
+    demo = sub.add_parser("demo", help="the whole pipeline: start a cluster, write application logs, "
+                                       "ship them, load them into Parquet, query them with DuckDB")
+    demo.add_argument("--events", type=int, default=50_000, help="access-log lines to generate")
+    demo.add_argument("--dir", default="var/cluster",
+                      help="cluster state, configs, logs, data, as `cluster up` (default var/cluster); "
+                           "a cluster running from there is reused")
+    demo.add_argument("--work-dir", default="var/demo",
+                      help="generated application logs, shipper state and log (default var/demo)")
+    demo.add_argument("--to", default="warehouse", dest="warehouse",
+                      help="the warehouse directory (default ./warehouse)")
+    demo.add_argument("--topic", default="access")
+    demo.add_argument("--partitions", type=int, default=6, help="of a new topic (default 6)")
+    demo.add_argument("--brokers", type=int, default=3)
+    demo.add_argument("--files", type=int, default=3, help="log files (web servers) to write")
+    demo.add_argument("--workers", type=int, default=2, help="loader worker processes")
+    demo.add_argument("--zookeeper-port", type=int,
+                      help="default 2181 if free, else a free port; 0: a free port")
+    demo.add_argument("--base-port", type=int,
+                      help="port of broker 1 (default 9092 if free, else free ports; 0: free ports)")
+    demo.add_argument("--timeout", type=float, default=300.0,
+                      help="seconds to wait for the shipped lines to reach the brokers")
+    demo.add_argument("--seed", type=int, help="random seed of the generated events")
     demo.set_defaults(func=cmd_pipeline_demo)
+
+    kill = sub.add_parser("kill-demo", help="ship log lines through a local 3-broker cluster with kcat, "
+                                            "kill a broker, check nothing was lost")
+    kill.add_argument("--messages", type=int, default=200_000, help="log lines to ship")
+    kill.add_argument("--dir", help="cluster state and data (default: a temporary directory)")
+    kill.add_argument("--keep", action="store_true", help="leave the cluster running")
+    kill.set_defaults(func=cmd_kill_demo)
 
     storage = sub.add_parser("storage-demo", help="storage engine alone: append, read, crash, recover")
     storage.add_argument("--log-dir", help="where to keep the logs (default: a temporary directory)")
@@ -161,7 +191,18 @@ def cmd_cluster(args) -> int:
 def cmd_pipeline_demo(args) -> int:
     from . import demo
 
-    return demo.run(args.messages, Path(args.dir) if args.dir else None, args.keep)
+    return demo.run_demo(
+        events=args.events, directory=Path(args.dir), work_dir=Path(args.work_dir),
+        warehouse=Path(args.warehouse), topic=args.topic, partitions=args.partitions,
+        brokers=args.brokers, files=args.files, workers=args.workers,
+        zookeeper_port=args.zookeeper_port, base_port=args.base_port, timeout=args.timeout,
+        seed=args.seed, log_level=args.log_level)
+
+
+def cmd_kill_demo(args) -> int:
+    from . import demo
+
+    return demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
 
 
 

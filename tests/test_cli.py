@@ -1,4 +1,4 @@
-"""The headrace command: the storage demo and dump-log."""
+"""The headrace command: the demos, dump-log, cluster up and down."""
 
 from __future__ import annotations
 
@@ -39,9 +39,86 @@ def test_console_script_reports_errors_cleanly(tmp_path):
     assert "No such file" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_pipeline_demo_ships_kills_restarts_and_loses_nothing(tmp_path):
+def test_demo_generates_json_access_logs(tmp_path):
+    import json
+
+    from headrace.demo import generate_logs
+
+    now = 1_700_000_000.0
+    (tmp_path / "web-9.log").write_text("left by an earlier run\n")
+    paths = generate_logs(tmp_path, 1000, 3, seed=7, now=now)
+    assert [p.name for p in paths] == ["web-1.log", "web-2.log", "web-3.log"]
+    assert not (tmp_path / "web-9.log").exists()
+    events = [[json.loads(line) for line in p.read_text().splitlines()] for p in paths]
+    assert sum(map(len, events)) == 1000 and all(events)
+    for per_file in events:
+        stamps = [e["ts"] for e in per_file]
+        assert stamps == sorted(stamps)  # a log file is in time order
+    every = [e for per_file in events for e in per_file]
+    assert set(every[0]) >= {"ts", "ip", "method", "path", "status", "bytes", "latency_ms", "user_agent"}
+    from datetime import datetime
+
+    times = [datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() for e in every]
+    assert now - 3 * 3600 <= min(times) and max(times) <= now
+    assert {e["status"] for e in every} >= {200, 404}
+    assert generate_logs(tmp_path, 1000, 3, seed=7, now=now)[0].read_text() == paths[0].read_text()
+
+
+def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
+    """Cluster up, logs, ship, load, DuckDB; a second run reuses the cluster and adds to the
+    warehouse; `cluster down` stops it.  Everything under tmp_path (the demo also runs there)."""
+    import duckdb
+
+    from headrace import devcluster
+
+    cluster, work, warehouse = tmp_path / "cluster", tmp_path / "demo", tmp_path / "warehouse"
+
+    def demo(events: int) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "headrace.cli", "demo", "--events", str(events), "--dir", str(cluster),
+             "--work-dir", str(work), "--to", str(warehouse), "--zookeeper-port", "0", "--base-port", "0",
+             "--workers", "2", "--files", "2", "--timeout", "40"],
+            capture_output=True, text=True, timeout=90, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def warehouse_rows() -> int:
+        files = f"{warehouse}/access/dt=*/hour=*/*.parquet"
+        return duckdb.execute(f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning=true)"
+                              ).fetchall()[0][0]
+
+    try:
+        out = demo(3000)
+        assert "created the topic access with 6 partitions" in out
+        assert sum(len(p.read_text().splitlines()) for p in (work / "logs").glob("web-*.log")) == 3000
+        assert "the brokers acknowledged all 3,000 lines" in out
+        assert "$ " in out and " ship --zookeeper " in out and " load --zookeeper " in out
+        assert "loaded 3,000 events" in out  # the loader's summary
+        assert "SELECT dt, hour, status, count(*)" in out and "│ status │" in out
+        assert "3,000 of them are the 3,000 lines of this run" in out and "demo passed" in out
+        assert "cluster down --dir" in out
+        assert warehouse_rows() == 3000
+        assert (cluster / "cluster.json").exists()  # left running
+
+        out = demo(2000)
+        assert "reusing the cluster already running" in out
+        assert "the topic access exists (6 partitions, 3,000 messages)" in out
+        assert "loaded 2,000 events" in out and "demo passed" in out
+        assert "the warehouse holds 5,000 events" in out
+        assert warehouse_rows() == 5000
+
+        down = subprocess.run([sys.executable, "-m", "headrace.cli", "cluster", "down", "--dir", str(cluster)],
+                              capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0 and "stopped 4 processes" in down.stdout  # ZooKeeper + 3 brokers
+        assert not (cluster / "cluster.json").exists()
+    finally:
+        devcluster.cluster_down(cluster)
+
+
+def test_kill_demo_ships_kills_restarts_and_loses_nothing(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", "demo", "--messages",
+        [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", "kill-demo", "--messages",
          "20000", "--dir", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=300,
     )

@@ -347,3 +347,19 @@ def test_follow_mode_loads_new_events(cluster1, tmp_path):
         proc.stdout.close()
         proc.stderr.close()
     check_exactly_once(str(out), 800)
+
+
+def test_same_plan_gives_the_same_files_whatever_the_workers(cluster1, tmp_path):
+    """Cuts depend only on the data: one worker or two, the same names and the same bytes."""
+    topic = "access-determinism"
+    create_topic(cluster1.brokers[0].port, topic, 4)
+    kcat_produce(cluster1.bootstrap, topic, events(6000))
+    trees = []
+    for workers in (1, 2):
+        out = tmp_path / f"wh{workers}"
+        config = _config(cluster1, topic, f"wh-det-{workers}", str(out), workers=workers, max_rows=700)
+        assert loader_run.load(config) == 0
+        files = {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*.parquet")}
+        trees.append(files)
+    assert trees[0].keys() == trees[1].keys() and len(trees[0]) > 12
+    assert all(trees[0][name] == trees[1][name] for name in trees[0])
