@@ -93,8 +93,6 @@ class Chunk:
             self._materialise(messages, converted, taken)
             self.next = messages[taken - 1].offset + 1
             self.input_bytes += sum(sizes[:taken])
-            if taken == len(messages):
-                self.conflicts += converted.conflicts
         return taken, cut
 
     def _materialise(self, messages: list, converted: Converted, taken: int) -> None:
@@ -111,6 +109,8 @@ class Chunk:
             else:
                 part = source.take(pa.array(picked, pa.int64()))
             self.writers[key].tables.append(part)
+            if key != DEAD_LETTER and "_rejected" in part.column_names:
+                self.conflicts += part.num_rows - part.column("_rejected").null_count
 
     def files(self) -> list[ChunkFile]:
         out = []

@@ -50,11 +50,13 @@ class Stats:
         self.recovered: list[dict] = []
         self.gaps: list[dict] = []
         self.errors: list[str] = []
+        self.failed: set[int] = set()  # workers that reported an error
 
     def add(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "error":
             self.errors.append(f"worker {event['worker']}: {event['message']}")
+            self.failed.add(event["worker"])
             return
         if kind == "recovered":
             self.recovered.append(event)
@@ -85,7 +87,11 @@ def load(config: dict, out=None, err=None) -> int:
         store = Storage(config["url"], config["storage_options"])
         store.list_dirs("")  # fail now, not in every worker, if the warehouse is unreachable
         if config["schema_file"]:
-            load_declared_schema(config["schema_file"])
+            declared = load_declared_schema(config["schema_file"])
+            field = config["time_field"]
+            if field and any(field not in fields for fields in declared.values()):
+                raise SchemaError(f"--time-field {field} is not in the declared schema "
+                                  f"{config['schema_file']}; declare it (e.g. as string or double)")
         if config["workers"] < 1:
             raise LoaderError("--workers must be at least 1")
     except (StorageError, SchemaError, LoaderError) as exc:
@@ -159,6 +165,7 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
         procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid()), daemon=True)
                  for i in range(config["workers"])]
     stopping = []
+    terminated: set[int] = set()
 
     def stop(signum, frame):
         stopping.append(signum)
@@ -194,9 +201,10 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
                 make_plan(zk, cluster, config["group"], config["topics"])
             if not any(p.is_alive() for p in procs):
                 break
-            if stats.errors and not config["follow"]:
-                for p in procs:  # one worker failed: the run has failed; stop the rest
-                    if p.is_alive():
+            if stats.failed and not config["follow"]:
+                for i, p in enumerate(procs):  # one worker failed: the run has failed; stop the rest
+                    if p.is_alive() and i not in stats.failed and i not in terminated:
+                        terminated.add(i)
                         p.terminate()
         for p in procs:
             p.join()
@@ -213,7 +221,7 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
     status = 0
     for i, p in enumerate(procs):
         if p.exitcode not in (0, None) and not stopping:
-            if p.exitcode < 0:
+            if p.exitcode < 0 and i not in terminated:
                 stats.errors.append(f"worker {i} was killed by signal {-p.exitcode}")
             status = 1
     if stats.errors:

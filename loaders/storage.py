@@ -115,6 +115,9 @@ class Storage:
 
     def exists(self, rel: str) -> bool:
         try:
+            # Not from a listing cache (s3fs answers exists() from a cached listing of the
+            # parent): other workers create and delete files here.
+            self.fs.invalidate_cache(self.path(rel))
             return self.fs.exists(self.path(rel))
         except Exception as exc:
             raise StorageError(f"cannot check {self.url}/{rel}: {exc}") from exc

@@ -138,9 +138,13 @@ class Worker:
         if messages[0].offset < chunk.next or messages[-1].offset >= end:
             messages = [m for m in messages if chunk.next <= m.offset < end]
         max_event_ms = plan_ms + self.max_future_ms
+        # Converted in slices, so that what follows a cut is converted again at most once
+        # per slice, however small the files are.
+        piece = max(2000, min(self.limits.max_rows, 50_000))
         while messages:
-            converted = self.converter.convert(key[0], key[1], messages, max_event_ms)
-            taken, cut = chunk.take(messages, converted)
+            part = messages[:piece]
+            converted = self.converter.convert(key[0], key[1], part, max_event_ms)
+            taken, cut = chunk.take(part, converted)
             if cut:
                 chunk = self._cut(key, chunk.next)
                 if chunk is None:
