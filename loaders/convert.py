@@ -231,6 +231,20 @@ def _number_ms(v) -> int | None:
     return None  # infinite, or past int64 in ms: quarantined, not a crash
 
 
+_RAW_TIMES = "\0raw event times"
+
+
+def _value_ms(v) -> int | None:
+    """Event time of a JSON value: a number (s, ms, us or ns) or a string."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return _number_ms(v)
+    if isinstance(v, str):
+        return _text_ms(v)
+    return None
+
+
 def _text_ms(v) -> int | None:
     if v is None:
         return None
@@ -283,9 +297,12 @@ class Converter:
             "_timestamp": pa.array([t if t is not None and t >= 0 else None for t in g_ts], TS),
             "_key": pa.array(pick([m.key for m in messages]), pa.binary()),
         }
+        raw_times = body.pop(_RAW_TIMES, None)
         if self.time_field:
-            col = body.get(column_name(self.time_field))
-            event_ms = epoch_ms_of(col, len(good))
+            if raw_times is not None:  # parsed record by record: times from the JSON values
+                event_ms = [_value_ms(v) for v in raw_times]
+            else:
+                event_ms = epoch_ms_of(body.get(column_name(self.time_field)), len(good))
             meta["_event_time"] = pa.array(event_ms, pa.int64()).cast(TS)
         else:
             event_ms = [t if t is not None and t >= 0 else None for t in g_ts]
@@ -388,7 +405,8 @@ class Converter:
             schema = dict(self.schemas.get(topic))
             declared = self.schemas.declared
             rows, good, dead = [], [], []
-            rejected, extra = [], []
+            rejected, extra, times = [], [], []
+            time_field = self.time_field
             found: dict[str, str] = {}
             conflicts = 0
             parsed = []
@@ -438,6 +456,8 @@ class Converter:
                 rejected.append(_dumps(rej) if rej else None)
                 extra.append(_dumps(ext) if ext else None)
                 good.append(i)
+                if time_field:
+                    times.append(obj.get(time_field))
             if any(schema.get(n) != k and not (schema.get(n) == "double" and k == "int64")
                    for n, k in found.items()):
                 continue  # another worker settled a field differently: convert again
@@ -448,6 +468,10 @@ class Converter:
                 body["_rejected"] = pa.array(rejected, pa.string())
             if any(e is not None for e in extra):
                 body["_extra"] = pa.array(extra, pa.string())
+            if time_field:
+                # the event time comes from the value as sent, even if it did not fit the
+                # column (a number where the column holds strings, say)
+                body[_RAW_TIMES] = times
             return body, good, dead, conflicts, found
         raise RuntimeError(f"the schema of {topic} keeps changing under this loader")
 

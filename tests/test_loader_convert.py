@@ -797,3 +797,16 @@ def test_declared_schema_file_and_a_type_conflict_across_loads(cluster1, tmp_pat
     assert got[5][1] is None and json.loads(got[5][2]) == {"status": "oops"}
     assert got[6][1:4] == (206, None, True)
     assert {r[4] for r in got} == {"BIGINT"}
+
+
+def test_event_time_in_another_format_than_the_column_is_still_the_event_time():
+    """The time field's column is typed by its first sighting (a number here); a later ISO
+    string does not fit the column (kept in _rejected) but still gives the event hour."""
+    converter = json_converter(time_field="ts")
+    first = convert(converter, [{"ts": PLAN_MS / 1000, "a": 1}])
+    assert first.keys == [PLAN_HOUR]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(PLAN_MS / 1000 - 3600))
+    later = convert(converter, [{"ts": iso, "a": 2}, {"ts": PLAN_MS, "a": 3}], start=1)
+    assert later.keys == [PLAN_HOUR - 1, PLAN_HOUR]
+    assert later.table.column("_rejected").to_pylist()[0] == json.dumps({"ts": iso}, separators=(",", ":"))
+    assert later.table.column("_event_time").cast(pa.int64()).to_pylist() == [PLAN_MS - HOUR_MS, PLAN_MS]
