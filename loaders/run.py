@@ -85,7 +85,7 @@ def load(config: dict, out=None, err=None) -> int:
     started = time.monotonic()
     try:
         store = Storage(config["url"], config["storage_options"])
-        store.list_dirs("")  # fail now, not in every worker, if the warehouse is unreachable
+        store.check()  # fail now, not in every worker, if the warehouse is unreachable
         if config["schema_file"]:
             declared = load_declared_schema(config["schema_file"])
             field = config["time_field"]
@@ -223,6 +223,8 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
         if p.exitcode not in (0, None) and not stopping:
             if p.exitcode < 0 and i not in terminated:
                 stats.errors.append(f"worker {i} was killed by signal {-p.exitcode}")
+            elif p.exitcode > 0 and i not in stats.failed:
+                stats.errors.append(f"worker {i} died (exit status {p.exitcode})")
             status = 1
     if stats.errors:
         status = 1
@@ -241,6 +243,7 @@ class _ThreadWorker(threading.Thread):
         self.exitcode = None
 
     def run(self):
+        self.exitcode = 1  # until run_worker returns: a thread that dies failed
         self.exitcode = run_worker(*self.args, parent_pid=None, stop_event=self.stop_event)
 
     def terminate(self):

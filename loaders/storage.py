@@ -42,6 +42,20 @@ class Storage:
         self.rename_based = protocol in RENAME_PROTOCOLS
         self.local = protocol in ("file", "local")
 
+    def check(self) -> None:
+        """Fail with a clear message if the warehouse cannot be reached (or, on an object
+        store, its bucket does not exist)."""
+        try:
+            if not self.rename_based and self.protocol not in ("memory",):
+                bucket = self.root.strip("/").split("/", 1)[0]
+                if bucket and not self.fs.exists(bucket):
+                    raise StorageError(f"cannot open warehouse {self.url}: bucket {bucket!r} does not exist")
+            self.list_dirs("")
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"cannot open warehouse {self.url}: {exc}") from exc
+
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if rel else self.root
 

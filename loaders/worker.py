@@ -92,13 +92,13 @@ class Worker:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.group.start()
-        if self.follow:
-            from kazoo.recipe.watchers import DataWatch
-
-            DataWatch(self.zk, f"/consumers/{self.group_name}/loader/plan", self._on_plan)
         last_done_check = 0.0
         try:
+            self.group.start()
+            if self.follow:
+                from kazoo.recipe.watchers import DataWatch
+
+                DataWatch(self.zk, f"/consumers/{self.group_name}/loader/plan", self._on_plan)
             while True:
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:
                     log.warning("the load's parent process is gone; this worker stops")
@@ -120,9 +120,16 @@ class Worker:
                     if now - last_done_check >= 0.3:
                         last_done_check = now
                         if self._plan_complete():
+                            self._remove_own_tmp()
                             return
         finally:
             self.group.close()
+
+    def _remove_own_tmp(self) -> None:
+        if self.store.rename_based:
+            for name in self.store.list_names(self.tmp):
+                self.store.delete(f"{self.tmp}/{name}")
+            self.store.remove_dir(self.tmp)
 
     def _feed_all(self, messages: list) -> None:
         by_partition: dict[tuple[str, int], list] = {}
