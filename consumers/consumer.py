@@ -14,6 +14,7 @@ by retention, or past the end) is logged loudly and reset per ``auto_offset_rese
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from broker.protocol.errors import (
     OffsetOutOfRangeError,
     error_for_code,
 )
-from broker.protocol.records import decode_batch, split_batches
+from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns, split_batches
 
 from .client import BrokerConnection
 from .cluster import ClusterClient
@@ -63,8 +64,56 @@ def decode_messages(topic: str, partition: int, data, from_offset: int) -> tuple
     return messages, next_offset
 
 
+class Block:
+    """A run of one partition's records as parallel lists, in offset order: what
+    ``Consumer(columnar=True)`` returns instead of one Message per record."""
+
+    __slots__ = ("topic", "partition", "offsets", "timestamps", "keys", "values")
+
+    def __init__(self, topic: str, partition: int, offsets: list, timestamps: list, keys: list,
+                 values: list):
+        self.topic, self.partition = topic, partition
+        self.offsets, self.timestamps, self.keys, self.values = offsets, timestamps, keys, values
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: slice) -> "Block":
+        return Block(self.topic, self.partition, self.offsets[index], self.timestamps[index],
+                     self.keys[index], self.values[index])
+
+    @classmethod
+    def of(cls, messages: list) -> "Block":
+        """The block of Messages of one partition."""
+        first = messages[0]
+        return cls(first.topic, first.partition, [m.offset for m in messages],
+                   [m.timestamp for m in messages], [m.key for m in messages],
+                   [m.value for m in messages])
+
+
+def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Block | None, int]:
+    """The records in fetched bytes at or after ``from_offset`` as a Block (None if there are
+    none), and the offset to fetch next."""
+    columns = RecordColumns()
+    next_offset = from_offset
+    for pos, header in split_batches(data):
+        if header.next_offset <= from_offset:
+            continue
+        next_offset = max(next_offset, header.next_offset)
+        if not header.is_control:
+            decode_batch_columns(data, pos, columns)
+    if not columns.offsets:
+        return None, next_offset
+    block = Block(topic, partition, columns.offsets, columns.timestamps, columns.keys, columns.values)
+    if block.offsets[0] < from_offset:
+        block = block[bisect.bisect_left(block.offsets, from_offset):]
+    return (block if len(block) else None), next_offset
+
+
 class Consumer:
-    """Fetches assigned partitions from their leaders; see the module docstring."""
+    """Fetches assigned partitions from their leaders; see the module docstring.  With
+    ``columnar=True``, poll() returns Blocks (one partition's records as lists) instead of
+    Messages."""
 
     def __init__(
         self,
@@ -78,6 +127,7 @@ class Consumer:
         auto_offset_reset: str = "latest",
         client_id: str = "headrace-consumer",
         cluster: ClusterClient | None = None,
+        columnar: bool = False,
     ):
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be earliest, latest or none")
@@ -88,6 +138,7 @@ class Consumer:
         self.max_wait_ms = fetch_max_wait_ms
         self.min_bytes = fetch_min_bytes
         self.auto_offset_reset = auto_offset_reset
+        self.columnar = columnar
         self.positions: dict[tuple[str, int], int] = {}
         self.high_watermarks: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
@@ -111,9 +162,8 @@ class Consumer:
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
-        self._buffer = deque(
-            kept for kept in ([m for m in chunk if (m.topic, m.partition) != (topic, partition)]
-                              for chunk in self._buffer) if kept)
+        self._buffer = deque(chunk for chunk in self._buffer
+                             if _partition_of(chunk) != (topic, partition))
 
     def position(self, topic: str, partition: int) -> int:
         return self.positions[(topic, partition)]
@@ -126,8 +176,7 @@ class Consumer:
 
     def buffered(self, topic: str, partition: int) -> bool:
         """Whether fetched messages of this partition wait to be returned by poll()."""
-        return any(chunk[0].topic == topic and chunk[0].partition == partition
-                   for chunk in self._buffer)
+        return any(_partition_of(chunk) == (topic, partition) for chunk in self._buffer)
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return self.cluster.list_offset(topic, partition, timestamp_ms)
@@ -149,6 +198,12 @@ class Consumer:
             self._fetch(max(0, min(self.max_wait_ms, int(left * 1000))))
         out: list[Message] = []
         buffer = self._buffer
+        if self.columnar:  # whole blocks, at least one
+            taken = 0
+            while buffer and (not out or taken < max_messages):
+                out.append(buffer.popleft())
+                taken += len(out[-1])
+            return out
         while buffer and len(out) < max_messages:
             chunk = buffer.popleft()
             room = max_messages - len(out)
@@ -268,8 +323,8 @@ class Consumer:
         records = p["records"]
         if not records:
             return
-        messages, next_offset = decode_messages(topic, p["partition_index"], bytes(records),
-                                                self.positions[key])
+        decode = decode_block if self.columnar else decode_messages
+        messages, next_offset = decode(topic, p["partition_index"], bytes(records), self.positions[key])
         self.positions[key] = next_offset
         if messages:
             self._buffer.append(messages)
@@ -304,3 +359,10 @@ class Consumer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _partition_of(chunk) -> tuple[str, int]:
+    """(topic, partition) of a buffered chunk: a Block or a list of Messages."""
+    if isinstance(chunk, Block):
+        return chunk.topic, chunk.partition
+    return chunk[0].topic, chunk[0].partition

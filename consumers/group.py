@@ -78,6 +78,7 @@ class GroupConsumer:
         fetch_max_wait_ms: int = 200,
         auto_commit: bool = True,
         on_assign=None,
+        columnar: bool = False,
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
@@ -95,7 +96,8 @@ class GroupConsumer:
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
         self.cluster = ClusterClient(bootstrap_servers, zookeeper if not bootstrap_servers else None)
         self.consumer = Consumer(cluster=self.cluster, fetch_max_wait_ms=fetch_max_wait_ms,
-                                 auto_offset_reset="earliest" if self.reset == EARLIEST else "latest")
+                                 auto_offset_reset="earliest" if self.reset == EARLIEST else "latest",
+                                 columnar=columnar)
         self.owned: dict[str, list[int]] = {}
         self.state = "joining"
         self.rebalances = 0
@@ -295,8 +297,12 @@ class GroupConsumer:
             time.sleep(min(timeout, 0.2))  # not sure we still own our partitions: do not fetch
             return []
         messages = self.consumer.poll(timeout, max_messages)
-        for m in messages:
-            self._delivered[(m.topic, m.partition)] = m.offset + 1
+        if self.consumer.columnar:  # Blocks
+            for block in messages:
+                self._delivered[(block.topic, block.partition)] = block.offsets[-1] + 1
+        else:
+            for m in messages:
+                self._delivered[(m.topic, m.partition)] = m.offset + 1
         if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
             self.commit()
         return messages

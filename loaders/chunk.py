@@ -19,6 +19,7 @@ import io
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .convert import Converted, concat
@@ -63,15 +64,60 @@ class Chunk:
     def rows(self) -> int:
         return sum(w.rows for w in self.writers.values())
 
-    def take(self, messages: list, converted: Converted) -> tuple[int, bool]:
-        """Add messages (in offset order) until a cut is due; returns (how many were taken,
-        whether the chunk must be cut now)."""
+    def take(self, block, converted: Converted) -> tuple[int, bool]:
+        """Add a Block's records (in offset order) until a cut is due; returns (how many were
+        taken, whether the chunk must be cut now)."""
+        if not len(block):
+            return 0, False
+        sizes = _sizes(block)
+        if self._take_all(block, converted, sizes):
+            return len(block), False
+        return self._take_some(block, converted, sizes)
+
+    def _take_all(self, block, converted: Converted, sizes: list[int]) -> bool:
+        """The common case, without a loop per record: the whole block fits (no writer
+        reaches a limit, no writer too many) - then take it all and say True."""
+        keys = converted.keys
+        stats = pa.table({"k": pa.array(keys, pa.int64()), "s": pa.array(sizes, pa.int64()),
+                          "o": pa.array(block.offsets, pa.int64())}).group_by("k").aggregate(
+            [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max")]).to_pydict()
+        max_rows, max_bytes, max_open = self.limits
+        writers = self.writers
+        fresh = sum(1 for k in stats["k"] if k not in writers)
+        if len(writers) + fresh > max_open:
+            return False
+        for k, size, rows in zip(stats["k"], stats["s_sum"], stats["s_count"]):
+            w = writers.get(k)
+            if (w.rows if w else 0) + rows >= max_rows or (w.bytes if w else 0) + size >= max_bytes:
+                return False
+        for k, size, rows, first, last in zip(stats["k"], stats["s_sum"], stats["s_count"],
+                                              stats["o_min"], stats["o_max"]):
+            w = writers.get(k)
+            if w is None:
+                w = writers[k] = _Writer()
+                w.first = first
+            w.rows += rows
+            w.bytes += size
+            w.last = last
+            if k == DEAD_LETTER:
+                w.tables.append(converted.dead)
+            elif len(stats["k"]) - (DEAD_LETTER in stats["k"]) == 1:
+                w.tables.append(converted.table)
+            else:
+                w.tables.append(converted.table.filter(pc.equal(converted.hours, k)))
+            self._count_conflicts(k, w.tables[-1])
+        self.next = block.offsets[-1] + 1
+        self.input_bytes += sum(sizes)
+        return True
+
+    def _take_some(self, block, converted: Converted, sizes: list[int]) -> tuple[int, bool]:
+        """Record by record, to find exactly where the cut falls."""
         keys = converted.keys
         counts = self.writers
         max_rows, max_bytes, max_open = self.limits
-        taken, cut = len(messages), False
-        sizes = []
-        for i, m in enumerate(messages):
+        offsets = block.offsets
+        taken, cut = len(offsets), False
+        for i, offset in enumerate(offsets):
             key = keys[i]
             w = counts.get(key)
             if w is None:
@@ -79,23 +125,21 @@ class Chunk:
                     taken, cut = i, True
                     break
                 w = counts[key] = _Writer()
-            size = len(m.value or b"") + len(m.key or b"")
-            sizes.append(size)
             w.rows += 1
-            w.bytes += size
+            w.bytes += sizes[i]
             if w.first < 0:
-                w.first = m.offset
-            w.last = m.offset
+                w.first = offset
+            w.last = offset
             if w.rows >= max_rows or w.bytes >= max_bytes:
                 taken, cut = i + 1, True
                 break
         if taken:
-            self._materialise(messages, converted, taken)
-            self.next = messages[taken - 1].offset + 1
+            self._materialise(converted, taken)
+            self.next = offsets[taken - 1] + 1
             self.input_bytes += sum(sizes[:taken])
         return taken, cut
 
-    def _materialise(self, messages: list, converted: Converted, taken: int) -> None:
+    def _materialise(self, converted: Converted, taken: int) -> None:
         rows: dict[int, list[int]] = {}
         keys, row_of = converted.keys, converted.row_of
         for i in range(taken):
@@ -109,8 +153,11 @@ class Chunk:
             else:
                 part = source.take(pa.array(picked, pa.int64()))
             self.writers[key].tables.append(part)
-            if key != DEAD_LETTER and "_rejected" in part.column_names:
-                self.conflicts += part.num_rows - part.column("_rejected").null_count
+            self._count_conflicts(key, part)
+
+    def _count_conflicts(self, key: int, part: pa.Table) -> None:
+        if key != DEAD_LETTER and "_rejected" in part.column_names:
+            self.conflicts += part.num_rows - part.column("_rejected").null_count
 
     def files(self) -> list[ChunkFile]:
         out = []
@@ -133,7 +180,26 @@ class Chunk:
         return by
 
 
+def _sizes(block) -> list[int]:
+    """Input bytes of each record: value plus key."""
+    try:
+        sizes = list(map(len, block.values))
+    except TypeError:  # null values
+        sizes = [len(v) if v is not None else 0 for v in block.values]
+    if block.keys.count(None) != len(block.keys):
+        sizes = [s + (len(k) if k is not None else 0) for s, k in zip(sizes, block.keys)]
+    return sizes
+
+
+# Offsets and times grow steadily: delta-encoded they take a fraction of the dictionary or
+# plain encodings' space and time.
+_DELTA = ("_offset", "_timestamp", "_event_time")
+
+
 def parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=compression)
+    delta = [c for c in _DELTA if c in table.column_names]
+    pq.write_table(table, sink, compression=compression,
+                   use_dictionary=[c for c in table.column_names if c not in delta],
+                   column_encoding={c: "DELTA_BINARY_PACKED" for c in delta})
     return sink.getvalue()

@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from consumers.consumer import Block
+
 from .layout import DEAD_LETTER, HOUR_MS, QUARANTINE
 
 try:
@@ -165,6 +167,7 @@ class Converted(NamedTuple):
     dead: pa.Table            # dead letters: raw value, offset, error
     conflicts: int            # fields kept in ``_rejected``
     new_fields: dict          # fields added to the schema by this batch
+    hours: pa.Array | None = None  # the bucket key of each row of ``table``
 
 
 class FixedSchemas:
@@ -198,22 +201,50 @@ class MemorySchemas:
         return self.schemas[topic]
 
 
-def epoch_ms_of(column: pa.ChunkedArray | pa.Array | None, n: int) -> list[int | None]:
-    """Event times in ms since the epoch from a column of numbers (s, ms, us or ns, told
-    apart by magnitude), ISO-8601 strings (a missing zone means UTC) or timestamps."""
+def epoch_ms_of(column: pa.ChunkedArray | pa.Array | None, n: int) -> pa.Array:
+    """Event times (int64 ms since the epoch, null when unknown) from a column of numbers
+    (s, ms, us or ns, told apart by magnitude), ISO-8601 strings (a missing zone means UTC)
+    or timestamps."""
     if column is None:
-        return [None] * n
+        return pa.nulls(n, pa.int64())
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     t = column.type
     if pa.types.is_timestamp(t):
-        return pc.cast(column, TS).cast(pa.int64()).to_pylist()
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return [_number_ms(v) for v in column.to_pylist()]
+        return pc.cast(column, TS).cast(pa.int64())
+    if pa.types.is_integer(t):
+        return _integer_ms(column.cast(pa.int64()))
+    if pa.types.is_floating(t):
+        return _float_ms(column.cast(pa.float64()))
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         try:
-            return pc.cast(column, TS).cast(pa.int64()).to_pylist()
+            return pc.cast(column, TS).cast(pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return [_text_ms(v) for v in column.to_pylist()]
-    return [None] * n
+            return pa.array([_text_ms(v) for v in column.to_pylist()], pa.int64())
+    return pa.nulls(n, pa.int64())
+
+
+def _integer_ms(v: pa.Array) -> pa.Array:
+    """``_number_ms`` for a whole int64 column (exact integer arithmetic)."""
+    a = pc.abs(v)
+    null = pa.scalar(None, pa.int64())
+    sec = pc.less(a, int(1e11))
+    return pc.if_else(sec, pc.multiply_checked(pc.if_else(sec, v, 0), 1000),
+           pc.if_else(pc.less(a, int(1e14)), v,
+           pc.if_else(pc.less(a, int(1e17)), pc.divide(v, 1000), pc.divide(v, 1_000_000))))
+
+
+def _float_ms(v: pa.Array) -> pa.Array:
+    """``_number_ms`` for a whole float64 column."""
+    a = pc.abs(v)
+    ms = pc.if_else(pc.less(a, 1e11), pc.multiply(v, 1000.0),
+         pc.if_else(pc.less(a, 1e14), v,
+         pc.if_else(pc.less(a, 1e17), pc.divide(v, 1000.0),
+         pc.if_else(pc.less(a, 9e24), pc.divide(v, 1e6), pa.scalar(None, pa.float64())))))
+    ms = pc.if_else(pc.is_nan(ms), pa.scalar(None, pa.float64()), ms)
+    truncated = pc.trunc(ms)  # as int() does
+    ok = pc.and_(pc.less(pc.abs(truncated), 9.2e18), pc.is_finite(truncated))
+    return pc.if_else(ok, truncated, pa.scalar(None, pa.float64())).cast(pa.int64())
 
 
 def _number_ms(v) -> int | None:
@@ -273,60 +304,71 @@ class Converter:
         self.schemas = schemas if schemas is not None else MemorySchemas()
         self.time_field = time_field
 
-    def convert(self, topic: str, partition: int, messages: list, max_event_ms: int) -> Converted:
-        n = len(messages)
-        offsets = [m.offset for m in messages]
-        timestamps = [m.timestamp for m in messages]
-        values = [m.value for m in messages]
+    def convert(self, topic: str, partition: int, block, max_event_ms: int) -> Converted:
+        """Convert a Block (or a list of Messages) of one partition; see Converted."""
+        if not isinstance(block, Block):
+            block = Block.of(block)
+        n = len(block)
+        values = block.values
         dead: list[tuple[int, str]] = []
         conflicts = 0
         new_fields: dict = {}
         if self.kind == "raw":
-            body, good = {"value": pa.array(values, pa.binary())}, list(range(n))
+            body, good = {"value": pa.array(values, pa.binary())}, range(n)
         elif self.kind == "string":
             body, good, dead = self._strings(values)
         else:
             body, good, dead, conflicts, new_fields = self._json(topic, values)
         is_good = len(good) == n
         pick = (lambda seq: seq) if is_good else (lambda seq: [seq[i] for i in good])
-        g_ts = pick(timestamps)
+        count = len(good)
+        stamps = pa.array(pick(block.timestamps), pa.int64())
+        stamps = pc.if_else(pc.less(stamps, 0), pa.scalar(None, pa.int64()), stamps)
+        keys_in = pick(block.keys)
         meta = {
-            "_topic": pa.array([topic] * len(good), pa.string()),
-            "_partition": pa.array([partition] * len(good), pa.int32()),
-            "_offset": pa.array(pick(offsets), pa.int64()),
-            "_timestamp": pa.array([t if t is not None and t >= 0 else None for t in g_ts], TS),
-            "_key": pa.array(pick([m.key for m in messages]), pa.binary()),
+            "_topic": pa.repeat(pa.scalar(topic, pa.string()), count),
+            "_partition": pa.repeat(pa.scalar(partition, pa.int32()), count),
+            "_offset": pa.array(pick(block.offsets), pa.int64()),
+            "_timestamp": stamps.cast(TS),
+            "_key": (pa.nulls(count, pa.binary()) if keys_in.count(None) == count
+                     else pa.array(keys_in, pa.binary())),
         }
         raw_times = body.pop(_RAW_TIMES, None)
         if self.time_field:
             if raw_times is not None:  # parsed record by record: times from the JSON values
-                event_ms = [_value_ms(v) for v in raw_times]
+                event_ms = pa.array([_value_ms(v) for v in raw_times], pa.int64())
             else:
-                event_ms = epoch_ms_of(body.get(column_name(self.time_field)), len(good))
-            meta["_event_time"] = pa.array(event_ms, pa.int64()).cast(TS)
+                event_ms = epoch_ms_of(body.get(column_name(self.time_field)), count)
+            meta["_event_time"] = event_ms.cast(TS)
         else:
-            event_ms = [t if t is not None and t >= 0 else None for t in g_ts]
+            event_ms = stamps
         meta.update(body)
         table = pa.table(meta)
 
-        keys = [DEAD_LETTER] * n
-        row_of = [0] * n
-        for row, (i, ms) in enumerate(zip(good, event_ms)):
-            keys[i] = ms // HOUR_MS if ms is not None and MIN_EVENT_MS <= ms <= max_event_ms else QUARANTINE
-            row_of[i] = row
+        in_range = pc.and_(pc.greater_equal(event_ms, MIN_EVENT_MS), pc.less_equal(event_ms, max_event_ms))
+        hour_keys = pc.if_else(in_range, pc.divide(event_ms, HOUR_MS), QUARANTINE).fill_null(QUARANTINE)
+        hours = hour_keys.to_pylist()
+        if is_good:
+            keys, row_of = hours, range(n)
+        else:
+            keys = [DEAD_LETTER] * n
+            row_of = [0] * n
+            for row, i in enumerate(good):
+                keys[i] = hours[row]
+                row_of[i] = row
         dead_cols = {name: [] for name in DEAD_SCHEMA.names}
         for row, (i, error) in enumerate(dead):
             row_of[i] = row
-            m = messages[i]
+            stamp = block.timestamps[i]
             dead_cols["_topic"].append(topic)
             dead_cols["_partition"].append(partition)
-            dead_cols["_offset"].append(m.offset)
-            dead_cols["_timestamp"].append(m.timestamp if m.timestamp is not None and m.timestamp >= 0 else None)
-            dead_cols["_key"].append(m.key)
-            dead_cols["_value"].append(m.value)
+            dead_cols["_offset"].append(block.offsets[i])
+            dead_cols["_timestamp"].append(stamp if stamp is not None and stamp >= 0 else None)
+            dead_cols["_key"].append(block.keys[i])
+            dead_cols["_value"].append(values[i])
             dead_cols["_error"].append(error)
         dead_table = pa.table(dead_cols, schema=DEAD_SCHEMA)
-        return Converted(table, row_of, keys, dead_table, conflicts, new_fields)
+        return Converted(table, row_of, keys, dead_table, conflicts, new_fields, hour_keys)
 
     # --- value formats -------------------------------------------------------------------
 
@@ -365,11 +407,16 @@ class Converter:
         return self._slow(topic, values)
 
     def _fast(self, topic: str, values: list, schema: dict[str, str]) -> pa.Table | None:
-        if not values or any(v is None or b"\n" in v or not v.strip() for v in values):
+        if not values:
             return None
+        try:
+            buf = b"\n".join(values)
+        except TypeError:  # a null value
+            return None
+        if buf.count(b"\n") != len(values) - 1:
+            return None  # a value with a newline in it; blank values show as a short table below
         if values[0].startswith(b"\xef\xbb\xbf"):  # the reader skips a BOM at its start; orjson refuses it
             return None
-        buf = b"\n".join(values)
         explicit = pa.schema([(name, TYPES[kind]) for name, kind in schema.items()
                               if name == column_name(name)])
         options = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")

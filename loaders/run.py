@@ -179,7 +179,7 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
             p.start()
         while True:
             try:
-                stats.add(events.get(timeout=0.2))
+                stats.add(events.get(timeout=0.05))
                 while True:
                     stats.add(events.get_nowait())
             except queue_module.Empty:

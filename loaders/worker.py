@@ -18,6 +18,8 @@ manifests before the committed offset are leftovers of step 4 and are deleted.
 
 from __future__ import annotations
 
+import bisect
+import gc
 import json
 import logging
 import os
@@ -68,8 +70,8 @@ class Worker:
         self.group = GroupConsumer(
             self.group_name, self.topics, config["zookeeper"], consumer_id=consumer_id,
             auto_offset_reset="smallest", session_timeout_ms=config.get("session_timeout_ms", 6000),
-            rebalance_backoff_ms=200, fetch_max_wait_ms=200, auto_commit=False,
-            on_assign=self._on_assign)
+            rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
+            on_assign=self._on_assign, columnar=True)
         self.group.consumer.auto_offset_reset = "earliest" if self.allow_gaps else "none"
         self.group.consumer.max_partition_fetch_bytes = 4 * 1024 * 1024
         self.zk = self.group.zk
@@ -105,8 +107,9 @@ class Worker:
                     return
                 if self.stop_event is not None and self.stop_event.is_set():
                     return
+                idle = self._all_mine_finished() and not self.follow
                 try:
-                    messages = self.group.poll(0.3, max_messages=200_000)
+                    messages = self.group.poll(0.05 if idle else 0.3, max_messages=200_000)
                 except OffsetOutOfRangeError as exc:
                     raise GapError(f"{exc}: data was deleted by retention before it was loaded; "
                                    "rerun with --allow-gaps to skip it") from exc
@@ -117,7 +120,7 @@ class Worker:
                     self._extend_plan()
                 if not self.follow and self.group.owned is not None and self._all_mine_finished():
                     now = time.monotonic()
-                    if now - last_done_check >= 0.3:
+                    if now - last_done_check >= 0.1:
                         last_done_check = now
                         if self._plan_complete():
                             self._remove_own_tmp()
@@ -131,32 +134,33 @@ class Worker:
                 self.store.delete(f"{self.tmp}/{name}")
             self.store.remove_dir(self.tmp)
 
-    def _feed_all(self, messages: list) -> None:
-        by_partition: dict[tuple[str, int], list] = {}
-        for m in messages:
-            by_partition.setdefault((m.topic, m.partition), []).append(m)
-        for key, batch in by_partition.items():
+    def _feed_all(self, blocks: list) -> None:
+        for block in blocks:
+            key = (block.topic, block.partition)
             if key in self.chunks:
-                self._feed(key, batch)
+                self._feed(key, block)
 
-    def _feed(self, key: tuple[str, int], messages: list) -> None:
+    def _feed(self, key: tuple[str, int], block) -> None:
         end, plan_ms = self.plan.get(key, (-1, 0))
         chunk = self.chunks[key]
-        if messages[0].offset < chunk.next or messages[-1].offset >= end:
-            messages = [m for m in messages if chunk.next <= m.offset < end]
+        offsets = block.offsets
+        if offsets[0] < chunk.next or offsets[-1] >= end:
+            lo = bisect.bisect_left(offsets, chunk.next)
+            hi = bisect.bisect_left(offsets, end)
+            block = block[lo:hi]
         max_event_ms = plan_ms + self.max_future_ms
         # Converted in slices, so that what follows a cut is converted again at most once
         # per slice, however small the files are.
         piece = max(2000, min(self.limits.max_rows, 50_000))
-        while messages:
-            part = messages[:piece]
+        while len(block):
+            part = block[:piece]
             converted = self.converter.convert(key[0], key[1], part, max_event_ms)
             taken, cut = chunk.take(part, converted)
             if cut:
                 chunk = self._cut(key, chunk.next)
                 if chunk is None:
                     return  # the partition was lost; the group rebalances
-            messages = messages[taken:]
+            block = block[taken:]
 
     def _finish_reached(self) -> None:
         consumer = self.group.consumer
@@ -394,4 +398,8 @@ def worker_main(config: dict, queue, index: int, parent_pid: int) -> None:
     logging.basicConfig(level=config.get("log_level", "WARNING"),
                         format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)
+    # Everything imported so far lives as long as the process, and the records in flight are
+    # many small objects: collect rarely and never scan the permanent ones.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     sys.exit(run_worker(config, queue, index, parent_pid))

@@ -383,6 +383,42 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record,
     """Decode the batch at ``pos`` into its records (decompressing as needed).  ``make``
     builds each record from (offset, timestamp, key, value, headers); with ``prefix``, ``make``
     is a named-tuple class whose fields are ``prefix`` followed by those five."""
+    header, data = _records_section(buf, pos, verify_crc)
+    records = _decode_records(
+        data, header.record_count, header.base_offset, header.base_timestamp,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make, prefix,
+    )
+    return RecordBatch(header, records)
+
+
+class RecordColumns:
+    """Records as four parallel lists (offsets, timestamps, keys, values): what a columnar
+    reader such as the warehouse loader wants, without a Python object per record."""
+
+    __slots__ = ("offsets", "timestamps", "keys", "values")
+
+    def __init__(self):
+        self.offsets: list[int] = []
+        self.timestamps: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def decode_batch_columns(buf, pos: int, out: RecordColumns, *, verify_crc: bool = True) -> BatchHeader:
+    """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
+    header, data = _records_section(buf, pos, verify_crc)
+    _decode_records(
+        data, header.record_count, header.base_offset, header.base_timestamp,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, columns=out,
+    )
+    return header
+
+
+def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, bytes]:
+    """The header and the (decompressed) record section of the batch at ``pos``."""
     header = parse_header(buf, pos)
     if header.magic != MAGIC:
         raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
@@ -395,19 +431,20 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record,
     data = view[HEADER_SIZE:]
     if header.compression != compression.NONE:
         data = compression.decompress(header.compression, data)
-    records = _decode_records(
-        bytes(data), header.record_count, header.base_offset, header.base_timestamp,
-        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make, prefix,
-    )
-    return RecordBatch(header, records)
+    return header, bytes(data)
 
 
 def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
-                    log_append_ts: int | None, make=Record, prefix: tuple | None = None) -> list:
-    """The records of a batch's (decompressed) record section.  One-byte varints, by far the
-    most common, are read inline; longer ones go through ``decode_varint``."""
+                    log_append_ts: int | None, make=Record, prefix: tuple | None = None,
+                    columns: RecordColumns | None = None) -> list:
+    """The records of a batch's (decompressed) record section (or, with ``columns``, appended
+    to those lists).  One-byte varints, by far the most common, are read inline; longer ones
+    go through ``decode_varint``."""
     records = []
     append = records.append
+    if columns is not None:
+        add_offset, add_ts = columns.offsets.append, columns.timestamps.append
+        add_key, add_value = columns.keys.append, columns.values.append
     end = len(data)
     rpos = 0
     new = tuple.__new__
@@ -484,7 +521,12 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
             if rpos != record_end:
                 raise CorruptMessageError("record length does not match its fields")
             ts = base_ts + ts_delta if log_append_ts is None else log_append_ts
-            if prefix is None:
+            if columns is not None:
+                add_offset(base_offset + offset_delta)
+                add_ts(ts)
+                add_key(key)
+                add_value(value)
+            elif prefix is None:
                 append(make(base_offset + offset_delta, ts, key, value, headers))
             else:  # a tuple subclass whose first fields are (topic, partition)
                 append(new(make, (topic, partition, base_offset + offset_delta, ts, key, value, headers)))
