@@ -295,7 +295,8 @@ def _text_ms(v) -> int | None:
 class Converter:
     """Turns one partition's messages into Arrow tables; see the module docstring."""
 
-    def __init__(self, value_format: ValueFormat, schemas=None, time_field: str | None = None):
+    def __init__(self, value_format: ValueFormat, schemas=None, time_field: str | None = None,
+                 threads: bool = False):
         if value_format.kind not in ("json", "string", "raw"):
             raise ValueError("value format must be json, string or raw")
         if time_field and value_format.kind != "json":
@@ -303,6 +304,7 @@ class Converter:
         self.kind = value_format.kind
         self.schemas = schemas if schemas is not None else MemorySchemas()
         self.time_field = time_field
+        self.threads = threads  # let pyarrow's JSON reader use several cores
 
     def convert(self, topic: str, partition: int, block, max_event_ms: int) -> Converted:
         """Convert a Block (or a list of Messages) of one partition; see Converted."""
@@ -422,7 +424,7 @@ class Converter:
         options = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
         try:
             table = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(
-                use_threads=False, block_size=max(1 << 20, len(buf) + 1)), parse_options=options)
+                use_threads=self.threads, block_size=max(1 << 20, len(buf) + 1)), parse_options=options)
             table.validate(full=True)  # the reader does not check UTF-8; orjson does
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None

@@ -97,28 +97,39 @@ def load(config: dict, out=None, err=None) -> int:
     except (StorageError, SchemaError, LoaderError) as exc:
         print(f"headrace load: {exc}", file=err)
         return 2
+    workers = _start_workers(config)  # before this process starts any thread of its own
     zk = KazooClient(hosts=config["zookeeper"], timeout=10)
     try:
         zk.start(timeout=15)
     except Exception as exc:
+        _stop_workers(workers)
         print(f"headrace load: cannot reach ZooKeeper at {config['zookeeper']}: {exc}", file=err)
         return 2
     cluster = ClusterClient(zookeeper=config["zookeeper"], client_id="headrace-loader")
     try:
         for topic in config["topics"]:
             if not zk.exists(f"/brokers/topics/{topic}"):
+                _stop_workers(workers)
                 print(f"headrace load: unknown topic {topic!r}", file=err)
                 return 2
         stats = Stats()
         while True:
-            plan = make_plan(zk, cluster, config["group"], config["topics"])
-            total = 0
-            for name, entry in plan["partitions"].items():
-                topic, p = name.rsplit("/", 1)
-                if topic in config["topics"]:
-                    committed, _ = read_offset(zk, config["group"], topic, int(p))
-                    total += max(0, entry["end"] - (committed or 0))
-            status = _supervise(config, zk, cluster, total, err, stats)
+            made = {}
+
+            def plan_now() -> int:
+                """Plan (while the workers start); returns how many events the plan holds."""
+                plan = made["plan"] = make_plan(zk, cluster, config["group"], config["topics"])
+                total = 0
+                for name, entry in plan["partitions"].items():
+                    topic, p = name.rsplit("/", 1)
+                    if topic in config["topics"]:
+                        committed, _ = read_offset(zk, config["group"], topic, int(p))
+                        total += max(0, entry["end"] - (committed or 0))
+                return total
+
+            status = _supervise(config, zk, cluster, err, stats, plan_now, workers)
+            workers = None  # a second pass starts new ones
+            plan = made["plan"]
             if status or config["follow"] or not plan["resumed"] or not _progress_left(zk, cluster, config)[0]:
                 break
             # This run finished the plan of an interrupted one (same chunks, same files); now
@@ -142,6 +153,8 @@ def load(config: dict, out=None, err=None) -> int:
         print(f"headrace load: {exc}", file=err)
         return 1
     finally:
+        if workers is not None:  # never let go
+            _stop_workers(workers)
         cluster.close()
         zk.stop()
         zk.close()
@@ -153,17 +166,36 @@ def read_plan_partitions(zk, config) -> dict:
     return read_plan(zk, config["group"])["partitions"]
 
 
-def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
+def _start_workers(config: dict):
+    """(workers, their report queue, the event that lets them go).  Worker processes start
+    now and wait for the plan; they are forked when this process has no other thread yet
+    (nothing to import again), spawned otherwise.  memory:// lives inside one process, so
+    its workers are threads of this one, started later."""
     if Storage(config["url"], config["storage_options"]).protocol == "memory":
-        # memory:// lives inside one process: its workers are threads of this one.
         events = queue_module.Queue()
         stop_event = threading.Event()
-        procs = [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])]
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        events = ctx.Queue()
-        procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid()), daemon=True)
-                 for i in range(config["workers"])]
+        return [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])], events, None
+    fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    events = ctx.Queue()
+    go = ctx.Event()  # set once the plan is saved
+    procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid(), go), daemon=True)
+             for i in range(config["workers"])]
+    for p in procs:
+        p.start()
+    return procs, events, go
+
+
+def _stop_workers(workers) -> None:
+    for p in workers[0]:
+        if p.ident is not None and p.is_alive():
+            p.terminate()
+
+
+def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=None) -> int:
+    """Plan while the workers start up (``plan_now``), let them go, collect their reports,
+    and return the run's exit status."""
+    procs, events, go = workers or _start_workers(config)
     stopping = []
     terminated: set[int] = set()
 
@@ -175,8 +207,16 @@ def _supervise(config: dict, zk, cluster, total: int, err, stats: Stats) -> int:
     t0 = time.monotonic()
     next_plan = time.monotonic() + config["interval"]
     try:
-        for p in procs:
-            p.start()
+        try:
+            total = plan_now()
+        except BaseException:
+            _stop_workers((procs, events, go))
+            raise
+        if go is None:
+            for p in procs:
+                p.start()
+        else:
+            go.set()
         while True:
             try:
                 stats.add(events.get(timeout=0.05))

@@ -81,7 +81,8 @@ class Worker:
         else:
             schemas = ZkSchemas(self.zk, self.group_name)
         self.converter = Converter(ValueFormat(config.get("format", "json")), schemas,
-                                   config.get("time_field"))
+                                   config.get("time_field"),
+                                   threads=config.get("workers", 1) < (os.cpu_count() or 1))
         self.plan: dict[tuple[str, int], tuple[int, int]] = {}
         self.chunks: dict[tuple[str, int], Chunk] = {}
         self.versions: dict[tuple[str, int], int | None] = {}
@@ -391,9 +392,16 @@ def run_worker(config: dict, queue, index: int, parent_pid: int | None = None, s
     return 0
 
 
-def worker_main(config: dict, queue, index: int, parent_pid: int) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn)."""
+def worker_main(config: dict, queue, index: int, parent_pid: int, go=None) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn); it starts work once
+    ``go`` is set (the run plan is saved)."""
+    import signal
     import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while go is not None and not go.wait(0.1):
+        if os.getppid() != parent_pid:
+            sys.exit(1)
 
     logging.basicConfig(level=config.get("log_level", "WARNING"),
                         format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")

@@ -410,10 +410,12 @@ class RecordColumns:
 def decode_batch_columns(buf, pos: int, out: RecordColumns, *, verify_crc: bool = True) -> BatchHeader:
     """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
     header, data = _records_section(buf, pos, verify_crc)
-    _decode_records(
-        data, header.record_count, header.base_offset, header.base_timestamp,
-        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, columns=out,
-    )
+    log_append_ts = header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None
+    if header.record_count >= 32 and _decode_columns is not None and _decode_columns(
+            data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out):
+        return header
+    _decode_records(data, header.record_count, header.base_offset, header.base_timestamp,
+                    log_append_ts, columns=out)
     return header
 
 
@@ -545,3 +547,9 @@ def iter_records(buf, *, verify_crc: bool = True) -> Iterator[Record]:
     """Every record of every whole batch in ``buf``, in order."""
     for batch in decode_batches(buf, verify_crc=verify_crc):
         yield from batch.records
+
+
+try:  # numpy reads the fields of many records at once; without it, the loop above does
+    from .columns import decode_columns as _decode_columns
+except ImportError:  # pragma: no cover
+    _decode_columns = None
