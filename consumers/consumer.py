@@ -332,9 +332,12 @@ class Consumer:
     def _reset_out_of_range(self, topic: str, partition: int, p: dict) -> None:
         position = self.positions[(topic, partition)]
         if self.auto_offset_reset == "none":
-            raise OffsetOutOfRangeError(
+            error = OffsetOutOfRangeError(
                 f"offset {position} of {topic}-{partition} is out of range "
                 f"(log start {p['log_start_offset']}, end {p['high_watermark']})")
+            error.topic, error.partition, error.position = topic, partition, position
+            error.log_start, error.log_end = p["log_start_offset"], p["high_watermark"]
+            raise error
         new = self._resolve(topic, partition, EARLIEST if self.auto_offset_reset == "earliest" else LATEST)
         log.error("OFFSET OUT OF RANGE: %s-%d offset %d is outside [%d, %d]; reset to %s offset %d%s",
                   topic, partition, position, p["log_start_offset"], p["high_watermark"],

@@ -170,6 +170,22 @@ class Converted(NamedTuple):
     hours: pa.Array | None = None  # the bucket key of each row of ``table``
 
 
+def rest_of(converted: Converted, taken: int) -> Converted:
+    """What ``converted`` holds for its messages after the first ``taken``."""
+    keys = converted.keys
+    good = sum(1 for k in keys[:taken] if k != DEAD_LETTER)
+    dead = taken - good
+    rest = keys[taken:]
+    if isinstance(converted.row_of, range) and not dead:
+        row_of = range(len(rest))
+    else:
+        row_of = [r - (dead if k == DEAD_LETTER else good)
+                  for r, k in zip(converted.row_of[taken:], rest)]
+    hours = converted.hours.slice(good) if converted.hours is not None else None
+    return Converted(converted.table.slice(good), row_of, rest, converted.dead.slice(dead), 0,
+                     {}, hours)
+
+
 class FixedSchemas:
     """Declared schemas; ``"*"`` applies to every topic."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError, RolledBackError
 
 from consumers.consumer import EARLIEST, LATEST
 
@@ -63,6 +63,17 @@ def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
                   version: int | None, consumer_id: str) -> int:
     """Move the committed offset to ``offset`` if it is still at ``version`` and this
     ZooKeeper session still owns the partition, in one transaction; returns the new version."""
+    try:
+        return _commit_offset(zk, group, topic, partition, offset, version, consumer_id)
+    except FencedError:
+        raise
+    except KazooException as exc:
+        # Whether it applied or not, the next owner's reconcile settles it from the manifest.
+        raise FencedError(f"{topic}-{partition}: commit of offset {offset} interrupted "
+                          f"({type(exc).__name__}); rebalancing") from exc
+
+
+def _commit_offset(zk, group, topic, partition, offset, version, consumer_id) -> int:
     opath, wpath = owner_path(group, topic, partition), offset_path(group, topic, partition)
     try:
         owner, ostat = zk.get(opath)

@@ -22,6 +22,9 @@ import threading
 import time
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+
+from broker.protocol.errors import KafkaError
 
 from consumers.cluster import ClusterClient
 
@@ -92,8 +95,9 @@ def load(config: dict, out=None, err=None) -> int:
             if field and any(field not in fields for fields in declared.values()):
                 raise SchemaError(f"--time-field {field} is not in the declared schema "
                                   f"{config['schema_file']}; declare it (e.g. as string or double)")
-        if config["workers"] < 1:
-            raise LoaderError("--workers must be at least 1")
+        for name in ("workers", "max_rows", "max_bytes", "max_open_writers"):
+            if config[name] < 1:
+                raise LoaderError(f"--{name.replace('_', '-')} must be at least 1")
     except (StorageError, SchemaError, LoaderError) as exc:
         print(f"headrace load: {exc}", file=err)
         return 2
@@ -236,9 +240,16 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
                         p.terminate()
             if config["follow"] and time.monotonic() >= next_plan and not stopping:
                 next_plan = time.monotonic() + config["interval"]
-                mark_complete_hours(Storage(config["url"], config["storage_options"]), config,
-                                    read_plan_partitions(zk, config), only_complete=True, zk=zk)
-                make_plan(zk, cluster, config["group"], config["topics"])
+                try:
+                    mark_complete_hours(Storage(config["url"], config["storage_options"]), config,
+                                        read_plan_partitions(zk, config), only_complete=True, zk=zk)
+                    make_plan(zk, cluster, config["group"], config["topics"])
+                except (KafkaError, OSError, KazooException) as exc:  # a broker or ZooKeeper
+                    log.warning("cannot plan now (%s); trying again in %.0f s", exc, config["interval"])
+                    try:
+                        cluster.refresh(config["topics"], allow_auto_create=False)
+                    except (KafkaError, OSError):
+                        pass
             if not any(p.is_alive() for p in procs):
                 break
             if stats.failed and not config["follow"]:

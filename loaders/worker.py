@@ -27,11 +27,13 @@ import socket
 import time
 import uuid
 
+from kazoo.exceptions import KazooException
+
 from broker.protocol.errors import KafkaError, OffsetOutOfRangeError
 from consumers.group import GroupConsumer
 
 from .chunk import Chunk, Limits, parquet_bytes
-from .convert import DAY_MS, Converter, FixedSchemas, ValueFormat, load_declared_schema
+from .convert import DAY_MS, Converter, FixedSchemas, ValueFormat, load_declared_schema, rest_of
 from .layout import QUARANTINE, DEAD_LETTER, bucket_dir, manifest_dir, manifest_name, parse_manifest_name, tmp_dir
 from .registry import (
     FencedError,
@@ -72,7 +74,7 @@ class Worker:
             auto_offset_reset="smallest", session_timeout_ms=config.get("session_timeout_ms", 6000),
             rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
             on_assign=self._on_assign, columnar=True)
-        self.group.consumer.auto_offset_reset = "earliest" if self.allow_gaps else "none"
+        self.group.consumer.auto_offset_reset = "none"  # gaps are handled (and reported) here
         self.group.consumer.max_partition_fetch_bytes = 4 * 1024 * 1024
         self.zk = self.group.zk
         self.cluster = self.group.cluster
@@ -112,18 +114,27 @@ class Worker:
                 try:
                     messages = self.group.poll(0.05 if idle else 0.3, max_messages=200_000)
                 except OffsetOutOfRangeError as exc:
-                    raise GapError(f"{exc}: data was deleted by retention before it was loaded; "
-                                   "rerun with --allow-gaps to skip it") from exc
+                    self._out_of_range(exc)
+                    continue
                 if messages:
                     self._feed_all(messages)
                 self._finish_reached()
                 if self._plan_changed:
-                    self._extend_plan()
+                    try:
+                        self._extend_plan()
+                    except KazooException as exc:  # ZooKeeper busy or reconnecting: later
+                        log.warning("cannot read the plan yet (%r)", exc)
+                        self._plan_changed = True
                 if not self.follow and self.group.owned is not None and self._all_mine_finished():
                     now = time.monotonic()
                     if now - last_done_check >= 0.1:
                         last_done_check = now
-                        if self._plan_complete():
+                        try:
+                            complete = self._plan_complete()
+                        except KazooException as exc:  # ZooKeeper busy or reconnecting: later
+                            log.warning("cannot check the plan's progress yet (%r)", exc)
+                            complete = False
+                        if complete:
                             self._remove_own_tmp()
                             return
         finally:
@@ -149,19 +160,18 @@ class Worker:
             lo = bisect.bisect_left(offsets, chunk.next)
             hi = bisect.bisect_left(offsets, end)
             block = block[lo:hi]
-        max_event_ms = plan_ms + self.max_future_ms
-        # Converted in slices, so that what follows a cut is converted again at most once
-        # per slice, however small the files are.
-        piece = max(2000, min(self.limits.max_rows, 50_000))
-        while len(block):
-            part = block[:piece]
-            converted = self.converter.convert(key[0], key[1], part, max_event_ms)
-            taken, cut = chunk.take(part, converted)
+        if not len(block):
+            return
+        converted = self.converter.convert(key[0], key[1], block, plan_ms + self.max_future_ms)
+        while True:
+            taken, cut = chunk.take(block, converted)
             if cut:
                 chunk = self._cut(key, chunk.next)
                 if chunk is None:
                     return  # the partition was lost; the group rebalances
-            block = block[taken:]
+            if taken == len(block):
+                return
+            block, converted = block[taken:], rest_of(converted, taken)
 
     def _finish_reached(self) -> None:
         consumer = self.group.consumer
@@ -172,10 +182,25 @@ class Worker:
             if key not in consumer.positions:
                 continue
             if consumer.position(*key) >= end and not consumer.buffered(*key):
-                if chunk.next < end or chunk.writers:
-                    self._cut(key, end)
+                if (chunk.next < end or chunk.writers) and self._cut(key, end) is None:
+                    continue  # lost the partition; the group rebalances
                 self.finished.add(key)
                 consumer.pause(key)
+
+    def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        """Retention deleted offsets this worker had not loaded yet (or the log shrank)."""
+        key = (getattr(exc, "topic", None), getattr(exc, "partition", None))
+        start, position = getattr(exc, "log_start", -1), getattr(exc, "position", -1)
+        if key not in self.chunks or not (0 <= position < start):
+            raise LoaderError(f"{exc}; the log no longer holds what the plan expects "
+                              "(was the topic re-created or truncated?)") from exc
+        gap = (f"{key[0]}-{key[1]}: offsets {position}..{start - 1} ({start - position} messages) "
+               "were deleted by retention before they were loaded")
+        if not self.allow_gaps:
+            raise GapError(gap + "; rerun with --allow-gaps to skip them") from exc
+        log.error("GAP: %s; skipped (--allow-gaps)", gap)
+        self.report({"type": "gap", "topic": key[0], "partition": key[1], "first": position, "next": start})
+        self.group.consumer.seek(key[0], key[1], start)
 
     def _all_mine_finished(self) -> bool:
         return all(key in self.finished for key in self.chunks)
@@ -199,7 +224,7 @@ class Worker:
         self._plan_changed = False
         self._load_plan()
         consumer = self.group.consumer
-        for key in list(self.finished):
+        for key in list(self.finished & self.chunks.keys()):
             end = self.plan.get(key, (-1, 0))[0]
             if end > self.chunks[key].next:
                 self.finished.discard(key)
@@ -369,6 +394,12 @@ class Worker:
             self.report({"type": "gap", "topic": topic, "partition": partition,
                          "first": committed, "next": start})
             committed = start
+        planned = self.plan.get(key, (-1, 0))[0]
+        if committed < planned and planned > end:
+            raise LoaderError(
+                f"{topic}-{partition}: the plan loads up to offset {planned} but the log now ends at "
+                f"{end} (was the topic re-created or its log truncated?); delete "
+                f"/consumers/{self.group_name}/loader/plan to plan afresh")
         if committed > end:
             raise LoaderError(
                 f"{topic}-{partition}: the committed offset {committed} is past the log end {end} "
@@ -383,6 +414,10 @@ def run_worker(config: dict, queue, index: int, parent_pid: int | None = None, s
         Worker(config, report=queue.put, parent_pid=parent_pid, stop_event=stop_event).run()
     except (LoaderError, OSError, KafkaError, ValueError) as exc:
         queue.put({"type": "error", "worker": index, "message": str(exc)})
+        return 1
+    except KazooException as exc:
+        queue.put({"type": "error", "worker": index,
+                   "message": f"lost ZooKeeper ({type(exc).__name__}: {exc}); rerun to resume"})
         return 1
     except Exception as exc:  # a bug: say so plainly
         log.exception("worker %d failed", index)

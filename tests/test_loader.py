@@ -328,6 +328,8 @@ def test_bad_configuration_gets_a_clear_message(cluster1, tmp_path, capsys):
     assert "schema" in capsys.readouterr().err
     assert loader_run.load(base | {"url": "nosuchproto://x"}) == 2
     assert "cannot open warehouse" in capsys.readouterr().err
+    assert loader_run.load(base | {"max_open_writers": 0}) == 2
+    assert "--max-open-writers must be at least 1" in capsys.readouterr().err
 
 
 def test_follow_mode_loads_new_events(cluster1, tmp_path):
