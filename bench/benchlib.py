@@ -35,6 +35,7 @@ import resource
 import shutil
 import signal
 import sys
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -431,3 +432,28 @@ def print_broker_notes(meta: dict, contended: list[str]) -> None:
         print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
         for line in problems[:10]:
             print(f"  {line}")
+
+
+def add_ratio_targets(ours: dict, theirs: dict, rate: str, target: int, target_ratio: float) -> None:
+    """Ratios of ``ours`` to ``theirs`` (best over best, and the median of the per-rep
+    ratios) on the ``rate`` key, and whether the targets were met (by best and by median)."""
+    ratios = [a[rate] / b[rate] for a, b in zip(ours["runs"], theirs["runs"])]
+    ours["ratio"] = ours[rate] / theirs[rate]
+    ours["ratio_median"] = statistics.median(ratios)
+    ours[f"target_{rate}"] = target
+    ours["target_ratio"] = target_ratio
+    ours["target_met"] = ours[rate] >= target
+    ours["target_met_median"] = ours[f"{rate}_median"] >= target
+    ours["target_ratio_met"] = ours["ratio"] >= target_ratio
+    ours["target_ratio_met_median"] = ours["ratio_median"] >= target_ratio
+
+
+def verdict(met: bool | None, met_median: bool | None, text: str) -> str:
+    """A target's line: missed, met by the best run only, or met."""
+    if met is None:
+        return "-"
+    if not met:
+        return f"{text}: NO, MISSED"
+    if not met_median:
+        return f"{text}: yes (best only)"
+    return f"{text}: yes"

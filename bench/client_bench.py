@@ -88,6 +88,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to th
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (  # noqa: E402
+    add_ratio_targets,
+    verdict,
     MB,
     SATURATED,
     VALUE_BYTES,
@@ -384,25 +386,7 @@ def summarize(test: str, client: str, runs: list[dict]) -> dict:
 
 
 def add_targets(ours: dict, theirs: dict, target: int, target_ratio: float) -> None:
-    ratios = [a["msgs_per_s"] / b["msgs_per_s"] for a, b in zip(ours["runs"], theirs["runs"])]
-    ours["ratio"] = ours["msgs_per_s"] / theirs["msgs_per_s"]
-    ours["ratio_median"] = statistics.median(ratios)
-    ours["target_msgs_per_s"] = target
-    ours["target_ratio"] = target_ratio
-    ours["target_met"] = ours["msgs_per_s"] >= target
-    ours["target_met_median"] = ours["msgs_per_s_median"] >= target
-    ours["target_ratio_met"] = ours["ratio"] >= target_ratio
-    ours["target_ratio_met_median"] = ours["ratio_median"] >= target_ratio
-
-
-def verdict(met: bool | None, met_median: bool | None, text: str) -> str:
-    if met is None:
-        return "-"
-    if not met:
-        return f"{text}: NO, MISSED"
-    if not met_median:
-        return f"{text}: yes (best only)"
-    return f"{text}: yes"
+    add_ratio_targets(ours, theirs, "msgs_per_s", target, target_ratio)
 
 
 def print_results(rows_in: list[dict]) -> None:

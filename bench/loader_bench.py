@@ -98,6 +98,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.json as pj  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from benchlib import (  # noqa: E402
+    add_ratio_targets,
+    verdict,
     MB,
     BenchmarkError,
     add_output_args,
@@ -654,27 +656,12 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def add_ratios(row: dict, baseline: dict) -> None:
-    pairs = [a["events_per_s"] / b["events_per_s"]
-             for a, b in zip(row["runs"], baseline["runs"])]
-    row["ratio"] = row["events_per_s"] / baseline["events_per_s"]
-    row["ratio_median"] = statistics.median(pairs)
     if row.get("workers") == TARGET_WORKERS:
-        row["target_events_per_s"] = TARGET_RATE
-        row["target_ratio"] = TARGET_RATIO
-        row["target_met"] = row["events_per_s"] >= TARGET_RATE
-        row["target_met_median"] = row["events_per_s_median"] >= TARGET_RATE
-        row["target_ratio_met"] = row["ratio"] >= TARGET_RATIO
-        row["target_ratio_met_median"] = row["ratio_median"] >= TARGET_RATIO
-
-
-def verdict(met: bool | None, met_median: bool | None, text: str) -> str:
-    if met is None:
-        return "-"
-    if not met:
-        return f"{text}: NO, MISSED"
-    if not met_median:
-        return f"{text}: yes (best only)"
-    return f"{text}: yes"
+        add_ratio_targets(row, baseline, "events_per_s", TARGET_RATE, TARGET_RATIO)
+    else:
+        pairs = [a["events_per_s"] / b["events_per_s"] for a, b in zip(row["runs"], baseline["runs"])]
+        row["ratio"] = row["events_per_s"] / baseline["events_per_s"]
+        row["ratio_median"] = statistics.median(pairs)
 
 
 def print_results(rows_in: list[dict], event_bytes: float) -> None:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from broker.log.checkpoint import atomic_write
 
 RENAME_PROTOCOLS = {"file", "local", "hdfs", "arrow_hdfs", "viewfs"}
 
@@ -88,23 +91,8 @@ class Storage:
 
     def _publish_local(self, final: str, data: bytes, tmp_dir: str) -> None:
         os.makedirs(tmp_dir, exist_ok=True)
-        final_dir = os.path.dirname(final)
-        os.makedirs(final_dir, exist_ok=True)
-        tmp = os.path.join(tmp_dir, uuid.uuid4().hex + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        dfd = os.open(final_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        atomic_write(Path(final), data, tmp=Path(tmp_dir) / (uuid.uuid4().hex + ".tmp"))
 
     def write_small(self, rel: str, data: bytes, tmp_rel: str) -> None:
         """A small metadata file (manifest, marker), published the same way."""
@@ -144,17 +132,13 @@ class Storage:
 
     def list_names(self, rel: str) -> list[str]:
         """Names (not paths) of the files directly in ``rel``; empty if it does not exist."""
-        try:
-            self.fs.invalidate_cache(self.path(rel))
-            entries = self.fs.ls(self.path(rel), detail=True)
-        except FileNotFoundError:
-            return []
-        except Exception as exc:
-            raise StorageError(f"cannot list {self.url}/{rel}: {exc}") from exc
-        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
-                      if e.get("type") != "directory")
+        return self._list(rel, directories=False)
 
     def list_dirs(self, rel: str) -> list[str]:
+        """Names of the directories (prefixes, on object stores) directly in ``rel``."""
+        return self._list(rel, directories=True)
+
+    def _list(self, rel: str, directories: bool) -> list[str]:
         try:
             self.fs.invalidate_cache(self.path(rel))
             entries = self.fs.ls(self.path(rel), detail=True)
@@ -163,7 +147,7 @@ class Storage:
         except Exception as exc:
             raise StorageError(f"cannot list {self.url}/{rel}: {exc}") from exc
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
-                      if e.get("type") == "directory")
+                      if (e.get("type") == "directory") == directories)
 
 
 def parse_storage_options(items: list[str]) -> dict:

@@ -24,9 +24,10 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable; the caller falls back to a full recovery."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write(path: Path, data: bytes, tmp: Path | None = None) -> None:
+    """Replace ``path`` with ``data``: temp file (``tmp``, by default beside ``path``; it
+    must be on the same file system), fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp") if tmp is None else tmp
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
