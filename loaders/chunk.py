@@ -79,8 +79,10 @@ class Chunk:
         reaches a limit, no writer too many) - then take it all and say True."""
         keys = converted.keys
         stats = pa.table({"k": pa.array(keys, pa.int64()), "s": pa.array(sizes, pa.int64()),
-                          "o": pa.array(block.offsets, pa.int64())}).group_by("k").aggregate(
-            [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max")]).to_pydict()
+                          "o": pa.array(block.offsets, pa.int64()),
+                          "r": pa.array(converted.row_of, pa.int64())}).group_by("k").aggregate(
+            [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
+             ("r", "max")]).to_pydict()
         max_rows, max_bytes, max_open = self.limits
         writers = self.writers
         fresh = sum(1 for k in stats["k"] if k not in writers)
@@ -90,8 +92,9 @@ class Chunk:
             w = writers.get(k)
             if (w.rows if w else 0) + rows >= max_rows or (w.bytes if w else 0) + size >= max_bytes:
                 return False
-        for k, size, rows, first, last in zip(stats["k"], stats["s_sum"], stats["s_count"],
-                                              stats["o_min"], stats["o_max"]):
+        for k, size, rows, first, last, r_min, r_max in zip(
+                stats["k"], stats["s_sum"], stats["s_count"], stats["o_min"], stats["o_max"],
+                stats["r_min"], stats["r_max"]):
             w = writers.get(k)
             if w is None:
                 w = writers[k] = _Writer()
@@ -101,8 +104,10 @@ class Chunk:
             w.last = last
             if k == DEAD_LETTER:
                 w.tables.append(converted.dead)
-            elif len(stats["k"]) - (DEAD_LETTER in stats["k"]) == 1:
+            elif rows == converted.table.num_rows:
                 w.tables.append(converted.table)
+            elif r_max - r_min + 1 == rows:  # an hour's rows in one run (time-ordered logs)
+                w.tables.append(converted.table.slice(r_min, rows))
             else:
                 w.tables.append(converted.table.filter(pc.equal(converted.hours, k)))
             self._count_conflicts(k, w.tables[-1])
@@ -200,6 +205,14 @@ def parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
     sink = io.BytesIO()
     delta = [c for c in _DELTA if c in table.column_names]
     pq.write_table(table, sink, compression=compression,
-                   use_dictionary=[c for c in table.column_names if c not in delta],
+                   use_dictionary=[c for c in table.column_names if c not in delta
+                                   and _repetitive(table.column(c))],
                    column_encoding={c: "DELTA_BINARY_PACKED" for c in delta})
     return sink.getvalue()
+
+
+def _repetitive(column) -> bool:
+    """Whether dictionary encoding pays: judged on a sample (hashing every value of a column
+    of unique values - times, ids, URLs - costs more than it saves)."""
+    sample = column.slice(0, 4096)
+    return len(sample) < 64 or pc.count_distinct(sample).as_py() <= len(sample) // 4
