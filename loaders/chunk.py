@@ -6,6 +6,7 @@ become files at once and the offset moves to ``next`` - when
 
 - a writer reaches ``max_rows`` records or ``max_bytes`` input bytes (after that record),
 - a record needs a new writer while ``max_open`` writers are open (before that record),
+- the chunk's input reaches ``max_chunk_bytes`` (after that record; this bounds memory),
 - the partition reaches the end of the run plan.
 
 Nothing else (no wall clock, no output size, no fetch boundaries) decides a cut, so loading
@@ -27,9 +28,10 @@ from .layout import DEAD_LETTER, QUARANTINE, bucket_dir, data_file_name
 
 
 class Limits(NamedTuple):
-    max_rows: int = 1_000_000
-    max_bytes: int = 256 * 1024 * 1024
-    max_open: int = 32
+    max_rows: int = 1_000_000                   # rows per file
+    max_bytes: int = 256 * 1024 * 1024          # input bytes per file
+    max_open: int = 32                          # open writers per chunk
+    max_chunk_bytes: int = 256 * 1024 * 1024    # input bytes per chunk: what a partition holds in memory
 
 
 class ChunkFile(NamedTuple):
@@ -83,10 +85,10 @@ class Chunk:
                           "r": pa.array(converted.row_of, pa.int64())}).group_by("k").aggregate(
             [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
              ("r", "max")]).to_pydict()
-        max_rows, max_bytes, max_open = self.limits
+        max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
         writers = self.writers
         fresh = sum(1 for k in stats["k"] if k not in writers)
-        if len(writers) + fresh > max_open:
+        if len(writers) + fresh > max_open or self.input_bytes + sum(sizes) >= max_chunk_bytes:
             return False
         for k, size, rows in zip(stats["k"], stats["s_sum"], stats["s_count"]):
             w = writers.get(k)
@@ -119,9 +121,10 @@ class Chunk:
         """Record by record, to find exactly where the cut falls."""
         keys = converted.keys
         counts = self.writers
-        max_rows, max_bytes, max_open = self.limits
+        max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
         offsets = block.offsets
         taken, cut = len(offsets), False
+        held = self.input_bytes
         for i, offset in enumerate(offsets):
             key = keys[i]
             w = counts.get(key)
@@ -132,10 +135,11 @@ class Chunk:
                 w = counts[key] = _Writer()
             w.rows += 1
             w.bytes += sizes[i]
+            held += sizes[i]
             if w.first < 0:
                 w.first = offset
             w.last = offset
-            if w.rows >= max_rows or w.bytes >= max_bytes:
+            if w.rows >= max_rows or w.bytes >= max_bytes or held >= max_chunk_bytes:
                 taken, cut = i + 1, True
                 break
         if taken:

@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-bytes", type=_size, default=256 << 20,
                    help="input bytes per file at most (e.g. 256M)")
     p.add_argument("--max-open-writers", type=int, default=32, help="open files per partition at most")
+    p.add_argument("--max-chunk-bytes", type=_size, default=256 << 20,
+                   help="input bytes a partition holds before its files are written (bounds memory)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="skip offsets deleted by retention before they were loaded (logged)")
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
@@ -64,6 +66,7 @@ def run(args) -> int:
         "format": args.format, "time_field": args.time_field, "schema_file": args.schema_file,
         "max_rows": args.max_rows, "max_bytes": args.max_bytes,
         "max_open_writers": args.max_open_writers, "allow_gaps": args.allow_gaps,
+        "max_chunk_bytes": args.max_chunk_bytes,
         "storage_options": options, "parquet_compression": args.parquet_compression,
         "session_timeout_ms": args.session_timeout_ms,
         "log_level": "WARNING" if level == "INFO" else level,

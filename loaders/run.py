@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {"workers": 1, "format": "json", "time_field": None, "schema_file": None,
             "max_rows": 1_000_000, "max_bytes": 256 * 1024 * 1024, "max_open_writers": 32,
+            "max_chunk_bytes": 256 * 1024 * 1024,
             "allow_gaps": False, "follow": False, "interval": 60.0, "storage_options": {},
             "parquet_compression": "snappy", "session_timeout_ms": 6000,
             "max_future_ms": 86_400_000, "success_lookback_days": 7, "log_level": "WARNING"}
@@ -95,7 +96,7 @@ def load(config: dict, out=None, err=None) -> int:
             if field and any(field not in fields for fields in declared.values()):
                 raise SchemaError(f"--time-field {field} is not in the declared schema "
                                   f"{config['schema_file']}; declare it (e.g. as string or double)")
-        for name in ("workers", "max_rows", "max_bytes", "max_open_writers"):
+        for name in ("workers", "max_rows", "max_bytes", "max_open_writers", "max_chunk_bytes"):
             if config[name] < 1:
                 raise LoaderError(f"--{name.replace('_', '-')} must be at least 1")
     except (StorageError, SchemaError, LoaderError) as exc:
@@ -181,8 +182,11 @@ def _start_workers(config: dict):
         return [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])], events, None
     fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    events = ctx.Queue()
-    go = ctx.Event()  # set once the plan is saved
+    # Made in the spawn context: forked workers inherit them, and replacements started
+    # later (spawned, as this process runs threads by then) can be handed them too.
+    shared = multiprocessing.get_context("spawn")
+    events = shared.Queue()
+    go = shared.Event()  # set once the plan is saved
     procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid(), go), daemon=True)
              for i in range(config["workers"])]
     for p in procs:
@@ -202,6 +206,7 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
     procs, events, go = workers or _start_workers(config)
     stopping = []
     terminated: set[int] = set()
+    restarts: dict[int, tuple[float, float]] = {}  # worker -> (when it may restart, back-off)
 
     def stop(signum, frame):
         stopping.append(signum)
@@ -250,6 +255,8 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
                         cluster.refresh(config["topics"], allow_auto_create=False)
                     except (KafkaError, OSError):
                         pass
+            if config["follow"] and not stopping:
+                _restart_failed(config, procs, events, restarts, err)
             if not any(p.is_alive() for p in procs):
                 break
             if stats.failed and not config["follow"]:
@@ -282,6 +289,31 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
     if stopping:
         status = 130 if stopping[0] == signal.SIGINT else 143
     return status
+
+
+def _restart_failed(config: dict, procs: list, events, restarts: dict, err) -> None:
+    """With --follow, a worker that died is replaced (after a back-off that doubles up to a
+    minute while it keeps dying), so the load goes on with all its workers."""
+    now = time.monotonic()
+    for i, p in enumerate(procs):
+        if p.is_alive() or p.exitcode is None and not isinstance(p, _ThreadWorker):
+            continue
+        when, backoff = restarts.get(i, (0.0, 1.0))
+        if when == 0.0:  # just noticed
+            restarts[i] = (now + backoff, backoff)
+            print(f"headrace load: worker {i} stopped (exit status {p.exitcode}); "
+                  f"starting another in {backoff:.0f} s", file=err)
+            continue
+        if now < when:
+            continue
+        if isinstance(p, _ThreadWorker):
+            replacement = _ThreadWorker(config, events, i, p.stop_event)
+        else:  # this process runs threads now: spawn, not fork
+            replacement = multiprocessing.get_context("spawn").Process(
+                target=worker_main, args=(config, events, i, os.getpid(), None), daemon=True)
+        replacement.start()
+        procs[i] = replacement
+        restarts[i] = (0.0, min(backoff * 2, 60.0))
 
 
 class _ThreadWorker(threading.Thread):

@@ -90,9 +90,17 @@ class Storage:
             raise StorageError(f"{self.url}/{rel} has {size} bytes after publishing {len(data)}")
 
     def _publish_local(self, final: str, data: bytes, tmp_dir: str) -> None:
-        os.makedirs(tmp_dir, exist_ok=True)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        atomic_write(Path(final), data, tmp=Path(tmp_dir) / (uuid.uuid4().hex + ".tmp"))
+        for attempt in range(3):
+            os.makedirs(tmp_dir, exist_ok=True)
+            try:
+                atomic_write(Path(final), data, tmp=Path(tmp_dir) / (uuid.uuid4().hex + ".tmp"))
+                return
+            except FileNotFoundError:
+                # Another worker swept this temporary directory (it took this one for dead
+                # between two ZooKeeper sessions): write it again.
+                if attempt == 2:
+                    raise
 
     def write_small(self, rel: str, data: bytes, tmp_rel: str) -> None:
         """A small metadata file (manifest, marker), published the same way."""

@@ -63,7 +63,8 @@ class Worker:
         self.group_name = config["group"]
         self.topics = config["topics"]
         self.store = Storage(config["url"], config.get("storage_options"))
-        self.limits = Limits(config["max_rows"], config["max_bytes"], config["max_open_writers"])
+        self.limits = Limits(config["max_rows"], config["max_bytes"], config["max_open_writers"],
+                             config.get("max_chunk_bytes", Limits().max_chunk_bytes))
         self.follow = config.get("follow", False)
         self.allow_gaps = config.get("allow_gaps", False)
         self.max_future_ms = config.get("max_future_ms", DAY_MS)
@@ -90,6 +91,7 @@ class Worker:
         self.versions: dict[tuple[str, int], int | None] = {}
         self.finished: set[tuple[str, int]] = set()
         self._plan_changed = False
+        self._reached: dict[tuple[str, int], int] = {}  # offsets seen committed at the plan's end
         self._success_dirs: set[str] = set()
         self.tmp_root = tmp_dir("", self.group_name).lstrip("/")
         self.tmp = f"{self.tmp_root}/{consumer_id}"  # one per worker: the dead ones' are swept
@@ -206,15 +208,18 @@ class Worker:
         return all(key in self.finished for key in self.chunks)
 
     def _plan_complete(self) -> bool:
+        """Whether every partition of the plan reached its end (partitions seen there once
+        are not read again)."""
         plan = read_plan(self.zk, self.group_name)["partitions"]
         for topic in self.topics:
             for p in self.cluster.partitions(topic):
                 entry = plan.get(f"{topic}/{p}")
-                if entry is None:
+                if entry is None or self._reached.get((topic, p), -1) >= entry["end"]:
                     continue
                 committed, _ = read_offset(self.zk, self.group_name, topic, p)
                 if committed is None or committed < entry["end"]:
                     return False
+                self._reached[(topic, p)] = committed
         return True
 
     def _on_plan(self, data, stat, event=None):
@@ -343,10 +348,13 @@ class Worker:
             return
         live = set(self.zk.get_children(f"/consumers/{self.group_name}/ids"))
         for member in self.store.list_dirs(self.tmp_root):
-            if member not in live:
-                for name in self.store.list_names(f"{self.tmp_root}/{member}"):
-                    self.store.delete(f"{self.tmp_root}/{member}/{name}")
-                self.store.remove_dir(f"{self.tmp_root}/{member}")
+            if member in live:
+                continue
+            # (A member missing from the registry may only be between two sessions, still
+            # writing: Storage.publish writes a swept temporary file again.)
+            for name in self.store.list_names(f"{self.tmp_root}/{member}"):
+                self.store.delete(f"{self.tmp_root}/{member}/{name}")
+            self.store.remove_dir(f"{self.tmp_root}/{member}")
 
     def _reconcile(self, topic: str, partition: int) -> int:
         """Settle the committed offset of a partition this worker now owns; see the module

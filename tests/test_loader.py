@@ -337,10 +337,19 @@ def test_follow_mode_loads_new_events(cluster1, tmp_path):
     create_topic(cluster1.brokers[0].port, topic, 2)
     kcat_produce(cluster1.bootstrap, topic, events(500))
     out = tmp_path / "wh"
-    proc = subprocess.Popen(load_cmd(cluster1, topic, group, str(out), "--follow", "--interval", "0.5"),
+    proc = subprocess.Popen(load_cmd(cluster1, topic, group, str(out), "--follow", "--interval", "0.5",
+                                     "--workers", "2", "--session-timeout-ms", "1500"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def workers() -> list[str]:
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        return [pid for pid in found if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
     try:
         wait_for(lambda: sum(c or 0 for c in committed(cluster1, group, topic, 2)) == 500, 60, 0.3)
+        victim = workers()[0]
+        os.kill(int(victim), signal.SIGKILL)  # a dead worker is replaced; loading goes on
+        wait_for(lambda: len(workers()) == 2 and victim not in workers(), 30, 0.2)
         kcat_produce(cluster1.bootstrap, topic, events(300, start=500))
         wait_for(lambda: sum(c or 0 for c in committed(cluster1, group, topic, 2)) == 800, 60, 0.3)
     finally:
