@@ -374,3 +374,45 @@ def test_same_plan_gives_the_same_files_whatever_the_workers(cluster1, tmp_path)
         trees.append(files)
     assert trees[0].keys() == trees[1].keys() and len(trees[0]) > 12
     assert all(trees[0][name] == trees[1][name] for name in trees[0])
+
+
+def test_gap_met_mid_run_is_reported_or_fails(cluster1, tmp_path):
+    """Retention overtaking a worker while it loads: with --allow-gaps the gap is reported and
+    skipped; without, the worker stops with the exact gap."""
+    from broker.protocol.errors import OffsetOutOfRangeError
+    from loaders.registry import GapError
+
+    topic, group = "access-midgap", "wh-midgap"
+    create_topic(cluster1.brokers[0].port, topic, 1)
+    reports = []
+    config = loader_run.DEFAULTS | _config(cluster1, topic, group, str(tmp_path / "wh"), allow_gaps=True)
+    worker = loader_worker.Worker(config, report=reports.append)
+    try:
+        worker.chunks[(topic, 0)] = loader_worker.Chunk(topic, 0, 5, worker.limits)
+        worker.group.consumer.positions[(topic, 0)] = 5
+        error = OffsetOutOfRangeError(f"offset 5 of {topic}-0 is out of range")
+        error.topic, error.partition, error.position, error.log_start, error.log_end = topic, 0, 5, 40, 90
+        worker._out_of_range(error)
+        assert reports == [{"type": "gap", "topic": topic, "partition": 0, "first": 5, "next": 40}]
+        assert worker.group.consumer.position(topic, 0) == 40
+        worker.allow_gaps = False
+        with pytest.raises(GapError, match=r"offsets 5\.\.39 \(35 messages\)"):
+            worker._out_of_range(error)
+        error.position, error.log_start = 95, 0  # past the end: the log shrank
+        with pytest.raises(loader_worker.LoaderError, match="re-created or truncated"):
+            worker._out_of_range(error)
+    finally:
+        worker.group.close()
+
+
+def test_loader_lag_shows_in_groups_describe(cluster1, tmp_path):
+    topic, group = "access-lag", "wh-lag"
+    create_topic(cluster1.brokers[0].port, topic, 2)
+    kcat_produce(cluster1.bootstrap, topic, events(300))
+    assert loader_run.load(_config(cluster1, topic, group, str(tmp_path / "wh"))) == 0
+    kcat_produce(cluster1.bootstrap, topic, events(50, start=300))
+    shown = subprocess.run(HEADRACE + ["groups", "--zookeeper", cluster1.zookeeper_connect,
+                                       "describe", group], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lags = [int(line.split()[4]) for line in shown.stdout.splitlines() if line.startswith(topic)]
+    assert len(lags) == 2 and sum(lags) == 50
