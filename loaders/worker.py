@@ -448,6 +448,7 @@ def worker_main(config: dict, queue, index: int, parent_pid: int, go=None) -> No
 
     logging.basicConfig(level=config.get("log_level", "WARNING"),
                         format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(config.get("log_level", "WARNING"))  # forked: the parent's set-up
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     # Everything imported so far lives as long as the process, and the records in flight are
     # many small objects: collect rarely and never scan the permanent ones.
