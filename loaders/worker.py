@@ -85,7 +85,8 @@ class Worker:
             schemas = ZkSchemas(self.zk, self.group_name)
         self.converter = Converter(ValueFormat(config.get("format", "json")), schemas,
                                    config.get("time_field"),
-                                   threads=config.get("workers", 1) < (os.cpu_count() or 1))
+                                   # pyarrow's pool also takes what other workers leave idle
+                                   threads=True)
         self.plan: dict[tuple[str, int], tuple[int, int]] = {}
         self.chunks: dict[tuple[str, int], Chunk] = {}
         self.versions: dict[tuple[str, int], int | None] = {}
