@@ -114,6 +114,10 @@ class Worker:
                 if self.stop_event is not None and self.stop_event.is_set():
                     return
                 idle = self._all_mine_finished() and not self.follow
+                if idle and self.group._dirty.is_set() and self._plan_done():
+                    # another worker left because all is loaded: no rebalance for nothing
+                    self._remove_own_tmp()
+                    return
                 try:
                     messages = self.group.poll(0.05 if idle else 0.3, max_messages=200_000)
                 except OffsetOutOfRangeError as exc:
@@ -132,12 +136,7 @@ class Worker:
                     now = time.monotonic()
                     if now - last_done_check >= 0.1:
                         last_done_check = now
-                        try:
-                            complete = self._plan_complete()
-                        except KazooException as exc:  # ZooKeeper busy or reconnecting: later
-                            log.warning("cannot check the plan's progress yet (%r)", exc)
-                            complete = False
-                        if complete:
+                        if self._plan_done():
                             self._remove_own_tmp()
                             return
         finally:
@@ -207,6 +206,13 @@ class Worker:
 
     def _all_mine_finished(self) -> bool:
         return all(key in self.finished for key in self.chunks)
+
+    def _plan_done(self) -> bool:
+        try:
+            return self._plan_complete()
+        except KazooException as exc:  # ZooKeeper busy or reconnecting: ask again later
+            log.warning("cannot check the plan's progress yet (%r)", exc)
+            return False
 
     def _plan_complete(self) -> bool:
         """Whether every partition of the plan reached its end (partitions seen there once

@@ -1,0 +1,234 @@
+"""The consumer-group APIs: request and response schemas, not yet served.
+
+Groundwork for a group coordinator.  These rows are deliberately kept out of ``apis.APIS``
+and ``apis.API_BY_KEY``, so the broker neither advertises them in ApiVersions nor accepts
+them; a coordinator joins them to that table when it exists.
+
+Same conventions as ``apis.py``: field names and the versions that carry them follow Apache
+Kafka's message definitions (``clients/src/main/resources/common/message/*.json``), and only
+non-flexible (pre-KIP-482) versions are described.  The first flexible version of each API is
+noted beside its section and must not be reached by widening a range here.
+
+    >>> [(api.key, api.name, api.min_version, api.max_version) for api in GROUP_APIS][:3]
+    [(10, 'FindCoordinator', 0, 2), (11, 'JoinGroup', 0, 5), (12, 'Heartbeat', 0, 3)]
+
+Nullability that a fixed codec type cannot express per version is widened to "nullable" and
+left to the handler to police (as ``apis.METADATA_REQUEST`` does for v0 topics):
+OffsetFetch v1 ``topics`` decodes null although only v2+ allow it.
+"""
+
+from __future__ import annotations
+
+from .apis import Api
+from .schema import (
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    NULLABLE_STRING,
+    STRING,
+    Array,
+    Field,
+    Struct,
+)
+
+# Kafka's "no authorized operations requested" sentinel (int32 minimum).
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+# --- FindCoordinator (10): non-flexible 0-2, flexible from 3 --------------------------------
+
+FIND_COORDINATOR_REQUEST = Struct(
+    Field("key", STRING),
+    Field("key_type", INT8, "1+"),  # 0 group, 1 transaction; v0 means a group
+)
+FIND_COORDINATOR_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16),
+    Field("error_message", NULLABLE_STRING, "1+"),
+    Field("node_id", INT32),
+    Field("host", STRING),
+    Field("port", INT32),
+)
+
+# --- JoinGroup (11): non-flexible 0-5, flexible from 6 --------------------------------------
+
+JOIN_GROUP_REQUEST = Struct(
+    Field("group_id", STRING),
+    Field("session_timeout_ms", INT32),
+    # Absent in v0: the coordinator then uses session_timeout_ms as the rebalance timeout.
+    Field("rebalance_timeout_ms", INT32, "1+", default=-1),
+    Field("member_id", STRING),
+    Field("group_instance_id", NULLABLE_STRING, "5+"),
+    Field("protocol_type", STRING),
+    Field("protocols", Array(Struct(
+        Field("name", STRING),
+        Field("metadata", BYTES),
+    ))),
+)
+JOIN_GROUP_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "2+"),
+    Field("error_code", INT16),
+    Field("generation_id", INT32, default=-1),
+    Field("protocol_name", STRING),  # null only from v7 (flexible); "" on errors here
+    Field("leader", STRING),
+    Field("member_id", STRING),
+    Field("members", Array(Struct(
+        Field("member_id", STRING),
+        Field("group_instance_id", NULLABLE_STRING, "5+"),
+        Field("metadata", BYTES),
+    ))),
+)
+
+# --- Heartbeat (12): non-flexible 0-3, flexible from 4 --------------------------------------
+
+HEARTBEAT_REQUEST = Struct(
+    Field("group_id", STRING),
+    Field("generation_id", INT32),
+    Field("member_id", STRING),
+    Field("group_instance_id", NULLABLE_STRING, "3+"),
+)
+HEARTBEAT_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16),
+)
+
+# --- LeaveGroup (13): v0-1 here; v2 (same as v1) and v3 (batched members) are also
+# non-flexible, flexible from 4 --------------------------------------------------------------
+
+LEAVE_GROUP_REQUEST = Struct(
+    Field("group_id", STRING),
+    Field("member_id", STRING),  # v0-2 only; v3 replaces it with a members array
+)
+LEAVE_GROUP_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16),
+)
+
+# --- SyncGroup (14): non-flexible 0-3, flexible from 4 --------------------------------------
+
+SYNC_GROUP_REQUEST = Struct(
+    Field("group_id", STRING),
+    Field("generation_id", INT32),
+    Field("member_id", STRING),
+    Field("group_instance_id", NULLABLE_STRING, "3+"),
+    Field("assignments", Array(Struct(  # filled by the leader only; followers send []
+        Field("member_id", STRING),
+        Field("assignment", BYTES),
+    ))),
+)
+SYNC_GROUP_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16),
+    Field("assignment", BYTES),
+)
+
+# --- OffsetCommit (8): v2-7 here (v0-1 are non-flexible too, dropped by Kafka 4.0);
+# flexible from 8 ---------------------------------------------------------------------------
+
+OFFSET_COMMIT_REQUEST = Struct(
+    Field("group_id", STRING),
+    Field("generation_id_or_member_epoch", INT32, "1+", default=-1),
+    Field("member_id", STRING, "1+"),
+    Field("group_instance_id", NULLABLE_STRING, "7+"),
+    Field("retention_time_ms", INT64, "2-4", default=-1),  # -1: the broker's retention
+    Field("topics", Array(Struct(
+        Field("name", STRING),
+        Field("partitions", Array(Struct(
+            Field("partition_index", INT32),
+            Field("committed_offset", INT64),
+            Field("committed_leader_epoch", INT32, "6+", default=-1),
+            Field("committed_metadata", NULLABLE_STRING),
+        ))),
+    ))),
+)
+OFFSET_COMMIT_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "3+"),
+    Field("topics", Array(Struct(
+        Field("name", STRING),
+        Field("partitions", Array(Struct(
+            Field("partition_index", INT32),
+            Field("error_code", INT16),
+        ))),
+    ))),
+)
+
+# --- OffsetFetch (9): v1-5 here (v0 read ZooKeeper); flexible from 6 -----------------------
+
+OFFSET_FETCH_REQUEST = Struct(
+    Field("group_id", STRING),
+    # null = every partition with a committed offset; allowed from v2 only (see above)
+    Field("topics", Array(Struct(
+        Field("name", STRING),
+        Field("partition_indexes", Array(INT32)),
+    ), nullable=True)),
+)
+OFFSET_FETCH_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "3+"),
+    Field("topics", Array(Struct(
+        Field("name", STRING),
+        Field("partitions", Array(Struct(
+            Field("partition_index", INT32),
+            Field("committed_offset", INT64),
+            Field("committed_leader_epoch", INT32, "5+", default=-1),
+            Field("metadata", NULLABLE_STRING),
+            Field("error_code", INT16),
+        ))),
+    ))),
+    Field("error_code", INT16, "2+"),  # group-level; after the topics, not before
+)
+
+# --- DescribeGroups (15): non-flexible 0-4, flexible from 5 ---------------------------------
+
+DESCRIBE_GROUPS_REQUEST = Struct(
+    Field("groups", Array(STRING)),
+    Field("include_authorized_operations", BOOL, "3+"),
+)
+DESCRIBE_GROUPS_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("groups", Array(Struct(
+        Field("error_code", INT16),
+        Field("group_id", STRING),
+        Field("group_state", STRING),
+        Field("protocol_type", STRING),
+        Field("protocol_data", STRING),
+        Field("members", Array(Struct(
+            Field("member_id", STRING),
+            Field("group_instance_id", NULLABLE_STRING, "4+"),
+            Field("client_id", STRING),
+            Field("client_host", STRING),
+            Field("member_metadata", BYTES),
+            Field("member_assignment", BYTES),
+        ))),
+        Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
+    ))),
+)
+
+# --- ListGroups (16): non-flexible 0-2 (an empty request), flexible from 3 ------------------
+
+LIST_GROUPS_REQUEST = Struct()
+LIST_GROUPS_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16),
+    Field("groups", Array(Struct(
+        Field("group_id", STRING),
+        Field("protocol_type", STRING),
+    ))),
+)
+
+# --- the table -------------------------------------------------------------------------------
+
+GROUP_APIS: list[Api] = [
+    Api(10, "FindCoordinator", 0, 2, FIND_COORDINATOR_REQUEST, FIND_COORDINATOR_RESPONSE),
+    Api(11, "JoinGroup", 0, 5, JOIN_GROUP_REQUEST, JOIN_GROUP_RESPONSE),
+    Api(12, "Heartbeat", 0, 3, HEARTBEAT_REQUEST, HEARTBEAT_RESPONSE),
+    Api(13, "LeaveGroup", 0, 1, LEAVE_GROUP_REQUEST, LEAVE_GROUP_RESPONSE),
+    Api(14, "SyncGroup", 0, 3, SYNC_GROUP_REQUEST, SYNC_GROUP_RESPONSE),
+    Api(8, "OffsetCommit", 2, 7, OFFSET_COMMIT_REQUEST, OFFSET_COMMIT_RESPONSE),
+    Api(9, "OffsetFetch", 1, 5, OFFSET_FETCH_REQUEST, OFFSET_FETCH_RESPONSE),
+    Api(15, "DescribeGroups", 0, 4, DESCRIBE_GROUPS_REQUEST, DESCRIBE_GROUPS_RESPONSE),
+    Api(16, "ListGroups", 0, 2, LIST_GROUPS_REQUEST, LIST_GROUPS_RESPONSE),
+]
+
+__all__ = ["GROUP_APIS", "AUTHORIZED_OPERATIONS_OMITTED"]
