@@ -1,0 +1,371 @@
+"""Consumer groups of Kafka clients: the coordinator's state machine, without sockets.
+
+    >>> coordinator = GroupCoordinator(clock=reactor)
+    >>> d = coordinator.join("g", "", None, "consumer", [("range", metadata)], 10000, 30000,
+    ...                      version=5, client_id="c", client_host="/127.0.0.1")
+    >>> d.addCallback(print)   # fires when the rebalance completes (or with an error at once)
+
+The group protocol of Kafka's clients (JoinGroup, SyncGroup, Heartbeat, LeaveGroup), as a
+broker answers it.  States::
+
+    Empty --join--> PreparingRebalance --all joined / timeout--> CompletingRebalance
+    CompletingRebalance --leader's SyncGroup--> Stable --join, leave, expiry--> PreparingRebalance
+    (any) --last member gone--> Empty
+
+A rebalance completes when every known member has rejoined, or when the largest rebalance
+timeout of the members passes (members that did not rejoin are removed); a group's first
+rebalance waits ``initial_rebalance_delay_ms`` for more members (Kafka's
+``group.initial.rebalance.delay.ms``).  The protocol is the one every member supports that
+the members rank highest (a vote, as Kafka does).  The leader (the first member to join, kept
+across generations while it stays) gets every member's metadata and hands out assignments in
+SyncGroup.  A member that sends nothing for its session timeout is removed.  Errors where
+clients expect them: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
+MEMBER_ID_REQUIRED (JoinGroup v4+ with no member id), INCONSISTENT_GROUP_PROTOCOL,
+INVALID_SESSION_TIMEOUT.
+
+Responses are dicts shaped like the schemas in ``protocol/group_apis.py``.  Time comes from
+``clock`` (a reactor, or ``twisted.internet.task.Clock`` in tests); nothing here blocks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+
+from .protocol.errors import (
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    InvalidSessionTimeoutError,
+    MemberIdRequiredError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+
+EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
+    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead")
+
+NONE = 0
+
+
+@dataclass
+class Member:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    protocols: list[tuple[str, bytes]]
+    assignment: bytes = b""
+    joining: defer.Deferred | None = None       # a JoinGroup waiting for the rebalance
+    syncing: defer.Deferred | None = None       # a SyncGroup waiting for the leader
+    expiry: object = None                       # the session timer (IDelayedCall)
+
+    def metadata(self, protocol: str) -> bytes:
+        return next(meta for name, meta in self.protocols if name == protocol)
+
+
+@dataclass
+class Group:
+    group_id: str
+    state: str = EMPTY
+    generation: int = 0
+    protocol_type: str | None = None
+    protocol: str | None = None
+    leader: str | None = None
+    members: dict[str, Member] = field(default_factory=dict)
+    pending: dict[str, object] = field(default_factory=dict)  # ids handed out (v4+), with timers
+    rebalance_timer: object = None
+    initial_delay: bool = False  # a first rebalance waits its whole delay for more members
+
+
+class GroupCoordinator:
+    """All the groups one broker coordinates; see the module docstring."""
+
+    def __init__(self, clock, *, min_session_timeout_ms: int = 6000,
+                 max_session_timeout_ms: int = 1_800_000, initial_rebalance_delay_ms: int = 3000):
+        self.clock = clock
+        self.min_session_timeout_ms = min_session_timeout_ms
+        self.max_session_timeout_ms = max_session_timeout_ms
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        self.groups: dict[str, Group] = {}
+
+    # --- JoinGroup -----------------------------------------------------------------------
+
+    def join(self, group_id: str, member_id: str, group_instance_id: str | None,
+             protocol_type: str, protocols: list[tuple[str, bytes]], session_timeout_ms: int,
+             rebalance_timeout_ms: int, *, version: int, client_id: str = "",
+             client_host: str = "") -> defer.Deferred:
+        """A JoinGroup; the Deferred fires with the response body."""
+        if rebalance_timeout_ms < 0:  # v0 has none: the session timeout serves
+            rebalance_timeout_ms = session_timeout_ms
+        if not (self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms):
+            return defer.succeed(self._join_error(InvalidSessionTimeoutError.code, member_id))
+        group = self.groups.get(group_id)
+        if not protocols or not protocol_type or (
+                group is not None and group.members and (
+                    group.protocol_type != protocol_type
+                    or not self._supported_by_all(group, protocols, exclude=member_id))):
+            return defer.succeed(self._join_error(InconsistentGroupProtocolError.code, member_id))
+        if group is None:
+            if member_id:  # as Kafka: only a join with no member id creates a group
+                return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
+            group = self.groups[group_id] = Group(group_id)
+        if member_id == "":
+            member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            if version >= 4 and group_instance_id is None:
+                # KIP-394: hand out the id and wait for the member to come back with it
+                group.pending[member_id] = self.clock.callLater(
+                    session_timeout_ms / 1000.0, group.pending.pop, member_id, None)
+                return defer.succeed(self._join_error(MemberIdRequiredError.code, member_id))
+        elif member_id in group.pending:
+            timer = group.pending.pop(member_id)
+            if timer is not None and timer.active():
+                timer.cancel()
+        elif member_id not in group.members:
+            return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
+
+        member = group.members.get(member_id)
+        if member is None:
+            member = group.members[member_id] = Member(
+                member_id, group_instance_id, client_id, client_host, session_timeout_ms,
+                rebalance_timeout_ms, list(protocols))
+        else:
+            member.protocols = list(protocols)
+            member.session_timeout_ms = session_timeout_ms
+            member.rebalance_timeout_ms = rebalance_timeout_ms
+        group.protocol_type = protocol_type
+        if member.joining is not None and not member.joining.called:
+            # the same member joined again before the rebalance completed: answer the old one
+            old, member.joining = member.joining, None
+            old.callback(self._join_error(RebalanceInProgressError.code, member_id))
+        joining = member.joining = defer.Deferred()
+        self._touch(group, member)
+        if group.leader is None:
+            group.leader = member_id
+        if group.state in (EMPTY, STABLE, COMPLETING):
+            self._prepare_rebalance(group, initial=group.state == EMPTY)
+        else:
+            self._maybe_complete_join(group)
+        return joining  # member.joining is None already if this join completed the rebalance
+
+    def _supported_by_all(self, group: Group, protocols, exclude: str) -> bool:
+        names = {name for name, _ in protocols}
+        others = [m for mid, m in group.members.items() if mid != exclude]
+        return not others or any(all(name in {n for n, _ in m.protocols} for m in others)
+                                 for name in names)
+
+    def _prepare_rebalance(self, group: Group, initial: bool = False) -> None:
+        for member in group.members.values():  # answer SyncGroups left waiting: rejoin
+            if member.syncing is not None and not member.syncing.called:
+                d, member.syncing = member.syncing, None
+                d.callback({"error_code": RebalanceInProgressError.code, "assignment": b""})
+        group.state = PREPARING
+        if group.rebalance_timer is not None and group.rebalance_timer.active():
+            group.rebalance_timer.cancel()
+        timeout = max((m.rebalance_timeout_ms for m in group.members.values()), default=0)
+        group.initial_delay = initial and self.initial_rebalance_delay_ms > 0
+        if group.initial_delay:
+            timeout = min(timeout, self.initial_rebalance_delay_ms)
+        group.rebalance_timer = self.clock.callLater(timeout / 1000.0, self._complete_join, group)
+        self._maybe_complete_join(group)  # waits out group.initial_delay by itself
+
+    def _maybe_complete_join(self, group: Group) -> None:
+        if group.state == PREPARING and all(m.joining is not None and not m.joining.called
+                                            for m in group.members.values()):
+            if group.initial_delay:
+                return  # everyone is in, but a first rebalance waits out its delay for more
+            if group.rebalance_timer is not None and group.rebalance_timer.active():
+                group.rebalance_timer.cancel()
+            self._complete_join(group)
+
+    def _complete_join(self, group: Group) -> None:
+        if group.state != PREPARING:
+            return
+        group.rebalance_timer = None
+        for member_id, member in list(group.members.items()):
+            if member.joining is None or member.joining.called:
+                self._remove(group, member_id, rebalance=False)  # did not rejoin in time
+        if not group.members:
+            group.state, group.protocol, group.leader = EMPTY, None, None
+            group.generation += 1
+            return
+        if group.leader not in group.members:
+            group.leader = next(iter(group.members))
+        group.protocol = self._vote(group)
+        group.generation += 1
+        group.state = COMPLETING
+        for member in group.members.values():
+            member.assignment = b""
+        everyone = [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                     "metadata": m.metadata(group.protocol)} for m in group.members.values()]
+        for member in group.members.values():
+            self._touch(group, member)  # its timer may have lapsed while it waited to join
+            d, member.joining = member.joining, None
+            d.callback({"throttle_time_ms": 0, "error_code": NONE, "generation_id": group.generation,
+                        "protocol_name": group.protocol, "leader": group.leader,
+                        "member_id": member.member_id,
+                        "members": everyone if member.member_id == group.leader else []})
+
+    def _vote(self, group: Group) -> str:
+        """The protocol every member supports that ranks best across the members."""
+        members = list(group.members.values())
+        common = set.intersection(*({n for n, _ in m.protocols} for m in members))
+        scores = {name: sum(next(i for i, (n, _) in enumerate(m.protocols) if n == name)
+                            for m in members) for name in common}
+        return min(sorted(scores), key=lambda name: scores[name])
+
+    def _join_error(self, code: int, member_id: str) -> dict:
+        return {"throttle_time_ms": 0, "error_code": code, "generation_id": -1,
+                "protocol_name": "", "leader": "", "member_id": member_id, "members": []}
+
+    # --- SyncGroup -----------------------------------------------------------------------
+
+    def sync(self, group_id: str, generation_id: int, member_id: str,
+             assignments: list[tuple[str, bytes]]) -> defer.Deferred:
+        """A SyncGroup; the Deferred fires with the response body."""
+        group = self.groups.get(group_id)
+        error = self._check_member(group, member_id, generation_id)
+        if error:
+            return defer.succeed({"throttle_time_ms": 0, "error_code": error, "assignment": b""})
+        member = group.members[member_id]
+        self._touch(group, member)
+        if group.state == PREPARING:
+            return defer.succeed({"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code,
+                                  "assignment": b""})
+        if group.state == STABLE:
+            return defer.succeed({"throttle_time_ms": 0, "error_code": NONE,
+                                  "assignment": member.assignment})
+        if member.syncing is not None and not member.syncing.called:
+            old, member.syncing = member.syncing, None  # never leave a Deferred unfired
+            old.callback({"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code,
+                          "assignment": b""})
+        member.syncing = defer.Deferred()
+        if member_id == group.leader:
+            given = dict(assignments)
+            for mid, m in group.members.items():
+                m.assignment = given.get(mid, b"")
+            group.state = STABLE
+            for m in group.members.values():
+                if m.syncing is not None and not m.syncing.called:
+                    d, m.syncing = m.syncing, None
+                    d.callback({"throttle_time_ms": 0, "error_code": NONE, "assignment": m.assignment})
+        return member.syncing if member.syncing is not None else defer.succeed(
+            {"throttle_time_ms": 0, "error_code": NONE, "assignment": member.assignment})
+
+    # --- Heartbeat, LeaveGroup -----------------------------------------------------------
+
+    def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> dict:
+        group = self.groups.get(group_id)
+        error = self._check_member(group, member_id, generation_id)
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error}
+        self._touch(group, group.members[member_id])
+        if group.state == PREPARING:
+            return {"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code}
+        return {"throttle_time_ms": 0, "error_code": NONE}
+
+    def leave(self, group_id: str, member_id: str) -> dict:
+        group = self.groups.get(group_id)
+        if group is None or member_id not in group.members:
+            return {"throttle_time_ms": 0, "error_code": UnknownMemberIdError.code}
+        self._remove(group, member_id, rebalance=True)
+        return {"throttle_time_ms": 0, "error_code": NONE}
+
+    def _check_member(self, group: Group | None, member_id: str, generation_id: int) -> int:
+        if group is None or member_id not in group.members:
+            return UnknownMemberIdError.code
+        if generation_id != group.generation:
+            return IllegalGenerationError.code
+        return NONE
+
+    def check_commit(self, group_id: str, generation_id: int, member_id: str) -> int:
+        """The error for an OffsetCommit, if any: a commit outside group management
+        (generation -1, no member id) is taken as is; a member's must match the group."""
+        group = self.groups.get(group_id)
+        if generation_id < 0 and not member_id:
+            if group is not None and group.members:
+                return UnknownMemberIdError.code  # a managed group takes members' commits only
+            return NONE
+        error = self._check_member(group, member_id, generation_id)
+        if error:
+            return error
+        if group.state == COMPLETING:  # a new generation whose assignment is not out yet
+            return RebalanceInProgressError.code
+        # PreparingRebalance: the generation that ends may still commit (as in Kafka; the
+        # Java consumer commits in onJoinPrepare, before it rejoins)
+        self._touch(group, group.members[member_id])
+        return NONE
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def _touch(self, group: Group, member: Member) -> None:
+        if member.expiry is not None and member.expiry.active():
+            member.expiry.reset(member.session_timeout_ms / 1000.0)
+        else:
+            member.expiry = self.clock.callLater(member.session_timeout_ms / 1000.0, self._expire,
+                                                 group, member.member_id)
+
+    def _expire(self, group: Group, member_id: str) -> None:
+        member = group.members.get(member_id)
+        if member is None:
+            return
+        if member.joining is not None and not member.joining.called:
+            return  # waiting in a rebalance: the rebalance timeout decides
+        self._remove(group, member_id, rebalance=True)
+
+    def _remove(self, group: Group, member_id: str, rebalance: bool) -> None:
+        member = group.members.pop(member_id)
+        if member.expiry is not None and member.expiry.active():
+            member.expiry.cancel()
+        for d in (member.joining, member.syncing):
+            if d is not None and not d.called:
+                d.callback({"throttle_time_ms": 0, "error_code": UnknownMemberIdError.code,
+                            "generation_id": -1, "protocol_name": "", "leader": "",
+                            "member_id": member_id, "members": [], "assignment": b""})
+        if group.leader == member_id:
+            group.leader = next(iter(group.members), None)
+        if not rebalance:
+            return
+        if not group.members:
+            if group.rebalance_timer is not None and group.rebalance_timer.active():
+                group.rebalance_timer.cancel()
+            group.state, group.protocol, group.leader = EMPTY, None, None
+            group.generation += 1
+        elif group.state in (STABLE, COMPLETING):
+            self._prepare_rebalance(group)
+        elif group.state == PREPARING:
+            self._maybe_complete_join(group)
+
+    # --- DescribeGroups, ListGroups ------------------------------------------------------
+
+    def describe(self, group_id: str) -> dict:
+        group = self.groups.get(group_id)
+        if group is None:
+            return {"error_code": NONE, "group_id": group_id, "group_state": DEAD,
+                    "protocol_type": "", "protocol_data": "", "members": []}
+        stable = group.state == STABLE
+        return {"error_code": NONE, "group_id": group_id, "group_state": group.state,
+                "protocol_type": group.protocol_type or "",
+                "protocol_data": group.protocol or "",
+                "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                             "client_id": m.client_id, "client_host": m.client_host,
+                             "member_metadata": next((meta for name, meta in m.protocols
+                                                      if name == group.protocol), b""),
+                             "member_assignment": m.assignment if stable else b""}
+                            for m in group.members.values()]}
+
+    def list(self) -> list[dict]:
+        return [{"group_id": g.group_id, "protocol_type": g.protocol_type or ""}
+                for g in self.groups.values()]
+
+    def close(self) -> None:
+        """Cancel every timer (the broker stops, or hands the groups to another broker)."""
+        for group in self.groups.values():
+            for timer in [group.rebalance_timer, *group.pending.values(),
+                          *(m.expiry for m in group.members.values())]:
+                if timer is not None and timer.active():
+                    timer.cancel()
+        self.groups.clear()
