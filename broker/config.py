@@ -163,6 +163,10 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         "log.retention.check.interval.ms", _int(1), 300000, "how often retention is enforced"
     ),
+    Property("group.min.session.timeout.ms", _int(1), 6000, "shortest session a group member may ask"),
+    Property("group.max.session.timeout.ms", _int(1), 1800000, "longest session a group member may ask"),
+    Property("group.initial.rebalance.delay.ms", _int(0), 3000,
+             "how long a new group's first rebalance waits for more members"),
     Property(
         "log.flush.interval.messages", _int(1), LONG_MAX, "records appended before an fsync"
     ),

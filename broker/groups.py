@@ -39,6 +39,7 @@ from .protocol.errors import (
     InconsistentGroupProtocolError,
     InvalidSessionTimeoutError,
     MemberIdRequiredError,
+    NotCoordinatorError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -360,6 +361,23 @@ class GroupCoordinator:
     def list(self) -> list[dict]:
         return [{"group_id": g.group_id, "protocol_type": g.protocol_type or ""}
                 for g in self.groups.values()]
+
+    def drop(self, group_id: str) -> None:
+        """Forget a group that another broker coordinates now: waiting members are told
+        NOT_COORDINATOR and go find the new coordinator."""
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return
+        for timer in [group.rebalance_timer, *group.pending.values(),
+                      *(m.expiry for m in group.members.values())]:
+            if timer is not None and timer.active():
+                timer.cancel()
+        for member in group.members.values():
+            for d in (member.joining, member.syncing):
+                if d is not None and not d.called:
+                    d.callback({"throttle_time_ms": 0, "error_code": NotCoordinatorError.code,
+                                "generation_id": -1, "protocol_name": "", "leader": "",
+                                "member_id": member.member_id, "members": [], "assignment": b""})
 
     def close(self) -> None:
         """Cancel every timer (the broker stops, or hands the groups to another broker)."""

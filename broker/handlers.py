@@ -17,6 +17,7 @@ from .config import BrokerConfig, ConfigError
 from .fetch import FetchWaiters
 from .log import LogConfig, LogManager
 from .log.partition import validate_topic_name
+from .group_handlers import GroupHandlers
 from .protocol import errors, frames
 from .protocol.errors import KafkaError, error_code
 from .server import CLOSE_CONNECTION
@@ -39,6 +40,11 @@ class RequestHandlers:
         self.reactor = reactor
         self.broker_id = config["broker.id"]
         self.waiters = FetchWaiters(reactor)
+        self.groups = GroupHandlers(
+            self.broker_id, cluster, reactor,
+            min_session_timeout_ms=config["group.min.session.timeout.ms"],
+            max_session_timeout_ms=config["group.max.session.timeout.ms"],
+            initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"])
         self.table = {
             0: self.produce,
             1: self.fetch,
@@ -48,9 +54,13 @@ class RequestHandlers:
             19: self.create_topics,
             20: self.delete_topics,
             22: self.init_producer_id,
+            **self.groups.table,
         }
 
     def handle(self, request, connection):
+        contextual = self.groups.contextual.get(request.api.key)
+        if contextual is not None:
+            return contextual(request, connection)
         return self.table[request.api.key](request.body, request.header.api_version)
 
     # --- partitions ----------------------------------------------------------------------

@@ -100,8 +100,62 @@ def consume(args) -> int:
     return 0
 
 
+def _protocol_groups(cluster) -> dict[str, str]:
+    """Groups that brokers coordinate for Kafka clients (ListGroups at every broker):
+    name -> protocol type."""
+    found = {}
+    for node in list(cluster.brokers):
+        try:
+            body = cluster.request(node, 16, 2, {})
+        except (KafkaError, OSError):
+            continue
+        for g in body["groups"]:
+            found[g["group_id"]] = g["protocol_type"]
+    return found
+
+
+def _describe_protocol_group(cluster, group: str) -> dict | None:
+    """DescribeGroups at the group's coordinator (None if no broker knows the group)."""
+    try:
+        node = cluster.request(next(iter(cluster.brokers)), 10, 2, {"key": group, "key_type": 0})
+        if node["error_code"]:
+            return None
+        body = cluster.request(node["node_id"], 15, 4, {"groups": [group],
+                                                        "include_authorized_operations": False})
+    except (KafkaError, OSError, StopIteration):
+        return None
+    described = body["groups"][0]
+    return None if described["error_code"] or described["group_state"] == "Dead" else described
+
+
+def _assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
+    """The partitions in a consumer-protocol assignment (any version: the fields we read
+    come first)."""
+    import struct
+
+    out = []
+    try:
+        pos = 2  # version
+        (topics,) = struct.unpack_from(">i", assignment, pos)
+        pos += 4
+        for _ in range(max(topics, 0)):
+            (n,) = struct.unpack_from(">h", assignment, pos)
+            topic = assignment[pos + 2:pos + 2 + n].decode()
+            pos += 2 + n
+            (count,) = struct.unpack_from(">i", assignment, pos)
+            pos += 4
+            for _ in range(max(count, 0)):
+                out.append((topic, struct.unpack_from(">i", assignment, pos)[0]))
+                pos += 4
+    except (struct.error, UnicodeDecodeError):
+        pass
+    return out
+
+
 def groups(args) -> int:
-    """List groups, or describe one: per partition committed offset, end offset, lag, owner."""
+    """List groups - the paper's ZooKeeper groups, loaders, and Kafka clients' groups that the
+    brokers coordinate - or describe one: members, and per partition the committed offset,
+    end offset, lag and owner."""
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError
 
@@ -112,24 +166,47 @@ def groups(args) -> int:
         return 2
     zk = KazooClient(hosts=args.zookeeper)
     zk.start(timeout=15)
+    cluster = ClusterClient(args.bootstrap_server, None if args.bootstrap_server else args.zookeeper)
     try:
         try:
-            names = sorted(zk.get_children("/consumers"))
+            names = set(zk.get_children("/consumers"))
         except NoNodeError:
-            names = []
+            names = set()
+        try:
+            cluster.refresh([], allow_auto_create=False)
+            protocol = _protocol_groups(cluster)
+        except (KafkaError, OSError):
+            protocol = {}
         if args.action == "list":
-            for name in names:
-                print(name)
+            print(f"{'GROUP':<32} KIND")
+            for name in sorted(names | set(protocol)):
+                if name in protocol:
+                    kind = f"kafka clients ({protocol[name] or 'no protocol yet'})"
+                elif zk.exists(f"/consumers/{name}/loader"):
+                    kind = "loader"
+                elif zk.exists(f"/consumers/{name}/ids"):
+                    kind = "zookeeper consumers"
+                else:
+                    kind = "offsets only"
+                print(f"{name:<32} {kind}")
             return 0
         group = args.group
-        if group not in names:
+        described = _describe_protocol_group(cluster, group)
+        if group not in names and described is None:
             print(f"headrace groups: no group {group}", file=sys.stderr)
             return 1
-        cluster = ClusterClient(args.bootstrap_server, None if args.bootstrap_server else args.zookeeper)
         base = f"/consumers/{group}"
-        members = sorted(zk.get_children(f"{base}/ids")) if zk.exists(f"{base}/ids") else []
+        owners = {}
+        if described is not None:
+            print(f"GROUP {group}: Kafka clients, {described['group_state']}, protocol "
+                  f"{described['protocol_data'] or '-'}, {len(described['members'])} members")
+            for m in described["members"]:
+                for tp in _assigned_partitions(m["member_assignment"]):
+                    owners[tp] = f"{m['client_id']} {m['client_host']}"
+        else:
+            members = sorted(zk.get_children(f"{base}/ids")) if zk.exists(f"{base}/ids") else []
+            print(f"GROUP {group}: {len(members)} live members")
         topics = sorted(zk.get_children(f"{base}/offsets")) if zk.exists(f"{base}/offsets") else []
-        print(f"GROUP {group}: {len(members)} live members")
         print(f"{'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}  OWNER")
         for topic in topics:
             cluster.refresh([topic], allow_auto_create=False)
@@ -143,11 +220,11 @@ def groups(args) -> int:
                 try:
                     owner = zk.get(f"{base}/owners/{topic}/{p}")[0].decode()
                 except NoNodeError:
-                    owner = "-"
+                    owner = owners.get((topic, p), "-")
                 print(f"{topic:<24} {p:>9} {committed:>12} {end!s:>12} {lag:>10}  {owner}")
-        cluster.close()
         return 0
     finally:
+        cluster.close()
         zk.stop()
         zk.close()
 

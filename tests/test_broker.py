@@ -57,7 +57,9 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         body = conn.request(18, 2, {})
     assert body["error_code"] == 0
     assert {(k["api_key"], k["min_version"], k["max_version"]) for k in body["api_keys"]} == {
-        (18, 0, 2), (3, 0, 8), (0, 0, 8), (1, 4, 11), (2, 1, 5), (19, 2, 4), (20, 1, 3), (22, 0, 1)}
+        (18, 0, 2), (3, 0, 8), (0, 0, 8), (1, 4, 11), (2, 1, 5), (19, 2, 4), (20, 1, 3), (22, 0, 1),
+        (10, 0, 2), (11, 0, 5), (12, 0, 3), (13, 0, 1), (14, 0, 3), (8, 2, 7), (9, 1, 5), (15, 0, 4),
+        (16, 0, 2)}
 
 
 def test_old_message_formats_get_a_clear_error(cluster1, topic1):

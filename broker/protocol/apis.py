@@ -255,7 +255,7 @@ INIT_PRODUCER_ID_RESPONSE = Struct(
 
 # --- the table -------------------------------------------------------------------------------
 # The group APIs (FindCoordinator 10, JoinGroup 11, Heartbeat 12, LeaveGroup 13, SyncGroup 14,
-# OffsetCommit 8, OffsetFetch 9, DescribeGroups 15, ListGroups 16) join this table later.
+# OffsetCommit 8, OffsetFetch 9, DescribeGroups 15, ListGroups 16) live in group_apis.py.
 
 APIS: tuple[Api, ...] = (
     Api(0, "Produce", 0, 8, PRODUCE_REQUEST, PRODUCE_RESPONSE),
@@ -267,6 +267,9 @@ APIS: tuple[Api, ...] = (
     Api(20, "DeleteTopics", 1, 3, DELETE_TOPICS_REQUEST, DELETE_TOPICS_RESPONSE),
     Api(22, "InitProducerId", 0, 1, INIT_PRODUCER_ID_REQUEST, INIT_PRODUCER_ID_RESPONSE),
 )
+from .group_apis import GROUP_APIS  # noqa: E402  (it needs Api, defined above)
+
+APIS = tuple(sorted(APIS + tuple(GROUP_APIS), key=lambda api: api.key))
 API_BY_KEY = {api.key: api for api in APIS}
 API_VERSIONS_KEY = 18
 

@@ -1,8 +1,6 @@
-"""The consumer-group APIs: request and response schemas, not yet served.
+"""The consumer-group APIs: request and response schemas (served by ``group_handlers.py``).
 
-Groundwork for a group coordinator.  These rows are deliberately kept out of ``apis.APIS``
-and ``apis.API_BY_KEY``, so the broker neither advertises them in ApiVersions nor accepts
-them; a coordinator joins them to that table when it exists.
+``apis.py`` joins these rows to its table, so ApiVersions advertises them.
 
 Same conventions as ``apis.py``: field names and the versions that carry them follow Apache
 Kafka's message definitions (``clients/src/main/resources/common/message/*.json``), and only

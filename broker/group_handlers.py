@@ -1,0 +1,245 @@
+"""The group APIs for Kafka clients: coordinator choice, the group protocol, offsets in ZooKeeper.
+
+Each group has one coordinator: the live broker at ``crc32(group) mod n`` of the sorted ids
+in the broker registry, so every broker agrees without talking to the others.  A request for
+a group at another broker gets NOT_COORDINATOR; when the registry changes, groups move and
+their members find the new coordinator (FindCoordinator) and join again.  Committed offsets
+live in ``/consumers/<group>/offsets/<topic>/<p>`` like those of the paper's consumers and
+the loaders, so they survive coordinator moves and broker restarts, and one lag tool serves
+every kind of group.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from kazoo.exceptions import NoNodeError
+
+from .groups import GroupCoordinator
+from .protocol.errors import (
+    CoordinatorNotAvailableError,
+    InvalidGroupIdError,
+    NotCoordinatorError,
+    UnknownTopicOrPartitionError,
+)
+
+log = logging.getLogger(__name__)
+
+NONE = 0
+
+
+class GroupHandlers:
+    """FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+    OffsetFetch, DescribeGroups and ListGroups for one broker."""
+
+    def __init__(self, broker_id: int, cluster, reactor, *, min_session_timeout_ms: int = 6000,
+                 max_session_timeout_ms: int = 1_800_000, initial_rebalance_delay_ms: int = 3000):
+        self.broker_id = broker_id
+        self.cluster = cluster
+        self.metadata = cluster.metadata
+        self.reactor = reactor
+        self.coordinator = GroupCoordinator(
+            reactor, min_session_timeout_ms=min_session_timeout_ms,
+            max_session_timeout_ms=max_session_timeout_ms,
+            initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+        self.table = {
+            8: self.offset_commit,
+            9: self.offset_fetch,
+            10: self.find_coordinator,
+            12: self.heartbeat,
+            13: self.leave_group,
+            14: self.sync_group,
+            15: self.describe_groups,
+            16: self.list_groups,
+        }
+        self.contextual = {11: self.join_group}  # these also get the request and connection
+
+    # --- coordinator choice --------------------------------------------------------------
+
+    def coordinator_of(self, group_id: str) -> int:
+        """The live broker that coordinates ``group_id`` (-1 if none is alive)."""
+        live = sorted(self.metadata.brokers)
+        if not live:
+            return -1
+        return live[zlib.crc32(group_id.encode()) % len(live)]
+
+    def _not_mine(self, group_id: str) -> int:
+        """NOT_COORDINATOR (dropping what this broker still held of the group) or 0."""
+        if not group_id:
+            return InvalidGroupIdError.code
+        if self.coordinator_of(group_id) == self.broker_id:
+            return NONE
+        if group_id in self.coordinator.groups:
+            log.info("group %s moved to broker %d", group_id, self.coordinator_of(group_id))
+            self.coordinator.drop(group_id)
+        return NotCoordinatorError.code
+
+    def find_coordinator(self, body, version):
+        key_type = body.get("key_type", 0)
+        node = self.coordinator_of(body["key"]) if key_type == 0 else -1
+        info = self.metadata.brokers.get(node)
+        if info is None:
+            return {"throttle_time_ms": 0, "error_code": CoordinatorNotAvailableError.code,
+                    "error_message": "no coordinator for that key", "node_id": -1, "host": "",
+                    "port": -1}
+        return {"throttle_time_ms": 0, "error_code": NONE, "error_message": None,
+                "node_id": node, "host": info.host, "port": info.port}
+
+    # --- the group protocol --------------------------------------------------------------
+
+    def join_group(self, request, connection):
+        body, version = request.body, request.header.api_version
+        error = self._not_mine(body["group_id"])
+        if error:
+            return self.coordinator._join_error(error, body["member_id"])
+        host = getattr(connection, "peer", "")
+        return self.coordinator.join(
+            body["group_id"], body["member_id"], body.get("group_instance_id"),
+            body["protocol_type"], [(p["name"], p["metadata"]) for p in body["protocols"]],
+            body["session_timeout_ms"], body.get("rebalance_timeout_ms", -1), version=version,
+            client_id=request.header.client_id or "", client_host="/" + host.rsplit(":", 1)[0])
+
+    def sync_group(self, body, version):
+        error = self._not_mine(body["group_id"])
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error, "assignment": b""}
+        return self.coordinator.sync(body["group_id"], body["generation_id"], body["member_id"],
+                                     [(a["member_id"], a["assignment"]) for a in body["assignments"]])
+
+    def heartbeat(self, body, version):
+        error = self._not_mine(body["group_id"])
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error}
+        return self.coordinator.heartbeat(body["group_id"], body["generation_id"], body["member_id"])
+
+    def leave_group(self, body, version):
+        error = self._not_mine(body["group_id"])
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error}
+        return self.coordinator.leave(body["group_id"], body["member_id"])
+
+    def describe_groups(self, body, version):
+        groups = []
+        for group_id in body["groups"]:
+            error = self._not_mine(group_id)
+            if error:
+                groups.append({"error_code": error, "group_id": group_id, "group_state": "",
+                               "protocol_type": "", "protocol_data": "", "members": []})
+            else:
+                groups.append(self.coordinator.describe(group_id))
+        return {"throttle_time_ms": 0, "groups": groups}
+
+    def list_groups(self, body, version):
+        return {"throttle_time_ms": 0, "error_code": NONE, "groups": self.coordinator.list()}
+
+    # --- offsets in ZooKeeper ------------------------------------------------------------
+
+    def offset_commit(self, body, version):
+        group_id = body["group_id"]
+        error = self._not_mine(group_id) or self.coordinator.check_commit(
+            group_id, body.get("generation_id_or_member_epoch", -1), body.get("member_id", ""))
+        wanted = [(t["name"], p["partition_index"], p["committed_offset"])
+                  for t in body["topics"] for p in t["partitions"]]
+        if error:
+            return self._commit_response({(t, p): error for t, p, _ in wanted})
+        results = {}
+        writes = []
+        for topic, partition, offset in wanted:
+            if partition not in self.metadata.topics.get(topic, {}):
+                results[(topic, partition)] = UnknownTopicOrPartitionError.code
+            else:
+                writes.append((topic, partition, offset))
+        client = self.cluster.client
+
+        def write():
+            for topic, partition, offset in writes:
+                path = f"/consumers/{group_id}/offsets/{topic}/{partition}"
+                data = str(offset).encode()
+                try:
+                    client.set(path, data)
+                except NoNodeError:
+                    client.create(path, data, makepath=True)
+
+        d = self.cluster._in_pool(write)
+
+        def done(_):
+            results.update({(t, p): NONE for t, p, _ in writes})
+            return self._commit_response(results)
+
+        def failed(failure):
+            log.warning("commit of %s failed: %s", group_id, failure.getErrorMessage())
+            results.update({(t, p): CoordinatorNotAvailableError.code for t, p, _ in writes})
+            return self._commit_response(results)
+
+        return d.addCallbacks(done, failed)
+
+    def _commit_response(self, results: dict) -> dict:
+        topics: dict[str, list] = {}
+        for (topic, partition), code in results.items():
+            topics.setdefault(topic, []).append({"partition_index": partition, "error_code": code})
+        return {"throttle_time_ms": 0,
+                "topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
+
+    def offset_fetch(self, body, version):
+        group_id = body["group_id"]
+        error = self._not_mine(group_id)
+        topics = body["topics"]
+        if error:
+            if version < 2:  # no group-level error field: say it on every partition
+                return {"throttle_time_ms": 0, "error_code": error, "topics": [
+                    {"name": t["name"], "partitions": [self._fetched(p, -1, error)
+                                                        for p in t["partition_indexes"]]}
+                    for t in topics or []]}
+            return {"throttle_time_ms": 0, "error_code": error, "topics": []}
+        client = self.cluster.client
+        base = f"/consumers/{group_id}/offsets"
+
+        def read():
+            wanted = topics
+            if wanted is None:  # every partition with a committed offset
+                wanted = []
+                for name in _children(client, base):
+                    parts = [int(p) for p in _children(client, f"{base}/{name}") if p.isdigit()]
+                    wanted.append({"name": name, "partition_indexes": sorted(parts)})
+            out = []
+            for t in wanted:
+                parts = []
+                for p in t["partition_indexes"]:
+                    try:
+                        data, _ = client.get(f"{base}/{t['name']}/{p}")
+                        parts.append(self._fetched(p, int(data.decode().strip()), NONE))
+                    except (NoNodeError, ValueError):
+                        parts.append(self._fetched(p, -1, NONE))
+                out.append({"name": t["name"], "partitions": parts})
+            return out
+
+        def answer(out):
+            return {"throttle_time_ms": 0, "error_code": NONE, "topics": out}
+
+        def failed(failure):
+            log.warning("offset fetch of %s failed: %s", group_id, failure.getErrorMessage())
+            code = CoordinatorNotAvailableError.code
+            return {"throttle_time_ms": 0, "error_code": code, "topics": [
+                {"name": t["name"], "partitions": [self._fetched(p, -1, code) for p in t["partition_indexes"]]}
+                for t in topics or []]}
+
+        return self.cluster._in_pool(read).addCallbacks(answer, failed)
+
+    @staticmethod
+    def _fetched(partition: int, offset: int, code: int) -> dict:
+        return {"partition_index": partition, "committed_offset": offset,
+                "committed_leader_epoch": -1, "metadata": "", "error_code": code}
+
+    def close(self) -> None:
+        self.coordinator.close()
+
+
+def _children(client, path: str) -> list[str]:
+    try:
+        return client.get_children(path)
+    except NoNodeError:
+        return []
+
+
+__all__ = ["GroupHandlers"]
