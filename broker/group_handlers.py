@@ -1,7 +1,8 @@
 """The group APIs for Kafka clients: coordinator choice, the group protocol, offsets in ZooKeeper.
 
-Each group has one coordinator: the live broker at ``crc32(group) mod n`` of the sorted ids
-in the broker registry, so every broker agrees without talking to the others.  A request for
+Each group has one coordinator: of the live brokers in the registry, the one with the highest
+``crc32(group/broker id)`` (rendezvous hashing), so every broker agrees without talking to the
+others and a broker that comes or goes moves only its own share of the groups.  A request for
 a group at another broker gets NOT_COORDINATOR; when the registry changes, groups move and
 their members find the new coordinator (FindCoordinator) and join again.  Committed offsets
 live in ``/consumers/<group>/offsets/<topic>/<p>`` like those of the paper's consumers and
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import zlib
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from twisted.internet import defer
 
 from .groups import GroupCoordinator
 from .protocol.errors import (
@@ -54,20 +56,24 @@ class GroupHandlers:
             16: self.list_groups,
         }
         self.contextual = {11: self.join_group}  # these also get the request and connection
+        self._commit_locks: dict[str, defer.DeferredLock] = {}
 
     # --- coordinator choice --------------------------------------------------------------
 
     def coordinator_of(self, group_id: str) -> int:
-        """The live broker that coordinates ``group_id`` (-1 if none is alive)."""
-        live = sorted(self.metadata.brokers)
+        """The live broker that coordinates ``group_id`` (-1 if none is alive): the highest
+        ``crc32(group/broker)`` (rendezvous hashing), so a broker coming or going moves only
+        the groups it gains or had."""
+        live = self.metadata.brokers
         if not live:
             return -1
-        return live[zlib.crc32(group_id.encode()) % len(live)]
+        key = group_id.encode()
+        return max(live, key=lambda node: (zlib.crc32(b"%s/%d" % (key, node)), node))
 
     def _not_mine(self, group_id: str) -> int:
         """NOT_COORDINATOR (dropping what this broker still held of the group) or 0."""
-        if not group_id:
-            return InvalidGroupIdError.code
+        if not group_id or "/" in group_id or group_id in (".", ".."):
+            return InvalidGroupIdError.code  # it names a ZooKeeper path
         if self.coordinator_of(group_id) == self.broker_id:
             return NONE
         if group_id in self.coordinator.groups:
@@ -159,9 +165,14 @@ class GroupHandlers:
                 try:
                     client.set(path, data)
                 except NoNodeError:
-                    client.create(path, data, makepath=True)
+                    try:
+                        client.create(path, data, makepath=True)
+                    except NodeExistsError:  # another commit created it meanwhile
+                        client.set(path, data)
 
-        d = self.cluster._in_pool(write)
+        # One group's commits are written in the order they came, never overtaking each other.
+        lock = self._commit_locks.setdefault(group_id, defer.DeferredLock())
+        d = lock.run(self.cluster._in_pool, write)
 
         def done(_):
             results.update({(t, p): NONE for t, p, _ in writes})

@@ -48,6 +48,7 @@ EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
     "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead")
 
 NONE = 0
+EMPTY_GROUP_TTL = 60.0  # seconds an empty group stays before it is forgotten
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     pending: dict[str, object] = field(default_factory=dict)  # ids handed out (v4+), with timers
     rebalance_timer: object = None
+    forget_timer: object = None  # an empty group is forgotten after a while (offsets stay in ZooKeeper)
     initial_delay: bool = False  # a first rebalance waits its whole delay for more members
 
 
@@ -119,7 +121,7 @@ class GroupCoordinator:
             if version >= 4 and group_instance_id is None:
                 # KIP-394: hand out the id and wait for the member to come back with it
                 group.pending[member_id] = self.clock.callLater(
-                    session_timeout_ms / 1000.0, group.pending.pop, member_id, None)
+                    session_timeout_ms / 1000.0, self._pending_expired, group, member_id)
                 return defer.succeed(self._join_error(MemberIdRequiredError.code, member_id))
         elif member_id in group.pending:
             timer = group.pending.pop(member_id)
@@ -128,6 +130,10 @@ class GroupCoordinator:
         elif member_id not in group.members:
             return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
 
+        if group_instance_id is not None:  # a static member back under a new id replaces its old one
+            for old_id, old in list(group.members.items()):
+                if old_id != member_id and old.group_instance_id == group_instance_id:
+                    self._remove(group, old_id, rebalance=False)
         member = group.members.get(member_id)
         if member is None:
             member = group.members[member_id] = Member(
@@ -143,6 +149,8 @@ class GroupCoordinator:
             old, member.joining = member.joining, None
             old.callback(self._join_error(RebalanceInProgressError.code, member_id))
         joining = member.joining = defer.Deferred()
+        if group.forget_timer is not None and group.forget_timer.active():
+            group.forget_timer.cancel()
         self._touch(group, member)
         if group.leader is None:
             group.leader = member_id
@@ -151,6 +159,23 @@ class GroupCoordinator:
         else:
             self._maybe_complete_join(group)
         return joining  # member.joining is None already if this join completed the rebalance
+
+    def _pending_expired(self, group: Group, member_id: str) -> None:
+        group.pending.pop(member_id, None)
+        if not group.members:
+            self._forget_later(group)
+
+    def _forget_later(self, group: Group) -> None:
+        """An empty group stays visible (DescribeGroups: Empty) for ``EMPTY_GROUP_TTL`` s, then
+        goes, so one-off group ids do not pile up in memory."""
+        if group.forget_timer is not None and group.forget_timer.active():
+            group.forget_timer.cancel()
+        group.forget_timer = self.clock.callLater(EMPTY_GROUP_TTL, self._forget, group)
+
+    def _forget(self, group: Group) -> None:
+        group.forget_timer = None
+        if not group.members and not group.pending and self.groups.get(group.group_id) is group:
+            del self.groups[group.group_id]
 
     def _supported_by_all(self, group: Group, protocols, exclude: str) -> bool:
         names = {name for name, _ in protocols}
@@ -191,6 +216,7 @@ class GroupCoordinator:
                 self._remove(group, member_id, rebalance=False)  # did not rejoin in time
         if not group.members:
             group.state, group.protocol, group.leader = EMPTY, None, None
+            self._forget_later(group)
             group.generation += 1
             return
         if group.leader not in group.members:
@@ -313,8 +339,10 @@ class GroupCoordinator:
         member = group.members.get(member_id)
         if member is None:
             return
-        if member.joining is not None and not member.joining.called:
-            return  # waiting in a rebalance: the rebalance timeout decides
+        if any(d is not None and not d.called for d in (member.joining, member.syncing)):
+            member.expiry = None
+            self._touch(group, member)  # waiting in a rebalance: it is alive
+            return
         self._remove(group, member_id, rebalance=True)
 
     def _remove(self, group: Group, member_id: str, rebalance: bool) -> None:
@@ -334,6 +362,7 @@ class GroupCoordinator:
             if group.rebalance_timer is not None and group.rebalance_timer.active():
                 group.rebalance_timer.cancel()
             group.state, group.protocol, group.leader = EMPTY, None, None
+            self._forget_later(group)
             group.generation += 1
         elif group.state in (STABLE, COMPLETING):
             self._prepare_rebalance(group)
@@ -368,7 +397,7 @@ class GroupCoordinator:
         group = self.groups.pop(group_id, None)
         if group is None:
             return
-        for timer in [group.rebalance_timer, *group.pending.values(),
+        for timer in [group.rebalance_timer, group.forget_timer, *group.pending.values(),
                       *(m.expiry for m in group.members.values())]:
             if timer is not None and timer.active():
                 timer.cancel()
@@ -382,7 +411,7 @@ class GroupCoordinator:
     def close(self) -> None:
         """Cancel every timer (the broker stops, or hands the groups to another broker)."""
         for group in self.groups.values():
-            for timer in [group.rebalance_timer, *group.pending.values(),
+            for timer in [group.rebalance_timer, group.forget_timer, *group.pending.values(),
                           *(m.expiry for m in group.members.values())]:
                 if timer is not None and timer.active():
                     timer.cancel()

@@ -407,3 +407,20 @@ def test_malformed_group_requests_close_only_their_connection(groups3):
                 assert raw.recv(100) == b""  # closed, no answer
         assert conn.request(12, 3, {"group_id": group, "generation_id": joined["generation_id"],
                                     "member_id": member, "group_instance_id": None})["error_code"] == 0
+
+
+def test_pipelined_commits_all_succeed_in_order(groups3):
+    """Asynchronous commits (several in flight for one partition, the first creating its
+    offset node) all succeed, and the last one is what stays."""
+    topic, group = "grp-async", "group-async"
+    make_topic(groups3, topic, partitions=1)
+    port = groups3.broker(coordinator_of(groups3, group)).port
+    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
+        ids = [conn.send(8, 2, {"group_id": group, "generation_id_or_member_epoch": -1, "member_id": "",
+                                "retention_time_ms": -1, "topics": [{"name": topic, "partitions": [
+                                    {"partition_index": 0, "committed_offset": offset,
+                                     "committed_metadata": None}]}]})
+               for offset in range(1, 41)]
+        codes = [conn.receive(8, 2, i)["topics"][0]["partitions"][0]["error_code"] for i in ids]
+    assert codes == [0] * 40
+    assert committed(groups3, group, topic) == {0: 40}

@@ -1116,3 +1116,25 @@ def test_well_behaved_clients_of_two_groups_reach_stable():
         fuzz.run(("advance", 2))
     assert {fuzz.coord.describe(g)["group_state"] for g in GROUPS} == {STABLE}
     assert {fuzz.coord.groups[g].generation for g in GROUPS} == {1}
+
+
+def test_empty_groups_are_forgotten_after_a_while():
+    """One-off group ids do not pile up: an empty group (or one made only by a JoinGroup that
+    got MEMBER_ID_REQUIRED) is gone EMPTY_GROUP_TTL after it became empty."""
+    from broker.groups import EMPTY_GROUP_TTL
+
+    clock = Clock()
+    coordinator = GroupCoordinator(clock, initial_rebalance_delay_ms=0)
+    answers = []
+    coordinator.join("probe", "", None, "consumer", [("range", b"")], 6000, 6000,
+                     version=5).addCallback(answers.append)
+    assert answers[0]["error_code"] == 79
+    clock.advance(6.1)
+    clock.advance(EMPTY_GROUP_TTL)
+    assert coordinator.list() == []
+    coordinator.join("g", "", None, "consumer", [("range", b"")], 6000, 6000, version=3).addCallback(answers.append)
+    member = answers[-1]["member_id"]
+    assert coordinator.leave("g", member)["error_code"] == 0
+    assert coordinator.describe("g")["group_state"] == "Empty"
+    clock.advance(EMPTY_GROUP_TTL + 1)
+    assert coordinator.describe("g")["group_state"] == "Dead" and coordinator.list() == []

@@ -11,9 +11,8 @@ Adding a version is widening a range and adding the fields it brought.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .schema import (
+    Api,
     BOOL,
     BYTES,
     INT8,
@@ -30,14 +29,6 @@ from .schema import (
 )
 
 
-@dataclass(frozen=True)
-class Api:
-    key: int
-    name: str
-    min_version: int
-    max_version: int
-    request: Struct
-    response: Struct
 
 
 # --- Produce (0) -----------------------------------------------------------------------------
@@ -267,7 +258,7 @@ APIS: tuple[Api, ...] = (
     Api(20, "DeleteTopics", 1, 3, DELETE_TOPICS_REQUEST, DELETE_TOPICS_RESPONSE),
     Api(22, "InitProducerId", 0, 1, INIT_PRODUCER_ID_REQUEST, INIT_PRODUCER_ID_RESPONSE),
 )
-from .group_apis import GROUP_APIS  # noqa: E402  (it needs Api, defined above)
+from .group_apis import GROUP_APIS  # noqa: E402
 
 APIS = tuple(sorted(APIS + tuple(GROUP_APIS), key=lambda api: api.key))
 API_BY_KEY = {api.key: api for api in APIS}

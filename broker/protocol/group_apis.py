@@ -17,8 +17,8 @@ OffsetFetch v1 ``topics`` decodes null although only v2+ allow it.
 
 from __future__ import annotations
 
-from .apis import Api
 from .schema import (
+    Api,
     BOOL,
     BYTES,
     INT8,

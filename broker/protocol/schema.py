@@ -13,6 +13,8 @@ arrays.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import struct
 from typing import Any
 
@@ -293,3 +295,15 @@ def _default(type_):
 
 # Decoding errors surface as one type for the server to handle.
 DECODE_ERRORS = (ProtocolError, CorruptMessageError, UnicodeDecodeError, struct.error)
+
+
+@dataclass(frozen=True)
+class Api:
+    """One row of the API table: a key, the versions served, and its two schemas."""
+
+    key: int
+    name: str
+    min_version: int
+    max_version: int
+    request: Struct
+    response: Struct
