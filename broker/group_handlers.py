@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import zlib
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NoNodeError
 from twisted.internet import defer
 
 from .groups import GroupCoordinator
+from .offsets import read_offset, write_offset
 from .protocol.errors import (
     CoordinatorNotAvailableError,
     InvalidGroupIdError,
@@ -160,15 +161,7 @@ class GroupHandlers:
 
         def write():
             for topic, partition, offset in writes:
-                path = f"/consumers/{group_id}/offsets/{topic}/{partition}"
-                data = str(offset).encode()
-                try:
-                    client.set(path, data)
-                except NoNodeError:
-                    try:
-                        client.create(path, data, makepath=True)
-                    except NodeExistsError:  # another commit created it meanwhile
-                        client.set(path, data)
+                write_offset(client, group_id, topic, partition, offset)
 
         # One group's commits are written in the order they came, never overtaking each other.
         lock = self._commit_locks.setdefault(group_id, defer.DeferredLock())
@@ -218,10 +211,10 @@ class GroupHandlers:
                 parts = []
                 for p in t["partition_indexes"]:
                     try:
-                        data, _ = client.get(f"{base}/{t['name']}/{p}")
-                        parts.append(self._fetched(p, int(data.decode().strip()), NONE))
-                    except (NoNodeError, ValueError):
-                        parts.append(self._fetched(p, -1, NONE))
+                        offset = read_offset(client, group_id, t["name"], p)[0]
+                    except ValueError:
+                        offset = None
+                    parts.append(self._fetched(p, -1 if offset is None else offset, NONE))
                 out.append({"name": t["name"], "partitions": parts})
             return out
 

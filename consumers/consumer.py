@@ -174,6 +174,9 @@ class Consumer:
     def resume(self, *partitions: tuple[str, int]) -> None:
         self._paused.difference_update(partitions)
 
+    def paused(self) -> set[tuple[str, int]]:
+        return set(self._paused)
+
     def buffered(self, topic: str, partition: int) -> bool:
         """Whether fetched messages of this partition wait to be returned by poll()."""
         return any(_partition_of(chunk) == (topic, partition) for chunk in self._buffer)

@@ -40,6 +40,8 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
+from broker.offsets import read_offset, write_offset
+
 from .cluster import ClusterClient
 from .consumer import EARLIEST, LATEST, Consumer, Message
 
@@ -79,6 +81,7 @@ class GroupConsumer:
         auto_commit: bool = True,
         on_assign=None,
         columnar: bool = False,
+        consumer_options: dict | None = None,
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
@@ -95,9 +98,12 @@ class GroupConsumer:
         self.on_assign = on_assign
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
         self.cluster = ClusterClient(bootstrap_servers, zookeeper if not bootstrap_servers else None)
-        self.consumer = Consumer(cluster=self.cluster, fetch_max_wait_ms=fetch_max_wait_ms,
-                                 auto_offset_reset="earliest" if self.reset == EARLIEST else "latest",
-                                 columnar=columnar)
+        # consumer_options (Consumer's keyword arguments) override these: the loaders, say,
+        # want offsets out of range reported ("none"), not reset
+        self.consumer = Consumer(cluster=self.cluster, **{
+            "fetch_max_wait_ms": fetch_max_wait_ms, "columnar": columnar,
+            "auto_offset_reset": "earliest" if self.reset == EARLIEST else "latest",
+            **(consumer_options or {})})
         self.owned: dict[str, list[int]] = {}
         self.state = "joining"
         self.rebalances = 0
@@ -137,6 +143,14 @@ class GroupConsumer:
         except NodeExistsError:
             self.zk.delete(path)
             self.zk.create(path, data, ephemeral=True)
+
+    def request_rebalance(self) -> None:
+        """Rebalance before the next fetch (a partition turned out to be lost, say)."""
+        self._dirty.set()
+
+    @property
+    def rebalance_pending(self) -> bool:
+        return self._dirty.is_set()
 
     def _changed(self, *_args):
         self._dirty.set()
@@ -280,9 +294,8 @@ class GroupConsumer:
 
     def _stored_offset(self, topic: str, partition: int) -> int | None:
         try:
-            data, _ = self.zk.get(f"{self._base}/offsets/{topic}/{partition}")
-            return int(data.decode().strip())
-        except (NoNodeError, ValueError):
+            return read_offset(self.zk, self.group, topic, partition)[0]
+        except ValueError:
             return None
 
     # --- consuming -----------------------------------------------------------------------
@@ -317,13 +330,8 @@ class GroupConsumer:
         for (topic, partition), offset in list(self._delivered.items()):
             if self._committed.get((topic, partition)) == offset:
                 continue
-            path = f"{self._base}/offsets/{topic}/{partition}"
-            data = str(offset).encode()
             try:
-                try:
-                    self.zk.set(path, data)
-                except NoNodeError:
-                    self.zk.create(path, data, makepath=True)
+                write_offset(self.zk, self.group, topic, partition, offset)
                 self._committed[(topic, partition)] = offset
             except Exception as exc:  # the session may be suspended: next time
                 log.warning("%s: cannot commit %s-%d: %s", self.consumer_id, topic, partition, exc)

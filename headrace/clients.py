@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from broker.offsets import read_offset
 from broker.protocol.errors import KafkaError
 
 
@@ -211,7 +212,7 @@ def groups(args) -> int:
         for topic in topics:
             cluster.refresh([topic], allow_auto_create=False)
             for p in sorted(int(x) for x in zk.get_children(f"{base}/offsets/{topic}")):
-                committed = int(zk.get(f"{base}/offsets/{topic}/{p}")[0].decode())
+                committed = read_offset(zk, group, topic, p)[0]
                 try:
                     end = cluster.list_offset(topic, p, -1)
                     lag = str(max(0, end - committed))

@@ -18,6 +18,8 @@ import time
 
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError, RolledBackError
 
+from broker import offsets
+from broker.offsets import offset_path
 from consumers.consumer import EARLIEST, LATEST
 
 from .convert import merge_schema
@@ -35,10 +37,6 @@ class FencedError(LoaderError):
     """This worker no longer owns the partition, or someone else committed first."""
 
 
-def offset_path(group: str, topic: str, partition: int) -> str:
-    return f"/consumers/{group}/offsets/{topic}/{partition}"
-
-
 def owner_path(group: str, topic: str, partition: int) -> str:
     return f"/consumers/{group}/owners/{topic}/{partition}"
 
@@ -50,13 +48,9 @@ def plan_path(group: str) -> str:
 def read_offset(zk, group: str, topic: str, partition: int) -> tuple[int | None, int | None]:
     """(committed offset, node version), or (None, None) when nothing was committed."""
     try:
-        data, stat = zk.get(offset_path(group, topic, partition))
-    except NoNodeError:
-        return None, None
-    try:
-        return int(data.decode().strip()), stat.version
+        return offsets.read_offset(zk, group, topic, partition)
     except ValueError as exc:
-        raise LoaderError(f"{offset_path(group, topic, partition)} holds {data!r}, not an offset") from exc
+        raise LoaderError(str(exc)) from exc
 
 
 def commit_offset(zk, group: str, topic: str, partition: int, offset: int,

@@ -114,6 +114,12 @@ class Storage:
         except Exception as exc:
             raise StorageError(f"cannot delete {self.url}/{rel}: {exc}") from exc
 
+    def clear_dir(self, rel: str) -> None:
+        """Delete the files directly in ``rel``, then the directory."""
+        for name in self.list_names(rel):
+            self.delete(f"{rel}/{name}")
+        self.remove_dir(rel)
+
     def remove_dir(self, rel: str) -> None:
         """Remove an empty directory (stores without directories have nothing to remove)."""
         try:

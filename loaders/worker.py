@@ -74,9 +74,9 @@ class Worker:
             self.group_name, self.topics, config["zookeeper"], consumer_id=consumer_id,
             auto_offset_reset="smallest", session_timeout_ms=config.get("session_timeout_ms", 6000),
             rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
-            on_assign=self._on_assign, columnar=True)
-        self.group.consumer.auto_offset_reset = "none"  # gaps are handled (and reported) here
-        self.group.consumer.max_partition_fetch_bytes = 4 * 1024 * 1024
+            on_assign=self._on_assign, columnar=True,
+            # gaps are handled (and reported) here, not reset
+            consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20})
         self.zk = self.group.zk
         self.cluster = self.group.cluster
         if config.get("schema_file"):
@@ -114,7 +114,7 @@ class Worker:
                 if self.stop_event is not None and self.stop_event.is_set():
                     return
                 idle = self._all_mine_finished() and not self.follow
-                if idle and self.group._dirty.is_set() and self._plan_done():
+                if idle and self.group.rebalance_pending and self._plan_done():
                     # another worker left because all is loaded: no rebalance for nothing
                     self._remove_own_tmp()
                     return
@@ -144,9 +144,7 @@ class Worker:
 
     def _remove_own_tmp(self) -> None:
         if self.store.rename_based:
-            for name in self.store.list_names(self.tmp):
-                self.store.delete(f"{self.tmp}/{name}")
-            self.store.remove_dir(self.tmp)
+            self.store.clear_dir(self.tmp)
 
     def _feed_all(self, blocks: list) -> None:
         for block in blocks:
@@ -314,7 +312,7 @@ class Worker:
     def _drop(self, key: tuple[str, int]) -> None:
         self.chunks.pop(key, None)
         self.finished.discard(key)
-        self.group._dirty.set()  # rebalance before the next fetch
+        self.group.request_rebalance()
 
     # --- reconciling ---------------------------------------------------------------------
 
@@ -334,7 +332,7 @@ class Worker:
         self._load_plan()
         self._sweep_tmp()
         consumer = self.group.consumer
-        consumer.resume(*list(consumer._paused))
+        consumer.resume(*consumer.paused())
         for topic, partitions in owned.items():
             for p in partitions:
                 key = (topic, p)
@@ -342,7 +340,7 @@ class Worker:
                     committed = self._reconcile(topic, p)
                 except FencedError as exc:
                     log.warning("%s; rebalancing again", exc)
-                    self.group._dirty.set()
+                    self.group.request_rebalance()
                     continue
                 self.chunks[key] = Chunk(topic, p, committed, self.limits)
                 if committed >= self.plan.get(key, (-1, 0))[0]:
@@ -359,9 +357,7 @@ class Worker:
                 continue
             # (A member missing from the registry may only be between two sessions, still
             # writing: Storage.publish writes a swept temporary file again.)
-            for name in self.store.list_names(f"{self.tmp_root}/{member}"):
-                self.store.delete(f"{self.tmp_root}/{member}/{name}")
-            self.store.remove_dir(f"{self.tmp_root}/{member}")
+            self.store.clear_dir(f"{self.tmp_root}/{member}")
 
     def _reconcile(self, topic: str, partition: int) -> int:
         """Settle the committed offset of a partition this worker now owns; see the module

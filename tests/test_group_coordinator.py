@@ -158,6 +158,12 @@ class Members:
         for t in self.threads:
             t.join(30)
 
+    def __enter__(self) -> "Members":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def values(seen) -> Counter:
     return Counter(int(v) for _, _, v in seen)
@@ -168,21 +174,16 @@ def test_a_group_of_two_consumes_every_message_once_and_resumes(groups3, kind):
     topic, group = f"grp-{kind}", f"group-{kind}"
     make_topic(groups3, topic)
     produce(groups3, topic, 0, 2000)
-    members = Members(groups3, group, topic, [kind, kind])
-    try:
+    with Members(groups3, group, topic, [kind, kind]) as members:
         members.wait_for(2000)
-    finally:
-        members.close()
     got = values(members.seen)
     assert set(got) == set(range(2000)) and max(got.values()) == 1
     assert len({p for p, _, _ in members.seen}) == 6
     assert sum(committed(groups3, group, topic).values()) == 2000  # in ZooKeeper, like the paper's
     produce(groups3, topic, 2000, 300)
-    again = Members(groups3, group, topic, [kind])  # a restarted group resumes from its commits
-    try:
+    # a restarted group resumes from its commits
+    with Members(groups3, group, topic, [kind]) as again:
         again.wait_for(300)
-    finally:
-        again.close()
     assert sorted(values(again.seen)) == list(range(2000, 2300))
 
 
@@ -262,11 +263,8 @@ def test_a_mixed_group_agrees_on_one_assignment(groups3):
     topic, group = "grp-mixed", "group-mixed"
     make_topic(groups3, topic)
     produce(groups3, topic, 0, 2000)
-    members = Members(groups3, group, topic, ["confluent-kafka", "kafka-python"])
-    try:
+    with Members(groups3, group, topic, ["confluent-kafka", "kafka-python"]) as members:
         members.wait_for(2000)
-    finally:
-        members.close()
     got = values(members.seen)
     assert set(got) == set(range(2000)) and max(got.values()) == 1
 
@@ -289,24 +287,18 @@ def test_the_group_moves_when_its_coordinator_dies(make_cluster):
     others = [b.broker_id for b in cluster.brokers if b.broker_id != node]
     make_topic(cluster, topic, on_brokers=others)  # the data outlives the coordinator
     produce(cluster, topic, 0, 1000)
-    members = Members(cluster, group, topic, ["confluent-kafka"])
-    try:
+    with Members(cluster, group, topic, ["confluent-kafka"]) as members:
         members.wait_for(1000)
         cluster.broker(node).kill()
         wait_for(lambda: coordinator_of(cluster, group) != node, 30)
         produce(cluster, topic, 1000, 500)
         members.wait_for(1500, timeout=90)
-    finally:
-        members.close()
     got = values(members.seen)
     assert set(got) == set(range(1500))
     assert sum(committed(cluster, group, topic).values()) == 1500
-    fresh = Members(cluster, group, topic, ["kafka-python"])  # resumes from the commits
-    try:
+    with Members(cluster, group, topic, ["kafka-python"]) as fresh:  # resumes from the commits
         produce(cluster, topic, 1500, 10)
         fresh.wait_for(10)
-    finally:
-        fresh.close()
     assert sorted(values(fresh.seen)) == list(range(1500, 1510))
 
 
