@@ -64,6 +64,9 @@ def test_cuts_do_not_depend_on_block_boundaries(recs, lim, splits):
     # every record is in exactly one file of one chunk, and chunks tile the offsets
     assert sum(rows for _, _, files in whole for _, rows in files) == len(recs)
     assert [c[0] for c in whole[1:]] == [c[1] for c in whole[:-1]]
+    # the limits hold: open writers per chunk, rows per file
+    assert all(len(files) <= lim.max_open for _, _, files in whole)
+    assert all(rows <= lim.max_rows for _, _, files in whole for _, rows in files)
 
 
 def test_chunk_cut_when_its_input_reaches_max_chunk_bytes():
