@@ -1,12 +1,13 @@
 """The paper's consumer group, coordinated through ZooKeeper with no master.
 
-    >>> consumer = GroupConsumer("loaders", ["clicks"], zookeeper="127.0.0.1:2181/headrace")
-    >>> for message in consumer:                  # each message goes to one member of the group
-    ...     handle(message)
-    >>> consumer.close()                          # commit, release partitions, leave
+    >>> with GroupConsumer("loaders", ["clicks"], zookeeper="127.0.0.1:2181/headrace") as consumer:
+    ...     for message in consumer:              # each message goes to one member of the group
+    ...         handle(message)                   # finished when the next one is requested
 
 Registries (DESIGN.md)::
 
+    /consumers/<group>/kind                    persistent "zookeeper" ("loader" for the loaders'
+                                               workers): no other kind of group may use the name
     /consumers/<group>/ids/<consumer id>       ephemeral  {"subscription": {"<topic>": 1}, ...}
     /consumers/<group>/owners/<topic>/<p>      ephemeral  <consumer id>
     /consumers/<group>/offsets/<topic>/<p>     persistent next offset to read, decimal text
@@ -18,10 +19,20 @@ topic's partitions P and its consumers C; take the contiguous range of |P|/|C| p
 more for the first |P| mod |C| members) at this member's index; claim each in ``/owners``,
 retrying a claim that collides (the previous owner has not yet released it) after a back-off
 until it succeeds or the group changes again; then start from the offset in ``/offsets``, or
-from the earliest or latest offset (``auto_offset_reset``).  Offsets are committed every
-``auto_commit_interval_ms``, before a rebalance releases partitions, on close, and by
-``commit()``.  While the ZooKeeper connection is suspended the consumer stops fetching (it may
-have lost its partitions); after the session is lost it registers again and rebalances.
+from the earliest or latest offset (``auto_offset_reset``).
+
+At least once: only messages the application has finished with are committed.  Iterating, a
+message is finished when the next one is requested; with ``poll()``, Kafka's rule: what one
+poll returned is finished when poll is called again (so auto-commit, which runs inside poll
+every ``auto_commit_interval_ms`` and before a rebalance releases partitions, never commits
+what this poll returns).  ``commit()`` commits every message handed over so far,
+``commit(message)`` the offset after ``message`` in its partition.  ``close()`` commits what
+was handed over; after an exception (``__exit__``, or ``close(failed=True)``) only what was
+finished, so the message that raised is read again.  Each commit is one ZooKeeper transaction
+that checks this session still owns the partition, so a member that lost a partition never
+moves its offset.  While the ZooKeeper connection is suspended the consumer stops fetching (it
+may have lost its partitions); after the session is lost it drops every uncommitted offset,
+registers again and rebalances.
 
 States: *joining*, *rebalancing*, *consuming*, *suspended*, *lost*, *closed*.
 """
@@ -40,7 +51,16 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from broker.offsets import read_offset, write_offset
+from broker.offsets import (
+    ANY_VERSION,
+    LOADER,
+    ZOOKEEPER,
+    GroupKindError,
+    OwnershipError,
+    claim_kind,
+    commit_owned,
+    read_offset,
+)
 
 from .cluster import ClusterClient
 from .consumer import EARLIEST, LATEST, Consumer, Message
@@ -71,6 +91,7 @@ class GroupConsumer:
         topics: list[str],
         zookeeper: str,
         *,
+        kind: str = ZOOKEEPER,
         bootstrap_servers: str | None = None,
         consumer_id: str | None = None,
         auto_offset_reset: str = "largest",
@@ -85,7 +106,10 @@ class GroupConsumer:
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
+        if kind not in (ZOOKEEPER, LOADER):
+            raise ValueError(f"kind must be {ZOOKEEPER!r} or {LOADER!r}")
         self.group = group
+        self.kind = kind
         self.topics = sorted(set(topics))
         self.consumer_id = consumer_id or f"{group}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.reset = _RESETS[auto_offset_reset]
@@ -110,8 +134,12 @@ class GroupConsumer:
         self._dirty = threading.Event()  # a watch fired: rebalance before the next fetch
         self._suspended = threading.Event()
         self._lost = threading.Event()
-        self._delivered: dict[tuple[str, int], int] = {}  # next offset after what poll returned
+        # per owned partition, the offset after: what was handed to the application, what it
+        # finished with, what is committed (and the offset node's version)
+        self._delivered: dict[tuple[str, int], int] = {}
+        self._finished: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
+        self._versions: dict[tuple[str, int], int | None] = {}
         self._last_commit = time.monotonic()
         self._base = f"/consumers/{group}"
         self._started = False
@@ -119,9 +147,15 @@ class GroupConsumer:
     # --- joining -------------------------------------------------------------------------
 
     def start(self) -> "GroupConsumer":
-        """Connect, register in the group, watch the registries, and do the first rebalance."""
+        """Connect, register in the group, watch the registries, and do the first rebalance.
+        GroupKindError if the group name belongs to another kind of group."""
         self.zk.add_listener(self._on_state)
         self.zk.start(timeout=30)
+        try:
+            claim_kind(self.zk, self.group, self.kind)
+        except GroupKindError:
+            self.close()
+            raise
         for path in ("ids", "owners", "offsets"):
             self.zk.ensure_path(f"{self._base}/{path}")
         self._register()
@@ -174,8 +208,10 @@ class GroupConsumer:
 
     def _rebalance_if_needed(self) -> None:
         if self._lost.is_set() and not self._suspended.is_set():
-            log.warning("%s: ZooKeeper session was lost; registering again", self.consumer_id)
+            log.warning("%s: ZooKeeper session was lost; dropping uncommitted offsets and "
+                        "registering again", self.consumer_id)
             self.owned = {}
+            self._forget_progress()
             self.consumer.assign([])
             try:
                 self._register()
@@ -193,6 +229,7 @@ class GroupConsumer:
                 # The session broke mid-way (suspended, expired): hold nothing, try again later.
                 log.warning("%s: rebalance interrupted (%r); retrying", self.consumer_id, exc)
                 self.owned = {}
+                self._forget_progress()
                 self.consumer.assign([])
                 self._dirty.set()
                 time.sleep(self.rebalance_backoff)
@@ -202,7 +239,7 @@ class GroupConsumer:
         self.state = "rebalancing"
         self.rebalances += 1
         if self.auto_commit:
-            self.commit()
+            self._write(self._finished)
         self._release()
         members = self.zk.get_children(f"{self._base}/ids")
         subscriptions = {}
@@ -233,12 +270,13 @@ class GroupConsumer:
         for topic, partitions in wanted.items():
             self.cluster.partitions(topic)
             for p in partitions:
-                offset = self._stored_offset(topic, p)
+                offset, self._versions[(topic, p)] = self._stored_offset(topic, p)
                 assignments.append((topic, p, self.reset if offset is None else offset))
                 if offset is not None:
                     self._committed[(topic, p)] = offset
         self.consumer.assign(assignments)
-        self._delivered = {(t, p): self.consumer.position(t, p) for t, p, _ in assignments}
+        # the starting offsets are committed too, so a reset to the latest offset sticks
+        self._finished = {(t, p): self.consumer.position(t, p) for t, p, _ in assignments}
         self.state = "consuming"
         log.info("%s: owns %s after rebalance %d", self.consumer_id,
                  {t: ps for t, ps in wanted.items()}, self.rebalances)
@@ -281,7 +319,15 @@ class GroupConsumer:
             for partition in partitions:
                 self._delete_owner(topic, partition)
         self.owned = {}
+        self._forget_progress()
         self.consumer.assign([])
+
+    def _forget_progress(self) -> None:
+        """Offsets of partitions this member no longer owns are none of its business."""
+        self._delivered.clear()
+        self._finished.clear()
+        self._committed.clear()
+        self._versions.clear()
 
     def _delete_owner(self, topic: str, partition: int) -> None:
         path = f"{self._base}/owners/{topic}/{partition}"
@@ -292,58 +338,96 @@ class GroupConsumer:
         except NoNodeError:
             pass
 
-    def _stored_offset(self, topic: str, partition: int) -> int | None:
+    def _stored_offset(self, topic: str, partition: int) -> tuple[int | None, int | None]:
+        """(offset, node version); a node that holds no offset is overwritten by the next commit."""
         try:
-            return read_offset(self.zk, self.group, topic, partition)[0]
-        except ValueError:
-            return None
+            return read_offset(self.zk, self.group, topic, partition)
+        except ValueError as exc:
+            log.warning("%s: %s; starting from %s", self.consumer_id, exc,
+                        "the earliest" if self.reset == EARLIEST else "the latest")
+            return None, ANY_VERSION
 
     # --- consuming -----------------------------------------------------------------------
 
     def poll(self, timeout: float = 1.0, max_messages: int = 100_000) -> list[Message]:
-        """The next messages for this member; rebalances and commits happen in here.  What
-        poll returns counts as delivered: auto-commit and close() commit past it."""
+        """The next messages for this member.  What the previous poll returned counts as
+        finished now, and auto-commit (in here, before fetching) commits only finished
+        messages, never what this poll returns.  Rebalances happen in here too."""
+        self._finish(self._delivered)
+        messages = self._fetch(timeout, max_messages)
+        for key, end in map(_end, messages):
+            self._delivered[key] = end
+        return messages
+
+    def __iter__(self):
+        """Every message for this member; a message is finished when the next is requested."""
+        while self.state != "closed":
+            for message in self._fetch(1.0, 100_000):
+                key, end = _end(message)
+                self._delivered[key] = end
+                yield message
+                self._finish({key: end})
+                if self.state == "closed":
+                    return
+
+    def _fetch(self, timeout: float, max_messages: int) -> list[Message]:
         if not self._started:
             self.start()
         self._rebalance_if_needed()
         if self._suspended.is_set():
             time.sleep(min(timeout, 0.2))  # not sure we still own our partitions: do not fetch
             return []
-        messages = self.consumer.poll(timeout, max_messages)
-        if self.consumer.columnar:  # Blocks
-            for block in messages:
-                self._delivered[(block.topic, block.partition)] = block.offsets[-1] + 1
-        else:
-            for m in messages:
-                self._delivered[(m.topic, m.partition)] = m.offset + 1
         if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
-            self.commit()
-        return messages
+            self._write(self._finished)
+        return self.consumer.poll(timeout, max_messages)
 
-    def __iter__(self):
-        while self.state != "closed":
-            yield from self.poll(1.0)
+    def _finish(self, ends: dict[tuple[str, int], int]) -> None:
+        for key, end in list(ends.items()):
+            if key in self._finished:  # still owned (released partitions are forgotten)
+                self._finished[key] = end
 
-    def commit(self) -> None:
-        """Write the offsets after the messages delivered so far to ``/offsets``."""
+    def commit(self, message: Message | None = None) -> None:
+        """Commit now.  With no argument, every message handed to the application so far
+        (what poll returned; the iterator's messages up to the current one); with a message,
+        the offset after it (``message.offset + 1``, or after a columnar block's last) for its
+        partition, counting the messages before it in that partition as finished."""
+        if message is None:
+            self._finish(self._delivered)
+            self._write(self._finished)
+        else:
+            key, end = _end(message)
+            self._finish({key: end})
+            self._write({key: end} if key in self._finished else {})
+
+    def _write(self, ends: dict[tuple[str, int], int]) -> None:
+        """Commit these offsets, each only while this session owns its partition."""
         self._last_commit = time.monotonic()
-        for (topic, partition), offset in list(self._delivered.items()):
-            if self._committed.get((topic, partition)) == offset:
+        for key, offset in list(ends.items()):
+            if self._committed.get(key) == offset or key not in self._versions:
                 continue
             try:
-                write_offset(self.zk, self.group, topic, partition, offset)
-                self._committed[(topic, partition)] = offset
-            except Exception as exc:  # the session may be suspended: next time
-                log.warning("%s: cannot commit %s-%d: %s", self.consumer_id, topic, partition, exc)
+                self._versions[key] = commit_owned(self.zk, self.group, *key, offset, self.consumer_id,
+                                                   self._versions[key])
+                self._committed[key] = offset
+            except OwnershipError as exc:  # lost the partition (or a hand moved the offset)
+                log.warning("%s: not committed: %s; rebalancing", self.consumer_id, exc)
+                for progress in (self._delivered, self._finished, self._versions):
+                    progress.pop(key, None)
+                self._dirty.set()
+            except KazooException as exc:  # the session may be suspended: next time
+                log.warning("%s: cannot commit %s-%d now (%r)", self.consumer_id, *key, exc)
 
-    def close(self) -> None:
-        """Commit, release the partitions, leave the group."""
+    def close(self, failed: bool = False) -> None:
+        """Commit what was handed to the application (after a failure, ``failed=True``, only
+        what it finished), release the partitions, leave the group."""
         if self.state == "closed":
             return
         try:
             if self._started and not self._suspended.is_set():
                 if self.auto_commit:
-                    self.commit()
+                    if not failed:
+                        self._finish(self._delivered)
+                    self._write(self._finished)
                 self._release()
                 try:
                     self.zk.delete(f"{self._base}/ids/{self.consumer_id}")
@@ -359,5 +443,12 @@ class GroupConsumer:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
+
+
+def _end(message) -> tuple[tuple[str, int], int]:
+    """(topic, partition) and the offset after a message, or after a columnar block."""
+    if hasattr(message, "offsets"):
+        return (message.topic, message.partition), int(message.offsets[-1]) + 1
+    return (message.topic, message.partition), message.offset + 1

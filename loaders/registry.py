@@ -1,5 +1,6 @@
 """The loaders' state in ZooKeeper: run plans, fenced offset commits, inferred schemas.
 
+    /consumers/<group>/kind                        "loader": the name is a loader's (broker/offsets.py)
     /consumers/<group>/offsets/<topic>/<p>         next offset to load (shared with every
                                                    consumer group, so lag is one tool)
     /consumers/<group>/owners/<topic>/<p>          the worker that owns the partition
@@ -16,10 +17,14 @@ from __future__ import annotations
 import json
 import time
 
-from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
 
 from broker import offsets
-from broker.offsets import offset_path
 from consumers.consumer import EARLIEST, LATEST
 
 from .convert import merge_schema
@@ -37,10 +42,6 @@ class FencedError(LoaderError):
     """This worker no longer owns the partition, or someone else committed first."""
 
 
-def owner_path(group: str, topic: str, partition: int) -> str:
-    return f"/consumers/{group}/owners/{topic}/{partition}"
-
-
 def plan_path(group: str) -> str:
     return f"/consumers/{group}/loader/plan"
 
@@ -55,40 +56,36 @@ def read_offset(zk, group: str, topic: str, partition: int) -> tuple[int | None,
 
 def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
                   version: int | None, consumer_id: str) -> int:
-    """Move the committed offset to ``offset`` if it is still at ``version`` and this
-    ZooKeeper session still owns the partition, in one transaction; returns the new version."""
+    """Move the committed offset to ``offset`` if it is still at ``version`` (None: nothing
+    committed yet) and this ZooKeeper session still owns the partition, in one transaction;
+    returns the new version."""
     try:
-        return _commit_offset(zk, group, topic, partition, offset, version, consumer_id)
-    except FencedError:
-        raise
+        return offsets.commit_owned(zk, group, topic, partition, offset, consumer_id, version)
+    except offsets.OwnershipError as exc:
+        raise FencedError(str(exc)) from exc
     except KazooException as exc:
         # Whether it applied or not, the next owner's reconcile settles it from the manifest.
         raise FencedError(f"{topic}-{partition}: commit of offset {offset} interrupted "
                           f"({type(exc).__name__}); rebalancing") from exc
 
 
-def _commit_offset(zk, group, topic, partition, offset, version, consumer_id) -> int:
-    opath, wpath = owner_path(group, topic, partition), offset_path(group, topic, partition)
+def check_owner(zk, group: str, topic: str, partition: int, consumer_id: str) -> None:
+    """FencedError unless this session still owns the partition."""
     try:
-        owner, ostat = zk.get(opath)
-    except NoNodeError:
-        raise FencedError(f"{topic}-{partition}: no longer owned by {consumer_id}") from None
-    if owner.decode() != consumer_id or ostat.ephemeralOwner != zk.client_id[0]:
-        raise FencedError(f"{topic}-{partition}: now owned by {owner.decode()}, not {consumer_id}")
-    if version is None:
-        zk.ensure_path(wpath.rsplit("/", 1)[0])
-    tx = zk.transaction()
-    tx.check(opath, ostat.version)
-    if version is None:
-        tx.create(wpath, str(offset).encode())
-    else:
-        tx.set_data(wpath, str(offset).encode(), version=version)
-    results = tx.commit()
-    failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
-    if failures:
-        raise FencedError(f"{topic}-{partition}: commit of offset {offset} refused "
-                          f"({type(failures[0]).__name__}): another worker moved it or took the partition")
-    return 0 if version is None else version + 1
+        offsets.check_owner(zk, group, topic, partition, consumer_id)
+    except offsets.OwnershipError as exc:
+        raise FencedError(str(exc)) from exc
+    except KazooException as exc:
+        raise FencedError(f"{topic}-{partition}: cannot confirm ownership ({exc!r})") from exc
+
+
+def claim_group(zk, group: str) -> None:
+    """Make sure the group name is a loader's (recorded on first use); LoaderError naming
+    the kind that owns it otherwise."""
+    try:
+        offsets.claim_kind(zk, group, offsets.LOADER)
+    except offsets.GroupKindError as exc:
+        raise LoaderError(str(exc)) from exc
 
 
 def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = None) -> dict:
@@ -96,6 +93,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
     reached the end of the previous plan keep it.  Returns the saved plan, with the kept
     partitions listed under ``resumed``."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    claim_group(zk, group)
     path = plan_path(group)
     while True:
         try:

@@ -40,6 +40,7 @@ from .registry import (
     GapError,
     LoaderError,
     ZkSchemas,
+    check_owner,
     commit_offset,
     log_bounds,
     read_offset,
@@ -72,7 +73,8 @@ class Worker:
         consumer_id = f"{self.group_name}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.group = GroupConsumer(
             self.group_name, self.topics, config["zookeeper"], consumer_id=consumer_id,
-            auto_offset_reset="smallest", session_timeout_ms=config.get("session_timeout_ms", 6000),
+            kind="loader", auto_offset_reset="smallest",
+            session_timeout_ms=config.get("session_timeout_ms", 6000),
             rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
             on_assign=self._on_assign, columnar=True,
             # gaps are handled (and reported) here, not reset
@@ -266,7 +268,7 @@ class Worker:
             manifest = {"topic": topic, "partition": partition, "first": chunk.start,
                         "next": next_offset, "files": [f.rel for f in files],
                         "worker": self.group.consumer_id}
-            self._check_owner(key)
+            check_owner(self.zk, self.group_name, topic, partition, self.group.consumer_id)
             self.store.write_small(mrel, json.dumps(manifest).encode(), self.tmp)
             for f in files:
                 data = parquet_bytes(f.table, self.compression)
@@ -297,17 +299,6 @@ class Worker:
             self._success_dirs.add(rel)
             return True
         return False
-
-    def _check_owner(self, key: tuple[str, int]) -> None:
-        from .registry import owner_path
-
-        try:
-            owner, stat = self.zk.get(owner_path(self.group_name, *key))
-        except Exception as exc:
-            raise FencedError(f"{key[0]}-{key[1]}: cannot confirm ownership ({exc})") from exc
-        if owner.decode() != self.group.consumer_id or stat.ephemeralOwner != self.zk.client_id[0]:
-            self._drop(key)
-            raise FencedError(f"{key[0]}-{key[1]}: owned by {owner.decode()} now")
 
     def _drop(self, key: tuple[str, int]) -> None:
         self.chunks.pop(key, None)
