@@ -7,7 +7,11 @@ a group at another broker gets NOT_COORDINATOR; when the registry changes, group
 their members find the new coordinator (FindCoordinator) and join again.  Committed offsets
 live in ``/consumers/<group>/offsets/<topic>/<p>`` like those of the paper's consumers and
 the loaders, so they survive coordinator moves and broker restarts, and one lag tool serves
-every kind of group.
+every kind of group.  A group name belongs to one kind (``/consumers/<group>/kind``): a group
+of Kafka clients claims it (kind "kafka") when its first member joins or its first offset is
+committed; a name that belongs to the paper's consumers or a loader gets
+INCONSISTENT_GROUP_PROTOCOL on JoinGroup and UNKNOWN_MEMBER_ID on OffsetCommit, and their
+offsets stay as they are.  The kind is read from ZooKeeper in the reactor's thread pool.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from kazoo.exceptions import NoNodeError
 from twisted.internet import defer
 
 from .groups import GroupCoordinator
-from .offsets import read_offset, write_offset
+from .offsets import KAFKA, GroupKindError, claim_kind, read_offset, write_offset
 from .protocol.errors import (
     CoordinatorNotAvailableError,
+    InconsistentGroupProtocolError,
     InvalidGroupIdError,
     NotCoordinatorError,
+    UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
 
@@ -101,11 +107,31 @@ class GroupHandlers:
         if error:
             return self.coordinator._join_error(error, body["member_id"])
         host = getattr(connection, "peer", "")
-        return self.coordinator.join(
-            body["group_id"], body["member_id"], body.get("group_instance_id"),
-            body["protocol_type"], [(p["name"], p["metadata"]) for p in body["protocols"]],
-            body["session_timeout_ms"], body.get("rebalance_timeout_ms", -1), version=version,
-            client_id=request.header.client_id or "", client_host="/" + host.rsplit(":", 1)[0])
+
+        def join(_=None):
+            return self.coordinator.join(
+                body["group_id"], body["member_id"], body.get("group_instance_id"),
+                body["protocol_type"], [(p["name"], p["metadata"]) for p in body["protocols"]],
+                body["session_timeout_ms"], body.get("rebalance_timeout_ms", -1), version=version,
+                client_id=request.header.client_id or "", client_host="/" + host.rsplit(":", 1)[0])
+
+        def refused(failure):
+            if failure.check(GroupKindError):
+                log.info("refused a Kafka client in group %s: %s", body["group_id"],
+                         failure.getErrorMessage())
+                return self.coordinator._join_error(InconsistentGroupProtocolError.code, body["member_id"])
+            log.warning("cannot read the kind of group %s: %s", body["group_id"], failure.getErrorMessage())
+            return self.coordinator._join_error(CoordinatorNotAvailableError.code, body["member_id"])
+
+        if self._has_members(body["group_id"]):
+            return join()  # claimed when it formed (a group with members cannot be deleted)
+        client = self.cluster.client
+        return self.cluster._in_pool(lambda: claim_kind(client, body["group_id"], KAFKA)).addCallbacks(
+            join, refused)
+
+    def _has_members(self, group_id: str) -> bool:
+        group = self.coordinator.groups.get(group_id)
+        return group is not None and bool(group.members)
 
     def sync_group(self, body, version):
         error = self._not_mine(body["group_id"])
@@ -150,6 +176,9 @@ class GroupHandlers:
                   for t in body["topics"] for p in t["partitions"]]
         if error:
             return self._commit_response({(t, p): error for t, p, _ in wanted})
+        # A commit from outside group management claims the name for Kafka clients first (a
+        # group with members claimed it when it formed).
+        claim = not self._has_members(group_id)
         results = {}
         writes = []
         for topic, partition, offset in wanted:
@@ -160,6 +189,8 @@ class GroupHandlers:
         client = self.cluster.client
 
         def write():
+            if claim:
+                claim_kind(client, group_id, KAFKA)
             for topic, partition, offset in writes:
                 write_offset(client, group_id, topic, partition, offset)
 
@@ -172,6 +203,9 @@ class GroupHandlers:
             return self._commit_response(results)
 
         def failed(failure):
+            if failure.check(GroupKindError):
+                log.info("refused a Kafka client's commit to %s: %s", group_id, failure.getErrorMessage())
+                return self._commit_response({(t, p): UnknownMemberIdError.code for t, p, _ in wanted})
             log.warning("commit of %s failed: %s", group_id, failure.getErrorMessage())
             results.update({(t, p): CoordinatorNotAvailableError.code for t, p, _ in writes})
             return self._commit_response(results)

@@ -4,7 +4,7 @@
     headrace topics create|list|describe|delete --bootstrap-server host:port ...
     headrace cluster up --brokers N | headrace cluster down
     headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
-    headrace groups list|describe G         consumer groups: offsets, lag, owners
+    headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
     headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
     headrace load --topic T --group G --to URL   load topics into Parquet, each event once
     headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -49,12 +50,15 @@ def produce(args) -> int:
 
 
 def consume(args) -> int:
-    """A topic to stdout: from a group's offsets, the beginning, the end, or one partition."""
+    """A topic to stdout: from a group's offsets, the beginning, the end, or one partition.
+    As a group member it commits only lines written out and flushed: a broken pipe (``| head``)
+    commits nothing past the last line that reached the pipe."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = sys.stdout.buffer
     count = 0
     if args.group:
+        from broker.offsets import GroupKindError
         from consumers.group import GroupConsumer
 
         if not args.zookeeper:
@@ -63,7 +67,11 @@ def consume(args) -> int:
         source = GroupConsumer(args.group, [args.topic], args.zookeeper,
                                bootstrap_servers=args.bootstrap_server,
                                auto_offset_reset="smallest" if args.from_beginning else "largest")
-        source.start()
+        try:
+            source.start()
+        except GroupKindError as exc:
+            print(f"headrace consume: {exc}", file=sys.stderr)
+            return 2
     else:
         from consumers.consumer import EARLIEST, LATEST, Consumer
 
@@ -75,28 +83,37 @@ def consume(args) -> int:
             start = EARLIEST if args.from_beginning else LATEST
         source.assign([(args.topic, p, start) for p in partitions])
     idle = 0.0
+    written = {}  # (topic, partition) -> the last message written out and flushed
     try:
         while not stop.is_set():
             left = args.max_messages - count if args.max_messages else 100_000
             messages = source.poll(0.5, left)
             idle = 0.0 if messages else idle + 0.5
+            batch = {}
             for m in messages:
                 if args.print_key:
                     out.write((m.key or b"") + b"\t")
                 out.write((m.value or b"") + b"\n")
+                batch[(m.topic, m.partition)] = m
                 count += 1
                 if args.max_messages and count >= args.max_messages:
                     stop.set()
                     break
             out.flush()
+            written.update(batch)
             if args.timeout and idle >= args.timeout:
                 break
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         if args.group:
-            source.commit()
-        source.close()
+            for m in written.values():
+                source.commit(m)
+            source.close(failed=True)  # nothing handed over but not written out
+        else:
+            source.close()
     print(f"consumed {count} messages", file=sys.stderr)
     return 0
 
@@ -155,11 +172,12 @@ def _assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
 
 def groups(args) -> int:
     """List groups - the paper's ZooKeeper groups, loaders, and Kafka clients' groups that the
-    brokers coordinate - or describe one: members, and per partition the committed offset,
-    end offset, lag and owner."""
+    brokers coordinate - with their kind, describe one (kind, members, and per partition the
+    committed offset, end offset, lag and owner), or delete one that has no live members."""
     from kazoo.client import KazooClient
-    from kazoo.exceptions import NoNodeError
+    from kazoo.exceptions import NoNodeError, NotEmptyError
 
+    from broker.offsets import read_kind
     from consumers.cluster import ClusterClient
 
     if not args.zookeeper:
@@ -181,32 +199,45 @@ def groups(args) -> int:
         if args.action == "list":
             print(f"{'GROUP':<32} KIND")
             for name in sorted(names | set(protocol)):
-                if name in protocol:
-                    kind = f"kafka clients ({protocol[name] or 'no protocol yet'})"
-                elif zk.exists(f"/consumers/{name}/loader"):
-                    kind = "loader"
-                elif zk.exists(f"/consumers/{name}/ids"):
-                    kind = "zookeeper consumers"
-                else:
-                    kind = "offsets only"
-                print(f"{name:<32} {kind}")
+                kind = read_kind(zk, name) if name in names else None
+                if name in protocol and kind in (None, "kafka"):
+                    kind = f"kafka ({protocol[name] or 'no protocol yet'})"
+                print(f"{name:<32} {kind or 'offsets only'}")
             return 0
+        if not args.group:
+            print(f"headrace groups {args.action}: name the group", file=sys.stderr)
+            return 2
         group = args.group
         described = _describe_protocol_group(cluster, group)
         if group not in names and described is None:
             print(f"headrace groups: no group {group}", file=sys.stderr)
             return 1
         base = f"/consumers/{group}"
+        members = sorted(zk.get_children(f"{base}/ids")) if zk.exists(f"{base}/ids") else []
+        kind = read_kind(zk, group) or ("kafka" if described is not None else "offsets only")
+        if args.action == "delete":
+            live = len(members) + len(described["members"] if described is not None else [])
+            if live:
+                print(f"headrace groups: group {group} ({kind}) has {live} live member(s); stop "
+                      "them before deleting it", file=sys.stderr)
+                return 1
+            try:
+                zk.delete(base, recursive=True)
+            except NotEmptyError:
+                print(f"headrace groups: a member joined {group} while it was being deleted; "
+                      "stop it and delete again", file=sys.stderr)
+                return 1
+            print(f"deleted group {group} ({kind}): its offsets and its kind are gone", file=sys.stderr)
+            return 0
         owners = {}
         if described is not None:
-            print(f"GROUP {group}: Kafka clients, {described['group_state']}, protocol "
+            print(f"GROUP {group}: kind {kind}, {described['group_state']}, protocol "
                   f"{described['protocol_data'] or '-'}, {len(described['members'])} members")
             for m in described["members"]:
                 for tp in _assigned_partitions(m["member_assignment"]):
                     owners[tp] = f"{m['client_id']} {m['client_host']}"
         else:
-            members = sorted(zk.get_children(f"{base}/ids")) if zk.exists(f"{base}/ids") else []
-            print(f"GROUP {group}: {len(members)} live members")
+            print(f"GROUP {group}: kind {kind}, {len(members)} live members")
         topics = sorted(zk.get_children(f"{base}/offsets")) if zk.exists(f"{base}/offsets") else []
         print(f"{'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}  OWNER")
         for topic in topics:
@@ -264,9 +295,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--print-key", action="store_true")
     p.set_defaults(func=consume)
 
-    p = sub.add_parser("groups", help="list consumer groups or describe one's offsets and lag")
+    p = sub.add_parser("groups", help="list consumer groups, describe one's offsets and lag, "
+                                      "or delete one with no live members")
     endpoints(p)
-    p.add_argument("action", choices=["list", "describe"])
+    p.add_argument("action", choices=["list", "describe", "delete"])
     p.add_argument("group", nargs="?")
     p.set_defaults(func=groups)
 

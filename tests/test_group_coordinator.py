@@ -348,11 +348,10 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
 
 def test_groups_command_shows_kafka_and_zookeeper_groups_side_by_side(groups3):
     import sys
-    from pathlib import Path
 
     from consumers.group import GroupConsumer
 
-    headrace = str(Path(sys.executable).parent / "headrace")
+    headrace = [sys.executable, "-m", "headrace.cli"]  # this tree's code
     topic, group = "grp-cli", "group-cli"
     make_topic(groups3, topic)
     produce(groups3, topic, 0, 600)
@@ -363,13 +362,13 @@ def test_groups_command_shows_kafka_and_zookeeper_groups_side_by_side(groups3):
         members.wait_for(600)
         paper.poll(1.0)
         paper.commit()
-        listed = subprocess.run([headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "list"],
+        listed = subprocess.run([*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "list"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert f"{group}" in listed and "kafka clients (consumer)" in listed
-        assert "paper-group" in listed and "zookeeper consumers" in listed
-        shown = subprocess.run([headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "describe",
+        assert f"{group}" in listed and "kafka (consumer)" in listed
+        assert "paper-group" in listed and "zookeeper" in listed
+        shown = subprocess.run([*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "describe",
                                 group], capture_output=True, text=True, timeout=60).stdout
-        assert "Kafka clients, Stable" in shown and "2 members" in shown
+        assert "kind kafka, Stable" in shown and "2 members" in shown
         rows = [line.split() for line in shown.splitlines() if line.startswith(topic)]
         assert len(rows) == 6 and sum(int(r[2]) for r in rows) == 600
         assert all(r[4] == "0" and r[5] == "rdkafka" for r in rows)  # lag, owner's client id
