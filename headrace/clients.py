@@ -221,6 +221,9 @@ def groups(args) -> int:
                 print(f"headrace groups: group {group} ({kind}) has {live} live member(s); stop "
                       "them before deleting it", file=sys.stderr)
                 return 1
+            if group not in names:  # an empty group a broker still lists holds nothing
+                print(f"headrace groups: no group {group}", file=sys.stderr)
+                return 1
             try:
                 zk.delete(base, recursive=True)
             except NotEmptyError:

@@ -1,0 +1,229 @@
+"""One owner per group name: the paper's ZooKeeper consumers ("zookeeper"), Kafka clients
+coordinated by the brokers ("kafka") and loaders ("loader") each keep their groups to
+themselves, recorded in ``/consumers/<group>/kind``, until ``headrace groups delete``.
+
+Real ZooKeeper, a real broker, and unmodified Kafka clients (kcat -G, confluent-kafka)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from conftest import Cluster, create_topic, wait_for
+from kazoo.client import KazooClient
+
+from broker.offsets import GroupKindError, claim_kind, read_kind
+from consumers.group import GroupConsumer
+from consumers.producer import Producer
+from loaders import run as loader_run
+
+OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeout.ms": "1000"}
+PARTITIONS = 2
+MESSAGES = 40
+
+
+@pytest.fixture(scope="module")
+def kinds1(zookeeper, tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("kinds1"), f"{zookeeper.connect}/k1-{time.monotonic_ns()}",
+                      1, OVERRIDES).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def zk(kinds1):
+    client = KazooClient(hosts=kinds1.zookeeper_connect, timeout=10)
+    client.start(timeout=15)
+    yield client
+    client.stop()
+    client.close()
+
+
+def topic_with_messages(cluster, name: str) -> str:
+    create_topic(cluster.brokers[0].port, name, PARTITIONS)
+    with Producer(cluster.bootstrap) as producer:
+        for i in range(MESSAGES):
+            producer.send(name, json.dumps({"n": i}).encode(), partition=i % PARTITIONS)
+    return name
+
+
+def offsets(zk, group: str, topic: str) -> dict[int, bytes]:
+    base = f"/consumers/{group}/offsets/{topic}"
+    return {int(p): zk.get(f"{base}/{p}")[0] for p in zk.get_children(base)} if zk.exists(base) else {}
+
+
+def cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def paper_group(cluster, group: str, topic: str) -> None:
+    """A ZooKeeper group that consumed half of the topic and committed."""
+    with GroupConsumer(group, [topic], cluster.zookeeper_connect, auto_offset_reset="smallest") as member:
+        got = []
+        while len(got) < MESSAGES // 2:
+            got += member.poll(0.5, MESSAGES // 2 - len(got))
+
+
+def loader_group(cluster, group: str, topic: str, tmp_path) -> None:
+    """A loader's group that loaded the whole topic."""
+    config = {"zookeeper": cluster.zookeeper_connect, "topics": [topic], "group": group,
+              "url": str(tmp_path / "warehouse"), "workers": 1, "session_timeout_ms": 2000}
+    assert loader_run.load(config) == 0
+
+
+def kafka_group(cluster, group: str, topic: str) -> None:
+    """A Kafka clients' group set up by a tool: a standalone commit (generation -1)."""
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    try:
+        c.commit(offsets=[TopicPartition(topic, p, 7) for p in range(PARTITIONS)], asynchronous=False)
+    finally:
+        c.close()
+
+
+OWNERS = {"zookeeper": lambda cluster, group, topic, tmp: paper_group(cluster, group, topic),
+          "loader": loader_group,
+          "kafka": lambda cluster, group, topic, tmp: kafka_group(cluster, group, topic)}
+
+
+@pytest.mark.parametrize("owner", ["zookeeper", "loader"])
+def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(kinds1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(kinds1, f"kind-k-{owner}"), f"kind-k-{owner}-g"
+    OWNERS[owner](kinds1, group, topic, tmp_path)
+    before = offsets(zk, group, topic)
+    assert before and read_kind(zk, group) == owner
+
+    # a tool's standalone commit
+    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group})
+    with pytest.raises(KafkaException) as refused:
+        c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    assert refused.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID
+    c.close()
+
+    # a member joining the group
+    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 3000})
+    c.subscribe([topic])
+    errors, messages = [], 0
+    deadline = time.monotonic() + 15
+    while not errors and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is not None and m.error():
+            errors.append(m.error().code())
+        elif m is not None:
+            messages += 1
+    c.close()
+    assert KafkaError.INCONSISTENT_GROUP_PROTOCOL in errors and messages == 0
+
+    # kcat -G
+    kcat = subprocess.Popen(["kcat", "-b", kinds1.bootstrap, "-G", group, topic, "-o", "beginning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = kcat.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        kcat.kill()
+        out, err = kcat.communicate()
+    assert out == "" and "Inconsistent group protocol" in err, err
+
+    assert offsets(zk, group, topic) == before and read_kind(zk, group) == owner
+
+
+def test_a_standalone_commit_to_an_empty_kafka_group_works_and_claims_the_name(kinds1, zk):
+    topic, group = topic_with_messages(kinds1, "kind-standalone"), "kind-standalone-g"
+    kafka_group(kinds1, group, topic)
+    assert offsets(zk, group, topic) == {p: b"7" for p in range(PARTITIONS)}
+    assert read_kind(zk, group) == "kafka"
+    kafka_group(kinds1, group, topic)  # again: it is a kafka group now
+    described = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "describe", group)
+    assert described.returncode == 0 and "kind kafka" in described.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("owner", ["kafka", "loader"])
+def test_a_paper_member_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(kinds1, f"kind-z-{owner}"), f"kind-z-{owner}-g"
+    OWNERS[owner](kinds1, group, topic, tmp_path)
+    before = offsets(zk, group, topic)
+    member = GroupConsumer(group, [topic], kinds1.zookeeper_connect, auto_offset_reset="smallest")
+    with pytest.raises(GroupKindError, match=f"belongs to .* \\(kind {owner}\\)"):
+        member.start()
+    assert member.state == "closed"
+    consumed = cli("consume", "--zookeeper", kinds1.zookeeper_connect, "--topic", topic, "--group", group,
+                   "--from-beginning", "--timeout", "2")
+    assert consumed.returncode == 2 and consumed.stdout == ""
+    assert consumed.stderr.startswith("headrace consume: group") and f"kind {owner}" in consumed.stderr
+    assert len(consumed.stderr.splitlines()) == 1
+    assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/ids/{member.consumer_id}")
+
+
+@pytest.mark.parametrize("owner", ["zookeeper", "kafka"])
+def test_a_loader_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(kinds1, f"kind-l-{owner}"), f"kind-l-{owner}-g"
+    OWNERS[owner](kinds1, group, topic, tmp_path)
+    before = offsets(zk, group, topic)
+    loaded = cli("load", "--zookeeper", kinds1.zookeeper_connect, "--topic", topic, "--group", group,
+                 "--to", str(tmp_path / "wh"))
+    assert loaded.returncode != 0
+    assert f"(kind {owner})" in loaded.stderr and "headrace groups delete" in loaded.stderr
+    assert [line for line in loaded.stderr.splitlines() if line.strip()][-1].startswith("headrace load: group")
+    assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/loader")
+
+
+def test_groups_delete_is_refused_while_members_live_then_frees_the_name(kinds1, zk):
+    topic, group = topic_with_messages(kinds1, "kind-delete"), "kind-delete-g"
+    member = GroupConsumer(group, [topic], kinds1.zookeeper_connect, auto_offset_reset="smallest").start()
+    try:
+        refused = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+        assert refused.returncode == 1 and "1 live member" in refused.stderr
+        assert read_kind(zk, group) == "zookeeper"
+    finally:
+        member.close()
+    deleted = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+    assert deleted.returncode == 0, deleted.stderr
+    assert not zk.exists(f"/consumers/{group}")
+
+    # the name is free: Kafka clients take it; then a live Kafka member blocks deletion too
+    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 3000, "heartbeat.interval.ms": 500})
+    c.subscribe([topic])
+    try:
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < MESSAGES and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            got += m is not None and not m.error()
+        assert got == MESSAGES and read_kind(zk, group) == "kafka"
+        c.commit(asynchronous=False)
+        refused = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+        assert refused.returncode == 1 and "live member" in refused.stderr
+    finally:
+        c.close()
+    wait_for(lambda: cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group).returncode == 0, 30)
+    assert not zk.exists(f"/consumers/{group}")
+    missing = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+    assert missing.returncode == 1 and "no group" in missing.stderr
+
+
+def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
+    zk = KazooClient(hosts=zk_chroot, timeout=10)
+    zk.start(timeout=15)
+    try:
+        zk.create("/consumers/old-loader/loader/plan", b"{}", makepath=True)
+        zk.ensure_path("/consumers/old-loader/ids")
+        zk.ensure_path("/consumers/old-paper/ids")
+        zk.create("/consumers/old-offsets/offsets/t/0", b"5", makepath=True)
+        assert read_kind(zk, "old-loader") == "loader" and read_kind(zk, "old-paper") == "zookeeper"
+        assert read_kind(zk, "old-offsets") is None
+        with pytest.raises(GroupKindError, match="kind loader"):
+            claim_kind(zk, "old-loader", "zookeeper")
+        with pytest.raises(GroupKindError, match="kind zookeeper"):
+            claim_kind(zk, "old-paper", "kafka")
+        claim_kind(zk, "old-offsets", "kafka")  # offsets only: the first user claims it
+        assert [zk.get(f"/consumers/{g}/kind")[0] for g in ("old-loader", "old-paper", "old-offsets")] == \
+            [b"loader", b"zookeeper", b"kafka"]
+    finally:
+        zk.stop()
+        zk.close()
