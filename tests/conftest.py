@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -137,3 +138,17 @@ def make_cluster(zookeeper, tmp_path):
     for cluster in started:
         for broker in cluster.brokers:
             broker.kill()
+
+
+@contextlib.contextmanager
+def zk_session(connect: str):
+    """A started kazoo client on ``connect``, stopped and closed afterwards."""
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=connect, timeout=10)
+    client.start(timeout=15)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import create_topic, wait_for
+from conftest import create_topic, wait_for, zk_session
 from kazoo.client import KazooClient
 
 from broker.offsets import read_offset
@@ -24,11 +24,8 @@ from consumers.producer import Producer
 
 @pytest.fixture
 def zk(cluster1):
-    client = KazooClient(hosts=cluster1.zookeeper_connect, timeout=10)
-    client.start(timeout=15)
-    yield client
-    client.stop()
-    client.close()
+    with zk_session(cluster1.zookeeper_connect) as client:
+        yield client
 
 
 def produce(cluster, topic: str, count: int, *, start: int = 0, size: int = 0, partitions: int = 1) -> None:

@@ -13,34 +13,21 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from conftest import Cluster, create_topic, wait_for
-from kazoo.client import KazooClient
+from conftest import create_topic, wait_for, zk_session
 
 from broker.offsets import GroupKindError, claim_kind, read_kind
 from consumers.group import GroupConsumer
 from consumers.producer import Producer
 from loaders import run as loader_run
 
-OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeout.ms": "1000"}
 PARTITIONS = 2
 MESSAGES = 40
 
 
-@pytest.fixture(scope="module")
-def kinds1(zookeeper, tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("kinds1"), f"{zookeeper.connect}/k1-{time.monotonic_ns()}",
-                      1, OVERRIDES).start()
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture
-def zk(kinds1):
-    client = KazooClient(hosts=kinds1.zookeeper_connect, timeout=10)
-    client.start(timeout=15)
-    yield client
-    client.stop()
-    client.close()
+def zk(cluster1):
+    with zk_session(cluster1.zookeeper_connect) as client:
+        yield client
 
 
 def topic_with_messages(cluster, name: str) -> str:
@@ -91,22 +78,22 @@ OWNERS = {"zookeeper": lambda cluster, group, topic, tmp: paper_group(cluster, g
 
 
 @pytest.mark.parametrize("owner", ["zookeeper", "loader"])
-def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(kinds1, zk, tmp_path, owner):
-    topic, group = topic_with_messages(kinds1, f"kind-k-{owner}"), f"kind-k-{owner}-g"
-    OWNERS[owner](kinds1, group, topic, tmp_path)
+def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(cluster1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(cluster1, f"kind-k-{owner}"), f"kind-k-{owner}-g"
+    OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
     assert before and read_kind(zk, group) == owner
 
     # a tool's standalone commit
-    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group})
+    c = Consumer({"bootstrap.servers": cluster1.bootstrap, "group.id": group})
     with pytest.raises(KafkaException) as refused:
         c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     assert refused.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID
     c.close()
 
     # a member joining the group
-    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "session.timeout.ms": 3000})
+    c = Consumer({"bootstrap.servers": cluster1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000})
     c.subscribe([topic])
     errors, messages = [], 0
     deadline = time.monotonic() + 15
@@ -120,7 +107,7 @@ def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(k
     assert KafkaError.INCONSISTENT_GROUP_PROTOCOL in errors and messages == 0
 
     # kcat -G
-    kcat = subprocess.Popen(["kcat", "-b", kinds1.bootstrap, "-G", group, topic, "-o", "beginning"],
+    kcat = subprocess.Popen(["kcat", "-b", cluster1.bootstrap, "-G", group, topic, "-o", "beginning"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = kcat.communicate(timeout=8)
@@ -132,26 +119,26 @@ def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(k
     assert offsets(zk, group, topic) == before and read_kind(zk, group) == owner
 
 
-def test_a_standalone_commit_to_an_empty_kafka_group_works_and_claims_the_name(kinds1, zk):
-    topic, group = topic_with_messages(kinds1, "kind-standalone"), "kind-standalone-g"
-    kafka_group(kinds1, group, topic)
+def test_a_standalone_commit_to_an_empty_kafka_group_works_and_claims_the_name(cluster1, zk):
+    topic, group = topic_with_messages(cluster1, "kind-standalone"), "kind-standalone-g"
+    kafka_group(cluster1, group, topic)
     assert offsets(zk, group, topic) == {p: b"7" for p in range(PARTITIONS)}
     assert read_kind(zk, group) == "kafka"
-    kafka_group(kinds1, group, topic)  # again: it is a kafka group now
-    described = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "describe", group)
+    kafka_group(cluster1, group, topic)  # again: it is a kafka group now
+    described = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "describe", group)
     assert described.returncode == 0 and "kind kafka" in described.stdout.splitlines()[0]
 
 
 @pytest.mark.parametrize("owner", ["kafka", "loader"])
-def test_a_paper_member_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, owner):
-    topic, group = topic_with_messages(kinds1, f"kind-z-{owner}"), f"kind-z-{owner}-g"
-    OWNERS[owner](kinds1, group, topic, tmp_path)
+def test_a_paper_member_is_refused_on_another_kinds_group(cluster1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(cluster1, f"kind-z-{owner}"), f"kind-z-{owner}-g"
+    OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
-    member = GroupConsumer(group, [topic], kinds1.zookeeper_connect, auto_offset_reset="smallest")
+    member = GroupConsumer(group, [topic], cluster1.zookeeper_connect, auto_offset_reset="smallest")
     with pytest.raises(GroupKindError, match=f"belongs to .* \\(kind {owner}\\)"):
         member.start()
     assert member.state == "closed"
-    consumed = cli("consume", "--zookeeper", kinds1.zookeeper_connect, "--topic", topic, "--group", group,
+    consumed = cli("consume", "--zookeeper", cluster1.zookeeper_connect, "--topic", topic, "--group", group,
                    "--from-beginning", "--timeout", "2")
     assert consumed.returncode == 2 and consumed.stdout == ""
     assert consumed.stderr.startswith("headrace consume: group") and f"kind {owner}" in consumed.stderr
@@ -160,11 +147,11 @@ def test_a_paper_member_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, 
 
 
 @pytest.mark.parametrize("owner", ["zookeeper", "kafka"])
-def test_a_loader_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, owner):
-    topic, group = topic_with_messages(kinds1, f"kind-l-{owner}"), f"kind-l-{owner}-g"
-    OWNERS[owner](kinds1, group, topic, tmp_path)
+def test_a_loader_is_refused_on_another_kinds_group(cluster1, zk, tmp_path, owner):
+    topic, group = topic_with_messages(cluster1, f"kind-l-{owner}"), f"kind-l-{owner}-g"
+    OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
-    loaded = cli("load", "--zookeeper", kinds1.zookeeper_connect, "--topic", topic, "--group", group,
+    loaded = cli("load", "--zookeeper", cluster1.zookeeper_connect, "--topic", topic, "--group", group,
                  "--to", str(tmp_path / "wh"))
     assert loaded.returncode != 0
     assert f"(kind {owner})" in loaded.stderr and "headrace groups delete" in loaded.stderr
@@ -172,22 +159,22 @@ def test_a_loader_is_refused_on_another_kinds_group(kinds1, zk, tmp_path, owner)
     assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/loader")
 
 
-def test_groups_delete_is_refused_while_members_live_then_frees_the_name(kinds1, zk):
-    topic, group = topic_with_messages(kinds1, "kind-delete"), "kind-delete-g"
-    member = GroupConsumer(group, [topic], kinds1.zookeeper_connect, auto_offset_reset="smallest").start()
+def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster1, zk):
+    topic, group = topic_with_messages(cluster1, "kind-delete"), "kind-delete-g"
+    member = GroupConsumer(group, [topic], cluster1.zookeeper_connect, auto_offset_reset="smallest").start()
     try:
-        refused = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+        refused = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
         assert refused.returncode == 1 and "1 live member" in refused.stderr
         assert read_kind(zk, group) == "zookeeper"
     finally:
         member.close()
-    deleted = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+    deleted = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
     assert deleted.returncode == 0, deleted.stderr
     assert not zk.exists(f"/consumers/{group}")
 
     # the name is free: Kafka clients take it; then a live Kafka member blocks deletion too
-    c = Consumer({"bootstrap.servers": kinds1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "session.timeout.ms": 3000, "heartbeat.interval.ms": 500})
+    c = Consumer({"bootstrap.servers": cluster1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     c.subscribe([topic])
     try:
         got = 0
@@ -197,20 +184,18 @@ def test_groups_delete_is_refused_while_members_live_then_frees_the_name(kinds1,
             got += m is not None and not m.error()
         assert got == MESSAGES and read_kind(zk, group) == "kafka"
         c.commit(asynchronous=False)
-        refused = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+        refused = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
         assert refused.returncode == 1 and "live member" in refused.stderr
     finally:
         c.close()
-    wait_for(lambda: cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group).returncode == 0, 30)
+    wait_for(lambda: cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group).returncode == 0, 30)
     assert not zk.exists(f"/consumers/{group}")
-    missing = cli("groups", "--zookeeper", kinds1.zookeeper_connect, "delete", group)
+    missing = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
     assert missing.returncode == 1 and "no group" in missing.stderr
 
 
 def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
-    zk = KazooClient(hosts=zk_chroot, timeout=10)
-    zk.start(timeout=15)
-    try:
+    with zk_session(zk_chroot) as zk:
         zk.create("/consumers/old-loader/loader/plan", b"{}", makepath=True)
         zk.ensure_path("/consumers/old-loader/ids")
         zk.ensure_path("/consumers/old-paper/ids")
@@ -224,6 +209,3 @@ def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
         claim_kind(zk, "old-offsets", "kafka")  # offsets only: the first user claims it
         assert [zk.get(f"/consumers/{g}/kind")[0] for g in ("old-loader", "old-paper", "old-offsets")] == \
             [b"loader", b"zookeeper", b"kafka"]
-    finally:
-        zk.stop()
-        zk.close()
