@@ -188,6 +188,8 @@ PROPERTIES: tuple[Property, ...] = (
         "whose clock stamps records",
     ),
     Property("file.delete.delay.ms", _int(0), 60000, "delay before a deleted segment's files go"),
+    Property("producer.id.expiration.ms", _int(1, INT_MAX), 86400000,
+             "how long a partition remembers an idle producer id's sequences"),
 )
 
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}

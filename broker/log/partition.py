@@ -32,6 +32,7 @@ from ..protocol.errors import (
 from ..protocol.records import LOG_OVERHEAD, check_batch
 from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
+from .producer_state import ProducerStateTable
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class PartitionLog:
         self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
         self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
+        self.producer_state = ProducerStateTable(directory, config.producer_id_expiration_ms)
+        self.producer_batches_replayed = 0  # batch headers the last open read to rebuild it
 
     # --- opening -------------------------------------------------------------------------
 
@@ -163,7 +166,36 @@ class PartitionLog:
         plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
         if recover:
             plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
+        try:
+            plog._load_producer_state()
+        except BaseException:
+            plog.close_without_flush()
+            raise
         return plog
+
+    def _load_producer_state(self) -> None:
+        """Load the newest producer snapshot, then replay the batch headers after it (all of
+        them after an unclean shutdown; none after a clean one, whose snapshot is at the log
+        end).  With no snapshot, the last two segments are replayed, as Kafka does."""
+        end = self.log_end_offset
+        start = self.producer_state.load_latest_snapshot(end)
+        if start is None:
+            start = self.segments[-2 if len(self.segments) > 1 else 0].base_offset
+        start = max(start, self.log_start_offset)
+        now_ms = self._now_ms()
+        replayed = 0
+        for segment in self.segments[max(0, bisect_right(self._bases, start) - 1) :]:
+            position = segment.find_position(start) if segment.base_offset < start else 0
+            if position is None:
+                continue
+            for _, header in segment.scan_headers(position, segment.size):
+                if header[0] + header[6] >= start:
+                    self.producer_state.record_header(header, header[0], now_ms)
+                    replayed += 1
+        self.producer_batches_replayed = replayed
+        if replayed:
+            log.info("%s: producer state rebuilt from %d batch headers after offset %d",
+                     self.directory.name, replayed, start)
 
     # --- identity ------------------------------------------------------------------------
 
@@ -233,6 +265,14 @@ class PartitionLog:
                 f"{total} bytes of record batches do not fit a segment of "
                 f"{self.config.segment_bytes} bytes (segment.bytes)"
             )
+        if header.producer_id >= 0 or (len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)):
+            batches, duplicate = self._skip_duplicates(batches)
+            if duplicate is not None:
+                return duplicate
+            total = sum(h.size for _, h in batches)
+            now_ms = self._now_ms()
+        else:
+            now_ms = -1  # no producer ids to track
         log_append_time = -1
         if self.config.timestamp_type == "LogAppendTime":
             log_append_time = self._now_ms()
@@ -267,10 +307,29 @@ class PartitionLog:
             raise KafkaStorageError(
                 f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
             ) from exc
+        if now_ms >= 0:
+            for (_, h), (offset, _, _) in zip(batches, entries):
+                self.producer_state.record_header(h, offset, now_ms)
         self._unflushed_messages += count
         if self._unflushed_messages >= self.config.flush_interval_messages:
             self.flush()
         return AppendResult(base, last, log_append_time, count)
+
+    def _skip_duplicates(self, batches):
+        """Drop batches a producer sent before (by producer id, epoch and sequences); refuse
+        out-of-order sequences and stale epochs.  Returns (batches to append, the result to
+        answer when all of them were duplicates, else None)."""
+        verdicts = self.producer_state.check([h for _, h in batches], self._now_ms())
+        if verdicts is None:
+            return batches, None
+        fresh = [b for b, seen in zip(batches, verdicts) if seen is None]
+        if fresh:
+            return fresh, None
+        first, last = verdicts[0], verdicts[-1]
+        log.debug("%s: duplicate batch at offsets %d-%d answered again", self.directory.name,
+                  first.first_offset, last.last_offset)
+        return fresh, AppendResult(first.first_offset, last.last_offset, -1,
+                                   sum(h.record_count for _, h in batches))
 
     def roll(self) -> Segment:
         """Close the active segment for appends and start a new one at the log end offset."""
@@ -285,8 +344,15 @@ class PartitionLog:
         self._directory_unsynced = True
         self.segments.append(new)
         self._bases.append(new.base_offset)
+        self._snapshot_producers()
         log.debug("%s: rolled a new segment at offset %d", self.directory.name, new.base_offset)
         return new
+
+    def _snapshot_producers(self) -> None:
+        """Save the producer state at the log end; keep only the snapshots a recovery from
+        the recovery point could need."""
+        self.producer_state.write_snapshot(self.log_end_offset, self._now_ms())
+        self.producer_state.delete_snapshots_before(self.recovery_point)
 
     # --- flushing ------------------------------------------------------------------------
 
@@ -393,6 +459,7 @@ class PartitionLog:
                 excess -= segment.size
                 by_size += 1
             doomed = max(doomed, by_size)
+        self.producer_state.remove_expired(now)
         if not doomed:
             return 0
         if doomed >= len(self.segments):
@@ -437,8 +504,9 @@ class PartitionLog:
     # --- life cycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush everything and close the files (a clean close)."""
+        """Flush everything, snapshot the producer state and close the files (a clean close)."""
         self.flush()
+        self._snapshot_producers()
         self.active_segment.close_for_appends()
         for segment in self.segments:
             segment.index.flush()
