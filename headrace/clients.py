@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -22,7 +23,12 @@ def produce(args) -> int:
     from consumers.producer import Producer
 
     failures = []
-    producer = Producer(**_endpoints(args), compression=args.compression, acks=args.acks)
+    try:
+        producer = Producer(**_endpoints(args), compression=args.compression, acks=args.acks,
+                            enable_idempotence=args.idempotence)
+    except ValueError as exc:
+        print(f"headrace produce: {exc}", file=sys.stderr)
+        return 2
     count = 0
     try:
         for raw in sys.stdin.buffer:
@@ -243,12 +249,18 @@ def add_parsers(sub) -> None:
         p.add_argument("--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)")
         p.add_argument("--zookeeper", help="host:port[/chroot]: find brokers (and groups) there")
 
+    def idempotence(p):
+        p.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
+                       help="enable.idempotence: each message stored once even when a request is "
+                            "retried (default: on with --acks all)")
+
     p = sub.add_parser("produce", help="send stdin lines to a topic")
     endpoints(p)
     p.add_argument("--topic", required=True)
     p.add_argument("--key-field", help="key each JSON line by this field")
     p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
-    p.add_argument("--acks", default="1", choices=["0", "1", "all", "-1"])
+    p.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"])
+    idempotence(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
     p.set_defaults(func=produce)
 
@@ -279,4 +291,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--from-beginning", action="store_true", help="read existing files from the start")
     p.add_argument("--poll-interval", type=float, default=0.2)
     p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    idempotence(p)
     p.set_defaults(func=ship)

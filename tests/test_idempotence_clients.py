@@ -12,6 +12,7 @@ from conftest import Cluster, create_topic
 from kafka_proxy import ProduceResponseDropper
 
 from consumers.consumer import EARLIEST, Consumer
+from consumers.producer import Producer
 from headrace.devcluster import free_port
 
 PARTITIONS = 3
@@ -155,3 +156,17 @@ def test_aiokafka_idempotent_producer_stores_each_message_once(proxied):
     assert proxy.drops >= MIN_DROPS
     assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
 
+
+
+def test_our_producer_stores_each_message_once(proxied):
+    topic = new_topic(proxied, "idem-headrace")
+    proxy = proxied.reset_proxy(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
+    with Producer(bootstrap_servers=proxied.bootstrap, acks="all", linger_ms=1, batch_size=200,
+                  retry_backoff_ms=20) as producer:
+        futures = [producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)]
+        producer.flush(60)
+    for future in futures:
+        future.result(0)
+    print("drops", proxy.drops, "of", proxy.produce_responses)
+    assert proxy.drops >= MIN_DROPS
+    assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
