@@ -5,12 +5,15 @@ Every message must be in the log exactly once, in the order sent per partition."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
-from conftest import Cluster, create_topic
+from conftest import Cluster, create_topic, wait_for
 from kafka_proxy import ProduceResponseDropper
 
+from broker.protocol.records import build_batch
+from consumers.client import BrokerConnection
 from consumers.consumer import EARLIEST, Consumer
 from consumers.producer import Producer
 from headrace.devcluster import free_port
@@ -170,3 +173,101 @@ def test_our_producer_stores_each_message_once(proxied):
     print("drops", proxy.drops, "of", proxy.produce_responses)
     assert proxy.drops >= MIN_DROPS
     assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
+
+
+def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
+    """The producer state is rebuilt from the batch headers after a crash (no snapshot)."""
+    cluster = make_cluster(1)
+    broker = cluster.brokers[0]
+    create_topic(broker.port, "again", 1)
+    with BrokerConnection("127.0.0.1", broker.port) as conn:
+        answer = conn.request(22, 1, {"transactional_id": None, "transaction_timeout_ms": -1})
+    pid, epoch = answer["producer_id"], answer["producer_epoch"]
+    batches = [build_batch([(None, numbered(i)) for i in range(first, first + n)], producer_id=pid,
+                           producer_epoch=epoch, base_sequence=first) for first, n in ((0, 3), (3, 2))]
+
+    def produce(data):
+        with BrokerConnection("127.0.0.1", broker.port) as conn:
+            body = conn.request(0, 8, {"transactional_id": None, "acks": -1, "timeout_ms": 5000,
+                                       "topic_data": [{"name": "again", "partition_data": [
+                                           {"index": 0, "records": data}]}]})
+        answer = body["responses"][0]["partition_responses"][0]
+        return answer["error_code"], answer["base_offset"]
+
+    assert [produce(b) for b in batches] == [(0, 0), (0, 3)]
+    broker.kill()
+    broker.start()
+    assert "not shut down cleanly" in broker.log_path.read_text()
+    assert [produce(b) for b in reversed(batches)] == [(0, 3), (0, 0)]  # answered, not stored
+    gap = build_batch([(None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=9)
+    assert produce(gap)[0] == 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
+    following = build_batch([(None, numbered(5))], producer_id=pid, producer_epoch=epoch,
+                            base_sequence=5)
+    assert produce(following) == (0, 5)
+    consumer = Consumer(bootstrap_servers=broker.bootstrap)
+    consumer.assign([("again", 0, EARLIEST)])
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 6 and time.monotonic() < deadline:
+        got += [int(m.value) for m in consumer.poll(0.5)]
+    got += [int(m.value) for m in consumer.poll(0.5)]
+    consumer.close()
+    assert got == list(range(6))
+
+
+def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper, tmp_path):
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    proxied = ProxiedBroker(tmp_path, f"{zookeeper.connect}/idem-kill-{time.monotonic_ns()}")
+    proxied.start(drop_every=DROP_EVERY, max_drops=MAX_DROPS // 2)
+    try:
+        ours_topic = new_topic(proxied, "kill-headrace")
+        rd_topic = new_topic(proxied, "kill-confluent")
+        delivered = {"ours": 0, "confluent": 0}
+        errors = []
+
+        def count(name, error):
+            if error:
+                errors.append((name, error))
+            else:
+                delivered[name] += 1
+
+        def ours():
+            with Producer(bootstrap_servers=proxied.bootstrap, linger_ms=1, batch_size=200,
+                          retry_backoff_ms=50) as producer:
+                for i in range(MESSAGES):
+                    producer.send(ours_topic, numbered(i), partition=i % PARTITIONS).add_done_callback(
+                        lambda f: count("ours", f.exception()))
+                    if i % 100 == 0:
+                        time.sleep(0.01)
+                producer.flush(90)
+
+        def confluent():
+            producer = confluent_kafka.Producer({
+                "bootstrap.servers": proxied.bootstrap, "enable.idempotence": True,
+                "linger.ms": 1, "batch.num.messages": 10, "retry.backoff.ms": 50,
+                "message.timeout.ms": 90000, "reconnect.backoff.ms": 5,
+                "reconnect.backoff.max.ms": 200})
+            for i in range(MESSAGES):
+                producer.produce(rd_topic, numbered(i), partition=i % PARTITIONS,
+                                 on_delivery=lambda err, msg: count("confluent", err))
+                producer.poll(0)
+                if i % 100 == 0:
+                    time.sleep(0.01)
+            producer.flush(90)
+
+        threads = [threading.Thread(target=ours), threading.Thread(target=confluent)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: min(delivered.values()) > MESSAGES // 4, 60)
+        proxied.broker.kill()  # kill -9 with requests in flight
+        time.sleep(0.5)
+        proxied.broker.start()
+        for thread in threads:
+            thread.join(120)
+        assert errors == []
+        assert delivered == {"ours": MESSAGES, "confluent": MESSAGES}
+        assert "not shut down cleanly" in proxied.broker.log_path.read_text()
+        for topic in (ours_topic, rd_topic):
+            assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
+    finally:
+        proxied.stop()
