@@ -74,6 +74,11 @@ class KafkaServerProtocol(protocol.Protocol):
     def connectionMade(self):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        # Pipelined requests get their answers at once, not after the client's delayed ACK
+        # (Nagle would hold the second small response until the first is acknowledged).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.factory.connections.add(self)
         # As a streaming producer, we are told when the client reads too slowly; we then
         # stop reading its requests, so a client cannot pile responses up in our memory.
