@@ -26,6 +26,7 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
 
 from benchlib import (  # noqa: E402
     BenchmarkError,
+    add_output_args,
     check_delivery,
     check_log,
     close_rdkafka_producer,
@@ -38,7 +39,6 @@ from benchlib import (  # noqa: E402
     print_table,
     run_cleaning_up,
     running_broker,
-    add_output_args,
     wait_for_leader,
 )
 
