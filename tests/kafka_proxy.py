@@ -4,7 +4,10 @@ It reads the Kafka framing both ways: requests (size, api key, version, correlat
 learn which correlation ids are Produce requests, and responses (size, correlation id) to
 recognise their answers.  Every ``drop_every``-th Produce response, up to ``max_drops`` in
 all, is not relayed: the proxy closes both connections instead, after the broker has
-appended the batch, so the client must retry a request that in fact succeeded.
+appended the batch, so the client must retry a request that in fact succeeded.  With
+``corrupt_every``, every so many Produce requests (up to ``max_corruptions``) get their last
+byte flipped on the way (the end of the last record batch: a CRC mismatch, answered with the
+retriable CORRUPT_MESSAGE), so batches pipelined behind it meet a gap in the sequences.
 
     >>> with ProduceResponseDropper(broker_port, drop_every=5, max_drops=100) as proxy:
     ...     produce_through(proxy.port)            # brokers advertise proxy.port
@@ -84,6 +87,8 @@ class _Link:
             if api_key == PRODUCE:
                 with self.lock:
                     self.produce_ids.add(correlation_id)
+                if self.proxy._should_corrupt():
+                    frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
             try:
                 self.upstream.sendall(frame)
             except OSError:
@@ -109,13 +114,17 @@ class ProduceResponseDropper:
     """Listens on ``port`` (default: a free one) and forwards to ``upstream_port``."""
 
     def __init__(self, upstream_port: int, *, port: int | None = None, drop_every: int = 5,
-                 max_drops: int = 200):
+                 max_drops: int = 200, corrupt_every: int = 0, max_corruptions: int = 0):
         self.upstream_port = upstream_port
         self.port = port or free_port()
         self.drop_every = drop_every
         self.max_drops = max_drops
+        self.corrupt_every = corrupt_every
+        self.max_corruptions = max_corruptions
+        self.produce_requests = 0
         self.produce_responses = 0
         self.drops = 0
+        self.corruptions = 0
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -129,6 +138,15 @@ class ProduceResponseDropper:
             self.produce_responses += 1
             if self.drops < self.max_drops and self.produce_responses % self.drop_every == 0:
                 self.drops += 1
+                return True
+            return False
+
+    def _should_corrupt(self) -> bool:
+        with self._lock:
+            self.produce_requests += 1
+            if (self.corrupt_every and self.corruptions < self.max_corruptions
+                    and self.produce_requests % self.corrupt_every == 0):
+                self.corruptions += 1
                 return True
             return False
 
@@ -162,7 +180,7 @@ class ProduceResponseDropper:
         for link in links:
             link.close()
 
-    def __enter__(self) -> ProduceResponseDropper:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -45,10 +45,11 @@ class ProxiedBroker:
                                             drop_every=drop_every, max_drops=max_drops).start()
         return self
 
-    def reset_proxy(self, drop_every: int, max_drops: int) -> ProduceResponseDropper:
+    def reset_proxy(self, drop_every: int, max_drops: int, **corrupt) -> ProduceResponseDropper:
         self.proxy.stop()
         self.proxy = ProduceResponseDropper(self.broker.port, port=self.proxy_port,
-                                            drop_every=drop_every, max_drops=max_drops).start()
+                                            drop_every=drop_every, max_drops=max_drops,
+                                            **corrupt).start()
         return self.proxy
 
     def stop(self) -> None:
@@ -100,12 +101,10 @@ def new_topic(proxied: ProxiedBroker, name: str) -> str:
     return name
 
 
-def test_confluent_kafka_idempotent_producer_stores_each_message_once(proxied):
+def produce_confluent(bootstrap: str, topic: str) -> None:
     confluent_kafka = pytest.importorskip("confluent_kafka")
-    topic = new_topic(proxied, "idem-confluent")
-    proxy = proxied.reset_proxy(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
     producer = confluent_kafka.Producer({
-        "bootstrap.servers": proxied.bootstrap, "enable.idempotence": True, "linger.ms": 1,
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
         "batch.num.messages": 10, "retry.backoff.ms": 20, "message.timeout.ms": 60000,
         "reconnect.backoff.ms": 5, "reconnect.backoff.max.ms": 50})
     failures = []
@@ -115,16 +114,11 @@ def test_confluent_kafka_idempotent_producer_stores_each_message_once(proxied):
         producer.poll(0)
     assert producer.flush(60) == 0
     assert failures == []
-    print("drops", proxy.drops, "of", proxy.produce_responses)
-    assert proxy.drops >= MIN_DROPS
-    assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
 
 
-def test_kafka_python_idempotent_producer_stores_each_message_once(proxied):
+def produce_kafka_python(bootstrap: str, topic: str) -> None:
     kafka = pytest.importorskip("kafka")
-    topic = new_topic(proxied, "idem-kafka-python")
-    proxy = proxied.reset_proxy(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
-    producer = kafka.KafkaProducer(bootstrap_servers=proxied.bootstrap, enable_idempotence=True,
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
                                    linger_ms=1, batch_size=250, retry_backoff_ms=20,
                                    reconnect_backoff_ms=5)
     futures = [producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)]
@@ -132,20 +126,14 @@ def test_kafka_python_idempotent_producer_stores_each_message_once(proxied):
     for future in futures:
         future.get(10)
     producer.close()
-    print("drops", proxy.drops, "of", proxy.produce_responses)
-    assert proxy.drops >= MIN_DROPS
-    assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
 
 
-def test_aiokafka_idempotent_producer_stores_each_message_once(proxied):
+def produce_aiokafka(bootstrap: str, topic: str) -> None:
     aiokafka = pytest.importorskip("aiokafka")
-    topic = new_topic(proxied, "idem-aiokafka")
-    proxy = proxied.reset_proxy(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
 
     async def produce():
-        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=proxied.bootstrap,
-                                             enable_idempotence=True, linger_ms=2,
-                                             max_batch_size=250, retry_backoff_ms=20)
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                                             linger_ms=2, max_batch_size=250, retry_backoff_ms=20)
         await producer.start()
         try:
             futures = [await producer.send(topic, numbered(i), partition=i % PARTITIONS)
@@ -155,23 +143,40 @@ def test_aiokafka_idempotent_producer_stores_each_message_once(proxied):
             await producer.stop()
 
     asyncio.run(produce())
-    print("drops", proxy.drops, "of", proxy.produce_responses)
-    assert proxy.drops >= MIN_DROPS
-    assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
 
 
-
-def test_our_producer_stores_each_message_once(proxied):
-    topic = new_topic(proxied, "idem-headrace")
-    proxy = proxied.reset_proxy(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
-    with Producer(bootstrap_servers=proxied.bootstrap, acks="all", linger_ms=1, batch_size=200,
-                  retry_backoff_ms=20) as producer:
+def produce_ours(bootstrap: str, topic: str) -> None:
+    with Producer(bootstrap_servers=bootstrap, linger_ms=1, batch_size=200,
+                  retry_backoff_ms=20) as producer:  # idempotent by default
         futures = [producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)]
         producer.flush(60)
     for future in futures:
         future.result(0)
-    print("drops", proxy.drops, "of", proxy.produce_responses)
-    assert proxy.drops >= MIN_DROPS
+
+
+PRODUCERS = {"confluent-kafka": produce_confluent, "kafka-python": produce_kafka_python,
+             "aiokafka": produce_aiokafka, "headrace": produce_ours}
+# Lost responses: the broker appended the batch, the client retries it.  Corrupted requests:
+# a batch is refused (CORRUPT_MESSAGE, retriable) and the batches of its partition pipelined
+# behind it meet a gap (OUT_OF_ORDER_SEQUENCE_NUMBER): they must be sent again after it.
+FAULTS = {
+    "lost-responses": {"drop_every": DROP_EVERY, "max_drops": MAX_DROPS},
+    "corrupted-requests": {"drop_every": 1, "max_drops": 0, "corrupt_every": 4,
+                           "max_corruptions": MAX_DROPS // 3},
+}
+
+
+# kafka-python and aiokafka take CORRUPT_MESSAGE as final (Kafka's clients retry it).
+CASES = [(client, fault) for fault in FAULTS for client in PRODUCERS
+         if fault == "lost-responses" or client in ("confluent-kafka", "headrace")]
+
+
+@pytest.mark.parametrize(("client", "fault"), CASES)
+def test_idempotent_producer_stores_each_message_once_in_order(proxied, client, fault):
+    topic = new_topic(proxied, f"idem-{client}-{fault}")
+    proxy = proxied.reset_proxy(**FAULTS[fault])
+    PRODUCERS[client](proxied.bootstrap, topic)
+    assert proxy.drops + proxy.corruptions >= MIN_DROPS  # the faults did happen
     assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
 
 
@@ -271,3 +276,4 @@ def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper,
             assert_exactly_once_in_order(read_back(proxied.bootstrap, topic, MESSAGES), MESSAGES)
     finally:
         proxied.stop()
+
