@@ -21,7 +21,7 @@ from headrace.devcluster import free_port
 PARTITIONS = 3
 MESSAGES = 6000
 DROP_EVERY = 3  # every third Produce response is lost...
-MAX_DROPS = 300  # ...up to this many times per run
+MAX_DROPS = 200  # ...up to this many times per run
 MIN_DROPS = 50
 
 
