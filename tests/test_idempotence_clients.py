@@ -5,6 +5,8 @@ Every message must be in the log exactly once, in the order sent per partition."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 
@@ -277,3 +279,20 @@ def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper,
     finally:
         proxied.stop()
 
+
+
+def test_headrace_produce_takes_the_idempotence_switch(proxied):
+    topic = new_topic(proxied, "idem-cli")
+    proxied.reset_proxy(drop_every=1, max_drops=1)  # the first answer is lost: a retry
+    command = [sys.executable, "-m", "headrace.cli", "produce", "--topic", topic,
+               "--bootstrap-server", proxied.bootstrap]
+    lines = b"".join(numbered(i) + b"\n" for i in range(PARTITIONS * 100))
+    refused = subprocess.run(command + ["--acks", "1", "--idempotence"], input=lines,
+                             capture_output=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert b"enable_idempotence needs acks='all'" in refused.stderr
+    done = subprocess.run(command, input=lines, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    got = read_back(proxied.bootstrap, topic, PARTITIONS * 100)
+    everything = sorted(n for numbers in got.values() for n in numbers)
+    assert everything == list(range(PARTITIONS * 100))
