@@ -191,13 +191,16 @@ def test_retention_keeps_live_producers_and_removes_old_snapshots(tmp_path):
     plog.close()
 
 
-def test_a_damaged_snapshot_is_ignored_and_the_log_replayed(tmp_path):
+@pytest.mark.parametrize("damage", [lambda data: data[:-3], lambda data: b"",
+                                    lambda data: data[:-1] + bytes([data[-1] ^ 1])],
+                         ids=["cut-short", "empty", "flipped-bit"])
+def test_a_damaged_snapshot_is_ignored_and_the_log_replayed(tmp_path, damage):
     plog = open_log(tmp_path)
     plog.append(batch(0))
     plog.append(batch(1))
     plog.close()
     path = plog.directory / f"{2:020d}.snapshot"
-    path.write_bytes(path.read_bytes()[:-3])
+    path.write_bytes(damage(path.read_bytes()))
     plog = open_log(tmp_path)
     assert plog.producer_batches_replayed == 2
     assert plog.append(batch(1)).base_offset == 1

@@ -344,14 +344,14 @@ class PartitionLog:
         self._directory_unsynced = True
         self.segments.append(new)
         self._bases.append(new.base_offset)
-        self._snapshot_producers()
+        self._snapshot_producers(sync=False)  # no fsync on the appending thread
         log.debug("%s: rolled a new segment at offset %d", self.directory.name, new.base_offset)
         return new
 
-    def _snapshot_producers(self) -> None:
+    def _snapshot_producers(self, sync: bool = True) -> None:
         """Save the producer state at the log end; keep only the snapshots a recovery from
         the recovery point could need."""
-        self.producer_state.write_snapshot(self.log_end_offset, self._now_ms())
+        self.producer_state.write_snapshot(self.log_end_offset, self._now_ms(), sync)
         self.producer_state.delete_snapshots_before(self.recovery_point)
 
     # --- flushing ------------------------------------------------------------------------

@@ -184,8 +184,11 @@ class ProducerStateTable:
 
     # --- snapshots -----------------------------------------------------------------------
 
-    def write_snapshot(self, offset: int, now_ms: int) -> Path:
-        """Save the table as ``<offset>.snapshot``, atomically (temp file, fsync, rename)."""
+    def write_snapshot(self, offset: int, now_ms: int, sync: bool = True) -> Path:
+        """Save the table as ``<offset>.snapshot``, atomically (temp file, fsync, rename).
+        With ``sync=False`` (at a roll, on the appending thread) nothing is fsynced: a crash
+        of the process keeps the file, and one a power loss damaged fails its CRC when read,
+        so the state is then rebuilt from the log."""
         self.remove_expired(now_ms)
         parts = []
         for pid, entry in self.producers.items():
@@ -193,7 +196,13 @@ class ProducerStateTable:
             parts.extend(_BATCH.pack(*batch) for batch in entry.batches)
         body = b"".join(parts)
         path = snapshot_path(self.directory, offset)
-        atomic_write(path, _FILE_HEADER.pack(_VERSION, crc32c.crc32c(body), len(self.producers)) + body)
+        data = _FILE_HEADER.pack(_VERSION, crc32c.crc32c(body), len(self.producers)) + body
+        if sync:
+            atomic_write(path, data)
+        else:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
         return path
 
     def read_snapshot(self, path: Path) -> None:
