@@ -30,6 +30,7 @@ from ..protocol.errors import (
     RecordListTooLargeError,
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
+from ..protocol.validate import check_records
 from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
@@ -42,6 +43,10 @@ _MAX_RELATIVE_OFFSET = 2**31 - 1
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
 PARTITION_METADATA = "partition.metadata"
+
+# Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
+# batches after the header and CRC check alone, to measure what the record check costs.
+CHECK_RECORDS = os.environ.get("HEADRACE_BENCH_UNCHECKED_RECORDS") != "1"
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -208,7 +213,9 @@ class PartitionLog:
         """Validate and append one or more record batches; returns the offsets assigned.
 
         Each batch's header and CRC are checked (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
-        INVALID_RECORD, ...) before anything is written; a bad batch appends nothing.  Offsets
+        INVALID_RECORD, ...), and so are its records (``validate.check_records``: the body
+        decompresses, the framing matches the header), before anything is written; a bad
+        batch appends nothing.  Offsets
         are assigned by rewriting the base offset, which the CRC does not cover.  A disk error
         raises KAFKA_STORAGE_ERROR with the log unchanged.
         """
@@ -226,6 +233,9 @@ class PartitionLog:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
                 pos += more.size
+        if CHECK_RECORDS:
+            for pos, h in batches:
+                check_records(view, pos, h)
         total = len(view) if batches[-1][0] + batches[-1][1].size == len(view) else sum(
             h.size for _, h in batches)
         if total > self.config.segment_bytes:

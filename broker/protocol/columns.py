@@ -16,22 +16,35 @@ from .records import decode_varint
 _ZERO = np.int64(0)
 
 
-def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zig-zag varints starting at each of ``pos``: (values, positions after them)."""
+def varints(a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zig-zag varints starting at each of ``pos``: (values, positions after them, sizes in
+    bytes).  A varint still continuing after ``max_bytes`` stops there with size
+    ``max_bytes + 1``, for the caller to refuse.  Positions past the end read the last byte."""
     b = a.take(pos, mode="clip").astype(np.int64)
     value = b & 0x7F
     more = b >= 0x80
+    start = pos
     pos = pos + 1
     shift = 7
     while more.any():
+        if shift >= 7 * max_bytes:
+            pos = pos + more
+            break
         b = a.take(pos, mode="clip").astype(np.int64)
         value = np.where(more, value | ((b & 0x7F) << shift), value)
         pos = pos + more
         more = more & (b >= 0x80)
         shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-    return (value >> 1) ^ -(value & 1), pos
+    return (value >> 1) ^ -(value & 1), pos, pos - start
+
+
+def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``varints``, for decoding: ValueError if one is longer than 10 bytes."""
+    value, pos, size = varints(a, pos)
+    if size.max(initial=0) > 10:
+        raise ValueError("varint too long")
+    return value, pos
 
 
 def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
