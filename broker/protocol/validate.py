@@ -6,7 +6,8 @@ decompress, and the records' framing must match the header - as many records as 
 each record's length varint spanning exactly its fields, well-formed varints (at most 5 bytes
 for ints, 10 for longs), sane header counts and header key lengths, offset deltas 0..n-1, and
 the last record ending exactly at the end of the body.  A Python loop only finds where each
-record starts; every field is then read with numpy over all records at once.
+record starts (a few operations per record); every field is then read with numpy over all
+records at once.
 
     >>> check_records(batch_bytes)        # None, or raises
     >>> # CorruptMessageError: the body does not decompress
@@ -64,10 +65,47 @@ def check_record_section(data, count: int) -> None:
     if count <= SMALL_BATCH:
         _check_small(data, count)
         return
+    a = np.frombuffer(data, np.uint8)
+    found = _record_starts(data, a, count)
+    if found is None:
+        found = _record_starts_exactly(data, count)
+    _check_fields(a, *found)
+
+
+def _record_starts(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where each record's fields start, and its length: the Python loop reads each length
+    varint as if it had one or two bytes (records up to 8 KiB) and no sign; numpy then checks
+    that guess in one go.  None if it does not hold (longer records or a broken section)."""
+    heads = [0] * count
+    pos = 0
+    try:
+        for i in range(count):
+            heads[i] = pos
+            b = data[pos]
+            if b < 0x80:
+                pos += 1 + (b >> 1)
+            else:
+                pos += 2 + (((b & 0x7F) | (data[pos + 1] << 7)) >> 1)
+    except IndexError:
+        return None
+    if pos != len(data):
+        return None
+    heads = np.array(heads, np.int64)
+    lengths, starts, size = varints(a, heads, INT_VARINT_BYTES)
+    if (size > 2).any() or (lengths < MIN_RECORD_BODY).any() \
+            or not np.array_equal(starts[:-1] + lengths[:-1], heads[1:]):
+        return None
+    return starts, lengths
+
+
+def _record_starts_exactly(data, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Record by record, with every length read exactly: records of any size, and the precise
+    error for a broken section."""
     starts = [0] * count
     lengths = [0] * count
     rpos = 0
     i = 0
+    end = len(data)
     try:
         for i in range(count):
             b = data[rpos]
@@ -91,8 +129,7 @@ def check_record_section(data, count: int) -> None:
                                "the record data", count - 1)
         raise record_error(f"{end - rpos} bytes follow the last of the {count} records the "
                            "header counts")
-    _check_fields(np.frombuffer(data, np.uint8), np.array(starts, np.int64),
-                  np.array(lengths, np.int64))
+    return np.array(starts, np.int64), np.array(lengths, np.int64)
 
 
 def _check_small(data, count: int) -> None:
