@@ -41,11 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker_bench import bench_produce, bottleneck  # noqa: E402
-from confluent_kafka import KafkaException  # noqa: E402
-from confluent_kafka import libversion as librdkafka_version  # noqa: E402
-
-from benchlib import (  # noqa: E402
+from benchlib import (
     BenchmarkError,
     CpuMeter,
     add_output_args,
@@ -60,6 +56,9 @@ from benchlib import (  # noqa: E402
     step,
     verdict,
 )
+from broker_bench import bench_produce, bottleneck
+from confluent_kafka import KafkaException
+from confluent_kafka import libversion as librdkafka_version
 
 UNCHECKED = "HEADRACE_BENCH_UNCHECKED_RECORDS"
 CODECS = ("none", "lz4", "zstd")
