@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import CorruptMessageError
 from .records import decode_varint
 
 _ZERO = np.int64(0)
@@ -47,16 +48,15 @@ def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, pos
 
 
-def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
-                   log_append_ts: int | None, out) -> bool:
-    """Append ``count`` records of a (decompressed) record section to ``out`` (a
-    RecordColumns); False, with ``out`` untouched, if the section needs the Python decoder."""
-    end = len(data)
-    starts = [0] * count
-    lengths = [0] * count
-    pos = 0
+def record_heads(data, count: int) -> tuple[list[int], int]:
+    """Where each of ``count`` records starts (its length varint), walking the lengths one
+    record at a time, and the position after the last.  Fewer than ``count`` if the data ends
+    (or a length varint breaks) first; lengths are not judged here."""
+    heads = [0] * count
+    pos = i = 0
     try:
         for i in range(count):
+            heads[i] = pos
             b = data[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
@@ -65,16 +65,29 @@ def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
                 length, pos = (zz >> 1) ^ -(zz & 1), pos + 2
             else:
                 length, pos = decode_varint(data, pos)
-            starts[i] = pos
-            lengths[i] = length
             pos += length
-    except (IndexError, ValueError):
-        return False
-    if pos != end or min(lengths, default=1) < 1:
+            if pos < 0:
+                raise IndexError
+    except (IndexError, CorruptMessageError):
+        return heads[:i], pos
+    return heads, pos
+
+
+def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
+                   log_append_ts: int | None, out) -> bool:
+    """Append ``count`` records of a (decompressed) record section to ``out`` (a
+    RecordColumns); False, with ``out`` untouched, if the section needs the Python decoder."""
+    heads, after = record_heads(data, count)
+    if len(heads) < count or after != len(data):
         return False
     a = np.frombuffer(data, np.uint8)
-    s = np.array(starts, np.int64)
-    e = s + np.array(lengths, np.int64)
+    try:
+        lengths, s = _varints(a, np.array(heads, np.int64))
+    except ValueError:
+        return False
+    if lengths.min(initial=1) < 1:
+        return False
+    e = s + lengths
     try:
         ts_delta, p = _varints(a, s + 1)  # after the attributes byte
         offset_delta, p = _varints(a, p)

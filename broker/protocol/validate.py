@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import compression
-from .columns import varints
+from .columns import record_heads, varints
 from .errors import CorruptMessageError, InvalidRecordError
 from .records import HEADER_SIZE, BatchHeader, decode_varint, parse_header
 
@@ -66,16 +66,17 @@ def check_record_section(data, count: int) -> None:
         _check_small(data, count)
         return
     a = np.frombuffer(data, np.uint8)
-    found = _record_starts(data, a, count)
+    found = _guess_spans(data, a, count)
     if found is None:
-        found = _record_starts_exactly(data, count)
+        found = _spans(a, *record_heads(data, count), count)
     _check_fields(a, *found)
 
 
-def _record_starts(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where each record's fields start, and its length: the Python loop reads each length
-    varint as if it had one or two bytes (records up to 8 KiB) and no sign; numpy then checks
-    that guess in one go.  None if it does not hold (longer records or a broken section)."""
+def _guess_spans(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where each record's fields start, and its length, found fast: the Python loop reads
+    each length varint as if it had one or two bytes (records up to 8 KiB) and no sign, and
+    numpy checks that guess in one go.  None if it does not hold (longer records or a broken
+    section: then ``record_heads`` walks it exactly)."""
     heads = [0] * count
     pos = 0
     try:
@@ -98,38 +99,28 @@ def _record_starts(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndar
     return starts, lengths
 
 
-def _record_starts_exactly(data, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Record by record, with every length read exactly: records of any size, and the precise
-    error for a broken section."""
-    starts = [0] * count
-    lengths = [0] * count
-    rpos = 0
-    i = 0
-    end = len(data)
-    try:
-        for i in range(count):
-            b = data[rpos]
-            if b < 0x80:
-                length, rpos = (b >> 1) ^ -(b & 1), rpos + 1
-            elif data[rpos + 1] < 0x80:
-                zz = (b & 0x7F) | (data[rpos + 1] << 7)
-                length, rpos = (zz >> 1) ^ -(zz & 1), rpos + 2
-            else:
-                length, rpos = _long_length(data, rpos, i)
-            if length < MIN_RECORD_BODY:
-                raise record_error(f"length {length} is shorter than any record", i)
-            starts[i] = rpos
-            lengths[i] = length
-            rpos += length
-    except IndexError:
-        raise record_error("the record data ends inside this record's length", i) from None
-    if rpos != end:
-        if rpos > end:
-            raise record_error(f"length {lengths[-1]} runs {rpos - end} bytes past the end of "
-                               "the record data", count - 1)
-        raise record_error(f"{end - rpos} bytes follow the last of the {count} records the "
+def _spans(a: np.ndarray, heads: list[int], after: int, count: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the records at ``heads`` (an exact walk that ended at ``after``),
+    or the error of the first record whose length is wrong."""
+    h = np.array(heads, np.int64)
+    lengths, starts, size = varints(a, h, INT_VARINT_BYTES)
+    bad = np.flatnonzero((size > INT_VARINT_BYTES) | (lengths < MIN_RECORD_BODY))
+    if len(bad):
+        i = int(bad[0])
+        if size[i] > INT_VARINT_BYTES:
+            raise record_error("length varint is longer than 5 bytes", i)
+        raise record_error(f"length {int(lengths[i])} is shorter than any record", i)
+    if len(heads) < count:
+        raise record_error("the record data ends inside this record's length", len(heads))
+    end = len(a)
+    if after > end:
+        raise record_error(f"length {int(lengths[-1])} runs {after - end} bytes past the end "
+                           "of the record data", count - 1)
+    if after < end:
+        raise record_error(f"{end - after} bytes follow the last of the {count} records the "
                            "header counts")
-    return np.array(starts, np.int64), np.array(lengths, np.int64)
+    return starts, lengths
 
 
 def _check_small(data, count: int) -> None:
@@ -175,17 +166,6 @@ def _varint(data, pos: int, max_bytes: int, index: int, what: str) -> tuple[int,
     if after - pos > max_bytes:
         raise record_error(f"{what} varint is longer than {max_bytes} bytes", index)
     return value, after
-
-
-def _long_length(data, rpos: int, index: int) -> tuple[int, int]:
-    """A record length varint of three bytes or more (at most five, as Kafka reads an int)."""
-    try:
-        length, after = decode_varint(data, rpos)
-    except CorruptMessageError:
-        raise record_error("malformed length varint", index) from None
-    if after - rpos > INT_VARINT_BYTES:
-        raise record_error(f"length varint is {after - rpos} bytes long", index)
-    return length, after
 
 
 def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
