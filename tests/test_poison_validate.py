@@ -12,7 +12,12 @@ from poison_batches import KINDS, poison, rebuild, records_section, section_of
 from broker.log import LogConfig
 from broker.log.partition import PartitionLog
 from broker.protocol import compression
-from broker.protocol.errors import CorruptMessageError, InvalidRecordError, KafkaError
+from broker.protocol.errors import (
+    CorruptMessageError,
+    InvalidRecordError,
+    KafkaError,
+    MessageTooLargeError,
+)
 from broker.protocol.records import (
     RecordColumns,
     build_batch,
@@ -171,3 +176,19 @@ def test_partition_log_stores_nothing_of_a_poison_batch(tmp_path, kind):
         assert [r.value for r in decode_batch(plog.read(1, 1 << 20)).records] == [b"after"]
     finally:
         plog.close()
+
+
+@pytest.mark.parametrize("codec,xerial", [(c, False) for c in COMPRESSED] + [(compression.SNAPPY, True)])
+def test_a_small_body_that_decompresses_to_too_much_is_refused(codec, xerial, monkeypatch):
+    """A few compressed bytes standing for far more than MAX_RECORD_SECTION: refused before
+    the output is built (MESSAGE_TOO_LARGE), not decompressed whole."""
+    from broker.protocol import validate
+
+    monkeypatch.setattr(validate, "MAX_RECORD_SECTION", 1 << 20)
+    records = [(None, bytes(4096))] * 600  # about 2.4 MB of zeros: a few KB compressed
+    batch = build_batch(records, compression_type=codec, xerial_snappy=xerial)
+    assert len(batch) < 200_000
+    with pytest.raises(MessageTooLargeError):
+        check_records(batch)
+    monkeypatch.setattr(validate, "MAX_RECORD_SECTION", 4 << 20)
+    check_records(batch)  # the same batch under a higher limit is fine

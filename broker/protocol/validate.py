@@ -25,6 +25,9 @@ from .records import HEADER_SIZE, BatchHeader, decode_varint, parse_header
 
 MIN_RECORD_BODY = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount
 INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
+# Kafka streams records out of a compressed body; we decompress it whole, so a few bytes that
+# stand for gigabytes are refused (MESSAGE_TOO_LARGE) instead of taking the broker's memory.
+MAX_RECORD_SECTION = 128 * 1024 * 1024
 SMALL_BATCH = 24  # up to this many records, a walk in Python costs less than numpy's set-up
 
 
@@ -38,7 +41,8 @@ def record_error(message: str, index: int | None = None) -> InvalidRecordError:
 def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     """Check that the records of the batch at ``pos`` decode as its header says.
 
-    Raises CorruptMessageError if the body does not decompress, InvalidRecordError (with
+    Raises CorruptMessageError if the body does not decompress, MessageTooLargeError if it
+    decompresses to more than MAX_RECORD_SECTION bytes, InvalidRecordError (with
     ``record_index`` set when one record is at fault) if the framing is broken.  The header
     and CRC are assumed checked (``check_batch``); control batches are checked like any other,
     and an empty batch (count 0, as compaction leaves) must have an empty body.
@@ -47,7 +51,7 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
         header = parse_header(buf, pos)
     body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     if header.compression != compression.NONE:
-        body = compression.decompress(header.compression, body)
+        body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
     check_record_section(body, header.record_count)
 
 
