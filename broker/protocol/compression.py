@@ -15,7 +15,11 @@ import cramjam
 import lz4.frame
 import zstandard
 
-from .errors import CorruptMessageError, MessageTooLargeError, UnsupportedCompressionTypeError
+from .errors import (
+    CorruptMessageError,
+    MessageTooLargeError,
+    UnsupportedCompressionTypeError,
+)
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_NAMES = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
