@@ -51,9 +51,13 @@ def test_every_batch_our_encoder_builds_passes(items, codec, xerial):
 
 @FAST
 @given(st.lists(st.tuples(optional_bytes, optional_bytes, header_items), min_size=1, max_size=40),
-       st.sampled_from(["gzip", "snappy", "lz4", "zstd", None]))
-def test_every_batch_kafka_python_builds_passes(items, codec_name):
-    from kafka.record.default_records import DefaultRecordBatchBuilder
+       st.sampled_from(["gzip", "snappy", "lz4", "zstd", None]),
+       st.sampled_from(["kafka", "aiokafka"]))
+def test_every_batch_kafka_python_and_aiokafka_build_passes(items, codec_name, library):
+    if library == "kafka":
+        from kafka.record.default_records import DefaultRecordBatchBuilder
+    else:
+        from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     codec = {None: 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}[codec_name]
     builder = DefaultRecordBatchBuilder(2, codec, False, -1, -1, -1, 10**7)
