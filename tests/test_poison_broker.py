@@ -7,13 +7,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from conftest import create_topic
+from poison_batches import KINDS, poison
 
 from broker.protocol import compression
 from broker.protocol.errors import CorruptMessageError, InvalidRecordError
 from broker.protocol.records import build_batch
-from conftest import create_topic
 from consumers.client import BrokerConnection
-from poison_batches import KINDS, poison
 
 PRODUCE, LIST_OFFSETS = 0, 2
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]

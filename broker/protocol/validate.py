@@ -116,7 +116,8 @@ def _spans(a: np.ndarray, heads: list[int], after: int, count: int
             raise record_error("length varint is longer than 5 bytes", i)
         raise record_error(f"length {int(lengths[i])} is shorter than any record", i)
     if len(heads) < count:
-        raise record_error("the record data ends inside this record's length", len(heads))
+        raise record_error("the length varint is malformed or runs past the record data",
+                           len(heads))
     end = len(a)
     if after > end:
         raise record_error(f"length {int(lengths[-1])} runs {after - end} bytes past the end "
