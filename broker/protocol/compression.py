@@ -88,37 +88,34 @@ def _too_large(codec: str, max_size: int) -> MessageTooLargeError:
 
 def _gunzip(data: bytes, max_size: int | None = None) -> bytes:
     """Decode one or more concatenated gzip members."""
-    out = []
-    view = bytes(data)
-    room = -1 if max_size is None else max_size
-    while view:
-        decoder = zlib.decompressobj(47)  # 32 + 15: gzip or zlib header, auto-detected
-        out.append(decoder.decompress(view, 0 if room < 0 else room + 1))  # 0: no limit
-        if room >= 0:
-            room -= len(out[-1])
-            if room < 0:
-                raise _too_large("gzip", max_size)
-        if not decoder.eof:
-            raise CorruptMessageError("gzip stream ends before its trailer")
-        view = decoder.unused_data
-    return b"".join(out)
+    return _frames(data, max_size, "gzip", lambda: zlib.decompressobj(47),  # gzip or zlib header
+                   lambda d, rest, limit: d.decompress(rest, limit or 0))   # 0: no limit
 
 
 def _unlz4(data: bytes, max_size: int | None = None) -> bytes:
     """Decode one or more LZ4 frames."""
     if max_size is None:
         return lz4.frame.decompress(data)
+    return _frames(data, max_size, "lz4", lz4.frame.LZ4FrameDecompressor,
+                   lambda d, rest, limit: d.decompress(rest, max_length=limit))
+
+
+def _frames(data, max_size: int | None, name: str, new_decoder, decompress) -> bytes:
+    """Decode concatenated frames (gzip members, LZ4 frames), each with a fresh decoder that
+    reports ``eof`` and ``unused_data``; with ``max_size``, no more output than that plus
+    one byte is ever asked of a decoder."""
     out = []
     rest = bytes(data)
     room = max_size
     while rest:
-        decoder = lz4.frame.LZ4FrameDecompressor()
-        out.append(decoder.decompress(rest, max_length=room + 1))
-        room -= len(out[-1])
-        if room < 0:
-            raise _too_large("lz4", max_size)
+        decoder = new_decoder()
+        out.append(decompress(decoder, rest, None if room is None else room + 1))
+        if room is not None:
+            room -= len(out[-1])
+            if room < 0:
+                raise _too_large(name, max_size)
         if not decoder.eof:
-            raise CorruptMessageError("lz4 stream ends before its frame does")
+            raise CorruptMessageError(f"{name} stream ends before its frame does")
         rest = decoder.unused_data
     return b"".join(out)
 
