@@ -153,6 +153,8 @@ PROPERTIES: tuple[Property, ...] = (
     Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
     Property("message.max.bytes", _int(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", _int(1, INT_MAX), 104857600, "largest request frame"),
+    Property("fetch.max.bytes", _int(1024, INT_MAX), 57671680,
+             "largest fetch response (soft: a first batch larger than it still comes back whole)"),
     Property("log.segment.bytes", _int(14, INT_MAX), 1073741824, "segment size before a roll"),
     Property("log.roll.ms", _int(1), None, "segment age before a roll (overrides .hours)"),
     Property("log.roll.hours", _int(1, INT_MAX), 168, "segment age before a roll, in hours"),

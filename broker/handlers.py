@@ -149,7 +149,11 @@ class RequestHandlers:
         return d.addCallback(ready)
 
     def _read_fetch(self, body):
-        max_bytes = body["max_bytes"]
+        """The response: per partition, a file range of whole batches (streamed by the
+        server, never read here).  Kafka's soft limits: each partition's max bytes, and the
+        smaller of the request's max_bytes and fetch.max.bytes for the whole response, except
+        that the first non-empty partition's first batch comes back whole however large."""
+        max_bytes = min(body["max_bytes"], self.config["fetch.max.bytes"])
         total = 0
         saw_error = False
         responses = []
@@ -171,7 +175,7 @@ class RequestHandlers:
                         piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
                         # Past the first non-empty partition, the limits hold strictly.
                         if piece.size and (total == 0 or piece.size <= limit):
-                            entry["records"] = piece.read()
+                            entry["records"] = piece
                             total += piece.size
                 except KafkaError as exc:
                     entry["error_code"] = exc.code

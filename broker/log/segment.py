@@ -45,6 +45,18 @@ class FileSlice:
     position: int
     size: int
 
+    def __len__(self) -> int:
+        return self.size
+
+    def read_range(self, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` within the range (a piece of a streamed send);
+        OSError if the file no longer holds them."""
+        data = os.pread(self.fd, length, self.position + start)
+        if len(data) != length:
+            raise OSError(f"segment file is shorter than a fetch expected "
+                          f"({len(data)} of {length} bytes at {self.position + start})")
+        return data
+
     def read(self) -> bytes:
         """The bytes of the range, from the page cache."""
         if self.size == 0:
