@@ -105,7 +105,7 @@ def run(args, workdir: Path) -> dict:
                  lambda: _produce_tail(broker.port, args.partitions, args.batches))
             expected += args.batches * 50
             seconds = step(f"kill -9 and restart #{rep + 1}",
-                           lambda: _restart_seconds(broker, args.partitions, expected))
+                           lambda expected=expected: _restart_seconds(broker, args.partitions, expected))
             times.append(seconds)
     finally:
         broker.stop()
