@@ -210,12 +210,6 @@ class Segment:
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
 
-    def flush(self) -> None:
-        """fsync the log file, then write and fsync the indexes."""
-        os.fsync(self.fd)
-        self.index.flush()
-        self.time_index.flush()
-
     # --- reading -------------------------------------------------------------------------
 
     def scan_headers(self, position: int, end: int) -> Iterator[tuple[int, tuple]]:
