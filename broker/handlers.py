@@ -175,7 +175,7 @@ class RequestHandlers:
                         piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
                         # Past the first non-empty partition, the limits hold strictly.
                         if piece.size and (total == 0 or piece.size <= limit):
-                            entry["records"] = piece
+                            entry["records"] = _detached(piece)
                             total += piece.size
                 except KafkaError as exc:
                     entry["error_code"] = exc.code
@@ -382,6 +382,16 @@ class RequestHandlers:
                     "producer_id": -1, "producer_epoch": -1}
         return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
                 "producer_epoch": 0}
+
+
+def _detached(piece):
+    """A fetched range that stays readable until it is sent, even if its segment is deleted
+    meanwhile; read at once if no descriptor is left to hold it open."""
+    try:
+        return piece.detached()
+    except OSError as exc:
+        log.warning("reading a fetched range now, not streaming it: %s", exc)
+        return piece.read()
 
 
 __all__ = ["RequestHandlers", "error_code"]

@@ -230,3 +230,31 @@ def test_a_fetch_response_streams_the_bytes_a_read_would_return(make_cluster):
     data = segment.read_bytes()
     assert size == len(data)
     assert [h.base_offset for _, h in split_batches(data)] == list(range(50))
+
+
+def test_a_queued_fetch_response_survives_the_deletion_of_its_topic(make_cluster):
+    cluster = make_cluster(1)
+    port = cluster.brokers[0].port
+    create_topic(port, "waiting", 1)
+    create_topic(port, "doomed", 1)
+    with BrokerConnection("127.0.0.1", port) as conn:
+        for i in range(20):
+            produce(conn, "doomed", 0, build_batch([(None, bytes([i]) * 10_000)]))
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        # A long-polled fetch first: the second response waits behind it, holding file ranges.
+        body = {"replica_id": -1, "max_wait_ms": 2000, "min_bytes": 1, "max_bytes": INT32_MAX,
+                "isolation_level": 1, "session_id": 0, "session_epoch": -1,
+                "topics": [{"topic": "waiting", "partitions": [{
+                    "partition": 0, "current_leader_epoch": -1, "fetch_offset": 0,
+                    "log_start_offset": -1, "partition_max_bytes": INT32_MAX}]}],
+                "forgotten_topics_data": [], "rack_id": ""}
+        sock.sendall(frames.encode_request(FETCH, 11, 1, "t", body))
+        sock.sendall(fetch_request("doomed", 0, INT32_MAX, INT32_MAX, correlation_id=2))
+        time.sleep(0.3)
+        with BrokerConnection("127.0.0.1", port) as admin:
+            result = admin.request(20, 3, {"topic_names": ["doomed"], "timeout_ms": 5000})
+        assert result["responses"][0]["error_code"] == 0
+        assert not (cluster.brokers[0].workdir / "broker-1-logs" / "doomed-0").exists()
+        assert read_fetch_streaming(sock)[0] == 0  # the long poll ends empty
+        size, first, following = read_fetch_streaming(sock)  # CRCs checked batch by batch
+    assert (first, following) == (0, 20) and size == 20 * len(build_batch([(None, b"x" * 10_000)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +37,18 @@ def segment_file_stem(base_offset: int) -> str:
     return "%020d" % base_offset
 
 
+class _OwnedFd:
+    """A duplicate of a descriptor, closed when the last slice holding it is dropped."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = os.dup(fd)
+
+    def __del__(self):
+        os.close(self.fd)
+
+
 @dataclass(frozen=True)
 class FileSlice:
     """A byte range of a segment file: what a fetch sends (by pread or sendfile)."""
@@ -44,6 +56,15 @@ class FileSlice:
     fd: int
     position: int
     size: int
+    owner: object = field(default=None, compare=False, repr=False)  # keeps a dup'd fd open
+
+    def detached(self) -> FileSlice:
+        """The same range over a descriptor of its own, so it can still be read after the
+        segment is closed or deleted (a response waiting behind others to be sent)."""
+        if self.size == 0 or self.owner is not None:
+            return self
+        owned = _OwnedFd(self.fd)
+        return FileSlice(owned.fd, self.position, self.size, owned)
 
     def __len__(self) -> int:
         return self.size
