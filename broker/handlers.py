@@ -29,6 +29,16 @@ _EMPTY = b""
 MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
+def _detached(piece):
+    """A fetched range that stays readable until it is sent, even if its segment is deleted
+    meanwhile; read at once if no descriptor is left to hold it open."""
+    try:
+        return piece.detached()
+    except OSError as exc:
+        log.warning("reading a fetched range now, not streaming it: %s", exc)
+        return piece.read()
+
+
 class RequestHandlers:
     """Answers requests for one broker."""
 
@@ -382,16 +392,6 @@ class RequestHandlers:
                     "producer_id": -1, "producer_epoch": -1}
         return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
                 "producer_epoch": 0}
-
-
-def _detached(piece):
-    """A fetched range that stays readable until it is sent, even if its segment is deleted
-    meanwhile; read at once if no descriptor is left to hold it open."""
-    try:
-        return piece.detached()
-    except OSError as exc:
-        log.warning("reading a fetched range now, not streaming it: %s", exc)
-        return piece.read()
 
 
 __all__ = ["RequestHandlers", "error_code"]
