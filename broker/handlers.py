@@ -29,6 +29,16 @@ _EMPTY = b""
 MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
+def _detached(piece):
+    """A fetched range that stays readable until it is sent, even if its segment is deleted
+    meanwhile; read at once if no descriptor is left to hold it open."""
+    try:
+        return piece.detached()
+    except OSError as exc:
+        log.warning("reading a fetched range now, not streaming it: %s", exc)
+        return piece.read()
+
+
 class RequestHandlers:
     """Answers requests for one broker."""
 
@@ -152,7 +162,11 @@ class RequestHandlers:
         return d.addCallback(ready)
 
     def _read_fetch(self, body):
-        max_bytes = body["max_bytes"]
+        """The response: per partition, a file range of whole batches (streamed by the
+        server, never read here).  Kafka's soft limits: each partition's max bytes, and the
+        smaller of the request's max_bytes and fetch.max.bytes for the whole response, except
+        that the first non-empty partition's first batch comes back whole however large."""
+        max_bytes = min(body["max_bytes"], self.config["fetch.max.bytes"])
         total = 0
         saw_error = False
         responses = []
@@ -174,7 +188,7 @@ class RequestHandlers:
                         piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
                         # Past the first non-empty partition, the limits hold strictly.
                         if piece.size and (total == 0 or piece.size <= limit):
-                            entry["records"] = piece.read()
+                            entry["records"] = _detached(piece)
                             total += piece.size
                 except KafkaError as exc:
                     entry["error_code"] = exc.code
