@@ -23,6 +23,10 @@ from the earliest or latest offset (``auto_offset_reset``).  Offsets are committ
 ``commit()``.  While the ZooKeeper connection is suspended the consumer stops fetching (it may
 have lost its partitions); after the session is lost it registers again and rebalances.
 
+A batch that cannot be decoded raises ``CorruptBatchError`` from poll() (see
+consumers/consumer.py); ``seek(err.topic, err.partition, err.next_offset)`` skips it, and the
+next commit moves the group's offset past it.
+
 States: *joining*, *rebalancing*, *consuming*, *suspended*, *lost*, *closed*.
 """
 
@@ -319,6 +323,12 @@ class GroupConsumer:
         if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
             self.commit()
         return messages
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read an owned partition from ``offset`` on; the next commit stores it (this is how a
+        CorruptBatchError's batch is skipped)."""
+        self.consumer.seek(topic, partition, offset)
+        self._delivered[(topic, partition)] = offset
 
     def __iter__(self):
         while self.state != "closed":

@@ -55,7 +55,10 @@ def produce(args) -> int:
 
 
 def consume(args) -> int:
-    """A topic to stdout: from a group's offsets, the beginning, the end, or one partition."""
+    """A topic to stdout: from a group's offsets, the beginning, the end, or one partition.
+    A batch that cannot be decoded stops it with a message naming the offsets (exit 1)."""
+    from consumers.consumer import CorruptBatchError
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = sys.stdout.buffer
@@ -99,6 +102,15 @@ def consume(args) -> int:
                 break
     except KeyboardInterrupt:
         pass
+    except CorruptBatchError as err:
+        print(f"consumed {count} messages", file=sys.stderr)
+        print(f"headrace consume: {err.topic}-{err.partition}: the record batch at offsets "
+              f"{err.first_offset}..{err.last_offset} cannot be decoded ({err.reason}); "
+              + (f"the group's offset stays before it (set /consumers/{args.group}/offsets/"
+                 f"{err.topic}/{err.partition} to {err.next_offset} to skip it)" if args.group
+                 else f"to skip it: --partition {err.partition} --offset {err.next_offset}"),
+              file=sys.stderr)
+        return 1
     finally:
         if args.group:
             source.commit()

@@ -30,6 +30,7 @@ from ..protocol.errors import (
     RecordListTooLargeError,
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
+from ..protocol.validate import check_records
 from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
 from .producer_state import ProducerStateTable
@@ -43,6 +44,10 @@ _MAX_RELATIVE_OFFSET = 2**31 - 1
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
 PARTITION_METADATA = "partition.metadata"
+
+# Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
+# batches after the header and CRC check alone, to measure what the record check costs.
+CHECK_RECORDS = os.environ.get("HEADRACE_BENCH_UNCHECKED_RECORDS") != "1"
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -99,6 +104,7 @@ class PartitionLog:
         self._unflushed_messages = 0
         self.offline = False
         self._directory_unsynced = False  # a segment file was created since the last flush
+        self.flusher: Callable[[PartitionLog, int | None], None] | None = None  # see request_flush
         self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
         self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
@@ -240,7 +246,9 @@ class PartitionLog:
         """Validate and append one or more record batches; returns the offsets assigned.
 
         Each batch's header and CRC are checked (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
-        INVALID_RECORD, ...) before anything is written; a bad batch appends nothing.  Offsets
+        INVALID_RECORD, ...), and so are its records (``validate.check_records``: the body
+        decompresses, the framing matches the header), before anything is written; a bad
+        batch appends nothing.  Offsets
         are assigned by rewriting the base offset, which the CRC does not cover.  A disk error
         raises KAFKA_STORAGE_ERROR with the log unchanged.
         """
@@ -258,6 +266,9 @@ class PartitionLog:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
                 pos += more.size
+        if CHECK_RECORDS:
+            for pos, h in batches:
+                check_records(view, pos, h)
         total = len(view) if batches[-1][0] + batches[-1][1].size == len(view) else sum(
             h.size for _, h in batches)
         if total > self.config.segment_bytes:
@@ -312,7 +323,7 @@ class PartitionLog:
                 self.producer_state.record_header(h, offset, now_ms)
         self._unflushed_messages += count
         if self._unflushed_messages >= self.config.flush_interval_messages:
-            self.flush()
+            self.request_flush()
         return AppendResult(base, last, log_append_time, count)
 
     def _skip_duplicates(self, batches):
@@ -358,24 +369,52 @@ class PartitionLog:
 
     def flush(self, up_to: int | None = None) -> None:
         """fsync the segments holding data past the recovery point, up to offset ``up_to``
-        (default: the log end), and advance the recovery point there."""
+        (default: the log end), and advance the recovery point there (here, on this thread)."""
+        job = self.prepare_flush(up_to)
+        if job is not None:
+            job.run()
+            self.flushed(job)
+
+    def request_flush(self) -> None:
+        """The flush policy's flush: handed to ``flusher`` (the log manager's flush thread)
+        when one is set, else done here."""
+        if self.flusher is not None:
+            self.flusher(self, None)
+        else:
+            self.flush()
+
+    def prepare_flush(self, up_to: int | None = None) -> FlushJob | None:
+        """The first half of a flush, on the thread that appends: write pending index entries
+        (without fsync) and take what must be fsynced to offset ``up_to`` (default: the log
+        end).  None when there is nothing to flush.  ``FlushJob.run`` does the fsyncs (on any
+        thread); ``flushed(job)`` then advances the recovery point."""
         end = self.log_end_offset if up_to is None else min(up_to, self.log_end_offset)
-        if self.recovery_point >= end:
-            if up_to is None:
-                self.last_flush_ms = self._now_ms()
-            return
-        i = max(0, bisect_right(self._bases, self.recovery_point) - 1)
-        for segment in self.segments[i:]:
-            if segment.base_offset >= end:
-                break
-            segment.flush()
-        if self._directory_unsynced:
-            fsync_directory(self.directory)  # new segment files must survive a power loss too
-            self._directory_unsynced = False
-        self.recovery_point = end
         if up_to is None:
             self._unflushed_messages = 0
             self.last_flush_ms = self._now_ms()
+        if self.recovery_point >= end:
+            return None
+        i = max(0, bisect_right(self._bases, self.recovery_point) - 1)
+        fds, paths = [], []
+        try:
+            for segment in self.segments[i:]:
+                if segment.base_offset >= end:
+                    break
+                for index in (segment.index, segment.time_index):
+                    index.flush(fsync=False)
+                    paths.append(index.path)
+                fds.append(os.dup(segment.fd))  # stays valid if the segment is closed meanwhile
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        directory = self.directory if self._directory_unsynced else None
+        self._directory_unsynced = False
+        return FlushJob(end, fds, paths, directory)
+
+    def flushed(self, job: FlushJob) -> None:
+        """A flush's fsyncs completed: data before ``job.end`` survives a crash."""
+        self.recovery_point = max(self.recovery_point, job.end)
 
     def has_rolled_unflushed(self) -> bool:
         """True when a segment closed by a roll still has unflushed data."""
@@ -531,6 +570,38 @@ class PartitionLog:
         for leftover in self.directory.iterdir():
             leftover.unlink()
         self.directory.rmdir()
+
+
+class FlushJob:
+    """The fsyncs of one flush, safe to run off the appending thread: duplicated descriptors
+    of the segment files, the index files' paths, and the directory if it gained files."""
+
+    def __init__(self, end: int, fds: list[int], index_paths: list[Path], directory: Path | None):
+        self.end = end
+        self.fds = fds
+        self.index_paths = index_paths
+        self.directory = directory
+
+    def run(self) -> None:
+        """fsync the log files, then the indexes, then the directory; closes the descriptors."""
+        try:
+            for fd in self.fds:
+                os.fsync(fd)
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []
+        for path in self.index_paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # renamed for deletion meanwhile (retention)
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self.directory is not None:
+            fsync_directory(self.directory)  # new segment files must survive a power loss too
 
 
 def _remove_leftovers(directory: Path) -> None:
