@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,19 +24,17 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 from benchlib import (  # noqa: E402
-    BenchmarkError,
     add_output_args,
     check_delivery,
     check_log,
     close_rdkafka_producer,
     create_topic,
-    exit_on_signals,
     finish,
     header,
+    main_in_tmp_dir,
     payload,
     platform_meta,
     print_table,
-    run_cleaning_up,
     running_broker,
     wait_for_leader,
 )
@@ -140,11 +137,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     add_output_args(parser)
     args = parser.parse_args()
-    exit_on_signals()
-    workdir = Path(tempfile.mkdtemp(prefix="headrace-idem-bench-", dir=args.tmp_dir))
-    outcome = run_cleaning_up(lambda: run(args, workdir), workdir, args.keep,
-                              (BenchmarkError, OSError, RuntimeError))
-    return outcome if isinstance(outcome, int) else 0
+    return main_in_tmp_dir(args, "idempotence-bench-", lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

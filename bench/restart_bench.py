@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from benchlib import (  # noqa: E402
     BenchmarkError,
     add_output_args,
     create_topic,
-    exit_on_signals,
     finish,
     header,
+    main_in_tmp_dir,
     platform_meta,
     print_table,
-    run_cleaning_up,
     step,
 )
 from broker.protocol.records import build_batch, split_batches  # noqa: E402
@@ -130,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     add_output_args(parser)
     args = parser.parse_args(argv)
-    exit_on_signals()
-    workdir = Path(tempfile.mkdtemp(prefix="restart-bench-", dir=args.tmp_dir))
-    result = run_cleaning_up(lambda: run(args, workdir), workdir, args.keep,
-                             (BenchmarkError, RuntimeError, OSError))
-    return result if isinstance(result, int) else 0
+    return main_in_tmp_dir(args, "restart-bench-", lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":
