@@ -10,7 +10,8 @@ What is here:
 * clean-up: ``raise_system_exit`` and ``exit_on_signals`` (so that SIGTERM / SIGHUP / Ctrl-C
   run the ``finally`` blocks), ``signals_ignored`` (no second signal cuts a clean-up short),
   ``run_cleaning_up`` (runs a benchmark in a temporary directory and removes it afterwards),
-  ``add_output_args`` (``--json``, ``--keep``, ``--tmp-dir``);
+  ``add_output_args`` (``--json``, ``--keep``, ``--tmp-dir``), ``main_in_tmp_dir`` (both, for a
+  script's ``main``);
 * CPU accounting from ``/proc`` and ``getrusage``: ``stat_cpu``, ``machine_busy``,
   ``self_cpu``, ``CpuMark`` and ``CpuMeter`` (the broker's process and reactor thread, this
   process, optionally this thread, and the rest of the machine);
@@ -186,6 +187,17 @@ def run_cleaning_up(run: Callable[[], dict], workdir: Path, keep: bool,
                 print(f"kept {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main_in_tmp_dir(args, prefix: str, run: Callable[[Path], dict]) -> int:
+    """The end of a script's ``main``: signals raise (``exit_on_signals``), ``run(workdir)``
+    gets a fresh directory under ``--tmp-dir`` that is removed afterwards (unless ``--keep``);
+    returns the exit code."""
+    exit_on_signals()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=args.tmp_dir))
+    outcome = run_cleaning_up(lambda: run(workdir), workdir, args.keep,
+                              (BenchmarkError, RuntimeError, OSError))
+    return outcome if isinstance(outcome, int) else 0
 
 
 # --- CPU accounting ------------------------------------------------------------------------

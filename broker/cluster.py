@@ -20,6 +20,12 @@ ZooKeeper transaction (config and placement together), so two brokers racing to 
 topic cannot both win.  Watch callbacks arrive on kazoo's threads and are moved onto the
 reactor with ``callFromThread``; blocking ZooKeeper calls run in the reactor's thread pool.
 
+A broker restarted after a crash finds its old node still there until the old session expires
+(``zookeeper.session.timeout.ms``).  If the node names the same endpoints and the same log
+directories, and this process holds those directories' locks (``locked_log_dirs``: the lock
+proves the process that registered is dead), the node is replaced at once.  A node of another
+live broker with our id is waited out for twice the session timeout, then refused.
+
 States of the registration: *connecting*, *registered* (ephemeral node present), *suspended*
 (connection lost, session alive: nothing to do), *lost* (session expired: register again on
 reconnect), *stopped*.
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -63,10 +70,23 @@ def _raise_first(results, name: str) -> None:
             raise result
 
 
+def _holder(data: bytes) -> str:
+    """host:port of a broker registration, for messages."""
+    try:
+        doc = json.loads(data)
+        return f"{doc['host']}:{doc['port']}"
+    except (ValueError, KeyError, TypeError):
+        return repr(data[:100])
+
+
 def _is_rollback(result) -> bool:
     from kazoo.exceptions import RolledBackError, RuntimeInconsistency
 
     return isinstance(result, (RolledBackError, RuntimeInconsistency))
+
+
+class BrokerIdInUseError(RuntimeError):
+    """Another live broker is registered with this broker's id."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +144,16 @@ class ZkCluster:
         reactor,
         session_timeout_ms: int = 18000,
         rack: str | None = None,
+        locked_log_dirs: list[str] | None = None,
     ):
         self.connect = connect
         self.broker_id = broker_id
         self.host = host
         self.port = port
         self.rack = rack
+        # host:path of each log dir this process has locked; None: never replace a node
+        self.log_dirs = (None if locked_log_dirs is None else
+                         [f"{socket.gethostname()}:{d}" for d in locked_log_dirs])
         self.reactor = reactor
         self.session_timeout = session_timeout_ms / 1000.0
         self.metadata = ClusterMetadata()
@@ -213,26 +237,51 @@ class ZkCluster:
             "rack": self.rack,
             "jmx_port": -1,
             "timestamp": str(int(time.time() * 1000)),
+            "log_dirs": self.log_dirs,
         }).encode()
 
+    def _left_by_previous_run(self, data: bytes) -> bool:
+        """True if a registration is this broker's own from before a crash: same endpoints and
+        log dirs, which this process has locked, so whoever wrote it is dead."""
+        if self.log_dirs is None:
+            return False
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return False
+        return (isinstance(doc, dict) and doc.get("log_dirs") == self.log_dirs
+                and doc.get("endpoints") == [f"PLAINTEXT://{self.host}:{self.port}"])
+
     def _register(self, timeout: float = 30.0) -> None:
-        """Create our ephemeral node; wait out a previous session's node if it lingers."""
+        """Create our ephemeral node.  A node our previous run left is replaced at once; one
+        of another session is waited out for twice the session timeout (it may be a crashed
+        broker's), then BrokerIdInUseError names its holder."""
         path = f"{BROKER_IDS}/{self.broker_id}"
-        deadline = time.monotonic() + max(timeout, self.session_timeout * 2)
+        deadline = time.monotonic() + self.session_timeout * 2
         while True:
             try:
                 self.client.create(path, self._registration(), ephemeral=True)
                 break
             except NodeExistsError:
                 try:
-                    _, stat = self.client.get(path)
+                    data, stat = self.client.get(path)
                 except NoNodeError:
                     continue
                 if stat.ephemeralOwner == self.client.client_id[0]:
                     break
+                if self._left_by_previous_run(data):
+                    log.warning("broker %d: replacing the registration left by our previous run "
+                                "(session 0x%x; its log dirs are locked by us now)",
+                                self.broker_id, stat.ephemeralOwner)
+                    try:
+                        self.client.delete(path, version=stat.version)
+                    except (NoNodeError, BadVersionError):
+                        pass
+                    continue
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"broker id {self.broker_id} is registered by another live broker"
+                    raise BrokerIdInUseError(
+                        f"broker id {self.broker_id} is registered by another live broker at "
+                        f"{_holder(data)} (ZooKeeper session 0x{stat.ephemeralOwner:x})"
                     ) from None
                 time.sleep(0.2)
         self.state = "registered"

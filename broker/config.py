@@ -38,8 +38,11 @@ def _unescape(text: str) -> str:
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
             nxt = text[i + 1]
-            if nxt == "u" and i + 6 <= len(text):
-                out.append(chr(int(text[i + 2 : i + 6], 16)))
+            if nxt == "u":
+                digits = text[i + 2 : i + 6]
+                if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                    raise ConfigError(f'malformed \\uxxxx escape "{text[i : i + 6]}" in "{text}"')
+                out.append(chr(int(digits, 16)))
                 i += 6
                 continue
             out.append(_ESCAPES.get(nxt, nxt))
@@ -153,6 +156,8 @@ PROPERTIES: tuple[Property, ...] = (
     Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
     Property("message.max.bytes", _int(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", _int(1, INT_MAX), 104857600, "largest request frame"),
+    Property("fetch.max.bytes", _int(1024, INT_MAX), 57671680,
+             "largest fetch response (soft: a first batch larger than it still comes back whole)"),
     Property("log.segment.bytes", _int(14, INT_MAX), 1073741824, "segment size before a roll"),
     Property("log.roll.ms", _int(1), None, "segment age before a roll (overrides .hours)"),
     Property("log.roll.hours", _int(1, INT_MAX), 168, "segment age before a roll, in hours"),
@@ -188,6 +193,8 @@ PROPERTIES: tuple[Property, ...] = (
         "whose clock stamps records",
     ),
     Property("file.delete.delay.ms", _int(0), 60000, "delay before a deleted segment's files go"),
+    Property("producer.id.expiration.ms", _int(1, INT_MAX), 86400000,
+             "how long a partition remembers an idle producer id's sequences"),
 )
 
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
@@ -235,6 +242,10 @@ class BrokerConfig(Mapping[str, Any]):
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"configuration file {path} is not UTF-8 text: byte "
+                              f"0x{exc.object[exc.start]:02x} on line {line}") from None
         values = parse_properties(text)
         values.update(parse_overrides(overrides))
         return cls(values)

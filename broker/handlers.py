@@ -29,6 +29,16 @@ _EMPTY = b""
 MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
+def _detached(piece):
+    """A fetched range that stays readable until it is sent, even if its segment is deleted
+    meanwhile; read at once if no descriptor is left to hold it open."""
+    try:
+        return piece.detached()
+    except OSError as exc:
+        log.warning("reading a fetched range now, not streaming it: %s", exc)
+        return piece.read()
+
+
 class RequestHandlers:
     """Answers requests for one broker."""
 
@@ -96,7 +106,8 @@ class RequestHandlers:
             topic = topic_data["name"]
             partitions = []
             for pdata in topic_data["partition_data"]:
-                partitions.append(self._produce_partition(topic, pdata["index"], pdata["records"], acks))
+                partitions.append(self._produce_partition(topic, pdata["index"], pdata["records"], acks,
+                                                          version))
             responses.append({"name": topic, "partition_responses": partitions})
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
@@ -105,7 +116,7 @@ class RequestHandlers:
             return CLOSE_CONNECTION if failed else None
         return {"responses": responses, "throttle_time_ms": 0}
 
-    def _produce_partition(self, topic, partition, records, acks):
+    def _produce_partition(self, topic, partition, records, acks, version):
         result = {"index": partition, "error_code": NONE, "base_offset": -1,
                   "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
                   "error_message": None}
@@ -119,6 +130,8 @@ class RequestHandlers:
         except KafkaError as exc:
             result["error_code"] = exc.code
             result["error_message"] = str(exc.args[0])
+            if isinstance(exc, errors.InvalidRecordError):
+                _invalid_record(result, exc, version)
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
             return result
@@ -149,7 +162,11 @@ class RequestHandlers:
         return d.addCallback(ready)
 
     def _read_fetch(self, body):
-        max_bytes = body["max_bytes"]
+        """The response: per partition, a file range of whole batches (streamed by the
+        server, never read here).  Kafka's soft limits: each partition's max bytes, and the
+        smaller of the request's max_bytes and fetch.max.bytes for the whole response, except
+        that the first non-empty partition's first batch comes back whole however large."""
+        max_bytes = min(body["max_bytes"], self.config["fetch.max.bytes"])
         total = 0
         saw_error = False
         responses = []
@@ -171,7 +188,7 @@ class RequestHandlers:
                         piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
                         # Past the first non-empty partition, the limits hold strictly.
                         if piece.size and (total == 0 or piece.size <= limit):
-                            entry["records"] = piece.read()
+                            entry["records"] = _detached(piece)
                             total += piece.size
                 except KafkaError as exc:
                     entry["error_code"] = exc.code
@@ -378,6 +395,19 @@ class RequestHandlers:
                     "producer_id": -1, "producer_epoch": -1}
         return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
                 "producer_epoch": 0}
+
+
+def _invalid_record(result: dict, exc: KafkaError, version: int) -> None:
+    """INVALID_RECORD as each Produce version answers it (KIP-467): from v8 with the record at
+    fault in ``record_errors``; before v8, which predates the code, as CORRUPT_MESSAGE - what
+    Kafka answered to those clients then."""
+    if version < 8:
+        result["error_code"] = errors.CorruptMessageError.code
+        return
+    index = getattr(exc, "record_index", None)
+    if index is not None:
+        result["record_errors"] = [{"batch_index": index,
+                                    "batch_index_error_message": str(exc.args[0])}]
 
 
 __all__ = ["RequestHandlers", "error_code"]

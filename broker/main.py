@@ -64,6 +64,7 @@ class Broker:
             self.config["zookeeper.connect"], self.config["broker.id"], self.advertised[0],
             self.advertised[1] or self.listen_port, self.reactor,
             session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
+            locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
         factory = KafkaServerFactory(self.handlers, self.config["socket.request.max.bytes"])

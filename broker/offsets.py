@@ -39,6 +39,19 @@ class OwnershipError(RuntimeError):
     """This session does not own the partition (any more), or the commit lost a race."""
 
 
+def check_group_name(group: str) -> None:
+    """A group name is one ZooKeeper node name under ``/consumers``: ValueError if it is
+    empty, ``.`` or ``..``, or holds ``/`` or characters ZooKeeper refuses."""
+    if not group or group in (".", "..") or "/" in group:
+        raise ValueError(f"group name {group!r} cannot name a ZooKeeper node: it must not be "
+                         "empty, . or .., or contain /")
+    bad = [c for c in group if c < "\x20" or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\uf8ff"
+           or "\ufff0" <= c <= "\uffff"]
+    if bad:
+        raise ValueError(f"group name {group!r} holds {bad[0]!r}, which ZooKeeper refuses in a "
+                         "node name")
+
+
 def offset_path(group: str, topic: str, partition: int) -> str:
     return f"/consumers/{group}/offsets/{topic}/{partition}"
 

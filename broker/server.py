@@ -3,19 +3,25 @@ in request order, and the factory that holds the request handlers.
 
 The protocol only connects bytes to handlers: ``frames.decode_request`` parses, a handler
 returns a response body (or a Deferred of one, or None for a Produce with acks=0), and
-``frames.encode_response`` serialises.  A frame over ``socket.request.max.bytes``, or one that
-does not parse, closes that connection only, with a log line.
+``frames.encode_response_parts`` serialises.  A frame over ``socket.request.max.bytes``, or one
+that does not parse, closes that connection only, with a log line.
+
+A fetch response carries file ranges (``FileSlice``) rather than record bytes: the response's
+framing is written first, then each range is read and written in pieces of ``SEND_CHUNK`` bytes,
+the next piece only when the transport's write buffer has drained (the protocol is the
+transport's streaming producer).  So a connection holds about one piece in memory however
+large the fetch, and responses still leave in request order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-
 import struct
+from collections import deque
 
 from twisted.internet import defer, protocol
 
+from .log.segment import FileSlice
 from .protocol import frames
 from .protocol.apis import API_VERSIONS_KEY
 from .protocol.schema import ProtocolError
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 _NO_RESPONSE = object()
 CLOSE_CONNECTION = object()  # a handler's answer: write what came before, then close
 MAX_PENDING = 64  # requests in progress per connection before we stop reading from it
+SEND_CHUNK = 1 << 20  # bytes of a file range read and written at a time
 
 
 _SIZE = struct.Struct(">i")
@@ -44,6 +51,9 @@ class KafkaServerProtocol(protocol.Protocol):
         self._needed = 4  # bytes needed before the next step can run
         self._queue_full = False  # too many requests in progress: reading paused
         self._writes_full = False  # the transport's write buffer is full: reading paused
+        self._out: deque = deque()  # response parts not yet written: bytes or file ranges
+        self._out_sent = 0  # bytes of the file range at the head of _out already written
+        self._closing = False  # close once _out is written
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -74,6 +84,11 @@ class KafkaServerProtocol(protocol.Protocol):
     def connectionMade(self):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        # Pipelined requests get their answers at once, not after the client's delayed ACK
+        # (Nagle would hold the second small response until the first is acknowledged).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.factory.connections.add(self)
         # As a streaming producer, we are told when the client reads too slowly; we then
         # stop reading its requests, so a client cannot pile responses up in our memory.
@@ -84,6 +99,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self.factory.connections.discard(self)
         waiting = [slot[5] for slot in self._pending if slot[5] is not None]
         self._pending.clear()
+        self._out.clear()
         for deferred in waiting:  # e.g. long-polled fetches: nobody will read their answers
             if not deferred.called:
                 deferred.cancel()
@@ -95,6 +111,7 @@ class KafkaServerProtocol(protocol.Protocol):
 
     def resumeProducing(self):
         self._writes_full = False
+        self._send_more()
         self._update_reading()
 
     def stopProducing(self):
@@ -115,7 +132,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._closed = True
 
     def stringReceived(self, payload):
-        if self._closed:
+        if self._closed or self._closing:
             return
         try:
             request = frames.decode_request(payload)
@@ -178,25 +195,65 @@ class KafkaServerProtocol(protocol.Protocol):
             if body is CLOSE_CONNECTION:
                 log.info("closing %s: an acks=0 produce failed; the client will refresh metadata",
                          self.peer)
-                self._abort()
+                pending.clear()
+                self._closing = True  # after the responses before it are written
+                self._send_more()
                 return
             if api is None:
-                self.transport.write(body)
+                self._out.append(body)
                 continue
             try:
-                data = frames.encode_response(correlation_id, api, version, body)
+                parts = frames.encode_response_parts(correlation_id, api, version, body)
             except Exception:
                 log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
                 self._abort()
                 return
-            self.transport.write(data)
+            run: list = []  # consecutive small parts are written as one piece
+            for part in parts:
+                if isinstance(part, FileSlice):
+                    if run:
+                        self._out.append(b"".join(run))
+                        run = []
+                    if part.size:
+                        self._out.append(part)
+                else:
+                    run.append(part)
+            if run:
+                self._out.append(b"".join(run))
+        self._send_more()
         if self._queue_full and len(pending) < MAX_PENDING // 2:
             self._queue_full = False
             self._update_reading()
 
+    def _send_more(self):
+        """Write queued parts until the transport asks us to pause: bytes at once, file
+        ranges a piece at a time."""
+        out = self._out
+        while out and not self._writes_full and not self._closed:
+            part = out[0]
+            if not isinstance(part, FileSlice):
+                out.popleft()
+                self.transport.write(part)
+                continue
+            length = min(SEND_CHUNK, part.size - self._out_sent)
+            try:
+                data = part.read_range(self._out_sent, length)
+            except OSError as exc:  # the segment went away under a slow reader
+                log.warning("closing %s: cannot read fetched data: %s", self.peer, exc)
+                self._abort()
+                return
+            self._out_sent += length
+            if self._out_sent == part.size:
+                out.popleft()
+                self._out_sent = 0
+            self.transport.write(data)
+        if self._closing and not out and not self._closed:
+            self._abort()
+
     def _abort(self):
         self._closed = True
         self._pending.clear()
+        self._out.clear()
         if self.transport is not None:
             self.transport.loseConnection()
 

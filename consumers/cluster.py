@@ -179,6 +179,24 @@ class ClusterClient:
                 pooled.reset()
                 raise
 
+    def pipeline(self, node_id: int, api_key: int, version: int, bodies: list[dict]) -> list:
+        """Send several requests on one connection without waiting, then read the answers
+        in order.  Returns, per request, its response body or the exception that lost it:
+        after a broken connection every later request gets that error (the connection is
+        closed; the next call reconnects)."""
+        pooled = self._pooled(node_id)
+        results: list = []
+        with pooled.lock:
+            try:
+                conn = pooled.get()
+                ids = [conn.send(api_key, version, body) for body in bodies]
+                for correlation_id in ids:
+                    results.append(conn.receive(api_key, version, correlation_id))
+            except (OSError, ValueError) as exc:
+                pooled.reset()
+                results.extend([exc] * (len(bodies) - len(results)))
+        return results
+
     def send_only(self, node_id: int, api_key: int, version: int, body: dict) -> None:
         """Send a request that gets no response (Produce with acks=0)."""
         pooled = self._pooled(node_id)

@@ -10,6 +10,17 @@
 batches and records before the requested offset are skipped.  An offset out of range (deleted
 by retention, or past the end) is logged loudly and reset per ``auto_offset_reset``
 ("earliest", "latest", or "none" to raise).
+
+A stored batch that cannot be decoded (written before brokers checked records, or read from
+another cluster) stops its partition: poll() returns what came before it, then raises
+``CorruptBatchError`` (topic, partition, first and last offset, the raw bytes) each time until
+the caller moves on::
+
+    try:
+        messages = consumer.poll(1.0)
+    except CorruptBatchError as err:
+        keep(err.raw)                                            # if it matters
+        consumer.seek(err.topic, err.partition, err.next_offset)  # skip the batch
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from collections import deque
 from typing import Iterable, Iterator, NamedTuple
 
 from broker.protocol.errors import (
+    CorruptMessageError,
     KafkaError,
     OffsetOutOfRangeError,
     error_for_code,
@@ -46,18 +58,52 @@ class Message(NamedTuple):
     headers: tuple = ()
 
 
+class CorruptBatchError(CorruptMessageError):
+    """A stored record batch that cannot be decoded.  ``topic``, ``partition``,
+    ``first_offset``/``last_offset`` (the batch's offsets), ``raw`` (its bytes) and ``reason``;
+    ``consumer.seek(err.topic, err.partition, err.next_offset)`` skips it."""
+
+    def __init__(self, topic: str, partition: int, first_offset: int, last_offset: int,
+                 reason: str, raw: bytes):
+        super().__init__(
+            f"{topic}-{partition}: the record batch at offsets {first_offset}..{last_offset} "
+            f"cannot be decoded ({reason}); seek to {last_offset + 1} to skip it")
+        self.topic, self.partition = topic, partition
+        self.first_offset, self.last_offset = first_offset, last_offset
+        self.reason, self.raw = reason, raw
+
+    @property
+    def next_offset(self) -> int:
+        """The offset after the batch: where to seek to skip it."""
+        return self.last_offset + 1
+
+
+def _undecodable(topic: str, partition: int, data, pos: int, header, exc: KafkaError):
+    reason = exc.args[0] if exc.args else exc.description
+    return CorruptBatchError(topic, partition, header.base_offset, header.last_offset, reason,
+                             bytes(data[pos:pos + header.size]))
+
+
 def decode_messages(topic: str, partition: int, data, from_offset: int) -> tuple[list[Message], int]:
-    """Messages in fetched bytes at or after ``from_offset``, and the offset to fetch next."""
+    """Messages in fetched bytes at or after ``from_offset``, and the offset to fetch next.
+    A batch that cannot be decoded ends the messages before it (the next fetch starts there),
+    or raises CorruptBatchError when it comes first."""
     messages: list[Message] = []
     next_offset = from_offset
     prefix = (topic, partition)
     for pos, header in split_batches(data):
         if header.next_offset <= from_offset:
             continue
-        next_offset = max(next_offset, header.next_offset)
         if header.is_control:
+            next_offset = max(next_offset, header.next_offset)
             continue
-        records = decode_batch(data, pos, make=Message, prefix=prefix).records
+        try:
+            records = decode_batch(data, pos, make=Message, prefix=prefix).records
+        except KafkaError as exc:
+            if messages or next_offset > from_offset:
+                return messages, max(from_offset, header.base_offset)
+            raise _undecodable(topic, partition, data, pos, header, exc) from exc
+        next_offset = max(next_offset, header.next_offset)
         if header.base_offset < from_offset:
             records = [m for m in records if m.offset >= from_offset]
         messages += records
@@ -93,15 +139,25 @@ class Block:
 
 def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Block | None, int]:
     """The records in fetched bytes at or after ``from_offset`` as a Block (None if there are
-    none), and the offset to fetch next."""
+    none), and the offset to fetch next; a batch that cannot be decoded is met as in
+    ``decode_messages``."""
     columns = RecordColumns()
     next_offset = from_offset
     for pos, header in split_batches(data):
         if header.next_offset <= from_offset:
             continue
-        next_offset = max(next_offset, header.next_offset)
         if not header.is_control:
-            decode_batch_columns(data, pos, columns)
+            kept = len(columns)
+            try:
+                decode_batch_columns(data, pos, columns)
+            except KafkaError as exc:
+                if next_offset == from_offset:
+                    raise _undecodable(topic, partition, data, pos, header, exc) from exc
+                for column in (columns.offsets, columns.timestamps, columns.keys, columns.values):
+                    del column[kept:]
+                next_offset = max(from_offset, header.base_offset)
+                break
+        next_offset = max(next_offset, header.next_offset)
     if not columns.offsets:
         return None, next_offset
     block = Block(topic, partition, columns.offsets, columns.timestamps, columns.keys, columns.values)
@@ -145,6 +201,7 @@ class Consumer:
         self._buffer: deque[list[Message]] = deque()  # chunks of messages, one per fetch
         self._conns: dict[int, BrokerConnection] = {}
         self._inflight: dict[int, tuple[int, dict]] = {}  # leader -> (correlation id, positions)
+        self._corrupt: dict[tuple[str, int], CorruptBatchError] = {}  # raised until sought past
 
     # --- assignment ----------------------------------------------------------------------
 
@@ -153,6 +210,7 @@ class Consumer:
         is resolved now."""
         self.positions.clear()
         self._buffer.clear()
+        self._corrupt.clear()
         for topic, partition, offset in assignments:
             self.cluster.partitions(topic)
             self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
@@ -162,6 +220,7 @@ class Consumer:
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
+        self._corrupt.pop((topic, partition), None)
         self._buffer = deque(chunk for chunk in self._buffer
                              if _partition_of(chunk) != (topic, partition))
 
@@ -192,9 +251,13 @@ class Consumer:
     # --- reading -------------------------------------------------------------------------
 
     def poll(self, timeout: float = 1.0, max_messages: int = 100_000) -> list[Message]:
-        """The next messages from any assigned partition, waiting up to ``timeout`` seconds."""
+        """The next messages from any assigned partition, waiting up to ``timeout`` seconds.
+        CorruptBatchError when a partition's next batch cannot be decoded (see the module
+        docstring); it is raised again until the caller seeks past it."""
         deadline = time.monotonic() + timeout
         while not self._buffer:
+            if self._corrupt:
+                raise next(iter(self._corrupt.values()))
             left = deadline - time.monotonic()
             if left <= 0 or not self.positions:
                 return []
@@ -296,7 +359,11 @@ class Consumer:
             if p["error_code"] or key not in ahead:
                 clean = False
                 break
-            batches = list(split_batches(p["records"])) if p["records"] else []
+            try:
+                batches = list(split_batches(p["records"])) if p["records"] else []
+            except CorruptMessageError:
+                clean = False
+                break
             if batches:
                 ahead[key] = max(ahead[key], batches[-1][1].next_offset)
         if clean and not self._paused.intersection(keys):
@@ -327,7 +394,13 @@ class Consumer:
         if not records:
             return
         decode = decode_block if self.columnar else decode_messages
-        messages, next_offset = decode(topic, p["partition_index"], bytes(records), self.positions[key])
+        try:
+            messages, next_offset = decode(topic, p["partition_index"], bytes(records),
+                                           self.positions[key])
+        except CorruptBatchError as exc:
+            log.error("CORRUPT BATCH: %s", exc)
+            self._corrupt[key] = exc
+            return
         self.positions[key] = next_offset
         if messages:
             self._buffer.append(messages)

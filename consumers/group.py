@@ -34,6 +34,10 @@ moves its offset.  While the ZooKeeper connection is suspended the consumer stop
 may have lost its partitions); after the session is lost it drops every uncommitted offset,
 registers again and rebalances.
 
+A batch that cannot be decoded raises ``CorruptBatchError`` from poll() (see
+consumers/consumer.py); ``seek(err.topic, err.partition, err.next_offset)`` skips it, and the
+next commit moves the group's offset past it.
+
 States: *joining*, *rebalancing*, *consuming*, *suspended*, *lost*, *closed*.
 """
 
@@ -385,6 +389,13 @@ class GroupConsumer:
         for key, end in list(ends.items()):
             if key in self._finished:  # still owned (released partitions are forgotten)
                 self._finished[key] = end
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read an owned partition from ``offset`` on; what comes before it counts as finished,
+        so the next commit stores it (this is how a CorruptBatchError's batch is skipped)."""
+        self.consumer.seek(topic, partition, offset)
+        self._delivered[(topic, partition)] = offset
+        self._finish({(topic, partition): offset})
 
     def commit(self, message: Message | None = None) -> None:
         """Commit now.  With no argument, every message handed to the application so far

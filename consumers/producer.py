@@ -15,6 +15,15 @@ until it holds ``batch_size`` bytes or is ``linger_ms`` old, compresses it, and 
 after ``retry_backoff_ms`` with fresh metadata until ``delivery_timeout_ms``; other errors fail
 that batch's messages.  Memory is bounded by ``buffer_memory``: when full, ``send`` blocks up to
 ``max_block_ms`` (``block_on_full=True``) or raises BufferFullError.  Thread-safe; no Twisted.
+
+Idempotence (``enable_idempotence``, on by default with ``acks="all"``, as in Kafka's producer):
+the producer takes a producer id (InitProducerId) and numbers each partition's batches; the
+broker stores a batch once however often it is sent.  Up to
+``max_in_flight_requests_per_connection`` (at most 5) requests go to a broker before the first
+answer is read.  A retry (retriable error, lost connection) sends the very same bytes, in
+order; a batch refused as OUT_OF_ORDER_SEQUENCE_NUMBER behind one that failed is sent again
+after it.  If a numbered batch fails for good, the producer takes a new producer id and
+numbers what is still queued afresh.
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ from .partitioner import partition_for_key
 log = logging.getLogger(__name__)
 
 PRODUCE = 0
+INIT_PRODUCER_ID = 22
+_SEQUENCE_MODULUS = 2**31
+_OUT_OF_ORDER_SEQUENCE = 45
+_DUPLICATE_SEQUENCE = 46
+MAX_IN_FLIGHT_IDEMPOTENT = 5  # batches a broker remembers per producer and partition
 _RECORD_OVERHEAD = 24  # varints and attributes around key and value, roughly
 
 
@@ -69,7 +83,7 @@ _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against a batch f
 
 class _Batch:
     __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
-                 "done", "error", "base_offset", "log_append_time", "callbacks")
+                 "done", "error", "base_offset", "log_append_time", "callbacks", "sequence", "data")
 
     def __init__(self, topic, partition, now):
         self.topic, self.partition = topic, partition
@@ -83,6 +97,8 @@ class _Batch:
         self.base_offset = -1
         self.log_append_time = -1
         self.callbacks: list = []
+        self.sequence = -1  # the base sequence once numbered (idempotence)
+        self.data: bytes | None = None  # the encoded batch, built at its first send
 
 
 class DeliveryFuture:
@@ -140,7 +156,9 @@ class Producer:
         bootstrap_servers: str | None = None,
         zookeeper: str | None = None,
         *,
-        acks: int | str = 1,
+        acks: int | str = "all",
+        enable_idempotence: bool | None = None,
+        max_in_flight_requests_per_connection: int = 5,
         compression: str = "none",
         linger_ms: float = 5.0,
         batch_size: int = 512 * 1024,
@@ -157,6 +175,18 @@ class Producer:
         self.acks = -1 if acks in ("all", -1, "-1") else int(acks)
         if self.acks not in (-1, 0, 1):
             raise ValueError("acks must be 0, 1 or all")
+        if enable_idempotence is None:  # Kafka's rule: on, unless acks asks for less
+            enable_idempotence = self.acks == -1
+        elif enable_idempotence and self.acks != -1:
+            raise ValueError("enable_idempotence needs acks='all'")
+        self.idempotent = enable_idempotence
+        self.max_in_flight = max(1, max_in_flight_requests_per_connection)
+        if self.idempotent and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
+            raise ValueError(f"enable_idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} "
+                             "requests in flight per connection")
+        self._producer_id = self._producer_epoch = -1
+        self._next_seq: dict[tuple[str, int], int] = {}
+        self._reset_needed = False
         self.codec = codecs.codec_by_name(compression)
         self.linger = linger_ms / 1000.0
         self.batch_size = max(1, batch_size)
@@ -339,33 +369,46 @@ class Producer:
         for key, batch in list(self._open.items()):
             if self._flushing or self._closed or now - batch.created >= self.linger:
                 self._seal(batch)
-        # One batch per partition at a time, oldest first, and none past a batch that waits to
-        # be retried: messages of a partition stay in order even when a send fails.
-        ready, later, busy = [], deque(), set()
+        # Oldest first, at most ``per_partition`` batches of a partition at a time (one
+        # without idempotence), and none past a batch that waits to be retried: messages of a
+        # partition stay in order even when a send fails.
+        per_partition = self.max_in_flight if self.idempotent else 1
+        ready, later, blocked, taken = [], deque(), set(), {}
         while self._ready:
             batch = self._ready.popleft()
             key = (batch.topic, batch.partition)
-            if key in busy or batch.not_before > now:
-                busy.add(key)
+            if key in blocked or batch.not_before > now or taken.get(key, 0) >= per_partition:
+                blocked.add(key)
                 later.append(batch)
             else:
-                busy.add(key)
+                taken[key] = taken.get(key, 0) + 1
                 ready.append(batch)
         self._ready = later
         return ready
 
     def _send(self, batches: list[_Batch]) -> None:
+        """Send one round of batches and settle every one of them: delivered, failed, or
+        put back (in their order, ahead of newer batches) to be retried."""
+        retries: list[_Batch] = []
+        failed: set[tuple[str, int]] = set()  # partitions with a batch to retry this round
         by_leader: dict[int, list[_Batch]] = {}
         for batch in batches:
             leader = self.cluster.leader(batch.topic, batch.partition)
             if leader < 0:
-                self._retry(batch, "no leader known")
+                self._retry(batch, "no leader known", retries, failed)
                 continue
             by_leader.setdefault(leader, []).append(batch)
+        if by_leader and self.idempotent and self._producer_id < 0 and not self._init_producer_id(
+                next(iter(by_leader))):
+            for group in by_leader.values():
+                for batch in group:
+                    self._retry(batch, "no producer id yet", retries, failed)
+            by_leader = {}
         for leader, group in by_leader.items():
-            # One batch per partition per request (answers are matched by partition), and
-            # requests no larger than max_request_size; the rest go in following requests,
-            # in order.
+            # Requests hold one batch per partition (answers are matched by partition) and no
+            # more than max_request_size; up to max_in_flight of them go out before the first
+            # answer is read.
+            requests = []
             while group:
                 request, later, seen, size = [], [], set(), 0
                 for batch in group:
@@ -376,56 +419,128 @@ class Producer:
                     seen.add(key)
                     size += batch.size
                     request.append(batch)
-                self._send_to(leader, request)
+                requests.append(request)
                 group = later
+            for start in range(0, len(requests), self.max_in_flight):
+                self._send_window(leader, requests[start : start + self.max_in_flight], retries, failed)
+        if retries:
+            try:
+                self.cluster.refresh(sorted({b.topic for b in retries}))
+            except Exception as exc:  # brokers or ZooKeeper unreachable: retry later anyway
+                log.debug("metadata refresh failed: %r", exc)
+        with self._lock:
+            if self._reset_needed:
+                self._reset_sequences(retries)
+            self._ready.extendleft(reversed(retries))
 
-    def _send_to(self, leader: int, group: list[_Batch]) -> None:
-        topics: dict[str, list] = {}
-        for batch in group:
-            data = build_batch(batch.records, compression_type=self.codec)
-            topics.setdefault(batch.topic, []).append({"index": batch.partition, "records": data})
-            batch.attempts += 1
-        body = {"transactional_id": None, "acks": self.acks, "timeout_ms": self.request_timeout_ms,
-                "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]}
-        try:
-            if self.acks == 0:
-                self.cluster.send_only(leader, PRODUCE, 8, body)
-                for batch in group:
+    def _send_window(self, leader: int, requests: list[list[_Batch]], retries: list, failed: set) -> None:
+        bodies = []
+        for request in requests:
+            # A partition whose earlier batch must be retried sends nothing more this round.
+            for batch in [b for b in request if (b.topic, b.partition) in failed]:
+                request.remove(batch)
+                self._retry(batch, "an earlier batch of its partition is retried", retries, failed)
+            topics: dict[str, list] = {}
+            for batch in request:
+                topics.setdefault(batch.topic, []).append(
+                    {"index": batch.partition, "records": self._batch_bytes(batch)})
+                batch.attempts += 1
+            bodies.append({"transactional_id": None, "acks": self.acks,
+                           "timeout_ms": self.request_timeout_ms,
+                           "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]})
+        if self.acks == 0:
+            for request, body in zip(requests, bodies):
+                try:
+                    self.cluster.send_only(leader, PRODUCE, 8, body)
+                except (OSError, ValueError, KafkaError) as exc:
+                    for batch in request:
+                        self._retry(batch, f"broker {leader}: {exc}", retries, failed)
+                    continue
+                for batch in request:
                     self._succeed(batch, -1)
-                return
-            response = self.cluster.request(leader, PRODUCE, 8, body)
-        except (OSError, ValueError, KafkaError) as exc:
-            for batch in group:
-                self._retry(batch, f"broker {leader}: {exc}")
             return
-        results = {(t["name"], p["index"]): p for t in response["responses"]
-                   for p in t["partition_responses"]}
-        for batch in group:
-            result = results.get((batch.topic, batch.partition))
-            if result is None:
-                self._retry(batch, "no answer for the partition")
-            elif result["error_code"] == 0:
-                self._succeed(batch, result["base_offset"], result["log_append_time_ms"])
-            else:
-                error = error_for_code(result["error_code"])
-                message = result.get("error_message") or error.description
-                if error.retriable:
-                    self._retry(batch, f"{error.name}: {message}")
-                else:
-                    self._fail(batch, error(message))
+        try:
+            results = self.cluster.pipeline(leader, PRODUCE, 8, bodies)
+        except KafkaError as exc:  # the broker is not known any more
+            results = [exc] * len(bodies)
+        for request, response in zip(requests, results):
+            if isinstance(response, Exception):
+                for batch in request:
+                    self._retry(batch, f"broker {leader}: {response}", retries, failed)
+                continue
+            answers = {(t["name"], p["index"]): p for t in response["responses"]
+                       for p in t["partition_responses"]}
+            for batch in request:
+                self._settle(batch, answers.get((batch.topic, batch.partition)), retries, failed)
 
-    def _retry(self, batch: _Batch, why: str) -> None:
+    def _batch_bytes(self, batch: _Batch) -> bytes:
+        """The batch's bytes, built once: a retry sends the same bytes, with the same
+        producer id, epoch and sequence."""
+        if batch.data is None:
+            if self.idempotent:
+                key = (batch.topic, batch.partition)
+                batch.sequence = self._next_seq.get(key, 0)
+                self._next_seq[key] = (batch.sequence + len(batch.records)) % _SEQUENCE_MODULUS
+                batch.data = build_batch(batch.records, compression_type=self.codec,
+                                         producer_id=self._producer_id,
+                                         producer_epoch=self._producer_epoch,
+                                         base_sequence=batch.sequence)
+            else:
+                batch.data = build_batch(batch.records, compression_type=self.codec)
+        return batch.data
+
+    def _settle(self, batch: _Batch, answer: dict | None, retries: list, failed: set) -> None:
+        if answer is None:
+            self._retry(batch, "no answer for the partition", retries, failed)
+            return
+        code = answer["error_code"]
+        if code == 0 or (code == _DUPLICATE_SEQUENCE and self.idempotent):
+            self._succeed(batch, answer["base_offset"], answer["log_append_time_ms"])
+            return
+        error = error_for_code(code)
+        message = answer.get("error_message") or error.description
+        if code == _OUT_OF_ORDER_SEQUENCE and (batch.topic, batch.partition) in failed:
+            # It follows a batch that did not get in: it is sent again after that one.
+            self._retry(batch, f"{error.name} behind a failed batch", retries, failed)
+        elif error.retriable:
+            self._retry(batch, f"{error.name}: {message}", retries, failed)
+        else:
+            self._fail(batch, error(message))
+
+    def _init_producer_id(self, node_id: int) -> bool:
+        """InitProducerId: a producer id (epoch 0) for the sequences to follow."""
+        try:
+            body = self.cluster.request(node_id, INIT_PRODUCER_ID, 1,
+                                        {"transactional_id": None, "transaction_timeout_ms": -1})
+        except (OSError, ValueError, KafkaError) as exc:
+            log.debug("InitProducerId at broker %d failed: %r", node_id, exc)
+            return False
+        if body["error_code"]:
+            log.debug("InitProducerId at broker %d: error %d", node_id, body["error_code"])
+            return False
+        self._producer_id, self._producer_epoch = body["producer_id"], body["producer_epoch"]
+        log.debug("producer id %d epoch %d", self._producer_id, self._producer_epoch)
+        return True
+
+    def _reset_sequences(self, retries: list[_Batch]) -> None:
+        """After a batch with a sequence failed for good, the broker would refuse every later
+        sequence: start again under a new producer id, renumbering what is still queued."""
+        log.warning("a numbered batch failed; taking a new producer id and numbering again")
+        self._reset_needed = False
+        self._producer_id = self._producer_epoch = -1
+        self._next_seq.clear()
+        for batch in list(retries) + list(self._ready):
+            batch.sequence = -1
+            batch.data = None
+
+    def _retry(self, batch: _Batch, why: str, retries: list, failed: set) -> None:
+        failed.add((batch.topic, batch.partition))
         if time.monotonic() - batch.created > self.delivery_timeout:
             self._fail(batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}"))
             return
         log.debug("retrying %s-%d: %s", batch.topic, batch.partition, why)
         batch.not_before = time.monotonic() + self.retry_backoff
-        try:
-            self.cluster.refresh([batch.topic])
-        except Exception as exc:  # brokers or ZooKeeper unreachable: retry later anyway
-            log.debug("metadata refresh failed: %r", exc)
-        with self._lock:
-            self._ready.appendleft(batch)  # ahead of newer batches of the same partition
+        retries.append(batch)
 
     def _succeed(self, batch: _Batch, base_offset: int, log_append_time: int = -1) -> None:
         batch.base_offset = base_offset
@@ -434,6 +549,8 @@ class Producer:
 
     def _fail(self, batch: _Batch, error: Exception) -> None:
         if batch.callbacks is not None:  # not finished yet
+            if batch.sequence >= 0:
+                self._reset_needed = True
             batch.error = error
             self._finish(batch)
 

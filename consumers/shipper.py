@@ -164,6 +164,7 @@ class Shipper:
         poll_interval: float = 0.25,
         compression: str = "none",
         acks: int | str = "all",
+        enable_idempotence: bool | None = None,
         producer: Producer | None = None,
         producer_config: dict | None = None,
         scan_interval: float = 1.0,
@@ -198,7 +199,8 @@ class Shipper:
         if producer is None:
             if not bootstrap_servers and not zookeeper:
                 raise ValueError("give bootstrap_servers or zookeeper")
-            config = {"acks": acks, "compression": compression, "max_block_ms": 10_000}
+            config = {"acks": acks, "compression": compression, "max_block_ms": 10_000,
+                      "enable_idempotence": enable_idempotence}
             config.update(producer_config or {})
             producer = Producer(bootstrap_servers, zookeeper, **config)
         self.producer = producer
@@ -738,7 +740,8 @@ def run(args: argparse.Namespace) -> int:
             state_file=state_file, key_field=getattr(args, "key_field", None),
             from_beginning=bool(getattr(args, "from_beginning", False)),
             poll_interval=float(getattr(args, "poll_interval", None) or 0.25),
-            compression=getattr(args, "compression", None) or "none")
+            compression=getattr(args, "compression", None) or "none",
+            enable_idempotence=getattr(args, "idempotence", None))
     except (ValueError, KafkaError) as exc:
         log.error("%s", exc)
         return 2

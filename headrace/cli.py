@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     dump.set_defaults(func=cmd_dump_log)
 
     args = parser.parse_args(argv)
+    problem = _bad_argument(args)
+    if problem:
+        print(f"headrace {args.command}: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -146,6 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KafkaError, OSError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _bad_argument(args) -> str | None:
+    """What is wrong with arguments several subcommands share, or None: bootstrap servers
+    without a port (Kafka's tools require one), group names that are not a ZooKeeper node
+    name, a follow interval that is not positive."""
+    from broker.offsets import check_group_name
+    from consumers.client import parse_bootstrap
+
+    servers = getattr(args, "bootstrap_server", None)
+    if servers:
+        try:
+            for host, port in parse_bootstrap(servers):
+                if not 0 < port < 65536:
+                    return f"--bootstrap-server {host}:{port}: the port must be 1-65535"
+        except ValueError as exc:
+            return f"--bootstrap-server: {exc} (give host:port, e.g. localhost:9092)"
+    group = getattr(args, "group", None)
+    if group is not None:
+        try:
+            check_group_name(group)
+        except ValueError as exc:
+            return str(exc)
+    interval = getattr(args, "interval", None)
+    if interval is not None and not interval > 0:
+        return f"--interval must be a positive number of seconds, not {interval}"
+    return None
 
 
 # --- broker, topics, cluster ------------------------------------------------------------------
@@ -170,7 +201,11 @@ def cmd_cluster(args) -> int:
 
     directory = Path(args.dir)
     if args.action == "down":
-        stopped = devcluster.cluster_down(directory)
+        try:
+            stopped = devcluster.cluster_down(directory)
+        except devcluster.ClusterStateError as exc:
+            print(f"headrace cluster down: {exc}", file=sys.stderr)
+            return 1
         print(f"stopped {stopped} processes" if stopped else f"no cluster running from {directory}")
         return 0
     try:

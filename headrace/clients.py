@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -23,7 +24,12 @@ def produce(args) -> int:
     from consumers.producer import Producer
 
     failures = []
-    producer = Producer(**_endpoints(args), compression=args.compression, acks=args.acks)
+    try:
+        producer = Producer(**_endpoints(args), compression=args.compression, acks=args.acks,
+                            enable_idempotence=args.idempotence)
+    except ValueError as exc:
+        print(f"headrace produce: {exc}", file=sys.stderr)
+        return 2
     count = 0
     try:
         for raw in sys.stdin.buffer:
@@ -52,7 +58,10 @@ def produce(args) -> int:
 def consume(args) -> int:
     """A topic to stdout: from a group's offsets, the beginning, the end, or one partition.
     As a group member it commits only lines written out and flushed: a broken pipe (``| head``)
-    commits nothing past the last line that reached the pipe."""
+    commits nothing past the last line that reached the pipe.  A batch that cannot be decoded
+    stops it with a message naming the offsets (exit 1)."""
+    from consumers.consumer import CorruptBatchError
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = sys.stdout.buffer
@@ -107,6 +116,15 @@ def consume(args) -> int:
         pass
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except CorruptBatchError as err:
+        print(f"consumed {count} messages", file=sys.stderr)
+        print(f"headrace consume: {err.topic}-{err.partition}: the record batch at offsets "
+              f"{err.first_offset}..{err.last_offset} cannot be decoded ({err.reason}); "
+              + (f"the group's offset stays before it (set /consumers/{args.group}/offsets/"
+                 f"{err.topic}/{err.partition} to {err.next_offset} to skip it)" if args.group
+                 else f"to skip it: --partition {err.partition} --offset {err.next_offset}"),
+              file=sys.stderr)
+        return 1
     finally:
         if args.group:
             for m in written.values():
@@ -277,12 +295,18 @@ def add_parsers(sub) -> None:
         p.add_argument("--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)")
         p.add_argument("--zookeeper", help="host:port[/chroot]: find brokers (and groups) there")
 
+    def idempotence(p):
+        p.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
+                       help="enable.idempotence: each message stored once even when a request is "
+                            "retried (default: on with --acks all)")
+
     p = sub.add_parser("produce", help="send stdin lines to a topic")
     endpoints(p)
     p.add_argument("--topic", required=True)
     p.add_argument("--key-field", help="key each JSON line by this field")
     p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
-    p.add_argument("--acks", default="1", choices=["0", "1", "all", "-1"])
+    p.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"])
+    idempotence(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
     p.set_defaults(func=produce)
 
@@ -314,4 +338,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--from-beginning", action="store_true", help="read existing files from the start")
     p.add_argument("--poll-interval", type=float, default=0.2)
     p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    idempotence(p)
     p.set_defaults(func=ship)

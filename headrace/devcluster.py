@@ -218,16 +218,40 @@ class BrokerProcess:
 STATE_FILE = "cluster.json"
 
 
+class ClusterStateError(RuntimeError):
+    """The cluster state file is unreadable or not what ``cluster up`` writes."""
+
+
+def read_state(directory: Path) -> dict | None:
+    """The state ``cluster up`` left in ``directory``, or None if there is none; a damaged
+    file raises ClusterStateError (no process is signalled on its word)."""
+    state_path = directory / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ClusterStateError(f"cannot read {state_path}: {exc}; stop its processes by hand "
+                                "and remove the file") from None
+    pids = state.get("pids") if isinstance(state, dict) else None
+    brokers = state.get("brokers", []) if isinstance(state, dict) else None
+    if (not isinstance(pids, list) or not all(type(p) is int and p > 0 for p in pids)
+            or not isinstance(brokers, list)
+            or not all(isinstance(b, dict) and type(b.get("pid")) is int for b in brokers)):
+        raise ClusterStateError(f"{state_path} is not a cluster state file (no list of process "
+                                "ids); stop its processes by hand and remove the file")
+    return state
+
+
 def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: int,
                zookeeper_port: int) -> dict:
     """Start ZooKeeper (unless ``zookeeper`` names one) and ``brokers`` brokers, detached."""
     directory.mkdir(parents=True, exist_ok=True)
     state_path = directory / STATE_FILE
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if any(_alive(pid) for pid in state.get("pids", [])):
-            raise RuntimeError(f"a cluster is already running from {directory}; "
-                               "`headrace cluster down` first")
+    state = read_state(directory)
+    if state is not None and any(_alive(pid) for pid in state["pids"]):
+        raise RuntimeError(f"a cluster is already running from {directory}; "
+                           "`headrace cluster down` first")
     state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
     if zookeeper is None:
         zookeeper_port = zookeeper_port or free_port()
@@ -292,9 +316,9 @@ def restart_broker(directory: Path, state: dict, entry: dict) -> None:
 def cluster_down(directory: Path, timeout: float = 30.0) -> int:
     """Stop the brokers (SIGTERM: clean shutdown), then ZooKeeper; returns processes stopped."""
     state_path = directory / STATE_FILE
-    if not state_path.exists():
+    state = read_state(directory)
+    if state is None:
         return 0
-    state = json.loads(state_path.read_text())
     broker_pids = [b["pid"] for b in state.get("brokers", [])]
     stopped = _terminate(broker_pids, timeout)
     if state.get("zookeeper_pid"):

@@ -23,7 +23,8 @@ import calendar
 import datetime as dt
 import io
 import json
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -170,6 +171,17 @@ class Converted(NamedTuple):
     hours: pa.Array | None = None  # the bucket key of each row of ``table``
 
 
+def dead_batch(topic: str, partition: int, first: int, last: int, reason: str,
+               raw: bytes) -> Converted:
+    """A record batch that cannot be decoded, as one dead letter: the batch's bytes as the
+    value, its first offset, and its offset range and the reason in ``_error``."""
+    dead = pa.table({"_topic": [topic], "_partition": [partition], "_offset": [first],
+                     "_timestamp": [None], "_key": [None], "_value": [raw],
+                     "_error": [f"record batch at offsets {first}..{last} cannot be decoded: "
+                                f"{reason}"]}, schema=DEAD_SCHEMA)
+    return Converted(pa.table({}), [0], [DEAD_LETTER], dead, 0, {})
+
+
 def rest_of(converted: Converted, taken: int) -> Converted:
     """What ``converted`` holds for its messages after the first ``taken``."""
     keys = converted.keys
@@ -304,7 +316,7 @@ def _text_ms(v) -> int | None:
     except ValueError:
         return None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        stamp = stamp.replace(tzinfo=dt.UTC)
     return int(stamp.timestamp() * 1000)
 
 

@@ -23,6 +23,7 @@ import time
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
 
 from broker.protocol.errors import KafkaError
 
@@ -30,7 +31,7 @@ from consumers.cluster import ClusterClient
 
 from .convert import SchemaError, load_declared_schema
 from .layout import HOUR_MS, hour_of_dir
-from .registry import LoaderError, make_plan, read_offset
+from .registry import LoaderError, make_plan, plan_path, read_offset, read_plan
 from .storage import Storage, StorageError
 from .worker import run_worker, worker_main
 
@@ -117,6 +118,7 @@ def load(config: dict, out=None, err=None) -> int:
                 _stop_workers(workers)
                 print(f"headrace load: unknown topic {topic!r}", file=err)
                 return 2
+        _check_plan(zk, config["group"])
         stats = Stats()
         while True:
             made = {}
@@ -157,6 +159,10 @@ def load(config: dict, out=None, err=None) -> int:
     except (LoaderError, StorageError) as exc:
         print(f"headrace load: {exc}", file=err)
         return 1
+    except (KazooException, KazooTimeoutError) as exc:
+        print(f"headrace load: ZooKeeper at {config['zookeeper']} failed the load: "
+              f"{type(exc).__name__} {exc}".rstrip(), file=err)
+        return 1
     finally:
         if workers is not None:  # never let go
             _stop_workers(workers)
@@ -166,9 +172,21 @@ def load(config: dict, out=None, err=None) -> int:
 
 
 def read_plan_partitions(zk, config) -> dict:
-    from .registry import read_plan
-
     return read_plan(zk, config["group"])["partitions"]
+
+
+def _check_plan(zk, group: str) -> None:
+    """LoaderError if the group's saved plan is not one a loader wrote (it would fail the
+    planner and every worker with a traceback)."""
+    try:
+        plan = read_plan(zk, group)
+        for key, entry in plan["partitions"].items():
+            int(key.rsplit("/", 1)[1])
+            int(entry["end"])
+            int(entry["ms"])
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise LoaderError(f"the loader plan at {plan_path(group)} in ZooKeeper is malformed "
+                          f"({type(exc).__name__}: {exc}); it was not written by a loader") from None
 
 
 def _start_workers(config: dict):

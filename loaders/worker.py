@@ -14,6 +14,10 @@ offset and whose files all exist is a chunk published by a worker that died befo
 the offset is moved past it, nothing is written again; a manifest whose files are not all
 there is a chunk that died in step 2 - its files are deleted and the chunk is built again;
 manifests before the committed offset are leftovers of step 4 and are deleted.
+
+A stored batch that cannot be decoded becomes one dead letter (its bytes, its offset range)
+at its place in the offsets, and the load goes on after it; a rerun meets it at the same
+place, so chunks are cut the same way.
 """
 
 from __future__ import annotations
@@ -30,11 +34,28 @@ import uuid
 from kazoo.exceptions import KazooException
 
 from broker.protocol.errors import KafkaError, OffsetOutOfRangeError
+from consumers.consumer import Block, CorruptBatchError
 from consumers.group import GroupConsumer
 
 from .chunk import Chunk, Limits, parquet_bytes
-from .convert import DAY_MS, Converter, FixedSchemas, ValueFormat, load_declared_schema, rest_of
-from .layout import QUARANTINE, DEAD_LETTER, bucket_dir, manifest_dir, manifest_name, parse_manifest_name, tmp_dir
+from .convert import (
+    DAY_MS,
+    Converter,
+    FixedSchemas,
+    ValueFormat,
+    dead_batch,
+    load_declared_schema,
+    rest_of,
+)
+from .layout import (
+    DEAD_LETTER,
+    QUARANTINE,
+    bucket_dir,
+    manifest_dir,
+    manifest_name,
+    parse_manifest_name,
+    tmp_dir,
+)
 from .registry import (
     FencedError,
     GapError,
@@ -125,6 +146,9 @@ class Worker:
                 except OffsetOutOfRangeError as exc:
                     self._out_of_range(exc)
                     continue
+                except CorruptBatchError as exc:
+                    self._dead_batch(exc)
+                    continue
                 if messages:
                     self._feed_all(messages)
                 self._finish_reached()
@@ -174,6 +198,31 @@ class Worker:
             if taken == len(block):
                 return
             block, converted = block[taken:], rest_of(converted, taken)
+
+    def _dead_batch(self, err: CorruptBatchError) -> None:
+        """Keep a batch that cannot be decoded as a dead letter in the current chunk, as if it
+        were a record at its first offset, and read on after it."""
+        key = (err.topic, err.partition)
+        chunk = self.chunks.get(key)
+        if chunk is None or err.first_offset >= self.plan.get(key, (-1, 0))[0]:
+            self.group.consumer.seek(err.topic, err.partition, err.first_offset)  # not in this plan
+            return
+        log.error("CORRUPT BATCH: %s; kept in %s/_dead_letters", err, err.topic)
+        offset = max(err.first_offset, chunk.next)  # (a committed offset may lie inside it)
+        block = Block(err.topic, err.partition, [offset], [-1], [None], [err.raw])
+        converted = dead_batch(err.topic, err.partition, err.first_offset, err.last_offset,
+                               err.reason, err.raw)
+        while True:
+            taken, cut = chunk.take(block, converted)
+            if taken:
+                chunk.next = err.next_offset
+            if cut:
+                chunk = self._cut(key, chunk.next)
+                if chunk is None:
+                    return  # the partition was lost; the group rebalances
+            if taken:
+                break
+        self.group.consumer.seek(err.topic, err.partition, err.next_offset)
 
     def _finish_reached(self) -> None:
         consumer = self.group.consumer

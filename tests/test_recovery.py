@@ -219,7 +219,7 @@ def test_leftover_temporary_and_deleted_files_are_removed(tmp_path):
     (directory / "00000000000000000000.log.deleted").write_bytes(b"old")
     (directory / "something.tmp").write_bytes(b"half")
     plog = PartitionLog.open(directory, CONFIG)
-    assert sorted(p.suffix for p in directory.iterdir()) == [".index", ".log", ".timeindex"]
+    assert sorted(p.suffix for p in directory.iterdir()) == [".index", ".log", ".snapshot", ".timeindex"]
     assert set(values_by_seq(plog)) == {0}
 
 

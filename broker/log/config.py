@@ -49,6 +49,7 @@ class LogConfig:
     max_message_bytes: int = 1048588
     file_delete_delay_ms: int = 60_000
     timestamp_type: str = "CreateTime"
+    producer_id_expiration_ms: int = 86_400_000  # broker-wide only (producer.id.expiration.ms)
 
     @property
     def timestamp_type_id(self) -> int:
@@ -57,7 +58,8 @@ class LogConfig:
     @classmethod
     def from_broker(cls, broker: BrokerConfig) -> "LogConfig":
         """The broker-wide defaults from ``log.*`` properties."""
-        return cls(**{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES})
+        return cls(**{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES},
+                   producer_id_expiration_ms=broker["producer.id.expiration.ms"])
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "LogConfig":
         """A copy with topic-level overrides (``retention.ms`` etc.) applied.

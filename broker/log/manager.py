@@ -6,6 +6,13 @@
     >>> manager.start(reactor)                # flush, retention, checkpoints on a timer
     >>> manager.shutdown()                    # flush, checkpoint, leave the clean marker
 
+Once started on a reactor, no fsync runs on the reactor thread: flushes (the flush policy's
+``flush.messages`` from appends, ``flush.ms`` and rolled segments from the schedule) and
+checkpoint files are written by one worker thread of the manager, in the order they were asked
+for.  The reactor prepares each flush, the thread fsyncs, and the recovery point advances on the
+reactor only once the fsyncs completed.  One flush per log is in flight; more requests for it
+meanwhile become one more flush after it.
+
 States of a log directory: *locked* by one manager (a second one fails to start), *open*
 (no clean-shutdown marker: a crash now means recovery), *clean* (marker written after the
 final flush and checkpoints).  On start-up without the marker, each partition is recovered
@@ -22,6 +29,9 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
+
+from twisted.internet import threads
+from twisted.python.threadpool import ThreadPool
 
 from ..config import LONG_MAX, BrokerConfig
 from ..protocol.errors import KafkaStorageError
@@ -45,6 +55,7 @@ from .partition import (
 
 log = logging.getLogger(__name__)
 
+_NOT_AGAIN = object()  # a flush in flight that nobody asked to repeat
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 LOCK_FILE = ".lock"
 DELETE_DIR_SUFFIX = "-delete"
@@ -87,6 +98,9 @@ class LogManager:
         self._locks: list[int] = []
         self._last_run: dict[str, int] = {}
         self._loop = None
+        self._reactor = None
+        self._flush_pool: ThreadPool | None = None  # one thread: fsyncs off the reactor
+        self._flushing: dict[PartitionLog, object] = {}  # in flight -> requested again (up_to)
         self.started = False
         self.recovered_unclean = False
 
@@ -211,7 +225,9 @@ class LogManager:
         plog = PartitionLog.open(
             directory / partition_dir_name(topic, partition), self.config_for(topic), clock=self.clock
         )
-        fsync_directory(directory)
+        self._in_background(fsync_directory, directory)
+        if self._flush_pool is not None:
+            plog.flusher = self.flush_in_background
         self.logs[key] = plog
         self._dir_of[key] = directory
         log.info("created log for %s-%d in %s", topic, partition, directory)
@@ -273,9 +289,9 @@ class LogManager:
             if plog.offline or not plog.unflushed:
                 continue
             if check_time and now - plog.last_flush_ms >= plog.config.flush_interval_ms:
-                self._guarded(plog, plog.flush)
+                self._scheduled_flush(plog, None)
             elif plog.has_rolled_unflushed():
-                self._guarded(plog, plog.flush_rolled)
+                self._scheduled_flush(plog, plog.segments[-1].base_offset)
         if now - self._last_run["retention"] >= self.retention_check_interval_ms:
             self._last_run["retention"] = now
             self.enforce_retention()
@@ -289,12 +305,68 @@ class LogManager:
             self._last_run["start-checkpoint"] = now
             self.checkpoint_log_start_offsets()
 
-    def _guarded(self, plog: PartitionLog, action) -> None:
+    def _scheduled_flush(self, plog: PartitionLog, up_to: int | None) -> None:
+        if self._flush_pool is not None:
+            self.flush_in_background(plog, up_to)
+            return
         try:
-            action()
+            plog.flush(up_to)
         except OSError as exc:
-            plog.offline = True
-            log.error("%s: disk error, taking the log offline: %s", plog.directory, exc)
+            self._flush_failed(plog, exc)
+
+    def _flush_failed(self, plog: PartitionLog, exc: BaseException) -> None:
+        if self.logs.get((plog.topic, plog.partition)) is not plog:
+            return  # deleted or set aside meanwhile
+        plog.offline = True
+        log.error("%s: disk error, taking the log offline: %s", plog.directory, exc)
+
+    def flush_in_background(self, plog: PartitionLog, up_to: int | None = None) -> None:
+        """Flush ``plog`` to ``up_to`` (default: its end) on the flush thread; the recovery
+        point advances (on the reactor) when the fsyncs completed.  Serves as the logs'
+        ``flusher``."""
+        if plog in self._flushing:  # one in flight: one more after it covers both
+            again = self._flushing[plog]
+            if again is _NOT_AGAIN:
+                self._flushing[plog] = up_to
+            elif again is not None:
+                self._flushing[plog] = None if up_to is None else max(again, up_to)
+            return
+        try:
+            job = plog.prepare_flush(up_to)
+        except OSError as exc:
+            self._flush_failed(plog, exc)
+            return
+        if job is None:
+            return
+        self._flushing[plog] = _NOT_AGAIN
+
+        def done(_):
+            plog.flushed(job)
+
+        def failed(failure):
+            self._flush_failed(plog, failure.value)
+
+        def next_one(_):
+            again = self._flushing.pop(plog, _NOT_AGAIN)
+            if again is not _NOT_AGAIN and not plog.offline and self._flush_pool is not None:
+                self.flush_in_background(plog, again)
+
+        d = threads.deferToThreadPool(self._reactor, self._flush_pool, job.run)
+        d.addCallbacks(done, failed).addBoth(next_one)
+
+    def _in_background(self, function, *args) -> None:
+        """Run a disk write with fsyncs on the flush thread once started (in order with the
+        flushes), else here; errors are logged."""
+        def report(failure):
+            log.error("%s failed: %s", getattr(function, "__name__", function), failure.value)
+
+        if self._flush_pool is None:
+            try:
+                function(*args)
+            except OSError as exc:
+                log.error("%s failed: %s", getattr(function, "__name__", function), exc)
+            return
+        threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args).addErrback(report)
 
     def enforce_retention(self) -> int:
         deleted = 0
@@ -315,16 +387,15 @@ class LogManager:
         self._checkpoint(LOG_START_OFFSET_FILE, lambda plog: plog.log_start_offset)
 
     def _checkpoint(self, file_name: str, value) -> None:
+        """Write a checkpoint file per log dir of the values now (the file is written on the
+        flush thread once started: after the flushes asked for before it)."""
         for directory in self.log_dirs:
             offsets = {
                 key: value(plog)
                 for key, plog in self.logs.items()
                 if self._dir_of[key] == directory and not plog.offline
             }
-            try:
-                write_checkpoint(directory / file_name, offsets)
-            except OSError as exc:
-                log.error("cannot write %s in %s: %s", file_name, directory, exc)
+            self._in_background(write_checkpoint, directory / file_name, offsets)
 
     def start(self, clock, interval: float | None = None):
         """Run ``tick`` on a Twisted LoopingCall driven by ``clock`` (a reactor or a
@@ -340,14 +411,27 @@ class LogManager:
                 1000,
             ]
             interval = max(0.01, min(intervals) / 1000.0)
+        if hasattr(clock, "callFromThread") and self._flush_pool is None:  # a real reactor
+            self._reactor = clock
+            self._flush_pool = ThreadPool(1, 1, name="log-flush")
+            self._flush_pool.start()
+            for plog in self.logs.values():
+                plog.flusher = self.flush_in_background
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
         return self._loop.start(interval, now=False)
 
     def stop(self) -> None:
+        """Stop the schedule; wait for the flush thread to finish what it was given."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._flush_pool is not None:
+            pool, self._flush_pool = self._flush_pool, None
+            pool.stop()  # joins the thread: every queued fsync has run
+            for plog in self.logs.values():
+                plog.flusher = None
+            self._flushing.clear()
 
     # --- shutdown ------------------------------------------------------------------------
 

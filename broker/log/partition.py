@@ -30,8 +30,10 @@ from ..protocol.errors import (
     RecordListTooLargeError,
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
+from ..protocol.validate import check_records
 from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
+from .producer_state import ProducerStateTable
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,10 @@ _MAX_RELATIVE_OFFSET = 2**31 - 1
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
 PARTITION_METADATA = "partition.metadata"
+
+# Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
+# batches after the header and CRC check alone, to measure what the record check costs.
+CHECK_RECORDS = os.environ.get("HEADRACE_BENCH_UNCHECKED_RECORDS") != "1"
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -98,9 +104,12 @@ class PartitionLog:
         self._unflushed_messages = 0
         self.offline = False
         self._directory_unsynced = False  # a segment file was created since the last flush
+        self.flusher: Callable[[PartitionLog, int | None], None] | None = None  # see request_flush
         self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
         self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
+        self.producer_state = ProducerStateTable(directory, config.producer_id_expiration_ms)
+        self.producer_batches_replayed = 0  # batch headers the last open read to rebuild it
 
     # --- opening -------------------------------------------------------------------------
 
@@ -163,7 +172,36 @@ class PartitionLog:
         plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
         if recover:
             plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
+        try:
+            plog._load_producer_state()
+        except BaseException:
+            plog.close_without_flush()
+            raise
         return plog
+
+    def _load_producer_state(self) -> None:
+        """Load the newest producer snapshot, then replay the batch headers after it (all of
+        them after an unclean shutdown; none after a clean one, whose snapshot is at the log
+        end).  With no snapshot, the last two segments are replayed, as Kafka does."""
+        end = self.log_end_offset
+        start = self.producer_state.load_latest_snapshot(end)
+        if start is None:
+            start = self.segments[-2 if len(self.segments) > 1 else 0].base_offset
+        start = max(start, self.log_start_offset)
+        now_ms = self._now_ms()
+        replayed = 0
+        for segment in self.segments[max(0, bisect_right(self._bases, start) - 1) :]:
+            position = segment.find_position(start) if segment.base_offset < start else 0
+            if position is None:
+                continue
+            for _, header in segment.scan_headers(position, segment.size):
+                if header[0] + header[6] >= start:
+                    self.producer_state.record_header(header, header[0], now_ms)
+                    replayed += 1
+        self.producer_batches_replayed = replayed
+        if replayed:
+            log.info("%s: producer state rebuilt from %d batch headers after offset %d",
+                     self.directory.name, replayed, start)
 
     # --- identity ------------------------------------------------------------------------
 
@@ -208,7 +246,9 @@ class PartitionLog:
         """Validate and append one or more record batches; returns the offsets assigned.
 
         Each batch's header and CRC are checked (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
-        INVALID_RECORD, ...) before anything is written; a bad batch appends nothing.  Offsets
+        INVALID_RECORD, ...), and so are its records (``validate.check_records``: the body
+        decompresses, the framing matches the header), before anything is written; a bad
+        batch appends nothing.  Offsets
         are assigned by rewriting the base offset, which the CRC does not cover.  A disk error
         raises KAFKA_STORAGE_ERROR with the log unchanged.
         """
@@ -226,6 +266,9 @@ class PartitionLog:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
                 pos += more.size
+        if CHECK_RECORDS:
+            for pos, h in batches:
+                check_records(view, pos, h)
         total = len(view) if batches[-1][0] + batches[-1][1].size == len(view) else sum(
             h.size for _, h in batches)
         if total > self.config.segment_bytes:
@@ -233,6 +276,14 @@ class PartitionLog:
                 f"{total} bytes of record batches do not fit a segment of "
                 f"{self.config.segment_bytes} bytes (segment.bytes)"
             )
+        if header.producer_id >= 0 or (len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)):
+            batches, duplicate = self._skip_duplicates(batches)
+            if duplicate is not None:
+                return duplicate
+            total = sum(h.size for _, h in batches)
+            now_ms = self._now_ms()
+        else:
+            now_ms = -1  # no producer ids to track
         log_append_time = -1
         if self.config.timestamp_type == "LogAppendTime":
             log_append_time = self._now_ms()
@@ -267,10 +318,29 @@ class PartitionLog:
             raise KafkaStorageError(
                 f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
             ) from exc
+        if now_ms >= 0:
+            for (_, h), (offset, _, _) in zip(batches, entries):
+                self.producer_state.record_header(h, offset, now_ms)
         self._unflushed_messages += count
         if self._unflushed_messages >= self.config.flush_interval_messages:
-            self.flush()
+            self.request_flush()
         return AppendResult(base, last, log_append_time, count)
+
+    def _skip_duplicates(self, batches):
+        """Drop batches a producer sent before (by producer id, epoch and sequences); refuse
+        out-of-order sequences and stale epochs.  Returns (batches to append, the result to
+        answer when all of them were duplicates, else None)."""
+        verdicts = self.producer_state.check([h for _, h in batches], self._now_ms())
+        if verdicts is None:
+            return batches, None
+        fresh = [b for b, seen in zip(batches, verdicts) if seen is None]
+        if fresh:
+            return fresh, None
+        first, last = verdicts[0], verdicts[-1]
+        log.debug("%s: duplicate batch at offsets %d-%d answered again", self.directory.name,
+                  first.first_offset, last.last_offset)
+        return fresh, AppendResult(first.first_offset, last.last_offset, -1,
+                                   sum(h.record_count for _, h in batches))
 
     def roll(self) -> Segment:
         """Close the active segment for appends and start a new one at the log end offset."""
@@ -285,31 +355,66 @@ class PartitionLog:
         self._directory_unsynced = True
         self.segments.append(new)
         self._bases.append(new.base_offset)
+        self._snapshot_producers(sync=False)  # no fsync on the appending thread
         log.debug("%s: rolled a new segment at offset %d", self.directory.name, new.base_offset)
         return new
+
+    def _snapshot_producers(self, sync: bool = True) -> None:
+        """Save the producer state at the log end; keep only the snapshots a recovery from
+        the recovery point could need."""
+        self.producer_state.write_snapshot(self.log_end_offset, self._now_ms(), sync)
+        self.producer_state.delete_snapshots_before(self.recovery_point)
 
     # --- flushing ------------------------------------------------------------------------
 
     def flush(self, up_to: int | None = None) -> None:
         """fsync the segments holding data past the recovery point, up to offset ``up_to``
-        (default: the log end), and advance the recovery point there."""
+        (default: the log end), and advance the recovery point there (here, on this thread)."""
+        job = self.prepare_flush(up_to)
+        if job is not None:
+            job.run()
+            self.flushed(job)
+
+    def request_flush(self) -> None:
+        """The flush policy's flush: handed to ``flusher`` (the log manager's flush thread)
+        when one is set, else done here."""
+        if self.flusher is not None:
+            self.flusher(self, None)
+        else:
+            self.flush()
+
+    def prepare_flush(self, up_to: int | None = None) -> FlushJob | None:
+        """The first half of a flush, on the thread that appends: write pending index entries
+        (without fsync) and take what must be fsynced to offset ``up_to`` (default: the log
+        end).  None when there is nothing to flush.  ``FlushJob.run`` does the fsyncs (on any
+        thread); ``flushed(job)`` then advances the recovery point."""
         end = self.log_end_offset if up_to is None else min(up_to, self.log_end_offset)
-        if self.recovery_point >= end:
-            if up_to is None:
-                self.last_flush_ms = self._now_ms()
-            return
-        i = max(0, bisect_right(self._bases, self.recovery_point) - 1)
-        for segment in self.segments[i:]:
-            if segment.base_offset >= end:
-                break
-            segment.flush()
-        if self._directory_unsynced:
-            fsync_directory(self.directory)  # new segment files must survive a power loss too
-            self._directory_unsynced = False
-        self.recovery_point = end
         if up_to is None:
             self._unflushed_messages = 0
             self.last_flush_ms = self._now_ms()
+        if self.recovery_point >= end:
+            return None
+        i = max(0, bisect_right(self._bases, self.recovery_point) - 1)
+        fds, paths = [], []
+        try:
+            for segment in self.segments[i:]:
+                if segment.base_offset >= end:
+                    break
+                for index in (segment.index, segment.time_index):
+                    index.flush(fsync=False)
+                    paths.append(index.path)
+                fds.append(os.dup(segment.fd))  # stays valid if the segment is closed meanwhile
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        directory = self.directory if self._directory_unsynced else None
+        self._directory_unsynced = False
+        return FlushJob(end, fds, paths, directory)
+
+    def flushed(self, job: FlushJob) -> None:
+        """A flush's fsyncs completed: data before ``job.end`` survives a crash."""
+        self.recovery_point = max(self.recovery_point, job.end)
 
     def has_rolled_unflushed(self) -> bool:
         """True when a segment closed by a roll still has unflushed data."""
@@ -393,6 +498,7 @@ class PartitionLog:
                 excess -= segment.size
                 by_size += 1
             doomed = max(doomed, by_size)
+        self.producer_state.remove_expired(now)
         if not doomed:
             return 0
         if doomed >= len(self.segments):
@@ -437,8 +543,9 @@ class PartitionLog:
     # --- life cycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush everything and close the files (a clean close)."""
+        """Flush everything, snapshot the producer state and close the files (a clean close)."""
         self.flush()
+        self._snapshot_producers()
         self.active_segment.close_for_appends()
         for segment in self.segments:
             segment.index.flush()
@@ -463,6 +570,38 @@ class PartitionLog:
         for leftover in self.directory.iterdir():
             leftover.unlink()
         self.directory.rmdir()
+
+
+class FlushJob:
+    """The fsyncs of one flush, safe to run off the appending thread: duplicated descriptors
+    of the segment files, the index files' paths, and the directory if it gained files."""
+
+    def __init__(self, end: int, fds: list[int], index_paths: list[Path], directory: Path | None):
+        self.end = end
+        self.fds = fds
+        self.index_paths = index_paths
+        self.directory = directory
+
+    def run(self) -> None:
+        """fsync the log files, then the indexes, then the directory; closes the descriptors."""
+        try:
+            for fd in self.fds:
+                os.fsync(fd)
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []
+        for path in self.index_paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # renamed for deletion meanwhile (retention)
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self.directory is not None:
+            fsync_directory(self.directory)  # new segment files must survive a power loss too
 
 
 def _remove_leftovers(directory: Path) -> None:

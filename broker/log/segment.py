@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +37,18 @@ def segment_file_stem(base_offset: int) -> str:
     return "%020d" % base_offset
 
 
+class _OwnedFd:
+    """A duplicate of a descriptor, closed when the last slice holding it is dropped."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = os.dup(fd)
+
+    def __del__(self):
+        os.close(self.fd)
+
+
 @dataclass(frozen=True)
 class FileSlice:
     """A byte range of a segment file: what a fetch sends (by pread or sendfile)."""
@@ -44,6 +56,27 @@ class FileSlice:
     fd: int
     position: int
     size: int
+    owner: object = field(default=None, compare=False, repr=False)  # keeps a dup'd fd open
+
+    def detached(self) -> FileSlice:
+        """The same range over a descriptor of its own, so it can still be read after the
+        segment is closed or deleted (a response waiting behind others to be sent)."""
+        if self.size == 0 or self.owner is not None:
+            return self
+        owned = _OwnedFd(self.fd)
+        return FileSlice(owned.fd, self.position, self.size, owned)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read_range(self, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` within the range (a piece of a streamed send);
+        OSError if the file no longer holds them."""
+        data = os.pread(self.fd, length, self.position + start)
+        if len(data) != length:
+            raise OSError(f"segment file is shorter than a fetch expected "
+                          f"({len(data)} of {length} bytes at {self.position + start})")
+        return data
 
     def read(self) -> bytes:
         """The bytes of the range, from the page cache."""
@@ -197,12 +230,6 @@ class Segment:
         index rebuilds), so that a reopened segment knows it without reading the log."""
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
-
-    def flush(self) -> None:
-        """fsync the log file, then write and fsync the indexes."""
-        os.fsync(self.fd)
-        self.index.flush()
-        self.time_index.flush()
 
     # --- reading -------------------------------------------------------------------------
 

@@ -11,39 +11,52 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import CorruptMessageError
 from .records import decode_varint
 
 _ZERO = np.int64(0)
 
 
-def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zig-zag varints starting at each of ``pos``: (values, positions after them)."""
+def varints(a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zig-zag varints starting at each of ``pos``: (values, positions after them, sizes in
+    bytes).  A varint still continuing after ``max_bytes`` stops there with size
+    ``max_bytes + 1``, for the caller to refuse.  Positions past the end read the last byte."""
     b = a.take(pos, mode="clip").astype(np.int64)
     value = b & 0x7F
     more = b >= 0x80
+    start = pos
     pos = pos + 1
     shift = 7
     while more.any():
+        if shift >= 7 * max_bytes:
+            pos = pos + more
+            break
         b = a.take(pos, mode="clip").astype(np.int64)
         value = np.where(more, value | ((b & 0x7F) << shift), value)
         pos = pos + more
         more = more & (b >= 0x80)
         shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-    return (value >> 1) ^ -(value & 1), pos
+    return (value >> 1) ^ -(value & 1), pos, pos - start
 
 
-def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
-                   log_append_ts: int | None, out) -> bool:
-    """Append ``count`` records of a (decompressed) record section to ``out`` (a
-    RecordColumns); False, with ``out`` untouched, if the section needs the Python decoder."""
-    end = len(data)
-    starts = [0] * count
-    lengths = [0] * count
-    pos = 0
+def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``varints``, for decoding: ValueError if one is longer than 10 bytes."""
+    value, pos, size = varints(a, pos)
+    if size.max(initial=0) > 10:
+        raise ValueError("varint too long")
+    return value, pos
+
+
+def record_heads(data, count: int) -> tuple[list[int], int]:
+    """Where each of ``count`` records starts (its length varint), walking the lengths one
+    record at a time, and the position after the last.  Fewer than ``count`` if the data ends
+    (or a length varint breaks) first; lengths are not judged here."""
+    heads = [0] * count
+    pos = i = 0
     try:
         for i in range(count):
+            heads[i] = pos
             b = data[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
@@ -52,16 +65,29 @@ def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
                 length, pos = (zz >> 1) ^ -(zz & 1), pos + 2
             else:
                 length, pos = decode_varint(data, pos)
-            starts[i] = pos
-            lengths[i] = length
             pos += length
-    except (IndexError, ValueError):
-        return False
-    if pos != end or min(lengths, default=1) < 1:
+            if pos < 0:
+                raise IndexError
+    except (IndexError, CorruptMessageError):
+        return heads[:i], pos
+    return heads, pos
+
+
+def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
+                   log_append_ts: int | None, out) -> bool:
+    """Append ``count`` records of a (decompressed) record section to ``out`` (a
+    RecordColumns); False, with ``out`` untouched, if the section needs the Python decoder."""
+    heads, after = record_heads(data, count)
+    if len(heads) < count or after != len(data):
         return False
     a = np.frombuffer(data, np.uint8)
-    s = np.array(starts, np.int64)
-    e = s + np.array(lengths, np.int64)
+    try:
+        lengths, s = _varints(a, np.array(heads, np.int64))
+    except ValueError:
+        return False
+    if lengths.min(initial=1) < 1:
+        return False
+    e = s + lengths
     try:
         ts_delta, p = _varints(a, s + 1)  # after the attributes byte
         offset_delta, p = _varints(a, p)

@@ -15,7 +15,11 @@ import cramjam
 import lz4.frame
 import zstandard
 
-from .errors import CorruptMessageError, UnsupportedCompressionTypeError
+from .errors import (
+    CorruptMessageError,
+    MessageTooLargeError,
+    UnsupportedCompressionTypeError,
+)
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_NAMES = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
@@ -52,22 +56,25 @@ def compress(codec: int, data: bytes, *, xerial: bool = False) -> bytes:
     raise UnsupportedCompressionTypeError(f"compression codec {codec} does not exist")
 
 
-def decompress(codec: int, data: bytes) -> bytes:
-    """Decompress ``data``; a damaged stream raises CorruptMessageError."""
+def decompress(codec: int, data: bytes, max_size: int | None = None) -> bytes:
+    """Decompress ``data``; a damaged stream raises CorruptMessageError.  With ``max_size``,
+    output beyond it is never produced: MessageTooLargeError instead (a few compressed bytes
+    can stand for gigabytes)."""
     try:
         if codec == NONE:
             return bytes(data)
         if codec == GZIP:
-            return _gunzip(data)
+            return _gunzip(data, max_size)
         if codec == SNAPPY:
             if bytes(data[:8]) == XERIAL_MAGIC:
-                return _snappy_xerial_decode(data)
+                return _snappy_xerial_decode(data, max_size)
+            _check_snappy_size(data, max_size)
             return bytes(cramjam.snappy.decompress_raw(bytes(data)))
         if codec == LZ4:
-            return lz4.frame.decompress(data)
+            return _unlz4(data, max_size)
         if codec == ZSTD:
-            return _unzstd(data)
-    except CorruptMessageError:
+            return _unzstd(data, max_size)
+    except (CorruptMessageError, MessageTooLargeError):
         raise
     except Exception as exc:  # each library raises its own types
         name = CODEC_NAMES[codec]
@@ -75,31 +82,89 @@ def decompress(codec: int, data: bytes) -> bytes:
     raise UnsupportedCompressionTypeError(f"compression codec {codec} does not exist")
 
 
-def _gunzip(data: bytes) -> bytes:
+def _too_large(codec: str, max_size: int) -> MessageTooLargeError:
+    return MessageTooLargeError(f"{codec} data decompresses to more than {max_size} bytes")
+
+
+def _gunzip(data: bytes, max_size: int | None = None) -> bytes:
     """Decode one or more concatenated gzip members."""
-    out = []
-    view = bytes(data)
-    while view:
-        decoder = zlib.decompressobj(47)  # 32 + 15: gzip or zlib header, auto-detected
-        out.append(decoder.decompress(view))
-        if not decoder.eof:
-            raise CorruptMessageError("gzip stream ends before its trailer")
-        view = decoder.unused_data
-    return b"".join(out)
+    return _frames(data, max_size, "gzip", lambda: zlib.decompressobj(47),  # gzip or zlib header
+                   lambda d, rest, limit: d.decompress(rest, limit or 0))   # 0: no limit
 
 
-def _unzstd(data: bytes) -> bytes:
-    """Decode one or more zstd frames with a streaming decoder: Java and librdkafka frames
-    may omit the content size, which the one-shot decoder needs."""
+def _unlz4(data: bytes, max_size: int | None = None) -> bytes:
+    """Decode one or more LZ4 frames."""
+    if max_size is None:
+        return lz4.frame.decompress(data)
+    return _frames(data, max_size, "lz4", lz4.frame.LZ4FrameDecompressor,
+                   lambda d, rest, limit: d.decompress(rest, max_length=limit))
+
+
+def _frames(data, max_size: int | None, name: str, new_decoder, decompress) -> bytes:
+    """Decode concatenated frames (gzip members, LZ4 frames), each with a fresh decoder that
+    reports ``eof`` and ``unused_data``; with ``max_size``, no more output than that plus
+    one byte is ever asked of a decoder."""
     out = []
     rest = bytes(data)
+    room = max_size
     while rest:
-        decoder = zstandard.ZstdDecompressor().decompressobj()
-        out.append(decoder.decompress(rest))
+        decoder = new_decoder()
+        out.append(decompress(decoder, rest, None if room is None else room + 1))
+        if room is not None:
+            room -= len(out[-1])
+            if room < 0:
+                raise _too_large(name, max_size)
         if not decoder.eof:
-            raise CorruptMessageError("zstd stream ends before its frame does")
+            raise CorruptMessageError(f"{name} stream ends before its frame does")
         rest = decoder.unused_data
     return b"".join(out)
+
+
+# A zstd block of 128 KiB may be written in a handful of bytes (RLE): fed this many bytes at
+# a time, the decoder cannot overshoot a limit by more than about this factor.
+_ZSTD_MAX_RATIO = 1 << 15
+
+
+def _unzstd(data: bytes, max_size: int | None = None) -> bytes:
+    """Decode one or more zstd frames with a streaming decoder: Java and librdkafka frames
+    may omit the content size, which the one-shot decoder needs.  With ``max_size`` the input
+    is fed in pieces small enough that the output cannot run far past it."""
+    out = []
+    rest = memoryview(bytes(data))
+    total = 0
+    while len(rest):
+        decoder = zstandard.ZstdDecompressor().decompressobj()
+        if max_size is None:
+            out.append(decoder.decompress(rest))
+            rest = memoryview(decoder.unused_data) if decoder.eof else rest[:0]
+        else:
+            pos = 0
+            while not decoder.eof and pos < len(rest):
+                step = max(4096, (max_size - total) // _ZSTD_MAX_RATIO)
+                out.append(decoder.decompress(rest[pos:pos + step]))
+                pos += step
+                total += len(out[-1])
+                if total > max_size:
+                    raise _too_large("zstd", max_size)
+            if decoder.eof:
+                rest = memoryview(decoder.unused_data + bytes(rest[pos:]))
+        if not decoder.eof:
+            raise CorruptMessageError("zstd stream ends before its frame does")
+    return b"".join(out)
+
+
+def _check_snappy_size(block, max_size: int | None) -> None:
+    """A raw snappy block starts with its uncompressed length (an unsigned varint)."""
+    if max_size is None:
+        return
+    length = shift = 0
+    for byte in bytes(block[:5]):
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    if length > max_size:
+        raise _too_large("snappy", max_size)
 
 
 def _snappy_xerial_encode(data: bytes) -> bytes:
@@ -112,12 +177,13 @@ def _snappy_xerial_encode(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _snappy_xerial_decode(data: bytes) -> bytes:
+def _snappy_xerial_decode(data: bytes, max_size: int | None = None) -> bytes:
     view = memoryview(data)
     if len(view) < _XERIAL_HEADER.size:
         raise CorruptMessageError("xerial snappy header is truncated")
     pos = _XERIAL_HEADER.size
     out = []
+    room = max_size
     while pos < len(view):
         if pos + 4 > len(view):
             raise CorruptMessageError("xerial snappy block length is truncated")
@@ -125,6 +191,10 @@ def _snappy_xerial_decode(data: bytes) -> bytes:
         pos += 4
         if length < 0 or pos + length > len(view):
             raise CorruptMessageError("xerial snappy block runs past the end of the data")
+        if room is not None:
+            _check_snappy_size(view[pos : pos + length], room)
         out.append(bytes(cramjam.snappy.decompress_raw(bytes(view[pos : pos + length]))))
+        if room is not None:
+            room -= len(out[-1])
         pos += length
     return b"".join(out)

@@ -85,6 +85,15 @@ def encode_response(correlation_id: int, api: Api, version: int, body: dict) -> 
     return _RESPONSE_HEAD.pack(len(payload) + 4, correlation_id) + payload
 
 
+def encode_response_parts(correlation_id: int, api: Api, version: int, body: dict) -> list:
+    """A whole response frame as parts: bytes-like pieces, and, where a body holds a file
+    range instead of bytes (a fetch's records), that object, to be streamed by the caller.
+    Every part has a ``len``; the size prefix counts them all."""
+    parts = api.response.encode_parts(body, version)
+    size = sum(len(p) for p in parts)
+    return [_RESPONSE_HEAD.pack(size + 4, correlation_id), *parts]
+
+
 def api_versions_body(error_code: int = 0) -> dict:
     """The ApiVersions response body listing every API and version range we serve."""
     return {
