@@ -23,7 +23,14 @@ from kazoo.exceptions import NoNodeError
 from twisted.internet import defer
 
 from .groups import GroupCoordinator
-from .offsets import KAFKA, GroupKindError, claim_kind, read_offset, write_offset
+from .offsets import (
+    KAFKA,
+    GroupKindError,
+    check_group_name,
+    claim_kind,
+    read_offset,
+    write_offset,
+)
 from .protocol.errors import (
     CoordinatorNotAvailableError,
     InconsistentGroupProtocolError,
@@ -78,9 +85,12 @@ class GroupHandlers:
         return max(live, key=lambda node: (zlib.crc32(b"%s/%d" % (key, node)), node))
 
     def _not_mine(self, group_id: str) -> int:
-        """NOT_COORDINATOR (dropping what this broker still held of the group) or 0."""
-        if not group_id or "/" in group_id or group_id in (".", ".."):
-            return InvalidGroupIdError.code  # it names a ZooKeeper path
+        """INVALID_GROUP_ID for a name that cannot be a ZooKeeper node, NOT_COORDINATOR
+        (dropping what this broker still held of the group), or 0."""
+        try:
+            check_group_name(group_id)
+        except ValueError:
+            return InvalidGroupIdError.code
         if self.coordinator_of(group_id) == self.broker_id:
             return NONE
         if group_id in self.coordinator.groups:

@@ -209,3 +209,20 @@ def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
         claim_kind(zk, "old-offsets", "kafka")  # offsets only: the first user claims it
         assert [zk.get(f"/consumers/{g}/kind")[0] for g in ("old-loader", "old-paper", "old-offsets")] == \
             [b"loader", b"zookeeper", b"kafka"]
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "..", "tab\there", "del\x7f"])
+def test_group_ids_that_cannot_name_a_zookeeper_node_get_invalid_group_id(cluster1, bad):
+    from consumers.client import BrokerConnection
+
+    join = {"group_id": bad, "session_timeout_ms": 10000, "rebalance_timeout_ms": 10000,
+            "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
+            "protocols": [{"name": "range", "metadata": b""}]}
+    commit = {"group_id": bad, "generation_id_or_member_epoch": -1, "member_id": "",
+              "group_instance_id": None, "topics": [{"name": "t", "partitions": [
+                  {"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1,
+                   "committed_metadata": None}]}]}
+    with BrokerConnection("127.0.0.1", cluster1.brokers[0].port, timeout=30) as conn:
+        assert conn.request(11, 5, join)["error_code"] == 24  # INVALID_GROUP_ID
+        assert conn.request(8, 7, commit)["topics"][0]["partitions"][0]["error_code"] == 24
+        assert conn.request(11, 5, join | {"group_id": "kind-fine"})["error_code"] == 79  # still serving
