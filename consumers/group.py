@@ -373,6 +373,8 @@ class GroupConsumer:
                 self._finish({key: end})
                 if self.state == "closed":
                     return
+                if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
+                    self._write(self._finished)  # a long batch is committed as it goes
 
     def _fetch(self, timeout: float, max_messages: int) -> list[Message]:
         if not self._started:

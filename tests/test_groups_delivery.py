@@ -99,6 +99,12 @@ def test_iteration_commits_a_message_once_the_next_is_requested(cluster1, zk):
         consumer.commit()  # the message being processed is handed over: committed too
         assert committed(zk, group, topic) == [15]
 
+    with member(cluster1, group, topic, auto_commit_interval_ms=0) as consumer:  # commit at once
+        it = iter(consumer)
+        assert next(it).offset == 15 and committed(zk, group, topic) == [15]  # 15 is not finished
+        assert next(it).offset == 16 and committed(zk, group, topic) == [16]  # now it is
+        assert next(it).offset == 17 and committed(zk, group, topic) == [17]
+
 
 def test_close_after_an_exception_in_poll_processing_commits_only_earlier_polls(cluster1, zk):
     topic, group = "alo-close", "alo-close-g"
