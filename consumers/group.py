@@ -23,9 +23,9 @@ from the earliest or latest offset (``auto_offset_reset``).
 
 At least once: only messages the application has finished with are committed.  Iterating, a
 message is finished when the next one is requested; with ``poll()``, Kafka's rule: what one
-poll returned is finished when poll is called again (so auto-commit, which runs inside poll
-every ``auto_commit_interval_ms`` and before a rebalance releases partitions, never commits
-what this poll returns).  ``commit()`` commits every message handed over so far,
+poll returned is finished when poll is called again.  Auto-commit (every
+``auto_commit_interval_ms``: inside poll, or between messages while iterating; and before a
+rebalance releases partitions) commits finished messages only, never what this poll returns.  ``commit()`` commits every message handed over so far,
 ``commit(message)`` the offset after ``message`` in its partition.  ``close()`` commits what
 was handed over; after an exception (``__exit__``, or ``close(failed=True)``) only what was
 finished, so the message that raised is read again.  Each commit is one ZooKeeper transaction
