@@ -169,7 +169,8 @@ def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Bl
 class Consumer:
     """Fetches assigned partitions from their leaders; see the module docstring.  With
     ``columnar=True``, poll() returns Blocks (one partition's records as lists) instead of
-    Messages."""
+    Messages; ``columnar`` may also be a function like ``decode_block`` making Block
+    subclasses of its own (the loaders' JSON lines)."""
 
     def __init__(
         self,
@@ -183,7 +184,7 @@ class Consumer:
         auto_offset_reset: str = "latest",
         client_id: str = "headrace-consumer",
         cluster: ClusterClient | None = None,
-        columnar: bool = False,
+        columnar=False,
     ):
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be earliest, latest or none")
@@ -393,7 +394,8 @@ class Consumer:
         records = p["records"]
         if not records:
             return
-        decode = decode_block if self.columnar else decode_messages
+        decode = (self.columnar if callable(self.columnar) else decode_block) if self.columnar \
+            else decode_messages
         try:
             messages, next_offset = decode(topic, p["partition_index"], bytes(records),
                                            self.positions[key])

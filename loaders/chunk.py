@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .blocks import ValueBlock
 from .convert import Converted, concat
 from .layout import DEAD_LETTER, QUARANTINE, bucket_dir, data_file_name
 
@@ -84,7 +85,7 @@ class Chunk:
         if converted.dead.num_rows == 0 and keys[0] == keys[-1] and keys.count(keys[0]) == n:
             # one bucket, no dead letters (time-ordered logs within an hour): no grouping
             stats = {"k": [keys[0]], "s_sum": [sum(sizes)], "s_count": [n],
-                     "o_min": [block.offsets[0]], "o_max": [block.offsets[-1]],
+                     "o_min": [int(block.offsets[0])], "o_max": [int(block.offsets[-1])],
                      "r_min": [0], "r_max": [n - 1]}
         else:
             stats = pa.table({"k": pa.array(keys, pa.int64()), "s": pa.array(sizes, pa.int64()),
@@ -120,7 +121,7 @@ class Chunk:
             else:
                 w.tables.append(converted.table.filter(pc.equal(converted.hours, k)))
             self._count_conflicts(k, w.tables[-1])
-        self.next = block.offsets[-1] + 1
+        self.next = int(block.offsets[-1]) + 1
         self.input_bytes += sum(sizes)
         return True
 
@@ -130,6 +131,8 @@ class Chunk:
         counts = self.writers
         max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
         offsets = block.offsets
+        if not isinstance(offsets, list):
+            offsets = offsets.tolist()
         taken, cut = len(offsets), False
         held = self.input_bytes
         for i, offset in enumerate(offsets):
@@ -198,6 +201,8 @@ class Chunk:
 
 def _sizes(block) -> list[int]:
     """Input bytes of each record: value plus key."""
+    if isinstance(block, ValueBlock):
+        return block.sizes().tolist()
     try:
         sizes = list(map(len, block.values))
     except TypeError:  # null values

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import io
 import json
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from consumers.consumer import Block
 
+from .blocks import ValueBlock
 from .layout import DEAD_LETTER, HOUR_MS, QUARANTINE
 
 try:
@@ -339,18 +340,24 @@ class Converter:
         if not isinstance(block, Block):
             block = Block.of(block)
         n = len(block)
-        values = block.values
         dead: list[tuple[int, str]] = []
         conflicts = 0
         new_fields: dict = {}
         if self.kind == "raw":
-            body, good = {"value": pa.array(values, pa.binary())}, range(n)
+            body, good = {"value": pa.array(block.values, pa.binary())}, range(n)
         elif self.kind == "string":
-            body, good, dead = self._strings(values)
+            body, good, dead = self._strings(block.values)
         else:
-            body, good, dead, conflicts, new_fields = self._json(topic, values)
+            body, good, dead, conflicts, new_fields = self._json(topic, block)
         is_good = len(good) == n
-        pick = (lambda seq: seq) if is_good else (lambda seq: [seq[i] for i in good])
+        if is_good:
+            def pick(seq):
+                return seq
+        else:
+            picked = np.array(good, np.int64)
+
+            def pick(seq):
+                return seq[picked] if isinstance(seq, np.ndarray) else [seq[i] for i in good]
         count = len(good)
         stamps = pa.array(pick(block.timestamps), pa.int64())
         stamps = pc.if_else(pc.less(stamps, 0), pa.scalar(None, pa.int64()), stamps)
@@ -387,13 +394,14 @@ class Converter:
                 keys[i] = hours[row]
                 row_of[i] = row
         dead_cols = {name: [] for name in DEAD_SCHEMA.names}
+        values = block.values if dead else None
         for row, (i, error) in enumerate(dead):
             row_of[i] = row
             stamp = block.timestamps[i]
             dead_cols["_topic"].append(topic)
             dead_cols["_partition"].append(partition)
-            dead_cols["_offset"].append(block.offsets[i])
-            dead_cols["_timestamp"].append(stamp if stamp is not None and stamp >= 0 else None)
+            dead_cols["_offset"].append(int(block.offsets[i]))
+            dead_cols["_timestamp"].append(int(stamp) if stamp is not None and stamp >= 0 else None)
             dead_cols["_key"].append(block.keys[i])
             dead_cols["_value"].append(values[i])
             dead_cols["_error"].append(error)
@@ -415,9 +423,11 @@ class Converter:
                 dead.append((i, f"value is not UTF-8: {exc}"))
         return {"value": pa.array(out, pa.string())}, good, dead
 
-    def _json(self, topic: str, values: list):
+    def _json(self, topic: str, block):
         schema = self.schemas.get(topic)
-        table = self._fast(topic, values, schema)
+        n = len(block)
+        lines = block.lines() if isinstance(block, ValueBlock) else _lines(block.values)
+        table = self._fast(lines, n, schema)
         if table is not None:
             found = {}
             for name, t in zip(table.column_names, table.schema.types):
@@ -426,37 +436,33 @@ class Converter:
                     if kind is not None:
                         found[name] = kind
             if not found:
-                return self._columns(table, schema), list(range(len(values))), [], 0, {}
+                return self._columns(table, schema), range(n), [], 0, {}
             if not self.schemas.declared and all(k != "json" for k in found.values()):
                 merged = self.schemas.update(topic, found)
-                again = self._fast(topic, values, merged)  # parse new fields with their settled types
+                again = self._fast(lines, n, merged)  # parse new fields with their settled types
                 if again is not None and all(n in merged for n in again.column_names if
                                              not pa.types.is_null(again.schema.field(n).type)):
                     added = {k: merged[k] for k in found}
-                    return self._columns(again, merged), list(range(len(values))), [], 0, added
-        return self._slow(topic, values)
+                    return self._columns(again, merged), range(n), [], 0, added
+        return self._slow(topic, block.values)
 
-    def _fast(self, topic: str, values: list, schema: dict[str, str]) -> pa.Table | None:
-        if not values:
-            return None
-        try:
-            buf = b"\n".join(values)
-        except TypeError:  # a null value
-            return None
-        if buf.count(b"\n") != len(values) - 1:
-            return None  # a value with a newline in it; blank values show as a short table below
-        if values[0].startswith(b"\xef\xbb\xbf"):  # the reader skips a BOM at its start; orjson refuses it
+    def _fast(self, lines, n: int, schema: dict[str, str]) -> pa.Table | None:
+        """The values (``lines``: n lines of newline-delimited bytes) parsed by pyarrow's JSON
+        reader against ``schema``; None if the reader refuses them or reads them otherwise
+        than a JSON parser would."""
+        if lines is None:
             return None
         explicit = pa.schema([(name, TYPES[kind]) for name, kind in schema.items()
                               if name == column_name(name)])
         options = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
         try:
-            table = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(
-                use_threads=self.threads, block_size=max(1 << 20, len(buf) + 1)), parse_options=options)
+            table = pj.read_json(pa.BufferReader(pa.py_buffer(lines)), read_options=pj.ReadOptions(
+                use_threads=self.threads, block_size=max(1 << 20, len(lines) + 1)),
+                parse_options=options)
             table.validate(full=True)  # the reader does not check UTF-8; orjson does
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        if table.num_rows != len(values) or any(column_name(n) != n for n in table.column_names):
+        if table.num_rows != n or any(column_name(n) != n for n in table.column_names):
             return None
         if any(pa.types.is_floating(c.type) and pc.all(pc.is_finite(c)).as_py() is False
                for c in table.columns):
@@ -551,6 +557,21 @@ class Converter:
                 body[_RAW_TIMES] = times
             return body, good, dead, conflicts, found
         raise RuntimeError(f"the schema of {topic} keeps changing under this loader")
+
+
+def _lines(values: list) -> bytes | None:
+    """Values as newline-delimited lines for the JSON reader, or None if they cannot be read
+    that way: a null value, a newline inside a value, or a byte order mark at the start (the
+    reader skips it; a JSON parser refuses it).  Empty values show as a short table."""
+    if not values:
+        return None
+    try:
+        buf = b"\n".join(values)
+    except TypeError:  # a null value
+        return None
+    if buf.count(b"\n") != len(values) - 1 or values[0].startswith(b"\xef\xbb\xbf"):
+        return None
+    return buf
 
 
 def concat(tables: Iterable[pa.Table]) -> pa.Table:

@@ -22,7 +22,6 @@ place, so chunks are cut the same way.
 
 from __future__ import annotations
 
-import bisect
 import gc
 import json
 import logging
@@ -37,6 +36,7 @@ from broker.protocol.errors import KafkaError, OffsetOutOfRangeError
 from consumers.consumer import Block, CorruptBatchError
 from consumers.group import GroupConsumer
 
+from .blocks import decode_value_block, offset_index
 from .chunk import Chunk, Limits, parquet_bytes
 from .convert import (
     DAY_MS,
@@ -97,7 +97,9 @@ class Worker:
             kind="loader", auto_offset_reset="smallest",
             session_timeout_ms=config.get("session_timeout_ms", 6000),
             rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
-            on_assign=self._on_assign, columnar=True,
+            on_assign=self._on_assign,
+            # JSON values are read as lines of one buffer (blocks.py), the others as lists
+            columnar=decode_value_block if config.get("format", "json") == "json" else True,
             # gaps are handled (and reported) here, not reset
             consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20})
         self.zk = self.group.zk
@@ -183,8 +185,8 @@ class Worker:
         chunk = self.chunks[key]
         offsets = block.offsets
         if offsets[0] < chunk.next or offsets[-1] >= end:
-            lo = bisect.bisect_left(offsets, chunk.next)
-            hi = bisect.bisect_left(offsets, end)
+            lo = offset_index(offsets, chunk.next)
+            hi = offset_index(offsets, end)
             block = block[lo:hi]
         if not len(block):
             return
