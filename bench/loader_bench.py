@@ -134,8 +134,9 @@ BASELINE, BASELINE_1T = "pyarrow", "pyarrow, 1 thread"
 ZK_CHROOT = "/headrace-bench"  # where benchlib.running_broker puts the broker
 
 
-def load_name(workers: int) -> str:
-    return f"headrace load, {workers} worker{'s' if workers > 1 else ''}"
+def load_name(workers: int, against: bool = False) -> str:
+    name = f"headrace load, {workers} worker{'s' if workers > 1 else ''}"
+    return f"{name} (--against)" if against else name
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ class Settings:
     single_thread: bool
     profile: str | None
     seed: int
+    against: Path | None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -161,7 +163,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(quick=args.quick, events=events, partitions=args.partitions, workers=workers,
                     reps=args.reps, compression=args.compression, noop=not args.no_noop,
                     single_thread=not args.no_single_thread, profile=args.profile,
-                    seed=args.seed)
+                    seed=args.seed, against=Path(args.against).resolve() if args.against else None)
 
 
 # --- the events ----------------------------------------------------------------------------
@@ -418,12 +420,12 @@ def load_command(zookeeper: str, group: str, out: Path, workers: int) -> list[st
             "--format", "json", "--time-field", "ts", "--until-caught-up"]
 
 
-def run_child(command: list[str], timeout: float) -> tuple[int, str, str, float]:
-    """Run ``command`` in its own session (so its workers can be stopped with it); returns
-    (exit status, stdout, stderr, seconds from start to exit).  On a timeout, an error or a
-    signal, the whole process group is stopped."""
+def run_child(command: list[str], timeout: float, cwd: Path = ROOT) -> tuple[int, str, str, float]:
+    """Run ``command`` in its own session (so its workers can be stopped with it) in ``cwd``
+    (whose code it runs); returns (exit status, stdout, stderr, seconds from start to exit).
+    On a timeout, an error or a signal, the whole process group is stopped."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -497,21 +499,24 @@ def check_output(name: str, out: Path, ends: list[int]) -> dict:
 
 
 def run_load(meter: Meter, zookeeper: str, workdir: Path, workers: int, rep: int,
-             ends: list[int], settings: Settings) -> dict:
-    name = load_name(workers)
+             ends: list[int], settings: Settings, source: Path | None = None) -> dict:
+    """One load (and its no-op rerun) with the code of ``source`` (default: this tree's)."""
+    name = load_name(workers, source is not None)
+    cwd = source or ROOT
     n = sum(ends)
     group = f"bench-{workers}w-{rep}-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
     out = workdir / f"out-{group}"
     timeout = 300 + n / 5_000
     before = meter.mark()
     status, stdout, stderr, wall = run_child(load_command(zookeeper, group, out, workers),
-                                             timeout)
+                                             timeout, cwd)
     after = meter.mark()
     loaded, summary_s, marked = parse_summary(name, status, stdout, stderr)
     if loaded != n:
         raise BenchmarkError(f"{name}: the loader says it loaded {loaded:,} events, "
                              f"expected {n:,}\n{stdout[-2000:]}")
-    result = {"test": name, "workers": workers, "events": n, "group": group, "seconds": wall,
+    result = {"test": name, "workers": workers, "against": source is not None, "events": n,
+              "group": group, "seconds": wall,
               "events_per_s": n / wall, "summary_s": summary_s,
               "summary_events_per_s": n / summary_s if summary_s > 0 else None,
               "startup_s": wall - summary_s, "hours_marked": marked,
@@ -519,7 +524,7 @@ def run_load(meter: Meter, zookeeper: str, workdir: Path, workers: int, rep: int
     result.update(check_output(name, out, ends))
     if settings.noop:
         status, stdout, stderr, noop_wall = run_child(
-            load_command(zookeeper, group, out, workers), timeout)
+            load_command(zookeeper, group, out, workers), timeout, cwd)
         again, noop_summary_s, _ = parse_summary(f"{name} (no-op rerun)", status, stdout, stderr)
         if again != 0:
             raise BenchmarkError(f"{name}: the rerun with the same group loaded {again:,} "
@@ -658,7 +663,7 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def add_ratios(row: dict, baseline: dict) -> None:
-    if row.get("workers") == TARGET_WORKERS:
+    if row.get("workers") == TARGET_WORKERS and not row.get("against"):
         add_ratio_targets(row, baseline, "events_per_s", TARGET_RATE, TARGET_RATIO)
     else:
         pairs = [a["events_per_s"] / b["events_per_s"] for a, b in zip(row["runs"], baseline["runs"])]
@@ -687,6 +692,25 @@ def print_results(rows_in: list[dict], event_bytes: float) -> None:
         "ratios)",
         ["test", "events", "s", "events/s", "events/s(med)", "input MB/s", "ratio",
          "ratio(med)", "target events/s", "target ratio"], rows)
+
+
+def print_against(rows_in: list[dict]) -> None:
+    """This tree's loader over the --against tree's, per worker count (best and median of the
+    per-rep ratios)."""
+    theirs = {r["workers"]: r for r in rows_in if r.get("against")}
+    rows = []
+    for r in rows_in:
+        other = theirs.get(r.get("workers"))
+        if other is None or r.get("against"):
+            continue
+        pairs = [a["events_per_s"] / b["events_per_s"] for a, b in zip(r["runs"], other["runs"])]
+        cpu = [a["cpu"]["subject_cpu_s"] / b["cpu"]["subject_cpu_s"] for a, b in zip(r["runs"], other["runs"])]
+        rows.append([r["test"], f"{r['events_per_s'] / other['events_per_s']:.2f}",
+                     f"{statistics.median(pairs):.2f}", f"{statistics.median(cpu):.2f}"])
+    if rows:
+        print_table("This tree's loader over the --against tree's (events/s: best over best, "
+                    "median of per-rep ratios; CPU s: median of per-rep ratios, lower is better)",
+                    ["test", "speed", "speed(med)", "CPU"], rows)
 
 
 def print_runs(rows_in: list[dict]) -> None:
@@ -780,6 +804,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run one worker in this process under cProfile, save the "
                              "stats to PATH and print a summary")
     parser.add_argument("--seed", type=int, default=7, help="seed of the events (default 7)")
+    parser.add_argument("--against", metavar="DIR",
+                        help="also time the loader of another source tree (an older commit: "
+                             "git archive REV | tar -x -C DIR), in the same reps, as rows "
+                             "marked (--against); see the ours/theirs table")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.events < 0:
@@ -794,6 +822,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--workers wants a comma-separated list of numbers")
     if not workers or min(workers) < 1:
         parser.error("--workers wants numbers of 1 or more")
+    if args.against and not (Path(args.against) / "loaders" / "run.py").is_file():
+        parser.error(f"--against {args.against}: not a headrace source tree (no loaders/run.py)")
     return args
 
 
@@ -843,6 +873,9 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
         for w in settings.workers:
             tests.append((load_name(w), lambda rep, w=w: run_load(
                 meter, zookeeper, workdir, w, rep, ends, settings)))
+            if settings.against:
+                tests.append((load_name(w, True), lambda rep, w=w: run_load(
+                    meter, zookeeper, workdir, w, rep, ends, settings, settings.against)))
         runs: dict[str, list[dict]] = {name: [] for name, _ in tests}
         with open(events_file, "rb") as f:  # into the page cache (it should be), untimed
             while f.read(16 * 1024 * 1024):
@@ -900,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     print_loads(rows)
     print_baselines(rows)
     print_cpu(rows)
+    print_against(rows)
     if "profile" in results:
         print_profile(results["profile"])
     meta["wall_s"] = time.perf_counter() - began

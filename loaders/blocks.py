@@ -51,8 +51,8 @@ class ValueBlock(Block):
 
     @property
     def values(self) -> list[bytes | None]:
-        buf = self.buf
-        return [bytes(buf[s:s + n]) if n >= 0 else None
+        buf = memoryview(self.buf)
+        return [buf[s:s + n].tobytes() if n >= 0 else None
                 for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
 
     def __getitem__(self, index: slice) -> ValueBlock:
