@@ -53,10 +53,6 @@ ALIASES = {"boolean": "bool", "int": "int64", "long": "int64", "bigint": "int64"
 RESERVED = ("_topic", "_partition", "_offset", "_timestamp", "_key", "_event_time", "_rejected",
             "_extra", "_value", "_error")
 TS = pa.timestamp("ms", tz="UTC")
-# With threads, the JSON reader parses blocks of this size in parallel.  The table it gives
-# is used only when every field in it was given a type (inferred fields are parsed again with
-# theirs), so where blocks fall changes nothing in the output.
-JSON_BLOCK = 1 << 20
 DEAD_SCHEMA = pa.schema([("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int64()),
                          ("_timestamp", TS), ("_key", pa.binary()), ("_value", pa.binary()),
                          ("_error", pa.string())])
@@ -461,7 +457,7 @@ class Converter:
         options = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
         try:
             table = pj.read_json(pa.BufferReader(pa.py_buffer(lines)), read_options=pj.ReadOptions(
-                use_threads=self.threads, block_size=JSON_BLOCK if self.threads else len(lines) + 1),
+                use_threads=self.threads, block_size=max(1 << 20, len(lines) + 1)),
                 parse_options=options)
             table.validate(full=True)  # the reader does not check UTF-8; orjson does
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

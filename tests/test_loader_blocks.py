@@ -157,19 +157,3 @@ def test_a_corrupt_batch_first_raises_and_after_good_ones_ends_the_block():
     assert (raised.value.first_offset, raised.value.last_offset) == (40, 79)
     block, next_offset = decode_value_block("t", 0, good + bytes(bad), 0)
     assert len(block) == 40 and next_offset == 40
-
-
-@pytest.mark.parametrize("late", [b'"x": 2.5', b'"x": "text"', b'"y": true', b'"x": null'])
-def test_json_parsed_in_parallel_blocks_gives_what_one_block_gives(late):
-    """Threads parse 1 MiB blocks each; a field's type first seen in a later block (a
-    promotion, a conflict, a new field) still ends as with one block, to the byte."""
-    values = [b'{"x": %d, "ts": "2024-03-10T12:00:%02dZ", "pad": "%s"}' % (i, i % 60, b"p" * 200)
-              for i in range(12_000)]
-    values[-3] = b'{"z": 1, ' + late + b"}"
-    data = fetched([([(None, v, (), 0) for v in values[i:i + 2000]], compression.LZ4, False)
-                    for i in range(0, len(values), 2000)])
-    block, _ = decode_value_block("t", 0, data, 0)
-    assert len(block.lines()) > 2 * (1 << 20)
-    one, many = (Converter(ValueFormat("json"), MemorySchemas(), "ts", threads=t) for t in (False, True))
-    converted_equal(many.convert("t", 0, block, MAX_MS), one.convert("t", 0, block, MAX_MS))
-    assert many.schemas.get("t") == one.schemas.get("t")
