@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -77,26 +78,31 @@ class Chunk:
             return len(block), False
         return self._take_some(block, converted, sizes)
 
-    def _take_all(self, block, converted: Converted, sizes: list[int]) -> bool:
+    def _take_all(self, block, converted: Converted, sizes: np.ndarray) -> bool:
         """The common case, without a loop per record: the whole block fits (no writer
         reaches a limit, no writer too many) - then take it all and say True."""
         keys = converted.keys
         n = len(keys)
+        total = int(sizes.sum())
         if converted.dead.num_rows == 0 and keys[0] == keys[-1] and keys.count(keys[0]) == n:
             # one bucket, no dead letters (time-ordered logs within an hour): no grouping
-            stats = {"k": [keys[0]], "s_sum": [sum(sizes)], "s_count": [n],
+            stats = {"k": [keys[0]], "s_sum": [total], "s_count": [n],
                      "o_min": [int(block.offsets[0])], "o_max": [int(block.offsets[-1])],
                      "r_min": [0], "r_max": [n - 1]}
+        elif converted.dead.num_rows == 0 and converted.hours is not None \
+                and (runs := _hour_runs(converted.hours, sizes, block.offsets)) is not None:
+            stats = runs  # hours one after another (a time-ordered log across hours)
         else:
             stats = pa.table({"k": pa.array(keys, pa.int64()), "s": pa.array(sizes, pa.int64()),
                               "o": pa.array(block.offsets, pa.int64()),
-                              "r": pa.array(converted.row_of, pa.int64())}).group_by("k").aggregate(
+                              "r": pa.array(_as_array(converted.row_of), pa.int64())})
+            stats = stats.group_by("k").aggregate(
                 [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
                  ("r", "max")]).to_pydict()
         max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
         writers = self.writers
         fresh = sum(1 for k in stats["k"] if k not in writers)
-        if len(writers) + fresh > max_open or self.input_bytes + sum(sizes) >= max_chunk_bytes:
+        if len(writers) + fresh > max_open or self.input_bytes + total >= max_chunk_bytes:
             return False
         for k, size, rows in zip(stats["k"], stats["s_sum"], stats["s_count"]):
             w = writers.get(k)
@@ -122,11 +128,12 @@ class Chunk:
                 w.tables.append(converted.table.filter(pc.equal(converted.hours, k)))
             self._count_conflicts(k, w.tables[-1])
         self.next = int(block.offsets[-1]) + 1
-        self.input_bytes += sum(sizes)
+        self.input_bytes += total
         return True
 
-    def _take_some(self, block, converted: Converted, sizes: list[int]) -> tuple[int, bool]:
+    def _take_some(self, block, converted: Converted, sizes: np.ndarray) -> tuple[int, bool]:
         """Record by record, to find exactly where the cut falls."""
+        sizes = sizes.tolist()
         keys = converted.keys
         counts = self.writers
         max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
@@ -199,17 +206,36 @@ class Chunk:
         return by
 
 
-def _sizes(block) -> list[int]:
+def _sizes(block) -> np.ndarray:
     """Input bytes of each record: value plus key."""
     if isinstance(block, ValueBlock):
-        return block.sizes().tolist()
+        return block.sizes()
     try:
         sizes = list(map(len, block.values))
     except TypeError:  # null values
         sizes = [len(v) if v is not None else 0 for v in block.values]
     if block.keys.count(None) != len(block.keys):
         sizes = [s + (len(k) if k is not None else 0) for s, k in zip(sizes, block.keys)]
-    return sizes
+    return np.array(sizes, np.int64)
+
+
+def _as_array(rows) -> np.ndarray | list:
+    """Row numbers for pyarrow: a range as numpy (pyarrow would walk it in Python)."""
+    return np.arange(rows.start, rows.stop, rows.step) if isinstance(rows, range) else rows
+
+
+def _hour_runs(hours: pa.Array, sizes: np.ndarray, offsets) -> dict | None:
+    """The per-bucket stats of ``_take_all`` when every row is good and the bucket keys never
+    go back (each bucket one run of rows), from the runs' bounds; None otherwise."""
+    k = hours.to_numpy(zero_copy_only=False)
+    if len(k) < 2 or (k[1:] < k[:-1]).any():
+        return None
+    first = np.concatenate(([0], np.flatnonzero(k[1:] != k[:-1]) + 1))
+    last = np.append(first[1:], len(k)) - 1
+    offsets = np.asarray(offsets, np.int64)
+    return {"k": k[first].tolist(), "s_sum": np.add.reduceat(sizes, first).tolist(),
+            "s_count": (last - first + 1).tolist(), "o_min": offsets[first].tolist(),
+            "o_max": offsets[last].tolist(), "r_min": first.tolist(), "r_max": last.tolist()}
 
 
 # Offsets and times grow steadily: delta-encoded they take a fraction of the dictionary or

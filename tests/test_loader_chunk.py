@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.consumer import Block
-from loaders.chunk import Chunk, Limits
+from loaders.chunk import Chunk, Limits, _hour_runs
 from loaders.convert import Converter, MemorySchemas, ValueFormat, rest_of
 from loaders.layout import HOUR_MS
 
@@ -75,3 +77,21 @@ def test_chunk_cut_when_its_input_reaches_max_chunk_bytes():
     assert len(cuts) > 3
     for start, end, files in cuts[:-1]:
         assert sum(rows for _, rows in files) == end - start
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 6), st.integers(0, 500)), min_size=1, max_size=200))
+def test_hour_runs_give_what_grouping_gives(rows):
+    """The per-bucket stats of a block whose keys never go back, from its runs, are those of
+    grouping by key; keys that go back are left to the grouping."""
+    keys = [k for k, _ in rows]
+    sizes = np.array([s for _, s in rows], np.int64)
+    offsets = list(range(70, 70 + len(rows)))
+    runs = _hour_runs(pa.array(keys, pa.int64()), sizes, offsets)
+    if any(b < a for a, b in zip(keys, keys[1:])) or len(keys) < 2:
+        assert runs is None
+        return
+    grouped = pa.table({"k": keys, "s": sizes, "o": offsets, "r": list(range(len(rows)))}).group_by(
+        "k").aggregate([("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
+                        ("r", "max")]).sort_by("k").to_pydict()
+    assert runs == grouped
