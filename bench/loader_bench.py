@@ -7,6 +7,7 @@ Run from the repository root::
     .venv/bin/python bench/loader_bench.py --quick    # 200,000 events, ~15 s
     .venv/bin/python bench/loader_bench.py --events 500000 --reps 2 --json results.json
     .venv/bin/python bench/loader_bench.py --profile /tmp/worker.prof   # and cProfile a worker
+    git archive main | tar -x -C /tmp/old && .venv/bin/python bench/loader_bench.py --against /tmp/old
 
 What is started
 ---------------
