@@ -105,6 +105,8 @@ def decode_value_block(topic: str, partition: int, data, from_offset: int
     if not parts:
         return None, next_offset
     block = _join(topic, partition, parts)
+    if not len(block):  # only empty batches (compaction leaves them)
+        return None, next_offset
     if block.offsets[0] < from_offset:
         block = block[int(np.searchsorted(block.offsets, from_offset)):]
     return (block if len(block) else None), next_offset

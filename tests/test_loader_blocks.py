@@ -5,6 +5,7 @@ as the record-by-record lists they replace."""
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -13,7 +14,12 @@ from hypothesis import strategies as st
 
 from broker.protocol import compression
 from broker.protocol.columns import guess_spans, record_fields, record_heads
-from broker.protocol.records import HEADER_SIZE, build_batch, with_log_append_time
+from broker.protocol.records import (
+    HEADER_SIZE,
+    build_batch,
+    compute_crc,
+    with_log_append_time,
+)
 from consumers.consumer import Block, CorruptBatchError, decode_messages
 from loaders.blocks import ValueBlock, decode_value_block
 from loaders.chunk import parquet_bytes
@@ -157,3 +163,21 @@ def test_a_corrupt_batch_first_raises_and_after_good_ones_ends_the_block():
     assert (raised.value.first_offset, raised.value.last_offset) == (40, 79)
     block, next_offset = decode_value_block("t", 0, good + bytes(bad), 0)
     assert len(block) == 40 and next_offset == 40
+
+
+def empty_batch(base: int) -> bytes:
+    """A batch of no records at ``base``, as compaction leaves them."""
+    one = bytearray(build_batch([(None, b"{}")], base_offset=base)[:HEADER_SIZE])
+    struct.pack_into(">i", one, 8, HEADER_SIZE - 12)  # batchLength: the header only
+    struct.pack_into(">i", one, HEADER_SIZE - 4, 0)  # recordCount
+    struct.pack_into(">I", one, 17, compute_crc(one))
+    return bytes(one)
+
+
+def test_empty_batches_give_no_block_and_are_passed():
+    block, next_offset = decode_value_block("t", 0, empty_batch(5), 5)
+    assert block is None and next_offset == 6
+    recs = [(None, b'{"a": %d}' % i, (), 0) for i in range(3)]
+    block, next_offset = decode_value_block("t", 0, empty_batch(5) + fetched([(recs, 0, False)], 6), 5)
+    assert block.offsets.tolist() == [6, 7, 8] and next_offset == 9
+    assert [v.strip() for v in bytes(block.lines()).split(b"\n")[:-1]] == [r[1] for r in recs]
