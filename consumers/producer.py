@@ -505,6 +505,8 @@ class Producer:
         elif error.retriable:
             self._retry(batch, f"{error.name}: {message}", retries, failed)
         else:
+            if batch.sequence >= 0:  # later batches of the partition meet a gap: send again
+                failed.add((batch.topic, batch.partition))
             self._fail(batch, error(message))
 
     def _init_producer_id(self, node_id: int) -> bool:
