@@ -37,8 +37,9 @@ def varints(a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
         pos = pos + more
         more = more & (b >= 0x80)
         shift += 7
-    # zig-zag with a logical shift: a 64-bit pattern with its top bit set is not negative
-    return ((value >> 1) & 0x7FFF_FFFF_FFFF_FFFF) ^ -(value & 1), pos, pos - start
+    if shift > 63:  # a tenth byte was read: the top bit may be set, so shift logically
+        return ((value >> 1) & 0x7FFF_FFFF_FFFF_FFFF) ^ -(value & 1), pos, pos - start
+    return (value >> 1) ^ -(value & 1), pos, pos - start
 
 
 def _varints(a: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,9 @@ INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
 # stand for gigabytes are refused (MESSAGE_TOO_LARGE) instead of taking the broker's memory.
 MAX_RECORD_SECTION = 128 * 1024 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A delta of at most 8 varint bytes is below 2**55: added to a base timestamp this far from the
+# limits, it cannot leave a long, so only longer deltas or such bases need the exact check.
+_SAFE_DELTA_BYTES, _SAFE_BASE = 8, 2**62
 SMALL_BATCH = 24  # up to this many records, a walk in Python costs less than numpy's set-up
 
 
@@ -134,6 +137,7 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
     """The same checks as the vectorised path, record by record (ints only, no objects)."""
     end = len(data)
     pos = 0
+    any_delta = not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE
     for i in range(count):
         length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
         if length < MIN_RECORD_BODY:
@@ -142,8 +146,10 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
         if record_end > end:
             raise record_error(f"length {length} runs {record_end - end} bytes past the end of "
                                "the record data", i)
-        ts_delta, pos = _varint(data, pos + 1, LONG_VARINT_BYTES, i, "timestampDelta")
-        if not (INT64_MIN <= ts_delta <= INT64_MAX and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
+        ts_start = pos + 1
+        ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
+        if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
+                INT64_MIN <= ts_delta <= INT64_MAX and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
             raise record_error(_TIMESTAMP_RANGE, i)
         offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
         key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
@@ -198,18 +204,20 @@ def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_t
     p = p + np.maximum(key_len, 0)  # a negative length is a null key
     value_len, p, value_size = varints(a, p)
     p = p + np.maximum(value_len, 0)
-    if ts_size.max() > LONG_VARINT_BYTES or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES:
+    longest_ts = int(ts_size.max())
+    if longest_ts > LONG_VARINT_BYTES or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES:
         first_bad(ts_size > LONG_VARINT_BYTES, "timestampDelta varint is longer than 10 bytes")
         first_bad(offset_size > INT_VARINT_BYTES, "offsetDelta varint is longer than 5 bytes")
         first_bad(key_size > INT_VARINT_BYTES, "key length varint is longer than 5 bytes")
         first_bad(value_size > INT_VARINT_BYTES, "value length varint is longer than 5 bytes")
-    # A tenth byte above 1 takes the delta past 64 bits; the sum must not wrap either.
-    base = np.int64(base_timestamp)
-    with np.errstate(over="ignore"):
-        ts = ts_delta + base
-    first_bad(((ts_delta > 0) & (ts < base)) | ((ts_delta < 0) & (ts > base))
-              | ((ts_size == LONG_VARINT_BYTES) & (a.take(ts_end - 1, mode="clip") > 1)),
-              _TIMESTAMP_RANGE)
+    if longest_ts > _SAFE_DELTA_BYTES or not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE:
+        # A tenth byte above 1 takes the delta past 64 bits; the sum must not wrap either.
+        base = np.int64(base_timestamp)
+        with np.errstate(over="ignore"):
+            ts = ts_delta + base
+        first_bad(((ts_delta > 0) & (ts < base)) | ((ts_delta < 0) & (ts > base))
+                  | ((ts_size == LONG_VARINT_BYTES) & (a.take(ts_end - 1, mode="clip") > 1)),
+                  _TIMESTAMP_RANGE)
     expected = np.arange(count)
     if np.array_equal(p + 1, ends) and not a.take(p, mode="clip").any() \
             and np.array_equal(offset_delta, expected):
