@@ -384,7 +384,7 @@ class Producer:
         while self._ready:
             batch = self._ready.popleft()
             key = (batch.topic, batch.partition)
-            pid = batch.producer_id if batch.data is not None else None  # None: numbered when sent
+            pid = batch.producer_id if batch.data is not None else self._producer_id
             if key in blocked or batch.not_before > now or taken.get(key, 0) >= per_partition \
                     or ids.setdefault(key, pid) != pid:
                 blocked.add(key)
