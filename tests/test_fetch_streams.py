@@ -41,3 +41,25 @@ def test_clients_disconnecting_mid_stream_leave_no_descriptors_open(make_cluster
     with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
         sock.sendall(fetch_request("streamed", 0, INT32_MAX, INT32_MAX))
         assert read_fetch_streaming(sock)[1:] == (0, 40)
+
+
+def test_a_response_streams_whole_while_retention_deletes_its_segment(make_cluster):
+    cluster = make_cluster(1, log_retention_check_interval_ms=100, file_delete_delay_ms=0,
+                           fetch_max_bytes=INT32_MAX)
+    broker = cluster.brokers[0]
+    mib = 1 << 20
+    create_topic(broker.port, "retained", 1, {"segment.bytes": str(6 * mib),
+                                              "retention.bytes": str(6 * mib)})
+    batch = build_batch([(None, b"r" * 1_000_000)])
+    first_segment = broker.workdir / "broker-1-logs" / "retained-0" / ("0" * 20 + ".log")
+    with BrokerConnection("127.0.0.1", broker.port) as conn:
+        for _ in range(5):
+            produce(conn, "retained", 0, batch)
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=20) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(fetch_request("retained", 0, INT32_MAX, INT32_MAX))
+            for _ in range(20):  # later segments push the first one past retention.bytes
+                produce(conn, "retained", 0, batch)
+            wait_for(lambda: not first_segment.exists(), 20)
+            size, first, following = read_fetch_streaming(sock)  # CRCs checked batch by batch
+    assert (size, first, following) == (5 * len(batch), 0, 5)
