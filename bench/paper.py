@@ -1,6 +1,6 @@
 """The paper's section 5 as a command: headrace against RabbitMQ and ActiveMQ.
 
-    python bench/paper.py                          # 200,000 messages per test, a few minutes
+    python bench/paper.py                          # 100,000 messages per test, a few minutes
     python bench/paper.py --quick                  # 2,000: checks that everything runs
     python bench/paper.py --systems headrace --messages 50000 --out /tmp/paper
 
@@ -25,13 +25,14 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
-from benchlib import (  # noqa: E402
+from benchlib import (
     SATURATED,
     VALUE_BYTES,
     BenchmarkError,
@@ -50,7 +51,7 @@ from benchlib import (  # noqa: E402
     step,
     wait_for_leader,
 )
-from paper_peers import (  # noqa: E402
+from paper_peers import (
     ActiveMQ,
     PeerMissing,
     RabbitMQ,
@@ -61,11 +62,12 @@ from paper_peers import (  # noqa: E402
     tree_cpu,
 )
 
-from headrace.devcluster import free_port  # noqa: E402
+from headrace.devcluster import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 SYSTEMS = ("headrace", "rabbitmq", "activemq")
 MARKS = 50  # progress marks per phase, for the figures
+WINDOW = 5  # marks per point of a figure (a tenth of the run)
 PREFETCH = 1000  # the peers' consumer prefetch, as in the paper
 FETCH_BYTES = 1 << 20  # headrace's consumers: up to 1 MiB per fetch
 RECORD_BYTES = 61  # a record batch's header; our Producer counts 24 more per record
@@ -157,12 +159,14 @@ def producer_batch_bytes(batch: int) -> int:
     return 1 if batch == 1 else RECORD_BYTES + batch * (VALUE_BYTES + 24)
 
 
-def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: Meter) -> dict:
-    """consumers.producer.Producer: acks=1 (so idempotence is off, Kafka's rule), linger_ms=0,
-    batch_size holding ``batch`` messages; ends when flush() returns."""
+def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: Meter,
+                     acks: int | str = 1) -> dict:
+    """consumers.producer.Producer: ``acks`` (idempotence follows Kafka's rule: on only with
+    acks=all), linger_ms=0, batch_size holding ``batch`` messages; ends when flush() returns."""
     from consumers.producer import Producer
 
-    producer = Producer(bootstrap, acks=1, linger_ms=0, batch_size=producer_batch_bytes(batch))
+    producer = Producer(bootstrap, acks=acks, linger_ms=0,
+                        batch_size=producer_batch_bytes(batch))
     try:
         producer.cluster.partitions(topic, wait=30)
         value = payload()
@@ -249,24 +253,29 @@ def headrace_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> di
 
 
 RDKAFKA_SETTING = "batch.num.messages={batch}, linger.ms=0, acks=1, idempotence off"
-OURS_SETTING = ("batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=1 (so "
-                "enable_idempotence off; it is on only with acks=all)")
+OURS_SETTING = ("batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=1, so "
+                "enable_idempotence off and one request per partition in flight")
+OURS_ALL_SETTING = ("batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=all, so "
+                    "enable_idempotence on (the default) and up to 5 requests in flight")
 
 
 def run_headrace(workdir: Path, count: int, rows: list[dict], meta: dict,
                  ceiling: Path | None) -> None:
     with running_broker(workdir, meta) as broker:
         pid = broker.process.pid
-        tests = [("confluent-kafka", rdkafka_produce, RDKAFKA_SETTING),
-                 ("headrace Producer", headrace_produce, OURS_SETTING)]
+        tests = [("confluent-kafka", "rdkafka", rdkafka_produce, RDKAFKA_SETTING),
+                 ("headrace Producer", "ours", headrace_produce, OURS_SETTING),
+                 ("headrace Producer, acks=all", "ours-all",
+                  partial(headrace_produce, acks="all"), OURS_ALL_SETTING)]
         first_topic = None
-        for client, produce, setting in tests:
+        for client, slug, produce, setting in tests:
             for batch in (1, 50):
-                topic = f"paper-{client.split()[0].split('-')[0]}-b{batch}"
+                topic = f"paper-{slug}-b{batch}"
                 create_topic(broker.port, topic)
                 wait_for_leader(broker.port, topic)
                 result = step(f"headrace, {client}, produce batch {batch}",
-                              lambda: produce(broker.bootstrap, topic, count, batch, Meter(pid)))
+                              lambda produce=produce, topic=topic, batch=batch:
+                              produce(broker.bootstrap, topic, count, batch, Meter(pid)))
                 end = log_end_offset(broker.port, topic)
                 stats = log_stats(broker, topic)
                 if end != count or stats["records"] != count:
@@ -281,7 +290,8 @@ def run_headrace(workdir: Path, count: int, rows: list[dict], meta: dict,
                 ("confluent-kafka", rdkafka_consume, "assign offset 0, consume(10000), fetch.max.bytes=1 MiB"),
                 ("headrace Consumer", headrace_consume, "assign offset 0, poll(), fetch_max_bytes=1 MiB")):
             result = step(f"headrace, {client}, consume",
-                          lambda: consume(broker.bootstrap, first_topic, count, Meter(pid)))
+                          lambda consume=consume: consume(broker.bootstrap, first_topic, count,
+                                                          Meter(pid)))
             rows.append(row("headrace", client, "consume", None, result, setting))
     if ceiling is None:
         return
@@ -340,7 +350,8 @@ def run_peer(name: str, workdir: Path, count: int, rows: list[dict], timeout: fl
             queue = f"paper-b{batch}"
             before = settled_bytes(broker.store_dir) if broker.store_dir.exists() else 0
             result = step(f"{broker.name}, produce batch {batch}",
-                          lambda: broker.produce(queue, count, VALUE_BYTES, batch, timeout))
+                          lambda queue=queue, batch=batch:
+                          broker.produce(queue, count, VALUE_BYTES, batch, timeout))
             stored = settled_bytes(broker.store_dir) - before
             rows.append(row(broker.name, client, "produce", batch, result,
                             produce_settings[batch], stored=stored))
@@ -412,7 +423,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "load_average_at_start": os.getloadavg()}
 
 
@@ -436,6 +447,7 @@ def versions(systems: list[str]) -> dict:
 
 
 LABELS = {"confluent-kafka": "headrace, confluent-kafka", "headrace Producer": "headrace, our Producer",
+          "headrace Producer, acks=all": "headrace, our Producer, acks=all",
           "headrace Consumer": "headrace, our Consumer"}
 
 
@@ -462,20 +474,16 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
 
     def draw(ax, selected: list[dict], title: str) -> None:
         for r in selected:
-            marks = r["marks"]
             every = max(1, r["messages"] // MARKS)
-            xs, ys, previous = [], [], 0.0
-            for i, t in enumerate(marks):
-                if t > previous:
-                    xs.append((i + 1) * every / 1000)
-                    ys.append(every / (t - previous))
-                previous = t
-            if r["seconds"] > previous and len(marks) * every < r["messages"] + every:
-                # The end of the phase (the broker holds all N) after the last mark.
-                done = len(marks) * every
-                if r["messages"] > done:
-                    xs.append(r["messages"] / 1000)
-                    ys.append((r["messages"] - done) / (r["seconds"] - previous))
+            points = [(0, 0.0)] + [((i + 1) * every, t) for i, t in enumerate(r["marks"])]
+            if r["messages"] > points[-1][0] or r["seconds"] > points[-1][1]:
+                points.append((r["messages"], r["seconds"]))  # the phase's end: all N held
+            xs, ys = [], []
+            for j in range(1, len(points)):
+                k = max(0, j - WINDOW)  # a moving window smooths acknowledgements in bursts
+                if points[j][1] > points[k][1]:
+                    xs.append(points[j][0] / 1000)
+                    ys.append((points[j][0] - points[k][0]) / (points[j][1] - points[k][1]))
             ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, label=label(r))
         ax.set_yscale("log")
         ax.set_xlabel("messages so far (thousands)")
@@ -510,6 +518,11 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
     return written
 
 
+def figure_note(meta: dict) -> str:
+    return (f"N = {meta['messages']:,}, {meta['nproc']} CPUs ({meta['cpu_model']}), "
+            f"{meta['date_utc'][:10]}")
+
+
 def run(args, workdir: Path) -> dict:
     count = args.messages
     meta = machine()
@@ -541,9 +554,7 @@ def run(args, workdir: Path) -> dict:
     print_results(rows) if rows else print("\nno results")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    note = (f"N = {count:,}, {meta['nproc']} CPUs ({meta['cpu_model']}), "
-            f"{meta['date_utc'][:10]}")
-    figures = plot(rows, out, note) if rows else []
+    figures = plot(rows, out, figure_note(meta)) if rows else []
     results = {"meta": meta, "rows": rows, "figures": [str(p) for p in figures]}
     json_path = Path(args.json) if args.json else out / "paper.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -557,7 +568,7 @@ def run(args, workdir: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=200_000, help="N per test (200,000)")
+    parser.add_argument("--messages", type=int, default=100_000, help="N per test (100,000)")
     parser.add_argument("--quick", action="store_true", help="N = 2,000: a check that it runs")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated, in order (default {','.join(SYSTEMS)})")
@@ -568,8 +579,18 @@ def main() -> int:
                              "one beside this script, if there is one)")
     parser.add_argument("--client-timeout", type=float, default=600,
                         help="seconds a peer's client process may take per phase")
+    parser.add_argument("--replot", metavar="JSON",
+                        help="only draw the figures again from a results file, into --out")
     add_output_args(parser)
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads(Path(args.replot).read_text())
+        meta = results["meta"]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in plot(results["rows"], out, figure_note(meta)):
+            print(f"wrote {path}")
+        return 0
     if args.quick:
         args.messages = 2_000
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from benchlib import BenchmarkError, stat_cpu
 
@@ -53,8 +54,10 @@ def _source_key(*paths: Path) -> str:
 
 def package_version(package: str) -> str | None:
     result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
-                            capture_output=True, text=True)
-    return result.stdout.strip() or None if result.returncode == 0 else None
+                            check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 # --- CPU of a process tree -----------------------------------------------------------------
@@ -235,7 +238,7 @@ class RabbitMQ:
         under 4 KiB are kept in the index)."""
         return self.workdir / "mnesia" / self.node / "msg_stores"
 
-    def __enter__(self) -> "RabbitMQ":
+    def __enter__(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
@@ -358,7 +361,7 @@ class ActiveMQ:
     def store_dir(self) -> Path:
         return self.workdir / "data" / "kahadb"
 
-    def __enter__(self) -> "ActiveMQ":
+    def __enter__(self) -> Self:
         conf, data = self.workdir / "conf", self.workdir / "data"
         conf.mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
