@@ -192,36 +192,48 @@ def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: 
         producer.close()
 
 
+def read_all(name: str, count: int, meter: Meter, begin, fetch) -> dict:
+    """The consume phase: ``begin()`` after the clock starts, then ``fetch(left)`` (a list of
+    values) until ``count`` values arrived, which must add up to ``count`` x 200 bytes."""
+    marks = Marks(count, meter)
+    received = size = 0
+    meter.start()
+    begin()
+    while received < count:
+        values = fetch(count - received)
+        if not values and meter.elapsed() > 120:
+            raise BenchmarkError(f"{name}: {received} of {count} after 120 s")
+        size += sum(map(len, values))
+        received += len(values)
+        marks.add(len(values))
+    result = meter.stop(received, marks.times)
+    if size != count * VALUE_BYTES:
+        raise BenchmarkError(f"{name}: {size} bytes, not {count} x {VALUE_BYTES}")
+    return result
+
+
 def rdkafka_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> dict:
-    """confluent-kafka: assign partition 0 from offset 0, consume(10000) until ``count``."""
+    """confluent-kafka: assign partition 0 from offset 0, consume() until ``count``."""
     from confluent_kafka import Consumer as RdConsumer
     from confluent_kafka import TopicPartition
 
     consumer = RdConsumer({"bootstrap.servers": bootstrap, "group.id": "paper-bench",
                            "enable.auto.commit": False, "fetch.max.bytes": FETCH_BYTES,
                            "max.partition.fetch.bytes": FETCH_BYTES})
+
+    def fetch(left: int) -> list:
+        messages = consumer.consume(min(10_000, left), 1.0)
+        for message in messages:
+            if message.error() is not None:
+                raise BenchmarkError(f"confluent-kafka consumer: {message.error()}")
+        return [message.value() for message in messages]
+
     try:
         consumer.list_topics(topic, timeout=30)
-        marks = Marks(count, meter)
-        received = size = 0
-        meter.start()
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        while received < count:
-            messages = consumer.consume(min(10_000, count - received), 1.0)
-            if not messages and meter.elapsed() > 120:
-                raise BenchmarkError(f"confluent-kafka consumer: {received} of {count} after 120 s")
-            for message in messages:
-                if message.error() is not None:
-                    raise BenchmarkError(f"confluent-kafka consumer: {message.error()}")
-                size += len(message.value())
-            received += len(messages)
-            marks.add(len(messages))
-        result = meter.stop(received, marks.times)
+        return read_all("confluent-kafka consumer", count, meter,
+                        lambda: consumer.assign([TopicPartition(topic, 0, 0)]), fetch)
     finally:
         consumer.close()
-    if size != count * VALUE_BYTES:
-        raise BenchmarkError(f"confluent-kafka consumer: {size} bytes, not {count} x {VALUE_BYTES}")
-    return result
 
 
 def headrace_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> dict:
@@ -232,24 +244,11 @@ def headrace_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> di
                         max_partition_fetch_bytes=FETCH_BYTES)
     try:
         consumer.cluster.partitions(topic, wait=30)
-        marks = Marks(count, meter)
-        received = size = 0
-        meter.start()
-        consumer.assign([(topic, 0, 0)])
-        while received < count:
-            messages = consumer.poll(1.0)
-            if not messages and meter.elapsed() > 120:
-                raise BenchmarkError(f"headrace Consumer: {received} of {count} after 120 s")
-            for message in messages:
-                size += len(message.value)
-            received += len(messages)
-            marks.add(len(messages))
-        result = meter.stop(received, marks.times)
+        return read_all("headrace Consumer", count, meter,
+                        lambda: consumer.assign([(topic, 0, 0)]),
+                        lambda _left: [message.value for message in consumer.poll(1.0)])
     finally:
         consumer.close()
-    if size != count * VALUE_BYTES:
-        raise BenchmarkError(f"headrace Consumer: {size} bytes, not {count} x {VALUE_BYTES}")
-    return result
 
 
 RDKAFKA_SETTING = "batch.num.messages={batch}, linger.ms=0, acks=1, idempotence off"

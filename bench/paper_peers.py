@@ -198,6 +198,71 @@ def run_client(command: list[str], broker_pid: int, log: Path, timeout: float) -
     return result
 
 
+# --- a peer broker process -----------------------------------------------------------------
+
+
+class PeerBroker:
+    """One peer broker process and its client.  ``with Peer(workdir) as broker:`` starts it
+    (``start()``), waits until it listens on ``port``, and stops it on leaving, whatever
+    happens; ``produce`` and ``consume`` run one phase with the client (``run_client``)."""
+
+    name = ""
+    grace = 30.0  # seconds between SIGTERM and SIGKILL
+
+    def __init__(self, workdir: Path, subdir: str):
+        self.workdir = Path(workdir) / subdir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "server.out"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def spawn(self, command: list[str], env: dict | None = None) -> subprocess.Popen:
+        with open(self.log, "ab") as out:
+            return subprocess.Popen(command, env=env, stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                    start_new_session=True)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def client_command(self, verb: str, args: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start()
+            wait_for_port(self.port, self.process, self.log, 120, self.name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        stop_tree(self.process, self.grace)
+        self.process = None
+
+    def _phase(self, verb: str, queue: str, count: int, size: int, last: int,
+               timeout: float) -> dict:
+        return run_client(self.client_command(verb, [queue, str(count), str(size), str(last)]),
+                          self.pid, self.workdir / "client.err", timeout)
+
+    def produce(self, queue: str, count: int, size: int, batch: int, timeout: float) -> dict:
+        return self._phase("produce", queue, count, size, batch, timeout)
+
+    def consume(self, queue: str, count: int, size: int, prefetch: int, timeout: float) -> dict:
+        return self._phase("consume", queue, count, size, prefetch, timeout)
+
+
 # --- RabbitMQ ------------------------------------------------------------------------------
 
 
@@ -218,18 +283,17 @@ def rabbitmq_client() -> Path:
     return binary
 
 
-class RabbitMQ:
+class RabbitMQ(PeerBroker):
     """rabbitmq-server bound to 127.0.0.1 with its own node name, ports, epmd, data and log
     dirs under ``workdir``; no plugins, Debian's service untouched."""
 
     name = "RabbitMQ"
+    grace = 60.0
 
     def __init__(self, workdir: Path):
-        self.workdir = Path(workdir) / "rabbitmq"
         self.client = rabbitmq_client()
-        self.port = free_port()
+        super().__init__(workdir, "rabbitmq")
         self.node = f"paper{os.getpid()}@localhost"
-        self.process: subprocess.Popen | None = None
         self.epmd: subprocess.Popen | None = None
 
     @property
@@ -238,8 +302,7 @@ class RabbitMQ:
         under 4 KiB are kept in the index)."""
         return self.workdir / "mnesia" / self.node / "msg_stores"
 
-    def __enter__(self) -> Self:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def start(self) -> None:
         (self.workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
             "log.console = false\nlog.file.level = warning\n")
@@ -255,43 +318,17 @@ class RabbitMQ:
                    RABBITMQ_CONFIG_FILE=str(self.workdir / "rabbitmq.conf"),
                    RABBITMQ_ADVANCED_CONFIG_FILE=str(self.workdir / "advanced.config"),
                    RABBITMQ_ENABLED_PLUGINS_FILE=str(self.workdir / "enabled_plugins"))
-        log = self.workdir / "server.out"
-        try:
-            with open(log, "ab") as out:
-                # Our own epmd on its own port, so that we stop what we started.
-                self.epmd = subprocess.Popen(["epmd", "-port", str(epmd_port), "-address",
-                                              "127.0.0.1"], stdout=out, stderr=out,
-                                             start_new_session=True)
-                self.process = subprocess.Popen([str(RABBITMQ_SERVER)], env=env, stdout=out,
-                                                stderr=out, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
-            wait_for_port(self.port, self.process, log, 120, "rabbitmq-server")
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        # Our own epmd on its own port, so that we stop what we started.
+        self.epmd = self.spawn(["epmd", "-port", str(epmd_port), "-address", "127.0.0.1"])
+        self.process = self.spawn([str(RABBITMQ_SERVER)], env)
 
     def stop(self) -> None:
-        stop_tree(self.process, 60)
+        super().stop()
         stop_tree(self.epmd, 5)
-        self.process = self.epmd = None
+        self.epmd = None
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def produce(self, queue: str, count: int, size: int, batch: int, timeout: float) -> dict:
-        return run_client([str(self.client), "produce", "127.0.0.1", str(self.port), queue,
-                           str(count), str(size), str(batch)], self.pid,
-                          self.workdir / "client.err", timeout)
-
-    def consume(self, queue: str, count: int, size: int, prefetch: int, timeout: float) -> dict:
-        return run_client([str(self.client), "consume", "127.0.0.1", str(self.port), queue,
-                           str(count), str(size), str(prefetch)], self.pid,
-                          self.workdir / "client.err", timeout)
+    def client_command(self, verb: str, args: list[str]) -> list[str]:
+        return [str(self.client), verb, "127.0.0.1", str(self.port), *args]
 
 
 # --- ActiveMQ ------------------------------------------------------------------------------
@@ -344,7 +381,7 @@ ACTIVEMQ_XML = """\
 """
 
 
-class ActiveMQ:
+class ActiveMQ(PeerBroker):
     """ActiveMQ from the package's activemq.jar with a generated config: KahaDB with
     journalDiskSyncStrategy=periodic (1 s), persistent, OpenWire on 127.0.0.1, a 2 GiB heap,
     data under ``workdir``; Debian's instance and service untouched."""
@@ -352,59 +389,26 @@ class ActiveMQ:
     name = "ActiveMQ"
 
     def __init__(self, workdir: Path):
-        self.workdir = Path(workdir) / "activemq"
         self.classes = activemq_client()
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        super().__init__(workdir, "activemq")
 
     @property
     def store_dir(self) -> Path:
         return self.workdir / "data" / "kahadb"
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         conf, data = self.workdir / "conf", self.workdir / "data"
         conf.mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
         (conf / "activemq.xml").write_text(ACTIVEMQ_XML.format(data=data, port=self.port))
-        log = self.workdir / "server.out"
-        command = [
+        self.process = self.spawn([
             "java", "-Xms512m", "-Xmx2g", "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
             "--add-opens", "java.base/java.lang=ALL-UNNAMED",
             f"-Dactivemq.classpath={conf}", f"-Dactivemq.home={ACTIVEMQ_HOME}",
             f"-Dactivemq.base={self.workdir}", f"-Dactivemq.conf={conf}",
             f"-Dactivemq.data={data}", "-jar", str(ACTIVEMQ_HOME / "bin" / "activemq.jar"),
-            "start", f"xbean:file:{conf / 'activemq.xml'}"]
-        try:
-            with open(log, "ab") as out:
-                self.process = subprocess.Popen(command, stdout=out, stderr=out,
-                                                stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                                start_new_session=True)
-            wait_for_port(self.port, self.process, log, 120, "ActiveMQ")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            "start", f"xbean:file:{conf / 'activemq.xml'}"])
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        stop_tree(self.process, 30)
-        self.process = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _client(self, args: list[str], timeout: float) -> dict:
-        return run_client(["java", "-Xmx512m", "-cp",
-                           f"{self.classes}:{activemq_classpath()}", "PaperActiveMQ", *args],
-                          self.pid, self.workdir / "client.err", timeout)
-
-    def produce(self, queue: str, count: int, size: int, batch: int, timeout: float) -> dict:
-        return self._client(["produce", f"tcp://127.0.0.1:{self.port}", queue, str(count),
-                             str(size), str(batch)], timeout)
-
-    def consume(self, queue: str, count: int, size: int, prefetch: int, timeout: float) -> dict:
-        return self._client(["consume", f"tcp://127.0.0.1:{self.port}", queue, str(count),
-                             str(size), str(prefetch)], timeout)
+    def client_command(self, verb: str, args: list[str]) -> list[str]:
+        return ["java", "-Xmx512m", "-cp", f"{self.classes}:{activemq_classpath()}",
+                "PaperActiveMQ", verb, f"tcp://127.0.0.1:{self.port}", *args]
