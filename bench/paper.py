@@ -167,6 +167,7 @@ def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: 
 
     producer = Producer(bootstrap, acks=acks, linger_ms=0,
                         batch_size=producer_batch_bytes(batch))
+    finished = False
     try:
         producer.cluster.partitions(topic, wait=30)
         value = payload()
@@ -187,9 +188,10 @@ def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: 
         if errors or marks.done != count:
             raise BenchmarkError(f"headrace Producer: {count - marks.done} not delivered, "
                                  f"{len(errors)} errors (first: {errors[:1]})")
+        finished = True
         return result
     finally:
-        producer.close()
+        producer.close(None if finished else 1)  # after an error or a signal: drop the rest
 
 
 def read_all(name: str, count: int, meter: Meter, begin, fetch) -> dict:
