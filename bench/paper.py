@@ -41,6 +41,7 @@ from benchlib import (
     create_topic,
     log_end_offset,
     log_stats,
+    machine_busy,
     main_in_tmp_dir,
     partition_dir,
     payload,
@@ -86,6 +87,7 @@ class Meter:
 
     def start(self) -> None:
         self.t0, self.broker0, self.client0 = time.perf_counter(), tree_cpu(self.broker_pid), self_cpu()
+        self.machine0 = machine_busy()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -93,7 +95,8 @@ class Meter:
     def stop(self, messages: int, marks: list[float]) -> dict:
         return {"seconds": self.elapsed(), "messages": messages, "marks": marks,
                 "broker_cpu_s": tree_cpu(self.broker_pid) - self.broker0,
-                "client_cpu_s": self_cpu() - self.client0}
+                "client_cpu_s": self_cpu() - self.client0,
+                "machine_cpu_s": machine_busy() - self.machine0}
 
 
 class Marks:
@@ -371,16 +374,29 @@ def run_peer(name: str, workdir: Path, count: int, rows: list[dict], timeout: fl
 # --- results -------------------------------------------------------------------------------
 
 
-def limited_by(broker_share: float, client_share: float) -> str:
-    """Which side limited a phase: a side using most of a core, or both CPUs busy."""
+def limited_by(broker_share: float, client_share: float, machine_share: float) -> str:
+    """Which side limited a phase: a side using most of a core; else both CPUs busy (with
+    the share other processes took); else neither (round trips, the disk)."""
     cpus = os.cpu_count() or 1
-    if broker_share + client_share >= SATURATED * cpus:
-        return "both CPUs busy"
     if broker_share >= SATURATED and broker_share >= client_share:
         return "broker CPU"
     if client_share >= SATURATED:
         return "client CPU"
+    if max(machine_share, broker_share + client_share) >= SATURATED * cpus:
+        others = max(0.0, machine_share - broker_share - client_share)
+        return f"CPUs busy ({others:.1f} cores others)"
     return "neither CPU (waits)"
+
+
+def marks_of(system: str, test: str, batch: int | None) -> str:
+    """What the progress marks count: messages the broker acknowledged, committed, only sent
+    (the peers' batch-1 producers do not wait: the broker held all N only at the phase's end),
+    or received."""
+    if test == "consume":
+        return "received"
+    if system in ("headrace", "ceiling"):
+        return "acknowledged"
+    return "sent" if batch == 1 else "committed"
 
 
 def row(system: str, client: str, test: str, batch: int | None, result: dict, setting: str,
@@ -388,11 +404,14 @@ def row(system: str, client: str, test: str, batch: int | None, result: dict, se
     seconds, count = result["seconds"], result["messages"]
     broker_share = result["broker_cpu_s"] / seconds
     client_share = result["client_cpu_s"] / seconds
+    machine_share = result["machine_cpu_s"] / seconds
     entry = {"system": system, "client": client, "test": test, "batch": batch,
              "setting": setting, "messages": count, "seconds": seconds,
              "msgs_per_s": count / seconds, "broker_cpu_pct": 100 * broker_share,
              "client_cpu_pct": 100 * client_share,
-             "limited_by": limited_by(broker_share, client_share), "marks": result["marks"]}
+             "machine_cpu_pct": 100 * machine_share,
+             "limited_by": limited_by(broker_share, client_share, machine_share),
+             "marks": result["marks"], "marks_of": marks_of(system, test, batch)}
     if stored is not None:
         entry["stored_bytes"] = stored
         entry["overhead_bytes_per_msg"] = stored / count - VALUE_BYTES
@@ -483,15 +502,25 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
         for r in selected:
             every = max(1, r["messages"] // MARKS)
             points = [(0, 0.0)] + [((i + 1) * every, t) for i, t in enumerate(r["marks"])]
-            if r["messages"] > points[-1][0] or r["seconds"] > points[-1][1]:
-                points.append((r["messages"], r["seconds"]))  # the phase's end: all N held
+            if r["messages"] > points[-1][0]:
+                points.append((r["messages"], r["seconds"]))
+            else:  # the phase's end (the broker holds all N) may come after the last mark
+                points[-1] = (points[-1][0], max(points[-1][1], r["seconds"]))
+            span = r["seconds"] / 20
             xs, ys = [], []
             for j in range(1, len(points)):
-                k = max(0, j - WINDOW)  # a moving window smooths acknowledgements in bursts
+                # A moving window, of at least five marks and a twentieth of the phase,
+                # smooths answers that come in bursts.
+                k = max(0, j - WINDOW)
+                while k > 0 and points[j][1] - points[k][1] < span:
+                    k -= 1
                 if points[j][1] > points[k][1]:
                     xs.append(points[j][0] / 1000)
                     ys.append((points[j][0] - points[k][0]) / (points[j][1] - points[k][1]))
-            ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, label=label(r))
+            sent = r.get("marks_of") == "sent"
+            ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2,
+                    linestyle="--" if sent else "-",
+                    label=label(r) + (" (dashed: sent, held at the end)" if sent else ""))
         ax.set_yscale("log")
         ax.set_xlabel("messages so far (thousands)")
         ax.set_ylabel("throughput (messages/s, log scale)")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from benchlib import BenchmarkError, stat_cpu
+from benchlib import BenchmarkError, machine_busy, stat_cpu
 
 from headrace.devcluster import free_port
 
@@ -168,7 +168,8 @@ def settled_bytes(path: Path, quiet: float = 1.0, timeout: float = 15.0) -> int:
 
 def run_client(command: list[str], broker_pid: int, log: Path, timeout: float) -> dict:
     """Run one client phase: it prints "start" when its clock starts and one line of JSON at
-    the end (seconds, messages, client_cpu_s, marks).  The broker's CPU is read at both lines."""
+    the end (seconds, messages, client_cpu_s, marks).  The broker's and the machine's CPU are
+    read at both lines."""
     with open(log, "ab") as err:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
     watchdog = threading.Timer(timeout, process.kill)
@@ -179,12 +180,13 @@ def run_client(command: list[str], broker_pid: int, log: Path, timeout: float) -
         for line in process.stdout:
             line = line.strip()
             if line == "start":
-                started = (time.perf_counter(), tree_cpu(broker_pid))
+                started = (time.perf_counter(), tree_cpu(broker_pid), machine_busy())
             elif line.startswith("{") and started is not None:
-                ended = (time.perf_counter(), tree_cpu(broker_pid))
+                ended = (time.perf_counter(), tree_cpu(broker_pid), machine_busy())
                 result = json.loads(line)
                 result["wall_s"] = ended[0] - started[0]
                 result["broker_cpu_s"] = ended[1] - started[1]
+                result["machine_cpu_s"] = ended[2] - started[2]
         process.wait()
     finally:
         watchdog.cancel()
