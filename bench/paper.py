@@ -526,12 +526,13 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
         ax.set_ylabel("throughput (messages/s, log scale)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1,
+                  frameon=False)
 
     written = []
     producers = [r for r in rows if r["test"] == "produce"]
     if producers:
-        fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(13, 6.5), sharey=True)
         draw(axes[0], [r for r in producers if r["batch"] == 1], "Producer, batch 1")
         draw(axes[1], [r for r in producers if r["batch"] == 50], "Producer, batch 50")
         fig.suptitle(f"Producer performance (the paper's figure 4), 200-byte messages; {title_note}",
@@ -543,7 +544,7 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
         written.append(path)
     consumers = [r for r in rows if r["test"] == "consume"]
     if consumers:
-        fig, ax = plt.subplots(figsize=(7, 5))
+        fig, ax = plt.subplots(figsize=(7, 6))
         draw(ax, consumers, "Consumer")
         fig.suptitle(f"Consumer performance (the paper's figure 5); {title_note}", fontsize=9)
         fig.tight_layout()
