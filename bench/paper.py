@@ -458,7 +458,7 @@ def versions(systems: list[str]) -> dict:
     if "headrace" in systems:
         try:
             import confluent_kafka
-            found["confluent-kafka"] = confluent_kafka.version()[0]
+            found["confluent-kafka"] = confluent_kafka.__version__
             found["librdkafka"] = confluent_kafka.libversion()[0]
         except ImportError:
             pass
