@@ -609,8 +609,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N = 2,000: a check that it runs")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated, in order (default {','.join(SYSTEMS)})")
-    parser.add_argument("--out", default=str(BENCH_DIR / "results"),
-                        help="directory for paper.json and the figures (bench/results)")
+    parser.add_argument("--out", help="directory for paper.json and the figures (bench/results;"
+                                      " with --quick, paper-quick in the temp dir)")
     parser.add_argument("--ceiling-server", metavar="PATH",
                         help="bench/ceiling_server.py to run for the ceiling row (default: the "
                              "one beside this script, if there is one)")
@@ -621,6 +621,7 @@ def main() -> int:
     add_output_args(parser)
     args = parser.parse_args()
     if args.replot:
+        args.out = args.out or str(BENCH_DIR / "results")
         results = json.loads(Path(args.replot).read_text())
         meta = results["meta"]
         out = Path(args.out)
@@ -630,6 +631,9 @@ def main() -> int:
         return 0
     if args.quick:
         args.messages = 2_000
+    if args.out is None:  # a quick run leaves the committed results alone
+        args.out = (str(Path(args.tmp_dir) / "paper-quick") if args.quick
+                    else str(BENCH_DIR / "results"))
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown or args.messages < 1:
