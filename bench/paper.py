@@ -498,6 +498,12 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # One colour per system and client in every panel and figure.
+    palette = plt.get_cmap("tab10").colors
+    colours: dict[tuple, tuple] = {}
+    for r in rows:
+        colours.setdefault((r["system"], r["client"]), palette[len(colours) % len(palette)])
+
     def draw(ax, selected: list[dict], title: str) -> None:
         for r in selected:
             every = max(1, r["messages"] // MARKS)
@@ -519,7 +525,7 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
                     ys.append((points[j][0] - points[k][0]) / (points[j][1] - points[k][1]))
             sent = r.get("marks_of") == "sent"
             ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2,
-                    linestyle="--" if sent else "-",
+                    color=colours[(r["system"], r["client"])], linestyle="--" if sent else "-",
                     label=label(r) + (" (dashed: sent, held at the end)" if sent else ""))
         ax.set_yscale("log")
         ax.set_xlabel("messages so far (thousands)")
