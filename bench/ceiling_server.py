@@ -21,11 +21,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import protocol  # noqa: E402
-from twisted.protocols.basic import Int32StringReceiver  # noqa: E402
+from twisted.internet import protocol
+from twisted.protocols.basic import Int32StringReceiver
 
-from broker.protocol import frames  # noqa: E402
-from broker.protocol.apis import API_BY_KEY  # noqa: E402
+from broker.protocol import frames
+from broker.protocol.apis import API_BY_KEY
 
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 SERVED = {PRODUCE: (0, 8), METADATA: (0, 8), API_VERSIONS: (0, 2)}
@@ -51,7 +51,7 @@ def _produce_parts(version: int, topics: list[tuple[str, list[int]]]) -> bytes:
 class CeilingProtocol(Int32StringReceiver):
     """One connection: frames in, the cheapest correct answers out."""
 
-    def __init__(self, factory: "CeilingFactory"):
+    def __init__(self, factory: CeilingFactory):
         self.factory = factory
         self.MAX_LENGTH = 100 * 1024 * 1024
 
