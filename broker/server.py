@@ -23,8 +23,8 @@ from twisted.internet import defer, protocol
 
 from .log.segment import FileSlice
 from .protocol import frames
-from .protocol.apis import API_VERSIONS_KEY
-from .protocol.schema import ProtocolError
+from .protocol.apis import API_VERSIONS_KEY, APIS
+from .protocol.schema import RECORDS, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ SEND_CHUNK = 1 << 20  # bytes of a file range read and written at a time
 
 
 _SIZE = struct.Struct(">i")
+# APIs whose responses may carry file ranges (Fetch's records), encoded as parts.
+_STREAMED = frozenset(api.key for api in APIS if api.response.holds(RECORDS))
 
 
 class KafkaServerProtocol(protocol.Protocol):
@@ -54,6 +56,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._out: deque = deque()  # response parts not yet written: bytes or file ranges
         self._out_sent = 0  # bytes of the file range at the head of _out already written
         self._closing = False  # close once _out is written
+        self._receiving = False  # inside dataReceived: _send_more waits for its end
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -65,18 +68,28 @@ class KafkaServerProtocol(protocol.Protocol):
         buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         view = memoryview(buf)
         pos, end = 0, len(buf)
-        while end - pos >= 4 and not self._closed:
-            size = _SIZE.unpack_from(buf, pos)[0]
-            if size < 0 or size > self.MAX_LENGTH:
-                self.lengthLimitExceeded(size if size >= 0 else size + 2**32)
-                return
-            if end - pos - 4 < size:
-                self._needed = size + 4
-                break
-            frame = view[pos + 4 : pos + 4 + size]
-            pos += 4 + size
-            self._needed = 4
-            self.stringReceived(frame)
+        # Responses ready while this read's frames are handled leave in one write, after.
+        self._receiving = True
+        too_long = None
+        try:
+            while end - pos >= 4 and not self._closed:
+                size = _SIZE.unpack_from(buf, pos)[0]
+                if size < 0 or size > self.MAX_LENGTH:
+                    too_long = size if size >= 0 else size + 2**32
+                    break
+                if end - pos - 4 < size:
+                    self._needed = size + 4
+                    break
+                frame = view[pos + 4 : pos + 4 + size]
+                pos += 4 + size
+                self._needed = 4
+                self.stringReceived(frame)
+        finally:
+            self._receiving = False
+        self._send_more()
+        if too_long is not None:
+            self.lengthLimitExceeded(too_long)
+            return
         rest = buf[pos:] if pos else buf
         self._chunks = [rest] if rest else []
         self._buffered = len(rest)
@@ -202,6 +215,15 @@ class KafkaServerProtocol(protocol.Protocol):
             if api is None:
                 self._out.append(body)
                 continue
+            if api.key not in _STREAMED:  # no file ranges: one bytes object
+                try:
+                    self._out.append(frames.encode_response(correlation_id, api, version, body))
+                except Exception:
+                    log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name,
+                                  version)
+                    self._abort()
+                    return
+                continue
             try:
                 parts = frames.encode_response_parts(correlation_id, api, version, body)
             except Exception:
@@ -228,12 +250,20 @@ class KafkaServerProtocol(protocol.Protocol):
     def _send_more(self):
         """Write queued parts until the transport asks us to pause: bytes at once, file
         ranges a piece at a time."""
+        if self._receiving:
+            return
         out = self._out
         while out and not self._writes_full and not self._closed:
             part = out[0]
             if not isinstance(part, FileSlice):
                 out.popleft()
-                self.transport.write(part)
+                if not out or isinstance(out[0], FileSlice):
+                    self.transport.write(part)
+                    continue
+                run = [part]  # consecutive responses: one write
+                while out and not isinstance(out[0], FileSlice):
+                    run.append(out.popleft())
+                self.transport.writeSequence(run)
                 continue
             length = min(SEND_CHUNK, part.size - self._out_sent)
             try:

@@ -233,6 +233,14 @@ class Struct:
         self._decoders: dict = {}  # version -> generated decoder (codegen.py)
         self._encoders: dict = {}  # version -> generated encoder
 
+    def holds(self, type_) -> bool:
+        """Whether any field, however deeply nested, is of ``type_``."""
+        for f in self.fields:
+            t = f.type.item if isinstance(f.type, Array) else f.type
+            if t is type_ or (isinstance(t, Struct) and t.holds(type_)):
+                return True
+        return False
+
     def _plan(self, version: int) -> tuple:
         """Per version: (name, present, type, composite, field) for each field, computed once."""
         plan = self._plans.get(version)
