@@ -132,6 +132,8 @@ def run(args, workdir: Path, meta: dict) -> dict:
     results["ratio"] = results["headrace"]["best_msgs_per_s"] / results["ceiling"]["best_msgs_per_s"]
     results["ratio_median"] = (results["headrace"]["median_msgs_per_s"]
                                / results["ceiling"]["median_msgs_per_s"])
+    results["cpu_ratio"] = (results["headrace"]["cpu_us_per_request"]
+                            / results["ceiling"]["cpu_us_per_request"])
     return results
 
 
@@ -159,7 +161,8 @@ def main(argv=None) -> int:
         met = results["ratio"] >= TARGET_RATIO
         print(f"\nratio headrace/ceiling: {results['ratio']:.2f} best, "
               f"{results['ratio_median']:.2f} median (target >= {TARGET_RATIO}: "
-              f"{'met' if met else 'missed'}); load average before "
+              f"{'met' if met else 'missed'}); CPU per request headrace/ceiling "
+              f"{results['cpu_ratio']:.1f}; load average before "
               f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
         meta["wall_s"] = time.perf_counter() - started
         meta["load_before"], meta["load_after"] = load, os.getloadavg()
