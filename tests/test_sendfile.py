@@ -8,11 +8,12 @@ import socket
 import struct
 import time
 
+from conftest import create_topic
+from test_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
+
 from broker.protocol import frames
 from broker.protocol.records import build_batch
-from conftest import create_topic
 from consumers.client import BrokerConnection
-from test_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
 
 API_VERSIONS = 18
 BATCHES = 40
