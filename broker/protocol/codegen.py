@@ -31,7 +31,8 @@ class _Source:
 
     def __init__(self):
         self.lines: list[str] = []
-        self.names: dict = {"ProtocolError": schema.ProtocolError, "_default": schema._default}
+        self.names: dict = {"ProtocolError": schema.ProtocolError, "_default": schema._default,
+                            "_I16": schema._I16, "_I32": schema._I32}
         self._count = 0
 
     def name(self, value, prefix: str = "c") -> str:
@@ -60,7 +61,43 @@ def _is_fixed(t) -> bool:
     return isinstance(t, schema._Fixed)
 
 
+def _fixed_run(fields: list, i: int, version: int) -> list:
+    """The fields from ``fields[i]`` on that are present at ``version`` and of fixed size."""
+    run = []
+    while i + len(run) < len(fields):
+        f = fields[i + len(run)]
+        if not (f.present(version) and _is_fixed(f.type)):
+            break
+        run.append(f)
+    return run
+
+
+def _run_format(run: list) -> struct.Struct:
+    """One big-endian struct format for a run of fixed-size fields."""
+    return struct.Struct(">" + "".join(f.type.fmt.format[1:] for f in run))
+
+
 # --- decoders --------------------------------------------------------------------------------
+
+
+def _read_length(src: _Source, indent: int, target: str, nullable: bool, width: int,
+                 what: str) -> str:
+    """Code that reads a length (or count) prefix of ``width`` bytes: -1 is None where
+    ``nullable``, other negatives are refused.  The code after it goes in the ``else:``
+    branch this opens, at ``indent + 1``; returns the length's variable."""
+    emit = src.emit
+    length = src.fresh("n")
+    emit(indent, f"{length}, = {'_I16' if width == 2 else '_I32'}.unpack_from(buf, pos)")
+    emit(indent, f"pos += {width}")
+    emit(indent, f"if {length} < 0:")
+    if nullable:
+        emit(indent + 1, f"if {length} != -1:")
+        emit(indent + 2, f"raise ProtocolError(f'{what} length {{{length}}}')")
+        emit(indent + 1, f"{target} = None")
+    else:
+        emit(indent + 1, f"raise ProtocolError(f'{what} length {{{length}}}')")
+    emit(indent, "else:")
+    return length
 
 
 def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None:
@@ -73,41 +110,19 @@ def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None
         if isinstance(t, schema._Bool):
             emit(indent, f"{target} = {target} != 0")
         return
-    if isinstance(t, schema._String):
-        length = src.fresh("n")
-        emit(indent, f"{length}, = _I16.unpack_from(buf, pos)")
-        emit(indent, "pos += 2")
-        emit(indent, f"if {length} < 0:")
-        if t.nullable:
-            emit(indent + 1, f"if {length} != -1:")
-            emit(indent + 2, f"raise ProtocolError(f'string length {{{length}}}')")
-            emit(indent + 1, f"{target} = None")
-        else:
-            emit(indent + 1, f"raise ProtocolError(f'string length {{{length}}}')")
-        emit(indent, "else:")
-        emit(indent + 1, f"if pos + {length} > size:")
-        emit(indent + 2, f"raise ProtocolError(f'need {{{length}}} bytes at {{pos}}, "
-                         f"have {{size - pos}}')")
-        emit(indent + 1, f"{target} = str(buf[pos:pos + {length}], 'utf-8')")
-        emit(indent + 1, f"pos += {length}")
-        return
-    if isinstance(t, schema._Bytes):
-        length = src.fresh("n")
-        emit(indent, f"{length}, = _I32.unpack_from(buf, pos)")
-        emit(indent, "pos += 4")
-        emit(indent, f"if {length} < 0:")
-        if t.nullable:
-            emit(indent + 1, f"if {length} != -1:")
-            emit(indent + 2, f"raise ProtocolError(f'bytes length {{{length}}}')")
-            emit(indent + 1, f"{target} = None")
-        else:
-            emit(indent + 1, f"raise ProtocolError(f'bytes length {{{length}}}')")
-        emit(indent, "else:")
+    if isinstance(t, (schema._String, schema._Bytes)):
+        string = isinstance(t, schema._String)
+        length = _read_length(src, indent, target, t.nullable, 2 if string else 4,
+                              "string" if string else "bytes")
         emit(indent + 1, f"if pos + {length} > size:")
         emit(indent + 2, f"raise ProtocolError(f'need {{{length}}} bytes at {{pos}}, "
                          f"have {{size - pos}}')")
         value = f"buf[pos:pos + {length}]"
-        emit(indent + 1, f"{target} = {value if t.view else f'bytes({value})'}")
+        if string:
+            value = f"str({value}, 'utf-8')"
+        elif not t.view:
+            value = f"bytes({value})"
+        emit(indent + 1, f"{target} = {value}")
         emit(indent + 1, f"pos += {length}")
         return
     if isinstance(t, schema.Struct):
@@ -115,20 +130,10 @@ def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None
         emit(indent, f"{target}, pos = {reader}(buf, pos, size)")
         return
     if isinstance(t, schema.Array):
-        count = src.fresh("n")
-        emit(indent, f"{count}, = _I32.unpack_from(buf, pos)")
-        emit(indent, "pos += 4")
-        emit(indent, f"if {count} < 0:")
-        if t.nullable:
-            emit(indent + 1, f"if {count} != -1:")
-            emit(indent + 2, f"raise ProtocolError(f'array length {{{count}}}')")
-            emit(indent + 1, f"{target} = None")
-        else:
-            emit(indent + 1, f"raise ProtocolError(f'array length {{{count}}}')")
-        emit(indent, f"elif {count} > size - pos:")
-        emit(indent + 1, f"raise ProtocolError(f'array of {{{count}}} elements in "
+        count = _read_length(src, indent, target, t.nullable, 4, "array")
+        emit(indent + 1, f"if {count} > size - pos:")
+        emit(indent + 2, f"raise ProtocolError(f'array of {{{count}}} elements in "
                          f"{{size - pos}} bytes')")
-        emit(indent, "else:")
         emit(indent + 1, f"{target} = []")
         item = src.fresh("e")
         emit(indent + 1, f"for _ in range({count}):")
@@ -145,9 +150,8 @@ def compile_decoder(struct_: schema.Struct, version: int):
     if cached is not None:
         return cached
     src = _Source()
-    src.names.update(_I16=schema._I16, _I32=schema._I32)
     src.emit(0, "def read(buf, pos, size):")
-    fields = [f for f in struct_.fields]
+    fields = list(struct_.fields)
     values = []
     i = 0
     while i < len(fields):
@@ -161,20 +165,16 @@ def compile_decoder(struct_: schema.Struct, version: int):
                 values.append(src.name(default, "D"))
             i += 1
             continue
-        if _is_fixed(f.type):  # a run of fixed-size fields: one struct call
-            run = [f]
-            while (i + len(run) < len(fields) and fields[i + len(run)].present(version)
-                   and _is_fixed(fields[i + len(run)].type)):
-                run.append(fields[i + len(run)])
-            if len(run) > 1:
-                fmt = struct.Struct(">" + "".join(g.type.fmt.format[1:] for g in run))
-                names = [src.fresh() for _ in run]
-                src.emit(1, f"{', '.join(names)} = {src.name(fmt, 'S')}.unpack_from(buf, pos)")
-                src.emit(1, f"pos += {fmt.size}")
-                for g, name in zip(run, names):
-                    values.append(f"{name} != 0" if isinstance(g.type, schema._Bool) else name)
-                i += len(run)
-                continue
+        run = _fixed_run(fields, i, version)
+        if len(run) > 1:  # a run of fixed-size fields: one struct call
+            fmt = _run_format(run)
+            names = [src.fresh() for _ in run]
+            src.emit(1, f"{', '.join(names)} = {src.name(fmt, 'S')}.unpack_from(buf, pos)")
+            src.emit(1, f"pos += {fmt.size}")
+            for g, name in zip(run, names):
+                values.append(f"{name} != 0" if isinstance(g.type, schema._Bool) else name)
+            i += len(run)
+            continue
         target = src.fresh()
         _read_value(src, f.type, version, 1, target)
         values.append(target)
@@ -237,7 +237,6 @@ def compile_encoder(struct_: schema.Struct, version: int):
     if cached is not None:
         return cached
     src = _Source()
-    src.names.update(_I16=schema._I16, _I32=schema._I32)
     src.emit(0, "def write(out, obj):")
     src.emit(1, "get = obj.get")
     fields = [f for f in struct_.fields if f.present(version)]
@@ -248,12 +247,9 @@ def compile_encoder(struct_: schema.Struct, version: int):
     i = 0
     while i < len(fields):
         f = fields[i]
-        run = [f]
-        if _is_fixed(f.type):
-            while i + len(run) < len(fields) and _is_fixed(fields[i + len(run)].type):
-                run.append(fields[i + len(run)])
+        run = _fixed_run(fields, i, version) or [f]
         if len(run) > 1:
-            fmt = struct.Struct(">" + "".join(g.type.fmt.format[1:] for g in run))
+            fmt = _run_format(run)
             args = ", ".join(f"1 if {value_of(g)} else 0" if isinstance(g.type, schema._Bool)
                              else value_of(g) for g in run)
             src.emit(1, f"out.append({src.name(fmt, 'S')}.pack({args}))")
