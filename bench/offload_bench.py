@@ -13,7 +13,9 @@ compressed with lz4, zstd and gzip) this prints:
   pool, take the result back), i.e. what the reactor would still spend;
 * ``2 threads x``: batches checked per second by two threads over one (how much of the work
   really runs outside the GIL, on a machine with a free core);
-* ``nogil %``: the share of a check's time spent outside the GIL, from the same run.
+* ``nogil %``: the share of a check's time spent outside the GIL, from the same run;
+* ``crc+zip %``: the share of a check's CPU in the parts that release the GIL (the CRC-32C
+  and the decompression, timed alone): the most a worker could run beside the reactor.
 
 CPU times are per thread (``time.thread_time``), so a loaded machine skews them less than wall
 time; the "2 threads" ratio is wall time and needs a free core to mean anything (the load is
@@ -33,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.protocol import compression
-from broker.protocol.records import build_batch, check_batch
+from broker.protocol.records import HEADER_SIZE, build_batch, check_batch, parse_header
 from broker.protocol.validate import check_records
 
 
@@ -52,6 +54,17 @@ def batches() -> dict[str, bytes]:
         "1000 x 200 B zstd": build_batch(many, compression_type=compression.ZSTD),
         "1000 x 200 B gzip": build_batch(many, compression_type=compression.GZIP),
     }
+
+
+def released_share(batch: bytes, seconds: float) -> float:
+    """CPU of the CRC and of decompression, as a share of the whole check's."""
+    header = parse_header(batch, 0)
+    body = memoryview(batch)[HEADER_SIZE:]
+    free = cpu_per_call(lambda: check_batch(batch, 0), seconds)
+    if header.compression != compression.NONE:
+        free += cpu_per_call(lambda: compression.decompress(header.compression, body, 1 << 27),
+                             seconds)
+    return free / cpu_per_call(lambda: check(batch), seconds)
 
 
 def cpu_per_call(fn, seconds: float) -> float:
@@ -99,7 +112,7 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0]
     print(f"batch checks on the reactor thread or a worker; {os.cpu_count()} CPUs, load {load:.2f}")
     print(f"{'batch':<20} {'bytes':>8} {'inline us':>10} {'handoff us':>11} "
-          f"{'2 threads x':>12} {'nogil %':>8}")
+          f"{'2 threads x':>12} {'nogil %':>8} {'crc+zip %':>10}")
     with ThreadPoolExecutor(1) as pool:
         for name, batch in batches().items():
             inline = cpu_per_call(lambda b=batch: check(b), args.seconds)
@@ -108,8 +121,9 @@ def main(argv=None) -> int:
             speedup = two / one
             # Amdahl with two threads: speedup = 1 / (g + (1 - g) / 2), g the GIL-held share.
             held = min(1.0, max(0.0, 2 / speedup - 1))
+            released = released_share(batch, args.seconds / 3)
             print(f"{name:<20} {len(batch):>8,} {inline * 1e6:>10.1f} {handoff * 1e6:>11.1f} "
-                  f"{speedup:>12.2f} {100 * (1 - held):>7.0f}%")
+                  f"{speedup:>12.2f} {100 * (1 - held):>7.0f}% {100 * released:>9.0f}%")
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0
 
