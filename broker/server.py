@@ -227,16 +227,10 @@ class KafkaServerProtocol(protocol.Protocol):
             if api is None:
                 self._out.append(body)
                 continue
-            if api.key not in _STREAMED:  # no file ranges: one bytes object
-                try:
-                    self._out.append(frames.encode_response(correlation_id, api, version, body))
-                except Exception:
-                    log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name,
-                                  version)
-                    self._abort()
-                    return
-                continue
             try:
+                if api.key not in _STREAMED:  # no file ranges: one bytes object
+                    self._out.append(frames.encode_response(correlation_id, api, version, body))
+                    continue
                 parts = frames.encode_response_parts(correlation_id, api, version, body)
             except Exception:
                 log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
