@@ -177,6 +177,14 @@ _TIMESTAMP_RANGE = "the timestamp (base timestamp plus timestampDelta) does not 
 
 def _varint(data, pos: int, max_bytes: int, index: int, what: str) -> tuple[int, int]:
     """One varint of a record for the Python walk; InvalidRecordError if malformed."""
+    if pos + 1 < len(data):  # one or two bytes, as the lengths and deltas of small records
+        byte = data[pos]
+        if byte < 0x80:
+            return (byte >> 1) ^ -(byte & 1), pos + 1
+        second = data[pos + 1]
+        if second < 0x80:
+            value = (byte & 0x7F) | (second << 7)
+            return (value >> 1) ^ -(value & 1), pos + 2
     try:
         value, after = decode_varint(data, pos)
     except CorruptMessageError:
