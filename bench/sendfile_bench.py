@@ -1,11 +1,13 @@
 """Does sendfile help a fetch?  Serve the same segment bytes over loopback TCP two ways.
 
-    .venv/bin/python bench/sendfile_bench.py [--mib 512] [--chunk-kib 1024] [--reps 5]
+    python bench/sendfile_bench.py [--mib 256] [--slices-kib 64,1024] [--reps 3]
 
-A writer thread sends a file to a reader thread over 127.0.0.1 in fetch-sized slices, either
-with ``os.pread`` + ``socket.sendall`` (what the broker does today: the bytes pass through
-Python) or with ``os.sendfile`` (the kernel copies page cache to socket).  Both runs are in
-this process, interleaved, from the page cache; the ratio is sendfile / pread throughput.
+This process sends a file to a receiver in a child process (its own interpreter and GIL, as
+a consumer is) over 127.0.0.1, in fetch-sized slices, either with ``os.pread`` +
+``socket.sendall`` (the bytes pass through Python) or with ``os.sendfile`` (the kernel copies
+page cache to socket).  Runs alternate, from the page cache.  Reported per slice size: each
+way's throughput and the sender's CPU per MB (what a broker's reactor thread would spend),
+and the ratios sendfile / pread.  The machine is shared: read the ratios, and the load.
 """
 
 from __future__ import annotations
@@ -13,35 +15,53 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 
-
-def _drain(server: socket.socket, total: int, done: list) -> None:
+RECEIVER = r"""
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+print(server.getsockname()[1], flush=True)
+buf = bytearray(1 << 20)
+while True:
     conn, _ = server.accept()
+    total = 0
     with conn:
-        left = total
-        buf = bytearray(1 << 20)
-        while left:
+        while True:
             n = conn.recv_into(buf)
             if not n:
                 break
-            left -= n
-    done.append(left)
+            total += n
+    print(total, flush=True)
+"""
 
 
-def transfer(path: str, size: int, chunk: int, use_sendfile: bool) -> float:
-    """Seconds to move the file's bytes through one loopback connection."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    done: list = []
-    reader = threading.Thread(target=_drain, args=(server, size, done))
-    reader.start()
-    sock = socket.create_connection(server.getsockname())
-    fd = os.open(path, os.O_RDONLY)
+class Receiver:
+    """A child process that drains each connection and reports how many bytes it got."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, text=True)
+        self.port = int(self.process.stdout.readline())
+
+    def received(self) -> int:
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def transfer(receiver: Receiver, fd: int, size: int, chunk: int, use_sendfile: bool
+             ) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) to move the file through one connection."""
+    sock = socket.create_connection(("127.0.0.1", receiver.port))
     try:
+        cpu = time.process_time()
         began = time.perf_counter()
         position = 0
         while position < size:
@@ -54,41 +74,56 @@ def transfer(path: str, size: int, chunk: int, use_sendfile: bool) -> float:
                 sock.sendall(os.pread(fd, n, position))
             position += n
         sock.shutdown(socket.SHUT_WR)
-        reader.join()
+        got = receiver.received()
         elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu
     finally:
-        os.close(fd)
         sock.close()
-        server.close()
-    assert done == [0], "the reader did not get every byte"
-    return elapsed
+    if got != size:
+        raise RuntimeError(f"the receiver got {got} of {size} bytes")
+    return elapsed, cpu
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=512, help="file size in MiB")
-    parser.add_argument("--chunk-kib", type=int, default=1024, help="bytes per fetch, KiB")
-    parser.add_argument("--reps", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--mib", type=int, default=256, help="file size in MiB")
+    parser.add_argument("--slices-kib", default="64,1024", help="bytes per fetch, KiB, comma-separated")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args(argv)
     size = args.mib << 20
-    chunk = args.chunk_kib << 10
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(__file__)), prefix="sendfile-bench-") as f:
+    slices = [int(s) for s in args.slices_kib.split(",")]
+    receiver = Receiver()
+    load = os.getloadavg()[0]
+    with tempfile.NamedTemporaryFile(prefix="sendfile-bench-") as f:
         block = os.urandom(1 << 20)
         for _ in range(args.mib):
             f.write(block)
         f.flush()
-        transfer(f.name, size, chunk, False)  # warm the page cache
-        best = {False: float("inf"), True: float("inf")}
-        for rep in range(args.reps):
-            for mode in ((False, True) if rep % 2 == 0 else (True, False)):
-                best[mode] = min(best[mode], transfer(f.name, size, chunk, mode))
-    mb = size / 1e6
-    pread_rate, sendfile_rate = mb / best[False], mb / best[True]
-    print(f"{args.mib} MiB over loopback TCP in {args.chunk_kib} KiB fetches, best of {args.reps}:")
-    print(f"  pread + sendall : {pread_rate:8,.0f} MB/s")
-    print(f"  sendfile        : {sendfile_rate:8,.0f} MB/s")
-    print(f"  sendfile / pread: {sendfile_rate / pread_rate:.2f}")
+        fd = os.open(f.name, os.O_RDONLY)
+        try:
+            transfer(receiver, fd, size, 1 << 20, False)  # warm the page cache
+            print(f"{args.mib} MiB over loopback TCP to a receiver process, best of {args.reps}, "
+                  f"load {load:.2f}:")
+            print(f"{'slice':>8}  {'pread MB/s':>10}  {'sendfile MB/s':>13}  {'ratio':>5}  "
+                  f"{'pread cpu us/MB':>15}  {'sendfile cpu us/MB':>18}  {'ratio':>5}")
+            for kib in slices:
+                wall = {False: float("inf"), True: float("inf")}
+                cpu = {False: float("inf"), True: float("inf")}
+                for rep in range(args.reps):
+                    for mode in ((False, True) if rep % 2 == 0 else (True, False)):
+                        w, c = transfer(receiver, fd, size, kib << 10, mode)
+                        wall[mode], cpu[mode] = min(wall[mode], w), min(cpu[mode], c)
+                mb = size / 1e6
+                rate = {m: mb / wall[m] for m in wall}
+                per_mb = {m: cpu[m] / mb * 1e6 for m in cpu}
+                print(f"{kib:>5} KiB  {rate[False]:>10,.0f}  {rate[True]:>13,.0f}  "
+                      f"{rate[True] / rate[False]:>5.2f}  {per_mb[False]:>15,.0f}  "
+                      f"{per_mb[True]:>18,.0f}  {per_mb[True] / max(per_mb[False], 1e-9):>5.2f}")
+        finally:
+            os.close(fd)
+            receiver.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -101,14 +101,13 @@ class RequestHandlers:
 
     def produce(self, body, version):
         acks = body["acks"]
-        responses = []
-        for topic_data in body["topic_data"]:
-            topic = topic_data["name"]
-            partitions = []
-            for pdata in topic_data["partition_data"]:
-                partitions.append(self._produce_partition(topic, pdata["index"], pdata["records"], acks,
-                                                          version))
-            responses.append({"name": topic, "partition_responses": partitions})
+        partition = self._produce_partition
+        responses = [
+            {"name": t["name"],
+             "partition_responses": [partition(t["name"], p["index"], p["records"], acks, version)
+                                     for p in t["partition_data"]]}
+            for t in body["topic_data"]
+        ]
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
             # closing, and then refreshes its metadata.
@@ -117,9 +116,8 @@ class RequestHandlers:
         return {"responses": responses, "throttle_time_ms": 0}
 
     def _produce_partition(self, topic, partition, records, acks, version):
-        result = {"index": partition, "error_code": NONE, "base_offset": -1,
-                  "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
-                  "error_message": None}
+        """One partition's answer; the encoder fills the fields left out (record_errors,
+        error_message) with their defaults."""
         try:
             if acks not in (0, 1, -1):
                 raise errors.InvalidRequiredAcksError(f"acks={acks}; use 0, 1 or -1")
@@ -128,18 +126,18 @@ class RequestHandlers:
                 raise errors.CorruptMessageError("the produce request carries no records")
             appended = plog.append(records)
         except KafkaError as exc:
-            result["error_code"] = exc.code
-            result["error_message"] = str(exc.args[0])
+            result = {"index": partition, "error_code": exc.code, "base_offset": -1,
+                      "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
+                      "error_message": str(exc.args[0])}
             if isinstance(exc, errors.InvalidRecordError):
                 _invalid_record(result, exc, version)
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
             return result
-        result["base_offset"] = appended.base_offset
-        result["log_append_time_ms"] = appended.log_append_time_ms
-        result["log_start_offset"] = plog.log_start_offset
         self.waiters.appended(topic, partition, len(records))
-        return result
+        return {"index": partition, "error_code": NONE, "base_offset": appended.base_offset,
+                "log_append_time_ms": appended.log_append_time_ms,
+                "log_start_offset": plog.log_start_offset}
 
     # --- Fetch ---------------------------------------------------------------------------
 

@@ -7,24 +7,29 @@ returns a response body (or a Deferred of one, or None for a Produce with acks=0
 that does not parse, closes that connection only, with a log line.
 
 A fetch response carries file ranges (``FileSlice``) rather than record bytes: the response's
-framing is written first, then each range is read and written in pieces of ``SEND_CHUNK`` bytes,
-the next piece only when the transport's write buffer has drained (the protocol is the
-transport's streaming producer).  So a connection holds about one piece in memory however
-large the fetch, and responses still leave in request order.
+framing is written first, then each range goes out by ``os.sendfile`` from the page cache to
+the socket once the transport's buffer is empty (plain TCP; a full socket waits for Twisted to
+find it writable), or, on other transports, is read and written in pieces of ``SEND_CHUNK``
+bytes, the next piece only when the transport's write buffer has drained (the protocol is the
+transport's streaming producer).  So a connection holds at most one piece in memory however
+large the fetch, and responses still leave in request order.  Responses completed while one
+read's frames are handled leave in one write.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import struct
 from collections import deque
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, tcp
 
 from .log.segment import FileSlice
 from .protocol import frames
-from .protocol.apis import API_VERSIONS_KEY
-from .protocol.schema import ProtocolError
+from .protocol.apis import API_VERSIONS_KEY, APIS
+from .protocol.schema import RECORDS, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +37,13 @@ _NO_RESPONSE = object()
 CLOSE_CONNECTION = object()  # a handler's answer: write what came before, then close
 MAX_PENDING = 64  # requests in progress per connection before we stop reading from it
 SEND_CHUNK = 1 << 20  # bytes of a file range read and written at a time
+USE_SENDFILE = hasattr(os, "sendfile")
+_NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # sendfile cannot serve these fds
 
 
 _SIZE = struct.Struct(">i")
+# APIs whose responses may carry file ranges (Fetch's records), encoded as parts.
+_STREAMED = frozenset(api.key for api in APIS if api.response.holds(RECORDS))
 
 
 class KafkaServerProtocol(protocol.Protocol):
@@ -54,6 +63,8 @@ class KafkaServerProtocol(protocol.Protocol):
         self._out: deque = deque()  # response parts not yet written: bytes or file ranges
         self._out_sent = 0  # bytes of the file range at the head of _out already written
         self._closing = False  # close once _out is written
+        self._receiving = False  # inside dataReceived: _send_more waits for its end
+        self._socket = None  # the socket's descriptor when file ranges go by sendfile
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -65,18 +76,28 @@ class KafkaServerProtocol(protocol.Protocol):
         buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         view = memoryview(buf)
         pos, end = 0, len(buf)
-        while end - pos >= 4 and not self._closed:
-            size = _SIZE.unpack_from(buf, pos)[0]
-            if size < 0 or size > self.MAX_LENGTH:
-                self.lengthLimitExceeded(size if size >= 0 else size + 2**32)
-                return
-            if end - pos - 4 < size:
-                self._needed = size + 4
-                break
-            frame = view[pos + 4 : pos + 4 + size]
-            pos += 4 + size
-            self._needed = 4
-            self.stringReceived(frame)
+        # Responses ready while this read's frames are handled leave in one write, after.
+        self._receiving = True
+        too_long = None
+        try:
+            while end - pos >= 4 and not self._closed:
+                size = _SIZE.unpack_from(buf, pos)[0]
+                if size < 0 or size > self.MAX_LENGTH:
+                    too_long = size if size >= 0 else size + 2**32
+                    break
+                if end - pos - 4 < size:
+                    self._needed = size + 4
+                    break
+                frame = view[pos + 4 : pos + 4 + size]
+                pos += 4 + size
+                self._needed = 4
+                self.stringReceived(frame)
+        finally:
+            self._receiving = False
+        self._send_more()
+        if too_long is not None:
+            self.lengthLimitExceeded(too_long)
+            return
         rest = buf[pos:] if pos else buf
         self._chunks = [rest] if rest else []
         self._buffered = len(rest)
@@ -93,6 +114,10 @@ class KafkaServerProtocol(protocol.Protocol):
         # As a streaming producer, we are told when the client reads too slowly; we then
         # stop reading its requests, so a client cannot pile responses up in our memory.
         self.transport.registerProducer(self, True)
+        # File ranges of fetches go by sendfile on plain TCP; anything else (TLS, tests'
+        # in-memory transports) reads them with pread.
+        if type(self.transport) is tcp.Server and USE_SENDFILE:
+            self._socket = self.transport.fileno()
 
     def connectionLost(self, reason=None):
         self._closed = True
@@ -203,6 +228,9 @@ class KafkaServerProtocol(protocol.Protocol):
                 self._out.append(body)
                 continue
             try:
+                if api.key not in _STREAMED:  # no file ranges: one bytes object
+                    self._out.append(frames.encode_response(correlation_id, api, version, body))
+                    continue
                 parts = frames.encode_response_parts(correlation_id, api, version, body)
             except Exception:
                 log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
@@ -228,12 +256,24 @@ class KafkaServerProtocol(protocol.Protocol):
     def _send_more(self):
         """Write queued parts until the transport asks us to pause: bytes at once, file
         ranges a piece at a time."""
+        if self._receiving:
+            return
         out = self._out
         while out and not self._writes_full and not self._closed:
             part = out[0]
             if not isinstance(part, FileSlice):
                 out.popleft()
-                self.transport.write(part)
+                if not out or isinstance(out[0], FileSlice):
+                    self.transport.write(part)
+                    continue
+                run = [part]  # consecutive responses: one write
+                while out and not isinstance(out[0], FileSlice):
+                    run.append(out.popleft())
+                self.transport.writeSequence(run)
+                continue
+            if self._socket is not None:
+                if not self._send_file_range(part):
+                    return
                 continue
             length = min(SEND_CHUNK, part.size - self._out_sent)
             try:
@@ -249,6 +289,49 @@ class KafkaServerProtocol(protocol.Protocol):
             self.transport.write(data)
         if self._closing and not out and not self._closed:
             self._abort()
+
+    def _send_file_range(self, part: FileSlice) -> bool:
+        """Send the file range at the head of ``_out`` with sendfile, page cache to socket;
+        True when it is all sent.  Only into an empty transport buffer (what was written
+        before must leave first): else, and when the socket is full, wait for Twisted to find
+        it writable and call ``resumeProducing``.  Falls back to pread for good if the kernel
+        refuses sendfile for these descriptors."""
+        transport = self.transport
+        if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
+            self._wait_writable()
+            return False
+        while self._out_sent < part.size:
+            try:
+                sent = os.sendfile(self._socket, part.fd, part.position + self._out_sent,
+                                   min(part.size - self._out_sent, SEND_CHUNK))
+            except BlockingIOError:
+                self._wait_writable()
+                return False
+            except OSError as exc:
+                if exc.errno in _NO_SENDFILE:
+                    log.info("%s: sendfile refused (%s); sending fetched data by pread",
+                             self.peer, exc)
+                    self._socket = None
+                    return True
+                log.info("closing %s: sending fetched data failed: %s", self.peer, exc)
+                self._abort()
+                return False
+            if sent == 0:  # the file ends before the range does: it was cut under us
+                log.warning("closing %s: segment file is shorter than a fetch expected",
+                            self.peer)
+                self._abort()
+                return False
+            self._out_sent += sent
+        self._out.popleft()
+        self._out_sent = 0
+        return True
+
+    def _wait_writable(self):
+        """Pause until the transport's buffer is empty and its socket writable; Twisted then
+        resumes its paused streaming producer, this protocol."""
+        self._writes_full = True
+        self.transport.producerPaused = True
+        self.transport.startWriting()
 
     def _abort(self):
         self._closed = True

@@ -23,7 +23,9 @@ broker stores a batch once however often it is sent.  Up to
 answer is read.  A retry (retriable error, lost connection) sends the very same bytes, in
 order; a batch refused as OUT_OF_ORDER_SEQUENCE_NUMBER behind one that failed is sent again
 after it.  If a numbered batch fails for good, the producer takes a new producer id and
-numbers what is still queued afresh.
+numbers afresh what was never sent and what follows the failed batch in its partition; a batch
+sent before keeps its producer id and sequence, so the broker still knows it if it was stored
+(its answer lost), and a partition sends no batch of the new id until those are through.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against a batch f
 
 class _Batch:
     __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
-                 "done", "error", "base_offset", "log_append_time", "callbacks", "sequence", "data")
+                 "done", "error", "base_offset", "log_append_time", "callbacks", "sequence", "data",
+                 "producer_id")
 
     def __init__(self, topic, partition, now):
         self.topic, self.partition = topic, partition
@@ -99,6 +102,7 @@ class _Batch:
         self.callbacks: list = []
         self.sequence = -1  # the base sequence once numbered (idempotence)
         self.data: bytes | None = None  # the encoded batch, built at its first send
+        self.producer_id = -1  # the producer id in ``data`` (idempotence)
 
 
 class DeliveryFuture:
@@ -187,6 +191,7 @@ class Producer:
         self._producer_id = self._producer_epoch = -1
         self._next_seq: dict[tuple[str, int], int] = {}
         self._reset_needed = False
+        self._failed_at: dict[tuple[str, int], int] = {}  # partition -> sequence that failed for good
         self.codec = codecs.codec_by_name(compression)
         self.linger = linger_ms / 1000.0
         self.batch_size = max(1, batch_size)
@@ -372,12 +377,16 @@ class Producer:
         # Oldest first, at most ``per_partition`` batches of a partition at a time (one
         # without idempotence), and none past a batch that waits to be retried: messages of a
         # partition stay in order even when a send fails.
+        # A round sends a partition's batches of one producer id only (the new id's after the
+        # old id's retries are through).
         per_partition = self.max_in_flight if self.idempotent else 1
-        ready, later, blocked, taken = [], deque(), set(), {}
+        ready, later, blocked, taken, ids = [], deque(), set(), {}, {}
         while self._ready:
             batch = self._ready.popleft()
             key = (batch.topic, batch.partition)
-            if key in blocked or batch.not_before > now or taken.get(key, 0) >= per_partition:
+            pid = batch.producer_id if batch.data is not None else self._producer_id
+            if key in blocked or batch.not_before > now or taken.get(key, 0) >= per_partition \
+                    or ids.setdefault(key, pid) != pid:
                 blocked.add(key)
                 later.append(batch)
             else:
@@ -481,6 +490,7 @@ class Producer:
                 key = (batch.topic, batch.partition)
                 batch.sequence = self._next_seq.get(key, 0)
                 self._next_seq[key] = (batch.sequence + len(batch.records)) % _SEQUENCE_MODULUS
+                batch.producer_id = self._producer_id
                 batch.data = build_batch(batch.records, compression_type=self.codec,
                                          producer_id=self._producer_id,
                                          producer_epoch=self._producer_epoch,
@@ -505,6 +515,8 @@ class Producer:
         elif error.retriable:
             self._retry(batch, f"{error.name}: {message}", retries, failed)
         else:
+            if batch.sequence >= 0:  # later batches of the partition meet a gap: send again
+                failed.add((batch.topic, batch.partition))
             self._fail(batch, error(message))
 
     def _init_producer_id(self, node_id: int) -> bool:
@@ -524,14 +536,19 @@ class Producer:
 
     def _reset_sequences(self, retries: list[_Batch]) -> None:
         """After a batch with a sequence failed for good, the broker would refuse every later
-        sequence: start again under a new producer id, renumbering what is still queued."""
+        sequence of its partition: start again under a new producer id.  Batches behind the
+        failed one were never stored and are renumbered; others already sent keep their id
+        and sequence (stored or not, the broker judges them as before)."""
         log.warning("a numbered batch failed; taking a new producer id and numbering again")
         self._reset_needed = False
+        failed_at, self._failed_at = self._failed_at, {}
         self._producer_id = self._producer_epoch = -1
         self._next_seq.clear()
         for batch in list(retries) + list(self._ready):
-            batch.sequence = -1
-            batch.data = None
+            at = failed_at.get((batch.topic, batch.partition))
+            if at is not None and (batch.sequence - at) % _SEQUENCE_MODULUS < _SEQUENCE_MODULUS // 2:
+                batch.sequence = -1
+                batch.data = None
 
     def _retry(self, batch: _Batch, why: str, retries: list, failed: set) -> None:
         failed.add((batch.topic, batch.partition))
@@ -551,6 +568,7 @@ class Producer:
         if batch.callbacks is not None:  # not finished yet
             if batch.sequence >= 0:
                 self._reset_needed = True
+                self._failed_at.setdefault((batch.topic, batch.partition), batch.sequence)
             batch.error = error
             self._finish(batch)
 

@@ -3,19 +3,27 @@
 # kcat for the interoperability tests), then a virtualenv in .venv with headrace installed.
 #   bash deploy/setup.sh           # to run headrace
 #   bash deploy/setup.sh --test    # also the test dependencies
+#   bash deploy/setup.sh --peers   # also the peers of bench/paper.py (RabbitMQ, ActiveMQ, their
+#                                  # C and Java clients) and the bench extra (matplotlib)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-if [ "${1:-}" = "--test" ]; then
-    extras="[test]"
-fi
+peers=0
+case "${1:-}" in
+    --test) extras="[test]" ;;
+    --peers) extras="[bench]"; peers=1 ;;
+esac
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
 packages=(zookeeper kcat)
+if [ "$peers" -eq 1 ]; then
+    # The brokers are started by hand by bench/paper.py, never as Debian services.
+    packages+=(rabbitmq-server activemq librabbitmq-dev gcc default-jdk-headless)
+fi
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3-venv)
 fi
@@ -26,7 +34,20 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
+    # policy-rc.d keeps the peers' own services from starting while they are installed.
+    if [ "$peers" -eq 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "$peers" -eq 1 ]; then
+    for service in rabbitmq-server activemq; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled "$service" >/dev/null 2>&1; then
+            as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -145,17 +145,29 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kazoo").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from kazoo.exceptions import KazooException
+    from kazoo.handlers.threading import KazooTimeoutError
+
     try:
         return args.func(args)
     except (ConfigError, KafkaError, OSError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (KazooException, KazooTimeoutError) as exc:
+        where = getattr(args, "zookeeper", None)
+        zookeeper = f"ZooKeeper at {where}" if where else "ZooKeeper"
+        if isinstance(exc, KazooTimeoutError):
+            print(f"headrace {args.command}: cannot reach {zookeeper}: {exc}", file=sys.stderr)
+        else:
+            print(f"headrace {args.command}: {zookeeper} failed: {type(exc).__name__} {exc}".rstrip(),
+                  file=sys.stderr)
+        return 2
 
 
 def _bad_argument(args) -> str | None:
     """What is wrong with arguments several subcommands share, or None: bootstrap servers
-    without a port (Kafka's tools require one), group names that are not a ZooKeeper node
-    name, a follow interval that is not positive."""
+    without a port (Kafka's tools require one), a ZooKeeper address that does not parse,
+    group names that are not a ZooKeeper node name, a follow interval that is not positive."""
     from broker.offsets import check_group_name
     from consumers.client import parse_bootstrap
 
@@ -167,6 +179,14 @@ def _bad_argument(args) -> str | None:
                     return f"--bootstrap-server {host}:{port}: the port must be 1-65535"
         except ValueError as exc:
             return f"--bootstrap-server: {exc} (give host:port, e.g. localhost:9092)"
+    zookeeper = getattr(args, "zookeeper", None)
+    if zookeeper:
+        from kazoo.hosts import collect_hosts
+
+        try:
+            collect_hosts(zookeeper)
+        except ValueError as exc:
+            return f"--zookeeper {zookeeper}: {exc} (give host:port[,host:port...][/chroot])"
     group = getattr(args, "group", None)
     if group is not None:
         try:

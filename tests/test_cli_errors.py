@@ -16,9 +16,10 @@ from kazoo.security import make_acl
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 
-def run(*args: str, cwd=None) -> tuple[int, str]:
+def run(*args: str, cwd=None, stdin: str | None = None) -> tuple[int, str]:
+    feed = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
     result = subprocess.run([*HEADRACE, *args], capture_output=True, text=True, cwd=cwd, check=False,
-                            timeout=60, stdin=subprocess.DEVNULL)
+                            timeout=60, **feed)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stderr.strip()
 
@@ -115,3 +116,25 @@ def test_a_zookeeper_error_during_a_load_is_reported(zk, zk_chroot, tmp_path):
                       "--to", str(tmp_path / "warehouse"))
     assert status == 1
     assert f"headrace load: ZooKeeper at {zk_chroot} failed the load: NoAuthError" in err
+
+
+ZOOKEEPER_COMMANDS = [
+    ["consume", "--topic", "t"],
+    ["consume", "--topic", "t", "--group", "g"],
+    ["produce", "--topic", "t"],
+    ["groups", "list"],
+]
+
+
+@pytest.mark.parametrize("command", ZOOKEEPER_COMMANDS)
+def test_a_malformed_zookeeper_address_gets_one_line(command):
+    status, err = run(*command, "--zookeeper", "127.0.0.1:2181:x")
+    assert status == 2
+    assert err.startswith(f"headrace {command[0]}: --zookeeper 127.0.0.1:2181:x: ")
+
+
+def test_an_unreachable_zookeeper_gets_one_line():
+    """(It waits out the client's connection timeout; every command ends the same way.)"""
+    status, err = run("produce", "--topic", "t", "--zookeeper", "127.0.0.1:1", stdin="a line\n")
+    assert status == 2
+    assert err.splitlines()[-1].startswith("headrace produce: cannot reach ZooKeeper at 127.0.0.1:1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ from twisted.internet.task import Clock
 
 from broker.log import LogConfig, LogManager
 from broker.log.checkpoint import RECOVERY_POINT_FILE, read_checkpoint
-from broker.protocol.records import build_batch
+from broker.protocol.records import build_batch, iter_records
 
 
 class ThreadedClock(Clock):
@@ -130,3 +131,47 @@ def test_a_failed_background_fsync_takes_only_that_log_offline(tmp_path, monkeyp
     manager.stop()
     clock.drain()
     manager.shutdown()
+
+
+def test_a_partition_created_again_after_deletion_never_inherits_its_old_checkpoints(tmp_path):
+    """The checkpoints are written on the flush thread, behind whatever is queued there.  A
+    partition deleted and created again at once (a topic re-created under its name) must not
+    find its predecessor's log start offset and recovery point in them after a crash."""
+    config = LogConfig(segment_bytes=300, retention_bytes=400, file_delete_delay_ms=0)
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    live.mkdir()
+    clock = ThreadedClock()
+    manager = LogManager([live], config, clock=clock)
+    manager.startup()
+    old = manager.get_or_create_log("t", 0)
+    for i in range(10):
+        old.append(build_batch([(None, b"%d" % i * 100)]))
+    manager.enforce_retention()
+    assert old.log_start_offset > 3
+    old.flush()
+    manager.checkpoint_recovery_points()
+    manager.checkpoint_log_start_offsets()
+    manager.start(clock)
+    slow_disk = threading.Event()  # the flush thread is busy for a while
+    manager._in_background(slow_disk.wait, 10)
+    threading.Timer(0.5, slow_disk.set).start()
+
+    manager.delete_log("t", 0)
+    new = manager.get_or_create_log("t", 0)
+    for i in range(5):
+        new.append(build_batch([(None, b"new %d" % i)]))
+    shutil.copytree(live, crashed)  # what kill -9 now leaves on disk
+    slow_disk.set()
+    manager.stop()
+    clock.drain()
+    manager.crash()
+
+    after = LogManager([crashed], config, clock=Clock())
+    after.startup()
+    recovered = after.get_log("t", 0)
+    assert (recovered.log_start_offset, recovered.log_end_offset) == (0, 5)
+    values = []
+    while len(values) < 5:
+        values += [r.value for r in iter_records(recovered.read(len(values), 1 << 20))]
+    assert values == [b"new %d" % i for i in range(5)]
+    after.shutdown()

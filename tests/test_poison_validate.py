@@ -196,3 +196,61 @@ def test_a_small_body_that_decompresses_to_too_much_is_refused(codec, xerial, mo
         check_records(batch)
     monkeypatch.setattr(validate, "MAX_RECORD_SECTION", 4 << 20)
     check_records(batch)  # the same batch under a higher limit is fine
+
+
+def _varint_bytes(zz: int, width: int) -> bytes:
+    """A zig-zag value ``zz`` as a varint of at least ``width`` bytes (padded, as a careless
+    encoder might)."""
+    out = bytearray()
+    while zz >= 0x80 or len(out) + 1 < width:
+        out.append((zz & 0x7F) | 0x80)
+        zz >>= 7
+    out.append(zz)
+    return bytes(out)
+
+
+zigzag_longs = st.one_of(st.integers(0, 2**14), st.integers(0, 2**64 - 1), st.integers(2**64, 2**70 - 1))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 40), st.integers(-(2**63), 2**63 - 1), st.data())
+def test_whatever_passes_the_check_both_decoders_read_alike(count, base_timestamp, data):
+    """Any timestamp delta a long varint can carry (up to ten bytes, padded or not) against any
+    base timestamp: the check refuses it, or both decoders give the same records, with
+    timestamps a 64-bit long holds."""
+    section = bytearray()
+    for i in range(count):
+        ts = _varint_bytes(data.draw(zigzag_longs), data.draw(st.integers(1, 11)))
+        value = data.draw(st.binary(max_size=4))
+        body = b"\x00" + ts + encode_varint(i) + encode_varint(-1) + encode_varint(len(value)) + value + b"\x00"
+        section += encode_varint(len(body)) + body
+    good = build_batch([(None, b"v")] * count, timestamp=base_timestamp)
+    batch = rebuild(good, bytes(section))
+    assume(parse_header(batch).base_timestamp == base_timestamp)
+    try:
+        check_records(batch)
+    except InvalidRecordError:
+        return
+    decoded = decode_batch(batch).records
+    columns = RecordColumns()
+    decode_batch_columns(batch, 0, columns)
+    assert [r.timestamp for r in decoded] == columns.timestamps
+    assert all(-(2**63) <= t < 2**63 for t in columns.timestamps)
+    assert [r.value for r in decoded] == columns.values
+    assert [r.offset for r in decoded] == columns.offsets
+
+
+@pytest.mark.parametrize("count", [1, 40])
+@pytest.mark.parametrize("delta", [2**62, -(2**63) + 2**40, 2**63 - 1])
+def test_ten_byte_timestamp_deltas_decode_alike(count, delta):
+    """Deltas whose zig-zag form sets the 64th bit: both decoders read the same long."""
+    section = b""
+    for i in range(count):
+        body = b"\x00" + encode_varint(delta) + encode_varint(i) + encode_varint(-1) + b"\x02v\x00"
+        section += encode_varint(len(body)) + body
+    base = 2**40 if delta < 0 else 0
+    batch = rebuild(build_batch([(None, b"v")] * count, timestamp=base), section)
+    check_records(batch)
+    columns = RecordColumns()
+    decode_batch_columns(batch, 0, columns)
+    assert [r.timestamp for r in decode_batch(batch).records] == columns.timestamps == [base + delta] * count

@@ -26,6 +26,7 @@ import logging
 import os
 import resource
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -101,6 +102,7 @@ class LogManager:
         self._reactor = None
         self._flush_pool: ThreadPool | None = None  # one thread: fsyncs off the reactor
         self._flushing: dict[PartitionLog, object] = {}  # in flight -> requested again (up_to)
+        self._detached: set[tuple[str, int]] = set()  # logs the checkpoints on disk may still name
         self.started = False
         self.recovered_unclean = False
 
@@ -218,6 +220,13 @@ class LogManager:
         validate_topic_name(topic)
         if partition < 0:
             raise ValueError(f"partition {partition} is negative")
+        if key in self._detached:
+            # The checkpoint files may still hold the old log's offsets (they are written on
+            # the flush thread, behind its queue): after a crash, a new log of the name would
+            # take them.  Write them without it, and wait, before the new log exists.
+            self._detached.discard(key)
+            self.checkpoint_recovery_points(wait=True)
+            self.checkpoint_log_start_offsets(wait=True)
         counts = {d: 0 for d in self.log_dirs}
         for d in self._dir_of.values():
             counts[d] += 1
@@ -249,6 +258,7 @@ class LogManager:
         if plog is None:
             return None
         directory = self._dir_of.pop(key)
+        self._detached.add(key)
         if flush:
             plog.close()
         else:
@@ -354,12 +364,26 @@ class LogManager:
         d = threads.deferToThreadPool(self._reactor, self._flush_pool, job.run)
         d.addCallbacks(done, failed).addBoth(next_one)
 
-    def _in_background(self, function, *args) -> None:
+    def _in_background(self, function, *args, wait: bool = False) -> None:
         """Run a disk write with fsyncs on the flush thread once started (in order with the
-        flushes), else here; errors are logged."""
+        flushes), else here; errors are logged.  With ``wait``, return once it ran."""
         def report(failure):
             log.error("%s failed: %s", getattr(function, "__name__", function), failure.value)
 
+        if wait and self._flush_pool is not None:
+            ran = threading.Event()
+
+            def run_then_tell():
+                try:
+                    function(*args)
+                except OSError as exc:
+                    log.error("%s failed: %s", getattr(function, "__name__", function), exc)
+                finally:
+                    ran.set()
+
+            self._flush_pool.callInThread(run_then_tell)
+            ran.wait()
+            return
         if self._flush_pool is None:
             try:
                 function(*args)
@@ -380,22 +404,23 @@ class LogManager:
             if not plog.offline:
                 plog.flush()
 
-    def checkpoint_recovery_points(self) -> None:
-        self._checkpoint(RECOVERY_POINT_FILE, lambda plog: plog.recovery_point)
+    def checkpoint_recovery_points(self, wait: bool = False) -> None:
+        self._checkpoint(RECOVERY_POINT_FILE, lambda plog: plog.recovery_point, wait)
 
-    def checkpoint_log_start_offsets(self) -> None:
-        self._checkpoint(LOG_START_OFFSET_FILE, lambda plog: plog.log_start_offset)
+    def checkpoint_log_start_offsets(self, wait: bool = False) -> None:
+        self._checkpoint(LOG_START_OFFSET_FILE, lambda plog: plog.log_start_offset, wait)
 
-    def _checkpoint(self, file_name: str, value) -> None:
+    def _checkpoint(self, file_name: str, value, wait: bool = False) -> None:
         """Write a checkpoint file per log dir of the values now (the file is written on the
-        flush thread once started: after the flushes asked for before it)."""
+        flush thread once started: after the flushes asked for before it; with ``wait``, this
+        returns once it is written)."""
         for directory in self.log_dirs:
             offsets = {
                 key: value(plog)
                 for key, plog in self.logs.items()
                 if self._dir_of[key] == directory and not plog.offline
             }
-            self._in_background(write_checkpoint, directory / file_name, offsets)
+            self._in_background(write_checkpoint, directory / file_name, offsets, wait=wait)
 
     def start(self, clock, interval: float | None = None):
         """Run ``tick`` on a Twisted LoopingCall driven by ``clock`` (a reactor or a

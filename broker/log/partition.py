@@ -257,20 +257,19 @@ class PartitionLog:
         view = memoryview(data)
         max_size = self.config.max_message_bytes
         header = check_batch(view, 0, max_size=max_size)
-        if header.size == len(view):
+        total = len(view)
+        if header.size == total:
             batches = ((0, header),)
         else:
             batches = [(0, header)]
             pos = header.size
-            while pos < len(view):
+            while pos < total:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
                 pos += more.size
         if CHECK_RECORDS:
             for pos, h in batches:
                 check_records(view, pos, h)
-        total = len(view) if batches[-1][0] + batches[-1][1].size == len(view) else sum(
-            h.size for _, h in batches)
         if total > self.config.segment_bytes:
             raise RecordListTooLargeError(
                 f"{total} bytes of record batches do not fit a segment of "

@@ -43,10 +43,12 @@ class _OwnedFd:
     __slots__ = ("fd",)
 
     def __init__(self, fd: int):
+        self.fd = -1  # so __del__ has nothing to close if dup fails
         self.fd = os.dup(fd)
 
     def __del__(self):
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def varints(a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
         pos = pos + more
         more = more & (b >= 0x80)
         shift += 7
+    if shift > 63:  # a tenth byte was read: the top bit may be set, so shift logically
+        return ((value >> 1) & 0x7FFF_FFFF_FFFF_FFFF) ^ -(value & 1), pos, pos - start
     return (value >> 1) ^ -(value & 1), pos, pos - start
 
 

@@ -8,26 +8,25 @@ correlation_id at fixed offsets, so even a request we cannot parse can be answer
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .apis import API_BY_KEY, API_VERSIONS_KEY, APIS, Api
 from .errors import UnsupportedVersionError
-from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError, Reader
+from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
 
 _SIZE = struct.Struct(">i")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
+_HEAD_CLIENT = struct.Struct(">hhih")  # ... and the length of client_id
 
 
-@dataclass(frozen=True)
-class RequestHeader:
+class RequestHeader(NamedTuple):
     api_key: int
     api_version: int
     correlation_id: int
     client_id: str | None
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     header: RequestHeader
     api: Api
     body: dict
@@ -54,12 +53,23 @@ def decode_request(payload) -> Request:
     Raises UnsupportedApiError for unknown keys or versions and ProtocolError for anything
     that does not decode.
     """
-    r = Reader(payload)
-    if r.remaining < _HEAD.size + 2:
-        raise ProtocolError(f"request of {len(payload)} bytes is shorter than a header")
-    api_key, api_version, correlation_id = _HEAD.unpack_from(payload, 0)
-    r.pos = _HEAD.size
-    client_id = NULLABLE_STRING.read(r)
+    size = len(payload)
+    if size < _HEAD_CLIENT.size:
+        raise ProtocolError(f"request of {size} bytes is shorter than a header")
+    api_key, api_version, correlation_id, length = _HEAD_CLIENT.unpack_from(payload, 0)
+    pos = _HEAD_CLIENT.size
+    if length < 0:
+        if length != -1:
+            raise ProtocolError(f"client_id length {length}")
+        client_id = None
+    else:
+        pos += length
+        if pos > size:
+            raise ProtocolError(f"client_id of {length} bytes in a request of {size}")
+        try:
+            client_id = str(payload[_HEAD_CLIENT.size : pos], "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"client_id is not UTF-8: {exc}") from None
     header = RequestHeader(api_key, api_version, correlation_id, client_id)
     api = API_BY_KEY.get(api_key)
     if api is None:
@@ -70,7 +80,7 @@ def decode_request(payload) -> Request:
             f"{api.name} v{api_version} is not served (versions {api.min_version}-{api.max_version})",
         )
     try:
-        body = api.request.decode(payload, api_version, r.pos)
+        body = api.request.decode(payload, api_version, pos)
     except DECODE_ERRORS as exc:
         raise ProtocolError(f"malformed {api.name} v{api_version} request: {exc}") from None
     return Request(header, api, body)

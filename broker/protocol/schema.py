@@ -13,11 +13,11 @@ arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import struct
+from dataclasses import dataclass
 from typing import Any
 
+from . import codegen
 from .errors import CorruptMessageError
 
 __all__ = [
@@ -230,6 +230,16 @@ class Struct:
     def __init__(self, *fields: Field):
         self.fields = fields
         self._plans: dict[int, tuple] = {}
+        self._decoders: dict = {}  # version -> generated decoder (codegen.py)
+        self._encoders: dict = {}  # version -> generated encoder
+
+    def holds(self, type_) -> bool:
+        """Whether any field, however deeply nested, is of ``type_``."""
+        for f in self.fields:
+            t = f.type.item if isinstance(f.type, Array) else f.type
+            if t is type_ or (isinstance(t, Struct) and t.holds(type_)):
+                return True
+        return False
 
     def _plan(self, version: int) -> tuple:
         """Per version: (name, present, type, composite, field) for each field, computed once."""
@@ -267,23 +277,45 @@ class Struct:
                 t.write(out, value)
 
     def decode(self, buf, version: int, pos: int = 0) -> dict:
-        """Decode a whole message; trailing bytes are an error."""
+        """Decode a whole message; trailing bytes are an error.  Runs the decoder generated
+        for this version (``codegen``), which agrees with ``read``."""
+        read = self._decoders.get(version) or codegen.compile_decoder(self, version)
+        view = memoryview(buf)
+        size = len(view)
+        try:
+            result, end = read(view, pos, size)
+        except struct.error as exc:
+            raise ProtocolError(f"message ends inside a field: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"string is not UTF-8: {exc}") from None
+        if end != size:
+            raise ProtocolError(f"{size - end} bytes left over after the message")
+        return result
+
+    def encode(self, obj: dict, version: int) -> bytes:
+        return b"".join(self.encode_parts(obj, version))
+
+    def encode_parts(self, obj: dict, version: int) -> list:
+        """The encoding as a list of bytes-like parts (records stay un-copied), by the encoder
+        generated for this version, which agrees with ``write``."""
+        write = self._encoders.get(version) or codegen.compile_encoder(self, version)
+        try:
+            return write([], obj)
+        except struct.error as exc:
+            raise ProtocolError(f"cannot encode a value: {exc}") from None
+
+    def decode_generic(self, buf, version: int, pos: int = 0) -> dict:
+        """``decode`` by walking the field table (the reference the generated code follows)."""
         r = Reader(buf, pos)
         result = self.read(r, version)
         if r.remaining:
             raise ProtocolError(f"{r.remaining} bytes left over after the message")
         return result
 
-    def encode(self, obj: dict, version: int) -> bytes:
+    def encode_generic(self, obj: dict, version: int) -> bytes:
         out: list = []
         self.write(out, obj, version)
         return b"".join(out)
-
-    def encode_parts(self, obj: dict, version: int) -> list:
-        """The encoding as a list of bytes-like parts (records stay un-copied)."""
-        out: list = []
-        self.write(out, obj, version)
-        return out
 
 
 def _default(type_):

@@ -4,7 +4,7 @@
 further, as Kafka's LogValidator does, without a Python object per record: the body must
 decompress, and the records' framing must match the header - as many records as it says,
 each record's length varint spanning exactly its fields, well-formed varints (at most 5 bytes
-for ints, 10 for longs), sane header counts and header key lengths, offset deltas 0..n-1, and
+for ints, 10 for longs), timestamps (base timestamp plus delta) that fit a signed 64-bit long, sane header counts and header key lengths, offset deltas 0..n-1, and
 the last record ending exactly at the end of the body.  A Python loop only finds where each
 record starts (a few operations per record); every field is then read with numpy over all
 records at once.
@@ -28,6 +28,10 @@ INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
 # Kafka streams records out of a compressed body; we decompress it whole, so a few bytes that
 # stand for gigabytes are refused (MESSAGE_TOO_LARGE) instead of taking the broker's memory.
 MAX_RECORD_SECTION = 128 * 1024 * 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A delta of at most 8 varint bytes is below 2**55: added to a base timestamp this far from the
+# limits, it cannot leave a long, so only longer deltas or such bases need the exact check.
+_SAFE_DELTA_BYTES, _SAFE_BASE = 8, 2**62
 SMALL_BATCH = 24  # up to this many records, a walk in Python costs less than numpy's set-up
 
 
@@ -52,11 +56,12 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     if header.compression != compression.NONE:
         body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
-    check_record_section(body, header.record_count)
+    check_record_section(body, header.record_count, header.base_timestamp)
 
 
-def check_record_section(data, count: int) -> None:
-    """Check a (decompressed) record section holding ``count`` records; see check_records."""
+def check_record_section(data, count: int, base_timestamp: int = 0) -> None:
+    """Check a (decompressed) record section holding ``count`` records whose timestamps are
+    deltas from ``base_timestamp``; see check_records."""
     end = len(data)
     if count < 0:
         raise record_error(f"negative record count {count}")
@@ -67,13 +72,13 @@ def check_record_section(data, count: int) -> None:
     if count * (MIN_RECORD_BODY + 1) > end:
         raise record_error(f"{count} records cannot fit in {end} bytes of record data")
     if count <= SMALL_BATCH:
-        _check_small(data, count)
+        _check_small(data, count, base_timestamp)
         return
     a = np.frombuffer(data, np.uint8)
     found = _guess_spans(data, a, count)
     if found is None:
         found = _spans(a, *record_heads(data, count), count)
-    _check_fields(a, *found)
+    _check_fields(a, *found, base_timestamp)
 
 
 def _guess_spans(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -128,10 +133,11 @@ def _spans(a: np.ndarray, heads: list[int], after: int, count: int
     return starts, lengths
 
 
-def _check_small(data, count: int) -> None:
+def _check_small(data, count: int, base_timestamp: int) -> None:
     """The same checks as the vectorised path, record by record (ints only, no objects)."""
     end = len(data)
     pos = 0
+    any_delta = not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE
     for i in range(count):
         length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
         if length < MIN_RECORD_BODY:
@@ -140,7 +146,11 @@ def _check_small(data, count: int) -> None:
         if record_end > end:
             raise record_error(f"length {length} runs {record_end - end} bytes past the end of "
                                "the record data", i)
-        _, pos = _varint(data, pos + 1, LONG_VARINT_BYTES, i, "timestampDelta")
+        ts_start = pos + 1
+        ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
+        if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
+                INT64_MIN <= ts_delta <= INT64_MAX and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
+            raise record_error(_TIMESTAMP_RANGE, i)
         offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
         key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
         value_len, pos = _varint(data, pos + max(key_len, 0), INT_VARINT_BYTES, i, "value length")
@@ -162,8 +172,19 @@ def _check_small(data, count: int) -> None:
                            "header counts")
 
 
+_TIMESTAMP_RANGE = "the timestamp (base timestamp plus timestampDelta) does not fit a 64-bit long"
+
+
 def _varint(data, pos: int, max_bytes: int, index: int, what: str) -> tuple[int, int]:
     """One varint of a record for the Python walk; InvalidRecordError if malformed."""
+    if pos + 1 < len(data):  # one or two bytes, as the lengths and deltas of small records
+        byte = data[pos]
+        if byte < 0x80:
+            return (byte >> 1) ^ -(byte & 1), pos + 1
+        second = data[pos + 1]
+        if second < 0x80:
+            value = (byte & 0x7F) | (second << 7)
+            return (value >> 1) ^ -(value & 1), pos + 2
     try:
         value, after = decode_varint(data, pos)
     except CorruptMessageError:
@@ -173,7 +194,7 @@ def _varint(data, pos: int, max_bytes: int, index: int, what: str) -> tuple[int,
     return value, after
 
 
-def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_timestamp: int) -> None:
     """The fields of every record at once, each record ``[starts[i], starts[i] + lengths[i])``."""
     ends = starts + lengths
     count = len(starts)
@@ -184,17 +205,27 @@ def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> Non
             raise record_error(what(i) if callable(what) else what, i)
 
     p = starts + 1  # past the attributes byte, which Kafka ignores
-    _ts_delta, p, ts_size = varints(a, p)
+    ts_delta, p, ts_size = varints(a, p)
+    ts_end = p
     offset_delta, p, offset_size = varints(a, p)
     key_len, p, key_size = varints(a, p)
     p = p + np.maximum(key_len, 0)  # a negative length is a null key
     value_len, p, value_size = varints(a, p)
     p = p + np.maximum(value_len, 0)
-    if ts_size.max() > LONG_VARINT_BYTES or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES:
+    longest_ts = int(ts_size.max())
+    if longest_ts > LONG_VARINT_BYTES or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES:
         first_bad(ts_size > LONG_VARINT_BYTES, "timestampDelta varint is longer than 10 bytes")
         first_bad(offset_size > INT_VARINT_BYTES, "offsetDelta varint is longer than 5 bytes")
         first_bad(key_size > INT_VARINT_BYTES, "key length varint is longer than 5 bytes")
         first_bad(value_size > INT_VARINT_BYTES, "value length varint is longer than 5 bytes")
+    if longest_ts > _SAFE_DELTA_BYTES or not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE:
+        # A tenth byte above 1 takes the delta past 64 bits; the sum must not wrap either.
+        base = np.int64(base_timestamp)
+        with np.errstate(over="ignore"):
+            ts = ts_delta + base
+        first_bad(((ts_delta > 0) & (ts < base)) | ((ts_delta < 0) & (ts > base))
+                  | ((ts_size == LONG_VARINT_BYTES) & (a.take(ts_end - 1, mode="clip") > 1)),
+                  _TIMESTAMP_RANGE)
     expected = np.arange(count)
     if np.array_equal(p + 1, ends) and not a.take(p, mode="clip").any() \
             and np.array_equal(offset_delta, expected):
