@@ -87,5 +87,5 @@ def test_fast_response_encoder_agrees_with_the_generic_one(version, responses, c
             for p in partitions]}
         for topic, partitions in responses]}
     expected = frames.encode_response(correlation_id, PRODUCE, version, body)
-    assert produce.encode_response(correlation_id, version, responses) == expected
+    assert produce.encode_response(version, responses) == expected[8:]
     assert PRODUCE_RESPONSE.decode_generic(expected[8:], version)  # a well-formed response

@@ -120,7 +120,7 @@ class FakeHandlers:
             self.waiting.append(d)
             return d
         if key == 0:
-            return None if request.body["acks"] == 0 else {"responses": []}
+            return None if request.body.acks == 0 else {"responses": []}
         raise AssertionError(key)
 
 

@@ -2,7 +2,7 @@
 
 ``decode_request`` reads a Produce body straight into tuples: (acks, timeout_ms,
 transactional_id, [(topic, [(partition, records memoryview or None)])]); ``encode_response``
-writes a whole response frame from (topic, [(partition, error_code, base_offset,
+writes the response body from (topic, [(partition, error_code, base_offset,
 log_append_time_ms, log_start_offset, record_errors, error_message)]) tuples.  They agree
 with the generic codec of ``apis.PRODUCE_REQUEST`` / ``PRODUCE_RESPONSE`` for every version
 served, byte for byte and error for error (``tests/test_produce_codec.py``, hypothesis).
@@ -23,7 +23,6 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _ACKS_TIMEOUT = struct.Struct(">hi")
 _INDEX_LENGTH = struct.Struct(">ii")
-_RESPONSE_HEAD = struct.Struct(">iii")  # frame size, correlation id, topic count
 _COUNT = _I32
 _PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
 _PARTITION_V2 = struct.Struct(">ihqq")  # ... log_append_time_ms
@@ -113,8 +112,8 @@ def _write_string(out: list, value: str | None) -> None:
     out.append(data)
 
 
-def encode_response(correlation_id: int, version: int, responses: list) -> bytes:
-    """A whole Produce response frame (size, correlation id, body) of ``version`` from
+def encode_response(version: int, responses: list) -> bytes:
+    """The Produce response body of ``version`` (no frame header) from
     ``[(topic, [(partition, error_code, base_offset, log_append_time_ms, log_start_offset,
     record_errors, error_message)])]``; ``record_errors`` is a list of (batch_index,
     message) or None for none; the fields a version lacks are left out."""
@@ -124,7 +123,7 @@ def encode_response(correlation_id: int, version: int, responses: list) -> bytes
         fixed = _PARTITION_V2.pack
     else:
         fixed = _PARTITION_V0.pack
-    out = [b""]
+    out = [_COUNT.pack(len(responses))]
     for topic, partitions in responses:
         _write_string(out, topic)
         out.append(_COUNT.pack(len(partitions)))
@@ -146,6 +145,4 @@ def encode_response(correlation_id: int, version: int, responses: list) -> bytes
                 _write_string(out, message)
     if version >= 1:
         out.append(_NO_THROTTLE)
-    size = 8 + sum(len(p) for p in out)
-    out[0] = _RESPONSE_HEAD.pack(size, correlation_id, len(responses))
     return b"".join(out)
