@@ -138,8 +138,14 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
     end = len(data)
     pos = 0
     any_delta = not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE
+    # One-byte varints (most fields of a small record) are read inline: a call each costs
+    # more than the check.
     for i in range(count):
-        length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
         if length < MIN_RECORD_BODY:
             raise record_error(f"length {length} is shorter than any record", i)
         record_end = pos + length
@@ -147,17 +153,43 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
             raise record_error(f"length {length} runs {record_end - end} bytes past the end of "
                                "the record data", i)
         ts_start = pos + 1
-        ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
-        if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
-                INT64_MIN <= ts_delta <= INT64_MAX and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
-            raise record_error(_TIMESTAMP_RANGE, i)
-        offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
-        key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
-        value_len, pos = _varint(data, pos + max(key_len, 0), INT_VARINT_BYTES, i, "value length")
-        pos += max(value_len, 0)
+        b = data[ts_start]  # inside the record: its length is at least MIN_RECORD_BODY
+        if b < 0x80:
+            ts_delta, pos = (b >> 1) ^ -(b & 1), ts_start + 1
+            if any_delta and not INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX:
+                raise record_error(_TIMESTAMP_RANGE, i)
+        else:
+            ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
+            if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
+                    INT64_MIN <= ts_delta <= INT64_MAX
+                    and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
+                raise record_error(_TIMESTAMP_RANGE, i)
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
+        if key_len > 0:
+            pos += key_len
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            value_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "value length")
+        if value_len > 0:
+            pos += value_len
         if pos >= record_end:
             raise record_error(f"key and value run past the record's length {length}", i)
-        header_count, pos = _varint(data, pos, INT_VARINT_BYTES, i, "header count")
+        b = data[pos]
+        if b < 0x80:
+            header_count, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            header_count, pos = _varint(data, pos, INT_VARINT_BYTES, i, "header count")
         if header_count < 0 or header_count * 2 > record_end - pos:
             raise record_error(f"header count {header_count} does not fit the record", i)
         if header_count:
