@@ -21,12 +21,13 @@ from .schema import ProtocolError
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_ACKS_TIMEOUT = struct.Struct(">hi")
+_ACKS_TIMEOUT_COUNT = struct.Struct(">hii")  # acks, timeout_ms, topic count
 _INDEX_LENGTH = struct.Struct(">ii")
 _COUNT = _I32
-_PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
-_PARTITION_V2 = struct.Struct(">ihqq")  # ... log_append_time_ms
-_PARTITION_V5 = struct.Struct(">ihqqq")  # ... log_start_offset
+# Each version's fixed fields of a partition's answer, and how many of the tuple they take.
+_PARTITION_V0 = struct.Struct(">ihq"), 3  # index, error_code, base_offset
+_PARTITION_V2 = struct.Struct(">ihqq"), 4  # ... log_append_time_ms
+_PARTITION_V5 = struct.Struct(">ihqqq"), 5  # ... log_start_offset
 _NULL_STRING = b"\xff\xff"
 _NO_RECORD_ERRORS = b"\x00\x00\x00\x00"
 _NO_THROTTLE = b"\x00\x00\x00\x00"
@@ -39,49 +40,48 @@ class ProduceRequest(NamedTuple):
     topics: list  # [(topic, [(partition, records memoryview or None)])]
 
 
-def _string(buf, pos: int, size: int, nullable: bool) -> tuple[str | None, int]:
-    n = _I16.unpack_from(buf, pos)[0]
-    pos += 2
-    if n < 0:
-        if n != -1 or not nullable:
-            raise ProtocolError(f"string length {n}")
-        return None, pos
-    if pos + n > size:
-        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-    try:
-        return str(buf[pos : pos + n], "utf-8"), pos + n
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"string is not UTF-8: {exc}") from None
-
-
-def _count(buf, pos: int, size: int) -> tuple[int, int]:
-    n = _COUNT.unpack_from(buf, pos)[0]
-    pos += 4
-    if n < 0:
-        raise ProtocolError(f"array length {n}")
-    if n > size - pos:
-        raise ProtocolError(f"array of {n} elements in {size - pos} bytes")
-    return n, pos
-
-
 def decode_request(payload, pos: int, version: int) -> ProduceRequest:
     """The Produce request body of ``version`` starting at ``pos`` of a request frame's
     payload (after the header).  ProtocolError for anything the generic codec refuses,
-    trailing bytes included."""
+    trailing bytes included.  Strings and counts are read inline (a call each would cost
+    as much as the read)."""
     buf = memoryview(payload)
     size = len(buf)
     try:
         transactional_id = None
         if version >= 3:
-            transactional_id, pos = _string(buf, pos, size, True)
-        acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(buf, pos)
-        pos += 6
+            n = _I16.unpack_from(buf, pos)[0]
+            pos += 2
+            if n != -1:
+                if n < 0:
+                    raise ProtocolError(f"string length {n}")
+                if pos + n > size:
+                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+                transactional_id = str(buf[pos : pos + n], "utf-8")
+                pos += n
+        acks, timeout_ms, topic_count = _ACKS_TIMEOUT_COUNT.unpack_from(buf, pos)
+        pos += 10
+        if topic_count < 0:
+            raise ProtocolError(f"array length {topic_count}")
+        if topic_count > size - pos:
+            raise ProtocolError(f"array of {topic_count} elements in {size - pos} bytes")
         topics = []
-        count, pos = _count(buf, pos, size)
-        for _ in range(count):
-            name, pos = _string(buf, pos, size, False)
+        for _ in range(topic_count):
+            n = _I16.unpack_from(buf, pos)[0]
+            pos += 2
+            if n < 0:
+                raise ProtocolError(f"string length {n}")
+            if pos + n > size:
+                raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+            name = str(buf[pos : pos + n], "utf-8")
+            pos += n
+            partition_count = _I32.unpack_from(buf, pos)[0]
+            pos += 4
+            if partition_count < 0:
+                raise ProtocolError(f"array length {partition_count}")
+            if partition_count > size - pos:
+                raise ProtocolError(f"array of {partition_count} elements in {size - pos} bytes")
             partitions = []
-            partition_count, pos = _count(buf, pos, size)
             for _ in range(partition_count):
                 index, n = _INDEX_LENGTH.unpack_from(buf, pos)
                 pos += 8
@@ -98,6 +98,8 @@ def decode_request(payload, pos: int, version: int) -> ProduceRequest:
             topics.append((name, partitions))
     except struct.error as exc:
         raise ProtocolError(f"message ends inside a field: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"string is not UTF-8: {exc}") from None
     if pos != size:
         raise ProtocolError(f"{size - pos} bytes left over after the message")
     return ProduceRequest(acks, timeout_ms, transactional_id, topics)
@@ -117,24 +119,16 @@ def encode_response(version: int, responses: list) -> bytes:
     ``[(topic, [(partition, error_code, base_offset, log_append_time_ms, log_start_offset,
     record_errors, error_message)])]``; ``record_errors`` is a list of (batch_index,
     message) or None for none; the fields a version lacks are left out."""
-    if version >= 5:
-        fixed = _PARTITION_V5.pack
-    elif version >= 2:
-        fixed = _PARTITION_V2.pack
-    else:
-        fixed = _PARTITION_V0.pack
+    fixed, width = _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
+    pack = fixed.pack
     out = [_COUNT.pack(len(responses))]
     for topic, partitions in responses:
-        _write_string(out, topic)
-        out.append(_COUNT.pack(len(partitions)))
-        for index, code, base, append_time, start, record_errors, message in partitions:
-            if version >= 5:
-                out.append(fixed(index, code, base, append_time, start))
-            elif version >= 2:
-                out.append(fixed(index, code, base, append_time))
-            else:
-                out.append(fixed(index, code, base))
+        name = topic.encode("utf-8")
+        out += (_I16.pack(len(name)), name, _COUNT.pack(len(partitions)))
+        for p in partitions:
+            out.append(pack(*p[:width]))
             if version >= 8:
+                record_errors = p[5]
                 if record_errors:
                     out.append(_COUNT.pack(len(record_errors)))
                     for batch_index, batch_message in record_errors:
@@ -142,7 +136,7 @@ def encode_response(version: int, responses: list) -> bytes:
                         _write_string(out, batch_message)
                 else:
                     out.append(_NO_RECORD_ERRORS)
-                _write_string(out, message)
+                _write_string(out, p[6])
     if version >= 1:
         out.append(_NO_THROTTLE)
     return b"".join(out)

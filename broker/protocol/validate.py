@@ -21,7 +21,14 @@ import numpy as np
 from . import compression
 from .columns import record_heads, varints
 from .errors import CorruptMessageError, InvalidRecordError
-from .records import HEADER_SIZE, BatchHeader, decode_varint, parse_header
+from .records import (
+    COMPRESSION_MASK,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    BatchHeader,
+    decode_varint,
+    parse_header,
+)
 
 MIN_RECORD_BODY = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount
 INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
@@ -53,8 +60,8 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     """
     if header is None:
         header = parse_header(buf, pos)
-    body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
-    if header.compression != compression.NONE:
+    body = memoryview(buf)[pos + HEADER_SIZE : pos + LOG_OVERHEAD + header.batch_length]
+    if header.attributes & COMPRESSION_MASK != compression.NONE:
         body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
     check_record_section(body, header.record_count, header.base_timestamp)
 
@@ -144,6 +151,9 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
         b = data[pos] if pos < end else 0x80
         if b < 0x80:
             length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif pos + 1 < end and data[pos + 1] < 0x80:  # records of 64 bytes to 8 KiB
+            length = (b & 0x7F) | (data[pos + 1] << 7)
+            length, pos = (length >> 1) ^ -(length & 1), pos + 2
         else:
             length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
         if length < MIN_RECORD_BODY:
@@ -179,6 +189,9 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
         b = data[pos] if pos < end else 0x80
         if b < 0x80:
             value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif pos + 1 < end and data[pos + 1] < 0x80:
+            value_len = (b & 0x7F) | (data[pos + 1] << 7)
+            value_len, pos = (value_len >> 1) ^ -(value_len & 1), pos + 2
         else:
             value_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "value length")
         if value_len > 0:
