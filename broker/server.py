@@ -66,6 +66,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._closing = False  # close once _out is written
         self._receiving = False  # inside dataReceived: _send_more waits for its end
         self._socket = None  # the socket's descriptor when file ranges go by sendfile
+        self._tcp = False  # a plain TCP transport: responses may go straight to its socket
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -117,7 +118,8 @@ class KafkaServerProtocol(protocol.Protocol):
         self.transport.registerProducer(self, True)
         # File ranges of fetches go by sendfile on plain TCP; anything else (TLS, tests'
         # in-memory transports) reads them with pread.
-        if type(self.transport) is tcp.Server and USE_SENDFILE:
+        self._tcp = type(self.transport) is tcp.Server
+        if self._tcp and USE_SENDFILE:
             self._socket = self.transport.fileno()
 
     def connectionLost(self, reason=None):
@@ -289,13 +291,12 @@ class KafkaServerProtocol(protocol.Protocol):
             part = out[0]
             if not isinstance(part, FileSlice):
                 out.popleft()
-                if not out or isinstance(out[0], FileSlice):
-                    self.transport.write(part)
-                    continue
-                run = [part]  # consecutive responses: one write
-                while out and not isinstance(out[0], FileSlice):
-                    run.append(out.popleft())
-                self.transport.writeSequence(run)
+                if out and not isinstance(out[0], FileSlice):
+                    run = [part]  # consecutive responses: one write
+                    while out and not isinstance(out[0], FileSlice):
+                        run.append(out.popleft())
+                    part = b"".join(run)
+                self._write(part)
                 continue
             if self._socket is not None:
                 if not self._send_file_range(part):
@@ -315,6 +316,23 @@ class KafkaServerProtocol(protocol.Protocol):
             self.transport.write(data)
         if self._closing and not out and not self._closed:
             self._abort()
+
+    def _write(self, data) -> None:
+        """Write ``data``: on plain TCP with nothing buffered before it, straight to the
+        socket (what the kernel takes now costs Twisted no writer registration and no extra
+        turn of the reactor loop); the rest, and on other transports all of it, through the
+        transport."""
+        transport = self.transport
+        if self._tcp and len(transport.dataBuffer) <= transport.offset \
+                and not transport._tempDataLen:
+            try:
+                sent = transport.socket.send(data)
+            except OSError:  # full (EAGAIN) or broken: Twisted retries or reports it
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _send_file_range(self, part: FileSlice) -> bool:
         """Send the file range at the head of ``_out`` with sendfile, page cache to socket;
