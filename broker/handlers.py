@@ -103,10 +103,13 @@ class RequestHandlers:
         """Produce, on its fast path: ``request`` is a ``produce.ProduceRequest`` (tuples, not
         dicts) and the answer the encoded response body, or None (acks=0)."""
         acks = request.acks
-        partition = self._produce_partition
-        responses = [(topic, [partition(topic, index, records, acks, version)
-                              for index, records in partitions])
-                     for topic, partitions in request.topics]
+        answer = self._produce_partition
+        responses = []
+        for topic, partitions in request.topics:
+            answers = []
+            for index, records in partitions:
+                answers.append(answer(topic, index, records, acks, version))
+            responses.append((topic, answers))
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
             # closing, and then refreshes its metadata.

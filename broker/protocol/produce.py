@@ -17,11 +17,11 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .schema import ProtocolError
+from .schema import ProtocolError, run_decoder
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_ACKS_TIMEOUT_COUNT = struct.Struct(">hii")  # acks, timeout_ms, topic count
+_ACKS_TIMEOUT = struct.Struct(">hi")
 _INDEX_LENGTH = struct.Struct(">ii")
 _COUNT = _I32
 # Each version's fixed fields of a partition's answer, and how many of the tuple they take.
@@ -40,69 +40,65 @@ class ProduceRequest(NamedTuple):
     topics: list  # [(topic, [(partition, records memoryview or None)])]
 
 
-def decode_request(payload, pos: int, version: int) -> ProduceRequest:
-    """The Produce request body of ``version`` starting at ``pos`` of a request frame's
-    payload (after the header).  ProtocolError for anything the generic codec refuses,
-    trailing bytes included.  Strings and counts are read inline (a call each would cost
-    as much as the read)."""
-    buf = memoryview(payload)
-    size = len(buf)
-    try:
-        transactional_id = None
-        if version >= 3:
-            n = _I16.unpack_from(buf, pos)[0]
-            pos += 2
-            if n != -1:
-                if n < 0:
-                    raise ProtocolError(f"string length {n}")
-                if pos + n > size:
-                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-                transactional_id = str(buf[pos : pos + n], "utf-8")
-                pos += n
-        acks, timeout_ms, topic_count = _ACKS_TIMEOUT_COUNT.unpack_from(buf, pos)
-        pos += 10
-        if topic_count < 0:
-            raise ProtocolError(f"array length {topic_count}")
-        if topic_count > size - pos:
-            raise ProtocolError(f"array of {topic_count} elements in {size - pos} bytes")
-        topics = []
-        for _ in range(topic_count):
-            n = _I16.unpack_from(buf, pos)[0]
-            pos += 2
+def _count(buf, pos: int, size: int) -> tuple[int, int]:
+    """An array's count at ``pos`` and the position after it; negative counts and counts
+    the bytes left cannot hold are refused."""
+    n = _I32.unpack_from(buf, pos)[0]
+    pos += 4
+    if n < 0:
+        raise ProtocolError(f"array length {n}")
+    if n > size - pos:
+        raise ProtocolError(f"array of {n} elements in {size - pos} bytes")
+    return n, pos
+
+
+def _read_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, int]:
+    transactional_id = None
+    if version >= 3:
+        n = _I16.unpack_from(buf, pos)[0]
+        pos += 2
+        if n != -1:
             if n < 0:
                 raise ProtocolError(f"string length {n}")
             if pos + n > size:
                 raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-            name = str(buf[pos : pos + n], "utf-8")
+            transactional_id = str(buf[pos : pos + n], "utf-8")
             pos += n
-            partition_count = _I32.unpack_from(buf, pos)[0]
-            pos += 4
-            if partition_count < 0:
-                raise ProtocolError(f"array length {partition_count}")
-            if partition_count > size - pos:
-                raise ProtocolError(f"array of {partition_count} elements in {size - pos} bytes")
-            partitions = []
-            for _ in range(partition_count):
-                index, n = _INDEX_LENGTH.unpack_from(buf, pos)
-                pos += 8
-                if n < 0:
-                    if n != -1:
-                        raise ProtocolError(f"bytes length {n}")
-                    records = None
-                else:
-                    if pos + n > size:
-                        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-                    records = buf[pos : pos + n]
-                    pos += n
-                partitions.append((index, records))
-            topics.append((name, partitions))
-    except struct.error as exc:
-        raise ProtocolError(f"message ends inside a field: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"string is not UTF-8: {exc}") from None
-    if pos != size:
-        raise ProtocolError(f"{size - pos} bytes left over after the message")
-    return ProduceRequest(acks, timeout_ms, transactional_id, topics)
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(buf, pos)
+    topic_count, pos = _count(buf, pos + 6, size)
+    topics = []
+    for _ in range(topic_count):
+        n = _I16.unpack_from(buf, pos)[0]
+        pos += 2
+        if n < 0:
+            raise ProtocolError(f"string length {n}")
+        if pos + n > size:
+            raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+        name = str(buf[pos : pos + n], "utf-8")
+        partition_count, pos = _count(buf, pos + n, size)
+        partitions = []
+        for _ in range(partition_count):
+            index, n = _INDEX_LENGTH.unpack_from(buf, pos)
+            pos += 8
+            if n < 0:
+                if n != -1:
+                    raise ProtocolError(f"bytes length {n}")
+                records = None
+            else:
+                if pos + n > size:
+                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+                records = buf[pos : pos + n]
+                pos += n
+            partitions.append((index, records))
+        topics.append((name, partitions))
+    return ProduceRequest(acks, timeout_ms, transactional_id, topics), pos
+
+
+def decode_request(payload, pos: int, version: int) -> ProduceRequest:
+    """The Produce request body of ``version`` starting at ``pos`` of a request frame's
+    payload (after the header).  ProtocolError for anything the generic codec refuses,
+    trailing bytes included."""
+    return run_decoder(_read_body, payload, pos, version)
 
 
 def _write_string(out: list, value: str | None) -> None:
