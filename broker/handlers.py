@@ -18,7 +18,7 @@ from .fetch import FetchWaiters
 from .log import LogConfig, LogManager
 from .log.partition import validate_topic_name
 from .group_handlers import GroupHandlers
-from .protocol import errors, frames
+from .protocol import errors, frames, produce
 from .protocol.errors import KafkaError, error_code
 from .server import CLOSE_CONNECTION
 
@@ -99,25 +99,27 @@ class RequestHandlers:
 
     # --- Produce -------------------------------------------------------------------------
 
-    def produce(self, body, version):
-        acks = body["acks"]
-        partition = self._produce_partition
-        responses = [
-            {"name": t["name"],
-             "partition_responses": [partition(t["name"], p["index"], p["records"], acks, version)
-                                     for p in t["partition_data"]]}
-            for t in body["topic_data"]
-        ]
+    def produce(self, request, version):
+        """Produce, on its fast path: ``request`` is a ``produce.ProduceRequest`` (tuples, not
+        dicts) and the answer the encoded response body, or None (acks=0)."""
+        acks = request.acks
+        answer = self._produce_partition
+        responses = []
+        for topic, partitions in request.topics:
+            answers = []
+            for index, records in partitions:
+                answers.append(answer(topic, index, records, acks, version))
+            responses.append((topic, answers))
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
             # closing, and then refreshes its metadata.
-            failed = any(p["error_code"] for t in responses for p in t["partition_responses"])
+            failed = any(p[1] for _, partitions in responses for p in partitions)
             return CLOSE_CONNECTION if failed else None
-        return {"responses": responses, "throttle_time_ms": 0}
+        return produce.encode_response(version, responses)
 
     def _produce_partition(self, topic, partition, records, acks, version):
-        """One partition's answer; the encoder fills the fields left out (record_errors,
-        error_message) with their defaults."""
+        """One partition's answer: (partition, error_code, base_offset, log_append_time_ms,
+        log_start_offset, record_errors, error_message)."""
         try:
             if acks not in (0, 1, -1):
                 raise errors.InvalidRequiredAcksError(f"acks={acks}; use 0, 1 or -1")
@@ -126,18 +128,15 @@ class RequestHandlers:
                 raise errors.CorruptMessageError("the produce request carries no records")
             appended = plog.append(records)
         except KafkaError as exc:
-            result = {"index": partition, "error_code": exc.code, "base_offset": -1,
-                      "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
-                      "error_message": str(exc.args[0])}
+            code, record_errors = exc.code, None
             if isinstance(exc, errors.InvalidRecordError):
-                _invalid_record(result, exc, version)
+                code, record_errors = _invalid_record(exc, version)
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
-            return result
+            return (partition, code, -1, -1, -1, record_errors, str(exc.args[0]))
         self.waiters.appended(topic, partition, len(records))
-        return {"index": partition, "error_code": NONE, "base_offset": appended.base_offset,
-                "log_append_time_ms": appended.log_append_time_ms,
-                "log_start_offset": plog.log_start_offset}
+        return (partition, NONE, appended.base_offset, appended.log_append_time_ms,
+                plog.log_start_offset, None, None)
 
     # --- Fetch ---------------------------------------------------------------------------
 
@@ -395,17 +394,16 @@ class RequestHandlers:
                 "producer_epoch": 0}
 
 
-def _invalid_record(result: dict, exc: KafkaError, version: int) -> None:
-    """INVALID_RECORD as each Produce version answers it (KIP-467): from v8 with the record at
-    fault in ``record_errors``; before v8, which predates the code, as CORRUPT_MESSAGE - what
-    Kafka answered to those clients then."""
+def _invalid_record(exc: KafkaError, version: int) -> tuple[int, list | None]:
+    """(error_code, record_errors) of INVALID_RECORD as each Produce version answers it
+    (KIP-467): from v8 with the record at fault in ``record_errors``; before v8, which
+    predates the code, as CORRUPT_MESSAGE - what Kafka answered to those clients then."""
     if version < 8:
-        result["error_code"] = errors.CorruptMessageError.code
-        return
+        return errors.CorruptMessageError.code, None
     index = getattr(exc, "record_index", None)
-    if index is not None:
-        result["record_errors"] = [{"batch_index": index,
-                                    "batch_index_error_message": str(exc.args[0])}]
+    if index is None:
+        return exc.code, None
+    return exc.code, [(index, str(exc.args[0]))]
 
 
 __all__ = ["RequestHandlers", "error_code"]

@@ -42,6 +42,7 @@ _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # sendfile cannot
 
 
 _SIZE = struct.Struct(">i")
+_RESPONSE_HEAD = struct.Struct(">ii")  # frame size, correlation id
 # APIs whose responses may carry file ranges (Fetch's records), encoded as parts.
 _STREAMED = frozenset(api.key for api in APIS if api.response.holds(RECORDS))
 
@@ -65,6 +66,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._closing = False  # close once _out is written
         self._receiving = False  # inside dataReceived: _send_more waits for its end
         self._socket = None  # the socket's descriptor when file ranges go by sendfile
+        self._tcp = False  # a plain TCP transport: responses may go straight to its socket
 
     def dataReceived(self, data: bytes):
         """Split the stream into frames.  Pieces of a large frame are joined once, when the
@@ -116,7 +118,8 @@ class KafkaServerProtocol(protocol.Protocol):
         self.transport.registerProducer(self, True)
         # File ranges of fetches go by sendfile on plain TCP; anything else (TLS, tests'
         # in-memory transports) reads them with pread.
-        if type(self.transport) is tcp.Server and USE_SENDFILE:
+        self._tcp = type(self.transport) is tcp.Server
+        if self._tcp and USE_SENDFILE:
             self._socket = self.transport.fileno()
 
     def connectionLost(self, reason=None):
@@ -175,11 +178,8 @@ class KafkaServerProtocol(protocol.Protocol):
             self._abort()
             return
         header = request.header
-        slot = [header.correlation_id, request.api, header.api_version, None, False, None]
-        self._pending.append(slot)
-        if len(self._pending) >= MAX_PENDING and not self._queue_full:
-            self._queue_full = True
-            self._update_reading()
+        # With nothing in progress before it, a request answered at once skips the queue.
+        slot = self._queue_slot(header, request.api) if self._pending else None
         try:
             result = self.handlers.handle(request, self)
         except Exception:
@@ -187,12 +187,29 @@ class KafkaServerProtocol(protocol.Protocol):
                           header.api_version)
             self._abort()
             return
+        if slot is None:
+            if result is None:  # a Produce with acks=0: no answer
+                return
+            if result is not CLOSE_CONNECTION and not isinstance(result, defer.Deferred):
+                if self._encode(header.correlation_id, request.api, header.api_version, result):
+                    self._send_more()
+                return
+            slot = self._queue_slot(header, request.api)
         if isinstance(result, defer.Deferred):
             slot[5] = result
             result.addCallbacks(self._completed, self._failed, callbackArgs=(slot,),
                                 errbackArgs=(slot,))
         else:
             self._completed(result, slot)
+
+    def _queue_slot(self, header, api) -> list:
+        """A place in the response queue for a request in progress."""
+        slot = [header.correlation_id, api, header.api_version, None, False, None]
+        self._pending.append(slot)
+        if len(self._pending) >= MAX_PENDING and not self._queue_full:
+            self._queue_full = True
+            self._update_reading()
+        return slot
 
     def _completed(self, body, slot):
         slot[3] = _NO_RESPONSE if body is None else body
@@ -227,31 +244,42 @@ class KafkaServerProtocol(protocol.Protocol):
             if api is None:
                 self._out.append(body)
                 continue
-            try:
-                if api.key not in _STREAMED:  # no file ranges: one bytes object
-                    self._out.append(frames.encode_response(correlation_id, api, version, body))
-                    continue
-                parts = frames.encode_response_parts(correlation_id, api, version, body)
-            except Exception:
-                log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
-                self._abort()
+            if not self._encode(correlation_id, api, version, body):
                 return
-            run: list = []  # consecutive small parts are written as one piece
-            for part in parts:
-                if isinstance(part, FileSlice):
-                    if run:
-                        self._out.append(b"".join(run))
-                        run = []
-                    if part.size:
-                        self._out.append(part)
-                else:
-                    run.append(part)
-            if run:
-                self._out.append(b"".join(run))
         self._send_more()
         if self._queue_full and len(pending) < MAX_PENDING // 2:
             self._queue_full = False
             self._update_reading()
+
+    def _encode(self, correlation_id: int, api, version: int, body) -> bool:
+        """Queue a response frame for writing: ``body`` is a dict for the API's codec, or
+        bytes a handler encoded itself.  False (and the connection closed) if it cannot be
+        encoded."""
+        try:
+            if type(body) is bytes:
+                self._out.append(_RESPONSE_HEAD.pack(len(body) + 4, correlation_id) + body)
+                return True
+            if api.key not in _STREAMED:  # no file ranges: one bytes object
+                self._out.append(frames.encode_response(correlation_id, api, version, body))
+                return True
+            parts = frames.encode_response_parts(correlation_id, api, version, body)
+        except Exception:
+            log.exception("closing %s: cannot encode %s v%d response", self.peer, api.name, version)
+            self._abort()
+            return False
+        run: list = []  # consecutive small parts are written as one piece
+        for part in parts:
+            if isinstance(part, FileSlice):
+                if run:
+                    self._out.append(b"".join(run))
+                    run = []
+                if part.size:
+                    self._out.append(part)
+            else:
+                run.append(part)
+        if run:
+            self._out.append(b"".join(run))
+        return True
 
     def _send_more(self):
         """Write queued parts until the transport asks us to pause: bytes at once, file
@@ -263,13 +291,12 @@ class KafkaServerProtocol(protocol.Protocol):
             part = out[0]
             if not isinstance(part, FileSlice):
                 out.popleft()
-                if not out or isinstance(out[0], FileSlice):
-                    self.transport.write(part)
-                    continue
-                run = [part]  # consecutive responses: one write
-                while out and not isinstance(out[0], FileSlice):
-                    run.append(out.popleft())
-                self.transport.writeSequence(run)
+                if out and not isinstance(out[0], FileSlice):
+                    run = [part]  # consecutive responses: one write
+                    while out and not isinstance(out[0], FileSlice):
+                        run.append(out.popleft())
+                    part = b"".join(run)
+                self._write(part)
                 continue
             if self._socket is not None:
                 if not self._send_file_range(part):
@@ -289,6 +316,23 @@ class KafkaServerProtocol(protocol.Protocol):
             self.transport.write(data)
         if self._closing and not out and not self._closed:
             self._abort()
+
+    def _write(self, data) -> None:
+        """Write ``data``: on plain TCP with nothing buffered before it, straight to the
+        socket (what the kernel takes now costs Twisted no writer registration and no extra
+        turn of the reactor loop); the rest, and on other transports all of it, through the
+        transport."""
+        transport = self.transport
+        if self._tcp and len(transport.dataBuffer) <= transport.offset \
+                and not transport._tempDataLen:
+            try:
+                sent = transport.socket.send(data)
+            except OSError:  # full (EAGAIN) or broken: Twisted retries or reports it
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _send_file_range(self, part: FileSlice) -> bool:
         """Send the file range at the head of ``_out`` with sendfile, page cache to socket;

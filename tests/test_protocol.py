@@ -11,10 +11,20 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
-from broker.protocol import frames
-from broker.protocol.apis import APIS, API_BY_KEY
+from broker.protocol import frames, produce
+from broker.protocol.apis import API_BY_KEY, APIS
 from broker.protocol.schema import (
-    BOOL, INT8, INT16, INT32, INT64, NULLABLE_STRING, RECORDS, STRING, Array, ProtocolError, Struct,
+    BOOL,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    NULLABLE_STRING,
+    RECORDS,
+    STRING,
+    Array,
+    ProtocolError,
+    Struct,
 )
 from broker.server import KafkaServerFactory
 
@@ -120,7 +130,9 @@ class FakeHandlers:
             self.waiting.append(d)
             return d
         if key == 0:
-            return None if request.body["acks"] == 0 else {"responses": []}
+            if request.body.acks == 0:
+                return None
+            return produce.encode_response(request.header.api_version, [])  # encoded here
         raise AssertionError(key)
 
 
@@ -157,6 +169,19 @@ def test_responses_keep_request_order_when_an_earlier_one_waits():
     assert responses(transport) == []  # ApiVersions is ready but must wait for Metadata
     handlers.waiting[0].callback({"brokers": [], "topics": []})
     assert responses(transport) == [1, 2]
+
+
+def test_an_encoded_answer_waits_for_an_earlier_one_and_gets_its_frame():
+    proto, transport, handlers = connect()
+    body = {"transactional_id": None, "acks": 1, "timeout_ms": 1, "topic_data": []}
+    proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
+    proto.dataReceived(frames.encode_request(0, 8, 2, "c", body))
+    assert responses(transport) == []
+    handlers.waiting[0].callback({"brokers": [], "topics": []})
+    proto.dataReceived(frames.encode_request(0, 8, 3, "c", body))  # nothing waits: at once
+    assert responses(transport) == [1, 2, 3]
+    last = transport.value()[-16:]  # size, correlation id, no topics, throttle time
+    assert frames.decode_response(0, 8, last[4:]) == (3, {"responses": [], "throttle_time_ms": 0})
 
 
 def test_produce_with_acks_0_gets_no_response():

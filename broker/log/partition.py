@@ -255,36 +255,37 @@ class PartitionLog:
         if self.offline:
             raise KafkaStorageError(f"{self.directory} is offline after an earlier disk error")
         view = memoryview(data)
-        max_size = self.config.max_message_bytes
+        config = self.config
+        max_size = config.max_message_bytes
         header = check_batch(view, 0, max_size=max_size)
         total = len(view)
-        if header.size == total:
+        if header.batch_length + LOG_OVERHEAD == total:
             batches = ((0, header),)
         else:
             batches = [(0, header)]
-            pos = header.size
+            pos = header.batch_length + LOG_OVERHEAD
             while pos < total:
                 more = check_batch(view, pos, max_size=max_size)
                 batches.append((pos, more))
-                pos += more.size
+                pos += more.batch_length + LOG_OVERHEAD
         if CHECK_RECORDS:
             for pos, h in batches:
                 check_records(view, pos, h)
-        if total > self.config.segment_bytes:
+        if total > config.segment_bytes:
             raise RecordListTooLargeError(
                 f"{total} bytes of record batches do not fit a segment of "
-                f"{self.config.segment_bytes} bytes (segment.bytes)"
+                f"{config.segment_bytes} bytes (segment.bytes)"
             )
         if header.producer_id >= 0 or (len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)):
             batches, duplicate = self._skip_duplicates(batches)
             if duplicate is not None:
                 return duplicate
-            total = sum(h.size for _, h in batches)
+            total = sum(h.batch_length + LOG_OVERHEAD for _, h in batches)
             now_ms = self._now_ms()
         else:
             now_ms = -1  # no producer ids to track
         log_append_time = -1
-        if self.config.timestamp_type == "LogAppendTime":
+        if config.timestamp_type == "LogAppendTime":
             log_append_time = self._now_ms()
         segment = self.segments[-1]
         base = segment.next_offset
@@ -292,20 +293,20 @@ class PartitionLog:
         parts = []
         entries = []
         for pos, h in batches:
-            body = view[pos + 16 : pos + h.size]
+            size = h.batch_length + LOG_OVERHEAD
+            body = view[pos + 16 : pos + size]
             max_ts = h.max_timestamp
             if log_append_time >= 0:
-                stamped = records.with_log_append_time(view[pos : pos + h.size], log_append_time)
+                stamped = records.with_log_append_time(view[pos : pos + size], log_append_time)
                 body = memoryview(stamped)[16:]
                 max_ts = log_append_time
-            parts.append(_PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH))
-            parts.append(body)
-            entries.append((base + count, h.size, max_ts))
+            parts += (_PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH), body)
+            entries.append((base + count, size, max_ts))
             count += h.record_count
         last = base + count - 1
         if segment.size and (
-            segment.size + total > self.config.segment_bytes
-            or segment.should_roll_for_time(entries[0][2], self.clock, self.config.roll_ms)
+            segment.size + total > config.segment_bytes
+            or segment.should_roll_for_time(entries[0][2], self.clock, config.roll_ms)
             or last - segment.base_offset > _MAX_RELATIVE_OFFSET
         ):
             segment = self.roll()
@@ -321,7 +322,7 @@ class PartitionLog:
             for (_, h), (offset, _, _) in zip(batches, entries):
                 self.producer_state.record_header(h, offset, now_ms)
         self._unflushed_messages += count
-        if self._unflushed_messages >= self.config.flush_interval_messages:
+        if self._unflushed_messages >= config.flush_interval_messages:
             self.request_flush()
         return AppendResult(base, last, log_append_time, count)
 

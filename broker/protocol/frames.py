@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from . import produce
 from .apis import API_BY_KEY, API_VERSIONS_KEY, APIS, Api
 from .errors import UnsupportedVersionError
 from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
@@ -17,6 +18,7 @@ from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
 _SIZE = struct.Struct(">i")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _HEAD_CLIENT = struct.Struct(">hhih")  # ... and the length of client_id
+PRODUCE_KEY = 0
 
 
 class RequestHeader(NamedTuple):
@@ -29,7 +31,7 @@ class RequestHeader(NamedTuple):
 class Request(NamedTuple):
     header: RequestHeader
     api: Api
-    body: dict
+    body: dict | produce.ProduceRequest  # a Produce request's body is a ProduceRequest
 
 
 class UnsupportedApiError(ProtocolError):
@@ -80,7 +82,10 @@ def decode_request(payload) -> Request:
             f"{api.name} v{api_version} is not served (versions {api.min_version}-{api.max_version})",
         )
     try:
-        body = api.request.decode(payload, api_version, pos)
+        if api_key == PRODUCE_KEY:  # the hot path: tuples, not dicts
+            body = produce.decode_request(payload, pos, api_version)
+        else:
+            body = api.request.decode(payload, api_version, pos)
     except DECODE_ERRORS as exc:
         raise ProtocolError(f"malformed {api.name} v{api_version} request: {exc}") from None
     return Request(header, api, body)

@@ -280,17 +280,7 @@ class Struct:
         """Decode a whole message; trailing bytes are an error.  Runs the decoder generated
         for this version (``codegen``), which agrees with ``read``."""
         read = self._decoders.get(version) or codegen.compile_decoder(self, version)
-        view = memoryview(buf)
-        size = len(view)
-        try:
-            result, end = read(view, pos, size)
-        except struct.error as exc:
-            raise ProtocolError(f"message ends inside a field: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"string is not UTF-8: {exc}") from None
-        if end != size:
-            raise ProtocolError(f"{size - end} bytes left over after the message")
-        return result
+        return run_decoder(read, buf, pos)
 
     def encode(self, obj: dict, version: int) -> bytes:
         return b"".join(self.encode_parts(obj, version))
@@ -316,6 +306,22 @@ class Struct:
         out: list = []
         self.write(out, obj, version)
         return b"".join(out)
+
+
+def run_decoder(read, buf, pos: int = 0, *args):
+    """Run ``read(view, pos, size, *args) -> (value, end)`` over a whole message from ``pos``:
+    a field cut short, text that is not UTF-8 and trailing bytes become ProtocolError."""
+    view = memoryview(buf)
+    size = len(view)
+    try:
+        result, end = read(view, pos, size, *args)
+    except struct.error as exc:
+        raise ProtocolError(f"message ends inside a field: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"string is not UTF-8: {exc}") from None
+    if end != size:
+        raise ProtocolError(f"{size - end} bytes left over after the message")
+    return result
 
 
 def _default(type_):

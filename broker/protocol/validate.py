@@ -21,7 +21,14 @@ import numpy as np
 from . import compression
 from .columns import record_heads, varints
 from .errors import CorruptMessageError, InvalidRecordError
-from .records import HEADER_SIZE, BatchHeader, decode_varint, parse_header
+from .records import (
+    COMPRESSION_MASK,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    BatchHeader,
+    decode_varint,
+    parse_header,
+)
 
 MIN_RECORD_BODY = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount
 INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
@@ -53,8 +60,8 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     """
     if header is None:
         header = parse_header(buf, pos)
-    body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
-    if header.compression != compression.NONE:
+    body = memoryview(buf)[pos + HEADER_SIZE : pos + LOG_OVERHEAD + header.batch_length]
+    if header.attributes & COMPRESSION_MASK != compression.NONE:
         body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
     check_record_section(body, header.record_count, header.base_timestamp)
 
@@ -138,8 +145,17 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
     end = len(data)
     pos = 0
     any_delta = not -_SAFE_BASE <= base_timestamp <= _SAFE_BASE
+    # One-byte varints (most fields of a small record) are read inline: a call each costs
+    # more than the check.
     for i in range(count):
-        length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif pos + 1 < end and data[pos + 1] < 0x80:  # records of 64 bytes to 8 KiB
+            length = (b & 0x7F) | (data[pos + 1] << 7)
+            length, pos = (length >> 1) ^ -(length & 1), pos + 2
+        else:
+            length, pos = _varint(data, pos, INT_VARINT_BYTES, i, "length")
         if length < MIN_RECORD_BODY:
             raise record_error(f"length {length} is shorter than any record", i)
         record_end = pos + length
@@ -147,17 +163,46 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
             raise record_error(f"length {length} runs {record_end - end} bytes past the end of "
                                "the record data", i)
         ts_start = pos + 1
-        ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
-        if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
-                INT64_MIN <= ts_delta <= INT64_MAX and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
-            raise record_error(_TIMESTAMP_RANGE, i)
-        offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
-        key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
-        value_len, pos = _varint(data, pos + max(key_len, 0), INT_VARINT_BYTES, i, "value length")
-        pos += max(value_len, 0)
+        b = data[ts_start]  # inside the record: its length is at least MIN_RECORD_BODY
+        if b < 0x80:
+            ts_delta, pos = (b >> 1) ^ -(b & 1), ts_start + 1
+            if any_delta and not INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX:
+                raise record_error(_TIMESTAMP_RANGE, i)
+        else:
+            ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
+            if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
+                    INT64_MIN <= ts_delta <= INT64_MAX
+                    and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
+                raise record_error(_TIMESTAMP_RANGE, i)
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            offset_delta, pos = _varint(data, pos, INT_VARINT_BYTES, i, "offsetDelta")
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            key_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "key length")
+        if key_len > 0:
+            pos += key_len
+        b = data[pos] if pos < end else 0x80
+        if b < 0x80:
+            value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif pos + 1 < end and data[pos + 1] < 0x80:
+            value_len = (b & 0x7F) | (data[pos + 1] << 7)
+            value_len, pos = (value_len >> 1) ^ -(value_len & 1), pos + 2
+        else:
+            value_len, pos = _varint(data, pos, INT_VARINT_BYTES, i, "value length")
+        if value_len > 0:
+            pos += value_len
         if pos >= record_end:
             raise record_error(f"key and value run past the record's length {length}", i)
-        header_count, pos = _varint(data, pos, INT_VARINT_BYTES, i, "header count")
+        b = data[pos]
+        if b < 0x80:
+            header_count, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            header_count, pos = _varint(data, pos, INT_VARINT_BYTES, i, "header count")
         if header_count < 0 or header_count * 2 > record_end - pos:
             raise record_error(f"header count {header_count} does not fit the record", i)
         if header_count:
