@@ -12,13 +12,18 @@ reports a stale leader; each broker connection is used by one thread at a time.
 
 from __future__ import annotations
 
+import itertools
 import json
+import struct
 import threading
 import time
+from collections import deque
 
+from broker.protocol import frames
 from broker.protocol.errors import error_for_code
+from broker.protocol.schema import DECODE_ERRORS
 
-from .client import BrokerConnection, parse_bootstrap
+from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
 
 METADATA, LIST_OFFSETS = 3, 2
 
@@ -64,6 +69,100 @@ class _Pooled:
             except OSError:
                 pass
         self.conn = None
+
+
+_SIZE = struct.Struct(">i")
+
+
+class InFlightConnection:
+    """A connection to one broker with many requests in flight (Kafka's
+    ``max.in.flight.requests.per.connection``), used by one thread.
+
+        >>> conn = cluster.connect(1)
+        >>> conn.send(0, 8, [(body, token), ...])    # written at once, no waiting
+        >>> answers, error = conn.read()              # once select() finds it readable
+
+    The broker answers in order; ``read`` returns the answers that have fully arrived, each
+    with the token it was sent with.  After an error (``read``'s second value, or an OSError
+    from ``send``) the caller closes the connection: ``close`` returns the tokens of the
+    requests still unanswered, oldest first.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float, client_id: str):
+        self.host, self.port, self.timeout, self.client_id = host, port, timeout, client_id
+        self.sock = BrokerConnection(host, port, timeout, client_id).sock
+        self.pending: deque = deque()  # (correlation id, api key, version, token, sent at)
+        self._ids = itertools.count(1)
+        self._buffer = bytearray()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, api_key: int, version: int, requests: list, expect_answer: bool = True) -> None:
+        """Write ``(body, token)`` requests in one go; with ``expect_answer=False`` (Produce
+        with acks=0) the broker sends nothing back and nothing is remembered."""
+        out, sent = [], []
+        now = time.monotonic()
+        for body, token in requests:
+            correlation_id = next(self._ids)
+            out.append(frames.encode_request(api_key, version, correlation_id, self.client_id, body))
+            sent.append((correlation_id, api_key, version, token, now))
+        self.sock.sendall(b"".join(out))
+        if expect_answer:  # only once written: after an OSError the caller has them all back
+            self.pending.extend(sent)
+
+    def expired(self, now: float) -> bool:
+        """True when the oldest request has waited longer than the request timeout."""
+        return bool(self.pending) and now - self.pending[0][4] > self.timeout
+
+    def deadline(self) -> float | None:
+        return self.pending[0][4] + self.timeout if self.pending else None
+
+    def read(self) -> tuple[list, Exception | None]:
+        """``([(token, body), ...], error)``: the answers complete in what the socket holds
+        now (call it when readable), and the error that broke the connection, if one did."""
+        answers: list = []
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError as exc:
+            return answers, exc
+        if not data:
+            return answers, ConnectionClosed(f"{self.host}:{self.port} closed the connection")
+        buf = self._buffer
+        buf += data
+        pos, end = 0, len(buf)
+        error = None
+        while end - pos >= 4:
+            size = _SIZE.unpack_from(buf, pos)[0]
+            if end - pos - 4 < size:
+                break
+            if not self.pending:
+                error = ConnectionError(f"{self.host}:{self.port} answered a request never sent")
+                break
+            correlation_id, api_key, version, token, _ = self.pending[0]
+            try:
+                got, body = frames.decode_response(api_key, version, bytes(buf[pos + 4 : pos + 4 + size]))
+            except DECODE_ERRORS as exc:
+                error = exc
+                break
+            if got != correlation_id:
+                error = ConnectionError(f"response {got} arrived for request {correlation_id}")
+                break
+            self.pending.popleft()
+            answers.append((token, body))
+            pos += 4 + size
+        del buf[:pos]
+        return answers, error
+
+    def close(self) -> list:
+        """Close the socket; the tokens of the requests left unanswered."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        tokens = [entry[3] for entry in self.pending]
+        self.pending.clear()
+        return tokens
 
 
 class ClusterClient:
@@ -179,33 +278,13 @@ class ClusterClient:
                 pooled.reset()
                 raise
 
-    def pipeline(self, node_id: int, api_key: int, version: int, bodies: list[dict]) -> list:
-        """Send several requests on one connection without waiting, then read the answers
-        in order.  Returns, per request, its response body or the exception that lost it:
-        after a broken connection every later request gets that error (the connection is
-        closed; the next call reconnects)."""
-        pooled = self._pooled(node_id)
-        results: list = []
-        with pooled.lock:
-            try:
-                conn = pooled.get()
-                ids = [conn.send(api_key, version, body) for body in bodies]
-                for correlation_id in ids:
-                    results.append(conn.receive(api_key, version, correlation_id))
-            except (OSError, ValueError) as exc:
-                pooled.reset()
-                results.extend([exc] * (len(bodies) - len(results)))
-        return results
-
-    def send_only(self, node_id: int, api_key: int, version: int, body: dict) -> None:
-        """Send a request that gets no response (Produce with acks=0)."""
-        pooled = self._pooled(node_id)
-        with pooled.lock:
-            try:
-                pooled.get().send(api_key, version, body)
-            except OSError:
-                pooled.reset()
-                raise
+    def connect(self, node_id: int) -> InFlightConnection:
+        """A new connection to a broker of its own, for requests pipelined by one thread."""
+        with self._lock:
+            if node_id not in self.brokers:
+                raise NoBrokersError(f"broker {node_id} is not known")
+            host, port = self.brokers[node_id]
+        return InFlightConnection(host, port, self.request_timeout, self.client_id)
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
         """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time (-1: none)."""

@@ -30,8 +30,11 @@ sent before keeps its producer id and sequence, so the broker still knows it if 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+import selectors
+import socket
 import threading
 import time
 from collections import deque
@@ -47,7 +50,7 @@ from broker.protocol.errors import (
 )
 from broker.protocol.records import build_batch
 
-from .cluster import ClusterClient
+from .cluster import ClusterClient, InFlightConnection
 from .partitioner import partition_for_key
 
 log = logging.getLogger(__name__)
@@ -86,10 +89,11 @@ _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against a batch f
 class _Batch:
     __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
                  "done", "error", "base_offset", "log_append_time", "callbacks", "sequence", "data",
-                 "producer_id")
+                 "producer_id", "number")
 
-    def __init__(self, topic, partition, now):
+    def __init__(self, topic, partition, now, number=0):
         self.topic, self.partition = topic, partition
+        self.number = number  # creation order: a partition's batches go out in this order
         self.records: list = []
         self.size = 61
         self.created = now
@@ -103,6 +107,18 @@ class _Batch:
         self.sequence = -1  # the base sequence once numbered (idempotence)
         self.data: bytes | None = None  # the encoded batch, built at its first send
         self.producer_id = -1  # the producer id in ``data`` (idempotence)
+
+
+class _Partition:
+    """A partition's sealed batches waiting to be sent, oldest first, and its batches in flight."""
+
+    __slots__ = ("in_flight", "producer_id", "queue", "troubled")
+
+    def __init__(self):
+        self.queue: deque[_Batch] = deque()
+        self.in_flight = 0
+        self.producer_id = -1  # the producer id of the batches in flight
+        self.troubled = False  # one in flight was refused: send no more until all are back
 
 
 class DeliveryFuture:
@@ -209,11 +225,23 @@ class Producer:
         self._sticky_turn: dict[str, int] = {}
         self._lock = threading.Condition()
         self._open: dict[tuple[str, int], _Batch] = {}
-        self._ready: deque[_Batch] = deque()
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._numbers = itertools.count()
         self._buffered = 0
+        self._waiting_for_room = 0  # send() calls waiting for buffer_memory
+        self._queued = 0  # sealed batches in the partitions' queues
         self._in_flight = 0
         self._flushing = 0
         self._closed = False
+        # The sender thread's: its connections, and a socket pair that wakes it from select().
+        self._conns: dict[int, InFlightConnection] = {}
+        self._stale_topics: set[str] = set()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selecting = False
         self._sender = threading.Thread(target=self._run, name="headrace-producer", daemon=True)
         self._sender.start()
 
@@ -250,9 +278,10 @@ class Producer:
             if batch is None or batch.size + size > self.batch_size:
                 if batch is not None:
                     self._seal(batch)
-                batch = self._open[(topic, partition)] = _Batch(topic, partition, time.monotonic())
+                batch = self._open[(topic, partition)] = _Batch(topic, partition, time.monotonic(),
+                                                                 next(self._numbers))
                 if len(self._open) == 1:
-                    self._lock.notify()
+                    self._wake()
             records = batch.records
             future = DeliveryFuture(batch, len(records))
             records.append((key, value, headers, timestamp))
@@ -260,8 +289,18 @@ class Producer:
             self._buffered += size
             if batch.size >= self.batch_size:
                 self._seal(batch)
-                self._lock.notify()
+                self._wake()
         return future
+
+    def _wake(self) -> None:
+        """Wake the sender (under ``_lock``): it waits on the condition, or in select()."""
+        self._lock.notify_all()
+        if self._selecting:
+            self._selecting = False
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:  # full (it is awake anyway) or closed
+                pass
 
     def _next_sticky(self, topic: str) -> int:
         """The next partition with a live leader for unkeyed messages, in turn."""
@@ -279,16 +318,25 @@ class Producer:
         if not self.block_on_full:
             raise BufferFullError(f"buffer_memory ({self.buffer_memory} bytes) is full")
         deadline = time.monotonic() + self.max_block
-        while self._buffered + size > self.buffer_memory:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BufferFullError(f"buffer_memory stayed full for {self.max_block:.1f} s")
-            self._lock.notify()
-            self._lock.wait(min(left, 0.1))
+        self._waiting_for_room += 1
+        try:
+            while self._buffered + size > self.buffer_memory:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BufferFullError(f"buffer_memory stayed full for {self.max_block:.1f} s")
+                self._wake()
+                self._lock.wait(min(left, 0.1))
+        finally:
+            self._waiting_for_room -= 1
 
     def _seal(self, batch: _Batch) -> None:
-        del self._open[(batch.topic, batch.partition)]
-        self._ready.append(batch)
+        key = (batch.topic, batch.partition)
+        del self._open[key]
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitions[key] = _Partition()
+        part.queue.append(batch)
+        self._queued += 1
         if self._sticky.get(batch.topic) == batch.partition:
             del self._sticky[batch.topic]  # the next unkeyed message starts another partition
 
@@ -298,14 +346,15 @@ class Producer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._flushing += 1
-            self._lock.notify_all()
+            self._wake()
             try:
-                while self._open or self._ready or self._in_flight:
+                while self._open or self._queued or self._in_flight:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         break
                     self._lock.wait(0.05 if left is None else min(left, 0.05))
-                return sum(len(b.records) for b in list(self._open.values()) + list(self._ready))
+                return sum(len(b.records) for b in self._open.values()) + sum(
+                    len(b.records) for part in self._partitions.values() for b in part.queue)
             finally:
                 self._flushing -= 1
 
@@ -316,18 +365,24 @@ class Producer:
         self.flush(timeout)
         with self._lock:
             self._closed = True
-            self._lock.notify_all()
+            self._wake()
         self._fail_leftovers()
         self._sender.join(10)
         self._fail_leftovers()  # a send that failed while closing came back after the sender left
+        if not self._sender.is_alive():
+            self._wake_r.close()
+            self._wake_w.close()
         if self._own_cluster:
             self.cluster.close()
 
     def _fail_leftovers(self) -> None:
         with self._lock:
-            leftovers = list(self._open.values()) + list(self._ready)
+            leftovers = list(self._open.values())
+            for part in self._partitions.values():
+                leftovers += part.queue
+                part.queue.clear()
             self._open.clear()
-            self._ready.clear()
+            self._queued = 0
         for batch in leftovers:
             self._fail(batch, RequestTimedOutError("the producer closed before delivery"))
 
@@ -340,147 +395,248 @@ class Producer:
     # --- the sender thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                batches = self._collect()
-                if not batches:
-                    if self._closed:
+        try:
+            while True:
+                try:
+                    if not self._turn():
                         return
-                    self._lock.wait(self._next_wakeup())
-                    continue
-                self._in_flight += len(batches)
+                except Exception:  # never let the sender thread die
+                    log.exception("producer sender failed; failing the batches in flight")
+                    for leader in list(self._conns):
+                        self._drop(leader, RequestTimedOutError("the producer's sender failed"),
+                                   fail=True)
+                    time.sleep(self.retry_backoff)
+        finally:
+            for leader in list(self._conns):
+                self._drop(leader, RequestTimedOutError("the producer closed before delivery"),
+                           fail=True)
+            self._selector.close()
+
+    def _turn(self) -> bool:
+        """One turn of the sender: send whatever may go now (up to max_in_flight requests per
+        broker, a sliding window), else wait for an answer, a new batch or a deadline."""
+        init = False
+        with self._lock:
+            now = time.monotonic()
+            if self._open:
+                self._seal_due(now)
+            if self._closed and not self._in_flight:
+                return False
+            requests: dict[int, list[list[_Batch]]] = {}
+            expired: list[_Batch] = []
+            if self._reset_needed:
+                if not self._in_flight:
+                    self._reset_sequences()
+                    return True
+            elif self._queued and not self._closed:
+                if self.idempotent and self._producer_id < 0:
+                    init = not self._in_flight
+                else:
+                    requests, expired = self._collect(now)
+            waiting = any(conn.pending for conn in self._conns.values())
+            if not (requests or expired or init):
+                if not waiting:
+                    self._lock.wait(self._next_wakeup(now))
+                    return True
+                self._selecting = True
+        self._dispatch(requests, expired)
+        if init:
+            self._start_producer_id()
+        if not (requests or expired or init):
+            self._await_answers(now)
+        if self._stale_topics:
+            topics, self._stale_topics = sorted(self._stale_topics), set()
             try:
-                self._send(batches)
-            except Exception:  # never let the sender thread die
-                log.exception("producer sender failed; failing the batches")
-                for batch in batches:
-                    self._fail(batch, RequestTimedOutError("the producer's sender failed"))
-            finally:
-                with self._lock:
-                    self._in_flight -= len(batches)
-                    self._lock.notify_all()
-
-    def _next_wakeup(self) -> float:
-        if not self._open and not self._ready:
-            return 0.5
-        now = time.monotonic()
-        waits = [b.created + self.linger - now for b in self._open.values()]
-        waits += [b.not_before - now for b in self._ready]
-        return max(0.0005, min(waits))
-
-    def _collect(self) -> list[_Batch]:
-        """Sealed batches, plus open ones past their linger (all of them when flushing)."""
-        now = time.monotonic()
-        for key, batch in list(self._open.items()):
-            if self._flushing or self._closed or now - batch.created >= self.linger:
-                self._seal(batch)
-        # Oldest first, at most ``per_partition`` batches of a partition at a time (one
-        # without idempotence), and none past a batch that waits to be retried: messages of a
-        # partition stay in order even when a send fails.
-        # A round sends a partition's batches of one producer id only (the new id's after the
-        # old id's retries are through).
-        per_partition = self.max_in_flight if self.idempotent else 1
-        ready, later, blocked, taken, ids = [], deque(), set(), {}, {}
-        while self._ready:
-            batch = self._ready.popleft()
-            key = (batch.topic, batch.partition)
-            pid = batch.producer_id if batch.data is not None else self._producer_id
-            if key in blocked or batch.not_before > now or taken.get(key, 0) >= per_partition \
-                    or ids.setdefault(key, pid) != pid:
-                blocked.add(key)
-                later.append(batch)
-            else:
-                taken[key] = taken.get(key, 0) + 1
-                ready.append(batch)
-        self._ready = later
-        return ready
-
-    def _send(self, batches: list[_Batch]) -> None:
-        """Send one round of batches and settle every one of them: delivered, failed, or
-        put back (in their order, ahead of newer batches) to be retried."""
-        retries: list[_Batch] = []
-        failed: set[tuple[str, int]] = set()  # partitions with a batch to retry this round
-        by_leader: dict[int, list[_Batch]] = {}
-        for batch in batches:
-            leader = self.cluster.leader(batch.topic, batch.partition)
-            if leader < 0:
-                self._retry(batch, "no leader known", retries, failed)
-                continue
-            by_leader.setdefault(leader, []).append(batch)
-        if by_leader and self.idempotent and self._producer_id < 0 and not self._init_producer_id(
-                next(iter(by_leader))):
-            for group in by_leader.values():
-                for batch in group:
-                    self._retry(batch, "no producer id yet", retries, failed)
-            by_leader = {}
-        for leader, group in by_leader.items():
-            # Requests hold one batch per partition (answers are matched by partition) and no
-            # more than max_request_size; up to max_in_flight of them go out before the first
-            # answer is read.
-            requests = []
-            while group:
-                request, later, seen, size = [], [], set(), 0
-                for batch in group:
-                    key = (batch.topic, batch.partition)
-                    if key in seen or (request and size + batch.size > self.max_request_size):
-                        later.append(batch)
-                        continue
-                    seen.add(key)
-                    size += batch.size
-                    request.append(batch)
-                requests.append(request)
-                group = later
-            for start in range(0, len(requests), self.max_in_flight):
-                self._send_window(leader, requests[start : start + self.max_in_flight], retries, failed)
-        if retries:
-            try:
-                self.cluster.refresh(sorted({b.topic for b in retries}))
+                self.cluster.refresh(topics)
             except Exception as exc:  # brokers or ZooKeeper unreachable: retry later anyway
                 log.debug("metadata refresh failed: %r", exc)
-        with self._lock:
-            if self._reset_needed:
-                self._reset_sequences(retries)
-            self._ready.extendleft(reversed(retries))
+        return True
 
-    def _send_window(self, leader: int, requests: list[list[_Batch]], retries: list, failed: set) -> None:
+    def _collect_now(self) -> tuple[dict[int, list[list[_Batch]]], list[_Batch]]:
+        """``_collect`` unless the sender must not send now (closing, numbering again)."""
+        with self._lock:
+            if self._reset_needed or self._closed or not self._queued or (
+                    self.idempotent and self._producer_id < 0):
+                return {}, []
+            return self._collect(time.monotonic())
+
+    def _dispatch(self, requests: dict[int, list[list[_Batch]]], expired: list[_Batch]) -> None:
+        for batch in expired:
+            self._fail(batch, RequestTimedOutError("not delivered within delivery_timeout_ms: "
+                                                   "its partition has no leader"))
+        for leader, batches in requests.items():
+            self._send_requests(leader, batches)
+
+    def _seal_due(self, now: float) -> None:
+        """Seal open batches past their linger (all of them when flushing or closing)."""
+        everything = self._flushing or self._closed
+        for batch in list(self._open.values()):
+            if everything or now - batch.created >= self.linger:
+                self._seal(batch)
+
+    def _next_wakeup(self, now: float) -> float:
+        waits = [b.created + self.linger - now for b in self._open.values()]
+        waits += [p.queue[0].not_before - now for p in self._partitions.values()
+                  if p.queue and p.queue[0].not_before > now]
+        return max(0.0005, min(waits)) if waits else 0.5
+
+    def _collect(self, now: float) -> tuple[dict[int, list[list[_Batch]]], list[_Batch]]:
+        """Requests to send now, per leader (each holds at most one batch of a partition and
+        about max_request_size bytes), and batches past delivery_timeout_ms without a leader.
+
+        A partition's batches go oldest first, as many as its leader's window has room for
+        (five at most with idempotence: what the broker remembers); one refused waits, with
+        every batch of its partition, until that partition has nothing in flight, and a
+        partition has batches of one producer id in flight at a time.  This touches each
+        partition's first few batches only, however long the queues are."""
+        limit = MAX_IN_FLIGHT_IDEMPOTENT if self.idempotent else self.max_in_flight
+        requests: dict[int, list[list[_Batch]]] = {}
+        sizes: dict[int, list[int]] = {}
+        expired: list[_Batch] = []
+        for key, part in self._partitions.items():
+            queue = part.queue
+            if not queue or queue[0].not_before > now or (part.troubled and part.in_flight):
+                continue
+            leader = self.cluster.leader(*key)
+            if leader < 0:
+                while queue and now - queue[0].created > self.delivery_timeout:
+                    expired.append(queue.popleft())
+                    self._queued -= 1
+                if queue:
+                    queue[0].not_before = now + self.retry_backoff
+                self._stale_topics.add(key[0])
+                continue
+            reqs = requests.get(leader)
+            if reqs is None:
+                conn = self._conns.get(leader)
+                room = self.max_in_flight - (len(conn.pending) if conn is not None else 0)
+                reqs = requests[leader] = [[] for _ in range(max(0, room))]
+                sizes[leader] = [0] * len(reqs)
+            sized = sizes[leader]
+            for i, request in enumerate(reqs):
+                if not queue or part.in_flight >= limit:
+                    break
+                batch = queue[0]
+                pid = batch.producer_id if batch.data is not None else self._producer_id
+                if batch.not_before > now or (part.in_flight and part.producer_id != pid) or (
+                        request and sized[i] + batch.size > self.max_request_size):
+                    break
+                queue.popleft()
+                request.append(batch)
+                sized[i] += batch.size
+                part.in_flight += 1
+                part.producer_id = pid
+                self._queued -= 1
+                self._in_flight += 1
+        return {leader: [r for r in reqs if r] for leader, reqs in requests.items() if reqs and reqs[0]}, expired
+
+    def _send_requests(self, leader: int, requests: list[list[_Batch]]) -> None:
+        """Write requests to the leader without waiting for answers (acks=0: they are done)."""
         bodies = []
         for request in requests:
-            # A partition whose earlier batch must be retried sends nothing more this round.
-            for batch in [b for b in request if (b.topic, b.partition) in failed]:
-                request.remove(batch)
-                self._retry(batch, "an earlier batch of its partition is retried", retries, failed)
             topics: dict[str, list] = {}
             for batch in request:
                 topics.setdefault(batch.topic, []).append(
                     {"index": batch.partition, "records": self._batch_bytes(batch)})
                 batch.attempts += 1
-            bodies.append({"transactional_id": None, "acks": self.acks,
-                           "timeout_ms": self.request_timeout_ms,
-                           "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]})
+            bodies.append(({"transactional_id": None, "acks": self.acks,
+                            "timeout_ms": self.request_timeout_ms,
+                            "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]},
+                           request))
+        conn = self._conns.get(leader)
+        sent = 0
+        try:
+            if conn is None:
+                conn = self._conns[leader] = self.cluster.connect(leader)
+                self._selector.register(conn, selectors.EVENT_READ, leader)
+            for body in bodies:  # one at a time: the broker starts on the first at once
+                conn.send(PRODUCE, 8, [body], expect_answer=self.acks != 0)
+                sent += 1
+        except (OSError, KafkaError) as exc:
+            if leader in self._conns:
+                self._drop(leader, exc)  # what it had in flight, the ones just sent included
+            self._retry_all(requests[sent:], f"broker {leader}: {exc}")
         if self.acks == 0:
-            for request, body in zip(requests, bodies):
-                try:
-                    self.cluster.send_only(leader, PRODUCE, 8, body)
-                except (OSError, ValueError, KafkaError) as exc:
-                    for batch in request:
-                        self._retry(batch, f"broker {leader}: {exc}", retries, failed)
-                    continue
+            for request in requests[:sent]:
                 for batch in request:
                     self._succeed(batch, -1)
-            return
-        try:
-            results = self.cluster.pipeline(leader, PRODUCE, 8, bodies)
-        except KafkaError as exc:  # the broker is not known any more
-            results = [exc] * len(bodies)
-        for request, response in zip(requests, results):
-            if isinstance(response, Exception):
-                for batch in request:
-                    self._retry(batch, f"broker {leader}: {response}", retries, failed)
+                self._landed(request)
+
+    def _await_answers(self, now: float) -> None:
+        """Wait for answers (or a new batch, or a deadline) and settle what arrived."""
+        deadlines = [d for d in (conn.deadline() for conn in self._conns.values()) if d is not None]
+        timeout = min([self._next_wakeup(now)] + [d - now for d in deadlines])
+        for key, _ in self._selector.select(max(0.0, timeout)):
+            if key.data is None:  # woken: a batch was sealed, or flush or close
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
                 continue
-            answers = {(t["name"], p["index"]): p for t in response["responses"]
-                       for p in t["partition_responses"]}
+            leader = key.data
+            conn = self._conns.get(leader)
+            if conn is None:
+                continue
+            answers, error = conn.read()
+            settled = [(request, {(t["name"], p["index"]): p for t in body["responses"]
+                                  for p in t["partition_responses"]}) for request, body in answers]
+            freed = error is None and all(
+                len(got) == len(request) and all(p["error_code"] == 0 for p in got.values())
+                for request, got in settled)
+            if freed and settled:
+                # Every batch got in: free their places in flight and send what follows
+                # before settling them, so that the broker works while the callbacks run.
+                self._free([batch for request, _ in settled for batch in request])
+                self._dispatch(*self._collect_now())
+            for request, got in settled:
+                for batch in request:
+                    self._settle(batch, got.get((batch.topic, batch.partition)))
+                self._landed(request, freed)
+            if error is not None:
+                self._drop(leader, error)
+        now = time.monotonic()
+        for leader, conn in list(self._conns.items()):
+            if conn.expired(now):
+                self._drop(leader, RequestTimedOutError(
+                    f"no answer within request_timeout_ms ({self.request_timeout_ms})"))
+
+    def _drop(self, leader: int, error: Exception, fail: bool = False) -> None:
+        """Close a broker's connection; what it had in flight is retried (or failed)."""
+        conn = self._conns.pop(leader)
+        self._selector.unregister(conn)
+        lost = conn.close()
+        if fail:
+            for request in lost:
+                for batch in request:
+                    self._fail(batch, error)
+                self._landed(request)
+        else:
+            self._retry_all(lost, f"broker {leader}: {error}")
+
+    def _retry_all(self, requests: list[list[_Batch]], why: str) -> None:
+        for request in requests:
             for batch in request:
-                self._settle(batch, answers.get((batch.topic, batch.partition)), retries, failed)
+                self._retry(batch, why)
+            self._landed(request)
+
+    def _free(self, batches: list[_Batch]) -> None:
+        """Batches answered: their partitions may send more."""
+        with self._lock:
+            for batch in batches:
+                part = self._partitions[(batch.topic, batch.partition)]
+                part.in_flight -= 1
+                if not part.in_flight:
+                    part.troubled = False
+
+    def _landed(self, batches: list[_Batch], freed: bool = False) -> None:
+        """Batches back from flight and settled: delivered, failed, or queued again."""
+        if not freed:
+            self._free(batches)
+        with self._lock:
+            self._in_flight -= len(batches)
+            if not self._in_flight:  # what flush() waits for
+                self._lock.notify_all()
 
     def _batch_bytes(self, batch: _Batch) -> bytes:
         """The batch's bytes, built once: a retry sends the same bytes, with the same
@@ -499,9 +655,9 @@ class Producer:
                 batch.data = build_batch(batch.records, compression_type=self.codec)
         return batch.data
 
-    def _settle(self, batch: _Batch, answer: dict | None, retries: list, failed: set) -> None:
+    def _settle(self, batch: _Batch, answer: dict | None) -> None:
         if answer is None:
-            self._retry(batch, "no answer for the partition", retries, failed)
+            self._retry(batch, "no answer for the partition")
             return
         code = answer["error_code"]
         if code == 0 or (code == _DUPLICATE_SEQUENCE and self.idempotent):
@@ -509,15 +665,37 @@ class Producer:
             return
         error = error_for_code(code)
         message = answer.get("error_message") or error.description
-        if code == _OUT_OF_ORDER_SEQUENCE and (batch.topic, batch.partition) in failed:
+        part = self._partitions[(batch.topic, batch.partition)]
+        if code == _OUT_OF_ORDER_SEQUENCE and part.troubled:
             # It follows a batch that did not get in: it is sent again after that one.
-            self._retry(batch, f"{error.name} behind a failed batch", retries, failed)
+            self._retry(batch, f"{error.name} behind a failed batch")
         elif error.retriable:
-            self._retry(batch, f"{error.name}: {message}", retries, failed)
+            self._retry(batch, f"{error.name}: {message}")
         else:
             if batch.sequence >= 0:  # later batches of the partition meet a gap: send again
-                failed.add((batch.topic, batch.partition))
+                part.troubled = True
             self._fail(batch, error(message))
+
+    def _start_producer_id(self) -> None:
+        """Take a producer id before the first numbered batch goes out; while no broker gives
+        one, batches wait (up to delivery_timeout_ms) and metadata is refreshed."""
+        with self._lock:
+            leaders = [self.cluster.leader(*key) for key, part in self._partitions.items() if part.queue]
+        nodes = [n for n in leaders if n >= 0] or list(self.cluster.brokers)
+        if nodes and self._init_producer_id(nodes[0]):
+            return
+        expired = []
+        now = time.monotonic()
+        with self._lock:
+            for part in self._partitions.values():
+                while part.queue and now - part.queue[0].created > self.delivery_timeout:
+                    expired.append(part.queue.popleft())
+                    self._queued -= 1
+                self._stale_topics.update(b.topic for b in part.queue)
+        for batch in expired:
+            self._fail(batch, RequestTimedOutError("not delivered within delivery_timeout_ms: "
+                                                   "no producer id"))
+        time.sleep(self.retry_backoff)
 
     def _init_producer_id(self, node_id: int) -> bool:
         """InitProducerId: a producer id (epoch 0) for the sequences to follow."""
@@ -534,7 +712,7 @@ class Producer:
         log.debug("producer id %d epoch %d", self._producer_id, self._producer_epoch)
         return True
 
-    def _reset_sequences(self, retries: list[_Batch]) -> None:
+    def _reset_sequences(self) -> None:
         """After a batch with a sequence failed for good, the broker would refuse every later
         sequence of its partition: start again under a new producer id.  Batches behind the
         failed one were never stored and are renumbered; others already sent keep their id
@@ -544,20 +722,33 @@ class Producer:
         failed_at, self._failed_at = self._failed_at, {}
         self._producer_id = self._producer_epoch = -1
         self._next_seq.clear()
-        for batch in list(retries) + list(self._ready):
-            at = failed_at.get((batch.topic, batch.partition))
-            if at is not None and (batch.sequence - at) % _SEQUENCE_MODULUS < _SEQUENCE_MODULUS // 2:
-                batch.sequence = -1
-                batch.data = None
+        for key, at in failed_at.items():
+            for batch in self._partitions[key].queue:
+                if batch.data is None:  # the batches sent before come first
+                    break
+                if (batch.sequence - at) % _SEQUENCE_MODULUS < _SEQUENCE_MODULUS // 2:
+                    batch.sequence = -1
+                    batch.data = None
 
-    def _retry(self, batch: _Batch, why: str, retries: list, failed: set) -> None:
-        failed.add((batch.topic, batch.partition))
+    def _retry(self, batch: _Batch, why: str) -> None:
+        """Queue a batch again, in its place among its partition's batches (``number``
+        order), ahead of those never sent; its partition sends nothing more until every
+        batch in flight is back."""
+        part = self._partitions[(batch.topic, batch.partition)]
+        part.troubled = True
         if time.monotonic() - batch.created > self.delivery_timeout:
             self._fail(batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}"))
             return
         log.debug("retrying %s-%d: %s", batch.topic, batch.partition, why)
         batch.not_before = time.monotonic() + self.retry_backoff
-        retries.append(batch)
+        self._stale_topics.add(batch.topic)
+        with self._lock:
+            queue = part.queue
+            at = 0
+            while at < len(queue) and queue[at].number < batch.number:
+                at += 1
+            queue.insert(at, batch)
+            self._queued += 1
 
     def _succeed(self, batch: _Batch, base_offset: int, log_append_time: int = -1) -> None:
         batch.base_offset = base_offset
@@ -586,4 +777,5 @@ class Producer:
     def _release(self, batch: _Batch) -> None:
         with self._lock:
             self._buffered -= batch.size - 61
-            self._lock.notify_all()
+            if self._waiting_for_room:
+                self._lock.notify_all()
