@@ -9,6 +9,7 @@ that is not installed raises ``PeerMissing`` with the one-line message to print.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -203,7 +204,7 @@ def run_client(command: list[str], broker_pid: int, log: Path, timeout: float) -
 # --- a peer broker process -----------------------------------------------------------------
 
 
-class PeerBroker:
+class PeerBroker(abc.ABC):
     """One peer broker process and its client.  ``with Peer(workdir) as broker:`` starts it
     (``start()``), waits until it listens on ``port``, and stops it on leaving, whatever
     happens; ``produce`` and ``consume`` run one phase with the client (``run_client``)."""
@@ -230,11 +231,13 @@ class PeerBroker:
                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
                                     start_new_session=True)
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the broker and wait until it takes connections."""
 
+    @abc.abstractmethod
     def client_command(self, verb: str, args: list[str]) -> list[str]:
-        raise NotImplementedError
+        """The command line of this system's client for ``verb`` (produce or consume)."""
 
     def __enter__(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
