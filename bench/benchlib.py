@@ -35,14 +35,14 @@ import random
 import resource
 import shutil
 import signal
-import sys
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from broker.protocol.records import split_batches
 from consumers.client import BrokerConnection
@@ -117,15 +117,19 @@ def platform_meta() -> dict:
 
 def header(name: str, meta: dict) -> str:
     """The start of the first line every script prints."""
-    return (f"headrace {name} benchmark ({meta['mode']} mode): Python {meta['python']} on "
-            f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}")
+    return (
+        f"headrace {name} benchmark ({meta['mode']} mode): Python {meta['python']} on "
+        f"{meta['machine']}, {meta['cpus']} CPUs, load {meta['load_average_at_start'][0]:.2f}"
+    )
 
 
 def finish(results: dict, missed: list[str], separator: str, json_path: str | None) -> None:
     """The last lines: missed targets and total time; then the JSON file, if asked for."""
     meta = results["meta"]
-    print(f"\nTargets missed: {separator.join(missed) if missed else 'none'}.  "
-          f"Total time {meta['wall_s']:.1f} s.")
+    print(
+        f"\nTargets missed: {separator.join(missed) if missed else 'none'}.  "
+        f"Total time {meta['wall_s']:.1f} s."
+    )
     if json_path:
         with open(json_path, "w") as out:
             json.dump(results, out, indent=2)
@@ -161,14 +165,22 @@ def signals_ignored() -> Iterator[None]:
 def add_output_args(parser) -> None:
     """--json, --keep and --tmp-dir, as the broker and client benchmarks take them."""
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (configs, broker log, data)")
-    parser.add_argument("--tmp-dir", metavar="DIR", default=tempfile.gettempdir(),
-                        help="where to make the temporary directory (default: the system's)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (configs, broker log, data)",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        metavar="DIR",
+        default=tempfile.gettempdir(),
+        help="where to make the temporary directory (default: the system's)",
+    )
 
 
-def run_cleaning_up(run: Callable[[], dict], workdir: Path, keep: bool,
-                    errors: tuple[type[BaseException], ...]) -> dict | int:
+def run_cleaning_up(
+    run: Callable[[], dict], workdir: Path, keep: bool, errors: tuple[type[BaseException], ...]
+) -> dict | int:
     """``run()``'s results, or the exit code after a failure (``errors``) or Ctrl-C; the
     temporary directory ``workdir`` is removed in any case unless ``keep``."""
     try:
@@ -195,8 +207,9 @@ def main_in_tmp_dir(args, prefix: str, run: Callable[[Path], dict]) -> int:
     returns the exit code."""
     exit_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=args.tmp_dir))
-    outcome = run_cleaning_up(lambda: run(workdir), workdir, args.keep,
-                              (BenchmarkError, RuntimeError, OSError))
+    outcome = run_cleaning_up(
+        lambda: run(workdir), workdir, args.keep, (BenchmarkError, RuntimeError, OSError)
+    )
     return outcome if isinstance(outcome, int) else 0
 
 
@@ -209,7 +222,7 @@ def stat_cpu(path: str) -> float:
     """utime + stime in seconds from a /proc/.../stat file."""
     with open(path) as f:
         text = f.read()
-    fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3, "state"
+    fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3, "state"
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -244,34 +257,41 @@ class CpuMeter:
     ``bottleneck(used, *args)`` names what limited a run; ``between`` passes it its ``args``.
     """
 
-    def __init__(self, broker_pid: int, bottleneck: Callable[..., str],
-                 main_thread: bool = False):
+    def __init__(self, broker_pid: int, bottleneck: Callable[..., str], main_thread: bool = False):
         self.pid = broker_pid
         self.bottleneck = bottleneck
         self.main_thread = main_thread
 
     def mark(self) -> CpuMark:
-        return CpuMark(time.perf_counter(), stat_cpu(f"/proc/{self.pid}/stat"),
-                       stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self_cpu(),
-                       time.thread_time() if self.main_thread else None, machine_busy())
+        return CpuMark(
+            time.perf_counter(),
+            stat_cpu(f"/proc/{self.pid}/stat"),
+            stat_cpu(f"/proc/{self.pid}/task/{self.pid}/stat"),
+            self_cpu(),
+            time.thread_time() if self.main_thread else None,
+            machine_busy(),
+        )
 
     def between(self, start: CpuMark, end: CpuMark, *args) -> dict:
         wall = end.wall - start.wall
-        used = {"wall_s": wall, "broker_cpu_s": end.broker - start.broker,
-                "broker_reactor_cpu_s": end.reactor - start.reactor,
-                "client_cpu_s": end.client - start.client}
+        used = {
+            "wall_s": wall,
+            "broker_cpu_s": end.broker - start.broker,
+            "broker_reactor_cpu_s": end.reactor - start.reactor,
+            "client_cpu_s": end.client - start.client,
+        }
         keys = ["broker_cpu", "broker_reactor_cpu", "client_cpu"]
         if self.main_thread:
             used["client_main_cpu_s"] = end.main - start.main
             keys += ["client_main_cpu", "client_other_cpu"]
         used["machine_busy_cpu_s"] = end.machine - start.machine
         if self.main_thread:
-            used["client_other_cpu_s"] = max(0.0, used["client_cpu_s"]
-                                             - used["client_main_cpu_s"])
+            used["client_other_cpu_s"] = max(0.0, used["client_cpu_s"] - used["client_main_cpu_s"])
         # Everything else that ran meanwhile: ZooKeeper, and whatever else shares the machine.
-        used["other_cpu_s"] = max(0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"]
-                                  - used["client_cpu_s"])
-        for key in keys + ["machine_busy_cpu", "other_cpu"]:
+        used["other_cpu_s"] = max(
+            0.0, used["machine_busy_cpu_s"] - used["broker_cpu_s"] - used["client_cpu_s"]
+        )
+        for key in [*keys, "machine_busy_cpu", "other_cpu"]:
             used[f"{key}_share"] = used[f"{key}_s"] / wall if wall > 0 else 0.0
         used["cpus"] = os.cpu_count() or 1
         used["bottleneck"] = self.bottleneck(used, *args)
@@ -297,13 +317,21 @@ def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
     broker: BrokerProcess | None = None
     try:
         # Own sessions: a Ctrl-C reaches only this script, which stops the broker first.
-        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-             lambda: zookeeper.start(timeout=60, detach=True))
-        broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench",
-                               free_port(), overrides={"num.partitions": "1",
-                                                       "auto.create.topics.enable": "false"})
-        step(f"starting broker {BROKER_ID} on {broker.bootstrap}",
-             lambda: broker.start(timeout=60, detach=True))
+        step(
+            f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
+            lambda: zookeeper.start(timeout=60, detach=True),
+        )
+        broker = BrokerProcess(
+            workdir,
+            BROKER_ID,
+            f"{zookeeper.connect}/headrace-bench",
+            free_port(),
+            overrides={"num.partitions": "1", "auto.create.topics.enable": "false"},
+        )
+        step(
+            f"starting broker {BROKER_ID} on {broker.bootstrap}",
+            lambda: broker.start(timeout=60, detach=True),
+        )
         meta["broker_pid"] = broker.process.pid
         yield broker
     finally:
@@ -316,10 +344,23 @@ def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
 def create_topic(port: int, name: str, partitions: int = 1) -> None:
     """CreateTopics v4, as tests/conftest.py does it."""
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(19, 4, {
-            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
-                        "assignments": [], "configs": []}],
-            "timeout_ms": 10000, "validate_only": False})
+        body = conn.request(
+            19,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": name,
+                        "num_partitions": partitions,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [],
+                    }
+                ],
+                "timeout_ms": 10000,
+                "validate_only": False,
+            },
+        )
     code = body["topics"][0]["error_code"]
     if code != 0:
         raise BenchmarkError(f"CreateTopics {name}: error code {code}: {body}")
@@ -330,12 +371,18 @@ def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
-            body = conn.request(3, 8, {"topics": [{"name": topic}],
-                                       "allow_auto_topic_creation": False})
+            body = conn.request(
+                3, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False}
+            )
         topics = body["topics"]
-        if topics and topics[0]["error_code"] == 0 and any(
+        if (
+            topics
+            and topics[0]["error_code"] == 0
+            and any(
                 p["partition_index"] == 0 and p["leader_id"] == BROKER_ID
-                for p in topics[0]["partitions"]):
+                for p in topics[0]["partitions"]
+            )
+        ):
             return
         time.sleep(0.05)
     raise BenchmarkError(f"topic {topic} has no leader after {timeout} s")
@@ -358,8 +405,16 @@ def create_topics(broker: BrokerProcess, topics: dict[str, list[str]]) -> None:
 def log_end_offset(port: int, topic: str) -> int:
     """ListOffsets v1 with timestamp -1 (latest) for partition 0."""
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(2, 1, {"replica_id": -1, "topics": [
-            {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
+        body = conn.request(
+            2,
+            1,
+            {
+                "replica_id": -1,
+                "topics": [
+                    {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}
+                ],
+            },
+        )
     entry = body["topics"][0]["partitions"][0]
     if entry["error_code"] != 0:
         raise BenchmarkError(f"ListOffsets {topic}: error code {entry['error_code']}")
@@ -389,8 +444,10 @@ def check_log(broker: BrokerProcess, name: str, topic: str, count: int) -> dict:
     end_offset = log_end_offset(broker.port, topic)
     stats = log_stats(broker, topic)
     if end_offset != count or stats["records"] != count:
-        raise BenchmarkError(f"{name}: log end offset {end_offset}, {stats['records']} records "
-                             f"in the log, after producing {count}")
+        raise BenchmarkError(
+            f"{name}: log end offset {end_offset}, {stats['records']} records "
+            f"in the log, after producing {count}"
+        )
     return stats
 
 
@@ -417,28 +474,36 @@ def check_delivery(name: str, left: int, errors: list) -> None:
         raise BenchmarkError(f"{name}: {len(errors)} delivery errors, first: {errors[0]}")
 
 
-def collect_broker_log_problems(broker: BrokerProcess, started_log_bytes: int,
-                                meta: dict) -> None:
+def collect_broker_log_problems(broker: BrokerProcess, started_log_bytes: int, meta: dict) -> None:
     """Warning and error lines of the broker's log into ``meta``, those logged while starting
     (before ``started_log_bytes``) apart from those logged during the tests.  Call it before
     stopping the broker: its own shutdown logs a warning that is no finding."""
     text = broker.log_path.read_bytes()
-    for key, part in (("broker_log_problems_at_start", text[:started_log_bytes]),
-                      ("broker_log_problems", text[started_log_bytes:])):
-        meta[key] = [line for line in part.decode(errors="replace").splitlines()
-                     if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    for key, part in (
+        ("broker_log_problems_at_start", text[:started_log_bytes]),
+        ("broker_log_problems", text[started_log_bytes:]),
+    ):
+        meta[key] = [
+            line
+            for line in part.decode(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line
+        ]
 
 
 def print_broker_notes(meta: dict, contended: list[str]) -> None:
     """Runs other processes slowed down, and what the broker logged."""
     if contended:
-        print(f"\nOther processes used a quarter of a core or more during: "
-              f"{', '.join(contended)}; those numbers are low, so rerun on an idle machine "
-              "before reading much into them.")
+        print(
+            f"\nOther processes used a quarter of a core or more during: "
+            f"{', '.join(contended)}; those numbers are low, so rerun on an idle machine "
+            "before reading much into them."
+        )
     at_start = meta.get("broker_log_problems_at_start")
     if at_start:
-        print(f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
-              f"(before the tests), the first: {at_start[0]}")
+        print(
+            f"\nThe broker logged {len(at_start)} warning/error line(s) while starting "
+            f"(before the tests), the first: {at_start[0]}"
+        )
     problems = meta.get("broker_log_problems")
     if problems:
         print(f"\nThe broker logged {len(problems)} warning/error line(s) during the tests:")
@@ -446,7 +511,9 @@ def print_broker_notes(meta: dict, contended: list[str]) -> None:
             print(f"  {line}")
 
 
-def add_ratio_targets(ours: dict, theirs: dict, rate: str, target: int, target_ratio: float) -> None:
+def add_ratio_targets(
+    ours: dict, theirs: dict, rate: str, target: int, target_ratio: float
+) -> None:
     """Ratios of ``ours`` to ``theirs`` (best over best, and the median of the per-rep
     ratios) on the ``rate`` key, and whether the targets were met (by best and by median)."""
     ratios = [a[rate] / b[rate] for a, b in zip(ours["runs"], theirs["runs"])]

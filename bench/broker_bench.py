@@ -76,10 +76,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
-from confluent_kafka import libversion as librdkafka_version  # noqa: E402
-
-from benchlib import (  # noqa: E402
+from benchlib import (
     MB,
     SATURATED,
     VALUE_BYTES,
@@ -105,7 +102,10 @@ from benchlib import (  # noqa: E402
     running_broker,
     step,
 )
-from headrace.devcluster import BrokerProcess  # noqa: E402
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import libversion as librdkafka_version
+
+from headrace.devcluster import BrokerProcess
 
 TARGET_PRODUCE_BATCHED = 500_000
 TARGET_PRODUCE_SINGLE = 50_000
@@ -135,8 +135,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     messages = args.messages or (200_000 if args.quick else 1_000_000)
     single = args.single_messages or (20_000 if args.quick else 100_000)
     sync = max(1, single // 10) if args.sync_messages is None else args.sync_messages
-    return Settings(quick=args.quick, messages=messages, single_messages=single,
-                    sync_messages=sync, reps=args.reps)
+    return Settings(
+        quick=args.quick,
+        messages=messages,
+        single_messages=single,
+        sync_messages=sync,
+        reps=args.reps,
+    )
 
 
 # --- CPU accounting ------------------------------------------------------------------------
@@ -154,8 +159,16 @@ def bottleneck(used: dict) -> str:
 # --- 1 and 2: produce ----------------------------------------------------------------------
 
 
-def bench_produce(name: str, broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                  extra: dict, target: int | None, paper: int | None) -> dict:
+def bench_produce(
+    name: str,
+    broker: BrokerProcess,
+    meter: CpuMeter,
+    topic: str,
+    count: int,
+    extra: dict,
+    target: int | None,
+    paper: int | None,
+) -> dict:
     errors: list = []
 
     def on_delivery(err, _msg):  # called for failures only (delivery.report.only.error)
@@ -213,8 +226,9 @@ def bench_produce(name: str, broker: BrokerProcess, meter: CpuMeter, topic: str,
         "cpu": meter.between(before, after),
     }
     if extra.get("batch.num.messages") == 1 and stats["batches"] != count:
-        raise BenchmarkError(f"{name}: {stats['batches']} batches for {count} messages; "
-                             "expected one per message")
+        raise BenchmarkError(
+            f"{name}: {stats['batches']} batches for {count} messages; expected one per message"
+        )
     add_target(result, target, paper)
     return result
 
@@ -222,14 +236,23 @@ def bench_produce(name: str, broker: BrokerProcess, meter: CpuMeter, topic: str,
 # --- 3: consume ----------------------------------------------------------------------------
 
 
-def bench_consume(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                  stats: dict, target: int, paper: int) -> dict:
-    consumer = Consumer({
-        "bootstrap.servers": broker.bootstrap,
-        "group.id": "broker-bench",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-    })
+def bench_consume(
+    broker: BrokerProcess,
+    meter: CpuMeter,
+    topic: str,
+    count: int,
+    stats: dict,
+    target: int,
+    paper: int,
+) -> dict:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "broker-bench",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
         consume = consumer.consume
@@ -246,8 +269,9 @@ def bench_consume(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int
                 batch_calls += 1
                 if not messages:
                     if time.monotonic() > deadline:
-                        raise BenchmarkError(f"consume: only {received:,} of {count:,} messages "
-                                             "before the deadline")
+                        raise BenchmarkError(
+                            f"consume: only {received:,} of {count:,} messages before the deadline"
+                        )
                     continue
                 for message in messages:
                     if message.error() is not None:
@@ -257,8 +281,10 @@ def bench_consume(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int
             end = time.perf_counter()
             after = meter.mark()
         if received != count or last_offset != count - 1:
-            raise BenchmarkError(f"consume: {received:,} messages, last offset {last_offset:,}; "
-                                 f"expected {count:,} ending at {count - 1:,}")
+            raise BenchmarkError(
+                f"consume: {received:,} messages, last offset {last_offset:,}; "
+                f"expected {count:,} ending at {count - 1:,}"
+            )
         if len(messages[-1].value()) != VALUE_BYTES:
             raise BenchmarkError("consume: the last message's value is not 200 bytes")
     finally:
@@ -285,8 +311,15 @@ def best_of(runs: list[dict]) -> dict:
     best = dict(max(runs, key=lambda r: r["msgs_per_s"]))
     best["reps"] = len(runs)
     best["msgs_per_s_median"] = statistics.median(r["msgs_per_s"] for r in runs)
-    best["runs"] = [{"topic": r["topic"], "seconds": r["seconds"], "msgs_per_s": r["msgs_per_s"],
-                     "cpu": r["cpu"]} for r in runs]
+    best["runs"] = [
+        {
+            "topic": r["topic"],
+            "seconds": r["seconds"],
+            "msgs_per_s": r["msgs_per_s"],
+            "cpu": r["cpu"],
+        }
+        for r in runs
+    ]
     if "target_msgs_per_s" in best:
         best["target_met_median"] = best["msgs_per_s_median"] >= best["target_msgs_per_s"]
     return best
@@ -324,8 +357,9 @@ conn.close()
 
 def raw_loopback_once(total_bytes: int) -> float:
     """Seconds to move ``total_bytes`` to a receiver process and hear back that it has them."""
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     try:
         port = int(receiver.stdout.readline())
         chunk = os.urandom(MiB)
@@ -359,8 +393,13 @@ def raw_loopback_once(total_bytes: int) -> float:
 def bench_baseline(total_bytes: int, reps: int) -> dict:
     times = [raw_loopback_once(total_bytes) for _ in range(reps)]
     best = min(times)
-    return {"bytes": total_bytes, "chunk_bytes": MiB, "times_s": times, "seconds": best,
-            "mb_per_s": total_bytes / best / MB}
+    return {
+        "bytes": total_bytes,
+        "chunk_bytes": MiB,
+        "times_s": times,
+        "seconds": best,
+        "mb_per_s": total_bytes / best / MB,
+    }
 
 
 # --- output --------------------------------------------------------------------------------
@@ -380,21 +419,50 @@ def print_results(rows_in: list[dict], baseline: dict) -> None:
     rows = []
     for r in rows_in:
         paper = r.get("paper_2011_msgs_per_s")
-        rows.append([
-            r["test"], f"{r['messages']:,}", f"{r['seconds']:.2f}", f"{r['msgs_per_s']:,.0f}",
-            f"{r['msgs_per_s_median']:,.0f}", f"{r['mb_per_s']:,.1f}",
-            f"{r['payload_mb_per_s']:,.1f}",
-            f"{r['mb_per_s'] / baseline['mb_per_s']:.3f}", verdict(r),
-            "-" if paper is None else f"{paper:,}",
-        ])
-    rows.append(["raw loopback TCP (baseline)", "-", f"{baseline['seconds']:.2f}", "-", "-",
-                 f"{baseline['mb_per_s']:,.1f}", "-", "1.000", "-", "-"])
+        rows.append(
+            [
+                r["test"],
+                f"{r['messages']:,}",
+                f"{r['seconds']:.2f}",
+                f"{r['msgs_per_s']:,.0f}",
+                f"{r['msgs_per_s_median']:,.0f}",
+                f"{r['mb_per_s']:,.1f}",
+                f"{r['payload_mb_per_s']:,.1f}",
+                f"{r['mb_per_s'] / baseline['mb_per_s']:.3f}",
+                verdict(r),
+                "-" if paper is None else f"{paper:,}",
+            ]
+        )
+    rows.append(
+        [
+            "raw loopback TCP (baseline)",
+            "-",
+            f"{baseline['seconds']:.2f}",
+            "-",
+            "-",
+            f"{baseline['mb_per_s']:,.1f}",
+            "-",
+            "1.000",
+            "-",
+            "-",
+        ]
+    )
     reps = rows_in[0]["reps"] if rows_in else 1
     print_table(
         f"Results (one broker, one partition, 200-byte messages; best of {reps} runs, "
         "msgs/s(med) the median; MB/s of stored record batches)",
-        ["test", "messages", "s", "msgs/s", "msgs/s(med)", "MB/s", "payload MB/s", "ratio to raw",
-         "target", "paper 2011 msgs/s"],
+        [
+            "test",
+            "messages",
+            "s",
+            "msgs/s",
+            "msgs/s(med)",
+            "MB/s",
+            "payload MB/s",
+            "ratio to raw",
+            "target",
+            "paper 2011 msgs/s",
+        ],
         rows,
     )
 
@@ -403,8 +471,10 @@ def print_details(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         if "batches" in r:
-            detail = (f"{r['batches']:,} requests ({r['msgs_per_request']:,.1f} msgs each, "
-                      f"{r['requests_per_s']:,.0f}/s); produce() loop {r['produce_loop_s']:.2f} s")
+            detail = (
+                f"{r['batches']:,} requests ({r['msgs_per_request']:,.1f} msgs each, "
+                f"{r['requests_per_s']:,.0f}/s); produce() loop {r['produce_loop_s']:.2f} s"
+            )
             if r["buffer_full_retries"]:
                 detail += f", {r['buffer_full_retries']:,} queue-full waits"
         else:
@@ -417,18 +487,35 @@ def print_cpu(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         c = r["cpu"]
-        rows.append([
-            r["test"], f"{c['wall_s']:.2f}", f"{c['broker_cpu_s']:.2f}",
-            f"{100 * c['broker_cpu_share']:.0f} %", f"{100 * c['broker_reactor_cpu_share']:.0f} %",
-            f"{c['client_cpu_s']:.2f}", f"{100 * c['client_cpu_share']:.0f} %",
-            f"{100 * c['other_cpu_share']:.0f} %",
-            f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %", c["bottleneck"],
-        ])
+        rows.append(
+            [
+                r["test"],
+                f"{c['wall_s']:.2f}",
+                f"{c['broker_cpu_s']:.2f}",
+                f"{100 * c['broker_cpu_share']:.0f} %",
+                f"{100 * c['broker_reactor_cpu_share']:.0f} %",
+                f"{c['client_cpu_s']:.2f}",
+                f"{100 * c['client_cpu_share']:.0f} %",
+                f"{100 * c['other_cpu_share']:.0f} %",
+                f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
+                c["bottleneck"],
+            ]
+        )
     print_table(
         "CPU over each test's best run (share of one core of its wall time; 'others': ZooKeeper "
         "and any other process; 'machine': share of all CPUs busy)",
-        ["test", "wall s", "broker CPU s", "broker", "reactor thr.", "client CPU s", "client",
-         "others", "machine", "bottleneck"],
+        [
+            "test",
+            "wall s",
+            "broker CPU s",
+            "broker",
+            "reactor thr.",
+            "client CPU s",
+            "client",
+            "others",
+            "machine",
+            "bottleneck",
+        ],
         rows,
     )
 
@@ -437,22 +524,42 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="200,000 messages, 20,000 one per request")
-    parser.add_argument("--messages", type=int, default=0, metavar="N",
-                        help="messages for the batched produce and the consume "
-                             "(default 1,000,000; quick 200,000)")
-    parser.add_argument("--single-messages", type=int, default=0, metavar="N",
-                        help="messages for the one-per-request produce (default 100,000; "
-                             "quick 20,000)")
-    parser.add_argument("--sync-messages", type=int, default=None, metavar="N",
-                        help="messages for the informational max.in.flight=1 row "
-                             "(default: a tenth of --single-messages; 0 skips it)")
-    parser.add_argument("--reps", type=int, default=3, metavar="N",
-                        help="runs of each test, each producing to a fresh topic; the best is "
-                             "reported, the median beside it (default 3)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="200,000 messages, 20,000 one per request"
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="messages for the batched produce and the consume (default 1,000,000; quick 200,000)",
+    )
+    parser.add_argument(
+        "--single-messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="messages for the one-per-request produce (default 100,000; quick 20,000)",
+    )
+    parser.add_argument(
+        "--sync-messages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="messages for the informational max.in.flight=1 row "
+        "(default: a tenth of --single-messages; 0 skips it)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs of each test, each producing to a fresh topic; the best is "
+        "reported, the median beside it (default 3)",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     for name in ("messages", "single_messages", "sync_messages"):
@@ -467,8 +574,10 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
     results: dict = {"meta": meta}
     reps = settings.reps
     with running_broker(workdir, meta) as broker:
-        topics = {base: [f"{base}-{i}" for i in range(reps)]
-                  for base in (TOPIC_BATCHED, TOPIC_SINGLE, TOPIC_SYNC)}
+        topics = {
+            base: [f"{base}-{i}" for i in range(reps)]
+            for base in (TOPIC_BATCHED, TOPIC_SINGLE, TOPIC_SYNC)
+        }
         if not settings.sync_messages:
             del topics[TOPIC_SYNC]
         create_topics(broker, topics)
@@ -478,41 +587,91 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
         times = f" x {reps}" if reps > 1 else ""
 
         n = settings.messages
-        batched = step(f"1. producing {n:,} messages, default batching{times}",
-                       lambda: best_of([bench_produce(
-                           "produce, batched", broker, meter, topic, n, {},
-                           TARGET_PRODUCE_BATCHED, PAPER_PRODUCE_BATCHED)
-                           for topic in topics[TOPIC_BATCHED]]))
+        batched = step(
+            f"1. producing {n:,} messages, default batching{times}",
+            lambda: best_of(
+                [
+                    bench_produce(
+                        "produce, batched",
+                        broker,
+                        meter,
+                        topic,
+                        n,
+                        {},
+                        TARGET_PRODUCE_BATCHED,
+                        PAPER_PRODUCE_BATCHED,
+                    )
+                    for topic in topics[TOPIC_BATCHED]
+                ]
+            ),
+        )
         rows.append(batched)
 
         baseline_bytes = batched["log_bytes"]
-        baseline = step(f"   baseline: raw loopback TCP, {baseline_bytes / MB:,.1f} MB x "
-                        f"{max(3, reps)}",
-                        lambda: bench_baseline(baseline_bytes, max(3, reps)))
+        baseline = step(
+            f"   baseline: raw loopback TCP, {baseline_bytes / MB:,.1f} MB x {max(3, reps)}",
+            lambda: bench_baseline(baseline_bytes, max(3, reps)),
+        )
         results["baseline"] = baseline
 
         single_config = {"linger.ms": 0, "batch.num.messages": 1}
         k = settings.single_messages
-        rows.append(step(f"2. producing {k:,} messages, one per request{times}",
-                         lambda: best_of([bench_produce(
-                             "produce, 1 msg/request", broker, meter, topic, k, single_config,
-                             TARGET_PRODUCE_SINGLE, PAPER_PRODUCE_SINGLE)
-                             for topic in topics[TOPIC_SINGLE]])))
+        rows.append(
+            step(
+                f"2. producing {k:,} messages, one per request{times}",
+                lambda: best_of(
+                    [
+                        bench_produce(
+                            "produce, 1 msg/request",
+                            broker,
+                            meter,
+                            topic,
+                            k,
+                            single_config,
+                            TARGET_PRODUCE_SINGLE,
+                            PAPER_PRODUCE_SINGLE,
+                        )
+                        for topic in topics[TOPIC_SINGLE]
+                    ]
+                ),
+            )
+        )
         if settings.sync_messages:
             k = settings.sync_messages
-            rows.append(step(f"   producing {k:,} messages, one per request, max.in.flight=1"
-                             f"{times}",
-                             lambda: best_of([bench_produce(
-                                 "produce, 1 msg/request, in-flight 1", broker, meter, topic, k,
-                                 {**single_config, "max.in.flight": 1}, None, None)
-                                 for topic in topics[TOPIC_SYNC]])))
+            rows.append(
+                step(
+                    f"   producing {k:,} messages, one per request, max.in.flight=1{times}",
+                    lambda: best_of(
+                        [
+                            bench_produce(
+                                "produce, 1 msg/request, in-flight 1",
+                                broker,
+                                meter,
+                                topic,
+                                k,
+                                {**single_config, "max.in.flight": 1},
+                                None,
+                                None,
+                            )
+                            for topic in topics[TOPIC_SYNC]
+                        ]
+                    ),
+                )
+            )
 
         first = topics[TOPIC_BATCHED][0]
         stats = {"log_bytes": baseline_bytes}
-        rows.append(step(f"3. consuming {n:,} messages from offset 0{times}",
-                         lambda: best_of([bench_consume(broker, meter, first, n, stats,
-                                                        TARGET_CONSUME, PAPER_CONSUME)
-                                          for _ in range(reps)])))
+        rows.append(
+            step(
+                f"3. consuming {n:,} messages from offset 0{times}",
+                lambda: best_of(
+                    [
+                        bench_consume(broker, meter, first, n, stats, TARGET_CONSUME, PAPER_CONSUME)
+                        for _ in range(reps)
+                    ]
+                ),
+            )
+        )
         results["tests"] = rows
         # Read before stopping: the broker's own shutdown logs a warning that is no finding.
         # Start-up (kazoo's first connection is often dropped by a ZooKeeper that answers
@@ -536,8 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{header('broker', meta)}, librdkafka {meta['librdkafka']}")
     print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.")
-    results = run_cleaning_up(lambda: run(settings, workdir, meta), workdir, args.keep,
-                              (BenchmarkError, KafkaException, RuntimeError))
+    results = run_cleaning_up(
+        lambda: run(settings, workdir, meta),
+        workdir,
+        args.keep,
+        (BenchmarkError, KafkaException, RuntimeError),
+    )
     if isinstance(results, int):
         return results
 
@@ -546,8 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     print_details(rows)
     print_cpu(rows)
     meta["wall_s"] = time.perf_counter() - began
-    missed = [f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
-              for r in rows if r.get("target_met") is False]
+    missed = [
+        f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
+        for r in rows
+        if r.get("target_met") is False
+    ]
     print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_cpu_share"] >= 0.25])
     finish(results, missed, "; ", args.json)
     return 0

@@ -39,12 +39,27 @@ _RESPONSE_HEAD = struct.Struct(">ii")
 
 def _produce_parts(version: int, topics: list[tuple[str, list[int]]]) -> bytes:
     """The fixed success body of a Produce response naming the request's partitions."""
-    body = {"responses": [
-        {"name": name, "partition_responses": [
-            {"index": p, "error_code": 0, "base_offset": 0, "log_append_time_ms": -1,
-             "log_start_offset": 0, "record_errors": [], "error_message": None}
-            for p in partitions]}
-        for name, partitions in topics], "throttle_time_ms": 0}
+    body = {
+        "responses": [
+            {
+                "name": name,
+                "partition_responses": [
+                    {
+                        "index": p,
+                        "error_code": 0,
+                        "base_offset": 0,
+                        "log_append_time_ms": -1,
+                        "log_start_offset": 0,
+                        "record_errors": [],
+                        "error_message": None,
+                    }
+                    for p in partitions
+                ],
+            }
+            for name, partitions in topics
+        ],
+        "throttle_time_ms": 0,
+    }
     return API_BY_KEY[PRODUCE].response.encode(body, version)
 
 
@@ -73,9 +88,14 @@ class CeilingProtocol(Int32StringReceiver):
         request = frames.decode_request(payload)
         api = request.api
         if api_key == API_VERSIONS:
-            body = {"error_code": 0, "throttle_time_ms": 0, "api_keys": [
-                {"api_key": k, "min_version": lo, "max_version": hi}
-                for k, (lo, hi) in sorted(SERVED.items())]}
+            body = {
+                "error_code": 0,
+                "throttle_time_ms": 0,
+                "api_keys": [
+                    {"api_key": k, "min_version": lo, "max_version": hi}
+                    for k, (lo, hi) in sorted(SERVED.items())
+                ],
+            }
         else:
             body = self.factory.metadata(request.body["topics"])
         self.transport.write(frames.encode_response(correlation_id, api, version, body))
@@ -149,10 +169,26 @@ class CeilingFactory(protocol.ServerFactory):
             "brokers": [{"node_id": NODE_ID, "host": self.host, "port": self.port, "rack": None}],
             "cluster_id": "ceiling",
             "controller_id": NODE_ID,
-            "topics": [{"error_code": 0, "name": name, "is_internal": False, "partitions": [
-                {"error_code": 0, "partition_index": p, "leader_id": NODE_ID, "leader_epoch": 0,
-                 "replica_nodes": [NODE_ID], "isr_nodes": [NODE_ID], "offline_replicas": []}
-                for p in range(self.partitions)]} for name in names],
+            "topics": [
+                {
+                    "error_code": 0,
+                    "name": name,
+                    "is_internal": False,
+                    "partitions": [
+                        {
+                            "error_code": 0,
+                            "partition_index": p,
+                            "leader_id": NODE_ID,
+                            "leader_epoch": 0,
+                            "replica_nodes": [NODE_ID],
+                            "isr_nodes": [NODE_ID],
+                            "offline_replicas": [],
+                        }
+                        for p in range(self.partitions)
+                    ],
+                }
+                for name in names
+            ],
         }
 
 

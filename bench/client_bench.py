@@ -87,15 +87,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import (  # noqa: E402
-    add_ratio_targets,
-    verdict,
+from benchlib import (
     MB,
     SATURATED,
     VALUE_BYTES,
     BenchmarkError,
     CpuMeter,
     add_output_args,
+    add_ratio_targets,
     check_delivery,
     check_log,
     close_rdkafka_producer,
@@ -113,16 +112,17 @@ from benchlib import (  # noqa: E402
     run_cleaning_up,
     running_broker,
     step,
+    verdict,
 )
-from confluent_kafka import Consumer as RdConsumer  # noqa: E402
-from confluent_kafka import KafkaException, TopicPartition  # noqa: E402
-from confluent_kafka import Producer as RdProducer  # noqa: E402
-from confluent_kafka import libversion as librdkafka_version  # noqa: E402
-from confluent_kafka import version as confluent_version  # noqa: E402
+from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Producer as RdProducer
+from confluent_kafka import libversion as librdkafka_version
+from confluent_kafka import version as confluent_version
 
-from consumers.consumer import Consumer as OurConsumer  # noqa: E402
-from consumers.producer import Producer as OurProducer  # noqa: E402
-from headrace.devcluster import BrokerProcess  # noqa: E402
+from consumers.consumer import Consumer as OurConsumer
+from consumers.producer import Producer as OurProducer
+from headrace.devcluster import BrokerProcess
 
 OURS, RDKAFKA = "headrace", "confluent-kafka"
 
@@ -151,8 +151,13 @@ class Settings:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     messages = args.messages or (200_000 if args.quick else 1_000_000)
-    return Settings(quick=args.quick, messages=messages, reps=args.reps,
-                    variants=not args.no_variants, gc=args.gc)
+    return Settings(
+        quick=args.quick,
+        messages=messages,
+        reps=args.reps,
+        variants=not args.no_variants,
+        gc=args.gc,
+    )
 
 
 # --- CPU accounting ------------------------------------------------------------------------
@@ -175,8 +180,14 @@ def bottleneck(used: dict, client: str) -> str:
 # --- produce -------------------------------------------------------------------------------
 
 
-def produce_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                 settings: Settings, every: bool = True) -> dict:
+def produce_ours(
+    broker: BrokerProcess,
+    meter: CpuMeter,
+    topic: str,
+    count: int,
+    settings: Settings,
+    every: bool = True,
+) -> dict:
     """``every``: a done callback on every future; otherwise only the last one is checked."""
     errors: list = []
     delivered = 0
@@ -218,14 +229,31 @@ def produce_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
         raise BenchmarkError(f"{name}: {delivered} done callbacks for {count} messages")
     last = future.result(0)
     if last.offset != count - 1:
-        raise BenchmarkError(f"{name}: the last message got offset {last.offset}, "
-                             f"expected {count - 1}")
-    return produce_result(OURS, PRODUCE if every else PRODUCE_LAST, broker, topic, count,
-                          start, loop_end, end, meter.between(before, after, OURS), 0)
+        raise BenchmarkError(
+            f"{name}: the last message got offset {last.offset}, expected {count - 1}"
+        )
+    return produce_result(
+        OURS,
+        PRODUCE if every else PRODUCE_LAST,
+        broker,
+        topic,
+        count,
+        start,
+        loop_end,
+        end,
+        meter.between(before, after, OURS),
+        0,
+    )
 
 
-def produce_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                    settings: Settings, every: bool = True) -> dict:
+def produce_rdkafka(
+    broker: BrokerProcess,
+    meter: CpuMeter,
+    topic: str,
+    count: int,
+    settings: Settings,
+    every: bool = True,
+) -> dict:
     """``every``: a delivery callback per message; otherwise delivery.report.only.error."""
     errors: list = []
     delivered = 0
@@ -236,8 +264,7 @@ def produce_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: i
         if err is not None:
             errors.append(err)
 
-    config = {"bootstrap.servers": broker.bootstrap,
-              "queue.buffering.max.messages": count + 1000}
+    config = {"bootstrap.servers": broker.bootstrap, "queue.buffering.max.messages": count + 1000}
     if not every:
         config["delivery.report.only.error"] = True
     producer = RdProducer(config)
@@ -268,27 +295,56 @@ def produce_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: i
     check_delivery(name, left, errors)
     if every and delivered != count:
         raise BenchmarkError(f"{name}: {delivered} delivery reports for {count} messages")
-    return produce_result(RDKAFKA, PRODUCE if every else PRODUCE_ERRONLY, broker, topic, count,
-                          start, loop_end, end, meter.between(before, after, RDKAFKA),
-                          buffer_full)
+    return produce_result(
+        RDKAFKA,
+        PRODUCE if every else PRODUCE_ERRONLY,
+        broker,
+        topic,
+        count,
+        start,
+        loop_end,
+        end,
+        meter.between(before, after, RDKAFKA),
+        buffer_full,
+    )
 
 
-def produce_result(client: str, test: str, broker: BrokerProcess, topic: str, count: int,
-                   start: float, loop_end: float, end: float, cpu: dict,
-                   buffer_full: int) -> dict:
+def produce_result(
+    client: str,
+    test: str,
+    broker: BrokerProcess,
+    topic: str,
+    count: int,
+    start: float,
+    loop_end: float,
+    end: float,
+    cpu: dict,
+    buffer_full: int,
+) -> dict:
     stats = check_log(broker, f"{client} {test}", topic, count)
     elapsed = end - start
-    return {"test": test, "client": client, "topic": topic, "messages": count,
-            "seconds": elapsed, "loop_s": loop_end - start, "flush_s": end - loop_end,
-            "buffer_full_retries": buffer_full, "msgs_per_s": count / elapsed,
-            "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB, **stats, "cpu": cpu}
+    return {
+        "test": test,
+        "client": client,
+        "topic": topic,
+        "messages": count,
+        "seconds": elapsed,
+        "loop_s": loop_end - start,
+        "flush_s": end - loop_end,
+        "buffer_full_retries": buffer_full,
+        "msgs_per_s": count / elapsed,
+        "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
+        **stats,
+        "cpu": cpu,
+    }
 
 
 # --- consume -------------------------------------------------------------------------------
 
 
-def consume_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                 settings: Settings) -> dict:
+def consume_ours(
+    broker: BrokerProcess, meter: CpuMeter, topic: str, count: int, settings: Settings
+) -> dict:
     consumer = OurConsumer(broker.bootstrap, auto_offset_reset="earliest")
     try:
         consumer.cluster.list_offset(topic, 0, -2)  # metadata and the connection, untimed
@@ -305,8 +361,10 @@ def consume_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
                 calls += 1
                 if not messages:
                     if time.monotonic() > deadline:
-                        raise BenchmarkError(f"{OURS} consume: only {received:,} of {count:,} "
-                                             "messages before the deadline")
+                        raise BenchmarkError(
+                            f"{OURS} consume: only {received:,} of {count:,} "
+                            "messages before the deadline"
+                        )
                     continue
                 for message in messages:
                     value_bytes += len(message.value)
@@ -316,18 +374,31 @@ def consume_ours(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
             after = meter.mark()
     finally:
         consumer.close()
-    return consume_result(OURS, topic, count, received, value_bytes, last_offset, calls,
-                          start, end, meter.between(before, after, OURS))
+    return consume_result(
+        OURS,
+        topic,
+        count,
+        received,
+        value_bytes,
+        last_offset,
+        calls,
+        start,
+        end,
+        meter.between(before, after, OURS),
+    )
 
 
-def consume_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: int,
-                    settings: Settings) -> dict:
-    consumer = RdConsumer({
-        "bootstrap.servers": broker.bootstrap,
-        "group.id": "client-bench",  # required by confluent-kafka; never subscribed
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-    })
+def consume_rdkafka(
+    broker: BrokerProcess, meter: CpuMeter, topic: str, count: int, settings: Settings
+) -> dict:
+    consumer = RdConsumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "client-bench",  # required by confluent-kafka; never subscribed
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
         consume = consumer.consume
@@ -343,8 +414,10 @@ def consume_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: i
                 calls += 1
                 if not messages:
                     if time.monotonic() > deadline:
-                        raise BenchmarkError(f"{RDKAFKA} consume: only {received:,} of "
-                                             f"{count:,} messages before the deadline")
+                        raise BenchmarkError(
+                            f"{RDKAFKA} consume: only {received:,} of "
+                            f"{count:,} messages before the deadline"
+                        )
                     continue
                 for message in messages:
                     if message.error() is not None:
@@ -356,20 +429,50 @@ def consume_rdkafka(broker: BrokerProcess, meter: CpuMeter, topic: str, count: i
             after = meter.mark()
     finally:
         consumer.close()
-    return consume_result(RDKAFKA, topic, count, received, value_bytes, last_offset, calls,
-                          start, end, meter.between(before, after, RDKAFKA))
+    return consume_result(
+        RDKAFKA,
+        topic,
+        count,
+        received,
+        value_bytes,
+        last_offset,
+        calls,
+        start,
+        end,
+        meter.between(before, after, RDKAFKA),
+    )
 
 
-def consume_result(client: str, topic: str, count: int, received: int, value_bytes: int,
-                   last_offset: int, calls: int, start: float, end: float, cpu: dict) -> dict:
+def consume_result(
+    client: str,
+    topic: str,
+    count: int,
+    received: int,
+    value_bytes: int,
+    last_offset: int,
+    calls: int,
+    start: float,
+    end: float,
+    cpu: dict,
+) -> dict:
     if received != count or last_offset != count - 1 or value_bytes != count * VALUE_BYTES:
-        raise BenchmarkError(f"{client} consume: {received:,} messages, {value_bytes:,} value "
-                             f"bytes, last offset {last_offset:,}; expected {count:,}, "
-                             f"{count * VALUE_BYTES:,} and {count - 1:,}")
+        raise BenchmarkError(
+            f"{client} consume: {received:,} messages, {value_bytes:,} value "
+            f"bytes, last offset {last_offset:,}; expected {count:,}, "
+            f"{count * VALUE_BYTES:,} and {count - 1:,}"
+        )
     elapsed = end - start
-    return {"test": CONSUME, "client": client, "topic": topic, "messages": count,
-            "seconds": elapsed, "calls": calls, "msgs_per_s": count / elapsed,
-            "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB, "cpu": cpu}
+    return {
+        "test": CONSUME,
+        "client": client,
+        "topic": topic,
+        "messages": count,
+        "seconds": elapsed,
+        "calls": calls,
+        "msgs_per_s": count / elapsed,
+        "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
+        "cpu": cpu,
+    }
 
 
 # --- summary -------------------------------------------------------------------------------
@@ -380,8 +483,9 @@ def summarize(test: str, client: str, runs: list[dict]) -> dict:
     best = dict(max(runs, key=lambda r: r["msgs_per_s"]))
     best["reps"] = len(runs)
     best["msgs_per_s_median"] = statistics.median(r["msgs_per_s"] for r in runs)
-    best["runs"] = [{k: r[k] for k in ("topic", "seconds", "msgs_per_s", "first", "cpu")}
-                    for r in runs]
+    best["runs"] = [
+        {k: r[k] for k in ("topic", "seconds", "msgs_per_s", "first", "cpu")} for r in runs
+    ]
     return best
 
 
@@ -393,22 +497,46 @@ def print_results(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         has = "target_met" in r
-        rows.append([
-            r["test"], r["client"], f"{r['messages']:,}", f"{r['seconds']:.2f}",
-            f"{r['msgs_per_s']:,.0f}", f"{r['msgs_per_s_median']:,.0f}",
-            f"{r['payload_mb_per_s']:,.1f}",
-            f"{r['ratio']:.3f}" if has else "-", f"{r['ratio_median']:.3f}" if has else "-",
-            verdict(r.get("target_met"), r.get("target_met_median"),
-                    f">= {r.get('target_msgs_per_s', 0):,}"),
-            verdict(r.get("target_ratio_met"), r.get("target_ratio_met_median"),
-                    f">= {r.get('target_ratio', 0):.1f}"),
-        ])
+        rows.append(
+            [
+                r["test"],
+                r["client"],
+                f"{r['messages']:,}",
+                f"{r['seconds']:.2f}",
+                f"{r['msgs_per_s']:,.0f}",
+                f"{r['msgs_per_s_median']:,.0f}",
+                f"{r['payload_mb_per_s']:,.1f}",
+                f"{r['ratio']:.3f}" if has else "-",
+                f"{r['ratio_median']:.3f}" if has else "-",
+                verdict(
+                    r.get("target_met"),
+                    r.get("target_met_median"),
+                    f">= {r.get('target_msgs_per_s', 0):,}",
+                ),
+                verdict(
+                    r.get("target_ratio_met"),
+                    r.get("target_ratio_met_median"),
+                    f">= {r.get('target_ratio', 0):.1f}",
+                ),
+            ]
+        )
     reps = rows_in[0]["reps"] if rows_in else 1
     print_table(
         f"Results (one broker, one partition, 200-byte values; best of {reps} runs, msgs/s(med) "
         "the median; ours/rdkafka = best over best, ratio(med) = median of per-rep ratios)",
-        ["test", "client", "messages", "s", "msgs/s", "msgs/s(med)", "payload MB/s",
-         "ours/rdkafka", "ratio(med)", "target msgs/s", "target ratio"],
+        [
+            "test",
+            "client",
+            "messages",
+            "s",
+            "msgs/s",
+            "msgs/s(med)",
+            "payload MB/s",
+            "ours/rdkafka",
+            "ratio(med)",
+            "target msgs/s",
+            "target ratio",
+        ],
         rows,
     )
 
@@ -418,21 +546,28 @@ def print_runs(rows_in: list[dict]) -> None:
     for r in rows_in:
         cells = [f"{run['msgs_per_s']:,.0f}{'*' if run['first'] else ''}" for run in r["runs"]]
         rows.append([r["test"], r["client"], "  ".join(cells)])
-    print_table("Runs (msgs/s in run order; * = ran before the other client in that rep)",
-                ["test", "client", "runs"], rows)
+    print_table(
+        "Runs (msgs/s in run order; * = ran before the other client in that rep)",
+        ["test", "client", "runs"],
+        rows,
+    )
 
 
 def print_details(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         if r["test"] == CONSUME:
-            detail = (f"{r['calls']:,} {'poll' if r['client'] == OURS else 'consume'}() calls "
-                      f"({r['messages'] / r['calls']:,.0f} msgs each)")
+            detail = (
+                f"{r['calls']:,} {'poll' if r['client'] == OURS else 'consume'}() calls "
+                f"({r['messages'] / r['calls']:,.0f} msgs each)"
+            )
         else:
             call = "send" if r["client"] == OURS else "produce"
-            detail = (f"{call}() loop {r['loop_s']:.2f} s, flush() {r['flush_s']:.2f} s; "
-                      f"{r['batches']:,} batches in the log ({r['messages'] / r['batches']:,.0f} "
-                      "msgs each)")
+            detail = (
+                f"{call}() loop {r['loop_s']:.2f} s, flush() {r['flush_s']:.2f} s; "
+                f"{r['batches']:,} batches in the log ({r['messages'] / r['batches']:,.0f} "
+                "msgs each)"
+            )
             if r["buffer_full_retries"]:
                 detail += f", {r['buffer_full_retries']:,} queue-full waits"
         rows.append([r["test"], r["client"], detail])
@@ -443,21 +578,42 @@ def print_cpu(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         c = r["cpu"]
-        rows.append([
-            r["test"], r["client"], f"{c['wall_s']:.2f}", f"{c['broker_cpu_s']:.2f}",
-            f"{100 * c['broker_cpu_share']:.0f} %", f"{100 * c['broker_reactor_cpu_share']:.0f} %",
-            f"{c['client_cpu_s']:.2f}", f"{100 * c['client_cpu_share']:.0f} %",
-            f"{100 * c['client_main_cpu_share']:.0f} %",
-            f"{100 * c['client_other_cpu_share']:.0f} %",
-            f"{100 * c['other_cpu_share']:.0f} %",
-            f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %", c["bottleneck"],
-        ])
+        rows.append(
+            [
+                r["test"],
+                r["client"],
+                f"{c['wall_s']:.2f}",
+                f"{c['broker_cpu_s']:.2f}",
+                f"{100 * c['broker_cpu_share']:.0f} %",
+                f"{100 * c['broker_reactor_cpu_share']:.0f} %",
+                f"{c['client_cpu_s']:.2f}",
+                f"{100 * c['client_cpu_share']:.0f} %",
+                f"{100 * c['client_main_cpu_share']:.0f} %",
+                f"{100 * c['client_other_cpu_share']:.0f} %",
+                f"{100 * c['other_cpu_share']:.0f} %",
+                f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
+                c["bottleneck"],
+            ]
+        )
     print_table(
         "CPU over each best run (share of one core of its wall time; client main thr.: the "
         "calling loop; other thr.: headrace's sender thread / librdkafka's threads; 'others': "
         "ZooKeeper and any other process; 'machine': share of all CPUs busy)",
-        ["test", "client", "wall s", "broker CPU s", "broker", "reactor thr.", "client CPU s",
-         "client", "main thr.", "other thr.", "others", "machine", "bottleneck"],
+        [
+            "test",
+            "client",
+            "wall s",
+            "broker CPU s",
+            "broker",
+            "reactor thr.",
+            "client CPU s",
+            "client",
+            "main thr.",
+            "other thr.",
+            "others",
+            "machine",
+            "bottleneck",
+        ],
         rows,
     )
 
@@ -466,20 +622,34 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="200,000 messages")
-    parser.add_argument("--messages", type=int, default=0, metavar="N",
-                        help="messages per produce run and for the consume "
-                             "(default 1,000,000; quick 200,000)")
-    parser.add_argument("--reps", type=int, default=3, metavar="N",
-                        help="runs of each test and client, alternating which client goes "
-                             "first; best and median are reported (default 3)")
-    parser.add_argument("--no-variants", action="store_true",
-                        help="skip the informational produce rows (headrace checking only the "
-                             "last future; confluent-kafka with delivery.report.only.error)")
-    parser.add_argument("--gc", action="store_true",
-                        help="leave the garbage collector on during the timed sections")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="messages per produce run and for the consume (default 1,000,000; quick 200,000)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs of each test and client, alternating which client goes "
+        "first; best and median are reported (default 3)",
+    )
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="skip the informational produce rows (headrace checking only the "
+        "last future; confluent-kafka with delivery.report.only.error)",
+    )
+    parser.add_argument(
+        "--gc", action="store_true", help="leave the garbage collector on during the timed sections"
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.messages < 0:
@@ -512,8 +682,9 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
     results: dict = {"meta": meta}
     reps, n = settings.reps, settings.messages
     with running_broker(workdir, meta) as broker:
-        kinds = ["ours", "rdkafka"] + (["ours-last", "rdkafka-erronly"] if settings.variants
-                                       else [])
+        kinds = ["ours", "rdkafka"] + (
+            ["ours-last", "rdkafka-erronly"] if settings.variants else []
+        )
         topics = {kind: [f"client-{kind}-{i}" for i in range(reps)] for kind in kinds}
         create_topics(broker, topics)
         meter = CpuMeter(broker.process.pid, bottleneck, main_thread=True)
@@ -529,26 +700,42 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
                 add_targets(ours, theirs, target, ratio)
             rows.extend([ours, theirs])
 
-        pair(f"1. producing {n:,} messages, per-message delivery callbacks",
-             PRODUCE, lambda i: produce_ours(broker, meter, topics["ours"][i], n, settings),
-             PRODUCE, lambda i: produce_rdkafka(broker, meter, topics["rdkafka"][i], n,
-                                                settings),
-             TARGET_PRODUCE, TARGET_PRODUCE_RATIO)
+        pair(
+            f"1. producing {n:,} messages, per-message delivery callbacks",
+            PRODUCE,
+            lambda i: produce_ours(broker, meter, topics["ours"][i], n, settings),
+            PRODUCE,
+            lambda i: produce_rdkafka(broker, meter, topics["rdkafka"][i], n, settings),
+            TARGET_PRODUCE,
+            TARGET_PRODUCE_RATIO,
+        )
         if settings.variants:
-            pair(f"   producing {n:,} messages, failures / the last future only",
-                 PRODUCE_LAST, lambda i: produce_ours(broker, meter, topics["ours-last"][i], n,
-                                                      settings, every=False),
-                 PRODUCE_ERRONLY, lambda i: produce_rdkafka(
-                     broker, meter, topics["rdkafka-erronly"][i], n, settings, every=False))
+            pair(
+                f"   producing {n:,} messages, failures / the last future only",
+                PRODUCE_LAST,
+                lambda i: produce_ours(
+                    broker, meter, topics["ours-last"][i], n, settings, every=False
+                ),
+                PRODUCE_ERRONLY,
+                lambda i: produce_rdkafka(
+                    broker, meter, topics["rdkafka-erronly"][i], n, settings, every=False
+                ),
+            )
         source = topics["rdkafka"][0]
-        pair(f"2. consuming {n:,} messages of {source} from offset 0",
-             CONSUME, lambda i: consume_ours(broker, meter, source, n, settings),
-             CONSUME, lambda i: consume_rdkafka(broker, meter, source, n, settings),
-             TARGET_CONSUME, TARGET_CONSUME_RATIO)
+        pair(
+            f"2. consuming {n:,} messages of {source} from offset 0",
+            CONSUME,
+            lambda i: consume_ours(broker, meter, source, n, settings),
+            CONSUME,
+            lambda i: consume_rdkafka(broker, meter, source, n, settings),
+            TARGET_CONSUME,
+            TARGET_CONSUME_RATIO,
+        )
         # Keep the main rows first, the informational ones last.
         main_tests = (PRODUCE, CONSUME)
-        results["tests"] = ([r for r in rows if r["test"] in main_tests]
-                            + [r for r in rows if r["test"] not in main_tests])
+        results["tests"] = [r for r in rows if r["test"] in main_tests] + [
+            r for r in rows if r["test"] not in main_tests
+        ]
         collect_broker_log_problems(broker, started_log_bytes, meta)
         return results
 
@@ -569,12 +756,20 @@ def main(argv: list[str] | None = None) -> int:
         "gc_paused": not settings.gc,
         "tmp_dir": str(workdir),
     }
-    print(f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
-          f"(librdkafka {meta['librdkafka']})")
-    print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
-          f"GC {'on' if settings.gc else 'paused'} while timing.")
-    results = run_cleaning_up(lambda: run(settings, workdir, meta), workdir, args.keep,
-                              (BenchmarkError, KafkaException, RuntimeError, OSError))
+    print(
+        f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
+        f"(librdkafka {meta['librdkafka']})"
+    )
+    print(
+        f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
+        f"GC {'on' if settings.gc else 'paused'} while timing."
+    )
+    results = run_cleaning_up(
+        lambda: run(settings, workdir, meta),
+        workdir,
+        args.keep,
+        (BenchmarkError, KafkaException, RuntimeError, OSError),
+    )
     if isinstance(results, int):
         return results
 
@@ -587,13 +782,18 @@ def main(argv: list[str] | None = None) -> int:
     missed = []
     for r in rows:
         if r.get("target_met") is False:
-            missed.append(f"{r['client']} {r['test']} {r['msgs_per_s']:,.0f} msgs/s "
-                          f"(>= {r['target_msgs_per_s']:,})")
+            missed.append(
+                f"{r['client']} {r['test']} {r['msgs_per_s']:,.0f} msgs/s "
+                f"(>= {r['target_msgs_per_s']:,})"
+            )
         if r.get("target_ratio_met") is False:
-            missed.append(f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
-                          f"(>= {r['target_ratio']:.1f})")
-    print_broker_notes(meta, [f"{r['client']} {r['test']}" for r in rows
-                              if r["cpu"]["other_cpu_share"] >= 0.25])
+            missed.append(
+                f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
+                f"(>= {r['target_ratio']:.1f})"
+            )
+    print_broker_notes(
+        meta, [f"{r['client']} {r['test']}" for r in rows if r["cpu"]["other_cpu_share"] >= 0.25]
+    )
     finish(results, missed, "; ", args.json)
     return 0
 

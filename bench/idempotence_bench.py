@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
-                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+sys.path[:0] = [
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+]
 
 from benchlib import (  # noqa: E402
     add_output_args,
@@ -47,8 +49,14 @@ def produce_confluent(bootstrap: str, topic: str, count: int, idempotent: bool) 
 
     value = payload()
     errors: list = []
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": idempotent,
-                         "acks": "all", "linger.ms": 5})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": idempotent,
+            "acks": "all",
+            "linger.ms": 5,
+        }
+    )
     finished = False
     try:
         producer.produce(topic, value)  # warm-up: metadata, connection, producer id
@@ -57,7 +65,9 @@ def produce_confluent(bootstrap: str, topic: str, count: int, idempotent: bool) 
         for _ in range(count):
             while True:
                 try:
-                    producer.produce(topic, value, on_delivery=lambda err, _m: err and errors.append(err))
+                    producer.produce(
+                        topic, value, on_delivery=lambda err, _m: err and errors.append(err)
+                    )
                     break
                 except BufferError:
                     producer.poll(0.005)
@@ -74,7 +84,9 @@ def produce_ours(bootstrap: str, topic: str, count: int, idempotent: bool) -> fl
     from consumers.producer import Producer
 
     value = payload()
-    with Producer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotent) as producer:
+    with Producer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotent
+    ) as producer:
         producer.send(topic, value, partition=0).result(30)  # warm-up, as for confluent-kafka
         start = time.perf_counter()
         futures = [producer.send(topic, value, partition=0) for _ in range(count)]
@@ -90,8 +102,12 @@ CLIENTS = {"confluent-kafka": produce_confluent, "headrace": produce_ours}
 
 def run(args, workdir: Path) -> dict:
     count = 60_000 if args.quick else args.messages
-    meta = {"mode": "quick" if args.quick else "full", **platform_meta(), "messages": count,
-            "reps": args.reps}
+    meta = {
+        "mode": "quick" if args.quick else "full",
+        **platform_meta(),
+        "messages": count,
+        "reps": args.reps,
+    }
     print(header("idempotence", meta))
     results: dict = {"meta": meta, "clients": {}}
     began = time.perf_counter()
@@ -107,25 +123,38 @@ def run(args, workdir: Path) -> dict:
                     elapsed = produce(broker.bootstrap, topic, count, idempotent)
                     check_log(broker, f"{client} idempotence={idempotent}", topic, count + 1)
                     rates[idempotent].append(count / elapsed)
-                    print(f"  {client} idempotence {'on ' if idempotent else 'off'}: "
-                          f"{count / elapsed:>10,.0f} msgs/s")
+                    print(
+                        f"  {client} idempotence {'on ' if idempotent else 'off'}: "
+                        f"{count / elapsed:>10,.0f} msgs/s"
+                    )
             ratios = [on / off for on, off in zip(rates[True], rates[False])]
             results["clients"][client] = {
-                "on_msgs_s": rates[True], "off_msgs_s": rates[False],
+                "on_msgs_s": rates[True],
+                "off_msgs_s": rates[False],
                 "ratio": max(rates[True]) / max(rates[False]),
-                "ratio_median": statistics.median(ratios)}
+                "ratio_median": statistics.median(ratios),
+            }
     meta["wall_s"] = time.perf_counter() - began
     rows, missed = [], []
     for client, r in results["clients"].items():
         met = r["ratio"] >= TARGET_RATIO
-        rows.append([client, f"{max(r['on_msgs_s']):,.0f}", f"{max(r['off_msgs_s']):,.0f}",
-                     f"{r['ratio']:.2f}", f"{r['ratio_median']:.2f}",
-                     "yes" if met else "NO, MISSED"])
+        rows.append(
+            [
+                client,
+                f"{max(r['on_msgs_s']):,.0f}",
+                f"{max(r['off_msgs_s']):,.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['ratio_median']:.2f}",
+                "yes" if met else "NO, MISSED",
+            ]
+        )
         if not met:
             missed.append(f"{client} on/off {r['ratio']:.2f} < {TARGET_RATIO}")
-    print_table(f"Batched produce, {count:,} x 200-byte messages, best of {args.reps}",
-                ["client", "on msgs/s", "off msgs/s", "on/off", "on/off(med)", f">= {TARGET_RATIO}"],
-                rows)
+    print_table(
+        f"Batched produce, {count:,} x 200-byte messages, best of {args.reps}",
+        ["client", "on msgs/s", "off msgs/s", "on/off", "on/off(med)", f">= {TARGET_RATIO}"],
+        rows,
+    )
     finish(results, missed, "; ", args.json)
     return results
 

@@ -99,11 +99,10 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.json as pj  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from benchlib import (  # noqa: E402
-    add_ratio_targets,
-    verdict,
     MB,
     BenchmarkError,
     add_output_args,
+    add_ratio_targets,
     collect_broker_log_problems,
     create_topic,
     exit_on_signals,
@@ -119,7 +118,9 @@ from benchlib import (  # noqa: E402
     signals_ignored,
     stat_cpu,
     step,
+    verdict,
 )
+
 from broker.protocol.errors import KafkaError  # noqa: E402
 from consumers.cluster import ClusterClient  # noqa: E402
 from consumers.producer import Producer as OurProducer  # noqa: E402
@@ -161,16 +162,25 @@ class Settings:
 def settings_from(args: argparse.Namespace) -> Settings:
     events = args.events or (200_000 if args.quick else 1_000_000)
     workers = tuple(sorted({int(w) for w in args.workers.split(",") if w.strip()}))
-    return Settings(quick=args.quick, events=events, partitions=args.partitions, workers=workers,
-                    reps=args.reps, compression=args.compression, noop=not args.no_noop,
-                    single_thread=not args.no_single_thread, profile=args.profile,
-                    seed=args.seed, against=Path(args.against).resolve() if args.against else None)
+    return Settings(
+        quick=args.quick,
+        events=events,
+        partitions=args.partitions,
+        workers=workers,
+        reps=args.reps,
+        compression=args.compression,
+        noop=not args.no_noop,
+        single_thread=not args.no_single_thread,
+        profile=args.profile,
+        seed=args.seed,
+        against=Path(args.against).resolve() if args.against else None,
+    )
 
 
 # --- the events ----------------------------------------------------------------------------
 
-METHODS = (["GET"] * 80 + ["POST"] * 12 + ["PUT"] * 3 + ["HEAD"] * 3 + ["DELETE"] * 2)
-STATUSES = ([200] * 84 + [304] * 6 + [301] * 2 + [302] * 2 + [404] * 4 + [500] + [503])
+METHODS = ["GET"] * 80 + ["POST"] * 12 + ["PUT"] * 3 + ["HEAD"] * 3 + ["DELETE"] * 2
+STATUSES = [200] * 84 + [304] * 6 + [301] * 2 + [302] * 2 + [404] * 4 + [500] + [503]
 USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36",
@@ -186,8 +196,20 @@ USER_AGENTS = [
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
 ]
 UA_WEIGHTS = [30, 15, 8, 18, 15, 3, 3, 8]
-WORDS = ["shoes", "red+dress", "laptop", "usb-c+cable", "coffee", "garden+chair", "headphones",
-         "desk+lamp", "running", "backpack", "watch", "phone+case"]
+WORDS = [
+    "shoes",
+    "red+dress",
+    "laptop",
+    "usb-c+cable",
+    "coffee",
+    "garden+chair",
+    "headphones",
+    "desk+lamp",
+    "running",
+    "backpack",
+    "watch",
+    "phone+case",
+]
 
 
 def make_paths(rng: random.Random, count: int) -> list[str]:
@@ -211,16 +233,25 @@ def make_paths(rng: random.Random, count: int) -> list[str]:
 
 
 def make_referrers(rng: random.Random, paths: list[str]) -> list[str]:
-    return (["-"] * 90 + ["https://www.google.com/", "https://duckduckgo.com/",
-                          "https://www.bing.com/search?q=shop"] * 5
-            + [f"https://shop.example.com{rng.choice(paths)}" for _ in range(50)])
+    return (
+        ["-"] * 90
+        + [
+            "https://www.google.com/",
+            "https://duckduckgo.com/",
+            "https://www.bing.com/search?q=shop",
+        ]
+        * 5
+        + [f"https://shop.example.com{rng.choice(paths)}" for _ in range(50)]
+    )
 
 
 def make_events(count: int, seed: int, end_ms: int) -> list[bytes]:
     """``count`` JSON access-log lines, times evenly over SPAN_MS before ``end_ms``."""
     rng = random.Random(seed)
-    ips = [f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}."
-           f"{rng.randrange(1, 255)}" for _ in range(20_000)]
+    ips = [
+        f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        for _ in range(20_000)
+    ]
     paths = make_paths(rng, 5_000)
     referrers = make_referrers(rng, paths)
     path_weights = [1.0 / (i + 1) for i in range(len(paths))]  # Zipf-like popularity
@@ -249,7 +280,8 @@ def make_events(count: int, seed: int, end_ms: int) -> list[bytes]:
             f'{{"ts":"{prefix}.{ms % 1000:03d}Z","client_ip":"{pick_ip[i]}",'
             f'"method":"{pick_method[i]}","path":"{pick_path[i]}","status":{status},'
             f'"bytes":{size},"referrer":"{pick_ref[i]}","user_agent":"{pick_ua[i]}",'
-            f'"latency_ms":{expovariate(1 / 40):.3f}}}'.encode())
+            f'"latency_ms":{expovariate(1 / 40):.3f}}}'.encode()
+        )
     return events
 
 
@@ -263,32 +295,41 @@ def write_events_file(path: Path, events: list[bytes]) -> int:
 # --- the broker side -----------------------------------------------------------------------
 
 
-def wait_for_leaders(cluster: ClusterClient, topic: str, partitions: int,
-                     timeout: float = 30.0) -> None:
+def wait_for_leaders(
+    cluster: ClusterClient, topic: str, partitions: int, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         cluster.refresh([topic], allow_auto_create=False)
-        if (len(cluster.topics.get(topic, {})) == partitions
-                and all(cluster.leader(topic, p) >= 0 for p in range(partitions))):
+        if len(cluster.topics.get(topic, {})) == partitions and all(
+            cluster.leader(topic, p) >= 0 for p in range(partitions)
+        ):
             return
         time.sleep(0.1)
-    raise BenchmarkError(f"topic {topic} has no leader for all {partitions} partitions "
-                         f"after {timeout} s")
+    raise BenchmarkError(
+        f"topic {topic} has no leader for all {partitions} partitions after {timeout} s"
+    )
 
 
 def end_offsets(cluster: ClusterClient, topic: str, partitions: int) -> list[int]:
     return [cluster.list_offset(topic, p, -1) for p in range(partitions)]
 
 
-def produce_events(broker: BrokerProcess, cluster: ClusterClient, events: list[bytes],
-                   settings: Settings) -> dict:
+def produce_events(
+    broker: BrokerProcess, cluster: ClusterClient, events: list[bytes], settings: Settings
+) -> dict:
     """Every event once, event i to partition i % partitions, with headrace's Producer
     (librdkafka sends lz4 uncompressed to this broker: it enables lz4 only for brokers that
     answer FindCoordinator); returns timings and checks the log end offsets."""
     n, parts = len(events), settings.partitions
-    producer = OurProducer(broker.bootstrap, acks="all", compression=settings.compression,
-                           linger_ms=20, batch_size=512 * 1024,
-                           buffer_memory=256 * 1024 * 1024)
+    producer = OurProducer(
+        broker.bootstrap,
+        acks="all",
+        compression=settings.compression,
+        linger_ms=20,
+        batch_size=512 * 1024,
+        buffer_memory=256 * 1024 * 1024,
+    )
     finished = False
     try:
         producer.cluster.partitions(TOPIC)  # metadata, untimed
@@ -312,10 +353,17 @@ def produce_events(broker: BrokerProcess, cluster: ClusterClient, events: list[b
     expected = [n // parts + (1 if p < n % parts else 0) for p in range(parts)]
     if ends != expected:
         raise BenchmarkError(f"produce: log end offsets {ends}, expected {expected}")
-    log_bytes = sum(f.stat().st_size for f in
-                    (broker.workdir / f"broker-{broker.broker_id}-logs").glob(f"{TOPIC}-*/*.log"))
-    return {"seconds": elapsed, "events_per_s": n / elapsed, "end_offsets": ends,
-            "log_bytes": log_bytes, "compression": settings.compression}
+    log_bytes = sum(
+        f.stat().st_size
+        for f in (broker.workdir / f"broker-{broker.broker_id}-logs").glob(f"{TOPIC}-*/*.log")
+    )
+    return {
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
+        "end_offsets": ends,
+        "log_bytes": log_bytes,
+        "compression": settings.compression,
+    }
 
 
 # --- CPU accounting ------------------------------------------------------------------------
@@ -338,7 +386,7 @@ def find_zookeeper_pid(workdir: Path) -> int | None:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 text = f.read()
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
             if ppid != me:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
@@ -359,8 +407,14 @@ class Meter:
 
     def mark(self) -> tuple[float, ...]:
         zk = stat_cpu(f"/proc/{self.zk_pid}/stat") if self.zk_pid else 0.0
-        return (time.perf_counter(), stat_cpu(f"/proc/{self.pid}/stat"), zk, self_cpu(),
-                children_cpu(), machine_busy())
+        return (
+            time.perf_counter(),
+            stat_cpu(f"/proc/{self.pid}/stat"),
+            zk,
+            self_cpu(),
+            children_cpu(),
+            machine_busy(),
+        )
 
     def between(self, a, b, who: str) -> dict:
         wall = b[0] - a[0]
@@ -368,13 +422,21 @@ class Meter:
         subject = kids if who == "children" else me
         others = max(0.0, machine - broker - zk - me - kids)
         cpus = os.cpu_count() or 1
-        return {"wall_s": wall, "subject_cpu_s": subject, "subject_share": subject / wall,
-                "broker_cpu_s": broker, "broker_share": broker / wall,
-                "zookeeper_cpu_s": zk, "zookeeper_share": zk / wall,
-                "bench_cpu_s": me if who == "children" else 0.0,
-                "other_cpu_s": others, "other_share": others / wall,
-                "machine_busy_cpu_s": machine, "machine_share": machine / wall / cpus,
-                "cpus": cpus}
+        return {
+            "wall_s": wall,
+            "subject_cpu_s": subject,
+            "subject_share": subject / wall,
+            "broker_cpu_s": broker,
+            "broker_share": broker / wall,
+            "zookeeper_cpu_s": zk,
+            "zookeeper_share": zk / wall,
+            "bench_cpu_s": me if who == "children" else 0.0,
+            "other_cpu_s": others,
+            "other_share": others / wall,
+            "machine_busy_cpu_s": machine,
+            "machine_share": machine / wall / cpus,
+            "cpus": cpus,
+        }
 
 
 # --- the baseline --------------------------------------------------------------------------
@@ -404,10 +466,18 @@ def run_baseline(meter: Meter, events_file: Path, out_dir: Path, n: int, threads
     if rows != n:
         raise BenchmarkError(f"{name}: read {rows:,} rows from the events file, expected {n:,}")
     elapsed = end - start
-    return {"test": name, "events": n, "seconds": elapsed, "events_per_s": n / elapsed,
-            "read_s": read_end - start, "write_s": write_end - read_end,
-            "fsync_s": end - write_end, "parquet_bytes": size, "files": 1,
-            "cpu": meter.between(before, after, "self")}
+    return {
+        "test": name,
+        "events": n,
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
+        "read_s": read_end - start,
+        "write_s": write_end - read_end,
+        "fsync_s": end - write_end,
+        "parquet_bytes": size,
+        "files": 1,
+        "cpu": meter.between(before, after, "self"),
+    }
 
 
 # --- the loader ----------------------------------------------------------------------------
@@ -416,9 +486,27 @@ SUMMARY = re.compile(r"loaded ([\d,]+) events in ([\d.]+) s \(([\d,]+)/s\); (\d+
 
 
 def load_command(zookeeper: str, group: str, out: Path, workers: int) -> list[str]:
-    return [sys.executable, "-m", "headrace.cli", "load", "--zookeeper", zookeeper,
-            "--topic", TOPIC, "--group", group, "--to", str(out), "--workers", str(workers),
-            "--format", "json", "--time-field", "ts", "--until-caught-up"]
+    return [
+        sys.executable,
+        "-m",
+        "headrace.cli",
+        "load",
+        "--zookeeper",
+        zookeeper,
+        "--topic",
+        TOPIC,
+        "--group",
+        group,
+        "--to",
+        str(out),
+        "--workers",
+        str(workers),
+        "--format",
+        "json",
+        "--time-field",
+        "ts",
+        "--until-caught-up",
+    ]
 
 
 def run_child(command: list[str], timeout: float, cwd: Path = ROOT) -> tuple[int, str, str, float]:
@@ -426,8 +514,15 @@ def run_child(command: list[str], timeout: float, cwd: Path = ROOT) -> tuple[int
     (whose code it runs); returns (exit status, stdout, stderr, seconds from start to exit).
     On a timeout, an error or a signal, the whole process group is stopped."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -463,8 +558,9 @@ def parse_summary(name: str, status: int, out: str, err: str) -> tuple[int, floa
     for match in SUMMARY.finditer(out):
         pass
     if status != 0 or match is None:
-        raise BenchmarkError(f"{name}: exit status {status}\nstdout:\n{out[-2000:]}\n"
-                             f"stderr:\n{err[-3000:]}")
+        raise BenchmarkError(
+            f"{name}: exit status {status}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
+        )
     return int(match.group(1).replace(",", "")), float(match.group(2)), int(match.group(4))
 
 
@@ -476,31 +572,59 @@ def check_output(name: str, out: Path, ends: list[int]) -> dict:
     odd = [f for f in files if "_quarantine" in f.parts or "_dead_letters" in f.parts]
     if odd:
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in odd)
-        raise BenchmarkError(f"{name}: {rows:,} events in quarantine or dead letters, "
-                             f"e.g. {odd[0]}")
+        raise BenchmarkError(
+            f"{name}: {rows:,} events in quarantine or dead letters, e.g. {odd[0]}"
+        )
     if not files:
         raise BenchmarkError(f"{name}: no Parquet files under {topic_dir}")
     table = pa.concat_tables(pq.read_table(f, columns=["_partition", "_offset"]) for f in files)
-    stats = table.group_by("_partition").aggregate(
-        [("_offset", "count"), ("_offset", "count_distinct"), ("_offset", "min"),
-         ("_offset", "max")]).to_pylist()
+    stats = (
+        table.group_by("_partition")
+        .aggregate(
+            [
+                ("_offset", "count"),
+                ("_offset", "count_distinct"),
+                ("_offset", "min"),
+                ("_offset", "max"),
+            ]
+        )
+        .to_pylist()
+    )
     got = {s["_partition"]: s for s in stats}
     for p, end in enumerate(ends):
         s = got.pop(p, None)
         if end == 0 and s is None:
             continue
-        if (s is None or s["_offset_count"] != end or s["_offset_count_distinct"] != end
-                or s["_offset_min"] != 0 or s["_offset_max"] != end - 1):
-            raise BenchmarkError(f"{name}: partition {p} holds {s} in the Parquet files, "
-                                 f"expected offsets 0..{end - 1} once each")
+        if (
+            s is None
+            or s["_offset_count"] != end
+            or s["_offset_count_distinct"] != end
+            or s["_offset_min"] != 0
+            or s["_offset_max"] != end - 1
+        ):
+            raise BenchmarkError(
+                f"{name}: partition {p} holds {s} in the Parquet files, "
+                f"expected offsets 0..{end - 1} once each"
+            )
     if got:
         raise BenchmarkError(f"{name}: rows of unknown partitions {sorted(got)}")
-    return {"files": len(files), "parquet_bytes": sum(f.stat().st_size for f in files),
-            "success_markers": len(list(topic_dir.rglob("_SUCCESS")))}
+    return {
+        "files": len(files),
+        "parquet_bytes": sum(f.stat().st_size for f in files),
+        "success_markers": len(list(topic_dir.rglob("_SUCCESS"))),
+    }
 
 
-def run_load(meter: Meter, zookeeper: str, workdir: Path, workers: int, rep: int,
-             ends: list[int], settings: Settings, source: Path | None = None) -> dict:
+def run_load(
+    meter: Meter,
+    zookeeper: str,
+    workdir: Path,
+    workers: int,
+    rep: int,
+    ends: list[int],
+    settings: Settings,
+    source: Path | None = None,
+) -> dict:
     """One load (and its no-op rerun) with the code of ``source`` (default: this tree's)."""
     name = load_name(workers, source is not None)
     cwd = source or ROOT
@@ -509,27 +633,39 @@ def run_load(meter: Meter, zookeeper: str, workdir: Path, workers: int, rep: int
     out = workdir / f"out-{group}"
     timeout = 300 + n / 5_000
     before = meter.mark()
-    status, stdout, stderr, wall = run_child(load_command(zookeeper, group, out, workers),
-                                             timeout, cwd)
+    status, stdout, stderr, wall = run_child(
+        load_command(zookeeper, group, out, workers), timeout, cwd
+    )
     after = meter.mark()
     loaded, summary_s, marked = parse_summary(name, status, stdout, stderr)
     if loaded != n:
-        raise BenchmarkError(f"{name}: the loader says it loaded {loaded:,} events, "
-                             f"expected {n:,}\n{stdout[-2000:]}")
-    result = {"test": name, "workers": workers, "against": source is not None, "events": n,
-              "group": group, "seconds": wall,
-              "events_per_s": n / wall, "summary_s": summary_s,
-              "summary_events_per_s": n / summary_s if summary_s > 0 else None,
-              "startup_s": wall - summary_s, "hours_marked": marked,
-              "cpu": meter.between(before, after, "children")}
+        raise BenchmarkError(
+            f"{name}: the loader says it loaded {loaded:,} events, expected {n:,}\n{stdout[-2000:]}"
+        )
+    result = {
+        "test": name,
+        "workers": workers,
+        "against": source is not None,
+        "events": n,
+        "group": group,
+        "seconds": wall,
+        "events_per_s": n / wall,
+        "summary_s": summary_s,
+        "summary_events_per_s": n / summary_s if summary_s > 0 else None,
+        "startup_s": wall - summary_s,
+        "hours_marked": marked,
+        "cpu": meter.between(before, after, "children"),
+    }
     result.update(check_output(name, out, ends))
     if settings.noop:
         status, stdout, stderr, noop_wall = run_child(
-            load_command(zookeeper, group, out, workers), timeout, cwd)
+            load_command(zookeeper, group, out, workers), timeout, cwd
+        )
         again, noop_summary_s, _ = parse_summary(f"{name} (no-op rerun)", status, stdout, stderr)
         if again != 0:
-            raise BenchmarkError(f"{name}: the rerun with the same group loaded {again:,} "
-                                 "events again, expected 0")
+            raise BenchmarkError(
+                f"{name}: the rerun with the same group loaded {again:,} events again, expected 0"
+            )
         result["noop_s"] = noop_wall
         result["noop_summary_s"] = noop_summary_s
         net = wall - noop_wall
@@ -551,8 +687,7 @@ PROFILE_PARTS = [
     ("      record_fields (numpy)", "broker/protocol/columns.py", "record_fields"),
     ("        guess_spans (record starts)", "broker/protocol/columns.py", "guess_spans"),
     ("      _join (one buffer, blanks)", "loaders/blocks.py", "_join"),
-    ("      _decode_records (Python varint loop)", "broker/protocol/records.py",
-     "_decode_records"),
+    ("      _decode_records (Python varint loop)", "broker/protocol/records.py", "_decode_records"),
     ("  Worker._feed_all", "loaders/worker.py", "_feed_all"),
     ("    Converter.convert", "loaders/convert.py", "convert"),
     ("      Converter._json", "loaders/convert.py", "_json"),
@@ -579,8 +714,15 @@ def profile_worker(zookeeper: str, workdir: Path, ends: list[int], path: str) ->
     n = sum(ends)
     group = f"bench-profile-{os.getpid()}"
     out = workdir / f"out-{group}"
-    config = DEFAULTS | {"zookeeper": zookeeper, "topics": [TOPIC], "group": group,
-                         "url": str(out), "workers": 1, "format": "json", "time_field": "ts"}
+    config = DEFAULTS | {
+        "zookeeper": zookeeper,
+        "topics": [TOPIC],
+        "group": group,
+        "url": str(out),
+        "workers": 1,
+        "format": "json",
+        "time_field": "ts",
+    }
     zk = KazooClient(hosts=zookeeper, timeout=10)
     zk.start(timeout=15)
     cluster = ClusterClient(zookeeper=zookeeper, client_id="loader-bench")
@@ -618,9 +760,16 @@ def profile_worker(zookeeper: str, workdir: Path, ends: list[int], path: str) ->
         raise BenchmarkError(f"profiled worker: loaded {loaded:,} events, expected {n:,}")
     check_output("profiled worker", out, ends)
     shutil.rmtree(out, ignore_errors=True)
-    return {"path": path, "wall_s": wall, "cpu_s": cpu, "events": n,
-            "events_per_s": n / wall, "group": group, "gc_s": gc_time["s"],
-            "gc_collections": gc_time["collections"]}
+    return {
+        "path": path,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "events": n,
+        "events_per_s": n / wall,
+        "group": group,
+        "gc_s": gc_time["s"],
+        "gc_collections": gc_time["collections"],
+    }
 
 
 def print_profile(info: dict, top: int = 25) -> None:
@@ -632,16 +781,24 @@ def print_profile(info: dict, top: int = 25) -> None:
             if name == func and filename.endswith(suffix):
                 total += ct
                 calls += nc
-        parts.append([label, f"{calls:,.0f}", f"{total:.2f}",
-                      f"{100 * total / info['wall_s']:.0f} %"])
-    parts.append(["garbage collector (inside the above)", "{:,}/{:,}/{:,}".format(
-        *info["gc_collections"]), f"{info['gc_s']:.2f}",
-        f"{100 * info['gc_s'] / info['wall_s']:.0f} %"])
+        parts.append(
+            [label, f"{calls:,.0f}", f"{total:.2f}", f"{100 * total / info['wall_s']:.0f} %"]
+        )
+    parts.append(
+        [
+            "garbage collector (inside the above)",
+            "{:,}/{:,}/{:,}".format(*info["gc_collections"]),
+            f"{info['gc_s']:.2f}",
+            f"{100 * info['gc_s'] / info['wall_s']:.0f} %",
+        ]
+    )
     print_table(
         f"Profile of one worker in this process ({info['events']:,} events, "
         f"{info['wall_s']:.1f} s wall, {info['cpu_s']:.1f} s CPU, "
         f"{info['events_per_s']:,.0f} events/s under cProfile): inclusive wall time",
-        ["part", "calls", "s", "of run"], parts)
+        ["part", "calls", "s", "of run"],
+        parts,
+    )
     text = io.StringIO()
     pstats.Stats(info["path"], stream=text).sort_stats("tottime").print_stats(top)
     lines = text.getvalue().splitlines()
@@ -667,7 +824,9 @@ def add_ratios(row: dict, baseline: dict) -> None:
     if row.get("workers") == TARGET_WORKERS and not row.get("against"):
         add_ratio_targets(row, baseline, "events_per_s", TARGET_RATE, TARGET_RATIO)
     else:
-        pairs = [a["events_per_s"] / b["events_per_s"] for a, b in zip(row["runs"], baseline["runs"])]
+        pairs = [
+            a["events_per_s"] / b["events_per_s"] for a, b in zip(row["runs"], baseline["runs"])
+        ]
         row["ratio"] = row["events_per_s"] / baseline["events_per_s"]
         row["ratio_median"] = statistics.median(pairs)
 
@@ -676,23 +835,47 @@ def print_results(rows_in: list[dict], event_bytes: float) -> None:
     rows = []
     for r in rows_in:
         has = "ratio" in r
-        rows.append([
-            r["test"], f"{r['events']:,}", f"{r['seconds']:.2f}", f"{r['events_per_s']:,.0f}",
-            f"{r['events_per_s_median']:,.0f}",
-            f"{r['events_per_s'] * event_bytes / MB:,.1f}",
-            f"{r['ratio']:.3f}" if has else "-", f"{r['ratio_median']:.3f}" if has else "-",
-            verdict(r.get("target_met"), r.get("target_met_median"),
-                    f">= {r.get('target_events_per_s', 0):,}"),
-            verdict(r.get("target_ratio_met"), r.get("target_ratio_met_median"),
-                    f">= {r.get('target_ratio', 0):.1f}"),
-        ])
+        rows.append(
+            [
+                r["test"],
+                f"{r['events']:,}",
+                f"{r['seconds']:.2f}",
+                f"{r['events_per_s']:,.0f}",
+                f"{r['events_per_s_median']:,.0f}",
+                f"{r['events_per_s'] * event_bytes / MB:,.1f}",
+                f"{r['ratio']:.3f}" if has else "-",
+                f"{r['ratio_median']:.3f}" if has else "-",
+                verdict(
+                    r.get("target_met"),
+                    r.get("target_met_median"),
+                    f">= {r.get('target_events_per_s', 0):,}",
+                ),
+                verdict(
+                    r.get("target_ratio_met"),
+                    r.get("target_ratio_met_median"),
+                    f">= {r.get('target_ratio', 0):.1f}",
+                ),
+            ]
+        )
     reps = rows_in[0]["reps"]
     print_table(
         f"Results (best of {reps} runs, events/s(med) the median; loader rows from process start "
         "to exit; ratio = best over the pyarrow baseline's best, ratio(med) = median of per-rep "
         "ratios)",
-        ["test", "events", "s", "events/s", "events/s(med)", "input MB/s", "ratio",
-         "ratio(med)", "target events/s", "target ratio"], rows)
+        [
+            "test",
+            "events",
+            "s",
+            "events/s",
+            "events/s(med)",
+            "input MB/s",
+            "ratio",
+            "ratio(med)",
+            "target events/s",
+            "target ratio",
+        ],
+        rows,
+    )
 
 
 def print_against(rows_in: list[dict]) -> None:
@@ -705,18 +888,31 @@ def print_against(rows_in: list[dict]) -> None:
         if other is None or r.get("against"):
             continue
         pairs = [a["events_per_s"] / b["events_per_s"] for a, b in zip(r["runs"], other["runs"])]
-        cpu = [a["cpu"]["subject_cpu_s"] / b["cpu"]["subject_cpu_s"] for a, b in zip(r["runs"], other["runs"])]
-        rows.append([r["test"], f"{r['events_per_s'] / other['events_per_s']:.2f}",
-                     f"{statistics.median(pairs):.2f}", f"{statistics.median(cpu):.2f}"])
+        cpu = [
+            a["cpu"]["subject_cpu_s"] / b["cpu"]["subject_cpu_s"]
+            for a, b in zip(r["runs"], other["runs"])
+        ]
+        rows.append(
+            [
+                r["test"],
+                f"{r['events_per_s'] / other['events_per_s']:.2f}",
+                f"{statistics.median(pairs):.2f}",
+                f"{statistics.median(cpu):.2f}",
+            ]
+        )
     if rows:
-        print_table("This tree's loader over the --against tree's (events/s: best over best, "
-                    "median of per-rep ratios; CPU s: median of per-rep ratios, lower is better)",
-                    ["test", "speed", "speed(med)", "CPU"], rows)
+        print_table(
+            "This tree's loader over the --against tree's (events/s: best over best, "
+            "median of per-rep ratios; CPU s: median of per-rep ratios, lower is better)",
+            ["test", "speed", "speed(med)", "CPU"],
+            rows,
+        )
 
 
 def print_runs(rows_in: list[dict]) -> None:
-    rows = [[r["test"], "  ".join(f"{run['events_per_s']:,.0f}" for run in r["runs"])]
-            for r in rows_in]
+    rows = [
+        [r["test"], "  ".join(f"{run['events_per_s']:,.0f}" for run in r["runs"])] for r in rows_in
+    ]
     print_table("Runs (events/s in rep order)", ["test", "runs"], rows)
 
 
@@ -727,22 +923,42 @@ def print_loads(rows_in: list[dict]) -> None:
             continue
         for i, run in enumerate(r["runs"]):
             net = run.get("net_events_per_s")
-            rows.append([
-                r["test"], str(i + 1), f"{run['seconds']:.2f}", f"{run['summary_s']:.1f}",
-                f"{run['startup_s']:.2f}",
-                f"{run['noop_s']:.2f}" if "noop_s" in run else "-",
-                f"{run['events_per_s']:,.0f}",
-                f"{run['summary_events_per_s']:,.0f}" if run["summary_events_per_s"] else "-",
-                f"{net:,.0f}" if net else "-",
-                str(run["files"]), f"{run['parquet_bytes'] / MB:,.1f}",
-                str(run["hours_marked"]),
-            ])
+            rows.append(
+                [
+                    r["test"],
+                    str(i + 1),
+                    f"{run['seconds']:.2f}",
+                    f"{run['summary_s']:.1f}",
+                    f"{run['startup_s']:.2f}",
+                    f"{run['noop_s']:.2f}" if "noop_s" in run else "-",
+                    f"{run['events_per_s']:,.0f}",
+                    f"{run['summary_events_per_s']:,.0f}" if run["summary_events_per_s"] else "-",
+                    f"{net:,.0f}" if net else "-",
+                    str(run["files"]),
+                    f"{run['parquet_bytes'] / MB:,.1f}",
+                    str(run["hours_marked"]),
+                ]
+            )
     print_table(
         "Loads (wall: process start to exit; load(): the loader's own summary time, "
         "from inside loaders.run.load; outside: interpreter start, imports, exit; no-op: the same "
         "command again, nothing left to load; net = events / (wall - no-op wall))",
-        ["test", "rep", "wall s", "load() s", "outside s", "no-op s", "events/s",
-         "summary events/s", "net events/s", "files", "Parquet MB", "_SUCCESS"], rows)
+        [
+            "test",
+            "rep",
+            "wall s",
+            "load() s",
+            "outside s",
+            "no-op s",
+            "events/s",
+            "summary events/s",
+            "net events/s",
+            "files",
+            "Parquet MB",
+            "_SUCCESS",
+        ],
+        rows,
+    )
 
 
 def print_baselines(rows_in: list[dict]) -> None:
@@ -751,64 +967,122 @@ def print_baselines(rows_in: list[dict]) -> None:
         if "workers" in r:
             continue
         for i, run in enumerate(r["runs"]):
-            rows.append([r["test"], str(i + 1), f"{run['seconds']:.2f}", f"{run['read_s']:.2f}",
-                         f"{run['write_s']:.2f}", f"{run['fsync_s']:.2f}",
-                         f"{run['events_per_s']:,.0f}", f"{run['parquet_bytes'] / MB:,.1f}"])
-    print_table("Baseline runs (read_json, write_table, fsync)",
-                ["test", "rep", "s", "read s", "write s", "fsync s", "events/s", "Parquet MB"],
-                rows)
+            rows.append(
+                [
+                    r["test"],
+                    str(i + 1),
+                    f"{run['seconds']:.2f}",
+                    f"{run['read_s']:.2f}",
+                    f"{run['write_s']:.2f}",
+                    f"{run['fsync_s']:.2f}",
+                    f"{run['events_per_s']:,.0f}",
+                    f"{run['parquet_bytes'] / MB:,.1f}",
+                ]
+            )
+    print_table(
+        "Baseline runs (read_json, write_table, fsync)",
+        ["test", "rep", "s", "read s", "write s", "fsync s", "events/s", "Parquet MB"],
+        rows,
+    )
 
 
 def print_cpu(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
         c = r["cpu"]
-        rows.append([
-            r["test"], f"{c['wall_s']:.2f}", f"{c['subject_cpu_s']:.2f}",
-            f"{100 * c['subject_share']:.0f} %", f"{c['broker_cpu_s']:.2f}",
-            f"{100 * c['broker_share']:.0f} %", f"{100 * c['zookeeper_share']:.0f} %",
-            f"{100 * c['other_share']:.0f} %",
-            f"{100 * c['machine_share']:.0f} %",
-        ])
+        rows.append(
+            [
+                r["test"],
+                f"{c['wall_s']:.2f}",
+                f"{c['subject_cpu_s']:.2f}",
+                f"{100 * c['subject_share']:.0f} %",
+                f"{c['broker_cpu_s']:.2f}",
+                f"{100 * c['broker_share']:.0f} %",
+                f"{100 * c['zookeeper_share']:.0f} %",
+                f"{100 * c['other_share']:.0f} %",
+                f"{100 * c['machine_share']:.0f} %",
+            ]
+        )
     print_table(
         "CPU over each best run (share of one core of its wall time; loader: the CLI process "
         "and its workers; pyarrow: this process; others: any other process on the machine; "
         "machine: share of all CPUs busy)",
-        ["test", "wall s", "CPU s", "CPU", "broker CPU s", "broker", "ZooKeeper", "others",
-         "machine"],
-        rows)
+        [
+            "test",
+            "wall s",
+            "CPU s",
+            "CPU",
+            "broker CPU s",
+            "broker",
+            "ZooKeeper",
+            "others",
+            "machine",
+        ],
+        rows,
+    )
 
 
 # --- main ----------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="200,000 events")
-    parser.add_argument("--events", type=int, default=0, metavar="N",
-                        help="events to produce and load (default 1,000,000; quick 200,000)")
-    parser.add_argument("--partitions", type=int, default=6, metavar="N",
-                        help="partitions of the topic (default 6)")
-    parser.add_argument("--workers", default="1,2", metavar="LIST",
-                        help="loader worker counts to time, comma-separated (default 1,2)")
-    parser.add_argument("--reps", type=int, default=3, metavar="N",
-                        help="runs of each load and baseline, rotating their order (default 3)")
-    parser.add_argument("--compression", default="lz4",
-                        choices=["none", "gzip", "snappy", "lz4", "zstd"],
-                        help="the producer's compression (default lz4)")
-    parser.add_argument("--no-noop", action="store_true",
-                        help="skip the no-op rerun after each load (no fixed-cost estimate)")
-    parser.add_argument("--no-single-thread", action="store_true",
-                        help="skip the informational single-threaded pyarrow baseline")
-    parser.add_argument("--profile", metavar="PATH",
-                        help="also run one worker in this process under cProfile, save the "
-                             "stats to PATH and print a summary")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="events to produce and load (default 1,000,000; quick 200,000)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=6, metavar="N", help="partitions of the topic (default 6)"
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        metavar="LIST",
+        help="loader worker counts to time, comma-separated (default 1,2)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs of each load and baseline, rotating their order (default 3)",
+    )
+    parser.add_argument(
+        "--compression",
+        default="lz4",
+        choices=["none", "gzip", "snappy", "lz4", "zstd"],
+        help="the producer's compression (default lz4)",
+    )
+    parser.add_argument(
+        "--no-noop",
+        action="store_true",
+        help="skip the no-op rerun after each load (no fixed-cost estimate)",
+    )
+    parser.add_argument(
+        "--no-single-thread",
+        action="store_true",
+        help="skip the informational single-threaded pyarrow baseline",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="also run one worker in this process under cProfile, save the "
+        "stats to PATH and print a summary",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the events (default 7)")
-    parser.add_argument("--against", metavar="DIR",
-                        help="also time the loader of another source tree (an older commit: "
-                             "git archive REV | tar -x -C DIR), in the same reps, as rows "
-                             "marked (--against); see the ours/theirs table")
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="also time the loader of another source tree (an older commit: "
+        "git archive REV | tar -x -C DIR), in the same reps, as rows "
+        "marked (--against); see the ours/theirs table",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.events < 0:
@@ -831,11 +1105,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(settings: Settings, workdir: Path, meta: dict) -> dict:
     results: dict = {"meta": meta}
     n = settings.events
-    events = step(f"making {n:,} events", lambda: make_events(
-        n, settings.seed, int(time.time() * 1000) - 60_000))
+    events = step(
+        f"making {n:,} events",
+        lambda: make_events(n, settings.seed, int(time.time() * 1000) - 60_000),
+    )
     events_file = workdir / "events.ndjson"
-    file_bytes = step(f"writing them to {events_file.name}",
-                      lambda: write_events_file(events_file, events))
+    file_bytes = step(
+        f"writing them to {events_file.name}", lambda: write_events_file(events_file, events)
+    )
     meta["events_file_bytes"] = file_bytes
     meta["event_bytes_mean"] = (file_bytes - n) / n
     meta["event_example"] = events[0].decode()
@@ -846,20 +1123,25 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
             raise BenchmarkError(f"unexpected ZooKeeper connect string {zookeeper}")
         cluster = ClusterClient(broker.bootstrap, client_id="loader-bench")
         try:
+
             def make_topic():
                 create_topic(broker.port, TOPIC, settings.partitions)
                 wait_for_leaders(cluster, TOPIC, settings.partitions)
 
             step(f"creating topic {TOPIC} with {settings.partitions} partitions", make_topic)
-            produced = step(f"producing {n:,} events ({settings.compression})",
-                            lambda: produce_events(broker, cluster, events, settings))
+            produced = step(
+                f"producing {n:,} events ({settings.compression})",
+                lambda: produce_events(broker, cluster, events, settings),
+            )
         finally:
             cluster.close()
         del events
         results["produce"] = produced
-        print(f"  produced {produced['events_per_s']:,.0f} events/s; "
-              f"{produced['log_bytes'] / MB:,.1f} MB in the broker's log "
-              f"({file_bytes / produced['log_bytes']:.1f} x smaller than the events)")
+        print(
+            f"  produced {produced['events_per_s']:,.0f} events/s; "
+            f"{produced['log_bytes'] / MB:,.1f} MB in the broker's log "
+            f"({file_bytes / produced['log_bytes']:.1f} x smaller than the events)"
+        )
         ends = produced["end_offsets"]
         started_log_bytes = broker.log_path.stat().st_size
         zk_pid = find_zookeeper_pid(workdir)
@@ -867,16 +1149,28 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
         meter = Meter(broker.process.pid, zk_pid)
 
         tests: list[tuple[str, object]] = [
-            (BASELINE, lambda rep: run_baseline(meter, events_file, workdir, n, True))]
+            (BASELINE, lambda rep: run_baseline(meter, events_file, workdir, n, True))
+        ]
         if settings.single_thread:
-            tests.append((BASELINE_1T,
-                          lambda rep: run_baseline(meter, events_file, workdir, n, False)))
+            tests.append(
+                (BASELINE_1T, lambda rep: run_baseline(meter, events_file, workdir, n, False))
+            )
         for w in settings.workers:
-            tests.append((load_name(w), lambda rep, w=w: run_load(
-                meter, zookeeper, workdir, w, rep, ends, settings)))
+            tests.append(
+                (
+                    load_name(w),
+                    lambda rep, w=w: run_load(meter, zookeeper, workdir, w, rep, ends, settings),
+                )
+            )
             if settings.against:
-                tests.append((load_name(w, True), lambda rep, w=w: run_load(
-                    meter, zookeeper, workdir, w, rep, ends, settings, settings.against)))
+                tests.append(
+                    (
+                        load_name(w, True),
+                        lambda rep, w=w: run_load(
+                            meter, zookeeper, workdir, w, rep, ends, settings, settings.against
+                        ),
+                    )
+                )
         runs: dict[str, list[dict]] = {name: [] for name, _ in tests}
         with open(events_file, "rb") as f:  # into the page cache (it should be), untimed
             while f.read(16 * 1024 * 1024):
@@ -895,9 +1189,10 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
                 add_ratios(row, baseline)
         results["tests"] = rows
         if settings.profile:
-            results["profile"] = step("profiling one worker in this process (cProfile)",
-                                      lambda: profile_worker(zookeeper, workdir, ends,
-                                                             settings.profile))
+            results["profile"] = step(
+                "profiling one worker in this process (cProfile)",
+                lambda: profile_worker(zookeeper, workdir, ends, settings.profile),
+            )
         collect_broker_log_problems(broker, started_log_bytes, meta)
     return results
 
@@ -920,11 +1215,23 @@ def main(argv: list[str] | None = None) -> int:
         "tmp_dir": str(workdir),
     }
     print(f"{header('loader', meta)}, pyarrow {meta['pyarrow']}")
-    print(f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
-          "MB = 10^6 bytes.")
-    results = run_cleaning_up(lambda: run(settings, workdir, meta), workdir, args.keep,
-                              (BenchmarkError, KafkaError, RuntimeError, OSError,
-                               subprocess.TimeoutExpired, pa.ArrowException))
+    print(
+        f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
+        "MB = 10^6 bytes."
+    )
+    results = run_cleaning_up(
+        lambda: run(settings, workdir, meta),
+        workdir,
+        args.keep,
+        (
+            BenchmarkError,
+            KafkaError,
+            RuntimeError,
+            OSError,
+            subprocess.TimeoutExpired,
+            pa.ArrowException,
+        ),
+    )
     if isinstance(results, int):
         return results
 
@@ -941,11 +1248,11 @@ def main(argv: list[str] | None = None) -> int:
     missed = []
     for r in rows:
         if r.get("target_met") is False:
-            missed.append(f"{r['test']} {r['events_per_s']:,.0f} events/s "
-                          f"(>= {r['target_events_per_s']:,})")
+            missed.append(
+                f"{r['test']} {r['events_per_s']:,.0f} events/s (>= {r['target_events_per_s']:,})"
+            )
         if r.get("target_ratio_met") is False:
-            missed.append(f"{r['test']} {r['ratio']:.3f} of pyarrow "
-                          f"(>= {r['target_ratio']:.1f})")
+            missed.append(f"{r['test']} {r['ratio']:.3f} of pyarrow (>= {r['target_ratio']:.1f})")
     print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_share"] >= 0.25])
     finish(results, missed, "; ", args.json)
     return 0

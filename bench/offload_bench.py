@@ -62,8 +62,9 @@ def released_share(batch: bytes, seconds: float) -> float:
     body = memoryview(batch)[HEADER_SIZE:]
     free = cpu_per_call(lambda: check_batch(batch, 0), seconds)
     if header.compression != compression.NONE:
-        free += cpu_per_call(lambda: compression.decompress(header.compression, body, 1 << 27),
-                             seconds)
+        free += cpu_per_call(
+            lambda: compression.decompress(header.compression, body, 1 << 27), seconds
+        )
     return free / cpu_per_call(lambda: check(batch), seconds)
 
 
@@ -111,8 +112,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"batch checks on the reactor thread or a worker; {os.cpu_count()} CPUs, load {load:.2f}")
-    print(f"{'batch':<20} {'bytes':>8} {'inline us':>10} {'handoff us':>11} "
-          f"{'2 threads x':>12} {'nogil %':>8} {'crc+zip %':>10}")
+    print(
+        f"{'batch':<20} {'bytes':>8} {'inline us':>10} {'handoff us':>11} "
+        f"{'2 threads x':>12} {'nogil %':>8} {'crc+zip %':>10}"
+    )
     with ThreadPoolExecutor(1) as pool:
         for name, batch in batches().items():
             inline = cpu_per_call(lambda b=batch: check(b), args.seconds)
@@ -122,8 +125,10 @@ def main(argv=None) -> int:
             # Amdahl with two threads: speedup = 1 / (g + (1 - g) / 2), g the GIL-held share.
             held = min(1.0, max(0.0, 2 / speedup - 1))
             released = released_share(batch, args.seconds / 3)
-            print(f"{name:<20} {len(batch):>8,} {inline * 1e6:>10.1f} {handoff * 1e6:>11.1f} "
-                  f"{speedup:>12.2f} {100 * (1 - held):>7.0f}% {100 * released:>9.0f}%")
+            print(
+                f"{name:<20} {len(batch):>8,} {inline * 1e6:>10.1f} {handoff * 1e6:>11.1f} "
+                f"{speedup:>12.2f} {100 * (1 - held):>7.0f}% {100 * released:>9.0f}%"
+            )
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0
 

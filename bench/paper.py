@@ -29,8 +29,10 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
-                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+sys.path[:0] = [
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+]
 
 from benchlib import (
     SATURATED,
@@ -81,17 +83,25 @@ class Meter:
         self.broker_pid = broker_pid
 
     def start(self) -> None:
-        self.t0, self.broker0, self.client0 = time.perf_counter(), tree_cpu(self.broker_pid), self_cpu()
+        self.t0, self.broker0, self.client0 = (
+            time.perf_counter(),
+            tree_cpu(self.broker_pid),
+            self_cpu(),
+        )
         self.machine0 = machine_busy()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
     def stop(self, messages: int, marks: list[float]) -> dict:
-        return {"seconds": self.elapsed(), "messages": messages, "marks": marks,
-                "broker_cpu_s": tree_cpu(self.broker_pid) - self.broker0,
-                "client_cpu_s": self_cpu() - self.client0,
-                "machine_cpu_s": machine_busy() - self.machine0}
+        return {
+            "seconds": self.elapsed(),
+            "messages": messages,
+            "marks": marks,
+            "broker_cpu_s": tree_cpu(self.broker_pid) - self.broker0,
+            "client_cpu_s": self_cpu() - self.client0,
+            "machine_cpu_s": machine_busy() - self.machine0,
+        }
 
 
 class Marks:
@@ -118,10 +128,17 @@ def rdkafka_produce(bootstrap: str, topic: str, count: int, batch: int, meter: M
     delivery report is in (flush)."""
     from confluent_kafka import Producer as RdProducer
 
-    producer = RdProducer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0,
-                           "batch.num.messages": batch, "enable.idempotence": False,
-                           "compression.type": "none",
-                           "queue.buffering.max.messages": min(count + 1000, 2_000_000_000)})
+    producer = RdProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": 1,
+            "linger.ms": 0,
+            "batch.num.messages": batch,
+            "enable.idempotence": False,
+            "compression.type": "none",
+            "queue.buffering.max.messages": min(count + 1000, 2_000_000_000),
+        }
+    )
     finished = False
     try:
         producer.list_topics(topic, timeout=30)
@@ -148,8 +165,9 @@ def rdkafka_produce(bootstrap: str, topic: str, count: int, batch: int, meter: M
         left = producer.flush(120)
         result = meter.stop(count, marks.times)
         if left or errors:
-            raise BenchmarkError(f"confluent-kafka: {left} undelivered, {len(errors)} errors "
-                                 f"(first: {errors[:1]})")
+            raise BenchmarkError(
+                f"confluent-kafka: {left} undelivered, {len(errors)} errors (first: {errors[:1]})"
+            )
         finished = True
         return result
     finally:
@@ -162,14 +180,14 @@ def producer_batch_bytes(batch: int) -> int:
     return 1 if batch == 1 else RECORD_BYTES + batch * (VALUE_BYTES + 24)
 
 
-def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: Meter,
-                     acks: int | str = 1) -> dict:
+def headrace_produce(
+    bootstrap: str, topic: str, count: int, batch: int, meter: Meter, acks: int | str = 1
+) -> dict:
     """consumers.producer.Producer: ``acks`` (idempotence follows Kafka's rule: on only with
     acks=all), linger_ms=0, batch_size holding ``batch`` messages; ends when flush() returns."""
     from consumers.producer import Producer
 
-    producer = Producer(bootstrap, acks=acks, linger_ms=0,
-                        batch_size=producer_batch_bytes(batch))
+    producer = Producer(bootstrap, acks=acks, linger_ms=0, batch_size=producer_batch_bytes(batch))
     finished = False
     try:
         producer.cluster.partitions(topic, wait=30)
@@ -189,8 +207,10 @@ def headrace_produce(bootstrap: str, topic: str, count: int, batch: int, meter: 
         producer.flush()
         result = meter.stop(count, marks.times)
         if errors or marks.done != count:
-            raise BenchmarkError(f"headrace Producer: {count - marks.done} not delivered, "
-                                 f"{len(errors)} errors (first: {errors[:1]})")
+            raise BenchmarkError(
+                f"headrace Producer: {count - marks.done} not delivered, "
+                f"{len(errors)} errors (first: {errors[:1]})"
+            )
         finished = True
         return result
     finally:
@@ -222,9 +242,15 @@ def rdkafka_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> dic
     from confluent_kafka import Consumer as RdConsumer
     from confluent_kafka import TopicPartition
 
-    consumer = RdConsumer({"bootstrap.servers": bootstrap, "group.id": "paper-bench",
-                           "enable.auto.commit": False, "fetch.max.bytes": FETCH_BYTES,
-                           "max.partition.fetch.bytes": FETCH_BYTES})
+    consumer = RdConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "paper-bench",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": FETCH_BYTES,
+            "max.partition.fetch.bytes": FETCH_BYTES,
+        }
+    )
 
     def fetch(left: int) -> list:
         messages = consumer.consume(min(10_000, left), 1.0)
@@ -235,8 +261,13 @@ def rdkafka_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> dic
 
     try:
         consumer.list_topics(topic, timeout=30)
-        return read_all("confluent-kafka consumer", count, meter,
-                        lambda: consumer.assign([TopicPartition(topic, 0, 0)]), fetch)
+        return read_all(
+            "confluent-kafka consumer",
+            count,
+            meter,
+            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
+            fetch,
+        )
     finally:
         consumer.close()
 
@@ -245,66 +276,119 @@ def headrace_consume(bootstrap: str, topic: str, count: int, meter: Meter) -> di
     """consumers.consumer.Consumer: assign (topic, 0, 0), poll() until ``count``."""
     from consumers.consumer import Consumer
 
-    consumer = Consumer(bootstrap, auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
-                        max_partition_fetch_bytes=FETCH_BYTES)
+    consumer = Consumer(
+        bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=FETCH_BYTES,
+        max_partition_fetch_bytes=FETCH_BYTES,
+    )
     try:
         consumer.cluster.partitions(topic, wait=30)
-        return read_all("headrace Consumer", count, meter,
-                        lambda: consumer.assign([(topic, 0, 0)]),
-                        lambda _left: [message.value for message in consumer.poll(1.0)])
+        return read_all(
+            "headrace Consumer",
+            count,
+            meter,
+            lambda: consumer.assign([(topic, 0, 0)]),
+            lambda _left: [message.value for message in consumer.poll(1.0)],
+        )
     finally:
         consumer.close()
 
 
 RDKAFKA_SETTING = "batch.num.messages={batch}, linger.ms=0, acks=1, idempotence off"
-OURS_SETTING = ("batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=1, so "
-                "enable_idempotence off; up to 5 requests in flight (the default)")
-OURS_ALL_SETTING = ("batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=all, so "
-                    "enable_idempotence on (the default); up to 5 requests in flight")
+OURS_SETTING = (
+    "batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=1, so "
+    "enable_idempotence off; up to 5 requests in flight (the default)"
+)
+OURS_ALL_SETTING = (
+    "batch_size={bytes} B (= {batch} msgs), linger_ms=0, acks=all, so "
+    "enable_idempotence on (the default); up to 5 requests in flight"
+)
 
 
-def run_headrace(workdir: Path, count: int, rows: list[dict], meta: dict,
-                 ceiling: Path | None) -> None:
+def run_headrace(
+    workdir: Path, count: int, rows: list[dict], meta: dict, ceiling: Path | None
+) -> None:
     with running_broker(workdir, meta) as broker:
         pid = broker.process.pid
-        tests = [("confluent-kafka", "rdkafka", rdkafka_produce, RDKAFKA_SETTING),
-                 ("headrace Producer", "ours", headrace_produce, OURS_SETTING),
-                 ("headrace Producer, acks=all", "ours-all",
-                  partial(headrace_produce, acks="all"), OURS_ALL_SETTING)]
+        tests = [
+            ("confluent-kafka", "rdkafka", rdkafka_produce, RDKAFKA_SETTING),
+            ("headrace Producer", "ours", headrace_produce, OURS_SETTING),
+            (
+                "headrace Producer, acks=all",
+                "ours-all",
+                partial(headrace_produce, acks="all"),
+                OURS_ALL_SETTING,
+            ),
+        ]
         first_topic = None
         for client, slug, produce, setting in tests:
             for batch in (1, 50):
                 topic = f"paper-{slug}-b{batch}"
                 create_topic(broker.port, topic)
                 wait_for_leader(broker.port, topic)
-                result = step(f"headrace, {client}, produce batch {batch}",
-                              lambda produce=produce, topic=topic, batch=batch:
-                              produce(broker.bootstrap, topic, count, batch, Meter(pid)))
+                result = step(
+                    f"headrace, {client}, produce batch {batch}",
+                    lambda produce=produce, topic=topic, batch=batch: produce(
+                        broker.bootstrap, topic, count, batch, Meter(pid)
+                    ),
+                )
                 end = log_end_offset(broker.port, topic)
                 stats = log_stats(broker, topic)
                 if end != count or stats["records"] != count:
-                    raise BenchmarkError(f"{topic}: log end offset {end}, {stats['records']} "
-                                         f"records stored, after producing {count}")
+                    raise BenchmarkError(
+                        f"{topic}: log end offset {end}, {stats['records']} "
+                        f"records stored, after producing {count}"
+                    )
                 stored = allocated_bytes(partition_dir(broker, topic))
-                rows.append(row("headrace", client, "produce", batch, result, setting.format(
-                    batch=batch, bytes=producer_batch_bytes(batch)) + f"; {count / stats['batches']:.1f} msgs per stored batch",
-                    stored=stored, log_bytes=stats["log_bytes"]))
+                rows.append(
+                    row(
+                        "headrace",
+                        client,
+                        "produce",
+                        batch,
+                        result,
+                        setting.format(batch=batch, bytes=producer_batch_bytes(batch))
+                        + f"; {count / stats['batches']:.1f} msgs per stored batch",
+                        stored=stored,
+                        log_bytes=stats["log_bytes"],
+                    )
+                )
                 first_topic = first_topic or topic
         for client, consume, setting in (
-                ("confluent-kafka", rdkafka_consume, "assign offset 0, consume(10000), fetch.max.bytes=1 MiB"),
-                ("headrace Consumer", headrace_consume, "assign offset 0, poll(), fetch_max_bytes=1 MiB")):
-            result = step(f"headrace, {client}, consume",
-                          lambda consume=consume: consume(broker.bootstrap, first_topic, count,
-                                                          Meter(pid)))
+            (
+                "confluent-kafka",
+                rdkafka_consume,
+                "assign offset 0, consume(10000), fetch.max.bytes=1 MiB",
+            ),
+            (
+                "headrace Consumer",
+                headrace_consume,
+                "assign offset 0, poll(), fetch_max_bytes=1 MiB",
+            ),
+        ):
+            result = step(
+                f"headrace, {client}, consume",
+                lambda consume=consume: consume(broker.bootstrap, first_topic, count, Meter(pid)),
+            )
             rows.append(row("headrace", client, "consume", None, result, setting))
     if ceiling is None:
         return
     with ceiling_server(ceiling, workdir) as (port, pid):
-        result = step("ceiling server, confluent-kafka, produce batch 1",
-                      lambda: rdkafka_produce(f"127.0.0.1:{port}", "paper-ceiling", count, 1,
-                                              Meter(pid)))
-        rows.append(row("ceiling", "confluent-kafka", "produce", 1, result,
-                        RDKAFKA_SETTING.format(batch=1) + "; server answers without storing"))
+        result = step(
+            "ceiling server, confluent-kafka, produce batch 1",
+            lambda: rdkafka_produce(f"127.0.0.1:{port}", "paper-ceiling", count, 1, Meter(pid)),
+        )
+        rows.append(
+            row(
+                "ceiling",
+                "confluent-kafka",
+                "produce",
+                1,
+                result,
+                RDKAFKA_SETTING.format(batch=1) + "; server answers without storing",
+            )
+        )
 
 
 @contextmanager
@@ -314,14 +398,20 @@ def ceiling_server(script: Path, workdir: Path):
     port = free_port()
     log = workdir / "ceiling.out"
     with open(log, "wb") as err:
-        process = subprocess.Popen([sys.executable, str(script), "--port", str(port),
-                                    "--partitions", "1"], stdout=subprocess.PIPE, stderr=err,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, str(script), "--port", str(port), "--partitions", "1"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
     try:
         line = process.stdout.readline().strip()
         if line != "ready":
-            raise BenchmarkError(f"{script} did not print 'ready' (got {line!r}): "
-                                 f"{log.read_text(errors='replace')[-1000:]}")
+            raise BenchmarkError(
+                f"{script} did not print 'ready' (got {line!r}): "
+                f"{log.read_text(errors='replace')[-1000:]}"
+            )
         yield port, process.pid
     finally:
         with signals_ignored():
@@ -331,18 +421,28 @@ def ceiling_server(script: Path, workdir: Path):
 # --- the peers -----------------------------------------------------------------------------
 
 PEERS = {
-    "rabbitmq": (RabbitMQ, "librabbitmq (C)", {
-        1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per message, "
-           "no confirms; ends when queue depth = N",
-        50: "persistent, durable classic queue, one basic.publish per message, AMQP "
-            "transaction committed every 50 (commit-ok once on disk)"},
-        f"basic.qos prefetch {PREFETCH}, basic.consume auto-ack"),
-    "activemq": (ActiveMQ, "JMS (activemq-client)", {
-        1: "persistent, async send (useAsyncSend), the last send sync; KahaDB "
-           "journalDiskSyncStrategy=periodic",
-        50: "persistent, transacted session, commit every 50; KahaDB "
-            "journalDiskSyncStrategy=periodic"},
-        f"queuePrefetch {PREFETCH}, AUTO_ACKNOWLEDGE, receive()"),
+    "rabbitmq": (
+        RabbitMQ,
+        "librabbitmq (C)",
+        {
+            1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per message, "
+            "no confirms; ends when queue depth = N",
+            50: "persistent, durable classic queue, one basic.publish per message, AMQP "
+            "transaction committed every 50 (commit-ok once on disk)",
+        },
+        f"basic.qos prefetch {PREFETCH}, basic.consume auto-ack",
+    ),
+    "activemq": (
+        ActiveMQ,
+        "JMS (activemq-client)",
+        {
+            1: "persistent, async send (useAsyncSend), the last send sync; KahaDB "
+            "journalDiskSyncStrategy=periodic",
+            50: "persistent, transacted session, commit every 50; KahaDB "
+            "journalDiskSyncStrategy=periodic",
+        },
+        f"queuePrefetch {PREFETCH}, AUTO_ACKNOWLEDGE, receive()",
+    ),
 }
 
 
@@ -353,14 +453,28 @@ def run_peer(name: str, workdir: Path, count: int, rows: list[dict], timeout: fl
         for batch in (1, 50):
             queue = f"paper-b{batch}"
             before = settled_bytes(broker.store_dir) if broker.store_dir.exists() else 0
-            result = step(f"{broker.name}, produce batch {batch}",
-                          lambda queue=queue, batch=batch:
-                          broker.produce(queue, count, VALUE_BYTES, batch, timeout))
+            result = step(
+                f"{broker.name}, produce batch {batch}",
+                lambda queue=queue, batch=batch: broker.produce(
+                    queue, count, VALUE_BYTES, batch, timeout
+                ),
+            )
             stored = settled_bytes(broker.store_dir) - before
-            rows.append(row(broker.name, client, "produce", batch, result,
-                            produce_settings[batch], stored=stored))
-        result = step(f"{broker.name}, consume",
-                      lambda: broker.consume("paper-b1", count, VALUE_BYTES, PREFETCH, timeout))
+            rows.append(
+                row(
+                    broker.name,
+                    client,
+                    "produce",
+                    batch,
+                    result,
+                    produce_settings[batch],
+                    stored=stored,
+                )
+            )
+        result = step(
+            f"{broker.name}, consume",
+            lambda: broker.consume("paper-b1", count, VALUE_BYTES, PREFETCH, timeout),
+        )
         rows.append(row(broker.name, client, "consume", None, result, consume_setting))
         step(f"stopping {broker.name}", broker.stop)
 
@@ -393,19 +507,36 @@ def marks_of(system: str, test: str, batch: int | None) -> str:
     return "sent" if batch == 1 else "committed"
 
 
-def row(system: str, client: str, test: str, batch: int | None, result: dict, setting: str,
-        stored: int | None = None, log_bytes: int | None = None) -> dict:
+def row(
+    system: str,
+    client: str,
+    test: str,
+    batch: int | None,
+    result: dict,
+    setting: str,
+    stored: int | None = None,
+    log_bytes: int | None = None,
+) -> dict:
     seconds, count = result["seconds"], result["messages"]
     broker_share = result["broker_cpu_s"] / seconds
     client_share = result["client_cpu_s"] / seconds
     machine_share = result["machine_cpu_s"] / seconds
-    entry = {"system": system, "client": client, "test": test, "batch": batch,
-             "setting": setting, "messages": count, "seconds": seconds,
-             "msgs_per_s": count / seconds, "broker_cpu_pct": 100 * broker_share,
-             "client_cpu_pct": 100 * client_share,
-             "machine_cpu_pct": 100 * machine_share,
-             "limited_by": limited_by(broker_share, client_share, machine_share),
-             "marks": result["marks"], "marks_of": marks_of(system, test, batch)}
+    entry = {
+        "system": system,
+        "client": client,
+        "test": test,
+        "batch": batch,
+        "setting": setting,
+        "messages": count,
+        "seconds": seconds,
+        "msgs_per_s": count / seconds,
+        "broker_cpu_pct": 100 * broker_share,
+        "client_cpu_pct": 100 * client_share,
+        "machine_cpu_pct": 100 * machine_share,
+        "limited_by": limited_by(broker_share, client_share, machine_share),
+        "marks": result["marks"],
+        "marks_of": marks_of(system, test, batch),
+    }
     if stored is not None:
         entry["stored_bytes"] = stored
         entry["overhead_bytes_per_msg"] = stored / count - VALUE_BYTES
@@ -419,14 +550,36 @@ def print_results(rows: list[dict]) -> None:
     table = []
     for r in rows:
         test = r["test"] + (f" b{r['batch']}" if r["batch"] else "")
-        overhead = (f"{r['overhead_bytes_per_msg']:.1f}" if "overhead_bytes_per_msg" in r else "")
-        table.append([r["system"], r["client"], test, f"{r['msgs_per_s']:,.0f}",
-                      f"{r['seconds']:.2f}", f"{r['broker_cpu_pct']:.0f}",
-                      f"{r['client_cpu_pct']:.0f}", r["limited_by"], overhead])
-    print_table("Results (200-byte messages; CPU in % of one core; overhead = stored bytes per "
-                "message - 200)",
-                ["system", "client", "test", "msgs/s", "s", "broker %", "client %",
-                 "limited by", "overhead B/msg"], table)
+        overhead = f"{r['overhead_bytes_per_msg']:.1f}" if "overhead_bytes_per_msg" in r else ""
+        table.append(
+            [
+                r["system"],
+                r["client"],
+                test,
+                f"{r['msgs_per_s']:,.0f}",
+                f"{r['seconds']:.2f}",
+                f"{r['broker_cpu_pct']:.0f}",
+                f"{r['client_cpu_pct']:.0f}",
+                r["limited_by"],
+                overhead,
+            ]
+        )
+    print_table(
+        "Results (200-byte messages; CPU in % of one core; overhead = stored bytes per "
+        "message - 200)",
+        [
+            "system",
+            "client",
+            "test",
+            "msgs/s",
+            "s",
+            "broker %",
+            "client %",
+            "limited by",
+            "overhead B/msg",
+        ],
+        table,
+    )
     print("\nSettings:")
     for r in rows:
         test = r["test"] + (f" batch {r['batch']}" if r["batch"] else "")
@@ -442,9 +595,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_average_at_start": os.getloadavg()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def versions(systems: list[str]) -> dict:
@@ -452,12 +609,15 @@ def versions(systems: list[str]) -> dict:
     if "headrace" in systems:
         try:
             import confluent_kafka
+
             found["confluent-kafka"] = confluent_kafka.__version__
             found["librdkafka"] = confluent_kafka.libversion()[0]
         except ImportError:
             pass
-    packages = {"rabbitmq": ["rabbitmq-server", "librabbitmq-dev", "erlang-base"],
-                "activemq": ["activemq", "default-jre-headless"]}
+    packages = {
+        "rabbitmq": ["rabbitmq-server", "librabbitmq-dev", "erlang-base"],
+        "activemq": ["activemq", "default-jre-headless"],
+    }
     for system in systems:
         for package in packages.get(system, []):
             version = package_version(package)
@@ -466,9 +626,12 @@ def versions(systems: list[str]) -> dict:
     return found
 
 
-LABELS = {"confluent-kafka": "headrace, confluent-kafka", "headrace Producer": "headrace, our Producer",
-          "headrace Producer, acks=all": "headrace, our Producer, acks=all",
-          "headrace Consumer": "headrace, our Consumer"}
+LABELS = {
+    "confluent-kafka": "headrace, confluent-kafka",
+    "headrace Producer": "headrace, our Producer",
+    "headrace Producer, acks=all": "headrace, our Producer, acks=all",
+    "headrace Consumer": "headrace, our Consumer",
+}
 
 
 def label(r: dict) -> str:
@@ -518,16 +681,24 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
                     xs.append(points[j][0] / 1000)
                     ys.append((points[j][0] - points[k][0]) / (points[j][1] - points[k][1]))
             sent = r.get("marks_of") == "sent"
-            ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2,
-                    color=colours[(r["system"], r["client"])], linestyle="--" if sent else "-",
-                    label=label(r) + (" (dashed: sent, held at the end)" if sent else ""))
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                markersize=2.5,
+                linewidth=1.2,
+                color=colours[(r["system"], r["client"])],
+                linestyle="--" if sent else "-",
+                label=label(r) + (" (dashed: sent, held at the end)" if sent else ""),
+            )
         ax.set_yscale("log")
         ax.set_xlabel("messages so far (thousands)")
         ax.set_ylabel("throughput (messages/s, log scale)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1,
-                  frameon=False)
+        ax.legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False
+        )
 
     written = []
     producers = [r for r in rows if r["test"] == "produce"]
@@ -535,8 +706,10 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(13, 6.5), sharey=True)
         draw(axes[0], [r for r in producers if r["batch"] == 1], "Producer, batch 1")
         draw(axes[1], [r for r in producers if r["batch"] == 50], "Producer, batch 50")
-        fig.suptitle(f"Producer performance (the paper's figure 4), 200-byte messages; {title_note}",
-                     fontsize=9)
+        fig.suptitle(
+            f"Producer performance (the paper's figure 4), 200-byte messages; {title_note}",
+            fontsize=9,
+        )
         fig.tight_layout()
         path = out / "paper-producer.png"
         fig.savefig(path, dpi=90)
@@ -556,17 +729,28 @@ def plot(rows: list[dict], out: Path, title_note: str) -> list[Path]:
 
 
 def figure_note(meta: dict) -> str:
-    return (f"N = {meta['messages']:,}, {meta['nproc']} CPUs ({meta['cpu_model']}), "
-            f"{meta['date_utc'][:10]}")
+    return (
+        f"N = {meta['messages']:,}, {meta['nproc']} CPUs ({meta['cpu_model']}), "
+        f"{meta['date_utc'][:10]}"
+    )
 
 
 def run(args, workdir: Path) -> dict:
     count = args.messages
     meta = machine()
-    meta.update({"messages": count, "value_bytes": VALUE_BYTES, "systems": args.systems,
-                 "skipped": {}, "failed": {}})
-    print(f"headrace paper benchmark: {count:,} messages of {VALUE_BYTES} bytes per test; "
-          f"{meta['nproc']} CPUs ({meta['cpu_model']}), load {meta['load_average_at_start'][0]:.2f}")
+    meta.update(
+        {
+            "messages": count,
+            "value_bytes": VALUE_BYTES,
+            "systems": args.systems,
+            "skipped": {},
+            "failed": {},
+        }
+    )
+    print(
+        f"headrace paper benchmark: {count:,} messages of {VALUE_BYTES} bytes per test; "
+        f"{meta['nproc']} CPUs ({meta['cpu_model']}), load {meta['load_average_at_start'][0]:.2f}"
+    )
     rows: list[dict] = []
     ceiling = Path(args.ceiling_server) if args.ceiling_server else BENCH_DIR / "ceiling_server.py"
     if not ceiling.exists():
@@ -595,8 +779,10 @@ def run(args, workdir: Path) -> dict:
     results = {"meta": meta, "rows": rows, "figures": [str(p) for p in figures]}
     json_path = Path(args.json) if args.json else out / "paper.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nload average {meta['load_average_at_start'][0]:.2f} at the start, "
-          f"{meta['load_average_at_end'][0]:.2f} at the end")
+    print(
+        f"\nload average {meta['load_average_at_start'][0]:.2f} at the start, "
+        f"{meta['load_average_at_end'][0]:.2f} at the end"
+    )
     print(f"results written to {json_path}" + "".join(f", {p}" for p in figures))
     if meta["failed"]:
         raise BenchmarkError(f"failed: {', '.join(meta['failed'])}")
@@ -607,17 +793,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000, help="N per test (100,000)")
     parser.add_argument("--quick", action="store_true", help="N = 2,000: a check that it runs")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated, in order (default {','.join(SYSTEMS)})")
-    parser.add_argument("--out", help="directory for paper.json and the figures (bench/results;"
-                                      " with --quick, paper-quick in the temp dir)")
-    parser.add_argument("--ceiling-server", metavar="PATH",
-                        help="bench/ceiling_server.py to run for the ceiling row (default: the "
-                             "one beside this script, if there is one)")
-    parser.add_argument("--client-timeout", type=float, default=600,
-                        help="seconds a peer's client process may take per phase")
-    parser.add_argument("--replot", metavar="JSON",
-                        help="only draw the figures again from a results file, into --out")
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, in order (default {','.join(SYSTEMS)})",
+    )
+    parser.add_argument(
+        "--out",
+        help="directory for paper.json and the figures (bench/results;"
+        " with --quick, paper-quick in the temp dir)",
+    )
+    parser.add_argument(
+        "--ceiling-server",
+        metavar="PATH",
+        help="bench/ceiling_server.py to run for the ceiling row (default: the "
+        "one beside this script, if there is one)",
+    )
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=600,
+        help="seconds a peer's client process may take per phase",
+    )
+    parser.add_argument(
+        "--replot",
+        metavar="JSON",
+        help="only draw the figures again from a results file, into --out",
+    )
     add_output_args(parser)
     args = parser.parse_args()
     if args.replot:
@@ -632,13 +834,17 @@ def main() -> int:
     if args.quick:
         args.messages = 2_000
     if args.out is None:  # a quick run leaves the committed results alone
-        args.out = (str(Path(args.tmp_dir) / "paper-quick") if args.quick
-                    else str(BENCH_DIR / "results"))
+        args.out = (
+            str(Path(args.tmp_dir) / "paper-quick") if args.quick else str(BENCH_DIR / "results")
+        )
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown or args.messages < 1:
-        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}"
-                     if unknown else "--messages must be at least 1")
+        parser.error(
+            f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}"
+            if unknown
+            else "--messages must be at least 1"
+        )
     return main_in_tmp_dir(args, "paper-bench-", lambda workdir: run(args, workdir))
 
 

@@ -30,8 +30,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 AMQP_HEADER = Path("/usr/include/amqp.h")
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
-ACTIVEMQ_CLIENT_JARS = ["activemq-client.jar", "geronimo-jms_1.1_spec.jar", "hawtbuf.jar",
-                        "slf4j-api.jar", "geronimo-j2ee-management-1.1-spec.jar"]
+ACTIVEMQ_CLIENT_JARS = [
+    "activemq-client.jar",
+    "geronimo-jms_1.1_spec.jar",
+    "hawtbuf.jar",
+    "slf4j-api.jar",
+    "geronimo-j2ee-management-1.1-spec.jar",
+]
 SETUP_HINT = "run deploy/setup.sh --peers"
 
 
@@ -54,8 +59,12 @@ def _source_key(*paths: Path) -> str:
 
 
 def package_version(package: str) -> str | None:
-    result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
-                            check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", package],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
@@ -74,7 +83,7 @@ def _children() -> dict[int, list[int]]:
                 text = f.read()
         except OSError:
             continue
-        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
     return children
 
@@ -121,8 +130,9 @@ def stop_tree(process: subprocess.Popen | None, grace: float) -> None:
     process.wait()
 
 
-def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float,
-                  name: str) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen, log: Path, timeout: float, name: str
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -196,8 +206,10 @@ def run_client(command: list[str], broker_pid: int, log: Path, timeout: float) -
             process.wait()
     if process.returncode != 0 or result is None:
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-        raise BenchmarkError(f"{command[0]} {command[1] if len(command) > 1 else ''} failed "
-                             f"(exit status {process.returncode}):\n{tail}")
+        raise BenchmarkError(
+            f"{command[0]} {command[1] if len(command) > 1 else ''} failed "
+            f"(exit status {process.returncode}):\n{tail}"
+        )
     return result
 
 
@@ -227,9 +239,15 @@ class PeerBroker(abc.ABC):
 
     def spawn(self, command: list[str], env: dict | None = None) -> subprocess.Popen:
         with open(self.log, "ab") as out:
-            return subprocess.Popen(command, env=env, stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                command,
+                env=env,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -256,10 +274,15 @@ class PeerBroker(abc.ABC):
         stop_tree(self.process, self.grace)
         self.process = None
 
-    def _phase(self, verb: str, queue: str, count: int, size: int, last: int,
-               timeout: float) -> dict:
-        return run_client(self.client_command(verb, [queue, str(count), str(size), str(last)]),
-                          self.pid, self.workdir / "client.err", timeout)
+    def _phase(
+        self, verb: str, queue: str, count: int, size: int, last: int, timeout: float
+    ) -> dict:
+        return run_client(
+            self.client_command(verb, [queue, str(count), str(size), str(last)]),
+            self.pid,
+            self.workdir / "client.err",
+            timeout,
+        )
 
     def produce(self, queue: str, count: int, size: int, batch: int, timeout: float) -> dict:
         return self._phase("produce", queue, count, size, batch, timeout)
@@ -282,8 +305,9 @@ def rabbitmq_client() -> Path:
     binary = cache_dir() / f"paper_rabbitmq-{_source_key(source)}"
     if not binary.exists():
         partial = binary.with_suffix(".partial")
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(partial), str(source), "-lrabbitmq"],
-                       check=True)
+        subprocess.run(
+            ["gcc", "-O2", "-Wall", "-o", str(partial), str(source), "-lrabbitmq"], check=True
+        )
         partial.rename(binary)
     return binary
 
@@ -310,19 +334,25 @@ class RabbitMQ(PeerBroker):
     def start(self) -> None:
         (self.workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
-            "log.console = false\nlog.file.level = warning\n")
+            "log.console = false\nlog.file.level = warning\n"
+        )
         (self.workdir / "enabled_plugins").write_text("[].\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
         epmd_port = free_port()
-        env = dict(os.environ, HOME=str(self.workdir), ERL_EPMD_PORT=str(epmd_port),
-                   ERL_EPMD_ADDRESS="127.0.0.1",
-                   RABBITMQ_CONF_ENV_FILE=str(self.workdir / "rabbitmq-env.conf"),
-                   RABBITMQ_NODENAME=self.node, RABBITMQ_DIST_PORT=str(free_port()),
-                   RABBITMQ_MNESIA_BASE=str(self.workdir / "mnesia"),
-                   RABBITMQ_LOG_BASE=str(self.workdir / "log"),
-                   RABBITMQ_CONFIG_FILE=str(self.workdir / "rabbitmq.conf"),
-                   RABBITMQ_ADVANCED_CONFIG_FILE=str(self.workdir / "advanced.config"),
-                   RABBITMQ_ENABLED_PLUGINS_FILE=str(self.workdir / "enabled_plugins"))
+        env = dict(
+            os.environ,
+            HOME=str(self.workdir),
+            ERL_EPMD_PORT=str(epmd_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_CONF_ENV_FILE=str(self.workdir / "rabbitmq-env.conf"),
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_MNESIA_BASE=str(self.workdir / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.workdir / "log"),
+            RABBITMQ_CONFIG_FILE=str(self.workdir / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.workdir / "advanced.config"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.workdir / "enabled_plugins"),
+        )
         # Our own epmd on its own port, so that we stop what we started.
         self.epmd = self.spawn(["epmd", "-port", str(epmd_port), "-address", "127.0.0.1"])
         self.process = self.spawn([str(RABBITMQ_SERVER)], env)
@@ -355,8 +385,9 @@ def activemq_client() -> Path:
     if not (classes / "PaperActiveMQ.class").exists():
         partial = classes.with_name(classes.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run(["javac", "-d", str(partial), "-cp", activemq_classpath(), str(source)],
-                       check=True)
+        subprocess.run(
+            ["javac", "-d", str(partial), "-cp", activemq_classpath(), str(source)], check=True
+        )
         shutil.rmtree(classes, ignore_errors=True)
         partial.rename(classes)
     return classes
@@ -406,14 +437,34 @@ class ActiveMQ(PeerBroker):
         conf.mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
         (conf / "activemq.xml").write_text(ACTIVEMQ_XML.format(data=data, port=self.port))
-        self.process = self.spawn([
-            "java", "-Xms512m", "-Xmx2g", "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
-            "--add-opens", "java.base/java.lang=ALL-UNNAMED",
-            f"-Dactivemq.classpath={conf}", f"-Dactivemq.home={ACTIVEMQ_HOME}",
-            f"-Dactivemq.base={self.workdir}", f"-Dactivemq.conf={conf}",
-            f"-Dactivemq.data={data}", "-jar", str(ACTIVEMQ_HOME / "bin" / "activemq.jar"),
-            "start", f"xbean:file:{conf / 'activemq.xml'}"])
+        self.process = self.spawn(
+            [
+                "java",
+                "-Xms512m",
+                "-Xmx2g",
+                "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
+                "--add-opens",
+                "java.base/java.lang=ALL-UNNAMED",
+                f"-Dactivemq.classpath={conf}",
+                f"-Dactivemq.home={ACTIVEMQ_HOME}",
+                f"-Dactivemq.base={self.workdir}",
+                f"-Dactivemq.conf={conf}",
+                f"-Dactivemq.data={data}",
+                "-jar",
+                str(ACTIVEMQ_HOME / "bin" / "activemq.jar"),
+                "start",
+                f"xbean:file:{conf / 'activemq.xml'}",
+            ]
+        )
 
     def client_command(self, verb: str, args: list[str]) -> list[str]:
-        return ["java", "-Xmx512m", "-cp", f"{self.classes}:{activemq_classpath()}",
-                "PaperActiveMQ", verb, f"tcp://127.0.0.1:{self.port}", *args]
+        return [
+            "java",
+            "-Xmx512m",
+            "-cp",
+            f"{self.classes}:{activemq_classpath()}",
+            "PaperActiveMQ",
+            verb,
+            f"tcp://127.0.0.1:{self.port}",
+            *args,
+        ]

@@ -54,16 +54,18 @@ CEILING = Path(__file__).resolve().parent / "ceiling_server.py"
 def produce_run(bootstrap: str, pid: int, topic: str, count: int) -> dict:
     """Produce ``count`` one-message requests; rate and the server's CPU per request."""
     errors: list = []
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "batch.num.messages": 1,
-        "linger.ms": 0,
-        "acks": 1,
-        "queue.buffering.max.messages": count + 1000,
-        "queue.buffering.max.kbytes": 2_097_151,
-        "delivery.report.only.error": True,
-        "on_delivery": lambda err, _msg: errors.append(err),
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "batch.num.messages": 1,
+            "linger.ms": 0,
+            "acks": 1,
+            "queue.buffering.max.messages": count + 1000,
+            "queue.buffering.max.kbytes": 2_097_151,
+            "delivery.report.only.error": True,
+            "on_delivery": lambda err, _msg: errors.append(err),
+        }
+    )
     value = payload()
     finished = False
     try:
@@ -87,16 +89,22 @@ def produce_run(bootstrap: str, pid: int, topic: str, count: int) -> dict:
     finally:
         close_rdkafka_producer(producer, finished)
     check_delivery(topic, left, errors)
-    return {"msgs_per_s": count / elapsed, "seconds": elapsed,
-            "cpu_us_per_request": cpu / count * 1e6,
-            "reactor_cpu_us_per_request": main / count * 1e6,
-            "server_cpu_share": cpu / elapsed}
+    return {
+        "msgs_per_s": count / elapsed,
+        "seconds": elapsed,
+        "cpu_us_per_request": cpu / count * 1e6,
+        "reactor_cpu_us_per_request": main / count * 1e6,
+        "server_cpu_share": cpu / elapsed,
+    }
 
 
 def start_ceiling() -> tuple[subprocess.Popen, int]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(CEILING), "--port", str(port)],
-                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(CEILING), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     line = process.stdout.readline()
     if line.strip() != b"ready":
         process.kill()
@@ -106,11 +114,14 @@ def start_ceiling() -> tuple[subprocess.Popen, int]:
 
 def summary(runs: list[dict]) -> dict:
     best = max(runs, key=lambda r: r["msgs_per_s"])
-    return {"runs": runs, "best_msgs_per_s": best["msgs_per_s"],
-            "median_msgs_per_s": statistics.median(r["msgs_per_s"] for r in runs),
-            "cpu_us_per_request": min(r["cpu_us_per_request"] for r in runs),
-            "reactor_cpu_us_per_request": min(r["reactor_cpu_us_per_request"] for r in runs),
-            "server_cpu_share": best["server_cpu_share"]}
+    return {
+        "runs": runs,
+        "best_msgs_per_s": best["msgs_per_s"],
+        "median_msgs_per_s": statistics.median(r["msgs_per_s"] for r in runs),
+        "cpu_us_per_request": min(r["cpu_us_per_request"] for r in runs),
+        "reactor_cpu_us_per_request": min(r["reactor_cpu_us_per_request"] for r in runs),
+        "server_cpu_share": best["server_cpu_share"],
+    }
 
 
 def run(args, workdir: Path, meta: dict) -> dict:
@@ -121,19 +132,27 @@ def run(args, workdir: Path, meta: dict) -> dict:
             topics = [f"request-bench-{i}" for i in range(args.reps)]
             create_topics(broker, {"bench": topics})
             for rep in range(args.reps):
-                ceiling_runs.append(produce_run(f"127.0.0.1:{ceiling_port}", ceiling.pid,
-                                                f"ceiling-{rep}", args.messages))
-                headrace_runs.append(produce_run(broker.bootstrap, broker.process.pid,
-                                                 topics[rep], args.messages))
+                ceiling_runs.append(
+                    produce_run(
+                        f"127.0.0.1:{ceiling_port}", ceiling.pid, f"ceiling-{rep}", args.messages
+                    )
+                )
+                headrace_runs.append(
+                    produce_run(broker.bootstrap, broker.process.pid, topics[rep], args.messages)
+                )
     finally:
         ceiling.kill()
         ceiling.wait()
     results = {"ceiling": summary(ceiling_runs), "headrace": summary(headrace_runs)}
-    results["ratio"] = results["headrace"]["best_msgs_per_s"] / results["ceiling"]["best_msgs_per_s"]
-    results["ratio_median"] = (results["headrace"]["median_msgs_per_s"]
-                               / results["ceiling"]["median_msgs_per_s"])
-    results["cpu_ratio"] = (results["headrace"]["cpu_us_per_request"]
-                            / results["ceiling"]["cpu_us_per_request"])
+    results["ratio"] = (
+        results["headrace"]["best_msgs_per_s"] / results["ceiling"]["best_msgs_per_s"]
+    )
+    results["ratio_median"] = (
+        results["headrace"]["median_msgs_per_s"] / results["ceiling"]["median_msgs_per_s"]
+    )
+    results["cpu_ratio"] = (
+        results["headrace"]["cpu_us_per_request"] / results["ceiling"]["cpu_us_per_request"]
+    )
     return results
 
 
@@ -151,19 +170,30 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         load = os.getloadavg()
         results = run(args, workdir, meta)
-        rows = [[name, f"{r['best_msgs_per_s']:,.0f}", f"{r['median_msgs_per_s']:,.0f}",
-                 f"{r['cpu_us_per_request']:.1f}", f"{r['reactor_cpu_us_per_request']:.1f}",
-                 f"{r['server_cpu_share']:.0%}"]
-                for name, r in (("ceiling", results["ceiling"]), ("headrace", results["headrace"]))]
-        print_table(f"One message per Produce request, {args.messages:,} x {args.reps}",
-                    ["server", "msgs/s", "msgs/s(med)", "cpu us/req", "reactor us/req",
-                     "server cpu"], rows)
+        rows = [
+            [
+                name,
+                f"{r['best_msgs_per_s']:,.0f}",
+                f"{r['median_msgs_per_s']:,.0f}",
+                f"{r['cpu_us_per_request']:.1f}",
+                f"{r['reactor_cpu_us_per_request']:.1f}",
+                f"{r['server_cpu_share']:.0%}",
+            ]
+            for name, r in (("ceiling", results["ceiling"]), ("headrace", results["headrace"]))
+        ]
+        print_table(
+            f"One message per Produce request, {args.messages:,} x {args.reps}",
+            ["server", "msgs/s", "msgs/s(med)", "cpu us/req", "reactor us/req", "server cpu"],
+            rows,
+        )
         met = results["ratio"] >= TARGET_RATIO
-        print(f"\nratio headrace/ceiling: {results['ratio']:.2f} best, "
-              f"{results['ratio_median']:.2f} median (target >= {TARGET_RATIO}: "
-              f"{'met' if met else 'missed'}); CPU per request headrace/ceiling "
-              f"{results['cpu_ratio']:.1f}; load average before "
-              f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+        print(
+            f"\nratio headrace/ceiling: {results['ratio']:.2f} best, "
+            f"{results['ratio_median']:.2f} median (target >= {TARGET_RATIO}: "
+            f"{'met' if met else 'missed'}); CPU per request headrace/ceiling "
+            f"{results['cpu_ratio']:.1f}; load average before "
+            f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+        )
         meta["wall_s"] = time.perf_counter() - started
         meta["load_before"], meta["load_after"] = load, os.getloadavg()
         results["meta"] = meta

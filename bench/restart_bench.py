@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import (  # noqa: E402
+from benchlib import (
     BROKER_ID,
     BenchmarkError,
     add_output_args,
@@ -34,9 +34,10 @@ from benchlib import (  # noqa: E402
     print_table,
     step,
 )
-from broker.protocol.records import build_batch, split_batches  # noqa: E402
-from consumers.client import BrokerConnection  # noqa: E402
-from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port  # noqa: E402
+
+from broker.protocol.records import build_batch, split_batches
+from consumers.client import BrokerConnection
+from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
 
 SESSION_TIMEOUT_MS = 18000
 TARGET_S = 3.0
@@ -47,9 +48,19 @@ def _produce_tail(port: int, partitions: int, batches: int) -> None:
     batch = build_batch([(None, b"x" * 200) for _ in range(50)])
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         for _ in range(batches):
-            body = {"transactional_id": None, "acks": 1, "timeout_ms": 5000, "topic_data": [
-                {"name": TOPIC, "partition_data": [{"index": p, "records": batch}
-                                                   for p in range(partitions)]}]}
+            body = {
+                "transactional_id": None,
+                "acks": 1,
+                "timeout_ms": 5000,
+                "topic_data": [
+                    {
+                        "name": TOPIC,
+                        "partition_data": [
+                            {"index": p, "records": batch} for p in range(partitions)
+                        ],
+                    }
+                ],
+            }
             response = conn.request(0, 8, body)["responses"][0]["partition_responses"]
             failed = [r for r in response if r["error_code"]]
             if failed:
@@ -57,12 +68,31 @@ def _produce_tail(port: int, partitions: int, batches: int) -> None:
 
 
 def _records_in(port: int, partition: int) -> int:
-    body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 64 << 20,
-            "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-            "topics": [{"topic": TOPIC, "partitions": [{
-                "partition": partition, "current_leader_epoch": -1, "fetch_offset": 0,
-                "log_start_offset": -1, "partition_max_bytes": 64 << 20}]}],
-            "forgotten_topics_data": [], "rack_id": ""}
+    body = {
+        "replica_id": -1,
+        "max_wait_ms": 0,
+        "min_bytes": 0,
+        "max_bytes": 64 << 20,
+        "isolation_level": 1,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": TOPIC,
+                "partitions": [
+                    {
+                        "partition": partition,
+                        "current_leader_epoch": -1,
+                        "fetch_offset": 0,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": 64 << 20,
+                    }
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
     with BrokerConnection("127.0.0.1", port, timeout=5) as conn:
         part = conn.request(1, 11, body)["responses"][0]["partitions"][0]
     if part["error_code"]:
@@ -82,41 +112,67 @@ def _restart_seconds(broker: BrokerProcess, partitions: int, expected: int) -> f
 
 
 def run(args, workdir: Path) -> dict:
-    meta = {**platform_meta(), "mode": "default", "partitions": args.partitions,
-            "session_timeout_ms": SESSION_TIMEOUT_MS}
+    meta = {
+        **platform_meta(),
+        "mode": "default",
+        "partitions": args.partitions,
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+    }
     print(header("restart", meta))
     began = time.monotonic()
     zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
-    broker = BrokerProcess(workdir, BROKER_ID, f"{zookeeper.connect}/headrace-bench", free_port(),
-                           overrides={"zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS),
-                                      "auto.create.topics.enable": "false"})
+    broker = BrokerProcess(
+        workdir,
+        BROKER_ID,
+        f"{zookeeper.connect}/headrace-bench",
+        free_port(),
+        overrides={
+            "zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+            "auto.create.topics.enable": "false",
+        },
+    )
     times = []
     try:
-        step(f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-             lambda: zookeeper.start(timeout=60, detach=True))
+        step(
+            f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
+            lambda: zookeeper.start(timeout=60, detach=True),
+        )
         step(f"starting broker {BROKER_ID}", lambda: broker.start(timeout=60, detach=True))
-        step(f"creating a topic of {args.partitions} partitions",
-             lambda: create_topic(broker.port, TOPIC, args.partitions))
+        step(
+            f"creating a topic of {args.partitions} partitions",
+            lambda: create_topic(broker.port, TOPIC, args.partitions),
+        )
         expected = 0
         for rep in range(args.reps):
-            step(f"appending {args.batches} batches of 50 records to each partition",
-                 lambda: _produce_tail(broker.port, args.partitions, args.batches))
+            step(
+                f"appending {args.batches} batches of 50 records to each partition",
+                lambda: _produce_tail(broker.port, args.partitions, args.batches),
+            )
             expected += args.batches * 50
-            seconds = step(f"kill -9 and restart #{rep + 1}",
-                           lambda expected=expected: _restart_seconds(broker, args.partitions, expected))
+            seconds = step(
+                f"kill -9 and restart #{rep + 1}",
+                lambda expected=expected: _restart_seconds(broker, args.partitions, expected),
+            )
             times.append(seconds)
     finally:
         broker.stop()
         zookeeper.stop()
     median = statistics.median(times)
     session_s = SESSION_TIMEOUT_MS / 1000
-    print_table("Restart after kill -9 until serving", ["run", "seconds", "of the session timeout"],
-                [[f"#{i + 1}", f"{t:.2f}", f"{t / session_s:.2f}"] for i, t in enumerate(times)]
-                + [["median", f"{median:.2f}", f"{median / session_s:.2f}"]])
+    print_table(
+        "Restart after kill -9 until serving",
+        ["run", "seconds", "of the session timeout"],
+        [[f"#{i + 1}", f"{t:.2f}", f"{t / session_s:.2f}"] for i, t in enumerate(times)]
+        + [["median", f"{median:.2f}", f"{median / session_s:.2f}"]],
+    )
     missed = [] if median < TARGET_S else [f"restart {median:.2f} s >= {TARGET_S} s"]
     meta["wall_s"] = time.monotonic() - began
-    results = {"meta": meta, "restart_s": times, "median_s": median,
-               "ratio_to_session_timeout": median / session_s}
+    results = {
+        "meta": meta,
+        "restart_s": times,
+        "median_s": median,
+        "ratio_to_session_timeout": median / session_s,
+    }
     finish(results, missed, "; ", args.json)
     return results
 

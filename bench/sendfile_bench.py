@@ -44,8 +44,12 @@ class Receiver:
     """A child process that drains each connection and reports how many bytes it got."""
 
     def __init__(self):
-        self.process = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.port = int(self.process.stdout.readline())
 
     def received(self) -> int:
@@ -56,8 +60,9 @@ class Receiver:
         self.process.wait()
 
 
-def transfer(receiver: Receiver, fd: int, size: int, chunk: int, use_sendfile: bool
-             ) -> tuple[float, float]:
+def transfer(
+    receiver: Receiver, fd: int, size: int, chunk: int, use_sendfile: bool
+) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) to move the file through one connection."""
     sock = socket.create_connection(("127.0.0.1", receiver.port))
     try:
@@ -87,7 +92,9 @@ def transfer(receiver: Receiver, fd: int, size: int, chunk: int, use_sendfile: b
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=256, help="file size in MiB")
-    parser.add_argument("--slices-kib", default="64,1024", help="bytes per fetch, KiB, comma-separated")
+    parser.add_argument(
+        "--slices-kib", default="64,1024", help="bytes per fetch, KiB, comma-separated"
+    )
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     size = args.mib << 20
@@ -102,23 +109,29 @@ def main(argv=None) -> int:
         fd = os.open(f.name, os.O_RDONLY)
         try:
             transfer(receiver, fd, size, 1 << 20, False)  # warm the page cache
-            print(f"{args.mib} MiB over loopback TCP to a receiver process, best of {args.reps}, "
-                  f"load {load:.2f}:")
-            print(f"{'slice':>8}  {'pread MB/s':>10}  {'sendfile MB/s':>13}  {'ratio':>5}  "
-                  f"{'pread cpu us/MB':>15}  {'sendfile cpu us/MB':>18}  {'ratio':>5}")
+            print(
+                f"{args.mib} MiB over loopback TCP to a receiver process, best of {args.reps}, "
+                f"load {load:.2f}:"
+            )
+            print(
+                f"{'slice':>8}  {'pread MB/s':>10}  {'sendfile MB/s':>13}  {'ratio':>5}  "
+                f"{'pread cpu us/MB':>15}  {'sendfile cpu us/MB':>18}  {'ratio':>5}"
+            )
             for kib in slices:
                 wall = {False: float("inf"), True: float("inf")}
                 cpu = {False: float("inf"), True: float("inf")}
                 for rep in range(args.reps):
-                    for mode in ((False, True) if rep % 2 == 0 else (True, False)):
+                    for mode in (False, True) if rep % 2 == 0 else (True, False):
                         w, c = transfer(receiver, fd, size, kib << 10, mode)
                         wall[mode], cpu[mode] = min(wall[mode], w), min(cpu[mode], c)
                 mb = size / 1e6
                 rate = {m: mb / wall[m] for m in wall}
                 per_mb = {m: cpu[m] / mb * 1e6 for m in cpu}
-                print(f"{kib:>5} KiB  {rate[False]:>10,.0f}  {rate[True]:>13,.0f}  "
-                      f"{rate[True] / rate[False]:>5.2f}  {per_mb[False]:>15,.0f}  "
-                      f"{per_mb[True]:>18,.0f}  {per_mb[True] / max(per_mb[False], 1e-9):>5.2f}")
+                print(
+                    f"{kib:>5} KiB  {rate[False]:>10,.0f}  {rate[True]:>13,.0f}  "
+                    f"{rate[True] / rate[False]:>5.2f}  {per_mb[False]:>15,.0f}  "
+                    f"{per_mb[True]:>18,.0f}  {per_mb[True] / max(per_mb[False], 1e-9):>5.2f}"
+                )
         finally:
             os.close(fd)
             receiver.close()

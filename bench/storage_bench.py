@@ -67,17 +67,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Callable
 
 import crc32c
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import (  # noqa: E402
+from benchlib import (
     MB,
     VALUE_BYTES,
     BenchmarkError,
@@ -90,11 +90,11 @@ from benchlib import (  # noqa: E402
     raise_system_exit,
 )
 
-from broker.log.checkpoint import RECOVERY_POINT_FILE, write_checkpoint  # noqa: E402
-from broker.log.config import LogConfig  # noqa: E402
-from broker.log.manager import LogManager  # noqa: E402
-from broker.log.partition import PartitionLog  # noqa: E402
-from broker.protocol.records import build_batch, split_batches  # noqa: E402
+from broker.log.checkpoint import RECOVERY_POINT_FILE, write_checkpoint
+from broker.log.config import LogConfig
+from broker.log.manager import LogManager
+from broker.log.partition import PartitionLog
+from broker.protocol.records import build_batch, split_batches
 
 GiB = 1024 * MiB
 
@@ -145,17 +145,34 @@ class Settings:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
-        base = dict(reps=5, run_seconds=0.15, max_run_bytes=64 * MiB, read_log_bytes=32 * MiB,
-                    recovery_log_bytes=128 * MiB, recovery_reps=7)
+        base = dict(
+            reps=5,
+            run_seconds=0.15,
+            max_run_bytes=64 * MiB,
+            read_log_bytes=32 * MiB,
+            recovery_log_bytes=128 * MiB,
+            recovery_reps=7,
+        )
     else:
-        base = dict(reps=7, run_seconds=0.5, max_run_bytes=512 * MiB, read_log_bytes=256 * MiB,
-                    recovery_log_bytes=GiB, recovery_reps=9)
+        base = dict(
+            reps=7,
+            run_seconds=0.5,
+            max_run_bytes=512 * MiB,
+            read_log_bytes=256 * MiB,
+            recovery_log_bytes=GiB,
+            recovery_reps=9,
+        )
     if args.reps:
         base["reps"] = base["recovery_reps"] = args.reps
     full_scan = "on" if args.full_scan_baseline else "off" if args.no_full_scan else "auto"
-    return Settings(quick=args.quick, recovery_tail_bytes=10 * MiB,
-                    tail_batch_records=args.tail_batch_records, full_scan=full_scan,
-                    full_scan_cap_s=args.full_scan_cap, **base)
+    return Settings(
+        quick=args.quick,
+        recovery_tail_bytes=10 * MiB,
+        tail_batch_records=args.tail_batch_records,
+        full_scan=full_scan,
+        full_scan_cap_s=args.full_scan_cap,
+        **base,
+    )
 
 
 # --- batches -------------------------------------------------------------------------------
@@ -439,8 +456,16 @@ def bench_read(workdir: Path, settings: Settings, batch: bytes) -> list[dict]:
                     pread_through(files)
                 return time.perf_counter() - start
 
-        results = [_read_result("read() + split_batches vs pread", "ratio", log_bytes, passes,
-                                len(offsets), interleaved(library_run, raw_run, settings.reps))]
+        results = [
+            _read_result(
+                "read() + split_batches vs pread",
+                "ratio",
+                log_bytes,
+                passes,
+                len(offsets),
+                interleaved(library_run, raw_run, settings.reps),
+            )
+        ]
 
         # Informational: zero-copy path.  The offsets come from the read pass above, so the
         # library side does what a broker's fetch does: read_slice, then sendfile.
@@ -469,9 +494,16 @@ def bench_read(workdir: Path, settings: Settings, batch: bytes) -> list[dict]:
         except OSError as exc:
             print(f"(sendfile to {os.devnull} not possible here: {exc}; row skipped)")
         else:
-            results.append(_read_result(
-                "read_slice() + sendfile vs sendfile (info)", "", log_bytes, passes, len(offsets),
-                interleaved(sendfile_library_run, sendfile_raw_run, settings.reps)))
+            results.append(
+                _read_result(
+                    "read_slice() + sendfile vs sendfile (info)",
+                    "",
+                    log_bytes,
+                    passes,
+                    len(offsets),
+                    interleaved(sendfile_library_run, sendfile_raw_run, settings.reps),
+                )
+            )
         return results
     finally:
         for fd in fds:
@@ -481,8 +513,9 @@ def bench_read(workdir: Path, settings: Settings, batch: bytes) -> list[dict]:
         shutil.rmtree(log_dir)
 
 
-def _read_result(name: str, target: str, log_bytes: int, passes: int, calls: int,
-                 pairs: Pairs) -> dict:
+def _read_result(
+    name: str, target: str, log_bytes: int, passes: int, calls: int, pairs: Pairs
+) -> dict:
     run_bytes = log_bytes * passes
     result = {
         "case": name,
@@ -527,8 +560,9 @@ def pread_crc(ranges: list[tuple[Path, int, int]]) -> int:
     return total
 
 
-def bench_recovery(workdir: Path, settings: Settings, big_batch: bytes, tail_batch: bytes,
-                   tail_records: int) -> list[dict]:
+def bench_recovery(
+    workdir: Path, settings: Settings, big_batch: bytes, tail_batch: bytes, tail_records: int
+) -> list[dict]:
     log_dir = workdir / "logs"
     config = LogConfig()
     setup: dict = {}
@@ -601,36 +635,54 @@ def bench_recovery(workdir: Path, settings: Settings, big_batch: bytes, tail_bat
             if done != expected:
                 raise BenchmarkError("recovery baseline read the wrong number of bytes")
             return elapsed
+
         return run
 
     last_checked: list[int | None] = [None]
     tail_bytes = setup["tail_bytes"]
     recover_once()  # warm-up
     pairs = interleaved(recover_once, baseline(tail_ranges, tail_bytes), settings.recovery_reps)
-    results = [_recovery_result("from checkpoint (tail only)", setup, tail_bytes,
-                                last_checked[0], pairs, target=True)]
+    results = [
+        _recovery_result(
+            "from checkpoint (tail only)", setup, tail_bytes, last_checked[0], pairs, target=True
+        )
+    ]
 
     estimate = pairs.library_best * expected_bytes / max(tail_bytes, 1)
     run_full = settings.full_scan == "on" or (
-        settings.full_scan == "auto" and (settings.quick or estimate <= settings.full_scan_cap_s))
+        settings.full_scan == "auto" and (settings.quick or estimate <= settings.full_scan_cap_s)
+    )
     if run_full:
         write_checkpoint(log_dir / RECOVERY_POINT_FILE, {(TOPIC, 0): 0})
         reps = settings.recovery_reps if settings.quick else max(2, settings.recovery_reps // 2)
         recover_once()  # warm-up
         full = interleaved(recover_once, baseline(all_ranges, expected_bytes), reps)
-        results.append(_recovery_result("recovery point 0 (full scan)", setup, expected_bytes,
-                                        last_checked[0], full, target=False))
+        results.append(
+            _recovery_result(
+                "recovery point 0 (full scan)",
+                setup,
+                expected_bytes,
+                last_checked[0],
+                full,
+                target=False,
+            )
+        )
     else:
-        reason = ("skipped (--no-full-scan)" if settings.full_scan == "off" else
-                  f"skipped (estimated {estimate:.1f} s > --full-scan-cap)")
-        results.append({"case": "recovery point 0 (full scan)", "skipped": reason,
-                        "estimated_s": estimate})
+        reason = (
+            "skipped (--no-full-scan)"
+            if settings.full_scan == "off"
+            else f"skipped (estimated {estimate:.1f} s > --full-scan-cap)"
+        )
+        results.append(
+            {"case": "recovery point 0 (full scan)", "skipped": reason, "estimated_s": estimate}
+        )
     results[0]["setup"] = setup
     return results
 
 
-def _recovery_result(name: str, setup: dict, rechecked: int, reported: int | None,
-                     pairs: Pairs, target: bool) -> dict:
+def _recovery_result(
+    name: str, setup: dict, rechecked: int, reported: int | None, pairs: Pairs, target: bool
+) -> dict:
     result = {
         "case": name,
         "log_bytes": setup["log_bytes"],
@@ -661,16 +713,31 @@ def verdict(result: dict) -> str:
 def print_append(results: list[dict]) -> None:
     rows = [
         [
-            r["case"], f"{r['batch_bytes']:,}", f"{r['appends_per_s']:,.0f}",
-            f"{r['records_per_s']:,.0f}", f"{r['mb_per_s']:,.1f}", f"{r['raw_mb_per_s']:,.1f}",
-            f"{r['ratio_best']:.2f}", f"{r['ratio_median']:.2f}", verdict(r),
+            r["case"],
+            f"{r['batch_bytes']:,}",
+            f"{r['appends_per_s']:,.0f}",
+            f"{r['records_per_s']:,.0f}",
+            f"{r['mb_per_s']:,.1f}",
+            f"{r['raw_mb_per_s']:,.1f}",
+            f"{r['ratio_best']:.2f}",
+            f"{r['ratio_median']:.2f}",
+            verdict(r),
         ]
         for r in results
     ]
     print_table(
         "1. Append (PartitionLog.append vs os.write of the same bytes, O_APPEND file)",
-        ["batch", "bytes", "appends/s", "records/s", "MB/s", "raw MB/s", "ratio", "ratio(med)",
-         "target"],
+        [
+            "batch",
+            "bytes",
+            "appends/s",
+            "records/s",
+            "MB/s",
+            "raw MB/s",
+            "ratio",
+            "ratio(med)",
+            "target",
+        ],
         rows,
     )
 
@@ -678,9 +745,14 @@ def print_append(results: list[dict]) -> None:
 def print_read(results: list[dict]) -> None:
     rows = [
         [
-            r["case"], f"{r['log_bytes'] / MiB:,.0f} MiB", f"{r['library_calls_per_pass']:,}",
-            f"{r['mb_per_s']:,.0f}", f"{r['raw_mb_per_s']:,.0f}", f"{r['ratio_best']:.2f}",
-            f"{r['ratio_median']:.2f}", verdict(r),
+            r["case"],
+            f"{r['log_bytes'] / MiB:,.0f} MiB",
+            f"{r['library_calls_per_pass']:,}",
+            f"{r['mb_per_s']:,.0f}",
+            f"{r['raw_mb_per_s']:,.0f}",
+            f"{r['ratio_best']:.2f}",
+            f"{r['ratio_median']:.2f}",
+            verdict(r),
         ]
         for r in results
     ]
@@ -698,17 +770,32 @@ def print_recovery(results: list[dict]) -> None:
             rows.append([r["case"], "-", "-", "-", "-", "-", "-", "-", r["skipped"]])
             continue
         reported = r["bytes_checked_reported"]
-        rows.append([
-            r["case"], f"{r['log_bytes'] / MiB:,.1f} MiB",
-            f"{r['bytes_to_recheck'] / MiB:,.1f} MiB",
-            "-" if reported is None else f"{reported / MiB:,.1f} MiB",
-            f"{r['recovery_s']:.4f}", f"{r['recovery_median_s']:.4f}", f"{r['baseline_s']:.4f}",
-            f"{r['ratio_best']:.2f}x", verdict(r),
-        ])
+        rows.append(
+            [
+                r["case"],
+                f"{r['log_bytes'] / MiB:,.1f} MiB",
+                f"{r['bytes_to_recheck'] / MiB:,.1f} MiB",
+                "-" if reported is None else f"{reported / MiB:,.1f} MiB",
+                f"{r['recovery_s']:.4f}",
+                f"{r['recovery_median_s']:.4f}",
+                f"{r['baseline_s']:.4f}",
+                f"{r['ratio_best']:.2f}x",
+                verdict(r),
+            ]
+        )
     print_table(
         "3. Recovery after crash(): LogManager.startup() vs pread + crc32c of the same bytes",
-        ["recovery", "log", "to re-check", "checked", "startup s", "median s", "baseline s",
-         "time ratio", "target"],
+        [
+            "recovery",
+            "log",
+            "to re-check",
+            "checked",
+            "startup s",
+            "median s",
+            "baseline s",
+            "time ratio",
+            "target",
+        ],
         rows,
     )
     setup = results[0]["setup"]
@@ -730,7 +817,8 @@ def file_system_of(path: Path) -> str:
                 fields = line.split()
                 mount_point, fs_type = fields[1], fields[2]
                 inside = str(path) == mount_point or str(path).startswith(
-                    mount_point.rstrip("/") + "/")
+                    mount_point.rstrip("/") + "/"
+                )
                 if inside and len(mount_point) >= len(best[1]):
                     best = (fs_type, mount_point)
     except OSError:
@@ -742,31 +830,58 @@ def file_system_of(path: Path) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller sizes and fewer runs (< 30 s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes and fewer runs (< 30 s)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--reps", type=int, default=0,
-                        help="interleaved library/baseline pairs per measurement "
-                             "(default 7, quick 5; recovery 9 and 7)")
-    parser.add_argument("--tmp-dir", metavar="DIR", default=str(Path(__file__).resolve().parent),
-                        help="where to make the temporary directory "
-                             "(default: this script's directory)")
-    parser.add_argument("--only", default="append,read,recovery",
-                        help="comma-separated subset of append,read,recovery")
-    parser.add_argument("--tail-batch-records", type=int, default=1000,
-                        help="records per batch in the unflushed recovery tail (default 1000)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=0,
+        help="interleaved library/baseline pairs per measurement "
+        "(default 7, quick 5; recovery 9 and 7)",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        metavar="DIR",
+        default=str(Path(__file__).resolve().parent),
+        help="where to make the temporary directory (default: this script's directory)",
+    )
+    parser.add_argument(
+        "--only",
+        default="append,read,recovery",
+        help="comma-separated subset of append,read,recovery",
+    )
+    parser.add_argument(
+        "--tail-batch-records",
+        type=int,
+        default=1000,
+        help="records per batch in the unflushed recovery tail (default 1000)",
+    )
     full = parser.add_mutually_exclusive_group()
-    full.add_argument("--full-scan-baseline", action="store_true",
-                      help="always time the full-scan recovery, even of the 1 GiB log")
-    parser.add_argument("--no-malloc-pin", action="store_true",
-                        help="leave glibc's adaptive malloc thresholds alone (noisier reads)")
-    full.add_argument("--no-full-scan", action="store_true",
-                      help="never time the full-scan recovery")
-    parser.add_argument("--full-scan-cap", type=float, default=5.0, metavar="SECONDS",
-                        help="without --quick, skip the full scan if estimated to take longer "
-                             "(default 5)")
+    full.add_argument(
+        "--full-scan-baseline",
+        action="store_true",
+        help="always time the full-scan recovery, even of the 1 GiB log",
+    )
+    parser.add_argument(
+        "--no-malloc-pin",
+        action="store_true",
+        help="leave glibc's adaptive malloc thresholds alone (noisier reads)",
+    )
+    full.add_argument(
+        "--no-full-scan", action="store_true", help="never time the full-scan recovery"
+    )
+    parser.add_argument(
+        "--full-scan-cap",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="without --quick, skip the full scan if estimated to take longer (default 5)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - {"append", "read", "recovery"}
     if unknown:
@@ -816,9 +931,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(header("storage", meta))
     print(f"Data in {workdir} ({fs}); malloc thresholds {malloc}.")
-    print("Each ratio compares the library with a raw-syscall baseline run interleaved with it "
-          f"in this process; best of {settings.reps} runs per side, median of per-pair ratios "
-          "as 'ratio(med)'.  MB = 10^6 bytes.")
+    print(
+        "Each ratio compares the library with a raw-syscall baseline run interleaved with it "
+        f"in this process; best of {settings.reps} runs per side, median of per-pair ratios "
+        "as 'ratio(med)'.  MB = 10^6 bytes."
+    )
     if fs.startswith("tmpfs"):
         print("warning: the temporary directory is on tmpfs; use --tmp-dir for a disk file system")
     results: dict = {"meta": meta}
@@ -832,10 +949,14 @@ def main(argv: list[str] | None = None) -> int:
             print_read(results["read"])
         if "recovery" in parts:
             big, _count = batch_of_records_within(MiB)
-            tail = batch1000 if settings.tail_batch_records == 1000 else batch_of_records(
-                settings.tail_batch_records)
-            results["recovery"] = bench_recovery(workdir, settings, big, tail,
-                                                 settings.tail_batch_records)
+            tail = (
+                batch1000
+                if settings.tail_batch_records == 1000
+                else batch_of_records(settings.tail_batch_records)
+            )
+            results["recovery"] = bench_recovery(
+                workdir, settings, big, tail, settings.tail_batch_records
+            )
             print_recovery(results["recovery"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

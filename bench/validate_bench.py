@@ -66,13 +66,24 @@ TARGET_RATIO = 0.8
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="100,000 messages per run")
-    parser.add_argument("--messages", type=int, default=0, metavar="N",
-                        help="messages per run (default 500,000; quick 100,000)")
-    parser.add_argument("--reps", type=int, default=3, metavar="N",
-                        help="runs per codec and broker, alternating (default 3)")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="messages per run (default 500,000; quick 100,000)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs per codec and broker, alternating (default 3)",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.messages < 0 or args.reps < 1:
@@ -102,28 +113,44 @@ def run(args: argparse.Namespace, workdir: Path, meta: dict) -> dict:
                 def one_codec(codec=codec, runs=runs):
                     for i in range(args.reps):
                         for name, broker in brokers.items():
-                            runs[name].append(bench_produce(
-                                f"produce {codec}, {name}", broker, meters[name],
-                                topics[codec][i], args.messages,
-                                {"compression.type": codec}, None, None))
+                            runs[name].append(
+                                bench_produce(
+                                    f"produce {codec}, {name}",
+                                    broker,
+                                    meters[name],
+                                    topics[codec][i],
+                                    args.messages,
+                                    {"compression.type": codec},
+                                    None,
+                                    None,
+                                )
+                            )
 
-                step(f"producing {args.messages:,} messages, {codec}, checked/unchecked x "
-                     f"{args.reps}", one_codec)
+                step(
+                    f"producing {args.messages:,} messages, {codec}, checked/unchecked x "
+                    f"{args.reps}",
+                    one_codec,
+                )
                 best = {name: max(r["msgs_per_s"] for r in rs) for name, rs in runs.items()}
-                ratios = [a["msgs_per_s"] / b["msgs_per_s"]
-                          for a, b in zip(runs["checked"], runs["unchecked"])]
+                ratios = [
+                    a["msgs_per_s"] / b["msgs_per_s"]
+                    for a, b in zip(runs["checked"], runs["unchecked"])
+                ]
                 top = max(runs["checked"], key=lambda r: r["msgs_per_s"])
-                rows.append({
-                    "codec": codec, "messages": args.messages,
-                    "checked_msgs_per_s": best["checked"],
-                    "unchecked_msgs_per_s": best["unchecked"],
-                    "ratio": best["checked"] / best["unchecked"],
-                    "ratio_median": statistics.median(ratios),
-                    "msgs_per_request": top["msgs_per_request"],
-                    "checked_reactor_cpu_share": top["cpu"]["broker_reactor_cpu_share"],
-                    "other_cpu_share": top["cpu"]["other_cpu_share"],
-                    "runs": runs,
-                })
+                rows.append(
+                    {
+                        "codec": codec,
+                        "messages": args.messages,
+                        "checked_msgs_per_s": best["checked"],
+                        "unchecked_msgs_per_s": best["unchecked"],
+                        "ratio": best["checked"] / best["unchecked"],
+                        "ratio_median": statistics.median(ratios),
+                        "msgs_per_request": top["msgs_per_request"],
+                        "checked_reactor_cpu_share": top["cpu"]["broker_reactor_cpu_share"],
+                        "other_cpu_share": top["cpu"]["other_cpu_share"],
+                        "runs": runs,
+                    }
+                )
             return {"meta": meta, "tests": rows}
         finally:
             unchecked_cm.__exit__(None, None, None)
@@ -134,27 +161,58 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_signals()
     began = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="validate-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {"mode": "quick" if args.quick else "default", **platform_meta(),
-            "librdkafka": librdkafka_version()[0], "tmp_dir": str(workdir)}
+    meta = {
+        "mode": "quick" if args.quick else "default",
+        **platform_meta(),
+        "librdkafka": librdkafka_version()[0],
+        "tmp_dir": str(workdir),
+    }
     print(f"{header('validate', meta)}, librdkafka {meta['librdkafka']}")
-    print("Batched produce (confluent-kafka, 200-byte values) to a broker that checks records "
-          "and to one that does not, alternating.")
-    results = run_cleaning_up(lambda: run(args, workdir, meta), workdir, args.keep,
-                              (BenchmarkError, KafkaException, RuntimeError))
+    print(
+        "Batched produce (confluent-kafka, 200-byte values) to a broker that checks records "
+        "and to one that does not, alternating."
+    )
+    results = run_cleaning_up(
+        lambda: run(args, workdir, meta),
+        workdir,
+        args.keep,
+        (BenchmarkError, KafkaException, RuntimeError),
+    )
     if isinstance(results, int):
         return results
     rows = results["tests"]
-    print_table("Record check: checked / unchecked broker, same run",
-                ["codec", "checked msgs/s", "unchecked msgs/s", "ratio", "ratio(med)",
-                 "msgs/request", "reactor CPU", "target >= 0.8"],
-                [[r["codec"], f"{r['checked_msgs_per_s']:,.0f}", f"{r['unchecked_msgs_per_s']:,.0f}",
-                  f"{r['ratio']:.2f}", f"{r['ratio_median']:.2f}", f"{r['msgs_per_request']:,.0f}",
-                  f"{r['checked_reactor_cpu_share']:.0%}",
-                  verdict(r["ratio"] >= TARGET_RATIO, r["ratio_median"] >= TARGET_RATIO, "ratio")]
-                 for r in rows])
+    print_table(
+        "Record check: checked / unchecked broker, same run",
+        [
+            "codec",
+            "checked msgs/s",
+            "unchecked msgs/s",
+            "ratio",
+            "ratio(med)",
+            "msgs/request",
+            "reactor CPU",
+            "target >= 0.8",
+        ],
+        [
+            [
+                r["codec"],
+                f"{r['checked_msgs_per_s']:,.0f}",
+                f"{r['unchecked_msgs_per_s']:,.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['ratio_median']:.2f}",
+                f"{r['msgs_per_request']:,.0f}",
+                f"{r['checked_reactor_cpu_share']:.0%}",
+                verdict(r["ratio"] >= TARGET_RATIO, r["ratio_median"] >= TARGET_RATIO, "ratio"),
+            ]
+            for r in rows
+        ],
+    )
     meta["wall_s"] = time.perf_counter() - began
-    missed = [f"record check, {r['codec']} (ratio {r['ratio']:.2f})" for r in rows
-              if r["ratio"] < TARGET_RATIO]
+    missed = [
+        f"record check, {r['codec']} (ratio {r['ratio']:.2f})"
+        for r in rows
+        if r["ratio"] < TARGET_RATIO
+    ]
     for r in rows:
         for runs in r["runs"].values():
             for one in runs:

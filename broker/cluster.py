@@ -39,8 +39,8 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
@@ -123,7 +123,9 @@ def split_chroot(connect: str) -> tuple[str, str]:
     return connect[:slash], connect[slash:].rstrip("/")
 
 
-def assign_partitions(partitions: int, brokers: list[int], start: int | None = None) -> dict[int, list[int]]:
+def assign_partitions(
+    partitions: int, brokers: list[int], start: int | None = None
+) -> dict[int, list[int]]:
     """Spread partitions over brokers round-robin from a random start, as Kafka does."""
     if not brokers:
         raise ValueError("no live brokers to place partitions on")
@@ -152,8 +154,11 @@ class ZkCluster:
         self.port = port
         self.rack = rack
         # host:path of each log dir this process has locked; None: never replace a node
-        self.log_dirs = (None if locked_log_dirs is None else
-                         [f"{socket.gethostname()}:{d}" for d in locked_log_dirs])
+        self.log_dirs = (
+            None
+            if locked_log_dirs is None
+            else [f"{socket.gethostname()}:{d}" for d in locked_log_dirs]
+        )
         self.reactor = reactor
         self.session_timeout = session_timeout_ms / 1000.0
         self.metadata = ClusterMetadata()
@@ -221,7 +226,9 @@ class ZkCluster:
         except NoNodeError:
             cluster_id = uuid.uuid4().hex[:22]
             try:
-                self.client.create(CLUSTER_ID, json.dumps({"version": "1", "id": cluster_id}).encode())
+                self.client.create(
+                    CLUSTER_ID, json.dumps({"version": "1", "id": cluster_id}).encode()
+                )
             except NodeExistsError:
                 data, _ = self.client.get(CLUSTER_ID)
                 return json.loads(data)["id"]
@@ -229,16 +236,18 @@ class ZkCluster:
         return json.loads(data)["id"]
 
     def _registration(self) -> bytes:
-        return json.dumps({
-            "version": 4,
-            "host": self.host,
-            "port": self.port,
-            "endpoints": [f"PLAINTEXT://{self.host}:{self.port}"],
-            "rack": self.rack,
-            "jmx_port": -1,
-            "timestamp": str(int(time.time() * 1000)),
-            "log_dirs": self.log_dirs,
-        }).encode()
+        return json.dumps(
+            {
+                "version": 4,
+                "host": self.host,
+                "port": self.port,
+                "endpoints": [f"PLAINTEXT://{self.host}:{self.port}"],
+                "rack": self.rack,
+                "jmx_port": -1,
+                "timestamp": str(int(time.time() * 1000)),
+                "log_dirs": self.log_dirs,
+            }
+        ).encode()
 
     def _left_by_previous_run(self, data: bytes) -> bool:
         """True if a registration is this broker's own from before a crash: same endpoints and
@@ -249,8 +258,11 @@ class ZkCluster:
             doc = json.loads(data)
         except ValueError:
             return False
-        return (isinstance(doc, dict) and doc.get("log_dirs") == self.log_dirs
-                and doc.get("endpoints") == [f"PLAINTEXT://{self.host}:{self.port}"])
+        return (
+            isinstance(doc, dict)
+            and doc.get("log_dirs") == self.log_dirs
+            and doc.get("endpoints") == [f"PLAINTEXT://{self.host}:{self.port}"]
+        )
 
     def _register(self, timeout: float = 30.0) -> None:
         """Create our ephemeral node.  A node our previous run left is replaced at once; one
@@ -270,9 +282,12 @@ class ZkCluster:
                 if stat.ephemeralOwner == self.client.client_id[0]:
                     break
                 if self._left_by_previous_run(data):
-                    log.warning("broker %d: replacing the registration left by our previous run "
-                                "(session 0x%x; its log dirs are locked by us now)",
-                                self.broker_id, stat.ephemeralOwner)
+                    log.warning(
+                        "broker %d: replacing the registration left by our previous run "
+                        "(session 0x%x; its log dirs are locked by us now)",
+                        self.broker_id,
+                        stat.ephemeralOwner,
+                    )
                     try:
                         self.client.delete(path, version=stat.version)
                     except (NoNodeError, BadVersionError):
@@ -326,7 +341,8 @@ class ZkCluster:
         for node_id in ids - set(self._broker_watches):
             self._broker_watches[node_id] = None  # the watch calls back before it returns
             self._broker_watches[node_id] = DataWatch(
-                self.client, f"{BROKER_IDS}/{node_id}",
+                self.client,
+                f"{BROKER_IDS}/{node_id}",
                 lambda data, stat, event=None, node_id=node_id: self._broker_data(node_id, data),
             )
         for node_id in set(self._broker_watches) - ids:
@@ -364,10 +380,16 @@ class ZkCluster:
         for name in names - set(self._topic_watches):
             self._topic_watches[name] = None  # the watches call back before they return
             self._topic_watches[name] = (
-                DataWatch(self.client, f"{BROKER_TOPICS}/{name}",
-                          lambda data, stat, event=None, name=name: self._topic_data(name, data)),
-                DataWatch(self.client, f"{CONFIG_TOPICS}/{name}",
-                          lambda data, stat, event=None, name=name: self._config_data(name, data)),
+                DataWatch(
+                    self.client,
+                    f"{BROKER_TOPICS}/{name}",
+                    lambda data, stat, event=None, name=name: self._topic_data(name, data),
+                ),
+                DataWatch(
+                    self.client,
+                    f"{CONFIG_TOPICS}/{name}",
+                    lambda data, stat, event=None, name=name: self._config_data(name, data),
+                ),
             )
         for name in set(self._topic_watches) - names:
             del self._topic_watches[name]
@@ -381,8 +403,9 @@ class ZkCluster:
         if data:
             try:
                 doc = json.loads(data)
-                placement = {int(p): [int(b) for b in replicas]
-                             for p, replicas in doc["partitions"].items()}
+                placement = {
+                    int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()
+                }
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring malformed placement of topic %s: %r", name, data)
                 return True  # keep what we had; only the topic list removes topics
@@ -437,20 +460,29 @@ class ZkCluster:
 
         def create():
             # A config left by a deletion that broke half-way must not block the name forever.
-            if (self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)
-                    and not self.client.exists_async(f"{BROKER_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)):
+            if self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(
+                timeout=ZK_TIMEOUT
+            ) and not self.client.exists_async(f"{BROKER_TOPICS}/{name}").get(timeout=ZK_TIMEOUT):
                 try:
                     self.client.delete_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)
                 except NoNodeError:
                     pass
             tx = self.client.transaction()
-            tx.create(f"{CONFIG_TOPICS}/{name}",
-                      json.dumps({"version": 1, "config": config}).encode())
-            tx.create(f"{BROKER_TOPICS}/{name}", json.dumps({
-                "version": 1,
-                "topic_id": uuid.uuid4().hex,
-                "partitions": {str(p): replicas for p, replicas in sorted(placement.items())},
-            }).encode())
+            tx.create(
+                f"{CONFIG_TOPICS}/{name}", json.dumps({"version": 1, "config": config}).encode()
+            )
+            tx.create(
+                f"{BROKER_TOPICS}/{name}",
+                json.dumps(
+                    {
+                        "version": 1,
+                        "topic_id": uuid.uuid4().hex,
+                        "partitions": {
+                            str(p): replicas for p, replicas in sorted(placement.items())
+                        },
+                    }
+                ).encode(),
+            )
             _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
 
         return self._in_pool(create)
@@ -488,13 +520,21 @@ class ZkCluster:
             except NoNodeError:
                 block_start, version = 0, None
             block_end = block_start + PRODUCER_ID_BLOCK_SIZE - 1
-            doc = json.dumps({"version": 1, "broker": self.broker_id,
-                              "block_start": block_start, "block_end": block_end}).encode()
+            doc = json.dumps(
+                {
+                    "version": 1,
+                    "broker": self.broker_id,
+                    "block_start": block_start,
+                    "block_end": block_end,
+                }
+            ).encode()
             try:
                 if version is None:
                     self.client.create_async(PRODUCER_ID_BLOCK, doc).get(timeout=ZK_TIMEOUT)
                 else:
-                    self.client.set_async(PRODUCER_ID_BLOCK, doc, version=version).get(timeout=ZK_TIMEOUT)
+                    self.client.set_async(PRODUCER_ID_BLOCK, doc, version=version).get(
+                        timeout=ZK_TIMEOUT
+                    )
                 return block_start, block_end
             except (BadVersionError, NodeExistsError):
                 continue

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,12 @@ PROPERTIES: tuple[Property, ...] = (
     Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
     Property("message.max.bytes", _int(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", _int(1, INT_MAX), 104857600, "largest request frame"),
-    Property("fetch.max.bytes", _int(1024, INT_MAX), 57671680,
-             "largest fetch response (soft: a first batch larger than it still comes back whole)"),
+    Property(
+        "fetch.max.bytes",
+        _int(1024, INT_MAX),
+        57671680,
+        "largest fetch response (soft: a first batch larger than it still comes back whole)",
+    ),
     Property("log.segment.bytes", _int(14, INT_MAX), 1073741824, "segment size before a roll"),
     Property("log.roll.ms", _int(1), None, "segment age before a roll (overrides .hours)"),
     Property("log.roll.hours", _int(1, INT_MAX), 168, "segment age before a roll, in hours"),
@@ -165,36 +170,58 @@ PROPERTIES: tuple[Property, ...] = (
     Property("log.retention.minutes", _int(-1, INT_MAX), None, "retention in minutes"),
     Property("log.retention.hours", _int(-1, INT_MAX), 168, "retention in hours"),
     Property("log.retention.bytes", _int(-1), -1, "size above which old segments go; -1: none"),
+    Property("log.retention.check.interval.ms", _int(1), 300000, "how often retention is enforced"),
     Property(
-        "log.retention.check.interval.ms", _int(1), 300000, "how often retention is enforced"
+        "group.min.session.timeout.ms", _int(1), 6000, "shortest session a group member may ask"
     ),
-    Property("group.min.session.timeout.ms", _int(1), 6000, "shortest session a group member may ask"),
-    Property("group.max.session.timeout.ms", _int(1), 1800000, "longest session a group member may ask"),
-    Property("group.initial.rebalance.delay.ms", _int(0), 3000,
-             "how long a new group's first rebalance waits for more members"),
     Property(
-        "log.flush.interval.messages", _int(1), LONG_MAX, "records appended before an fsync"
+        "group.max.session.timeout.ms", _int(1), 1800000, "longest session a group member may ask"
     ),
-    Property("log.flush.interval.ms", _int(0), None, "ms data may stay unflushed (else the "
-             "scheduler interval)"),
-    Property("log.flush.scheduler.interval.ms", _int(0), LONG_MAX, "how often to check "
-             "log.flush.interval.ms"),
     Property(
-        "log.flush.offset.checkpoint.interval.ms", _int(0, INT_MAX), 60000,
+        "group.initial.rebalance.delay.ms",
+        _int(0),
+        3000,
+        "how long a new group's first rebalance waits for more members",
+    ),
+    Property("log.flush.interval.messages", _int(1), LONG_MAX, "records appended before an fsync"),
+    Property(
+        "log.flush.interval.ms",
+        _int(0),
+        None,
+        "ms data may stay unflushed (else the scheduler interval)",
+    ),
+    Property(
+        "log.flush.scheduler.interval.ms",
+        _int(0),
+        LONG_MAX,
+        "how often to check log.flush.interval.ms",
+    ),
+    Property(
+        "log.flush.offset.checkpoint.interval.ms",
+        _int(0, INT_MAX),
+        60000,
         "how often recovery points are checkpointed",
     ),
     Property(
-        "log.flush.start.offset.checkpoint.interval.ms", _int(0, INT_MAX), 60000,
+        "log.flush.start.offset.checkpoint.interval.ms",
+        _int(0, INT_MAX),
+        60000,
         "how often log start offsets are checkpointed",
     ),
     Property("log.index.interval.bytes", _int(0, INT_MAX), 4096, "bytes between index entries"),
     Property(
-        "log.message.timestamp.type", _choice("CreateTime", "LogAppendTime"), "CreateTime",
+        "log.message.timestamp.type",
+        _choice("CreateTime", "LogAppendTime"),
+        "CreateTime",
         "whose clock stamps records",
     ),
     Property("file.delete.delay.ms", _int(0), 60000, "delay before a deleted segment's files go"),
-    Property("producer.id.expiration.ms", _int(1, INT_MAX), 86400000,
-             "how long a partition remembers an idle producer id's sequences"),
+    Property(
+        "producer.id.expiration.ms",
+        _int(1, INT_MAX),
+        86400000,
+        "how long a partition remembers an idle producer id's sequences",
+    ),
 )
 
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
@@ -236,7 +263,7 @@ class BrokerConfig(Mapping[str, Any]):
             v["advertised.listeners"] = v["listeners"]
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> "BrokerConfig":
+    def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> BrokerConfig:
         """Read a ``.properties`` file, then apply ``key=value`` overrides."""
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -244,8 +271,10 @@ class BrokerConfig(Mapping[str, Any]):
             raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             line = exc.object[: exc.start].count(b"\n") + 1
-            raise ConfigError(f"configuration file {path} is not UTF-8 text: byte "
-                              f"0x{exc.object[exc.start]:02x} on line {line}") from None
+            raise ConfigError(
+                f"configuration file {path} is not UTF-8 text: byte "
+                f"0x{exc.object[exc.start]:02x} on line {line}"
+            ) from None
         values = parse_properties(text)
         values.update(parse_overrides(overrides))
         return cls(values)

@@ -17,7 +17,7 @@ from twisted.internet import defer
 
 
 class _Waiter:
-    __slots__ = ("deferred", "partitions", "missing", "timer")
+    __slots__ = ("deferred", "missing", "partitions", "timer")
 
     def __init__(self, partitions, missing, canceller):
         self.deferred = defer.Deferred(canceller=lambda _: canceller(self))

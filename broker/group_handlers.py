@@ -49,16 +49,26 @@ class GroupHandlers:
     """FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
     OffsetFetch, DescribeGroups and ListGroups for one broker."""
 
-    def __init__(self, broker_id: int, cluster, reactor, *, min_session_timeout_ms: int = 6000,
-                 max_session_timeout_ms: int = 1_800_000, initial_rebalance_delay_ms: int = 3000):
+    def __init__(
+        self,
+        broker_id: int,
+        cluster,
+        reactor,
+        *,
+        min_session_timeout_ms: int = 6000,
+        max_session_timeout_ms: int = 1_800_000,
+        initial_rebalance_delay_ms: int = 3000,
+    ):
         self.broker_id = broker_id
         self.cluster = cluster
         self.metadata = cluster.metadata
         self.reactor = reactor
         self.coordinator = GroupCoordinator(
-            reactor, min_session_timeout_ms=min_session_timeout_ms,
+            reactor,
+            min_session_timeout_ms=min_session_timeout_ms,
             max_session_timeout_ms=max_session_timeout_ms,
-            initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+            initial_rebalance_delay_ms=initial_rebalance_delay_ms,
+        )
         self.table = {
             8: self.offset_commit,
             9: self.offset_fetch,
@@ -103,11 +113,22 @@ class GroupHandlers:
         node = self.coordinator_of(body["key"]) if key_type == 0 else -1
         info = self.metadata.brokers.get(node)
         if info is None:
-            return {"throttle_time_ms": 0, "error_code": CoordinatorNotAvailableError.code,
-                    "error_message": "no coordinator for that key", "node_id": -1, "host": "",
-                    "port": -1}
-        return {"throttle_time_ms": 0, "error_code": NONE, "error_message": None,
-                "node_id": node, "host": info.host, "port": info.port}
+            return {
+                "throttle_time_ms": 0,
+                "error_code": CoordinatorNotAvailableError.code,
+                "error_message": "no coordinator for that key",
+                "node_id": -1,
+                "host": "",
+                "port": -1,
+            }
+        return {
+            "throttle_time_ms": 0,
+            "error_code": NONE,
+            "error_message": None,
+            "node_id": node,
+            "host": info.host,
+            "port": info.port,
+        }
 
     # --- the group protocol --------------------------------------------------------------
 
@@ -120,24 +141,41 @@ class GroupHandlers:
 
         def join(_=None):
             return self.coordinator.join(
-                body["group_id"], body["member_id"], body.get("group_instance_id"),
-                body["protocol_type"], [(p["name"], p["metadata"]) for p in body["protocols"]],
-                body["session_timeout_ms"], body.get("rebalance_timeout_ms", -1), version=version,
-                client_id=request.header.client_id or "", client_host="/" + host.rsplit(":", 1)[0])
+                body["group_id"],
+                body["member_id"],
+                body.get("group_instance_id"),
+                body["protocol_type"],
+                [(p["name"], p["metadata"]) for p in body["protocols"]],
+                body["session_timeout_ms"],
+                body.get("rebalance_timeout_ms", -1),
+                version=version,
+                client_id=request.header.client_id or "",
+                client_host="/" + host.rsplit(":", 1)[0],
+            )
 
         def refused(failure):
             if failure.check(GroupKindError):
-                log.info("refused a Kafka client in group %s: %s", body["group_id"],
-                         failure.getErrorMessage())
-                return self.coordinator._join_error(InconsistentGroupProtocolError.code, body["member_id"])
-            log.warning("cannot read the kind of group %s: %s", body["group_id"], failure.getErrorMessage())
-            return self.coordinator._join_error(CoordinatorNotAvailableError.code, body["member_id"])
+                log.info(
+                    "refused a Kafka client in group %s: %s",
+                    body["group_id"],
+                    failure.getErrorMessage(),
+                )
+                return self.coordinator._join_error(
+                    InconsistentGroupProtocolError.code, body["member_id"]
+                )
+            log.warning(
+                "cannot read the kind of group %s: %s", body["group_id"], failure.getErrorMessage()
+            )
+            return self.coordinator._join_error(
+                CoordinatorNotAvailableError.code, body["member_id"]
+            )
 
         if self._has_members(body["group_id"]):
             return join()  # claimed when it formed (a group with members cannot be deleted)
         client = self.cluster.client
-        return self.cluster._in_pool(lambda: claim_kind(client, body["group_id"], KAFKA)).addCallbacks(
-            join, refused)
+        return self.cluster._in_pool(
+            lambda: claim_kind(client, body["group_id"], KAFKA)
+        ).addCallbacks(join, refused)
 
     def _has_members(self, group_id: str) -> bool:
         group = self.coordinator.groups.get(group_id)
@@ -147,14 +185,20 @@ class GroupHandlers:
         error = self._not_mine(body["group_id"])
         if error:
             return {"throttle_time_ms": 0, "error_code": error, "assignment": b""}
-        return self.coordinator.sync(body["group_id"], body["generation_id"], body["member_id"],
-                                     [(a["member_id"], a["assignment"]) for a in body["assignments"]])
+        return self.coordinator.sync(
+            body["group_id"],
+            body["generation_id"],
+            body["member_id"],
+            [(a["member_id"], a["assignment"]) for a in body["assignments"]],
+        )
 
     def heartbeat(self, body, version):
         error = self._not_mine(body["group_id"])
         if error:
             return {"throttle_time_ms": 0, "error_code": error}
-        return self.coordinator.heartbeat(body["group_id"], body["generation_id"], body["member_id"])
+        return self.coordinator.heartbeat(
+            body["group_id"], body["generation_id"], body["member_id"]
+        )
 
     def leave_group(self, body, version):
         error = self._not_mine(body["group_id"])
@@ -167,8 +211,16 @@ class GroupHandlers:
         for group_id in body["groups"]:
             error = self._not_mine(group_id)
             if error:
-                groups.append({"error_code": error, "group_id": group_id, "group_state": "",
-                               "protocol_type": "", "protocol_data": "", "members": []})
+                groups.append(
+                    {
+                        "error_code": error,
+                        "group_id": group_id,
+                        "group_state": "",
+                        "protocol_type": "",
+                        "protocol_data": "",
+                        "members": [],
+                    }
+                )
             else:
                 groups.append(self.coordinator.describe(group_id))
         return {"throttle_time_ms": 0, "groups": groups}
@@ -181,9 +233,13 @@ class GroupHandlers:
     def offset_commit(self, body, version):
         group_id = body["group_id"]
         error = self._not_mine(group_id) or self.coordinator.check_commit(
-            group_id, body.get("generation_id_or_member_epoch", -1), body.get("member_id", ""))
-        wanted = [(t["name"], p["partition_index"], p["committed_offset"])
-                  for t in body["topics"] for p in t["partitions"]]
+            group_id, body.get("generation_id_or_member_epoch", -1), body.get("member_id", "")
+        )
+        wanted = [
+            (t["name"], p["partition_index"], p["committed_offset"])
+            for t in body["topics"]
+            for p in t["partitions"]
+        ]
         if error:
             return self._commit_response({(t, p): error for t, p, _ in wanted})
         # A commit from outside group management claims the name for Kafka clients first (a
@@ -214,8 +270,12 @@ class GroupHandlers:
 
         def failed(failure):
             if failure.check(GroupKindError):
-                log.info("refused a Kafka client's commit to %s: %s", group_id, failure.getErrorMessage())
-                return self._commit_response({(t, p): UnknownMemberIdError.code for t, p, _ in wanted})
+                log.info(
+                    "refused a Kafka client's commit to %s: %s", group_id, failure.getErrorMessage()
+                )
+                return self._commit_response(
+                    {(t, p): UnknownMemberIdError.code for t, p, _ in wanted}
+                )
             log.warning("commit of %s failed: %s", group_id, failure.getErrorMessage())
             results.update({(t, p): CoordinatorNotAvailableError.code for t, p, _ in writes})
             return self._commit_response(results)
@@ -226,8 +286,10 @@ class GroupHandlers:
         topics: dict[str, list] = {}
         for (topic, partition), code in results.items():
             topics.setdefault(topic, []).append({"partition_index": partition, "error_code": code})
-        return {"throttle_time_ms": 0,
-                "topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
+        return {
+            "throttle_time_ms": 0,
+            "topics": [{"name": t, "partitions": ps} for t, ps in topics.items()],
+        }
 
     def offset_fetch(self, body, version):
         group_id = body["group_id"]
@@ -235,10 +297,19 @@ class GroupHandlers:
         topics = body["topics"]
         if error:
             if version < 2:  # no group-level error field: say it on every partition
-                return {"throttle_time_ms": 0, "error_code": error, "topics": [
-                    {"name": t["name"], "partitions": [self._fetched(p, -1, error)
-                                                        for p in t["partition_indexes"]]}
-                    for t in topics or []]}
+                return {
+                    "throttle_time_ms": 0,
+                    "error_code": error,
+                    "topics": [
+                        {
+                            "name": t["name"],
+                            "partitions": [
+                                self._fetched(p, -1, error) for p in t["partition_indexes"]
+                            ],
+                        }
+                        for t in topics or []
+                    ],
+                }
             return {"throttle_time_ms": 0, "error_code": error, "topics": []}
         client = self.cluster.client
         base = f"/consumers/{group_id}/offsets"
@@ -268,16 +339,29 @@ class GroupHandlers:
         def failed(failure):
             log.warning("offset fetch of %s failed: %s", group_id, failure.getErrorMessage())
             code = CoordinatorNotAvailableError.code
-            return {"throttle_time_ms": 0, "error_code": code, "topics": [
-                {"name": t["name"], "partitions": [self._fetched(p, -1, code) for p in t["partition_indexes"]]}
-                for t in topics or []]}
+            return {
+                "throttle_time_ms": 0,
+                "error_code": code,
+                "topics": [
+                    {
+                        "name": t["name"],
+                        "partitions": [self._fetched(p, -1, code) for p in t["partition_indexes"]],
+                    }
+                    for t in topics or []
+                ],
+            }
 
         return self.cluster._in_pool(read).addCallbacks(answer, failed)
 
     @staticmethod
     def _fetched(partition: int, offset: int, code: int) -> dict:
-        return {"partition_index": partition, "committed_offset": offset,
-                "committed_leader_epoch": -1, "metadata": "", "error_code": code}
+        return {
+            "partition_index": partition,
+            "committed_offset": offset,
+            "committed_leader_epoch": -1,
+            "metadata": "",
+            "error_code": code,
+        }
 
     def close(self) -> None:
         self.coordinator.close()

@@ -45,7 +45,12 @@ from .protocol.errors import (
 )
 
 EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
-    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead")
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Stable",
+    "Dead",
+)
 
 NONE = 0
 EMPTY_GROUP_TTL = 60.0  # seconds an empty group stays before it is forgotten
@@ -61,9 +66,9 @@ class Member:
     rebalance_timeout_ms: int
     protocols: list[tuple[str, bytes]]
     assignment: bytes = b""
-    joining: defer.Deferred | None = None       # a JoinGroup waiting for the rebalance
-    syncing: defer.Deferred | None = None       # a SyncGroup waiting for the leader
-    expiry: object = None                       # the session timer (IDelayedCall)
+    joining: defer.Deferred | None = None  # a JoinGroup waiting for the rebalance
+    syncing: defer.Deferred | None = None  # a SyncGroup waiting for the leader
+    expiry: object = None  # the session timer (IDelayedCall)
 
     def metadata(self, protocol: str) -> bytes:
         return next(meta for name, meta in self.protocols if name == protocol)
@@ -80,15 +85,23 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     pending: dict[str, object] = field(default_factory=dict)  # ids handed out (v4+), with timers
     rebalance_timer: object = None
-    forget_timer: object = None  # an empty group is forgotten after a while (offsets stay in ZooKeeper)
+    forget_timer: object = (
+        None  # an empty group is forgotten after a while (offsets stay in ZooKeeper)
+    )
     initial_delay: bool = False  # a first rebalance waits its whole delay for more members
 
 
 class GroupCoordinator:
     """All the groups one broker coordinates; see the module docstring."""
 
-    def __init__(self, clock, *, min_session_timeout_ms: int = 6000,
-                 max_session_timeout_ms: int = 1_800_000, initial_rebalance_delay_ms: int = 3000):
+    def __init__(
+        self,
+        clock,
+        *,
+        min_session_timeout_ms: int = 6000,
+        max_session_timeout_ms: int = 1_800_000,
+        initial_rebalance_delay_ms: int = 3000,
+    ):
         self.clock = clock
         self.min_session_timeout_ms = min_session_timeout_ms
         self.max_session_timeout_ms = max_session_timeout_ms
@@ -97,20 +110,38 @@ class GroupCoordinator:
 
     # --- JoinGroup -----------------------------------------------------------------------
 
-    def join(self, group_id: str, member_id: str, group_instance_id: str | None,
-             protocol_type: str, protocols: list[tuple[str, bytes]], session_timeout_ms: int,
-             rebalance_timeout_ms: int, *, version: int, client_id: str = "",
-             client_host: str = "") -> defer.Deferred:
+    def join(
+        self,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        *,
+        version: int,
+        client_id: str = "",
+        client_host: str = "",
+    ) -> defer.Deferred:
         """A JoinGroup; the Deferred fires with the response body."""
         if rebalance_timeout_ms < 0:  # v0 has none: the session timeout serves
             rebalance_timeout_ms = session_timeout_ms
         if not (self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms):
             return defer.succeed(self._join_error(InvalidSessionTimeoutError.code, member_id))
         group = self.groups.get(group_id)
-        if not protocols or not protocol_type or (
-                group is not None and group.members and (
+        if (
+            not protocols
+            or not protocol_type
+            or (
+                group is not None
+                and group.members
+                and (
                     group.protocol_type != protocol_type
-                    or not self._supported_by_all(group, protocols, exclude=member_id))):
+                    or not self._supported_by_all(group, protocols, exclude=member_id)
+                )
+            )
+        ):
             return defer.succeed(self._join_error(InconsistentGroupProtocolError.code, member_id))
         if group is None:
             if member_id:  # as Kafka: only a join with no member id creates a group
@@ -121,7 +152,8 @@ class GroupCoordinator:
             if version >= 4 and group_instance_id is None:
                 # KIP-394: hand out the id and wait for the member to come back with it
                 group.pending[member_id] = self.clock.callLater(
-                    session_timeout_ms / 1000.0, self._pending_expired, group, member_id)
+                    session_timeout_ms / 1000.0, self._pending_expired, group, member_id
+                )
                 return defer.succeed(self._join_error(MemberIdRequiredError.code, member_id))
         elif member_id in group.pending:
             timer = group.pending.pop(member_id)
@@ -130,15 +162,23 @@ class GroupCoordinator:
         elif member_id not in group.members:
             return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
 
-        if group_instance_id is not None:  # a static member back under a new id replaces its old one
+        if (
+            group_instance_id is not None
+        ):  # a static member back under a new id replaces its old one
             for old_id, old in list(group.members.items()):
                 if old_id != member_id and old.group_instance_id == group_instance_id:
                     self._remove(group, old_id, rebalance=False)
         member = group.members.get(member_id)
         if member is None:
             member = group.members[member_id] = Member(
-                member_id, group_instance_id, client_id, client_host, session_timeout_ms,
-                rebalance_timeout_ms, list(protocols))
+                member_id,
+                group_instance_id,
+                client_id,
+                client_host,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                list(protocols),
+            )
         else:
             member.protocols = list(protocols)
             member.session_timeout_ms = session_timeout_ms
@@ -180,8 +220,9 @@ class GroupCoordinator:
     def _supported_by_all(self, group: Group, protocols, exclude: str) -> bool:
         names = {name for name, _ in protocols}
         others = [m for mid, m in group.members.items() if mid != exclude]
-        return not others or any(all(name in {n for n, _ in m.protocols} for m in others)
-                                 for name in names)
+        return not others or any(
+            all(name in {n for n, _ in m.protocols} for m in others) for name in names
+        )
 
     def _prepare_rebalance(self, group: Group, initial: bool = False) -> None:
         for member in group.members.values():  # answer SyncGroups left waiting: rejoin
@@ -199,8 +240,9 @@ class GroupCoordinator:
         self._maybe_complete_join(group)  # waits out group.initial_delay by itself
 
     def _maybe_complete_join(self, group: Group) -> None:
-        if group.state == PREPARING and all(m.joining is not None and not m.joining.called
-                                            for m in group.members.values()):
+        if group.state == PREPARING and all(
+            m.joining is not None and not m.joining.called for m in group.members.values()
+        ):
             if group.initial_delay:
                 return  # everyone is in, but a first rebalance waits out its delay for more
             if group.rebalance_timer is not None and group.rebalance_timer.active():
@@ -226,32 +268,59 @@ class GroupCoordinator:
         group.state = COMPLETING
         for member in group.members.values():
             member.assignment = b""
-        everyone = [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
-                     "metadata": m.metadata(group.protocol)} for m in group.members.values()]
+        everyone = [
+            {
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "metadata": m.metadata(group.protocol),
+            }
+            for m in group.members.values()
+        ]
         for member in group.members.values():
             self._touch(group, member)  # its timer may have lapsed while it waited to join
             d, member.joining = member.joining, None
-            d.callback({"throttle_time_ms": 0, "error_code": NONE, "generation_id": group.generation,
-                        "protocol_name": group.protocol, "leader": group.leader,
-                        "member_id": member.member_id,
-                        "members": everyone if member.member_id == group.leader else []})
+            d.callback(
+                {
+                    "throttle_time_ms": 0,
+                    "error_code": NONE,
+                    "generation_id": group.generation,
+                    "protocol_name": group.protocol,
+                    "leader": group.leader,
+                    "member_id": member.member_id,
+                    "members": everyone if member.member_id == group.leader else [],
+                }
+            )
 
     def _vote(self, group: Group) -> str:
         """The protocol every member supports that ranks best across the members."""
         members = list(group.members.values())
         common = set.intersection(*({n for n, _ in m.protocols} for m in members))
-        scores = {name: sum(next(i for i, (n, _) in enumerate(m.protocols) if n == name)
-                            for m in members) for name in common}
+        scores = {
+            name: sum(next(i for i, (n, _) in enumerate(m.protocols) if n == name) for m in members)
+            for name in common
+        }
         return min(sorted(scores), key=lambda name: scores[name])
 
     def _join_error(self, code: int, member_id: str) -> dict:
-        return {"throttle_time_ms": 0, "error_code": code, "generation_id": -1,
-                "protocol_name": "", "leader": "", "member_id": member_id, "members": []}
+        return {
+            "throttle_time_ms": 0,
+            "error_code": code,
+            "generation_id": -1,
+            "protocol_name": "",
+            "leader": "",
+            "member_id": member_id,
+            "members": [],
+        }
 
     # --- SyncGroup -----------------------------------------------------------------------
 
-    def sync(self, group_id: str, generation_id: int, member_id: str,
-             assignments: list[tuple[str, bytes]]) -> defer.Deferred:
+    def sync(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        assignments: list[tuple[str, bytes]],
+    ) -> defer.Deferred:
         """A SyncGroup; the Deferred fires with the response body."""
         group = self.groups.get(group_id)
         error = self._check_member(group, member_id, generation_id)
@@ -260,15 +329,26 @@ class GroupCoordinator:
         member = group.members[member_id]
         self._touch(group, member)
         if group.state == PREPARING:
-            return defer.succeed({"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code,
-                                  "assignment": b""})
+            return defer.succeed(
+                {
+                    "throttle_time_ms": 0,
+                    "error_code": RebalanceInProgressError.code,
+                    "assignment": b"",
+                }
+            )
         if group.state == STABLE:
-            return defer.succeed({"throttle_time_ms": 0, "error_code": NONE,
-                                  "assignment": member.assignment})
+            return defer.succeed(
+                {"throttle_time_ms": 0, "error_code": NONE, "assignment": member.assignment}
+            )
         if member.syncing is not None and not member.syncing.called:
             old, member.syncing = member.syncing, None  # never leave a Deferred unfired
-            old.callback({"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code,
-                          "assignment": b""})
+            old.callback(
+                {
+                    "throttle_time_ms": 0,
+                    "error_code": RebalanceInProgressError.code,
+                    "assignment": b"",
+                }
+            )
         member.syncing = defer.Deferred()
         if member_id == group.leader:
             given = dict(assignments)
@@ -278,9 +358,16 @@ class GroupCoordinator:
             for m in group.members.values():
                 if m.syncing is not None and not m.syncing.called:
                     d, m.syncing = m.syncing, None
-                    d.callback({"throttle_time_ms": 0, "error_code": NONE, "assignment": m.assignment})
-        return member.syncing if member.syncing is not None else defer.succeed(
-            {"throttle_time_ms": 0, "error_code": NONE, "assignment": member.assignment})
+                    d.callback(
+                        {"throttle_time_ms": 0, "error_code": NONE, "assignment": m.assignment}
+                    )
+        return (
+            member.syncing
+            if member.syncing is not None
+            else defer.succeed(
+                {"throttle_time_ms": 0, "error_code": NONE, "assignment": member.assignment}
+            )
+        )
 
     # --- Heartbeat, LeaveGroup -----------------------------------------------------------
 
@@ -332,8 +419,9 @@ class GroupCoordinator:
         if member.expiry is not None and member.expiry.active():
             member.expiry.reset(member.session_timeout_ms / 1000.0)
         else:
-            member.expiry = self.clock.callLater(member.session_timeout_ms / 1000.0, self._expire,
-                                                 group, member.member_id)
+            member.expiry = self.clock.callLater(
+                member.session_timeout_ms / 1000.0, self._expire, group, member.member_id
+            )
 
     def _expire(self, group: Group, member_id: str) -> None:
         member = group.members.get(member_id)
@@ -351,9 +439,18 @@ class GroupCoordinator:
             member.expiry.cancel()
         for d in (member.joining, member.syncing):
             if d is not None and not d.called:
-                d.callback({"throttle_time_ms": 0, "error_code": UnknownMemberIdError.code,
-                            "generation_id": -1, "protocol_name": "", "leader": "",
-                            "member_id": member_id, "members": [], "assignment": b""})
+                d.callback(
+                    {
+                        "throttle_time_ms": 0,
+                        "error_code": UnknownMemberIdError.code,
+                        "generation_id": -1,
+                        "protocol_name": "",
+                        "leader": "",
+                        "member_id": member_id,
+                        "members": [],
+                        "assignment": b"",
+                    }
+                )
         if group.leader == member_id:
             group.leader = next(iter(group.members), None)
         if not rebalance:
@@ -374,22 +471,41 @@ class GroupCoordinator:
     def describe(self, group_id: str) -> dict:
         group = self.groups.get(group_id)
         if group is None:
-            return {"error_code": NONE, "group_id": group_id, "group_state": DEAD,
-                    "protocol_type": "", "protocol_data": "", "members": []}
+            return {
+                "error_code": NONE,
+                "group_id": group_id,
+                "group_state": DEAD,
+                "protocol_type": "",
+                "protocol_data": "",
+                "members": [],
+            }
         stable = group.state == STABLE
-        return {"error_code": NONE, "group_id": group_id, "group_state": group.state,
-                "protocol_type": group.protocol_type or "",
-                "protocol_data": group.protocol or "",
-                "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
-                             "client_id": m.client_id, "client_host": m.client_host,
-                             "member_metadata": next((meta for name, meta in m.protocols
-                                                      if name == group.protocol), b""),
-                             "member_assignment": m.assignment if stable else b""}
-                            for m in group.members.values()]}
+        return {
+            "error_code": NONE,
+            "group_id": group_id,
+            "group_state": group.state,
+            "protocol_type": group.protocol_type or "",
+            "protocol_data": group.protocol or "",
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.group_instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.client_host,
+                    "member_metadata": next(
+                        (meta for name, meta in m.protocols if name == group.protocol), b""
+                    ),
+                    "member_assignment": m.assignment if stable else b"",
+                }
+                for m in group.members.values()
+            ],
+        }
 
     def list(self) -> list[dict]:
-        return [{"group_id": g.group_id, "protocol_type": g.protocol_type or ""}
-                for g in self.groups.values()]
+        return [
+            {"group_id": g.group_id, "protocol_type": g.protocol_type or ""}
+            for g in self.groups.values()
+        ]
 
     def drop(self, group_id: str) -> None:
         """Forget a group that another broker coordinates now: waiting members are told
@@ -397,22 +513,39 @@ class GroupCoordinator:
         group = self.groups.pop(group_id, None)
         if group is None:
             return
-        for timer in [group.rebalance_timer, group.forget_timer, *group.pending.values(),
-                      *(m.expiry for m in group.members.values())]:
+        for timer in [
+            group.rebalance_timer,
+            group.forget_timer,
+            *group.pending.values(),
+            *(m.expiry for m in group.members.values()),
+        ]:
             if timer is not None and timer.active():
                 timer.cancel()
         for member in group.members.values():
             for d in (member.joining, member.syncing):
                 if d is not None and not d.called:
-                    d.callback({"throttle_time_ms": 0, "error_code": NotCoordinatorError.code,
-                                "generation_id": -1, "protocol_name": "", "leader": "",
-                                "member_id": member.member_id, "members": [], "assignment": b""})
+                    d.callback(
+                        {
+                            "throttle_time_ms": 0,
+                            "error_code": NotCoordinatorError.code,
+                            "generation_id": -1,
+                            "protocol_name": "",
+                            "leader": "",
+                            "member_id": member.member_id,
+                            "members": [],
+                            "assignment": b"",
+                        }
+                    )
 
     def close(self) -> None:
         """Cancel every timer (the broker stops, or hands the groups to another broker)."""
         for group in self.groups.values():
-            for timer in [group.rebalance_timer, group.forget_timer, *group.pending.values(),
-                          *(m.expiry for m in group.members.values())]:
+            for timer in [
+                group.rebalance_timer,
+                group.forget_timer,
+                *group.pending.values(),
+                *(m.expiry for m in group.members.values()),
+            ]:
                 if timer is not None and timer.active():
                     timer.cancel()
         self.groups.clear()

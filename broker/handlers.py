@@ -15,9 +15,9 @@ from twisted.internet import defer
 from .cluster import assign_partitions
 from .config import BrokerConfig, ConfigError
 from .fetch import FetchWaiters
+from .group_handlers import GroupHandlers
 from .log import LogConfig, LogManager
 from .log.partition import validate_topic_name
-from .group_handlers import GroupHandlers
 from .protocol import errors, frames, produce
 from .protocol.errors import KafkaError, error_code
 from .server import CLOSE_CONNECTION
@@ -51,10 +51,13 @@ class RequestHandlers:
         self.broker_id = config["broker.id"]
         self.waiters = FetchWaiters(reactor)
         self.groups = GroupHandlers(
-            self.broker_id, cluster, reactor,
+            self.broker_id,
+            cluster,
+            reactor,
             min_session_timeout_ms=config["group.min.session.timeout.ms"],
             max_session_timeout_ms=config["group.max.session.timeout.ms"],
-            initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"])
+            initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
+        )
         self.table = {
             0: self.produce,
             1: self.fetch,
@@ -135,8 +138,15 @@ class RequestHandlers:
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
             return (partition, code, -1, -1, -1, record_errors, str(exc.args[0]))
         self.waiters.appended(topic, partition, len(records))
-        return (partition, NONE, appended.base_offset, appended.log_append_time_ms,
-                plog.log_start_offset, None, None)
+        return (
+            partition,
+            NONE,
+            appended.base_offset,
+            appended.log_append_time_ms,
+            plog.log_start_offset,
+            None,
+            None,
+        )
 
     # --- Fetch ---------------------------------------------------------------------------
 
@@ -172,10 +182,16 @@ class RequestHandlers:
             partitions = []
             for p in topic_data["partitions"]:
                 partition = p["partition"]
-                entry = {"partition_index": partition, "error_code": NONE, "high_watermark": -1,
-                         "last_stable_offset": -1, "log_start_offset": -1,
-                         "aborted_transactions": None, "preferred_read_replica": -1,
-                         "records": _EMPTY}
+                entry = {
+                    "partition_index": partition,
+                    "error_code": NONE,
+                    "high_watermark": -1,
+                    "last_stable_offset": -1,
+                    "log_start_offset": -1,
+                    "aborted_transactions": None,
+                    "preferred_read_replica": -1,
+                    "records": _EMPTY,
+                }
                 try:
                     plog = self._local_log(topic, partition)
                     entry["high_watermark"] = entry["last_stable_offset"] = plog.log_end_offset
@@ -192,8 +208,14 @@ class RequestHandlers:
                     saw_error = True
                 partitions.append(entry)
             responses.append({"topic": topic, "partitions": partitions})
-        return {"throttle_time_ms": 0, "error_code": NONE, "session_id": 0,
-                "responses": responses, "_bytes": total, "_errors": saw_error}
+        return {
+            "throttle_time_ms": 0,
+            "error_code": NONE,
+            "session_id": 0,
+            "responses": responses,
+            "_bytes": total,
+            "_errors": saw_error,
+        }
 
     # --- ListOffsets ---------------------------------------------------------------------
 
@@ -203,8 +225,13 @@ class RequestHandlers:
             topic = topic_data["name"]
             partitions = []
             for p in topic_data["partitions"]:
-                entry = {"partition_index": p["partition_index"], "error_code": NONE,
-                         "timestamp": -1, "offset": -1, "leader_epoch": 0}
+                entry = {
+                    "partition_index": p["partition_index"],
+                    "error_code": NONE,
+                    "timestamp": -1,
+                    "offset": -1,
+                    "leader_epoch": 0,
+                }
                 try:
                     plog = self._local_log(topic, p["partition_index"])
                     found = plog.offset_for_timestamp(p["timestamp"])
@@ -258,45 +285,54 @@ class RequestHandlers:
             entry["error_code"] = exc.code
             return entry
         if placement is None:
-            entry["error_code"] = (errors.LeaderNotAvailableError.code if just_created
-                                   else errors.UnknownTopicOrPartitionError.code)
+            entry["error_code"] = (
+                errors.LeaderNotAvailableError.code
+                if just_created
+                else errors.UnknownTopicOrPartitionError.code
+            )
             return entry
         for partition, replicas in sorted(placement.items()):
             leader = self.metadata.leader(name, partition)
             live = [r for r in replicas if r in self.metadata.brokers]
-            entry["partitions"].append({
-                "error_code": NONE if leader >= 0 else errors.LeaderNotAvailableError.code,
-                "partition_index": partition,
-                "leader_id": leader,
-                "leader_epoch": 0,
-                "replica_nodes": list(replicas),
-                "isr_nodes": live,
-                "offline_replicas": [r for r in replicas if r not in live],
-            })
+            entry["partitions"].append(
+                {
+                    "error_code": NONE if leader >= 0 else errors.LeaderNotAvailableError.code,
+                    "partition_index": partition,
+                    "leader_id": leader,
+                    "leader_epoch": 0,
+                    "replica_nodes": list(replicas),
+                    "isr_nodes": live,
+                    "offline_replicas": [r for r in replicas if r not in live],
+                }
+            )
         return entry
 
     # --- CreateTopics / DeleteTopics -----------------------------------------------------
 
     @defer.inlineCallbacks
-    def _create_topic(self, name, num_partitions, replication_factor, assignments, configs,
-                      validate_only=False):
+    def _create_topic(
+        self, name, num_partitions, replication_factor, assignments, configs, validate_only=False
+    ):
         """Create one topic; returns (error code, message)."""
         try:
             validate_topic_name(name)
             if replication_factor not in (-1, 1) and not assignments:
                 raise errors.InvalidReplicationFactorError(
                     f"replication factor {replication_factor}: this cluster keeps one copy of "
-                    "each partition (replication is not built yet); use 1 or -1")
+                    "each partition (replication is not built yet); use 1 or -1"
+                )
             if assignments:
                 if num_partitions not in (-1, len(assignments)) or replication_factor not in (-1,):
                     raise errors.InvalidRequestError(
-                        "give either assignments or partitions and replication factor")
+                        "give either assignments or partitions and replication factor"
+                    )
                 placement = {}
                 for a in assignments:
                     ids = a["broker_ids"]
                     if len(ids) != 1:
                         raise errors.InvalidReplicaAssignmentError(
-                            f"partition {a['partition_index']} has {len(ids)} replicas; use one")
+                            f"partition {a['partition_index']} has {len(ids)} replicas; use one"
+                        )
                     if ids[0] not in self.metadata.brokers:
                         raise errors.InvalidReplicaAssignmentError(f"broker {ids[0]} is not live")
                     placement[a["partition_index"]] = list(ids)
@@ -308,7 +344,8 @@ class RequestHandlers:
                     raise errors.InvalidPartitionsError(f"{count} partitions; use at least 1")
                 if count > MAX_PARTITIONS_PER_TOPIC:
                     raise errors.InvalidPartitionsError(
-                        f"{count} partitions; at most {MAX_PARTITIONS_PER_TOPIC} per topic")
+                        f"{count} partitions; at most {MAX_PARTITIONS_PER_TOPIC} per topic"
+                    )
                 if not self.metadata.brokers:
                     raise errors.BrokerNotAvailableError("no live brokers")
                 placement = assign_partitions(count, list(self.metadata.brokers))
@@ -326,7 +363,9 @@ class RequestHandlers:
             except NodeExistsError:
                 raise errors.TopicAlreadyExistsError(f"topic {name} already exists") from None
             except Exception as exc:  # ZooKeeper unreachable or slow: the client may retry
-                raise errors.RequestTimedOutError(f"ZooKeeper did not take the topic: {exc!r}") from None
+                raise errors.RequestTimedOutError(
+                    f"ZooKeeper did not take the topic: {exc!r}"
+                ) from None
             log.info("created topic %s with %d partitions", name, len(placement))
             yield self._until(lambda: name in self.metadata.topics, 5.0)
             return NONE, None
@@ -352,8 +391,13 @@ class RequestHandlers:
         results = []
         for t in body["topics"]:
             code, message = yield self._create_topic(
-                t["name"], t["num_partitions"], t["replication_factor"], t["assignments"],
-                t["configs"], body["validate_only"])
+                t["name"],
+                t["num_partitions"],
+                t["replication_factor"],
+                t["assignments"],
+                t["configs"],
+                body["validate_only"],
+            )
             results.append({"name": t["name"], "error_code": code, "error_message": message})
         return {"throttle_time_ms": 0, "topics": results}
 
@@ -382,16 +426,28 @@ class RequestHandlers:
     @defer.inlineCallbacks
     def init_producer_id(self, body, version):
         if body["transactional_id"] is not None:
-            return {"throttle_time_ms": 0, "error_code": errors.InvalidRequestError.code,
-                    "producer_id": -1, "producer_epoch": -1}
+            return {
+                "throttle_time_ms": 0,
+                "error_code": errors.InvalidRequestError.code,
+                "producer_id": -1,
+                "producer_epoch": -1,
+            }
         try:
             producer_id = yield self.cluster.next_producer_id()
         except Exception as exc:
             log.warning("cannot allocate a producer id: %r", exc)
-            return {"throttle_time_ms": 0, "error_code": errors.CoordinatorNotAvailableError.code,
-                    "producer_id": -1, "producer_epoch": -1}
-        return {"throttle_time_ms": 0, "error_code": NONE, "producer_id": producer_id,
-                "producer_epoch": 0}
+            return {
+                "throttle_time_ms": 0,
+                "error_code": errors.CoordinatorNotAvailableError.code,
+                "producer_id": -1,
+                "producer_epoch": -1,
+            }
+        return {
+            "throttle_time_ms": 0,
+            "error_code": NONE,
+            "producer_id": producer_id,
+            "producer_epoch": 0,
+        }
 
 
 def _invalid_record(exc: KafkaError, version: int) -> tuple[int, list | None]:

@@ -61,8 +61,11 @@ class Broker:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
         self.manager.startup()
         self.cluster = ZkCluster(
-            self.config["zookeeper.connect"], self.config["broker.id"], self.advertised[0],
-            self.advertised[1] or self.listen_port, self.reactor,
+            self.config["zookeeper.connect"],
+            self.config["broker.id"],
+            self.advertised[0],
+            self.advertised[1] or self.listen_port,
+            self.reactor,
             session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
         )
@@ -74,8 +77,13 @@ class Broker:
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.start()
         self.manager.start(self.reactor)
-        log.info("broker %d serving on %s:%d (advertised %s:%d)", self.config["broker.id"],
-                 self.listen_host or "*", self.port.getHost().port, *self.advertised)
+        log.info(
+            "broker %d serving on %s:%d (advertised %s:%d)",
+            self.config["broker.id"],
+            self.listen_host or "*",
+            self.port.getHost().port,
+            *self.advertised,
+        )
 
     def _metadata_changed(self, metadata, topics) -> None:
         """Open logs for partitions placed here; delete logs of deleted topics and logs left
@@ -96,8 +104,11 @@ class Broker:
                     continue
                 plog = self.manager.get_log(topic, partition)
                 if plog is not None and topic_id and plog.topic_id not in (None, topic_id):
-                    log.warning("%s-%d holds data of an earlier topic of that name; deleting it",
-                                topic, partition)
+                    log.warning(
+                        "%s-%d holds data of an earlier topic of that name; deleting it",
+                        topic,
+                        partition,
+                    )
                     self.handlers.waiters.wake_all(topic, partition)
                     self.manager.delete_log(topic, partition)
                     plog = None
@@ -108,7 +119,7 @@ class Broker:
 
     def _delete_topic_logs(self, topic: str) -> None:
         deleted = 0
-        for (t, p) in list(self.manager.logs):
+        for t, p in list(self.manager.logs):
             if t == topic:
                 self.handlers.waiters.wake_all(t, p)
                 self.manager.delete_log(t, p, checkpoint=False)
@@ -121,11 +132,16 @@ class Broker:
     def _set_aside_strays(self, metadata) -> None:
         """After the first full view of ZooKeeper: logs of topics that no longer exist (deleted
         while this broker was down) are set aside, not served, and not deleted."""
-        for (topic, partition) in list(self.manager.logs):
+        for topic, partition in list(self.manager.logs):
             if topic not in metadata.topics:
                 aside = self.manager.set_aside_log(topic, partition)
-                log.warning("topic %s no longer exists; its log %s-%d was set aside as %s",
-                            topic, topic, partition, aside)
+                log.warning(
+                    "topic %s no longer exists; its log %s-%d was set aside as %s",
+                    topic,
+                    topic,
+                    partition,
+                    aside,
+                )
 
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
@@ -158,6 +174,8 @@ def run(config: BrokerConfig) -> int:
             reactor.stop()
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: broker.stop() if not failure else None)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: broker.stop() if not failure else None
+    )
     reactor.run()
     return 1 if failure else 0

@@ -19,8 +19,11 @@ from __future__ import annotations
 from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
 
 ZOOKEEPER, KAFKA, LOADER = "zookeeper", "kafka", "loader"
-KINDS = {ZOOKEEPER: "the paper's ZooKeeper consumers", KAFKA: "Kafka clients (coordinated by the brokers)",
-         LOADER: "a warehouse loader"}
+KINDS = {
+    ZOOKEEPER: "the paper's ZooKeeper consumers",
+    KAFKA: "Kafka clients (coordinated by the brokers)",
+    LOADER: "a warehouse loader",
+}
 ANY_VERSION = -1  # commit_owned: set the offset whatever its version (create it if absent)
 
 
@@ -32,7 +35,8 @@ class GroupKindError(RuntimeError):
         super().__init__(
             f"group {group!r} belongs to {KINDS.get(owner, owner)} (kind {owner}), not to "
             f"{KINDS.get(wanted, wanted)}: use another group name, or remove it with "
-            f"'headrace groups delete {group}'")
+            f"'headrace groups delete {group}'"
+        )
 
 
 class OwnershipError(RuntimeError):
@@ -43,13 +47,22 @@ def check_group_name(group: str) -> None:
     """A group name is one ZooKeeper node name under ``/consumers``: ValueError if it is
     empty, ``.`` or ``..``, or holds ``/`` or characters ZooKeeper refuses."""
     if not group or group in (".", "..") or "/" in group:
-        raise ValueError(f"group name {group!r} cannot name a ZooKeeper node: it must not be "
-                         "empty, . or .., or contain /")
-    bad = [c for c in group if c < "\x20" or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\uf8ff"
-           or "\ufff0" <= c <= "\uffff"]
+        raise ValueError(
+            f"group name {group!r} cannot name a ZooKeeper node: it must not be "
+            "empty, . or .., or contain /"
+        )
+    bad = [
+        c
+        for c in group
+        if c < "\x20"
+        or "\x7f" <= c <= "\x9f"
+        or "\ud800" <= c <= "\uf8ff"
+        or "\ufff0" <= c <= "\uffff"
+    ]
     if bad:
-        raise ValueError(f"group name {group!r} holds {bad[0]!r}, which ZooKeeper refuses in a "
-                         "node name")
+        raise ValueError(
+            f"group name {group!r} holds {bad[0]!r}, which ZooKeeper refuses in a node name"
+        )
 
 
 def offset_path(group: str, topic: str, partition: int) -> str:
@@ -131,12 +144,21 @@ def check_owner(client, group: str, topic: str, partition: int, consumer_id: str
         raise OwnershipError(f"{topic}-{partition}: no longer owned by {consumer_id}") from None
     session = client.client_id[0] if client.client_id else None
     if owner.decode() != consumer_id or stat.ephemeralOwner != session:
-        raise OwnershipError(f"{topic}-{partition}: now owned by {owner.decode()}, not {consumer_id}")
+        raise OwnershipError(
+            f"{topic}-{partition}: now owned by {owner.decode()}, not {consumer_id}"
+        )
     return stat
 
 
-def commit_owned(client, group: str, topic: str, partition: int, offset: int, consumer_id: str,
-                 version: int | None = ANY_VERSION) -> int:
+def commit_owned(
+    client,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    consumer_id: str,
+    version: int | None = ANY_VERSION,
+) -> int:
     """Move the partition's committed offset to ``offset`` in one transaction that checks
     this session still owns the partition; ``version`` None creates the node, a version is
     a compare-and-set, ANY_VERSION sets (or creates) it whatever it holds.  Returns the
@@ -156,9 +178,12 @@ def commit_owned(client, group: str, topic: str, partition: int, offset: int, co
     else:
         tx.set_data(wpath, str(offset).encode(), version=version)
     results = tx.commit()
-    failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+    failures = [
+        r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+    ]
     if failures:
-        raise OwnershipError(f"{topic}-{partition}: commit of offset {offset} refused "
-                             f"({type(failures[0]).__name__}): another member moved it or took the partition")
+        raise OwnershipError(
+            f"{topic}-{partition}: commit of offset {offset} refused "
+            f"({type(failures[0]).__name__}): another member moved it or took the partition"
+        )
     return 0 if version is None else results[1].version
-

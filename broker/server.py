@@ -154,8 +154,12 @@ class KafkaServerProtocol(protocol.Protocol):
             self.transport.resumeProducing()
 
     def lengthLimitExceeded(self, length):
-        log.warning("closing %s: request frame of %d bytes is over socket.request.max.bytes (%d)",
-                    self.peer, length, self.MAX_LENGTH)
+        log.warning(
+            "closing %s: request frame of %d bytes is over socket.request.max.bytes (%d)",
+            self.peer,
+            length,
+            self.MAX_LENGTH,
+        )
         self.transport.loseConnection()
         self._closed = True
 
@@ -183,8 +187,9 @@ class KafkaServerProtocol(protocol.Protocol):
         try:
             result = self.handlers.handle(request, self)
         except Exception:
-            log.exception("closing %s: %s v%d handler failed", self.peer, request.api.name,
-                          header.api_version)
+            log.exception(
+                "closing %s: %s v%d handler failed", self.peer, request.api.name, header.api_version
+            )
             self._abort()
             return
         if slot is None:
@@ -197,8 +202,9 @@ class KafkaServerProtocol(protocol.Protocol):
             slot = self._queue_slot(header, request.api)
         if isinstance(result, defer.Deferred):
             slot[5] = result
-            result.addCallbacks(self._completed, self._failed, callbackArgs=(slot,),
-                                errbackArgs=(slot,))
+            result.addCallbacks(
+                self._completed, self._failed, callbackArgs=(slot,), errbackArgs=(slot,)
+            )
         else:
             self._completed(result, slot)
 
@@ -219,8 +225,9 @@ class KafkaServerProtocol(protocol.Protocol):
     def _failed(self, failure, slot):
         if self._closed and failure.check(defer.CancelledError):
             return  # cancelled because the connection went away
-        log.error("closing %s: %s request failed: %s", self.peer, slot[1].name,
-                  failure.getTraceback())
+        log.error(
+            "closing %s: %s request failed: %s", self.peer, slot[1].name, failure.getTraceback()
+        )
         self._abort()
 
     def _enqueue_raw(self, data: bytes):
@@ -235,8 +242,10 @@ class KafkaServerProtocol(protocol.Protocol):
             if self._closed or body is _NO_RESPONSE:
                 continue
             if body is CLOSE_CONNECTION:
-                log.info("closing %s: an acks=0 produce failed; the client will refresh metadata",
-                         self.peer)
+                log.info(
+                    "closing %s: an acks=0 produce failed; the client will refresh metadata",
+                    self.peer,
+                )
                 pending.clear()
                 self._closing = True  # after the responses before it are written
                 self._send_more()
@@ -323,8 +332,11 @@ class KafkaServerProtocol(protocol.Protocol):
         turn of the reactor loop); the rest, and on other transports all of it, through the
         transport."""
         transport = self.transport
-        if self._tcp and len(transport.dataBuffer) <= transport.offset \
-                and not transport._tempDataLen:
+        if (
+            self._tcp
+            and len(transport.dataBuffer) <= transport.offset
+            and not transport._tempDataLen
+        ):
             try:
                 sent = transport.socket.send(data)
             except OSError:  # full (EAGAIN) or broken: Twisted retries or reports it
@@ -346,23 +358,27 @@ class KafkaServerProtocol(protocol.Protocol):
             return False
         while self._out_sent < part.size:
             try:
-                sent = os.sendfile(self._socket, part.fd, part.position + self._out_sent,
-                                   min(part.size - self._out_sent, SEND_CHUNK))
+                sent = os.sendfile(
+                    self._socket,
+                    part.fd,
+                    part.position + self._out_sent,
+                    min(part.size - self._out_sent, SEND_CHUNK),
+                )
             except BlockingIOError:
                 self._wait_writable()
                 return False
             except OSError as exc:
                 if exc.errno in _NO_SENDFILE:
-                    log.info("%s: sendfile refused (%s); sending fetched data by pread",
-                             self.peer, exc)
+                    log.info(
+                        "%s: sendfile refused (%s); sending fetched data by pread", self.peer, exc
+                    )
                     self._socket = None
                     return True
                 log.info("closing %s: sending fetched data failed: %s", self.peer, exc)
                 self._abort()
                 return False
             if sent == 0:  # the file ends before the range does: it was cut under us
-                log.warning("closing %s: segment file is shorter than a fetch expected",
-                            self.peer)
+                log.warning("closing %s: segment file is shorter than a fetch expected", self.peer)
                 self._abort()
                 return False
             self._out_sent += sent

@@ -44,7 +44,9 @@ class BrokerConnection:
 
     def send(self, api_key: int, version: int, body: dict) -> int:
         correlation_id = next(self._ids)
-        self.sock.sendall(frames.encode_request(api_key, version, correlation_id, self.client_id, body))
+        self.sock.sendall(
+            frames.encode_request(api_key, version, correlation_id, self.client_id, body)
+        )
         return correlation_id
 
     def receive(self, api_key: int, version: int, correlation_id: int) -> dict:
@@ -91,4 +93,4 @@ def connect_any(servers: str, timeout: float = 10.0) -> BrokerConnection:
     raise ConnectionError(f"no bootstrap server reachable in {servers}: {last}")
 
 
-__all__ = ["BrokerConnection", "ConnectionClosed", "connect_any", "parse_bootstrap", "API_BY_KEY"]
+__all__ = ["API_BY_KEY", "BrokerConnection", "ConnectionClosed", "connect_any", "parse_bootstrap"]

@@ -105,7 +105,9 @@ class InFlightConnection:
         now = time.monotonic()
         for body, token in requests:
             correlation_id = next(self._ids)
-            out.append(frames.encode_request(api_key, version, correlation_id, self.client_id, body))
+            out.append(
+                frames.encode_request(api_key, version, correlation_id, self.client_id, body)
+            )
             sent.append((correlation_id, api_key, version, token, now))
         self.sock.sendall(b"".join(out))
         if expect_answer:  # only once written: after an OSError the caller has them all back
@@ -141,7 +143,9 @@ class InFlightConnection:
                 break
             correlation_id, api_key, version, token, _ = self.pending[0]
             try:
-                got, body = frames.decode_response(api_key, version, bytes(buf[pos + 4 : pos + 4 + size]))
+                got, body = frames.decode_response(
+                    api_key, version, bytes(buf[pos + 4 : pos + 4 + size])
+                )
             except DECODE_ERRORS as exc:
                 error = exc
                 break
@@ -168,9 +172,14 @@ class InFlightConnection:
 class ClusterClient:
     """Metadata and connections for producers and consumers; safe to share between threads."""
 
-    def __init__(self, bootstrap_servers: str | None = None, zookeeper: str | None = None,
-                 client_id: str = "headrace", request_timeout: float = 30.0,
-                 metadata_max_age: float = 300.0):
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        zookeeper: str | None = None,
+        client_id: str = "headrace",
+        request_timeout: float = 30.0,
+        metadata_max_age: float = 300.0,
+    ):
         if not bootstrap_servers and not zookeeper:
             raise ValueError("give bootstrap_servers or zookeeper")
         self.bootstrap_servers = bootstrap_servers
@@ -203,11 +212,17 @@ class ClusterClient:
             seeds = brokers_from_zookeeper(self.zookeeper)
         for host, port in seeds:
             try:
-                with BrokerConnection(host, port, timeout=self.request_timeout,
-                                      client_id=self.client_id) as conn:
-                    body = conn.request(METADATA, 8, {
-                        "topics": None if topics is None else [{"name": t} for t in topics],
-                        "allow_auto_topic_creation": allow_auto_create})
+                with BrokerConnection(
+                    host, port, timeout=self.request_timeout, client_id=self.client_id
+                ) as conn:
+                    body = conn.request(
+                        METADATA,
+                        8,
+                        {
+                            "topics": None if topics is None else [{"name": t} for t in topics],
+                            "allow_auto_topic_creation": allow_auto_create,
+                        },
+                    )
             except OSError as exc:
                 last = exc
                 continue
@@ -226,7 +241,9 @@ class ClusterClient:
             for t in body["topics"]:
                 self.topic_errors[t["name"]] = t["error_code"]
                 if t["error_code"] == 0 or t["partitions"]:
-                    self.topics[t["name"]] = {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
+                    self.topics[t["name"]] = {
+                        p["partition_index"]: p["leader_id"] for p in t["partitions"]
+                    }
                 else:
                     self.topics.pop(t["name"], None)
             self._refreshed = time.monotonic()
@@ -236,7 +253,10 @@ class ClusterClient:
         of a topic that was just created."""
         deadline = time.monotonic() + wait
         while True:
-            if topic not in self.topics or time.monotonic() - self._refreshed > self.metadata_max_age:
+            if (
+                topic not in self.topics
+                or time.monotonic() - self._refreshed > self.metadata_max_age
+            ):
                 self.refresh([topic])
             parts = self.topics.get(topic)
             if parts:
@@ -264,7 +284,9 @@ class ClusterClient:
                 if node_id not in self.brokers:
                     raise NoBrokersError(f"broker {node_id} is not known")
                 host, port = self.brokers[node_id]
-                pooled = self._pool[node_id] = _Pooled(host, port, self.request_timeout, self.client_id)
+                pooled = self._pool[node_id] = _Pooled(
+                    host, port, self.request_timeout, self.client_id
+                )
             return pooled
 
     def request(self, node_id: int, api_key: int, version: int, body: dict) -> dict:
@@ -292,9 +314,27 @@ class ClusterClient:
         if leader < 0:
             self.refresh([topic])
             leader = self.leader(topic, partition)
-        body = self.request(leader, LIST_OFFSETS, 5, {
-            "replica_id": -1, "isolation_level": 0, "topics": [{"name": topic, "partitions": [
-                {"partition_index": partition, "current_leader_epoch": -1, "timestamp": timestamp}]}]})
+        body = self.request(
+            leader,
+            LIST_OFFSETS,
+            5,
+            {
+                "replica_id": -1,
+                "isolation_level": 0,
+                "topics": [
+                    {
+                        "name": topic,
+                        "partitions": [
+                            {
+                                "partition_index": partition,
+                                "current_leader_epoch": -1,
+                                "timestamp": timestamp,
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
         p = body["topics"][0]["partitions"][0]
         if p["error_code"]:
             raise error_for_code(p["error_code"])(f"ListOffsets {topic}-{partition}")

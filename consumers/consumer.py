@@ -29,7 +29,8 @@ import bisect
 import logging
 import time
 from collections import deque
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from broker.protocol.errors import (
     CorruptMessageError,
@@ -63,11 +64,19 @@ class CorruptBatchError(CorruptMessageError):
     ``first_offset``/``last_offset`` (the batch's offsets), ``raw`` (its bytes) and ``reason``;
     ``consumer.seek(err.topic, err.partition, err.next_offset)`` skips it."""
 
-    def __init__(self, topic: str, partition: int, first_offset: int, last_offset: int,
-                 reason: str, raw: bytes):
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        reason: str,
+        raw: bytes,
+    ):
         super().__init__(
             f"{topic}-{partition}: the record batch at offsets {first_offset}..{last_offset} "
-            f"cannot be decoded ({reason}); seek to {last_offset + 1} to skip it")
+            f"cannot be decoded ({reason}); seek to {last_offset + 1} to skip it"
+        )
         self.topic, self.partition = topic, partition
         self.first_offset, self.last_offset = first_offset, last_offset
         self.reason, self.raw = reason, raw
@@ -80,11 +89,19 @@ class CorruptBatchError(CorruptMessageError):
 
 def _undecodable(topic: str, partition: int, data, pos: int, header, exc: KafkaError):
     reason = exc.args[0] if exc.args else exc.description
-    return CorruptBatchError(topic, partition, header.base_offset, header.last_offset, reason,
-                             bytes(data[pos:pos + header.size]))
+    return CorruptBatchError(
+        topic,
+        partition,
+        header.base_offset,
+        header.last_offset,
+        reason,
+        bytes(data[pos : pos + header.size]),
+    )
 
 
-def decode_messages(topic: str, partition: int, data, from_offset: int) -> tuple[list[Message], int]:
+def decode_messages(
+    topic: str, partition: int, data, from_offset: int
+) -> tuple[list[Message], int]:
     """Messages in fetched bytes at or after ``from_offset``, and the offset to fetch next.
     A batch that cannot be decoded ends the messages before it (the next fetch starts there),
     or raises CorruptBatchError when it comes first."""
@@ -114,27 +131,39 @@ class Block:
     """A run of one partition's records as parallel lists, in offset order: what
     ``Consumer(columnar=True)`` returns instead of one Message per record."""
 
-    __slots__ = ("topic", "partition", "offsets", "timestamps", "keys", "values")
+    __slots__ = ("keys", "offsets", "partition", "timestamps", "topic", "values")
 
-    def __init__(self, topic: str, partition: int, offsets: list, timestamps: list, keys: list,
-                 values: list):
+    def __init__(
+        self, topic: str, partition: int, offsets: list, timestamps: list, keys: list, values: list
+    ):
         self.topic, self.partition = topic, partition
         self.offsets, self.timestamps, self.keys, self.values = offsets, timestamps, keys, values
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def __getitem__(self, index: slice) -> "Block":
-        return Block(self.topic, self.partition, self.offsets[index], self.timestamps[index],
-                     self.keys[index], self.values[index])
+    def __getitem__(self, index: slice) -> Block:
+        return Block(
+            self.topic,
+            self.partition,
+            self.offsets[index],
+            self.timestamps[index],
+            self.keys[index],
+            self.values[index],
+        )
 
     @classmethod
-    def of(cls, messages: list) -> "Block":
+    def of(cls, messages: list) -> Block:
         """The block of Messages of one partition."""
         first = messages[0]
-        return cls(first.topic, first.partition, [m.offset for m in messages],
-                   [m.timestamp for m in messages], [m.key for m in messages],
-                   [m.value for m in messages])
+        return cls(
+            first.topic,
+            first.partition,
+            [m.offset for m in messages],
+            [m.timestamp for m in messages],
+            [m.key for m in messages],
+            [m.value for m in messages],
+        )
 
 
 def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Block | None, int]:
@@ -160,9 +189,11 @@ def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Bl
         next_offset = max(next_offset, header.next_offset)
     if not columns.offsets:
         return None, next_offset
-    block = Block(topic, partition, columns.offsets, columns.timestamps, columns.keys, columns.values)
+    block = Block(
+        topic, partition, columns.offsets, columns.timestamps, columns.keys, columns.values
+    )
     if block.offsets[0] < from_offset:
-        block = block[bisect.bisect_left(block.offsets, from_offset):]
+        block = block[bisect.bisect_left(block.offsets, from_offset) :]
     return (block if len(block) else None), next_offset
 
 
@@ -222,8 +253,9 @@ class Consumer:
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.positions[(topic, partition)] = self._resolve(topic, partition, offset)
         self._corrupt.pop((topic, partition), None)
-        self._buffer = deque(chunk for chunk in self._buffer
-                             if _partition_of(chunk) != (topic, partition))
+        self._buffer = deque(
+            chunk for chunk in self._buffer if _partition_of(chunk) != (topic, partition)
+        )
 
     def position(self, topic: str, partition: int) -> int:
         return self.positions[(topic, partition)]
@@ -307,22 +339,36 @@ class Consumer:
     def _fetch_body(self, keys, positions, wait_ms: int) -> dict:
         topics: dict[str, list] = {}
         for topic, partition in keys:
-            topics.setdefault(topic, []).append({
-                "partition": partition, "current_leader_epoch": -1,
-                "fetch_offset": positions[(topic, partition)], "log_start_offset": -1,
-                "partition_max_bytes": self.max_partition_fetch_bytes})
-        return {"replica_id": -1, "max_wait_ms": wait_ms, "min_bytes": self.min_bytes,
-                "max_bytes": self.fetch_max_bytes, "isolation_level": 0, "session_id": 0,
-                "session_epoch": -1, "topics": [{"topic": t, "partitions": p} for t, p in topics.items()],
-                "forgotten_topics_data": [], "rack_id": ""}
+            topics.setdefault(topic, []).append(
+                {
+                    "partition": partition,
+                    "current_leader_epoch": -1,
+                    "fetch_offset": positions[(topic, partition)],
+                    "log_start_offset": -1,
+                    "partition_max_bytes": self.max_partition_fetch_bytes,
+                }
+            )
+        return {
+            "replica_id": -1,
+            "max_wait_ms": wait_ms,
+            "min_bytes": self.min_bytes,
+            "max_bytes": self.fetch_max_bytes,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [{"topic": t, "partitions": p} for t, p in topics.items()],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
 
     def _connection(self, leader: int) -> BrokerConnection:
         """The consumer's own connection to a broker (requests may be left in flight on it)."""
         conn = self._conns.get(leader)
         if conn is None:
             host, port = self.cluster.brokers[leader]
-            conn = self._conns[leader] = BrokerConnection(host, port, self.cluster.request_timeout,
-                                                          self.cluster.client_id)
+            conn = self._conns[leader] = BrokerConnection(
+                host, port, self.cluster.request_timeout, self.cluster.client_id
+            )
         return conn
 
     def _drop_connection(self, leader: int) -> None:
@@ -344,7 +390,8 @@ class Consumer:
                 if inflight is not None:  # positions changed: that answer is of no use
                     self._drop_connection(leader)
                 correlation_id = self._connection(leader).send(
-                    FETCH, 11, self._fetch_body(keys, wanted, wait_ms))
+                    FETCH, 11, self._fetch_body(keys, wanted, wait_ms)
+                )
             response = self._connection(leader).receive(FETCH, 11, correlation_id)
         except (OSError, ValueError, KafkaError) as exc:
             log.warning("fetch from broker %d failed: %s; refreshing metadata", leader, exc)
@@ -369,7 +416,9 @@ class Consumer:
                 ahead[key] = max(ahead[key], batches[-1][1].next_offset)
         if clean and not self._paused.intersection(keys):
             try:
-                next_id = self._connection(leader).send(FETCH, 11, self._fetch_body(keys, ahead, wait_ms))
+                next_id = self._connection(leader).send(
+                    FETCH, 11, self._fetch_body(keys, ahead, wait_ms)
+                )
                 self._inflight[leader] = (next_id, ahead)
             except OSError:
                 self._drop_connection(leader)
@@ -394,11 +443,15 @@ class Consumer:
         records = p["records"]
         if not records:
             return
-        decode = (self.columnar if callable(self.columnar) else decode_block) if self.columnar \
+        decode = (
+            (self.columnar if callable(self.columnar) else decode_block)
+            if self.columnar
             else decode_messages
+        )
         try:
-            messages, next_offset = decode(topic, p["partition_index"], bytes(records),
-                                           self.positions[key])
+            messages, next_offset = decode(
+                topic, p["partition_index"], bytes(records), self.positions[key]
+            )
         except CorruptBatchError as exc:
             log.error("CORRUPT BATCH: %s", exc)
             self._corrupt[key] = exc
@@ -412,15 +465,25 @@ class Consumer:
         if self.auto_offset_reset == "none":
             error = OffsetOutOfRangeError(
                 f"offset {position} of {topic}-{partition} is out of range "
-                f"(log start {p['log_start_offset']}, end {p['high_watermark']})")
+                f"(log start {p['log_start_offset']}, end {p['high_watermark']})"
+            )
             error.topic, error.partition, error.position = topic, partition, position
             error.log_start, error.log_end = p["log_start_offset"], p["high_watermark"]
             raise error
-        new = self._resolve(topic, partition, EARLIEST if self.auto_offset_reset == "earliest" else LATEST)
-        log.error("OFFSET OUT OF RANGE: %s-%d offset %d is outside [%d, %d]; reset to %s offset %d%s",
-                  topic, partition, position, p["log_start_offset"], p["high_watermark"],
-                  self.auto_offset_reset, new,
-                  f" ({new - position} messages skipped)" if new > position else "")
+        new = self._resolve(
+            topic, partition, EARLIEST if self.auto_offset_reset == "earliest" else LATEST
+        )
+        log.error(
+            "OFFSET OUT OF RANGE: %s-%d offset %d is outside [%d, %d]; reset to %s offset %d%s",
+            topic,
+            partition,
+            position,
+            p["log_start_offset"],
+            p["high_watermark"],
+            self.auto_offset_reset,
+            new,
+            f" ({new - position} messages skipped)" if new > position else "",
+        )
         self.positions[(topic, partition)] = new
 
     def _refresh_quietly(self, topics: list[str]) -> None:

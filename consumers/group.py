@@ -115,7 +115,9 @@ class GroupConsumer:
         self.group = group
         self.kind = kind
         self.topics = sorted(set(topics))
-        self.consumer_id = consumer_id or f"{group}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.consumer_id = (
+            consumer_id or f"{group}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         self.reset = _RESETS[auto_offset_reset]
         self.auto_commit_interval = auto_commit_interval_ms / 1000.0
         self.rebalance_backoff = rebalance_backoff_ms / 1000.0
@@ -125,13 +127,20 @@ class GroupConsumer:
         self.auto_commit = auto_commit
         self.on_assign = on_assign
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
-        self.cluster = ClusterClient(bootstrap_servers, zookeeper if not bootstrap_servers else None)
+        self.cluster = ClusterClient(
+            bootstrap_servers, zookeeper if not bootstrap_servers else None
+        )
         # consumer_options (Consumer's keyword arguments) override these: the loaders, say,
         # want offsets out of range reported ("none"), not reset
-        self.consumer = Consumer(cluster=self.cluster, **{
-            "fetch_max_wait_ms": fetch_max_wait_ms, "columnar": columnar,
-            "auto_offset_reset": "earliest" if self.reset == EARLIEST else "latest",
-            **(consumer_options or {})})
+        self.consumer = Consumer(
+            cluster=self.cluster,
+            **{
+                "fetch_max_wait_ms": fetch_max_wait_ms,
+                "columnar": columnar,
+                "auto_offset_reset": "earliest" if self.reset == EARLIEST else "latest",
+                **(consumer_options or {}),
+            },
+        )
         self.owned: dict[str, list[int]] = {}
         self.state = "joining"
         self.rebalances = 0
@@ -150,7 +159,7 @@ class GroupConsumer:
 
     # --- joining -------------------------------------------------------------------------
 
-    def start(self) -> "GroupConsumer":
+    def start(self) -> GroupConsumer:
         """Connect, register in the group, watch the registries, and do the first rebalance.
         GroupKindError if the group name belongs to another kind of group."""
         self.zk.add_listener(self._on_state)
@@ -173,8 +182,14 @@ class GroupConsumer:
         return self
 
     def _register(self) -> None:
-        data = json.dumps({"version": 1, "subscription": {t: 1 for t in self.topics},
-                           "pattern": "static", "timestamp": str(int(time.time() * 1000))}).encode()
+        data = json.dumps(
+            {
+                "version": 1,
+                "subscription": {t: 1 for t in self.topics},
+                "pattern": "static",
+                "timestamp": str(int(time.time() * 1000)),
+            }
+        ).encode()
         path = f"{self._base}/ids/{self.consumer_id}"
         try:
             self.zk.create(path, data, ephemeral=True)
@@ -212,8 +227,11 @@ class GroupConsumer:
 
     def _rebalance_if_needed(self) -> None:
         if self._lost.is_set() and not self._suspended.is_set():
-            log.warning("%s: ZooKeeper session was lost; dropping uncommitted offsets and "
-                        "registering again", self.consumer_id)
+            log.warning(
+                "%s: ZooKeeper session was lost; dropping uncommitted offsets and "
+                "registering again",
+                self.consumer_id,
+            )
             self.owned = {}
             self._forget_progress()
             self.consumer.assign([])
@@ -282,8 +300,12 @@ class GroupConsumer:
         # the starting offsets are committed too, so a reset to the latest offset sticks
         self._finished = {(t, p): self.consumer.position(t, p) for t, p, _ in assignments}
         self.state = "consuming"
-        log.info("%s: owns %s after rebalance %d", self.consumer_id,
-                 {t: ps for t, ps in wanted.items()}, self.rebalances)
+        log.info(
+            "%s: owns %s after rebalance %d",
+            self.consumer_id,
+            {t: ps for t, ps in wanted.items()},
+            self.rebalances,
+        )
 
     def _claim(self, wanted: dict[str, list[int]]) -> bool:
         """Claim every wanted partition; a collision is retried after a back-off, forever,
@@ -347,8 +369,12 @@ class GroupConsumer:
         try:
             return read_offset(self.zk, self.group, topic, partition)
         except ValueError as exc:
-            log.warning("%s: %s; starting from %s", self.consumer_id, exc,
-                        "the earliest" if self.reset == EARLIEST else "the latest")
+            log.warning(
+                "%s: %s; starting from %s",
+                self.consumer_id,
+                exc,
+                "the earliest" if self.reset == EARLIEST else "the latest",
+            )
             return None, ANY_VERSION
 
     # --- consuming -----------------------------------------------------------------------
@@ -373,7 +399,10 @@ class GroupConsumer:
                 self._finish({key: end})
                 if self.state == "closed":
                     return
-                if self.auto_commit and time.monotonic() - self._last_commit >= self.auto_commit_interval:
+                if (
+                    self.auto_commit
+                    and time.monotonic() - self._last_commit >= self.auto_commit_interval
+                ):
                     self._write(self._finished)  # a long batch is committed as it goes
 
     def _fetch(self, timeout: float, max_messages: int) -> list[Message]:
@@ -419,8 +448,9 @@ class GroupConsumer:
             if self._committed.get(key) == offset or key not in self._versions:
                 continue
             try:
-                self._versions[key] = commit_owned(self.zk, self.group, *key, offset, self.consumer_id,
-                                                   self._versions[key])
+                self._versions[key] = commit_owned(
+                    self.zk, self.group, *key, offset, self.consumer_id, self._versions[key]
+                )
                 self._committed[key] = offset
             except OwnershipError as exc:  # lost the partition (or a hand moved the offset)
                 log.warning("%s: not committed: %s; rebalancing", self.consumer_id, exc)

@@ -10,7 +10,7 @@ import random
 import struct
 import threading
 
-__all__ = ["murmur2", "to_positive", "partition_for_key", "Partitioner"]
+__all__ = ["Partitioner", "murmur2", "partition_for_key", "to_positive"]
 
 _MASK = 0xFFFFFFFF
 _SEED = 0x9747B28C

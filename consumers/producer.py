@@ -38,8 +38,9 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from broker.protocol import compression as codecs
 from broker.protocol.errors import (
@@ -87,9 +88,24 @@ _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against a batch f
 
 
 class _Batch:
-    __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "not_before",
-                 "done", "error", "base_offset", "log_append_time", "callbacks", "sequence", "data",
-                 "producer_id", "number")
+    __slots__ = (
+        "attempts",
+        "base_offset",
+        "callbacks",
+        "created",
+        "data",
+        "done",
+        "error",
+        "log_append_time",
+        "not_before",
+        "number",
+        "partition",
+        "producer_id",
+        "records",
+        "sequence",
+        "size",
+        "topic",
+    )
 
     def __init__(self, topic, partition, now, number=0):
         self.topic, self.partition = topic, partition
@@ -148,7 +164,7 @@ class DeliveryFuture:
             raise FutureTimeoutError()
         return self._batch.error
 
-    def add_done_callback(self, fn: Callable[["DeliveryFuture"], None]) -> None:
+    def add_done_callback(self, fn: Callable[[DeliveryFuture], None]) -> None:
         batch = self._batch
         with _CALLBACKS_LOCK:
             if batch.callbacks is not None:
@@ -202,12 +218,16 @@ class Producer:
         self.idempotent = enable_idempotence
         self.max_in_flight = max(1, max_in_flight_requests_per_connection)
         if self.idempotent and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
-            raise ValueError(f"enable_idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} "
-                             "requests in flight per connection")
+            raise ValueError(
+                f"enable_idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} "
+                "requests in flight per connection"
+            )
         self._producer_id = self._producer_epoch = -1
         self._next_seq: dict[tuple[str, int], int] = {}
         self._reset_needed = False
-        self._failed_at: dict[tuple[str, int], int] = {}  # partition -> sequence that failed for good
+        self._failed_at: dict[
+            tuple[str, int], int
+        ] = {}  # partition -> sequence that failed for good
         self.codec = codecs.codec_by_name(compression)
         self.linger = linger_ms / 1000.0
         self.batch_size = max(1, batch_size)
@@ -218,8 +238,12 @@ class Producer:
         self.delivery_timeout = delivery_timeout_ms / 1000.0
         self.request_timeout_ms = int(request_timeout_ms)
         self.max_request_size = max_request_size
-        self.cluster = cluster or ClusterClient(bootstrap_servers, zookeeper, client_id=client_id,
-                                                request_timeout=request_timeout_ms / 1000.0)
+        self.cluster = cluster or ClusterClient(
+            bootstrap_servers,
+            zookeeper,
+            client_id=client_id,
+            request_timeout=request_timeout_ms / 1000.0,
+        )
         self._own_cluster = cluster is None
         self._sticky: dict[str, int] = {}  # topic -> partition for unkeyed messages
         self._sticky_turn: dict[str, int] = {}
@@ -247,9 +271,15 @@ class Producer:
 
     # --- the caller's side ---------------------------------------------------------------
 
-    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: list[tuple[str, bytes | None]] | None = None, partition: int | None = None,
-             timestamp: int | None = None) -> DeliveryFuture:
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> DeliveryFuture:
         """Queue a message; its DeliveryFuture resolves once the broker has it.
 
         The first message to a topic waits (up to ``max_block_ms``) for its metadata; if no
@@ -260,15 +290,21 @@ class Producer:
         if headers:
             size += sum(len(k) + (len(v) if v else 0) + 4 for k, v in headers)
         if size + 61 > self.max_request_size:
-            return _Failed(topic, MessageTooLargeError(
-                f"a message of about {size} bytes exceeds max_request_size {self.max_request_size}"))
+            return _Failed(
+                topic,
+                MessageTooLargeError(
+                    f"a message of about {size} bytes exceeds max_request_size {self.max_request_size}"
+                ),
+            )
         if partition is None:
             if key is None:
                 partition = self._sticky.get(topic)
                 if partition is None:
                     partition = self._next_sticky(topic)
             else:
-                partition = partition_for_key(key, len(self.cluster.partitions(topic, wait=self.max_block)))
+                partition = partition_for_key(
+                    key, len(self.cluster.partitions(topic, wait=self.max_block))
+                )
         if timestamp is None:
             timestamp = int(time.time() * 1000)
         with self._lock:
@@ -278,8 +314,9 @@ class Producer:
             if batch is None or batch.size + size > self.batch_size:
                 if batch is not None:
                     self._seal(batch)
-                batch = self._open[(topic, partition)] = _Batch(topic, partition, time.monotonic(),
-                                                                 next(self._numbers))
+                batch = self._open[(topic, partition)] = _Batch(
+                    topic, partition, time.monotonic(), next(self._numbers)
+                )
                 if len(self._open) == 1:
                     self._wake()
             records = batch.records
@@ -354,7 +391,8 @@ class Producer:
                         break
                     self._lock.wait(0.05 if left is None else min(left, 0.05))
                 return sum(len(b.records) for b in self._open.values()) + sum(
-                    len(b.records) for part in self._partitions.values() for b in part.queue)
+                    len(b.records) for part in self._partitions.values() for b in part.queue
+                )
             finally:
                 self._flushing -= 1
 
@@ -403,13 +441,15 @@ class Producer:
                 except Exception:  # never let the sender thread die
                     log.exception("producer sender failed; failing the batches in flight")
                     for leader in list(self._conns):
-                        self._drop(leader, RequestTimedOutError("the producer's sender failed"),
-                                   fail=True)
+                        self._drop(
+                            leader, RequestTimedOutError("the producer's sender failed"), fail=True
+                        )
                     time.sleep(self.retry_backoff)
         finally:
             for leader in list(self._conns):
-                self._drop(leader, RequestTimedOutError("the producer closed before delivery"),
-                           fail=True)
+                self._drop(
+                    leader, RequestTimedOutError("the producer closed before delivery"), fail=True
+                )
             self._selector.close()
 
     def _turn(self) -> bool:
@@ -455,15 +495,23 @@ class Producer:
     def _collect_now(self) -> tuple[dict[int, list[list[_Batch]]], list[_Batch]]:
         """``_collect`` unless the sender must not send now (closing, numbering again)."""
         with self._lock:
-            if self._reset_needed or self._closed or not self._queued or (
-                    self.idempotent and self._producer_id < 0):
+            if (
+                self._reset_needed
+                or self._closed
+                or not self._queued
+                or (self.idempotent and self._producer_id < 0)
+            ):
                 return {}, []
             return self._collect(time.monotonic())
 
     def _dispatch(self, requests: dict[int, list[list[_Batch]]], expired: list[_Batch]) -> None:
         for batch in expired:
-            self._fail(batch, RequestTimedOutError("not delivered within delivery_timeout_ms: "
-                                                   "its partition has no leader"))
+            self._fail(
+                batch,
+                RequestTimedOutError(
+                    "not delivered within delivery_timeout_ms: its partition has no leader"
+                ),
+            )
         for leader, batches in requests.items():
             self._send_requests(leader, batches)
 
@@ -476,8 +524,11 @@ class Producer:
 
     def _next_wakeup(self, now: float) -> float:
         waits = [b.created + self.linger - now for b in self._open.values()]
-        waits += [p.queue[0].not_before - now for p in self._partitions.values()
-                  if p.queue and p.queue[0].not_before > now]
+        waits += [
+            p.queue[0].not_before - now
+            for p in self._partitions.values()
+            if p.queue and p.queue[0].not_before > now
+        ]
         return max(0.0005, min(waits)) if waits else 0.5
 
     def _collect(self, now: float) -> tuple[dict[int, list[list[_Batch]]], list[_Batch]]:
@@ -518,8 +569,11 @@ class Producer:
                     break
                 batch = queue[0]
                 pid = batch.producer_id if batch.data is not None else self._producer_id
-                if batch.not_before > now or (part.in_flight and part.producer_id != pid) or (
-                        request and sized[i] + batch.size > self.max_request_size):
+                if (
+                    batch.not_before > now
+                    or (part.in_flight and part.producer_id != pid)
+                    or (request and sized[i] + batch.size > self.max_request_size)
+                ):
                     break
                 queue.popleft()
                 request.append(batch)
@@ -528,7 +582,9 @@ class Producer:
                 part.producer_id = pid
                 self._queued -= 1
                 self._in_flight += 1
-        return {leader: [r for r in reqs if r] for leader, reqs in requests.items() if reqs and reqs[0]}, expired
+        return {
+            leader: [r for r in reqs if r] for leader, reqs in requests.items() if reqs and reqs[0]
+        }, expired
 
     def _send_requests(self, leader: int, requests: list[list[_Batch]]) -> None:
         """Write requests to the leader without waiting for answers (acks=0: they are done)."""
@@ -537,12 +593,20 @@ class Producer:
             topics: dict[str, list] = {}
             for batch in request:
                 topics.setdefault(batch.topic, []).append(
-                    {"index": batch.partition, "records": self._batch_bytes(batch)})
+                    {"index": batch.partition, "records": self._batch_bytes(batch)}
+                )
                 batch.attempts += 1
-            bodies.append(({"transactional_id": None, "acks": self.acks,
-                            "timeout_ms": self.request_timeout_ms,
-                            "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()]},
-                           request))
+            bodies.append(
+                (
+                    {
+                        "transactional_id": None,
+                        "acks": self.acks,
+                        "timeout_ms": self.request_timeout_ms,
+                        "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()],
+                    },
+                    request,
+                )
+            )
         conn = self._conns.get(leader)
         sent = 0
         try:
@@ -579,11 +643,21 @@ class Producer:
             if conn is None:
                 continue
             answers, error = conn.read()
-            settled = [(request, {(t["name"], p["index"]): p for t in body["responses"]
-                                  for p in t["partition_responses"]}) for request, body in answers]
+            settled = [
+                (
+                    request,
+                    {
+                        (t["name"], p["index"]): p
+                        for t in body["responses"]
+                        for p in t["partition_responses"]
+                    },
+                )
+                for request, body in answers
+            ]
             freed = error is None and all(
                 len(got) == len(request) and all(p["error_code"] == 0 for p in got.values())
-                for request, got in settled)
+                for request, got in settled
+            )
             if freed and settled:
                 # Every batch got in: free their places in flight and send what follows
                 # before settling them, so that the broker works while the callbacks run.
@@ -598,8 +672,12 @@ class Producer:
         now = time.monotonic()
         for leader, conn in list(self._conns.items()):
             if conn.expired(now):
-                self._drop(leader, RequestTimedOutError(
-                    f"no answer within request_timeout_ms ({self.request_timeout_ms})"))
+                self._drop(
+                    leader,
+                    RequestTimedOutError(
+                        f"no answer within request_timeout_ms ({self.request_timeout_ms})"
+                    ),
+                )
 
     def _drop(self, leader: int, error: Exception, fail: bool = False) -> None:
         """Close a broker's connection; what it had in flight is retried (or failed)."""
@@ -647,10 +725,13 @@ class Producer:
                 batch.sequence = self._next_seq.get(key, 0)
                 self._next_seq[key] = (batch.sequence + len(batch.records)) % _SEQUENCE_MODULUS
                 batch.producer_id = self._producer_id
-                batch.data = build_batch(batch.records, compression_type=self.codec,
-                                         producer_id=self._producer_id,
-                                         producer_epoch=self._producer_epoch,
-                                         base_sequence=batch.sequence)
+                batch.data = build_batch(
+                    batch.records,
+                    compression_type=self.codec,
+                    producer_id=self._producer_id,
+                    producer_epoch=self._producer_epoch,
+                    base_sequence=batch.sequence,
+                )
             else:
                 batch.data = build_batch(batch.records, compression_type=self.codec)
         return batch.data
@@ -680,7 +761,9 @@ class Producer:
         """Take a producer id before the first numbered batch goes out; while no broker gives
         one, batches wait (up to delivery_timeout_ms) and metadata is refreshed."""
         with self._lock:
-            leaders = [self.cluster.leader(*key) for key, part in self._partitions.items() if part.queue]
+            leaders = [
+                self.cluster.leader(*key) for key, part in self._partitions.items() if part.queue
+            ]
         nodes = [n for n in leaders if n >= 0] or list(self.cluster.brokers)
         if nodes and self._init_producer_id(nodes[0]):
             return
@@ -693,15 +776,21 @@ class Producer:
                     self._queued -= 1
                 self._stale_topics.update(b.topic for b in part.queue)
         for batch in expired:
-            self._fail(batch, RequestTimedOutError("not delivered within delivery_timeout_ms: "
-                                                   "no producer id"))
+            self._fail(
+                batch,
+                RequestTimedOutError("not delivered within delivery_timeout_ms: no producer id"),
+            )
         time.sleep(self.retry_backoff)
 
     def _init_producer_id(self, node_id: int) -> bool:
         """InitProducerId: a producer id (epoch 0) for the sequences to follow."""
         try:
-            body = self.cluster.request(node_id, INIT_PRODUCER_ID, 1,
-                                        {"transactional_id": None, "transaction_timeout_ms": -1})
+            body = self.cluster.request(
+                node_id,
+                INIT_PRODUCER_ID,
+                1,
+                {"transactional_id": None, "transaction_timeout_ms": -1},
+            )
         except (OSError, ValueError, KafkaError) as exc:
             log.debug("InitProducerId at broker %d failed: %r", node_id, exc)
             return False
@@ -737,7 +826,9 @@ class Producer:
         part = self._partitions[(batch.topic, batch.partition)]
         part.troubled = True
         if time.monotonic() - batch.created > self.delivery_timeout:
-            self._fail(batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}"))
+            self._fail(
+                batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}")
+            )
             return
         log.debug("retrying %s-%d: %s", batch.topic, batch.partition, why)
         batch.not_before = time.monotonic() + self.retry_backoff

@@ -55,7 +55,7 @@ from .producer import Producer, ProducerClosedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Shipper", "StateError", "run", "main", "add_arguments", "write_atomically"]
+__all__ = ["Shipper", "StateError", "add_arguments", "main", "run", "write_atomically"]
 
 STATE_VERSION = 1
 _CHUNK = 256 * 1024
@@ -103,11 +103,18 @@ def load_state(path: str | os.PathLike) -> list[dict]:
         doc = json.loads(text)
         entries = []
         for e in doc["files"]:
-            entries.append({"path": str(e["path"]), "dev": int(e["dev"]), "ino": int(e["ino"]),
-                            "offset": int(e["offset"])})
+            entries.append(
+                {
+                    "path": str(e["path"]),
+                    "dev": int(e["dev"]),
+                    "ino": int(e["ino"]),
+                    "offset": int(e["offset"]),
+                }
+            )
     except (ValueError, KeyError, TypeError) as exc:
-        raise StateError(f"the state file {path} is not a shipper state ({exc!r}); "
-                         "move it away to start over") from exc
+        raise StateError(
+            f"the state file {path} is not a shipper state ({exc!r}); move it away to start over"
+        ) from exc
     return entries
 
 
@@ -118,8 +125,21 @@ def _has_magic(pattern: str) -> bool:
 class _Tail:
     """One followed file (an inode), from discovery until it is gone and fully acknowledged."""
 
-    __slots__ = ("path", "fd", "dev", "ino", "read_pos", "pending", "committed", "inflight",
-                 "inflight_bytes", "orphaned_since", "last_data", "retry_at", "failures")
+    __slots__ = (
+        "committed",
+        "dev",
+        "failures",
+        "fd",
+        "inflight",
+        "inflight_bytes",
+        "ino",
+        "last_data",
+        "orphaned_since",
+        "path",
+        "pending",
+        "read_pos",
+        "retry_at",
+    )
 
     def __init__(self, path: str, fd: int, st: os.stat_result, position: int):
         self.path = path
@@ -199,8 +219,12 @@ class Shipper:
         if producer is None:
             if not bootstrap_servers and not zookeeper:
                 raise ValueError("give bootstrap_servers or zookeeper")
-            config = {"acks": acks, "compression": compression, "max_block_ms": 10_000,
-                      "enable_idempotence": enable_idempotence}
+            config = {
+                "acks": acks,
+                "compression": compression,
+                "max_block_ms": 10_000,
+                "enable_idempotence": enable_idempotence,
+            }
             config.update(producer_config or {})
             producer = Producer(bootstrap_servers, zookeeper, **config)
         self.producer = producer
@@ -285,8 +309,12 @@ class Shipper:
                 self._collect(tail)
             unacked = sum(len(t.inflight) for t in self._tails.values())
             if unacked:
-                log.warning("%d lines were not acknowledged within %.0f s; they are sent again "
-                            "on the next start", unacked, timeout)
+                log.warning(
+                    "%d lines were not acknowledged within %.0f s; they are sent again "
+                    "on the next start",
+                    unacked,
+                    timeout,
+                )
             if self._started:
                 self.commit()
         finally:
@@ -323,8 +351,9 @@ class Shipper:
         more = False
         if now >= self._send_retry_at:
             # rotated-away files first: their lines came before those of the new files
-            tails = sorted(self._tails.values(),
-                           key=lambda t: (t.orphaned_since is None, t.path, t.ino))
+            tails = sorted(
+                self._tails.values(), key=lambda t: (t.orphaned_since is None, t.path, t.ino)
+            )
             share = max(_CHUNK, self.max_inflight_bytes // max(1, len(tails)))
             for tail in tails:
                 room = self.max_inflight_bytes - self._inflight_bytes
@@ -369,7 +398,9 @@ class Shipper:
             self._warned_paths.add(path)
             log.warning("%s", message)
 
-    def _open(self, path: str, identity: tuple[int, int] | None) -> tuple[int, os.stat_result] | None:
+    def _open(
+        self, path: str, identity: tuple[int, int] | None
+    ) -> tuple[int, os.stat_result] | None:
         """Open ``path`` read-only; None if it is gone or is no longer ``identity``."""
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -404,8 +435,13 @@ class Shipper:
             fd, st = opened
             position = e["offset"]
             if st.st_size < position:
-                log.warning("%s is shorter (%d bytes) than its saved position %d: truncated "
-                            "while we were away; reading it from the start", path, st.st_size, position)
+                log.warning(
+                    "%s is shorter (%d bytes) than its saved position %d: truncated "
+                    "while we were away; reading it from the start",
+                    path,
+                    st.st_size,
+                    position,
+                )
                 position = 0
             else:
                 log.info("%s: resuming at offset %d of %d%s", path, position, st.st_size, how)
@@ -420,8 +456,9 @@ class Shipper:
             if identity in used or identity in self._tails:
                 continue
             at_path = saved_paths.get(path, [])
-            same_inode = [e for e in at_path if e["ino"] == st.st_ino
-                          and (e["dev"], e["ino"]) not in used]
+            same_inode = [
+                e for e in at_path if e["ino"] == st.st_ino and (e["dev"], e["ino"]) not in used
+            ]
             if same_inode:  # the device number changed (a remount); the inode is the same
                 e = same_inode[0]
                 used.add((e["dev"], e["ino"]))
@@ -432,9 +469,13 @@ class Shipper:
                 continue
             fd, st = opened
             if at_path:
-                log.warning("%s is a new file (inode %d, saved inode %s): the old one was rotated "
-                            "away or removed while we were away; reading the new one from the start",
-                            path, st.st_ino, ", ".join(str(e["ino"]) for e in at_path))
+                log.warning(
+                    "%s is a new file (inode %d, saved inode %s): the old one was rotated "
+                    "away or removed while we were away; reading the new one from the start",
+                    path,
+                    st.st_ino,
+                    ", ".join(str(e["ino"]) for e in at_path),
+                )
                 position = 0
             elif self.from_beginning:
                 position = 0
@@ -469,24 +510,38 @@ class Shipper:
                 log.info("%s is no longer among the files to follow; forgetting it", path)
                 return
             if st.st_size < e["offset"]:
-                log.warning("%s has the inode of %s but is shorter than its saved position; "
-                            "not reading it", path, e["path"])
+                log.warning(
+                    "%s has the inode of %s but is shorter than its saved position; not reading it",
+                    path,
+                    e["path"],
+                )
                 return
             if st.st_size == e["offset"]:
-                log.info("%s was rotated to %s while we were away; it was read completely",
-                         e["path"], path)
+                log.info(
+                    "%s was rotated to %s while we were away; it was read completely",
+                    e["path"],
+                    path,
+                )
                 return
             opened = self._open(path, identity)
             if opened is None:
                 return
             fd, st = opened
-            log.warning("%s was rotated to %s while we were away; reading its last %d bytes",
-                        e["path"], path, st.st_size - e["offset"])
+            log.warning(
+                "%s was rotated to %s while we were away; reading its last %d bytes",
+                e["path"],
+                path,
+                st.st_size - e["offset"],
+            )
             tail = self._add(path, fd, st, e["offset"])
             tail.orphaned_since = time.monotonic()
             return
-        log.warning("%s (inode %d) is gone; lines written to it after offset %d, if any, "
-                    "were not shipped", e["path"], e["ino"], e["offset"])
+        log.warning(
+            "%s (inode %d) is gone; lines written to it after offset %d, if any, were not shipped",
+            e["path"],
+            e["ino"],
+            e["offset"],
+        )
 
     def _last_line_start(self, fd: int, size: int) -> int:
         """Where the last (possibly partial) line of the file starts: tail -F's "end"."""
@@ -537,8 +592,12 @@ class Shipper:
         size = os.fstat(tail.fd).st_size
         position = tail.read_pos + len(tail.pending)
         if size < position:
-            log.warning("%s was truncated (%d bytes, we were at %d); reading it from the start",
-                        tail.path, size, position)
+            log.warning(
+                "%s was truncated (%d bytes, we were at %d); reading it from the start",
+                tail.path,
+                size,
+                position,
+            )
             self._rewind(tail, 0)
             tail.committed = 0
             position = 0
@@ -563,9 +622,13 @@ class Shipper:
             tail.read_pos = base + start
             rest = buf[start:]
             while len(rest) >= self.max_line_bytes:
-                log.warning("%s: a line longer than %d bytes at offset %d; sending it in pieces",
-                            tail.path, self.max_line_bytes, tail.read_pos)
-                piece, rest = rest[:self.max_line_bytes], rest[self.max_line_bytes:]
+                log.warning(
+                    "%s: a line longer than %d bytes at offset %d; sending it in pieces",
+                    tail.path,
+                    self.max_line_bytes,
+                    tail.read_pos,
+                )
+                piece, rest = rest[: self.max_line_bytes], rest[self.max_line_bytes :]
                 if not self._send(tail, piece, tail.read_pos + len(piece)):
                     tail.pending = b""
                     return used
@@ -633,8 +696,15 @@ class Shipper:
             self.lines_failed += 1
             tail.failures += 1
             delay = self._backoff(tail.failures)
-            log.error("%s: delivery of the line ending at offset %d failed: %s; sending again "
-                      "from offset %d in %.1f s", tail.path, end, error, tail.committed, delay)
+            log.error(
+                "%s: delivery of the line ending at offset %d failed: %s; sending again "
+                "from offset %d in %.1f s",
+                tail.path,
+                end,
+                error,
+                tail.committed,
+                delay,
+            )
             self._rewind(tail, tail.committed)
             tail.retry_at = time.monotonic() + delay
             return
@@ -653,7 +723,10 @@ class Shipper:
         for identity, tail in list(self._tails.items()):
             if tail.orphaned_since is None or now < tail.retry_at:
                 continue
-            if now - tail.last_data < self.rotate_wait or now - tail.orphaned_since < self.rotate_wait:
+            if (
+                now - tail.last_data < self.rotate_wait
+                or now - tail.orphaned_since < self.rotate_wait
+            ):
                 continue
             try:
                 size = os.fstat(tail.fd).st_size
@@ -669,7 +742,9 @@ class Shipper:
                 continue
             if tail.inflight or tail.pending:
                 continue
-            log.info("%s: finished the rotated or removed file at offset %d", tail.path, tail.committed)
+            log.info(
+                "%s: finished the rotated or removed file at offset %d", tail.path, tail.committed
+            )
             os.close(tail.fd)
             del self._tails[identity]
 
@@ -677,14 +752,23 @@ class Shipper:
 
     @staticmethod
     def _doc_of(entries: list[dict]) -> dict:
-        files = sorted(({"path": e["path"], "dev": e["dev"], "ino": e["ino"], "offset": e["offset"]}
-                        for e in entries), key=lambda e: (e["path"], e["dev"], e["ino"]))
+        files = sorted(
+            (
+                {"path": e["path"], "dev": e["dev"], "ino": e["ino"], "offset": e["offset"]}
+                for e in entries
+            ),
+            key=lambda e: (e["path"], e["dev"], e["ino"]),
+        )
         return {"version": STATE_VERSION, "files": files}
 
     def positions(self) -> list[dict]:
         """Committed position of every followed file: path, dev, ino, offset."""
-        return self._doc_of([{"path": t.path, "dev": t.dev, "ino": t.ino, "offset": t.committed}
-                             for t in list(self._tails.values())])["files"]
+        return self._doc_of(
+            [
+                {"path": t.path, "dev": t.dev, "ino": t.ino, "offset": t.committed}
+                for t in list(self._tails.values())
+            ]
+        )["files"]
 
     def commit(self) -> bool:
         """Write the state file if the committed positions changed; True if written."""
@@ -697,8 +781,11 @@ class Shipper:
             write_atomically(self.state_file, (json.dumps(doc, indent=1) + "\n").encode())
         except OSError as exc:
             if not self._state_error_logged:
-                log.error("cannot write the state file %s: %s (trying again every loop)",
-                          self.state_file, exc)
+                log.error(
+                    "cannot write the state file %s: %s (trying again every loop)",
+                    self.state_file,
+                    exc,
+                )
                 self._state_error_logged = True
             return False
         if self._state_error_logged:
@@ -710,18 +797,26 @@ class Shipper:
 
 # --- the command -------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The shipper's options, for ``python -m consumers.shipper`` and ``headrace ship``."""
     parser.add_argument("files", nargs="+", help="files or glob patterns to follow (quote globs)")
     parser.add_argument("--topic", required=True)
-    parser.add_argument("--bootstrap-server",
-                        help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)")
+    parser.add_argument(
+        "--bootstrap-server", help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)"
+    )
     parser.add_argument("--zookeeper", help="host:port[/chroot] to find the brokers instead")
-    parser.add_argument("--state-file", help="where read positions are kept (JSON); without it "
-                                             "a restart starts at the files' ends again")
+    parser.add_argument(
+        "--state-file",
+        help="where read positions are kept (JSON); without it "
+        "a restart starts at the files' ends again",
+    )
     parser.add_argument("--key-field", help="a JSON field of each line to key the message by")
-    parser.add_argument("--from-beginning", action="store_true",
-                        help="read files that have no saved position from their start")
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read files that have no saved position from their start",
+    )
     parser.add_argument("--poll-interval", type=float, default=0.25, help="seconds (default 0.25)")
     parser.add_argument("--compression", default="none", choices=sorted(CODECS_BY_NAME))
 
@@ -736,12 +831,17 @@ def run(args: argparse.Namespace) -> int:
     state_file = getattr(args, "state_file", None)
     try:
         shipper = Shipper(
-            args.topic, list(args.files), bootstrap_servers=bootstrap, zookeeper=zookeeper,
-            state_file=state_file, key_field=getattr(args, "key_field", None),
+            args.topic,
+            list(args.files),
+            bootstrap_servers=bootstrap,
+            zookeeper=zookeeper,
+            state_file=state_file,
+            key_field=getattr(args, "key_field", None),
             from_beginning=bool(getattr(args, "from_beginning", False)),
             poll_interval=float(getattr(args, "poll_interval", None) or 0.25),
             compression=getattr(args, "compression", None) or "none",
-            enable_idempotence=getattr(args, "idempotence", None))
+            enable_idempotence=getattr(args, "idempotence", None),
+        )
     except (ValueError, KafkaError) as exc:
         log.error("%s", exc)
         return 2
@@ -770,13 +870,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumers.shipper",
-                                     description="Follow log files and send their lines to a topic.")
+    parser = argparse.ArgumentParser(
+        prog="python -m consumers.shipper",
+        description="Follow log files and send their lines to a topic.",
+    )
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return run(args)
 
 

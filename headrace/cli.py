@@ -1,17 +1,17 @@
 """The ``headrace`` command: one entry point, one subcommand per job.
 
-    headrace broker --config server.properties [--override key=value ...]
-    headrace topics create|list|describe|delete --bootstrap-server host:port ...
-    headrace cluster up --brokers N | headrace cluster down
-    headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
-    headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
-    headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
-    headrace load --topic T --group G --to URL   load topics into Parquet, each event once
-    headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
-                                           logs shipped to it, loaded into ./warehouse, queried
-    headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
-    headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
-    headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
+headrace broker --config server.properties [--override key=value ...]
+headrace topics create|list|describe|delete --bootstrap-server host:port ...
+headrace cluster up --brokers N | headrace cluster down
+headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
+headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
+headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
+headrace load --topic T --group G --to URL   load topics into Parquet, each event once
+headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
+                                       logs shipped to it, loaded into ./warehouse, queried
+headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
+headrace storage-demo [--log-dir DIR]  the storage engine alone: append, read, crash, recover
+headrace dump-log PATH [--print-data]  list the batches of a segment file or partition dir
 """
 
 from __future__ import annotations
@@ -51,20 +51,33 @@ def main(argv: list[str] | None = None) -> int:
 
     broker = sub.add_parser("broker", help="run a broker")
     broker.add_argument("--config", required=True, help="a server.properties file")
-    broker.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="set a property, overriding the file (repeatable)")
+    broker.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a property, overriding the file (repeatable)",
+    )
     broker.set_defaults(func=cmd_broker)
 
     topics = sub.add_parser("topics", help="create, list, describe or delete topics")
-    topics.add_argument("--bootstrap-server", default="127.0.0.1:9092",
-                        help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)")
+    topics.add_argument(
+        "--bootstrap-server",
+        default="127.0.0.1:9092",
+        help="host:port[,host:port...] of any broker (default 127.0.0.1:9092)",
+    )
     topics_sub = topics.add_subparsers(dest="action", required=True)
     create = topics_sub.add_parser("create", help="create a topic")
     create.add_argument("--topic", required=True)
     create.add_argument("--partitions", type=int, default=-1, help="default: num.partitions")
     create.add_argument("--replication-factor", type=int, default=-1)
-    create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="a topic setting such as retention.ms=86400000 (repeatable)")
+    create.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a topic setting such as retention.ms=86400000 (repeatable)",
+    )
     topics_sub.add_parser("list", help="list topic names")
     describe = topics_sub.add_parser("describe", help="partitions, leaders and configs")
     describe.add_argument("--topic", help="one topic (default: all)")
@@ -72,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     delete.add_argument("--topic", required=True)
     for action in (create, topics_sub.choices["list"], describe, delete):
         # also after the action, as in the README and Kafka's kafka-topics.sh
-        action.add_argument("--bootstrap-server", default=argparse.SUPPRESS,
-                            help="host:port[,host:port...] of any broker")
+        action.add_argument(
+            "--bootstrap-server",
+            default=argparse.SUPPRESS,
+            help="host:port[,host:port...] of any broker",
+        )
     topics.set_defaults(func=cmd_topics)
 
     from . import clients
@@ -88,45 +104,75 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--brokers", type=int, default=3)
     cluster.add_argument("--dir", default="var/cluster", help="state, configs, logs, data")
-    cluster.add_argument("--zookeeper", help="host:port[/chroot] of a running ZooKeeper "
-                                              "(default: start one from Debian's package)")
+    cluster.add_argument(
+        "--zookeeper",
+        help="host:port[/chroot] of a running ZooKeeper (default: start one from Debian's package)",
+    )
     cluster.add_argument("--zookeeper-port", type=int, default=2181)
     cluster.add_argument("--base-port", type=int, default=9092, help="port of broker 1")
     cluster.set_defaults(func=cmd_cluster)
 
-    demo = sub.add_parser("demo", help="the whole pipeline: start a cluster, write application logs, "
-                                       "ship them, load them into Parquet, query them with DuckDB")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline: start a cluster, write application logs, "
+        "ship them, load them into Parquet, query them with DuckDB",
+    )
     demo.add_argument("--events", type=int, default=50_000, help="access-log lines to generate")
-    demo.add_argument("--dir", default="var/cluster",
-                      help="cluster state, configs, logs, data, as `cluster up` (default var/cluster); "
-                           "a cluster running from there is reused")
-    demo.add_argument("--work-dir", default="var/demo",
-                      help="generated application logs, shipper state and log (default var/demo)")
-    demo.add_argument("--to", default="warehouse", dest="warehouse",
-                      help="the warehouse directory (default ./warehouse)")
+    demo.add_argument(
+        "--dir",
+        default="var/cluster",
+        help="cluster state, configs, logs, data, as `cluster up` (default var/cluster); "
+        "a cluster running from there is reused",
+    )
+    demo.add_argument(
+        "--work-dir",
+        default="var/demo",
+        help="generated application logs, shipper state and log (default var/demo)",
+    )
+    demo.add_argument(
+        "--to",
+        default="warehouse",
+        dest="warehouse",
+        help="the warehouse directory (default ./warehouse)",
+    )
     demo.add_argument("--topic", default="access")
     demo.add_argument("--partitions", type=int, default=6, help="of a new topic (default 6)")
     demo.add_argument("--brokers", type=int, default=3)
     demo.add_argument("--files", type=int, default=3, help="log files (web servers) to write")
     demo.add_argument("--workers", type=int, default=2, help="loader worker processes")
-    demo.add_argument("--zookeeper-port", type=int,
-                      help="default 2181 if free, else a free port; 0: a free port")
-    demo.add_argument("--base-port", type=int,
-                      help="port of broker 1 (default 9092 if free, else free ports; 0: free ports)")
-    demo.add_argument("--timeout", type=float, default=300.0,
-                      help="seconds to wait for the shipped lines to reach the brokers")
+    demo.add_argument(
+        "--zookeeper-port", type=int, help="default 2181 if free, else a free port; 0: a free port"
+    )
+    demo.add_argument(
+        "--base-port",
+        type=int,
+        help="port of broker 1 (default 9092 if free, else free ports; 0: free ports)",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the shipped lines to reach the brokers",
+    )
     demo.add_argument("--seed", type=int, help="random seed of the generated events")
     demo.set_defaults(func=cmd_pipeline_demo)
 
-    kill = sub.add_parser("kill-demo", help="ship log lines through a local 3-broker cluster with kcat, "
-                                            "kill a broker, check nothing was lost")
+    kill = sub.add_parser(
+        "kill-demo",
+        help="ship log lines through a local 3-broker cluster with kcat, "
+        "kill a broker, check nothing was lost",
+    )
     kill.add_argument("--messages", type=int, default=200_000, help="log lines to ship")
     kill.add_argument("--dir", help="cluster state and data (default: a temporary directory)")
     kill.add_argument("--keep", action="store_true", help="leave the cluster running")
     kill.set_defaults(func=cmd_kill_demo)
 
-    storage = sub.add_parser("storage-demo", help="storage engine alone: append, read, crash, recover")
-    storage.add_argument("--log-dir", help="where to keep the logs (default: a temporary directory)")
+    storage = sub.add_parser(
+        "storage-demo", help="storage engine alone: append, read, crash, recover"
+    )
+    storage.add_argument(
+        "--log-dir", help="where to keep the logs (default: a temporary directory)"
+    )
     storage.add_argument("--messages", type=int, default=200_000, help="log lines to append")
     storage.set_defaults(func=cmd_demo)
 
@@ -159,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, KazooTimeoutError):
             print(f"headrace {args.command}: cannot reach {zookeeper}: {exc}", file=sys.stderr)
         else:
-            print(f"headrace {args.command}: {zookeeper} failed: {type(exc).__name__} {exc}".rstrip(),
-                  file=sys.stderr)
+            print(
+                f"headrace {args.command}: {zookeeper} failed: {type(exc).__name__} {exc}".rstrip(),
+                file=sys.stderr,
+            )
         return 2
 
 
@@ -229,13 +277,16 @@ def cmd_cluster(args) -> int:
         print(f"stopped {stopped} processes" if stopped else f"no cluster running from {directory}")
         return 0
     try:
-        state = devcluster.cluster_up(directory, args.brokers, args.zookeeper, args.base_port,
-                                      args.zookeeper_port)
+        state = devcluster.cluster_up(
+            directory, args.brokers, args.zookeeper, args.base_port, args.zookeeper_port
+        )
     except RuntimeError as exc:
         print(f"headrace cluster up: {exc}", file=sys.stderr)
         return 1
-    print(f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
-          f"bootstrap servers {state['bootstrap']}")
+    print(
+        f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
+        f"bootstrap servers {state['bootstrap']}"
+    )
     print(f"logs and data under {directory}; stop with `headrace cluster down`")
     return 0
 
@@ -247,18 +298,27 @@ def cmd_pipeline_demo(args) -> int:
     from . import demo
 
     return demo.run_demo(
-        events=args.events, directory=Path(args.dir), work_dir=Path(args.work_dir),
-        warehouse=Path(args.warehouse), topic=args.topic, partitions=args.partitions,
-        brokers=args.brokers, files=args.files, workers=args.workers,
-        zookeeper_port=args.zookeeper_port, base_port=args.base_port, timeout=args.timeout,
-        seed=args.seed, log_level=args.log_level)
+        events=args.events,
+        directory=Path(args.dir),
+        work_dir=Path(args.work_dir),
+        warehouse=Path(args.warehouse),
+        topic=args.topic,
+        partitions=args.partitions,
+        brokers=args.brokers,
+        files=args.files,
+        workers=args.workers,
+        zookeeper_port=args.zookeeper_port,
+        base_port=args.base_port,
+        timeout=args.timeout,
+        seed=args.seed,
+        log_level=args.log_level,
+    )
 
 
 def cmd_kill_demo(args) -> int:
     from . import demo
 
     return demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
-
 
 
 def cmd_demo(args) -> int:
@@ -283,15 +343,22 @@ def _demo(log_dir: Path, messages: int) -> int:
     for n in range(0, messages, per_batch):
         p = (n // per_batch) % 3
         lines = [
-            (b"host-%d" % (i % 17), b'10.0.%d.%d - - "GET /item/%d HTTP/1.1" 200 %d' % (
-                i % 256, i % 199, i, 500 + i % 3000), None, now + i)
+            (
+                b"host-%d" % (i % 17),
+                b'10.0.%d.%d - - "GET /item/%d HTTP/1.1" 200 %d'
+                % (i % 256, i % 199, i, 500 + i % 3000),
+                None,
+                now + i,
+            )
             for i in range(n, min(n + per_batch, messages))
         ]
         logs[p].append(build_batch(lines, compression_type=codecs[p]))
         appended += len(lines)
     elapsed = time.perf_counter() - began
-    print(f"appended {appended:,} log lines in {elapsed:.2f} s ({appended / elapsed:,.0f} lines/s) "
-          f"to 3 partitions (none, gzip, lz4) under {log_dir}")
+    print(
+        f"appended {appended:,} log lines in {elapsed:.2f} s ({appended / elapsed:,.0f} lines/s) "
+        f"to 3 partitions (none, gzip, lz4) under {log_dir}"
+    )
 
     read = 0
     began = time.perf_counter()
@@ -311,8 +378,10 @@ def _demo(log_dir: Path, messages: int) -> int:
     manager = LogManager([log_dir], config)
     manager.startup()
     recovered = [manager.get_log("access-log", p).log_end_offset for p in range(3)]
-    print(f"crashed and recovered in {time.perf_counter() - began:.3f} s; "
-          f"log end offsets {ends} -> {recovered}")
+    print(
+        f"crashed and recovered in {time.perf_counter() - began:.3f} s; "
+        f"log end offsets {ends} -> {recovered}"
+    )
     manager.shutdown()
     ok = read == appended and recovered == ends
     print("demo", "passed" if ok else "FAILED")
@@ -361,8 +430,10 @@ def _dump_segment(segment: Path, print_data: bool) -> int:
                 return 1
             if print_data:
                 for record in decode_batch(data).records:
-                    print(f"    offset {record.offset} timestamp {record.timestamp} "
-                          f"key {record.key!r} value {record.value!r} headers {list(record.headers)}")
+                    print(
+                        f"    offset {record.offset} timestamp {record.timestamp} "
+                        f"key {record.key!r} value {record.value!r} headers {list(record.headers)}"
+                    )
             position += total
     finally:
         os.close(fd)

@@ -25,8 +25,12 @@ def produce(args) -> int:
 
     failures = []
     try:
-        producer = Producer(**_endpoints(args), compression=args.compression, acks=args.acks,
-                            enable_idempotence=args.idempotence)
+        producer = Producer(
+            **_endpoints(args),
+            compression=args.compression,
+            acks=args.acks,
+            enable_idempotence=args.idempotence,
+        )
     except ValueError as exc:
         print(f"headrace produce: {exc}", file=sys.stderr)
         return 2
@@ -48,8 +52,11 @@ def produce(args) -> int:
     finally:
         producer.close(1)
     if failures or left:
-        print(f"headrace produce: {len(failures) + left} of {count} messages not delivered"
-              f"{': ' + str(failures[0]) if failures else ''}", file=sys.stderr)
+        print(
+            f"headrace produce: {len(failures) + left} of {count} messages not delivered"
+            f"{': ' + str(failures[0]) if failures else ''}",
+            file=sys.stderr,
+        )
         return 1
     print(f"produced {count} messages to {args.topic}", file=sys.stderr)
     return 0
@@ -71,11 +78,18 @@ def consume(args) -> int:
         from consumers.group import GroupConsumer
 
         if not args.zookeeper:
-            print("headrace consume: --group needs --zookeeper (the group lives there)", file=sys.stderr)
+            print(
+                "headrace consume: --group needs --zookeeper (the group lives there)",
+                file=sys.stderr,
+            )
             return 2
-        source = GroupConsumer(args.group, [args.topic], args.zookeeper,
-                               bootstrap_servers=args.bootstrap_server,
-                               auto_offset_reset="smallest" if args.from_beginning else "largest")
+        source = GroupConsumer(
+            args.group,
+            [args.topic],
+            args.zookeeper,
+            bootstrap_servers=args.bootstrap_server,
+            auto_offset_reset="smallest" if args.from_beginning else "largest",
+        )
         try:
             source.start()
         except GroupKindError as exc:
@@ -85,7 +99,11 @@ def consume(args) -> int:
         from consumers.consumer import EARLIEST, LATEST, Consumer
 
         source = Consumer(**_endpoints(args), auto_offset_reset="earliest")
-        partitions = [args.partition] if args.partition is not None else source.cluster.partitions(args.topic)
+        partitions = (
+            [args.partition]
+            if args.partition is not None
+            else source.cluster.partitions(args.topic)
+        )
         if args.offset is not None:
             start = args.offset
         else:
@@ -118,12 +136,17 @@ def consume(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except CorruptBatchError as err:
         print(f"consumed {count} messages", file=sys.stderr)
-        print(f"headrace consume: {err.topic}-{err.partition}: the record batch at offsets "
-              f"{err.first_offset}..{err.last_offset} cannot be decoded ({err.reason}); "
-              + (f"the group's offset stays before it (set /consumers/{args.group}/offsets/"
-                 f"{err.topic}/{err.partition} to {err.next_offset} to skip it)" if args.group
-                 else f"to skip it: --partition {err.partition} --offset {err.next_offset}"),
-              file=sys.stderr)
+        print(
+            f"headrace consume: {err.topic}-{err.partition}: the record batch at offsets "
+            f"{err.first_offset}..{err.last_offset} cannot be decoded ({err.reason}); "
+            + (
+                f"the group's offset stays before it (set /consumers/{args.group}/offsets/"
+                f"{err.topic}/{err.partition} to {err.next_offset} to skip it)"
+                if args.group
+                else f"to skip it: --partition {err.partition} --offset {err.next_offset}"
+            ),
+            file=sys.stderr,
+        )
         return 1
     finally:
         if args.group:
@@ -156,8 +179,9 @@ def _describe_protocol_group(cluster, group: str) -> dict | None:
         node = cluster.request(next(iter(cluster.brokers)), 10, 2, {"key": group, "key_type": 0})
         if node["error_code"]:
             return None
-        body = cluster.request(node["node_id"], 15, 4, {"groups": [group],
-                                                        "include_authorized_operations": False})
+        body = cluster.request(
+            node["node_id"], 15, 4, {"groups": [group], "include_authorized_operations": False}
+        )
     except (KafkaError, OSError, StopIteration):
         return None
     described = body["groups"][0]
@@ -176,7 +200,7 @@ def _assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
         pos += 4
         for _ in range(max(topics, 0)):
             (n,) = struct.unpack_from(">h", assignment, pos)
-            topic = assignment[pos + 2:pos + 2 + n].decode()
+            topic = assignment[pos + 2 : pos + 2 + n].decode()
             pos += 2 + n
             (count,) = struct.unpack_from(">i", assignment, pos)
             pos += 4
@@ -203,7 +227,9 @@ def groups(args) -> int:
         return 2
     zk = KazooClient(hosts=args.zookeeper)
     zk.start(timeout=15)
-    cluster = ClusterClient(args.bootstrap_server, None if args.bootstrap_server else args.zookeeper)
+    cluster = ClusterClient(
+        args.bootstrap_server, None if args.bootstrap_server else args.zookeeper
+    )
     try:
         try:
             names = set(zk.get_children("/consumers"))
@@ -236,8 +262,11 @@ def groups(args) -> int:
         if args.action == "delete":
             live = len(members) + len(described["members"] if described is not None else [])
             if live:
-                print(f"headrace groups: group {group} ({kind}) has {live} live member(s); stop "
-                      "them before deleting it", file=sys.stderr)
+                print(
+                    f"headrace groups: group {group} ({kind}) has {live} live member(s); stop "
+                    "them before deleting it",
+                    file=sys.stderr,
+                )
                 return 1
             if group not in names:  # an empty group a broker still lists holds nothing
                 print(f"headrace groups: no group {group}", file=sys.stderr)
@@ -245,15 +274,23 @@ def groups(args) -> int:
             try:
                 zk.delete(base, recursive=True)
             except NotEmptyError:
-                print(f"headrace groups: a member joined {group} while it was being deleted; "
-                      "stop it and delete again", file=sys.stderr)
+                print(
+                    f"headrace groups: a member joined {group} while it was being deleted; "
+                    "stop it and delete again",
+                    file=sys.stderr,
+                )
                 return 1
-            print(f"deleted group {group} ({kind}): its offsets and its kind are gone", file=sys.stderr)
+            print(
+                f"deleted group {group} ({kind}): its offsets and its kind are gone",
+                file=sys.stderr,
+            )
             return 0
         owners = {}
         if described is not None:
-            print(f"GROUP {group}: kind {kind}, {described['group_state']}, protocol "
-                  f"{described['protocol_data'] or '-'}, {len(described['members'])} members")
+            print(
+                f"GROUP {group}: kind {kind}, {described['group_state']}, protocol "
+                f"{described['protocol_data'] or '-'}, {len(described['members'])} members"
+            )
             for m in described["members"]:
                 for tp in _assigned_partitions(m["member_assignment"]):
                     owners[tp] = f"{m['client_id']} {m['client_host']}"
@@ -292,19 +329,27 @@ def add_parsers(sub) -> None:
     """The four subcommands, for headrace.cli."""
 
     def endpoints(p):
-        p.add_argument("--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)")
+        p.add_argument(
+            "--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)"
+        )
         p.add_argument("--zookeeper", help="host:port[/chroot]: find brokers (and groups) there")
 
     def idempotence(p):
-        p.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
-                       help="enable.idempotence: each message stored once even when a request is "
-                            "retried (default: on with --acks all)")
+        p.add_argument(
+            "--idempotence",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="enable.idempotence: each message stored once even when a request is "
+            "retried (default: on with --acks all)",
+        )
 
     p = sub.add_parser("produce", help="send stdin lines to a topic")
     endpoints(p)
     p.add_argument("--topic", required=True)
     p.add_argument("--key-field", help="key each JSON line by this field")
-    p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    p.add_argument(
+        "--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"]
+    )
     p.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"])
     idempotence(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
@@ -313,7 +358,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("consume", help="print a topic's messages")
     endpoints(p)
     p.add_argument("--topic", required=True)
-    p.add_argument("--group", help="consume as a member of this ZooKeeper group (needs --zookeeper)")
+    p.add_argument(
+        "--group", help="consume as a member of this ZooKeeper group (needs --zookeeper)"
+    )
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--partition", type=int)
     p.add_argument("--offset", type=int)
@@ -322,8 +369,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--print-key", action="store_true")
     p.set_defaults(func=consume)
 
-    p = sub.add_parser("groups", help="list consumer groups, describe one's offsets and lag, "
-                                      "or delete one with no live members")
+    p = sub.add_parser(
+        "groups",
+        help="list consumer groups, describe one's offsets and lag, "
+        "or delete one with no live members",
+    )
     endpoints(p)
     p.add_argument("action", choices=["list", "describe", "delete"])
     p.add_argument("group", nargs="?")
@@ -335,8 +385,12 @@ def add_parsers(sub) -> None:
     p.add_argument("files", nargs="+", help="files or glob patterns")
     p.add_argument("--state-file", default=".headrace-ship.json", help="where read positions live")
     p.add_argument("--key-field", help="key each JSON line by this field")
-    p.add_argument("--from-beginning", action="store_true", help="read existing files from the start")
+    p.add_argument(
+        "--from-beginning", action="store_true", help="read existing files from the start"
+    )
     p.add_argument("--poll-interval", type=float, default=0.2)
-    p.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    p.add_argument(
+        "--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"]
+    )
     idempotence(p)
     p.set_defaults(func=ship)

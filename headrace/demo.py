@@ -45,8 +45,16 @@ HOURS = 3  # the generated events cover the last HOURS hours
 STANDARD_ZOOKEEPER_PORT = 2181  # the ports `headrace cluster up` uses
 STANDARD_BASE_PORT = 9092
 
-PAGES = (["/"] * 20 + ["/products"] * 10 + ["/cart"] * 6 + ["/search"] * 8 + ["/login"] * 3
-         + ["/static/app.js"] * 8 + ["/static/app.css"] * 6 + ["/favicon.ico"] * 3)
+PAGES = (
+    ["/"] * 20
+    + ["/products"] * 10
+    + ["/cart"] * 6
+    + ["/search"] * 8
+    + ["/login"] * 3
+    + ["/static/app.js"] * 8
+    + ["/static/app.css"] * 6
+    + ["/favicon.ico"] * 3
+)
 USER_AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -61,8 +69,14 @@ USER_AGENTS = [
 UA_WEIGHTS = [30, 35, 20, 10, 2, 3]
 
 
-def _event(rng: random.Random, t: float, clients: list[str], weights: list[float],
-           incident: tuple[float, float], host: str) -> dict:
+def _event(
+    rng: random.Random,
+    t: float,
+    clients: list[str],
+    weights: list[float],
+    incident: tuple[float, float],
+    host: str,
+) -> dict:
     """One access-log event at time ``t`` (epoch seconds)."""
     method = rng.choices(["GET", "POST", "PUT", "DELETE"], [85, 11, 3, 1])[0]
     if method == "GET":
@@ -89,7 +103,8 @@ def _event(rng: random.Random, t: float, clients: list[str], weights: list[float
     else:
         size = int(rng.lognormvariate(8.5, 0.6))
     return {
-        "ts": dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+        "ts": dt.datetime.fromtimestamp(t, dt.UTC)
+        .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
         "ip": rng.choices(clients, weights)[0],
         "method": method,
@@ -102,8 +117,14 @@ def _event(rng: random.Random, t: float, clients: list[str], weights: list[float
     }
 
 
-def generate_logs(directory: Path, events: int, files: int, seed: int | None = None,
-                  now: float | None = None, hours: int = HOURS) -> list[Path]:
+def generate_logs(
+    directory: Path,
+    events: int,
+    files: int,
+    seed: int | None = None,
+    now: float | None = None,
+    hours: int = HOURS,
+) -> list[Path]:
     """Write ``events`` JSON access-log lines over the last ``hours`` hours, one time-ordered
     file per web server (``web-1.log`` ...), replacing the files of an earlier run."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -112,8 +133,11 @@ def generate_logs(directory: Path, events: int, files: int, seed: int | None = N
     rng = random.Random(seed)
     now = time.time() if now is None else now
     start = now - hours * 3600
-    clients = [f"{net}.{rng.randint(1, 254)}" for net in ("203.0.113", "198.51.100", "192.0.2")
-               for _ in range(120)]
+    clients = [
+        f"{net}.{rng.randint(1, 254)}"
+        for net in ("203.0.113", "198.51.100", "192.0.2")
+        for _ in range(120)
+    ]
     weights = [1 / (rank + 1) for rank in range(len(clients))]  # a few clients are busy
     incident_start = start + rng.uniform(0.3, 0.6) * hours * 3600
     incident = (incident_start, incident_start + 12 * 60)
@@ -123,8 +147,10 @@ def generate_logs(directory: Path, events: int, files: int, seed: int | None = N
     try:
         for t in times:
             server = rng.randrange(files)
-            line = json.dumps(_event(rng, t, clients, weights, incident, f"web-{server + 1}"),
-                              separators=(",", ":"))
+            line = json.dumps(
+                _event(rng, t, clients, weights, incident, f"web-{server + 1}"),
+                separators=(",", ":"),
+            )
             outs[server].write(line + "\n")
     finally:
         for out in outs:
@@ -175,32 +201,47 @@ def _running_cluster(directory: Path) -> dict | None:
         return None  # left by a cluster that is gone: start a new one
     stop = f"`headrace cluster down{'' if directory == Path('var/cluster') else f' --dir {directory}'}`"
     zk_pid = state.get("zookeeper_pid")
-    if zk_pid and not devcluster._alive(zk_pid) or not state.get("connect") or not state.get("brokers"):
-        raise DemoError(f"the cluster in {directory} is partly down (or still starting); stop it "
-                        f"with {stop} and run the demo again")
+    if (
+        (zk_pid and not devcluster._alive(zk_pid))
+        or not state.get("connect")
+        or not state.get("brokers")
+    ):
+        raise DemoError(
+            f"the cluster in {directory} is partly down (or still starting); stop it "
+            f"with {stop} and run the demo again"
+        )
     for entry in state["brokers"]:
         if devcluster._alive(entry["pid"]):
-            broker = devcluster.BrokerProcess(directory, entry["id"], state["connect"], entry["port"])
+            broker = devcluster.BrokerProcess(
+                directory, entry["id"], state["connect"], entry["port"]
+            )
             try:
                 broker.wait_ready(timeout=20)
                 continue
             except RuntimeError as exc:
                 if devcluster._alive(entry["pid"]):
-                    raise DemoError(f"broker {entry['id']} of the cluster in {directory} does not "
-                                    f"answer ({exc}); stop the cluster with {stop} and run the demo "
-                                    "again") from None
-        _say(f"broker {entry['id']} of the cluster in {directory} is not running: starting it again")
+                    raise DemoError(
+                        f"broker {entry['id']} of the cluster in {directory} does not "
+                        f"answer ({exc}); stop the cluster with {stop} and run the demo "
+                        "again"
+                    ) from None
+        _say(
+            f"broker {entry['id']} of the cluster in {directory} is not running: starting it again"
+        )
         try:
             devcluster.restart_broker(directory, state, entry)
         except RuntimeError as exc:
-            raise DemoError(f"cannot restart broker {entry['id']}: {exc}; stop the cluster with "
-                            f"{stop} and run the demo again") from None
+            raise DemoError(
+                f"cannot restart broker {entry['id']}: {exc}; stop the cluster with "
+                f"{stop} and run the demo again"
+            ) from None
     state["bootstrap"] = ",".join(f"127.0.0.1:{b['port']}" for b in state["brokers"])
     return state
 
 
-def _start_cluster(directory: Path, brokers: int, zookeeper_port: int | None,
-                   base_port: int | None) -> dict:
+def _start_cluster(
+    directory: Path, brokers: int, zookeeper_port: int | None, base_port: int | None
+) -> dict:
     """``headrace cluster up``: the standard ports when free (or given), else free ones."""
     if zookeeper_port is None:
         zookeeper_port = STANDARD_ZOOKEEPER_PORT
@@ -210,8 +251,10 @@ def _start_cluster(directory: Path, brokers: int, zookeeper_port: int | None,
     if base_port is None:
         base_port = STANDARD_BASE_PORT
         if any(devcluster.port_in_use(base_port + i) for i in range(brokers)):
-            _say(f"ports {base_port}-{base_port + brokers - 1} are not all free: the brokers go on "
-                 "free ports")
+            _say(
+                f"ports {base_port}-{base_port + brokers - 1} are not all free: the brokers go on "
+                "free ports"
+            )
             base_port = 0
     try:
         return devcluster.cluster_up(directory, brokers, None, base_port, zookeeper_port)
@@ -249,16 +292,24 @@ def _end_offsets(cluster, topic: str, parts: list[int]) -> dict[int, int]:
     return {p: cluster.list_offset(topic, p, -1) for p in parts}
 
 
-def _ship(command: list[str], log_path: Path, cluster, topic: str, parts: list[int],
-          target: int, timeout: float) -> tuple[int, float]:
+def _ship(
+    command: list[str],
+    log_path: Path,
+    cluster,
+    topic: str,
+    parts: list[int],
+    target: int,
+    timeout: float,
+) -> tuple[int, float]:
     """Run the shipper until the topic's end offsets add up to ``target``; stop it (SIGTERM).
     Returns (messages in the topic, seconds)."""
     _show(command)
     tty = sys.stdout.isatty()
     began = time.monotonic()
     with open(log_path, "ab") as out:
-        shipper = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        shipper = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         total = 0
         while True:
@@ -272,12 +323,15 @@ def _ship(command: list[str], log_path: Path, cluster, topic: str, parts: list[i
             if total >= target:
                 break
             if shipper.poll() is not None:
-                raise DemoError(f"headrace ship exited with status {shipper.returncode} before every "
-                                f"line was acknowledged; its log: {_shown(str(log_path))}\n"
-                                + _tail(log_path))
+                raise DemoError(
+                    f"headrace ship exited with status {shipper.returncode} before every "
+                    f"line was acknowledged; its log: {_shown(str(log_path))}\n" + _tail(log_path)
+                )
             if time.monotonic() - began > timeout:
-                raise DemoError(f"only {total:,} of {target:,} lines reached the topic in {timeout:.0f} "
-                                f"s; the shipper's log: {_shown(str(log_path))}\n" + _tail(log_path))
+                raise DemoError(
+                    f"only {total:,} of {target:,} lines reached the topic in {timeout:.0f} "
+                    f"s; the shipper's log: {_shown(str(log_path))}\n" + _tail(log_path)
+                )
             time.sleep(0.2)
         elapsed = time.monotonic() - began
         if tty:
@@ -291,8 +345,10 @@ def _ship(command: list[str], log_path: Path, cluster, topic: str, parts: list[i
                 shipper.kill()
                 shipper.wait()
     if shipper.returncode != 0:
-        raise DemoError(f"headrace ship exited with status {shipper.returncode}; its log: "
-                        f"{_shown(str(log_path))}\n" + _tail(log_path))
+        raise DemoError(
+            f"headrace ship exited with status {shipper.returncode}; its log: "
+            f"{_shown(str(log_path))}\n" + _tail(log_path)
+        )
     return total, elapsed
 
 
@@ -307,16 +363,41 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def run_demo(events: int = 50_000, directory: Path = Path("var/cluster"),
-             work_dir: Path = Path("var/demo"), warehouse: Path = Path("warehouse"),
-             topic: str = "access", partitions: int = 6, brokers: int = 3, files: int = 3,
-             workers: int = 2, zookeeper_port: int | None = None, base_port: int | None = None,
-             timeout: float = 300.0, seed: int | None = None, log_level: str = "INFO") -> int:
+def run_demo(
+    events: int = 50_000,
+    directory: Path = Path("var/cluster"),
+    work_dir: Path = Path("var/demo"),
+    warehouse: Path = Path("warehouse"),
+    topic: str = "access",
+    partitions: int = 6,
+    brokers: int = 3,
+    files: int = 3,
+    workers: int = 2,
+    zookeeper_port: int | None = None,
+    base_port: int | None = None,
+    timeout: float = 300.0,
+    seed: int | None = None,
+    log_level: str = "INFO",
+) -> int:
     """The pipeline end to end; returns the exit status (0: every line of this run was loaded
     once)."""
     try:
-        return _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers,
-                         files, workers, zookeeper_port, base_port, timeout, seed, log_level)
+        return _run_demo(
+            events,
+            directory,
+            work_dir,
+            warehouse,
+            topic,
+            partitions,
+            brokers,
+            files,
+            workers,
+            zookeeper_port,
+            base_port,
+            timeout,
+            seed,
+            log_level,
+        )
     except DemoError as exc:
         print(f"headrace demo: {exc}", file=sys.stderr)
         status = 1
@@ -324,26 +405,52 @@ def run_demo(events: int = 50_000, directory: Path = Path("var/cluster"),
         print("\nheadrace demo: interrupted", file=sys.stderr)
         status = 130
     if (directory / devcluster.STATE_FILE).exists():
-        where = "" if directory == Path("var/cluster") else f" --dir {_shown(str(directory.absolute()))}"
-        print(f"the cluster in {_shown(str(directory.absolute()))} is still running; stop it with "
-              f"`headrace cluster down{where}`", file=sys.stderr)
+        where = (
+            ""
+            if directory == Path("var/cluster")
+            else f" --dir {_shown(str(directory.absolute()))}"
+        )
+        print(
+            f"the cluster in {_shown(str(directory.absolute()))} is still running; stop it with "
+            f"`headrace cluster down{where}`",
+            file=sys.stderr,
+        )
     return status
 
 
-def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers, files,
-              workers, zookeeper_port, base_port, timeout, seed, log_level) -> int:
+def _run_demo(
+    events,
+    directory,
+    work_dir,
+    warehouse,
+    topic,
+    partitions,
+    brokers,
+    files,
+    workers,
+    zookeeper_port,
+    base_port,
+    timeout,
+    seed,
+    log_level,
+) -> int:
     import duckdb
 
     if events < 1 or files < 1 or brokers < 1 or partitions < 1 or workers < 1:
-        raise DemoError("--events, --files, --brokers, --partitions and --workers must be at least 1")
+        raise DemoError(
+            "--events, --files, --brokers, --partitions and --workers must be at least 1"
+        )
     started = time.monotonic()
     headrace = _headrace()
-    cli = shlex.join([_shown(headrace[0])] + headrace[1:])
-    down = f"{cli} cluster down" + ("" if directory == Path("var/cluster")
-                                    else f" --dir {_shown(str(directory.absolute()))}")
+    cli = shlex.join([_shown(headrace[0]), *headrace[1:]])
+    down = f"{cli} cluster down" + (
+        "" if directory == Path("var/cluster") else f" --dir {_shown(str(directory.absolute()))}"
+    )
 
     # 1. the cluster
-    _say(f"== 1. cluster: ZooKeeper and {brokers} brokers, state in {_shown(str(directory.absolute()))}")
+    _say(
+        f"== 1. cluster: ZooKeeper and {brokers} brokers, state in {_shown(str(directory.absolute()))}"
+    )
     state = _running_cluster(directory)
     if state is not None:
         _say(f"reusing the cluster already running from {_shown(str(directory.absolute()))}")
@@ -352,8 +459,10 @@ def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers
         state = _start_cluster(directory, brokers, zookeeper_port, base_port)
         _say(f"started in {time.monotonic() - began:.1f} s")
     bootstrap, connect = state["bootstrap"], state["connect"]
-    _say(f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']):] or '/'}); "
-         f"brokers {bootstrap}")
+    _say(
+        f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
+        f"brokers {bootstrap}"
+    )
 
     # 2. the topic
     cluster, parts, created = _ensure_topic(bootstrap, topic, partitions)
@@ -363,34 +472,60 @@ def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers
         if created:
             _say(f"created the topic {topic} with {len(parts)} partitions")
         else:
-            _say(f"the topic {topic} exists ({len(parts)} partitions, {already:,} messages): this "
-                 "run adds to it")
+            _say(
+                f"the topic {topic} exists ({len(parts)} partitions, {already:,} messages): this "
+                "run adds to it"
+            )
 
         # 3. application logs
         _say()
         logs = work_dir / "logs"
-        _say(f"== 2. application logs: {events:,} JSON access-log lines over the last {HOURS} hours")
+        _say(
+            f"== 2. application logs: {events:,} JSON access-log lines over the last {HOURS} hours"
+        )
         began = time.monotonic()
         paths = generate_logs(logs, events, files, seed)
         size = sum(p.stat().st_size for p in paths)
-        _say(f"wrote {', '.join(_shown(str(p.absolute())) for p in paths)} ({size / 1e6:.1f} MB) in "
-             f"{time.monotonic() - began:.1f} s; the first line:")
+        _say(
+            f"wrote {', '.join(_shown(str(p.absolute())) for p in paths)} ({size / 1e6:.1f} MB) in "
+            f"{time.monotonic() - began:.1f} s; the first line:"
+        )
         with open(paths[0]) as first:
             _say("  " + first.readline().rstrip("\n"))
 
         # 4. ship them
         _say()
-        _say(f"== 3. ship: follow the files like tail -F and send each line to {topic}, keyed by "
-             "client address")
+        _say(
+            f"== 3. ship: follow the files like tail -F and send each line to {topic}, keyed by "
+            "client address"
+        )
         state_file = work_dir / "ship-state.json"
         state_file.unlink(missing_ok=True)  # the files are new: start them from the beginning
-        command = headrace + ["ship", "--zookeeper", connect, "--topic", topic, "--key-field", "ip",
-                              "--from-beginning", "--state-file", str(state_file)] + [str(p) for p in paths]
+        command = (
+            headrace
+            + [
+                "ship",
+                "--zookeeper",
+                connect,
+                "--topic",
+                topic,
+                "--key-field",
+                "ip",
+                "--from-beginning",
+                "--state-file",
+                str(state_file),
+            ]
+            + [str(p) for p in paths]
+        )
         target = already + events
-        total, seconds = _ship(command, work_dir / "ship.log", cluster, topic, parts, target, timeout)
-        _say(f"the brokers acknowledged all {events:,} lines in {seconds:.1f} s "
-             f"({events / max(seconds, 1e-9):,.0f} lines/s); shipper stopped "
-             f"(log: {_shown(str((work_dir / 'ship.log').absolute()))})")
+        total, seconds = _ship(
+            command, work_dir / "ship.log", cluster, topic, parts, target, timeout
+        )
+        _say(
+            f"the brokers acknowledged all {events:,} lines in {seconds:.1f} s "
+            f"({events / max(seconds, 1e-9):,.0f} lines/s); shipper stopped "
+            f"(log: {_shown(str((work_dir / 'ship.log').absolute()))})"
+        )
         if total > target:
             _say(f"(the topic got {total - target:,} more messages from elsewhere meanwhile)")
         after = _end_offsets(cluster, topic, parts)
@@ -400,9 +535,26 @@ def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers
     # 5. load them into the warehouse
     _say()
     _say(f"== 4. load: {topic} into Parquet files, one directory per event hour")
-    command = headrace + (["--log-level", log_level] if log_level.upper() != "INFO" else []) + [
-        "load", "--zookeeper", connect, "--topic", topic, "--group", "warehouse",
-        "--to", str(warehouse), "--workers", str(workers), "--time-field", "ts", "--until-caught-up"]
+    command = (
+        headrace
+        + (["--log-level", log_level] if log_level.upper() != "INFO" else [])
+        + [
+            "load",
+            "--zookeeper",
+            connect,
+            "--topic",
+            topic,
+            "--group",
+            "warehouse",
+            "--to",
+            str(warehouse),
+            "--workers",
+            str(workers),
+            "--time-field",
+            "ts",
+            "--until-caught-up",
+        ]
+    )
     _show(command)
     sys.stdout.flush()
     status = subprocess.run(command, stdin=subprocess.DEVNULL).returncode
@@ -430,10 +582,13 @@ def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers
         f"count(DISTINCT filename) "
         f"FROM (SELECT * FROM read_parquet({_sql_literal(files_glob)}, hive_partitioning=true, "
         f"filename=true) WHERE _topic = {_sql_literal(topic)}) t "
-        f"JOIN (VALUES {run_offsets}) run(part, lo, hi) ON t._partition = run.part").fetchall()[0]
+        f"JOIN (VALUES {run_offsets}) run(part, lo, hi) ON t._partition = run.part"
+    ).fetchall()[0]
     shipped = sum(after.values()) - sum(before.values())
-    _say(f"the warehouse holds {rows:,} events in {parquet_files:,} Parquet files; {ours:,} of them "
-         f"are the {shipped:,} lines of this run")
+    _say(
+        f"the warehouse holds {rows:,} events in {parquet_files:,} Parquet files; {ours:,} of them "
+        f"are the {shipped:,} lines of this run"
+    )
     ok = ours == shipped >= events and rows == distinct
     if rows != distinct:
         _say(f"DUPLICATES: {rows - distinct:,} events are in the warehouse more than once")
@@ -442,20 +597,30 @@ def _run_demo(events, directory, work_dir, warehouse, topic, partitions, brokers
 
     # 7. what is left running, and where things are
     _say()
-    _say(f"demo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s. Still running: "
-         f"ZooKeeper and {len(state['brokers'])} brokers.")
-    _say(f"  cluster     {_shown(str(directory.absolute()))}/ (broker-N.out: broker logs; "
-         f"broker-N-logs/: their data)")
-    _say(f"  app logs    {_shown(str(logs.absolute()))}/web-*.log; shipper log and state in "
-         f"{_shown(str(work_dir.absolute()))}/")
-    _say(f"  warehouse   {_shown(str(warehouse.absolute()))}/{topic}/dt=YYYY-MM-DD/hour=HH/*.parquet")
+    _say(
+        f"demo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s. Still running: "
+        f"ZooKeeper and {len(state['brokers'])} brokers."
+    )
+    _say(
+        f"  cluster     {_shown(str(directory.absolute()))}/ (broker-N.out: broker logs; "
+        f"broker-N-logs/: their data)"
+    )
+    _say(
+        f"  app logs    {_shown(str(logs.absolute()))}/web-*.log; shipper log and state in "
+        f"{_shown(str(work_dir.absolute()))}/"
+    )
+    _say(
+        f"  warehouse   {_shown(str(warehouse.absolute()))}/{topic}/dt=YYYY-MM-DD/hour=HH/*.parquet"
+    )
     _say("  look around:")
     first = bootstrap.split(",")[0]
     server = "" if first == f"127.0.0.1:{STANDARD_BASE_PORT}" else f" --bootstrap-server {first}"
     _say(f"    {cli} topics{server} describe --topic {topic}")
     _say(f"    {cli} groups describe warehouse --zookeeper {connect}")
-    _say(f"    {cli} consume --bootstrap-server {first} --topic {topic} "
-         "--from-beginning --max-messages 3")
+    _say(
+        f"    {cli} consume --bootstrap-server {first} --topic {topic} "
+        "--from-beginning --max-messages 3"
+    )
     _say(f"  run the demo again to add more events; stop the cluster with: {down}")
     return 0 if ok else 1
 
@@ -474,14 +639,33 @@ def log_lines(count: int) -> str:
         client = f"10.0.{i % 7}.{i % 41}"
         n = seq[client]
         seq[client] += 1
-        lines.append(f'{client}\t{client} - - "GET /item/{i % 997} HTTP/1.1" 200 {500 + i % 3000} seq={n}\n')
+        lines.append(
+            f'{client}\t{client} - - "GET /item/{i % 997} HTTP/1.1" 200 {500 + i % 3000} seq={n}\n'
+        )
     return "".join(lines)
 
 
 def consume(bootstrap: str) -> list[tuple[int, str, int]]:
     out = subprocess.run(
-        ["kcat", "-b", bootstrap, "-C", "-t", KILL_TOPIC, "-o", "beginning", "-e", "-q",
-         "-f", "%p\t%k\t%s\n"], capture_output=True, text=True, timeout=300, check=True).stdout
+        [
+            "kcat",
+            "-b",
+            bootstrap,
+            "-C",
+            "-t",
+            KILL_TOPIC,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p\t%k\t%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     result = []
     for line in out.splitlines():
         partition, key, value = line.split("\t", 2)
@@ -511,38 +695,66 @@ def run_kill_demo(messages: int, directory: Path | None, keep: bool) -> int:
     ok = False
     try:
         bootstrap = state["bootstrap"]
-        print(f"cluster up in {time.perf_counter() - began:.1f} s: ZooKeeper {state['zookeeper']}, "
-              f"brokers {bootstrap}")
+        print(
+            f"cluster up in {time.perf_counter() - began:.1f} s: ZooKeeper {state['zookeeper']}, "
+            f"brokers {bootstrap}"
+        )
         from .topics import create_topic_simple
 
         create_topic_simple(bootstrap, KILL_TOPIC, KILL_PARTITIONS)
         data = log_lines(messages)
         began = time.perf_counter()
-        subprocess.run(["kcat", "-b", bootstrap, "-P", "-t", KILL_TOPIC, "-z", "gzip", "-K", "\t",
-                        "-X", "linger.ms=20"], input=data, text=True, timeout=600, check=True)
+        subprocess.run(
+            [
+                "kcat",
+                "-b",
+                bootstrap,
+                "-P",
+                "-t",
+                KILL_TOPIC,
+                "-z",
+                "gzip",
+                "-K",
+                "\t",
+                "-X",
+                "linger.ms=20",
+            ],
+            input=data,
+            text=True,
+            timeout=600,
+            check=True,
+        )
         elapsed = time.perf_counter() - began
-        print(f"kcat shipped {messages:,} log lines (gzip, keyed by client) in {elapsed:.2f} s "
-              f"({messages / elapsed:,.0f} lines/s)")
+        print(
+            f"kcat shipped {messages:,} log lines (gzip, keyed by client) in {elapsed:.2f} s "
+            f"({messages / elapsed:,.0f} lines/s)"
+        )
 
         second = bootstrap.split(",")[1]
         began = time.perf_counter()
         records = consume(second)
         elapsed = time.perf_counter() - began
-        print(f"kcat read back {len(records):,} lines in {elapsed:.2f} s; per-client order "
-              f"{'kept' if in_order(records) else 'BROKEN'}")
+        print(
+            f"kcat read back {len(records):,} lines in {elapsed:.2f} s; per-client order "
+            f"{'kept' if in_order(records) else 'BROKEN'}"
+        )
 
         victim = state["brokers"][1]
         devcluster.kill_broker(victim)
         print(f"killed broker {victim['id']} with SIGKILL; restarting it")
         devcluster.restart_broker(workdir, state, victim)
         again = consume(bootstrap.split(",")[0])
-        print(f"after the restart: {len(again):,} lines, order "
-              f"{'kept' if in_order(again) else 'BROKEN'}")
+        print(
+            f"after the restart: {len(again):,} lines, order "
+            f"{'kept' if in_order(again) else 'BROKEN'}"
+        )
         ok = len(records) == len(again) == messages and in_order(records) and in_order(again)
     finally:
         if keep:
-            print(f"cluster left running from {workdir}; stop it with "
-                  f"`headrace cluster down --dir {workdir}`")
+            print(
+                f"cluster left running from {workdir}; stop it with "
+                f"`headrace cluster down --dir {workdir}`"
+            )
         else:
             devcluster.cluster_down(workdir)
             if directory is None:

@@ -84,28 +84,45 @@ class ZooKeeperProcess:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "zoo.cfg"
-        config.write_text("\n".join([
-            "tickTime=500",
-            "initLimit=10",
-            "syncLimit=5",
-            f"dataDir={data}",
-            f"clientPort={self.port}",
-            "clientPortAddress=127.0.0.1",
-            "maxClientCnxns=0",
-            "admin.enableServer=false",
-            "4lw.commands.whitelist=ruok,srvr,stat",
-            "minSessionTimeout=1000",
-            "maxSessionTimeout=60000",
-        ]) + "\n")
-        return [java, "-Xmx256m", f"-Dzookeeper.log.dir={self.workdir}", "-cp",
-                ZOOKEEPER_CLASSPATH, ZOOKEEPER_MAIN, str(config)]
+        config.write_text(
+            "\n".join(
+                [
+                    "tickTime=500",
+                    "initLimit=10",
+                    "syncLimit=5",
+                    f"dataDir={data}",
+                    f"clientPort={self.port}",
+                    "clientPortAddress=127.0.0.1",
+                    "maxClientCnxns=0",
+                    "admin.enableServer=false",
+                    "4lw.commands.whitelist=ruok,srvr,stat",
+                    "minSessionTimeout=1000",
+                    "maxSessionTimeout=60000",
+                ]
+            )
+            + "\n"
+        )
+        return [
+            java,
+            "-Xmx256m",
+            f"-Dzookeeper.log.dir={self.workdir}",
+            "-cp",
+            ZOOKEEPER_CLASSPATH,
+            ZOOKEEPER_MAIN,
+            str(config),
+        ]
 
     def start(self, timeout: float = 30.0, detach: bool = False) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = self.command()
         with open(self.workdir / "zookeeper.out", "ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=detach)
+            self.process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,8 +155,14 @@ def _stop(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
 class BrokerProcess:
     """A ``headrace broker`` child process with a generated properties file."""
 
-    def __init__(self, workdir: Path, broker_id: int, zookeeper_connect: str, port: int | None = None,
-                 overrides: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        broker_id: int,
+        zookeeper_connect: str,
+        port: int | None = None,
+        overrides: dict[str, str] | None = None,
+    ):
         self.workdir = Path(workdir)
         self.broker_id = broker_id
         self.port = port or free_port()
@@ -177,7 +200,9 @@ class BrokerProcess:
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "headrace.cli", "broker", "--config", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=detach,
             )
         self.wait_ready(timeout)
@@ -190,8 +215,9 @@ class BrokerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"broker {self.broker_id} exited with "
-                                   f"{self.process.returncode}:\n{tail}")
+                raise RuntimeError(
+                    f"broker {self.broker_id} exited with {self.process.returncode}:\n{tail}"
+                )
             try:
                 with BrokerConnection("127.0.0.1", self.port, timeout=2) as conn:
                     body = conn.request(3, 1, {"topics": []})
@@ -200,7 +226,9 @@ class BrokerProcess:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"broker {self.broker_id} not ready on port {self.port} within {timeout} s")
+        raise RuntimeError(
+            f"broker {self.broker_id} not ready on port {self.port} within {timeout} s"
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         _stop(self.process, timeout)
@@ -231,33 +259,43 @@ def read_state(directory: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ClusterStateError(f"cannot read {state_path}: {exc}; stop its processes by hand "
-                                "and remove the file") from None
+        raise ClusterStateError(
+            f"cannot read {state_path}: {exc}; stop its processes by hand and remove the file"
+        ) from None
     pids = state.get("pids") if isinstance(state, dict) else None
     brokers = state.get("brokers", []) if isinstance(state, dict) else None
-    if (not isinstance(pids, list) or not all(type(p) is int and p > 0 for p in pids)
-            or not isinstance(brokers, list)
-            or not all(isinstance(b, dict) and type(b.get("pid")) is int for b in brokers)):
-        raise ClusterStateError(f"{state_path} is not a cluster state file (no list of process "
-                                "ids); stop its processes by hand and remove the file")
+    if (
+        not isinstance(pids, list)
+        or not all(type(p) is int and p > 0 for p in pids)
+        or not isinstance(brokers, list)
+        or not all(isinstance(b, dict) and type(b.get("pid")) is int for b in brokers)
+    ):
+        raise ClusterStateError(
+            f"{state_path} is not a cluster state file (no list of process "
+            "ids); stop its processes by hand and remove the file"
+        )
     return state
 
 
-def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: int,
-               zookeeper_port: int) -> dict:
+def cluster_up(
+    directory: Path, brokers: int, zookeeper: str | None, base_port: int, zookeeper_port: int
+) -> dict:
     """Start ZooKeeper (unless ``zookeeper`` names one) and ``brokers`` brokers, detached."""
     directory.mkdir(parents=True, exist_ok=True)
     state_path = directory / STATE_FILE
     state = read_state(directory)
     if state is not None and any(_alive(pid) for pid in state["pids"]):
-        raise RuntimeError(f"a cluster is already running from {directory}; "
-                           "`headrace cluster down` first")
+        raise RuntimeError(
+            f"a cluster is already running from {directory}; `headrace cluster down` first"
+        )
     state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
     if zookeeper is None:
         zookeeper_port = zookeeper_port or free_port()
         if port_in_use(zookeeper_port):
-            raise RuntimeError(f"port {zookeeper_port} is in use; pass --zookeeper host:port to "
-                               "use a running ZooKeeper, or --zookeeper-port")
+            raise RuntimeError(
+                f"port {zookeeper_port} is in use; pass --zookeeper host:port to "
+                "use a running ZooKeeper, or --zookeeper-port"
+            )
         zk = ZooKeeperProcess(directory / "zookeeper", zookeeper_port)
         zk.start(detach=True)
         state["zookeeper"] = zk.connect
@@ -277,9 +315,15 @@ def cluster_up(directory: Path, brokers: int, zookeeper: str | None, base_port: 
             finally:
                 if broker.process is not None:
                     state["pids"].append(broker.process.pid)
-                    state["brokers"].append({"id": i, "port": port, "pid": broker.process.pid,
-                                             "config": str(broker.config_path),
-                                             "log": str(broker.log_path)})
+                    state["brokers"].append(
+                        {
+                            "id": i,
+                            "port": port,
+                            "pid": broker.process.pid,
+                            "config": str(broker.config_path),
+                            "log": str(broker.log_path),
+                        }
+                    )
                 state_path.write_text(json.dumps(state, indent=2))
     except BaseException:
         cluster_down(directory)  # stop what this call started, nothing else

@@ -15,7 +15,9 @@ def run(args) -> int:
         if args.action == "create":
             return _create(conn, args)
         if args.action == "delete":
-            body = conn.request(DELETE_TOPICS, 3, {"topic_names": [args.topic], "timeout_ms": 30000})
+            body = conn.request(
+                DELETE_TOPICS, 3, {"topic_names": [args.topic], "timeout_ms": 30000}
+            )
             return _report(body["responses"][0]["error_code"], None, f"deleted topic {args.topic}")
         names = None if args.action == "list" or not args.topic else [{"name": args.topic}]
         body = conn.request(METADATA, 8, {"topics": names, "allow_auto_topic_creation": False})
@@ -30,13 +32,17 @@ def run(args) -> int:
                 status = _report(topic["error_code"], None, "")
                 continue
             partitions = sorted(topic["partitions"], key=lambda p: p["partition_index"])
-            print(f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}\tReplicationFactor: "
-                  f"{len(partitions[0]['replica_nodes']) if partitions else 0}")
+            print(
+                f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}\tReplicationFactor: "
+                f"{len(partitions[0]['replica_nodes']) if partitions else 0}"
+            )
             for p in partitions:
                 leader = p["leader_id"] if p["leader_id"] >= 0 else "none"
-                print(f"\tTopic: {topic['name']}\tPartition: {p['partition_index']}\tLeader: {leader}"
-                      f"\tReplicas: {','.join(map(str, p['replica_nodes']))}"
-                      f"\tIsr: {','.join(map(str, p['isr_nodes']))}")
+                print(
+                    f"\tTopic: {topic['name']}\tPartition: {p['partition_index']}\tLeader: {leader}"
+                    f"\tReplicas: {','.join(map(str, p['replica_nodes']))}"
+                    f"\tIsr: {','.join(map(str, p['isr_nodes']))}"
+                )
         return status
 
 
@@ -48,12 +54,23 @@ def _create(conn, args) -> int:
             print(f"headrace topics: --config {item!r} is not key=value", file=sys.stderr)
             return 2
         configs.append({"name": key.strip(), "value": value.strip()})
-    body = conn.request(CREATE_TOPICS, 4, {
-        "topics": [{"name": args.topic, "num_partitions": args.partitions,
-                    "replication_factor": args.replication_factor, "assignments": [],
-                    "configs": configs}],
-        "timeout_ms": 30000, "validate_only": False,
-    })
+    body = conn.request(
+        CREATE_TOPICS,
+        4,
+        {
+            "topics": [
+                {
+                    "name": args.topic,
+                    "num_partitions": args.partitions,
+                    "replication_factor": args.replication_factor,
+                    "assignments": [],
+                    "configs": configs,
+                }
+            ],
+            "timeout_ms": 30000,
+            "validate_only": False,
+        },
+    )
     result = body["topics"][0]
     return _report(result["error_code"], result["error_message"], f"created topic {args.topic}")
 
@@ -68,15 +85,28 @@ def _report(code: int, message: str | None, success: str) -> int:
     return 1
 
 
-def create_topic_simple(bootstrap: str, name: str, partitions: int, configs: dict | None = None) -> None:
+def create_topic_simple(
+    bootstrap: str, name: str, partitions: int, configs: dict | None = None
+) -> None:
     """Create a topic; raise the matching KafkaError if the broker refuses."""
     with connect_any(bootstrap) as conn:
-        body = conn.request(CREATE_TOPICS, 4, {
-            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": -1,
-                        "assignments": [], "configs": [{"name": k, "value": v}
-                                                       for k, v in (configs or {}).items()]}],
-            "timeout_ms": 30000, "validate_only": False,
-        })
+        body = conn.request(
+            CREATE_TOPICS,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": name,
+                        "num_partitions": partitions,
+                        "replication_factor": -1,
+                        "assignments": [],
+                        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                    }
+                ],
+                "timeout_ms": 30000,
+                "validate_only": False,
+            },
+        )
     result = body["topics"][0]
     if result["error_code"]:
         raise error_for_code(result["error_code"])(result["error_message"])

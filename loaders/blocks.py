@@ -43,8 +43,17 @@ class ValueBlock(Block):
 
     __slots__ = ("buf", "lengths", "starts")
 
-    def __init__(self, topic: str, partition: int, offsets: np.ndarray, timestamps: np.ndarray,
-                 keys: list, buf: bytearray, starts: np.ndarray, lengths: np.ndarray):
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offsets: np.ndarray,
+        timestamps: np.ndarray,
+        keys: list,
+        buf: bytearray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+    ):
         self.topic, self.partition = topic, partition
         self.offsets, self.timestamps, self.keys = offsets, timestamps, keys
         self.buf, self.starts, self.lengths = buf, starts, lengths
@@ -52,12 +61,22 @@ class ValueBlock(Block):
     @property
     def values(self) -> list[bytes | None]:
         buf = memoryview(self.buf)
-        return [buf[s:s + n].tobytes() if n >= 0 else None
-                for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
+        return [
+            buf[s : s + n].tobytes() if n >= 0 else None
+            for s, n in zip(self.starts.tolist(), self.lengths.tolist())
+        ]
 
     def __getitem__(self, index: slice) -> ValueBlock:
-        return ValueBlock(self.topic, self.partition, self.offsets[index], self.timestamps[index],
-                          self.keys[index], self.buf, self.starts[index], self.lengths[index])
+        return ValueBlock(
+            self.topic,
+            self.partition,
+            self.offsets[index],
+            self.timestamps[index],
+            self.keys[index],
+            self.buf,
+            self.starts[index],
+            self.lengths[index],
+        )
 
     def sizes(self) -> np.ndarray:
         """Input bytes of each record: value plus key."""
@@ -78,13 +97,16 @@ class ValueBlock(Block):
         if self.buf.startswith(_BOM, first):
             return None
         lines = memoryview(self.buf)[first:end]
-        if np.count_nonzero(np.frombuffer(lines, np.uint8) == _NEWLINE) != n:  # (3x bytes.count's speed)
+        if (
+            np.count_nonzero(np.frombuffer(lines, np.uint8) == _NEWLINE) != n
+        ):  # (3x bytes.count's speed)
             return None
         return lines
 
 
-def decode_value_block(topic: str, partition: int, data, from_offset: int
-                       ) -> tuple[ValueBlock | None, int]:
+def decode_value_block(
+    topic: str, partition: int, data, from_offset: int
+) -> tuple[ValueBlock | None, int]:
     """``consumers.consumer.decode_block`` making a ValueBlock: the records in fetched bytes at
     or after ``from_offset`` (None if none), and the offset to fetch next.  A batch that cannot
     be decoded ends the block before it, or raises CorruptBatchError when it comes first."""
@@ -108,7 +130,7 @@ def decode_value_block(topic: str, partition: int, data, from_offset: int
     if not len(block):  # only empty batches (compaction leaves them)
         return None, next_offset
     if block.offsets[0] < from_offset:
-        block = block[int(np.searchsorted(block.offsets, from_offset)):]
+        block = block[int(np.searchsorted(block.offsets, from_offset)) :]
     return (block if len(block) else None), next_offset
 
 
@@ -125,8 +147,15 @@ def _batch_part(data, pos: int) -> tuple:
         lengths = np.array([len(v) if v is not None else -1 for v in columns.values], np.int64)
         starts = np.cumsum(np.maximum(lengths, 0) + 1) - np.maximum(lengths, 0) - 1
         section = b"".join([(v or b"") + b"\n" for v in columns.values])
-        return (section, np.array(columns.offsets, np.int64), np.array(columns.timestamps, np.int64),
-                columns.keys, starts, lengths, None)
+        return (
+            section,
+            np.array(columns.offsets, np.int64),
+            np.array(columns.timestamps, np.int64),
+            columns.keys,
+            starts,
+            lengths,
+            None,
+        )
     offset_delta, ts_delta, key_start, key_len, value_start, value_len = fields
     if header.timestamp_type == LOG_APPEND_TIME:
         timestamps = np.full(count, header.max_timestamp, np.int64)
@@ -135,13 +164,22 @@ def _batch_part(data, pos: int) -> tuple:
     if (key_len < 0).all():
         keys = [None] * count
     else:
-        keys = [section[x:x + n] if n >= 0 else None
-                for x, n in zip(key_start.tolist(), key_len.tolist())]
+        keys = [
+            section[x : x + n] if n >= 0 else None
+            for x, n in zip(key_start.tolist(), key_len.tolist())
+        ]
     value_end = value_start + np.maximum(value_len, 0)
     blank_starts = np.concatenate(([0], value_end))
     blank_ends = np.concatenate((value_start, [len(section)]))
-    return (section, offset_delta + header.base_offset, timestamps, keys, value_start, value_len,
-            (blank_starts, blank_ends))
+    return (
+        section,
+        offset_delta + header.base_offset,
+        timestamps,
+        keys,
+        value_start,
+        value_len,
+        (blank_starts, blank_ends),
+    )
 
 
 def _join(topic: str, partition: int, parts: list[tuple]) -> ValueBlock:
@@ -151,8 +189,11 @@ def _join(topic: str, partition: int, parts: list[tuple]) -> ValueBlock:
     shifts = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
     starts = np.concatenate([p[4] + shift for p, shift in zip(parts, shifts.tolist())])
     lengths = np.concatenate([p[5] for p in parts])
-    blanks = [(p[6][0] + shift, p[6][1] + shift) for p, shift in zip(parts, shifts.tolist())
-              if p[6] is not None]
+    blanks = [
+        (p[6][0] + shift, p[6][1] + shift)
+        for p, shift in zip(parts, shifts.tolist())
+        if p[6] is not None
+    ]
     if blanks:
         lo = np.concatenate([b[0] for b in blanks])
         hi = np.concatenate([b[1] for b in blanks])
@@ -162,8 +203,16 @@ def _join(topic: str, partition: int, parts: list[tuple]) -> ValueBlock:
         a[np.arange(int(size.sum())) + np.repeat(lo - np.cumsum(size) + size, size)] = _SPACE
         a[starts + np.maximum(lengths, 0)] = _NEWLINE
     keys = parts[0][3] if len(parts) == 1 else list(chain.from_iterable(p[3] for p in parts))
-    return ValueBlock(topic, partition, np.concatenate([p[1] for p in parts]),
-                      np.concatenate([p[2] for p in parts]), keys, buf, starts, lengths)
+    return ValueBlock(
+        topic,
+        partition,
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        keys,
+        buf,
+        starts,
+        lengths,
+    )
 
 
 def offset_index(offsets, offset: int) -> int:

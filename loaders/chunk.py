@@ -30,22 +30,24 @@ from .layout import DEAD_LETTER, QUARANTINE, bucket_dir, data_file_name
 
 
 class Limits(NamedTuple):
-    max_rows: int = 1_000_000                   # rows per file
-    max_bytes: int = 256 * 1024 * 1024          # input bytes per file
-    max_open: int = 32                          # open writers per chunk
-    max_chunk_bytes: int = 256 * 1024 * 1024    # input bytes per chunk: what a partition holds in memory
+    max_rows: int = 1_000_000  # rows per file
+    max_bytes: int = 256 * 1024 * 1024  # input bytes per file
+    max_open: int = 32  # open writers per chunk
+    max_chunk_bytes: int = (
+        256 * 1024 * 1024
+    )  # input bytes per chunk: what a partition holds in memory
 
 
 class ChunkFile(NamedTuple):
-    rel: str          # path under the warehouse root
-    key: int          # bucket key
+    rel: str  # path under the warehouse root
+    key: int  # bucket key
     first: int
     last: int
     table: pa.Table
 
 
 class _Writer:
-    __slots__ = ("tables", "rows", "bytes", "first", "last")
+    __slots__ = ("bytes", "first", "last", "rows", "tables")
 
     def __init__(self):
         self.tables: list[pa.Table] = []
@@ -86,19 +88,44 @@ class Chunk:
         total = int(sizes.sum())
         if converted.dead.num_rows == 0 and keys[0] == keys[-1] and keys.count(keys[0]) == n:
             # one bucket, no dead letters (time-ordered logs within an hour): no grouping
-            stats = {"k": [keys[0]], "s_sum": [total], "s_count": [n],
-                     "o_min": [int(block.offsets[0])], "o_max": [int(block.offsets[-1])],
-                     "r_min": [0], "r_max": [n - 1]}
-        elif converted.dead.num_rows == 0 and converted.hours is not None \
-                and (runs := _hour_runs(converted.hours, sizes, block.offsets)) is not None:
+            stats = {
+                "k": [keys[0]],
+                "s_sum": [total],
+                "s_count": [n],
+                "o_min": [int(block.offsets[0])],
+                "o_max": [int(block.offsets[-1])],
+                "r_min": [0],
+                "r_max": [n - 1],
+            }
+        elif (
+            converted.dead.num_rows == 0
+            and converted.hours is not None
+            and (runs := _hour_runs(converted.hours, sizes, block.offsets)) is not None
+        ):
             stats = runs  # hours one after another (a time-ordered log across hours)
         else:
-            stats = pa.table({"k": pa.array(keys, pa.int64()), "s": pa.array(sizes, pa.int64()),
-                              "o": pa.array(block.offsets, pa.int64()),
-                              "r": pa.array(_as_array(converted.row_of), pa.int64())})
-            stats = stats.group_by("k").aggregate(
-                [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
-                 ("r", "max")]).to_pydict()
+            stats = pa.table(
+                {
+                    "k": pa.array(keys, pa.int64()),
+                    "s": pa.array(sizes, pa.int64()),
+                    "o": pa.array(block.offsets, pa.int64()),
+                    "r": pa.array(_as_array(converted.row_of), pa.int64()),
+                }
+            )
+            stats = (
+                stats.group_by("k")
+                .aggregate(
+                    [
+                        ("s", "sum"),
+                        ("s", "count"),
+                        ("o", "min"),
+                        ("o", "max"),
+                        ("r", "min"),
+                        ("r", "max"),
+                    ]
+                )
+                .to_pydict()
+            )
         max_rows, max_bytes, max_open, max_chunk_bytes = self.limits
         writers = self.writers
         fresh = sum(1 for k in stats["k"] if k not in writers)
@@ -109,8 +136,14 @@ class Chunk:
             if (w.rows if w else 0) + rows >= max_rows or (w.bytes if w else 0) + size >= max_bytes:
                 return False
         for k, size, rows, first, last, r_min, r_max in zip(
-                stats["k"], stats["s_sum"], stats["s_count"], stats["o_min"], stats["o_max"],
-                stats["r_min"], stats["r_max"]):
+            stats["k"],
+            stats["s_sum"],
+            stats["s_count"],
+            stats["o_min"],
+            stats["o_max"],
+            stats["r_min"],
+            stats["r_max"],
+        ):
             w = writers.get(k)
             if w is None:
                 w = writers[k] = _Writer()
@@ -233,9 +266,15 @@ def _hour_runs(hours: pa.Array, sizes: np.ndarray, offsets) -> dict | None:
     first = np.concatenate(([0], np.flatnonzero(k[1:] != k[:-1]) + 1))
     last = np.append(first[1:], len(k)) - 1
     offsets = np.asarray(offsets, np.int64)
-    return {"k": k[first].tolist(), "s_sum": np.add.reduceat(sizes, first).tolist(),
-            "s_count": (last - first + 1).tolist(), "o_min": offsets[first].tolist(),
-            "o_max": offsets[last].tolist(), "r_min": first.tolist(), "r_max": last.tolist()}
+    return {
+        "k": k[first].tolist(),
+        "s_sum": np.add.reduceat(sizes, first).tolist(),
+        "s_count": (last - first + 1).tolist(),
+        "o_min": offsets[first].tolist(),
+        "o_max": offsets[last].tolist(),
+        "r_min": first.tolist(),
+        "r_max": last.tolist(),
+    }
 
 
 # Offsets and times grow steadily: delta-encoded they take a fraction of the dictionary or
@@ -246,10 +285,15 @@ _DELTA = ("_offset", "_timestamp", "_event_time")
 def parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
     sink = io.BytesIO()
     delta = [c for c in _DELTA if c in table.column_names]
-    pq.write_table(table, sink, compression=compression,
-                   use_dictionary=[c for c in table.column_names if c not in delta
-                                   and _repetitive(table.column(c))],
-                   column_encoding={c: "DELTA_BINARY_PACKED" for c in delta})
+    pq.write_table(
+        table,
+        sink,
+        compression=compression,
+        use_dictionary=[
+            c for c in table.column_names if c not in delta and _repetitive(table.column(c))
+        ],
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in delta},
+    )
     return sink.getvalue()
 
 

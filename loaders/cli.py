@@ -7,44 +7,96 @@ import sys
 
 def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("ib").rstrip("b") if text[-1:].lower() in "bB" else text.strip().lower()
+    t = (
+        text.strip().lower().rstrip("ib").rstrip("b")
+        if text[-1:].lower() in "bB"
+        else text.strip().lower()
+    )
     if t and t[-1] in units:
         return int(float(t[:-1]) * units[t[-1]])
     return int(t)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("load", help="load topics into Parquet files in a warehouse (any fsspec URL)")
-    p.add_argument("--zookeeper", required=True, help="host:port[/chroot] of the cluster's ZooKeeper")
-    p.add_argument("--topic", action="append", required=True, dest="topics", help="a topic (repeatable)")
-    p.add_argument("--group", required=True, help="the loader group; its offsets live in /consumers/<group>")
-    p.add_argument("--to", required=True, dest="url",
-                   help="warehouse URL: a directory, file://, memory://, s3://, hdfs://")
+    p = sub.add_parser(
+        "load", help="load topics into Parquet files in a warehouse (any fsspec URL)"
+    )
+    p.add_argument(
+        "--zookeeper", required=True, help="host:port[/chroot] of the cluster's ZooKeeper"
+    )
+    p.add_argument(
+        "--topic", action="append", required=True, dest="topics", help="a topic (repeatable)"
+    )
+    p.add_argument(
+        "--group", required=True, help="the loader group; its offsets live in /consumers/<group>"
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        dest="url",
+        help="warehouse URL: a directory, file://, memory://, s3://, hdfs://",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--until-caught-up", action="store_true",
-                      help="load up to the end offsets seen at start, then exit (the default)")
+    mode.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="load up to the end offsets seen at start, then exit (the default)",
+    )
     mode.add_argument("--follow", action="store_true", help="keep loading as events arrive")
-    p.add_argument("--interval", type=float, default=60.0,
-                   help="with --follow: seconds between plans (default 60)")
-    p.add_argument("--format", default="json", choices=["json", "string", "raw"],
-                   help="how to store values: typed JSON columns, a string column, or raw bytes")
-    p.add_argument("--time-field", help="JSON field with the event time (default: the record timestamp)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="with --follow: seconds between plans (default 60)",
+    )
+    p.add_argument(
+        "--format",
+        default="json",
+        choices=["json", "string", "raw"],
+        help="how to store values: typed JSON columns, a string column, or raw bytes",
+    )
+    p.add_argument(
+        "--time-field", help="JSON field with the event time (default: the record timestamp)"
+    )
     p.add_argument("--schema", dest="schema_file", help="declared schema file (default: inferred)")
     p.add_argument("--max-rows", type=int, default=1_000_000, help="rows per file at most")
-    p.add_argument("--max-bytes", type=_size, default=256 << 20,
-                   help="input bytes per file at most (e.g. 256M)")
-    p.add_argument("--max-open-writers", type=int, default=32, help="open files per partition at most")
-    p.add_argument("--max-chunk-bytes", type=_size, default=256 << 20,
-                   help="input bytes a partition holds before its files are written (bounds memory)")
-    p.add_argument("--allow-gaps", action="store_true",
-                   help="skip offsets deleted by retention before they were loaded (logged)")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="fsspec option for the warehouse, e.g. endpoint_url=http://... (repeatable)")
-    p.add_argument("--parquet-compression", default="snappy",
-                   choices=["snappy", "zstd", "gzip", "lz4", "none"])
-    p.add_argument("--session-timeout-ms", type=int, default=6000,
-                   help="ZooKeeper session timeout of each worker (zookeeper.session.timeout.ms)")
+    p.add_argument(
+        "--max-bytes",
+        type=_size,
+        default=256 << 20,
+        help="input bytes per file at most (e.g. 256M)",
+    )
+    p.add_argument(
+        "--max-open-writers", type=int, default=32, help="open files per partition at most"
+    )
+    p.add_argument(
+        "--max-chunk-bytes",
+        type=_size,
+        default=256 << 20,
+        help="input bytes a partition holds before its files are written (bounds memory)",
+    )
+    p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="skip offsets deleted by retention before they were loaded (logged)",
+    )
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for the warehouse, e.g. endpoint_url=http://... (repeatable)",
+    )
+    p.add_argument(
+        "--parquet-compression", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"]
+    )
+    p.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=6000,
+        help="ZooKeeper session timeout of each worker (zookeeper.session.timeout.ms)",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,14 +112,26 @@ def run(args) -> int:
         print(f"headrace load: {exc}", file=sys.stderr)
         return 2
     level = logging.getLevelName(logging.getLogger().level)
-    return load({
-        "zookeeper": args.zookeeper, "topics": args.topics, "group": args.group, "url": args.url,
-        "workers": args.workers, "follow": args.follow, "interval": args.interval,
-        "format": args.format, "time_field": args.time_field, "schema_file": args.schema_file,
-        "max_rows": args.max_rows, "max_bytes": args.max_bytes,
-        "max_open_writers": args.max_open_writers, "allow_gaps": args.allow_gaps,
-        "max_chunk_bytes": args.max_chunk_bytes,
-        "storage_options": options, "parquet_compression": args.parquet_compression,
-        "session_timeout_ms": args.session_timeout_ms,
-        "log_level": "WARNING" if level == "INFO" else level,
-    })
+    return load(
+        {
+            "zookeeper": args.zookeeper,
+            "topics": args.topics,
+            "group": args.group,
+            "url": args.url,
+            "workers": args.workers,
+            "follow": args.follow,
+            "interval": args.interval,
+            "format": args.format,
+            "time_field": args.time_field,
+            "schema_file": args.schema_file,
+            "max_rows": args.max_rows,
+            "max_bytes": args.max_bytes,
+            "max_open_writers": args.max_open_writers,
+            "allow_gaps": args.allow_gaps,
+            "max_chunk_bytes": args.max_chunk_bytes,
+            "storage_options": options,
+            "parquet_compression": args.parquet_compression,
+            "session_timeout_ms": args.session_timeout_ms,
+            "log_level": "WARNING" if level == "INFO" else level,
+        }
+    )

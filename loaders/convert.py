@@ -45,17 +45,51 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 MIN_EVENT_MS = calendar.timegm((2000, 1, 1, 0, 0, 0)) * 1000  # earlier is absurd for log events
 DAY_MS = 86_400_000
 
-TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(), "string": pa.string(),
-         "json": pa.string()}
-ALIASES = {"boolean": "bool", "int": "int64", "long": "int64", "bigint": "int64", "integer": "int64",
-           "float": "double", "float64": "double", "number": "double", "str": "string",
-           "utf8": "string", "object": "json", "array": "json"}
-RESERVED = ("_topic", "_partition", "_offset", "_timestamp", "_key", "_event_time", "_rejected",
-            "_extra", "_value", "_error")
+TYPES = {
+    "bool": pa.bool_(),
+    "int64": pa.int64(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "json": pa.string(),
+}
+ALIASES = {
+    "boolean": "bool",
+    "int": "int64",
+    "long": "int64",
+    "bigint": "int64",
+    "integer": "int64",
+    "float": "double",
+    "float64": "double",
+    "number": "double",
+    "str": "string",
+    "utf8": "string",
+    "object": "json",
+    "array": "json",
+}
+RESERVED = (
+    "_topic",
+    "_partition",
+    "_offset",
+    "_timestamp",
+    "_key",
+    "_event_time",
+    "_rejected",
+    "_extra",
+    "_value",
+    "_error",
+)
 TS = pa.timestamp("ms", tz="UTC")
-DEAD_SCHEMA = pa.schema([("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int64()),
-                         ("_timestamp", TS), ("_key", pa.binary()), ("_value", pa.binary()),
-                         ("_error", pa.string())])
+DEAD_SCHEMA = pa.schema(
+    [
+        ("_topic", pa.string()),
+        ("_partition", pa.int32()),
+        ("_offset", pa.int64()),
+        ("_timestamp", TS),
+        ("_key", pa.binary()),
+        ("_value", pa.binary()),
+        ("_error", pa.string()),
+    ]
+)
 
 
 class SchemaError(ValueError):
@@ -78,10 +112,10 @@ def load_declared_schema(path: str) -> dict[str, dict[str, str]]:
     except (OSError, ValueError) as exc:
         raise SchemaError(f"cannot read schema file {path}: {exc}") from exc
     if not isinstance(doc, dict) or not ({"fields", "topics"} & doc.keys()):
-        raise SchemaError(f"{path}: expected {{\"fields\": {{name: type}}}} or {{\"topics\": ...}}")
+        raise SchemaError(f'{path}: expected {{"fields": {{name: type}}}} or {{"topics": ...}}')
     tables = {"*": doc["fields"]} if "fields" in doc else doc["topics"]
     if not isinstance(tables, dict) or not tables:
-        raise SchemaError(f"{path}: \"topics\" must be a non-empty object {{topic: {{name: type}}}}")
+        raise SchemaError(f'{path}: "topics" must be a non-empty object {{topic: {{name: type}}}}')
     out = {}
     for topic, fields in tables.items():
         if not isinstance(fields, dict) or not fields:
@@ -136,8 +170,11 @@ def _coerce(value, kind: str):
     if kind == "string":
         return isinstance(value, str), value
     if kind == "int64":
-        return (isinstance(value, int) and not isinstance(value, bool)
-                and -(1 << 63) <= value < (1 << 63)), value
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and -(1 << 63) <= value < (1 << 63)
+        ), value
     if kind == "double":  # a float: pyarrow refuses ints past int64 (orjson gives up to 2**64-1)
         fits = isinstance(value, (int, float)) and not isinstance(value, bool)
         return fits, float(value) if fits else value
@@ -163,23 +200,32 @@ class ValueFormat(NamedTuple):
 
 
 class Converted(NamedTuple):
-    table: pa.Table           # the good rows, in offset order
-    row_of: list[int]         # per message: its row in ``table``, or its row in ``dead`` if dead
-    keys: list[int]           # per message: event hour, QUARANTINE or DEAD_LETTER
-    dead: pa.Table            # dead letters: raw value, offset, error
-    conflicts: int            # fields kept in ``_rejected``
-    new_fields: dict          # fields added to the schema by this batch
+    table: pa.Table  # the good rows, in offset order
+    row_of: list[int]  # per message: its row in ``table``, or its row in ``dead`` if dead
+    keys: list[int]  # per message: event hour, QUARANTINE or DEAD_LETTER
+    dead: pa.Table  # dead letters: raw value, offset, error
+    conflicts: int  # fields kept in ``_rejected``
+    new_fields: dict  # fields added to the schema by this batch
     hours: pa.Array | None = None  # the bucket key of each row of ``table``
 
 
-def dead_batch(topic: str, partition: int, first: int, last: int, reason: str,
-               raw: bytes) -> Converted:
+def dead_batch(
+    topic: str, partition: int, first: int, last: int, reason: str, raw: bytes
+) -> Converted:
     """A record batch that cannot be decoded, as one dead letter: the batch's bytes as the
     value, its first offset, and its offset range and the reason in ``_error``."""
-    dead = pa.table({"_topic": [topic], "_partition": [partition], "_offset": [first],
-                     "_timestamp": [None], "_key": [None], "_value": [raw],
-                     "_error": [f"record batch at offsets {first}..{last} cannot be decoded: "
-                                f"{reason}"]}, schema=DEAD_SCHEMA)
+    dead = pa.table(
+        {
+            "_topic": [topic],
+            "_partition": [partition],
+            "_offset": [first],
+            "_timestamp": [None],
+            "_key": [None],
+            "_value": [raw],
+            "_error": [f"record batch at offsets {first}..{last} cannot be decoded: {reason}"],
+        },
+        schema=DEAD_SCHEMA,
+    )
     return Converted(pa.table({}), [0], [DEAD_LETTER], dead, 0, {})
 
 
@@ -192,11 +238,13 @@ def rest_of(converted: Converted, taken: int) -> Converted:
     if isinstance(converted.row_of, range) and not dead:
         row_of = range(len(rest))
     else:
-        row_of = [r - (dead if k == DEAD_LETTER else good)
-                  for r, k in zip(converted.row_of[taken:], rest)]
+        row_of = [
+            r - (dead if k == DEAD_LETTER else good) for r, k in zip(converted.row_of[taken:], rest)
+        ]
     hours = converted.hours.slice(good) if converted.hours is not None else None
-    return Converted(converted.table.slice(good), row_of, rest, converted.dead.slice(dead), 0,
-                     {}, hours)
+    return Converted(
+        converted.table.slice(good), row_of, rest, converted.dead.slice(dead), 0, {}, hours
+    )
 
 
 class FixedSchemas:
@@ -256,20 +304,35 @@ def epoch_ms_of(column: pa.ChunkedArray | pa.Array | None, n: int) -> pa.Array:
 def _integer_ms(v: pa.Array) -> pa.Array:
     """``_number_ms`` for a whole int64 column (exact integer arithmetic)."""
     a = pc.abs(v)
-    null = pa.scalar(None, pa.int64())
+    pa.scalar(None, pa.int64())
     sec = pc.less(a, int(1e11))
-    return pc.if_else(sec, pc.multiply_checked(pc.if_else(sec, v, 0), 1000),
-           pc.if_else(pc.less(a, int(1e14)), v,
-           pc.if_else(pc.less(a, int(1e17)), pc.divide(v, 1000), pc.divide(v, 1_000_000))))
+    return pc.if_else(
+        sec,
+        pc.multiply_checked(pc.if_else(sec, v, 0), 1000),
+        pc.if_else(
+            pc.less(a, int(1e14)),
+            v,
+            pc.if_else(pc.less(a, int(1e17)), pc.divide(v, 1000), pc.divide(v, 1_000_000)),
+        ),
+    )
 
 
 def _float_ms(v: pa.Array) -> pa.Array:
     """``_number_ms`` for a whole float64 column."""
     a = pc.abs(v)
-    ms = pc.if_else(pc.less(a, 1e11), pc.multiply(v, 1000.0),
-         pc.if_else(pc.less(a, 1e14), v,
-         pc.if_else(pc.less(a, 1e17), pc.divide(v, 1000.0),
-         pc.if_else(pc.less(a, 9e24), pc.divide(v, 1e6), pa.scalar(None, pa.float64())))))
+    ms = pc.if_else(
+        pc.less(a, 1e11),
+        pc.multiply(v, 1000.0),
+        pc.if_else(
+            pc.less(a, 1e14),
+            v,
+            pc.if_else(
+                pc.less(a, 1e17),
+                pc.divide(v, 1000.0),
+                pc.if_else(pc.less(a, 9e24), pc.divide(v, 1e6), pa.scalar(None, pa.float64())),
+            ),
+        ),
+    )
     ms = pc.if_else(pc.is_nan(ms), pa.scalar(None, pa.float64()), ms)
     truncated = pc.trunc(ms)  # as int() does
     ok = pc.and_(pc.less(pc.abs(truncated), 9.2e18), pc.is_finite(truncated))
@@ -324,8 +387,13 @@ def _text_ms(v) -> int | None:
 class Converter:
     """Turns one partition's messages into Arrow tables; see the module docstring."""
 
-    def __init__(self, value_format: ValueFormat, schemas=None, time_field: str | None = None,
-                 threads: bool = False):
+    def __init__(
+        self,
+        value_format: ValueFormat,
+        schemas=None,
+        time_field: str | None = None,
+        threads: bool = False,
+    ):
         if value_format.kind not in ("json", "string", "raw"):
             raise ValueError("value format must be json, string or raw")
         if time_field and value_format.kind != "json":
@@ -351,6 +419,7 @@ class Converter:
             body, good, dead, conflicts, new_fields = self._json(topic, block)
         is_good = len(good) == n
         if is_good:
+
             def pick(seq):
                 return seq
         else:
@@ -358,6 +427,7 @@ class Converter:
 
             def pick(seq):
                 return seq[picked] if isinstance(seq, np.ndarray) else [seq[i] for i in good]
+
         count = len(good)
         stamps = pa.array(pick(block.timestamps), pa.int64())
         stamps = pc.if_else(pc.less(stamps, 0), pa.scalar(None, pa.int64()), stamps)
@@ -367,8 +437,11 @@ class Converter:
             "_partition": pa.repeat(pa.scalar(partition, pa.int32()), count),
             "_offset": pa.array(pick(block.offsets), pa.int64()),
             "_timestamp": stamps.cast(TS),
-            "_key": (pa.nulls(count, pa.binary()) if keys_in.count(None) == count
-                     else pa.array(keys_in, pa.binary())),
+            "_key": (
+                pa.nulls(count, pa.binary())
+                if keys_in.count(None) == count
+                else pa.array(keys_in, pa.binary())
+            ),
         }
         raw_times = body.pop(_RAW_TIMES, None)
         if self.time_field:
@@ -382,8 +455,12 @@ class Converter:
         meta.update(body)
         table = pa.table(meta)
 
-        in_range = pc.and_(pc.greater_equal(event_ms, MIN_EVENT_MS), pc.less_equal(event_ms, max_event_ms))
-        hour_keys = pc.if_else(in_range, pc.divide(event_ms, HOUR_MS), QUARANTINE).fill_null(QUARANTINE)
+        in_range = pc.and_(
+            pc.greater_equal(event_ms, MIN_EVENT_MS), pc.less_equal(event_ms, max_event_ms)
+        )
+        hour_keys = pc.if_else(in_range, pc.divide(event_ms, HOUR_MS), QUARANTINE).fill_null(
+            QUARANTINE
+        )
         hours = hour_keys.to_pylist()
         if is_good:
             keys, row_of = hours, range(n)
@@ -440,8 +517,11 @@ class Converter:
             if not self.schemas.declared and all(k != "json" for k in found.values()):
                 merged = self.schemas.update(topic, found)
                 again = self._fast(lines, n, merged)  # parse new fields with their settled types
-                if again is not None and all(n in merged for n in again.column_names if
-                                             not pa.types.is_null(again.schema.field(n).type)):
+                if again is not None and all(
+                    n in merged
+                    for n in again.column_names
+                    if not pa.types.is_null(again.schema.field(n).type)
+                ):
                     added = {k: merged[k] for k in found}
                     return self._columns(again, merged), range(n), [], 0, added
         return self._slow(topic, block.values)
@@ -452,23 +532,32 @@ class Converter:
         than a JSON parser would."""
         if lines is None:
             return None
-        explicit = pa.schema([(name, TYPES[kind]) for name, kind in schema.items()
-                              if name == column_name(name)])
+        explicit = pa.schema(
+            [(name, TYPES[kind]) for name, kind in schema.items() if name == column_name(name)]
+        )
         options = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
         try:
-            table = pj.read_json(pa.BufferReader(pa.py_buffer(lines)), read_options=pj.ReadOptions(
-                use_threads=self.threads, block_size=max(1 << 20, len(lines) + 1)),
-                parse_options=options)
+            table = pj.read_json(
+                pa.BufferReader(pa.py_buffer(lines)),
+                read_options=pj.ReadOptions(
+                    use_threads=self.threads, block_size=max(1 << 20, len(lines) + 1)
+                ),
+                parse_options=options,
+            )
             table.validate(full=True)  # the reader does not check UTF-8; orjson does
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         if table.num_rows != n or any(column_name(n) != n for n in table.column_names):
             return None
-        if any(pa.types.is_floating(c.type) and pc.all(pc.is_finite(c)).as_py() is False
-               for c in table.columns):
+        if any(
+            pa.types.is_floating(c.type) and pc.all(pc.is_finite(c)).as_py() is False
+            for c in table.columns
+        ):
             return None  # NaN, Infinity or an overflow: the reader takes them, orjson does not
-        if any(schema.get(n) == "json" and table.column(n).null_count < table.num_rows
-               for n in table.column_names):
+        if any(
+            schema.get(n) == "json" and table.column(n).null_count < table.num_rows
+            for n in table.column_names
+        ):
             return None  # the reader keeps a string as is; a json column holds JSON text
         return table
 
@@ -514,8 +603,11 @@ class Converter:
                             continue
                         if name not in schema:
                             old = found.get(name)
-                            found[name] = kind if old is None else (
-                                "double" if {old, kind} == {"int64", "double"} else old)
+                            found[name] = (
+                                kind
+                                if old is None
+                                else ("double" if {old, kind} == {"int64", "double"} else old)
+                            )
                         elif schema[name] == "int64" and kind == "double":
                             found[name] = "double"
             if found:
@@ -541,8 +633,10 @@ class Converter:
                 good.append(i)
                 if time_field:
                     times.append(obj.get(time_field))
-            if any(schema.get(n) != k and not (schema.get(n) == "double" and k == "int64")
-                   for n, k in found.items()):
+            if any(
+                schema.get(n) != k and not (schema.get(n) == "double" and k == "int64")
+                for n, k in found.items()
+            ):
                 continue  # another worker settled a field differently: convert again
             fields = [(name, TYPES[kind]) for name, kind in schema.items()]
             table = pa.Table.from_pylist(rows, schema=pa.schema(fields))

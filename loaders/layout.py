@@ -19,7 +19,9 @@ HOUR_MS = 3_600_000
 QUARANTINE = -1  # bucket keys: an event hour (hours since the epoch) or one of these
 DEAD_LETTER = -2
 
-_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$")
+_NAME = re.compile(
+    r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$"
+)
 _MANIFEST = re.compile(r"^(?P<first>\d{20})-(?P<next>\d{20})\.json$")
 
 

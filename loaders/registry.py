@@ -54,8 +54,9 @@ def read_offset(zk, group: str, topic: str, partition: int) -> tuple[int | None,
         raise LoaderError(str(exc)) from exc
 
 
-def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
-                  version: int | None, consumer_id: str) -> int:
+def commit_offset(
+    zk, group: str, topic: str, partition: int, offset: int, version: int | None, consumer_id: str
+) -> int:
     """Move the committed offset to ``offset`` if it is still at ``version`` (None: nothing
     committed yet) and this ZooKeeper session still owns the partition, in one transaction;
     returns the new version."""
@@ -65,8 +66,10 @@ def commit_offset(zk, group: str, topic: str, partition: int, offset: int,
         raise FencedError(str(exc)) from exc
     except KazooException as exc:
         # Whether it applied or not, the next owner's reconcile settles it from the manifest.
-        raise FencedError(f"{topic}-{partition}: commit of offset {offset} interrupted "
-                          f"({type(exc).__name__}); rebalancing") from exc
+        raise FencedError(
+            f"{topic}-{partition}: commit of offset {offset} interrupted "
+            f"({type(exc).__name__}); rebalancing"
+        ) from exc
 
 
 def check_owner(zk, group: str, topic: str, partition: int, consumer_id: str) -> None:
@@ -136,7 +139,9 @@ def read_plan(zk, group: str) -> dict:
 
 
 def log_bounds(cluster, topic: str, partition: int) -> tuple[int, int]:
-    return cluster.list_offset(topic, partition, EARLIEST), cluster.list_offset(topic, partition, LATEST)
+    return cluster.list_offset(topic, partition, EARLIEST), cluster.list_offset(
+        topic, partition, LATEST
+    )
 
 
 class ZkSchemas:

@@ -26,7 +26,6 @@ from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from broker.protocol.errors import KafkaError
-
 from consumers.cluster import ClusterClient
 
 from .convert import SchemaError, load_declared_schema
@@ -37,18 +36,40 @@ from .worker import run_worker, worker_main
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"workers": 1, "format": "json", "time_field": None, "schema_file": None,
-            "max_rows": 1_000_000, "max_bytes": 256 * 1024 * 1024, "max_open_writers": 32,
-            "max_chunk_bytes": 256 * 1024 * 1024,
-            "allow_gaps": False, "follow": False, "interval": 60.0, "storage_options": {},
-            "parquet_compression": "snappy", "session_timeout_ms": 6000,
-            "max_future_ms": 86_400_000, "success_lookback_days": 7, "log_level": "WARNING"}
+DEFAULTS = {
+    "workers": 1,
+    "format": "json",
+    "time_field": None,
+    "schema_file": None,
+    "max_rows": 1_000_000,
+    "max_bytes": 256 * 1024 * 1024,
+    "max_open_writers": 32,
+    "max_chunk_bytes": 256 * 1024 * 1024,
+    "allow_gaps": False,
+    "follow": False,
+    "interval": 60.0,
+    "storage_options": {},
+    "parquet_compression": "snappy",
+    "session_timeout_ms": 6000,
+    "max_future_ms": 86_400_000,
+    "success_lookback_days": 7,
+    "log_level": "WARNING",
+}
 
 
 class Stats:
     """What the workers reported, per partition."""
 
-    FIELDS = ("rows", "dead_letters", "quarantined", "late", "conflicts", "bytes", "written", "files")
+    FIELDS = (
+        "rows",
+        "dead_letters",
+        "quarantined",
+        "late",
+        "conflicts",
+        "bytes",
+        "written",
+        "files",
+    )
 
     def __init__(self):
         self.parts: dict[tuple[str, int], dict] = {}
@@ -95,8 +116,10 @@ def load(config: dict, out=None, err=None) -> int:
             declared = load_declared_schema(config["schema_file"])
             field = config["time_field"]
             if field and any(field not in fields for fields in declared.values()):
-                raise SchemaError(f"--time-field {field} is not in the declared schema "
-                                  f"{config['schema_file']}; declare it (e.g. as string or double)")
+                raise SchemaError(
+                    f"--time-field {field} is not in the declared schema "
+                    f"{config['schema_file']}; declare it (e.g. as string or double)"
+                )
         for name in ("workers", "max_rows", "max_bytes", "max_open_writers", "max_chunk_bytes"):
             if config[name] < 1:
                 raise LoaderError(f"--{name.replace('_', '-')} must be at least 1")
@@ -137,7 +160,12 @@ def load(config: dict, out=None, err=None) -> int:
             status = _supervise(config, zk, cluster, err, stats, plan_now, workers)
             workers = None  # a second pass starts new ones
             plan = made["plan"]
-            if status or config["follow"] or not plan["resumed"] or not _progress_left(zk, cluster, config)[0]:
+            if (
+                status
+                or config["follow"]
+                or not plan["resumed"]
+                or not _progress_left(zk, cluster, config)[0]
+            ):
                 break
             # This run finished the plan of an interrupted one (same chunks, same files); now
             # load what arrived since, up to the current end.
@@ -152,16 +180,22 @@ def load(config: dict, out=None, err=None) -> int:
             print(f"headrace load: {message}", file=err)
         if not complete and not config["follow"]:
             left = sum(v for v in lag.values() if v > 0)
-            print(f"headrace load: the run did not finish its plan ({left} messages left); "
-                  "run it again to resume from the committed offsets", file=err)
+            print(
+                f"headrace load: the run did not finish its plan ({left} messages left); "
+                "run it again to resume from the committed offsets",
+                file=err,
+            )
             return 1
         return status
     except (LoaderError, StorageError) as exc:
         print(f"headrace load: {exc}", file=err)
         return 1
     except (KazooException, KazooTimeoutError) as exc:
-        print(f"headrace load: ZooKeeper at {config['zookeeper']} failed the load: "
-              f"{type(exc).__name__} {exc}".rstrip(), file=err)
+        print(
+            f"headrace load: ZooKeeper at {config['zookeeper']} failed the load: "
+            f"{type(exc).__name__} {exc}".rstrip(),
+            file=err,
+        )
         return 1
     finally:
         if workers is not None:  # never let go
@@ -185,8 +219,10 @@ def _check_plan(zk, group: str) -> None:
             int(entry["end"])
             int(entry["ms"])
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise LoaderError(f"the loader plan at {plan_path(group)} in ZooKeeper is malformed "
-                          f"({type(exc).__name__}: {exc}); it was not written by a loader") from None
+        raise LoaderError(
+            f"the loader plan at {plan_path(group)} in ZooKeeper is malformed "
+            f"({type(exc).__name__}: {exc}); it was not written by a loader"
+        ) from None
 
 
 def _start_workers(config: dict):
@@ -197,7 +233,11 @@ def _start_workers(config: dict):
     if Storage(config["url"], config["storage_options"]).protocol == "memory":
         events = queue_module.Queue()
         stop_event = threading.Event()
-        return [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])], events, None
+        return (
+            [_ThreadWorker(config, events, i, stop_event) for i in range(config["workers"])],
+            events,
+            None,
+        )
     fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if fork else "spawn")
     # Made in the spawn context: forked workers inherit them, and replacements started
@@ -205,8 +245,10 @@ def _start_workers(config: dict):
     shared = multiprocessing.get_context("spawn")
     events = shared.Queue()
     go = shared.Event()  # set once the plan is saved
-    procs = [ctx.Process(target=worker_main, args=(config, events, i, os.getpid(), go), daemon=True)
-             for i in range(config["workers"])]
+    procs = [
+        ctx.Process(target=worker_main, args=(config, events, i, os.getpid(), go), daemon=True)
+        for i in range(config["workers"])
+    ]
     for p in procs:
         p.start()
     return procs, events, go
@@ -255,8 +297,13 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
                 done = stats.total("rows") + stats.total("dead_letters")
                 rate = done / max(time.monotonic() - t0, 1e-9)
                 pct = f" ({100 * done / total:.0f}%)" if total and not config["follow"] else ""
-                print(f"\rloading: {done:,}{'' if config['follow'] else f' / {total:,}'} events{pct}, "
-                      f"{rate:,.0f}/s   ", end="", file=err, flush=True)
+                print(
+                    f"\rloading: {done:,}{'' if config['follow'] else f' / {total:,}'} events{pct}, "
+                    f"{rate:,.0f}/s   ",
+                    end="",
+                    file=err,
+                    flush=True,
+                )
             if stopping:
                 for p in procs:
                     if p.is_alive():
@@ -264,11 +311,18 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
             if config["follow"] and time.monotonic() >= next_plan and not stopping:
                 next_plan = time.monotonic() + config["interval"]
                 try:
-                    mark_complete_hours(Storage(config["url"], config["storage_options"]), config,
-                                        read_plan_partitions(zk, config), only_complete=True, zk=zk)
+                    mark_complete_hours(
+                        Storage(config["url"], config["storage_options"]),
+                        config,
+                        read_plan_partitions(zk, config),
+                        only_complete=True,
+                        zk=zk,
+                    )
                     make_plan(zk, cluster, config["group"], config["topics"])
                 except (KafkaError, OSError, KazooException) as exc:  # a broker or ZooKeeper
-                    log.warning("cannot plan now (%s); trying again in %.0f s", exc, config["interval"])
+                    log.warning(
+                        "cannot plan now (%s); trying again in %.0f s", exc, config["interval"]
+                    )
                     try:
                         cluster.refresh(config["topics"], allow_auto_create=False)
                     except (KafkaError, OSError):
@@ -278,7 +332,9 @@ def _supervise(config: dict, zk, cluster, err, stats: Stats, plan_now, workers=N
             if not any(p.is_alive() for p in procs):
                 break
             if stats.failed and not config["follow"]:
-                for i, p in enumerate(procs):  # one worker failed: the run has failed; stop the rest
+                for i, p in enumerate(
+                    procs
+                ):  # one worker failed: the run has failed; stop the rest
                     if p.is_alive() and i not in stats.failed and i not in terminated:
                         terminated.add(i)
                         p.terminate()
@@ -314,13 +370,16 @@ def _restart_failed(config: dict, procs: list, events, restarts: dict, err) -> N
     minute while it keeps dying), so the load goes on with all its workers."""
     now = time.monotonic()
     for i, p in enumerate(procs):
-        if p.is_alive() or p.exitcode is None and not isinstance(p, _ThreadWorker):
+        if p.is_alive() or (p.exitcode is None and not isinstance(p, _ThreadWorker)):
             continue
         when, backoff = restarts.get(i, (0.0, 1.0))
         if when == 0.0:  # just noticed
             restarts[i] = (now + backoff, backoff)
-            print(f"headrace load: worker {i} stopped (exit status {p.exitcode}); "
-                  f"starting another in {backoff:.0f} s", file=err)
+            print(
+                f"headrace load: worker {i} stopped (exit status {p.exitcode}); "
+                f"starting another in {backoff:.0f} s",
+                file=err,
+            )
             continue
         if now < when:
             continue
@@ -328,7 +387,8 @@ def _restart_failed(config: dict, procs: list, events, restarts: dict, err) -> N
             replacement = _ThreadWorker(config, events, i, p.stop_event)
         else:  # this process runs threads now: spawn, not fork
             replacement = multiprocessing.get_context("spawn").Process(
-                target=worker_main, args=(config, events, i, os.getpid(), None), daemon=True)
+                target=worker_main, args=(config, events, i, os.getpid(), None), daemon=True
+            )
         replacement.start()
         procs[i] = replacement
         restarts[i] = (0.0, min(backoff * 2, 60.0))
@@ -371,7 +431,9 @@ def _progress_left(zk, cluster, config) -> tuple[bool, dict]:
     return complete, lag
 
 
-def mark_complete_hours(store: Storage, config: dict, plan_parts: dict, only_complete=False, zk=None) -> int:
+def mark_complete_hours(
+    store: Storage, config: dict, plan_parts: dict, only_complete=False, zk=None
+) -> int:
     """Write ``_SUCCESS`` into every hour directory that ended before each partition of its
     topic was loaded past it; returns how many markers were written."""
     marked = 0
@@ -402,32 +464,92 @@ def mark_complete_hours(store: Storage, config: dict, plan_parts: dict, only_com
 
 
 def _summary(out, stats: Stats, lag: dict, marked: int, seconds: float) -> None:
-    header = ("topic", "part", "rows", "dead", "quarantined", "late", "conflicts", "input bytes",
-              "files", "offsets", "lag left")
+    header = (
+        "topic",
+        "part",
+        "rows",
+        "dead",
+        "quarantined",
+        "late",
+        "conflicts",
+        "input bytes",
+        "files",
+        "offsets",
+        "lag left",
+    )
     rows = []
-    for (topic, p) in sorted(set(stats.parts) | set(lag)):
+    for topic, p in sorted(set(stats.parts) | set(lag)):
         s = stats.parts.get((topic, p))
         if s is None:
-            rows.append((topic, str(p), "0", "0", "0", "0", "0", "0", "0", "-", f"{lag.get((topic, p), 0):,}"))
+            rows.append(
+                (
+                    topic,
+                    str(p),
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "-",
+                    f"{lag.get((topic, p), 0):,}",
+                )
+            )
             continue
-        rows.append((topic, str(p), f"{s['rows']:,}", f"{s['dead_letters']:,}", f"{s['quarantined']:,}",
-                     f"{s['late']:,}", f"{s['conflicts']:,}", f"{s['bytes']:,}", f"{s['files']:,}",
-                     f"{s['first']}-{s['next'] - 1}" if s["next"] > s["first"] else "-",
-                     f"{lag.get((topic, p), 0):,}"))
-    rows.append(("total", "", f"{stats.total('rows'):,}", f"{stats.total('dead_letters'):,}",
-                 f"{stats.total('quarantined'):,}", f"{stats.total('late'):,}",
-                 f"{stats.total('conflicts'):,}", f"{stats.total('bytes'):,}",
-                 f"{stats.total('files'):,}", "", f"{sum(v for v in lag.values() if v > 0):,}"))
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for r in [header] + rows:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
-              file=out)
+        rows.append(
+            (
+                topic,
+                str(p),
+                f"{s['rows']:,}",
+                f"{s['dead_letters']:,}",
+                f"{s['quarantined']:,}",
+                f"{s['late']:,}",
+                f"{s['conflicts']:,}",
+                f"{s['bytes']:,}",
+                f"{s['files']:,}",
+                f"{s['first']}-{s['next'] - 1}" if s["next"] > s["first"] else "-",
+                f"{lag.get((topic, p), 0):,}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            "",
+            f"{stats.total('rows'):,}",
+            f"{stats.total('dead_letters'):,}",
+            f"{stats.total('quarantined'):,}",
+            f"{stats.total('late'):,}",
+            f"{stats.total('conflicts'):,}",
+            f"{stats.total('bytes'):,}",
+            f"{stats.total('files'):,}",
+            "",
+            f"{sum(v for v in lag.values() if v > 0):,}",
+        )
+    )
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ),
+            file=out,
+        )
     loaded = stats.total("rows") + stats.total("dead_letters")
-    print(f"loaded {loaded:,} events in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f}/s); "
-          f"{marked} hour(s) marked _SUCCESS", file=out)
+    print(
+        f"loaded {loaded:,} events in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f}/s); "
+        f"{marked} hour(s) marked _SUCCESS",
+        file=out,
+    )
     for r in stats.recovered:
-        print(f"recovered: {r['topic']}-{r['partition']} offsets {r['first']}-{r['next'] - 1} were "
-              "published by an interrupted run; committed without writing them again", file=out)
+        print(
+            f"recovered: {r['topic']}-{r['partition']} offsets {r['first']}-{r['next'] - 1} were "
+            "published by an interrupted run; committed without writing them again",
+            file=out,
+        )
     for g in stats.gaps:
-        print(f"GAP: {g['topic']}-{g['partition']} offsets {g['first']}-{g['next'] - 1} were deleted "
-              "before they were loaded (skipped with --allow-gaps)", file=out)
+        print(
+            f"GAP: {g['topic']}-{g['partition']} offsets {g['first']}-{g['next'] - 1} were deleted "
+            "before they were loaded (skipped with --allow-gaps)",
+            file=out,
+        )

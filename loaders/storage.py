@@ -52,7 +52,9 @@ class Storage:
             if not self.rename_based and self.protocol not in ("memory",):
                 bucket = self.root.strip("/").split("/", 1)[0]
                 if bucket and not self.fs.exists(bucket):
-                    raise StorageError(f"cannot open warehouse {self.url}: bucket {bucket!r} does not exist")
+                    raise StorageError(
+                        f"cannot open warehouse {self.url}: bucket {bucket!r} does not exist"
+                    )
             self.list_dirs("")
         except StorageError:
             raise
@@ -160,8 +162,11 @@ class Storage:
             return []
         except Exception as exc:
             raise StorageError(f"cannot list {self.url}/{rel}: {exc}") from exc
-        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
-                      if (e.get("type") == "directory") == directories)
+        return sorted(
+            posixpath.basename(e["name"].rstrip("/"))
+            for e in entries
+            if (e.get("type") == "directory") == directories
+        )
 
 
 def parse_storage_options(items: list[str]) -> dict:
@@ -188,4 +193,4 @@ def parse_storage_options(items: list[str]) -> dict:
     return options
 
 
-__all__ = ["Storage", "StorageError", "parse_storage_options", "fsspec"]
+__all__ = ["Storage", "StorageError", "fsspec", "parse_storage_options"]

@@ -76,8 +76,13 @@ class Worker:
     """See the module docstring.  ``config`` is the dict ``loaders.run`` builds; ``report``
     receives one dict per committed chunk (and per recovered chunk or gap)."""
 
-    def __init__(self, config: dict, report=lambda event: None, parent_pid: int | None = None,
-                 stop_event=None):
+    def __init__(
+        self,
+        config: dict,
+        report=lambda event: None,
+        parent_pid: int | None = None,
+        stop_event=None,
+    ):
         self.config = config
         self.stop_event = stop_event
         self.report = report
@@ -85,33 +90,49 @@ class Worker:
         self.group_name = config["group"]
         self.topics = config["topics"]
         self.store = Storage(config["url"], config.get("storage_options"))
-        self.limits = Limits(config["max_rows"], config["max_bytes"], config["max_open_writers"],
-                             config.get("max_chunk_bytes", Limits().max_chunk_bytes))
+        self.limits = Limits(
+            config["max_rows"],
+            config["max_bytes"],
+            config["max_open_writers"],
+            config.get("max_chunk_bytes", Limits().max_chunk_bytes),
+        )
         self.follow = config.get("follow", False)
         self.allow_gaps = config.get("allow_gaps", False)
         self.max_future_ms = config.get("max_future_ms", DAY_MS)
         self.compression = config.get("parquet_compression", "snappy")
-        consumer_id = f"{self.group_name}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        consumer_id = (
+            f"{self.group_name}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
         self.group = GroupConsumer(
-            self.group_name, self.topics, config["zookeeper"], consumer_id=consumer_id,
-            kind="loader", auto_offset_reset="smallest",
+            self.group_name,
+            self.topics,
+            config["zookeeper"],
+            consumer_id=consumer_id,
+            kind="loader",
+            auto_offset_reset="smallest",
             session_timeout_ms=config.get("session_timeout_ms", 6000),
-            rebalance_backoff_ms=50, fetch_max_wait_ms=200, auto_commit=False,
+            rebalance_backoff_ms=50,
+            fetch_max_wait_ms=200,
+            auto_commit=False,
             on_assign=self._on_assign,
             # JSON values are read as lines of one buffer (blocks.py), the others as lists
             columnar=decode_value_block if config.get("format", "json") == "json" else True,
             # gaps are handled (and reported) here, not reset
-            consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20})
+            consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20},
+        )
         self.zk = self.group.zk
         self.cluster = self.group.cluster
         if config.get("schema_file"):
             schemas = FixedSchemas(load_declared_schema(config["schema_file"]))
         else:
             schemas = ZkSchemas(self.zk, self.group_name)
-        self.converter = Converter(ValueFormat(config.get("format", "json")), schemas,
-                                   config.get("time_field"),
-                                   # pyarrow's pool also takes what other workers leave idle
-                                   threads=True)
+        self.converter = Converter(
+            ValueFormat(config.get("format", "json")),
+            schemas,
+            config.get("time_field"),
+            # pyarrow's pool also takes what other workers leave idle
+            threads=True,
+        )
         self.plan: dict[tuple[str, int], tuple[int, int]] = {}
         self.chunks: dict[tuple[str, int], Chunk] = {}
         self.versions: dict[tuple[str, int], int | None] = {}
@@ -212,8 +233,9 @@ class Worker:
         log.error("CORRUPT BATCH: %s; kept in %s/_dead_letters", err, err.topic)
         offset = max(err.first_offset, chunk.next)  # (a committed offset may lie inside it)
         block = Block(err.topic, err.partition, [offset], [-1], [None], [err.raw])
-        converted = dead_batch(err.topic, err.partition, err.first_offset, err.last_offset,
-                               err.reason, err.raw)
+        converted = dead_batch(
+            err.topic, err.partition, err.first_offset, err.last_offset, err.reason, err.raw
+        )
         while True:
             taken, cut = chunk.take(block, converted)
             if taken:
@@ -245,14 +267,20 @@ class Worker:
         key = (getattr(exc, "topic", None), getattr(exc, "partition", None))
         start, position = getattr(exc, "log_start", -1), getattr(exc, "position", -1)
         if key not in self.chunks or not (0 <= position < start):
-            raise LoaderError(f"{exc}; the log no longer holds what the plan expects "
-                              "(was the topic re-created or truncated?)") from exc
-        gap = (f"{key[0]}-{key[1]}: offsets {position}..{start - 1} ({start - position} messages) "
-               "were deleted by retention before they were loaded")
+            raise LoaderError(
+                f"{exc}; the log no longer holds what the plan expects "
+                "(was the topic re-created or truncated?)"
+            ) from exc
+        gap = (
+            f"{key[0]}-{key[1]}: offsets {position}..{start - 1} ({start - position} messages) "
+            "were deleted by retention before they were loaded"
+        )
         if not self.allow_gaps:
             raise GapError(gap + "; rerun with --allow-gaps to skip them") from exc
         log.error("GAP: %s; skipped (--allow-gaps)", gap)
-        self.report({"type": "gap", "topic": key[0], "partition": key[1], "first": position, "next": start})
+        self.report(
+            {"type": "gap", "topic": key[0], "partition": key[1], "first": position, "next": start}
+        )
         self.group.consumer.seek(key[0], key[1], start)
 
     def _all_mine_finished(self) -> bool:
@@ -316,9 +344,14 @@ class Worker:
         topic, partition = key
         written = late = 0
         if files:
-            manifest = {"topic": topic, "partition": partition, "first": chunk.start,
-                        "next": next_offset, "files": [f.rel for f in files],
-                        "worker": self.group.consumer_id}
+            manifest = {
+                "topic": topic,
+                "partition": partition,
+                "first": chunk.start,
+                "next": next_offset,
+                "files": [f.rel for f in files],
+                "worker": self.group.consumer_id,
+            }
             check_owner(self.zk, self.group_name, topic, partition, self.group.consumer_id)
             self.store.write_small(mrel, json.dumps(manifest).encode(), self.tmp)
             for f in files:
@@ -327,18 +360,37 @@ class Worker:
                     late += f.table.num_rows
                 self.store.publish(f.rel, data, self.tmp)
                 written += len(data)
-        self.versions[key] = commit_offset(self.zk, self.group_name, topic, partition, next_offset,
-                                           self.versions.get(key), self.group.consumer_id)
+        self.versions[key] = commit_offset(
+            self.zk,
+            self.group_name,
+            topic,
+            partition,
+            next_offset,
+            self.versions.get(key),
+            self.group.consumer_id,
+        )
         if files:
             try:
                 self.store.delete(mrel)
             except OSError as exc:  # harmless: deleted when the next worker reconciles
                 log.warning("cannot delete manifest %s: %s", mrel, exc)
         counts = chunk.counts()
-        self.report({"type": "chunk", "topic": topic, "partition": partition, "first": chunk.start,
-                     "next": next_offset, "files": len(files), "bytes": chunk.input_bytes,
-                     "written": written, "late": late, "conflicts": chunk.conflicts,
-                     "seconds": time.monotonic() - started, **counts})
+        self.report(
+            {
+                "type": "chunk",
+                "topic": topic,
+                "partition": partition,
+                "first": chunk.start,
+                "next": next_offset,
+                "files": len(files),
+                "bytes": chunk.input_bytes,
+                "written": written,
+                "late": late,
+                "conflicts": chunk.conflicts,
+                "seconds": time.monotonic() - started,
+                **counts,
+            }
+        )
         new = self.chunks[key] = Chunk(topic, partition, next_offset, self.limits)
         return new
 
@@ -409,8 +461,9 @@ class Worker:
         start, end = log_bounds(self.cluster, topic, partition)
         if committed is None:
             committed = start
-            version = commit_offset(self.zk, self.group_name, topic, partition, committed, None,
-                                    self.group.consumer_id)
+            version = commit_offset(
+                self.zk, self.group_name, topic, partition, committed, None, self.group.consumer_id
+            )
         self.versions[key] = version
         mdir = manifest_dir("", self.group_name, topic, partition).lstrip("/")
         found = sorted(filter(None, (parse_manifest_name(n) for n in self.store.list_names(mdir))))
@@ -422,46 +475,92 @@ class Worker:
             manifest = json.loads(self.store.read(rel))
             present = [f for f in manifest["files"] if self.store.exists(f)]
             if first == committed and len(present) == len(manifest["files"]):
-                version = commit_offset(self.zk, self.group_name, topic, partition, next_offset,
-                                        version, self.group.consumer_id)
+                version = commit_offset(
+                    self.zk,
+                    self.group_name,
+                    topic,
+                    partition,
+                    next_offset,
+                    version,
+                    self.group.consumer_id,
+                )
                 self.versions[key] = version
-                log.warning("%s-%d: chunk %d-%d was published but not committed; moved the "
-                            "offset past it", topic, partition, first, next_offset - 1)
-                self.report({"type": "recovered", "topic": topic, "partition": partition,
-                             "first": first, "next": next_offset, "files": len(present)})
+                log.warning(
+                    "%s-%d: chunk %d-%d was published but not committed; moved the offset past it",
+                    topic,
+                    partition,
+                    first,
+                    next_offset - 1,
+                )
+                self.report(
+                    {
+                        "type": "recovered",
+                        "topic": topic,
+                        "partition": partition,
+                        "first": first,
+                        "next": next_offset,
+                        "files": len(present),
+                    }
+                )
                 committed = next_offset
             else:  # a chunk that never finished publishing: it is built again
                 for f in present:
                     self.store.delete(f)
-                log.warning("%s-%d: removed %d file(s) of unfinished chunk %d-%d", topic, partition,
-                            len(present), first, next_offset - 1)
+                log.warning(
+                    "%s-%d: removed %d file(s) of unfinished chunk %d-%d",
+                    topic,
+                    partition,
+                    len(present),
+                    first,
+                    next_offset - 1,
+                )
             self.store.delete(rel)
         if committed < start:
-            gap = f"{topic}-{partition}: offsets {committed}..{start - 1} ({start - committed} " \
-                  f"messages) were deleted by retention before they were loaded"
+            gap = (
+                f"{topic}-{partition}: offsets {committed}..{start - 1} ({start - committed} "
+                f"messages) were deleted by retention before they were loaded"
+            )
             if not self.allow_gaps:
                 raise GapError(gap + "; rerun with --allow-gaps to skip them")
             log.error("GAP: %s; skipped (--allow-gaps)", gap)
-            self.versions[key] = commit_offset(self.zk, self.group_name, topic, partition, start,
-                                               self.versions[key], self.group.consumer_id)
-            self.report({"type": "gap", "topic": topic, "partition": partition,
-                         "first": committed, "next": start})
+            self.versions[key] = commit_offset(
+                self.zk,
+                self.group_name,
+                topic,
+                partition,
+                start,
+                self.versions[key],
+                self.group.consumer_id,
+            )
+            self.report(
+                {
+                    "type": "gap",
+                    "topic": topic,
+                    "partition": partition,
+                    "first": committed,
+                    "next": start,
+                }
+            )
             committed = start
         planned = self.plan.get(key, (-1, 0))[0]
         if committed < planned and planned > end:
             raise LoaderError(
                 f"{topic}-{partition}: the plan loads up to offset {planned} but the log now ends at "
                 f"{end} (was the topic re-created or its log truncated?); delete "
-                f"/consumers/{self.group_name}/loader/plan to plan afresh")
+                f"/consumers/{self.group_name}/loader/plan to plan afresh"
+            )
         if committed > end:
             raise LoaderError(
                 f"{topic}-{partition}: the committed offset {committed} is past the log end {end} "
                 f"(was the topic re-created or its log truncated?); set "
-                f"/consumers/{self.group_name}/offsets/{topic}/{partition} by hand")
+                f"/consumers/{self.group_name}/offsets/{topic}/{partition} by hand"
+            )
         return committed
 
 
-def run_worker(config: dict, queue, index: int, parent_pid: int | None = None, stop_event=None) -> int:
+def run_worker(
+    config: dict, queue, index: int, parent_pid: int | None = None, stop_event=None
+) -> int:
     """Run one worker to the end; failures are reported on ``queue``.  Returns an exit status."""
     try:
         Worker(config, report=queue.put, parent_pid=parent_pid, stop_event=stop_event).run()
@@ -469,8 +568,13 @@ def run_worker(config: dict, queue, index: int, parent_pid: int | None = None, s
         queue.put({"type": "error", "worker": index, "message": str(exc)})
         return 1
     except KazooException as exc:
-        queue.put({"type": "error", "worker": index,
-                   "message": f"lost ZooKeeper ({type(exc).__name__}: {exc}); rerun to resume"})
+        queue.put(
+            {
+                "type": "error",
+                "worker": index,
+                "message": f"lost ZooKeeper ({type(exc).__name__}: {exc}); rerun to resume",
+            }
+        )
         return 1
     except Exception as exc:  # a bug: say so plainly
         log.exception("worker %d failed", index)
@@ -491,8 +595,10 @@ def worker_main(config: dict, queue, index: int, parent_pid: int, go=None) -> No
         if os.getppid() != parent_pid:
             sys.exit(1)
 
-    logging.basicConfig(level=config.get("log_level", "WARNING"),
-                        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.get("log_level", "WARNING"),
+        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger().setLevel(config.get("log_level", "WARNING"))  # forked: the parent's set-up
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     # Everything imported so far lives as long as the process, and the records in flight are

@@ -9,6 +9,7 @@ import pytest
 
 from headrace.devcluster import ZooKeeperProcess, free_port  # noqa: F401 (used by tests)
 
+
 @pytest.fixture(scope="session")
 def zookeeper(tmp_path_factory):
     """A real ZooKeeper for the whole test session; yields the server (``.connect``)."""
@@ -56,7 +57,7 @@ class Cluster:
     def broker(self, broker_id: int):
         return next(b for b in self.brokers if b.broker_id == broker_id)
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for broker in self.brokers:
             broker.start()
         for broker in self.brokers:  # every broker sees every other one
@@ -96,11 +97,23 @@ def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
     from consumers.client import BrokerConnection
 
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(19, 4, {
-            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
-                        "assignments": [], "configs": [{"name": k, "value": v}
-                                                       for k, v in (configs or {}).items()]}],
-            "timeout_ms": 10000, "validate_only": False})
+        body = conn.request(
+            19,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": name,
+                        "num_partitions": partitions,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                    }
+                ],
+                "timeout_ms": 10000,
+                "validate_only": False,
+            },
+        )
     assert body["topics"][0]["error_code"] == 0, body
 
 
@@ -129,8 +142,12 @@ def make_cluster(zookeeper, tmp_path):
 
     def make(size: int, **overrides):
         props = {k.replace("_", "."): str(v) for k, v in overrides.items()}
-        cluster = Cluster(tmp_path / f"cluster{len(started)}",
-                          f"{zookeeper.connect}/p-{time.monotonic_ns()}", size, props)
+        cluster = Cluster(
+            tmp_path / f"cluster{len(started)}",
+            f"{zookeeper.connect}/p-{time.monotonic_ns()}",
+            size,
+            props,
+        )
         started.append(cluster)
         return cluster.start()
 

@@ -113,8 +113,16 @@ class _Link:
 class ProduceResponseDropper:
     """Listens on ``port`` (default: a free one) and forwards to ``upstream_port``."""
 
-    def __init__(self, upstream_port: int, *, port: int | None = None, drop_every: int = 5,
-                 max_drops: int = 200, corrupt_every: int = 0, max_corruptions: int = 0):
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        port: int | None = None,
+        drop_every: int = 5,
+        max_drops: int = 200,
+        corrupt_every: int = 0,
+        max_corruptions: int = 0,
+    ):
         self.upstream_port = upstream_port
         self.port = port or free_port()
         self.drop_every = drop_every
@@ -144,8 +152,11 @@ class ProduceResponseDropper:
     def _should_corrupt(self) -> bool:
         with self._lock:
             self.produce_requests += 1
-            if (self.corrupt_every and self.corruptions < self.max_corruptions
-                    and self.produce_requests % self.corrupt_every == 0):
+            if (
+                self.corrupt_every
+                and self.corruptions < self.max_corruptions
+                and self.produce_requests % self.corrupt_every == 0
+            ):
                 self.corruptions += 1
                 return True
             return False

@@ -23,12 +23,17 @@ _U32 = struct.Struct(">I")
 def section_of(batch: bytes) -> bytes:
     """The (decompressed) record section of a batch."""
     header = parse_header(batch)
-    body = batch[HEADER_SIZE:header.size]
+    body = batch[HEADER_SIZE : header.size]
     return compression.decompress(header.compression, body)
 
 
-def rebuild(batch: bytes, section: bytes | None = None, *, count: int | None = None,
-            raw_body: bytes | None = None) -> bytes:
+def rebuild(
+    batch: bytes,
+    section: bytes | None = None,
+    *,
+    count: int | None = None,
+    raw_body: bytes | None = None,
+) -> bytes:
     """``batch`` with another record section (compressed with its codec), record count, or
     raw (already compressed) body; lastOffsetDelta follows the count and the CRC is
     recomputed, so only a look inside the body can tell."""
@@ -39,10 +44,23 @@ def rebuild(batch: bytes, section: bytes | None = None, *, count: int | None = N
             raw_body = compression.compress(header.compression, raw_body)
     count = header.record_count if count is None else count
     out = bytearray(HEADER_SIZE + len(raw_body))
-    HEADER.pack_into(out, 0, header.base_offset, HEADER_SIZE + len(raw_body) - LOG_OVERHEAD,
-                     header.partition_leader_epoch, header.magic, 0, header.attributes,
-                     max(count - 1, 0), header.base_timestamp, header.max_timestamp,
-                     header.producer_id, header.producer_epoch, header.base_sequence, count)
+    HEADER.pack_into(
+        out,
+        0,
+        header.base_offset,
+        HEADER_SIZE + len(raw_body) - LOG_OVERHEAD,
+        header.partition_leader_epoch,
+        header.magic,
+        0,
+        header.attributes,
+        max(count - 1, 0),
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        count,
+    )
     out[HEADER_SIZE:] = raw_body
     _U32.pack_into(out, 17, compute_crc(out))
     return bytes(out)
@@ -55,12 +73,17 @@ def records_section(deltas, value: bytes = b"v" * 20) -> bytes:
 
 def poison(kind: str, codec: int = compression.NONE, count: int = 5) -> bytes:
     """A batch of ``count`` records damaged one way (see KINDS), CRC valid."""
-    good = build_batch([(b"k%d" % i, b'{"n": %d}' % i) for i in range(count)], compression_type=codec)
+    good = build_batch(
+        [(b"k%d" % i, b'{"n": %d}' % i) for i in range(count)], compression_type=codec
+    )
     section = section_of(good)
     if kind == "bad-compression":
         body = good[HEADER_SIZE:]
-        return rebuild(good, raw_body=body[: len(body) // 2] + b"\xff" * 7) if codec else \
-            rebuild(good, count=count + 1)
+        return (
+            rebuild(good, raw_body=body[: len(body) // 2] + b"\xff" * 7)
+            if codec
+            else rebuild(good, count=count + 1)
+        )
     if kind == "count-high":
         return rebuild(good, count=count + 1)
     if kind == "count-low":
@@ -81,5 +104,13 @@ def poison(kind: str, codec: int = compression.NONE, count: int = 5) -> bytes:
     raise ValueError(kind)
 
 
-KINDS = ["bad-compression", "count-high", "count-low", "bad-varint", "truncated-record",
-         "trailing-garbage", "bad-offset-deltas", "negative-header-count"]
+KINDS = [
+    "bad-compression",
+    "count-high",
+    "count-low",
+    "bad-varint",
+    "truncated-record",
+    "trailing-garbage",
+    "bad-offset-deltas",
+    "negative-header-count",
+]

@@ -14,11 +14,11 @@ def batch_for(seq: int, timestamp: int = 1_700_000_000_000) -> tuple[bytes, list
     """Batch number ``seq``: its bytes and its record values, all derived from ``seq``."""
     count = 1 + seq % 7
     size = 20 + (seq * 37) % 400
-    values = [
-        hashlib.sha256(b"%d/%d" % (seq, i)).digest() * (size // 32 + 1) for i in range(count)
-    ]
+    values = [hashlib.sha256(b"%d/%d" % (seq, i)).digest() * (size // 32 + 1) for i in range(count)]
     values = [v[:size] for v in values]
-    records = [(b"seq-%d" % seq, v, [("n", b"%d" % i)], timestamp + seq) for i, v in enumerate(values)]
+    records = [
+        (b"seq-%d" % seq, v, [("n", b"%d" % i)], timestamp + seq) for i, v in enumerate(values)
+    ]
     return build_batch(records, compression_type=CODECS[seq % len(CODECS)]), values
 
 
@@ -29,7 +29,7 @@ def read_all(plog) -> list:
     while offset < plog.log_end_offset:
         data = plog.read(offset, 64 * 1024)
         assert data, f"empty read at offset {offset} below the log end {plog.log_end_offset}"
-        for pos, header in split_batches(data):
+        for pos, _header in split_batches(data):
             check_batch(data, pos)
             batches.append(decode_batch(data, pos))
         offset = batches[-1].header.next_offset

@@ -10,39 +10,62 @@ import threading
 import time
 
 import pytest
+from conftest import create_topic, metadata, wait_for
 
 from broker.protocol.records import build_batch, iter_records, split_batches
-from conftest import create_topic, metadata, wait_for
 from consumers.client import BrokerConnection, ConnectionClosed
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, CREATE, DELETE, INIT_PID = 0, 1, 2, 3, 19, 20, 22
 
 
 def produce(conn, topic, partition, records, acks=1, version=8):
-    body = {"transactional_id": None, "acks": acks, "timeout_ms": 5000,
-            "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": records}]}]}
+    body = {
+        "transactional_id": None,
+        "acks": acks,
+        "timeout_ms": 5000,
+        "topic_data": [
+            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+        ],
+    }
     if acks == 0:
         conn.send(PRODUCE, version, body)
         return None
     return conn.request(PRODUCE, version, body)["responses"][0]["partition_responses"][0]
 
 
-def fetch_body(partitions, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20, partition_max_bytes=1 << 20):
+def fetch_body(
+    partitions, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20, partition_max_bytes=1 << 20
+):
     topics = {}
     for topic, partition, offset in partitions:
-        topics.setdefault(topic, []).append({"partition": partition, "current_leader_epoch": -1,
-                                             "fetch_offset": offset, "log_start_offset": -1,
-                                             "partition_max_bytes": partition_max_bytes})
-    return {"replica_id": -1, "max_wait_ms": max_wait_ms, "min_bytes": min_bytes,
-            "max_bytes": max_bytes, "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-            "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
-            "forgotten_topics_data": [], "rack_id": ""}
+        topics.setdefault(topic, []).append(
+            {
+                "partition": partition,
+                "current_leader_epoch": -1,
+                "fetch_offset": offset,
+                "log_start_offset": -1,
+                "partition_max_bytes": partition_max_bytes,
+            }
+        )
+    return {
+        "replica_id": -1,
+        "max_wait_ms": max_wait_ms,
+        "min_bytes": min_bytes,
+        "max_bytes": max_bytes,
+        "isolation_level": 1,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
 
 
 def leader_port(cluster, topic, partition):
     body = metadata(cluster.brokers[0].port, [topic])
-    leader = next(p["leader_id"] for p in body["topics"][0]["partitions"]
-                  if p["partition_index"] == partition)
+    leader = next(
+        p["leader_id"] for p in body["topics"][0]["partitions"] if p["partition_index"] == partition
+    )
     return cluster.broker(leader).port
 
 
@@ -57,9 +80,24 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         body = conn.request(18, 2, {})
     assert body["error_code"] == 0
     assert {(k["api_key"], k["min_version"], k["max_version"]) for k in body["api_keys"]} == {
-        (18, 0, 2), (3, 0, 8), (0, 0, 8), (1, 4, 11), (2, 1, 5), (19, 2, 4), (20, 1, 3), (22, 0, 1),
-        (10, 0, 2), (11, 0, 5), (12, 0, 3), (13, 0, 1), (14, 0, 3), (8, 2, 7), (9, 1, 5), (15, 0, 4),
-        (16, 0, 2)}
+        (18, 0, 2),
+        (3, 0, 8),
+        (0, 0, 8),
+        (1, 4, 11),
+        (2, 1, 5),
+        (19, 2, 4),
+        (20, 1, 3),
+        (22, 0, 1),
+        (10, 0, 2),
+        (11, 0, 5),
+        (12, 0, 3),
+        (13, 0, 1),
+        (14, 0, 3),
+        (8, 2, 7),
+        (9, 1, 5),
+        (15, 0, 4),
+        (16, 0, 2),
+    }
 
 
 def test_old_message_formats_get_a_clear_error(cluster1, topic1):
@@ -87,10 +125,13 @@ def test_produce_errors_are_per_partition(cluster1, topic1):
 def test_fetch_at_the_end_returns_empty_records_and_every_partition(cluster1, topic1):
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
         end = produce(conn, topic1, 1, build_batch([(b"k", b"x")]))["base_offset"] + 1
-        body = conn.request(FETCH, 11, fetch_body([(topic1, 0, 10**9), (topic1, 1, end),
-                                                   ("no-such-topic", 0, 0)]))
+        body = conn.request(
+            FETCH, 11, fetch_body([(topic1, 0, 10**9), (topic1, 1, end), ("no-such-topic", 0, 0)])
+        )
     assert body["error_code"] == 0 and body["session_id"] == 0
-    parts = {(t["topic"], p["partition_index"]): p for t in body["responses"] for p in t["partitions"]}
+    parts = {
+        (t["topic"], p["partition_index"]): p for t in body["responses"] for p in t["partitions"]
+    }
     assert set(parts) == {(topic1, 0), (topic1, 1), ("no-such-topic", 0)}
     assert parts[(topic1, 0)]["error_code"] == 1  # OFFSET_OUT_OF_RANGE
     at_end = parts[(topic1, 1)]
@@ -110,8 +151,9 @@ def test_fetch_long_polls_until_data_arrives(cluster1, topic1):
     def fetcher():
         with BrokerConnection("127.0.0.1", port) as conn:
             started = time.monotonic()
-            result["body"] = conn.request(FETCH, 11, fetch_body([(topic1, 0, end)],
-                                                                max_wait_ms=20_000, min_bytes=1))
+            result["body"] = conn.request(
+                FETCH, 11, fetch_body([(topic1, 0, end)], max_wait_ms=20_000, min_bytes=1)
+            )
             result["waited"] = time.monotonic() - started
 
     thread = threading.Thread(target=fetcher)
@@ -153,14 +195,22 @@ def test_fetch_size_limits_keep_whole_batches(cluster1):
         for p in (0, 1):
             for _ in range(3):
                 produce(conn, "sizes", p, big)
-        body = conn.request(FETCH, 11, fetch_body([("sizes", 0, 0), ("sizes", 1, 0)],
-                                                  max_bytes=100, partition_max_bytes=100))
+        body = conn.request(
+            FETCH,
+            11,
+            fetch_body([("sizes", 0, 0), ("sizes", 1, 0)], max_bytes=100, partition_max_bytes=100),
+        )
         parts = body["responses"][0]["partitions"]
         first, second = bytes(parts[0]["records"]), bytes(parts[1]["records"])
         assert len(list(split_batches(first))) == 1 and len(first) == len(big)  # at least one
         assert second == b""  # past the first partition, limits hold strictly
-        body = conn.request(FETCH, 11, fetch_body([("sizes", 0, 0), ("sizes", 1, 0)],
-                                                  max_bytes=12_000, partition_max_bytes=11_000))
+        body = conn.request(
+            FETCH,
+            11,
+            fetch_body(
+                [("sizes", 0, 0), ("sizes", 1, 0)], max_bytes=12_000, partition_max_bytes=11_000
+            ),
+        )
         parts = body["responses"][0]["partitions"]
         assert [len(bytes(p["records"])) // len(big) for p in parts] == [2, 0]
 
@@ -172,9 +222,22 @@ def test_list_offsets_earliest_latest_and_by_time(cluster1):
             produce(conn, "times", 0, build_batch([(b"k", b"%d" % i)], timestamp=1000 * (i + 1)))
 
         def list_offset(ts, version=5):
-            body = conn.request(LIST_OFFSETS, version, {"replica_id": -1, "isolation_level": 0, "topics": [
-                {"name": "times", "partitions": [{"partition_index": 0, "current_leader_epoch": -1,
-                                                   "timestamp": ts}]}]})
+            body = conn.request(
+                LIST_OFFSETS,
+                version,
+                {
+                    "replica_id": -1,
+                    "isolation_level": 0,
+                    "topics": [
+                        {
+                            "name": "times",
+                            "partitions": [
+                                {"partition_index": 0, "current_leader_epoch": -1, "timestamp": ts}
+                            ],
+                        }
+                    ],
+                },
+            )
             p = body["topics"][0]["partitions"][0]
             return p["error_code"], p["offset"], p["timestamp"]
 
@@ -197,11 +260,25 @@ def test_metadata_auto_creates_topics_when_allowed(cluster1):
 
 def test_create_topics_validates_and_reports(cluster1):
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
+
         def create(name, partitions=1, rf=1, configs=(), validate_only=False):
-            body = conn.request(CREATE, 4, {
-                "topics": [{"name": name, "num_partitions": partitions, "replication_factor": rf,
-                            "assignments": [], "configs": [{"name": k, "value": v} for k, v in configs]}],
-                "timeout_ms": 5000, "validate_only": validate_only})
+            body = conn.request(
+                CREATE,
+                4,
+                {
+                    "topics": [
+                        {
+                            "name": name,
+                            "num_partitions": partitions,
+                            "replication_factor": rf,
+                            "assignments": [],
+                            "configs": [{"name": k, "value": v} for k, v in configs],
+                        }
+                    ],
+                    "timeout_ms": 5000,
+                    "validate_only": validate_only,
+                },
+            )
             return body["topics"][0]["error_code"]
 
         assert create("checked", validate_only=True) == 0
@@ -221,7 +298,10 @@ def test_delete_topics_removes_the_data(cluster1):
     with BrokerConnection("127.0.0.1", port) as conn:
         produce(conn, "doomed", 0, build_batch([(b"k", b"v")]))
         body = conn.request(DELETE, 3, {"topic_names": ["doomed", "never-was"], "timeout_ms": 5000})
-    assert [(r["name"], r["error_code"]) for r in body["responses"]] == [("doomed", 0), ("never-was", 3)]
+    assert [(r["name"], r["error_code"]) for r in body["responses"]] == [
+        ("doomed", 0),
+        ("never-was", 3),
+    ]
     logs = cluster1.brokers[0].workdir / "broker-1-logs"
     wait_for(lambda: not list(logs.glob("doomed-*")), 10)
     assert metadata(port, ["doomed"])["topics"][0]["error_code"] == 3
@@ -232,7 +312,9 @@ def test_producer_ids_are_unique_across_brokers(cluster3):
     for broker in cluster3.brokers:
         with BrokerConnection("127.0.0.1", broker.port) as conn:
             for _ in range(3):
-                body = conn.request(INIT_PID, 1, {"transactional_id": None, "transaction_timeout_ms": 1000})
+                body = conn.request(
+                    INIT_PID, 1, {"transactional_id": None, "transaction_timeout_ms": 1000}
+                )
                 assert body["error_code"] == 0 and body["producer_epoch"] == 0
                 ids.append(body["producer_id"])
     assert len(set(ids)) == len(ids)
@@ -245,9 +327,23 @@ def test_two_brokers_racing_to_create_a_topic_one_wins(cluster3):
     def create(port):
         with BrokerConnection("127.0.0.1", port) as conn:
             barrier.wait()
-            body = conn.request(CREATE, 4, {
-                "topics": [{"name": "raced", "num_partitions": 6, "replication_factor": 1,
-                            "assignments": [], "configs": []}], "timeout_ms": 5000, "validate_only": False})
+            body = conn.request(
+                CREATE,
+                4,
+                {
+                    "topics": [
+                        {
+                            "name": "raced",
+                            "num_partitions": 6,
+                            "replication_factor": 1,
+                            "assignments": [],
+                            "configs": [],
+                        }
+                    ],
+                    "timeout_ms": 5000,
+                    "validate_only": False,
+                },
+            )
             results.append(body["topics"][0]["error_code"])
 
     threads = [threading.Thread(target=create, args=(b.port,)) for b in cluster3.brokers]
@@ -289,10 +385,24 @@ def test_topics_command(cluster1):
     bootstrap = cluster1.brokers[0].bootstrap
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "headrace.cli", "topics", "--bootstrap-server",
-                               bootstrap, *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "headrace.cli",
+                "topics",
+                "--bootstrap-server",
+                bootstrap,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
-    made = run("create", "--topic", "cli-made", "--partitions", "4", "--config", "retention.ms=3600000")
+    made = run(
+        "create", "--topic", "cli-made", "--partitions", "4", "--config", "retention.ms=3600000"
+    )
     assert made.returncode == 0, made.stderr
     assert "cli-made" in run("list").stdout.split()
     described = run("describe", "--topic", "cli-made").stdout
@@ -305,14 +415,28 @@ def test_topics_command(cluster1):
 def test_bad_configuration_exits_with_a_clear_message(tmp_path):
     config = tmp_path / "server.properties"
     config.write_text("broker.id=1\nlog.segment.bytes=huge\nzookeeper.connect=127.0.0.1:1\n")
-    result = subprocess.run([sys.executable, "-m", "headrace.cli", "broker", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "headrace.cli", "broker", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "log.segment.bytes: 'huge' is not a whole number" in result.stderr
     assert "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "headrace.cli", "broker", "--config",
-                             str(tmp_path / "missing.properties")], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headrace.cli",
+            "broker",
+            "--config",
+            str(tmp_path / "missing.properties"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "cannot read configuration file" in result.stderr
 
 
@@ -324,9 +448,8 @@ def test_connection_closed_mid_request_does_not_hurt_the_broker(cluster1):
         raw.close()
     with BrokerConnection("127.0.0.1", port) as conn:
         assert conn.request(18, 2, {})["error_code"] == 0
-    with pytest.raises(ConnectionClosed):
-        with BrokerConnection("127.0.0.1", port) as conn:
-            conn.request(3, 99 - 90, {"topics": None})  # Metadata v9 is not served: closed
+    with pytest.raises(ConnectionClosed), BrokerConnection("127.0.0.1", port) as conn:
+        conn.request(3, 99 - 90, {"topics": None})  # Metadata v9 is not served: closed
 
 
 def test_a_failed_acks_0_produce_closes_the_connection(cluster1, topic1):
@@ -364,29 +487,63 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
     cluster = make_cluster(2)
     first, second = cluster.brokers
     with BrokerConnection("127.0.0.1", first.port) as conn:
-        body = conn.request(CREATE, 4, {"topics": [{"name": "reborn", "num_partitions": 1,
-                            "replication_factor": -1, "configs": [],
-                            "assignments": [{"partition_index": 0, "broker_ids": [2]}]}],
-                            "timeout_ms": 5000, "validate_only": False})
+        body = conn.request(
+            CREATE,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": "reborn",
+                        "num_partitions": 1,
+                        "replication_factor": -1,
+                        "configs": [],
+                        "assignments": [{"partition_index": 0, "broker_ids": [2]}],
+                    }
+                ],
+                "timeout_ms": 5000,
+                "validate_only": False,
+            },
+        )
         assert body["topics"][0]["error_code"] == 0
     with BrokerConnection("127.0.0.1", second.port) as conn:
-        wait_for(lambda: produce(conn, "reborn", 0, build_batch([(b"k", b"OLD")]))["error_code"] == 0, 10)
+        wait_for(
+            lambda: produce(conn, "reborn", 0, build_batch([(b"k", b"OLD")]))["error_code"] == 0, 10
+        )
     second.stop()
     with BrokerConnection("127.0.0.1", first.port) as conn:
-        assert conn.request(DELETE, 3, {"topic_names": ["reborn"], "timeout_ms": 5000})[
-            "responses"][0]["error_code"] == 0
+        assert (
+            conn.request(DELETE, 3, {"topic_names": ["reborn"], "timeout_ms": 5000})["responses"][
+                0
+            ]["error_code"]
+            == 0
+        )
     second.start()
     assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
     with BrokerConnection("127.0.0.1", first.port) as conn:
-        body = conn.request(CREATE, 4, {"topics": [{"name": "reborn", "num_partitions": 1,
-                            "replication_factor": -1, "configs": [],
-                            "assignments": [{"partition_index": 0, "broker_ids": [2]}]}],
-                            "timeout_ms": 5000, "validate_only": False})
+        body = conn.request(
+            CREATE,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": "reborn",
+                        "num_partitions": 1,
+                        "replication_factor": -1,
+                        "configs": [],
+                        "assignments": [{"partition_index": 0, "broker_ids": [2]}],
+                    }
+                ],
+                "timeout_ms": 5000,
+                "validate_only": False,
+            },
+        )
         assert body["topics"][0]["error_code"] == 0
     with BrokerConnection("127.0.0.1", second.port) as conn:
+
         def fresh():
             body = conn.request(FETCH, 11, fetch_body([("reborn", 0, 0)]))
             p = body["responses"][0]["partitions"][0]
             return p["error_code"] == 0 and p
+
         p = wait_for(fresh, 10)
     assert p["high_watermark"] == 0 and bytes(p["records"]) == b""

@@ -11,20 +11,21 @@ import subprocess
 import threading
 import time
 
+from conftest import create_topic, metadata, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
-from conftest import create_topic, metadata, wait_for
 from consumers.client import BrokerConnection
 
 
 def consume_all(bootstrap, topic, partitions, expected_count, timeout=60):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got = {}
     deadline = time.monotonic() + timeout
@@ -51,17 +52,28 @@ def test_kill_9_mid_stream_loses_no_acknowledged_message(make_cluster):
             with lock:
                 acked[(msg.partition(), msg.offset())] = msg.value()
 
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2,
-                         "message.timeout.ms": 60000, "retry.backoff.ms": 100,
-                         "reconnect.backoff.max.ms": 500})
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.timeout.ms": 60000,
+            "retry.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 500,
+        }
+    )
     stop = threading.Event()
 
     def produce_loop():
         i = 0
         while not stop.is_set() and i < 40_000:
             try:
-                producer.produce("survive", key=b"%d" % (i % 13), value=b"message %d" % i,
-                                 on_delivery=on_delivery)
+                producer.produce(
+                    "survive",
+                    key=b"%d" % (i % 13),
+                    value=b"message %d" % i,
+                    on_delivery=on_delivery,
+                )
                 i += 1
             except BufferError:
                 producer.poll(0.05)
@@ -93,19 +105,40 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
     cluster = make_cluster(3)
     first = cluster.brokers[0]
     create_topic(first.port, "six", 6)
-    placement = {p["partition_index"]: p["leader_id"]
-                 for p in metadata(first.port, ["six"])["topics"][0]["partitions"]}
+    placement = {
+        p["partition_index"]: p["leader_id"]
+        for p in metadata(first.port, ["six"])["topics"][0]["partitions"]
+    }
     for partition, leader in placement.items():
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
-            conn.request(0, 8, {"transactional_id": None, "acks": -1, "timeout_ms": 5000, "topic_data": [
-                {"name": "six", "partition_data": [
-                    {"index": partition, "records": build_batch([(b"k", b"before %d" % partition)])}]}]})
+            conn.request(
+                0,
+                8,
+                {
+                    "transactional_id": None,
+                    "acks": -1,
+                    "timeout_ms": 5000,
+                    "topic_data": [
+                        {
+                            "name": "six",
+                            "partition_data": [
+                                {
+                                    "index": partition,
+                                    "records": build_batch([(b"k", b"before %d" % partition)]),
+                                }
+                            ],
+                        }
+                    ],
+                },
+            )
     victim = cluster.broker(2)
     victim.stop()  # SIGTERM: a clean shutdown that deregisters at once
 
     def leaderless():
         parts = metadata(first.port, ["six"])["topics"][0]["partitions"]
-        return {p["partition_index"] for p in parts if p["leader_id"] == -1 and p["error_code"] == 5}
+        return {
+            p["partition_index"] for p in parts if p["leader_id"] == -1 and p["error_code"] == 5
+        }
 
     victim_partitions = {p for p, leader in placement.items() if leader == 2}
     assert wait_for(lambda: leaderless() == victim_partitions, 15)
@@ -113,9 +146,23 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
         if leader == 2:
             continue
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
-            result = conn.request(0, 8, {"transactional_id": None, "acks": -1, "timeout_ms": 5000,
-                                         "topic_data": [{"name": "six", "partition_data": [
-                                             {"index": partition, "records": build_batch([(b"k", b"during")])}]}]})
+            result = conn.request(
+                0,
+                8,
+                {
+                    "transactional_id": None,
+                    "acks": -1,
+                    "timeout_ms": 5000,
+                    "topic_data": [
+                        {
+                            "name": "six",
+                            "partition_data": [
+                                {"index": partition, "records": build_batch([(b"k", b"during")])}
+                            ],
+                        }
+                    ],
+                },
+            )
             assert result["responses"][0]["partition_responses"][0]["error_code"] == 0
 
     victim.start()
@@ -130,7 +177,9 @@ def test_a_broker_registers_again_after_its_zookeeper_session_expires(make_clust
     paused = cluster.broker(2)
     os.kill(paused.process.pid, signal.SIGSTOP)  # a long pause: the 6 s session expires
     try:
-        wait_for(lambda: [b["node_id"] for b in metadata(cluster.broker(1).port)["brokers"]] == [1], 30)
+        wait_for(
+            lambda: [b["node_id"] for b in metadata(cluster.broker(1).port)["brokers"]] == [1], 30
+        )
     finally:
         os.kill(paused.process.pid, signal.SIGCONT)
     wait_for(lambda: len(metadata(cluster.broker(1).port)["brokers"]) == 2, 30)
@@ -151,19 +200,34 @@ def _valid_produce(topic: str, corrupt_at: int | None) -> bytes:
     batch = bytearray(build_batch([(b"k", b"fuzz")]))
     if corrupt_at is not None:
         batch[corrupt_at % len(batch)] ^= 0x5A
-    return frames.encode_request(0, 8, 1, "fuzz", {
-        "transactional_id": None, "acks": 1, "timeout_ms": 1000,
-        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": bytes(batch)}]}]})
+    return frames.encode_request(
+        0,
+        8,
+        1,
+        "fuzz",
+        {
+            "transactional_id": None,
+            "acks": 1,
+            "timeout_ms": 1000,
+            "topic_data": [
+                {"name": topic, "partition_data": [{"index": 0, "records": bytes(batch)}]}
+            ],
+        },
+    )
 
 
 bad_frames = st.one_of(
     st.binary(max_size=200),  # random bytes, size prefix and all
     st.binary(max_size=200).map(_framed),  # a well-framed random payload
     st.tuples(st.integers(-5, 40), st.integers(-3, 20), st.binary(max_size=120)).map(
-        lambda t: _framed(_HEADER.pack(t[0], t[1], 7) + t[2])),  # any api key/version, junk body
-    st.integers(-(2**31), 2**31 - 1).map(lambda n: struct.pack(">i", n) + b"\x00" * 16),  # huge sizes
+        lambda t: _framed(_HEADER.pack(t[0], t[1], 7) + t[2])
+    ),  # any api key/version, junk body
+    st.integers(-(2**31), 2**31 - 1).map(
+        lambda n: struct.pack(">i", n) + b"\x00" * 16
+    ),  # huge sizes
     st.tuples(st.integers(0, 200), st.booleans()).map(
-        lambda t: _valid_produce("fuzzed", t[0] if t[1] else None)[: 4 + t[0] * 3]),  # truncated
+        lambda t: _valid_produce("fuzzed", t[0] if t[1] else None)[: 4 + t[0] * 3]
+    ),  # truncated
     st.integers(0, 200).map(lambda i: _valid_produce("fuzzed", i)),  # corrupt batches
 )
 
@@ -173,8 +237,23 @@ class _Reader:
 
     def __init__(self, bootstrap):
         self.process = subprocess.Popen(
-            ["kcat", "-b", bootstrap, "-C", "-t", "fuzzed", "-o", "beginning", "-q", "-u",
-             "-f", "%s\n"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                "kcat",
+                "-b",
+                bootstrap,
+                "-C",
+                "-t",
+                "fuzzed",
+                "-o",
+                "beginning",
+                "-q",
+                "-u",
+                "-f",
+                "%s\n",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.lines = []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -196,8 +275,12 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
     producer = BrokerConnection("127.0.0.1", port)
     calls = [0]
 
-    @settings(max_examples=2500, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=2500,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(bad_frames)
     def hammer(frame):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -207,13 +290,22 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
             try:
                 while s.recv(65536):
                     pass
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass
         calls[0] += 1
         if calls[0] % 50 == 0:  # a real message now and then, read by kcat
             value = b"good %d" % len(sent)
-            body = {"transactional_id": None, "acks": 1, "timeout_ms": 1000, "topic_data": [
-                {"name": "fuzzed", "partition_data": [{"index": 0, "records": build_batch([(b"k", value)])}]}]}
+            body = {
+                "transactional_id": None,
+                "acks": 1,
+                "timeout_ms": 1000,
+                "topic_data": [
+                    {
+                        "name": "fuzzed",
+                        "partition_data": [{"index": 0, "records": build_batch([(b"k", value)])}],
+                    }
+                ],
+            }
             result = producer.request(0, 8, body)["responses"][0]["partition_responses"][0]
             assert result["error_code"] == 0
             sent.append(value.decode())
@@ -224,7 +316,9 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
         try:
             wait_for(lambda: set(sent) <= set(reader.lines), 30)
         except AssertionError:
-            raise AssertionError(f"sent {len(sent)}, kcat read {len(reader.lines)}: {reader.lines[:5]} {reader.process.poll()}")
+            raise AssertionError(
+                f"sent {len(sent)}, kcat read {len(reader.lines)}: {reader.lines[:5]} {reader.process.poll()}"
+            )
     finally:
         reader.stop()
         producer.close()

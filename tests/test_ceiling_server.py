@@ -17,9 +17,11 @@ CEILING = Path(__file__).resolve().parent.parent / "bench" / "ceiling_server.py"
 @pytest.fixture
 def ceiling():
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(CEILING), "--port", str(port),
-                                "--partitions", "3"], stdout=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(CEILING), "--port", str(port), "--partitions", "3"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert process.stdout.readline().strip() == b"ready"
         yield f"127.0.0.1:{port}"
@@ -35,8 +37,15 @@ def test_confluent_kafka_produces_one_message_per_request_to_the_ceiling_server(
     def on_delivery(err, msg):
         (failed if err else delivered).append(err or msg.partition())
 
-    producer = Producer({"bootstrap.servers": ceiling, "batch.num.messages": 1, "linger.ms": 0,
-                         "acks": acks, "on_delivery": on_delivery})
+    producer = Producer(
+        {
+            "bootstrap.servers": ceiling,
+            "batch.num.messages": 1,
+            "linger.ms": 0,
+            "acks": acks,
+            "on_delivery": on_delivery,
+        }
+    )
     metadata = producer.list_topics("any-topic", timeout=10).topics["any-topic"]
     assert sorted(metadata.partitions) == [0, 1, 2]
     assert all(p.leader == 0 for p in metadata.partitions.values())

@@ -9,13 +9,28 @@ from headrace.cli import main
 
 
 def test_demo_appends_reads_crashes_and_recovers(tmp_path, capsys):
-    assert main(["--log-level", "WARNING", "storage-demo", "--log-dir", str(tmp_path), "--messages", "3000"]) == 0
+    assert (
+        main(
+            [
+                "--log-level",
+                "WARNING",
+                "storage-demo",
+                "--log-dir",
+                str(tmp_path),
+                "--messages",
+                "3000",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "appended 3,000 log lines" in out and "read back 3,000" in out and "demo passed" in out
 
 
 def test_dump_log_lists_batches_and_flags_corruption(tmp_path, capsys):
-    main(["--log-level", "WARNING", "storage-demo", "--log-dir", str(tmp_path), "--messages", "1500"])
+    main(
+        ["--log-level", "WARNING", "storage-demo", "--log-dir", str(tmp_path), "--messages", "1500"]
+    )
     capsys.readouterr()
     partition = tmp_path / "access-log-0"
     assert main(["dump-log", str(partition), "--print-data"]) == 0
@@ -33,7 +48,8 @@ def test_dump_log_lists_batches_and_flags_corruption(tmp_path, capsys):
 def test_console_script_reports_errors_cleanly(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "headrace.cli", "dump-log", str(tmp_path / "nope.log")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "No such file" in result.stderr and "Traceback" not in result.stderr
@@ -55,7 +71,16 @@ def test_demo_generates_json_access_logs(tmp_path):
         stamps = [e["ts"] for e in per_file]
         assert stamps == sorted(stamps)  # a log file is in time order
     every = [e for per_file in events for e in per_file]
-    assert set(every[0]) >= {"ts", "ip", "method", "path", "status", "bytes", "latency_ms", "user_agent"}
+    assert set(every[0]) >= {
+        "ts",
+        "ip",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "latency_ms",
+        "user_agent",
+    }
     from datetime import datetime
 
     times = [datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() for e in every]
@@ -75,23 +100,50 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
 
     def demo(events: int) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "headrace.cli", "demo", "--events", str(events), "--dir", str(cluster),
-             "--work-dir", str(work), "--to", str(warehouse), "--zookeeper-port", "0", "--base-port", "0",
-             "--workers", "2", "--files", "2", "--timeout", "40"],
-            capture_output=True, text=True, timeout=90, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "headrace.cli",
+                "demo",
+                "--events",
+                str(events),
+                "--dir",
+                str(cluster),
+                "--work-dir",
+                str(work),
+                "--to",
+                str(warehouse),
+                "--zookeeper-port",
+                "0",
+                "--base-port",
+                "0",
+                "--workers",
+                "2",
+                "--files",
+                "2",
+                "--timeout",
+                "40",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
     def warehouse_rows() -> int:
         files = f"{warehouse}/access/dt=*/hour=*/*.parquet"
-        return duckdb.execute(f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning=true)"
-                              ).fetchall()[0][0]
+        return duckdb.execute(
+            f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning=true)"
+        ).fetchall()[0][0]
 
     try:
         out = demo(3000)
         assert "created the topic access with 6 partitions" in out
-        assert sum(len(p.read_text().splitlines()) for p in (work / "logs").glob("web-*.log")) == 3000
+        assert (
+            sum(len(p.read_text().splitlines()) for p in (work / "logs").glob("web-*.log")) == 3000
+        )
         assert "the brokers acknowledged all 3,000 lines" in out
         assert "$ " in out and " ship --zookeeper " in out and " load --zookeeper " in out
         assert "loaded 3,000 events" in out  # the loader's summary
@@ -108,9 +160,15 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
         assert "the warehouse holds 5,000 events" in out
         assert warehouse_rows() == 5000
 
-        down = subprocess.run([sys.executable, "-m", "headrace.cli", "cluster", "down", "--dir", str(cluster)],
-                              capture_output=True, text=True, timeout=60)
-        assert down.returncode == 0 and "stopped 4 processes" in down.stdout  # ZooKeeper + 3 brokers
+        down = subprocess.run(
+            [sys.executable, "-m", "headrace.cli", "cluster", "down", "--dir", str(cluster)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (
+            down.returncode == 0 and "stopped 4 processes" in down.stdout
+        )  # ZooKeeper + 3 brokers
         assert not (cluster / "cluster.json").exists()
     finally:
         devcluster.cluster_down(cluster)
@@ -118,9 +176,21 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
 
 def test_kill_demo_ships_kills_restarts_and_loses_nothing(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", "kill-demo", "--messages",
-         "20000", "--dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "headrace.cli",
+            "--log-level",
+            "WARNING",
+            "kill-demo",
+            "--messages",
+            "20000",
+            "--dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "kcat read back 20,000 lines" in result.stdout
@@ -141,13 +211,36 @@ def test_deploy_examples_are_valid_configurations():
 
 def test_cluster_up_and_down_with_an_existing_zookeeper(zookeeper, tmp_path):
     from conftest import metadata
+
     from headrace.devcluster import free_port_run
 
     base = free_port_run(2)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "headrace.cli", "cluster", *a,  # noqa: E731
-                                     "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    up = run("up", "--brokers", "2", "--zookeeper", f"{zookeeper.connect}/cli-{base}",
-             "--base-port", str(base))
+
+    def run(*a):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "headrace.cli",
+                "cluster",
+                *a,
+                "--dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    up = run(
+        "up",
+        "--brokers",
+        "2",
+        "--zookeeper",
+        f"{zookeeper.connect}/cli-{base}",
+        "--base-port",
+        str(base),
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"bootstrap servers 127.0.0.1:{base},127.0.0.1:{base + 1}" in up.stdout
     assert [b["node_id"] for b in metadata(base)["brokers"]] == [1, 2]

@@ -13,10 +13,10 @@ import time
 from collections import defaultdict
 
 import pytest
+from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
 from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
-from conftest import create_topic, wait_for
 from consumers.consumer import EARLIEST, Consumer
 from consumers.partitioner import partition_for_key
 from consumers.producer import BufferFullError, Producer, ProducerClosedError
@@ -40,14 +40,18 @@ def test_producer_and_consumer_round_trip(cluster3, codec):
     topic = f"ours-{codec}"
     create_topic(cluster3.brokers[0].port, topic, 6)
     with Producer(cluster3.bootstrap, compression=codec, acks="all") as producer:
-        futures = [producer.send(topic, b"%s|%d" % (k.encode(), i), key=k.encode())
-                   for i in range(300) for k in ("alpha", "beta", "gamma", "delta")]
+        futures = [
+            producer.send(topic, b"%s|%d" % (k.encode(), i), key=k.encode())
+            for i in range(300)
+            for k in ("alpha", "beta", "gamma", "delta")
+        ]
         producer.flush()
         results = [f.result(10) for f in futures]
     assert all(r.offset >= 0 for r in results)
     got = read_all(cluster3.bootstrap, topic, 6, 1200)
-    assert sorted(m.value for m in got) == sorted(b"%s|%d" % (k.encode(), i)
-                                                  for i in range(300) for k in ("alpha", "beta", "gamma", "delta"))
+    assert sorted(m.value for m in got) == sorted(
+        b"%s|%d" % (k.encode(), i) for i in range(300) for k in ("alpha", "beta", "gamma", "delta")
+    )
     last = defaultdict(lambda: -1)
     for m in sorted(got, key=lambda m: (m.partition, m.offset)):
         key, seq = m.value.split(b"|")
@@ -66,26 +70,57 @@ def test_keys_land_where_confluent_kafka_puts_them_and_kcat_reads_ours(cluster1)
     ck = CKProducer({"bootstrap.servers": cluster1.bootstrap, "partitioner": "murmur2_random"})
     placed = {}
     for key in keys:
-        ck.produce("keys-ck", key=key, value=key,
-                   on_delivery=lambda err, msg: placed.__setitem__(msg.key(), msg.partition()))
+        ck.produce(
+            "keys-ck",
+            key=key,
+            value=key,
+            on_delivery=lambda err, msg: placed.__setitem__(msg.key(), msg.partition()),
+        )
     assert ck.flush(30) == 0
     with Producer(cluster1.bootstrap) as producer:
         ours = {key: producer.send("keys-ours", key, key=key) for key in keys}
         producer.flush()
     assert {k: f.result().partition for k, f in ours.items()} == placed
-    out = subprocess.run(["kcat", "-b", cluster1.bootstrap, "-C", "-t", "keys-ours", "-o", "beginning",
-                          "-e", "-q", "-f", "%p %k\n"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [
+            "kcat",
+            "-b",
+            cluster1.bootstrap,
+            "-C",
+            "-t",
+            "keys-ours",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p %k\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert sorted(out.split("\n")[:-1]) == sorted(f"{placed[k]} {k.decode()}" for k in keys)
-    subprocess.run(["kcat", "-b", cluster1.bootstrap, "-P", "-t", "keys-ck", "-K", ":"],
-                   input="from:kcat\n", text=True, timeout=30, check=True)
+    subprocess.run(
+        ["kcat", "-b", cluster1.bootstrap, "-P", "-t", "keys-ck", "-K", ":"],
+        input="from:kcat\n",
+        text=True,
+        timeout=30,
+        check=True,
+    )
     got = read_all(cluster1.bootstrap, "keys-ck", 7, 201)
     assert b"kcat" in {m.value for m in got} and len(got) == 201
 
 
 def test_producer_reports_errors_per_message(cluster1):
     create_topic(cluster1.brokers[0].port, "errs", 1)
-    producer = Producer(cluster1.bootstrap, max_request_size=10_000, buffer_memory=5_000,
-                        block_on_full=False, linger_ms=1000)
+    producer = Producer(
+        cluster1.bootstrap,
+        max_request_size=10_000,
+        buffer_memory=5_000,
+        block_on_full=False,
+        linger_ms=1000,
+    )
     too_big = producer.send("errs", b"x" * 20_000)
     with pytest.raises(MessageTooLargeError):
         too_big.result(5)
@@ -100,8 +135,9 @@ def test_producer_reports_errors_per_message(cluster1):
 def test_undeliverable_messages_fail_after_the_delivery_timeout(make_cluster):
     cluster = make_cluster(1)
     create_topic(cluster.brokers[0].port, "lost", 1)
-    producer = Producer(cluster.bootstrap, delivery_timeout_ms=1500, retry_backoff_ms=100,
-                        request_timeout_ms=1000)
+    producer = Producer(
+        cluster.bootstrap, delivery_timeout_ms=1500, retry_backoff_ms=100, request_timeout_ms=1000
+    )
     assert producer.send("lost", b"before").result(10).offset == 0
     cluster.brokers[0].kill()
     future = producer.send("lost", b"nobody takes this")
@@ -155,14 +191,21 @@ class Member:
     def __init__(self, zk, group, topic, name, logdir):
         self.name = name
         self.out = open(logdir / f"{name}.out", "w+")
-        self.process = subprocess.Popen([sys.executable, "-c", MEMBER, zk, group, topic, name],
-                                        stdout=self.out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, zk, group, topic, name],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
 
     def consumed(self) -> list[tuple[int, int, str]]:
         self.out.flush()
         with open(self.out.name) as f:
-            return [(int(p), int(o), v) for _, p, o, v in
-                    (line.rstrip("\n").split(" ", 3) for line in f if line.startswith("M "))]
+            return [
+                (int(p), int(o), v)
+                for _, p, o, v in (
+                    line.rstrip("\n").split(" ", 3) for line in f if line.startswith("M ")
+                )
+            ]
 
     def kill(self):
         self.process.kill()
@@ -236,13 +279,13 @@ def test_group_members_share_partitions_and_survive_kill_9(cluster3, tmp_path):
         produce(500)
 
         def all_consumed():
-            seen = {v for m in members + [victim] for _, _, v in m.consumed()}
+            seen = {v for m in [*members, victim] for _, _, v in m.consumed()}
             return seen >= set(produced)
 
         wait_for(all_consumed, 60)
         counts = defaultdict(list)
-        for m in members + [victim]:
-            for partition, offset, value in m.consumed():
+        for m in [*members, victim]:
+            for partition, offset, _value in m.consumed():
                 counts[(partition, offset)].append(m.name)
         duplicated = {key for key, who in counts.items() if len(who) > 1}
         # Duplicates only where the killed member had not committed what it had read.
@@ -274,7 +317,13 @@ def test_a_member_whose_session_expires_stops_and_rejoins(cluster3, tmp_path):
         with Producer(cluster3.bootstrap) as producer:
             for i in range(200):
                 producer.send(topic, b"after %d" % i)
-        wait_for(lambda: {v for m in members for _, _, v in m.consumed()} >= {f"after {i}" for i in range(200)}, 30)
+        wait_for(
+            lambda: (
+                {v for m in members for _, _, v in m.consumed()}
+                >= {f"after {i}" for i in range(200)}
+            ),
+            30,
+        )
     finally:
         for m in members:
             m.stop()
@@ -289,19 +338,55 @@ def test_produce_consume_and_groups_commands(cluster1):
     create_topic(cluster1.brokers[0].port, "console", 3)
 
     def cli(*args, stdin=None):
-        return subprocess.run([sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", *args],
-                              input=stdin, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     lines = "".join(json.dumps({"user": f"u{i % 5}", "n": i}) + "\n" for i in range(500))
-    made = cli("produce", "--bootstrap-server", cluster1.bootstrap, "--topic", "console",
-               "--key-field", "user", "--compression", "zstd", stdin=lines)
+    made = cli(
+        "produce",
+        "--bootstrap-server",
+        cluster1.bootstrap,
+        "--topic",
+        "console",
+        "--key-field",
+        "user",
+        "--compression",
+        "zstd",
+        stdin=lines,
+    )
     assert made.returncode == 0, made.stderr
-    read = cli("consume", "--bootstrap-server", cluster1.bootstrap, "--topic", "console",
-               "--from-beginning", "--timeout", "2", "--print-key")
+    read = cli(
+        "consume",
+        "--bootstrap-server",
+        cluster1.bootstrap,
+        "--topic",
+        "console",
+        "--from-beginning",
+        "--timeout",
+        "2",
+        "--print-key",
+    )
     rows = read.stdout.splitlines()
-    assert len(rows) == 500 and all(r.split("\t")[0] == json.loads(r.split("\t")[1])["user"] for r in rows)
-    grouped = cli("consume", "--zookeeper", cluster1.zookeeper_connect, "--topic", "console",
-                  "--group", "console-g", "--from-beginning", "--max-messages", "300")
+    assert len(rows) == 500 and all(
+        r.split("\t")[0] == json.loads(r.split("\t")[1])["user"] for r in rows
+    )
+    grouped = cli(
+        "consume",
+        "--zookeeper",
+        cluster1.zookeeper_connect,
+        "--topic",
+        "console",
+        "--group",
+        "console-g",
+        "--from-beginning",
+        "--max-messages",
+        "300",
+    )
     assert len(grouped.stdout.splitlines()) == 300, grouped.stderr
     described = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "describe", "console-g")
     assert described.returncode == 0, described.stderr
@@ -340,7 +425,9 @@ def test_acks_0_and_many_threads_sending_at_once(cluster1):
     producer.close()
     assert all(f.result(5).offset == -1 for f in futures)  # acks=0: no offsets come back
     got = read_all(cluster1.bootstrap, "threads", 3, 8000)
-    assert sorted(m.value for m in got) == sorted(b"%d-%d" % (n, i) for n in range(4) for i in range(2000))
+    assert sorted(m.value for m in got) == sorted(
+        b"%d-%d" % (n, i) for n in range(4) for i in range(2000)
+    )
 
 
 def test_unkeyed_messages_skip_partitions_without_a_leader(make_cluster):
@@ -361,9 +448,11 @@ def test_control_batches_and_records_before_the_offset_are_skipped():
     from broker.protocol.records import build_batch
     from consumers.consumer import decode_messages
 
-    data = (build_batch([(b"k", b"a"), (b"k", b"b"), (b"k", b"c")], base_offset=10)
-            + build_batch([(None, b"marker")], base_offset=13, control=True)
-            + build_batch([(b"k", b"d")], base_offset=14))
+    data = (
+        build_batch([(b"k", b"a"), (b"k", b"b"), (b"k", b"c")], base_offset=10)
+        + build_batch([(None, b"marker")], base_offset=13, control=True)
+        + build_batch([(b"k", b"d")], base_offset=14)
+    )
     messages, next_offset = decode_messages("t", 0, data, 11)
     assert [(m.offset, m.value) for m in messages] == [(11, b"b"), (12, b"c"), (14, b"d")]
     assert next_offset == 15

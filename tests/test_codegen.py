@@ -32,13 +32,17 @@ def values(t, version):
         return st.none() | items if t.nullable else items
     if isinstance(t, schema.Struct):
         return st.fixed_dictionaries(
-            {f.name: values(f.type, version) for f in t.fields if f.present(version)})
+            {f.name: values(f.type, version) for f in t.fields if f.present(version)}
+        )
     raise TypeError(t)
 
 
-CASES = [(api.name, side, getattr(api, side), version)
-         for api in APIS for side in ("request", "response")
-         for version in range(api.min_version, api.max_version + 1)]
+CASES = [
+    (api.name, side, getattr(api, side), version)
+    for api in APIS
+    for side in ("request", "response")
+    for version in range(api.min_version, api.max_version + 1)
+]
 
 
 def _plain(value):
@@ -59,8 +63,9 @@ def _outcome(decode, data, version):
         return ProtocolError
 
 
-@pytest.mark.parametrize("name,side,struct_,version", CASES,
-                         ids=[f"{c[0]}-{c[1]}-v{c[3]}" for c in CASES])
+@pytest.mark.parametrize(
+    "name,side,struct_,version", CASES, ids=[f"{c[0]}-{c[1]}-v{c[3]}" for c in CASES]
+)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_generated_codec_agrees_with_the_generic_one(name, side, struct_, version, data):
@@ -77,14 +82,16 @@ def test_generated_codec_agrees_with_the_generic_one(name, side, struct_, versio
         at = data.draw(st.integers(0, len(damaged) - 1))
         damaged[at] = data.draw(st.integers(0, 255))
     for bad in (encoded[:cut], bytes(damaged), encoded + b"\x00"):
-        assert _outcome(struct_.decode, bad, version) == _outcome(struct_.decode_generic, bad,
-                                                                  version)
+        assert _outcome(struct_.decode, bad, version) == _outcome(
+            struct_.decode_generic, bad, version
+        )
 
 
 def test_missing_fields_encode_their_defaults_alike():
     for _, _, struct_, version in CASES:
-        assert struct_.encode({}, version) == struct_.encode_generic({}, version) or \
-            _raises_alike(struct_, version)
+        assert struct_.encode({}, version) == struct_.encode_generic({}, version) or _raises_alike(
+            struct_, version
+        )
 
 
 def _raises_alike(struct_, version):

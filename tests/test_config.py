@@ -9,17 +9,19 @@ from broker.log import LogConfig
 
 
 def test_properties_format():
-    text = "\n".join([
-        "# a comment",
-        "! another comment",
-        "broker.id=3",
-        "log.dirs = /data/a,\\",
-        "    /data/b",
-        "listeners: PLAINTEXT://127.0.0.1:9093",
-        "zookeeper.connect   localhost:2181/headrace",
-        "key\\=with\\:escapes=value\\tx",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# a comment",
+            "! another comment",
+            "broker.id=3",
+            "log.dirs = /data/a,\\",
+            "    /data/b",
+            "listeners: PLAINTEXT://127.0.0.1:9093",
+            "zookeeper.connect   localhost:2181/headrace",
+            "key\\=with\\:escapes=value\\tx",
+            "",
+        ]
+    )
     props = parse_properties(text)
     assert props["broker.id"] == "3"
     assert props["log.dirs"] == "/data/a,/data/b"
@@ -43,10 +45,14 @@ def test_defaults_are_kafkas():
 
 def test_finest_retention_unit_wins():
     assert BrokerConfig({"log.retention.hours": "2"})["log.retention.ms"] == 7_200_000
-    assert BrokerConfig({"log.retention.hours": "2", "log.retention.minutes": "3"})[
-        "log.retention.ms"] == 180_000
-    assert BrokerConfig({"log.retention.minutes": "3", "log.retention.ms": "5"})[
-        "log.retention.ms"] == 5
+    assert (
+        BrokerConfig({"log.retention.hours": "2", "log.retention.minutes": "3"})["log.retention.ms"]
+        == 180_000
+    )
+    assert (
+        BrokerConfig({"log.retention.minutes": "3", "log.retention.ms": "5"})["log.retention.ms"]
+        == 5
+    )
     assert BrokerConfig({"log.retention.hours": "-1"})["log.retention.ms"] == -1
     assert BrokerConfig({"log.roll.hours": "1"})["log.roll.ms"] == 3_600_000
 
@@ -86,10 +92,14 @@ def test_file_and_overrides(tmp_path):
 
 def test_topic_overrides_use_topic_level_names():
     base = LogConfig()
-    custom = base.with_overrides({"retention.ms": "1000", "segment.bytes": 4096,
-                                  "message.timestamp.type": "LogAppendTime"})
+    custom = base.with_overrides(
+        {"retention.ms": "1000", "segment.bytes": 4096, "message.timestamp.type": "LogAppendTime"}
+    )
     assert (custom.retention_ms, custom.segment_bytes, custom.timestamp_type) == (
-        1000, 4096, "LogAppendTime")
+        1000,
+        4096,
+        "LogAppendTime",
+    )
     with pytest.raises(ConfigError, match="retention.msec"):
         base.with_overrides({"retention.msec": "1"})
     with pytest.raises(ConfigError, match="segment.bytes"):

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from broker.log import LogConfig, PartitionLog
 from storage_helpers import batch_for, values_by_seq
+
+from broker.log import LogConfig, PartitionLog
 
 # RLIMIT_FSIZE makes writes past the limit short or EFBIG, as a full disk would.
 CHILD = textwrap.dedent(
@@ -47,13 +48,15 @@ def test_appends_on_a_full_disk_fail_cleanly_and_lose_nothing(tmp_path):
     directory = tmp_path / "events-0"
     result = subprocess.run(
         [sys.executable, "-c", CHILD.format(tests=os.path.dirname(__file__)), str(directory)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     acked, errors = report["acked"], report["errors"]
     assert len(acked) > 50 and len(errors) == 5
-    for seq, code, message, size in errors:
+    for _seq, code, message, size in errors:
         assert code == 56 and "nothing was written" in message
         assert size <= 50_000
     # Every acknowledged batch is intact, and nothing half-written follows the last one.

@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
+from conftest import create_topic
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch, check_batch, split_batches
-from conftest import create_topic
 from consumers.client import BrokerConnection
 
 PRODUCE, FETCH = 0, 1
@@ -21,20 +21,45 @@ MIB = 1 << 20
 
 
 def produce(conn, topic, partition, records):
-    body = {"transactional_id": None, "acks": 1, "timeout_ms": 30000,
-            "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": records}]}]}
+    body = {
+        "transactional_id": None,
+        "acks": 1,
+        "timeout_ms": 30000,
+        "topic_data": [
+            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+        ],
+    }
     result = conn.request(PRODUCE, 8, body)["responses"][0]["partition_responses"][0]
     assert result["error_code"] == 0, result
     return result
 
 
 def fetch_request(topic, offset, max_bytes, partition_max_bytes, correlation_id=1) -> bytes:
-    body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": max_bytes,
-            "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-            "topics": [{"topic": topic, "partitions": [{
-                "partition": 0, "current_leader_epoch": -1, "fetch_offset": offset,
-                "log_start_offset": -1, "partition_max_bytes": partition_max_bytes}]}],
-            "forgotten_topics_data": [], "rack_id": ""}
+    body = {
+        "replica_id": -1,
+        "max_wait_ms": 0,
+        "min_bytes": 0,
+        "max_bytes": max_bytes,
+        "isolation_level": 1,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": topic,
+                "partitions": [
+                    {
+                        "partition": 0,
+                        "current_leader_epoch": -1,
+                        "fetch_offset": offset,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": partition_max_bytes,
+                    }
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
     return frames.encode_request(FETCH, 11, correlation_id, "memory-test", body)
 
 
@@ -76,7 +101,8 @@ def read_fetch_streaming(sock) -> tuple[int, int, int]:
     (partitions,) = struct.unpack(">i", s.read(4))
     assert partitions == 1
     _index, perror, _hw, _lso, _start, aborted, _replica, records_len = struct.unpack(
-        ">ihqqqiii", s.read(42))
+        ">ihqqqiii", s.read(42)
+    )
     assert perror == 0 and aborted == -1
     assert size == 4 + 14 + 2 + name_len + 4 + 42 + records_len
     left = records_len
@@ -96,8 +122,9 @@ def read_fetch_streaming(sock) -> tuple[int, int, int]:
 
 @pytest.mark.slow
 def test_ten_huge_fetches_at_once_are_served_in_bounded_memory(make_cluster):
-    cluster = make_cluster(1, message_max_bytes=8 * MIB, fetch_max_bytes=INT32_MAX,
-                           socket_request_max_bytes=16 * MIB)
+    cluster = make_cluster(
+        1, message_max_bytes=8 * MIB, fetch_max_bytes=INT32_MAX, socket_request_max_bytes=16 * MIB
+    )
     broker = cluster.brokers[0]
     create_topic(broker.port, "huge", 1)
     batch = build_batch([(None, bytes([i]) * MIB) for i in range(4)])  # 4 MiB, 4 records
@@ -159,13 +186,32 @@ def test_fetch_max_bytes_caps_a_response_softly(make_cluster):
             for _ in range(10):
                 produce(conn, "capped", p, small)
         produce(conn, "capped", 0, big)
-        body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": INT32_MAX,
-                "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-                "topics": [{"topic": "capped", "partitions": [
-                    {"partition": p, "current_leader_epoch": -1, "fetch_offset": offset,
-                     "log_start_offset": -1, "partition_max_bytes": INT32_MAX}
-                    for p, offset in ((0, 0), (1, 0))]}],
-                "forgotten_topics_data": [], "rack_id": ""}
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": 0,
+            "min_bytes": 0,
+            "max_bytes": INT32_MAX,
+            "isolation_level": 1,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": "capped",
+                    "partitions": [
+                        {
+                            "partition": p,
+                            "current_leader_epoch": -1,
+                            "fetch_offset": offset,
+                            "log_start_offset": -1,
+                            "partition_max_bytes": INT32_MAX,
+                        }
+                        for p, offset in ((0, 0), (1, 0))
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
         parts = conn.request(FETCH, 11, body)["responses"][0]["partitions"]
         sizes = [len(bytes(p["records"])) for p in parts]
         assert sizes == [4096 // len(small) * len(small), 0]  # whole batches within the cap
@@ -189,9 +235,15 @@ def test_consumers_read_everything_through_a_small_fetch_max_bytes(make_cluster)
                 value = f"{p}-{i}-".encode() + b"v" * 700
                 expected.add(value)
                 produce(conn, "trickle", p, build_batch([(None, value)]))
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "trickle",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.max.bytes": 1 << 20})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "group.id": "trickle",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 1 << 20,
+        }
+    )
     consumer.subscribe(["trickle"])
     seen = set()
     deadline = time.monotonic() + 30
@@ -206,9 +258,13 @@ def test_consumers_read_everything_through_a_small_fetch_max_bytes(make_cluster)
 
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer("trickle", bootstrap_servers=cluster.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000,
-                             api_version=(2, 5))
+    consumer = KafkaConsumer(
+        "trickle",
+        bootstrap_servers=cluster.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        api_version=(2, 5),
+    )
     try:
         assert {m.value for m in consumer} == expected
     finally:
@@ -242,12 +298,31 @@ def test_a_queued_fetch_response_survives_the_deletion_of_its_topic(make_cluster
             produce(conn, "doomed", 0, build_batch([(None, bytes([i]) * 10_000)]))
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         # A long-polled fetch first: the second response waits behind it, holding file ranges.
-        body = {"replica_id": -1, "max_wait_ms": 2000, "min_bytes": 1, "max_bytes": INT32_MAX,
-                "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-                "topics": [{"topic": "waiting", "partitions": [{
-                    "partition": 0, "current_leader_epoch": -1, "fetch_offset": 0,
-                    "log_start_offset": -1, "partition_max_bytes": INT32_MAX}]}],
-                "forgotten_topics_data": [], "rack_id": ""}
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": 2000,
+            "min_bytes": 1,
+            "max_bytes": INT32_MAX,
+            "isolation_level": 1,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": "waiting",
+                    "partitions": [
+                        {
+                            "partition": 0,
+                            "current_leader_epoch": -1,
+                            "fetch_offset": 0,
+                            "log_start_offset": -1,
+                            "partition_max_bytes": INT32_MAX,
+                        }
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
         sock.sendall(frames.encode_request(FETCH, 11, 1, "t", body))
         sock.sendall(fetch_request("doomed", 0, INT32_MAX, INT32_MAX, correlation_id=2))
         time.sleep(0.3)

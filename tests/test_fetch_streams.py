@@ -35,7 +35,9 @@ def test_clients_disconnecting_mid_stream_leave_no_descriptors_open(make_cluster
                 sock.sendall(fetch_request("streamed", 0, INT32_MAX, INT32_MAX, correlation_id))
             if i % 2:
                 sock.recv(100_000)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
     wait_for(lambda: open_fds(broker.process.pid) <= baseline + 2, 20)
     # ... and the broker still serves everyone else.
     with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
@@ -44,12 +46,14 @@ def test_clients_disconnecting_mid_stream_leave_no_descriptors_open(make_cluster
 
 
 def test_a_response_streams_whole_while_retention_deletes_its_segment(make_cluster):
-    cluster = make_cluster(1, log_retention_check_interval_ms=100, file_delete_delay_ms=0,
-                           fetch_max_bytes=INT32_MAX)
+    cluster = make_cluster(
+        1, log_retention_check_interval_ms=100, file_delete_delay_ms=0, fetch_max_bytes=INT32_MAX
+    )
     broker = cluster.brokers[0]
     mib = 1 << 20
-    create_topic(broker.port, "retained", 1, {"segment.bytes": str(6 * mib),
-                                              "retention.bytes": str(6 * mib)})
+    create_topic(
+        broker.port, "retained", 1, {"segment.bytes": str(6 * mib), "retention.bytes": str(6 * mib)}
+    )
     batch = build_batch([(None, b"r" * 1_000_000)])
     first_segment = broker.workdir / "broker-1-logs" / "retained-0" / ("0" * 20 + ".log")
     with BrokerConnection("127.0.0.1", broker.port) as conn:

@@ -53,7 +53,9 @@ def fsyncs(monkeypatch):
     return seen, gate
 
 
-def test_flush_policy_fsyncs_off_the_reactor_and_advances_the_recovery_point_after(tmp_path, fsyncs):
+def test_flush_policy_fsyncs_off_the_reactor_and_advances_the_recovery_point_after(
+    tmp_path, fsyncs
+):
     seen, gate = fsyncs
     clock = ThreadedClock()
     manager = LogManager([tmp_path], LogConfig(flush_interval_messages=1), clock=clock)
@@ -83,14 +85,19 @@ def test_flush_policy_fsyncs_off_the_reactor_and_advances_the_recovery_point_aft
 def test_scheduled_flushes_and_checkpoints_run_on_the_flush_thread(tmp_path, fsyncs):
     seen, gate = fsyncs
     clock = ThreadedClock()
-    manager = LogManager([tmp_path], LogConfig(flush_interval_ms=1000, segment_bytes=200), clock=clock,
-                         flush_check_interval_ms=1000, recovery_checkpoint_interval_ms=2000)
+    manager = LogManager(
+        [tmp_path],
+        LogConfig(flush_interval_ms=1000, segment_bytes=200),
+        clock=clock,
+        flush_check_interval_ms=1000,
+        recovery_checkpoint_interval_ms=2000,
+    )
     manager.startup()
     logs = [manager.get_or_create_log("t", p) for p in range(3)]
     manager.start(clock, interval=1.0)
     seen.clear()
     for plog in logs:
-        for i in range(5):  # several segments: rolled ones are flushed on the next tick
+        for _i in range(5):  # several segments: rolled ones are flushed on the next tick
             plog.append(build_batch([(None, b"x" * 100)]))
     gate.clear()
     clock.advance(1.0)  # flush.ms passed: one flush per log is handed to the thread

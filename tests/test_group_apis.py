@@ -24,7 +24,16 @@ from broker.protocol import frames
 from broker.protocol.apis import API_BY_KEY, APIS
 from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED, GROUP_APIS
 from broker.protocol.schema import (
-    BOOL, BYTES, INT8, INT16, INT32, INT64, NULLABLE_STRING, STRING, Array, Struct,
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    NULLABLE_STRING,
+    STRING,
+    Array,
+    Struct,
 )
 
 GROUP_BY_KEY = {api.key: api for api in GROUP_APIS}
@@ -34,7 +43,10 @@ IDS = [f"{a.name}-v{v}" for a, v in VERSIONS]
 # Values that fill each type's full width, so a field declared one size too small or too
 # large fails loudly rather than by luck.
 _INTS = {
-    INT8: (-7, 100), INT16: (-2, 30000), INT32: (-3, 2_000_000_001), INT64: (-4, 9_000_000_000_123),
+    INT8: (-7, 100),
+    INT16: (-2, 30000),
+    INT32: (-3, 2_000_000_001),
+    INT64: (-4, 9_000_000_000_123),
 }
 
 
@@ -65,7 +77,7 @@ def project(decoded, like):
     if isinstance(like, dict):
         return {k: project(decoded[k], v) for k, v in like.items()}
     if isinstance(like, list):
-        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like):]
+        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like) :]
     return decoded
 
 
@@ -86,10 +98,13 @@ def test_the_table_is_what_was_asked_for_and_stays_out_of_the_served_one():
     ]
     for api in GROUP_APIS:
         assert API_BY_KEY[api.key] is api and api in APIS
-    advertised = {k["api_key"]: (k["min_version"], k["max_version"])
-                  for k in frames.api_versions_body()["api_keys"]}
+    advertised = {
+        k["api_key"]: (k["min_version"], k["max_version"])
+        for k in frames.api_versions_body()["api_keys"]
+    }
     assert {k: advertised[k] for k in GROUP_BY_KEY} == {
-        a.key: (a.min_version, a.max_version) for a in GROUP_APIS}
+        a.key: (a.min_version, a.max_version) for a in GROUP_APIS
+    }
 
 
 # First flexible version of each API, from Kafka's JSON definitions: every version here
@@ -106,24 +121,36 @@ def _nullable_paths(type_, prefix=""):
     if isinstance(type_, Array):
         return ({prefix} if type_.nullable else set()) | _nullable_paths(type_.item, prefix)
     if isinstance(type_, Struct):
-        return set().union(*(_nullable_paths(f.type, f"{prefix}{'.' if prefix else ''}{f.name}")
-                              for f in type_.fields))
+        return set().union(
+            *(
+                _nullable_paths(f.type, f"{prefix}{'.' if prefix else ''}{f.name}")
+                for f in type_.fields
+            )
+        )
     return {prefix} if type_ is NULLABLE_STRING else set()
 
 
 def test_exactly_the_fields_kafka_lets_be_null_are_nullable():
     # From the nullableVersions of Kafka's JSON, within the versions declared here.
     expected = {
-        (10, "request"): set(), (10, "response"): {"error_message"},
-        (11, "request"): {"group_instance_id"}, (11, "response"): {"members.group_instance_id"},
-        (12, "request"): {"group_instance_id"}, (12, "response"): set(),
-        (13, "request"): set(), (13, "response"): set(),
-        (14, "request"): {"group_instance_id"}, (14, "response"): set(),
+        (10, "request"): set(),
+        (10, "response"): {"error_message"},
+        (11, "request"): {"group_instance_id"},
+        (11, "response"): {"members.group_instance_id"},
+        (12, "request"): {"group_instance_id"},
+        (12, "response"): set(),
+        (13, "request"): set(),
+        (13, "response"): set(),
+        (14, "request"): {"group_instance_id"},
+        (14, "response"): set(),
         (8, "request"): {"group_instance_id", "topics.partitions.committed_metadata"},
         (8, "response"): set(),
-        (9, "request"): {"topics"}, (9, "response"): {"topics.partitions.metadata"},
-        (15, "request"): set(), (15, "response"): {"groups.members.group_instance_id"},
-        (16, "request"): set(), (16, "response"): set(),
+        (9, "request"): {"topics"},
+        (9, "response"): {"topics.partitions.metadata"},
+        (15, "request"): set(),
+        (15, "response"): {"groups.members.group_instance_id"},
+        (16, "request"): set(),
+        (16, "response"): set(),
     }
     for api in GROUP_APIS:
         for side in ("request", "response"):
@@ -152,14 +179,17 @@ def test_every_version_round_trips(api, version, nulls):
         assert schema.encode(decoded, version) == encoded
 
 
-@pytest.mark.parametrize("key, version, side, field, value", [
-    (10, 0, "request", "key_type", 0),  # v0 asks for a group coordinator
-    (11, 0, "request", "rebalance_timeout_ms", -1),  # use the session timeout instead
-    (11, 4, "request", "group_instance_id", None),
-    (8, 5, "request", "retention_time_ms", -1),
-    (9, 1, "response", "error_code", 0),
-    (9, 2, "response", "throttle_time_ms", 0),
-])
+@pytest.mark.parametrize(
+    "key, version, side, field, value",
+    [
+        (10, 0, "request", "key_type", 0),  # v0 asks for a group coordinator
+        (11, 0, "request", "rebalance_timeout_ms", -1),  # use the session timeout instead
+        (11, 4, "request", "group_instance_id", None),
+        (8, 5, "request", "retention_time_ms", -1),
+        (9, 1, "response", "error_code", 0),
+        (9, 2, "response", "throttle_time_ms", 0),
+    ],
+)
 def test_fields_a_version_lacks_decode_to_their_defaults(key, version, side, field, value):
     schema = getattr(GROUP_BY_KEY[key], side)
     assert schema.decode(schema.encode({}, version), version)[field] == value
@@ -184,13 +214,38 @@ def test_a_non_nullable_field_refuses_none_and_a_nullable_array_takes_it():
 # --- kafka-python ----------------------------------------------------------------------------
 
 _NAMES = {
-    10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
-    8: "OffsetCommit", 9: "OffsetFetch", 15: "DescribeGroups", 16: "ListGroups",
+    10: "FindCoordinator",
+    11: "JoinGroup",
+    12: "Heartbeat",
+    13: "LeaveGroup",
+    14: "SyncGroup",
+    8: "OffsetCommit",
+    9: "OffsetFetch",
+    15: "DescribeGroups",
+    16: "ListGroups",
 }
-_OLD_MODULES = {10: old_coord, 11: old_group, 12: old_group, 13: old_group, 14: old_group,
-                8: old_commit, 9: old_commit, 15: old_admin, 16: old_admin}
-_NEW_MODULES = {10: kp_coord, 11: kp_group, 12: kp_group, 13: kp_group, 14: kp_group,
-                8: kp_group, 9: kp_group, 15: kp_admin, 16: kp_admin}
+_OLD_MODULES = {
+    10: old_coord,
+    11: old_group,
+    12: old_group,
+    13: old_group,
+    14: old_group,
+    8: old_commit,
+    9: old_commit,
+    15: old_admin,
+    16: old_admin,
+}
+_NEW_MODULES = {
+    10: kp_coord,
+    11: kp_group,
+    12: kp_group,
+    13: kp_group,
+    14: kp_group,
+    8: kp_group,
+    9: kp_group,
+    15: kp_admin,
+    16: kp_admin,
+}
 
 
 def _bits(value):
@@ -250,14 +305,19 @@ def _old_class(key, side, version):
     return classes[version] if version < len(classes) else None
 
 
-OLD_CASES = [(api, v, side) for api, v in VERSIONS for side in ("Request", "Response")
-             if _old_class(api.key, side, v) is not None]
+OLD_CASES = [
+    (api, v, side)
+    for api, v in VERSIONS
+    for side in ("Request", "Response")
+    if _old_class(api.key, side, v) is not None
+]
 NEW_CASES = [(api, v, side) for api, v in VERSIONS for side in ("Request", "Response")]
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["values", "nulls"])
-@pytest.mark.parametrize("api, version, side", OLD_CASES,
-                         ids=[f"{a.name}{s}-v{v}" for a, v, s in OLD_CASES])
+@pytest.mark.parametrize(
+    "api, version, side", OLD_CASES, ids=[f"{a.name}{s}-v{v}" for a, v, s in OLD_CASES]
+)
 def test_bytes_equal_kafka_python_hand_written_classes(api, version, side, nulls):
     schema = api.request if side == "Request" else api.response
     body = sample(schema, version, nulls)
@@ -265,12 +325,13 @@ def test_bytes_equal_kafka_python_hand_written_classes(api, version, side, nulls
     theirs = cls(*_old_values(cls.SCHEMA, schema, body)).encode()
     assert schema.encode(body, version) == bytes(theirs)
     if side == "Request" and api.key != 16:  # their ListGroupsRequest_v2 says it is v1
-        assert cls.API_VERSION == version
+        assert version == cls.API_VERSION
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["values", "nulls"])
-@pytest.mark.parametrize("api, version, side", NEW_CASES,
-                         ids=[f"{a.name}{s}-v{v}" for a, v, s in NEW_CASES])
+@pytest.mark.parametrize(
+    "api, version, side", NEW_CASES, ids=[f"{a.name}{s}-v{v}" for a, v, s in NEW_CASES]
+)
 def test_bytes_equal_kafka_python_json_generated_classes(api, version, side, nulls):
     schema = api.request if side == "Request" else api.response
     body = sample(schema, version, nulls)
@@ -293,25 +354,34 @@ def test_kafka_python_hand_written_classes_lack_describe_groups_v4():
 
 def test_golden_join_group_v5_request():
     # The metadata is a "consumer" protocol subscription, version 0, to topic "t".
-    subscription = bytes.fromhex("0000" "00000001" "0001" "74" "00000000")
+    subscription = bytes.fromhex("00000000000100017400000000")
     body = {
-        "group_id": "grp", "session_timeout_ms": 10000, "rebalance_timeout_ms": 300000,
-        "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
+        "group_id": "grp",
+        "session_timeout_ms": 10000,
+        "rebalance_timeout_ms": 300000,
+        "member_id": "",
+        "group_instance_id": None,
+        "protocol_type": "consumer",
         "protocols": [{"name": "range", "metadata": subscription}],
     }
     encoded = GROUP_BY_KEY[11].request.encode(body, 5)
     assert encoded == bytes.fromhex(
-        "0003" "677270"  # group_id "grp"
+        "0003"
+        "677270"  # group_id "grp"
         "00002710"  # session_timeout_ms 10000
         "000493e0"  # rebalance_timeout_ms 300000 (v1+)
         "0000"  # member_id "": first join, v4+ answers MEMBER_ID_REQUIRED
         "ffff"  # group_instance_id null: a dynamic member (v5+)
-        "0008" "636f6e73756d6572"  # protocol_type "consumer"
+        "0008"
+        "636f6e73756d6572"  # protocol_type "consumer"
         "00000001"  # one protocol
-        "0005" "72616e6765"  # name "range"
+        "0005"
+        "72616e6765"  # name "range"
         "0000000d"  # metadata: the 13 bytes below
         "0000"  # . subscription version 0
-        "00000001" "0001" "74"  # . topics ["t"]
+        "00000001"
+        "0001"
+        "74"  # . topics ["t"]
         "00000000"  # . user_data: empty
     )
     assert GROUP_BY_KEY[11].request.decode(encoded, 5) == body
@@ -319,22 +389,37 @@ def test_golden_join_group_v5_request():
 
 def test_golden_offset_commit_v7_request():
     body = {
-        "group_id": "grp", "generation_id_or_member_epoch": 3, "member_id": "m-1",
+        "group_id": "grp",
+        "generation_id_or_member_epoch": 3,
+        "member_id": "m-1",
         "group_instance_id": "i-1",
-        "topics": [{"name": "t", "partitions": [
-            {"partition_index": 2, "committed_offset": 42, "committed_leader_epoch": 5,
-             "committed_metadata": None},
-        ]}],
+        "topics": [
+            {
+                "name": "t",
+                "partitions": [
+                    {
+                        "partition_index": 2,
+                        "committed_offset": 42,
+                        "committed_leader_epoch": 5,
+                        "committed_metadata": None,
+                    },
+                ],
+            }
+        ],
     }
     encoded = GROUP_BY_KEY[8].request.encode(body, 7)
     assert encoded == bytes.fromhex(
-        "0003" "677270"  # group_id "grp"
+        "0003"
+        "677270"  # group_id "grp"
         "00000003"  # generation_id_or_member_epoch 3
-        "0003" "6d2d31"  # member_id "m-1"
-        "0003" "692d31"  # group_instance_id "i-1" (v7+)
+        "0003"
+        "6d2d31"  # member_id "m-1"
+        "0003"
+        "692d31"  # group_instance_id "i-1" (v7+)
         # no retention_time_ms: only v2-4 carry it
         "00000001"  # one topic
-        "0001" "74"  # name "t"
+        "0001"
+        "74"  # name "t"
         "00000001"  # one partition
         "00000002"  # partition_index 2
         "000000000000002a"  # committed_offset 42
@@ -346,10 +431,10 @@ def test_golden_offset_commit_v7_request():
 
 
 def test_golden_offset_commit_v2_request_carries_retention():
-    body = {"group_id": "g", "generation_id_or_member_epoch": -1, "member_id": "",
-            "topics": []}
+    body = {"group_id": "g", "generation_id_or_member_epoch": -1, "member_id": "", "topics": []}
     assert GROUP_BY_KEY[8].request.encode(body, 2) == bytes.fromhex(
-        "0001" "67"  # group_id "g"
+        "0001"
+        "67"  # group_id "g"
         "ffffffff"  # generation -1: a commit from outside any generation
         "0000"  # member_id ""
         "ffffffffffffffff"  # retention_time_ms -1 (the default): the broker's retention
@@ -358,13 +443,31 @@ def test_golden_offset_commit_v2_request_carries_retention():
 
 
 def test_golden_offset_fetch_v5_response_puts_the_group_error_last():
-    body = {"throttle_time_ms": 0, "error_code": 16, "topics": [{"name": "t", "partitions": [
-        {"partition_index": 0, "committed_offset": -1, "committed_leader_epoch": -1,
-         "metadata": "", "error_code": 0}]}]}
+    body = {
+        "throttle_time_ms": 0,
+        "error_code": 16,
+        "topics": [
+            {
+                "name": "t",
+                "partitions": [
+                    {
+                        "partition_index": 0,
+                        "committed_offset": -1,
+                        "committed_leader_epoch": -1,
+                        "metadata": "",
+                        "error_code": 0,
+                    }
+                ],
+            }
+        ],
+    }
     assert GROUP_BY_KEY[9].response.encode(body, 5) == bytes.fromhex(
         "00000000"  # throttle_time_ms (v3+)
-        "00000001" "0001" "74"  # one topic "t"
-        "00000001" "00000000"  # one partition: 0
+        "00000001"
+        "0001"
+        "74"  # one topic "t"
+        "00000001"
+        "00000000"  # one partition: 0
         "ffffffffffffffff"  # committed_offset -1: none committed
         "ffffffff"  # committed_leader_epoch -1 (v5+)
         "0000"  # metadata ""

@@ -17,9 +17,9 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import Cluster, wait_for
 from kazoo.client import KazooClient
 
-from conftest import Cluster, wait_for
 from consumers.client import BrokerConnection
 
 OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeout.ms": "1000"}
@@ -27,40 +27,76 @@ OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeo
 
 @pytest.fixture(scope="module")
 def groups3(zookeeper, tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("groups3"), f"{zookeeper.connect}/g3-{time.monotonic_ns()}",
-                      3, OVERRIDES).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("groups3"),
+        f"{zookeeper.connect}/g3-{time.monotonic_ns()}",
+        3,
+        OVERRIDES,
+    ).start()
     yield cluster
     cluster.stop()
 
 
-def make_topic(cluster, name: str, partitions: int = 6, on_brokers: list[int] | None = None) -> None:
+def make_topic(
+    cluster, name: str, partitions: int = 6, on_brokers: list[int] | None = None
+) -> None:
     assignments = []
     if on_brokers:
-        assignments = [{"partition_index": p, "broker_ids": [on_brokers[p % len(on_brokers)]]}
-                       for p in range(partitions)]
+        assignments = [
+            {"partition_index": p, "broker_ids": [on_brokers[p % len(on_brokers)]]}
+            for p in range(partitions)
+        ]
     with BrokerConnection("127.0.0.1", cluster.brokers[0].port, timeout=30) as conn:
-        body = conn.request(19, 4, {
-            "topics": [{"name": name, "num_partitions": -1 if assignments else partitions,
-                        "replication_factor": -1 if assignments else 1, "assignments": assignments,
-                        "configs": []}], "timeout_ms": 10000, "validate_only": False})
+        body = conn.request(
+            19,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": name,
+                        "num_partitions": -1 if assignments else partitions,
+                        "replication_factor": -1 if assignments else 1,
+                        "assignments": assignments,
+                        "configs": [],
+                    }
+                ],
+                "timeout_ms": 10000,
+                "validate_only": False,
+            },
+        )
     assert body["topics"][0]["error_code"] == 0, body
-    wait_for(lambda: all(_has_leaders(b.port, name, partitions) for b in cluster.brokers
-                         if b.process is not None), 20)
+    wait_for(
+        lambda: all(
+            _has_leaders(b.port, name, partitions) for b in cluster.brokers if b.process is not None
+        ),
+        20,
+    )
 
 
 def _has_leaders(port: int, topic: str, partitions: int) -> bool:
     with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
-        body = conn.request(3, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False,
-                                   "include_cluster_authorized_operations": False,
-                                   "include_topic_authorized_operations": False})
+        body = conn.request(
+            3,
+            8,
+            {
+                "topics": [{"name": topic}],
+                "allow_auto_topic_creation": False,
+                "include_cluster_authorized_operations": False,
+                "include_topic_authorized_operations": False,
+            },
+        )
     parts = body["topics"][0]["partitions"]
     return len(parts) == partitions and all(p["leader_id"] >= 0 for p in parts)
 
 
 def produce(cluster, topic: str, start: int, count: int) -> None:
     lines = b"".join(b"%d:%d\n" % (i, i) for i in range(start, start + count))
-    subprocess.run(["kcat", "-b", cluster.bootstrap, "-P", "-t", topic, "-K:"], input=lines,
-                   check=True, timeout=60)
+    subprocess.run(
+        ["kcat", "-b", cluster.bootstrap, "-P", "-t", topic, "-K:"],
+        input=lines,
+        check=True,
+        timeout=60,
+    )
 
 
 def committed(cluster, group: str, topic: str) -> dict[int, int]:
@@ -78,12 +114,21 @@ def committed(cluster, group: str, topic: str) -> dict[int, int]:
 
 # --- members of each client library, as threads that record (partition, offset, value) ------
 
+
 def confluent_member(cluster, group, topic, seen, stop, **conf):
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "session.timeout.ms": 3000, "heartbeat.interval.ms": 500, **conf})
+    c = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 3000,
+            "heartbeat.interval.ms": 500,
+            **conf,
+        }
+    )
     c.subscribe([topic])
     try:
         while not stop.is_set():
@@ -99,9 +144,15 @@ def confluent_member(cluster, group, topic, seen, stop, **conf):
 def kafka_python_member(cluster, group, topic, seen, stop):
     from kafka import KafkaConsumer
 
-    c = KafkaConsumer(topic, bootstrap_servers=cluster.bootstrap.split(","), group_id=group,
-                      auto_offset_reset="earliest", enable_auto_commit=False,
-                      session_timeout_ms=3000, heartbeat_interval_ms=500)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=cluster.bootstrap.split(","),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=500,
+    )
     try:
         while not stop.is_set():
             for _, msgs in c.poll(100).items():
@@ -116,9 +167,15 @@ def aiokafka_member(cluster, group, topic, seen, stop):
     from aiokafka import AIOKafkaConsumer
 
     async def run():
-        c = AIOKafkaConsumer(topic, bootstrap_servers=cluster.bootstrap, group_id=group,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             session_timeout_ms=3000, heartbeat_interval_ms=500)
+        c = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=cluster.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=3000,
+            heartbeat_interval_ms=500,
+        )
         await c.start()
         try:
             while not stop.is_set():
@@ -134,8 +191,11 @@ def aiokafka_member(cluster, group, topic, seen, stop):
     asyncio.run(run())
 
 
-MEMBERS = {"confluent-kafka": confluent_member, "kafka-python": kafka_python_member,
-           "aiokafka": aiokafka_member}
+MEMBERS = {
+    "confluent-kafka": confluent_member,
+    "kafka-python": kafka_python_member,
+    "aiokafka": aiokafka_member,
+}
 
 
 class Members:
@@ -144,8 +204,12 @@ class Members:
     def __init__(self, cluster, group, topic, kinds):
         self.seen: list = []
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=MEMBERS[k], args=(cluster, group, topic, self.seen, self.stop),
-                                         daemon=True) for k in kinds]
+        self.threads = [
+            threading.Thread(
+                target=MEMBERS[k], args=(cluster, group, topic, self.seen, self.stop), daemon=True
+            )
+            for k in kinds
+        ]
         for t in self.threads:
             t.start()
 
@@ -158,7 +222,7 @@ class Members:
         for t in self.threads:
             t.join(30)
 
-    def __enter__(self) -> "Members":
+    def __enter__(self) -> Members:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -191,9 +255,24 @@ def test_kcat_group_members_share_partitions_and_commit(groups3):
     topic, group = "grp-kcat", "group-kcat"
     make_topic(groups3, topic)
     produce(groups3, topic, 0, 3000)
-    cmd = ["kcat", "-b", groups3.bootstrap, "-G", group, topic, "-e", "-f", "%p %s\\n",
-           "-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=3000"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(2)]
+    cmd = [
+        "kcat",
+        "-b",
+        groups3.bootstrap,
+        "-G",
+        group,
+        topic,
+        "-e",
+        "-f",
+        "%p %s\\n",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-X",
+        "session.timeout.ms=3000",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=90)[0].decode().split() for p in procs]
     counted = Counter(int(v) for out in outs for v in out[1::2])
     assert set(counted) == set(range(3000)) and max(counted.values()) == 1
@@ -219,14 +298,33 @@ MEMBERS[{kind!r}](C, {group!r}, {topic!r}, Out(), threading.Event())
 def member_command(cluster, kind: str, group: str, topic: str) -> list[str]:
     """A group member in a process of its own, printing "partition value" lines."""
     if kind == "kcat":
-        return ["kcat", "-b", cluster.bootstrap, "-G", group, topic, "-f", "%p %s\\n", "-u",
-                "-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=2000",
-                "-X", "heartbeat.interval.ms=300"]
+        return [
+            "kcat",
+            "-b",
+            cluster.bootstrap,
+            "-G",
+            group,
+            topic,
+            "-f",
+            "%p %s\\n",
+            "-u",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-X",
+            "session.timeout.ms=2000",
+            "-X",
+            "heartbeat.interval.ms=300",
+        ]
     import sys
     from pathlib import Path
 
-    script = MEMBER_SCRIPT.format(tests=str(Path(__file__).parent), bootstrap=cluster.bootstrap,
-                                  kind=kind, group=group, topic=topic)
+    script = MEMBER_SCRIPT.format(
+        tests=str(Path(__file__).parent),
+        bootstrap=cluster.bootstrap,
+        kind=kind,
+        group=group,
+        topic=topic,
+    )
     return [sys.executable, "-c", script]
 
 
@@ -307,31 +405,99 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
     node = coordinator_of(groups3, group)
     port = groups3.broker(node).port
     wrong = next(b.port for b in groups3.brokers if b.broker_id != coordinator_of(groups3, group))
-    join = {"group_id": group, "session_timeout_ms": 10000, "rebalance_timeout_ms": 10000,
-            "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
-            "protocols": [{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}]}
+    join = {
+        "group_id": group,
+        "session_timeout_ms": 10000,
+        "rebalance_timeout_ms": 10000,
+        "member_id": "",
+        "group_instance_id": None,
+        "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}],
+    }
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        assert conn.request(14, 3, {"group_id": group, "generation_id": 1, "member_id": "nobody",
-                                    "group_instance_id": None, "assignments": []})["error_code"] == 25
-        assert conn.request(12, 3, {"group_id": group, "generation_id": 1, "member_id": "nobody",
-                                    "group_instance_id": None})["error_code"] == 25
+        assert (
+            conn.request(
+                14,
+                3,
+                {
+                    "group_id": group,
+                    "generation_id": 1,
+                    "member_id": "nobody",
+                    "group_instance_id": None,
+                    "assignments": [],
+                },
+            )["error_code"]
+            == 25
+        )
+        assert (
+            conn.request(
+                12,
+                3,
+                {
+                    "group_id": group,
+                    "generation_id": 1,
+                    "member_id": "nobody",
+                    "group_instance_id": None,
+                },
+            )["error_code"]
+            == 25
+        )
         first = conn.request(11, 5, join)
         assert first["error_code"] == 79 and first["member_id"]  # MEMBER_ID_REQUIRED
         joined = conn.request(11, 5, join | {"member_id": first["member_id"]})
         assert joined["error_code"] == 0 and joined["leader"] == first["member_id"]
         gen, me = joined["generation_id"], first["member_id"]
-        assert conn.request(12, 3, {"group_id": group, "generation_id": gen - 1, "member_id": me,
-                                    "group_instance_id": None})["error_code"] == 22
-        synced = conn.request(14, 3, {"group_id": group, "generation_id": gen, "member_id": me,
-                                      "group_instance_id": None,
-                                      "assignments": [{"member_id": me, "assignment": b"plan"}]})
+        assert (
+            conn.request(
+                12,
+                3,
+                {
+                    "group_id": group,
+                    "generation_id": gen - 1,
+                    "member_id": me,
+                    "group_instance_id": None,
+                },
+            )["error_code"]
+            == 22
+        )
+        synced = conn.request(
+            14,
+            3,
+            {
+                "group_id": group,
+                "generation_id": gen,
+                "member_id": me,
+                "group_instance_id": None,
+                "assignments": [{"member_id": me, "assignment": b"plan"}],
+            },
+        )
         assert synced == synced | {"error_code": 0, "assignment": b"plan"}
-        assert conn.request(8, 7, {"group_id": group, "generation_id_or_member_epoch": gen - 1,
-                                   "member_id": me, "group_instance_id": None, "topics": [
-                                       {"name": "t", "partitions": [{"partition_index": 0,
-                                        "committed_offset": 5, "committed_leader_epoch": -1,
-                                        "committed_metadata": None}]}]}
-                            )["topics"][0]["partitions"][0]["error_code"] == 22  # stale commit
+        assert (
+            conn.request(
+                8,
+                7,
+                {
+                    "group_id": group,
+                    "generation_id_or_member_epoch": gen - 1,
+                    "member_id": me,
+                    "group_instance_id": None,
+                    "topics": [
+                        {
+                            "name": "t",
+                            "partitions": [
+                                {
+                                    "partition_index": 0,
+                                    "committed_offset": 5,
+                                    "committed_leader_epoch": -1,
+                                    "committed_metadata": None,
+                                }
+                            ],
+                        }
+                    ],
+                },
+            )["topics"][0]["partitions"][0]["error_code"]
+            == 22
+        )  # stale commit
         described = conn.request(15, 4, {"groups": [group], "include_authorized_operations": False})
         assert described["groups"][0]["group_state"] == "Stable"
         assert [m["member_id"] for m in described["groups"][0]["members"]] == [me]
@@ -340,10 +506,26 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
     other_port = groups3.broker(coordinator_of(groups3, other)).port
     with BrokerConnection("127.0.0.1", other_port, timeout=30) as conn:  # undisturbed neighbour
         first = conn.request(11, 5, join | {"group_id": other})
-        assert conn.request(11, 5, join | {"group_id": other, "member_id": first["member_id"]})["error_code"] == 0
+        assert (
+            conn.request(11, 5, join | {"group_id": other, "member_id": first["member_id"]})[
+                "error_code"
+            ]
+            == 0
+        )
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        assert conn.request(12, 3, {"group_id": group, "generation_id": gen, "member_id": me,
-                                    "group_instance_id": None})["error_code"] == 0
+        assert (
+            conn.request(
+                12,
+                3,
+                {
+                    "group_id": group,
+                    "generation_id": gen,
+                    "member_id": me,
+                    "group_instance_id": None,
+                },
+            )["error_code"]
+            == 0
+        )
 
 
 def test_groups_command_shows_kafka_and_zookeeper_groups_side_by_side(groups3):
@@ -355,19 +537,29 @@ def test_groups_command_shows_kafka_and_zookeeper_groups_side_by_side(groups3):
     topic, group = "grp-cli", "group-cli"
     make_topic(groups3, topic)
     produce(groups3, topic, 0, 600)
-    paper = GroupConsumer("paper-group", [topic], groups3.zookeeper_connect, auto_offset_reset="smallest")
+    paper = GroupConsumer(
+        "paper-group", [topic], groups3.zookeeper_connect, auto_offset_reset="smallest"
+    )
     paper.start()
     members = Members(groups3, group, topic, ["confluent-kafka", "confluent-kafka"])
     try:
         members.wait_for(600)
         paper.poll(1.0)
         paper.commit()
-        listed = subprocess.run([*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "list"],
-                                capture_output=True, text=True, timeout=60).stdout
+        listed = subprocess.run(
+            [*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert f"{group}" in listed and "kafka (consumer)" in listed
         assert "paper-group" in listed and "zookeeper" in listed
-        shown = subprocess.run([*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "describe",
-                                group], capture_output=True, text=True, timeout=60).stdout
+        shown = subprocess.run(
+            [*headrace, "groups", "--zookeeper", groups3.zookeeper_connect, "describe", group],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert "kind kafka, Stable" in shown and "2 members" in shown
         rows = [line.split() for line in shown.splitlines() if line.startswith(topic)]
         assert len(rows) == 6 and sum(int(r[2]) for r in rows) == 600
@@ -383,21 +575,40 @@ def test_malformed_group_requests_close_only_their_connection(groups3):
 
     group = "raw-malformed"
     port = groups3.broker(coordinator_of(groups3, group)).port
-    join = {"group_id": group, "session_timeout_ms": 10000, "rebalance_timeout_ms": 10000,
-            "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
-            "protocols": [{"name": "range", "metadata": b""}]}
+    join = {
+        "group_id": group,
+        "session_timeout_ms": 10000,
+        "rebalance_timeout_ms": 10000,
+        "member_id": "",
+        "group_instance_id": None,
+        "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b""}],
+    }
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         first = conn.request(11, 4, join)
         member = first["member_id"]
         joined = conn.request(11, 4, join | {"member_id": member})
         assert joined["error_code"] == 0
-        for garbage in (b"\x00\x0b\x00\x05\x00\x00\x00\x07\xff\xff\x00\x05ab",  # JoinGroup cut short
-                        b"\x00\x0e\x00\x03\x00\x00\x00\x08\xff\xff" + b"\xff" * 40):  # SyncGroup nonsense
+        for garbage in (
+            b"\x00\x0b\x00\x05\x00\x00\x00\x07\xff\xff\x00\x05ab",  # JoinGroup cut short
+            b"\x00\x0e\x00\x03\x00\x00\x00\x08\xff\xff" + b"\xff" * 40,
+        ):  # SyncGroup nonsense
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 raw.sendall(struct.pack(">i", len(garbage)) + garbage)
                 assert raw.recv(100) == b""  # closed, no answer
-        assert conn.request(12, 3, {"group_id": group, "generation_id": joined["generation_id"],
-                                    "member_id": member, "group_instance_id": None})["error_code"] == 0
+        assert (
+            conn.request(
+                12,
+                3,
+                {
+                    "group_id": group,
+                    "generation_id": joined["generation_id"],
+                    "member_id": member,
+                    "group_instance_id": None,
+                },
+            )["error_code"]
+            == 0
+        )
 
 
 def test_pipelined_commits_all_succeed_in_order(groups3):
@@ -407,11 +618,31 @@ def test_pipelined_commits_all_succeed_in_order(groups3):
     make_topic(groups3, topic, partitions=1)
     port = groups3.broker(coordinator_of(groups3, group)).port
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        ids = [conn.send(8, 2, {"group_id": group, "generation_id_or_member_epoch": -1, "member_id": "",
-                                "retention_time_ms": -1, "topics": [{"name": topic, "partitions": [
-                                    {"partition_index": 0, "committed_offset": offset,
-                                     "committed_metadata": None}]}]})
-               for offset in range(1, 41)]
+        ids = [
+            conn.send(
+                8,
+                2,
+                {
+                    "group_id": group,
+                    "generation_id_or_member_epoch": -1,
+                    "member_id": "",
+                    "retention_time_ms": -1,
+                    "topics": [
+                        {
+                            "name": topic,
+                            "partitions": [
+                                {
+                                    "partition_index": 0,
+                                    "committed_offset": offset,
+                                    "committed_metadata": None,
+                                }
+                            ],
+                        }
+                    ],
+                },
+            )
+            for offset in range(1, 41)
+        ]
         codes = [conn.receive(8, 2, i)["topics"][0]["partitions"][0]["error_code"] for i in ids]
     assert codes == [0] * 40
     assert committed(groups3, group, topic) == {0: 40}

@@ -30,9 +30,9 @@ MEMBER_ID_REQUIRED = 79
 
 API = {api.name: api for api in GROUP_APIS}
 
-DELAY = 3.0          # initial_rebalance_delay_ms, in seconds
-SESSION = 10_000     # the members' default session timeout (ms)
-REBALANCE = 30_000   # the members' default rebalance timeout (ms)
+DELAY = 3.0  # initial_rebalance_delay_ms, in seconds
+SESSION = 10_000  # the members' default session timeout (ms)
+REBALANCE = 30_000  # the members' default rebalance timeout (ms)
 
 RANGE = [("range", b"range-meta")]
 
@@ -46,8 +46,11 @@ def carried(type_, value, version, like):
     """``value`` cut down to the fields of ``like`` that version ``version`` of ``type_``
     carries (fields a body leaves out are encoded as their defaults)."""
     if isinstance(type_, Struct):
-        return {f.name: carried(f.type, value[f.name], version, like[f.name])
-                for f in type_.fields if f.present(version) and f.name in like}
+        return {
+            f.name: carried(f.type, value[f.name], version, like[f.name])
+            for f in type_.fields
+            if f.present(version) and f.name in like
+        }
     if isinstance(type_, Array) and value is not None:
         return [carried(type_.item, v, version, w) for v, w in zip(value, like, strict=True)]
     return bytes(value) if isinstance(value, memoryview) else value
@@ -93,20 +96,42 @@ class Env:
 
     def __init__(self, **overrides):
         self.clock = Clock()
-        options = dict(min_session_timeout_ms=1000, max_session_timeout_ms=60_000,
-                       initial_rebalance_delay_ms=int(DELAY * 1000))
+        options = dict(
+            min_session_timeout_ms=1000,
+            max_session_timeout_ms=60_000,
+            initial_rebalance_delay_ms=int(DELAY * 1000),
+        )
         options.update(overrides)
         self.coord = GroupCoordinator(self.clock, **options)
 
     def advance(self, seconds):
         self.clock.advance(seconds)
 
-    def join(self, member_id="", group="g", protocols=RANGE, *, version=3, session=SESSION,
-             rebalance=REBALANCE, protocol_type="consumer", client_id="client",
-             instance=None) -> Result:
-        d = self.coord.join(group, member_id, instance, protocol_type, list(protocols), session,
-                            rebalance, version=version, client_id=client_id,
-                            client_host="/127.0.0.1")
+    def join(
+        self,
+        member_id="",
+        group="g",
+        protocols=RANGE,
+        *,
+        version=3,
+        session=SESSION,
+        rebalance=REBALANCE,
+        protocol_type="consumer",
+        client_id="client",
+        instance=None,
+    ) -> Result:
+        d = self.coord.join(
+            group,
+            member_id,
+            instance,
+            protocol_type,
+            list(protocols),
+            session,
+            rebalance,
+            version=version,
+            client_id=client_id,
+            client_host="/127.0.0.1",
+        )
         return Result(d)
 
     def sync(self, member_id, generation, assignments=(), group="g") -> Result:
@@ -131,8 +156,9 @@ class Env:
     def form(self, n, group="g", protocols=RANGE, **kw) -> list[dict]:
         """``n`` members join a new group (v3) and complete the first rebalance; returns
         their JoinGroup responses, leader first."""
-        joins = [self.join(group=group, protocols=protocols, client_id=f"c{i}", **kw)
-                 for i in range(n)]
+        joins = [
+            self.join(group=group, protocols=protocols, client_id=f"c{i}", **kw) for i in range(n)
+        ]
         self.advance(DELAY)
         responses = [j.value for j in joins]
         assert all(r["error_code"] == NONE for r in responses)
@@ -142,10 +168,14 @@ class Env:
         """Every member syncs; the leader hands each member its id as assignment."""
         leader = next(r for r in responses if r["leader"] == r["member_id"])
         assignments = {m["member_id"]: m["member_id"].encode() for m in leader["members"]}
-        followers = [self.sync(r["member_id"], r["generation_id"], group=group)
-                     for r in responses if r is not leader]
-        mine = self.sync(leader["member_id"], leader["generation_id"], assignments.items(),
-                         group=group)
+        followers = [
+            self.sync(r["member_id"], r["generation_id"], group=group)
+            for r in responses
+            if r is not leader
+        ]
+        mine = self.sync(
+            leader["member_id"], leader["generation_id"], assignments.items(), group=group
+        )
         for result in [mine, *followers]:
             assert result.value["error_code"] == NONE
         assert self.state(group) == STABLE
@@ -191,7 +221,8 @@ def test_join_v4_plus_with_no_member_id_gets_member_id_required_then_rejoins(env
     assert response["generation_id"] == 1
     assert response["protocol_name"] == "range"
     assert response["members"] == [
-        {"member_id": member_id, "group_instance_id": None, "metadata": b"range-meta"}]
+        {"member_id": member_id, "group_instance_id": None, "metadata": b"range-meta"}
+    ]
     fits("JoinGroup", response)
 
 
@@ -256,8 +287,10 @@ def test_join_v0_uses_the_session_timeout_as_rebalance_timeout(env):
     assert not rejoin.done and not c.done
     env.advance(0.1)  # the session timeout, not the 30 s of later versions' defaults
     assert rejoin.value["generation_id"] == 2
-    assert {m["member_id"] for m in rejoin.value["members"]} == {a["member_id"],
-                                                                 c.value["member_id"]}
+    assert {m["member_id"] for m in rejoin.value["members"]} == {
+        a["member_id"],
+        c.value["member_id"],
+    }
     assert b["member_id"] not in env.member_ids()
 
 
@@ -319,8 +352,9 @@ def test_member_not_rejoining_within_the_rebalance_timeout_is_removed(env):
     env.advance(0.01)
     assert ra.value["error_code"] == rb.value["error_code"] == NONE
     assert ra.value["generation_id"] == 2
-    assert sorted(m["member_id"] for m in ra.value["members"]) == sorted([a["member_id"],
-                                                                          b["member_id"]])
+    assert sorted(m["member_id"] for m in ra.value["members"]) == sorted(
+        [a["member_id"], b["member_id"]]
+    )
     assert c["member_id"] not in env.member_ids()
     assert env.heartbeat(c["member_id"], 2) == UNKNOWN_MEMBER_ID
 
@@ -339,13 +373,15 @@ def test_a_repeated_join_during_a_rebalance_answers_the_first_one(env):
 
 
 def test_leader_is_the_first_member_and_gets_everyones_metadata(env):
-    joins = [env.join(protocols=[("range", f"meta-{i}".encode())], client_id=f"c{i}")
-             for i in range(3)]
+    joins = [
+        env.join(protocols=[("range", f"meta-{i}".encode())], client_id=f"c{i}") for i in range(3)
+    ]
     env.advance(DELAY)
     leader, *followers = [j.value for j in joins]
     assert leader["leader"] == leader["member_id"]
     assert {m["member_id"]: m["metadata"] for m in leader["members"]} == {
-        r["member_id"]: f"meta-{i}".encode() for i, r in enumerate([leader, *followers])}
+        r["member_id"]: f"meta-{i}".encode() for i, r in enumerate([leader, *followers])
+    }
     for follower in followers:
         assert follower["leader"] == leader["member_id"]
         assert follower["members"] == []
@@ -356,7 +392,7 @@ def test_leader_is_the_first_member_and_gets_everyones_metadata(env):
 def test_leader_keeps_leadership_while_it_stays(env):
     a, b, c = env.stable(3)
     assert env.leave(c["member_id"]) == NONE
-    rb = env.join(b["member_id"])   # a follower rejoins first
+    rb = env.join(b["member_id"])  # a follower rejoins first
     ra = env.join(a["member_id"])
     assert ra.value["leader"] == rb.value["leader"] == a["member_id"]
     assert ra.value["generation_id"] == 2
@@ -369,22 +405,28 @@ def test_leader_keeps_leadership_while_it_stays(env):
     assert rb.value["generation_id"] == 3
 
 
-@pytest.mark.parametrize("offers, chosen", [
-    ([["range", "roundrobin"], ["roundrobin"]], "roundrobin"),
-    ([["roundrobin"], ["range", "roundrobin"]], "roundrobin"),
-    ([["range", "roundrobin"], ["range", "roundrobin"]], "range"),
-    ([["roundrobin", "range"], ["roundrobin", "range"], ["roundrobin", "range"]], "roundrobin"),
-    ([["sticky", "range"], ["range", "sticky"], ["range", "sticky"]], "range"),
-])
+@pytest.mark.parametrize(
+    "offers, chosen",
+    [
+        ([["range", "roundrobin"], ["roundrobin"]], "roundrobin"),
+        ([["roundrobin"], ["range", "roundrobin"]], "roundrobin"),
+        ([["range", "roundrobin"], ["range", "roundrobin"]], "range"),
+        ([["roundrobin", "range"], ["roundrobin", "range"], ["roundrobin", "range"]], "roundrobin"),
+        ([["sticky", "range"], ["range", "sticky"], ["range", "sticky"]], "range"),
+    ],
+)
 def test_protocol_vote(env, offers, chosen):
-    joins = [env.join(protocols=[(name, f"{name}-{i}".encode()) for name in offer],
-                      client_id=f"c{i}") for i, offer in enumerate(offers)]
+    joins = [
+        env.join(protocols=[(name, f"{name}-{i}".encode()) for name in offer], client_id=f"c{i}")
+        for i, offer in enumerate(offers)
+    ]
     env.advance(DELAY)
     responses = [j.value for j in joins]
     assert {r["error_code"] for r in responses} == {NONE}
     assert {r["protocol_name"] for r in responses} == {chosen}
     assert sorted(m["metadata"] for m in responses[0]["members"]) == sorted(
-        f"{chosen}-{i}".encode() for i in range(len(offers)))
+        f"{chosen}-{i}".encode() for i in range(len(offers))
+    )
     assert env.coord.describe("g")["protocol_data"] == chosen
 
 
@@ -396,8 +438,10 @@ def test_no_common_protocol_is_refused_and_does_not_disturb_the_group(env):
         assert bad.value["error_code"] == INCONSISTENT_GROUP_PROTOCOL
         fits("JoinGroup", bad.value)
     # an existing member switching to a protocol the others lack is refused too
-    assert env.join(b["member_id"], protocols=[("roundrobin", b"x")]).value["error_code"] == \
-        INCONSISTENT_GROUP_PROTOCOL
+    assert (
+        env.join(b["member_id"], protocols=[("roundrobin", b"x")]).value["error_code"]
+        == INCONSISTENT_GROUP_PROTOCOL
+    )
     assert env.coord.describe("g") == before
     assert env.heartbeat(a["member_id"], 1) == env.heartbeat(b["member_id"], 1) == NONE
     assert env.coord.groups["g"].pending == {}
@@ -442,8 +486,11 @@ def test_followers_wait_for_the_leader_then_get_their_own_assignment(env):
     sc = env.sync(c["member_id"], 1)
     assert not sb.done and not sc.done
     assert env.state() == COMPLETING
-    sa = env.sync(a["member_id"], 1, [(a["member_id"], b"for-a"), (b["member_id"], b"for-b"),
-                                      ("stranger", b"dropped")])
+    sa = env.sync(
+        a["member_id"],
+        1,
+        [(a["member_id"], b"for-a"), (b["member_id"], b"for-b"), ("stranger", b"dropped")],
+    )
     assert sa.value == {"throttle_time_ms": 0, "error_code": NONE, "assignment": b"for-a"}
     assert sb.value["error_code"] == NONE and sb.value["assignment"] == b"for-b"
     assert sc.value["error_code"] == NONE and sc.value["assignment"] == b""  # left out
@@ -463,7 +510,7 @@ def test_followers_assignments_are_ignored(env):
 
 def test_sync_before_join_or_from_unknown_member(env):
     assert env.sync("someone", 0).value["error_code"] == UNKNOWN_MEMBER_ID
-    a, b = env.form(2)
+    _a, _b = env.form(2)
     assert env.sync("someone", 1).value["error_code"] == UNKNOWN_MEMBER_ID
     assert env.sync("", 1).value["error_code"] == UNKNOWN_MEMBER_ID
     fits("SyncGroup", env.sync("someone", 1).value)
@@ -497,7 +544,7 @@ def test_pending_follower_syncs_get_rebalance_in_progress_when_a_rebalance_start
     assert sb.value["error_code"] == REBALANCE_IN_PROGRESS
     fits("SyncGroup", sb.value)
     assert env.state() == PREPARING
-    ra, rb = env.join(a["member_id"]), env.join(b["member_id"])
+    ra, _rb = env.join(a["member_id"]), env.join(b["member_id"])
     assert newcomer.value["generation_id"] == ra.value["generation_id"] == 2
     assert len(ra.value["members"]) == 3
 
@@ -596,7 +643,7 @@ def test_a_session_timer_lapsed_during_a_long_rebalance_is_rearmed(env):
 
 
 def test_a_follower_that_never_syncs_is_removed(env):
-    a, b = env.form(2)
+    a, _b = env.form(2)
     env.sync(a["member_id"], 1, [])
     for _ in range(6):
         env.advance(2)
@@ -621,7 +668,7 @@ def test_leave_removes_the_member_at_once_and_rebalances(env):
 
 def test_leave_of_a_member_waiting_in_a_rebalance_completes_it(env):
     a, b, c = env.stable(3)
-    ra, rb = env.join(a["member_id"]), env.join(b["member_id"])
+    ra, _rb = env.join(a["member_id"]), env.join(b["member_id"])
     assert env.leave(c["member_id"]) == NONE
     assert ra.value["generation_id"] == 2 and len(ra.value["members"]) == 2
     # a member leaving while its own JoinGroup waits gets that JoinGroup answered
@@ -674,7 +721,7 @@ def test_leave_during_the_initial_delay(env):
 
 
 def test_commit_outside_group_management(env):
-    assert env.coord.check_commit("simple", -1, "") == NONE     # no such group
+    assert env.coord.check_commit("simple", -1, "") == NONE  # no such group
     assert env.coord.check_commit("simple", 0, "") == UNKNOWN_MEMBER_ID
     assert env.coord.check_commit("simple", 0, "m") == UNKNOWN_MEMBER_ID
     a, _ = env.stable(2)
@@ -696,7 +743,7 @@ def test_commit_during_a_rebalance(env):
     # generation that ends (the Java consumer commits in onJoinPrepare, before rejoining)
     assert env.coord.check_commit("g", 1, b["member_id"]) == NONE
     assert env.coord.check_commit("g", 0, b["member_id"]) == ILLEGAL_GENERATION
-    ra, rb = env.join(a["member_id"]), env.join(b["member_id"])
+    ra, _rb = env.join(a["member_id"]), env.join(b["member_id"])
     assert ra.value["generation_id"] == 2
     assert env.coord.check_commit("g", 2, b["member_id"]) == REBALANCE_IN_PROGRESS
     assert env.coord.check_commit("g", 1, b["member_id"]) == ILLEGAL_GENERATION
@@ -726,9 +773,11 @@ def test_a_refused_commit_is_not_a_sign_of_life(env):
 def timers_of(env, group_id):
     """The due times of the timers that belong to one group."""
     group = env.coord.groups[group_id]
-    return sorted(c.getTime() for c in env.clock.getDelayedCalls()
-                  if any(a is group for a in c.args)
-                  or getattr(c.func, "__self__", None) is group.pending)
+    return sorted(
+        c.getTime()
+        for c in env.clock.getDelayedCalls()
+        if any(a is group for a in c.args) or getattr(c.func, "__self__", None) is group.pending
+    )
 
 
 def test_errors_in_one_group_never_disturb_another(env):
@@ -757,15 +806,16 @@ def test_errors_in_one_group_never_disturb_another(env):
     env.sync(xid, 99, group="bad")
     env.sync(xid, 1, [("ghost", b"")], group="bad")
     env.sync(xid, 1, group="bad")
-    env.join(xid, group="bad", protocols=[("range", b"")])   # switches protocol: rebalances
+    env.join(xid, group="bad", protocols=[("range", b"")])  # switches protocol: rebalances
     env.leave(xid, group="bad")
 
     assert env.coord.describe("good") == before
     assert timers_of(env, "good") == timers  # not even a session timer was touched
     for r in good:
         assert env.heartbeat(r["member_id"], 1, group="good") == NONE
-        assert env.sync(r["member_id"], 1, group="good").value["assignment"] == \
-            r["member_id"].encode()
+        assert (
+            env.sync(r["member_id"], 1, group="good").value["assignment"] == r["member_id"].encode()
+        )
 
 
 # --- DescribeGroups, ListGroups, close --------------------------------------------------------
@@ -806,10 +856,14 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
     assert describe_fits(env, "nothing")["group_state"] == "Dead"
     assert list_fits(env) == []
 
-    joins = [env.join(protocols=[("range", b"meta-a"), ("roundrobin", b"rr-a")],
-                      client_id="ca", instance=None),
-             env.join(protocols=[("range", b"meta-b")], client_id="cb", version=5,
-                      instance="instance-b")]
+    joins = [
+        env.join(
+            protocols=[("range", b"meta-a"), ("roundrobin", b"rr-a")], client_id="ca", instance=None
+        ),
+        env.join(
+            protocols=[("range", b"meta-b")], client_id="cb", version=5, instance="instance-b"
+        ),
+    ]
     body = describe_fits(env)
     assert body["group_state"] == PREPARING
     env.advance(DELAY)
@@ -827,7 +881,9 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
     body = describe_fits(env)
     assert body["group_state"] == STABLE
     assert [m["member_assignment"] for m in body["members"]] == [
-        a["member_id"].encode(), b["member_id"].encode()]
+        a["member_id"].encode(),
+        b["member_id"].encode(),
+    ]
 
     # a newcomer: described while preparing, no assignments shown
     env.join(protocols=[("range", b"meta-c")], client_id="cc")
@@ -838,7 +894,9 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
     env.stable(1, group="other", protocol_type="connect")
     listed = list_fits(env)
     assert sorted((g["group_id"], g["protocol_type"]) for g in listed) == [
-        ("g", "consumer"), ("other", "connect")]
+        ("g", "consumer"),
+        ("other", "connect"),
+    ]
 
     for member_id in env.member_ids():
         env.leave(member_id)
@@ -863,7 +921,7 @@ def test_close_cancels_every_timer(env):
     env.form(2, group="completing")
     env.join(group="preparing")
     env.join(group="pending", version=4)
-    a, b = env.stable(2, group="rebalancing")
+    a, _b = env.stable(2, group="rebalancing")
     env.join(a["member_id"], group="rebalancing")
     assert env.clock.getDelayedCalls()
     env.coord.close()
@@ -892,13 +950,23 @@ round_st = st.tuples(st.just("round"), group_st)  # every client of a group step
 
 operation_st = st.one_of(
     # a well-behaved client's next move, so that groups do get to Stable ...
-    step_st, step_st, round_st, round_st, round_st,
+    step_st,
+    step_st,
+    round_st,
+    round_st,
+    round_st,
     # ... among requests of every kind, right or wrong, in any order
-    st.tuples(st.just("join"), group_st, client_st, st.sampled_from([0, 1, 3, 4, 5]),
-              st.sampled_from(PROTOCOL_OFFERS), member_st,
-              st.sampled_from([6000, 6000, 10_000, 500]),
-              st.sampled_from([-1, 3000, 20_000]),
-              st.sampled_from(["consumer", "consumer", "consumer", "connect"])),
+    st.tuples(
+        st.just("join"),
+        group_st,
+        client_st,
+        st.sampled_from([0, 1, 3, 4, 5]),
+        st.sampled_from(PROTOCOL_OFFERS),
+        member_st,
+        st.sampled_from([6000, 6000, 10_000, 500]),
+        st.sampled_from([-1, 3000, 20_000]),
+        st.sampled_from(["consumer", "consumer", "consumer", "connect"]),
+    ),
     st.tuples(st.just("sync"), group_st, client_st, generation_st, member_st, st.booleans()),
     st.tuples(st.just("heartbeat"), group_st, client_st, generation_st, member_st),
     st.tuples(st.just("leave"), group_st, client_st, member_st),
@@ -921,17 +989,21 @@ class Fuzz:
         self.members_seen = {k: [] for k in keys}
         self.needs_join = dict.fromkeys(keys, True)
         self.synced = dict.fromkeys(keys, False)
-        self.waiting: dict[tuple[str, int], Result] = {}          # a step's JoinGroup/SyncGroup
+        self.waiting: dict[tuple[str, int], Result] = {}  # a step's JoinGroup/SyncGroup
         self.results: list[tuple[str, Result]] = []
-        self.joined_generation: dict[tuple[str, str], int] = {}   # (group, member) -> gen
-        self.leaders: dict[tuple[str, int], set[str]] = {}         # (group, gen) -> leaders
+        self.joined_generation: dict[tuple[str, str], int] = {}  # (group, member) -> gen
+        self.leaders: dict[tuple[str, int], set[str]] = {}  # (group, gen) -> leaders
         self.leader_responses: dict[tuple[str, int], int] = {}
         self.last_generation = dict.fromkeys(GROUPS, 0)
         self.reached: set[str] = set()
 
     def member_id(self, group, client, which):
-        return {"own": self.member[group, client], "empty": "", "bogus": "bogus-member",
-                "other": self.member[group, (client + 1) % len(CLIENTS)]}[which]
+        return {
+            "own": self.member[group, client],
+            "empty": "",
+            "bogus": "bogus-member",
+            "other": self.member[group, (client + 1) % len(CLIENTS)],
+        }[which]
 
     def generation_id(self, group, client, which):
         own = self.generation[group, client]
@@ -950,14 +1022,19 @@ class Fuzz:
             self.leaders.setdefault((group, generation), set()).add(response["leader"])
             if response["members"]:
                 assert response["leader"] == member_id
-                self.leader_responses[group, generation] = \
+                self.leader_responses[group, generation] = (
                     self.leader_responses.get((group, generation), 0) + 1
+                )
                 self.members_seen[key] = [m["member_id"] for m in response["members"]]
                 assert member_id in self.members_seen[key]
-                assert all(m["metadata"] == dict(self.coord.groups[group].members[
-                    m["member_id"]].protocols)[response["protocol_name"]]
-                    for m in response["members"] if m["member_id"] in
-                    self.coord.groups[group].members)
+                assert all(
+                    m["metadata"]
+                    == dict(self.coord.groups[group].members[m["member_id"]].protocols)[
+                        response["protocol_name"]
+                    ]
+                    for m in response["members"]
+                    if m["member_id"] in self.coord.groups[group].members
+                )
             else:
                 assert response["leader"] != member_id
         else:
@@ -978,19 +1055,37 @@ class Fuzz:
                 self.needs_join[group, client] = True
         return response
 
-    def do_join(self, group, client, member_id, *, version=4, protocols=PROTOCOL_OFFERS[1],
-                session=6000, rebalance=20_000, protocol_type="consumer"):
-        d = self.coord.join(group, member_id, None, protocol_type, protocols, session,
-                            rebalance, version=version, client_id=f"client{client}",
-                            client_host="/10.0.0.1")
+    def do_join(
+        self,
+        group,
+        client,
+        member_id,
+        *,
+        version=4,
+        protocols=PROTOCOL_OFFERS[1],
+        session=6000,
+        rebalance=20_000,
+        protocol_type="consumer",
+    ):
+        d = self.coord.join(
+            group,
+            member_id,
+            None,
+            protocol_type,
+            protocols,
+            session,
+            rebalance,
+            version=version,
+            client_id=f"client{client}",
+            client_host="/10.0.0.1",
+        )
         d.addCallback(self.on_join, group, client)
         result = Result(d)
         self.results.append(("join", result))
         return result
 
     def do_sync(self, group, client, generation, member_id, assign):
-        assignments = [(m, m.encode()) for m in self.members_seen[group, client]] \
-            if assign else []
+        assignments = [(m, m.encode()) for m in self.members_seen[group, client]] if assign else []
         d = self.coord.sync(group, generation, member_id, assignments)
         d.addCallback(self.on_sync, group, client, generation)
         result = Result(d)
@@ -1024,24 +1119,40 @@ class Fuzz:
                 self.step(rest[0], client)
         elif kind == "join":
             group, client, version, protocols, which, session, rebalance, ptype = rest
-            self.do_join(group, client, self.member_id(group, client, which), version=version,
-                         protocols=protocols, session=session, rebalance=rebalance,
-                         protocol_type=ptype)
+            self.do_join(
+                group,
+                client,
+                self.member_id(group, client, which),
+                version=version,
+                protocols=protocols,
+                session=session,
+                rebalance=rebalance,
+                protocol_type=ptype,
+            )
         elif kind == "sync":
             group, client, gen, which, assign = rest
-            self.do_sync(group, client, self.generation_id(group, client, gen),
-                         self.member_id(group, client, which), assign)
+            self.do_sync(
+                group,
+                client,
+                self.generation_id(group, client, gen),
+                self.member_id(group, client, which),
+                assign,
+            )
         elif kind == "heartbeat":
             group, client, gen, which = rest
-            self.env.heartbeat(self.member_id(group, client, which),
-                               self.generation_id(group, client, gen), group=group)
+            self.env.heartbeat(
+                self.member_id(group, client, which),
+                self.generation_id(group, client, gen),
+                group=group,
+            )
         elif kind == "leave":
             group, client, which = rest
             self.env.leave(self.member_id(group, client, which), group=group)
         elif kind == "commit":
             group, client, gen, which = rest
-            code = self.coord.check_commit(group, self.generation_id(group, client, gen),
-                                           self.member_id(group, client, which))
+            code = self.coord.check_commit(
+                group, self.generation_id(group, client, gen), self.member_id(group, client, which)
+            )
             assert code in (NONE, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS)
         elif kind == "advance":
             self.env.advance(rest[0])
@@ -1126,13 +1237,16 @@ def test_empty_groups_are_forgotten_after_a_while():
     clock = Clock()
     coordinator = GroupCoordinator(clock, initial_rebalance_delay_ms=0)
     answers = []
-    coordinator.join("probe", "", None, "consumer", [("range", b"")], 6000, 6000,
-                     version=5).addCallback(answers.append)
+    coordinator.join(
+        "probe", "", None, "consumer", [("range", b"")], 6000, 6000, version=5
+    ).addCallback(answers.append)
     assert answers[0]["error_code"] == 79
     clock.advance(6.1)
     clock.advance(EMPTY_GROUP_TTL)
     assert coordinator.list() == []
-    coordinator.join("g", "", None, "consumer", [("range", b"")], 6000, 6000, version=3).addCallback(answers.append)
+    coordinator.join(
+        "g", "", None, "consumer", [("range", b"")], 6000, 6000, version=3
+    ).addCallback(answers.append)
     member = answers[-1]["member_id"]
     assert coordinator.leave("g", member)["error_code"] == 0
     assert coordinator.describe("g")["group_state"] == "Empty"

@@ -28,7 +28,9 @@ def zk(cluster1):
         yield client
 
 
-def produce(cluster, topic: str, count: int, *, start: int = 0, size: int = 0, partitions: int = 1) -> None:
+def produce(
+    cluster, topic: str, count: int, *, start: int = 0, size: int = 0, partitions: int = 1
+) -> None:
     with Producer(cluster.bootstrap) as producer:
         for i in range(start, start + count):
             producer.send(topic, (b"%d " % i).ljust(size, b"x"), partition=i % partitions)
@@ -87,7 +89,10 @@ def test_iteration_commits_a_message_once_the_next_is_requested(cluster1, zk):
                 break  # finished with 9, then left normally: 0..9 are committed
     assert seen == list(range(10)) and committed(zk, group, topic) == [10]
 
-    with pytest.raises(RuntimeError, match="bad message"), member(cluster1, group, topic) as consumer:
+    with (
+        pytest.raises(RuntimeError, match="bad message"),
+        member(cluster1, group, topic) as consumer,
+    ):
         for m in consumer:
             if m.offset == 14:
                 raise RuntimeError("bad message")
@@ -166,9 +171,23 @@ def test_a_member_killed_in_the_middle_of_a_batch_loses_nothing(cluster1, zk, tm
     out = tmp_path / "processed"
 
     def run(crash_after: int) -> int:
-        proc = subprocess.run([sys.executable, "-c", MEMBER, cluster1.zookeeper_connect, group, topic,
-                               str(out), mode if crash_after else "poll", str(crash_after)],
-                              check=False, timeout=120, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MEMBER,
+                cluster1.zookeeper_connect,
+                group,
+                topic,
+                str(out),
+                mode if crash_after else "poll",
+                str(crash_after),
+            ],
+            check=False,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
         return proc.returncode
 
     assert run(700) == 3  # killed after 700 of a batch of (many) more
@@ -216,7 +235,9 @@ def test_a_member_whose_session_expired_never_moves_offsets_it_lost(cluster1, zk
         thread = threading.Thread(target=keep_polling)
         thread.start()
         try:
-            wait_for(lambda: old.poll(0.2) is not None and sum(map(len, old.owned.values())) == 1, 60)
+            wait_for(
+                lambda: old.poll(0.2) is not None and sum(map(len, old.owned.values())) == 1, 60
+            )
         finally:
             stop.set()
             thread.join()
@@ -240,9 +261,25 @@ def test_consume_into_head_commits_at_most_what_was_written(cluster1, zk):
     head = subprocess.Popen(["head", "-n", "5"], stdin=read, stdout=subprocess.PIPE)
     os.close(read)
     consume = subprocess.Popen(
-        [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", "consume", "--zookeeper",
-         cluster1.zookeeper_connect, "--topic", topic, "--group", group, "--from-beginning"],
-        stdout=write, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "headrace.cli",
+            "--log-level",
+            "WARNING",
+            "consume",
+            "--zookeeper",
+            cluster1.zookeeper_connect,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--from-beginning",
+        ],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(write)
     shown = head.communicate(timeout=60)[0]
     _, errors = consume.communicate(timeout=60)

@@ -40,17 +40,26 @@ def topic_with_messages(cluster, name: str) -> str:
 
 def offsets(zk, group: str, topic: str) -> dict[int, bytes]:
     base = f"/consumers/{group}/offsets/{topic}"
-    return {int(p): zk.get(f"{base}/{p}")[0] for p in zk.get_children(base)} if zk.exists(base) else {}
+    return (
+        {int(p): zk.get(f"{base}/{p}")[0] for p in zk.get_children(base)} if zk.exists(base) else {}
+    )
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "headrace.cli", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def paper_group(cluster, group: str, topic: str) -> None:
     """A ZooKeeper group that consumed half of the topic and committed."""
-    with GroupConsumer(group, [topic], cluster.zookeeper_connect, auto_offset_reset="smallest") as member:
+    with GroupConsumer(
+        group, [topic], cluster.zookeeper_connect, auto_offset_reset="smallest"
+    ) as member:
         got = []
         while len(got) < MESSAGES // 2:
             got += member.poll(0.5, MESSAGES // 2 - len(got))
@@ -58,8 +67,14 @@ def paper_group(cluster, group: str, topic: str) -> None:
 
 def loader_group(cluster, group: str, topic: str, tmp_path) -> None:
     """A loader's group that loaded the whole topic."""
-    config = {"zookeeper": cluster.zookeeper_connect, "topics": [topic], "group": group,
-              "url": str(tmp_path / "warehouse"), "workers": 1, "session_timeout_ms": 2000}
+    config = {
+        "zookeeper": cluster.zookeeper_connect,
+        "topics": [topic],
+        "group": group,
+        "url": str(tmp_path / "warehouse"),
+        "workers": 1,
+        "session_timeout_ms": 2000,
+    }
     assert loader_run.load(config) == 0
 
 
@@ -67,18 +82,24 @@ def kafka_group(cluster, group: str, topic: str) -> None:
     """A Kafka clients' group set up by a tool: a standalone commit (generation -1)."""
     c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
     try:
-        c.commit(offsets=[TopicPartition(topic, p, 7) for p in range(PARTITIONS)], asynchronous=False)
+        c.commit(
+            offsets=[TopicPartition(topic, p, 7) for p in range(PARTITIONS)], asynchronous=False
+        )
     finally:
         c.close()
 
 
-OWNERS = {"zookeeper": lambda cluster, group, topic, tmp: paper_group(cluster, group, topic),
-          "loader": loader_group,
-          "kafka": lambda cluster, group, topic, tmp: kafka_group(cluster, group, topic)}
+OWNERS = {
+    "zookeeper": lambda cluster, group, topic, tmp: paper_group(cluster, group, topic),
+    "loader": loader_group,
+    "kafka": lambda cluster, group, topic, tmp: kafka_group(cluster, group, topic),
+}
 
 
 @pytest.mark.parametrize("owner", ["zookeeper", "loader"])
-def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(cluster1, zk, tmp_path, owner):
+def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(
+    cluster1, zk, tmp_path, owner
+):
     topic, group = topic_with_messages(cluster1, f"kind-k-{owner}"), f"kind-k-{owner}-g"
     OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
@@ -92,8 +113,14 @@ def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(c
     c.close()
 
     # a member joining the group
-    c = Consumer({"bootstrap.servers": cluster1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "session.timeout.ms": 6000})
+    c = Consumer(
+        {
+            "bootstrap.servers": cluster1.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     c.subscribe([topic])
     errors, messages = [], 0
     deadline = time.monotonic() + 15
@@ -107,8 +134,12 @@ def test_kafka_clients_are_refused_on_another_kinds_group_and_its_offsets_stay(c
     assert KafkaError.INCONSISTENT_GROUP_PROTOCOL in errors and messages == 0
 
     # kcat -G
-    kcat = subprocess.Popen(["kcat", "-b", cluster1.bootstrap, "-G", group, topic, "-o", "beginning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kcat = subprocess.Popen(
+        ["kcat", "-b", cluster1.bootstrap, "-G", group, topic, "-o", "beginning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = kcat.communicate(timeout=8)
     except subprocess.TimeoutExpired:
@@ -138,12 +169,26 @@ def test_a_paper_member_is_refused_on_another_kinds_group(cluster1, zk, tmp_path
     with pytest.raises(GroupKindError, match=f"belongs to .* \\(kind {owner}\\)"):
         member.start()
     assert member.state == "closed"
-    consumed = cli("consume", "--zookeeper", cluster1.zookeeper_connect, "--topic", topic, "--group", group,
-                   "--from-beginning", "--timeout", "2")
+    consumed = cli(
+        "consume",
+        "--zookeeper",
+        cluster1.zookeeper_connect,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--from-beginning",
+        "--timeout",
+        "2",
+    )
     assert consumed.returncode == 2 and consumed.stdout == ""
-    assert consumed.stderr.startswith("headrace consume: group") and f"kind {owner}" in consumed.stderr
+    assert (
+        consumed.stderr.startswith("headrace consume: group") and f"kind {owner}" in consumed.stderr
+    )
     assert len(consumed.stderr.splitlines()) == 1
-    assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/ids/{member.consumer_id}")
+    assert offsets(zk, group, topic) == before and not zk.exists(
+        f"/consumers/{group}/ids/{member.consumer_id}"
+    )
 
 
 @pytest.mark.parametrize("owner", ["zookeeper", "kafka"])
@@ -151,17 +196,30 @@ def test_a_loader_is_refused_on_another_kinds_group(cluster1, zk, tmp_path, owne
     topic, group = topic_with_messages(cluster1, f"kind-l-{owner}"), f"kind-l-{owner}-g"
     OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
-    loaded = cli("load", "--zookeeper", cluster1.zookeeper_connect, "--topic", topic, "--group", group,
-                 "--to", str(tmp_path / "wh"))
+    loaded = cli(
+        "load",
+        "--zookeeper",
+        cluster1.zookeeper_connect,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--to",
+        str(tmp_path / "wh"),
+    )
     assert loaded.returncode != 0
     assert f"(kind {owner})" in loaded.stderr and "headrace groups delete" in loaded.stderr
-    assert [line for line in loaded.stderr.splitlines() if line.strip()][-1].startswith("headrace load: group")
+    assert [line for line in loaded.stderr.splitlines() if line.strip()][-1].startswith(
+        "headrace load: group"
+    )
     assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/loader")
 
 
 def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster1, zk):
     topic, group = topic_with_messages(cluster1, "kind-delete"), "kind-delete-g"
-    member = GroupConsumer(group, [topic], cluster1.zookeeper_connect, auto_offset_reset="smallest").start()
+    member = GroupConsumer(
+        group, [topic], cluster1.zookeeper_connect, auto_offset_reset="smallest"
+    ).start()
     try:
         refused = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
         assert refused.returncode == 1 and "1 live member" in refused.stderr
@@ -173,8 +231,15 @@ def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster
     assert not zk.exists(f"/consumers/{group}")
 
     # the name is free: Kafka clients take it; then a live Kafka member blocks deletion too
-    c = Consumer({"bootstrap.servers": cluster1.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    c = Consumer(
+        {
+            "bootstrap.servers": cluster1.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
     c.subscribe([topic])
     try:
         got = 0
@@ -188,7 +253,13 @@ def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster
         assert refused.returncode == 1 and "live member" in refused.stderr
     finally:
         c.close()
-    wait_for(lambda: cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group).returncode == 0, 30)
+    wait_for(
+        lambda: (
+            cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group).returncode
+            == 0
+        ),
+        30,
+    )
     assert not zk.exists(f"/consumers/{group}")
     missing = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
     assert missing.returncode == 1 and "no group" in missing.stderr
@@ -207,22 +278,46 @@ def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
         with pytest.raises(GroupKindError, match="kind zookeeper"):
             claim_kind(zk, "old-paper", "kafka")
         claim_kind(zk, "old-offsets", "kafka")  # offsets only: the first user claims it
-        assert [zk.get(f"/consumers/{g}/kind")[0] for g in ("old-loader", "old-paper", "old-offsets")] == \
-            [b"loader", b"zookeeper", b"kafka"]
+        assert [
+            zk.get(f"/consumers/{g}/kind")[0] for g in ("old-loader", "old-paper", "old-offsets")
+        ] == [b"loader", b"zookeeper", b"kafka"]
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "tab\there", "del\x7f"])
 def test_group_ids_that_cannot_name_a_zookeeper_node_get_invalid_group_id(cluster1, bad):
     from consumers.client import BrokerConnection
 
-    join = {"group_id": bad, "session_timeout_ms": 10000, "rebalance_timeout_ms": 10000,
-            "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
-            "protocols": [{"name": "range", "metadata": b""}]}
-    commit = {"group_id": bad, "generation_id_or_member_epoch": -1, "member_id": "",
-              "group_instance_id": None, "topics": [{"name": "t", "partitions": [
-                  {"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1,
-                   "committed_metadata": None}]}]}
+    join = {
+        "group_id": bad,
+        "session_timeout_ms": 10000,
+        "rebalance_timeout_ms": 10000,
+        "member_id": "",
+        "group_instance_id": None,
+        "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b""}],
+    }
+    commit = {
+        "group_id": bad,
+        "generation_id_or_member_epoch": -1,
+        "member_id": "",
+        "group_instance_id": None,
+        "topics": [
+            {
+                "name": "t",
+                "partitions": [
+                    {
+                        "partition_index": 0,
+                        "committed_offset": 1,
+                        "committed_leader_epoch": -1,
+                        "committed_metadata": None,
+                    }
+                ],
+            }
+        ],
+    }
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port, timeout=30) as conn:
         assert conn.request(11, 5, join)["error_code"] == 24  # INVALID_GROUP_ID
         assert conn.request(8, 7, commit)["topics"][0]["partitions"][0]["error_code"] == 24
-        assert conn.request(11, 5, join | {"group_id": "kind-fine"})["error_code"] == 79  # still serving
+        assert (
+            conn.request(11, 5, join | {"group_id": "kind-fine"})["error_code"] == 79
+        )  # still serving

@@ -32,8 +32,12 @@ class ProxiedBroker:
 
     def __init__(self, workdir, zookeeper_connect):
         self.proxy_port = free_port()
-        self.cluster = Cluster(workdir, zookeeper_connect, 1,
-                               {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.proxy_port}"})
+        self.cluster = Cluster(
+            workdir,
+            zookeeper_connect,
+            1,
+            {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.proxy_port}"},
+        )
         self.broker = self.cluster.brokers[0]
         self.proxy = None
 
@@ -43,15 +47,20 @@ class ProxiedBroker:
 
     def start(self, drop_every: int, max_drops: int) -> ProxiedBroker:
         self.cluster.start()
-        self.proxy = ProduceResponseDropper(self.broker.port, port=self.proxy_port,
-                                            drop_every=drop_every, max_drops=max_drops).start()
+        self.proxy = ProduceResponseDropper(
+            self.broker.port, port=self.proxy_port, drop_every=drop_every, max_drops=max_drops
+        ).start()
         return self
 
     def reset_proxy(self, drop_every: int, max_drops: int, **corrupt) -> ProduceResponseDropper:
         self.proxy.stop()
-        self.proxy = ProduceResponseDropper(self.broker.port, port=self.proxy_port,
-                                            drop_every=drop_every, max_drops=max_drops,
-                                            **corrupt).start()
+        self.proxy = ProduceResponseDropper(
+            self.broker.port,
+            port=self.proxy_port,
+            drop_every=drop_every,
+            max_drops=max_drops,
+            **corrupt,
+        ).start()
         return self.proxy
 
     def stop(self) -> None:
@@ -62,7 +71,9 @@ class ProxiedBroker:
 
 @pytest.fixture(scope="module")
 def proxied(zookeeper, tmp_path_factory):
-    broker = ProxiedBroker(tmp_path_factory.mktemp("idem"), f"{zookeeper.connect}/idem-{time.monotonic_ns()}")
+    broker = ProxiedBroker(
+        tmp_path_factory.mktemp("idem"), f"{zookeeper.connect}/idem-{time.monotonic_ns()}"
+    )
     broker.start(drop_every=DROP_EVERY, max_drops=MAX_DROPS)
     yield broker
     broker.stop()
@@ -72,7 +83,9 @@ def numbered(i: int) -> bytes:
     return b"%08d" % i
 
 
-def read_back(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> dict[int, list[int]]:
+def read_back(
+    bootstrap: str, topic: str, expected: int, timeout: float = 60
+) -> dict[int, list[int]]:
     """Every message of the topic, per partition, as the numbers they carry."""
     consumer = Consumer(bootstrap_servers=bootstrap)
     consumer.assign([(topic, p, EARLIEST) for p in range(PARTITIONS)])
@@ -105,14 +118,26 @@ def new_topic(proxied: ProxiedBroker, name: str) -> str:
 
 def produce_confluent(bootstrap: str, topic: str) -> None:
     confluent_kafka = pytest.importorskip("confluent_kafka")
-    producer = confluent_kafka.Producer({
-        "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
-        "batch.num.messages": 10, "retry.backoff.ms": 20, "message.timeout.ms": 60000,
-        "reconnect.backoff.ms": 5, "reconnect.backoff.max.ms": 50})
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 1,
+            "batch.num.messages": 10,
+            "retry.backoff.ms": 20,
+            "message.timeout.ms": 60000,
+            "reconnect.backoff.ms": 5,
+            "reconnect.backoff.max.ms": 50,
+        }
+    )
     failures = []
     for i in range(MESSAGES):
-        producer.produce(topic, numbered(i), partition=i % PARTITIONS,
-                         on_delivery=lambda err, msg: err and failures.append(err))
+        producer.produce(
+            topic,
+            numbered(i),
+            partition=i % PARTITIONS,
+            on_delivery=lambda err, msg: err and failures.append(err),
+        )
         producer.poll(0)
     assert producer.flush(60) == 0
     assert failures == []
@@ -120,9 +145,14 @@ def produce_confluent(bootstrap: str, topic: str) -> None:
 
 def produce_kafka_python(bootstrap: str, topic: str) -> None:
     kafka = pytest.importorskip("kafka")
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                   linger_ms=1, batch_size=250, retry_backoff_ms=20,
-                                   reconnect_backoff_ms=5)
+    producer = kafka.KafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        linger_ms=1,
+        batch_size=250,
+        retry_backoff_ms=20,
+        reconnect_backoff_ms=5,
+    )
     futures = [producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)]
     producer.flush(60)
     for future in futures:
@@ -134,12 +164,19 @@ def produce_aiokafka(bootstrap: str, topic: str) -> None:
     aiokafka = pytest.importorskip("aiokafka")
 
     async def produce():
-        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                             linger_ms=2, max_batch_size=250, retry_backoff_ms=20)
+        producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=250,
+            retry_backoff_ms=20,
+        )
         await producer.start()
         try:
-            futures = [await producer.send(topic, numbered(i), partition=i % PARTITIONS)
-                       for i in range(MESSAGES)]
+            futures = [
+                await producer.send(topic, numbered(i), partition=i % PARTITIONS)
+                for i in range(MESSAGES)
+            ]
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -148,29 +185,44 @@ def produce_aiokafka(bootstrap: str, topic: str) -> None:
 
 
 def produce_ours(bootstrap: str, topic: str) -> None:
-    with Producer(bootstrap_servers=bootstrap, linger_ms=1, batch_size=200,
-                  retry_backoff_ms=20) as producer:  # idempotent by default
-        futures = [producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)]
+    with Producer(
+        bootstrap_servers=bootstrap, linger_ms=1, batch_size=200, retry_backoff_ms=20
+    ) as producer:  # idempotent by default
+        futures = [
+            producer.send(topic, numbered(i), partition=i % PARTITIONS) for i in range(MESSAGES)
+        ]
         producer.flush(60)
     for future in futures:
         future.result(0)
 
 
-PRODUCERS = {"confluent-kafka": produce_confluent, "kafka-python": produce_kafka_python,
-             "aiokafka": produce_aiokafka, "headrace": produce_ours}
+PRODUCERS = {
+    "confluent-kafka": produce_confluent,
+    "kafka-python": produce_kafka_python,
+    "aiokafka": produce_aiokafka,
+    "headrace": produce_ours,
+}
 # Lost responses: the broker appended the batch, the client retries it.  Corrupted requests:
 # a batch is refused (CORRUPT_MESSAGE, retriable) and the batches of its partition pipelined
 # behind it meet a gap (OUT_OF_ORDER_SEQUENCE_NUMBER): they must be sent again after it.
 FAULTS = {
     "lost-responses": {"drop_every": DROP_EVERY, "max_drops": MAX_DROPS},
-    "corrupted-requests": {"drop_every": 1, "max_drops": 0, "corrupt_every": 4,
-                           "max_corruptions": MAX_DROPS // 3},
+    "corrupted-requests": {
+        "drop_every": 1,
+        "max_drops": 0,
+        "corrupt_every": 4,
+        "max_corruptions": MAX_DROPS // 3,
+    },
 }
 
 
 # kafka-python and aiokafka take CORRUPT_MESSAGE as final (Kafka's clients retry it).
-CASES = [(client, fault) for fault in FAULTS for client in PRODUCERS
-         if fault == "lost-responses" or client in ("confluent-kafka", "headrace")]
+CASES = [
+    (client, fault)
+    for fault in FAULTS
+    for client in PRODUCERS
+    if fault == "lost-responses" or client in ("confluent-kafka", "headrace")
+]
 
 
 @pytest.mark.parametrize(("client", "fault"), CASES)
@@ -190,14 +242,30 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
     with BrokerConnection("127.0.0.1", broker.port) as conn:
         answer = conn.request(22, 1, {"transactional_id": None, "transaction_timeout_ms": -1})
     pid, epoch = answer["producer_id"], answer["producer_epoch"]
-    batches = [build_batch([(None, numbered(i)) for i in range(first, first + n)], producer_id=pid,
-                           producer_epoch=epoch, base_sequence=first) for first, n in ((0, 3), (3, 2))]
+    batches = [
+        build_batch(
+            [(None, numbered(i)) for i in range(first, first + n)],
+            producer_id=pid,
+            producer_epoch=epoch,
+            base_sequence=first,
+        )
+        for first, n in ((0, 3), (3, 2))
+    ]
 
     def produce(data):
         with BrokerConnection("127.0.0.1", broker.port) as conn:
-            body = conn.request(0, 8, {"transactional_id": None, "acks": -1, "timeout_ms": 5000,
-                                       "topic_data": [{"name": "again", "partition_data": [
-                                           {"index": 0, "records": data}]}]})
+            body = conn.request(
+                0,
+                8,
+                {
+                    "transactional_id": None,
+                    "acks": -1,
+                    "timeout_ms": 5000,
+                    "topic_data": [
+                        {"name": "again", "partition_data": [{"index": 0, "records": data}]}
+                    ],
+                },
+            )
         answer = body["responses"][0]["partition_responses"][0]
         return answer["error_code"], answer["base_offset"]
 
@@ -208,8 +276,9 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
     assert [produce(b) for b in reversed(batches)] == [(0, 3), (0, 0)]  # answered, not stored
     gap = build_batch([(None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=9)
     assert produce(gap)[0] == 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
-    following = build_batch([(None, numbered(5))], producer_id=pid, producer_epoch=epoch,
-                            base_sequence=5)
+    following = build_batch(
+        [(None, numbered(5))], producer_id=pid, producer_epoch=epoch, base_sequence=5
+    )
     assert produce(following) == (0, 5)
     consumer = Consumer(bootstrap_servers=broker.bootstrap)
     consumer.assign([("again", 0, EARLIEST)])
@@ -239,24 +308,40 @@ def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper,
                 delivered[name] += 1
 
         def ours():
-            with Producer(bootstrap_servers=proxied.bootstrap, linger_ms=1, batch_size=200,
-                          retry_backoff_ms=50) as producer:
+            with Producer(
+                bootstrap_servers=proxied.bootstrap,
+                linger_ms=1,
+                batch_size=200,
+                retry_backoff_ms=50,
+            ) as producer:
                 for i in range(MESSAGES):
-                    producer.send(ours_topic, numbered(i), partition=i % PARTITIONS).add_done_callback(
-                        lambda f: count("ours", f.exception()))
+                    producer.send(
+                        ours_topic, numbered(i), partition=i % PARTITIONS
+                    ).add_done_callback(lambda f: count("ours", f.exception()))
                     if i % 100 == 0:
                         time.sleep(0.01)
                 producer.flush(90)
 
         def confluent():
-            producer = confluent_kafka.Producer({
-                "bootstrap.servers": proxied.bootstrap, "enable.idempotence": True,
-                "linger.ms": 1, "batch.num.messages": 10, "retry.backoff.ms": 50,
-                "message.timeout.ms": 90000, "reconnect.backoff.ms": 5,
-                "reconnect.backoff.max.ms": 200})
+            producer = confluent_kafka.Producer(
+                {
+                    "bootstrap.servers": proxied.bootstrap,
+                    "enable.idempotence": True,
+                    "linger.ms": 1,
+                    "batch.num.messages": 10,
+                    "retry.backoff.ms": 50,
+                    "message.timeout.ms": 90000,
+                    "reconnect.backoff.ms": 5,
+                    "reconnect.backoff.max.ms": 200,
+                }
+            )
             for i in range(MESSAGES):
-                producer.produce(rd_topic, numbered(i), partition=i % PARTITIONS,
-                                 on_delivery=lambda err, msg: count("confluent", err))
+                producer.produce(
+                    rd_topic,
+                    numbered(i),
+                    partition=i % PARTITIONS,
+                    on_delivery=lambda err, msg: count("confluent", err),
+                )
                 producer.poll(0)
                 if i % 100 == 0:
                     time.sleep(0.01)
@@ -280,15 +365,27 @@ def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper,
         proxied.stop()
 
 
-
 def test_headrace_produce_takes_the_idempotence_switch(proxied):
     topic = new_topic(proxied, "idem-cli")
     proxied.reset_proxy(drop_every=1, max_drops=1)  # the first answer is lost: a retry
-    command = [sys.executable, "-m", "headrace.cli", "produce", "--topic", topic,
-               "--bootstrap-server", proxied.bootstrap]
+    command = [
+        sys.executable,
+        "-m",
+        "headrace.cli",
+        "produce",
+        "--topic",
+        topic,
+        "--bootstrap-server",
+        proxied.bootstrap,
+    ]
     lines = b"".join(numbered(i) + b"\n" for i in range(PARTITIONS * 100))
-    refused = subprocess.run(command + ["--acks", "1", "--idempotence"], input=lines,
-                             capture_output=True, timeout=60, check=False)
+    refused = subprocess.run(
+        [*command, "--acks", "1", "--idempotence"],
+        input=lines,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert refused.returncode == 2
     assert b"enable_idempotence needs acks='all'" in refused.stderr
     done = subprocess.run(command, input=lines, capture_output=True, timeout=60, check=False)

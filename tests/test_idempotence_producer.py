@@ -34,8 +34,13 @@ def test_batches_behind_a_refused_batch_are_delivered(cluster1):
     create_topic(port, "refused-middle", 1, {"max.message.bytes": "1500"})
     bootstrap = f"127.0.0.1:{port}"
     small = [b"s%03d" % i + b"." * 96 for i in range(30)]
-    with Producer(bootstrap_servers=bootstrap, linger_ms=10_000, batch_size=1200,
-                  compression="none", delivery_timeout_ms=20_000) as producer:
+    with Producer(
+        bootstrap_servers=bootstrap,
+        linger_ms=10_000,
+        batch_size=1200,
+        compression="none",
+        delivery_timeout_ms=20_000,
+    ) as producer:
         before = [producer.send("refused-middle", v, partition=0) for v in small[:10]]
         big = producer.send("refused-middle", b"B" * 2000, partition=0)
         after = [producer.send("refused-middle", v, partition=0) for v in small[10:]]
@@ -47,7 +52,9 @@ def test_batches_behind_a_refused_batch_are_delivered(cluster1):
     assert read_values(bootstrap, "refused-middle", len(small)) == small
 
 
-def test_a_batch_whose_answer_was_lost_keeps_its_producer_id_when_another_fails(zookeeper, tmp_path):
+def test_a_batch_whose_answer_was_lost_keeps_its_producer_id_when_another_fails(
+    zookeeper, tmp_path
+):
     """In one pipeline, partition 0's batch is refused for good (a new producer id follows)
     while partition 1's batch is appended but its answer is lost: partition 1's batch is
     resent under the producer id it was stored with, so the broker knows it, not stored twice."""
@@ -56,8 +63,12 @@ def test_a_batch_whose_answer_was_lost_keeps_its_producer_id_when_another_fails(
     try:
         create_topic(proxied.broker.port, "lost-answer", 2, {"max.message.bytes": "1500"})
         proxy = proxied.reset_proxy(drop_every=2, max_drops=1)  # the second Produce answer
-        with Producer(bootstrap_servers=proxied.bootstrap, linger_ms=10_000, max_request_size=2100,
-                      delivery_timeout_ms=20_000) as producer:
+        with Producer(
+            bootstrap_servers=proxied.bootstrap,
+            linger_ms=10_000,
+            max_request_size=2100,
+            delivery_timeout_ms=20_000,
+        ) as producer:
             big = producer.send("lost-answer", b"B" * 2000, partition=0)
             kept = producer.send("lost-answer", b"kept", partition=1)
             assert producer.flush(30) == 0

@@ -20,13 +20,22 @@ PID = 4000
 
 def batch(seq, n=1, pid=PID, epoch=0, tag=b"m"):
     """``n`` records numbered from ``seq`` (their values say which), as a producer sends them."""
-    return build_batch([(None, b"%s-%d" % (tag, seq + i)) for i in range(n)],
-                       producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+    return build_batch(
+        [(None, b"%s-%d" % (tag, seq + i)) for i in range(n)],
+        producer_id=pid,
+        producer_epoch=epoch,
+        base_sequence=seq,
+    )
 
 
 def open_log(tmp_path, clock=None, recover=False, recovery_point=0, **config):
-    return PartitionLog.open(tmp_path / "events-0", LogConfig(**config), clock=clock or Clock(),
-                             recover=recover, recovery_point=recovery_point)
+    return PartitionLog.open(
+        tmp_path / "events-0",
+        LogConfig(**config),
+        clock=clock or Clock(),
+        recover=recover,
+        recovery_point=recovery_point,
+    )
 
 
 def values(plog):
@@ -38,7 +47,9 @@ def test_a_retried_batch_gets_its_first_offset_and_is_not_stored_again(tmp_path)
     plog.append(batch(0, 3))
     second = plog.append(batch(3, 2))
     again = plog.append(batch(3, 2))
-    assert (again.base_offset, again.last_offset) == (second.base_offset, second.last_offset) == (3, 4)
+    assert (
+        (again.base_offset, again.last_offset) == (second.base_offset, second.last_offset) == (3, 4)
+    )
     first_again = plog.append(batch(0, 3))
     assert first_again.base_offset == 0
     assert plog.log_end_offset == 5
@@ -191,9 +202,11 @@ def test_retention_keeps_live_producers_and_removes_old_snapshots(tmp_path):
     plog.close()
 
 
-@pytest.mark.parametrize("damage", [lambda data: data[:-3], lambda data: b"",
-                                    lambda data: data[:-1] + bytes([data[-1] ^ 1])],
-                         ids=["cut-short", "empty", "flipped-bit"])
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: data[:-3], lambda data: b"", lambda data: data[:-1] + bytes([data[-1] ^ 1])],
+    ids=["cut-short", "empty", "flipped-bit"],
+)
 def test_a_damaged_snapshot_is_ignored_and_the_log_replayed(tmp_path, damage):
     plog = open_log(tmp_path)
     plog.append(batch(0))

@@ -10,7 +10,6 @@ import time
 from collections import defaultdict
 
 import pytest
-
 from conftest import create_topic
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
@@ -36,7 +35,9 @@ def check_all_back_in_order(records, tag: str) -> None:
         items.sort()
         last_seq = {}
         for offset, key, value in items:
-            assert partition_of_key.setdefault(key, partition) == partition, f"{key} in two partitions"
+            assert partition_of_key.setdefault(key, partition) == partition, (
+                f"{key} in two partitions"
+            )
             t, k, seq = value.split("|")
             assert t == tag and k == key
             assert int(seq) > last_seq.get(key, -1), f"{key}: {seq} after {last_seq.get(key)}"
@@ -60,8 +61,13 @@ def new_topic(cluster, name: str) -> str:
 
 def test_kcat_lists_the_cluster(cluster):
     topic = new_topic(cluster, f"kcat-list-{len(cluster.brokers)}")
-    out = subprocess.run(["kcat", "-b", cluster.bootstrap, "-L", "-t", topic], capture_output=True,
-                         text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["kcat", "-b", cluster.bootstrap, "-L", "-t", topic],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert f"{len(cluster.brokers)} brokers:" in out
     for broker in cluster.brokers:
         assert f"broker {broker.broker_id} at 127.0.0.1:{broker.port}" in out
@@ -73,11 +79,46 @@ def test_kcat_produces_and_consumes(cluster, codec):
     tag = f"kcat-{codec}-{len(cluster.brokers)}"
     topic = new_topic(cluster, tag)
     lines = "".join(f"{k}|{v}\n" for k, v in messages(tag))
-    subprocess.run(["kcat", "-b", cluster.bootstrap, "-P", "-t", topic, "-z", codec, "-K", "|",
-                    "-X", "linger.ms=5"], input=lines, text=True, timeout=60, check=True)
-    out = subprocess.run(["kcat", "-b", cluster.bootstrap, "-C", "-t", topic, "-o", "beginning",
-                          "-e", "-q", "-f", "%p|%o|%k|%s\n"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    subprocess.run(
+        [
+            "kcat",
+            "-b",
+            cluster.bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-z",
+            codec,
+            "-K",
+            "|",
+            "-X",
+            "linger.ms=5",
+        ],
+        input=lines,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = subprocess.run(
+        [
+            "kcat",
+            "-b",
+            cluster.bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p|%o|%k|%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     records = []
     for line in out.splitlines():
         partition, offset, key, t, k, seq = line.split("|")
@@ -94,15 +135,23 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
 
     tag = f"ck-{codec}-{len(cluster.brokers)}"
     topic = new_topic(cluster, tag)
-    producer = Producer({"bootstrap.servers": cluster.bootstrap, "compression.type": codec,
-                         "linger.ms": 5, "acks": "all"})
+    producer = Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "compression.type": codec,
+            "linger.ms": 5,
+            "acks": "all",
+        }
+    )
     failures = []
     for key, value in messages(tag):
-        producer.produce(topic, key=key, value=value,
-                         on_delivery=lambda err, msg: err and failures.append(err))
+        producer.produce(
+            topic, key=key, value=value, on_delivery=lambda err, msg: err and failures.append(err)
+        )
     assert producer.flush(60) == 0 and not failures
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "unused",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": cluster.bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     records = []
     deadline = time.monotonic() + 60
@@ -125,15 +174,19 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
 
     tag = f"kp-{codec}-{len(cluster.brokers)}"
     topic = new_topic(cluster, tag)
-    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap,  # idempotent by default
-                             compression_type=None if codec == "none" else codec, linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=cluster.bootstrap,  # idempotent by default
+        compression_type=None if codec == "none" else codec,
+        linger_ms=5,
+    )
     futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in messages(tag)]
     producer.flush(60)
     for future in futures:
         future.get(timeout=10)
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=cluster.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000
+    )
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     consumer.seek_to_beginning()
     records = []
@@ -156,13 +209,17 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
     topic = new_topic(cluster, tag)
 
     async def run():
-        producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap,
-                                    compression_type=None if codec == "none" else codec,
-                                    linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=cluster.bootstrap,
+            compression_type=None if codec == "none" else codec,
+            linger_ms=5,
+        )
         await producer.start()
         try:
-            sent = [await producer.send(topic, key=k.encode(), value=v.encode())
-                    for k, v in messages(tag)]
+            sent = [
+                await producer.send(topic, key=k.encode(), value=v.encode())
+                for k, v in messages(tag)
+            ]
             await asyncio.gather(*sent)
         finally:
             await producer.stop()
@@ -176,8 +233,9 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
             while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=500)
                 for msgs in batches.values():
-                    records += [(m.partition, m.offset, m.key.decode(), m.value.decode())
-                                for m in msgs]
+                    records += [
+                        (m.partition, m.offset, m.key.decode(), m.value.decode()) for m in msgs
+                    ]
         finally:
             await consumer.stop()
         return records

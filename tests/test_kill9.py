@@ -10,9 +10,9 @@ import textwrap
 import time
 
 import pytest
+from storage_helpers import values_by_seq
 
 from broker.log import LogManager
-from storage_helpers import values_by_seq
 
 # The child appends deterministic batches (tests/storage_helpers.batch_for) and prints
 # "<seq> <base offset> <last offset>" after each append returns, flushing stdout each time.
@@ -41,7 +41,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_and_kill(log_dir, first_seq: int, flush_messages: int, reports: int) -> list[tuple[int, int, int]]:
+def run_and_kill(
+    log_dir, first_seq: int, flush_messages: int, reports: int
+) -> list[tuple[int, int, int]]:
     """Start the child, read ``reports`` acknowledgements, kill -9 it; return them all."""
     script = CHILD.format(tests=os.path.dirname(__file__))
     child = subprocess.Popen(

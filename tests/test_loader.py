@@ -17,13 +17,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
 from loaders import run as loader_run
 from loaders import worker as loader_worker
 from loaders.storage import Storage
-
-from conftest import create_topic, wait_for
 
 HEADRACE = [str(Path(sys.executable).parent / "headrace")]
 HOUR = 3600
@@ -35,24 +34,63 @@ def events(n: int, start: int = 0, base_ts: float | None = None) -> list[bytes]:
     rng = random.Random(start)
     out = []
     for i in range(start, start + n):
-        out.append(json.dumps({
-            "id": i, "ts": round(base + rng.random() * 3 * HOUR, 3),
-            "status": rng.choice([200, 200, 200, 301, 404, 500]),
-            "path": f"/page/{rng.randrange(100)}", "bytes": rng.randrange(100_000),
-        }).encode())
+        out.append(
+            json.dumps(
+                {
+                    "id": i,
+                    "ts": round(base + rng.random() * 3 * HOUR, 3),
+                    "status": rng.choice([200, 200, 200, 301, 404, 500]),
+                    "path": f"/page/{rng.randrange(100)}",
+                    "bytes": rng.randrange(100_000),
+                }
+            ).encode()
+        )
     return out
 
 
-def kcat_produce(bootstrap: str, topic: str, lines: list[bytes], codec: str = "lz4", *extra: str) -> None:
+def kcat_produce(
+    bootstrap: str, topic: str, lines: list[bytes], codec: str = "lz4", *extra: str
+) -> None:
     """Lines to a topic with kcat, keyed by their position so they spread over partitions."""
     keyed = b"\n".join(b"%d\t%s" % (i, line) for i, line in enumerate(lines)) + b"\n"
-    subprocess.run(["kcat", "-b", bootstrap, "-P", "-t", topic, "-z", codec, "-K", "\t",
-                    "-X", "linger.ms=20", *extra], input=keyed, check=True, timeout=60)
+    subprocess.run(
+        [
+            "kcat",
+            "-b",
+            bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-z",
+            codec,
+            "-K",
+            "\t",
+            "-X",
+            "linger.ms=20",
+            *extra,
+        ],
+        input=keyed,
+        check=True,
+        timeout=60,
+    )
 
 
 def load_cmd(cluster, topic: str, group: str, url: str, *extra: str) -> list[str]:
-    return HEADRACE + ["load", "--zookeeper", cluster.zookeeper_connect, "--topic", topic,
-                       "--group", group, "--to", url, "--time-field", "ts", *extra]
+    return [
+        *HEADRACE,
+        "load",
+        "--zookeeper",
+        cluster.zookeeper_connect,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--to",
+        url,
+        "--time-field",
+        "ts",
+        *extra,
+    ]
 
 
 def committed(cluster, group: str, topic: str, partitions: int) -> list[int | None]:
@@ -78,12 +116,14 @@ def table(path: str) -> str:
 def check_exactly_once(path: str, expected_ids: int) -> None:
     rows, distinct, ids, min_id, max_id = duckdb.sql(
         f"SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        f"FROM {table(path)}").fetchall()[0]
+        f"FROM {table(path)}"
+    ).fetchall()[0]
     assert (rows, distinct, ids) == (expected_ids, expected_ids, expected_ids)
     assert (min_id, max_id) == (0, expected_ids - 1)
     # no gaps: each partition's offsets are 0..n-1
     for p, n, lo, hi in duckdb.sql(
-            f"SELECT _partition, count(*), min(_offset), max(_offset) FROM {table(path)} GROUP BY 1").fetchall():
+        f"SELECT _partition, count(*), min(_offset), max(_offset) FROM {table(path)} GROUP BY 1"
+    ).fetchall():
         assert (lo, hi) == (0, n - 1), p
 
 
@@ -101,25 +141,45 @@ def test_exactly_once_while_workers_are_killed(cluster3, tmp_path):
     create_topic(cluster3.brokers[0].port, topic, 6)
     out = tmp_path / "warehouse"
     rng = random.Random(7)
-    cmd = load_cmd(cluster3, topic, group, str(out), "--workers", "2", "--max-rows", "300",
-                   "--session-timeout-ms", "1500")
+    cmd = load_cmd(
+        cluster3,
+        topic,
+        group,
+        str(out),
+        "--workers",
+        "2",
+        "--max-rows",
+        "300",
+        "--session-timeout-ms",
+        "1500",
+    )
     produced = 0
     mid_load_kills = 0
     logs = []
     for round_no in range(8):
-        kcat_produce(cluster3.bootstrap, topic, events(12_000, start=produced),
-                     ("gzip", "snappy", "lz4", "zstd")[round_no % 4])
+        kcat_produce(
+            cluster3.bootstrap,
+            topic,
+            events(12_000, start=produced),
+            ("gzip", "snappy", "lz4", "zstd")[round_no % 4],
+        )
         produced += 12_000
         before = sum(c or 0 for c in committed(cluster3, group, topic, 6))
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + 30  # kill once the load is under way, at a random moment
-        while (proc.poll() is None and time.monotonic() < deadline
-               and sum(c or 0 for c in committed(cluster3, group, topic, 6)) <= before):
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and sum(c or 0 for c in committed(cluster3, group, topic, 6)) <= before
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
-            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                      text=True).stdout.split()
+            children = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
             if round_no % 2 and children:
                 os.kill(int(rng.choice(children)), signal.SIGKILL)  # one worker dies
                 time.sleep(rng.uniform(0.1, 0.6))
@@ -159,15 +219,25 @@ def cluster3_end(cluster, topic: str, partition: int) -> int:
 
 
 def _config(cluster, topic, group, url, **kw) -> dict:
-    return {"zookeeper": cluster.zookeeper_connect, "topics": [topic], "group": group, "url": url,
-            "workers": 1, "time_field": "ts", "max_rows": 200, "session_timeout_ms": 2000} | kw
+    return {
+        "zookeeper": cluster.zookeeper_connect,
+        "topics": [topic],
+        "group": group,
+        "url": url,
+        "workers": 1,
+        "time_field": "ts",
+        "max_rows": 200,
+        "session_timeout_ms": 2000,
+    } | kw
 
 
 class Crash(BaseException):
     """Stands for the process dying at this point."""
 
 
-def test_publish_without_commit_is_recognised_not_rewritten(cluster1, tmp_path, monkeypatch, capsys):
+def test_publish_without_commit_is_recognised_not_rewritten(
+    cluster1, tmp_path, monkeypatch, capsys
+):
     """A worker that dies after publishing a chunk but before committing: the next run moves
     the offset past the published files instead of writing them again."""
     topic, group = "access-recon", "wh-recon"
@@ -256,7 +326,9 @@ def test_commit_is_fenced_by_ownership(cluster1, tmp_path):
         other.start(timeout=15)
         try:
             zk.delete("/consumers/fence/owners/t/0")
-            other.create("/consumers/fence/owners/t/0", b"me", ephemeral=True)  # same name, other session
+            other.create(
+                "/consumers/fence/owners/t/0", b"me", ephemeral=True
+            )  # same name, other session
             with pytest.raises(FencedError):
                 commit_offset(zk, "fence", "t", 0, 30, version, "me")
         finally:
@@ -273,7 +345,9 @@ def test_gap_fails_loudly_unless_allowed(make_cluster, tmp_path, capsys):
     --allow-gaps skips it and says so."""
     cluster = make_cluster(1, log_retention_check_interval_ms=200)
     topic, group = "access-gap", "wh-gap"
-    create_topic(cluster.brokers[0].port, topic, 1, {"segment.bytes": "8192", "retention.ms": "500"})
+    create_topic(
+        cluster.brokers[0].port, topic, 1, {"segment.bytes": "8192", "retention.ms": "500"}
+    )
     zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
     zk.start(timeout=15)
     zk.create(f"/consumers/{group}/offsets/{topic}/0", b"0", makepath=True)  # loaded nothing yet
@@ -337,13 +411,34 @@ def test_follow_mode_loads_new_events(cluster1, tmp_path):
     create_topic(cluster1.brokers[0].port, topic, 2)
     kcat_produce(cluster1.bootstrap, topic, events(500))
     out = tmp_path / "wh"
-    proc = subprocess.Popen(load_cmd(cluster1, topic, group, str(out), "--follow", "--interval", "0.5",
-                                     "--workers", "2", "--session-timeout-ms", "1500"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        load_cmd(
+            cluster1,
+            topic,
+            group,
+            str(out),
+            "--follow",
+            "--interval",
+            "0.5",
+            "--workers",
+            "2",
+            "--session-timeout-ms",
+            "1500",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
     def workers() -> list[str]:
-        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        return [pid for pid in found if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        found = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        return [
+            pid
+            for pid in found
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
 
     try:
         wait_for(lambda: sum(c or 0 for c in committed(cluster1, group, topic, 2)) == 500, 60, 0.3)
@@ -368,7 +463,9 @@ def test_same_plan_gives_the_same_files_whatever_the_workers(cluster1, tmp_path)
     trees = []
     for workers in (1, 2):
         out = tmp_path / f"wh{workers}"
-        config = _config(cluster1, topic, f"wh-det-{workers}", str(out), workers=workers, max_rows=700)
+        config = _config(
+            cluster1, topic, f"wh-det-{workers}", str(out), workers=workers, max_rows=700
+        )
         assert loader_run.load(config) == 0
         files = {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*.parquet")}
         trees.append(files)
@@ -385,13 +482,21 @@ def test_gap_met_mid_run_is_reported_or_fails(cluster1, tmp_path):
     topic, group = "access-midgap", "wh-midgap"
     create_topic(cluster1.brokers[0].port, topic, 1)
     reports = []
-    config = loader_run.DEFAULTS | _config(cluster1, topic, group, str(tmp_path / "wh"), allow_gaps=True)
+    config = loader_run.DEFAULTS | _config(
+        cluster1, topic, group, str(tmp_path / "wh"), allow_gaps=True
+    )
     worker = loader_worker.Worker(config, report=reports.append)
     try:
         worker.chunks[(topic, 0)] = loader_worker.Chunk(topic, 0, 5, worker.limits)
         worker.group.consumer.positions[(topic, 0)] = 5
         error = OffsetOutOfRangeError(f"offset 5 of {topic}-0 is out of range")
-        error.topic, error.partition, error.position, error.log_start, error.log_end = topic, 0, 5, 40, 90
+        error.topic, error.partition, error.position, error.log_start, error.log_end = (
+            topic,
+            0,
+            5,
+            40,
+            90,
+        )
         worker._out_of_range(error)
         assert reports == [{"type": "gap", "topic": topic, "partition": 0, "first": 5, "next": 40}]
         assert worker.group.consumer.position(topic, 0) == 40
@@ -411,8 +516,12 @@ def test_loader_lag_shows_in_groups_describe(cluster1, tmp_path):
     kcat_produce(cluster1.bootstrap, topic, events(300))
     assert loader_run.load(_config(cluster1, topic, group, str(tmp_path / "wh"))) == 0
     kcat_produce(cluster1.bootstrap, topic, events(50, start=300))
-    shown = subprocess.run(HEADRACE + ["groups", "--zookeeper", cluster1.zookeeper_connect,
-                                       "describe", group], capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [*HEADRACE, "groups", "--zookeeper", cluster1.zookeeper_connect, "describe", group],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     lags = [int(line.split()[4]) for line in shown.stdout.splitlines() if line.startswith(topic)]
     assert len(lags) == 2 and sum(lags) == 50

@@ -29,35 +29,72 @@ from loaders.layout import DEAD_LETTER
 PLAN_MS = 1_710_072_000_000
 MAX_MS = PLAN_MS + 86_400_000
 
-json_scalars = st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) \
-    | st.floats(allow_nan=False) | st.text(max_size=8)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
-objects = st.dictionaries(st.sampled_from(["a", "b", "ts", "_offset", "n\u00e9", "x\ny"]),
-                          json_values, max_size=4)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 70), 1 << 70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+objects = st.dictionaries(
+    st.sampled_from(["a", "b", "ts", "_offset", "n\u00e9", "x\ny"]), json_values, max_size=4
+)
 raw_values = st.one_of(
     objects.map(lambda o: json.dumps(o).encode()),
     objects.map(lambda o: json.dumps(o, indent=1).encode()),  # newlines inside the value
-    st.sampled_from([b"not json", b"[1, 2]", b"3", b"", b'{"a": "\xff"}', b'{"a": 1}\n{"a": 2}',
-                     b'{"a": NaN}', b"\xef\xbb\xbf{\"a\": 1}", b'{"a": 1} ', b' {"a": 1}',
-                     b'{"a": 1}\r', b'{"a": "x\x00"}', b"\x00\x01\x02"]),
+    st.sampled_from(
+        [
+            b"not json",
+            b"[1, 2]",
+            b"3",
+            b"",
+            b'{"a": "\xff"}',
+            b'{"a": 1}\n{"a": 2}',
+            b'{"a": NaN}',
+            b'\xef\xbb\xbf{"a": 1}',
+            b'{"a": 1} ',
+            b' {"a": 1}',
+            b'{"a": 1}\r',
+            b'{"a": "x\x00"}',
+            b"\x00\x01\x02",
+        ]
+    ),
     st.binary(max_size=12),
     st.none(),
 )
-records = st.tuples(st.none() | st.binary(max_size=6), raw_values,
-                    st.sampled_from([(), (), (), (("h", b"v"),)]), st.integers(0, 5000))
-batches = st.lists(st.tuples(st.lists(records, min_size=1, max_size=40),
-                             st.sampled_from([compression.NONE, compression.LZ4, compression.GZIP]),
-                             st.booleans()),
-                   min_size=1, max_size=4)
+records = st.tuples(
+    st.none() | st.binary(max_size=6),
+    raw_values,
+    st.sampled_from([(), (), (), (("h", b"v"),)]),
+    st.integers(0, 5000),
+)
+batches = st.lists(
+    st.tuples(
+        st.lists(records, min_size=1, max_size=40),
+        st.sampled_from([compression.NONE, compression.LZ4, compression.GZIP]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 def fetched(spec, base: int = 0) -> bytes:
     """Batches as a fetch returns them: ``spec`` is [(records, codec, log append time)]."""
     out = []
     for recs, codec, log_append in spec:
-        batch = build_batch([(k, v, h, PLAN_MS + t) for k, v, h, t in recs], base_offset=base,
-                            compression_type=codec)
+        batch = build_batch(
+            [(k, v, h, PLAN_MS + t) for k, v, h, t in recs],
+            base_offset=base,
+            compression_type=codec,
+        )
         if log_append:
             batch = with_log_append_time(batch, PLAN_MS + 7)
         out.append(batch)
@@ -66,8 +103,12 @@ def fetched(spec, base: int = 0) -> bytes:
 
 
 def as_lists(block: Block) -> tuple:
-    return ([int(o) for o in block.offsets], [int(t) for t in block.timestamps], list(block.keys),
-            list(block.values))
+    return (
+        [int(o) for o in block.offsets],
+        [int(t) for t in block.timestamps],
+        list(block.keys),
+        list(block.values),
+    )
 
 
 def converted_equal(a, b) -> None:
@@ -103,11 +144,21 @@ def test_value_blocks_give_the_same_records_rows_and_dead_letters_as_lists(spec,
 
 def test_bad_values_among_good_ones_are_exactly_the_dead_letters():
     good = [json.dumps({"a": i, "s": "x" * (i % 50)}).encode() for i in range(300)]
-    bad = {17: b"not json", 40: b'{"a": 1}\n{"a": 2}', 41: None, 99: b"[1]", 150: b'{"s": "\xff"}',
-           299: b""}
+    bad = {
+        17: b"not json",
+        40: b'{"a": 1}\n{"a": 2}',
+        41: None,
+        99: b"[1]",
+        150: b'{"s": "\xff"}',
+        299: b"",
+    }
     values = [bad.get(i, v) for i, v in enumerate(good)]
-    data = fetched([([(None, v, (), 0) for v in values[:200]], compression.LZ4, False),
-                    ([(None, v, (), 0) for v in values[200:]], compression.NONE, False)])
+    data = fetched(
+        [
+            ([(None, v, (), 0) for v in values[:200]], compression.LZ4, False),
+            ([(None, v, (), 0) for v in values[200:]], compression.NONE, False),
+        ]
+    )
     block, _ = decode_value_block("t", 0, data, 0)
     assert isinstance(block, ValueBlock) and block.lines() is None  # a bad value: no fast path
     result = Converter(ValueFormat("json"), MemorySchemas()).convert("t", 0, block, MAX_MS)
@@ -116,7 +167,9 @@ def test_bad_values_among_good_ones_are_exactly_the_dead_letters():
     assert result.dead.column("_value").to_pylist() == [bad[i] for i in sorted(bad)]
     assert result.table.column("a").to_pylist() == [i for i in range(300) if i not in bad]
     # the good ones alone take the fast path, as one buffer of lines
-    clean, _ = decode_value_block("t", 0, fetched([([(None, v, (), 0) for v in good], 0, False)]), 0)
+    clean, _ = decode_value_block(
+        "t", 0, fetched([([(None, v, (), 0) for v in good], 0, False)]), 0
+    )
     lines = clean.lines()
     assert lines is not None and [v.strip() for v in bytes(lines).split(b"\n")[:-1]] == good
 
@@ -124,7 +177,9 @@ def test_bad_values_among_good_ones_are_exactly_the_dead_letters():
 def test_a_newline_inside_a_value_keeps_it_one_record():
     """Found by the line count: without it the reader would make two rows of one value."""
     values = [b'{"a": 1}', b'{"a":\n 2}', b'{"a": 3}']
-    block, _ = decode_value_block("t", 0, fetched([([(None, v, (), 0) for v in values], 0, False)]), 0)
+    block, _ = decode_value_block(
+        "t", 0, fetched([([(None, v, (), 0) for v in values], 0, False)]), 0
+    )
     assert block.lines() is None
     result = Converter(ValueFormat("json"), MemorySchemas()).convert("t", 0, block, MAX_MS)
     assert result.table.column("a").to_pylist() == [1, 2, 3]
@@ -156,7 +211,9 @@ def test_log_append_time_and_from_offset_inside_a_batch():
 
 def test_a_corrupt_batch_first_raises_and_after_good_ones_ends_the_block():
     good = fetched([([(None, b'{"a": 1}', (), 0)] * 40, compression.NONE, False)])
-    bad = bytearray(fetched([([(None, b'{"a": 2}', (), 0)] * 40, compression.NONE, False)], base=40))
+    bad = bytearray(
+        fetched([([(None, b'{"a": 2}', (), 0)] * 40, compression.NONE, False)], base=40)
+    )
     bad[-5] ^= 0xFF  # fails its CRC
     with pytest.raises(CorruptBatchError) as raised:
         decode_value_block("t", 0, bytes(bad), 40)
@@ -178,6 +235,8 @@ def test_empty_batches_give_no_block_and_are_passed():
     block, next_offset = decode_value_block("t", 0, empty_batch(5), 5)
     assert block is None and next_offset == 6
     recs = [(None, b'{"a": %d}' % i, (), 0) for i in range(3)]
-    block, next_offset = decode_value_block("t", 0, empty_batch(5) + fetched([(recs, 0, False)], 6), 5)
+    block, next_offset = decode_value_block(
+        "t", 0, empty_batch(5) + fetched([(recs, 0, False)], 6), 5
+    )
     assert block.offsets.tolist() == [6, 7, 8] and next_offset == 9
     assert [v.strip() for v in bytes(block.lines()).split(b"\n")[:-1]] == [r[1] for r in recs]

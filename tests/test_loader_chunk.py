@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -34,14 +35,16 @@ def load(block: Block, splits: list[int], limits: Limits) -> list[tuple]:
     converter = Converter(ValueFormat("json"), MemorySchemas(), "ts")
     chunk = Chunk("t", 0, block.offsets[0], limits)
     cuts = []
-    bounds = [0] + sorted(set(s for s in splits if 0 < s < len(block))) + [len(block)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    bounds = [0, *sorted(set(s for s in splits if 0 < s < len(block))), len(block)]
+    for lo, hi in itertools.pairwise(bounds):
         part = block[lo:hi]
         converted = converter.convert("t", 0, part, MAX_MS)
         while True:
             taken, cut = chunk.take(part, converted)
             if cut:
-                cuts.append((chunk.start, chunk.next, [(f.rel, f.table.num_rows) for f in chunk.files()]))
+                cuts.append(
+                    (chunk.start, chunk.next, [(f.rel, f.table.num_rows) for f in chunk.files()])
+                )
                 chunk = Chunk("t", 0, chunk.next, limits)
             if taken == len(part):
                 break
@@ -50,10 +53,18 @@ def load(block: Block, splits: list[int], limits: Limits) -> list[tuple]:
     return cuts
 
 
-records = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 300), st.booleans().map(lambda b: b or False)
-                             | st.just(True)), min_size=1, max_size=300)
-limits = st.builds(Limits, st.integers(1, 80), st.integers(50, 20_000), st.integers(1, 7),
-                   st.integers(100, 60_000))
+records = st.lists(
+    st.tuples(
+        st.integers(0, 5),
+        st.integers(0, 300),
+        st.booleans().map(lambda b: b or False) | st.just(True),
+    ),
+    min_size=1,
+    max_size=300,
+)
+limits = st.builds(
+    Limits, st.integers(1, 80), st.integers(50, 20_000), st.integers(1, 7), st.integers(100, 60_000)
+)
 
 
 @settings(max_examples=120, deadline=None)
@@ -73,7 +84,9 @@ def test_cuts_do_not_depend_on_block_boundaries(recs, lim, splits):
 
 def test_chunk_cut_when_its_input_reaches_max_chunk_bytes():
     block = block_of([(h % 3, 100, True) for h in range(60)], start=0)
-    cuts = load(block, [], Limits(max_rows=1000, max_bytes=10**9, max_open=32, max_chunk_bytes=1500))
+    cuts = load(
+        block, [], Limits(max_rows=1000, max_bytes=10**9, max_open=32, max_chunk_bytes=1500)
+    )
     assert len(cuts) > 3
     for start, end, files in cuts[:-1]:
         assert sum(rows for _, rows in files) == end - start
@@ -88,10 +101,16 @@ def test_hour_runs_give_what_grouping_gives(rows):
     sizes = np.array([s for _, s in rows], np.int64)
     offsets = list(range(70, 70 + len(rows)))
     runs = _hour_runs(pa.array(keys, pa.int64()), sizes, offsets)
-    if any(b < a for a, b in zip(keys, keys[1:])) or len(keys) < 2:
+    if any(b < a for a, b in itertools.pairwise(keys)) or len(keys) < 2:
         assert runs is None
         return
-    grouped = pa.table({"k": keys, "s": sizes, "o": offsets, "r": list(range(len(rows)))}).group_by(
-        "k").aggregate([("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"),
-                        ("r", "max")]).sort_by("k").to_pydict()
+    grouped = (
+        pa.table({"k": keys, "s": sizes, "o": offsets, "r": list(range(len(rows)))})
+        .group_by("k")
+        .aggregate(
+            [("s", "sum"), ("s", "count"), ("o", "min"), ("o", "max"), ("r", "min"), ("r", "max")]
+        )
+        .sort_by("k")
+        .to_pydict()
+    )
     assert runs == grouped

@@ -35,14 +35,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kazoo.client import KazooClient
-
 from conftest import create_topic, free_port, wait_for
+from kazoo.client import KazooClient
+from test_loader import events, kcat_produce, load_cmd
+
 from loaders import run as loader_run
 from loaders import worker as loader_worker
 from loaders.layout import parse_data_file_name
 from loaders.storage import Storage, parse_storage_options
-from test_loader import events, kcat_produce, load_cmd
 
 HOUR = 3600
 # Every event falls in an hour that ended at least two hours ago, so the first complete run
@@ -63,8 +63,12 @@ class S3(NamedTuple):
     def storage_args(self) -> list[str]:
         """The command line options that reach s3fs (dotted key: a nested dict)."""
         out = []
-        for item in (f"endpoint_url={self.endpoint}", f"key={KEY}", f"secret={SECRET}",
-                     f"client_kwargs.region_name={REGION}"):
+        for item in (
+            f"endpoint_url={self.endpoint}",
+            f"key={KEY}",
+            f"secret={SECRET}",
+            f"client_kwargs.region_name={REGION}",
+        ):
             out += ["--storage-option", item]
         return out
 
@@ -75,15 +79,25 @@ class S3(NamedTuple):
         """A client of the test's own, with no listing cache (never the loader's instance)."""
         import s3fs
 
-        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=KEY, secret=SECRET,
-                                 client_kwargs={"region_name": REGION},
-                                 skip_instance_cache=True, use_listings_cache=False)
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint,
+            key=KEY,
+            secret=SECRET,
+            client_kwargs={"region_name": REGION},
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
 
     def boto(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
-                            aws_secret_access_key=SECRET, region_name=REGION)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=KEY,
+            aws_secret_access_key=SECRET,
+            region_name=REGION,
+        )
 
 
 def loader_env() -> dict:
@@ -143,8 +157,13 @@ def parse_published(objects: dict[str, bytes]) -> pa.Table:
         assert set(table.column("_partition").to_pylist()) == {partition}, path
         tables.append(table)
     if not tables:
-        return pa.table({"_partition": pa.array([], pa.int32()), "_offset": pa.array([], pa.int64()),
-                         "id": pa.array([], pa.int64())})
+        return pa.table(
+            {
+                "_partition": pa.array([], pa.int32()),
+                "_offset": pa.array([], pa.int64()),
+                "id": pa.array([], pa.int64()),
+            }
+        )
     return pa.concat_tables(tables, promote_options="permissive")
 
 
@@ -152,11 +171,13 @@ def check_exactly_once(rows: pa.Table, expected: int) -> None:
     """Every event once, and each partition's offsets 0..n-1 with no gap (DuckDB)."""
     n, distinct, ids, lo, hi = duckdb.sql(
         "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        "FROM rows").fetchall()[0]
+        "FROM rows"
+    ).fetchall()[0]
     assert (n, distinct, ids) == (expected, expected, expected)
     assert (lo, hi) == (0, expected - 1)
     per_partition = duckdb.sql(
-        "SELECT _partition, count(*), min(_offset), max(_offset) FROM rows GROUP BY 1 ORDER BY 1").fetchall()
+        "SELECT _partition, count(*), min(_offset), max(_offset) FROM rows GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     assert len(per_partition) == PARTITIONS, per_partition
     for p, count, first, last in per_partition:
         assert (first, last) == (0, count - 1), p
@@ -173,9 +194,13 @@ def s3(tmp_path_factory):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     port = free_port()
     with open(logfile, "wb") as log:
-        proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [*cmd, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -207,8 +232,12 @@ def s3(tmp_path_factory):
 def test_s3_storage_primitives(s3):
     """Options from the command line reach s3fs; publishing, listing, existence and deletion
     see what other processes (another client) did, whatever the listing cache holds."""
-    assert s3.options() == {"endpoint_url": s3.endpoint, "key": KEY, "secret": SECRET,
-                            "client_kwargs": {"region_name": REGION}}
+    assert s3.options() == {
+        "endpoint_url": s3.endpoint,
+        "key": KEY,
+        "secret": SECRET,
+        "client_kwargs": {"region_name": REGION},
+    }
     store = Storage(f"s3://{s3.bucket}/prim/", s3.options())
     assert (store.protocol, store.rename_based, store.local) == ("s3", False, False)
     assert store.list_dirs("") == [] and store.list_names("t/nothing") == []
@@ -236,7 +265,9 @@ def test_s3_storage_primitives(s3):
 
 def _workers_of(pid: int) -> list[int]:
     """The worker processes of a ``headrace load`` (not multiprocessing's resource tracker)."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
     out = []
     for child in children:
         try:
@@ -270,8 +301,19 @@ def test_s3_exactly_once_while_the_load_is_killed(cluster1, s3, tmp_path):
     topic, group = "access-s3", "wh-s3"
     create_topic(cluster1.brokers[0].port, topic, PARTITIONS)
     prefix = f"{s3.bucket}/wh"
-    cmd = load_cmd(cluster1, topic, group, f"s3://{prefix}", "--workers", "2", "--max-rows", "150",
-                   "--session-timeout-ms", "1500", *s3.storage_args())
+    cmd = load_cmd(
+        cluster1,
+        topic,
+        group,
+        f"s3://{prefix}",
+        "--workers",
+        "2",
+        "--max-rows",
+        "150",
+        "--session-timeout-ms",
+        "1500",
+        *s3.storage_args(),
+    )
     env = loader_env()
     fs = s3.fs()
     rng = random.Random(11)
@@ -279,16 +321,30 @@ def test_s3_exactly_once_while_the_load_is_killed(cluster1, s3, tmp_path):
     produced = mid_load_kills = 0
     try:
         for round_no in range(6):
-            kcat_produce(cluster1.bootstrap, topic, events(3000, start=produced, base_ts=BASE_TS),
-                         ("gzip", "snappy", "lz4", "zstd")[round_no % 4])
+            kcat_produce(
+                cluster1.bootstrap,
+                topic,
+                events(3000, start=produced, base_ts=BASE_TS),
+                ("gzip", "snappy", "lz4", "zstd")[round_no % 4],
+            )
             produced += 3000
             before = offsets.total()
             with open(tmp_path / f"round{round_no}.log", "wb") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             try:
                 deadline = time.monotonic() + 30  # kill once the load is under way
-                while proc.poll() is None and time.monotonic() < deadline and offsets.total() <= before:
+                while (
+                    proc.poll() is None
+                    and time.monotonic() < deadline
+                    and offsets.total() <= before
+                ):
                     time.sleep(0.02)
                 time.sleep(rng.uniform(0.0, 0.5))
                 how = "too late: the load had ended"
@@ -313,8 +369,9 @@ def test_s3_exactly_once_while_the_load_is_killed(cluster1, s3, tmp_path):
         assert mid_load_kills >= 3, mid_load_kills
 
         for _ in range(4):
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL
+            )
             if done.returncode == 0:
                 break
         assert done.returncode == 0, done.stderr
@@ -328,14 +385,20 @@ def test_s3_exactly_once_while_the_load_is_killed(cluster1, s3, tmp_path):
 
         # nothing new: nothing written (same keys, ETags and times), exit 0
         def snapshot():
-            pages = s3.boto().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix="wh/")
-            return {o["Key"]: (o["ETag"], o["LastModified"], o["Size"])
-                    for page in pages for o in page.get("Contents", [])}
+            pages = (
+                s3.boto().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix="wh/")
+            )
+            return {
+                o["Key"]: (o["ETag"], o["LastModified"], o["Size"])
+                for page in pages
+                for o in page.get("Contents", [])
+            }
 
         before_rerun = snapshot()
         time.sleep(1.0)  # S3 times have one-second resolution: a rewrite would show
-        again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
-                               stdin=subprocess.DEVNULL)
+        again = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL
+        )
         assert again.returncode == 0, again.stderr
         assert "loaded 0 events" in again.stdout, again.stdout
         assert snapshot() == before_rerun
@@ -359,9 +422,16 @@ def test_memory_exactly_once_with_injected_crashes(cluster1, monkeypatch, caplog
     create_topic(cluster1.brokers[0].port, topic, PARTITIONS)
     root = f"/headrace-test-{uuid.uuid4().hex}"
     mem = fsspec.filesystem("memory")
-    config = {"zookeeper": cluster1.zookeeper_connect, "topics": [topic], "group": group,
-              "url": f"memory://{root.lstrip('/')}", "workers": 2, "time_field": "ts",
-              "max_rows": 100, "session_timeout_ms": 2000}
+    config = {
+        "zookeeper": cluster1.zookeeper_connect,
+        "topics": [topic],
+        "group": group,
+        "url": f"memory://{root.lstrip('/')}",
+        "workers": 2,
+        "time_field": "ts",
+        "max_rows": 100,
+        "session_timeout_ms": 2000,
+    }
     assert Storage(config["url"]).root == root
 
     real_publish, real_commit = Storage.publish, loader_worker.commit_offset
@@ -419,14 +489,19 @@ def test_memory_exactly_once_with_injected_crashes(cluster1, monkeypatch, caplog
             status = loader_run.load(config, out, err)
             after = offsets.total()
             printed.append(out.getvalue())
-            print(f"round {round_no}: {fault['kind']} crash at call {fault['at']}: exit {status}, "
-                  f"committed {before} -> {after} of {produced}, crashed {crashed}")
+            print(
+                f"round {round_no}: {fault['kind']} crash at call {fault['at']}: exit {status}, "
+                f"committed {before} -> {after} of {produced}, crashed {crashed}"
+            )
             # every worker thread ended, and with it its ZooKeeper session (the group was
             # closed even by the threads that crashed): no thread is left behind
             wait_for(lambda: sorted(t.name for t in threading.enumerate()) == baseline, 10)
             if status:
-                assert ("did not finish its plan" in err.getvalue()
-                        or "worker 0 died" in err.getvalue() or "worker 1 died" in err.getvalue()), err.getvalue()
+                assert (
+                    "did not finish its plan" in err.getvalue()
+                    or "worker 0 died" in err.getvalue()
+                    or "worker 1 died" in err.getvalue()
+                ), err.getvalue()
                 interrupted += before <= after < produced
             else:
                 assert after == produced
@@ -456,11 +531,15 @@ def test_memory_exactly_once_with_injected_crashes(cluster1, monkeypatch, caplog
         out, err = io.StringIO(), io.StringIO()
         assert loader_run.load(config, out, err) == 0, err.getvalue()
         assert "loaded 0 events" in out.getvalue()
-        assert {p: (id(f), f.created) for p, f in mem.store.items() if p.startswith(root + "/")} == snapshot
+        assert {
+            p: (id(f), f.created) for p, f in mem.store.items() if p.startswith(root + "/")
+        } == snapshot
     finally:
         offsets.close()
         if mem.exists(root):
             mem.rm(root, recursive=True)
         for p in [p for p in mem.store if p.startswith(root + "/")]:
             mem.store.pop(p, None)
-        mem.pseudo_dirs[:] = [d for d in mem.pseudo_dirs if d != root and not d.startswith(root + "/")]
+        mem.pseudo_dirs[:] = [
+            d for d in mem.pseudo_dirs if d != root and not d.startswith(root + "/")
+        ]

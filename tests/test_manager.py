@@ -28,7 +28,9 @@ def test_a_thousand_partitions_in_two_log_dirs(tmp_path):
         for partition in range(100):
             plog = manager.get_or_create_log(f"topic{topic}", partition)
             for i in range(3):
-                plog.append(build_batch([(b"%d" % partition, b"t%d-p%d-%d" % (topic, partition, i))]))
+                plog.append(
+                    build_batch([(b"%d" % partition, b"t%d-p%d-%d" % (topic, partition, i))])
+                )
     placed = [len(list(d.iterdir())) for d in dirs]
     assert sum(placed) >= 1000 and abs(placed[0] - placed[1]) <= 3  # spread evenly
     manager.shutdown()
@@ -77,8 +79,9 @@ def test_clean_marker_exists_only_after_a_clean_shutdown(tmp_path):
 
 
 def test_checkpoints_hold_recovery_points_and_log_start_offsets(tmp_path):
-    manager = LogManager([tmp_path], LogConfig(segment_bytes=500, retention_bytes=0,
-                                               file_delete_delay_ms=0))
+    manager = LogManager(
+        [tmp_path], LogConfig(segment_bytes=500, retention_bytes=0, file_delete_delay_ms=0)
+    )
     manager.startup()
     plog = manager.get_or_create_log("clicks", 3)
     for _ in range(20):
@@ -113,11 +116,21 @@ def test_a_damaged_checkpoint_means_full_recovery_not_a_failure(tmp_path):
 def test_schedule_flushes_by_time_enforces_retention_and_checkpoints(tmp_path):
     clock = Clock()
     clock.advance(T0 / 1000)
-    config = LogConfig(segment_bytes=1000, retention_ms=3_600_000, flush_interval_ms=5000,
-                       file_delete_delay_ms=30_000)
-    manager = LogManager([tmp_path], config, clock=clock, retention_check_interval_ms=60_000,
-                         flush_check_interval_ms=1000, recovery_checkpoint_interval_ms=10_000,
-                         start_offset_checkpoint_interval_ms=10_000)
+    config = LogConfig(
+        segment_bytes=1000,
+        retention_ms=3_600_000,
+        flush_interval_ms=5000,
+        file_delete_delay_ms=30_000,
+    )
+    manager = LogManager(
+        [tmp_path],
+        config,
+        clock=clock,
+        retention_check_interval_ms=60_000,
+        flush_check_interval_ms=1000,
+        recovery_checkpoint_interval_ms=10_000,
+        start_offset_checkpoint_interval_ms=10_000,
+    )
     manager.startup()
     manager.start(clock)
     plog = manager.get_or_create_log("t", 0)
@@ -126,7 +139,7 @@ def test_schedule_flushes_by_time_enforces_retention_and_checkpoints(tmp_path):
     assert plog.unflushed
     clock.pump([1] * 5)  # flush.ms is 5 s
     assert not plog.unflushed and plog.recovery_point == 1
-    for i in range(20):
+    for _i in range(20):
         plog.append(build_batch([(b"k", b"v" * 100)], timestamp=T0 + 5000))
     assert len(plog.segments) > 2
     clock.pump([1] * 2)  # rolled segments are flushed on the next tick, not after flush.ms
@@ -168,8 +181,9 @@ def test_a_partition_in_two_log_dirs_is_an_error(tmp_path):
 
 
 def test_topic_overrides_apply_to_existing_and_new_logs(tmp_path):
-    manager = LogManager([tmp_path], LogConfig(retention_ms=1000),
-                         topic_overrides={"audit": {"retention.ms": "-1"}})
+    manager = LogManager(
+        [tmp_path], LogConfig(retention_ms=1000), topic_overrides={"audit": {"retention.ms": "-1"}}
+    )
     manager.startup()
     assert manager.get_or_create_log("audit", 0).config.retention_ms == -1
     assert manager.get_or_create_log("other", 0).config.retention_ms == 1000
@@ -180,12 +194,14 @@ def test_topic_overrides_apply_to_existing_and_new_logs(tmp_path):
 
 
 def test_manager_from_broker_properties(tmp_path):
-    config = BrokerConfig({
-        "log.dirs": f"{tmp_path}/x,{tmp_path}/y",
-        "log.segment.bytes": "2048",
-        "log.retention.hours": "1",
-        "log.flush.interval.messages": "5",
-    })
+    config = BrokerConfig(
+        {
+            "log.dirs": f"{tmp_path}/x,{tmp_path}/y",
+            "log.segment.bytes": "2048",
+            "log.retention.hours": "1",
+            "log.flush.interval.messages": "5",
+        }
+    )
     manager = LogManager.from_broker_config(config)
     assert manager.log_dirs == [tmp_path / "x", tmp_path / "y"]
     assert manager.default_config.segment_bytes == 2048
@@ -201,8 +217,9 @@ def test_checkpoint_files_round_trip(tmp_path):
 
 
 def test_a_recreated_topic_does_not_inherit_old_checkpoints(tmp_path):
-    manager = LogManager([tmp_path], LogConfig(segment_bytes=500, retention_bytes=0,
-                                               file_delete_delay_ms=0))
+    manager = LogManager(
+        [tmp_path], LogConfig(segment_bytes=500, retention_bytes=0, file_delete_delay_ms=0)
+    )
     manager.startup()
     plog = manager.get_or_create_log("t", 0)
     for _ in range(20):

@@ -19,9 +19,23 @@ SCRIPT = ROOT / "bench" / "paper.py"
 def test_quick_headrace_run_writes_sane_results(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--systems", "headrace", "--out", str(out),
-         "--tmp-dir", str(tmp_path)],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--systems",
+            "headrace",
+            "--out",
+            str(out),
+            "--tmp-dir",
+            str(tmp_path),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "paper.json").read_text())
     assert results["meta"]["messages"] == 2000
@@ -58,9 +72,14 @@ def test_missing_peers_are_skipped_with_the_setup_hint(tmp_path, monkeypatch, ca
         del sys.path[0]
     monkeypatch.setattr(paper_peers, "RABBITMQ_SERVER", tmp_path / "no-rabbitmq-server")
     monkeypatch.setattr(paper_peers, "ACTIVEMQ_HOME", tmp_path / "no-activemq")
-    args = SimpleNamespace(messages=10, systems=["rabbitmq", "activemq"], out=str(tmp_path),
-                           json=None, ceiling_server=str(tmp_path / "none.py"),
-                           client_timeout=10)
+    args = SimpleNamespace(
+        messages=10,
+        systems=["rabbitmq", "activemq"],
+        out=str(tmp_path),
+        json=None,
+        ceiling_server=str(tmp_path / "none.py"),
+        client_timeout=10,
+    )
     results = paper.run(args, tmp_path)
     printed = capsys.readouterr().out
     assert "rabbitmq-server not installed: run deploy/setup.sh --peers" in printed

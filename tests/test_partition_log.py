@@ -6,6 +6,7 @@ import os
 import struct
 
 import pytest
+from storage_helpers import batch_for, read_all, values_by_seq
 from twisted.internet.task import Clock
 
 from broker.log import LogConfig, PartitionLog
@@ -20,8 +21,13 @@ from broker.protocol.errors import (
     RecordListTooLargeError,
     UnsupportedForMessageFormatError,
 )
-from broker.protocol.records import build_batch, compute_crc, decode_batch, iter_records, split_batches
-from storage_helpers import batch_for, read_all, values_by_seq
+from broker.protocol.records import (
+    build_batch,
+    compute_crc,
+    decode_batch,
+    iter_records,
+    split_batches,
+)
 
 T0 = 1_700_000_000_000
 
@@ -43,8 +49,13 @@ def test_append_assigns_consecutive_offsets_and_returns_them(tmp_path):
 def test_stored_batches_keep_the_producer_bytes_except_offset_and_epoch(tmp_path):
     plog = open_log(tmp_path)
     plog.append(build_batch([(b"x", b"y")]))
-    sent = build_batch([(b"k", b"v" * 50)], compression_type=compression.GZIP, producer_id=9,
-                       producer_epoch=1, base_sequence=0)
+    sent = build_batch(
+        [(b"k", b"v" * 50)],
+        compression_type=compression.GZIP,
+        producer_id=9,
+        producer_epoch=1,
+        base_sequence=0,
+    )
     plog.append(sent)
     stored = plog.read(1, 1 << 20)
     assert stored[16:] == sent[16:]  # from the magic byte on: untouched, CRC still valid
@@ -186,7 +197,7 @@ def test_log_append_time_topics_stamp_batches(tmp_path):
 
 def test_roll_by_segment_size(tmp_path):
     plog = open_log(tmp_path, segment_bytes=1000)
-    for seq in range(50):
+    for _seq in range(50):
         plog.append(build_batch([(b"k", b"v" * 100)]))
     assert all(s.size <= 1000 for s in plog.segments)
     assert len(plog.segments) == pytest.approx(50 * 171 / 1000, abs=3)
@@ -216,7 +227,7 @@ def test_roll_by_time_uses_record_timestamps_or_segment_age(tmp_path):
 
 def test_flush_policy_by_message_count_advances_the_recovery_point(tmp_path):
     plog = open_log(tmp_path, flush_interval_messages=10)
-    for i in range(9):
+    for _i in range(9):
         plog.append(build_batch([(b"k", b"v")]))
     assert plog.recovery_point == 0 and plog.unflushed
     plog.append(build_batch([(b"k", b"v")]))
@@ -227,7 +238,7 @@ def test_flush_policy_by_message_count_advances_the_recovery_point(tmp_path):
 
 def test_flush_writes_sparse_indexes(tmp_path):
     plog = open_log(tmp_path, index_interval_bytes=1024)
-    for seq in range(400):
+    for _seq in range(400):
         plog.append(build_batch([(b"k", b"v" * 100)]))  # 171 bytes each
     plog.flush()
     segment = plog.active_segment
@@ -240,8 +251,13 @@ def test_flush_writes_sparse_indexes(tmp_path):
 def test_retention_by_time_deletes_whole_closed_segments(tmp_path):
     clock = Clock()
     clock.advance(T0 / 1000)
-    plog = open_log(tmp_path, clock=clock, segment_bytes=1000, retention_ms=3_600_000,
-                    file_delete_delay_ms=60_000)
+    plog = open_log(
+        tmp_path,
+        clock=clock,
+        segment_bytes=1000,
+        retention_ms=3_600_000,
+        file_delete_delay_ms=60_000,
+    )
     for i in range(30):  # one minute of data per batch
         plog.append(build_batch([(b"k", b"v" * 100)], timestamp=T0 + i * 60_000))
     clock.advance(30 * 60)
@@ -278,9 +294,10 @@ def test_expired_active_segment_is_rolled_then_deleted(tmp_path):
 
 
 def test_retention_by_size_deletes_oldest_segments_while_over_the_limit(tmp_path):
-    plog = open_log(tmp_path, segment_bytes=1000, retention_bytes=3000, retention_ms=-1,
-                    file_delete_delay_ms=0)
-    for i in range(60):
+    plog = open_log(
+        tmp_path, segment_bytes=1000, retention_bytes=3000, retention_ms=-1, file_delete_delay_ms=0
+    )
+    for _i in range(60):
         plog.append(build_batch([(b"k", b"v" * 100)]))
     total = plog.size
     deleted = plog.enforce_retention()
@@ -319,7 +336,12 @@ def test_a_failed_multi_batch_append_leaves_nothing(tmp_path, monkeypatch):
     assert (plog.log_end_offset, plog.size) == (end, size)
     assert os.path.getsize(plog.active_segment.log_path) == size
     assert plog.append(three).base_offset == end
-    assert [r.value for r in iter_records(plog.read(0, 1 << 20))] == [b"before", b"v0", b"v1", b"v2"]
+    assert [r.value for r in iter_records(plog.read(0, 1 << 20))] == [
+        b"before",
+        b"v0",
+        b"v1",
+        b"v2",
+    ]
 
 
 def test_offsets_for_timestamps_respect_a_log_start_inside_a_segment(tmp_path):

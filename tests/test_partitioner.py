@@ -69,8 +69,14 @@ def _librdkafka_murmur2_partitioner():
 
     func = ctypes.CDLL(cimpl.__file__).rd_kafka_msg_partitioner_murmur2
     func.restype = ctypes.c_int32
-    func.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int32,
-                     ctypes.c_void_p, ctypes.c_void_p]
+    func.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     return lambda key, count: func(None, key, len(key), count, None, None)
 
 
@@ -110,8 +116,9 @@ def test_unkeyed_counters_are_per_topic():
 
 
 def test_unkeyed_start_is_random():
-    starts = {Partitioner().partition("t", None, list(range(16)), list(range(16)))
-              for _ in range(50)}
+    starts = {
+        Partitioner().partition("t", None, list(range(16)), list(range(16))) for _ in range(50)
+    }
     assert len(starts) > 1
 
 
@@ -120,8 +127,12 @@ def test_keyed_ignores_availability():
     all_partitions = list(range(12))
     for key in JAVA_MURMUR2:
         expected = partition_for_key(key, 12)
-        for available in (all_partitions, [expected], [p for p in all_partitions if p != expected],
-                          []):
+        for available in (
+            all_partitions,
+            [expected],
+            [p for p in all_partitions if p != expected],
+            [],
+        ):
             assert partitioner.partition("t", key, all_partitions, available) == expected
     # Empty keys are keys: hashed, not spread round-robin.
     assert {partitioner.partition("t", b"", all_partitions, [0]) for _ in range(5)} == {
@@ -160,12 +171,12 @@ def test_thread_safety_smoke():
             for i in range(per_thread):
                 topic = f"topic-{i % 3}"
                 if i % 2:
-                    mine_unkeyed[topic, partitioner.partition(topic, None, all_partitions,
-                                                              available)] += 1
+                    mine_unkeyed[
+                        topic, partitioner.partition(topic, None, all_partitions, available)
+                    ] += 1
                 else:
                     key = f"key-{n}-{i}".encode()
-                    mine_keyed.append(partitioner.partition(topic, key, all_partitions,
-                                                            available))
+                    mine_keyed.append(partitioner.partition(topic, key, all_partitions, available))
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
         with lock:

@@ -20,27 +20,38 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
 def produce(conn: BrokerConnection, topic: str, batch: bytes, version: int) -> dict:
-    body = {"transactional_id": None, "acks": -1, "timeout_ms": 10000,
-            "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}]}
+    body = {
+        "transactional_id": None,
+        "acks": -1,
+        "timeout_ms": 10000,
+        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}],
+    }
     return conn.request(PRODUCE, version, body)["responses"][0]["partition_responses"][0]
 
 
 def log_end(conn: BrokerConnection, topic: str) -> int:
-    body = {"replica_id": -1, "isolation_level": 0, "topics": [
-        {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1,
-                                        "timestamp": -1}]}]}
+    body = {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}],
+            }
+        ],
+    }
     return conn.request(LIST_OFFSETS, 5, body)["topics"][0]["partitions"][0]["offset"]
 
 
 def rdkafka_produce(bootstrap: str, topic: str, codec: str, values: list[bytes]) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec,
-                         "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 5})
     failed = []
     for value in values:
-        producer.produce(topic, value, partition=0,
-                         on_delivery=lambda err, _msg: err and failed.append(err))
+        producer.produce(
+            topic, value, partition=0, on_delivery=lambda err, _msg: err and failed.append(err)
+        )
     assert producer.flush(30) == 0 and not failed, failed
 
 
@@ -60,22 +71,35 @@ def test_poison_is_refused_while_real_clients_carry_on(cluster1):
                 if kind == "bad-compression" and codec == "none":
                     continue
                 for version in (3, 7, 8):
-                    answer = produce(conn, topic, poison(kind, compression.CODECS_BY_NAME[codec],
-                                                         5 + 20 * (round_ % 2)), version)
-                    assert answer["error_code"] in (CorruptMessageError.code, InvalidRecordError.code)
+                    answer = produce(
+                        conn,
+                        topic,
+                        poison(kind, compression.CODECS_BY_NAME[codec], 5 + 20 * (round_ % 2)),
+                        version,
+                    )
+                    assert answer["error_code"] in (
+                        CorruptMessageError.code,
+                        InvalidRecordError.code,
+                    )
                     refused += 1
             assert log_end(conn, topic) == end  # nothing stored
             good = build_batch([(None, b"ours-%d" % round_)], compression_type=round_)
             assert produce(conn, topic, good, 8)["error_code"] == 0  # the connection still serves
             sent.append(b"ours-%d" % round_)
     assert refused == (len(KINDS) * 5 - 1) * 3
-    out = subprocess.run(["kcat", "-b", cluster1.bootstrap, "-C", "-t", topic, "-o", "beginning",
-                          "-e", "-q"], capture_output=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["kcat", "-b", cluster1.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.splitlines() == sent
 
 
-@pytest.mark.parametrize("version,code", [(3, CorruptMessageError.code), (7, CorruptMessageError.code),
-                                          (8, InvalidRecordError.code)])
+@pytest.mark.parametrize(
+    "version,code",
+    [(3, CorruptMessageError.code), (7, CorruptMessageError.code), (8, InvalidRecordError.code)],
+)
 def test_framing_errors_answer_as_each_produce_version_expects(cluster1, version, code):
     """INVALID_RECORD (with the record at fault) from v8, which brought the code; before,
     CORRUPT_MESSAGE, as Kafka answered those clients."""

@@ -34,14 +34,28 @@ HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 
 def load_cmd(cluster, topic: str, group: str, url: str, *extra: str) -> list[str]:
-    return HEADRACE + ["load", "--zookeeper", cluster.zookeeper_connect, "--topic", topic,
-                       "--group", group, "--to", url, "--time-field", "ts", *extra]
+    return [
+        *HEADRACE,
+        "load",
+        "--zookeeper",
+        cluster.zookeeper_connect,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--to",
+        url,
+        "--time-field",
+        "ts",
+        *extra,
+    ]
+
 
 TOPIC = "poisoned"
-FIRST, PLANTED, LAST = 300, 50, 200     # good events: by kcat, planted between the poison, by kcat
-POISON = [(300, 304), (355, 394)]       # offsets of the two poison batches
-END = FIRST + 5 + PLANTED + 40 + LAST   # 595
-GOOD = FIRST + PLANTED + LAST           # 550
+FIRST, PLANTED, LAST = 300, 50, 200  # good events: by kcat, planted between the poison, by kcat
+POISON = [(300, 304), (355, 394)]  # offsets of the two poison batches
+END = FIRST + 5 + PLANTED + 40 + LAST  # 595
+GOOD = FIRST + PLANTED + LAST  # 550
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +75,14 @@ def poisoned(zookeeper, tmp_path_factory):
         broker.stop()
         bad_gzip = poison("bad-compression", compression.GZIP, 5)
         truncated = poison("truncated-record", compression.NONE, 40)
-        middle = build_batch([(None, e) for e in events(PLANTED, FIRST)],
-                             timestamp=int(time.time() * 1000))
+        middle = build_batch(
+            [(None, e) for e in events(PLANTED, FIRST)], timestamp=int(time.time() * 1000)
+        )
         partition_module.CHECK_RECORDS = False  # as a broker before the check stored them
         try:
-            plog = PartitionLog.open(Path(broker.workdir, "broker-1-logs", f"{TOPIC}-0"), LogConfig())
+            plog = PartitionLog.open(
+                Path(broker.workdir, "broker-1-logs", f"{TOPIC}-0"), LogConfig()
+            )
             for batch in (bad_gzip, middle, truncated):
                 plog.append(batch)
             plog.close()
@@ -111,8 +128,13 @@ def test_consumer_raises_a_typed_error_and_skips_on_seek(poisoned, columnar):
 
 
 def test_group_consumer_skips_with_seek_and_commits_past(poisoned):
-    group = GroupConsumer("poison-readers", [TOPIC], poisoned.zookeeper_connect,
-                          bootstrap_servers=poisoned.bootstrap, auto_offset_reset="smallest")
+    group = GroupConsumer(
+        "poison-readers",
+        [TOPIC],
+        poisoned.zookeeper_connect,
+        bootstrap_servers=poisoned.bootstrap,
+        auto_offset_reset="smallest",
+    )
     values, met = [], []
     try:
         for _ in range(200):
@@ -140,8 +162,21 @@ def test_group_consumer_skips_with_seek_and_commits_past(poisoned):
 def test_headrace_consume_names_the_batch_and_how_to_skip_it(poisoned):
     def consume(*extra):
         return subprocess.run(
-            HEADRACE + ["consume", "--bootstrap-server", poisoned.bootstrap, "--topic", TOPIC,
-                        "--timeout", "3", *extra], capture_output=True, timeout=60, check=False)
+            [
+                *HEADRACE,
+                "consume",
+                "--bootstrap-server",
+                poisoned.bootstrap,
+                "--topic",
+                TOPIC,
+                "--timeout",
+                "3",
+                *extra,
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
     done = consume("--from-beginning")
     assert done.returncode == 1
@@ -155,33 +190,49 @@ def test_headrace_consume_names_the_batch_and_how_to_skip_it(poisoned):
 
 def test_load_keeps_poison_as_dead_letters_and_the_rest_exactly_once(poisoned, tmp_path):
     out = tmp_path / "wh"
-    first = subprocess.run(load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
-                           capture_output=True, timeout=180, check=False)
+    first = subprocess.run(
+        load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
     assert first.returncode == 0, first.stderr.decode()[-2000:]
     files = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
     stamps = {f: (out / f).stat().st_mtime_ns for f in files}
-    rows = duckdb.sql(f"SELECT count(*), count(DISTINCT id), min(id), max(id) FROM read_parquet("
-                      f"'{out}/{TOPIC}/dt=*/hour=*/*.parquet', union_by_name=true)").fetchall()[0]
+    rows = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT id), min(id), max(id) FROM read_parquet("
+        f"'{out}/{TOPIC}/dt=*/hour=*/*.parquet', union_by_name=true)"
+    ).fetchall()[0]
     assert rows == (GOOD, GOOD, 0, GOOD - 1)
-    dead = duckdb.sql(f"SELECT _offset, _value, _error FROM read_parquet("
-                      f"'{out}/{TOPIC}/_dead_letters/*.parquet') ORDER BY _offset").fetchall()
+    dead = duckdb.sql(
+        f"SELECT _offset, _value, _error FROM read_parquet("
+        f"'{out}/{TOPIC}/_dead_letters/*.parquet') ORDER BY _offset"
+    ).fetchall()
     assert [d[0] for d in dead] == [first for first, _ in POISON]
-    for (offset, raw, error), (first_offset, last_offset) in zip(dead, POISON):
+    for (_offset, raw, error), (first_offset, last_offset) in zip(dead, POISON):
         assert raw[16:] == poisoned.planted[first_offset][16:]
         assert f"offsets {first_offset}..{last_offset}" in error
     summary = first.stdout.decode()
     total = next(line for line in summary.splitlines() if line.startswith("total"))
     assert f"{GOOD:,}" in total and " 2 " in f" {total} "
 
-    again = subprocess.run(load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
-                           capture_output=True, timeout=180, check=False)
+    again = subprocess.run(
+        load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert sorted(p.relative_to(out) for p in out.rglob("*.parquet")) == files
     assert all((out / f).stat().st_mtime_ns == stamp for f, stamp in stamps.items())
 
     # Another group loading the same offsets cuts the same chunks: the same file names.
     other = tmp_path / "wh2"
-    third = subprocess.run(load_cmd(poisoned, TOPIC, "wh-poison-2", str(other), "--max-rows", "64"),
-                           capture_output=True, timeout=180, check=False)
+    third = subprocess.run(
+        load_cmd(poisoned, TOPIC, "wh-poison-2", str(other), "--max-rows", "64"),
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
     assert third.returncode == 0, third.stderr.decode()[-2000:]
     assert sorted(p.relative_to(other) for p in other.rglob("*.parquet")) == files

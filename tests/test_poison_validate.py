@@ -34,8 +34,9 @@ COMPRESSED = CODECS[1:]
 
 optional_bytes = st.one_of(st.none(), st.binary(max_size=300))
 header_items = st.lists(st.tuples(st.text(max_size=8), optional_bytes), max_size=3)
-record = st.tuples(optional_bytes, optional_bytes, header_items,
-                   st.integers(min_value=0, max_value=2**41))
+record = st.tuples(
+    optional_bytes, optional_bytes, header_items, st.integers(min_value=0, max_value=2**41)
+)
 # Both paths: up to 24 records are walked in Python, more with numpy.
 records = st.lists(record, min_size=1, max_size=60)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,9 +51,11 @@ def test_every_batch_our_encoder_builds_passes(items, codec, xerial):
 
 
 @FAST
-@given(st.lists(st.tuples(optional_bytes, optional_bytes, header_items), min_size=1, max_size=40),
-       st.sampled_from(["gzip", "snappy", "lz4", "zstd", None]),
-       st.sampled_from(["kafka", "aiokafka"]))
+@given(
+    st.lists(st.tuples(optional_bytes, optional_bytes, header_items), min_size=1, max_size=40),
+    st.sampled_from(["gzip", "snappy", "lz4", "zstd", None]),
+    st.sampled_from(["kafka", "aiokafka"]),
+)
 def test_every_batch_kafka_python_and_aiokafka_build_passes(items, codec_name, library):
     if library == "kafka":
         from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -62,8 +65,13 @@ def test_every_batch_kafka_python_and_aiokafka_build_passes(items, codec_name, l
     codec = {None: 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}[codec_name]
     builder = DefaultRecordBatchBuilder(2, codec, False, -1, -1, -1, 10**7)
     for i, (key, value, headers) in enumerate(items):
-        builder.append(i, 1_700_000_000_000 + i, key, value,
-                       [(k, v if v is not None else b"") for k, v in headers])
+        builder.append(
+            i,
+            1_700_000_000_000 + i,
+            key,
+            value,
+            [(k, v if v is not None else b"") for k, v in headers],
+        )
     batch = bytes(builder.build())
     check_batch(batch)
     check_records(batch)
@@ -73,7 +81,7 @@ def test_control_and_empty_batches_are_checked_like_any_other():
     control = build_batch([(b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00")], control=True)
     check_records(control)  # framing is fine; check_batch refuses it from producers
     empty = rebuild(build_batch([(None, b"x")]), b"", count=0)
-    check_records(empty)    # count 0 with an empty body, as compaction leaves batches
+    check_records(empty)  # count 0 with an empty body, as compaction leaves batches
     with pytest.raises(InvalidRecordError):
         check_records(rebuild(empty, b"\x00\x00", count=0))
 
@@ -90,8 +98,10 @@ def test_a_body_that_does_not_decompress_is_corrupt(codec, cut):
         check_records(batch)
 
 
-@pytest.mark.parametrize("kind,codec", [(k, c) for k in KINDS for c in CODECS
-                                         if k != "bad-compression" or c != compression.NONE])
+@pytest.mark.parametrize(
+    "kind,codec",
+    [(k, c) for k in KINDS for c in CODECS if k != "bad-compression" or c != compression.NONE],
+)
 @pytest.mark.parametrize("count", [5, 40])  # the Python walk and the numpy path
 def test_poison_batches_are_refused(kind, codec, count):
     batch = poison(kind, codec, count)
@@ -116,7 +126,7 @@ def test_the_record_at_fault_is_named(count):
 @pytest.mark.parametrize("field", ["timestamp", "offset", "key", "header-count", "header-key"])
 def test_overlong_and_negative_varints_are_refused(count, field):
     eleven = b"\x80" * 10 + b"\x01"  # continues past 10 bytes
-    six = b"\x80" * 5 + b"\x01"      # an int read with more than 5 bytes
+    six = b"\x80" * 5 + b"\x01"  # an int read with more than 5 bytes
     if field == "timestamp":
         body = b"\x00" + eleven + b"\x00\x01\x01\x00"
     elif field == "offset":
@@ -130,7 +140,7 @@ def test_overlong_and_negative_varints_are_refused(count, field):
     bad = encode_varint(len(body)) + body
     section = bytearray(records_section(range(count)))
     good_first = records_section([0])
-    section = bad + bytes(section[len(good_first):])
+    section = bad + bytes(section[len(good_first) :])
     with pytest.raises(InvalidRecordError) as caught:
         check_records(rebuild(build_batch([(None, b"v")] * count), section))
     assert caught.value.record_index == 0
@@ -149,7 +159,7 @@ def test_whatever_passes_the_check_decodes(items, data):
         if action == "flip" and section:
             section[at] ^= 1 << data.draw(st.integers(0, 7))
         elif action == "cut":
-            del section[at:at + data.draw(st.integers(1, 3))]
+            del section[at : at + data.draw(st.integers(1, 3))]
         else:
             section[at:at] = data.draw(st.binary(min_size=1, max_size=3))
     count = len(items) + data.draw(st.sampled_from([0, 0, 0, -1, 1]))
@@ -182,7 +192,9 @@ def test_partition_log_stores_nothing_of_a_poison_batch(tmp_path, kind):
         plog.close()
 
 
-@pytest.mark.parametrize("codec,xerial", [(c, False) for c in COMPRESSED] + [(compression.SNAPPY, True)])
+@pytest.mark.parametrize(
+    "codec,xerial", [(c, False) for c in COMPRESSED] + [(compression.SNAPPY, True)]
+)
 def test_a_small_body_that_decompresses_to_too_much_is_refused(codec, xerial, monkeypatch):
     """A few compressed bytes standing for far more than MAX_RECORD_SECTION: refused before
     the output is built (MESSAGE_TOO_LARGE), not decompressed whole."""
@@ -209,7 +221,9 @@ def _varint_bytes(zz: int, width: int) -> bytes:
     return bytes(out)
 
 
-zigzag_longs = st.one_of(st.integers(0, 2**14), st.integers(0, 2**64 - 1), st.integers(2**64, 2**70 - 1))
+zigzag_longs = st.one_of(
+    st.integers(0, 2**14), st.integers(0, 2**64 - 1), st.integers(2**64, 2**70 - 1)
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,7 +236,15 @@ def test_whatever_passes_the_check_both_decoders_read_alike(count, base_timestam
     for i in range(count):
         ts = _varint_bytes(data.draw(zigzag_longs), data.draw(st.integers(1, 11)))
         value = data.draw(st.binary(max_size=4))
-        body = b"\x00" + ts + encode_varint(i) + encode_varint(-1) + encode_varint(len(value)) + value + b"\x00"
+        body = (
+            b"\x00"
+            + ts
+            + encode_varint(i)
+            + encode_varint(-1)
+            + encode_varint(len(value))
+            + value
+            + b"\x00"
+        )
         section += encode_varint(len(body)) + body
     good = build_batch([(None, b"v")] * count, timestamp=base_timestamp)
     batch = rebuild(good, bytes(section))
@@ -253,4 +275,8 @@ def test_ten_byte_timestamp_deltas_decode_alike(count, delta):
     check_records(batch)
     columns = RecordColumns()
     decode_batch_columns(batch, 0, columns)
-    assert [r.timestamp for r in decode_batch(batch).records] == columns.timestamps == [base + delta] * count
+    assert (
+        [r.timestamp for r in decode_batch(batch).records]
+        == columns.timestamps
+        == [base + delta] * count
+    )

@@ -19,9 +19,15 @@ VERSIONS = range(PRODUCE.min_version, PRODUCE.max_version + 1)
 
 def _as_tuples(body: dict, version: int) -> tuple:
     """The generic codec's dict in the fast path's shape."""
-    return (body["acks"], body["timeout_ms"], body["transactional_id"] if version >= 3 else None,
-            [(t["name"], [(p["index"], p["records"]) for p in t["partition_data"]])
-             for t in body["topic_data"]])
+    return (
+        body["acks"],
+        body["timeout_ms"],
+        body["transactional_id"] if version >= 3 else None,
+        [
+            (t["name"], [(p["index"], p["records"]) for p in t["partition_data"]])
+            for t in body["topic_data"]
+        ],
+    )
 
 
 def _fast(data: bytes, version: int):
@@ -56,36 +62,62 @@ def test_fast_request_decoder_agrees_with_the_generic_one(version, data):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_fast_request_decoder_reads_after_the_header(version):
-    body = {"transactional_id": None, "acks": -1, "timeout_ms": 30000,
-            "topic_data": [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}]}
+    body = {
+        "transactional_id": None,
+        "acks": -1,
+        "timeout_ms": 30000,
+        "topic_data": [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}],
+    }
     frame = frames.encode_request(0, version, 7, "client", body)[4:]
     header_end = 10 + len("client")
     request = produce.decode_request(frame, header_end, version)
     assert (request.acks, request.timeout_ms) == (-1, 30000)
-    assert [(t, [(i, bytes(r)) for i, r in ps]) for t, ps in request.topics] == [("t", [(3, b"abc")])]
+    assert [(t, [(i, bytes(r)) for i, r in ps]) for t, ps in request.topics] == [
+        ("t", [(3, b"abc")])
+    ]
 
 
 def _partition_results():
     i16, i32, i64 = (st.integers(-(1 << b), (1 << b) - 1) for b in (15, 31, 63))
-    record_errors = st.none() | st.lists(st.tuples(i32, st.none() | st.text(max_size=6)), max_size=2)
+    record_errors = st.none() | st.lists(
+        st.tuples(i32, st.none() | st.text(max_size=6)), max_size=2
+    )
     return st.tuples(i32, i16, i64, i64, i64, record_errors, st.none() | st.text(max_size=6))
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @settings(max_examples=60, deadline=None)
-@given(responses=st.lists(st.tuples(st.text(max_size=6), st.lists(_partition_results(), max_size=3)),
-                          max_size=3),
-       correlation_id=st.integers(-(1 << 31), (1 << 31) - 1))
+@given(
+    responses=st.lists(
+        st.tuples(st.text(max_size=6), st.lists(_partition_results(), max_size=3)), max_size=3
+    ),
+    correlation_id=st.integers(-(1 << 31), (1 << 31) - 1),
+)
 def test_fast_response_encoder_agrees_with_the_generic_one(version, responses, correlation_id):
-    body = {"throttle_time_ms": 0, "responses": [
-        {"name": topic, "partition_responses": [
-            {"index": p[0], "error_code": p[1], "base_offset": p[2], "log_append_time_ms": p[3],
-             "log_start_offset": p[4],
-             "record_errors": [{"batch_index": i, "batch_index_error_message": m}
-                               for i, m in p[5] or ()],
-             "error_message": p[6]}
-            for p in partitions]}
-        for topic, partitions in responses]}
+    body = {
+        "throttle_time_ms": 0,
+        "responses": [
+            {
+                "name": topic,
+                "partition_responses": [
+                    {
+                        "index": p[0],
+                        "error_code": p[1],
+                        "base_offset": p[2],
+                        "log_append_time_ms": p[3],
+                        "log_start_offset": p[4],
+                        "record_errors": [
+                            {"batch_index": i, "batch_index_error_message": m}
+                            for i, m in p[5] or ()
+                        ],
+                        "error_message": p[6],
+                    }
+                    for p in partitions
+                ],
+            }
+            for topic, partitions in responses
+        ],
+    }
     expected = frames.encode_response(correlation_id, PRODUCE, version, body)
     assert produce.encode_response(version, responses) == expected[8:]
     assert PRODUCE_RESPONSE.decode_generic(expected[8:], version)  # a well-formed response

@@ -25,8 +25,10 @@ def test_one_message_batches_with_the_default_buffer_arrive_once_each_in_order(c
     bootstrap = f"127.0.0.1:{port}"
     with Producer(bootstrap_servers=bootstrap, linger_ms=0, batch_size=1) as producer:
         assert producer.idempotent  # acks=all by default
-        futures = [producer.send("one-per-batch", numbered(i), partition=i % PARTITIONS)
-                   for i in range(MESSAGES)]
+        futures = [
+            producer.send("one-per-batch", numbered(i), partition=i % PARTITIONS)
+            for i in range(MESSAGES)
+        ]
         assert producer.flush(150) == 0
     assert [f.exception() for f in futures if f.exception() is not None] == []
     for p in range(PARTITIONS):  # one message per stored batch

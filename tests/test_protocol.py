@@ -55,7 +55,7 @@ def project(decoded, like):
     if isinstance(like, dict):
         return {k: project(decoded[k], v) for k, v in like.items()}
     if isinstance(like, list):
-        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like):]
+        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like) :]
     if isinstance(decoded, memoryview):
         return bytes(decoded)
     return decoded
@@ -75,7 +75,9 @@ def test_golden_api_versions_v0_response():
     assert encoded == bytes.fromhex(
         "0000"  # error_code 0
         "00000001"  # one api key
-        "0012" "0000" "0002"  # ApiVersions 18: 0-2
+        "0012"
+        "0000"
+        "0002"  # ApiVersions 18: 0-2
     )  # no throttle_time_ms in v0
 
 
@@ -83,23 +85,43 @@ def test_golden_metadata_v1_request_and_header():
     frame = frames.encode_request(3, 1, 7, "cli", {"topics": None})
     assert frame == bytes.fromhex(
         "00000011"  # size 17
-        "0003" "0001" "00000007"  # Metadata v1, correlation id 7
-        "0003" "636c69"  # client id "cli"
+        "0003"
+        "0001"
+        "00000007"  # Metadata v1, correlation id 7
+        "0003"
+        "636c69"  # client id "cli"
         "ffffffff"  # topics: null = all topics (v1+)
     )
 
 
 def test_golden_produce_v3_request():
-    frame = frames.encode_request(0, 3, 1, None, {
-        "transactional_id": None, "acks": -1, "timeout_ms": 1000,
-        "topic_data": [{"name": "t", "partition_data": [{"index": 0, "records": b"\x01\x02"}]}],
-    })
+    frame = frames.encode_request(
+        0,
+        3,
+        1,
+        None,
+        {
+            "transactional_id": None,
+            "acks": -1,
+            "timeout_ms": 1000,
+            "topic_data": [{"name": "t", "partition_data": [{"index": 0, "records": b"\x01\x02"}]}],
+        },
+    )
     assert frame[4:] == bytes.fromhex(
-        "0000" "0003" "00000001" "ffff"  # Produce v3, correlation 1, null client id
+        "0000"
+        "0003"
+        "00000001"
+        "ffff"  # Produce v3, correlation 1, null client id
         "ffff"  # transactional id: null
-        "ffff" "000003e8"  # acks -1, timeout 1000
-        "00000001" "0001" "74"  # one topic "t"
-        "00000001" "00000000" "00000002" "0102"  # partition 0, two bytes of records
+        "ffff"
+        "000003e8"  # acks -1, timeout 1000
+        "00000001"
+        "0001"
+        "74"  # one topic "t"
+        "00000001"
+        "00000000"
+        "00000002"
+        "0102"  # partition 0, two bytes of records
     )
 
 
@@ -201,16 +223,20 @@ def test_api_versions_above_served_gets_a_v0_fallback():
     body = API_BY_KEY[18].response.decode(data, 0, 8)
     assert body["error_code"] == 35
     assert {(k["api_key"], k["min_version"], k["max_version"]) for k in body["api_keys"]} == {
-        (a.key, a.min_version, a.max_version) for a in APIS}
+        (a.key, a.min_version, a.max_version) for a in APIS
+    }
     assert not transport.disconnecting
 
 
-@pytest.mark.parametrize("frame", [
-    struct.pack(">i", 6) + b"\x00\x03\x00\x63\x00\x00",  # Metadata v99
-    struct.pack(">i", 10) + struct.pack(">hhih", 77, 0, 1, -1),  # unknown api key
-    struct.pack(">i", 12) + struct.pack(">hhih", 3, 1, 1, -1) + b"\x00\x00",  # truncated body
-    struct.pack(">i", 3) + b"abc",  # shorter than a header
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        struct.pack(">i", 6) + b"\x00\x03\x00\x63\x00\x00",  # Metadata v99
+        struct.pack(">i", 10) + struct.pack(">hhih", 77, 0, 1, -1),  # unknown api key
+        struct.pack(">i", 12) + struct.pack(">hhih", 3, 1, 1, -1) + b"\x00\x00",  # truncated body
+        struct.pack(">i", 3) + b"abc",  # shorter than a header
+    ],
+)
 def test_unparseable_frames_close_only_that_connection(frame):
     proto, transport, _ = connect()
     other, other_transport, _ = connect()
@@ -251,7 +277,7 @@ def test_a_slow_reader_pauses_request_reading():
 
 
 def test_waiting_requests_are_cancelled_when_the_connection_goes():
-    proto, transport, handlers = connect()
+    proto, _transport, handlers = connect()
     proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
     proto.connectionLost(None)
     assert handlers.waiting[0].called  # cancelled: a long-polled fetch stops waiting

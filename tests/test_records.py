@@ -26,7 +26,6 @@ from broker.protocol.records import (
     decode_varint,
     encode_varint,
     iter_records,
-    parse_header,
     split_batches,
     with_log_append_time,
 )
@@ -70,17 +69,26 @@ GOLDEN_TWO_RECORDS = bytes.fromhex(
     "00000001"  # lastOffsetDelta 1
     "0000018bcfe56805"  # baseTimestamp: the first record's, 1700000000005
     "0000018bcfe56807"  # maxTimestamp 1700000000007
-    "ffffffffffffffff" "ffff" "ffffffff"  # no producer id, epoch, sequence
+    "ffffffffffffffff"
+    "ffff"
+    "ffffffff"  # no producer id, epoch, sequence
     "00000002"  # record count 2
     "1e"  # record length 15
-    "00" "00" "00"  # attributes, timestampDelta 0, offsetDelta 0
+    "00"
+    "00"
+    "00"  # attributes, timestampDelta 0, offsetDelta 0
     "01"  # key length -1: null
-    "0a" "68656c6c6f"  # value length 5, "hello"
+    "0a"
+    "68656c6c6f"  # value length 5, "hello"
     "02"  # one header
-    "02" "68"  # header key length 1, "h"
-    "02" "31"  # header value length 1, "1"
+    "02"
+    "68"  # header key length 1, "h"
+    "02"
+    "31"  # header value length 1, "1"
     "0c"  # record length 6
-    "00" "04" "02"  # attributes, timestampDelta 2, offsetDelta 1
+    "00"
+    "04"
+    "02"  # attributes, timestampDelta 2, offsetDelta 1
     "00"  # key length 0: empty, not null
     "01"  # value length -1: null
     "00"  # no headers
@@ -111,8 +119,17 @@ def test_golden_two_records_with_header_and_nulls():
 
 @pytest.mark.parametrize(
     "value, encoded",
-    [(0, "00"), (-1, "01"), (1, "02"), (63, "7e"), (-64, "7f"), (64, "8001"), (300, "d804"),
-     (2**31 - 1, "feffffff0f"), (-(2**63), "ffffffffffffffffff01")],
+    [
+        (0, "00"),
+        (-1, "01"),
+        (1, "02"),
+        (63, "7e"),
+        (-64, "7f"),
+        (64, "8001"),
+        (300, "d804"),
+        (2**31 - 1, "feffffff0f"),
+        (-(2**63), "ffffffffffffffffff01"),
+    ],
 )
 def test_zigzag_varints(value, encoded):
     assert encode_varint(value).hex() == encoded
@@ -127,7 +144,9 @@ def test_varint_longer_than_ten_bytes_is_corrupt():
 record_strategy = st.tuples(
     st.one_of(st.none(), st.binary(max_size=64)),
     st.one_of(st.none(), st.binary(max_size=300)),
-    st.lists(st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=16))), max_size=3),
+    st.lists(
+        st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=16))), max_size=3
+    ),
     st.integers(min_value=0, max_value=2**41),
 )
 
@@ -261,8 +280,11 @@ def test_split_batches_ignores_a_trailing_partial_batch():
 # --- batches written by real Kafka client libraries ------------------------------------------
 
 _KAFKA_PYTHON_CODECS = {
-    compression.NONE: 0, compression.GZIP: 1, compression.SNAPPY: 2,
-    compression.LZ4: 3, compression.ZSTD: 4,
+    compression.NONE: 0,
+    compression.GZIP: 1,
+    compression.SNAPPY: 2,
+    compression.LZ4: 3,
+    compression.ZSTD: 4,
 }
 
 
@@ -278,8 +300,13 @@ def test_reads_batches_encoded_by_kafka_python(codec):
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=_KAFKA_PYTHON_CODECS[codec], is_transactional=False,
-        producer_id=7, producer_epoch=0, base_sequence=0, batch_size=1 << 20,
+        magic=2,
+        compression_type=_KAFKA_PYTHON_CODECS[codec],
+        is_transactional=False,
+        producer_id=7,
+        producer_epoch=0,
+        base_sequence=0,
+        batch_size=1 << 20,
     )
     expected = _client_records()
     for i, (key, value, headers, ts) in enumerate(expected):
@@ -300,8 +327,13 @@ def test_reads_batches_encoded_by_aiokafka(codec):
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=_KAFKA_PYTHON_CODECS[codec], is_transactional=False,
-        producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
+        magic=2,
+        compression_type=_KAFKA_PYTHON_CODECS[codec],
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
     )
     expected = _client_records()
     for i, (key, value, headers, ts) in enumerate(expected):
@@ -328,10 +360,18 @@ def test_kafka_python_reads_our_batches(codec, xerial):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=40)),
-                          st.one_of(st.none(), st.binary(max_size=400)),
-                          st.integers(min_value=0, max_value=2**40)), min_size=32, max_size=120),
-       st.integers(min_value=0, max_value=2**50))
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.binary(max_size=40)),
+            st.one_of(st.none(), st.binary(max_size=400)),
+            st.integers(min_value=0, max_value=2**40),
+        ),
+        min_size=32,
+        max_size=120,
+    ),
+    st.integers(min_value=0, max_value=2**50),
+)
 def test_columnar_decoding_matches_the_record_decoder(rows, base_offset):
     """The vectorised column decoder and the record-by-record one agree on every field."""
     from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns
@@ -350,12 +390,18 @@ def test_columnar_decoding_of_a_corrupt_section_is_a_corrupt_message_error():
     """A record whose length disagrees with its fields (under a valid CRC): the vectorised
     decoder declines, and the record decoder raises its typed error."""
     from broker.protocol.columns import decode_columns
-    from broker.protocol.records import HEADER_SIZE, RecordColumns, _records_section, compute_crc, decode_batch_columns
+    from broker.protocol.records import (
+        HEADER_SIZE,
+        RecordColumns,
+        _records_section,
+        compute_crc,
+        decode_batch_columns,
+    )
 
     batch = bytearray(build_batch([(None, b"x" * 10)] * 40))
     batch[HEADER_SIZE] += 2  # the first record claims one byte more than it has
     struct.pack_into(">I", batch, 17, compute_crc(batch))
-    header, data = _records_section(bytes(batch), 0, True)
+    _header, data = _records_section(bytes(batch), 0, True)
     out = RecordColumns()
     assert decode_columns(data, 40, 0, 0, None, out) is False and len(out) == 0
     with pytest.raises(CorruptMessageError):

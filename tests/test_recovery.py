@@ -8,10 +8,10 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storage_helpers import batch_for, read_all, values_by_seq
 
 from broker.log import LogConfig, PartitionLog
 from broker.protocol.records import build_batch
-from storage_helpers import batch_for, read_all, values_by_seq
 
 CONFIG = LogConfig(segment_bytes=20_000, index_interval_bytes=512)
 
@@ -48,7 +48,8 @@ def last_segment_path(directory):
 def surviving_seqs(spans, segment_base, damage_position):
     """Batches that lie wholly before the damage: in earlier segments, or ending before it."""
     return {
-        seq for seq, (base, start, end) in spans.items()
+        seq
+        for seq, (base, start, end) in spans.items()
         if base < segment_base or (base == segment_base and end <= damage_position)
     }
 
@@ -60,7 +61,9 @@ def check_appends_work(plog):
     assert read_all(plog)[-1].records[0].value == b"recovery"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(fraction=st.floats(min_value=0.0, max_value=1.0), flush_at=st.sampled_from([None, 10, 150]))
 def test_truncation_at_any_byte_of_the_last_segment(tmp_path_factory, fraction, flush_at):
     directory = tmp_path_factory.mktemp("trunc") / "events-0"
@@ -78,9 +81,14 @@ def test_truncation_at_any_byte_of_the_last_segment(tmp_path_factory, fraction, 
     check_appends_work(plog)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fraction=st.floats(min_value=0.0, max_value=0.9999), flip=st.integers(1, 255),
-       flush_at=st.sampled_from([None, 30]))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fraction=st.floats(min_value=0.0, max_value=0.9999),
+    flip=st.integers(1, 255),
+    flush_at=st.sampled_from([None, 30]),
+)
 def test_corruption_at_any_byte_of_the_last_segment(tmp_path_factory, fraction, flip, flush_at):
     directory = tmp_path_factory.mktemp("corrupt") / "events-0"
     expected, spans, recovery_point = build_log(directory, 200, flush_at)
@@ -93,7 +101,9 @@ def test_corruption_at_any_byte_of_the_last_segment(tmp_path_factory, fraction, 
         byte = f.read(1)[0]
         f.seek(position)
         f.write(bytes([byte ^ flip]))
-    damaged = next(s for s, (b, start, end) in spans.items() if b == segment_base and start <= position < end)
+    damaged = next(
+        s for s, (b, start, end) in spans.items() if b == segment_base and start <= position < end
+    )
     _, damaged_start, _ = spans[damaged]
     inside = position - damaged_start
 
@@ -136,7 +146,7 @@ def test_recovery_reads_only_the_unflushed_tail(tmp_path):
 
 def test_later_segments_are_dropped_after_a_cut(tmp_path):
     directory = tmp_path / "events-0"
-    expected, spans, _ = build_log(directory, 300, None)
+    _expected, spans, _ = build_log(directory, 300, None)
     paths = sorted(directory.glob("*.log"))
     assert len(paths) >= 4
     victim = paths[1]
@@ -146,14 +156,16 @@ def test_later_segments_are_dropped_after_a_cut(tmp_path):
     plog = reopen(directory, 0)
     got = values_by_seq(plog)
     base = int(victim.stem)
-    assert set(got) == {seq for seq, (b, s, e) in spans.items() if b < base or (b == base and e <= 100)}
+    assert set(got) == {
+        seq for seq, (b, s, e) in spans.items() if b < base or (b == base and e <= 100)
+    }
     assert len(plog.segments) == 2 and not any(p.exists() for p in paths[2:])
     check_appends_work(plog)
 
 
 def test_recovery_point_beyond_the_data_checks_the_whole_segment(tmp_path):
     directory = tmp_path / "events-0"
-    expected, spans, _ = build_log(directory, 100, 100)
+    _expected, spans, _ = build_log(directory, 100, 100)
     path = last_segment_path(directory)
     cut_at = os.path.getsize(path) // 2
     os.truncate(path, cut_at)  # the disk lost flushed data; the checkpoint says more existed
@@ -219,7 +231,12 @@ def test_leftover_temporary_and_deleted_files_are_removed(tmp_path):
     (directory / "00000000000000000000.log.deleted").write_bytes(b"old")
     (directory / "something.tmp").write_bytes(b"half")
     plog = PartitionLog.open(directory, CONFIG)
-    assert sorted(p.suffix for p in directory.iterdir()) == [".index", ".log", ".snapshot", ".timeindex"]
+    assert sorted(p.suffix for p in directory.iterdir()) == [
+        ".index",
+        ".log",
+        ".snapshot",
+        ".timeindex",
+    ]
     assert set(values_by_seq(plog)) == {0}
 
 
@@ -245,11 +262,13 @@ def test_a_torn_last_batch_is_cut_and_reported(tmp_path, cut, caplog):
 def test_largest_timestamps_survive_recovery_and_reopen(tmp_path):
     directory = tmp_path / "events-0"
     plog = PartitionLog.open(directory, LogConfig(segment_bytes=300))
-    for i, ts in enumerate((1000, 2000, 3000, 4000)):
+    for _i, ts in enumerate((1000, 2000, 3000, 4000)):
         plog.append(build_batch([(b"k", b"v" * 100)], timestamp=ts))
     assert len(plog.segments) == 4
     plog.close_without_flush()
-    plog = PartitionLog.open(directory, LogConfig(segment_bytes=300), recover=True, recovery_point=0)
+    plog = PartitionLog.open(
+        directory, LogConfig(segment_bytes=300), recover=True, recovery_point=0
+    )
     plog.close()
     plog = PartitionLog.open(directory, LogConfig(segment_bytes=300))
     assert [s.max_timestamp for s in plog.segments] == [1000, 2000, 3000, 4000]

@@ -9,9 +9,10 @@ import struct
 import threading
 import time
 
+from conftest import create_topic
+
 from broker.protocol import frames
 from broker.protocol.records import build_batch
-from conftest import create_topic
 
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 _SIZE = struct.Struct(">i")
@@ -30,16 +31,29 @@ def _read_exactly(sock, n: int) -> bytes:
 def test_pipelined_responses_to_a_slow_reader_arrive_whole_and_in_order(cluster1):
     port = cluster1.brokers[0].port
     topic = "slow-reader"
-    create_topic(port, topic, 200)  # a large Metadata answer: many MB in all, past any socket buffer
-    produce_body = {"transactional_id": None, "acks": 1, "timeout_ms": 5000, "topic_data": [
-        {"name": topic, "partition_data": [{"index": 0, "records": build_batch([(b"k", b"v" * 100)])}]}]}
+    create_topic(
+        port, topic, 200
+    )  # a large Metadata answer: many MB in all, past any socket buffer
+    produce_body = {
+        "transactional_id": None,
+        "acks": 1,
+        "timeout_ms": 5000,
+        "topic_data": [
+            {
+                "name": topic,
+                "partition_data": [{"index": 0, "records": build_batch([(b"k", b"v" * 100)])}],
+            }
+        ],
+    }
     requests = []
     for cid in range(3000):
         kind = cid % 3
         if kind == 0:
             requests.append((PRODUCE, 8, produce_body))
         elif kind == 1:
-            requests.append((METADATA, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False}))
+            requests.append(
+                (METADATA, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False})
+            )
         else:
             requests.append((API_VERSIONS, 2, {}))
 

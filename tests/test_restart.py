@@ -8,10 +8,10 @@ import json
 import time
 
 import pytest
+from conftest import create_topic
 from kazoo.client import KazooClient
 
 from broker.protocol.records import build_batch, split_batches
-from conftest import create_topic
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, free_port
 
@@ -30,20 +30,47 @@ def registration(connect: str, broker_id: int):
 
 
 def produce(conn, topic, partition, value):
-    body = {"transactional_id": None, "acks": 1, "timeout_ms": 5000,
-            "topic_data": [{"name": topic, "partition_data": [
-                {"index": partition, "records": build_batch([(None, value)])}]}]}
+    body = {
+        "transactional_id": None,
+        "acks": 1,
+        "timeout_ms": 5000,
+        "topic_data": [
+            {
+                "name": topic,
+                "partition_data": [{"index": partition, "records": build_batch([(None, value)])}],
+            }
+        ],
+    }
     result = conn.request(0, 8, body)["responses"][0]["partition_responses"][0]
     assert result["error_code"] == 0, result
 
 
 def fetch_all(conn, topic, partition) -> list[int]:
-    body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
-            "isolation_level": 1, "session_id": 0, "session_epoch": -1,
-            "topics": [{"topic": topic, "partitions": [{
-                "partition": partition, "current_leader_epoch": -1, "fetch_offset": 0,
-                "log_start_offset": -1, "partition_max_bytes": 1 << 20}]}],
-            "forgotten_topics_data": [], "rack_id": ""}
+    body = {
+        "replica_id": -1,
+        "max_wait_ms": 0,
+        "min_bytes": 0,
+        "max_bytes": 1 << 20,
+        "isolation_level": 1,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": topic,
+                "partitions": [
+                    {
+                        "partition": partition,
+                        "current_leader_epoch": -1,
+                        "fetch_offset": 0,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": 1 << 20,
+                    }
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
     part = conn.request(1, 11, body)["responses"][0]["partitions"][0]
     assert part["error_code"] == 0, part
     return [h.base_offset for _, h in split_batches(bytes(part["records"]))]
@@ -79,8 +106,12 @@ def test_a_second_live_broker_with_the_same_id_is_refused_naming_the_holder(make
     cluster = make_cluster(1)
     first = cluster.brokers[0]
     _, session = registration(cluster.zookeeper_connect, 1)
-    twin = BrokerProcess(tmp_path / "twin", 1, cluster.zookeeper_connect,
-                         overrides={"zookeeper.session.timeout.ms": "1500"})
+    twin = BrokerProcess(
+        tmp_path / "twin",
+        1,
+        cluster.zookeeper_connect,
+        overrides={"zookeeper.session.timeout.ms": "1500"},
+    )
     with pytest.raises(RuntimeError) as refused:
         twin.start()
     message = str(refused.value)
@@ -94,8 +125,13 @@ def test_a_second_broker_on_the_same_log_dirs_is_refused(make_cluster, tmp_path)
     cluster = make_cluster(1)
     first = cluster.brokers[0]
     log_dirs = first.workdir / "broker-1-logs"
-    twin = BrokerProcess(tmp_path / "twin", 2, cluster.zookeeper_connect, port=free_port(),
-                         overrides={"log.dirs": str(log_dirs)})
+    twin = BrokerProcess(
+        tmp_path / "twin",
+        2,
+        cluster.zookeeper_connect,
+        port=free_port(),
+        overrides={"log.dirs": str(log_dirs)},
+    )
     with pytest.raises(RuntimeError) as refused:
         twin.start()
     assert f"log directory {log_dirs} is locked by another process" in str(refused.value)

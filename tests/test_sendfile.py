@@ -44,9 +44,11 @@ def test_fetches_behind_a_slow_reader_go_by_sendfile_in_request_order(make_clust
         before = written_bytes(pid)
         # Two whole-log fetches with a small answer between them, all sent at once; nothing
         # is read for a while, so the broker's socket fills and its sends must wait.
-        sock.sendall(fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=1)
-                     + frames.encode_request(API_VERSIONS, 0, 2, "t", {})
-                     + fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=3))
+        sock.sendall(
+            fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=1)
+            + frames.encode_request(API_VERSIONS, 0, 2, "t", {})
+            + fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=3)
+        )
         time.sleep(0.5)
         first = read_fetch_streaming(sock)
         size, correlation_id = struct.unpack(">ii", sock.recv(8, socket.MSG_WAITALL))

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import create_topic, wait_for
+
 from consumers.consumer import Consumer
 from consumers.partitioner import partition_for_key
 from consumers.shipper import Shipper, load_state
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- helpers -----------------------------------------------------------------------------
+
 
 def append(path, lines, rng=None, fd=None):
     """Append ``lines`` (+ newline each) in pieces of random size, so the shipper also sees
@@ -42,7 +43,7 @@ def append(path, lines, rng=None, fd=None):
         pos = 0
         while pos < len(data):
             n = rng.randint(1, 4096)
-            os.write(fd, data[pos:pos + n])
+            os.write(fd, data[pos : pos + n])
             pos += n
     finally:
         if own:
@@ -91,6 +92,7 @@ def lines_of(messages, prefix):
 
 # --- in order, new files, partial lines --------------------------------------------------
 
+
 @pytest.mark.timeout(180)
 def test_lines_appended_to_two_files_arrive_in_order(cluster1, tmp_path):
     broker = cluster1.brokers[0]
@@ -99,16 +101,24 @@ def test_lines_appended_to_two_files_arrive_in_order(cluster1, tmp_path):
     logs.mkdir()
     old = logs / "c.log"  # there before the start: only what is appended later is shipped
     old.write_bytes(b"c old 1\nc old 2\nc-par")
-    shipper = Shipper("ship-order", [str(logs / "*.log")], bootstrap_servers=broker.bootstrap,
-                      state_file=tmp_path / "state.json", poll_interval=0.05, scan_interval=0.2)
+    shipper = Shipper(
+        "ship-order",
+        [str(logs / "*.log")],
+        bootstrap_servers=broker.bootstrap,
+        state_file=tmp_path / "state.json",
+        poll_interval=0.05,
+        scan_interval=0.2,
+    )
     expected = {b"a": [], b"b": [], b"c": [b"c-partial"]}
     rng = random.Random(7)
     with running(shipper):
         append(old, [b"tial"])
         for round_ in range(6):  # a.log and b.log appear after the start: read from 0
             for name in (b"a", b"b", b"c"):
-                lines = [b"%s %d %d %s" % (name, round_, i, b"x" * rng.randint(0, 300))
-                         for i in range(rng.randint(50, 400))]
+                lines = [
+                    b"%s %d %d %s" % (name, round_, i, b"x" * rng.randint(0, 300))
+                    for i in range(rng.randint(50, 400))
+                ]
                 expected[name] += lines
                 append(logs / f"{name.decode()}.log", lines, rng)
             with open(logs / "a.log", "ab") as f:  # half a line, finished next round
@@ -119,8 +129,13 @@ def test_lines_appended_to_two_files_arrive_in_order(cluster1, tmp_path):
             expected[b"a"].append(b"a half %d and the rest" % round_)
         total = sum(map(len, expected.values()))
         wait_for(lambda: shipper.lines_acked >= total, 60)
-        wait_for(lambda: all(committed(shipper, logs / f"{n}.log") == (logs / f"{n}.log").stat().st_size
-                             for n in "abc"), 30)
+        wait_for(
+            lambda: all(
+                committed(shipper, logs / f"{n}.log") == (logs / f"{n}.log").stat().st_size
+                for n in "abc"
+            ),
+            30,
+        )
     state = json.loads((tmp_path / "state.json").read_text())
     assert sorted(e["path"] for e in state["files"]) == [str(logs / f"{n}.log") for n in "abc"]
 
@@ -133,14 +148,21 @@ def test_lines_appended_to_two_files_arrive_in_order(cluster1, tmp_path):
 
 # --- rotation ----------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(180)
 def test_rotation_by_rename_and_by_truncation_ships_every_line_once(cluster1, tmp_path):
     broker = cluster1.brokers[0]
     create_topic(broker.port, "ship-rotate", 1)
     a, b = tmp_path / "a.log", tmp_path / "b.log"
-    shipper = Shipper("ship-rotate", [str(a), str(b)], bootstrap_servers=broker.bootstrap,
-                      state_file=tmp_path / "state.json", poll_interval=0.05, scan_interval=0.2,
-                      rotate_wait=1.0)
+    shipper = Shipper(
+        "ship-rotate",
+        [str(a), str(b)],
+        bootstrap_servers=broker.bootstrap,
+        state_file=tmp_path / "state.json",
+        poll_interval=0.05,
+        scan_interval=0.2,
+        rotate_wait=1.0,
+    )
     sent = []
 
     def lines(prefix, first, count):
@@ -190,13 +212,20 @@ def test_rotation_by_rename_and_by_truncation_ships_every_line_once(cluster1, tm
         append(b, lines(b"b3", 0, 150))
 
         wait_for(lambda: shipper.lines_acked >= len(sent), 60)
-        wait_for(lambda: committed(shipper, b) == b.stat().st_size
-                 and committed(shipper, a) == a.stat().st_size, 30)
+        wait_for(
+            lambda: (
+                committed(shipper, b) == b.stat().st_size
+                and committed(shipper, a) == a.stat().st_size
+            ),
+            30,
+        )
         # the rotated files are closed once read, acknowledged and quiet for rotate_wait
         wait_for(lambda: sorted(e["path"] for e in shipper.positions()) == [str(a), str(b)], 30)
     state = json.loads((tmp_path / "state.json").read_text())
     assert {e["path"]: e["offset"] for e in state["files"]} == {
-        str(a): a.stat().st_size, str(b): b.stat().st_size}
+        str(a): a.stat().st_size,
+        str(b): b.stat().st_size,
+    }
 
     got = consume(broker.bootstrap, "ship-rotate", 1, len(sent))
     counts = Counter(m.value for m in got)
@@ -224,8 +253,15 @@ def test_a_restart_resumes_and_reads_a_file_rotated_while_stopped(cluster1, tmp_
         return out
 
     def shipper():
-        return Shipper("ship-restart", [str(a), str(b)], bootstrap_servers=broker.bootstrap,
-                       state_file=state, poll_interval=0.05, scan_interval=0.2, rotate_wait=0.5)
+        return Shipper(
+            "ship-restart",
+            [str(a), str(b)],
+            bootstrap_servers=broker.bootstrap,
+            state_file=state,
+            poll_interval=0.05,
+            scan_interval=0.2,
+            rotate_wait=0.5,
+        )
 
     with running(shipper()) as first:  # a.log: from its end; b.log: new, from its start
         append(a, lines(b"a1", 0, 200))
@@ -291,10 +327,25 @@ def test_kill_9_of_the_shipper_and_of_a_broker_loses_nothing(make_cluster, tmp_p
     def start():
         with open(log_path, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "consumers.shipper", "--topic", "ship-kill",
-                 "--bootstrap-server", broker.bootstrap, "--state-file", str(state),
-                 "--from-beginning", "--poll-interval", "0.1", *map(str, paths)],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "consumers.shipper",
+                    "--topic",
+                    "ship-kill",
+                    "--bootstrap-server",
+                    broker.bootstrap,
+                    "--state-file",
+                    str(state),
+                    "--from-beginning",
+                    "--poll-interval",
+                    "0.1",
+                    *map(str, paths),
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def positions():
         return {Path(e["path"]).name: e["offset"] for e in load_state(state)}
@@ -366,12 +417,16 @@ def test_kill_9_of_the_shipper_and_of_a_broker_loses_nothing(make_cluster, tmp_p
     for (name, number), extra in duplicates.items():
         offset = number * LINE
         inside = sum(1 for low, high in zones if low.get(name, 0) <= offset < high[name])
-        assert extra <= inside, (f"{name} line {number} (offset {offset}) came {extra + 1} times, "
-                                 f"outside the unacknowledged windows {zones}")
+        assert extra <= inside, (
+            f"{name} line {number} (offset {offset}) came {extra + 1} times, "
+            f"outside the unacknowledged windows {zones}"
+        )
     window = sum(high[name] - low.get(name, 0) for low, high in zones for name in high) // LINE
     assert sum(duplicates.values()) <= window
-    print(f"{len(expected)} lines, {sum(duplicates.values())} duplicates, "
-          f"unacknowledged windows held {window} lines")
+    print(
+        f"{len(expected)} lines, {sum(duplicates.values())} duplicates, "
+        f"unacknowledged windows held {window} lines"
+    )
 
 
 @pytest.mark.timeout(240)
@@ -381,10 +436,16 @@ def test_failed_deliveries_are_read_again_from_the_committed_position(make_clust
     create_topic(broker.port, "ship-fail", 1)
     path = tmp_path / "app.log"
     path.touch()
-    shipper = Shipper("ship-fail", [str(path)], bootstrap_servers=broker.bootstrap,
-                      state_file=tmp_path / "state.json", poll_interval=0.05, retry_backoff=0.2,
-                      max_retry_backoff=1.0,
-                      producer_config={"delivery_timeout_ms": 1500, "request_timeout_ms": 2000})
+    shipper = Shipper(
+        "ship-fail",
+        [str(path)],
+        bootstrap_servers=broker.bootstrap,
+        state_file=tmp_path / "state.json",
+        poll_interval=0.05,
+        retry_backoff=0.2,
+        max_retry_backoff=1.0,
+        producer_config={"delivery_timeout_ms": 1500, "request_timeout_ms": 2000},
+    )
     sent = [b"line %05d" % i for i in range(900)]
     with running(shipper):
         append(path, sent[:300])
@@ -414,9 +475,17 @@ def test_an_unusable_state_file_stops_the_shipper_with_status_2(tmp_path):
 
     state = tmp_path / "state.json"
     state.write_text("{not json")
-    args = Namespace(topic="t", files=[str(tmp_path / "*.log")], bootstrap_server="127.0.0.1:1",
-                     zookeeper=None, state_file=str(state), key_field=None, from_beginning=False,
-                     poll_interval=0.1, compression="none")
+    args = Namespace(
+        topic="t",
+        files=[str(tmp_path / "*.log")],
+        bootstrap_server="127.0.0.1:1",
+        zookeeper=None,
+        state_file=str(state),
+        key_field=None,
+        from_beginning=False,
+        poll_interval=0.1,
+        compression="none",
+    )
     assert run(args) == 2
     assert state.read_text() == "{not json"  # left for the operator
     args.compression = "brotli"
@@ -424,6 +493,7 @@ def test_an_unusable_state_file_stops_the_shipper_with_status_2(tmp_path):
 
 
 # --- keys ---------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(180)
 def test_lines_keyed_by_a_json_field_land_on_the_murmur2_partition(cluster1, tmp_path):
@@ -443,17 +513,24 @@ def test_lines_keyed_by_a_json_field_land_on_the_murmur2_partition(cluster1, tmp
         else:
             lines.append(json.dumps({"user": f"user-{i % 23}", "n": i}).encode())
     append(path, lines)  # before the start, shipped with from_beginning
-    shipper = Shipper("ship-keys", [str(path)], zookeeper=cluster1.zookeeper_connect,
-                      key_field="user", from_beginning=True, poll_interval=0.05,
-                      compression="lz4")
+    shipper = Shipper(
+        "ship-keys",
+        [str(path)],
+        zookeeper=cluster1.zookeeper_connect,
+        key_field="user",
+        from_beginning=True,
+        poll_interval=0.05,
+        compression="lz4",
+    )
     with running(shipper):
         wait_for(lambda: shipper.lines_acked >= len(lines), 60)
 
     got = consume(broker.bootstrap, "ship-keys", 4, len(lines))
     assert sorted(m.value for m in got) == sorted(lines)
     keyed = 0
-    should_be_keyed = sum(1 for line in lines
-                          if line.startswith(b"{") and json.loads(line).get("user") is not None)
+    should_be_keyed = sum(
+        1 for line in lines if line.startswith(b"{") and json.loads(line).get("user") is not None
+    )
     for m in got:
         try:
             doc = json.loads(m.value)

@@ -18,15 +18,15 @@ from .partition import (
 from .segment import FileSlice, Segment
 
 __all__ = [
-    "LogConfig",
-    "LogDirInUseError",
-    "LogManager",
     "EARLIEST_TIMESTAMP",
     "LATEST_TIMESTAMP",
     "AppendResult",
+    "FileSlice",
+    "LogConfig",
+    "LogDirInUseError",
+    "LogManager",
     "PartitionLog",
+    "Segment",
     "SystemClock",
     "validate_topic_name",
-    "FileSlice",
-    "Segment",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def fsync_directory(directory: Path) -> None:
 
 def write_checkpoint(path: Path, offsets: Mapping[tuple[str, int], int]) -> None:
     lines = [str(VERSION), str(len(offsets))]
-    lines += [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(offsets.items())]
+    lines += [
+        f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(offsets.items())
+    ]
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 

@@ -7,8 +7,9 @@ the broker property of the same meaning (``log.segment.bytes``, ``log.retention.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import LONG_MAX, BrokerConfig, ConfigError, _choice, _int
 from ..protocol.records import CREATE_TIME, LOG_APPEND_TIME
@@ -56,12 +57,14 @@ class LogConfig:
         return LOG_APPEND_TIME if self.timestamp_type == "LogAppendTime" else CREATE_TIME
 
     @classmethod
-    def from_broker(cls, broker: BrokerConfig) -> "LogConfig":
+    def from_broker(cls, broker: BrokerConfig) -> LogConfig:
         """The broker-wide defaults from ``log.*`` properties."""
-        return cls(**{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES},
-                   producer_id_expiration_ms=broker["producer.id.expiration.ms"])
+        return cls(
+            **{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES},
+            producer_id_expiration_ms=broker["producer.id.expiration.ms"],
+        )
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "LogConfig":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LogConfig:
         """A copy with topic-level overrides (``retention.ms`` etc.) applied.
 
         Unknown names raise ConfigError, so a typo in a topic's config is not silently ignored.

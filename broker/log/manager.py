@@ -28,8 +28,8 @@ import resource
 import shutil
 import threading
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
@@ -107,7 +107,9 @@ class LogManager:
         self.recovered_unclean = False
 
     @classmethod
-    def from_broker_config(cls, config: BrokerConfig, *, clock=None, topic_overrides=None) -> "LogManager":
+    def from_broker_config(
+        cls, config: BrokerConfig, *, clock=None, topic_overrides=None
+    ) -> LogManager:
         return cls(
             config["log.dirs"],
             LogConfig.from_broker(config),
@@ -115,7 +117,9 @@ class LogManager:
             retention_check_interval_ms=config["log.retention.check.interval.ms"],
             flush_check_interval_ms=config["log.flush.scheduler.interval.ms"],
             recovery_checkpoint_interval_ms=config["log.flush.offset.checkpoint.interval.ms"],
-            start_offset_checkpoint_interval_ms=config["log.flush.start.offset.checkpoint.interval.ms"],
+            start_offset_checkpoint_interval_ms=config[
+                "log.flush.start.offset.checkpoint.interval.ms"
+            ],
             topic_overrides=topic_overrides,
         )
 
@@ -147,8 +151,11 @@ class LogManager:
         for task in ("flush", "retention", "recovery-checkpoint", "start-checkpoint"):
             self._last_run[task] = now
         self.started = True
-        log.info("log manager started with %d partition logs in %s", len(self.logs),
-                 ", ".join(map(str, self.log_dirs)))
+        log.info(
+            "log manager started with %d partition logs in %s",
+            len(self.logs),
+            ", ".join(map(str, self.log_dirs)),
+        )
 
     def _lock(self, directory: Path) -> None:
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -232,7 +239,9 @@ class LogManager:
             counts[d] += 1
         directory = min(self.log_dirs, key=lambda d: counts[d])
         plog = PartitionLog.open(
-            directory / partition_dir_name(topic, partition), self.config_for(topic), clock=self.clock
+            directory / partition_dir_name(topic, partition),
+            self.config_for(topic),
+            clock=self.clock,
         )
         self._in_background(fsync_directory, directory)
         if self._flush_pool is not None:
@@ -367,6 +376,7 @@ class LogManager:
     def _in_background(self, function, *args, wait: bool = False) -> None:
         """Run a disk write with fsyncs on the flush thread once started (in order with the
         flushes), else here; errors are logged.  With ``wait``, return once it ran."""
+
         def report(failure):
             log.error("%s failed: %s", getattr(function, "__name__", function), failure.value)
 
@@ -390,7 +400,9 @@ class LogManager:
             except OSError as exc:
                 log.error("%s failed: %s", getattr(function, "__name__", function), exc)
             return
-        threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args).addErrback(report)
+        threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args).addErrback(
+            report
+        )
 
     def enforce_retention(self) -> int:
         deleted = 0

@@ -13,14 +13,16 @@ the data after a crash.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import struct
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ..protocol import records
 from ..protocol.errors import (
@@ -90,7 +92,9 @@ class AppendResult(NamedTuple):
 class PartitionLog:
     """Appends, reads, rolls, flushes, retention and recovery of one partition's segments."""
 
-    def __init__(self, directory: Path, topic: str, partition: int, config: LogConfig, clock, segments):
+    def __init__(
+        self, directory: Path, topic: str, partition: int, config: LogConfig, clock, segments
+    ):
         self.directory = directory
         self.topic = topic
         self.partition = partition
@@ -105,7 +109,9 @@ class PartitionLog:
         self.offline = False
         self._directory_unsynced = False  # a segment file was created since the last flush
         self.flusher: Callable[[PartitionLog, int | None], None] | None = None  # see request_flush
-        self.recovery_checked_bytes = 0  # what the last open re-checked and cut, for tools and tests
+        self.recovery_checked_bytes = (
+            0  # what the last open re-checked and cut, for tools and tests
+        )
         self.recovery_cut_bytes = 0
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
         self.producer_state = ProducerStateTable(directory, config.producer_id_expiration_ms)
@@ -123,7 +129,7 @@ class PartitionLog:
         recover: bool = False,
         recovery_point: int = 0,
         log_start_offset: int = 0,
-    ) -> "PartitionLog":
+    ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``, named ``<topic>-<partition>``.
 
         With ``recover``, data from ``recovery_point`` on is re-checked batch by batch and cut
@@ -148,17 +154,21 @@ class PartitionLog:
         segments: list[Segment] = []
         try:
             if not bases:
-                segments.append(Segment.create(directory, max(0, log_start_offset), interval, now_ms))
+                segments.append(
+                    Segment.create(directory, max(0, log_start_offset), interval, now_ms)
+                )
             else:
                 for base in bases:
                     segments.append(Segment.open(directory, base, interval))
-                for segment, following in zip(segments, segments[1:]):
+                for segment, following in itertools.pairwise(segments):
                     segment.next_offset = following.base_offset
                 if recover:
                     recovery_stats = _recover_segments(directory, segments, recovery_point, now_ms)
                 elif not segments[-1].load_tail(now_ms):
-                    log.warning("%s: the last segment does not end on a batch boundary; checking it",
-                                directory)
+                    log.warning(
+                        "%s: the last segment does not end on a batch boundary; checking it",
+                        directory,
+                    )
                     last = segments[-1]
                     recovery_stats = last.recover(last.index.last_entry()[0])
                     last.prepare_for_appends(now_ms)
@@ -169,9 +179,13 @@ class PartitionLog:
         plog = cls(directory, topic, partition, config, clock, segments)
         plog._directory_unsynced = not bases
         plog.recovery_checked_bytes, plog.recovery_cut_bytes = recovery_stats
-        plog.log_start_offset = max(segments[0].base_offset, min(log_start_offset, plog.log_end_offset))
+        plog.log_start_offset = max(
+            segments[0].base_offset, min(log_start_offset, plog.log_end_offset)
+        )
         if recover:
-            plog.recovery_point = min(plog.log_end_offset, max(recovery_point, segments[0].base_offset))
+            plog.recovery_point = min(
+                plog.log_end_offset, max(recovery_point, segments[0].base_offset)
+            )
         try:
             plog._load_producer_state()
         except BaseException:
@@ -200,8 +214,12 @@ class PartitionLog:
                     replayed += 1
         self.producer_batches_replayed = replayed
         if replayed:
-            log.info("%s: producer state rebuilt from %d batch headers after offset %d",
-                     self.directory.name, replayed, start)
+            log.info(
+                "%s: producer state rebuilt from %d batch headers after offset %d",
+                self.directory.name,
+                replayed,
+                start,
+            )
 
     # --- identity ------------------------------------------------------------------------
 
@@ -220,7 +238,9 @@ class PartitionLog:
         return None
 
     def set_topic_id(self, topic_id: str) -> None:
-        atomic_write(self.directory / PARTITION_METADATA, f"version: 0\ntopic_id: {topic_id}\n".encode())
+        atomic_write(
+            self.directory / PARTITION_METADATA, f"version: 0\ntopic_id: {topic_id}\n".encode()
+        )
 
     # --- properties ----------------------------------------------------------------------
 
@@ -276,7 +296,9 @@ class PartitionLog:
                 f"{total} bytes of record batches do not fit a segment of "
                 f"{config.segment_bytes} bytes (segment.bytes)"
             )
-        if header.producer_id >= 0 or (len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)):
+        if header.producer_id >= 0 or (
+            len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)
+        ):
             batches, duplicate = self._skip_duplicates(batches)
             if duplicate is not None:
                 return duplicate
@@ -337,10 +359,15 @@ class PartitionLog:
         if fresh:
             return fresh, None
         first, last = verdicts[0], verdicts[-1]
-        log.debug("%s: duplicate batch at offsets %d-%d answered again", self.directory.name,
-                  first.first_offset, last.last_offset)
-        return fresh, AppendResult(first.first_offset, last.last_offset, -1,
-                                   sum(h.record_count for _, h in batches))
+        log.debug(
+            "%s: duplicate batch at offsets %d-%d answered again",
+            self.directory.name,
+            first.first_offset,
+            last.last_offset,
+        )
+        return fresh, AppendResult(
+            first.first_offset, last.last_offset, -1, sum(h.record_count for _, h in batches)
+        )
 
     def roll(self) -> Segment:
         """Close the active segment for appends and start a new one at the log end offset."""
@@ -350,7 +377,9 @@ class PartitionLog:
         old.close_for_appends()
         old.index.flush(fsync=False)
         old.time_index.flush(fsync=False)
-        new = Segment.create(self.directory, old.next_offset, self.config.index_interval_bytes, self._now_ms())
+        new = Segment.create(
+            self.directory, old.next_offset, self.config.index_interval_bytes, self._now_ms()
+        )
         new.next_offset = old.next_offset
         self._directory_unsynced = True
         self.segments.append(new)
@@ -518,7 +547,11 @@ class PartitionLog:
             self.pending_deletes.append((due, segment, renamed))
             log.info(
                 "%s: deleting segment %d (%d bytes) for %s; log start offset is now %d",
-                self.directory.name, segment.base_offset, segment.size, reason, self.log_start_offset,
+                self.directory.name,
+                segment.base_offset,
+                segment.size,
+                reason,
+                self.log_start_offset,
             )
         self.delete_pending(force=self.config.file_delete_delay_ms == 0)
         return len(victims)
@@ -626,7 +659,9 @@ def _recover_segments(
         if i > start and segment.base_offset != segments[i - 1].next_offset:
             log.warning(
                 "%s: segment %d does not follow offset %d; it and later segments are dropped",
-                directory.name, segment.base_offset, segments[i - 1].next_offset,
+                directory.name,
+                segment.base_offset,
+                segments[i - 1].next_offset,
             )
             cut_total += _drop_segments(segments, i)
             break
@@ -641,11 +676,16 @@ def _recover_segments(
     if cut_total:
         log.warning(
             "%s: recovery cut %d bytes of torn or corrupt data; the log now ends at offset %d",
-            directory.name, cut_total, last.next_offset,
+            directory.name,
+            cut_total,
+            last.next_offset,
         )
     log.info(
         "%s: recovered from offset %d in %.3f s (%d bytes checked)",
-        directory.name, recovery_point, time.monotonic() - began, checked,
+        directory.name,
+        recovery_point,
+        time.monotonic() - began,
+        checked,
     )
     return checked, cut_total
 

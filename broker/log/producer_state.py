@@ -134,11 +134,13 @@ class ProducerStateTable:
                 continue
             if epoch < current_epoch:
                 raise InvalidProducerEpochError(
-                    f"producer {pid} epoch {epoch} is older than its current epoch {current_epoch}")
+                    f"producer {pid} epoch {epoch} is older than its current epoch {current_epoch}"
+                )
             if epoch > current_epoch:
                 if first_seq != 0:
                     raise OutOfOrderSequenceError(
-                        f"producer {pid}'s new epoch {epoch} starts at sequence {first_seq}, not 0")
+                        f"producer {pid}'s new epoch {epoch} starts at sequence {first_seq}, not 0"
+                    )
             elif pid not in pending and (duplicate := entry.find(first_seq, last_seq)) is not None:
                 if verdicts is None:
                     verdicts = [None] * len(headers)
@@ -147,12 +149,21 @@ class ProducerStateTable:
             elif first_seq != (current_last + 1) % _SEQUENCE_MODULUS:
                 raise OutOfOrderSequenceError(
                     f"producer {pid} epoch {epoch} sent sequence {first_seq}; expected "
-                    f"{(current_last + 1) % _SEQUENCE_MODULUS}")
+                    f"{(current_last + 1) % _SEQUENCE_MODULUS}"
+                )
             pending[pid] = (epoch, last_seq)
         return verdicts
 
-    def record(self, pid: int, epoch: int, first_seq: int, last_seq: int,
-               first_offset: int, last_offset: int, now_ms: int) -> None:
+    def record(
+        self,
+        pid: int,
+        epoch: int,
+        first_seq: int,
+        last_seq: int,
+        first_offset: int,
+        last_offset: int,
+        now_ms: int,
+    ) -> None:
         """Note a batch written at ``first_offset..last_offset`` (also used when replaying
         the log, where the log is the truth and nothing is checked)."""
         entry = self.producers.get(pid)
@@ -165,8 +176,15 @@ class ProducerStateTable:
         """``record`` from a batch header (a BatchHeader or the raw header tuple)."""
         pid, epoch, base_seq, delta = header[9], header[10], header[11], header[6]
         if pid >= 0:
-            self.record(pid, epoch, base_seq, last_sequence(base_seq, delta), base_offset,
-                        base_offset + delta, now_ms)
+            self.record(
+                pid,
+                epoch,
+                base_seq,
+                last_sequence(base_seq, delta),
+                base_offset,
+                base_offset + delta,
+                now_ms,
+            )
 
     def _live(self, pid: int, now_ms: int) -> ProducerEntry | None:
         entry = self.producers.get(pid)
@@ -177,7 +195,9 @@ class ProducerStateTable:
 
     def remove_expired(self, now_ms: int) -> int:
         """Forget producers idle for ``producer.id.expiration.ms``; returns how many."""
-        expired = [pid for pid, e in self.producers.items() if now_ms - e.last_ms >= self.expiration_ms]
+        expired = [
+            pid for pid, e in self.producers.items() if now_ms - e.last_ms >= self.expiration_ms
+        ]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
@@ -235,8 +255,12 @@ class ProducerStateTable:
         for offset in reversed(snapshot_offsets(self.directory)):
             path = snapshot_path(self.directory, offset)
             if offset > log_end_offset:
-                log.info("%s: removing producer snapshot %d past the log end %d",
-                         self.directory.name, offset, log_end_offset)
+                log.info(
+                    "%s: removing producer snapshot %d past the log end %d",
+                    self.directory.name,
+                    offset,
+                    log_end_offset,
+                )
                 path.unlink()
                 continue
             try:

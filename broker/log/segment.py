@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import crc32c
 
@@ -76,8 +76,10 @@ class FileSlice:
         OSError if the file no longer holds them."""
         data = os.pread(self.fd, length, self.position + start)
         if len(data) != length:
-            raise OSError(f"segment file is shorter than a fetch expected "
-                          f"({len(data)} of {length} bytes at {self.position + start})")
+            raise OSError(
+                f"segment file is shorter than a fetch expected "
+                f"({len(data)} of {length} bytes at {self.position + start})"
+            )
         return data
 
     def read(self) -> bytes:
@@ -125,7 +127,9 @@ class Segment:
             except FileNotFoundError:
                 pass
         fd = os.open(
-            directory / (stem + LOG_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644
+            directory / (stem + LOG_SUFFIX),
+            os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+            0o644,
         )
         segment = cls(directory, base_offset, fd, index_interval)
         segment.index.reset()
@@ -136,7 +140,9 @@ class Segment:
     @classmethod
     def open(cls, directory: Path, base_offset: int, index_interval: int):
         """Open an existing segment; indexes load when first needed."""
-        fd = os.open(directory / (segment_file_stem(base_offset) + LOG_SUFFIX), os.O_RDWR | os.O_APPEND)
+        fd = os.open(
+            directory / (segment_file_stem(base_offset) + LOG_SUFFIX), os.O_RDWR | os.O_APPEND
+        )
         segment = cls(directory, base_offset, fd, index_interval)
         ts, offset = segment.time_index.last_entry()
         segment.max_timestamp, segment.offset_of_max_timestamp = ts, offset
@@ -224,7 +230,9 @@ class Segment:
         try:
             os.ftruncate(self.fd, position)
         except OSError:
-            log.exception("cannot cut %s back to %d bytes after a failed write", self.log_path, position)
+            log.exception(
+                "cannot cut %s back to %d bytes after a failed write", self.log_path, position
+            )
             raise
 
     def close_for_appends(self) -> None:
@@ -276,8 +284,9 @@ class Segment:
         entry = lookup()
         if self._entry_matches_log(entry):
             return entry
-        log.warning("%s: index entry %s does not match the log; rebuilding the index",
-                    self.log_path, entry)
+        log.warning(
+            "%s: index entry %s does not match the log; rebuilding the index", self.log_path, entry
+        )
         self.rebuild_index()
         return lookup()
 
@@ -304,8 +313,12 @@ class Segment:
                 return
             if attempt:
                 return
-            log.warning("%s: index entry (%d, %d) does not match the log; rebuilding the index",
-                        self.log_path, entry_offset, position)
+            log.warning(
+                "%s: index entry (%d, %d) does not match the log; rebuilding the index",
+                self.log_path,
+                entry_offset,
+                position,
+            )
             self.rebuild_index()
             entry_offset, position = lookup()
 
@@ -401,7 +414,7 @@ class Segment:
         ts, ts_offset = self.time_index.last_entry()
         self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
         # Batches between the last index entry and from_offset: their timestamps count too.
-        last_offset, last_position = self.index.last_entry()
+        _last_offset, last_position = self.index.last_entry()
         for _, header in self.scan_headers(last_position, position):
             self._note_timestamp(header[8], header[0])
         self._bytes_since_index = position - last_position
@@ -472,7 +485,9 @@ class Segment:
             else:
                 problem = self._check_crc(position, size, header[4])
             if problem is not None:
-                log.warning("%s: %s at byte %d; the log is cut there", self.log_path, problem, position)
+                log.warning(
+                    "%s: %s at byte %d; the log is cut there", self.log_path, problem, position
+                )
                 return position
             self._index_batch(header[0], position, size, header[8])
             expected = header[0] + header[6] + 1
@@ -490,7 +505,9 @@ class Segment:
                 return "batch cut short"
             crc = crc32c.crc32c(chunk, crc)
             done += len(chunk)
-        return None if crc == stored else f"CRC mismatch (stored {stored:#010x}, computed {crc:#010x})"
+        return (
+            None if crc == stored else f"CRC mismatch (stored {stored:#010x}, computed {crc:#010x})"
+        )
 
     def _note_timestamp(self, max_ts: int, base_offset: int) -> None:
         if max_ts > self.max_timestamp:

@@ -9,15 +9,15 @@ from .errors import KafkaError, error_for_code
 from .records import BatchHeader, Record, RecordBatch, build_batch, check_batch, decode_batch
 
 __all__ = [
-    "compression",
-    "errors",
-    "records",
-    "KafkaError",
-    "error_for_code",
     "BatchHeader",
+    "KafkaError",
     "Record",
     "RecordBatch",
     "build_batch",
     "check_batch",
+    "compression",
     "decode_batch",
+    "error_for_code",
+    "errors",
+    "records",
 ]

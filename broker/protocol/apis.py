@@ -12,7 +12,6 @@ Adding a version is widening a range and adding the fields it brought.
 from __future__ import annotations
 
 from .schema import (
-    Api,
     BOOL,
     BYTES,
     INT8,
@@ -23,13 +22,11 @@ from .schema import (
     NULLABLE_STRING,
     RECORDS,
     STRING,
+    Api,
     Array,
     Field,
     Struct,
 )
-
-
-
 
 # --- Produce (0) -----------------------------------------------------------------------------
 
@@ -37,30 +34,56 @@ PRODUCE_REQUEST = Struct(
     Field("transactional_id", NULLABLE_STRING, "3+"),
     Field("acks", INT16),
     Field("timeout_ms", INT32),
-    Field("topic_data", Array(Struct(
-        Field("name", STRING),
-        Field("partition_data", Array(Struct(
-            Field("index", INT32),
-            Field("records", RECORDS),
-        ))),
-    ))),
+    Field(
+        "topic_data",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partition_data",
+                    Array(
+                        Struct(
+                            Field("index", INT32),
+                            Field("records", RECORDS),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 PRODUCE_RESPONSE = Struct(
-    Field("responses", Array(Struct(
-        Field("name", STRING),
-        Field("partition_responses", Array(Struct(
-            Field("index", INT32),
-            Field("error_code", INT16),
-            Field("base_offset", INT64),
-            Field("log_append_time_ms", INT64, "2+", default=-1),
-            Field("log_start_offset", INT64, "5+", default=-1),
-            Field("record_errors", Array(Struct(
-                Field("batch_index", INT32),
-                Field("batch_index_error_message", NULLABLE_STRING),
-            )), "8+"),
-            Field("error_message", NULLABLE_STRING, "8+"),
-        ))),
-    ))),
+    Field(
+        "responses",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partition_responses",
+                    Array(
+                        Struct(
+                            Field("index", INT32),
+                            Field("error_code", INT16),
+                            Field("base_offset", INT64),
+                            Field("log_append_time_ms", INT64, "2+", default=-1),
+                            Field("log_start_offset", INT64, "5+", default=-1),
+                            Field(
+                                "record_errors",
+                                Array(
+                                    Struct(
+                                        Field("batch_index", INT32),
+                                        Field("batch_index_error_message", NULLABLE_STRING),
+                                    )
+                                ),
+                                "8+",
+                            ),
+                            Field("error_message", NULLABLE_STRING, "8+"),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
     Field("throttle_time_ms", INT32, "1+"),
 )
 
@@ -74,42 +97,75 @@ FETCH_REQUEST = Struct(
     Field("isolation_level", INT8, "4+"),
     Field("session_id", INT32, "7+"),
     Field("session_epoch", INT32, "7+", default=-1),
-    Field("topics", Array(Struct(
-        Field("topic", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition", INT32),
-            Field("current_leader_epoch", INT32, "9+", default=-1),
-            Field("fetch_offset", INT64),
-            Field("log_start_offset", INT64, "5+", default=-1),
-            Field("partition_max_bytes", INT32),
-        ))),
-    ))),
-    Field("forgotten_topics_data", Array(Struct(
-        Field("topic", STRING),
-        Field("partitions", Array(INT32)),
-    )), "7+"),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("topic", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition", INT32),
+                            Field("current_leader_epoch", INT32, "9+", default=-1),
+                            Field("fetch_offset", INT64),
+                            Field("log_start_offset", INT64, "5+", default=-1),
+                            Field("partition_max_bytes", INT32),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
+    Field(
+        "forgotten_topics_data",
+        Array(
+            Struct(
+                Field("topic", STRING),
+                Field("partitions", Array(INT32)),
+            )
+        ),
+        "7+",
+    ),
     Field("rack_id", STRING, "11+"),
 )
 FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
     Field("error_code", INT16, "7+"),
     Field("session_id", INT32, "7+"),
-    Field("responses", Array(Struct(
-        Field("topic", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("error_code", INT16),
-            Field("high_watermark", INT64),
-            Field("last_stable_offset", INT64, "4+", default=-1),
-            Field("log_start_offset", INT64, "5+", default=-1),
-            Field("aborted_transactions", Array(Struct(
-                Field("producer_id", INT64),
-                Field("first_offset", INT64),
-            ), nullable=True), "4+"),
-            Field("preferred_read_replica", INT32, "11+", default=-1),
-            Field("records", RECORDS),
-        ))),
-    ))),
+    Field(
+        "responses",
+        Array(
+            Struct(
+                Field("topic", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("error_code", INT16),
+                            Field("high_watermark", INT64),
+                            Field("last_stable_offset", INT64, "4+", default=-1),
+                            Field("log_start_offset", INT64, "5+", default=-1),
+                            Field(
+                                "aborted_transactions",
+                                Array(
+                                    Struct(
+                                        Field("producer_id", INT64),
+                                        Field("first_offset", INT64),
+                                    ),
+                                    nullable=True,
+                                ),
+                                "4+",
+                            ),
+                            Field("preferred_read_replica", INT32, "11+", default=-1),
+                            Field("records", RECORDS),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 
 # --- ListOffsets (2) -------------------------------------------------------------------------
@@ -117,27 +173,47 @@ FETCH_RESPONSE = Struct(
 LIST_OFFSETS_REQUEST = Struct(
     Field("replica_id", INT32),
     Field("isolation_level", INT8, "2+"),
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("current_leader_epoch", INT32, "4+", default=-1),
-            Field("timestamp", INT64),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("current_leader_epoch", INT32, "4+", default=-1),
+                            Field("timestamp", INT64),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 LIST_OFFSETS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("error_code", INT16),
-            Field("timestamp", INT64, default=-1),
-            Field("offset", INT64, default=-1),
-            Field("leader_epoch", INT32, "4+", default=-1),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("error_code", INT16),
+                            Field("timestamp", INT64, default=-1),
+                            Field("offset", INT64, default=-1),
+                            Field("leader_epoch", INT32, "4+", default=-1),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 
 # --- Metadata (3) ----------------------------------------------------------------------------
@@ -150,29 +226,44 @@ METADATA_REQUEST = Struct(
 )
 METADATA_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field("brokers", Array(Struct(
-        Field("node_id", INT32),
-        Field("host", STRING),
-        Field("port", INT32),
-        Field("rack", NULLABLE_STRING, "1+"),
-    ))),
+    Field(
+        "brokers",
+        Array(
+            Struct(
+                Field("node_id", INT32),
+                Field("host", STRING),
+                Field("port", INT32),
+                Field("rack", NULLABLE_STRING, "1+"),
+            )
+        ),
+    ),
     Field("cluster_id", NULLABLE_STRING, "2+"),
     Field("controller_id", INT32, "1+", default=-1),
-    Field("topics", Array(Struct(
-        Field("error_code", INT16),
-        Field("name", STRING),
-        Field("is_internal", BOOL, "1+"),
-        Field("partitions", Array(Struct(
-            Field("error_code", INT16),
-            Field("partition_index", INT32),
-            Field("leader_id", INT32),
-            Field("leader_epoch", INT32, "7+", default=-1),
-            Field("replica_nodes", Array(INT32)),
-            Field("isr_nodes", Array(INT32)),
-            Field("offline_replicas", Array(INT32), "5+"),
-        ))),
-        Field("topic_authorized_operations", INT32, "8+", default=-2147483648),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("error_code", INT16),
+                Field("name", STRING),
+                Field("is_internal", BOOL, "1+"),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("error_code", INT16),
+                            Field("partition_index", INT32),
+                            Field("leader_id", INT32),
+                            Field("leader_epoch", INT32, "7+", default=-1),
+                            Field("replica_nodes", Array(INT32)),
+                            Field("isr_nodes", Array(INT32)),
+                            Field("offline_replicas", Array(INT32), "5+"),
+                        )
+                    ),
+                ),
+                Field("topic_authorized_operations", INT32, "8+", default=-2147483648),
+            )
+        ),
+    ),
     Field("cluster_authorized_operations", INT32, "8+", default=-2147483648),
 )
 
@@ -181,40 +272,65 @@ METADATA_RESPONSE = Struct(
 API_VERSIONS_REQUEST = Struct()
 API_VERSIONS_RESPONSE = Struct(
     Field("error_code", INT16),
-    Field("api_keys", Array(Struct(
-        Field("api_key", INT16),
-        Field("min_version", INT16),
-        Field("max_version", INT16),
-    ))),
+    Field(
+        "api_keys",
+        Array(
+            Struct(
+                Field("api_key", INT16),
+                Field("min_version", INT16),
+                Field("max_version", INT16),
+            )
+        ),
+    ),
     Field("throttle_time_ms", INT32, "1+"),
 )
 
 # --- CreateTopics (19) -----------------------------------------------------------------------
 
 CREATE_TOPICS_REQUEST = Struct(
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("num_partitions", INT32),
-        Field("replication_factor", INT16),
-        Field("assignments", Array(Struct(
-            Field("partition_index", INT32),
-            Field("broker_ids", Array(INT32)),
-        ))),
-        Field("configs", Array(Struct(
-            Field("name", STRING),
-            Field("value", NULLABLE_STRING),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field("num_partitions", INT32),
+                Field("replication_factor", INT16),
+                Field(
+                    "assignments",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("broker_ids", Array(INT32)),
+                        )
+                    ),
+                ),
+                Field(
+                    "configs",
+                    Array(
+                        Struct(
+                            Field("name", STRING),
+                            Field("value", NULLABLE_STRING),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
     Field("timeout_ms", INT32),
     Field("validate_only", BOOL, "1+"),
 )
 CREATE_TOPICS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("error_code", INT16),
-        Field("error_message", NULLABLE_STRING, "1+"),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field("error_code", INT16),
+                Field("error_message", NULLABLE_STRING, "1+"),
+            )
+        ),
+    ),
 )
 
 # --- DeleteTopics (20) -----------------------------------------------------------------------
@@ -225,10 +341,15 @@ DELETE_TOPICS_REQUEST = Struct(
 )
 DELETE_TOPICS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    Field("responses", Array(Struct(
-        Field("name", STRING),
-        Field("error_code", INT16),
-    ))),
+    Field(
+        "responses",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field("error_code", INT16),
+            )
+        ),
+    ),
 )
 
 # --- InitProducerId (22) ---------------------------------------------------------------------
@@ -264,4 +385,4 @@ APIS = tuple(sorted(APIS + tuple(GROUP_APIS), key=lambda api: api.key))
 API_BY_KEY = {api.key: api for api in APIS}
 API_VERSIONS_KEY = 18
 
-__all__ = ["Api", "APIS", "API_BY_KEY", "API_VERSIONS_KEY", "BYTES", "NULLABLE_BYTES"]
+__all__ = ["APIS", "API_BY_KEY", "API_VERSIONS_KEY", "BYTES", "NULLABLE_BYTES", "Api"]

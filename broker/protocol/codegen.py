@@ -31,8 +31,12 @@ class _Source:
 
     def __init__(self):
         self.lines: list[str] = []
-        self.names: dict = {"ProtocolError": schema.ProtocolError, "_default": schema._default,
-                            "_I16": schema._I16, "_I32": schema._I32}
+        self.names: dict = {
+            "ProtocolError": schema.ProtocolError,
+            "_default": schema._default,
+            "_I16": schema._I16,
+            "_I32": schema._I32,
+        }
         self._count = 0
 
     def name(self, value, prefix: str = "c") -> str:
@@ -49,7 +53,7 @@ class _Source:
         self.lines.append("    " * indent + line)
 
     def build(self, function: str):
-        exec(compile("\n".join(self.lines), f"<codegen {function}>", "exec"), self.names)  # noqa: S102
+        exec(compile("\n".join(self.lines), f"<codegen {function}>", "exec"), self.names)
         return self.names[function]
 
 
@@ -80,8 +84,9 @@ def _run_format(run: list) -> struct.Struct:
 # --- decoders --------------------------------------------------------------------------------
 
 
-def _read_length(src: _Source, indent: int, target: str, nullable: bool, width: int,
-                 what: str) -> str:
+def _read_length(
+    src: _Source, indent: int, target: str, nullable: bool, width: int, what: str
+) -> str:
     """Code that reads a length (or count) prefix of ``width`` bytes: -1 is None where
     ``nullable``, other negatives are refused.  The code after it goes in the ``else:``
     branch this opens, at ``indent + 1``; returns the length's variable."""
@@ -112,11 +117,14 @@ def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None
         return
     if isinstance(t, (schema._String, schema._Bytes)):
         string = isinstance(t, schema._String)
-        length = _read_length(src, indent, target, t.nullable, 2 if string else 4,
-                              "string" if string else "bytes")
+        length = _read_length(
+            src, indent, target, t.nullable, 2 if string else 4, "string" if string else "bytes"
+        )
         emit(indent + 1, f"if pos + {length} > size:")
-        emit(indent + 2, f"raise ProtocolError(f'need {{{length}}} bytes at {{pos}}, "
-                         f"have {{size - pos}}')")
+        emit(
+            indent + 2,
+            f"raise ProtocolError(f'need {{{length}}} bytes at {{pos}}, have {{size - pos}}')",
+        )
         value = f"buf[pos:pos + {length}]"
         if string:
             value = f"str({value}, 'utf-8')"
@@ -132,8 +140,10 @@ def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None
     if isinstance(t, schema.Array):
         count = _read_length(src, indent, target, t.nullable, 4, "array")
         emit(indent + 1, f"if {count} > size - pos:")
-        emit(indent + 2, f"raise ProtocolError(f'array of {{{count}}} elements in "
-                         f"{{size - pos}} bytes')")
+        emit(
+            indent + 2,
+            f"raise ProtocolError(f'array of {{{count}}} elements in {{size - pos}} bytes')",
+        )
         emit(indent + 1, f"{target} = []")
         item = src.fresh("e")
         emit(indent + 1, f"for _ in range({count}):")
@@ -159,8 +169,11 @@ def compile_decoder(struct_: schema.Struct, version: int):
         if not f.present(version):
             default = _field_default(f)
             if isinstance(default, (list, dict)):
-                values.append(f"_default({src.name(f.type, 'T')})" if f.default is None
-                              else f"{src.name(f.default, 'D')}.copy()")
+                values.append(
+                    f"_default({src.name(f.type, 'T')})"
+                    if f.default is None
+                    else f"{src.name(f.default, 'D')}.copy()"
+                )
             else:
                 values.append(src.name(default, "D"))
             i += 1
@@ -201,8 +214,11 @@ def _write_value(src: _Source, t, version: int, indent: int, value: str) -> None
     v = src.fresh()
     emit(indent, f"{v} = {value}")
     if isinstance(t, (schema._String, schema._Bytes, schema.Array)):
-        kind = {schema._String: "a non-nullable string", schema._Bytes: "non-nullable bytes",
-                schema.Array: "a non-nullable array"}[type(t)]
+        kind = {
+            schema._String: "a non-nullable string",
+            schema._Bytes: "non-nullable bytes",
+            schema.Array: "a non-nullable array",
+        }[type(t)]
         emit(indent, f"if {v} is None:")
         if t.nullable:
             null = _NULL_STRING if isinstance(t, schema._String) else _NULL_BYTES
@@ -250,8 +266,10 @@ def compile_encoder(struct_: schema.Struct, version: int):
         run = _fixed_run(fields, i, version) or [f]
         if len(run) > 1:
             fmt = _run_format(run)
-            args = ", ".join(f"1 if {value_of(g)} else 0" if isinstance(g.type, schema._Bool)
-                             else value_of(g) for g in run)
+            args = ", ".join(
+                f"1 if {value_of(g)} else 0" if isinstance(g.type, schema._Bool) else value_of(g)
+                for g in run
+            )
             src.emit(1, f"out.append({src.name(fmt, 'S')}.pack({args}))")
         else:
             _write_value(src, f.type, version, 1, value_of(f))

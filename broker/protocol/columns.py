@@ -20,8 +20,9 @@ from .records import decode_varint
 _ZERO = np.int64(0)
 
 
-def varints(a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def varints(
+    a: np.ndarray, pos: np.ndarray, max_bytes: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zig-zag varints starting at each of ``pos``: (values, positions after them, sizes in
     bytes).  A varint still continuing after ``max_bytes`` stops there with size
     ``max_bytes + 1``, for the caller to refuse.  Positions past the end read the last byte."""
@@ -99,8 +100,9 @@ def guess_spans(a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | No
     two = two[(b >= 0x80) & ((b & 1) == 0) & (a[two + 1] < 0x80)]
     heads = np.concatenate((one, two))
     starts = heads + np.repeat(np.array([1, 2], np.int64), (len(one), len(two)))
-    lengths = np.concatenate((a[one] >> 1, ((a[two] & 0x7F) >> 1) | (a[two + 1].astype(np.int64) << 6)),
-                             dtype=np.int64)
+    lengths = np.concatenate(
+        (a[one] >> 1, ((a[two] & 0x7F) >> 1) | (a[two + 1].astype(np.int64) << 6)), dtype=np.int64
+    )
     nexts = starts + lengths
     ok = nexts <= end
     ok[ok] = a[nexts[ok] - 1] == 0  # the header count
@@ -176,8 +178,9 @@ def record_fields(data, count: int) -> RecordFields | None:
     return RecordFields(offset_delta, ts_delta, key_start, key_len, value_start, value_len)
 
 
-def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
-                   log_append_ts: int | None, out) -> bool:
+def decode_columns(
+    data: bytes, count: int, base_offset: int, base_ts: int, log_append_ts: int | None, out
+) -> bool:
     """Append ``count`` records of a (decompressed) record section to ``out`` (a
     RecordColumns); False, with ``out`` untouched, if the section needs the Python decoder."""
     fields = record_fields(data, count)
@@ -192,12 +195,16 @@ def decode_columns(data: bytes, count: int, base_offset: int, base_ts: int,
     if (key_len < 0).all():
         out.keys += [None] * count
     else:
-        out.keys += [data[x:x + n] if n >= 0 else None
-                     for x, n in zip(key_start.tolist(), key_len.tolist())]
+        out.keys += [
+            data[x : x + n] if n >= 0 else None
+            for x, n in zip(key_start.tolist(), key_len.tolist())
+        ]
     v_start = value_start.tolist()
     if (value_len >= 0).all():
         v_end = (value_start + value_len).tolist()
         out.values += [data[x:y] for x, y in zip(v_start, v_end)]
     else:
-        out.values += [data[x:x + n] if n >= 0 else None for x, n in zip(v_start, value_len.tolist())]
+        out.values += [
+            data[x : x + n] if n >= 0 else None for x, n in zip(v_start, value_len.tolist())
+        ]
     return True

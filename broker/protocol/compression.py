@@ -88,16 +88,26 @@ def _too_large(codec: str, max_size: int) -> MessageTooLargeError:
 
 def _gunzip(data: bytes, max_size: int | None = None) -> bytes:
     """Decode one or more concatenated gzip members."""
-    return _frames(data, max_size, "gzip", lambda: zlib.decompressobj(47),  # gzip or zlib header
-                   lambda d, rest, limit: d.decompress(rest, limit or 0))   # 0: no limit
+    return _frames(
+        data,
+        max_size,
+        "gzip",
+        lambda: zlib.decompressobj(47),  # gzip or zlib header
+        lambda d, rest, limit: d.decompress(rest, limit or 0),
+    )  # 0: no limit
 
 
 def _unlz4(data: bytes, max_size: int | None = None) -> bytes:
     """Decode one or more LZ4 frames."""
     if max_size is None:
         return lz4.frame.decompress(data)
-    return _frames(data, max_size, "lz4", lz4.frame.LZ4FrameDecompressor,
-                   lambda d, rest, limit: d.decompress(rest, max_length=limit))
+    return _frames(
+        data,
+        max_size,
+        "lz4",
+        lz4.frame.LZ4FrameDecompressor,
+        lambda d, rest, limit: d.decompress(rest, max_length=limit),
+    )
 
 
 def _frames(data, max_size: int | None, name: str, new_decoder, decompress) -> bytes:
@@ -141,7 +151,7 @@ def _unzstd(data: bytes, max_size: int | None = None) -> bytes:
             pos = 0
             while not decoder.eof and pos < len(rest):
                 step = max(4096, (max_size - total) // _ZSTD_MAX_RATIO)
-                out.append(decoder.decompress(rest[pos:pos + step]))
+                out.append(decoder.decompress(rest[pos : pos + step]))
                 pos += step
                 total += len(out[-1])
                 if total > max_size:

@@ -11,7 +11,7 @@ storage engine and a request handler can turn it back into the code a client exp
 
 from __future__ import annotations
 
-__all__ = ["KafkaError", "error_for_code", "ERROR_TABLE"]
+__all__ = ["ERROR_TABLE", "KafkaError", "error_for_code"]
 
 
 class KafkaError(Exception):

@@ -131,7 +131,9 @@ def api_versions_fallback(correlation_id: int) -> bytes:
 # --- the client side -------------------------------------------------------------------------
 
 
-def encode_request(api_key: int, version: int, correlation_id: int, client_id: str | None, body: dict) -> bytes:
+def encode_request(
+    api_key: int, version: int, correlation_id: int, client_id: str | None, body: dict
+) -> bytes:
     """A whole request frame, size prefix included."""
     api = API_BY_KEY[api_key]
     head = _HEAD.pack(api_key, version, correlation_id)

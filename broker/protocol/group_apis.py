@@ -18,7 +18,6 @@ OffsetFetch v1 ``topics`` decodes null although only v2+ allow it.
 from __future__ import annotations
 
 from .schema import (
-    Api,
     BOOL,
     BYTES,
     INT8,
@@ -27,6 +26,7 @@ from .schema import (
     INT64,
     NULLABLE_STRING,
     STRING,
+    Api,
     Array,
     Field,
     Struct,
@@ -60,10 +60,15 @@ JOIN_GROUP_REQUEST = Struct(
     Field("member_id", STRING),
     Field("group_instance_id", NULLABLE_STRING, "5+"),
     Field("protocol_type", STRING),
-    Field("protocols", Array(Struct(
-        Field("name", STRING),
-        Field("metadata", BYTES),
-    ))),
+    Field(
+        "protocols",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field("metadata", BYTES),
+            )
+        ),
+    ),
 )
 JOIN_GROUP_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
@@ -72,11 +77,16 @@ JOIN_GROUP_RESPONSE = Struct(
     Field("protocol_name", STRING),  # null only from v7 (flexible); "" on errors here
     Field("leader", STRING),
     Field("member_id", STRING),
-    Field("members", Array(Struct(
-        Field("member_id", STRING),
-        Field("group_instance_id", NULLABLE_STRING, "5+"),
-        Field("metadata", BYTES),
-    ))),
+    Field(
+        "members",
+        Array(
+            Struct(
+                Field("member_id", STRING),
+                Field("group_instance_id", NULLABLE_STRING, "5+"),
+                Field("metadata", BYTES),
+            )
+        ),
+    ),
 )
 
 # --- Heartbeat (12): non-flexible 0-3, flexible from 4 --------------------------------------
@@ -111,10 +121,15 @@ SYNC_GROUP_REQUEST = Struct(
     Field("generation_id", INT32),
     Field("member_id", STRING),
     Field("group_instance_id", NULLABLE_STRING, "3+"),
-    Field("assignments", Array(Struct(  # filled by the leader only; followers send []
-        Field("member_id", STRING),
-        Field("assignment", BYTES),
-    ))),
+    Field(
+        "assignments",
+        Array(
+            Struct(  # filled by the leader only; followers send []
+                Field("member_id", STRING),
+                Field("assignment", BYTES),
+            )
+        ),
+    ),
 )
 SYNC_GROUP_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
@@ -131,25 +146,45 @@ OFFSET_COMMIT_REQUEST = Struct(
     Field("member_id", STRING, "1+"),
     Field("group_instance_id", NULLABLE_STRING, "7+"),
     Field("retention_time_ms", INT64, "2-4", default=-1),  # -1: the broker's retention
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("committed_offset", INT64),
-            Field("committed_leader_epoch", INT32, "6+", default=-1),
-            Field("committed_metadata", NULLABLE_STRING),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("committed_offset", INT64),
+                            Field("committed_leader_epoch", INT32, "6+", default=-1),
+                            Field("committed_metadata", NULLABLE_STRING),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 OFFSET_COMMIT_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("error_code", INT16),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("error_code", INT16),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
 )
 
 # --- OffsetFetch (9): v1-5 here (v0 read ZooKeeper); flexible from 6 -----------------------
@@ -157,23 +192,39 @@ OFFSET_COMMIT_RESPONSE = Struct(
 OFFSET_FETCH_REQUEST = Struct(
     Field("group_id", STRING),
     # null = every partition with a committed offset; allowed from v2 only (see above)
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partition_indexes", Array(INT32)),
-    ), nullable=True)),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field("partition_indexes", Array(INT32)),
+            ),
+            nullable=True,
+        ),
+    ),
 )
 OFFSET_FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field("topics", Array(Struct(
-        Field("name", STRING),
-        Field("partitions", Array(Struct(
-            Field("partition_index", INT32),
-            Field("committed_offset", INT64),
-            Field("committed_leader_epoch", INT32, "5+", default=-1),
-            Field("metadata", NULLABLE_STRING),
-            Field("error_code", INT16),
-        ))),
-    ))),
+    Field(
+        "topics",
+        Array(
+            Struct(
+                Field("name", STRING),
+                Field(
+                    "partitions",
+                    Array(
+                        Struct(
+                            Field("partition_index", INT32),
+                            Field("committed_offset", INT64),
+                            Field("committed_leader_epoch", INT32, "5+", default=-1),
+                            Field("metadata", NULLABLE_STRING),
+                            Field("error_code", INT16),
+                        )
+                    ),
+                ),
+            )
+        ),
+    ),
     Field("error_code", INT16, "2+"),  # group-level; after the topics, not before
 )
 
@@ -185,22 +236,32 @@ DESCRIBE_GROUPS_REQUEST = Struct(
 )
 DESCRIBE_GROUPS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    Field("groups", Array(Struct(
-        Field("error_code", INT16),
-        Field("group_id", STRING),
-        Field("group_state", STRING),
-        Field("protocol_type", STRING),
-        Field("protocol_data", STRING),
-        Field("members", Array(Struct(
-            Field("member_id", STRING),
-            Field("group_instance_id", NULLABLE_STRING, "4+"),
-            Field("client_id", STRING),
-            Field("client_host", STRING),
-            Field("member_metadata", BYTES),
-            Field("member_assignment", BYTES),
-        ))),
-        Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
-    ))),
+    Field(
+        "groups",
+        Array(
+            Struct(
+                Field("error_code", INT16),
+                Field("group_id", STRING),
+                Field("group_state", STRING),
+                Field("protocol_type", STRING),
+                Field("protocol_data", STRING),
+                Field(
+                    "members",
+                    Array(
+                        Struct(
+                            Field("member_id", STRING),
+                            Field("group_instance_id", NULLABLE_STRING, "4+"),
+                            Field("client_id", STRING),
+                            Field("client_host", STRING),
+                            Field("member_metadata", BYTES),
+                            Field("member_assignment", BYTES),
+                        )
+                    ),
+                ),
+                Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
+            )
+        ),
+    ),
 )
 
 # --- ListGroups (16): non-flexible 0-2 (an empty request), flexible from 3 ------------------
@@ -209,10 +270,15 @@ LIST_GROUPS_REQUEST = Struct()
 LIST_GROUPS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
     Field("error_code", INT16),
-    Field("groups", Array(Struct(
-        Field("group_id", STRING),
-        Field("protocol_type", STRING),
-    ))),
+    Field(
+        "groups",
+        Array(
+            Struct(
+                Field("group_id", STRING),
+                Field("protocol_type", STRING),
+            )
+        ),
+    ),
 )
 
 # --- the table -------------------------------------------------------------------------------
@@ -229,4 +295,4 @@ GROUP_APIS: list[Api] = [
     Api(16, "ListGroups", 0, 2, LIST_GROUPS_REQUEST, LIST_GROUPS_RESPONSE),
 ]
 
-__all__ = ["GROUP_APIS", "AUTHORIZED_OPERATIONS_OMITTED"]
+__all__ = ["AUTHORIZED_OPERATIONS_OMITTED", "GROUP_APIS"]

@@ -115,7 +115,9 @@ def encode_response(version: int, responses: list) -> bytes:
     ``[(topic, [(partition, error_code, base_offset, log_append_time_ms, log_start_offset,
     record_errors, error_message)])]``; ``record_errors`` is a list of (batch_index,
     message) or None for none; the fields a version lacks are left out."""
-    fixed, width = _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
+    fixed, width = (
+        _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
+    )
     pack = fixed.pack
     out = [_COUNT.pack(len(responses))]
     for topic, partitions in responses:

@@ -16,8 +16,9 @@ integer inside a record is a zig-zag varint.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import crc32c
 
@@ -191,7 +192,9 @@ def split_batches(buf) -> Iterator[tuple[int, BatchHeader]]:
     while end - pos >= HEADER_SIZE:
         header = BatchHeader._make(HEADER.unpack_from(buf, pos))
         if header.batch_length < MIN_BATCH_LENGTH:
-            raise CorruptMessageError(f"record batch at byte {pos} has length {header.batch_length}")
+            raise CorruptMessageError(
+                f"record batch at byte {pos} has length {header.batch_length}"
+            )
         if pos + header.size > end:
             return
         yield pos, header
@@ -378,15 +381,21 @@ def with_log_append_time(batch, now_ms: int) -> bytes:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True, make=Record,
-                 prefix: tuple | None = None) -> RecordBatch:
+def decode_batch(
+    buf, pos: int = 0, *, verify_crc: bool = True, make=Record, prefix: tuple | None = None
+) -> RecordBatch:
     """Decode the batch at ``pos`` into its records (decompressing as needed).  ``make``
     builds each record from (offset, timestamp, key, value, headers); with ``prefix``, ``make``
     is a named-tuple class whose fields are ``prefix`` followed by those five."""
     header, data = _records_section(buf, pos, verify_crc)
     records = _decode_records(
-        data, header.record_count, header.base_offset, header.base_timestamp,
-        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None, make, prefix,
+        data,
+        header.record_count,
+        header.base_offset,
+        header.base_timestamp,
+        header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None,
+        make,
+        prefix,
     )
     return RecordBatch(header, records)
 
@@ -395,7 +404,7 @@ class RecordColumns:
     """Records as four parallel lists (offsets, timestamps, keys, values): what a columnar
     reader such as the warehouse loader wants, without a Python object per record."""
 
-    __slots__ = ("offsets", "timestamps", "keys", "values")
+    __slots__ = ("keys", "offsets", "timestamps", "values")
 
     def __init__(self):
         self.offsets: list[int] = []
@@ -407,15 +416,28 @@ class RecordColumns:
         return len(self.offsets)
 
 
-def decode_batch_columns(buf, pos: int, out: RecordColumns, *, verify_crc: bool = True) -> BatchHeader:
+def decode_batch_columns(
+    buf, pos: int, out: RecordColumns, *, verify_crc: bool = True
+) -> BatchHeader:
     """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
     header, data = _records_section(buf, pos, verify_crc)
     log_append_ts = header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None
-    if header.record_count >= 32 and _decode_columns is not None and _decode_columns(
-            data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out):
+    if (
+        header.record_count >= 32
+        and _decode_columns is not None
+        and _decode_columns(
+            data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out
+        )
+    ):
         return header
-    _decode_records(data, header.record_count, header.base_offset, header.base_timestamp,
-                    log_append_ts, columns=out)
+    _decode_records(
+        data,
+        header.record_count,
+        header.base_offset,
+        header.base_timestamp,
+        log_append_ts,
+        columns=out,
+    )
     return header
 
 
@@ -436,9 +458,16 @@ def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, byte
     return header, bytes(data)
 
 
-def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
-                    log_append_ts: int | None, make=Record, prefix: tuple | None = None,
-                    columns: RecordColumns | None = None) -> list:
+def _decode_records(
+    data: bytes,
+    count: int,
+    base_offset: int,
+    base_ts: int,
+    log_append_ts: int | None,
+    make=Record,
+    prefix: tuple | None = None,
+    columns: RecordColumns | None = None,
+) -> list:
     """The records of a batch's (decompressed) record section (or, with ``columns``, appended
     to those lists).  One-byte varints, by far the most common, are read inline; longer ones
     go through ``decode_varint``."""
@@ -531,7 +560,12 @@ def _decode_records(data: bytes, count: int, base_offset: int, base_ts: int,
             elif prefix is None:
                 append(make(base_offset + offset_delta, ts, key, value, headers))
             else:  # a tuple subclass whose first fields are (topic, partition)
-                append(new(make, (topic, partition, base_offset + offset_delta, ts, key, value, headers)))
+                append(
+                    new(
+                        make,
+                        (topic, partition, base_offset + offset_delta, ts, key, value, headers),
+                    )
+                )
     except IndexError:
         raise CorruptMessageError("record data ends inside a record") from None
     return records

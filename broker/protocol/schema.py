@@ -21,21 +21,21 @@ from . import codegen
 from .errors import CorruptMessageError
 
 __all__ = [
-    "Field",
-    "Struct",
-    "Array",
-    "ProtocolError",
+    "BOOL",
+    "BYTES",
     "INT8",
     "INT16",
     "INT32",
     "INT64",
-    "BOOL",
-    "STRING",
-    "NULLABLE_STRING",
-    "BYTES",
     "NULLABLE_BYTES",
+    "NULLABLE_STRING",
     "RECORDS",
+    "STRING",
+    "Array",
+    "Field",
+    "ProtocolError",
     "Reader",
+    "Struct",
 ]
 
 

@@ -109,14 +109,18 @@ def _guess_spans(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
         return None
     heads = np.array(heads, np.int64)
     lengths, starts, size = varints(a, heads, INT_VARINT_BYTES)
-    if (size > 2).any() or (lengths < MIN_RECORD_BODY).any() \
-            or not np.array_equal(starts[:-1] + lengths[:-1], heads[1:]):
+    if (
+        (size > 2).any()
+        or (lengths < MIN_RECORD_BODY).any()
+        or not np.array_equal(starts[:-1] + lengths[:-1], heads[1:])
+    ):
         return None
     return starts, lengths
 
 
-def _spans(a: np.ndarray, heads: list[int], after: int, count: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _spans(
+    a: np.ndarray, heads: list[int], after: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Starts and lengths of the records at ``heads`` (an exact walk that ended at ``after``),
     or the error of the first record whose length is wrong."""
     h = np.array(heads, np.int64)
@@ -128,15 +132,19 @@ def _spans(a: np.ndarray, heads: list[int], after: int, count: int
             raise record_error("length varint is longer than 5 bytes", i)
         raise record_error(f"length {int(lengths[i])} is shorter than any record", i)
     if len(heads) < count:
-        raise record_error("the length varint is malformed or runs past the record data",
-                           len(heads))
+        raise record_error(
+            "the length varint is malformed or runs past the record data", len(heads)
+        )
     end = len(a)
     if after > end:
-        raise record_error(f"length {int(lengths[-1])} runs {after - end} bytes past the end "
-                           "of the record data", count - 1)
+        raise record_error(
+            f"length {int(lengths[-1])} runs {after - end} bytes past the end of the record data",
+            count - 1,
+        )
     if after < end:
-        raise record_error(f"{end - after} bytes follow the last of the {count} records the "
-                           "header counts")
+        raise record_error(
+            f"{end - after} bytes follow the last of the {count} records the header counts"
+        )
     return starts, lengths
 
 
@@ -160,8 +168,9 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
             raise record_error(f"length {length} is shorter than any record", i)
         record_end = pos + length
         if record_end > end:
-            raise record_error(f"length {length} runs {record_end - end} bytes past the end of "
-                               "the record data", i)
+            raise record_error(
+                f"length {length} runs {record_end - end} bytes past the end of the record data", i
+            )
         ts_start = pos + 1
         b = data[ts_start]  # inside the record: its length is at least MIN_RECORD_BODY
         if b < 0x80:
@@ -171,8 +180,9 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
         else:
             ts_delta, pos = _varint(data, ts_start, LONG_VARINT_BYTES, i, "timestampDelta")
             if (any_delta or pos - ts_start > _SAFE_DELTA_BYTES) and not (
-                    INT64_MIN <= ts_delta <= INT64_MAX
-                    and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX):
+                INT64_MIN <= ts_delta <= INT64_MAX
+                and INT64_MIN <= base_timestamp + ts_delta <= INT64_MAX
+            ):
                 raise record_error(_TIMESTAMP_RANGE, i)
         b = data[pos] if pos < end else 0x80
         if b < 0x80:
@@ -208,13 +218,17 @@ def _check_small(data, count: int, base_timestamp: int) -> None:
         if header_count:
             pos = _walk_headers(data, pos, 0, header_count, record_end, i)
         if pos != record_end:
-            raise record_error(f"the fields end at byte {pos - record_end + length} of a record "
-                               f"of length {length}", i)
+            raise record_error(
+                f"the fields end at byte {pos - record_end + length} of a record "
+                f"of length {length}",
+                i,
+            )
         if offset_delta != i:
             raise record_error(f"offsetDelta {offset_delta} where {i} was expected", i)
     if pos != end:
-        raise record_error(f"{end - pos} bytes follow the last of the {count} records the "
-                           "header counts")
+        raise record_error(
+            f"{end - pos} bytes follow the last of the {count} records the header counts"
+        )
 
 
 _TIMESTAMP_RANGE = "the timestamp (base timestamp plus timestampDelta) does not fit a 64-bit long"
@@ -239,7 +253,9 @@ def _varint(data, pos: int, max_bytes: int, index: int, what: str) -> tuple[int,
     return value, after
 
 
-def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_timestamp: int) -> None:
+def _check_fields(
+    a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_timestamp: int
+) -> None:
     """The fields of every record at once, each record ``[starts[i], starts[i] + lengths[i])``."""
     ends = starts + lengths
     count = len(starts)
@@ -258,7 +274,10 @@ def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_t
     value_len, p, value_size = varints(a, p)
     p = p + np.maximum(value_len, 0)
     longest_ts = int(ts_size.max())
-    if longest_ts > LONG_VARINT_BYTES or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES:
+    if (
+        longest_ts > LONG_VARINT_BYTES
+        or (offset_size | key_size | value_size).max() > INT_VARINT_BYTES
+    ):
         first_bad(ts_size > LONG_VARINT_BYTES, "timestampDelta varint is longer than 10 bytes")
         first_bad(offset_size > INT_VARINT_BYTES, "offsetDelta varint is longer than 5 bytes")
         first_bad(key_size > INT_VARINT_BYTES, "key length varint is longer than 5 bytes")
@@ -268,29 +287,44 @@ def _check_fields(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray, base_t
         base = np.int64(base_timestamp)
         with np.errstate(over="ignore"):
             ts = ts_delta + base
-        first_bad(((ts_delta > 0) & (ts < base)) | ((ts_delta < 0) & (ts > base))
-                  | ((ts_size == LONG_VARINT_BYTES) & (a.take(ts_end - 1, mode="clip") > 1)),
-                  _TIMESTAMP_RANGE)
+        first_bad(
+            ((ts_delta > 0) & (ts < base))
+            | ((ts_delta < 0) & (ts > base))
+            | ((ts_size == LONG_VARINT_BYTES) & (a.take(ts_end - 1, mode="clip") > 1)),
+            _TIMESTAMP_RANGE,
+        )
     expected = np.arange(count)
-    if np.array_equal(p + 1, ends) and not a.take(p, mode="clip").any() \
-            and np.array_equal(offset_delta, expected):
+    if (
+        np.array_equal(p + 1, ends)
+        and not a.take(p, mode="clip").any()
+        and np.array_equal(offset_delta, expected)
+    ):
         return  # the common case: no record has headers, and all is in order
-    first_bad(p >= ends, lambda i: "key and value run past the record's length "
-                                   f"{int(lengths[i])}")
+    first_bad(p >= ends, lambda i: f"key and value run past the record's length {int(lengths[i])}")
     header_count, p, size = varints(a, p)
     first_bad(size > INT_VARINT_BYTES, "header count varint is longer than 5 bytes")
     # Each header takes at least two bytes (two one-byte lengths).
-    first_bad((header_count < 0) | (header_count * 2 > ends - p),
-              lambda i: f"header count {int(header_count[i])} does not fit the record")
+    first_bad(
+        (header_count < 0) | (header_count * 2 > ends - p),
+        lambda i: f"header count {int(header_count[i])} does not fit the record",
+    )
     with_headers = np.flatnonzero(header_count)
     if len(with_headers):
         p = p.copy()
-        p[with_headers] = _skip_headers(a, p[with_headers], header_count[with_headers],
-                                        ends[with_headers], with_headers)
-    first_bad(p != ends, lambda i: f"the fields end at byte {int(p[i] - starts[i])} of a record "
-                                   f"of length {int(lengths[i])}")
-    first_bad(offset_delta != expected,
-              lambda i: f"offsetDelta {int(offset_delta[i])} where {i} was expected")
+        p[with_headers] = _skip_headers(
+            a, p[with_headers], header_count[with_headers], ends[with_headers], with_headers
+        )
+    first_bad(
+        p != ends,
+        lambda i: (
+            f"the fields end at byte {int(p[i] - starts[i])} of a record "
+            f"of length {int(lengths[i])}"
+        ),
+    )
+    first_bad(
+        offset_delta != expected,
+        lambda i: f"offsetDelta {int(offset_delta[i])} where {i} was expected",
+    )
 
 
 def _skip_headers(a, p, counts, ends, index) -> np.ndarray:
@@ -301,15 +335,19 @@ def _skip_headers(a, p, counts, ends, index) -> np.ndarray:
         live = np.flatnonzero(counts > j)
         if len(live) <= 2 and counts[live].max() - j > 8:
             for k in live.tolist():
-                p[k] = _walk_headers(a.data, int(p[k]), j, int(counts[k]), int(ends[k]), int(index[k]))
+                p[k] = _walk_headers(
+                    a.data, int(p[k]), j, int(counts[k]), int(ends[k]), int(index[k])
+                )
             break
         q = p[live]
         key_len, q, size = varints(a, q)
         bad = (size > INT_VARINT_BYTES) | (key_len < 0)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise record_error(f"header {j} has a malformed or negative key length "
-                               f"{int(key_len[k])}", int(index[live[k]]))
+            raise record_error(
+                f"header {j} has a malformed or negative key length {int(key_len[k])}",
+                int(index[live[k]]),
+            )
         q = q + key_len
         value_len, q, size = varints(a, q)
         bad = (size > INT_VARINT_BYTES) | (q > ends[live])
@@ -327,8 +365,9 @@ def _walk_headers(data, pos: int, first: int, count: int, end: int, index: int) 
             start = pos
             key_len, pos = decode_varint(data, pos)
             if pos - start > INT_VARINT_BYTES or key_len < 0:
-                raise record_error(f"header {j} has a malformed or negative key length {key_len}",
-                                   index)
+                raise record_error(
+                    f"header {j} has a malformed or negative key length {key_len}", index
+                )
             start = pos = pos + key_len
             value_len, pos = decode_varint(data, pos)
             if pos - start > INT_VARINT_BYTES or pos > end:
