@@ -42,20 +42,26 @@ import os
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
 from broker.protocol.compression import CODECS_BY_NAME
+from broker.protocol.durable import atomic_write
 from broker.protocol.errors import KafkaError
 
 from .producer import Producer, ProducerClosedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Shipper", "StateError", "add_arguments", "main", "run", "write_atomically"]
+__all__ = [
+    "Shipper",
+    "StateError",
+    "add_arguments",
+    "main",
+    "run",
+]
 
 STATE_VERSION = 1
 _CHUNK = 256 * 1024
@@ -64,31 +70,6 @@ _LINE_COST = 64  # bookkeeping per in-flight line, counted against max_inflight_
 
 class StateError(RuntimeError):
     """The state file exists but cannot be used."""
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temporary file in the same directory, fsync, rename,
-    fsync of the directory.  Readers see the old or the new content, never a mix."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def load_state(path: str | os.PathLike) -> list[dict]:
@@ -778,7 +759,7 @@ class Shipper:
         if doc == self._saved_doc:
             return False
         try:
-            write_atomically(self.state_file, (json.dumps(doc, indent=1) + "\n").encode())
+            atomic_write(self.state_file, (json.dumps(doc, indent=1) + "\n").encode())
         except OSError as exc:
             if not self._state_error_logged:
                 log.error(

@@ -19,7 +19,7 @@ from pathlib import Path
 import fsspec
 from fsspec.core import url_to_fs
 
-from broker.log.checkpoint import atomic_write
+from broker.protocol.durable import atomic_write
 
 RENAME_PROTOCOLS = {"file", "local", "hdfs", "arrow_hdfs", "viewfs"}
 

@@ -9,9 +9,10 @@ file, never a mix.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from ..protocol.durable import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -22,30 +23,6 @@ LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable; the caller falls back to a full recovery."""
-
-
-def atomic_write(path: Path, data: bytes, tmp: Path | None = None) -> None:
-    """Replace ``path`` with ``data``: temp file (``tmp``, by default beside ``path``; it
-    must be on the same file system), fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp") if tmp is None else tmp
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_checkpoint(path: Path, offsets: Mapping[tuple[str, int], int]) -> None:

@@ -35,13 +35,12 @@ from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 from ..config import LONG_MAX, BrokerConfig
+from ..protocol.durable import atomic_write, fsync_directory
 from ..protocol.errors import KafkaStorageError
 from .checkpoint import (
     LOG_START_OFFSET_FILE,
     RECOVERY_POINT_FILE,
     CheckpointError,
-    atomic_write,
-    fsync_directory,
     read_checkpoint,
     write_checkpoint,
 )

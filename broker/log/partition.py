@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..protocol import records
+from ..protocol.durable import atomic_write, fsync_directory
 from ..protocol.errors import (
     InvalidTopicError,
     KafkaStorageError,
@@ -33,7 +34,6 @@ from ..protocol.errors import (
 )
 from ..protocol.records import LOG_OVERHEAD, check_batch
 from ..protocol.validate import check_records
-from .checkpoint import atomic_write, fsync_directory
 from .config import LogConfig
 from .producer_state import ProducerStateTable
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment

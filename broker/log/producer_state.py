@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import crc32c
 
+from ..protocol.durable import atomic_write
 from ..protocol.errors import ERROR_TABLE, error_for_code
-from .checkpoint import atomic_write
 
 log = logging.getLogger(__name__)
 
