@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.protocol.records import split_batches
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
 
@@ -345,8 +346,7 @@ def create_topic(port: int, name: str, partitions: int = 1) -> None:
     """CreateTopics v4, as tests/conftest.py does it."""
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         body = conn.request(
-            19,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {
@@ -372,7 +372,7 @@ def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
             body = conn.request(
-                3, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False}
+                ApiKey.METADATA, {"topics": [{"name": topic}], "allow_auto_topic_creation": False}
             )
         topics = body["topics"]
         if (
@@ -406,14 +406,14 @@ def log_end_offset(port: int, topic: str) -> int:
     """ListOffsets v1 with timestamp -1 (latest) for partition 0."""
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         body = conn.request(
-            2,
-            1,
+            ApiKey.LIST_OFFSETS,
             {
                 "replica_id": -1,
                 "topics": [
                     {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}
                 ],
             },
+            version=1,
         )
     entry = body["topics"][0]["partitions"][0]
     if entry["error_code"] != 0:

@@ -25,10 +25,9 @@ from twisted.internet import protocol
 from twisted.protocols.basic import Int32StringReceiver
 
 from broker.protocol import frames
-from broker.protocol.apis import API_BY_KEY
+from broker.protocol.registry import API_BY_KEY, ApiKey
 
-PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
-SERVED = {PRODUCE: (0, 8), METADATA: (0, 8), API_VERSIONS: (0, 2)}
+SERVED = {ApiKey.PRODUCE: (0, 8), ApiKey.METADATA: (0, 8), ApiKey.API_VERSIONS: (0, 2)}
 NODE_ID = 0
 
 _HEAD = struct.Struct(">hhi")
@@ -60,7 +59,7 @@ def _produce_parts(version: int, topics: list[tuple[str, list[int]]]) -> bytes:
         ],
         "throttle_time_ms": 0,
     }
-    return API_BY_KEY[PRODUCE].response.encode(body, version)
+    return API_BY_KEY[ApiKey.PRODUCE].response.encode(body, version)
 
 
 class CeilingProtocol(Int32StringReceiver):
@@ -75,19 +74,19 @@ class CeilingProtocol(Int32StringReceiver):
 
     def stringReceived(self, payload: bytes):
         api_key, version, correlation_id = _HEAD.unpack_from(payload, 0)
-        if api_key == PRODUCE:
+        if api_key == ApiKey.PRODUCE:
             self._produce(payload, version, correlation_id)
             return
         served = SERVED.get(api_key)
         if served is None or not served[0] <= version <= served[1]:
-            if api_key == API_VERSIONS:
+            if api_key == ApiKey.API_VERSIONS:
                 self.transport.write(frames.api_versions_fallback(correlation_id))
                 return
             self.transport.loseConnection()
             return
         request = frames.decode_request(payload)
         api = request.api
-        if api_key == API_VERSIONS:
+        if api_key == ApiKey.API_VERSIONS:
             body = {
                 "error_code": 0,
                 "throttle_time_ms": 0,

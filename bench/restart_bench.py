@@ -36,6 +36,7 @@ from benchlib import (
 )
 
 from broker.protocol.records import build_batch, split_batches
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
 
@@ -61,7 +62,7 @@ def _produce_tail(port: int, partitions: int, batches: int) -> None:
                     }
                 ],
             }
-            response = conn.request(0, 8, body)["responses"][0]["partition_responses"]
+            response = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"]
             failed = [r for r in response if r["error_code"]]
             if failed:
                 raise BenchmarkError(f"produce failed: {failed[0]}")
@@ -94,7 +95,7 @@ def _records_in(port: int, partition: int) -> int:
         "rack_id": "",
     }
     with BrokerConnection("127.0.0.1", port, timeout=5) as conn:
-        part = conn.request(1, 11, body)["responses"][0]["partitions"][0]
+        part = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"][0]
     if part["error_code"]:
         return -1
     return sum(h.record_count for _, h in split_batches(bytes(part["records"])))

@@ -39,6 +39,7 @@ from .protocol.errors import (
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
+from .protocol.registry import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,17 @@ class GroupHandlers:
             initial_rebalance_delay_ms=initial_rebalance_delay_ms,
         )
         self.table = {
-            8: self.offset_commit,
-            9: self.offset_fetch,
-            10: self.find_coordinator,
-            12: self.heartbeat,
-            13: self.leave_group,
-            14: self.sync_group,
-            15: self.describe_groups,
-            16: self.list_groups,
+            ApiKey.OFFSET_COMMIT: self.offset_commit,
+            ApiKey.OFFSET_FETCH: self.offset_fetch,
+            ApiKey.FIND_COORDINATOR: self.find_coordinator,
+            ApiKey.HEARTBEAT: self.heartbeat,
+            ApiKey.LEAVE_GROUP: self.leave_group,
+            ApiKey.SYNC_GROUP: self.sync_group,
+            ApiKey.DESCRIBE_GROUPS: self.describe_groups,
+            ApiKey.LIST_GROUPS: self.list_groups,
         }
-        self.contextual = {11: self.join_group}  # these also get the request and connection
+        # These also get the request and the connection.
+        self.contextual = {ApiKey.JOIN_GROUP: self.join_group}
         self._commit_locks: dict[str, defer.DeferredLock] = {}
 
     # --- coordinator choice --------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Request handlers: one method per API, over the log manager and the cluster metadata.
 
-``RequestHandlers.handle(request, connection)`` dispatches on the API key through one table;
-each handler returns a response body, a Deferred of one, or None (Produce with acks=0).
+``RequestHandlers.handle(request, connection)`` dispatches on the API key through one table
+keyed by ``ApiKey``, which must answer every API the registry advertises (checked when the
+handlers are built, so a broker missing one refuses to start); each handler returns a response
+body, a Deferred of one, or None (Produce with acks=0).
 Errors in one partition become that partition's error code; the rest of the request goes on.
 """
 
@@ -18,8 +20,9 @@ from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
 from .log import LogConfig, LogManager
 from .log.partition import validate_topic_name
-from .protocol import errors, frames, produce
+from .protocol import errors, produce
 from .protocol.errors import KafkaError, error_code
+from .protocol.registry import ApiKey, api_versions_body, check_handlers
 from .server import CLOSE_CONNECTION
 
 log = logging.getLogger(__name__)
@@ -58,20 +61,27 @@ class RequestHandlers:
             max_session_timeout_ms=config["group.max.session.timeout.ms"],
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         )
-        self.table = {
-            0: self.produce,
-            1: self.fetch,
-            2: self.list_offsets,
-            3: self.metadata_request,
-            18: self.api_versions,
-            19: self.create_topics,
-            20: self.delete_topics,
-            22: self.init_producer_id,
+        self.table = self.handler_table()
+        self.contextual = self.groups.contextual
+        check_handlers({**self.table, **self.contextual})
+
+    def handler_table(self) -> dict:
+        """Each API's handler, ``handler(body, version)``, keyed by ``ApiKey``; those of
+        ``contextual`` also get the request and the connection."""
+        return {
+            ApiKey.PRODUCE: self.produce,
+            ApiKey.FETCH: self.fetch,
+            ApiKey.LIST_OFFSETS: self.list_offsets,
+            ApiKey.METADATA: self.metadata_request,
+            ApiKey.API_VERSIONS: self.api_versions,
+            ApiKey.CREATE_TOPICS: self.create_topics,
+            ApiKey.DELETE_TOPICS: self.delete_topics,
+            ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
             **self.groups.table,
         }
 
     def handle(self, request, connection):
-        contextual = self.groups.contextual.get(request.api.key)
+        contextual = self.contextual.get(request.api.key)
         if contextual is not None:
             return contextual(request, connection)
         return self.table[request.api.key](request.body, request.header.api_version)
@@ -98,7 +108,7 @@ class RequestHandlers:
     # --- ApiVersions ---------------------------------------------------------------------
 
     def api_versions(self, body, version):
-        return frames.api_versions_body()
+        return api_versions_body()
 
     # --- Produce -------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """The broker's network side: a Twisted protocol that frames requests and keeps responses
 in request order, and the factory that holds the request handlers.
 
-The protocol only connects bytes to handlers: ``frames.decode_request`` parses, a handler
-returns a response body (or a Deferred of one, or None for a Produce with acks=0), and
-``frames.encode_response_parts`` serialises.  A frame over ``socket.request.max.bytes``, or one
-that does not parse, closes that connection only, with a log line.
+The protocol only connects bytes to handlers: ``frames.FrameSplitter`` cuts the stream into
+frames, ``frames.decode_request`` parses, a handler returns a response body (or a Deferred of
+one, or None for a Produce with acks=0), a ``PendingResponse`` keeps its place in request
+order, and ``frames.encode_response_parts`` serialises.  A frame over
+``socket.request.max.bytes``, or one that does not parse, closes that connection only, with a
+log line.
 
 A fetch response carries file ranges (``FileSlice``) rather than record bytes: the response's
 framing is written first, then each range goes out by ``os.sendfile`` from the page cache to
@@ -28,7 +30,7 @@ from twisted.internet import defer, protocol, tcp
 
 from .log.segment import FileSlice
 from .protocol import frames
-from .protocol.apis import API_VERSIONS_KEY, APIS
+from .protocol.registry import APIS, Api, ApiKey
 from .protocol.schema import RECORDS, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,24 @@ USE_SENDFILE = hasattr(os, "sendfile")
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # sendfile cannot serve these fds
 
 
-_SIZE = struct.Struct(">i")
 _RESPONSE_HEAD = struct.Struct(">ii")  # frame size, correlation id
 # APIs whose responses may carry file ranges (Fetch's records), encoded as parts.
 _STREAMED = frozenset(api.key for api in APIS if api.response.holds(RECORDS))
+
+
+class PendingResponse:
+    """A response owed to a request in progress: it leaves once ``ready`` and every response
+    before it has left.  ``api`` None: ``body`` is a whole frame encoded already."""
+
+    __slots__ = ("api", "body", "correlation_id", "deferred", "ready", "version")
+
+    def __init__(self, correlation_id: int | None, api: Api | None, version: int | None):
+        self.correlation_id = correlation_id
+        self.api = api
+        self.version = version
+        self.body = None  # the handler's answer, _NO_RESPONSE, or CLOSE_CONNECTION
+        self.ready = False
+        self.deferred: defer.Deferred | None = None  # the handler's answer still to come
 
 
 class KafkaServerProtocol(protocol.Protocol):
@@ -53,12 +69,10 @@ class KafkaServerProtocol(protocol.Protocol):
     def __init__(self, handlers, max_length: int):
         self.handlers = handlers
         self.MAX_LENGTH = max_length
-        self._pending: deque = deque()  # [correlation_id, api, version, body or None, ready]
+        self._pending: deque[PendingResponse] = deque()  # responses owed, in request order
         self._closed = False
         self.peer = "?"
-        self._chunks: list[bytes] = []  # received bytes not yet framed
-        self._buffered = 0
-        self._needed = 4  # bytes needed before the next step can run
+        self._splitter = frames.FrameSplitter(max_length)
         self._queue_full = False  # too many requests in progress: reading paused
         self._writes_full = False  # the transport's write buffer is full: reading paused
         self._out: deque = deque()  # response parts not yet written: bytes or file ranges
@@ -69,40 +83,25 @@ class KafkaServerProtocol(protocol.Protocol):
         self._tcp = False  # a plain TCP transport: responses may go straight to its socket
 
     def dataReceived(self, data: bytes):
-        """Split the stream into frames.  Pieces of a large frame are joined once, when the
-        frame is complete (not on every read), and small frames are cut out of one buffer."""
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered < self._needed or self._closed:
-            return
-        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        view = memoryview(buf)
-        pos, end = 0, len(buf)
-        # Responses ready while this read's frames are handled leave in one write, after.
+        """Feed the splitter and handle each whole frame; responses ready meanwhile leave in
+        one write, after."""
+        splitter = self._splitter
+        splitter.feed(data)
         self._receiving = True
         too_long = None
         try:
-            while end - pos >= 4 and not self._closed:
-                size = _SIZE.unpack_from(buf, pos)[0]
-                if size < 0 or size > self.MAX_LENGTH:
-                    too_long = size if size >= 0 else size + 2**32
+            while not self._closed:
+                frame = splitter.next_frame()
+                if frame is None:
                     break
-                if end - pos - 4 < size:
-                    self._needed = size + 4
-                    break
-                frame = view[pos + 4 : pos + 4 + size]
-                pos += 4 + size
-                self._needed = 4
                 self.stringReceived(frame)
+        except frames.FrameTooLargeError as exc:
+            too_long = exc
         finally:
             self._receiving = False
         self._send_more()
         if too_long is not None:
-            self.lengthLimitExceeded(too_long)
-            return
-        rest = buf[pos:] if pos else buf
-        self._chunks = [rest] if rest else []
-        self._buffered = len(rest)
+            self.lengthLimitExceeded(too_long.size)
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -125,7 +124,7 @@ class KafkaServerProtocol(protocol.Protocol):
     def connectionLost(self, reason=None):
         self._closed = True
         self.factory.connections.discard(self)
-        waiting = [slot[5] for slot in self._pending if slot[5] is not None]
+        waiting = [slot.deferred for slot in self._pending if slot.deferred is not None]
         self._pending.clear()
         self._out.clear()
         for deferred in waiting:  # e.g. long-polled fetches: nobody will read their answers
@@ -170,7 +169,7 @@ class KafkaServerProtocol(protocol.Protocol):
             request = frames.decode_request(payload)
         except frames.UnsupportedApiError as exc:
             header = exc.header
-            if header.api_key == API_VERSIONS_KEY:
+            if header.api_key == ApiKey.API_VERSIONS:
                 # KIP-511: answer in v0 with the versions we serve; the client retries.
                 self._enqueue_raw(frames.api_versions_fallback(header.correlation_id))
                 return
@@ -201,44 +200,47 @@ class KafkaServerProtocol(protocol.Protocol):
                 return
             slot = self._queue_slot(header, request.api)
         if isinstance(result, defer.Deferred):
-            slot[5] = result
+            slot.deferred = result
             result.addCallbacks(
                 self._completed, self._failed, callbackArgs=(slot,), errbackArgs=(slot,)
             )
         else:
             self._completed(result, slot)
 
-    def _queue_slot(self, header, api) -> list:
+    def _queue_slot(self, header, api) -> PendingResponse:
         """A place in the response queue for a request in progress."""
-        slot = [header.correlation_id, api, header.api_version, None, False, None]
+        slot = PendingResponse(header.correlation_id, api, header.api_version)
         self._pending.append(slot)
         if len(self._pending) >= MAX_PENDING and not self._queue_full:
             self._queue_full = True
             self._update_reading()
         return slot
 
-    def _completed(self, body, slot):
-        slot[3] = _NO_RESPONSE if body is None else body
-        slot[4] = True
+    def _completed(self, body, slot: PendingResponse):
+        slot.body = _NO_RESPONSE if body is None else body
+        slot.ready = True
         self._flush()
 
     def _failed(self, failure, slot):
         if self._closed and failure.check(defer.CancelledError):
             return  # cancelled because the connection went away
         log.error(
-            "closing %s: %s request failed: %s", self.peer, slot[1].name, failure.getTraceback()
+            "closing %s: %s request failed: %s", self.peer, slot.api.name, failure.getTraceback()
         )
         self._abort()
 
     def _enqueue_raw(self, data: bytes):
-        self._pending.append([None, None, None, data, True, None])
+        slot = PendingResponse(None, None, None)
+        slot.body, slot.ready = data, True
+        self._pending.append(slot)
         self._flush()
 
     def _flush(self):
         """Write every response at the head of the queue that is ready, in request order."""
         pending = self._pending
-        while pending and pending[0][4]:
-            correlation_id, api, version, body, _, _ = pending.popleft()
+        while pending and pending[0].ready:
+            slot = pending.popleft()
+            body = slot.body
             if self._closed or body is _NO_RESPONSE:
                 continue
             if body is CLOSE_CONNECTION:
@@ -250,10 +252,10 @@ class KafkaServerProtocol(protocol.Protocol):
                 self._closing = True  # after the responses before it are written
                 self._send_more()
                 return
-            if api is None:
+            if slot.api is None:  # a frame encoded already
                 self._out.append(body)
                 continue
-            if not self._encode(correlation_id, api, version, body):
+            if not self._encode(slot.correlation_id, slot.api, slot.version, body):
                 return
         self._send_more()
         if self._queue_full and len(pending) < MAX_PENDING // 2:

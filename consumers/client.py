@@ -4,7 +4,7 @@ Used by the command-line tools (``headrace topics``) and tests; built on the sam
 broker (``broker.protocol.frames``).
 
     >>> with BrokerConnection("127.0.0.1", 9092) as conn:
-    ...     body = conn.request(3, 8, {"topics": None})     # Metadata v8, all topics
+    ...     body = conn.request(ApiKey.METADATA, {"topics": None})    # all topics
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import struct
 
 from broker.protocol import frames
-from broker.protocol.apis import API_BY_KEY
+from broker.protocol.registry import ApiKey, client_version
 
 _SIZE = struct.Struct(">i")
 
@@ -42,23 +42,29 @@ class BrokerConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, api_key: int, version: int, body: dict) -> int:
+    def send(self, api_key: ApiKey, body: dict, version: int | None = None) -> int:
+        """Send one request (by default at the version our clients ask for); its
+        correlation id."""
         correlation_id = next(self._ids)
+        version = client_version(api_key, version)
         self.sock.sendall(
             frames.encode_request(api_key, version, correlation_id, self.client_id, body)
         )
         return correlation_id
 
-    def receive(self, api_key: int, version: int, correlation_id: int) -> dict:
+    def receive(self, api_key: ApiKey, correlation_id: int, version: int | None = None) -> dict:
+        """The response body to the request ``correlation_id`` (sent at ``version``)."""
         size = _SIZE.unpack(self._read_exactly(4))[0]
-        got, body = frames.decode_response(api_key, version, self._read_exactly(size))
+        got, body = frames.decode_response(
+            api_key, client_version(api_key, version), self._read_exactly(size)
+        )
         if got != correlation_id:
             raise ConnectionError(f"response {got} arrived for request {correlation_id}")
         return body
 
-    def request(self, api_key: int, version: int, body: dict) -> dict:
+    def request(self, api_key: ApiKey, body: dict, version: int | None = None) -> dict:
         """Send one request and wait for its response body."""
-        return self.receive(api_key, version, self.send(api_key, version, body))
+        return self.receive(api_key, self.send(api_key, body, version), version)
 
     def _read_exactly(self, n: int) -> bytes:
         chunks, left = [], n
@@ -93,4 +99,4 @@ def connect_any(servers: str, timeout: float = 10.0) -> BrokerConnection:
     raise ConnectionError(f"no bootstrap server reachable in {servers}: {last}")
 
 
-__all__ = ["API_BY_KEY", "BrokerConnection", "ConnectionClosed", "connect_any", "parse_bootstrap"]
+__all__ = ["BrokerConnection", "ConnectionClosed", "connect_any", "parse_bootstrap"]

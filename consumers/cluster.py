@@ -3,7 +3,7 @@
     >>> cluster = ClusterClient(bootstrap_servers="127.0.0.1:9092")
     >>> cluster.partitions("clicks")           # [0, 1, 2, ...]
     >>> cluster.leader("clicks", 3)            # broker id, or -1 while it has no leader
-    >>> cluster.request(1, 3, 8, body)         # a request to broker 1, thread-safe
+    >>> cluster.request(1, ApiKey.METADATA, body)   # a request to broker 1, thread-safe
 
 Brokers are found from ``bootstrap_servers`` (``host:port,...``) or from ZooKeeper's broker
 registry (``zookeeper="host:port/chroot"``).  Metadata is refreshed on demand and when a caller
@@ -21,11 +21,10 @@ from collections import deque
 
 from broker.protocol import frames
 from broker.protocol.errors import error_for_code
+from broker.protocol.registry import ApiKey, client_version
 from broker.protocol.schema import DECODE_ERRORS
 
 from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
-
-METADATA, LIST_OFFSETS = 3, 2
 
 
 class NoBrokersError(ConnectionError):
@@ -79,7 +78,7 @@ class InFlightConnection:
     ``max.in.flight.requests.per.connection``), used by one thread.
 
         >>> conn = cluster.connect(1)
-        >>> conn.send(0, 8, [(body, token), ...])    # written at once, no waiting
+        >>> conn.send(ApiKey.PRODUCE, [(body, token), ...])   # written at once, no waiting
         >>> answers, error = conn.read()              # once select() finds it readable
 
     The broker answers in order; ``read`` returns the answers that have fully arrived, each
@@ -98,9 +97,17 @@ class InFlightConnection:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, api_key: int, version: int, requests: list, expect_answer: bool = True) -> None:
-        """Write ``(body, token)`` requests in one go; with ``expect_answer=False`` (Produce
-        with acks=0) the broker sends nothing back and nothing is remembered."""
+    def send(
+        self,
+        api_key: ApiKey,
+        requests: list,
+        version: int | None = None,
+        expect_answer: bool = True,
+    ) -> None:
+        """Write ``(body, token)`` requests in one go (by default at the version our clients
+        ask for); with ``expect_answer=False`` (Produce with acks=0) the broker sends nothing
+        back and nothing is remembered."""
+        version = client_version(api_key, version)
         out, sent = [], []
         now = time.monotonic()
         for body, token in requests:
@@ -216,8 +223,7 @@ class ClusterClient:
                     host, port, timeout=self.request_timeout, client_id=self.client_id
                 ) as conn:
                     body = conn.request(
-                        METADATA,
-                        8,
+                        ApiKey.METADATA,
                         {
                             "topics": None if topics is None else [{"name": t} for t in topics],
                             "allow_auto_topic_creation": allow_auto_create,
@@ -289,13 +295,16 @@ class ClusterClient:
                 )
             return pooled
 
-    def request(self, node_id: int, api_key: int, version: int, body: dict) -> dict:
-        """Send a request to a broker and wait for its answer; a broken connection is closed
-        and the error raised (the next request reconnects)."""
+    def request(
+        self, node_id: int, api_key: ApiKey, body: dict, version: int | None = None
+    ) -> dict:
+        """Send a request to a broker (by default at the version our clients ask for) and
+        wait for its answer; a broken connection is closed and the error raised (the next
+        request reconnects)."""
         pooled = self._pooled(node_id)
         with pooled.lock:
             try:
-                return pooled.get().request(api_key, version, body)
+                return pooled.get().request(api_key, body, version)
             except (OSError, ValueError):
                 pooled.reset()
                 raise
@@ -316,8 +325,7 @@ class ClusterClient:
             leader = self.leader(topic, partition)
         body = self.request(
             leader,
-            LIST_OFFSETS,
-            5,
+            ApiKey.LIST_OFFSETS,
             {
                 "replica_id": -1,
                 "isolation_level": 0,

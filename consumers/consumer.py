@@ -39,13 +39,13 @@ from broker.protocol.errors import (
     error_for_code,
 )
 from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns, split_batches
+from broker.protocol.registry import ApiKey
 
 from .client import BrokerConnection
 from .cluster import ClusterClient
 
 log = logging.getLogger(__name__)
 
-FETCH = 1
 EARLIEST, LATEST = -2, -1
 
 
@@ -390,9 +390,9 @@ class Consumer:
                 if inflight is not None:  # positions changed: that answer is of no use
                     self._drop_connection(leader)
                 correlation_id = self._connection(leader).send(
-                    FETCH, 11, self._fetch_body(keys, wanted, wait_ms)
+                    ApiKey.FETCH, self._fetch_body(keys, wanted, wait_ms)
                 )
-            response = self._connection(leader).receive(FETCH, 11, correlation_id)
+            response = self._connection(leader).receive(ApiKey.FETCH, correlation_id)
         except (OSError, ValueError, KafkaError) as exc:
             log.warning("fetch from broker %d failed: %s; refreshing metadata", leader, exc)
             self._drop_connection(leader)
@@ -417,7 +417,7 @@ class Consumer:
         if clean and not self._paused.intersection(keys):
             try:
                 next_id = self._connection(leader).send(
-                    FETCH, 11, self._fetch_body(keys, ahead, wait_ms)
+                    ApiKey.FETCH, self._fetch_body(keys, ahead, wait_ms)
                 )
                 self._inflight[leader] = (next_id, ahead)
             except OSError:

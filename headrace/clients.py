@@ -11,6 +11,7 @@ import threading
 
 from broker.offsets import read_offset
 from broker.protocol.errors import KafkaError
+from broker.protocol.registry import ApiKey
 
 
 def _endpoints(args) -> dict:
@@ -165,7 +166,7 @@ def _protocol_groups(cluster) -> dict[str, str]:
     found = {}
     for node in list(cluster.brokers):
         try:
-            body = cluster.request(node, 16, 2, {})
+            body = cluster.request(node, ApiKey.LIST_GROUPS, {})
         except (KafkaError, OSError):
             continue
         for g in body["groups"]:
@@ -176,11 +177,15 @@ def _protocol_groups(cluster) -> dict[str, str]:
 def _describe_protocol_group(cluster, group: str) -> dict | None:
     """DescribeGroups at the group's coordinator (None if no broker knows the group)."""
     try:
-        node = cluster.request(next(iter(cluster.brokers)), 10, 2, {"key": group, "key_type": 0})
+        node = cluster.request(
+            next(iter(cluster.brokers)), ApiKey.FIND_COORDINATOR, {"key": group, "key_type": 0}
+        )
         if node["error_code"]:
             return None
         body = cluster.request(
-            node["node_id"], 15, 4, {"groups": [group], "include_authorized_operations": False}
+            node["node_id"],
+            ApiKey.DESCRIBE_GROUPS,
+            {"groups": [group], "include_authorized_operations": False},
         )
     except (KafkaError, OSError, StopIteration):
         return None

@@ -209,6 +209,7 @@ class BrokerProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the broker answers ApiVersions and sees itself registered."""
+        from broker.protocol.registry import ApiKey
         from consumers.client import BrokerConnection
 
         deadline = time.monotonic() + timeout
@@ -220,7 +221,7 @@ class BrokerProcess:
                 )
             try:
                 with BrokerConnection("127.0.0.1", self.port, timeout=2) as conn:
-                    body = conn.request(3, 1, {"topics": []})
+                    body = conn.request(ApiKey.METADATA, {"topics": []})
                     if any(b["node_id"] == self.broker_id for b in body["brokers"]):
                         return
             except OSError:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 from broker.protocol.errors import error_for_code
+from broker.protocol.registry import ApiKey
 from consumers.client import connect_any
-
-METADATA, CREATE_TOPICS, DELETE_TOPICS = 3, 19, 20
 
 
 def run(args) -> int:
@@ -16,11 +15,11 @@ def run(args) -> int:
             return _create(conn, args)
         if args.action == "delete":
             body = conn.request(
-                DELETE_TOPICS, 3, {"topic_names": [args.topic], "timeout_ms": 30000}
+                ApiKey.DELETE_TOPICS, {"topic_names": [args.topic], "timeout_ms": 30000}
             )
             return _report(body["responses"][0]["error_code"], None, f"deleted topic {args.topic}")
         names = None if args.action == "list" or not args.topic else [{"name": args.topic}]
-        body = conn.request(METADATA, 8, {"topics": names, "allow_auto_topic_creation": False})
+        body = conn.request(ApiKey.METADATA, {"topics": names, "allow_auto_topic_creation": False})
         topics = sorted(body["topics"], key=lambda t: t["name"])
         if args.action == "list":
             for topic in topics:
@@ -55,8 +54,7 @@ def _create(conn, args) -> int:
             return 2
         configs.append({"name": key.strip(), "value": value.strip()})
     body = conn.request(
-        CREATE_TOPICS,
-        4,
+        ApiKey.CREATE_TOPICS,
         {
             "topics": [
                 {
@@ -91,8 +89,7 @@ def create_topic_simple(
     """Create a topic; raise the matching KafkaError if the broker refuses."""
     with connect_any(bootstrap) as conn:
         body = conn.request(
-            CREATE_TOPICS,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {

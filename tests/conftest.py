@@ -71,11 +71,16 @@ class Cluster:
 
 def metadata(port: int, topics=None, version: int = 8, auto_create: bool = False) -> dict:
     """A Metadata response from the broker on ``port`` (all topics by default)."""
+    from broker.protocol.registry import ApiKey
     from consumers.client import BrokerConnection
 
     names = None if topics is None else [{"name": t} for t in topics]
     with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
-        return conn.request(3, version, {"topics": names, "allow_auto_topic_creation": auto_create})
+        return conn.request(
+            ApiKey.METADATA,
+            {"topics": names, "allow_auto_topic_creation": auto_create},
+            version=version,
+        )
 
 
 def wait_for(condition, timeout: float, interval: float = 0.1):
@@ -94,12 +99,12 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
 
 
 def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
+    from broker.protocol.registry import ApiKey
     from consumers.client import BrokerConnection
 
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         body = conn.request(
-            19,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {

@@ -21,12 +21,12 @@ import socket
 import struct
 import threading
 
+from broker.protocol.registry import ApiKey
 from headrace.devcluster import free_port
 
 _SIZE = struct.Struct(">i")
 _REQUEST_HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 _CORRELATION = struct.Struct(">i")
-PRODUCE = 0
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
@@ -84,7 +84,7 @@ class _Link:
     def _requests(self) -> None:
         while (frame := _read_frame(self.client)) is not None:
             api_key, _, correlation_id = _REQUEST_HEADER.unpack_from(frame, 4)
-            if api_key == PRODUCE:
+            if api_key == ApiKey.PRODUCE:
                 with self.lock:
                     self.produce_ids.add(correlation_id)
                 if self.proxy._should_corrupt():

@@ -13,9 +13,8 @@ import pytest
 from conftest import create_topic, metadata, wait_for
 
 from broker.protocol.records import build_batch, iter_records, split_batches
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection, ConnectionClosed
-
-PRODUCE, FETCH, LIST_OFFSETS, METADATA, CREATE, DELETE, INIT_PID = 0, 1, 2, 3, 19, 20, 22
 
 
 def produce(conn, topic, partition, records, acks=1, version=8):
@@ -28,9 +27,11 @@ def produce(conn, topic, partition, records, acks=1, version=8):
         ],
     }
     if acks == 0:
-        conn.send(PRODUCE, version, body)
+        conn.send(ApiKey.PRODUCE, body, version=version)
         return None
-    return conn.request(PRODUCE, version, body)["responses"][0]["partition_responses"][0]
+    return conn.request(ApiKey.PRODUCE, body, version=version)["responses"][0][
+        "partition_responses"
+    ][0]
 
 
 def fetch_body(
@@ -77,7 +78,7 @@ def topic1(cluster1):
 
 def test_api_versions_lists_exactly_the_served_ranges(cluster1):
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
-        body = conn.request(18, 2, {})
+        body = conn.request(ApiKey.API_VERSIONS, {})
     assert body["error_code"] == 0
     assert {(k["api_key"], k["min_version"], k["max_version"]) for k in body["api_keys"]} == {
         (18, 0, 2),
@@ -126,7 +127,8 @@ def test_fetch_at_the_end_returns_empty_records_and_every_partition(cluster1, to
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
         end = produce(conn, topic1, 1, build_batch([(b"k", b"x")]))["base_offset"] + 1
         body = conn.request(
-            FETCH, 11, fetch_body([(topic1, 0, 10**9), (topic1, 1, end), ("no-such-topic", 0, 0)])
+            ApiKey.FETCH,
+            fetch_body([(topic1, 0, 10**9), (topic1, 1, end), ("no-such-topic", 0, 0)]),
         )
     assert body["error_code"] == 0 and body["session_id"] == 0
     parts = {
@@ -152,7 +154,7 @@ def test_fetch_long_polls_until_data_arrives(cluster1, topic1):
         with BrokerConnection("127.0.0.1", port) as conn:
             started = time.monotonic()
             result["body"] = conn.request(
-                FETCH, 11, fetch_body([(topic1, 0, end)], max_wait_ms=20_000, min_bytes=1)
+                ApiKey.FETCH, fetch_body([(topic1, 0, end)], max_wait_ms=20_000, min_bytes=1)
             )
             result["waited"] = time.monotonic() - started
 
@@ -172,12 +174,14 @@ def test_fetch_long_polls_until_data_arrives(cluster1, topic1):
 def test_a_waiting_fetch_delays_later_responses_on_its_connection(cluster1, topic1):
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
         end = produce(conn, topic1, 1, build_batch([(b"k", b"v")]))["base_offset"] + 1
-        first = conn.send(FETCH, 11, fetch_body([(topic1, 1, end)], max_wait_ms=700, min_bytes=1))
-        second = conn.send(METADATA, 8, {"topics": [], "allow_auto_topic_creation": False})
+        first = conn.send(
+            ApiKey.FETCH, fetch_body([(topic1, 1, end)], max_wait_ms=700, min_bytes=1)
+        )
+        second = conn.send(ApiKey.METADATA, {"topics": [], "allow_auto_topic_creation": False})
         started = time.monotonic()
-        conn.receive(FETCH, 11, first)  # raises if the Metadata response came first
+        conn.receive(ApiKey.FETCH, first)  # raises if the Metadata response came first
         assert time.monotonic() - started >= 0.5
-        conn.receive(METADATA, 8, second)
+        conn.receive(ApiKey.METADATA, second)
 
 
 def test_acks_0_gets_no_response(cluster1, topic1):
@@ -196,8 +200,7 @@ def test_fetch_size_limits_keep_whole_batches(cluster1):
             for _ in range(3):
                 produce(conn, "sizes", p, big)
         body = conn.request(
-            FETCH,
-            11,
+            ApiKey.FETCH,
             fetch_body([("sizes", 0, 0), ("sizes", 1, 0)], max_bytes=100, partition_max_bytes=100),
         )
         parts = body["responses"][0]["partitions"]
@@ -205,8 +208,7 @@ def test_fetch_size_limits_keep_whole_batches(cluster1):
         assert len(list(split_batches(first))) == 1 and len(first) == len(big)  # at least one
         assert second == b""  # past the first partition, limits hold strictly
         body = conn.request(
-            FETCH,
-            11,
+            ApiKey.FETCH,
             fetch_body(
                 [("sizes", 0, 0), ("sizes", 1, 0)], max_bytes=12_000, partition_max_bytes=11_000
             ),
@@ -223,8 +225,7 @@ def test_list_offsets_earliest_latest_and_by_time(cluster1):
 
         def list_offset(ts, version=5):
             body = conn.request(
-                LIST_OFFSETS,
-                version,
+                ApiKey.LIST_OFFSETS,
                 {
                     "replica_id": -1,
                     "isolation_level": 0,
@@ -237,6 +238,7 @@ def test_list_offsets_earliest_latest_and_by_time(cluster1):
                         }
                     ],
                 },
+                version=version,
             )
             p = body["topics"][0]["partitions"][0]
             return p["error_code"], p["offset"], p["timestamp"]
@@ -263,8 +265,7 @@ def test_create_topics_validates_and_reports(cluster1):
 
         def create(name, partitions=1, rf=1, configs=(), validate_only=False):
             body = conn.request(
-                CREATE,
-                4,
+                ApiKey.CREATE_TOPICS,
                 {
                     "topics": [
                         {
@@ -297,7 +298,9 @@ def test_delete_topics_removes_the_data(cluster1):
     create_topic(port, "doomed", 2)
     with BrokerConnection("127.0.0.1", port) as conn:
         produce(conn, "doomed", 0, build_batch([(b"k", b"v")]))
-        body = conn.request(DELETE, 3, {"topic_names": ["doomed", "never-was"], "timeout_ms": 5000})
+        body = conn.request(
+            ApiKey.DELETE_TOPICS, {"topic_names": ["doomed", "never-was"], "timeout_ms": 5000}
+        )
     assert [(r["name"], r["error_code"]) for r in body["responses"]] == [
         ("doomed", 0),
         ("never-was", 3),
@@ -313,7 +316,8 @@ def test_producer_ids_are_unique_across_brokers(cluster3):
         with BrokerConnection("127.0.0.1", broker.port) as conn:
             for _ in range(3):
                 body = conn.request(
-                    INIT_PID, 1, {"transactional_id": None, "transaction_timeout_ms": 1000}
+                    ApiKey.INIT_PRODUCER_ID,
+                    {"transactional_id": None, "transaction_timeout_ms": 1000},
                 )
                 assert body["error_code"] == 0 and body["producer_epoch"] == 0
                 ids.append(body["producer_id"])
@@ -328,8 +332,7 @@ def test_two_brokers_racing_to_create_a_topic_one_wins(cluster3):
         with BrokerConnection("127.0.0.1", port) as conn:
             barrier.wait()
             body = conn.request(
-                CREATE,
-                4,
+                ApiKey.CREATE_TOPICS,
                 {
                     "topics": [
                         {
@@ -376,7 +379,7 @@ def test_a_frame_over_the_request_limit_closes_only_that_connection(make_cluster
         raw.settimeout(10)
         assert raw.recv(100) == b""  # closed by the broker
         raw.close()
-        assert good.request(18, 2, {})["error_code"] == 0
+        assert good.request(ApiKey.API_VERSIONS, {})["error_code"] == 0
     text = cluster.brokers[0].log_path.read_text()
     assert "over socket.request.max.bytes" in text
 
@@ -447,16 +450,18 @@ def test_connection_closed_mid_request_does_not_hurt_the_broker(cluster1):
         raw.sendall(struct.pack(">i", 1000) + b"\x00\x03")
         raw.close()
     with BrokerConnection("127.0.0.1", port) as conn:
-        assert conn.request(18, 2, {})["error_code"] == 0
+        assert conn.request(ApiKey.API_VERSIONS, {})["error_code"] == 0
     with pytest.raises(ConnectionClosed), BrokerConnection("127.0.0.1", port) as conn:
-        conn.request(3, 99 - 90, {"topics": None})  # Metadata v9 is not served: closed
+        conn.request(
+            ApiKey.METADATA, {"topics": None}, version=99 - 90
+        )  # Metadata v9 is not served: closed
 
 
 def test_a_failed_acks_0_produce_closes_the_connection(cluster1, topic1):
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
         produce(conn, "no-such-topic-acks0", 0, build_batch([(b"k", b"v")]), acks=0)
         with pytest.raises(ConnectionClosed):
-            conn.request(18, 2, {})
+            conn.request(ApiKey.API_VERSIONS, {})
 
 
 def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
@@ -478,7 +483,7 @@ def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
         zk.stop()
         zk.close()
     with BrokerConnection("127.0.0.1", port) as conn:
-        body = conn.request(FETCH, 11, fetch_body([("fragile", 0, 0)]))
+        body = conn.request(ApiKey.FETCH, fetch_body([("fragile", 0, 0)]))
     records = body["responses"][0]["partitions"][0]["records"]
     assert [r.value for r in iter_records(bytes(records))] == [b"keep me"]
 
@@ -488,8 +493,7 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
     first, second = cluster.brokers
     with BrokerConnection("127.0.0.1", first.port) as conn:
         body = conn.request(
-            CREATE,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {
@@ -512,17 +516,16 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
     second.stop()
     with BrokerConnection("127.0.0.1", first.port) as conn:
         assert (
-            conn.request(DELETE, 3, {"topic_names": ["reborn"], "timeout_ms": 5000})["responses"][
-                0
-            ]["error_code"]
+            conn.request(ApiKey.DELETE_TOPICS, {"topic_names": ["reborn"], "timeout_ms": 5000})[
+                "responses"
+            ][0]["error_code"]
             == 0
         )
     second.start()
     assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
     with BrokerConnection("127.0.0.1", first.port) as conn:
         body = conn.request(
-            CREATE,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {
@@ -541,7 +544,7 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
     with BrokerConnection("127.0.0.1", second.port) as conn:
 
         def fresh():
-            body = conn.request(FETCH, 11, fetch_body([("reborn", 0, 0)]))
+            body = conn.request(ApiKey.FETCH, fetch_body([("reborn", 0, 0)]))
             p = body["responses"][0]["partitions"][0]
             return p["error_code"] == 0 and p
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
 
@@ -112,8 +113,7 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
     for partition, leader in placement.items():
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
             conn.request(
-                0,
-                8,
+                ApiKey.PRODUCE,
                 {
                     "transactional_id": None,
                     "acks": -1,
@@ -147,8 +147,7 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
             continue
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
             result = conn.request(
-                0,
-                8,
+                ApiKey.PRODUCE,
                 {
                     "transactional_id": None,
                     "acks": -1,
@@ -184,7 +183,7 @@ def test_a_broker_registers_again_after_its_zookeeper_session_expires(make_clust
         os.kill(paused.process.pid, signal.SIGCONT)
     wait_for(lambda: len(metadata(cluster.broker(1).port)["brokers"]) == 2, 30)
     with BrokerConnection("127.0.0.1", paused.port) as conn:
-        assert conn.request(18, 2, {})["error_code"] == 0
+        assert conn.request(ApiKey.API_VERSIONS, {})["error_code"] == 0
 
 
 # --- malformed input while a consumer reads ----------------------------------------------------
@@ -201,7 +200,7 @@ def _valid_produce(topic: str, corrupt_at: int | None) -> bytes:
     if corrupt_at is not None:
         batch[corrupt_at % len(batch)] ^= 0x5A
     return frames.encode_request(
-        0,
+        ApiKey.PRODUCE,
         8,
         1,
         "fuzz",
@@ -306,7 +305,9 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
                     }
                 ],
             }
-            result = producer.request(0, 8, body)["responses"][0]["partition_responses"][0]
+            result = producer.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][
+                0
+            ]
             assert result["error_code"] == 0
             sent.append(value.decode())
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.protocol import schema
-from broker.protocol.apis import APIS
+from broker.protocol.registry import APIS
 from broker.protocol.schema import ProtocolError
 
 _RANGES = {">b": 7, ">h": 15, ">i": 31, ">q": 63}

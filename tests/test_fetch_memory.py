@@ -13,9 +13,9 @@ from conftest import create_topic
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch, check_batch, split_batches
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
-PRODUCE, FETCH = 0, 1
 INT32_MAX = 2**31 - 1
 MIB = 1 << 20
 
@@ -29,7 +29,7 @@ def produce(conn, topic, partition, records):
             {"name": topic, "partition_data": [{"index": partition, "records": records}]}
         ],
     }
-    result = conn.request(PRODUCE, 8, body)["responses"][0]["partition_responses"][0]
+    result = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][0]
     assert result["error_code"] == 0, result
     return result
 
@@ -60,7 +60,7 @@ def fetch_request(topic, offset, max_bytes, partition_max_bytes, correlation_id=
         "forgotten_topics_data": [],
         "rack_id": "",
     }
-    return frames.encode_request(FETCH, 11, correlation_id, "memory-test", body)
+    return frames.encode_request(ApiKey.FETCH, 11, correlation_id, "memory-test", body)
 
 
 def rss_bytes(pid: int) -> int:
@@ -212,11 +212,11 @@ def test_fetch_max_bytes_caps_a_response_softly(make_cluster):
             "forgotten_topics_data": [],
             "rack_id": "",
         }
-        parts = conn.request(FETCH, 11, body)["responses"][0]["partitions"]
+        parts = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"]
         sizes = [len(bytes(p["records"])) for p in parts]
         assert sizes == [4096 // len(small) * len(small), 0]  # whole batches within the cap
         body["topics"][0]["partitions"][0]["fetch_offset"] = 10
-        parts = conn.request(FETCH, 11, body)["responses"][0]["partitions"]
+        parts = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"]
         first = bytes(parts[0]["records"])
         assert len(first) == len(big)  # larger than the cap, yet whole
         assert bytes(parts[1]["records"]) == b""
@@ -323,11 +323,13 @@ def test_a_queued_fetch_response_survives_the_deletion_of_its_topic(make_cluster
             "forgotten_topics_data": [],
             "rack_id": "",
         }
-        sock.sendall(frames.encode_request(FETCH, 11, 1, "t", body))
+        sock.sendall(frames.encode_request(ApiKey.FETCH, 11, 1, "t", body))
         sock.sendall(fetch_request("doomed", 0, INT32_MAX, INT32_MAX, correlation_id=2))
         time.sleep(0.3)
         with BrokerConnection("127.0.0.1", port) as admin:
-            result = admin.request(20, 3, {"topic_names": ["doomed"], "timeout_ms": 5000})
+            result = admin.request(
+                ApiKey.DELETE_TOPICS, {"topic_names": ["doomed"], "timeout_ms": 5000}
+            )
         assert result["responses"][0]["error_code"] == 0
         assert not (cluster.brokers[0].workdir / "broker-1-logs" / "doomed-0").exists()
         assert read_fetch_streaming(sock)[0] == 0  # the long poll ends empty

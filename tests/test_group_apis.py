@@ -21,8 +21,8 @@ from kafka.protocol.old import group as old_group
 from kafka.protocol.old.types import BitField
 
 from broker.protocol import frames
-from broker.protocol.apis import API_BY_KEY, APIS
-from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED, GROUP_APIS
+from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
+from broker.protocol.registry import API_BY_KEY, APIS, GROUP_APIS, ApiKey, api_versions_body
 from broker.protocol.schema import (
     BOOL,
     BYTES,
@@ -99,8 +99,7 @@ def test_the_table_is_what_was_asked_for_and_stays_out_of_the_served_one():
     for api in GROUP_APIS:
         assert API_BY_KEY[api.key] is api and api in APIS
     advertised = {
-        k["api_key"]: (k["min_version"], k["max_version"])
-        for k in frames.api_versions_body()["api_keys"]
+        k["api_key"]: (k["min_version"], k["max_version"]) for k in api_versions_body()["api_keys"]
     }
     assert {k: advertised[k] for k in GROUP_BY_KEY} == {
         a.key: (a.min_version, a.max_version) for a in GROUP_APIS
@@ -159,7 +158,7 @@ def test_exactly_the_fields_kafka_lets_be_null_are_nullable():
 
 def test_group_requests_decode_and_versions_past_the_table_are_refused():
     head = struct.pack(">hhih", 11, 5, 3, -1)
-    body = GROUP_BY_KEY[11].request.encode({"group_id": "g", "protocols": []}, 5)
+    body = GROUP_BY_KEY[ApiKey.JOIN_GROUP].request.encode({"group_id": "g", "protocols": []}, 5)
     assert frames.decode_request(head + body).body["group_id"] == "g"
     with pytest.raises(frames.UnsupportedApiError):
         frames.decode_request(struct.pack(">hhih", 11, 6, 3, -1) + body)  # v6 is flexible
@@ -196,7 +195,7 @@ def test_fields_a_version_lacks_decode_to_their_defaults(key, version, side, fie
 
 
 def test_authorized_operations_default_to_not_requested_below_v3():
-    schema = GROUP_BY_KEY[15].response
+    schema = GROUP_BY_KEY[ApiKey.DESCRIBE_GROUPS].response
     body = {"groups": [{"group_id": "g", "members": []}]}
     decoded = schema.decode(schema.encode(body, 2), 2)
     operations = decoded["groups"][0]["authorized_operations"]
@@ -204,10 +203,10 @@ def test_authorized_operations_default_to_not_requested_below_v3():
 
 
 def test_a_non_nullable_field_refuses_none_and_a_nullable_array_takes_it():
-    join = GROUP_BY_KEY[11].request
+    join = GROUP_BY_KEY[ApiKey.JOIN_GROUP].request
     with pytest.raises(ValueError):
         join.encode({"group_id": None}, 5)
-    fetch = GROUP_BY_KEY[9].request
+    fetch = GROUP_BY_KEY[ApiKey.OFFSET_FETCH].request
     assert fetch.decode(fetch.encode({"group_id": "g", "topics": None}, 2), 2)["topics"] is None
 
 
@@ -364,7 +363,7 @@ def test_golden_join_group_v5_request():
         "protocol_type": "consumer",
         "protocols": [{"name": "range", "metadata": subscription}],
     }
-    encoded = GROUP_BY_KEY[11].request.encode(body, 5)
+    encoded = GROUP_BY_KEY[ApiKey.JOIN_GROUP].request.encode(body, 5)
     assert encoded == bytes.fromhex(
         "0003"
         "677270"  # group_id "grp"
@@ -384,7 +383,7 @@ def test_golden_join_group_v5_request():
         "74"  # . topics ["t"]
         "00000000"  # . user_data: empty
     )
-    assert GROUP_BY_KEY[11].request.decode(encoded, 5) == body
+    assert GROUP_BY_KEY[ApiKey.JOIN_GROUP].request.decode(encoded, 5) == body
 
 
 def test_golden_offset_commit_v7_request():
@@ -407,7 +406,7 @@ def test_golden_offset_commit_v7_request():
             }
         ],
     }
-    encoded = GROUP_BY_KEY[8].request.encode(body, 7)
+    encoded = GROUP_BY_KEY[ApiKey.OFFSET_COMMIT].request.encode(body, 7)
     assert encoded == bytes.fromhex(
         "0003"
         "677270"  # group_id "grp"
@@ -427,12 +426,15 @@ def test_golden_offset_commit_v7_request():
         "ffff"  # committed_metadata null
     )
     # a field the version lacks decodes to its default
-    assert GROUP_BY_KEY[8].request.decode(encoded, 7) == {**body, "retention_time_ms": -1}
+    assert GROUP_BY_KEY[ApiKey.OFFSET_COMMIT].request.decode(encoded, 7) == {
+        **body,
+        "retention_time_ms": -1,
+    }
 
 
 def test_golden_offset_commit_v2_request_carries_retention():
     body = {"group_id": "g", "generation_id_or_member_epoch": -1, "member_id": "", "topics": []}
-    assert GROUP_BY_KEY[8].request.encode(body, 2) == bytes.fromhex(
+    assert GROUP_BY_KEY[ApiKey.OFFSET_COMMIT].request.encode(body, 2) == bytes.fromhex(
         "0001"
         "67"  # group_id "g"
         "ffffffff"  # generation -1: a commit from outside any generation
@@ -461,7 +463,7 @@ def test_golden_offset_fetch_v5_response_puts_the_group_error_last():
             }
         ],
     }
-    assert GROUP_BY_KEY[9].response.encode(body, 5) == bytes.fromhex(
+    assert GROUP_BY_KEY[ApiKey.OFFSET_FETCH].response.encode(body, 5) == bytes.fromhex(
         "00000000"  # throttle_time_ms (v3+)
         "00000001"
         "0001"

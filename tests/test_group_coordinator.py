@@ -20,6 +20,7 @@ import pytest
 from conftest import Cluster, wait_for
 from kazoo.client import KazooClient
 
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
 OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeout.ms": "1000"}
@@ -48,8 +49,7 @@ def make_topic(
         ]
     with BrokerConnection("127.0.0.1", cluster.brokers[0].port, timeout=30) as conn:
         body = conn.request(
-            19,
-            4,
+            ApiKey.CREATE_TOPICS,
             {
                 "topics": [
                     {
@@ -76,8 +76,7 @@ def make_topic(
 def _has_leaders(port: int, topic: str, partitions: int) -> bool:
     with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
         body = conn.request(
-            3,
-            8,
+            ApiKey.METADATA,
             {
                 "topics": [{"name": topic}],
                 "allow_auto_topic_creation": False,
@@ -372,7 +371,7 @@ def coordinator_of(cluster, group: str) -> int:
         if broker.process is None:
             continue
         with BrokerConnection("127.0.0.1", broker.port, timeout=10) as conn:
-            body = conn.request(10, 2, {"key": group, "key_type": 0})
+            body = conn.request(ApiKey.FIND_COORDINATOR, {"key": group, "key_type": 0})
         if body["error_code"] == 0:
             return body["node_id"]
     raise AssertionError("no coordinator")
@@ -417,8 +416,7 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         assert (
             conn.request(
-                14,
-                3,
+                ApiKey.SYNC_GROUP,
                 {
                     "group_id": group,
                     "generation_id": 1,
@@ -431,8 +429,7 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
         )
         assert (
             conn.request(
-                12,
-                3,
+                ApiKey.HEARTBEAT,
                 {
                     "group_id": group,
                     "generation_id": 1,
@@ -442,15 +439,14 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
             )["error_code"]
             == 25
         )
-        first = conn.request(11, 5, join)
+        first = conn.request(ApiKey.JOIN_GROUP, join)
         assert first["error_code"] == 79 and first["member_id"]  # MEMBER_ID_REQUIRED
-        joined = conn.request(11, 5, join | {"member_id": first["member_id"]})
+        joined = conn.request(ApiKey.JOIN_GROUP, join | {"member_id": first["member_id"]})
         assert joined["error_code"] == 0 and joined["leader"] == first["member_id"]
         gen, me = joined["generation_id"], first["member_id"]
         assert (
             conn.request(
-                12,
-                3,
+                ApiKey.HEARTBEAT,
                 {
                     "group_id": group,
                     "generation_id": gen - 1,
@@ -461,8 +457,7 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
             == 22
         )
         synced = conn.request(
-            14,
-            3,
+            ApiKey.SYNC_GROUP,
             {
                 "group_id": group,
                 "generation_id": gen,
@@ -474,8 +469,7 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
         assert synced == synced | {"error_code": 0, "assignment": b"plan"}
         assert (
             conn.request(
-                8,
-                7,
+                ApiKey.OFFSET_COMMIT,
                 {
                     "group_id": group,
                     "generation_id_or_member_epoch": gen - 1,
@@ -498,25 +492,26 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
             )["topics"][0]["partitions"][0]["error_code"]
             == 22
         )  # stale commit
-        described = conn.request(15, 4, {"groups": [group], "include_authorized_operations": False})
+        described = conn.request(
+            ApiKey.DESCRIBE_GROUPS, {"groups": [group], "include_authorized_operations": False}
+        )
         assert described["groups"][0]["group_state"] == "Stable"
         assert [m["member_id"] for m in described["groups"][0]["members"]] == [me]
     with BrokerConnection("127.0.0.1", wrong, timeout=30) as conn:
-        assert conn.request(11, 5, join)["error_code"] == 16  # NOT_COORDINATOR
+        assert conn.request(ApiKey.JOIN_GROUP, join)["error_code"] == 16  # NOT_COORDINATOR
     other_port = groups3.broker(coordinator_of(groups3, other)).port
     with BrokerConnection("127.0.0.1", other_port, timeout=30) as conn:  # undisturbed neighbour
-        first = conn.request(11, 5, join | {"group_id": other})
+        first = conn.request(ApiKey.JOIN_GROUP, join | {"group_id": other})
         assert (
-            conn.request(11, 5, join | {"group_id": other, "member_id": first["member_id"]})[
-                "error_code"
-            ]
+            conn.request(
+                ApiKey.JOIN_GROUP, join | {"group_id": other, "member_id": first["member_id"]}
+            )["error_code"]
             == 0
         )
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         assert (
             conn.request(
-                12,
-                3,
+                ApiKey.HEARTBEAT,
                 {
                     "group_id": group,
                     "generation_id": gen,
@@ -585,9 +580,9 @@ def test_malformed_group_requests_close_only_their_connection(groups3):
         "protocols": [{"name": "range", "metadata": b""}],
     }
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        first = conn.request(11, 4, join)
+        first = conn.request(ApiKey.JOIN_GROUP, join, version=4)
         member = first["member_id"]
-        joined = conn.request(11, 4, join | {"member_id": member})
+        joined = conn.request(ApiKey.JOIN_GROUP, join | {"member_id": member}, version=4)
         assert joined["error_code"] == 0
         for garbage in (
             b"\x00\x0b\x00\x05\x00\x00\x00\x07\xff\xff\x00\x05ab",  # JoinGroup cut short
@@ -598,8 +593,7 @@ def test_malformed_group_requests_close_only_their_connection(groups3):
                 assert raw.recv(100) == b""  # closed, no answer
         assert (
             conn.request(
-                12,
-                3,
+                ApiKey.HEARTBEAT,
                 {
                     "group_id": group,
                     "generation_id": joined["generation_id"],
@@ -620,8 +614,7 @@ def test_pipelined_commits_all_succeed_in_order(groups3):
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         ids = [
             conn.send(
-                8,
-                2,
+                ApiKey.OFFSET_COMMIT,
                 {
                     "group_id": group,
                     "generation_id_or_member_epoch": -1,
@@ -640,9 +633,15 @@ def test_pipelined_commits_all_succeed_in_order(groups3):
                         }
                     ],
                 },
+                version=2,
             )
             for offset in range(1, 41)
         ]
-        codes = [conn.receive(8, 2, i)["topics"][0]["partitions"][0]["error_code"] for i in ids]
+        codes = [
+            conn.receive(ApiKey.OFFSET_COMMIT, i, version=2)["topics"][0]["partitions"][0][
+                "error_code"
+            ]
+            for i in ids
+        ]
     assert codes == [0] * 40
     assert committed(groups3, group, topic) == {0: 40}

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from broker.groups import COMPLETING, EMPTY, PREPARING, STABLE, GroupCoordinator
-from broker.protocol.group_apis import GROUP_APIS
+from broker.protocol.registry import GROUP_APIS
 from broker.protocol.schema import Array, Struct
 
 NONE = 0

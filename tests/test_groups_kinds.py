@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from conftest import create_topic, wait_for, zk_session
 
 from broker.offsets import GroupKindError, claim_kind, read_kind
+from broker.protocol.registry import ApiKey
 from consumers.group import GroupConsumer
 from consumers.producer import Producer
 from loaders import run as loader_run
@@ -316,8 +317,11 @@ def test_group_ids_that_cannot_name_a_zookeeper_node_get_invalid_group_id(cluste
         ],
     }
     with BrokerConnection("127.0.0.1", cluster1.brokers[0].port, timeout=30) as conn:
-        assert conn.request(11, 5, join)["error_code"] == 24  # INVALID_GROUP_ID
-        assert conn.request(8, 7, commit)["topics"][0]["partitions"][0]["error_code"] == 24
+        assert conn.request(ApiKey.JOIN_GROUP, join)["error_code"] == 24  # INVALID_GROUP_ID
         assert (
-            conn.request(11, 5, join | {"group_id": "kind-fine"})["error_code"] == 79
+            conn.request(ApiKey.OFFSET_COMMIT, commit)["topics"][0]["partitions"][0]["error_code"]
+            == 24
+        )
+        assert (
+            conn.request(ApiKey.JOIN_GROUP, join | {"group_id": "kind-fine"})["error_code"] == 79
         )  # still serving

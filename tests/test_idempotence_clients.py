@@ -15,6 +15,7 @@ from conftest import Cluster, create_topic, wait_for
 from kafka_proxy import ProduceResponseDropper
 
 from broker.protocol.records import build_batch
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from consumers.consumer import EARLIEST, Consumer
 from consumers.producer import Producer
@@ -240,7 +241,9 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
     broker = cluster.brokers[0]
     create_topic(broker.port, "again", 1)
     with BrokerConnection("127.0.0.1", broker.port) as conn:
-        answer = conn.request(22, 1, {"transactional_id": None, "transaction_timeout_ms": -1})
+        answer = conn.request(
+            ApiKey.INIT_PRODUCER_ID, {"transactional_id": None, "transaction_timeout_ms": -1}
+        )
     pid, epoch = answer["producer_id"], answer["producer_epoch"]
     batches = [
         build_batch(
@@ -255,8 +258,7 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
     def produce(data):
         with BrokerConnection("127.0.0.1", broker.port) as conn:
             body = conn.request(
-                0,
-                8,
+                ApiKey.PRODUCE,
                 {
                     "transactional_id": None,
                     "acks": -1,

@@ -13,9 +13,9 @@ from poison_batches import KINDS, poison
 from broker.protocol import compression
 from broker.protocol.errors import CorruptMessageError, InvalidRecordError
 from broker.protocol.records import build_batch
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
-PRODUCE, LIST_OFFSETS = 0, 2
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
@@ -26,7 +26,9 @@ def produce(conn: BrokerConnection, topic: str, batch: bytes, version: int) -> d
         "timeout_ms": 10000,
         "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}],
     }
-    return conn.request(PRODUCE, version, body)["responses"][0]["partition_responses"][0]
+    return conn.request(ApiKey.PRODUCE, body, version=version)["responses"][0][
+        "partition_responses"
+    ][0]
 
 
 def log_end(conn: BrokerConnection, topic: str) -> int:
@@ -40,7 +42,7 @@ def log_end(conn: BrokerConnection, topic: str) -> int:
             }
         ],
     }
-    return conn.request(LIST_OFFSETS, 5, body)["topics"][0]["partitions"][0]["offset"]
+    return conn.request(ApiKey.LIST_OFFSETS, body)["topics"][0]["partitions"][0]["offset"]
 
 
 def rdkafka_produce(bootstrap: str, topic: str, codec: str, values: list[bytes]) -> None:

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from test_codegen import _plain, values
 
 from broker.protocol import frames, produce
-from broker.protocol.apis import API_BY_KEY, PRODUCE_REQUEST, PRODUCE_RESPONSE
+from broker.protocol.apis import PRODUCE_REQUEST, PRODUCE_RESPONSE
+from broker.protocol.registry import API_BY_KEY, ApiKey
 from broker.protocol.schema import ProtocolError
 
-PRODUCE = API_BY_KEY[0]
+PRODUCE = API_BY_KEY[ApiKey.PRODUCE]
 VERSIONS = range(PRODUCE.min_version, PRODUCE.max_version + 1)
 
 
@@ -68,7 +69,7 @@ def test_fast_request_decoder_reads_after_the_header(version):
         "timeout_ms": 30000,
         "topic_data": [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}],
     }
-    frame = frames.encode_request(0, version, 7, "client", body)[4:]
+    frame = frames.encode_request(ApiKey.PRODUCE, version, 7, "client", body)[4:]
     header_end = 10 + len("client")
     request = produce.decode_request(frame, header_end, version)
     assert (request.acks, request.timeout_ms) == (-1, 30000)

@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from broker.protocol import frames, produce
-from broker.protocol.apis import API_BY_KEY, APIS
+from broker.protocol.registry import API_BY_KEY, APIS, ApiKey, api_versions_body
 from broker.protocol.schema import (
     BOOL,
     INT8,
@@ -71,7 +71,7 @@ def test_every_served_version_round_trips(api, version):
 
 def test_golden_api_versions_v0_response():
     body = {"error_code": 0, "api_keys": [{"api_key": 18, "min_version": 0, "max_version": 2}]}
-    encoded = API_BY_KEY[18].response.encode(body, 0)
+    encoded = API_BY_KEY[ApiKey.API_VERSIONS].response.encode(body, 0)
     assert encoded == bytes.fromhex(
         "0000"  # error_code 0
         "00000001"  # one api key
@@ -82,7 +82,7 @@ def test_golden_api_versions_v0_response():
 
 
 def test_golden_metadata_v1_request_and_header():
-    frame = frames.encode_request(3, 1, 7, "cli", {"topics": None})
+    frame = frames.encode_request(ApiKey.METADATA, 1, 7, "cli", {"topics": None})
     assert frame == bytes.fromhex(
         "00000011"  # size 17
         "0003"
@@ -96,7 +96,7 @@ def test_golden_metadata_v1_request_and_header():
 
 def test_golden_produce_v3_request():
     frame = frames.encode_request(
-        0,
+        ApiKey.PRODUCE,
         3,
         1,
         None,
@@ -145,13 +145,13 @@ class FakeHandlers:
 
     def handle(self, request, connection):
         key = request.api.key
-        if key == 18:
-            return frames.api_versions_body()
-        if key == 3:
+        if key == ApiKey.API_VERSIONS:
+            return api_versions_body()
+        if key == ApiKey.METADATA:
             d = defer.Deferred()
             self.waiting.append(d)
             return d
-        if key == 0:
+        if key == ApiKey.PRODUCE:
             if request.body.acks == 0:
                 return None
             return produce.encode_response(request.header.api_version, [])  # encoded here
@@ -179,15 +179,15 @@ def responses(transport):
 
 def test_a_request_fed_one_byte_at_a_time_is_answered_once():
     proto, transport, _ = connect()
-    for byte in frames.encode_request(18, 2, 42, "c", {}):
+    for byte in frames.encode_request(ApiKey.API_VERSIONS, 2, 42, "c", {}):
         proto.dataReceived(bytes([byte]))
     assert responses(transport) == [42]
 
 
 def test_responses_keep_request_order_when_an_earlier_one_waits():
     proto, transport, handlers = connect()
-    proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
-    proto.dataReceived(frames.encode_request(18, 2, 2, "c", {}))
+    proto.dataReceived(frames.encode_request(ApiKey.METADATA, 8, 1, "c", {"topics": []}))
+    proto.dataReceived(frames.encode_request(ApiKey.API_VERSIONS, 2, 2, "c", {}))
     assert responses(transport) == []  # ApiVersions is ready but must wait for Metadata
     handlers.waiting[0].callback({"brokers": [], "topics": []})
     assert responses(transport) == [1, 2]
@@ -196,21 +196,26 @@ def test_responses_keep_request_order_when_an_earlier_one_waits():
 def test_an_encoded_answer_waits_for_an_earlier_one_and_gets_its_frame():
     proto, transport, handlers = connect()
     body = {"transactional_id": None, "acks": 1, "timeout_ms": 1, "topic_data": []}
-    proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
-    proto.dataReceived(frames.encode_request(0, 8, 2, "c", body))
+    proto.dataReceived(frames.encode_request(ApiKey.METADATA, 8, 1, "c", {"topics": []}))
+    proto.dataReceived(frames.encode_request(ApiKey.PRODUCE, 8, 2, "c", body))
     assert responses(transport) == []
     handlers.waiting[0].callback({"brokers": [], "topics": []})
-    proto.dataReceived(frames.encode_request(0, 8, 3, "c", body))  # nothing waits: at once
+    proto.dataReceived(
+        frames.encode_request(ApiKey.PRODUCE, 8, 3, "c", body)
+    )  # nothing waits: at once
     assert responses(transport) == [1, 2, 3]
     last = transport.value()[-16:]  # size, correlation id, no topics, throttle time
-    assert frames.decode_response(0, 8, last[4:]) == (3, {"responses": [], "throttle_time_ms": 0})
+    assert frames.decode_response(ApiKey.PRODUCE, 8, last[4:]) == (
+        3,
+        {"responses": [], "throttle_time_ms": 0},
+    )
 
 
 def test_produce_with_acks_0_gets_no_response():
     proto, transport, _ = connect()
     body = {"transactional_id": None, "acks": 0, "timeout_ms": 1, "topic_data": []}
-    proto.dataReceived(frames.encode_request(0, 8, 1, "c", body))
-    proto.dataReceived(frames.encode_request(18, 2, 2, "c", {}))
+    proto.dataReceived(frames.encode_request(ApiKey.PRODUCE, 8, 1, "c", body))
+    proto.dataReceived(frames.encode_request(ApiKey.API_VERSIONS, 2, 2, "c", {}))
     assert responses(transport) == [2]
 
 
@@ -220,7 +225,7 @@ def test_api_versions_above_served_gets_a_v0_fallback():
     proto.dataReceived(struct.pack(">i", len(head)) + head)
     data = transport.value()
     assert struct.unpack_from(">i", data, 4)[0] == 9
-    body = API_BY_KEY[18].response.decode(data, 0, 8)
+    body = API_BY_KEY[ApiKey.API_VERSIONS].response.decode(data, 0, 8)
     assert body["error_code"] == 35
     assert {(k["api_key"], k["min_version"], k["max_version"]) for k in body["api_keys"]} == {
         (a.key, a.min_version, a.max_version) for a in APIS
@@ -242,7 +247,7 @@ def test_unparseable_frames_close_only_that_connection(frame):
     other, other_transport, _ = connect()
     proto.dataReceived(frame)
     assert transport.disconnecting
-    other.dataReceived(frames.encode_request(18, 0, 5, None, {}))
+    other.dataReceived(frames.encode_request(ApiKey.API_VERSIONS, 0, 5, None, {}))
     assert responses(other_transport) == [5] and not other_transport.disconnecting
 
 
@@ -260,7 +265,7 @@ def test_reading_pauses_while_too_many_requests_are_in_progress():
 
     proto, transport, handlers = connect()
     for i in range(MAX_PENDING):
-        proto.dataReceived(frames.encode_request(3, 8, i, "c", {"topics": []}))
+        proto.dataReceived(frames.encode_request(ApiKey.METADATA, 8, i, "c", {"topics": []}))
     assert transport.producerState == "paused"  # no more requests are read for now
     for d in handlers.waiting:
         d.callback({"brokers": [], "topics": []})
@@ -278,7 +283,7 @@ def test_a_slow_reader_pauses_request_reading():
 
 def test_waiting_requests_are_cancelled_when_the_connection_goes():
     proto, _transport, handlers = connect()
-    proto.dataReceived(frames.encode_request(3, 8, 1, "c", {"topics": []}))
+    proto.dataReceived(frames.encode_request(ApiKey.METADATA, 8, 1, "c", {"topics": []}))
     proto.connectionLost(None)
     assert handlers.waiting[0].called  # cancelled: a long-polled fetch stops waiting
     handlers.waiting[0].addErrback(lambda f: None)

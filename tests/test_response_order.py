@@ -13,8 +13,8 @@ from conftest import create_topic
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
+from broker.protocol.registry import ApiKey
 
-PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 _SIZE = struct.Struct(">i")
 
 
@@ -49,13 +49,17 @@ def test_pipelined_responses_to_a_slow_reader_arrive_whole_and_in_order(cluster1
     for cid in range(3000):
         kind = cid % 3
         if kind == 0:
-            requests.append((PRODUCE, 8, produce_body))
+            requests.append((ApiKey.PRODUCE, 8, produce_body))
         elif kind == 1:
             requests.append(
-                (METADATA, 8, {"topics": [{"name": topic}], "allow_auto_topic_creation": False})
+                (
+                    ApiKey.METADATA,
+                    8,
+                    {"topics": [{"name": topic}], "allow_auto_topic_creation": False},
+                )
             )
         else:
-            requests.append((API_VERSIONS, 2, {}))
+            requests.append((ApiKey.API_VERSIONS, 2, {}))
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -81,13 +85,13 @@ def test_pipelined_responses_to_a_slow_reader_arrive_whole_and_in_order(cluster1
             total += len(payload) + 4
             got, body = frames.decode_response(key, version, payload)
             assert got == cid
-            if key == PRODUCE:
+            if key == ApiKey.PRODUCE:
                 partition = body["responses"][0]["partition_responses"][0]
                 assert partition["error_code"] == 0
                 if last_offset is not None:
                     assert partition["base_offset"] == last_offset + 1
                 last_offset = partition["base_offset"]
-            elif key == METADATA:
+            elif key == ApiKey.METADATA:
                 assert len(body["topics"][0]["partitions"]) == 200
             else:
                 assert body["error_code"] == 0

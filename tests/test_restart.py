@@ -12,6 +12,7 @@ from conftest import create_topic
 from kazoo.client import KazooClient
 
 from broker.protocol.records import build_batch, split_batches
+from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, free_port
 
@@ -41,7 +42,7 @@ def produce(conn, topic, partition, value):
             }
         ],
     }
-    result = conn.request(0, 8, body)["responses"][0]["partition_responses"][0]
+    result = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][0]
     assert result["error_code"] == 0, result
 
 
@@ -71,7 +72,7 @@ def fetch_all(conn, topic, partition) -> list[int]:
         "forgotten_topics_data": [],
         "rack_id": "",
     }
-    part = conn.request(1, 11, body)["responses"][0]["partitions"][0]
+    part = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"][0]
     assert part["error_code"] == 0, part
     return [h.base_offset for _, h in split_batches(bytes(part["records"]))]
 

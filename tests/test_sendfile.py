@@ -13,9 +13,9 @@ from test_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_stre
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
+from broker.protocol.registry import API_BY_KEY, ApiKey
 from consumers.client import BrokerConnection
 
-API_VERSIONS = 18
 BATCHES = 40
 VALUE = 100_000
 
@@ -46,7 +46,7 @@ def test_fetches_behind_a_slow_reader_go_by_sendfile_in_request_order(make_clust
         # is read for a while, so the broker's socket fills and its sends must wait.
         sock.sendall(
             fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=1)
-            + frames.encode_request(API_VERSIONS, 0, 2, "t", {})
+            + frames.encode_request(ApiKey.API_VERSIONS, 0, 2, "t", {})
             + fetch_request("big", 0, INT32_MAX, INT32_MAX, correlation_id=3)
         )
         time.sleep(0.5)
@@ -54,7 +54,7 @@ def test_fetches_behind_a_slow_reader_go_by_sendfile_in_request_order(make_clust
         size, correlation_id = struct.unpack(">ii", sock.recv(8, socket.MSG_WAITALL))
         assert correlation_id == 2
         rest = sock.recv(size - 4, socket.MSG_WAITALL)
-        assert frames.API_BY_KEY[API_VERSIONS].response.decode(rest, 0)["error_code"] == 0
+        assert API_BY_KEY[ApiKey.API_VERSIONS].response.decode(rest, 0)["error_code"] == 0
         second = read_fetch_streaming(sock)
         sent_by_sendfile = written_bytes(pid) - before
     assert first == second and first[1:] == (0, BATCHES)

@@ -1,28 +1,26 @@
-"""The APIs the broker serves: one table row per API, with its request and response schemas.
+"""The request and response schemas of the broker's own APIs (the group APIs' are in
+``group_apis.py``); ``registry.py`` lists the versions served of each.
 
 Field names and the versions that carry them follow Apache Kafka's message definitions
 (``clients/src/main/resources/common/message/*.json``); only non-flexible versions are here.
-Adding a version is widening a range and adding the fields it brought.
+Adding a version is widening its range in the registry and adding the fields it brought.
 
-    >>> api = API_BY_KEY[3]
-    >>> api.name, api.min_version, api.max_version
-    ('Metadata', 0, 8)
+    >>> body = METADATA_REQUEST.decode(METADATA_REQUEST.encode({"topics": None}, 1), 1)
+    >>> body["topics"], body["allow_auto_topic_creation"]
+    (None, True)
 """
 
 from __future__ import annotations
 
 from .schema import (
     BOOL,
-    BYTES,
     INT8,
     INT16,
     INT32,
     INT64,
-    NULLABLE_BYTES,
     NULLABLE_STRING,
     RECORDS,
     STRING,
-    Api,
     Array,
     Field,
     Struct,
@@ -364,25 +362,3 @@ INIT_PRODUCER_ID_RESPONSE = Struct(
     Field("producer_id", INT64, default=-1),
     Field("producer_epoch", INT16, default=-1),
 )
-
-# --- the table -------------------------------------------------------------------------------
-# The group APIs (FindCoordinator 10, JoinGroup 11, Heartbeat 12, LeaveGroup 13, SyncGroup 14,
-# OffsetCommit 8, OffsetFetch 9, DescribeGroups 15, ListGroups 16) live in group_apis.py.
-
-APIS: tuple[Api, ...] = (
-    Api(0, "Produce", 0, 8, PRODUCE_REQUEST, PRODUCE_RESPONSE),
-    Api(1, "Fetch", 4, 11, FETCH_REQUEST, FETCH_RESPONSE),
-    Api(2, "ListOffsets", 1, 5, LIST_OFFSETS_REQUEST, LIST_OFFSETS_RESPONSE),
-    Api(3, "Metadata", 0, 8, METADATA_REQUEST, METADATA_RESPONSE),
-    Api(18, "ApiVersions", 0, 2, API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
-    Api(19, "CreateTopics", 2, 4, CREATE_TOPICS_REQUEST, CREATE_TOPICS_RESPONSE),
-    Api(20, "DeleteTopics", 1, 3, DELETE_TOPICS_REQUEST, DELETE_TOPICS_RESPONSE),
-    Api(22, "InitProducerId", 0, 1, INIT_PRODUCER_ID_REQUEST, INIT_PRODUCER_ID_RESPONSE),
-)
-from .group_apis import GROUP_APIS  # noqa: E402
-
-APIS = tuple(sorted(APIS + tuple(GROUP_APIS), key=lambda api: api.key))
-API_BY_KEY = {api.key: api for api in APIS}
-API_VERSIONS_KEY = 18
-
-__all__ = ["APIS", "API_BY_KEY", "API_VERSIONS_KEY", "BYTES", "NULLABLE_BYTES", "Api"]

@@ -1,8 +1,14 @@
 """Request and response framing: int32 size, request header v1, response header v0.
 
-Pure functions over bytes, used by the broker (decode requests, encode responses) and by
-clients and tests (the reverse).  Every request frame starts with api_key, api_version and
-correlation_id at fixed offsets, so even a request we cannot parse can be answered.
+Pure functions over bytes, used by the broker (split the stream, decode requests, encode
+responses) and by clients and tests (the reverse).  Every request frame starts with api_key,
+api_version and correlation_id at fixed offsets, so even a request we cannot parse can be
+answered.
+
+    >>> splitter = FrameSplitter(max_length=1 << 20)
+    >>> splitter.feed(encode_request(ApiKey.API_VERSIONS, 2, 7, "c", {})[:5])
+    >>> splitter.next_frame() is None      # not whole yet
+    True
 """
 
 from __future__ import annotations
@@ -11,14 +17,81 @@ import struct
 from typing import NamedTuple
 
 from . import produce
-from .apis import API_BY_KEY, API_VERSIONS_KEY, APIS, Api
 from .errors import UnsupportedVersionError
+from .registry import API_BY_KEY, Api, ApiKey, api_versions_body
 from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
 
 _SIZE = struct.Struct(">i")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _HEAD_CLIENT = struct.Struct(">hhih")  # ... and the length of client_id
-PRODUCE_KEY = 0
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame whose size prefix is over the limit (``socket.request.max.bytes``); a
+    negative prefix reads as its unsigned value, over 2 GB."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(
+            f"request frame of {size} bytes is over socket.request.max.bytes ({limit})"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class FrameSplitter:
+    """Cuts a stream of int32-size-prefixed frames into whole frames, without I/O: ``feed``
+    the bytes as they arrive, then take frames with ``next_frame`` until it returns None.
+
+    Pieces of a large frame are joined once, when the frame is complete (not on every
+    ``feed``); small frames are cut out of one buffer as memoryviews, not copied.  A size
+    prefix over ``max_length`` raises FrameTooLargeError when reached, after the frames
+    before it; the stream cannot go on past it.
+    """
+
+    __slots__ = ("_buf", "_buffered", "_more", "_needed", "_pos", "_view", "max_length")
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+        self._buf = b""  # joined bytes; frames are cut from _pos on
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        self._more: list = []  # bytes fed after _buf, not joined yet
+        self._buffered = 0  # bytes fed and not yet cut into frames
+        self._needed = 4  # bytes needed before the next frame (or size prefix) is whole
+
+    def feed(self, data) -> None:
+        """Add bytes received from the stream."""
+        if data:
+            self._more.append(data)
+            self._buffered += len(data)
+
+    def next_frame(self) -> memoryview | None:
+        """The next whole frame's payload (without its size prefix), or None until more
+        bytes are fed."""
+        if self._buffered < self._needed:
+            if not self._buffered and self._pos:  # all cut: let the buffer go
+                self._buf, self._view, self._pos = b"", memoryview(b""), 0
+            return None
+        if self._more:
+            more = self._more
+            if self._pos < len(self._buf):
+                more.insert(0, self._buf[self._pos :])
+            self._buf = more[0] if len(more) == 1 else b"".join(more)
+            self._view = memoryview(self._buf)
+            self._pos = 0
+            self._more = []
+        pos = self._pos
+        size = _SIZE.unpack_from(self._buf, pos)[0]
+        if size < 0 or size > self.max_length:
+            raise FrameTooLargeError(size if size >= 0 else size + 2**32, self.max_length)
+        if self._buffered - 4 < size:
+            self._needed = size + 4
+            return None
+        end = pos + 4 + size
+        self._pos = end
+        self._buffered -= 4 + size
+        self._needed = 4
+        return self._view[pos + 4 : end]
 
 
 class RequestHeader(NamedTuple):
@@ -40,13 +113,6 @@ class UnsupportedApiError(ProtocolError):
     def __init__(self, header: RequestHeader, message: str):
         super().__init__(message)
         self.header = header
-
-
-def peek_header(payload) -> tuple[int, int, int] | None:
-    """(api_key, api_version, correlation_id) of a request frame, or None if too short."""
-    if len(payload) < _HEAD.size:
-        return None
-    return _HEAD.unpack_from(payload, 0)
 
 
 def decode_request(payload) -> Request:
@@ -79,10 +145,11 @@ def decode_request(payload) -> Request:
     if not api.min_version <= api_version <= api.max_version:
         raise UnsupportedApiError(
             header,
-            f"{api.name} v{api_version} is not served (versions {api.min_version}-{api.max_version})",
+            f"{api.name} v{api_version} is not served"
+            f" (versions {api.min_version}-{api.max_version})",
         )
     try:
-        if api_key == PRODUCE_KEY:  # the hot path: tuples, not dicts
+        if api_key == ApiKey.PRODUCE:  # the hot path: tuples, not dicts
             body = produce.decode_request(payload, pos, api_version)
         else:
             body = api.request.decode(payload, api_version, pos)
@@ -109,22 +176,10 @@ def encode_response_parts(correlation_id: int, api: Api, version: int, body: dic
     return [_RESPONSE_HEAD.pack(size + 4, correlation_id), *parts]
 
 
-def api_versions_body(error_code: int = 0) -> dict:
-    """The ApiVersions response body listing every API and version range we serve."""
-    return {
-        "error_code": error_code,
-        "api_keys": [
-            {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
-            for a in APIS
-        ],
-        "throttle_time_ms": 0,
-    }
-
-
 def api_versions_fallback(correlation_id: int) -> bytes:
     """The reply to an ApiVersions request at a version we do not serve (KIP-511): a v0 body
     with UNSUPPORTED_VERSION and the full key list, so the client retries at one we do."""
-    api = API_BY_KEY[API_VERSIONS_KEY]
+    api = API_BY_KEY[ApiKey.API_VERSIONS]
     return encode_response(correlation_id, api, 0, api_versions_body(UnsupportedVersionError.code))
 
 
@@ -132,7 +187,7 @@ def api_versions_fallback(correlation_id: int) -> bytes:
 
 
 def encode_request(
-    api_key: int, version: int, correlation_id: int, client_id: str | None, body: dict
+    api_key: ApiKey, version: int, correlation_id: int, client_id: str | None, body: dict
 ) -> bytes:
     """A whole request frame, size prefix included."""
     api = API_BY_KEY[api_key]
@@ -144,7 +199,7 @@ def encode_request(
     return _SIZE.pack(len(payload)) + payload
 
 
-def decode_response(api_key: int, version: int, payload) -> tuple[int, dict]:
+def decode_response(api_key: ApiKey, version: int, payload) -> tuple[int, dict]:
     """(correlation_id, body) of a response frame's payload (without the size prefix)."""
     if len(payload) < 4:
         raise ProtocolError("response shorter than its header")

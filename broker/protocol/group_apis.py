@@ -1,14 +1,13 @@
-"""The consumer-group APIs: request and response schemas (served by ``group_handlers.py``).
-
-``apis.py`` joins these rows to its table, so ApiVersions advertises them.
+"""The consumer-group APIs' request and response schemas (served by ``group_handlers.py``);
+``registry.py`` lists the versions served of each, so ApiVersions advertises them.
 
 Same conventions as ``apis.py``: field names and the versions that carry them follow Apache
 Kafka's message definitions (``clients/src/main/resources/common/message/*.json``), and only
 non-flexible (pre-KIP-482) versions are described.  The first flexible version of each API is
 noted beside its section and must not be reached by widening a range here.
 
-    >>> [(api.key, api.name, api.min_version, api.max_version) for api in GROUP_APIS][:3]
-    [(10, 'FindCoordinator', 0, 2), (11, 'JoinGroup', 0, 5), (12, 'Heartbeat', 0, 3)]
+    >>> HEARTBEAT_REQUEST.decode(HEARTBEAT_REQUEST.encode({"group_id": "g"}, 0), 0)
+    {'group_id': 'g', 'generation_id': 0, 'member_id': '', 'group_instance_id': None}
 
 Nullability that a fixed codec type cannot express per version is widened to "nullable" and
 left to the handler to police (as ``apis.METADATA_REQUEST`` does for v0 topics):
@@ -26,7 +25,6 @@ from .schema import (
     INT64,
     NULLABLE_STRING,
     STRING,
-    Api,
     Array,
     Field,
     Struct,
@@ -280,19 +278,3 @@ LIST_GROUPS_RESPONSE = Struct(
         ),
     ),
 )
-
-# --- the table -------------------------------------------------------------------------------
-
-GROUP_APIS: list[Api] = [
-    Api(10, "FindCoordinator", 0, 2, FIND_COORDINATOR_REQUEST, FIND_COORDINATOR_RESPONSE),
-    Api(11, "JoinGroup", 0, 5, JOIN_GROUP_REQUEST, JOIN_GROUP_RESPONSE),
-    Api(12, "Heartbeat", 0, 3, HEARTBEAT_REQUEST, HEARTBEAT_RESPONSE),
-    Api(13, "LeaveGroup", 0, 1, LEAVE_GROUP_REQUEST, LEAVE_GROUP_RESPONSE),
-    Api(14, "SyncGroup", 0, 3, SYNC_GROUP_REQUEST, SYNC_GROUP_RESPONSE),
-    Api(8, "OffsetCommit", 2, 7, OFFSET_COMMIT_REQUEST, OFFSET_COMMIT_RESPONSE),
-    Api(9, "OffsetFetch", 1, 5, OFFSET_FETCH_REQUEST, OFFSET_FETCH_RESPONSE),
-    Api(15, "DescribeGroups", 0, 4, DESCRIBE_GROUPS_REQUEST, DESCRIBE_GROUPS_RESPONSE),
-    Api(16, "ListGroups", 0, 2, LIST_GROUPS_REQUEST, LIST_GROUPS_RESPONSE),
-]
-
-__all__ = ["AUTHORIZED_OPERATIONS_OMITTED", "GROUP_APIS"]

@@ -14,7 +14,6 @@ arrays.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from . import codegen
@@ -333,15 +332,3 @@ def _default(type_):
 
 # Decoding errors surface as one type for the server to handle.
 DECODE_ERRORS = (ProtocolError, CorruptMessageError, UnicodeDecodeError, struct.error)
-
-
-@dataclass(frozen=True)
-class Api:
-    """One row of the API table: a key, the versions served, and its two schemas."""
-
-    key: int
-    name: str
-    min_version: int
-    max_version: int
-    request: Struct
-    response: Struct

@@ -1,0 +1,177 @@
+"""The API registry: a named key per Kafka API, the versions the broker serves, the version
+our clients ask for, and the request and response schemas; ApiVersions is answered from it.
+
+Every API is one row of ``APIS``; the schemas are in ``apis.py`` and ``group_apis.py``.
+Serving a new version is widening its row; serving a new API is adding a key and a row, and
+the broker then refuses to start until a handler is registered for it (``check_handlers``).
+
+    >>> API_BY_KEY[ApiKey.METADATA].name, API_BY_KEY[ApiKey.METADATA].max_version
+    ('Metadata', 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import apis, group_apis
+from .schema import Struct
+
+
+class ApiKey(IntEnum):
+    """The Kafka API keys this broker serves (``ApiKey.PRODUCE == 0``)."""
+
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    INIT_PRODUCER_ID = 22
+
+    @property
+    def title(self) -> str:
+        """Kafka's name for the API: ``ApiKey.INIT_PRODUCER_ID.title == "InitProducerId"``."""
+        return "".join(word.capitalize() for word in self.name.split("_"))
+
+
+@dataclass(frozen=True)
+class Api:
+    """One row of the registry: the key, the versions served, the version our clients ask
+    for, and the request and response schemas."""
+
+    key: ApiKey
+    min_version: int
+    max_version: int
+    client_version: int
+    request: Struct
+    response: Struct
+
+    @property
+    def name(self) -> str:
+        return self.key.title
+
+
+K = ApiKey
+# key, served min and max, our clients' version, request and response schemas
+APIS: tuple[Api, ...] = (
+    Api(K.PRODUCE, 0, 8, 8, apis.PRODUCE_REQUEST, apis.PRODUCE_RESPONSE),
+    Api(K.FETCH, 4, 11, 11, apis.FETCH_REQUEST, apis.FETCH_RESPONSE),
+    Api(K.LIST_OFFSETS, 1, 5, 5, apis.LIST_OFFSETS_REQUEST, apis.LIST_OFFSETS_RESPONSE),
+    Api(K.METADATA, 0, 8, 8, apis.METADATA_REQUEST, apis.METADATA_RESPONSE),
+    Api(
+        K.OFFSET_COMMIT,
+        2,
+        7,
+        7,
+        group_apis.OFFSET_COMMIT_REQUEST,
+        group_apis.OFFSET_COMMIT_RESPONSE,
+    ),
+    Api(K.OFFSET_FETCH, 1, 5, 5, group_apis.OFFSET_FETCH_REQUEST, group_apis.OFFSET_FETCH_RESPONSE),
+    Api(
+        K.FIND_COORDINATOR,
+        0,
+        2,
+        2,
+        group_apis.FIND_COORDINATOR_REQUEST,
+        group_apis.FIND_COORDINATOR_RESPONSE,
+    ),
+    Api(K.JOIN_GROUP, 0, 5, 5, group_apis.JOIN_GROUP_REQUEST, group_apis.JOIN_GROUP_RESPONSE),
+    Api(K.HEARTBEAT, 0, 3, 3, group_apis.HEARTBEAT_REQUEST, group_apis.HEARTBEAT_RESPONSE),
+    Api(K.LEAVE_GROUP, 0, 1, 1, group_apis.LEAVE_GROUP_REQUEST, group_apis.LEAVE_GROUP_RESPONSE),
+    Api(K.SYNC_GROUP, 0, 3, 3, group_apis.SYNC_GROUP_REQUEST, group_apis.SYNC_GROUP_RESPONSE),
+    Api(
+        K.DESCRIBE_GROUPS,
+        0,
+        4,
+        4,
+        group_apis.DESCRIBE_GROUPS_REQUEST,
+        group_apis.DESCRIBE_GROUPS_RESPONSE,
+    ),
+    Api(K.LIST_GROUPS, 0, 2, 2, group_apis.LIST_GROUPS_REQUEST, group_apis.LIST_GROUPS_RESPONSE),
+    Api(K.API_VERSIONS, 0, 2, 2, apis.API_VERSIONS_REQUEST, apis.API_VERSIONS_RESPONSE),
+    Api(K.CREATE_TOPICS, 2, 4, 4, apis.CREATE_TOPICS_REQUEST, apis.CREATE_TOPICS_RESPONSE),
+    Api(K.DELETE_TOPICS, 1, 3, 3, apis.DELETE_TOPICS_REQUEST, apis.DELETE_TOPICS_RESPONSE),
+    Api(
+        K.INIT_PRODUCER_ID,
+        0,
+        1,
+        1,
+        apis.INIT_PRODUCER_ID_REQUEST,
+        apis.INIT_PRODUCER_ID_RESPONSE,
+    ),
+)
+del K
+API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
+
+# The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.
+GROUP_APIS: tuple[Api, ...] = tuple(
+    API_BY_KEY[key]
+    for key in (
+        ApiKey.FIND_COORDINATOR,
+        ApiKey.JOIN_GROUP,
+        ApiKey.HEARTBEAT,
+        ApiKey.LEAVE_GROUP,
+        ApiKey.SYNC_GROUP,
+        ApiKey.OFFSET_COMMIT,
+        ApiKey.OFFSET_FETCH,
+        ApiKey.DESCRIBE_GROUPS,
+        ApiKey.LIST_GROUPS,
+    )
+)
+
+
+def client_version(key: ApiKey, version: int | None = None) -> int:
+    """``version`` if given, else the version our clients ask for of API ``key``."""
+    return API_BY_KEY[key].client_version if version is None else version
+
+
+def api_versions_body(error_code: int = 0) -> dict:
+    """The ApiVersions response body listing every API and version range we serve."""
+    return {
+        "error_code": error_code,
+        "api_keys": [
+            {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+            for a in APIS
+        ],
+        "throttle_time_ms": 0,
+    }
+
+
+class MissingHandlerError(RuntimeError):
+    """A handler table that does not answer every API the broker advertises."""
+
+
+def check_handlers(table: Mapping[int, object]) -> None:
+    """Raise MissingHandlerError, naming each one, if an API in ``APIS`` has no handler in
+    ``table`` (keyed by ``ApiKey``), or if ``table`` holds a key the registry does not know."""
+    missing = [f"{api.name} ({api.key:d})" for api in APIS if api.key not in table]
+    unknown = sorted(key for key in table if key not in API_BY_KEY)
+    if missing:
+        raise MissingHandlerError(f"no handler for the advertised API {', '.join(missing)}")
+    if unknown:
+        raise MissingHandlerError(f"handlers for API keys not in the registry: {unknown}")
+
+
+__all__ = [
+    "APIS",
+    "API_BY_KEY",
+    "GROUP_APIS",
+    "Api",
+    "ApiKey",
+    "MissingHandlerError",
+    "api_versions_body",
+    "check_handlers",
+    "client_version",
+]
