@@ -27,7 +27,11 @@ from twisted.protocols.basic import Int32StringReceiver
 from broker.protocol import frames
 from broker.protocol.registry import API_BY_KEY, ApiKey
 
-SERVED = {ApiKey.PRODUCE: (0, 8), ApiKey.METADATA: (0, 8), ApiKey.API_VERSIONS: (0, 2)}
+SERVED = {
+    api.key: (api.min_version, api.max_version)
+    for api in map(API_BY_KEY.get, (ApiKey.PRODUCE, ApiKey.METADATA, ApiKey.API_VERSIONS))
+}
+_PRODUCE = ApiKey.PRODUCE  # a global, not an enum attribute, on the ceiling's hot path
 NODE_ID = 0
 
 _HEAD = struct.Struct(">hhi")
@@ -74,7 +78,7 @@ class CeilingProtocol(Int32StringReceiver):
 
     def stringReceived(self, payload: bytes):
         api_key, version, correlation_id = _HEAD.unpack_from(payload, 0)
-        if api_key == ApiKey.PRODUCE:
+        if api_key == _PRODUCE:
             self._produce(payload, version, correlation_id)
             return
         served = SERVED.get(api_key)

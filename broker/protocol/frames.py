@@ -24,6 +24,7 @@ from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
 _SIZE = struct.Struct(">i")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _HEAD_CLIENT = struct.Struct(">hhih")  # ... and the length of client_id
+_PRODUCE = API_BY_KEY[ApiKey.PRODUCE]
 
 
 class FrameTooLargeError(ProtocolError):
@@ -149,7 +150,7 @@ def decode_request(payload) -> Request:
             f" (versions {api.min_version}-{api.max_version})",
         )
     try:
-        if api_key == ApiKey.PRODUCE:  # the hot path: tuples, not dicts
+        if api is _PRODUCE:  # the hot path: tuples, not dicts
             body = produce.decode_request(payload, pos, api_version)
         else:
             body = api.request.decode(payload, api_version, pos)
