@@ -63,56 +63,28 @@ class Api:
         return self.key.title
 
 
-K = ApiKey
-# key, served min and max, our clients' version, request and response schemas
+K, a, g = ApiKey, apis, group_apis
+# key, versions served (min, max), our clients' version, request and response schemas
 APIS: tuple[Api, ...] = (
-    Api(K.PRODUCE, 0, 8, 8, apis.PRODUCE_REQUEST, apis.PRODUCE_RESPONSE),
-    Api(K.FETCH, 4, 11, 11, apis.FETCH_REQUEST, apis.FETCH_RESPONSE),
-    Api(K.LIST_OFFSETS, 1, 5, 5, apis.LIST_OFFSETS_REQUEST, apis.LIST_OFFSETS_RESPONSE),
-    Api(K.METADATA, 0, 8, 8, apis.METADATA_REQUEST, apis.METADATA_RESPONSE),
-    Api(
-        K.OFFSET_COMMIT,
-        2,
-        7,
-        7,
-        group_apis.OFFSET_COMMIT_REQUEST,
-        group_apis.OFFSET_COMMIT_RESPONSE,
-    ),
-    Api(K.OFFSET_FETCH, 1, 5, 5, group_apis.OFFSET_FETCH_REQUEST, group_apis.OFFSET_FETCH_RESPONSE),
-    Api(
-        K.FIND_COORDINATOR,
-        0,
-        2,
-        2,
-        group_apis.FIND_COORDINATOR_REQUEST,
-        group_apis.FIND_COORDINATOR_RESPONSE,
-    ),
-    Api(K.JOIN_GROUP, 0, 5, 5, group_apis.JOIN_GROUP_REQUEST, group_apis.JOIN_GROUP_RESPONSE),
-    Api(K.HEARTBEAT, 0, 3, 3, group_apis.HEARTBEAT_REQUEST, group_apis.HEARTBEAT_RESPONSE),
-    Api(K.LEAVE_GROUP, 0, 1, 1, group_apis.LEAVE_GROUP_REQUEST, group_apis.LEAVE_GROUP_RESPONSE),
-    Api(K.SYNC_GROUP, 0, 3, 3, group_apis.SYNC_GROUP_REQUEST, group_apis.SYNC_GROUP_RESPONSE),
-    Api(
-        K.DESCRIBE_GROUPS,
-        0,
-        4,
-        4,
-        group_apis.DESCRIBE_GROUPS_REQUEST,
-        group_apis.DESCRIBE_GROUPS_RESPONSE,
-    ),
-    Api(K.LIST_GROUPS, 0, 2, 2, group_apis.LIST_GROUPS_REQUEST, group_apis.LIST_GROUPS_RESPONSE),
-    Api(K.API_VERSIONS, 0, 2, 2, apis.API_VERSIONS_REQUEST, apis.API_VERSIONS_RESPONSE),
-    Api(K.CREATE_TOPICS, 2, 4, 4, apis.CREATE_TOPICS_REQUEST, apis.CREATE_TOPICS_RESPONSE),
-    Api(K.DELETE_TOPICS, 1, 3, 3, apis.DELETE_TOPICS_REQUEST, apis.DELETE_TOPICS_RESPONSE),
-    Api(
-        K.INIT_PRODUCER_ID,
-        0,
-        1,
-        1,
-        apis.INIT_PRODUCER_ID_REQUEST,
-        apis.INIT_PRODUCER_ID_RESPONSE,
-    ),
+    Api(K.PRODUCE, 0, 8, 8, a.PRODUCE_REQUEST, a.PRODUCE_RESPONSE),
+    Api(K.FETCH, 4, 11, 11, a.FETCH_REQUEST, a.FETCH_RESPONSE),
+    Api(K.LIST_OFFSETS, 1, 5, 5, a.LIST_OFFSETS_REQUEST, a.LIST_OFFSETS_RESPONSE),
+    Api(K.METADATA, 0, 8, 8, a.METADATA_REQUEST, a.METADATA_RESPONSE),
+    Api(K.OFFSET_COMMIT, 2, 7, 7, g.OFFSET_COMMIT_REQUEST, g.OFFSET_COMMIT_RESPONSE),
+    Api(K.OFFSET_FETCH, 1, 5, 5, g.OFFSET_FETCH_REQUEST, g.OFFSET_FETCH_RESPONSE),
+    Api(K.FIND_COORDINATOR, 0, 2, 2, g.FIND_COORDINATOR_REQUEST, g.FIND_COORDINATOR_RESPONSE),
+    Api(K.JOIN_GROUP, 0, 5, 5, g.JOIN_GROUP_REQUEST, g.JOIN_GROUP_RESPONSE),
+    Api(K.HEARTBEAT, 0, 3, 3, g.HEARTBEAT_REQUEST, g.HEARTBEAT_RESPONSE),
+    Api(K.LEAVE_GROUP, 0, 1, 1, g.LEAVE_GROUP_REQUEST, g.LEAVE_GROUP_RESPONSE),
+    Api(K.SYNC_GROUP, 0, 3, 3, g.SYNC_GROUP_REQUEST, g.SYNC_GROUP_RESPONSE),
+    Api(K.DESCRIBE_GROUPS, 0, 4, 4, g.DESCRIBE_GROUPS_REQUEST, g.DESCRIBE_GROUPS_RESPONSE),
+    Api(K.LIST_GROUPS, 0, 2, 2, g.LIST_GROUPS_REQUEST, g.LIST_GROUPS_RESPONSE),
+    Api(K.API_VERSIONS, 0, 2, 2, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE),
+    Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE),
+    Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
+    Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
 )
-del K
+del K, a, g
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.
