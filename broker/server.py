@@ -87,14 +87,23 @@ class KafkaServerProtocol(protocol.Protocol):
         one write, after."""
         splitter = self._splitter
         splitter.feed(data)
+        if self._closed:
+            return
+        try:
+            frame = splitter.next_frame()
+        except frames.FrameTooLargeError as exc:
+            self.lengthLimitExceeded(exc.size)
+            return
+        if frame is None:  # a piece of a frame: nothing to do yet
+            return
         self._receiving = True
         too_long = None
         try:
-            while not self._closed:
-                frame = splitter.next_frame()
-                if frame is None:
-                    break
+            while frame is not None:
                 self.stringReceived(frame)
+                if self._closed:
+                    break
+                frame = splitter.next_frame()
         except frames.FrameTooLargeError as exc:
             too_long = exc
         finally:
