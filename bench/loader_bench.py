@@ -692,7 +692,7 @@ PROFILE_PARTS = [
     ("    Converter.convert", "loaders/convert.py", "convert"),
     ("      Converter._json", "loaders/convert.py", "_json"),
     ("        Converter._fast (pyarrow.json.read_json)", "loaders/convert.py", "_fast"),
-    ("      epoch_ms_of (ts column)", "loaders/convert.py", "epoch_ms_of"),
+    ("      epoch_ms_of (ts column)", "loaders/eventtime.py", "epoch_ms_of"),
     ("    Chunk.take", "loaders/chunk.py", "take"),
     ("      Chunk._materialise", "loaders/chunk.py", "_materialise"),
     ("  Worker._cut: publish + commit", "loaders/worker.py", "_cut"),

@@ -28,9 +28,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from broker.protocol.errors import KafkaError
 from consumers.cluster import ClusterClient
 
-from .convert import SchemaError, load_declared_schema
 from .layout import HOUR_MS, hour_of_dir
 from .registry import LoaderError, make_plan, plan_path, read_offset, read_plan
+from .schema import SchemaError, load_declared_schema
 from .storage import Storage, StorageError
 from .worker import run_worker, worker_main
 

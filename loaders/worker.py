@@ -38,15 +38,8 @@ from consumers.group import GroupConsumer
 
 from .blocks import decode_value_block, offset_index
 from .chunk import Chunk, Limits, parquet_bytes
-from .convert import (
-    DAY_MS,
-    Converter,
-    FixedSchemas,
-    ValueFormat,
-    dead_batch,
-    load_declared_schema,
-    rest_of,
-)
+from .convert import Converter, ValueFormat, dead_batch, rest_of
+from .eventtime import DAY_MS
 from .layout import (
     DEAD_LETTER,
     QUARANTINE,
@@ -67,6 +60,7 @@ from .registry import (
     read_offset,
     read_plan,
 )
+from .schema import FixedSchemas, load_declared_schema
 from .storage import Storage
 
 log = logging.getLogger(__name__)

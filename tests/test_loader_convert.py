@@ -22,18 +22,10 @@ import pytest
 from conftest import create_topic
 
 from consumers.consumer import Message
-from loaders.convert import (
-    DAY_MS,
-    MIN_EVENT_MS,
-    Converter,
-    FixedSchemas,
-    MemorySchemas,
-    SchemaError,
-    ValueFormat,
-    concat,
-    load_declared_schema,
-)
+from loaders.convert import Converter, ValueFormat, concat
+from loaders.eventtime import DAY_MS, MIN_EVENT_MS
 from loaders.layout import DEAD_LETTER, HOUR_MS, QUARANTINE
+from loaders.schema import FixedSchemas, MemorySchemas, SchemaError, load_declared_schema
 
 PLAN_MS = calendar.timegm((2024, 3, 10, 12, 0, 0)) * 1000  # the fixed "plan time" of part 1
 MAX_MS = PLAN_MS + DAY_MS
