@@ -22,6 +22,7 @@ import pytest
 from conftest import create_topic
 
 from consumers.consumer import Message
+from loaders.config import LoaderConfig
 from loaders.convert import Converter, ValueFormat, concat
 from loaders.eventtime import DAY_MS, MIN_EVENT_MS
 from loaders.layout import DEAD_LETTER, HOUR_MS, QUARANTINE
@@ -217,13 +218,13 @@ def test_missing_schema_file_and_the_load_command_refuses_a_bad_one(tmp_path):
     bad = write_schema(tmp_path, {"fields": {"a": "decimal"}})
     out, err = io.StringIO(), io.StringIO()
     status = load(
-        {
-            "zookeeper": "127.0.0.1:1",
-            "topics": ["t"],
-            "group": "g",
-            "url": str(tmp_path / "wh"),
-            "schema_file": bad,
-        },
+        LoaderConfig(
+            zookeeper="127.0.0.1:1",
+            topics=["t"],
+            group="g",
+            url=str(tmp_path / "wh"),
+            schema_file=bad,
+        ),
         out=out,
         err=err,
     )
@@ -806,7 +807,7 @@ def run_load(cluster, url, topic: str, group: str, **options) -> tuple[int, str,
     config.update(options)
     out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
-    status = load(config, out=out, err=err)
+    status = load(LoaderConfig(**config), out=out, err=err)
     assert time.monotonic() - started < 60
     return status, out.getvalue(), err.getvalue(), summary_totals(out.getvalue())
 
