@@ -118,8 +118,8 @@ def table(path: str) -> str:
 
 def check_exactly_once(path: str, expected_ids: int) -> None:
     rows, distinct, ids, min_id, max_id = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        f"FROM {table(path)}"
+        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), "
+        f"min(id), max(id) FROM {table(path)}"
     ).fetchall()[0]
     assert (rows, distinct, ids) == (expected_ids, expected_ids, expected_ids)
     assert (min_id, max_id) == (0, expected_ids - 1)

@@ -924,7 +924,8 @@ def test_late_events_land_in_a_closed_hour_as_new_files(cluster1, tmp_path):
     late_ids = sorted(
         r[0]
         for r in duckdb.sql(
-            f"SELECT id FROM read_parquet({sorted(str(old_dir / n) for n in new_files)!r}, union_by_name=true)"
+            f"SELECT id FROM read_parquet({sorted(str(old_dir / n) for n in new_files)!r}, "
+            "union_by_name=true)"
         ).fetchall()
     )
     assert late_ids == list(range(200, 215))
@@ -1019,7 +1020,7 @@ def test_declared_schema_file_and_a_type_conflict_across_loads(cluster1, tmp_pat
             json.dumps({"id": 3, "status": 404, "price": None}).encode(),
         ],
     )
-    status, out, err, totals = run_load(cluster1, wh, topic, "wh-declared", schema_file=schema)
+    status, _out, err, totals = run_load(cluster1, wh, topic, "wh-declared", schema_file=schema)
     assert status == 0, err
     assert totals["rows"] == 3 and totals["conflicts"] == 2  # status "oops", ts 123 as a string
     got = duckdb.sql(
@@ -1036,7 +1037,7 @@ def test_declared_schema_file_and_a_type_conflict_across_loads(cluster1, tmp_pat
     topic, group = "conv-inferred", "wh-inferred"
     create_topic(cluster1.brokers[0].port, topic, 1)
     kcat(cluster1, topic, [json.dumps({"id": i, "status": 200 + i}).encode() for i in range(5)])
-    status, out, err, totals = run_load(cluster1, wh, topic, group)
+    status, _out, err, totals = run_load(cluster1, wh, topic, group)
     assert status == 0, err
     assert totals["rows"] == 5 and totals["conflicts"] == 0
     kcat(

@@ -171,8 +171,8 @@ def parse_published(objects: dict[str, bytes]) -> pa.Table:
 def check_exactly_once(rows: pa.Table, expected: int) -> None:
     """Every event once, and each partition's offsets 0..n-1 with no gap (DuckDB)."""
     n, distinct, ids, lo, hi = duckdb.sql(
-        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        "FROM rows"
+        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), "
+        "min(id), max(id) FROM rows"
     ).fetchall()[0]
     assert (n, distinct, ids) == (expected, expected, expected)
     assert (lo, hi) == (0, expected - 1)
