@@ -3,6 +3,7 @@ default (ARCHITECTURE.md, Clients).  ``Producer`` is the entry point."""
 
 from .accumulator import BufferFullError
 from .batch import DeliveryFuture, RecordMetadata
+from .config import ProducerConfig
 from .producer import Producer, ProducerClosedError
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "DeliveryFuture",
     "Producer",
     "ProducerClosedError",
+    "ProducerConfig",
     "RecordMetadata",
 ]

@@ -12,6 +12,7 @@ from collections import deque
 from broker.protocol.errors import KafkaError
 
 from .batch import BATCH_OVERHEAD, Batch, DeliveryFuture
+from .config import ProducerConfig
 
 
 class BufferFullError(KafkaError):
@@ -50,20 +51,10 @@ class RecordAccumulator:
     ``partitions``.  ``buffered`` bytes stay under ``buffer_memory``: ``append`` waits up to
     ``max_block`` for room (``block_on_full``) or raises BufferFullError."""
 
-    def __init__(
-        self,
-        *,
-        batch_size: int,
-        buffer_memory: int,
-        linger: float,
-        block_on_full: bool,
-        max_block: float,
-    ):
-        self.batch_size = batch_size
-        self.buffer_memory = buffer_memory
-        self.linger = linger
-        self.block_on_full = block_on_full
-        self.max_block = max_block
+    def __init__(self, config: ProducerConfig):
+        self.batch_size = config.batch_size  # read for every message
+        self.buffer_memory = config.buffer_memory
+        self.config = config
         self.lock = threading.Condition()
         self.open: dict[tuple[str, int], Batch] = {}
         self.partitions: dict[tuple[str, int], PartitionQueue] = {}
@@ -126,15 +117,16 @@ class RecordAccumulator:
             pass
 
     def _wait_for_room(self, size: int) -> None:
-        if not self.block_on_full:
+        if not self.config.block_on_full:
             raise BufferFullError(f"buffer_memory ({self.buffer_memory} bytes) is full")
-        deadline = time.monotonic() + self.max_block
+        max_block = self.config.max_block
+        deadline = time.monotonic() + max_block
         self._waiting_for_room += 1
         try:
             while self.buffered + size > self.buffer_memory:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BufferFullError(f"buffer_memory stayed full for {self.max_block:.1f} s")
+                    raise BufferFullError(f"buffer_memory stayed full for {max_block:.1f} s")
                 self.wake()
                 self.lock.wait(min(left, 0.1))
         finally:
@@ -197,13 +189,15 @@ class RecordAccumulator:
     def seal_due(self, now: float) -> None:
         """Seal open batches past their linger (all of them when flushing or closing)."""
         everything = self.flushing or self.closed
+        linger = self.config.linger
         for batch in list(self.open.values()):
-            if everything or now - batch.created >= self.linger:
+            if everything or now - batch.created >= linger:
                 self.seal(batch)
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until an open batch is due or a queued one may be sent again."""
-        waits = [b.created + self.linger - now for b in self.open.values()]
+        linger = self.config.linger
+        waits = [b.created + linger - now for b in self.open.values()]
         waits += [
             p.queue[0].not_before - now
             for p in self.partitions.values()

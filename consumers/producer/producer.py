@@ -34,15 +34,14 @@ from __future__ import annotations
 import random
 import time
 
-from broker.protocol import compression as codecs
 from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
 
 from ..cluster import ClusterClient
 from ..partitioner import partition_for_key
 from .accumulator import RecordAccumulator
 from .batch import BATCH_OVERHEAD, RECORD_OVERHEAD, DeliveryFuture, FailedFuture
+from .config import ProducerConfig
 from .sender import Sender
-from .sequences import MAX_IN_FLIGHT_IDEMPOTENT
 
 
 class ProducerClosedError(RuntimeError):
@@ -57,74 +56,30 @@ class Producer:
         bootstrap_servers: str | None = None,
         zookeeper: str | None = None,
         *,
-        acks: int | str = "all",
-        enable_idempotence: bool | None = None,
-        max_in_flight_requests_per_connection: int = 5,
-        compression: str = "none",
-        linger_ms: float = 5.0,
-        batch_size: int = 512 * 1024,
-        buffer_memory: int = 64 * 1024 * 1024,
-        block_on_full: bool = True,
-        max_block_ms: float = 60_000,
-        retry_backoff_ms: float = 100,
-        delivery_timeout_ms: float = 120_000,
-        request_timeout_ms: float = 30_000,
-        max_request_size: int = 1_048_576,
         client_id: str = "headrace-producer",
         cluster: ClusterClient | None = None,
+        **options,
     ):
-        self.acks = -1 if acks in ("all", -1, "-1") else int(acks)
-        if self.acks not in (-1, 0, 1):
-            raise ValueError("acks must be 0, 1 or all")
-        if enable_idempotence is None:  # Kafka's rule: on, unless acks asks for less
-            enable_idempotence = self.acks == -1
-        elif enable_idempotence and self.acks != -1:
-            raise ValueError("enable_idempotence needs acks='all'")
-        self.idempotent = enable_idempotence
-        self.max_in_flight = max(1, max_in_flight_requests_per_connection)
-        if self.idempotent and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
-            raise ValueError(
-                f"enable_idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} "
-                "requests in flight per connection"
-            )
-        self.codec = codecs.codec_by_name(compression)
-        self.linger = linger_ms / 1000.0
-        self.batch_size = max(1, batch_size)
-        self.buffer_memory = buffer_memory
-        self.block_on_full = block_on_full
-        self.max_block = max_block_ms / 1000.0
-        self.retry_backoff = retry_backoff_ms / 1000.0
-        self.delivery_timeout = delivery_timeout_ms / 1000.0
-        self.request_timeout_ms = int(request_timeout_ms)
-        self.max_request_size = max_request_size
+        """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
+        ``max_in_flight_requests_per_connection``, ``compression``, ``linger_ms``,
+        ``batch_size``, ``buffer_memory``, ``block_on_full``, ``max_block_ms``,
+        ``retry_backoff_ms``, ``delivery_timeout_ms``, ``request_timeout_ms`` and
+        ``max_request_size``, with Kafka's meanings."""
+        self.config = config = ProducerConfig.of(**options)
+        self.acks = config.acks
+        self.idempotent = config.idempotent
+        self.max_request_size = config.max_request_size
         self.cluster = cluster or ClusterClient(
             bootstrap_servers,
             zookeeper,
             client_id=client_id,
-            request_timeout=request_timeout_ms / 1000.0,
+            request_timeout=config.request_timeout_ms / 1000.0,
         )
         self._own_cluster = cluster is None
         self._sticky_turn: dict[str, int] = {}
         self._closed = False
-        self._accumulator = RecordAccumulator(
-            batch_size=self.batch_size,
-            buffer_memory=buffer_memory,
-            linger=self.linger,
-            block_on_full=block_on_full,
-            max_block=self.max_block,
-        )
-        self._sender = Sender(
-            self._accumulator,
-            self.cluster,
-            acks=self.acks,
-            idempotent=self.idempotent,
-            max_in_flight=self.max_in_flight,
-            codec=self.codec,
-            max_request_size=max_request_size,
-            retry_backoff=self.retry_backoff,
-            delivery_timeout=self.delivery_timeout,
-            request_timeout_ms=self.request_timeout_ms,
-        )
+        self._accumulator = RecordAccumulator(config)
+        self._sender = Sender(self._accumulator, self.cluster)
         self._sender.start()
 
     def send(
@@ -160,7 +115,7 @@ class Producer:
                     partition = self._next_sticky(topic)
             else:
                 partition = partition_for_key(
-                    key, len(self.cluster.partitions(topic, wait=self.max_block))
+                    key, len(self.cluster.partitions(topic, wait=self.config.max_block))
                 )
         if timestamp is None:
             timestamp = int(time.time() * 1000)
@@ -168,7 +123,7 @@ class Producer:
 
     def _next_sticky(self, topic: str) -> int:
         """The next partition with a live leader for unkeyed messages, in turn."""
-        partitions = self.cluster.partitions(topic, wait=self.max_block)
+        partitions = self.cluster.partitions(topic, wait=self.config.max_block)
         available = self.cluster.available_partitions(topic) or partitions
         turn = self._sticky_turn.get(topic)
         if turn is None:

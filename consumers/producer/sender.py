@@ -30,30 +30,10 @@ class Sender:
     """Sends what the accumulator seals, up to ``max_in_flight`` requests per broker (a sliding
     window: each answer lets the next request go before its batches are settled)."""
 
-    def __init__(
-        self,
-        accumulator: RecordAccumulator,
-        cluster: ClusterClient,
-        *,
-        acks: int,
-        idempotent: bool,
-        max_in_flight: int,
-        codec: int,
-        max_request_size: int,
-        retry_backoff: float,
-        delivery_timeout: float,
-        request_timeout_ms: int,
-    ):
+    def __init__(self, accumulator: RecordAccumulator, cluster: ClusterClient):
         self.acc = accumulator
         self.cluster = cluster
-        self.acks = acks
-        self.idempotent = idempotent
-        self.max_in_flight = max_in_flight
-        self.codec = codec
-        self.max_request_size = max_request_size
-        self.retry_backoff = retry_backoff
-        self.delivery_timeout = delivery_timeout
-        self.request_timeout_ms = request_timeout_ms
+        self.config = accumulator.config
         self.sequences = SequenceState()
         self._conns: dict[int, InFlightConnection] = {}
         self._stale_topics: set[str] = set()
@@ -76,7 +56,7 @@ class Sender:
                         self._drop(
                             leader, RequestTimedOutError("the producer's sender failed"), fail=True
                         )
-                    time.sleep(self.retry_backoff)
+                    time.sleep(self.config.retry_backoff)
         finally:
             for leader in list(self._conns):
                 self._drop(
@@ -102,7 +82,7 @@ class Sender:
                     self.sequences.reset({k: p.queue for k, p in acc.partitions.items()})
                     return True
             elif acc.queued and not acc.closed:
-                if self.idempotent and not self.sequences.has_id:
+                if self.config.idempotent and not self.sequences.has_id:
                     init = not acc.in_flight
                 else:
                     requests, expired = self._collect(now)
@@ -133,7 +113,7 @@ class Sender:
                 self.sequences.reset_needed
                 or acc.closed
                 or not acc.queued
-                or (self.idempotent and not self.sequences.has_id)
+                or (self.config.idempotent and not self.sequences.has_id)
             ):
                 return {}, []
             return self._collect(time.monotonic())
@@ -159,7 +139,9 @@ class Sender:
         partition has batches of one producer id in flight at a time.  This touches each
         partition's first few batches only, however long the queues are."""
         acc = self.acc
-        limit = MAX_IN_FLIGHT_IDEMPOTENT if self.idempotent else self.max_in_flight
+        config = self.config
+        limit = MAX_IN_FLIGHT_IDEMPOTENT if config.idempotent else config.max_in_flight
+        max_request_size = config.max_request_size
         producer_id = self.sequences.producer_id
         requests: Requests = {}
         sizes: dict[int, list[int]] = {}
@@ -170,17 +152,17 @@ class Sender:
                 continue
             leader = self.cluster.leader(*key)
             if leader < 0:
-                taken = part.expire(now, self.delivery_timeout)
+                taken = part.expire(now, self.config.delivery_timeout)
                 acc.queued -= len(taken)
                 expired += taken
                 if queue:
-                    queue[0].not_before = now + self.retry_backoff
+                    queue[0].not_before = now + self.config.retry_backoff
                 self._stale_topics.add(key[0])
                 continue
             reqs = requests.get(leader)
             if reqs is None:
                 conn = self._conns.get(leader)
-                room = self.max_in_flight - (len(conn.pending) if conn is not None else 0)
+                room = self.config.max_in_flight - (len(conn.pending) if conn is not None else 0)
                 reqs = requests[leader] = [[] for _ in range(max(0, room))]
                 sizes[leader] = [0] * len(reqs)
             sized = sizes[leader]
@@ -192,7 +174,7 @@ class Sender:
                 if (
                     batch.not_before > now
                     or (part.in_flight and part.producer_id != pid)
-                    or (request and sized[i] + batch.size > self.max_request_size)
+                    or (request and sized[i] + batch.size > max_request_size)
                 ):
                     break
                 queue.popleft()
@@ -220,8 +202,8 @@ class Sender:
                 (
                     {
                         "transactional_id": None,
-                        "acks": self.acks,
-                        "timeout_ms": self.request_timeout_ms,
+                        "acks": self.config.acks,
+                        "timeout_ms": self.config.request_timeout_ms,
                         "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()],
                     },
                     request,
@@ -234,13 +216,13 @@ class Sender:
                 conn = self._conns[leader] = self.cluster.connect(leader)
                 self._selector.register(conn, selectors.EVENT_READ, leader)
             for body in bodies:  # one at a time: the broker starts on the first at once
-                conn.send(PRODUCE, 8, [body], expect_answer=self.acks != 0)
+                conn.send(PRODUCE, 8, [body], expect_answer=self.config.acks != 0)
                 sent += 1
         except (OSError, KafkaError) as exc:
             if leader in self._conns:
                 self._drop(leader, exc)  # what it had in flight, the ones just sent included
             self._retry_all(requests[sent:], f"broker {leader}: {exc}")
-        if self.acks == 0:
+        if self.config.acks == 0:
             for request in requests[:sent]:
                 for batch in request:
                     self._succeed(batch, -1)
@@ -291,7 +273,7 @@ class Sender:
                 self._drop(
                     leader,
                     RequestTimedOutError(
-                        f"no answer within request_timeout_ms ({self.request_timeout_ms})"
+                        f"no answer within request_timeout_ms ({self.config.request_timeout_ms})"
                     ),
                 )
 
@@ -318,17 +300,17 @@ class Sender:
         """The batch's bytes, built once: a retry sends the same bytes, with the same
         producer id, epoch and sequence."""
         if batch.data is None:
-            if self.idempotent:
+            if self.config.idempotent:
                 sequences = self.sequences
                 batch.data = build_batch(
                     batch.records,
-                    compression_type=self.codec,
+                    compression_type=self.config.codec,
                     producer_id=sequences.producer_id,
                     producer_epoch=sequences.epoch,
                     base_sequence=sequences.number(batch),
                 )
             else:
-                batch.data = build_batch(batch.records, compression_type=self.codec)
+                batch.data = build_batch(batch.records, compression_type=self.config.codec)
         return batch.data
 
     def _settle(self, batch: Batch, answer: dict | None) -> None:
@@ -336,7 +318,7 @@ class Sender:
             self._retry(batch, "no answer for the partition")
             return
         code = answer["error_code"]
-        if code == 0 or (code == _DUPLICATE_SEQUENCE and self.idempotent):
+        if code == 0 or (code == _DUPLICATE_SEQUENCE and self.config.idempotent):
             self._succeed(batch, answer["base_offset"], answer["log_append_time_ms"])
             return
         error = error_for_code(code)
@@ -363,14 +345,14 @@ class Sender:
         nodes = [n for n in leaders if n >= 0] or list(self.cluster.brokers)
         if nodes and self._init_producer_id(nodes[0]):
             return
-        expired, topics = acc.expire(time.monotonic(), self.delivery_timeout)
+        expired, topics = acc.expire(time.monotonic(), self.config.delivery_timeout)
         self._stale_topics.update(topics)
         for batch in expired:
             self.fail(
                 batch,
                 RequestTimedOutError("not delivered within delivery_timeout_ms: no producer id"),
             )
-        time.sleep(self.retry_backoff)
+        time.sleep(self.config.retry_backoff)
 
     def _init_producer_id(self, node_id: int) -> bool:
         """InitProducerId: a producer id (epoch 0) for the sequences to follow."""
@@ -396,13 +378,13 @@ class Sender:
         order), ahead of those never sent; its partition sends nothing more until every
         batch in flight is back."""
         self.acc.partitions[(batch.topic, batch.partition)].troubled = True
-        if time.monotonic() - batch.created > self.delivery_timeout:
+        if time.monotonic() - batch.created > self.config.delivery_timeout:
             self.fail(
                 batch, RequestTimedOutError(f"not delivered within delivery_timeout_ms: {why}")
             )
             return
         log.debug("retrying %s-%d: %s", batch.topic, batch.partition, why)
-        batch.not_before = time.monotonic() + self.retry_backoff
+        batch.not_before = time.monotonic() + self.config.retry_backoff
         self._stale_topics.add(batch.topic)
         self.acc.requeue(batch)
 
