@@ -17,7 +17,7 @@ from .config import BrokerConfig, ConfigError
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
 from .log import LogConfig, LogManager
-from .log.partition import validate_topic_name
+from .log.names import validate_topic_name
 from .protocol import errors, frames, produce
 from .protocol.errors import KafkaError, error_code
 from .server import CLOSE_CONNECTION

@@ -45,13 +45,8 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import LogConfig
-from .partition import (
-    PartitionLog,
-    SystemClock,
-    parse_partition_dir_name,
-    partition_dir_name,
-    validate_topic_name,
-)
+from .names import parse_partition_dir_name, partition_dir_name, validate_topic_name
+from .partition import PartitionLog, SystemClock
 
 log = logging.getLogger(__name__)
 

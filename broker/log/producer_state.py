@@ -33,6 +33,12 @@ import crc32c
 
 from ..protocol.durable import atomic_write
 from ..protocol.errors import ERROR_TABLE, error_for_code
+from ..protocol.records import (
+    BASE_SEQUENCE,
+    LAST_OFFSET_DELTA,
+    PRODUCER_EPOCH,
+    PRODUCER_ID,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +180,12 @@ class ProducerStateTable:
 
     def record_header(self, header, base_offset: int, now_ms: int) -> None:
         """``record`` from a batch header (a BatchHeader or the raw header tuple)."""
-        pid, epoch, base_seq, delta = header[9], header[10], header[11], header[6]
+        pid, epoch, base_seq, delta = (
+            header[PRODUCER_ID],
+            header[PRODUCER_EPOCH],
+            header[BASE_SEQUENCE],
+            header[LAST_OFFSET_DELTA],
+        )
         if pid >= 0:
             self.record(
                 pid,

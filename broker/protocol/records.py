@@ -37,6 +37,25 @@ HEADER_SIZE = HEADER.size  # 61
 LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes not counted by batchLength
 CRC_START = 21
 MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
+# Where each field sits in a ``HEADER.unpack`` tuple (the order of ``BatchHeader``): header
+# walks over stored segments index the plain tuple rather than build a BatchHeader per batch.
+(
+    BASE_OFFSET,
+    BATCH_LENGTH,
+    PARTITION_LEADER_EPOCH,
+    MAGIC_BYTE,
+    CRC,
+    ATTRIBUTES,
+    LAST_OFFSET_DELTA,
+    BASE_TIMESTAMP,
+    MAX_TIMESTAMP,
+    PRODUCER_ID,
+    PRODUCER_EPOCH,
+    BASE_SEQUENCE,
+    RECORD_COUNT,
+) = range(13)
+# The first 16 bytes, the ones a broker rewrites: baseOffset, batchLength, partitionLeaderEpoch.
+PREFIX = struct.Struct(">qii")
 
 COMPRESSION_MASK = 0x07
 TIMESTAMP_TYPE_MASK = 0x08
@@ -47,8 +66,10 @@ DELETE_HORIZON_MASK = 0x40
 CREATE_TIME = 0
 LOG_APPEND_TIME = 1
 NO_TIMESTAMP = -1
+# ListOffsets' special timestamps: they ask for the log start and the log end offset.
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
 
-_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _I64 = struct.Struct(">q")
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
