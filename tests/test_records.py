@@ -23,12 +23,11 @@ from broker.protocol.records import (
     check_batch,
     compute_crc,
     decode_batch,
-    decode_varint,
-    encode_varint,
     iter_records,
     split_batches,
     with_log_append_time,
 )
+from broker.protocol.varint import decode_varint, encode_varint
 
 CODECS = [compression.NONE, compression.GZIP, compression.SNAPPY, compression.LZ4, compression.ZSTD]
 

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import crc32c
 
 from . import compression
+from .columns import decode_columns
 from .errors import (
     CorruptMessageError,
     InvalidRecordError,
@@ -30,6 +31,7 @@ from .errors import (
     UnsupportedCompressionTypeError,
     UnsupportedForMessageFormatError,
 )
+from .varint import decode_varint, encode_varint
 
 MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -222,52 +224,6 @@ def split_batches(buf) -> Iterator[tuple[int, BatchHeader]]:
         pos += header.size
 
 
-# --- varints -------------------------------------------------------------------------------
-
-
-def _encode_zigzag(zz: int) -> bytes:
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [_encode_zigzag(zz) for zz in range(1 << 14)]  # every 1- and 2-byte varint
-
-
-def encode_varint(value: int) -> bytes:
-    """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
-    zz = (value << 1) ^ (value >> 63)
-    if zz < 16384:
-        return _SMALL_VARINTS[zz]
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
-
-
-def decode_varint(buf, pos: int) -> tuple[int, int]:
-    """Read a zig-zag varint at ``pos``; returns (value, next position)."""
-    shift = 0
-    result = 0
-    while True:
-        if pos >= len(buf):
-            raise CorruptMessageError("varint runs past the end of the record data")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise CorruptMessageError("varint is longer than 10 bytes")
-    return (result >> 1) ^ -(result & 1), pos
-
-
 def _encode_bytes(value: bytes | None) -> bytes:
     if value is None:
         return encode_varint(-1)
@@ -443,12 +399,8 @@ def decode_batch_columns(
     """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
     header, data = _records_section(buf, pos, verify_crc)
     log_append_ts = header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None
-    if (
-        header.record_count >= 32
-        and _decode_columns is not None
-        and _decode_columns(
-            data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out
-        )
+    if header.record_count >= 32 and decode_columns(
+        data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out
     ):
         return header
     _decode_records(
@@ -602,9 +554,3 @@ def iter_records(buf, *, verify_crc: bool = True) -> Iterator[Record]:
     """Every record of every whole batch in ``buf``, in order."""
     for batch in decode_batches(buf, verify_crc=verify_crc):
         yield from batch.records
-
-
-try:  # numpy reads the fields of many records at once; without it, the loop above does
-    from .columns import decode_columns as _decode_columns
-except ImportError:  # pragma: no cover
-    _decode_columns = None

@@ -4,8 +4,9 @@
 further, as Kafka's LogValidator does, without a Python object per record: the body must
 decompress, and the records' framing must match the header - as many records as it says,
 each record's length varint spanning exactly its fields, well-formed varints (at most 5 bytes
-for ints, 10 for longs), timestamps (base timestamp plus delta) that fit a signed 64-bit long, sane header counts and header key lengths, offset deltas 0..n-1, and
-the last record ending exactly at the end of the body.  A Python loop only finds where each
+for ints, 10 for longs), timestamps (base timestamp plus delta) that fit a signed 64-bit long,
+sane header counts and header key lengths, offset deltas 0..n-1, and the last record ending
+exactly at the end of the body.  A Python loop only finds where each
 record starts (a few operations per record); every field is then read with numpy over all
 records at once.
 
@@ -26,9 +27,9 @@ from .records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
-    decode_varint,
     parse_header,
 )
+from .varint import decode_varint
 
 MIN_RECORD_BODY = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount
 INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
