@@ -13,10 +13,10 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
 from .cluster import assign_partitions
-from .config import BrokerConfig, ConfigError
+from .config import BrokerConfig
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
-from .log import LogConfig, LogManager
+from .log import ConfigError, LogConfig, LogManager
 from .log.names import validate_topic_name
 from .protocol import errors, frames, produce
 from .protocol.errors import KafkaError, error_code

@@ -2,11 +2,11 @@
 
 Public API: ``LogManager`` (every partition under ``log.dirs``), ``PartitionLog`` (one
 partition: append, read, roll, flush, retention), ``LogLoader`` (opening a partition's
-directory: clean-up, recovery, producer state), ``LogConfig`` (Kafka's log settings) and
-``FileSlice`` (a byte range of a segment, what a fetch sends).
+directory: clean-up, recovery, producer state), ``LogConfig`` (Kafka's log settings, and
+``ConfigError`` for a bad one) and ``FileSlice`` (a byte range of a segment, what a fetch sends).
 """
 
-from .config import LogConfig
+from .config import ConfigError, LogConfig
 from .loader import LoadedLog, LogLoader
 from .manager import LogDirInUseError, LogManager
 from .names import validate_topic_name
@@ -15,6 +15,7 @@ from .segment import FileSlice, Segment
 
 __all__ = [
     "AppendResult",
+    "ConfigError",
     "FileSlice",
     "LoadedLog",
     "LogConfig",

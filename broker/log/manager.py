@@ -30,11 +30,11 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
-from ..config import LONG_MAX, BrokerConfig
 from ..protocol.durable import atomic_write, fsync_directory
 from ..protocol.errors import KafkaStorageError
 from .checkpoint import (
@@ -44,7 +44,7 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from .config import LogConfig
+from .config import LONG_MAX, LogConfig
 from .names import parse_partition_dir_name, partition_dir_name, validate_topic_name
 from .partition import PartitionLog, SystemClock
 
@@ -102,7 +102,7 @@ class LogManager:
 
     @classmethod
     def from_broker_config(
-        cls, config: BrokerConfig, *, clock=None, topic_overrides=None
+        cls, config: Mapping[str, Any], *, clock=None, topic_overrides=None
     ) -> LogManager:
         return cls(
             config["log.dirs"],
@@ -404,11 +404,6 @@ class LogManager:
             if not plog.offline:
                 deleted += plog.enforce_retention()
         return deleted
-
-    def flush_all(self) -> None:
-        for plog in self.logs.values():
-            if not plog.offline:
-                plog.flush()
 
     def checkpoint_recovery_points(self, wait: bool = False) -> None:
         self._checkpoint(RECOVERY_POINT_FILE, lambda plog: plog.recovery_point, wait)
