@@ -20,12 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .log.config import LONG_MAX, ConfigError, choice, integer
+from .log.config import INT_MAX, LONG_MAX, ConfigError, choice, integer
 
 log = logging.getLogger(__name__)
-
-INT_MAX = 2**31 - 1
-
 
 # --- the .properties format ----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 
 from .protocol.errors import (
+    NONE,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
     InvalidSessionTimeoutError,
@@ -52,7 +53,6 @@ EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
     "Dead",
 )
 
-NONE = 0
 EMPTY_GROUP_TTL = 60.0  # seconds an empty group stays before it is forgotten
 
 

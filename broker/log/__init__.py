@@ -6,11 +6,12 @@ directory: clean-up, recovery, producer state), ``LogConfig`` (Kafka's log setti
 ``ConfigError`` for a bad one) and ``FileSlice`` (a byte range of a segment, what a fetch sends).
 """
 
+from .clock import SystemClock
 from .config import ConfigError, LogConfig
 from .loader import LoadedLog, LogLoader
 from .manager import LogDirInUseError, LogManager
 from .names import validate_topic_name
-from .partition import AppendResult, PartitionLog, SystemClock
+from .partition import AppendResult, PartitionLog
 from .segment import FileSlice, Segment
 
 __all__ = [

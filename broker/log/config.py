@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+INT_MAX = 2**31 - 1
 LONG_MAX = 2**63 - 1
 
 
@@ -50,7 +51,7 @@ def choice(*options: str) -> Callable[[str, str], str]:
 
 # field, topic-level property, broker-level property, parser
 _TOPIC_PROPERTIES = (
-    ("segment_bytes", "segment.bytes", "log.segment.bytes", integer(14, 2**31 - 1)),
+    ("segment_bytes", "segment.bytes", "log.segment.bytes", integer(14, INT_MAX)),
     ("roll_ms", "segment.ms", "log.roll.ms", integer(1)),
     ("retention_ms", "retention.ms", "log.retention.ms", integer(-1)),
     ("retention_bytes", "retention.bytes", "log.retention.bytes", integer(-1)),

@@ -19,13 +19,18 @@ from typing import NamedTuple
 
 from ..protocol.records import BASE_OFFSET, LAST_OFFSET_DELTA
 from .config import LogConfig
-from .names import parse_partition_dir_name, validate_topic_name
+from .names import (
+    DELETED_SUFFIX,
+    LOG_SUFFIX,
+    TEMPORARY_SUFFIX,
+    offsets_named,
+    parse_partition_dir_name,
+    validate_topic_name,
+)
 from .producer_state import ProducerStateTable
-from .segment import DELETED_SUFFIX, LOG_SUFFIX, Segment
+from .segment import Segment
 
 log = logging.getLogger(__name__)
-
-TEMPORARY_SUFFIX = ".tmp"
 
 
 class LoadedLog(NamedTuple):
@@ -75,7 +80,7 @@ class LogLoader:
         validate_topic_name(topic)
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.directory)
-        bases = segment_bases(self.directory)
+        bases = offsets_named(self.directory, LOG_SUFFIX)
         segments: list[Segment] = []
         try:
             checked, cut = self._open_segments(bases, segments)
@@ -200,12 +205,6 @@ class LogLoader:
                 start,
             )
         return replayed
-
-
-def segment_bases(directory: Path) -> list[int]:
-    """The base offsets of the segments in ``directory`` (from ``%020d.log`` names), sorted."""
-    stems = (p.name[: -len(LOG_SUFFIX)] for p in directory.iterdir() if p.name.endswith(LOG_SUFFIX))
-    return sorted(int(stem) for stem in stems if stem.isdigit())
 
 
 def remove_leftovers(directory: Path) -> None:

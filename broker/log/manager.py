@@ -44,9 +44,10 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from .clock import SystemClock, milliseconds
 from .config import LONG_MAX, LogConfig
 from .names import parse_partition_dir_name, partition_dir_name, validate_topic_name
-from .partition import PartitionLog, SystemClock
+from .partition import PartitionLog
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class LogManager:
         )
 
     def _now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
+        return milliseconds(self.clock)
 
     # --- start-up ------------------------------------------------------------------------
 

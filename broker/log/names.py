@@ -1,13 +1,21 @@
-"""Names on disk: topic names Kafka accepts and partition directories ``<topic>-<partition>``.
-
-Pure string logic, shared by the log loader, the log manager and the topic handlers.
+"""Names on disk: topic names, partition directories ``<topic>-<partition>`` and the files in
+them, each named by an offset in 20 digits and a suffix (``00000000000000000042.log``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from ..protocol.errors import InvalidTopicError
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+SNAPSHOT_SUFFIX = ".snapshot"
+DELETED_SUFFIX = ".deleted"  # a segment's files, renamed until file.delete.delay.ms passed
+TEMPORARY_SUFFIX = ".tmp"  # a file being written, renamed over its target once complete
 
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -30,3 +38,14 @@ def parse_partition_dir_name(name: str) -> tuple[str, int] | None:
     if not sep or not topic or not number.isdigit():
         return None
     return topic, int(number)
+
+
+def offset_file_name(offset: int, suffix: str) -> str:
+    """The name of the file for ``offset``: 20 zero-padded digits and ``suffix``."""
+    return f"{offset:020d}{suffix}"
+
+
+def offsets_named(directory: Path, suffix: str) -> list[int]:
+    """The offsets that name files ending in ``suffix`` in ``directory``, ascending."""
+    stems = (name[: -len(suffix)] for name in os.listdir(directory) if name.endswith(suffix))
+    return sorted(int(stem) for stem in stems if stem.isdigit())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from bisect import bisect_right
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..protocol.records import (
     check_batch,
 )
 from ..protocol.validate import check_records
+from .clock import SystemClock, milliseconds
 from .config import LogConfig
 from .loader import LoadedLog, LogLoader
 from .segment import FileSlice, Segment
@@ -53,14 +53,6 @@ PARTITION_METADATA = "partition.metadata"
 # Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
 # batches after the header and CRC check alone, to measure what the record check costs.
 CHECK_RECORDS = os.environ.get("HEADRACE_BENCH_UNCHECKED_RECORDS") != "1"
-
-
-class SystemClock:
-    """The wall clock behind the ``seconds()`` interface of Twisted's IReactorTime."""
-
-    @staticmethod
-    def seconds() -> float:
-        return time.time()
 
 
 class AppendResult(NamedTuple):
@@ -112,7 +104,7 @@ class PartitionLog:
         loader = LogLoader(
             directory,
             config,
-            int(clock.seconds() * 1000),
+            milliseconds(clock),
             recover=recover,
             recovery_point=recovery_point,
             log_start_offset=log_start_offset,
@@ -156,7 +148,7 @@ class PartitionLog:
         return sum(s.size for s in self.segments)
 
     def _now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
+        return milliseconds(self.clock)
 
     # --- appending -----------------------------------------------------------------------
 

@@ -32,23 +32,22 @@ from ..protocol.records import (
     MIN_BATCH_LENGTH,
     RECORD_COUNT,
 )
+from .clock import milliseconds
 from .index import OffsetIndex, TimeIndex
+from .names import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    offset_file_name,
+)
 
 log = logging.getLogger(__name__)
 
-LOG_SUFFIX = ".log"
-INDEX_SUFFIX = ".index"
-TIME_INDEX_SUFFIX = ".timeindex"
-DELETED_SUFFIX = ".deleted"
 
 _SCAN_CHUNK = 4096  # about one index interval of headers
 _IOV_MAX = 1000  # below the usual IOV_MAX of 1024
 _RECOVER_CHUNK = 1024 * 1024
-
-
-def segment_file_stem(base_offset: int) -> str:
-    """File name stem of the segment starting at ``base_offset``: 20 zero-padded digits."""
-    return f"{base_offset:020d}"
 
 
 class _OwnedFd:
@@ -115,10 +114,11 @@ class Segment:
     def __init__(self, directory: Path, base_offset: int, fd: int, index_interval: int):
         self.directory = directory
         self.base_offset = base_offset
-        stem = segment_file_stem(base_offset)
-        self.log_path = directory / (stem + LOG_SUFFIX)
-        self.index = OffsetIndex(directory / (stem + INDEX_SUFFIX), base_offset)
-        self.time_index = TimeIndex(directory / (stem + TIME_INDEX_SUFFIX), base_offset)
+        self.log_path = directory / offset_file_name(base_offset, LOG_SUFFIX)
+        index_path = directory / offset_file_name(base_offset, INDEX_SUFFIX)
+        self.index = OffsetIndex(index_path, base_offset)
+        time_index_path = directory / offset_file_name(base_offset, TIME_INDEX_SUFFIX)
+        self.time_index = TimeIndex(time_index_path, base_offset)
         self.index_interval = index_interval
         self.fd = fd
         self.size = os.fstat(fd).st_size
@@ -134,14 +134,13 @@ class Segment:
     @classmethod
     def create(cls, directory: Path, base_offset: int, index_interval: int, now_ms: int):
         """A new, empty segment (stale files with the same name are replaced)."""
-        stem = segment_file_stem(base_offset)
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             try:
-                (directory / (stem + suffix)).unlink()
+                (directory / offset_file_name(base_offset, suffix)).unlink()
             except FileNotFoundError:
                 pass
         fd = os.open(
-            directory / (stem + LOG_SUFFIX),
+            directory / offset_file_name(base_offset, LOG_SUFFIX),
             os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
             0o644,
         )
@@ -154,9 +153,7 @@ class Segment:
     @classmethod
     def open(cls, directory: Path, base_offset: int, index_interval: int):
         """Open an existing segment; indexes load when first needed."""
-        fd = os.open(
-            directory / (segment_file_stem(base_offset) + LOG_SUFFIX), os.O_RDWR | os.O_APPEND
-        )
+        fd = os.open(directory / offset_file_name(base_offset, LOG_SUFFIX), os.O_RDWR | os.O_APPEND)
         segment = cls(directory, base_offset, fd, index_interval)
         ts, offset = segment.time_index.last_entry()
         segment.max_timestamp, segment.offset_of_max_timestamp = ts, offset
@@ -198,7 +195,7 @@ class Segment:
         batch's starts a new segment; without timestamps, the segment's age on ``clock``."""
         if self.first_batch_timestamp >= 0 and max_ts >= 0:
             return max_ts - self.first_batch_timestamp > roll_ms
-        return int(clock.seconds() * 1000) - self.created_ms > roll_ms
+        return milliseconds(clock) - self.created_ms > roll_ms
 
     # --- appending -----------------------------------------------------------------------
 
