@@ -47,7 +47,7 @@ from .segment import FileSlice, Segment
 log = logging.getLogger(__name__)
 
 _MAX_RELATIVE_OFFSET = 2**31 - 1
-_LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
+_LEADER_EPOCH = 0  # constant until replication exists (ARCHITECTURE.md, "Storage")
 PARTITION_METADATA = "partition.metadata"
 
 # Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
@@ -206,11 +206,11 @@ class PartitionLog:
         entries = []
         for pos, h in batches:
             size = h.batch_length + LOG_OVERHEAD
-            body = view[pos + 16 : pos + size]
+            body = view[pos + PREFIX.size : pos + size]
             max_ts = h.max_timestamp
             if log_append_time >= 0:
                 stamped = records.with_log_append_time(view[pos : pos + size], log_append_time)
-                body = memoryview(stamped)[16:]
+                body = memoryview(stamped)[PREFIX.size :]
                 max_ts = log_append_time
             parts += (PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH), body)
             entries.append((base + count, size, max_ts))

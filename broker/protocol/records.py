@@ -37,7 +37,11 @@ MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size  # 61
 LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes not counted by batchLength
-CRC_START = 21
+# Byte positions of the fields written or read on their own.
+MAGIC_POSITION = 16
+CRC_POSITION = 17
+ATTRIBUTES_POSITION = CRC_START = 21  # the CRC covers the bytes from here to the end
+MAX_TIMESTAMP_POSITION = 35
 MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
 # Where each field sits in a ``HEADER.unpack`` tuple (the order of ``BatchHeader``): header
 # walks over stored segments index the plain tuple rather than build a BatchHeader per batch.
@@ -167,9 +171,10 @@ def check_batch(buf, pos: int = 0, *, max_size: int | None = None) -> BatchHeade
     """
     available = len(buf) - pos
     if available < HEADER_SIZE:
-        if available >= 17 and buf[pos + 16] != MAGIC:
+        if available > MAGIC_POSITION and buf[pos + MAGIC_POSITION] != MAGIC:
             raise UnsupportedForMessageFormatError(
-                f"message format v{buf[pos + 16]} is not accepted; use record batches (magic 2)"
+                f"message format v{buf[pos + MAGIC_POSITION]} is not accepted; "
+                "use record batches (magic 2)"
             )
         raise CorruptMessageError(f"record batch is {available} bytes, shorter than its header")
     header = BatchHeader._make(HEADER.unpack_from(buf, pos))
@@ -337,7 +342,7 @@ def build_batch(
         len(items),
     )
     batch[HEADER_SIZE:] = encoded
-    _U32.pack_into(batch, 17, compute_crc(batch))
+    _U32.pack_into(batch, CRC_POSITION, compute_crc(batch))
     return bytes(batch)
 
 
@@ -348,10 +353,10 @@ def with_log_append_time(batch, now_ms: int) -> bytes:
     ``maxTimestamp`` as every record's timestamp.
     """
     out = bytearray(batch)
-    attributes = _I16.unpack_from(out, 21)[0] | TIMESTAMP_TYPE_MASK
-    _I16.pack_into(out, 21, attributes)
-    _I64.pack_into(out, 35, now_ms)
-    _U32.pack_into(out, 17, compute_crc(out))
+    attributes = _I16.unpack_from(out, ATTRIBUTES_POSITION)[0] | TIMESTAMP_TYPE_MASK
+    _I16.pack_into(out, ATTRIBUTES_POSITION, attributes)
+    _I64.pack_into(out, MAX_TIMESTAMP_POSITION, now_ms)
+    _U32.pack_into(out, CRC_POSITION, compute_crc(out))
     return bytes(out)
 
 
