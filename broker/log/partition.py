@@ -7,8 +7,8 @@
 Only the newest (active) segment takes appends.  A segment is found by bisecting the sorted
 base offsets; inside it, by the sparse offset index and a short walk over batch headers.
 The flush policy (``flush.messages``; ``flush.ms`` via the log manager) fsyncs the unflushed
-segments and advances the recovery point, from where ``open(..., recover=True)`` re-checks
-the data after a crash.
+segments and advances the recovery point.  Opening, and recovery after a crash from that
+point, is the ``LogLoader``'s (loader.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..protocol import records
-from ..protocol.durable import atomic_write, fsync_directory
+from ..protocol.durable import atomic_write
 from ..protocol.errors import (
     KafkaStorageError,
     OffsetOutOfRangeError,
@@ -41,6 +41,7 @@ from ..protocol.records import (
 from ..protocol.validate import check_records
 from .clock import SystemClock, milliseconds
 from .config import LogConfig
+from .flush import FlushJob
 from .loader import LoadedLog, LogLoader
 from .segment import FileSlice, Segment
 
@@ -63,7 +64,7 @@ class AppendResult(NamedTuple):
 
 
 class PartitionLog:
-    """Appends, reads, rolls, flushes, retention and recovery of one partition's segments."""
+    """Appends, reads, rolls, flushes and retention of one partition's segments."""
 
     def __init__(self, directory: Path, config: LogConfig, clock, loaded: LoadedLog):
         self.directory = directory
@@ -496,35 +497,3 @@ class PartitionLog:
         for leftover in self.directory.iterdir():
             leftover.unlink()
         self.directory.rmdir()
-
-
-class FlushJob:
-    """The fsyncs of one flush, safe to run off the appending thread: duplicated descriptors
-    of the segment files, the index files' paths, and the directory if it gained files."""
-
-    def __init__(self, end: int, fds: list[int], index_paths: list[Path], directory: Path | None):
-        self.end = end
-        self.fds = fds
-        self.index_paths = index_paths
-        self.directory = directory
-
-    def run(self) -> None:
-        """fsync the log files, then the indexes, then the directory; closes the descriptors."""
-        try:
-            for fd in self.fds:
-                os.fsync(fd)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.fds = []
-        for path in self.index_paths:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # renamed for deletion meanwhile (retention)
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if self.directory is not None:
-            fsync_directory(self.directory)  # new segment files must survive a power loss too
