@@ -24,14 +24,7 @@ _SMALL_VARINTS = [_encode_zigzag(zz) for zz in range(1 << 14)]  # every 1- and 2
 def encode_varint(value: int) -> bytes:
     """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
     zz = (value << 1) ^ (value >> 63)
-    if zz < 16384:
-        return _SMALL_VARINTS[zz]
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
+    return _SMALL_VARINTS[zz] if zz < 16384 else _encode_zigzag(zz)
 
 
 def decode_varint(buf, pos: int) -> tuple[int, int]:
