@@ -77,7 +77,6 @@ EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 
 _I64 = struct.Struct(">q")
-_I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 _I16 = struct.Struct(">h")
 
