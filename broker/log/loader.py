@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from bisect import bisect_right
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +49,7 @@ class LoadedLog(NamedTuple):
     producer_batches_replayed: int  # batch headers read to rebuild the producer state
 
 
+@dataclass
 class LogLoader:
     """Loads one partition directory, ``<topic>-<partition>``; see the module docstring.
 
@@ -55,22 +57,13 @@ class LogLoader:
     the first torn or corrupt batch; data before it was flushed and is trusted.
     """
 
-    def __init__(
-        self,
-        directory: Path,
-        config: LogConfig,
-        now_ms: int,
-        *,
-        recover: bool = False,
-        recovery_point: int = 0,
-        log_start_offset: int = 0,
-    ):
-        self.directory = directory
-        self.config = config
-        self.now_ms = now_ms
-        self.recover = recover
-        self.recovery_point = recovery_point
-        self.log_start_offset = log_start_offset
+    directory: Path
+    config: LogConfig
+    now_ms: int
+    _: KW_ONLY
+    recover: bool = False
+    recovery_point: int = 0
+    log_start_offset: int = 0
 
     def load(self) -> LoadedLog:
         parsed = parse_partition_dir_name(self.directory.name)
