@@ -100,7 +100,7 @@ class LogConfig:
 
         Unknown names raise ConfigError, so a typo in a topic's config is not silently ignored.
         """
-        changes = {}
+        changes: dict[str, Any] = {}
         by_topic_name = {topic_name: (f, parse) for f, topic_name, _, parse in _TOPIC_PROPERTIES}
         for name, value in overrides.items():
             if name not in by_topic_name:

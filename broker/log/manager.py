@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import threads
+from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
 
 from ..protocol.durable import atomic_write, fsync_directory
@@ -51,7 +52,7 @@ from .partition import PartitionLog
 
 log = logging.getLogger(__name__)
 
-_NOT_AGAIN = object()  # a flush in flight that nobody asked to repeat
+_NOT_AGAIN = -1  # a flush in flight that nobody asked to repeat (offsets are never negative)
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 LOCK_FILE = ".lock"
 DELETE_DIR_SUFFIX = "-delete"
@@ -93,10 +94,10 @@ class LogManager:
         self._dir_of: dict[tuple[str, int], Path] = {}
         self._locks: list[int] = []
         self._last_run: dict[str, int] = {}
-        self._loop = None
-        self._reactor = None
+        self._loop: LoopingCall | None = None
+        self._reactor: Any = None  # the reactor that runs the flush thread's callbacks
         self._flush_pool: ThreadPool | None = None  # one thread: fsyncs off the reactor
-        self._flushing: dict[PartitionLog, object] = {}  # in flight -> requested again (up_to)
+        self._flushing: dict[PartitionLog, int | None] = {}  # in flight -> asked again (up_to)
         self._detached: set[tuple[str, int]] = set()  # logs the checkpoints on disk may still name
         self.started = False
         self.recovered_unclean = False
@@ -340,7 +341,7 @@ class LogManager:
         ``flusher``."""
         if plog in self._flushing:  # one in flight: one more after it covers both
             again = self._flushing[plog]
-            if again is _NOT_AGAIN:
+            if again == _NOT_AGAIN:
                 self._flushing[plog] = up_to
             elif again is not None:
                 self._flushing[plog] = None if up_to is None else max(again, up_to)
@@ -362,10 +363,12 @@ class LogManager:
 
         def next_one(_):
             again = self._flushing.pop(plog, _NOT_AGAIN)
-            if again is not _NOT_AGAIN and not plog.offline and self._flush_pool is not None:
+            if again != _NOT_AGAIN and not plog.offline and self._flush_pool is not None:
                 self.flush_in_background(plog, again)
 
-        d = threads.deferToThreadPool(self._reactor, self._flush_pool, job.run)
+        pool = self._flush_pool
+        assert pool is not None  # logs get this method as their flusher only with a pool
+        d = threads.deferToThreadPool(self._reactor, pool, job.run)
         d.addCallbacks(done, failed).addBoth(next_one)
 
     def _in_background(self, function, *args, wait: bool = False) -> None:
@@ -395,9 +398,8 @@ class LogManager:
             except OSError as exc:
                 log.error("%s failed: %s", getattr(function, "__name__", function), exc)
             return
-        threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args).addErrback(
-            report
-        )
+        d = threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args)
+        d.addErrback(report)
 
     def enforce_retention(self) -> int:
         deleted = 0
@@ -427,8 +429,6 @@ class LogManager:
     def start(self, clock, interval: float | None = None):
         """Run ``tick`` on a Twisted LoopingCall driven by ``clock`` (a reactor or a
         ``twisted.internet.task.Clock``); returns the LoopingCall's deferred."""
-        from twisted.internet.task import LoopingCall
-
         if interval is None:
             intervals = [
                 self.retention_check_interval_ms,
@@ -444,9 +444,9 @@ class LogManager:
             self._flush_pool.start()
             for plog in self.logs.values():
                 plog.flusher = self.flush_in_background
-        self._loop = LoopingCall(self.tick)
-        self._loop.clock = clock
-        return self._loop.start(interval, now=False)
+        loop = self._loop = LoopingCall(self.tick)
+        loop.clock = clock
+        return loop.start(interval, now=False)
 
     def stop(self) -> None:
         """Stop the schedule; wait for the flush thread to finish what it was given."""

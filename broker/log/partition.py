@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +36,7 @@ from ..protocol.records import (
     LOG_OVERHEAD,
     MAX_TIMESTAMP,
     PREFIX,
+    BatchHeader,
     check_batch,
 )
 from ..protocol.validate import check_records
@@ -170,15 +171,17 @@ class PartitionLog:
         max_size = config.max_message_bytes
         header = check_batch(view, 0, max_size=max_size)
         total = len(view)
+        batches: Sequence[tuple[int, BatchHeader]]
         if header.batch_length + LOG_OVERHEAD == total:
             batches = ((0, header),)
         else:
-            batches = [(0, header)]
+            several = [(0, header)]
             pos = header.batch_length + LOG_OVERHEAD
             while pos < total:
                 more = check_batch(view, pos, max_size=max_size)
-                batches.append((pos, more))
+                several.append((pos, more))
                 pos += more.batch_length + LOG_OVERHEAD
+            batches = several
         if CHECK_RECORDS:
             for pos, h in batches:
                 check_records(view, pos, h)
@@ -203,7 +206,7 @@ class PartitionLog:
         segment = self.segments[-1]
         base = segment.next_offset
         count = 0
-        parts = []
+        parts: list[bytes | memoryview] = []
         entries = []
         for pos, h in batches:
             size = h.batch_length + LOG_OVERHEAD

@@ -115,7 +115,7 @@ class ProducerStateTable:
         InvalidProducerEpochError for a batch that must be refused (the append then writes
         nothing).  Several batches of one producer in one append must follow each other.
         """
-        verdicts = None
+        verdicts: list[CachedBatch | None] | None = None
         pending: dict[int, tuple[int, int]] = {}  # id -> (epoch, last sequence) in this append
         for i, h in enumerate(headers):
             pid = h.producer_id
@@ -140,7 +140,11 @@ class ProducerStateTable:
                     raise OutOfOrderSequenceNumberError(
                         f"producer {pid}'s new epoch {epoch} starts at sequence {first_seq}, not 0"
                     )
-            elif pid not in pending and (duplicate := entry.find(first_seq, last_seq)) is not None:
+            elif (
+                entry is not None
+                and pid not in pending
+                and (duplicate := entry.find(first_seq, last_seq)) is not None
+            ):
                 if verdicts is None:
                     verdicts = [None] * len(headers)
                 verdicts[i] = duplicate

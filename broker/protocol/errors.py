@@ -21,6 +21,7 @@ class KafkaError(Exception):
     name: str = "UNKNOWN_SERVER_ERROR"
     retriable: bool = False
     description: str = "The server experienced an unexpected error when processing the request."
+    record_index: int | None = None  # INVALID_RECORD: the index in its batch of the bad record
 
     def __init__(self, message: str | None = None):
         super().__init__(message or self.description)

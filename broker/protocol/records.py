@@ -429,7 +429,7 @@ def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, byte
     view = memoryview(buf)[pos:end]
     if verify_crc and compute_crc(view) != header.crc:
         raise CorruptMessageError(f"record batch at offset {header.base_offset} fails its CRC")
-    data = view[HEADER_SIZE:]
+    data: bytes | memoryview = view[HEADER_SIZE:]
     if header.compression != compression.NONE:
         data = compression.decompress(header.compression, data)
     return header, bytes(data)
@@ -448,7 +448,7 @@ def _decode_records(
     """The records of a batch's (decompressed) record section (or, with ``columns``, appended
     to those lists).  One-byte varints, by far the most common, are read inline; longer ones
     go through ``decode_varint``."""
-    records = []
+    records: list = []
     append = records.append
     if columns is not None:
         add_offset, add_ts = columns.offsets.append, columns.timestamps.append
@@ -511,6 +511,7 @@ def _decode_records(
                 value = data[rpos : rpos + n]
                 rpos += n
             b = data[rpos]
+            headers: tuple[tuple[str, bytes | None], ...]
             if b == 0:
                 headers = ()
                 rpos += 1
