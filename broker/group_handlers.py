@@ -32,6 +32,7 @@ from .offsets import (
     write_offset,
 )
 from .protocol.errors import (
+    NONE,
     CoordinatorNotAvailableError,
     InconsistentGroupProtocolError,
     InvalidGroupIdError,
@@ -41,8 +42,6 @@ from .protocol.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-NONE = 0
 
 
 class GroupHandlers:

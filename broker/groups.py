@@ -36,6 +36,7 @@ from twisted.internet import defer
 from twisted.internet.base import DelayedCall
 
 from .protocol.errors import (
+    NONE,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
     InvalidSessionTimeoutError,
@@ -53,7 +54,6 @@ EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
     "Dead",
 )
 
-NONE = 0
 EMPTY_GROUP_TTL = 60.0  # seconds an empty group stays before it is forgotten
 
 

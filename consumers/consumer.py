@@ -38,6 +38,8 @@ from broker.protocol.errors import (
     OffsetOutOfRangeError,
     error_for_code,
 )
+from broker.protocol.records import EARLIEST_TIMESTAMP as EARLIEST
+from broker.protocol.records import LATEST_TIMESTAMP as LATEST
 from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns, split_batches
 
 from .client import BrokerConnection
@@ -46,7 +48,6 @@ from .cluster import ClusterClient
 log = logging.getLogger(__name__)
 
 FETCH = 1
-EARLIEST, LATEST = -2, -1
 
 
 class Message(NamedTuple):

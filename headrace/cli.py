@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker.config import ConfigError
-from broker.log import LogConfig, LogManager
+from broker.log import ConfigError, LogConfig, LogManager
 from broker.protocol import compression
 from broker.protocol.errors import KafkaError
 from broker.protocol.records import (
