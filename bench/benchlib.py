@@ -27,6 +27,7 @@ root on ``sys.path`` before importing this module.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -40,9 +41,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from pathlib import Path
+
+import repo_root  # noqa: F401  (this tree's code, not an installed one)
 
 from broker.protocol.records import split_batches
 from consumers.client import BrokerConnection
@@ -201,16 +206,49 @@ def run_cleaning_up(
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main_in_tmp_dir(args, prefix: str, run: Callable[[Path], dict]) -> int:
+def main_in_tmp_dir(
+    args,
+    prefix: str,
+    run: Callable[[Path], dict],
+    errors: tuple[type[BaseException], ...] = (BenchmarkError, RuntimeError, OSError),
+    report: Callable[[dict], None] | None = None,
+) -> int:
     """The end of a script's ``main``: signals raise (``exit_on_signals``), ``run(workdir)``
-    gets a fresh directory under ``--tmp-dir`` that is removed afterwards (unless ``--keep``);
-    returns the exit code."""
+    gets a fresh directory under ``--tmp-dir`` that is removed afterwards (unless ``--keep``),
+    then ``report(results)`` prints what it measured; returns the exit code."""
     exit_on_signals()
-    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=args.tmp_dir))
-    outcome = run_cleaning_up(
-        lambda: run(workdir), workdir, args.keep, (BenchmarkError, RuntimeError, OSError)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=Path(args.tmp_dir).resolve()))
+    outcome = run_cleaning_up(lambda: run(workdir), workdir, args.keep, errors)
+    if isinstance(outcome, int):
+        return outcome
+    if report is not None:
+        report(outcome)
+    return 0
+
+
+def bench_parser(doc: str, quick: str | None = None) -> argparse.ArgumentParser:
+    """A script's parser, described by its docstring's first paragraph; with ``--quick`` (its
+    help text ``quick``) if given."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    return outcome if isinstance(outcome, int) else 0
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def add_count_args(parser, count: str, count_help: str, reps_help: str) -> None:
+    """``count`` (``--messages`` or ``--events``: 0 means the mode's default) and ``--reps``."""
+    parser.add_argument(count, type=int, default=0, metavar="N", help=count_help)
+    parser.add_argument("--reps", type=int, default=3, metavar="N", help=reps_help)
+
+
+def check_count_args(parser, args, count: str) -> None:
+    """``add_count_args``'s arguments in range, or a usage error."""
+    if getattr(args, count) < 0:
+        parser.error(f"--{count} must not be negative")
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
 
 
 # --- CPU accounting ------------------------------------------------------------------------
@@ -305,6 +343,44 @@ def machine_bottleneck(used: dict) -> str:
             return f"CPUs taken by other processes ({used['other_cpu_share']:.1f} cores)"
         return "all CPUs busy"
     return "neither saturated (waiting on round trips)"
+
+
+def cpu_headers(main_thread: bool = False) -> list[str]:
+    """The headers of ``cpu_cells``."""
+    threads = ["main thr.", "other thr."] if main_thread else []
+    return [
+        "wall s",
+        "broker CPU s",
+        "broker",
+        "reactor thr.",
+        "client CPU s",
+        "client",
+        *threads,
+        "others",
+        "machine",
+        "bottleneck",
+    ]
+
+
+def cpu_cells(c: dict, main_thread: bool = False) -> list[str]:
+    """One row of a CPU table from ``CpuMeter.between``: seconds and shares of one core."""
+    threads = (
+        [f"{100 * c['client_main_cpu_share']:.0f} %", f"{100 * c['client_other_cpu_share']:.0f} %"]
+        if main_thread
+        else []
+    )
+    return [
+        f"{c['wall_s']:.2f}",
+        f"{c['broker_cpu_s']:.2f}",
+        f"{100 * c['broker_cpu_share']:.0f} %",
+        f"{100 * c['broker_reactor_cpu_share']:.0f} %",
+        f"{c['client_cpu_s']:.2f}",
+        f"{100 * c['client_cpu_share']:.0f} %",
+        *threads,
+        f"{100 * c['other_cpu_share']:.0f} %",
+        f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
+        c["bottleneck"],
+    ]
 
 
 # --- one real broker -----------------------------------------------------------------------
@@ -465,6 +541,80 @@ def close_rdkafka_producer(producer, finished: bool) -> None:
     close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
     if close is not None:
         close()
+
+
+@dataclass
+class Timed:
+    """What a timed run of a client saw: clock readings and CPU marks either side."""
+
+    start: float
+    end: float
+    before: CpuMark
+    after: CpuMark
+    loop_end: float = 0.0  # produce: when the last call returned, before flush()
+    left: int = 0  # produce: messages flush() left undelivered
+    buffer_full: int = 0  # produce: calls that found the local queue full
+    calls: int = 0  # consume: fetch calls
+    received: int = 0  # consume: messages
+
+
+def rdkafka_produce_timed(
+    producer, topic: str, value: bytes, count: int, meter: CpuMeter, pause_gc: bool, **options
+) -> Timed:
+    """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
+    ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
+    is drained for 5 ms and the call made again."""
+    produce = partial(producer.produce, topic, value, **options)
+    poll = producer.poll
+    buffer_full = 0
+    with gc_paused() if pause_gc else nullcontext():
+        before = meter.mark()
+        start = time.perf_counter()
+        for _ in repeat(None, count):
+            try:
+                produce()
+            except BufferError:
+                buffer_full += 1
+                poll(0.005)
+                produce()
+        loop_end = time.perf_counter()
+        left = producer.flush(120 + count / 2000)
+        end = time.perf_counter()
+        after = meter.mark()
+    return Timed(start, end, before, after, loop_end, left, buffer_full)
+
+
+def consume_timed(
+    label: str,
+    count: int,
+    meter: CpuMeter,
+    pause_gc: bool,
+    assign: Callable[[], object],
+    fetch: Callable[[], list],
+    take: Callable[[list], None],
+) -> Timed:
+    """From ``assign()``, ``fetch()`` until ``count`` messages arrived, each non-empty list
+    handed to ``take``; timed with the garbage collector paused (if ``pause_gc``)."""
+    received = calls = 0
+    deadline = time.monotonic() + 120 + count / 2000
+    with gc_paused() if pause_gc else nullcontext():
+        before = meter.mark()
+        start = time.perf_counter()
+        assign()
+        while received < count:
+            messages = fetch()
+            calls += 1
+            if not messages:
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(
+                        f"{label}: only {received:,} of {count:,} messages before the deadline"
+                    )
+                continue
+            take(messages)
+            received += len(messages)
+        end = time.perf_counter()
+        after = meter.mark()
+    return Timed(start, end, before, after, calls=calls, received=received)
 
 
 def check_delivery(name: str, left: int, errors: list) -> None:

@@ -14,18 +14,12 @@ check and the client's numbering cost.  Target: >= 0.8.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [
-    os.path.dirname(os.path.abspath(__file__)),
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-]
-
-from benchlib import (  # noqa: E402
+from benchlib import (
     add_output_args,
     check_delivery,
     check_log,

@@ -90,15 +90,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))  # benchlib, next to this file
-sys.path.insert(0, str(ROOT))
-
-import pyarrow as pa  # noqa: E402
-import pyarrow.json as pj  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from benchlib import (  # noqa: E402
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+from benchlib import (
     MB,
     BenchmarkError,
     add_output_args,
@@ -120,11 +115,12 @@ from benchlib import (  # noqa: E402
     step,
     verdict,
 )
+from repo_root import ROOT
 
-from broker.protocol.errors import KafkaError  # noqa: E402
-from consumers.cluster import ClusterClient  # noqa: E402
-from consumers.producer import Producer as OurProducer  # noqa: E402
-from headrace.devcluster import BrokerProcess  # noqa: E402
+from broker.protocol.errors import KafkaError
+from consumers.cluster import ClusterClient
+from consumers.producer import Producer as OurProducer
+from headrace.devcluster import BrokerProcess
 
 TOPIC = "access"
 TARGET_RATE = 200_000  # events/s, with TARGET_WORKERS workers

@@ -29,11 +29,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-sys.path[:0] = [
-    os.path.dirname(os.path.abspath(__file__)),
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-]
-
 from benchlib import (
     SATURATED,
     VALUE_BYTES,

@@ -24,9 +24,6 @@ import time
 from itertools import repeat
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
     BenchmarkError,
     add_output_args,

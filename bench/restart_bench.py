@@ -19,9 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
     BROKER_ID,
     BenchmarkError,

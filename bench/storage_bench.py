@@ -73,10 +73,6 @@ from itertools import repeat
 from pathlib import Path
 
 import crc32c
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
     MB,
     VALUE_BYTES,
