@@ -5,8 +5,9 @@
 
 For confluent-kafka (``enable.idempotence``) and our Producer (``enable_idempotence``), each
 rep produces the same count of 200-byte messages to a fresh one-partition topic with the
-setting on and with it off (alternating which goes first), acks=all, default batching, timed after one
-warm-up message (metadata, connection, producer id); the log is checked to hold exactly the messages sent.  The ratio on/off of messages per second
+setting on and with it off (alternating which goes first), acks=all, default batching, timed
+after one warm-up message (metadata, connection, producer id); the log is checked to hold
+exactly the messages sent.  The ratio on/off of messages per second
 (best over best, and the median of the per-rep ratios) is what the broker's producer-state
 check and the client's numbering cost.  Target: >= 0.8.
 """

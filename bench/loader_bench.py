@@ -7,7 +7,8 @@ Run from the repository root::
     .venv/bin/python bench/loader_bench.py --quick    # 200,000 events, ~15 s
     .venv/bin/python bench/loader_bench.py --events 500000 --reps 2 --json results.json
     .venv/bin/python bench/loader_bench.py --profile /tmp/worker.prof   # and cProfile a worker
-    git archive main | tar -x -C /tmp/old && .venv/bin/python bench/loader_bench.py --against /tmp/old
+    git archive main | tar -x -C /tmp/old   # then, against that older tree:
+    .venv/bin/python bench/loader_bench.py --against /tmp/old
 
 What is started
 ---------------
@@ -88,6 +89,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -551,8 +553,8 @@ def stop_group(proc: subprocess.Popen) -> None:
 def parse_summary(name: str, status: int, out: str, err: str) -> tuple[int, float, int]:
     """(events loaded, seconds, hours marked) from the loader's last summary line."""
     match = None
-    for match in SUMMARY.finditer(out):
-        pass
+    for found in SUMMARY.finditer(out):
+        match = found
     if status != 0 or match is None:
         raise BenchmarkError(
             f"{name}: exit status {status}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
@@ -1131,7 +1133,7 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
             )
         finally:
             cluster.close()
-        del events
+        events.clear()  # the memory, before the loads
         results["produce"] = produced
         print(
             f"  produced {produced['events_per_s']:,.0f} events/s; "
@@ -1175,7 +1177,7 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
             shift = rep % len(tests)
             order = tests[shift:] + tests[:shift]
             for name, fn in order:
-                result = step(f"rep {rep + 1}/{settings.reps}: {name}", lambda: fn(rep))
+                result = step(f"rep {rep + 1}/{settings.reps}: {name}", partial(fn, rep))
                 runs[name].append(result)
                 print(f"    {result['events_per_s']:,.0f} events/s")
         rows = [summarize(runs[name]) for name, _ in tests]

@@ -420,8 +420,8 @@ PEERS = {
         RabbitMQ,
         "librabbitmq (C)",
         {
-            1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per message, "
-            "no confirms; ends when queue depth = N",
+            1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per "
+            "message, no confirms; ends when queue depth = N",
             50: "persistent, durable classic queue, one basic.publish per message, AMQP "
             "transaction committed every 50 (commit-ok once on disk)",
         },

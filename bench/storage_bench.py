@@ -384,8 +384,8 @@ def read_through(plog: PartitionLog, end_offset: int, offsets: list[int] | None 
             raise BenchmarkError(f"read: empty answer at offset {offset} < log end {end_offset}")
         total += len(data)
         last = None
-        for _position, last in split_batches(data):
-            pass
+        for _position, batch in split_batches(data):
+            last = batch
         if last is None:
             raise BenchmarkError(f"read: no whole batch in the answer at offset {offset}")
         offset = last.next_offset
