@@ -37,6 +37,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,6 +118,17 @@ def platform_meta() -> dict:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
+    }
+
+
+def new_meta(quick: bool, workdir: Path, **facts) -> dict:
+    """What a script records about its run: the mode, the machine (``platform_meta``), the
+    script's own ``facts`` and its temporary directory."""
+    return {
+        "mode": "quick" if quick else "default",
+        **platform_meta(),
+        **facts,
+        "tmp_dir": str(workdir),
     }
 
 
@@ -383,12 +395,59 @@ def cpu_cells(c: dict, main_thread: bool = False) -> list[str]:
     ]
 
 
+# --- raw loopback TCP, the baseline of network transfers --------------------------------------
+
+RECEIVER = r"""
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+print(server.getsockname()[1], flush=True)
+buf = bytearray(1 << 20)
+while True:
+    conn, _ = server.accept()
+    total = 0
+    with conn:
+        while True:
+            n = conn.recv_into(buf)
+            if not n:
+                break
+            total += n
+    print(total, flush=True)
+"""
+
+
+class LoopbackReceiver:
+    """A child process on a free port of 127.0.0.1 that drains each connection it accepts and
+    then reports on its stdout how many bytes it got."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.port = int(self.process.stdout.readline())
+
+    def received(self) -> int:
+        """Bytes of the next connection, once its sender has shut down its side."""
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 # --- one real broker -----------------------------------------------------------------------
 
 
 @contextmanager
-def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
-    """ZooKeeper and broker BROKER_ID on free ports, stopped on leaving, whatever happens."""
+def running_broker(
+    workdir: Path, meta: dict, overrides: dict[str, str] | None = None
+) -> Iterator[BrokerProcess]:
+    """ZooKeeper and broker BROKER_ID on free ports (broker properties ``overrides`` on top of
+    one partition per topic and no auto-creation), stopped on leaving, whatever happens."""
     zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
     broker: BrokerProcess | None = None
     try:
@@ -402,7 +461,11 @@ def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
             BROKER_ID,
             f"{zookeeper.connect}/headrace-bench",
             free_port(),
-            overrides={"num.partitions": "1", "auto.create.topics.enable": "false"},
+            overrides={
+                "num.partitions": "1",
+                "auto.create.topics.enable": "false",
+                **(overrides or {}),
+            },
         )
         step(
             f"starting broker {BROKER_ID} on {broker.bootstrap}",

@@ -65,7 +65,6 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -79,6 +78,7 @@ from benchlib import (
     VALUE_BYTES,
     BenchmarkError,
     CpuMeter,
+    LoopbackReceiver,
     MiB,
     add_count_args,
     add_output_args,
@@ -97,8 +97,8 @@ from benchlib import (
     header,
     machine_bottleneck,
     main_in_tmp_dir,
+    new_meta,
     payload,
-    platform_meta,
     print_broker_notes,
     print_table,
     rdkafka_produce_timed,
@@ -316,35 +316,14 @@ def add_target(result: dict, target: int | None, paper: int | None) -> None:
 
 # --- baseline: raw loopback TCP ------------------------------------------------------------
 
-RECEIVER = r"""
-import socket, sys
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(1)
-print(server.getsockname()[1], flush=True)
-conn, _ = server.accept()
-buf = memoryview(bytearray(1 << 20))
-total = 0
-while True:
-    n = conn.recv_into(buf)
-    if not n:
-        break
-    total += n
-conn.sendall(str(total).encode())
-conn.close()
-"""
-
 
 def raw_loopback_once(total_bytes: int) -> float:
     """Seconds to move ``total_bytes`` to a receiver process and hear back that it has them."""
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
+    receiver = LoopbackReceiver()
     try:
-        port = int(receiver.stdout.readline())
         chunk = os.urandom(MiB)
         full, rest = divmod(total_bytes, MiB)
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=60) as sock:
             sendall = sock.sendall
             with gc_paused():
                 start = time.perf_counter()
@@ -353,21 +332,13 @@ def raw_loopback_once(total_bytes: int) -> float:
                 if rest:
                     sendall(chunk[:rest])
                 sock.shutdown(socket.SHUT_WR)
-                reply = b""
-                while True:
-                    data = sock.recv(64)
-                    if not data:
-                        break
-                    reply += data
+                got = receiver.received()
                 elapsed = time.perf_counter() - start
-        if int(reply or b"-1") != total_bytes:
-            raise BenchmarkError(f"raw loopback: the receiver got {reply!r} of {total_bytes} bytes")
-        receiver.wait(timeout=10)
+        if got != total_bytes:
+            raise BenchmarkError(f"raw loopback: the receiver got {got} of {total_bytes} bytes")
         return elapsed
     finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
+        receiver.close()
 
 
 def bench_baseline(total_bytes: int, reps: int) -> dict:
@@ -624,13 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
-        meta = {
-            "mode": "quick" if settings.quick else "default",
-            **platform_meta(),
-            "librdkafka": librdkafka_version()[0],
-            "value_bytes": VALUE_BYTES,
-            "tmp_dir": str(workdir),
-        }
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            librdkafka=librdkafka_version()[0],
+            value_bytes=VALUE_BYTES,
+        )
         print(f"{header('broker', meta)}, librdkafka {meta['librdkafka']}")
         print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.")
         return run(settings, workdir, meta)

@@ -109,8 +109,8 @@ from benchlib import (
     header,
     machine_bottleneck,
     main_in_tmp_dir,
+    new_meta,
     payload,
-    platform_meta,
     print_broker_notes,
     print_table,
     rdkafka_produce_timed,
@@ -643,16 +643,15 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
-        meta = {
-            "mode": "quick" if settings.quick else "default",
-            **platform_meta(),
-            "confluent_kafka": _version_string(confluent_version()),
-            "librdkafka": librdkafka_version()[0],
-            "value_bytes": VALUE_BYTES,
-            "messages": settings.messages,
-            "gc_paused": not settings.gc,
-            "tmp_dir": str(workdir),
-        }
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            confluent_kafka=_version_string(confluent_version()),
+            librdkafka=librdkafka_version()[0],
+            value_bytes=VALUE_BYTES,
+            messages=settings.messages,
+            gc_paused=not settings.gc,
+        )
         print(
             f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
             f"(librdkafka {meta['librdkafka']})"

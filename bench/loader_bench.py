@@ -86,7 +86,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -98,18 +97,20 @@ import pyarrow.parquet as pq
 from benchlib import (
     MB,
     BenchmarkError,
+    add_count_args,
     add_output_args,
     add_ratio_targets,
+    bench_parser,
+    check_count_args,
     collect_broker_log_problems,
     create_topic,
-    exit_on_signals,
     finish,
     header,
     machine_busy,
-    platform_meta,
+    main_in_tmp_dir,
+    new_meta,
     print_broker_notes,
     print_table,
-    run_cleaning_up,
     running_broker,
     self_cpu,
     signals_ignored,
@@ -1024,16 +1025,12 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="200,000 events")
-    parser.add_argument(
+    parser = bench_parser(__doc__, "200,000 events")
+    add_count_args(
+        parser,
         "--events",
-        type=int,
-        default=0,
-        metavar="N",
-        help="events to produce and load (default 1,000,000; quick 200,000)",
+        "events to produce and load (default 1,000,000; quick 200,000)",
+        "runs of each load and baseline, rotating their order (default 3)",
     )
     parser.add_argument(
         "--partitions", type=int, default=6, metavar="N", help="partitions of the topic (default 6)"
@@ -1043,13 +1040,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="1,2",
         metavar="LIST",
         help="loader worker counts to time, comma-separated (default 1,2)",
-    )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs of each load and baseline, rotating their order (default 3)",
     )
     parser.add_argument(
         "--compression",
@@ -1083,10 +1073,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.events < 0:
-        parser.error("--events must not be negative")
-    if args.reps < 1:
-        parser.error("--reps must be at least 1")
+    check_count_args(parser, args, "events")
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
     try:
@@ -1198,42 +1185,41 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    exit_on_signals()  # so the clean-up runs
     began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="loader-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {
-        "mode": "quick" if settings.quick else "default",
-        **platform_meta(),
-        "pyarrow": pa.__version__,
-        "events": settings.events,
-        "partitions": settings.partitions,
-        "workers": list(settings.workers),
-        "reps": settings.reps,
-        "producer_compression": settings.compression,
-        "tmp_dir": str(workdir),
-    }
-    print(f"{header('loader', meta)}, pyarrow {meta['pyarrow']}")
-    print(
-        f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
-        "MB = 10^6 bytes."
-    )
-    results = run_cleaning_up(
-        lambda: run(settings, workdir, meta),
-        workdir,
-        args.keep,
-        (
-            BenchmarkError,
-            KafkaError,
-            RuntimeError,
-            OSError,
-            subprocess.TimeoutExpired,
-            pa.ArrowException,
-        ),
-    )
-    if isinstance(results, int):
-        return results
 
-    rows = results["tests"]
+    def start(workdir: Path) -> dict:
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            pyarrow=pa.__version__,
+            events=settings.events,
+            partitions=settings.partitions,
+            workers=list(settings.workers),
+            reps=settings.reps,
+            producer_compression=settings.compression,
+        )
+        print(f"{header('loader', meta)}, pyarrow {meta['pyarrow']}")
+        print(
+            f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
+            "MB = 10^6 bytes."
+        )
+        return run(settings, workdir, meta)
+
+    errors = (
+        BenchmarkError,
+        KafkaError,
+        RuntimeError,
+        OSError,
+        subprocess.TimeoutExpired,
+        pa.ArrowException,
+    )
+    return main_in_tmp_dir(
+        args, "loader-bench-", start, errors, lambda results: report(results, began, args.json)
+    )
+
+
+def report(results: dict, began: float, json_path: str | None) -> None:
+    meta, rows = results["meta"], results["tests"]
     print_results(rows, meta["event_bytes_mean"])
     print_runs(rows)
     print_loads(rows)
@@ -1252,8 +1238,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("target_ratio_met") is False:
             missed.append(f"{r['test']} {r['ratio']:.3f} of pyarrow (>= {r['target_ratio']:.1f})")
     print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_share"] >= 0.25])
-    finish(results, missed, "; ", args.json)
-    return 0
+    finish(results, missed, "; ", json_path)
 
 
 if __name__ == "__main__":

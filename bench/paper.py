@@ -34,10 +34,9 @@ from benchlib import (
     VALUE_BYTES,
     BenchmarkError,
     add_output_args,
+    check_log,
     close_rdkafka_producer,
     create_topic,
-    log_end_offset,
-    log_stats,
     machine_busy,
     main_in_tmp_dir,
     partition_dir,
@@ -328,13 +327,7 @@ def run_headrace(
                         broker.bootstrap, topic, count, batch, Meter(pid)
                     ),
                 )
-                end = log_end_offset(broker.port, topic)
-                stats = log_stats(broker, topic)
-                if end != count or stats["records"] != count:
-                    raise BenchmarkError(
-                        f"{topic}: log end offset {end}, {stats['records']} "
-                        f"records stored, after producing {count}"
-                    )
+                stats = check_log(broker, topic, topic, count)
                 stored = allocated_bytes(partition_dir(broker, topic))
                 rows.append(
                     row(

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from benchlib import (
-    BROKER_ID,
     BenchmarkError,
     add_output_args,
     create_topic,
@@ -29,12 +28,13 @@ from benchlib import (
     main_in_tmp_dir,
     platform_meta,
     print_table,
+    running_broker,
     step,
 )
 
 from broker.protocol.records import build_batch, split_batches
 from consumers.client import BrokerConnection
-from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
+from headrace.devcluster import BrokerProcess
 
 SESSION_TIMEOUT_MS = 18000
 TARGET_S = 3.0
@@ -117,24 +117,9 @@ def run(args, workdir: Path) -> dict:
     }
     print(header("restart", meta))
     began = time.monotonic()
-    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
-    broker = BrokerProcess(
-        workdir,
-        BROKER_ID,
-        f"{zookeeper.connect}/headrace-bench",
-        free_port(),
-        overrides={
-            "zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS),
-            "auto.create.topics.enable": "false",
-        },
-    )
+    overrides = {"zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS)}
     times = []
-    try:
-        step(
-            f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-            lambda: zookeeper.start(timeout=60, detach=True),
-        )
-        step(f"starting broker {BROKER_ID}", lambda: broker.start(timeout=60, detach=True))
+    with running_broker(workdir, meta, overrides) as broker:
         step(
             f"creating a topic of {args.partitions} partitions",
             lambda: create_topic(broker.port, TOPIC, args.partitions),
@@ -151,9 +136,6 @@ def run(args, workdir: Path) -> dict:
                 lambda expected=expected: _restart_seconds(broker, args.partitions, expected),
             )
             times.append(seconds)
-    finally:
-        broker.stop()
-        zookeeper.stop()
     median = statistics.median(times)
     session_s = SESSION_TIMEOUT_MS / 1000
     print_table(

@@ -245,6 +245,14 @@ class Pairs:
     def time_ratio_median(self) -> float:
         return statistics.median(lib / b for lib, b in zip(self.library, self.baseline))
 
+    def speed_ratios(self) -> dict:
+        """A result's throughput ratios (best, median) and every run's time."""
+        return {
+            "ratio_best": self.speed_ratio_best(),
+            "ratio_median": self.speed_ratio_median(),
+            "times": self.as_json(),
+        }
+
     def as_json(self) -> dict:
         return {"library_s": self.library, "baseline_s": self.baseline}
 
@@ -355,9 +363,7 @@ def bench_append(case: AppendCase, workdir: Path, settings: Settings) -> dict:
         "mb_per_s": n * len(batch) / best / MB,
         "raw_mb_per_s": n * len(batch) / pairs.baseline_best / MB,
         "raw_writes_per_s": n / pairs.baseline_best,
-        "ratio_best": pairs.speed_ratio_best(),
-        "ratio_median": pairs.speed_ratio_median(),
-        "times": pairs.as_json(),
+        **pairs.speed_ratios(),
     }
     if case.target == "appends/s":
         result["target"] = f">= {TARGET_SMALL_APPENDS_PER_S:,} appends/s"
@@ -520,9 +526,7 @@ def _read_result(
         "library_calls_per_pass": calls,
         "mb_per_s": run_bytes / pairs.library_best / MB,
         "raw_mb_per_s": run_bytes / pairs.baseline_best / MB,
-        "ratio_best": pairs.speed_ratio_best(),
-        "ratio_median": pairs.speed_ratio_median(),
-        "times": pairs.as_json(),
+        **pairs.speed_ratios(),
     }
     if target:
         result["target"] = f"ratio >= {TARGET_READ_RATIO}"
@@ -706,6 +710,11 @@ def verdict(result: dict) -> str:
     return f"{result['target']}: {'yes' if result['target_met'] else 'NO'}"
 
 
+def ratio_cells(result: dict) -> list[str]:
+    """The last cells of an append or read row: the ratios and the verdict."""
+    return [f"{result['ratio_best']:.2f}", f"{result['ratio_median']:.2f}", verdict(result)]
+
+
 def print_append(results: list[dict]) -> None:
     rows = [
         [
@@ -715,9 +724,7 @@ def print_append(results: list[dict]) -> None:
             f"{r['records_per_s']:,.0f}",
             f"{r['mb_per_s']:,.1f}",
             f"{r['raw_mb_per_s']:,.1f}",
-            f"{r['ratio_best']:.2f}",
-            f"{r['ratio_median']:.2f}",
-            verdict(r),
+            *ratio_cells(r),
         ]
         for r in results
     ]
@@ -746,9 +753,7 @@ def print_read(results: list[dict]) -> None:
             f"{r['library_calls_per_pass']:,}",
             f"{r['mb_per_s']:,.0f}",
             f"{r['raw_mb_per_s']:,.0f}",
-            f"{r['ratio_best']:.2f}",
-            f"{r['ratio_median']:.2f}",
-            verdict(r),
+            *ratio_cells(r),
         ]
         for r in results
     ]

@@ -48,7 +48,7 @@ from benchlib import (
     finish,
     header,
     main_in_tmp_dir,
-    platform_meta,
+    new_meta,
     print_table,
     running_broker,
     step,
@@ -147,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
-        meta = {
-            "mode": "quick" if args.quick else "default",
-            **platform_meta(),
-            "librdkafka": librdkafka_version()[0],
-            "tmp_dir": str(workdir),
-        }
+        meta = new_meta(args.quick, workdir, librdkafka=librdkafka_version()[0])
         print(f"{header('validate', meta)}, librdkafka {meta['librdkafka']}")
         print(
             "Batched produce (confluent-kafka, 200-byte values) to a broker that checks records "
