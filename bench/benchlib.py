@@ -50,9 +50,11 @@ from pathlib import Path
 
 import repo_root  # noqa: F401  (this tree's code, not an installed one)
 
+from broker.protocol.errors import KafkaError
 from broker.protocol.records import split_batches
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
+from headrace.topics import create_topic_simple
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -481,28 +483,11 @@ def running_broker(
 
 
 def create_topic(port: int, name: str, partitions: int = 1) -> None:
-    """CreateTopics v4, as tests/conftest.py does it."""
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(
-            19,
-            4,
-            {
-                "topics": [
-                    {
-                        "name": name,
-                        "num_partitions": partitions,
-                        "replication_factor": 1,
-                        "assignments": [],
-                        "configs": [],
-                    }
-                ],
-                "timeout_ms": 10000,
-                "validate_only": False,
-            },
-        )
-    code = body["topics"][0]["error_code"]
-    if code != 0:
-        raise BenchmarkError(f"CreateTopics {name}: error code {code}: {body}")
+    """CreateTopics, as ``headrace topics create`` sends it; a refusal fails the benchmark."""
+    try:
+        create_topic_simple(f"127.0.0.1:{port}", name, partitions)
+    except KafkaError as exc:
+        raise BenchmarkError(f"CreateTopics {name}: {exc!r}") from exc
 
 
 def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
