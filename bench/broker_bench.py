@@ -592,7 +592,6 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
         meta = new_meta(
@@ -610,7 +609,6 @@ def main(argv: list[str] | None = None) -> int:
         print_results(rows, results["baseline"])
         print_details(rows)
         print_cpu(rows)
-        meta["wall_s"] = time.perf_counter() - began
         missed = [
             f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
             for r in rows

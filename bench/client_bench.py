@@ -640,7 +640,6 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
         meta = new_meta(
@@ -668,7 +667,6 @@ def main(argv: list[str] | None = None) -> int:
         print_runs(rows)
         print_details(rows)
         print_cpu(rows)
-        meta["wall_s"] = time.perf_counter() - began
         missed = []
         for r in rows:
             if r.get("target_met") is False:

@@ -1185,7 +1185,6 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    began = time.perf_counter()
 
     def start(workdir: Path) -> dict:
         meta = new_meta(
@@ -1214,11 +1213,11 @@ def main(argv: list[str] | None = None) -> int:
         pa.ArrowException,
     )
     return main_in_tmp_dir(
-        args, "loader-bench-", start, errors, lambda results: report(results, began, args.json)
+        args, "loader-bench-", start, errors, lambda results: report(results, args.json)
     )
 
 
-def report(results: dict, began: float, json_path: str | None) -> None:
+def report(results: dict, json_path: str | None) -> None:
     meta, rows = results["meta"], results["tests"]
     print_results(rows, meta["event_bytes_mean"])
     print_runs(rows)
@@ -1228,7 +1227,6 @@ def report(results: dict, began: float, json_path: str | None) -> None:
     print_against(rows)
     if "profile" in results:
         print_profile(results["profile"])
-    meta["wall_s"] = time.perf_counter() - began
     missed = []
     for r in rows:
         if r.get("target_met") is False:

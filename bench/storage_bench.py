@@ -914,7 +914,6 @@ def main(argv: list[str] | None = None) -> int:
     library_log = logging.getLogger("broker")
     library_log.addHandler(warnings)
     library_log.propagate = False
-    began = time.perf_counter()
     malloc = "not pinned (--no-malloc-pin)" if args.no_malloc_pin else pin_malloc_thresholds()
 
     parent = Path(args.tmp_dir).resolve()
@@ -961,7 +960,6 @@ def main(argv: list[str] | None = None) -> int:
             print_recovery(results["recovery"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    meta["wall_s"] = time.perf_counter() - began
     missed = [
         f"{part}: {r['case']}"
         for part in ("append", "read", "recovery")
