@@ -5,24 +5,32 @@ What is here:
 * units and constants (``MB``, ``MiB``, ``VALUE_BYTES``, ``BROKER_ID``, ``SATURATED``) and
   ``BenchmarkError``, raised when a check of the results fails;
 * timing and output helpers: ``gc_paused``, ``step`` (a progress line with its duration),
-  ``print_table``, ``platform_meta`` / ``header`` (the first line every script prints),
-  ``finish`` (the "Targets missed" line and the ``--json`` file);
+  ``print_table``, ``platform_meta`` / ``new_meta`` (what a run records about itself) /
+  ``header`` (the first line every script prints), ``finish`` (the "Targets missed" line, the
+  total time and the ``--json`` file), ``add_ratio_targets`` and ``verdict``;
+* arguments: ``bench_parser`` (description and ``--quick``), ``add_count_args`` /
+  ``check_count_args`` (``--messages`` or ``--events``, and ``--reps``), ``add_output_args``
+  (``--json``, ``--keep``, ``--tmp-dir``);
 * clean-up: ``raise_system_exit`` and ``exit_on_signals`` (so that SIGTERM / SIGHUP / Ctrl-C
   run the ``finally`` blocks), ``signals_ignored`` (no second signal cuts a clean-up short),
   ``run_cleaning_up`` (runs a benchmark in a temporary directory and removes it afterwards),
-  ``add_output_args`` (``--json``, ``--keep``, ``--tmp-dir``), ``main_in_tmp_dir`` (both, for a
-  script's ``main``);
+  ``main_in_tmp_dir`` (both, then the report, for a script's ``main``);
 * CPU accounting from ``/proc`` and ``getrusage``: ``stat_cpu``, ``machine_busy``,
   ``self_cpu``, ``CpuMark`` and ``CpuMeter`` (the broker's process and reactor thread, this
-  process, optionally this thread, and the rest of the machine);
+  process, optionally this thread, and the rest of the machine), ``machine_bottleneck``,
+  ``cpu_headers`` / ``cpu_cells`` (a CPU table's columns);
+* ``LoopbackReceiver``: raw loopback TCP to a child process, the baseline of transfers;
 * one real broker: ``running_broker`` (ZooKeeper + broker 1 on free ports of 127.0.0.1),
   ``create_topics`` / ``create_topic`` / ``wait_for_leader``, ``log_end_offset``,
-  ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``,
-  ``check_delivery`` and ``close_rdkafka_producer`` (the end of a produce run),
-  ``collect_broker_log_problems`` / ``print_broker_notes`` (warnings in the broker's log).
+  ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``;
+* timed client runs: ``Timed``, ``rdkafka_produce_timed`` and ``consume_timed`` (the loops
+  of confluent-kafka's produce and of a consume), ``check_delivery`` and
+  ``close_rdkafka_producer`` (the end of a produce run), ``collect_broker_log_problems`` /
+  ``print_broker_notes`` (warnings in the broker's log).
 
-The scripts are run as ``python bench/<name>.py``; they put this folder and the repository
-root on ``sys.path`` before importing this module.
+The scripts are run as ``python bench/<name>.py``, which puts this folder on ``sys.path``;
+importing this module first (``repo_root``) puts the repository root before an installed
+headrace.
 """
 
 from __future__ import annotations
@@ -44,7 +52,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import partial
 from itertools import repeat
 from pathlib import Path
 
@@ -615,19 +622,18 @@ def rdkafka_produce_timed(
     """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
     ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
     is drained for 5 ms and the call made again."""
-    produce = partial(producer.produce, topic, value, **options)
-    poll = producer.poll
+    produce, poll = producer.produce, producer.poll
     buffer_full = 0
     with gc_paused() if pause_gc else nullcontext():
         before = meter.mark()
         start = time.perf_counter()
         for _ in repeat(None, count):
             try:
-                produce()
+                produce(topic, value, **options)
             except BufferError:
                 buffer_full += 1
                 poll(0.005)
-                produce()
+                produce(topic, value, **options)
         loop_end = time.perf_counter()
         left = producer.flush(120 + count / 2000)
         end = time.perf_counter()

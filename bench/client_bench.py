@@ -332,8 +332,10 @@ def consume_ours(
 
     def take(messages: list) -> None:
         nonlocal value_bytes, last_offset
+        size = 0
         for message in messages:
-            value_bytes += len(message.value)
+            size += len(message.value)
+        value_bytes += size
         last_offset = messages[-1].offset
 
     try:
@@ -368,10 +370,12 @@ def consume_rdkafka(
 
     def take(messages: list) -> None:
         nonlocal value_bytes, last_offset
+        size = 0
         for message in messages:
             if message.error() is not None:
                 raise BenchmarkError(f"{RDKAFKA} consume: {message.error()}")
-            value_bytes += len(message.value())
+            size += len(message.value())
+        value_bytes += size
         last_offset = messages[-1].offset()
 
     try:
