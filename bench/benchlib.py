@@ -614,6 +614,8 @@ class Timed:
     buffer_full: int = 0  # produce: calls that found the local queue full
     calls: int = 0  # consume: fetch calls
     received: int = 0  # consume: messages
+    value_bytes: int = 0  # consume: bytes of the values ``take`` touched
+    last: object = None  # consume: the last message
 
 
 def rdkafka_produce_timed(
@@ -648,11 +650,12 @@ def consume_timed(
     pause_gc: bool,
     assign: Callable[[], object],
     fetch: Callable[[], list],
-    take: Callable[[list], None],
+    take: Callable[[list], int],
 ) -> Timed:
     """From ``assign()``, ``fetch()`` until ``count`` messages arrived, each non-empty list
-    handed to ``take``; timed with the garbage collector paused (if ``pause_gc``)."""
-    received = calls = 0
+    handed to ``take`` (which checks it and returns the bytes of the values it touched);
+    timed with the garbage collector paused (if ``pause_gc``)."""
+    received = calls = value_bytes = 0
     deadline = time.monotonic() + 120 + count / 2000
     with gc_paused() if pause_gc else nullcontext():
         before = meter.mark()
@@ -667,11 +670,20 @@ def consume_timed(
                         f"{label}: only {received:,} of {count:,} messages before the deadline"
                     )
                 continue
-            take(messages)
+            value_bytes += take(messages)
             received += len(messages)
         end = time.perf_counter()
         after = meter.mark()
-    return Timed(start, end, before, after, calls=calls, received=received)
+    return Timed(
+        start,
+        end,
+        before,
+        after,
+        calls=calls,
+        received=received,
+        value_bytes=value_bytes,
+        last=messages[-1] if count else None,
+    )
 
 
 def check_delivery(name: str, left: int, errors: list) -> None:

@@ -240,13 +240,12 @@ def bench_consume(
             "enable.auto.offset.store": False,
         }
     )
-    last: list = []
 
-    def take(messages: list) -> None:
+    def take(messages: list) -> int:
         for message in messages:
             if message.error() is not None:
                 raise BenchmarkError(f"consume: {message.error()}")
-        last[:] = messages[-1:]
+        return 0
 
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
@@ -259,13 +258,13 @@ def bench_consume(
             partial(consumer.consume, 10_000, 1.0),
             take,
         )
-        last_offset = last[0].offset()
+        last_offset = timed.last.offset()
         if timed.received != count or last_offset != count - 1:
             raise BenchmarkError(
                 f"consume: {timed.received:,} messages, last offset {last_offset:,}; "
                 f"expected {count:,} ending at {count - 1:,}"
             )
-        if len(last[0].value()) != VALUE_BYTES:
+        if len(timed.last.value()) != VALUE_BYTES:
             raise BenchmarkError("consume: the last message's value is not 200 bytes")
     finally:
         consumer.close()

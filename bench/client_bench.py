@@ -327,16 +327,12 @@ def consume_ours(
     broker: BrokerProcess, meter: CpuMeter, topic: str, count: int, settings: Settings
 ) -> dict:
     consumer = OurConsumer(broker.bootstrap, auto_offset_reset="earliest")
-    value_bytes = 0
-    last_offset = -1
 
-    def take(messages: list) -> None:
-        nonlocal value_bytes, last_offset
+    def take(messages: list) -> int:
         size = 0
         for message in messages:
             size += len(message.value)
-        value_bytes += size
-        last_offset = messages[-1].offset
+        return size
 
     try:
         consumer.cluster.list_offset(topic, 0, -2)  # metadata and the connection, untimed
@@ -351,7 +347,7 @@ def consume_ours(
         )
     finally:
         consumer.close()
-    return consume_result(OURS, topic, count, value_bytes, last_offset, timed, meter)
+    return consume_result(OURS, topic, count, timed.last.offset, timed, meter)
 
 
 def consume_rdkafka(
@@ -365,18 +361,14 @@ def consume_rdkafka(
             "enable.auto.offset.store": False,
         }
     )
-    value_bytes = 0
-    last_offset = -1
 
-    def take(messages: list) -> None:
-        nonlocal value_bytes, last_offset
+    def take(messages: list) -> int:
         size = 0
         for message in messages:
             if message.error() is not None:
                 raise BenchmarkError(f"{RDKAFKA} consume: {message.error()}")
             size += len(message.value())
-        value_bytes += size
-        last_offset = messages[-1].offset()
+        return size
 
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
@@ -391,19 +383,18 @@ def consume_rdkafka(
         )
     finally:
         consumer.close()
-    return consume_result(RDKAFKA, topic, count, value_bytes, last_offset, timed, meter)
+    return consume_result(RDKAFKA, topic, count, timed.last.offset(), timed, meter)
 
 
 def consume_result(
     client: str,
     topic: str,
     count: int,
-    value_bytes: int,
     last_offset: int,
     timed: Timed,
     meter: CpuMeter,
 ) -> dict:
-    received = timed.received
+    received, value_bytes = timed.received, timed.value_bytes
     if received != count or last_offset != count - 1 or value_bytes != count * VALUE_BYTES:
         raise BenchmarkError(
             f"{client} consume: {received:,} messages, {value_bytes:,} value "
