@@ -87,15 +87,19 @@ class Sender:
                 else:
                     requests, expired = self._collect(now)
             waiting = any(conn.pending for conn in self._conns.values())
-            if not (requests or expired or init):
+            idle = not (requests or expired or init)
+            if idle:
                 if not waiting:
-                    acc.lock.wait(acc.next_wakeup(now))
-                    return True
-                acc.selecting = True
+                    if not self._stale_topics:
+                        acc.lock.wait(acc.next_wakeup(now))
+                        return True
+                    # a batch found no leader: ask for its topic's metadata before sleeping
+                else:
+                    acc.selecting = True
         self._dispatch(requests, expired)
         if init:
             self._start_producer_id()
-        if not (requests or expired or init):
+        if idle and waiting:
             self._await_answers(now)
         if self._stale_topics:
             topics, self._stale_topics = sorted(self._stale_topics), set()
