@@ -5,28 +5,37 @@ What is here:
 * units and constants (``MB``, ``MiB``, ``VALUE_BYTES``, ``BROKER_ID``, ``SATURATED``) and
   ``BenchmarkError``, raised when a check of the results fails;
 * timing and output helpers: ``gc_paused``, ``step`` (a progress line with its duration),
-  ``print_table``, ``platform_meta`` / ``header`` (the first line every script prints),
-  ``finish`` (the "Targets missed" line and the ``--json`` file);
+  ``print_table``, ``platform_meta`` / ``new_meta`` (what a run records about itself) /
+  ``header`` (the first line every script prints), ``finish`` (the "Targets missed" line, the
+  total time and the ``--json`` file), ``add_ratio_targets`` and ``verdict``;
+* arguments: ``bench_parser`` (description and ``--quick``), ``add_count_args`` /
+  ``check_count_args`` (``--messages`` or ``--events``, and ``--reps``), ``add_output_args``
+  (``--json``, ``--keep``, ``--tmp-dir``);
 * clean-up: ``raise_system_exit`` and ``exit_on_signals`` (so that SIGTERM / SIGHUP / Ctrl-C
   run the ``finally`` blocks), ``signals_ignored`` (no second signal cuts a clean-up short),
   ``run_cleaning_up`` (runs a benchmark in a temporary directory and removes it afterwards),
-  ``add_output_args`` (``--json``, ``--keep``, ``--tmp-dir``), ``main_in_tmp_dir`` (both, for a
-  script's ``main``);
+  ``main_in_tmp_dir`` (both, then the report, for a script's ``main``);
 * CPU accounting from ``/proc`` and ``getrusage``: ``stat_cpu``, ``machine_busy``,
   ``self_cpu``, ``CpuMark`` and ``CpuMeter`` (the broker's process and reactor thread, this
-  process, optionally this thread, and the rest of the machine);
+  process, optionally this thread, and the rest of the machine), ``machine_bottleneck``,
+  ``cpu_headers`` / ``cpu_cells`` (a CPU table's columns);
+* ``LoopbackReceiver``: raw loopback TCP to a child process, the baseline of transfers;
 * one real broker: ``running_broker`` (ZooKeeper + broker 1 on free ports of 127.0.0.1),
   ``create_topics`` / ``create_topic`` / ``wait_for_leader``, ``log_end_offset``,
-  ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``,
-  ``check_delivery`` and ``close_rdkafka_producer`` (the end of a produce run),
-  ``collect_broker_log_problems`` / ``print_broker_notes`` (warnings in the broker's log).
+  ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``;
+* timed client runs: ``Timed``, ``rdkafka_produce_timed`` and ``consume_timed`` (the loops
+  of confluent-kafka's produce and of a consume), ``check_delivery`` and
+  ``close_rdkafka_producer`` (the end of a produce run), ``collect_broker_log_problems`` /
+  ``print_broker_notes`` (warnings in the broker's log).
 
-The scripts are run as ``python bench/<name>.py``; they put this folder and the repository
-root on ``sys.path`` before importing this module.
+The scripts are run as ``python bench/<name>.py``, which puts this folder on ``sys.path``;
+importing this module first (``repo_root``) puts the repository root before an installed
+headrace.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -36,24 +45,31 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
+import repo_root  # noqa: F401  (this tree's code, not an installed one)
+
+from broker.protocol.errors import KafkaError
 from broker.protocol.records import split_batches
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
+from headrace.topics import create_topic_simple
 
 MB = 1_000_000
 MiB = 1 << 20
 VALUE_BYTES = 200
 BROKER_ID = 1
 
+STARTED = time.perf_counter()  # about when the script started: it imports this module first
 SATURATED = 0.85  # a share of one core above which a single-threaded side counts as saturated
 
 
@@ -116,6 +132,17 @@ def platform_meta() -> dict:
     }
 
 
+def new_meta(quick: bool, workdir: Path, **facts) -> dict:
+    """What a script records about its run: the mode, the machine (``platform_meta``), the
+    script's own ``facts`` and its temporary directory."""
+    return {
+        "mode": "quick" if quick else "default",
+        **platform_meta(),
+        **facts,
+        "tmp_dir": str(workdir),
+    }
+
+
 def header(name: str, meta: dict) -> str:
     """The start of the first line every script prints."""
     return (
@@ -125,8 +152,10 @@ def header(name: str, meta: dict) -> str:
 
 
 def finish(results: dict, missed: list[str], separator: str, json_path: str | None) -> None:
-    """The last lines: missed targets and total time; then the JSON file, if asked for."""
+    """The last lines: missed targets and the total time (recorded as the meta's ``wall_s``);
+    then the JSON file, if asked for."""
     meta = results["meta"]
+    meta["wall_s"] = time.perf_counter() - STARTED
     print(
         f"\nTargets missed: {separator.join(missed) if missed else 'none'}.  "
         f"Total time {meta['wall_s']:.1f} s."
@@ -202,16 +231,49 @@ def run_cleaning_up(
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main_in_tmp_dir(args, prefix: str, run: Callable[[Path], dict]) -> int:
+def main_in_tmp_dir(
+    args,
+    prefix: str,
+    run: Callable[[Path], dict],
+    errors: tuple[type[BaseException], ...] = (BenchmarkError, RuntimeError, OSError),
+    report: Callable[[dict], None] | None = None,
+) -> int:
     """The end of a script's ``main``: signals raise (``exit_on_signals``), ``run(workdir)``
-    gets a fresh directory under ``--tmp-dir`` that is removed afterwards (unless ``--keep``);
-    returns the exit code."""
+    gets a fresh directory under ``--tmp-dir`` that is removed afterwards (unless ``--keep``),
+    then ``report(results)`` prints what it measured; returns the exit code."""
     exit_on_signals()
-    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=args.tmp_dir))
-    outcome = run_cleaning_up(
-        lambda: run(workdir), workdir, args.keep, (BenchmarkError, RuntimeError, OSError)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=Path(args.tmp_dir).resolve()))
+    outcome = run_cleaning_up(lambda: run(workdir), workdir, args.keep, errors)
+    if isinstance(outcome, int):
+        return outcome
+    if report is not None:
+        report(outcome)
+    return 0
+
+
+def bench_parser(doc: str, quick: str | None = None) -> argparse.ArgumentParser:
+    """A script's parser, described by its docstring's first paragraph; with ``--quick`` (its
+    help text ``quick``) if given."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    return outcome if isinstance(outcome, int) else 0
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def add_count_args(parser, count: str, count_help: str, reps_help: str) -> None:
+    """``count`` (``--messages`` or ``--events``: 0 means the mode's default) and ``--reps``."""
+    parser.add_argument(count, type=int, default=0, metavar="N", help=count_help)
+    parser.add_argument("--reps", type=int, default=3, metavar="N", help=reps_help)
+
+
+def check_count_args(parser, args, count: str) -> None:
+    """``add_count_args``'s arguments in range, or a usage error."""
+    if getattr(args, count) < 0:
+        parser.error(f"--{count} must not be negative")
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
 
 
 # --- CPU accounting ------------------------------------------------------------------------
@@ -308,12 +370,97 @@ def machine_bottleneck(used: dict) -> str:
     return "neither saturated (waiting on round trips)"
 
 
+def cpu_headers(main_thread: bool = False) -> list[str]:
+    """The headers of ``cpu_cells``."""
+    threads = ["main thr.", "other thr."] if main_thread else []
+    return [
+        "wall s",
+        "broker CPU s",
+        "broker",
+        "reactor thr.",
+        "client CPU s",
+        "client",
+        *threads,
+        "others",
+        "machine",
+        "bottleneck",
+    ]
+
+
+def cpu_cells(c: dict, main_thread: bool = False) -> list[str]:
+    """One row of a CPU table from ``CpuMeter.between``: seconds and shares of one core."""
+    threads = (
+        [f"{100 * c['client_main_cpu_share']:.0f} %", f"{100 * c['client_other_cpu_share']:.0f} %"]
+        if main_thread
+        else []
+    )
+    return [
+        f"{c['wall_s']:.2f}",
+        f"{c['broker_cpu_s']:.2f}",
+        f"{100 * c['broker_cpu_share']:.0f} %",
+        f"{100 * c['broker_reactor_cpu_share']:.0f} %",
+        f"{c['client_cpu_s']:.2f}",
+        f"{100 * c['client_cpu_share']:.0f} %",
+        *threads,
+        f"{100 * c['other_cpu_share']:.0f} %",
+        f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
+        c["bottleneck"],
+    ]
+
+
+# --- raw loopback TCP, the baseline of network transfers --------------------------------------
+
+RECEIVER = r"""
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+print(server.getsockname()[1], flush=True)
+buf = bytearray(1 << 20)
+while True:
+    conn, _ = server.accept()
+    total = 0
+    with conn:
+        while True:
+            n = conn.recv_into(buf)
+            if not n:
+                break
+            total += n
+    print(total, flush=True)
+"""
+
+
+class LoopbackReceiver:
+    """A child process on a free port of 127.0.0.1 that drains each connection it accepts and
+    then reports on its stdout how many bytes it got."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.port = int(self.process.stdout.readline())
+
+    def received(self) -> int:
+        """Bytes of the next connection, once its sender has shut down its side."""
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 # --- one real broker -----------------------------------------------------------------------
 
 
 @contextmanager
-def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
-    """ZooKeeper and broker BROKER_ID on free ports, stopped on leaving, whatever happens."""
+def running_broker(
+    workdir: Path, meta: dict, overrides: dict[str, str] | None = None
+) -> Iterator[BrokerProcess]:
+    """ZooKeeper and broker BROKER_ID on free ports (broker properties ``overrides`` on top of
+    one partition per topic and no auto-creation), stopped on leaving, whatever happens."""
     zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
     broker: BrokerProcess | None = None
     try:
@@ -327,7 +474,11 @@ def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
             BROKER_ID,
             f"{zookeeper.connect}/headrace-bench",
             free_port(),
-            overrides={"num.partitions": "1", "auto.create.topics.enable": "false"},
+            overrides={
+                "num.partitions": "1",
+                "auto.create.topics.enable": "false",
+                **(overrides or {}),
+            },
         )
         step(
             f"starting broker {BROKER_ID} on {broker.bootstrap}",
@@ -343,27 +494,11 @@ def running_broker(workdir: Path, meta: dict) -> Iterator[BrokerProcess]:
 
 
 def create_topic(port: int, name: str, partitions: int = 1) -> None:
-    """CreateTopics v4, as tests/conftest.py does it."""
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(
-            ApiKey.CREATE_TOPICS,
-            {
-                "topics": [
-                    {
-                        "name": name,
-                        "num_partitions": partitions,
-                        "replication_factor": 1,
-                        "assignments": [],
-                        "configs": [],
-                    }
-                ],
-                "timeout_ms": 10000,
-                "validate_only": False,
-            },
-        )
-    code = body["topics"][0]["error_code"]
-    if code != 0:
-        raise BenchmarkError(f"CreateTopics {name}: error code {code}: {body}")
+    """CreateTopics, as ``headrace topics create`` sends it; a refusal fails the benchmark."""
+    try:
+        create_topic_simple(f"127.0.0.1:{port}", name, partitions)
+    except KafkaError as exc:
+        raise BenchmarkError(f"CreateTopics {name}: {exc!r}") from exc
 
 
 def wait_for_leader(port: int, topic: str, timeout: float = 20.0) -> None:
@@ -465,6 +600,91 @@ def close_rdkafka_producer(producer, finished: bool) -> None:
     close = getattr(producer, "close", None)  # confluent-kafka >= 2.13
     if close is not None:
         close()
+
+
+@dataclass
+class Timed:
+    """What a timed run of a client saw: clock readings and CPU marks either side."""
+
+    start: float
+    end: float
+    before: CpuMark
+    after: CpuMark
+    loop_end: float = 0.0  # produce: when the last call returned, before flush()
+    left: int = 0  # produce: messages flush() left undelivered
+    buffer_full: int = 0  # produce: calls that found the local queue full
+    calls: int = 0  # consume: fetch calls
+    received: int = 0  # consume: messages
+    value_bytes: int = 0  # consume: bytes of the values ``take`` touched
+    last: object = None  # consume: the last message
+
+
+def rdkafka_produce_timed(
+    producer, topic: str, value: bytes, count: int, meter: CpuMeter, pause_gc: bool, **options
+) -> Timed:
+    """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
+    ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
+    is drained for 5 ms and the call made again."""
+    produce, poll = producer.produce, producer.poll
+    buffer_full = 0
+    with gc_paused() if pause_gc else nullcontext():
+        before = meter.mark()
+        start = time.perf_counter()
+        for _ in repeat(None, count):
+            try:
+                produce(topic, value, **options)
+            except BufferError:
+                buffer_full += 1
+                poll(0.005)
+                produce(topic, value, **options)
+        loop_end = time.perf_counter()
+        left = producer.flush(120 + count / 2000)
+        end = time.perf_counter()
+        after = meter.mark()
+    return Timed(start, end, before, after, loop_end, left, buffer_full)
+
+
+def consume_timed(
+    label: str,
+    count: int,
+    meter: CpuMeter,
+    pause_gc: bool,
+    assign: Callable[[], object],
+    fetch: Callable[[], list],
+    take: Callable[[list], int],
+) -> Timed:
+    """From ``assign()``, ``fetch()`` until ``count`` messages arrived, each non-empty list
+    handed to ``take`` (which checks it and returns the bytes of the values it touched);
+    timed with the garbage collector paused (if ``pause_gc``)."""
+    received = calls = value_bytes = 0
+    deadline = time.monotonic() + 120 + count / 2000
+    with gc_paused() if pause_gc else nullcontext():
+        before = meter.mark()
+        start = time.perf_counter()
+        assign()
+        while received < count:
+            messages = fetch()
+            calls += 1
+            if not messages:
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(
+                        f"{label}: only {received:,} of {count:,} messages before the deadline"
+                    )
+                continue
+            value_bytes += take(messages)
+            received += len(messages)
+        end = time.perf_counter()
+        after = meter.mark()
+    return Timed(
+        start,
+        end,
+        before,
+        after,
+        calls=calls,
+        received=received,
+        value_bytes=value_bytes,
+        last=messages[-1] if count else None,
+    )
 
 
 def check_delivery(name: str, left: int, errors: list) -> None:

@@ -65,16 +65,12 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (
     MB,
@@ -82,23 +78,30 @@ from benchlib import (
     VALUE_BYTES,
     BenchmarkError,
     CpuMeter,
+    LoopbackReceiver,
     MiB,
+    add_count_args,
     add_output_args,
+    bench_parser,
+    check_count_args,
     check_delivery,
     check_log,
     close_rdkafka_producer,
     collect_broker_log_problems,
+    consume_timed,
+    cpu_cells,
+    cpu_headers,
     create_topics,
-    exit_on_signals,
     finish,
     gc_paused,
     header,
     machine_bottleneck,
+    main_in_tmp_dir,
+    new_meta,
     payload,
-    platform_meta,
     print_broker_notes,
     print_table,
-    run_cleaning_up,
+    rdkafka_produce_timed,
     running_broker,
     step,
 )
@@ -183,47 +186,31 @@ def bench_produce(
         **extra,
     }
     producer = Producer(config)
-    value = payload()
     finished = False
     try:
         producer.list_topics(topic, timeout=10)  # connect and learn the leader before timing
-        produce, poll = producer.produce, producer.poll
-        buffer_full = 0
-        with gc_paused():
-            before = meter.mark()
-            start = time.perf_counter()
-            for _ in repeat(None, count):
-                try:
-                    produce(topic, value, partition=0)
-                except BufferError:  # the local queue is full: let librdkafka drain it
-                    buffer_full += 1
-                    poll(0.005)
-                    produce(topic, value, partition=0)
-            loop_end = time.perf_counter()
-            left = producer.flush(120 + count / 2000)
-            end = time.perf_counter()
-            after = meter.mark()
-        finished = left == 0
+        timed = rdkafka_produce_timed(producer, topic, payload(), count, meter, True, partition=0)
+        finished = timed.left == 0
     finally:
         close_rdkafka_producer(producer, finished)
-    check_delivery(name, left, errors)
+    check_delivery(name, timed.left, errors)
     stats = check_log(broker, name, topic, count)
-    elapsed = end - start
+    elapsed = timed.end - timed.start
     result = {
         "test": name,
         "topic": topic,
         "messages": count,
         "config": {k: v for k, v in config.items() if k != "on_delivery"},
         "seconds": elapsed,
-        "produce_loop_s": loop_end - start,
-        "buffer_full_retries": buffer_full,
+        "produce_loop_s": timed.loop_end - timed.start,
+        "buffer_full_retries": timed.buffer_full,
         "msgs_per_s": count / elapsed,
         "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
         "mb_per_s": stats["log_bytes"] / elapsed / MB,
         "requests_per_s": stats["batches"] / elapsed,
         "msgs_per_request": count / max(stats["batches"], 1),
         **stats,
-        "cpu": meter.between(before, after),
+        "cpu": meter.between(timed.before, timed.after),
     }
     if extra.get("batch.num.messages") == 1 and stats["batches"] != count:
         raise BenchmarkError(
@@ -253,54 +240,46 @@ def bench_consume(
             "enable.auto.offset.store": False,
         }
     )
+
+    def take(messages: list) -> int:
+        for message in messages:
+            if message.error() is not None:
+                raise BenchmarkError(f"consume: {message.error()}")
+        return 0
+
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
-        consume = consumer.consume
-        received = 0
-        last_offset = -1
-        batch_calls = 0
-        deadline = time.monotonic() + 120 + count / 2000
-        with gc_paused():
-            before = meter.mark()
-            start = time.perf_counter()
-            consumer.assign([TopicPartition(topic, 0, 0)])
-            while received < count:
-                messages = consume(10_000, 1.0)
-                batch_calls += 1
-                if not messages:
-                    if time.monotonic() > deadline:
-                        raise BenchmarkError(
-                            f"consume: only {received:,} of {count:,} messages before the deadline"
-                        )
-                    continue
-                for message in messages:
-                    if message.error() is not None:
-                        raise BenchmarkError(f"consume: {message.error()}")
-                received += len(messages)
-                last_offset = messages[-1].offset()
-            end = time.perf_counter()
-            after = meter.mark()
-        if received != count or last_offset != count - 1:
+        timed = consume_timed(
+            "consume",
+            count,
+            meter,
+            True,
+            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
+            partial(consumer.consume, 10_000, 1.0),
+            take,
+        )
+        last_offset = timed.last.offset()
+        if timed.received != count or last_offset != count - 1:
             raise BenchmarkError(
-                f"consume: {received:,} messages, last offset {last_offset:,}; "
+                f"consume: {timed.received:,} messages, last offset {last_offset:,}; "
                 f"expected {count:,} ending at {count - 1:,}"
             )
-        if len(messages[-1].value()) != VALUE_BYTES:
+        if len(timed.last.value()) != VALUE_BYTES:
             raise BenchmarkError("consume: the last message's value is not 200 bytes")
     finally:
         consumer.close()
-    elapsed = end - start
+    elapsed = timed.end - timed.start
     result = {
         "test": "consume",
         "topic": topic,
         "messages": count,
         "seconds": elapsed,
-        "consume_calls": batch_calls,
+        "consume_calls": timed.calls,
         "msgs_per_s": count / elapsed,
         "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
         "mb_per_s": stats["log_bytes"] / elapsed / MB,
         "log_bytes": stats["log_bytes"],
-        "cpu": meter.between(before, after),
+        "cpu": meter.between(timed.before, timed.after),
     }
     add_target(result, target, paper)
     return result
@@ -336,35 +315,14 @@ def add_target(result: dict, target: int | None, paper: int | None) -> None:
 
 # --- baseline: raw loopback TCP ------------------------------------------------------------
 
-RECEIVER = r"""
-import socket, sys
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(1)
-print(server.getsockname()[1], flush=True)
-conn, _ = server.accept()
-buf = memoryview(bytearray(1 << 20))
-total = 0
-while True:
-    n = conn.recv_into(buf)
-    if not n:
-        break
-    total += n
-conn.sendall(str(total).encode())
-conn.close()
-"""
-
 
 def raw_loopback_once(total_bytes: int) -> float:
     """Seconds to move ``total_bytes`` to a receiver process and hear back that it has them."""
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
+    receiver = LoopbackReceiver()
     try:
-        port = int(receiver.stdout.readline())
         chunk = os.urandom(MiB)
         full, rest = divmod(total_bytes, MiB)
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=60) as sock:
             sendall = sock.sendall
             with gc_paused():
                 start = time.perf_counter()
@@ -373,21 +331,13 @@ def raw_loopback_once(total_bytes: int) -> float:
                 if rest:
                     sendall(chunk[:rest])
                 sock.shutdown(socket.SHUT_WR)
-                reply = b""
-                while True:
-                    data = sock.recv(64)
-                    if not data:
-                        break
-                    reply += data
+                got = receiver.received()
                 elapsed = time.perf_counter() - start
-        if int(reply or b"-1") != total_bytes:
-            raise BenchmarkError(f"raw loopback: the receiver got {reply!r} of {total_bytes} bytes")
-        receiver.wait(timeout=10)
+        if got != total_bytes:
+            raise BenchmarkError(f"raw loopback: the receiver got {got} of {total_bytes} bytes")
         return elapsed
     finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
+        receiver.close()
 
 
 def bench_baseline(total_bytes: int, reps: int) -> dict:
@@ -484,39 +434,11 @@ def print_details(rows_in: list[dict]) -> None:
 
 
 def print_cpu(rows_in: list[dict]) -> None:
-    rows = []
-    for r in rows_in:
-        c = r["cpu"]
-        rows.append(
-            [
-                r["test"],
-                f"{c['wall_s']:.2f}",
-                f"{c['broker_cpu_s']:.2f}",
-                f"{100 * c['broker_cpu_share']:.0f} %",
-                f"{100 * c['broker_reactor_cpu_share']:.0f} %",
-                f"{c['client_cpu_s']:.2f}",
-                f"{100 * c['client_cpu_share']:.0f} %",
-                f"{100 * c['other_cpu_share']:.0f} %",
-                f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
-                c["bottleneck"],
-            ]
-        )
     print_table(
         "CPU over each test's best run (share of one core of its wall time; 'others': ZooKeeper "
         "and any other process; 'machine': share of all CPUs busy)",
-        [
-            "test",
-            "wall s",
-            "broker CPU s",
-            "broker",
-            "reactor thr.",
-            "client CPU s",
-            "client",
-            "others",
-            "machine",
-            "bottleneck",
-        ],
-        rows,
+        ["test", *cpu_headers()],
+        [[r["test"], *cpu_cells(r["cpu"])] for r in rows_in],
     )
 
 
@@ -524,18 +446,13 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="200,000 messages, 20,000 one per request"
-    )
-    parser.add_argument(
+    parser = bench_parser(__doc__, "200,000 messages, 20,000 one per request")
+    add_count_args(
+        parser,
         "--messages",
-        type=int,
-        default=0,
-        metavar="N",
-        help="messages for the batched produce and the consume (default 1,000,000; quick 200,000)",
+        "messages for the batched produce and the consume (default 1,000,000; quick 200,000)",
+        "runs of each test, each producing to a fresh topic; the best is "
+        "reported, the median beside it (default 3)",
     )
     parser.add_argument(
         "--single-messages",
@@ -552,21 +469,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="messages for the informational max.in.flight=1 row "
         "(default: a tenth of --single-messages; 0 skips it)",
     )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs of each test, each producing to a fresh topic; the best is "
-        "reported, the median beside it (default 3)",
-    )
     add_output_args(parser)
     args = parser.parse_args(argv)
-    for name in ("messages", "single_messages", "sync_messages"):
+    for name in ("single_messages", "sync_messages"):
         if (getattr(args, name) or 0) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
-    if args.reps < 1:
-        parser.error("--reps must be at least 1")
+    check_count_args(parser, args, "messages")
     return args
 
 
@@ -683,40 +591,34 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    exit_on_signals()  # so the clean-up runs
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="broker-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {
-        "mode": "quick" if settings.quick else "default",
-        **platform_meta(),
-        "librdkafka": librdkafka_version()[0],
-        "value_bytes": VALUE_BYTES,
-        "tmp_dir": str(workdir),
-    }
-    print(f"{header('broker', meta)}, librdkafka {meta['librdkafka']}")
-    print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.")
-    results = run_cleaning_up(
-        lambda: run(settings, workdir, meta),
-        workdir,
-        args.keep,
-        (BenchmarkError, KafkaException, RuntimeError),
-    )
-    if isinstance(results, int):
-        return results
 
-    rows = results["tests"]
-    print_results(rows, results["baseline"])
-    print_details(rows)
-    print_cpu(rows)
-    meta["wall_s"] = time.perf_counter() - began
-    missed = [
-        f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
-        for r in rows
-        if r.get("target_met") is False
-    ]
-    print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_cpu_share"] >= 0.25])
-    finish(results, missed, "; ", args.json)
-    return 0
+    def start(workdir: Path) -> dict:
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            librdkafka=librdkafka_version()[0],
+            value_bytes=VALUE_BYTES,
+        )
+        print(f"{header('broker', meta)}, librdkafka {meta['librdkafka']}")
+        print(f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.")
+        return run(settings, workdir, meta)
+
+    def report(results: dict) -> None:
+        meta, rows = results["meta"], results["tests"]
+        print_results(rows, results["baseline"])
+        print_details(rows)
+        print_cpu(rows)
+        missed = [
+            f"{r['test']} ({r['msgs_per_s']:,.0f} msgs/s, {r['target']})"
+            for r in rows
+            if r.get("target_met") is False
+        ]
+        print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_cpu_share"] >= 0.25])
+        finish(results, missed, "; ", args.json)
+
+    return main_in_tmp_dir(
+        args, "broker-bench-", start, (BenchmarkError, KafkaException, RuntimeError), report
+    )
 
 
 if __name__ == "__main__":

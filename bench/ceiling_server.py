@@ -15,12 +15,10 @@ Importable: ``CeilingFactory(partitions, port)`` and ``listen(reactor, port, par
 from __future__ import annotations
 
 import argparse
-import os
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import repo_root  # noqa: F401  (this tree's code, not an installed one)
 from twisted.internet import protocol
 from twisted.protocols.basic import Int32StringReceiver
 

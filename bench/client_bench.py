@@ -77,15 +77,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (
     MB,
@@ -93,23 +90,30 @@ from benchlib import (
     VALUE_BYTES,
     BenchmarkError,
     CpuMeter,
+    Timed,
+    add_count_args,
     add_output_args,
     add_ratio_targets,
+    bench_parser,
+    check_count_args,
     check_delivery,
     check_log,
     close_rdkafka_producer,
     collect_broker_log_problems,
+    consume_timed,
+    cpu_cells,
+    cpu_headers,
     create_topics,
-    exit_on_signals,
     finish,
     gc_paused,
     header,
     machine_bottleneck,
+    main_in_tmp_dir,
+    new_meta,
     payload,
-    platform_meta,
     print_broker_notes,
     print_table,
-    run_cleaning_up,
+    rdkafka_produce_timed,
     running_broker,
     step,
     verdict,
@@ -238,11 +242,8 @@ def produce_ours(
         broker,
         topic,
         count,
-        start,
-        loop_end,
-        end,
+        Timed(start, end, before, after, loop_end),
         meter.between(before, after, OURS),
-        0,
     )
 
 
@@ -268,31 +269,17 @@ def produce_rdkafka(
     if not every:
         config["delivery.report.only.error"] = True
     producer = RdProducer(config)
-    value = payload()
     finished = False
     try:
         producer.list_topics(topic, timeout=10)  # connect and learn the leader, untimed
-        produce, poll = producer.produce, producer.poll
-        buffer_full = 0
-        with gc_paused() if not settings.gc else nullcontext():
-            before = meter.mark()
-            start = time.perf_counter()
-            for _ in repeat(None, count):
-                try:
-                    produce(topic, value, on_delivery=on_delivery)
-                except BufferError:  # should not happen with the queue this large
-                    buffer_full += 1
-                    poll(0.005)
-                    produce(topic, value, on_delivery=on_delivery)
-            loop_end = time.perf_counter()
-            left = producer.flush(120 + count / 2000)
-            end = time.perf_counter()
-            after = meter.mark()
-        finished = left == 0
+        timed = rdkafka_produce_timed(
+            producer, topic, payload(), count, meter, not settings.gc, on_delivery=on_delivery
+        )
+        finished = timed.left == 0
     finally:
         close_rdkafka_producer(producer, finished)
     name = f"{RDKAFKA} {PRODUCE if every else PRODUCE_ERRONLY}"
-    check_delivery(name, left, errors)
+    check_delivery(name, timed.left, errors)
     if every and delivered != count:
         raise BenchmarkError(f"{name}: {delivered} delivery reports for {count} messages")
     return produce_result(
@@ -301,11 +288,8 @@ def produce_rdkafka(
         broker,
         topic,
         count,
-        start,
-        loop_end,
-        end,
-        meter.between(before, after, RDKAFKA),
-        buffer_full,
+        timed,
+        meter.between(timed.before, timed.after, RDKAFKA),
     )
 
 
@@ -315,23 +299,20 @@ def produce_result(
     broker: BrokerProcess,
     topic: str,
     count: int,
-    start: float,
-    loop_end: float,
-    end: float,
+    timed: Timed,
     cpu: dict,
-    buffer_full: int,
 ) -> dict:
     stats = check_log(broker, f"{client} {test}", topic, count)
-    elapsed = end - start
+    elapsed = timed.end - timed.start
     return {
         "test": test,
         "client": client,
         "topic": topic,
         "messages": count,
         "seconds": elapsed,
-        "loop_s": loop_end - start,
-        "flush_s": end - loop_end,
-        "buffer_full_retries": buffer_full,
+        "loop_s": timed.loop_end - timed.start,
+        "flush_s": timed.end - timed.loop_end,
+        "buffer_full_retries": timed.buffer_full,
         "msgs_per_s": count / elapsed,
         "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
         **stats,
@@ -346,46 +327,27 @@ def consume_ours(
     broker: BrokerProcess, meter: CpuMeter, topic: str, count: int, settings: Settings
 ) -> dict:
     consumer = OurConsumer(broker.bootstrap, auto_offset_reset="earliest")
+
+    def take(messages: list) -> int:
+        size = 0
+        for message in messages:
+            size += len(message.value)
+        return size
+
     try:
         consumer.cluster.list_offset(topic, 0, -2)  # metadata and the connection, untimed
-        poll = consumer.poll
-        received = value_bytes = calls = 0
-        last_offset = -1
-        deadline = time.monotonic() + 120 + count / 2000
-        with gc_paused() if not settings.gc else nullcontext():
-            before = meter.mark()
-            start = time.perf_counter()
-            consumer.assign([(topic, 0, 0)])
-            while received < count:
-                messages = poll(1.0)
-                calls += 1
-                if not messages:
-                    if time.monotonic() > deadline:
-                        raise BenchmarkError(
-                            f"{OURS} consume: only {received:,} of {count:,} "
-                            "messages before the deadline"
-                        )
-                    continue
-                for message in messages:
-                    value_bytes += len(message.value)
-                received += len(messages)
-                last_offset = messages[-1].offset
-            end = time.perf_counter()
-            after = meter.mark()
+        timed = consume_timed(
+            f"{OURS} consume",
+            count,
+            meter,
+            not settings.gc,
+            lambda: consumer.assign([(topic, 0, 0)]),
+            partial(consumer.poll, 1.0),
+            take,
+        )
     finally:
         consumer.close()
-    return consume_result(
-        OURS,
-        topic,
-        count,
-        received,
-        value_bytes,
-        last_offset,
-        calls,
-        start,
-        end,
-        meter.between(before, after, OURS),
-    )
+    return consume_result(OURS, topic, count, timed.last.offset, timed, meter)
 
 
 def consume_rdkafka(
@@ -399,79 +361,57 @@ def consume_rdkafka(
             "enable.auto.offset.store": False,
         }
     )
+
+    def take(messages: list) -> int:
+        size = 0
+        for message in messages:
+            if message.error() is not None:
+                raise BenchmarkError(f"{RDKAFKA} consume: {message.error()}")
+            size += len(message.value())
+        return size
+
     try:
         consumer.list_topics(topic, timeout=10)  # connect before timing
-        consume = consumer.consume
-        received = value_bytes = calls = 0
-        last_offset = -1
-        deadline = time.monotonic() + 120 + count / 2000
-        with gc_paused() if not settings.gc else nullcontext():
-            before = meter.mark()
-            start = time.perf_counter()
-            consumer.assign([TopicPartition(topic, 0, 0)])
-            while received < count:
-                messages = consume(10_000, 1.0)
-                calls += 1
-                if not messages:
-                    if time.monotonic() > deadline:
-                        raise BenchmarkError(
-                            f"{RDKAFKA} consume: only {received:,} of "
-                            f"{count:,} messages before the deadline"
-                        )
-                    continue
-                for message in messages:
-                    if message.error() is not None:
-                        raise BenchmarkError(f"{RDKAFKA} consume: {message.error()}")
-                    value_bytes += len(message.value())
-                received += len(messages)
-                last_offset = messages[-1].offset()
-            end = time.perf_counter()
-            after = meter.mark()
+        timed = consume_timed(
+            f"{RDKAFKA} consume",
+            count,
+            meter,
+            not settings.gc,
+            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
+            partial(consumer.consume, 10_000, 1.0),
+            take,
+        )
     finally:
         consumer.close()
-    return consume_result(
-        RDKAFKA,
-        topic,
-        count,
-        received,
-        value_bytes,
-        last_offset,
-        calls,
-        start,
-        end,
-        meter.between(before, after, RDKAFKA),
-    )
+    return consume_result(RDKAFKA, topic, count, timed.last.offset(), timed, meter)
 
 
 def consume_result(
     client: str,
     topic: str,
     count: int,
-    received: int,
-    value_bytes: int,
     last_offset: int,
-    calls: int,
-    start: float,
-    end: float,
-    cpu: dict,
+    timed: Timed,
+    meter: CpuMeter,
 ) -> dict:
+    received, value_bytes = timed.received, timed.value_bytes
     if received != count or last_offset != count - 1 or value_bytes != count * VALUE_BYTES:
         raise BenchmarkError(
             f"{client} consume: {received:,} messages, {value_bytes:,} value "
             f"bytes, last offset {last_offset:,}; expected {count:,}, "
             f"{count * VALUE_BYTES:,} and {count - 1:,}"
         )
-    elapsed = end - start
+    elapsed = timed.end - timed.start
     return {
         "test": CONSUME,
         "client": client,
         "topic": topic,
         "messages": count,
         "seconds": elapsed,
-        "calls": calls,
+        "calls": timed.calls,
         "msgs_per_s": count / elapsed,
         "payload_mb_per_s": count * VALUE_BYTES / elapsed / MB,
-        "cpu": cpu,
+        "cpu": meter.between(timed.before, timed.after, client),
     }
 
 
@@ -575,46 +515,12 @@ def print_details(rows_in: list[dict]) -> None:
 
 
 def print_cpu(rows_in: list[dict]) -> None:
-    rows = []
-    for r in rows_in:
-        c = r["cpu"]
-        rows.append(
-            [
-                r["test"],
-                r["client"],
-                f"{c['wall_s']:.2f}",
-                f"{c['broker_cpu_s']:.2f}",
-                f"{100 * c['broker_cpu_share']:.0f} %",
-                f"{100 * c['broker_reactor_cpu_share']:.0f} %",
-                f"{c['client_cpu_s']:.2f}",
-                f"{100 * c['client_cpu_share']:.0f} %",
-                f"{100 * c['client_main_cpu_share']:.0f} %",
-                f"{100 * c['client_other_cpu_share']:.0f} %",
-                f"{100 * c['other_cpu_share']:.0f} %",
-                f"{100 * c['machine_busy_cpu_share'] / c['cpus']:.0f} %",
-                c["bottleneck"],
-            ]
-        )
     print_table(
         "CPU over each best run (share of one core of its wall time; client main thr.: the "
         "calling loop; other thr.: headrace's sender thread / librdkafka's threads; 'others': "
         "ZooKeeper and any other process; 'machine': share of all CPUs busy)",
-        [
-            "test",
-            "client",
-            "wall s",
-            "broker CPU s",
-            "broker",
-            "reactor thr.",
-            "client CPU s",
-            "client",
-            "main thr.",
-            "other thr.",
-            "others",
-            "machine",
-            "bottleneck",
-        ],
-        rows,
+        ["test", "client", *cpu_headers(main_thread=True)],
+        [[r["test"], r["client"], *cpu_cells(r["cpu"], main_thread=True)] for r in rows_in],
     )
 
 
@@ -622,23 +528,12 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="200,000 messages")
-    parser.add_argument(
+    parser = bench_parser(__doc__, "200,000 messages")
+    add_count_args(
+        parser,
         "--messages",
-        type=int,
-        default=0,
-        metavar="N",
-        help="messages per produce run and for the consume (default 1,000,000; quick 200,000)",
-    )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs of each test and client, alternating which client goes "
+        "messages per produce run and for the consume (default 1,000,000; quick 200,000)",
+        "runs of each test and client, alternating which client goes "
         "first; best and median are reported (default 3)",
     )
     parser.add_argument(
@@ -652,10 +547,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.messages < 0:
-        parser.error("--messages must not be negative")
-    if args.reps < 1:
-        parser.error("--reps must be at least 1")
+    check_count_args(parser, args, "messages")
     return args
 
 
@@ -743,59 +635,58 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    exit_on_signals()  # so the clean-up runs
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="client-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {
-        "mode": "quick" if settings.quick else "default",
-        **platform_meta(),
-        "confluent_kafka": _version_string(confluent_version()),
-        "librdkafka": librdkafka_version()[0],
-        "value_bytes": VALUE_BYTES,
-        "messages": settings.messages,
-        "gc_paused": not settings.gc,
-        "tmp_dir": str(workdir),
-    }
-    print(
-        f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
-        f"(librdkafka {meta['librdkafka']})"
-    )
-    print(
-        f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
-        f"GC {'on' if settings.gc else 'paused'} while timing."
-    )
-    results = run_cleaning_up(
-        lambda: run(settings, workdir, meta),
-        workdir,
-        args.keep,
-        (BenchmarkError, KafkaException, RuntimeError, OSError),
-    )
-    if isinstance(results, int):
-        return results
 
-    rows = results["tests"]
-    print_results(rows)
-    print_runs(rows)
-    print_details(rows)
-    print_cpu(rows)
-    meta["wall_s"] = time.perf_counter() - began
-    missed = []
-    for r in rows:
-        if r.get("target_met") is False:
-            missed.append(
-                f"{r['client']} {r['test']} {r['msgs_per_s']:,.0f} msgs/s "
-                f"(>= {r['target_msgs_per_s']:,})"
-            )
-        if r.get("target_ratio_met") is False:
-            missed.append(
-                f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
-                f"(>= {r['target_ratio']:.1f})"
-            )
-    print_broker_notes(
-        meta, [f"{r['client']} {r['test']}" for r in rows if r["cpu"]["other_cpu_share"] >= 0.25]
+    def start(workdir: Path) -> dict:
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            confluent_kafka=_version_string(confluent_version()),
+            librdkafka=librdkafka_version()[0],
+            value_bytes=VALUE_BYTES,
+            messages=settings.messages,
+            gc_paused=not settings.gc,
+        )
+        print(
+            f"{header('client', meta)}, confluent-kafka {meta['confluent_kafka']} "
+            f"(librdkafka {meta['librdkafka']})"
+        )
+        print(
+            f"One broker + ZooKeeper on 127.0.0.1, data in {workdir}.  MB = 10^6 bytes.  "
+            f"GC {'on' if settings.gc else 'paused'} while timing."
+        )
+        return run(settings, workdir, meta)
+
+    def report(results: dict) -> None:
+        meta, rows = results["meta"], results["tests"]
+        print_results(rows)
+        print_runs(rows)
+        print_details(rows)
+        print_cpu(rows)
+        missed = []
+        for r in rows:
+            if r.get("target_met") is False:
+                missed.append(
+                    f"{r['client']} {r['test']} {r['msgs_per_s']:,.0f} msgs/s "
+                    f"(>= {r['target_msgs_per_s']:,})"
+                )
+            if r.get("target_ratio_met") is False:
+                missed.append(
+                    f"{r['client']} {r['test']} {r['ratio']:.3f} of confluent-kafka "
+                    f"(>= {r['target_ratio']:.1f})"
+                )
+        contended = [
+            f"{r['client']} {r['test']}" for r in rows if r["cpu"]["other_cpu_share"] >= 0.25
+        ]
+        print_broker_notes(meta, contended)
+        finish(results, missed, "; ", args.json)
+
+    return main_in_tmp_dir(
+        args,
+        "client-bench-",
+        start,
+        (BenchmarkError, KafkaException, RuntimeError, OSError),
+        report,
     )
-    finish(results, missed, "; ", args.json)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Run from the repository root::
     .venv/bin/python bench/loader_bench.py --quick    # 200,000 events, ~15 s
     .venv/bin/python bench/loader_bench.py --events 500000 --reps 2 --json results.json
     .venv/bin/python bench/loader_bench.py --profile /tmp/worker.prof   # and cProfile a worker
-    git archive main | tar -x -C /tmp/old && .venv/bin/python bench/loader_bench.py --against /tmp/old
+    git archive main | tar -x -C /tmp/old   # then, against that older tree:
+    .venv/bin/python bench/loader_bench.py --against /tmp/old
 
 What is started
 ---------------
@@ -85,34 +86,31 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))  # benchlib, next to this file
-sys.path.insert(0, str(ROOT))
-
-import pyarrow as pa  # noqa: E402
-import pyarrow.json as pj  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from benchlib import (  # noqa: E402
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+from benchlib import (
     MB,
     BenchmarkError,
+    add_count_args,
     add_output_args,
     add_ratio_targets,
+    bench_parser,
+    check_count_args,
     collect_broker_log_problems,
     create_topic,
-    exit_on_signals,
     finish,
     header,
     machine_busy,
-    platform_meta,
+    main_in_tmp_dir,
+    new_meta,
     print_broker_notes,
     print_table,
-    run_cleaning_up,
     running_broker,
     self_cpu,
     signals_ignored,
@@ -120,11 +118,12 @@ from benchlib import (  # noqa: E402
     step,
     verdict,
 )
+from repo_root import ROOT
 
-from broker.protocol.errors import KafkaError  # noqa: E402
-from consumers.cluster import ClusterClient  # noqa: E402
-from consumers.producer import Producer as OurProducer  # noqa: E402
-from headrace.devcluster import BrokerProcess  # noqa: E402
+from broker.protocol.errors import KafkaError
+from consumers.cluster import ClusterClient
+from consumers.producer import Producer as OurProducer
+from headrace.devcluster import BrokerProcess
 
 TOPIC = "access"
 TARGET_RATE = 200_000  # events/s, with TARGET_WORKERS workers
@@ -555,8 +554,8 @@ def stop_group(proc: subprocess.Popen) -> None:
 def parse_summary(name: str, status: int, out: str, err: str) -> tuple[int, float, int]:
     """(events loaded, seconds, hours marked) from the loader's last summary line."""
     match = None
-    for match in SUMMARY.finditer(out):
-        pass
+    for found in SUMMARY.finditer(out):
+        match = found
     if status != 0 or match is None:
         raise BenchmarkError(
             f"{name}: exit status {status}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
@@ -692,7 +691,7 @@ PROFILE_PARTS = [
     ("    Converter.convert", "loaders/convert.py", "convert"),
     ("      Converter._json", "loaders/convert.py", "_json"),
     ("        Converter._fast (pyarrow.json.read_json)", "loaders/convert.py", "_fast"),
-    ("      epoch_ms_of (ts column)", "loaders/convert.py", "epoch_ms_of"),
+    ("      epoch_ms_of (ts column)", "loaders/eventtime.py", "epoch_ms_of"),
     ("    Chunk.take", "loaders/chunk.py", "take"),
     ("      Chunk._materialise", "loaders/chunk.py", "_materialise"),
     ("  Worker._cut: publish + commit", "loaders/worker.py", "_cut"),
@@ -707,22 +706,23 @@ def profile_worker(zookeeper: str, workdir: Path, ends: list[int], path: str) ->
     """One worker in this process under cProfile: plan, then ``Worker(config).run()``."""
     from kazoo.client import KazooClient
 
+    from loaders.config import LoaderConfig
     from loaders.registry import make_plan
-    from loaders.run import DEFAULTS, Stats
+    from loaders.report import Stats
     from loaders.worker import Worker
 
     n = sum(ends)
     group = f"bench-profile-{os.getpid()}"
     out = workdir / f"out-{group}"
-    config = DEFAULTS | {
-        "zookeeper": zookeeper,
-        "topics": [TOPIC],
-        "group": group,
-        "url": str(out),
-        "workers": 1,
-        "format": "json",
-        "time_field": "ts",
-    }
+    config = LoaderConfig(
+        zookeeper=zookeeper,
+        topics=[TOPIC],
+        group=group,
+        url=str(out),
+        workers=1,
+        format="json",
+        time_field="ts",
+    )
     zk = KazooClient(hosts=zookeeper, timeout=10)
     zk.start(timeout=15)
     cluster = ClusterClient(zookeeper=zookeeper, client_id="loader-bench")
@@ -1026,16 +1026,12 @@ def print_cpu(rows_in: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="200,000 events")
-    parser.add_argument(
+    parser = bench_parser(__doc__, "200,000 events")
+    add_count_args(
+        parser,
         "--events",
-        type=int,
-        default=0,
-        metavar="N",
-        help="events to produce and load (default 1,000,000; quick 200,000)",
+        "events to produce and load (default 1,000,000; quick 200,000)",
+        "runs of each load and baseline, rotating their order (default 3)",
     )
     parser.add_argument(
         "--partitions", type=int, default=6, metavar="N", help="partitions of the topic (default 6)"
@@ -1045,13 +1041,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="1,2",
         metavar="LIST",
         help="loader worker counts to time, comma-separated (default 1,2)",
-    )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs of each load and baseline, rotating their order (default 3)",
     )
     parser.add_argument(
         "--compression",
@@ -1085,10 +1074,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.events < 0:
-        parser.error("--events must not be negative")
-    if args.reps < 1:
-        parser.error("--reps must be at least 1")
+    check_count_args(parser, args, "events")
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
     try:
@@ -1135,7 +1121,7 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
             )
         finally:
             cluster.close()
-        del events
+        events.clear()  # the memory, before the loads
         results["produce"] = produced
         print(
             f"  produced {produced['events_per_s']:,.0f} events/s; "
@@ -1179,7 +1165,7 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
             shift = rep % len(tests)
             order = tests[shift:] + tests[:shift]
             for name, fn in order:
-                result = step(f"rep {rep + 1}/{settings.reps}: {name}", lambda: fn(rep))
+                result = step(f"rep {rep + 1}/{settings.reps}: {name}", partial(fn, rep))
                 runs[name].append(result)
                 print(f"    {result['events_per_s']:,.0f} events/s")
         rows = [summarize(runs[name]) for name, _ in tests]
@@ -1200,42 +1186,40 @@ def run(settings: Settings, workdir: Path, meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    exit_on_signals()  # so the clean-up runs
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="loader-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {
-        "mode": "quick" if settings.quick else "default",
-        **platform_meta(),
-        "pyarrow": pa.__version__,
-        "events": settings.events,
-        "partitions": settings.partitions,
-        "workers": list(settings.workers),
-        "reps": settings.reps,
-        "producer_compression": settings.compression,
-        "tmp_dir": str(workdir),
-    }
-    print(f"{header('loader', meta)}, pyarrow {meta['pyarrow']}")
-    print(
-        f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
-        "MB = 10^6 bytes."
-    )
-    results = run_cleaning_up(
-        lambda: run(settings, workdir, meta),
-        workdir,
-        args.keep,
-        (
-            BenchmarkError,
-            KafkaError,
-            RuntimeError,
-            OSError,
-            subprocess.TimeoutExpired,
-            pa.ArrowException,
-        ),
-    )
-    if isinstance(results, int):
-        return results
 
-    rows = results["tests"]
+    def start(workdir: Path) -> dict:
+        meta = new_meta(
+            settings.quick,
+            workdir,
+            pyarrow=pa.__version__,
+            events=settings.events,
+            partitions=settings.partitions,
+            workers=list(settings.workers),
+            reps=settings.reps,
+            producer_compression=settings.compression,
+        )
+        print(f"{header('loader', meta)}, pyarrow {meta['pyarrow']}")
+        print(
+            f"One broker + ZooKeeper on 127.0.0.1, data and loader output in {workdir}.  "
+            "MB = 10^6 bytes."
+        )
+        return run(settings, workdir, meta)
+
+    errors = (
+        BenchmarkError,
+        KafkaError,
+        RuntimeError,
+        OSError,
+        subprocess.TimeoutExpired,
+        pa.ArrowException,
+    )
+    return main_in_tmp_dir(
+        args, "loader-bench-", start, errors, lambda results: report(results, args.json)
+    )
+
+
+def report(results: dict, json_path: str | None) -> None:
+    meta, rows = results["meta"], results["tests"]
     print_results(rows, meta["event_bytes_mean"])
     print_runs(rows)
     print_loads(rows)
@@ -1244,7 +1228,6 @@ def main(argv: list[str] | None = None) -> int:
     print_against(rows)
     if "profile" in results:
         print_profile(results["profile"])
-    meta["wall_s"] = time.perf_counter() - began
     missed = []
     for r in rows:
         if r.get("target_met") is False:
@@ -1254,8 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("target_ratio_met") is False:
             missed.append(f"{r['test']} {r['ratio']:.3f} of pyarrow (>= {r['target_ratio']:.1f})")
     print_broker_notes(meta, [r["test"] for r in rows if r["cpu"]["other_share"] >= 0.25])
-    finish(results, missed, "; ", args.json)
-    return 0
+    finish(results, missed, "; ", json_path)
 
 
 if __name__ == "__main__":

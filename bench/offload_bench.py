@@ -30,9 +30,8 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import repo_root  # noqa: F401  (this tree's code, not an installed one)
 
 from broker.protocol import compression
 from broker.protocol.records import HEADER_SIZE, build_batch, check_batch, parse_header

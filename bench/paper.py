@@ -29,20 +29,14 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-sys.path[:0] = [
-    os.path.dirname(os.path.abspath(__file__)),
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-]
-
 from benchlib import (
     SATURATED,
     VALUE_BYTES,
     BenchmarkError,
     add_output_args,
+    check_log,
     close_rdkafka_producer,
     create_topic,
-    log_end_offset,
-    log_stats,
     machine_busy,
     main_in_tmp_dir,
     partition_dir,
@@ -333,13 +327,7 @@ def run_headrace(
                         broker.bootstrap, topic, count, batch, Meter(pid)
                     ),
                 )
-                end = log_end_offset(broker.port, topic)
-                stats = log_stats(broker, topic)
-                if end != count or stats["records"] != count:
-                    raise BenchmarkError(
-                        f"{topic}: log end offset {end}, {stats['records']} "
-                        f"records stored, after producing {count}"
-                    )
+                stats = check_log(broker, topic, topic, count)
                 stored = allocated_bytes(partition_dir(broker, topic))
                 rows.append(
                     row(
@@ -425,8 +413,8 @@ PEERS = {
         RabbitMQ,
         "librabbitmq (C)",
         {
-            1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per message, "
-            "no confirms; ends when queue depth = N",
+            1: "persistent (delivery_mode 2), durable classic queue, one basic.publish per "
+            "message, no confirms; ends when queue depth = N",
             50: "persistent, durable classic queue, one basic.publish per message, AMQP "
             "transaction committed every 50 (commit-ok once on disk)",
         },

@@ -24,9 +24,6 @@ import time
 from itertools import repeat
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
     BenchmarkError,
     add_output_args,
@@ -167,7 +164,6 @@ def main(argv=None) -> int:
     print(header("request", meta))
 
     def go(workdir: Path) -> dict:
-        started = time.perf_counter()
         load = os.getloadavg()
         results = run(args, workdir, meta)
         rows = [
@@ -194,7 +190,6 @@ def main(argv=None) -> int:
             f"{results['cpu_ratio']:.1f}; load average before "
             f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
         )
-        meta["wall_s"] = time.perf_counter() - started
         meta["load_before"], meta["load_after"] = load, os.getloadavg()
         results["meta"] = meta
         finish(results, [] if met else [f"ratio >= {TARGET_RATIO}"], ", ", args.json)

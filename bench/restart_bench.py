@@ -19,11 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
-    BROKER_ID,
     BenchmarkError,
     add_output_args,
     create_topic,
@@ -32,13 +28,14 @@ from benchlib import (
     main_in_tmp_dir,
     platform_meta,
     print_table,
+    running_broker,
     step,
 )
 
 from broker.protocol.records import build_batch, split_batches
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
-from headrace.devcluster import BrokerProcess, ZooKeeperProcess, free_port
+from headrace.devcluster import BrokerProcess
 
 SESSION_TIMEOUT_MS = 18000
 TARGET_S = 3.0
@@ -120,25 +117,9 @@ def run(args, workdir: Path) -> dict:
         "session_timeout_ms": SESSION_TIMEOUT_MS,
     }
     print(header("restart", meta))
-    began = time.monotonic()
-    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
-    broker = BrokerProcess(
-        workdir,
-        BROKER_ID,
-        f"{zookeeper.connect}/headrace-bench",
-        free_port(),
-        overrides={
-            "zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS),
-            "auto.create.topics.enable": "false",
-        },
-    )
+    overrides = {"zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS)}
     times = []
-    try:
-        step(
-            f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
-            lambda: zookeeper.start(timeout=60, detach=True),
-        )
-        step(f"starting broker {BROKER_ID}", lambda: broker.start(timeout=60, detach=True))
+    with running_broker(workdir, meta, overrides) as broker:
         step(
             f"creating a topic of {args.partitions} partitions",
             lambda: create_topic(broker.port, TOPIC, args.partitions),
@@ -155,9 +136,6 @@ def run(args, workdir: Path) -> dict:
                 lambda expected=expected: _restart_seconds(broker, args.partitions, expected),
             )
             times.append(seconds)
-    finally:
-        broker.stop()
-        zookeeper.stop()
     median = statistics.median(times)
     session_s = SESSION_TIMEOUT_MS / 1000
     print_table(
@@ -167,7 +145,6 @@ def run(args, workdir: Path) -> dict:
         + [["median", f"{median:.2f}", f"{median / session_s:.2f}"]],
     )
     missed = [] if median < TARGET_S else [f"restart {median:.2f} s >= {TARGET_S} s"]
-    meta["wall_s"] = time.monotonic() - began
     results = {
         "meta": meta,
         "restart_s": times,

@@ -15,53 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-RECEIVER = r"""
-import socket, sys
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(1)
-print(server.getsockname()[1], flush=True)
-buf = bytearray(1 << 20)
-while True:
-    conn, _ = server.accept()
-    total = 0
-    with conn:
-        while True:
-            n = conn.recv_into(buf)
-            if not n:
-                break
-            total += n
-    print(total, flush=True)
-"""
-
-
-class Receiver:
-    """A child process that drains each connection and reports how many bytes it got."""
-
-    def __init__(self):
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        self.port = int(self.process.stdout.readline())
-
-    def received(self) -> int:
-        return int(self.process.stdout.readline())
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
+from benchlib import LoopbackReceiver
 
 
 def transfer(
-    receiver: Receiver, fd: int, size: int, chunk: int, use_sendfile: bool
+    receiver: LoopbackReceiver, fd: int, size: int, chunk: int, use_sendfile: bool
 ) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) to move the file through one connection."""
     sock = socket.create_connection(("127.0.0.1", receiver.port))
@@ -99,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     size = args.mib << 20
     slices = [int(s) for s in args.slices_kib.split(",")]
-    receiver = Receiver()
+    receiver = LoopbackReceiver()
     load = os.getloadavg()[0]
     with tempfile.NamedTemporaryFile(prefix="sendfile-bench-") as f:
         block = os.urandom(1 << 20)

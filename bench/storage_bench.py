@@ -73,10 +73,6 @@ from itertools import repeat
 from pathlib import Path
 
 import crc32c
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchlib import (
     MB,
     VALUE_BYTES,
@@ -249,6 +245,14 @@ class Pairs:
     def time_ratio_median(self) -> float:
         return statistics.median(lib / b for lib, b in zip(self.library, self.baseline))
 
+    def speed_ratios(self) -> dict:
+        """A result's throughput ratios (best, median) and every run's time."""
+        return {
+            "ratio_best": self.speed_ratio_best(),
+            "ratio_median": self.speed_ratio_median(),
+            "times": self.as_json(),
+        }
+
     def as_json(self) -> dict:
         return {"library_s": self.library, "baseline_s": self.baseline}
 
@@ -359,9 +363,7 @@ def bench_append(case: AppendCase, workdir: Path, settings: Settings) -> dict:
         "mb_per_s": n * len(batch) / best / MB,
         "raw_mb_per_s": n * len(batch) / pairs.baseline_best / MB,
         "raw_writes_per_s": n / pairs.baseline_best,
-        "ratio_best": pairs.speed_ratio_best(),
-        "ratio_median": pairs.speed_ratio_median(),
-        "times": pairs.as_json(),
+        **pairs.speed_ratios(),
     }
     if case.target == "appends/s":
         result["target"] = f">= {TARGET_SMALL_APPENDS_PER_S:,} appends/s"
@@ -388,8 +390,8 @@ def read_through(plog: PartitionLog, end_offset: int, offsets: list[int] | None 
             raise BenchmarkError(f"read: empty answer at offset {offset} < log end {end_offset}")
         total += len(data)
         last = None
-        for _position, last in split_batches(data):
-            pass
+        for _position, batch in split_batches(data):
+            last = batch
         if last is None:
             raise BenchmarkError(f"read: no whole batch in the answer at offset {offset}")
         offset = last.next_offset
@@ -524,9 +526,7 @@ def _read_result(
         "library_calls_per_pass": calls,
         "mb_per_s": run_bytes / pairs.library_best / MB,
         "raw_mb_per_s": run_bytes / pairs.baseline_best / MB,
-        "ratio_best": pairs.speed_ratio_best(),
-        "ratio_median": pairs.speed_ratio_median(),
-        "times": pairs.as_json(),
+        **pairs.speed_ratios(),
     }
     if target:
         result["target"] = f"ratio >= {TARGET_READ_RATIO}"
@@ -710,6 +710,11 @@ def verdict(result: dict) -> str:
     return f"{result['target']}: {'yes' if result['target_met'] else 'NO'}"
 
 
+def ratio_cells(result: dict) -> list[str]:
+    """The last cells of an append or read row: the ratios and the verdict."""
+    return [f"{result['ratio_best']:.2f}", f"{result['ratio_median']:.2f}", verdict(result)]
+
+
 def print_append(results: list[dict]) -> None:
     rows = [
         [
@@ -719,9 +724,7 @@ def print_append(results: list[dict]) -> None:
             f"{r['records_per_s']:,.0f}",
             f"{r['mb_per_s']:,.1f}",
             f"{r['raw_mb_per_s']:,.1f}",
-            f"{r['ratio_best']:.2f}",
-            f"{r['ratio_median']:.2f}",
-            verdict(r),
+            *ratio_cells(r),
         ]
         for r in results
     ]
@@ -750,9 +753,7 @@ def print_read(results: list[dict]) -> None:
             f"{r['library_calls_per_pass']:,}",
             f"{r['mb_per_s']:,.0f}",
             f"{r['raw_mb_per_s']:,.0f}",
-            f"{r['ratio_best']:.2f}",
-            f"{r['ratio_median']:.2f}",
-            verdict(r),
+            *ratio_cells(r),
         ]
         for r in results
     ]
@@ -913,7 +914,6 @@ def main(argv: list[str] | None = None) -> int:
     library_log = logging.getLogger("broker")
     library_log.addHandler(warnings)
     library_log.propagate = False
-    began = time.perf_counter()
     malloc = "not pinned (--no-malloc-pin)" if args.no_malloc_pin else pin_malloc_thresholds()
 
     parent = Path(args.tmp_dir).resolve()
@@ -960,7 +960,6 @@ def main(argv: list[str] | None = None) -> int:
             print_recovery(results["recovery"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    meta["wall_s"] = time.perf_counter() - began
     missed = [
         f"{part}: {r['case']}"
         for part in ("append", "read", "recovery")

@@ -34,24 +34,21 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, next to this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (
     BenchmarkError,
     CpuMeter,
+    add_count_args,
     add_output_args,
+    bench_parser,
+    check_count_args,
     create_topics,
-    exit_on_signals,
     finish,
     header,
-    platform_meta,
+    main_in_tmp_dir,
+    new_meta,
     print_table,
-    run_cleaning_up,
     running_broker,
     step,
     verdict,
@@ -66,28 +63,16 @@ TARGET_RATIO = 0.8
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="100,000 messages per run")
-    parser.add_argument(
+    parser = bench_parser(__doc__, "100,000 messages per run")
+    add_count_args(
+        parser,
         "--messages",
-        type=int,
-        default=0,
-        metavar="N",
-        help="messages per run (default 500,000; quick 100,000)",
-    )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs per codec and broker, alternating (default 3)",
+        "messages per run (default 500,000; quick 100,000)",
+        "runs per codec and broker, alternating (default 3)",
     )
     add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.messages < 0 or args.reps < 1:
-        parser.error("--messages must not be negative and --reps must be at least 1")
+    check_count_args(parser, args, "messages")
     args.messages = args.messages or (100_000 if args.quick else 500_000)
     return args
 
@@ -158,28 +143,26 @@ def run(args: argparse.Namespace, workdir: Path, meta: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_on_signals()
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="validate-bench-", dir=Path(args.tmp_dir).resolve()))
-    meta = {
-        "mode": "quick" if args.quick else "default",
-        **platform_meta(),
-        "librdkafka": librdkafka_version()[0],
-        "tmp_dir": str(workdir),
-    }
-    print(f"{header('validate', meta)}, librdkafka {meta['librdkafka']}")
-    print(
-        "Batched produce (confluent-kafka, 200-byte values) to a broker that checks records "
-        "and to one that does not, alternating."
-    )
-    results = run_cleaning_up(
-        lambda: run(args, workdir, meta),
-        workdir,
-        args.keep,
+
+    def start(workdir: Path) -> dict:
+        meta = new_meta(args.quick, workdir, librdkafka=librdkafka_version()[0])
+        print(f"{header('validate', meta)}, librdkafka {meta['librdkafka']}")
+        print(
+            "Batched produce (confluent-kafka, 200-byte values) to a broker that checks records "
+            "and to one that does not, alternating."
+        )
+        return run(args, workdir, meta)
+
+    return main_in_tmp_dir(
+        args,
+        "validate-bench-",
+        start,
         (BenchmarkError, KafkaException, RuntimeError),
+        lambda results: report(results, args.json),
     )
-    if isinstance(results, int):
-        return results
+
+
+def report(results: dict, json_path: str | None) -> None:
     rows = results["tests"]
     print_table(
         "Record check: checked / unchecked broker, same run",
@@ -207,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
     )
-    meta["wall_s"] = time.perf_counter() - began
     missed = [
         f"record check, {r['codec']} (ratio {r['ratio']:.2f})"
         for r in rows
@@ -217,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for runs in r["runs"].values():
             for one in runs:
                 one.pop("config", None)
-    finish(results, missed, "; ", args.json)
-    return 0
+    finish(results, missed, "; ", json_path)
 
 
 if __name__ == "__main__":

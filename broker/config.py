@@ -6,7 +6,9 @@
 
 Bad values raise ConfigError with a message naming the property; unknown names are kept and
 logged, as Kafka does.  Several properties have alternative units (``log.retention.ms`` /
-``.minutes`` / ``.hours``); the finest unit given wins, as in Kafka.
+``.minutes`` / ``.hours``); the finest unit given wins, as in Kafka.  ConfigError and the
+number and choice parsers belong to the storage settings (``broker/log/config.py``): this
+module builds on storage, never the reverse.
 """
 
 from __future__ import annotations
@@ -18,15 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .log.config import INT_MAX, LONG_MAX, ConfigError, choice, integer
+
 log = logging.getLogger(__name__)
-
-LONG_MAX = 2**63 - 1
-INT_MAX = 2**31 - 1
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or out of range."""
-
 
 # --- the .properties format ----------------------------------------------------------------
 
@@ -86,20 +82,6 @@ def parse_properties(text: str) -> dict[str, str]:
 # --- typed values --------------------------------------------------------------------------
 
 
-def _int(low: int | None = None, high: int = LONG_MAX) -> Callable[[str, str], int]:
-    def parse(name: str, text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise ConfigError(f"{name}: {text!r} is not a whole number") from None
-        if (low is not None and value < low) or value > high:
-            bounds = f"at least {low}" if high == LONG_MAX else f"between {low} and {high}"
-            raise ConfigError(f"{name}: {value} is out of range; it must be {bounds}")
-        return value
-
-    return parse
-
-
 def _bool(name: str, text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
@@ -124,16 +106,6 @@ def _list(name: str, text: str) -> list[str]:
     return items
 
 
-def _choice(*options: str) -> Callable[[str, str], str]:
-    def parse(name: str, text: str) -> str:
-        for option in options:
-            if text.strip().lower() == option.lower():
-                return option
-        raise ConfigError(f"{name}: {text!r} is not one of {', '.join(options)}")
-
-    return parse
-
-
 @dataclass(frozen=True)
 class Property:
     """One broker property: its Kafka name, parser, default and meaning."""
@@ -146,79 +118,88 @@ class Property:
 
 # Broker properties.  Names and meanings are Kafka's; defaults too, except where noted.
 PROPERTIES: tuple[Property, ...] = (
-    Property("broker.id", _int(-1, INT_MAX), -1, "this broker's id in the cluster"),
+    Property("broker.id", integer(-1, INT_MAX), -1, "this broker's id in the cluster"),
     Property("listeners", _list, ["PLAINTEXT://127.0.0.1:9092"], "addresses to listen on"),
     Property("advertised.listeners", _list, None, "addresses clients should use, if not listeners"),
     Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
-    Property("zookeeper.session.timeout.ms", _int(1), 18000, "ZooKeeper session timeout"),
+    Property("zookeeper.session.timeout.ms", integer(1), 18000, "ZooKeeper session timeout"),
     Property("log.dirs", _list, None, "directories holding partition logs (else log.dir)"),
     Property("log.dir", _nonempty, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
-    Property("num.partitions", _int(1, INT_MAX), 1, "partitions of an auto-created topic"),
+    Property("num.partitions", integer(1, INT_MAX), 1, "partitions of an auto-created topic"),
     Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
-    Property("message.max.bytes", _int(0, INT_MAX), 1048588, "largest record batch accepted"),
-    Property("socket.request.max.bytes", _int(1, INT_MAX), 104857600, "largest request frame"),
+    Property("message.max.bytes", integer(0, INT_MAX), 1048588, "largest record batch accepted"),
+    Property("socket.request.max.bytes", integer(1, INT_MAX), 104857600, "largest request frame"),
     Property(
         "fetch.max.bytes",
-        _int(1024, INT_MAX),
+        integer(1024, INT_MAX),
         57671680,
         "largest fetch response (soft: a first batch larger than it still comes back whole)",
     ),
-    Property("log.segment.bytes", _int(14, INT_MAX), 1073741824, "segment size before a roll"),
-    Property("log.roll.ms", _int(1), None, "segment age before a roll (overrides .hours)"),
-    Property("log.roll.hours", _int(1, INT_MAX), 168, "segment age before a roll, in hours"),
-    Property("log.retention.ms", _int(-1), None, "age after which segments go; -1: forever"),
-    Property("log.retention.minutes", _int(-1, INT_MAX), None, "retention in minutes"),
-    Property("log.retention.hours", _int(-1, INT_MAX), 168, "retention in hours"),
-    Property("log.retention.bytes", _int(-1), -1, "size above which old segments go; -1: none"),
-    Property("log.retention.check.interval.ms", _int(1), 300000, "how often retention is enforced"),
+    Property("log.segment.bytes", integer(14, INT_MAX), 1073741824, "segment size before a roll"),
+    Property("log.roll.ms", integer(1), None, "segment age before a roll (overrides .hours)"),
+    Property("log.roll.hours", integer(1, INT_MAX), 168, "segment age before a roll, in hours"),
+    Property("log.retention.ms", integer(-1), None, "age after which segments go; -1: forever"),
+    Property("log.retention.minutes", integer(-1, INT_MAX), None, "retention in minutes"),
+    Property("log.retention.hours", integer(-1, INT_MAX), 168, "retention in hours"),
+    Property("log.retention.bytes", integer(-1), -1, "size above which old segments go; -1: none"),
     Property(
-        "group.min.session.timeout.ms", _int(1), 6000, "shortest session a group member may ask"
+        "log.retention.check.interval.ms", integer(1), 300000, "how often retention is enforced"
     ),
     Property(
-        "group.max.session.timeout.ms", _int(1), 1800000, "longest session a group member may ask"
+        "group.min.session.timeout.ms", integer(1), 6000, "shortest session a group member may ask"
+    ),
+    Property(
+        "group.max.session.timeout.ms",
+        integer(1),
+        1800000,
+        "longest session a group member may ask",
     ),
     Property(
         "group.initial.rebalance.delay.ms",
-        _int(0),
+        integer(0),
         3000,
         "how long a new group's first rebalance waits for more members",
     ),
-    Property("log.flush.interval.messages", _int(1), LONG_MAX, "records appended before an fsync"),
+    Property(
+        "log.flush.interval.messages", integer(1), LONG_MAX, "records appended before an fsync"
+    ),
     Property(
         "log.flush.interval.ms",
-        _int(0),
+        integer(0),
         None,
         "ms data may stay unflushed (else the scheduler interval)",
     ),
     Property(
         "log.flush.scheduler.interval.ms",
-        _int(0),
+        integer(0),
         LONG_MAX,
         "how often to check log.flush.interval.ms",
     ),
     Property(
         "log.flush.offset.checkpoint.interval.ms",
-        _int(0, INT_MAX),
+        integer(0, INT_MAX),
         60000,
         "how often recovery points are checkpointed",
     ),
     Property(
         "log.flush.start.offset.checkpoint.interval.ms",
-        _int(0, INT_MAX),
+        integer(0, INT_MAX),
         60000,
         "how often log start offsets are checkpointed",
     ),
-    Property("log.index.interval.bytes", _int(0, INT_MAX), 4096, "bytes between index entries"),
+    Property("log.index.interval.bytes", integer(0, INT_MAX), 4096, "bytes between index entries"),
     Property(
         "log.message.timestamp.type",
-        _choice("CreateTime", "LogAppendTime"),
+        choice("CreateTime", "LogAppendTime"),
         "CreateTime",
         "whose clock stamps records",
     ),
-    Property("file.delete.delay.ms", _int(0), 60000, "delay before a deleted segment's files go"),
+    Property(
+        "file.delete.delay.ms", integer(0), 60000, "delay before a deleted segment's files go"
+    ),
     Property(
         "producer.id.expiration.ms",
-        _int(1, INT_MAX),
+        integer(1, INT_MAX),
         86400000,
         "how long a partition remembers an idle producer id's sequences",
     ),

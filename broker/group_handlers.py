@@ -32,6 +32,7 @@ from .offsets import (
     write_offset,
 )
 from .protocol.errors import (
+    NONE,
     CoordinatorNotAvailableError,
     InconsistentGroupProtocolError,
     InvalidGroupIdError,
@@ -42,8 +43,6 @@ from .protocol.errors import (
 from .protocol.registry import ApiKey
 
 log = logging.getLogger(__name__)
-
-NONE = 0
 
 
 class GroupHandlers:

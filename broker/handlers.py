@@ -15,19 +15,18 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
 from .cluster import assign_partitions
-from .config import BrokerConfig, ConfigError
+from .config import BrokerConfig
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
-from .log import LogConfig, LogManager
-from .log.partition import validate_topic_name
+from .log import ConfigError, LogConfig, LogManager
+from .log.names import validate_topic_name
 from .protocol import errors, produce
-from .protocol.errors import KafkaError, error_code
+from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, api_versions_body, check_handlers
 from .server import CLOSE_CONNECTION
 
 log = logging.getLogger(__name__)
 
-NONE = 0
 _EMPTY = b""
 MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 

@@ -15,9 +15,9 @@ import socket
 from urllib.parse import urlsplit
 
 from .cluster import ZkCluster
-from .config import BrokerConfig, ConfigError
+from .config import BrokerConfig
 from .handlers import RequestHandlers
-from .log import LogManager
+from .log import ConfigError, LogManager
 from .server import KafkaServerFactory
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,8 @@ from broker.protocol.errors import (
     OffsetOutOfRangeError,
     error_for_code,
 )
+from broker.protocol.records import EARLIEST_TIMESTAMP as EARLIEST
+from broker.protocol.records import LATEST_TIMESTAMP as LATEST
 from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns, split_batches
 from broker.protocol.registry import ApiKey
 
@@ -46,7 +48,6 @@ from .cluster import ClusterClient
 
 log = logging.getLogger(__name__)
 
-EARLIEST, LATEST = -2, -1
 
 
 class Message(NamedTuple):
@@ -87,7 +88,12 @@ class CorruptBatchError(CorruptMessageError):
         return self.last_offset + 1
 
 
-def _undecodable(topic: str, partition: int, data, pos: int, header, exc: KafkaError):
+def corrupt_batch_error(
+    topic: str, partition: int, data, pos: int, header, exc: KafkaError
+) -> CorruptBatchError:
+    """The CorruptBatchError for the batch at ``pos`` of fetched ``data`` (its ``header``
+    parsed) that failed to decode with ``exc``: its offsets, the reason and its raw bytes.
+    Every columnar decoder (``Block`` here, ``loaders.blocks``) raises it the same way."""
     reason = exc.args[0] if exc.args else exc.description
     return CorruptBatchError(
         topic,
@@ -119,7 +125,7 @@ def decode_messages(
         except KafkaError as exc:
             if messages or next_offset > from_offset:
                 return messages, max(from_offset, header.base_offset)
-            raise _undecodable(topic, partition, data, pos, header, exc) from exc
+            raise corrupt_batch_error(topic, partition, data, pos, header, exc) from exc
         next_offset = max(next_offset, header.next_offset)
         if header.base_offset < from_offset:
             records = [m for m in records if m.offset >= from_offset]
@@ -181,7 +187,7 @@ def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Bl
                 decode_batch_columns(data, pos, columns)
             except KafkaError as exc:
                 if next_offset == from_offset:
-                    raise _undecodable(topic, partition, data, pos, header, exc) from exc
+                    raise corrupt_batch_error(topic, partition, data, pos, header, exc) from exc
                 for column in (columns.offsets, columns.timestamps, columns.keys, columns.values):
                     del column[kept:]
                 next_offset = max(from_offset, header.base_offset)

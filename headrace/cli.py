@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker.config import ConfigError
-from broker.log import LogConfig, LogManager
+from broker.log import ConfigError, LogConfig, LogManager
 from broker.protocol import compression
 from broker.protocol.errors import KafkaError
 from broker.protocol.records import (
@@ -316,9 +315,9 @@ def cmd_pipeline_demo(args) -> int:
 
 
 def cmd_kill_demo(args) -> int:
-    from . import demo
+    from . import kill_demo
 
-    return demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
+    return kill_demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
 
 
 def cmd_demo(args) -> int:

@@ -27,7 +27,7 @@ from kazoo.exceptions import (
 from broker import offsets
 from consumers.consumer import EARLIEST, LATEST
 
-from .convert import merge_schema
+from .schema import merge_schema
 
 
 class LoaderError(RuntimeError):

@@ -13,9 +13,9 @@ from broker.protocol.records import (
     build_batch,
     compute_crc,
     encode_record,
-    encode_varint,
     parse_header,
 )
+from broker.protocol.varint import encode_varint
 
 _U32 = struct.Struct(">I")
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from broker.config import BrokerConfig, ConfigError, parse_overrides, parse_properties
-from broker.log import LogConfig
+from broker.config import BrokerConfig, parse_overrides, parse_properties
+from broker.log import ConfigError, LogConfig
 
 
 def test_properties_format():
@@ -104,3 +107,9 @@ def test_topic_overrides_use_topic_level_names():
         base.with_overrides({"retention.msec": "1"})
     with pytest.raises(ConfigError, match="segment.bytes"):
         base.with_overrides({"segment.bytes": "-5"})
+
+
+def test_storage_does_not_import_the_broker_configuration():
+    code = "import sys, broker.log; print('broker.config' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

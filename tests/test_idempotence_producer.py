@@ -1,5 +1,6 @@
 """Our idempotent Producer when one batch of a partition fails for good while later batches of
-that partition are in flight behind it: the later ones are not lost with it."""
+that partition are in flight behind it: the later ones are not lost with it; and its sequence
+state alone, without a broker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from test_idempotence_clients import ProxiedBroker
 from broker.protocol.errors import KafkaError
 from consumers.consumer import EARLIEST, Consumer
 from consumers.producer import Producer
+from consumers.producer.batch import Batch
+from consumers.producer.sequences import SEQUENCE_MODULUS, SequenceState
 
 
 def read_values(bootstrap: str, topic: str, expected: int) -> list[bytes]:
@@ -86,3 +89,38 @@ def test_a_batch_whose_answer_was_lost_keeps_its_producer_id_when_another_fails(
         assert values == [b"kept"]
     finally:
         proxied.stop()
+
+
+def test_sequences_wrap_and_a_reset_renumbers_only_the_batches_behind_the_failed_one():
+    """The sequence state alone (no broker): each partition counts its records from 0 and
+    wraps at 2**31; after a numbered batch fails for good, the id is dropped, sequences start
+    again, and of the batches queued again only those from the failed sequence on lose
+    their numbers (one sent before it keeps id and sequence, and one never sent is untouched)."""
+    sequences = SequenceState()
+    sequences.set_id(7, 0)
+    batches = []
+    for n in range(4):
+        batch = Batch("t", 0, 0.0, n)
+        batch.records = [None] * 3
+        sequences.number(batch)
+        batch.data = b"sent"
+        batches.append(batch)
+    assert [b.sequence for b in batches] == [0, 3, 6, 9]
+    assert all(b.producer_id == 7 for b in batches)
+    other = Batch("t", 1, 0.0, 9)
+    other.records = [None] * 5
+    sequences.next_seq[("t", 1)] = SEQUENCE_MODULUS - 2
+    assert sequences.number(other) == SEQUENCE_MODULUS - 2
+    assert sequences.next_seq[("t", 1)] == 3  # wrapped
+
+    sequences.failed(batches[1])
+    sequences.failed(batches[2])  # the first failure of a partition counts
+    assert sequences.reset_needed and sequences.failed_at == {("t", 0): 3}
+    never_sent = Batch("t", 0, 0.0, 5)
+    queued = [batches[0], batches[2], batches[3], never_sent]  # back in the queue, in order
+    sequences.reset({("t", 0): queued, ("t", 1): []})
+    assert not sequences.reset_needed and not sequences.has_id
+    assert sequences.next_seq == {}
+    assert (batches[0].sequence, batches[0].data) == (0, b"sent")  # before the failed one
+    assert [(b.sequence, b.data) for b in batches[2:]] == [(-1, None), (-1, None)]
+    assert never_sent.sequence == -1 and never_sent.data is None

@@ -7,11 +7,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from broker.log import LogConfig, PartitionLog
-from broker.log.producer_state import (
-    InvalidProducerEpochError,
-    OutOfOrderSequenceError,
-    snapshot_offsets,
-)
+from broker.log.producer_state import snapshot_offsets
+from broker.protocol.errors import InvalidProducerEpochError, OutOfOrderSequenceNumberError
 from broker.protocol.records import build_batch, iter_records
 
 INT_MAX = 2**31 - 1
@@ -62,7 +59,7 @@ def test_only_the_last_five_batches_are_remembered(tmp_path):
         plog.append(batch(seq))
     for seq in range(1, 6):
         assert plog.append(batch(seq)).base_offset == seq
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(0))  # older than every cached batch
     assert plog.log_end_offset == 6
 
@@ -70,9 +67,9 @@ def test_only_the_last_five_batches_are_remembered(tmp_path):
 def test_a_gap_in_sequences_is_out_of_order_and_writes_nothing(tmp_path):
     plog = open_log(tmp_path)
     plog.append(batch(0, 2))
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(3))
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(1))  # overlaps the cached batch without equalling it
     assert plog.log_end_offset == 2
     assert plog.append(batch(2)).base_offset == 2
@@ -81,7 +78,7 @@ def test_a_gap_in_sequences_is_out_of_order_and_writes_nothing(tmp_path):
 def test_epochs_a_new_one_starts_at_zero_an_older_one_is_fenced(tmp_path):
     plog = open_log(tmp_path)
     plog.append(batch(0, 2, epoch=1))
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(5, epoch=2))
     assert plog.append(batch(0, epoch=2, tag=b"e2")).base_offset == 2
     with pytest.raises(InvalidProducerEpochError):
@@ -96,7 +93,7 @@ def test_sequences_wrap_from_int_max_to_zero(tmp_path):
     assert plog.append(across).base_offset == 2
     assert plog.append(across).base_offset == 2  # and its retry is still recognised
     assert plog.append(batch(2)).base_offset == 5
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(INT_MAX))
 
 
@@ -117,7 +114,7 @@ def test_several_batches_in_one_append_are_checked_in_order(tmp_path):
     result = plog.append(batch(1) + batch(2, 2) + batch(0, pid=9))
     assert (result.base_offset, result.last_offset) == (1, 4)
     assert plog.append(batch(1) + batch(2, 2)).base_offset == 1  # the same pair again
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(4) + batch(6))  # the second leaves a gap: nothing is written
     assert plog.log_end_offset == 5
     # A retry whose head was stored and whose tail was not: only the tail is appended.
@@ -163,7 +160,7 @@ def test_state_is_rebuilt_from_batch_headers_after_an_unclean_shutdown(tmp_path)
     assert 0 < plog.producer_batches_replayed < 12  # only what follows the last snapshot
     assert plog.append(batch(11, tag=b"x" * 40)).base_offset == 11
     assert plog.append(batch(10, tag=b"x" * 40)).base_offset == 10
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(OutOfOrderSequenceNumberError):
         plog.append(batch(13))
     assert plog.log_end_offset == 12
 

@@ -10,7 +10,6 @@ from storage_helpers import batch_for, read_all, values_by_seq
 from twisted.internet.task import Clock
 
 from broker.log import LogConfig, PartitionLog
-from broker.log.partition import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from broker.protocol import compression
 from broker.protocol.errors import (
     CorruptMessageError,
@@ -22,6 +21,8 @@ from broker.protocol.errors import (
     UnsupportedForMessageFormatError,
 )
 from broker.protocol.records import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
     build_batch,
     compute_crc,
     decode_batch,

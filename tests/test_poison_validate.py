@@ -24,10 +24,10 @@ from broker.protocol.records import (
     check_batch,
     decode_batch,
     decode_batch_columns,
-    encode_varint,
     parse_header,
 )
 from broker.protocol.validate import check_records
+from broker.protocol.varint import encode_varint
 
 CODECS = [compression.NONE, compression.GZIP, compression.SNAPPY, compression.LZ4, compression.ZSTD]
 COMPRESSED = CODECS[1:]

@@ -35,3 +35,20 @@ def test_one_message_batches_with_the_default_buffer_arrive_once_each_in_order(c
         offsets = [f.result().offset for f in futures[p::PARTITIONS]]
         assert offsets == list(range(len(offsets))), f"partition {p}"
     assert_exactly_once_in_order(read_back(bootstrap, "one-per-batch", MESSAGES), MESSAGES)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("idempotence", [False, True])
+def test_a_first_send_to_a_named_partition_fetches_the_topics_metadata(cluster1, idempotence):
+    """A message for an explicit partition of a topic the producer has not seen yet must not
+    wait forever: the sender finds no leader, so it asks for the topic's metadata."""
+    port = cluster1.brokers[0].port
+    topic = f"named-partition-{int(idempotence)}"
+    create_topic(port, topic, PARTITIONS)
+    bootstrap = f"127.0.0.1:{port}"
+    with Producer(
+        bootstrap_servers=bootstrap, enable_idempotence=idempotence, acks="all"
+    ) as producer:
+        future = producer.send(topic, b"first", partition=PARTITIONS - 1)
+        metadata = future.result(timeout=20)
+    assert (metadata.partition, metadata.offset) == (PARTITIONS - 1, 0)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.protocol import compression
+from broker.protocol import compression, records
 from broker.protocol.errors import (
     CorruptMessageError,
     InvalidRecordError,
@@ -23,12 +23,11 @@ from broker.protocol.records import (
     check_batch,
     compute_crc,
     decode_batch,
-    decode_varint,
-    encode_varint,
     iter_records,
     split_batches,
     with_log_append_time,
 )
+from broker.protocol.varint import decode_varint, encode_varint
 
 CODECS = [compression.NONE, compression.GZIP, compression.SNAPPY, compression.LZ4, compression.ZSTD]
 
@@ -393,16 +392,25 @@ def test_columnar_decoding_of_a_corrupt_section_is_a_corrupt_message_error():
     from broker.protocol.records import (
         HEADER_SIZE,
         RecordColumns,
-        _records_section,
         compute_crc,
         decode_batch_columns,
+        records_section,
     )
 
     batch = bytearray(build_batch([(None, b"x" * 10)] * 40))
     batch[HEADER_SIZE] += 2  # the first record claims one byte more than it has
     struct.pack_into(">I", batch, 17, compute_crc(batch))
-    _header, data = _records_section(bytes(batch), 0, True)
+    _header, data = records_section(bytes(batch), 0, True)
     out = RecordColumns()
     assert decode_columns(data, 40, 0, 0, None, out) is False and len(out) == 0
     with pytest.raises(CorruptMessageError):
         decode_batch_columns(bytes(batch), 0, RecordColumns())
+
+
+def test_header_field_positions_name_the_fields_of_batch_header():
+    raw = records.HEADER.unpack(build_batch([(b"k", b"v")], base_offset=7)[: records.HEADER_SIZE])
+    header = records.BatchHeader._make(raw)
+    for name in records.BatchHeader._fields:
+        position = records.MAGIC_BYTE if name == "magic" else getattr(records, name.upper())
+        assert raw[position] == getattr(header, name), name
+    assert header.magic == records.MAGIC and header.base_offset == 7

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_helpers import batch_for, read_all, values_by_seq
 
-from broker.log import LogConfig, PartitionLog
+from broker.log import LogConfig, LogLoader, PartitionLog, SystemClock
 from broker.protocol.records import build_batch
 
 CONFIG = LogConfig(segment_bytes=20_000, index_interval_bytes=512)
@@ -291,3 +291,21 @@ def test_a_torn_tail_at_the_recovery_point_is_all_that_is_checked(tmp_path, garb
     assert plog.recovery_checked_bytes == len(tail)
     assert plog.recovery_cut_bytes == len(tail)
     assert set(values_by_seq(plog)) == set(range(60))
+
+
+def test_log_loader_cuts_a_torn_tail_and_hands_over_segments_ready_for_appends(tmp_path):
+    directory = tmp_path / "events-0"
+    expected, _, recovery_point = build_log(directory, 60, flush_at=20)
+    with open(last_segment_path(directory), "ab") as f:
+        f.write(b"\x00" * 30)  # a torn write after the last whole batch
+    loaded = LogLoader(directory, CONFIG, 0, recover=True, recovery_point=recovery_point).load()
+    assert (loaded.topic, loaded.partition) == ("events", 0)
+    assert loaded.recovery_cut_bytes == 30
+    assert 0 < loaded.recovery_checked_bytes < sum(s.size for s in loaded.segments) + 30
+    assert loaded.recovery_point == recovery_point
+    assert [s.base_offset for s in loaded.segments] == sorted(
+        int(p.stem) for p in directory.glob("*.log")
+    )
+    plog = PartitionLog(directory, CONFIG, SystemClock(), loaded)
+    assert values_by_seq(plog) == expected
+    check_appends_work(plog)

@@ -1,29 +1,27 @@
 """The storage engine: partition logs of segment files, their indexes, recovery, retention.
 
 Public API: ``LogManager`` (every partition under ``log.dirs``), ``PartitionLog`` (one
-partition: append, read, roll, flush, retention), ``LogConfig`` (Kafka's log settings) and
-``FileSlice`` (a byte range of a segment, what a fetch sends).
+partition: append, read, roll, flush, retention), ``LogLoader`` (opening a partition's
+directory: clean-up, recovery, producer state), ``LogConfig`` (Kafka's log settings, and
+``ConfigError`` for a bad one) and ``FileSlice`` (a byte range of a segment, what a fetch sends).
 """
 
-from .config import LogConfig
+from .clock import SystemClock
+from .config import ConfigError, LogConfig
+from .loader import LoadedLog, LogLoader
 from .manager import LogDirInUseError, LogManager
-from .partition import (
-    EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP,
-    AppendResult,
-    PartitionLog,
-    SystemClock,
-    validate_topic_name,
-)
+from .names import validate_topic_name
+from .partition import AppendResult, PartitionLog
 from .segment import FileSlice, Segment
 
 __all__ = [
-    "EARLIEST_TIMESTAMP",
-    "LATEST_TIMESTAMP",
     "AppendResult",
+    "ConfigError",
     "FileSlice",
+    "LoadedLog",
     "LogConfig",
     "LogDirInUseError",
+    "LogLoader",
     "LogManager",
     "PartitionLog",
     "Segment",

@@ -2,34 +2,69 @@
 
 Topic-level names are Kafka's (``segment.bytes``, ``retention.ms``, ...); each falls back to
 the broker property of the same meaning (``log.segment.bytes``, ``log.retention.ms``, ...).
+The value parsers and ``ConfigError`` live here, below the broker's configuration, which uses
+them too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import LONG_MAX, BrokerConfig, ConfigError, _choice, _int
-from ..protocol.records import CREATE_TIME, LOG_APPEND_TIME
+INT_MAX = 2**31 - 1
+LONG_MAX = 2**63 - 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+def integer(low: int | None = None, high: int = LONG_MAX) -> Callable[[str, str], int]:
+    """A parser of whole numbers in ``low..high`` for the property it is given."""
+
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+        if (low is not None and value < low) or value > high:
+            bounds = f"at least {low}" if high == LONG_MAX else f"between {low} and {high}"
+            raise ConfigError(f"{name}: {value} is out of range; it must be {bounds}")
+        return value
+
+    return parse
+
+
+def choice(*options: str) -> Callable[[str, str], str]:
+    """A parser of one of ``options``, matched without regard to case."""
+
+    def parse(name: str, text: str) -> str:
+        for option in options:
+            if text.strip().lower() == option.lower():
+                return option
+        raise ConfigError(f"{name}: {text!r} is not one of {', '.join(options)}")
+
+    return parse
+
 
 # field, topic-level property, broker-level property, parser
 _TOPIC_PROPERTIES = (
-    ("segment_bytes", "segment.bytes", "log.segment.bytes", _int(14, 2**31 - 1)),
-    ("roll_ms", "segment.ms", "log.roll.ms", _int(1)),
-    ("retention_ms", "retention.ms", "log.retention.ms", _int(-1)),
-    ("retention_bytes", "retention.bytes", "log.retention.bytes", _int(-1)),
-    ("flush_interval_messages", "flush.messages", "log.flush.interval.messages", _int(1)),
-    ("flush_interval_ms", "flush.ms", "log.flush.interval.ms", _int(0)),
-    ("index_interval_bytes", "index.interval.bytes", "log.index.interval.bytes", _int(0)),
-    ("max_message_bytes", "max.message.bytes", "message.max.bytes", _int(0)),
-    ("file_delete_delay_ms", "file.delete.delay.ms", "file.delete.delay.ms", _int(0)),
+    ("segment_bytes", "segment.bytes", "log.segment.bytes", integer(14, INT_MAX)),
+    ("roll_ms", "segment.ms", "log.roll.ms", integer(1)),
+    ("retention_ms", "retention.ms", "log.retention.ms", integer(-1)),
+    ("retention_bytes", "retention.bytes", "log.retention.bytes", integer(-1)),
+    ("flush_interval_messages", "flush.messages", "log.flush.interval.messages", integer(1)),
+    ("flush_interval_ms", "flush.ms", "log.flush.interval.ms", integer(0)),
+    ("index_interval_bytes", "index.interval.bytes", "log.index.interval.bytes", integer(0)),
+    ("max_message_bytes", "max.message.bytes", "message.max.bytes", integer(0)),
+    ("file_delete_delay_ms", "file.delete.delay.ms", "file.delete.delay.ms", integer(0)),
     (
         "timestamp_type",
         "message.timestamp.type",
         "log.message.timestamp.type",
-        _choice("CreateTime", "LogAppendTime"),
+        choice("CreateTime", "LogAppendTime"),
     ),
 )
 
@@ -52,13 +87,9 @@ class LogConfig:
     timestamp_type: str = "CreateTime"
     producer_id_expiration_ms: int = 86_400_000  # broker-wide only (producer.id.expiration.ms)
 
-    @property
-    def timestamp_type_id(self) -> int:
-        return LOG_APPEND_TIME if self.timestamp_type == "LogAppendTime" else CREATE_TIME
-
     @classmethod
-    def from_broker(cls, broker: BrokerConfig) -> LogConfig:
-        """The broker-wide defaults from ``log.*`` properties."""
+    def from_broker(cls, broker: Mapping[str, Any]) -> LogConfig:
+        """The broker-wide defaults from ``log.*`` properties (a ``BrokerConfig``)."""
         return cls(
             **{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES},
             producer_id_expiration_ms=broker["producer.id.expiration.ms"],
@@ -69,7 +100,7 @@ class LogConfig:
 
         Unknown names raise ConfigError, so a typo in a topic's config is not silently ignored.
         """
-        changes = {}
+        changes: dict[str, Any] = {}
         by_topic_name = {topic_name: (f, parse) for f, topic_name, _, parse in _TOPIC_PROPERTIES}
         for name, value in overrides.items():
             if name not in by_topic_name:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from abc import ABC, abstractmethod
 from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 _NATIVE_LITTLE = sys.byteorder == "little"
 
 
-class _IndexFile:
+class _IndexFile(ABC):
     """Shared file handling: lazy load, truncate, append-and-fsync on flush, delete.
 
     Subclasses provide ``_load(data)``, ``_count()`` and ``_entries_bytes(start)``.
@@ -40,6 +41,18 @@ class _IndexFile:
         self._rewrite = False  # the file holds entries that must be cut on the next flush
         self._unsynced = False  # written without fsync
         self.damaged_entries = 0  # entries dropped at load for failing sanity checks
+
+    @abstractmethod
+    def _load(self, data: bytes) -> None:
+        """Replace the entries with those in ``data`` (the file's bytes)."""
+
+    @abstractmethod
+    def _count(self) -> int:
+        """The number of entries."""
+
+    @abstractmethod
+    def _entries_bytes(self, start: int) -> bytes:
+        """The entries from number ``start`` on, as the file stores them."""
 
     def _read_file(self) -> bytes:
         try:

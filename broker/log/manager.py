@@ -30,11 +30,12 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import threads
+from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
 
-from ..config import LONG_MAX, BrokerConfig
 from ..protocol.durable import atomic_write, fsync_directory
 from ..protocol.errors import KafkaStorageError
 from .checkpoint import (
@@ -44,18 +45,14 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from .config import LogConfig
-from .partition import (
-    PartitionLog,
-    SystemClock,
-    parse_partition_dir_name,
-    partition_dir_name,
-    validate_topic_name,
-)
+from .clock import SystemClock, milliseconds
+from .config import LONG_MAX, LogConfig
+from .names import parse_partition_dir_name, partition_dir_name, validate_topic_name
+from .partition import PartitionLog
 
 log = logging.getLogger(__name__)
 
-_NOT_AGAIN = object()  # a flush in flight that nobody asked to repeat
+_NOT_AGAIN = -1  # a flush in flight that nobody asked to repeat (offsets are never negative)
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 LOCK_FILE = ".lock"
 DELETE_DIR_SUFFIX = "-delete"
@@ -97,17 +94,17 @@ class LogManager:
         self._dir_of: dict[tuple[str, int], Path] = {}
         self._locks: list[int] = []
         self._last_run: dict[str, int] = {}
-        self._loop = None
-        self._reactor = None
+        self._loop: LoopingCall | None = None
+        self._reactor: Any = None  # the reactor that runs the flush thread's callbacks
         self._flush_pool: ThreadPool | None = None  # one thread: fsyncs off the reactor
-        self._flushing: dict[PartitionLog, object] = {}  # in flight -> requested again (up_to)
+        self._flushing: dict[PartitionLog, int | None] = {}  # in flight -> asked again (up_to)
         self._detached: set[tuple[str, int]] = set()  # logs the checkpoints on disk may still name
         self.started = False
         self.recovered_unclean = False
 
     @classmethod
     def from_broker_config(
-        cls, config: BrokerConfig, *, clock=None, topic_overrides=None
+        cls, config: Mapping[str, Any], *, clock=None, topic_overrides=None
     ) -> LogManager:
         return cls(
             config["log.dirs"],
@@ -123,7 +120,7 @@ class LogManager:
         )
 
     def _now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
+        return milliseconds(self.clock)
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -344,7 +341,7 @@ class LogManager:
         ``flusher``."""
         if plog in self._flushing:  # one in flight: one more after it covers both
             again = self._flushing[plog]
-            if again is _NOT_AGAIN:
+            if again == _NOT_AGAIN:
                 self._flushing[plog] = up_to
             elif again is not None:
                 self._flushing[plog] = None if up_to is None else max(again, up_to)
@@ -366,10 +363,12 @@ class LogManager:
 
         def next_one(_):
             again = self._flushing.pop(plog, _NOT_AGAIN)
-            if again is not _NOT_AGAIN and not plog.offline and self._flush_pool is not None:
+            if again != _NOT_AGAIN and not plog.offline and self._flush_pool is not None:
                 self.flush_in_background(plog, again)
 
-        d = threads.deferToThreadPool(self._reactor, self._flush_pool, job.run)
+        pool = self._flush_pool
+        assert pool is not None  # logs get this method as their flusher only with a pool
+        d = threads.deferToThreadPool(self._reactor, pool, job.run)
         d.addCallbacks(done, failed).addBoth(next_one)
 
     def _in_background(self, function, *args, wait: bool = False) -> None:
@@ -399,9 +398,8 @@ class LogManager:
             except OSError as exc:
                 log.error("%s failed: %s", getattr(function, "__name__", function), exc)
             return
-        threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args).addErrback(
-            report
-        )
+        d = threads.deferToThreadPool(self._reactor, self._flush_pool, function, *args)
+        d.addErrback(report)
 
     def enforce_retention(self) -> int:
         deleted = 0
@@ -409,11 +407,6 @@ class LogManager:
             if not plog.offline:
                 deleted += plog.enforce_retention()
         return deleted
-
-    def flush_all(self) -> None:
-        for plog in self.logs.values():
-            if not plog.offline:
-                plog.flush()
 
     def checkpoint_recovery_points(self, wait: bool = False) -> None:
         self._checkpoint(RECOVERY_POINT_FILE, lambda plog: plog.recovery_point, wait)
@@ -436,8 +429,6 @@ class LogManager:
     def start(self, clock, interval: float | None = None):
         """Run ``tick`` on a Twisted LoopingCall driven by ``clock`` (a reactor or a
         ``twisted.internet.task.Clock``); returns the LoopingCall's deferred."""
-        from twisted.internet.task import LoopingCall
-
         if interval is None:
             intervals = [
                 self.retention_check_interval_ms,
@@ -453,9 +444,9 @@ class LogManager:
             self._flush_pool.start()
             for plog in self.logs.values():
                 plog.flusher = self.flush_in_background
-        self._loop = LoopingCall(self.tick)
-        self._loop.clock = clock
-        return self._loop.start(interval, now=False)
+        loop = self._loop = LoopingCall(self.tick)
+        loop.clock = clock
+        return loop.start(interval, now=False)
 
     def stop(self) -> None:
         """Stop the schedule; wait for the flush thread to finish what it was given."""

@@ -7,79 +7,54 @@
 Only the newest (active) segment takes appends.  A segment is found by bisecting the sorted
 base offsets; inside it, by the sparse offset index and a short walk over batch headers.
 The flush policy (``flush.messages``; ``flush.ms`` via the log manager) fsyncs the unflushed
-segments and advances the recovery point, from where ``open(..., recover=True)`` re-checks
-the data after a crash.
+segments and advances the recovery point.  Opening, and recovery after a crash from that
+point, is the ``LogLoader``'s (loader.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
-import struct
-import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from ..protocol import records
-from ..protocol.durable import atomic_write, fsync_directory
+from ..protocol.durable import atomic_write
 from ..protocol.errors import (
-    InvalidTopicError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
 )
-from ..protocol.records import LOG_OVERHEAD, check_batch
+from ..protocol.records import (
+    BASE_OFFSET,
+    BATCH_LENGTH,
+    EARLIEST_TIMESTAMP,
+    LAST_OFFSET_DELTA,
+    LATEST_TIMESTAMP,
+    LOG_OVERHEAD,
+    MAX_TIMESTAMP,
+    PREFIX,
+    BatchHeader,
+    check_batch,
+)
 from ..protocol.validate import check_records
+from .clock import SystemClock, milliseconds
 from .config import LogConfig
-from .producer_state import ProducerStateTable
-from .segment import DELETED_SUFFIX, LOG_SUFFIX, FileSlice, Segment
+from .flush import FlushJob
+from .loader import LoadedLog, LogLoader
+from .segment import FileSlice, Segment
 
 log = logging.getLogger(__name__)
 
-EARLIEST_TIMESTAMP = -2
-LATEST_TIMESTAMP = -1
 _MAX_RELATIVE_OFFSET = 2**31 - 1
-_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
-_LEADER_EPOCH = 0  # constant until replication exists; see DESIGN.md
+_LEADER_EPOCH = 0  # constant until replication exists (ARCHITECTURE.md, "Storage")
 PARTITION_METADATA = "partition.metadata"
 
 # Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
 # batches after the header and CRC check alone, to measure what the record check costs.
 CHECK_RECORDS = os.environ.get("HEADRACE_BENCH_UNCHECKED_RECORDS") != "1"
-
-_TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
-
-
-def validate_topic_name(topic: str) -> None:
-    """Kafka's rule: 1-249 characters of ``[a-zA-Z0-9._-]``, and not ``.`` or ``..``."""
-    if not _TOPIC_RE.match(topic) or topic in (".", ".."):
-        raise InvalidTopicError(
-            f"topic name {topic!r} is invalid: use 1-249 of the characters a-z A-Z 0-9 . _ -"
-        )
-
-
-def partition_dir_name(topic: str, partition: int) -> str:
-    return f"{topic}-{partition}"
-
-
-def parse_partition_dir_name(name: str) -> tuple[str, int] | None:
-    """``clicks-3`` -> ("clicks", 3); None for names that are not partition directories."""
-    topic, sep, number = name.rpartition("-")
-    if not sep or not topic or not number.isdigit():
-        return None
-    return topic, int(number)
-
-
-class SystemClock:
-    """The wall clock behind the ``seconds()`` interface of Twisted's IReactorTime."""
-
-    @staticmethod
-    def seconds() -> float:
-        return time.time()
 
 
 class AppendResult(NamedTuple):
@@ -90,34 +65,28 @@ class AppendResult(NamedTuple):
 
 
 class PartitionLog:
-    """Appends, reads, rolls, flushes, retention and recovery of one partition's segments."""
+    """Appends, reads, rolls, flushes and retention of one partition's segments."""
 
-    def __init__(
-        self, directory: Path, topic: str, partition: int, config: LogConfig, clock, segments
-    ):
+    def __init__(self, directory: Path, config: LogConfig, clock, loaded: LoadedLog):
         self.directory = directory
-        self.topic = topic
-        self.partition = partition
+        self.topic = loaded.topic
+        self.partition = loaded.partition
         self.config = config
         self.clock = clock
-        self.segments: list[Segment] = segments
-        self._bases = [s.base_offset for s in segments]
-        self.log_start_offset = segments[0].base_offset
-        self.recovery_point = self.log_end_offset
+        self.segments: list[Segment] = loaded.segments
+        self._bases = [s.base_offset for s in loaded.segments]
+        self.log_start_offset = loaded.log_start_offset
+        self.recovery_point = loaded.recovery_point
         self.last_flush_ms = self._now_ms()
         self._unflushed_messages = 0
         self.offline = False
-        self._directory_unsynced = False  # a segment file was created since the last flush
+        self._directory_unsynced = loaded.created  # a segment file was created since the last flush
         self.flusher: Callable[[PartitionLog, int | None], None] | None = None  # see request_flush
-        self.recovery_checked_bytes = (
-            0  # what the last open re-checked and cut, for tools and tests
-        )
-        self.recovery_cut_bytes = 0
+        self.recovery_checked_bytes = loaded.recovery_checked_bytes
+        self.recovery_cut_bytes = loaded.recovery_cut_bytes
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
-        self.producer_state = ProducerStateTable(directory, config.producer_id_expiration_ms)
-        self.producer_batches_replayed = 0  # batch headers the last open read to rebuild it
-
-    # --- opening -------------------------------------------------------------------------
+        self.producer_state = loaded.producer_state
+        self.producer_batches_replayed = loaded.producer_batches_replayed
 
     @classmethod
     def open(
@@ -130,96 +99,19 @@ class PartitionLog:
         recovery_point: int = 0,
         log_start_offset: int = 0,
     ) -> PartitionLog:
-        """Open (or create) the partition log in ``directory``, named ``<topic>-<partition>``.
-
-        With ``recover``, data from ``recovery_point`` on is re-checked batch by batch and cut
-        at the first torn or corrupt batch; data before it was flushed and is trusted.
-        """
+        """Open (or create) the partition log in ``directory``, named ``<topic>-<partition>``,
+        as ``LogLoader`` loads it: with ``recover``, data from ``recovery_point`` on is
+        re-checked and cut at the first torn or corrupt batch."""
         clock = clock or SystemClock()
-        parsed = parse_partition_dir_name(directory.name)
-        if parsed is None:
-            raise ValueError(f"{directory} is not named <topic>-<partition>")
-        topic, partition = parsed
-        validate_topic_name(topic)
-        directory.mkdir(parents=True, exist_ok=True)
-        now_ms = int(clock.seconds() * 1000)
-        _remove_leftovers(directory)
-        bases = sorted(
-            int(p.name[: -len(LOG_SUFFIX)])
-            for p in directory.iterdir()
-            if p.name.endswith(LOG_SUFFIX) and p.name[: -len(LOG_SUFFIX)].isdigit()
+        loader = LogLoader(
+            directory,
+            config,
+            milliseconds(clock),
+            recover=recover,
+            recovery_point=recovery_point,
+            log_start_offset=log_start_offset,
         )
-        interval = config.index_interval_bytes
-        recovery_stats = (0, 0)
-        segments: list[Segment] = []
-        try:
-            if not bases:
-                segments.append(
-                    Segment.create(directory, max(0, log_start_offset), interval, now_ms)
-                )
-            else:
-                for base in bases:
-                    segments.append(Segment.open(directory, base, interval))
-                for segment, following in itertools.pairwise(segments):
-                    segment.next_offset = following.base_offset
-                if recover:
-                    recovery_stats = _recover_segments(directory, segments, recovery_point, now_ms)
-                elif not segments[-1].load_tail(now_ms):
-                    log.warning(
-                        "%s: the last segment does not end on a batch boundary; checking it",
-                        directory,
-                    )
-                    last = segments[-1]
-                    recovery_stats = last.recover(last.index.last_entry()[0])
-                    last.prepare_for_appends(now_ms)
-        except BaseException:
-            for segment in segments:
-                segment.close()
-            raise
-        plog = cls(directory, topic, partition, config, clock, segments)
-        plog._directory_unsynced = not bases
-        plog.recovery_checked_bytes, plog.recovery_cut_bytes = recovery_stats
-        plog.log_start_offset = max(
-            segments[0].base_offset, min(log_start_offset, plog.log_end_offset)
-        )
-        if recover:
-            plog.recovery_point = min(
-                plog.log_end_offset, max(recovery_point, segments[0].base_offset)
-            )
-        try:
-            plog._load_producer_state()
-        except BaseException:
-            plog.close_without_flush()
-            raise
-        return plog
-
-    def _load_producer_state(self) -> None:
-        """Load the newest producer snapshot, then replay the batch headers after it (all of
-        them after an unclean shutdown; none after a clean one, whose snapshot is at the log
-        end).  With no snapshot, the last two segments are replayed, as Kafka does."""
-        end = self.log_end_offset
-        start = self.producer_state.load_latest_snapshot(end)
-        if start is None:
-            start = self.segments[-2 if len(self.segments) > 1 else 0].base_offset
-        start = max(start, self.log_start_offset)
-        now_ms = self._now_ms()
-        replayed = 0
-        for segment in self.segments[max(0, bisect_right(self._bases, start) - 1) :]:
-            position = segment.find_position(start) if segment.base_offset < start else 0
-            if position is None:
-                continue
-            for _, header in segment.scan_headers(position, segment.size):
-                if header[0] + header[6] >= start:
-                    self.producer_state.record_header(header, header[0], now_ms)
-                    replayed += 1
-        self.producer_batches_replayed = replayed
-        if replayed:
-            log.info(
-                "%s: producer state rebuilt from %d batch headers after offset %d",
-                self.directory.name,
-                replayed,
-                start,
-            )
+        return cls(directory, config, clock, loader.load())
 
     # --- identity ------------------------------------------------------------------------
 
@@ -258,7 +150,7 @@ class PartitionLog:
         return sum(s.size for s in self.segments)
 
     def _now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
+        return milliseconds(self.clock)
 
     # --- appending -----------------------------------------------------------------------
 
@@ -279,15 +171,17 @@ class PartitionLog:
         max_size = config.max_message_bytes
         header = check_batch(view, 0, max_size=max_size)
         total = len(view)
+        batches: Sequence[tuple[int, BatchHeader]]
         if header.batch_length + LOG_OVERHEAD == total:
             batches = ((0, header),)
         else:
-            batches = [(0, header)]
+            several = [(0, header)]
             pos = header.batch_length + LOG_OVERHEAD
             while pos < total:
                 more = check_batch(view, pos, max_size=max_size)
-                batches.append((pos, more))
+                several.append((pos, more))
                 pos += more.batch_length + LOG_OVERHEAD
+            batches = several
         if CHECK_RECORDS:
             for pos, h in batches:
                 check_records(view, pos, h)
@@ -312,17 +206,17 @@ class PartitionLog:
         segment = self.segments[-1]
         base = segment.next_offset
         count = 0
-        parts = []
+        parts: list[bytes | memoryview] = []
         entries = []
         for pos, h in batches:
             size = h.batch_length + LOG_OVERHEAD
-            body = view[pos + 16 : pos + size]
+            body = view[pos + PREFIX.size : pos + size]
             max_ts = h.max_timestamp
             if log_append_time >= 0:
                 stamped = records.with_log_append_time(view[pos : pos + size], log_append_time)
-                body = memoryview(stamped)[16:]
+                body = memoryview(stamped)[PREFIX.size :]
                 max_ts = log_append_time
-            parts += (_PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH), body)
+            parts += (PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH), body)
             entries.append((base + count, size, max_ts))
             count += h.record_count
         last = base + count - 1
@@ -496,9 +390,12 @@ class PartitionLog:
             if segment.next_offset <= self.log_start_offset:
                 continue
             for position, header in segment.batches_from_timestamp(timestamp):
-                if header[0] + header[6] < self.log_start_offset or header[8] < timestamp:
+                if (
+                    header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] < self.log_start_offset
+                    or header[MAX_TIMESTAMP] < timestamp
+                ):
                     continue
-                data = os.pread(segment.fd, header[1] + LOG_OVERHEAD, position)
+                data = os.pread(segment.fd, header[BATCH_LENGTH] + LOG_OVERHEAD, position)
                 for record in records.decode_batch(data).records:
                     if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
                         return record.offset, record.timestamp
@@ -603,98 +500,3 @@ class PartitionLog:
         for leftover in self.directory.iterdir():
             leftover.unlink()
         self.directory.rmdir()
-
-
-class FlushJob:
-    """The fsyncs of one flush, safe to run off the appending thread: duplicated descriptors
-    of the segment files, the index files' paths, and the directory if it gained files."""
-
-    def __init__(self, end: int, fds: list[int], index_paths: list[Path], directory: Path | None):
-        self.end = end
-        self.fds = fds
-        self.index_paths = index_paths
-        self.directory = directory
-
-    def run(self) -> None:
-        """fsync the log files, then the indexes, then the directory; closes the descriptors."""
-        try:
-            for fd in self.fds:
-                os.fsync(fd)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.fds = []
-        for path in self.index_paths:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # renamed for deletion meanwhile (retention)
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if self.directory is not None:
-            fsync_directory(self.directory)  # new segment files must survive a power loss too
-
-
-def _remove_leftovers(directory: Path) -> None:
-    """Remove files a crash left half-deleted (``.deleted``) or half-written (``.tmp``)."""
-    for path in directory.iterdir():
-        if path.name.endswith(DELETED_SUFFIX) or path.name.endswith(".tmp"):
-            path.unlink()
-
-
-def _recover_segments(
-    directory: Path, segments: list[Segment], recovery_point: int, now_ms: int
-) -> tuple[int, int]:
-    """Re-check everything from the recovery point; drop segments after the first cut.
-    Returns (bytes checked, bytes cut)."""
-    start = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
-    cut_total = 0
-    checked = 0
-    began = time.monotonic()
-    for i in range(start, len(segments)):
-        segment = segments[i]
-        from_offset = recovery_point if i == start else segment.base_offset
-        if i > start and segment.base_offset != segments[i - 1].next_offset:
-            log.warning(
-                "%s: segment %d does not follow offset %d; it and later segments are dropped",
-                directory.name,
-                segment.base_offset,
-                segments[i - 1].next_offset,
-            )
-            cut_total += _drop_segments(segments, i)
-            break
-        segment_checked, cut = segment.recover(max(from_offset, segment.base_offset))
-        checked += segment_checked
-        cut_total += cut
-        if i + 1 < len(segments) and cut:
-            cut_total += _drop_segments(segments, i + 1)
-            break
-    last = segments[-1]
-    last.prepare_for_appends(now_ms)
-    if cut_total:
-        log.warning(
-            "%s: recovery cut %d bytes of torn or corrupt data; the log now ends at offset %d",
-            directory.name,
-            cut_total,
-            last.next_offset,
-        )
-    log.info(
-        "%s: recovered from offset %d in %.3f s (%d bytes checked)",
-        directory.name,
-        recovery_point,
-        time.monotonic() - began,
-        checked,
-    )
-    return checked, cut_total
-
-
-def _drop_segments(segments: list[Segment], first: int) -> int:
-    dropped = 0
-    for segment in segments[first:]:
-        dropped += segment.size
-        segment.close()
-        segment.delete_files()
-    del segments[first:]
-    return dropped

@@ -32,18 +32,21 @@ from typing import NamedTuple
 import crc32c
 
 from ..protocol.durable import atomic_write
-from ..protocol.errors import ERROR_TABLE, error_for_code
+from ..protocol.errors import InvalidProducerEpochError, OutOfOrderSequenceNumberError
+from ..protocol.records import (
+    BASE_SEQUENCE,
+    LAST_OFFSET_DELTA,
+    PRODUCER_EPOCH,
+    PRODUCER_ID,
+)
+from .names import SNAPSHOT_SUFFIX, TEMPORARY_SUFFIX, offset_file_name, offsets_named
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_SUFFIX = ".snapshot"
 CACHED_BATCHES = 5  # Kafka's NUM_BATCHES_TO_RETAIN, and the clients' max in-flight requests
 NO_PRODUCER_ID = -1
 _SEQUENCE_MODULUS = 2**31
 
-_CODE = {name: code for code, name, _, _ in ERROR_TABLE}
-OutOfOrderSequenceError = error_for_code(_CODE["OUT_OF_ORDER_SEQUENCE_NUMBER"])
-InvalidProducerEpochError = error_for_code(_CODE["INVALID_PRODUCER_EPOCH"])
 
 _VERSION = 1
 _FILE_HEADER = struct.Struct(">hIi")  # version, CRC-32C of what follows, producer count
@@ -85,16 +88,12 @@ def last_sequence(base_sequence: int, last_offset_delta: int) -> int:
 
 
 def snapshot_path(directory: Path, offset: int) -> Path:
-    return directory / f"{offset:020d}{SNAPSHOT_SUFFIX}"
+    return directory / offset_file_name(offset, SNAPSHOT_SUFFIX)
 
 
 def snapshot_offsets(directory: Path) -> list[int]:
     """Offsets of the snapshot files in ``directory``, ascending."""
-    return sorted(
-        int(name[: -len(SNAPSHOT_SUFFIX)])
-        for name in os.listdir(directory)
-        if name.endswith(SNAPSHOT_SUFFIX) and name[: -len(SNAPSHOT_SUFFIX)].isdigit()
-    )
+    return offsets_named(directory, SNAPSHOT_SUFFIX)
 
 
 class ProducerStateTable:
@@ -112,11 +111,11 @@ class ProducerStateTable:
         ``producer_epoch``, ``base_sequence``, ``last_offset_delta``).
 
         Returns None when every batch is to be appended, else one verdict per batch: None to
-        append it, or the CachedBatch it duplicates.  Raises OutOfOrderSequenceError or
+        append it, or the CachedBatch it duplicates.  Raises OutOfOrderSequenceNumberError or
         InvalidProducerEpochError for a batch that must be refused (the append then writes
         nothing).  Several batches of one producer in one append must follow each other.
         """
-        verdicts = None
+        verdicts: list[CachedBatch | None] | None = None
         pending: dict[int, tuple[int, int]] = {}  # id -> (epoch, last sequence) in this append
         for i, h in enumerate(headers):
             pid = h.producer_id
@@ -138,16 +137,20 @@ class ProducerStateTable:
                 )
             if epoch > current_epoch:
                 if first_seq != 0:
-                    raise OutOfOrderSequenceError(
+                    raise OutOfOrderSequenceNumberError(
                         f"producer {pid}'s new epoch {epoch} starts at sequence {first_seq}, not 0"
                     )
-            elif pid not in pending and (duplicate := entry.find(first_seq, last_seq)) is not None:
+            elif (
+                entry is not None
+                and pid not in pending
+                and (duplicate := entry.find(first_seq, last_seq)) is not None
+            ):
                 if verdicts is None:
                     verdicts = [None] * len(headers)
                 verdicts[i] = duplicate
                 continue
             elif first_seq != (current_last + 1) % _SEQUENCE_MODULUS:
-                raise OutOfOrderSequenceError(
+                raise OutOfOrderSequenceNumberError(
                     f"producer {pid} epoch {epoch} sent sequence {first_seq}; expected "
                     f"{(current_last + 1) % _SEQUENCE_MODULUS}"
                 )
@@ -174,7 +177,12 @@ class ProducerStateTable:
 
     def record_header(self, header, base_offset: int, now_ms: int) -> None:
         """``record`` from a batch header (a BatchHeader or the raw header tuple)."""
-        pid, epoch, base_seq, delta = header[9], header[10], header[11], header[6]
+        pid, epoch, base_seq, delta = (
+            header[PRODUCER_ID],
+            header[PRODUCER_EPOCH],
+            header[BASE_SEQUENCE],
+            header[LAST_OFFSET_DELTA],
+        )
         if pid >= 0:
             self.record(
                 pid,
@@ -220,7 +228,7 @@ class ProducerStateTable:
         if sync:
             atomic_write(path, data)
         else:
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = path.with_name(path.name + TEMPORARY_SUFFIX)
             tmp.write_bytes(data)
             os.replace(tmp, path)
         return path

@@ -17,24 +17,37 @@ from pathlib import Path
 
 import crc32c
 
-from ..protocol.records import CRC_START, HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, MIN_BATCH_LENGTH
+from ..protocol.records import (
+    BASE_OFFSET,
+    BATCH_LENGTH,
+    CRC,
+    CRC_START,
+    HEADER,
+    HEADER_SIZE,
+    LAST_OFFSET_DELTA,
+    LOG_OVERHEAD,
+    MAGIC,
+    MAGIC_BYTE,
+    MAX_TIMESTAMP,
+    MIN_BATCH_LENGTH,
+    RECORD_COUNT,
+)
+from .clock import milliseconds
 from .index import OffsetIndex, TimeIndex
+from .names import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    offset_file_name,
+)
 
 log = logging.getLogger(__name__)
 
-LOG_SUFFIX = ".log"
-INDEX_SUFFIX = ".index"
-TIME_INDEX_SUFFIX = ".timeindex"
-DELETED_SUFFIX = ".deleted"
 
 _SCAN_CHUNK = 4096  # about one index interval of headers
 _IOV_MAX = 1000  # below the usual IOV_MAX of 1024
 _RECOVER_CHUNK = 1024 * 1024
-
-
-def segment_file_stem(base_offset: int) -> str:
-    """File name stem of the segment starting at ``base_offset``: 20 zero-padded digits."""
-    return "%020d" % base_offset
 
 
 class _OwnedFd:
@@ -101,10 +114,11 @@ class Segment:
     def __init__(self, directory: Path, base_offset: int, fd: int, index_interval: int):
         self.directory = directory
         self.base_offset = base_offset
-        stem = segment_file_stem(base_offset)
-        self.log_path = directory / (stem + LOG_SUFFIX)
-        self.index = OffsetIndex(directory / (stem + INDEX_SUFFIX), base_offset)
-        self.time_index = TimeIndex(directory / (stem + TIME_INDEX_SUFFIX), base_offset)
+        self.log_path = directory / offset_file_name(base_offset, LOG_SUFFIX)
+        index_path = directory / offset_file_name(base_offset, INDEX_SUFFIX)
+        self.index = OffsetIndex(index_path, base_offset)
+        time_index_path = directory / offset_file_name(base_offset, TIME_INDEX_SUFFIX)
+        self.time_index = TimeIndex(time_index_path, base_offset)
         self.index_interval = index_interval
         self.fd = fd
         self.size = os.fstat(fd).st_size
@@ -120,14 +134,13 @@ class Segment:
     @classmethod
     def create(cls, directory: Path, base_offset: int, index_interval: int, now_ms: int):
         """A new, empty segment (stale files with the same name are replaced)."""
-        stem = segment_file_stem(base_offset)
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             try:
-                (directory / (stem + suffix)).unlink()
+                (directory / offset_file_name(base_offset, suffix)).unlink()
             except FileNotFoundError:
                 pass
         fd = os.open(
-            directory / (stem + LOG_SUFFIX),
+            directory / offset_file_name(base_offset, LOG_SUFFIX),
             os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
             0o644,
         )
@@ -140,9 +153,7 @@ class Segment:
     @classmethod
     def open(cls, directory: Path, base_offset: int, index_interval: int):
         """Open an existing segment; indexes load when first needed."""
-        fd = os.open(
-            directory / (segment_file_stem(base_offset) + LOG_SUFFIX), os.O_RDWR | os.O_APPEND
-        )
+        fd = os.open(directory / offset_file_name(base_offset, LOG_SUFFIX), os.O_RDWR | os.O_APPEND)
         segment = cls(directory, base_offset, fd, index_interval)
         ts, offset = segment.time_index.last_entry()
         segment.max_timestamp, segment.offset_of_max_timestamp = ts, offset
@@ -156,11 +167,11 @@ class Segment:
         next_offset = offset
         try:
             for pos, header in self.scan_headers(position, self.size):
-                if header[0] != next_offset:
+                if header[BASE_OFFSET] != next_offset:
                     return False
-                next_offset = header[0] + header[6] + 1
-                self._note_timestamp(header[8], header[0])
-                position = pos + header[1] + LOG_OVERHEAD
+                next_offset = header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] + 1
+                self._note_timestamp(header[MAX_TIMESTAMP], header[BASE_OFFSET])
+                position = pos + header[BATCH_LENGTH] + LOG_OVERHEAD
         except EOFError:
             return False
         if position != self.size:
@@ -175,14 +186,16 @@ class Segment:
         self.created_ms = now_ms
         self.first_batch_timestamp = -1
         if self.size >= HEADER_SIZE:
-            self.first_batch_timestamp = HEADER.unpack(os.pread(self.fd, HEADER_SIZE, 0))[8]
+            self.first_batch_timestamp = HEADER.unpack(os.pread(self.fd, HEADER_SIZE, 0))[
+                MAX_TIMESTAMP
+            ]
 
     def should_roll_for_time(self, max_ts: int, clock, roll_ms: int) -> bool:
         """Kafka's rule: a batch whose timestamp is more than ``roll_ms`` after the first
         batch's starts a new segment; without timestamps, the segment's age on ``clock``."""
         if self.first_batch_timestamp >= 0 and max_ts >= 0:
             return max_ts - self.first_batch_timestamp > roll_ms
-        return int(clock.seconds() * 1000) - self.created_ms > roll_ms
+        return milliseconds(clock) - self.created_ms > roll_ms
 
     # --- appending -----------------------------------------------------------------------
 
@@ -260,10 +273,10 @@ class Segment:
                 if len(buf) < HEADER_SIZE:
                     raise EOFError(f"{self.log_path}: header cut short at byte {position}")
             header = HEADER.unpack_from(buf, off)
-            if header[1] < MIN_BATCH_LENGTH:
+            if header[BATCH_LENGTH] < MIN_BATCH_LENGTH:
                 raise EOFError(f"{self.log_path}: bad batch length at byte {position}")
             yield position, header
-            size = header[1] + LOG_OVERHEAD
+            size = header[BATCH_LENGTH] + LOG_OVERHEAD
             # Large batches: read just the next header rather than a chunk of data.
             want = HEADER_SIZE if size > _SCAN_CHUNK else _SCAN_CHUNK
             position += size
@@ -307,7 +320,7 @@ class Segment:
                 first = None  # the entry points into the middle of a batch
             if first is None and position == 0:
                 return
-            if first is not None and (first[1][0] == entry_offset or attempt):
+            if first is not None and (first[1][BASE_OFFSET] == entry_offset or attempt):
                 yield first
                 yield from headers
                 return
@@ -328,7 +341,7 @@ class Segment:
         if offset >= self.next_offset:
             return None
         for pos, header in self._walk_from_entry(lambda: self.index.lookup(offset), self.size):
-            if header[0] + header[6] >= offset:
+            if header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] >= offset:
                 return pos
         return None
 
@@ -348,7 +361,7 @@ class Segment:
             if pos < start:
                 continue  # the index was rebuilt and now starts below ``start``
             end = max(end, pos)  # batches from start up to an indexed one fit within the limit
-            batch_end = pos + header[1] + LOG_OVERHEAD
+            batch_end = pos + header[BATCH_LENGTH] + LOG_OVERHEAD
             if batch_end > limit:
                 if end == start:
                     end = batch_end  # always at least one whole batch
@@ -368,7 +381,7 @@ class Segment:
         position = 0 if start_offset is None else self._index_start(start_offset)
         found = False
         for pos, header in self.scan_headers(position, self.size):
-            found = found or header[8] >= timestamp
+            found = found or header[MAX_TIMESTAMP] >= timestamp
             if found:
                 yield pos, header
 
@@ -386,7 +399,12 @@ class Segment:
         self._bytes_since_index = 0
         try:
             for pos, header in self.scan_headers(0, self.size):
-                self._index_batch(header[0], pos, header[1] + LOG_OVERHEAD, header[8])
+                self._index_batch(
+                    header[BASE_OFFSET],
+                    pos,
+                    header[BATCH_LENGTH] + LOG_OVERHEAD,
+                    header[MAX_TIMESTAMP],
+                )
         except EOFError:
             pass  # a torn tail: recovery deals with it; the entries so far are right
         self.close_for_appends()
@@ -416,7 +434,7 @@ class Segment:
         # Batches between the last index entry and from_offset: their timestamps count too.
         _last_offset, last_position = self.index.last_entry()
         for _, header in self.scan_headers(last_position, position):
-            self._note_timestamp(header[8], header[0])
+            self._note_timestamp(header[MAX_TIMESTAMP], header[BASE_OFFSET])
         self._bytes_since_index = position - last_position
         expected = from_offset
         file_size = os.fstat(self.fd).st_size
@@ -442,10 +460,10 @@ class Segment:
             return position
         try:
             for pos, header in self.scan_headers(position, size):
-                if header[0] > offset:
+                if header[BASE_OFFSET] > offset:
                     return None
-                position = pos + header[1] + LOG_OVERHEAD
-                next_offset = header[0] + header[6] + 1
+                position = pos + header[BATCH_LENGTH] + LOG_OVERHEAD
+                next_offset = header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] + 1
                 if next_offset == offset:
                     return position  # what follows is the unflushed tail: not read here
         except EOFError:
@@ -466,31 +484,31 @@ class Segment:
                     log.warning("%s: torn batch header at byte %d", self.log_path, position)
                     return position
             header = HEADER.unpack_from(buf, off)
-            size = header[1] + LOG_OVERHEAD
+            size = header[BATCH_LENGTH] + LOG_OVERHEAD
             problem = None
-            if header[1] < MIN_BATCH_LENGTH:
-                problem = f"implausible batch length {header[1]}"
+            if header[BATCH_LENGTH] < MIN_BATCH_LENGTH:
+                problem = f"implausible batch length {header[BATCH_LENGTH]}"
             elif position + size > file_size:
                 problem = f"a batch of {size} bytes runs past the end of the file (torn write)"
-            elif header[3] != MAGIC:
-                problem = f"magic byte {header[3]}"
-            elif header[0] != expected:
-                problem = f"base offset {header[0]} where {expected} was expected"
-            elif header[12] <= 0 or header[6] != header[12] - 1:
-                problem = f"{header[12]} records with lastOffsetDelta {header[6]}"
+            elif header[MAGIC_BYTE] != MAGIC:
+                problem = f"magic byte {header[MAGIC_BYTE]}"
+            elif header[BASE_OFFSET] != expected:
+                problem = f"base offset {header[BASE_OFFSET]} where {expected} was expected"
+            elif (count := header[RECORD_COUNT]) <= 0 or header[LAST_OFFSET_DELTA] != count - 1:
+                problem = f"{count} records with lastOffsetDelta {header[LAST_OFFSET_DELTA]}"
             elif off + size <= len(buf):
                 crc = crc32c.crc32c(memoryview(buf)[off + CRC_START : off + size])
-                if crc != header[4]:
-                    problem = f"CRC mismatch (stored {header[4]:#010x}, computed {crc:#010x})"
+                if crc != header[CRC]:
+                    problem = f"CRC mismatch (stored {header[CRC]:#010x}, computed {crc:#010x})"
             else:
-                problem = self._check_crc(position, size, header[4])
+                problem = self._check_crc(position, size, header[CRC])
             if problem is not None:
                 log.warning(
                     "%s: %s at byte %d; the log is cut there", self.log_path, problem, position
                 )
                 return position
-            self._index_batch(header[0], position, size, header[8])
-            expected = header[0] + header[6] + 1
+            self._index_batch(header[BASE_OFFSET], position, size, header[MAX_TIMESTAMP])
+            expected = header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] + 1
             self.next_offset = expected
             position += size
         return position

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import CorruptMessageError
-from .records import decode_varint
+from .varint import decode_varint
 
 _ZERO = np.int64(0)
 

@@ -17,9 +17,12 @@ import zstandard
 
 from .errors import (
     CorruptMessageError,
+    KafkaError,
     MessageTooLargeError,
     UnsupportedCompressionTypeError,
 )
+
+Buffer = bytes | bytearray | memoryview  # what a codec reads: a batch's bytes or a view of them
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_NAMES = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
@@ -56,7 +59,7 @@ def compress(codec: int, data: bytes, *, xerial: bool = False) -> bytes:
     raise UnsupportedCompressionTypeError(f"compression codec {codec} does not exist")
 
 
-def decompress(codec: int, data: bytes, max_size: int | None = None) -> bytes:
+def decompress(codec: int, data: Buffer, max_size: int | None = None) -> bytes:
     """Decompress ``data``; a damaged stream raises CorruptMessageError.  With ``max_size``,
     output beyond it is never produced: MessageTooLargeError instead (a few compressed bytes
     can stand for gigabytes)."""
@@ -82,11 +85,11 @@ def decompress(codec: int, data: bytes, max_size: int | None = None) -> bytes:
     raise UnsupportedCompressionTypeError(f"compression codec {codec} does not exist")
 
 
-def _too_large(codec: str, max_size: int) -> MessageTooLargeError:
+def _too_large(codec: str, max_size: int | None) -> KafkaError:
     return MessageTooLargeError(f"{codec} data decompresses to more than {max_size} bytes")
 
 
-def _gunzip(data: bytes, max_size: int | None = None) -> bytes:
+def _gunzip(data: Buffer, max_size: int | None = None) -> bytes:
     """Decode one or more concatenated gzip members."""
     return _frames(
         data,
@@ -97,7 +100,7 @@ def _gunzip(data: bytes, max_size: int | None = None) -> bytes:
     )  # 0: no limit
 
 
-def _unlz4(data: bytes, max_size: int | None = None) -> bytes:
+def _unlz4(data: Buffer, max_size: int | None = None) -> bytes:
     """Decode one or more LZ4 frames."""
     if max_size is None:
         return lz4.frame.decompress(data)
@@ -135,7 +138,7 @@ def _frames(data, max_size: int | None, name: str, new_decoder, decompress) -> b
 _ZSTD_MAX_RATIO = 1 << 15
 
 
-def _unzstd(data: bytes, max_size: int | None = None) -> bytes:
+def _unzstd(data: Buffer, max_size: int | None = None) -> bytes:
     """Decode one or more zstd frames with a streaming decoder: Java and librdkafka frames
     may omit the content size, which the one-shot decoder needs.  With ``max_size`` the input
     is fed in pieces small enough that the output cannot run far past it."""
@@ -187,7 +190,7 @@ def _snappy_xerial_encode(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _snappy_xerial_decode(data: bytes, max_size: int | None = None) -> bytes:
+def _snappy_xerial_decode(data: Buffer, max_size: int | None = None) -> bytes:
     view = memoryview(data)
     if len(view) < _XERIAL_HEADER.size:
         raise CorruptMessageError("xerial snappy header is truncated")

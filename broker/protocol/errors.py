@@ -11,7 +11,7 @@ storage engine and a request handler can turn it back into the code a client exp
 
 from __future__ import annotations
 
-__all__ = ["ERROR_TABLE", "KafkaError", "error_for_code"]
+__all__ = ["ERROR_TABLE", "NONE", "KafkaError", "error_for_code"]
 
 
 class KafkaError(Exception):
@@ -21,6 +21,7 @@ class KafkaError(Exception):
     name: str = "UNKNOWN_SERVER_ERROR"
     retriable: bool = False
     description: str = "The server experienced an unexpected error when processing the request."
+    record_index: int | None = None  # INVALID_RECORD: the index in its batch of the bad record
 
     def __init__(self, message: str | None = None):
         super().__init__(message or self.description)
@@ -28,6 +29,8 @@ class KafkaError(Exception):
     def __str__(self) -> str:
         return f"{self.name} ({self.code}): {self.args[0]}"
 
+
+NONE = 0  # the error code of success
 
 # code, NAME, retriable, description.  Codes and retriability follow Apache Kafka's
 # org.apache.kafka.common.protocol.Errors; descriptions are ours.
@@ -160,3 +163,5 @@ MemberIdRequiredError = _BY_CODE[79]
 KafkaStorageError = _BY_CODE[56]
 UnsupportedCompressionTypeError = _BY_CODE[76]
 InvalidRecordError = _BY_CODE[87]
+OutOfOrderSequenceNumberError = _BY_CODE[45]
+InvalidProducerEpochError = _BY_CODE[47]

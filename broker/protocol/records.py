@@ -23,6 +23,7 @@ from typing import NamedTuple
 import crc32c
 
 from . import compression
+from .columns import decode_columns
 from .errors import (
     CorruptMessageError,
     InvalidRecordError,
@@ -30,13 +31,37 @@ from .errors import (
     UnsupportedCompressionTypeError,
     UnsupportedForMessageFormatError,
 )
+from .varint import decode_varint, encode_varint
 
 MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size  # 61
 LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes not counted by batchLength
-CRC_START = 21
+# Byte positions of the fields written or read on their own.
+MAGIC_POSITION = 16
+CRC_POSITION = 17
+ATTRIBUTES_POSITION = CRC_START = 21  # the CRC covers the bytes from here to the end
+MAX_TIMESTAMP_POSITION = 35
 MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
+# Where each field sits in a ``HEADER.unpack`` tuple (the order of ``BatchHeader``): header
+# walks over stored segments index the plain tuple rather than build a BatchHeader per batch.
+(
+    BASE_OFFSET,
+    BATCH_LENGTH,
+    PARTITION_LEADER_EPOCH,
+    MAGIC_BYTE,
+    CRC,
+    ATTRIBUTES,
+    LAST_OFFSET_DELTA,
+    BASE_TIMESTAMP,
+    MAX_TIMESTAMP,
+    PRODUCER_ID,
+    PRODUCER_EPOCH,
+    BASE_SEQUENCE,
+    RECORD_COUNT,
+) = range(13)
+# The first 16 bytes, the ones a broker rewrites: baseOffset, batchLength, partitionLeaderEpoch.
+PREFIX = struct.Struct(">qii")
 
 COMPRESSION_MASK = 0x07
 TIMESTAMP_TYPE_MASK = 0x08
@@ -47,10 +72,11 @@ DELETE_HORIZON_MASK = 0x40
 CREATE_TIME = 0
 LOG_APPEND_TIME = 1
 NO_TIMESTAMP = -1
+# ListOffsets' special timestamps: they ask for the log start and the log end offset.
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
 
-_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _I64 = struct.Struct(">q")
-_I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 _I16 = struct.Struct(">h")
 
@@ -144,9 +170,10 @@ def check_batch(buf, pos: int = 0, *, max_size: int | None = None) -> BatchHeade
     """
     available = len(buf) - pos
     if available < HEADER_SIZE:
-        if available >= 17 and buf[pos + 16] != MAGIC:
+        if available > MAGIC_POSITION and buf[pos + MAGIC_POSITION] != MAGIC:
             raise UnsupportedForMessageFormatError(
-                f"message format v{buf[pos + 16]} is not accepted; use record batches (magic 2)"
+                f"message format v{buf[pos + MAGIC_POSITION]} is not accepted; "
+                "use record batches (magic 2)"
             )
         raise CorruptMessageError(f"record batch is {available} bytes, shorter than its header")
     header = BatchHeader._make(HEADER.unpack_from(buf, pos))
@@ -199,52 +226,6 @@ def split_batches(buf) -> Iterator[tuple[int, BatchHeader]]:
             return
         yield pos, header
         pos += header.size
-
-
-# --- varints -------------------------------------------------------------------------------
-
-
-def _encode_zigzag(zz: int) -> bytes:
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [_encode_zigzag(zz) for zz in range(1 << 14)]  # every 1- and 2-byte varint
-
-
-def encode_varint(value: int) -> bytes:
-    """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
-    zz = (value << 1) ^ (value >> 63)
-    if zz < 16384:
-        return _SMALL_VARINTS[zz]
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
-
-
-def decode_varint(buf, pos: int) -> tuple[int, int]:
-    """Read a zig-zag varint at ``pos``; returns (value, next position)."""
-    shift = 0
-    result = 0
-    while True:
-        if pos >= len(buf):
-            raise CorruptMessageError("varint runs past the end of the record data")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise CorruptMessageError("varint is longer than 10 bytes")
-    return (result >> 1) ^ -(result & 1), pos
 
 
 def _encode_bytes(value: bytes | None) -> bytes:
@@ -360,7 +341,7 @@ def build_batch(
         len(items),
     )
     batch[HEADER_SIZE:] = encoded
-    _U32.pack_into(batch, 17, compute_crc(batch))
+    _U32.pack_into(batch, CRC_POSITION, compute_crc(batch))
     return bytes(batch)
 
 
@@ -371,10 +352,10 @@ def with_log_append_time(batch, now_ms: int) -> bytes:
     ``maxTimestamp`` as every record's timestamp.
     """
     out = bytearray(batch)
-    attributes = _I16.unpack_from(out, 21)[0] | TIMESTAMP_TYPE_MASK
-    _I16.pack_into(out, 21, attributes)
-    _I64.pack_into(out, 35, now_ms)
-    _U32.pack_into(out, 17, compute_crc(out))
+    attributes = _I16.unpack_from(out, ATTRIBUTES_POSITION)[0] | TIMESTAMP_TYPE_MASK
+    _I16.pack_into(out, ATTRIBUTES_POSITION, attributes)
+    _I64.pack_into(out, MAX_TIMESTAMP_POSITION, now_ms)
+    _U32.pack_into(out, CRC_POSITION, compute_crc(out))
     return bytes(out)
 
 
@@ -387,7 +368,7 @@ def decode_batch(
     """Decode the batch at ``pos`` into its records (decompressing as needed).  ``make``
     builds each record from (offset, timestamp, key, value, headers); with ``prefix``, ``make``
     is a named-tuple class whose fields are ``prefix`` followed by those five."""
-    header, data = _records_section(buf, pos, verify_crc)
+    header, data = records_section(buf, pos, verify_crc)
     records = _decode_records(
         data,
         header.record_count,
@@ -420,14 +401,10 @@ def decode_batch_columns(
     buf, pos: int, out: RecordColumns, *, verify_crc: bool = True
 ) -> BatchHeader:
     """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
-    header, data = _records_section(buf, pos, verify_crc)
+    header, data = records_section(buf, pos, verify_crc)
     log_append_ts = header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None
-    if (
-        header.record_count >= 32
-        and _decode_columns is not None
-        and _decode_columns(
-            data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out
-        )
+    if header.record_count >= 32 and decode_columns(
+        data, header.record_count, header.base_offset, header.base_timestamp, log_append_ts, out
     ):
         return header
     _decode_records(
@@ -441,8 +418,11 @@ def decode_batch_columns(
     return header
 
 
-def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, bytes]:
-    """The header and the (decompressed) record section of the batch at ``pos``."""
+def records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, bytes]:
+    """The header and the (decompressed) record section of the batch at ``pos``: the bytes
+    every record decoder walks (``decode_batch``, ``decode_batch_columns``, the loader's
+    ``loaders.blocks``).  Raises the batch's typed error if it is not magic 2, is truncated,
+    fails its CRC (with ``verify_crc``) or does not decompress."""
     header = parse_header(buf, pos)
     if header.magic != MAGIC:
         raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
@@ -452,7 +432,7 @@ def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, byte
     view = memoryview(buf)[pos:end]
     if verify_crc and compute_crc(view) != header.crc:
         raise CorruptMessageError(f"record batch at offset {header.base_offset} fails its CRC")
-    data = view[HEADER_SIZE:]
+    data: bytes | memoryview = view[HEADER_SIZE:]
     if header.compression != compression.NONE:
         data = compression.decompress(header.compression, data)
     return header, bytes(data)
@@ -471,7 +451,7 @@ def _decode_records(
     """The records of a batch's (decompressed) record section (or, with ``columns``, appended
     to those lists).  One-byte varints, by far the most common, are read inline; longer ones
     go through ``decode_varint``."""
-    records = []
+    records: list = []
     append = records.append
     if columns is not None:
         add_offset, add_ts = columns.offsets.append, columns.timestamps.append
@@ -534,6 +514,7 @@ def _decode_records(
                 value = data[rpos : rpos + n]
                 rpos += n
             b = data[rpos]
+            headers: tuple[tuple[str, bytes | None], ...]
             if b == 0:
                 headers = ()
                 rpos += 1
@@ -581,9 +562,3 @@ def iter_records(buf, *, verify_crc: bool = True) -> Iterator[Record]:
     """Every record of every whole batch in ``buf``, in order."""
     for batch in decode_batches(buf, verify_crc=verify_crc):
         yield from batch.records
-
-
-try:  # numpy reads the fields of many records at once; without it, the loop above does
-    from .columns import decode_columns as _decode_columns
-except ImportError:  # pragma: no cover
-    _decode_columns = None

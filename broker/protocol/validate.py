@@ -4,8 +4,9 @@
 further, as Kafka's LogValidator does, without a Python object per record: the body must
 decompress, and the records' framing must match the header - as many records as it says,
 each record's length varint spanning exactly its fields, well-formed varints (at most 5 bytes
-for ints, 10 for longs), timestamps (base timestamp plus delta) that fit a signed 64-bit long, sane header counts and header key lengths, offset deltas 0..n-1, and
-the last record ending exactly at the end of the body.  A Python loop only finds where each
+for ints, 10 for longs), timestamps (base timestamp plus delta) that fit a signed 64-bit long,
+sane header counts and header key lengths, offset deltas 0..n-1, and the last record ending
+exactly at the end of the body.  A Python loop only finds where each
 record starts (a few operations per record); every field is then read with numpy over all
 records at once.
 
@@ -20,15 +21,15 @@ import numpy as np
 
 from . import compression
 from .columns import record_heads, varints
-from .errors import CorruptMessageError, InvalidRecordError
+from .errors import CorruptMessageError, InvalidRecordError, KafkaError
 from .records import (
     COMPRESSION_MASK,
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
-    decode_varint,
     parse_header,
 )
+from .varint import decode_varint
 
 MIN_RECORD_BODY = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount
 INT_VARINT_BYTES, LONG_VARINT_BYTES = 5, 10
@@ -42,7 +43,7 @@ _SAFE_DELTA_BYTES, _SAFE_BASE = 8, 2**62
 SMALL_BATCH = 24  # up to this many records, a walk in Python costs less than numpy's set-up
 
 
-def record_error(message: str, index: int | None = None) -> InvalidRecordError:
+def record_error(message: str, index: int | None = None) -> KafkaError:
     """An InvalidRecordError naming the record at fault (its index in the batch), if any."""
     error = InvalidRecordError(message if index is None else f"record {index}: {message}")
     error.record_index = index
@@ -60,7 +61,9 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     """
     if header is None:
         header = parse_header(buf, pos)
-    body = memoryview(buf)[pos + HEADER_SIZE : pos + LOG_OVERHEAD + header.batch_length]
+    body: bytes | memoryview = memoryview(buf)[
+        pos + HEADER_SIZE : pos + LOG_OVERHEAD + header.batch_length
+    ]
     if header.attributes & COMPRESSION_MASK != compression.NONE:
         body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
     check_record_section(body, header.record_count, header.base_timestamp)
@@ -107,12 +110,12 @@ def _guess_spans(data, a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
         return None
     if pos != len(data):
         return None
-    heads = np.array(heads, np.int64)
-    lengths, starts, size = varints(a, heads, INT_VARINT_BYTES)
+    at = np.array(heads, np.int64)
+    lengths, starts, size = varints(a, at, INT_VARINT_BYTES)
     if (
         (size > 2).any()
         or (lengths < MIN_RECORD_BODY).any()
-        or not np.array_equal(starts[:-1] + lengths[:-1], heads[1:])
+        or not np.array_equal(starts[:-1] + lengths[:-1], at[1:])
     ):
         return None
     return starts, lengths

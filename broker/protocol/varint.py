@@ -1,0 +1,45 @@
+"""Zig-zag varints, as Kafka's record format writes every integer inside a record.
+
+Shared by the record codec (``records.py``) and the vectorised record walkers
+(``columns.py``, ``validate.py``).
+"""
+
+from __future__ import annotations
+
+from .errors import CorruptMessageError
+
+
+def _encode_zigzag(zz: int) -> bytes:
+    out = bytearray()
+    while zz >= 0x80:
+        out.append((zz & 0x7F) | 0x80)
+        zz >>= 7
+    out.append(zz)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_zigzag(zz) for zz in range(1 << 14)]  # every 1- and 2-byte varint
+
+
+def encode_varint(value: int) -> bytes:
+    """Zig-zag varint (Kafka's ByteUtils.writeVarlong), for any value in int64."""
+    zz = (value << 1) ^ (value >> 63)
+    return _SMALL_VARINTS[zz] if zz < 16384 else _encode_zigzag(zz)
+
+
+def decode_varint(buf, pos: int) -> tuple[int, int]:
+    """Read a zig-zag varint at ``pos``; returns (value, next position)."""
+    shift = 0
+    result = 0
+    while True:
+        if pos >= len(buf):
+            raise CorruptMessageError("varint runs past the end of the record data")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise CorruptMessageError("varint is longer than 10 bytes")
+    return (result >> 1) ^ -(result & 1), pos

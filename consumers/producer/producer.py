@@ -1,0 +1,164 @@
+"""The producer: batches messages per partition and sends them to the partitions' leaders.
+
+    >>> producer = Producer(bootstrap_servers="127.0.0.1:9092", compression="lz4")
+    >>> future = producer.send("clicks", b"GET /", key=b"10.0.0.7")
+    >>> producer.flush()                      # everything delivered or failed
+    >>> future.result().offset
+
+``send`` returns at once with a DeliveryFuture for the message (``result()`` gives
+``RecordMetadata`` or raises the KafkaError; ``add_done_callback`` as with concurrent futures).
+Keyed messages go to ``murmur2(key) % partitions`` like the Java client's and librdkafka's;
+unkeyed ones stick to one partition with a live leader until its batch is sent, then move on
+(Kafka's sticky partitioning: full batches, and a dead broker's partitions are skipped). A
+background thread collects each partition's batch until it holds ``batch_size`` bytes or is
+``linger_ms`` old, compresses it, and sends it with ``acks`` 0, 1 or -1 ("all"). Retriable
+errors (a leader moved, a broker restarting) are retried after ``retry_backoff_ms`` with fresh
+metadata until ``delivery_timeout_ms``; other errors fail that batch's messages. Memory is
+bounded by ``buffer_memory``: when full, ``send`` blocks up to ``max_block_ms``
+(``block_on_full=True``) or raises BufferFullError. Thread-safe; no Twisted.
+
+Idempotence (``enable_idempotence``, on by default with ``acks="all"``, as in Kafka's producer):
+the producer takes a producer id (InitProducerId) and numbers each partition's batches; the
+broker stores a batch once however often it is sent.  Up to
+``max_in_flight_requests_per_connection`` (at most 5) requests go to a broker before the first
+answer is read.  A retry (retriable error, lost connection) sends the very same bytes, in
+order; a batch refused as OUT_OF_ORDER_SEQUENCE_NUMBER behind one that failed is sent again
+after it.  If a numbered batch fails for good, the producer takes a new producer id and
+numbers afresh what was never sent and what follows the failed batch in its partition; a batch
+sent before keeps its producer id and sequence, so the broker still knows it if it was stored
+(its answer lost), and a partition sends no batch of the new id until those are through.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
+
+from ..cluster import ClusterClient
+from ..partitioner import partition_for_key
+from .accumulator import RecordAccumulator
+from .batch import BATCH_OVERHEAD, RECORD_OVERHEAD, DeliveryFuture, FailedFuture
+from .config import ProducerConfig
+from .sender import Sender
+
+
+class ProducerClosedError(RuntimeError):
+    """send() after close()."""
+
+
+class Producer:
+    """Batching, compressing, retrying Kafka-protocol producer.  See the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        zookeeper: str | None = None,
+        *,
+        client_id: str = "headrace-producer",
+        cluster: ClusterClient | None = None,
+        **options,
+    ):
+        """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
+        ``max_in_flight_requests_per_connection``, ``compression``, ``linger_ms``,
+        ``batch_size``, ``buffer_memory``, ``block_on_full``, ``max_block_ms``,
+        ``retry_backoff_ms``, ``delivery_timeout_ms``, ``request_timeout_ms`` and
+        ``max_request_size``, with Kafka's meanings."""
+        self.config = config = ProducerConfig.of(**options)
+        self.acks = config.acks
+        self.idempotent = config.idempotent
+        self.max_request_size = config.max_request_size
+        self.cluster = cluster or ClusterClient(
+            bootstrap_servers,
+            zookeeper,
+            client_id=client_id,
+            request_timeout=config.request_timeout_ms / 1000.0,
+        )
+        self._own_cluster = cluster is None
+        self._sticky_turn: dict[str, int] = {}
+        self._closed = False
+        self._accumulator = RecordAccumulator(config)
+        self._sender = Sender(self._accumulator, self.cluster)
+        self._sender.start()
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> DeliveryFuture:
+        """Queue a message; its DeliveryFuture resolves once the broker has it.
+
+        The first message to a topic waits (up to ``max_block_ms``) for its metadata; if no
+        broker answers, that raises here (NoBrokersError or the broker's KafkaError)."""
+        if self._closed:
+            raise ProducerClosedError("the producer is closed")
+        size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            size += sum(len(k) + (len(v) if v else 0) + 4 for k, v in headers)
+        if size + BATCH_OVERHEAD > self.max_request_size:
+            return FailedFuture(
+                topic,
+                MessageTooLargeError(
+                    f"a message of about {size} bytes exceeds "
+                    f"max_request_size {self.max_request_size}"
+                ),
+            )
+        if partition is None:
+            if key is None:
+                partition = self._accumulator.sticky.get(topic)
+                if partition is None:
+                    partition = self._next_sticky(topic)
+            else:
+                partition = partition_for_key(
+                    key, len(self.cluster.partitions(topic, wait=self.config.max_block))
+                )
+        if timestamp is None:
+            timestamp = int(time.time() * 1000)
+        return self._accumulator.append(topic, partition, (key, value, headers, timestamp), size)
+
+    def _next_sticky(self, topic: str) -> int:
+        """The next partition with a live leader for unkeyed messages, in turn."""
+        partitions = self.cluster.partitions(topic, wait=self.config.max_block)
+        available = self.cluster.available_partitions(topic) or partitions
+        turn = self._sticky_turn.get(topic)
+        if turn is None:
+            turn = random.randrange(len(available))
+        turn = (turn + 1) % len(available)
+        self._sticky_turn[topic] = turn
+        self._accumulator.sticky[topic] = partition = available[turn]
+        return partition
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Send everything queued and wait for the outcome; returns messages still pending
+        (0 unless the timeout ran out)."""
+        return self._accumulator.wait_until_sent(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued (up to ``timeout``), fail the rest, stop the sender."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._accumulator.close()
+        self._fail_leftovers()
+        self._sender.thread.join(10)
+        self._fail_leftovers()  # a send that failed while closing came back after the sender left
+        if not self._sender.thread.is_alive():
+            self._accumulator.close_wake()
+        if self._own_cluster:
+            self.cluster.close()
+
+    def _fail_leftovers(self) -> None:
+        for batch in self._accumulator.take_all():
+            self._sender.fail(batch, RequestTimedOutError("the producer closed before delivery"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
