@@ -200,5 +200,5 @@ def test_malformed_node_data_raises_malformed_node_error(decode, data):
 
 
 def test_malformed_node_error_without_a_path_names_what_was_expected():
-    with pytest.raises(MalformedNodeError, match=r"^b'x' is not an offset \(not a decimal"):
+    with pytest.raises(MalformedNodeError, match=r"^b'x' is not an offset \(ValueError: "):
         layout.decode_offset(b"x")

@@ -48,6 +48,7 @@ writes what: brokers the broker registry, topics, configs, cluster id and produc
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # --- paths ---------------------------------------------------------------------------------
@@ -156,20 +157,28 @@ class MalformedNodeError(ValueError):
 
     def __init__(self, what: str, data: bytes, reason: str, path: str = ""):
         self.what, self.data, self.reason, self.path = what, data, reason, path
-        shown = repr(bytes(data[:100]))
+        shown = repr(bytes(data[:100])) if isinstance(data, bytes | bytearray) else repr(data)
         said = f"{path} holds {shown}, not" if path else f"{shown} is not"
         super().__init__(f"{said} {what} ({reason})")
 
 
-def _json(data: bytes, what: str, path: str):
+@contextmanager
+def _reading(what: str, data: bytes, path: str):
+    """Any failure to read ``data`` inside (bad UTF-8 or JSON, a missing key, a wrong type)
+    becomes a MalformedNodeError naming the node."""
     try:
-        return json.loads(data)
-    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
-        raise MalformedNodeError(what, data, f"not JSON: {exc}", path) from None
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
 
 
 def _dumps(doc) -> bytes:
     return json.dumps(doc).encode()
+
+
+def _check(ok: bool, why: str) -> None:
+    if not ok:
+        raise TypeError(why)
 
 
 def _is_int(value) -> bool:
@@ -209,28 +218,21 @@ def encode_broker(reg: BrokerRegistration) -> bytes:
 
 
 def decode_broker(data: bytes, path: str = "") -> BrokerRegistration:
-    what = "a broker registration"
-    doc = _json(data, what, path)
-    try:
-        host, port = doc["host"], int(doc["port"])
-        endpoints, log_dirs = doc.get("endpoints") or [], doc.get("log_dirs")
-        rack, timestamp = doc.get("rack"), int(doc.get("timestamp") or 0)
-        if not isinstance(host, str) or not isinstance(endpoints, list):
-            raise TypeError("host must be a string and endpoints a list")
-        if not (rack is None or isinstance(rack, str)):
-            raise TypeError("rack must be a string")
-        if not (log_dirs is None or isinstance(log_dirs, list)):
-            raise TypeError("log_dirs must be a list")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return BrokerRegistration(
-        host,
-        port,
-        rack,
-        tuple(str(e) for e in endpoints),
-        None if log_dirs is None else tuple(str(d) for d in log_dirs),
-        timestamp,
-    )
+    with _reading("a broker registration", data, path):
+        doc = json.loads(data)
+        endpoints, log_dirs, rack = doc.get("endpoints") or [], doc.get("log_dirs"), doc.get("rack")
+        _check(isinstance(doc["host"], str), "host must be a string")
+        _check(isinstance(endpoints, list), "endpoints must be a list")
+        _check(rack is None or isinstance(rack, str), "rack must be a string")
+        _check(log_dirs is None or isinstance(log_dirs, list), "log_dirs must be a list")
+        return BrokerRegistration(
+            doc["host"],
+            int(doc["port"]),
+            rack,
+            tuple(str(e) for e in endpoints),
+            None if log_dirs is None else tuple(str(d) for d in log_dirs),
+            int(doc.get("timestamp") or 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -250,18 +252,14 @@ def encode_topic(placement: TopicPlacement) -> bytes:
 
 
 def decode_topic(data: bytes, path: str = "") -> TopicPlacement:
-    what = "a topic placement"
-    doc = _json(data, what, path)
-    try:
-        partitions = {
-            int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()
-        }
+    with _reading("a topic placement", data, path):
+        doc = json.loads(data)
         topic_id = doc.get("topic_id")
-        if not (topic_id is None or isinstance(topic_id, str)):
-            raise TypeError("topic_id must be a string")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return TopicPlacement(partitions, topic_id)
+        _check(topic_id is None or isinstance(topic_id, str), "topic_id must be a string")
+        return TopicPlacement(
+            {int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()},
+            topic_id,
+        )
 
 
 def encode_topic_config(config: dict[str, str]) -> bytes:
@@ -270,12 +268,8 @@ def encode_topic_config(config: dict[str, str]) -> bytes:
 
 def decode_topic_config(data: bytes, path: str = "") -> dict[str, str]:
     """``/config/topics/<topic>``: the topic's overrides, Kafka's topic-level names."""
-    what = "a topic config"
-    doc = _json(data, what, path)
-    try:
-        return {str(k): str(v) for k, v in doc.get("config", {}).items()}
-    except AttributeError as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
+    with _reading("a topic config", data, path):
+        return {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
 
 
 def encode_cluster_id(cluster_id: str) -> bytes:
@@ -283,15 +277,10 @@ def encode_cluster_id(cluster_id: str) -> bytes:
 
 
 def decode_cluster_id(data: bytes, path: str = "") -> str:
-    what = "a cluster id"
-    doc = _json(data, what, path)
-    try:
-        cluster_id = doc["id"]
-        if not isinstance(cluster_id, str):
-            raise TypeError("id must be a string")
-    except (KeyError, TypeError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return cluster_id
+    with _reading("a cluster id", data, path):
+        cluster_id = json.loads(data)["id"]
+        _check(isinstance(cluster_id, str), "id must be a string")
+        return cluster_id
 
 
 @dataclass(frozen=True)
@@ -315,15 +304,14 @@ def encode_producer_id_block(block: ProducerIdBlock) -> bytes:
 
 
 def decode_producer_id_block(data: bytes, path: str = "") -> ProducerIdBlock:
-    what = "a producer id block"
-    doc = _json(data, what, path)
-    try:
+    with _reading("a producer id block", data, path):
+        doc = json.loads(data)
         block = ProducerIdBlock(doc["broker"], doc["block_start"], doc["block_end"])
-        if not all(_is_int(v) for v in (block.broker, block.block_start, block.block_end)):
-            raise TypeError("broker, block_start and block_end must be integers")
-    except (KeyError, TypeError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return block
+        _check(
+            all(_is_int(v) for v in (block.broker, block.block_start, block.block_end)),
+            "broker, block_start and block_end must be integers",
+        )
+        return block
 
 
 @dataclass(frozen=True)
@@ -348,23 +336,14 @@ def encode_consumer(reg: ConsumerRegistration) -> bytes:
 
 
 def decode_consumer(data: bytes, path: str = "") -> ConsumerRegistration:
-    what = "a consumer registration"
-    doc = _json(data, what, path)
-    try:
-        subscription = doc.get("subscription", {})
-        pattern, timestamp = doc.get("pattern", "static"), int(doc.get("timestamp") or 0)
-        if not isinstance(subscription, dict) or not isinstance(pattern, str):
-            raise TypeError("subscription must be an object and pattern a string")
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return ConsumerRegistration(tuple(sorted(subscription)), pattern, timestamp)
-
-
-def _text(data: bytes, what: str, path: str) -> str:
-    try:
-        return data.decode()
-    except (UnicodeDecodeError, AttributeError) as exc:
-        raise MalformedNodeError(what, data, str(exc), path) from None
+    with _reading("a consumer registration", data, path):
+        doc = json.loads(data)
+        subscription, pattern = doc.get("subscription", {}), doc.get("pattern", "static")
+        _check(isinstance(subscription, dict), "subscription must be an object")
+        _check(isinstance(pattern, str), "pattern must be a string")
+        return ConsumerRegistration(
+            tuple(sorted(subscription)), pattern, int(doc.get("timestamp") or 0)
+        )
 
 
 def encode_owner(consumer_id: str) -> bytes:
@@ -373,7 +352,8 @@ def encode_owner(consumer_id: str) -> bytes:
 
 def decode_owner(data: bytes, path: str = "") -> str:
     """``/consumers/<group>/owners/<topic>/<p>``: the consumer id that owns the partition."""
-    return _text(data, "a consumer id", path)
+    with _reading("a consumer id", data, path):
+        return data.decode()
 
 
 def encode_offset(offset: int) -> bytes:
@@ -382,11 +362,8 @@ def encode_offset(offset: int) -> bytes:
 
 def decode_offset(data: bytes, path: str = "") -> int:
     """``/consumers/<group>/offsets/<topic>/<p>``: the next offset to read, decimal text."""
-    text = _text(data, "an offset", path)
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise MalformedNodeError("an offset", data, "not a decimal integer", path) from None
+    with _reading("an offset", data, path):
+        return int(data.decode().strip())
 
 
 ZOOKEEPER, KAFKA, LOADER = "zookeeper", "kafka", "loader"
@@ -404,7 +381,8 @@ def encode_kind(kind: str) -> bytes:
 def decode_kind(data: bytes, path: str = "") -> str:
     """``/consumers/<group>/kind``: which kind of group owns the name (one of ``KINDS``, or
     a name a newer version wrote, reported as it is)."""
-    return _text(data, "a group kind", path)
+    with _reading("a group kind", data, path):
+        return data.decode()
 
 
 def encode_plan(plan: dict) -> bytes:
@@ -416,16 +394,12 @@ def encode_plan(plan: dict) -> bytes:
 def decode_plan(data: bytes, path: str = "") -> dict:
     """A loader plan, checked: every entry names ``<topic>/<partition>`` and holds integer
     ``end`` and ``ms``."""
-    what = "a loader plan"
-    doc = _json(data, what, path)
-    try:
+    with _reading("a loader plan", data, path):
+        doc = json.loads(data)
         for key, entry in doc["partitions"].items():
             int(key.rsplit("/", 1)[1])
-            if not (_is_int(entry["end"]) and _is_int(entry["ms"])):
-                raise TypeError(f"{key}: end and ms must be integers")
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return doc
+            _check(_is_int(entry["end"]) and _is_int(entry["ms"]), "end and ms must be integers")
+        return doc
 
 
 def encode_schema(fields: dict[str, str]) -> bytes:
@@ -434,12 +408,10 @@ def encode_schema(fields: dict[str, str]) -> bytes:
 
 
 def decode_schema(data: bytes, path: str = "") -> dict[str, str]:
-    what = "a loader schema"
-    doc = _json(data, what, path)
-    try:
-        fields = dict(doc["fields"])
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items()):
-            raise TypeError("field names and types must be strings")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-    return fields
+    with _reading("a loader schema", data, path):
+        fields = dict(json.loads(data)["fields"])
+        _check(
+            all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items()),
+            "field names and types must be strings",
+        )
+        return fields
