@@ -692,7 +692,7 @@ PROFILE_PARTS = [
     ("    Converter.convert", "loaders/convert.py", "convert"),
     ("      Converter._json", "loaders/convert.py", "_json"),
     ("        Converter._fast (pyarrow.json.read_json)", "loaders/convert.py", "_fast"),
-    ("      epoch_ms_of (ts column)", "loaders/convert.py", "epoch_ms_of"),
+    ("      epoch_ms_of (ts column)", "loaders/eventtime.py", "epoch_ms_of"),
     ("    Chunk.take", "loaders/chunk.py", "take"),
     ("      Chunk._materialise", "loaders/chunk.py", "_materialise"),
     ("  Worker._cut: publish + commit", "loaders/worker.py", "_cut"),
@@ -707,22 +707,23 @@ def profile_worker(zookeeper: str, workdir: Path, ends: list[int], path: str) ->
     """One worker in this process under cProfile: plan, then ``Worker(config).run()``."""
     from kazoo.client import KazooClient
 
+    from loaders.config import LoaderConfig
     from loaders.registry import make_plan
-    from loaders.run import DEFAULTS, Stats
+    from loaders.report import Stats
     from loaders.worker import Worker
 
     n = sum(ends)
     group = f"bench-profile-{os.getpid()}"
     out = workdir / f"out-{group}"
-    config = DEFAULTS | {
-        "zookeeper": zookeeper,
-        "topics": [TOPIC],
-        "group": group,
-        "url": str(out),
-        "workers": 1,
-        "format": "json",
-        "time_field": "ts",
-    }
+    config = LoaderConfig(
+        zookeeper=zookeeper,
+        topics=[TOPIC],
+        group=group,
+        url=str(out),
+        workers=1,
+        format="json",
+        time_field="ts",
+    )
     zk = KazooClient(hosts=zookeeper, timeout=10)
     zk.start(timeout=15)
     cluster = ClusterClient(zookeeper=zookeeper, client_id="loader-bench")

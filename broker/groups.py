@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
+from twisted.internet.base import DelayedCall
 
 from .protocol.errors import (
     IllegalGenerationError,
@@ -68,7 +69,7 @@ class Member:
     assignment: bytes = b""
     joining: defer.Deferred | None = None  # a JoinGroup waiting for the rebalance
     syncing: defer.Deferred | None = None  # a SyncGroup waiting for the leader
-    expiry: object = None  # the session timer (IDelayedCall)
+    expiry: DelayedCall | None = None  # the session timer
 
     def metadata(self, protocol: str) -> bytes:
         return next(meta for name, meta in self.protocols if name == protocol)
@@ -83,11 +84,11 @@ class Group:
     protocol: str | None = None
     leader: str | None = None
     members: dict[str, Member] = field(default_factory=dict)
-    pending: dict[str, object] = field(default_factory=dict)  # ids handed out (v4+), with timers
-    rebalance_timer: object = None
-    forget_timer: object = (
-        None  # an empty group is forgotten after a while (offsets stay in ZooKeeper)
-    )
+    # member ids handed out (v4+) and not yet joined, with the timers that forget them
+    pending: dict[str, DelayedCall | None] = field(default_factory=dict)
+    rebalance_timer: DelayedCall | None = None
+    # an empty group is forgotten after a while (its offsets stay in ZooKeeper)
+    forget_timer: DelayedCall | None = None
     initial_delay: bool = False  # a first rebalance waits its whole delay for more members
 
 
@@ -186,8 +187,9 @@ class GroupCoordinator:
         group.protocol_type = protocol_type
         if member.joining is not None and not member.joining.called:
             # the same member joined again before the rebalance completed: answer the old one
-            old, member.joining = member.joining, None
-            old.callback(self._join_error(RebalanceInProgressError.code, member_id))
+            superseded = member.joining
+            member.joining = None
+            superseded.callback(self._join_error(RebalanceInProgressError.code, member_id))
         joining = member.joining = defer.Deferred()
         if group.forget_timer is not None and group.forget_timer.active():
             group.forget_timer.cancel()
@@ -278,7 +280,9 @@ class GroupCoordinator:
         ]
         for member in group.members.values():
             self._touch(group, member)  # its timer may have lapsed while it waited to join
-            d, member.joining = member.joining, None
+            d = member.joining
+            member.joining = None
+            assert d is not None  # every member of a completing join is waiting in it
             d.callback(
                 {
                     "throttle_time_ms": 0,
@@ -326,6 +330,7 @@ class GroupCoordinator:
         error = self._check_member(group, member_id, generation_id)
         if error:
             return defer.succeed({"throttle_time_ms": 0, "error_code": error, "assignment": b""})
+        assert group is not None  # _check_member answered UnknownMemberId otherwise
         member = group.members[member_id]
         self._touch(group, member)
         if group.state == PREPARING:
@@ -341,7 +346,8 @@ class GroupCoordinator:
                 {"throttle_time_ms": 0, "error_code": NONE, "assignment": member.assignment}
             )
         if member.syncing is not None and not member.syncing.called:
-            old, member.syncing = member.syncing, None  # never leave a Deferred unfired
+            old = member.syncing  # never leave a Deferred unfired
+            member.syncing = None
             old.callback(
                 {
                     "throttle_time_ms": 0,
@@ -376,6 +382,7 @@ class GroupCoordinator:
         error = self._check_member(group, member_id, generation_id)
         if error:
             return {"throttle_time_ms": 0, "error_code": error}
+        assert group is not None  # _check_member answered UnknownMemberId otherwise
         self._touch(group, group.members[member_id])
         if group.state == PREPARING:
             return {"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code}
@@ -406,6 +413,7 @@ class GroupCoordinator:
         error = self._check_member(group, member_id, generation_id)
         if error:
             return error
+        assert group is not None  # _check_member answered UnknownMemberId otherwise
         if group.state == COMPLETING:  # a new generation whose assignment is not out yet
             return RebalanceInProgressError.code
         # PreparingRebalance: the generation that ends may still commit (as in Kafka; the

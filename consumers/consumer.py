@@ -87,7 +87,12 @@ class CorruptBatchError(CorruptMessageError):
         return self.last_offset + 1
 
 
-def _undecodable(topic: str, partition: int, data, pos: int, header, exc: KafkaError):
+def corrupt_batch_error(
+    topic: str, partition: int, data, pos: int, header, exc: KafkaError
+) -> CorruptBatchError:
+    """The CorruptBatchError for the batch at ``pos`` of fetched ``data`` (its ``header``
+    parsed) that failed to decode with ``exc``: its offsets, the reason and its raw bytes.
+    Every columnar decoder (``Block`` here, ``loaders.blocks``) raises it the same way."""
     reason = exc.args[0] if exc.args else exc.description
     return CorruptBatchError(
         topic,
@@ -119,7 +124,7 @@ def decode_messages(
         except KafkaError as exc:
             if messages or next_offset > from_offset:
                 return messages, max(from_offset, header.base_offset)
-            raise _undecodable(topic, partition, data, pos, header, exc) from exc
+            raise corrupt_batch_error(topic, partition, data, pos, header, exc) from exc
         next_offset = max(next_offset, header.next_offset)
         if header.base_offset < from_offset:
             records = [m for m in records if m.offset >= from_offset]
@@ -181,7 +186,7 @@ def decode_block(topic: str, partition: int, data, from_offset: int) -> tuple[Bl
                 decode_batch_columns(data, pos, columns)
             except KafkaError as exc:
                 if next_offset == from_offset:
-                    raise _undecodable(topic, partition, data, pos, header, exc) from exc
+                    raise corrupt_batch_error(topic, partition, data, pos, header, exc) from exc
                 for column in (columns.offsets, columns.timestamps, columns.keys, columns.values):
                     del column[kept:]
                 next_offset = max(from_offset, header.base_offset)

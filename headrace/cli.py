@@ -316,9 +316,9 @@ def cmd_pipeline_demo(args) -> int:
 
 
 def cmd_kill_demo(args) -> int:
-    from . import demo
+    from . import kill_demo
 
-    return demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
+    return kill_demo.run_kill_demo(args.messages, Path(args.dir) if args.dir else None, args.keep)
 
 
 def cmd_demo(args) -> int:

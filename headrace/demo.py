@@ -17,145 +17,26 @@
 The cluster is left running (``headrace cluster down`` stops it).  Running the demo again
 adds new lines to the same topic and loads just those: the warehouse grows.
 
-``headrace kill-demo`` is the older demo: kcat ships lines into a throw-away cluster, a broker
-is killed with SIGKILL and restarted, and nothing may be lost.
+The log lines come from ``headrace.accesslog``; ``headrace kill-demo`` (the older demo) is
+``headrace.kill_demo``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import random
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from . import devcluster
+from .accesslog import HOURS, generate_logs
 
-# --- headrace demo ----------------------------------------------------------------------------
-
-HOURS = 3  # the generated events cover the last HOURS hours
 STANDARD_ZOOKEEPER_PORT = 2181  # the ports `headrace cluster up` uses
 STANDARD_BASE_PORT = 9092
-
-PAGES = (
-    ["/"] * 20
-    + ["/products"] * 10
-    + ["/cart"] * 6
-    + ["/search"] * 8
-    + ["/login"] * 3
-    + ["/static/app.js"] * 8
-    + ["/static/app.css"] * 6
-    + ["/favicon.ico"] * 3
-)
-USER_AGENTS = [
-    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
-    "Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Safari/605.1.15",
-    "curl/8.8.0",
-    "Googlebot/2.1 (+http://www.google.com/bot.html)",
-]
-UA_WEIGHTS = [30, 35, 20, 10, 2, 3]
-
-
-def _event(
-    rng: random.Random,
-    t: float,
-    clients: list[str],
-    weights: list[float],
-    incident: tuple[float, float],
-    host: str,
-) -> dict:
-    """One access-log event at time ``t`` (epoch seconds)."""
-    method = rng.choices(["GET", "POST", "PUT", "DELETE"], [85, 11, 3, 1])[0]
-    if method == "GET":
-        path = rng.choice(PAGES)
-        if path == "/products" and rng.random() < 0.7:
-            path = f"/products/{rng.randint(1, 500)}"
-        elif path == "/search":
-            path = f"/search?q={rng.choice(['shoes', 'socks', 'hats', 'bags', 'coats'])}"
-        status = rng.choices([200, 304, 301, 404], [86, 8, 2, 4])[0]
-    else:
-        path = rng.choice(["/api/v1/orders", "/api/v1/cart/items", "/login", "/api/v1/events"])
-        status = rng.choices([200, 201, 400, 401], [40, 50, 6, 4])[0]
-    slow = 1.0
-    if incident[0] <= t < incident[1]:  # a bad deploy: errors and slow answers for a while
-        slow = 6.0
-        if rng.random() < 0.25:
-            status = rng.choice([500, 502, 503])
-    elif rng.random() < 0.004:
-        status = 500
-    if status == 304 or status >= 500:
-        size = 0 if status == 304 else rng.randint(150, 600)
-    elif path.startswith("/static/"):
-        size = 48_213 if path.endswith(".js") else 9_640
-    else:
-        size = int(rng.lognormvariate(8.5, 0.6))
-    return {
-        "ts": dt.datetime.fromtimestamp(t, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
-        "ip": rng.choices(clients, weights)[0],
-        "method": method,
-        "path": path,
-        "status": status,
-        "bytes": size,
-        "latency_ms": round(rng.lognormvariate(3.0, 0.8) * slow, 1),
-        "user_agent": rng.choices(USER_AGENTS, UA_WEIGHTS)[0],
-        "host": host,
-    }
-
-
-def generate_logs(
-    directory: Path,
-    events: int,
-    files: int,
-    seed: int | None = None,
-    now: float | None = None,
-    hours: int = HOURS,
-) -> list[Path]:
-    """Write ``events`` JSON access-log lines over the last ``hours`` hours, one time-ordered
-    file per web server (``web-1.log`` ...), replacing the files of an earlier run."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("web-*.log"):
-        old.unlink()
-    rng = random.Random(seed)
-    now = time.time() if now is None else now
-    start = now - hours * 3600
-    clients = [
-        f"{net}.{rng.randint(1, 254)}"
-        for net in ("203.0.113", "198.51.100", "192.0.2")
-        for _ in range(120)
-    ]
-    weights = [1 / (rank + 1) for rank in range(len(clients))]  # a few clients are busy
-    incident_start = start + rng.uniform(0.3, 0.6) * hours * 3600
-    incident = (incident_start, incident_start + 12 * 60)
-    paths = [directory / f"web-{i}.log" for i in range(1, files + 1)]
-    times = sorted(rng.uniform(start, now) for _ in range(events))
-    outs = [open(p, "w") for p in paths]
-    try:
-        for t in times:
-            server = rng.randrange(files)
-            line = json.dumps(
-                _event(rng, t, clients, weights, incident, f"web-{server + 1}"),
-                separators=(",", ":"),
-            )
-            outs[server].write(line + "\n")
-    finally:
-        for out in outs:
-            out.close()
-    return paths
 
 
 def _headrace() -> list[str]:
@@ -199,7 +80,8 @@ def _running_cluster(directory: Path) -> dict | None:
     state = json.loads(state_path.read_text())
     if not any(devcluster._alive(pid) for pid in state.get("pids", [])):
         return None  # left by a cluster that is gone: start a new one
-    stop = f"`headrace cluster down{'' if directory == Path('var/cluster') else f' --dir {directory}'}`"
+    where = "" if directory == Path("var/cluster") else f" --dir {directory}"
+    stop = f"`headrace cluster down{where}`"
     zk_pid = state.get("zookeeper_pid")
     if (
         (zk_pid and not devcluster._alive(zk_pid))
@@ -449,7 +331,8 @@ def _run_demo(
 
     # 1. the cluster
     _say(
-        f"== 1. cluster: ZooKeeper and {brokers} brokers, state in {_shown(str(directory.absolute()))}"
+        f"== 1. cluster: ZooKeeper and {brokers} brokers, "
+        f"state in {_shown(str(directory.absolute()))}"
     )
     state = _running_cluster(directory)
     if state is not None:
@@ -598,8 +481,8 @@ def _run_demo(
     # 7. what is left running, and where things are
     _say()
     _say(
-        f"demo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s. Still running: "
-        f"ZooKeeper and {len(state['brokers'])} brokers."
+        f"demo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s. "
+        f"Still running: ZooKeeper and {len(state['brokers'])} brokers."
     )
     _say(
         f"  cluster     {_shown(str(directory.absolute()))}/ (broker-N.out: broker logs; "
@@ -622,142 +505,4 @@ def _run_demo(
         "--from-beginning --max-messages 3"
     )
     _say(f"  run the demo again to add more events; stop the cluster with: {down}")
-    return 0 if ok else 1
-
-
-# --- headrace kill-demo -----------------------------------------------------------------------
-
-KILL_TOPIC = "access-log"
-KILL_PARTITIONS = 6
-
-
-def log_lines(count: int) -> str:
-    """Access-log lines keyed by client address; each carries a per-client sequence number."""
-    lines = []
-    seq = defaultdict(int)
-    for i in range(count):
-        client = f"10.0.{i % 7}.{i % 41}"
-        n = seq[client]
-        seq[client] += 1
-        lines.append(
-            f'{client}\t{client} - - "GET /item/{i % 997} HTTP/1.1" 200 {500 + i % 3000} seq={n}\n'
-        )
-    return "".join(lines)
-
-
-def consume(bootstrap: str) -> list[tuple[int, str, int]]:
-    out = subprocess.run(
-        [
-            "kcat",
-            "-b",
-            bootstrap,
-            "-C",
-            "-t",
-            KILL_TOPIC,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p\t%k\t%s\n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    result = []
-    for line in out.splitlines():
-        partition, key, value = line.split("\t", 2)
-        result.append((int(partition), key, int(value.rsplit("seq=", 1)[1])))
-    return result
-
-
-def in_order(records) -> bool:
-    """Every client's lines are in one partition, in sequence, none missing or repeated."""
-    last: dict[str, int] = {}
-    home: dict[str, int] = {}
-    for partition, key, seq in records:
-        if home.setdefault(key, partition) != partition or seq != last.get(key, -1) + 1:
-            return False
-        last[key] = seq
-    return True
-
-
-def run_kill_demo(messages: int, directory: Path | None, keep: bool) -> int:
-    """kcat ships lines into a cluster, a broker is killed and restarted, nothing may be lost."""
-    if shutil.which("kcat") is None:
-        print("headrace kill-demo: kcat is not installed; run `bash deploy/setup.sh`")
-        return 2
-    workdir = directory or Path(tempfile.mkdtemp(prefix="headrace-demo-"))
-    began = time.perf_counter()
-    state = devcluster.cluster_up(workdir, 3, None, base_port=0, zookeeper_port=0)
-    ok = False
-    try:
-        bootstrap = state["bootstrap"]
-        print(
-            f"cluster up in {time.perf_counter() - began:.1f} s: ZooKeeper {state['zookeeper']}, "
-            f"brokers {bootstrap}"
-        )
-        from .topics import create_topic_simple
-
-        create_topic_simple(bootstrap, KILL_TOPIC, KILL_PARTITIONS)
-        data = log_lines(messages)
-        began = time.perf_counter()
-        subprocess.run(
-            [
-                "kcat",
-                "-b",
-                bootstrap,
-                "-P",
-                "-t",
-                KILL_TOPIC,
-                "-z",
-                "gzip",
-                "-K",
-                "\t",
-                "-X",
-                "linger.ms=20",
-            ],
-            input=data,
-            text=True,
-            timeout=600,
-            check=True,
-        )
-        elapsed = time.perf_counter() - began
-        print(
-            f"kcat shipped {messages:,} log lines (gzip, keyed by client) in {elapsed:.2f} s "
-            f"({messages / elapsed:,.0f} lines/s)"
-        )
-
-        second = bootstrap.split(",")[1]
-        began = time.perf_counter()
-        records = consume(second)
-        elapsed = time.perf_counter() - began
-        print(
-            f"kcat read back {len(records):,} lines in {elapsed:.2f} s; per-client order "
-            f"{'kept' if in_order(records) else 'BROKEN'}"
-        )
-
-        victim = state["brokers"][1]
-        devcluster.kill_broker(victim)
-        print(f"killed broker {victim['id']} with SIGKILL; restarting it")
-        devcluster.restart_broker(workdir, state, victim)
-        again = consume(bootstrap.split(",")[0])
-        print(
-            f"after the restart: {len(again):,} lines, order "
-            f"{'kept' if in_order(again) else 'BROKEN'}"
-        )
-        ok = len(records) == len(again) == messages and in_order(records) and in_order(again)
-    finally:
-        if keep:
-            print(
-                f"cluster left running from {workdir}; stop it with "
-                f"`headrace cluster down --dir {workdir}`"
-            )
-        else:
-            devcluster.cluster_down(workdir)
-            if directory is None:
-                shutil.rmtree(workdir, ignore_errors=True)
-    print("demo", "passed" if ok else "FAILED")
     return 0 if ok else 1

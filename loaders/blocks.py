@@ -25,11 +25,11 @@ from broker.protocol.errors import KafkaError
 from broker.protocol.records import (
     LOG_APPEND_TIME,
     RecordColumns,
-    _records_section,
     decode_batch_columns,
+    records_section,
     split_batches,
 )
-from consumers.consumer import Block, _undecodable
+from consumers.consumer import Block, corrupt_batch_error
 
 _SPACE, _NEWLINE = 0x20, 0x0A
 _BOM = b"\xef\xbb\xbf"
@@ -120,7 +120,7 @@ def decode_value_block(
                 parts.append(_batch_part(data, pos))
             except KafkaError as exc:
                 if next_offset == from_offset:
-                    raise _undecodable(topic, partition, data, pos, header, exc) from exc
+                    raise corrupt_batch_error(topic, partition, data, pos, header, exc) from exc
                 next_offset = max(from_offset, header.base_offset)
                 break
         next_offset = max(next_offset, header.next_offset)
@@ -138,7 +138,7 @@ def _batch_part(data, pos: int) -> tuple:
     """(section, offsets, timestamps, keys, value starts, value lengths, blanks) of the batch
     at ``pos``; ``blanks`` are the (start, end) ranges of the section that are not values,
     None if the section is already lines (the Python decoder's values, joined)."""
-    header, section = _records_section(data, pos, True)
+    header, section = records_section(data, pos, True)
     count = header.record_count
     fields = record_fields(section, count)
     if fields is None:  # the Python decoder, with its precise errors

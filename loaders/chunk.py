@@ -223,7 +223,8 @@ class Chunk:
         for key, w in sorted(self.writers.items()):
             if not w.rows:
                 continue
-            rel = f"{self.topic}/{bucket_dir(key)}/{data_file_name(self.topic, self.partition, w.first, w.last)}"
+            name = data_file_name(self.topic, self.partition, w.first, w.last)
+            rel = f"{self.topic}/{bucket_dir(key)}/{name}"
             out.append(ChunkFile(rel, key, w.first, w.last, concat(w.tables)))
         return out
 

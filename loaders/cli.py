@@ -103,35 +103,34 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import logging
 
+    from .config import ConfigError, LoaderConfig
     from .run import load
     from .storage import parse_storage_options
 
+    level = logging.getLevelName(logging.getLogger().level)
     try:
-        options = parse_storage_options(args.storage_option)
-    except ValueError as exc:
+        config = LoaderConfig(
+            zookeeper=args.zookeeper,
+            topics=args.topics,
+            group=args.group,
+            url=args.url,
+            workers=args.workers,
+            follow=args.follow,
+            interval=args.interval,
+            format=args.format,
+            time_field=args.time_field,
+            schema_file=args.schema_file,
+            max_rows=args.max_rows,
+            max_bytes=args.max_bytes,
+            max_open_writers=args.max_open_writers,
+            allow_gaps=args.allow_gaps,
+            max_chunk_bytes=args.max_chunk_bytes,
+            storage_options=parse_storage_options(args.storage_option),
+            parquet_compression=args.parquet_compression,
+            session_timeout_ms=args.session_timeout_ms,
+            log_level="WARNING" if level == "INFO" else level,
+        )
+    except (ConfigError, ValueError) as exc:
         print(f"headrace load: {exc}", file=sys.stderr)
         return 2
-    level = logging.getLevelName(logging.getLogger().level)
-    return load(
-        {
-            "zookeeper": args.zookeeper,
-            "topics": args.topics,
-            "group": args.group,
-            "url": args.url,
-            "workers": args.workers,
-            "follow": args.follow,
-            "interval": args.interval,
-            "format": args.format,
-            "time_field": args.time_field,
-            "schema_file": args.schema_file,
-            "max_rows": args.max_rows,
-            "max_bytes": args.max_bytes,
-            "max_open_writers": args.max_open_writers,
-            "allow_gaps": args.allow_gaps,
-            "max_chunk_bytes": args.max_chunk_bytes,
-            "storage_options": options,
-            "parquet_compression": args.parquet_compression,
-            "session_timeout_ms": args.session_timeout_ms,
-            "log_level": "WARNING" if level == "INFO" else level,
-        }
-    )
+    return load(config)

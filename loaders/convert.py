@@ -9,19 +9,12 @@ JSON values are parsed by pyarrow's JSON reader against the topic's schema (fast
 batch the reader refuses (a bad line, a type conflict, nested values) is parsed record by
 record (slow path), so one bad record never costs the others: values that are not JSON
 objects become dead letters with the error; a field whose value does not fit the column's
-type is left null and kept, as JSON text, in ``_rejected``.
-
-Schema rules (inferred mode), stable across files and workers: a field's type is fixed by its
-first non-null sighting (bool, int64, double, string; objects and arrays are kept as JSON
-text, type ``json``); the one promotion allowed is int64 to double; nothing else ever
-changes.  With a declared schema, fields it does not name are kept in ``_extra`` as JSON.
+type is left null and kept, as JSON text, in ``_rejected``.  Column types and the schema
+rule are in ``loaders.schema``, event times in ``loaders.eventtime``.
 """
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
-import json
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -33,52 +26,19 @@ import pyarrow.json as pj
 from consumers.consumer import Block
 
 from .blocks import ValueBlock
+from .eventtime import MIN_EVENT_MS, TS, epoch_ms_of, value_ms
 from .layout import DEAD_LETTER, HOUR_MS, QUARANTINE
-
-try:
-    import orjson
-
-    _loads, _dumps = orjson.loads, lambda v: orjson.dumps(v).decode()
-except ImportError:  # pragma: no cover - orjson is a dependency
-    _loads, _dumps = json.loads, lambda v: json.dumps(v, separators=(",", ":"))
-
-MIN_EVENT_MS = calendar.timegm((2000, 1, 1, 0, 0, 0)) * 1000  # earlier is absurd for log events
-DAY_MS = 86_400_000
-
-TYPES = {
-    "bool": pa.bool_(),
-    "int64": pa.int64(),
-    "double": pa.float64(),
-    "string": pa.string(),
-    "json": pa.string(),
-}
-ALIASES = {
-    "boolean": "bool",
-    "int": "int64",
-    "long": "int64",
-    "bigint": "int64",
-    "integer": "int64",
-    "float": "double",
-    "float64": "double",
-    "number": "double",
-    "str": "string",
-    "utf8": "string",
-    "object": "json",
-    "array": "json",
-}
-RESERVED = (
-    "_topic",
-    "_partition",
-    "_offset",
-    "_timestamp",
-    "_key",
-    "_event_time",
-    "_rejected",
-    "_extra",
-    "_value",
-    "_error",
+from .schema import (
+    TYPES,
+    MemorySchemas,
+    arrow_to_type,
+    coerce,
+    column_name,
+    infer_type,
+    json_dumps,
+    json_loads,
 )
-TS = pa.timestamp("ms", tz="UTC")
+
 DEAD_SCHEMA = pa.schema(
     [
         ("_topic", pa.string()),
@@ -90,109 +50,6 @@ DEAD_SCHEMA = pa.schema(
         ("_error", pa.string()),
     ]
 )
-
-
-class SchemaError(ValueError):
-    """A declared schema file is malformed."""
-
-
-def normalise_type(name: str) -> str:
-    t = ALIASES.get(name.lower(), name.lower())
-    if t not in TYPES:
-        raise SchemaError(f"unknown type {name!r}; use one of {sorted(TYPES)}")
-    return t
-
-
-def load_declared_schema(path: str) -> dict[str, dict[str, str]]:
-    """A schema file: ``{"fields": {"name": "type", ...}}`` for every topic, or
-    ``{"topics": {"<topic>": {"name": "type"}}}``; types: bool, int64, double, string, json."""
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise SchemaError(f"cannot read schema file {path}: {exc}") from exc
-    if not isinstance(doc, dict) or not ({"fields", "topics"} & doc.keys()):
-        raise SchemaError(f'{path}: expected {{"fields": {{name: type}}}} or {{"topics": ...}}')
-    tables = {"*": doc["fields"]} if "fields" in doc else doc["topics"]
-    if not isinstance(tables, dict) or not tables:
-        raise SchemaError(f'{path}: "topics" must be a non-empty object {{topic: {{name: type}}}}')
-    out = {}
-    for topic, fields in tables.items():
-        if not isinstance(fields, dict) or not fields:
-            raise SchemaError(f"{path}: the fields of {topic} must be a non-empty object")
-        out[topic] = {}
-        for k, v in fields.items():
-            try:
-                out[topic][column_name(k)] = normalise_type(str(v))
-            except SchemaError as exc:
-                raise SchemaError(f"{path}: field {k!r} of {topic}: {exc}") from None
-    return out
-
-
-def column_name(field: str) -> str:
-    """A JSON field's column; names that collide with the metadata columns get a prefix."""
-    return f"value.{field}" if field in RESERVED else field
-
-
-def infer_type(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64" if -(1 << 63) <= value < (1 << 63) else "double"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        return "string"
-    return "json"
-
-
-def arrow_to_type(t: pa.DataType) -> str | None:
-    """Our type for a column pyarrow's reader inferred; None for all-null columns."""
-    if pa.types.is_null(t):
-        return None
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int64"
-    if pa.types.is_floating(t):
-        return "double"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_timestamp(t):
-        return "string"  # timestamps the reader guessed are kept as the text they were
-    return "json"
-
-
-def _coerce(value, kind: str):
-    """(fits, value) of a JSON value for a column of type ``kind``."""
-    if value is None:
-        return True, None
-    if kind == "string":
-        return isinstance(value, str), value
-    if kind == "int64":
-        return (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and -(1 << 63) <= value < (1 << 63)
-        ), value
-    if kind == "double":  # a float: pyarrow refuses ints past int64 (orjson gives up to 2**64-1)
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return fits, float(value) if fits else value
-    if kind == "bool":
-        return isinstance(value, bool), value
-    return True, _dumps(value)  # json
-
-
-def merge_schema(current: dict[str, str], found: dict[str, str]) -> dict[str, str]:
-    """The stable rule: existing types stay, except int64 -> double; new fields are added."""
-    merged = dict(current)
-    for name, kind in found.items():
-        old = merged.get(name)
-        if old is None:
-            merged[name] = kind
-        elif old == "int64" and kind == "double":
-            merged[name] = "double"
-    return merged
 
 
 class ValueFormat(NamedTuple):
@@ -247,141 +104,7 @@ def rest_of(converted: Converted, taken: int) -> Converted:
     )
 
 
-class FixedSchemas:
-    """Declared schemas; ``"*"`` applies to every topic."""
-
-    declared = True
-
-    def __init__(self, schemas: dict[str, dict[str, str]]):
-        self.schemas = schemas
-
-    def get(self, topic: str) -> dict[str, str]:
-        return self.schemas.get(topic) or self.schemas.get("*") or {}
-
-    def update(self, topic: str, found: dict[str, str]) -> dict[str, str]:
-        return self.get(topic)
-
-
-class MemorySchemas:
-    """Inferred schemas kept in memory (one process); the loader uses the ZooKeeper store."""
-
-    declared = False
-
-    def __init__(self):
-        self.schemas: dict[str, dict[str, str]] = {}
-
-    def get(self, topic: str) -> dict[str, str]:
-        return self.schemas.get(topic, {})
-
-    def update(self, topic: str, found: dict[str, str]) -> dict[str, str]:
-        self.schemas[topic] = merge_schema(self.get(topic), found)
-        return self.schemas[topic]
-
-
-def epoch_ms_of(column: pa.ChunkedArray | pa.Array | None, n: int) -> pa.Array:
-    """Event times (int64 ms since the epoch, null when unknown) from a column of numbers
-    (s, ms, us or ns, told apart by magnitude), ISO-8601 strings (a missing zone means UTC)
-    or timestamps."""
-    if column is None:
-        return pa.nulls(n, pa.int64())
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    t = column.type
-    if pa.types.is_timestamp(t):
-        return pc.cast(column, TS).cast(pa.int64())
-    if pa.types.is_integer(t):
-        return _integer_ms(column.cast(pa.int64()))
-    if pa.types.is_floating(t):
-        return _float_ms(column.cast(pa.float64()))
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:
-            return pc.cast(column, TS).cast(pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return pa.array([_text_ms(v) for v in column.to_pylist()], pa.int64())
-    return pa.nulls(n, pa.int64())
-
-
-def _integer_ms(v: pa.Array) -> pa.Array:
-    """``_number_ms`` for a whole int64 column (exact integer arithmetic)."""
-    a = pc.abs(v)
-    pa.scalar(None, pa.int64())
-    sec = pc.less(a, int(1e11))
-    return pc.if_else(
-        sec,
-        pc.multiply_checked(pc.if_else(sec, v, 0), 1000),
-        pc.if_else(
-            pc.less(a, int(1e14)),
-            v,
-            pc.if_else(pc.less(a, int(1e17)), pc.divide(v, 1000), pc.divide(v, 1_000_000)),
-        ),
-    )
-
-
-def _float_ms(v: pa.Array) -> pa.Array:
-    """``_number_ms`` for a whole float64 column."""
-    a = pc.abs(v)
-    ms = pc.if_else(
-        pc.less(a, 1e11),
-        pc.multiply(v, 1000.0),
-        pc.if_else(
-            pc.less(a, 1e14),
-            v,
-            pc.if_else(
-                pc.less(a, 1e17),
-                pc.divide(v, 1000.0),
-                pc.if_else(pc.less(a, 9e24), pc.divide(v, 1e6), pa.scalar(None, pa.float64())),
-            ),
-        ),
-    )
-    ms = pc.if_else(pc.is_nan(ms), pa.scalar(None, pa.float64()), ms)
-    truncated = pc.trunc(ms)  # as int() does
-    ok = pc.and_(pc.less(pc.abs(truncated), 9.2e18), pc.is_finite(truncated))
-    return pc.if_else(ok, truncated, pa.scalar(None, pa.float64())).cast(pa.int64())
-
-
-def _number_ms(v) -> int | None:
-    if v is None or v != v:  # None or NaN
-        return None
-    a = abs(v)
-    if a < 1e11:
-        return int(v * 1000)
-    if a < 1e14:
-        return int(v)
-    if a < 1e17:
-        return int(v // 1000)
-    if a < 9e24:
-        return int(v // 1_000_000)
-    return None  # infinite, or past int64 in ms: quarantined, not a crash
-
-
 _RAW_TIMES = "\0raw event times"
-
-
-def _value_ms(v) -> int | None:
-    """Event time of a JSON value: a number (s, ms, us or ns) or a string."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return _number_ms(v)
-    if isinstance(v, str):
-        return _text_ms(v)
-    return None
-
-
-def _text_ms(v) -> int | None:
-    if v is None:
-        return None
-    try:
-        return _number_ms(float(v))
-    except ValueError:
-        pass
-    try:
-        stamp = dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return int(stamp.timestamp() * 1000)
 
 
 class Converter:
@@ -446,7 +169,7 @@ class Converter:
         raw_times = body.pop(_RAW_TIMES, None)
         if self.time_field:
             if raw_times is not None:  # parsed record by record: times from the JSON values
-                event_ms = pa.array([_value_ms(v) for v in raw_times], pa.int64())
+                event_ms = pa.array([value_ms(v) for v in raw_times], pa.int64())
             else:
                 event_ms = epoch_ms_of(body.get(column_name(self.time_field)), count)
             meta["_event_time"] = event_ms.cast(TS)
@@ -587,7 +310,7 @@ class Converter:
                     dead.append((i, "null value (a tombstone), not JSON"))
                     continue
                 try:
-                    obj = _loads(v)
+                    obj = json_loads(v)
                 except ValueError as exc:
                     dead.append((i, f"invalid JSON: {exc}"))
                     continue
@@ -621,15 +344,15 @@ class Converter:
                         if x is not None:
                             ext[k] = x
                         continue
-                    ok, value = _coerce(x, kind)
+                    ok, value = coerce(x, kind)
                     if ok:
                         row[name] = value
                     else:
                         rej[k] = x
                 conflicts += len(rej)
                 rows.append(row)
-                rejected.append(_dumps(rej) if rej else None)
-                extra.append(_dumps(ext) if ext else None)
+                rejected.append(json_dumps(rej) if rej else None)
+                extra.append(json_dumps(ext) if ext else None)
                 good.append(i)
                 if time_field:
                     times.append(obj.get(time_field))

@@ -26,7 +26,7 @@ from broker.protocol import zookeeper as layout
 from broker.protocol.zookeeper import LOADER, plan_path
 from consumers.consumer import EARLIEST, LATEST
 
-from .convert import merge_schema
+from .schema import merge_schema
 
 
 class LoaderError(RuntimeError):

@@ -9,11 +9,8 @@ The commit protocol, per chunk of a partition (offsets [first, next)):
    session still owns the partition;
 4. delete the manifest.
 
-Reconciling (after every rebalance, before fetching): a manifest that starts at the committed
-offset and whose files all exist is a chunk published by a worker that died before step 3 -
-the offset is moved past it, nothing is written again; a manifest whose files are not all
-there is a chunk that died in step 2 - its files are deleted and the chunk is built again;
-manifests before the committed offset are leftovers of step 4 and are deleted.
+Reconciling (after every rebalance, before fetching) settles each partition's committed offset
+with the manifests a dead worker left between steps 1 and 4: see ``loaders.reconcile``.
 
 A stored batch that cannot be decoded becomes one dead letter (its bytes, its offset range)
 at its place in the offsets, and the load goes on after it; a rerun meets it at the same
@@ -22,7 +19,6 @@ place, so chunks are cut the same way.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -32,30 +28,23 @@ import uuid
 
 from kazoo.exceptions import KazooException
 
-from broker.protocol.errors import KafkaError, OffsetOutOfRangeError
+from broker.protocol.errors import OffsetOutOfRangeError
 from consumers.consumer import Block, CorruptBatchError
 from consumers.group import GroupConsumer
 
 from .blocks import decode_value_block, offset_index
 from .chunk import Chunk, Limits, parquet_bytes
-from .convert import (
-    DAY_MS,
-    Converter,
-    FixedSchemas,
-    ValueFormat,
-    dead_batch,
-    load_declared_schema,
-    rest_of,
-)
+from .config import LoaderConfig
+from .convert import Converter, ValueFormat, dead_batch, rest_of
 from .layout import (
     DEAD_LETTER,
     QUARANTINE,
     bucket_dir,
     manifest_dir,
     manifest_name,
-    parse_manifest_name,
     tmp_dir,
 )
+from .reconcile import reconcile
 from .registry import (
     FencedError,
     GapError,
@@ -63,22 +52,22 @@ from .registry import (
     ZkSchemas,
     check_owner,
     commit_offset,
-    log_bounds,
     read_offset,
     read_plan,
 )
+from .schema import FixedSchemas, load_declared_schema
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    """See the module docstring.  ``config`` is the dict ``loaders.run`` builds; ``report``
+    """See the module docstring.  ``config`` is the load's LoaderConfig; ``report``
     receives one dict per committed chunk (and per recovered chunk or gap)."""
 
     def __init__(
         self,
-        config: dict,
+        config: LoaderConfig,
         report=lambda event: None,
         parent_pid: int | None = None,
         stop_event=None,
@@ -87,49 +76,46 @@ class Worker:
         self.stop_event = stop_event
         self.report = report
         self.parent_pid = parent_pid
-        self.group_name = config["group"]
-        self.topics = config["topics"]
-        self.store = Storage(config["url"], config.get("storage_options"))
+        self.group_name = config.group
+        self.topics = config.topics
+        self.store = Storage(config.url, config.storage_options)
         self.limits = Limits(
-            config["max_rows"],
-            config["max_bytes"],
-            config["max_open_writers"],
-            config.get("max_chunk_bytes", Limits().max_chunk_bytes),
+            config.max_rows, config.max_bytes, config.max_open_writers, config.max_chunk_bytes
         )
-        self.follow = config.get("follow", False)
-        self.allow_gaps = config.get("allow_gaps", False)
-        self.max_future_ms = config.get("max_future_ms", DAY_MS)
-        self.compression = config.get("parquet_compression", "snappy")
+        self.follow = config.follow
+        self.allow_gaps = config.allow_gaps
+        self.max_future_ms = config.max_future_ms
+        self.compression = config.parquet_compression
         consumer_id = (
             f"{self.group_name}_{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
         self.group = GroupConsumer(
             self.group_name,
             self.topics,
-            config["zookeeper"],
+            config.zookeeper,
             consumer_id=consumer_id,
             kind="loader",
             auto_offset_reset="smallest",
-            session_timeout_ms=config.get("session_timeout_ms", 6000),
+            session_timeout_ms=config.session_timeout_ms,
             rebalance_backoff_ms=50,
             fetch_max_wait_ms=200,
             auto_commit=False,
             on_assign=self._on_assign,
             # JSON values are read as lines of one buffer (blocks.py), the others as lists
-            columnar=decode_value_block if config.get("format", "json") == "json" else True,
+            columnar=decode_value_block if config.format == "json" else True,
             # gaps are handled (and reported) here, not reset
             consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20},
         )
         self.zk = self.group.zk
         self.cluster = self.group.cluster
-        if config.get("schema_file"):
-            schemas = FixedSchemas(load_declared_schema(config["schema_file"]))
+        if config.schema_file:
+            schemas = FixedSchemas(load_declared_schema(config.schema_file))
         else:
             schemas = ZkSchemas(self.zk, self.group_name)
         self.converter = Converter(
-            ValueFormat(config.get("format", "json")),
+            ValueFormat(config.format),
             schemas,
-            config.get("time_field"),
+            config.time_field,
             # pyarrow's pool also takes what other workers leave idle
             threads=True,
         )
@@ -430,8 +416,9 @@ class Worker:
         for topic, partitions in owned.items():
             for p in partitions:
                 key = (topic, p)
+                planned = self.plan.get(key, (-1, 0))[0]
                 try:
-                    committed = self._reconcile(topic, p)
+                    committed, self.versions[key] = reconcile(self, topic, p, planned)
                 except FencedError as exc:
                     log.warning("%s; rebalancing again", exc)
                     self.group.request_rebalance()
@@ -452,157 +439,3 @@ class Worker:
             # (A member missing from the registry may only be between two sessions, still
             # writing: Storage.publish writes a swept temporary file again.)
             self.store.clear_dir(f"{self.tmp_root}/{member}")
-
-    def _reconcile(self, topic: str, partition: int) -> int:
-        """Settle the committed offset of a partition this worker now owns; see the module
-        docstring.  Returns the offset to load from."""
-        key = (topic, partition)
-        committed, version = read_offset(self.zk, self.group_name, topic, partition)
-        start, end = log_bounds(self.cluster, topic, partition)
-        if committed is None:
-            committed = start
-            version = commit_offset(
-                self.zk, self.group_name, topic, partition, committed, None, self.group.consumer_id
-            )
-        self.versions[key] = version
-        mdir = manifest_dir("", self.group_name, topic, partition).lstrip("/")
-        found = sorted(filter(None, (parse_manifest_name(n) for n in self.store.list_names(mdir))))
-        for first, next_offset in found:
-            rel = f"{mdir}/{manifest_name(first, next_offset)}"
-            if first < committed:  # committed already; only the manifest was left behind
-                self.store.delete(rel)
-                continue
-            manifest = json.loads(self.store.read(rel))
-            present = [f for f in manifest["files"] if self.store.exists(f)]
-            if first == committed and len(present) == len(manifest["files"]):
-                version = commit_offset(
-                    self.zk,
-                    self.group_name,
-                    topic,
-                    partition,
-                    next_offset,
-                    version,
-                    self.group.consumer_id,
-                )
-                self.versions[key] = version
-                log.warning(
-                    "%s-%d: chunk %d-%d was published but not committed; moved the offset past it",
-                    topic,
-                    partition,
-                    first,
-                    next_offset - 1,
-                )
-                self.report(
-                    {
-                        "type": "recovered",
-                        "topic": topic,
-                        "partition": partition,
-                        "first": first,
-                        "next": next_offset,
-                        "files": len(present),
-                    }
-                )
-                committed = next_offset
-            else:  # a chunk that never finished publishing: it is built again
-                for f in present:
-                    self.store.delete(f)
-                log.warning(
-                    "%s-%d: removed %d file(s) of unfinished chunk %d-%d",
-                    topic,
-                    partition,
-                    len(present),
-                    first,
-                    next_offset - 1,
-                )
-            self.store.delete(rel)
-        if committed < start:
-            gap = (
-                f"{topic}-{partition}: offsets {committed}..{start - 1} ({start - committed} "
-                f"messages) were deleted by retention before they were loaded"
-            )
-            if not self.allow_gaps:
-                raise GapError(gap + "; rerun with --allow-gaps to skip them")
-            log.error("GAP: %s; skipped (--allow-gaps)", gap)
-            self.versions[key] = commit_offset(
-                self.zk,
-                self.group_name,
-                topic,
-                partition,
-                start,
-                self.versions[key],
-                self.group.consumer_id,
-            )
-            self.report(
-                {
-                    "type": "gap",
-                    "topic": topic,
-                    "partition": partition,
-                    "first": committed,
-                    "next": start,
-                }
-            )
-            committed = start
-        planned = self.plan.get(key, (-1, 0))[0]
-        if committed < planned and planned > end:
-            raise LoaderError(
-                f"{topic}-{partition}: the plan loads up to offset {planned} but the log now ends at "
-                f"{end} (was the topic re-created or its log truncated?); delete "
-                f"/consumers/{self.group_name}/loader/plan to plan afresh"
-            )
-        if committed > end:
-            raise LoaderError(
-                f"{topic}-{partition}: the committed offset {committed} is past the log end {end} "
-                f"(was the topic re-created or its log truncated?); set "
-                f"/consumers/{self.group_name}/offsets/{topic}/{partition} by hand"
-            )
-        return committed
-
-
-def run_worker(
-    config: dict, queue, index: int, parent_pid: int | None = None, stop_event=None
-) -> int:
-    """Run one worker to the end; failures are reported on ``queue``.  Returns an exit status."""
-    try:
-        Worker(config, report=queue.put, parent_pid=parent_pid, stop_event=stop_event).run()
-    except (LoaderError, OSError, KafkaError, ValueError) as exc:
-        queue.put({"type": "error", "worker": index, "message": str(exc)})
-        return 1
-    except KazooException as exc:
-        queue.put(
-            {
-                "type": "error",
-                "worker": index,
-                "message": f"lost ZooKeeper ({type(exc).__name__}: {exc}); rerun to resume",
-            }
-        )
-        return 1
-    except Exception as exc:  # a bug: say so plainly
-        log.exception("worker %d failed", index)
-        queue.put({"type": "error", "worker": index, "message": f"{type(exc).__name__}: {exc}"})
-        return 1
-    queue.put({"type": "done", "worker": index})
-    return 0
-
-
-def worker_main(config: dict, queue, index: int, parent_pid: int, go=None) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn); it starts work once
-    ``go`` is set (the run plan is saved)."""
-    import signal
-    import sys
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    while go is not None and not go.wait(0.1):
-        if os.getppid() != parent_pid:
-            sys.exit(1)
-
-    logging.basicConfig(
-        level=config.get("log_level", "WARNING"),
-        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger().setLevel(config.get("log_level", "WARNING"))  # forked: the parent's set-up
-    logging.getLogger("kazoo").setLevel(logging.ERROR)
-    # Everything imported so far lives as long as the process, and the records in flight are
-    # many small objects: collect rarely and never scan the permanent ones.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-    sys.exit(run_worker(config, queue, index, parent_pid))

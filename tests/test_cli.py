@@ -58,7 +58,7 @@ def test_console_script_reports_errors_cleanly(tmp_path):
 def test_demo_generates_json_access_logs(tmp_path):
     import json
 
-    from headrace.demo import generate_logs
+    from headrace.accesslog import generate_logs
 
     now = 1_700_000_000.0
     (tmp_path / "web-9.log").write_text("left by an earlier run\n")

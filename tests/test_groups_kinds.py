@@ -20,6 +20,7 @@ from broker.protocol.offsets import GroupKindError, claim_kind, read_kind
 from consumers.group import GroupConsumer
 from consumers.producer import Producer
 from loaders import run as loader_run
+from loaders.config import LoaderConfig
 
 PARTITIONS = 2
 MESSAGES = 40
@@ -70,14 +71,14 @@ def paper_group(cluster, group: str, topic: str) -> None:
 
 def loader_group(cluster, group: str, topic: str, tmp_path) -> None:
     """A loader's group that loaded the whole topic."""
-    config = {
-        "zookeeper": cluster.zookeeper_connect,
-        "topics": [topic],
-        "group": group,
-        "url": str(tmp_path / "warehouse"),
-        "workers": 1,
-        "session_timeout_ms": 2000,
-    }
+    config = LoaderConfig(
+        zookeeper=cluster.zookeeper_connect,
+        topics=[topic],
+        group=group,
+        url=str(tmp_path / "warehouse"),
+        workers=1,
+        session_timeout_ms=2000,
+    )
     assert loader_run.load(config) == 0
 
 

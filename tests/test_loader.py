@@ -21,8 +21,11 @@ from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
 from broker.protocol import zookeeper as layout
+from headrace import cli
+from loaders import reconcile as loader_reconcile
 from loaders import run as loader_run
 from loaders import worker as loader_worker
+from loaders.config import ConfigError, LoaderConfig
 from loaders.storage import Storage
 
 HEADRACE = [str(Path(sys.executable).parent / "headrace")]
@@ -116,8 +119,8 @@ def table(path: str) -> str:
 
 def check_exactly_once(path: str, expected_ids: int) -> None:
     rows, distinct, ids, min_id, max_id = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        f"FROM {table(path)}"
+        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), "
+        f"min(id), max(id) FROM {table(path)}"
     ).fetchall()[0]
     assert (rows, distinct, ids) == (expected_ids, expected_ids, expected_ids)
     assert (min_id, max_id) == (0, expected_ids - 1)
@@ -219,17 +222,20 @@ def cluster3_end(cluster, topic: str, partition: int) -> int:
         client.close()
 
 
-def _config(cluster, topic, group, url, **kw) -> dict:
-    return {
-        "zookeeper": cluster.zookeeper_connect,
-        "topics": [topic],
-        "group": group,
-        "url": url,
-        "workers": 1,
-        "time_field": "ts",
-        "max_rows": 200,
-        "session_timeout_ms": 2000,
-    } | kw
+def _config(cluster, topic, group, url, **kw) -> LoaderConfig:
+    return LoaderConfig(
+        **{
+            "zookeeper": cluster.zookeeper_connect,
+            "topics": [topic],
+            "group": group,
+            "url": url,
+            "workers": 1,
+            "time_field": "ts",
+            "max_rows": 200,
+            "session_timeout_ms": 2000,
+        }
+        | kw
+    )
 
 
 class Crash(BaseException):
@@ -255,7 +261,8 @@ def test_publish_without_commit_is_recognised_not_rewritten(
         return real_commit(zk, group_, topic_, partition, offset, version, consumer_id)
 
     monkeypatch.setattr(loader_worker, "commit_offset", dying_commit)
-    worker = loader_worker.Worker(loader_run.DEFAULTS | _config(cluster1, topic, group, str(out)))
+    monkeypatch.setattr(loader_reconcile, "commit_offset", dying_commit)
+    worker = loader_worker.Worker(_config(cluster1, topic, group, str(out)))
     from loaders.registry import make_plan
 
     worker.zk.start()
@@ -263,6 +270,7 @@ def test_publish_without_commit_is_recognised_not_rewritten(
     with pytest.raises(Crash):
         worker.run()
     monkeypatch.setattr(loader_worker, "commit_offset", real_commit)
+    monkeypatch.setattr(loader_reconcile, "commit_offset", real_commit)
     manifests = list((out / "_headrace").rglob("*.json"))
     assert len(manifests) == 1  # published, not committed
     published = set(json.loads(manifests[0].read_text())["files"])
@@ -295,7 +303,7 @@ def test_partly_published_chunk_is_removed_and_rebuilt(cluster1, tmp_path, monke
         return real_publish(self, rel, data, tmp_rel)
 
     monkeypatch.setattr(Storage, "publish", dying_publish)
-    config = loader_run.DEFAULTS | _config(cluster1, topic, group, str(out), max_rows=400)
+    config = _config(cluster1, topic, group, str(out), max_rows=400)
     worker = loader_worker.Worker(config)
     from loaders.registry import make_plan
 
@@ -399,12 +407,16 @@ def test_bad_configuration_gets_a_clear_message(cluster1, tmp_path, capsys):
     assert "unknown topic 'no-such-topic'" in capsys.readouterr().err
     schema = tmp_path / "schema.json"
     schema.write_text("{not json")
-    assert loader_run.load(base | {"schema_file": str(schema)}) == 2
+    assert loader_run.load(base.replace(schema_file=str(schema))) == 2
     assert "schema" in capsys.readouterr().err
-    assert loader_run.load(base | {"url": "nosuchproto://x"}) == 2
+    assert loader_run.load(base.replace(url="nosuchproto://x")) == 2
     assert "cannot open warehouse" in capsys.readouterr().err
-    assert loader_run.load(base | {"max_open_writers": 0}) == 2
-    assert "--max-open-writers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--max-open-writers must be at least 1"):
+        base.replace(max_open_writers=0)
+    command = ["load", "--zookeeper", cluster1.zookeeper_connect, "--topic", "t", "--group", "g"]
+    command += ["--to", str(tmp_path / "wh"), "--max-open-writers", "0"]
+    assert cli.main(command) == 2
+    assert "headrace load: --max-open-writers must be at least 1" in capsys.readouterr().err
 
 
 def test_follow_mode_loads_new_events(cluster1, tmp_path):
@@ -483,9 +495,7 @@ def test_gap_met_mid_run_is_reported_or_fails(cluster1, tmp_path):
     topic, group = "access-midgap", "wh-midgap"
     create_topic(cluster1.brokers[0].port, topic, 1)
     reports = []
-    config = loader_run.DEFAULTS | _config(
-        cluster1, topic, group, str(tmp_path / "wh"), allow_gaps=True
-    )
+    config = _config(cluster1, topic, group, str(tmp_path / "wh"), allow_gaps=True)
     worker = loader_worker.Worker(config, report=reports.append)
     try:
         worker.chunks[(topic, 0)] = loader_worker.Chunk(topic, 0, 5, worker.limits)

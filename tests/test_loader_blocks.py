@@ -23,8 +23,9 @@ from broker.protocol.records import (
 from consumers.consumer import Block, CorruptBatchError, decode_messages
 from loaders.blocks import ValueBlock, decode_value_block
 from loaders.chunk import parquet_bytes
-from loaders.convert import Converter, MemorySchemas, ValueFormat
+from loaders.convert import Converter, ValueFormat
 from loaders.layout import DEAD_LETTER
+from loaders.schema import MemorySchemas
 
 PLAN_MS = 1_710_072_000_000
 MAX_MS = PLAN_MS + 86_400_000

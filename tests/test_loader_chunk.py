@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from consumers.consumer import Block
 from loaders.chunk import Chunk, Limits, _hour_runs
-from loaders.convert import Converter, MemorySchemas, ValueFormat, rest_of
+from loaders.convert import Converter, ValueFormat, rest_of
 from loaders.layout import HOUR_MS
+from loaders.schema import MemorySchemas
 
 BASE_MS = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
 MAX_MS = BASE_MS + 100 * HOUR_MS

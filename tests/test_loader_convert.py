@@ -22,18 +22,11 @@ import pytest
 from conftest import create_topic
 
 from consumers.consumer import Message
-from loaders.convert import (
-    DAY_MS,
-    MIN_EVENT_MS,
-    Converter,
-    FixedSchemas,
-    MemorySchemas,
-    SchemaError,
-    ValueFormat,
-    concat,
-    load_declared_schema,
-)
+from loaders.config import LoaderConfig
+from loaders.convert import Converter, ValueFormat, concat
+from loaders.eventtime import DAY_MS, MIN_EVENT_MS
 from loaders.layout import DEAD_LETTER, HOUR_MS, QUARANTINE
+from loaders.schema import FixedSchemas, MemorySchemas, SchemaError, load_declared_schema
 
 PLAN_MS = calendar.timegm((2024, 3, 10, 12, 0, 0)) * 1000  # the fixed "plan time" of part 1
 MAX_MS = PLAN_MS + DAY_MS
@@ -225,13 +218,13 @@ def test_missing_schema_file_and_the_load_command_refuses_a_bad_one(tmp_path):
     bad = write_schema(tmp_path, {"fields": {"a": "decimal"}})
     out, err = io.StringIO(), io.StringIO()
     status = load(
-        {
-            "zookeeper": "127.0.0.1:1",
-            "topics": ["t"],
-            "group": "g",
-            "url": str(tmp_path / "wh"),
-            "schema_file": bad,
-        },
+        LoaderConfig(
+            zookeeper="127.0.0.1:1",
+            topics=["t"],
+            group="g",
+            url=str(tmp_path / "wh"),
+            schema_file=bad,
+        ),
         out=out,
         err=err,
     )
@@ -814,7 +807,7 @@ def run_load(cluster, url, topic: str, group: str, **options) -> tuple[int, str,
     config.update(options)
     out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
-    status = load(config, out=out, err=err)
+    status = load(LoaderConfig(**config), out=out, err=err)
     assert time.monotonic() - started < 60
     return status, out.getvalue(), err.getvalue(), summary_totals(out.getvalue())
 
@@ -931,7 +924,8 @@ def test_late_events_land_in_a_closed_hour_as_new_files(cluster1, tmp_path):
     late_ids = sorted(
         r[0]
         for r in duckdb.sql(
-            f"SELECT id FROM read_parquet({sorted(str(old_dir / n) for n in new_files)!r}, union_by_name=true)"
+            f"SELECT id FROM read_parquet({sorted(str(old_dir / n) for n in new_files)!r}, "
+            "union_by_name=true)"
         ).fetchall()
     )
     assert late_ids == list(range(200, 215))
@@ -1026,7 +1020,7 @@ def test_declared_schema_file_and_a_type_conflict_across_loads(cluster1, tmp_pat
             json.dumps({"id": 3, "status": 404, "price": None}).encode(),
         ],
     )
-    status, out, err, totals = run_load(cluster1, wh, topic, "wh-declared", schema_file=schema)
+    status, _out, err, totals = run_load(cluster1, wh, topic, "wh-declared", schema_file=schema)
     assert status == 0, err
     assert totals["rows"] == 3 and totals["conflicts"] == 2  # status "oops", ts 123 as a string
     got = duckdb.sql(
@@ -1043,7 +1037,7 @@ def test_declared_schema_file_and_a_type_conflict_across_loads(cluster1, tmp_pat
     topic, group = "conv-inferred", "wh-inferred"
     create_topic(cluster1.brokers[0].port, topic, 1)
     kcat(cluster1, topic, [json.dumps({"id": i, "status": 200 + i}).encode() for i in range(5)])
-    status, out, err, totals = run_load(cluster1, wh, topic, group)
+    status, _out, err, totals = run_load(cluster1, wh, topic, group)
     assert status == 0, err
     assert totals["rows"] == 5 and totals["conflicts"] == 0
     kcat(

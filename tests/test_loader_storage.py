@@ -42,6 +42,7 @@ from test_loader import events, kcat_produce, load_cmd
 from broker.protocol import zookeeper as layout
 from loaders import run as loader_run
 from loaders import worker as loader_worker
+from loaders.config import LoaderConfig
 from loaders.layout import parse_data_file_name
 from loaders.storage import Storage, parse_storage_options
 
@@ -172,8 +173,8 @@ def parse_published(objects: dict[str, bytes]) -> pa.Table:
 def check_exactly_once(rows: pa.Table, expected: int) -> None:
     """Every event once, and each partition's offsets 0..n-1 with no gap (DuckDB)."""
     n, distinct, ids, lo, hi = duckdb.sql(
-        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), min(id), max(id) "
-        "FROM rows"
+        "SELECT count(*), count(DISTINCT (_partition, _offset)), count(DISTINCT id), "
+        "min(id), max(id) FROM rows"
     ).fetchall()[0]
     assert (n, distinct, ids) == (expected, expected, expected)
     assert (lo, hi) == (0, expected - 1)
@@ -424,17 +425,17 @@ def test_memory_exactly_once_with_injected_crashes(cluster1, monkeypatch, caplog
     create_topic(cluster1.brokers[0].port, topic, PARTITIONS)
     root = f"/headrace-test-{uuid.uuid4().hex}"
     mem = fsspec.filesystem("memory")
-    config = {
-        "zookeeper": cluster1.zookeeper_connect,
-        "topics": [topic],
-        "group": group,
-        "url": f"memory://{root.lstrip('/')}",
-        "workers": 2,
-        "time_field": "ts",
-        "max_rows": 100,
-        "session_timeout_ms": 2000,
-    }
-    assert Storage(config["url"]).root == root
+    config = LoaderConfig(
+        zookeeper=cluster1.zookeeper_connect,
+        topics=[topic],
+        group=group,
+        url=f"memory://{root.lstrip('/')}",
+        workers=2,
+        time_field="ts",
+        max_rows=100,
+        session_timeout_ms=2000,
+    )
+    assert Storage(config.url).root == root
 
     real_publish, real_commit = Storage.publish, loader_worker.commit_offset
     fault = {"kind": None, "at": 0, "calls": 0}

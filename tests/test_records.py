@@ -393,15 +393,15 @@ def test_columnar_decoding_of_a_corrupt_section_is_a_corrupt_message_error():
     from broker.protocol.records import (
         HEADER_SIZE,
         RecordColumns,
-        _records_section,
         compute_crc,
         decode_batch_columns,
+        records_section,
     )
 
     batch = bytearray(build_batch([(None, b"x" * 10)] * 40))
     batch[HEADER_SIZE] += 2  # the first record claims one byte more than it has
     struct.pack_into(">I", batch, 17, compute_crc(batch))
-    _header, data = _records_section(bytes(batch), 0, True)
+    _header, data = records_section(bytes(batch), 0, True)
     out = RecordColumns()
     assert decode_columns(data, 40, 0, 0, None, out) is False and len(out) == 0
     with pytest.raises(CorruptMessageError):

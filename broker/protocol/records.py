@@ -387,7 +387,7 @@ def decode_batch(
     """Decode the batch at ``pos`` into its records (decompressing as needed).  ``make``
     builds each record from (offset, timestamp, key, value, headers); with ``prefix``, ``make``
     is a named-tuple class whose fields are ``prefix`` followed by those five."""
-    header, data = _records_section(buf, pos, verify_crc)
+    header, data = records_section(buf, pos, verify_crc)
     records = _decode_records(
         data,
         header.record_count,
@@ -420,7 +420,7 @@ def decode_batch_columns(
     buf, pos: int, out: RecordColumns, *, verify_crc: bool = True
 ) -> BatchHeader:
     """Append the records of the batch at ``pos`` to ``out`` (headers are checked, not kept)."""
-    header, data = _records_section(buf, pos, verify_crc)
+    header, data = records_section(buf, pos, verify_crc)
     log_append_ts = header.max_timestamp if header.timestamp_type == LOG_APPEND_TIME else None
     if (
         header.record_count >= 32
@@ -441,8 +441,11 @@ def decode_batch_columns(
     return header
 
 
-def _records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, bytes]:
-    """The header and the (decompressed) record section of the batch at ``pos``."""
+def records_section(buf, pos: int, verify_crc: bool) -> tuple[BatchHeader, bytes]:
+    """The header and the (decompressed) record section of the batch at ``pos``: the bytes
+    every record decoder walks (``decode_batch``, ``decode_batch_columns``, the loader's
+    ``loaders.blocks``).  Raises the batch's typed error if it is not magic 2, is truncated,
+    fails its CRC (with ``verify_crc``) or does not decompress."""
     header = parse_header(buf, pos)
     if header.magic != MAGIC:
         raise UnsupportedForMessageFormatError(f"record batch magic {header.magic} is not 2")
