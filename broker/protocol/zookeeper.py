@@ -244,7 +244,7 @@ class TopicPlacement:
 
 
 def encode_topic(placement: TopicPlacement) -> bytes:
-    doc = {"version": 1}
+    doc: dict[str, object] = {"version": 1}
     if placement.topic_id is not None:
         doc["topic_id"] = placement.topic_id
     doc["partitions"] = {str(p): list(r) for p, r in sorted(placement.partitions.items())}
