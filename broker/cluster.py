@@ -6,13 +6,9 @@
     >>> cluster.metadata.topics["clicks"]     # {partition: [broker ids]}
     >>> yield cluster.create_topic("clicks", 8)
 
-ZooKeeper layout (Kafka 0.8 style, under the chroot of ``zookeeper.connect``)::
-
-    /brokers/ids/<id>           ephemeral   {"host", "port", "endpoints", ...}
-    /brokers/topics/<topic>     persistent  {"version": 1, "partitions": {"0": [id], ...}}
-    /config/topics/<topic>      persistent  {"version": 1, "config": {...}}
-    /cluster/id                 persistent  {"version": "1", "id": "<cluster id>"}
-    /latest_producer_id_block   persistent  {"version": 1, "broker", "block_start", "block_end"}
+The broker's nodes (``/brokers/ids``, ``/brokers/topics``, ``/config/topics``, ``/cluster/id``,
+``/latest_producer_id_block``, under the chroot of ``zookeeper.connect``) and their data are
+those of ``broker/protocol/zookeeper.py`` (ARCHITECTURE.md, ZooKeeper layout).
 
 There is no controller: every broker watches ``/brokers/ids`` and ``/brokers/topics`` and acts
 on what it sees (opens or deletes its own partition logs).  Topics are created with one
@@ -33,7 +29,6 @@ reconnect), *stopped*.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
@@ -47,13 +42,20 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from twisted.internet import defer, threads
 
+from .protocol import zookeeper as layout
+from .protocol.zookeeper import (
+    BROKER_IDS,
+    BROKER_TOPICS,
+    CLUSTER_ID,
+    PRODUCER_ID_BLOCK,
+    BrokerRegistration,
+    MalformedNodeError,
+    ProducerIdBlock,
+    TopicPlacement,
+)
+
 log = logging.getLogger(__name__)
 
-BROKER_IDS = "/brokers/ids"
-BROKER_TOPICS = "/brokers/topics"
-CONFIG_TOPICS = "/config/topics"
-CLUSTER_ID = "/cluster/id"
-PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 PRODUCER_ID_BLOCK_SIZE = 1000
 ZK_TIMEOUT = 10.0  # seconds a ZooKeeper write may take before the request fails
 
@@ -73,9 +75,9 @@ def _raise_first(results, name: str) -> None:
 def _holder(data: bytes) -> str:
     """host:port of a broker registration, for messages."""
     try:
-        doc = json.loads(data)
-        return f"{doc['host']}:{doc['port']}"
-    except (ValueError, KeyError, TypeError):
+        reg = layout.decode_broker(data)
+        return f"{reg.host}:{reg.port}"
+    except MalformedNodeError:
         return repr(data[:100])
 
 
@@ -189,7 +191,7 @@ class ZkCluster:
         self.client = KazooClient(hosts=self.connect, timeout=self.session_timeout)
         self.client.add_listener(self._on_state)
         self.client.start(timeout=timeout)
-        for path in (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, "/cluster"):
+        for path in layout.BROKER_BASE_PATHS:
             self.client.ensure_path(path)
         self.metadata.cluster_id = self._cluster_id()
         self._register(timeout)
@@ -214,7 +216,7 @@ class ZkCluster:
             return
         if self.client.connected:
             try:
-                self.client.delete_async(f"{BROKER_IDS}/{self.broker_id}").get(timeout=5)
+                self.client.delete_async(layout.broker_path(self.broker_id)).get(timeout=5)
             except Exception:  # the session's end removes it anyway
                 pass
         self.client.stop()
@@ -226,28 +228,24 @@ class ZkCluster:
         except NoNodeError:
             cluster_id = uuid.uuid4().hex[:22]
             try:
-                self.client.create(
-                    CLUSTER_ID, json.dumps({"version": "1", "id": cluster_id}).encode()
-                )
+                self.client.create(CLUSTER_ID, layout.encode_cluster_id(cluster_id))
             except NodeExistsError:
                 data, _ = self.client.get(CLUSTER_ID)
-                return json.loads(data)["id"]
+                return layout.decode_cluster_id(data, CLUSTER_ID)
             return cluster_id
-        return json.loads(data)["id"]
+        return layout.decode_cluster_id(data, CLUSTER_ID)
 
     def _registration(self) -> bytes:
-        return json.dumps(
-            {
-                "version": 4,
-                "host": self.host,
-                "port": self.port,
-                "endpoints": [f"PLAINTEXT://{self.host}:{self.port}"],
-                "rack": self.rack,
-                "jmx_port": -1,
-                "timestamp": str(int(time.time() * 1000)),
-                "log_dirs": self.log_dirs,
-            }
-        ).encode()
+        return layout.encode_broker(
+            BrokerRegistration(
+                self.host,
+                self.port,
+                self.rack,
+                (layout.plaintext_endpoint(self.host, self.port),),
+                None if self.log_dirs is None else tuple(self.log_dirs),
+                int(time.time() * 1000),
+            )
+        )
 
     def _left_by_previous_run(self, data: bytes) -> bool:
         """True if a registration is this broker's own from before a crash: same endpoints and
@@ -255,20 +253,18 @@ class ZkCluster:
         if self.log_dirs is None:
             return False
         try:
-            doc = json.loads(data)
-        except ValueError:
+            reg = layout.decode_broker(data)
+        except MalformedNodeError:
             return False
-        return (
-            isinstance(doc, dict)
-            and doc.get("log_dirs") == self.log_dirs
-            and doc.get("endpoints") == [f"PLAINTEXT://{self.host}:{self.port}"]
+        return reg.log_dirs == tuple(self.log_dirs) and reg.endpoints == (
+            layout.plaintext_endpoint(self.host, self.port),
         )
 
     def _register(self, timeout: float = 30.0) -> None:
         """Create our ephemeral node.  A node our previous run left is replaced at once; one
         of another session is waited out for twice the session timeout (it may be a crashed
         broker's), then BrokerIdInUseError names its holder."""
-        path = f"{BROKER_IDS}/{self.broker_id}"
+        path = layout.broker_path(self.broker_id)
         deadline = time.monotonic() + self.session_timeout * 2
         while True:
             try:
@@ -342,7 +338,7 @@ class ZkCluster:
             self._broker_watches[node_id] = None  # the watch calls back before it returns
             self._broker_watches[node_id] = DataWatch(
                 self.client,
-                f"{BROKER_IDS}/{node_id}",
+                layout.broker_path(node_id),
                 lambda data, stat, event=None, node_id=node_id: self._broker_data(node_id, data),
             )
         for node_id in set(self._broker_watches) - ids:
@@ -356,9 +352,9 @@ class ZkCluster:
         info = None
         if data:
             try:
-                doc = json.loads(data)
-                info = BrokerInfo(node_id, doc["host"], int(doc["port"]), doc.get("rack"))
-            except (ValueError, KeyError, TypeError):
+                reg = layout.decode_broker(data)
+                info = BrokerInfo(node_id, reg.host, reg.port, reg.rack)
+            except MalformedNodeError:
                 log.warning("ignoring malformed registration of broker %d: %r", node_id, data)
         self.reactor.callFromThread(self._apply_broker, node_id, info)
         return True
@@ -382,12 +378,12 @@ class ZkCluster:
             self._topic_watches[name] = (
                 DataWatch(
                     self.client,
-                    f"{BROKER_TOPICS}/{name}",
+                    layout.topic_path(name),
                     lambda data, stat, event=None, name=name: self._topic_data(name, data),
                 ),
                 DataWatch(
                     self.client,
-                    f"{CONFIG_TOPICS}/{name}",
+                    layout.topic_config_path(name),
                     lambda data, stat, event=None, name=name: self._config_data(name, data),
                 ),
             )
@@ -399,18 +395,15 @@ class ZkCluster:
     def _topic_data(self, name: str, data):
         if self._stopped or name not in self._topic_watches:
             return False
-        placement = None
         if data:
             try:
-                doc = json.loads(data)
-                placement = {
-                    int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()
-                }
-            except (ValueError, KeyError, TypeError, AttributeError):
+                placement = layout.decode_topic(data)
+            except MalformedNodeError:
                 log.warning("ignoring malformed placement of topic %s: %r", name, data)
                 return True  # keep what we had; only the topic list removes topics
-            topic_id = doc.get("topic_id") if isinstance(doc, dict) else None
-            self.reactor.callFromThread(self._apply_topic, name, placement, topic_id)
+            self.reactor.callFromThread(
+                self._apply_topic, name, placement.partitions, placement.topic_id
+            )
         return True
 
     def _config_data(self, name: str, data):
@@ -419,8 +412,8 @@ class ZkCluster:
         config = {}
         if data:
             try:
-                config = {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
-            except (ValueError, AttributeError):
+                config = layout.decode_topic_config(data)
+            except MalformedNodeError:
                 log.warning("ignoring malformed config of topic %s: %r", name, data)
         self.reactor.callFromThread(self._apply_config, name, config)
         return True
@@ -458,31 +451,20 @@ class ZkCluster:
         """Create a topic's config and placement (with a new topic id) in one transaction; a
         Deferred that fails with NodeExistsError if the topic exists."""
 
+        config_path, topic_path = layout.topic_config_path(name), layout.topic_path(name)
+
         def create():
             # A config left by a deletion that broke half-way must not block the name forever.
-            if self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(
+            if self.client.exists_async(config_path).get(
                 timeout=ZK_TIMEOUT
-            ) and not self.client.exists_async(f"{BROKER_TOPICS}/{name}").get(timeout=ZK_TIMEOUT):
+            ) and not self.client.exists_async(topic_path).get(timeout=ZK_TIMEOUT):
                 try:
-                    self.client.delete_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT)
+                    self.client.delete_async(config_path).get(timeout=ZK_TIMEOUT)
                 except NoNodeError:
                     pass
             tx = self.client.transaction()
-            tx.create(
-                f"{CONFIG_TOPICS}/{name}", json.dumps({"version": 1, "config": config}).encode()
-            )
-            tx.create(
-                f"{BROKER_TOPICS}/{name}",
-                json.dumps(
-                    {
-                        "version": 1,
-                        "topic_id": uuid.uuid4().hex,
-                        "partitions": {
-                            str(p): replicas for p, replicas in sorted(placement.items())
-                        },
-                    }
-                ).encode(),
-            )
+            tx.create(config_path, layout.encode_topic_config(config))
+            tx.create(topic_path, layout.encode_topic(TopicPlacement(placement, uuid.uuid4().hex)))
             _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
 
         return self._in_pool(create)
@@ -492,11 +474,13 @@ class ZkCluster:
         NoNodeError if the topic does not exist.  Every broker deletes its own logs when its
         watch fires."""
 
+        config_path = layout.topic_config_path(name)
+
         def delete():
             tx = self.client.transaction()
-            tx.delete(f"{BROKER_TOPICS}/{name}")
-            if self.client.exists_async(f"{CONFIG_TOPICS}/{name}").get(timeout=ZK_TIMEOUT):
-                tx.delete(f"{CONFIG_TOPICS}/{name}")
+            tx.delete(layout.topic_path(name))
+            if self.client.exists_async(config_path).get(timeout=ZK_TIMEOUT):
+                tx.delete(config_path)
             _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
 
         return self._in_pool(delete)
@@ -515,19 +499,15 @@ class ZkCluster:
         while True:
             try:
                 data, stat = self.client.get_async(PRODUCER_ID_BLOCK).get(timeout=ZK_TIMEOUT)
-                block_start = json.loads(data)["block_end"] + 1 if data else 0
+                last = layout.decode_producer_id_block(data, PRODUCER_ID_BLOCK) if data else None
+                block_start = last.block_end + 1 if last else 0
                 version = stat.version
             except NoNodeError:
                 block_start, version = 0, None
             block_end = block_start + PRODUCER_ID_BLOCK_SIZE - 1
-            doc = json.dumps(
-                {
-                    "version": 1,
-                    "broker": self.broker_id,
-                    "block_start": block_start,
-                    "block_end": block_end,
-                }
-            ).encode()
+            doc = layout.encode_producer_id_block(
+                ProducerIdBlock(self.broker_id, block_start, block_end)
+            )
             try:
                 if version is None:
                     self.client.create_async(PRODUCER_ID_BLOCK, doc).get(timeout=ZK_TIMEOUT)

@@ -19,18 +19,9 @@ from __future__ import annotations
 import logging
 import zlib
 
-from kazoo.exceptions import NoNodeError
 from twisted.internet import defer
 
 from .groups import GroupCoordinator
-from .offsets import (
-    KAFKA,
-    GroupKindError,
-    check_group_name,
-    claim_kind,
-    read_offset,
-    write_offset,
-)
 from .protocol.errors import (
     NONE,
     CoordinatorNotAvailableError,
@@ -40,7 +31,15 @@ from .protocol.errors import (
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
+from .protocol.offsets import (
+    GroupKindError,
+    claim_kind,
+    committed_partitions,
+    read_offset,
+    write_offset,
+)
 from .protocol.registry import ApiKey
+from .protocol.zookeeper import KAFKA, check_group_name
 
 log = logging.getLogger(__name__)
 
@@ -313,15 +312,14 @@ class GroupHandlers:
                 }
             return {"throttle_time_ms": 0, "error_code": error, "topics": []}
         client = self.cluster.client
-        base = f"/consumers/{group_id}/offsets"
 
         def read():
             wanted = topics
             if wanted is None:  # every partition with a committed offset
-                wanted = []
-                for name in _children(client, base):
-                    parts = [int(p) for p in _children(client, f"{base}/{name}") if p.isdigit()]
-                    wanted.append({"name": name, "partition_indexes": sorted(parts)})
+                wanted = [
+                    {"name": name, "partition_indexes": parts}
+                    for name, parts in committed_partitions(client, group_id).items()
+                ]
             out = []
             for t in wanted:
                 parts = []
@@ -366,13 +364,6 @@ class GroupHandlers:
 
     def close(self) -> None:
         self.coordinator.close()
-
-
-def _children(client, path: str) -> list[str]:
-    try:
-        return client.get_children(path)
-    except NoNodeError:
-        return []
 
 
 __all__ = ["GroupHandlers"]

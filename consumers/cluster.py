@@ -13,13 +13,13 @@ reports a stale leader; each broker connection is used by one thread at a time.
 from __future__ import annotations
 
 import itertools
-import json
 import struct
 import threading
 import time
 from collections import deque
 
 from broker.protocol import frames
+from broker.protocol import zookeeper as layout
 from broker.protocol.errors import error_for_code
 from broker.protocol.registry import ApiKey, client_version
 from broker.protocol.schema import DECODE_ERRORS
@@ -39,10 +39,10 @@ def brokers_from_zookeeper(connect: str, timeout: float = 10.0) -> list[tuple[st
     client.start(timeout=timeout)
     try:
         found = []
-        for child in client.get_children("/brokers/ids"):
-            data, _ = client.get(f"/brokers/ids/{child}")
-            doc = json.loads(data)
-            found.append((doc["host"], int(doc["port"])))
+        for child in client.get_children(layout.BROKER_IDS):
+            path = layout.broker_path(child)
+            reg = layout.decode_broker(client.get(path)[0], path)
+            found.append((reg.host, reg.port))
         return found
     finally:
         client.stop()

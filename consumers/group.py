@@ -4,13 +4,11 @@
     ...     for message in consumer:              # each message goes to one member of the group
     ...         handle(message)                   # finished when the next one is requested
 
-Registries (DESIGN.md)::
-
-    /consumers/<group>/kind                    persistent "zookeeper" ("loader" for the loaders'
-                                               workers): no other kind of group may use the name
-    /consumers/<group>/ids/<consumer id>       ephemeral  {"subscription": {"<topic>": 1}, ...}
-    /consumers/<group>/owners/<topic>/<p>      ephemeral  <consumer id>
-    /consumers/<group>/offsets/<topic>/<p>     persistent next offset to read, decimal text
+Registries (ARCHITECTURE.md, ZooKeeper layout; paths and node data in
+broker/protocol/zookeeper.py): the group's kind ``/consumers/<group>/kind`` ("zookeeper", or
+"loader" for the loaders' workers: no other kind may use the name), its members
+``/consumers/<group>/ids``, the partitions' owners ``/consumers/<group>/owners`` and offsets
+``/consumers/<group>/offsets``.
 
 A change in the broker registry, the group's members or a subscribed topic's partitions
 triggers a rebalance (debounced: watches only raise a flag; the consuming thread acts on it).
@@ -21,18 +19,18 @@ retrying a claim that collides (the previous owner has not yet released it) afte
 until it succeeds or the group changes again; then start from the offset in ``/offsets``, or
 from the earliest or latest offset (``auto_offset_reset``).
 
-At least once: only messages the application has finished with are committed.  Iterating, a
+At least once: only messages the application has finished with are committed. Iterating, a
 message is finished when the next one is requested; with ``poll()``, Kafka's rule: what one
-poll returned is finished when poll is called again.  Auto-commit (every
+poll returned is finished when poll is called again. Auto-commit (every
 ``auto_commit_interval_ms``: inside poll, or between messages while iterating; and before a
-rebalance releases partitions) commits finished messages only, never what this poll returns.  ``commit()`` commits every message handed over so far,
-``commit(message)`` the offset after ``message`` in its partition.  ``close()`` commits what
-was handed over; after an exception (``__exit__``, or ``close(failed=True)``) only what was
-finished, so the message that raised is read again.  Each commit is one ZooKeeper transaction
-that checks this session still owns the partition, so a member that lost a partition never
-moves its offset.  While the ZooKeeper connection is suspended the consumer stops fetching (it
-may have lost its partitions); after the session is lost it drops every uncommitted offset,
-registers again and rebalances.
+rebalance releases partitions) commits finished messages only, never what this poll returns.
+``commit()`` commits every message handed over so far, ``commit(message)`` the offset after
+``message`` in its partition. ``close()`` commits what was handed over; after an exception
+(``__exit__``, or ``close(failed=True)``) only what was finished, so the message that raised is
+read again. Each commit is one ZooKeeper transaction that checks this session still owns the
+partition, so a member that lost a partition never moves its offset. While the ZooKeeper
+connection is suspended the consumer stops fetching (it may have lost its partitions); after
+the session is lost it drops every uncommitted offset, registers again and rebalances.
 
 A batch that cannot be decoded raises ``CorruptBatchError`` from poll() (see
 consumers/consumer.py); ``seek(err.topic, err.partition, err.next_offset)`` skips it, and the
@@ -43,7 +41,6 @@ States: *joining*, *rebalancing*, *consuming*, *suspended*, *lost*, *closed*.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -55,16 +52,17 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from broker.offsets import (
+from broker.protocol import zookeeper as layout
+from broker.protocol.offsets import (
     ANY_VERSION,
-    LOADER,
-    ZOOKEEPER,
     GroupKindError,
     OwnershipError,
     claim_kind,
     commit_owned,
     read_offset,
+    read_owner,
 )
+from broker.protocol.zookeeper import LOADER, ZOOKEEPER
 
 from .cluster import ClusterClient
 from .consumer import EARLIEST, LATEST, Consumer, Message
@@ -154,7 +152,6 @@ class GroupConsumer:
         self._committed: dict[tuple[str, int], int] = {}
         self._versions: dict[tuple[str, int], int | None] = {}
         self._last_commit = time.monotonic()
-        self._base = f"/consumers/{group}"
         self._started = False
 
     # --- joining -------------------------------------------------------------------------
@@ -169,28 +166,23 @@ class GroupConsumer:
         except GroupKindError:
             self.close()
             raise
-        for path in ("ids", "owners", "offsets"):
-            self.zk.ensure_path(f"{self._base}/{path}")
+        for path in (layout.members_path, layout.owners_path, layout.offsets_path):
+            self.zk.ensure_path(path(self.group))
         self._register()
-        ChildrenWatch(self.zk, f"{self._base}/ids", self._changed)
-        ChildrenWatch(self.zk, "/brokers/ids", self._changed)
+        ChildrenWatch(self.zk, layout.members_path(self.group), self._changed)
+        ChildrenWatch(self.zk, layout.BROKER_IDS, self._changed)
         for topic in self.topics:
-            DataWatch(self.zk, f"/brokers/topics/{topic}", self._topic_changed)
+            DataWatch(self.zk, layout.topic_path(topic), self._topic_changed)
         self._started = True
         self._dirty.set()
         self._rebalance_if_needed()
         return self
 
     def _register(self) -> None:
-        data = json.dumps(
-            {
-                "version": 1,
-                "subscription": {t: 1 for t in self.topics},
-                "pattern": "static",
-                "timestamp": str(int(time.time() * 1000)),
-            }
-        ).encode()
-        path = f"{self._base}/ids/{self.consumer_id}"
+        data = layout.encode_consumer(
+            layout.ConsumerRegistration(tuple(self.topics), timestamp_ms=int(time.time() * 1000))
+        )
+        path = layout.member_path(self.group, self.consumer_id)
         try:
             self.zk.create(path, data, ephemeral=True)
         except NodeExistsError:
@@ -263,20 +255,20 @@ class GroupConsumer:
         if self.auto_commit:
             self._write(self._finished)
         self._release()
-        members = self.zk.get_children(f"{self._base}/ids")
+        members = self.zk.get_children(layout.members_path(self.group))
         subscriptions = {}
         for member in members:
             try:
-                data, _ = self.zk.get(f"{self._base}/ids/{member}")
-                subscriptions[member] = set(json.loads(data).get("subscription", {}))
-            except (NoNodeError, ValueError):
+                data, _ = self.zk.get(layout.member_path(self.group, member))
+                subscriptions[member] = set(layout.decode_consumer(data).subscription)
+            except (NoNodeError, layout.MalformedNodeError):
                 continue
         wanted: dict[str, list[int]] = {}
         for topic in self.topics:
             try:
-                data, _ = self.zk.get(f"/brokers/topics/{topic}")
-                partitions = sorted(int(p) for p in json.loads(data)["partitions"])
-            except (NoNodeError, ValueError, KeyError):
+                data, _ = self.zk.get(layout.topic_path(topic))
+                partitions = sorted(layout.decode_topic(data).partitions)
+            except (NoNodeError, layout.MalformedNodeError):
                 log.warning("%s: topic %s does not exist (yet)", self.consumer_id, topic)
                 continue
             consumers = [m for m, subs in subscriptions.items() if topic in subs]
@@ -315,17 +307,14 @@ class GroupConsumer:
         while pending:
             still = []
             for topic, partition in pending:
-                path = f"{self._base}/owners/{topic}/{partition}"
+                path = layout.owner_path(self.group, topic, partition)
                 try:
-                    self.zk.create(path, self.consumer_id.encode(), ephemeral=True, makepath=True)
+                    self.zk.create(
+                        path, layout.encode_owner(self.consumer_id), ephemeral=True, makepath=True
+                    )
                     claimed.append((topic, partition))
                 except NodeExistsError:
-                    try:
-                        owner, _ = self.zk.get(path)
-                    except NoNodeError:
-                        still.append((topic, partition))
-                        continue
-                    if owner.decode() == self.consumer_id:
+                    if read_owner(self.zk, self.group, topic, partition) == self.consumer_id:
                         claimed.append((topic, partition))
                     else:
                         still.append((topic, partition))
@@ -356,11 +345,9 @@ class GroupConsumer:
         self._versions.clear()
 
     def _delete_owner(self, topic: str, partition: int) -> None:
-        path = f"{self._base}/owners/{topic}/{partition}"
         try:
-            owner, _ = self.zk.get(path)
-            if owner.decode() == self.consumer_id:
-                self.zk.delete(path)
+            if read_owner(self.zk, self.group, topic, partition) == self.consumer_id:
+                self.zk.delete(layout.owner_path(self.group, topic, partition))
         except NoNodeError:
             pass
 
@@ -473,7 +460,7 @@ class GroupConsumer:
                     self._write(self._finished)
                 self._release()
                 try:
-                    self.zk.delete(f"{self._base}/ids/{self.consumer_id}")
+                    self.zk.delete(layout.member_path(self.group, self.consumer_id))
                 except NoNodeError:
                     pass
         finally:

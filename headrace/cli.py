@@ -215,7 +215,7 @@ def _bad_argument(args) -> str | None:
     """What is wrong with arguments several subcommands share, or None: bootstrap servers
     without a port (Kafka's tools require one), a ZooKeeper address that does not parse,
     group names that are not a ZooKeeper node name, a follow interval that is not positive."""
-    from broker.offsets import check_group_name
+    from broker.protocol.zookeeper import check_group_name
     from consumers.client import parse_bootstrap
 
     servers = getattr(args, "bootstrap_server", None)

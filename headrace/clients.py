@@ -1,4 +1,4 @@
-"""``headrace produce``, ``consume``, ``groups`` and ``ship``: console tools over the client side."""
+"""``headrace produce``, ``consume``, ``groups`` and ``ship``: console tools over the clients."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import signal
 import sys
 import threading
 
-from broker.offsets import read_offset
 from broker.protocol.errors import KafkaError
+from broker.protocol.offsets import committed_partitions, read_offset, read_owner
 from broker.protocol.registry import ApiKey
+from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
 
 
 def _endpoints(args) -> dict:
@@ -75,7 +76,7 @@ def consume(args) -> int:
     out = sys.stdout.buffer
     count = 0
     if args.group:
-        from broker.offsets import GroupKindError
+        from broker.protocol.offsets import GroupKindError
         from consumers.group import GroupConsumer
 
         if not args.zookeeper:
@@ -141,8 +142,9 @@ def consume(args) -> int:
             f"headrace consume: {err.topic}-{err.partition}: the record batch at offsets "
             f"{err.first_offset}..{err.last_offset} cannot be decoded ({err.reason}); "
             + (
-                f"the group's offset stays before it (set /consumers/{args.group}/offsets/"
-                f"{err.topic}/{err.partition} to {err.next_offset} to skip it)"
+                "the group's offset stays before it (set "
+                f"{offset_path(args.group, err.topic, err.partition)} to {err.next_offset} "
+                "to skip it)"
                 if args.group
                 else f"to skip it: --partition {err.partition} --offset {err.next_offset}"
             ),
@@ -224,7 +226,7 @@ def groups(args) -> int:
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
-    from broker.offsets import read_kind
+    from broker.protocol.offsets import read_kind
     from consumers.cluster import ClusterClient
 
     if not args.zookeeper:
@@ -237,7 +239,7 @@ def groups(args) -> int:
     )
     try:
         try:
-            names = set(zk.get_children("/consumers"))
+            names = set(zk.get_children(CONSUMERS))
         except NoNodeError:
             names = set()
         try:
@@ -249,7 +251,7 @@ def groups(args) -> int:
             print(f"{'GROUP':<32} KIND")
             for name in sorted(names | set(protocol)):
                 kind = read_kind(zk, name) if name in names else None
-                if name in protocol and kind in (None, "kafka"):
+                if name in protocol and kind in (None, KAFKA):
                     kind = f"kafka ({protocol[name] or 'no protocol yet'})"
                 print(f"{name:<32} {kind or 'offsets only'}")
             return 0
@@ -261,9 +263,9 @@ def groups(args) -> int:
         if group not in names and described is None:
             print(f"headrace groups: no group {group}", file=sys.stderr)
             return 1
-        base = f"/consumers/{group}"
-        members = sorted(zk.get_children(f"{base}/ids")) if zk.exists(f"{base}/ids") else []
-        kind = read_kind(zk, group) or ("kafka" if described is not None else "offsets only")
+        ids = members_path(group)
+        members = sorted(zk.get_children(ids)) if zk.exists(ids) else []
+        kind = read_kind(zk, group) or (KAFKA if described is not None else "offsets only")
         if args.action == "delete":
             live = len(members) + len(described["members"] if described is not None else [])
             if live:
@@ -277,7 +279,7 @@ def groups(args) -> int:
                 print(f"headrace groups: no group {group}", file=sys.stderr)
                 return 1
             try:
-                zk.delete(base, recursive=True)
+                zk.delete(group_path(group), recursive=True)
             except NotEmptyError:
                 print(
                     f"headrace groups: a member joined {group} while it was being deleted; "
@@ -301,21 +303,17 @@ def groups(args) -> int:
                     owners[tp] = f"{m['client_id']} {m['client_host']}"
         else:
             print(f"GROUP {group}: kind {kind}, {len(members)} live members")
-        topics = sorted(zk.get_children(f"{base}/offsets")) if zk.exists(f"{base}/offsets") else []
         print(f"{'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}  OWNER")
-        for topic in topics:
+        for topic, partitions in committed_partitions(zk, group).items():
             cluster.refresh([topic], allow_auto_create=False)
-            for p in sorted(int(x) for x in zk.get_children(f"{base}/offsets/{topic}")):
+            for p in partitions:
                 committed = read_offset(zk, group, topic, p)[0]
                 try:
                     end = cluster.list_offset(topic, p, -1)
                     lag = str(max(0, end - committed))
                 except (KafkaError, OSError):
                     end, lag = "?", "?"
-                try:
-                    owner = zk.get(f"{base}/owners/{topic}/{p}")[0].decode()
-                except NoNodeError:
-                    owner = owners.get((topic, p), "-")
+                owner = read_owner(zk, group, topic, p) or owners.get((topic, p), "-")
                 print(f"{topic:<24} {p:>9} {committed:>12} {end!s:>12} {lag:>10}  {owner}")
         return 0
     finally:

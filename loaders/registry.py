@@ -1,11 +1,9 @@
 """The loaders' state in ZooKeeper: run plans, fenced offset commits, inferred schemas.
 
-    /consumers/<group>/kind                        "loader": the name is a loader's (broker/offsets.py)
-    /consumers/<group>/offsets/<topic>/<p>         next offset to load (shared with every
-                                                   consumer group, so lag is one tool)
-    /consumers/<group>/owners/<topic>/<p>          the worker that owns the partition
-    /consumers/<group>/loader/plan                 {"created_ms", "partitions": {"t/p": {"end", "ms"}}}
-    /consumers/<group>/loader/schemas/<topic>      {"fields": [[name, type], ...]} (inferred mode)
+The group's kind is "loader"; its offsets, owners, plan (``/consumers/<group>/loader/plan``)
+and inferred schemas (``/consumers/<group>/loader/schemas/<topic>``) are laid out and encoded
+by broker/protocol/zookeeper.py (ARCHITECTURE.md, ZooKeeper layout); offsets are shared with
+every consumer group, so lag is one tool.
 
 A plan fixes, per partition, the offset a run loads up to and the time it was taken.  A new
 plan keeps the end of every partition that has not reached it yet, so a run that follows a
@@ -14,7 +12,6 @@ crash rebuilds exactly the chunks the crashed run was building.
 
 from __future__ import annotations
 
-import json
 import time
 
 from kazoo.exceptions import (
@@ -24,7 +21,9 @@ from kazoo.exceptions import (
     NoNodeError,
 )
 
-from broker import offsets
+from broker.protocol import offsets
+from broker.protocol import zookeeper as layout
+from broker.protocol.zookeeper import LOADER, plan_path
 from consumers.consumer import EARLIEST, LATEST
 
 from .schema import merge_schema
@@ -40,10 +39,6 @@ class GapError(LoaderError):
 
 class FencedError(LoaderError):
     """This worker no longer owns the partition, or someone else committed first."""
-
-
-def plan_path(group: str) -> str:
-    return f"/consumers/{group}/loader/plan"
 
 
 def read_offset(zk, group: str, topic: str, partition: int) -> tuple[int | None, int | None]:
@@ -86,7 +81,7 @@ def claim_group(zk, group: str) -> None:
     """Make sure the group name is a loader's (recorded on first use); LoaderError naming
     the kind that owns it otherwise."""
     try:
-        offsets.claim_kind(zk, group, offsets.LOADER)
+        offsets.claim_kind(zk, group, LOADER)
     except offsets.GroupKindError as exc:
         raise LoaderError(str(exc)) from exc
 
@@ -101,7 +96,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
     while True:
         try:
             data, stat = zk.get(path)
-            old = json.loads(data)
+            old = layout.decode_plan(data, path)
             version = stat.version
         except NoNodeError:
             old, version = {"partitions": {}}, None
@@ -119,7 +114,7 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
         for key, entry in old["partitions"].items():  # other topics' unfinished entries stay
             parts.setdefault(key, entry)
         plan = {"created_ms": now_ms, "partitions": parts}
-        raw = json.dumps(plan, sort_keys=True).encode()
+        raw = layout.encode_plan(plan)
         try:
             if version is None:
                 zk.create(path, raw, makepath=True)
@@ -131,11 +126,14 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
 
 
 def read_plan(zk, group: str) -> dict:
+    """The group's saved plan (an empty one if none); MalformedNodeError (a ValueError) if
+    the node holds something a loader did not write."""
+    path = plan_path(group)
     try:
-        data, _ = zk.get(plan_path(group))
+        data, _ = zk.get(path)
     except NoNodeError:
         return {"created_ms": 0, "partitions": {}}
-    return json.loads(data)
+    return layout.decode_plan(data, path)
 
 
 def log_bounds(cluster, topic: str, partition: int) -> tuple[int, int]:
@@ -152,15 +150,16 @@ class ZkSchemas:
 
     def __init__(self, zk, group: str):
         self.zk = zk
-        self.base = f"/consumers/{group}/loader/schemas"
+        self.group = group
         self.cache: dict[str, tuple[dict[str, str], int | None]] = {}
 
     def _read(self, topic: str) -> tuple[dict[str, str], int | None]:
+        path = layout.schema_path(self.group, topic)
         try:
-            data, stat = self.zk.get(f"{self.base}/{topic}")
+            data, stat = self.zk.get(path)
         except NoNodeError:
             return {}, None
-        return dict(json.loads(data)["fields"]), stat.version
+        return layout.decode_schema(data, path), stat.version
 
     def get(self, topic: str) -> dict[str, str]:
         if topic not in self.cache:
@@ -174,13 +173,13 @@ class ZkSchemas:
             if merged == current and version is not None:
                 self.cache[topic] = (current, version)
                 return current
-            raw = json.dumps({"fields": list(merged.items())}).encode()
+            raw, path = layout.encode_schema(merged), layout.schema_path(self.group, topic)
             try:
                 if version is None:
-                    self.zk.create(f"{self.base}/{topic}", raw, makepath=True)
+                    self.zk.create(path, raw, makepath=True)
                     version = 0
                 else:
-                    version = self.zk.set(f"{self.base}/{topic}", raw, version=version).version
+                    version = self.zk.set(path, raw, version=version).version
                 self.cache[topic] = (merged, version)
                 return merged
             except (BadVersionError, NodeExistsError):

@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import create_topic, metadata, wait_for
 
+from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch, iter_records, split_batches
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection, ConnectionClosed
@@ -474,11 +475,11 @@ def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
     zk = KazooClient(hosts=cluster1.zookeeper_connect)
     zk.start()
     try:
-        good, _ = zk.get("/brokers/topics/fragile")
-        zk.set("/brokers/topics/fragile", b'{"partitions": {"0": ["one"]}}')
+        good, _ = zk.get(layout.topic_path("fragile"))
+        zk.set(layout.topic_path("fragile"), b'{"partitions": {"0": ["one"]}}')
         time.sleep(1)
         assert (cluster1.brokers[0].workdir / "broker-1-logs" / "fragile-0").exists()
-        zk.set("/brokers/topics/fragile", good)
+        zk.set(layout.topic_path("fragile"), good)
     finally:
         zk.stop()
         zk.close()

@@ -5,13 +5,14 @@ errors or a malformed plan during a load."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
+
+from broker.protocol import zookeeper as layout
 
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
@@ -116,8 +117,8 @@ def zk(zk_chroot):
     client = KazooClient(hosts=zk_chroot, timeout=10)
     client.start(timeout=15)
     client.create(
-        "/brokers/topics/t",
-        json.dumps({"version": 1, "partitions": {"0": [1]}}).encode(),
+        layout.topic_path("t"),
+        layout.encode_topic(layout.TopicPlacement({0: [1]})),
         makepath=True,
     )
     yield client
@@ -129,7 +130,7 @@ def zk(zk_chroot):
     "plan", [b"not json", b"\xff\xfe", b"[1, 2]", b'{"partitions": {"t/0": {"end": "x"}}}']
 )
 def test_a_malformed_load_plan_is_reported(zk, zk_chroot, tmp_path, plan):
-    zk.create("/consumers/g/loader/plan", plan, makepath=True)
+    zk.create(layout.plan_path("g"), plan, makepath=True)
     status, err = run(
         "load",
         "--zookeeper",
@@ -147,10 +148,10 @@ def test_a_malformed_load_plan_is_reported(zk, zk_chroot, tmp_path, plan):
 
 def test_a_zookeeper_error_during_a_load_is_reported(zk, zk_chroot, tmp_path):
     # Nobody may read the plan node: the loader's read fails with NoAuth.
-    zk.ensure_path("/consumers/g/loader")
+    zk.ensure_path(layout.loader_path("g"))
     zk.create(
-        "/consumers/g/loader/plan",
-        b"{}",
+        layout.plan_path("g"),
+        layout.encode_plan({"created_ms": 0, "partitions": {}}),
         acl=[make_acl("world", "anyone", write=True, delete=True, admin=True)],
     )
     status, err = run(

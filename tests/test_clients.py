@@ -16,6 +16,7 @@ import pytest
 from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
+from broker.protocol import zookeeper as layout
 from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
 from consumers.consumer import EARLIEST, Consumer
 from consumers.partitioner import partition_for_key
@@ -220,15 +221,14 @@ def owners(zk, group, topic) -> dict[int, str]:
     """Current owner of each partition (a node may vanish between listing and reading)."""
     from kazoo.exceptions import NoNodeError
 
-    path = f"/consumers/{group}/owners/{topic}"
     result = {}
     try:
-        children = zk.get_children(path)
+        children = zk.get_children(layout.topic_owners_path(group, topic))
     except NoNodeError:
         return {}
     for p in children:
         try:
-            result[int(p)] = zk.get(f"{path}/{p}")[0].decode()
+            result[int(p)] = layout.decode_owner(zk.get(layout.owner_path(group, topic, p))[0])
         except NoNodeError:
             continue
     return result

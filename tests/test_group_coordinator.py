@@ -20,6 +20,7 @@ import pytest
 from conftest import Cluster, wait_for
 from kazoo.client import KazooClient
 
+from broker.protocol import zookeeper as layout
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
@@ -102,10 +103,13 @@ def committed(cluster, group: str, topic: str) -> dict[int, int]:
     zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
     zk.start(timeout=15)
     try:
-        base = f"/consumers/{group}/offsets/{topic}"
+        base = layout.topic_offsets_path(group, topic)
         if not zk.exists(base):
             return {}
-        return {int(p): int(zk.get(f"{base}/{p}")[0]) for p in zk.get_children(base)}
+        return {
+            int(p): layout.decode_offset(zk.get(layout.offset_path(group, topic, p))[0])
+            for p in zk.get_children(base)
+        }
     finally:
         zk.stop()
         zk.close()

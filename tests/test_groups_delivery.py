@@ -17,7 +17,7 @@ import pytest
 from conftest import create_topic, wait_for, zk_session
 from kazoo.client import KazooClient
 
-from broker.offsets import read_offset
+from broker.protocol.offsets import read_offset
 from consumers.group import GroupConsumer
 from consumers.producer import Producer
 

@@ -15,7 +15,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from conftest import create_topic, wait_for, zk_session
 
-from broker.offsets import GroupKindError, claim_kind, read_kind
+from broker.protocol import zookeeper as layout
+from broker.protocol.offsets import GroupKindError, claim_kind, read_kind
 from broker.protocol.registry import ApiKey
 from consumers.group import GroupConsumer
 from consumers.producer import Producer
@@ -41,9 +42,11 @@ def topic_with_messages(cluster, name: str) -> str:
 
 
 def offsets(zk, group: str, topic: str) -> dict[int, bytes]:
-    base = f"/consumers/{group}/offsets/{topic}"
+    base = layout.topic_offsets_path(group, topic)
     return (
-        {int(p): zk.get(f"{base}/{p}")[0] for p in zk.get_children(base)} if zk.exists(base) else {}
+        {int(p): zk.get(layout.offset_path(group, topic, p))[0] for p in zk.get_children(base)}
+        if zk.exists(base)
+        else {}
     )
 
 
@@ -189,7 +192,7 @@ def test_a_paper_member_is_refused_on_another_kinds_group(cluster1, zk, tmp_path
     )
     assert len(consumed.stderr.splitlines()) == 1
     assert offsets(zk, group, topic) == before and not zk.exists(
-        f"/consumers/{group}/ids/{member.consumer_id}"
+        layout.member_path(group, member.consumer_id)
     )
 
 
@@ -214,7 +217,7 @@ def test_a_loader_is_refused_on_another_kinds_group(cluster1, zk, tmp_path, owne
     assert [line for line in loaded.stderr.splitlines() if line.strip()][-1].startswith(
         "headrace load: group"
     )
-    assert offsets(zk, group, topic) == before and not zk.exists(f"/consumers/{group}/loader")
+    assert offsets(zk, group, topic) == before and not zk.exists(layout.loader_path(group))
 
 
 def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster1, zk):
@@ -230,7 +233,7 @@ def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster
         member.close()
     deleted = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
     assert deleted.returncode == 0, deleted.stderr
-    assert not zk.exists(f"/consumers/{group}")
+    assert not zk.exists(layout.group_path(group))
 
     # the name is free: Kafka clients take it; then a live Kafka member blocks deletion too
     c = Consumer(
@@ -262,17 +265,18 @@ def test_groups_delete_is_refused_while_members_live_then_frees_the_name(cluster
         ),
         30,
     )
-    assert not zk.exists(f"/consumers/{group}")
+    assert not zk.exists(layout.group_path(group))
     missing = cli("groups", "--zookeeper", cluster1.zookeeper_connect, "delete", group)
     assert missing.returncode == 1 and "no group" in missing.stderr
 
 
 def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
     with zk_session(zk_chroot) as zk:
-        zk.create("/consumers/old-loader/loader/plan", b"{}", makepath=True)
-        zk.ensure_path("/consumers/old-loader/ids")
-        zk.ensure_path("/consumers/old-paper/ids")
-        zk.create("/consumers/old-offsets/offsets/t/0", b"5", makepath=True)
+        plan = layout.encode_plan({"created_ms": 0, "partitions": {}})
+        zk.create(layout.plan_path("old-loader"), plan, makepath=True)
+        zk.ensure_path(layout.members_path("old-loader"))
+        zk.ensure_path(layout.members_path("old-paper"))
+        zk.create(layout.offset_path("old-offsets", "t", 0), layout.encode_offset(5), makepath=True)
         assert read_kind(zk, "old-loader") == "loader" and read_kind(zk, "old-paper") == "zookeeper"
         assert read_kind(zk, "old-offsets") is None
         with pytest.raises(GroupKindError, match="kind loader"):

@@ -20,6 +20,7 @@ import pytest
 from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
+from broker.protocol import zookeeper as layout
 from headrace import cli
 from loaders import reconcile as loader_reconcile
 from loaders import run as loader_run
@@ -103,7 +104,7 @@ def committed(cluster, group: str, topic: str, partitions: int) -> list[int | No
         out = []
         for p in range(partitions):
             try:
-                out.append(int(zk.get(f"/consumers/{group}/offsets/{topic}/{p}")[0]))
+                out.append(layout.decode_offset(zk.get(layout.offset_path(group, topic, p))[0]))
             except Exception:
                 out.append(None)
         return out
@@ -323,7 +324,8 @@ def test_commit_is_fenced_by_ownership(cluster1, tmp_path):
     zk = KazooClient(hosts=cluster1.zookeeper_connect, timeout=10)
     zk.start(timeout=15)
     try:
-        zk.create("/consumers/fence/owners/t/0", b"me", ephemeral=True, makepath=True)
+        owner = layout.owner_path("fence", "t", 0)
+        zk.create(owner, layout.encode_owner("me"), ephemeral=True, makepath=True)
         version = commit_offset(zk, "fence", "t", 0, 10, None, "me")
         version = commit_offset(zk, "fence", "t", 0, 20, version, "me")
         with pytest.raises(FencedError):
@@ -333,16 +335,14 @@ def test_commit_is_fenced_by_ownership(cluster1, tmp_path):
         other = KazooClient(hosts=cluster1.zookeeper_connect, timeout=10)
         other.start(timeout=15)
         try:
-            zk.delete("/consumers/fence/owners/t/0")
-            other.create(
-                "/consumers/fence/owners/t/0", b"me", ephemeral=True
-            )  # same name, other session
+            zk.delete(owner)
+            other.create(owner, layout.encode_owner("me"), ephemeral=True)  # other session
             with pytest.raises(FencedError):
                 commit_offset(zk, "fence", "t", 0, 30, version, "me")
         finally:
             other.stop()
             other.close()
-        assert int(zk.get("/consumers/fence/offsets/t/0")[0]) == 20
+        assert layout.decode_offset(zk.get(layout.offset_path("fence", "t", 0))[0]) == 20
     finally:
         zk.stop()
         zk.close()
@@ -358,7 +358,8 @@ def test_gap_fails_loudly_unless_allowed(make_cluster, tmp_path, capsys):
     )
     zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
     zk.start(timeout=15)
-    zk.create(f"/consumers/{group}/offsets/{topic}/0", b"0", makepath=True)  # loaded nothing yet
+    # loaded nothing yet
+    zk.create(layout.offset_path(group, topic, 0), layout.encode_offset(0), makepath=True)
     zk.stop()
     zk.close()
     kcat_produce(cluster.bootstrap, topic, events(2000), "none", "-X", "batch.size=2000")

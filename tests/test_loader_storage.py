@@ -39,6 +39,7 @@ from conftest import create_topic, free_port, wait_for
 from kazoo.client import KazooClient
 from test_loader import events, kcat_produce, load_cmd
 
+from broker.protocol import zookeeper as layout
 from loaders import run as loader_run
 from loaders import worker as loader_worker
 from loaders.config import LoaderConfig
@@ -121,7 +122,8 @@ class Offsets:
         out = []
         for p in range(PARTITIONS):
             try:
-                out.append(int(self.zk.get(f"/consumers/{self.group}/offsets/{self.topic}/{p}")[0]))
+                node = layout.offset_path(self.group, self.topic, p)
+                out.append(layout.decode_offset(self.zk.get(node)[0]))
             except Exception:
                 out.append(None)
         return out

@@ -25,6 +25,7 @@ from broker.log import LogConfig
 from broker.log import partition as partition_module
 from broker.log.partition import PartitionLog
 from broker.protocol import compression
+from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch
 from consumers.consumer import Consumer, CorruptBatchError
 from consumers.group import GroupConsumer
@@ -153,7 +154,8 @@ def test_group_consumer_skips_with_seek_and_commits_past(poisoned):
     zk = KazooClient(hosts=poisoned.zookeeper_connect, timeout=10)
     zk.start(timeout=15)
     try:
-        assert int(zk.get(f"/consumers/poison-readers/offsets/{TOPIC}/0")[0]) == END
+        node = layout.offset_path("poison-readers", TOPIC, 0)
+        assert layout.decode_offset(zk.get(node)[0]) == END
     finally:
         zk.stop()
         zk.close()

@@ -4,13 +4,13 @@ broker with the same id, or one on the same log dirs, is still refused."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 from conftest import create_topic
 from kazoo.client import KazooClient
 
+from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch, split_batches
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
@@ -23,8 +23,8 @@ def registration(connect: str, broker_id: int):
     client = KazooClient(hosts=connect, timeout=10)
     client.start(timeout=15)
     try:
-        data, stat = client.get(f"/brokers/ids/{broker_id}")
-        return json.loads(data), stat.ephemeralOwner
+        data, stat = client.get(layout.broker_path(broker_id))
+        return layout.decode_broker(data), stat.ephemeralOwner
     finally:
         client.stop()
         client.close()
@@ -95,7 +95,7 @@ def test_a_broker_restarted_after_kill_9_replaces_its_old_registration(make_clus
 
     info, new_session = registration(cluster.zookeeper_connect, 1)
     assert new_session != old_session  # the old session's node was replaced, not expired
-    assert info["endpoints"] == [f"PLAINTEXT://127.0.0.1:{broker.port}"]
+    assert info.endpoints == (f"PLAINTEXT://127.0.0.1:{broker.port}",)
     assert "replacing the registration left by our previous run" in broker.log_path.read_text()
     assert restart_s < SESSION_MS / 1000 / 2  # loose: waiting for the expiry takes 18 s
     with BrokerConnection("127.0.0.1", broker.port) as conn:

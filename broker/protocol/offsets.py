@@ -1,29 +1,23 @@
-"""The offset registry in ZooKeeper, shared by every kind of group (DESIGN.md).
-
-    /consumers/<group>/kind                    persistent, which kind of group owns the name:
-                                               "zookeeper", "kafka" or "loader"
-    /consumers/<group>/offsets/<topic>/<p>     persistent, the next offset to read, decimal text
+"""The offset registry in ZooKeeper, shared by every kind of group (ARCHITECTURE.md, ZooKeeper).
+Blocking operations over a kazoo client passed in; paths and node data from ``zookeeper.py``.
 
 The paper's ZooKeeper consumers, the warehouse loaders and the brokers' group coordinator
-(for Kafka clients' OffsetCommit/OffsetFetch) all read and write offsets here, so one lag tool
-serves every group.  A group name belongs to one kind from its first use (``claim_kind``
-creates the kind node if it is absent) until ``headrace groups delete`` removes the group;
-the other kinds may not join it or commit to it.  Members that own partitions in
-``/consumers/<group>/owners`` commit with ``commit_owned``: one transaction that checks the
-owner node is still this session's.  Plain blocking kazoo calls: callers on a reactor run
-them in a thread.
+(for Kafka clients' OffsetCommit/OffsetFetch) all read and write offsets in
+``/consumers/<group>/offsets/<topic>/<p>``, so one lag tool serves every group.  A group name
+belongs to one kind from its first use (``claim_kind`` creates ``/consumers/<group>/kind`` if
+it is absent) until ``headrace groups delete`` removes the group; the other kinds may not join
+it or commit to it.  Members that own partitions in ``/consumers/<group>/owners`` commit with
+``commit_owned``: one transaction that checks the owner node is still this session's.
+Callers on a reactor run these in a thread.
 """
 
 from __future__ import annotations
 
 from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
 
-ZOOKEEPER, KAFKA, LOADER = "zookeeper", "kafka", "loader"
-KINDS = {
-    ZOOKEEPER: "the paper's ZooKeeper consumers",
-    KAFKA: "Kafka clients (coordinated by the brokers)",
-    LOADER: "a warehouse loader",
-}
+from . import zookeeper as layout
+from .zookeeper import KINDS, LOADER, ZOOKEEPER
+
 ANY_VERSION = -1  # commit_owned: set the offset whatever its version (create it if absent)
 
 
@@ -43,50 +37,17 @@ class OwnershipError(RuntimeError):
     """This session does not own the partition (any more), or the commit lost a race."""
 
 
-def check_group_name(group: str) -> None:
-    """A group name is one ZooKeeper node name under ``/consumers``: ValueError if it is
-    empty, ``.`` or ``..``, or holds ``/`` or characters ZooKeeper refuses."""
-    if not group or group in (".", "..") or "/" in group:
-        raise ValueError(
-            f"group name {group!r} cannot name a ZooKeeper node: it must not be "
-            "empty, . or .., or contain /"
-        )
-    bad = [
-        c
-        for c in group
-        if c < "\x20"
-        or "\x7f" <= c <= "\x9f"
-        or "\ud800" <= c <= "\uf8ff"
-        or "\ufff0" <= c <= "\uffff"
-    ]
-    if bad:
-        raise ValueError(
-            f"group name {group!r} holds {bad[0]!r}, which ZooKeeper refuses in a node name"
-        )
-
-
-def offset_path(group: str, topic: str, partition: int) -> str:
-    return f"/consumers/{group}/offsets/{topic}/{partition}"
-
-
-def owner_path(group: str, topic: str, partition: int) -> str:
-    return f"/consumers/{group}/owners/{topic}/{partition}"
-
-
-def kind_path(group: str) -> str:
-    return f"/consumers/{group}/kind"
-
-
 def read_kind(client, group: str) -> str | None:
     """The kind recorded for ``group``; for a group from before kinds were recorded, the kind
     its nodes show (a loader plan: loader; members: zookeeper); None if nothing tells."""
+    path = layout.kind_path(group)
     try:
-        return client.get(kind_path(group))[0].decode()
+        return layout.decode_kind(client.get(path)[0], path)
     except NoNodeError:
         pass
-    if client.exists(f"/consumers/{group}/loader/plan"):
+    if client.exists(layout.plan_path(group)):
         return LOADER
-    if client.exists(f"/consumers/{group}/ids"):
+    if client.exists(layout.members_path(group)):
         return ZOOKEEPER
     return None
 
@@ -94,37 +55,43 @@ def read_kind(client, group: str) -> str | None:
 def claim_kind(client, group: str, kind: str) -> None:
     """Make sure ``group`` is a group of ``kind``: record it if nothing is recorded yet
     (create-if-absent, so two first users agree), else raise GroupKindError if it is another."""
-    path = kind_path(group)
+    path = layout.kind_path(group)
     try:
-        owner = client.get(path)[0].decode()
+        owner = layout.decode_kind(client.get(path)[0], path)
     except NoNodeError:
         owner = read_kind(client, group) or kind
         try:
-            client.create(path, owner.encode(), makepath=True)
+            client.create(path, layout.encode_kind(owner), makepath=True)
         except NodeExistsError:
-            owner = client.get(path)[0].decode()
+            owner = layout.decode_kind(client.get(path)[0], path)
     if owner != kind:
         raise GroupKindError(group, owner, kind)
 
 
 def read_offset(client, group: str, topic: str, partition: int) -> tuple[int | None, int | None]:
     """(committed offset, node version), or (None, None) when nothing was committed; a node
-    that does not hold a decimal offset raises ValueError."""
-    path = offset_path(group, topic, partition)
+    that does not hold a decimal offset raises MalformedNodeError (a ValueError)."""
+    path = layout.offset_path(group, topic, partition)
     try:
         data, stat = client.get(path)
     except NoNodeError:
         return None, None
-    try:
-        return int(data.decode().strip()), stat.version
-    except ValueError:
-        raise ValueError(f"{path} holds {data!r}, not an offset") from None
+    return layout.decode_offset(data, path), stat.version
+
+
+def committed_partitions(client, group: str) -> dict[str, list[int]]:
+    """Every topic with committed offsets in ``group``, with its partitions, sorted."""
+    found = {}
+    for topic in sorted(_children(client, layout.offsets_path(group))):
+        parts = _children(client, layout.topic_offsets_path(group, topic))
+        found[topic] = sorted(int(p) for p in parts if p.isdigit())
+    return found
 
 
 def write_offset(client, group: str, topic: str, partition: int, offset: int) -> None:
     """Store ``offset`` unconditionally (the coordinator's commits for Kafka clients, whose
     generations it checks itself).  Two writers creating the node at once both succeed."""
-    path, data = offset_path(group, topic, partition), str(offset).encode()
+    path, data = layout.offset_path(group, topic, partition), layout.encode_offset(offset)
     try:
         client.set(path, data)
     except NoNodeError:
@@ -134,19 +101,28 @@ def write_offset(client, group: str, topic: str, partition: int, offset: int) ->
             client.set(path, data)
 
 
+def read_owner(client, group: str, topic: str, partition: int) -> str | None:
+    """The consumer id that owns the partition, or None if nobody does."""
+    path = layout.owner_path(group, topic, partition)
+    try:
+        return layout.decode_owner(client.get(path)[0], path)
+    except NoNodeError:
+        return None
+
+
 def check_owner(client, group: str, topic: str, partition: int, consumer_id: str):
     """The owner node's stat if ``consumer_id`` owns the partition through this very
     ZooKeeper session (a member that lost its session and registered again under the same
     name does not); else OwnershipError."""
+    path = layout.owner_path(group, topic, partition)
     try:
-        owner, stat = client.get(owner_path(group, topic, partition))
+        data, stat = client.get(path)
     except NoNodeError:
         raise OwnershipError(f"{topic}-{partition}: no longer owned by {consumer_id}") from None
+    owner = layout.decode_owner(data, path)
     session = client.client_id[0] if client.client_id else None
-    if owner.decode() != consumer_id or stat.ephemeralOwner != session:
-        raise OwnershipError(
-            f"{topic}-{partition}: now owned by {owner.decode()}, not {consumer_id}"
-        )
+    if owner != consumer_id or stat.ephemeralOwner != session:
+        raise OwnershipError(f"{topic}-{partition}: now owned by {owner}, not {consumer_id}")
     return stat
 
 
@@ -164,19 +140,20 @@ def commit_owned(
     a compare-and-set, ANY_VERSION sets (or creates) it whatever it holds.  Returns the
     node's new version; OwnershipError if the owner or the version changed (nothing is
     written then), KazooException if ZooKeeper could not be asked."""
-    opath, wpath = owner_path(group, topic, partition), offset_path(group, topic, partition)
+    opath = layout.owner_path(group, topic, partition)
+    wpath = layout.offset_path(group, topic, partition)
     ostat = check_owner(client, group, topic, partition, consumer_id)
     if version == ANY_VERSION:
         stat = client.exists(wpath)
         version = None if stat is None else -1
     if version is None:
-        client.ensure_path(wpath.rsplit("/", 1)[0])
+        client.ensure_path(layout.topic_offsets_path(group, topic))
     tx = client.transaction()
     tx.check(opath, ostat.version)
     if version is None:
-        tx.create(wpath, str(offset).encode())
+        tx.create(wpath, layout.encode_offset(offset))
     else:
-        tx.set_data(wpath, str(offset).encode(), version=version)
+        tx.set_data(wpath, layout.encode_offset(offset), version=version)
     results = tx.commit()
     failures = [
         r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)
@@ -187,3 +164,10 @@ def commit_owned(
             f"({type(failures[0]).__name__}): another member moved it or took the partition"
         )
     return 0 if version is None else results[1].version
+
+
+def _children(client, path: str) -> list[str]:
+    try:
+        return client.get_children(path)
+    except NoNodeError:
+        return []

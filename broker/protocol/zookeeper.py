@@ -1,0 +1,417 @@
+"""The ZooKeeper layout: every path headrace keeps in ZooKeeper and the encoding of each node.
+Pure (no kazoo, no I/O): brokers, clients, loaders and tools build paths and node data here.
+
+Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafka has them)::
+
+    /
+    ├── brokers
+    │   ├── ids
+    │   │   └── <id>                    ephemeral   BrokerRegistration
+    │   │                               {"version": 4, "host", "port", "endpoints": ["PLAINTEXT://h:p"],
+    │   │                                "rack", "jmx_port": -1, "timestamp": "<ms>", "log_dirs"}
+    │   └── topics
+    │       └── <topic>                 persistent  TopicPlacement
+    │                                   {"version": 1, "topic_id", "partitions": {"0": [<id>], ...}}
+    ├── config
+    │   └── topics
+    │       └── <topic>                 persistent  {"version": 1, "config": {"<name>": "<value>"}}
+    ├── cluster
+    │   └── id                          persistent  {"version": "1", "id": "<cluster id>"}
+    ├── latest_producer_id_block        persistent  ProducerIdBlock
+    │                                   {"version": 1, "broker", "block_start", "block_end"}
+    └── consumers
+        └── <group>
+            ├── kind                    persistent  "zookeeper" | "kafka" | "loader"
+            ├── ids
+            │   └── <consumer id>       ephemeral   ConsumerRegistration
+            │                           {"version": 1, "subscription": {"<topic>": 1},
+            │                            "pattern": "static", "timestamp": "<ms>"}
+            ├── owners
+            │   └── <topic>
+            │       └── <p>             ephemeral   <consumer id>
+            ├── offsets
+            │   └── <topic>
+            │       └── <p>             persistent  next offset to read, decimal text
+            └── loader
+                ├── plan                persistent  {"created_ms",
+                │                                    "partitions": {"<t>/<p>": {"end", "ms"}}}
+                └── schemas
+                    └── <topic>         persistent  {"fields": [[<name>, <type>], ...]}
+
+Each node has an ``encode_*`` (value to bytes) and a ``decode_*`` (bytes to a typed value);
+a decoder meeting data it cannot read raises ``MalformedNodeError`` (a ValueError).  Who
+writes what: brokers the broker registry, topics, configs, cluster id and producer id blocks
+(``broker/cluster.py``); every kind of group the ``/consumers`` subtree
+(``broker/protocol/offsets.py``, ``consumers/group.py``, ``loaders/registry.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+# --- paths ---------------------------------------------------------------------------------
+
+BROKER_IDS = "/brokers/ids"
+BROKER_TOPICS = "/brokers/topics"
+CONFIG_TOPICS = "/config/topics"
+CLUSTER = "/cluster"
+CLUSTER_ID = f"{CLUSTER}/id"
+PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+CONSUMERS = "/consumers"
+BROKER_BASE_PATHS = (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, CLUSTER)  # made by every broker
+
+
+def broker_path(broker_id: int | str) -> str:
+    return f"{BROKER_IDS}/{broker_id}"
+
+
+def topic_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}"
+
+
+def topic_config_path(topic: str) -> str:
+    return f"{CONFIG_TOPICS}/{topic}"
+
+
+def group_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}"
+
+
+def kind_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/kind"
+
+
+def members_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/ids"
+
+
+def member_path(group: str, consumer_id: str) -> str:
+    return f"{CONSUMERS}/{group}/ids/{consumer_id}"
+
+
+def owners_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/owners"
+
+
+def topic_owners_path(group: str, topic: str) -> str:
+    return f"{CONSUMERS}/{group}/owners/{topic}"
+
+
+def owner_path(group: str, topic: str, partition: int) -> str:
+    return f"{CONSUMERS}/{group}/owners/{topic}/{partition}"
+
+
+def offsets_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/offsets"
+
+
+def topic_offsets_path(group: str, topic: str) -> str:
+    return f"{CONSUMERS}/{group}/offsets/{topic}"
+
+
+def offset_path(group: str, topic: str, partition: int) -> str:
+    return f"{CONSUMERS}/{group}/offsets/{topic}/{partition}"
+
+
+def loader_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/loader"
+
+
+def plan_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/loader/plan"
+
+
+def schema_path(group: str, topic: str) -> str:
+    return f"{CONSUMERS}/{group}/loader/schemas/{topic}"
+
+
+def check_group_name(group: str) -> None:
+    """A group name is one ZooKeeper node name under ``/consumers``: ValueError if it is
+    empty, ``.`` or ``..``, or holds ``/`` or characters ZooKeeper refuses."""
+    if not group or group in (".", "..") or "/" in group:
+        raise ValueError(
+            f"group name {group!r} cannot name a ZooKeeper node: it must not be "
+            "empty, . or .., or contain /"
+        )
+    bad = [
+        c
+        for c in group
+        if c < "\x20"
+        or "\x7f" <= c <= "\x9f"
+        or "\ud800" <= c <= "\uf8ff"
+        or "\ufff0" <= c <= "\uffff"
+    ]
+    if bad:
+        raise ValueError(
+            f"group name {group!r} holds {bad[0]!r}, which ZooKeeper refuses in a node name"
+        )
+
+
+# --- node data -----------------------------------------------------------------------------
+
+
+class MalformedNodeError(ValueError):
+    """A node's data is not what the layout says it holds."""
+
+    def __init__(self, what: str, data: bytes, reason: str, path: str = ""):
+        self.what, self.data, self.reason, self.path = what, data, reason, path
+        shown = repr(bytes(data[:100])) if isinstance(data, bytes | bytearray) else repr(data)
+        said = f"{path} holds {shown}, not" if path else f"{shown} is not"
+        super().__init__(f"{said} {what} ({reason})")
+
+
+@contextmanager
+def _reading(what: str, data: bytes, path: str):
+    """Any failure to read ``data`` inside (bad UTF-8 or JSON, a missing key, a wrong type)
+    becomes a MalformedNodeError naming the node."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
+
+
+def _dumps(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _check(ok: bool, why: str) -> None:
+    if not ok:
+        raise TypeError(why)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class BrokerRegistration:
+    """``/brokers/ids/<id>``: where a broker listens; ``log_dirs`` (``host:path``) let a
+    restarted broker recognise the node its previous run left."""
+
+    host: str
+    port: int
+    rack: str | None = None
+    endpoints: tuple[str, ...] = ()
+    log_dirs: tuple[str, ...] | None = None
+    timestamp_ms: int = 0
+
+
+def plaintext_endpoint(host: str, port: int) -> str:
+    return f"PLAINTEXT://{host}:{port}"
+
+
+def encode_broker(reg: BrokerRegistration) -> bytes:
+    return _dumps(
+        {
+            "version": 4,
+            "host": reg.host,
+            "port": reg.port,
+            "endpoints": list(reg.endpoints or (plaintext_endpoint(reg.host, reg.port),)),
+            "rack": reg.rack,
+            "jmx_port": -1,
+            "timestamp": str(reg.timestamp_ms),
+            "log_dirs": None if reg.log_dirs is None else list(reg.log_dirs),
+        }
+    )
+
+
+def decode_broker(data: bytes, path: str = "") -> BrokerRegistration:
+    with _reading("a broker registration", data, path):
+        doc = json.loads(data)
+        endpoints, log_dirs, rack = doc.get("endpoints") or [], doc.get("log_dirs"), doc.get("rack")
+        _check(isinstance(doc["host"], str), "host must be a string")
+        _check(isinstance(endpoints, list), "endpoints must be a list")
+        _check(rack is None or isinstance(rack, str), "rack must be a string")
+        _check(log_dirs is None or isinstance(log_dirs, list), "log_dirs must be a list")
+        return BrokerRegistration(
+            doc["host"],
+            int(doc["port"]),
+            rack,
+            tuple(str(e) for e in endpoints),
+            None if log_dirs is None else tuple(str(d) for d in log_dirs),
+            int(doc.get("timestamp") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class TopicPlacement:
+    """``/brokers/topics/<topic>``: the brokers of each partition (the first leads)."""
+
+    partitions: dict[int, list[int]]
+    topic_id: str | None = None
+
+
+def encode_topic(placement: TopicPlacement) -> bytes:
+    doc: dict[str, object] = {"version": 1}
+    if placement.topic_id is not None:
+        doc["topic_id"] = placement.topic_id
+    doc["partitions"] = {str(p): list(r) for p, r in sorted(placement.partitions.items())}
+    return _dumps(doc)
+
+
+def decode_topic(data: bytes, path: str = "") -> TopicPlacement:
+    with _reading("a topic placement", data, path):
+        doc = json.loads(data)
+        topic_id = doc.get("topic_id")
+        _check(topic_id is None or isinstance(topic_id, str), "topic_id must be a string")
+        return TopicPlacement(
+            {int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()},
+            topic_id,
+        )
+
+
+def encode_topic_config(config: dict[str, str]) -> bytes:
+    return _dumps({"version": 1, "config": config})
+
+
+def decode_topic_config(data: bytes, path: str = "") -> dict[str, str]:
+    """``/config/topics/<topic>``: the topic's overrides, Kafka's topic-level names."""
+    with _reading("a topic config", data, path):
+        return {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
+
+
+def encode_cluster_id(cluster_id: str) -> bytes:
+    return _dumps({"version": "1", "id": cluster_id})
+
+
+def decode_cluster_id(data: bytes, path: str = "") -> str:
+    with _reading("a cluster id", data, path):
+        cluster_id = json.loads(data)["id"]
+        _check(isinstance(cluster_id, str), "id must be a string")
+        return cluster_id
+
+
+@dataclass(frozen=True)
+class ProducerIdBlock:
+    """``/latest_producer_id_block``: the last block of producer ids a broker claimed."""
+
+    broker: int
+    block_start: int
+    block_end: int
+
+
+def encode_producer_id_block(block: ProducerIdBlock) -> bytes:
+    return _dumps(
+        {
+            "version": 1,
+            "broker": block.broker,
+            "block_start": block.block_start,
+            "block_end": block.block_end,
+        }
+    )
+
+
+def decode_producer_id_block(data: bytes, path: str = "") -> ProducerIdBlock:
+    with _reading("a producer id block", data, path):
+        doc = json.loads(data)
+        block = ProducerIdBlock(doc["broker"], doc["block_start"], doc["block_end"])
+        _check(
+            all(_is_int(v) for v in (block.broker, block.block_start, block.block_end)),
+            "broker, block_start and block_end must be integers",
+        )
+        return block
+
+
+@dataclass(frozen=True)
+class ConsumerRegistration:
+    """``/consumers/<group>/ids/<consumer id>``: a member of a ZooKeeper group and the
+    topics it subscribes to."""
+
+    subscription: tuple[str, ...]
+    pattern: str = "static"
+    timestamp_ms: int = 0
+
+
+def encode_consumer(reg: ConsumerRegistration) -> bytes:
+    return _dumps(
+        {
+            "version": 1,
+            "subscription": {t: 1 for t in reg.subscription},
+            "pattern": reg.pattern,
+            "timestamp": str(reg.timestamp_ms),
+        }
+    )
+
+
+def decode_consumer(data: bytes, path: str = "") -> ConsumerRegistration:
+    with _reading("a consumer registration", data, path):
+        doc = json.loads(data)
+        subscription, pattern = doc.get("subscription", {}), doc.get("pattern", "static")
+        _check(isinstance(subscription, dict), "subscription must be an object")
+        _check(isinstance(pattern, str), "pattern must be a string")
+        return ConsumerRegistration(
+            tuple(sorted(subscription)), pattern, int(doc.get("timestamp") or 0)
+        )
+
+
+def encode_owner(consumer_id: str) -> bytes:
+    return consumer_id.encode()
+
+
+def decode_owner(data: bytes, path: str = "") -> str:
+    """``/consumers/<group>/owners/<topic>/<p>``: the consumer id that owns the partition."""
+    with _reading("a consumer id", data, path):
+        return data.decode()
+
+
+def encode_offset(offset: int) -> bytes:
+    return str(offset).encode()
+
+
+def decode_offset(data: bytes, path: str = "") -> int:
+    """``/consumers/<group>/offsets/<topic>/<p>``: the next offset to read, decimal text."""
+    with _reading("an offset", data, path):
+        return int(data.decode().strip())
+
+
+ZOOKEEPER, KAFKA, LOADER = "zookeeper", "kafka", "loader"
+KINDS = {
+    ZOOKEEPER: "the paper's ZooKeeper consumers",
+    KAFKA: "Kafka clients (coordinated by the brokers)",
+    LOADER: "a warehouse loader",
+}
+
+
+def encode_kind(kind: str) -> bytes:
+    return kind.encode()
+
+
+def decode_kind(data: bytes, path: str = "") -> str:
+    """``/consumers/<group>/kind``: which kind of group owns the name (one of ``KINDS``, or
+    a name a newer version wrote, reported as it is)."""
+    with _reading("a group kind", data, path):
+        return data.decode()
+
+
+def encode_plan(plan: dict) -> bytes:
+    """``/consumers/<group>/loader/plan``: ``{"created_ms", "partitions": {"<topic>/<p>":
+    {"end", "ms"}}}``, keys sorted so equal plans have equal bytes."""
+    return json.dumps(plan, sort_keys=True).encode()
+
+
+def decode_plan(data: bytes, path: str = "") -> dict:
+    """A loader plan, checked: every entry names ``<topic>/<partition>`` and holds integer
+    ``end`` and ``ms``."""
+    with _reading("a loader plan", data, path):
+        doc = json.loads(data)
+        for key, entry in doc["partitions"].items():
+            int(key.rsplit("/", 1)[1])
+            _check(_is_int(entry["end"]) and _is_int(entry["ms"]), "end and ms must be integers")
+        return doc
+
+
+def encode_schema(fields: dict[str, str]) -> bytes:
+    """``/consumers/<group>/loader/schemas/<topic>``: an inferred schema, fields in order."""
+    return _dumps({"fields": list(fields.items())})
+
+
+def decode_schema(data: bytes, path: str = "") -> dict[str, str]:
+    with _reading("a loader schema", data, path):
+        fields = dict(json.loads(data)["fields"])
+        _check(
+            all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items()),
+            "field names and types must be strings",
+        )
+        return fields
