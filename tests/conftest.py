@@ -1,13 +1,63 @@
-"""Shared fixtures: a real ZooKeeper from Debian's package, started on a free loopback port."""
+"""Shared fixtures: a real ZooKeeper from Debian's package, started on a free loopback port,
+broker clusters on it, and the ``integration`` marker that keeps the other tests pure."""
 
 from __future__ import annotations
 
+import _posixsubprocess
 import contextlib
+import os
+import socket
+import subprocess
 import time
 
 import pytest
 
 from headrace.devcluster import ZooKeeperProcess, free_port  # noqa: F401 (used by tests)
+
+# Every test using one of these fixtures starts processes (ZooKeeper, and brokers on it).
+PROCESS_FIXTURES = frozenset({"zookeeper"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark ``integration`` every test whose fixtures start ZooKeeper or brokers."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+class ProcessOrNetworkInPureTest(RuntimeError):
+    """A test not marked ``integration`` started a process or opened a network connection."""
+
+
+@pytest.fixture(autouse=True)
+def _pure_unless_integration(request, monkeypatch):
+    """Make a test not marked ``integration`` fail loudly if it starts a process or connects a
+    socket: the attempt raises, and the test fails at teardown even if it caught the error."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    attempts = []
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            attempts.append(what)
+            raise ProcessOrNetworkInPureTest(
+                f"{what} in a test not marked integration (add @pytest.mark.integration)"
+            )
+
+        return refused
+
+    # fork_exec is what subprocess (under its own name) and multiprocessing's spawn end in.
+    monkeypatch.setattr(subprocess, "_fork_exec", refuse("starting a process"))
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("starting a process"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        monkeypatch.setattr(os, name, refuse(f"os.{name}"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("a socket connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("a socket connect"))
+    yield
+    if attempts:
+        pytest.fail(f"{', '.join(sorted(set(attempts)))} in a test not marked integration")
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +111,7 @@ class Cluster:
         for broker in self.brokers:
             broker.start()
         for broker in self.brokers:  # every broker sees every other one
-            wait_for(lambda: len(metadata(broker.port)["brokers"]) == len(self.brokers), 20)
+            wait_for(lambda b=broker: len(metadata(b.port)["brokers"]) == len(self.brokers), 20)
         return self
 
     def stop(self) -> None:
