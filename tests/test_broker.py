@@ -412,6 +412,7 @@ def test_topics_command(cluster1):
     assert run("delete", "--topic", "cli-made").returncode == 0
 
 
+@pytest.mark.integration
 def test_bad_configuration_exits_with_a_clear_message(tmp_path):
     config = tmp_path / "server.properties"
     config.write_text("broker.id=1\nlog.segment.bytes=huge\nzookeeper.connect=127.0.0.1:1\n")

@@ -13,6 +13,8 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
+pytestmark = pytest.mark.integration  # the headrace command as a process
+
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 

@@ -229,6 +229,7 @@ def s3(tmp_path_factory):
             proc.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_s3_storage_primitives(s3):
     """Options from the command line reach s3fs; publishing, listing, existence and deletion
     see what other processes (another client) did, whatever the listing cache holds."""
