@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import create_topic, free_port, wait_for
 from kazoo.client import KazooClient
-from test_loader import events, kcat_produce, load_cmd
+from test_loader_exactly_once import events, kcat_produce, load_cmd
 
 from loaders import run as loader_run
 from loaders import worker as loader_worker
