@@ -61,14 +61,6 @@ def fetch_body(
     }
 
 
-def leader_port(cluster, topic, partition):
-    body = metadata(cluster.brokers[0].port, [topic])
-    leader = next(
-        p["leader_id"] for p in body["topics"][0]["partitions"] if p["partition_index"] == partition
-    )
-    return cluster.broker(leader).port
-
-
 @pytest.fixture(scope="module")
 def topic1(cluster1):
     create_topic(cluster1.brokers[0].port, "basics", 2)
