@@ -30,14 +30,14 @@ class ProcessOrNetworkInPureTest(RuntimeError):
     """A test not marked ``integration`` started a process or opened a network connection."""
 
 
-@pytest.fixture(autouse=True)
-def _pure_unless_integration(request, monkeypatch):
-    """Make a test not marked ``integration`` fail loudly if it starts a process or connects a
-    socket: the attempt raises, and the test fails at teardown even if it caught the error."""
-    if request.node.get_closest_marker("integration") is not None:
-        yield
-        return
+@contextlib.contextmanager
+def refusing_processes_and_connections(item):
+    """While a test not marked ``integration`` runs, starting a process or connecting a socket
+    raises; yields the list of what was attempted, so that catching the error hides nothing."""
     attempts = []
+    if item.get_closest_marker("integration") is not None:
+        yield attempts
+        return
 
     def refuse(what):
         def refused(*args, **kwargs):
@@ -48,16 +48,37 @@ def _pure_unless_integration(request, monkeypatch):
 
         return refused
 
-    # fork_exec is what subprocess (under its own name) and multiprocessing's spawn end in.
-    monkeypatch.setattr(subprocess, "_fork_exec", refuse("starting a process"))
-    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("starting a process"))
-    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
-        monkeypatch.setattr(os, name, refuse(f"os.{name}"))
-    monkeypatch.setattr(socket.socket, "connect", refuse("a socket connect"))
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse("a socket connect"))
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        # fork_exec is what subprocess (under its own name) and multiprocessing's spawn end in.
+        patch.setattr(subprocess, "_fork_exec", refuse("starting a process"))
+        patch.setattr(_posixsubprocess, "fork_exec", refuse("starting a process"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+            patch.setattr(os, name, refuse(f"os.{name}"))
+        patch.setattr(socket.socket, "connect", refuse("a socket connect"))
+        patch.setattr(socket.socket, "connect_ex", refuse("a socket connect"))
+        yield attempts
+
+
+def run_pure_unless_integration(item):
+    """The body of a runtest hook wrapper: the phase runs refusing processes and connections
+    (unless the test is marked ``integration``), and fails if it attempted any."""
+    with refusing_processes_and_connections(item) as attempts:
+        result = yield
     if attempts:
         pytest.fail(f"{', '.join(sorted(set(attempts)))} in a test not marked integration")
+    return result
+
+
+# Setup (the test's fixtures, of any scope, set up for it) and the test itself; not teardown,
+# where a module's fixtures of earlier integration tests may be stopped.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from run_pure_unless_integration(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from run_pure_unless_integration(item))
 
 
 @pytest.fixture(scope="session")
