@@ -1,13 +1,84 @@
-"""Shared fixtures: a real ZooKeeper from Debian's package, started on a free loopback port."""
+"""Shared fixtures: a real ZooKeeper from Debian's package, started on a free loopback port,
+broker clusters on it, and the ``integration`` marker that keeps the other tests pure."""
 
 from __future__ import annotations
 
+import _posixsubprocess
 import contextlib
+import os
+import socket
+import subprocess
 import time
 
 import pytest
 
 from headrace.devcluster import ZooKeeperProcess, free_port  # noqa: F401 (used by tests)
+
+# Every test using one of these fixtures starts processes (ZooKeeper, and brokers on it).
+PROCESS_FIXTURES = frozenset({"zookeeper"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark ``integration`` every test whose fixtures start ZooKeeper or brokers."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+class ProcessOrNetworkInPureTest(RuntimeError):
+    """A test not marked ``integration`` started a process or opened a network connection."""
+
+
+@contextlib.contextmanager
+def refusing_processes_and_connections(item):
+    """While a test not marked ``integration`` runs, starting a process or connecting a socket
+    raises; yields the list of what was attempted, so that catching the error hides nothing."""
+    attempts = []
+    if item.get_closest_marker("integration") is not None:
+        yield attempts
+        return
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            attempts.append(what)
+            raise ProcessOrNetworkInPureTest(
+                f"{what} in a test not marked integration (add @pytest.mark.integration)"
+            )
+
+        return refused
+
+    with pytest.MonkeyPatch.context() as patch:
+        # fork_exec is what subprocess (under its own name) and multiprocessing's spawn end in.
+        patch.setattr(subprocess, "_fork_exec", refuse("starting a process"))
+        patch.setattr(_posixsubprocess, "fork_exec", refuse("starting a process"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+            patch.setattr(os, name, refuse(f"os.{name}"))
+        patch.setattr(socket.socket, "connect", refuse("a socket connect"))
+        patch.setattr(socket.socket, "connect_ex", refuse("a socket connect"))
+        yield attempts
+
+
+def run_pure_unless_integration(item):
+    """The body of a runtest hook wrapper: the phase runs refusing processes and connections
+    (unless the test is marked ``integration``), and fails if it attempted any."""
+    with refusing_processes_and_connections(item) as attempts:
+        result = yield
+    if attempts:
+        pytest.fail(f"{', '.join(sorted(set(attempts)))} in a test not marked integration")
+    return result
+
+
+# Setup (the test's fixtures, of any scope, set up for it) and the test itself; not teardown,
+# where a module's fixtures of earlier integration tests may be stopped.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from run_pure_unless_integration(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from run_pure_unless_integration(item))
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +132,7 @@ class Cluster:
         for broker in self.brokers:
             broker.start()
         for broker in self.brokers:  # every broker sees every other one
-            wait_for(lambda: len(metadata(broker.port)["brokers"]) == len(self.brokers), 20)
+            wait_for(lambda b=broker: len(metadata(b.port)["brokers"]) == len(self.brokers), 20)
         return self
 
     def stop(self) -> None:

@@ -14,6 +14,8 @@ from kazoo.security import make_acl
 
 from broker.protocol import zookeeper as layout
 
+pytestmark = pytest.mark.integration  # the headrace command as a process
+
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import create_topic, free_port, wait_for
 from kazoo.client import KazooClient
-from test_loader import events, kcat_produce, load_cmd
+from test_loader_exactly_once import events, kcat_produce, load_cmd
 
 from broker.protocol import zookeeper as layout
 from loaders import run as loader_run
@@ -232,6 +232,7 @@ def s3(tmp_path_factory):
             proc.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_s3_storage_primitives(s3):
     """Options from the command line reach s3fs; publishing, listing, existence and deletion
     see what other processes (another client) did, whatever the listing cache holds."""

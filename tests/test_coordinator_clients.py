@@ -289,7 +289,7 @@ def test_kcat_group_members_share_partitions_and_commit(groups3):
 MEMBER_SCRIPT = """
 import sys, threading
 sys.path.insert(0, {tests!r})
-from test_group_coordinator import MEMBERS
+from test_coordinator_clients import MEMBERS
 class C: bootstrap = {bootstrap!r}
 class Out(list):
     def append(self, item):

@@ -63,14 +63,6 @@ def fetch_body(
     }
 
 
-def leader_port(cluster, topic, partition):
-    body = metadata(cluster.brokers[0].port, [topic])
-    leader = next(
-        p["leader_id"] for p in body["topics"][0]["partitions"] if p["partition_index"] == partition
-    )
-    return cluster.broker(leader).port
-
-
 @pytest.fixture(scope="module")
 def topic1(cluster1):
     create_topic(cluster1.brokers[0].port, "basics", 2)
@@ -416,6 +408,7 @@ def test_topics_command(cluster1):
     assert run("delete", "--topic", "cli-made").returncode == 0
 
 
+@pytest.mark.integration
 def test_bad_configuration_exits_with_a_clear_message(tmp_path):
     config = tmp_path / "server.properties"
     config.write_text("broker.id=1\nlog.segment.bytes=huge\nzookeeper.connect=127.0.0.1:1\n")

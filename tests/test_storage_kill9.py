@@ -14,6 +14,8 @@ from storage_helpers import values_by_seq
 
 from broker.log import LogManager
 
+pytestmark = pytest.mark.integration  # an appending child process, killed
+
 # The child appends deterministic batches (tests/storage_helpers.batch_for) and prints
 # "<seq> <base offset> <last offset>" after each append returns, flushing stdout each time.
 CHILD = textwrap.dedent(

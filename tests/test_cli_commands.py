@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from headrace.cli import main
 
 
@@ -45,6 +47,7 @@ def test_dump_log_lists_batches_and_flags_corruption(tmp_path, capsys):
     assert "INVALID" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_console_script_reports_errors_cleanly(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "headrace.cli", "dump-log", str(tmp_path / "nope.log")],
@@ -89,6 +92,7 @@ def test_demo_generates_json_access_logs(tmp_path):
     assert generate_logs(tmp_path, 1000, 3, seed=7, now=now)[0].read_text() == paths[0].read_text()
 
 
+@pytest.mark.integration
 def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
     """Cluster up, logs, ship, load, DuckDB; a second run reuses the cluster and adds to the
     warehouse; `cluster down` stops it.  Everything under tmp_path (the demo also runs there)."""
@@ -174,6 +178,7 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
         devcluster.cluster_down(cluster)
 
 
+@pytest.mark.integration
 def test_kill_demo_ships_kills_restarts_and_loses_nothing(tmp_path):
     result = subprocess.run(
         [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_codegen import _plain, values
+from test_wire_codegen import _plain, values
 
 from broker.protocol import frames, produce
 from broker.protocol.apis import PRODUCE_REQUEST, PRODUCE_RESPONSE

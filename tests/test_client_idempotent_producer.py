@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from conftest import create_topic
-from test_idempotence_clients import ProxiedBroker
+from test_thirdparty_idempotence import ProxiedBroker
 
 from broker.protocol.errors import KafkaError
 from consumers.consumer import EARLIEST, Consumer

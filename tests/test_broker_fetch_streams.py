@@ -7,7 +7,7 @@ import os
 import socket
 
 from conftest import create_topic, wait_for
-from test_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
+from test_broker_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
 
 from broker.protocol.records import build_batch
 from consumers.client import BrokerConnection

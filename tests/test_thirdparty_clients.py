@@ -12,6 +12,8 @@ from collections import defaultdict
 import pytest
 from conftest import create_topic
 
+pytestmark = pytest.mark.integration  # real clients against brokers
+
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 KEYS = [f"key-{i}" for i in range(10)]
 PER_KEY = 30

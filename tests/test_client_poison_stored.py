@@ -19,7 +19,7 @@ import pytest
 from conftest import create_topic
 from kazoo.client import KazooClient
 from poison_batches import poison
-from test_loader import events, kcat_produce
+from test_loader_exactly_once import events, kcat_produce
 
 from broker.log import LogConfig
 from broker.log import partition as partition_module

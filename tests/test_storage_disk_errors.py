@@ -8,9 +8,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from storage_helpers import batch_for, values_by_seq
 
 from broker.log import LogConfig, PartitionLog
+
+pytestmark = pytest.mark.integration  # a child process on a full disk
 
 # RLIMIT_FSIZE makes writes past the limit short or EFBIG, as a full disk would.
 CHILD = textwrap.dedent(

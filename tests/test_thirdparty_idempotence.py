@@ -118,7 +118,8 @@ def new_topic(proxied: ProxiedBroker, name: str) -> str:
 
 
 def produce_confluent(bootstrap: str, topic: str) -> None:
-    confluent_kafka = pytest.importorskip("confluent_kafka")
+    import confluent_kafka
+
     producer = confluent_kafka.Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -145,7 +146,8 @@ def produce_confluent(bootstrap: str, topic: str) -> None:
 
 
 def produce_kafka_python(bootstrap: str, topic: str) -> None:
-    kafka = pytest.importorskip("kafka")
+    import kafka
+
     producer = kafka.KafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -162,7 +164,7 @@ def produce_kafka_python(bootstrap: str, topic: str) -> None:
 
 
 def produce_aiokafka(bootstrap: str, topic: str) -> None:
-    aiokafka = pytest.importorskip("aiokafka")
+    import aiokafka
 
     async def produce():
         producer = aiokafka.AIOKafkaProducer(
@@ -294,7 +296,8 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
 
 
 def test_idempotent_producers_store_each_message_once_across_a_kill_9(zookeeper, tmp_path):
-    confluent_kafka = pytest.importorskip("confluent_kafka")
+    import confluent_kafka
+
     proxied = ProxiedBroker(tmp_path, f"{zookeeper.connect}/idem-kill-{time.monotonic_ns()}")
     proxied.start(drop_every=DROP_EVERY, max_drops=MAX_DROPS // 2)
     try:

@@ -11,6 +11,8 @@ from confluent_kafka import Producer
 
 from headrace.devcluster import free_port
 
+pytestmark = pytest.mark.integration  # the ceiling server as a process
+
 CEILING = Path(__file__).resolve().parent.parent / "bench" / "ceiling_server.py"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import create_topic
-from test_idempotence_clients import (
+from test_thirdparty_idempotence import (
     PARTITIONS,
     assert_exactly_once_in_order,
     numbered,

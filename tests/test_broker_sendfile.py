@@ -9,7 +9,7 @@ import struct
 import time
 
 from conftest import create_topic
-from test_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
+from test_broker_fetch_memory import INT32_MAX, fetch_request, produce, read_fetch_streaming
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
