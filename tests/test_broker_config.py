@@ -109,6 +109,7 @@ def test_topic_overrides_use_topic_level_names():
         base.with_overrides({"segment.bytes": "-5"})
 
 
+@pytest.mark.integration  # a fresh interpreter, so no other test's imports count
 def test_storage_does_not_import_the_broker_configuration():
     code = "import sys, broker.log; print('broker.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
