@@ -318,7 +318,8 @@ class ClusterClient:
         return InFlightConnection(host, port, self.request_timeout, self.client_id)
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
-        """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time (-1: none)."""
+        """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time
+        (-1: none)."""
         leader = self.leader(topic, partition)
         if leader < 0:
             self.refresh([topic])

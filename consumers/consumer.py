@@ -49,7 +49,6 @@ from .cluster import ClusterClient
 log = logging.getLogger(__name__)
 
 
-
 class Message(NamedTuple):
     topic: str
     partition: int

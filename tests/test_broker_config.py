@@ -103,9 +103,9 @@ def test_topic_overrides_use_topic_level_names():
         4096,
         "LogAppendTime",
     )
-    with pytest.raises(ConfigError, match="retention.msec"):
+    with pytest.raises(ConfigError, match=r"retention\.msec"):
         base.with_overrides({"retention.msec": "1"})
-    with pytest.raises(ConfigError, match="segment.bytes"):
+    with pytest.raises(ConfigError, match=r"segment\.bytes"):
         base.with_overrides({"segment.bytes": "-5"})
 
 

@@ -316,10 +316,11 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
         assert calls[0] >= 2000
         try:
             wait_for(lambda: set(sent) <= set(reader.lines), 30)
-        except AssertionError:
+        except AssertionError as exc:
             raise AssertionError(
-                f"sent {len(sent)}, kcat read {len(reader.lines)}: {reader.lines[:5]} {reader.process.poll()}"
-            )
+                f"sent {len(sent)}, kcat read {len(reader.lines)}: {reader.lines[:5]}"
+                f" (kcat exit {reader.process.poll()})"
+            ) from exc
     finally:
         reader.stop()
         producer.close()

@@ -191,16 +191,16 @@ MEMBER = textwrap.dedent(
 class Member:
     def __init__(self, zk, group, topic, name, logdir):
         self.name = name
-        self.out = open(logdir / f"{name}.out", "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, zk, group, topic, name],
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-        )
+        self.out = logdir / f"{name}.out"
+        with open(self.out, "w") as out:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", MEMBER, zk, group, topic, name],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def consumed(self) -> list[tuple[int, int, str]]:
-        self.out.flush()
-        with open(self.out.name) as f:
+        with open(self.out) as f:
             return [
                 (int(p), int(o), v)
                 for _, p, o, v in (
@@ -267,7 +267,7 @@ def test_group_members_share_partitions_and_survive_kill_9(cluster3, tmp_path):
         for i in range(5):  # 1..5 members, the group settling after each joins
             members.append(Member(zk_connect, group, topic, f"m{i}", tmp_path))
             live = [m.name for m in members]
-            wait_for(lambda: settled(zk, group, topic, live, 8), 30)
+            wait_for(lambda live=live: settled(zk, group, topic, live, 8), 30)
             produce(300)
         victim = members.pop(2)
         victim_partitions = [p for p, o in owners(zk, group, topic).items() if o == victim.name]

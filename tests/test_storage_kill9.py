@@ -90,7 +90,7 @@ def test_every_acknowledged_batch_survives_kill_9(tmp_path, flush_messages):
         plog = manager.get_log("events", 0)
         assert manager.recovered_unclean
         present = values_by_seq(plog)
-        for seq, base, last in acked_all:
+        for seq, _base, _last in acked_all:
             assert seq in present, f"round {round_number}: acknowledged batch {seq} is gone"
             assert present[seq] == batch_for(seq)[1], f"batch {seq} came back different"
         by_offset = {}

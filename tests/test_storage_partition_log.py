@@ -203,7 +203,7 @@ def test_roll_by_segment_size(tmp_path):
     assert all(s.size <= 1000 for s in plog.segments)
     assert len(plog.segments) == pytest.approx(50 * 171 / 1000, abs=3)
     names = sorted(p.name for p in plog.directory.glob("*.log"))
-    assert names == ["%020d.log" % s.base_offset for s in plog.segments]
+    assert names == [f"{s.base_offset:020d}.log" for s in plog.segments]
 
 
 def test_roll_by_time_uses_record_timestamps_or_segment_age(tmp_path):

@@ -36,7 +36,7 @@ def check_all_back_in_order(records, tag: str) -> None:
     for partition, items in by_partition.items():
         items.sort()
         last_seq = {}
-        for offset, key, value in items:
+        for _offset, key, value in items:
             assert partition_of_key.setdefault(key, partition) == partition, (
                 f"{key} in two partitions"
             )

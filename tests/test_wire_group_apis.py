@@ -19,19 +19,13 @@ from kafka.protocol.old import commit as old_commit
 from kafka.protocol.old import find_coordinator as old_coord
 from kafka.protocol.old import group as old_group
 from kafka.protocol.old.types import BitField
+from schema_samples import project, sample
 
 from broker.protocol import frames
 from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from broker.protocol.registry import API_BY_KEY, APIS, GROUP_APIS, ApiKey, api_versions_body
 from broker.protocol.schema import (
-    BOOL,
-    BYTES,
-    INT8,
-    INT16,
-    INT32,
-    INT64,
     NULLABLE_STRING,
-    STRING,
     Array,
     Struct,
 )
@@ -42,45 +36,6 @@ IDS = [f"{a.name}-v{v}" for a, v in VERSIONS]
 
 # Values that fill each type's full width, so a field declared one size too small or too
 # large fails loudly rather than by luck.
-_INTS = {
-    INT8: (-7, 100),
-    INT16: (-2, 30000),
-    INT32: (-3, 2_000_000_001),
-    INT64: (-4, 9_000_000_000_123),
-}
-
-
-def sample(type_, version, nulls=False, n=[0]):
-    """A body of every field the version carries; ``nulls`` puts None wherever allowed."""
-    n[0] += 1
-    if isinstance(type_, Struct):
-        return {f.name: sample(f.type, version, nulls) for f in type_.fields if f.present(version)}
-    if isinstance(type_, Array):
-        if nulls and type_.nullable:
-            return None
-        return [sample(type_.item, version, nulls) for _ in range(2)]
-    if type_ is BOOL:
-        return n[0] % 2 == 0
-    if type_ in _INTS:
-        return _INTS[type_][n[0] % 2]
-    if type_ is NULLABLE_STRING:
-        return None if nulls else f"n\u00e9{n[0]}"
-    if type_ is STRING:
-        return f"s{n[0]}" if not nulls else ""
-    if type_ is BYTES:
-        return b"\x00b%d\xff" % n[0]
-    raise AssertionError(type_)
-
-
-def project(decoded, like):
-    """``decoded`` cut down to the fields ``like`` has (those the version carries)."""
-    if isinstance(like, dict):
-        return {k: project(decoded[k], v) for k, v in like.items()}
-    if isinstance(like, list):
-        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like) :]
-    return decoded
-
-
 # --- the table -------------------------------------------------------------------------------
 
 

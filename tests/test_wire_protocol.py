@@ -8,57 +8,18 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schema_samples import project, sample
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from broker.protocol import frames, produce
 from broker.protocol.registry import API_BY_KEY, APIS, ApiKey, api_versions_body
 from broker.protocol.schema import (
-    BOOL,
-    INT8,
-    INT16,
-    INT32,
-    INT64,
-    NULLABLE_STRING,
-    RECORDS,
-    STRING,
-    Array,
     ProtocolError,
-    Struct,
 )
 from broker.server import KafkaServerFactory
 
 VERSIONS = [(api, v) for api in APIS for v in range(api.min_version, api.max_version + 1)]
-
-
-def sample(type_, version, seed=[0]):
-    """A value of every field, different from the defaults, for round trips."""
-    seed[0] += 1
-    n = seed[0]
-    if isinstance(type_, Struct):
-        return {f.name: sample(f.type, version) for f in type_.fields if f.present(version)}
-    if isinstance(type_, Array):
-        return [sample(type_.item, version) for _ in range(2)]
-    if type_ is BOOL:
-        return True
-    if type_ in (INT8, INT16, INT32, INT64):
-        return n % 100 + 1
-    if type_ in (STRING, NULLABLE_STRING):
-        return f"s{n}"
-    if type_ is RECORDS:
-        return b"r%d" % n
-    return b"b%d" % n
-
-
-def project(decoded, like):
-    """``decoded`` cut down to the fields ``like`` has (those the version carries)."""
-    if isinstance(like, dict):
-        return {k: project(decoded[k], v) for k, v in like.items()}
-    if isinstance(like, list):
-        return [project(d, v) for d, v in zip(decoded, like)] + decoded[len(like) :]
-    if isinstance(decoded, memoryview):
-        return bytes(decoded)
-    return decoded
 
 
 @pytest.mark.parametrize("api, version", VERSIONS, ids=[f"{a.name}-v{v}" for a, v in VERSIONS])

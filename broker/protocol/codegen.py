@@ -67,7 +67,7 @@ def _is_fixed(t) -> bool:
 
 def _fixed_run(fields: list, i: int, version: int) -> list:
     """The fields from ``fields[i]`` on that are present at ``version`` and of fixed size."""
-    run = []
+    run: list = []
     while i + len(run) < len(fields):
         f = fields[i + len(run)]
         if not (f.present(version) and _is_fixed(f.type)):
@@ -128,7 +128,7 @@ def _read_value(src: _Source, t, version: int, indent: int, target: str) -> None
         value = f"buf[pos:pos + {length}]"
         if string:
             value = f"str({value}, 'utf-8')"
-        elif not t.view:
+        elif not t.view:  # type: ignore[union-attr]  # a _Bytes when not string
             value = f"bytes({value})"
         emit(indent + 1, f"{target} = {value}")
         emit(indent + 1, f"pos += {length}")

@@ -149,6 +149,7 @@ def decode_request(payload) -> Request:
             f"{api.name} v{api_version} is not served"
             f" (versions {api.min_version}-{api.max_version})",
         )
+    body: object
     try:
         if api is _PRODUCE:  # the hot path: tuples, not dicts
             body = produce.decode_request(payload, pos, api_version)

@@ -192,7 +192,7 @@ class Array:
     def __init__(self, item, nullable: bool = False):
         self.item = item
         self.nullable = nullable
-        self.default = None if nullable else []
+        self.default: list | None = None if nullable else []
 
     def read(self, r: Reader, version: int = 0):
         n = r.unpack(_I32)
