@@ -21,6 +21,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
+from broker.protocol import zookeeper as layout
 from broker.protocol.errors import KafkaError
 from consumers.cluster import ClusterClient
 
@@ -64,7 +65,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
     cluster = ClusterClient(zookeeper=config.zookeeper, client_id="headrace-loader")
     try:
         for topic in config.topics:
-            if not zk.exists(f"/brokers/topics/{topic}"):
+            if not zk.exists(layout.topic_path(topic)):
                 pool.terminate()
                 print(f"headrace load: unknown topic {topic!r}", file=err)
                 return 2

@@ -28,6 +28,7 @@ import uuid
 
 from kazoo.exceptions import KazooException
 
+from broker.protocol import zookeeper as zk_layout
 from broker.protocol.errors import OffsetOutOfRangeError
 from consumers.consumer import Block, CorruptBatchError
 from consumers.group import GroupConsumer
@@ -138,7 +139,7 @@ class Worker:
             if self.follow:
                 from kazoo.recipe.watchers import DataWatch
 
-                DataWatch(self.zk, f"/consumers/{self.group_name}/loader/plan", self._on_plan)
+                DataWatch(self.zk, zk_layout.plan_path(self.group_name), self._on_plan)
             while True:
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:
                     log.warning("the load's parent process is gone; this worker stops")
@@ -432,7 +433,7 @@ class Worker:
         """Delete temporary files of workers that are no longer members (killed mid-write)."""
         if not self.store.rename_based:
             return
-        live = set(self.zk.get_children(f"/consumers/{self.group_name}/ids"))
+        live = set(self.zk.get_children(zk_layout.members_path(self.group_name)))
         for member in self.store.list_dirs(self.tmp_root):
             if member in live:
                 continue

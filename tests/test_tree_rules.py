@@ -1,0 +1,158 @@
+"""The tree's structural rules (ARCHITECTURE.md, "Rules"), checked by reading the source.
+
+Each rule is a test, so a change that breaks one fails here with the module and line that did.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("broker", "consumers", "loaders", "headrace")
+MAX_LINES = 600
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) for every import in ``path``, relative ones resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+    return found
+
+
+def _violations(packages: tuple[str, ...], allowed, forbidden_roots) -> list[str]:
+    bad = []
+    for path in _modules(*packages):
+        for line, name in _imports(path):
+            root = name.split(".")[0]
+            if root in forbidden_roots and not allowed(name):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return bad
+
+
+def test_clients_and_loaders_import_only_the_contract_from_the_broker_tier():
+    bad = _violations(
+        ("consumers", "loaders"),
+        allowed=lambda name: name == "broker.protocol" or name.startswith("broker.protocol."),
+        forbidden_roots={"broker", "headrace"},
+    )
+    assert bad == []
+
+
+def test_the_contract_imports_nothing_else_of_ours():
+    bad = []
+    for path in _modules("broker/protocol"):
+        for line, name in _imports(path):
+            if name.split(".")[0] in PACKAGES and not name.startswith("broker.protocol"):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == []
+
+
+def test_the_broker_tier_does_not_import_clients_loaders_or_tools():
+    bad = _violations(
+        ("broker",),
+        allowed=lambda name: False,
+        forbidden_roots={"consumers", "loaders", "headrace"},
+    )
+    assert bad == []
+
+
+def test_storage_does_not_import_the_server():
+    bad = []
+    for path in _modules("broker/log"):
+        for line, name in _imports(path):
+            if name.startswith("broker.") and not name.startswith(
+                ("broker.log", "broker.protocol")
+            ):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == []
+
+
+def test_the_codec_opens_no_sockets_and_runs_no_reactor():
+    io_modules = {"socket", "twisted", "kazoo", "subprocess", "threading", "asyncio"}
+    allowed_io = {"offsets.py": {"kazoo"}}  # the offset registry works through a client passed in
+    bad = []
+    for path in _modules("broker/protocol"):
+        for line, name in _imports(path):
+            root = name.split(".")[0]
+            if root in io_modules and root not in allowed_io.get(path.name, ()):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_over_600_lines(package):
+    long = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for p in _modules(package)
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
+    assert long == []
+
+
+ZK_ROOTS = (
+    "/brokers",
+    "/consumers",
+    "/config",
+    "/controller",
+    "/admin",
+    "/isr_change",
+    "/cluster",
+    "/latest_producer_id_block",
+)
+
+
+def test_every_zookeeper_path_is_built_in_the_layout_module():
+    layout = ROOT / "broker" / "protocol" / "zookeeper.py"
+    bad = []
+    for path in _modules(*PACKAGES):
+        if path == layout:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            elif isinstance(node, ast.JoinedStr) and node.values:
+                first = node.values[0]
+                text = first.value if isinstance(first, ast.Constant) else ""
+            else:
+                continue
+            if text.startswith(ZK_ROOTS) and "\n" not in text and " " not in text:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {text!r}")
+    assert bad == []
+
+
+def test_requests_name_their_api():
+    """No call passes a bare number where an API key goes (``request(node, 3, ...)``)."""
+    bad = []
+    for path in _modules(*PACKAGES):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if "request" not in name:
+                continue
+            for arg in node.args[:2]:
+                if isinstance(arg, ast.Constant) and type(arg.value) is int:
+                    bad.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} {name}(..., {arg.value}, ...)"
+                    )
+    assert bad == []
