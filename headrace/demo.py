@@ -245,7 +245,33 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def run_demo(
+def run_demo(**options) -> int:
+    """``pipeline(**options)``, its failure told in one line, and a word on the cluster it
+    leaves running; returns the exit status."""
+    directory = options.get("directory", Path("var/cluster"))
+    try:
+        return pipeline(**options)
+    except DemoError as exc:
+        print(f"headrace demo: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("\nheadrace demo: interrupted", file=sys.stderr)
+        status = 130
+    if (directory / devcluster.STATE_FILE).exists():
+        print(
+            f"the cluster in {_shown(str(directory.absolute()))} is still running; stop it with "
+            f"`headrace cluster down{_dir_option(directory)}`",
+            file=sys.stderr,
+        )
+    return status
+
+
+def _dir_option(directory: Path) -> str:
+    """``cluster down``'s ``--dir`` for the cluster in ``directory`` ("" for the default)."""
+    return "" if directory == Path("var/cluster") else f" --dir {_shown(str(directory.absolute()))}"
+
+
+def pipeline(
     events: int = 50_000,
     directory: Path = Path("var/cluster"),
     work_dir: Path = Path("var/demo"),
@@ -263,59 +289,6 @@ def run_demo(
 ) -> int:
     """The pipeline end to end; returns the exit status (0: every line of this run was loaded
     once)."""
-    try:
-        return _run_demo(
-            events,
-            directory,
-            work_dir,
-            warehouse,
-            topic,
-            partitions,
-            brokers,
-            files,
-            workers,
-            zookeeper_port,
-            base_port,
-            timeout,
-            seed,
-            log_level,
-        )
-    except DemoError as exc:
-        print(f"headrace demo: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\nheadrace demo: interrupted", file=sys.stderr)
-        status = 130
-    if (directory / devcluster.STATE_FILE).exists():
-        where = (
-            ""
-            if directory == Path("var/cluster")
-            else f" --dir {_shown(str(directory.absolute()))}"
-        )
-        print(
-            f"the cluster in {_shown(str(directory.absolute()))} is still running; stop it with "
-            f"`headrace cluster down{where}`",
-            file=sys.stderr,
-        )
-    return status
-
-
-def _run_demo(
-    events,
-    directory,
-    work_dir,
-    warehouse,
-    topic,
-    partitions,
-    brokers,
-    files,
-    workers,
-    zookeeper_port,
-    base_port,
-    timeout,
-    seed,
-    log_level,
-) -> int:
     import duckdb
 
     if events < 1 or files < 1 or brokers < 1 or partitions < 1 or workers < 1:
@@ -325,9 +298,7 @@ def _run_demo(
     started = time.monotonic()
     headrace = _headrace()
     cli = shlex.join([_shown(headrace[0]), *headrace[1:]])
-    down = f"{cli} cluster down" + (
-        "" if directory == Path("var/cluster") else f" --dir {_shown(str(directory.absolute()))}"
-    )
+    down = f"{cli} cluster down{_dir_option(directory)}"
 
     # 1. the cluster
     _say(
