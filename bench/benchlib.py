@@ -731,6 +731,16 @@ def print_broker_notes(meta: dict, contended: list[str]) -> None:
             print(f"  {line}")
 
 
+def best_run(runs: list[dict], rate: str, kept: tuple[str, ...] | None = None) -> dict:
+    """The fastest of ``runs`` by ``rate``, with how many there were, their median ``rate``,
+    and every run (only its ``kept`` keys, if given) under "runs"."""
+    best = dict(max(runs, key=lambda r: r[rate]))
+    best["reps"] = len(runs)
+    best[f"{rate}_median"] = statistics.median(r[rate] for r in runs)
+    best["runs"] = runs if kept is None else [{k: r[k] for k in kept} for r in runs]
+    return best
+
+
 def add_ratio_targets(
     ours: dict, theirs: dict, rate: str, target: int, target_ratio: float
 ) -> None:

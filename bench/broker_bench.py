@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -83,6 +82,7 @@ from benchlib import (
     add_count_args,
     add_output_args,
     bench_parser,
+    best_run,
     check_count_args,
     check_delivery,
     check_log,
@@ -287,18 +287,7 @@ def bench_consume(
 
 def best_of(runs: list[dict]) -> dict:
     """The fastest run, with every run's time, rate and CPU use kept under "runs"."""
-    best = dict(max(runs, key=lambda r: r["msgs_per_s"]))
-    best["reps"] = len(runs)
-    best["msgs_per_s_median"] = statistics.median(r["msgs_per_s"] for r in runs)
-    best["runs"] = [
-        {
-            "topic": r["topic"],
-            "seconds": r["seconds"],
-            "msgs_per_s": r["msgs_per_s"],
-            "cpu": r["cpu"],
-        }
-        for r in runs
-    ]
+    best = best_run(runs, "msgs_per_s", ("topic", "seconds", "msgs_per_s", "cpu"))
     if "target_msgs_per_s" in best:
         best["target_met_median"] = best["msgs_per_s_median"] >= best["target_msgs_per_s"]
     return best

@@ -75,7 +75,6 @@ the verdict says so.  Missed targets are listed at the end.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -95,6 +94,7 @@ from benchlib import (
     add_output_args,
     add_ratio_targets,
     bench_parser,
+    best_run,
     check_count_args,
     check_delivery,
     check_log,
@@ -420,13 +420,7 @@ def consume_result(
 
 def summarize(test: str, client: str, runs: list[dict]) -> dict:
     """The fastest run, with every run's time, rate and CPU use kept under "runs"."""
-    best = dict(max(runs, key=lambda r: r["msgs_per_s"]))
-    best["reps"] = len(runs)
-    best["msgs_per_s_median"] = statistics.median(r["msgs_per_s"] for r in runs)
-    best["runs"] = [
-        {k: r[k] for k in ("topic", "seconds", "msgs_per_s", "first", "cpu")} for r in runs
-    ]
-    return best
+    return best_run(runs, "msgs_per_s", ("topic", "seconds", "msgs_per_s", "first", "cpu"))
 
 
 def add_targets(ours: dict, theirs: dict, target: int, target_ratio: float) -> None:

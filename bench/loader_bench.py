@@ -101,6 +101,7 @@ from benchlib import (
     add_output_args,
     add_ratio_targets,
     bench_parser,
+    best_run,
     check_count_args,
     collect_broker_log_problems,
     create_topic,
@@ -813,11 +814,7 @@ def print_profile(info: dict, top: int = 25) -> None:
 
 
 def summarize(runs: list[dict]) -> dict:
-    best = dict(max(runs, key=lambda r: r["events_per_s"]))
-    best["reps"] = len(runs)
-    best["events_per_s_median"] = statistics.median(r["events_per_s"] for r in runs)
-    best["runs"] = runs
-    return best
+    return best_run(runs, "events_per_s")
 
 
 def add_ratios(row: dict, baseline: dict) -> None:
