@@ -52,6 +52,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 
@@ -685,6 +686,44 @@ def consume_timed(
         value_bytes=value_bytes,
         last=messages[-1] if count else None,
     )
+
+
+def rdkafka_consume_timed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    label: str,
+    count: int,
+    meter: CpuMeter,
+    pause_gc: bool,
+    take: Callable[[list], int],
+) -> Timed:
+    """``consume_timed`` with confluent-kafka's consumer: partition 0 of ``topic`` assigned
+    from offset 0, up to 10,000 messages a ``consume()``; connected before the clock starts.
+    ``group`` only because confluent-kafka requires one: it is never subscribed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    try:
+        consumer.list_topics(topic, timeout=10)  # connect before timing
+        return consume_timed(
+            label,
+            count,
+            meter,
+            pause_gc,
+            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
+            partial(consumer.consume, 10_000, 1.0),
+            take,
+        )
+    finally:
+        consumer.close()
 
 
 def check_delivery(name: str, left: int, errors: list) -> None:

@@ -67,7 +67,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from itertools import repeat
 from pathlib import Path
 
@@ -88,7 +87,6 @@ from benchlib import (
     check_log,
     close_rdkafka_producer,
     collect_broker_log_problems,
-    consume_timed,
     cpu_cells,
     cpu_headers,
     create_topics,
@@ -101,11 +99,12 @@ from benchlib import (
     payload,
     print_broker_notes,
     print_table,
+    rdkafka_consume_timed,
     rdkafka_produce_timed,
     running_broker,
     step,
 )
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka import libversion as librdkafka_version
 
 from headrace.devcluster import BrokerProcess
@@ -232,42 +231,23 @@ def bench_consume(
     target: int,
     paper: int,
 ) -> dict:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": "broker-bench",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        }
-    )
-
     def take(messages: list) -> int:
         for message in messages:
             if message.error() is not None:
                 raise BenchmarkError(f"consume: {message.error()}")
         return 0
 
-    try:
-        consumer.list_topics(topic, timeout=10)  # connect before timing
-        timed = consume_timed(
-            "consume",
-            count,
-            meter,
-            True,
-            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
-            partial(consumer.consume, 10_000, 1.0),
-            take,
+    timed = rdkafka_consume_timed(
+        broker.bootstrap, "broker-bench", topic, "consume", count, meter, True, take
+    )
+    last_offset = timed.last.offset()
+    if timed.received != count or last_offset != count - 1:
+        raise BenchmarkError(
+            f"consume: {timed.received:,} messages, last offset {last_offset:,}; "
+            f"expected {count:,} ending at {count - 1:,}"
         )
-        last_offset = timed.last.offset()
-        if timed.received != count or last_offset != count - 1:
-            raise BenchmarkError(
-                f"consume: {timed.received:,} messages, last offset {last_offset:,}; "
-                f"expected {count:,} ending at {count - 1:,}"
-            )
-        if len(timed.last.value()) != VALUE_BYTES:
-            raise BenchmarkError("consume: the last message's value is not 200 bytes")
-    finally:
-        consumer.close()
+    if len(timed.last.value()) != VALUE_BYTES:
+        raise BenchmarkError("consume: the last message's value is not 200 bytes")
     elapsed = timed.end - timed.start
     result = {
         "test": "consume",

@@ -113,13 +113,13 @@ from benchlib import (
     payload,
     print_broker_notes,
     print_table,
+    rdkafka_consume_timed,
     rdkafka_produce_timed,
     running_broker,
     step,
     verdict,
 )
-from confluent_kafka import Consumer as RdConsumer
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka import Producer as RdProducer
 from confluent_kafka import libversion as librdkafka_version
 from confluent_kafka import version as confluent_version
@@ -353,15 +353,6 @@ def consume_ours(
 def consume_rdkafka(
     broker: BrokerProcess, meter: CpuMeter, topic: str, count: int, settings: Settings
 ) -> dict:
-    consumer = RdConsumer(
-        {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": "client-bench",  # required by confluent-kafka; never subscribed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        }
-    )
-
     def take(messages: list) -> int:
         size = 0
         for message in messages:
@@ -370,19 +361,16 @@ def consume_rdkafka(
             size += len(message.value())
         return size
 
-    try:
-        consumer.list_topics(topic, timeout=10)  # connect before timing
-        timed = consume_timed(
-            f"{RDKAFKA} consume",
-            count,
-            meter,
-            not settings.gc,
-            lambda: consumer.assign([TopicPartition(topic, 0, 0)]),
-            partial(consumer.consume, 10_000, 1.0),
-            take,
-        )
-    finally:
-        consumer.close()
+    timed = rdkafka_consume_timed(
+        broker.bootstrap,
+        "client-bench",
+        topic,
+        f"{RDKAFKA} consume",
+        count,
+        meter,
+        not settings.gc,
+        take,
+    )
     return consume_result(RDKAFKA, topic, count, timed.last.offset(), timed, meter)
 
 
