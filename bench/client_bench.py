@@ -184,6 +184,25 @@ def bottleneck(used: dict, client: str) -> str:
 # --- produce -------------------------------------------------------------------------------
 
 
+class Deliveries:
+    """A producer's delivery reports: how many came and the errors among them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors: list = []
+
+    def report(self, error) -> None:
+        self.count += 1
+        if error is not None:
+            self.errors.append(error)
+
+    def check(self, name: str, left: int, expected: int | None, reports: str) -> None:
+        """All delivered without error, and ``expected`` ``reports`` (if not None) came."""
+        check_delivery(name, left, self.errors)
+        if expected is not None and self.count != expected:
+            raise BenchmarkError(f"{name}: {self.count} {reports} for {expected} messages")
+
+
 def produce_ours(
     broker: BrokerProcess,
     meter: CpuMeter,
@@ -193,14 +212,10 @@ def produce_ours(
     every: bool = True,
 ) -> dict:
     """``every``: a done callback on every future; otherwise only the last one is checked."""
-    errors: list = []
-    delivered = 0
+    deliveries = Deliveries()
 
     def on_done(future):  # the producer's sender thread, once per message
-        nonlocal delivered
-        delivered += 1
-        if future.exception() is not None:
-            errors.append(future.exception())
+        deliveries.report(future.exception())
 
     producer = OurProducer(broker.bootstrap, acks="all")
     value = payload()
@@ -228,9 +243,7 @@ def produce_ours(
     finally:
         producer.close(None if finished else 0)
     name = f"{OURS} {PRODUCE if every else PRODUCE_LAST}"
-    check_delivery(name, left, errors)
-    if every and delivered != count:
-        raise BenchmarkError(f"{name}: {delivered} done callbacks for {count} messages")
+    deliveries.check(name, left, count if every else None, "done callbacks")
     last = future.result(0)
     if last.offset != count - 1:
         raise BenchmarkError(
@@ -256,14 +269,10 @@ def produce_rdkafka(
     every: bool = True,
 ) -> dict:
     """``every``: a delivery callback per message; otherwise delivery.report.only.error."""
-    errors: list = []
-    delivered = 0
+    deliveries = Deliveries()
 
     def on_delivery(err, _msg):  # inside flush(), on this thread
-        nonlocal delivered
-        delivered += 1
-        if err is not None:
-            errors.append(err)
+        deliveries.report(err)
 
     config = {"bootstrap.servers": broker.bootstrap, "queue.buffering.max.messages": count + 1000}
     if not every:
@@ -279,9 +288,7 @@ def produce_rdkafka(
     finally:
         close_rdkafka_producer(producer, finished)
     name = f"{RDKAFKA} {PRODUCE if every else PRODUCE_ERRONLY}"
-    check_delivery(name, timed.left, errors)
-    if every and delivered != count:
-        raise BenchmarkError(f"{name}: {delivered} delivery reports for {count} messages")
+    deliveries.check(name, timed.left, count if every else None, "delivery reports")
     return produce_result(
         RDKAFKA,
         PRODUCE if every else PRODUCE_ERRONLY,
