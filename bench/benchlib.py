@@ -805,3 +805,21 @@ def verdict(met: bool | None, met_median: bool | None, text: str) -> str:
     if not met_median:
         return f"{text}: yes (best only)"
     return f"{text}: yes"
+
+
+def ratio_target_cells(r: dict, rate: str) -> list[str]:
+    """What ``add_ratio_targets`` left in a row, as its last four cells: the ratio, the median
+    ratio, and the verdicts on the ``rate`` target and on the ratio target ("-" where none)."""
+    has = "ratio" in r
+    return [
+        f"{r['ratio']:.3f}" if has else "-",
+        f"{r['ratio_median']:.3f}" if has else "-",
+        verdict(
+            r.get("target_met"), r.get("target_met_median"), f">= {r.get(f'target_{rate}', 0):,}"
+        ),
+        verdict(
+            r.get("target_ratio_met"),
+            r.get("target_ratio_met_median"),
+            f">= {r.get('target_ratio', 0):.1f}",
+        ),
+    ]

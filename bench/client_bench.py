@@ -113,11 +113,11 @@ from benchlib import (
     payload,
     print_broker_notes,
     print_table,
+    ratio_target_cells,
     rdkafka_consume_timed,
     rdkafka_produce_timed,
     running_broker,
     step,
-    verdict,
 )
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as RdProducer
@@ -425,7 +425,6 @@ def add_targets(ours: dict, theirs: dict, target: int, target_ratio: float) -> N
 def print_results(rows_in: list[dict]) -> None:
     rows = []
     for r in rows_in:
-        has = "target_met" in r
         rows.append(
             [
                 r["test"],
@@ -435,18 +434,7 @@ def print_results(rows_in: list[dict]) -> None:
                 f"{r['msgs_per_s']:,.0f}",
                 f"{r['msgs_per_s_median']:,.0f}",
                 f"{r['payload_mb_per_s']:,.1f}",
-                f"{r['ratio']:.3f}" if has else "-",
-                f"{r['ratio_median']:.3f}" if has else "-",
-                verdict(
-                    r.get("target_met"),
-                    r.get("target_met_median"),
-                    f">= {r.get('target_msgs_per_s', 0):,}",
-                ),
-                verdict(
-                    r.get("target_ratio_met"),
-                    r.get("target_ratio_met_median"),
-                    f">= {r.get('target_ratio', 0):.1f}",
-                ),
+                *ratio_target_cells(r, "msgs_per_s"),
             ]
         )
     reps = rows_in[0]["reps"] if rows_in else 1

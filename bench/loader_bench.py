@@ -112,12 +112,12 @@ from benchlib import (
     new_meta,
     print_broker_notes,
     print_table,
+    ratio_target_cells,
     running_broker,
     self_cpu,
     signals_ignored,
     stat_cpu,
     step,
-    verdict,
 )
 from repo_root import ROOT
 
@@ -831,7 +831,6 @@ def add_ratios(row: dict, baseline: dict) -> None:
 def print_results(rows_in: list[dict], event_bytes: float) -> None:
     rows = []
     for r in rows_in:
-        has = "ratio" in r
         rows.append(
             [
                 r["test"],
@@ -840,18 +839,7 @@ def print_results(rows_in: list[dict], event_bytes: float) -> None:
                 f"{r['events_per_s']:,.0f}",
                 f"{r['events_per_s_median']:,.0f}",
                 f"{r['events_per_s'] * event_bytes / MB:,.1f}",
-                f"{r['ratio']:.3f}" if has else "-",
-                f"{r['ratio_median']:.3f}" if has else "-",
-                verdict(
-                    r.get("target_met"),
-                    r.get("target_met_median"),
-                    f">= {r.get('target_events_per_s', 0):,}",
-                ),
-                verdict(
-                    r.get("target_ratio_met"),
-                    r.get("target_ratio_met_median"),
-                    f">= {r.get('target_ratio', 0):.1f}",
-                ),
+                *ratio_target_cells(r, "events_per_s"),
             ]
         )
     reps = rows_in[0]["reps"]
