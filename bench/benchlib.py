@@ -7,7 +7,8 @@ What is here:
 * timing and output helpers: ``gc_paused``, ``step`` (a progress line with its duration),
   ``print_table``, ``platform_meta`` / ``new_meta`` (what a run records about itself) /
   ``header`` (the first line every script prints), ``finish`` (the "Targets missed" line, the
-  total time and the ``--json`` file), ``add_ratio_targets`` and ``verdict``;
+  total time and the ``--json`` file), ``best_run`` (the fastest of a test's runs and their
+  median), ``add_ratio_targets``, ``verdict`` and ``ratio_target_cells`` (the cells they make);
 * arguments: ``bench_parser`` (description and ``--quick``), ``add_count_args`` /
   ``check_count_args`` (``--messages`` or ``--events``, and ``--reps``), ``add_output_args``
   (``--json``, ``--keep``, ``--tmp-dir``);
@@ -24,7 +25,8 @@ What is here:
   ``create_topics`` / ``create_topic`` / ``wait_for_leader``, ``log_end_offset``,
   ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``;
 * timed client runs: ``Timed``, ``rdkafka_produce_timed`` and ``consume_timed`` (the loops
-  of confluent-kafka's produce and of a consume), ``check_delivery`` and
+  of confluent-kafka's produce and of a consume), ``rdkafka_consume_timed`` (confluent-kafka's
+  consumer in that loop), ``check_delivery`` and
   ``close_rdkafka_producer`` (the end of a produce run), ``collect_broker_log_problems`` /
   ``print_broker_notes`` (warnings in the broker's log).
 
