@@ -37,6 +37,7 @@ from .accesslog import HOURS, generate_logs
 
 STANDARD_ZOOKEEPER_PORT = 2181  # the ports `headrace cluster up` uses
 STANDARD_BASE_PORT = 9092
+STANDARD_CLUSTER_DIR = Path("var/cluster")  # and the directory it keeps its cluster in
 
 
 def _headrace() -> list[str]:
@@ -80,7 +81,7 @@ def _running_cluster(directory: Path) -> dict | None:
     state = json.loads(state_path.read_text())
     if not any(devcluster._alive(pid) for pid in state.get("pids", [])):
         return None  # left by a cluster that is gone: start a new one
-    where = "" if directory == Path("var/cluster") else f" --dir {directory}"
+    where = "" if directory == STANDARD_CLUSTER_DIR else f" --dir {directory}"
     stop = f"`headrace cluster down{where}`"
     zk_pid = state.get("zookeeper_pid")
     if (
@@ -248,7 +249,7 @@ def _sql_literal(text: str) -> str:
 def run_demo(**options) -> int:
     """``pipeline(**options)``, its failure told in one line, and a word on the cluster it
     leaves running; returns the exit status."""
-    directory = options.get("directory", Path("var/cluster"))
+    directory = options.get("directory", STANDARD_CLUSTER_DIR)
     try:
         return pipeline(**options)
     except DemoError as exc:
@@ -268,12 +269,14 @@ def run_demo(**options) -> int:
 
 def _dir_option(directory: Path) -> str:
     """``cluster down``'s ``--dir`` for the cluster in ``directory`` ("" for the default)."""
-    return "" if directory == Path("var/cluster") else f" --dir {_shown(str(directory.absolute()))}"
+    return (
+        "" if directory == STANDARD_CLUSTER_DIR else f" --dir {_shown(str(directory.absolute()))}"
+    )
 
 
 def pipeline(
     events: int = 50_000,
-    directory: Path = Path("var/cluster"),
+    directory: Path = STANDARD_CLUSTER_DIR,
     work_dir: Path = Path("var/demo"),
     warehouse: Path = Path("warehouse"),
     topic: str = "access",
