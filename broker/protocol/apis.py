@@ -24,6 +24,7 @@ from .schema import (
     Array,
     Field,
     Struct,
+    topic_partitions,
 )
 
 # --- Produce (0) -----------------------------------------------------------------------------
@@ -32,55 +33,33 @@ PRODUCE_REQUEST = Struct(
     Field("transactional_id", NULLABLE_STRING, "3+"),
     Field("acks", INT16),
     Field("timeout_ms", INT32),
-    Field(
+    topic_partitions(
         "topic_data",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partition_data",
-                    Array(
-                        Struct(
-                            Field("index", INT32),
-                            Field("records", RECORDS),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("index", INT32),
+        Field("records", RECORDS),
+        partitions="partition_data",
     ),
 )
 PRODUCE_RESPONSE = Struct(
-    Field(
+    topic_partitions(
         "responses",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partition_responses",
-                    Array(
-                        Struct(
-                            Field("index", INT32),
-                            Field("error_code", INT16),
-                            Field("base_offset", INT64),
-                            Field("log_append_time_ms", INT64, "2+", default=-1),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field(
-                                "record_errors",
-                                Array(
-                                    Struct(
-                                        Field("batch_index", INT32),
-                                        Field("batch_index_error_message", NULLABLE_STRING),
-                                    )
-                                ),
-                                "8+",
-                            ),
-                            Field("error_message", NULLABLE_STRING, "8+"),
-                        )
-                    ),
-                ),
-            )
+        Field("index", INT32),
+        Field("error_code", INT16),
+        Field("base_offset", INT64),
+        Field("log_append_time_ms", INT64, "2+", default=-1),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        Field(
+            "record_errors",
+            Array(
+                Struct(
+                    Field("batch_index", INT32),
+                    Field("batch_index_error_message", NULLABLE_STRING),
+                )
+            ),
+            "8+",
         ),
+        Field("error_message", NULLABLE_STRING, "8+"),
+        partitions="partition_responses",
     ),
     Field("throttle_time_ms", INT32, "1+"),
 )
@@ -95,25 +74,14 @@ FETCH_REQUEST = Struct(
     Field("isolation_level", INT8, "4+"),
     Field("session_id", INT32, "7+"),
     Field("session_epoch", INT32, "7+", default=-1),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("topic", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition", INT32),
-                            Field("current_leader_epoch", INT32, "9+", default=-1),
-                            Field("fetch_offset", INT64),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field("partition_max_bytes", INT32),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition", INT32),
+        Field("current_leader_epoch", INT32, "9+", default=-1),
+        Field("fetch_offset", INT64),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        Field("partition_max_bytes", INT32),
+        topic="topic",
     ),
     Field(
         "forgotten_topics_data",
@@ -131,38 +99,27 @@ FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
     Field("error_code", INT16, "7+"),
     Field("session_id", INT32, "7+"),
-    Field(
+    topic_partitions(
         "responses",
-        Array(
-            Struct(
-                Field("topic", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                            Field("high_watermark", INT64),
-                            Field("last_stable_offset", INT64, "4+", default=-1),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field(
-                                "aborted_transactions",
-                                Array(
-                                    Struct(
-                                        Field("producer_id", INT64),
-                                        Field("first_offset", INT64),
-                                    ),
-                                    nullable=True,
-                                ),
-                                "4+",
-                            ),
-                            Field("preferred_read_replica", INT32, "11+", default=-1),
-                            Field("records", RECORDS),
-                        )
-                    ),
+        Field("partition_index", INT32),
+        Field("error_code", INT16),
+        Field("high_watermark", INT64),
+        Field("last_stable_offset", INT64, "4+", default=-1),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        Field(
+            "aborted_transactions",
+            Array(
+                Struct(
+                    Field("producer_id", INT64),
+                    Field("first_offset", INT64),
                 ),
-            )
+                nullable=True,
+            ),
+            "4+",
         ),
+        Field("preferred_read_replica", INT32, "11+", default=-1),
+        Field("records", RECORDS),
+        topic="topic",
     ),
 )
 
@@ -171,46 +128,22 @@ FETCH_RESPONSE = Struct(
 LIST_OFFSETS_REQUEST = Struct(
     Field("replica_id", INT32),
     Field("isolation_level", INT8, "2+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("current_leader_epoch", INT32, "4+", default=-1),
-                            Field("timestamp", INT64),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("current_leader_epoch", INT32, "4+", default=-1),
+        Field("timestamp", INT64),
     ),
 )
 LIST_OFFSETS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                            Field("timestamp", INT64, default=-1),
-                            Field("offset", INT64, default=-1),
-                            Field("leader_epoch", INT32, "4+", default=-1),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("error_code", INT16),
+        Field("timestamp", INT64, default=-1),
+        Field("offset", INT64, default=-1),
+        Field("leader_epoch", INT32, "4+", default=-1),
     ),
 )
 

@@ -28,10 +28,22 @@ from .schema import (
     Array,
     Field,
     Struct,
+    topic_partitions,
 )
 
 # Kafka's "no authorized operations requested" sentinel (int32 minimum).
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+# Shared openings.  Fields hold no state, so tables may share them.
+# A response's throttle time (from v1) and its top-level error code:
+_THROTTLE_ERROR = (Field("throttle_time_ms", INT32, "1+"), Field("error_code", INT16))
+# A member of a generation, as Heartbeat and SyncGroup name it (static membership from v3):
+_GENERATION_MEMBER = (
+    Field("group_id", STRING),
+    Field("generation_id", INT32),
+    Field("member_id", STRING),
+    Field("group_instance_id", NULLABLE_STRING, "3+"),
+)
 
 # --- FindCoordinator (10): non-flexible 0-2, flexible from 3 --------------------------------
 
@@ -40,8 +52,7 @@ FIND_COORDINATOR_REQUEST = Struct(
     Field("key_type", INT8, "1+"),  # 0 group, 1 transaction; v0 means a group
 )
 FIND_COORDINATOR_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
+    *_THROTTLE_ERROR,
     Field("error_message", NULLABLE_STRING, "1+"),
     Field("node_id", INT32),
     Field("host", STRING),
@@ -89,16 +100,8 @@ JOIN_GROUP_RESPONSE = Struct(
 
 # --- Heartbeat (12): non-flexible 0-3, flexible from 4 --------------------------------------
 
-HEARTBEAT_REQUEST = Struct(
-    Field("group_id", STRING),
-    Field("generation_id", INT32),
-    Field("member_id", STRING),
-    Field("group_instance_id", NULLABLE_STRING, "3+"),
-)
-HEARTBEAT_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
-)
+HEARTBEAT_REQUEST = Struct(*_GENERATION_MEMBER)
+HEARTBEAT_RESPONSE = Struct(*_THROTTLE_ERROR)
 
 # --- LeaveGroup (13): v0-1 here; v2 (same as v1) and v3 (batched members) are also
 # non-flexible, flexible from 4 --------------------------------------------------------------
@@ -107,18 +110,12 @@ LEAVE_GROUP_REQUEST = Struct(
     Field("group_id", STRING),
     Field("member_id", STRING),  # v0-2 only; v3 replaces it with a members array
 )
-LEAVE_GROUP_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
-)
+LEAVE_GROUP_RESPONSE = Struct(*_THROTTLE_ERROR)
 
 # --- SyncGroup (14): non-flexible 0-3, flexible from 4 --------------------------------------
 
 SYNC_GROUP_REQUEST = Struct(
-    Field("group_id", STRING),
-    Field("generation_id", INT32),
-    Field("member_id", STRING),
-    Field("group_instance_id", NULLABLE_STRING, "3+"),
+    *_GENERATION_MEMBER,
     Field(
         "assignments",
         Array(
@@ -130,8 +127,7 @@ SYNC_GROUP_REQUEST = Struct(
     ),
 )
 SYNC_GROUP_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
+    *_THROTTLE_ERROR,
     Field("assignment", BYTES),
 )
 
@@ -144,45 +140,17 @@ OFFSET_COMMIT_REQUEST = Struct(
     Field("member_id", STRING, "1+"),
     Field("group_instance_id", NULLABLE_STRING, "7+"),
     Field("retention_time_ms", INT64, "2-4", default=-1),  # -1: the broker's retention
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("committed_offset", INT64),
-                            Field("committed_leader_epoch", INT32, "6+", default=-1),
-                            Field("committed_metadata", NULLABLE_STRING),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("committed_offset", INT64),
+        Field("committed_leader_epoch", INT32, "6+", default=-1),
+        Field("committed_metadata", NULLABLE_STRING),
     ),
 )
 OFFSET_COMMIT_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field(
-        "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                        )
-                    ),
-                ),
-            )
-        ),
-    ),
+    topic_partitions("topics", Field("partition_index", INT32), Field("error_code", INT16)),
 )
 
 # --- OffsetFetch (9): v1-5 here (v0 read ZooKeeper); flexible from 6 -----------------------
@@ -203,25 +171,13 @@ OFFSET_FETCH_REQUEST = Struct(
 )
 OFFSET_FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("committed_offset", INT64),
-                            Field("committed_leader_epoch", INT32, "5+", default=-1),
-                            Field("metadata", NULLABLE_STRING),
-                            Field("error_code", INT16),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("committed_offset", INT64),
+        Field("committed_leader_epoch", INT32, "5+", default=-1),
+        Field("metadata", NULLABLE_STRING),
+        Field("error_code", INT16),
     ),
     Field("error_code", INT16, "2+"),  # group-level; after the topics, not before
 )
@@ -266,8 +222,7 @@ DESCRIBE_GROUPS_RESPONSE = Struct(
 
 LIST_GROUPS_REQUEST = Struct()
 LIST_GROUPS_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
+    *_THROTTLE_ERROR,
     Field(
         "groups",
         Array(
