@@ -346,12 +346,12 @@ class ZkCluster:
             self._broker_watches, ids, self._watch_broker, self._apply_broker
         )
 
+    def _data_watch(self, path: str, on_data, key) -> DataWatch:
+        """Watch ``path``'s data, calling ``on_data(key, data)`` on kazoo's thread."""
+        return DataWatch(self.client, path, lambda data, stat, event=None: on_data(key, data))
+
     def _watch_broker(self, node_id: int) -> DataWatch:
-        return DataWatch(
-            self.client,
-            layout.broker_path(node_id),
-            lambda data, stat, event=None, node_id=node_id: self._broker_data(node_id, data),
-        )
+        return self._data_watch(layout.broker_path(node_id), self._broker_data, node_id)
 
     def _broker_data(self, node_id: int, data):
         if self._stopped or node_id not in self._broker_watches:
@@ -383,16 +383,8 @@ class ZkCluster:
 
     def _watch_topic(self, name: str) -> tuple[DataWatch, DataWatch]:
         return (
-            DataWatch(
-                self.client,
-                layout.topic_path(name),
-                lambda data, stat, event=None, name=name: self._topic_data(name, data),
-            ),
-            DataWatch(
-                self.client,
-                layout.topic_config_path(name),
-                lambda data, stat, event=None, name=name: self._config_data(name, data),
-            ),
+            self._data_watch(layout.topic_path(name), self._topic_data, name),
+            self._data_watch(layout.topic_config_path(name), self._config_data, name),
         )
 
     def _topic_data(self, name: str, data):
