@@ -28,6 +28,7 @@ from .schema import (
     Array,
     Field,
     Struct,
+    struct_array,
     topic_partitions,
 )
 
@@ -69,15 +70,7 @@ JOIN_GROUP_REQUEST = Struct(
     Field("member_id", STRING),
     Field("group_instance_id", NULLABLE_STRING, "5+"),
     Field("protocol_type", STRING),
-    Field(
-        "protocols",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("metadata", BYTES),
-            )
-        ),
-    ),
+    struct_array("protocols", Field("name", STRING), Field("metadata", BYTES)),
 )
 JOIN_GROUP_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
@@ -86,15 +79,11 @@ JOIN_GROUP_RESPONSE = Struct(
     Field("protocol_name", STRING),  # null only from v7 (flexible); "" on errors here
     Field("leader", STRING),
     Field("member_id", STRING),
-    Field(
+    struct_array(
         "members",
-        Array(
-            Struct(
-                Field("member_id", STRING),
-                Field("group_instance_id", NULLABLE_STRING, "5+"),
-                Field("metadata", BYTES),
-            )
-        ),
+        Field("member_id", STRING),
+        Field("group_instance_id", NULLABLE_STRING, "5+"),
+        Field("metadata", BYTES),
     ),
 )
 
@@ -116,15 +105,7 @@ LEAVE_GROUP_RESPONSE = Struct(*_THROTTLE_ERROR)
 
 SYNC_GROUP_REQUEST = Struct(
     *_GENERATION_MEMBER,
-    Field(
-        "assignments",
-        Array(
-            Struct(  # filled by the leader only; followers send []
-                Field("member_id", STRING),
-                Field("assignment", BYTES),
-            )
-        ),
-    ),
+    struct_array("assignments", Field("member_id", STRING), Field("assignment", BYTES)),
 )
 SYNC_GROUP_RESPONSE = Struct(
     *_THROTTLE_ERROR,
@@ -158,15 +139,8 @@ OFFSET_COMMIT_RESPONSE = Struct(
 OFFSET_FETCH_REQUEST = Struct(
     Field("group_id", STRING),
     # null = every partition with a committed offset; allowed from v2 only (see above)
-    Field(
-        "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("partition_indexes", Array(INT32)),
-            ),
-            nullable=True,
-        ),
+    struct_array(
+        "topics", Field("name", STRING), Field("partition_indexes", Array(INT32)), nullable=True
     ),
 )
 OFFSET_FETCH_RESPONSE = Struct(
@@ -190,31 +164,23 @@ DESCRIBE_GROUPS_REQUEST = Struct(
 )
 DESCRIBE_GROUPS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    Field(
+    struct_array(
         "groups",
-        Array(
-            Struct(
-                Field("error_code", INT16),
-                Field("group_id", STRING),
-                Field("group_state", STRING),
-                Field("protocol_type", STRING),
-                Field("protocol_data", STRING),
-                Field(
-                    "members",
-                    Array(
-                        Struct(
-                            Field("member_id", STRING),
-                            Field("group_instance_id", NULLABLE_STRING, "4+"),
-                            Field("client_id", STRING),
-                            Field("client_host", STRING),
-                            Field("member_metadata", BYTES),
-                            Field("member_assignment", BYTES),
-                        )
-                    ),
-                ),
-                Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
-            )
+        Field("error_code", INT16),
+        Field("group_id", STRING),
+        Field("group_state", STRING),
+        Field("protocol_type", STRING),
+        Field("protocol_data", STRING),
+        struct_array(
+            "members",
+            Field("member_id", STRING),
+            Field("group_instance_id", NULLABLE_STRING, "4+"),
+            Field("client_id", STRING),
+            Field("client_host", STRING),
+            Field("member_metadata", BYTES),
+            Field("member_assignment", BYTES),
         ),
+        Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
     ),
 )
 
@@ -223,13 +189,5 @@ DESCRIBE_GROUPS_RESPONSE = Struct(
 LIST_GROUPS_REQUEST = Struct()
 LIST_GROUPS_RESPONSE = Struct(
     *_THROTTLE_ERROR,
-    Field(
-        "groups",
-        Array(
-            Struct(
-                Field("group_id", STRING),
-                Field("protocol_type", STRING),
-            )
-        ),
-    ),
+    struct_array("groups", Field("group_id", STRING), Field("protocol_type", STRING)),
 )

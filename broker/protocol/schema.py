@@ -35,6 +35,7 @@ __all__ = [
     "ProtocolError",
     "Reader",
     "Struct",
+    "struct_array",
     "topic_partitions",
 ]
 
@@ -328,6 +329,12 @@ class Struct:
         return b"".join(out)
 
 
+def struct_array(name: str, *fields: Field, versions: str = "0+", nullable: bool = False) -> Field:
+    """A field ``name`` holding an array of structs of ``fields`` (Kafka's ``"[]Name"`` type),
+    in the ``versions`` given; ``nullable`` as for ``Array``."""
+    return Field(name, Array(Struct(*fields), nullable=nullable), versions)
+
+
 def topic_partitions(
     name: str, *partition_fields: Field, topic: str = "name", partitions: str = "partitions"
 ) -> Field:
@@ -339,10 +346,7 @@ def topic_partitions(
     >>> Struct(f).decode(bytes.fromhex(one_topic), 0)
     {'topics': [{'name': 't', 'partitions': [{'partition_index': 7}]}]}
     """
-    return Field(
-        name,
-        Array(Struct(Field(topic, STRING), Field(partitions, Array(Struct(*partition_fields))))),
-    )
+    return struct_array(name, Field(topic, STRING), struct_array(partitions, *partition_fields))
 
 
 def run_decoder(read, buf, pos: int = 0, *args):
