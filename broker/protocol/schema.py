@@ -4,7 +4,8 @@ Each request and response is a list of fields; a field has a name, a type and th
 that carry it ("3+", "0-4").  ``Struct.decode(buf, version)`` turns bytes into nested dicts and
 ``Struct.encode(obj, version)`` turns dicts back into bytes, for any version in the table.
 Only non-flexible (pre-KIP-482) encodings are described: int16-length strings, int32-count
-arrays.
+arrays.  ``struct_array`` and ``topic_partitions`` build the commonest composite fields (an
+array of structs; topics each with an array of partitions), so tables write them once.
 
     >>> s = Struct(Field("name", STRING), Field("rack", NULLABLE_STRING, "1+"))
     >>> s.decode(s.encode({"name": "a", "rack": None}, 1), 1)
