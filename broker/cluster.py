@@ -327,24 +327,31 @@ class ZkCluster:
 
     # --- watches (kazoo threads -> reactor) ----------------------------------------------
 
-    def _brokers_changed(self, children):
+    def _follow_children(self, watches: dict, keys: set, watch, apply) -> bool:
+        """A children watch's callback: start ``watch(key)`` for each key new in ``keys`` and
+        drop those gone, applying ``None`` for them on the reactor; False once stopped."""
         if self._stopped:
             return False
-        ids = set()
-        for child in children:
-            if child.isdigit():
-                ids.add(int(child))
-        for node_id in ids - set(self._broker_watches):
-            self._broker_watches[node_id] = None  # the watch calls back before it returns
-            self._broker_watches[node_id] = DataWatch(
-                self.client,
-                layout.broker_path(node_id),
-                lambda data, stat, event=None, node_id=node_id: self._broker_data(node_id, data),
-            )
-        for node_id in set(self._broker_watches) - ids:
-            del self._broker_watches[node_id]
-            self.reactor.callFromThread(self._apply_broker, node_id, None)
+        for key in keys - set(watches):
+            watches[key] = None  # the watches call back before they return
+            watches[key] = watch(key)
+        for key in set(watches) - keys:
+            del watches[key]
+            self.reactor.callFromThread(apply, key, None)
         return True
+
+    def _brokers_changed(self, children):
+        ids = {int(child) for child in children if child.isdigit()}
+        return self._follow_children(
+            self._broker_watches, ids, self._watch_broker, self._apply_broker
+        )
+
+    def _data_watch(self, path: str, on_data, key) -> DataWatch:
+        """Watch ``path``'s data, calling ``on_data(key, data)`` on kazoo's thread."""
+        return DataWatch(self.client, path, lambda data, stat, event=None: on_data(key, data))
+
+    def _watch_broker(self, node_id: int) -> DataWatch:
+        return self._data_watch(layout.broker_path(node_id), self._broker_data, node_id)
 
     def _broker_data(self, node_id: int, data):
         if self._stopped or node_id not in self._broker_watches:
@@ -370,27 +377,15 @@ class ZkCluster:
         self._notify(set())
 
     def _topics_changed(self, children):
-        if self._stopped:
-            return False
-        names = set(children)
-        for name in names - set(self._topic_watches):
-            self._topic_watches[name] = None  # the watches call back before they return
-            self._topic_watches[name] = (
-                DataWatch(
-                    self.client,
-                    layout.topic_path(name),
-                    lambda data, stat, event=None, name=name: self._topic_data(name, data),
-                ),
-                DataWatch(
-                    self.client,
-                    layout.topic_config_path(name),
-                    lambda data, stat, event=None, name=name: self._config_data(name, data),
-                ),
-            )
-        for name in set(self._topic_watches) - names:
-            del self._topic_watches[name]
-            self.reactor.callFromThread(self._apply_topic, name, None)
-        return True
+        return self._follow_children(
+            self._topic_watches, set(children), self._watch_topic, self._apply_topic
+        )
+
+    def _watch_topic(self, name: str) -> tuple[DataWatch, DataWatch]:
+        return (
+            self._data_watch(layout.topic_path(name), self._topic_data, name),
+            self._data_watch(layout.topic_config_path(name), self._config_data, name),
+        )
 
     def _topic_data(self, name: str, data):
         if self._stopped or name not in self._topic_watches:

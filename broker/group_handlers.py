@@ -46,28 +46,15 @@ log = logging.getLogger(__name__)
 
 class GroupHandlers:
     """FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
-    OffsetFetch, DescribeGroups and ListGroups for one broker."""
+    OffsetFetch, DescribeGroups and ListGroups for one broker.  ``coordinator_options``
+    (session timeout bounds, initial rebalance delay) go to the ``GroupCoordinator``."""
 
-    def __init__(
-        self,
-        broker_id: int,
-        cluster,
-        reactor,
-        *,
-        min_session_timeout_ms: int = 6000,
-        max_session_timeout_ms: int = 1_800_000,
-        initial_rebalance_delay_ms: int = 3000,
-    ):
+    def __init__(self, broker_id: int, cluster, reactor, **coordinator_options: int):
         self.broker_id = broker_id
         self.cluster = cluster
         self.metadata = cluster.metadata
         self.reactor = reactor
-        self.coordinator = GroupCoordinator(
-            reactor,
-            min_session_timeout_ms=min_session_timeout_ms,
-            max_session_timeout_ms=max_session_timeout_ms,
-            initial_rebalance_delay_ms=initial_rebalance_delay_ms,
-        )
+        self.coordinator = GroupCoordinator(reactor, **coordinator_options)
         self.table = {
             ApiKey.OFFSET_COMMIT: self.offset_commit,
             ApiKey.OFFSET_FETCH: self.offset_fetch,

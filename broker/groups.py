@@ -316,6 +316,13 @@ class GroupCoordinator:
             "members": [],
         }
 
+    def _answer_waiting(self, member: Member, code: int) -> None:
+        """Answer a JoinGroup or SyncGroup of ``member`` still waiting with error ``code``
+        (one body serves both: each response takes the fields it has)."""
+        for d in (member.joining, member.syncing):
+            if d is not None and not d.called:
+                d.callback({**self._join_error(code, member.member_id), "assignment": b""})
+
     # --- SyncGroup -----------------------------------------------------------------------
 
     def sync(
@@ -445,20 +452,7 @@ class GroupCoordinator:
         member = group.members.pop(member_id)
         if member.expiry is not None and member.expiry.active():
             member.expiry.cancel()
-        for d in (member.joining, member.syncing):
-            if d is not None and not d.called:
-                d.callback(
-                    {
-                        "throttle_time_ms": 0,
-                        "error_code": UnknownMemberIdError.code,
-                        "generation_id": -1,
-                        "protocol_name": "",
-                        "leader": "",
-                        "member_id": member_id,
-                        "members": [],
-                        "assignment": b"",
-                    }
-                )
+        self._answer_waiting(member, UnknownMemberIdError.code)
         if group.leader == member_id:
             group.leader = next(iter(group.members), None)
         if not rebalance:
@@ -521,39 +515,24 @@ class GroupCoordinator:
         group = self.groups.pop(group_id, None)
         if group is None:
             return
-        for timer in [
-            group.rebalance_timer,
-            group.forget_timer,
-            *group.pending.values(),
-            *(m.expiry for m in group.members.values()),
-        ]:
-            if timer is not None and timer.active():
-                timer.cancel()
+        _cancel_timers(group)
         for member in group.members.values():
-            for d in (member.joining, member.syncing):
-                if d is not None and not d.called:
-                    d.callback(
-                        {
-                            "throttle_time_ms": 0,
-                            "error_code": NotCoordinatorError.code,
-                            "generation_id": -1,
-                            "protocol_name": "",
-                            "leader": "",
-                            "member_id": member.member_id,
-                            "members": [],
-                            "assignment": b"",
-                        }
-                    )
+            self._answer_waiting(member, NotCoordinatorError.code)
 
     def close(self) -> None:
         """Cancel every timer (the broker stops, or hands the groups to another broker)."""
         for group in self.groups.values():
-            for timer in [
-                group.rebalance_timer,
-                group.forget_timer,
-                *group.pending.values(),
-                *(m.expiry for m in group.members.values()),
-            ]:
-                if timer is not None and timer.active():
-                    timer.cancel()
+            _cancel_timers(group)
         self.groups.clear()
+
+
+def _cancel_timers(group: Group) -> None:
+    """Cancel every timer a group and its members have running."""
+    for timer in [
+        group.rebalance_timer,
+        group.forget_timer,
+        *group.pending.values(),
+        *(m.expiry for m in group.members.values()),
+    ]:
+        if timer is not None and timer.active():
+            timer.cancel()

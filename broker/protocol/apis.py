@@ -24,6 +24,8 @@ from .schema import (
     Array,
     Field,
     Struct,
+    struct_array,
+    topic_partitions,
 )
 
 # --- Produce (0) -----------------------------------------------------------------------------
@@ -32,55 +34,26 @@ PRODUCE_REQUEST = Struct(
     Field("transactional_id", NULLABLE_STRING, "3+"),
     Field("acks", INT16),
     Field("timeout_ms", INT32),
-    Field(
-        "topic_data",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partition_data",
-                    Array(
-                        Struct(
-                            Field("index", INT32),
-                            Field("records", RECORDS),
-                        )
-                    ),
-                ),
-            )
-        ),
+    topic_partitions(
+        "topic_data", Field("index", INT32), Field("records", RECORDS), partitions="partition_data"
     ),
 )
 PRODUCE_RESPONSE = Struct(
-    Field(
+    topic_partitions(
         "responses",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partition_responses",
-                    Array(
-                        Struct(
-                            Field("index", INT32),
-                            Field("error_code", INT16),
-                            Field("base_offset", INT64),
-                            Field("log_append_time_ms", INT64, "2+", default=-1),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field(
-                                "record_errors",
-                                Array(
-                                    Struct(
-                                        Field("batch_index", INT32),
-                                        Field("batch_index_error_message", NULLABLE_STRING),
-                                    )
-                                ),
-                                "8+",
-                            ),
-                            Field("error_message", NULLABLE_STRING, "8+"),
-                        )
-                    ),
-                ),
-            )
+        Field("index", INT32),
+        Field("error_code", INT16),
+        Field("base_offset", INT64),
+        Field("log_append_time_ms", INT64, "2+", default=-1),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        struct_array(
+            "record_errors",
+            Field("batch_index", INT32),
+            Field("batch_index_error_message", NULLABLE_STRING),
+            versions="8+",
         ),
+        Field("error_message", NULLABLE_STRING, "8+"),
+        partitions="partition_responses",
     ),
     Field("throttle_time_ms", INT32, "1+"),
 )
@@ -95,35 +68,20 @@ FETCH_REQUEST = Struct(
     Field("isolation_level", INT8, "4+"),
     Field("session_id", INT32, "7+"),
     Field("session_epoch", INT32, "7+", default=-1),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("topic", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition", INT32),
-                            Field("current_leader_epoch", INT32, "9+", default=-1),
-                            Field("fetch_offset", INT64),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field("partition_max_bytes", INT32),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition", INT32),
+        Field("current_leader_epoch", INT32, "9+", default=-1),
+        Field("fetch_offset", INT64),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        Field("partition_max_bytes", INT32),
+        topic="topic",
     ),
-    Field(
+    struct_array(
         "forgotten_topics_data",
-        Array(
-            Struct(
-                Field("topic", STRING),
-                Field("partitions", Array(INT32)),
-            )
-        ),
-        "7+",
+        Field("topic", STRING),
+        Field("partitions", Array(INT32)),
+        versions="7+",
     ),
     Field("rack_id", STRING, "11+"),
 )
@@ -131,38 +89,23 @@ FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
     Field("error_code", INT16, "7+"),
     Field("session_id", INT32, "7+"),
-    Field(
+    topic_partitions(
         "responses",
-        Array(
-            Struct(
-                Field("topic", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                            Field("high_watermark", INT64),
-                            Field("last_stable_offset", INT64, "4+", default=-1),
-                            Field("log_start_offset", INT64, "5+", default=-1),
-                            Field(
-                                "aborted_transactions",
-                                Array(
-                                    Struct(
-                                        Field("producer_id", INT64),
-                                        Field("first_offset", INT64),
-                                    ),
-                                    nullable=True,
-                                ),
-                                "4+",
-                            ),
-                            Field("preferred_read_replica", INT32, "11+", default=-1),
-                            Field("records", RECORDS),
-                        )
-                    ),
-                ),
-            )
+        Field("partition_index", INT32),
+        Field("error_code", INT16),
+        Field("high_watermark", INT64),
+        Field("last_stable_offset", INT64, "4+", default=-1),
+        Field("log_start_offset", INT64, "5+", default=-1),
+        struct_array(
+            "aborted_transactions",
+            Field("producer_id", INT64),
+            Field("first_offset", INT64),
+            versions="4+",
+            nullable=True,
         ),
+        Field("preferred_read_replica", INT32, "11+", default=-1),
+        Field("records", RECORDS),
+        topic="topic",
     ),
 )
 
@@ -171,96 +114,60 @@ FETCH_RESPONSE = Struct(
 LIST_OFFSETS_REQUEST = Struct(
     Field("replica_id", INT32),
     Field("isolation_level", INT8, "2+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("current_leader_epoch", INT32, "4+", default=-1),
-                            Field("timestamp", INT64),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("current_leader_epoch", INT32, "4+", default=-1),
+        Field("timestamp", INT64),
     ),
 )
 LIST_OFFSETS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                            Field("timestamp", INT64, default=-1),
-                            Field("offset", INT64, default=-1),
-                            Field("leader_epoch", INT32, "4+", default=-1),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("error_code", INT16),
+        Field("timestamp", INT64, default=-1),
+        Field("offset", INT64, default=-1),
+        Field("leader_epoch", INT32, "4+", default=-1),
     ),
 )
 
 # --- Metadata (3) ----------------------------------------------------------------------------
 
 METADATA_REQUEST = Struct(
-    Field("topics", Array(Struct(Field("name", STRING)), nullable=True)),
+    struct_array("topics", Field("name", STRING), nullable=True),
     Field("allow_auto_topic_creation", BOOL, "4+", default=True),
     Field("include_cluster_authorized_operations", BOOL, "8+"),
     Field("include_topic_authorized_operations", BOOL, "8+"),
 )
 METADATA_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field(
+    struct_array(
         "brokers",
-        Array(
-            Struct(
-                Field("node_id", INT32),
-                Field("host", STRING),
-                Field("port", INT32),
-                Field("rack", NULLABLE_STRING, "1+"),
-            )
-        ),
+        Field("node_id", INT32),
+        Field("host", STRING),
+        Field("port", INT32),
+        Field("rack", NULLABLE_STRING, "1+"),
     ),
     Field("cluster_id", NULLABLE_STRING, "2+"),
     Field("controller_id", INT32, "1+", default=-1),
-    Field(
+    struct_array(
         "topics",
-        Array(
-            Struct(
-                Field("error_code", INT16),
-                Field("name", STRING),
-                Field("is_internal", BOOL, "1+"),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("error_code", INT16),
-                            Field("partition_index", INT32),
-                            Field("leader_id", INT32),
-                            Field("leader_epoch", INT32, "7+", default=-1),
-                            Field("replica_nodes", Array(INT32)),
-                            Field("isr_nodes", Array(INT32)),
-                            Field("offline_replicas", Array(INT32), "5+"),
-                        )
-                    ),
-                ),
-                Field("topic_authorized_operations", INT32, "8+", default=-2147483648),
-            )
+        Field("error_code", INT16),
+        Field("name", STRING),
+        Field("is_internal", BOOL, "1+"),
+        struct_array(
+            "partitions",
+            Field("error_code", INT16),
+            Field("partition_index", INT32),
+            Field("leader_id", INT32),
+            Field("leader_epoch", INT32, "7+", default=-1),
+            Field("replica_nodes", Array(INT32)),
+            Field("isr_nodes", Array(INT32)),
+            Field("offline_replicas", Array(INT32), "5+"),
         ),
+        Field("topic_authorized_operations", INT32, "8+", default=-2147483648),
     ),
     Field("cluster_authorized_operations", INT32, "8+", default=-2147483648),
 )
@@ -270,15 +177,11 @@ METADATA_RESPONSE = Struct(
 API_VERSIONS_REQUEST = Struct()
 API_VERSIONS_RESPONSE = Struct(
     Field("error_code", INT16),
-    Field(
+    struct_array(
         "api_keys",
-        Array(
-            Struct(
-                Field("api_key", INT16),
-                Field("min_version", INT16),
-                Field("max_version", INT16),
-            )
-        ),
+        Field("api_key", INT16),
+        Field("min_version", INT16),
+        Field("max_version", INT16),
     ),
     Field("throttle_time_ms", INT32, "1+"),
 )
@@ -286,48 +189,26 @@ API_VERSIONS_RESPONSE = Struct(
 # --- CreateTopics (19) -----------------------------------------------------------------------
 
 CREATE_TOPICS_REQUEST = Struct(
-    Field(
+    struct_array(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("num_partitions", INT32),
-                Field("replication_factor", INT16),
-                Field(
-                    "assignments",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("broker_ids", Array(INT32)),
-                        )
-                    ),
-                ),
-                Field(
-                    "configs",
-                    Array(
-                        Struct(
-                            Field("name", STRING),
-                            Field("value", NULLABLE_STRING),
-                        )
-                    ),
-                ),
-            )
+        Field("name", STRING),
+        Field("num_partitions", INT32),
+        Field("replication_factor", INT16),
+        struct_array(
+            "assignments", Field("partition_index", INT32), Field("broker_ids", Array(INT32))
         ),
+        struct_array("configs", Field("name", STRING), Field("value", NULLABLE_STRING)),
     ),
     Field("timeout_ms", INT32),
     Field("validate_only", BOOL, "1+"),
 )
 CREATE_TOPICS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
-    Field(
+    struct_array(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("error_code", INT16),
-                Field("error_message", NULLABLE_STRING, "1+"),
-            )
-        ),
+        Field("name", STRING),
+        Field("error_code", INT16),
+        Field("error_message", NULLABLE_STRING, "1+"),
     ),
 )
 
@@ -339,15 +220,7 @@ DELETE_TOPICS_REQUEST = Struct(
 )
 DELETE_TOPICS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    Field(
-        "responses",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("error_code", INT16),
-            )
-        ),
-    ),
+    struct_array("responses", Field("name", STRING), Field("error_code", INT16)),
 )
 
 # --- InitProducerId (22) ---------------------------------------------------------------------

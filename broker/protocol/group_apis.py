@@ -28,10 +28,23 @@ from .schema import (
     Array,
     Field,
     Struct,
+    struct_array,
+    topic_partitions,
 )
 
 # Kafka's "no authorized operations requested" sentinel (int32 minimum).
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+# Shared openings.  Fields hold no state, so tables may share them.
+# A response's throttle time (from v1) and its top-level error code:
+_THROTTLE_ERROR = (Field("throttle_time_ms", INT32, "1+"), Field("error_code", INT16))
+# A member of a generation, as Heartbeat and SyncGroup name it (static membership from v3):
+_GENERATION_MEMBER = (
+    Field("group_id", STRING),
+    Field("generation_id", INT32),
+    Field("member_id", STRING),
+    Field("group_instance_id", NULLABLE_STRING, "3+"),
+)
 
 # --- FindCoordinator (10): non-flexible 0-2, flexible from 3 --------------------------------
 
@@ -40,8 +53,7 @@ FIND_COORDINATOR_REQUEST = Struct(
     Field("key_type", INT8, "1+"),  # 0 group, 1 transaction; v0 means a group
 )
 FIND_COORDINATOR_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
+    *_THROTTLE_ERROR,
     Field("error_message", NULLABLE_STRING, "1+"),
     Field("node_id", INT32),
     Field("host", STRING),
@@ -58,15 +70,7 @@ JOIN_GROUP_REQUEST = Struct(
     Field("member_id", STRING),
     Field("group_instance_id", NULLABLE_STRING, "5+"),
     Field("protocol_type", STRING),
-    Field(
-        "protocols",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("metadata", BYTES),
-            )
-        ),
-    ),
+    struct_array("protocols", Field("name", STRING), Field("metadata", BYTES)),
 )
 JOIN_GROUP_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
@@ -75,30 +79,18 @@ JOIN_GROUP_RESPONSE = Struct(
     Field("protocol_name", STRING),  # null only from v7 (flexible); "" on errors here
     Field("leader", STRING),
     Field("member_id", STRING),
-    Field(
+    struct_array(
         "members",
-        Array(
-            Struct(
-                Field("member_id", STRING),
-                Field("group_instance_id", NULLABLE_STRING, "5+"),
-                Field("metadata", BYTES),
-            )
-        ),
+        Field("member_id", STRING),
+        Field("group_instance_id", NULLABLE_STRING, "5+"),
+        Field("metadata", BYTES),
     ),
 )
 
 # --- Heartbeat (12): non-flexible 0-3, flexible from 4 --------------------------------------
 
-HEARTBEAT_REQUEST = Struct(
-    Field("group_id", STRING),
-    Field("generation_id", INT32),
-    Field("member_id", STRING),
-    Field("group_instance_id", NULLABLE_STRING, "3+"),
-)
-HEARTBEAT_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
-)
+HEARTBEAT_REQUEST = Struct(*_GENERATION_MEMBER)
+HEARTBEAT_RESPONSE = Struct(*_THROTTLE_ERROR)
 
 # --- LeaveGroup (13): v0-1 here; v2 (same as v1) and v3 (batched members) are also
 # non-flexible, flexible from 4 --------------------------------------------------------------
@@ -107,31 +99,16 @@ LEAVE_GROUP_REQUEST = Struct(
     Field("group_id", STRING),
     Field("member_id", STRING),  # v0-2 only; v3 replaces it with a members array
 )
-LEAVE_GROUP_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
-)
+LEAVE_GROUP_RESPONSE = Struct(*_THROTTLE_ERROR)
 
 # --- SyncGroup (14): non-flexible 0-3, flexible from 4 --------------------------------------
 
 SYNC_GROUP_REQUEST = Struct(
-    Field("group_id", STRING),
-    Field("generation_id", INT32),
-    Field("member_id", STRING),
-    Field("group_instance_id", NULLABLE_STRING, "3+"),
-    Field(
-        "assignments",
-        Array(
-            Struct(  # filled by the leader only; followers send []
-                Field("member_id", STRING),
-                Field("assignment", BYTES),
-            )
-        ),
-    ),
+    *_GENERATION_MEMBER,
+    struct_array("assignments", Field("member_id", STRING), Field("assignment", BYTES)),
 )
 SYNC_GROUP_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
+    *_THROTTLE_ERROR,
     Field("assignment", BYTES),
 )
 
@@ -144,45 +121,17 @@ OFFSET_COMMIT_REQUEST = Struct(
     Field("member_id", STRING, "1+"),
     Field("group_instance_id", NULLABLE_STRING, "7+"),
     Field("retention_time_ms", INT64, "2-4", default=-1),  # -1: the broker's retention
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("committed_offset", INT64),
-                            Field("committed_leader_epoch", INT32, "6+", default=-1),
-                            Field("committed_metadata", NULLABLE_STRING),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("committed_offset", INT64),
+        Field("committed_leader_epoch", INT32, "6+", default=-1),
+        Field("committed_metadata", NULLABLE_STRING),
     ),
 )
 OFFSET_COMMIT_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field(
-        "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("error_code", INT16),
-                        )
-                    ),
-                ),
-            )
-        ),
-    ),
+    topic_partitions("topics", Field("partition_index", INT32), Field("error_code", INT16)),
 )
 
 # --- OffsetFetch (9): v1-5 here (v0 read ZooKeeper); flexible from 6 -----------------------
@@ -190,38 +139,19 @@ OFFSET_COMMIT_RESPONSE = Struct(
 OFFSET_FETCH_REQUEST = Struct(
     Field("group_id", STRING),
     # null = every partition with a committed offset; allowed from v2 only (see above)
-    Field(
-        "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field("partition_indexes", Array(INT32)),
-            ),
-            nullable=True,
-        ),
+    struct_array(
+        "topics", Field("name", STRING), Field("partition_indexes", Array(INT32)), nullable=True
     ),
 )
 OFFSET_FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    Field(
+    topic_partitions(
         "topics",
-        Array(
-            Struct(
-                Field("name", STRING),
-                Field(
-                    "partitions",
-                    Array(
-                        Struct(
-                            Field("partition_index", INT32),
-                            Field("committed_offset", INT64),
-                            Field("committed_leader_epoch", INT32, "5+", default=-1),
-                            Field("metadata", NULLABLE_STRING),
-                            Field("error_code", INT16),
-                        )
-                    ),
-                ),
-            )
-        ),
+        Field("partition_index", INT32),
+        Field("committed_offset", INT64),
+        Field("committed_leader_epoch", INT32, "5+", default=-1),
+        Field("metadata", NULLABLE_STRING),
+        Field("error_code", INT16),
     ),
     Field("error_code", INT16, "2+"),  # group-level; after the topics, not before
 )
@@ -234,31 +164,23 @@ DESCRIBE_GROUPS_REQUEST = Struct(
 )
 DESCRIBE_GROUPS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    Field(
+    struct_array(
         "groups",
-        Array(
-            Struct(
-                Field("error_code", INT16),
-                Field("group_id", STRING),
-                Field("group_state", STRING),
-                Field("protocol_type", STRING),
-                Field("protocol_data", STRING),
-                Field(
-                    "members",
-                    Array(
-                        Struct(
-                            Field("member_id", STRING),
-                            Field("group_instance_id", NULLABLE_STRING, "4+"),
-                            Field("client_id", STRING),
-                            Field("client_host", STRING),
-                            Field("member_metadata", BYTES),
-                            Field("member_assignment", BYTES),
-                        )
-                    ),
-                ),
-                Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
-            )
+        Field("error_code", INT16),
+        Field("group_id", STRING),
+        Field("group_state", STRING),
+        Field("protocol_type", STRING),
+        Field("protocol_data", STRING),
+        struct_array(
+            "members",
+            Field("member_id", STRING),
+            Field("group_instance_id", NULLABLE_STRING, "4+"),
+            Field("client_id", STRING),
+            Field("client_host", STRING),
+            Field("member_metadata", BYTES),
+            Field("member_assignment", BYTES),
         ),
+        Field("authorized_operations", INT32, "3+", default=AUTHORIZED_OPERATIONS_OMITTED),
     ),
 )
 
@@ -266,15 +188,6 @@ DESCRIBE_GROUPS_RESPONSE = Struct(
 
 LIST_GROUPS_REQUEST = Struct()
 LIST_GROUPS_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "1+"),
-    Field("error_code", INT16),
-    Field(
-        "groups",
-        Array(
-            Struct(
-                Field("group_id", STRING),
-                Field("protocol_type", STRING),
-            )
-        ),
-    ),
+    *_THROTTLE_ERROR,
+    struct_array("groups", Field("group_id", STRING), Field("protocol_type", STRING)),
 )

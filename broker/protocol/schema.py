@@ -4,7 +4,8 @@ Each request and response is a list of fields; a field has a name, a type and th
 that carry it ("3+", "0-4").  ``Struct.decode(buf, version)`` turns bytes into nested dicts and
 ``Struct.encode(obj, version)`` turns dicts back into bytes, for any version in the table.
 Only non-flexible (pre-KIP-482) encodings are described: int16-length strings, int32-count
-arrays.
+arrays.  ``struct_array`` and ``topic_partitions`` build the commonest composite fields (an
+array of structs; topics each with an array of partitions), so tables write them once.
 
     >>> s = Struct(Field("name", STRING), Field("rack", NULLABLE_STRING, "1+"))
     >>> s.decode(s.encode({"name": "a", "rack": None}, 1), 1)
@@ -35,6 +36,8 @@ __all__ = [
     "ProtocolError",
     "Reader",
     "Struct",
+    "struct_array",
+    "topic_partitions",
 ]
 
 
@@ -98,17 +101,44 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 
 
-class _String:
+class _LengthPrefixed:
+    """A value behind a length (or count) prefix: -1 is None where ``nullable``, other
+    negative lengths are refused.  ``what`` names the kind in error messages."""
+
+    length: struct.Struct  # the prefix
+    what: str  # the kind, in "<what> length -2"
+    null: bytes  # how None is written
+    refused_null: str  # the message when None is written and not allowed
+
     def __init__(self, nullable: bool):
         self.nullable = nullable
-        self.default = None if nullable else ""
 
-    def read(self, r: Reader):
-        n = r.unpack(_I16)
+    def read_length(self, r: Reader) -> int | None:
+        n = r.unpack(self.length)
         if n < 0:
             if n == -1 and self.nullable:
                 return None
-            raise ProtocolError(f"string length {n}")
+            raise ProtocolError(f"{self.what} length {n}")
+        return n
+
+    def write_null(self, out: list) -> None:
+        if not self.nullable:
+            raise ProtocolError(self.refused_null)
+        out.append(self.null)
+
+
+class _String(_LengthPrefixed):
+    length, what, null = _I16, "string", b"\xff\xff"
+    refused_null = "a non-nullable string is None"
+
+    def __init__(self, nullable: bool):
+        super().__init__(nullable)
+        self.default = None if nullable else ""
+
+    def read(self, r: Reader):
+        n = self.read_length(r)
+        if n is None:
+            return None
         try:
             return str(r.take(n), "utf-8")
         except UnicodeDecodeError as exc:
@@ -116,38 +146,33 @@ class _String:
 
     def write(self, out: list, value) -> None:
         if value is None:
-            if not self.nullable:
-                raise ProtocolError("a non-nullable string is None")
-            out.append(b"\xff\xff")
-            return
+            return self.write_null(out)
         data = value.encode("utf-8")
         out.append(_I16.pack(len(data)))
         out.append(data)
 
 
-class _Bytes:
+class _Bytes(_LengthPrefixed):
     """int32-length bytes; ``records`` decode to a zero-copy memoryview."""
 
+    length, what, null = _I32, "bytes", b"\xff\xff\xff\xff"
+    refused_null = "non-nullable bytes are None"
+
     def __init__(self, nullable: bool, view: bool = False):
-        self.nullable = nullable
+        super().__init__(nullable)
         self.view = view
         self.default = None if nullable else b""
 
     def read(self, r: Reader):
-        n = r.unpack(_I32)
-        if n < 0:
-            if n == -1 and self.nullable:
-                return None
-            raise ProtocolError(f"bytes length {n}")
+        n = self.read_length(r)
+        if n is None:
+            return None
         data = r.take(n)
         return data if self.view else bytes(data)
 
     def write(self, out: list, value) -> None:
         if value is None:
-            if not self.nullable:
-                raise ProtocolError("non-nullable bytes are None")
-            out.append(b"\xff\xff\xff\xff")
-            return
+            return self.write_null(out)
         out.append(_I32.pack(len(value)))
         out.append(value)
 
@@ -186,20 +211,21 @@ class Field:
         return self.low <= version <= self.high
 
 
-class Array:
+class Array(_LengthPrefixed):
     """An int32-count array of a type; ``nullable`` allows count -1 (None)."""
 
+    length, what, null = _I32, "array", b"\xff\xff\xff\xff"
+    refused_null = "a non-nullable array is None"
+
     def __init__(self, item, nullable: bool = False):
+        super().__init__(nullable)
         self.item = item
-        self.nullable = nullable
         self.default: list | None = None if nullable else []
 
     def read(self, r: Reader, version: int = 0):
-        n = r.unpack(_I32)
-        if n < 0:
-            if n == -1 and self.nullable:
-                return None
-            raise ProtocolError(f"array length {n}")
+        n = self.read_length(r)
+        if n is None:
+            return None
         if n > r.remaining:  # every element takes at least one byte
             raise ProtocolError(f"array of {n} elements in {r.remaining} bytes")
         item = self.item
@@ -209,10 +235,7 @@ class Array:
 
     def write(self, out: list, value, version: int = 0) -> None:
         if value is None:
-            if not self.nullable:
-                raise ProtocolError("a non-nullable array is None")
-            out.append(b"\xff\xff\xff\xff")
-            return
+            return self.write_null(out)
         out.append(_I32.pack(len(value)))
         item = self.item
         if isinstance(item, Struct):
@@ -305,6 +328,26 @@ class Struct:
         out: list = []
         self.write(out, obj, version)
         return b"".join(out)
+
+
+def struct_array(name: str, *fields: Field, versions: str = "0+", nullable: bool = False) -> Field:
+    """A field ``name`` holding an array of structs of ``fields`` (Kafka's ``"[]Name"`` type),
+    in the ``versions`` given; ``nullable`` as for ``Array``."""
+    return Field(name, Array(Struct(*fields), nullable=nullable), versions)
+
+
+def topic_partitions(
+    name: str, *partition_fields: Field, topic: str = "name", partitions: str = "partitions"
+) -> Field:
+    """Kafka's commonest shape: a field ``name`` holding an array of topics, each a ``topic``
+    name and a ``partitions`` array of structs of ``partition_fields``.
+
+    >>> f = topic_partitions("topics", Field("partition_index", INT32))
+    >>> one_topic = "00000001" "0001" "74" "00000001" "00000007"  # [{"t", [{7}]}]
+    >>> Struct(f).decode(bytes.fromhex(one_topic), 0)
+    {'topics': [{'name': 't', 'partitions': [{'partition_index': 7}]}]}
+    """
+    return struct_array(name, Field(topic, STRING), struct_array(partitions, *partition_fields))
 
 
 def run_decoder(read, buf, pos: int = 0, *args):
