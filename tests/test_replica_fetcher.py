@@ -378,6 +378,27 @@ def test_a_fetch_ending_inside_a_batch_appends_only_the_whole_ones():
     assert follower.appends == 4  # 2 + 2 + 2 + 1 batches
 
 
+@pytest.mark.integration
+def test_a_fetcher_stops_cleanly_with_a_request_in_flight():
+    from test_replica_client import Silent
+
+    server, port = listen(Silent)  # the ApiVersions request is never answered
+    client = BrokerClient(reactor(), "127.0.0.1", port, request_timeout_ms=30_000)
+    fetcher = ReplicaFetcher(reactor(), client, broker_id=2)
+
+    def begin():
+        fetcher.add_partition("t", 0, ListLog(), leader_epoch=1)
+        fetcher.start()
+
+    in_reactor(begin)
+    time.sleep(0.1)
+    in_reactor(fetcher.stop, timeout=5)  # well before the request's own timeout
+    assert fetcher._done.called and not client.connected
+    pending = [c for c in in_reactor(reactor().getDelayedCalls) if c.active()]
+    assert not [c for c in pending if getattr(c.func, "__self__", None) in (fetcher, client)]
+    in_reactor(server.stopListening)
+
+
 # --- following a real broker -----------------------------------------------------------------
 
 

@@ -51,7 +51,9 @@ class DelayedProduces:
     def wait(
         self, topic: str, partition: int, required_offset: int, timeout_ms: int
     ) -> defer.Deferred[int]:
-        """A Deferred firing with the error code for this partition's produce response."""
+        """A Deferred firing with the error code for this partition's produce response.  The
+        caller checks the high watermark first (right after its append, on the same reactor
+        turn, so it cannot move in between) and waits only if it is short."""
         waiter = _Waiter((topic, partition), required_offset)
         waiter.deferred = defer.Deferred(canceller=lambda _: self._drop(waiter))
         heapq.heappush(
