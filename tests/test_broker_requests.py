@@ -482,10 +482,9 @@ def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
     assert [r.value for r in iter_records(bytes(records))] == [b"keep me"]
 
 
-def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_cluster):
-    cluster = make_cluster(2)
-    first, second = cluster.brokers
-    with BrokerConnection("127.0.0.1", first.port) as conn:
+def create_reborn_on_broker_2(port):
+    """Create topic ``reborn`` with its one partition placed on broker 2, through ``port``."""
+    with BrokerConnection("127.0.0.1", port) as conn:
         body = conn.request(
             ApiKey.CREATE_TOPICS,
             {
@@ -502,7 +501,13 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
                 "validate_only": False,
             },
         )
-        assert body["topics"][0]["error_code"] == 0
+    assert body["topics"][0]["error_code"] == 0
+
+
+def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_cluster):
+    cluster = make_cluster(2)
+    first, second = cluster.brokers
+    create_reborn_on_broker_2(first.port)
     with BrokerConnection("127.0.0.1", second.port) as conn:
         wait_for(
             lambda: produce(conn, "reborn", 0, build_batch([(b"k", b"OLD")]))["error_code"] == 0, 10
@@ -517,24 +522,7 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
         )
     second.start()
     assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
-    with BrokerConnection("127.0.0.1", first.port) as conn:
-        body = conn.request(
-            ApiKey.CREATE_TOPICS,
-            {
-                "topics": [
-                    {
-                        "name": "reborn",
-                        "num_partitions": 1,
-                        "replication_factor": -1,
-                        "configs": [],
-                        "assignments": [{"partition_index": 0, "broker_ids": [2]}],
-                    }
-                ],
-                "timeout_ms": 5000,
-                "validate_only": False,
-            },
-        )
-        assert body["topics"][0]["error_code"] == 0
+    create_reborn_on_broker_2(first.port)
     with BrokerConnection("127.0.0.1", second.port) as conn:
 
         def fresh():
