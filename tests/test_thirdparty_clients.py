@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 
 import pytest
+from command_lines import kcat_read, kcat_send
 from conftest import create_topic
 
 pytestmark = pytest.mark.integration  # real clients against brokers
@@ -23,6 +24,16 @@ PARTITIONS = 4
 def messages(tag: str) -> list[tuple[str, str]]:
     """(key, value) pairs; values carry a sequence number per key."""
     return [(key, f"{tag}|{key}|{seq}") for seq in range(PER_KEY) for key in KEYS]
+
+
+def read_until_all(poll) -> list:
+    """Call ``poll`` (it returns a list of records, maybe empty) until every message of
+    ``messages()`` is back or 60 s have passed; all the records read."""
+    records: list = []
+    deadline = time.monotonic() + 60
+    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
+        records += poll()
+    return records
 
 
 def check_all_back_in_order(records, tag: str) -> None:
@@ -81,46 +92,8 @@ def test_kcat_produces_and_consumes(cluster, codec):
     tag = f"kcat-{codec}-{len(cluster.brokers)}"
     topic = new_topic(cluster, tag)
     lines = "".join(f"{k}|{v}\n" for k, v in messages(tag))
-    subprocess.run(
-        [
-            "kcat",
-            "-b",
-            cluster.bootstrap,
-            "-P",
-            "-t",
-            topic,
-            "-z",
-            codec,
-            "-K",
-            "|",
-            "-X",
-            "linger.ms=5",
-        ],
-        input=lines,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    out = subprocess.run(
-        [
-            "kcat",
-            "-b",
-            cluster.bootstrap,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p|%o|%k|%s\n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    kcat_send(cluster.bootstrap, topic, lines.encode(), codec, "|", "-X", "linger.ms=5")
+    out = kcat_read(cluster.bootstrap, topic, "%p|%o|%k|%s\n")
     records = []
     for line in out.splitlines():
         partition, offset, key, t, k, seq = line.split("|")
@@ -155,14 +128,15 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
         {"bootstrap.servers": cluster.bootstrap, "group.id": "unused", "enable.auto.commit": False}
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    records = []
-    deadline = time.monotonic() + 60
-    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
+
+    def poll():
         msg = consumer.poll(0.5)
         if msg is None:
-            continue
+            return []
         assert msg.error() is None, msg.error()
-        records.append((msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode()))
+        return [(msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode())]
+
+    records = read_until_all(poll)
     consumer.close()
     check_all_back_in_order(records, tag)
 
@@ -191,11 +165,9 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
     )
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     consumer.seek_to_beginning()
-    records = []
-    deadline = time.monotonic() + 60
-    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
-        for msg in consumer:
-            records.append((msg.partition, msg.offset, msg.key.decode(), msg.value.decode()))
+    records = read_until_all(
+        lambda: [(m.partition, m.offset, m.key.decode(), m.value.decode()) for m in consumer]
+    )
     consumer.close()
     check_all_back_in_order(records, tag)
 
