@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import create_topic, metadata, wait_for
+from request_bodies import fetch_body, produce_body, produce_to
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch, iter_records, split_batches
@@ -19,48 +20,10 @@ from consumers.client import BrokerConnection, ConnectionClosed
 
 
 def produce(conn, topic, partition, records, acks=1, version=8):
-    body = {
-        "transactional_id": None,
-        "acks": acks,
-        "timeout_ms": 5000,
-        "topic_data": [
-            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
-        ],
-    }
     if acks == 0:
-        conn.send(ApiKey.PRODUCE, body, version=version)
+        conn.send(ApiKey.PRODUCE, produce_body(topic, partition, records, acks), version=version)
         return None
-    return conn.request(ApiKey.PRODUCE, body, version=version)["responses"][0][
-        "partition_responses"
-    ][0]
-
-
-def fetch_body(
-    partitions, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20, partition_max_bytes=1 << 20
-):
-    topics = {}
-    for topic, partition, offset in partitions:
-        topics.setdefault(topic, []).append(
-            {
-                "partition": partition,
-                "current_leader_epoch": -1,
-                "fetch_offset": offset,
-                "log_start_offset": -1,
-                "partition_max_bytes": partition_max_bytes,
-            }
-        )
-    return {
-        "replica_id": -1,
-        "max_wait_ms": max_wait_ms,
-        "min_bytes": min_bytes,
-        "max_bytes": max_bytes,
-        "isolation_level": 1,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
+    return produce_to(conn, topic, partition, records, version, acks=acks)
 
 
 @pytest.fixture(scope="module")
