@@ -1,5 +1,5 @@
 """Produce and Fetch request bodies for tests that speak to a broker with ``BrokerConnection``:
-one partition's batch in, one partition's answer out."""
+one partition's batch in, one partition's answer out; a consumer joining a group."""
 
 from __future__ import annotations
 
@@ -52,4 +52,18 @@ def fetch_body(
         "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
         "forgotten_topics_data": [],
         "rack_id": "",
+    }
+
+
+def join_group_body(group: str, metadata: bytes = b"") -> dict:
+    """A JoinGroup request body of a new consumer-protocol member offering the range assignor
+    with ``metadata``; 10 s session and rebalance timeouts."""
+    return {
+        "group_id": group,
+        "session_timeout_ms": 10000,
+        "rebalance_timeout_ms": 10000,
+        "member_id": "",
+        "group_instance_id": None,
+        "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": metadata}],
     }

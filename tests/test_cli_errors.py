@@ -6,17 +6,15 @@ errors or a malformed plan during a load."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+from command_lines import HEADRACE, group_args
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
 from broker.protocol import zookeeper as layout
 
 pytestmark = pytest.mark.integration  # the headrace command as a process
-
-HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 
 def run(*args: str, cwd=None, stdin: str | None = None) -> tuple[int, str]:
@@ -30,18 +28,7 @@ def run(*args: str, cwd=None, stdin: str | None = None) -> tuple[int, str]:
 
 def run_load(zookeeper: str, warehouse: str, *options: str) -> tuple[int, str]:
     """``headrace load`` of topic ``t`` for group ``g`` into ``warehouse``."""
-    return run(
-        "load",
-        "--zookeeper",
-        zookeeper,
-        "--topic",
-        "t",
-        "--group",
-        "g",
-        "--to",
-        warehouse,
-        *options,
-    )
+    return run(*group_args("load", zookeeper, "t", "g", "--to", warehouse, *options))
 
 
 @pytest.mark.parametrize(

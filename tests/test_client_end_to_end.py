@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 import pytest
+from command_lines import group_args
 from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
@@ -376,13 +377,7 @@ def test_produce_consume_and_groups_commands(cluster1):
         r.split("\t")[0] == json.loads(r.split("\t")[1])["user"] for r in rows
     )
     grouped = cli(
-        "consume",
-        "--zookeeper",
-        cluster1.zookeeper_connect,
-        "--topic",
-        "console",
-        "--group",
-        "console-g",
+        *group_args("consume", cluster1.zookeeper_connect, "console", "console-g"),
         "--from-beginning",
         "--max-messages",
         "300",
