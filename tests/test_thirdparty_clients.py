@@ -64,7 +64,9 @@ def cluster(request):
     return request.getfixturevalue(request.param)
 
 
-def new_topic(cluster, name: str) -> str:
+def new_topic(cluster, prefix: str) -> str:
+    """A topic of PARTITIONS partitions named for ``prefix`` and the cluster's size."""
+    name = f"{prefix}-{len(cluster.brokers)}"
     create_topic(cluster.brokers[0].port, name, PARTITIONS)
     return name
 
@@ -73,7 +75,7 @@ def new_topic(cluster, name: str) -> str:
 
 
 def test_kcat_lists_the_cluster(cluster):
-    topic = new_topic(cluster, f"kcat-list-{len(cluster.brokers)}")
+    topic = new_topic(cluster, "kcat-list")
     out = subprocess.run(
         ["kcat", "-b", cluster.bootstrap, "-L", "-t", topic],
         capture_output=True,
@@ -89,16 +91,15 @@ def test_kcat_lists_the_cluster(cluster):
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_kcat_produces_and_consumes(cluster, codec):
-    tag = f"kcat-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
-    lines = "".join(f"{k}|{v}\n" for k, v in messages(tag))
+    topic = new_topic(cluster, f"kcat-{codec}")
+    lines = "".join(f"{k}|{v}\n" for k, v in messages(topic))
     kcat_send(cluster.bootstrap, topic, lines.encode(), codec, "|", "-X", "linger.ms=5")
     out = kcat_read(cluster.bootstrap, topic, "%p|%o|%k|%s\n")
     records = []
     for line in out.splitlines():
         partition, offset, key, t, k, seq = line.split("|")
         records.append((int(partition), int(offset), key, f"{t}|{k}|{seq}"))
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- confluent-kafka (librdkafka) ----------------------------------------------------------
@@ -108,8 +109,7 @@ def test_kcat_produces_and_consumes(cluster, codec):
 def test_confluent_kafka_produces_and_consumes(cluster, codec):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    tag = f"ck-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"ck-{codec}")
     producer = Producer(
         {
             "bootstrap.servers": cluster.bootstrap,
@@ -119,7 +119,7 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
         }
     )
     failures = []
-    for key, value in messages(tag):
+    for key, value in messages(topic):
         producer.produce(
             topic, key=key, value=value, on_delivery=lambda err, msg: err and failures.append(err)
         )
@@ -138,7 +138,7 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
 
     records = read_until_all(poll)
     consumer.close()
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- kafka-python --------------------------------------------------------------------------
@@ -148,14 +148,13 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
 def test_kafka_python_produces_and_consumes(cluster, codec):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    tag = f"kp-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"kp-{codec}")
     producer = KafkaProducer(
         bootstrap_servers=cluster.bootstrap,  # idempotent by default
         compression_type=None if codec == "none" else codec,
         linger_ms=5,
     )
-    futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in messages(tag)]
+    futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in messages(topic)]
     producer.flush(60)
     for future in futures:
         future.get(timeout=10)
@@ -169,7 +168,7 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
         lambda: [(m.partition, m.offset, m.key.decode(), m.value.decode()) for m in consumer]
     )
     consumer.close()
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- aiokafka ------------------------------------------------------------------------------
@@ -179,8 +178,7 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
 def test_aiokafka_produces_and_consumes(cluster, codec):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    tag = f"aio-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"aio-{codec}")
 
     async def run():
         producer = AIOKafkaProducer(
@@ -192,7 +190,7 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
         try:
             sent = [
                 await producer.send(topic, key=k.encode(), value=v.encode())
-                for k, v in messages(tag)
+                for k, v in messages(topic)
             ]
             await asyncio.gather(*sent)
         finally:
@@ -214,4 +212,4 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
             await consumer.stop()
         return records
 
-    check_all_back_in_order(asyncio.run(run()), tag)
+    check_all_back_in_order(asyncio.run(run()), topic)
