@@ -93,7 +93,7 @@ def twenty_flushed_segments(tmp_path, topic, partition):
 
 
 def test_checkpoints_hold_recovery_points_and_log_start_offsets(tmp_path):
-    manager, plog = twenty_flushed_segments(tmp_path, "clicks", 3)
+    manager, _ = twenty_flushed_segments(tmp_path, "clicks", 3)
     manager.checkpoint_recovery_points()
     assert read_checkpoint(tmp_path / RECOVERY_POINT_FILE) == {("clicks", 3): 20}
     manager.enforce_retention()
