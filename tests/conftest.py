@@ -170,45 +170,32 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
 
 
 def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
-    from broker.protocol.registry import ApiKey
-    from consumers.client import BrokerConnection
+    """Create a topic through the broker on ``port`` with the ``headrace topics`` code path."""
+    from headrace.topics import create_topic_simple
 
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(
-            ApiKey.CREATE_TOPICS,
-            {
-                "topics": [
-                    {
-                        "name": name,
-                        "num_partitions": partitions,
-                        "replication_factor": 1,
-                        "assignments": [],
-                        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
-                    }
-                ],
-                "timeout_ms": 10000,
-                "validate_only": False,
-            },
-        )
-    assert body["topics"][0]["error_code"] == 0, body
+    create_topic_simple(f"127.0.0.1:{port}", name, partitions, configs)
+
+
+def _module_cluster(zookeeper, tmp_path_factory, size: int):
+    """A ``size``-broker cluster under its own chroot, stopped when the module is done."""
+    name = f"cluster{size}"
+    cluster = Cluster(
+        tmp_path_factory.mktemp(name), f"{zookeeper.connect}/{name}-{time.monotonic_ns()}", size
+    ).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster1(zookeeper, tmp_path_factory):
     """A one-broker cluster shared by a test module."""
-    workdir = tmp_path_factory.mktemp("cluster1")
-    cluster = Cluster(workdir, f"{zookeeper.connect}/c1-{time.monotonic_ns()}", 1).start()
-    yield cluster
-    cluster.stop()
+    yield from _module_cluster(zookeeper, tmp_path_factory, 1)
 
 
 @pytest.fixture(scope="module")
 def cluster3(zookeeper, tmp_path_factory):
     """A three-broker cluster shared by a test module."""
-    workdir = tmp_path_factory.mktemp("cluster3")
-    cluster = Cluster(workdir, f"{zookeeper.connect}/c3-{time.monotonic_ns()}", 3).start()
-    yield cluster
-    cluster.stop()
+    yield from _module_cluster(zookeeper, tmp_path_factory, 3)
 
 
 @pytest.fixture

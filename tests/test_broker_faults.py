@@ -14,6 +14,7 @@ import time
 from conftest import create_topic, metadata, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from request_bodies import produce_body, produce_to
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch
@@ -112,24 +113,8 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
     }
     for partition, leader in placement.items():
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
-            conn.request(
-                ApiKey.PRODUCE,
-                {
-                    "transactional_id": None,
-                    "acks": -1,
-                    "timeout_ms": 5000,
-                    "topic_data": [
-                        {
-                            "name": "six",
-                            "partition_data": [
-                                {
-                                    "index": partition,
-                                    "records": build_batch([(b"k", b"before %d" % partition)]),
-                                }
-                            ],
-                        }
-                    ],
-                },
+            produce_to(
+                conn, "six", partition, build_batch([(b"k", b"before %d" % partition)]), acks=-1
             )
     victim = cluster.broker(2)
     victim.stop()  # SIGTERM: a clean shutdown that deregisters at once
@@ -146,23 +131,8 @@ def test_a_stopped_broker_leaves_its_partitions_leaderless_until_it_returns(make
         if leader == 2:
             continue
         with BrokerConnection("127.0.0.1", cluster.broker(leader).port) as conn:
-            result = conn.request(
-                ApiKey.PRODUCE,
-                {
-                    "transactional_id": None,
-                    "acks": -1,
-                    "timeout_ms": 5000,
-                    "topic_data": [
-                        {
-                            "name": "six",
-                            "partition_data": [
-                                {"index": partition, "records": build_batch([(b"k", b"during")])}
-                            ],
-                        }
-                    ],
-                },
-            )
-            assert result["responses"][0]["partition_responses"][0]["error_code"] == 0
+            result = produce_to(conn, "six", partition, build_batch([(b"k", b"during")]), acks=-1)
+            assert result["error_code"] == 0
 
     victim.start()
     wait_for(lambda: leaderless() == set(), 20)
@@ -199,20 +169,8 @@ def _valid_produce(topic: str, corrupt_at: int | None) -> bytes:
     batch = bytearray(build_batch([(b"k", b"fuzz")]))
     if corrupt_at is not None:
         batch[corrupt_at % len(batch)] ^= 0x5A
-    return frames.encode_request(
-        ApiKey.PRODUCE,
-        8,
-        1,
-        "fuzz",
-        {
-            "transactional_id": None,
-            "acks": 1,
-            "timeout_ms": 1000,
-            "topic_data": [
-                {"name": topic, "partition_data": [{"index": 0, "records": bytes(batch)}]}
-            ],
-        },
-    )
+    body = produce_body(topic, 0, bytes(batch), timeout_ms=1000)
+    return frames.encode_request(ApiKey.PRODUCE, 8, 1, "fuzz", body)
 
 
 bad_frames = st.one_of(
@@ -294,20 +252,9 @@ def test_malformed_requests_never_disturb_a_concurrent_consumer(cluster1):
         calls[0] += 1
         if calls[0] % 50 == 0:  # a real message now and then, read by kcat
             value = b"good %d" % len(sent)
-            body = {
-                "transactional_id": None,
-                "acks": 1,
-                "timeout_ms": 1000,
-                "topic_data": [
-                    {
-                        "name": "fuzzed",
-                        "partition_data": [{"index": 0, "records": build_batch([(b"k", value)])}],
-                    }
-                ],
-            }
-            result = producer.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][
-                0
-            ]
+            result = produce_to(
+                producer, "fuzzed", 0, build_batch([(b"k", value)]), timeout_ms=1000
+            )
             assert result["error_code"] == 0
             sent.append(value.decode())
 

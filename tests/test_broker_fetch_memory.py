@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import create_topic
+from request_bodies import fetch_body, produce_to
 
 from broker.protocol import frames
 from broker.protocol.records import build_batch, check_batch, split_batches
@@ -21,45 +22,15 @@ MIB = 1 << 20
 
 
 def produce(conn, topic, partition, records):
-    body = {
-        "transactional_id": None,
-        "acks": 1,
-        "timeout_ms": 30000,
-        "topic_data": [
-            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
-        ],
-    }
-    result = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][0]
+    result = produce_to(conn, topic, partition, records, timeout_ms=30000)
     assert result["error_code"] == 0, result
     return result
 
 
 def fetch_request(topic, offset, max_bytes, partition_max_bytes, correlation_id=1) -> bytes:
-    body = {
-        "replica_id": -1,
-        "max_wait_ms": 0,
-        "min_bytes": 0,
-        "max_bytes": max_bytes,
-        "isolation_level": 1,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [
-            {
-                "topic": topic,
-                "partitions": [
-                    {
-                        "partition": 0,
-                        "current_leader_epoch": -1,
-                        "fetch_offset": offset,
-                        "log_start_offset": -1,
-                        "partition_max_bytes": partition_max_bytes,
-                    }
-                ],
-            }
-        ],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
+    body = fetch_body(
+        [(topic, 0, offset)], max_bytes=max_bytes, partition_max_bytes=partition_max_bytes
+    )
     return frames.encode_request(ApiKey.FETCH, 11, correlation_id, "memory-test", body)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from conftest import create_topic
 from poison_batches import KINDS, poison
+from request_bodies import produce_to
 
 from broker.protocol import compression
 from broker.protocol.errors import CorruptMessageError, InvalidRecordError
@@ -20,15 +21,7 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
 def produce(conn: BrokerConnection, topic: str, batch: bytes, version: int) -> dict:
-    body = {
-        "transactional_id": None,
-        "acks": -1,
-        "timeout_ms": 10000,
-        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}],
-    }
-    return conn.request(ApiKey.PRODUCE, body, version=version)["responses"][0][
-        "partition_responses"
-    ][0]
+    return produce_to(conn, topic, 0, batch, version, acks=-1, timeout_ms=10000)
 
 
 def log_end(conn: BrokerConnection, topic: str) -> int:

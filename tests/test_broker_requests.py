@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import create_topic, metadata, wait_for
+from request_bodies import fetch_body, produce_body, produce_to
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch, iter_records, split_batches
@@ -19,48 +20,10 @@ from consumers.client import BrokerConnection, ConnectionClosed
 
 
 def produce(conn, topic, partition, records, acks=1, version=8):
-    body = {
-        "transactional_id": None,
-        "acks": acks,
-        "timeout_ms": 5000,
-        "topic_data": [
-            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
-        ],
-    }
     if acks == 0:
-        conn.send(ApiKey.PRODUCE, body, version=version)
+        conn.send(ApiKey.PRODUCE, produce_body(topic, partition, records, acks), version=version)
         return None
-    return conn.request(ApiKey.PRODUCE, body, version=version)["responses"][0][
-        "partition_responses"
-    ][0]
-
-
-def fetch_body(
-    partitions, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20, partition_max_bytes=1 << 20
-):
-    topics = {}
-    for topic, partition, offset in partitions:
-        topics.setdefault(topic, []).append(
-            {
-                "partition": partition,
-                "current_leader_epoch": -1,
-                "fetch_offset": offset,
-                "log_start_offset": -1,
-                "partition_max_bytes": partition_max_bytes,
-            }
-        )
-    return {
-        "replica_id": -1,
-        "max_wait_ms": max_wait_ms,
-        "min_bytes": min_bytes,
-        "max_bytes": max_bytes,
-        "isolation_level": 1,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
+    return produce_to(conn, topic, partition, records, version, acks=acks)
 
 
 @pytest.fixture(scope="module")
@@ -482,10 +445,9 @@ def test_a_malformed_placement_in_zookeeper_keeps_the_data(cluster1, topic1):
     assert [r.value for r in iter_records(bytes(records))] == [b"keep me"]
 
 
-def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_cluster):
-    cluster = make_cluster(2)
-    first, second = cluster.brokers
-    with BrokerConnection("127.0.0.1", first.port) as conn:
+def create_reborn_on_broker_2(port):
+    """Create topic ``reborn`` with its one partition placed on broker 2, through ``port``."""
+    with BrokerConnection("127.0.0.1", port) as conn:
         body = conn.request(
             ApiKey.CREATE_TOPICS,
             {
@@ -502,7 +464,13 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
                 "validate_only": False,
             },
         )
-        assert body["topics"][0]["error_code"] == 0
+    assert body["topics"][0]["error_code"] == 0
+
+
+def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_cluster):
+    cluster = make_cluster(2)
+    first, second = cluster.brokers
+    create_reborn_on_broker_2(first.port)
     with BrokerConnection("127.0.0.1", second.port) as conn:
         wait_for(
             lambda: produce(conn, "reborn", 0, build_batch([(b"k", b"OLD")]))["error_code"] == 0, 10
@@ -517,24 +485,7 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
         )
     second.start()
     assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
-    with BrokerConnection("127.0.0.1", first.port) as conn:
-        body = conn.request(
-            ApiKey.CREATE_TOPICS,
-            {
-                "topics": [
-                    {
-                        "name": "reborn",
-                        "num_partitions": 1,
-                        "replication_factor": -1,
-                        "configs": [],
-                        "assignments": [{"partition_index": 0, "broker_ids": [2]}],
-                    }
-                ],
-                "timeout_ms": 5000,
-                "validate_only": False,
-            },
-        )
-        assert body["topics"][0]["error_code"] == 0
+    create_reborn_on_broker_2(first.port)
     with BrokerConnection("127.0.0.1", second.port) as conn:
 
         def fresh():

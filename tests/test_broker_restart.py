@@ -9,6 +9,7 @@ import time
 import pytest
 from conftest import create_topic
 from kazoo.client import KazooClient
+from request_bodies import fetch_body, produce_to
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch, split_batches
@@ -31,48 +32,14 @@ def registration(connect: str, broker_id: int):
 
 
 def produce(conn, topic, partition, value):
-    body = {
-        "transactional_id": None,
-        "acks": 1,
-        "timeout_ms": 5000,
-        "topic_data": [
-            {
-                "name": topic,
-                "partition_data": [{"index": partition, "records": build_batch([(None, value)])}],
-            }
-        ],
-    }
-    result = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][0]
+    result = produce_to(conn, topic, partition, build_batch([(None, value)]))
     assert result["error_code"] == 0, result
 
 
 def fetch_all(conn, topic, partition) -> list[int]:
-    body = {
-        "replica_id": -1,
-        "max_wait_ms": 0,
-        "min_bytes": 0,
-        "max_bytes": 1 << 20,
-        "isolation_level": 1,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [
-            {
-                "topic": topic,
-                "partitions": [
-                    {
-                        "partition": partition,
-                        "current_leader_epoch": -1,
-                        "fetch_offset": 0,
-                        "log_start_offset": -1,
-                        "partition_max_bytes": 1 << 20,
-                    }
-                ],
-            }
-        ],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
-    part = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"][0]
+    part = conn.request(ApiKey.FETCH, fetch_body([(topic, partition, 0)]))["responses"][0][
+        "partitions"
+    ][0]
     assert part["error_code"] == 0, part
     return [h.base_offset for _, h in split_batches(bytes(part["records"]))]
 

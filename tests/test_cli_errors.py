@@ -6,17 +6,15 @@ errors or a malformed plan during a load."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+from command_lines import HEADRACE, group_args
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
 from broker.protocol import zookeeper as layout
 
 pytestmark = pytest.mark.integration  # the headrace command as a process
-
-HEADRACE = [sys.executable, "-m", "headrace.cli"]
 
 
 def run(*args: str, cwd=None, stdin: str | None = None) -> tuple[int, str]:
@@ -26,6 +24,11 @@ def run(*args: str, cwd=None, stdin: str | None = None) -> tuple[int, str]:
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stderr.strip()
+
+
+def run_load(zookeeper: str, warehouse: str, *options: str) -> tuple[int, str]:
+    """``headrace load`` of topic ``t`` for group ``g`` into ``warehouse``."""
+    return run(*group_args("load", zookeeper, "t", "g", "--to", warehouse, *options))
 
 
 @pytest.mark.parametrize(
@@ -96,20 +99,7 @@ def test_a_group_name_with_path_characters_is_refused(command, group):
 
 @pytest.mark.parametrize("interval", ["0", "-5", "nan"])
 def test_a_follow_interval_must_be_positive(interval):
-    status, err = run(
-        "load",
-        "--zookeeper",
-        "127.0.0.1:1",
-        "--topic",
-        "t",
-        "--group",
-        "g",
-        "--to",
-        "/nonexistent",
-        "--follow",
-        "--interval",
-        interval,
-    )
+    status, err = run_load("127.0.0.1:1", "/nonexistent", "--follow", "--interval", interval)
     assert status == 2
     assert err.startswith("headrace load: --interval must be a positive number of seconds")
 
@@ -133,17 +123,7 @@ def zk(zk_chroot):
 )
 def test_a_malformed_load_plan_is_reported(zk, zk_chroot, tmp_path, plan):
     zk.create(layout.plan_path("g"), plan, makepath=True)
-    status, err = run(
-        "load",
-        "--zookeeper",
-        zk_chroot,
-        "--topic",
-        "t",
-        "--group",
-        "g",
-        "--to",
-        str(tmp_path / "warehouse"),
-    )
+    status, err = run_load(zk_chroot, str(tmp_path / "warehouse"))
     assert status == 1
     assert "the loader plan at /consumers/g/loader/plan in ZooKeeper is malformed" in err
 
@@ -156,17 +136,7 @@ def test_a_zookeeper_error_during_a_load_is_reported(zk, zk_chroot, tmp_path):
         layout.encode_plan({"created_ms": 0, "partitions": {}}),
         acl=[make_acl("world", "anyone", write=True, delete=True, admin=True)],
     )
-    status, err = run(
-        "load",
-        "--zookeeper",
-        zk_chroot,
-        "--topic",
-        "t",
-        "--group",
-        "g",
-        "--to",
-        str(tmp_path / "warehouse"),
-    )
+    status, err = run_load(zk_chroot, str(tmp_path / "warehouse"))
     assert status == 1
     assert f"headrace load: ZooKeeper at {zk_chroot} failed the load: NoAuthError" in err
 

@@ -13,8 +13,8 @@ import time
 from collections import defaultdict
 
 import pytest
-from conftest import create_topic, wait_for
-from kazoo.client import KazooClient
+from command_lines import group_args
+from conftest import create_topic, wait_for, zk_session
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
@@ -245,12 +245,17 @@ def settled(zk, group, topic, live: list[str], partitions: int) -> bool:
     return current == expected
 
 
-def test_group_members_share_partitions_and_survive_kill_9(cluster3, tmp_path):
+@pytest.fixture
+def zk(cluster3):
+    """A ZooKeeper session on the three-broker cluster's chroot, closed after the test."""
+    with zk_session(cluster3.zookeeper_connect) as zk:
+        yield zk
+
+
+def test_group_members_share_partitions_and_survive_kill_9(cluster3, zk, tmp_path):
     topic, group = "grouped", "g-rebalance"
     create_topic(cluster3.brokers[0].port, topic, 8)
     zk_connect = cluster3.zookeeper_connect
-    zk = KazooClient(hosts=zk_connect)
-    zk.start()
     members: list[Member] = []
     produced = []
     producer = Producer(cluster3.bootstrap)
@@ -294,16 +299,12 @@ def test_group_members_share_partitions_and_survive_kill_9(cluster3, tmp_path):
         producer.close()
         for m in members:
             m.stop()
-        zk.stop()
-        zk.close()
 
 
-def test_a_member_whose_session_expires_stops_and_rejoins(cluster3, tmp_path):
+def test_a_member_whose_session_expires_stops_and_rejoins(cluster3, zk, tmp_path):
     topic, group = "expiring", "g-expiry"
     create_topic(cluster3.brokers[0].port, topic, 4)
     zk_connect = cluster3.zookeeper_connect
-    zk = KazooClient(hosts=zk_connect)
-    zk.start()
     members = [Member(zk_connect, group, topic, f"e{i}", tmp_path) for i in range(2)]
     try:
         wait_for(lambda: settled(zk, group, topic, ["e0", "e1"], 4), 30)
@@ -327,8 +328,6 @@ def test_a_member_whose_session_expires_stops_and_rejoins(cluster3, tmp_path):
     finally:
         for m in members:
             m.stop()
-        zk.stop()
-        zk.close()
 
 
 # --- console tools ---------------------------------------------------------------------------
@@ -376,13 +375,7 @@ def test_produce_consume_and_groups_commands(cluster1):
         r.split("\t")[0] == json.loads(r.split("\t")[1])["user"] for r in rows
     )
     grouped = cli(
-        "consume",
-        "--zookeeper",
-        cluster1.zookeeper_connect,
-        "--topic",
-        "console",
-        "--group",
-        "console-g",
+        *group_args("consume", cluster1.zookeeper_connect, "console", "console-g"),
         "--from-beginning",
         "--max-messages",
         "300",

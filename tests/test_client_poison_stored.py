@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from command_lines import HEADRACE, kcat_produce, load_cmd
 from conftest import create_topic
 from kazoo.client import KazooClient
 from poison_batches import poison
-from test_loader_exactly_once import events, kcat_produce
+from test_loader_exactly_once import events
 
 from broker.log import LogConfig
 from broker.log import partition as partition_module
@@ -29,28 +29,6 @@ from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch
 from consumers.consumer import Consumer, CorruptBatchError
 from consumers.group import GroupConsumer
-
-# The module, not the console script: subprocesses then run this tree's code (from the cwd).
-HEADRACE = [sys.executable, "-m", "headrace.cli"]
-
-
-def load_cmd(cluster, topic: str, group: str, url: str, *extra: str) -> list[str]:
-    return [
-        *HEADRACE,
-        "load",
-        "--zookeeper",
-        cluster.zookeeper_connect,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--to",
-        url,
-        "--time-field",
-        "ts",
-        *extra,
-    ]
-
 
 TOPIC = "poisoned"
 FIRST, PLANTED, LAST = 300, 50, 200  # good events: by kcat, planted between the poison, by kcat
@@ -190,14 +168,19 @@ def test_headrace_consume_names_the_batch_and_how_to_skip_it(poisoned):
     assert "--offset 395" in done.stderr.decode()
 
 
-def test_load_keeps_poison_as_dead_letters_and_the_rest_exactly_once(poisoned, tmp_path):
-    out = tmp_path / "wh"
-    first = subprocess.run(
-        load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
+def load_poisoned(poisoned, group: str, out) -> subprocess.CompletedProcess:
+    """``headrace load`` of the poisoned topic into ``out`` in chunks of at most 64 rows."""
+    return subprocess.run(
+        load_cmd(poisoned, TOPIC, group, str(out), "--max-rows", "64"),
         capture_output=True,
         timeout=180,
         check=False,
     )
+
+
+def test_load_keeps_poison_as_dead_letters_and_the_rest_exactly_once(poisoned, tmp_path):
+    out = tmp_path / "wh"
+    first = load_poisoned(poisoned, "wh-poison", out)
     assert first.returncode == 0, first.stderr.decode()[-2000:]
     files = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
     stamps = {f: (out / f).stat().st_mtime_ns for f in files}
@@ -218,23 +201,13 @@ def test_load_keeps_poison_as_dead_letters_and_the_rest_exactly_once(poisoned, t
     total = next(line for line in summary.splitlines() if line.startswith("total"))
     assert f"{GOOD:,}" in total and " 2 " in f" {total} "
 
-    again = subprocess.run(
-        load_cmd(poisoned, TOPIC, "wh-poison", str(out), "--max-rows", "64"),
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
+    again = load_poisoned(poisoned, "wh-poison", out)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert sorted(p.relative_to(out) for p in out.rglob("*.parquet")) == files
     assert all((out / f).stat().st_mtime_ns == stamp for f, stamp in stamps.items())
 
     # Another group loading the same offsets cuts the same chunks: the same file names.
     other = tmp_path / "wh2"
-    third = subprocess.run(
-        load_cmd(poisoned, TOPIC, "wh-poison-2", str(other), "--max-rows", "64"),
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
+    third = load_poisoned(poisoned, "wh-poison-2", other)
     assert third.returncode == 0, third.stderr.decode()[-2000:]
     assert sorted(p.relative_to(other) for p in other.rglob("*.parquet")) == files

@@ -18,6 +18,7 @@ from collections import Counter
 import pytest
 from conftest import Cluster, wait_for
 from kazoo.client import KazooClient
+from request_bodies import join_group_body
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.registry import ApiKey
@@ -405,15 +406,7 @@ def test_out_of_order_requests_get_the_right_errors(groups3):
     node = coordinator_of(groups3, group)
     port = groups3.broker(node).port
     wrong = next(b.port for b in groups3.brokers if b.broker_id != coordinator_of(groups3, group))
-    join = {
-        "group_id": group,
-        "session_timeout_ms": 10000,
-        "rebalance_timeout_ms": 10000,
-        "member_id": "",
-        "group_instance_id": None,
-        "protocol_type": "consumer",
-        "protocols": [{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}],
-    }
+    join = join_group_body(group, b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff")
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         assert (
             conn.request(
@@ -571,15 +564,7 @@ def test_malformed_group_requests_close_only_their_connection(groups3):
 
     group = "raw-malformed"
     port = groups3.broker(coordinator_of(groups3, group)).port
-    join = {
-        "group_id": group,
-        "session_timeout_ms": 10000,
-        "rebalance_timeout_ms": 10000,
-        "member_id": "",
-        "group_instance_id": None,
-        "protocol_type": "consumer",
-        "protocols": [{"name": "range", "metadata": b""}],
-    }
+    join = join_group_body(group)
     with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
         first = conn.request(ApiKey.JOIN_GROUP, join, version=4)
         member = first["member_id"]

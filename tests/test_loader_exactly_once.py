@@ -11,12 +11,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
+from command_lines import HEADRACE, kcat_produce, load_cmd
 from conftest import create_topic, wait_for
 from kazoo.client import KazooClient
 
@@ -28,7 +28,6 @@ from loaders import worker as loader_worker
 from loaders.config import ConfigError, LoaderConfig
 from loaders.storage import Storage
 
-HEADRACE = [str(Path(sys.executable).parent / "headrace")]
 HOUR = 3600
 
 
@@ -50,51 +49,6 @@ def events(n: int, start: int = 0, base_ts: float | None = None) -> list[bytes]:
             ).encode()
         )
     return out
-
-
-def kcat_produce(
-    bootstrap: str, topic: str, lines: list[bytes], codec: str = "lz4", *extra: str
-) -> None:
-    """Lines to a topic with kcat, keyed by their position so they spread over partitions."""
-    keyed = b"\n".join(b"%d\t%s" % (i, line) for i, line in enumerate(lines)) + b"\n"
-    subprocess.run(
-        [
-            "kcat",
-            "-b",
-            bootstrap,
-            "-P",
-            "-t",
-            topic,
-            "-z",
-            codec,
-            "-K",
-            "\t",
-            "-X",
-            "linger.ms=20",
-            *extra,
-        ],
-        input=keyed,
-        check=True,
-        timeout=60,
-    )
-
-
-def load_cmd(cluster, topic: str, group: str, url: str, *extra: str) -> list[str]:
-    return [
-        *HEADRACE,
-        "load",
-        "--zookeeper",
-        cluster.zookeeper_connect,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--to",
-        url,
-        "--time-field",
-        "ts",
-        *extra,
-    ]
 
 
 def committed(cluster, group: str, topic: str, partitions: int) -> list[int | None]:
@@ -242,6 +196,33 @@ class Crash(BaseException):
     """Stands for the process dying at this point."""
 
 
+def crashing_on_call(real, n: int, counted=lambda *args: True):
+    """``real`` wrapped to raise ``Crash`` on the ``n``-th call that ``counted`` selects."""
+    calls = 0
+
+    def dying(*args):
+        nonlocal calls
+        if counted(*args):
+            calls += 1
+            if calls == n:
+                raise Crash()
+        return real(*args)
+
+    return dying
+
+
+def run_worker_until_it_crashes(config: LoaderConfig, group: str, topic: str) -> None:
+    """Plan a run of ``group`` over ``topic`` and run one worker in this process until an
+    injected ``Crash`` stops it."""
+    from loaders.registry import make_plan
+
+    worker = loader_worker.Worker(config)
+    worker.zk.start()
+    make_plan(worker.zk, worker.cluster, group, [topic])
+    with pytest.raises(Crash):
+        worker.run()
+
+
 def test_publish_without_commit_is_recognised_not_rewritten(
     cluster1, tmp_path, monkeypatch, capsys
 ):
@@ -252,23 +233,11 @@ def test_publish_without_commit_is_recognised_not_rewritten(
     kcat_produce(cluster1.bootstrap, topic, events(3000))
     out = tmp_path / "wh"
     real_commit = loader_worker.commit_offset
-    calls = {"n": 0}
-
-    def dying_commit(zk, group_, topic_, partition, offset, version, consumer_id):
-        calls["n"] += 1
-        if calls["n"] == 6:  # after reconcile's first commits, in the middle of the run
-            raise Crash()
-        return real_commit(zk, group_, topic_, partition, offset, version, consumer_id)
-
+    # The sixth commit comes after reconcile's first commits, in the middle of the run.
+    dying_commit = crashing_on_call(real_commit, 6)
     monkeypatch.setattr(loader_worker, "commit_offset", dying_commit)
     monkeypatch.setattr(loader_reconcile, "commit_offset", dying_commit)
-    worker = loader_worker.Worker(_config(cluster1, topic, group, str(out)))
-    from loaders.registry import make_plan
-
-    worker.zk.start()
-    make_plan(worker.zk, worker.cluster, group, [topic])
-    with pytest.raises(Crash):
-        worker.run()
+    run_worker_until_it_crashes(_config(cluster1, topic, group, str(out)), group, topic)
     monkeypatch.setattr(loader_worker, "commit_offset", real_commit)
     monkeypatch.setattr(loader_reconcile, "commit_offset", real_commit)
     manifests = list((out / "_headrace").rglob("*.json"))
@@ -293,24 +262,12 @@ def test_partly_published_chunk_is_removed_and_rebuilt(cluster1, tmp_path, monke
     kcat_produce(cluster1.bootstrap, topic, events(4000))
     out = tmp_path / "wh"
     real_publish = Storage.publish
-    calls = {"n": 0}
-
-    def dying_publish(self, rel, data, tmp_rel):
-        if rel.endswith(".parquet"):
-            calls["n"] += 1
-            if calls["n"] == 5:
-                raise Crash()
-        return real_publish(self, rel, data, tmp_rel)
-
+    dying_publish = crashing_on_call(
+        real_publish, 5, counted=lambda _storage, rel, *_: rel.endswith(".parquet")
+    )
     monkeypatch.setattr(Storage, "publish", dying_publish)
     config = _config(cluster1, topic, group, str(out), max_rows=400)
-    worker = loader_worker.Worker(config)
-    from loaders.registry import make_plan
-
-    worker.zk.start()
-    make_plan(worker.zk, worker.cluster, group, [topic])
-    with pytest.raises(Crash):
-        worker.run()
+    run_worker_until_it_crashes(config, group, topic)
     monkeypatch.setattr(Storage, "publish", real_publish)
     assert loader_run.load(_config(cluster1, topic, group, str(out), max_rows=400)) == 0
     check_exactly_once(str(out), 4000)

@@ -35,9 +35,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from command_lines import kcat_produce, load_cmd
 from conftest import create_topic, free_port, wait_for
 from kazoo.client import KazooClient
-from test_loader_exactly_once import events, kcat_produce, load_cmd
+from test_loader_exactly_once import events
 
 from broker.protocol import zookeeper as layout
 from loaders import run as loader_run

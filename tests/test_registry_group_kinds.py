@@ -12,8 +12,10 @@ import sys
 import time
 
 import pytest
+from command_lines import group_args
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from conftest import create_topic, wait_for, zk_session
+from request_bodies import join_group_body
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.offsets import GroupKindError, claim_kind, read_kind
@@ -175,13 +177,7 @@ def test_a_paper_member_is_refused_on_another_kinds_group(cluster1, zk, tmp_path
         member.start()
     assert member.state == "closed"
     consumed = cli(
-        "consume",
-        "--zookeeper",
-        cluster1.zookeeper_connect,
-        "--topic",
-        topic,
-        "--group",
-        group,
+        *group_args("consume", cluster1.zookeeper_connect, topic, group),
         "--from-beginning",
         "--timeout",
         "2",
@@ -202,13 +198,7 @@ def test_a_loader_is_refused_on_another_kinds_group(cluster1, zk, tmp_path, owne
     OWNERS[owner](cluster1, group, topic, tmp_path)
     before = offsets(zk, group, topic)
     loaded = cli(
-        "load",
-        "--zookeeper",
-        cluster1.zookeeper_connect,
-        "--topic",
-        topic,
-        "--group",
-        group,
+        *group_args("load", cluster1.zookeeper_connect, topic, group),
         "--to",
         str(tmp_path / "wh"),
     )
@@ -293,15 +283,7 @@ def test_groups_from_before_kinds_are_recognised_by_their_nodes(zk_chroot):
 def test_group_ids_that_cannot_name_a_zookeeper_node_get_invalid_group_id(cluster1, bad):
     from consumers.client import BrokerConnection
 
-    join = {
-        "group_id": bad,
-        "session_timeout_ms": 10000,
-        "rebalance_timeout_ms": 10000,
-        "member_id": "",
-        "group_instance_id": None,
-        "protocol_type": "consumer",
-        "protocols": [{"name": "range", "metadata": b""}],
-    }
+    join = join_group_body(bad)
     commit = {
         "group_id": bad,
         "generation_id_or_member_epoch": -1,

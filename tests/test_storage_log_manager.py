@@ -78,15 +78,22 @@ def test_clean_marker_exists_only_after_a_clean_shutdown(tmp_path):
     assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
 
 
-def test_checkpoints_hold_recovery_points_and_log_start_offsets(tmp_path):
+def twenty_flushed_segments(tmp_path, topic, partition):
+    """A started manager that retains nothing (``retention.bytes`` 0) and its partition
+    ``topic``-``partition``, holding twenty flushed batches in 500-byte segments."""
     manager = LogManager(
         [tmp_path], LogConfig(segment_bytes=500, retention_bytes=0, file_delete_delay_ms=0)
     )
     manager.startup()
-    plog = manager.get_or_create_log("clicks", 3)
+    plog = manager.get_or_create_log(topic, partition)
     for _ in range(20):
         plog.append(build_batch([(b"k", b"v" * 100)]))
     plog.flush()
+    return manager, plog
+
+
+def test_checkpoints_hold_recovery_points_and_log_start_offsets(tmp_path):
+    manager, _ = twenty_flushed_segments(tmp_path, "clicks", 3)
     manager.checkpoint_recovery_points()
     assert read_checkpoint(tmp_path / RECOVERY_POINT_FILE) == {("clicks", 3): 20}
     manager.enforce_retention()
@@ -217,14 +224,7 @@ def test_checkpoint_files_round_trip(tmp_path):
 
 
 def test_a_recreated_topic_does_not_inherit_old_checkpoints(tmp_path):
-    manager = LogManager(
-        [tmp_path], LogConfig(segment_bytes=500, retention_bytes=0, file_delete_delay_ms=0)
-    )
-    manager.startup()
-    plog = manager.get_or_create_log("t", 0)
-    for _ in range(20):
-        plog.append(build_batch([(b"k", b"v" * 100)]))
-    plog.flush()
+    manager, plog = twenty_flushed_segments(tmp_path, "t", 0)
     manager.enforce_retention()
     manager.checkpoint_recovery_points()
     manager.checkpoint_log_start_offsets()

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 
 import pytest
+from command_lines import kcat_read, kcat_send
 from conftest import create_topic
 
 pytestmark = pytest.mark.integration  # real clients against brokers
@@ -23,6 +24,16 @@ PARTITIONS = 4
 def messages(tag: str) -> list[tuple[str, str]]:
     """(key, value) pairs; values carry a sequence number per key."""
     return [(key, f"{tag}|{key}|{seq}") for seq in range(PER_KEY) for key in KEYS]
+
+
+def read_until_all(poll) -> list:
+    """Call ``poll`` (it returns a list of records, maybe empty) until every message of
+    ``messages()`` is back or 60 s have passed; all the records read."""
+    records: list = []
+    deadline = time.monotonic() + 60
+    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
+        records += poll()
+    return records
 
 
 def check_all_back_in_order(records, tag: str) -> None:
@@ -53,7 +64,9 @@ def cluster(request):
     return request.getfixturevalue(request.param)
 
 
-def new_topic(cluster, name: str) -> str:
+def new_topic(cluster, prefix: str) -> str:
+    """A topic of PARTITIONS partitions named for ``prefix`` and the cluster's size."""
+    name = f"{prefix}-{len(cluster.brokers)}"
     create_topic(cluster.brokers[0].port, name, PARTITIONS)
     return name
 
@@ -62,7 +75,7 @@ def new_topic(cluster, name: str) -> str:
 
 
 def test_kcat_lists_the_cluster(cluster):
-    topic = new_topic(cluster, f"kcat-list-{len(cluster.brokers)}")
+    topic = new_topic(cluster, "kcat-list")
     out = subprocess.run(
         ["kcat", "-b", cluster.bootstrap, "-L", "-t", topic],
         capture_output=True,
@@ -78,54 +91,15 @@ def test_kcat_lists_the_cluster(cluster):
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_kcat_produces_and_consumes(cluster, codec):
-    tag = f"kcat-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
-    lines = "".join(f"{k}|{v}\n" for k, v in messages(tag))
-    subprocess.run(
-        [
-            "kcat",
-            "-b",
-            cluster.bootstrap,
-            "-P",
-            "-t",
-            topic,
-            "-z",
-            codec,
-            "-K",
-            "|",
-            "-X",
-            "linger.ms=5",
-        ],
-        input=lines,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    out = subprocess.run(
-        [
-            "kcat",
-            "-b",
-            cluster.bootstrap,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p|%o|%k|%s\n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    topic = new_topic(cluster, f"kcat-{codec}")
+    lines = "".join(f"{k}|{v}\n" for k, v in messages(topic))
+    kcat_send(cluster.bootstrap, topic, lines.encode(), codec, "|", "-X", "linger.ms=5")
+    out = kcat_read(cluster.bootstrap, topic, "%p|%o|%k|%s\n")
     records = []
     for line in out.splitlines():
         partition, offset, key, t, k, seq = line.split("|")
         records.append((int(partition), int(offset), key, f"{t}|{k}|{seq}"))
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- confluent-kafka (librdkafka) ----------------------------------------------------------
@@ -135,8 +109,7 @@ def test_kcat_produces_and_consumes(cluster, codec):
 def test_confluent_kafka_produces_and_consumes(cluster, codec):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    tag = f"ck-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"ck-{codec}")
     producer = Producer(
         {
             "bootstrap.servers": cluster.bootstrap,
@@ -146,7 +119,7 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
         }
     )
     failures = []
-    for key, value in messages(tag):
+    for key, value in messages(topic):
         producer.produce(
             topic, key=key, value=value, on_delivery=lambda err, msg: err and failures.append(err)
         )
@@ -155,16 +128,17 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
         {"bootstrap.servers": cluster.bootstrap, "group.id": "unused", "enable.auto.commit": False}
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    records = []
-    deadline = time.monotonic() + 60
-    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
+
+    def poll():
         msg = consumer.poll(0.5)
         if msg is None:
-            continue
+            return []
         assert msg.error() is None, msg.error()
-        records.append((msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode()))
+        return [(msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode())]
+
+    records = read_until_all(poll)
     consumer.close()
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- kafka-python --------------------------------------------------------------------------
@@ -174,14 +148,13 @@ def test_confluent_kafka_produces_and_consumes(cluster, codec):
 def test_kafka_python_produces_and_consumes(cluster, codec):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    tag = f"kp-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"kp-{codec}")
     producer = KafkaProducer(
         bootstrap_servers=cluster.bootstrap,  # idempotent by default
         compression_type=None if codec == "none" else codec,
         linger_ms=5,
     )
-    futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in messages(tag)]
+    futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in messages(topic)]
     producer.flush(60)
     for future in futures:
         future.get(timeout=10)
@@ -191,13 +164,11 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
     )
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     consumer.seek_to_beginning()
-    records = []
-    deadline = time.monotonic() + 60
-    while len(records) < len(KEYS) * PER_KEY and time.monotonic() < deadline:
-        for msg in consumer:
-            records.append((msg.partition, msg.offset, msg.key.decode(), msg.value.decode()))
+    records = read_until_all(
+        lambda: [(m.partition, m.offset, m.key.decode(), m.value.decode()) for m in consumer]
+    )
     consumer.close()
-    check_all_back_in_order(records, tag)
+    check_all_back_in_order(records, topic)
 
 
 # --- aiokafka ------------------------------------------------------------------------------
@@ -207,8 +178,7 @@ def test_kafka_python_produces_and_consumes(cluster, codec):
 def test_aiokafka_produces_and_consumes(cluster, codec):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    tag = f"aio-{codec}-{len(cluster.brokers)}"
-    topic = new_topic(cluster, tag)
+    topic = new_topic(cluster, f"aio-{codec}")
 
     async def run():
         producer = AIOKafkaProducer(
@@ -220,7 +190,7 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
         try:
             sent = [
                 await producer.send(topic, key=k.encode(), value=v.encode())
-                for k, v in messages(tag)
+                for k, v in messages(topic)
             ]
             await asyncio.gather(*sent)
         finally:
@@ -242,4 +212,4 @@ def test_aiokafka_produces_and_consumes(cluster, codec):
             await consumer.stop()
         return records
 
-    check_all_back_in_order(asyncio.run(run()), tag)
+    check_all_back_in_order(asyncio.run(run()), topic)

@@ -13,6 +13,7 @@ import time
 import pytest
 from conftest import Cluster, create_topic, wait_for
 from kafka_proxy import ProduceResponseDropper
+from request_bodies import produce_to
 
 from broker.protocol.records import build_batch
 from broker.protocol.registry import ApiKey
@@ -259,18 +260,7 @@ def test_a_batch_retried_after_kill_9_is_still_deduplicated(make_cluster):
 
     def produce(data):
         with BrokerConnection("127.0.0.1", broker.port) as conn:
-            body = conn.request(
-                ApiKey.PRODUCE,
-                {
-                    "transactional_id": None,
-                    "acks": -1,
-                    "timeout_ms": 5000,
-                    "topic_data": [
-                        {"name": "again", "partition_data": [{"index": 0, "records": data}]}
-                    ],
-                },
-            )
-        answer = body["responses"][0]["partition_responses"][0]
+            answer = produce_to(conn, "again", 0, data, acks=-1)
         return answer["error_code"], answer["base_offset"]
 
     assert [produce(b) for b in batches] == [(0, 0), (0, 3)]

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from command_lines import group_args
 from conftest import create_topic, wait_for, zk_session
 from kazoo.client import KazooClient
 
@@ -267,13 +268,7 @@ def test_consume_into_head_commits_at_most_what_was_written(cluster1, zk):
             "headrace.cli",
             "--log-level",
             "WARNING",
-            "consume",
-            "--zookeeper",
-            cluster1.zookeeper_connect,
-            "--topic",
-            topic,
-            "--group",
-            group,
+            *group_args("consume", cluster1.zookeeper_connect, topic, group),
             "--from-beginning",
         ],
         stdout=write,
