@@ -14,6 +14,7 @@ import time
 
 import pytest
 from conftest import create_topic
+from request_bodies import fetch_body, produce_body
 from twisted.internet import defer, protocol, threads
 
 from broker.protocol.records import build_batch, decode_batches
@@ -109,47 +110,11 @@ def test_a_fetch_of_produced_data_decodes_into_the_batches_produced(cluster1):
 
     async def produce_then_fetch():
         for batch in batches:
-            body = {
-                "transactional_id": None,
-                "acks": 1,
-                "timeout_ms": 10_000,
-                "topic_data": [
-                    {
-                        "name": "replica-client-fetch",
-                        "partition_data": [{"index": 0, "records": batch}],
-                    }
-                ],
-            }
+            body = produce_body("replica-client-fetch", 0, batch, timeout_ms=10_000)
             answer = await client.request(ApiKey.PRODUCE, body, version=3)
             assert answer["responses"][0]["partition_responses"][0]["error_code"] == 0
-        return await client.request(
-            ApiKey.FETCH,
-            {
-                "replica_id": -1,
-                "max_wait_ms": 100,
-                "min_bytes": 1,
-                "max_bytes": 1 << 20,
-                "isolation_level": 0,
-                "session_id": 0,
-                "session_epoch": -1,
-                "topics": [
-                    {
-                        "topic": "replica-client-fetch",
-                        "partitions": [
-                            {
-                                "partition": 0,
-                                "current_leader_epoch": -1,
-                                "fetch_offset": 0,
-                                "log_start_offset": -1,
-                                "partition_max_bytes": 1 << 20,
-                            }
-                        ],
-                    }
-                ],
-                "forgotten_topics_data": [],
-                "rack_id": "",
-            },
-        )
+        fetch = fetch_body([("replica-client-fetch", 0, 0)], max_wait_ms=100, min_bytes=1)
+        return await client.request(ApiKey.FETCH, fetch)
 
     body = in_reactor(produce_then_fetch)
     answer = body["responses"][0]["partitions"][0]
