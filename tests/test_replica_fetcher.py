@@ -18,7 +18,13 @@ from broker.protocol.registry import API_BY_KEY, ApiKey
 from broker.protocol.schema import NULLABLE_STRING, Reader
 from broker.replica import truncation
 from broker.replica.client import BrokerClient
-from broker.replica.fetcher import FETCHING, PAUSED, FetcherConfig, ReplicaFetcher
+from broker.replica.fetcher import (
+    FETCHING,
+    PAUSED,
+    FetcherConfig,
+    ReplicaFetcher,
+    whole_batches,
+)
 from broker.replica.truncation import Truncation, out_of_range_action, truncation_for
 
 
@@ -138,6 +144,14 @@ def test_offset_out_of_range_decisions():
     assert out_of_range_action(20, leader_start=50, leader_end=90) == ("start_at", 50)
     assert out_of_range_action(20, leader_start=0, leader_end=15) == ("truncate_to", 15)
     assert out_of_range_action(20, leader_start=0, leader_end=40) == ("fetch", 20)
+
+
+def test_only_whole_batches_past_the_fetch_offset_are_appended():
+    a, b, c = stamped(0, 3, 1), stamped(3, 3, 1), stamped(6, 3, 1)
+    assert whole_batches(a + b + c[:40], 3) == b  # a is before the offset, c is cut
+    assert whole_batches(a + b + c, 0) == a + b + c
+    assert whole_batches(a[:30], 0) == b""
+    assert whole_batches(a, 3) == b""
 
 
 def test_fetcher_settings_use_kafkas_names_and_refuse_bad_values():

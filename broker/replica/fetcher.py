@@ -111,6 +111,20 @@ class PartitionFetch:
         return self.topic, self.partition
 
 
+def whole_batches(records, fetch_offset: int) -> bytes:
+    """The bytes of the whole batches in a fetched ``records`` that end after
+    ``fetch_offset``: a leader may send a batch from before it (it reads from a segment
+    position) and a piece of one after the size limit."""
+    start = end = None
+    for pos, header in split_batches(records):
+        if header.next_offset <= fetch_offset:
+            continue
+        if start is None:
+            start = pos
+        end = pos + header.size
+    return b"" if start is None or end is None else bytes(records[start:end])
+
+
 class ReplicaFetcher:
     """Follows the partitions of one leader broker into local logs."""
 
@@ -328,22 +342,15 @@ class ReplicaFetcher:
 
     def _append(self, fetch: PartitionFetch, answer: dict) -> None:
         records = answer["records"]
-        fetch_offset = fetch.log.log_end_offset
         if records:
-            start = end = None
-            for pos, header in split_batches(records):
-                if header.next_offset <= fetch_offset:
-                    continue  # a batch before ours (the leader read from its segment's start)
-                if start is None:
-                    start = pos
-                end = pos + header.size
-            if start is not None and end is not None:
-                try:
-                    fetch.log.append_as_follower(bytes(records[start:end]))
-                except KafkaError as exc:
-                    log.error("%s-%d: append failed: %s", fetch.topic, fetch.partition, exc)
-                    self._delay(fetch)
-                    return
+            try:
+                whole = whole_batches(records, fetch.log.log_end_offset)
+                if whole:
+                    fetch.log.append_as_follower(whole)
+            except KafkaError as exc:  # corrupt data or a log refusing it: this one waits
+                log.error("%s-%d: append failed: %s", fetch.topic, fetch.partition, exc)
+                self._delay(fetch)
+                return
         fetch.log.high_watermark = min(answer["high_watermark"], fetch.log.log_end_offset)
 
     async def _out_of_range(self, fetch: PartitionFetch, leader_start: int) -> None:
