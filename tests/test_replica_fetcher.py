@@ -422,15 +422,23 @@ def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_
     port = cluster1.brokers[0].port
     create_topic(port, "replica-follow", 1)
     producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "linger.ms": 5})
-    for i in range(2000):
-        producer.produce("replica-follow", f"event-{i}".encode(), partition=0)
-        if i % 100 == 99:
-            producer.flush(10)
-    assert producer.flush(10) == 0
 
+    def produce(first: int, last: int) -> None:
+        for i in range(first, last):
+            producer.produce("replica-follow", f"event-{i}".encode(), partition=0)
+            if i % 100 == 99:
+                producer.flush(10)  # batches of 100 records
+        assert producer.flush(10) == 0
+
+    def wait_for_end(end: int) -> None:
+        deadline = time.monotonic() + 20
+        while in_reactor(lambda: follower.log_end_offset) < end and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    produce(0, 2000)
     follower = ListLog()
     client = BrokerClient(reactor(), "127.0.0.1", port, client_id="broker-2")
-    # small per-partition fetches: many fetches, some ending inside a batch
+    # per-partition fetches smaller than the log: many fetches of a few batches each
     config = FetcherConfig(fetch_wait_max_ms=100, fetch_max_bytes=5000)
     fetcher = ReplicaFetcher(reactor(), client, broker_id=2, config=config)
 
@@ -439,17 +447,17 @@ def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_
         fetcher.start()
 
     in_reactor(begin)
-    deadline = time.monotonic() + 20
-    while in_reactor(lambda: follower.log_end_offset) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_end(2000)
+    produce(2000, 2500)  # while the fetcher long-polls at the log end
+    wait_for_end(2500)
     in_reactor(fetcher.stop)
 
     offsets = [check_batch(b).base_offset for b in follower.batches]
     assert offsets == sorted(set(offsets)) and offsets[0] == 0
     values = [r.value for b in follower.batches for r in _records(b)]
-    assert values == [f"event-{i}".encode() for i in range(2000)]
-    assert follower.high_watermark == 2000
-    assert follower.appends > 1
+    assert values == [f"event-{i}".encode() for i in range(2500)]
+    assert follower.high_watermark == 2500
+    assert 1 < follower.appends < len(follower.batches)
 
 
 def _records(batch: bytes):
