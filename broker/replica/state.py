@@ -16,8 +16,8 @@ No I/O and no clock of its own: every time is an argument.  The rules are Kafka'
   moment (caught up now), or the leader's log end at its previous fetch (caught up as of
   that previous fetch) (``Replica.updateFetchState``).
 - A follower leaves the ISR when its log end differs from the leader's and it has not been
-  caught up for ``replica.lag.time.max.ms`` (lag by time only, as Kafka since KIP-537's
-  removal of ``replica.lag.max.messages``; ``Partition.getOutOfSyncReplicas``).
+  caught up for ``replica.lag.time.max.ms`` (lag by time only, as Kafka since 0.9 dropped
+  ``replica.lag.max.messages``, KAFKA-1546; ``Partition.getOutOfSyncReplicas``).
 - A follower may join the ISR when its log end reaches the high watermark and the start
   offset of the leader's current epoch (``Partition.isFollowerInSync``).
 - The high watermark is the smallest log end offset in the ISR, the leader's included, and
