@@ -8,13 +8,13 @@ import queue
 import time
 
 import pytest
+from conftest import wait_for
 from kazoo.client import KazooClient
 
 from broker.controller import Controller, ControllerMovedError
 from broker.protocol import errors
 from broker.protocol import zookeeper as layout
 from broker.protocol.zookeeper import PartitionState, TopicPlacement
-from tests.conftest import wait_for
 
 
 def _client(connect: str) -> KazooClient:
