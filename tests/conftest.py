@@ -169,7 +169,11 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
 
 
-def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
+def create_topic(
+    port: int, name: str, partitions: int, configs=None, replication_factor: int = 1, check=True
+) -> dict:
+    """CreateTopics at the broker on ``port``; its result for the topic, asserted a success
+    unless ``check`` is false."""
     from broker.protocol.registry import ApiKey
     from consumers.client import BrokerConnection
 
@@ -181,7 +185,7 @@ def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
                     {
                         "name": name,
                         "num_partitions": partitions,
-                        "replication_factor": 1,
+                        "replication_factor": replication_factor,
                         "assignments": [],
                         "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
                     }
@@ -190,7 +194,8 @@ def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
                 "validate_only": False,
             },
         )
-    assert body["topics"][0]["error_code"] == 0, body
+    assert not check or body["topics"][0]["error_code"] == 0, body
+    return body["topics"][0]
 
 
 @pytest.fixture(scope="module")

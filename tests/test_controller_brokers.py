@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import metadata, wait_for, zk_session
+from conftest import create_topic, metadata, wait_for, zk_session
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch
@@ -17,24 +17,7 @@ from consumers.client import BrokerConnection
 
 
 def create(port: int, name: str, partitions: int, factor: int) -> dict:
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(
-            ApiKey.CREATE_TOPICS,
-            {
-                "topics": [
-                    {
-                        "name": name,
-                        "num_partitions": partitions,
-                        "replication_factor": factor,
-                        "assignments": [],
-                        "configs": [],
-                    }
-                ],
-                "timeout_ms": 10000,
-                "validate_only": False,
-            },
-        )
-    return body["topics"][0]
+    return create_topic(port, name, partitions, replication_factor=factor, check=False)
 
 
 def controller_of(zk) -> tuple[int, int]:
