@@ -28,7 +28,13 @@ import time
 from collections.abc import Callable
 
 from kazoo.client import KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
 from twisted.internet import defer
 
 from . import election
@@ -136,6 +142,9 @@ class Controller:
                 getattr(self, f"_on_{event[0]}")(*event[1:])
             except ControllerMovedError as exc:
                 self._resign(str(exc))
+            except (ConnectionLoss, SessionExpiredError) as exc:
+                # the session's listener queues what follows (resign, stand again)
+                log.warning("controller event %s: ZooKeeper unreachable (%r)", event[0], exc)
             except Exception:
                 log.exception("controller event %s failed", event[0])
 

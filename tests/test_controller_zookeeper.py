@@ -122,10 +122,13 @@ def test_a_superseded_controllers_write_is_refused_and_changes_nothing(zk):
         assert first.active and not second.active  # elected once
         before = zk.admin.get(layout.partition_state_path("t", 0))
 
+        old_session = first.client.client_id[0]
         expire_session(zk, first.client)
         wait_for(lambda: second.active, 20)
         assert second.epoch == first.epoch + 1
         wait_for(lambda: not first.active, 20)
+        # kazoo opens a new session; the old controller's next write goes through it
+        wait_for(lambda: first.client.connected and first.client.client_id[0] != old_session, 20)
 
         state, version = state_of(zk, "t", 0)
         rogue = PartitionState(1, state.leader_epoch + 5, (1,), first.epoch)
@@ -208,3 +211,42 @@ def test_a_candidate_answers_not_controller(zk):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def _write_state(zk, topic: str, partition: int, state: PartitionState) -> None:
+    zk.admin.ensure_path(layout.partition_path(topic, partition))
+    zk.admin.create(
+        layout.partition_state_path(topic, partition), layout.encode_partition_state(state)
+    )
+
+
+def test_leadership_returns_to_the_preferred_replica_on_the_imbalance_check(zk):
+    register(zk, 1)
+    register(zk, 2)
+    zk.admin.create(layout.topic_path("t"), layout.encode_topic(TopicPlacement({0: [1, 2]})))
+    _write_state(zk, "t", 0, PartitionState(2, 3, (2, 1), 1))
+    controller = Controller(zk.client(), 2, leader_imbalance_check_interval_s=0.5)
+    controller.start()
+    try:
+        wait_for(lambda: state_of(zk, "t", 0)[0].leader == 1, 10)
+        assert state_of(zk, "t", 0)[0] == PartitionState(1, 4, (2, 1), controller.epoch)
+    finally:
+        controller.stop()
+
+
+def test_a_topic_allowing_unclean_election_takes_an_out_of_sync_replica(zk):
+    register(zk, 2)
+    for name, unclean in (("clean", "false"), ("unclean", "true")):
+        zk.admin.create(
+            layout.topic_config_path(name),
+            layout.encode_topic_config({"unclean.leader.election.enable": unclean}),
+        )
+        zk.admin.create(layout.topic_path(name), layout.encode_topic(TopicPlacement({0: [1, 2]})))
+        _write_state(zk, name, 0, PartitionState(1, 3, (1,), 1))  # broker 1 is gone
+    controller = started(zk, 2)
+    try:
+        wait_for(lambda: state_of(zk, "unclean", 0)[0].leader == 2, 10)
+        assert state_of(zk, "unclean", 0)[0] == PartitionState(2, 4, (2,), controller.epoch)
+        assert state_of(zk, "clean", 0)[0] == PartitionState(-1, 4, (1,), controller.epoch)
+    finally:
+        controller.stop()
