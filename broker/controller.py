@@ -33,6 +33,8 @@ from kazoo.exceptions import (
     ConnectionLoss,
     NodeExistsError,
     NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
     SessionExpiredError,
 )
 from twisted.internet import defer
@@ -236,8 +238,8 @@ class Controller:
         """Write each partition's new state: one transaction each, checking the version of
         ``/controller_epoch`` this controller set and the state node's version (None: create
         it, and its parents where missing).  The transactions are pipelined.  Returns each
-        partition's new node version or the error; raises ControllerMovedError (having
-        written nothing) if the epoch check failed."""
+        partition's new node version or the error; raises ControllerMovedError if an epoch
+        check failed (that transaction, and any after it, wrote nothing)."""
         pending = []
         made: set[str] = set()
         for (topic, partition), state, version in changes:
@@ -517,8 +519,6 @@ class Controller:
 
 def _real_error(result) -> bool:
     """An error in a transaction's results other than the roll-back of its other ops."""
-    from kazoo.exceptions import RolledBackError, RuntimeInconsistency
-
     return isinstance(result, Exception) and not isinstance(
         result, (RolledBackError, RuntimeInconsistency)
     )
