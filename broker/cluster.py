@@ -4,17 +4,21 @@
     ...                     reactor=reactor)
     >>> cluster.start()                       # connect, register, load and watch the registries
     >>> cluster.metadata.topics["clicks"]     # {partition: [broker ids]}
-    >>> yield cluster.create_topic("clicks", 8)
+    >>> cluster.metadata.states["clicks"][0]  # KnownState(PartitionState(leader, ...), version)
+    >>> yield cluster.create_topic("clicks", {0: [1, 2]}, {})
 
 The broker's nodes (``/brokers/ids``, ``/brokers/topics``, ``/config/topics``, ``/cluster/id``,
 ``/latest_producer_id_block``, under the chroot of ``zookeeper.connect``) and their data are
 those of ``broker/protocol/zookeeper.py`` (ARCHITECTURE.md, ZooKeeper layout).
 
-There is no controller: every broker watches ``/brokers/ids`` and ``/brokers/topics`` and acts
-on what it sees (opens or deletes its own partition logs).  Topics are created with one
-ZooKeeper transaction (config and placement together), so two brokers racing to create the same
-topic cannot both win.  Watch callbacks arrive on kazoo's threads and are moved onto the
-reactor with ``callFromThread``; blocking ZooKeeper calls run in the reactor's thread pool.
+Every broker watches ``/brokers/ids``, ``/brokers/topics`` and each partition's ``state`` node
+and acts on what it sees (opens or deletes its own partition logs).  The states are written by
+the controller (``broker/controller.py``) and, for its ISR, by a partition's leader
+(``update_isr``); a broker learns its roles from them (ARCHITECTURE.md, Replication).  Topics
+are created with one ZooKeeper transaction (config and placement together), so two brokers
+racing to create the same topic cannot both win.  Watch callbacks arrive on kazoo's threads
+and are moved onto the reactor with ``callFromThread``; blocking ZooKeeper calls run in the
+reactor's thread pool.
 
 A broker restarted after a crash finds its old node still there until the old session expires
 (``zookeeper.session.timeout.ms``).  If the node names the same endpoints and the same log
@@ -30,46 +34,29 @@ reconnect), *stopped*.
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
-from twisted.internet import defer, threads
 
+from .cluster_writes import ClusterWrites, PartitionStateChangedError
 from .protocol import zookeeper as layout
 from .protocol.zookeeper import (
     BROKER_IDS,
     BROKER_TOPICS,
     CLUSTER_ID,
-    PRODUCER_ID_BLOCK,
     BrokerRegistration,
     MalformedNodeError,
-    ProducerIdBlock,
-    TopicPlacement,
+    PartitionState,
 )
 
 log = logging.getLogger(__name__)
-
-PRODUCER_ID_BLOCK_SIZE = 1000
-ZK_TIMEOUT = 10.0  # seconds a ZooKeeper write may take before the request fails
-
-
-def _raise_first(results, name: str) -> None:
-    """Raise the first error in a transaction's results (kazoo returns them, not raises)."""
-    for result in results:
-        if isinstance(result, NodeExistsError):
-            raise NodeExistsError(f"topic {name} already exists")
-        if isinstance(result, Exception) and not _is_rollback(result):
-            raise result
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
 
 
 def _holder(data: bytes) -> str:
@@ -81,14 +68,16 @@ def _holder(data: bytes) -> str:
         return repr(data[:100])
 
 
-def _is_rollback(result) -> bool:
-    from kazoo.exceptions import RolledBackError, RuntimeInconsistency
-
-    return isinstance(result, (RolledBackError, RuntimeInconsistency))
-
-
 class BrokerIdInUseError(RuntimeError):
     """Another live broker is registered with this broker's id."""
+
+
+class KnownState(NamedTuple):
+    """A partition's state as last read, with the version of its node (for conditional
+    writes)."""
+
+    state: PartitionState
+    version: int
 
 
 @dataclass(frozen=True)
@@ -108,13 +97,15 @@ class ClusterMetadata:
     topics: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_ids: dict[str, str] = field(default_factory=dict)
+    states: dict[str, dict[int, KnownState]] = field(default_factory=dict)
 
     def leader(self, topic: str, partition: int) -> int:
-        """The partition's leader (its first replica) if that broker is alive, else -1."""
-        replicas = self.topics.get(topic, {}).get(partition)
-        if not replicas or replicas[0] not in self.brokers:
+        """The leader its state names if that broker is alive; -1 without a state (not yet
+        elected), offline, or while the leader's registration is gone."""
+        known = self.states.get(topic, {}).get(partition)
+        if known is None or known.state.leader not in self.brokers:
             return -1
-        return replicas[0]
+        return known.state.leader
 
 
 def split_chroot(connect: str) -> tuple[str, str]:
@@ -125,19 +116,9 @@ def split_chroot(connect: str) -> tuple[str, str]:
     return connect[:slash], connect[slash:].rstrip("/")
 
 
-def assign_partitions(
-    partitions: int, brokers: list[int], start: int | None = None
-) -> dict[int, list[int]]:
-    """Spread partitions over brokers round-robin from a random start, as Kafka does."""
-    if not brokers:
-        raise ValueError("no live brokers to place partitions on")
-    ordered = sorted(brokers)
-    first = random.randrange(len(ordered)) if start is None else start
-    return {p: [ordered[(first + p) % len(ordered)]] for p in range(partitions)}
-
-
-class ZkCluster:
-    """Registers this broker and keeps ``metadata`` in step with ZooKeeper."""
+class ZkCluster(ClusterWrites):
+    """Registers this broker and keeps ``metadata`` in step with ZooKeeper; its writes are
+    those of ``ClusterWrites``."""
 
     def __init__(
         self,
@@ -167,9 +148,14 @@ class ZkCluster:
         self.client: KazooClient | None = None
         self.listeners: list[Callable[[ClusterMetadata, set[str]], None]] = []
         self.on_loaded: list[Callable[[ClusterMetadata], None]] = []
+        # on_partition_state(topic, partition, state, version): a newer leader epoch, or the
+        # same epoch with another ISR, on the reactor thread
+        self.on_partition_state: list[Callable[[str, int, PartitionState, int], None]] = []
+        self.broker_epoch = -1  # the czxid of our registration (KIP-380)
         self.loaded = False
         self._broker_watches: dict[int, DataWatch] = {}
         self._topic_watches: dict[str, tuple[DataWatch, DataWatch]] = {}
+        self._state_watches: dict[tuple[str, int], object] = {}  # (topic, p) -> current token
         self._stopped = False
         self._lost = False
         self._pid_block = (0, -1)
@@ -268,7 +254,9 @@ class ZkCluster:
         deadline = time.monotonic() + self.session_timeout * 2
         while True:
             try:
-                self.client.create(path, self._registration(), ephemeral=True)
+                _, stat = self.client.create(
+                    path, self._registration(), ephemeral=True, include_data=True
+                )
                 break
             except NodeExistsError:
                 try:
@@ -296,7 +284,14 @@ class ZkCluster:
                     ) from None
                 time.sleep(0.2)
         self.state = "registered"
-        log.info("registered broker %d at %s:%d", self.broker_id, self.host, self.port)
+        self.broker_epoch = stat.czxid
+        log.info(
+            "registered broker %d at %s:%d (broker epoch %d)",
+            self.broker_id,
+            self.host,
+            self.port,
+            self.broker_epoch,
+        )
 
     def _on_state(self, state) -> None:  # kazoo thread: must not block
         if self._stopped:
@@ -377,6 +372,8 @@ class ZkCluster:
         self._notify(set())
 
     def _topics_changed(self, children):
+        for key in [k for k in self._state_watches if k[0] not in children]:
+            del self._state_watches[key]  # their watches stop when they next fire
         return self._follow_children(
             self._topic_watches, set(children), self._watch_topic, self._apply_topic
         )
@@ -399,7 +396,32 @@ class ZkCluster:
             self.reactor.callFromThread(
                 self._apply_topic, name, placement.partitions, placement.topic_id
             )
+            for partition in placement.partitions:
+                if (name, partition) not in self._state_watches:
+                    self._watch_state(name, partition)
         return True
+
+    def _watch_state(self, name: str, partition: int) -> None:
+        """Follow a partition's state node (it may not exist yet); a token tells the watch
+        whether it is still wanted (a topic deleted and created again gets new ones)."""
+        key, token = (name, partition), object()
+        self._state_watches[key] = token
+
+        def on_state(data, stat, event=None):
+            if self._stopped or self._state_watches.get(key) is not token:
+                return False
+            state = None
+            if data:
+                try:
+                    state = layout.decode_partition_state(data)
+                except MalformedNodeError:
+                    log.warning("ignoring malformed state of %s-%d: %r", name, partition, data)
+                    return True
+            version = stat.version if stat is not None else -1
+            self.reactor.callFromThread(self._apply_state, name, partition, state, version)
+            return True
+
+        DataWatch(self.client, layout.partition_state_path(name, partition), on_state)
 
     def _config_data(self, name: str, data):
         if self._stopped or name not in self._topic_watches:
@@ -413,8 +435,29 @@ class ZkCluster:
         self.reactor.callFromThread(self._apply_config, name, config)
         return True
 
+    def _apply_state(self, name: str, partition: int, state, version: int) -> None:
+        """A partition's state node changed: keep it with its version; tell the listeners of
+        a newer leader epoch or a new ISR, and the metadata listeners of a new leader."""
+        states = self.metadata.states.setdefault(name, {})
+        old = states.get(partition)
+        if state is None:
+            states.pop(partition, None)
+            return
+        if old is not None and state.leader_epoch < old.state.leader_epoch:
+            return  # an older write seen late
+        states[partition] = KnownState(state, version)
+        if old is None or state.leader_epoch > old.state.leader_epoch or state.isr != old.state.isr:
+            for callback in self.on_partition_state:
+                try:
+                    callback(name, partition, state, version)
+                except Exception:
+                    log.exception("partition state callback failed")
+        if old is None or old.state.leader != state.leader:
+            self._notify({name})
+
     def _apply_topic(self, name: str, placement, topic_id=None):
         if placement is None:
+            self.metadata.states.pop(name, None)
             if self.metadata.topics.pop(name, None) is not None:
                 self.metadata.topic_configs.pop(name, None)
                 self.metadata.topic_ids.pop(name, None)
@@ -437,79 +480,13 @@ class ZkCluster:
             except Exception:
                 log.exception("cluster metadata listener failed")
 
-    # --- writes (in the thread pool) -----------------------------------------------------
 
-    def _in_pool(self, work):
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), work)
-
-    def create_topic(self, name: str, placement: dict[int, list[int]], config: dict[str, str]):
-        """Create a topic's config and placement (with a new topic id) in one transaction; a
-        Deferred that fails with NodeExistsError if the topic exists."""
-
-        config_path, topic_path = layout.topic_config_path(name), layout.topic_path(name)
-
-        def create():
-            # A config left by a deletion that broke half-way must not block the name forever.
-            if self.client.exists_async(config_path).get(
-                timeout=ZK_TIMEOUT
-            ) and not self.client.exists_async(topic_path).get(timeout=ZK_TIMEOUT):
-                try:
-                    self.client.delete_async(config_path).get(timeout=ZK_TIMEOUT)
-                except NoNodeError:
-                    pass
-            tx = self.client.transaction()
-            tx.create(config_path, layout.encode_topic_config(config))
-            tx.create(topic_path, layout.encode_topic(TopicPlacement(placement, uuid.uuid4().hex)))
-            _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
-
-        return self._in_pool(create)
-
-    def delete_topic(self, name: str):
-        """Delete a topic's placement and config in one transaction; a Deferred that fails with
-        NoNodeError if the topic does not exist.  Every broker deletes its own logs when its
-        watch fires."""
-
-        config_path = layout.topic_config_path(name)
-
-        def delete():
-            tx = self.client.transaction()
-            tx.delete(layout.topic_path(name))
-            if self.client.exists_async(config_path).get(timeout=ZK_TIMEOUT):
-                tx.delete(config_path)
-            _raise_first(tx.commit_async().get(timeout=ZK_TIMEOUT), name)
-
-        return self._in_pool(delete)
-
-    @defer.inlineCallbacks
-    def next_producer_id(self):
-        """A producer id unique in the cluster: blocks of 1000 are claimed in ZooKeeper with a
-        compare-and-set, as Kafka does, then handed out locally."""
-        start, end = self._pid_block
-        if start > end:
-            start, end = yield self._in_pool(self._claim_producer_id_block)
-        self._pid_block = (start + 1, end)
-        return start
-
-    def _claim_producer_id_block(self) -> tuple[int, int]:
-        while True:
-            try:
-                data, stat = self.client.get_async(PRODUCER_ID_BLOCK).get(timeout=ZK_TIMEOUT)
-                last = layout.decode_producer_id_block(data, PRODUCER_ID_BLOCK) if data else None
-                block_start = last.block_end + 1 if last else 0
-                version = stat.version
-            except NoNodeError:
-                block_start, version = 0, None
-            block_end = block_start + PRODUCER_ID_BLOCK_SIZE - 1
-            doc = layout.encode_producer_id_block(
-                ProducerIdBlock(self.broker_id, block_start, block_end)
-            )
-            try:
-                if version is None:
-                    self.client.create_async(PRODUCER_ID_BLOCK, doc).get(timeout=ZK_TIMEOUT)
-                else:
-                    self.client.set_async(PRODUCER_ID_BLOCK, doc, version=version).get(
-                        timeout=ZK_TIMEOUT
-                    )
-                return block_start, block_end
-            except (BadVersionError, NodeExistsError):
-                continue
+__all__ = [
+    "BrokerIdInUseError",
+    "BrokerInfo",
+    "ClusterMetadata",
+    "KnownState",
+    "PartitionStateChangedError",
+    "ZkCluster",
+    "split_chroot",
+]

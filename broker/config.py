@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .log.config import INT_MAX, LONG_MAX, ConfigError, choice, integer
+from .log.config import INT_MAX, LONG_MAX, ConfigError, boolean, choice, integer
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,6 @@ def parse_properties(text: str) -> dict[str, str]:
 # --- typed values --------------------------------------------------------------------------
 
 
-def _bool(name: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    raise ConfigError(f"{name}: {text!r} is not true or false")
-
-
 def _string(name: str, text: str) -> str:
     return text.strip()
 
@@ -126,7 +119,7 @@ PROPERTIES: tuple[Property, ...] = (
     Property("log.dirs", _list, None, "directories holding partition logs (else log.dir)"),
     Property("log.dir", _nonempty, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
     Property("num.partitions", integer(1, INT_MAX), 1, "partitions of an auto-created topic"),
-    Property("auto.create.topics.enable", _bool, True, "create topics on first use"),
+    Property("auto.create.topics.enable", boolean, True, "create topics on first use"),
     Property("message.max.bytes", integer(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", integer(1, INT_MAX), 104857600, "largest request frame"),
     Property(
@@ -203,6 +196,91 @@ PROPERTIES: tuple[Property, ...] = (
         86400000,
         "how long a partition remembers an idle producer id's sequences",
     ),
+    # --- replication ---
+    Property(
+        "default.replication.factor",
+        integer(1, 32767),
+        1,
+        "replicas of a topic created without a replication factor (or with -1)",
+    ),
+    Property(
+        "min.insync.replicas",
+        integer(1, INT_MAX),
+        1,
+        "in-sync replicas an acks=all produce needs (topic-level too)",
+    ),
+    Property(
+        "replica.lag.time.max.ms",
+        integer(1),
+        30000,
+        "how long a follower may lag before it leaves the ISR",
+    ),
+    Property(
+        "unclean.leader.election.enable",
+        boolean,
+        False,
+        "let an out-of-sync replica lead when no in-sync one is left (data loss; topic-level too)",
+    ),
+    Property(
+        "auto.leader.rebalance.enable",
+        boolean,
+        True,
+        "move leadership back to each partition's first replica when it is in sync",
+    ),
+    Property(
+        "leader.imbalance.check.interval.seconds",
+        integer(1),
+        300,
+        "how often the controller runs the preferred-leader election",
+    ),
+    Property(
+        "controlled.shutdown.enable",
+        boolean,
+        True,
+        "hand leaderships over to other in-sync replicas before stopping",
+    ),
+    Property(
+        "controlled.shutdown.max.retries",
+        integer(0, INT_MAX),
+        3,
+        "attempts of a controlled shutdown before stopping anyway",
+    ),
+    Property(
+        "controlled.shutdown.retry.backoff.ms",
+        integer(0),
+        5000,
+        "wait between controlled shutdown attempts",
+    ),
+    Property(
+        "replica.fetch.max.bytes",
+        integer(0, INT_MAX),
+        1048576,
+        "bytes a follower asks of each partition per fetch (soft, as fetch.max.bytes)",
+    ),
+    Property(
+        "replica.fetch.wait.max.ms",
+        integer(0, INT_MAX),
+        500,
+        "longest wait of a follower's fetch for replica.fetch.min.bytes",
+    ),
+    Property(
+        "replica.fetch.min.bytes",
+        integer(1, INT_MAX),
+        1,
+        "bytes a follower's fetch waits for",
+    ),
+    Property(
+        "replica.fetch.backoff.ms",
+        integer(0, INT_MAX),
+        1000,
+        "a follower's pause after a failed fetch",
+    ),
+    Property(
+        "replica.socket.timeout.ms",
+        integer(1, INT_MAX),
+        30000,
+        "socket timeout of a follower's fetches",
+    ),
 )
 
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
@@ -242,6 +320,12 @@ class BrokerConfig(Mapping[str, Any]):
             v["log.flush.interval.ms"] = v["log.flush.scheduler.interval.ms"]
         if v["advertised.listeners"] is None:
             v["advertised.listeners"] = v["listeners"]
+        if v["replica.socket.timeout.ms"] < v["replica.fetch.wait.max.ms"]:
+            # Kafka's check: a follower's waiting fetch must not time its socket out.
+            raise ConfigError(
+                "replica.socket.timeout.ms should always be at least replica.fetch.wait.max.ms "
+                "to prevent unnecessary socket timeouts"
+            )
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> BrokerConfig:

@@ -14,8 +14,8 @@ import logging
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
-from .cluster import assign_partitions
 from .config import BrokerConfig
+from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
 from .log import ConfigError, LogConfig, LogManager
@@ -60,6 +60,7 @@ class RequestHandlers:
             max_session_timeout_ms=config["group.max.session.timeout.ms"],
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         )
+        self.controller = None  # this broker's controller, set by the broker once started
         self.table = self.handler_table()
         self.contextual = self.groups.contextual
         check_handlers({**self.table, **self.contextual})
@@ -76,6 +77,7 @@ class RequestHandlers:
             ApiKey.CREATE_TOPICS: self.create_topics,
             ApiKey.DELETE_TOPICS: self.delete_topics,
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
+            ApiKey.CONTROLLED_SHUTDOWN: self.controlled_shutdown,
             **self.groups.table,
         }
 
@@ -325,28 +327,13 @@ class RequestHandlers:
         """Create one topic; returns (error code, message)."""
         try:
             validate_topic_name(name)
-            if replication_factor not in (-1, 1) and not assignments:
-                raise errors.InvalidReplicationFactorError(
-                    f"replication factor {replication_factor}: this cluster keeps one copy of "
-                    "each partition (replication is not built yet); use 1 or -1"
-                )
             if assignments:
                 if num_partitions not in (-1, len(assignments)) or replication_factor not in (-1,):
                     raise errors.InvalidRequestError(
-                        "give either assignments or partitions and replication factor"
+                        "Both numPartitions or replicationFactor and replicasAssignments were "
+                        "set. Both cannot be used at the same time."
                     )
-                placement = {}
-                for a in assignments:
-                    ids = a["broker_ids"]
-                    if len(ids) != 1:
-                        raise errors.InvalidReplicaAssignmentError(
-                            f"partition {a['partition_index']} has {len(ids)} replicas; use one"
-                        )
-                    if ids[0] not in self.metadata.brokers:
-                        raise errors.InvalidReplicaAssignmentError(f"broker {ids[0]} is not live")
-                    placement[a["partition_index"]] = list(ids)
-                if sorted(placement) != list(range(len(placement))):
-                    raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
+                placement = self._manual_placement(assignments)
             else:
                 count = self.config["num.partitions"] if num_partitions == -1 else num_partitions
                 if count <= 0:
@@ -357,7 +344,13 @@ class RequestHandlers:
                     )
                 if not self.metadata.brokers:
                     raise errors.BrokerNotAvailableError("no live brokers")
-                placement = assign_partitions(count, list(self.metadata.brokers))
+                factor = replication_factor
+                if factor == -1:
+                    factor = self.config["default.replication.factor"]
+                try:
+                    placement = assign_replicas(count, factor, self.metadata.brokers)
+                except InvalidReplicationFactor as exc:
+                    raise errors.InvalidReplicationFactorError(str(exc)) from None
             config = {c["name"]: c["value"] for c in configs if c["value"] is not None}
             try:
                 LogConfig().with_overrides(config)
@@ -375,11 +368,45 @@ class RequestHandlers:
                 raise errors.RequestTimedOutError(
                     f"ZooKeeper did not take the topic: {exc!r}"
                 ) from None
-            log.info("created topic %s with %d partitions", name, len(placement))
-            yield self._until(lambda: name in self.metadata.topics, 5.0)
+            log.info(
+                "created topic %s with %d partitions, replication factor %d",
+                name,
+                len(placement),
+                len(placement[0]),
+            )
+            # Answered once the controller has elected every partition's first leader.
+            yield self._until(
+                lambda: len(self.metadata.states.get(name, ())) >= len(placement), 5.0
+            )
             return NONE, None
         except KafkaError as exc:
             return exc.code, str(exc.args[0])
+
+    def _manual_placement(self, assignments) -> dict[int, list[int]]:
+        """CreateTopics' own assignments, checked as Kafka checks them."""
+        placement = {}
+        for a in assignments:
+            partition, ids = a["partition_index"], list(a["broker_ids"])
+            if not ids:
+                raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
+            if len(set(ids)) != len(ids):
+                raise errors.InvalidReplicaAssignmentError(
+                    f"Duplicate brokers not allowed in replica assignment: "
+                    f"{', '.join(map(str, ids))} for partition id {partition}."
+                )
+            down = [b for b in ids if b not in self.metadata.brokers]
+            if down:
+                raise errors.InvalidReplicaAssignmentError(
+                    f"Unknown broker(s) in replica assignment: {', '.join(map(str, down))}."
+                )
+            placement[partition] = ids
+        if sorted(placement) != list(range(len(placement))):
+            raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
+        if len({len(ids) for ids in placement.values()}) > 1:
+            raise errors.InvalidReplicaAssignmentError(
+                "All partitions should have the same number of replicas"
+            )
+        return placement
 
     def _until(self, condition, timeout: float):
         """A Deferred that fires when ``condition()`` holds or ``timeout`` passes."""
@@ -429,6 +456,31 @@ class RequestHandlers:
                     code = errors.RequestTimedOutError.code
             results.append({"name": name, "error_code": code})
         return {"throttle_time_ms": 0, "responses": results}
+
+    # --- ControlledShutdown --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def controlled_shutdown(self, body, version):
+        """On the controller: move the broker's leaderships away and answer the partitions
+        that could not move; elsewhere NOT_CONTROLLER."""
+        controller = self.controller
+        remaining = []
+        code = NONE
+        if controller is None or not controller.active:
+            code = errors.NotControllerError.code
+        else:
+            try:
+                stuck = yield controller.controlled_shutdown(
+                    body["broker_id"], body["broker_epoch"]
+                )
+                remaining = [{"topic_name": t, "partition_index": p} for t, p in stuck]
+            except KafkaError as exc:
+                code = exc.code
+            except Exception as exc:
+                log.warning("controlled shutdown of broker %d failed: %r", body["broker_id"], exc)
+                code = errors.NotControllerError.code  # the client retries, asking again
+        log.info("controlled shutdown of broker %d: %s", body["broker_id"], code or "done")
+        return {"error_code": code, "remaining_partitions": remaining}
 
     # --- InitProducerId ------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .cluster import ZkCluster
 from .config import BrokerConfig
+from .controller import Controller
 from .handlers import RequestHandlers
 from .log import ConfigError, LogManager
 from .server import KafkaServerFactory
@@ -54,6 +55,7 @@ class Broker:
         self.advertised = (adv_host, adv_port)
         self.manager = LogManager.from_broker_config(config, clock=reactor)
         self.cluster = None
+        self.controller = None
         self.handlers = None
         self.port = None
 
@@ -76,6 +78,18 @@ class Broker:
         self.cluster.listeners.append(self._metadata_changed)
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.start()
+        self.controller = Controller(
+            self.cluster.client,
+            self.config["broker.id"],
+            self.reactor,
+            unclean_leader_election=self.config["unclean.leader.election.enable"],
+            auto_leader_rebalance=self.config["auto.leader.rebalance.enable"],
+            leader_imbalance_check_interval_s=self.config[
+                "leader.imbalance.check.interval.seconds"
+            ],
+        )
+        self.handlers.controller = self.controller
+        self.controller.start()
         self.manager.start(self.reactor)
         log.info(
             "broker %d serving on %s:%d (advertised %s:%d)",
@@ -86,8 +100,9 @@ class Broker:
         )
 
     def _metadata_changed(self, metadata, topics) -> None:
-        """Open logs for partitions placed here; delete logs of deleted topics and logs left
-        by an earlier topic of the same name (another topic id)."""
+        """Open logs for partitions this broker leads (by their state); delete logs of
+        deleted topics and logs left by an earlier topic of the same name (another topic
+        id).  Followers keep no log until they replicate."""
         me = self.config["broker.id"]
         for topic in topics:
             placement = metadata.topics.get(topic)
@@ -99,8 +114,10 @@ class Broker:
             except ConfigError as exc:
                 log.error("topic %s has a bad configuration, keeping the old one: %s", topic, exc)
             topic_id = metadata.topic_ids.get(topic)
-            for partition, replicas in placement.items():
-                if not replicas or replicas[0] != me:
+            states = metadata.states.get(topic, {})
+            for partition in placement:
+                known = states.get(partition)
+                if known is None or known.state.leader != me:
                     continue
                 plog = self.manager.get_log(topic, partition)
                 if plog is not None and topic_id and plog.topic_id not in (None, topic_id):
@@ -149,6 +166,8 @@ class Broker:
         if self.port is not None:
             for connection in list(self.factory.connections):
                 connection.transport.abortConnection()
+        if self.controller is not None:
+            self.controller.stop()
         if self.cluster is not None:
             self.cluster.stop()
         self.manager.shutdown()

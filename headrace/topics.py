@@ -84,9 +84,28 @@ def _report(code: int, message: str | None, success: str) -> int:
 
 
 def create_topic_simple(
-    bootstrap: str, name: str, partitions: int, configs: dict | None = None
-) -> None:
-    """Create a topic; raise the matching KafkaError if the broker refuses."""
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    configs: dict | None = None,
+    replication_factor: int = -1,
+) -> dict:
+    """Create a topic (replication factor -1: the broker's default.replication.factor); its
+    CreateTopics result, or the matching KafkaError raised if the broker refuses."""
+    result = create_topic_result(bootstrap, name, partitions, configs, replication_factor)
+    if result["error_code"]:
+        raise error_for_code(result["error_code"])(result["error_message"])
+    return result
+
+
+def create_topic_result(
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    configs: dict | None = None,
+    replication_factor: int = -1,
+) -> dict:
+    """CreateTopics for one topic; the broker's result for it, refused or not."""
     with connect_any(bootstrap) as conn:
         body = conn.request(
             ApiKey.CREATE_TOPICS,
@@ -95,7 +114,7 @@ def create_topic_simple(
                     {
                         "name": name,
                         "num_partitions": partitions,
-                        "replication_factor": -1,
+                        "replication_factor": replication_factor,
                         "assignments": [],
                         "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
                     }
@@ -104,6 +123,4 @@ def create_topic_simple(
                 "validate_only": False,
             },
         )
-    result = body["topics"][0]
-    if result["error_code"]:
-        raise error_for_code(result["error_code"])(result["error_message"])
+    return body["topics"][0]

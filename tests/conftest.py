@@ -169,11 +169,15 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
 
 
-def create_topic(port: int, name: str, partitions: int, configs=None) -> None:
-    """Create a topic through the broker on ``port`` with the ``headrace topics`` code path."""
-    from headrace.topics import create_topic_simple
+def create_topic(
+    port: int, name: str, partitions: int, configs=None, replication_factor: int = -1, check=True
+) -> dict:
+    """Create a topic through the broker on ``port`` with the ``headrace topics`` code path; its
+    CreateTopics result. A refusal raises its KafkaError unless ``check`` is false."""
+    from headrace.topics import create_topic_result, create_topic_simple
 
-    create_topic_simple(f"127.0.0.1:{port}", name, partitions, configs)
+    create = create_topic_simple if check else create_topic_result
+    return create(f"127.0.0.1:{port}", name, partitions, configs, replication_factor)
 
 
 def _module_cluster(zookeeper, tmp_path_factory, size: int):

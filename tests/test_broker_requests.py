@@ -41,6 +41,7 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (3, 0, 8),
         (0, 0, 8),
         (1, 4, 11),
+        (7, 1, 2),
         (2, 1, 5),
         (19, 2, 4),
         (20, 1, 3),

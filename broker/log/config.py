@@ -49,6 +49,14 @@ def choice(*options: str) -> Callable[[str, str], str]:
     return parse
 
 
+def boolean(name: str, text: str) -> bool:
+    """A parser of ``true`` or ``false``, matched without regard to case."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise ConfigError(f"{name}: {text!r} is not true or false")
+
+
 # field, topic-level property, broker-level property, parser
 _TOPIC_PROPERTIES = (
     ("segment_bytes", "segment.bytes", "log.segment.bytes", integer(14, INT_MAX)),
@@ -65,6 +73,15 @@ _TOPIC_PROPERTIES = (
         "message.timestamp.type",
         "log.message.timestamp.type",
         choice("CreateTime", "LogAppendTime"),
+    ),
+    # Replication's topic-level settings: kept with the others so a topic's config is checked
+    # in one place; the partition log itself does not use them.
+    ("min_insync_replicas", "min.insync.replicas", "min.insync.replicas", integer(1, INT_MAX)),
+    (
+        "unclean_leader_election_enable",
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        boolean,
     ),
 )
 
@@ -85,6 +102,8 @@ class LogConfig:
     max_message_bytes: int = 1048588
     file_delete_delay_ms: int = 60_000
     timestamp_type: str = "CreateTime"
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
     producer_id_expiration_ms: int = 86_400_000  # broker-wide only (producer.id.expiration.ms)
 
     @classmethod

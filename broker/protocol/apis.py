@@ -223,6 +223,20 @@ DELETE_TOPICS_RESPONSE = Struct(
     struct_array("responses", Field("name", STRING), Field("error_code", INT16)),
 )
 
+# --- ControlledShutdown (7) -----------------------------------------------------------------
+# Version 0 has a request header without client_id; versions 1 and 2 are served.
+
+CONTROLLED_SHUTDOWN_REQUEST = Struct(
+    Field("broker_id", INT32),
+    Field("broker_epoch", INT64, "2+", default=-1),
+)
+CONTROLLED_SHUTDOWN_RESPONSE = Struct(
+    Field("error_code", INT16),
+    struct_array(
+        "remaining_partitions", Field("topic_name", STRING), Field("partition_index", INT32)
+    ),
+)
+
 # --- InitProducerId (22) ---------------------------------------------------------------------
 
 INIT_PRODUCER_ID_REQUEST = Struct(

@@ -92,6 +92,7 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (74, "FENCED_LEADER_EPOCH", True, "The leader epoch is older than the broker's."),
     (75, "UNKNOWN_LEADER_EPOCH", True, "The leader epoch is newer than the broker's."),
     (76, "UNSUPPORTED_COMPRESSION_TYPE", False, "The compression codec is not supported."),
+    (77, "STALE_BROKER_EPOCH", False, "The broker epoch is older than the broker's current one."),
     (78, "OFFSET_NOT_AVAILABLE", True, "The offset is not available yet."),
     (79, "MEMBER_ID_REQUIRED", False, "Rejoin with the member id the coordinator gave."),
     (81, "GROUP_MAX_SIZE_REACHED", False, "The group is full."),
@@ -165,3 +166,6 @@ UnsupportedCompressionTypeError = _BY_CODE[76]
 InvalidRecordError = _BY_CODE[87]
 OutOfOrderSequenceNumberError = _BY_CODE[45]
 InvalidProducerEpochError = _BY_CODE[47]
+BrokerNotAvailableError = _BY_CODE[8]
+NotControllerError = _BY_CODE[41]
+StaleBrokerEpochError = _BY_CODE[77]

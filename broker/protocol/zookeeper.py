@@ -11,7 +11,16 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
     │   │                                "rack", "jmx_port": -1, "timestamp": "<ms>", "log_dirs"}
     │   └── topics
     │       └── <topic>                 persistent  TopicPlacement
-    │                                   {"version": 1, "topic_id", "partitions": {"0": [<id>], ...}}
+    │           │                       {"version": 1, "topic_id", "partitions": {"0": [<id>], ...}}
+    │           └── partitions
+    │               └── <p>
+    │                   └── state       persistent  PartitionState (written by the controller,
+    │                                   and by the leader for its ISR)
+    │                                   {"controller_epoch", "leader", "version": 1,
+    │                                    "leader_epoch", "isr": [<id>, ...]}
+    ├── controller                      ephemeral   ControllerRegistration
+    │                                   {"version": 1, "brokerid", "timestamp": "<ms>"}
+    ├── controller_epoch                persistent  the controller epoch, decimal text
     ├── config
     │   └── topics
     │       └── <topic>                 persistent  {"version": 1, "config": {"<name>": "<value>"}}
@@ -41,7 +50,8 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
 Each node has an ``encode_*`` (value to bytes) and a ``decode_*`` (bytes to a typed value);
 a decoder meeting data it cannot read raises ``MalformedNodeError`` (a ValueError).  Who
 writes what: brokers the broker registry, topics, configs, cluster id and producer id blocks
-(``broker/cluster.py``); every kind of group the ``/consumers`` subtree
+(``broker/cluster.py``), the controller ``/controller``, ``/controller_epoch`` and the
+partition states (``broker/controller.py``); every kind of group the ``/consumers`` subtree
 (``broker/protocol/offsets.py``, ``consumers/group.py``, ``loaders/registry.py``).
 """
 
@@ -60,6 +70,8 @@ CLUSTER = "/cluster"
 CLUSTER_ID = f"{CLUSTER}/id"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 CONSUMERS = "/consumers"
+CONTROLLER = "/controller"
+CONTROLLER_EPOCH = "/controller_epoch"
 BROKER_BASE_PATHS = (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, CLUSTER)  # made by every broker
 
 
@@ -69,6 +81,18 @@ def broker_path(broker_id: int | str) -> str:
 
 def topic_path(topic: str) -> str:
     return f"{BROKER_TOPICS}/{topic}"
+
+
+def partitions_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions"
+
+
+def partition_path(topic: str, partition: int) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions/{partition}"
+
+
+def partition_state_path(topic: str, partition: int) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions/{partition}/state"
 
 
 def topic_config_path(topic: str) -> str:
@@ -260,6 +284,76 @@ def decode_topic(data: bytes, path: str = "") -> TopicPlacement:
             {int(p): [int(b) for b in replicas] for p, replicas in doc["partitions"].items()},
             topic_id,
         )
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """``/brokers/topics/<t>/partitions/<p>/state``: the partition's leader (-1: none, the
+    partition is offline), its leader epoch, the in-sync replicas, and the epoch of the
+    controller that wrote it (Kafka's LeaderAndIsr)."""
+
+    leader: int
+    leader_epoch: int
+    isr: tuple[int, ...]
+    controller_epoch: int
+
+
+def encode_partition_state(state: PartitionState) -> bytes:
+    return _dumps(
+        {
+            "controller_epoch": state.controller_epoch,
+            "leader": state.leader,
+            "version": 1,
+            "leader_epoch": state.leader_epoch,
+            "isr": list(state.isr),
+        }
+    )
+
+
+def decode_partition_state(data: bytes, path: str = "") -> PartitionState:
+    with _reading("a partition state", data, path):
+        doc = json.loads(data)
+        isr = doc["isr"]
+        _check(isinstance(isr, list) and all(_is_int(b) for b in isr), "isr must list integers")
+        state = PartitionState(
+            doc["leader"], doc["leader_epoch"], tuple(isr), doc["controller_epoch"]
+        )
+        _check(
+            all(_is_int(v) for v in (state.leader, state.leader_epoch, state.controller_epoch)),
+            "leader, leader_epoch and controller_epoch must be integers",
+        )
+        return state
+
+
+@dataclass(frozen=True)
+class ControllerRegistration:
+    """``/controller``: the broker acting as controller, ephemeral to its session."""
+
+    broker_id: int
+    timestamp_ms: int = 0
+
+
+def encode_controller(reg: ControllerRegistration) -> bytes:
+    return _dumps({"version": 1, "brokerid": reg.broker_id, "timestamp": str(reg.timestamp_ms)})
+
+
+def decode_controller(data: bytes, path: str = "") -> ControllerRegistration:
+    with _reading("a controller registration", data, path):
+        doc = json.loads(data)
+        _check(_is_int(doc["brokerid"]), "brokerid must be an integer")
+        return ControllerRegistration(doc["brokerid"], int(doc.get("timestamp") or 0))
+
+
+def encode_controller_epoch(epoch: int) -> bytes:
+    return str(epoch).encode()
+
+
+def decode_controller_epoch(data: bytes, path: str = "") -> int:
+    """``/controller_epoch``: the epoch of the latest controller, decimal text."""
+    with _reading("a controller epoch", data, path):
+        epoch = int(data.decode().strip())
+        _check(epoch >= 0, "the epoch must not be negative")
+        return epoch
 
 
 def encode_topic_config(config: dict[str, str]) -> bytes:
