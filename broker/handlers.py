@@ -89,16 +89,31 @@ class RequestHandlers:
 
     # --- partitions ----------------------------------------------------------------------
 
-    def _local_log(self, topic: str, partition: int):
-        """The log of a partition this broker leads, or a KafkaError saying why not."""
+    def _local_log(self, topic: str, partition: int, current_leader_epoch: int = -1):
+        """The log of a partition this broker leads, or a KafkaError saying why not.  A
+        client's ``current_leader_epoch`` (KIP-320; -1: not given) must be the leader's:
+        an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH."""
         placement = self.metadata.topics.get(topic)
         if placement is None or partition not in placement:
             raise errors.UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
-        leader = placement[partition][0] if placement[partition] else -1
+        known = self.metadata.states.get(topic, {}).get(partition)
+        leader = known.state.leader if known is not None else -1
         if leader != self.broker_id:
             raise errors.NotLeaderOrFollowerError(
-                f"{topic}-{partition} is placed on broker {leader}, not on {self.broker_id}"
+                f"{topic}-{partition} is led by broker {leader}, not by {self.broker_id}"
+                if leader >= 0
+                else f"{topic}-{partition} has no leader now"
             )
+        if current_leader_epoch >= 0:
+            epoch = known.state.leader_epoch
+            if current_leader_epoch < epoch:
+                raise errors.FencedLeaderEpochError(
+                    f"{topic}-{partition}: leader epoch {current_leader_epoch} < {epoch}"
+                )
+            if current_leader_epoch > epoch:
+                raise errors.UnknownLeaderEpochError(
+                    f"{topic}-{partition}: leader epoch {current_leader_epoch} > {epoch}"
+                )
         plog = self.manager.get_log(topic, partition)
         if plog is None:
             plog = self.manager.get_or_create_log(topic, partition)
@@ -204,7 +219,7 @@ class RequestHandlers:
                     "records": _EMPTY,
                 }
                 try:
-                    plog = self._local_log(topic, partition)
+                    plog = self._local_log(topic, partition, p["current_leader_epoch"])
                     entry["high_watermark"] = entry["last_stable_offset"] = plog.log_end_offset
                     entry["log_start_offset"] = plog.log_start_offset
                     limit = min(p["partition_max_bytes"], max_bytes - total)
@@ -244,7 +259,7 @@ class RequestHandlers:
                     "leader_epoch": 0,
                 }
                 try:
-                    plog = self._local_log(topic, p["partition_index"])
+                    plog = self._local_log(topic, p["partition_index"], p["current_leader_epoch"])
                     found = plog.offset_for_timestamp(p["timestamp"])
                     if found is not None:
                         entry["offset"], entry["timestamp"] = found
@@ -283,9 +298,15 @@ class RequestHandlers:
             "throttle_time_ms": 0,
             "brokers": brokers,
             "cluster_id": self.metadata.cluster_id,
-            "controller_id": min(self.metadata.brokers, default=self.broker_id),
+            "controller_id": self._controller_id(),
             "topics": topics,
         }
+
+    def _controller_id(self) -> int:
+        """The controller as this broker last saw ``/controller``; -1 while there is none
+        (Kafka's answer, which makes clients ask again)."""
+        controller = self.controller
+        return controller.controller_id if controller is not None else -1
 
     def _topic_metadata(self, name, just_created):
         placement = self.metadata.topics.get(name)
@@ -302,18 +323,19 @@ class RequestHandlers:
                 else errors.UnknownTopicOrPartitionError.code
             )
             return entry
+        states = self.metadata.states.get(name, {})
         for partition, replicas in sorted(placement.items()):
             leader = self.metadata.leader(name, partition)
-            live = [r for r in replicas if r in self.metadata.brokers]
+            known = states.get(partition)
             entry["partitions"].append(
                 {
                     "error_code": NONE if leader >= 0 else errors.LeaderNotAvailableError.code,
                     "partition_index": partition,
                     "leader_id": leader,
-                    "leader_epoch": 0,
+                    "leader_epoch": known.state.leader_epoch if known is not None else -1,
                     "replica_nodes": list(replicas),
-                    "isr_nodes": live,
-                    "offline_replicas": [r for r in replicas if r not in live],
+                    "isr_nodes": list(known.state.isr) if known is not None else [],
+                    "offline_replicas": [r for r in replicas if r not in self.metadata.brokers],
                 }
             )
         return entry

@@ -80,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     topics_sub.add_parser("list", help="list topic names")
     describe = topics_sub.add_parser("describe", help="partitions, leaders and configs")
     describe.add_argument("--topic", help="one topic (default: all)")
+    describe.add_argument(
+        "--under-replicated-partitions",
+        action="store_true",
+        help="only partitions whose ISR is smaller than their replicas",
+    )
+    describe.add_argument(
+        "--unavailable-partitions",
+        action="store_true",
+        help="only partitions without a live leader (offline)",
+    )
     delete = topics_sub.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("--topic", required=True)
     for action in (create, topics_sub.choices["list"], describe, delete):

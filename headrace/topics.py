@@ -26,23 +26,48 @@ def run(args) -> int:
                 print(topic["name"])
             return 0
         status = 0
+        filtered = args.under_replicated_partitions or args.unavailable_partitions
         for topic in topics:
             if topic["error_code"]:
                 status = _report(topic["error_code"], None, "")
                 continue
             partitions = sorted(topic["partitions"], key=lambda p: p["partition_index"])
-            print(
-                f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}\tReplicationFactor: "
-                f"{len(partitions[0]['replica_nodes']) if partitions else 0}"
-            )
-            for p in partitions:
-                leader = p["leader_id"] if p["leader_id"] >= 0 else "none"
+            if not filtered:
                 print(
-                    f"\tTopic: {topic['name']}\tPartition: {p['partition_index']}\tLeader: {leader}"
-                    f"\tReplicas: {','.join(map(str, p['replica_nodes']))}"
-                    f"\tIsr: {','.join(map(str, p['isr_nodes']))}"
+                    f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}"
+                    "\tReplicationFactor: "
+                    f"{len(partitions[0]['replica_nodes']) if partitions else 0}"
                 )
+            for p in partitions:
+                if _shown(p, args):
+                    print(partition_line(topic["name"], p))
         return status
+
+
+def _shown(partition: dict, args) -> bool:
+    """Whether a partition passes describe's filters (kafka-topics' meanings): under-replicated
+    is an ISR smaller than the replicas, unavailable a partition without a live leader."""
+    if args.under_replicated_partitions and len(partition["isr_nodes"]) >= len(
+        partition["replica_nodes"]
+    ):
+        return False
+    return not (args.unavailable_partitions and partition["leader_id"] >= 0)
+
+
+def partition_line(topic: str, p: dict) -> str:
+    """One partition as kafka-topics describes it; a partition without a leader is offline."""
+    leader = p["leader_id"] if p["leader_id"] >= 0 else "none (offline)"
+    line = (
+        f"\tTopic: {topic}\tPartition: {p['partition_index']}\tLeader: {leader}"
+        f"\tReplicas: {_ids(p['replica_nodes'])}\tIsr: {_ids(p['isr_nodes'])}"
+    )
+    if p.get("offline_replicas"):
+        line += f"\tOffline: {_ids(p['offline_replicas'])}"
+    return line
+
+
+def _ids(brokers) -> str:
+    return ",".join(map(str, brokers))
 
 
 def _create(conn, args) -> int:

@@ -1,0 +1,177 @@
+"""Brokers acting on the partition states (3 brokers, a real ZooKeeper): requests are served by
+the leader the state names, not by the first replica of the placement; Metadata carries the
+states' leader epochs, ISRs and offline replicas; a client's stale or future leader epoch is
+refused (KIP-320); ``topics describe`` shows ISRs and filters; SIGTERM hands leaderships over
+before the broker stops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import create_topic, metadata, wait_for, zk_session
+
+from broker.protocol import zookeeper as layout
+from broker.protocol.registry import ApiKey
+from consumers.client import BrokerConnection
+
+NOT_LEADER, FENCED, UNKNOWN_EPOCH = 6, 74, 75
+
+
+def state(zk, topic: str, partition: int):
+    return layout.decode_partition_state(zk.get(layout.partition_state_path(topic, partition))[0])
+
+
+def fetch_code(port: int, topic: str, partition: int, epoch: int) -> int:
+    body = {
+        "replica_id": -1,
+        "max_wait_ms": 0,
+        "min_bytes": 0,
+        "max_bytes": 1 << 20,
+        "isolation_level": 0,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": topic,
+                "partitions": [
+                    {
+                        "partition": partition,
+                        "current_leader_epoch": epoch,
+                        "fetch_offset": 0,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": 1 << 20,
+                    }
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
+    with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+        answer = conn.request(ApiKey.FETCH, body, version=11)
+    return answer["responses"][0]["partitions"][0]["error_code"]
+
+
+def list_offsets_code(port: int, topic: str, partition: int, epoch: int) -> int:
+    body = {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [
+                    {"partition_index": partition, "current_leader_epoch": epoch, "timestamp": -1}
+                ],
+            }
+        ],
+    }
+    with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+        answer = conn.request(ApiKey.LIST_OFFSETS, body, version=5)
+    return answer["topics"][0]["partitions"][0]["error_code"]
+
+
+def describe(bootstrap: str, *flags: str) -> list[str]:
+    command = [sys.executable, "-m", "headrace.cli", "topics", "describe", "--topic", "led"]
+    done = subprocess.run(
+        [*command, "--bootstrap-server", bootstrap, *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_the_state_names_the_leader_metadata_its_epoch_isr_and_offline_replicas(make_cluster):
+    cluster = make_cluster(3)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        create_topic(cluster.brokers[0].port, "led", 1, replication_factor=3)
+        first = state(zk, "led", 0)
+        leader = cluster.broker(first.leader)
+        followers = [b for b in cluster.brokers if b.broker_id != first.leader]
+        assert fetch_code(leader.port, "led", 0, first.leader_epoch) == 0
+        assert fetch_code(followers[0].port, "led", 0, -1) == NOT_LEADER
+
+        # Leadership moves with the state node, away from the placement's first replica.
+        leader.kill()
+        moved = wait_for(lambda: state(zk, "led", 0).leader not in (first.leader, -1), 30)
+        now = state(zk, "led", 0)
+        assert moved and now.leader_epoch == first.leader_epoch + 1
+        new_leader = cluster.broker(now.leader)
+        wait_for(lambda: fetch_code(new_leader.port, "led", 0, -1) == 0, 10)
+
+        part = metadata(new_leader.port, ["led"], version=8)["topics"][0]["partitions"][0]
+        assert part["leader_id"] == now.leader
+        assert part["leader_epoch"] == now.leader_epoch
+        assert part["isr_nodes"] == list(now.isr) and first.leader not in part["isr_nodes"]
+        assert part["offline_replicas"] == [first.leader]
+        assert part["replica_nodes"][0] == first.leader  # the placement is unchanged
+
+        # KIP-320: an older epoch is fenced, a newer one unknown, the current one served.
+        for check in (fetch_code, list_offsets_code):
+            assert check(new_leader.port, "led", 0, first.leader_epoch) == FENCED
+            assert check(new_leader.port, "led", 0, now.leader_epoch + 1) == UNKNOWN_EPOCH
+            assert check(new_leader.port, "led", 0, now.leader_epoch) == 0
+
+        lines = describe(new_leader.bootstrap)
+        assert f"Leader: {now.leader}\t" in lines[1] and f"Offline: {first.leader}" in lines[1]
+        assert describe(new_leader.bootstrap, "--under-replicated-partitions") == [lines[1]]
+        assert describe(new_leader.bootstrap, "--unavailable-partitions") == []
+
+
+def test_an_offline_partition_says_so_in_describe(make_cluster):
+    cluster = make_cluster(2)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        create_topic(cluster.brokers[0].port, "led", 2, replication_factor=1)
+        alone = state(zk, "led", 0).leader
+        survivor = next(b for b in cluster.brokers if b.broker_id != alone)
+        cluster.broker(alone).kill()
+        wait_for(lambda: state(zk, "led", 0).leader == -1, 30)
+        offline = describe(survivor.bootstrap, "--unavailable-partitions")
+        assert offline == [
+            f"\tTopic: led\tPartition: 0\tLeader: none (offline)\tReplicas: {alone}\tIsr: {alone}"
+            f"\tOffline: {alone}"
+        ]
+
+
+def test_sigterm_hands_leaderships_over_before_the_broker_stops(make_cluster):
+    confluent_kafka = __import__("confluent_kafka")
+    cluster = make_cluster(3, controlled_shutdown_retry_backoff_ms=200)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        create_topic(cluster.brokers[0].port, "led", 3, replication_factor=3)
+        solo = create_topic(cluster.brokers[0].port, "solo", 3, replication_factor=1)
+        assert solo["error_code"] == 0
+        before = {p: state(zk, "led", p) for p in range(3)}
+        leaving = before[0].leader
+        producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "acks": "all",
+                "linger.ms": 5,
+            }
+        )
+        failures = []
+
+        def delivered(err, msg):
+            if err is not None:
+                failures.append(err)
+
+        def produce(count: int) -> None:
+            for i in range(count):
+                producer.produce("led", value=b"%d" % i, partition=i % 3, on_delivery=delivered)
+                producer.poll(0)
+            assert producer.flush(30) == 0
+
+        produce(300)
+        broker = cluster.broker(leaving)
+        broker.stop()  # SIGTERM, and waits for the exit
+        out = broker.log_path.read_text()
+        assert f"controlled shutdown of broker {leaving} succeeded" in out
+        for p in range(3):
+            s = state(zk, "led", p)
+            assert s.leader != leaving and leaving not in s.isr
+            if before[p].leader == leaving:  # moved by the handover, one epoch on
+                assert s.leader_epoch == before[p].leader_epoch + 1
+        produce(300)
+        assert failures == []
