@@ -5,7 +5,8 @@
     >>> broker.stop()           # stop listening, deregister, flush and close logs cleanly
 
 ``run(config)`` is what ``headrace broker`` calls: it starts a broker on the global reactor
-and stops it cleanly on SIGTERM or SIGINT.
+and stops it cleanly on SIGTERM or SIGINT, after a controlled shutdown (its leaderships
+handed to other in-sync replicas) when ``controlled.shutdown.enable`` is set.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .controller import Controller
 from .handlers import RequestHandlers
 from .log import ConfigError, LogManager
 from .server import KafkaServerFactory
+from .shutdown import controlled_shutdown
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,15 @@ class Broker:
                     aside,
                 )
 
+    def shutdown(self):
+        """Stop as SIGTERM does: with ``controlled.shutdown.enable``, first ask the controller
+        to move this broker's leaderships away (``broker/shutdown.py``), serving meanwhile."""
+        if not self.config["controlled.shutdown.enable"] or self.controller is None:
+            return self.stop()
+        d = controlled_shutdown(self.reactor, self.cluster, self.controller, self.config)
+        d.addErrback(lambda failure: log.error("controlled shutdown: %s", failure.value))
+        return d.addCallback(lambda _: self.stop())
+
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
         deferred = self.port.stopListening() if self.port is not None else None
@@ -194,7 +205,7 @@ def run(config: BrokerConfig) -> int:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: broker.stop() if not failure else None
+        "before", "shutdown", lambda: broker.shutdown() if not failure else None
     )
     reactor.run()
     return 1 if failure else 0
