@@ -13,6 +13,7 @@ reports a stale leader; each broker connection is used by one thread at a time.
 from __future__ import annotations
 
 import itertools
+import logging
 import struct
 import threading
 import time
@@ -20,11 +21,13 @@ from collections import deque
 
 from broker.protocol import frames
 from broker.protocol import zookeeper as layout
-from broker.protocol.errors import error_for_code
+from broker.protocol.errors import KafkaError, LeaderNotAvailableError, error_for_code
 from broker.protocol.registry import ApiKey, client_version
 from broker.protocol.schema import DECODE_ERRORS
 
 from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
+
+log = logging.getLogger(__name__)
 
 
 class NoBrokersError(ConnectionError):
@@ -71,6 +74,12 @@ class _Pooled:
 
 
 _SIZE = struct.Struct(">i")
+
+# Answers meaning the partition's leader is elsewhere (or not yet elected): ask for
+# metadata and try again, as Kafka's clients do.  NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE,
+# REPLICA_NOT_AVAILABLE, KAFKA_STORAGE_ERROR, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+LEADER_MOVED_CODES = frozenset({6, 5, 9, 56, 74, 75})
+LEADER_MOVED_BACKOFF_S = 0.1
 
 
 class InFlightConnection:
@@ -319,11 +328,31 @@ class ClusterClient:
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
         """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time
-        (-1: none)."""
+        (-1: none).  While the partition has no leader, its leader moved (a retriable error)
+        or the leader cannot be reached, metadata is refreshed and the request sent again,
+        for up to ``request_timeout`` seconds."""
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                return self._list_offset_once(topic, partition, timestamp)
+            except (OSError, ValueError, KafkaError) as exc:
+                moved = not isinstance(exc, KafkaError) or exc.code in LEADER_MOVED_CODES
+                if not moved or time.monotonic() > deadline:
+                    raise
+                log.debug("ListOffsets %s-%d: %r; refreshing metadata", topic, partition, exc)
+            time.sleep(LEADER_MOVED_BACKOFF_S)
+            try:
+                self.refresh([topic])
+            except Exception as exc:  # brokers unreachable: try again until the deadline
+                log.debug("metadata refresh failed: %r", exc)
+
+    def _list_offset_once(self, topic: str, partition: int, timestamp: int) -> int:
         leader = self.leader(topic, partition)
         if leader < 0:
             self.refresh([topic])
             leader = self.leader(topic, partition)
+        if leader < 0:
+            raise LeaderNotAvailableError(f"{topic}-{partition} has no leader")
         body = self.request(
             leader,
             ApiKey.LIST_OFFSETS,
