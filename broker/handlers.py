@@ -121,6 +121,16 @@ class RequestHandlers:
             raise errors.KafkaStorageError(f"{topic}-{partition} is offline after a disk error")
         return plog
 
+    def _check_in_sync(self, topic: str, partition: int, needed: int) -> None:
+        """acks=all needs ``min.insync.replicas`` (the topic's, else the broker's) in the
+        partition's ISR before anything is appended: NOT_ENOUGH_REPLICAS otherwise."""
+        isr = self.metadata.states[topic][partition].state.isr
+        if len(isr) < needed:
+            raise errors.NotEnoughReplicasError(
+                f"{topic}-{partition} has {len(isr)} in-sync replicas {list(isr)}; "
+                f"min.insync.replicas is {needed}"
+            )
+
     # --- ApiVersions ---------------------------------------------------------------------
 
     def api_versions(self, body, version):
@@ -155,6 +165,8 @@ class RequestHandlers:
             plog = self._local_log(topic, partition)
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
+            if acks == -1:
+                self._check_in_sync(topic, partition, plog.config.min_insync_replicas)
             appended = plog.append(records)
         except KafkaError as exc:
             code, record_errors = exc.code, None

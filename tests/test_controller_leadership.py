@@ -12,10 +12,11 @@ import sys
 from conftest import create_topic, metadata, wait_for, zk_session
 
 from broker.protocol import zookeeper as layout
+from broker.protocol.records import build_batch
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
-NOT_LEADER, FENCED, UNKNOWN_EPOCH = 6, 74, 75
+NOT_LEADER, NOT_ENOUGH_REPLICAS, FENCED, UNKNOWN_EPOCH = 6, 19, 74, 75
 
 
 def state(zk, topic: str, partition: int):
@@ -175,3 +176,41 @@ def test_sigterm_hands_leaderships_over_before_the_broker_stops(make_cluster):
                 assert s.leader_epoch == before[p].leader_epoch + 1
         produce(300)
         assert failures == []
+
+
+def produce_code(port: int, topic: str, acks: int) -> int:
+    body = {
+        "transactional_id": None,
+        "acks": acks,
+        "timeout_ms": 5000,
+        "topic_data": [
+            {
+                "name": topic,
+                "partition_data": [{"index": 0, "records": build_batch([(b"k", b"v")])}],
+            }
+        ],
+    }
+    with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+        answer = conn.request(ApiKey.PRODUCE, body)
+    return answer["responses"][0]["partition_responses"][0]["error_code"]
+
+
+def test_acks_all_needs_min_insync_replicas_in_the_isr(make_cluster):
+    cluster = make_cluster(3, min_insync_replicas=2, controlled_shutdown_retry_backoff_ms=200)
+    port = cluster.brokers[0].port
+    with zk_session(cluster.zookeeper_connect) as zk:
+        create_topic(port, "led", 1, replication_factor=3)
+        create_topic(port, "lenient", 1, {"min.insync.replicas": "1"}, replication_factor=3)
+        leader = state(zk, "led", 0).leader
+        assert state(zk, "lenient", 0).leader == leader  # the same placement: one partition
+        at = cluster.broker(leader).port
+        assert produce_code(at, "led", -1) == 0
+        followers = [b for b in cluster.brokers if b.broker_id != leader]
+        followers[0].stop()  # a controlled shutdown takes it out of the ISR at once
+        assert len(state(zk, "led", 0).isr) == 2
+        assert produce_code(at, "led", -1) == 0
+        followers[1].stop()
+        assert state(zk, "led", 0).isr == (leader,)
+        wait_for(lambda: produce_code(at, "led", -1) == NOT_ENOUGH_REPLICAS, 10)
+        assert produce_code(at, "led", 1) == 0  # acks=1 does not ask
+        assert produce_code(at, "lenient", -1) == 0  # the topic's own minimum is 1
