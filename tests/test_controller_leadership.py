@@ -15,6 +15,8 @@ from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
+from consumers.cluster import ClusterClient
+from consumers.producer import Producer
 
 NOT_LEADER, NOT_ENOUGH_REPLICAS, FENCED, UNKNOWN_EPOCH = 6, 19, 74, 75
 
@@ -214,3 +216,36 @@ def test_acks_all_needs_min_insync_replicas_in_the_isr(make_cluster):
         wait_for(lambda: produce_code(at, "led", -1) == NOT_ENOUGH_REPLICAS, 10)
         assert produce_code(at, "led", 1) == 0  # acks=1 does not ask
         assert produce_code(at, "lenient", -1) == 0  # the topic's own minimum is 1
+
+
+def test_our_clients_and_kafka_python_follow_a_leader_change(make_cluster):
+    kafka = __import__("kafka")
+    cluster = make_cluster(3, controlled_shutdown_retry_backoff_ms=200)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        create_topic(cluster.brokers[0].port, "led", 1, replication_factor=3)
+        leaving = state(zk, "led", 0).leader
+        staying = next(b for b in cluster.brokers if b.broker_id != leaving)
+        offsets = ClusterClient(staying.bootstrap, request_timeout=15)
+        ours = Producer(staying.bootstrap, acks=1, enable_idempotence=False, retry_backoff_ms=50)
+        theirs = kafka.KafkaProducer(bootstrap_servers=staying.bootstrap, acks=1, retries=10)
+        try:
+            ours_sent = [ours.send("led", b"before", partition=0)]
+            theirs_sent = [theirs.send("led", b"before", partition=0)]
+            ours.flush()
+            theirs.flush()
+            assert offsets.list_offset("led", 0, -1) == 2
+            cluster.broker(leaving).stop()  # SIGTERM: leadership is handed over first
+            assert state(zk, "led", 0).leader != leaving
+            # Both producers' metadata still names the old leader; no message fails.
+            ours_sent += [ours.send("led", b"after", partition=0) for _ in range(5)]
+            theirs_sent += [theirs.send("led", b"after", partition=0) for _ in range(5)]
+            ours.flush()
+            theirs.flush()
+            assert all(f.result(10).offset >= 0 for f in ours_sent)
+            assert all(f.get(timeout=10).offset >= 0 for f in theirs_sent)
+            # ListOffsets finds the new leader although the client's metadata named the old.
+            assert offsets.list_offset("led", 0, -1) == 10
+        finally:
+            ours.close()
+            theirs.close()
+            offsets.close()
