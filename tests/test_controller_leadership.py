@@ -6,6 +6,7 @@ before the broker stops."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -218,8 +219,8 @@ def test_acks_all_needs_min_insync_replicas_in_the_isr(make_cluster):
         assert produce_code(at, "lenient", -1) == 0  # the topic's own minimum is 1
 
 
-def test_our_clients_and_kafka_python_follow_a_leader_change(make_cluster):
-    kafka = __import__("kafka")
+def test_our_clients_kafka_python_and_aiokafka_follow_a_leader_change(make_cluster):
+    kafka, aiokafka = __import__("kafka"), __import__("aiokafka")
     cluster = make_cluster(3, controlled_shutdown_retry_backoff_ms=200)
     with zk_session(cluster.zookeeper_connect) as zk:
         create_topic(cluster.brokers[0].port, "led", 1, replication_factor=3)
@@ -228,12 +229,23 @@ def test_our_clients_and_kafka_python_follow_a_leader_change(make_cluster):
         offsets = ClusterClient(staying.bootstrap, request_timeout=15)
         ours = Producer(staying.bootstrap, acks=1, enable_idempotence=False, retry_backoff_ms=50)
         theirs = kafka.KafkaProducer(bootstrap_servers=staying.bootstrap, acks=1, retries=10)
+        loop = asyncio.new_event_loop()
+
+        async def started():
+            producer = aiokafka.AIOKafkaProducer(
+                bootstrap_servers=staying.bootstrap, retry_backoff_ms=50
+            )
+            await producer.start()
+            return producer
+
+        aio = loop.run_until_complete(started())
         try:
+            aio_sent = [loop.run_until_complete(aio.send_and_wait("led", b"before", partition=0))]
             ours_sent = [ours.send("led", b"before", partition=0)]
             theirs_sent = [theirs.send("led", b"before", partition=0)]
             ours.flush()
             theirs.flush()
-            assert offsets.list_offset("led", 0, -1) == 2
+            assert offsets.list_offset("led", 0, -1) == 3
             cluster.broker(leaving).stop()  # SIGTERM: leadership is handed over first
             assert state(zk, "led", 0).leader != leaving
             # Both producers' metadata still names the old leader; no message fails.
@@ -243,9 +255,14 @@ def test_our_clients_and_kafka_python_follow_a_leader_change(make_cluster):
             theirs.flush()
             assert all(f.result(10).offset >= 0 for f in ours_sent)
             assert all(f.get(timeout=10).offset >= 0 for f in theirs_sent)
+            send = aio.send_and_wait("led", b"after", partition=0)
+            aio_sent.append(loop.run_until_complete(asyncio.wait_for(send, 30)))
+            assert all(m.offset >= 0 for m in aio_sent)
             # ListOffsets finds the new leader although the client's metadata named the old.
-            assert offsets.list_offset("led", 0, -1) == 10
+            assert offsets.list_offset("led", 0, -1) == 11
         finally:
+            loop.run_until_complete(aio.stop())
+            loop.close()
             ours.close()
             theirs.close()
             offsets.close()
