@@ -141,6 +141,17 @@ def error_code(exc: BaseException) -> int:
 
 __all__ += ["error_code"]
 
+
+class UnexpectedAppendOffsetError(KafkaError):
+    """A replica's append whose first batch does not start at its log end, or whose batches
+    do not follow each other (Kafka's UnexpectedAppendOffsetException, which has no wire
+    code: a replica fetcher answers it by truncating, never a client)."""
+
+    description = "Replicated batches do not continue the log."
+
+
+__all__ += ["UnexpectedAppendOffsetError"]
+
 # Names imported by other modules; spelled out so readers and linters can find them.
 OffsetOutOfRangeError = _BY_CODE[1]
 CorruptMessageError = _BY_CODE[2]
@@ -165,3 +176,5 @@ UnsupportedCompressionTypeError = _BY_CODE[76]
 InvalidRecordError = _BY_CODE[87]
 OutOfOrderSequenceNumberError = _BY_CODE[45]
 InvalidProducerEpochError = _BY_CODE[47]
+FencedLeaderEpochError = _BY_CODE[74]
+UnknownLeaderEpochError = _BY_CODE[75]
