@@ -530,6 +530,8 @@ class Segment:
     def truncate_to(self, offset: int, position: int, now_ms: int) -> None:
         """Cut the file at ``position``, where the batch with base ``offset`` starts
         (``position_of_batch_start``), and the index entries from there, ready for appends."""
+        self.index.truncate_to_offset(offset)  # in memory; the files follow at the next flush
+        self.time_index.truncate_to_offset(offset)
         os.ftruncate(self.fd, position)
         self.size = position
         self.recover(offset)  # the indexes and timestamps cut to ``offset``; nothing to check
