@@ -359,3 +359,100 @@ def test_the_header_parser_reads_the_stamped_epoch(tmp_path):
     plog = PartitionLog.open(tmp_path / "t-0", CONFIG)
     plog.append(build_batch([(None, b"x", [], T0)]), leader_epoch=41)
     assert parse_header(plog.read(0, 100)).partition_leader_epoch == 41
+
+
+def test_a_new_epoch_reaches_the_disk_with_the_next_flush_not_on_the_append(tmp_path):
+    plog = PartitionLog.open(tmp_path / "t-0", CONFIG)
+    plog.append(plan_batch(0)[0], leader_epoch=3)
+    assert plog.leader_epochs.unsynced  # replaced, not yet fsynced
+    job = plog.prepare_flush()
+    assert plog.leader_epochs.path in job.index_paths and job.directory == plog.directory
+    job.run()
+    plog.flushed(job)
+    assert not plog.leader_epochs.unsynced
+
+
+def test_retention_moves_the_first_epoch_entry_up_to_the_new_log_start(tmp_path):
+    clock = Clock()
+    clock.advance(T0 / 1000 + 10_000)
+    config = LogConfig(segment_bytes=900, retention_ms=1000, file_delete_delay_ms=0)
+    plog = PartitionLog.open(tmp_path / "t-0", config, clock=clock)
+    for seq in range(20):
+        data, epoch = plan_batch(seq)
+        plog.append(data, leader_epoch=epoch)
+    plog.high_watermark = 2
+    assert plog.enforce_retention() > 0
+    start = plog.log_start_offset
+    assert plog.leader_epochs.entries[0].start_offset == start
+    assert plog.high_watermark == start
+    assert all(e.start_offset >= start for e in plog.leader_epochs.entries)
+
+
+def test_dump_log_prints_each_batchs_partition_leader_epoch(tmp_path, capsys):
+    from headrace.cli import main
+
+    plog = PartitionLog.open(tmp_path / "t-0", CONFIG)
+    for epoch in (0, 6):
+        plog.append(build_batch([(None, b"x", [], T0)]), leader_epoch=epoch)
+    plog.close()
+    assert main(["dump-log", str(tmp_path / "t-0")]) == 0
+    out = capsys.readouterr().out
+    assert "partitionLeaderEpoch 0 " in out and "partitionLeaderEpoch 6 " in out
+
+
+KILLED_TRUNCATION = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [{root!r}, {tests!r}]
+from twisted.internet.task import Clock
+import test_storage_replica_log as t
+from broker.log import PartitionLog, truncation
+from broker.log.epochs import LeaderEpochCache
+owner, name = {{
+    "segment": (truncation.Segment, "truncate_to"),
+    "epochs": (LeaderEpochCache, "truncate_from_end"),
+    "producers": (truncation, "replay_producer_state"),
+}}[{step!r}]
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+plog = PartitionLog.open(Path({directory!r}), t.CONFIG, clock=Clock())
+setattr(owner, name, killed)
+plog.truncate_to({target})
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("step", ["segment", "epochs", "producers"])
+def test_a_truncation_killed_with_sigkill_leaves_a_log_the_loader_opens(tmp_path, step):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    directory = tmp_path / "t-0"
+    plog = build_log(directory, 30)
+    plog.close()
+    edges = boundaries(PartitionLog.open(directory, CONFIG))
+    root = str(Path(__file__).resolve().parent.parent)
+    code = KILLED_TRUNCATION.format(
+        root=root,
+        tests=str(Path(__file__).resolve().parent),
+        step=step,
+        directory=str(directory),
+        target=edges[12],
+    )
+    child = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    reopened = PartitionLog.open(directory, CONFIG, clock=Clock(), recover=True)
+    end = reopened.log_end_offset
+    assert end in edges and end >= edges[12]
+    assert_same_log(reopened, build_log(tmp_path / "direct" / "t-0", edges.index(end)))
+
+
+def test_truncation_after_a_clean_restart_rebuilds_every_producer_from_the_log(tmp_path):
+    plog = build_log(tmp_path / "t-0", 30)
+    plog.close()  # keeps one producer snapshot, at the log end
+    reopened = PartitionLog.open(tmp_path / "t-0", CONFIG, clock=Clock())
+    target = boundaries(reopened)[12]
+    reopened.truncate_to(target)
+    assert_same_log(reopened, build_log(tmp_path / "direct" / "t-0", 12))

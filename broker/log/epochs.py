@@ -88,13 +88,14 @@ class LeaderEpochCache:
     @classmethod
     def rebuild(cls, directory: Path, epochs_and_offsets: Iterable[tuple[int, int]]):
         """A cache built from (partition leader epoch, base offset) of each batch in log order
-        (the batch headers; no record is decoded), and saved."""
+        (the batch headers; no record is decoded), and saved without fsync (a new log is
+        made on the reactor; if the file is lost, it is rebuilt the same way)."""
         cache = cls(directory)
         entries = cache.entries
         for epoch, base_offset in epochs_and_offsets:
             if epoch >= 0 and (not entries or epoch > entries[-1].epoch):
                 entries.append(EpochEntry(epoch, base_offset))
-        cache.save()
+        cache.save(sync=False)
         return cache
 
     def save(self, sync: bool = True) -> None:

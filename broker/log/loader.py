@@ -89,7 +89,9 @@ class LogLoader:
             if self.recover:
                 recovery_point = min(end, max(self.recovery_point, segments[0].base_offset))
             producers = ProducerStateTable(self.directory, self.config.producer_id_expiration_ms)
-            replayed = replay_producer_state(producers, segments, log_start, self.now_ms)
+            replayed = replay_producer_state(
+                producers, segments, log_start, self.now_ms, whole_log=self.recover
+            )
             epochs = self._load_leader_epochs(segments, log_start)
         except BaseException:
             for segment in segments:
@@ -218,16 +220,21 @@ def _batch_epochs(segments: list[Segment], from_offset: int):
 
 
 def replay_producer_state(
-    producers: ProducerStateTable, segments: list[Segment], log_start: int, now_ms: int
+    producers: ProducerStateTable,
+    segments: list[Segment],
+    log_start: int,
+    now_ms: int,
+    whole_log: bool = False,
 ) -> int:
     """Load the newest producer snapshot at or below the log end, then replay the batch
     headers after it (all of them after an unclean shutdown; none after a clean one, whose
-    snapshot is at the log end).  With no snapshot, the last two segments are replayed, as
-    Kafka does.  Returns the number of batch headers replayed."""
+    snapshot is at the log end).  With no snapshot, the whole log after a crash or a
+    truncation (``whole_log``), else the last two segments, as Kafka does.  Returns the
+    number of batch headers replayed."""
     directory = segments[0].directory
     start = producers.load_latest_snapshot(segments[-1].next_offset)
     if start is None:
-        start = segments[-2 if len(segments) > 1 else 0].base_offset
+        start = log_start if whole_log else segments[-2 if len(segments) > 1 else 0].base_offset
     start = max(start, log_start)
     bases = [s.base_offset for s in segments]
     replayed = 0

@@ -60,7 +60,7 @@ def truncate_to(plog: PartitionLog, offset: int) -> bool:
     plog.high_watermark = min(plog.high_watermark, offset)
     plog.leader_epochs.truncate_from_end(offset)
     plog.producer_batches_replayed = replay_producer_state(
-        plog.producer_state, plog.segments, plog.log_start_offset, now_ms
+        plog.producer_state, plog.segments, plog.log_start_offset, now_ms, whole_log=True
     )
     log.info("%s: truncated to offset %d", plog.directory.name, offset)
     return True
