@@ -58,6 +58,9 @@ class LeaderEpochCache:
         self.path = directory / LEADER_EPOCH_FILE
         self.entries: list[EpochEntry] = [EpochEntry(*e) for e in entries]
         self.unsynced = False
+        # The newest epoch, or -1 (UNDEFINED_EPOCH) when empty: a plain attribute, kept by
+        # ``save`` (every change saves), as each append compares its epoch with it.
+        self.latest_epoch = self.entries[-1].epoch if self.entries else UNDEFINED_EPOCH
 
     # --- loading -------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class LeaderEpochCache:
 
     def save(self, sync: bool = True) -> None:
         """Replace the file (atomically; with ``sync``, durably too)."""
+        self.latest_epoch = self.entries[-1].epoch if self.entries else UNDEFINED_EPOCH
         lines = [str(_VERSION), str(len(self.entries))]
         lines += [f"{epoch} {start}" for epoch, start in self.entries]
         data = ("\n".join(lines) + "\n").encode()
@@ -112,11 +116,6 @@ class LeaderEpochCache:
         self.unsynced = not sync
 
     # --- queries -------------------------------------------------------------------------
-
-    @property
-    def latest_epoch(self) -> int:
-        """The newest epoch, or -1 (UNDEFINED_EPOCH) when the cache is empty."""
-        return self.entries[-1].epoch if self.entries else UNDEFINED_EPOCH
 
     def end_offset_for(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
         """(epoch, end offset) for OffsetForLeaderEpoch: where ``requested_epoch`` ended.

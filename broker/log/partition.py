@@ -223,7 +223,9 @@ class PartitionLog:
                 self.producer_state.record_header(h, offset, now_ms)
         if leader_epoch != self.leader_epochs.latest_epoch:
             self.leader_epochs.assign(leader_epoch, base)
-        self._count_unflushed(count)
+        self._unflushed_messages += count
+        if self._unflushed_messages >= config.flush_interval_messages:
+            self.request_flush()
         return AppendResult(base, last, log_append_time, count)
 
     def append_as_follower(self, data) -> AppendResult:
@@ -257,7 +259,9 @@ class PartitionLog:
             if h.partition_leader_epoch > epochs.latest_epoch:
                 epochs.assign(h.partition_leader_epoch, h.base_offset)
         count = expected - first
-        self._count_unflushed(count)
+        self._unflushed_messages += count
+        if self._unflushed_messages >= self.config.flush_interval_messages:
+            self.request_flush()
         return AppendResult(first, expected - 1, -1, count)
 
     def _write(self, parts: list, total: int, entries: list, last: int) -> None:
@@ -278,11 +282,6 @@ class PartitionLog:
             raise KafkaStorageError(
                 f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
             ) from exc
-
-    def _count_unflushed(self, count: int) -> None:  # the flush policy's flush.messages
-        self._unflushed_messages += count
-        if self._unflushed_messages >= self.config.flush_interval_messages:
-            self.request_flush()
 
     def _skip_duplicates(self, batches):
         """Drop batches a producer sent before (by producer id, epoch and sequences); refuse
