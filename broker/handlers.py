@@ -78,6 +78,7 @@ class RequestHandlers:
             ApiKey.DELETE_TOPICS: self.delete_topics,
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
             ApiKey.CONTROLLED_SHUTDOWN: self.controlled_shutdown,
+            ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             **self.groups.table,
         }
 
@@ -281,6 +282,47 @@ class RequestHandlers:
                 partitions.append(entry)
             topics.append({"name": topic, "partitions": partitions})
         return {"throttle_time_ms": 0, "topics": topics}
+
+    # --- OffsetForLeaderEpoch -------------------------------------------------------------
+
+    def offset_for_leader_epoch(self, body, version):
+        """Where each asked leader epoch ended in this broker's log (KIP-101/279), once the
+        asker's current leader epoch (v2+; -1 skips the check) matches the partition's:
+        older gets FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (KIP-320)."""
+        topics = []
+        for topic_data in body["topics"]:
+            topic = topic_data["topic"]
+            partitions = []
+            for p in topic_data["partitions"]:
+                index = p["partition"]
+                entry = {"error_code": NONE, "partition": index, "leader_epoch": -1}
+                entry["end_offset"] = -1
+                try:
+                    plog = self._local_log(topic, index)
+                    current = p.get("current_leader_epoch", -1)
+                    if current >= 0:
+                        ours = self._leader_epoch(topic, index)
+                        if current < ours:
+                            raise errors.FencedLeaderEpochError(
+                                f"{topic}-{index}: leader epoch {current} is older than {ours}"
+                            )
+                        if current > ours:
+                            raise errors.UnknownLeaderEpochError(
+                                f"{topic}-{index}: leader epoch {current} is newer than {ours}"
+                            )
+                    epoch, end_offset = plog.end_offset_for_epoch(p["leader_epoch"])
+                    entry["leader_epoch"], entry["end_offset"] = epoch, end_offset
+                except KafkaError as exc:
+                    entry["error_code"] = exc.code
+                partitions.append(entry)
+            topics.append({"topic": topic, "partitions": partitions})
+        return {"throttle_time_ms": 0, "topics": topics}
+
+    def _leader_epoch(self, topic: str, partition: int) -> int:
+        """The partition's current leader epoch.  Until a controller assigns epochs, every
+        append is stamped with epoch 0 (what Metadata reports), unless the log holds newer."""
+        plog = self.manager.get_log(topic, partition)
+        return max(0, plog.leader_epochs.latest_epoch if plog is not None else 0)
 
     # --- Metadata ------------------------------------------------------------------------
 

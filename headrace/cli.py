@@ -430,6 +430,7 @@ def _dump_segment(segment: Path, print_data: bool) -> int:
             print(
                 f"  baseOffset {header.base_offset} lastOffset {header.last_offset} "
                 f"count {header.record_count} position {position} size {total} "
+                f"partitionLeaderEpoch {header.partition_leader_epoch} "
                 f"maxTimestamp {header.max_timestamp} "
                 f"codec {compression.CODEC_NAMES.get(header.compression, header.compression)} "
                 f"producerId {header.producer_id} crc {header.crc:#010x} "

@@ -46,6 +46,7 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (19, 2, 4),
         (20, 1, 3),
         (22, 0, 1),
+        (23, 0, 3),
         (10, 0, 2),
         (11, 0, 5),
         (12, 0, 3),

@@ -231,11 +231,12 @@ def test_leftover_temporary_and_deleted_files_are_removed(tmp_path):
     (directory / "00000000000000000000.log.deleted").write_bytes(b"old")
     (directory / "something.tmp").write_bytes(b"half")
     plog = PartitionLog.open(directory, CONFIG)
-    assert sorted(p.suffix for p in directory.iterdir()) == [
+    assert sorted(p.suffix or p.name for p in directory.iterdir()) == [
         ".index",
         ".log",
         ".snapshot",
         ".timeindex",
+        "leader-epoch-checkpoint",
     ]
     assert set(values_by_seq(plog)) == {0}
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 VERSION = 0
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
+HIGH_WATERMARK_FILE = "replication-offset-checkpoint"
 
 
 class CheckpointError(ValueError):

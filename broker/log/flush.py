@@ -14,8 +14,16 @@ class FlushJob:
     """The fsyncs of one flush, safe to run off the appending thread: duplicated descriptors
     of the segment files, the index files' paths, and the directory if it gained files."""
 
-    def __init__(self, end: int, fds: list[int], index_paths: list[Path], directory: Path | None):
+    def __init__(
+        self,
+        end: int,
+        fds: list[int],
+        index_paths: list[Path],
+        directory: Path | None,
+        truncations: int = 0,
+    ):
         self.end = end
+        self.truncations = truncations  # the log's truncation count when the job was taken
         self.fds = fds
         self.index_paths = index_paths
         self.directory = directory

@@ -2,7 +2,9 @@
 
 As Kafka's ``LogLoader``: find the segments, remove what a crash left half-done, recover the
 unflushed tail (CRC check, cut at the first bad batch, rebuild the index, report the cut) and
-rebuild the producer state from its newest snapshot and the batch headers after it.
+rebuild the producer state from its newest snapshot and the batch headers after it; load the
+leader epoch cache (rebuilt from the batch headers if its file is missing or damaged) and cut
+it to the recovered log, and clamp the checkpointed high watermark to it.
 
     >>> loaded = LogLoader(directory, config, now_ms, recover=True, recovery_point=120).load()
     >>> loaded.segments, loaded.recovery_cut_bytes
@@ -18,8 +20,9 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..protocol.records import BASE_OFFSET, LAST_OFFSET_DELTA
+from ..protocol.records import BASE_OFFSET, LAST_OFFSET_DELTA, PARTITION_LEADER_EPOCH
 from .config import LogConfig
+from .epochs import EpochCheckpointError, LeaderEpochCache
 from .names import (
     DELETED_SUFFIX,
     LOG_SUFFIX,
@@ -47,6 +50,8 @@ class LoadedLog(NamedTuple):
     recovery_cut_bytes: int
     producer_state: ProducerStateTable
     producer_batches_replayed: int  # batch headers read to rebuild the producer state
+    leader_epochs: LeaderEpochCache
+    high_watermark: int
 
 
 @dataclass
@@ -64,6 +69,7 @@ class LogLoader:
     recover: bool = False
     recovery_point: int = 0
     log_start_offset: int = 0
+    high_watermark: int = 0
 
     def load(self) -> LoadedLog:
         parsed = parse_partition_dir_name(self.directory.name)
@@ -83,7 +89,10 @@ class LogLoader:
             if self.recover:
                 recovery_point = min(end, max(self.recovery_point, segments[0].base_offset))
             producers = ProducerStateTable(self.directory, self.config.producer_id_expiration_ms)
-            replayed = self._load_producer_state(producers, segments, log_start)
+            replayed = replay_producer_state(
+                producers, segments, log_start, self.now_ms, whole_log=self.recover
+            )
+            epochs = self._load_leader_epochs(segments, log_start)
         except BaseException:
             for segment in segments:
                 segment.close()
@@ -99,6 +108,8 @@ class LogLoader:
             cut,
             producers,
             replayed,
+            epochs,
+            min(max(self.high_watermark, log_start), end),
         )
 
     def _open_segments(self, bases: list[int], segments: list[Segment]) -> tuple[int, int]:
@@ -169,35 +180,80 @@ class LogLoader:
         )
         return checked, cut_total
 
-    def _load_producer_state(
-        self, producers: ProducerStateTable, segments: list[Segment], log_start: int
-    ) -> int:
-        """Load the newest producer snapshot, then replay the batch headers after it (all of
-        them after an unclean shutdown; none after a clean one, whose snapshot is at the log
-        end).  With no snapshot, the last two segments are replayed, as Kafka does.  Returns
-        the number of batch headers replayed."""
-        start = producers.load_latest_snapshot(segments[-1].next_offset)
-        if start is None:
-            start = segments[-2 if len(segments) > 1 else 0].base_offset
-        start = max(start, log_start)
-        bases = [s.base_offset for s in segments]
-        replayed = 0
-        for segment in segments[max(0, bisect_right(bases, start) - 1) :]:
-            position = segment.find_position(start) if segment.base_offset < start else 0
-            if position is None:
-                continue
+    def _load_leader_epochs(self, segments: list[Segment], log_start: int) -> LeaderEpochCache:
+        """The leader epoch cache, cut to the loaded log (a crash may have cut the log after
+        the cache was saved); rebuilt from the batch headers if its file is missing or
+        damaged."""
+        try:
+            epochs = LeaderEpochCache.load(self.directory)
+        except (OSError, EpochCheckpointError) as exc:
+            if segments[-1].next_offset > log_start:
+                log.warning(
+                    "%s: rebuilding the leader epoch cache from the log: %s",
+                    self.directory.name,
+                    exc,
+                )
+            epochs = LeaderEpochCache.rebuild(self.directory, _batch_epochs(segments, 0))
+        else:
+            epochs.truncate_from_end(segments[-1].next_offset)
+            if self.recover:  # the unflushed tail's epochs may not have reached the file
+                for epoch, base_offset in _batch_epochs(segments, self.recovery_point):
+                    if epoch > epochs.latest_epoch:
+                        epochs.assign(epoch, base_offset, sync=True)
+        epochs.truncate_from_start(log_start)
+        return epochs
+
+
+def _batch_epochs(segments: list[Segment], from_offset: int):
+    """(partition leader epoch, base offset) of every batch from the one holding
+    ``from_offset``, from the headers alone."""
+    bases = [s.base_offset for s in segments]
+    for segment in segments[max(0, bisect_right(bases, from_offset) - 1) :]:
+        position = segment.find_position(from_offset) if segment.base_offset < from_offset else 0
+        if position is None:
+            continue
+        try:
             for _, header in segment.scan_headers(position, segment.size):
-                if header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] >= start:
-                    producers.record_header(header, header[BASE_OFFSET], self.now_ms)
-                    replayed += 1
-        if replayed:
-            log.info(
-                "%s: producer state rebuilt from %d batch headers after offset %d",
-                self.directory.name,
-                replayed,
-                start,
-            )
-        return replayed
+                yield header[PARTITION_LEADER_EPOCH], header[BASE_OFFSET]
+        except EOFError:
+            return
+
+
+def replay_producer_state(
+    producers: ProducerStateTable,
+    segments: list[Segment],
+    log_start: int,
+    now_ms: int,
+    whole_log: bool = False,
+) -> int:
+    """Load the newest producer snapshot at or below the log end, then replay the batch
+    headers after it (all of them after an unclean shutdown; none after a clean one, whose
+    snapshot is at the log end).  With no snapshot, the whole log after a crash or a
+    truncation (``whole_log``), else the last two segments, as Kafka does.  Returns the
+    number of batch headers replayed."""
+    directory = segments[0].directory
+    start = producers.load_latest_snapshot(segments[-1].next_offset)
+    if start is None:
+        start = log_start if whole_log else segments[-2 if len(segments) > 1 else 0].base_offset
+    start = max(start, log_start)
+    bases = [s.base_offset for s in segments]
+    replayed = 0
+    for segment in segments[max(0, bisect_right(bases, start) - 1) :]:
+        position = segment.find_position(start) if segment.base_offset < start else 0
+        if position is None:
+            continue
+        for _, header in segment.scan_headers(position, segment.size):
+            if header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] >= start:
+                producers.record_header(header, header[BASE_OFFSET], now_ms)
+                replayed += 1
+    if replayed:
+        log.info(
+            "%s: producer state rebuilt from %d batch headers after offset %d",
+            directory.name,
+            replayed,
+            start,
+        )
+    return replayed
 
 
 def remove_leftovers(directory: Path) -> None:

@@ -4,6 +4,7 @@
     >>> manager.startup()                     # lock dirs, open (and if needed recover) logs
     >>> log = manager.get_or_create_log("clicks", 0)
     >>> manager.start(reactor)                # flush, retention, checkpoints on a timer
+    >>> manager.truncate_to("clicks", 0, 120)  # a replica cut back, recovery point saved
     >>> manager.shutdown()                    # flush, checkpoint, leave the clean marker
 
 Once started on a reactor, no fsync runs on the reactor thread: flushes (the flush policy's
@@ -16,7 +17,9 @@ meanwhile become one more flush after it.
 States of a log directory: *locked* by one manager (a second one fails to start), *open*
 (no clean-shutdown marker: a crash now means recovery), *clean* (marker written after the
 final flush and checkpoints).  On start-up without the marker, each partition is recovered
-from its checkpointed recovery point, so recovery reads only the unflushed tail.
+from its checkpointed recovery point, so recovery reads only the unflushed tail.  Each log's
+high watermark is checkpointed with the recovery points (``replication-offset-checkpoint``)
+and restored at start-up, clamped to the recovered log end.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from twisted.python.threadpool import ThreadPool
 from ..protocol.durable import atomic_write, fsync_directory
 from ..protocol.errors import KafkaStorageError
 from .checkpoint import (
+    HIGH_WATERMARK_FILE,
     LOG_START_OFFSET_FILE,
     RECOVERY_POINT_FILE,
     CheckpointError,
@@ -176,6 +180,11 @@ class LogManager:
         except CheckpointError as exc:
             log.warning("%s; log start offsets come from the oldest segments", exc)
             start_offsets = {}
+        try:
+            high_watermarks = read_checkpoint(directory / HIGH_WATERMARK_FILE)
+        except CheckpointError as exc:
+            log.warning("%s; high watermarks start at the log start offsets", exc)
+            high_watermarks = {}
         has_logs = any(
             child.is_dir() and parse_partition_dir_name(child.name) for child in directory.iterdir()
         )
@@ -203,6 +212,7 @@ class LogManager:
                 recover=not clean,
                 recovery_point=recovery_points.get(parsed, 0),
                 log_start_offset=start_offsets.get(parsed, 0),
+                high_watermark=high_watermarks.get(parsed, 0),
             )
             self._dir_of[parsed] = directory
 
@@ -230,6 +240,7 @@ class LogManager:
             self._detached.discard(key)
             self.checkpoint_recovery_points(wait=True)
             self.checkpoint_log_start_offsets(wait=True)
+            self.checkpoint_high_watermarks(wait=True)
         counts = {d: 0 for d in self.log_dirs}
         for d in self._dir_of.values():
             counts[d] += 1
@@ -288,6 +299,7 @@ class LogManager:
         if checkpoint:
             self.checkpoint_recovery_points()
             self.checkpoint_log_start_offsets()
+            self.checkpoint_high_watermarks()
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 
@@ -316,6 +328,7 @@ class LogManager:
         if now - self._last_run["recovery-checkpoint"] >= self.recovery_checkpoint_interval_ms:
             self._last_run["recovery-checkpoint"] = now
             self.checkpoint_recovery_points()
+            self.checkpoint_high_watermarks()
         if now - self._last_run["start-checkpoint"] >= self.start_offset_checkpoint_interval_ms:
             self._last_run["start-checkpoint"] = now
             self.checkpoint_log_start_offsets()
@@ -414,6 +427,28 @@ class LogManager:
     def checkpoint_log_start_offsets(self, wait: bool = False) -> None:
         self._checkpoint(LOG_START_OFFSET_FILE, lambda plog: plog.log_start_offset, wait)
 
+    def checkpoint_high_watermarks(self, wait: bool = False) -> None:
+        self._checkpoint(HIGH_WATERMARK_FILE, lambda plog: plog.high_watermark, wait)
+
+    # --- truncation (replicas) -----------------------------------------------------------
+
+    def truncate_to(self, topic: str, partition: int, offset: int) -> bool:
+        """Truncate a partition's log (``PartitionLog.truncate_to``) and write the lowered
+        recovery point and high watermark before returning, so that data appended after the
+        cut is re-checked by a recovery after a crash.  False if nothing was cut."""
+        truncated = self.logs[(topic, partition)].truncate_to(offset)
+        if truncated:
+            self.checkpoint_recovery_points(wait=True)
+            self.checkpoint_high_watermarks(wait=True)
+        return truncated
+
+    def truncate_fully_and_start_at(self, topic: str, partition: int, offset: int) -> None:
+        """Empty a partition's log to start at ``offset``, and checkpoint its offsets."""
+        self.logs[(topic, partition)].truncate_fully_and_start_at(offset)
+        self.checkpoint_recovery_points(wait=True)
+        self.checkpoint_log_start_offsets(wait=True)
+        self.checkpoint_high_watermarks(wait=True)
+
     def _checkpoint(self, file_name: str, value, wait: bool = False) -> None:
         """Write a checkpoint file per log dir of the values now (the file is written on the
         flush thread once started: after the flushes asked for before it; with ``wait``, this
@@ -478,6 +513,7 @@ class LogManager:
                 log.error("%s: cannot flush on shutdown: %s", plog.directory, exc)
         self.checkpoint_recovery_points()
         self.checkpoint_log_start_offsets()
+        self.checkpoint_high_watermarks()
         if not offline:
             for directory in self.log_dirs:
                 atomic_write(directory / CLEAN_SHUTDOWN_FILE, b"")

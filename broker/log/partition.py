@@ -3,12 +3,14 @@
     >>> log = PartitionLog.open(Path("/var/lib/headrace/clicks-0"), LogConfig())
     >>> result = log.append(batch_bytes)      # validated, offsets assigned, written
     >>> log.read(result.base_offset, 1 << 20)   # whole batches from that offset
+    >>> log.append_as_follower(leader_bytes)    # a replica: offsets and epochs kept
 
 Only the newest (active) segment takes appends.  A segment is found by bisecting the sorted
 base offsets; inside it, by the sparse offset index and a short walk over batch headers.
 The flush policy (``flush.messages``; ``flush.ms`` via the log manager) fsyncs the unflushed
 segments and advances the recovery point.  Opening, and recovery after a crash from that
-point, is the ``LogLoader``'s (loader.py).
+point, is the ``LogLoader``'s (loader.py).  Each batch carries the leader epoch it was
+appended under; the leader epoch cache (epochs.py) records where each epoch began.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +27,7 @@ from ..protocol.durable import atomic_write
 from ..protocol.errors import (
     KafkaStorageError,
     OffsetOutOfRangeError,
-    RecordListTooLargeError,
+    UnexpectedAppendOffsetError,
 )
 from ..protocol.records import (
     BASE_OFFSET,
@@ -36,10 +38,9 @@ from ..protocol.records import (
     LOG_OVERHEAD,
     MAX_TIMESTAMP,
     PREFIX,
-    BatchHeader,
-    check_batch,
 )
-from ..protocol.validate import check_records
+from . import truncation
+from .appends import checked_batches
 from .clock import SystemClock, milliseconds
 from .config import LogConfig
 from .flush import FlushJob
@@ -49,7 +50,6 @@ from .segment import FileSlice, Segment
 log = logging.getLogger(__name__)
 
 _MAX_RELATIVE_OFFSET = 2**31 - 1
-_LEADER_EPOCH = 0  # constant until replication exists (ARCHITECTURE.md, "Storage")
 PARTITION_METADATA = "partition.metadata"
 
 # Benchmarks only (bench/validate_bench.py): a broker started with this variable set stores
@@ -87,6 +87,10 @@ class PartitionLog:
         self.pending_deletes: list[tuple[float, Segment, list[Path]]] = []
         self.producer_state = loaded.producer_state
         self.producer_batches_replayed = loaded.producer_batches_replayed
+        self.leader_epochs = loaded.leader_epochs
+        self._high_watermark = loaded.high_watermark
+        # A flush prepared before a truncation must not move the recovery point.
+        self.truncations = 0
 
     @classmethod
     def open(
@@ -98,6 +102,7 @@ class PartitionLog:
         recover: bool = False,
         recovery_point: int = 0,
         log_start_offset: int = 0,
+        high_watermark: int = 0,
     ) -> PartitionLog:
         """Open (or create) the partition log in ``directory``, named ``<topic>-<partition>``,
         as ``LogLoader`` loads it: with ``recover``, data from ``recovery_point`` on is
@@ -110,6 +115,7 @@ class PartitionLog:
             recover=recover,
             recovery_point=recovery_point,
             log_start_offset=log_start_offset,
+            high_watermark=high_watermark,
         )
         return cls(directory, config, clock, loader.load())
 
@@ -142,8 +148,17 @@ class PartitionLog:
 
     @property
     def log_end_offset(self) -> int:
-        """The next offset to be assigned (the high watermark: there are no replicas)."""
+        """The next offset to be assigned."""
         return self.segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Offset all in-sync replicas hold up to; kept within [log start, log end]."""
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = min(max(offset, self.log_start_offset), self.log_end_offset)
 
     @property
     def size(self) -> int:
@@ -154,7 +169,7 @@ class PartitionLog:
 
     # --- appending -----------------------------------------------------------------------
 
-    def append(self, data) -> AppendResult:
+    def append(self, data, leader_epoch: int = 0) -> AppendResult:
         """Validate and append one or more record batches; returns the offsets assigned.
 
         Each batch's header and CRC are checked (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
@@ -162,34 +177,17 @@ class PartitionLog:
         decompresses, the framing matches the header), before anything is written; a bad
         batch appends nothing.  Offsets
         are assigned by rewriting the base offset, which the CRC does not cover.  A disk error
-        raises KAFKA_STORAGE_ERROR with the log unchanged.
+        raises KAFKA_STORAGE_ERROR with the log unchanged.  Each batch is stamped with
+        ``leader_epoch`` (its partitionLeaderEpoch, not covered by the CRC either), and the
+        first offset appended under a new epoch is noted in the leader epoch cache.
         """
         if self.offline:
             raise KafkaStorageError(f"{self.directory} is offline after an earlier disk error")
         view = memoryview(data)
-        config = self.config
-        max_size = config.max_message_bytes
-        header = check_batch(view, 0, max_size=max_size)
+        batches = checked_batches(view, self.config, CHECK_RECORDS)
+        header = batches[0][1]
         total = len(view)
-        batches: Sequence[tuple[int, BatchHeader]]
-        if header.batch_length + LOG_OVERHEAD == total:
-            batches = ((0, header),)
-        else:
-            several = [(0, header)]
-            pos = header.batch_length + LOG_OVERHEAD
-            while pos < total:
-                more = check_batch(view, pos, max_size=max_size)
-                several.append((pos, more))
-                pos += more.batch_length + LOG_OVERHEAD
-            batches = several
-        if CHECK_RECORDS:
-            for pos, h in batches:
-                check_records(view, pos, h)
-        if total > config.segment_bytes:
-            raise RecordListTooLargeError(
-                f"{total} bytes of record batches do not fit a segment of "
-                f"{config.segment_bytes} bytes (segment.bytes)"
-            )
+        config = self.config
         if header.producer_id >= 0 or (
             len(batches) > 1 and any(h.producer_id >= 0 for _, h in batches)
         ):
@@ -203,8 +201,7 @@ class PartitionLog:
         log_append_time = -1
         if config.timestamp_type == "LogAppendTime":
             log_append_time = self._now_ms()
-        segment = self.segments[-1]
-        base = segment.next_offset
+        base = self.segments[-1].next_offset
         count = 0
         parts: list[bytes | memoryview] = []
         entries = []
@@ -216,10 +213,61 @@ class PartitionLog:
                 stamped = records.with_log_append_time(view[pos : pos + size], log_append_time)
                 body = memoryview(stamped)[PREFIX.size :]
                 max_ts = log_append_time
-            parts += (PREFIX.pack(base + count, h.batch_length, _LEADER_EPOCH), body)
+            parts += (PREFIX.pack(base + count, h.batch_length, leader_epoch), body)
             entries.append((base + count, size, max_ts))
             count += h.record_count
         last = base + count - 1
+        self._write(parts, total, entries, last)
+        if now_ms >= 0:
+            for (_, h), (offset, _, _) in zip(batches, entries):
+                self.producer_state.record_header(h, offset, now_ms)
+        if leader_epoch != self.leader_epochs.latest_epoch:
+            self.leader_epochs.assign(leader_epoch, base)
+        self._unflushed_messages += count
+        if self._unflushed_messages >= config.flush_interval_messages:
+            self.request_flush()
+        return AppendResult(base, last, log_append_time, count)
+
+    def append_as_follower(self, data) -> AppendResult:
+        """Append batches copied from the leader's log, their offsets and leader epochs kept.
+
+        Each batch is checked as ``append`` checks it; the first must start at the log end and
+        each next one right after the one before, else UnexpectedAppendOffsetError and nothing
+        is written.  The producer state is taken from the headers (the leader judged the
+        duplicates) and the leader epoch cache from their partitionLeaderEpoch."""
+        if self.offline:
+            raise KafkaStorageError(f"{self.directory} is offline after an earlier disk error")
+        view = memoryview(data)
+        batches = checked_batches(view, self.config, CHECK_RECORDS)
+        expected = self.log_end_offset
+        entries = []
+        for _, h in batches:
+            if h.base_offset != expected:
+                raise UnexpectedAppendOffsetError(
+                    f"{self.directory.name}: a replicated batch starts at offset {h.base_offset} "
+                    f"where {expected} was expected; nothing was written"
+                )
+            entries.append((expected, h.batch_length + LOG_OVERHEAD, h.max_timestamp))
+            expected = h.last_offset + 1
+        first = self.log_end_offset
+        self._write([view], len(view), entries, expected - 1)
+        now_ms = self._now_ms()
+        epochs = self.leader_epochs
+        for _, h in batches:
+            if h.producer_id >= 0:
+                self.producer_state.record_header(h, h.base_offset, now_ms)
+            if h.partition_leader_epoch > epochs.latest_epoch:
+                epochs.assign(h.partition_leader_epoch, h.base_offset)
+        count = expected - first
+        self._unflushed_messages += count
+        if self._unflushed_messages >= self.config.flush_interval_messages:
+            self.request_flush()
+        return AppendResult(first, expected - 1, -1, count)
+
+    def _write(self, parts: list, total: int, entries: list, last: int) -> None:
+        """Write batches to the active segment, rolled first by Kafka's rules if need be."""
+        config = self.config
+        segment = self.segments[-1]
         if segment.size and (
             segment.size + total > config.segment_bytes
             or segment.should_roll_for_time(entries[0][2], self.clock, config.roll_ms)
@@ -234,13 +282,6 @@ class PartitionLog:
             raise KafkaStorageError(
                 f"cannot append to {segment.log_path}: {exc.strerror or exc}; nothing was written"
             ) from exc
-        if now_ms >= 0:
-            for (_, h), (offset, _, _) in zip(batches, entries):
-                self.producer_state.record_header(h, offset, now_ms)
-        self._unflushed_messages += count
-        if self._unflushed_messages >= config.flush_interval_messages:
-            self.request_flush()
-        return AppendResult(base, last, log_append_time, count)
 
     def _skip_duplicates(self, batches):
         """Drop batches a producer sent before (by producer id, epoch and sequences); refuse
@@ -331,13 +372,18 @@ class PartitionLog:
             for fd in fds:
                 os.close(fd)
             raise
+        if self.leader_epochs.unsynced:  # replaced by an append since the last flush
+            self.leader_epochs.unsynced = False
+            paths.append(self.leader_epochs.path)
+            self._directory_unsynced = True
         directory = self.directory if self._directory_unsynced else None
         self._directory_unsynced = False
-        return FlushJob(end, fds, paths, directory)
+        return FlushJob(end, fds, paths, directory, self.truncations)
 
     def flushed(self, job: FlushJob) -> None:
         """A flush's fsyncs completed: data before ``job.end`` survives a crash."""
-        self.recovery_point = max(self.recovery_point, job.end)
+        if job.truncations == self.truncations:
+            self.recovery_point = max(self.recovery_point, job.end)
 
     def has_rolled_unflushed(self) -> bool:
         """True when a segment closed by a roll still has unflushed data."""
@@ -353,11 +399,14 @@ class PartitionLog:
 
     # --- reading -------------------------------------------------------------------------
 
-    def read_slice(self, offset: int, max_bytes: int) -> FileSlice:
+    def read_slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> FileSlice:
         """The file range of whole batches from the batch holding ``offset``, at most
         ``max_bytes`` long unless the first batch alone is larger (it is then returned whole).
+        With ``max_offset`` (the high watermark, for consumers), only batches whose last
+        offset is below it.
 
-        Empty at the log end; OFFSET_OUT_OF_RANGE below the log start or past the end.
+        Empty at the log end, and from ``max_offset`` to the log end; OFFSET_OUT_OF_RANGE
+        below the log start or past the end.
         """
         end_offset = self.log_end_offset
         if offset < self.log_start_offset or offset > end_offset:
@@ -365,19 +414,28 @@ class PartitionLog:
                 f"offset {offset} is outside {self.topic}-{self.partition}'s range "
                 f"[{self.log_start_offset}, {end_offset}]"
             )
+        if max_offset is not None and offset >= max_offset:
+            return FileSlice(self.segments[-1].fd, self.segments[-1].size, 0)
         i = bisect_right(self._bases, offset) - 1
         while i < len(self.segments):
             segment = self.segments[i]
             if offset < segment.next_offset:
                 start = segment.find_position(offset)
                 if start is not None:
-                    return segment.slice(start, segment.read_end(start, max(1, max_bytes)))
+                    end = segment.read_end(start, max(1, max_bytes))
+                    if max_offset is not None and max_offset < segment.next_offset:
+                        end = min(end, segment.find_position(max_offset) or start)
+                    return segment.slice(start, end)
             i += 1
         return FileSlice(self.segments[-1].fd, self.segments[-1].size, 0)
 
     def read(self, offset: int, max_bytes: int) -> bytes:
         """The bytes of ``read_slice``: whole record batches as they were appended."""
         return self.read_slice(offset, max_bytes).read()
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch's (epoch, end offset): ``LeaderEpochCache.end_offset_for``."""
+        return self.leader_epochs.end_offset_for(epoch, self.log_end_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """ListOffsets: (offset, timestamp) for -2 (earliest), -1 (latest), or the first record
@@ -438,6 +496,14 @@ class PartitionLog:
         self._bases = self._bases[count:]
         self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
         self.recovery_point = max(self.recovery_point, self.log_start_offset)
+        self._high_watermark = max(self._high_watermark, self.log_start_offset)
+        self.leader_epochs.truncate_from_start(self.log_start_offset)
+        self._schedule_deletes(victims, reason)
+        return len(victims)
+
+    def _schedule_deletes(self, victims, reason: str) -> None:
+        """Rename segments ``.deleted`` now (in the order given) and remove their files once
+        ``file.delete.delay.ms`` has passed."""
         due = self.clock.seconds() + self.config.file_delete_delay_ms / 1000.0
         for segment in victims:
             renamed = segment.rename_for_deletion()
@@ -451,7 +517,6 @@ class PartitionLog:
                 self.log_start_offset,
             )
         self.delete_pending(force=self.config.file_delete_delay_ms == 0)
-        return len(victims)
 
     def delete_pending(self, force: bool = False) -> None:
         """Close and remove segments renamed ``.deleted`` once ``file.delete.delay.ms`` passed
@@ -469,6 +534,16 @@ class PartitionLog:
             else:
                 keep.append((due, segment, paths))
         self.pending_deletes = keep
+
+    # --- truncation (replicas) ------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> bool:
+        """Remove everything at and after ``offset``, a batch boundary (``truncation.py``)."""
+        return truncation.truncate_to(self, offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and start an empty log at ``offset`` (``truncation.py``)."""
+        truncation.truncate_fully_and_start_at(self, offset)
 
     # --- life cycle ----------------------------------------------------------------------
 

@@ -419,7 +419,7 @@ class Segment:
         found at a batch boundary, the whole segment is checked.  Returns (bytes checked,
         bytes cut).
         """
-        position = self._position_of_batch_start(from_offset)
+        position = self.position_of_batch_start(from_offset)
         if position is None:
             from_offset, position = self.base_offset, 0
         for _attempt in range(2):
@@ -447,7 +447,7 @@ class Segment:
         self.close_for_appends()  # the largest timestamp must survive in the time index
         return file_size - position, cut
 
-    def _position_of_batch_start(self, offset: int) -> int | None:
+    def position_of_batch_start(self, offset: int) -> int | None:
         """Byte position where the batch with base ``offset`` starts, the file size if the
         data ends just before ``offset``, or None if ``offset`` is not a batch boundary."""
         if offset == self.base_offset:
@@ -526,6 +526,16 @@ class Segment:
         return (
             None if crc == stored else f"CRC mismatch (stored {stored:#010x}, computed {crc:#010x})"
         )
+
+    def truncate_to(self, offset: int, position: int, now_ms: int) -> None:
+        """Cut the file at ``position``, where the batch with base ``offset`` starts
+        (``position_of_batch_start``), and the index entries from there, ready for appends."""
+        self.index.truncate_to_offset(offset)  # in memory; the files follow at the next flush
+        self.time_index.truncate_to_offset(offset)
+        os.ftruncate(self.fd, position)
+        self.size = position
+        self.recover(offset)  # the indexes and timestamps cut to ``offset``; nothing to check
+        self.prepare_for_appends(now_ms)
 
     def _note_timestamp(self, max_ts: int, base_offset: int) -> None:
         if max_ts > self.max_timestamp:

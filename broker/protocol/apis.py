@@ -249,3 +249,27 @@ INIT_PRODUCER_ID_RESPONSE = Struct(
     Field("producer_id", INT64, default=-1),
     Field("producer_epoch", INT16, default=-1),
 )
+
+# --- OffsetForLeaderEpoch (23) ---------------------------------------------------------------
+
+OFFSET_FOR_LEADER_EPOCH_REQUEST = Struct(
+    Field("replica_id", INT32, "3+", default=-2),
+    topic_partitions(
+        "topics",
+        Field("partition", INT32),
+        Field("current_leader_epoch", INT32, "2+", default=-1),
+        Field("leader_epoch", INT32),
+        topic="topic",
+    ),
+)
+OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32, "2+"),
+    topic_partitions(
+        "topics",
+        Field("error_code", INT16),
+        Field("partition", INT32),
+        Field("leader_epoch", INT32, "1+", default=-1),
+        Field("end_offset", INT64, default=-1),
+        topic="topic",
+    ),
+)

@@ -142,6 +142,17 @@ def error_code(exc: BaseException) -> int:
 
 __all__ += ["error_code"]
 
+
+class UnexpectedAppendOffsetError(KafkaError):
+    """A replica's append whose first batch does not start at its log end, or whose batches
+    do not follow each other (Kafka's UnexpectedAppendOffsetException, which has no wire
+    code: a replica fetcher answers it by truncating, never a client)."""
+
+    description = "Replicated batches do not continue the log."
+
+
+__all__ += ["UnexpectedAppendOffsetError"]
+
 # Names imported by other modules; spelled out so readers and linters can find them.
 OffsetOutOfRangeError = _BY_CODE[1]
 CorruptMessageError = _BY_CODE[2]
@@ -169,3 +180,5 @@ InvalidProducerEpochError = _BY_CODE[47]
 BrokerNotAvailableError = _BY_CODE[8]
 NotControllerError = _BY_CODE[41]
 StaleBrokerEpochError = _BY_CODE[77]
+FencedLeaderEpochError = _BY_CODE[74]
+UnknownLeaderEpochError = _BY_CODE[75]

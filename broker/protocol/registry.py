@@ -40,6 +40,7 @@ class ApiKey(IntEnum):
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
+    OFFSET_FOR_LEADER_EPOCH = 23
 
     @property
     def title(self) -> str:
@@ -92,6 +93,14 @@ APIS: tuple[Api, ...] = (
     Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE),
     Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
     Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
+    Api(
+        K.OFFSET_FOR_LEADER_EPOCH,
+        0,
+        3,
+        3,
+        a.OFFSET_FOR_LEADER_EPOCH_REQUEST,
+        a.OFFSET_FOR_LEADER_EPOCH_RESPONSE,
+    ),
 )
 del K, a, g
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
