@@ -122,16 +122,6 @@ class RequestHandlers:
             raise errors.KafkaStorageError(f"{topic}-{partition} is offline after a disk error")
         return plog
 
-    def _check_in_sync(self, topic: str, partition: int, needed: int) -> None:
-        """acks=all needs ``min.insync.replicas`` (the topic's, else the broker's) in the
-        partition's ISR before anything is appended: NOT_ENOUGH_REPLICAS otherwise."""
-        isr = self.metadata.states[topic][partition].state.isr
-        if len(isr) < needed:
-            raise errors.NotEnoughReplicasError(
-                f"{topic}-{partition} has {len(isr)} in-sync replicas {list(isr)}; "
-                f"min.insync.replicas is {needed}"
-            )
-
     # --- ApiVersions ---------------------------------------------------------------------
 
     def api_versions(self, body, version):
@@ -166,9 +156,13 @@ class RequestHandlers:
             plog = self._local_log(topic, partition)
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
-            if acks == -1:
-                self._check_in_sync(topic, partition, plog.config.min_insync_replicas)
-            appended = plog.append(records)
+            state = self.metadata.states[topic][partition].state
+            if acks == -1 and len(state.isr) < plog.config.min_insync_replicas:
+                raise errors.NotEnoughReplicasError(
+                    f"{topic}-{partition} has {len(state.isr)} in-sync replicas "
+                    f"{list(state.isr)}; min.insync.replicas is {plog.config.min_insync_replicas}"
+                )
+            appended = plog.append(records, state.leader_epoch)
         except KafkaError as exc:
             code, record_errors = exc.code, None
             if isinstance(exc, errors.InvalidRecordError):
@@ -298,18 +292,7 @@ class RequestHandlers:
                 entry = {"error_code": NONE, "partition": index, "leader_epoch": -1}
                 entry["end_offset"] = -1
                 try:
-                    plog = self._local_log(topic, index)
-                    current = p.get("current_leader_epoch", -1)
-                    if current >= 0:
-                        ours = self._leader_epoch(topic, index)
-                        if current < ours:
-                            raise errors.FencedLeaderEpochError(
-                                f"{topic}-{index}: leader epoch {current} is older than {ours}"
-                            )
-                        if current > ours:
-                            raise errors.UnknownLeaderEpochError(
-                                f"{topic}-{index}: leader epoch {current} is newer than {ours}"
-                            )
+                    plog = self._local_log(topic, index, p.get("current_leader_epoch", -1))
                     epoch, end_offset = plog.end_offset_for_epoch(p["leader_epoch"])
                     entry["leader_epoch"], entry["end_offset"] = epoch, end_offset
                 except KafkaError as exc:
@@ -317,12 +300,6 @@ class RequestHandlers:
                 partitions.append(entry)
             topics.append({"topic": topic, "partitions": partitions})
         return {"throttle_time_ms": 0, "topics": topics}
-
-    def _leader_epoch(self, topic: str, partition: int) -> int:
-        """The partition's current leader epoch.  Until a controller assigns epochs, every
-        append is stamped with epoch 0 (what Metadata reports), unless the log holds newer."""
-        plog = self.manager.get_log(topic, partition)
-        return max(0, plog.leader_epochs.latest_epoch if plog is not None else 0)
 
     # --- Metadata ------------------------------------------------------------------------
 
