@@ -76,7 +76,7 @@ class ListLog:
         epochs = self._epochs()
         below = [i for i, (e, _) in enumerate(epochs) if e <= epoch]
         if not below:
-            return None
+            return -1, -1
         i = below[-1]
         end = epochs[i + 1][1] if i + 1 < len(epochs) else self.log_end_offset
         return epochs[i][0], end
@@ -90,8 +90,10 @@ class ListLog:
             pos += header.size
         self.appends += 1
 
-    def truncate_to(self, offset: int) -> None:
-        self.batches = [b for b in self.batches if check_batch(b).next_offset <= offset]
+    def truncate_to(self, offset: int) -> bool:
+        kept = [b for b in self.batches if check_batch(b).next_offset <= offset]
+        cut, self.batches = len(kept) < len(self.batches), kept
+        return cut
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         self.batches, self.start = [], offset
@@ -184,11 +186,7 @@ class FakeLeader(protocol.Protocol):
             api_key, version, correlation_id = struct.unpack_from(">hhi", frame, 0)
             reader = Reader(frame, 8)
             NULLABLE_STRING.read(reader)
-            if api_key == truncation.OFFSET_FOR_LEADER_EPOCH_KEY:
-                request = truncation.OFFSET_FOR_LEADER_EPOCH_REQUEST
-                response = truncation.OFFSET_FOR_LEADER_EPOCH_RESPONSE
-            else:
-                request, response = API_BY_KEY[api_key].request, API_BY_KEY[api_key].response
+            request, response = API_BY_KEY[api_key].request, API_BY_KEY[api_key].response
             body = request.decode(frame, version, reader.pos)
             self.script.asked.append((api_key, body))
             reply = self.script.answer(api_key, version, body)
@@ -215,11 +213,10 @@ class Script:
             keys = [
                 {"api_key": a.key, "min_version": 0, "max_version": a.max_version}
                 for a in API_BY_KEY.values()
+                if self.serves_epochs or a.key != ApiKey.OFFSET_FOR_LEADER_EPOCH
             ]
-            if self.serves_epochs:
-                keys.append({"api_key": 23, "min_version": 0, "max_version": 3})
             return {"error_code": 0, "api_keys": keys, "throttle_time_ms": 0}
-        if api_key == truncation.OFFSET_FOR_LEADER_EPOCH_KEY:
+        if api_key == ApiKey.OFFSET_FOR_LEADER_EPOCH:
             return {
                 "throttle_time_ms": 0,
                 "topics": [

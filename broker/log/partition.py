@@ -43,6 +43,7 @@ from . import truncation
 from .appends import checked_batches
 from .clock import SystemClock, milliseconds
 from .config import LogConfig
+from .epochs import UNDEFINED_EPOCH
 from .flush import FlushJob
 from .loader import LoadedLog, LogLoader
 from .segment import FileSlice, Segment
@@ -432,6 +433,11 @@ class PartitionLog:
     def read(self, offset: int, max_bytes: int) -> bytes:
         """The bytes of ``read_slice``: whole record batches as they were appended."""
         return self.read_slice(offset, max_bytes).read()
+
+    def latest_epoch(self) -> int | None:
+        """The largest leader epoch stamped in this log; None if it has none."""
+        latest = self.leader_epochs.latest_epoch
+        return None if latest == UNDEFINED_EPOCH else latest
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch's (epoch, end offset): ``LeaderEpochCache.end_offset_for``."""

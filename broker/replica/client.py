@@ -28,32 +28,15 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
 
 from ..protocol.errors import KafkaError, error_for_code
-from ..protocol.frames import FrameSplitter
+from ..protocol.frames import FrameSplitter, encode_request
 from ..protocol.registry import API_BY_KEY, ApiKey, client_version
-from ..protocol.schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError, Struct
+from ..protocol.schema import DECODE_ERRORS, ProtocolError, Struct
 
 RequestTimedOutError = error_for_code(7)
 NetworkExceptionError = error_for_code(13)
 
-_HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _SIZE = struct.Struct(">i")
 DEFAULT_MAX_RESPONSE = 100 * 1024 * 1024
-
-
-def encode_request_frame(
-    api_key: int,
-    version: int,
-    correlation_id: int,
-    client_id: str | None,
-    schema: Struct,
-    body: dict,
-) -> bytes:
-    """A whole request frame (size prefix, header v1, body) for any request schema."""
-    out: list = [_HEAD.pack(api_key, version, correlation_id)]
-    NULLABLE_STRING.write(out, client_id)
-    out += schema.encode_parts(body, version)
-    payload = b"".join(bytes(p) if isinstance(p, memoryview) else p for p in out)
-    return _SIZE.pack(len(payload)) + payload
 
 
 def _transport(connection: protocol.Protocol) -> Any:
@@ -131,21 +114,15 @@ class BrokerClient:
         return self._connection is not None
 
     def request(self, api_key: ApiKey, body: dict, version: int | None = None) -> defer.Deferred:
-        """Send a request of a registry API; a Deferred of the decoded response body."""
-        api = API_BY_KEY[api_key]
-        return self.call(api_key, client_version(api_key, version), api.request, api.response, body)
-
-    def call(
-        self, api_key: int, version: int, request: Struct, response: Struct, body: dict
-    ) -> defer.Deferred:
-        """Send a request with the schemas given (for an API the registry does not list
-        yet); a Deferred of the decoded response body."""
+        """Send a request of a registry API (at our clients' version unless ``version`` is
+        given); a Deferred of the decoded response body."""
         if self._closed:
             return defer.fail(NetworkExceptionError(f"client for {self.host}:{self.port} closed"))
-        pending = _Pending(api_key, version, self._next_correlation, response)
+        version = client_version(api_key, version)
+        pending = _Pending(api_key, version, self._next_correlation, API_BY_KEY[api_key].response)
         self._next_correlation = (self._next_correlation + 1) & 0x7FFFFFFF
-        pending.frame = encode_request_frame(
-            api_key, version, pending.correlation_id, self.client_id, request, body
+        pending.frame = encode_request(
+            api_key, version, pending.correlation_id, self.client_id, body
         )
         pending.deferred = defer.Deferred(canceller=lambda _: self._cancel(pending))
         pending.timer = self.reactor.callLater(

@@ -240,7 +240,7 @@ class ReplicaFetcher:
         body = await self.client.request(ApiKey.API_VERSIONS, {})
         served = {k["api_key"]: k["max_version"] for k in body["api_keys"]}
         self._leader_serves_epochs = (
-            served.get(truncation.OFFSET_FOR_LEADER_EPOCH_KEY, -1)
+            served.get(ApiKey.OFFSET_FOR_LEADER_EPOCH, -1)
             >= truncation.OFFSET_FOR_LEADER_EPOCH_VERSION
         )
 

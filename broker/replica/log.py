@@ -1,11 +1,12 @@
 """The follower's side of a partition log, as the replica fetcher reaches it.
 
-``broker/log``'s ``PartitionLog`` provides these under the same names; tests use a list.
+``broker/log``'s ``PartitionLog`` provides these under the same names (mypy checks it, below);
+tests use a list.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 
 class FollowerLog(Protocol):
@@ -28,20 +29,28 @@ class FollowerLog(Protocol):
         """The largest leader epoch stamped in this log, or None if it has none."""
         ...
 
-    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int] | None:
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """``(e, end)``: the largest epoch ``e <= epoch`` in this log and the offset where
-        it ends (the next epoch's start offset, or the log end for the latest); None if the
-        log has no epoch at or below ``epoch``."""
+        it ends (the next epoch's start offset, or the log end for the latest); ``(-1, -1)``
+        (UNDEFINED, Kafka's answer) if the log has no epoch at or below ``epoch``."""
         ...
 
-    def append_as_follower(self, records: bytes) -> None:
+    def append_as_follower(self, records: bytes) -> object:
         """Append the leader's batches as they are: offsets and epochs already assigned."""
         ...
 
-    def truncate_to(self, offset: int) -> None:
-        """Remove every batch at or after ``offset`` (and the epochs starting there)."""
+    def truncate_to(self, offset: int) -> bool:
+        """Remove every batch at or after ``offset`` (and the epochs starting there); True if
+        anything was removed."""
         ...
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Empty the log; the next batch appended has offset ``offset``."""
         ...
+
+
+if TYPE_CHECKING:
+    from ..log import PartitionLog
+
+    def _partition_log_is_a_follower_log(log: PartitionLog) -> FollowerLog:
+        return log

@@ -26,38 +26,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..protocol.schema import INT16, INT32, INT64, Field, Struct, topic_partitions
+from ..protocol.registry import ApiKey, client_version
 from .log import FollowerLog
 
 UNDEFINED_EPOCH = -1
 UNDEFINED_EPOCH_OFFSET = -1
 
-# OffsetForLeaderEpoch (key 23), non-flexible versions 0-3, as Kafka's message definitions
-# lay it out.  These two schemas stand in until the registry lists the API; then
-# ``epoch_end_offsets`` calls ``client.request(ApiKey.OFFSET_FOR_LEADER_EPOCH, ...)``.
-OFFSET_FOR_LEADER_EPOCH_KEY = 23
-OFFSET_FOR_LEADER_EPOCH_VERSION = 3
-OFFSET_FOR_LEADER_EPOCH_REQUEST = Struct(
-    Field("replica_id", INT32, "3+", default=-2),
-    topic_partitions(
-        "topics",
-        Field("partition", INT32),
-        Field("current_leader_epoch", INT32, "2+", default=-1),
-        Field("leader_epoch", INT32),
-        topic="topic",
-    ),
-)
-OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32, "2+"),
-    topic_partitions(
-        "topics",
-        Field("error_code", INT16),
-        Field("partition", INT32),
-        Field("leader_epoch", INT32, "1+", default=-1),
-        Field("end_offset", INT64),
-        topic="topic",
-    ),
-)
+# The version the follower asks OffsetForLeaderEpoch with (v3: the asker's replica id).
+OFFSET_FOR_LEADER_EPOCH_VERSION = client_version(ApiKey.OFFSET_FOR_LEADER_EPOCH)
 
 
 class Truncation(NamedTuple):
@@ -82,10 +58,9 @@ def truncation_for(log: FollowerLog, leader_epoch: int, leader_end_offset: int) 
         return Truncation(min(log.high_watermark, leo), True)
     if leader_epoch == UNDEFINED_EPOCH:
         return Truncation(min(leader_end_offset, leo), True)
-    local = log.end_offset_for_epoch(leader_epoch)
-    if local is None:
+    local_epoch, local_end = log.end_offset_for_epoch(leader_epoch)
+    if local_end == UNDEFINED_EPOCH_OFFSET:
         return Truncation(min(leader_end_offset, leo), True)
-    local_epoch, local_end = local
     if local_epoch != leader_epoch:
         return Truncation(min(local_end, leo), False)
     return Truncation(min(local_end, leader_end_offset, leo), True)
@@ -134,13 +109,7 @@ async def epoch_end_offsets(
         "replica_id": replica_id,
         "topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()],
     }
-    response = await client.call(
-        OFFSET_FOR_LEADER_EPOCH_KEY,
-        version,
-        OFFSET_FOR_LEADER_EPOCH_REQUEST,
-        OFFSET_FOR_LEADER_EPOCH_RESPONSE,
-        body,
-    )
+    response = await client.request(ApiKey.OFFSET_FOR_LEADER_EPOCH, body, version)
     return {
         (t["topic"], p["partition"]): EpochEndOffset(
             p["error_code"], p["leader_epoch"], p["end_offset"]
