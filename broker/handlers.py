@@ -61,6 +61,7 @@ class RequestHandlers:
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         )
         self.controller = None  # this broker's controller, set by the broker once started
+        self.replicas = None  # this broker's ReplicaManager, set by the broker
         self.table = self.handler_table()
         self.contextual = self.groups.contextual
         check_handlers({**self.table, **self.contextual})
@@ -131,7 +132,8 @@ class RequestHandlers:
 
     def produce(self, request, version):
         """Produce, on its fast path: ``request`` is a ``produce.ProduceRequest`` (tuples, not
-        dicts) and the answer the encoded response body, or None (acks=0)."""
+        dicts) and the answer the encoded response body, or None (acks=0).  acks=all answers
+        once the high watermark covers every appended batch (a Deferred while it does not)."""
         acks = request.acks
         answer = self._produce_partition
         responses = []
@@ -145,6 +147,34 @@ class RequestHandlers:
             # closing, and then refreshes its metadata.
             failed = any(p[1] for _, partitions in responses for p in partitions)
             return CLOSE_CONNECTION if failed else None
+        if acks == -1:
+            waits = self._replication_waits(responses, request.timeout_ms)
+            if waits:
+                return self._answer_replicated(version, responses, waits)
+        return produce.encode_response(version, responses)
+
+    def _replication_waits(self, responses, timeout_ms: int) -> list:
+        """For acks=all: (topic index, partition index, Deferred of the error code) of each
+        appended batch the high watermark does not cover yet."""
+        waits = []
+        for i, (topic, answers) in enumerate(responses):
+            for j, answer in enumerate(answers):
+                if answer[1] == NONE:
+                    plog = self.manager.get_log(topic, answer[0])
+                    end = plog.log_end_offset if plog is not None else 0
+                    d = self.replicas.wait_for_hw(topic, answer[0], end, timeout_ms)
+                    if d is not None:
+                        waits.append((i, j, d))
+        return waits
+
+    @defer.inlineCallbacks
+    def _answer_replicated(self, version, responses, waits):
+        codes = yield defer.gatherResults([d for _, _, d in waits])
+        for (i, j, _), code in zip(waits, codes, strict=True):
+            if code != NONE:
+                answer = responses[i][1][j]
+                message = errors.error_for_code(code).description
+                responses[i][1][j] = (answer[0], code, -1, -1, -1, None, message)
         return produce.encode_response(version, responses)
 
     def _produce_partition(self, topic, partition, records, acks, version):
@@ -156,13 +186,11 @@ class RequestHandlers:
             plog = self._local_log(topic, partition)
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
-            state = self.metadata.states[topic][partition].state
-            if acks == -1 and len(state.isr) < plog.config.min_insync_replicas:
-                raise errors.NotEnoughReplicasError(
-                    f"{topic}-{partition} has {len(state.isr)} in-sync replicas "
-                    f"{list(state.isr)}; min.insync.replicas is {plog.config.min_insync_replicas}"
-                )
-            appended = plog.append(records, state.leader_epoch)
+            if acks == -1:
+                self.replicas.check_in_sync(topic, partition, plog.config.min_insync_replicas)
+            appended = plog.append(
+                records, self.metadata.states[topic][partition].state.leader_epoch
+            )
         except KafkaError as exc:
             code, record_errors = exc.code, None
             if isinstance(exc, errors.InvalidRecordError):
@@ -170,7 +198,7 @@ class RequestHandlers:
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
             return (partition, code, -1, -1, -1, record_errors, str(exc.args[0]))
-        self.waiters.appended(topic, partition, len(records))
+        self.replicas.appended(topic, partition, plog, len(records))
         return (
             partition,
             NONE,
@@ -207,6 +235,7 @@ class RequestHandlers:
         smaller of the request's max_bytes and fetch.max.bytes for the whole response, except
         that the first non-empty partition's first batch comes back whole however large."""
         max_bytes = min(body["max_bytes"], self.config["fetch.max.bytes"])
+        follower = body["replica_id"]
         total = 0
         saw_error = False
         responses = []
@@ -227,11 +256,18 @@ class RequestHandlers:
                 }
                 try:
                     plog = self._local_log(topic, partition, p["current_leader_epoch"])
-                    entry["high_watermark"] = entry["last_stable_offset"] = plog.log_end_offset
+                    if follower >= 0:  # a follower reads to the log end and tells its own
+                        self.replicas.follower_fetched(
+                            topic, partition, follower, p["fetch_offset"], plog
+                        )
+                    hw = self.replicas.high_watermark(topic, partition, plog)
+                    entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset
                     limit = min(p["partition_max_bytes"], max_bytes - total)
                     if limit > 0 or total == 0:
-                        piece = plog.read_slice(p["fetch_offset"], max(limit, 1))
+                        piece = plog.read_slice(
+                            p["fetch_offset"], max(limit, 1), None if follower >= 0 else hw
+                        )
                         # Past the first non-empty partition, the limits hold strictly.
                         if piece.size and (total == 0 or piece.size <= limit):
                             entry["records"] = _detached(piece)
@@ -270,6 +306,9 @@ class RequestHandlers:
                     found = plog.offset_for_timestamp(p["timestamp"])
                     if found is not None:
                         entry["offset"], entry["timestamp"] = found
+                    if p["timestamp"] == -1 and body["replica_id"] < 0:  # consumers: the hw
+                        hw = self.replicas.high_watermark(topic, p["partition_index"], plog)
+                        entry["offset"] = min(entry["offset"], hw)
                 except KafkaError as exc:
                     entry["error_code"] = exc.code
                     entry["leader_epoch"] = -1

@@ -20,6 +20,7 @@ from .config import BrokerConfig
 from .controller import Controller
 from .handlers import RequestHandlers
 from .log import ConfigError, LogManager
+from .replica.manager import ReplicaManager
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
@@ -58,6 +59,7 @@ class Broker:
         self.manager = LogManager.from_broker_config(config, clock=reactor)
         self.cluster = None
         self.controller = None
+        self.replicas = None
         self.handlers = None
         self.port = None
 
@@ -77,6 +79,16 @@ class Broker:
         factory = KafkaServerFactory(self.handlers, self.config["socket.request.max.bytes"])
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
+        self.replicas = ReplicaManager(
+            self.config["broker.id"],
+            self.manager,
+            self.cluster,
+            self.reactor,
+            self.config,
+            self.handlers.waiters,
+        )
+        self.handlers.replicas = self.replicas
+        self.replicas.start()
         self.cluster.listeners.append(self._metadata_changed)
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.start()
@@ -177,6 +189,8 @@ class Broker:
         if self.port is not None:
             for connection in list(self.factory.connections):
                 connection.transport.abortConnection()
+        if self.replicas is not None:
+            self.replicas.stop()
         if self.controller is not None:
             self.controller.stop()
         if self.cluster is not None:

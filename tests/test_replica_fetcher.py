@@ -8,7 +8,7 @@ import struct
 import time
 
 import pytest
-from conftest import create_topic
+from conftest import create_topic, metadata
 from test_replica_client import in_reactor, listen, reactor
 from twisted.internet import protocol
 
@@ -413,11 +413,19 @@ def test_a_fetcher_stops_cleanly_with_a_request_in_flight():
 # --- following a real broker -----------------------------------------------------------------
 
 
-def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_order(cluster1):
+def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_order(
+    make_cluster,
+):
     from confluent_kafka import Producer
 
-    port = cluster1.brokers[0].port
-    create_topic(port, "replica-follow", 1)
+    cluster = make_cluster(2)
+    create_topic(cluster.brokers[0].port, "replica-follow", 1, replication_factor=2)
+    # The leader answers only its replicas: this fetcher speaks as the other one (whose own
+    # fetcher follows the partition too).
+    meta = metadata(cluster.brokers[0].port, ["replica-follow"])
+    leader_id = meta["topics"][0]["partitions"][0]["leader_id"]
+    port = cluster.broker(leader_id).port
+    other = next(b.broker_id for b in cluster.brokers if b.broker_id != leader_id)
     producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "linger.ms": 5})
 
     def produce(first: int, last: int) -> None:
@@ -434,10 +442,10 @@ def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_
 
     produce(0, 2000)
     follower = ListLog()
-    client = BrokerClient(reactor(), "127.0.0.1", port, client_id="broker-2")
+    client = BrokerClient(reactor(), "127.0.0.1", port, client_id=f"broker-{other}")
     # per-partition fetches smaller than the log: many fetches of a few batches each
     config = FetcherConfig(fetch_wait_max_ms=100, fetch_max_bytes=5000)
-    fetcher = ReplicaFetcher(reactor(), client, broker_id=2, config=config)
+    fetcher = ReplicaFetcher(reactor(), client, broker_id=other, config=config)
 
     def begin():
         fetcher.add_partition("replica-follow", 0, follower, leader_epoch=-1)
@@ -447,6 +455,11 @@ def test_a_fetcher_follows_a_real_brokers_partition_getting_every_batch_once_in_
     wait_for_end(2000)
     produce(2000, 2500)  # while the fetcher long-polls at the log end
     wait_for_end(2500)
+    # The high watermark comes one fetch later: once the followers' fetches showed the leader
+    # they have everything.
+    deadline = time.monotonic() + 20
+    while in_reactor(lambda: follower.high_watermark) < 2500 and time.monotonic() < deadline:
+        time.sleep(0.05)
     in_reactor(fetcher.stop)
 
     offsets = [check_batch(b).base_offset for b in follower.batches]

@@ -1,0 +1,253 @@
+"""The replica manager: turns the partition states this broker watches into its roles, and
+keeps each led partition's ``LeaderState``, the acks=all waits and the fetchers.
+
+    >>> replicas = ReplicaManager(broker_id, log_manager, cluster, reactor, config, waiters)
+    >>> replicas.start()     # before cluster.start(): every state is delivered, then changes
+    >>> replicas.stop()      # Deferred: fetchers stopped, waits failed
+
+For each ``on_partition_state`` (a newer leader epoch or a new ISR, on the reactor thread):
+
+- **leader** (the state names this broker): open the log, note the epoch at the log end in its
+  epoch cache, stop fetching it, and lead with the state's ISR and the log's high watermark;
+- **follower** (a replica, another leader): fail the partition's acks=all waits with
+  NOT_LEADER_OR_FOLLOWER and hand the log to the ``ReplicaFetcher`` of its leader, which
+  truncates it first (KIP-279) and then fetches;
+- **not a replica**, or no leader: stop following it.
+
+Every ``replica.lag.time.max.ms`` / 2 each leader takes its shrink candidates out of the ISR
+with a conditional write of the state node (``ZkCluster.update_isr``); a follower that caught
+up is put back the same way after its fetch.  A failed write means the controller (or a newer
+leader) moved on: the state watch then delivers what to obey.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from twisted.internet import defer, task
+
+from ..protocol.errors import error_for_code
+from .client import BrokerClient
+from .delayed import DelayedProduces
+from .fetcher import FetcherConfig, ReplicaFetcher
+from .state import LeaderState
+
+log = logging.getLogger(__name__)
+
+NotEnoughReplicasError = error_for_code(19)  # NOT_ENOUGH_REPLICAS
+
+Key = tuple[str, int]
+
+
+class ReplicaManager:
+    """This broker's roles for every partition it is a replica of (see module)."""
+
+    def __init__(self, broker_id: int, logs, cluster, reactor: Any, config, waiters):
+        self.broker_id = broker_id
+        self.logs = logs
+        self.cluster = cluster
+        self.metadata = cluster.metadata
+        self.reactor = reactor
+        self.config = config
+        self.waiters = waiters
+        self.lag_ms = config["replica.lag.time.max.ms"]
+        self.fetcher_config = FetcherConfig.from_properties(
+            {k: str(config[k]) for k in FETCHER_PROPERTIES}
+        )
+        self.leaders: dict[Key, LeaderState] = {}
+        self.delayed = DelayedProduces(reactor)
+        self.fetchers: dict[int, ReplicaFetcher] = {}
+        self.following: dict[Key, int] = {}  # partition -> the leader fetched from
+        self._isr_writes: set[Key] = set()
+        self._shrink = task.LoopingCall(self.shrink_isrs)
+        self._shrink.clock = reactor
+
+    def _now_ms(self) -> int:
+        return int(self.reactor.seconds() * 1000)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.cluster.on_partition_state.append(self.on_partition_state)
+        self._shrink.start(self.lag_ms / 2000.0, now=False)
+
+    def stop(self) -> defer.Deferred:
+        if self._shrink.running:
+            self._shrink.stop()
+        for topic, partition in list(self.leaders):
+            self.delayed.fail_all(topic, partition)
+        fetchers, self.fetchers = list(self.fetchers.values()), {}
+        return defer.DeferredList([f.stop() for f in fetchers])
+
+    # --- roles --------------------------------------------------------------------------------
+
+    def on_partition_state(self, topic: str, partition: int, state, version: int) -> None:
+        replicas = self.metadata.topics.get(topic, {}).get(partition, [])
+        if state.leader == self.broker_id:
+            self._become_leader(topic, partition, state, replicas)
+        elif self.broker_id in replicas and state.leader >= 0:
+            self._become_follower(topic, partition, state)
+        else:
+            self._stop_replica(topic, partition)
+
+    def _become_leader(self, topic: str, partition: int, state, replicas) -> None:
+        key = (topic, partition)
+        self._stop_fetching(key)
+        plog = self.logs.get_or_create_log(topic, partition)
+        leo = plog.log_end_offset
+        plog.leader_epochs.assign(state.leader_epoch, leo)
+        leader = self.leaders.get(key)
+        if leader is None:
+            leader = self.leaders[key] = LeaderState(topic, partition, self.broker_id)
+        first = not leader.is_leader or leader.leader_epoch != state.leader_epoch
+        leader.become_leader(
+            state.leader_epoch, state.isr, replicas, leo, plog.high_watermark, self._now_ms()
+        )
+        self._hw_maybe_moved(topic, partition, plog, leader)
+        if first:
+            log.info("leading %s-%d at epoch %d", topic, partition, state.leader_epoch)
+        if len(leader.isr) < plog.config.min_insync_replicas:
+            self.delayed.not_enough_replicas(topic, partition)
+
+    def _become_follower(self, topic: str, partition: int, state) -> None:
+        key = (topic, partition)
+        leader = self.leaders.pop(key, None)
+        if leader is not None:
+            leader.become_follower()
+        self.delayed.fail_all(topic, partition)
+        self.waiters.wake_all(topic, partition)
+        if self.following.get(key) not in (None, state.leader):
+            self._stop_fetching(key)
+        info = self.metadata.brokers.get(state.leader)
+        if info is None:
+            return  # the leader's registration is not seen yet: the next state brings it
+        plog = self.logs.get_or_create_log(topic, partition)
+        fetcher = self.fetchers.get(state.leader)
+        if fetcher is None:
+            client = BrokerClient(
+                self.reactor,
+                info.host,
+                info.port,
+                client_id=f"replica-{self.broker_id}",
+                request_timeout_ms=self.fetcher_config.socket_timeout_ms,
+                backoff_ms=self.fetcher_config.fetch_backoff_ms,
+                max_response_bytes=self.fetcher_config.fetch_response_max_bytes * 2,
+            )
+            fetcher = ReplicaFetcher(self.reactor, client, self.broker_id, self.fetcher_config)
+            self.fetchers[state.leader] = fetcher
+            fetcher.start()
+        self.following[key] = state.leader
+        fetcher.add_partition(topic, partition, plog, state.leader_epoch)
+        log.info("following %s-%d from broker %d", topic, partition, state.leader)
+
+    def _stop_replica(self, topic: str, partition: int) -> None:
+        key = (topic, partition)
+        self._stop_fetching(key)
+        leader = self.leaders.pop(key, None)
+        if leader is not None:
+            leader.become_follower()
+            self.delayed.fail_all(topic, partition)
+
+    def _stop_fetching(self, key: Key) -> None:
+        leader_id = self.following.pop(key, None)
+        fetcher = self.fetchers.get(leader_id) if leader_id is not None else None
+        if fetcher is not None:
+            fetcher.remove_partition(*key)
+
+    # --- the leader's side of requests --------------------------------------------------------
+
+    def check_in_sync(self, topic: str, partition: int, min_isr: int) -> None:
+        """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is below ``min_isr``."""
+        leader = self.leaders.get((topic, partition))
+        isr = leader.isr if leader is not None else ()
+        if len(isr) < min_isr:
+            raise NotEnoughReplicasError(
+                f"{topic}-{partition} has {len(isr)} in-sync replicas {sorted(isr)}; "
+                f"min.insync.replicas is {min_isr}"
+            )
+
+    def appended(self, topic: str, partition: int, plog, size: int) -> None:
+        """The leader appended ``size`` bytes: followers' long polls wake; the hw moves at
+        once with an ISR of one."""
+        leader = self.leaders.get((topic, partition))
+        if leader is not None and leader.leader_appended(plog.log_end_offset):
+            plog.high_watermark = leader.high_watermark
+            self.delayed.hw_moved(topic, partition, leader.high_watermark)
+        self.waiters.appended(topic, partition, size)
+
+    def wait_for_hw(self, topic: str, partition: int, offset: int, timeout_ms: int):
+        """None if the hw already covers ``offset``; else a Deferred of the error code."""
+        leader = self.leaders.get((topic, partition))
+        if leader is None or leader.high_watermark >= offset:
+            return None
+        return self.delayed.wait(topic, partition, offset, timeout_ms)
+
+    def high_watermark(self, topic: str, partition: int, plog) -> int:
+        leader = self.leaders.get((topic, partition))
+        return leader.high_watermark if leader is not None else plog.log_end_offset
+
+    def follower_fetched(self, topic: str, partition: int, replica_id: int, offset: int, plog):
+        """A follower's Fetch at ``offset`` (its log end); NotAssignedReplicaError if it is
+        not a replica."""
+        key = (topic, partition)
+        leader = self.leaders.get(key)
+        if leader is None:
+            return
+        if leader.follower_fetched(replica_id, offset, plog.log_end_offset, self._now_ms()):
+            self._hw_moved(topic, partition, plog, leader, 1)
+        if leader.expand_candidate(replica_id):
+            self._write_isr(key, leader, leader.isr | {replica_id})
+
+    def _hw_maybe_moved(self, topic, partition, plog, leader) -> None:
+        if leader.high_watermark != plog.high_watermark:
+            self._hw_moved(topic, partition, plog, leader, 1)
+
+    def _hw_moved(self, topic, partition, plog, leader, size: int) -> None:
+        plog.high_watermark = leader.high_watermark
+        self.delayed.hw_moved(topic, partition, leader.high_watermark)
+        self.waiters.appended(topic, partition, size)
+
+    # --- ISR ----------------------------------------------------------------------------------
+
+    def shrink_isrs(self) -> None:
+        now = self._now_ms()
+        for key, leader in list(self.leaders.items()):
+            out = leader.shrink_candidates(now, self.lag_ms)
+            if out:
+                log.info("%s-%d: replicas %s fell behind", *key, sorted(out))
+                self._write_isr(key, leader, leader.isr - out)
+
+    def _write_isr(self, key: Key, leader: LeaderState, isr) -> None:
+        known = self.metadata.states.get(key[0], {}).get(key[1])
+        if known is None or key in self._isr_writes:
+            return
+        self._isr_writes.add(key)
+        new_isr = sorted(isr, key=lambda b: (b != self.broker_id, b))
+        d = self.cluster.update_isr(*key, new_isr, leader.leader_epoch, known.version)
+
+        def written(_):
+            if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
+                plog = self.logs.get_log(*key)
+                if leader.apply_isr(new_isr) and plog is not None:
+                    self._hw_moved(key[0], key[1], plog, leader, 1)
+                if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
+                    self.delayed.not_enough_replicas(*key)
+            log.info("%s-%d: ISR now %s", *key, new_isr)
+
+        def refused(failure):
+            log.info("%s-%d: ISR change not written (%s)", *key, failure.value)
+
+        d.addCallbacks(written, refused)
+        d.addBoth(lambda _: self._isr_writes.discard(key))
+
+
+FETCHER_PROPERTIES = (
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.min.bytes",
+    "replica.fetch.backoff.ms",
+    "replica.socket.timeout.ms",
+)
+
+__all__ = ["ReplicaManager"]
