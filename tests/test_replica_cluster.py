@@ -1,7 +1,8 @@
 """Replication end to end (3 brokers, replication factor 3, min.insync.replicas 2, a real
 ZooKeeper): acks=all with an idempotent confluent-kafka producer, every message read back
 once, and the followers' segment files byte for byte the leader's up to the high
-watermark."""
+watermark; a follower stopped past replica.lag.time.max.ms leaves the ISR and rejoins; the
+leader killed mid-produce loses no acknowledged message."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ def state(zk, topic: str, partition: int):
     return layout.decode_partition_state(zk.get(layout.partition_state_path(topic, partition))[0])
 
 
-def read_back(bootstrap: str, topic: str, count: int) -> dict[int, list[bytes]]:
+def read_back(
+    bootstrap: str, topic: str, count: int, partitions: int = PARTITIONS
+) -> dict[int, list[bytes]]:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    got: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     deadline = time.monotonic() + 30
     try:
         while sum(map(len, got.values())) < count and time.monotonic() < deadline:
@@ -94,3 +97,94 @@ def test_acks_all_idempotent_messages_are_read_once_and_followers_hold_the_leade
                     ),
                     10,
                 )
+
+
+class Sender:
+    """An idempotent acks=all confluent-kafka producer counting failed deliveries."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.failures: list = []
+        self.sent = 0
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
+
+    def send(self, count: int, partitions: int = 1) -> None:
+        for _ in range(count):
+            self.producer.produce(
+                self.topic,
+                b"%d" % self.sent,
+                partition=self.sent % partitions,
+                on_delivery=lambda err, _msg: err and self.failures.append(err),
+            )
+            self.sent += 1
+            self.producer.poll(0)
+
+    def flush(self, timeout: float) -> int:
+        return self.producer.flush(timeout)
+
+
+def test_a_stopped_follower_leaves_the_isr_acks_all_goes_on_and_it_rejoins(make_cluster):
+    import signal
+
+    cluster = make_cluster(
+        3,
+        min_insync_replicas=2,
+        replica_lag_time_max_ms=3000,
+        zookeeper_session_timeout_ms=10000,
+    )
+    create_topic(cluster.brokers[0].port, "lagging", 1, replication_factor=3)
+    sender = Sender(cluster.bootstrap, "lagging")
+    with zk_session(cluster.zookeeper_connect) as zk:
+        leader = state(zk, "lagging", 0).leader
+        follower = next(b for b in (1, 2, 3) if b != leader)
+        sender.send(100)
+        assert sender.flush(10) == 0
+        process = cluster.broker(follower).process
+        process.send_signal(signal.SIGSTOP)
+        try:
+            sender.send(100)
+            # Out after replica.lag.time.max.ms (checked every half of it), well within its
+            # ZooKeeper session: the leader shrank the ISR, not the controller.
+            wait_for(lambda: follower not in state(zk, "lagging", 0).isr, 8)
+            assert sender.flush(10) == 0
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert state(zk, "lagging", 0).leader == leader
+        sender.send(100)
+        assert sender.flush(10) == 0
+        wait_for(lambda: follower in state(zk, "lagging", 0).isr, 15)
+    assert sender.failures == []
+    got = read_back(cluster.bootstrap, "lagging", 300, partitions=1)
+    assert got[0] == [b"%d" % i for i in range(300)]
+
+
+def test_the_leader_killed_mid_produce_loses_no_acknowledged_message(make_cluster):
+    cluster = make_cluster(3, min_insync_replicas=2)
+    create_topic(cluster.brokers[0].port, "killed", PARTITIONS, replication_factor=3)
+    sender = Sender(cluster.bootstrap, "killed")
+    with zk_session(cluster.zookeeper_connect) as zk:
+        before = state(zk, "killed", 0)
+        sender.send(600, PARTITIONS)
+        broker = cluster.broker(before.leader)
+        broker.kill()  # SIGKILL, with batches in flight
+        sender.send(600, PARTITIONS)
+        wait_for(lambda: state(zk, "killed", 0).leader not in (before.leader, -1), 20)
+        assert sender.flush(30) == 0
+        broker.start()  # it truncates where it must and follows
+        sender.send(300, PARTITIONS)
+        assert sender.flush(30) == 0
+        wait_for(lambda: before.leader in state(zk, "killed", 0).isr, 20)
+    assert sender.failures == []
+    got = read_back(cluster.bootstrap, "killed", 1500)
+    for p in range(PARTITIONS):
+        assert got[p] == [b"%d" % i for i in range(p, 1500, PARTITIONS)]
