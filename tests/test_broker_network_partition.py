@@ -5,6 +5,9 @@ Skipped, saying why, where network namespaces cannot be made."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+
 import pytest
 from conftest import metadata, wait_for
 from netns import NetworkLab
@@ -98,6 +101,8 @@ def test_a_cut_off_broker_loses_its_registration_and_serves_again_once_healed(la
     assert old_session is not None
 
     lab.cut(cut_off)
+    with pytest.raises(OSError):  # no packet reaches it
+        socket.create_connection((lab.broker(cut_off).host, lab.broker(cut_off).port), 1).close()
     wait_for(lambda: registration_owner(lab, cut_off) is None, 4 * SESSION_MS / 1000)
     # The rest of the cluster keeps serving while the broker is away.
     survivors = ",".join(b.bootstrap for b in lab.brokers if b.broker_id != cut_off)
@@ -111,3 +116,16 @@ def test_a_cut_off_broker_loses_its_registration_and_serves_again_once_healed(la
 
     read = consume_all(lab.bootstrap, "events", everywhere, len(acknowledged))
     assert sorted(read) == sorted(acknowledged)
+
+
+def test_the_lab_leaves_nothing_behind_when_a_test_fails(tmp_path):
+    NetworkLab.skip_unless_possible()
+    with pytest.raises(RuntimeError, match="the test failed"), NetworkLab(tmp_path, 2) as lab:
+        lab.start()
+        lab.cut(2)
+        processes = [lab.zookeeper.process] + [b.process for b in lab.brokers]
+        raise RuntimeError("the test failed")
+    assert all(p.poll() is not None for p in processes)
+    left = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    left += subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"hr{lab.token}" not in left
