@@ -105,12 +105,13 @@ class NamespacedBroker(BrokerProcess):
     """A broker process run with ``ip netns exec`` in namespace ``netns``, listening and
     advertised on ``host``, the namespace's own address."""
 
-    def __init__(self, workdir, broker_id, zookeeper_connect, netns, host, overrides=None):
+    def __init__(self, workdir, broker_id, zookeeper_connect, netns, host, links, overrides=None):
         listener = f"PLAINTEXT://{host}:9092"
         props = {"listeners": listener, "advertised.listeners": listener, **(overrides or {})}
         super().__init__(workdir, broker_id, zookeeper_connect, port=9092, overrides=props)
         self.netns = netns
         self.host = host
+        self.links = links  # its veth pair: the end on the bridge, the end in its namespace
 
     @property
     def bootstrap(self) -> str:
@@ -150,7 +151,10 @@ class NamespacedBroker(BrokerProcess):
 
 class NetworkLab:
     """A bridge, a ZooKeeper on it and ``brokers`` namespaced brokers (ids 1..N); a context
-    manager that undoes all of it on exit. ``start()`` starts ZooKeeper and the brokers."""
+    manager that undoes all of it on exit. ``start()`` starts ZooKeeper and the brokers,
+    which share the chroot ``CHROOT``."""
+
+    CHROOT = "/headrace"
 
     def __init__(self, workdir: Path, brokers: int, overrides: dict[str, str] | None = None):
         self.workdir = Path(workdir)
@@ -160,6 +164,7 @@ class NetworkLab:
         self.bridge = f"hr{self.token}br"
         self.subnet = None
         self.zookeeper: NamespacedZooKeeper | None = None
+        self.zookeeper_connect = ""  # with the brokers' chroot, once ZooKeeper has a port
         self.brokers: list[NamespacedBroker] = []
         self._undo = contextlib.ExitStack()
 
@@ -198,6 +203,7 @@ class NetworkLab:
         ip("link", "set", self.bridge, "up")
         self.zookeeper = NamespacedZooKeeper(self.workdir / "zookeeper", self.gateway)
         self._undo.callback(self.zookeeper.stop)
+        self.zookeeper_connect = self.zookeeper.connect + self.CHROOT
         for broker_id in range(1, self.size + 1):
             self.brokers.append(self._namespace_for(broker_id))
 
@@ -211,29 +217,27 @@ class NetworkLab:
         ip("link", "set", inside, "netns", netns)
         ip("link", "set", outside, "master", self.bridge)
         ip("link", "set", outside, "up")
-        inns = ("netns", "exec", netns, "ip")
-        ip(*inns, "addr", "add", f"{host}/24", "dev", inside)
-        ip(*inns, "link", "set", inside, "up")
-        ip(*inns, "link", "set", "lo", "up")
+        ip("-n", netns, "addr", "add", f"{host}/24", "dev", inside)
+        ip("-n", netns, "link", "set", inside, "up")
+        ip("-n", netns, "link", "set", "lo", "up")
         broker = NamespacedBroker(
             self.workdir / f"broker-{broker_id}",
             broker_id,
-            "",  # set in start(), once ZooKeeper's port is known
+            self.zookeeper_connect,
             netns,
             host,
+            (outside, inside),
             self.overrides,
         )
-        broker.links = (outside, inside)
         self._undo.callback(broker.kill)  # runs before its namespace is deleted
         return broker
 
-    def start(self, chroot: str = "/headrace") -> NetworkLab:
+    def start(self) -> NetworkLab:
         """Start ZooKeeper on the bridge and every broker; wait until each sees all."""
         self.zookeeper.start()
         with self.zk() as client:
-            client.ensure_path(chroot)
+            client.ensure_path(self.CHROOT)
         for broker in self.brokers:
-            broker.zookeeper_connect = self.zookeeper.connect + chroot
             broker.start()
         for broker in self.brokers:
             wait_for(
@@ -241,14 +245,10 @@ class NetworkLab:
             )
         return self
 
-    @property
-    def zookeeper_connect(self) -> str:
-        return self.brokers[0].zookeeper_connect
-
     @contextlib.contextmanager
     def zk(self, connect: str | None = None):
-        """A kazoo client on this lab's ZooKeeper (``connect`` defaults to the brokers' chroot
-        once started), stopped afterwards."""
+        """A started kazoo client on ``connect`` (this lab's ZooKeeper without a chroot by
+        default), stopped afterwards."""
         from kazoo.client import KazooClient
 
         client = KazooClient(hosts=connect or self.zookeeper.connect, timeout=10)
@@ -266,12 +266,12 @@ class NetworkLab:
         """Take broker ``broker_id``'s link down at both ends: no packet in or out."""
         outside, inside = self.broker(broker_id).links
         ip("link", "set", outside, "down")
-        ip("netns", "exec", self.broker(broker_id).netns, "ip", "link", "set", inside, "down")
+        ip("-n", self.broker(broker_id).netns, "link", "set", inside, "down")
 
     def heal(self, broker_id: int) -> None:
         """Bring broker ``broker_id``'s link back up at both ends."""
         outside, inside = self.broker(broker_id).links
-        ip("netns", "exec", self.broker(broker_id).netns, "ip", "link", "set", inside, "up")
+        ip("-n", self.broker(broker_id).netns, "link", "set", inside, "up")
         ip("link", "set", outside, "up")
 
 

@@ -100,18 +100,19 @@ def test_a_cut_off_broker_loses_its_registration_and_serves_again_once_healed(la
     old_session = registration_owner(lab, cut_off)
     assert old_session is not None
 
+    isolated = lab.broker(cut_off)
     lab.cut(cut_off)
     with pytest.raises(OSError):  # no packet reaches it
-        socket.create_connection((lab.broker(cut_off).host, lab.broker(cut_off).port), 1).close()
+        socket.create_connection((isolated.host, isolated.port), 1).close()
     wait_for(lambda: registration_owner(lab, cut_off) is None, 4 * SESSION_MS / 1000)
     # The rest of the cluster keeps serving while the broker is away.
     survivors = ",".join(b.bootstrap for b in lab.brokers if b.broker_id != cut_off)
     acknowledged |= produce(survivors, "events", elsewhere, 10, "during")
 
     lab.heal(cut_off)
+    assert isolated.process.poll() is None  # the same process, not a restart
     wait_for(lambda: registration_owner(lab, cut_off) not in (None, old_session), 30)
-    back = lab.broker(cut_off)
-    wait_for(lambda: len(metadata(back.port, host=back.host)["brokers"]) == 3, 20)
+    wait_for(lambda: len(metadata(isolated.port, host=isolated.host)["brokers"]) == 3, 20)
     acknowledged |= produce(lab.bootstrap, "events", everywhere, 10, "after")
 
     read = consume_all(lab.bootstrap, "events", everywhere, len(acknowledged))
