@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import metadata, wait_for
+from conftest import metadata, wait_for, zk_session
 
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess
 
@@ -235,7 +235,7 @@ class NetworkLab:
     def start(self) -> NetworkLab:
         """Start ZooKeeper on the bridge and every broker; wait until each sees all."""
         self.zookeeper.start()
-        with self.zk() as client:
+        with zk_session(self.zookeeper.connect) as client:
             client.ensure_path(self.CHROOT)
         for broker in self.brokers:
             broker.start()
@@ -244,20 +244,6 @@ class NetworkLab:
                 lambda b=broker: len(metadata(b.port, host=b.host)["brokers"]) == self.size, 20
             )
         return self
-
-    @contextlib.contextmanager
-    def zk(self, connect: str | None = None):
-        """A started kazoo client on ``connect`` (this lab's ZooKeeper without a chroot by
-        default), stopped afterwards."""
-        from kazoo.client import KazooClient
-
-        client = KazooClient(hosts=connect or self.zookeeper.connect, timeout=10)
-        client.start(timeout=15)
-        try:
-            yield client
-        finally:
-            client.stop()
-            client.close()
 
     def broker(self, broker_id: int) -> NamespacedBroker:
         return self.brokers[broker_id - 1]

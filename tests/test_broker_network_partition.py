@@ -9,7 +9,7 @@ import socket
 import subprocess
 
 import pytest
-from conftest import metadata, wait_for
+from conftest import metadata, wait_for, zk_session
 from netns import NetworkLab
 
 from broker.protocol import zookeeper as layout
@@ -82,7 +82,7 @@ def consume_all(bootstrap: str, topic: str, partitions, expected: int) -> list[s
 
 def registration_owner(lab: NetworkLab, broker_id: int):
     """The session owning ``/brokers/ids/<id>``, or None while it is absent."""
-    with lab.zk(lab.zookeeper_connect) as client:
+    with zk_session(lab.zookeeper_connect) as client:
         stat = client.exists(layout.broker_path(broker_id))
         return None if stat is None else stat.ephemeralOwner
 
