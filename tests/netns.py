@@ -98,7 +98,14 @@ class NamespacedZooKeeper(ZooKeeperProcess):
             self.process = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        wait_for(lambda: _ruok(self.host, self.port), timeout)
+
+        def answering():
+            if self.process.poll() is not None:
+                tail = (self.workdir / "zookeeper.out").read_text(errors="replace")[-3000:]
+                pytest.fail(f"ZooKeeper on {self.connect} exited:\n{tail}")
+            return _ruok(self.host, self.port)
+
+        wait_for(answering, timeout)
 
 
 class NamespacedBroker(BrokerProcess):
