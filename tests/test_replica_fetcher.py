@@ -215,9 +215,8 @@ class Script:
             keys = [
                 {"api_key": a.key, "min_version": 0, "max_version": a.max_version}
                 for a in API_BY_KEY.values()
+                if self.serves_epochs or a.key != ApiKey.OFFSET_FOR_LEADER_EPOCH
             ]
-            if self.serves_epochs:
-                keys.append({"api_key": 23, "min_version": 0, "max_version": 3})
             return {"error_code": 0, "api_keys": keys, "throttle_time_ms": 0}
         if api_key == truncation.OFFSET_FOR_LEADER_EPOCH_KEY:
             return {
