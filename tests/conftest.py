@@ -140,13 +140,15 @@ class Cluster:
             broker.stop()
 
 
-def metadata(port: int, topics=None, version: int = 8, auto_create: bool = False) -> dict:
-    """A Metadata response from the broker on ``port`` (all topics by default)."""
+def metadata(
+    port: int, topics=None, version: int = 8, auto_create: bool = False, host: str = "127.0.0.1"
+) -> dict:
+    """A Metadata response from the broker on ``host:port`` (all topics by default)."""
     from broker.protocol.registry import ApiKey
     from consumers.client import BrokerConnection
 
     names = None if topics is None else [{"name": t} for t in topics]
-    with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
+    with BrokerConnection(host, port, timeout=10) as conn:
         return conn.request(
             ApiKey.METADATA,
             {"topics": names, "allow_auto_topic_creation": auto_create},
