@@ -8,7 +8,9 @@ keeps each led partition's ``LeaderState``, the acks=all waits and the fetchers.
 For each ``on_partition_state`` (a newer leader epoch or a new ISR, on the reactor thread):
 
 - **leader** (the state names this broker): open the log, note the epoch at the log end in its
-  epoch cache, stop fetching it, and lead with the state's ISR and the log's high watermark;
+  epoch cache, stop fetching it, and lead with the state's ISR and the log's high watermark
+  (with a single replica nothing is tracked: its high watermark is its log end, so replication
+  factor 1 costs the append path nothing);
 - **follower** (a replica, another leader): fail the partition's acks=all waits with
   NOT_LEADER_OR_FOLLOWER and hand the log to the ``ReplicaFetcher`` of its leader, which
   truncates it first (KIP-279) and then fetches;
@@ -97,6 +99,9 @@ class ReplicaManager:
         plog = self.logs.get_or_create_log(topic, partition)
         leo = plog.log_end_offset
         plog.leader_epochs.assign(state.leader_epoch, leo)
+        if len(replicas) < 2:  # its only replica: the hw is the log end, nothing to track
+            self.leaders.pop(key, None)
+            return
         leader = self.leaders.get(key)
         if leader is None:
             leader = self.leaders[key] = LeaderState(topic, partition, self.broker_id)
@@ -160,7 +165,10 @@ class ReplicaManager:
     def check_in_sync(self, topic: str, partition: int, min_isr: int) -> None:
         """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is below ``min_isr``."""
         leader = self.leaders.get((topic, partition))
-        isr = leader.isr if leader is not None else ()
+        if leader is not None:
+            isr = leader.isr
+        else:  # a single replica (or a state not acted on yet): the state's ISR
+            isr = frozenset(self.metadata.states[topic][partition].state.isr)
         if len(isr) < min_isr:
             raise NotEnoughReplicasError(
                 f"{topic}-{partition} has {len(isr)} in-sync replicas {sorted(isr)}; "
