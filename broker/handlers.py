@@ -148,33 +148,9 @@ class RequestHandlers:
             failed = any(p[1] for _, partitions in responses for p in partitions)
             return CLOSE_CONNECTION if failed else None
         if acks == -1:
-            waits = self._replication_waits(responses, request.timeout_ms)
-            if waits:
-                return self._answer_replicated(version, responses, waits)
-        return produce.encode_response(version, responses)
-
-    def _replication_waits(self, responses, timeout_ms: int) -> list:
-        """For acks=all: (topic index, partition index, Deferred of the error code) of each
-        appended batch the high watermark does not cover yet."""
-        waits = []
-        for i, (topic, answers) in enumerate(responses):
-            for j, answer in enumerate(answers):
-                if answer[1] == NONE:
-                    plog = self.manager.get_log(topic, answer[0])
-                    end = plog.log_end_offset if plog is not None else 0
-                    d = self.replicas.wait_for_hw(topic, answer[0], end, timeout_ms)
-                    if d is not None:
-                        waits.append((i, j, d))
-        return waits
-
-    @defer.inlineCallbacks
-    def _answer_replicated(self, version, responses, waits):
-        codes = yield defer.gatherResults([d for _, _, d in waits])
-        for (i, j, _), code in zip(waits, codes, strict=True):
-            if code != NONE:
-                answer = responses[i][1][j]
-                message = errors.error_for_code(code).description
-                responses[i][1][j] = (answer[0], code, -1, -1, -1, None, message)
+            waiting = self.replicas.acks_all_answer(responses, request.timeout_ms)
+            if waiting is not None:
+                return waiting.addCallback(lambda _: produce.encode_response(version, responses))
         return produce.encode_response(version, responses)
 
     def _produce_partition(self, topic, partition, records, acks, version):

@@ -73,9 +73,11 @@ def test_one_controller_then_another_with_a_higher_epoch_then_leaders_from_the_i
         assert second != first and epoch == 2
         for p, r in replicas.items():
             expected_leader = r[0] if r[0] != first else r[1]
-            s = wait_for(lambda p=p: state(zk, "r3", p).leader != first and state(zk, "r3", p), 10)
+            s = wait_for(
+                lambda p=p: (s := state(zk, "r3", p)).leader != first and first not in s.isr and s,
+                10,
+            )
             assert s.leader == expected_leader
-            assert first not in s.isr
             assert s.leader_epoch == 1  # a new leader, or the failed follower left the ISR
             assert s.controller_epoch == 2
 

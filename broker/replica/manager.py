@@ -29,7 +29,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from ..protocol.errors import error_for_code
+from ..protocol.errors import NONE, error_for_code
 from .client import BrokerClient
 from .delayed import DelayedProduces
 from .fetcher import FetcherConfig, ReplicaFetcher
@@ -190,6 +190,31 @@ class ReplicaManager:
         if leader is None or leader.high_watermark >= offset:
             return None
         return self.delayed.wait(topic, partition, offset, timeout_ms)
+
+    def acks_all_answer(self, responses: list, timeout_ms: int) -> defer.Deferred | None:
+        """For an acks=all Produce's answers (``produce.encode_response``'s tuples, changed
+        in place): None if the high watermark covers every appended batch; else a Deferred
+        fired once it does, or with REQUEST_TIMED_OUT / NOT_ENOUGH_REPLICAS_AFTER_APPEND /
+        NOT_LEADER_OR_FOLLOWER written into the answers of the batches that failed."""
+        waits = []
+        for topic, answers in responses:
+            for j, answer in enumerate(answers):
+                if answer[1] == NONE:
+                    plog = self.logs.get_log(topic, answer[0])
+                    end = plog.log_end_offset if plog is not None else 0
+                    d = self.wait_for_hw(topic, answer[0], end, timeout_ms)
+                    if d is not None:
+                        waits.append((answers, j, d))
+        if not waits:
+            return None
+
+        def settle(codes):
+            for (answers, j, _), code in zip(waits, codes, strict=True):
+                if code != NONE:
+                    message = error_for_code(code).description
+                    answers[j] = (answers[j][0], code, -1, -1, -1, None, message)
+
+        return defer.gatherResults([d for _, _, d in waits]).addCallback(settle)
 
     def high_watermark(self, topic: str, partition: int, plog) -> int:
         leader = self.leaders.get((topic, partition))
