@@ -93,9 +93,10 @@ class Cluster:
             return None
         return layout.decode_partition_state(self.zk.get(path)[0], path)
 
-    def create(self, topic: str, replication_factor: int, full_isr: bool = True) -> int:
-        """A one-partition topic; its leader's id once the leader answers Produce (and, if
-        ``full_isr``, once every replica is in the ISR)."""
+    def create(self, topic: str, replication_factor: int) -> int:
+        """A one-partition topic; its leader's id once every replica is in the ISR and the
+        leader answers Produce."""
+        full_isr = replication_factor > 1
         live = next(b for b in self.brokers.values() if b.process is not None)
         try:
             create_topic_simple(live.bootstrap, topic, 1, replication_factor=replication_factor)
@@ -107,19 +108,20 @@ class Cluster:
             if (
                 s is not None
                 and s.leader in self.brokers
-                and (not full_isr or len(s.isr) >= replication_factor)
-                and produce_answers(self.brokers[s.leader].port, topic)
+                and len(s.isr) >= replication_factor
+                # acks=all needs min.insync.replicas (2) in the ISR
+                and produce_answers(self.brokers[s.leader].port, topic, -1 if full_isr else 1)
             ):
                 return s.leader
             time.sleep(0.05)
         raise BenchmarkError(f"topic {topic}: no serving leader after 30 s ({self.state(topic)})")
 
 
-def produce_answers(port: int, topic: str, records: int = 10) -> bool:
-    """One acks=all Produce of ``records`` small records answered without error."""
+def produce_answers(port: int, topic: str, acks: int = -1, records: int = 10) -> bool:
+    """One Produce of ``records`` small records answered without error."""
     body = {
         "transactional_id": None,
-        "acks": -1,
+        "acks": acks,
         "timeout_ms": 5000,
         "topic_data": [
             {
@@ -275,12 +277,15 @@ def catchup_run(cluster: Cluster, topic: str, megabytes: int) -> dict:
         append = produce_run(cluster, topic, "1", count)
         target = log_bytes(leader, topic)
         behind = target - log_bytes(follower, topic)
+        left_isr = follower_id not in cluster.state(topic).isr
     finally:
         follower.process.send_signal(signal.SIGCONT)
     seconds = wait_until(lambda: log_bytes(follower, topic) >= target, 120)
     if seconds is None:
         raise BenchmarkError(f"{topic}: follower {follower_id} did not catch up in 120 s")
     in_isr = wait_until(lambda: follower_id in cluster.state(topic).isr, 60, every=0.05)
+    if in_isr is not None:
+        in_isr += seconds  # from SIGCONT, like the catch-up
     append_mb_s = count * VALUE_BYTES / MB / append["seconds"]
     catchup_mb_s = behind / MB / seconds
     return {
@@ -291,6 +296,7 @@ def catchup_run(cluster: Cluster, topic: str, megabytes: int) -> dict:
         "catchup_s": seconds,
         "catchup_mb_s": catchup_mb_s,
         "ratio": catchup_mb_s / append_mb_s,
+        "left_isr": left_isr,
         "back_in_isr_s": in_isr,
     }
 
@@ -369,7 +375,16 @@ def report(results: dict) -> None:
     else:
         print_table(
             f"Follower catch-up after SIGSTOP, {catchup['megabytes']} MB appended meanwhile",
-            ["run", "behind MB", "append MB/s", "catch-up s", "catch-up MB/s", "ratio", "in ISR s"],
+            [
+                "run",
+                "behind MB",
+                "append MB/s",
+                "catch-up s",
+                "catch-up MB/s",
+                "ratio",
+                "left ISR",
+                "in ISR s",
+            ],
             [
                 [
                     f"#{i + 1}",
@@ -378,6 +393,7 @@ def report(results: dict) -> None:
                     f"{r['catchup_s']:.2f}",
                     f"{r['catchup_mb_s']:.1f}",
                     f"{r['ratio']:.2f}",
+                    "yes" if r["left_isr"] else "no",
                     "-" if r["back_in_isr_s"] is None else f"{r['back_in_isr_s']:.2f}",
                 ]
                 for i, r in enumerate(catchup["runs"])
