@@ -103,22 +103,23 @@ class Cluster:
         except KafkaError as exc:
             raise BenchmarkError(f"CreateTopics {topic}: {exc!r}") from exc
         deadline = time.monotonic() + 30
+        answer = "no state node"
         while time.monotonic() < deadline:
             s = self.state(topic)
-            if (
-                s is not None
-                and s.leader in self.brokers
-                and len(s.isr) >= replication_factor
+            if s is not None and s.leader in self.brokers and len(s.isr) >= replication_factor:
                 # acks=all needs min.insync.replicas (2) in the ISR
-                and produce_answers(self.brokers[s.leader].port, topic, -1 if full_isr else 1)
-            ):
-                return s.leader
+                answer = produce_error(self.brokers[s.leader].port, topic, -1 if full_isr else 1)
+                if answer == "":
+                    return s.leader
             time.sleep(0.05)
-        raise BenchmarkError(f"topic {topic}: no serving leader after 30 s ({self.state(topic)})")
+        raise BenchmarkError(
+            f"topic {topic}: no serving leader after 30 s ({self.state(topic)}; "
+            f"the last Produce: {answer})"
+        )
 
 
-def produce_answers(port: int, topic: str, acks: int = -1, records: int = 10) -> bool:
-    """One Produce of ``records`` small records answered without error."""
+def produce_error(port: int, topic: str, acks: int = -1, records: int = 10) -> str:
+    """What went wrong with one Produce of ``records`` small records ("" if nothing)."""
     body = {
         "transactional_id": None,
         "acks": acks,
@@ -133,9 +134,11 @@ def produce_answers(port: int, topic: str, acks: int = -1, records: int = 10) ->
     try:
         with BrokerConnection("127.0.0.1", port, timeout=6) as conn:
             part = conn.request(ApiKey.PRODUCE, body)["responses"][0]["partition_responses"][0]
-    except (OSError, KafkaError):
-        return False
-    return part["error_code"] == 0
+    except (OSError, KafkaError) as exc:
+        return repr(exc)
+    if part["error_code"]:
+        return f"error {part['error_code']} {part['error_message'] or ''}".rstrip()
+    return ""
 
 
 def log_bytes(broker: BrokerProcess, topic: str) -> int:
@@ -151,6 +154,11 @@ def wait_until(check: Callable[[], bool], timeout: float, every: float = 0.01) -
             return None
         time.sleep(every)
     return time.monotonic() - start
+
+
+def repeated(reps: int, text: str, run: Callable[[int], dict]) -> list[dict]:
+    """``run(rep)`` for each repetition, as a ``step`` titled ``text`` with the run's number."""
+    return [step(text.format(rep + 1), lambda rep=rep: run(rep)) for rep in range(reps)]
 
 
 # --- 1. produce ----------------------------------------------------------------------------
@@ -227,7 +235,7 @@ def failover_run(cluster: Cluster, topic: str, session_s: float) -> dict:
         if s is None or s.leader in (old, -1) or s.leader not in cluster.brokers:
             return False
         new_leader = s.leader
-        return produce_answers(cluster.brokers[s.leader].port, topic)
+        return produce_error(cluster.brokers[s.leader].port, topic) == ""
 
     seconds = wait_until(new_leader_answers, session_s + 20, every=0.02)
     victim.start(timeout=60, detach=True)
@@ -242,13 +250,11 @@ def failover_run(cluster: Cluster, topic: str, session_s: float) -> dict:
 
 
 def failover_part(cluster: Cluster, reps: int, session_s: float) -> dict:
-    runs = [
-        step(
-            f"failover #{rep + 1}: SIGKILL the leader, until a new one answers Produce",
-            lambda rep=rep: failover_run(cluster, f"failover-{rep}", session_s),
-        )
-        for rep in range(reps)
-    ]
+    runs = repeated(
+        reps,
+        "failover #{}: SIGKILL the leader, until a new one answers Produce",
+        lambda rep: failover_run(cluster, f"failover-{rep}", session_s),
+    )
     beyond = [r["beyond_s"] for r in runs if r["beyond_s"] is not None]
     return {
         "session_timeout_s": session_s,
@@ -302,13 +308,11 @@ def catchup_run(cluster: Cluster, topic: str, megabytes: int) -> dict:
 
 
 def catchup_part(cluster: Cluster, megabytes: int, reps: int) -> dict:
-    runs = [
-        step(
-            f"catch-up #{rep + 1}: SIGSTOP a follower, {megabytes} MB to the leader, SIGCONT",
-            lambda rep=rep: catchup_run(cluster, f"catchup-{rep}", megabytes),
-        )
-        for rep in range(reps)
-    ]
+    runs = repeated(
+        reps,
+        f"catch-up #{{}}: SIGSTOP a follower, {megabytes} MB to the leader, SIGCONT",
+        lambda rep: catchup_run(cluster, f"catchup-{rep}", megabytes),
+    )
     done = [r for r in runs if "skipped" not in r]
     if not done:
         return {"megabytes": megabytes, "skipped": runs[0]["skipped"], "runs": runs}

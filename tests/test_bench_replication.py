@@ -4,27 +4,17 @@ its numbers in the JSON file."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from command_lines import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # three brokers as processes
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "replication_bench.py"
 
 
 def test_quick_run_writes_every_part(tmp_path):
     out = tmp_path / "replication.json"
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out), "--tmp-dir", str(tmp_path)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    run = run_bench(
+        "replication_bench.py", "--quick", "--json", str(out), "--tmp-dir", str(tmp_path)
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Targets missed:" in run.stdout
