@@ -825,3 +825,47 @@ def ratio_target_cells(r: dict, rate: str) -> list[str]:
             f">= {r.get('target_ratio', 0):.1f}",
         ),
     ]
+
+
+# --- a cluster of real brokers -------------------------------------------------------------
+
+
+@contextmanager
+def running_cluster(
+    workdir: Path, meta: dict, size: int, overrides: dict[str, str] | None = None
+) -> Iterator[dict[int, BrokerProcess]]:
+    """ZooKeeper and brokers 1..``size`` on free ports (like ``running_broker``), as a dict by
+    broker id; every broker still running is stopped on leaving, whatever happens."""
+    zookeeper = ZooKeeperProcess(workdir / "zookeeper", free_port())
+    brokers: dict[int, BrokerProcess] = {}
+    try:
+        step(
+            f"starting ZooKeeper on 127.0.0.1:{zookeeper.port}",
+            lambda: zookeeper.start(timeout=60, detach=True),
+        )
+        for broker_id in range(1, size + 1):
+            broker = BrokerProcess(
+                workdir,
+                broker_id,
+                f"{zookeeper.connect}/headrace-bench",
+                free_port(),
+                overrides={
+                    "num.partitions": "1",
+                    "auto.create.topics.enable": "false",
+                    **(overrides or {}),
+                },
+            )
+            brokers[broker_id] = broker
+            step(
+                f"starting broker {broker_id} on {broker.bootstrap}",
+                lambda broker=broker: broker.start(timeout=60, detach=True),
+            )
+        meta["broker_pids"] = {i: b.process.pid for i, b in brokers.items() if b.process}
+        yield brokers
+    finally:
+        with signals_ignored():
+            for broker in brokers.values():
+                if broker.process is not None:
+                    broker.process.send_signal(signal.SIGCONT)  # a stopped one cannot exit
+                broker.stop()
+            zookeeper.stop()

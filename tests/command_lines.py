@@ -5,8 +5,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python bench/<script> <args>`` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def group_args(command: str, zookeeper: str, topic: str, group: str, *options: str) -> list[str]:

@@ -4,39 +4,30 @@ installed."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from command_lines import run_bench
 
 pytestmark = pytest.mark.integration  # bench/paper.py as a process
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "paper.py"
 
 
 @pytest.mark.slow
 def test_quick_headrace_run_writes_sane_results(tmp_path):
     out = tmp_path / "out"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--quick",
-            "--systems",
-            "headrace",
-            "--out",
-            str(out),
-            "--tmp-dir",
-            str(tmp_path),
-        ],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    run = run_bench(
+        "paper.py",
+        "--quick",
+        "--systems",
+        "headrace",
+        "--out",
+        str(out),
+        "--tmp-dir",
+        str(tmp_path),
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "paper.json").read_text())
