@@ -205,6 +205,7 @@ class Script:
         self.log = log
         self.epochs = epochs or {}
         self.fetch_error = fetch_error
+        self.fetch_errors_left: int | None = None  # None: every Fetch answers fetch_error
         self.serves_epochs = serves_epochs
         self.asked: list = []
 
@@ -257,6 +258,10 @@ class Script:
         part = body["topics"][0]["partitions"][0]
         offset = part["fetch_offset"]
         error = self.fetch_error
+        if self.fetch_errors_left is not None:
+            self.fetch_errors_left -= 1
+            if self.fetch_errors_left < 0:
+                error = 0
         if not error and not self.log.start <= offset <= self.log.log_end_offset:
             error = 1
         after = [b for b in self.log.batches if check_batch(b).next_offset > offset]
@@ -366,17 +371,30 @@ def test_a_follower_behind_the_leaders_log_start_starts_there():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("code", [6, 74, 75])
-def test_a_fenced_or_moved_leader_pauses_the_partition(code):
+def test_a_fenced_follower_pauses_the_partition():
     leader = epochs_log((1, 10))
     follower = ListLog()
-    script = Script(leader, fetch_error=code)
+    script = Script(leader, fetch_error=74)
     # paused, then several backoff periods (50 ms) to show it is not asked again
     fetcher = follow(script, follower, lambda f: f.state("t", 0) == PAUSED, linger=0.3)
     assert fetcher.state("t", 0) == PAUSED
     fetches = [k for k, _ in script.asked].count(ApiKey.FETCH)
     assert fetches == 1  # paused: not asked again
     assert follower.batches == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("code", [6, 75])
+def test_a_leader_not_ready_yet_is_asked_again_after_the_backoff(code):
+    # a new topic's follower may fetch before its leader took up the state node
+    leader = epochs_log((1, 10))
+    follower = ListLog()
+    script = Script(leader, fetch_error=code)
+    script.fetch_errors_left = 3
+    fetcher = follow(script, follower, lambda f: follower.log_end_offset == 10)
+    assert [k for k, _ in script.asked].count(ApiKey.FETCH) >= 4
+    assert follower.batches == leader.batches
+    assert fetcher.state("t", 0) == FETCHING
 
 
 @pytest.mark.integration

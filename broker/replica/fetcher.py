@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 NONE = 0
 OFFSET_OUT_OF_RANGE = error_for_code(1).code
 UNSUPPORTED_VERSION = error_for_code(35).code
-# The leader moved or our epoch is not its epoch: wait to be told the partition's new role.
-PAUSING_ERRORS = frozenset(error_for_code(c).code for c in (6, 74, 75))
+# Our leader epoch is older than the leader's: a new role is on its way, wait to be told it.
+# NOT_LEADER_OR_FOLLOWER and UNKNOWN_LEADER_EPOCH are retried after the backoff instead (as
+# Kafka's fetcher does): the leader may simply not have taken up its new state yet.
+PAUSING_ERRORS = frozenset({error_for_code(74).code})
 FETCH_VERSION = 11
 LATEST_TIMESTAMP = -1
 
