@@ -267,6 +267,21 @@ class NetworkLab:
         ip("-n", self.broker(broker_id).netns, "link", "set", inside, "up")
         ip("link", "set", outside, "up")
 
+    def popen_in(self, broker_id: int, command: list[str], **options) -> subprocess.Popen:
+        """Start ``command`` inside broker ``broker_id``'s namespace (on its side of a cut);
+        killed when the lab exits if it is still running."""
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.broker(broker_id).netns, *command], **options
+        )
+        self._undo.callback(_kill, process)
+        return process
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
 
 def _free_port_on(host: str) -> int:
     with socket.socket() as s:
