@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import metadata, wait_for, zk_session
-from netns import NetworkLab
+from netns import NetworkLab, sweep_stale
 from test_replica_cluster import PARTITIONS, Sender, read_back, segment_bytes, state
 
 from broker.protocol import zookeeper as layout
@@ -136,9 +136,53 @@ def test_the_lab_leaves_nothing_behind_when_a_test_fails(tmp_path):
         processes = [lab.zookeeper.process] + [b.process for b in lab.brokers]
         raise RuntimeError("the test failed")
     assert all(p.poll() is not None for p in processes)
+    assert f"hr{lab.token}" not in ip_listing()
+
+
+# A pytest killed outright: a lab with ZooKeeper running and a process in its namespace, whose
+# owner dies by SIGKILL before it can undo anything.
+KILLED_OWNER = """
+import os, signal, subprocess, sys
+from pathlib import Path
+from netns import NetworkLab
+
+lab = NetworkLab(Path(sys.argv[1]), 1).__enter__()
+lab.start_zookeeper()
+quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not our pipe
+inside = lab.popen_in(1, ["sleep", "60"], **quiet)
+print(lab.token, inside.pid, lab.zookeeper.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_what_a_killed_owner_left_is_swept_by_the_next_lab(tmp_path):
+    NetworkLab.skip_unless_possible()
+    owner = subprocess.run(
+        [sys.executable, "-c", KILLED_OWNER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=tests_path(),
+    )
+    assert owner.returncode == -9, owner.stderr
+    token, *pids = owner.stdout.split()
+    assert f"hr{token}" in ip_listing()  # left behind
+    assert token in sweep_stale(older_than=0)
+    assert f"hr{token}" not in ip_listing()
+    for pid in map(int, pids):  # reaped by init once killed
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10)
+
+
+def tests_path() -> dict[str, str]:
+    """The environment for a child that imports the tests' helpers and our packages."""
+    tests = Path(__file__).parent
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+
+
+def ip_listing() -> str:
+    """Every link of the root namespace and every namespace, by name."""
     left = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    left += subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"hr{lab.token}" not in left
+    return left + subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
 # Run inside the cut-off leader's namespace: raw Produce requests to it, alternating acks=all
@@ -200,7 +244,6 @@ class CutTolerantSender(Sender):
 
 def start_zombie_writer(lab: NetworkLab, broker_id: int, topic: str, seconds: float):
     """ZOMBIE_WRITER run beside broker ``broker_id``, talking to it from inside its namespace."""
-    tests = Path(__file__).parent
     broker = lab.broker(broker_id)
     return lab.popen_in(
         broker_id,
@@ -216,7 +259,7 @@ def start_zombie_writer(lab: NetworkLab, broker_id: int, topic: str, seconds: fl
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])},
+        env=tests_path(),
     )
 
 
