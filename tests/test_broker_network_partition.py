@@ -221,25 +221,9 @@ ISOLATED_OVERRIDES = {
 }
 
 
-class CutTolerantSender(Sender):
-    """Sender whose requests to an unreachable broker time out after seconds rather than
-    librdkafka's default minute, so it moves to the new leader within the test's bounds."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        from confluent_kafka import Producer
-
-        super().__init__(bootstrap, topic)
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "topic.metadata.refresh.interval.ms": 1000,
-                "socket.timeout.ms": 3000,
-                "request.timeout.ms": 3000,
-            }
-        )
+# Requests to an unreachable broker time out after seconds rather than librdkafka's default
+# minute, so the producer moves to the new leader within the test's bounds.
+CUT_TOLERANT = {"socket.timeout.ms": 3000, "request.timeout.ms": 3000}
 
 
 def start_zombie_writer(lab: NetworkLab, broker_id: int, topic: str, seconds: float):
@@ -273,7 +257,7 @@ def test_a_cut_off_leader_is_replaced_acknowledges_nothing_and_truncates_when_he
         with zk_session(lab.zookeeper_connect) as zk:
             wait_for(lambda: len(state(zk, "cut", 0).isr) == 3, 20)
             before = state(zk, "cut", 0)
-            sender = CutTolerantSender(lab.bootstrap, "cut")
+            sender = Sender(lab.bootstrap, "cut", CUT_TOLERANT)
             sender.send(300, PARTITIONS)
             assert sender.flush(30) == 0
 
