@@ -162,7 +162,7 @@ def test_what_a_killed_owner_left_is_swept_by_the_next_lab(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env=tests_path(),
+        env=child_environment(),
     )
     assert owner.returncode == -9, owner.stderr
     token, *pids = owner.stdout.split()
@@ -173,7 +173,7 @@ def test_what_a_killed_owner_left_is_swept_by_the_next_lab(tmp_path):
         wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10)
 
 
-def tests_path() -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     """The environment for a child that imports the tests' helpers and our packages."""
     tests = Path(__file__).parent
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
@@ -243,7 +243,7 @@ def start_zombie_writer(lab: NetworkLab, broker_id: int, topic: str, seconds: fl
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=tests_path(),
+        env=child_environment(),
     )
 
 
