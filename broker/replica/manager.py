@@ -262,10 +262,13 @@ class ReplicaManager:
         def written(_):
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
-                if leader.apply_isr(new_isr) and plog is not None:
-                    self._hw_moved(key[0], key[1], plog, leader, 1)
+                # Kafka's DelayedProduce: a wait the shrunk ISR's hw would complete answers
+                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when that ISR is below min.insync.replicas,
+                # so the waiters fail before the hw moves.
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
+                if leader.apply_isr(new_isr) and plog is not None:
+                    self._hw_moved(key[0], key[1], plog, leader, 1)
             log.info("%s-%d: ISR now %s", *key, new_isr)
 
         def refused(failure):
