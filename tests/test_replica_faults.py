@@ -93,6 +93,16 @@ def test_acks_all_times_out_past_its_request_and_fails_after_append_when_the_isr
     assert got[0] == [b"acked", b"timed-out", b"shrunk", b"one", b"after"]
 
 
+def zombie_answer(conn: BrokerConnection, correlation: int):
+    """The error code a deposed leader answered a produce with, or None if it never did
+    (closed the connection, or let it time out): anything but NONE, not acknowledged."""
+    try:
+        answer = conn.receive(ApiKey.PRODUCE, correlation)
+    except (TimeoutError, ConnectionClosed, OSError):
+        return None
+    return answer["responses"][0]["partition_responses"][0]["error_code"]
+
+
 def test_a_leader_stopped_past_its_session_is_deposed_and_its_zombie_write_never_acknowledged(
     make_cluster,
 ):
@@ -109,18 +119,21 @@ def test_a_leader_stopped_past_its_session_is_deposed_and_its_zombie_write_never
         sender.send(200)
         assert sender.flush(15) == 0
         old = cluster.broker(before.leader)
-        # A connection to the old leader, opened while it was leading.
-        zombie = BrokerConnection("127.0.0.1", old.port, timeout=20)
+        # Connections to the old leader, opened while it was leading: one for each acks.
+        zombies = {acks: BrokerConnection("127.0.0.1", old.port, timeout=20) for acks in (1, -1)}
         old.process.send_signal(signal.SIGSTOP)
         try:
             wait_for(lambda: state(zk, "zombie", 0).leader not in (before.leader, -1), 30)
             after = state(zk, "zombie", 0)
             assert after.leader_epoch > before.leader_epoch
             assert before.leader not in after.isr
-            # Queued in the stopped process's socket: it reads this first when it wakes.
-            correlation = zombie.send(
-                ApiKey.PRODUCE, produce_body("zombie", 0, batch("zombie"), -1, 5000)
-            )
+            # Queued in the stopped process's sockets: it reads them first when it wakes.
+            sent = {
+                acks: conn.send(
+                    ApiKey.PRODUCE, produce_body("zombie", 0, batch(f"zombie {acks}"), acks, 5000)
+                )
+                for acks, conn in zombies.items()
+            }
             # A producer that never met the stopped broker (librdkafka would wait out its
             # socket timeout there): the new leader acknowledges.
             survivors = ",".join(cluster.broker(b).bootstrap for b in after.isr)
@@ -131,14 +144,9 @@ def test_a_leader_stopped_past_its_session_is_deposed_and_its_zombie_write_never
             sender.sent = during.sent
         finally:
             old.process.send_signal(signal.SIGCONT)
-        try:
-            answer = zombie.receive(ApiKey.PRODUCE, correlation)
-            code = answer["responses"][0]["partition_responses"][0]["error_code"]
-            assert code != NONE  # NOT_LEADER_OR_FOLLOWER, fenced, or timed out: not written
-        except (TimeoutError, ConnectionClosed, OSError):
-            pass  # never answered: not acknowledged either
-        finally:
-            zombie.close()
+        for acks, conn in zombies.items():
+            with conn:
+                assert zombie_answer(conn, sent[acks]) != NONE, f"acks={acks}"
         wait_for(lambda: before.leader in state(zk, "zombie", 0).isr, 30)
         sender.send(200)
         assert sender.flush(20) == 0
