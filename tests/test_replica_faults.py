@@ -45,16 +45,20 @@ def replicas_hold_the_same_bytes(cluster, topic: str, partition: int, brokers) -
     return len(copies) == 1 and copies != {b""}
 
 
+def replicated(make_cluster, topic: str, **overrides):
+    """Three brokers (min.insync.replicas 2, then ``overrides``) and ``topic``: one partition,
+    replication factor 3."""
+    cluster = make_cluster(3, min_insync_replicas=2, **overrides)
+    create_topic(cluster.brokers[0].port, topic, 1, replication_factor=3)
+    return cluster
+
+
 def test_acks_all_times_out_past_its_request_and_fails_after_append_when_the_isr_shrinks(
     make_cluster,
 ):
-    cluster = make_cluster(
-        3,
-        min_insync_replicas=2,
-        replica_lag_time_max_ms=2000,
-        zookeeper_session_timeout_ms=20000,
+    cluster = replicated(
+        make_cluster, "waits", replica_lag_time_max_ms=2000, zookeeper_session_timeout_ms=20000
     )
-    create_topic(cluster.brokers[0].port, "waits", 1, replication_factor=3)
     with zk_session(cluster.zookeeper_connect) as zk:
         leader = state(zk, "waits", 0).leader
         first, second = (cluster.broker(b).process for b in followers_of(leader))
@@ -106,13 +110,9 @@ def zombie_answer(conn: BrokerConnection, correlation: int):
 def test_a_leader_stopped_past_its_session_is_deposed_and_its_zombie_write_never_acknowledged(
     make_cluster,
 ):
-    cluster = make_cluster(
-        3,
-        min_insync_replicas=2,
-        zookeeper_session_timeout_ms=3000,
-        replica_lag_time_max_ms=10000,
+    cluster = replicated(
+        make_cluster, "zombie", zookeeper_session_timeout_ms=3000, replica_lag_time_max_ms=10000
     )
-    create_topic(cluster.brokers[0].port, "zombie", 1, replication_factor=3)
     sender = Sender(cluster.bootstrap, "zombie")
     with zk_session(cluster.zookeeper_connect) as zk:
         before = state(zk, "zombie", 0)
@@ -171,13 +171,9 @@ def describe_unavailable(bootstrap: str) -> str:
 
 
 def test_a_partition_whose_in_sync_replicas_all_died_is_offline_until_one_returns(make_cluster):
-    cluster = make_cluster(
-        3,
-        min_insync_replicas=2,
-        replica_lag_time_max_ms=1500,
-        zookeeper_session_timeout_ms=6000,
+    cluster = replicated(
+        make_cluster, "orphan", replica_lag_time_max_ms=1500, zookeeper_session_timeout_ms=6000
     )
-    create_topic(cluster.brokers[0].port, "orphan", 1, replication_factor=3)
     sender = Sender(cluster.bootstrap, "orphan")
     with zk_session(cluster.zookeeper_connect) as zk:
         leader = state(zk, "orphan", 0).leader
@@ -222,8 +218,7 @@ def test_a_partition_whose_in_sync_replicas_all_died_is_offline_until_one_return
 
 
 def test_a_replica_whose_disk_was_lost_comes_back_empty_and_re_replicates(make_cluster):
-    cluster = make_cluster(3, min_insync_replicas=2)
-    create_topic(cluster.brokers[0].port, "lost", 1, replication_factor=3)
+    cluster = replicated(make_cluster, "lost")
     sender = Sender(cluster.bootstrap, "lost")
     with zk_session(cluster.zookeeper_connect) as zk:
         leader = state(zk, "lost", 0).leader
@@ -248,8 +243,7 @@ KCAT_ACKS_ALL = ("-X", "acks=all", "-X", "enable.idempotence=true", "-X", "linge
 
 
 def test_kcat_produces_and_consumes_through_a_leader_change(make_cluster):
-    cluster = make_cluster(3, min_insync_replicas=2, zookeeper_session_timeout_ms=4000)
-    create_topic(cluster.brokers[0].port, "kcat", 1, replication_factor=3)
+    cluster = replicated(make_cluster, "kcat", zookeeper_session_timeout_ms=4000)
     bootstrap = cluster.bootstrap
     consumer = subprocess.Popen(
         ["kcat", "-b", bootstrap, "-C", "-t", "kcat", "-o", "beginning", "-c", "600", "-q"],
