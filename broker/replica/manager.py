@@ -77,6 +77,9 @@ class ReplicaManager:
         self.cluster.on_partition_state.append(self.on_partition_state)
         self._shrink.start(self.lag_ms / 2000.0, now=False)
         self.lease.start()
+        # The first renewal once the registries are loaded: a start-up that waited out an old
+        # registration for longer than the lease would refuse writes until it came.
+        self.cluster.on_loaded.append(lambda _metadata: self.lease.renew())
 
     def stop(self) -> defer.Deferred:
         if self._shrink.running:
