@@ -231,11 +231,11 @@ class RequestHandlers:
                     "records": _EMPTY,
                 }
                 try:
-                    plog = self._local_log(topic, partition, p["current_leader_epoch"])
+                    epoch = p["current_leader_epoch"]
+                    plog = self._local_log(topic, partition, epoch)
                     if follower >= 0:  # a follower reads to the log end and tells its own
-                        self.replicas.follower_fetched(
-                            topic, partition, follower, p["fetch_offset"], plog
-                        )
+                        at = p["fetch_offset"]
+                        self.replicas.follower_fetched(topic, partition, follower, at, plog, epoch)
                     hw = self.replicas.high_watermark(topic, partition, plog)
                     entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset

@@ -19,7 +19,7 @@ from broker.protocol.records import build_batch, decode_batches
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 
-REPLICA_NOT_AVAILABLE = 9
+NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH = 6, 75
 
 
 def log_dir(cluster, broker_id: int):
@@ -156,6 +156,8 @@ def fetch_from(port: int, body: dict, version: int = 11) -> dict:
 def test_a_fetch_from_a_broker_that_is_not_a_replica_is_refused_also_with_one_replica(
     make_cluster,
 ):
+    """As Kafka's ``Partition.followerReplicaOrThrow``: UNKNOWN_LEADER_EPOCH when the fetch
+    names a current leader epoch, NOT_LEADER_OR_FOLLOWER when it does not."""
     cluster = make_cluster(3)
     create_topic(cluster.brokers[0].port, "single", 1, replication_factor=1)
     create_topic(cluster.brokers[0].port, "triple", 1, replication_factor=3)
@@ -163,16 +165,16 @@ def test_a_fetch_from_a_broker_that_is_not_a_replica_is_refused_also_with_one_re
         for topic in ("single", "triple"):
             wait_for(lambda t=topic: state(zk, t, 0).leader > 0, 10)
             known = state(zk, topic, 0)
+            port = cluster.broker(known.leader).port
             placement = layout.decode_topic(zk.get(layout.topic_path(topic))[0]).partitions[0]
-            stranger = 99
             body = fetch_body([(topic, 0, 0)])
-            body["replica_id"] = stranger
-            answer = fetch_from(cluster.broker(known.leader).port, body)
-            assert answer["error_code"] == REPLICA_NOT_AVAILABLE, (topic, placement)
-            if len(placement) == 1:
-                continue
-            body["replica_id"] = next(b for b in placement if b != known.leader)
-            assert fetch_from(cluster.broker(known.leader).port, body)["error_code"] == 0
+            body["replica_id"] = 99
+            assert fetch_from(port, body)["error_code"] == NOT_LEADER_OR_FOLLOWER, topic
+            body["topics"][0]["partitions"][0]["current_leader_epoch"] = known.leader_epoch
+            assert fetch_from(port, body)["error_code"] == UNKNOWN_LEADER_EPOCH, topic
+            if len(placement) > 1:  # a replica's fetch is served
+                body["replica_id"] = next(b for b in placement if b != known.leader)
+                assert fetch_from(port, body)["error_code"] == 0
 
 
 def test_a_consumers_long_poll_on_a_replicated_partition_is_answered_with_data_not_empty_early(

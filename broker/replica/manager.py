@@ -34,11 +34,13 @@ from ..protocol.errors import NONE, error_for_code
 from .client import BrokerClient
 from .delayed import DelayedProduces
 from .fetcher import FetcherConfig, ReplicaFetcher
-from .state import LeaderState, NotAssignedReplicaError
+from .state import LeaderState
 
 log = logging.getLogger(__name__)
 
 NotEnoughReplicasError = error_for_code(19)  # NOT_ENOUGH_REPLICAS
+NotLeaderOrFollowerError = error_for_code(6)  # NOT_LEADER_OR_FOLLOWER
+UnknownLeaderEpochError = error_for_code(75)  # UNKNOWN_LEADER_EPOCH
 
 Key = tuple[str, int]
 
@@ -268,18 +270,23 @@ class ReplicaManager:
         at = bisect_right([e.start_offset for e in entries], offset)
         return entries[at - 1].epoch if at else -1
 
-    def follower_fetched(self, topic: str, partition: int, replica_id: int, offset: int, plog):
-        """A follower's Fetch at ``offset`` (its log end); NotAssignedReplicaError if it is
-        not a replica."""
+    def follower_fetched(
+        self, topic: str, partition: int, replica_id: int, offset: int, plog, leader_epoch=-1
+    ):
+        """A follower's Fetch at ``offset`` (its log end).  From a broker that is not a
+        replica it is refused as Kafka's ``Partition.followerReplicaOrThrow`` does:
+        UNKNOWN_LEADER_EPOCH if the fetch named a current leader epoch (it may be a replica
+        this leader does not know of yet), else NOT_LEADER_OR_FOLLOWER; both are retried."""
         key = (topic, partition)
         leader = self.leaders.get(key)
-        if leader is None:  # a single replica: nothing tracked, but only replicas may fetch
-            replicas = self.metadata.topics.get(topic, {}).get(partition, [])
-            if replica_id not in replicas:
-                raise NotAssignedReplicaError(
-                    f"broker {replica_id} is not a replica of {topic}-{partition} "
-                    f"(replicas {replicas})"
-                )
+        replicas = leader.replicas if leader else self.metadata.topics.get(topic, {}).get(partition)
+        if replica_id not in (replicas or ()):
+            refusal = UnknownLeaderEpochError if leader_epoch >= 0 else NotLeaderOrFollowerError
+            raise refusal(
+                f"broker {replica_id} is not a replica of {topic}-{partition} "
+                f"(replicas {list(replicas or ())})"
+            )
+        if leader is None:  # a single replica: nothing to track
             return
         if leader.follower_fetched(replica_id, offset, plog.log_end_offset, self._now_ms()):
             self._hw_moved(topic, partition, plog, leader)
