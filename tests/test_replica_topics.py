@@ -3,7 +3,8 @@ replica is down leaves no log on it once it returns, a topic created again under
 is not confused with the old one (topic ids), logs of unknown origin are set aside; the
 preferred replica takes leadership back while producers go on; ListOffsets answers the
 leader epoch of the offset it found; a Fetch from a broker that is not a replica is refused;
-a consumer's long poll on a replicated partition waits for the high watermark."""
+a consumer's long poll on a replicated partition waits for the high watermark (also
+pure, on a Clock)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,26 @@ def test_a_consumers_long_poll_on_a_replicated_partition_is_answered_with_data_n
             assert answer["error_code"] == 0 and answer["high_watermark"] == round_ + 1
             (got,) = decode_batches(answer["records"])
             assert [(r.offset, r.value) for r in got.records] == [(round_, b"awaited")]
+
+
+def test_appends_wake_followers_and_a_moved_high_watermark_wakes_consumers():
+    from twisted.internet.task import Clock
+
+    from broker.fetch import FetchWaiters
+
+    clock = Clock()
+    waiters = FetchWaiters(clock)
+    woken = []
+    waiters.wait([("t", 0)], 1, 5000).addCallback(lambda _: woken.append("consumer"))
+    follower = waiters.wait([("t", 0)], 1, 5000, follower=True)
+    follower.addCallback(lambda _: woken.append("follower"))
+    waiters.appended("t", 0, 100, consumers=False)  # replicated: not visible yet
+    assert woken == ["follower"]
+    waiters.hw_moved("t", 0)
+    assert woken == ["follower", "consumer"]
+
+    late = waiters.wait([("t", 0)], 1, 5000, follower=True)
+    late.addCallback(lambda _: woken.append("late follower"))
+    waiters.hw_moved("t", 0)  # followers wait for data, not for the high watermark
+    clock.advance(5)
+    assert woken[-1] == "late follower" and len(waiters) == 0
