@@ -162,6 +162,7 @@ class RequestHandlers:
             plog = self._local_log(topic, partition)
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
+            self.replicas.check_leading(topic, partition)
             if acks == -1:
                 self.replicas.check_in_sync(topic, partition, plog.config.min_insync_replicas)
             appended = plog.append(

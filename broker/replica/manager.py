@@ -34,6 +34,7 @@ from ..protocol.errors import NONE, error_for_code
 from .client import BrokerClient
 from .delayed import DelayedProduces
 from .fetcher import FetcherConfig, ReplicaFetcher
+from .lease import SessionLease
 from .state import LeaderState
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ReplicaManager:
         self._isr_writes: set[Key] = set()
         self._shrink = task.LoopingCall(self.shrink_isrs)
         self._shrink.clock = reactor
+        self.lease = SessionLease(cluster, reactor, config["zookeeper.session.timeout.ms"] / 1000)
 
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -76,10 +78,15 @@ class ReplicaManager:
     def start(self) -> None:
         self.cluster.on_partition_state.append(self.on_partition_state)
         self._shrink.start(self.lag_ms / 2000.0, now=False)
+        self.lease.start()
+        # The first renewal once the registries are loaded: a start-up that waited out an old
+        # registration for longer than the lease would refuse writes until it came.
+        self.cluster.on_loaded.append(lambda _metadata: self.lease.renew())
 
     def stop(self) -> defer.Deferred:
         if self._shrink.running:
             self._shrink.stop()
+        self.lease.stop()
         for topic, partition in list(self.leaders):
             self.delayed.fail_all(topic, partition)
         fetchers, self.fetchers = list(self.fetchers.values()), {}
@@ -196,6 +203,15 @@ class ReplicaManager:
             fetcher.remove_partition(*key)
 
     # --- the leader's side of requests --------------------------------------------------------
+
+    def check_leading(self, topic: str, partition: int) -> None:
+        """Before any append to a replicated partition: NOT_LEADER_OR_FOLLOWER unless this
+        broker's session lease holds (a stalled leader may have been deposed unawares)."""
+        if (topic, partition) in self.leaders and not self.lease.held():
+            raise NotLeaderOrFollowerError(
+                f"{topic}-{partition}: this broker's ZooKeeper session is not confirmed "
+                "(stalled or lost); it may no longer lead"
+            )
 
     def check_in_sync(self, topic: str, partition: int, min_isr: int) -> None:
         """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is below ``min_isr``."""
@@ -323,10 +339,13 @@ class ReplicaManager:
         def written(_):
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
-                if leader.apply_isr(new_isr) and plog is not None:
-                    self._hw_moved(key[0], key[1], plog, leader)
+                # Kafka's DelayedProduce: a wait the shrunk ISR's hw would complete answers
+                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when that ISR is below min.insync.replicas,
+                # so the waiters fail before the hw moves.
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
+                if leader.apply_isr(new_isr) and plog is not None:
+                    self._hw_moved(key[0], key[1], plog, leader)
             log.info("%s-%d: ISR now %s", *key, new_isr)
 
         def refused(failure):
