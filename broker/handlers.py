@@ -278,14 +278,14 @@ class RequestHandlers:
                     "offset": -1,
                     "leader_epoch": 0,
                 }
+                index = p["partition_index"]
                 try:
-                    plog = self._local_log(topic, p["partition_index"], p["current_leader_epoch"])
+                    plog = self._local_log(topic, index, p["current_leader_epoch"])
                     found = plog.offset_for_timestamp(p["timestamp"])
                     if found is not None:
                         entry["offset"], entry["timestamp"] = found
                     if p["timestamp"] == -1 and body["replica_id"] < 0:  # consumers: the hw
-                        hw = self.replicas.high_watermark(topic, p["partition_index"], plog)
-                        entry["offset"] = min(entry["offset"], hw)
+                        entry["offset"] = self.replicas.latest_for_consumers(topic, index, plog)
                     entry["leader_epoch"] = self.replicas.epoch_at(
                         plog, entry["offset"], p["timestamp"]
                     )

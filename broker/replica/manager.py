@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 NotEnoughReplicasError = error_for_code(19)  # NOT_ENOUGH_REPLICAS
 NotLeaderOrFollowerError = error_for_code(6)  # NOT_LEADER_OR_FOLLOWER
 UnknownLeaderEpochError = error_for_code(75)  # UNKNOWN_LEADER_EPOCH
+OffsetNotAvailableError = error_for_code(78)  # OFFSET_NOT_AVAILABLE
 
 Key = tuple[str, int]
 
@@ -272,6 +273,21 @@ class ReplicaManager:
     def high_watermark(self, topic: str, partition: int, plog) -> int:
         leader = self.leaders.get((topic, partition))
         return leader.high_watermark if leader is not None else plog.log_end_offset
+
+    def latest_for_consumers(self, topic: str, partition: int, plog) -> int:
+        """ListOffsets' latest offset for a consumer: the high watermark, once it is known.
+        A new leader learns the true one from its followers' next fetches; until its hw
+        reaches the start of its epoch it answers OFFSET_NOT_AVAILABLE (retriable), as
+        Kafka's ``Partition.fetchOffsetForTimestamp`` does, rather than an end that is
+        behind what was acknowledged."""
+        hw = self.high_watermark(topic, partition, plog)
+        entries = plog.leader_epochs.entries
+        if (topic, partition) in self.leaders and entries and entries[-1].start_offset > hw:
+            raise OffsetNotAvailableError(
+                f"{topic}-{partition}: the high watermark {hw} is behind the start of leader "
+                f"epoch {entries[-1].epoch} at {entries[-1].start_offset}"
+            )
+        return hw
 
     @staticmethod
     def epoch_at(plog, offset: int, timestamp: int) -> int:
