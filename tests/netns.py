@@ -9,19 +9,24 @@ joined to the bridge by a veth pair. ``cut`` takes a broker's link down, ``heal`
 
 Names carry a random token per lab (``hr<token>...``) and the /24 is one no interface or route
 uses, so parallel runs cannot clash. Everything made is undone when the lab exits, even after a
-failure: processes killed, namespaces and links deleted. Where namespaces cannot be made (not
-root, no ``ip``, EPERM) ``NetworkLab.skip_unless_possible`` skips the test, saying why.
+failure: processes killed, namespaces and links deleted. A pytest killed outright cannot undo
+anything, so each lab records its owner's pid in ``OWNERS`` and the next lab to start sweeps
+away what a dead owner left (``sweep_stale``). Where namespaces cannot be made (not root, no
+``ip``, EPERM) ``NetworkLab.skip_unless_possible`` skips the test, saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +35,8 @@ from conftest import metadata, wait_for, zk_session
 from headrace.devcluster import BrokerProcess, ZooKeeperProcess
 
 SUBNET_PREFIX = "10.213"
+OWNERS = Path("/run/headrace-netns")  # <token>.json per live lab: its owner's pid, ZooKeeper's
+STALE_AFTER_S = 180.0
 
 
 class NetnsUnavailable(RuntimeError):
@@ -192,7 +199,10 @@ class NetworkLab:
         return ",".join(b.bootstrap for b in self.brokers)
 
     def __enter__(self) -> NetworkLab:
+        sweep_stale()
         try:
+            self._record()
+            self._undo.callback(self._record_path().unlink, missing_ok=True)
             self._build()
         except BaseException:
             self._undo.close()
@@ -239,9 +249,24 @@ class NetworkLab:
         self._undo.callback(broker.kill)  # runs before its namespace is deleted
         return broker
 
+    def _record_path(self) -> Path:
+        return OWNERS / f"{self.token}.json"
+
+    def _record(self, **fields) -> None:
+        """(Re)write this lab's owner record: the test's pid, and ``fields``."""
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        temporary = self._record_path().with_suffix(".tmp")
+        temporary.write_text(json.dumps({"owner": os.getpid(), **fields}))
+        temporary.replace(self._record_path())
+
+    def start_zookeeper(self) -> None:
+        """Start ZooKeeper on the bridge and note it in the owner record."""
+        self.zookeeper.start()
+        self._record(zookeeper=self.zookeeper.process.pid, workdir=str(self.workdir))
+
     def start(self) -> NetworkLab:
         """Start ZooKeeper on the bridge and every broker; wait until each sees all."""
-        self.zookeeper.start()
+        self.start_zookeeper()
         with zk_session(self.zookeeper.connect) as client:
             client.ensure_path(self.CHROOT)
         for broker in self.brokers:
@@ -266,6 +291,76 @@ class NetworkLab:
         outside, inside = self.broker(broker_id).links
         ip("-n", self.broker(broker_id).netns, "link", "set", inside, "up")
         ip("link", "set", outside, "up")
+
+    def popen_in(self, broker_id: int, command: list[str], **options) -> subprocess.Popen:
+        """Start ``command`` inside broker ``broker_id``'s namespace (on its side of a cut);
+        killed when the lab exits if it is still running."""
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.broker(broker_id).netns, *command], **options
+        )
+        self._undo.callback(_kill, process)
+        return process
+
+
+def sweep_stale(older_than: float = STALE_AFTER_S) -> list[str]:
+    """Undo the labs whose record is older than ``older_than`` seconds and whose owner is gone
+    (a pytest killed with SIGKILL): kill what runs in their namespaces and their ZooKeeper,
+    delete their namespaces and links. Returns the tokens swept."""
+    swept = []
+    for record in OWNERS.glob("*.json") if OWNERS.is_dir() else ():
+        try:
+            owner = json.loads(record.read_text())
+            age = time.time() - record.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if age < older_than or _alive(owner.get("owner", -1)):
+            continue
+        prefix = f"hr{record.stem}"
+        for netns in ip("netns", "list").stdout.split():
+            if netns.startswith(prefix):
+                for pid in ip("netns", "pids", netns, check=False).stdout.split():
+                    _signal(int(pid), signal.SIGKILL)
+                ip("netns", "del", netns, check=False)
+        for line in ip("-o", "link", "show").stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith(prefix):
+                ip("link", "del", name, check=False)
+        zookeeper, workdir = owner.get("zookeeper"), owner.get("workdir")
+        if zookeeper and workdir and workdir in _command_line(zookeeper):
+            _signal(zookeeper, signal.SIGKILL)
+        record.unlink(missing_ok=True)
+        swept.append(record.stem)
+    return swept
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:  # never kill(0 or -1, ...): a whole group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _free_port_on(host: str) -> int:

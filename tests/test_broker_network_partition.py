@@ -1,18 +1,27 @@
 """A real network partition: brokers run as hosts in network namespaces of their own, joined to
 ZooKeeper and to the test by a bridge; a broker is cut off by taking its link down. Its
 ZooKeeper session expires and its registration goes; healed, it registers again and serves.
+A cut-off leader of a replicated partition (replication factor 3, min.insync.replicas 2) is
+replaced from the ISR; no write it takes after the cut is acknowledged (acks=1 ones it appends
+alone are truncated away once healed) and it follows the new leader byte for byte.
 Skipped, saying why, where network namespaces cannot be made."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import metadata, wait_for, zk_session
-from netns import NetworkLab
+from netns import NetworkLab, sweep_stale
+from test_replica_cluster import PARTITIONS, Sender, read_back, segment_bytes, state
 
 from broker.protocol import zookeeper as layout
+from consumers.cluster import ClusterClient
 from headrace.topics import create_topic_simple
 
 pytestmark = pytest.mark.integration
@@ -27,10 +36,10 @@ def lab(tmp_path):
         yield lab.start()
 
 
-def leaders(lab: NetworkLab, topic: str) -> dict[int, int]:
-    """Partition -> leader id of ``topic``, as broker 1 reports it."""
-    first = lab.broker(1)
-    body = metadata(first.port, [topic], host=first.host)
+def leaders(lab: NetworkLab, topic: str, broker_id: int = 1) -> dict[int, int]:
+    """Partition -> leader id of ``topic``, as broker ``broker_id`` reports it."""
+    asked = lab.broker(broker_id)
+    body = metadata(asked.port, [topic], host=asked.host)
     return {p["partition_index"]: p["leader_id"] for p in body["topics"][0]["partitions"]}
 
 
@@ -127,6 +136,187 @@ def test_the_lab_leaves_nothing_behind_when_a_test_fails(tmp_path):
         processes = [lab.zookeeper.process] + [b.process for b in lab.brokers]
         raise RuntimeError("the test failed")
     assert all(p.poll() is not None for p in processes)
+    assert f"hr{lab.token}" not in ip_listing()
+
+
+# A pytest killed outright: a lab with ZooKeeper running and a process in its namespace, whose
+# owner dies by SIGKILL before it can undo anything.
+KILLED_OWNER = """
+import os, signal, subprocess, sys
+from pathlib import Path
+from netns import NetworkLab
+
+lab = NetworkLab(Path(sys.argv[1]), 1).__enter__()
+lab.start_zookeeper()
+quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not our pipe
+inside = lab.popen_in(1, ["sleep", "60"], **quiet)
+print(lab.token, inside.pid, lab.zookeeper.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_what_a_killed_owner_left_is_swept_by_the_next_lab(tmp_path):
+    NetworkLab.skip_unless_possible()
+    owner = subprocess.run(
+        [sys.executable, "-c", KILLED_OWNER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_environment(),
+    )
+    assert owner.returncode == -9, owner.stderr
+    token, *pids = owner.stdout.split()
+    assert f"hr{token}" in ip_listing()  # left behind
+    assert token in sweep_stale(older_than=0)
+    assert f"hr{token}" not in ip_listing()
+    for pid in map(int, pids):  # reaped by init once killed
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10)
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for a child that imports the tests' helpers and our packages."""
+    tests = Path(__file__).parent
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+
+
+def ip_listing() -> str:
+    """Every link of the root namespace and every namespace, by name."""
     left = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    left += subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"hr{lab.token}" not in left
+    return left + subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+# Run inside the cut-off leader's namespace: raw Produce requests to it, alternating acks=all
+# and acks=1, for ``seconds``; one JSON line per answer (error_code, or the connection error).
+ZOMBIE_WRITER = """
+import json, sys, time
+from broker.protocol.records import build_batch
+from consumers.client import BrokerConnection
+from request_bodies import produce_to
+
+host, port, topic, partition, seconds = sys.argv[1:6]
+deadline = time.monotonic() + float(seconds)
+sent = 0
+while time.monotonic() < deadline:
+    try:
+        with BrokerConnection(host, int(port), timeout=10) as conn:
+            while time.monotonic() < deadline:
+                for acks in (-1, 1):
+                    value = "zombie-%d-%d" % (acks, sent)
+                    batch = build_batch([(None, value.encode())])
+                    answer = produce_to(
+                        conn, topic, int(partition), batch, acks=acks, timeout_ms=1000
+                    )
+                    print(json.dumps({"acks": acks, "value": value,
+                                      "error": answer["error_code"]}), flush=True)
+                    sent += 1
+    except OSError as exc:
+        print(json.dumps({"acks": None, "value": None, "error": repr(exc)}), flush=True)
+        time.sleep(0.2)
+"""
+
+ISOLATED_OVERRIDES = {
+    "zookeeper.session.timeout.ms": str(SESSION_MS),
+    "replica.lag.time.max.ms": "2000",
+    "min.insync.replicas": "2",
+}
+
+
+# Requests to an unreachable broker time out after seconds rather than librdkafka's default
+# minute, so the producer moves to the new leader within the test's bounds.
+CUT_TOLERANT = {"socket.timeout.ms": 3000, "request.timeout.ms": 3000}
+
+
+def start_zombie_writer(lab: NetworkLab, broker_id: int, topic: str, seconds: float):
+    """ZOMBIE_WRITER run beside broker ``broker_id``, talking to it from inside its namespace."""
+    broker = lab.broker(broker_id)
+    return lab.popen_in(
+        broker_id,
+        [
+            sys.executable,
+            "-c",
+            ZOMBIE_WRITER,
+            broker.host,
+            str(broker.port),
+            topic,
+            "0",
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+    )
+
+
+def test_a_cut_off_leader_is_replaced_acknowledges_nothing_and_truncates_when_healed(tmp_path):
+    NetworkLab.skip_unless_possible()
+    with NetworkLab(tmp_path, 3, ISOLATED_OVERRIDES) as lab:
+        lab.start()
+        create_topic_simple(
+            lab.broker(1).bootstrap, "cut", PARTITIONS, {"min.insync.replicas": "2"}, 3
+        )
+        with zk_session(lab.zookeeper_connect) as zk:
+            wait_for(lambda: len(state(zk, "cut", 0).isr) == 3, 20)
+            before = state(zk, "cut", 0)
+            sender = Sender(lab.bootstrap, "cut", CUT_TOLERANT)
+            sender.send(300, PARTITIONS)
+            assert sender.flush(30) == 0
+
+            cut_off = before.leader
+            lab.cut(cut_off)
+            writer = start_zombie_writer(lab, cut_off, "cut", 3 * SESSION_MS / 1000)
+            # The controller (elsewhere, or newly elected there) replaces it from the ISR once
+            # its session expires.
+            after = wait_for(
+                lambda: (s := state(zk, "cut", 0)).leader not in (cut_off, -1) and s,
+                SESSION_MS / 1000 + 15,
+            )
+            assert after.leader in before.isr
+            assert cut_off not in after.isr
+            assert after.leader_epoch > before.leader_epoch
+            survivors = [b.broker_id for b in lab.brokers if b.broker_id != cut_off]
+            wait_for(lambda: all(leaders(lab, "cut", b)[0] == after.leader for b in survivors), 20)
+            # Producing goes on through the new leader while the old one is still cut off.
+            sender.send(300, PARTITIONS)
+            assert sender.flush(60) == 0
+
+            out, _ = writer.communicate(timeout=60)
+            answers = [json.loads(line) for line in out.splitlines()]
+            attempts = [a for a in answers if a["acks"] == -1]
+            assert attempts, answers
+            assert [a for a in attempts if a["error"] == 0] == []  # none acknowledged
+            accepted_locally = [
+                a["value"].encode() for a in answers if a["acks"] == 1 and a["error"] == 0
+            ]
+            # It went on appending acks=1 writes alone: a history the new leader does not have.
+            diverged = segment_bytes(lab, cut_off, "cut", 0)
+            assert accepted_locally and all(value in diverged for value in accepted_locally)
+
+            lab.heal(cut_off)
+            wait_for(lambda: cut_off in state(zk, "cut", 0).isr, 40)
+            assert state(zk, "cut", 0).leader == after.leader
+            sender.send(300, PARTITIONS)
+            assert sender.flush(30) == 0
+            # Deposed, it truncated its own history and follows: byte for byte the leader's.
+            for p in range(PARTITIONS):
+                leader = state(zk, "cut", p).leader
+                wait_for(
+                    lambda p=p, leader=leader: (
+                        segment_bytes(lab, cut_off, "cut", p)
+                        == segment_bytes(lab, leader, "cut", p)
+                    ),
+                    20,
+                )
+            healed = segment_bytes(lab, cut_off, "cut", 0)
+            assert not any(value in healed for value in accepted_locally)
+
+        assert sender.failures == []
+        offsets = ClusterClient(lab.bootstrap)
+        try:  # the high watermark: every acknowledged message, none of the zombie's
+            assert [offsets.list_offset("cut", p, -1) for p in range(PARTITIONS)] == [
+                sender.sent // PARTITIONS
+            ] * PARTITIONS
+        finally:
+            offsets.close()
+        got = read_back(lab.bootstrap, "cut", sender.sent)
+        for p in range(PARTITIONS):
+            assert got[p] == [b"%d" % i for i in range(p, sender.sent, PARTITIONS)]

@@ -100,9 +100,10 @@ def test_acks_all_idempotent_messages_are_read_once_and_followers_hold_the_leade
 
 
 class Sender:
-    """An idempotent acks=all confluent-kafka producer counting failed deliveries."""
+    """An idempotent acks=all confluent-kafka producer counting failed deliveries; ``config``
+    adds to or overrides its librdkafka properties."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, config: dict | None = None):
         from confluent_kafka import Producer
 
         self.topic = topic
@@ -115,6 +116,7 @@ class Sender:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "topic.metadata.refresh.interval.ms": 1000,
+                **(config or {}),
             }
         )
 

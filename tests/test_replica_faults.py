@@ -248,7 +248,7 @@ def test_kcat_produces_and_consumes_through_a_leader_change(make_cluster):
     consumer = subprocess.Popen(
         ["kcat", "-b", bootstrap, "-C", "-t", "kcat", "-o", "beginning", "-c", "600", "-q"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     producer = subprocess.Popen(
         ["kcat", "-b", bootstrap, "-P", "-t", "kcat", "-p", "0", *KCAT_ACKS_ALL],
@@ -270,10 +270,10 @@ def test_kcat_produces_and_consumes_through_a_leader_change(make_cluster):
         producer.wait(60)
         assert producer.returncode == 0, errors
         assert b"delivery failed" not in errors.lower(), errors
-        read, _ = consumer.communicate(timeout=60)
+        read, consumer_errors = consumer.communicate(timeout=60)
     finally:
         for process in (producer, consumer):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    assert read.splitlines() == [b"line %d" % i for i in range(600)]
+    assert read.splitlines() == [b"line %d" % i for i in range(600)], consumer_errors
