@@ -98,6 +98,7 @@ class ClusterMetadata:
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_ids: dict[str, str] = field(default_factory=dict)
     states: dict[str, dict[int, KnownState]] = field(default_factory=dict)
+    deleted_topic_ids: frozenset[str] = frozenset()  # tombstones, /admin/deleted_topics
 
     def leader(self, topic: str, partition: int) -> int:
         """The leader its state names if that broker is alive; -1 without a state (not yet
@@ -148,6 +149,8 @@ class ZkCluster(ClusterWrites):
         self.client: KazooClient | None = None
         self.listeners: list[Callable[[ClusterMetadata, set[str]], None]] = []
         self.on_loaded: list[Callable[[ClusterMetadata], None]] = []
+        # on_topics_deleted(topic ids): tombstones appeared (and every one at start)
+        self.on_topics_deleted: list[Callable[[frozenset[str]], None]] = []
         # on_partition_state(topic, partition, state, version): a newer leader epoch, or the
         # same epoch with another ISR, on the reactor thread
         self.on_partition_state: list[Callable[[str, int, PartitionState, int], None]] = []
@@ -181,6 +184,9 @@ class ZkCluster(ClusterWrites):
             self.client.ensure_path(path)
         self.metadata.cluster_id = self._cluster_id()
         self._register(timeout)
+        # Tombstones first: a role given for a topic's partition (with the topic's data,
+        # below) can tell a deleted topic's log from one of unknown origin.
+        ChildrenWatch(self.client, layout.DELETED_TOPICS, self._deleted_topics_changed)
         ChildrenWatch(self.client, BROKER_IDS, self._brokers_changed)
         ChildrenWatch(self.client, BROKER_TOPICS, self._topics_changed)
         # The watches above queued every topic's data for the reactor; this comes after them.
@@ -370,6 +376,22 @@ class ZkCluster(ClusterWrites):
                 log.info("broker %d is at %s:%d", node_id, info.host, info.port)
             self.metadata.brokers[node_id] = info
         self._notify(set())
+
+    def _deleted_topics_changed(self, children):
+        if self._stopped:
+            return False
+        self.reactor.callFromThread(self._apply_deleted_topics, frozenset(children))
+        return True
+
+    def _apply_deleted_topics(self, ids: frozenset[str]) -> None:
+        new = ids - self.metadata.deleted_topic_ids
+        self.metadata.deleted_topic_ids = ids
+        if new:
+            for callback in self.on_topics_deleted:
+                try:
+                    callback(new)
+                except Exception:
+                    log.exception("deleted topics callback failed")
 
     def _topics_changed(self, children):
         for key in [k for k in self._state_watches if k[0] not in children]:

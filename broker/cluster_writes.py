@@ -22,6 +22,7 @@ from .protocol.zookeeper import PRODUCER_ID_BLOCK, PartitionState, ProducerIdBlo
 
 PRODUCER_ID_BLOCK_SIZE = 1000
 ZK_TIMEOUT = 10.0  # seconds a ZooKeeper write may take before the request fails
+RETRIED = (NotEmptyError, NoNodeError, BadVersionError)  # a deletion racing the controller
 
 
 class PartitionStateChangedError(RuntimeError):
@@ -75,21 +76,59 @@ class ClusterWrites:
         return self._in_pool(create)
 
     def delete_topic(self, name: str):
-        """Delete a topic's placement, partition states and config in one transaction; a
-        Deferred that fails with NoNodeError if the topic does not exist.  Every broker
-        deletes its own logs when its watch fires."""
+        """Delete a topic's placement, partition states and config, and leave its tombstone
+        (``/admin/deleted_topics/<topic id>``, naming its replicas), in one transaction; a
+        Deferred that fails with NoNodeError if the topic does not exist.  Every replica
+        deletes its own logs when its watch fires, or when it returns, and then takes itself
+        off the tombstone (``deleted_topic_logs_removed``)."""
 
         def delete():
             for _ in range(5):  # the controller may be writing states meanwhile
+                data, stat = self.client.get_async(layout.topic_path(name)).get(timeout=ZK_TIMEOUT)
+                placement = layout.decode_topic(data)
                 tx = self.client.transaction()
+                tx.check(layout.topic_path(name), stat.version)
                 for path in self._topic_subtree(name):
                     tx.delete(path)
+                if placement.topic_id:
+                    replicas = sorted({b for r in placement.partitions.values() for b in r})
+                    tombstone = layout.DeletedTopic(name, tuple(replicas))
+                    tx.create(
+                        layout.deleted_topic_path(placement.topic_id),
+                        layout.encode_deleted_topic(tombstone),
+                    )
                 results = tx.commit_async().get(timeout=ZK_TIMEOUT)
-                if not any(isinstance(r, (NotEmptyError, NoNodeError)) for r in results[:-1]):
+                if not any(isinstance(r, RETRIED) for r in results):
                     break
             _raise_first(results, name)
 
         return self._in_pool(delete)
+
+    def deleted_topic_logs_removed(self, topic_id: str):
+        """This broker holds no log of the deleted topic ``topic_id`` any more: take it off
+        the tombstone, and remove the tombstone when no replica is left on it (a Deferred)."""
+        path = layout.deleted_topic_path(topic_id)
+
+        def remove():
+            while True:
+                try:
+                    data, stat = self.client.get_async(path).get(timeout=ZK_TIMEOUT)
+                    deleted = layout.decode_deleted_topic(data, path)
+                    if self.broker_id not in deleted.replicas:
+                        return
+                    left = tuple(b for b in deleted.replicas if b != self.broker_id)
+                    if left:
+                        data = layout.encode_deleted_topic(layout.DeletedTopic(deleted.topic, left))
+                        self.client.set_async(path, data, stat.version).get(timeout=ZK_TIMEOUT)
+                    else:
+                        self.client.delete_async(path, stat.version).get(timeout=ZK_TIMEOUT)
+                    return
+                except NoNodeError:
+                    return
+                except BadVersionError:
+                    continue  # another replica took itself off meanwhile
+
+        return self._in_pool(remove)
 
     def _topic_subtree(self, name: str) -> list[str]:
         """The nodes of a topic, children before parents: partition states, partitions,

@@ -189,22 +189,22 @@ class RequestHandlers:
     # --- Fetch ---------------------------------------------------------------------------
 
     def fetch(self, body, version):
-        response = self._read_fetch(body)
-        available, errors_seen = response.pop("_bytes"), response.pop("_errors")
-        max_wait = body["max_wait_ms"]
-        min_bytes = body["min_bytes"]
-        if available >= min_bytes or max_wait <= 0 or errors_seen:
-            return response
+        """A long poll: read; while short of ``min_bytes`` and within ``max_wait_ms``, wait
+        for data (a consumer: for the high watermark to move) and read again."""
+        deadline = self.reactor.seconds() + body["max_wait_ms"] / 1000.0
         keys = [(t["topic"], p["partition"]) for t in body["topics"] for p in t["partitions"]]
-        d = self.waiters.wait(keys, min_bytes - available, max_wait)
+        follower = body["replica_id"] >= 0
 
-        def ready(_):
-            again = self._read_fetch(body)
-            again.pop("_bytes")
-            again.pop("_errors")
-            return again
+        def read(_=None):
+            response = self._read_fetch(body)
+            available, errors_seen = response.pop("_bytes"), response.pop("_errors")
+            left_ms = int((deadline - self.reactor.seconds()) * 1000)
+            if available >= body["min_bytes"] or left_ms <= 0 or errors_seen:
+                return response
+            missing = body["min_bytes"] - available
+            return self.waiters.wait(keys, missing, left_ms, follower).addCallback(read)
 
-        return d.addCallback(ready)
+        return read()
 
     def _read_fetch(self, body):
         """The response: per partition, a file range of whole batches (streamed by the
@@ -232,11 +232,11 @@ class RequestHandlers:
                     "records": _EMPTY,
                 }
                 try:
-                    plog = self._local_log(topic, partition, p["current_leader_epoch"])
+                    epoch = p["current_leader_epoch"]
+                    plog = self._local_log(topic, partition, epoch)
                     if follower >= 0:  # a follower reads to the log end and tells its own
-                        self.replicas.follower_fetched(
-                            topic, partition, follower, p["fetch_offset"], plog
-                        )
+                        at = p["fetch_offset"]
+                        self.replicas.follower_fetched(topic, partition, follower, at, plog, epoch)
                     hw = self.replicas.high_watermark(topic, partition, plog)
                     entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset
@@ -278,14 +278,17 @@ class RequestHandlers:
                     "offset": -1,
                     "leader_epoch": 0,
                 }
+                index = p["partition_index"]
                 try:
-                    plog = self._local_log(topic, p["partition_index"], p["current_leader_epoch"])
+                    plog = self._local_log(topic, index, p["current_leader_epoch"])
                     found = plog.offset_for_timestamp(p["timestamp"])
                     if found is not None:
                         entry["offset"], entry["timestamp"] = found
                     if p["timestamp"] == -1 and body["replica_id"] < 0:  # consumers: the hw
-                        hw = self.replicas.high_watermark(topic, p["partition_index"], plog)
-                        entry["offset"] = min(entry["offset"], hw)
+                        entry["offset"] = self.replicas.latest_for_consumers(topic, index, plog)
+                    entry["leader_epoch"] = self.replicas.epoch_at(
+                        plog, entry["offset"], p["timestamp"]
+                    )
                 except KafkaError as exc:
                     entry["error_code"] = exc.code
                     entry["leader_epoch"] = -1

@@ -91,6 +91,7 @@ class Broker:
         self.replicas.start()
         self.cluster.listeners.append(self._metadata_changed)
         self.cluster.on_loaded.append(self._set_aside_strays)
+        self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
         self.controller = Controller(
             self.cluster.client,
@@ -114,55 +115,43 @@ class Broker:
         )
 
     def _metadata_changed(self, metadata, topics) -> None:
-        """Open logs for partitions this broker leads (by their state); delete logs of
-        deleted topics and logs left by an earlier topic of the same name (another topic
-        id).  Followers keep no log until they replicate."""
-        me = self.config["broker.id"]
+        """Apply each topic's configuration; delete the logs of deleted topics.  Logs are
+        opened by the replica manager as roles arrive."""
         for topic in topics:
-            placement = metadata.topics.get(topic)
-            if placement is None:
-                self._delete_topic_logs(topic)
+            if topic not in metadata.topics:
+                self._delete_logs([k for k in self.manager.logs if k[0] == topic])
                 continue
             try:
                 self.manager.set_topic_overrides(topic, metadata.topic_configs.get(topic, {}))
             except ConfigError as exc:
                 log.error("topic %s has a bad configuration, keeping the old one: %s", topic, exc)
-            topic_id = metadata.topic_ids.get(topic)
-            states = metadata.states.get(topic, {})
-            for partition in placement:
-                known = states.get(partition)
-                if known is None or known.state.leader != me:
-                    continue
-                plog = self.manager.get_log(topic, partition)
-                if plog is not None and topic_id and plog.topic_id not in (None, topic_id):
-                    log.warning(
-                        "%s-%d holds data of an earlier topic of that name; deleting it",
-                        topic,
-                        partition,
-                    )
-                    self.handlers.waiters.wake_all(topic, partition)
-                    self.manager.delete_log(topic, partition)
-                    plog = None
-                if plog is None:
-                    plog = self.manager.get_or_create_log(topic, partition)
-                if topic_id and plog.topic_id != topic_id:
-                    plog.set_topic_id(topic_id)
 
-    def _delete_topic_logs(self, topic: str) -> None:
-        deleted = 0
-        for t, p in list(self.manager.logs):
-            if t == topic:
-                self.handlers.waiters.wake_all(t, p)
-                self.manager.delete_log(t, p, checkpoint=False)
-                deleted += 1
-        if deleted:
+    def _delete_logs(self, keys) -> None:
+        for topic, partition in keys:
+            self.replicas.stop_replica(topic, partition)
+            self.handlers.waiters.wake_all(topic, partition)
+            self.manager.delete_log(topic, partition, checkpoint=False)
+            log.info("deleted the local log %s-%d (its topic was deleted)", topic, partition)
+        if keys:
             self.manager.checkpoint_recovery_points()
             self.manager.checkpoint_log_start_offsets()
-            log.info("deleted the %d local logs of topic %s", deleted, topic)
+
+    def _topics_deleted(self, topic_ids) -> None:
+        """Tombstones of deleted topics (all of them at start): delete this broker's logs of
+        those topics, even where the name is in use again, then take this broker off them."""
+        self._delete_logs(
+            [k for k, plog in self.manager.logs.items() if plog.topic_id in topic_ids]
+        )
+        for topic_id in topic_ids:
+            d = self.cluster.deleted_topic_logs_removed(topic_id)
+            d.addErrback(
+                lambda f, t=topic_id: log.warning("tombstone %s not updated: %s", t, f.value)
+            )
 
     def _set_aside_strays(self, metadata) -> None:
-        """After the first full view of ZooKeeper: logs of topics that no longer exist (deleted
-        while this broker was down) are set aside, not served, and not deleted."""
+        """After the first full view of ZooKeeper: logs of topics that no longer exist and
+        have no tombstone (deleted topics' logs are gone already: ``_topics_deleted``) are of
+        unknown origin: set aside, not served, and not deleted."""
         for topic, partition in list(self.manager.logs):
             if topic not in metadata.topics:
                 aside = self.manager.set_aside_log(topic, partition)

@@ -75,10 +75,11 @@ class _Pooled:
 
 _SIZE = struct.Struct(">i")
 
-# Answers meaning the partition's leader is elsewhere (or not yet elected): ask for
-# metadata and try again, as Kafka's clients do.  NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE,
-# REPLICA_NOT_AVAILABLE, KAFKA_STORAGE_ERROR, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
-LEADER_MOVED_CODES = frozenset({6, 5, 9, 56, 74, 75})
+# Answers meaning the partition's leader is elsewhere (or not yet elected, or new and not yet
+# sure of its high watermark): ask for metadata and try again, as Kafka's clients do.
+# NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, REPLICA_NOT_AVAILABLE, KAFKA_STORAGE_ERROR,
+# FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE.
+LEADER_MOVED_CODES = frozenset({6, 5, 9, 56, 74, 75, 78})
 LEADER_MOVED_BACKOFF_S = 0.1
 
 

@@ -486,7 +486,8 @@ def test_a_topic_deleted_while_its_broker_was_down_does_not_come_back(make_clust
             == 0
         )
     second.start()
-    assert list((second.workdir / "broker-2-logs").glob("reborn-0.*-stray"))  # set aside, kept
+    # Known deleted (its tombstone): removed, not served, not set aside.
+    wait_for(lambda: not list((second.workdir / "broker-2-logs").glob("reborn-0*")), 10)
     create_reborn_on_broker_2(first.port)
     with BrokerConnection("127.0.0.1", second.port) as conn:
 

@@ -22,7 +22,9 @@ def test_paths_are_kafkas_and_the_papers():
         "/brokers/topics",
         "/config/topics",
         "/cluster",
+        "/admin/deleted_topics",
     )
+    assert layout.deleted_topic_path("f00d") == "/admin/deleted_topics/f00d"
     assert layout.group_path("g") == "/consumers/g"
     assert layout.kind_path("g") == "/consumers/g/kind"
     assert layout.members_path("g") == "/consumers/g/ids"
@@ -202,3 +204,12 @@ def test_malformed_node_data_raises_malformed_node_error(decode, data):
 def test_malformed_node_error_without_a_path_names_what_was_expected():
     with pytest.raises(MalformedNodeError, match=r"^b'x' is not an offset \(ValueError: "):
         layout.decode_offset(b"x")
+
+
+def test_a_deleted_topics_tombstone_round_trips_and_a_bad_one_is_refused():
+    deleted = layout.DeletedTopic("clicks", (1, 3))
+    data = layout.encode_deleted_topic(deleted)
+    assert json.loads(data) == {"version": 1, "topic": "clicks", "replicas": [1, 3]}
+    assert layout.decode_deleted_topic(data) == deleted
+    with pytest.raises(layout.MalformedNodeError):
+        layout.decode_deleted_topic(b'{"version": 1, "topic": "clicks", "replicas": ["x"]}')

@@ -72,7 +72,8 @@ PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 CONSUMERS = "/consumers"
 CONTROLLER = "/controller"
 CONTROLLER_EPOCH = "/controller_epoch"
-BROKER_BASE_PATHS = (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, CLUSTER)  # made by every broker
+DELETED_TOPICS = "/admin/deleted_topics"  # children: ids of deleted topics some replica holds
+BROKER_BASE_PATHS = (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, CLUSTER, DELETED_TOPICS)
 
 
 def broker_path(broker_id: int | str) -> str:
@@ -97,6 +98,10 @@ def partition_state_path(topic: str, partition: int) -> str:
 
 def topic_config_path(topic: str) -> str:
     return f"{CONFIG_TOPICS}/{topic}"
+
+
+def deleted_topic_path(topic_id: str) -> str:
+    return f"{DELETED_TOPICS}/{topic_id}"
 
 
 def group_path(group: str) -> str:
@@ -364,6 +369,30 @@ def decode_topic_config(data: bytes, path: str = "") -> dict[str, str]:
     """``/config/topics/<topic>``: the topic's overrides, Kafka's topic-level names."""
     with _reading("a topic config", data, path):
         return {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
+
+
+@dataclass(frozen=True)
+class DeletedTopic:
+    """``/admin/deleted_topics/<topic id>``: a deleted topic's tombstone, persistent until
+    every replica that may hold its logs (``replicas``) removed them: a broker that was down
+    when the topic was deleted removes them when it returns, even if the name is in use again
+    (its logs carry the topic id)."""
+
+    topic: str
+    replicas: tuple[int, ...]
+
+
+def encode_deleted_topic(deleted: DeletedTopic) -> bytes:
+    return _dumps({"version": 1, "topic": deleted.topic, "replicas": list(deleted.replicas)})
+
+
+def decode_deleted_topic(data: bytes, path: str = "") -> DeletedTopic:
+    with _reading("a deleted topic", data, path):
+        doc = json.loads(data)
+        replicas = doc["replicas"]
+        _check(isinstance(doc["topic"], str), "topic must be a string")
+        _check(isinstance(replicas, list) and all(map(_is_int, replicas)), "bad replicas")
+        return DeletedTopic(doc["topic"], tuple(replicas))
 
 
 def encode_cluster_id(cluster_id: str) -> bytes:

@@ -25,6 +25,7 @@ leader) moved on: the state watch then delivers what to obey.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from typing import Any
 
 from twisted.internet import defer, task
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 NotEnoughReplicasError = error_for_code(19)  # NOT_ENOUGH_REPLICAS
 NotLeaderOrFollowerError = error_for_code(6)  # NOT_LEADER_OR_FOLLOWER
+UnknownLeaderEpochError = error_for_code(75)  # UNKNOWN_LEADER_EPOCH
+OffsetNotAvailableError = error_for_code(78)  # OFFSET_NOT_AVAILABLE
 
 Key = tuple[str, int]
 
@@ -99,12 +102,12 @@ class ReplicaManager:
         elif self.broker_id in replicas and state.leader >= 0:
             self._become_follower(topic, partition, state)
         else:
-            self._stop_replica(topic, partition)
+            self.stop_replica(topic, partition)
 
     def _become_leader(self, topic: str, partition: int, state, replicas) -> None:
         key = (topic, partition)
         self._stop_fetching(key)
-        plog = self.logs.get_or_create_log(topic, partition)
+        plog = self._open_log(topic, partition)
         leo = plog.log_end_offset
         plog.leader_epochs.assign(state.leader_epoch, leo)
         if len(replicas) < 2:  # its only replica: the hw is the log end, nothing to track
@@ -135,7 +138,7 @@ class ReplicaManager:
         info = self.metadata.brokers.get(state.leader)
         if info is None:
             return  # the leader's registration is not seen yet: the next state brings it
-        plog = self.logs.get_or_create_log(topic, partition)
+        plog = self._open_log(topic, partition)
         fetcher = self.fetchers.get(state.leader)
         if fetcher is None:
             client = BrokerClient(
@@ -154,7 +157,39 @@ class ReplicaManager:
         fetcher.add_partition(topic, partition, plog, state.leader_epoch)
         log.info("following %s-%d from broker %d", topic, partition, state.leader)
 
-    def _stop_replica(self, topic: str, partition: int) -> None:
+    def _open_log(self, topic: str, partition: int):
+        """The partition's log, stamped with the topic's id.  A log of another topic of that
+        name (another id) is never served: deleted if that topic is known to be deleted (its
+        tombstone), set aside otherwise."""
+        topic_id = self.metadata.topic_ids.get(topic)
+        plog = self.logs.get_log(topic, partition)
+        if plog is not None and topic_id and plog.topic_id not in (None, topic_id):
+            old_id = plog.topic_id
+            self.stop_replica(topic, partition)
+            self.waiters.wake_all(topic, partition)
+            if old_id in self.metadata.deleted_topic_ids:
+                self.logs.delete_log(topic, partition)
+                log.warning(
+                    "%s-%d: deleted the log of deleted topic id %s", topic, partition, old_id
+                )
+            else:
+                aside = self.logs.set_aside_log(topic, partition)
+                log.warning(
+                    "%s-%d: log of unknown topic id %s set aside as %s",
+                    topic,
+                    partition,
+                    old_id,
+                    aside,
+                )
+            plog = None
+        if plog is None:
+            plog = self.logs.get_or_create_log(topic, partition)
+        if topic_id and plog.topic_id != topic_id:
+            plog.set_topic_id(topic_id)
+        return plog
+
+    def stop_replica(self, topic: str, partition: int) -> None:
+        """Neither lead nor follow the partition (its log is going away, or it is not ours)."""
         key = (topic, partition)
         self._stop_fetching(key)
         leader = self.leaders.pop(key, None)
@@ -193,13 +228,15 @@ class ReplicaManager:
             )
 
     def appended(self, topic: str, partition: int, plog, size: int) -> None:
-        """The leader appended ``size`` bytes: followers' long polls wake; the hw moves at
-        once with an ISR of one."""
+        """The leader appended ``size`` bytes: followers' long polls wake; consumers' wake
+        when the hw moves (at once with a single replica or an ISR of one)."""
         leader = self.leaders.get((topic, partition))
-        if leader is not None and leader.leader_appended(plog.log_end_offset):
-            plog.high_watermark = leader.high_watermark
-            self.delayed.hw_moved(topic, partition, leader.high_watermark)
-        self.waiters.appended(topic, partition, size)
+        if leader is None:  # a single replica: the hw is the log end
+            self.waiters.appended(topic, partition, size)
+            return
+        self.waiters.appended(topic, partition, size, consumers=False)
+        if leader.leader_appended(plog.log_end_offset):
+            self._hw_moved(topic, partition, plog, leader)
 
     def wait_for_hw(self, topic: str, partition: int, offset: int, timeout_ms: int):
         """None if the hw already covers ``offset``; else a Deferred of the error code."""
@@ -237,26 +274,65 @@ class ReplicaManager:
         leader = self.leaders.get((topic, partition))
         return leader.high_watermark if leader is not None else plog.log_end_offset
 
-    def follower_fetched(self, topic: str, partition: int, replica_id: int, offset: int, plog):
-        """A follower's Fetch at ``offset`` (its log end); NotAssignedReplicaError if it is
-        not a replica."""
+    def latest_for_consumers(self, topic: str, partition: int, plog) -> int:
+        """ListOffsets' latest offset for a consumer: the high watermark, once it is known.
+        A new leader learns the true one from its followers' next fetches; until its hw
+        reaches the start of its epoch it answers OFFSET_NOT_AVAILABLE (retriable), as
+        Kafka's ``Partition.fetchOffsetForTimestamp`` does, rather than an end that is
+        behind what was acknowledged."""
+        hw = self.high_watermark(topic, partition, plog)
+        entries = plog.leader_epochs.entries
+        if (topic, partition) in self.leaders and entries and entries[-1].start_offset > hw:
+            raise OffsetNotAvailableError(
+                f"{topic}-{partition}: the high watermark {hw} is behind the start of leader "
+                f"epoch {entries[-1].epoch} at {entries[-1].start_offset}"
+            )
+        return hw
+
+    @staticmethod
+    def epoch_at(plog, offset: int, timestamp: int) -> int:
+        """The leader epoch ListOffsets answers with the offset it found (as Kafka: the latest
+        epoch for the log end, else the epoch of the offset's batch from the epoch cache);
+        -1 if there is none."""
+        entries = plog.leader_epochs.entries
+        if offset < 0 or not entries:
+            return -1
+        if timestamp == -1:
+            return plog.leader_epochs.latest_epoch
+        at = bisect_right([e.start_offset for e in entries], offset)
+        return entries[at - 1].epoch if at else -1
+
+    def follower_fetched(
+        self, topic: str, partition: int, replica_id: int, offset: int, plog, leader_epoch=-1
+    ):
+        """A follower's Fetch at ``offset`` (its log end).  From a broker that is not a
+        replica it is refused as Kafka's ``Partition.followerReplicaOrThrow`` does:
+        UNKNOWN_LEADER_EPOCH if the fetch named a current leader epoch (it may be a replica
+        this leader does not know of yet), else NOT_LEADER_OR_FOLLOWER; both are retried."""
         key = (topic, partition)
         leader = self.leaders.get(key)
-        if leader is None:
+        replicas = leader.replicas if leader else self.metadata.topics.get(topic, {}).get(partition)
+        if replica_id not in (replicas or ()):
+            refusal = UnknownLeaderEpochError if leader_epoch >= 0 else NotLeaderOrFollowerError
+            raise refusal(
+                f"broker {replica_id} is not a replica of {topic}-{partition} "
+                f"(replicas {list(replicas or ())})"
+            )
+        if leader is None:  # a single replica: nothing to track
             return
         if leader.follower_fetched(replica_id, offset, plog.log_end_offset, self._now_ms()):
-            self._hw_moved(topic, partition, plog, leader, 1)
+            self._hw_moved(topic, partition, plog, leader)
         if leader.expand_candidate(replica_id):
             self._write_isr(key, leader, leader.isr | {replica_id})
 
     def _hw_maybe_moved(self, topic, partition, plog, leader) -> None:
         if leader.high_watermark != plog.high_watermark:
-            self._hw_moved(topic, partition, plog, leader, 1)
+            self._hw_moved(topic, partition, plog, leader)
 
-    def _hw_moved(self, topic, partition, plog, leader, size: int) -> None:
+    def _hw_moved(self, topic, partition, plog, leader) -> None:
         plog.high_watermark = leader.high_watermark
         self.delayed.hw_moved(topic, partition, leader.high_watermark)
-        self.waiters.appended(topic, partition, size)
+        self.waiters.hw_moved(topic, partition)
 
     # --- ISR ----------------------------------------------------------------------------------
 
@@ -285,7 +361,7 @@ class ReplicaManager:
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
                 if leader.apply_isr(new_isr) and plog is not None:
-                    self._hw_moved(key[0], key[1], plog, leader, 1)
+                    self._hw_moved(key[0], key[1], plog, leader)
             log.info("%s-%d: ISR now %s", *key, new_isr)
 
         def refused(failure):
