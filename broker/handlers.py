@@ -18,6 +18,7 @@ from .config import BrokerConfig
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
+from .list_offsets import list_offsets as answer_list_offsets
 from .log import ConfigError, LogConfig, LogManager
 from .log.names import validate_topic_name
 from .protocol import errors, produce
@@ -266,35 +267,7 @@ class RequestHandlers:
     # --- ListOffsets ---------------------------------------------------------------------
 
     def list_offsets(self, body, version):
-        topics = []
-        for topic_data in body["topics"]:
-            topic = topic_data["name"]
-            partitions = []
-            for p in topic_data["partitions"]:
-                entry = {
-                    "partition_index": p["partition_index"],
-                    "error_code": NONE,
-                    "timestamp": -1,
-                    "offset": -1,
-                    "leader_epoch": 0,
-                }
-                index = p["partition_index"]
-                try:
-                    plog = self._local_log(topic, index, p["current_leader_epoch"])
-                    found = plog.offset_for_timestamp(p["timestamp"])
-                    if found is not None:
-                        entry["offset"], entry["timestamp"] = found
-                    if p["timestamp"] == -1 and body["replica_id"] < 0:  # consumers: the hw
-                        entry["offset"] = self.replicas.latest_for_consumers(topic, index, plog)
-                    entry["leader_epoch"] = self.replicas.epoch_at(
-                        plog, entry["offset"], p["timestamp"]
-                    )
-                except KafkaError as exc:
-                    entry["error_code"] = exc.code
-                    entry["leader_epoch"] = -1
-                partitions.append(entry)
-            topics.append({"name": topic, "partitions": partitions})
-        return {"throttle_time_ms": 0, "topics": topics}
+        return answer_list_offsets(body, self._local_log, self.replicas)
 
     # --- OffsetForLeaderEpoch -------------------------------------------------------------
 
