@@ -323,7 +323,9 @@ class ReplicaManager:
         if leader.follower_fetched(replica_id, offset, plog.log_end_offset, self._now_ms()):
             self._hw_moved(topic, partition, plog, leader)
         if leader.expand_candidate(replica_id):
-            self._write_isr(key, leader, leader.isr | {replica_id})
+            self._write_isr(
+                key, leader, leader.isr | {replica_id}, f"replica {replica_id} caught up"
+            )
 
     def _hw_maybe_moved(self, topic, partition, plog, leader) -> None:
         if leader.high_watermark != plog.high_watermark:
@@ -341,15 +343,18 @@ class ReplicaManager:
         for key, leader in list(self.leaders.items()):
             out = leader.shrink_candidates(now, self.lag_ms)
             if out:
-                log.info("%s-%d: replicas %s fell behind", *key, sorted(out))
-                self._write_isr(key, leader, leader.isr - out)
+                self._write_isr(
+                    key, leader, leader.isr - out, f"replicas {sorted(out)} fell behind"
+                )
 
-    def _write_isr(self, key: Key, leader: LeaderState, isr) -> None:
+    def _write_isr(self, key: Key, leader: LeaderState, isr, why: str) -> None:
+        """Propose ``isr`` (one write per partition at a time), logging ``why``."""
         known = self.metadata.states.get(key[0], {}).get(key[1])
         if known is None or key in self._isr_writes:
             return
         self._isr_writes.add(key)
         new_isr = sorted(isr, key=lambda b: (b != self.broker_id, b))
+        log.info("%s-%d: %s; writing ISR %s", *key, why, new_isr)
         d = self.cluster.update_isr(*key, new_isr, leader.leader_epoch, known.version)
 
         def written(_):
