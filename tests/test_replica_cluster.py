@@ -117,6 +117,10 @@ class Sender:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "topic.metadata.refresh.interval.ms": 1000,
+                # Not 3 refresh intervals (librdkafka's default): a cached leader outlives a
+                # metadata request stuck on a stopped (SIGSTOP) broker, which is only given up
+                # after socket.timeout.ms, so produce goes on to the leaders it knows.
+                "metadata.max.age.ms": 60000,
                 **(config or {}),
             }
         )

@@ -71,14 +71,20 @@ def test_acks_all_times_out_past_its_request_and_fails_after_append_when_the_isr
             first.send_signal(signal.SIGSTOP)
             second.send_signal(signal.SIGSTOP)
             try:
-                # Both followers still in the ISR: the wait outlasts a short request.
-                timed_out = produce_to(
-                    conn, "waits", 0, batch("timed-out"), acks=-1, timeout_ms=300
+                # Both sent at once, so both are appended before the followers' lag runs out
+                # however slowly this process is scheduled.  Both followers still in the ISR:
+                # the first wait outlasts its short request.  The second outlasts
+                # replica.lag.time.max.ms instead: the leader shrinks the ISR to itself, below
+                # min.insync.replicas, under the waiting produce.
+                waits = [
+                    conn.send(ApiKey.PRODUCE, produce_body("waits", 0, batch(tag), -1, timeout))
+                    for tag, timeout in (("timed-out", 300), ("shrunk", 20000))
+                ]
+                timed_out, shrunk = (
+                    conn.receive(ApiKey.PRODUCE, c)["responses"][0]["partition_responses"][0]
+                    for c in waits
                 )
                 assert timed_out["error_code"] == REQUEST_TIMED_OUT
-                # A long wait outlasts replica.lag.time.max.ms instead: the leader shrinks the
-                # ISR to itself, below min.insync.replicas, under the waiting produce.
-                shrunk = produce_to(conn, "waits", 0, batch("shrunk"), acks=-1, timeout_ms=20000)
                 assert shrunk["error_code"] == NOT_ENOUGH_REPLICAS_AFTER_APPEND
                 assert list(state(zk, "waits", 0).isr) == [leader]
                 refused = produce_to(conn, "waits", 0, batch("refused"), acks=-1)
@@ -183,8 +189,11 @@ def test_a_partition_whose_in_sync_replicas_all_died_is_offline_until_one_return
         out_of_sync = cluster.broker(lagging)
         out_of_sync.process.send_signal(signal.SIGSTOP)
         try:
+            # Appended while the follower is stopped: the leader itself takes it out of the ISR
+            # once it has lagged replica.lag.time.max.ms (well before its session expires), and
+            # then the ISR {leader, other} acknowledges.
+            sender.send(100)
             wait_for(lambda: lagging not in state(zk, "orphan", 0).isr, 15)
-            sender.send(100)  # acknowledged by the ISR {leader, other} only
             assert sender.flush(15) == 0
             assert sender.failures == []
             cluster.broker(leader).kill()
