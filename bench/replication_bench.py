@@ -98,6 +98,12 @@ class Cluster:
         leader answers Produce."""
         full_isr = replication_factor > 1
         live = next(b for b in self.brokers.values() if b.process is not None)
+        # a broker restarted by the run before registers again a moment after it starts
+        registered = wait_until(
+            lambda: len(self.zk.get_children(layout.BROKER_IDS)) >= len(self.brokers), 60
+        )
+        if registered is None:
+            raise BenchmarkError(f"CreateTopics {topic}: not every broker registered in 60 s")
         try:
             create_topic_simple(live.bootstrap, topic, 1, replication_factor=replication_factor)
         except KafkaError as exc:
