@@ -114,23 +114,11 @@ def create_topic_simple(
     partitions: int,
     configs: dict | None = None,
     replication_factor: int = -1,
+    check: bool = True,
 ) -> dict:
     """Create a topic (replication factor -1: the broker's default.replication.factor); its
-    CreateTopics result, or the matching KafkaError raised if the broker refuses."""
-    result = create_topic_result(bootstrap, name, partitions, configs, replication_factor)
-    if result["error_code"]:
-        raise error_for_code(result["error_code"])(result["error_message"])
-    return result
-
-
-def create_topic_result(
-    bootstrap: str,
-    name: str,
-    partitions: int,
-    configs: dict | None = None,
-    replication_factor: int = -1,
-) -> dict:
-    """CreateTopics for one topic; the broker's result for it, refused or not."""
+    CreateTopics result. A refusal raises the matching KafkaError, or with ``check`` false is
+    returned like a success."""
     with connect_any(bootstrap) as conn:
         body = conn.request(
             ApiKey.CREATE_TOPICS,
@@ -148,4 +136,7 @@ def create_topic_result(
                 "validate_only": False,
             },
         )
-    return body["topics"][0]
+    result = body["topics"][0]
+    if check and result["error_code"]:
+        raise error_for_code(result["error_code"])(result["error_message"])
+    return result

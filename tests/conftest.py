@@ -176,10 +176,11 @@ def create_topic(
 ) -> dict:
     """Create a topic through the broker on ``port`` with the ``headrace topics`` code path; its
     CreateTopics result. A refusal raises its KafkaError unless ``check`` is false."""
-    from headrace.topics import create_topic_result, create_topic_simple
+    from headrace.topics import create_topic_simple
 
-    create = create_topic_simple if check else create_topic_result
-    return create(f"127.0.0.1:{port}", name, partitions, configs, replication_factor)
+    return create_topic_simple(
+        f"127.0.0.1:{port}", name, partitions, configs, replication_factor, check=check
+    )
 
 
 def _module_cluster(zookeeper, tmp_path_factory, size: int):

@@ -67,19 +67,14 @@ class Api:
 
 K, a, g = ApiKey, apis, group_apis
 # key, versions served (min, max), our clients' version, request and response schemas
+# one row per API, unwrapped
+# fmt: off
 APIS: tuple[Api, ...] = (
     Api(K.PRODUCE, 0, 8, 8, a.PRODUCE_REQUEST, a.PRODUCE_RESPONSE),
     Api(K.FETCH, 4, 11, 11, a.FETCH_REQUEST, a.FETCH_RESPONSE),
     Api(K.LIST_OFFSETS, 1, 5, 5, a.LIST_OFFSETS_REQUEST, a.LIST_OFFSETS_RESPONSE),
     Api(K.METADATA, 0, 8, 8, a.METADATA_REQUEST, a.METADATA_RESPONSE),
-    Api(
-        K.CONTROLLED_SHUTDOWN,
-        1,
-        2,
-        2,
-        a.CONTROLLED_SHUTDOWN_REQUEST,
-        a.CONTROLLED_SHUTDOWN_RESPONSE,
-    ),
+    Api(K.CONTROLLED_SHUTDOWN, 1, 2, 2, a.CONTROLLED_SHUTDOWN_REQUEST, a.CONTROLLED_SHUTDOWN_RESPONSE),  # noqa: E501
     Api(K.OFFSET_COMMIT, 2, 7, 7, g.OFFSET_COMMIT_REQUEST, g.OFFSET_COMMIT_RESPONSE),
     Api(K.OFFSET_FETCH, 1, 5, 5, g.OFFSET_FETCH_REQUEST, g.OFFSET_FETCH_RESPONSE),
     Api(K.FIND_COORDINATOR, 0, 2, 2, g.FIND_COORDINATOR_REQUEST, g.FIND_COORDINATOR_RESPONSE),
@@ -93,15 +88,9 @@ APIS: tuple[Api, ...] = (
     Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE),
     Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
     Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
-    Api(
-        K.OFFSET_FOR_LEADER_EPOCH,
-        0,
-        3,
-        3,
-        a.OFFSET_FOR_LEADER_EPOCH_REQUEST,
-        a.OFFSET_FOR_LEADER_EPOCH_RESPONSE,
-    ),
+    Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE),  # noqa: E501
 )
+# fmt: on
 del K, a, g
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
