@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from conftest import create_topic, metadata, wait_for, zk_session
+from request_bodies import produce_to
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.records import build_batch
@@ -191,20 +192,9 @@ def test_sigterm_hands_leaderships_over_before_the_broker_stops(make_cluster):
 
 
 def produce_code(port: int, topic: str, acks: int) -> int:
-    body = {
-        "transactional_id": None,
-        "acks": acks,
-        "timeout_ms": 5000,
-        "topic_data": [
-            {
-                "name": topic,
-                "partition_data": [{"index": 0, "records": build_batch([(b"k", b"v")])}],
-            }
-        ],
-    }
     with BrokerConnection("127.0.0.1", port, timeout=10) as conn:
-        answer = conn.request(ApiKey.PRODUCE, body)
-    return answer["responses"][0]["partition_responses"][0]["error_code"]
+        answer = produce_to(conn, topic, 0, build_batch([(b"k", b"v")]), acks=acks)
+    return answer["error_code"]
 
 
 def test_acks_all_needs_min_insync_replicas_in_the_isr(make_cluster):
