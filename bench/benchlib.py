@@ -627,19 +627,20 @@ def rdkafka_produce_timed(
 ) -> Timed:
     """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
     ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
-    is drained for 5 ms and the call made again."""
+    is drained for 5 ms and the call made again, until it is taken."""
     produce, poll = producer.produce, producer.poll
     buffer_full = 0
     with gc_paused() if pause_gc else nullcontext():
         before = meter.mark()
         start = time.perf_counter()
         for _ in repeat(None, count):
-            try:
-                produce(topic, value, **options)
-            except BufferError:
-                buffer_full += 1
-                poll(0.005)
-                produce(topic, value, **options)
+            while True:
+                try:
+                    produce(topic, value, **options)
+                    break
+                except BufferError:
+                    buffer_full += 1
+                    poll(0.005)
         loop_end = time.perf_counter()
         left = producer.flush(120 + count / 2000)
         end = time.perf_counter()
