@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
     loader_cli.add_parser(sub)
 
+    from .audit import command as audit_command
+
+    audit_command.add_parser(sub)
+
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--brokers", type=int, default=3)

@@ -23,7 +23,7 @@ def _endpoints(args) -> dict:
 
 def produce(args) -> int:
     """stdin lines to a topic; with --key-field, JSON lines are keyed by that field."""
-    from consumers.producer import Producer
+    from consumers.producer import Producer, audit
 
     failures = []
     try:
@@ -32,6 +32,7 @@ def produce(args) -> int:
             compression=args.compression,
             acks=args.acks,
             enable_idempotence=args.idempotence,
+            **audit.options_from(args),
         )
     except ValueError as exc:
         print(f"headrace produce: {exc}", file=sys.stderr)
@@ -330,6 +331,7 @@ def ship(args) -> int:
 
 def add_parsers(sub) -> None:
     """The four subcommands, for headrace.cli."""
+    from consumers.producer import audit
 
     def endpoints(p):
         p.add_argument(
@@ -355,6 +357,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"])
     idempotence(p)
+    audit.add_arguments(p, on_by_default=False)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
     p.set_defaults(func=produce)
 
@@ -396,4 +399,5 @@ def add_parsers(sub) -> None:
         "--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"]
     )
     idempotence(p)
+    audit.add_arguments(p, on_by_default=True)
     p.set_defaults(func=ship)

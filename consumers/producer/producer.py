@@ -27,21 +27,31 @@ after it.  If a numbered batch fails for good, the producer takes a new producer
 numbers afresh what was never sent and what follows the failed batch in its partition; a batch
 sent before keeps its producer id and sequence, so the broker still knows it if it was stored
 (its answer lost), and a partition sends no batch of the new id until those are through.
+
+The audit (``audit=True``; ``consumers.producer.audit``): the messages the brokers acknowledged
+are counted per topic and ``audit_window_ms`` window of their timestamps (default one minute,
+UTC-aligned) and published to the topic ``_audit`` every ``audit_interval_ms`` (10 s) and on
+``flush()`` and ``close()``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
-from broker.protocol.errors import MessageTooLargeError, RequestTimedOutError
+from broker.protocol.errors import KafkaError, MessageTooLargeError, RequestTimedOutError
 
+from ..audit import DEFAULT_WINDOW_MS
 from ..cluster import ClusterClient
 from ..partitioner import partition_for_key
 from .accumulator import RecordAccumulator
+from .audit import DEFAULT_INTERVAL_MS, AuditPublisher
 from .batch import BATCH_OVERHEAD, RECORD_OVERHEAD, DeliveryFuture, FailedFuture
 from .config import ProducerConfig
 from .sender import Sender
+
+log = logging.getLogger(__name__)
 
 
 class ProducerClosedError(RuntimeError):
@@ -58,13 +68,17 @@ class Producer:
         *,
         client_id: str = "headrace-producer",
         cluster: ClusterClient | None = None,
+        audit: bool = False,
+        audit_window_ms: int = DEFAULT_WINDOW_MS,
+        audit_interval_ms: int = DEFAULT_INTERVAL_MS,
         **options,
     ):
         """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
         ``max_in_flight_requests_per_connection``, ``compression``, ``linger_ms``,
         ``batch_size``, ``buffer_memory``, ``block_on_full``, ``max_block_ms``,
         ``retry_backoff_ms``, ``delivery_timeout_ms``, ``request_timeout_ms`` and
-        ``max_request_size``, with Kafka's meanings."""
+        ``max_request_size``, with Kafka's meanings.  ``audit`` publishes audit records (see
+        the module docstring)."""
         self.config = config = ProducerConfig.of(**options)
         self.acks = config.acks
         self.idempotent = config.idempotent
@@ -80,7 +94,14 @@ class Producer:
         self._closed = False
         self._accumulator = RecordAccumulator(config)
         self._sender = Sender(self._accumulator, self.cluster)
+        self.client_id = client_id
+        self.audit: AuditPublisher | None = None
+        if audit:
+            self.audit = AuditPublisher(self, audit_window_ms, audit_interval_ms)
+            self._sender.on_acknowledged = self.audit.acknowledged
         self._sender.start()
+        if self.audit is not None:
+            self.audit.start()
 
     def send(
         self,
@@ -134,15 +155,27 @@ class Producer:
         return partition
 
     def flush(self, timeout: float | None = None) -> int:
-        """Send everything queued and wait for the outcome; returns messages still pending
-        (0 unless the timeout ran out)."""
-        return self._accumulator.wait_until_sent(timeout)
+        """Send everything queued and wait for the outcome (with the audit, then publish its
+        counts and wait for them too); returns messages still pending (0 unless the timeout
+        ran out)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        left = self._accumulator.wait_until_sent(timeout)
+        if self.audit is None or self._closed or left:
+            return left
+        try:
+            self.audit.publish()
+        except (OSError, KafkaError) as exc:  # counted again at the next publish
+            log.warning("audit records not published: %s", exc)
+        rest = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._accumulator.wait_until_sent(rest)
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued (up to ``timeout``), fail the rest, stop the sender."""
         if self._closed:
             return
         self.flush(timeout)
+        if self.audit is not None:
+            self.audit.close(timeout)
         self._closed = True
         self._accumulator.close()
         self._fail_leftovers()

@@ -38,6 +38,7 @@ class Sender:
         self._stale_topics: set[str] = set()
         self._selector = selectors.DefaultSelector()
         self._selector.register(accumulator.wake_r, selectors.EVENT_READ, None)
+        self.on_acknowledged = None  # called with each batch the brokers took (the audit)
         self.thread = threading.Thread(target=self._run, name="headrace-producer", daemon=True)
 
     def start(self) -> None:
@@ -393,6 +394,8 @@ class Sender:
     def _succeed(self, batch: Batch, base_offset: int, log_append_time: int = -1) -> None:
         batch.base_offset = base_offset
         batch.log_append_time = log_append_time
+        if self.on_acknowledged is not None and not batch.finished:
+            self.on_acknowledged(batch)
         self._finish(batch)
 
     def fail(self, batch: Batch, error: Exception) -> None:

@@ -11,6 +11,7 @@ import threading
 from broker.protocol.compression import CODECS_BY_NAME
 from broker.protocol.errors import KafkaError
 
+from ..producer import audit
 from .agent import Shipper
 from .state import StateError
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--poll-interval", type=float, default=0.25, help="seconds (default 0.25)")
     parser.add_argument("--compression", default="none", choices=sorted(CODECS_BY_NAME))
+    audit.add_arguments(parser, on_by_default=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             poll_interval=float(getattr(args, "poll_interval", None) or 0.25),
             compression=getattr(args, "compression", None) or "none",
             enable_idempotence=getattr(args, "idempotence", None),
+            producer_config=audit.options_from(args),
         )
     except (ValueError, KafkaError) as exc:
         log.error("%s", exc)
