@@ -26,7 +26,7 @@ What is here:
   ``log_stats`` / ``check_log`` (what the partition's segment files hold), ``payload``;
 * timed client runs: ``Timed``, ``rdkafka_produce_timed`` and ``consume_timed`` (the loops
   of confluent-kafka's produce and of a consume), ``rdkafka_consume_timed`` (confluent-kafka's
-  consumer in that loop), ``check_delivery`` and
+  consumer in that loop), ``ours_produce_timed`` (our Producer's), ``check_delivery`` and
   ``close_rdkafka_producer`` (the end of a produce run), ``collect_broker_log_problems`` /
   ``print_broker_notes`` (warnings in the broker's log).
 
@@ -727,6 +727,24 @@ def rdkafka_consume_timed(
         )
     finally:
         consumer.close()
+
+
+def ours_produce_timed(bootstrap: str, topic: str, count: int, name: str, **options) -> float:
+    """Seconds our Producer (``options`` on top of acks=all) takes to deliver ``count``
+    200-byte messages to partition 0 of ``topic``, after one warm-up message (metadata,
+    connection, producer id); a delivery failure fails the benchmark."""
+    from consumers.producer import Producer
+
+    value = payload()
+    with Producer(bootstrap_servers=bootstrap, acks="all", **options) as producer:
+        producer.send(topic, value, partition=0).result(30)
+        start = time.perf_counter()
+        futures = [producer.send(topic, value, partition=0) for _ in range(count)]
+        left = producer.flush(120)
+        elapsed = time.perf_counter() - start
+    errors = [f.exception() for f in (futures[0], futures[-1]) if f.exception() is not None]
+    check_delivery(name, left, errors)
+    return elapsed
 
 
 def check_delivery(name: str, left: int, errors: list) -> None:

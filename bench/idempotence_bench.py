@@ -29,6 +29,7 @@ from benchlib import (
     finish,
     header,
     main_in_tmp_dir,
+    ours_produce_timed,
     payload,
     platform_meta,
     print_table,
@@ -76,20 +77,9 @@ def produce_confluent(bootstrap: str, topic: str, count: int, idempotent: bool) 
 
 
 def produce_ours(bootstrap: str, topic: str, count: int, idempotent: bool) -> float:
-    from consumers.producer import Producer
-
-    value = payload()
-    with Producer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotent
-    ) as producer:
-        producer.send(topic, value, partition=0).result(30)  # warm-up, as for confluent-kafka
-        start = time.perf_counter()
-        futures = [producer.send(topic, value, partition=0) for _ in range(count)]
-        left = producer.flush(120)
-        elapsed = time.perf_counter() - start
-    errors = [f.exception() for f in (futures[0], futures[-1]) if f.exception() is not None]
-    check_delivery(f"headrace idempotence={idempotent}", left, errors)
-    return elapsed
+    return ours_produce_timed(
+        bootstrap, topic, count, f"headrace idempotence={idempotent}", enable_idempotence=idempotent
+    )
 
 
 CLIENTS = {"confluent-kafka": produce_confluent, "headrace": produce_ours}

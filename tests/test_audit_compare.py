@@ -23,7 +23,7 @@ from consumers.audit import (
 )
 from consumers.producer.audit import AuditCounter
 from headrace.audit.compare import AuditError, Produced, compare, overall_ok, rebucket
-from headrace.audit.report import format_table
+from headrace.audit.report import COLUMNS, format_table
 from headrace.audit.sources import batch_timestamps
 
 MIN = 60_000
@@ -289,16 +289,8 @@ def test_the_table_shows_every_column_and_each_windows_status():
     rows, notes = compare(produced, brokered, {T0: 4, T0 + MIN: 5}, MIN, 0, T0 + MIN + 1)
     text = format_table({"topic": "t", "rows": rows, "notes": notes})
     header, first, second, summary = text.splitlines()
-    assert header.split() == [
-        "window",
-        "produced",
-        "brokered",
-        "loaded",
-        "unaudited",
-        "missing",
-        "duplicated",
-        "status",
-    ]
+    assert header.split() == [*COLUMNS, "status"]
+    assert COLUMNS[1:] == ("produced", "brokered", "loaded", "unaudited", "missing", "duplicated")
     assert first.split() == [iso(T0), "5", "5", "4", "0", "1", "0", "MISMATCH"]
     assert second.split()[-1] == "open"
     assert summary == "1 closed windows, 1 not matching; 1 still open"
