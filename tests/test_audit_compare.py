@@ -136,6 +136,15 @@ def test_the_producer_counter_counts_per_topic_window_and_producer_id():
     assert counter.seen == {("a", 7): T0 + MIN, ("b", -1): T0}
 
 
+@given(st.lists(st.lists(stamps, max_size=30), max_size=5), st.integers(1, 10**7))
+def test_the_producer_counter_agrees_with_counting_one_message_at_a_time(batches, window_ms):
+    counter = AuditCounter(window_ms)
+    for batch in batches:
+        counter.add("t", 3, batch)
+    expected = Counter(("t", window_start(ts, window_ms), 3) for b in batches for ts in b)
+    assert counter.take() == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import operator
 import os
 import socket
 import threading
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 DEFAULT_INTERVAL_MS = 10_000
+_TIMESTAMP = operator.itemgetter(3)  # of a producer's record (key, value, headers, timestamp)
 CLOSE_TIMEOUT_S = 10.0  # the final records are waited for even when close() gives 0
 
 
@@ -52,10 +54,16 @@ class AuditCounter:
         self._counts: Counter[tuple[str, int, int]] = Counter()
         self.seen: dict[tuple[str, int], int] = {}  # (topic, producer id) -> last window
 
-    def add(self, topic: str, producer_id: int, timestamps) -> None:
+    def add(self, topic: str, producer_id: int, timestamps: list[int]) -> None:
         """Count messages of ``topic`` stored under ``producer_id`` with these timestamps."""
+        if not timestamps:
+            return
         w = self.window_ms
-        windows = Counter(ts - ts % w for ts in timestamps)
+        lo, hi = min(timestamps), max(timestamps)
+        if lo - lo % w == hi - hi % w:  # the usual batch: one window (a third of the cost)
+            windows = Counter({lo - lo % w: len(timestamps)})
+        else:
+            windows = Counter(ts - ts % w for ts in timestamps)
         with self._lock:
             for start, n in windows.items():
                 self._counts[(topic, start, producer_id)] += n
@@ -108,7 +116,7 @@ class AuditPublisher:
         if batch.log_append_time >= 0:
             stamps = [batch.log_append_time] * len(batch.records)
         else:
-            stamps = [record[3] for record in batch.records]
+            stamps = list(map(_TIMESTAMP, batch.records))
         self.counter.add(batch.topic, batch.producer_id, stamps)
 
     def _run(self) -> None:

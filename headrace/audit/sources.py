@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from broker.protocol.columns import record_heads, varints
+from broker.protocol.columns import record_fields, record_heads, varints
 from broker.protocol.errors import CorruptMessageError, KafkaError
 from broker.protocol.records import (
     EARLIEST_TIMESTAMP,
@@ -38,12 +38,16 @@ IDLE_TIMEOUT_S = 30.0  # a partition that yields nothing for this long fails the
 
 def batch_timestamps(buf, pos: int, header: BatchHeader) -> np.ndarray:
     """The timestamps of the batch's records, from its header and each record's timestamp
-    delta (the record section decompressed, record lengths walked; keys and values skipped).
+    delta (the record section decompressed, record lengths walked with numpy, or one record
+    at a time when records carry headers; keys and values are skipped, never decoded).
     The batch's KafkaError if it fails its CRC or does not decompress or parse."""
     count = header.record_count
     _, section = records_section(buf, pos, True)
     if header.timestamp_type == LOG_APPEND_TIME:
         return np.full(count, header.max_timestamp, np.int64)
+    fields = record_fields(section, count)  # every record at once, as the loaders read them
+    if fields is not None:
+        return header.base_timestamp + fields.timestamp_delta
     heads, after = record_heads(section, count)
     if len(heads) < count or after != len(section):
         raise CorruptMessageError(f"batch at offset {header.base_offset}: records do not parse")
