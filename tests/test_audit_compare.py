@@ -290,6 +290,7 @@ def test_records_are_summed_into_the_audits_window_if_it_is_a_multiple_of_theirs
     assert rebucket([rec(T0, 0, final=True)], "t", MIN, 0).final == {7}
     with pytest.raises(AuditError, match="multiple"):
         rebucket([rec(T0, 1, window=45_000)], "t", MIN, 0)
+    assert not rebucket([rec(T0 - 90_000, 1, window=45_000)], "t", MIN, since_ms=T0).counts
 
 
 def test_the_table_shows_every_column_and_each_windows_status():

@@ -181,36 +181,33 @@ def test_a_copied_parquet_file_makes_exactly_its_windows_duplicated(cluster1, sh
     assert bad_windows(report) == {w: (0, n) for w, n in windows_of(original).items()}
 
 
-def test_messages_from_kcat_are_unaudited_not_a_mismatch(cluster1):
-    topic = "mixed"
-    create_topic(cluster1.brokers[0].port, topic, 2)
-    produce = subprocess.run(
-        [
-            *HEADRACE,
-            "produce",
-            "--bootstrap-server",
-            cluster1.bootstrap,
-            "--topic",
-            topic,
-            "--audit",
-            "--audit-window",
-            "1s",
-        ],
-        input="".join(f"audited {i}\n" for i in range(70)),
+def headrace_produce(cluster, topic: str, lines: list[str], *options: str) -> None:
+    done = subprocess.run(
+        [*HEADRACE, "produce", "--bootstrap-server", cluster.bootstrap, "--topic", topic, *options],
+        input="".join(line + "\n" for line in lines),
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
     )
-    assert produce.returncode == 0, produce.stderr
+    assert done.returncode == 0, done.stderr
+
+
+def test_messages_from_kcat_are_unaudited_not_a_mismatch(cluster1):
+    topic = "mixed"
+    create_topic(cluster1.brokers[0].port, topic, 2)
+    headrace_produce(
+        cluster1, topic, [f"audited {i}" for i in range(70)], "--audit", "--audit-window", "1s"
+    )
     kcat_produce(cluster1.bootstrap, topic, [b"kcat %d" % i for i in range(30)])
+    headrace_produce(cluster1, topic, [f"not audited {i}" for i in range(10)])  # off by default
     time.sleep(1.1)
     status, report = audit(cluster1, topic, "--grace", "0s")
     assert status == 0, report
     rows = report["rows"]
     assert sum(r["produced"] for r in rows) == 70
-    assert sum(r["brokered"] for r in rows) == 100
-    assert sum(r["unaudited"] for r in rows) == 30
+    assert sum(r["brokered"] for r in rows) == 110
+    assert sum(r["unaudited"] for r in rows) == 40
     assert all(r["loaded"] is None and r["ok"] for r in rows)
     assert report["notes"] == []
 

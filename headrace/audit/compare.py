@@ -44,14 +44,14 @@ class Produced(NamedTuple):
 
 def rebucket(records: Iterable[AuditRecord], topic: str, window_ms: int, since_ms: int) -> Produced:
     """The records of ``topic`` summed into windows of ``window_ms`` from the window holding
-    ``since_ms`` on.  AuditError if a record's window does not fit whole into one of them
-    (the audit's window must be a multiple of the producers')."""
+    ``since_ms`` on.  AuditError if a record's window there does not fit whole into one of
+    them (the audit's window must be a multiple of the producers')."""
     counts: Counter = Counter()
     final = set()
     names: dict[int, set] = defaultdict(set)
     first = window_start(since_ms, window_ms)
     for record in records:
-        if record.topic != topic:
+        if record.topic != topic or record.window_start + record.window_ms <= first:
             continue
         if window_ms % record.window_ms:
             raise AuditError(
@@ -61,9 +61,10 @@ def rebucket(records: Iterable[AuditRecord], topic: str, window_ms: int, since_m
         names[record.producer_id].add(record.producer)
         if record.final:
             final.add(record.producer_id)
-        start = window_start(record.window_start, window_ms)
-        if start >= first and record.count:
-            counts[(start, record.producer_id)] += record.count
+        if record.count:
+            counts[(window_start(record.window_start, window_ms), record.producer_id)] += (
+                record.count
+            )
     return Produced(counts, frozenset(final), dict(names))
 
 
