@@ -18,14 +18,16 @@ messages per second of each.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from benchlib import (
+    add_count_args,
     add_output_args,
+    bench_parser,
+    check_count_args,
     check_log,
     create_topic,
     finish,
@@ -71,7 +73,7 @@ def consumer_read(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
 
 
 def run(args, workdir: Path) -> dict:
-    count = 60_000 if args.quick else args.messages
+    count = 60_000 if args.quick else args.messages or 300_000
     meta = {"mode": "quick" if args.quick else "full", **platform_meta(), "messages": count}
     meta["reps"] = args.reps
     print(header("audit", meta))
@@ -150,12 +152,11 @@ def run(args, workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="60,000 messages per run")
-    parser.add_argument("--messages", type=int, default=300_000)
-    parser.add_argument("--reps", type=int, default=3)
+    parser = bench_parser(__doc__, "60,000 messages per run")
+    add_count_args(parser, "--messages", "messages per run (default 300,000)", "reps (default 3)")
     add_output_args(parser)
     args = parser.parse_args()
+    check_count_args(parser, args, "messages")
     return main_in_tmp_dir(args, "audit-bench-", lambda workdir: run(args, workdir))
 
 
