@@ -283,3 +283,32 @@ def test_audit_records_are_never_audited_and_bad_options_get_one_line(cluster1):
         cwd=ROOT,
     )
     assert bad.returncode == 2 and "--window '5' is not a duration" in bad.stderr
+
+
+def test_counts_are_published_on_a_timer_and_marked_final_on_close(cluster1):
+    from consumers.producer import Producer
+    from headrace.audit.sources import audit_records
+
+    topic = "timer"
+    create_topic(cluster1.brokers[0].port, topic, 1)
+    producer = Producer(cluster1.bootstrap, audit=True, audit_interval_ms=200)
+    cluster = ClusterClient(cluster1.bootstrap)
+    try:
+        for future in [producer.send(topic, b"m %d" % i) for i in range(25)]:
+            future.result(30)
+
+        def mine():
+            return [r for r in audit_records(cluster)[0] if r.producer == producer.audit.name]
+
+        published = wait_for(lambda: sum(r.count for r in mine()) == 25 and mine(), 20)
+        assert not any(r.final for r in published)  # from the timer: the producer runs on
+        assert {(r.topic, r.window_ms, r.producer_id) for r in published} == {
+            (topic, 60_000, published[0].producer_id)
+        }
+        assert published[0].producer_id >= 0  # idempotent: batches carry a producer id
+        producer.close()
+        closed = mine()
+        assert sum(r.count for r in closed) == 25 and [r.final for r in closed][-1]
+    finally:
+        producer.close()
+        cluster.close()
