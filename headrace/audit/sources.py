@@ -144,7 +144,11 @@ def broker_counts(
     if ends is None:
         raise AuditError(f"topic {topic} does not exist")
     first = since_ms - since_ms % window_ms
-    consumer = Consumer(cluster=cluster, columnar=_HeaderCounter(ends, window_ms, first))
+    consumer = Consumer(
+        cluster=cluster,
+        columnar=_HeaderCounter(ends, window_ms, first),
+        auto_offset_reset="earliest",  # retention deleting what is being read: go on from there
+    )
     try:
         blocks = _read_to_end(cluster, topic, consumer, ends)
     finally:
@@ -163,7 +167,7 @@ def audit_records(cluster: ClusterClient) -> tuple[list[AuditRecord], int]:
     ends = _end_offsets(cluster, AUDIT_TOPIC)
     if ends is None:
         return [], 0
-    consumer = Consumer(cluster=cluster)
+    consumer = Consumer(cluster=cluster, auto_offset_reset="earliest")
     try:
         messages = _read_to_end(cluster, AUDIT_TOPIC, consumer, ends)
     finally:
