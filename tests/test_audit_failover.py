@@ -1,15 +1,18 @@
 """The audit through a leader's SIGKILL (3 brokers, replication factor 3): our idempotent
 producer's counts, published to a replicated ``_audit``, match what the brokers hold in every
-window, so the audit proves nothing acknowledged was lost or doubled by the failover."""
+window, so the audit proves nothing acknowledged was lost or doubled by the failover; the
+``_audit`` topic the producer created has one partition on all three brokers."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from conftest import metadata
 from test_audit_pipeline import audit
 from test_replica_clients import PARTITIONS, kill_leader, replicated
 
+from consumers.audit import AUDIT_TOPIC
 from consumers.producer import Producer
 
 
@@ -30,6 +33,7 @@ def test_the_audit_matches_through_a_leader_kill(make_cluster):
                 time.sleep(0.1)
 
         send(500)
+        producer.flush(60)  # the first audit records: _audit created on the three brokers
         kill_leader(cluster, "failover", meanwhile=lambda: send(500))
         send(500)
         assert producer.flush(60) == 0
@@ -42,3 +46,5 @@ def test_the_audit_matches_through_a_leader_kill(make_cluster):
     assert sum(r["produced"] for r in rows) == sum(r["brokered"] for r in rows) == 1500
     assert sum(r["unaudited"] + r["missing"] + r["duplicated"] for r in rows) == 0
     assert report["notes"] == []
+    [created] = metadata(cluster.brokers[-1].port, [AUDIT_TOPIC])["topics"]
+    assert [len(p["replica_nodes"]) for p in created["partitions"]] == [3]  # made replicated
