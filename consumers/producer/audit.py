@@ -72,6 +72,11 @@ class AuditCounter:
                 key = (topic, producer_id)
                 self.seen[key] = max(self.seen.get(key, last), last)
 
+    def last_windows(self) -> dict[tuple[str, int], int]:
+        """(topic, producer id) -> the latest window counted under it, so far."""
+        with self._lock:
+            return dict(self.seen)
+
     def take(self) -> Counter:
         """The counts so far, leaving none."""
         with self._lock:
@@ -131,8 +136,8 @@ class AuditPublisher:
         every (topic, producer id) this producer used gets a record marked final."""
         with self._publish_lock:
             counts = self.counter.take()
-            pending = set(self.counter.seen) if final else set()
-            if not counts and not pending:
+            seen = self.counter.last_windows() if final else {}
+            if not counts and not seen:
                 return []
             try:
                 self._ensure_topic()
@@ -149,11 +154,18 @@ class AuditPublisher:
                 last = {(r.topic, r.producer_id): i for i, (r, _) in enumerate(records)}
                 for i in last.values():
                     records[i] = (records[i][0]._replace(final=True), records[i][1])
-                for topic, pid in sorted(pending - last.keys()):
-                    w = self.counter.seen[(topic, pid)]
+                for topic, pid in sorted(seen.keys() - last.keys()):
+                    w = seen[(topic, pid)]
                     zero = AuditRecord(topic, w, window_ms, self.name, self.host, 0, now, pid, True)
                     records.append((zero, None))
-            return [self._send(record, key) for record, key in records]
+            futures = []
+            for i, (record, key) in enumerate(records):
+                try:
+                    futures.append(self._send(record, key))
+                except Exception:  # not queued (the producer closed, its buffer full): kept
+                    self.counter.give_back(Counter({k: r.count for r, k in records[i:] if k}))
+                    raise
+            return futures
 
     def _send(self, record: AuditRecord, key):
         future = self.producer.send(AUDIT_TOPIC, encode_record(record), key=self.name.encode())
