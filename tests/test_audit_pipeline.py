@@ -92,6 +92,7 @@ def shipped(cluster1, tmp_path_factory):
             topic,
             "--state-file",
             str(work / "ship.json"),
+            "--from-beginning",  # lines written before it opened the file are shipped too
             "--audit-window",
             "1s",
             str(log),
@@ -102,7 +103,6 @@ def shipped(cluster1, tmp_path_factory):
     )
     total = 0
     try:
-        time.sleep(1.0)  # the shipper has opened the file at its end
         for _step in range(STEPS):
             with log.open("a") as f:
                 for i in range(LINES_PER_STEP):
