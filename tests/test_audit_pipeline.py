@@ -108,8 +108,8 @@ def shipped(cluster1, tmp_path_factory):
                 for i in range(LINES_PER_STEP):
                     f.write(json.dumps({"ts": "2026-12-07T14:00:00Z", "n": total + i}) + "\n")
             total += LINES_PER_STEP
-            time.sleep(0.7)
-        wait_for(lambda: end_offsets(cluster1.bootstrap, topic) == total, 30)
+            wait_for(lambda n=total: end_offsets(cluster1.bootstrap, topic) == n, 30)
+            time.sleep(0.6)  # five steps over more than 2 s: at least three 1 s windows
     finally:
         shipper.send_signal(signal.SIGTERM)
         _, err = shipper.communicate(timeout=60)
