@@ -21,6 +21,7 @@ from .group_handlers import GroupHandlers
 from .list_offsets import list_offsets as answer_list_offsets
 from .log import ConfigError, LogConfig, LogManager
 from .log.names import validate_topic_name
+from .log_dirs import describe_log_dirs
 from .protocol import errors, produce
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, api_versions_body, check_handlers
@@ -81,6 +82,7 @@ class RequestHandlers:
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
             ApiKey.CONTROLLED_SHUTDOWN: self.controlled_shutdown,
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
+            ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
         }
 

@@ -7,6 +7,7 @@ headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
 headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
 headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
 headrace load --topic T --group G --to URL   load topics into Parquet, each event once
+headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
 headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
                                        logs shipped to it, loaded into ./warehouse, queried
 headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from loaders import cli as loader_cli
 
     loader_cli.add_parser(sub)
+
+    from .dashboard import cli as dashboard_cli
+
+    dashboard_cli.add_parser(sub)
 
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])
