@@ -32,8 +32,9 @@ export function renderCluster(snapshot) {
   zkBadge.title = zk.connect;
   $("#cluster-id").textContent = snapshot.cluster_id ? `cluster ${snapshot.cluster_id}` : "";
 
-  const rows = brokers.map((b) =>
-    el(
+  const rows = brokers.map((b) => {
+    const address = b.host === null ? null : `${b.host}:${b.port}`;
+    return el(
       "tr",
       { "data-broker": b.id, "data-up": b.up, class: b.up ? "" : "down" },
       cell("id", b.id, String(b.id)),
@@ -44,15 +45,15 @@ export function renderCluster(snapshot) {
         b.up ? "up" : "down",
         b.controller ? el("span", { class: "tag" }, "controller") : null,
       ),
-      cell("address", `${b.host}:${b.port}`, `${b.host}:${b.port}`, { class: "mono" }),
+      cell("address", address, undefined, { class: "mono" }),
       cell("rack", b.rack),
       cell("leader_partitions", b.leader_partitions, number(b.leader_partitions), { class: "num" }),
       cell("replica_partitions", b.replica_partitions, number(b.replica_partitions), { class: "num" }),
       cell("under_replicated", b.under_replicated, number(b.under_replicated), {
         class: `num ${b.under_replicated ? "warn" : ""}`,
       }),
-    ),
-  );
+    );
+  });
   $("#brokers-body").replaceChildren(
     ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "empty" }, "no brokers"))]),
   );

@@ -4,8 +4,10 @@
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name === "class") node.className = value;
+    if (value === null || value === undefined) continue;
+    if (name.startsWith("data-")) node.setAttribute(name, String(value)); // "true" / "false" too
+    else if (value === false) continue;
+    else if (name === "class") node.className = value;
     else if (name === "text") node.textContent = value;
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value === true ? "" : String(value));
@@ -132,4 +134,9 @@ export async function errorText(response) {
     // not JSON: fall through to the status line
   }
   return `HTTP ${response.status} ${response.statusText}`.trim();
+}
+
+// A header row; the names in `numeric` are right-aligned like their numbers.
+export function headRow(names, numeric = []) {
+  return el("tr", {}, ...names.map((h) => el("th", { class: numeric.includes(h) ? "num" : null }, h)));
 }

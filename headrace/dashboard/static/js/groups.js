@@ -3,7 +3,7 @@
 // partition with its owner, and for a loader its last run and the hours marked _SUCCESS.
 
 import { sparkline } from "./charts.js";
-import { $, ago, cell, dateTime, el, number } from "./dom.js";
+import { $, ago, cell, dateTime, el, headRow, number } from "./dom.js";
 
 const expanded = new Set();
 const KIND_LABEL = { zookeeper: "ZooKeeper", kafka: "Kafka", loader: "loader" };
@@ -27,7 +27,7 @@ function partitionTable(group) {
     el(
       "thead",
       {},
-      el("tr", {}, ...["topic", "partition", "committed", "end", "lag", "owner"].map((h) => el("th", {}, h))),
+      headRow(["topic", "partition", "committed", "end", "lag", "owner"], ["partition", "committed", "end", "lag"]),
     ),
     el(
       "tbody",

@@ -3,7 +3,7 @@
 // per-partition rate with a history kept by the page since it opened).
 
 import { sparkline, timeChart } from "./charts.js";
-import { $, bytes, cell, duration, el, number, rate } from "./dom.js";
+import { $, bytes, cell, duration, el, headRow, number, rate } from "./dom.js";
 
 const expanded = new Set();
 const partitionHistory = new Map(); // "topic/partition" -> [messages_per_s, ...]
@@ -75,12 +75,9 @@ function partitionTable(topic) {
     el(
       "thead",
       {},
-      el(
-        "tr",
-        {},
-        ...["partition", "leader", "epoch", "replicas", "ISR", "start", "end", "size", "msg/s", "since opened"].map(
-          (h) => el("th", {}, h),
-        ),
+      headRow(
+        ["partition", "leader", "epoch", "replicas", "ISR", "start", "end", "size", "msg/s", "since opened"],
+        ["partition", "leader", "epoch", "start", "end", "size", "msg/s"],
       ),
     ),
     el("tbody", {}, ...rows),
