@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from twisted.internet import error, reactor
 
+    from .feeds import Feeds
     from .sampler import Sampler
     from .server import build_site
 
@@ -36,8 +37,9 @@ def run(args) -> int:
         print(f"headrace dashboard: --port {args.port}: give 0-65535", file=sys.stderr)
         return 2
     sampler = Sampler(args.zookeeper, reactor, args.warehouse)
+    feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
-        port = reactor.listenTCP(args.port, build_site(sampler), interface=args.bind)
+        port = reactor.listenTCP(args.port, build_site(sampler, feeds), interface=args.bind)
     except error.CannotListenError as exc:
         print(
             f"headrace dashboard: cannot listen on {args.bind}:{args.port}: {exc.socketError}",
@@ -45,7 +47,12 @@ def run(args) -> int:
         )
         return 2
     sampler.start()
-    reactor.addSystemEventTrigger("before", "shutdown", sampler.stop)
+
+    def shut_down():
+        feeds.stop()  # first: it deletes its groups through the sampler's ZooKeeper session
+        sampler.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", shut_down)
     host = args.bind if args.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
     print(f"dashboard at http://{host}:{port.getHost().port}/", flush=True)
     reactor.run()

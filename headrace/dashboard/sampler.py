@@ -101,10 +101,14 @@ class Sampler:
         d.addErrback(lambda f: log.warning("sampling failed: %s", f.getTraceback()))
         return d
 
+    def bootstrap(self) -> str:
+        """``host:port,...`` of every broker seen (empty before the first sample)."""
+        return ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
+
     def _client(self) -> ClusterClient | None:
         """A client bootstrapped from the brokers ZooKeeper lists (made again when they
         change), so a dead broker's address is never the only one tried."""
-        live = ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
+        live = self.bootstrap()
         if live and live != self._bootstrap:
             if self._cluster is not None:
                 self._cluster.close()
