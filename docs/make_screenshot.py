@@ -35,7 +35,7 @@ const loader = document.querySelector('tr.group-row[data-kind="loader"]');
 if (loader) loader.click();
 document.querySelector('#tail-topic').value = 'access';
 document.querySelector('#tail-from').value = 'earliest';
-document.querySelector('#tail-filter').value = '"status": 5';
+document.querySelector('#tail-filter').value = '"status":5';
 document.querySelector('#tail-start').click();
 """
 

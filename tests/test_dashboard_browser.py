@@ -40,6 +40,7 @@ def dashboard(cluster3, tmp_path_factory):
     process = start_dashboard([*command, "--port", str(port)], port, log, ROOT)
     yield f"http://127.0.0.1:{port}/"
     stop_process(process)
+    print(f"dashboard log: {log}")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,11 @@ def until(driver, condition, timeout: float = WAIT, what: str = ""):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            states = driver.execute_script(
+                "return ['#live', '#tail-status', '#tail-counts', '#agg-status']"
+                ".map(s => s + ': ' + document.querySelector(s).textContent).join('; ')"
+            )
+            raise AssertionError(f"not within {timeout} s: {what} (page: {states})")
         time.sleep(0.05)
 
 
@@ -223,7 +228,11 @@ def _follow(driver, topic: str, filter_text: str = "") -> None:
     """Start the tail on ``topic`` and wait until its stream has placed every partition."""
     until(
         driver,
-        lambda d: topic in [o.text for o in d.find_elements("css selector", "#tail-topic option")],
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#tail-topic option')]"
+            ".some(o => o.value === arguments[0])",
+            topic,
+        ),
         what="the topic offered in the tail's picker",
     )
     driver.execute_script(
@@ -325,3 +334,22 @@ def test_the_windowed_chart_shows_an_injected_burst_of_500s(cluster3, page):
     until(driver, lambda d: sum(drawn(d, "5xx")) == 45, what="the 5xx line")
     assert driver.find_elements("css selector", '#agg-chart g.series[data-series="5xx"] polyline')
     assert re.search(rf"aggregate={topic}:status:300::classes", driver.current_url)
+
+
+def test_leaving_the_page_closes_its_streams(cluster3, page, dashboard):
+    """A browser opens six connections to one server at most: a page that kept its event
+    streams open after being left (back/forward cache) would stop the seventh visit."""
+    topic = new_topic(cluster3, "revisited")
+    driver = page()
+    for _ in range(8):
+        driver.get(f"{dashboard}#tail={topic}&aggregate={topic}:status:60")
+        until(
+            driver,
+            lambda d: (
+                d.find_element("css selector", "#tail-counts").text
+                and d.find_element("css selector", "#aggregate").get_attribute("data-state")
+                == "live"
+            ),
+            what="the tail and the counts streaming",
+        )
+        driver.get("about:blank")

@@ -75,6 +75,8 @@ function close() {
   state.source = null;
 }
 
+export const stopAggregate = close;
+
 export function currentAggregate() {
   return {
     topic: $("#agg-topic").value,
@@ -110,11 +112,17 @@ export function startAggregate() {
     setStatus(`${view.field} in ${view.topic}, last ${state.last.window_s} s`, "live");
     render();
   });
-  source.addEventListener("error", async () => {
+  source.addEventListener("error", async (event) => {
     if (state.source !== source) return;
+    if (event.data) {
+      // The server's own "error" event: it gave up on this stream; say why and stay closed.
+      close();
+      setStatus(`stopped: ${JSON.parse(event.data).error}`, "error");
+      return;
+    }
     if (source.readyState === EventSource.CLOSED) {
       close();
-      const response = await fetch(`api/aggregate?${params}`).catch(() => null);
+      const response = await fetch(`api/aggregate?${params}`, { signal: AbortSignal.timeout(3000) }).catch(() => null);
       setStatus(`stopped: ${response ? await errorText(response) : "the dashboard is not reachable"}`, "error");
     } else {
       setStatus("reconnecting…", "connecting");

@@ -2,19 +2,26 @@
 // groups panels; the URL fragment preselects the tail, the windowed counts and the audit
 // (#tail=access&aggregate=access:status:10800:ts:classes&audit=access) and follows the choices.
 
-import { currentAggregate, presetAggregate, setupAggregate, startAggregate } from "./aggregate.js";
+import { currentAggregate, presetAggregate, setupAggregate, startAggregate, stopAggregate } from "./aggregate.js";
 import { setupAudit, startAudit } from "./audit.js";
 import { renderCluster } from "./cluster.js";
 import { $, clock, fillSelect } from "./dom.js";
 import { renderGroups } from "./groups.js";
-import { setupTail, startTail } from "./tail.js";
+import { setupTail, startTail, stopTail } from "./tail.js";
 import { renderTopics } from "./topics.js";
 
 const STALE_MS = 3500;
-const fragment = new URLSearchParams(location.hash.slice(1));
-const wanted = { tail: fragment.get("tail"), aggregate: fragment.get("aggregate"), audit: fragment.get("audit") };
+const wanted = { tail: null, aggregate: null, audit: null };
 const views = { tail: null, aggregate: null, audit: null };
 let lastEvent = 0;
+let lastTopics = null;
+
+// The views the URL fragment asks for; they start once their topic is known.
+function readFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  for (const name of Object.keys(wanted)) wanted[name] = fragment.get(name);
+  if (wanted.aggregate) presetAggregate(wanted.aggregate);
+}
 
 function writeFragment() {
   const params = new URLSearchParams();
@@ -30,6 +37,7 @@ function setLive(mode, text) {
 }
 
 function offerTopics(snapshot) {
+  lastTopics = snapshot;
   const names = (snapshot.topics || []).map((t) => t.name).sort();
   fillSelect($("#tail-topic"), names, "topic…");
   fillSelect($("#agg-topic"), names, "topic…");
@@ -81,6 +89,16 @@ function connect() {
   );
   source.addEventListener("groups", onSnapshot(renderGroups));
   source.addEventListener("error", () => setLive("down", "reconnecting…"));
+  // Leaving the page closes every stream: a page kept in the back/forward cache would
+  // otherwise hold its connections, and a browser opens only six to one server.
+  window.addEventListener("pagehide", () => {
+    source.close();
+    stopTail();
+    stopAggregate();
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) location.reload();
+  });
   setInterval(() => {
     if (lastEvent && Date.now() - lastEvent > STALE_MS && source.readyState === EventSource.OPEN) {
       setLive("stale", `no update for ${Math.round((Date.now() - lastEvent) / 1000)} s`);
@@ -98,7 +116,11 @@ function setupNavigation() {
 }
 
 function boot() {
-  if (wanted.aggregate) presetAggregate(wanted.aggregate);
+  readFragment();
+  window.addEventListener("hashchange", () => {
+    readFragment();
+    if (lastTopics) offerTopics(lastTopics);
+  });
   setupNavigation();
   setupTail({
     onChange: (topic) => {

@@ -118,11 +118,17 @@ function open(from) {
     if (s.dropped) parts.push(`${number(s.dropped)} dropped (over 200/s)`);
     $("#tail-counts").textContent = parts.join(" · ");
   });
-  source.addEventListener("error", async () => {
+  source.addEventListener("error", async (event) => {
     if (state.source !== source) return;
+    if (event.data) {
+      // The server's own "error" event: it gave up on this stream; say why and stay closed.
+      close();
+      setStatus(`stopped: ${JSON.parse(event.data).error}`, "error");
+      return;
+    }
     if (source.readyState === EventSource.CLOSED) {
       close();
-      const response = await fetch(`api/tail?${params}`).catch(() => null);
+      const response = await fetch(`api/tail?${params}`, { signal: AbortSignal.timeout(3000) }).catch(() => null);
       const why = response ? await errorText(response) : "the dashboard is not reachable";
       setStatus(`tail stopped: ${why}`, "error");
     } else {
@@ -190,6 +196,6 @@ export function setupTail({ onChange } = {}) {
   setStatus("pick a topic and press Follow", "idle");
 }
 
-export function currentTailTopic() {
-  return state.topic;
+export function stopTail() {
+  close();
 }
