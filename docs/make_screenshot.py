@@ -8,10 +8,14 @@ page in headless chromium with the demo's views open, saved whole; then everythi
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +29,7 @@ from browser import (  # noqa: E402 (after the path it is found on)
     stop_process,
 )
 
+from consumers.producer import Producer  # noqa: E402
 from headrace.devcluster import cluster_down, free_port, read_state  # noqa: E402
 
 HEADRACE = [sys.executable, "-m", "headrace.cli"]
@@ -40,11 +45,27 @@ document.querySelector('#tail-start').click();
 """
 
 
+def keep_producing(bootstrap: str, stop: threading.Event) -> None:
+    """Fresh access events, about 20 a second (the demo's own rate is about 5), so that
+    the page shows rates moving without hiding the demo's hours in the counts."""
+    rng = random.Random(7)
+    with Producer(bootstrap_servers=bootstrap, linger_ms=20) as producer:
+        while not stop.is_set():
+            ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            for _ in range(2):
+                status = rng.choices([200, 304, 404, 500], [90, 5, 4, 1])[0]
+                ip = f"203.0.113.{rng.randrange(1, 255)}"
+                event = {"ts": ts, "ip": ip, "method": "GET", "path": "/", "status": status}
+                producer.send("access", json.dumps(event).encode(), key=ip.encode())
+            stop.wait(0.1)
+
+
 def wait(driver, script: str, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not driver.execute_script(script):
         if time.monotonic() > deadline:
-            raise SystemExit(f"make_screenshot: no {what} within {timeout} s")
+            shown = driver.execute_script("return document.querySelector('#live').textContent")
+            raise SystemExit(f"make_screenshot: no {what} within {timeout} s (page: {shown})")
         time.sleep(0.2)
 
 
@@ -76,10 +97,14 @@ def main() -> int:
             "--base-port",
             "0",
         ]
-        dashboard = driver = None
+        dashboard = driver = producing = None
+        stop = threading.Event()
         try:
             subprocess.run(demo, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=600)
-            zookeeper = read_state(cluster_dir)["zookeeper"]
+            state = read_state(cluster_dir)
+            zookeeper = state["connect"]
+            producing = threading.Thread(target=keep_producing, args=(state["bootstrap"], stop))
+            producing.start()
             port = free_port()
             command = [*HEADRACE, "dashboard", "--zookeeper", zookeeper, "--port", str(port)]
             command += ["--warehouse", str(work / "warehouse")]
@@ -87,7 +112,7 @@ def main() -> int:
             driver = start_chromium(1440, 1000)
             driver.get(f"http://127.0.0.1:{port}/{VIEWS}")
             wait(driver, "return document.querySelector('#topic-access')", 30, "topic row")
-            time.sleep(4)  # a few seconds of rates and lag history
+            time.sleep(8)  # a few seconds of rates and lag history
             driver.execute_script(OPEN_VIEWS)
             wait(driver, "return document.querySelector('#agg-legend li')", 90, "window counts")
             wait(driver, "return document.querySelector('#tail-rows tr')", 30, "tail rows")
@@ -95,6 +120,9 @@ def main() -> int:
             driver.execute_script("window.scrollTo(0, 0)")
             print(full_page_screenshot(driver, Path(args.out)))
         finally:
+            stop.set()
+            if producing is not None:
+                producing.join(30)
             if driver is not None:
                 driver.quit()
             if dashboard is not None:

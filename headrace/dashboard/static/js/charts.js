@@ -52,10 +52,12 @@ export function sparkline(values, { width = 120, height = 28, label = "" } = {})
   return root;
 }
 
-function niceMax(max) {
+// A round step for about four grid lines over 0..max: 1, 2, 2.5 or 5 times a power of ten.
+function niceStep(max) {
   if (max <= 0) return 1;
-  const exp = 10 ** Math.floor(Math.log10(max));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= max) return m * exp;
+  const rough = max / 4;
+  const exp = 10 ** Math.floor(Math.log10(rough));
+  for (const m of [1, 2, 2.5, 5]) if (m * exp >= rough) return m * exp;
   return 10 * exp;
 }
 
@@ -79,7 +81,9 @@ export function timeChart(times, series, opts = {}) {
     if (mode === "stacked") max = Math.max(max, shown.reduce((a, s) => a + (s.values[i] || 0), 0));
     else for (const s of shown) max = Math.max(max, s.values[i] || 0);
   }
-  const top = niceMax(max);
+  const step = niceStep(max);
+  const lines = Math.max(1, Math.ceil(max / step));
+  const top = step * lines;
   const slot = n > 0 ? plotW / n : plotW;
   const x = (i) => pad.left + i * slot;
   const y = (v) => pad.top + plotH - (v / top) * plotH;
@@ -93,8 +97,8 @@ export function timeChart(times, series, opts = {}) {
   });
 
   const grid = svg("g", { class: "grid" });
-  for (let k = 0; k <= 4; k += 1) {
-    const v = (top * k) / 4;
+  for (let k = 0; k <= lines; k += 1) {
+    const v = step * k;
     grid.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v) }));
     const label = svg("text", { x: pad.left - 6, y: y(v) + 4, class: "axis-y" });
     label.textContent = `${compact(v)}${unit}`;

@@ -52,7 +52,7 @@ export function compact(n) {
     [1e6, "M"],
     [1e3, "k"],
   ]) {
-    if (abs >= size) return `${(n / size).toFixed(abs >= size * 100 ? 0 : 1)}${unit}`;
+    if (abs >= size) return `${abs >= size * 100 ? (n / size).toFixed(0) : Number((n / size).toFixed(2))}${unit}`;
   }
   return number(n, Number.isInteger(n) ? 0 : 1);
 }
