@@ -3,16 +3,11 @@
 // value, with a legend that hides and shows series and carries each total.
 
 import { seriesColor, timeChart } from "./charts.js";
-import { $, compact, el, errorText, number, rate } from "./dom.js";
+import { $, compact, el, number, panelStatus, rate, reportStreamErrors } from "./dom.js";
 
 const state = { source: null, last: null, hidden: new Set(), mode: "stacked", onChange: null };
 
-function setStatus(text, mode) {
-  const status = $("#agg-status");
-  status.textContent = text;
-  status.dataset.state = mode;
-  $("#aggregate").dataset.state = mode;
-}
+const setStatus = panelStatus("#aggregate", "#agg-status");
 
 // Series names in a readable order: numbers and classes ascending, null last.
 function order(names) {
@@ -35,7 +30,14 @@ function render() {
   if (!w.buckets.length || !names.length) {
     chart.replaceChildren(el("p", { class: "empty" }, `no events in the last ${w.window_s} s`));
   } else {
-    chart.replaceChildren(timeChart(w.buckets, series, { mode: state.mode, hidden: state.hidden, height: 260, width: 980 }));
+    chart.replaceChildren(
+      timeChart(w.buckets, series, {
+        mode: state.mode,
+        hidden: state.hidden,
+        height: 260,
+        width: 980,
+      }),
+    );
   }
   $("#agg-legend").replaceChildren(
     ...names.map((name, i) =>
@@ -66,7 +68,10 @@ function render() {
     el("span", {}, el("b", {}, rate(w.events_per_s)), " events/s read"),
     el("span", {}, el("b", {}, `${w.step_s} s`), " buckets"),
   ];
-  if (w.late) summary.push(el("span", { class: "warn" }, el("b", {}, number(w.late)), " late (older than the window)"));
+  if (w.late)
+    summary.push(
+      el("span", { class: "warn" }, el("b", {}, number(w.late)), " late (older than the window)"),
+    );
   $("#agg-summary").replaceChildren(...summary);
 }
 
@@ -112,22 +117,8 @@ export function startAggregate() {
     setStatus(`${view.field} in ${view.topic}, last ${state.last.window_s} s`, "live");
     render();
   });
-  source.addEventListener("error", async (event) => {
-    if (state.source !== source) return;
-    if (event.data) {
-      // The server's own "error" event: it gave up on this stream; say why and stay closed.
-      close();
-      setStatus(`stopped: ${JSON.parse(event.data).error}`, "error");
-      return;
-    }
-    if (source.readyState === EventSource.CLOSED) {
-      close();
-      const response = await fetch(`api/aggregate?${params}`, { signal: AbortSignal.timeout(3000) }).catch(() => null);
-      setStatus(`stopped: ${response ? await errorText(response) : "the dashboard is not reachable"}`, "error");
-    } else {
-      setStatus("reconnecting…", "connecting");
-    }
-  });
+  const current = () => state.source === source;
+  reportStreamErrors(source, `api/aggregate?${params}`, current, close, setStatus);
   if (state.onChange) state.onChange(view);
 }
 
@@ -142,7 +133,8 @@ export function setupAggregate({ onChange } = {}) {
   for (const button of document.querySelectorAll("#agg-mode button")) {
     button.addEventListener("click", () => {
       state.mode = button.dataset.mode;
-      for (const b of document.querySelectorAll("#agg-mode button")) b.classList.toggle("on", b === button);
+      for (const b of document.querySelectorAll("#agg-mode button"))
+        b.classList.toggle("on", b === button);
       $("#agg-chart").dataset.mode = state.mode;
       render();
     });
@@ -157,7 +149,8 @@ export function presetAggregate(spec) {
   if (field) $("#agg-field").value = field;
   if (window) {
     const select = $("#agg-window");
-    if (![...select.options].some((o) => o.value === window)) select.append(el("option", { value: window }, `${window} s`));
+    if (![...select.options].some((o) => o.value === window))
+      select.append(el("option", { value: window }, `${window} s`));
     select.value = window;
   }
   $("#agg-time-field").value = timeField || "";

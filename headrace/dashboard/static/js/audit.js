@@ -1,17 +1,12 @@
 // The audit panel (the paper's section 4): per window of event time, what audited producers
 // counted, what the brokers hold and what reached the warehouse, from GET /api/audit.
 
-import { $, cell, el, errorText, number } from "./dom.js";
+import { $, cell, el, errorText, number, panelStatus, rowsOr } from "./dom.js";
 
 const REFRESH_MS = 15000;
 const state = { timer: null, onChange: null };
 
-function setStatus(text, mode) {
-  const status = $("#audit-status");
-  status.textContent = text;
-  status.dataset.state = mode;
-  $("#audit").dataset.state = mode;
-}
+const setStatus = panelStatus("#audit", "#audit-status");
 
 function render(table) {
   const rows = (table.rows || [])
@@ -20,7 +15,11 @@ function render(table) {
     .map((r) =>
       el(
         "tr",
-        { "data-window": r.window_start, "data-ok": r.ok, class: r.ok ? "" : r.closed ? "bad-row" : "open-row" },
+        {
+          "data-window": r.window_start,
+          "data-ok": r.ok,
+          class: r.ok ? "" : r.closed ? "bad-row" : "open-row",
+        },
         cell("window_start", r.window_start, r.window_start_iso, { class: "mono" }),
         cell("closed", r.closed, r.closed ? "closed" : "open", { class: r.closed ? "" : "muted" }),
         cell("produced", r.produced, number(r.produced), { class: "num" }),
@@ -28,16 +27,23 @@ function render(table) {
         cell("loaded", r.loaded, r.loaded === null ? "—" : number(r.loaded), { class: "num" }),
         cell("unaudited", r.unaudited, number(r.unaudited), { class: "num muted" }),
         cell("missing", r.missing, number(r.missing), { class: `num ${r.missing ? "bad" : ""}` }),
-        cell("duplicated", r.duplicated, number(r.duplicated), { class: `num ${r.duplicated ? "bad" : ""}` }),
-        el("td", { "data-field": "ok", "data-value": r.ok }, el("span", { class: `dot ${r.ok ? "ok" : r.closed ? "bad" : "idle"}` }), r.ok ? "ok" : r.closed ? "mismatch" : "pending"),
+        cell("duplicated", r.duplicated, number(r.duplicated), {
+          class: `num ${r.duplicated ? "bad" : ""}`,
+        }),
+        el(
+          "td",
+          { "data-field": "ok", "data-value": r.ok },
+          el("span", { class: `dot ${r.ok ? "ok" : r.closed ? "bad" : "idle"}` }),
+          r.ok ? "ok" : r.closed ? "mismatch" : "pending",
+        ),
       ),
     );
-  $("#audit-body").replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 9, class: "empty" }, "no windows yet"))]),
-  );
+  $("#audit-body").replaceChildren(...rowsOr(rows, 9, "no windows yet"));
   const bad = (table.rows || []).filter((r) => r.closed && !r.ok).length;
   setStatus(
-    bad ? `${bad} closed windows do not match` : `every closed window matches (window ${table.window_ms / 1000} s, grace ${table.grace_ms / 1000} s)`,
+    bad
+      ? `${bad} closed windows do not match`
+      : `every closed window matches (window ${table.window_ms / 1000} s, grace ${table.grace_ms / 1000} s)`,
     bad ? "mismatch" : "ok",
   );
 }

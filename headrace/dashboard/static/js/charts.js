@@ -78,7 +78,11 @@ export function timeChart(times, series, opts = {}) {
   const n = times.length;
   let max = 0;
   for (let i = 0; i < n; i += 1) {
-    if (mode === "stacked") max = Math.max(max, shown.reduce((a, s) => a + (s.values[i] || 0), 0));
+    if (mode === "stacked")
+      max = Math.max(
+        max,
+        shown.reduce((a, s) => a + (s.values[i] || 0), 0),
+      );
     else for (const s of shown) max = Math.max(max, s.values[i] || 0);
   }
   const step = niceStep(max);

@@ -1,7 +1,7 @@
 // The Cluster panel: ZooKeeper, the controller, partition health and one row per broker,
 // from the `cluster` snapshot (GET /api/cluster, or the `cluster` event of /api/events).
 
-import { $, cell, el, number } from "./dom.js";
+import { $, cell, el, number, rowsOr } from "./dom.js";
 
 function figure(id, label, value, tone = "") {
   return el(
@@ -19,10 +19,25 @@ export function renderCluster(snapshot) {
   const up = brokers.filter((b) => b.up).length;
 
   $("#cluster-figures").replaceChildren(
-    figure("cluster-brokers-up", `of ${brokers.length} brokers up`, up, up < brokers.length ? "bad" : "good"),
-    figure("cluster-controller", "controller", snapshot.controller, snapshot.controller === null ? "bad" : ""),
+    figure(
+      "cluster-brokers-up",
+      `of ${brokers.length} brokers up`,
+      up,
+      up < brokers.length ? "bad" : "good",
+    ),
+    figure(
+      "cluster-controller",
+      "controller",
+      snapshot.controller,
+      snapshot.controller === null ? "bad" : "",
+    ),
     figure("cluster-partitions", "partitions", parts.total),
-    figure("cluster-under-replicated", "under-replicated", parts.under_replicated, parts.under_replicated ? "warn" : "good"),
+    figure(
+      "cluster-under-replicated",
+      "under-replicated",
+      parts.under_replicated,
+      parts.under_replicated ? "warn" : "good",
+    ),
     figure("cluster-offline", "offline", parts.offline, parts.offline ? "bad" : "good"),
   );
 
@@ -48,13 +63,13 @@ export function renderCluster(snapshot) {
       cell("address", address, undefined, { class: "mono" }),
       cell("rack", b.rack),
       cell("leader_partitions", b.leader_partitions, number(b.leader_partitions), { class: "num" }),
-      cell("replica_partitions", b.replica_partitions, number(b.replica_partitions), { class: "num" }),
+      cell("replica_partitions", b.replica_partitions, number(b.replica_partitions), {
+        class: "num",
+      }),
       cell("under_replicated", b.under_replicated, number(b.under_replicated), {
         class: `num ${b.under_replicated ? "warn" : ""}`,
       }),
     );
   });
-  $("#brokers-body").replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "empty" }, "no brokers"))]),
-  );
+  $("#brokers-body").replaceChildren(...rowsOr(rows, 7, "no brokers"));
 }

@@ -5,7 +5,8 @@ export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value === null || value === undefined) continue;
-    if (name.startsWith("data-")) node.setAttribute(name, String(value)); // "true" / "false" too
+    if (name.startsWith("data-"))
+      node.setAttribute(name, String(value)); // "true" / "false" too
     else if (value === false) continue;
     else if (name === "class") node.className = value;
     else if (name === "text") node.textContent = value;
@@ -22,7 +23,11 @@ export function el(tag, attrs = {}, ...children) {
 // A table cell that carries its raw value for tests and tools: data-field and data-value.
 export function cell(field, value, text, attrs = {}) {
   const shown = text === undefined ? (value === null ? "—" : String(value)) : text;
-  return el("td", { "data-field": field, "data-value": value === null ? "" : value, ...attrs }, shown);
+  return el(
+    "td",
+    { "data-field": field, "data-value": value === null ? "" : value, ...attrs },
+    shown,
+  );
 }
 
 export function $(selector, root = document) {
@@ -52,7 +57,8 @@ export function compact(n) {
     [1e6, "M"],
     [1e3, "k"],
   ]) {
-    if (abs >= size) return `${abs >= size * 100 ? (n / size).toFixed(0) : Number((n / size).toFixed(2))}${unit}`;
+    if (abs >= size)
+      return `${abs >= size * 100 ? (n / size).toFixed(0) : Number((n / size).toFixed(2))}${unit}`;
   }
   return number(n, Number.isInteger(n) ? 0 : 1);
 }
@@ -138,5 +144,68 @@ export async function errorText(response) {
 
 // A header row; the names in `numeric` are right-aligned like their numbers.
 export function headRow(names, numeric = []) {
-  return el("tr", {}, ...names.map((h) => el("th", { class: numeric.includes(h) ? "num" : null }, h)));
+  return el(
+    "tr",
+    {},
+    ...names.map((h) => el("th", { class: numeric.includes(h) ? "num" : null }, h)),
+  );
+}
+
+// A panel's status setter: the status line's text, and data-state on it and on the panel.
+export function panelStatus(panelSelector, statusSelector) {
+  return (text, mode) => {
+    const status = $(statusSelector);
+    status.textContent = text;
+    status.dataset.state = mode;
+    $(panelSelector).dataset.state = mode;
+  };
+}
+
+// Report an event stream's failures through `report(text, mode)`: the server's own "error"
+// event (it gave up on the stream), a refused stream (its {"error"} fetched again from `url`)
+// or a lost connection the browser is retrying. `current()` says whether the stream is still
+// the panel's; `stop()` closes it.
+export function reportStreamErrors(source, url, current, stop, report) {
+  source.addEventListener("error", async (event) => {
+    if (!current()) return;
+    if (event.data) {
+      stop();
+      report(`stopped: ${JSON.parse(event.data).error}`, "error");
+    } else if (source.readyState === EventSource.CLOSED) {
+      stop();
+      const response = await fetch(url, { signal: AbortSignal.timeout(3000) }).catch(() => null);
+      report(
+        `stopped: ${response ? await errorText(response) : "the dashboard is not reachable"}`,
+        "error",
+      );
+    } else {
+      report("reconnecting…", "connecting");
+    }
+  });
+}
+
+// Open or close a table's detail row: the set of open keys, and the panel drawn again.
+export function toggler(open, key, redraw) {
+  return () => {
+    if (open.has(key)) open.delete(key);
+    else open.add(key);
+    redraw();
+  };
+}
+
+// Table rows, or one row saying there are none.
+export function rowsOr(rows, columns, emptyText) {
+  return rows.length
+    ? rows
+    : [el("tr", {}, el("td", { colspan: columns, class: "empty" }, emptyText))];
+}
+
+// A detail table: its header (names in `numeric` right-aligned) and rows, or a row saying none.
+export function innerTable(names, numeric, rows, emptyText) {
+  return el(
+    "table",
+    { class: "inner" },
+    el("thead", {}, headRow(names, numeric)),
+    el("tbody", {}, ...rowsOr(rows, names.length, emptyText)),
+  );
 }

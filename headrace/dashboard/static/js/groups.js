@@ -3,7 +3,7 @@
 // partition with its owner, and for a loader its last run and the hours marked _SUCCESS.
 
 import { sparkline } from "./charts.js";
-import { $, ago, cell, dateTime, el, headRow, number } from "./dom.js";
+import { $, ago, cell, dateTime, el, innerTable, number, rowsOr, toggler } from "./dom.js";
 
 const expanded = new Set();
 const KIND_LABEL = { zookeeper: "ZooKeeper", kafka: "Kafka", loader: "loader" };
@@ -21,19 +21,11 @@ function partitionTable(group) {
       cell("owner", p.owner, p.owner || "—", { class: "mono" }),
     ),
   );
-  return el(
-    "table",
-    { class: "inner" },
-    el(
-      "thead",
-      {},
-      headRow(["topic", "partition", "committed", "end", "lag", "owner"], ["partition", "committed", "end", "lag"]),
-    ),
-    el(
-      "tbody",
-      {},
-      ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "empty" }, "no committed offsets"))]),
-    ),
+  return innerTable(
+    ["topic", "partition", "committed", "end", "lag", "owner"],
+    ["partition", "committed", "end", "lag"],
+    rows,
+    "no committed offsets",
   );
 }
 
@@ -77,7 +69,12 @@ function loaderBlock(loader) {
   const run = loader.last_run;
   const facts = run
     ? [
-        ["last run", `${dateTime(run.finished_at)} UTC (${ago(run.finished_at)})`, "finished_at", run.finished_at],
+        [
+          "last run",
+          `${dateTime(run.finished_at)} UTC (${ago(run.finished_at)})`,
+          "finished_at",
+          run.finished_at,
+        ],
         ["rows", number(run.rows), "rows", run.rows],
         ["dead letters", number(run.dead_letters), "dead_letters", run.dead_letters],
         ["files", number(run.files), "files", run.files],
@@ -93,7 +90,15 @@ function loaderBlock(loader) {
       { class: "facts" },
       ...facts.flatMap(([label, text, field, value]) => [
         el("dt", {}, label),
-        el("dd", { "data-field": field, "data-value": value, class: field === "dead_letters" && value ? "warn" : "" }, text),
+        el(
+          "dd",
+          {
+            "data-field": field,
+            "data-value": value,
+            class: field === "dead_letters" && value ? "warn" : "",
+          },
+          text,
+        ),
       ]),
     ),
     successHours(loader.success_hours || []),
@@ -101,7 +106,9 @@ function loaderBlock(loader) {
 }
 
 function detailRow(group, columns) {
-  const members = (group.members || []).map((m) => el("li", { class: "mono" }, m.id, m.host ? ` @ ${m.host}` : ""));
+  const members = (group.members || []).map((m) =>
+    el("li", { class: "mono" }, m.id, m.host ? ` @ ${m.host}` : ""),
+  );
   return el(
     "tr",
     { class: "detail", "data-detail-group": group.name },
@@ -117,7 +124,9 @@ function detailRow(group, columns) {
           {},
           group.loader ? loaderBlock(group.loader) : null,
           el("h4", {}, `Members (${members.length})`),
-          members.length ? el("ul", { class: "members" }, ...members) : el("p", { class: "empty" }, "none"),
+          members.length
+            ? el("ul", { class: "members" }, ...members)
+            : el("p", { class: "empty" }, "none"),
         ),
       ),
     ),
@@ -148,11 +157,7 @@ export function renderGroups(snapshot) {
           id: `group-${group.name}`,
           "data-group": group.name,
           "data-kind": group.kind,
-          onclick: () => {
-            if (expanded.has(group.name)) expanded.delete(group.name);
-            else expanded.add(group.name);
-            renderGroups(snapshot);
-          },
+          onclick: toggler(expanded, group.name, () => renderGroups(snapshot)),
         },
         el(
           "td",
@@ -160,23 +165,39 @@ export function renderGroups(snapshot) {
           el("span", { class: "caret" }, open ? "▾" : "▸"),
           el("span", { class: "mono" }, group.name),
         ),
-        el("td", { "data-field": "kind", "data-value": group.kind }, el("span", { class: `kind ${group.kind}` }, KIND_LABEL[group.kind] || group.kind)),
-        el("td", { "data-field": "state", "data-value": group.state }, el("span", { class: `state ${stateTone(group.state)}` }, group.state)),
-        cell("topics", (group.topics || []).join(","), (group.topics || []).join(", ") || "—", { class: "mono" }),
-        cell("members", (group.members || []).length, number((group.members || []).length), { class: "num" }),
-        cell("lag", group.lag, number(group.lag), { class: `num strong ${group.lag ? "warn" : ""}` }),
+        el(
+          "td",
+          { "data-field": "kind", "data-value": group.kind },
+          el("span", { class: `kind ${group.kind}` }, KIND_LABEL[group.kind] || group.kind),
+        ),
+        el(
+          "td",
+          { "data-field": "state", "data-value": group.state },
+          el("span", { class: `state ${stateTone(group.state)}` }, group.state),
+        ),
+        cell("topics", (group.topics || []).join(","), (group.topics || []).join(", ") || "—", {
+          class: "mono",
+        }),
+        cell("members", (group.members || []).length, number((group.members || []).length), {
+          class: "num",
+        }),
+        cell("lag", group.lag, number(group.lag), {
+          class: `num strong ${group.lag ? "warn" : ""}`,
+        }),
         el("td", { class: "chart-cell" }, sparkline(trend, { label: `${group.name} lag` })),
         cell(
           "last_run",
           group.loader && group.loader.last_run ? group.loader.last_run.finished_at : null,
-          group.loader ? (group.loader.last_run ? ago(group.loader.last_run.finished_at) : "never") : "",
+          group.loader
+            ? group.loader.last_run
+              ? ago(group.loader.last_run.finished_at)
+              : "never"
+            : "",
         ),
       ),
     );
     if (open) rows.push(detailRow(group, columns));
   }
-  $("#groups-body").replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: columns, class: "empty" }, "no consumer groups yet"))]),
-  );
+  $("#groups-body").replaceChildren(...rowsOr(rows, columns, "no consumer groups yet"));
   $("#groups-count").textContent = `${groups.length} groups`;
 }

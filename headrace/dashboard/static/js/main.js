@@ -2,7 +2,13 @@
 // groups panels; the URL fragment preselects the tail, the windowed counts and the audit
 // (#tail=access&aggregate=access:status:10800:ts:classes&audit=access) and follows the choices.
 
-import { currentAggregate, presetAggregate, setupAggregate, startAggregate, stopAggregate } from "./aggregate.js";
+import {
+  currentAggregate,
+  presetAggregate,
+  setupAggregate,
+  startAggregate,
+  stopAggregate,
+} from "./aggregate.js";
 import { setupAudit, startAudit } from "./audit.js";
 import { renderCluster } from "./cluster.js";
 import { $, clock, fillSelect } from "./dom.js";
@@ -110,7 +116,9 @@ function setupNavigation() {
   for (const link of document.querySelectorAll("nav [data-panel]")) {
     link.addEventListener("click", (e) => {
       e.preventDefault();
-      document.getElementById(link.dataset.panel).scrollIntoView({ behavior: "smooth", block: "start" });
+      document
+        .getElementById(link.dataset.panel)
+        .scrollIntoView({ behavior: "smooth", block: "start" });
     });
   }
 }
@@ -131,7 +139,9 @@ function boot() {
   setupAggregate({
     onChange: () => {
       const v = currentAggregate();
-      views.aggregate = [v.topic, v.field, v.window, v.timeField, v.classes ? "classes" : ""].join(":").replace(/:+$/, "");
+      views.aggregate = [v.topic, v.field, v.window, v.timeField, v.classes ? "classes" : ""]
+        .join(":")
+        .replace(/:+$/, "");
       writeFragment();
     },
   });

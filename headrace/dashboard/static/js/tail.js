@@ -2,7 +2,7 @@
 // filter. Pause closes the stream and remembers each partition's next offset; resume opens it
 // again from those positions (from=positions:p=o,...), so nothing is shown twice or missed.
 
-import { $, clock, el, errorText, number } from "./dom.js";
+import { $, clock, el, number, panelStatus, reportStreamErrors } from "./dom.js";
 
 const MAX_ROWS = 300;
 const FLUSH_MS = 100;
@@ -18,11 +18,10 @@ const state = {
   onChange: null,
 };
 
+const showStatus = panelStatus("#tail", "#tail-status");
+
 function setStatus(text, mode) {
-  const status = $("#tail-status");
-  status.textContent = text;
-  status.dataset.state = mode;
-  $("#tail").dataset.state = mode;
+  showStatus(text, mode);
   $("#tail-pause").textContent = mode === "paused" ? "Resume" : "Pause";
   $("#tail-pause").disabled = mode === "idle" || mode === "error";
 }
@@ -39,7 +38,8 @@ function marked(text, filter) {
 }
 
 function row(m) {
-  const pretty = m.json !== null && m.json !== undefined ? JSON.stringify(m.json, null, 2) : m.value;
+  const pretty =
+    m.json !== null && m.json !== undefined ? JSON.stringify(m.json, null, 2) : m.value;
   const headers = (m.headers || []).map(([k, v]) => `${k}=${v === null ? "∅" : v}`).join(" ");
   return el(
     "tr",
@@ -51,14 +51,26 @@ function row(m) {
       "data-key": m.key === null ? null : m.key,
       "data-json": m.json !== null && m.json !== undefined,
     },
-    el("td", { class: "mono muted", title: new Date(m.timestamp).toISOString() }, clock(m.timestamp, true)),
+    el(
+      "td",
+      { class: "mono muted", title: new Date(m.timestamp).toISOString() },
+      clock(m.timestamp, true),
+    ),
     el("td", { class: "num mono" }, `${m.partition}`),
     el("td", { class: "num mono" }, number(m.offset)),
-    el("td", { class: "mono key" }, m.key === null ? el("span", { class: "muted" }, "null") : marked(m.key, state.filter)),
+    el(
+      "td",
+      { class: "mono key" },
+      m.key === null ? el("span", { class: "muted" }, "null") : marked(m.key, state.filter),
+    ),
     el(
       "td",
       { class: "value" },
-      el("pre", { class: m.json !== null && m.json !== undefined ? "json" : "" }, ...(pretty === null ? ["null"] : marked(pretty, state.filter))),
+      el(
+        "pre",
+        { class: m.json !== null && m.json !== undefined ? "json" : "" },
+        ...(pretty === null ? ["null"] : marked(pretty, state.filter)),
+      ),
       headers ? el("div", { class: "headers mono muted" }, headers) : null,
     ),
   );
@@ -77,7 +89,8 @@ function flush() {
 
 function advance(partition, next) {
   const key = String(partition);
-  if (state.positions[key] === undefined || next > state.positions[key]) state.positions[key] = next;
+  if (state.positions[key] === undefined || next > state.positions[key])
+    state.positions[key] = next;
 }
 
 function fromParameter() {
@@ -85,7 +98,9 @@ function fromParameter() {
   const value = $("#tail-from-value").value.trim();
   if (kind === "offset") return value || "0";
   if (kind === "time") {
-    const parsed = new Date(value.endsWith("Z") || /[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`);
+    const parsed = new Date(
+      value.endsWith("Z") || /[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`,
+    );
     return Number.isNaN(parsed.getTime()) ? value : parsed.toISOString().replace(".000Z", "Z");
   }
   return kind;
@@ -118,23 +133,7 @@ function open(from) {
     if (s.dropped) parts.push(`${number(s.dropped)} dropped (over 200/s)`);
     $("#tail-counts").textContent = parts.join(" · ");
   });
-  source.addEventListener("error", async (event) => {
-    if (state.source !== source) return;
-    if (event.data) {
-      // The server's own "error" event: it gave up on this stream; say why and stay closed.
-      close();
-      setStatus(`stopped: ${JSON.parse(event.data).error}`, "error");
-      return;
-    }
-    if (source.readyState === EventSource.CLOSED) {
-      close();
-      const response = await fetch(`api/tail?${params}`, { signal: AbortSignal.timeout(3000) }).catch(() => null);
-      const why = response ? await errorText(response) : "the dashboard is not reachable";
-      setStatus(`tail stopped: ${why}`, "error");
-    } else {
-      setStatus(`reconnecting to ${state.topic}…`, "connecting");
-    }
-  });
+  reportStreamErrors(source, `api/tail?${params}`, () => state.source === source, close, setStatus);
 }
 
 function close() {
@@ -190,7 +189,8 @@ export function setupTail({ onChange } = {}) {
     const input = $("#tail-from-value");
     input.hidden = kind === "latest" || kind === "earliest";
     input.placeholder = kind === "time" ? "2026-12-07T14:00:00Z" : "offset";
-    if (kind === "time" && !input.value) input.value = new Date(Date.now() - 600000).toISOString().slice(0, 19) + "Z";
+    if (kind === "time" && !input.value)
+      input.value = new Date(Date.now() - 600000).toISOString().slice(0, 19) + "Z";
   });
   setInterval(flush, FLUSH_MS);
   setStatus("pick a topic and press Follow", "idle");

@@ -3,7 +3,7 @@
 // per-partition rate with a history kept by the page since it opened).
 
 import { sparkline, timeChart } from "./charts.js";
-import { $, bytes, cell, duration, el, headRow, number, rate } from "./dom.js";
+import { $, bytes, cell, duration, el, innerTable, number, rate, rowsOr, toggler } from "./dom.js";
 
 const expanded = new Set();
 const partitionHistory = new Map(); // "topic/partition" -> [messages_per_s, ...]
@@ -21,8 +21,10 @@ function remember(topic) {
 
 function retention(topic) {
   const parts = [];
-  if (topic.retention_ms !== null && topic.retention_ms >= 0) parts.push(duration(topic.retention_ms));
-  if (topic.retention_bytes !== null && topic.retention_bytes >= 0) parts.push(bytes(topic.retention_bytes));
+  if (topic.retention_ms !== null && topic.retention_ms >= 0)
+    parts.push(duration(topic.retention_ms));
+  if (topic.retention_bytes !== null && topic.retention_bytes >= 0)
+    parts.push(bytes(topic.retention_bytes));
   return parts.length ? parts.join(" · ") : "forever";
 }
 
@@ -66,22 +68,17 @@ function partitionTable(topic) {
       cell("log_end_offset", p.log_end_offset, number(p.log_end_offset), { class: "num" }),
       cell("size_bytes", p.size_bytes, bytes(p.size_bytes), { class: "num" }),
       cell("messages_per_s", p.messages_per_s, rate(p.messages_per_s), { class: "num" }),
-      el("td", { class: "chart-cell" }, sparkline(partitionHistory.get(key) || [], { width: 100, height: 20 })),
+      el(
+        "td",
+        { class: "chart-cell" },
+        sparkline(partitionHistory.get(key) || [], { width: 100, height: 20 }),
+      ),
     );
   });
-  return el(
-    "table",
-    { class: "inner" },
-    el(
-      "thead",
-      {},
-      headRow(
-        ["partition", "leader", "epoch", "replicas", "ISR", "start", "end", "size", "msg/s", "since opened"],
-        ["partition", "leader", "epoch", "start", "end", "size", "msg/s"],
-      ),
-    ),
-    el("tbody", {}, ...rows),
-  );
+  const names = ["partition", "leader", "epoch", "replicas", "ISR", "start", "end", "size"];
+  names.push("msg/s", "since opened");
+  const numeric = ["partition", "leader", "epoch", "start", "end", "size", "msg/s"];
+  return innerTable(names, numeric, rows, "no partitions");
 }
 
 function detailRow(topic, columns) {
@@ -99,7 +96,12 @@ function detailRow(topic, columns) {
     el(
       "td",
       { colspan: columns },
-      el("div", { class: "detail-chart" }, el("h4", {}, `${topic.name}: messages/s, last ${history.length} s`), chart),
+      el(
+        "div",
+        { class: "detail-chart" },
+        el("h4", {}, `${topic.name}: messages/s, last ${history.length} s`),
+        chart,
+      ),
       partitionTable(topic),
     ),
   );
@@ -123,9 +125,7 @@ export function renderTopics(snapshot, { onPick } = {}) {
           id: `topic-${topic.name}`,
           "data-topic": topic.name,
           onclick: () => {
-            if (expanded.has(topic.name)) expanded.delete(topic.name);
-            else expanded.add(topic.name);
-            renderTopics(snapshot, { onPick });
+            toggler(expanded, topic.name, () => renderTopics(snapshot, { onPick }))();
             if (onPick) onPick(topic.name);
           },
         },
@@ -137,18 +137,37 @@ export function renderTopics(snapshot, { onPick } = {}) {
           internal ? el("span", { class: "tag muted" }, "internal") : null,
         ),
         cell("partitions", topic.partitions, number(topic.partitions), { class: "num" }),
-        cell("replication_factor", topic.replication_factor, String(topic.replication_factor), { class: "num" }),
-        el(
-          "td",
-          { "data-field": "isr", "data-value": under, class: under || offline ? "warn" : "ok-text" },
-          offline ? `${offline} offline` : under ? `${under} under-replicated` : "all in sync",
-        ),
-        cell("messages_per_s", topic.messages_per_s, rate(topic.messages_per_s), { class: "num strong" }),
-        el("td", { class: "chart-cell" }, sparkline(history, { label: `${topic.name} messages/s` })),
-        cell("bytes_per_s", topic.bytes_per_s, topic.bytes_per_s === null ? "—" : `${bytes(topic.bytes_per_s)}/s`, {
+        cell("replication_factor", topic.replication_factor, String(topic.replication_factor), {
           class: "num",
         }),
-        cell("end_offset_total", topic.end_offset_total, number(topic.end_offset_total), { class: "num" }),
+        el(
+          "td",
+          {
+            "data-field": "isr",
+            "data-value": under,
+            class: under || offline ? "warn" : "ok-text",
+          },
+          offline ? `${offline} offline` : under ? `${under} under-replicated` : "all in sync",
+        ),
+        cell("messages_per_s", topic.messages_per_s, rate(topic.messages_per_s), {
+          class: "num strong",
+        }),
+        el(
+          "td",
+          { class: "chart-cell" },
+          sparkline(history, { label: `${topic.name} messages/s` }),
+        ),
+        cell(
+          "bytes_per_s",
+          topic.bytes_per_s,
+          topic.bytes_per_s === null ? "—" : `${bytes(topic.bytes_per_s)}/s`,
+          {
+            class: "num",
+          },
+        ),
+        cell("end_offset_total", topic.end_offset_total, number(topic.end_offset_total), {
+          class: "num",
+        }),
         cell("size_bytes", topic.size_bytes, bytes(topic.size_bytes), { class: "num" }),
         cell("retention", topic.retention_ms, retention(topic)),
         cell("cleanup_policy", topic.cleanup_policy),
@@ -156,8 +175,6 @@ export function renderTopics(snapshot, { onPick } = {}) {
     );
     if (open) rows.push(detailRow(topic, columns));
   }
-  $("#topics-body").replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: columns, class: "empty" }, "no topics yet"))]),
-  );
+  $("#topics-body").replaceChildren(...rowsOr(rows, columns, "no topics yet"));
   $("#topics-count").textContent = `${topics.length} topics`;
 }
