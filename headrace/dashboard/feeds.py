@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from twisted.internet import task
+from twisted.internet import defer, task, threads
 
 from broker.protocol.zookeeper import group_path
 from consumers.cluster import ClusterClient
@@ -148,9 +148,23 @@ class Feeds:
         topic = _arg(request, "topic")
         if not topic:
             raise ApiError(400, "topic is required")
-        if topic not in self.sampler.layout.topics:
-            raise ApiError(404, f"no topic {topic}")
         return topic
+
+    def _when_known(self, topic: str, start) -> defer.Deferred:
+        """``start()`` once ``topic`` is known to exist (the last sample, else ZooKeeper,
+        asked in a thread); an ApiError 404 if it does not."""
+        if topic in self.sampler.layout.topics:
+            return defer.maybeDeferred(start)
+
+        def check(found):
+            if not found:
+                raise ApiError(404, f"no topic {topic}")
+            return start()
+
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.sampler.topic_exists, topic
+        )
+        return d.addCallback(check)
 
     # --- tail ----------------------------------------------------------------------------
 
@@ -161,6 +175,9 @@ class Feeds:
         except BadStart as exc:
             raise ApiError(400, str(exc)) from None
         needle = (_arg(request, "filter") or "").encode() or None
+        return self._when_known(topic, lambda: self._start_tail(request, topic, start, needle))
+
+    def _start_tail(self, request, topic, start, needle):
         tail = Tail(self, None, topic, start, needle)
         tail.stream = EventStream(request, on_close=lambda _s: self._close_tail(tail))
         self.tails.add(tail)
@@ -187,6 +204,9 @@ class Feeds:
         if classes is None:
             raise ApiError(400, "classes: give 1 or 0")
         key = (topic, field, time_field, classes)
+        return self._when_known(topic, lambda: self._join_aggregate(request, key, window, step))
+
+    def _join_aggregate(self, request, key, window: int, step: int):
         aggregate = self.aggregates.get(key)
         if aggregate is None:
             aggregate = self.aggregates[key] = self._start_aggregate(key, window)
