@@ -47,7 +47,7 @@ def parse_start(text: str | None) -> Start:
                 raise BadStart(f"from={text}: positions are <partition>=<offset>,...")
             positions[int(p)] = int(o)
         return Start("positions", positions=positions)
-    if "T" in text or "-" in text:
+    if "T" in text and text[:1].isdigit():  # ISO-8601, not a number text_ms also reads
         when = text_ms(text)
         if when is not None:
             return Start("time", when)
