@@ -12,7 +12,7 @@ from broker.protocol.errors import KafkaError
 from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from broker.protocol.registry import ApiKey
 
-from ..clients import _assigned_partitions, _describe_protocol_group, _protocol_groups
+from ..kafka_groups import assigned_partitions, describe_group, list_groups
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,14 @@ def protocol_groups(cluster) -> dict[str, dict]:
     """The groups the brokers coordinate for Kafka clients: name -> {"state", "members":
     [{"id", "host"}], "owners": {(topic, partition): member id}}."""
     found = {}
-    for name in sorted(_protocol_groups(cluster)):
-        described = _describe_protocol_group(cluster, name)
+    for name in sorted(list_groups(cluster)):
+        described = describe_group(cluster, name)
         if described is None:
             continue
         members, owners = [], {}
         for m in described["members"]:
             members.append({"id": m["member_id"], "host": m["client_host"] or None})
-            for tp in _assigned_partitions(m["member_assignment"]):
+            for tp in assigned_partitions(m["member_assignment"]):
                 owners[tp] = m["member_id"]
         found[name] = {"state": described["group_state"], "members": members, "owners": owners}
     return found

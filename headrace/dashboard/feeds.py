@@ -133,6 +133,7 @@ class Feeds:
         self._groups = 0
         self.tails: set[Tail] = set()
         self.aggregates: dict[tuple, Aggregate] = {}
+        self.retiring: set[Aggregate] = set()  # stopped by their last page, still running
         self.rates = Rates()
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
@@ -229,7 +230,11 @@ class Feeds:
         aggregate.streams.pop(stream, None)
         if not aggregate.streams and self.aggregates.get(aggregate.key) is aggregate:
             del self.aggregates[aggregate.key]
-            self.reactor.callInThread(self._retire, aggregate)
+            self.retiring.add(aggregate)
+            d = threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self._retire, aggregate
+            )
+            d.addBoth(lambda _: self.retiring.discard(aggregate))
 
     def _retire(self, aggregate: Aggregate) -> None:
         """Stop an aggregate's consumer and delete its group (blocking: in a thread)."""
@@ -266,6 +271,6 @@ class Feeds:
             self._loop.stop()
         for tail in list(self.tails):
             tail.stopped.set()
-        for aggregate in list(self.aggregates.values()):
+        for aggregate in [*self.aggregates.values(), *self.retiring]:
             self._retire(aggregate)
         self.aggregates.clear()

@@ -232,9 +232,7 @@ class GroupsView:
                     }
                 )
             if lag is not None:
-                lag_history = self.history.add(name, {"t": now_ms, "lag": lag})
-            else:
-                lag_history = self.history.add(name, {"t": now_ms, "lag": None})[:-1]
+                self.history.add(name, {"t": now_ms, "lag": lag})
             loader = None
             if kind == KIND_LOADER:
                 run = node.last_run
@@ -257,7 +255,7 @@ class GroupsView:
                     "topics": sorted(topics),
                     "members": members,
                     "lag": lag,
-                    "lag_history": [s for s in lag_history if s["lag"] is not None],
+                    "lag_history": self.history.get(name),
                     "partitions": partitions,
                     "loader": loader,
                 }
