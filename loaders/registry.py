@@ -194,15 +194,7 @@ class ZkSchemas:
 def record_last_run(zk, group: str, run: dict) -> None:
     """Save the run that just ended in ``/consumers/<group>/loader/last_run`` (when it
     finished, rows, dead letters, files, seconds and the warehouse URL), for the dashboard."""
-    path = layout.last_run_path(group)
-    data = layout.encode_last_run(run)
-    try:
-        zk.set(path, data)
-    except NoNodeError:
-        try:
-            zk.create(path, data, makepath=True)
-        except NodeExistsError:
-            zk.set(path, data)
+    offsets.put(zk, layout.last_run_path(group), layout.encode_last_run(run))
 
 
 def warehouse_url(url: str) -> str:

@@ -11,6 +11,7 @@ import logging
 from broker.protocol.errors import KafkaError
 from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from broker.protocol.registry import ApiKey
+from consumers.cluster import list_offsets_body
 
 from ..kafka_groups import assigned_partitions, describe_group, list_groups
 
@@ -20,27 +21,7 @@ __all__ = ["list_offsets", "log_sizes", "protocol_groups"]
 
 
 def _list_offsets_at(cluster, leader: int, partitions: list[tuple[str, int]], timestamp: int):
-    by_topic: dict[str, list[int]] = {}
-    for topic, p in partitions:
-        by_topic.setdefault(topic, []).append(p)
-    body = cluster.request(
-        leader,
-        ApiKey.LIST_OFFSETS,
-        {
-            "replica_id": -1,
-            "isolation_level": 0,
-            "topics": [
-                {
-                    "name": topic,
-                    "partitions": [
-                        {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
-                        for p in ps
-                    ],
-                }
-                for topic, ps in by_topic.items()
-            ],
-        },
-    )
+    body = cluster.request(leader, ApiKey.LIST_OFFSETS, list_offsets_body(partitions, timestamp))
     return {
         (t["name"], p["partition_index"]): p["offset"]
         for t in body["topics"]

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from twisted.internet import defer
+from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -102,7 +103,7 @@ class StaticFiles(File):
     """The page's files; no directory listings."""
 
     def directoryListing(self):
-        return self.forbidden
+        return pages.forbidden()
 
 
 class Events:
