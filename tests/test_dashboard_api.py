@@ -240,3 +240,21 @@ def test_the_page_and_its_static_files_are_served(dashboard):
     assert response.headers["content-type"].startswith("text/html") and b"<html" in page
     with urllib.request.urlopen(dashboard.url + "/static/index.html") as response:
         assert response.read() == page
+
+
+def test_a_tail_sends_at_most_200_messages_a_second_and_counts_the_rest(
+    dashboard, cluster3, producer
+):
+    new_topic(dashboard, cluster3, "busy", 2)
+    with EventReader(dashboard.url + "/api/tail?topic=busy") as tail:
+        tail.wait_for(lambda r: r.of("status"), 10)
+        for i in range(2000):
+            producer.send("busy", b"line %d" % i)
+        producer.flush()
+
+        def accounted(reader):
+            statuses = [s for s in reader.of("status") if s["dropped"]]
+            return statuses and len(reader.of("message")) + statuses[-1]["dropped"] == 2000
+
+        tail.wait_for(accounted, 10)
+    assert 0 < len(tail.of("message")) < 2000

@@ -20,6 +20,8 @@ import math
 import threading
 from collections import defaultdict
 
+import orjson
+
 from ..eventtime import value_ms
 
 NULL = "null"
@@ -86,8 +88,8 @@ class WindowedCounter:
     def classify(self, value: bytes | None, timestamp_ms: int) -> tuple[str, int]:
         """(label, event time in ms) of one message's value."""
         try:
-            doc = json.loads(value) if value is not None else None
-        except ValueError:  # not JSON (or not UTF-8): no field, and the message's time
+            doc = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:  # not JSON (or not UTF-8): no field, the message's time
             doc = None
         when = timestamp_ms
         if self.time_field is not None:
@@ -96,13 +98,20 @@ class WindowedCounter:
         return label(field_value(doc, self.field), self.classes), when
 
     def add(self, value: bytes | None, timestamp_ms: int, now_ms: int) -> None:
-        name, when = self.classify(value, timestamp_ms)
+        self.add_many([value], [timestamp_ms], now_ms)
+
+    def add_many(self, values: list, timestamps: list, now_ms: int) -> None:
+        """Count messages given as parallel lists of values and timestamps (a Block's)."""
+        classified = [self.classify(v, t) for v, t in zip(values, timestamps)]
         with self._lock:
-            self.read += 1
-            if when < now_ms - self.window_s * 1000:
-                self.late += 1
-                return
-            self._seconds[when // 1000][name] += 1
+            oldest = now_ms - self.window_s * 1000
+            self.read += len(classified)
+            seconds = self._seconds
+            for name, when in classified:
+                if when < oldest:
+                    self.late += 1
+                else:
+                    seconds[when // 1000][name] += 1
 
     def reset(self, window_s: int) -> None:
         """Forget every count (before reading the window again, e.g. a longer one)."""
