@@ -38,6 +38,7 @@ from benchlib import (
     platform_meta,
     print_table,
     running_cluster,
+    stat_cpu,
 )
 
 from consumers.feeds import AggregateFeed, WindowedCounter
@@ -114,22 +115,34 @@ class Dashboard:
             if time.monotonic() > deadline:
                 raise BenchmarkError("the dashboard did not start (see dashboard.out)")
             time.sleep(0.2)
-        for path in (
-            "/api/events",
-            f"/api/tail?topic={topic}",
-            f"/api/aggregate?topic={topic}&field=status&window=600&classes=1",
+        flowing = []
+        for path, first in (
+            ("/api/events", b"event: topics"),
+            (f"/api/tail?topic={topic}", b"event: status"),
+            (f"/api/aggregate?topic={topic}&field=status&window=600&classes=1", b"event: window"),
         ):
             response = urllib.request.urlopen(url + path, timeout=60)
             self.responses.append(response)
-            threading.Thread(target=self._drain, args=(response,), daemon=True).start()
+            flowing.append(threading.Event())
+            threading.Thread(
+                target=self._drain, args=(response, first, flowing[-1]), daemon=True
+            ).start()
+        for event in flowing:  # every stream under way before anything is measured
+            if not event.wait(30):
+                raise BenchmarkError("a dashboard stream sent nothing in 30 s")
 
     @staticmethod
-    def _drain(response) -> None:
+    def _drain(response, first: bytes, flowing: threading.Event) -> None:
         try:
-            while response.readline():
-                pass
+            while line := response.readline():
+                if line.startswith(first):
+                    flowing.set()
         except (OSError, ValueError, AttributeError):
             pass
+
+    def cpu(self) -> float:
+        """CPU seconds the dashboard process has used."""
+        return stat_cpu(f"/proc/{self.process.pid}/stat")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -165,6 +178,7 @@ def run(args, workdir: Path) -> dict:
     values = events(count)
     results: dict = {"meta": meta}
     rates: dict[bool, list[float]] = {True: [], False: []}
+    dashboard_cpu: list[float] = []  # CPU seconds of the dashboard per second of producing
     with running_cluster(workdir, meta, 3) as brokers:
         first = brokers[1]
         zookeeper = f"{first.zookeeper_connect}"
@@ -175,7 +189,11 @@ def run(args, workdir: Path) -> dict:
                 create_topic_simple(first.bootstrap, topic, PARTITIONS)
                 dashboard = Dashboard(workdir, zookeeper, topic) if with_dashboard else None
                 try:
+                    cpu = dashboard.cpu() if dashboard is not None else 0.0
                     elapsed = produce(bootstrap, topic, values)
+                    if dashboard is not None:
+                        cpu = dashboard.cpu() - cpu
+                        dashboard_cpu.append(cpu / elapsed)
                 finally:
                     if dashboard is not None:
                         dashboard.stop()
@@ -183,6 +201,7 @@ def run(args, workdir: Path) -> dict:
                 print(
                     f"  {'with   ' if with_dashboard else 'without'} dashboard: "
                     f"{count / elapsed:>10,.0f} msgs/s"
+                    + (f"  (dashboard busy {cpu / elapsed:.0%} of a CPU)" if dashboard else "")
                 )
         aggregate = aggregate_rate(zookeeper, "without-0", count + 1)
     ratios = [w / wo for w, wo in zip(rates[True], rates[False])]
@@ -192,6 +211,7 @@ def run(args, workdir: Path) -> dict:
         ratio=max(rates[True]) / max(rates[False]),
         ratio_median=statistics.median(ratios),
         aggregate_events_s=aggregate,
+        dashboard_cpu_share=dashboard_cpu,
     )
     meta["load_after"] = os.getloadavg()
     met = results["ratio"] >= TARGET_RATIO
@@ -209,6 +229,7 @@ def run(args, workdir: Path) -> dict:
         ],
     )
     print(f"aggregate consumer alone: {aggregate:,.0f} events/s ({count + 1:,} events)")
+    print(f"the dashboard's CPU while producing: {statistics.median(dashboard_cpu):.0%} of a CPU")
     missed = [] if met else [f"with/without {results['ratio']:.2f} < {TARGET_RATIO}"]
     finish(results, missed, "; ", args.json)
     return results
