@@ -320,6 +320,11 @@ def pipeline(
         f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
         f"brokers {bootstrap}"
     )
+    try:
+        dashboard = devcluster.start_dashboard(directory, state, warehouse)
+    except RuntimeError as exc:
+        raise DemoError(str(exc)) from None
+    _say(f"dashboard at {dashboard} (it stops with the cluster)")
 
     # 2. the topic
     cluster, parts, created = _ensure_topic(bootstrap, topic, partitions)
@@ -468,6 +473,9 @@ def pipeline(
     )
     _say(
         f"  warehouse   {_shown(str(warehouse.absolute()))}/{topic}/dt=YYYY-MM-DD/hour=HH/*.parquet"
+    )
+    _say(
+        f"  dashboard   {dashboard}#tail={topic}&aggregate={topic}:status:{HOURS * 3600}:ts:classes"
     )
     _say("  look around:")
     first = bootstrap.split(",")[0]

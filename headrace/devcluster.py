@@ -358,14 +358,51 @@ def restart_broker(directory: Path, state: dict, entry: dict) -> None:
     (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
+DASHBOARD_PORT = 8080
+
+
+def start_dashboard(directory: Path, state: dict, warehouse: Path | None = None) -> str:
+    """Start ``headrace dashboard`` for the cluster, detached (on port 8080 if free, else a
+    free one), unless one runs already; its pid and port go in the cluster state, so
+    ``cluster down`` stops it.  Returns its address."""
+    running = state.get("dashboard")
+    if running and _alive(running["pid"]):
+        return f"http://127.0.0.1:{running['port']}/"
+    port = DASHBOARD_PORT if not port_in_use(DASHBOARD_PORT) else free_port()
+    command = [sys.executable, "-m", "headrace.cli", "dashboard", "--zookeeper", state["connect"]]
+    command += ["--port", str(port)]
+    if warehouse is not None:
+        command += ["--warehouse", str(Path(warehouse).absolute())]
+    with open(directory / "dashboard.out", "ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    state["dashboard"] = {"pid": process.pid, "port": port}
+    state["pids"].append(process.pid)
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+    deadline = time.monotonic() + 20
+    while not port_in_use(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the dashboard did not start; see {directory / 'dashboard.out'}")
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}/"
+
+
 def cluster_down(directory: Path, timeout: float = 30.0) -> int:
-    """Stop the brokers (SIGTERM: clean shutdown), then ZooKeeper; returns processes stopped."""
+    """Stop the dashboard, the brokers (SIGTERM: clean shutdown), then ZooKeeper; returns
+    processes stopped."""
     state_path = directory / STATE_FILE
     state = read_state(directory)
     if state is None:
         return 0
+    dashboard = state.get("dashboard") or {}
+    stopped = _terminate([dashboard["pid"]], timeout) if dashboard.get("pid") else 0
     broker_pids = [b["pid"] for b in state.get("brokers", [])]
-    stopped = _terminate(broker_pids, timeout)
+    stopped += _terminate(broker_pids, timeout)
     if state.get("zookeeper_pid"):
         stopped += _terminate([state["zookeeper_pid"]], timeout)
     state_path.unlink()

@@ -34,7 +34,7 @@ from .progress import (
     progress_left,
     read_plan_partitions,
 )
-from .registry import LoaderError, make_plan
+from .registry import LoaderError, make_plan, record_last_run, warehouse_url
 from .report import Stats, print_summary, progress_line
 from .schema import SchemaError, load_declared_schema
 from .storage import Storage, StorageError
@@ -92,7 +92,20 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
             marked = mark_complete_hours(store, config, read_plan_partitions(zk, config))
         else:
             marked = 0
-        print_summary(out, stats, lag, marked, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        print_summary(out, stats, lag, marked, seconds)
+        record_last_run(
+            zk,
+            config.group,
+            {
+                "finished_at": int(time.time() * 1000),
+                "rows": stats.total("rows"),
+                "dead_letters": stats.total("dead_letters"),
+                "files": stats.total("files"),
+                "seconds": round(seconds, 3),
+                "warehouse": warehouse_url(config.url),
+            },
+        )
         for message in stats.errors:
             print(f"headrace load: {message}", file=err)
         if not complete and not config.follow:

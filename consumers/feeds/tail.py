@@ -35,6 +35,8 @@ class Start:
 def parse_start(text: str | None) -> Start:
     """The start a ``from`` parameter names; BadStart saying why not."""
     text = (text or "latest").strip()
+    if not text.isascii():
+        raise BadStart(f"from={text}: not ASCII")
     if text in ("latest", "earliest"):
         return Start(text)
     if text.isdigit():
@@ -47,7 +49,7 @@ def parse_start(text: str | None) -> Start:
                 raise BadStart(f"from={text}: positions are <partition>=<offset>,...")
             positions[int(p)] = int(o)
         return Start("positions", positions=positions)
-    if "T" in text or "-" in text:
+    if "T" in text and text[:1].isdigit():  # ISO-8601, not a number text_ms also reads
         when = text_ms(text)
         if when is not None:
             return Start("time", when)
@@ -125,6 +127,17 @@ class TailReader:
 
     def positions(self) -> dict[int, int]:
         return {p: o for (_, p), o in sorted(self.consumer.positions.items())}
+
+    def skip_to_end(self) -> int:
+        """Move every partition to its end offset now, unread; the offsets skipped (what a
+        reader over its rate drops without decoding it)."""
+        skipped = 0
+        for (topic, partition), position in list(self.consumer.positions.items()):
+            end = self.consumer.cluster.list_offset(topic, partition, LATEST)
+            if end > position:
+                skipped += end - position
+                self.consumer.seek(topic, partition, end)
+        return skipped
 
     def read(self, timeout: float) -> list[Message]:
         kept = []

@@ -11,8 +11,9 @@ import logging
 from broker.protocol.errors import KafkaError
 from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from broker.protocol.registry import ApiKey
+from consumers.cluster import list_offsets_body
 
-from ..clients import _assigned_partitions, _describe_protocol_group, _protocol_groups
+from ..kafka_groups import assigned_partitions, describe_group, list_groups
 
 log = logging.getLogger(__name__)
 
@@ -20,27 +21,7 @@ __all__ = ["list_offsets", "log_sizes", "protocol_groups"]
 
 
 def _list_offsets_at(cluster, leader: int, partitions: list[tuple[str, int]], timestamp: int):
-    by_topic: dict[str, list[int]] = {}
-    for topic, p in partitions:
-        by_topic.setdefault(topic, []).append(p)
-    body = cluster.request(
-        leader,
-        ApiKey.LIST_OFFSETS,
-        {
-            "replica_id": -1,
-            "isolation_level": 0,
-            "topics": [
-                {
-                    "name": topic,
-                    "partitions": [
-                        {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
-                        for p in ps
-                    ],
-                }
-                for topic, ps in by_topic.items()
-            ],
-        },
-    )
+    body = cluster.request(leader, ApiKey.LIST_OFFSETS, list_offsets_body(partitions, timestamp))
     return {
         (t["name"], p["partition_index"]): p["offset"]
         for t in body["topics"]
@@ -94,14 +75,14 @@ def protocol_groups(cluster) -> dict[str, dict]:
     """The groups the brokers coordinate for Kafka clients: name -> {"state", "members":
     [{"id", "host"}], "owners": {(topic, partition): member id}}."""
     found = {}
-    for name in sorted(_protocol_groups(cluster)):
-        described = _describe_protocol_group(cluster, name)
+    for name in sorted(list_groups(cluster)):
+        described = describe_group(cluster, name)
         if described is None:
             continue
         members, owners = [], {}
         for m in described["members"]:
             members.append({"id": m["member_id"], "host": m["client_host"] or None})
-            for tp in _assigned_partitions(m["member_assignment"]):
+            for tp in assigned_partitions(m["member_assignment"]):
                 owners[tp] = m["member_id"]
         found[name] = {"state": described["group_state"], "members": members, "owners": owners}
     return found

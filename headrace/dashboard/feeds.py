@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from twisted.internet import task
+from twisted.internet import defer, task, threads
 
 from broker.protocol.zookeeper import group_path
 from consumers.cluster import ClusterClient
@@ -49,7 +49,7 @@ def _int_arg(request, name: str, default: int | None, low: int, high: int) -> in
         if default is None:
             raise ApiError(400, f"{name} is required (whole seconds)")
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ApiError(400, f"{name}={text}: give whole seconds from {low} to {high}")
     return int(text)
 
@@ -90,6 +90,12 @@ class Tail:
                         self.dropped += 1
                 if batch:
                     reactor.callFromThread(self._send_all, batch)
+                if sent >= MAX_MESSAGES_PER_S:  # over the rate: the rest of this second and
+                    try:  # what arrives meanwhile is dropped unread, so a busy topic costs little
+                        self.dropped += reader.skip_to_end()
+                    except Exception as exc:
+                        log.info("tail of %s: %r", self.topic, exc)
+                    self.stopped.wait(max(0.0, second + 1 - time.monotonic()))
                 now = int(time.monotonic())
                 if now != second:
                     second, sent = now, 0
@@ -133,6 +139,7 @@ class Feeds:
         self._groups = 0
         self.tails: set[Tail] = set()
         self.aggregates: dict[tuple, Aggregate] = {}
+        self.retiring: set[Aggregate] = set()  # stopped by their last page, still running
         self.rates = Rates()
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = reactor
@@ -148,9 +155,23 @@ class Feeds:
         topic = _arg(request, "topic")
         if not topic:
             raise ApiError(400, "topic is required")
-        if topic not in self.sampler.layout.topics:
-            raise ApiError(404, f"no topic {topic}")
         return topic
+
+    def _when_known(self, topic: str, start) -> defer.Deferred:
+        """``start()`` once ``topic`` is known to exist (the last sample, else ZooKeeper,
+        asked in a thread); an ApiError 404 if it does not."""
+        if topic in self.sampler.layout.topics:
+            return defer.maybeDeferred(start)
+
+        def check(found):
+            if not found:
+                raise ApiError(404, f"no topic {topic}")
+            return start()
+
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.sampler.topic_exists, topic
+        )
+        return d.addCallback(check)
 
     # --- tail ----------------------------------------------------------------------------
 
@@ -161,6 +182,9 @@ class Feeds:
         except BadStart as exc:
             raise ApiError(400, str(exc)) from None
         needle = (_arg(request, "filter") or "").encode() or None
+        return self._when_known(topic, lambda: self._start_tail(request, topic, start, needle))
+
+    def _start_tail(self, request, topic, start, needle):
         tail = Tail(self, None, topic, start, needle)
         tail.stream = EventStream(request, on_close=lambda _s: self._close_tail(tail))
         self.tails.add(tail)
@@ -187,6 +211,9 @@ class Feeds:
         if classes is None:
             raise ApiError(400, "classes: give 1 or 0")
         key = (topic, field, time_field, classes)
+        return self._when_known(topic, lambda: self._join_aggregate(request, key, window, step))
+
+    def _join_aggregate(self, request, key, window: int, step: int):
         aggregate = self.aggregates.get(key)
         if aggregate is None:
             aggregate = self.aggregates[key] = self._start_aggregate(key, window)
@@ -209,7 +236,11 @@ class Feeds:
         aggregate.streams.pop(stream, None)
         if not aggregate.streams and self.aggregates.get(aggregate.key) is aggregate:
             del self.aggregates[aggregate.key]
-            self.reactor.callInThread(self._retire, aggregate)
+            self.retiring.add(aggregate)
+            d = threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self._retire, aggregate
+            )
+            d.addBoth(lambda _: self.retiring.discard(aggregate))
 
     def _retire(self, aggregate: Aggregate) -> None:
         """Stop an aggregate's consumer and delete its group (blocking: in a thread)."""
@@ -246,6 +277,6 @@ class Feeds:
             self._loop.stop()
         for tail in list(self.tails):
             tail.stopped.set()
-        for aggregate in list(self.aggregates.values()):
+        for aggregate in [*self.aggregates.values(), *self.retiring]:
             self._retire(aggregate)
         self.aggregates.clear()

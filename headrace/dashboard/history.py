@@ -51,6 +51,9 @@ class Histories:
         samples.append(sample)
         return list(samples)
 
+    def get(self, key) -> list[dict]:
+        return list(self._samples.get(key, ()))
+
     def keep_only(self, keys) -> None:
         keys = set(keys)
         for key in [k for k in self._samples if k not in keys]:

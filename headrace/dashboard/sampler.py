@@ -16,6 +16,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
 from twisted.internet import task, threads
 
+from broker.protocol.zookeeper import topic_path
 from consumers.cluster import ClusterClient
 
 from . import brokers, warehouse
@@ -104,6 +105,10 @@ class Sampler:
     def bootstrap(self) -> str:
         """``host:port,...`` of every broker seen (empty before the first sample)."""
         return ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
+
+    def topic_exists(self, topic: str) -> bool:
+        """Whether ZooKeeper lists ``topic`` now (blocking: call it in a thread)."""
+        return self.zk.connected and self.zk.exists(topic_path(topic)) is not None
 
     def _client(self) -> ClusterClient | None:
         """A client bootstrapped from the brokers ZooKeeper lists (made again when they

@@ -15,6 +15,8 @@ import json
 import logging
 from pathlib import Path
 
+from twisted.internet import defer
+from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -48,7 +50,8 @@ def send_error(request, error: ApiError) -> bytes:
 
 class ApiResource(Resource):
     """A leaf of the API: ``answer(request)`` returns a JSON body, or starts a stream and
-    returns NOT_DONE_YET; an ApiError becomes its status and ``{"error"}``."""
+    returns NOT_DONE_YET, or a Deferred of either; an ApiError becomes its status and
+    ``{"error"}``, any other failure a 503."""
 
     isLeaf = True
 
@@ -61,7 +64,27 @@ class ApiResource(Resource):
             body = self.answer(request)
         except ApiError as exc:
             return send_error(request, exc)
+        if isinstance(body, defer.Deferred):
+            body.addCallbacks(
+                lambda value: self._later(request, value), self._failed, (), {}, (request,)
+            )
+            return NOT_DONE_YET
         return body if body is NOT_DONE_YET else send_json(request, body)
+
+    @staticmethod
+    def _later(request, body) -> None:
+        if body is not NOT_DONE_YET:
+            request.write(send_json(request, body))
+            request.finish()
+
+    @staticmethod
+    def _failed(failure, request) -> None:
+        error = failure.value
+        if not isinstance(error, ApiError):
+            log.warning("API request %s failed: %s", request.uri, failure.getTraceback())
+            error = ApiError(503, f"{type(error).__name__}: {error}".splitlines()[0])
+        request.write(send_error(request, error))
+        request.finish()
 
 
 class NotFound(Resource):
@@ -80,7 +103,7 @@ class StaticFiles(File):
     """The page's files; no directory listings."""
 
     def directoryListing(self):
-        return self.forbidden
+        return pages.forbidden()
 
 
 class Events:

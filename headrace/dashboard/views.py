@@ -35,9 +35,10 @@ def _under_replicated(layout: ClusterLayout, topic: str, partition: int) -> bool
 
 
 def cluster_view(layout: ClusterLayout, known: dict, zookeeper: dict, now_ms: int) -> dict:
-    """``/api/cluster``: ``known`` maps every broker id ever seen to its last registration,
-    so a broker that died stays listed (``up`` false) with its address."""
-    ids = set(layout.brokers) | set(known)
+    """``/api/cluster``: the registered brokers and those holding replicas without being
+    registered (they died: ``up`` false), with the address ``known`` (every broker id seen, to
+    its last registration) remembers for them."""
+    ids = set(layout.brokers)
     for placement in layout.topics.values():
         for replicas in placement.partitions.values():
             ids.update(replicas)
@@ -232,9 +233,7 @@ class GroupsView:
                     }
                 )
             if lag is not None:
-                lag_history = self.history.add(name, {"t": now_ms, "lag": lag})
-            else:
-                lag_history = self.history.add(name, {"t": now_ms, "lag": None})[:-1]
+                self.history.add(name, {"t": now_ms, "lag": lag})
             loader = None
             if kind == KIND_LOADER:
                 run = node.last_run
@@ -257,7 +256,7 @@ class GroupsView:
                     "topics": sorted(topics),
                     "members": members,
                     "lag": lag,
-                    "lag_history": [s for s in lag_history if s["lag"] is not None],
+                    "lag_history": self.history.get(name),
                     "partitions": partitions,
                     "loader": loader,
                 }
