@@ -215,7 +215,10 @@ def test_a_loaders_lag_goes_to_zero_after_a_load_run(cluster3, page, tmp_path):
     assert field(driver, row, "kind") == "loader"
     load()
     until(driver, lambda d: field(d, row, "lag") == "0", what="the loader's lag at zero")
+    until(driver, lambda d: field(d, row, "last_run"), what="the loader's last run")
     driver.find_element("css selector", row).click()
+    detail = f'tr[data-detail-group="{group}"]'
+    assert until(driver, lambda d: field(d, detail, "rows"), what="the last run's rows") == "30"
     lags = driver.execute_script(
         "return [...document.querySelectorAll('tr[data-group=\"' + arguments[0] + '\"]"
         "[data-partition] [data-field=lag]')].map(c => c.dataset.value)",
