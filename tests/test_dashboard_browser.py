@@ -227,8 +227,9 @@ def test_a_loaders_lag_goes_to_zero_after_a_load_run(cluster3, page, tmp_path):
     assert lags == ["0", "0", "0"]
 
 
-def _follow(driver, topic: str, filter_text: str = "") -> None:
-    """Start the tail on ``topic`` and wait until its stream has placed every partition."""
+def _follow(driver, topic: str, filter_text: str = "", start: str = "latest", at: str = ""):
+    """Start the tail on ``topic`` (from ``start``: latest, earliest, offset or time, ``at``
+    being the offset or time) and wait until its stream has placed every partition."""
     until(
         driver,
         lambda d: d.execute_script(
@@ -241,9 +242,13 @@ def _follow(driver, topic: str, filter_text: str = "") -> None:
     driver.execute_script(
         "document.querySelector('#tail-topic').value = arguments[0];"
         "document.querySelector('#tail-filter').value = arguments[1];"
+        "document.querySelector('#tail-from').value = arguments[2];"
+        "document.querySelector('#tail-from-value').value = arguments[3];"
         "document.querySelector('#tail-start').click();",
         topic,
         filter_text,
+        start,
+        at,
     )
     until(
         driver,
@@ -266,6 +271,33 @@ def test_a_fresh_message_appears_in_the_live_tail_within_2_seconds(cluster3, pag
     )
     assert json.loads(pretty)["marker"] == marker
     assert "\n  " in pretty  # pretty-printed, one field a line
+
+
+def test_the_tail_starts_from_the_earliest_an_offset_or_a_time(cluster3, page):
+    topic = new_topic(cluster3, "replayed", partitions=1)
+    produce(cluster3, topic, [event(200, n, f"old-{n}") for n in range(5)])
+    time.sleep(0.05)
+    cut = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    time.sleep(0.05)
+    produce(cluster3, topic, [event(200, n, f"new-{n}") for n in range(2)])
+    driver = page()
+
+    def offsets(d):
+        return sorted(
+            int(o)
+            for o in d.execute_script(
+                "return [...document.querySelectorAll('#tail-rows tr.tail-row')]"
+                ".map(r => r.dataset.offset)"
+            )
+        )
+
+    for start, at, expected in (
+        ("earliest", "", list(range(7))),
+        ("offset", "3", [3, 4, 5, 6]),
+        ("time", cut, [5, 6]),
+    ):
+        _follow(driver, topic, start=start, at=at)
+        until(driver, lambda d, e=expected: offsets(d) == e, what=f"offsets {expected}")
 
 
 def test_the_tail_filter_keeps_only_matching_messages(cluster3, page):
