@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -196,8 +197,6 @@ def test_a_loaders_lag_goes_to_zero_after_a_load_run(cluster3, page, tmp_path):
     warehouse = str(tmp_path / "warehouse")
 
     def load():
-        import subprocess
-
         subprocess.run(
             load_cmd(cluster3, topic, group, warehouse, "--until-caught-up"),
             cwd=ROOT,
@@ -215,10 +214,10 @@ def test_a_loaders_lag_goes_to_zero_after_a_load_run(cluster3, page, tmp_path):
     assert field(driver, row, "kind") == "loader"
     load()
     until(driver, lambda d: field(d, row, "lag") == "0", what="the loader's lag at zero")
-    until(driver, lambda d: field(d, row, "last_run"), what="the loader's last run")
     driver.find_element("css selector", row).click()
     detail = f'tr[data-detail-group="{group}"]'
-    assert until(driver, lambda d: field(d, detail, "rows"), what="the last run's rows") == "30"
+    until(driver, lambda d: field(d, detail, "rows") == "30", what="the last run's 30 rows")
+    assert field(driver, row, "last_run")  # when it finished
     lags = driver.execute_script(
         "return [...document.querySelectorAll('tr[data-group=\"' + arguments[0] + '\"]"
         "[data-partition] [data-field=lag]')].map(c => c.dataset.value)",
@@ -388,3 +387,34 @@ def test_leaving_the_page_closes_its_streams(cluster3, page, dashboard):
             what="the tail and the counts streaming",
         )
         driver.get("about:blank")
+
+
+def test_the_page_shows_a_broker_die_and_return(make_cluster, chromium, tmp_path, request):
+    cluster = make_cluster(3)
+    create_topic(cluster.brokers[0].port, "held", 3, replication_factor=3)
+    port = free_port()
+    command = [*HEADRACE, "dashboard", "--zookeeper", cluster.zookeeper_connect]
+    process = start_dashboard([*command, "--port", str(port)], port, tmp_path / "log", ROOT)
+
+    def brokers(d):
+        return d.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('tr[data-broker]')]"
+            ".map(r => [r.dataset.broker, r.dataset.up]))"
+        )
+
+    every_one_up = {"1": "true", "2": "true", "3": "true"}
+    try:
+        chromium.get(f"http://127.0.0.1:{port}/")
+        until(chromium, lambda d: brokers(d) == every_one_up, what="three brokers up")
+        cluster.broker(3).kill()
+        until(chromium, lambda d: brokers(d).get("3") == "false", what="broker 3 down")
+        figure = chromium.find_element("css selector", "#cluster-brokers-up")
+        assert figure.get_attribute("data-value") == "2"
+        cluster.broker(3).start()
+        until(chromium, lambda d: brokers(d) == every_one_up, what="broker 3 back")
+        assert chromium.find_element("css selector", "#live").get_attribute("data-state") == "live"
+        assert page_errors(chromium) == []
+    finally:
+        full_page_screenshot(chromium, SCREENSHOTS / f"{request.node.name}.png")
+        chromium.get("about:blank")
+        stop_process(process)
