@@ -112,7 +112,10 @@ export function timeChart(times, series, opts = {}) {
   const ticks = Math.min(6, n);
   for (let k = 0; k < ticks; k += 1) {
     const i = Math.round((k * (n - 1)) / Math.max(1, ticks - 1));
-    const label = svg("text", { x: x(i) + slot / 2, y: height - 6, class: "axis-x" });
+    // The first and last labels keep inside the plot's edges.
+    const edge = ticks > 1 && k === 0 ? "start" : ticks > 1 && k === ticks - 1 ? "end" : "middle";
+    const at = edge === "start" ? x(i) : edge === "end" ? x(i) + slot : x(i) + slot / 2;
+    const label = svg("text", { x: at, y: height - 6, class: "axis-x", "text-anchor": edge });
     label.textContent = timeLabel(times[i], span);
     grid.append(label);
   }
