@@ -278,3 +278,15 @@ def test_dashboard_command_refuses_bad_options_in_one_line(dashboard, cluster3, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and said in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_event_stream_pushes_the_three_snapshots_every_second(dashboard, layout):
+    with EventReader(dashboard.url + "/api/events") as events:
+        events.wait_for(
+            lambda r: all(len(r.of(n)) >= 3 for n in ("cluster", "topics", "groups")), 10
+        )
+    for name in ("cluster", "topics", "groups"):
+        stamps = [view["sampled_at"] for view in events.of(name)]
+        assert stamps == sorted(stamps) and len(set(stamps)) >= 2
+    assert layout in {t["name"] for t in events.of("topics")[-1]["topics"]}
+    assert events.of("cluster")[-1]["zookeeper"]["state"] == "connected"
