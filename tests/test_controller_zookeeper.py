@@ -1,6 +1,7 @@
 """The controller against a real ZooKeeper, in-process (broker/controller.py): election,
 partition states written and fenced by the controller epoch, a superseded controller's write
-refused after a real session expiry, controlled shutdown and stale broker epochs."""
+refused after a real session expiry, a bounce no controller saw decided by the next one,
+controlled shutdown and stale broker epochs."""
 
 from __future__ import annotations
 
@@ -167,6 +168,34 @@ def test_the_controllers_broker_gone_another_takes_over_with_a_higher_epoch(zk):
     finally:
         for controller in controllers.values():
             controller.stop()
+
+
+def test_a_new_controller_decides_again_for_a_broker_registered_after_a_state(zk):
+    """A broker that bounced where no controller saw it (its registration newer than the
+    states naming it) gets states written after its registration: a broker on a new session
+    leads only under those (broker/replica/lease.py)."""
+    brokers = {b: register(zk, b) for b in (1, 2, 3)}
+    placement = TopicPlacement({0: [1, 2], 1: [1, 3], 2: [2, 3]})
+    zk.admin.create(layout.topic_path("t"), layout.encode_topic(placement))
+    old = {0: PartitionState(1, 3, (1, 2), 1), 1: PartitionState(1, 3, (1,), 1)}
+    old[2] = PartitionState(2, 3, (2, 3), 1)
+    for p, state in old.items():
+        path = layout.partition_state_path("t", p)
+        zk.admin.create(path, layout.encode_partition_state(state), makepath=True)
+    brokers[1].stop()  # its session ends and it registers again: no controller saw it
+    register(zk, 1)
+    broker_epoch = zk.admin.exists(layout.broker_path(1)).czxid
+    controller = started(zk, 3)
+    try:
+        wait_for(lambda: all(state_of(zk, "t", p)[0].leader_epoch > 3 for p in (0, 1)), 10)
+        assert state_of(zk, "t", 0)[0] == PartitionState(2, 4, (2,), 1)  # an in-sync replica
+        assert state_of(zk, "t", 1)[0] == PartitionState(1, 5, (1,), 1)  # the only one: again
+        for p in (0, 1):
+            assert zk.admin.exists(layout.partition_state_path("t", p)).mzxid > broker_epoch
+        time.sleep(0.3)
+        assert state_of(zk, "t", 2)[0] == old[2]  # registered before its state: left alone
+    finally:
+        controller.stop()
 
 
 def _shutdown(controller: Controller, broker: int, epoch: int):

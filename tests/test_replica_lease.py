@@ -159,6 +159,61 @@ class Stream(threading.Thread):
         assert self.error is None, f"the produce stream failed: {self.error!r}"
 
 
+def expire_registered(zk, connect: str, broker_id: int):
+    """Expire ``broker_id``'s session; the stats of its old and its new registration, once the
+    broker has registered on a new session."""
+    path = layout.broker_path(broker_id)
+    old = zk.exists(path)
+    expire_session(connect, old.ephemeralOwner)
+    new = wait_for(lambda: (stat := zk.exists(path)) and stat.czxid != old.czxid and stat, 20)
+    return old, new
+
+
+def serves_again(zk, stream: Stream, partition: int, before, registered) -> None:
+    """The controller decides for the broker's new incarnation: the broker, the partition's
+    first replica, catches up, leads again under a state written after its registration and
+    acknowledges writes; then the stream stops."""
+    path = layout.partition_state_path(stream.topic, partition)
+    wait_for(lambda: state(zk, stream.topic, partition).leader_epoch > before.leader_epoch, 20)
+    wait_for(lambda: state(zk, stream.topic, partition).leader == before.leader, 30)
+    assert zk.get(path)[1].mzxid > registered.czxid
+    served = len(stream.answers)
+    wait_for(lambda: stream.count(NONE, served) >= 50, 30)
+    stream.stop()
+
+
+def acknowledged_writes_are_stored(cluster, replicas, stream, partition, before, mark):
+    """Both replicas hold the same bytes, and every acknowledged write is in them, once, at the
+    offset it was given; those from request ``mark`` on (after the new registration) under a
+    leader epoch later than ``before``'s."""
+    topic = stream.topic
+    wait_for(lambda: len({segment_bytes(cluster, b, topic, partition) for b in replicas}) == 1, 20)
+    stored = {}
+    for batch in decode_batches(segment_bytes(cluster, replicas[0], topic, partition)):
+        for record in batch.records:
+            assert int(record.value) not in stored, f"{record.value!r} stored twice"
+            stored[int(record.value)] = (record.offset, batch.header.partition_leader_epoch)
+    acked = [(n, offset) for n, code, offset in stream.answers if code == NONE]
+    assert acked and all(stored.get(n, (None,))[0] == offset for n, offset in acked)
+    assert all(stored[n][1] > before.leader_epoch for n, _ in acked if n >= mark)
+
+
+def streaming_to_leader(cluster, zk, topic: str, partition: int):
+    """The partition's state once both replicas are in sync, and an acks=1 stream to its
+    leader that has had 50 writes acknowledged."""
+    wait_for(lambda: len(state(zk, topic, partition).isr) == 2, 20)
+    before = state(zk, topic, partition)
+    stream = Stream(cluster.broker(before.leader).port, topic, partition)
+    stream.start()
+    wait_for(lambda: stream.count(NONE) >= 50, 20)
+    return before, stream
+
+
+def controller_and_placement(zk, topic: str):
+    controller = layout.decode_controller(zk.get(layout.CONTROLLER)[0]).broker_id
+    return controller, layout.decode_topic(zk.get(layout.topic_path(topic))[0]).partitions
+
+
 @pytest.mark.integration
 def test_a_new_session_takes_no_write_until_the_controller_decided_for_it(make_cluster):
     cluster = make_cluster(
@@ -166,30 +221,17 @@ def test_a_new_session_takes_no_write_until_the_controller_decided_for_it(make_c
     )
     create_topic(cluster.brokers[0].port, "lease", 3, replication_factor=2)
     with zk_session(cluster.zookeeper_connect) as zk:
-        controller = layout.decode_controller(zk.get(layout.CONTROLLER)[0]).broker_id
-        placement = layout.decode_topic(zk.get(layout.topic_path("lease"))[0]).partitions
+        controller, placement = controller_and_placement(zk, "lease")
         # A partition the controller holds no replica of: stopping the controller (below)
         # holds back its decisions, nothing else.
         partition = next(p for p, replicas in placement.items() if controller not in replicas)
-        wait_for(lambda: len(state(zk, "lease", partition).isr) == 2, 20)
-        before = state(zk, "lease", partition)
-        leader = cluster.broker(before.leader)
-        stream = Stream(leader.port, "lease", partition)
-        stream.start()
-        wait_for(lambda: stream.count(NONE) >= 50, 20)
-
-        registration = layout.broker_path(before.leader)
-        old = zk.exists(registration)
+        before, stream = streaming_to_leader(cluster, zk, "lease", partition)
         stopped = cluster.broker(controller).process
         # The window made wide: the controller, stopped, decides nothing until it resumes;
         # meanwhile the broker has a new session, a new registration and its cached states.
         stopped.send_signal(signal.SIGSTOP)
         try:
-            expire_session(cluster.zookeeper_connect, old.ephemeralOwner)
-            new = wait_for(
-                lambda: (stat := zk.exists(registration)) and stat.czxid != old.czxid and stat,
-                20,
-            )
+            _, new = expire_registered(zk, cluster.zookeeper_connect, before.leader)
             # Every request numbered from here on reaches the broker after its registration.
             mark = len(stream.answers) + 1
             wait_for(lambda: len(stream.answers) >= mark + 100, 20)
@@ -198,28 +240,31 @@ def test_a_new_session_takes_no_write_until_the_controller_decided_for_it(make_c
             stopped.send_signal(signal.SIGCONT)
         refused = [n for n, code, _ in window if code == NOT_LEADER_OR_FOLLOWER]
         assert len(refused) >= 100 and len(refused) == len(window), "acked before a new state"
+        serves_again(zk, stream, partition, before, new)
+    acknowledged_writes_are_stored(cluster, placement[partition], stream, partition, before, mark)
 
-        # The controller decides for the new incarnation; the broker catches up and, as the
-        # partition's first replica, leads again and serves.
-        wait_for(lambda: state(zk, "lease", partition).leader_epoch > before.leader_epoch, 20)
-        wait_for(lambda: state(zk, "lease", partition).leader == before.leader, 30)
-        assert zk.get(layout.partition_state_path("lease", partition))[1].mzxid > new.czxid
-        served = len(stream.answers)
-        wait_for(lambda: stream.count(NONE, served) >= 50, 30)
-        stream.stop()
-        replicas = placement[partition]
-        wait_for(
-            lambda: len({segment_bytes(cluster, b, "lease", partition) for b in replicas}) == 1,
-            20,
-        )
 
-    # Every acknowledged write is in the log, once, at the offset it was given, and every one
-    # after the new registration under a leader epoch written for it.
-    stored = {}
-    for batch in decode_batches(segment_bytes(cluster, before.leader, "lease", partition)):
-        for record in batch.records:
-            assert int(record.value) not in stored, f"{record.value!r} stored twice"
-            stored[int(record.value)] = (record.offset, batch.header.partition_leader_epoch)
-    acked = [(n, offset) for n, code, offset in stream.answers if code == NONE]
-    assert acked and all(stored.get(n, (None,))[0] == offset for n, offset in acked)
-    assert all(stored[n][1] > before.leader_epoch for n, _ in acked if n >= mark)
+@pytest.mark.integration
+def test_a_controller_whose_own_session_expired_decides_again_for_itself(make_cluster):
+    """The controller's broker leads a partition and its session expires while the other
+    broker is stopped: its own new controller sees it registered after the partition's state
+    (a bounce no controller saw) and decides again, so it is not refused for ever."""
+    cluster = make_cluster(
+        2, zookeeper_session_timeout_ms=12000, leader_imbalance_check_interval_seconds=1
+    )
+    create_topic(cluster.brokers[0].port, "self", 2, replication_factor=2)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        controller, placement = controller_and_placement(zk, "self")
+        partition = next(p for p, replicas in placement.items() if replicas[0] == controller)
+        before, stream = streaming_to_leader(cluster, zk, "self", partition)
+        assert before.leader == controller
+        stopped = cluster.broker(3 - controller).process
+        stopped.send_signal(signal.SIGSTOP)
+        try:
+            _, new = expire_registered(zk, cluster.zookeeper_connect, controller)
+            mark = len(stream.answers) + 1
+            wait_for(lambda: zk.exists(layout.CONTROLLER).ephemeralOwner == new.ephemeralOwner, 20)
+        finally:
+            stopped.send_signal(signal.SIGCONT)
+        serves_again(zk, stream, partition, before, new)
+    acknowledged_writes_are_stored(cluster, placement[partition], stream, partition, before, mark)
