@@ -246,11 +246,15 @@ def test_a_new_session_takes_no_write_until_the_controller_decided_for_it(make_c
 
 @pytest.mark.integration
 def test_a_controller_whose_own_session_expired_decides_again_for_itself(make_cluster):
-    """The controller's broker leads a partition and its session expires while the other
-    broker is stopped: its own new controller sees it registered after the partition's state
-    (a bounce no controller saw) and decides again, so it is not refused for ever."""
+    """The controller's broker leads a partition alone in its ISR (the other replica stopped
+    and dropped) and its session expires: its own new controller sees it registered after the
+    partition's state (a bounce no controller saw) and decides again, so it is not refused
+    for ever, and it leads again."""
     cluster = make_cluster(
-        2, zookeeper_session_timeout_ms=12000, leader_imbalance_check_interval_seconds=1
+        2,
+        zookeeper_session_timeout_ms=12000,
+        leader_imbalance_check_interval_seconds=1,
+        replica_lag_time_max_ms=1000,
     )
     create_topic(cluster.brokers[0].port, "self", 2, replication_factor=2)
     with zk_session(cluster.zookeeper_connect) as zk:
@@ -259,12 +263,14 @@ def test_a_controller_whose_own_session_expired_decides_again_for_itself(make_cl
         before, stream = streaming_to_leader(cluster, zk, "self", partition)
         assert before.leader == controller
         stopped = cluster.broker(3 - controller).process
-        stopped.send_signal(signal.SIGSTOP)
+        stopped.send_signal(signal.SIGSTOP)  # nor can it stand for controller meanwhile
         try:
+            wait_for(lambda: state(zk, "self", partition).isr == (controller,), 20)
+            before = state(zk, "self", partition)
             _, new = expire_registered(zk, cluster.zookeeper_connect, controller)
             mark = len(stream.answers) + 1
             wait_for(lambda: zk.exists(layout.CONTROLLER).ephemeralOwner == new.ephemeralOwner, 20)
+            serves_again(zk, stream, partition, before, new)
         finally:
             stopped.send_signal(signal.SIGCONT)
-        serves_again(zk, stream, partition, before, new)
     acknowledged_writes_are_stored(cluster, placement[partition], stream, partition, before, mark)
