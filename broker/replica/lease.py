@@ -83,8 +83,8 @@ class SessionLease:
         if not self.held():
             return "this broker's ZooKeeper session is not confirmed (stalled or lost)"
         return (
-            f"its state (zxid {state_mzxid}) predates this broker's registration "
-            f"(broker epoch {self.cluster.broker_epoch}); waiting for the controller's"
+            f"its state (zxid {state_mzxid}) predates this broker's registration (broker "
+            f"epoch {self.cluster.broker_epoch}): the controller has not decided for it yet"
         )
 
     def renew(self) -> None:
