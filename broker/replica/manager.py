@@ -207,12 +207,15 @@ class ReplicaManager:
 
     def check_leading(self, topic: str, partition: int) -> None:
         """Before any append to a replicated partition: NOT_LEADER_OR_FOLLOWER unless this
-        broker's session lease holds (a stalled leader may have been deposed unawares)."""
-        if (topic, partition) in self.leaders and not self.lease.held():
-            raise NotLeaderOrFollowerError(
-                f"{topic}-{partition}: this broker's ZooKeeper session is not confirmed "
-                "(stalled or lost); it may no longer lead"
-            )
+        broker's session lease holds (a stalled leader may have been deposed unawares) and
+        the state it leads under was written after its registration (after a new session,
+        the cached state may be the old one's; ``lease.py``)."""
+        if (topic, partition) in self.leaders:
+            mzxid = self.metadata.states[topic][partition].mzxid
+            if not self.lease.may_lead(mzxid):
+                raise NotLeaderOrFollowerError(
+                    f"{topic}-{partition}: {self.lease.refusal(mzxid)}; it may no longer lead"
+                )
 
     def check_in_sync(self, topic: str, partition: int, min_isr: int) -> None:
         """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is below ``min_isr``."""
@@ -351,6 +354,10 @@ class ReplicaManager:
         """Propose ``isr`` (one write per partition at a time), logging ``why``."""
         known = self.metadata.states.get(key[0], {}).get(key[1])
         if known is None or key in self._isr_writes:
+            return
+        if not self.lease.may_lead(known.mzxid):
+            # A state from before our registration is the controller's to replace; a write
+            # of ours would pass for one made after it (lease.py).
             return
         self._isr_writes.add(key)
         new_isr = sorted(isr, key=lambda b: (b != self.broker_id, b))
