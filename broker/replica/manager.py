@@ -335,6 +335,11 @@ class ReplicaManager:
             self._hw_moved(topic, partition, plog, leader)
 
     def _hw_moved(self, topic, partition, plog, leader) -> None:
+        # Kafka's DelayedProduce: a wait the hw reaches while the ISR is below
+        # min.insync.replicas answers NOT_ENOUGH_REPLICAS_AFTER_APPEND, however the ISR shrank
+        # (our own write, or the state node's watch seen first).
+        if len(leader.isr) < plog.config.min_insync_replicas:
+            self.delayed.not_enough_replicas(topic, partition)
         plog.high_watermark = leader.high_watermark
         self.delayed.hw_moved(topic, partition, leader.high_watermark)
         self.waiters.hw_moved(topic, partition)
@@ -367,9 +372,6 @@ class ReplicaManager:
         def written(_):
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
-                # Kafka's DelayedProduce: a wait the shrunk ISR's hw would complete answers
-                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when that ISR is below min.insync.replicas,
-                # so the waiters fail before the hw moves.
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
                 if leader.apply_isr(new_isr) and plog is not None:
