@@ -230,8 +230,9 @@ def test_sigterm_hands_leaderships_over_before_the_broker_stops(make_cluster):
         for p in range(3):
             s = state(zk, "led", p)
             assert s.leader != leaving and leaving not in s.isr
-            if before[p].leader == leaving:  # moved by the handover, one epoch on
-                assert s.leader_epoch == before[p].leader_epoch + 1
+            if before[p].leader == leaving:  # moved by the handover (a later ISR change of
+                # the controller's, when the leaving broker's session ends, may add one more)
+                assert s.leader_epoch > before[p].leader_epoch
         assert failures == []
         assert not threads[1].is_alive()
         for p in range(3):
