@@ -20,6 +20,7 @@ from .config import BrokerConfig
 from .controller import Controller
 from .handlers import RequestHandlers
 from .log import ConfigError, LogManager
+from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
@@ -62,6 +63,8 @@ class Broker:
         self.replicas = None
         self.handlers = None
         self.port = None
+        self.metrics = None  # BrokerMetrics while metrics.port is set
+        self.metrics_port = None
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
@@ -76,7 +79,12 @@ class Broker:
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
-        factory = KafkaServerFactory(self.handlers, self.config["socket.request.max.bytes"])
+        handlers = self.handlers
+        if self.config["metrics.port"] is not None:
+            self.metrics = BrokerMetrics(self)
+            self.handlers.metrics = self.metrics
+            handlers = self.metrics.metered(self.handlers)
+        factory = KafkaServerFactory(handlers, self.config["socket.request.max.bytes"])
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
         self.replicas = ReplicaManager(
@@ -106,6 +114,8 @@ class Broker:
         self.handlers.controller = self.controller
         self.controller.start()
         self.manager.start(self.reactor)
+        if self.metrics is not None:
+            self._serve_metrics()
         log.info(
             "broker %d serving on %s:%d (advertised %s:%d)",
             self.config["broker.id"],
@@ -113,6 +123,17 @@ class Broker:
             self.port.getHost().port,
             *self.advertised,
         )
+
+    def _serve_metrics(self) -> None:
+        """The Prometheus page on ``metrics.port``, at ``metrics.host`` (by default the
+        listener's host)."""
+        host = self.config["metrics.host"]
+        if host is None:
+            host = self.listen_host
+        self.metrics_port = self.reactor.listenTCP(
+            self.config["metrics.port"], self.metrics.site(), interface=host
+        )
+        log.info("metrics on http://%s:%d/metrics", host or "*", self.metrics_port.getHost().port)
 
     def _metadata_changed(self, metadata, topics) -> None:
         """Apply each topic's configuration; delete the logs of deleted topics.  Logs are
@@ -175,6 +196,8 @@ class Broker:
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
         deferred = self.port.stopListening() if self.port is not None else None
+        if self.metrics_port is not None:
+            self.metrics_port.stopListening()
         if self.port is not None:
             for connection in list(self.factory.connections):
                 connection.transport.abortConnection()

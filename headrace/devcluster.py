@@ -162,10 +162,12 @@ class BrokerProcess:
         zookeeper_connect: str,
         port: int | None = None,
         overrides: dict[str, str] | None = None,
+        metrics_port: int | None = None,
     ):
         self.workdir = Path(workdir)
         self.broker_id = broker_id
         self.port = port or free_port()
+        self.metrics_port = metrics_port  # metrics.port; None: no metrics page
         self.zookeeper_connect = zookeeper_connect
         self.overrides = dict(overrides or {})
         self.process: subprocess.Popen | None = None
@@ -173,6 +175,13 @@ class BrokerProcess:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The broker's Prometheus page, if it serves one."""
+        if self.metrics_port is None:
+            return None
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def config_path(self) -> Path:
@@ -192,6 +201,8 @@ class BrokerProcess:
             "zookeeper.session.timeout.ms": "6000",
             "num.partitions": "3",
         }
+        if self.metrics_port is not None:
+            values["metrics.port"] = str(self.metrics_port)
         values.update(self.overrides)
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 

@@ -67,6 +67,8 @@ class ReplicaManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.following: dict[Key, int] = {}  # partition -> the leader fetched from
         self._isr_writes: set[Key] = set()
+        self.isr_shrinks = 0  # ISR changes this broker wrote as a leader (for metrics)
+        self.isr_expands = 0
         self._shrink = task.LoopingCall(self.shrink_isrs)
         self._shrink.clock = reactor
         self.lease = SessionLease(cluster, reactor, config["zookeeper.session.timeout.ms"] / 1000)
@@ -365,6 +367,10 @@ class ReplicaManager:
                 # so the waiters fail before the hw moves.
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
+                if len(new_isr) < len(leader.isr):
+                    self.isr_shrinks += 1
+                elif len(new_isr) > len(leader.isr):
+                    self.isr_expands += 1
                 if leader.apply_isr(new_isr) and plog is not None:
                     self._hw_moved(key[0], key[1], plog, leader)
             log.info("%s-%d: ISR now %s", *key, new_isr)
