@@ -339,7 +339,7 @@ class BrokerStateCollector:
         yield _gauge(
             "headrace_under_replicated_partitions",
             "Partitions this broker leads whose ISR is smaller than their replica list",
-            sum(1 for s in leaders if s.under_replicated()),
+            sum(1 for s in leaders if s.under_replicated),
         )
         lag = GaugeMetricFamily(
             "headrace_follower_lag_messages",
