@@ -65,6 +65,7 @@ class Broker:
         self.port = None
         self.metrics = None  # BrokerMetrics while metrics.port is set
         self.metrics_port = None
+        self.metrics_folding = None
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
@@ -127,6 +128,7 @@ class Broker:
     def _serve_metrics(self) -> None:
         """The Prometheus page on ``metrics.port``, at ``metrics.host`` (by default the
         listener's host)."""
+        self.metrics_folding = self.metrics.start_folding(self.reactor)
         host = self.config["metrics.host"]
         if host is None:
             host = self.listen_host
@@ -198,6 +200,7 @@ class Broker:
         deferred = self.port.stopListening() if self.port is not None else None
         if self.metrics_port is not None:
             self.metrics_port.stopListening()
+            self.metrics_folding.stop()
         if self.port is not None:
             for connection in list(self.factory.connections):
                 connection.transport.abortConnection()

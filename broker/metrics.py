@@ -4,9 +4,9 @@
     >>> factory = KafkaServerFactory(metrics.metered(broker.handlers), max_bytes)
     >>> reactor.listenTCP(9404, metrics.site(), interface="127.0.0.1")
 
-Counters move on the request path, at little cost: each label set's child is looked up once
-and kept (``MeteredHandlers``; per topic in ``BrokerMetrics.produced``).  Everything else is
-read from the broker's state when Prometheus scrapes (``BrokerStateCollector``): per-partition
+The request path only adds to plain numbers (``MeteredHandlers``, ``BrokerMetrics``), turned
+into metric families when Prometheus scrapes (``RequestCollector``).  Everything else is
+read from the broker's state then too (``BrokerStateCollector``): per-partition
 log end offsets and sizes, connections, waiting fetches, groups, the ZooKeeper session and
 the replication figures.  The page is rendered on the reactor thread, the thread that owns
 that state (``prometheus_client``'s own Twisted resource renders on a thread pool).
@@ -15,13 +15,16 @@ that state (``prometheus_client``'s own Twisted resource renders on a thread poo
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter as Tally
+from collections import defaultdict
+from time import perf_counter
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
-from twisted.internet import defer
+from prometheus_client.utils import floatToGoString
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
@@ -50,6 +53,8 @@ REQUEST_BUCKETS = (
     10.0,
     30.0,
 )
+_BOUNDS = np.asarray(REQUEST_BUCKETS)
+FOLD_INTERVAL = 5.0  # seconds between folds of the request times (bounds their memory)
 GROUP_STATES = (EMPTY, PREPARING, COMPLETING, STABLE, DEAD)
 ZOOKEEPER_STATES = ("connected", "suspended", "lost")
 
@@ -72,66 +77,54 @@ class MetricsPage(resource.Resource):
         return encoder(self.registry)
 
 
+class ApiTally:
+    """One API's requests on the reactor thread: counts per version, and the seconds each
+    took, folded into histogram buckets now and then (``fold``, at scrape time and every
+    ``FOLD_INTERVAL``) by numpy rather than one bisection per request."""
+
+    __slots__ = ("buckets", "seconds", "times", "versions")
+
+    def __init__(self):
+        self.versions: defaultdict[int, int] = defaultdict(int)
+        self.times: list[float] = []  # seconds of the requests answered since the last fold
+        self.buckets = np.zeros(len(REQUEST_BUCKETS) + 1, dtype=np.int64)  # last: over them all
+        self.seconds = 0.0
+
+    def fold(self) -> None:
+        times, self.times = self.times, []
+        if times:
+            seconds = np.array(times)
+            at = np.searchsorted(_BOUNDS, seconds, side="left")
+            self.buckets += np.bincount(at, minlength=len(self.buckets))
+            self.seconds += float(seconds.sum())
+
+
 class BrokerMetrics:
-    """The registry of one broker and the counters its request path moves."""
+    """The registry of one broker and the tallies its request path moves.
+
+    The request path adds to plain ints in dicts kept per API, per topic and per error (a
+    ``prometheus_client`` child's ``inc`` takes a lock, and the histogram's ``observe`` one per
+    bucket: a quarter of what a one-message Produce costs the broker); the registry's
+    collectors turn them into counter and histogram families when Prometheus scrapes."""
 
     def __init__(self, broker):
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
-        self.requests = Counter(
-            "headrace_requests",
-            "Requests received, by API and version",
-            ["api", "version"],
-            registry=registry,
-        )
-        self.request_errors = Counter(
-            "headrace_request_errors",
-            "Error codes answered (per partition, topic or request), by API and error name",
-            ["api", "error"],
-            registry=registry,
-        )
-        self.request_seconds = Histogram(
-            "headrace_request_seconds",
-            "Time from a request's arrival to its answer, by API",
-            ["api"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self.messages_in = Counter(
-            "headrace_messages_in",
-            "Records appended by producers, by topic",
-            ["topic"],
-            registry=registry,
-        )
-        self.bytes_in = Counter(
-            "headrace_bytes_in",
-            "Record batch bytes appended by producers, by topic",
-            ["topic"],
-            registry=registry,
-        )
-        self.bytes_out = Counter(
-            "headrace_bytes_out",
-            "Record bytes fetched by consumers (not followers), by topic",
-            ["topic"],
-            registry=registry,
-        )
-        self._topics_in: dict[str, tuple] = {}  # topic -> (messages child, bytes child)
-        self._topics_out: dict[str, object] = {}
-        self._errors: dict[tuple[int, int], object] = {}  # (api key, error code) -> child
-        registry.register(BrokerStateCollector(broker))
+        self.apis = {int(key): ApiTally() for key in ApiKey}
+        self.topics_in: dict[str, list[int]] = {}  # topic -> [records, bytes]
+        self.topics_out: dict[str, int] = {}  # topic -> bytes fetched by consumers
+        self.errors: dict[tuple[int, int], int] = {}  # (api key, error code) -> count
+        self.registry = CollectorRegistry()
+        self.registry.register(RequestCollector(self))
+        self.registry.register(BrokerStateCollector(broker))
 
     # --- what the request handlers call ------------------------------------------------------
 
     def produced(self, topic: str, records: int, size: int) -> None:
         """A producer's batches of ``records`` records, ``size`` bytes, were appended."""
-        children = self._topics_in.get(topic)
-        if children is None:
-            children = self._topics_in[topic] = (
-                self.messages_in.labels(topic),
-                self.bytes_in.labels(topic),
-            )
-        children[0].inc(records)
-        children[1].inc(size)
+        tally = self.topics_in.get(topic)
+        if tally is None:
+            tally = self.topics_in[topic] = [0, 0]
+        tally[0] += records
+        tally[1] += size
 
     def produce_answered(self, responses) -> None:
         """A Produce's answers (``produce.encode_response``'s tuples): count their errors."""
@@ -143,12 +136,8 @@ class BrokerMetrics:
     def error(self, api_key: int, code: int) -> None:
         """One error code answered; -1 (UNKNOWN_SERVER_ERROR) also stands for a handler that
         failed, which closes the connection."""
-        child = self._errors.get((api_key, code))
-        if child is None:
-            child = self._errors[api_key, code] = self.request_errors.labels(
-                ApiKey(api_key).title, error_for_code(code).name
-            )
-        child.inc()
+        key = (api_key, code)
+        self.errors[key] = self.errors.get(key, 0) + 1
 
     def fetched(self, body: dict) -> None:
         """A consumer's Fetch answer: bytes out per topic, and its error codes."""
@@ -162,21 +151,28 @@ class BrokerMetrics:
                     size += records.size if hasattr(records, "size") else len(records)
             if size:
                 topic = topic_data["topic"]
-                child = self._topics_out.get(topic)
-                if child is None:
-                    child = self._topics_out[topic] = self.bytes_out.labels(topic)
-                child.inc(size)
+                self.topics_out[topic] = self.topics_out.get(topic, 0) + size
 
     def answered(self, api_key: int, body) -> None:
         """Count the error codes anywhere in a response body (a dict: not Produce's bytes)."""
-        if type(body) is dict:
-            for code in _error_codes(body, []):
-                self.error(api_key, code)
+        for code in _error_codes(body, []):
+            self.error(api_key, code)
 
     # --- wiring ------------------------------------------------------------------------------
 
     def metered(self, handlers) -> MeteredHandlers:
         return MeteredHandlers(handlers, self)
+
+    def start_folding(self, clock) -> task.LoopingCall:
+        """Fold the request times into their buckets every ``FOLD_INTERVAL`` seconds."""
+        folding = task.LoopingCall(self.fold)
+        folding.clock = clock
+        folding.start(FOLD_INTERVAL, now=False)
+        return folding
+
+    def fold(self) -> None:
+        for tally in self.apis.values():
+            tally.fold()
 
     def site(self) -> server.Site:
         site = server.Site(MetricsPage(self.registry))
@@ -214,47 +210,99 @@ class MeteredHandlers:
         self.handlers = handlers
         self.metrics = metrics
         self._handle = handlers.handle
-        self._children: dict[tuple[int, int], tuple] = {}  # (key, version) -> children
+        self._apis = metrics.apis
 
     def handle(self, request, connection):
-        header = request.header
-        children = self._children.get((header.api_key, header.api_version))
-        if children is None:
-            children = self._children_of(request)
-        children[0].inc()
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             result = self._handle(request, connection)
         except Exception:
-            self.metrics.error(header.api_key, -1)
+            self.metrics.error(request.header.api_key, -1)
             raise
-        if isinstance(result, defer.Deferred):
-            return result.addBoth(self._answered, request, children[1], start)
-        return self._answered(result, request, children[1], start)
-
-    def _children_of(self, request) -> tuple:
         header = request.header
-        name = request.api.name
-        children = (
-            self.metrics.requests.labels(name, str(header.api_version)),
-            self.metrics.request_seconds.labels(name),
-        )
-        self._children[header.api_key, header.api_version] = children
-        return children
+        tally = self._apis[header.api_key]
+        tally.versions[header.api_version] += 1
+        if type(result) is bytes or result is None:  # Produce: counted by the handler
+            tally.times.append(perf_counter() - start)
+            return result
+        if isinstance(result, defer.Deferred):
+            return result.addBoth(self._answered, request, tally, start)
+        return self._answered(result, request, tally, start)
 
-    def _answered(self, result, request, latency, start: float):
+    def _answered(self, result, request, tally: ApiTally, start: float):
         key = request.header.api_key
         if isinstance(result, Failure):
             if not result.check(defer.CancelledError):  # cancelled: the client went away
                 self.metrics.error(key, -1)
             return result
-        latency.observe(time.perf_counter() - start)
+        tally.times.append(perf_counter() - start)
         if type(result) is dict:
             if key == ApiKey.FETCH and request.body["replica_id"] < 0:
                 self.metrics.fetched(result)
             else:
                 self.metrics.answered(key, result)
         return result
+
+
+class RequestCollector:
+    """The request path's tallies as counter and histogram families."""
+
+    def __init__(self, metrics: BrokerMetrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        metrics = self.metrics
+        requests = CounterMetricFamily(
+            "headrace_requests", "Requests received, by API and version", labels=["api", "version"]
+        )
+        seconds = HistogramMetricFamily(
+            "headrace_request_seconds",
+            "Time from a request's arrival to its answer, by API",
+            labels=["api"],
+        )
+        bounds = [*map(floatToGoString, REQUEST_BUCKETS), "+Inf"]
+        for key, tally in metrics.apis.items():
+            name = ApiKey(key).title
+            for version, count in sorted(tally.versions.items()):
+                requests.add_metric([name, str(version)], count)
+            tally.fold()
+            if tally.buckets.any():
+                cumulative = [int(n) for n in np.cumsum(tally.buckets)]
+                seconds.add_metric([name], list(zip(bounds, cumulative)), tally.seconds)
+        yield requests
+        yield seconds
+        errors = CounterMetricFamily(
+            "headrace_request_errors",
+            "Error codes answered (per partition, topic or request), by API and error name",
+            labels=["api", "error"],
+        )
+        for (key, code), count in sorted(metrics.errors.items()):
+            errors.add_metric([ApiKey(key).title, error_for_code(code).name], count)
+        yield errors
+        messages_in = CounterMetricFamily(
+            "headrace_messages_in", "Records appended by producers, by topic", labels=["topic"]
+        )
+        bytes_in = CounterMetricFamily(
+            "headrace_bytes_in",
+            "Record batch bytes appended by producers, by topic",
+            labels=["topic"],
+        )
+        for topic, (records, size) in sorted(metrics.topics_in.items()):
+            messages_in.add_metric([topic], records)
+            bytes_in.add_metric([topic], size)
+        yield messages_in
+        yield bytes_in
+        bytes_out = CounterMetricFamily(
+            "headrace_bytes_out",
+            "Record bytes fetched by consumers (not followers), by topic",
+            labels=["topic"],
+        )
+        for topic, size in sorted(metrics.topics_out.items()):
+            bytes_out.add_metric([topic], size)
+        yield bytes_out
 
 
 class BrokerStateCollector:
