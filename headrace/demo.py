@@ -320,6 +320,7 @@ def pipeline(
         f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
         f"brokers {bootstrap}"
     )
+    _say(f"Prometheus metrics of brokers {devcluster.metrics_pages(state)}")
 
     # 2. the topic
     cluster, parts, created = _ensure_topic(bootstrap, topic, partitions)

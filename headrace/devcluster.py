@@ -321,7 +321,7 @@ def cluster_up(
             port = base_port + i - 1 if base_port else free_port()
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is in use; choose another --base-port")
-            broker = BrokerProcess(directory, i, connect, port)
+            broker = BrokerProcess(directory, i, connect, port, metrics_port=free_port())
             try:
                 broker.start(detach=True)
             finally:
@@ -331,6 +331,7 @@ def cluster_up(
                         {
                             "id": i,
                             "port": port,
+                            "metrics_port": broker.metrics_port,
                             "pid": broker.process.pid,
                             "config": str(broker.config_path),
                             "log": str(broker.log_path),
@@ -343,6 +344,15 @@ def cluster_up(
     state["bootstrap"] = ",".join(f"127.0.0.1:{b['port']}" for b in state["brokers"])
     state_path.write_text(json.dumps(state, indent=2))
     return state
+
+
+def metrics_pages(state: dict) -> str:
+    """The brokers' Prometheus pages in a cluster state, for people: ``1 http://...``."""
+    return ", ".join(
+        f"{b['id']} http://127.0.0.1:{b['metrics_port']}/metrics"
+        for b in state["brokers"]
+        if b.get("metrics_port")
+    )
 
 
 def kill_broker(entry: dict) -> None:
@@ -362,7 +372,13 @@ def _terminate_now(pid: int) -> None:
 
 def restart_broker(directory: Path, state: dict, entry: dict) -> None:
     """Start a broker of the cluster again with its old id, port and data."""
-    broker = BrokerProcess(directory, entry["id"], state["connect"], entry["port"])
+    broker = BrokerProcess(
+        directory,
+        entry["id"],
+        state["connect"],
+        entry["port"],
+        metrics_port=entry.get("metrics_port"),
+    )
     broker.start(detach=True)
     entry["pid"] = broker.process.pid
     state["pids"].append(broker.process.pid)
