@@ -146,10 +146,10 @@ class RequestHandlers:
                 answers.append(answer(topic, index, records, acks, version))
             responses.append((topic, answers))
         if acks == -1:
+            before = self.metrics.produce_codes(responses)
             waiting = self.replicas.acks_all_answer(responses, request.timeout_ms)
             if waiting is not None:
-                return waiting.addCallback(self._produce_waited, version, responses)
-        self.metrics.produce_answered(responses)
+                return waiting.addCallback(self._produce_waited, version, responses, before)
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
             # closing, and then refreshes its metadata.
@@ -157,9 +157,9 @@ class RequestHandlers:
             return CLOSE_CONNECTION if failed else None
         return produce.encode_response(version, responses)
 
-    def _produce_waited(self, _, version, responses):
-        """An acks=all answer once the high watermark wait is over (errors counted then)."""
-        self.metrics.produce_answered(responses)
+    def _produce_waited(self, _, version, responses, before):
+        """An acks=all answer once the high watermark wait is over."""
+        self.metrics.produce_waited(responses, before)
         return produce.encode_response(version, responses)
 
     def _produce_partition(self, topic, partition, records, acks, version):
@@ -183,6 +183,7 @@ class RequestHandlers:
                 code, record_errors = _invalid_record(exc, version)
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
+            self.metrics.error(ApiKey.PRODUCE, code)
             return (partition, code, -1, -1, -1, record_errors, str(exc.args[0]))
         self.replicas.appended(topic, partition, plog, len(records))
         self.metrics.produced(topic, appended.record_count, len(records))

@@ -126,12 +126,18 @@ class BrokerMetrics:
         tally[0] += records
         tally[1] += size
 
-    def produce_answered(self, responses) -> None:
-        """A Produce's answers (``produce.encode_response``'s tuples): count their errors."""
-        for _, answers in responses:
-            for answer in answers:
-                if answer[1]:
-                    self.error(ApiKey.PRODUCE, answer[1])
+    @staticmethod
+    def produce_codes(responses) -> list[int]:
+        """The error codes of an acks=all Produce's answers before its wait."""
+        return [answer[1] for _, answers in responses for answer in answers]
+
+    def produce_waited(self, responses, before: list[int]) -> None:
+        """Count the errors the acks=all wait wrote into a Produce's answers (those before it
+        were counted as they were answered)."""
+        now = self.produce_codes(responses)
+        for code, was in zip(now, before):
+            if code and not was:
+                self.error(ApiKey.PRODUCE, code)
 
     def error(self, api_key: int, code: int) -> None:
         """One error code answered; -1 (UNKNOWN_SERVER_ERROR) also stands for a handler that
@@ -198,7 +204,13 @@ class NoMetrics:
     def produced(self, topic: str, records: int, size: int) -> None:
         pass
 
-    def produce_answered(self, responses) -> None:
+    def error(self, api_key: int, code: int) -> None:
+        pass
+
+    def produce_codes(self, responses) -> None:
+        return None
+
+    def produce_waited(self, responses, before) -> None:
         pass
 
 

@@ -18,16 +18,18 @@ from broker.protocol.records import build_batch
 from consumers.client import BrokerConnection
 from headrace.devcluster import free_port
 
+REQUEST_TIMED_OUT = 7
+
 
 @pytest.fixture
 def cluster(zookeeper, tmp_path):
-    """Three brokers serving metrics; a follower out of touch for 1.5 s leaves the ISR."""
+    """Three brokers serving metrics; a follower out of touch for 3 s leaves the ISR."""
     cluster = Cluster(
         tmp_path,
         f"{zookeeper.connect}/metrics-repl-{time.monotonic_ns()}",
         3,
         {
-            "replica.lag.time.max.ms": "1500",
+            "replica.lag.time.max.ms": "3000",
             "zookeeper.session.timeout.ms": "20000",
             "controlled.shutdown.enable": "false",
         },
@@ -50,6 +52,7 @@ def test_a_stopped_follower_moves_lag_isr_and_under_replicated_gauges(cluster):
     leader = cluster.broker(leader_id)
     stopped = cluster.broker(next(b for b in (1, 2, 3) if b != leader_id))
     lag = {"topic": "lagging", "partition": "0", "follower": str(stopped.broker_id)}
+    timed_out = {"api": "Produce", "error": "REQUEST_TIMED_OUT"}
     with BrokerConnection("127.0.0.1", leader.port) as conn:
         assert produce_to(conn, "lagging", 0, build_batch([(None, b"first")]))["error_code"] == 0
         wait_for(lambda: scrape(leader.metrics_url)["headrace_follower_lag_messages", lag] == 0, 10)
@@ -63,6 +66,11 @@ def test_a_stopped_follower_moves_lag_isr_and_under_replicated_gauges(cluster):
             batch = build_batch([(None, b"behind %d" % i) for i in range(5)])
             assert produce_to(conn, "lagging", 0, batch)["error_code"] == 0
             assert scrape(leader.metrics_url)["headrace_follower_lag_messages", lag] == 5
+            # Still in the ISR, the stopped follower holds an acks=all answer past its timeout.
+            waited = produce_to(conn, "lagging", 0, batch, acks=-1, timeout_ms=300)
+            assert waited["error_code"] == REQUEST_TIMED_OUT
+            errors = scrape(leader.metrics_url)["headrace_request_errors_total", timed_out]
+            assert errors == 1
             page = wait_for(
                 lambda: (
                     (p := scrape(leader.metrics_url))["headrace_under_replicated_partitions"] == 1
@@ -71,7 +79,7 @@ def test_a_stopped_follower_moves_lag_isr_and_under_replicated_gauges(cluster):
                 15,
             )
             assert page["headrace_isr_shrinks_total"] == 1
-            assert page["headrace_follower_lag_messages", lag] == 5
+            assert page["headrace_follower_lag_messages", lag] == 10
         finally:
             stopped.process.send_signal(signal.SIGCONT)
     page = wait_for(
