@@ -14,7 +14,8 @@ the ratio, and the load average printed with it, not the absolute rates.
 
 ``--metrics`` compares the broker with its Prometheus page off (no ``metrics.port``) against
 on (scraped after each run, as Prometheus would), instead of the ceiling: two brokers, each
-on its own ZooKeeper, alternating; the target is at most 5% more CPU per request with it on.
+on its own ZooKeeper, alternating; the target is at most 5% more CPU per request with it on
+(the median of each rep's on/off ratio).
 """
 
 from __future__ import annotations
@@ -179,7 +180,12 @@ def run_metrics(args, workdir: Path, meta: dict) -> dict:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10) as page:
                 page.read()
     results = {name: summary(r) for name, r in runs.items()}
-    results["cpu_ratio"] = (
+    # Each rep's two runs are neighbours in time, so their ratio shares the machine's load.
+    results["cpu_ratio"] = statistics.median(
+        on["cpu_us_per_request"] / off["cpu_us_per_request"]
+        for off, on in zip(runs["metrics off"], runs["metrics on"])
+    )
+    results["cpu_ratio_best"] = (
         results["metrics on"]["cpu_us_per_request"] / results["metrics off"]["cpu_us_per_request"]
     )
     results["reactor_cpu_ratio"] = (
@@ -198,8 +204,9 @@ def report_metrics(args, results: dict, load) -> list[str]:
     )
     met = results["cpu_ratio"] <= TARGET_METRICS_CPU_RATIO
     print(
-        f"\nCPU per request with metrics on/off: {results['cpu_ratio']:.3f} all threads, "
-        f"{results['reactor_cpu_ratio']:.3f} reactor thread (target <= "
+        f"\nCPU per request with metrics on/off: {results['cpu_ratio']:.3f} (median of the "
+        f"reps' ratios; {results['cpu_ratio_best']:.3f} best against best, "
+        f"{results['reactor_cpu_ratio']:.3f} reactor thread best against best) (target <= "
         f"{TARGET_METRICS_CPU_RATIO}: {'met' if met else 'missed'}); load average before "
         f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
