@@ -372,14 +372,15 @@ class ReplicaManager:
         d = self.cluster.update_isr(*key, new_isr, leader.leader_epoch, known.version)
 
         def written(_):
+            # Against the ISR the write replaced (the state's watch may have applied it first).
+            if len(new_isr) < len(known.state.isr):
+                self.isr_shrinks += 1
+            elif len(new_isr) > len(known.state.isr):
+                self.isr_expands += 1
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
-                if len(new_isr) < len(leader.isr):
-                    self.isr_shrinks += 1
-                elif len(new_isr) > len(leader.isr):
-                    self.isr_expands += 1
                 if leader.apply_isr(new_isr) and plog is not None:
                     self._hw_moved(key[0], key[1], plog, leader)
             log.info("%s-%d: ISR now %s", *key, new_isr)
