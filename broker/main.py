@@ -88,6 +88,8 @@ class Broker:
         factory = KafkaServerFactory(handlers, self.config["socket.request.max.bytes"])
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
+        if self.metrics is not None:  # a port in use fails the start before joining the cluster
+            self._serve_metrics()
         self.replicas = ReplicaManager(
             self.config["broker.id"],
             self.manager,
@@ -115,8 +117,6 @@ class Broker:
         self.handlers.controller = self.controller
         self.controller.start()
         self.manager.start(self.reactor)
-        if self.metrics is not None:
-            self._serve_metrics()
         log.info(
             "broker %d serving on %s:%d (advertised %s:%d)",
             self.config["broker.id"],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -16,7 +17,7 @@ from broker.log import ConfigError
 from broker.protocol.records import build_batch
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
-from headrace.devcluster import free_port
+from headrace.devcluster import BrokerProcess, free_port
 
 TOPIC = "metered"
 
@@ -164,3 +165,16 @@ def test_a_bad_metrics_port_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match=r"metrics\.port"):
         BrokerConfig({"metrics.port": "70000"})
     assert BrokerConfig({})["metrics.port"] is None
+
+
+def test_a_metrics_port_in_use_stops_the_broker_before_it_joins(zk_chroot, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = BrokerProcess(tmp_path, 7, zk_chroot, metrics_port=port)
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            broker.start(timeout=30)
+    out = broker.log_path.read_text()
+    assert f"broker failed to start: Couldn't listen on 127.0.0.1:{port}" in out
+    assert "registered broker" not in out
