@@ -80,6 +80,7 @@ class Controller:
         self.epoch = 0
         self.epoch_version = -1  # the version of /controller_epoch our writes check
         self.controller_id = -1  # the controller as last seen
+        self.leader_elections = 0  # partitions given a new live leader while active
         self.events: queue.Queue = queue.Queue()
         self._thread = threading.Thread(
             target=self._run, name=f"controller-{broker_id}", daemon=True
@@ -288,6 +289,9 @@ class Controller:
                 continue
             last = outcome[-1]
             version = 0 if isinstance(last, str) else last.version
+            before = self.states.get(key)
+            if state.leader >= 0 and (before is None or before[0].leader != state.leader):
+                self.leader_elections += 1
             self.states[key] = (state, version)
             if isinstance(last, str):  # created: its zxid is read with the node
                 self.written_at.pop(key, None)

@@ -13,6 +13,7 @@ from broker.protocol.errors import KafkaError
 from broker.protocol.offsets import committed_partitions, read_offset, read_owner
 from broker.protocol.registry import ApiKey
 from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
+from consumers.metrics import add_metrics_arguments
 
 
 def _endpoints(args) -> dict:
@@ -396,4 +397,5 @@ def add_parsers(sub) -> None:
         "--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"]
     )
     idempotence(p)
+    add_metrics_arguments(p)
     p.set_defaults(func=ship)

@@ -320,6 +320,8 @@ def pipeline(
         f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
         f"brokers {bootstrap}"
     )
+    if devcluster.metrics_pages(state):  # a cluster started before metrics has none
+        _say(f"Prometheus metrics of brokers {devcluster.metrics_pages(state)}")
 
     # 2. the topic
     cluster, parts, created = _ensure_topic(bootstrap, topic, partitions)

@@ -67,6 +67,8 @@ class ReplicaManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.following: dict[Key, int] = {}  # partition -> the leader fetched from
         self._isr_writes: set[Key] = set()
+        self.isr_shrinks = 0  # ISR changes this broker wrote as a leader (for metrics)
+        self.isr_expands = 0
         self._shrink = task.LoopingCall(self.shrink_isrs)
         self._shrink.clock = reactor
         self.lease = SessionLease(cluster, reactor, config["zookeeper.session.timeout.ms"] / 1000)
@@ -370,6 +372,11 @@ class ReplicaManager:
         d = self.cluster.update_isr(*key, new_isr, leader.leader_epoch, known.version)
 
         def written(_):
+            # Against the ISR the write replaced (the state's watch may have applied it first).
+            if len(new_isr) < len(known.state.isr):
+                self.isr_shrinks += 1
+            elif len(new_isr) > len(known.state.isr):
+                self.isr_expands += 1
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
