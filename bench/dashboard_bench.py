@@ -3,7 +3,7 @@
     .venv/bin/python bench/dashboard_bench.py            # 200,000 messages per run, 3 reps
     .venv/bin/python bench/dashboard_bench.py --quick    # 50,000
 
-Three brokers; each rep produces the same count of ~120-byte JSON access events (batched,
+Three brokers; each rep produces the same count of a ~100-byte JSON access event (batched,
 confluent-kafka, acks=all) to a fresh 6-partition topic twice: with ``headrace dashboard``
 running and a page's worth of streams open on the topic (``/api/events``, a live tail and a
 windowed count of status classes), and without any dashboard (alternating which goes first).
@@ -15,7 +15,6 @@ topic already holding the events: its rate in events per second.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -29,7 +28,11 @@ from pathlib import Path
 import repo_root
 from benchlib import (
     BenchmarkError,
+    CpuMeter,
+    add_count_args,
     add_output_args,
+    bench_parser,
+    check_count_args,
     check_delivery,
     close_rdkafka_producer,
     finish,
@@ -37,6 +40,7 @@ from benchlib import (
     main_in_tmp_dir,
     platform_meta,
     print_table,
+    rdkafka_produce_timed,
     running_cluster,
     stat_cpu,
 )
@@ -49,46 +53,27 @@ TARGET_RATIO = 0.9
 PARTITIONS = 6
 
 
-def events(count: int) -> list[bytes]:
-    """``count`` JSON access events, one in twenty a 5xx."""
-    return [
-        json.dumps(
-            {
-                "ts": 1_796_652_000 + i // 100,
-                "status": 503 if i % 20 == 0 else 200,
-                "path": f"/item/{i % 997}",
-                "bytes": 500 + i % 3000,
-                "ip": f"10.0.{i % 256}.1",
-            }
-        ).encode()
-        for i in range(count)
-    ]
+EVENT = json.dumps(
+    {"ts": 1_796_652_000, "status": 503, "path": "/item/42", "bytes": 1234, "ip": "10.0.7.1"}
+).encode()  # one JSON access event, sent as every message
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
+def produce(bootstrap: str, topic: str, count: int, broker_pid: int) -> float:
+    """Seconds to produce ``count`` events (after a warm-up message) and flush them."""
     from confluent_kafka import Producer
 
-    errors: list = []
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     finished = False
     try:
-        producer.produce(topic, values[0])  # warm-up: metadata and connections
+        producer.produce(topic, EVENT)  # warm-up: metadata and connections
         producer.flush(30)
-        start = time.perf_counter()
-        for value in values:
-            while True:
-                try:
-                    producer.produce(topic, value, on_delivery=lambda e, _m: e and errors.append(e))
-                    break
-                except BufferError:
-                    producer.poll(0.005)
-        left = producer.flush(120)
-        elapsed = time.perf_counter() - start
+        meter = CpuMeter(broker_pid, lambda used: "")
+        timed = rdkafka_produce_timed(producer, topic, EVENT, count, meter, pause_gc=False)
         finished = True
     finally:
         close_rdkafka_producer(producer, finished)
-    check_delivery(f"produce to {topic}", left, errors)
-    return elapsed
+    check_delivery(f"produce to {topic}", timed.left, [])
+    return timed.end - timed.start
 
 
 class Dashboard:
@@ -170,12 +155,11 @@ def aggregate_rate(zookeeper: str, topic: str, count: int) -> float:
 
 
 def run(args, workdir: Path) -> dict:
-    count = 50_000 if args.quick else args.messages
+    count = args.messages or (50_000 if args.quick else 200_000)
     meta = {"mode": "quick" if args.quick else "full", **platform_meta(), "messages": count}
     meta["reps"] = args.reps
     meta["load_before"] = os.getloadavg()
     print(header("dashboard", meta))
-    values = events(count)
     results: dict = {"meta": meta}
     rates: dict[bool, list[float]] = {True: [], False: []}
     dashboard_cpu: list[float] = []  # CPU seconds of the dashboard per second of producing
@@ -190,7 +174,7 @@ def run(args, workdir: Path) -> dict:
                 dashboard = Dashboard(workdir, zookeeper, topic) if with_dashboard else None
                 try:
                     cpu = dashboard.cpu() if dashboard is not None else 0.0
-                    elapsed = produce(bootstrap, topic, values)
+                    elapsed = produce(bootstrap, topic, count, first.process.pid)
                     if dashboard is not None:
                         cpu = dashboard.cpu() - cpu
                         dashboard_cpu.append(cpu / elapsed)
@@ -236,12 +220,11 @@ def run(args, workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50,000 messages per run")
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--reps", type=int, default=3)
+    parser = bench_parser(__doc__, quick="50,000 events per run")
+    add_count_args(parser, "--messages", "events per run (default 200,000)", "reps (default 3)")
     add_output_args(parser)
     args = parser.parse_args()
+    check_count_args(parser, args, "messages")
     return main_in_tmp_dir(args, "dashboard-bench-", lambda workdir: run(args, workdir))
 
 

@@ -191,7 +191,7 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
         return [w for w in reader.of("window") if w["events"] == 66]
 
     with EventReader(aggregate_url(dashboard, "web")) as reader:
-        window = reader.wait_for(counted, 15)[-1]
+        window = reader.wait_for(counted, 30)[-1]
     buckets = window["buckets"]
     assert window["window_s"] == 600 and window["step_s"] == 60 and len(buckets) == 10
     assert window["totals"] == {"2xx": 25, "5xx": 40, "null": 1}
@@ -203,7 +203,7 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
     again = DashboardProcess(cluster3.zookeeper_connect, tmp_path).start()
     try:
         with EventReader(aggregate_url(again, "web")) as reader:
-            rebuilt = reader.wait_for(counted, 15)[-1]
+            rebuilt = reader.wait_for(counted, 30)[-1]
     finally:
         again.stop()
     assert rebuilt["totals"] == window["totals"]
@@ -278,3 +278,15 @@ def test_dashboard_command_refuses_bad_options_in_one_line(dashboard, cluster3, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and said in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_event_stream_pushes_the_three_snapshots_every_second(dashboard, layout):
+    with EventReader(dashboard.url + "/api/events") as events:
+        events.wait_for(
+            lambda r: all(len(r.of(n)) >= 3 for n in ("cluster", "topics", "groups")), 10
+        )
+    for name in ("cluster", "topics", "groups"):
+        stamps = [view["sampled_at"] for view in events.of(name)]
+        assert stamps == sorted(stamps) and len(set(stamps)) >= 2
+    assert layout in {t["name"] for t in events.of("topics")[-1]["topics"]}
+    assert events.of("cluster")[-1]["zookeeper"]["state"] == "connected"
