@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--topic", default="access")
     demo.add_argument("--partitions", type=int, default=6, help="of a new topic (default 6)")
+    demo.add_argument(
+        "--replication-factor",
+        type=int,
+        help="of a new topic (default 3, or the number of brokers when fewer)",
+    )
     demo.add_argument("--brokers", type=int, default=3)
     demo.add_argument("--files", type=int, default=3, help="log files (web servers) to write")
     demo.add_argument("--workers", type=int, default=2, help="loader worker processes")
@@ -320,6 +325,7 @@ def cmd_pipeline_demo(args) -> int:
         warehouse=Path(args.warehouse),
         topic=args.topic,
         partitions=args.partitions,
+        replication_factor=args.replication_factor,
         brokers=args.brokers,
         files=args.files,
         workers=args.workers,

@@ -162,7 +162,7 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
 
     try:
         out = demo(3000)
-        assert "created the topic access with 6 partitions" in out
+        assert "created the topic access with 6 partitions, replication factor 3" in out
         assert (
             sum(len(p.read_text().splitlines()) for p in (work / "logs").glob("web-*.log")) == 3000
         )
