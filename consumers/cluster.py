@@ -186,6 +186,28 @@ class InFlightConnection:
         return tokens
 
 
+def list_offsets_body(partitions, timestamp: int) -> dict:
+    """A consumer's ListOffsets request for ``partitions`` ((topic, partition) pairs) at one
+    ``timestamp`` (-2 earliest, -1 latest, or a time in ms)."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [
+                    {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
+                    for p in ps
+                ],
+            }
+            for topic, ps in by_topic.items()
+        ],
+    }
+
+
 class ClusterClient:
     """Metadata and connections for producers and consumers; safe to share between threads."""
 
@@ -355,24 +377,7 @@ class ClusterClient:
         if leader < 0:
             raise LeaderNotAvailableError(f"{topic}-{partition} has no leader")
         body = self.request(
-            leader,
-            ApiKey.LIST_OFFSETS,
-            {
-                "replica_id": -1,
-                "isolation_level": 0,
-                "topics": [
-                    {
-                        "name": topic,
-                        "partitions": [
-                            {
-                                "partition_index": partition,
-                                "current_leader_epoch": -1,
-                                "timestamp": timestamp,
-                            }
-                        ],
-                    }
-                ],
-            },
+            leader, ApiKey.LIST_OFFSETS, list_offsets_body([(topic, partition)], timestamp)
         )
         p = body["topics"][0]["partitions"][0]
         if p["error_code"]:

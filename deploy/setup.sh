@@ -2,7 +2,8 @@
 # Set up this checkout on Debian 12: the Debian packages headrace runs with (ZooKeeper, and
 # kcat for the interoperability tests), then a virtualenv in .venv with headrace installed.
 #   bash deploy/setup.sh           # to run headrace
-#   bash deploy/setup.sh --test    # also the test dependencies
+#   bash deploy/setup.sh --test    # also the test dependencies (and chromium with its driver,
+#                                  # for the dashboard's browser tests)
 #   bash deploy/setup.sh --peers   # also the peers of bench/paper.py (RabbitMQ, ActiveMQ, their
 #                                  # C and Java clients) and the bench extra (matplotlib)
 set -euo pipefail
@@ -10,8 +11,9 @@ cd "$(dirname "$0")/.."
 
 extras=""
 peers=0
+tests=0
 case "${1:-}" in
-    --test) extras="[test]" ;;
+    --test) extras="[test]"; tests=1 ;;
     --peers) extras="[bench]"; peers=1 ;;
 esac
 
@@ -20,6 +22,10 @@ as_root() {
 }
 
 packages=(zookeeper kcat)
+if [ "$tests" -eq 1 ]; then
+    # tests/test_dashboard_browser.py drives Debian's chromium through /usr/bin/chromedriver.
+    packages+=(chromium chromium-driver)
+fi
 if [ "$peers" -eq 1 ]; then
     # The brokers are started by hand by bench/paper.py, never as Debian services.
     packages+=(rabbitmq-server activemq librabbitmq-dev gcc default-jdk-headless)

@@ -7,6 +7,7 @@ headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
 headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
 headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
 headrace load --topic T --group G --to URL   load topics into Parquet, each event once
+headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
 headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
                                        logs shipped to it, loaded into ./warehouse, queried
 headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
@@ -113,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
     audit_command.add_parser(sub)
 
+    from .dashboard import cli as dashboard_cli
+
+    dashboard_cli.add_parser(sub)
+
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--brokers", type=int, default=3)
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--topic", default="access")
     demo.add_argument("--partitions", type=int, default=6, help="of a new topic (default 6)")
+    demo.add_argument(
+        "--replication-factor",
+        type=int,
+        help="of a new topic (default 3, or the number of brokers when fewer)",
+    )
     demo.add_argument("--brokers", type=int, default=3)
     demo.add_argument("--files", type=int, default=3, help="log files (web servers) to write")
     demo.add_argument("--workers", type=int, default=2, help="loader worker processes")
@@ -300,6 +310,8 @@ def cmd_cluster(args) -> int:
         f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
         f"bootstrap servers {state['bootstrap']}"
     )
+    if devcluster.metrics_pages(state):
+        print(f"metrics of brokers {devcluster.metrics_pages(state)}")
     print(f"logs and data under {directory}; stop with `headrace cluster down`")
     return 0
 
@@ -317,6 +329,7 @@ def cmd_pipeline_demo(args) -> int:
         warehouse=Path(args.warehouse),
         topic=args.topic,
         partitions=args.partitions,
+        replication_factor=args.replication_factor,
         brokers=args.brokers,
         files=args.files,
         workers=args.workers,

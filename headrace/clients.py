@@ -11,8 +11,10 @@ import threading
 
 from broker.protocol.errors import KafkaError
 from broker.protocol.offsets import committed_partitions, read_offset, read_owner
-from broker.protocol.registry import ApiKey
 from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
+from consumers.metrics import add_metrics_arguments
+
+from .kafka_groups import assigned_partitions, describe_group, list_groups
 
 
 def _endpoints(args) -> dict:
@@ -163,63 +165,6 @@ def consume(args) -> int:
     return 0
 
 
-def _protocol_groups(cluster) -> dict[str, str]:
-    """Groups that brokers coordinate for Kafka clients (ListGroups at every broker):
-    name -> protocol type."""
-    found = {}
-    for node in list(cluster.brokers):
-        try:
-            body = cluster.request(node, ApiKey.LIST_GROUPS, {})
-        except (KafkaError, OSError):
-            continue
-        for g in body["groups"]:
-            found[g["group_id"]] = g["protocol_type"]
-    return found
-
-
-def _describe_protocol_group(cluster, group: str) -> dict | None:
-    """DescribeGroups at the group's coordinator (None if no broker knows the group)."""
-    try:
-        node = cluster.request(
-            next(iter(cluster.brokers)), ApiKey.FIND_COORDINATOR, {"key": group, "key_type": 0}
-        )
-        if node["error_code"]:
-            return None
-        body = cluster.request(
-            node["node_id"],
-            ApiKey.DESCRIBE_GROUPS,
-            {"groups": [group], "include_authorized_operations": False},
-        )
-    except (KafkaError, OSError, StopIteration):
-        return None
-    described = body["groups"][0]
-    return None if described["error_code"] or described["group_state"] == "Dead" else described
-
-
-def _assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
-    """The partitions in a consumer-protocol assignment (any version: the fields we read
-    come first)."""
-    import struct
-
-    out = []
-    try:
-        pos = 2  # version
-        (topics,) = struct.unpack_from(">i", assignment, pos)
-        pos += 4
-        for _ in range(max(topics, 0)):
-            (n,) = struct.unpack_from(">h", assignment, pos)
-            topic = assignment[pos + 2 : pos + 2 + n].decode()
-            pos += 2 + n
-            (count,) = struct.unpack_from(">i", assignment, pos)
-            pos += 4
-            for _ in range(max(count, 0)):
-                out.append((topic, struct.unpack_from(">i", assignment, pos)[0]))
-                pos += 4
-    except (struct.error, UnicodeDecodeError):
-        pass
-    return out
-
-
 def groups(args) -> int:
     """List groups - the paper's ZooKeeper groups, loaders, and Kafka clients' groups that the
     brokers coordinate - with their kind, describe one (kind, members, and per partition the
@@ -245,7 +190,7 @@ def groups(args) -> int:
             names = set()
         try:
             cluster.refresh([], allow_auto_create=False)
-            protocol = _protocol_groups(cluster)
+            protocol = list_groups(cluster)
         except (KafkaError, OSError):
             protocol = {}
         if args.action == "list":
@@ -260,7 +205,7 @@ def groups(args) -> int:
             print(f"headrace groups {args.action}: name the group", file=sys.stderr)
             return 2
         group = args.group
-        described = _describe_protocol_group(cluster, group)
+        described = describe_group(cluster, group)
         if group not in names and described is None:
             print(f"headrace groups: no group {group}", file=sys.stderr)
             return 1
@@ -300,7 +245,7 @@ def groups(args) -> int:
                 f"{described['protocol_data'] or '-'}, {len(described['members'])} members"
             )
             for m in described["members"]:
-                for tp in _assigned_partitions(m["member_assignment"]):
+                for tp in assigned_partitions(m["member_assignment"]):
                     owners[tp] = f"{m['client_id']} {m['client_host']}"
         else:
             print(f"GROUP {group}: kind {kind}, {len(members)} live members")
@@ -400,4 +345,5 @@ def add_parsers(sub) -> None:
     )
     idempotence(p)
     audit.add_arguments(p, on_by_default=True)
+    add_metrics_arguments(p)
     p.set_defaults(func=ship)

@@ -4,7 +4,7 @@
 
 1. starts ZooKeeper (Debian's package) and three brokers as ``headrace cluster up`` does, with
    its state in ``--dir`` (or reuses the cluster already running from there);
-2. creates the topic ``access`` (six partitions) unless it exists;
+2. creates the topic ``access`` (six partitions, three replicas) unless it exists;
 3. writes JSON access-log lines (``ts``, ``ip``, ``method``, ``path``, ``status``, ``bytes``,
    ``latency_ms``, ``user_agent``, ``host``) spread over the last three hours into one file
    per web server under ``--work-dir``/logs;
@@ -145,7 +145,7 @@ def _start_cluster(
         raise DemoError(f"cannot start the cluster: {exc}") from None
 
 
-def _ensure_topic(bootstrap: str, topic: str, partitions: int):
+def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int):
     """Create the topic unless it exists; wait until each partition has a leader. Returns
     (a ClusterClient, the partitions, created?)."""
     from broker.protocol.errors import KafkaError
@@ -155,7 +155,7 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int):
 
     created = True
     try:
-        create_topic_simple(bootstrap, topic, partitions)
+        create_topic_simple(bootstrap, topic, partitions, replication_factor=replication_factor)
     except KafkaError as exc:
         if exc.name != "TOPIC_ALREADY_EXISTS":
             raise DemoError(f"cannot create the topic {topic}: {exc}") from None
@@ -281,6 +281,7 @@ def pipeline(
     warehouse: Path = Path("warehouse"),
     topic: str = "access",
     partitions: int = 6,
+    replication_factor: int | None = None,
     brokers: int = 3,
     files: int = 3,
     workers: int = 2,
@@ -320,14 +321,26 @@ def pipeline(
         f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
         f"brokers {bootstrap}"
     )
+    if devcluster.metrics_pages(state):  # a cluster started before metrics has none
+        _say(f"Prometheus metrics of brokers {devcluster.metrics_pages(state)}")
+    try:
+        dashboard = devcluster.start_dashboard(directory, state, warehouse)
+    except RuntimeError as exc:
+        raise DemoError(str(exc)) from None
+    _say(f"dashboard at {dashboard} (it stops with the cluster)")
 
     # 2. the topic
-    cluster, parts, created = _ensure_topic(bootstrap, topic, partitions)
+    if replication_factor is None:
+        replication_factor = min(3, brokers)
+    cluster, parts, created = _ensure_topic(bootstrap, topic, partitions, replication_factor)
     try:
         before = _end_offsets(cluster, topic, parts)
         already = sum(before.values())
         if created:
-            _say(f"created the topic {topic} with {len(parts)} partitions")
+            _say(
+                f"created the topic {topic} with {len(parts)} partitions, "
+                f"replication factor {replication_factor}"
+            )
         else:
             _say(
                 f"the topic {topic} exists ({len(parts)} partitions, {already:,} messages): this "
@@ -468,6 +481,9 @@ def pipeline(
     )
     _say(
         f"  warehouse   {_shown(str(warehouse.absolute()))}/{topic}/dt=YYYY-MM-DD/hour=HH/*.parquet"
+    )
+    _say(
+        f"  dashboard   {dashboard}#tail={topic}&aggregate={topic}:status:{HOURS * 3600}:ts:classes"
     )
     _say("  look around:")
     first = bootstrap.split(",")[0]

@@ -2,15 +2,20 @@
 
 Numbers are seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude; a
 string without a zone is UTC; a time that cannot be read is null (the event is quarantined).
+One value at a time: ``value_ms`` (``consumers/eventtime.py``, shared with the dashboard).
 """
 
 from __future__ import annotations
 
 import calendar
-import datetime as dt
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from consumers.eventtime import text_ms as _text_ms
+from consumers.eventtime import value_ms
+
+__all__ = ["MIN_EVENT_MS", "TS", "epoch_ms_of", "value_ms"]
 
 MIN_EVENT_MS = calendar.timegm((2000, 1, 1, 0, 0, 0)) * 1000  # earlier is absurd for log events
 DAY_MS = 86_400_000
@@ -76,45 +81,3 @@ def _float_ms(v: pa.Array) -> pa.Array:
     truncated = pc.trunc(ms)  # as int() does
     ok = pc.and_(pc.less(pc.abs(truncated), 9.2e18), pc.is_finite(truncated))
     return pc.if_else(ok, truncated, pa.scalar(None, pa.float64())).cast(pa.int64())
-
-
-def _number_ms(v) -> int | None:
-    if v is None or v != v:  # None or NaN
-        return None
-    a = abs(v)
-    if a < 1e11:
-        return int(v * 1000)
-    if a < 1e14:
-        return int(v)
-    if a < 1e17:
-        return int(v // 1000)
-    if a < 9e24:
-        return int(v // 1_000_000)
-    return None  # infinite, or past int64 in ms: quarantined, not a crash
-
-
-def value_ms(v) -> int | None:
-    """Event time of a JSON value: a number (s, ms, us or ns) or a string."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return _number_ms(v)
-    if isinstance(v, str):
-        return _text_ms(v)
-    return None
-
-
-def _text_ms(v) -> int | None:
-    if v is None:
-        return None
-    try:
-        return _number_ms(float(v))
-    except ValueError:
-        pass
-    try:
-        stamp = dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return int(stamp.timestamp() * 1000)

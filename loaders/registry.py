@@ -1,8 +1,9 @@
 """The loaders' state in ZooKeeper: run plans, fenced offset commits, inferred schemas.
 
-The group's kind is "loader"; its offsets, owners, plan (``/consumers/<group>/loader/plan``)
-and inferred schemas (``/consumers/<group>/loader/schemas/<topic>``) are laid out and encoded
-by broker/protocol/zookeeper.py (ARCHITECTURE.md, ZooKeeper layout); offsets are shared with
+The group's kind is "loader"; its offsets, owners, plan (``/consumers/<group>/loader/plan``),
+last run (``/consumers/<group>/loader/last_run``) and inferred schemas
+(``/consumers/<group>/loader/schemas/<topic>``) are laid out and encoded by
+broker/protocol/zookeeper.py (ARCHITECTURE.md, ZooKeeper layout); offsets are shared with
 every consumer group, so lag is one tool.
 
 A plan fixes, per partition, the offset a run loads up to and the time it was taken.  A new
@@ -12,6 +13,7 @@ crash rebuilds exactly the chunks the crashed run was building.
 
 from __future__ import annotations
 
+import os
 import time
 
 from kazoo.exceptions import (
@@ -187,3 +189,14 @@ class ZkSchemas:
 
     def refresh(self) -> None:
         self.cache.clear()
+
+
+def record_last_run(zk, group: str, run: dict) -> None:
+    """Save the run that just ended in ``/consumers/<group>/loader/last_run`` (when it
+    finished, rows, dead letters, files, seconds and the warehouse URL), for the dashboard."""
+    offsets.put(zk, layout.last_run_path(group), layout.encode_last_run(run))
+
+
+def warehouse_url(url: str) -> str:
+    """``url`` as another process can open it: a local path made absolute."""
+    return url if "://" in url else "file://" + os.path.abspath(url)

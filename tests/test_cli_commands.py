@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +95,20 @@ def test_demo_generates_json_access_logs(tmp_path):
     assert generate_logs(tmp_path, 1000, 3, seed=7, now=now)[0].read_text() == paths[0].read_text()
 
 
+def demo_burst(address: str) -> dict:
+    """The demo's windowed counts of status classes over three hours of event time, once
+    they hold the events (but those at the window's old edge), from the dashboard the demo
+    started; the burst of 5xx stands out (its busiest ten minutes hold a third of the 5xx)."""
+    from dashboard_client import EventReader
+
+    url = f"{address}api/aggregate?topic=access&field=status&window=10800&step=600"
+    with EventReader(url + "&time_field=ts&classes=1") as reader:
+        window = reader.wait_for(lambda r: [w for w in r.of("window") if w["events"] > 2500], 20)
+    five = window[-1]["series"]["5xx"]
+    assert max(five) * 3 > sum(five), five
+    return window[-1]
+
+
 @pytest.mark.integration
 def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
     """Cluster up, logs, ship, load, DuckDB; a second run reuses the cluster and adds to the
@@ -132,6 +149,7 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
             text=True,
             timeout=90,
             cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},  # this tree
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
@@ -144,7 +162,7 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
 
     try:
         out = demo(3000)
-        assert "created the topic access with 6 partitions" in out
+        assert "created the topic access with 6 partitions, replication factor 3" in out
         assert (
             sum(len(p.read_text().splitlines()) for p in (work / "logs").glob("web-*.log")) == 3000
         )
@@ -156,6 +174,10 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
         assert "cluster down --dir" in out
         assert warehouse_rows() == 3000
         assert (cluster / "cluster.json").exists()  # left running
+        [address] = re.findall(r"dashboard   (http://\S+)#tail=access&", out)
+        assert "#tail=access&aggregate=access:status:10800:ts:classes" in out
+        burst = demo_burst(address)
+        assert burst["totals"]["5xx"] > 0 and burst["events"] + burst["late"] <= 3000
 
         out = demo(2000)
         assert "reusing the cluster already running" in out
@@ -171,9 +193,10 @@ def test_demo_runs_the_pipeline_twice_then_cluster_down(tmp_path):
             timeout=60,
         )
         assert (
-            down.returncode == 0 and "stopped 4 processes" in down.stdout
-        )  # ZooKeeper + 3 brokers
+            down.returncode == 0 and "stopped 5 processes" in down.stdout
+        )  # the dashboard, 3 brokers, ZooKeeper
         assert not (cluster / "cluster.json").exists()
+        assert not devcluster.port_in_use(int(address.rsplit(":", 1)[1].strip("/")))
     finally:
         devcluster.cluster_down(cluster)
 

@@ -273,3 +273,27 @@ OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
         topic="topic",
     ),
 )
+
+# --- DescribeLogDirs (35) --------------------------------------------------------------------
+# Versions 0 and 1 are alike (1 only allows a throttle before the answer); topics None: all.
+
+DESCRIBE_LOG_DIRS_REQUEST = Struct(
+    struct_array(
+        "topics", Field("topic", STRING), Field("partitions", Array(INT32)), nullable=True
+    ),
+)
+DESCRIBE_LOG_DIRS_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32),
+    struct_array(
+        "results",
+        Field("error_code", INT16),
+        Field("log_dir", STRING),
+        topic_partitions(
+            "topics",
+            Field("partition_index", INT32),
+            Field("partition_size", INT64),
+            Field("offset_lag", INT64),
+            Field("is_future_key", BOOL),
+        ),
+    ),
+)

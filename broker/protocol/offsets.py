@@ -91,7 +91,12 @@ def committed_partitions(client, group: str) -> dict[str, list[int]]:
 def write_offset(client, group: str, topic: str, partition: int, offset: int) -> None:
     """Store ``offset`` unconditionally (the coordinator's commits for Kafka clients, whose
     generations it checks itself).  Two writers creating the node at once both succeed."""
-    path, data = layout.offset_path(group, topic, partition), layout.encode_offset(offset)
+    put(client, layout.offset_path(group, topic, partition), layout.encode_offset(offset))
+
+
+def put(client, path: str, data: bytes) -> None:
+    """Set a persistent node's data, creating it (and its parents) if it is absent; two
+    writers creating it at once both succeed."""
     try:
         client.set(path, data)
     except NoNodeError:

@@ -44,8 +44,10 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
             └── loader
                 ├── plan                persistent  {"created_ms",
                 │                                    "partitions": {"<t>/<p>": {"end", "ms"}}}
-                └── schemas
-                    └── <topic>         persistent  {"fields": [[<name>, <type>], ...]}
+                ├── schemas
+                │   └── <topic>         persistent  {"fields": [[<name>, <type>], ...]}
+                └── last_run            persistent  {"finished_at": <ms>, "rows", "dead_letters",
+                                                     "files", "seconds", "warehouse": <URL>}
 
 Each node has an ``encode_*`` (value to bytes) and a ``decode_*`` (bytes to a typed value);
 a decoder meeting data it cannot read raises ``MalformedNodeError`` (a ValueError).  Who
@@ -154,6 +156,10 @@ def plan_path(group: str) -> str:
 
 def schema_path(group: str, topic: str) -> str:
     return f"{CONSUMERS}/{group}/loader/schemas/{topic}"
+
+
+def last_run_path(group: str) -> str:
+    return f"{CONSUMERS}/{group}/loader/last_run"
 
 
 def check_group_name(group: str) -> None:
@@ -538,3 +544,28 @@ def decode_schema(data: bytes, path: str = "") -> dict[str, str]:
             "field names and types must be strings",
         )
         return fields
+
+
+LAST_RUN_COUNTS = ("rows", "dead_letters", "files")
+
+
+def encode_last_run(run: dict) -> bytes:
+    """``/consumers/<group>/loader/last_run``: the loader's latest finished run: when
+    (``finished_at``, ms), ``rows``, ``dead_letters``, ``files``, ``seconds`` and the
+    ``warehouse`` URL it wrote to."""
+    return json.dumps(run, sort_keys=True).encode()
+
+
+def decode_last_run(data: bytes, path: str = "") -> dict:
+    with _reading("a loader's last run", data, path):
+        doc = json.loads(data)
+        _check(_is_int(doc["finished_at"]), "finished_at must be an integer")
+        _check(all(_is_int(doc[k]) for k in LAST_RUN_COUNTS), "counts must be integers")
+        warehouse = doc.get("warehouse")
+        _check(warehouse is None or isinstance(warehouse, str), "warehouse must be a string")
+        return {
+            "finished_at": doc["finished_at"],
+            **{k: doc[k] for k in LAST_RUN_COUNTS},
+            "seconds": float(doc["seconds"]),
+            "warehouse": warehouse,
+        }

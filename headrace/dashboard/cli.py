@@ -1,0 +1,59 @@
+"""``headrace dashboard --zookeeper HOST:PORT[/chroot] [--port 8080] [--bind 127.0.0.1]
+[--warehouse URL]``: the web dashboard and its JSON API on the reactor, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8080
+DEFAULT_BIND = "127.0.0.1"  # a live tail must not be open to the network by default
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("dashboard", help="a live web dashboard of the cluster, topics and groups")
+    p.add_argument("--zookeeper", required=True, help="host:port[,host:port...][/chroot]")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument(
+        "--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})"
+    )
+    p.add_argument(
+        "--warehouse",
+        help="warehouse URL of loaders that did not record theirs (for their _SUCCESS hours)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from twisted.internet import error, reactor
+
+    from .feeds import Feeds
+    from .sampler import Sampler
+    from .server import build_site
+
+    if not 0 <= args.port < 65536:
+        print(f"headrace dashboard: --port {args.port}: give 0-65535", file=sys.stderr)
+        return 2
+    sampler = Sampler(args.zookeeper, reactor, args.warehouse)
+    feeds = Feeds(args.zookeeper, reactor, sampler)
+    try:
+        port = reactor.listenTCP(args.port, build_site(sampler, feeds), interface=args.bind)
+    except error.CannotListenError as exc:
+        print(
+            f"headrace dashboard: cannot listen on {args.bind}:{args.port}: {exc.socketError}",
+            file=sys.stderr,
+        )
+        return 2
+    sampler.start()
+
+    def shut_down():
+        feeds.stop()  # first: it deletes its groups through the sampler's ZooKeeper session
+        sampler.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", shut_down)
+    host = args.bind if args.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    print(f"dashboard at http://{host}:{port.getHost().port}/", flush=True)
+    reactor.run()
+    return 0
