@@ -127,6 +127,46 @@ def shipped(cluster1, tmp_path_factory):
     return topic, warehouse, total
 
 
+def test_the_dashboard_serves_the_same_table_and_finds_the_loaders_warehouse(
+    cluster1, shipped, tmp_path
+):
+    """``/api/audit`` answers what ``headrace audit --json`` prints: for the given warehouse,
+    and without one for the warehouse the topic's loader recorded with its last run; a copy
+    with a file deleted shows its windows missing; bad queries get 400, unknown topics 404."""
+    from dashboard_client import DashboardProcess, get_json
+
+    topic, warehouse, total = shipped
+    dashboard = DashboardProcess(cluster1.zookeeper_connect, tmp_path).start()
+    try:
+        query = f"{dashboard.url}/api/audit?topic={topic}&window=1s&grace=0s"
+        _, expected = audit(cluster1, topic, "--warehouse", str(warehouse), "--grace", "0s")
+        status, body = get_json(f"{query}&warehouse={warehouse}")
+        assert status == 200 and body["ok"] and body["rows"] == expected["rows"]
+
+        def loader_seen():  # the sampler's groups view names the loader's warehouse
+            status, body = get_json(query, timeout=60)
+            return body if status == 200 and body["rows"][0]["loaded"] is not None else None
+
+        body = wait_for(loader_seen, 30)
+        assert body["rows"] == expected["rows"]
+        assert sum(r["loaded"] for r in body["rows"]) == total
+
+        copy = tmp_path / "warehouse"
+        shutil.copytree(warehouse, copy)
+        gone = sorted((copy / topic).rglob("*.parquet"))[0]
+        lost = windows_of(gone)
+        gone.unlink()
+        status, body = get_json(f"{query}&warehouse={copy}", timeout=60)
+        assert status == 200 and not body["ok"]
+        assert bad_windows(body) == {w: (n, 0) for w, n in lost.items()}
+
+        assert get_json(f"{dashboard.url}/api/audit?topic=no-such-topic")[0] == 404
+        assert get_json(f"{dashboard.url}/api/audit?topic={topic}&window=soon")[0] == 400
+        assert get_json(f"{dashboard.url}/api/audit")[0] == 400
+    finally:
+        dashboard.stop()
+
+
 def test_a_clean_ship_and_load_matches_in_every_window(cluster1, shipped):
     topic, warehouse, total = shipped
     status, report = audit(cluster1, topic, "--warehouse", str(warehouse), "--grace", "0s")

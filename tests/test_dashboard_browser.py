@@ -370,6 +370,29 @@ def test_the_windowed_chart_shows_an_injected_burst_of_500s(cluster3, page):
     assert re.search(rf"aggregate={topic}:status:300::classes", driver.current_url)
 
 
+def test_the_audit_table_shows_what_an_audited_producer_counted(cluster3, page):
+    topic = new_topic(cluster3, "audited-page", 2)
+    with Producer(bootstrap_servers=cluster3.bootstrap, linger_ms=5, audit=True) as producer:
+        futures = [producer.send(topic, event(200, n)) for n in range(40)]
+    for future in futures:  # acknowledged, and the audit records published on close
+        future.result(timeout=30)
+    driver = page(f"#audit={topic}")
+
+    def counted(d):
+        cells = d.execute_script(
+            "return [...document.querySelectorAll('#audit-body tr[data-window]')].map(r =>"
+            " ['produced', 'brokered', 'missing', 'duplicated'].map(f =>"
+            " Number(r.querySelector('[data-field=\"' + f + '\"]').dataset.value)));"
+        )
+        totals = [sum(column) for column in zip(*cells)] if cells else None
+        return totals if totals and totals[:2] == [40, 40] else None
+
+    _, _, missing, duplicated = until(driver, counted, 30, "the audit's counts")  # 40 and 40
+    assert (missing, duplicated) == (0, 0)
+    state = driver.execute_script("return document.querySelector('#audit').dataset.state")
+    assert state not in ("unavailable", "error")
+
+
 def test_leaving_the_page_closes_its_streams(cluster3, page, dashboard):
     """A browser opens six connections to one server at most: a page that kept its event
     streams open after being left (back/forward cache) would stop the seventh visit."""

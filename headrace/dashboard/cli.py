@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from twisted.internet import error, reactor
 
+    from .audit import AuditView
     from .feeds import Feeds
     from .sampler import Sampler
     from .server import build_site
@@ -39,7 +40,9 @@ def run(args) -> int:
     sampler = Sampler(args.zookeeper, reactor, args.warehouse)
     feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
-        port = reactor.listenTCP(args.port, build_site(sampler, feeds), interface=args.bind)
+        audit = AuditView(args.zookeeper, reactor, args.warehouse, sampler)
+        site = build_site(sampler, feeds, audit=audit)
+        port = reactor.listenTCP(args.port, site, interface=args.bind)
     except error.CannotListenError as exc:
         print(
             f"headrace dashboard: cannot listen on {args.bind}:{args.port}: {exc.socketError}",

@@ -5,6 +5,7 @@ and the Server-Sent Event streams of the JSON API (README, "Dashboard").
     /api/cluster      /api/topics      /api/groups       snapshots (JSON)
     /api/events       the three snapshots once a second (SSE)
     /api/tail         /api/aggregate   live feeds (SSE), see ``feeds.py``
+    /api/audit        the audit table (JSON), see ``audit.py``
 
 Bad parameters answer 400 and an unknown topic 404, with ``{"error": "<one line>"}``.
 """
@@ -126,9 +127,10 @@ class Events:
             stream.send(name, view)
 
 
-def build_site(sampler, feeds=None, static_dir: Path = STATIC_DIR) -> Site:
-    """The whole site: the page, the snapshots, the event stream and (given ``feeds``, a
-    ``feeds.Feeds``) the tail and aggregate streams."""
+def build_site(sampler, feeds=None, static_dir: Path = STATIC_DIR, audit=None) -> Site:
+    """The whole site: the page, the snapshots, the event stream, (given ``feeds``, a
+    ``feeds.Feeds``) the tail and aggregate streams and (given ``audit``, an
+    ``audit.AuditView``) the audit table."""
     root = StaticFiles(str(static_dir))
     root.putChild(b"static", StaticFiles(str(static_dir)))
     api = Api()
@@ -139,6 +141,8 @@ def build_site(sampler, feeds=None, static_dir: Path = STATIC_DIR) -> Site:
     if feeds is not None:
         api.putChild(b"tail", ApiResource(feeds.open_tail))
         api.putChild(b"aggregate", ApiResource(feeds.open_aggregate))
+    if audit is not None:
+        api.putChild(b"audit", ApiResource(audit.answer))
     root.putChild(b"api", api)
     site = Site(root)
     site.displayTracebacks = False
