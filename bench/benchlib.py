@@ -51,11 +51,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import cycle, islice, repeat
 from pathlib import Path
 
 import repo_root  # noqa: F401  (this tree's code, not an installed one)
@@ -623,20 +623,28 @@ class Timed:
 
 
 def rdkafka_produce_timed(
-    producer, topic: str, value: bytes, count: int, meter: CpuMeter, pause_gc: bool, **options
+    producer,
+    topic: str,
+    value: bytes | Sequence[bytes],
+    count: int,
+    meter: CpuMeter,
+    pause_gc: bool,
+    **options,
 ) -> Timed:
     """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
     ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
-    is drained for 5 ms and the call made again, until it is taken."""
+    is drained for 5 ms and the call made again, until it is taken.  ``value`` is one value
+    for every message, or values taken in turn."""
     produce, poll = producer.produce, producer.poll
+    values = repeat(value, count) if isinstance(value, bytes) else islice(cycle(value), count)
     buffer_full = 0
     with gc_paused() if pause_gc else nullcontext():
         before = meter.mark()
         start = time.perf_counter()
-        for _ in repeat(None, count):
+        for one in values:
             while True:
                 try:
-                    produce(topic, value, **options)
+                    produce(topic, one, **options)
                     break
                 except BufferError:
                     buffer_full += 1

@@ -1,0 +1,66 @@
+"""The dashboard's Server-Sent Event streams as a page holds them open, for
+``dashboard_bench.py``: ``events(response)`` parses one stream (sseclient-py) into
+(name, JSON data) pairs; run as a script, it reads every URL given, each in a thread of its
+own, until SIGTERM, then prints how many events of each name every URL sent, as JSON.
+
+    python bench/dashboard_streams.py URL...   # prints "ready" once every stream answered
+
+Running the readers in a process of their own keeps their work off the benchmark's producer,
+as a browser's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+
+import sseclient
+
+STREAM_TIMEOUT_S = 30.0  # every stream sends at least one event a second
+
+
+def open_stream(url: str):
+    """The response to a GET of an SSE ``url``, once its headers arrived."""
+    return urllib.request.urlopen(url, timeout=STREAM_TIMEOUT_S)
+
+
+def events(response) -> Iterator[tuple[str, object]]:
+    """(event name, parsed JSON data) of each event of an SSE response, as they come."""
+    for event in sseclient.SSEClient(response).events():
+        if event.data:
+            yield event.event, json.loads(event.data)
+
+
+def main(urls: list[str]) -> int:
+    counts = {url: Counter[str]() for url in urls}
+    errors: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def read(url: str, response) -> None:
+        try:
+            for name, _data in events(response):
+                with lock:
+                    counts[url][name] += 1
+        except Exception as exc:  # the summary says which stream broke
+            errors[url] = repr(exc)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    responses = [(url, open_stream(url)) for url in urls]
+    for url, response in responses:
+        threading.Thread(target=read, args=(url, response), daemon=True).start()
+    print("ready", flush=True)
+    stop.wait()
+    with lock:
+        summary = {url: {"events": dict(counts[url]), "error": errors.get(url)} for url in urls}
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
