@@ -240,3 +240,40 @@ def test_the_page_and_its_static_files_are_served(dashboard):
     assert response.headers["content-type"].startswith("text/html") and b"<html" in page
     with urllib.request.urlopen(dashboard.url + "/static/index.html") as response:
         assert response.read() == page
+
+
+def test_a_tail_sends_at_most_200_messages_a_second_and_counts_the_rest(
+    dashboard, cluster3, producer
+):
+    new_topic(dashboard, cluster3, "busy", 2)
+    with EventReader(dashboard.url + "/api/tail?topic=busy") as tail:
+        tail.wait_for(lambda r: r.of("status"), 10)
+        for i in range(2000):
+            producer.send("busy", b"line %d" % i)
+        producer.flush()
+
+        def accounted(reader):
+            statuses = [s for s in reader.of("status") if s["dropped"]]
+            return statuses and len(reader.of("message")) + statuses[-1]["dropped"] == 2000
+
+        tail.wait_for(accounted, 10)
+    assert 0 < len(tail.of("message")) < 2000
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--port", "70000"], "--port 70000: give 0-65535"),
+        (["--zookeeper", "127.0.0.1:notaport"], "--zookeeper 127.0.0.1:notaport"),
+        ([], "cannot listen on 127.0.0.1:"),  # the port the dashboard of this module holds
+    ],
+)
+def test_dashboard_command_refuses_bad_options_in_one_line(dashboard, cluster3, args, said):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "headrace.cli", "dashboard"]
+    command += ["--zookeeper", cluster3.zookeeper_connect, "--port", str(dashboard.port), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and said in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -126,6 +126,17 @@ class TailReader:
     def positions(self) -> dict[int, int]:
         return {p: o for (_, p), o in sorted(self.consumer.positions.items())}
 
+    def skip_to_end(self) -> int:
+        """Move every partition to its end offset now, unread; the offsets skipped (what a
+        reader over its rate drops without decoding it)."""
+        skipped = 0
+        for (topic, partition), position in list(self.consumer.positions.items()):
+            end = self.consumer.cluster.list_offset(topic, partition, LATEST)
+            if end > position:
+                skipped += end - position
+                self.consumer.seek(topic, partition, end)
+        return skipped
+
     def read(self, timeout: float) -> list[Message]:
         kept = []
         for message in self.consumer.poll(timeout):

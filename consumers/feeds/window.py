@@ -20,17 +20,21 @@ import math
 import threading
 from collections import defaultdict
 
+import orjson
+
 from ..eventtime import value_ms
 
 NULL = "null"
+LABEL_CACHE = 10_000  # distinct field values whose labels are remembered
 
 
-def field_value(doc, path: str):
-    """The value at a dotted ``path`` (``http.status``) of a parsed JSON document, or None."""
-    for name in path.split("."):
-        if not isinstance(doc, dict) or name not in doc:
+def field_value(doc, path: str | tuple[str, ...]):
+    """The value at a dotted ``path`` (``http.status``, or its names as a tuple) of a parsed
+    JSON document, or None."""
+    for name in path.split(".") if isinstance(path, str) else path:
+        if doc.__class__ is not dict:
             return None
-        doc = doc[name]
+        doc = doc.get(name)
     return doc
 
 
@@ -75,6 +79,8 @@ class WindowedCounter:
         classes: bool = False,
     ):
         self.field = field
+        self._path = tuple(field.split("."))
+        self._time_path = tuple(time_field.split(".")) if time_field else ()
         self.window_s = window_s
         self.time_field = time_field
         self.classes = classes
@@ -82,27 +88,47 @@ class WindowedCounter:
         self.late = 0
         self._seconds: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._lock = threading.Lock()
+        self._labels: dict[tuple, str] = {}  # (type, value) -> label, for scalar values
+
+    def _label(self, value) -> str:
+        key = (value.__class__, value)
+        try:
+            return self._labels[key]
+        except KeyError:
+            found = label(value, self.classes)
+            if len(self._labels) < LABEL_CACHE:
+                self._labels[key] = found
+            return found
+        except TypeError:  # a list or an object: not hashable
+            return label(value, self.classes)
 
     def classify(self, value: bytes | None, timestamp_ms: int) -> tuple[str, int]:
         """(label, event time in ms) of one message's value."""
         try:
-            doc = json.loads(value) if value is not None else None
-        except ValueError:  # not JSON (or not UTF-8): no field, and the message's time
+            doc = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:  # not JSON (or not UTF-8): no field, the message's time
             doc = None
         when = timestamp_ms
         if self.time_field is not None:
-            found = value_ms(field_value(doc, self.time_field))
+            found = value_ms(field_value(doc, self._time_path))
             when = found if found is not None else timestamp_ms
-        return label(field_value(doc, self.field), self.classes), when
+        return self._label(field_value(doc, self._path)), when
 
     def add(self, value: bytes | None, timestamp_ms: int, now_ms: int) -> None:
-        name, when = self.classify(value, timestamp_ms)
+        self.add_many([value], [timestamp_ms], now_ms)
+
+    def add_many(self, values: list, timestamps: list, now_ms: int) -> None:
+        """Count messages given as parallel lists of values and timestamps (a Block's)."""
+        classified = [self.classify(v, t) for v, t in zip(values, timestamps)]
         with self._lock:
-            self.read += 1
-            if when < now_ms - self.window_s * 1000:
-                self.late += 1
-                return
-            self._seconds[when // 1000][name] += 1
+            oldest = now_ms - self.window_s * 1000
+            self.read += len(classified)
+            seconds = self._seconds
+            for name, when in classified:
+                if when < oldest:
+                    self.late += 1
+                else:
+                    seconds[when // 1000][name] += 1
 
     def reset(self, window_s: int) -> None:
         """Forget every count (before reading the window again, e.g. a longer one)."""

@@ -90,6 +90,12 @@ class Tail:
                         self.dropped += 1
                 if batch:
                     reactor.callFromThread(self._send_all, batch)
+                if sent >= MAX_MESSAGES_PER_S:  # over the rate: the rest of this second and
+                    try:  # what arrives meanwhile is dropped unread, so a busy topic costs little
+                        self.dropped += reader.skip_to_end()
+                    except Exception as exc:
+                        log.info("tail of %s: %r", self.topic, exc)
+                    self.stopped.wait(max(0.0, second + 1 - time.monotonic()))
                 now = int(time.monotonic())
                 if now != second:
                     second, sent = now, 0

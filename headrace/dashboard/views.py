@@ -35,9 +35,10 @@ def _under_replicated(layout: ClusterLayout, topic: str, partition: int) -> bool
 
 
 def cluster_view(layout: ClusterLayout, known: dict, zookeeper: dict, now_ms: int) -> dict:
-    """``/api/cluster``: ``known`` maps every broker id ever seen to its last registration,
-    so a broker that died stays listed (``up`` false) with its address."""
-    ids = set(layout.brokers) | set(known)
+    """``/api/cluster``: the registered brokers and those holding replicas without being
+    registered (they died: ``up`` false), with the address ``known`` (every broker id seen, to
+    its last registration) remembers for them."""
+    ids = set(layout.brokers)
     for placement in layout.topics.values():
         for replicas in placement.partitions.values():
             ids.update(replicas)
