@@ -54,6 +54,7 @@ from benchlib import (
     step,
 )
 from dashboard_streams import events, open_stream
+from repo_root import ROOT
 
 from broker.protocol.errors import KafkaError
 from headrace.accesslog import generate_logs
@@ -67,6 +68,7 @@ BACKLOG_TOPIC = "backlog"
 FIELD = "status"
 WINDOW_S = 60  # the aggregate open while producing
 BACKLOG_WINDOW_S = 3600  # covers the whole backlog
+STREAMS = ("events", "tail", "aggregate")  # what a page of the dashboard holds open
 IDLE_S = 3.0  # the dashboard's CPU measured with its streams open and nothing produced
 DISTINCT_EVENTS = 1000
 TARGET_RATIO = 0.9
@@ -195,7 +197,8 @@ class Cluster:
 
 
 class Dashboard:
-    """``python -m headrace.cli dashboard`` on a free port, its output in the work dir."""
+    """``python -m headrace.cli dashboard`` (this tree's) on a free port, its output in the
+    work dir."""
 
     def __init__(self, cluster: Cluster, workdir: Path):
         self.port = free_port()
@@ -204,8 +207,8 @@ class Dashboard:
         command = [sys.executable, "-m", "headrace.cli", "dashboard"]
         command += ["--zookeeper", cluster.zookeeper, "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.process = subprocess.Popen(  # from the root: this tree's headrace
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
             )
         try:
             wait_until(self._answers, 30, f"the dashboard on {self.url} (see {self.log_path})")
@@ -224,6 +227,12 @@ class Dashboard:
 
     def aggregate_url(self, topic: str, window_s: int) -> str:
         return f"{self.url}/api/aggregate?topic={topic}&field={FIELD}&window={window_s}&classes=1"
+
+    def stream_url(self, name: str, topic: str) -> str:
+        """The URL of one of STREAMS (a page's three streams) for ``topic``."""
+        if name == "aggregate":
+            return self.aggregate_url(topic, WINDOW_S)
+        return f"{self.url}/api/tail?topic={topic}" if name == "tail" else f"{self.url}/api/events"
 
     def stop(self) -> None:
         self.process.terminate()
@@ -282,8 +291,11 @@ class ProducePart:
     """Runs with and without a dashboard, each to a fresh topic (so a dashboard's aggregate
     has no window of earlier runs to read back before it streams)."""
 
-    def __init__(self, cluster: Cluster, workdir: Path, values: list[bytes], count: int):
+    def __init__(
+        self, cluster: Cluster, workdir: Path, values: list[bytes], count: int, streams: list[str]
+    ):
         self.cluster, self.workdir, self.values, self.count = cluster, workdir, values, count
+        self.streams = streams
         self.topics = 0
 
     def new_topic(self) -> str:
@@ -301,19 +313,14 @@ class ProducePart:
         dashboard = Dashboard(self.cluster, self.workdir)
         readers = None
         try:
-            readers = StreamReaders(
-                [
-                    f"{dashboard.url}/api/events",
-                    f"{dashboard.url}/api/tail?topic={topic}",
-                    dashboard.aggregate_url(topic, WINDOW_S),
-                ]
-            )
-            wait_until(
-                lambda: aggregate_assigned(dashboard, topic),
-                60,
-                f"the dashboard's aggregate of {topic} owning its partitions",
-                every=0.25,
-            )
+            readers = StreamReaders([dashboard.stream_url(name, topic) for name in self.streams])
+            if "aggregate" in self.streams:
+                wait_until(
+                    lambda: aggregate_assigned(dashboard, topic),
+                    60,
+                    f"the dashboard's aggregate of {topic} owning its partitions",
+                    every=0.25,
+                )
             meter = CpuMarks(
                 self._pids(dashboard=[dashboard.process.pid], readers=[readers.process.pid])
             )
@@ -332,7 +339,7 @@ class ProducePart:
             dashboard.stop()
 
     def _pids(self, **more: list[int]) -> dict[str, list[int]]:
-        return {"brokers": self.cluster.pids, **more}
+        return {"brokers": self.cluster.pids, "producer": [os.getpid()], **more}
 
     def run(self, reps: int) -> dict:
         sides = {"without": self.without, "with": self.with_dashboard}
@@ -448,6 +455,7 @@ def report(results: dict) -> None:
                     f"{r['msgs_per_s']:,.0f}",
                     f"{r['brokers_cpu_us_per_msg']:.2f}",
                     percent(r["brokers_cpu_share"]),
+                    percent(r["producer_cpu_share"]),
                     percent(r["dashboard_cpu_share"]) if "dashboard_cpu_share" in r else "-",
                     percent(r["idle_dashboard_cpu_share"]) if side == "with" else "-",
                     percent(r["machine_cpu_share"] / (os.cpu_count() or 1)),
@@ -455,8 +463,17 @@ def report(results: dict) -> None:
             )
     print_table(
         f"Batched produce, {produce['messages']:,} JSON events of {VALUE_BYTES} bytes a run, "
-        f"{PARTITIONS} partitions",
-        ["run", "msgs/s", "brokers CPU us/msg", "brokers", "dashboard", "dash. idle", "machine"],
+        f"{PARTITIONS} partitions; streams open: {', '.join(meta['streams']) or 'none'}",
+        [
+            "run",
+            "msgs/s",
+            "brokers CPU us/msg",
+            "brokers",
+            "producer",
+            "dashboard",
+            "dash. idle",
+            "machine",
+        ],
         rows,
     )
     print(
@@ -509,6 +526,7 @@ def run(args, workdir: Path) -> dict:
     count = args.messages or sizes["messages"]
     backlog = args.backlog or sizes["backlog"]
     reps = args.reps or sizes["reps"]
+    streams = [] if args.streams == "none" else args.streams.split(",")
     meta = new_meta(
         args.quick,
         workdir,
@@ -519,13 +537,14 @@ def run(args, workdir: Path) -> dict:
         backlog=backlog,
         reps=reps,
         window_s=WINDOW_S,
+        streams=streams,
     )
     print(header("dashboard", meta))
     values = access_events(workdir)
     with running_cluster(workdir, meta, BROKERS) as brokers:
         cluster = Cluster(brokers, args.replication_factor)
         results = {
-            "produce": ProducePart(cluster, workdir, values, count).run(reps),
+            "produce": ProducePart(cluster, workdir, values, count, streams).run(reps),
             "aggregate": aggregate_part(cluster, workdir, values, backlog, reps),
         }
     meta["load_average_at_end"] = os.getloadavg()
@@ -541,10 +560,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=0, metavar="N", help="repetitions of each part")
     parser.add_argument("--replication-factor", type=int, default=1, metavar="N")
+    parser.add_argument(
+        "--streams",
+        default=",".join(STREAMS),
+        help=f"the dashboard's streams open while producing: some of {','.join(STREAMS)}, "
+        "or none (default: all)",
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     if min(args.messages, args.backlog, args.reps) < 0 or args.replication_factor not in (1, 2, 3):
         parser.error("counts must not be negative; --replication-factor is 1, 2 or 3")
+    if args.streams != "none" and not set(args.streams.split(",")) <= set(STREAMS):
+        parser.error(f"--streams {args.streams}: give some of {','.join(STREAMS)}, or none")
     return main_in_tmp_dir(
         args, "dashboard-bench-", lambda workdir: run(args, workdir), report=report
     )
