@@ -265,6 +265,27 @@ def bench_parser(doc: str, quick: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def sized_parser(doc: str, quick: str, **sizes: str) -> argparse.ArgumentParser:
+    """``bench_parser`` with ``--messages`` (per produce run), one ``--NAME N`` per keyword of
+    ``sizes`` (``catchup_mb`` gives ``--catchup-mb``; the value is its help text) and
+    ``--reps``; each 0 unless given, meaning the mode's default."""
+    parser = bench_parser(doc, quick)
+    parser.add_argument("--messages", type=int, default=0, metavar="N", help="per produce run")
+    for name, text in sizes.items():
+        option = f"--{name.replace('_', '-')}"
+        parser.add_argument(option, type=int, default=0, metavar="N", help=text)
+    parser.add_argument("--reps", type=int, default=0, metavar="N", help="repetitions of each part")
+    return parser
+
+
+def with_meta(meta: dict, results: dict, json_path: str | None) -> dict:
+    """A run's ``results`` under its ``meta``, which gets the load average at the end and
+    where the report's ``finish`` is to write the JSON (``json_path``, popped there)."""
+    meta["load_average_at_end"] = os.getloadavg()
+    meta["json_path"] = json_path
+    return {"meta": meta, **results}
+
+
 def add_count_args(parser, count: str, count_help: str, reps_help: str) -> None:
     """``count`` (``--messages`` or ``--events``: 0 means the mode's default) and ``--reps``."""
     parser.add_argument(count, type=int, default=0, metavar="N", help=count_help)

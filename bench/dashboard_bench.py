@@ -39,7 +39,6 @@ from benchlib import (
     VALUE_BYTES,
     BenchmarkError,
     add_output_args,
-    bench_parser,
     check_delivery,
     close_rdkafka_producer,
     finish,
@@ -50,8 +49,10 @@ from benchlib import (
     print_table,
     rdkafka_produce_timed,
     running_cluster,
+    sized_parser,
     stat_cpu,
     step,
+    with_meta,
 )
 from dashboard_streams import events, open_stream
 from repo_root import ROOT
@@ -200,11 +201,12 @@ class Dashboard:
     """``python -m headrace.cli dashboard`` (this tree's) on a free port, its output in the
     work dir."""
 
-    def __init__(self, cluster: Cluster, workdir: Path):
+    def __init__(self, cluster: Cluster, workdir: Path, niceness: int = 0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"dashboard-{self.port}.log"
-        command = [sys.executable, "-m", "headrace.cli", "dashboard"]
+        command = ["nice", "-n", str(niceness)] if niceness else []
+        command += [sys.executable, "-m", "headrace.cli", "dashboard"]
         command += ["--zookeeper", cluster.zookeeper, "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(  # from the root: this tree's headrace
@@ -291,11 +293,10 @@ class ProducePart:
     """Runs with and without a dashboard, each to a fresh topic (so a dashboard's aggregate
     has no window of earlier runs to read back before it streams)."""
 
-    def __init__(
-        self, cluster: Cluster, workdir: Path, values: list[bytes], count: int, streams: list[str]
-    ):
+    def __init__(self, cluster: Cluster, workdir: Path, values: list[bytes], count: int, args):
         self.cluster, self.workdir, self.values, self.count = cluster, workdir, values, count
-        self.streams = streams
+        self.streams = [] if args.streams == "none" else args.streams.split(",")
+        self.niceness = args.dashboard_nice
         self.topics = 0
 
     def new_topic(self) -> str:
@@ -310,7 +311,7 @@ class ProducePart:
 
     def with_dashboard(self) -> dict:
         topic = self.new_topic()
-        dashboard = Dashboard(self.cluster, self.workdir)
+        dashboard = Dashboard(self.cluster, self.workdir, self.niceness)
         readers = None
         try:
             readers = StreamReaders([dashboard.stream_url(name, topic) for name in self.streams])
@@ -463,7 +464,8 @@ def report(results: dict) -> None:
             )
     print_table(
         f"Batched produce, {produce['messages']:,} JSON events of {VALUE_BYTES} bytes a run, "
-        f"{PARTITIONS} partitions; streams open: {', '.join(meta['streams']) or 'none'}",
+        f"{PARTITIONS} partitions; streams open: {meta['streams']}"
+        + (f"; dashboard at nice {meta['dashboard_nice']}" if meta["dashboard_nice"] else ""),
         [
             "run",
             "msgs/s",
@@ -526,7 +528,6 @@ def run(args, workdir: Path) -> dict:
     count = args.messages or sizes["messages"]
     backlog = args.backlog or sizes["backlog"]
     reps = args.reps or sizes["reps"]
-    streams = [] if args.streams == "none" else args.streams.split(",")
     meta = new_meta(
         args.quick,
         workdir,
@@ -537,34 +538,37 @@ def run(args, workdir: Path) -> dict:
         backlog=backlog,
         reps=reps,
         window_s=WINDOW_S,
-        streams=streams,
+        streams=args.streams,
+        dashboard_nice=args.dashboard_nice,
     )
     print(header("dashboard", meta))
     values = access_events(workdir)
     with running_cluster(workdir, meta, BROKERS) as brokers:
         cluster = Cluster(brokers, args.replication_factor)
         results = {
-            "produce": ProducePart(cluster, workdir, values, count, streams).run(reps),
+            "produce": ProducePart(cluster, workdir, values, count, args).run(reps),
             "aggregate": aggregate_part(cluster, workdir, values, backlog, reps),
         }
-    meta["load_average_at_end"] = os.getloadavg()
-    meta["json_path"] = args.json
-    return {"meta": meta, **results}
+    return with_meta(meta, results, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_parser(__doc__, "small sizes and one repetition, well under a minute")
-    parser.add_argument("--messages", type=int, default=0, metavar="N", help="per produce run")
-    parser.add_argument(
-        "--backlog", type=int, default=0, metavar="N", help="events the aggregate counts"
+    parser = sized_parser(
+        __doc__, "small sizes and one repetition, about 15 s", backlog="events the aggregate counts"
     )
-    parser.add_argument("--reps", type=int, default=0, metavar="N", help="repetitions of each part")
     parser.add_argument("--replication-factor", type=int, default=1, metavar="N")
     parser.add_argument(
         "--streams",
         default=",".join(STREAMS),
         help=f"the dashboard's streams open while producing: some of {','.join(STREAMS)}, "
         "or none (default: all)",
+    )
+    parser.add_argument(
+        "--dashboard-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the dashboard with nice -n N while producing (default 0: as everything else)",
     )
     add_output_args(parser)
     args = parser.parse_args(argv)
