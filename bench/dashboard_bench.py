@@ -227,6 +227,16 @@ class Dashboard:
         except OSError:
             return False
 
+    def lists(self, topic: str) -> None:
+        """Until the dashboard's topics view lists ``topic``: before that, a dashboard whose
+        ZooKeeper session is still being made answers 404 for it."""
+
+        def listed() -> bool:
+            with urllib.request.urlopen(self.url + "/api/topics", timeout=10) as response:
+                return any(t["name"] == topic for t in json.load(response)["topics"])
+
+        wait_until(listed, 30, f"{topic} in the dashboard's topics", every=0.2)
+
     def aggregate_url(self, topic: str, window_s: int) -> str:
         return f"{self.url}/api/aggregate?topic={topic}&field={FIELD}&window={window_s}&classes=1"
 
@@ -314,6 +324,7 @@ class ProducePart:
         dashboard = Dashboard(self.cluster, self.workdir, self.niceness)
         readers = None
         try:
+            dashboard.lists(topic)
             readers = StreamReaders([dashboard.stream_url(name, topic) for name in self.streams])
             if "aggregate" in self.streams:
                 wait_until(
@@ -379,6 +390,7 @@ def aggregate_run(cluster: Cluster, workdir: Path, backlog: int) -> dict:
     """A fresh dashboard's aggregate over the whole backlog: time until it counted all."""
     dashboard = Dashboard(cluster, workdir)
     try:
+        dashboard.lists(BACKLOG_TOPIC)
         meter = CpuMarks({"dashboard": [dashboard.process.pid], "brokers": cluster.pids})
         ticks: list[tuple[float, int]] = []
         before = meter.mark()
