@@ -74,7 +74,7 @@ IDLE_S = 3.0  # the dashboard's CPU measured with its streams open and nothing p
 DISTINCT_EVENTS = 1000
 TARGET_RATIO = 0.9
 QUICK = {"messages": 100_000, "backlog": 50_000, "reps": 1}
-DEFAULT = {"messages": 1_000_000, "backlog": 500_000, "reps": 3}
+DEFAULT = {"messages": 1_000_000, "backlog": 2_000_000, "reps": 3}
 
 
 def access_events(workdir: Path, count: int = DISTINCT_EVENTS) -> list[bytes]:
