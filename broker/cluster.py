@@ -28,7 +28,9 @@ live broker with our id is waited out for twice the session timeout, then refuse
 
 States of the registration: *connecting*, *registered* (ephemeral node present), *suspended*
 (connection lost, session alive: nothing to do), *lost* (session expired: register again on
-reconnect), *stopped*.
+reconnect), *stopped*.  ``registered_again`` is false from a lost session until this broker
+is registered on its new one (with a new ``broker_epoch``): until then no state it caches can
+be known to be meant for this incarnation.
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ class BrokerIdInUseError(RuntimeError):
 
 class KnownState(NamedTuple):
     """A partition's state as last read, with the version of its node (for conditional
-    writes)."""
+    writes) and the zxid of the node's last write (-1: not known), which tells whether it was
+    written after this broker's registration (``ZkCluster.broker_epoch``)."""
 
     state: PartitionState
     version: int
+    mzxid: int = -1
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ class ZkCluster(ClusterWrites):
         self._topic_watches: dict[str, tuple[DataWatch, DataWatch]] = {}
         self._state_watches: dict[tuple[str, int], object] = {}  # (topic, p) -> current token
         self._stopped = False
-        self._lost = False
+        self.registered_again = True  # false from a lost session until registered again
         self._pid_block = (0, -1)
         self.state = "connecting"
 
@@ -289,8 +293,9 @@ class ZkCluster(ClusterWrites):
                         f"{_holder(data)} (ZooKeeper session 0x{stat.ephemeralOwner:x})"
                     ) from None
                 time.sleep(0.2)
-        self.state = "registered"
+        # The epoch first: a registered state with the old epoch would pass old states as new.
         self.broker_epoch = stat.czxid
+        self.state = "registered"
         log.info(
             "registered broker %d at %s:%d (broker epoch %d)",
             self.broker_id,
@@ -303,7 +308,7 @@ class ZkCluster(ClusterWrites):
         if self._stopped:
             return  # our own close, not a lost session
         if state == KazooState.LOST:
-            self._lost = True
+            self.registered_again = False
             self.state = "lost"
             log.warning("ZooKeeper session lost; broker %d will register again", self.broker_id)
         elif state == KazooState.SUSPENDED:
@@ -319,7 +324,7 @@ class ZkCluster(ClusterWrites):
         while not self._stopped:
             try:
                 self._register()
-                self._lost = False
+                self.registered_again = True
                 return
             except Exception as exc:
                 log.warning("cannot register broker %d yet (%s); retrying", self.broker_id, exc)
@@ -439,8 +444,8 @@ class ZkCluster(ClusterWrites):
                 except MalformedNodeError:
                     log.warning("ignoring malformed state of %s-%d: %r", name, partition, data)
                     return True
-            version = stat.version if stat is not None else -1
-            self.reactor.callFromThread(self._apply_state, name, partition, state, version)
+            version, mzxid = (stat.version, stat.mzxid) if stat is not None else (-1, -1)
+            self.reactor.callFromThread(self._apply_state, name, partition, state, version, mzxid)
             return True
 
         DataWatch(self.client, layout.partition_state_path(name, partition), on_state)
@@ -457,7 +462,7 @@ class ZkCluster(ClusterWrites):
         self.reactor.callFromThread(self._apply_config, name, config)
         return True
 
-    def _apply_state(self, name: str, partition: int, state, version: int) -> None:
+    def _apply_state(self, name: str, partition: int, state, version: int, mzxid: int = -1) -> None:
         """A partition's state node changed: keep it with its version; tell the listeners of
         a newer leader epoch or a new ISR, and the metadata listeners of a new leader."""
         states = self.metadata.states.setdefault(name, {})
@@ -465,9 +470,9 @@ class ZkCluster(ClusterWrites):
         if state is None:
             states.pop(partition, None)
             return
-        if old is not None and state.leader_epoch < old.state.leader_epoch:
+        if old is not None and (state.leader_epoch < old.state.leader_epoch or mzxid < old.mzxid):
             return  # an older write seen late
-        states[partition] = KnownState(state, version)
+        states[partition] = KnownState(state, version, mzxid)
         if old is None or state.leader_epoch > old.state.leader_epoch or state.isr != old.state.isr:
             for callback in self.on_partition_state:
                 try:

@@ -116,6 +116,15 @@ PROPERTIES: tuple[Property, ...] = (
     Property("advertised.listeners", _list, None, "addresses clients should use, if not listeners"),
     Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
     Property("zookeeper.session.timeout.ms", integer(1), 18000, "ZooKeeper session timeout"),
+    Property(
+        "metrics.port",
+        integer(0, 65535),
+        None,
+        "port of the Prometheus /metrics page (off when unset; 0: any free port)",
+    ),
+    Property(
+        "metrics.host", _string, None, "address of the /metrics page (else the listener's host)"
+    ),
     Property("log.dirs", _list, None, "directories holding partition logs (else log.dir)"),
     Property("log.dir", _nonempty, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
     Property("num.partitions", integer(1, INT_MAX), 1, "partitions of an auto-created topic"),

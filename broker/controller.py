@@ -16,7 +16,8 @@ registration; ``/brokers/topics`` and each placement; each partition's state) on
 events: one thread takes them in order and runs the decisions of ``broker/election.py``.
 
 States: *candidate* (standing or watching ``/controller``), *active* (elected, acting),
-*stopped*.  A lost session makes an active controller a candidate again.
+*stopped*.  A lost session makes an active controller a candidate again; a reconnect on the
+same session reads everything again (an event cut short by the drop is decided anew).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Controller:
         self.epoch = 0
         self.epoch_version = -1  # the version of /controller_epoch our writes check
         self.controller_id = -1  # the controller as last seen
+        self.leader_elections = 0  # partitions given a new live leader while active
         self.events: queue.Queue = queue.Queue()
         self._thread = threading.Thread(
             target=self._run, name=f"controller-{broker_id}", daemon=True
@@ -91,6 +93,7 @@ class Controller:
         self.placements: dict[str, dict[int, list[int]]] = {}
         self.unclean_topics: dict[str, bool] = {}
         self.states: dict[Partition, tuple[PartitionState, int]] = {}
+        self.written_at: dict[Partition, int] = {}  # each state node's mzxid, where known
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -153,8 +156,10 @@ class Controller:
     # --- election ------------------------------------------------------------------------
 
     def _on_elect(self) -> None:
-        if self.active or not self.client.connected:
+        if not self.client.connected:
             return
+        if self.active:  # reconnected on our session
+            return self._reconcile()
         reg = layout.ControllerRegistration(self.broker_id, int(time.time() * 1000))
         try:
             self.client.create(CONTROLLER, layout.encode_controller(reg), ephemeral=True)
@@ -207,9 +212,20 @@ class Controller:
         self.epoch, self.epoch_version = epoch, stat.version
         self.active, self.controller_id = True, self.broker_id
         log.info("broker %d is the controller (epoch %d)", self.broker_id, epoch)
-        self.brokers, self.placements, self.states = {}, {}, {}
+        self.brokers, self.placements, self.states, self.written_at = {}, {}, {}, {}
         self.shutting_down = set()
         self._on_brokers(initial=True)
+        self._on_topics()
+
+    def _reconcile(self) -> None:
+        """After a reconnect on our session: an event being handled when the connection
+        dropped was cut short (its ZooKeeper call failed), so read the brokers and every
+        state again and decide as a newly elected controller does (a bounce it missed shows
+        as a broker registered after a state, ``_on_topic``)."""
+        self._on_brokers()
+        self.states, self.written_at = {}, {}
+        for name in sorted(self.placements):
+            self._on_topic(name)
         self._on_topics()
 
     def _give_up_election(self) -> None:
@@ -273,7 +289,14 @@ class Controller:
                 continue
             last = outcome[-1]
             version = 0 if isinstance(last, str) else last.version
+            before = self.states.get(key)
+            if state.leader >= 0 and (before is None or before[0].leader != state.leader):
+                self.leader_elections += 1
             self.states[key] = (state, version)
+            if isinstance(last, str):  # created: its zxid is read with the node
+                self.written_at.pop(key, None)
+            else:
+                self.written_at[key] = last.mzxid
             written[key] = version
         if moved:
             raise ControllerMovedError(
@@ -388,11 +411,14 @@ class Controller:
         self.unclean_topics.pop(topic, None)
         for key in [k for k in self.states if k[0] == topic]:
             del self.states[key]
+            self.written_at.pop(key, None)
 
     def _on_topic(self, name: str) -> None:
         """A topic appeared or its placement changed: read it, its config and the states of
         its partitions; give new partitions their first state, and elect where the leader is
-        not live (this controller may be new, and brokers may have failed meanwhile)."""
+        not live (this controller may be new, and brokers may have failed meanwhile) or was
+        registered after the state was written (it bounced where no controller saw it: its
+        new incarnation must get a state of its own, ``election.on_broker_bounce``)."""
         if not self.active:
             return
         try:
@@ -420,11 +446,12 @@ class Controller:
             if state is None:
                 return election.new_partition(replicas, live, self.epoch)
             gone = (set(replicas) | set(state.isr)) - live
-            if state.leader not in live:
-                return election.on_broker_failure(
-                    state, replicas, gone, live, self.epoch, self._unclean(name)
-                ) or election.on_broker_start(
-                    state, replicas, live, self.epoch, self._unclean(name)
+            bounced = live & election.registered_since(
+                state, self.written_at.get(key), self.brokers
+            )
+            if state.leader not in live or bounced:
+                return election.on_broker_bounce(
+                    state, replicas, gone | bounced, live, self.epoch, self._unclean(name)
                 )
             return election.on_broker_failure(state, replicas, gone, live, self.epoch)
 
@@ -437,12 +464,14 @@ class Controller:
         except NoNodeError:
             self.client.exists(path, watch=self._watch("state", topic, partition))
             self.states.pop((topic, partition), None)
+            self.written_at.pop((topic, partition), None)
             return
         try:
             self.states[(topic, partition)] = (
                 layout.decode_partition_state(data, path),
                 stat.version,
             )
+            self.written_at[(topic, partition)] = stat.mzxid
         except MalformedNodeError as exc:
             log.warning("controller: %s", exc)
 

@@ -180,6 +180,37 @@ def controlled_shutdown(
     return None, True
 
 
+def registered_since(
+    state: PartitionState, written_at: int | None, broker_epochs: dict[int, int]
+) -> set[int]:
+    """The brokers among ``state``'s leader and ISR registered after the state's last write
+    (``written_at``, its node's mzxid; None: not known, nobody): each broker epoch (the czxid
+    of its registration) is newer, so it bounced or restarted since and no controller decided
+    the partition for that incarnation (one elected since would not have seen the bounce)."""
+    if written_at is None:
+        return set()
+    members = set(state.isr) | {state.leader}
+    return {b for b in members if broker_epochs.get(b, -1) > written_at}
+
+
+def on_broker_bounce(
+    state: PartitionState,
+    replicas: Sequence[int],
+    bounced: Collection[int],
+    live: Collection[int],
+    controller_epoch: int,
+    unclean: bool = False,
+) -> PartitionState | None:
+    """Brokers ``bounced`` (live now) are new incarnations of ones in the state: handled as a
+    failure and then a start, as ``brokers_changed`` has the controller do, folded into one
+    state.  A bounced leader is replaced by a live in-sync replica, or leads again one epoch
+    later when it was the only one; a bounced follower leaves the ISR.  Either way the leader
+    gets a state written after its registration, which it waits for before taking writes."""
+    failed = on_broker_failure(state, replicas, bounced, live, controller_epoch, unclean)
+    started = on_broker_start(failed or state, replicas, live, controller_epoch, unclean)
+    return started or failed
+
+
 def brokers_changed(known: dict[int, int], current: dict[int, int]) -> tuple[set[int], set[int]]:
     """(failed, started) from two views of the broker registry, each broker id -> its epoch
     (the czxid of its registration, KIP-380): a broker whose epoch changed bounced, so it is

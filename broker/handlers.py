@@ -22,6 +22,7 @@ from .list_offsets import list_offsets as answer_list_offsets
 from .log import ConfigError, LogConfig, LogManager
 from .log.names import validate_topic_name
 from .log_dirs import describe_log_dirs
+from .metrics import NoMetrics
 from .protocol import errors, produce
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, api_versions_body, check_handlers
@@ -64,6 +65,7 @@ class RequestHandlers:
         )
         self.controller = None  # this broker's controller, set by the broker once started
         self.replicas = None  # this broker's ReplicaManager, set by the broker
+        self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
         self.table = self.handler_table()
         self.contextual = self.groups.contextual
         check_handlers({**self.table, **self.contextual})
@@ -145,15 +147,21 @@ class RequestHandlers:
             for index, records in partitions:
                 answers.append(answer(topic, index, records, acks, version))
             responses.append((topic, answers))
+        if acks == -1:
+            before = self.metrics.produce_codes(responses)
+            waiting = self.replicas.acks_all_answer(responses, request.timeout_ms)
+            if waiting is not None:
+                return waiting.addCallback(self._produce_waited, version, responses, before)
         if acks == 0:
             # Kafka's rule: an acks=0 producer learns of an error only by the connection
             # closing, and then refreshes its metadata.
             failed = any(p[1] for _, partitions in responses for p in partitions)
             return CLOSE_CONNECTION if failed else None
-        if acks == -1:
-            waiting = self.replicas.acks_all_answer(responses, request.timeout_ms)
-            if waiting is not None:
-                return waiting.addCallback(lambda _: produce.encode_response(version, responses))
+        return produce.encode_response(version, responses)
+
+    def _produce_waited(self, _, version, responses, before):
+        """An acks=all answer once the high watermark wait is over."""
+        self.metrics.produce_waited(responses, before)
         return produce.encode_response(version, responses)
 
     def _produce_partition(self, topic, partition, records, acks, version):
@@ -177,8 +185,10 @@ class RequestHandlers:
                 code, record_errors = _invalid_record(exc, version)
             if not exc.retriable or exc.code in (errors.CorruptMessageError.code,):
                 log.info("produce to %s-%d refused: %s", topic, partition, exc)
+            self.metrics.error(ApiKey.PRODUCE, code)
             return (partition, code, -1, -1, -1, record_errors, str(exc.args[0]))
         self.replicas.appended(topic, partition, plog, len(records))
+        self.metrics.produced(topic, appended.record_count, len(records))
         return (
             partition,
             NONE,

@@ -20,6 +20,7 @@ from .config import BrokerConfig
 from .controller import Controller
 from .handlers import RequestHandlers
 from .log import ConfigError, LogManager
+from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
@@ -62,6 +63,9 @@ class Broker:
         self.replicas = None
         self.handlers = None
         self.port = None
+        self.metrics = None  # BrokerMetrics while metrics.port is set
+        self.metrics_port = None
+        self.metrics_folding = None
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
@@ -76,9 +80,16 @@ class Broker:
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
-        factory = KafkaServerFactory(self.handlers, self.config["socket.request.max.bytes"])
+        handlers = self.handlers
+        if self.config["metrics.port"] is not None:
+            self.metrics = BrokerMetrics(self)
+            self.handlers.metrics = self.metrics
+            handlers = self.metrics.metered(self.handlers)
+        factory = KafkaServerFactory(handlers, self.config["socket.request.max.bytes"])
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
+        if self.metrics is not None:  # a port in use fails the start before joining the cluster
+            self._serve_metrics()
         self.replicas = ReplicaManager(
             self.config["broker.id"],
             self.manager,
@@ -113,6 +124,18 @@ class Broker:
             self.port.getHost().port,
             *self.advertised,
         )
+
+    def _serve_metrics(self) -> None:
+        """The Prometheus page on ``metrics.port``, at ``metrics.host`` (by default the
+        listener's host)."""
+        self.metrics_folding = self.metrics.start_folding(self.reactor)
+        host = self.config["metrics.host"]
+        if host is None:
+            host = self.listen_host
+        self.metrics_port = self.reactor.listenTCP(
+            self.config["metrics.port"], self.metrics.site(), interface=host
+        )
+        log.info("metrics on http://%s:%d/metrics", host or "*", self.metrics_port.getHost().port)
 
     def _metadata_changed(self, metadata, topics) -> None:
         """Apply each topic's configuration; delete the logs of deleted topics.  Logs are
@@ -175,6 +198,9 @@ class Broker:
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
         deferred = self.port.stopListening() if self.port is not None else None
+        if self.metrics_port is not None:
+            self.metrics_port.stopListening()
+            self.metrics_folding.stop()
         if self.port is not None:
             for connection in list(self.factory.connections):
                 connection.transport.abortConnection()

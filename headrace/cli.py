@@ -301,6 +301,8 @@ def cmd_cluster(args) -> int:
         f"ZooKeeper at {state['zookeeper']}; {len(state['brokers'])} brokers; "
         f"bootstrap servers {state['bootstrap']}"
     )
+    if devcluster.metrics_pages(state):
+        print(f"metrics of brokers {devcluster.metrics_pages(state)}")
     print(f"logs and data under {directory}; stop with `headrace cluster down`")
     return 0
 

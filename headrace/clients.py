@@ -12,6 +12,7 @@ import threading
 from broker.protocol.errors import KafkaError
 from broker.protocol.offsets import committed_partitions, read_offset, read_owner
 from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
+from consumers.metrics import add_metrics_arguments
 
 from .kafka_groups import assigned_partitions, describe_group, list_groups
 
@@ -340,4 +341,5 @@ def add_parsers(sub) -> None:
         "--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"]
     )
     idempotence(p)
+    add_metrics_arguments(p)
     p.set_defaults(func=ship)

@@ -320,6 +320,8 @@ def pipeline(
         f"ZooKeeper {state['zookeeper']} (chroot {connect[len(state['zookeeper']) :] or '/'}); "
         f"brokers {bootstrap}"
     )
+    if devcluster.metrics_pages(state):  # a cluster started before metrics has none
+        _say(f"Prometheus metrics of brokers {devcluster.metrics_pages(state)}")
     try:
         dashboard = devcluster.start_dashboard(directory, state, warehouse)
     except RuntimeError as exc:

@@ -162,10 +162,12 @@ class BrokerProcess:
         zookeeper_connect: str,
         port: int | None = None,
         overrides: dict[str, str] | None = None,
+        metrics_port: int | None = None,
     ):
         self.workdir = Path(workdir)
         self.broker_id = broker_id
         self.port = port or free_port()
+        self.metrics_port = metrics_port  # metrics.port; None: no metrics page
         self.zookeeper_connect = zookeeper_connect
         self.overrides = dict(overrides or {})
         self.process: subprocess.Popen | None = None
@@ -173,6 +175,13 @@ class BrokerProcess:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The broker's Prometheus page, if it serves one."""
+        if self.metrics_port is None:
+            return None
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def config_path(self) -> Path:
@@ -192,6 +201,8 @@ class BrokerProcess:
             "zookeeper.session.timeout.ms": "6000",
             "num.partitions": "3",
         }
+        if self.metrics_port is not None:
+            values["metrics.port"] = str(self.metrics_port)
         values.update(self.overrides)
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
@@ -310,7 +321,7 @@ def cluster_up(
             port = base_port + i - 1 if base_port else free_port()
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is in use; choose another --base-port")
-            broker = BrokerProcess(directory, i, connect, port)
+            broker = BrokerProcess(directory, i, connect, port, metrics_port=free_port())
             try:
                 broker.start(detach=True)
             finally:
@@ -320,6 +331,7 @@ def cluster_up(
                         {
                             "id": i,
                             "port": port,
+                            "metrics_port": broker.metrics_port,
                             "pid": broker.process.pid,
                             "config": str(broker.config_path),
                             "log": str(broker.log_path),
@@ -332,6 +344,15 @@ def cluster_up(
     state["bootstrap"] = ",".join(f"127.0.0.1:{b['port']}" for b in state["brokers"])
     state_path.write_text(json.dumps(state, indent=2))
     return state
+
+
+def metrics_pages(state: dict) -> str:
+    """The brokers' Prometheus pages in a cluster state, for people: ``1 http://...``."""
+    return ", ".join(
+        f"{b['id']} http://127.0.0.1:{b['metrics_port']}/metrics"
+        for b in state["brokers"]
+        if b.get("metrics_port")
+    )
 
 
 def kill_broker(entry: dict) -> None:
@@ -351,7 +372,13 @@ def _terminate_now(pid: int) -> None:
 
 def restart_broker(directory: Path, state: dict, entry: dict) -> None:
     """Start a broker of the cluster again with its old id, port and data."""
-    broker = BrokerProcess(directory, entry["id"], state["connect"], entry["port"])
+    broker = BrokerProcess(
+        directory,
+        entry["id"],
+        state["connect"],
+        entry["port"],
+        metrics_port=entry.get("metrics_port"),
+    )
     broker.start(detach=True)
     entry["pid"] = broker.process.pid
     state["pids"].append(broker.process.pid)

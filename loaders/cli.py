@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from consumers.metrics import add_metrics_arguments
+
 
 def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -97,6 +99,7 @@ def add_parser(sub) -> None:
         default=6000,
         help="ZooKeeper session timeout of each worker (zookeeper.session.timeout.ms)",
     )
+    add_metrics_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -129,6 +132,8 @@ def run(args) -> int:
             parquet_compression=args.parquet_compression,
             session_timeout_ms=args.session_timeout_ms,
             log_level="WARNING" if level == "INFO" else level,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
         )
     except (ConfigError, ValueError) as exc:
         print(f"headrace load: {exc}", file=sys.stderr)

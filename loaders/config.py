@@ -53,6 +53,8 @@ class LoaderConfig:
     max_future_ms: int = 86_400_000  # events later than the plan's time plus this: quarantined
     success_lookback_days: int = 7  # how far back hours are checked for _SUCCESS
     log_level: str = "WARNING"
+    metrics_port: int | None = None  # the supervisor's Prometheus page; None: none
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if isinstance(self.topics, str):
@@ -88,6 +90,8 @@ class LoaderConfig:
                 f"--parquet-compression must be one of {', '.join(PARQUET_COMPRESSIONS)} "
                 f"(got {self.parquet_compression!r})"
             )
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be 0-65535 (got {self.metrics_port!r})")
         if not isinstance(logging.getLevelName(self.log_level), int):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 

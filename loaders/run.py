@@ -24,8 +24,10 @@ from kazoo.handlers.threading import KazooTimeoutError
 from broker.protocol import zookeeper as layout
 from broker.protocol.errors import KafkaError
 from consumers.cluster import ClusterClient
+from consumers.metrics import MetricsPortError, serve_metrics
 
 from .config import LoaderConfig
+from .metrics import LoaderMetrics
 from .pool import Replacements, WorkerPool, replace_dead
 from .progress import (
     check_plan,
@@ -63,7 +65,12 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         print(f"headrace load: cannot reach ZooKeeper at {config.zookeeper}: {exc}", file=err)
         return 2
     cluster = ClusterClient(zookeeper=config.zookeeper, client_id="headrace-loader")
+    metrics = LoaderMetrics(config.group)
+    page = None
     try:
+        page = serve_metrics(metrics.registry, config.metrics_port, config.metrics_host)
+        if page is not None:
+            log.info("metrics on http://%s:%d/metrics", page.host, page.port)
         for topic in config.topics:
             if not zk.exists(layout.topic_path(topic)):
                 pool.terminate()
@@ -73,7 +80,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         stats = Stats()
         while True:
             supervisor = Supervisor(
-                config, zk, cluster, err, stats, pool or WorkerPool.start(config)
+                config, zk, cluster, err, stats, pool or WorkerPool.start(config), metrics
             )
             pool = None  # a second pass starts new ones
             status = supervisor.run()
@@ -88,6 +95,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
             # load what arrived since, up to the current end.
             log.info("finished an interrupted run's plan; planning again")
         complete, lag = progress_left(zk, cluster, config)
+        metrics.lag(lag)
         if complete and not config.follow:
             marked = mark_complete_hours(store, config, read_plan_partitions(zk, config))
         else:
@@ -117,6 +125,9 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
             )
             return 1
         return status
+    except MetricsPortError as exc:
+        print(f"headrace load: {exc}", file=err)
+        return 2
     except (LoaderError, StorageError) as exc:
         print(f"headrace load: {exc}", file=err)
         return 1
@@ -133,6 +144,8 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         cluster.close()
         zk.stop()
         zk.close()
+        if page is not None:
+            page.close()
 
 
 def _check_declared_schema(config: LoaderConfig) -> None:
@@ -153,9 +166,19 @@ class Supervisor:
     reports (``stats``), and, with --follow, plan again every interval and replace the
     workers that die.  ``run`` returns the pass's exit status; ``plan`` is its plan."""
 
-    def __init__(self, config: LoaderConfig, zk, cluster, err, stats: Stats, pool: WorkerPool):
+    def __init__(
+        self,
+        config: LoaderConfig,
+        zk,
+        cluster,
+        err,
+        stats: Stats,
+        pool: WorkerPool,
+        metrics: LoaderMetrics | None = None,
+    ):
         self.config, self.zk, self.cluster, self.err = config, zk, cluster, err
         self.stats, self.pool = stats, pool
+        self.metrics = metrics
         self.plan: dict = {}
         self.stopping: list[int] = []  # the signals received
         self.terminated: set[int] = set()  # workers stopped because another one failed
@@ -176,7 +199,7 @@ class Supervisor:
             t0 = time.monotonic()
             while True:
                 for event in self.pool.reports(timeout=0.05):
-                    self.stats.add(event)
+                    self._add(event)
                 if tty:
                     done = self.stats.total("rows") + self.stats.total("dead_letters")
                     line = progress_line(done, total, time.monotonic() - t0, self.config.follow)
@@ -185,13 +208,18 @@ class Supervisor:
                     break
             self.pool.join()
             for event in self.pool.reports():
-                self.stats.add(event)
+                self._add(event)
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
             if tty:
                 print(file=self.err)
         return exit_status(self.pool.exit_codes(), self.stats, self.stopping, self.terminated)
+
+    def _add(self, event: dict) -> None:
+        self.stats.add(event)
+        if self.metrics is not None:
+            self.metrics.observe(event)
 
     def _stop(self, signum, frame) -> None:
         self.stopping.append(signum)
@@ -205,12 +233,21 @@ class Supervisor:
                 self.next_plan = time.monotonic() + self.config.interval
                 replan(self.zk, self.cluster, self.config)
             replace_dead(self.pool, self.replacements, self.err)
+            if self.metrics is not None and self.metrics.lag_due():
+                self.measure_lag()
         if not self.pool.any_alive():
             return False
         if self.stats.failed and not self.config.follow:
             # one worker failed: the run has failed; stop the rest
             self.terminated |= self.pool.terminate(spare=self.stats.failed | self.terminated)
         return True
+
+    def measure_lag(self) -> None:
+        """The lag gauges; a broker or ZooKeeper that fails now is asked again later."""
+        try:
+            self.metrics.lag(progress_left(self.zk, self.cluster, self.config)[1])
+        except (KafkaError, OSError, KazooException) as exc:
+            log.info("cannot measure the lag now: %s", exc)
 
 
 def replan(zk, cluster, config: LoaderConfig) -> None:

@@ -1,6 +1,8 @@
 """The controller against a real ZooKeeper, in-process (broker/controller.py): election,
 partition states written and fenced by the controller epoch, a superseded controller's write
-refused after a real session expiry, controlled shutdown and stale broker epochs."""
+refused after a real session expiry, a bounce no controller saw decided by the next one and
+one whose event a dropped connection cut short decided on the reconnect, controlled shutdown
+and stale broker epochs."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import time
 
 import pytest
 from conftest import wait_for
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import ConnectionLoss
 
 from broker.controller import Controller, ControllerMovedError
 from broker.protocol import errors
@@ -167,6 +170,63 @@ def test_the_controllers_broker_gone_another_takes_over_with_a_higher_epoch(zk):
     finally:
         for controller in controllers.values():
             controller.stop()
+
+
+def test_a_new_controller_decides_again_for_a_broker_registered_after_a_state(zk):
+    """A broker that bounced where no controller saw it (its registration newer than the
+    states naming it) gets states written after its registration: a broker on a new session
+    leads only under those (broker/replica/lease.py)."""
+    brokers = {b: register(zk, b) for b in (1, 2, 3)}
+    placement = TopicPlacement({0: [1, 2], 1: [1, 3], 2: [2, 3]})
+    zk.admin.create(layout.topic_path("t"), layout.encode_topic(placement))
+    old = {0: PartitionState(1, 3, (1, 2), 1), 1: PartitionState(1, 3, (1,), 1)}
+    old[2] = PartitionState(2, 3, (2, 3), 1)
+    for p, state in old.items():
+        path = layout.partition_state_path("t", p)
+        zk.admin.create(path, layout.encode_partition_state(state), makepath=True)
+    brokers[1].stop()  # its session ends and it registers again: no controller saw it
+    register(zk, 1)
+    broker_epoch = zk.admin.exists(layout.broker_path(1)).czxid
+    controller = started(zk, 3)
+    try:
+        wait_for(lambda: all(state_of(zk, "t", p)[0].leader_epoch > 3 for p in (0, 1)), 10)
+        assert state_of(zk, "t", 0)[0] == PartitionState(2, 4, (2,), 1)  # an in-sync replica
+        assert state_of(zk, "t", 1)[0] == PartitionState(1, 5, (1,), 1)  # the only one: again
+        for p in (0, 1):
+            assert zk.admin.exists(layout.partition_state_path("t", p)).mzxid > broker_epoch
+        time.sleep(0.3)
+        assert state_of(zk, "t", 2)[0] == old[2]  # registered before its state: left alone
+    finally:
+        controller.stop()
+
+
+def test_a_reconnected_controller_decides_a_bounce_whose_event_the_drop_cut_short(zk):
+    brokers = {b: register(zk, b) for b in (1, 2)}
+    zk.admin.create(layout.topic_path("t"), layout.encode_topic(TopicPlacement({0: [1, 2]})))
+    controller = started(zk, 2)
+    try:
+        wait_for(lambda: zk.admin.exists(layout.partition_state_path("t", 0)), 10)
+        before = state_of(zk, "t", 0)[0]
+        assert before.leader == 1
+        write_states, cut = controller.write_states, []
+
+        def dropped(changes):  # the connection drops under the event's first write
+            if not cut:
+                cut.append(changes)
+                raise ConnectionLoss()
+            return write_states(changes)
+
+        controller.write_states = dropped
+        brokers[1].stop()  # broker 1 bounces: a new registration, a new broker epoch
+        register(zk, 1)
+        wait_for(lambda: cut, 10)
+        time.sleep(0.5)
+        assert state_of(zk, "t", 0)[0] == before  # the event was lost with the connection
+        controller._on_session(KazooState.CONNECTED)  # as kazoo reports the reconnect
+        wait_for(lambda: state_of(zk, "t", 0)[0].leader_epoch > before.leader_epoch, 10)
+        assert state_of(zk, "t", 0)[0] == PartitionState(2, 1, (2,), 1)
+    finally:
+        controller.stop()
 
 
 def _shutdown(controller: Controller, broker: int, epoch: int):

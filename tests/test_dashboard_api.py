@@ -24,6 +24,13 @@ def dashboard(cluster3, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def layout(dashboard, cluster3):
+    """A topic of six partitions, three replicas each, that the dashboard has seen."""
+    new_topic(dashboard, cluster3, "layout", 6, replication_factor=3)
+    return "layout"
+
+
+@pytest.fixture(scope="module")
 def producer(cluster3):
     with Producer(bootstrap_servers=cluster3.bootstrap, linger_ms=0) as p:
         yield p
@@ -56,8 +63,7 @@ def test_default_bind_is_loopback(dashboard):
     assert listening_addresses(dashboard.port) == {"127.0.0.1"}
 
 
-def test_cluster_lists_brokers_controller_and_partitions(dashboard, cluster3):
-    create_topic(cluster3.brokers[0].port, "layout", 6, replication_factor=3)
+def test_cluster_lists_brokers_controller_and_partitions(dashboard, cluster3, layout):
 
     def ready():
         body = get_json(dashboard.url + "/api/cluster")[1]
@@ -185,7 +191,7 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
         return [w for w in reader.of("window") if w["events"] == 66]
 
     with EventReader(aggregate_url(dashboard, "web")) as reader:
-        window = reader.wait_for(counted, 15)[-1]
+        window = reader.wait_for(counted, 30)[-1]
     buckets = window["buckets"]
     assert window["window_s"] == 600 and window["step_s"] == 60 and len(buckets) == 10
     assert window["totals"] == {"2xx": 25, "5xx": 40, "null": 1}
@@ -197,7 +203,7 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
     again = DashboardProcess(cluster3.zookeeper_connect, tmp_path).start()
     try:
         with EventReader(aggregate_url(again, "web")) as reader:
-            rebuilt = reader.wait_for(counted, 15)[-1]
+            rebuilt = reader.wait_for(counted, 30)[-1]
     finally:
         again.stop()
     assert rebuilt["totals"] == window["totals"]
@@ -215,18 +221,13 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
         ("aggregate?topic=nosuch&field=status&window=60", 404),
         ("aggregate?topic=layout&field=status", 400),
         ("aggregate?topic=layout&field=status&window=-5", 400),
+        ("aggregate?topic=layout&field=status&window=%C2%B2", 400),
         ("aggregate?topic=layout&field=status&window=60&step=61", 400),
         ("aggregate?topic=layout&field=status&window=60&classes=maybe", 400),
         ("nosuch", 404),
     ],
 )
-def test_bad_requests_get_a_json_error(dashboard, cluster3, query, status):
-    wait_for(
-        lambda: (
-            "layout" in {t["name"] for t in get_json(dashboard.url + "/api/topics")[1]["topics"]}
-        ),
-        15,
-    )
+def test_bad_requests_get_a_json_error(dashboard, layout, query, status):
     code, body = get_json(f"{dashboard.url}/api/{query}")
     assert code == status and isinstance(body["error"], str) and "\n" not in body["error"]
     assert get_json(dashboard.url + "/api/cluster")[0] == 200  # and it serves on
@@ -277,3 +278,15 @@ def test_dashboard_command_refuses_bad_options_in_one_line(dashboard, cluster3, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and said in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_event_stream_pushes_the_three_snapshots_every_second(dashboard, layout):
+    with EventReader(dashboard.url + "/api/events") as events:
+        events.wait_for(
+            lambda r: all(len(r.of(n)) >= 3 for n in ("cluster", "topics", "groups")), 10
+        )
+    for name in ("cluster", "topics", "groups"):
+        stamps = [view["sampled_at"] for view in events.of(name)]
+        assert stamps == sorted(stamps) and len(set(stamps)) >= 2
+    assert layout in {t["name"] for t in events.of("topics")[-1]["topics"]}
+    assert events.of("cluster")[-1]["zookeeper"]["state"] == "connected"

@@ -94,7 +94,10 @@ def test_tail_starts(text, start):
     assert parse_start(text) == start
 
 
-@pytest.mark.parametrize("text", ["yesterday", "-3", "positions:0", "positions:a=1", "12:00"])
+@pytest.mark.parametrize(
+    "text",
+    ["yesterday", "-3", "positions:0", "positions:a=1", "12:00", "\u00b2", "positions:\u00b2=1"],
+)
 def test_bad_tail_starts(text):
     with pytest.raises(BadStart, match="from="):
         parse_start(text)

@@ -105,6 +105,35 @@ def test_follower_copies_the_leaders_batches_byte_for_byte(tmp_path):
         assert follower.read(offset, 1 << 20) == leader.read(offset, 1 << 20)
 
 
+def test_a_follower_made_leader_answers_a_retried_idempotent_batch_as_a_duplicate(tmp_path):
+    """The idempotent producers' state a follower builds from the batches it copies: a batch
+    the old leader stored, retried to the new one after a leader change, is answered with its
+    original offsets and not stored twice; the producer's next batch is taken."""
+    leader = build_log(tmp_path / "t-0", 14)
+    follower = PartitionLog.open(tmp_path / "f" / "t-0", CONFIG, clock=Clock())
+    while follower.log_end_offset < leader.log_end_offset:
+        follower.append_as_follower(leader.read(follower.log_end_offset, 1 << 20))
+    end = follower.log_end_offset
+    originals = {
+        (b.header.producer_id, b.header.base_sequence): (b.header.base_offset, b.header.last_offset)
+        for b in read_all(leader)
+        if b.header.producer_id >= 0
+    }
+    for seq in (11, 13):  # the last batches of producers 1 and 0
+        data, _epoch = plan_batch(seq)
+        header = parse_header(data)
+        result = follower.append(data, leader_epoch=9)
+        assert (result.base_offset, result.last_offset) == originals[
+            (header.producer_id, header.base_sequence)
+        ]
+    assert follower.log_end_offset == end
+    data, _epoch = plan_batch(14)  # producer 1's next batch
+    assert follower.append(data, leader_epoch=9).base_offset == end
+    assert follower.log_end_offset > end
+    follower.close()
+    leader.close()
+
+
 def test_follower_append_refuses_a_gap_an_overlap_or_a_corrupt_batch(tmp_path):
     leader = build_log(tmp_path / "t-0", 6)
     follower = PartitionLog.open(tmp_path / "f" / "t-0", CONFIG, clock=Clock())

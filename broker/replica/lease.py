@@ -4,6 +4,7 @@ deposed this broker, so a replicated partition it leads may take writes.
     >>> lease = SessionLease(cluster, reactor, session_timeout=6.0)
     >>> lease.start()        # renews every session_timeout / 6 with one ZooKeeper round trip
     >>> lease.held()         # False after a stall (SIGSTOP, a frozen VM) or a lost session
+    >>> lease.may_lead(known_state.mzxid)   # held, and the state written for this registration
 
 ZooKeeper expires a session only once it has heard nothing from it for the session timeout,
 and the controller moves leadership only after that; so an answer to a request sent at time
@@ -11,8 +12,19 @@ and the controller moves leadership only after that; so an answer to a request s
 that point wakes with requests queued in its sockets and a reactor that reads them before any
 watch tells it of the new leader: without the lease it would acknowledge them (acks=1) and
 then truncate them away as a follower.  States: *held* (renewed within ``HELD_FRACTION`` of
-the timeout, on the current session), *lapsed* (not renewed since, or the session lost; the
-broker answers NOT_LEADER_OR_FOLLOWER, which clients retry after a metadata refresh).
+the timeout, on the current session), *lapsed* (not renewed since, or the session lost and
+not registered again yet; the broker answers NOT_LEADER_OR_FOLLOWER, which clients retry
+after a metadata refresh).
+
+A new session (the old one expired) renews the lease, but proves nothing about the states
+this broker cached: its watches read them again asynchronously, and the controller, which
+sees this broker's new registration as a bounce (KIP-380), writes the partitions' new
+leaders a moment later.  So a partition may take writes only under a state written after
+this broker's registration (``may_lead``: the state node's mzxid above the broker epoch, the
+czxid of the registration): the controller wrote it knowing this incarnation.  The controller
+re-decides every partition a bounced broker led or followed in sync, and so does a newly
+elected one for a live broker registered after a partition's state (``broker/controller.py``),
+so such a state always comes; until it does the partition is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +37,12 @@ from twisted.internet import task
 # is surely alive (the rest is margin for ZooKeeper's tick-rounded expiry).
 HELD_FRACTION = 0.8
 RENEWALS_PER_TIMEOUT = 6
+
+
+def written_after_registration(state_mzxid: int, broker_epoch: int) -> bool:
+    """Whether a partition state last written at zxid ``state_mzxid`` was written after the
+    registration whose czxid is ``broker_epoch`` (no registration yet: -1, never)."""
+    return broker_epoch >= 0 and state_mzxid > broker_epoch
 
 
 class SessionLease:
@@ -48,10 +66,26 @@ class SessionLease:
             self._renew.stop()
 
     def held(self) -> bool:
-        """Whether the session is surely alive now (see module)."""
-        if self.cluster.state == "lost":
+        """Whether the session is surely alive now and this broker registered on it (see
+        module)."""
+        if not self.cluster.registered_again:
             return False
         return self.reactor.seconds() - self.confirmed_at < self.session_timeout * HELD_FRACTION
+
+    def may_lead(self, state_mzxid: int) -> bool:
+        """Whether a partition this broker leads under a state last written at zxid
+        ``state_mzxid`` may take writes now: the lease holds and the state was written after
+        this broker's registration (see module)."""
+        return written_after_registration(state_mzxid, self.cluster.broker_epoch) and self.held()
+
+    def refusal(self, state_mzxid: int) -> str:
+        """Why ``may_lead`` is false, for the NOT_LEADER_OR_FOLLOWER answer."""
+        if not self.held():
+            return "this broker's ZooKeeper session is not confirmed (stalled or lost)"
+        return (
+            f"its state (zxid {state_mzxid}) predates this broker's registration (broker "
+            f"epoch {self.cluster.broker_epoch}): the controller has not decided for it yet"
+        )
 
     def renew(self) -> None:
         """Send one request (an ``exists`` of the root); its answer renews the lease."""

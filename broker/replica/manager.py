@@ -67,6 +67,8 @@ class ReplicaManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.following: dict[Key, int] = {}  # partition -> the leader fetched from
         self._isr_writes: set[Key] = set()
+        self.isr_shrinks = 0  # ISR changes this broker wrote as a leader (for metrics)
+        self.isr_expands = 0
         self._shrink = task.LoopingCall(self.shrink_isrs)
         self._shrink.clock = reactor
         self.lease = SessionLease(cluster, reactor, config["zookeeper.session.timeout.ms"] / 1000)
@@ -207,12 +209,15 @@ class ReplicaManager:
 
     def check_leading(self, topic: str, partition: int) -> None:
         """Before any append to a replicated partition: NOT_LEADER_OR_FOLLOWER unless this
-        broker's session lease holds (a stalled leader may have been deposed unawares)."""
-        if (topic, partition) in self.leaders and not self.lease.held():
-            raise NotLeaderOrFollowerError(
-                f"{topic}-{partition}: this broker's ZooKeeper session is not confirmed "
-                "(stalled or lost); it may no longer lead"
-            )
+        broker's session lease holds (a stalled leader may have been deposed unawares) and
+        the state it leads under was written after its registration (after a new session,
+        the cached state may be the old one's; ``lease.py``)."""
+        if (topic, partition) in self.leaders:
+            mzxid = self.metadata.states[topic][partition].mzxid
+            if not self.lease.may_lead(mzxid):
+                raise NotLeaderOrFollowerError(
+                    f"{topic}-{partition}: {self.lease.refusal(mzxid)}; it may no longer lead"
+                )
 
     def check_in_sync(self, topic: str, partition: int, min_isr: int) -> None:
         """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is below ``min_isr``."""
@@ -332,6 +337,11 @@ class ReplicaManager:
             self._hw_moved(topic, partition, plog, leader)
 
     def _hw_moved(self, topic, partition, plog, leader) -> None:
+        # Kafka's DelayedProduce: a wait the hw reaches while the ISR is below
+        # min.insync.replicas answers NOT_ENOUGH_REPLICAS_AFTER_APPEND, however the ISR shrank
+        # (our own write, or the state node's watch seen first).
+        if len(leader.isr) < plog.config.min_insync_replicas:
+            self.delayed.not_enough_replicas(topic, partition)
         plog.high_watermark = leader.high_watermark
         self.delayed.hw_moved(topic, partition, leader.high_watermark)
         self.waiters.hw_moved(topic, partition)
@@ -352,17 +362,23 @@ class ReplicaManager:
         known = self.metadata.states.get(key[0], {}).get(key[1])
         if known is None or key in self._isr_writes:
             return
+        if not self.lease.may_lead(known.mzxid):
+            # A state from before our registration is the controller's to replace; a write
+            # of ours would pass for one made after it (lease.py).
+            return
         self._isr_writes.add(key)
         new_isr = sorted(isr, key=lambda b: (b != self.broker_id, b))
         log.info("%s-%d: %s; writing ISR %s", *key, why, new_isr)
         d = self.cluster.update_isr(*key, new_isr, leader.leader_epoch, known.version)
 
         def written(_):
+            # Against the ISR the write replaced (the state's watch may have applied it first).
+            if len(new_isr) < len(known.state.isr):
+                self.isr_shrinks += 1
+            elif len(new_isr) > len(known.state.isr):
+                self.isr_expands += 1
             if self.leaders.get(key) is leader and leader.leader_epoch == known.state.leader_epoch:
                 plog = self.logs.get_log(*key)
-                # Kafka's DelayedProduce: a wait the shrunk ISR's hw would complete answers
-                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when that ISR is below min.insync.replicas,
-                # so the waiters fail before the hw moves.
                 if plog is not None and len(new_isr) < plog.config.min_insync_replicas:
                     self.delayed.not_enough_replicas(*key)
                 if leader.apply_isr(new_isr) and plog is not None:

@@ -35,6 +35,8 @@ class Start:
 def parse_start(text: str | None) -> Start:
     """The start a ``from`` parameter names; BadStart saying why not."""
     text = (text or "latest").strip()
+    if not text.isascii():
+        raise BadStart(f"from={text}: not ASCII")
     if text in ("latest", "earliest"):
         return Start(text)
     if text.isdigit():

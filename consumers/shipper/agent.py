@@ -104,6 +104,8 @@ class Shipper:
         self.lines_sent = 0
         self.lines_acked = 0
         self.lines_failed = 0
+        self.bytes_acked = 0
+        self.last_commit_time = 0.0  # time.time() of the last state file write
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -373,6 +375,7 @@ class Shipper:
                 tail.committed = end
                 tail.failures = 0
                 self.lines_acked += 1
+                self.bytes_acked += cost - _LINE_COST
                 continue
             self.lines_failed += 1
             tail.failures += 1
@@ -443,4 +446,7 @@ class Shipper:
         """Write the state file if the committed positions changed; True if written."""
         if not self.state:
             return False
-        return self.state.save(self._state_doc())
+        if not self.state.save(self._state_doc()):
+            return False
+        self.last_commit_time = time.time()
+        return True

@@ -11,7 +11,9 @@ import threading
 from broker.protocol.compression import CODECS_BY_NAME
 from broker.protocol.errors import KafkaError
 
+from ..metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 from .agent import Shipper
+from .metrics import shipper_registry
 from .state import StateError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--poll-interval", type=float, default=0.25, help="seconds (default 0.25)")
     parser.add_argument("--compression", default="none", choices=sorted(CODECS_BY_NAME))
+    add_metrics_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +69,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not state_file:
         log.warning("no state file: read positions are not kept across restarts")
+    try:
+        page = serve_metrics(
+            shipper_registry(shipper),
+            getattr(args, "metrics_port", None),
+            getattr(args, "metrics_host", None) or "127.0.0.1",
+        )
+    except MetricsPortError as exc:
+        log.error("%s", exc)
+        shipper.close(0)
+        return 2
+    if page is not None:
+        log.info("metrics on http://%s:%d/metrics", page.host, page.port)
 
     def on_signal(signum, frame):  # no logging here: it may interrupt a log call
         shipper.request_stop(signal.Signals(signum).name)
@@ -84,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if page is not None:
+            page.close()
     log.info("stopped: %d lines sent, %d acknowledged", shipper.lines_sent, shipper.lines_acked)
     return 0
 

@@ -49,7 +49,7 @@ def _int_arg(request, name: str, default: int | None, low: int, high: int) -> in
         if default is None:
             raise ApiError(400, f"{name} is required (whole seconds)")
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ApiError(400, f"{name}={text}: give whole seconds from {low} to {high}")
     return int(text)
 
