@@ -9,13 +9,14 @@ One ZooKeeper and brokers 1, 2 and 3 on free ports of 127.0.0.1; topics have six
 (replication factor ``--replication-factor``, default 1).  Every message is one of 1,000
 JSON access-log events (``headrace.accesslog``, as the demo writes them) cut to 200 bytes.
 
-1. produce: confluent-kafka, librdkafka's batching (``linger.ms`` 5), to the topic ``access``,
-   with and without a dashboard, alternating which goes first.  "With" starts
-   ``python -m headrace.cli dashboard`` and a reader process (``dashboard_streams.py``)
-   holding ``/api/events``, ``/api/tail?topic=access`` and
-   ``/api/aggregate?topic=access&field=status&window=60&classes=1`` open, waits until the
-   aggregate has read its window back, measures the dashboard's CPU for a few seconds idle,
-   then produces; the dashboard is stopped after the run.  Target: with / without >= 0.9.
+1. produce: confluent-kafka, librdkafka's batching (``linger.ms`` 5), to a fresh topic
+   ``access-N`` per run, with and without a dashboard, alternating which goes first.  "With"
+   starts ``python -m headrace.cli dashboard`` and a reader process (``dashboard_streams.py``)
+   holding ``/api/events``, ``/api/tail?topic=T`` and
+   ``/api/aggregate?topic=T&field=status&window=60&classes=1`` open, waits until each stream
+   sent an event and the aggregate's group owns every partition, measures the dashboard's CPU
+   for a few seconds idle, then produces; the dashboard is stopped after the run.  Target:
+   with / without >= 0.9 (the median of the per-rep ratios).
 2. aggregate rate: N events are produced to ``backlog``; a fresh dashboard is asked for
    ``/api/aggregate?topic=backlog&field=status&window=3600&classes=1`` and the time runs
    until its ``events`` count reaches N (it must not pass it): N / that time, including the
@@ -69,7 +70,8 @@ BACKLOG_TOPIC = "backlog"
 FIELD = "status"
 WINDOW_S = 60  # the aggregate open while producing
 BACKLOG_WINDOW_S = 3600  # covers the whole backlog
-STREAMS = ("events", "tail", "aggregate")  # what a page of the dashboard holds open
+# What a page of the dashboard holds open, and the event each must have sent after a run.
+STREAMS = {"events": "topics", "tail": "message", "aggregate": "window"}
 IDLE_S = 3.0  # the dashboard's CPU measured with its streams open and nothing produced
 DISTINCT_EVENTS = 1000
 TARGET_RATIO = 0.9
@@ -256,29 +258,33 @@ class Dashboard:
 
 
 class StreamReaders:
-    """``dashboard_streams.py`` in a process of its own, holding ``urls`` open."""
+    """``dashboard_streams.py`` in a process of its own, holding open the URLs of
+    ``expected`` (url -> an event name each must send)."""
 
-    def __init__(self, urls: list[str]):
+    def __init__(self, expected: dict[str, str]):
         script = Path(__file__).with_name("dashboard_streams.py")
-        self.urls = urls
+        self.expected = expected
+        urls = list(expected)
         self.process = subprocess.Popen(
-            [sys.executable, str(script), *urls],
+            [sys.executable, str(script), *(x for pair in expected.items() for x in pair)],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        if self.process.stdout.readline().strip() != "ready":
-            self.process.kill()
-            self.process.wait()
-            raise BenchmarkError(f"the stream reader could not open {urls}")
+        for word in ("ready", "flowing"):  # every stream answered, then sent an event
+            if self.process.stdout.readline().strip() != word:
+                self.process.kill()
+                self.process.wait()
+                raise BenchmarkError(f"the stream reader: not {word}: {urls}")
 
     def stop(self) -> dict:
-        """Events of each name every stream sent, after checking each sent events."""
+        """Events of each name every stream sent, after checking that each sent its
+        expected event (the reader waits for them a while) and none broke."""
         self.process.terminate()
-        out, _ = self.process.communicate(timeout=30)
+        out, _ = self.process.communicate(timeout=60)
         summary = json.loads(out)
         for url, seen in summary.items():
-            if seen["error"] or not seen["events"]:
+            if seen["error"] or not seen["events"].get(self.expected[url]):
                 raise BenchmarkError(f"{url}: events {seen['events']}, error {seen['error']}")
         return summary
 
@@ -325,7 +331,9 @@ class ProducePart:
         readers = None
         try:
             dashboard.lists(topic)
-            readers = StreamReaders([dashboard.stream_url(name, topic) for name in self.streams])
+            readers = StreamReaders(
+                {dashboard.stream_url(name, topic): STREAMS[name] for name in self.streams}
+            )
             if "aggregate" in self.streams:
                 wait_until(
                     lambda: aggregate_assigned(dashboard, topic),

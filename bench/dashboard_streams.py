@@ -1,9 +1,11 @@
 """The dashboard's Server-Sent Event streams as a page holds them open, for
 ``dashboard_bench.py``: ``events(response)`` parses one stream (sseclient-py) into
 (name, JSON data) pairs; run as a script, it reads every URL given, each in a thread of its
-own, until SIGTERM, then prints how many events of each name every URL sent, as JSON.
+own, until SIGTERM; then, once each URL has sent an event of the name given with it (or
+after STREAM_TIMEOUT_S), prints how many events of each name every URL sent, as JSON.
 
-    python bench/dashboard_streams.py URL...   # prints "ready" once every stream answered
+    python bench/dashboard_streams.py URL NAME [URL NAME ...]
+    # prints "ready" once every stream answered, then "flowing" once each sent an event
 
 Running the readers in a process of their own keeps their work off the benchmark's producer,
 as a browser's would be.
@@ -15,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +39,9 @@ def events(response) -> Iterator[tuple[str, object]]:
             yield event.event, json.loads(event.data)
 
 
-def main(urls: list[str]) -> int:
+def main(args: list[str]) -> int:
+    expected = dict(zip(args[::2], args[1::2]))  # url -> the event it must have sent
+    urls = list(expected)
     counts = {url: Counter[str]() for url in urls}
     errors: dict[str, str] = {}
     lock = threading.Lock()
@@ -55,7 +60,19 @@ def main(urls: list[str]) -> int:
     for url, response in responses:
         threading.Thread(target=read, args=(url, response), daemon=True).start()
     print("ready", flush=True)
+
+    def wait_for(seen) -> bool:
+        deadline = time.monotonic() + STREAM_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with lock:
+                if all(seen(url) for url in urls):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    print("flowing" if wait_for(lambda url: counts[url]) else "stalled", flush=True)
     stop.wait()
+    wait_for(lambda url: counts[url][expected[url]] or url in errors)
     with lock:
         summary = {url: {"events": dict(counts[url]), "error": errors.get(url)} for url in urls}
     print(json.dumps(summary), flush=True)
