@@ -55,7 +55,7 @@ from benchlib import (
     step,
     with_meta,
 )
-from dashboard_streams import events, open_stream
+from dashboard_streams import StreamReaders, events, open_stream
 from repo_root import ROOT
 
 from broker.protocol.errors import KafkaError
@@ -255,38 +255,6 @@ class Dashboard:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-class StreamReaders:
-    """``dashboard_streams.py`` in a process of its own, holding open the URLs of
-    ``expected`` (url -> an event name each must send)."""
-
-    def __init__(self, expected: dict[str, str]):
-        script = Path(__file__).with_name("dashboard_streams.py")
-        self.expected = expected
-        urls = list(expected)
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), *(x for pair in expected.items() for x in pair)],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        for word in ("ready", "flowing"):  # every stream answered, then sent an event
-            if self.process.stdout.readline().strip() != word:
-                self.process.kill()
-                self.process.wait()
-                raise BenchmarkError(f"the stream reader: not {word}: {urls}")
-
-    def stop(self) -> dict:
-        """Events of each name every stream sent, after checking that each sent its
-        expected event (the reader waits for them a while) and none broke."""
-        self.process.terminate()
-        out, _ = self.process.communicate(timeout=60)
-        summary = json.loads(out)
-        for url, seen in summary.items():
-            if seen["error"] or not seen["events"].get(self.expected[url]):
-                raise BenchmarkError(f"{url}: events {seen['events']}, error {seen['error']}")
-        return summary
 
 
 def aggregate_assigned(dashboard: Dashboard, topic: str) -> bool:

@@ -1,8 +1,9 @@
 """The dashboard's Server-Sent Event streams as a page holds them open, for
 ``dashboard_bench.py``: ``events(response)`` parses one stream (sseclient-py) into
-(name, JSON data) pairs; run as a script, it reads every URL given, each in a thread of its
-own, until SIGTERM; then, once each URL has sent an event of the name given with it (or
-after STREAM_TIMEOUT_S), prints how many events of each name every URL sent, as JSON.
+(name, JSON data) pairs.  Run as a script (``StreamReaders`` starts it), it reads every URL
+given, each in a thread of its own, until SIGTERM; then, once each URL has sent an event of
+the name given with it (or after STREAM_TIMEOUT_S), it prints how many events of each name
+every URL sent, as JSON.
 
     python bench/dashboard_streams.py URL NAME [URL NAME ...]
     # prints "ready" once every stream answered, then "flowing" once each sent an event
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import sseclient
 
@@ -37,6 +40,42 @@ def events(response) -> Iterator[tuple[str, object]]:
     for event in sseclient.SSEClient(response).events():
         if event.data:
             yield event.event, json.loads(event.data)
+
+
+class StreamsError(RuntimeError):
+    """A stream did not open, broke, or did not send the event it should have."""
+
+
+class StreamReaders:
+    """``dashboard_streams.py`` in a process of its own, holding open the URLs of
+    ``expected`` (url -> an event name each must send)."""
+
+    def __init__(self, expected: dict[str, str]):
+        script = Path(__file__)
+        self.expected = expected
+        urls = list(expected)
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), *(x for pair in expected.items() for x in pair)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for word in ("ready", "flowing"):  # every stream answered, then sent an event
+            if self.process.stdout.readline().strip() != word:
+                self.process.kill()
+                self.process.wait()
+                raise StreamsError(f"the stream reader: not {word}: {urls}")
+
+    def stop(self) -> dict:
+        """Events of each name every stream sent, after checking that each sent its
+        expected event (the reader waits for them a while) and none broke."""
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=60)
+        summary = json.loads(out)
+        for url, seen in summary.items():
+            if seen["error"] or not seen["events"].get(self.expected[url]):
+                raise StreamsError(f"{url}: events {seen['events']}, error {seen['error']}")
+        return summary
 
 
 def main(args: list[str]) -> int:
