@@ -51,11 +51,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import cycle, islice, repeat
 from pathlib import Path
 
 import repo_root  # noqa: F401  (this tree's code, not an installed one)
@@ -263,6 +263,27 @@ def bench_parser(doc: str, quick: str | None = None) -> argparse.ArgumentParser:
     if quick is not None:
         parser.add_argument("--quick", action="store_true", help=quick)
     return parser
+
+
+def sized_parser(doc: str, quick: str, **sizes: str) -> argparse.ArgumentParser:
+    """``bench_parser`` with ``--messages`` (per produce run), one ``--NAME N`` per keyword of
+    ``sizes`` (``catchup_mb`` gives ``--catchup-mb``; the value is its help text) and
+    ``--reps``; each 0 unless given, meaning the mode's default."""
+    parser = bench_parser(doc, quick)
+    parser.add_argument("--messages", type=int, default=0, metavar="N", help="per produce run")
+    for name, text in sizes.items():
+        option = f"--{name.replace('_', '-')}"
+        parser.add_argument(option, type=int, default=0, metavar="N", help=text)
+    parser.add_argument("--reps", type=int, default=0, metavar="N", help="repetitions of each part")
+    return parser
+
+
+def with_meta(meta: dict, results: dict, json_path: str | None) -> dict:
+    """A run's ``results`` under its ``meta``, which gets the load average at the end and
+    where the report's ``finish`` is to write the JSON (``json_path``, popped there)."""
+    meta["load_average_at_end"] = os.getloadavg()
+    meta["json_path"] = json_path
+    return {"meta": meta, **results}
 
 
 def add_count_args(parser, count: str, count_help: str, reps_help: str) -> None:
@@ -623,20 +644,28 @@ class Timed:
 
 
 def rdkafka_produce_timed(
-    producer, topic: str, value: bytes, count: int, meter: CpuMeter, pause_gc: bool, **options
+    producer,
+    topic: str,
+    value: bytes | Sequence[bytes],
+    count: int,
+    meter: CpuMeter,
+    pause_gc: bool,
+    **options,
 ) -> Timed:
     """``count`` calls of confluent-kafka's ``produce(topic, value, **options)`` and its
     ``flush()``, timed with the garbage collector paused (if ``pause_gc``); a full local queue
-    is drained for 5 ms and the call made again, until it is taken."""
+    is drained for 5 ms and the call made again, until it is taken.  ``value`` is one value
+    for every message, or values taken in turn."""
     produce, poll = producer.produce, producer.poll
+    values = repeat(value, count) if isinstance(value, bytes) else islice(cycle(value), count)
     buffer_full = 0
     with gc_paused() if pause_gc else nullcontext():
         before = meter.mark()
         start = time.perf_counter()
-        for _ in repeat(None, count):
+        for one in values:
             while True:
                 try:
-                    produce(topic, value, **options)
+                    produce(topic, one, **options)
                     break
                 except BufferError:
                     buffer_full += 1

@@ -25,7 +25,6 @@ partition's state node in ZooKeeper.
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
 import sys
@@ -39,7 +38,6 @@ from benchlib import (
     BenchmarkError,
     CpuMeter,
     add_output_args,
-    bench_parser,
     check_delivery,
     close_rdkafka_producer,
     finish,
@@ -52,7 +50,9 @@ from benchlib import (
     print_table,
     rdkafka_produce_timed,
     running_cluster,
+    sized_parser,
     step,
+    with_meta,
 )
 
 from broker.protocol import zookeeper as layout
@@ -445,18 +445,15 @@ def run(args, workdir: Path) -> dict:
             }
         finally:
             cluster.close()
-    meta["load_average_at_end"] = os.getloadavg()
-    meta["json_path"] = args.json
-    return {"meta": meta, **results}
+    return with_meta(meta, results, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_parser(__doc__, "small sizes and one repetition, well under a minute")
-    parser.add_argument("--messages", type=int, default=0, metavar="N", help="per produce run")
-    parser.add_argument(
-        "--catchup-mb", type=int, default=0, metavar="N", help="MB a follower misses"
+    parser = sized_parser(
+        __doc__,
+        "small sizes and one repetition, well under a minute",
+        catchup_mb="MB a follower misses",
     )
-    parser.add_argument("--reps", type=int, default=0, metavar="N", help="repetitions of each part")
     parser.add_argument("--session-timeout-ms", type=int, default=SESSION_TIMEOUT_MS)
     add_output_args(parser)
     args = parser.parse_args(argv)
