@@ -107,6 +107,9 @@ def test_the_dashboard_serves_through_a_zookeeper_restart(tmp_path):
         topics = topic_view(dashboard, "before")  # end offsets still come from the brokers
         assert sum(p["log_end_offset"] for p in topics["partition_detail"]) == 10
         api(dashboard, "groups")
+        # A topic the last sample does not know cannot be looked up: 503 (retriable), not 404.
+        status, body = get_json(f"{dashboard.url}/api/tail?topic=unseen", timeout=30)
+        assert status == 503 and "ZooKeeper is not connected" in body["error"], body
         zookeeper.start()
         wait_for(lambda: api(dashboard, "cluster")["zookeeper"]["state"] == "connected", 30)
         create_topic(cluster.brokers[0].port, "after", 3)  # reads work again

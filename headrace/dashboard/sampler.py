@@ -107,8 +107,12 @@ class Sampler:
         return ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
 
     def topic_exists(self, topic: str) -> bool:
-        """Whether ZooKeeper lists ``topic`` now (blocking: call it in a thread)."""
-        return self.zk.connected and self.zk.exists(topic_path(topic)) is not None
+        """Whether ZooKeeper lists ``topic`` now (blocking: call it in a thread).  Without a
+        ZooKeeper connection nobody can tell: ConnectionError (the API answers 503, retriable),
+        not a 404 for a topic that may well exist."""
+        if not self.zk.connected:
+            raise ConnectionError("ZooKeeper is not connected (yet); try again")
+        return self.zk.exists(topic_path(topic)) is not None
 
     def _client(self) -> ClusterClient | None:
         """A client bootstrapped from the brokers ZooKeeper lists (made again when they
