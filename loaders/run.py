@@ -102,18 +102,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
             marked = 0
         seconds = time.monotonic() - started
         print_summary(out, stats, lag, marked, seconds)
-        record_last_run(
-            zk,
-            config.group,
-            {
-                "finished_at": int(time.time() * 1000),
-                "rows": stats.total("rows"),
-                "dead_letters": stats.total("dead_letters"),
-                "files": stats.total("files"),
-                "seconds": round(seconds, 3),
-                "warehouse": warehouse_url(config.url),
-            },
-        )
+        record_last_run(zk, config.group, run_record(stats, seconds, config))
         for message in stats.errors:
             print(f"headrace load: {message}", file=err)
         if not complete and not config.follow:
@@ -184,6 +173,8 @@ class Supervisor:
         self.terminated: set[int] = set()  # workers stopped because another one failed
         self.replacements = Replacements()
         self.next_plan = time.monotonic() + config.interval
+        self.started = time.monotonic()
+        self.recorded: tuple | None = None  # the counts last recorded with --follow
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -232,6 +223,7 @@ class Supervisor:
             if time.monotonic() >= self.next_plan:
                 self.next_plan = time.monotonic() + self.config.interval
                 replan(self.zk, self.cluster, self.config)
+                self.record_so_far()
             replace_dead(self.pool, self.replacements, self.err)
             if self.metrics is not None and self.metrics.lag_due():
                 self.measure_lag()
@@ -242,12 +234,40 @@ class Supervisor:
             self.terminated |= self.pool.terminate(spare=self.stats.failed | self.terminated)
         return True
 
+    def record_so_far(self) -> None:
+        """With --follow: the run so far as the group's last run, each interval, so the
+        dashboard shows a following loader's progress (only when it changed)."""
+        counts = tuple(self.stats.total(k) for k in ("rows", "dead_letters", "files"))
+        if counts == self.recorded:
+            return
+        seconds = time.monotonic() - self.started
+        try:
+            record_last_run(
+                self.zk, self.config.group, run_record(self.stats, seconds, self.config)
+            )
+            self.recorded = counts
+        except KazooException as exc:
+            log.info("cannot record the run so far now: %s", exc)
+
     def measure_lag(self) -> None:
         """The lag gauges; a broker or ZooKeeper that fails now is asked again later."""
         try:
             self.metrics.lag(progress_left(self.zk, self.cluster, self.config)[1])
         except (KafkaError, OSError, KazooException) as exc:
             log.info("cannot measure the lag now: %s", exc)
+
+
+def run_record(stats: Stats, seconds: float, config: LoaderConfig) -> dict:
+    """What ``/consumers/<group>/loader/last_run`` says of a run (or, with --follow, of the
+    run so far): when, its counts, how long, and the warehouse it writes to."""
+    return {
+        "finished_at": int(time.time() * 1000),
+        "rows": stats.total("rows"),
+        "dead_letters": stats.total("dead_letters"),
+        "files": stats.total("files"),
+        "seconds": round(seconds, 3),
+        "warehouse": warehouse_url(config.url),
+    }
 
 
 def replan(zk, cluster, config: LoaderConfig) -> None:

@@ -9,10 +9,11 @@ import subprocess
 from pathlib import Path
 
 from command_lines import HEADRACE, kcat_produce, load_cmd
-from conftest import create_topic, wait_for
+from conftest import create_topic, wait_for, zk_session
 from metrics_scrape import scrape
 from test_loader_exactly_once import events
 
+from broker.protocol import zookeeper as layout
 from headrace.devcluster import free_port
 
 
@@ -140,5 +141,17 @@ def test_loader_counts_rows_dead_letters_files_and_lag(cluster1, tmp_path):
         )
         measured = [s.labels for s in page.samples if s.name == "headrace_loader_lag_messages"]
         assert sorted(m["partition"] for m in measured) == ["0", "1"]
+        # The following loader records its run so far for the dashboard, while it runs.
+        with zk_session(cluster1.zookeeper_connect) as zk:
+
+            def recorded():
+                data, _ = zk.get(layout.last_run_path(group))
+                run = layout.decode_last_run(data)
+                return run if run["rows"] == 150 else None
+
+            run = wait_for(recorded, 30)
+        assert proc.poll() is None
+        assert (run["dead_letters"], run["files"]) == (1, len(files))
+        assert run["warehouse"] == warehouse.as_uri()
     finally:
         stopped(proc)
