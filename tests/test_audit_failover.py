@@ -34,7 +34,7 @@ def test_the_audit_matches_through_a_leader_kill(make_cluster):
 
         send(500)
         producer.flush(60)  # the first audit records: _audit created on the three brokers
-        kill_leader(cluster, "failover", meanwhile=lambda: send(500))
+        killed = kill_leader(cluster, "failover", meanwhile=lambda: send(500))
         send(500)
         assert producer.flush(60) == 0
     assert [f.exception() for f in futures if f.exception() is not None] == []
@@ -46,5 +46,6 @@ def test_the_audit_matches_through_a_leader_kill(make_cluster):
     assert sum(r["produced"] for r in rows) == sum(r["brokered"] for r in rows) == 1500
     assert sum(r["unaudited"] + r["missing"] + r["duplicated"] for r in rows) == 0
     assert report["notes"] == []
-    [created] = metadata(cluster.brokers[-1].port, [AUDIT_TOPIC])["topics"]
+    alive = next(b for b in cluster.brokers if b is not killed)  # the killed one stays down
+    [created] = metadata(alive.port, [AUDIT_TOPIC])["topics"]
     assert [len(p["replica_nodes"]) for p in created["partitions"]] == [3]  # made replicated

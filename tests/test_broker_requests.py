@@ -56,6 +56,7 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (9, 1, 5),
         (15, 0, 4),
         (16, 0, 2),
+        (35, 0, 1),
     }
 
 
