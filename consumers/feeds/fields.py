@@ -57,14 +57,17 @@ class FieldReader:
             names.setdefault(prefix[-1], []).append(where)
         self._names = [(_needle(name), where) for name, where in names.items()]
         self._fast = all(needle is not None for needle, _ in self._names)
-        self._one = self.paths[0][0] if self.paths == [self.paths[0][:1]] else None
+        top = all(len(path) == 1 for path in self.paths) and len(set(self.paths)) == len(paths)
+        self._top = [path[0] for path in self.paths] if top else None
 
     def read(self, values: list) -> list[list]:
         """One list per path: what it holds in each of ``values``."""
         if not self._fast:
             rows = [self._slow(v) for v in values]
-        elif self._one is not None:
+        elif self._top is not None and len(self._top) == 1:
             return [self._read_one_name(values)]
+        elif self._top is not None:
+            return self._read_top_names(values)
         else:
             found = [self._walk(v) for v in values]
             if None in found or not self._unambiguous(values, found):
@@ -77,7 +80,7 @@ class FieldReader:
 
     def _read_one_name(self, values: list) -> list:
         """``read`` of one path of one name, the common case, with less work per value."""
-        name, parse = self._one, self._parse
+        (name,), parse = self._top, self._parse
 
         def get(value):
             try:
@@ -99,6 +102,34 @@ class FieldReader:
             else g
             for v, g in zip(values, got)
         ]
+
+    def _read_top_names(self, values: list) -> list[list]:
+        """``read`` of paths of one name each."""
+        names, parse = self._top, self._parse
+        missing = [_MISSING] * len(names)
+
+        def get(value):
+            try:
+                return tuple(map(parse(value).get, names, missing))
+            except Exception:  # not JSON to simdjson, or not an object
+                return _SLOW
+
+        rows = [get(v) for v in values]
+        if _SLOW not in rows:
+            columns = [list(column) for column in zip(*rows)] or [[] for _ in names]
+            kinds = set().union(*(map(type, column) for column in columns))
+            times = [len(rows) - column.count(_MISSING) for column in columns]
+            if _CONTAINERS.isdisjoint(kinds) and self._plain(values, times):
+                return [[None if g is _MISSING else g for g in column] for column in columns]
+        rows = [
+            self._slow(v)
+            if row is _SLOW
+            or not _CONTAINERS.isdisjoint(map(type, row))
+            or not self._plain([v], [g is not _MISSING for g in row])
+            else tuple(None if g is _MISSING else g for g in row)
+            for v, row in zip(values, rows)
+        ]
+        return [list(column) for column in zip(*rows)] if rows else [[] for _ in names]
 
     def _walk(self, value) -> tuple[tuple, tuple] | None:
         """(the value of each path, how many of its names were found), or None when orjson

@@ -117,21 +117,26 @@ class WindowedCounter:
         if self.simple:
             return self._add_simple(values, timestamps, now_ms)
         found = self._reader.read(values)
-        names = list(map(self._label, found[0]))
         whens = timestamps
         if self.time_field is not None:
             whens = [t if w is None else w for w, t in zip(map(value_ms, found[1]), timestamps)]
+        fields = found[0]
         with self._lock:
             oldest = now_ms - self.window_s * 1000
-            self.read += len(names)
+            self.read += len(fields)
             if whens and min(whens) < oldest:
-                counted = [(w // 1000, n) for w, n in zip(whens, names) if w >= oldest]
-                self.late += len(names) - len(counted)
+                kept = [(w // 1000, f) for w, f in zip(whens, fields) if w >= oldest]
+                self.late += len(fields) - len(kept)
+                seconds, fields = [s for s, _ in kept], [f for _, f in kept]
             else:
-                counted = zip([w // 1000 for w in whens], names)
-            seconds = self._seconds
-            for (second, label_), n in Counter(counted).items():
-                seconds[second][label_] += n
+                seconds = [w // 1000 for w in whens]
+            try:  # by value first (its type too: 1 and true are told apart), then by label
+                counts = Counter(zip(seconds, map(type, fields), fields))
+            except TypeError:  # an object or a list: labelled first (a label labels as itself)
+                counts = Counter(zip(seconds, map(type, fields), map(self._label, fields)))
+            name, by_second = self._label, self._seconds
+            for (second, _, value), n in counts.items():
+                by_second[second][name(value)] += n
 
     def _add_simple(self, values: list, timestamps: list, now_ms: int) -> None:
         classified = [self.classify(v, t) for v, t in zip(values, timestamps)]
