@@ -84,19 +84,27 @@ class FieldReader:
 
         def get(value):
             try:
-                found = parse(value)[name]
+                return parse(value)[name]
             except KeyError:
                 return _MISSING
             except Exception:  # not JSON to simdjson (which says why in several types)
                 return _SLOW  # or not an object: orjson says which
-            return _SLOW if found.__class__ in _CONTAINERS else found
 
-        got = [get(v) for v in values]
-        if _SLOW not in got and self._plain(values, [len(got) - got.count(_MISSING)]):
+        try:  # without a call per value; anything simdjson rejects: again with one
+            got = [parse(v).get(name, _MISSING) for v in values]
+        except Exception:  # not JSON to simdjson, or not an object
+            got = None
+        if got is None:  # (out of the handler, whose traceback holds simdjson's objects)
+            got = [get(v) for v in values]
+        if (
+            _SLOW not in got
+            and _CONTAINERS.isdisjoint(map(type, got))
+            and self._plain(values, [len(got) - got.count(_MISSING)])
+        ):
             return [None if g is _MISSING else g for g in got]
-        return [
+        return [  # an object or a list found stops simdjson from reading on: orjson does
             self._slow(v)[0]
-            if g is _SLOW or not self._plain([v], [g is not _MISSING])
+            if g is _SLOW or g.__class__ in _CONTAINERS or not self._plain([v], [g is not _MISSING])
             else None
             if g is _MISSING
             else g

@@ -124,10 +124,13 @@ class WindowedCounter:
         with self._lock:
             oldest = now_ms - self.window_s * 1000
             self.read += len(fields)
-            if whens and min(whens) < oldest:
+            first = min(whens, default=oldest)
+            if first < oldest:
                 kept = [(w // 1000, f) for w, f in zip(whens, fields) if w >= oldest]
                 self.late += len(fields) - len(kept)
                 seconds, fields = [s for s, _ in kept], [f for _, f in kept]
+            elif first // 1000 == max(whens, default=first) // 1000:  # one second, as most are
+                seconds = [first // 1000] * len(fields)
             else:
                 seconds = [w // 1000 for w in whens]
             try:  # by value first (its type too: 1 and true are told apart), then by label
