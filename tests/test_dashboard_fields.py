@@ -122,3 +122,14 @@ def test_fast_counts_equal_the_simple_path(blocks, field, time_field, classes):
             counter.add_many([v for v, _ in block], [t for _, t in block], NOW)
     assert fast.read == simple.read
     assert fast.snapshot(NOW, 60, 10) == simple.snapshot(NOW, 60, 10)
+
+
+@pytest.mark.parametrize("classes", [False, True])
+def test_true_and_1_are_counted_apart(classes):
+    # equal as dict keys (true == 1 == 1.0): the counts by value keep their types apart
+    block = [b'{"status": %s}' % v for v in (b"true", b"1", b"1.0", b"false", b"0")]
+    counter = WindowedCounter("status", 60, classes=classes)
+    counter.add_many(block, [NOW - 500] * len(block), NOW)
+    numbers = {"0xx": 3} if classes else {"0": 1, "1": 2}
+    expected = {"false": 1, "true": 1, **numbers}
+    assert counter.snapshot(NOW, 60, 10)["totals"] == dict(sorted(expected.items()))

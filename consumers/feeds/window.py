@@ -125,21 +125,33 @@ class WindowedCounter:
             oldest = now_ms - self.window_s * 1000
             self.read += len(fields)
             first = min(whens, default=oldest)
+            second = None  # the one second of every event, when it is so (as most blocks are)
             if first < oldest:
                 kept = [(w // 1000, f) for w, f in zip(whens, fields) if w >= oldest]
                 self.late += len(fields) - len(kept)
                 seconds, fields = [s for s, _ in kept], [f for _, f in kept]
-            elif first // 1000 == max(whens, default=first) // 1000:  # one second, as most are
-                seconds = [first // 1000] * len(fields)
+            elif first // 1000 == max(whens, default=first) // 1000:
+                second = first // 1000
             else:
                 seconds = [w // 1000 for w in whens]
-            try:  # by value first (its type too: 1 and true are told apart), then by label
-                counts = Counter(zip(seconds, map(type, fields), fields))
-            except TypeError:  # an object or a list: labelled first (a label labels as itself)
-                counts = Counter(zip(seconds, map(type, fields), map(self._label, fields)))
-            name, by_second = self._label, self._seconds
-            for (second, _, value), n in counts.items():
-                by_second[second][name(value)] += n
+            self._count(second, seconds if second is None else None, fields)
+
+    def _count(self, second: int | None, seconds: list | None, fields: list) -> None:
+        """Add ``fields`` (values), all of ``second`` or each of its ``seconds``, counting
+        each distinct value once by a Counter (in C), then labelling it."""
+        kinds = set(map(type, fields))
+        if dict in kinds or list in kinds:  # not hashable: labelled first (a label's label
+            fields, kinds = list(map(self._label, fields)), {str}  # is itself)
+        typed = bool in kinds and len(kinds) > 1  # true == 1 == 1.0 as keys: types apart
+        keys = zip(map(type, fields), fields) if typed else fields
+        name, by_second = self._label, self._seconds
+        if second is not None:
+            row = by_second[second]
+            for key, n in Counter(keys).items():
+                row[name(key[1] if typed else key)] += n
+            return
+        for (at, key), n in Counter(zip(seconds, keys)).items():
+            by_second[at][name(key[1] if typed else key)] += n
 
     def _add_simple(self, values: list, timestamps: list, now_ms: int) -> None:
         classified = [self.classify(v, t) for v, t in zip(values, timestamps)]
