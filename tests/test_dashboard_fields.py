@@ -94,6 +94,8 @@ def test_fast_reading_equals_orjson_on_random_values(block, paths):
         (b'{"status": null}', None),
         (b"[1]", None),
         (None, None),
+        (b'{"status": 1, "a": ' + b"[" * 1023 + b"]" * 1023 + b"}", 1),
+        (b'{"status": 1, "a": ' + b"[" * 1024 + b"]" * 1024 + b"}", None),  # too deep
     ],
 )
 def test_fast_reading_of_what_simdjson_and_orjson_differ_on(value, expected):
