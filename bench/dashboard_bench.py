@@ -20,7 +20,9 @@ JSON access-log events (``headrace.accesslog``, as the demo writes them) cut to 
 2. aggregate rate: N events are produced to ``backlog``; a fresh dashboard is asked for
    ``/api/aggregate?topic=backlog&field=status&window=3600&classes=1`` and the time runs
    until its ``events`` count reaches N (it must not pass it): N / that time, including the
-   group's start, and the steady rate between the first and the last partial count.
+   group's start, and the steady rate between the first and the last partial count; each rep
+   also with the aggregate counting as it first did (an orjson document per message), for
+   the dashboard's CPU per event on both paths in one run.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from repo_root import ROOT
 
 from broker.protocol.errors import KafkaError
 from headrace.accesslog import generate_logs
+from headrace.dashboard.feeds import SIMPLE_AGGREGATE_ENV
 from headrace.devcluster import BrokerProcess, free_port
 from headrace.topics import create_topic_simple
 
@@ -203,7 +206,7 @@ class Dashboard:
     """``python -m headrace.cli dashboard`` (this tree's) on a free port, its output in the
     work dir."""
 
-    def __init__(self, cluster: Cluster, workdir: Path, niceness: int = 0):
+    def __init__(self, cluster: Cluster, workdir: Path, niceness: int = 0, simple: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"dashboard-{self.port}.log"
@@ -212,7 +215,12 @@ class Dashboard:
         command += ["--zookeeper", cluster.zookeeper, "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(  # from the root: this tree's headrace
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env={**os.environ, SIMPLE_AGGREGATE_ENV: "simple" if simple else "fast"},
             )
         try:
             wait_until(self._answers, 30, f"the dashboard on {self.url} (see {self.log_path})")
@@ -281,6 +289,7 @@ class ProducePart:
         self.cluster, self.workdir, self.values, self.count = cluster, workdir, values, count
         self.streams = [] if args.streams == "none" else args.streams.split(",")
         self.niceness = args.dashboard_nice
+        self.simple = args.simple_aggregate
         self.topics = 0
 
     def new_topic(self) -> str:
@@ -295,7 +304,7 @@ class ProducePart:
 
     def with_dashboard(self) -> dict:
         topic = self.new_topic()
-        dashboard = Dashboard(self.cluster, self.workdir, self.niceness)
+        dashboard = Dashboard(self.cluster, self.workdir, self.niceness, self.simple)
         readers = None
         try:
             dashboard.lists(topic)
@@ -362,9 +371,10 @@ class ProducePart:
 # --- 2. the aggregate consumer's rate ------------------------------------------------------
 
 
-def aggregate_run(cluster: Cluster, workdir: Path, backlog: int) -> dict:
-    """A fresh dashboard's aggregate over the whole backlog: time until it counted all."""
-    dashboard = Dashboard(cluster, workdir)
+def aggregate_run(cluster: Cluster, workdir: Path, backlog: int, simple: bool) -> dict:
+    """A fresh dashboard's aggregate over the whole backlog: time until it counted all
+    (``simple``: counting as it first did, an orjson document per message)."""
+    dashboard = Dashboard(cluster, workdir, simple=simple)
     try:
         dashboard.lists(BACKLOG_TOPIC)
         meter = CpuMarks({"dashboard": [dashboard.process.pid], "brokers": cluster.pids})
@@ -409,18 +419,30 @@ def aggregate_part(cluster: Cluster, workdir: Path, values: list[bytes], backlog
             BACKLOG_TOPIC, values, backlog, CpuMarks({"brokers": cluster.pids})
         ),
     )
-    runs = [
-        step(
-            f"aggregate #{rep + 1}: a fresh dashboard counts the {backlog:,} events",
-            lambda: aggregate_run(cluster, workdir, backlog),
-        )
-        for rep in range(reps)
-    ]
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for rep in range(reps):
+        for simple in (False, True) if rep % 2 == 0 else (True, False):
+            path = "simple (an orjson document per message)" if simple else "fast"
+            runs[simple].append(
+                step(
+                    f"aggregate #{rep + 1}, {path}: a fresh dashboard counts {backlog:,} events",
+                    lambda simple=simple: aggregate_run(cluster, workdir, backlog, simple),
+                )
+            )
+    fast_us, simple_us = (
+        statistics.median(r["dashboard_cpu_us_per_event"] for r in runs[simple])
+        for simple in (False, True)
+    )
     return {
         "events": backlog,
         "produced_msgs_per_s": filled["msgs_per_s"],
-        "runs": runs,
-        "events_per_s_median": statistics.median(r["events_per_s"] for r in runs),
+        "runs": runs[False],
+        "simple_runs": runs[True],
+        "events_per_s_median": statistics.median(r["events_per_s"] for r in runs[False]),
+        "simple_events_per_s_median": statistics.median(r["events_per_s"] for r in runs[True]),
+        "cpu_us_per_event_median": fast_us,
+        "simple_cpu_us_per_event_median": simple_us,
+        "cpu_per_event_simple_over_fast": simple_us / fast_us if fast_us else None,
     }
 
 
@@ -491,18 +513,28 @@ def report(results: dict) -> None:
         ["run", "seconds", "first count s", "events/s", "steady ev/s", "dashboard", "us/event"],
         [
             [
-                f"#{i + 1}",
+                f"#{i + 1} {path}",
                 f"{r['seconds']:.2f}",
                 f"{r['first_counted_s']:.2f}",
                 f"{r['events_per_s']:,.0f}",
                 "-" if r["steady_events_per_s"] is None else f"{r['steady_events_per_s']:,.0f}",
                 percent(r["dashboard_cpu_share"]),
-                f"{r['dashboard_cpu_us_per_event']:.1f}",
+                f"{r['dashboard_cpu_us_per_event']:.2f}",
             ]
-            for i, r in enumerate(aggregate["runs"])
+            for path, key in (("fast", "runs"), ("simple", "simple_runs"))
+            for i, r in enumerate(aggregate[key])
         ],
     )
-    print(f"aggregate consumer: {aggregate['events_per_s_median']:,.0f} events/s (median)")
+    print(
+        f"aggregate consumer: {aggregate['events_per_s_median']:,.0f} events/s (median), "
+        f"{aggregate['simple_events_per_s_median']:,.0f} on the simple path"
+    )
+    if aggregate["cpu_per_event_simple_over_fast"] is not None:
+        print(
+            f"aggregate's dashboard CPU per event: {aggregate['cpu_us_per_event_median']:.2f} us, "
+            f"{aggregate['simple_cpu_us_per_event_median']:.2f} us on the simple path "
+            f"({aggregate['cpu_per_event_simple_over_fast']:.2f} x)"
+        )
     start, end = meta["load_average_at_start"], meta["load_average_at_end"]
     print(
         f"\nmachine load (uptime, 1/5/15 min): {' '.join(f'{x:.2f}' for x in start)} at the "
@@ -557,6 +589,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="run the dashboard with nice -n N while producing (default 0: as everything else)",
+    )
+    parser.add_argument(
+        "--simple-aggregate",
+        action="store_true",
+        help="while producing, the dashboard's aggregate counts as it first did (an orjson "
+        "document per message); the aggregate part always runs both",
     )
     add_output_args(parser)
     args = parser.parse_args(argv)

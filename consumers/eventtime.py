@@ -41,10 +41,11 @@ def value_ms(v) -> int | None:
 def text_ms(v) -> int | None:
     if v is None:
         return None
-    try:
-        return number_ms(float(v))
-    except ValueError:
-        pass
+    if ":" not in v:  # a number never has a colon; skipping float() on times saves its error
+        try:
+            return number_ms(float(v))
+        except ValueError:
+            pass
     try:
         stamp = dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
     except ValueError:

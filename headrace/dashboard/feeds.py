@@ -9,6 +9,7 @@ their results to the reactor (``callFromThread``); a stream that closes stops it
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,9 @@ from consumers.feeds.tail import message_fields
 from .history import Rates
 from .server import ApiError
 from .sse import NOT_DONE_YET, EventStream
+
+# "simple": aggregates count as they first did (an orjson document per message)
+SIMPLE_AGGREGATE_ENV = "HEADRACE_AGGREGATE_PATH"
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +230,8 @@ class Feeds:
         topic, field, time_field, classes = key
         self._groups += 1
         group = f"{self.group_prefix}-{self._groups}"
-        counter = WindowedCounter(field, window, time_field, classes)
+        simple = os.environ.get(SIMPLE_AGGREGATE_ENV) == "simple"  # benchmarks compare
+        counter = WindowedCounter(field, window, time_field, classes, simple=simple)
         feed = AggregateFeed(counter, topic, self.zookeeper, group)
         aggregate = Aggregate(key, counter, feed, group)
         aggregate.thread.start()
