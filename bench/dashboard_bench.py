@@ -210,8 +210,7 @@ class Dashboard:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"dashboard-{self.port}.log"
-        command = ["nice", "-n", str(niceness)] if niceness else []
-        command += [sys.executable, "-m", "headrace.cli", "dashboard"]
+        command = [sys.executable, "-m", "headrace.cli", "dashboard", "--nice", str(niceness)]
         command += ["--zookeeper", cluster.zookeeper, "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(  # from the root: this tree's headrace
@@ -586,9 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dashboard-nice",
         type=int,
-        default=0,
+        default=10,
         metavar="N",
-        help="run the dashboard with nice -n N while producing (default 0: as everything else)",
+        help="the dashboard's --nice while producing (default 10, its own default; "
+        "0: the same priority as the brokers and the producer)",
     )
     parser.add_argument(
         "--simple-aggregate",

@@ -5,6 +5,7 @@ dashboard), and the answers to bad requests."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,14 @@ def listening_addresses(port: int) -> set[str]:
 
 def test_default_bind_is_loopback(dashboard):
     assert listening_addresses(dashboard.port) == {"127.0.0.1"}
+
+
+def test_the_dashboard_runs_at_a_lower_cpu_priority_than_the_brokers(dashboard, cluster3):
+    def niceness(pid: int) -> int:  # field 19 of /proc/<pid>/stat, after the command's ")"
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    assert niceness(dashboard.process.pid) == niceness(os.getpid()) + 10
+    assert niceness(cluster3.brokers[0].process.pid) == niceness(os.getpid())
 
 
 def test_cluster_lists_brokers_controller_and_partitions(dashboard, cluster3, layout):
@@ -265,6 +274,7 @@ def test_a_tail_sends_at_most_200_messages_a_second_and_counts_the_rest(
     "args, said",
     [
         (["--port", "70000"], "--port 70000: give 0-65535"),
+        (["--nice", "20"], "--nice 20: give 0-19"),
         (["--zookeeper", "127.0.0.1:notaport"], "--zookeeper 127.0.0.1:notaport"),
         ([], "cannot listen on 127.0.0.1:"),  # the port the dashboard of this module holds
     ],

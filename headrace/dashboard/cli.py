@@ -1,15 +1,20 @@
 """``headrace dashboard --zookeeper HOST:PORT[/chroot] [--port 8080] [--bind 127.0.0.1]
-[--warehouse URL]``: the web dashboard and its JSON API on the reactor, until SIGTERM/SIGINT."""
+[--warehouse URL] [--nice 10]``: the web dashboard and its JSON API on the reactor, until
+SIGTERM/SIGINT.  It lowers its own CPU priority (``--nice``): an observer must not slow what it
+observes, so on a machine it shares with brokers or producers they come first, and under CPU
+pressure its counts arrive later, never wrong."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 DEFAULT_BIND = "127.0.0.1"  # a live tail must not be open to the network by default
+DEFAULT_NICE = 10
 
 
 def add_parser(sub) -> None:
@@ -22,6 +27,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--warehouse",
         help="warehouse URL of loaders that did not record theirs (for their _SUCCESS hours)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=DEFAULT_NICE,
+        help=f"lower the dashboard's CPU priority by this much, 0-19 (default {DEFAULT_NICE}), "
+        "so brokers on the same machine come first",
     )
     p.set_defaults(func=run)
 
@@ -37,6 +49,11 @@ def run(args) -> int:
     if not 0 <= args.port < 65536:
         print(f"headrace dashboard: --port {args.port}: give 0-65535", file=sys.stderr)
         return 2
+    if not 0 <= args.nice <= 19:
+        print(f"headrace dashboard: --nice {args.nice}: give 0-19", file=sys.stderr)
+        return 2
+    if args.nice:
+        os.nice(args.nice)  # for its threads too: they are started after this
     sampler = Sampler(args.zookeeper, reactor, args.warehouse)
     feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
