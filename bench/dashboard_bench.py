@@ -585,9 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dashboard-nice",
         type=int,
-        default=10,
+        default=19,
         metavar="N",
-        help="the dashboard's --nice while producing (default 10, its own default; "
+        help="the dashboard's --nice while producing (default 19, its own default; "
         "0: the same priority as the brokers and the producer)",
     )
     parser.add_argument(

@@ -68,7 +68,7 @@ def test_the_dashboard_runs_at_a_lower_cpu_priority_than_the_brokers(dashboard, 
     def niceness(pid: int) -> int:  # field 19 of /proc/<pid>/stat, after the command's ")"
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
-    assert niceness(dashboard.process.pid) == niceness(os.getpid()) + 10
+    assert niceness(dashboard.process.pid) == min(19, niceness(os.getpid()) + 19)
     assert niceness(cluster3.brokers[0].process.pid) == niceness(os.getpid())
 
 

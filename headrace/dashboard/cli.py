@@ -1,5 +1,5 @@
 """``headrace dashboard --zookeeper HOST:PORT[/chroot] [--port 8080] [--bind 127.0.0.1]
-[--warehouse URL] [--nice 10]``: the web dashboard and its JSON API on the reactor, until
+[--warehouse URL] [--nice 19]``: the web dashboard and its JSON API on the reactor, until
 SIGTERM/SIGINT.  It lowers its own CPU priority (``--nice``): an observer must not slow what it
 observes, so on a machine it shares with brokers or producers they come first, and under CPU
 pressure its counts arrive later, never wrong."""
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 DEFAULT_BIND = "127.0.0.1"  # a live tail must not be open to the network by default
-DEFAULT_NICE = 10
+DEFAULT_NICE = 19
 
 
 def add_parser(sub) -> None:
