@@ -133,3 +133,35 @@ def test_our_clients_ask_for_flexible_versions():
     for key in (ApiKey.PRODUCE, ApiKey.FETCH, ApiKey.METADATA, ApiKey.API_VERSIONS):
         api = API_BY_KEY[key]
         assert api.is_flexible(api.client_version), api.name
+
+
+def test_list_offsets_v7_max_timestamp_is_the_record_with_the_largest_timestamp(conn, cluster1):
+    create_topic(cluster1.brokers[0].port, "stamps", 1)
+    batches = [
+        [(None, b"a", [], 1_000), (None, b"b", [], 9_000), (None, b"c", [], 3_000)],
+        [(None, b"d", [], 9_000), (None, b"e", [], 2_000)],  # ties: the first record wins
+    ]
+    for batch in batches:
+        assert produce_to(conn, "stamps", 0, build_batch(batch), version=9)["error_code"] == 0
+    request = {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [{"name": "stamps", "partitions": [{"partition_index": 0, "timestamp": -3}]}],
+    }
+    answer = conn.request(ApiKey.LIST_OFFSETS, request, version=7)["topics"][0]["partitions"][0]
+    assert (answer["error_code"], answer["offset"], answer["timestamp"]) == (0, 1, 9_000)
+
+
+def test_confluent_kafka_lists_the_max_timestamp_offset(cluster1):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    create_topic(cluster1.brokers[0].port, "stamps-admin", 1)
+    with BrokerConnection("127.0.0.1", cluster1.brokers[0].port) as conn:
+        batch = [(None, b"x", [], 5_000), (None, b"y", [], 7_000), (None, b"z", [], 6_000)]
+        assert produce_to(conn, "stamps-admin", 0, build_batch(batch))["error_code"] == 0
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster1.brokers[0].port}"})
+    partition = TopicPartition("stamps-admin", 0)
+    futures = admin.list_offsets({partition: OffsetSpec.max_timestamp()}, request_timeout=20)
+    answer = futures[partition].result(timeout=30)
+    assert (answer.offset, answer.timestamp) == (1, 7_000)

@@ -42,7 +42,7 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (0, 0, 9),
         (1, 4, 13),
         (7, 1, 2),
-        (2, 1, 6),
+        (2, 1, 7),
         (19, 2, 4),
         (20, 1, 3),
         (22, 0, 1),
