@@ -2,7 +2,7 @@
 (flexible: compact encodings, tagged fields, request header v2 and response header v1) against
 v8, and a consumer's Fetch v12 against v11, same broker, same run.
 
-    python bench/flexible_bench.py [--quick] [--messages 30000] [--reps 5] [--json PATH]
+    python bench/flexible_bench.py [--quick] [--messages 30000] [--reps 3] [--json PATH]
 
 What is started: ZooKeeper and one broker (``benchlib.running_broker``) on free ports of
 127.0.0.1.  What is measured: our own producer (``consumers.producer.Producer``, in this
@@ -19,7 +19,6 @@ per-rep ratios, and the broker's CPU per Produce request (utime + stime of its p
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
@@ -30,7 +29,10 @@ from pathlib import Path
 
 from benchlib import (
     BenchmarkError,
+    add_count_args,
     add_output_args,
+    bench_parser,
+    check_count_args,
     check_delivery,
     create_topic,
     finish,
@@ -116,7 +118,7 @@ def compare(runs: dict[int, list[dict]], plain: int, flexible: int) -> dict:
 
 
 def run(args, workdir: Path) -> dict:
-    count = 8_000 if args.quick else args.messages
+    count = args.messages or (8_000 if args.quick else 30_000)
     meta = new_meta(args.quick, workdir, messages=count, reps=args.reps)
     print(header("flexible versions", meta))
     produced: dict[int, list[dict]] = {v: [] for v in PRODUCE_VERSIONS}
@@ -180,12 +182,11 @@ def run(args, workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8,000 messages per run")
-    parser.add_argument("--messages", type=int, default=30_000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser = bench_parser(__doc__, "8,000 messages per run")
+    add_count_args(parser, "--messages", "per run (default 30,000)", "alternations (default 3)")
     add_output_args(parser)
     args = parser.parse_args()
+    check_count_args(parser, args, "messages")
     return main_in_tmp_dir(args, "flexible-bench-", lambda workdir: run(args, workdir))
 
 
