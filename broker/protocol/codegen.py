@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 from . import schema
-from .varint import encode_uvarint
+from .varint import SMALL_UVARINTS, encode_uvarint
 
 
 class _Source:
@@ -35,6 +35,7 @@ class _Source:
             "_I32": schema._I32,
             "_uvarint": schema.decode_uvarint,
             "_uv": encode_uvarint,
+            "_UVS": SMALL_UVARINTS,
             "_UUID": schema.uuid.UUID,
         }
         self._count = 0
@@ -196,19 +197,22 @@ def _read_tagged(src: _Source, tagged: list, version: int) -> dict:
         values[f.name] = src.fresh("t")
         emit(1, f"{values[f.name]} = {_default_expression(src, f)}")
     count, tag, length, end = src.fresh("n"), src.fresh("g"), src.fresh("n"), src.fresh("p")
-    _read_uvarint(src, 1, count)
-    emit(1, f"for _ in range({count}):")
-    _read_uvarint(src, 2, tag)
-    _read_uvarint(src, 2, length)
-    emit(2, f"{end} = pos + {length}")
-    emit(2, f"if {end} > size:")
-    emit(3, f"raise ProtocolError(f'tagged field of {{{length}}} bytes in {{size - pos}}')")
+    emit(1, "if pos < size and buf[pos] == 0:")  # the usual case: no tagged fields
+    emit(2, "pos += 1")
+    emit(1, "else:")
+    _read_uvarint(src, 2, count)
+    emit(2, f"for _ in range({count}):")
+    _read_uvarint(src, 3, tag)
+    _read_uvarint(src, 3, length)
+    emit(3, f"{end} = pos + {length}")
+    emit(3, f"if {end} > size:")
+    emit(4, f"raise ProtocolError(f'tagged field of {{{length}}} bytes in {{size - pos}}')")
     for i, f in enumerate(tagged):
-        emit(2, f"{'if' if i == 0 else 'elif'} {tag} == {f.tag}:")
-        _read_value(src, f.type, version, True, 3, values[f.name])
-        emit(3, f"if pos != {end}:")
-        emit(4, f"raise ProtocolError('tagged field {f.name} does not fill its size')")
-    emit(2, f"pos = {end}")
+        emit(3, f"{'if' if i == 0 else 'elif'} {tag} == {f.tag}:")
+        _read_value(src, f.type, version, True, 4, values[f.name])
+        emit(4, f"if pos != {end}:")
+        emit(5, f"raise ProtocolError('tagged field {f.name} does not fill its size')")
+    emit(3, f"pos = {end}")
     return values
 
 
@@ -287,7 +291,9 @@ def _write_value(src: _Source, t, version: int, flexible: bool, indent: int, val
         indent += 1
 
     def length(n: str, prefix: str) -> str:
-        return f"out.append(_uv({n} + 1))" if flexible else f"out.append({prefix}.pack({n}))"
+        if flexible:  # a compact length: one or two bytes from the table, nearly always
+            return f"out.append(_UVS[{n} + 1] if {n} < {len(SMALL_UVARINTS) - 1} else _uv({n} + 1))"
+        return f"out.append({prefix}.pack({n}))"
 
     if isinstance(t, schema._String):
         data = src.fresh("d")

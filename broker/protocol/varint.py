@@ -48,13 +48,14 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
 
 # --- unsigned varints (KIP-482's compact lengths, counts and tags) ------------------------------
 
-_SMALL_UVARINTS = [_encode_zigzag(n) for n in range(1 << 14)]  # every 1- and 2-byte uvarint
+# every 1- and 2-byte unsigned varint, by value: the generated encoders index it inline
+SMALL_UVARINTS = [_encode_zigzag(n) for n in range(1 << 14)]
 
 
 def encode_uvarint(value: int) -> bytes:
     """Unsigned varint (Kafka's ByteUtils.writeUnsignedVarint), for 0 <= value < 2**32."""
     if 0 <= value < 16384:
-        return _SMALL_UVARINTS[value]
+        return SMALL_UVARINTS[value]
     if value >> 32 or value < 0:
         raise ValueError(f"unsigned varint {value} is outside 0..2**32-1")
     return _encode_zigzag(value)
