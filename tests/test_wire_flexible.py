@@ -219,3 +219,16 @@ def test_every_api_with_a_flexible_version_served_is_checked():
         "ApiVersions",
         "ListOffsets",
     }
+
+
+FLEXIBLE_REQUESTS = sorted({(a.key, v) for a, side, v in FLEXIBLE_CASES if side == "request"})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(FLEXIBLE_REQUESTS), st.binary(max_size=120))
+def test_random_bytes_after_a_flexible_request_header_raise_only_protocol_errors(request, tail):
+    key, version = request
+    try:
+        frames.decode_request(struct.pack(">hhih", key, version, 1, -1) + tail)
+    except ProtocolError:
+        pass
