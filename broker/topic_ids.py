@@ -50,11 +50,11 @@ class TopicIds:
 
     def name_of(self, topic_id: uuid.UUID) -> str | None:
         """The topic with id ``topic_id``, or None if there is none."""
+        if topic_id == ZERO_UUID:  # "no id": names no topic
+            return None
         name = self._names.get(topic_id)
         if name is not None and self.metadata.topic_ids.get(name) == self._seen.get(name):
             return name
-        if topic_id == ZERO_UUID:
-            return None
         self._seen = dict(self.metadata.topic_ids)
         self._names = {parse_topic_id(text): name for name, text in self._seen.items()}
         return self._names.get(topic_id)

@@ -4,6 +4,7 @@ naming topics by id (an unknown id is UNKNOWN_TOPIC_ID), Metadata v12 asking by 
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import struct
@@ -20,6 +21,7 @@ from broker.protocol.apis import CLIENT_SOFTWARE
 from broker.protocol.errors import InvalidRequestError, UnknownTopicIdError
 from broker.protocol.records import build_batch, iter_records
 from broker.protocol.registry import API_BY_KEY, APIS, ApiKey
+from broker.topic_ids import ZERO_UUID, TopicIds, parse_topic_id
 from consumers.client import BrokerConnection
 
 UNKNOWN_ID = uuid.UUID("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
@@ -189,3 +191,15 @@ def test_our_clients_call_themselves_headrace_in_its_version():
     import headrace
 
     assert ("headrace", headrace.__version__) == CLIENT_SOFTWARE
+
+
+def test_topic_ids_follow_the_cluster_metadata_both_ways():
+    first, second = uuid.uuid4(), uuid.uuid4()
+    metadata = SimpleNamespace(topic_ids={"clicks": first.hex, "old": None})
+    ids = TopicIds(metadata)
+    assert ids.id_of("clicks") == first and ids.name_of(first) == "clicks"
+    assert ids.id_of("old") == ZERO_UUID and ids.name_of(ZERO_UUID) is None
+    metadata.topic_ids["clicks"] = second.hex  # deleted and created again: a new id
+    assert ids.name_of(first) is None and ids.name_of(second) == "clicks"
+    kafka_form = base64.urlsafe_b64encode(first.bytes).decode().rstrip("=")  # Uuid.toString()
+    assert parse_topic_id(kafka_form) == first and parse_topic_id("not an id") == ZERO_UUID
