@@ -60,6 +60,15 @@ def _count(buf, pos: int, size: int) -> tuple[int, int]:
     return n, pos
 
 
+def _topic_name(buf, pos: int, size: int, n: int) -> str:
+    """The topic name of length ``n`` at ``pos`` (never null)."""
+    if n < 0:
+        raise ProtocolError(f"string length {n}")
+    if pos + n > size:
+        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+    return str(buf[pos : pos + n], "utf-8")
+
+
 def _records(buf, pos: int, size: int, n: int) -> tuple[memoryview | None, int]:
     """The records of length ``n`` (-1: null) at ``pos``, and the position after them."""
     if n < 0:
@@ -88,13 +97,8 @@ def _read_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, 
     topics = []
     for _ in range(topic_count):
         n = _I16.unpack_from(buf, pos)[0]
-        pos += 2
-        if n < 0:
-            raise ProtocolError(f"string length {n}")
-        if pos + n > size:
-            raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-        name = str(buf[pos : pos + n], "utf-8")
-        partition_count, pos = _count(buf, pos + n, size)
+        name = _topic_name(buf, pos + 2, size, n)
+        partition_count, pos = _count(buf, pos + 2 + n, size)
         partitions = []
         for _ in range(partition_count):
             index, n = _INDEX_LENGTH.unpack_from(buf, pos)
@@ -147,11 +151,7 @@ def _read_flexible_body(buf, pos: int, size: int, version: int) -> tuple[Produce
     for _ in range(topic_count):
         n = buf[pos] if pos < size else 128
         n, pos = (n - 1, pos + 1) if n < 128 else _compact_length(buf, pos, size)
-        if n < 0:
-            raise ProtocolError(f"string length {n}")
-        if pos + n > size:
-            raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-        name = str(buf[pos : pos + n], "utf-8")
+        name = _topic_name(buf, pos, size, n)
         partition_count, pos = _compact_count(buf, pos + n, size)
         partitions = []
         for _ in range(partition_count):
