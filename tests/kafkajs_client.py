@@ -1,0 +1,128 @@
+"""kafkajs, the Node.js Kafka client with its own protocol code, run from the tests: the scripts
+under ``tests/js/`` take the bootstrap address and JSON arguments and print JSON. kafkajs is
+pinned in ``tests/js/package-lock.json`` and installed by ``deploy/setup.sh --test``."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+JS = Path(__file__).resolve().parent / "js"
+NODE_MODULES = JS / "node_modules" / "kafkajs"
+
+
+class KafkaJSError(Exception):
+    """A kafkajs call failed; ``type`` is the Kafka error kafkajs reported (e.g.
+    ``UNKNOWN_TOPIC_OR_PARTITION``) or None, ``name`` kafkajs's error class."""
+
+    def __init__(self, error: dict, stderr: str):
+        super().__init__(f"{error.get('name')} {error.get('type')}: {error.get('message')}")
+        self.name = error.get("name")
+        self.type = error.get("type")
+        self.stderr = stderr
+
+
+def node(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``node tests/js/<script> <args>``, its output captured; fails clearly when kafkajs is
+    not installed."""
+    if not NODE_MODULES.is_dir():
+        raise RuntimeError(f"kafkajs is not installed in {JS} (run: bash deploy/setup.sh --test)")
+    return subprocess.run(
+        ["node", str(JS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
+    )
+
+
+def run_js(script: str, bootstrap: str, *args, timeout: float = 60):
+    """The JSON a script printed; its ``{"error": ...}`` raises KafkaJSError."""
+    done = node(script, bootstrap, *(a if isinstance(a, str) else json.dumps(a) for a in args))
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise AssertionError(f"{script} printed nothing (status {done.returncode}): {done.stderr}")
+    result = json.loads(lines[-1])
+    if isinstance(result, dict) and "error" in result:
+        raise KafkaJSError(result["error"], done.stderr)
+    assert done.returncode == 0, done.stderr
+    return result
+
+
+def admin(bootstrap: str, call: str, *args, timeout: float = 60):
+    """kafkajs's ``admin().<call>(*args)``, its result as JSON (Buffers as {"type", "data"})."""
+    return run_js("admin.js", bootstrap, call, list(args), timeout=timeout)
+
+
+def produce(bootstrap: str, topic: str, batches: list[list[dict]], **options) -> list:
+    """Each batch of messages ({"key", "value", "partition", "headers", "timestamp"}) sent by
+    one kafkajs ``send()`` (all in one ``sendBatch()`` with ``send_batch=True``); options:
+    ``idempotent``, ``acks``, ``compression`` ("GZIP"). The RecordMetadata lists per send."""
+    return run_js("produce.js", bootstrap, {"topic": topic, "batches": batches, **options})
+
+
+class GroupMember:
+    """A kafkajs consumer group member (``tests/js/group_member.js``) in its own process; its
+    JSON events are read by a thread into ``events``. ``leave()`` closes its stdin, and it
+    disconnects (LeaveGroup)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, name: str):
+        if not NODE_MODULES.is_dir():
+            raise RuntimeError(f"kafkajs is not installed in {JS}")
+        self.name = name
+        self.process = subprocess.Popen(
+            ["node", str(JS / "group_member.js"), bootstrap, group, topic, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.events: list[dict] = []
+        self._new: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            event = json.loads(line)
+            self.events.append(event)
+            self._new.put(event)
+
+    def wait_event(self, predicate, timeout: float = 45) -> dict:
+        """The first event from now on that ``predicate`` accepts; AssertionError after
+        ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self._new.get(timeout=left)
+            except queue.Empty:
+                break
+            assert event["event"] not in ("error", "crash"), f"{self.name}: {event}"
+            if predicate(event):
+                return event
+        raise AssertionError(f"{self.name}: no such event within {timeout} s: {self.events}")
+
+    def assignment(self) -> list[int]:
+        """The partitions of its last join."""
+        joins = [e for e in self.events if e["event"] == "assigned"]
+        return joins[-1]["partitions"] if joins else []
+
+    def messages(self) -> list[dict]:
+        return [e for e in self.events if e["event"] == "message"]
+
+    def leave(self, timeout: float = 30) -> None:
+        """Close its stdin: it leaves the group and exits."""
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

@@ -1,0 +1,261 @@
+"""kafkajs (Node.js, its own protocol code) against three real brokers: its producer (plain and
+idempotent, batches, keys, headers, gzip), a consumer group of two with kafkajs's own group
+protocol, and the admin calls served today; what it reports is checked against what the
+brokers hold, read back with our own consumer, kcat, ``headrace groups`` and Metadata."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from command_lines import HEADRACE, kcat_read
+from conftest import create_topic, metadata, wait_for
+from kafkajs_client import GroupMember, KafkaJSError, admin, produce
+
+from consumers.consumer import EARLIEST, Consumer
+
+pytestmark = pytest.mark.integration  # node processes against brokers
+
+
+def read_back(bootstrap: str, topic: str, partitions: int, count: int) -> list:
+    """``count`` messages of ``topic`` read with our own consumer, sorted by partition and
+    offset (fewer if they are not there within 30 s)."""
+    consumer = Consumer(bootstrap, auto_offset_reset="earliest")
+    consumer.assign([(topic, p, EARLIEST) for p in range(partitions)])
+    got: list = []
+    try:
+        wait_for(lambda: len(got) >= count or got.extend(consumer.poll(0.5)), 30)
+    except AssertionError:
+        pass
+    finally:
+        consumer.close()
+    return sorted(got, key=lambda m: (m.partition, m.offset))
+
+
+def base_offsets(results: list) -> dict[int, list[int]]:
+    """partition -> the base offsets kafkajs reported, in send order."""
+    offsets: dict[int, list[int]] = {}
+    for send in results:
+        for meta in send:
+            assert meta["errorCode"] == 0, meta
+            offsets.setdefault(meta["partition"], []).append(int(meta["baseOffset"]))
+    return offsets
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_kafkajs_producer_keys_and_headers_read_back(cluster3, idempotent):
+    topic = f"kjs-produce-{'idem' if idempotent else 'plain'}"
+    create_topic(cluster3.brokers[0].port, topic, 3, replication_factor=3)
+    batches = [
+        [
+            {"key": f"k{b}-{i}", "value": f"v{b}-{i}", "partition": i % 3, "headers": {"n": str(i)}}
+            for i in range(10)
+        ]
+        for b in range(5)
+    ]
+    results = produce(cluster3.bootstrap, topic, batches, idempotent=idempotent)
+    offsets = base_offsets(results)
+    # Each send put one batch in each partition, at the offsets the broker assigned in order.
+    for partition in range(3):
+        counts = [sum(1 for m in batch if m["partition"] == partition) for batch in batches]
+        expected = [sum(counts[:b]) for b in range(len(batches))]
+        assert offsets[partition] == expected
+    got = read_back(cluster3.bootstrap, topic, 3, 50)
+    assert len(got) == 50
+    sent = {(m["partition"], m["key"]): m for batch in batches for m in batch}
+    for message in got:
+        want = sent[(message.partition, message.key.decode())]
+        assert message.value.decode() == want["value"]
+        assert [(k, v.decode()) for k, v in message.headers] == [("n", want["headers"]["n"])]
+    # kcat agrees, in each partition's order.
+    lines = kcat_read(cluster3.bootstrap, topic, "%p %o %k %s\n").splitlines()
+    assert sorted(lines) == sorted(
+        f"{m.partition} {m.offset} {m.key.decode()} {m.value.decode()}" for m in got
+    )
+
+
+def test_kafkajs_idempotent_producer_batches_carry_its_producer_id(cluster3):
+    topic = "kjs-idem-id"
+    create_topic(cluster3.brokers[0].port, topic, 1, replication_factor=1)
+    batches = [[{"key": "k", "value": f"{b}-{i}"} for i in range(3)] for b in range(4)]
+    results = produce(cluster3.bootstrap, topic, batches, idempotent=True)
+    assert base_offsets(results) == {0: [0, 3, 6, 9]}
+    leader = metadata(cluster3.brokers[0].port, [topic])["topics"][0]["partitions"][0]["leader_id"]
+    log_dir = cluster3.broker(leader).workdir / f"broker-{leader}-logs" / f"{topic}-0"
+    dump = subprocess.run(
+        [*HEADRACE, "dump-log", str(log_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    ids = {
+        line.split("producerId ")[1].split()[0]
+        for line in dump.splitlines()
+        if "producerId" in line
+    }
+    assert len(ids) == 1 and int(ids.pop()) >= 0, dump
+
+
+def test_kafkajs_send_batch_gzip_to_two_topics_reads_back(cluster3):
+    topic = "kjs-sendbatch"
+    create_topic(cluster3.brokers[0].port, topic, 4, replication_factor=2)
+    batches = [[{"key": f"key-{b}-{i}", "value": f"{b}:{i}"} for i in range(25)] for b in range(4)]
+    results = produce(cluster3.bootstrap, topic, batches, send_batch=True, compression="GZIP")
+    assert sum(len(offsets) for offsets in base_offsets(results).values()) >= 1
+    got = read_back(cluster3.bootstrap, topic, 4, 100)
+    assert sorted(m.value.decode() for m in got) == sorted(
+        m["value"] for batch in batches for m in batch
+    )
+    # The same key always went to the same partition (kafkajs's murmur2 partitioner).
+    partition_of: dict[bytes, int] = {}
+    for m in got:
+        assert partition_of.setdefault(m.key, m.partition) == m.partition
+
+
+def test_kafkajs_admin_creates_topics_and_reads_their_metadata(cluster3):
+    bootstrap = cluster3.bootstrap
+    spec = {"topic": "kjs-admin-made", "numPartitions": 5, "replicationFactor": 2}
+    assert admin(bootstrap, "createTopics", {"topics": [spec], "waitForLeaders": True}) is True
+    # kafkajs answers false for a topic that exists already (TOPIC_ALREADY_EXISTS).
+    assert admin(bootstrap, "createTopics", {"topics": [spec]}) is False
+    ours = metadata(cluster3.brokers[1].port, ["kjs-admin-made"])["topics"][0]
+    theirs = admin(bootstrap, "fetchTopicMetadata", {"topics": ["kjs-admin-made"]})["topics"][0]
+    assert theirs["name"] == "kjs-admin-made"
+    assert [
+        (p["partitionId"], p["leader"], p["replicas"], p["isr"]) for p in theirs["partitions"]
+    ] == [
+        (p["partition_index"], p["leader_id"], p["replica_nodes"], p["isr_nodes"])
+        for p in sorted(ours["partitions"], key=lambda p: p["partition_index"])
+    ]
+    assert all(len(p["replicas"]) == 2 for p in theirs["partitions"])
+    names = {t["name"] for t in admin(bootstrap, "fetchTopicMetadata")["topics"]}
+    assert "kjs-admin-made" in names
+    assert admin(bootstrap, "listTopics").count("kjs-admin-made") == 1
+    with pytest.raises(KafkaJSError) as refused:
+        admin(
+            bootstrap,
+            "createTopics",
+            {"topics": [{**spec, "topic": "kjs-rf4", "replicationFactor": 4}]},
+        )
+    assert refused.value.type == "INVALID_REPLICATION_FACTOR"
+
+
+def test_kafkajs_admin_describes_the_cluster(cluster3):
+    cluster = admin(cluster3.bootstrap, "describeCluster")
+    ours = metadata(cluster3.brokers[0].port, [])
+    assert sorted((b["nodeId"], b["port"]) for b in cluster["brokers"]) == sorted(
+        (b["node_id"], b["port"]) for b in ours["brokers"]
+    )
+    assert cluster["controller"] == ours["controller_id"]
+    assert cluster["clusterId"] == ours["cluster_id"]
+
+
+def test_kafkajs_admin_topic_offsets_and_by_timestamp(cluster3):
+    topic = "kjs-offsets"
+    create_topic(cluster3.brokers[0].port, topic, 2, replication_factor=3)
+    base = 1_700_000_000_000
+    batches = [
+        [{"value": f"{p}-{i}", "partition": p, "timestamp": str(base + i * 1000)} for i in range(6)]
+        for p in range(2)
+    ]
+    produce(cluster3.bootstrap, topic, batches)
+    offsets = admin(cluster3.bootstrap, "fetchTopicOffsets", topic)
+    assert sorted((o["partition"], o["low"], o["high"], o["offset"]) for o in offsets) == [
+        (0, "0", "6", "6"),
+        (1, "0", "6", "6"),
+    ]
+    # The first offset whose timestamp is at or after the one asked for.
+    by_time = admin(cluster3.bootstrap, "fetchTopicOffsetsByTimestamp", topic, base + 2500)
+    assert sorted((o["partition"], o["offset"]) for o in by_time) == [(0, "3"), (1, "3")]
+    # After the last record: kafkajs falls back on the high watermark.
+    later = admin(cluster3.bootstrap, "fetchTopicOffsetsByTimestamp", topic, base + 99_000)
+    assert sorted((o["partition"], o["offset"]) for o in later) == [(0, "6"), (1, "6")]
+    got = read_back(cluster3.bootstrap, topic, 2, 12)
+    assert [m.timestamp for m in got if m.partition == 0] == [base + i * 1000 for i in range(6)]
+    with pytest.raises(KafkaJSError) as unknown:
+        admin(cluster3.bootstrap, "fetchTopicOffsets", "kjs-no-such-topic")
+    assert unknown.value.type == "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+def groups_describe(cluster, group: str) -> dict[int, tuple[int, int]]:
+    """partition -> (committed, end) as ``headrace groups describe`` prints them."""
+    out = subprocess.run(
+        [*HEADRACE, "groups", "describe", group, "--zookeeper", cluster.zookeeper_connect],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = {}
+    for line in out.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[1].isdigit():
+            rows[int(fields[1])] = (int(fields[2]), int(fields[3]))
+    return rows
+
+
+def test_kafkajs_group_of_two_shares_and_hands_over_partitions(cluster3):
+    topic, group, partitions = "kjs-group", "kjs-group-of-two", 4
+    create_topic(cluster3.brokers[0].port, topic, partitions, replication_factor=2)
+    first = [[{"key": f"a{i}", "value": f"first-{i}", "partition": i % 4} for i in range(40)]]
+    produce(cluster3.bootstrap, topic, first)
+    one = GroupMember(cluster3.bootstrap, group, topic, "kjs-one")
+    two = None
+    try:
+        one.wait_event(lambda e: e["event"] == "assigned" and len(e["partitions"]) == partitions)
+        two = GroupMember(cluster3.bootstrap, group, topic, "kjs-two")
+        two.wait_event(lambda e: e["event"] == "assigned" and e["partitions"])
+        wait_for(lambda: len(one.assignment()) == 2 and len(two.assignment()) == 2, 30)
+        assert sorted(one.assignment() + two.assignment()) == list(range(partitions))
+
+        described = admin(cluster3.bootstrap, "describeGroups", [group])["groups"][0]
+        assert described["state"] == "Stable" and described["protocolType"] == "consumer"
+        assert sorted(m["clientId"] for m in described["members"]) == ["kjs-one", "kjs-two"]
+        listed = admin(cluster3.bootstrap, "listGroups")["groups"]
+        assert {"groupId": group, "protocolType": "consumer"} in listed
+
+        second = [[{"value": f"second-{i}", "partition": i % 4} for i in range(40)]]
+        produce(cluster3.bootstrap, topic, second)
+        for member in (one, two):
+            owned = member.assignment()
+            wait_for(
+                lambda m=member, o=owned: (
+                    {e["value"] for e in m.messages()}
+                    >= {f"second-{i}" for i in range(40) if i % 4 in o}
+                ),
+                30,
+            )
+            assert {
+                e["partition"] for e in member.messages() if e["value"].startswith("second")
+            } <= set(owned)
+        seen = {e["value"] for e in one.messages() + two.messages()}
+        assert seen == {m["value"] for m in first[0] + second[0]}
+
+        # The second member leaves: its partitions go to the first.
+        two.leave()
+        assert two.events[-1]["event"] == "stopped"
+        one.wait_event(lambda e: e["event"] == "assigned" and len(e["partitions"]) == partitions)
+        third = [[{"value": f"third-{i}", "partition": i % 4} for i in range(20)]]
+        produce(cluster3.bootstrap, topic, third)
+        wait_for(
+            lambda: {f"third-{i}" for i in range(20)} <= {e["value"] for e in one.messages()}, 30
+        )
+        # Committed offsets reach the end of every partition, as the brokers and ZooKeeper see
+        # them (kafkajs commits every 200 ms here and on leaving).
+        wait_for(
+            lambda: all(c == e == 25 for c, e in groups_describe(cluster3, group).values()), 30
+        )
+        one.leave()
+    finally:
+        one.kill()
+        if two is not None:
+            two.kill()
+    rows = groups_describe(cluster3, group)
+    assert rows == {p: (25, 25) for p in range(partitions)}
+    fetched = admin(cluster3.bootstrap, "fetchOffsets", {"groupId": group, "topics": [topic]})
+    assert sorted((p["partition"], p["offset"]) for p in fetched[0]["partitions"]) == [
+        (p, "25") for p in range(partitions)
+    ]
+    empty = admin(cluster3.bootstrap, "describeGroups", [group])["groups"][0]
+    assert empty["state"] == "Empty" and empty["members"] == []
