@@ -26,13 +26,16 @@ class KafkaJSError(Exception):
         self.stderr = stderr
 
 
-def node(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``node tests/js/<script> <args>``, its output captured; fails clearly when kafkajs is
-    not installed."""
+def node(
+    script: str, *args: str, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """``node tests/js/<script> <args>``, ``stdin`` its input, its output captured; fails
+    clearly when kafkajs is not installed."""
     if not NODE_MODULES.is_dir():
         raise RuntimeError(f"kafkajs is not installed in {JS} (run: bash deploy/setup.sh --test)")
     return subprocess.run(
         ["node", str(JS / script), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -41,9 +44,12 @@ def node(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedPr
     )
 
 
-def run_js(script: str, bootstrap: str, *args, timeout: float = 60):
-    """The JSON a script printed; its ``{"error": ...}`` raises KafkaJSError."""
-    done = node(script, bootstrap, *(a if isinstance(a, str) else json.dumps(a) for a in args))
+def run_js(script: str, bootstrap: str, *args, stdin=None, timeout: float = 60):
+    """The JSON a script printed (given ``args`` and ``stdin`` as JSON); its ``{"error": ...}``
+    raises KafkaJSError."""
+    text = "" if stdin is None else json.dumps(stdin)
+    arguments = (a if isinstance(a, str) else json.dumps(a) for a in args)
+    done = node(script, bootstrap, *arguments, stdin=text, timeout=timeout)
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise AssertionError(f"{script} printed nothing (status {done.returncode}): {done.stderr}")
@@ -63,7 +69,7 @@ def produce(bootstrap: str, topic: str, batches: list[list[dict]], **options) ->
     """Each batch of messages ({"key", "value", "partition", "headers", "timestamp"}) sent by
     one kafkajs ``send()`` (all in one ``sendBatch()`` with ``send_batch=True``); options:
     ``idempotent``, ``acks``, ``compression`` ("GZIP"). The RecordMetadata lists per send."""
-    return run_js("produce.js", bootstrap, {"topic": topic, "batches": batches, **options})
+    return run_js("produce.js", bootstrap, stdin={"topic": topic, "batches": batches, **options})
 
 
 class GroupMember:

@@ -74,6 +74,34 @@ def test_kafkajs_producer_keys_and_headers_read_back(cluster3, idempotent):
     )
 
 
+def test_kafkajs_producer_acks_0_tombstones_and_repeated_headers(cluster3):
+    topic = "kjs-produce-edges"
+    create_topic(cluster3.brokers[0].port, topic, 1, replication_factor=2)
+    # acks=0: kafkajs expects no answer and reports no metadata.
+    assert produce(cluster3.bootstrap, topic, [[{"key": "a", "value": "one"}]], acks=0) == [[]]
+    wait_for(lambda: len(read_back(cluster3.bootstrap, topic, 1, 1)) == 1, 30)
+    two = [{"key": "a", "value": None, "headers": {"h": ["x", "y"], "e": ""}}]
+    assert base_offsets(produce(cluster3.bootstrap, topic, [two], acks=1)) == {0: [1]}
+    got = read_back(cluster3.bootstrap, topic, 1, 2)
+    assert [(m.offset, m.key, m.value) for m in got] == [(0, b"a", b"one"), (1, b"a", None)]
+    assert sorted(got[1].headers) == [("e", b""), ("h", b"x"), ("h", b"y")]
+
+
+def test_kafkajs_producer_errors_are_typed(cluster3):
+    topic = "kjs-produce-errors"
+    create_topic(cluster3.brokers[0].port, topic, 1, replication_factor=1)
+    with pytest.raises(KafkaJSError) as unknown:
+        produce(cluster3.bootstrap, "kjs-no-such-topic", [[{"value": "x"}]])
+    assert unknown.value.type == "UNKNOWN_TOPIC_OR_PARTITION"
+    too_large = [[{"value": "x" * 1_100_000}]]  # over message.max.bytes (1048588)
+    with pytest.raises(KafkaJSError) as large:
+        produce(cluster3.bootstrap, topic, too_large)
+    assert large.value.type == "MESSAGE_TOO_LARGE"
+    # The broker carries on: the next send is stored and read back alone.
+    assert base_offsets(produce(cluster3.bootstrap, topic, [[{"value": "fine"}]])) == {0: [0]}
+    assert [m.value for m in read_back(cluster3.bootstrap, topic, 1, 1)] == [b"fine"]
+
+
 def test_kafkajs_idempotent_producer_batches_carry_its_producer_id(cluster3):
     topic = "kjs-idem-id"
     create_topic(cluster3.brokers[0].port, topic, 1, replication_factor=1)
@@ -132,6 +160,11 @@ def test_kafkajs_admin_creates_topics_and_reads_their_metadata(cluster3):
     names = {t["name"] for t in admin(bootstrap, "fetchTopicMetadata")["topics"]}
     assert "kjs-admin-made" in names
     assert admin(bootstrap, "listTopics").count("kjs-admin-made") == 1
+    # kafkajs deletes topics too (DeleteTopics).
+    assert admin(bootstrap, "createTopics", {"topics": [{**spec, "topic": "kjs-doomed"}]}) is True
+    admin(bootstrap, "deleteTopics", {"topics": ["kjs-doomed"]})
+    wait_for(lambda: "kjs-doomed" not in admin(bootstrap, "listTopics"), 30)
+    assert metadata(cluster3.brokers[2].port, ["kjs-doomed"])["topics"][0]["error_code"] == 3
     with pytest.raises(KafkaJSError) as refused:
         admin(
             bootstrap,
@@ -211,7 +244,14 @@ def test_kafkajs_group_of_two_shares_and_hands_over_partitions(cluster3):
 
         described = admin(cluster3.bootstrap, "describeGroups", [group])["groups"][0]
         assert described["state"] == "Stable" and described["protocolType"] == "consumer"
-        assert sorted(m["clientId"] for m in described["members"]) == ["kjs-one", "kjs-two"]
+        members = {m["clientId"]: m for m in described["members"]}
+        assert sorted(members) == ["kjs-one", "kjs-two"]
+        # The members' metadata and assignments come back as kafkajs wrote them.
+        for member in (one, two):
+            described_member = members[member.name]
+            assert described_member["subscription"]["topics"] == [topic]
+            assert described_member["assignment"]["assignment"] == {topic: member.assignment()}
+            assert described_member["clientHost"] == "/127.0.0.1"
         listed = admin(cluster3.bootstrap, "listGroups")["groups"]
         assert {"groupId": group, "protocolType": "consumer"} in listed
 
@@ -259,3 +299,8 @@ def test_kafkajs_group_of_two_shares_and_hands_over_partitions(cluster3):
     ]
     empty = admin(cluster3.bootstrap, "describeGroups", [group])["groups"][0]
     assert empty["state"] == "Empty" and empty["members"] == []
+    # With no member left, kafkajs's setOffsets (a member of its own, seeking and committing)
+    # moves the group back; the brokers and ZooKeeper agree.
+    moved = [{"partition": 0, "offset": "10"}, {"partition": 3, "offset": "0"}]
+    admin(cluster3.bootstrap, "setOffsets", {"groupId": group, "topic": topic, "partitions": moved})
+    assert groups_describe(cluster3, group) == {0: (10, 25), 1: (25, 25), 2: (25, 25), 3: (0, 25)}

@@ -7,7 +7,7 @@ function kafka(bootstrap, clientId = 'headrace-kafkajs-test') {
   return new Kafka({
     clientId,
     brokers: bootstrap.split(','),
-    logLevel: logLevel.WARN,
+    logLevel: logLevel[process.env.KAFKAJS_LOG_LEVEL || 'WARN'],  // DEBUG logs every request
     logCreator: () => ({ namespace, level, log }) =>
       process.stderr.write(`${namespace} ${JSON.stringify(log)}\n`),
     retry: { retries: 5, initialRetryTime: 100 },
@@ -19,11 +19,16 @@ function print(value) {
 }
 
 // kafkajs's errors carry the Kafka error type (e.g. UNKNOWN_TOPIC_OR_PARTITION) where the
-// broker sent one; a retried error keeps the broker's error as its cause, an aggregate error
-// (one per topic of createTopics) lists them.
+// broker sent one; a retried error keeps the broker's error as its cause; the errors of
+// several topics (createTopics), groups (deleteGroups) or partitions (deleteTopicRecords) are
+// listed, the first one's type standing for the whole.
 function describeError(error) {
   const cause = error.cause || error.originalError
-  const parts = (error.errors || []).map(describeError)
+  const parts = (error.errors || [])
+    .concat((error.groups || []).map((group) => group.error))
+    .concat((error.partitions || []).map((partition) => partition.error))
+    .filter(Boolean)
+    .map(describeError)
   return {
     name: error.name,
     type: error.type || (cause && cause.type) || (parts[0] && parts[0].type) || null,

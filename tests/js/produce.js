@@ -1,4 +1,4 @@
-// node produce.js BOOTSTRAP SPEC_JSON
+// node produce.js BOOTSTRAP < SPEC_JSON
 // Sends SPEC.batches (each a list of {key, value, partition, headers}) to SPEC.topic with one
 // producer (idempotent if SPEC.idempotent; acks SPEC.acks, default -1), one send() per batch,
 // or all in one sendBatch() if SPEC.send_batch; prints the RecordMetadata of every send.
@@ -6,8 +6,8 @@
 const { CompressionTypes, Partitioners } = require('kafkajs')
 const { kafka, main } = require('./common')
 
-const [bootstrap, specText] = process.argv.slice(2)
-const spec = JSON.parse(specText)
+const [bootstrap] = process.argv.slice(2)
+const spec = JSON.parse(require('fs').readFileSync(0, 'utf8'))
 
 main(async () => {
   const producer = kafka(bootstrap).producer({
