@@ -11,6 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+from command_lines import HEADRACE
+from conftest import wait_for
+
+from consumers.consumer import EARLIEST, Consumer
+
 JS = Path(__file__).resolve().parent / "js"
 NODE_MODULES = JS / "node_modules" / "kafkajs"
 
@@ -132,3 +137,48 @@ class GroupMember:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+# --- what the brokers hold, read back by our own tools ------------------------------------
+
+
+def read_back(bootstrap: str, topic: str, partitions: int, count: int) -> list:
+    """``count`` messages of ``topic`` read with our own consumer, sorted by partition and
+    offset (fewer if they are not there within 30 s)."""
+    consumer = Consumer(bootstrap, auto_offset_reset="earliest")
+    consumer.assign([(topic, p, EARLIEST) for p in range(partitions)])
+    got: list = []
+    try:
+        wait_for(lambda: len(got) >= count or got.extend(consumer.poll(0.5)), 30)
+    except AssertionError:
+        pass
+    finally:
+        consumer.close()
+    return sorted(got, key=lambda m: (m.partition, m.offset))
+
+
+def base_offsets(results: list) -> dict[int, list[int]]:
+    """partition -> the base offsets kafkajs reported, in send order."""
+    offsets: dict[int, list[int]] = {}
+    for send in results:
+        for meta in send:
+            assert meta["errorCode"] == 0, meta
+            offsets.setdefault(meta["partition"], []).append(int(meta["baseOffset"]))
+    return offsets
+
+
+def groups_describe(cluster, group: str) -> dict[int, tuple[int, int]]:
+    """partition -> (committed, end) as ``headrace groups describe`` prints them."""
+    out = subprocess.run(
+        [*HEADRACE, "groups", "describe", group, "--zookeeper", cluster.zookeeper_connect],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = {}
+    for line in out.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[1].isdigit():
+            rows[int(fields[1])] = (int(fields[2]), int(fields[3]))
+    return rows

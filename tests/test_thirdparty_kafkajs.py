@@ -10,36 +10,17 @@ import subprocess
 import pytest
 from command_lines import HEADRACE, kcat_read
 from conftest import create_topic, metadata, wait_for
-from kafkajs_client import GroupMember, KafkaJSError, admin, produce
-
-from consumers.consumer import EARLIEST, Consumer
+from kafkajs_client import (
+    GroupMember,
+    KafkaJSError,
+    admin,
+    base_offsets,
+    groups_describe,
+    produce,
+    read_back,
+)
 
 pytestmark = pytest.mark.integration  # node processes against brokers
-
-
-def read_back(bootstrap: str, topic: str, partitions: int, count: int) -> list:
-    """``count`` messages of ``topic`` read with our own consumer, sorted by partition and
-    offset (fewer if they are not there within 30 s)."""
-    consumer = Consumer(bootstrap, auto_offset_reset="earliest")
-    consumer.assign([(topic, p, EARLIEST) for p in range(partitions)])
-    got: list = []
-    try:
-        wait_for(lambda: len(got) >= count or got.extend(consumer.poll(0.5)), 30)
-    except AssertionError:
-        pass
-    finally:
-        consumer.close()
-    return sorted(got, key=lambda m: (m.partition, m.offset))
-
-
-def base_offsets(results: list) -> dict[int, list[int]]:
-    """partition -> the base offsets kafkajs reported, in send order."""
-    offsets: dict[int, list[int]] = {}
-    for send in results:
-        for meta in send:
-            assert meta["errorCode"] == 0, meta
-            offsets.setdefault(meta["partition"], []).append(int(meta["baseOffset"]))
-    return offsets
 
 
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
@@ -209,23 +190,6 @@ def test_kafkajs_admin_topic_offsets_and_by_timestamp(cluster3):
     with pytest.raises(KafkaJSError) as unknown:
         admin(cluster3.bootstrap, "fetchTopicOffsets", "kjs-no-such-topic")
     assert unknown.value.type == "UNKNOWN_TOPIC_OR_PARTITION"
-
-
-def groups_describe(cluster, group: str) -> dict[int, tuple[int, int]]:
-    """partition -> (committed, end) as ``headrace groups describe`` prints them."""
-    out = subprocess.run(
-        [*HEADRACE, "groups", "describe", group, "--zookeeper", cluster.zookeeper_connect],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    rows = {}
-    for line in out.splitlines()[2:]:
-        fields = line.split()
-        if len(fields) >= 4 and fields[1].isdigit():
-            rows[int(fields[1])] = (int(fields[2]), int(fields[3]))
-    return rows
 
 
 def test_kafkajs_group_of_two_shares_and_hands_over_partitions(cluster3):

@@ -27,11 +27,12 @@ function describeError(error) {
   const parts = (error.errors || [])
     .concat((error.groups || []).map((group) => group.error))
     .concat((error.partitions || []).map((partition) => partition.error))
+    .concat(cause ? [cause] : [])
     .filter(Boolean)
     .map(describeError)
   return {
     name: error.name,
-    type: error.type || (cause && cause.type) || (parts[0] && parts[0].type) || null,
+    type: error.type || (parts.find((part) => part.type) || {}).type || null,
     message: error.message,
     retriable: error.retriable,
     errors: parts,
