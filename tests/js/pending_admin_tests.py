@@ -32,7 +32,9 @@ DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5  # Kafka's 
 
 def describe_topic_configs(bootstrap: str, topic: str, names=None) -> dict[str, dict]:
     """name -> kafkajs's config entry, for ``topic``'s configs (``names`` only, if given)."""
-    resource = {"type": TOPIC, "name": topic, "configNames": names}
+    resource = {"type": TOPIC, "name": topic}
+    if names is not None:
+        resource["configNames"] = names
     described = admin(bootstrap, "describeConfigs", {"resources": [resource]})
     (result,) = described["resources"]
     assert result["errorCode"] == 0 and result["resourceName"] == topic, result
