@@ -19,6 +19,7 @@ from kafkajs_client import (
     produce,
     read_back,
 )
+from test_coordinator_clients import OVERRIDES, coordinator_of
 
 pytestmark = pytest.mark.integration  # node processes against brokers
 
@@ -268,3 +269,32 @@ def test_kafkajs_group_of_two_shares_and_hands_over_partitions(cluster3):
     moved = [{"partition": 0, "offset": "10"}, {"partition": 3, "offset": "0"}]
     admin(cluster3.bootstrap, "setOffsets", {"groupId": group, "topic": topic, "partitions": moved})
     assert groups_describe(cluster3, group) == {0: (10, 25), 1: (25, 25), 2: (25, 25), 3: (0, 25)}
+
+
+def test_kafkajs_group_follows_its_coordinator_and_leaders_when_a_broker_dies(make_cluster):
+    cluster = make_cluster(3, **{k.replace(".", "_"): v for k, v in OVERRIDES.items()})
+    topic, group = "kjs-failover", "kjs-failover-group"
+    node = coordinator_of(cluster, group)
+    create_topic(cluster.brokers[0].port, topic, 4, replication_factor=3)
+    before = [[{"value": f"before-{i}", "partition": i % 4} for i in range(40)]]
+    produce(cluster.bootstrap, topic, before)
+    members = [GroupMember(cluster.bootstrap, group, topic, f"kjs-{n}") for n in ("a", "b")]
+    try:
+        wait_for(lambda: sorted(p for m in members for p in m.assignment()) == [0, 1, 2, 3], 45)
+        wait_for(lambda: len({e["value"] for m in members for e in m.messages()}) == 40, 30)
+        # The coordinator dies with its share of the partitions' leaderships.
+        cluster.broker(node).kill()
+        wait_for(lambda: coordinator_of(cluster, group) != node, 30)
+        survivors = ",".join(b.bootstrap for b in cluster.brokers if b.process is not None)
+        after = [[{"value": f"after-{i}", "partition": i % 4} for i in range(40)]]
+        wait_for(lambda: produce(survivors, topic, after), 60)
+        expected = {m["value"] for m in before[0] + after[0]}
+        wait_for(lambda: {e["value"] for m in members for e in m.messages()} >= expected, 90)
+        wait_for(lambda: sorted(p for m in members for p in m.assignment()) == [0, 1, 2, 3], 45)
+        for member in members:
+            member.leave()
+    finally:
+        for member in members:
+            member.kill()
+    committed = groups_describe(cluster, group)
+    assert {p: c for p, (c, _end) in committed.items()} == {p: 20 for p in range(4)}
