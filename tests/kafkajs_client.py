@@ -182,3 +182,23 @@ def groups_describe(cluster, group: str) -> dict[int, tuple[int, int]]:
         if len(fields) >= 4 and fields[1].isdigit():
             rows[int(fields[1])] = (int(fields[2]), int(fields[3]))
     return rows
+
+
+def stored_batches(broker, topic: str, partition: int) -> list[dict[str, int]]:
+    """The batch headers of a partition's log on ``broker``, as ``headrace dump-log`` lists
+    them (baseOffset, producerId, partitionLeaderEpoch... as ints)."""
+    log_dir = broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-{partition}"
+    dump = subprocess.run(
+        [*HEADRACE, "dump-log", str(log_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    headers = []
+    for line in dump.splitlines():
+        words = line.split()
+        if words and words[0] == "baseOffset":
+            pairs = dict(zip(words[:-1:2], words[1:-1:2], strict=True))
+            headers.append({k: int(v, 0) for k, v in pairs.items() if k != "codec"})
+    return headers
