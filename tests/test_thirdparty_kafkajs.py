@@ -323,3 +323,35 @@ def test_kafkajs_idempotent_producer_through_a_leader_kill_stores_each_message_o
     headers = stored_batches(survivor, topic, 0)
     assert len({h["producerId"] for h in headers}) == 1
     assert len({h["partitionLeaderEpoch"] for h in headers}) >= 2
+
+
+def test_kafkajs_sees_an_idle_group_after_its_coordinator_restarts(make_cluster):
+    cluster = make_cluster(1)
+    topic, group = "kjs-idle", "kjs-idle-group"
+    create_topic(cluster.brokers[0].port, topic, 2, replication_factor=1)
+    produce(cluster.bootstrap, topic, [[{"value": str(i), "partition": i % 2} for i in range(6)]])
+    member = GroupMember(cluster.bootstrap, group, topic, "kjs-idle")
+    try:
+        wait_for(lambda: groups_describe(cluster, group) == {0: (3, 3), 1: (3, 3)}, 45)
+        member.leave()
+    finally:
+        member.kill()
+    # The coordinator forgets what it held in memory; the group lives on in ZooKeeper, and a
+    # Kafka broker would still list it (Empty) while it has offsets.
+    broker = cluster.brokers[0]
+    broker.stop()
+    broker.start()
+    wait_for(lambda: metadata(broker.port)["brokers"], 30)
+    listed = admin(cluster.bootstrap, "listGroups")["groups"]
+    assert {"groupId": group, "protocolType": ""} in listed
+    described = admin(cluster.bootstrap, "describeGroups", [group])["groups"][0]
+    assert (described["errorCode"], described["state"], described["members"]) == (0, "Empty", [])
+    fetched = admin(cluster.bootstrap, "fetchOffsets", {"groupId": group, "topics": [topic]})
+    assert sorted((p["partition"], p["offset"]) for p in fetched[0]["partitions"]) == [
+        (0, "3"),
+        (1, "3"),
+    ]
+    # A name nobody used is still unknown (Dead), as in Kafka.
+    unknown = admin(cluster.bootstrap, "describeGroups", ["kjs-never-used"])["groups"][0]
+    assert unknown["state"] == "Dead"
+    assert "kjs-never-used" not in {g["groupId"] for g in listed}
