@@ -10,7 +10,7 @@ import time
 
 import pytest
 from command_lines import kcat_read
-from conftest import create_topic, metadata, wait_for
+from conftest import create_topic, metadata, wait_for, zk_session
 from kafkajs_client import (
     GroupMember,
     KafkaJSError,
@@ -22,6 +22,8 @@ from kafkajs_client import (
     stored_batches,
 )
 from test_coordinator_clients import OVERRIDES, coordinator_of
+
+from broker.protocol.zookeeper import decode_topic_config, topic_config_path
 
 pytestmark = pytest.mark.integration  # node processes against brokers
 
@@ -133,6 +135,24 @@ def test_kafkajs_admin_creates_topics_and_reads_their_metadata(cluster3):
     names = {t["name"] for t in admin(bootstrap, "fetchTopicMetadata")["topics"]}
     assert "kjs-admin-made" in names
     assert admin(bootstrap, "listTopics").count("kjs-admin-made") == 1
+    # Without a partition count or replication factor: the broker's (num.partitions is 3 on
+    # the test brokers); configs land in ZooKeeper as the topic's overrides.
+    plain = {"topic": "kjs-defaults", "configEntries": [{"name": "retention.ms", "value": "60000"}]}
+    assert admin(bootstrap, "createTopics", {"topics": [plain]}) is True
+    made = metadata(cluster3.brokers[0].port, ["kjs-defaults"])["topics"][0]["partitions"]
+    assert len(made) == 3 and all(len(p["replica_nodes"]) == 1 for p in made)
+    with zk_session(cluster3.zookeeper_connect) as zk:
+        path = topic_config_path("kjs-defaults")
+        assert decode_topic_config(zk.get(path)[0]) == {"retention.ms": "60000"}
+    for topic, configs, error in (
+        ("kjs-bad-config", [{"name": "retention.ms", "value": "soon"}], "INVALID_CONFIG"),
+        ("kjs/bad/name", [], "INVALID_TOPIC_EXCEPTION"),
+    ):
+        with pytest.raises(KafkaJSError) as refused:
+            admin(
+                bootstrap, "createTopics", {"topics": [{"topic": topic, "configEntries": configs}]}
+            )
+        assert refused.value.type == error
     # kafkajs deletes topics too (DeleteTopics).
     assert admin(bootstrap, "createTopics", {"topics": [{**spec, "topic": "kjs-doomed"}]}) is True
     admin(bootstrap, "deleteTopics", {"topics": ["kjs-doomed"]})
