@@ -142,6 +142,13 @@ class GroupMember:
 # --- what the brokers hold, read back by our own tools ------------------------------------
 
 
+def headrace(*args: str) -> str:
+    """What ``headrace <args>`` (this tree's) printed; a failure raises."""
+    return subprocess.run(
+        [*HEADRACE, *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
 def read_back(bootstrap: str, topic: str, partitions: int, count: int) -> list:
     """``count`` messages of ``topic`` read with our own consumer, sorted by partition and
     offset (fewer if they are not there within 30 s)."""
@@ -167,15 +174,14 @@ def base_offsets(results: list) -> dict[int, list[int]]:
     return offsets
 
 
+def groups_list(cluster) -> str:
+    """``headrace groups list``'s output."""
+    return headrace("groups", "list", "--zookeeper", cluster.zookeeper_connect)
+
+
 def groups_describe(cluster, group: str) -> dict[int, tuple[int, int]]:
     """partition -> (committed, end) as ``headrace groups describe`` prints them."""
-    out = subprocess.run(
-        [*HEADRACE, "groups", "describe", group, "--zookeeper", cluster.zookeeper_connect],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = headrace("groups", "describe", group, "--zookeeper", cluster.zookeeper_connect)
     rows = {}
     for line in out.splitlines()[2:]:
         fields = line.split()
@@ -188,13 +194,7 @@ def stored_batches(broker, topic: str, partition: int) -> list[dict[str, int]]:
     """The batch headers of a partition's log on ``broker``, as ``headrace dump-log`` lists
     them (baseOffset, producerId, partitionLeaderEpoch... as ints)."""
     log_dir = broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-{partition}"
-    dump = subprocess.run(
-        [*HEADRACE, "dump-log", str(log_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    dump = headrace("dump-log", str(log_dir))
     headers = []
     for line in dump.splitlines():
         words = line.split()

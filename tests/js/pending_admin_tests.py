@@ -9,10 +9,8 @@ they are merged it becomes ``tests/test_thirdparty_kafkajs_admin.py`` (``git mv`
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
-from command_lines import HEADRACE
 from conftest import create_topic, metadata, wait_for, zk_session
 from kafkajs_client import (
     GroupMember,
@@ -20,6 +18,7 @@ from kafkajs_client import (
     admin,
     base_offsets,
     groups_describe,
+    groups_list,
     produce,
     read_back,
 )
@@ -176,16 +175,6 @@ def test_kafkajs_deletes_records_up_to_an_offset(cluster3):
     with pytest.raises(KafkaJSError) as refused:
         admin(bootstrap, "deleteTopicRecords", beyond)
     assert refused.value.type == "OFFSET_OUT_OF_RANGE"
-
-
-def groups_list(cluster) -> str:
-    return subprocess.run(
-        [*HEADRACE, "groups", "list", "--zookeeper", cluster.zookeeper_connect],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
 
 
 def test_kafkajs_deletes_groups_but_not_while_they_have_members(cluster3):
