@@ -105,8 +105,8 @@ class GroupMember:
             self._new.put(event)
 
     def wait_event(self, predicate, timeout: float = 45) -> dict:
-        """The first event from now on that ``predicate`` accepts; AssertionError after
-        ``timeout`` s."""
+        """The first event that ``predicate`` accepts among those no earlier wait has looked
+        at (they are looked at in order); AssertionError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:

@@ -298,7 +298,8 @@ def test_kafkajs_group_follows_its_coordinator_and_leaders_when_a_broker_dies(ma
         wait_for(lambda: coordinator_of(cluster, group) != node, 30)
         survivors = ",".join(b.bootstrap for b in cluster.brokers if b.process is not None)
         after = [[{"value": f"after-{i}", "partition": i % 4} for i in range(40)]]
-        wait_for(lambda: produce(survivors, topic, after), 60)
+        # Idempotent, with retries that outlast the leaders' failover: stored once each.
+        produce(survivors, topic, after, idempotent=True, retries=40)
         expected = {m["value"] for m in before[0] + after[0]}
         wait_for(lambda: {e["value"] for m in members for e in m.messages()} >= expected, 90)
         wait_for(lambda: sorted(p for m in members for p in m.assignment()) == [0, 1, 2, 3], 45)
