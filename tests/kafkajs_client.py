@@ -5,6 +5,7 @@ pinned in ``tests/js/package-lock.json`` and installed by ``deploy/setup.sh --te
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -45,7 +46,7 @@ def node(
         text=True,
         timeout=timeout,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
+        env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
     )
 
 
