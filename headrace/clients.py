@@ -198,7 +198,7 @@ def groups(args) -> int:
             for name in sorted(names | set(protocol)):
                 kind = read_kind(zk, name) if name in names else None
                 if name in protocol and kind in (None, KAFKA):
-                    kind = f"kafka ({protocol[name] or 'no protocol yet'})"
+                    kind = f"kafka ({protocol[name]})" if protocol[name] else KAFKA
                 print(f"{name:<32} {kind or 'offsets only'}")
             return 0
         if not args.group:
