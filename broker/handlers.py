@@ -14,7 +14,9 @@ import logging
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
+from .admin_handlers import AdminHandlers
 from .config import BrokerConfig
+from .create_partitions import MAX_PARTITIONS_PER_TOPIC
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
@@ -31,7 +33,6 @@ from .server import CLOSE_CONNECTION
 log = logging.getLogger(__name__)
 
 _EMPTY = b""
-MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
 def _detached(piece):
@@ -66,6 +67,7 @@ class RequestHandlers:
         self.controller = None  # this broker's controller, set by the broker once started
         self.replicas = None  # this broker's ReplicaManager, set by the broker
         self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
+        self.admin = AdminHandlers(self)
         self.table = self.handler_table()
         self.contextual = self.groups.contextual
         check_handlers({**self.table, **self.contextual})
@@ -86,6 +88,7 @@ class RequestHandlers:
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
+            **self.admin.table,
         }
 
     def handle(self, request, connection):
@@ -249,7 +252,9 @@ class RequestHandlers:
                     plog = self._local_log(topic, partition, epoch)
                     if follower >= 0:  # a follower reads to the log end and tells its own
                         at = p["fetch_offset"]
-                        self.replicas.follower_fetched(topic, partition, follower, at, plog, epoch)
+                        self.replicas.follower_fetched(
+                            topic, partition, follower, at, plog, epoch, p["log_start_offset"]
+                        )
                     hw = self.replicas.high_watermark(topic, partition, plog)
                     entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset

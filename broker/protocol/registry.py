@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import apis, group_apis
+from . import admin_apis, apis, group_apis
 from .schema import Struct
 
 
@@ -39,9 +39,14 @@ class ApiKey(IntEnum):
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
     DESCRIBE_LOG_DIRS = 35
+    CREATE_PARTITIONS = 37
+    DELETE_GROUPS = 42
+    ELECT_LEADERS = 43
+    OFFSET_DELETE = 47
 
     @property
     def title(self) -> str:
@@ -66,7 +71,7 @@ class Api:
         return self.key.title
 
 
-K, a, g = ApiKey, apis, group_apis
+K, a, g, ad = ApiKey, apis, group_apis, admin_apis
 # key, versions served (min, max), our clients' version, request and response schemas
 # one row per API, unwrapped
 # fmt: off
@@ -88,12 +93,17 @@ APIS: tuple[Api, ...] = (
     Api(K.API_VERSIONS, 0, 2, 2, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE),
     Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE),
     Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
+    Api(K.DELETE_RECORDS, 0, 1, 1, ad.DELETE_RECORDS_REQUEST, ad.DELETE_RECORDS_RESPONSE),
     Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
     Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE),  # noqa: E501
     Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE),
+    Api(K.CREATE_PARTITIONS, 0, 1, 1, ad.CREATE_PARTITIONS_REQUEST, ad.CREATE_PARTITIONS_RESPONSE),
+    Api(K.DELETE_GROUPS, 0, 1, 1, ad.DELETE_GROUPS_REQUEST, ad.DELETE_GROUPS_RESPONSE),
+    Api(K.ELECT_LEADERS, 0, 1, 1, ad.ELECT_LEADERS_REQUEST, ad.ELECT_LEADERS_RESPONSE),
+    Api(K.OFFSET_DELETE, 0, 0, 0, ad.OFFSET_DELETE_REQUEST, ad.OFFSET_DELETE_RESPONSE),
 )
 # fmt: on
-del K, a, g
+del K, a, g, ad
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.
