@@ -6,6 +6,7 @@ partitions, bad assignments and unknown topics; preferred and unclean elections.
 from __future__ import annotations
 
 import pytest
+from admin_clients import confluent_admin, error_code, request
 from conftest import create_topic, metadata, wait_for
 
 from broker.protocol.errors import (
@@ -17,28 +18,11 @@ from broker.protocol.errors import (
     UnknownTopicOrPartitionError,
 )
 from broker.protocol.registry import ApiKey
-from consumers.client import BrokerConnection
 
 
 def _partitions(port: int, topic: str) -> dict[int, dict]:
     [t] = metadata(port, [topic])["topics"]
     return {p["partition_index"]: p for p in t["partitions"]}
-
-
-def _confluent_admin(cluster):
-    from confluent_kafka.admin import AdminClient
-
-    return AdminClient({"bootstrap.servers": cluster.bootstrap})
-
-
-def _error_code(future) -> int:
-    from confluent_kafka import KafkaException
-
-    try:
-        future.result(timeout=30)
-    except KafkaException as exc:
-        return exc.args[0].code()
-    return 0
 
 
 def test_confluent_grows_a_replicated_topic_whose_new_partitions_take_produce_and_fetch(cluster3):
@@ -47,7 +31,7 @@ def test_confluent_grows_a_replicated_topic_whose_new_partitions_take_produce_an
 
     port = cluster3.brokers[0].port
     create_topic(port, "grown", 2, replication_factor=3)
-    admin = _confluent_admin(cluster3)
+    admin = confluent_admin(cluster3)
     [checked] = admin.create_partitions([NewPartitions("grown", 4)], validate_only=True).values()
     assert checked.result(timeout=30) is None
     assert len(_partitions(port, "grown")) == 2  # validate_only changed nothing
@@ -79,7 +63,7 @@ def test_confluent_create_partitions_errors(cluster3):
 
     port = cluster3.brokers[0].port
     create_topic(port, "fixed", 3, replication_factor=2)
-    admin = _confluent_admin(cluster3)
+    admin = confluent_admin(cluster3)
     cases = {
         "fewer": (NewPartitions("fixed", 2), InvalidPartitionsError.code),
         "equal": (NewPartitions("fixed", 3), InvalidPartitionsError.code),
@@ -91,7 +75,7 @@ def test_confluent_create_partitions_errors(cluster3):
     }
     for name, (request, code) in cases.items():
         [future] = admin.create_partitions([request]).values()
-        assert _error_code(future) == code, name
+        assert error_code(future) == code, name
     assert len(_partitions(port, "fixed")) == 3
     [future] = admin.create_partitions([NewPartitions("fixed", 4, [[3, 1]])]).values()
     assert future.result(timeout=30) is None
@@ -145,7 +129,7 @@ def test_preferred_election_by_both_admin_clients_and_its_answers(cluster3):
     port = cluster3.brokers[0].port
     create_topic(port, "elected", 1, replication_factor=3)
     wait_for(lambda: len(_partitions(port, "elected")[0]["isr_nodes"]) == 3, 20)
-    admin = _confluent_admin(cluster3)
+    admin = confluent_admin(cluster3)
     tp = TopicPartition("elected", 0)
     result = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30)
     assert result[tp].code() == ElectionNotNeededError.code
@@ -163,16 +147,16 @@ def test_preferred_election_by_both_admin_clients_and_its_answers(cluster3):
 
 
 def _elect(port: int, version: int, election_type: int, topic: str, partition: int) -> dict:
-    with BrokerConnection("127.0.0.1", port, timeout=30) as conn:
-        body = conn.request(
-            ApiKey.ELECT_LEADERS,
-            {
-                "election_type": election_type,
-                "topic_partitions": [{"topic": topic, "partitions": [partition]}],
-                "timeout_ms": 10000,
-            },
-            version=version,
-        )
+    body = request(
+        port,
+        ApiKey.ELECT_LEADERS,
+        {
+            "election_type": election_type,
+            "topic_partitions": [{"topic": topic, "partitions": [partition]}],
+            "timeout_ms": 10000,
+        },
+        version,
+    )
     [topic_result] = body["replica_election_results"]
     return topic_result["partition_result"][0]
 
