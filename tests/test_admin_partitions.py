@@ -73,8 +73,8 @@ def test_confluent_create_partitions_errors(cluster3):
         "count": (NewPartitions("fixed", 5, [[1, 2]]), InvalidReplicaAssignmentError.code),
         "topic": (NewPartitions("no-such-topic", 5), UnknownTopicOrPartitionError.code),
     }
-    for name, (request, code) in cases.items():
-        [future] = admin.create_partitions([request]).values()
+    for name, (asked, code) in cases.items():
+        [future] = admin.create_partitions([asked]).values()
         assert error_code(future) == code, name
     assert len(_partitions(port, "fixed")) == 3
     [future] = admin.create_partitions([NewPartitions("fixed", 4, [[3, 1]])]).values()
