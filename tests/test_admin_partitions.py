@@ -173,3 +173,42 @@ def test_election_answers_from_a_non_controller_and_for_unknown_partitions(clust
     )
     assert _elect(ours.port, 1, 1, "answers", 0)["error_code"] == ElectionNotNeededError.code
     assert PreferredLeaderNotAvailableError.code == 80
+
+
+def test_unclean_election_of_an_offline_partition_and_kafkas_refusals(make_cluster):
+    from confluent_kafka import ElectionType, TopicPartition
+    from conftest import zk_session
+
+    from broker.protocol import zookeeper as layout
+    from broker.protocol.errors import EligibleLeadersNotAvailableError
+
+    cluster = make_cluster(3)
+    admin = confluent_admin(cluster)
+    for name, replicas in (("lagging", [3, 2]), ("alone", [3])):
+        assignment = {"partition_index": 0, "broker_ids": replicas}
+        wanted = {"name": name, "num_partitions": -1, "replication_factor": -1}
+        wanted |= {"assignments": [assignment], "configs": []}
+        body = {"topics": [wanted], "timeout_ms": 30000, "validate_only": False}
+        [created] = request(cluster.brokers[0].port, ApiKey.CREATE_TOPICS, body)["topics"]
+        assert created["error_code"] == 0, created
+    port = cluster.brokers[0].port
+    wait_for(lambda: len(_partitions(port, "lagging")[0]["isr_nodes"]) == 2, 20)
+    cluster.broker(3).kill()
+    wait_for(lambda: _partitions(port, "lagging")[0]["leader_id"] == 2, 30)
+    with zk_session(cluster.zookeeper_connect) as zk:  # broker 2 fell behind before 3 died
+        path = layout.partition_state_path("lagging", 0)
+        data, stat = zk.get(path)
+        state = layout.decode_partition_state(data, path)
+        offline = layout.PartitionState(-1, state.leader_epoch + 1, (3,), state.controller_epoch)
+        zk.set(path, layout.encode_partition_state(offline), version=stat.version)
+    wait_for(lambda: _partitions(port, "lagging")[0]["leader_id"] == -1, 20)
+    lagging, alone = TopicPartition("lagging", 0), TopicPartition("alone", 0)
+    answer = admin.elect_leaders(ElectionType.PREFERRED, [lagging]).result(timeout=30)
+    assert answer[lagging].code() == PreferredLeaderNotAvailableError.code
+    answer = admin.elect_leaders(ElectionType.UNCLEAN, [lagging, alone]).result(timeout=30)
+    assert answer[lagging] is None
+    assert answer[alone].code() == EligibleLeadersNotAvailableError.code
+    elected = _partitions(port, "lagging")[0]
+    assert (elected["leader_id"], elected["isr_nodes"]) == (2, [2])
+    answer = admin.elect_leaders(ElectionType.UNCLEAN, [lagging]).result(timeout=30)
+    assert answer[lagging].code() == ElectionNotNeededError.code
