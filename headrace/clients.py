@@ -14,6 +14,7 @@ from broker.protocol.offsets import committed_partitions, read_offset, read_owne
 from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
 from consumers.metrics import add_metrics_arguments
 
+from . import reset_offsets
 from .kafka_groups import assigned_partitions, describe_group, list_groups
 
 
@@ -178,12 +179,17 @@ def groups(args) -> int:
     if not args.zookeeper:
         print("headrace groups: --zookeeper is needed (groups live there)", file=sys.stderr)
         return 2
+    if args.action is None and not args.reset_offsets:
+        print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
+        return 2
     zk = KazooClient(hosts=args.zookeeper)
     zk.start(timeout=15)
     cluster = ClusterClient(
         args.bootstrap_server, None if args.bootstrap_server else args.zookeeper
     )
     try:
+        if args.reset_offsets:
+            return reset_offsets.run(zk, cluster, args)
         try:
             names = set(zk.get_children(CONSUMERS))
         except NoNodeError:
@@ -326,8 +332,9 @@ def add_parsers(sub) -> None:
         "or delete one with no live members",
     )
     endpoints(p)
-    p.add_argument("action", choices=["list", "describe", "delete"])
+    p.add_argument("action", nargs="?", choices=["list", "describe", "delete"])
     p.add_argument("group", nargs="?")
+    reset_offsets.add_arguments(p)
     p.set_defaults(func=groups)
 
     p = sub.add_parser("ship", help="follow log files like tail -F and ship their lines")
