@@ -57,6 +57,11 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (15, 0, 4),
         (16, 0, 2),
         (35, 0, 1),
+        (21, 0, 1),
+        (37, 0, 1),
+        (42, 0, 1),
+        (43, 0, 1),
+        (47, 0, 0),
     }
 
 
