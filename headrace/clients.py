@@ -11,11 +11,19 @@ import threading
 
 from broker.protocol.errors import KafkaError
 from broker.protocol.offsets import committed_partitions, read_offset, read_owner
-from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
+from broker.protocol.zookeeper import (
+    CONSUMERS,
+    KAFKA,
+    LOADER,
+    group_path,
+    members_path,
+    offset_path,
+)
 from consumers.metrics import add_metrics_arguments
 
 from . import reset_offsets
 from .kafka_groups import assigned_partitions, describe_group, list_groups
+from .reset_offsets import LOADER_WARNING
 
 
 def _endpoints(args) -> dict:
@@ -229,6 +237,9 @@ def groups(args) -> int:
                 return 1
             if group not in names:  # an empty group a broker still lists holds nothing
                 print(f"headrace groups: no group {group}", file=sys.stderr)
+                return 1
+            if kind == LOADER and not args.force:
+                print(f"headrace groups: {LOADER_WARNING}; add --force", file=sys.stderr)
                 return 1
             try:
                 zk.delete(group_path(group), recursive=True)

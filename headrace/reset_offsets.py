@@ -28,9 +28,9 @@ from .kafka_groups import describe_group
 EARLIEST, LATEST = -2, -1
 LOADER_WARNING = (
     "this is a loader's group: its offsets are the warehouse's exactly-once record. Offsets "
-    "moved back load those events again (the files already written for them are not removed, "
-    "so the warehouse holds them twice); offsets moved forward skip events that are never "
-    "loaded"
+    "moved back (or deleted: the next run starts over) load those events again (the files "
+    "already written for them are not removed, so the warehouse holds them twice); offsets "
+    "moved forward skip events that are never loaded"
 )
 
 
@@ -199,5 +199,7 @@ def add_arguments(parser) -> None:
     to.add_argument("--shift-by", type=int, metavar="N", help="N from the committed offset")
     parser.add_argument("--execute", action="store_true", help="apply the plan (default: print it)")
     parser.add_argument(
-        "--force", action="store_true", help="reset a loader's group (exactly-once is lost)"
+        "--force",
+        action="store_true",
+        help="reset or delete a loader's group (its events load again: exactly-once is lost)",
     )

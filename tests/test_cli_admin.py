@@ -146,3 +146,10 @@ def test_a_loaders_group_is_reset_only_with_force_and_told_what_it_does(cluster1
         assert forced.returncode == 0, forced.stderr
         assert "files already written for them are not removed" in forced.stderr
         assert read_offset(zk, group, topic, 0)[0] == 0
+        where = ("--zookeeper", cluster1.zookeeper_connect)
+        kept = _run("groups", *where, "delete", group)
+        assert kept.returncode == 1 and "--force" in kept.stderr
+        assert zk.exists(layout.group_path(group))
+        deleted = _run("groups", *where, "delete", group, "--force")
+        assert deleted.returncode == 0, deleted.stderr
+        assert not zk.exists(layout.group_path(group))
