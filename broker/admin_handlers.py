@@ -164,7 +164,7 @@ class AdminHandlers:
         wanted = None
         if asked is not None:
             wanted = list(dict.fromkeys((t["topic"], p) for t in asked for p in t["partitions"]))
-        top = NONE
+        top, elected = NONE, {}
         controller = self.broker.controller
         if election_type not in (PREFERRED, UNCLEAN):
             top, codes = errors.InvalidRequestError.code, {}
@@ -172,7 +172,9 @@ class AdminHandlers:
             codes = {key: errors.NotControllerError.code for key in wanted or ()}
         else:
             try:
-                codes = yield controller.submit(lambda c: run_elections(c, wanted, election_type))
+                codes, elected = yield controller.submit(
+                    lambda c: run_elections(c, wanted, election_type)
+                )
             except KafkaError as exc:
                 codes = {key: exc.code for key in wanted or ()}
             except Exception as exc:
@@ -180,13 +182,10 @@ class AdminHandlers:
                 codes = {key: errors.NotControllerError.code for key in wanted or ()}
         if wanted is None:  # every partition: only those elected or failing, as Kafka
             codes = {k: c for k, c in codes.items() if c != errors.ElectionNotNeededError.code}
-        elected = [key for key, code in codes.items() if code == NONE]
         if elected:
-            log.info(
-                "elected leaders of %d partitions (election type %d)", len(elected), election_type
-            )
-        yield self.broker._until(
-            lambda: all(self.metadata.leader(*key) >= 0 for key in elected),
+            log.info("elected leaders of %s (election type %d)", sorted(elected), election_type)
+        yield self.broker._until(  # answered once this broker's metadata shows them
+            lambda: all(self.metadata.leader(*key) == b for key, b in elected.items()),
             _seconds(body["timeout_ms"]),
         )
         by_topic: dict[str, list] = {}

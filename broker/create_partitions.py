@@ -63,19 +63,7 @@ def new_partitions(
         )
     result = {}
     for partition, ids in enumerate(assignments, start=current):
-        ids = list(ids)
-        if not ids:
-            raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
-        if len(set(ids)) != len(ids):
-            raise errors.InvalidReplicaAssignmentError(
-                f"Duplicate brokers not allowed in replica assignment: "
-                f"{', '.join(map(str, ids))} for partition id {partition}."
-            )
-        unknown = [b for b in ids if b not in brokers]
-        if unknown:
-            raise errors.InvalidReplicaAssignmentError(
-                f"Unknown broker(s) in replica assignment: {', '.join(map(str, unknown))}."
-            )
+        ids = check_replicas(partition, ids, brokers)
         if len(ids) != factor:
             raise errors.InvalidReplicaAssignmentError(
                 f"Inconsistent replication factor between partitions, partition 0 has "
@@ -83,6 +71,25 @@ def new_partitions(
             )
         result[partition] = ids
     return result
+
+
+def check_replicas(partition: int, ids: Sequence[int], brokers: Collection[int]) -> list[int]:
+    """One partition's replicas as a list, checked as Kafka checks an explicit assignment:
+    at least one, no broker twice, every broker known (INVALID_REPLICA_ASSIGNMENT)."""
+    ids = list(ids)
+    if not ids:
+        raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
+    if len(set(ids)) != len(ids):
+        raise errors.InvalidReplicaAssignmentError(
+            f"Duplicate brokers not allowed in replica assignment: "
+            f"{', '.join(map(str, ids))} for partition id {partition}."
+        )
+    unknown = [b for b in ids if b not in brokers]
+    if unknown:
+        raise errors.InvalidReplicaAssignmentError(
+            f"Unknown broker(s) in replica assignment: {', '.join(map(str, unknown))}."
+        )
+    return ids
 
 
 def add_partitions(client, topic: str, current: int, added: dict[int, list[int]], timeout: float):

@@ -55,10 +55,11 @@ def elect(
 
 def run_elections(
     controller, partitions: list[Partition] | None, election_type: int
-) -> dict[Partition, int]:
+) -> tuple[dict[Partition, int], dict[Partition, int]]:
     """On the controller thread: elect each partition (None: every partition) and write the
-    new states; each partition's error code.  Partitions whose write failed answer
-    NOT_CONTROLLER (the controller moved, or the node kept changing under it)."""
+    new states; each partition's error code, and the leader of each one elected.  Partitions
+    whose write failed answer NOT_CONTROLLER (the controller moved, or the node kept changing
+    under it)."""
     if not controller.active:
         raise NotControllerError(f"broker {controller.broker_id} is not the controller")
     live = controller._live()
@@ -71,10 +72,14 @@ def run_elections(
         else:
             known.append(key)
 
+    leaders: dict[Partition, int] = {}
+
     def decide(key, state, replicas):
         new, codes[key] = elect(state, replicas, live, controller.epoch, election_type)
+        if new is not None:
+            leaders[key] = new.leader
         return new
 
     for key in controller._transition(known, decide):
         codes[key] = NotControllerError.code
-    return codes
+    return codes, {key: leader for key, leader in leaders.items() if codes[key] == NONE}

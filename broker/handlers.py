@@ -16,7 +16,7 @@ from twisted.internet import defer
 
 from .admin_handlers import AdminHandlers
 from .config import BrokerConfig
-from .create_partitions import MAX_PARTITIONS_PER_TOPIC
+from .create_partitions import MAX_PARTITIONS_PER_TOPIC, check_replicas
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
@@ -448,20 +448,8 @@ class RequestHandlers:
         """CreateTopics' own assignments, checked as Kafka checks them."""
         placement = {}
         for a in assignments:
-            partition, ids = a["partition_index"], list(a["broker_ids"])
-            if not ids:
-                raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
-            if len(set(ids)) != len(ids):
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Duplicate brokers not allowed in replica assignment: "
-                    f"{', '.join(map(str, ids))} for partition id {partition}."
-                )
-            down = [b for b in ids if b not in self.metadata.brokers]
-            if down:
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Unknown broker(s) in replica assignment: {', '.join(map(str, down))}."
-                )
-            placement[partition] = ids
+            partition = a["partition_index"]
+            placement[partition] = check_replicas(partition, a["broker_ids"], self.metadata.brokers)
         if sorted(placement) != list(range(len(placement))):
             raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
         if len({len(ids) for ids in placement.values()}) > 1:

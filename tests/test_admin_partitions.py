@@ -136,7 +136,7 @@ def test_preferred_election_by_both_admin_clients_and_its_answers(cluster3):
     preferred = _with_leader_moved(cluster3, "elected")
     result = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30)
     assert result[tp] is None
-    assert _partitions(port, "elected")[0]["leader_id"] == preferred
+    wait_for(lambda: _partitions(port, "elected")[0]["leader_id"] == preferred, 20)
     _with_leader_moved(cluster3, "elected")
     kp = KafkaAdminClient(bootstrap_servers=cluster3.bootstrap)
     try:
@@ -208,7 +208,7 @@ def test_unclean_election_of_an_offline_partition_and_kafkas_refusals(make_clust
     answer = admin.elect_leaders(ElectionType.UNCLEAN, [lagging, alone]).result(timeout=30)
     assert answer[lagging] is None
     assert answer[alone].code() == EligibleLeadersNotAvailableError.code
-    elected = _partitions(port, "lagging")[0]
-    assert (elected["leader_id"], elected["isr_nodes"]) == (2, [2])
+    wait_for(lambda: _partitions(port, "lagging")[0]["leader_id"] == 2, 20)
+    assert _partitions(port, "lagging")[0]["isr_nodes"] == [2]
     answer = admin.elect_leaders(ElectionType.UNCLEAN, [lagging]).result(timeout=30)
     assert answer[lagging].code() == ElectionNotNeededError.code

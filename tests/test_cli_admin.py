@@ -5,6 +5,7 @@ choosing the new offsets, refusals while a group is active and for a loader's gr
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 
 import pytest
@@ -73,13 +74,21 @@ def _fill(cluster, topic: str, count: int) -> None:
     assert producer.flush(30) == 0
 
 
+@contextlib.contextmanager
+def _group_at(cluster, topic: str, group: str, kind: str, produced: int, offset: int):
+    """A one-partition topic of ``produced`` records and a ``kind`` group committed at
+    ``offset`` in it; yields a ZooKeeper session."""
+    create_topic(cluster.brokers[0].port, topic, 1)
+    _fill(cluster, topic, produced)
+    with zk_session(cluster.zookeeper_connect) as zk:
+        claim_kind(zk, group, kind)
+        write_offset(zk, group, topic, 0, offset)
+        yield zk
+
+
 def test_reset_offsets_plans_then_executes_each_way(cluster1):
     topic, group = "cli-reset", "cli-reset-group"
-    create_topic(cluster1.brokers[0].port, topic, 1)
-    _fill(cluster1, topic, 20)
-    with zk_session(cluster1.zookeeper_connect) as zk:
-        claim_kind(zk, group, layout.ZOOKEEPER)
-        write_offset(zk, group, topic, 0, 15)
+    with _group_at(cluster1, topic, group, layout.ZOOKEEPER, 20, 15) as zk:
 
         def committed():
             return read_offset(zk, group, topic, 0)[0]
@@ -134,11 +143,7 @@ def test_reset_offsets_is_refused_while_the_group_is_active(cluster1):
 
 def test_a_loaders_group_is_reset_only_with_force_and_told_what_it_does(cluster1):
     topic, group = "cli-loaded", "cli-loader"
-    create_topic(cluster1.brokers[0].port, topic, 1)
-    _fill(cluster1, topic, 10)
-    with zk_session(cluster1.zookeeper_connect) as zk:
-        claim_kind(zk, group, layout.LOADER)
-        write_offset(zk, group, topic, 0, 10)
+    with _group_at(cluster1, topic, group, layout.LOADER, 10, 10) as zk:
         refused = _reset(cluster1, group, "--topic", topic, "--to-earliest", "--execute")
         assert refused.returncode == 1 and "load those events again" in refused.stderr
         assert "--force" in refused.stderr and read_offset(zk, group, topic, 0)[0] == 10
