@@ -102,6 +102,7 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (84, "ELECTION_NOT_NEEDED", True, "The partition already has the leader asked for."),
     (86, "GROUP_SUBSCRIBED_TO_TOPIC", False, "The group is consuming that topic."),
     (87, "INVALID_RECORD", False, "A record batch breaks the format's rules."),
+    (100, "UNKNOWN_TOPIC_ID", True, "This server has no topic with that topic id."),
 )
 
 _BY_CODE: dict[int, type[KafkaError]] = {}
