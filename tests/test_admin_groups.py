@@ -130,3 +130,20 @@ def test_a_loaders_group_is_not_deleted_over_the_protocol(cluster1):
         finally:
             kp.close()
         assert committed_partitions(zk, group) == {topic: [0]}
+
+
+def test_group_admin_at_another_broker_answers_not_coordinator(cluster3):
+    from admin_clients import request
+
+    from broker.protocol.errors import NotCoordinatorError
+    from broker.protocol.registry import ApiKey
+
+    group = "elsewhere"
+    port = cluster3.brokers[0].port
+    found = request(port, ApiKey.FIND_COORDINATOR, {"key": group, "key_type": 0})
+    other = next(b for b in cluster3.brokers if b.broker_id != found["node_id"])
+    deleted = request(other.port, ApiKey.DELETE_GROUPS, {"groups_names": [group]})
+    assert deleted["results"] == [{"group_id": group, "error_code": NotCoordinatorError.code}]
+    body = {"group_id": group, "topics": [{"name": "t", "partitions": [{"partition_index": 0}]}]}
+    offsets = request(other.port, ApiKey.OFFSET_DELETE, body)
+    assert (offsets["error_code"], offsets["topics"]) == (NotCoordinatorError.code, [])
