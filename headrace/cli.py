@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     delete.add_argument("--topic", required=True)
     alter = topics_sub.add_parser("alter", help="add partitions to a topic")
     alter.add_argument("--topic", required=True)
-    alter.add_argument("--partitions", type=int, required=True, help="the new count (more)")
+    alter.add_argument("--partitions", type=int, help="the new partition count (more than now)")
     for action in (create, topics_sub.choices["list"], describe, delete, alter):
         # also after the action, as in the README and Kafka's kafka-topics.sh
         action.add_argument(

@@ -340,7 +340,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "groups",
         help="list consumer groups, describe one's offsets and lag, "
-        "or delete one with no live members",
+        "delete one with no live members, or reset its offsets (--reset-offsets)",
     )
     endpoints(p)
     p.add_argument("action", nargs="?", choices=["list", "describe", "delete"])

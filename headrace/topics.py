@@ -16,6 +16,9 @@ def run(args) -> int:
         if args.action == "create":
             return _create(conn, args)
         if args.action == "alter":
+            if args.partitions is None:
+                print("headrace topics alter: say what to change (--partitions N)", file=sys.stderr)
+                return 2
             return alter_partitions(conn, args.topic, args.partitions, _report)
         if args.action == "delete":
             body = conn.request(

@@ -88,6 +88,7 @@ def test_kafka_group_deleted_once_empty_and_its_offsets_by_topic(cluster1):
 
 
 def test_zookeeper_group_deleted_only_without_members(cluster1):
+    from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient
     from kafka.errors import NonEmptyGroupError as NonEmpty
 
@@ -102,6 +103,8 @@ def test_zookeeper_group_deleted_only_without_members(cluster1):
         with zk_session(cluster1.zookeeper_connect) as zk:
             wait_for(lambda: zk.get_children(layout.members_path(group)), 20)
         assert kp.delete_groups([group]) == {group: NonEmpty.__name__}
+        answer = kp.delete_group_offsets(group, [TopicPartition(topic, 1)])
+        assert [e.errno for e in answer.values()] == [GroupSubscribedToTopicError.code]
         paper.close()
         assert kp.delete_groups([group]) == {group: "OK"}
         with zk_session(cluster1.zookeeper_connect) as zk:

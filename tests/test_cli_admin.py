@@ -51,6 +51,8 @@ def test_topics_alter_adds_partitions_and_refuses_fewer(cluster1):
     assert "Topic currently has 4 partitions" in fewer.stderr
     unknown = _run("topics", "alter", "--topic", "cli-none", "--partitions", "3", *bootstrap)
     assert unknown.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
+    nothing = _run("topics", "alter", "--topic", "cli-grown", *bootstrap)
+    assert nothing.returncode == 2 and "--partitions N" in nothing.stderr
 
 
 def _reset(cluster, group: str, *options: str) -> subprocess.CompletedProcess:
