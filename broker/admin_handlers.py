@@ -109,7 +109,7 @@ class AdminHandlers:
 
     @defer.inlineCallbacks
     def delete_records(self, body, version):
-        answers = []  # (topic, entry, log, offset) of partitions whose start moved
+        answers = []  # (topic, entry, log, offset) of each partition whose start was raised
         topics = []
         moved = False
         for t in body["topics"]:
