@@ -14,7 +14,10 @@ import logging
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
+from .admin_handlers import AdminHandlers
+from .api_versions import answer_api_versions
 from .config import BrokerConfig
+from .create_partitions import MAX_PARTITIONS_PER_TOPIC, check_replicas
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
@@ -25,13 +28,13 @@ from .log_dirs import describe_log_dirs
 from .metrics import NoMetrics
 from .protocol import errors, produce
 from .protocol.errors import NONE, KafkaError, error_code
-from .protocol.registry import ApiKey, api_versions_body, check_handlers
+from .protocol.registry import ApiKey, check_handlers
 from .server import CLOSE_CONNECTION
+from .topic_ids import FETCH_BY_ID, TopicIds
 
 log = logging.getLogger(__name__)
 
 _EMPTY = b""
-MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
 def _detached(piece):
@@ -66,8 +69,10 @@ class RequestHandlers:
         self.controller = None  # this broker's controller, set by the broker once started
         self.replicas = None  # this broker's ReplicaManager, set by the broker
         self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
+        self.topic_ids = TopicIds(self.metadata)
+        self.admin = AdminHandlers(self)
         self.table = self.handler_table()
-        self.contextual = self.groups.contextual
+        self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
         check_handlers({**self.table, **self.contextual})
 
     def handler_table(self) -> dict:
@@ -78,7 +83,6 @@ class RequestHandlers:
             ApiKey.FETCH: self.fetch,
             ApiKey.LIST_OFFSETS: self.list_offsets,
             ApiKey.METADATA: self.metadata_request,
-            ApiKey.API_VERSIONS: self.api_versions,
             ApiKey.CREATE_TOPICS: self.create_topics,
             ApiKey.DELETE_TOPICS: self.delete_topics,
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
@@ -86,6 +90,7 @@ class RequestHandlers:
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
+            **self.admin.table,
         }
 
     def handle(self, request, connection):
@@ -99,7 +104,10 @@ class RequestHandlers:
     def _local_log(self, topic: str, partition: int, current_leader_epoch: int = -1):
         """The log of a partition this broker leads, or a KafkaError saying why not.  A
         client's ``current_leader_epoch`` (KIP-320; -1: not given) must be the leader's:
-        an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH."""
+        an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.  ``topic``
+        None: a topic id no topic has."""
+        if topic is None:
+            raise errors.UnknownTopicIdError(f"no topic has the id asked for partition {partition}")
         placement = self.metadata.topics.get(topic)
         if placement is None or partition not in placement:
             raise errors.UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
@@ -127,11 +135,6 @@ class RequestHandlers:
         if plog.offline:
             raise errors.KafkaStorageError(f"{topic}-{partition} is offline after a disk error")
         return plog
-
-    # --- ApiVersions ---------------------------------------------------------------------
-
-    def api_versions(self, body, version):
-        return api_versions_body()
 
     # --- Produce -------------------------------------------------------------------------
 
@@ -205,6 +208,8 @@ class RequestHandlers:
         """A long poll: read; while short of ``min_bytes`` and within ``max_wait_ms``, wait
         for data (a consumer: for the high watermark to move) and read again."""
         deadline = self.reactor.seconds() + body["max_wait_ms"] / 1000.0
+        if version >= FETCH_BY_ID:
+            self.topic_ids.name_fetched_topics(body["topics"])
         keys = [(t["topic"], p["partition"]) for t in body["topics"] for p in t["partitions"]]
         follower = body["replica_id"] >= 0
 
@@ -249,7 +254,9 @@ class RequestHandlers:
                     plog = self._local_log(topic, partition, epoch)
                     if follower >= 0:  # a follower reads to the log end and tells its own
                         at = p["fetch_offset"]
-                        self.replicas.follower_fetched(topic, partition, follower, at, plog, epoch)
+                        self.replicas.follower_fetched(
+                            topic, partition, follower, at, plog, epoch, p["log_start_offset"]
+                        )
                     hw = self.replicas.high_watermark(topic, partition, plog)
                     entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset
@@ -266,7 +273,9 @@ class RequestHandlers:
                     entry["error_code"] = exc.code
                     saw_error = True
                 partitions.append(entry)
-            responses.append({"topic": topic, "partitions": partitions})
+            responses.append(
+                {"topic": topic, "topic_id": topic_data["topic_id"], "partitions": partitions}
+            )
         return {
             "throttle_time_ms": 0,
             "error_code": NONE,
@@ -309,11 +318,11 @@ class RequestHandlers:
 
     @defer.inlineCallbacks
     def metadata_request(self, body, version):
-        requested = body["topics"]
+        requested, failed = body["topics"], []
         if requested is None or (version == 0 and not requested):
             names = sorted(self.metadata.topics)
         else:
-            names = [t["name"] for t in requested]
+            names, failed = self.topic_ids.requested_metadata(requested, version)
         auto_create = self.config["auto.create.topics.enable"] and (
             version < 4 or body["allow_auto_topic_creation"]
         )
@@ -328,7 +337,7 @@ class RequestHandlers:
             {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
             for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
         ]
-        topics = [self._topic_metadata(name, name in created) for name in names]
+        topics = [self._topic_metadata(name, name in created) for name in names] + failed
         return {
             "throttle_time_ms": 0,
             "brokers": brokers,
@@ -346,6 +355,7 @@ class RequestHandlers:
     def _topic_metadata(self, name, just_created):
         placement = self.metadata.topics.get(name)
         entry = {"error_code": NONE, "name": name, "is_internal": False, "partitions": []}
+        entry["topic_id"] = self.topic_ids.id_of(name)
         try:
             validate_topic_name(name)
         except KafkaError as exc:
@@ -443,20 +453,8 @@ class RequestHandlers:
         """CreateTopics' own assignments, checked as Kafka checks them."""
         placement = {}
         for a in assignments:
-            partition, ids = a["partition_index"], list(a["broker_ids"])
-            if not ids:
-                raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
-            if len(set(ids)) != len(ids):
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Duplicate brokers not allowed in replica assignment: "
-                    f"{', '.join(map(str, ids))} for partition id {partition}."
-                )
-            down = [b for b in ids if b not in self.metadata.brokers]
-            if down:
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Unknown broker(s) in replica assignment: {', '.join(map(str, down))}."
-                )
-            placement[partition] = ids
+            partition = a["partition_index"]
+            placement[partition] = check_replicas(partition, a["broker_ids"], self.metadata.brokers)
         if sorted(placement) != list(range(len(placement))):
             raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
         if len({len(ids) for ids in placement.values()}) > 1:

@@ -8,11 +8,18 @@ from broker.protocol.errors import error_for_code
 from broker.protocol.registry import ApiKey
 from consumers.client import connect_any
 
+from .topic_partitions import alter_partitions
+
 
 def run(args) -> int:
     with connect_any(args.bootstrap_server) as conn:
         if args.action == "create":
             return _create(conn, args)
+        if args.action == "alter":
+            if args.partitions is None:
+                print("headrace topics alter: say what to change (--partitions N)", file=sys.stderr)
+                return 2
+            return alter_partitions(conn, args.topic, args.partitions, _report)
         if args.action == "delete":
             body = conn.request(
                 ApiKey.DELETE_TOPICS, {"topic_names": [args.topic], "timeout_ms": 30000}
