@@ -15,6 +15,7 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
 from .config import BrokerConfig
+from .config_handlers import ConfigHandlers
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
@@ -86,6 +87,7 @@ class RequestHandlers:
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
+            **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
     def handle(self, request, connection):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import apis, group_apis
+from . import apis, config_apis, group_apis
 from .schema import Struct
 
 
@@ -41,7 +41,10 @@ class ApiKey(IntEnum):
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
+    INCREMENTAL_ALTER_CONFIGS = 44
 
     @property
     def title(self) -> str:
@@ -66,7 +69,7 @@ class Api:
         return self.key.title
 
 
-K, a, g = ApiKey, apis, group_apis
+K, a, g, c = ApiKey, apis, group_apis, config_apis
 # key, versions served (min, max), our clients' version, request and response schemas
 # one row per API, unwrapped
 # fmt: off
@@ -90,10 +93,13 @@ APIS: tuple[Api, ...] = (
     Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
     Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
     Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE),  # noqa: E501
+    Api(K.DESCRIBE_CONFIGS, 0, 3, 3, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE),
+    Api(K.ALTER_CONFIGS, 0, 1, 1, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE),
     Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE),
+    Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 0, 0, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE),  # noqa: E501
 )
 # fmt: on
-del K, a, g
+del K, a, g, c
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.

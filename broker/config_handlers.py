@@ -1,0 +1,259 @@
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs read from and
+written to ZooKeeper as Kafka writes them, this broker's own properties, its loggers.
+
+A topic's overrides live in ``/config/topics/<topic>``; an alter rewrites that node with
+one transaction that also checks the topic still exists and leaves Kafka's change notice in
+``/config/changes``.  Every broker already watches the config node and applies it to its
+logs (``Broker._metadata_changed``), so a change is live without a restart.  New overrides
+are checked by the code CreateTopics uses.  Broker properties are static: altering one is
+refused as Kafka refuses a config it cannot update dynamically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
+from twisted.internet import defer, threads
+
+from .config_entries import (
+    apply_incremental,
+    broker_entries,
+    check_topic_overrides,
+    check_unique,
+    select,
+    topic_entries,
+)
+from .log.names import validate_topic_name
+from .loggers import alter_loggers, logger_entries
+from .protocol import errors
+from .protocol import zookeeper as layout
+from .protocol.config_apis import AlterConfigOp, ResourceType
+from .protocol.errors import NONE, KafkaError
+from .protocol.registry import ApiKey
+
+log = logging.getLogger(__name__)
+
+ZK_TIMEOUT = 10.0
+WRITE_ATTEMPTS = 5  # conditional writes raced by another alter before the request fails
+CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's: older change notices are purged
+
+
+def _broker_id(name: str) -> int:
+    try:
+        return int(name)
+    except ValueError:
+        raise errors.InvalidRequestError(
+            f"Broker id must be an integer, but it is: {name}"
+        ) from None
+
+
+class ConfigHandlers:
+    """The config APIs of one broker; ``table`` maps their keys to handlers."""
+
+    def __init__(self, config, cluster, reactor):
+        self.config = config
+        self.cluster = cluster
+        self.metadata = cluster.metadata
+        self.reactor = reactor
+        self.broker_id = config["broker.id"]
+        self.table = {
+            ApiKey.DESCRIBE_CONFIGS: self.describe_configs,
+            ApiKey.ALTER_CONFIGS: self.alter_configs,
+            ApiKey.INCREMENTAL_ALTER_CONFIGS: self.incremental_alter_configs,
+        }
+
+    # --- DescribeConfigs -------------------------------------------------------------------
+
+    def describe_configs(self, body, version):
+        synonyms, docs = body["include_synonyms"], body["include_documentation"]
+        results = []
+        for resource in body["resources"]:
+            result = {
+                "error_code": NONE,
+                "error_message": None,
+                "resource_type": resource["resource_type"],
+                "resource_name": resource["resource_name"],
+                "configs": [],
+            }
+            try:
+                entries = self._describe(
+                    resource["resource_type"], resource["resource_name"], synonyms, docs
+                )
+                result["configs"] = select(entries, resource["configuration_keys"])
+            except KafkaError as exc:
+                result["error_code"], result["error_message"] = exc.code, str(exc.args[0])
+            results.append(result)
+        return {"throttle_time_ms": 0, "results": results}
+
+    def _describe(self, kind: int, name: str, synonyms: bool, docs: bool) -> list[dict]:
+        if kind == ResourceType.TOPIC:
+            self._known_topic(name)
+            overrides = self.metadata.topic_configs.get(name, {})
+            return topic_entries(self.config, overrides, synonyms, docs)
+        if kind == ResourceType.BROKER:
+            if name == "":  # the cluster-wide dynamic defaults: headrace has none
+                return []
+            self._this_broker(name, "or empty string ")
+            return broker_entries(self.config, synonyms, docs)
+        if kind == ResourceType.BROKER_LOGGER:
+            self._this_broker(name, "")
+            return logger_entries()
+        raise errors.InvalidRequestError(f"Unsupported resource type: {kind}")
+
+    def _known_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        if name not in self.metadata.topics:
+            raise errors.UnknownTopicOrPartitionError(f"Topic {name} does not exist")
+
+    def _this_broker(self, name: str, or_empty: str) -> None:
+        if name == "":
+            raise errors.InvalidRequestError("Broker id must not be empty")
+        if _broker_id(name) != self.broker_id:
+            raise errors.InvalidRequestError(
+                f"Unexpected broker id, expected {self.broker_id} {or_empty}but received {name}"
+            )
+
+    # --- AlterConfigs / IncrementalAlterConfigs --------------------------------------------
+
+    def alter_configs(self, body, version):
+        """Replace each resource's whole set of overrides (null values left out)."""
+        return self._alter(body, incremental=False)
+
+    def incremental_alter_configs(self, body, version):
+        """SET, DELETE, APPEND or SUBTRACT single configs of each resource."""
+        return self._alter(body, incremental=True)
+
+    @defer.inlineCallbacks
+    def _alter(self, body, incremental: bool):
+        resources = body["resources"]
+        counts = Counter((r["resource_type"], r["resource_name"]) for r in resources)
+        responses = []
+        for resource in resources:
+            kind, name = resource["resource_type"], resource["resource_name"]
+            code, message = NONE, None
+            try:
+                if counts[kind, name] > 1:
+                    raise errors.InvalidRequestError("Error due to duplicate resources")
+                yield self._alter_one(kind, name, resource["configs"], incremental, body)
+            except KafkaError as exc:
+                code, message = exc.code, str(exc.args[0])
+                log.info("config change of %s %r refused: %s", kind, name, message)
+            responses.append(
+                {
+                    "error_code": code,
+                    "error_message": message,
+                    "resource_type": kind,
+                    "resource_name": name,
+                }
+            )
+        return {"throttle_time_ms": 0, "responses": responses}
+
+    def _alter_one(self, kind: int, name: str, configs: list, incremental: bool, body):
+        validate_only = body["validate_only"]
+        check_unique([c["name"] for c in configs])
+        if incremental:
+            steps = [(c["name"], c["config_operation"], c["value"]) for c in configs]
+        else:
+            steps = [(c["name"], AlterConfigOp.SET, c["value"]) for c in configs]
+        if kind == ResourceType.TOPIC:
+            self._known_topic(name)
+            if incremental:
+                defaults = {
+                    e["name"]: e["value"] for e in topic_entries(self.config, {}, False, False)
+                }
+
+                def change(current):
+                    return apply_incremental(current, steps, defaults)
+            else:
+                whole = {n: v for n, _, v in steps if v is not None}
+
+                def change(current):
+                    return whole
+
+            return self._write_topic_config(name, change, validate_only)
+        if kind == ResourceType.BROKER:
+            if name != "":
+                _broker_id(name)
+            if configs:
+                names = ", ".join(sorted({c["name"] for c in configs}))
+                raise errors.InvalidRequestError(
+                    f"Invalid config value for resource ConfigResource(type=BROKER, "
+                    f"name='{name}'): Cannot update these configs dynamically: Set({names})"
+                )
+            return None
+        if kind == ResourceType.BROKER_LOGGER:
+            if not incremental:
+                raise errors.InvalidRequestError(
+                    "AlterConfigs does not support the resource type BROKER_LOGGER"
+                )
+            self._this_broker(name, "")
+            alter_loggers(steps, validate_only)
+            return None
+        raise errors.InvalidRequestError(f"Unsupported resource type: {kind}")
+
+    def _write_topic_config(self, topic: str, change, validate_only: bool):
+        """In the thread pool: read the topic's overrides, ``change`` them, check the result
+        and (unless ``validate_only``) write it with Kafka's change notice, in one transaction
+        conditional on the config node's version and the topic's existence."""
+        client = self.cluster.client
+
+        def attempt():
+            config_path, topic_path = layout.topic_config_path(topic), layout.topic_path(topic)
+            for _ in range(WRITE_ATTEMPTS):
+                topic_stat = client.exists_async(topic_path).get(timeout=ZK_TIMEOUT)
+                if topic_stat is None:
+                    raise errors.UnknownTopicOrPartitionError(f"Topic {topic} does not exist")
+                try:
+                    data, stat = client.get_async(config_path).get(timeout=ZK_TIMEOUT)
+                    current, version = layout.decode_topic_config(data, config_path), stat.version
+                except NoNodeError:
+                    current, version = {}, None
+                except layout.MalformedNodeError:
+                    current, version = {}, client.exists(config_path).version
+                new = change(current)
+                check_topic_overrides(new)
+                if validate_only:
+                    return new
+                client.ensure_path(layout.CONFIG_CHANGES)
+                tx = client.transaction()
+                tx.check(topic_path, topic_stat.version)
+                encoded = layout.encode_topic_config(new)
+                if version is None:
+                    tx.create(config_path, encoded)
+                else:
+                    tx.set_data(config_path, encoded, version=version)
+                tx.create(
+                    layout.CONFIG_CHANGE_PREFIX, layout.encode_config_change(topic), sequence=True
+                )
+                results = tx.commit_async().get(timeout=ZK_TIMEOUT)
+                if not any(isinstance(r, Exception) for r in results):
+                    log.info("topic %s config is now %s", topic, new)
+                    purge_config_changes(client)
+                    return new
+            raise errors.RequestTimedOutError(
+                f"the config of topic {topic} kept changing under {WRITE_ATTEMPTS} attempts"
+            )
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), attempt)
+
+
+def purge_config_changes(client, now_ms: float | None = None) -> int:
+    """Delete change notices older than Kafka's 15 minutes; how many went (blocking)."""
+    now_ms = time.time() * 1000 if now_ms is None else now_ms
+    removed = 0
+    for child in client.get_children(layout.CONFIG_CHANGES):
+        path = layout.config_change_path(child)
+        stat = client.exists(path)
+        if stat is not None and stat.ctime < now_ms - CHANGE_EXPIRATION_MS:
+            try:
+                client.delete(path)
+                removed += 1
+            except (NoNodeError, NotEmptyError, BadVersionError):
+                pass  # another broker purged it first
+    return removed
+
+
+__all__ = ["ConfigHandlers", "purge_config_changes"]
