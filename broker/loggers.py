@@ -14,6 +14,7 @@ from .protocol.config_apis import AlterConfigOp, ConfigSource, ConfigType
 ROOT = "root"
 # log4j's levels and the Python levels they set; TRACE is below DEBUG, OFF above CRITICAL.
 LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50, "OFF": 100}
+_OPERATION_NAMES = {op.value: op.name for op in AlterConfigOp}
 
 
 def _loggers() -> dict[str, logging.Logger]:
@@ -70,7 +71,7 @@ def alter_loggers(operations: Iterable[tuple[str, int, str | None]], validate_on
                 )
             changes.append((loggers[name], logging.NOTSET))
         else:
-            op = AlterConfigOp(operation).name if operation in AlterConfigOp else operation
+            op = _OPERATION_NAMES.get(operation, operation)
             raise errors.InvalidRequestError(
                 f"{op} operation is not allowed for the BROKER_LOGGER resource"
             )

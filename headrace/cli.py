@@ -1,7 +1,8 @@
 """The ``headrace`` command: one entry point, one subcommand per job.
 
 headrace broker --config server.properties [--override key=value ...]
-headrace topics create|list|describe|delete --bootstrap-server host:port ...
+headrace topics create|list|describe|alter|delete --bootstrap-server host:port ...
+headrace configs --topic T | --broker N  --describe [--all] | --alter  topic and broker configs
 headrace cluster up --brokers N | headrace cluster down
 headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
 headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     delete = topics_sub.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("--topic", required=True)
-    for action in (create, topics_sub.choices["list"], describe, delete):
+    from . import configs as config_cli
+
+    alter = config_cli.add_topics_alter(topics_sub)
+    for action in (create, topics_sub.choices["list"], describe, alter, delete):
         # also after the action, as in the README and Kafka's kafka-topics.sh
         action.add_argument(
             "--bootstrap-server",
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             help="host:port[,host:port...] of any broker",
         )
     topics.set_defaults(func=cmd_topics)
+    config_cli.add_parser(sub)
 
     from . import clients
 

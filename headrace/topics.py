@@ -8,8 +8,12 @@ from broker.protocol.errors import error_for_code
 from broker.protocol.registry import ApiKey
 from consumers.client import connect_any
 
+from . import configs
+
 
 def run(args) -> int:
+    if args.action == "alter":
+        return configs.run_topics_alter(args.bootstrap_server, args)
     with connect_any(args.bootstrap_server) as conn:
         if args.action == "create":
             return _create(conn, args)
@@ -27,6 +31,7 @@ def run(args) -> int:
             return 0
         status = 0
         filtered = args.under_replicated_partitions or args.unavailable_partitions
+        texts = {} if filtered else configs.topic_configs_texts(conn, [t["name"] for t in topics])
         for topic in topics:
             if topic["error_code"]:
                 status = _report(topic["error_code"], None, "")
@@ -37,6 +42,7 @@ def run(args) -> int:
                     f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}"
                     "\tReplicationFactor: "
                     f"{len(partitions[0]['replica_nodes']) if partitions else 0}"
+                    f"\tConfigs: {texts.get(topic['name'], '')}"
                 )
             for p in partitions:
                 if _shown(p, args):
