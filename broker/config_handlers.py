@@ -96,7 +96,7 @@ class ConfigHandlers:
         if kind == ResourceType.BROKER:
             if name == "":  # the cluster-wide dynamic defaults: headrace has none
                 return []
-            self._this_broker(name, "or empty string ")
+            self._this_broker(name, "or empty string, ")
             return broker_entries(self.config, synonyms, docs)
         if kind == ResourceType.BROKER_LOGGER:
             self._this_broker(name, "")
