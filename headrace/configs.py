@@ -203,8 +203,11 @@ def add_parser(sub) -> None:
 
 
 def _fail(what: str, exc: Exception) -> int:
-    name = getattr(exc, "name", type(exc).__name__)
-    print(f"headrace {what}: {name}: {exc}", file=sys.stderr)
+    """Exit status 1 after a one-line message: ``headrace topics: INVALID_CONFIG: why``."""
+    if isinstance(exc, KafkaError):
+        print(f"headrace {what}: {exc.name}: {exc.args[0]}", file=sys.stderr)
+    else:
+        print(f"headrace {what}: {exc}", file=sys.stderr)
     return 1
 
 
