@@ -57,6 +57,9 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (15, 0, 4),
         (16, 0, 2),
         (35, 0, 1),
+        (32, 0, 3),
+        (33, 0, 1),
+        (44, 0, 0),
     }
 
 
