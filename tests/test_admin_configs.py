@@ -21,6 +21,7 @@ from conftest import create_topic, wait_for, zk_session
 from kafka.admin import ConfigResource as KPResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
 
+from broker.config_handlers import purge_config_changes
 from broker.protocol import zookeeper as layout
 from broker.protocol.config_apis import ResourceType
 from broker.protocol.registry import ApiKey
@@ -291,3 +292,19 @@ def test_a_change_is_applied_live_by_every_broker(cluster3, admin):
     again = _incremental("live", ("max.message.bytes", AlterConfigOpType.DELETE, None))
     _result(admin.incremental_alter_configs([again]))
     wait_for(lambda: outcomes() == [None] * 3, 20)
+
+
+def test_change_notices_older_than_kafkas_15_minutes_are_purged(zk_chroot):
+    with zk_session(zk_chroot) as zk:
+        zk.ensure_path(layout.CONFIG_CHANGES)
+        for topic in ("a", "b"):
+            zk.create(
+                layout.CONFIG_CHANGE_PREFIX, layout.encode_config_change(topic), sequence=True
+            )
+        created_ms = zk.exists(
+            layout.config_change_path(zk.get_children(layout.CONFIG_CHANGES)[0])
+        ).ctime
+        assert purge_config_changes(zk, now_ms=created_ms + 14 * 60_000) == 0
+        assert len(zk.get_children(layout.CONFIG_CHANGES)) == 2
+        assert purge_config_changes(zk, now_ms=created_ms + 16 * 60_000) == 2
+        assert zk.get_children(layout.CONFIG_CHANGES) == []

@@ -1,7 +1,8 @@
 """The API registry: a named key per Kafka API, the versions the broker serves, the version
 our clients ask for, and the request and response schemas; ApiVersions is answered from it.
 
-Every API is one row of ``APIS``; the schemas are in ``apis.py`` and ``group_apis.py``.
+Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.py`` and
+``config_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
 
