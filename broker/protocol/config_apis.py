@@ -139,16 +139,23 @@ INCREMENTAL_ALTER_CONFIGS_REQUEST = Struct(
     ),
     Field("validate_only", BOOL),
 )
-# The two share their response.
-ALTER_CONFIGS_RESPONSE = INCREMENTAL_ALTER_CONFIGS_RESPONSE = Struct(
-    Field("throttle_time_ms", INT32),
-    struct_array(
-        "responses",
-        Field("error_code", INT16),
-        Field("error_message", NULLABLE_STRING),
-        *_resource(),
-    ),
-)
+
+
+def _alter_response() -> Struct:
+    """The response both alter APIs share (a Struct each: their flexible versions differ)."""
+    return Struct(
+        Field("throttle_time_ms", INT32),
+        struct_array(
+            "responses",
+            Field("error_code", INT16),
+            Field("error_message", NULLABLE_STRING),
+            *_resource(),
+        ),
+    )
+
+
+ALTER_CONFIGS_RESPONSE = _alter_response()
+INCREMENTAL_ALTER_CONFIGS_RESPONSE = _alter_response()
 
 __all__ = [
     "ALTER_CONFIGS_REQUEST",
