@@ -37,7 +37,7 @@ from .protocol.registry import ApiKey
 log = logging.getLogger(__name__)
 
 ZK_TIMEOUT = 10.0
-WRITE_ATTEMPTS = 5  # conditional writes raced by another alter before the request fails
+WRITE_ATTEMPTS = 20  # conditional writes raced by other alters before the request fails
 CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's: older change notices are purged
 
 
@@ -141,6 +141,10 @@ class ConfigHandlers:
             except KafkaError as exc:
                 code, message = exc.code, str(exc.args[0])
                 log.info("config change of %s %r refused: %s", kind, name, message)
+            except Exception as exc:  # ZooKeeper unreachable or slow: the client may retry
+                log.warning("config change of %s %r failed: %r", kind, name, exc)
+                code = errors.RequestTimedOutError.code
+                message = f"ZooKeeper did not take the change: {exc!r}"
             responses.append(
                 {
                     "error_code": code,

@@ -308,3 +308,43 @@ def test_change_notices_older_than_kafkas_15_minutes_are_purged(zk_chroot):
         assert len(zk.get_children(layout.CONFIG_CHANGES)) == 2
         assert purge_config_changes(zk, now_ms=created_ms + 16 * 60_000) == 2
         assert zk.get_children(layout.CONFIG_CHANGES) == []
+
+
+def test_concurrent_incremental_changes_are_all_kept(cluster3):
+    """Eight clients set eight different configs of one topic at once, through all three
+    brokers: each read-modify-write is conditional on the node's version, so none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    create_topic(cluster3.brokers[0].port, "raced", 1)
+    wanted = {
+        "retention.ms": "100001",
+        "retention.bytes": "100002",
+        "segment.ms": "100003",
+        "segment.bytes": "100004",
+        "flush.messages": "100005",
+        "flush.ms": "100006",
+        "index.interval.bytes": "100007",
+        "file.delete.delay.ms": "100008",
+    }
+
+    def set_one(item):
+        (name, value), broker = item
+        body = {
+            "resources": [
+                {
+                    "resource_type": ResourceType.TOPIC,
+                    "resource_name": "raced",
+                    "configs": [{"name": name, "config_operation": 0, "value": value}],
+                }
+            ],
+            "validate_only": False,
+        }
+        with BrokerConnection("127.0.0.1", broker.port) as conn:
+            return conn.request(ApiKey.INCREMENTAL_ALTER_CONFIGS, body)["responses"][0]
+
+    brokers = [cluster3.brokers[i % 3] for i in range(len(wanted))]
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        answers = list(pool.map(set_one, zip(wanted.items(), brokers)))
+    assert [a["error_code"] for a in answers] == [0] * len(wanted)
+    with zk_session(cluster3.zookeeper_connect) as zk:
+        assert _node(zk, "raced")["config"] == wanted
