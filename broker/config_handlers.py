@@ -11,6 +11,7 @@ refused as Kafka refuses a config it cannot update dynamically.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -165,18 +166,12 @@ class ConfigHandlers:
         if kind == ResourceType.TOPIC:
             self._known_topic(name)
             if incremental:
-                defaults = {
-                    e["name"]: e["value"] for e in topic_entries(self.config, {}, False, False)
-                }
-
-                def change(current):
-                    return apply_incremental(current, steps, defaults)
-            else:
+                entries = topic_entries(self.config, {}, False, False)
+                defaults = {e["name"]: e["value"] for e in entries}
+                change = functools.partial(apply_incremental, operations=steps, defaults=defaults)
+            else:  # the whole set replaced; null values left out, as Kafka does
                 whole = {n: v for n, _, v in steps if v is not None}
-
-                def change(current):
-                    return whole
-
+                change = lambda current: whole  # noqa: E731
             return self._write_topic_config(name, change, validate_only)
         if kind == ResourceType.BROKER:
             if name != "":
@@ -212,11 +207,13 @@ class ConfigHandlers:
                     raise errors.UnknownTopicOrPartitionError(f"Topic {topic} does not exist")
                 try:
                     data, stat = client.get_async(config_path).get(timeout=ZK_TIMEOUT)
-                    current, version = layout.decode_topic_config(data, config_path), stat.version
                 except NoNodeError:
-                    current, version = {}, None
-                except layout.MalformedNodeError:
-                    current, version = {}, client.exists(config_path).version
+                    data, stat = b"", None
+                try:
+                    current = layout.decode_topic_config(data, config_path) if data else {}
+                except layout.MalformedNodeError:  # written by hand: the change replaces it
+                    current = {}
+                version = None if stat is None else stat.version
                 new = change(current)
                 check_topic_overrides(new)
                 if validate_only:

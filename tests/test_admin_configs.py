@@ -348,3 +348,14 @@ def test_concurrent_incremental_changes_are_all_kept(cluster3):
     assert [a["error_code"] for a in answers] == [0] * len(wanted)
     with zk_session(cluster3.zookeeper_connect) as zk:
         assert _node(zk, "raced")["config"] == wanted
+
+
+def test_a_config_node_written_badly_by_hand_is_replaced_by_the_next_change(cluster3, admin):
+    create_topic(cluster3.brokers[0].port, "mangled", 1, {"retention.ms": "1000"})
+    with zk_session(cluster3.zookeeper_connect) as zk:
+        zk.set(layout.topic_config_path("mangled"), b"{not json")
+        described = _result(admin.describe_configs([ConfigResource("topic", "mangled")]))
+        assert described["segment.bytes"].is_default  # still answered
+        step = ("segment.bytes", AlterConfigOpType.SET, "200000")
+        assert _result(admin.incremental_alter_configs([_incremental("mangled", step)])) is None
+        assert _node(zk, "mangled") == {"version": 1, "config": {"segment.bytes": "200000"}}
