@@ -22,6 +22,7 @@ from .config import BY_NAME, PROPERTIES, BrokerConfig, Property
 from .log.config import _TOPIC_PROPERTIES, INT_MAX, ConfigError, LogConfig
 from .protocol import errors
 from .protocol.config_apis import AlterConfigOp, ConfigSource, ConfigType
+from .protocol.zookeeper import DEFAULT_BROKER
 
 T = ConfigType
 # Kafka's type and a line of documentation of each topic config (TopicConfig's docs, short).
@@ -69,6 +70,15 @@ TOPIC_CONFIGS: dict[str, tuple[ConfigType, str]] = {
     ),
 }
 del T
+
+DEFAULT_ENTITY = DEFAULT_BROKER  # the dynamic broker configs of every broker
+Dynamic = Mapping[str, Mapping[str, str]]  # dynamic broker configs: entity -> name -> value
+_NONE: Dynamic = {}
+# The broker properties that can change while brokers run (Kafka's dynamic broker configs):
+# the defaults of topic configs, bar unclean leader election (the controller reads it once).
+DYNAMIC_BROKER_CONFIGS = frozenset(b for _, _, b, _ in _TOPIC_PROPERTIES) - {
+    "unclean.leader.election.enable"
+}
 
 # Broker properties of one meaning in several units, finest first (Kafka's synonyms).
 _SYNONYM_GROUPS = (
@@ -128,13 +138,37 @@ def _synonym(name: str, value: str | None, source: ConfigSource) -> dict:
     return {"name": name, "value": value, "source": source}
 
 
-def _broker_synonyms(broker: BrokerConfig, name: str, sensitive: bool) -> list[dict]:
-    """The broker-level synonyms of ``name``: set in the file, then defaults."""
+def effective_config(static: BrokerConfig, dynamic: Dynamic) -> BrokerConfig:
+    """The broker's configuration with its dynamic configs over its file, as Kafka ranks
+    them: this broker's own (``/config/brokers/<id>``), then the cluster-wide defaults
+    (``<default>``), then the file.  A bad dynamic value raises ConfigError."""
+    own, default = _dynamic_tiers(static, dynamic)
+    if not own and not default:
+        return static
+    known = {k: v for k, v in static.raw.items() if k in BY_NAME}
+    return BrokerConfig({**known, **default, **own})
+
+
+def _dynamic_tiers(static: BrokerConfig, dynamic: Dynamic) -> tuple[Mapping, Mapping]:
+    return dynamic.get(str(static["broker.id"]), {}), dynamic.get(DEFAULT_ENTITY, {})
+
+
+def _broker_synonyms(
+    static: BrokerConfig, dynamic: Dynamic, name: str, sensitive: bool
+) -> list[dict]:
+    """The broker-level synonyms of ``name``: this broker's dynamic configs, the dynamic
+    defaults, the file, then the defaults."""
     names = broker_synonyms(name)
+    own, default = _dynamic_tiers(static, dynamic)
     found = [
-        _synonym(n, None if sensitive else broker.raw[n], ConfigSource.STATIC_BROKER_CONFIG)
+        _synonym(n, None if sensitive else values[n], source)
+        for source, values in (
+            (ConfigSource.DYNAMIC_BROKER_CONFIG, own),
+            (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, default),
+            (ConfigSource.STATIC_BROKER_CONFIG, static.raw),
+        )
         for n in names
-        if n in broker.raw
+        if n in values
     ]
     for n in names:
         prop = BY_NAME.get(n)
@@ -173,18 +207,21 @@ def topic_entries(
     overrides: Mapping[str, str],
     include_synonyms: bool,
     include_documentation: bool,
+    dynamic: Dynamic = _NONE,
 ) -> list[dict]:
-    """Every topic config of a topic with ``overrides``, as DescribeConfigs entries."""
+    """Every topic config of a topic with ``overrides``, as DescribeConfigs entries, on a
+    broker with the file ``broker`` and the ``dynamic`` broker configs."""
+    effective = effective_config(broker, dynamic)
     entries = []
     for _, name, broker_name, parse in _TOPIC_PROPERTIES:
         prop = BY_NAME[broker_name]
         config_type, doc = TOPIC_CONFIGS.get(name, (None, prop.doc))
         if config_type is None:
-            config_type = broker_config_type(prop, broker[broker_name])
-        synonyms = _broker_synonyms(broker, broker_name, False)
+            config_type = broker_config_type(prop, effective[broker_name])
+        synonyms = _broker_synonyms(broker, dynamic, broker_name, False)
         if name in overrides:
             synonyms.insert(0, _synonym(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG))
-        value = _topic_value(name, broker[broker_name], overrides, parse)
+        value = _topic_value(name, effective[broker_name], overrides, parse)
         doc = doc if include_documentation else None
         entries.append(
             _entry(name, value, synonyms, False, False, config_type, doc, include_synonyms)
@@ -193,26 +230,29 @@ def topic_entries(
 
 
 def broker_entries(
-    broker: BrokerConfig, include_synonyms: bool, include_documentation: bool
+    broker: BrokerConfig,
+    include_synonyms: bool,
+    include_documentation: bool,
+    dynamic: Dynamic = _NONE,
 ) -> list[dict]:
-    """Every property of this broker, as DescribeConfigs entries: all read-only (none can be
-    changed while it runs); names in its file headrace does not know are listed too, as Kafka
-    lists them, with their values hidden (their type is unknown, so they may be secrets)."""
+    """Every property of this broker, as DescribeConfigs entries: read-only but for those
+    of ``DYNAMIC_BROKER_CONFIGS``; names in its file headrace does not know are listed too,
+    as Kafka lists them, with their values hidden (their type is unknown: they may be
+    secrets)."""
+    effective = effective_config(broker, dynamic)
     entries = []
     for prop in PROPERTIES:
-        value, sensitive = broker[prop.name], _sensitive(prop.name)
-        config_type = broker_config_type(prop, value)
-        synonyms = _broker_synonyms(broker, prop.name, sensitive)
-        doc = prop.doc if include_documentation else None
+        value, sensitive = effective[prop.name], _sensitive(prop.name)
+        synonyms = _broker_synonyms(broker, dynamic, prop.name, sensitive)
         entries.append(
             _entry(
                 prop.name,
                 format_value(value),
                 synonyms,
-                True,
+                prop.name not in DYNAMIC_BROKER_CONFIGS,
                 sensitive,
-                config_type,
-                doc,
+                broker_config_type(prop, value),
+                prop.doc if include_documentation else None,
                 include_synonyms,
             )
         )
@@ -221,6 +261,32 @@ def broker_entries(
         entries.append(
             _entry(name, None, synonyms, True, True, ConfigType.UNKNOWN, None, include_synonyms)
         )
+    return entries
+
+
+def default_broker_entries(
+    broker: BrokerConfig, dynamic: Dynamic, include_synonyms: bool, include_documentation: bool
+) -> list[dict]:
+    """The cluster-wide dynamic defaults (the BROKER resource ``""``): the configs set in
+    ``/config/brokers/<default>``, each with only that synonym, as Kafka answers."""
+    default = dynamic.get(DEFAULT_ENTITY, {})
+    entries = []
+    for prop in PROPERTIES:
+        if prop.name in default:
+            source = ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+            synonyms = [_synonym(prop.name, default[prop.name], source)]
+            entries.append(
+                _entry(
+                    prop.name,
+                    default[prop.name],
+                    synonyms,
+                    False,
+                    _sensitive(prop.name),
+                    broker_config_type(prop, broker[prop.name]),
+                    prop.doc if include_documentation else None,
+                    include_synonyms,
+                )
+            )
     return entries
 
 
@@ -242,6 +308,24 @@ def check_topic_overrides(overrides: Mapping[str, str]) -> None:
         LogConfig().with_overrides(overrides)
     except ConfigError as exc:
         raise errors.InvalidConfigError(str(exc)) from None
+
+
+def check_broker_change(broker: BrokerConfig, entity: str, new: Mapping[str, str]) -> None:
+    """Raise InvalidRequestError, as Kafka does, unless ``new`` is a valid set of dynamic
+    configs for the broker ``entity`` (an id or ``<default>``)."""
+    resource = f"ConfigResource(type=BROKER, name='{'' if entity == DEFAULT_ENTITY else entity}')"
+    static = sorted(set(new) - DYNAMIC_BROKER_CONFIGS)
+    if static:
+        raise errors.InvalidRequestError(
+            f"Invalid config value for resource {resource}: Cannot update these configs "
+            f"dynamically: Set({', '.join(static)})"
+        )
+    try:
+        effective_config(broker, {entity: new})
+    except ConfigError as exc:
+        raise errors.InvalidRequestError(
+            f"Invalid config value for resource {resource}: {exc}"
+        ) from None
 
 
 def check_unique(names: list[str]) -> None:
@@ -295,13 +379,18 @@ def apply_incremental(
 
 
 __all__ = [
+    "DEFAULT_ENTITY",
+    "DYNAMIC_BROKER_CONFIGS",
     "TOPIC_CONFIGS",
     "apply_incremental",
     "broker_config_type",
     "broker_entries",
     "broker_synonyms",
+    "check_broker_change",
     "check_topic_overrides",
     "check_unique",
+    "default_broker_entries",
+    "effective_config",
     "format_value",
     "list_configs",
     "select",

@@ -20,10 +20,13 @@ from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
 from twisted.internet import defer, threads
 
 from .config_entries import (
+    DEFAULT_ENTITY,
     apply_incremental,
     broker_entries,
+    check_broker_change,
     check_topic_overrides,
     check_unique,
+    default_broker_entries,
     select,
     topic_entries,
 )
@@ -90,15 +93,16 @@ class ConfigHandlers:
         return {"throttle_time_ms": 0, "results": results}
 
     def _describe(self, kind: int, name: str, synonyms: bool, docs: bool) -> list[dict]:
+        dynamic = self.metadata.broker_configs
         if kind == ResourceType.TOPIC:
             self._known_topic(name)
             overrides = self.metadata.topic_configs.get(name, {})
-            return topic_entries(self.config, overrides, synonyms, docs)
+            return topic_entries(self.config, overrides, synonyms, docs, dynamic)
         if kind == ResourceType.BROKER:
-            if name == "":  # the cluster-wide dynamic defaults: headrace has none
-                return []
+            if name == "":  # the cluster-wide dynamic defaults
+                return default_broker_entries(self.config, dynamic, synonyms, docs)
             self._this_broker(name, "or empty string, ")
-            return broker_entries(self.config, synonyms, docs)
+            return broker_entries(self.config, synonyms, docs, dynamic)
         if kind == ResourceType.BROKER_LOGGER:
             self._this_broker(name, "")
             return logger_entries()
@@ -165,24 +169,26 @@ class ConfigHandlers:
             steps = [(c["name"], AlterConfigOp.SET, c["value"]) for c in configs]
         if kind == ResourceType.TOPIC:
             self._known_topic(name)
-            if incremental:
-                entries = topic_entries(self.config, {}, False, False)
-                defaults = {e["name"]: e["value"] for e in entries}
-                change = functools.partial(apply_incremental, operations=steps, defaults=defaults)
-            else:  # the whole set replaced; null values left out, as Kafka does
-                whole = {n: v for n, _, v in steps if v is not None}
-                change = lambda current: whole  # noqa: E731
-            return self._write_topic_config(name, change, validate_only)
+            dynamic = self.metadata.broker_configs
+            entries = topic_entries(self.config, {}, False, False, dynamic)
+            defaults = {e["name"]: e["value"] for e in entries}
+            return self._write_config(
+                layout.topic_config_path(name),
+                f"topics/{name}",
+                _change(steps, incremental, defaults, None),
+                check_topic_overrides,
+                validate_only,
+                topic=name,
+            )
         if kind == ResourceType.BROKER:
-            if name != "":
-                _broker_id(name)
-            if configs:
-                names = ", ".join(sorted({c["name"] for c in configs}))
-                raise errors.InvalidRequestError(
-                    f"Invalid config value for resource ConfigResource(type=BROKER, "
-                    f"name='{name}'): Cannot update these configs dynamically: Set({names})"
-                )
-            return None
+            entity = DEFAULT_ENTITY if name == "" else str(_broker_id(name))
+            return self._write_config(
+                layout.broker_config_path(entity),
+                f"brokers/{entity}",
+                _change(steps, incremental, {}, frozenset()),
+                functools.partial(check_broker_change, self.config, entity),
+                validate_only,
+            )
         if kind == ResourceType.BROKER_LOGGER:
             if not incremental:
                 raise errors.InvalidRequestError(
@@ -193,52 +199,66 @@ class ConfigHandlers:
             return None
         raise errors.InvalidRequestError(f"Unsupported resource type: {kind}")
 
-    def _write_topic_config(self, topic: str, change, validate_only: bool):
-        """In the thread pool: read the topic's overrides, ``change`` them, check the result
-        and (unless ``validate_only``) write it with Kafka's change notice, in one transaction
-        conditional on the config node's version and the topic's existence."""
+    def _write_config(self, path, entity_path, change, check, validate_only, topic=None):
+        """In the thread pool: read the overrides at ``path``, ``change`` them, ``check`` the
+        result and (unless ``validate_only``) write it with Kafka's change notice for
+        ``entity_path``, in one transaction conditional on the node's version (and on the
+        ``topic``'s existence): a change raced by another is made again on what won."""
         client = self.cluster.client
 
         def attempt():
-            config_path, topic_path = layout.topic_config_path(topic), layout.topic_path(topic)
+            topic_path = None if topic is None else layout.topic_path(topic)
             for _ in range(WRITE_ATTEMPTS):
-                topic_stat = client.exists_async(topic_path).get(timeout=ZK_TIMEOUT)
-                if topic_stat is None:
-                    raise errors.UnknownTopicOrPartitionError(f"Topic {topic} does not exist")
+                topic_stat = None
+                if topic_path is not None:
+                    topic_stat = client.exists_async(topic_path).get(timeout=ZK_TIMEOUT)
+                    if topic_stat is None:
+                        raise errors.UnknownTopicOrPartitionError(f"Topic {topic} does not exist")
                 try:
-                    data, stat = client.get_async(config_path).get(timeout=ZK_TIMEOUT)
+                    data, stat = client.get_async(path).get(timeout=ZK_TIMEOUT)
                 except NoNodeError:
                     data, stat = b"", None
                 try:
-                    current = layout.decode_topic_config(data, config_path) if data else {}
+                    current = layout.decode_topic_config(data, path) if data else {}
                 except layout.MalformedNodeError:  # written by hand: the change replaces it
                     current = {}
-                version = None if stat is None else stat.version
                 new = change(current)
-                check_topic_overrides(new)
+                check(new)
                 if validate_only:
                     return new
                 client.ensure_path(layout.CONFIG_CHANGES)
                 tx = client.transaction()
-                tx.check(topic_path, topic_stat.version)
+                if topic_stat is not None:
+                    tx.check(topic_path, topic_stat.version)
                 encoded = layout.encode_topic_config(new)
-                if version is None:
-                    tx.create(config_path, encoded)
+                if stat is None:
+                    client.ensure_path(path.rsplit("/", 1)[0])
+                    tx.create(path, encoded)
                 else:
-                    tx.set_data(config_path, encoded, version=version)
-                tx.create(
-                    layout.CONFIG_CHANGE_PREFIX, layout.encode_config_change(topic), sequence=True
-                )
+                    tx.set_data(path, encoded, version=stat.version)
+                notice = layout.encode_config_change(entity_path)
+                tx.create(layout.CONFIG_CHANGE_PREFIX, notice, sequence=True)
                 results = tx.commit_async().get(timeout=ZK_TIMEOUT)
                 if not any(isinstance(r, Exception) for r in results):
-                    log.info("topic %s config is now %s", topic, new)
+                    log.info("the config of %s is now %s", entity_path, new)
                     purge_config_changes(client)
                     return new
             raise errors.RequestTimedOutError(
-                f"the config of topic {topic} kept changing under {WRITE_ATTEMPTS} attempts"
+                f"the config of {entity_path} kept changing under {WRITE_ATTEMPTS} attempts"
             )
 
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), attempt)
+
+
+def _change(steps, incremental: bool, defaults, list_names):
+    """The change an alter makes to a resource's overrides: IncrementalAlterConfigs' steps,
+    or AlterConfigs' whole new set (null values left out, as Kafka does)."""
+    if incremental:
+        return functools.partial(
+            apply_incremental, operations=steps, defaults=defaults, list_names=list_names
+        )
+    whole = {n: v for n, _, v in steps if v is not None}
+    return lambda current: whole
 
 
 def purge_config_changes(client, now_ms: float | None = None) -> int:

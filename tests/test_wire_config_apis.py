@@ -16,10 +16,13 @@ from test_wire_group_apis import _old_values
 from broker import config_entries
 from broker.config import BrokerConfig
 from broker.config_entries import (
+    DYNAMIC_BROKER_CONFIGS,
     apply_incremental,
     broker_entries,
+    check_broker_change,
     check_topic_overrides,
     check_unique,
+    default_broker_entries,
     select,
     topic_entries,
 )
@@ -170,10 +173,13 @@ def test_a_new_topic_property_row_is_described_without_other_changes(monkeypatch
     assert entry["config_type"] == ConfigType.DOUBLE  # Kafka's type, from our own table
 
 
-def test_broker_properties_are_read_only_and_unknown_ones_hidden():
+def test_static_broker_properties_are_read_only_and_unknown_ones_hidden():
     broker = BrokerConfig({"broker.id": "3", "ssl.keystore.password": "hunter2"})
     entries = _by_name(broker_entries(broker, True, True))
-    assert all(e["read_only"] for e in entries.values())
+    writable = {n for n, e in entries.items() if not e["read_only"]}
+    assert writable == DYNAMIC_BROKER_CONFIGS
+    assert {"message.max.bytes", "log.retention.ms", "log.segment.bytes"} <= writable
+    assert not {"log.dirs", "broker.id", "log.retention.hours"} & writable
     assert (entries["broker.id"]["value"], entries["broker.id"]["config_source"]) == ("3", 4)
     assert entries["broker.id"]["config_type"] == ConfigType.INT
     assert entries["log.retention.bytes"]["config_type"] == ConfigType.LONG
@@ -186,6 +192,39 @@ def test_broker_properties_are_read_only_and_unknown_ones_hidden():
         "broker.id"
     ]
     assert len(select(list(entries.values()), [])) == len(entries)  # empty: all, as Kafka
+
+
+def test_dynamic_broker_configs_rank_over_the_file_per_broker_first():
+    broker = BrokerConfig({"broker.id": "2", "message.max.bytes": "5000"})
+    dynamic = {"<default>": {"message.max.bytes": "3000"}, "2": {"message.max.bytes": "4000"}}
+    entry = _by_name(broker_entries(broker, True, False, dynamic))["message.max.bytes"]
+    assert (entry["value"], entry["config_source"], entry["read_only"]) == ("4000", 2, False)
+    assert [(s["source"], s["value"]) for s in entry["synonyms"]] == [
+        (ConfigSource.DYNAMIC_BROKER_CONFIG, "4000"),
+        (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, "3000"),
+        (ConfigSource.STATIC_BROKER_CONFIG, "5000"),
+        (ConfigSource.DEFAULT_CONFIG, "1048588"),
+    ]
+    other = BrokerConfig({"broker.id": "1"})  # broker 2's own configs are not broker 1's
+    topic = _by_name(topic_entries(other, {}, True, False, dynamic))["max.message.bytes"]
+    assert (topic["value"], topic["config_source"]) == ("3000", 3)
+    assert [e["name"] for e in default_broker_entries(other, dynamic, True, False)] == [
+        "message.max.bytes"
+    ]
+    assert default_broker_entries(other, {}, True, False) == []
+
+
+def test_a_broker_change_is_refused_as_kafka_refuses_it():
+    broker = BrokerConfig({"broker.id": "1"})
+    check_broker_change(broker, "1", {"log.retention.ms": "1000", "message.max.bytes": "10"})
+    with pytest.raises(errors.InvalidRequestError) as static:
+        check_broker_change(broker, "<default>", {"log.dirs": "/x", "broker.id": "2"})
+    assert str(static.value.args[0]) == (
+        "Invalid config value for resource ConfigResource(type=BROKER, name=''): "
+        "Cannot update these configs dynamically: Set(broker.id, log.dirs)"
+    )
+    with pytest.raises(errors.InvalidRequestError, match=r"name='1'\): message\.max\.bytes"):
+        check_broker_change(broker, "1", {"message.max.bytes": "big"})
 
 
 # --- changes ----------------------------------------------------------------------------------
