@@ -17,7 +17,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     ConfigSource,
 )
-from conftest import create_topic, wait_for, zk_session
+from conftest import create_topic, metadata, wait_for, zk_session
 from kafka.admin import ConfigResource as KPResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
 
@@ -26,6 +26,7 @@ from broker.protocol import zookeeper as layout
 from broker.protocol.config_apis import ResourceType
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
+from headrace.configs import alter_configs, describe_configs
 
 pytestmark = pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
 
@@ -359,3 +360,73 @@ def test_a_config_node_written_badly_by_hand_is_replaced_by_the_next_change(clus
         step = ("segment.bytes", AlterConfigOpType.SET, "200000")
         assert _result(admin.incremental_alter_configs([_incremental("mangled", step)])) is None
         assert _node(zk, "mangled") == {"version": 1, "config": {"segment.bytes": "200000"}}
+
+
+def test_dynamic_broker_configs_apply_live_per_broker_and_cluster_wide(cluster3, admin):
+    """message.max.bytes set for every broker (``<default>``) refuses large batches on the
+    leaders of all partitions; set again for broker 2 alone, broker 2 takes them while the
+    others still refuse; described with Kafka's sources; both removed, all take them."""
+    create_topic(cluster3.brokers[0].port, "dynamic", 3, replication_factor=1)
+    leaders = {
+        p["partition_index"]: p["leader_id"]
+        for p in metadata(cluster3.brokers[0].port, ["dynamic"])["topics"][0]["partitions"]
+    }
+    assert sorted(leaders.values()) == [1, 2, 3]
+    producer = Producer({"bootstrap.servers": cluster3.bootstrap, "linger.ms": 0, "retries": 0})
+
+    def refused() -> dict:
+        seen = {}
+        for partition in range(3):
+            producer.produce(
+                "dynamic",
+                b"x" * 3000,
+                partition=partition,
+                on_delivery=lambda err, msg: seen.update({msg.partition(): err is not None}),
+            )
+        producer.flush(30)
+        return {leaders[p]: refused for p, refused in seen.items()}
+
+    bootstrap = cluster3.bootstrap
+    try:
+        alter_configs(bootstrap, ResourceType.BROKER, "", {"message.max.bytes": "1000"})
+        wait_for(lambda: refused() == {1: True, 2: True, 3: True}, 20)
+        own = ConfigResource(
+            "broker",
+            "2",
+            incremental_configs=[
+                ConfigEntry(
+                    "message.max.bytes", "100000", incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
+        assert _result(admin.incremental_alter_configs([own])) is None
+        wait_for(lambda: refused() == {1: True, 2: False, 3: True}, 20)
+
+        two = describe_configs(bootstrap, ResourceType.BROKER, "2")
+        entry = next(e for e in two if e["name"] == "message.max.bytes")
+        assert (entry["value"], entry["read_only"]) == ("100000", False)
+        assert [(s["source"], s["value"]) for s in entry["synonyms"]] == [
+            (2, "100000"),  # DYNAMIC_BROKER_CONFIG
+            (3, "1000"),  # DYNAMIC_DEFAULT_BROKER_CONFIG
+            (5, "1048588"),  # DEFAULT_CONFIG
+        ]
+        one = _result(admin.describe_configs([ConfigResource("broker", "1")]))
+        assert one["message.max.bytes"].value == "1000"
+        assert one["message.max.bytes"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+        assert one["log.dirs"].is_read_only and not one["message.max.bytes"].is_read_only
+        topic = _result(admin.describe_configs([ConfigResource("topic", "dynamic")]))
+        assert topic["max.message.bytes"].source == 3  # the broker's default, dynamic
+        defaults = describe_configs(bootstrap, ResourceType.BROKER, "")
+        assert [(e["name"], e["value"]) for e in defaults] == [("message.max.bytes", "1000")]
+        with zk_session(cluster3.zookeeper_connect) as zk:
+            node = json.loads(zk.get(layout.broker_config_path("<default>"))[0])
+            assert node == {"version": 1, "config": {"message.max.bytes": "1000"}}
+            assert {"version": 2, "entity_path": "brokers/2"} in _changes(zk)
+
+        bad = ConfigResource("broker", "1", set_config={"message.max.bytes": "big"})
+        error = _error(admin.alter_configs([bad]))
+        assert error.code() == CKError.INVALID_REQUEST and "message.max.bytes: 'big'" in error.str()
+    finally:
+        alter_configs(bootstrap, ResourceType.BROKER, "2", delete=["message.max.bytes"])
+        alter_configs(bootstrap, ResourceType.BROKER, "", delete=["message.max.bytes"])
+    wait_for(lambda: refused() == {1: False, 2: False, 3: False}, 20)
