@@ -1,12 +1,14 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs read from and
-written to ZooKeeper as Kafka writes them, this broker's own properties, its loggers.
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs and dynamic
+broker configs read from and written to ZooKeeper as Kafka writes them, this broker's own
+properties, its loggers.
 
-A topic's overrides live in ``/config/topics/<topic>``; an alter rewrites that node with
-one transaction that also checks the topic still exists and leaves Kafka's change notice in
-``/config/changes``.  Every broker already watches the config node and applies it to its
-logs (``Broker._metadata_changed``), so a change is live without a restart.  New overrides
-are checked by the code CreateTopics uses.  Broker properties are static: altering one is
-refused as Kafka refuses a config it cannot update dynamically.
+A topic's overrides live in ``/config/topics/<topic>``, a broker's dynamic configs in
+``/config/brokers/<id>`` and every broker's in ``/config/brokers/<default>``; an alter
+rewrites the node with one transaction conditional on its version (and on the topic's
+existence) that also leaves Kafka's change notice in ``/config/changes``.  Every broker
+watches these nodes and applies them to its logs (``Broker._metadata_changed``), so a change
+is live without a restart.  New topic overrides are checked by the code CreateTopics uses;
+broker properties that cannot change while running are refused as Kafka refuses them.
 """
 
 from __future__ import annotations
