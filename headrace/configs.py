@@ -218,16 +218,17 @@ def run_configs_command(args) -> int:
         kind, name = ResourceType.BROKER_LOGGER, args.broker_logger
         label = f"broker-logger {name}"
     elif args.broker_defaults:
-        kind, name, label = ResourceType.BROKER, "", "the default broker"
+        kind, name, label = ResourceType.BROKER, "", "brokers in the cluster"
     else:
         kind, name, label = ResourceType.BROKER, args.broker, f"broker {args.broker}"
     try:
         if args.describe:
             entries = describe_configs(args.bootstrap_server, kind, name)
-            dynamic = args.all or kind == ResourceType.BROKER_LOGGER
-            print(f"{'All' if dynamic else 'Dynamic'} configs for {label} are:")
+            every = args.all or kind == ResourceType.BROKER_LOGGER
+            heading = "All" if every else "Dynamic"
+            print(f"{'Default' if args.broker_defaults else heading} configs for {label} are:")
             for entry in entries:
-                if dynamic or entry["config_source"] in _DYNAMIC:
+                if every or entry["config_source"] in _DYNAMIC:
                     print(entry_line(entry))
             return 0
         set_configs = {}
@@ -245,7 +246,8 @@ def run_configs_command(args) -> int:
         return 2
     except (KafkaError, ConnectionError) as exc:
         return _fail("configs", exc)
-    print(f"Completed updating config for {label}.")
+    what = "default config" if args.broker_defaults else "config"
+    print(f"Completed updating {what} for {label}.")
     return 0
 
 

@@ -76,8 +76,20 @@ def test_configs_describes_and_alters_like_kafka_configs(cluster1):
         " ".join(broker)
     )
     assert _ok(headrace(cluster1, "configs", "--broker", "1", "--describe")) == [
-        "Dynamic configs for broker 1 are:"  # none: every broker property is static
+        "Dynamic configs for broker 1 are:"  # none set yet
     ]
+    cluster_wide = ("configs", "--broker-defaults")
+    done = headrace(cluster1, *cluster_wide, "--alter", "--add-config", "log.retention.ms=5000")
+    assert _ok(done) == ["Completed updating default config for brokers in the cluster."]
+    assert _ok(headrace(cluster1, *cluster_wide, "--describe")) == [
+        "Default configs for brokers in the cluster are:",
+        "  log.retention.ms=5000 sensitive=false synonyms="
+        "{DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=5000}",
+    ]
+    assert _ok(headrace(cluster1, "configs", "--broker", "1", "--describe"))[1].startswith(
+        "  log.retention.ms=5000 sensitive=false synonyms={DYNAMIC_DEFAULT_BROKER_CONFIG:"
+    )
+    _ok(headrace(cluster1, *cluster_wide, "--alter", "--delete-config", "log.retention.ms"))
     static = headrace(
         cluster1, "configs", "--broker", "1", "--alter", "--add-config", "log.retention.hours=1"
     )
