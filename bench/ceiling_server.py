@@ -29,6 +29,8 @@ SERVED = {
     api.key: (api.min_version, api.max_version)
     for api in map(API_BY_KEY.get, (ApiKey.PRODUCE, ApiKey.METADATA, ApiKey.API_VERSIONS))
 }
+# Produce's walk below reads the non-flexible encoding only: clients stay below KIP-482's v9.
+SERVED[ApiKey.PRODUCE] = (SERVED[ApiKey.PRODUCE][0], API_BY_KEY[ApiKey.PRODUCE].flexible_from - 1)
 _PRODUCE = ApiKey.PRODUCE  # a global, not an enum attribute, on the ceiling's hot path
 NODE_ID = 0
 

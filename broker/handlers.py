@@ -14,6 +14,7 @@ import logging
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
+from .api_versions import answer_api_versions
 from .config import BrokerConfig
 from .config_handlers import ConfigHandlers
 from .election import InvalidReplicationFactor, assign_replicas
@@ -26,8 +27,9 @@ from .log_dirs import describe_log_dirs
 from .metrics import NoMetrics
 from .protocol import errors, produce
 from .protocol.errors import NONE, KafkaError, error_code
-from .protocol.registry import ApiKey, api_versions_body, check_handlers
+from .protocol.registry import ApiKey, check_handlers
 from .server import CLOSE_CONNECTION
+from .topic_ids import FETCH_BY_ID, TopicIds
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ class RequestHandlers:
         self.controller = None  # this broker's controller, set by the broker once started
         self.replicas = None  # this broker's ReplicaManager, set by the broker
         self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
+        self.topic_ids = TopicIds(self.metadata)
         self.table = self.handler_table()
-        self.contextual = self.groups.contextual
+        self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
         check_handlers({**self.table, **self.contextual})
 
     def handler_table(self) -> dict:
@@ -79,7 +82,6 @@ class RequestHandlers:
             ApiKey.FETCH: self.fetch,
             ApiKey.LIST_OFFSETS: self.list_offsets,
             ApiKey.METADATA: self.metadata_request,
-            ApiKey.API_VERSIONS: self.api_versions,
             ApiKey.CREATE_TOPICS: self.create_topics,
             ApiKey.DELETE_TOPICS: self.delete_topics,
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
@@ -101,7 +103,10 @@ class RequestHandlers:
     def _local_log(self, topic: str, partition: int, current_leader_epoch: int = -1):
         """The log of a partition this broker leads, or a KafkaError saying why not.  A
         client's ``current_leader_epoch`` (KIP-320; -1: not given) must be the leader's:
-        an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH."""
+        an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.  ``topic``
+        None: a topic id no topic has."""
+        if topic is None:
+            raise errors.UnknownTopicIdError(f"no topic has the id asked for partition {partition}")
         placement = self.metadata.topics.get(topic)
         if placement is None or partition not in placement:
             raise errors.UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
@@ -129,11 +134,6 @@ class RequestHandlers:
         if plog.offline:
             raise errors.KafkaStorageError(f"{topic}-{partition} is offline after a disk error")
         return plog
-
-    # --- ApiVersions ---------------------------------------------------------------------
-
-    def api_versions(self, body, version):
-        return api_versions_body()
 
     # --- Produce -------------------------------------------------------------------------
 
@@ -207,6 +207,8 @@ class RequestHandlers:
         """A long poll: read; while short of ``min_bytes`` and within ``max_wait_ms``, wait
         for data (a consumer: for the high watermark to move) and read again."""
         deadline = self.reactor.seconds() + body["max_wait_ms"] / 1000.0
+        if version >= FETCH_BY_ID:
+            self.topic_ids.name_fetched_topics(body["topics"])
         keys = [(t["topic"], p["partition"]) for t in body["topics"] for p in t["partitions"]]
         follower = body["replica_id"] >= 0
 
@@ -268,7 +270,9 @@ class RequestHandlers:
                     entry["error_code"] = exc.code
                     saw_error = True
                 partitions.append(entry)
-            responses.append({"topic": topic, "partitions": partitions})
+            responses.append(
+                {"topic": topic, "topic_id": topic_data["topic_id"], "partitions": partitions}
+            )
         return {
             "throttle_time_ms": 0,
             "error_code": NONE,
@@ -311,11 +315,11 @@ class RequestHandlers:
 
     @defer.inlineCallbacks
     def metadata_request(self, body, version):
-        requested = body["topics"]
+        requested, failed = body["topics"], []
         if requested is None or (version == 0 and not requested):
             names = sorted(self.metadata.topics)
         else:
-            names = [t["name"] for t in requested]
+            names, failed = self.topic_ids.requested_metadata(requested, version)
         auto_create = self.config["auto.create.topics.enable"] and (
             version < 4 or body["allow_auto_topic_creation"]
         )
@@ -330,7 +334,7 @@ class RequestHandlers:
             {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
             for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
         ]
-        topics = [self._topic_metadata(name, name in created) for name in names]
+        topics = [self._topic_metadata(name, name in created) for name in names] + failed
         return {
             "throttle_time_ms": 0,
             "brokers": brokers,
@@ -348,6 +352,7 @@ class RequestHandlers:
     def _topic_metadata(self, name, just_created):
         placement = self.metadata.topics.get(name)
         entry = {"error_code": NONE, "name": name, "is_internal": False, "partitions": []}
+        entry["topic_id"] = self.topic_ids.id_of(name)
         try:
             validate_topic_name(name)
         except KafkaError as exc:

@@ -1,5 +1,7 @@
 """ListOffsets: per partition, the offset of the first record at or after a timestamp, the log
-start (-2, earliest) or the latest offset (-1).
+start (-2, earliest), the latest offset (-1), or (-3, v7's MAX_TIMESTAMP, KIP-734) the offset
+and timestamp of the record with the largest timestamp - the first such record, found as the
+first at or after the largest timestamp any segment holds.
 
     >>> list_offsets(body, local_log, replicas)    # the response body
 
@@ -16,6 +18,7 @@ from .protocol.errors import NONE, KafkaError
 
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
+MAX_TIMESTAMP = -3
 
 
 def list_offsets(body: dict, local_log, replicas) -> dict:
@@ -53,6 +56,11 @@ def _lookup(plog, topic: str, index: int, timestamp: int, consumer: bool, replic
     """The (offset, timestamp) answered for ``timestamp``, or None if there is none."""
     if consumer and timestamp == LATEST_TIMESTAMP:
         return replicas.latest_for_consumers(topic, index, plog), -1
+    if timestamp == MAX_TIMESTAMP:
+        live = [s for s in plog.segments if s.next_offset > plog.log_start_offset]
+        timestamp = max((s.max_timestamp for s in live), default=-1)
+        if timestamp < 0:  # no record has a timestamp
+            return None
     found = plog.offset_for_timestamp(timestamp)
     if consumer and found is not None and timestamp != EARLIEST_TIMESTAMP:
         # At or above the high watermark: not committed, so not a consumer's to read yet.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 from collections import deque
 
 from twisted.internet import defer, protocol, tcp
@@ -43,7 +42,6 @@ USE_SENDFILE = hasattr(os, "sendfile")
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # sendfile cannot serve these fds
 
 
-_RESPONSE_HEAD = struct.Struct(">ii")  # frame size, correlation id
 # APIs whose responses may carry file ranges (Fetch's records), encoded as parts.
 _STREAMED = frozenset(api.key for api in APIS if api.response.holds(RECORDS))
 
@@ -81,6 +79,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._receiving = False  # inside dataReceived: _send_more waits for its end
         self._socket = None  # the socket's descriptor when file ranges go by sendfile
         self._tcp = False  # a plain TCP transport: responses may go straight to its socket
+        self.client_software = None  # (name, version) the client gave in ApiVersions v3+
 
     def dataReceived(self, data: bytes):
         """Feed the splitter and handle each whole frame; responses ready meanwhile leave in
@@ -277,7 +276,9 @@ class KafkaServerProtocol(protocol.Protocol):
         encoded."""
         try:
             if type(body) is bytes:
-                self._out.append(_RESPONSE_HEAD.pack(len(body) + 4, correlation_id) + body)
+                self._out.append(
+                    frames.response_head(correlation_id, api, version, len(body)) + body
+                )
                 return True
             if api.key not in _STREAMED:  # no file ranges: one bytes object
                 self._out.append(frames.encode_response(correlation_id, api, version, body))

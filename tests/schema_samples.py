@@ -5,6 +5,7 @@ the sample it came from."""
 from __future__ import annotations
 
 import itertools
+import uuid
 
 from broker.protocol.schema import (
     BOOL,
@@ -17,6 +18,7 @@ from broker.protocol.schema import (
     NULLABLE_STRING,
     RECORDS,
     STRING,
+    UUID,
     Array,
     Struct,
 )
@@ -53,6 +55,8 @@ def sample(type_, version: int, nulls: bool = False):
         return None
     if type_ in (BYTES, NULLABLE_BYTES, RECORDS):
         return b"\x00b%d\xff" % n
+    if type_ is UUID:
+        return uuid.UUID(int=n << 64 | n)
     raise AssertionError(f"no sample for {type_!r}")
 
 

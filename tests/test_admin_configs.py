@@ -6,6 +6,7 @@ writes them, and a change applied live by every broker."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from confluent_kafka import KafkaError as CKError
@@ -17,9 +18,11 @@ from confluent_kafka.admin import (
     ConfigResource,
     ConfigSource,
 )
-from conftest import create_topic, metadata, wait_for, zk_session
+from conftest import Cluster, create_topic, free_port, metadata, wait_for, zk_session
 from kafka.admin import ConfigResource as KPResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
+from metrics_scrape import scrape
+from test_thirdparty_flexible import versions_used
 
 from broker.config_handlers import purge_config_changes
 from broker.protocol import zookeeper as layout
@@ -180,7 +183,7 @@ def test_every_broker_describes_itself_and_refuses_another_id(cluster3, admin):
     ]
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_each_version_carries_its_fields(cluster3, version):
     name = f"versions-{version}"
     create_topic(cluster3.brokers[0].port, name, 1, {"retention.ms": "60000"})
@@ -206,7 +209,7 @@ def test_each_version_carries_its_fields(cluster3, version):
     else:
         assert (retention["config_source"], segment["config_source"]) == (1, 5)
         assert [s["name"] for s in retention["synonyms"]] == ["retention.ms", "log.retention.hours"]
-    if version == 3:
+    if version >= 3:
         assert retention["config_type"] == 5 and "deleted" in retention["documentation"]
     else:
         assert retention["documentation"] is None
@@ -430,3 +433,40 @@ def test_dynamic_broker_configs_apply_live_per_broker_and_cluster_wide(cluster3,
         alter_configs(bootstrap, ResourceType.BROKER, "2", delete=["message.max.bytes"])
         alter_configs(bootstrap, ResourceType.BROKER, "", delete=["message.max.bytes"])
     wait_for(lambda: refused() == {1: False, 2: False, 3: False}, 20)
+
+
+def test_clients_use_the_flexible_versions(zookeeper, tmp_path):
+    """librdkafka and kafka-python ask the flexible versions of the config APIs (the broker's
+    count of requests by API and version) and get the same answers as before."""
+    cluster = Cluster(tmp_path, f"{zookeeper.connect}/flexcfg-{time.monotonic_ns()}", 1)
+    broker = cluster.brokers[0]
+    broker.metrics_port = free_port()
+    cluster.start()
+    try:
+        create_topic(broker.port, "flexcfg", 1, {"retention.ms": "90000"})
+        before = scrape(broker.metrics_url)
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        step = ("segment.bytes", AlterConfigOpType.SET, "300000")
+        assert _result(admin.incremental_alter_configs([_incremental("flexcfg", step)])) is None
+        described = _result(admin.describe_configs([ConfigResource("topic", "flexcfg")]))
+        assert described["segment.bytes"].value == "300000"
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        try:
+            topic = KPResource(ConfigResourceType.TOPIC, "flexcfg")
+            shown = kp.describe_configs([topic], include_synonyms=True)["topic"]["flexcfg"]
+            assert {k: v["value"] for k, v in shown.items()} == {
+                "retention.ms": "90000",
+                "segment.bytes": "300000",
+            }
+            change = KPResource(ConfigResourceType.TOPIC, "flexcfg", configs={"flush.ms": "5"})
+            for incremental in (False, True):
+                assert kp.alter_configs([change], incremental=incremental) == {
+                    "topic": {"flexcfg": "OK"}
+                }
+        finally:
+            kp.close()
+        used = versions_used(before, scrape(broker.metrics_url))
+        assert used["IncrementalAlterConfigs"] == {1}
+        assert 4 in used["DescribeConfigs"] and used["AlterConfigs"] == {2}
+    finally:
+        cluster.stop()

@@ -15,7 +15,6 @@ from twisted.internet import protocol
 from broker.protocol import frames
 from broker.protocol.records import build_batch, check_batch
 from broker.protocol.registry import API_BY_KEY, ApiKey
-from broker.protocol.schema import NULLABLE_STRING, Reader
 from broker.replica import truncation
 from broker.replica.client import BrokerClient
 from broker.replica.fetcher import (
@@ -183,15 +182,13 @@ class FakeLeader(protocol.Protocol):
     def dataReceived(self, data):
         self.splitter.feed(data)
         while (frame := self.splitter.next_frame()) is not None:
-            api_key, version, correlation_id = struct.unpack_from(">hhi", frame, 0)
-            reader = Reader(frame, 8)
-            NULLABLE_STRING.read(reader)
-            request, response = API_BY_KEY[api_key].request, API_BY_KEY[api_key].response
-            body = request.decode(frame, version, reader.pos)
-            self.script.asked.append((api_key, body))
-            reply = self.script.answer(api_key, version, body)
-            payload = b"".join(response.encode_parts(reply, version))
-            self.transport.write(struct.pack(">ii", len(payload) + 4, correlation_id) + payload)
+            request = frames.decode_request(frame)  # header v1 or v2, by the version
+            api_key, version, correlation_id, _ = request.header
+            self.script.asked.append((api_key, request.body))
+            reply = self.script.answer(api_key, version, request.body)
+            self.transport.write(
+                frames.encode_response(correlation_id, request.api, version, reply)
+            )
 
 
 class Script:

@@ -14,8 +14,11 @@ from broker.protocol.schema import ProtocolError
 _RANGES = {">b": 7, ">h": 15, ">i": 31, ">q": 63}
 
 
-def values(t, version):
-    """A hypothesis strategy for values of schema type ``t`` at ``version``."""
+def values(t, version, flexible=None):
+    """A hypothesis strategy for values of schema type ``t`` at ``version`` (``flexible``:
+    whether it is a flexible version; by default as ``t``, a message, says)."""
+    if flexible is None:
+        flexible = isinstance(t, schema.Struct) and t.is_flexible(version)
     if isinstance(t, schema._Bool):
         return st.booleans()
     if isinstance(t, schema._Fixed):
@@ -27,12 +30,18 @@ def values(t, version):
     if isinstance(t, schema._Bytes):
         data = st.binary(max_size=12)
         return st.none() | data if t.nullable else data
+    if isinstance(t, schema._Uuid):
+        return st.uuids()
     if isinstance(t, schema.Array):
-        items = st.lists(values(t.item, version), max_size=3)
+        items = st.lists(values(t.item, version, flexible), max_size=3)
         return st.none() | items if t.nullable else items
     if isinstance(t, schema.Struct):
         return st.fixed_dictionaries(
-            {f.name: values(f.type, version) for f in t.fields if f.present(version)}
+            {
+                f.name: values(f.type, version, flexible)
+                for f in t.fields
+                if f.in_body(version) or f.tagged(version, flexible)
+            }
         )
     raise TypeError(t)
 

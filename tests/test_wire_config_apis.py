@@ -41,12 +41,13 @@ SET, DELETE, APPEND, SUBTRACT = (int(op) for op in AlterConfigOp)
 # --- the table -------------------------------------------------------------------------------
 
 
-def test_the_served_versions_are_the_non_flexible_ones():
-    # Kafka's first flexible versions: DescribeConfigs 4, AlterConfigs 2, Incremental 1.
+def test_the_served_versions_reach_kafkas_newest_flexible_ones():
     advertised = {
         k["api_key"]: (k["min_version"], k["max_version"]) for k in api_versions_body()["api_keys"]
     }
-    assert {k: advertised[k] for k in (32, 33, 44)} == {32: (0, 3), 33: (0, 1), 44: (0, 0)}
+    assert {k: advertised[k] for k in (32, 33, 44)} == {32: (0, 4), 33: (0, 2), 44: (0, 1)}
+    # Kafka's first flexible versions: DescribeConfigs 4, AlterConfigs 2, Incremental 1.
+    assert [API_BY_KEY[k].flexible_from for k in KEYS] == [4, 2, 1]
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["values", "nulls"])
@@ -72,7 +73,7 @@ def test_bytes_equal_kafka_python_json_generated_classes(api, version, side, nul
     schema = api.request if side == "Request" else api.response
     body = sample(schema, version, nulls)
     cls = getattr(kp, _KP[api.key] + side)
-    assert not cls.flexible_version_q(version)
+    assert cls.flexible_version_q(version) == api.is_flexible(version)
     assert_agrees_with_json_class(cls, schema, version, body)
 
 

@@ -68,6 +68,7 @@ FIRST_FLEXIBLE = {10: 3, 11: 6, 12: 4, 13: 4, 14: 4, 8: 8, 9: 6, 15: 5, 16: 3}
 
 def test_no_flexible_version_is_declared():
     for api in GROUP_APIS:
+        assert api.flexible_from == FIRST_FLEXIBLE[api.key], api.name
         assert api.max_version < FIRST_FLEXIBLE[api.key], api.name
 
 

@@ -70,7 +70,7 @@ def test_fast_request_decoder_reads_after_the_header(version):
         "topic_data": [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}],
     }
     frame = frames.encode_request(ApiKey.PRODUCE, version, 7, "client", body)[4:]
-    header_end = 10 + len("client")
+    header_end = 10 + len("client") + PRODUCE.is_flexible(version)  # v2: a tagged section
     request = produce.decode_request(frame, header_end, version)
     assert (request.acks, request.timeout_ms) == (-1, 30000)
     assert [(t, [(i, bytes(r)) for i, r in ps]) for t, ps in request.topics] == [
@@ -120,5 +120,10 @@ def test_fast_response_encoder_agrees_with_the_generic_one(version, responses, c
         ],
     }
     expected = frames.encode_response(correlation_id, PRODUCE, version, body)
-    assert produce.encode_response(version, responses) == expected[8:]
-    assert PRODUCE_RESPONSE.decode_generic(expected[8:], version)  # a well-formed response
+    body_start = 8 + PRODUCE.is_flexible(version)  # size, correlation id, v1: tagged section
+    assert produce.encode_response(version, responses) == expected[body_start:]
+    assert PRODUCE_RESPONSE.decode_generic(expected[body_start:], version)  # well-formed
+
+
+def test_the_fast_path_is_flexible_where_the_registry_says():
+    assert PRODUCE.flexible_from == produce.FIRST_FLEXIBLE

@@ -182,7 +182,8 @@ def test_produce_with_acks_0_gets_no_response():
 
 def test_api_versions_above_served_gets_a_v0_fallback():
     proto, transport, _ = connect()
-    head = struct.pack(">hhih", 18, 3, 9, -1) + b"\x00\x00\x00"  # v3 body: compact strings, tags
+    # v4 (newer than served): a header v2 and a body of compact strings and tags
+    head = struct.pack(">hhih", 18, 4, 9, -1) + b"\x00" + b"\x02a\x02b\x00"
     proto.dataReceived(struct.pack(">i", len(head)) + head)
     data = transport.value()
     assert struct.unpack_from(">i", data, 4)[0] == 9

@@ -2,7 +2,8 @@
 ``group_apis.py``); ``registry.py`` lists the versions served of each.
 
 Field names and the versions that carry them follow Apache Kafka's message definitions
-(``clients/src/main/resources/common/message/*.json``); only non-flexible versions are here.
+(``clients/src/main/resources/common/message/*.json``), flexible versions included (tagged
+fields are declared with their ``tag``; the registry row says where flexible versions begin).
 Adding a version is widening its range in the registry and adding the fields it brought.
 
     >>> body = METADATA_REQUEST.decode(METADATA_REQUEST.encode({"topics": None}, 1), 1)
@@ -21,6 +22,7 @@ from .schema import (
     NULLABLE_STRING,
     RECORDS,
     STRING,
+    UUID,
     Array,
     Field,
     Struct,
@@ -61,6 +63,7 @@ PRODUCE_RESPONSE = Struct(
 # --- Fetch (1) -------------------------------------------------------------------------------
 
 FETCH_REQUEST = Struct(
+    Field("cluster_id", NULLABLE_STRING, "12+", tag=0),
     Field("replica_id", INT32),
     Field("max_wait_ms", INT32),
     Field("min_bytes", INT32),
@@ -68,44 +71,64 @@ FETCH_REQUEST = Struct(
     Field("isolation_level", INT8, "4+"),
     Field("session_id", INT32, "7+"),
     Field("session_epoch", INT32, "7+", default=-1),
-    topic_partitions(
+    struct_array(
         "topics",
-        Field("partition", INT32),
-        Field("current_leader_epoch", INT32, "9+", default=-1),
-        Field("fetch_offset", INT64),
-        Field("log_start_offset", INT64, "5+", default=-1),
-        Field("partition_max_bytes", INT32),
-        topic="topic",
+        Field("topic", STRING, "0-12"),
+        Field("topic_id", UUID, "13+"),  # KIP-516: ids instead of names
+        struct_array(
+            "partitions",
+            Field("partition", INT32),
+            Field("current_leader_epoch", INT32, "9+", default=-1),
+            Field("fetch_offset", INT64),
+            Field("last_fetched_epoch", INT32, "12+", default=-1),
+            Field("log_start_offset", INT64, "5+", default=-1),
+            Field("partition_max_bytes", INT32),
+        ),
     ),
     struct_array(
         "forgotten_topics_data",
-        Field("topic", STRING),
+        Field("topic", STRING, "7-12"),
+        Field("topic_id", UUID, "13+"),
         Field("partitions", Array(INT32)),
         versions="7+",
     ),
     Field("rack_id", STRING, "11+"),
 )
+_EPOCH_END_OFFSET = Struct(
+    Field("epoch", INT32, default=-1), Field("end_offset", INT64, default=-1)
+)
+_LEADER_ID_AND_EPOCH = Struct(
+    Field("leader_id", INT32, default=-1), Field("leader_epoch", INT32, default=-1)
+)
+_SNAPSHOT_ID = Struct(Field("end_offset", INT64, default=-1), Field("epoch", INT32, default=-1))
 FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
     Field("error_code", INT16, "7+"),
     Field("session_id", INT32, "7+"),
-    topic_partitions(
+    struct_array(
         "responses",
-        Field("partition_index", INT32),
-        Field("error_code", INT16),
-        Field("high_watermark", INT64),
-        Field("last_stable_offset", INT64, "4+", default=-1),
-        Field("log_start_offset", INT64, "5+", default=-1),
+        Field("topic", STRING, "0-12"),
+        Field("topic_id", UUID, "13+"),
         struct_array(
-            "aborted_transactions",
-            Field("producer_id", INT64),
-            Field("first_offset", INT64),
-            versions="4+",
-            nullable=True,
+            "partitions",
+            Field("partition_index", INT32),
+            Field("error_code", INT16),
+            Field("high_watermark", INT64),
+            Field("last_stable_offset", INT64, "4+", default=-1),
+            Field("log_start_offset", INT64, "5+", default=-1),
+            Field("diverging_epoch", _EPOCH_END_OFFSET, "12+", tag=0),
+            Field("current_leader", _LEADER_ID_AND_EPOCH, "12+", tag=1),
+            Field("snapshot_id", _SNAPSHOT_ID, "12+", tag=2),
+            struct_array(
+                "aborted_transactions",
+                Field("producer_id", INT64),
+                Field("first_offset", INT64),
+                versions="4+",
+                nullable=True,
+            ),
+            Field("preferred_read_replica", INT32, "11+", default=-1),
+            Field("records", RECORDS),
         ),
-        Field("preferred_read_replica", INT32, "11+", default=-1),
-        Field("records", RECORDS),
-        topic="topic",
     ),
 )
 
@@ -135,10 +158,17 @@ LIST_OFFSETS_RESPONSE = Struct(
 
 # --- Metadata (3) ----------------------------------------------------------------------------
 
+# A topic's name is nullable in requests from v10 and in responses from v12 (asked for by id);
+# the codec types it nullable at every version and the handler polices the older ones.
 METADATA_REQUEST = Struct(
-    struct_array("topics", Field("name", STRING), nullable=True),
+    struct_array(
+        "topics",
+        Field("topic_id", UUID, "10+"),
+        Field("name", NULLABLE_STRING),
+        nullable=True,
+    ),
     Field("allow_auto_topic_creation", BOOL, "4+", default=True),
-    Field("include_cluster_authorized_operations", BOOL, "8+"),
+    Field("include_cluster_authorized_operations", BOOL, "8-10"),
     Field("include_topic_authorized_operations", BOOL, "8+"),
 )
 METADATA_RESPONSE = Struct(
@@ -155,7 +185,8 @@ METADATA_RESPONSE = Struct(
     struct_array(
         "topics",
         Field("error_code", INT16),
-        Field("name", STRING),
+        Field("name", NULLABLE_STRING),
+        Field("topic_id", UUID, "10+"),
         Field("is_internal", BOOL, "1+"),
         struct_array(
             "partitions",
@@ -169,12 +200,18 @@ METADATA_RESPONSE = Struct(
         ),
         Field("topic_authorized_operations", INT32, "8+", default=-2147483648),
     ),
-    Field("cluster_authorized_operations", INT32, "8+", default=-2147483648),
+    Field("cluster_authorized_operations", INT32, "8-10", default=-2147483648),
 )
 
 # --- ApiVersions (18) ------------------------------------------------------------------------
 
-API_VERSIONS_REQUEST = Struct()
+# KIP-511: who the client is, for the broker's logs; ours say headrace and its version
+# (setup.cfg's; a test keeps them equal) unless a request body says otherwise.
+CLIENT_SOFTWARE = ("headrace", "0.1.0")
+API_VERSIONS_REQUEST = Struct(
+    Field("client_software_name", STRING, "3+", default=CLIENT_SOFTWARE[0]),
+    Field("client_software_version", STRING, "3+", default=CLIENT_SOFTWARE[1]),
+)
 API_VERSIONS_RESPONSE = Struct(
     Field("error_code", INT16),
     struct_array(
@@ -184,6 +221,25 @@ API_VERSIONS_RESPONSE = Struct(
         Field("max_version", INT16),
     ),
     Field("throttle_time_ms", INT32, "1+"),
+    # KIP-584's feature flags: headrace has none to announce, so they stay at their defaults
+    struct_array(
+        "supported_features",
+        Field("name", STRING),
+        Field("min_version", INT16),
+        Field("max_version", INT16),
+        versions="3+",
+        tag=0,
+    ),
+    Field("finalized_features_epoch", INT64, "3+", default=-1, tag=1),
+    struct_array(
+        "finalized_features",
+        Field("name", STRING),
+        Field("max_version_level", INT16),
+        Field("min_version_level", INT16),
+        versions="3+",
+        tag=2,
+    ),
+    Field("zk_migration_ready", BOOL, "3+", tag=3),
 )
 
 # --- CreateTopics (19) -----------------------------------------------------------------------

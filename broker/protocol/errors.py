@@ -98,6 +98,7 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (81, "GROUP_MAX_SIZE_REACHED", False, "The group is full."),
     (82, "FENCED_INSTANCE_ID", False, "Another member with this instance id joined."),
     (87, "INVALID_RECORD", False, "A record batch breaks the format's rules."),
+    (100, "UNKNOWN_TOPIC_ID", True, "This server has no topic with that topic id."),
 )
 
 _BY_CODE: dict[int, type[KafkaError]] = {}

@@ -1,4 +1,10 @@
-"""Request and response framing: int32 size, request header v1, response header v0.
+"""Request and response framing: int32 size, then a header and the body.
+
+Request header v1 is api_key, api_version, correlation_id and client_id (an int16-length
+string); v2, at an API's flexible versions (KIP-482), adds a tagged-field section after
+client_id.  Response header v0 is the correlation id; v1, at flexible versions, adds an empty
+tagged-field section - except ApiVersions, whose response header is always v0, so a client
+can read the answer whatever version it asked for.
 
 Pure functions over bytes, used by the broker (split the stream, decode requests, encode
 responses) and by clients and tests (the reverse).  Every request frame starts with api_key,
@@ -19,7 +25,7 @@ from typing import NamedTuple
 from . import produce
 from .errors import UnsupportedVersionError
 from .registry import API_BY_KEY, Api, ApiKey, api_versions_body
-from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError
+from .schema import DECODE_ERRORS, NULLABLE_STRING, ProtocolError, skip_tagged_fields
 
 _SIZE = struct.Struct(">i")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
@@ -102,6 +108,12 @@ class RequestHeader(NamedTuple):
     client_id: str | None
 
 
+def response_header_v1(api: Api, version: int) -> bool:
+    """Whether the response to ``api`` at ``version`` has header v1 (flexible versions,
+    except ApiVersions', always v0)."""
+    return api.is_flexible(version) and api.key != ApiKey.API_VERSIONS
+
+
 class Request(NamedTuple):
     header: RequestHeader
     api: Api
@@ -151,6 +163,8 @@ def decode_request(payload) -> Request:
         )
     body: object
     try:
+        if api.is_flexible(api_version):  # request header v2
+            pos = skip_tagged_fields(payload, pos)
         if api is _PRODUCE:  # the hot path: tuples, not dicts
             body = produce.decode_request(payload, pos, api_version)
         else:
@@ -161,12 +175,20 @@ def decode_request(payload) -> Request:
 
 
 _RESPONSE_HEAD = struct.Struct(">ii")
+_NO_TAGGED_FIELDS = b"\x00"
+
+
+def response_head(correlation_id: int, api: Api, version: int, body_size: int) -> bytes:
+    """The size prefix and response header of a frame whose body is ``body_size`` bytes."""
+    if response_header_v1(api, version):
+        return _RESPONSE_HEAD.pack(body_size + 5, correlation_id) + _NO_TAGGED_FIELDS
+    return _RESPONSE_HEAD.pack(body_size + 4, correlation_id)
 
 
 def encode_response(correlation_id: int, api: Api, version: int, body: dict) -> bytes:
-    """A whole response frame: size, header v0 (the correlation id), body."""
+    """A whole response frame: size, header, body."""
     payload = b"".join(api.response.encode_parts(body, version))
-    return _RESPONSE_HEAD.pack(len(payload) + 4, correlation_id) + payload
+    return response_head(correlation_id, api, version, len(payload)) + payload
 
 
 def encode_response_parts(correlation_id: int, api: Api, version: int, body: dict) -> list:
@@ -175,7 +197,7 @@ def encode_response_parts(correlation_id: int, api: Api, version: int, body: dic
     Every part has a ``len``; the size prefix counts them all."""
     parts = api.response.encode_parts(body, version)
     size = sum(len(p) for p in parts)
-    return [_RESPONSE_HEAD.pack(size + 4, correlation_id), *parts]
+    return [response_head(correlation_id, api, version, size), *parts]
 
 
 def api_versions_fallback(correlation_id: int) -> bytes:
@@ -195,15 +217,27 @@ def encode_request(
     api = API_BY_KEY[api_key]
     head = _HEAD.pack(api_key, version, correlation_id)
     out = [head]
-    NULLABLE_STRING.write(out, client_id)
+    NULLABLE_STRING.write(out, client_id)  # int16-length even in header v2
+    if api.is_flexible(version):
+        out.append(_NO_TAGGED_FIELDS)
     out += api.request.encode_parts(body, version)
     payload = b"".join(bytes(p) if isinstance(p, memoryview) else p for p in out)
     return _SIZE.pack(len(payload)) + payload
 
 
-def decode_response(api_key: ApiKey, version: int, payload) -> tuple[int, dict]:
-    """(correlation_id, body) of a response frame's payload (without the size prefix)."""
+def decode_response_header(api: Api, version: int, payload) -> tuple[int, int]:
+    """(correlation_id, where the body starts) of a response frame's payload (without the
+    size prefix) to ``api`` at ``version``."""
     if len(payload) < 4:
         raise ProtocolError("response shorter than its header")
     correlation_id = _SIZE.unpack_from(payload, 0)[0]
-    return correlation_id, API_BY_KEY[api_key].response.decode(payload, version, 4)
+    if response_header_v1(api, version):
+        return correlation_id, skip_tagged_fields(payload, 4)
+    return correlation_id, 4
+
+
+def decode_response(api_key: ApiKey, version: int, payload) -> tuple[int, dict]:
+    """(correlation_id, body) of a response frame's payload (without the size prefix)."""
+    api = API_BY_KEY[api_key]
+    correlation_id, pos = decode_response_header(api, version, payload)
+    return correlation_id, api.response.decode(payload, version, pos)

@@ -1,11 +1,13 @@
-"""The Produce request and response (v0-v8) without dicts, for the broker's hottest path.
+"""The Produce request and response (v0-v9) without dicts, for the broker's hottest path.
 
 ``decode_request`` reads a Produce body straight into tuples: (acks, timeout_ms,
 transactional_id, [(topic, [(partition, records memoryview or None)])]); ``encode_response``
 writes the response body from (topic, [(partition, error_code, base_offset,
 log_append_time_ms, log_start_offset, record_errors, error_message)]) tuples.  They agree
 with the generic codec of ``apis.PRODUCE_REQUEST`` / ``PRODUCE_RESPONSE`` for every version
-served, byte for byte and error for error (``tests/test_produce_codec.py``, hypothesis).
+served, byte for byte and error for error (``tests/test_wire_produce_fast_path.py``,
+hypothesis).  v9 is flexible (KIP-482): compact strings, arrays and records, and a tagged-field
+section closing each struct (read and skipped: Produce v9 has no tagged fields).
 
     >>> request = decode_request(payload, header_end, version)
     >>> request.acks, request.topics[0][1][0][0]
@@ -17,7 +19,10 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .schema import ProtocolError, run_decoder
+from .schema import ProtocolError, decode_uvarint, run_decoder, skip_tagged_fields
+from .varint import encode_uvarint
+
+FIRST_FLEXIBLE = 9
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -31,6 +36,9 @@ _PARTITION_V5 = struct.Struct(">ihqqq"), 5  # ... log_start_offset
 _NULL_STRING = b"\xff\xff"
 _NO_RECORD_ERRORS = b"\x00\x00\x00\x00"
 _NO_THROTTLE = b"\x00\x00\x00\x00"
+_NO_TAGS = b"\x00"
+_COMPACT_NULL = b"\x00"
+_NO_COMPACT_RECORD_ERRORS = b"\x01"  # an empty compact array
 
 
 class ProduceRequest(NamedTuple):
@@ -94,11 +102,73 @@ def _read_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, 
     return ProduceRequest(acks, timeout_ms, transactional_id, topics), pos
 
 
+def _compact_length(buf, pos: int, size: int) -> tuple[int, int]:
+    """A compact length (uvarint of length + 1; -1 is null) at ``pos``, and the position
+    after it."""
+    n = buf[pos] if pos < size else 128
+    if n < 128:
+        return n - 1, pos + 1
+    n, pos = decode_uvarint(buf, pos)
+    return n - 1, pos
+
+
+def _compact_string(buf, pos: int, size: int) -> tuple[str | None, int]:
+    n, pos = _compact_length(buf, pos, size)
+    if n < 0:
+        if n != -1:
+            raise ProtocolError(f"string length {n}")
+        return None, pos
+    if pos + n > size:
+        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+    return str(buf[pos : pos + n], "utf-8"), pos + n
+
+
+def _compact_count(buf, pos: int, size: int) -> tuple[int, int]:
+    n, pos = _compact_length(buf, pos, size)
+    if n < 0:
+        raise ProtocolError(f"array length {n}")
+    if n > size - pos:
+        raise ProtocolError(f"array of {n} elements in {size - pos} bytes")
+    return n, pos
+
+
+def _read_flexible_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, int]:
+    transactional_id, pos = _compact_string(buf, pos, size)
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(buf, pos)
+    topic_count, pos = _compact_count(buf, pos + 6, size)
+    topics = []
+    for _ in range(topic_count):
+        name, pos = _compact_string(buf, pos, size)
+        if name is None:
+            raise ProtocolError("string length -1")
+        partition_count, pos = _compact_count(buf, pos, size)
+        partitions = []
+        for _ in range(partition_count):
+            index = _I32.unpack_from(buf, pos)[0]
+            n, pos = _compact_length(buf, pos + 4, size)
+            if n < 0:
+                if n != -1:
+                    raise ProtocolError(f"bytes length {n}")
+                records = None
+            else:
+                if pos + n > size:
+                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+                records = buf[pos : pos + n]
+                pos += n
+            partitions.append((index, records))
+            pos = skip_tagged_fields(buf, pos)
+        topics.append((name, partitions))
+        pos = skip_tagged_fields(buf, pos)
+    pos = skip_tagged_fields(buf, pos)
+    return ProduceRequest(acks, timeout_ms, transactional_id, topics), pos
+
+
 def decode_request(payload, pos: int, version: int) -> ProduceRequest:
     """The Produce request body of ``version`` starting at ``pos`` of a request frame's
     payload (after the header).  ProtocolError for anything the generic codec refuses,
     trailing bytes included."""
-    return run_decoder(_read_body, payload, pos, version)
+    read = _read_flexible_body if version >= FIRST_FLEXIBLE else _read_body
+    return run_decoder(read, payload, pos, version)
 
 
 def _write_string(out: list, value: str | None) -> None:
@@ -110,11 +180,46 @@ def _write_string(out: list, value: str | None) -> None:
     out.append(data)
 
 
+def _write_compact_string(out: list, value: str | None) -> None:
+    if value is None:
+        out.append(_COMPACT_NULL)
+        return
+    data = value.encode("utf-8")
+    out.append(encode_uvarint(len(data) + 1))
+    out.append(data)
+
+
+def _encode_flexible_response(responses: list) -> bytes:
+    pack = _PARTITION_V5[0].pack
+    out = [encode_uvarint(len(responses) + 1)]
+    for topic, partitions in responses:
+        name = topic.encode("utf-8")
+        out += (encode_uvarint(len(name) + 1), name, encode_uvarint(len(partitions) + 1))
+        for p in partitions:
+            out.append(pack(*p[:5]))
+            record_errors = p[5]
+            if record_errors:
+                out.append(encode_uvarint(len(record_errors) + 1))
+                for batch_index, batch_message in record_errors:
+                    out.append(_I32.pack(batch_index))
+                    _write_compact_string(out, batch_message)
+                    out.append(_NO_TAGS)
+            else:
+                out.append(_NO_COMPACT_RECORD_ERRORS)
+            _write_compact_string(out, p[6])
+            out.append(_NO_TAGS)  # the partition's
+        out.append(_NO_TAGS)  # the topic's
+    out += (_NO_THROTTLE, _NO_TAGS)
+    return b"".join(out)
+
+
 def encode_response(version: int, responses: list) -> bytes:
     """The Produce response body of ``version`` (no frame header) from
     ``[(topic, [(partition, error_code, base_offset, log_append_time_ms, log_start_offset,
     record_errors, error_message)])]``; ``record_errors`` is a list of (batch_index,
     message) or None for none; the fields a version lacks are left out."""
+    if version >= FIRST_FLEXIBLE:
+        return _encode_flexible_response(responses)
     fixed, width = (
         _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
     )

@@ -5,9 +5,12 @@ Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.p
 ``config_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
+A row's ``flexible_from`` is the API's first flexible version (KIP-482; Kafka's
+"flexibleVersions"), None if it has none: from it on, the codec writes the row's schemas in
+compact form with tagged fields, and requests and responses carry header v2 and v1.
 
     >>> API_BY_KEY[ApiKey.METADATA].name, API_BY_KEY[ApiKey.METADATA].max_version
-    ('Metadata', 8)
+    ('Metadata', 12)
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class ApiKey(IntEnum):
 @dataclass(frozen=True)
 class Api:
     """One row of the registry: the key, the versions served, the version our clients ask
-    for, and the request and response schemas."""
+    for, the request and response schemas, and the first flexible version (None: none).
+    The row tells its schemas where their flexible versions begin."""
 
     key: ApiKey
     min_version: int
@@ -64,6 +68,17 @@ class Api:
     client_version: int
     request: Struct
     response: Struct
+    flexible_from: int | None = None
+
+    def __post_init__(self):
+        for schema in (self.request, self.response):
+            if schema.flexible_from not in (None, self.flexible_from):
+                raise ValueError(f"{self.name}: a schema flexible from another version")
+            schema.flexible_from = self.flexible_from
+
+    def is_flexible(self, version: int) -> bool:
+        """Whether ``version`` is flexible: compact encodings, tagged fields, header v2/v1."""
+        return self.flexible_from is not None and version >= self.flexible_from
 
     @property
     def name(self) -> str:
@@ -71,33 +86,34 @@ class Api:
 
 
 K, a, g, c = ApiKey, apis, group_apis, config_apis
-# key, versions served (min, max), our clients' version, request and response schemas
+# key, versions served (min, max), our clients' version, request and response schemas, first
+# flexible version
 # one row per API, unwrapped
 # fmt: off
 APIS: tuple[Api, ...] = (
-    Api(K.PRODUCE, 0, 8, 8, a.PRODUCE_REQUEST, a.PRODUCE_RESPONSE),
-    Api(K.FETCH, 4, 11, 11, a.FETCH_REQUEST, a.FETCH_RESPONSE),
-    Api(K.LIST_OFFSETS, 1, 5, 5, a.LIST_OFFSETS_REQUEST, a.LIST_OFFSETS_RESPONSE),
-    Api(K.METADATA, 0, 8, 8, a.METADATA_REQUEST, a.METADATA_RESPONSE),
-    Api(K.CONTROLLED_SHUTDOWN, 1, 2, 2, a.CONTROLLED_SHUTDOWN_REQUEST, a.CONTROLLED_SHUTDOWN_RESPONSE),  # noqa: E501
-    Api(K.OFFSET_COMMIT, 2, 7, 7, g.OFFSET_COMMIT_REQUEST, g.OFFSET_COMMIT_RESPONSE),
-    Api(K.OFFSET_FETCH, 1, 5, 5, g.OFFSET_FETCH_REQUEST, g.OFFSET_FETCH_RESPONSE),
-    Api(K.FIND_COORDINATOR, 0, 2, 2, g.FIND_COORDINATOR_REQUEST, g.FIND_COORDINATOR_RESPONSE),
-    Api(K.JOIN_GROUP, 0, 5, 5, g.JOIN_GROUP_REQUEST, g.JOIN_GROUP_RESPONSE),
-    Api(K.HEARTBEAT, 0, 3, 3, g.HEARTBEAT_REQUEST, g.HEARTBEAT_RESPONSE),
-    Api(K.LEAVE_GROUP, 0, 1, 1, g.LEAVE_GROUP_REQUEST, g.LEAVE_GROUP_RESPONSE),
-    Api(K.SYNC_GROUP, 0, 3, 3, g.SYNC_GROUP_REQUEST, g.SYNC_GROUP_RESPONSE),
-    Api(K.DESCRIBE_GROUPS, 0, 4, 4, g.DESCRIBE_GROUPS_REQUEST, g.DESCRIBE_GROUPS_RESPONSE),
-    Api(K.LIST_GROUPS, 0, 2, 2, g.LIST_GROUPS_REQUEST, g.LIST_GROUPS_RESPONSE),
-    Api(K.API_VERSIONS, 0, 2, 2, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE),
-    Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE),
-    Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE),
-    Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE),
-    Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE),  # noqa: E501
-    Api(K.DESCRIBE_CONFIGS, 0, 3, 3, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE),
-    Api(K.ALTER_CONFIGS, 0, 1, 1, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE),
-    Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE),
-    Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 0, 0, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE),  # noqa: E501
+    Api(K.PRODUCE, 0, 9, 9, a.PRODUCE_REQUEST, a.PRODUCE_RESPONSE, flexible_from=9),
+    Api(K.FETCH, 4, 13, 12, a.FETCH_REQUEST, a.FETCH_RESPONSE, flexible_from=12),
+    Api(K.LIST_OFFSETS, 1, 7, 7, a.LIST_OFFSETS_REQUEST, a.LIST_OFFSETS_RESPONSE, flexible_from=6),
+    Api(K.METADATA, 0, 12, 12, a.METADATA_REQUEST, a.METADATA_RESPONSE, flexible_from=9),
+    Api(K.CONTROLLED_SHUTDOWN, 1, 2, 2, a.CONTROLLED_SHUTDOWN_REQUEST, a.CONTROLLED_SHUTDOWN_RESPONSE, flexible_from=3),  # noqa: E501
+    Api(K.OFFSET_COMMIT, 2, 7, 7, g.OFFSET_COMMIT_REQUEST, g.OFFSET_COMMIT_RESPONSE, flexible_from=8),  # noqa: E501
+    Api(K.OFFSET_FETCH, 1, 5, 5, g.OFFSET_FETCH_REQUEST, g.OFFSET_FETCH_RESPONSE, flexible_from=6),
+    Api(K.FIND_COORDINATOR, 0, 2, 2, g.FIND_COORDINATOR_REQUEST, g.FIND_COORDINATOR_RESPONSE, flexible_from=3),  # noqa: E501
+    Api(K.JOIN_GROUP, 0, 5, 5, g.JOIN_GROUP_REQUEST, g.JOIN_GROUP_RESPONSE, flexible_from=6),
+    Api(K.HEARTBEAT, 0, 3, 3, g.HEARTBEAT_REQUEST, g.HEARTBEAT_RESPONSE, flexible_from=4),
+    Api(K.LEAVE_GROUP, 0, 1, 1, g.LEAVE_GROUP_REQUEST, g.LEAVE_GROUP_RESPONSE, flexible_from=4),
+    Api(K.SYNC_GROUP, 0, 3, 3, g.SYNC_GROUP_REQUEST, g.SYNC_GROUP_RESPONSE, flexible_from=4),
+    Api(K.DESCRIBE_GROUPS, 0, 4, 4, g.DESCRIBE_GROUPS_REQUEST, g.DESCRIBE_GROUPS_RESPONSE, flexible_from=5),  # noqa: E501
+    Api(K.LIST_GROUPS, 0, 2, 2, g.LIST_GROUPS_REQUEST, g.LIST_GROUPS_RESPONSE, flexible_from=3),
+    Api(K.API_VERSIONS, 0, 3, 3, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE, flexible_from=3),
+    Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE, flexible_from=5),  # noqa: E501
+    Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.DESCRIBE_CONFIGS, 0, 4, 4, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.ALTER_CONFIGS, 0, 2, 2, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 1, 1, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE, flexible_from=1),  # noqa: E501
 )
 # fmt: on
 del K, a, g, c

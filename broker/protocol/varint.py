@@ -1,4 +1,5 @@
-"""Zig-zag varints, as Kafka's record format writes every integer inside a record.
+"""Zig-zag varints, as Kafka's record format writes every integer inside a record, and the
+unsigned varints of flexible message versions (KIP-482: compact lengths, counts and tags).
 
 Shared by the record codec (``records.py``) and the vectorised record walkers
 (``columns.py``, ``validate.py``).
@@ -43,3 +44,17 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
         if shift > 63:
             raise CorruptMessageError("varint is longer than 10 bytes")
     return (result >> 1) ^ -(result & 1), pos
+
+
+# --- unsigned varints (KIP-482's compact lengths, counts and tags) ------------------------------
+
+_SMALL_UVARINTS = [_encode_zigzag(n) for n in range(1 << 14)]  # every 1- and 2-byte uvarint
+
+
+def encode_uvarint(value: int) -> bytes:
+    """Unsigned varint (Kafka's ByteUtils.writeUnsignedVarint), for 0 <= value < 2**32."""
+    if 0 <= value < 16384:
+        return _SMALL_UVARINTS[value]
+    if value >> 32 or value < 0:
+        raise ValueError(f"unsigned varint {value} is outside 0..2**32-1")
+    return _encode_zigzag(value)

@@ -28,7 +28,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
 
 from ..protocol.errors import KafkaError, error_for_code
-from ..protocol.frames import FrameSplitter, encode_request
+from ..protocol.frames import FrameSplitter, decode_response_header, encode_request
 from ..protocol.registry import API_BY_KEY, ApiKey, client_version
 from ..protocol.schema import DECODE_ERRORS, ProtocolError, Struct
 
@@ -214,7 +214,7 @@ class BrokerClient:
             return
         if len(frame) < 4:
             raise ProtocolError("response shorter than its header")
-        correlation_id = _SIZE.unpack_from(frame, 0)[0]
+        correlation_id = _SIZE.unpack_from(frame, 0)[0]  # where both header versions have it
         if not self._in_flight or self._in_flight[0].correlation_id != correlation_id:
             expected = self._in_flight[0].correlation_id if self._in_flight else None
             raise ProtocolError(
@@ -222,7 +222,8 @@ class BrokerClient:
             )
         pending = self._in_flight.popleft()
         try:
-            body = pending.response.decode(frame, pending.version, 4)
+            _, start = decode_response_header(API_BY_KEY[pending.api_key], pending.version, frame)
+            body = pending.response.decode(frame, pending.version, start)
         except DECODE_ERRORS as exc:
             raise ProtocolError(
                 f"malformed response to api {pending.api_key} v{pending.version}: {exc}"
