@@ -149,6 +149,15 @@ def effective_config(static: BrokerConfig, dynamic: Dynamic) -> BrokerConfig:
     return BrokerConfig({**known, **default, **own})
 
 
+def _in_effect(static: BrokerConfig, dynamic: Dynamic) -> BrokerConfig:
+    """The configuration in effect: a bad dynamic value (written by hand) is not applied by
+    the broker (``Broker._apply_dynamic_configs``), so its file's values are shown."""
+    try:
+        return effective_config(static, dynamic)
+    except ConfigError:
+        return static
+
+
 def _dynamic_tiers(static: BrokerConfig, dynamic: Dynamic) -> tuple[Mapping, Mapping]:
     return dynamic.get(str(static["broker.id"]), {}), dynamic.get(DEFAULT_ENTITY, {})
 
@@ -211,7 +220,7 @@ def topic_entries(
 ) -> list[dict]:
     """Every topic config of a topic with ``overrides``, as DescribeConfigs entries, on a
     broker with the file ``broker`` and the ``dynamic`` broker configs."""
-    effective = effective_config(broker, dynamic)
+    effective = _in_effect(broker, dynamic)
     entries = []
     for _, name, broker_name, parse in _TOPIC_PROPERTIES:
         prop = BY_NAME[broker_name]
@@ -239,7 +248,7 @@ def broker_entries(
     of ``DYNAMIC_BROKER_CONFIGS``; names in its file headrace does not know are listed too,
     as Kafka lists them, with their values hidden (their type is unknown: they may be
     secrets)."""
-    effective = effective_config(broker, dynamic)
+    effective = _in_effect(broker, dynamic)
     entries = []
     for prop in PROPERTIES:
         value, sensitive = effective[prop.name], _sensitive(prop.name)

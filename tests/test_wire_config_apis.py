@@ -213,6 +213,9 @@ def test_dynamic_broker_configs_rank_over_the_file_per_broker_first():
         "message.max.bytes"
     ]
     assert default_broker_entries(other, {}, True, False) == []
+    by_hand = {"<default>": {"message.max.bytes": "big"}}  # not applied by the broker
+    shown = _by_name(topic_entries(other, {}, False, False, by_hand))["max.message.bytes"]
+    assert shown["value"] == "1048588"
 
 
 def test_a_broker_change_is_refused_as_kafka_refuses_it():
