@@ -170,6 +170,16 @@ def test_every_broker_describes_itself_and_refuses_another_id(cluster3, admin):
             },
             {"resource_type": ResourceType.BROKER, "resource_name": "", "configuration_keys": None},
             {"resource_type": 32, "resource_name": "g", "configuration_keys": None},
+            {
+                "resource_type": ResourceType.BROKER,
+                "resource_name": "x",
+                "configuration_keys": None,
+            },
+            {
+                "resource_type": ResourceType.TOPIC,
+                "resource_name": "a/b",
+                "configuration_keys": None,
+            },
         ],
         "include_synonyms": False,
         "include_documentation": False,
@@ -178,8 +188,10 @@ def test_every_broker_describes_itself_and_refuses_another_id(cluster3, admin):
         results = conn.request(ApiKey.DESCRIBE_CONFIGS, asked)["results"]
     assert [(r["error_code"], r["error_message"]) for r in results] == [
         (42, "Unexpected broker id, expected 1 or empty string, but received 2"),
-        (0, None),  # the cluster-wide dynamic defaults: none
+        (0, None),  # the cluster-wide dynamic defaults
         (42, "Unsupported resource type: 32"),
+        (42, "Broker id must be an integer, but it is: x"),
+        (17, "topic name 'a/b' is invalid: use 1-249 of the characters a-z A-Z 0-9 . _ -"),
     ]
 
 
