@@ -330,7 +330,7 @@ def check_broker_change(broker: BrokerConfig, entity: str, new: Mapping[str, str
             f"dynamically: Set({', '.join(static)})"
         )
     try:
-        effective_config(broker, {entity: new})
+        effective_config(broker, {str(broker["broker.id"]): new})  # whichever broker it is for
     except ConfigError as exc:
         raise errors.InvalidRequestError(
             f"Invalid config value for resource {resource}: {exc}"

@@ -229,6 +229,8 @@ def test_a_broker_change_is_refused_as_kafka_refuses_it():
     )
     with pytest.raises(errors.InvalidRequestError, match=r"name='1'\): message\.max\.bytes"):
         check_broker_change(broker, "1", {"message.max.bytes": "big"})
+    with pytest.raises(errors.InvalidRequestError, match=r"name='2'\): message\.max\.bytes"):
+        check_broker_change(broker, "2", {"message.max.bytes": "big"})  # another broker's
 
 
 # --- changes ----------------------------------------------------------------------------------
