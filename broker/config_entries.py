@@ -1,10 +1,11 @@
 """What DescribeConfigs answers, and how the alter APIs change a topic's overrides: pure
 functions over the broker's configuration and a topic's overrides (no ZooKeeper, no I/O).
 
-A topic config's value is its override, else the broker property of the same meaning (set in
-the broker's file or by default); its synonyms list them in Kafka's order - the override
-(DYNAMIC_TOPIC_CONFIG), the broker properties set in the file (STATIC_BROKER_CONFIG), the
-broker's defaults (DEFAULT_CONFIG) - and its source is the first of them.  The topic configs
+A topic config's value is its override, else the broker property of the same meaning (set
+dynamically, in the broker's file or by default); its synonyms list them in Kafka's order -
+the override (DYNAMIC_TOPIC_CONFIG), the broker's own dynamic config (DYNAMIC_BROKER_CONFIG),
+every broker's (DYNAMIC_DEFAULT_BROKER_CONFIG), the file (STATIC_BROKER_CONFIG), the default
+(DEFAULT_CONFIG) - and its source is the first of them.  The topic configs
 are the rows of ``broker/log/config.py``'s ``_TOPIC_PROPERTIES``, read generically, so a new
 row is described at once; their Kafka types and documentation are kept here.
 
