@@ -4,15 +4,19 @@ naming topics by id (an unknown id is UNKNOWN_TOPIC_ID), Metadata v12 asking by 
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from conftest import create_topic
 from request_bodies import fetch_body, produce_to
 
+from broker.api_versions import answer_api_versions
 from broker.protocol import frames
+from broker.protocol.apis import CLIENT_SOFTWARE
 from broker.protocol.errors import InvalidRequestError, UnknownTopicIdError
 from broker.protocol.records import build_batch, iter_records
 from broker.protocol.registry import API_BY_KEY, APIS, ApiKey
@@ -165,3 +169,23 @@ def test_confluent_kafka_lists_the_max_timestamp_offset(cluster1):
     futures = admin.list_offsets({partition: OffsetSpec.max_timestamp()}, request_timeout=20)
     answer = futures[partition].result(timeout=30)
     assert (answer.offset, answer.timestamp) == (1, 7_000)
+
+
+def test_the_client_software_is_logged_once_per_connection_at_debug_level(caplog):
+    connection = SimpleNamespace(peer="10.0.0.7:5000", client_software=None)
+    software = {"client_software_name": "librdkafka", "client_software_version": "2.16.0"}
+    frame = frames.encode_request(ApiKey.API_VERSIONS, 3, 1, "rdkafka", software)
+    request = frames.decode_request(frame[4:])
+    with caplog.at_level(logging.DEBUG, logger="broker.api_versions"):
+        for _ in range(2):
+            assert answer_api_versions(request, connection)["error_code"] == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "10.0.0.7:5000: client librdkafka 2.16.0 (client_id 'rdkafka')"
+    ]
+    assert connection.client_software == ("librdkafka", "2.16.0")
+
+
+def test_our_clients_call_themselves_headrace_in_its_version():
+    import headrace
+
+    assert ("headrace", headrace.__version__) == CLIENT_SOFTWARE

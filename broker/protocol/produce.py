@@ -60,6 +60,17 @@ def _count(buf, pos: int, size: int) -> tuple[int, int]:
     return n, pos
 
 
+def _records(buf, pos: int, size: int, n: int) -> tuple[memoryview | None, int]:
+    """The records of length ``n`` (-1: null) at ``pos``, and the position after them."""
+    if n < 0:
+        if n != -1:
+            raise ProtocolError(f"bytes length {n}")
+        return None, pos
+    if pos + n > size:
+        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
+    return buf[pos : pos + n], pos + n
+
+
 def _read_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, int]:
     transactional_id = None
     if version >= 3:
@@ -87,16 +98,7 @@ def _read_body(buf, pos: int, size: int, version: int) -> tuple[ProduceRequest, 
         partitions = []
         for _ in range(partition_count):
             index, n = _INDEX_LENGTH.unpack_from(buf, pos)
-            pos += 8
-            if n < 0:
-                if n != -1:
-                    raise ProtocolError(f"bytes length {n}")
-                records = None
-            else:
-                if pos + n > size:
-                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-                records = buf[pos : pos + n]
-                pos += n
+            records, pos = _records(buf, pos + 8, size, n)
             partitions.append((index, records))
         topics.append((name, partitions))
     return ProduceRequest(acks, timeout_ms, transactional_id, topics), pos
@@ -114,13 +116,10 @@ def _compact_length(buf, pos: int, size: int) -> tuple[int, int]:
 
 def _compact_string(buf, pos: int, size: int) -> tuple[str | None, int]:
     n, pos = _compact_length(buf, pos, size)
-    if n < 0:
-        if n != -1:
-            raise ProtocolError(f"string length {n}")
-        return None, pos
-    if pos + n > size:
-        raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-    return str(buf[pos : pos + n], "utf-8"), pos + n
+    if n < -1:
+        raise ProtocolError(f"string length {n}")
+    data, pos = _records(buf, pos, size, n)  # the same framing as bytes
+    return (None if data is None else str(data, "utf-8")), pos
 
 
 def _compact_count(buf, pos: int, size: int) -> tuple[int, int]:
@@ -146,15 +145,7 @@ def _read_flexible_body(buf, pos: int, size: int, version: int) -> tuple[Produce
         for _ in range(partition_count):
             index = _I32.unpack_from(buf, pos)[0]
             n, pos = _compact_length(buf, pos + 4, size)
-            if n < 0:
-                if n != -1:
-                    raise ProtocolError(f"bytes length {n}")
-                records = None
-            else:
-                if pos + n > size:
-                    raise ProtocolError(f"need {n} bytes at {pos}, have {size - pos}")
-                records = buf[pos : pos + n]
-                pos += n
+            records, pos = _records(buf, pos, size, n)
             partitions.append((index, records))
             pos = skip_tagged_fields(buf, pos)
         topics.append((name, partitions))
