@@ -232,9 +232,9 @@ def topic_entries(
         if name in overrides:
             synonyms.insert(0, _synonym(name, overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG))
         value = _topic_value(name, effective[broker_name], overrides, parse)
-        doc = doc if include_documentation else None
+        shown = doc if include_documentation else None
         entries.append(
-            _entry(name, value, synonyms, False, False, config_type, doc, include_synonyms)
+            _entry(name, value, synonyms, False, False, config_type, shown, include_synonyms)
         )
     return entries
 

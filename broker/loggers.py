@@ -71,9 +71,9 @@ def alter_loggers(operations: Iterable[tuple[str, int, str | None]], validate_on
                 )
             changes.append((loggers[name], logging.NOTSET))
         else:
-            op = _OPERATION_NAMES.get(operation, operation)
             raise errors.InvalidRequestError(
-                f"{op} operation is not allowed for the BROKER_LOGGER resource"
+                f"{_OPERATION_NAMES.get(operation, operation)} operation is not allowed for "
+                "the BROKER_LOGGER resource"
             )
     if not validate_only:
         for logger, level in changes:
