@@ -76,8 +76,8 @@ def alter_loggers(operations: Iterable[tuple[str, int, str | None]], validate_on
                 "the BROKER_LOGGER resource"
             )
     if not validate_only:
-        for logger, level in changes:
-            logger.setLevel(level)
+        for logger, new_level in changes:
+            logger.setLevel(new_level)
 
 
 __all__ = ["LEVELS", "alter_loggers", "level_name", "logger_entries"]
