@@ -15,6 +15,8 @@ alternate (v8 first in even reps, v9 first in odd ones) ``--reps`` times, so a b
 the shared machine hurts both alike.  Reported: the median and best rate of each version, the
 ratio flexible/non-flexible of the medians (target >= 0.95 for Produce), the median of the
 per-rep ratios, and the broker's CPU per Produce request (utime + stime of its process).
+The broker's own count of requests by API and version (its Prometheus page, read once at the
+end) must show every run's requests at the version pinned, or the run fails.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 import statistics
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,9 +48,11 @@ from benchlib import (
     stat_cpu,
     wait_for_leader,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker.protocol import registry
 from broker.protocol.registry import ApiKey
+from headrace.devcluster import free_port
 
 TARGET_RATIO = 0.95
 PRODUCE_VERSIONS = (8, 9)  # the last non-flexible Produce version, the first flexible one
@@ -104,6 +109,31 @@ def consume_run(bootstrap: str, topic: str, count: int) -> dict:
     return {"msgs_per_s": count / elapsed}
 
 
+def requests_by_version(url: str) -> dict[tuple[str, int], float]:
+    """The broker's count of requests received, by (API, version)."""
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    return {
+        (s.labels["api"], int(s.labels["version"])): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "headrace_requests_total"
+    }
+
+
+def check_versions_used(url: str, count: int, reps: int) -> dict[str, float]:
+    """BenchmarkError unless each pinned version reached the broker in every run."""
+    counted = requests_by_version(url)
+    for api, versions, least in (
+        ("Produce", PRODUCE_VERSIONS, count),
+        ("Fetch", FETCH_VERSIONS, 1),
+    ):
+        for version in versions:
+            if counted.get((api, version), 0) < least * reps:
+                raise BenchmarkError(f"{api} v{version}: {counted.get((api, version), 0)} requests")
+    return {f"{api} v{v}": n for (api, v), n in counted.items() if api in ("Produce", "Fetch")}
+
+
 def compare(runs: dict[int, list[dict]], plain: int, flexible: int) -> dict:
     rates = {v: [r["msgs_per_s"] for r in runs[v]] for v in (plain, flexible)}
     return {
@@ -123,7 +153,8 @@ def run(args, workdir: Path) -> dict:
     print(header("flexible versions", meta))
     produced: dict[int, list[dict]] = {v: [] for v in PRODUCE_VERSIONS}
     fetched: dict[int, list[dict]] = {v: [] for v in FETCH_VERSIONS}
-    with running_broker(workdir, meta) as broker:
+    metrics_port = free_port()
+    with running_broker(workdir, meta, {"metrics.port": str(metrics_port)}) as broker:
         pid = broker.process.pid
         for rep in range(args.reps):
             order = (0, 1) if rep % 2 == 0 else (1, 0)
@@ -143,8 +174,10 @@ def run(args, workdir: Path) -> dict:
                     f"({p['broker_cpu_us_per_request']:.1f} us broker CPU per request), "
                     f"Fetch v{fetch_version} {c['msgs_per_s']:>10,.0f} msgs/s"
                 )
+        used = check_versions_used(f"http://127.0.0.1:{metrics_port}/metrics", count, args.reps)
     results = {
         "meta": meta,
+        "requests_by_version": used,
         "produce": compare(produced, *PRODUCE_VERSIONS),
         "fetch": compare(fetched, *FETCH_VERSIONS),
     }

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from .admin_handlers import AdminHandlers
 from .api_versions import answer_api_versions
 from .config import BrokerConfig
+from .config_handlers import ConfigHandlers
 from .create_partitions import MAX_PARTITIONS_PER_TOPIC, check_replicas
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
@@ -91,6 +92,7 @@ class RequestHandlers:
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
             **self.admin.table,
+            **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
     def handle(self, request, connection):

@@ -1,7 +1,8 @@
 """The ``headrace`` command: one entry point, one subcommand per job.
 
 headrace broker --config server.properties [--override key=value ...]
-headrace topics create|list|describe|delete|alter --bootstrap-server host:port ...
+headrace topics create|list|describe|alter|delete --bootstrap-server host:port ...
+headrace configs --topic T | --broker N  --describe [--all] | --alter  topic and broker configs
 headrace cluster up --brokers N | headrace cluster down
 headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
 headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
@@ -94,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     delete = topics_sub.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("--topic", required=True)
-    alter = topics_sub.add_parser("alter", help="add partitions to a topic")
-    alter.add_argument("--topic", required=True)
+    from . import configs as config_cli
+
+    alter = config_cli.add_topics_alter(topics_sub)
     alter.add_argument("--partitions", type=int, help="the new partition count (more than now)")
-    for action in (create, topics_sub.choices["list"], describe, delete, alter):
+    for action in (create, topics_sub.choices["list"], describe, alter, delete):
         # also after the action, as in the README and Kafka's kafka-topics.sh
         action.add_argument(
             "--bootstrap-server",
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             help="host:port[,host:port...] of any broker",
         )
     topics.set_defaults(func=cmd_topics)
+    config_cli.add_parser(sub)
 
     from . import clients
 

@@ -62,6 +62,9 @@ def test_api_versions_lists_exactly_the_served_ranges(cluster1):
         (42, 0, 2),
         (43, 0, 2),
         (47, 0, 0),
+        (32, 0, 4),
+        (33, 0, 2),
+        (44, 0, 1),
     }
 
 

@@ -109,6 +109,8 @@ def decode_uvarint(buf, pos: int) -> tuple[int, int]:
 def skip_tagged_fields(buf, pos: int) -> int:
     """The position after the tagged-field section at ``pos``, every field skipped (a
     header's, or a struct whose table declares no tags)."""
+    if pos < len(buf) and buf[pos] == 0:  # the usual case: no tagged fields
+        return pos + 1
     count, pos = decode_uvarint(buf, pos)
     for _ in range(count):
         _, pos = decode_uvarint(buf, pos)
