@@ -1,10 +1,6 @@
-"""kafkajs's admin calls for the APIs being added beside it: describe and alter configs, create
-partitions, delete records, delete groups, against three real brokers, each checked against
-what the brokers and ZooKeeper hold, with the errors Kafka gives.
-
-Not collected yet (its name does not start with ``test_``): it needs DescribeConfigs,
-AlterConfigs, CreatePartitions, DeleteRecords and DeleteGroups, which other branches add. Once
-they are merged it becomes ``tests/test_thirdparty_kafkajs_admin.py`` (``git mv``)."""
+"""kafkajs's admin calls: describe and alter configs, create partitions, delete records, delete
+groups, against three real brokers, each checked against what the brokers and ZooKeeper hold,
+with the errors Kafka gives."""
 
 from __future__ import annotations
 
