@@ -206,7 +206,9 @@ class Dashboard:
     """``python -m headrace.cli dashboard`` (this tree's) on a free port, its output in the
     work dir."""
 
-    def __init__(self, cluster: Cluster, workdir: Path, niceness: int = 0, simple: bool = False):
+    def __init__(
+        self, cluster: Cluster, workdir: Path, niceness: int | str = 0, simple: bool = False
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"dashboard-{self.port}.log"
@@ -584,11 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--dashboard-nice",
-        type=int,
+        type=lambda text: text if text == "idle" else int(text),
         default=19,
-        metavar="N",
+        metavar="N|idle",
         help="the dashboard's --nice while producing (default 19, its own default; "
-        "0: the same priority as the brokers and the producer)",
+        "0: the same priority as the brokers and the producer; idle: SCHED_IDLE)",
     )
     parser.add_argument(
         "--simple-aggregate",

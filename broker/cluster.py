@@ -101,6 +101,7 @@ class ClusterMetadata:
     topics: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_ids: dict[str, str] = field(default_factory=dict)
+    broker_configs: dict[str, dict[str, str]] = field(default_factory=dict)  # id|<default>: dynamic
     states: dict[str, dict[int, KnownState]] = field(default_factory=dict)
     deleted_topic_ids: frozenset[str] = frozenset()  # tombstones, /admin/deleted_topics
 
@@ -191,6 +192,12 @@ class ZkCluster(ClusterWrites):
         # Tombstones first: a role given for a topic's partition (with the topic's data,
         # below) can tell a deleted topic's log from one of unknown origin.
         ChildrenWatch(self.client, layout.DELETED_TOPICS, self._deleted_topics_changed)
+        for entity in (str(self.broker_id), layout.DEFAULT_BROKER):  # dynamic broker configs
+            DataWatch(
+                self.client,
+                layout.broker_config_path(entity),
+                lambda data, stat, event=None, entity=entity: self._config_data(entity, data, True),
+            )
         ChildrenWatch(self.client, BROKER_IDS, self._brokers_changed)
         ChildrenWatch(self.client, BROKER_TOPICS, self._topics_changed)
         # The watches above queued every topic's data for the reactor; this comes after them.
@@ -450,16 +457,18 @@ class ZkCluster(ClusterWrites):
 
         DataWatch(self.client, layout.partition_state_path(name, partition), on_state)
 
-    def _config_data(self, name: str, data):
-        if self._stopped or name not in self._topic_watches:
+    def _config_data(self, name: str, data, broker: bool = False):
+        """A topic's config node, or (``broker``) the dynamic configs of this broker or of
+        every broker (``name`` its id or ``<default>``)."""
+        if self._stopped or not (broker or name in self._topic_watches):
             return False
         config = {}
         if data:
             try:
                 config = layout.decode_topic_config(data)
             except MalformedNodeError:
-                log.warning("ignoring malformed config of topic %s: %r", name, data)
-        self.reactor.callFromThread(self._apply_config, name, config)
+                log.warning("ignoring malformed config of %s: %r", name, data)
+        self.reactor.callFromThread(self._apply_config, name, config, broker)
         return True
 
     def _apply_state(self, name: str, partition: int, state, version: int, mzxid: int = -1) -> None:
@@ -495,10 +504,11 @@ class ZkCluster(ClusterWrites):
                 self.metadata.topic_ids[name] = topic_id
         self._notify({name})
 
-    def _apply_config(self, name: str, config):
-        if self.metadata.topic_configs.get(name) != config:
-            self.metadata.topic_configs[name] = config
-            self._notify({name})
+    def _apply_config(self, name: str, config, broker: bool = False):
+        configs = self.metadata.broker_configs if broker else self.metadata.topic_configs
+        if configs.get(name) != config:
+            configs[name] = config
+            self._notify(set() if broker else {name})
 
     def _notify(self, topics: set[str]):
         for listener in self.listeners:

@@ -498,18 +498,24 @@ class Controller:
         """A Deferred (fired on the reactor) of the partitions ``broker`` leads that could
         not be moved, as [(topic, partition)]; fails with NotControllerError if this broker
         is not the controller, StaleBrokerEpochError for an older incarnation's request."""
+        return self.submit(lambda controller: controller.shut_down_broker(broker, broker_epoch))
+
+    def submit(self, work: Callable):
+        """A Deferred (fired on the reactor) of ``work(self)`` run on the controller thread,
+        in order with the events (an admin request's decisions and writes); it fails with
+        what ``work`` raises."""
         d: defer.Deferred = defer.Deferred()
 
         def reply(outcome):
             fire = d.errback if isinstance(outcome, Exception) else d.callback
             self.reactor.callFromThread(fire, outcome)
 
-        self.events.put(("shutdown", broker, broker_epoch, reply))
+        self.events.put(("work", work, reply))
         return d
 
-    def _on_shutdown(self, broker: int, broker_epoch: int, reply) -> None:
+    def _on_work(self, work: Callable, reply) -> None:
         try:
-            reply(self.shut_down_broker(broker, broker_epoch))
+            reply(work(self))
         except Exception as exc:
             reply(exc)
             if isinstance(exc, ControllerMovedError):

@@ -12,6 +12,10 @@ of Kafka clients claims it (kind "kafka") when its first member joins or its fir
 committed; a name that belongs to the paper's consumers or a loader gets
 INCONSISTENT_GROUP_PROTOCOL on JoinGroup and UNKNOWN_MEMBER_ID on OffsetCommit, and their
 offsets stay as they are.  The kind is read from ZooKeeper in the reactor's thread pool.
+
+As in Kafka, a group of Kafka clients exists while it has offsets (here: until its nodes are
+deleted), with or without members: one the coordinator does not hold in memory (forgotten once
+empty, or from before a restart or a move) is listed by ListGroups and described as Empty.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import zlib
 
 from twisted.internet import defer
 
-from .groups import GroupCoordinator
+from .groups import DEAD, EMPTY, GroupCoordinator
 from .protocol.errors import (
     NONE,
     CoordinatorNotAvailableError,
@@ -35,6 +39,8 @@ from .protocol.offsets import (
     GroupKindError,
     claim_kind,
     committed_partitions,
+    groups_of_kind,
+    read_kind,
     read_offset,
     write_offset,
 )
@@ -210,10 +216,53 @@ class GroupHandlers:
                 )
             else:
                 groups.append(self.coordinator.describe(group_id))
-        return {"throttle_time_ms": 0, "groups": groups}
+        # Groups this coordinator does not hold: Empty if ZooKeeper knows them as Kafka's.
+        absent = [g for g in groups if g["error_code"] == NONE and g["group_state"] == DEAD]
+        if not absent:
+            return {"throttle_time_ms": 0, "groups": groups}
+        client = self.cluster.client
+
+        def read():
+            return {g["group_id"] for g in absent if read_kind(client, g["group_id"]) == KAFKA}
+
+        def answer(known):
+            for g in absent:
+                if g["group_id"] in known:
+                    g["group_state"] = EMPTY
+            return {"throttle_time_ms": 0, "groups": groups}
+
+        def failed(failure):
+            log.warning("describing groups failed: %s", failure.getErrorMessage())
+            for g in absent:
+                g["error_code"] = CoordinatorNotAvailableError.code
+            return {"throttle_time_ms": 0, "groups": groups}
+
+        return self.cluster._in_pool(read).addCallbacks(answer, failed)
 
     def list_groups(self, body, version):
-        return {"throttle_time_ms": 0, "error_code": NONE, "groups": self.coordinator.list()}
+        """The groups held in memory, and the Kafka clients' groups in ZooKeeper that this
+        broker coordinates (protocol type unknown: "", which admin clients list as consumer
+        groups)."""
+        listed = self.coordinator.list()
+        client = self.cluster.client
+
+        def answer(stored):
+            held = {g["group_id"] for g in listed}
+            more = [
+                {"group_id": name, "protocol_type": ""}
+                for name in stored
+                if name not in held and self.coordinator_of(name) == self.broker_id
+            ]
+            return {"throttle_time_ms": 0, "error_code": NONE, "groups": listed + more}
+
+        def failed(failure):
+            log.warning("listing groups failed: %s", failure.getErrorMessage())
+            code = CoordinatorNotAvailableError.code
+            return {"throttle_time_ms": 0, "error_code": code, "groups": listed}
+
+        return self.cluster._in_pool(lambda: groups_of_kind(client, KAFKA)).addCallbacks(
+            answer, failed
+        )
 
     # --- offsets in ZooKeeper ------------------------------------------------------------
 

@@ -14,8 +14,11 @@ import logging
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
+from .admin_handlers import AdminHandlers
 from .api_versions import answer_api_versions
 from .config import BrokerConfig
+from .config_handlers import ConfigHandlers
+from .create_partitions import MAX_PARTITIONS_PER_TOPIC, check_replicas
 from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
@@ -33,7 +36,6 @@ from .topic_ids import FETCH_BY_ID, TopicIds
 log = logging.getLogger(__name__)
 
 _EMPTY = b""
-MAX_PARTITIONS_PER_TOPIC = 10_000  # keeps the placement znode well under ZooKeeper's 1 MB
 
 
 def _detached(piece):
@@ -69,6 +71,7 @@ class RequestHandlers:
         self.replicas = None  # this broker's ReplicaManager, set by the broker
         self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
         self.topic_ids = TopicIds(self.metadata)
+        self.admin = AdminHandlers(self)
         self.table = self.handler_table()
         self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
         check_handlers({**self.table, **self.contextual})
@@ -88,6 +91,8 @@ class RequestHandlers:
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
+            **self.admin.table,
+            **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
     def handle(self, request, connection):
@@ -251,7 +256,9 @@ class RequestHandlers:
                     plog = self._local_log(topic, partition, epoch)
                     if follower >= 0:  # a follower reads to the log end and tells its own
                         at = p["fetch_offset"]
-                        self.replicas.follower_fetched(topic, partition, follower, at, plog, epoch)
+                        self.replicas.follower_fetched(
+                            topic, partition, follower, at, plog, epoch, p["log_start_offset"]
+                        )
                     hw = self.replicas.high_watermark(topic, partition, plog)
                     entry["high_watermark"] = entry["last_stable_offset"] = hw
                     entry["log_start_offset"] = plog.log_start_offset
@@ -448,20 +455,8 @@ class RequestHandlers:
         """CreateTopics' own assignments, checked as Kafka checks them."""
         placement = {}
         for a in assignments:
-            partition, ids = a["partition_index"], list(a["broker_ids"])
-            if not ids:
-                raise errors.InvalidReplicaAssignmentError(f"partition {partition} has no replicas")
-            if len(set(ids)) != len(ids):
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Duplicate brokers not allowed in replica assignment: "
-                    f"{', '.join(map(str, ids))} for partition id {partition}."
-                )
-            down = [b for b in ids if b not in self.metadata.brokers]
-            if down:
-                raise errors.InvalidReplicaAssignmentError(
-                    f"Unknown broker(s) in replica assignment: {', '.join(map(str, down))}."
-                )
-            placement[partition] = ids
+            partition = a["partition_index"]
+            placement[partition] = check_replicas(partition, a["broker_ids"], self.metadata.brokers)
         if sorted(placement) != list(range(len(placement))):
             raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
         if len({len(ids) for ids in placement.values()}) > 1:

@@ -11,15 +11,17 @@ handed to other in-sync replicas) when ``controlled.shutdown.enable`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from urllib.parse import urlsplit
 
 from .cluster import ZkCluster
 from .config import BrokerConfig
+from .config_entries import effective_config
 from .controller import Controller
 from .handlers import RequestHandlers
-from .log import ConfigError, LogManager
+from .log import ConfigError, LogConfig, LogManager
 from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
 from .server import KafkaServerFactory
@@ -66,6 +68,7 @@ class Broker:
         self.metrics = None  # BrokerMetrics while metrics.port is set
         self.metrics_port = None
         self.metrics_folding = None
+        self.dynamic_configs: dict[str, dict[str, str]] = {}  # as last applied
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
@@ -138,8 +141,10 @@ class Broker:
         log.info("metrics on http://%s:%d/metrics", host or "*", self.metrics_port.getHost().port)
 
     def _metadata_changed(self, metadata, topics) -> None:
-        """Apply each topic's configuration; delete the logs of deleted topics.  Logs are
-        opened by the replica manager as roles arrive."""
+        """Apply each topic's configuration and the dynamic broker configs; delete the logs
+        of deleted topics.  Logs are opened by the replica manager as roles arrive."""
+        if metadata.broker_configs != self.dynamic_configs:
+            self._apply_dynamic_configs(metadata.broker_configs)
         for topic in topics:
             if topic not in metadata.topics:
                 self._delete_logs([k for k in self.manager.logs if k[0] == topic])
@@ -148,6 +153,21 @@ class Broker:
                 self.manager.set_topic_overrides(topic, metadata.topic_configs.get(topic, {}))
             except ConfigError as exc:
                 log.error("topic %s has a bad configuration, keeping the old one: %s", topic, exc)
+
+    def _apply_dynamic_configs(self, dynamic) -> None:
+        """New dynamic broker configs: new defaults for every log's settings."""
+        self.dynamic_configs = {entity: dict(values) for entity, values in dynamic.items()}
+        try:
+            self.manager.default_config = LogConfig.from_broker(
+                effective_config(self.config, dynamic)
+            )
+        except ConfigError as exc:
+            log.error("bad dynamic broker configs, keeping the old ones: %s", exc)
+            return
+        for (topic, _), plog in self.manager.logs.items():
+            with contextlib.suppress(ConfigError):  # a bad override was reported as it came
+                plog.config = self.manager.config_for(topic)
+        log.info("dynamic broker configs: %s", self.dynamic_configs)
 
     def _delete_logs(self, keys) -> None:
         for topic, partition in keys:

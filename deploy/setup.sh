@@ -3,7 +3,8 @@
 # kcat for the interoperability tests), then a virtualenv in .venv with headrace installed.
 #   bash deploy/setup.sh           # to run headrace
 #   bash deploy/setup.sh --test    # also the test dependencies (and chromium with its driver,
-#                                  # for the dashboard's browser tests)
+#                                  # for the dashboard's browser tests; Node.js and the pinned
+#                                  # kafkajs in tests/js/node_modules, for its tests)
 #   bash deploy/setup.sh --peers   # also the peers of bench/paper.py (RabbitMQ, ActiveMQ, their
 #                                  # C and Java clients) and the bench extra (matplotlib)
 set -euo pipefail
@@ -25,6 +26,8 @@ packages=(zookeeper kcat)
 if [ "$tests" -eq 1 ]; then
     # tests/test_dashboard_browser.py drives Debian's chromium through /usr/bin/chromedriver.
     packages+=(chromium chromium-driver)
+    # tests/test_thirdparty_kafkajs.py runs kafkajs under Node.js (any Node.js >= 14 will do).
+    command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 fi
 if [ "$peers" -eq 1 ]; then
     # The brokers are started by hand by bench/paper.py, never as Debian services.
@@ -63,3 +66,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing headrace${extras} into .venv"
 .venv/bin/python -m pip install -q -e ".${extras}"
+if [ "$tests" -eq 1 ]; then
+    echo "setup: installing tests/js's pinned npm packages (kafkajs) into tests/js/node_modules"
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+fi

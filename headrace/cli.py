@@ -1,10 +1,12 @@
 """The ``headrace`` command: one entry point, one subcommand per job.
 
 headrace broker --config server.properties [--override key=value ...]
-headrace topics create|list|describe|delete --bootstrap-server host:port ...
+headrace topics create|list|describe|alter|delete --bootstrap-server host:port ...
+headrace configs --topic T | --broker N  --describe [--all] | --alter  topic and broker configs
 headrace cluster up --brokers N | headrace cluster down
 headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
 headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, owners
+headrace groups --reset-offsets --group G --topic T --to-earliest ...  move a group's offsets
 headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
 headrace load --topic T --group G --to URL   load topics into Parquet, each event once
 headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
@@ -93,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     delete = topics_sub.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("--topic", required=True)
-    for action in (create, topics_sub.choices["list"], describe, delete):
+    from . import configs as config_cli
+
+    alter = config_cli.add_topics_alter(topics_sub)
+    alter.add_argument("--partitions", type=int, help="the new partition count (more than now)")
+    for action in (create, topics_sub.choices["list"], describe, alter, delete):
         # also after the action, as in the README and Kafka's kafka-topics.sh
         action.add_argument(
             "--bootstrap-server",
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             help="host:port[,host:port...] of any broker",
         )
     topics.set_defaults(func=cmd_topics)
+    config_cli.add_parser(sub)
 
     from . import clients
 

@@ -11,10 +11,19 @@ import threading
 
 from broker.protocol.errors import KafkaError
 from broker.protocol.offsets import committed_partitions, read_offset, read_owner
-from broker.protocol.zookeeper import CONSUMERS, KAFKA, group_path, members_path, offset_path
+from broker.protocol.zookeeper import (
+    CONSUMERS,
+    KAFKA,
+    LOADER,
+    group_path,
+    members_path,
+    offset_path,
+)
 from consumers.metrics import add_metrics_arguments
 
+from . import reset_offsets
 from .kafka_groups import assigned_partitions, describe_group, list_groups
+from .reset_offsets import LOADER_WARNING
 
 
 def _endpoints(args) -> dict:
@@ -178,12 +187,17 @@ def groups(args) -> int:
     if not args.zookeeper:
         print("headrace groups: --zookeeper is needed (groups live there)", file=sys.stderr)
         return 2
+    if args.action is None and not args.reset_offsets:
+        print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
+        return 2
     zk = KazooClient(hosts=args.zookeeper)
     zk.start(timeout=15)
     cluster = ClusterClient(
         args.bootstrap_server, None if args.bootstrap_server else args.zookeeper
     )
     try:
+        if args.reset_offsets:
+            return reset_offsets.run(zk, cluster, args)
         try:
             names = set(zk.get_children(CONSUMERS))
         except NoNodeError:
@@ -198,7 +212,7 @@ def groups(args) -> int:
             for name in sorted(names | set(protocol)):
                 kind = read_kind(zk, name) if name in names else None
                 if name in protocol and kind in (None, KAFKA):
-                    kind = f"kafka ({protocol[name] or 'no protocol yet'})"
+                    kind = f"kafka ({protocol[name]})" if protocol[name] else KAFKA
                 print(f"{name:<32} {kind or 'offsets only'}")
             return 0
         if not args.group:
@@ -223,6 +237,9 @@ def groups(args) -> int:
                 return 1
             if group not in names:  # an empty group a broker still lists holds nothing
                 print(f"headrace groups: no group {group}", file=sys.stderr)
+                return 1
+            if kind == LOADER and not args.force:
+                print(f"headrace groups: {LOADER_WARNING}; add --force", file=sys.stderr)
                 return 1
             try:
                 zk.delete(group_path(group), recursive=True)
@@ -323,11 +340,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "groups",
         help="list consumer groups, describe one's offsets and lag, "
-        "or delete one with no live members",
+        "delete one with no live members, or reset its offsets (--reset-offsets)",
     )
     endpoints(p)
-    p.add_argument("action", choices=["list", "describe", "delete"])
+    p.add_argument("action", nargs="?", choices=["list", "describe", "delete"])
     p.add_argument("group", nargs="?")
+    reset_offsets.add_arguments(p)
     p.set_defaults(func=groups)
 
     p = sub.add_parser("ship", help="follow log files like tail -F and ship their lines")

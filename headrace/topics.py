@@ -8,8 +8,13 @@ from broker.protocol.errors import error_for_code
 from broker.protocol.registry import ApiKey
 from consumers.client import connect_any
 
+from . import configs
+from .topic_partitions import alter_partitions
+
 
 def run(args) -> int:
+    if args.action == "alter":
+        return _alter(args)
     with connect_any(args.bootstrap_server) as conn:
         if args.action == "create":
             return _create(conn, args)
@@ -27,6 +32,7 @@ def run(args) -> int:
             return 0
         status = 0
         filtered = args.under_replicated_partitions or args.unavailable_partitions
+        texts = {} if filtered else configs.topic_configs_texts(conn, [t["name"] for t in topics])
         for topic in topics:
             if topic["error_code"]:
                 status = _report(topic["error_code"], None, "")
@@ -37,11 +43,30 @@ def run(args) -> int:
                     f"Topic: {topic['name']}\tPartitionCount: {len(partitions)}"
                     "\tReplicationFactor: "
                     f"{len(partitions[0]['replica_nodes']) if partitions else 0}"
+                    f"\tConfigs: {texts.get(topic['name'], '')}"
                 )
             for p in partitions:
                 if _shown(p, args):
                     print(partition_line(topic["name"], p))
         return status
+
+
+def _alter(args) -> int:
+    """``topics alter``: more partitions and config changes, the partitions first."""
+    change_configs = bool(args.config or args.delete_config)
+    if args.partitions is None and not change_configs:
+        print(
+            "headrace topics alter: say what to change "
+            "(--partitions N, --config KEY=VALUE, --delete-config KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.partitions is not None:
+        with connect_any(args.bootstrap_server) as conn:
+            code = alter_partitions(conn, args.topic, args.partitions, _report)
+        if code or not change_configs:
+            return code
+    return configs.run_topics_alter(args.bootstrap_server, args)
 
 
 def _shown(partition: dict, args) -> bool:

@@ -231,7 +231,8 @@ def test_a_reconnected_controller_decides_a_bounce_whose_event_the_drop_cut_shor
 
 def _shutdown(controller: Controller, broker: int, epoch: int):
     replies: queue.Queue = queue.Queue()
-    controller.events.put(("shutdown", broker, epoch, replies.put))
+    work = lambda c: c.shut_down_broker(broker, epoch)  # noqa: E731
+    controller.events.put(("work", work, replies.put))
     return replies.get(timeout=10)
 
 

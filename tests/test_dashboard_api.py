@@ -274,7 +274,8 @@ def test_a_tail_sends_at_most_200_messages_a_second_and_counts_the_rest(
     "args, said",
     [
         (["--port", "70000"], "--port 70000: give 0-65535"),
-        (["--nice", "20"], "--nice 20: give 0-19"),
+        (["--nice", "20"], "--nice 20: give 0-19 or idle"),
+        (["--nice", "lazy"], "--nice lazy: give 0-19 or idle"),
         (["--zookeeper", "127.0.0.1:notaport"], "--zookeeper 127.0.0.1:notaport"),
         ([], "cannot listen on 127.0.0.1:"),  # the port the dashboard of this module holds
     ],
@@ -300,3 +301,19 @@ def test_the_event_stream_pushes_the_three_snapshots_every_second(dashboard, lay
         assert stamps == sorted(stamps) and len(set(stamps)) >= 2
     assert layout in {t["name"] for t in events.of("topics")[-1]["topics"]}
     assert events.of("cluster")[-1]["zookeeper"]["state"] == "connected"
+
+
+@pytest.mark.parametrize("nice, policy", [("idle", os.SCHED_IDLE), ("0", os.SCHED_OTHER)])
+def test_dashboard_takes_the_cpu_priority_it_is_given(cluster3, tmp_path, nice, policy):
+    """``--nice idle`` puts the dashboard (every thread) in SCHED_IDLE at nice 19; ``--nice 0``
+    leaves it as it was started."""
+    process = DashboardProcess(cluster3.zookeeper_connect, tmp_path, "--nice", nice).start()
+    try:
+        pid = process.process.pid
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(tids) > 1  # the reactor's thread pool and ZooKeeper's threads
+        assert {os.sched_getscheduler(t) for t in tids} == {policy}
+        expected = 19 if nice == "idle" else os.getpriority(os.PRIO_PROCESS, 0)
+        assert {os.getpriority(os.PRIO_PROCESS, t) for t in tids} == {expected}
+    finally:
+        process.stop()

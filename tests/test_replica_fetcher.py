@@ -97,6 +97,16 @@ class ListLog:
     def truncate_fully_and_start_at(self, offset: int) -> None:
         self.batches, self.start = [], offset
 
+    @property
+    def log_start_offset(self) -> int:
+        return self.start
+
+    def delete_records_before(self, offset: int) -> bool:
+        offset = min(offset, self.log_end_offset)
+        moved, self.start = offset > self.start, max(self.start, offset)
+        self.batches = [b for b in self.batches if check_batch(b).next_offset > self.start]
+        return moved
+
 
 def epochs_log(*spans) -> ListLog:
     """A log of one batch of ``count`` records per (epoch, count) span."""

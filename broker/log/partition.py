@@ -39,7 +39,7 @@ from ..protocol.records import (
     MAX_TIMESTAMP,
     PREFIX,
 )
-from . import truncation
+from . import log_start, truncation
 from .appends import checked_batches
 from .clock import SystemClock, milliseconds
 from .config import LogConfig
@@ -495,6 +495,10 @@ class PartitionLog:
             self.roll()  # only closed segments are deleted; keep an empty active one
             doomed = len(self.segments) - 1
         return self._delete_oldest(doomed, "retention")
+
+    def delete_records_before(self, offset: int) -> bool:
+        """Raise the log start offset to ``offset`` (DeleteRecords; ``log_start.py``)."""
+        return log_start.delete_records_before(self, offset)
 
     def _delete_oldest(self, count: int, reason: str) -> int:
         victims = self.segments[:count]

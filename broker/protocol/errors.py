@@ -95,8 +95,12 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (77, "STALE_BROKER_EPOCH", False, "The broker epoch is older than the broker's current one."),
     (78, "OFFSET_NOT_AVAILABLE", True, "The offset is not available yet."),
     (79, "MEMBER_ID_REQUIRED", False, "Rejoin with the member id the coordinator gave."),
+    (80, "PREFERRED_LEADER_NOT_AVAILABLE", True, "The preferred leader is not live or in sync."),
     (81, "GROUP_MAX_SIZE_REACHED", False, "The group is full."),
     (82, "FENCED_INSTANCE_ID", False, "Another member with this instance id joined."),
+    (83, "ELIGIBLE_LEADERS_NOT_AVAILABLE", True, "No replica of the partition can lead it now."),
+    (84, "ELECTION_NOT_NEEDED", True, "The partition already has the leader asked for."),
+    (86, "GROUP_SUBSCRIBED_TO_TOPIC", False, "The group is consuming that topic."),
     (87, "INVALID_RECORD", False, "A record batch breaks the format's rules."),
     (100, "UNKNOWN_TOPIC_ID", True, "This server has no topic with that topic id."),
 )

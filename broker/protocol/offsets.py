@@ -52,6 +52,19 @@ def read_kind(client, group: str) -> str | None:
     return None
 
 
+def groups_of_kind(client, kind: str) -> list[str]:
+    """The group names under ``/consumers`` that belong to ``kind`` (as ``read_kind`` tells;
+    a name whose kind node cannot be read is left out), sorted."""
+    found = []
+    for group in sorted(_children(client, layout.CONSUMERS)):
+        try:
+            if read_kind(client, group) == kind:
+                found.append(group)
+        except (NoNodeError, ValueError):  # deleted meanwhile, or not readable
+            continue
+    return found
+
+
 def claim_kind(client, group: str, kind: str) -> None:
     """Make sure ``group`` is a group of ``kind``: record it if nothing is recorded yet
     (create-if-absent, so two first users agree), else raise GroupKindError if it is another."""

@@ -1,7 +1,8 @@
 """The API registry: a named key per Kafka API, the versions the broker serves, the version
 our clients ask for, and the request and response schemas; ApiVersions is answered from it.
 
-Every API is one row of ``APIS``; the schemas are in ``apis.py`` and ``group_apis.py``.
+Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.py`` and
+``config_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
 A row's ``flexible_from`` is the API's first flexible version (KIP-482; Kafka's
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import apis, group_apis
+from . import admin_apis, apis, config_apis, group_apis
 from .schema import Struct
 
 
@@ -42,9 +43,17 @@ class ApiKey(IntEnum):
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
+    CREATE_PARTITIONS = 37
+    DELETE_GROUPS = 42
+    ELECT_LEADERS = 43
+    INCREMENTAL_ALTER_CONFIGS = 44
+    OFFSET_DELETE = 47
 
     @property
     def title(self) -> str:
@@ -81,7 +90,7 @@ class Api:
         return self.key.title
 
 
-K, a, g = ApiKey, apis, group_apis
+K, a, g, ad, c = ApiKey, apis, group_apis, admin_apis, config_apis
 # key, versions served (min, max), our clients' version, request and response schemas, first
 # flexible version
 # one row per API, unwrapped
@@ -104,12 +113,20 @@ APIS: tuple[Api, ...] = (
     Api(K.API_VERSIONS, 0, 3, 3, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE, flexible_from=3),
     Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE, flexible_from=5),  # noqa: E501
     Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.DELETE_RECORDS, 0, 2, 2, ad.DELETE_RECORDS_REQUEST, ad.DELETE_RECORDS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.DESCRIBE_CONFIGS, 0, 4, 4, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.ALTER_CONFIGS, 0, 2, 2, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.CREATE_PARTITIONS, 0, 3, 3, ad.CREATE_PARTITIONS_REQUEST, ad.CREATE_PARTITIONS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.DELETE_GROUPS, 0, 2, 2, ad.DELETE_GROUPS_REQUEST, ad.DELETE_GROUPS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.ELECT_LEADERS, 0, 2, 2, ad.ELECT_LEADERS_REQUEST, ad.ELECT_LEADERS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 1, 1, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE, flexible_from=1),  # noqa: E501
+    Api(K.OFFSET_DELETE, 0, 0, 0, ad.OFFSET_DELETE_REQUEST, ad.OFFSET_DELETE_RESPONSE),
 )
 # fmt: on
-del K, a, g
+del K, a, g, ad, c
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.

@@ -22,8 +22,12 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
     │                                   {"version": 1, "brokerid", "timestamp": "<ms>"}
     ├── controller_epoch                persistent  the controller epoch, decimal text
     ├── config
-    │   └── topics
-    │       └── <topic>                 persistent  {"version": 1, "config": {"<name>": "<value>"}}
+    │   ├── topics
+    │   │   └── <topic>                 persistent  {"version": 1, "config": {"<name>": "<value>"}}
+    │   ├── brokers
+    │   │   └── <id> | <default>        persistent  the same: dynamic broker configs
+    │   └── changes
+    │       └── config_change_<seq>     persistent  {"version": 2, "entity_path": "topics/<t>"}
     ├── cluster
     │   └── id                          persistent  {"version": "1", "id": "<cluster id>"}
     ├── latest_producer_id_block        persistent  ProducerIdBlock
@@ -68,6 +72,10 @@ from dataclasses import dataclass
 BROKER_IDS = "/brokers/ids"
 BROKER_TOPICS = "/brokers/topics"
 CONFIG_TOPICS = "/config/topics"
+CONFIG_BROKERS = "/config/brokers"  # dynamic configs of each broker and of all (<default>)
+DEFAULT_BROKER = "<default>"
+CONFIG_CHANGES = "/config/changes"  # Kafka's change notifications, written with each alter
+CONFIG_CHANGE_PREFIX = f"{CONFIG_CHANGES}/config_change_"  # a sequential node's name
 CLUSTER = "/cluster"
 CLUSTER_ID = f"{CLUSTER}/id"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
@@ -100,6 +108,14 @@ def partition_state_path(topic: str, partition: int) -> str:
 
 def topic_config_path(topic: str) -> str:
     return f"{CONFIG_TOPICS}/{topic}"
+
+
+def broker_config_path(entity: str) -> str:
+    return f"{CONFIG_BROKERS}/{entity}"
+
+
+def config_change_path(name: str) -> str:
+    return f"{CONFIG_CHANGES}/{name}"
 
 
 def deleted_topic_path(topic_id: str) -> str:
@@ -375,6 +391,12 @@ def decode_topic_config(data: bytes, path: str = "") -> dict[str, str]:
     """``/config/topics/<topic>``: the topic's overrides, Kafka's topic-level names."""
     with _reading("a topic config", data, path):
         return {str(k): str(v) for k, v in json.loads(data).get("config", {}).items()}
+
+
+def encode_config_change(entity_path: str) -> bytes:
+    """``/config/changes/config_change_<seq>``: Kafka's notice that the config of
+    ``entity_path`` (``topics/<t>``, ``brokers/<id>``) changed."""
+    return _dumps({"version": 2, "entity_path": entity_path})
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,7 @@ class ReplicaFetcher:
                     "partition": fetch.partition,
                     "current_leader_epoch": fetch.leader_epoch,
                     "fetch_offset": fetch.log.log_end_offset,
-                    "log_start_offset": -1,
+                    "log_start_offset": fetch.log.log_start_offset,
                     "partition_max_bytes": self.config.fetch_max_bytes,
                 }
             )
@@ -354,6 +354,8 @@ class ReplicaFetcher:
                 self._delay(fetch)
                 return
         fetch.log.high_watermark = min(answer["high_watermark"], fetch.log.log_end_offset)
+        if answer["log_start_offset"] > fetch.log.log_start_offset:  # DeleteRecords at the leader
+            fetch.log.delete_records_before(answer["log_start_offset"])
 
     async def _out_of_range(self, fetch: PartitionFetch, leader_start: int) -> None:
         body = await self.client.request(

@@ -18,6 +18,11 @@ class FollowerLog(Protocol):
         ...
 
     @property
+    def log_start_offset(self) -> int:
+        """The first offset the log serves."""
+        ...
+
+    @property
     def high_watermark(self) -> int:
         """The follower's high watermark: the leader's, capped at this log's end."""
         ...
@@ -37,6 +42,10 @@ class FollowerLog(Protocol):
 
     def append_as_follower(self, records: bytes) -> object:
         """Append the leader's batches as they are: offsets and epochs already assigned."""
+        ...
+
+    def delete_records_before(self, offset: int) -> bool:
+        """Raise the log start to ``offset`` (capped at the log end), as the leader's did."""
         ...
 
     def truncate_to(self, offset: int) -> bool:

@@ -308,9 +308,17 @@ class ReplicaManager:
         return entries[at - 1].epoch if at else -1
 
     def follower_fetched(
-        self, topic: str, partition: int, replica_id: int, offset: int, plog, leader_epoch=-1
+        self,
+        topic: str,
+        partition: int,
+        replica_id: int,
+        offset: int,
+        plog,
+        leader_epoch=-1,
+        log_start: int = -1,
     ):
-        """A follower's Fetch at ``offset`` (its log end).  From a broker that is not a
+        """A follower's Fetch at ``offset`` (its log end; ``log_start`` its log start, for
+        ``low_watermark``).  From a broker that is not a
         replica it is refused as Kafka's ``Partition.followerReplicaOrThrow`` does:
         UNKNOWN_LEADER_EPOCH if the fetch named a current leader epoch (it may be a replica
         this leader does not know of yet), else NOT_LEADER_OR_FOLLOWER; both are retried."""
@@ -327,10 +335,22 @@ class ReplicaManager:
             return
         if leader.follower_fetched(replica_id, offset, plog.log_end_offset, self._now_ms()):
             self._hw_moved(topic, partition, plog, leader)
+        leader.followers[replica_id].log_start_offset = log_start
         if leader.expand_candidate(replica_id):
             self._write_isr(
                 key, leader, leader.isr | {replica_id}, f"replica {replica_id} caught up"
             )
+
+    def low_watermark(self, topic: str, partition: int, plog) -> int:
+        """Kafka's low watermark of a led partition: the smallest log start offset among its
+        replicas on live brokers, as their fetches last reported them (-1 while one has not
+        reported since this leader's epoch began); DeleteRecords waits for it."""
+        leader = self.leaders.get((topic, partition))
+        starts = [plog.log_start_offset]
+        if leader is not None:
+            live = self.metadata.brokers
+            starts += [f.log_start_offset for r, f in leader.followers.items() if r in live]
+        return min(starts)
 
     def _hw_maybe_moved(self, topic, partition, plog, leader) -> None:
         if leader.high_watermark != plog.high_watermark:

@@ -52,6 +52,7 @@ class FollowerProgress:
     last_caught_up_ms: int = 0
     last_fetch_leader_leo: int = UNKNOWN_OFFSET
     last_fetch_ms: int = 0
+    log_start_offset: int = UNKNOWN_OFFSET  # as its last fetch reported it (DeleteRecords)
 
     def fetched(self, fetch_offset: int, leader_leo: int, now_ms: int) -> None:
         """Record a fetch at ``fetch_offset`` made when the leader's log ended at

@@ -1,8 +1,9 @@
 """``headrace dashboard --zookeeper HOST:PORT[/chroot] [--port 8080] [--bind 127.0.0.1]
-[--warehouse URL] [--nice 19]``: the web dashboard and its JSON API on the reactor, until
+[--warehouse URL] [--nice 19|idle]``: the web dashboard and its JSON API on the reactor, until
 SIGTERM/SIGINT.  It lowers its own CPU priority (``--nice``): an observer must not slow what it
 observes, so on a machine it shares with brokers or producers they come first, and under CPU
-pressure its counts arrive later, never wrong."""
+pressure its counts arrive later, never wrong.  ``idle`` is Linux's SCHED_IDLE class as well as
+nice 19: the dashboard then runs only on CPU time nothing else wants."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 DEFAULT_BIND = "127.0.0.1"  # a live tail must not be open to the network by default
-DEFAULT_NICE = 19
+IDLE = "idle"
+DEFAULT_NICE: int | str = 19
 
 
 def add_parser(sub) -> None:
@@ -30,12 +32,47 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--nice",
-        type=int,
-        default=DEFAULT_NICE,
-        help=f"lower the dashboard's CPU priority by this much, 0-19 (default {DEFAULT_NICE}), "
-        "so brokers on the same machine come first",
+        default=str(DEFAULT_NICE),
+        help=f"lower the dashboard's CPU priority by this much, 0-19, or 'idle' for Linux's "
+        f"SCHED_IDLE class (default {DEFAULT_NICE}), so brokers on the same machine come first",
     )
     p.set_defaults(func=run)
+
+
+def niceness(text: str) -> int | str | None:
+    """``--nice``: a whole number 0-19, or ``idle``; None for anything else."""
+    if text == IDLE:
+        return IDLE
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 19 else None
+
+
+def _threads() -> list[int]:
+    """This process's threads: numpy's OpenBLAS starts some at import, before ``run``."""
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]  # no /proc: the calling thread
+
+
+def lower_priority(nice: int | str) -> None:
+    """Take the CPU priority ``--nice`` asks for, in every thread there is (Linux keeps both
+    per thread) and so in every thread started later."""
+    step = 19 if nice == IDLE else int(nice)
+    for tid in _threads():
+        if step:
+            os.setpriority(
+                os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step)
+            )
+        if nice == IDLE:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            except (AttributeError, OSError) as exc:  # nice 19 alone, then
+                log.warning("SCHED_IDLE is not available here (%r); running at nice 19", exc)
+                return
 
 
 def run(args) -> int:
@@ -49,11 +86,11 @@ def run(args) -> int:
     if not 0 <= args.port < 65536:
         print(f"headrace dashboard: --port {args.port}: give 0-65535", file=sys.stderr)
         return 2
-    if not 0 <= args.nice <= 19:
-        print(f"headrace dashboard: --nice {args.nice}: give 0-19", file=sys.stderr)
+    nice = niceness(args.nice)
+    if nice is None:
+        print(f"headrace dashboard: --nice {args.nice}: give 0-19 or {IDLE}", file=sys.stderr)
         return 2
-    if args.nice:
-        os.nice(args.nice)  # for its threads too: they are started after this
+    lower_priority(nice)  # for its threads too: they are started after this
     sampler = Sampler(args.zookeeper, reactor, args.warehouse)
     feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
