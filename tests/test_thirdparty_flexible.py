@@ -2,7 +2,7 @@
 the broker's own count of requests by API and version (``headrace_requests_total``, what each
 request header said): librdkafka produces with Produce v9, fetches with Fetch v13 (topics named
 by id) and asks Metadata v12, all flexible; kafka-python uses Produce v9, Fetch v12,
-ListOffsets v6 and Metadata v12; the messages come back intact."""
+ListOffsets v7 and Metadata v12; the messages come back intact."""
 
 from __future__ import annotations
 
@@ -104,4 +104,4 @@ def test_kafka_python_uses_the_flexible_versions(broker):
     assert values >= {b"kafka-python-%d" % i for i in range(COUNT)}
     used = versions_used(before, scrape(broker.metrics_url))
     assert (used["Produce"], used["Fetch"], used["Metadata"]) == ({9}, {12}, {12}), used
-    assert (used["ListOffsets"], used["ApiVersions"]) == ({6}, {3}), used
+    assert (used["ListOffsets"], used["ApiVersions"]) == ({7}, {3}), used
