@@ -142,9 +142,8 @@ def _read_flexible_body(buf, pos: int, size: int, version: int) -> tuple[Produce
     n, pos = (n - 1, pos + 1) if n < 128 else _compact_length(buf, pos, size)
     if n < -1:
         raise ProtocolError(f"string length {n}")
-    transactional_id, pos = _records(buf, pos, size, n)
-    if transactional_id is not None:
-        transactional_id = str(transactional_id, "utf-8")
+    raw_id, pos = _records(buf, pos, size, n)
+    transactional_id = None if raw_id is None else str(raw_id, "utf-8")
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(buf, pos)
     topic_count, pos = _compact_count(buf, pos + 6, size)
     topics = []

@@ -411,7 +411,7 @@ class Struct:
             else:
                 t.write(out, value, flexible)
         if flexible:
-            fields = []
+            fields: list = []
             for tag in sorted(tagged):
                 f = tagged[tag]
                 default = field_default(f)
