@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet import defer
 
 from .admin_handlers import AdminHandlers
 from .api_versions import answer_api_versions
+from .cluster_handlers import ClusterHandlers
 from .config import BrokerConfig
 from .config_handlers import ConfigHandlers
-from .create_partitions import MAX_PARTITIONS_PER_TOPIC, check_replicas
-from .election import InvalidReplicationFactor, assign_replicas
 from .fetch import FetchWaiters
 from .group_handlers import GroupHandlers
 from .list_offsets import list_offsets as answer_list_offsets
-from .log import ConfigError, LogConfig, LogManager
+from .log import LogManager
 from .log.names import validate_topic_name
 from .log_dirs import describe_log_dirs
 from .metrics import NoMetrics
@@ -31,6 +29,7 @@ from .protocol import errors, produce
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, check_handlers
 from .server import CLOSE_CONNECTION
+from .topic_handlers import TopicHandlers
 from .topic_ids import FETCH_BY_ID, TopicIds
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,7 @@ class RequestHandlers:
         self.metrics = NoMetrics()  # the broker's BrokerMetrics while metrics.port is set
         self.topic_ids = TopicIds(self.metadata)
         self.admin = AdminHandlers(self)
+        self.topics = TopicHandlers(self)
         self.table = self.handler_table()
         self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
         check_handlers({**self.table, **self.contextual})
@@ -84,14 +84,13 @@ class RequestHandlers:
             ApiKey.FETCH: self.fetch,
             ApiKey.LIST_OFFSETS: self.list_offsets,
             ApiKey.METADATA: self.metadata_request,
-            ApiKey.CREATE_TOPICS: self.create_topics,
-            ApiKey.DELETE_TOPICS: self.delete_topics,
-            ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
             ApiKey.CONTROLLED_SHUTDOWN: self.controlled_shutdown,
             ApiKey.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
             ApiKey.DESCRIBE_LOG_DIRS: lambda body, version: describe_log_dirs(body, self.manager),
             **self.groups.table,
             **self.admin.table,
+            **self.topics.table,
+            **ClusterHandlers(self).table,
             **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
@@ -332,7 +331,7 @@ class RequestHandlers:
         if auto_create:
             for name in names:
                 if name not in self.metadata.topics:
-                    code, _ = yield self._create_topic(name, -1, -1, [], {})
+                    code, _, _ = yield self.topics.create_topic(name, -1, -1, [], {})
                     if code == NONE:
                         created.add(name)
         brokers = [
@@ -387,83 +386,7 @@ class RequestHandlers:
             )
         return entry
 
-    # --- CreateTopics / DeleteTopics -----------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _create_topic(
-        self, name, num_partitions, replication_factor, assignments, configs, validate_only=False
-    ):
-        """Create one topic; returns (error code, message)."""
-        try:
-            validate_topic_name(name)
-            if assignments:
-                if num_partitions not in (-1, len(assignments)) or replication_factor not in (-1,):
-                    raise errors.InvalidRequestError(
-                        "Both numPartitions or replicationFactor and replicasAssignments were "
-                        "set. Both cannot be used at the same time."
-                    )
-                placement = self._manual_placement(assignments)
-            else:
-                count = self.config["num.partitions"] if num_partitions == -1 else num_partitions
-                if count <= 0:
-                    raise errors.InvalidPartitionsError(f"{count} partitions; use at least 1")
-                if count > MAX_PARTITIONS_PER_TOPIC:
-                    raise errors.InvalidPartitionsError(
-                        f"{count} partitions; at most {MAX_PARTITIONS_PER_TOPIC} per topic"
-                    )
-                if not self.metadata.brokers:
-                    raise errors.BrokerNotAvailableError("no live brokers")
-                factor = replication_factor
-                if factor == -1:
-                    factor = self.config["default.replication.factor"]
-                try:
-                    placement = assign_replicas(count, factor, self.metadata.brokers)
-                except InvalidReplicationFactor as exc:
-                    raise errors.InvalidReplicationFactorError(str(exc)) from None
-            config = {c["name"]: c["value"] for c in configs if c["value"] is not None}
-            try:
-                LogConfig().with_overrides(config)
-            except ConfigError as exc:
-                raise errors.InvalidConfigError(str(exc)) from None
-            if name in self.metadata.topics:
-                raise errors.TopicAlreadyExistsError(f"topic {name} already exists")
-            if validate_only:
-                return NONE, None
-            try:
-                yield self.cluster.create_topic(name, placement, config)
-            except NodeExistsError:
-                raise errors.TopicAlreadyExistsError(f"topic {name} already exists") from None
-            except Exception as exc:  # ZooKeeper unreachable or slow: the client may retry
-                raise errors.RequestTimedOutError(
-                    f"ZooKeeper did not take the topic: {exc!r}"
-                ) from None
-            log.info(
-                "created topic %s with %d partitions, replication factor %d",
-                name,
-                len(placement),
-                len(placement[0]),
-            )
-            # Answered once the controller has elected every partition's first leader.
-            yield self._until(
-                lambda: len(self.metadata.states.get(name, ())) >= len(placement), 5.0
-            )
-            return NONE, None
-        except KafkaError as exc:
-            return exc.code, str(exc.args[0])
-
-    def _manual_placement(self, assignments) -> dict[int, list[int]]:
-        """CreateTopics' own assignments, checked as Kafka checks them."""
-        placement = {}
-        for a in assignments:
-            partition = a["partition_index"]
-            placement[partition] = check_replicas(partition, a["broker_ids"], self.metadata.brokers)
-        if sorted(placement) != list(range(len(placement))):
-            raise errors.InvalidReplicaAssignmentError("partitions must be 0..n-1")
-        if len({len(ids) for ids in placement.values()}) > 1:
-            raise errors.InvalidReplicaAssignmentError(
-                "All partitions should have the same number of replicas"
-            )
-        return placement
+    # --- waiting on the metadata (CreateTopics and the other topic APIs: topic_handlers.py) -
 
     def _until(self, condition, timeout: float):
         """A Deferred that fires when ``condition()`` holds or ``timeout`` passes."""
@@ -478,41 +401,6 @@ class RequestHandlers:
 
         check()
         return d
-
-    @defer.inlineCallbacks
-    def create_topics(self, body, version):
-        results = []
-        for t in body["topics"]:
-            code, message = yield self._create_topic(
-                t["name"],
-                t["num_partitions"],
-                t["replication_factor"],
-                t["assignments"],
-                t["configs"],
-                body["validate_only"],
-            )
-            results.append({"name": t["name"], "error_code": code, "error_message": message})
-        return {"throttle_time_ms": 0, "topics": results}
-
-    @defer.inlineCallbacks
-    def delete_topics(self, body, version):
-        results = []
-        for name in body["topic_names"]:
-            code = NONE
-            if name not in self.metadata.topics:
-                code = errors.UnknownTopicOrPartitionError.code
-            else:
-                try:
-                    yield self.cluster.delete_topic(name)
-                    log.info("deleted topic %s", name)
-                    yield self._until(lambda name=name: name not in self.metadata.topics, 5.0)
-                except NoNodeError:
-                    code = errors.UnknownTopicOrPartitionError.code
-                except Exception as exc:
-                    log.warning("cannot delete topic %s: %r", name, exc)
-                    code = errors.RequestTimedOutError.code
-            results.append({"name": name, "error_code": code})
-        return {"throttle_time_ms": 0, "responses": results}
 
     # --- ControlledShutdown --------------------------------------------------------------
 
@@ -538,34 +426,6 @@ class RequestHandlers:
                 code = errors.NotControllerError.code  # the client retries, asking again
         log.info("controlled shutdown of broker %d: %s", body["broker_id"], code or "done")
         return {"error_code": code, "remaining_partitions": remaining}
-
-    # --- InitProducerId ------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def init_producer_id(self, body, version):
-        if body["transactional_id"] is not None:
-            return {
-                "throttle_time_ms": 0,
-                "error_code": errors.InvalidRequestError.code,
-                "producer_id": -1,
-                "producer_epoch": -1,
-            }
-        try:
-            producer_id = yield self.cluster.next_producer_id()
-        except Exception as exc:
-            log.warning("cannot allocate a producer id: %r", exc)
-            return {
-                "throttle_time_ms": 0,
-                "error_code": errors.CoordinatorNotAvailableError.code,
-                "producer_id": -1,
-                "producer_epoch": -1,
-            }
-        return {
-            "throttle_time_ms": 0,
-            "error_code": NONE,
-            "producer_id": producer_id,
-            "producer_epoch": 0,
-        }
 
 
 def _invalid_record(exc: KafkaError, version: int) -> tuple[int, list | None]:

@@ -6,10 +6,13 @@ holds (leader or follower), as Kafka's ``kafka-log-dirs.sh`` and AdminClient's
 
 A directory holding a partition offline after a disk error answers KAFKA_STORAGE_ERROR with no
 topics, as Kafka answers for an offline log directory; requested partitions this broker does
-not hold are left out, as Kafka leaves them out.
+not hold are left out, as Kafka leaves them out.  From v4 each directory tells the size of its
+volume and the bytes usable on it (``shutil.disk_usage``: Java's total and usable space).
 """
 
 from __future__ import annotations
+
+import shutil
 
 from .protocol.errors import NONE, KafkaStorageError
 
@@ -46,6 +49,16 @@ def describe_log_dirs(body: dict, manager) -> dict:
                 "error_code": NONE,
                 "log_dir": log_dir,
                 "topics": [{"name": t, "partitions": ps} for t, ps in sorted(by_topic.items())],
+                **_volume(log_dir),
             }
         )
-    return {"throttle_time_ms": 0, "results": results}
+    return {"throttle_time_ms": 0, "error_code": NONE, "results": results}
+
+
+def _volume(log_dir: str) -> dict:
+    """The total and usable bytes of the volume ``log_dir`` is on (-1 if it cannot be read)."""
+    try:
+        usage = shutil.disk_usage(log_dir)
+    except OSError:
+        return {"total_bytes": -1, "usable_bytes": -1}
+    return {"total_bytes": usage.total, "usable_bytes": usage.free}

@@ -1,11 +1,12 @@
-"""DescribeLogDirs v0-v1: the schemas round-trip, the answer over a log manager (sizes,
-filters, an offline directory), and real clients asking a live broker (kafka-python's
-AdminClient.describe_log_dirs, and ours)."""
+"""DescribeLogDirs v0-v4: the schemas round-trip, the answer over a log manager (sizes,
+filters, an offline directory, the volume's total and usable bytes), and real clients asking
+a live broker (kafka-python's AdminClient.describe_log_dirs, and ours)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import create_topic, wait_for
+from schema_samples import project
 
 from broker.log import LogConfig, LogManager
 from broker.log_dirs import describe_log_dirs
@@ -16,9 +17,9 @@ from broker.protocol.registry import API_BY_KEY, ApiKey
 API = API_BY_KEY[ApiKey.DESCRIBE_LOG_DIRS]
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_request_and_response_round_trip(version):
-    assert (API.min_version, API.max_version) == (0, 1)
+    assert (API.min_version, API.max_version) == (0, 4)
     for body in ({"topics": None}, {"topics": [{"topic": "t", "partitions": [0, 3]}]}):
         assert API.request.decode(API.request.encode(body, version), version) == body
     response = {
@@ -43,7 +44,12 @@ def test_request_and_response_round_trip(version):
             }
         ],
     }
-    assert API.response.decode(API.response.encode(response, version), version) == response
+    if version >= 3:
+        response["error_code"] = 0
+    if version >= 4:
+        response["results"][0] |= {"total_bytes": 1 << 40, "usable_bytes": 1 << 39}
+    decoded = API.response.decode(API.response.encode(response, version), version)
+    assert project(decoded, response) == response
 
 
 def _manager(tmp_path) -> LogManager:
@@ -73,7 +79,9 @@ def test_every_partition_is_listed_under_its_log_dir_with_its_size(tmp_path):
             str(tmp_path / "a"),
             str(tmp_path / "b"),
         }
-        assert all(r["error_code"] == 0 for r in body["results"])
+        assert all(r["error_code"] == 0 for r in body["results"]) and body["error_code"] == 0
+        for r in body["results"]:  # v4: the volume under each log dir
+            assert 0 <= r["usable_bytes"] <= r["total_bytes"] and r["total_bytes"] > 0
         expected = {key: plog.size for key, plog in manager.logs.items()}
         assert _sizes(body) == expected and expected[("u", 0)] > expected[("t", 0)] > 0
         for r in body["results"]:
@@ -125,6 +133,6 @@ def test_kafka_python_admin_and_our_client_read_sizes_from_a_live_broker(cluster
     from consumers.client import BrokerConnection
 
     with BrokerConnection("127.0.0.1", broker.port) as conn:
-        for version in (0, 1):
+        for version in (0, 1, 2, 3, 4):
             body = conn.request(ApiKey.DESCRIBE_LOG_DIRS, {"topics": None}, version=version)
             assert {k[1]: v for k, v in _sizes(body).items() if k[0] == "sized"} == sizes

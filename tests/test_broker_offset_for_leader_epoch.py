@@ -1,6 +1,6 @@
 """OffsetForLeaderEpoch (key 23), versions 0-3: the schemas against kafka-python's, byte for
-byte, and a real broker answering raw requests from its leader epoch cache, with KIP-320's
-fencing of the asker's current leader epoch."""
+byte (v4, flexible, in ``test_wire_rest_apis.py``), and a real broker answering raw requests
+from its leader epoch cache, with KIP-320's fencing of the asker's current leader epoch."""
 
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ def request_body(version: int, partitions) -> dict:
     return {"replica_id": -1 if version >= 3 else -2, "topics": topic_list}
 
 
-def test_the_registry_serves_versions_0_to_3_and_our_clients_ask_for_3():
+def test_the_registry_serves_versions_0_to_4_and_our_clients_ask_for_4():
     api = API_BY_KEY[ApiKey.OFFSET_FOR_LEADER_EPOCH]
     assert (api.name, api.min_version, api.max_version, api.client_version) == (
         "OffsetForLeaderEpoch",
         0,
-        3,
-        3,
+        4,
+        4,
     )
 
 

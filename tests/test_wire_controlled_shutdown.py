@@ -1,4 +1,5 @@
-"""ControlledShutdown (key 7) versions 1-2: the schema round-trips and its bytes are Kafka's."""
+"""ControlledShutdown (key 7) versions 1-2: the schema round-trips and its bytes are Kafka's
+(v3, flexible, in ``test_wire_rest_apis.py``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from broker.protocol.registry import API_BY_KEY, ApiKey
 API = API_BY_KEY[ApiKey.CONTROLLED_SHUTDOWN]
 
 
-def test_versions_served_are_the_non_flexible_ones_with_a_standard_header():
-    assert (API.min_version, API.max_version, API.name) == (1, 2, "ControlledShutdown")
+def test_versions_served_are_1_to_3():
+    assert (API.min_version, API.max_version, API.name) == (1, 3, "ControlledShutdown")
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -263,24 +263,47 @@ CREATE_TOPICS_RESPONSE = Struct(
     struct_array(
         "topics",
         Field("name", STRING),
+        Field("topic_id", UUID, "7+"),
         Field("error_code", INT16),
         Field("error_message", NULLABLE_STRING, "1+"),
+        Field("topic_config_error_code", INT16, "5+", tag=0),
+        Field("num_partitions", INT32, "5+", default=-1),
+        Field("replication_factor", INT16, "5+", default=-1),
+        struct_array(
+            "configs",
+            Field("name", STRING),
+            Field("value", NULLABLE_STRING),
+            Field("read_only", BOOL),
+            Field("config_source", INT8, default=-1),
+            Field("is_sensitive", BOOL),
+            versions="5+",
+            nullable=True,
+        ),
     ),
 )
 
 # --- DeleteTopics (20) -----------------------------------------------------------------------
 
+# v6 names each topic by name or by id (KIP-516); before it, by name in ``topic_names``.
 DELETE_TOPICS_REQUEST = Struct(
-    Field("topic_names", Array(STRING)),
+    struct_array("topics", Field("name", NULLABLE_STRING), Field("topic_id", UUID), versions="6+"),
+    Field("topic_names", Array(STRING), "0-5"),
     Field("timeout_ms", INT32),
 )
 DELETE_TOPICS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "1+"),
-    struct_array("responses", Field("name", STRING), Field("error_code", INT16)),
+    struct_array(
+        "responses",
+        # nullable from v6 (an id no topic has); typed so at every version, as Metadata's
+        Field("name", NULLABLE_STRING),
+        Field("topic_id", UUID, "6+"),
+        Field("error_code", INT16),
+        Field("error_message", NULLABLE_STRING, "5+"),
+    ),
 )
 
 # --- ControlledShutdown (7) -----------------------------------------------------------------
-# Version 0 has a request header without client_id; versions 1 and 2 are served.
+# Version 0 has a request header without client_id; versions 1 to 3 are served (3 flexible).
 
 CONTROLLED_SHUTDOWN_REQUEST = Struct(
     Field("broker_id", INT32),
@@ -298,6 +321,9 @@ CONTROLLED_SHUTDOWN_RESPONSE = Struct(
 INIT_PRODUCER_ID_REQUEST = Struct(
     Field("transactional_id", NULLABLE_STRING),
     Field("transaction_timeout_ms", INT32),
+    # v3+ (KIP-360): an existing producer asking for a new epoch after an error
+    Field("producer_id", INT64, "3+", default=-1),
+    Field("producer_epoch", INT16, "3+", default=-1),
 )
 INIT_PRODUCER_ID_RESPONSE = Struct(
     Field("throttle_time_ms", INT32),
@@ -332,6 +358,7 @@ OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
 
 # --- DescribeLogDirs (35) --------------------------------------------------------------------
 # Versions 0 and 1 are alike (1 only allows a throttle before the answer); topics None: all.
+# v3 adds a top-level error code, v4 each log dir's volume size and usable bytes.
 
 DESCRIBE_LOG_DIRS_REQUEST = Struct(
     struct_array(
@@ -340,6 +367,7 @@ DESCRIBE_LOG_DIRS_REQUEST = Struct(
 )
 DESCRIBE_LOG_DIRS_RESPONSE = Struct(
     Field("throttle_time_ms", INT32),
+    Field("error_code", INT16, "3+"),
     struct_array(
         "results",
         Field("error_code", INT16),
@@ -351,5 +379,7 @@ DESCRIBE_LOG_DIRS_RESPONSE = Struct(
             Field("offset_lag", INT64),
             Field("is_future_key", BOOL),
         ),
+        Field("total_bytes", INT64, "4+", default=-1),
+        Field("usable_bytes", INT64, "4+", default=-1),
     ),
 )

@@ -103,6 +103,8 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (86, "GROUP_SUBSCRIBED_TO_TOPIC", False, "The group is consuming that topic."),
     (87, "INVALID_RECORD", False, "A record batch breaks the format's rules."),
     (100, "UNKNOWN_TOPIC_ID", True, "This server has no topic with that topic id."),
+    (114, "MISMATCHED_ENDPOINT_TYPE", False, "The request was sent to the wrong endpoint type."),
+    (115, "UNSUPPORTED_ENDPOINT_TYPE", False, "This endpoint type is not supported."),
 )
 
 _BY_CODE: dict[int, type[KafkaError]] = {}

@@ -2,7 +2,7 @@
 our clients ask for, and the request and response schemas; ApiVersions is answered from it.
 
 Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.py`` and
-``config_apis.py``.
+``config_apis.py``, ``cluster_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
 A row's ``flexible_from`` is the API's first flexible version (KIP-482; Kafka's
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import admin_apis, apis, config_apis, group_apis
+from . import admin_apis, apis, cluster_apis, config_apis, group_apis
 from .schema import Struct
 
 
@@ -54,6 +54,8 @@ class ApiKey(IntEnum):
     ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
     OFFSET_DELETE = 47
+    DESCRIBE_CLUSTER = 60
+    DESCRIBE_PRODUCERS = 61
 
     @property
     def title(self) -> str:
@@ -90,7 +92,7 @@ class Api:
         return self.key.title
 
 
-K, a, g, ad, c = ApiKey, apis, group_apis, admin_apis, config_apis
+K, a, g, ad, c, cl = ApiKey, apis, group_apis, admin_apis, config_apis, cluster_apis
 # key, versions served (min, max), our clients' version, request and response schemas, first
 # flexible version
 # one row per API, unwrapped
@@ -100,7 +102,7 @@ APIS: tuple[Api, ...] = (
     Api(K.FETCH, 4, 13, 12, a.FETCH_REQUEST, a.FETCH_RESPONSE, flexible_from=12),
     Api(K.LIST_OFFSETS, 1, 7, 7, a.LIST_OFFSETS_REQUEST, a.LIST_OFFSETS_RESPONSE, flexible_from=6),
     Api(K.METADATA, 0, 12, 12, a.METADATA_REQUEST, a.METADATA_RESPONSE, flexible_from=9),
-    Api(K.CONTROLLED_SHUTDOWN, 1, 2, 2, a.CONTROLLED_SHUTDOWN_REQUEST, a.CONTROLLED_SHUTDOWN_RESPONSE, flexible_from=3),  # noqa: E501
+    Api(K.CONTROLLED_SHUTDOWN, 1, 3, 2, a.CONTROLLED_SHUTDOWN_REQUEST, a.CONTROLLED_SHUTDOWN_RESPONSE, flexible_from=3),  # noqa: E501
     Api(K.OFFSET_COMMIT, 2, 7, 7, g.OFFSET_COMMIT_REQUEST, g.OFFSET_COMMIT_RESPONSE, flexible_from=8),  # noqa: E501
     Api(K.OFFSET_FETCH, 1, 5, 5, g.OFFSET_FETCH_REQUEST, g.OFFSET_FETCH_RESPONSE, flexible_from=6),
     Api(K.FIND_COORDINATOR, 0, 2, 2, g.FIND_COORDINATOR_REQUEST, g.FIND_COORDINATOR_RESPONSE, flexible_from=3),  # noqa: E501
@@ -111,22 +113,24 @@ APIS: tuple[Api, ...] = (
     Api(K.DESCRIBE_GROUPS, 0, 4, 4, g.DESCRIBE_GROUPS_REQUEST, g.DESCRIBE_GROUPS_RESPONSE, flexible_from=5),  # noqa: E501
     Api(K.LIST_GROUPS, 0, 2, 2, g.LIST_GROUPS_REQUEST, g.LIST_GROUPS_RESPONSE, flexible_from=3),
     Api(K.API_VERSIONS, 0, 3, 3, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE, flexible_from=3),
-    Api(K.CREATE_TOPICS, 2, 4, 4, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE, flexible_from=5),  # noqa: E501
-    Api(K.DELETE_TOPICS, 1, 3, 3, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.CREATE_TOPICS, 2, 7, 7, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE, flexible_from=5),  # noqa: E501
+    Api(K.DELETE_TOPICS, 1, 6, 5, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE, flexible_from=4),  # noqa: E501
     Api(K.DELETE_RECORDS, 0, 2, 2, ad.DELETE_RECORDS_REQUEST, ad.DELETE_RECORDS_RESPONSE, flexible_from=2),  # noqa: E501
-    Api(K.INIT_PRODUCER_ID, 0, 1, 1, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE, flexible_from=2),  # noqa: E501
-    Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 3, 3, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.INIT_PRODUCER_ID, 0, 4, 4, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 4, 4, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE, flexible_from=4),  # noqa: E501
     Api(K.DESCRIBE_CONFIGS, 0, 4, 4, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE, flexible_from=4),  # noqa: E501
     Api(K.ALTER_CONFIGS, 0, 2, 2, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE, flexible_from=2),  # noqa: E501
-    Api(K.DESCRIBE_LOG_DIRS, 0, 1, 1, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.DESCRIBE_LOG_DIRS, 0, 4, 4, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.CREATE_PARTITIONS, 0, 3, 3, ad.CREATE_PARTITIONS_REQUEST, ad.CREATE_PARTITIONS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DELETE_GROUPS, 0, 2, 2, ad.DELETE_GROUPS_REQUEST, ad.DELETE_GROUPS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.ELECT_LEADERS, 0, 2, 2, ad.ELECT_LEADERS_REQUEST, ad.ELECT_LEADERS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 1, 1, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE, flexible_from=1),  # noqa: E501
     Api(K.OFFSET_DELETE, 0, 0, 0, ad.OFFSET_DELETE_REQUEST, ad.OFFSET_DELETE_RESPONSE),
+    Api(K.DESCRIBE_CLUSTER, 0, 1, 1, cl.DESCRIBE_CLUSTER_REQUEST, cl.DESCRIBE_CLUSTER_RESPONSE, flexible_from=0),  # noqa: E501
+    Api(K.DESCRIBE_PRODUCERS, 0, 0, 0, cl.DESCRIBE_PRODUCERS_REQUEST, cl.DESCRIBE_PRODUCERS_RESPONSE, flexible_from=0),  # noqa: E501
 )
 # fmt: on
-del K, a, g, ad, c
+del K, a, g, ad, c, cl
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.
