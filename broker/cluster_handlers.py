@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 from .protocol import errors
-from .protocol.cluster_apis import ENDPOINT_BROKERS, ENDPOINT_CONTROLLERS, OPERATIONS_OMITTED
+from .protocol.cluster_apis import (
+    CLUSTER_OPERATIONS,
+    ENDPOINT_BROKERS,
+    ENDPOINT_CONTROLLERS,
+    OPERATIONS_OMITTED,
+)
 from .protocol.errors import NONE, KafkaError
 from .protocol.registry import ApiKey
-
-# Kafka's AclOperation codes a cluster supports (CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
-# DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE), as a bit field
-CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 
 
 class ClusterHandlers:
@@ -94,4 +95,4 @@ def active_producers(state) -> list[dict]:
     ]
 
 
-__all__ = ["CLUSTER_OPERATIONS", "ClusterHandlers", "active_producers"]
+__all__ = ["ClusterHandlers", "active_producers"]

@@ -115,6 +115,7 @@ PROPERTIES: tuple[Property, ...] = (
     Property("listeners", _list, ["PLAINTEXT://127.0.0.1:9092"], "addresses to listen on"),
     Property("advertised.listeners", _list, None, "addresses clients should use, if not listeners"),
     Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
+    Property("broker.rack", _string, None, "this broker's rack, told to clients in metadata"),
     Property("zookeeper.session.timeout.ms", integer(1), 18000, "ZooKeeper session timeout"),
     Property(
         "metrics.port",

@@ -26,6 +26,7 @@ from .log.names import validate_topic_name
 from .log_dirs import describe_log_dirs
 from .metrics import NoMetrics
 from .protocol import errors, produce
+from .protocol.cluster_apis import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, check_handlers
 from .server import CLOSE_CONNECTION
@@ -339,13 +340,14 @@ class RequestHandlers:
             for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
         ]
         topics = [self._topic_metadata(name, name in created) for name in names] + failed
-        return {
-            "throttle_time_ms": 0,
-            "brokers": brokers,
-            "cluster_id": self.metadata.cluster_id,
-            "controller_id": self._controller_id(),
-            "topics": topics,
-        }
+        if body.get("include_topic_authorized_operations"):  # no authorizer: all of them
+            for topic in topics:
+                topic["topic_authorized_operations"] = TOPIC_OPERATIONS
+        answer = {"throttle_time_ms": 0, "brokers": brokers, "topics": topics}
+        answer |= {"cluster_id": self.metadata.cluster_id, "controller_id": self._controller_id()}
+        if body.get("include_cluster_authorized_operations"):  # v8-10, as librdkafka asks
+            answer["cluster_authorized_operations"] = CLUSTER_OPERATIONS
+        return answer
 
     def _controller_id(self) -> int:
         """The controller as this broker last saw ``/controller``; -1 while there is none

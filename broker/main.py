@@ -80,6 +80,7 @@ class Broker:
             self.advertised[1] or self.listen_port,
             self.reactor,
             session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
+            rack=self.config["broker.rack"],
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)

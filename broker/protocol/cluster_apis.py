@@ -28,6 +28,13 @@ from .schema import (
 OPERATIONS_OMITTED = -2147483648
 ENDPOINT_BROKERS, ENDPOINT_CONTROLLERS = 1, 2  # DescribeCluster v1's endpoint types
 
+# Kafka's answers without an authorizer: every AclOperation a resource type has, as a bit
+# field (CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
+# IDEMPOTENT_WRITE 12 for the cluster; READ 3, WRITE 4, CREATE, DELETE 6, ALTER, DESCRIBE,
+# DESCRIBE_CONFIGS, ALTER_CONFIGS for a topic)
+CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
+
 # --- DescribeCluster (60) --------------------------------------------------------------------
 
 DESCRIBE_CLUSTER_REQUEST = Struct(
