@@ -6,7 +6,7 @@
   racks, as Metadata does; the cluster's authorized operations only when asked (there is no
   authorizer yet, so, as Kafka without one, every operation a cluster has). Asked for the
   controllers (v1 endpoint type 2) it answers MISMATCHED_ENDPOINT_TYPE, for an unknown type
-  UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST in v0), as a Kafka broker does.
+  UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker does.
 - **DescribeProducers** answers, at each partition's leader, the idempotent producers its
   producer state holds: id, epoch, last sequence and the time of their last append; without
   transactions the coordinator epoch and transaction start offset are always -1.
@@ -41,7 +41,7 @@ class ClusterHandlers:
         answer |= {"endpoint_type": ENDPOINT_BROKERS, "cluster_id": "", "brokers": []}
         answer |= {"controller_id": -1, "cluster_authorized_operations": OPERATIONS_OMITTED}
         asked = body.get("endpoint_type", ENDPOINT_BROKERS)
-        if asked != ENDPOINT_BROKERS:  # Kafka's answers; v0 knows neither code
+        if asked != ENDPOINT_BROKERS:  # only v1 can ask: v0 reads as brokers
             if asked == ENDPOINT_CONTROLLERS:
                 error = errors.MismatchedEndpointTypeError
                 message = "The request was sent to an endpoint of type BROKER, "
@@ -49,8 +49,7 @@ class ClusterHandlers:
             else:
                 error = errors.UnsupportedEndpointTypeError
                 message = f"Unsupported endpoint type {asked}"
-            code = error.code if version >= 1 else errors.InvalidRequestError.code
-            return answer | {"error_code": code, "error_message": message}
+            return answer | {"error_code": error.code, "error_message": message}
         brokers = sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
         answer["brokers"] = [
             {"broker_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}

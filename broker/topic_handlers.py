@@ -141,6 +141,7 @@ class TopicHandlers:
                 body["validate_only"],
             )
             result = {"name": t["name"], "error_code": code, "error_message": message}
+            result["configs"] = []  # v5+: Kafka's empty list where a topic was refused
             result["topic_id"] = (
                 self.broker.topic_ids.id_of(t["name"]) if code == NONE else ZERO_UUID
             )
@@ -173,16 +174,11 @@ class TopicHandlers:
         for name, topic_id in asked:
             try:
                 name = self._named(name, topic_id)
+                topic_id = self.broker.topic_ids.id_of(name)  # answered with both, as Kafka
                 yield self._delete_topic(name)
                 code, message = NONE, None
             except KafkaError as exc:
                 code, message = exc.code, str(exc.args[0])
-            if (
-                name is not None
-                and topic_id == ZERO_UUID
-                and code != errors.InvalidRequestError.code
-            ):
-                topic_id = self.broker.topic_ids.id_of(name) if code == NONE else ZERO_UUID
             results.append(
                 {"name": name, "topic_id": topic_id, "error_code": code, "error_message": message}
             )
