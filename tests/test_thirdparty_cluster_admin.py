@@ -3,9 +3,11 @@ the broker (``headrace_requests_total``): confluent-kafka's AdminClient describe
 (racks and authorized operations, which librdkafka asks of Metadata v10), creates topics
 (CreateTopics v4, librdkafka's newest), describes and deletes them (DeleteTopics v4);
 kafka-python's KafkaAdminClient describes the cluster (DescribeCluster v1), reads a created
-topic's configs with their sources (CreateTopics v7), deletes topics (DeleteTopics v6) and
-describes the idempotent producers of a partition (DescribeProducers v0), at its leader,
-refused by a follower, and kept by the new leader after the old one's SIGKILL."""
+topic's configs with their sources (CreateTopics v7), deletes topics (DeleteTopics v6), reads
+its log dir's volume (DescribeLogDirs v4); both clients' idempotent producers start with
+InitProducerId v4; kafka-python describes the idempotent producers of a partition
+(DescribeProducers v0) at its leader, refused by a follower, and kept by the new leader after
+the old one's SIGKILL."""
 
 from __future__ import annotations
 
@@ -70,19 +72,21 @@ def test_confluent_kafka_describes_the_cluster_and_creates_and_deletes_topics(br
     description = described.result(timeout=30)
     assert len(description.partitions) == 3 and description.topic_id is not None
     assert description.partitions[0].leader.rack == RACK
+    _send(_idempotent_producer(broker.bootstrap), "ck-admin", 1)
     admin.delete_topics(["ck-admin"])["ck-admin"].result(timeout=30)
     with pytest.raises(KafkaException, match="UNKNOWN_TOPIC"):
         admin.delete_topics(["ck-admin"])["ck-admin"].result(timeout=30)
-    used = wait_for(
-        lambda: _counted(broker, before, ["Metadata", "CreateTopics", "DeleteTopics"]), 10
-    )
+    names = ["Metadata", "CreateTopics", "DeleteTopics", "InitProducerId"]
+    used = wait_for(lambda: _counted(broker, before, names), 10)
     # librdkafka describes the cluster with Metadata v10, the last asking for its operations,
     # and uses its newest CreateTopics (v4, not flexible) and DeleteTopics (v4, flexible)
     assert 10 in used["Metadata"]
     assert (used["CreateTopics"], used["DeleteTopics"]) == ({4}, {4})
+    assert used["InitProducerId"] == {4}  # the idempotent producer's, flexible
 
 
 def test_kafka_python_admin_at_the_newest_versions(broker):
+    from kafka import KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
@@ -105,14 +109,23 @@ def test_kafka_python_admin_at_the_newest_versions(broker):
             admin.create_topics({"kp-admin": spec})
         [described] = admin.describe_topics(["kp-admin"])
         assert len(described["partitions"]) == 2
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True)
+        producer.send("kp-admin", b"once", partition=0).get(timeout=30)
+        producer.close()
+        tp = TopicPartition("kp-admin", 0)
+        [state] = admin.describe_producers([tp])[tp].active_producers
+        assert (state.producer_epoch, state.last_sequence) == (0, 0)
+        [log_dir] = admin.describe_log_dirs()[0]["log_dirs"]
+        assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
         admin.delete_topics(["kp-admin"])
         with pytest.raises(UnknownTopicOrPartitionError):
             admin.delete_topics(["kp-admin"])
     finally:
         admin.close()
-    names = ["DescribeCluster", "CreateTopics", "DeleteTopics"]
-    used = wait_for(lambda: _counted(broker, before, names), 10)
-    assert used == {"DescribeCluster": {1}, "CreateTopics": {7}, "DeleteTopics": {6}}
+    newest = {"DescribeCluster": 1, "CreateTopics": 7, "DeleteTopics": 6, "InitProducerId": 4}
+    newest |= {"DescribeLogDirs": 4, "DescribeProducers": 0}
+    used = wait_for(lambda: _counted(broker, before, list(newest)), 10)
+    assert used == {name: {version} for name, version in newest.items()}
 
 
 def _idempotent_producer(bootstrap: str):
