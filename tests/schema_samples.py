@@ -99,3 +99,40 @@ def assert_agrees_with_json_class(cls, schema, version: int, body, decoded_like=
     assert ours == bytes(theirs)
     back = cls.decode(ours, version=version).to_dict(json=False)
     assert project(back, body) == (body if decoded_like is None else decoded_like)
+
+
+def served_cases(served: dict, *, but=()) -> list:
+    """(api, version, side) of every version served of the APIs of ``served`` ({ApiKey:
+    (kafka-python's module of its classes, (min, max))}), but the (key, side) pairs ``but``."""
+    from broker.protocol.registry import API_BY_KEY
+
+    return [
+        (API_BY_KEY[key], v, side)
+        for key, (_, (low, high)) in served.items()
+        for v in range(low, high + 1)
+        for side in ("Request", "Response")
+        if (key, side) not in but
+    ]
+
+
+def assert_served_flexible_from_kafkas_first(served: dict) -> None:
+    """Each API of ``served`` is served at exactly its versions, each flexible just where
+    kafka-python's class (Kafka's JSON) says it is."""
+    from broker.protocol.registry import API_BY_KEY
+
+    for key, (module, versions) in served.items():
+        api = API_BY_KEY[key]
+        assert (api.min_version, api.max_version) == versions
+        for side in ("Request", "Response"):
+            cls = getattr(module, api.name + side)
+            for version in range(versions[0], versions[1] + 1):
+                assert api.is_flexible(version) == bool(cls.flexible_version_q(version))
+
+
+def assert_round_trips_as_kafka_python(module, api, version: int, side: str, body) -> None:
+    """``body`` round-trips through our schema of ``api``'s ``side`` and gives the bytes of
+    kafka-python's class of it in ``module``."""
+    schema = api.request if side == "Request" else api.response
+    ours = schema.encode(body, version)
+    assert project(schema.decode(ours, version), body) == body
+    assert_agrees_with_json_class(getattr(module, api.name + side), schema, version, body)

@@ -9,7 +9,12 @@ import pytest
 from kafka.protocol.admin import groups as kp_groups
 from kafka.protocol.admin import topics as kp_topics
 from kafka.protocol.consumer import group as kp_consumer
-from schema_samples import assert_agrees_with_json_class, project, sample
+from schema_samples import (
+    assert_round_trips_as_kafka_python,
+    assert_served_flexible_from_kafkas_first,
+    sample,
+    served_cases,
+)
 
 from broker.create_partitions import new_partitions
 from broker.elect_leaders import PREFERRED, UNCLEAN, elect
@@ -31,22 +36,11 @@ ADMIN = {
     ApiKey.ELECT_LEADERS: (kp_topics, (0, 2)),
     ApiKey.OFFSET_DELETE: (kp_consumer, (0, 0)),
 }
-CASES = [
-    (API_BY_KEY[key], v, side)
-    for key, (_, (low, high)) in ADMIN.items()
-    for v in range(low, high + 1)
-    for side in ("Request", "Response")
-]
+CASES = served_cases(ADMIN)
 
 
 def test_every_version_up_to_kafkas_newest_is_served_flexible_from_kafkas_first():
-    for key, (module, served) in ADMIN.items():
-        api = API_BY_KEY[key]
-        assert (api.min_version, api.max_version) == served
-        for side in ("Request", "Response"):
-            cls = getattr(module, api.name + side)
-            for version in range(served[0], served[1] + 1):
-                assert api.is_flexible(version) == bool(cls.flexible_version_q(version))
+    assert_served_flexible_from_kafkas_first(ADMIN)
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["values", "nulls"])
@@ -54,13 +48,8 @@ def test_every_version_up_to_kafkas_newest_is_served_flexible_from_kafkas_first(
     "api, version, side", CASES, ids=[f"{a.name}{s}-v{v}" for a, v, s in CASES]
 )
 def test_bytes_equal_kafka_python_and_round_trip(api, version, side, nulls):
-    schema = api.request if side == "Request" else api.response
-    body = sample(schema, version, nulls)
-    ours = schema.encode(body, version)
-    assert project(schema.decode(ours, version), body) == body
-    assert_agrees_with_json_class(
-        getattr(ADMIN[api.key][0], api.name + side), schema, version, body
-    )
+    body = sample(api.request if side == "Request" else api.response, version, nulls)
+    assert_round_trips_as_kafka_python(ADMIN[api.key][0], api, version, side, body)
 
 
 def test_delete_records_request_golden_bytes():
