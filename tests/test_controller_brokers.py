@@ -228,7 +228,7 @@ def test_controlled_shutdown_over_the_wire(make_cluster):
         led = [p for p in range(3) if state(zk, "moved", p).leader == leaving]
         assert led
 
-        done = _controlled_shutdown(at, leaving, epoch)
+        done = _controlled_shutdown(at, leaving, epoch, version=3)  # flexible
         assert done == {"error_code": 0, "remaining_partitions": []}
         for p in range(3):
             s = state(zk, "moved", p)
