@@ -2,7 +2,8 @@
 v5+ answering a topic's partitions, replication factor and configs with their sources (v7 its
 id), refusals with an empty config list; DeleteTopics v6 by topic id, with UNKNOWN_TOPIC_ID
 and INVALID_REQUEST for both or neither; InitProducerId v3+ with an existing producer's id
-and epoch; DescribeCluster's endpoint types; DescribeProducers' refusals."""
+and epoch; DescribeCluster's endpoint types; DescribeProducers' refusals; Metadata v10
+answering the cluster's and a topic's authorized operations when asked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from admin_clients import request
 from conftest import metadata
 
 from broker.protocol import errors
-from broker.protocol.cluster_apis import CLUSTER_OPERATIONS, OPERATIONS_OMITTED
+from broker.protocol.cluster_apis import CLUSTER_OPERATIONS, OPERATIONS_OMITTED, TOPIC_OPERATIONS
 from broker.protocol.config_apis import ConfigSource
 from broker.protocol.registry import ApiKey
 
@@ -130,3 +131,16 @@ def test_describe_producers_refuses_unknown_partitions_and_answers_none_for_a_qu
         ("quiet", 5, unknown, []),
         ("no-such-topic", 0, unknown, []),
     ]
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_metadata_answers_authorized_operations_only_when_asked(cluster1, asked):
+    port = cluster1.brokers[0].port
+    _create(port, f"operations-{asked}", 7)
+    body = {"topics": [{"name": f"operations-{asked}"}], "allow_auto_topic_creation": False}
+    body |= {"include_cluster_authorized_operations": asked}
+    body |= {"include_topic_authorized_operations": asked}
+    answer = request(port, ApiKey.METADATA, body, 10)  # the last version with the cluster's
+    expected = (CLUSTER_OPERATIONS, TOPIC_OPERATIONS) if asked else (OPERATIONS_OMITTED,) * 2
+    topic_operations = answer["topics"][0]["topic_authorized_operations"]
+    assert (answer["cluster_authorized_operations"], topic_operations) == expected
