@@ -1,0 +1,376 @@
+"""One clean of one compacted log, as Kafka's ``Cleaner`` does it, off the appending thread.
+
+    >>> job = CleanJob(...)                   # taken on the log's thread (cleaner.py)
+    >>> offset_map, end = build_offset_map(job)  # key -> latest offset over the dirty section
+    >>> for group in group_segments(job, end):
+    ...     cleaned = clean_group(job, group, offset_map)   # a ``.cleaned`` file, or None
+
+The *dirty section* is what no clean has seen yet, from the checkpointed first dirty offset
+up to ``end`` (the active segment, the recovery point, the high watermark and
+``min.compaction.lag.ms`` bound it, at segment boundaries).  Every segment from the log start
+up to ``end`` is then rewritten, a group of neighbouring segments (at most ``segment.bytes``
+together) into one file, keeping offsets and each batch's first and last offset: a record
+stays if no later record of its key is in the map, a tombstone (null value) also only until
+``delete.retention.ms`` has passed since the segment holding it was cleaned, a record without
+a key never.  A batch that loses some records is rebuilt around the rest (same header fields,
+codec and offset deltas); the last batch of each live idempotent producer is kept even when
+empty, so its sequence numbers survive.  Pure over bytes and descriptors given to it: no
+reactor, no shared state; the caller swaps the files in (swap.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol import compression
+from ..protocol.columns import record_fields
+from ..protocol.records import (
+    COMPRESSION_MASK,
+    CRC_POSITION,
+    HEADER,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    BatchHeader,
+    compute_crc,
+    decode_batch,
+    records_section,
+)
+from ..protocol.varint import decode_varint
+from .names import LOG_SUFFIX, offset_file_name
+
+CLEANED_SUFFIX = ".cleaned"
+KEY_ENTRY_BYTES = 24  # Kafka's offset map: a 16-byte key hash and an 8-byte offset per key
+_MAX_SPAN = 2**31 - 1  # offsets of one segment are 32-bit deltas from its base
+_READ_CHUNK = 1024 * 1024
+_WRITE_CHUNK = 1024 * 1024
+
+
+class CleanAborted(Exception):
+    """The cleaner was told to stop; the files written so far are discarded."""
+
+
+@dataclass
+class SegmentCopy:
+    """One segment as the cleaner sees it: a descriptor of its own and what it covers."""
+
+    base_offset: int
+    next_offset: int  # the next segment's base (or the segment's own end)
+    size: int
+    fd: int
+    mtime: float
+
+
+@dataclass
+class CleanJob:
+    """What one clean needs, taken on the log's thread; the cleaner thread reads only this."""
+
+    directory: Path
+    segments: list[SegmentCopy]  # from the log start up to the cleanable end, in order
+    first_dirty: int
+    cleanable_end: int
+    now_ms: int
+    delete_retention_ms: int
+    segment_bytes: int
+    index_interval: int
+    max_map_keys: int
+    producer_last_offsets: dict[int, int]  # producer id -> last offset of its last batch
+    throttle: Throttle | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        for segment in self.segments:
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1
+
+
+@dataclass
+class CleanedGroup:
+    """A group of segments rewritten into ``path`` (``<base>.log.cleaned``, fsynced; None
+    when it would come out unchanged)."""
+
+    bases: list[int]  # the segments it replaces
+    path: Path | None
+    bytes_read: int
+    bytes_written: int
+    records_kept: int
+    records_removed: int
+    tombstones_kept: bool
+    mtime: float  # seconds: the cleaned file's modification time (tombstones' clock)
+
+
+class Throttle:
+    """``log.cleaner.io.max.bytes.per.second``, shared by the cleaner threads: callers sleep
+    so that the bytes they read and wrote stay below the rate."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def spent(self, amount: int) -> None:
+        if self.rate == float("inf"):
+            return
+        with self._lock:
+            self._bytes += amount
+            ahead = self._bytes / self.rate - (time.monotonic() - self._start)
+            if time.monotonic() - self._start > 1.0 and ahead <= 0:
+                self._start, self._bytes = time.monotonic(), 0
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def batches(segment: SegmentCopy, job: CleanJob) -> Iterator[tuple[BatchHeader, memoryview]]:
+    """Every batch of a segment (header and bytes), read in chunks of about a megabyte."""
+    position = 0
+    while position < segment.size:
+        if job.stop.is_set():
+            raise CleanAborted
+        chunk = os.pread(segment.fd, min(_READ_CHUNK, segment.size - position), position)
+        if len(chunk) < HEADER_SIZE:
+            return
+        view = memoryview(chunk)
+        off = 0
+        while off + HEADER_SIZE <= len(chunk):
+            header = BatchHeader._make(HEADER.unpack_from(chunk, off))
+            size = header.batch_length + LOG_OVERHEAD
+            if off + size > len(chunk):
+                if off == 0:  # a batch larger than the chunk: read it whole
+                    whole = os.pread(segment.fd, size, position)
+                    yield header, memoryview(whole)
+                    off = size
+                break
+            yield header, view[off : off + size]
+            off += size
+        if job.throttle is not None:
+            job.throttle.spent(off)
+        position += off
+
+
+def _keys_and_offsets(batch, header: BatchHeader):
+    """(data, spans, keys, offsets, tombstones) of a batch's records: ``spans`` are each
+    record's (start, end) in the decompressed ``data``."""
+    _, data = records_section(batch, 0, verify_crc=False)
+    count = header.record_count
+    fields = record_fields(data, count) if count else None
+    base = header.base_offset
+    if fields is not None:
+        ends = (fields.value_start + fields.value_len.clip(0) + 1).tolist()
+        starts = [0, *ends[:-1]]
+        keys = [
+            data[s : s + n] if n >= 0 else None
+            for s, n in zip(fields.key_start.tolist(), fields.key_len.tolist())
+        ]
+        offsets = (fields.offset_delta + base).tolist()
+        tombstones = (fields.value_len < 0).tolist()
+        return data, list(zip(starts, ends)), keys, offsets, tombstones
+    records = decode_batch(batch, 0, verify_crc=False).records
+    spans, pos = [], 0
+    for _ in records:
+        length, after = decode_varint(data, pos)
+        spans.append((pos, after + length))
+        pos = after + length
+    keys = [r.key for r in records]
+    offsets = [r.offset for r in records]
+    tombstones = [r.value is None for r in records]
+    return data, spans, keys, offsets, tombstones
+
+
+# --- the offset map --------------------------------------------------------------------------
+
+
+def build_offset_map(job: CleanJob) -> tuple[dict[bytes, int], int]:
+    """key -> offset of its latest record over the dirty section, and the offset the map
+    covers up to (a segment boundary: where a segment would have overfilled the map)."""
+    offset_map: dict[bytes, int] = {}
+    end = job.first_dirty
+    for segment in job.segments:
+        if segment.next_offset <= job.first_dirty:
+            continue
+        if segment.base_offset >= job.cleanable_end:
+            break
+        counted = []
+        for header, batch in batches(segment, job):
+            counted.append((header, batch))
+        records = sum(h.record_count for h, _ in counted)
+        if offset_map and len(offset_map) + records > job.max_map_keys:
+            break  # the rest waits for the next clean
+        for header, batch in counted:
+            if header.last_offset < job.first_dirty or not header.record_count:
+                continue
+            _, _, keys, offsets, _ = _keys_and_offsets(batch, header)
+            offset_map.update((k, o) for k, o in zip(keys, offsets) if k is not None)
+        end = segment.next_offset
+    return offset_map, end
+
+
+# --- groups and their rewrite ----------------------------------------------------------------
+
+
+def group_segments(job: CleanJob, end: int) -> list[list[SegmentCopy]]:
+    """The segments below ``end`` in groups of neighbours that fit one segment together
+    (``segment.bytes``, and 2**31 offsets), as Kafka's ``groupSegmentsBySize``."""
+    groups: list[list[SegmentCopy]] = []
+    for segment in job.segments:
+        if segment.base_offset >= end:
+            break
+        group = groups[-1] if groups else None
+        if (
+            group is not None
+            and sum(s.size for s in group) + segment.size <= job.segment_bytes
+            and segment.next_offset - group[0].base_offset <= _MAX_SPAN
+        ):
+            group.append(segment)
+        else:
+            groups.append([segment])
+    return groups
+
+
+def _rebuilt(header: BatchHeader, batch, data: bytes, spans, keep: list[int]) -> bytes:
+    """The batch with only the records at indexes ``keep``: same base offset, last offset
+    delta, producer fields and codec; an empty batch (no codec) when none is kept."""
+    body = b"".join(data[spans[i][0] : spans[i][1]] for i in keep)
+    attributes = header.attributes
+    if not keep:
+        attributes &= ~COMPRESSION_MASK  # Kafka's empty batches carry no codec
+    elif header.compression != compression.NONE:
+        body = compression.compress(header.compression, body)
+    out = bytearray(HEADER_SIZE + len(body))
+    HEADER.pack_into(
+        out,
+        0,
+        header.base_offset,
+        HEADER_SIZE + len(body) - LOG_OVERHEAD,
+        header.partition_leader_epoch,
+        header.magic,
+        0,
+        attributes,
+        header.last_offset_delta,
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        len(keep),
+    )
+    out[HEADER_SIZE:] = body
+    out[CRC_POSITION : CRC_POSITION + 4] = compute_crc(out).to_bytes(4, "big")
+    return bytes(out)
+
+
+def clean_group(
+    job: CleanJob, group: list[SegmentCopy], offset_map: dict[bytes, int]
+) -> CleanedGroup:
+    """Rewrite ``group`` into ``<first base>.log.cleaned`` (fsynced, its modification time
+    the clean's if it holds dirty records, else the newest of the group's); no file when the
+    group is one segment that would come out unchanged."""
+    path = job.directory / (offset_file_name(group[0].base_offset, LOG_SUFFIX) + CLEANED_SUFFIX)
+    horizon_s = (job.now_ms - job.delete_retention_ms) / 1000.0
+    last_of_producer = job.producer_last_offsets
+    pending: list[bytes | memoryview] = []
+    pending_bytes = written = read = kept_total = removed_total = 0
+    changed = len(group) > 1
+    tombstones_kept = False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for segment in group:
+            drop_tombstones = segment.next_offset <= job.first_dirty and segment.mtime <= horizon_s
+            for header, batch in batches(segment, job):
+                read += len(batch)
+                if header.record_count == 0:
+                    out: bytes | memoryview | None = batch
+                    kept, tombstone = 0, False
+                    if last_of_producer.get(header.producer_id) != header.last_offset:
+                        out = None  # an empty batch no live producer needs any more
+                else:
+                    out, kept, tombstone = _filtered(
+                        header, batch, offset_map, drop_tombstones, last_of_producer
+                    )
+                kept_total += kept
+                removed_total += header.record_count - kept
+                if out is not batch:
+                    changed = True
+                if out is None:
+                    continue
+                tombstones_kept = tombstones_kept or tombstone
+                pending.append(out)
+                pending_bytes += len(out)
+                if pending_bytes >= _WRITE_CHUNK:
+                    written += _write(fd, pending, job)
+                    pending, pending_bytes = [], 0
+        if not changed:
+            os.close(fd)
+            fd = -1
+            path.unlink()
+            return CleanedGroup(
+                [s.base_offset for s in group],
+                None,
+                read,
+                0,
+                kept_total,
+                0,
+                tombstones_kept,
+                group[0].mtime,
+            )
+        written += _write(fd, pending, job)
+        os.fsync(fd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+            fd = -1
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    dirty = any(s.next_offset > job.first_dirty for s in group)
+    mtime = job.now_ms / 1000.0 if dirty else max(s.mtime for s in group)
+    os.utime(path, (mtime, mtime))
+    return CleanedGroup(
+        [s.base_offset for s in group],
+        path,
+        read,
+        written,
+        kept_total,
+        removed_total,
+        tombstones_kept,
+        mtime,
+    )
+
+
+def _filtered(header, batch, offset_map, drop_tombstones, last_of_producer):
+    """(the batch as it is, rebuilt around the records it keeps, or None if nothing stays;
+    records kept; whether a kept one is a tombstone)."""
+    data, spans, keys, offsets, tombstones = _keys_and_offsets(batch, header)
+    get = offset_map.get
+    keep = [
+        i
+        for i, (key, offset, tombstone) in enumerate(zip(keys, offsets, tombstones))
+        if key is not None and get(key, -1) <= offset and not (tombstone and drop_tombstones)
+    ]
+    tombstone_kept = any(tombstones[i] for i in keep)
+    if len(keep) == len(keys):
+        return batch, len(keep), tombstone_kept
+    if not keep and last_of_producer.get(header.producer_id) != header.last_offset:
+        return None, 0, False
+    return _rebuilt(header, batch, data, spans, keep), len(keep), tombstone_kept
+
+
+def _write(fd: int, parts: list, job: CleanJob) -> int:
+    data = b"".join(parts)
+    view = memoryview(data)
+    while view:
+        done = os.write(fd, view)
+        view = view[done:]
+    if job.throttle is not None:
+        job.throttle.spent(len(data))
+    return len(data)
