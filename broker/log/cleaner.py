@@ -335,13 +335,11 @@ class LogCleaner:
             self._jobs.append(taken.job)
             d = threads.deferToThreadPool(self._reactor, self._pool, self.run, taken.job)
             d.addCallbacks(
-                self._finish,
-                self._failed,
-                callbackArgs=(taken, logs),
-                errbackArgs=(taken,),
+                lambda result, taken=taken: self._finish(taken, result, logs),
+                lambda failure, taken=taken: self._failed(taken, failure),
             )
 
-    def _failed(self, failure, taken: _Taken) -> None:
+    def _failed(self, taken: _Taken, failure) -> None:
         self._done(taken)
         if failure.check(CleanAborted):
             return

@@ -1,0 +1,291 @@
+"""Compacted topics on real brokers: keyed updates and deletes read back by confluent-kafka
+and kcat as the latest value per key, tombstones gone after ``delete.retention.ms``, on three
+brokers that each clean their own copy; keyless records refused with INVALID_RECORD; a
+key-value store rebuilt from offset 0 by our consumer; a broker killed (SIGKILL) at every
+step of a clean; the cleaner keeping up with a steady stream."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from command_lines import kcat_read
+from conftest import wait_for
+
+from broker.log.checkpoint import read_checkpoint
+from consumers.consumer import EARLIEST, Consumer
+from consumers.producer import Producer
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import Consumer as KafkaConsumer  # noqa: E402
+from confluent_kafka import KafkaError, TopicPartition  # noqa: E402
+from confluent_kafka import Producer as KafkaProducer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+FAST_CLEANER = {
+    "log_cleaner_backoff_ms": 100,
+    "log_flush_offset_checkpoint_interval_ms": 300,
+    "log_retention_check_interval_ms": 200,
+}
+COMPACT = {
+    "cleanup.policy": "compact",
+    "segment.bytes": "8192",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "3000",
+    "file.delete.delay.ms": "1000",
+}
+
+
+def create(bootstrap: str, topic: str, replicas: int = 1, **config) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(
+        topic, num_partitions=1, replication_factor=replicas, config={**COMPACT, **config}
+    )
+    admin.create_topics([new])[topic].result(timeout=20)
+
+
+def produce(bootstrap: str, topic: str, pairs) -> dict[int, tuple]:
+    """Send (key, value) pairs in order with acks=all; offset -> (key, value)."""
+    producer = KafkaProducer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    written: dict[int, tuple] = {}
+    failures = []
+
+    def delivered(err, msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            written[msg.offset()] = (msg.key(), msg.value())
+
+    for key, value in pairs:
+        producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        producer.poll(0)
+    producer.flush(30)
+    assert not failures, failures
+    return written
+
+
+def read_back(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes | None]]:
+    """(offset, key, value) of every record from offset 0, by confluent-kafka."""
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise AssertionError(msg.error())
+            out.append((msg.offset(), msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    raise AssertionError("no end of partition within 30 s")
+
+
+def updates(n: int, keys: int, seed: int, size: int = 100):
+    rng = random.Random(seed)
+    return [(b"user-%d" % rng.randrange(keys), b"%d:" % i + b"v" * size) for i in range(n)]
+
+
+def latest(written: dict[int, tuple]) -> dict[bytes, bytes | None]:
+    return {written[o][0]: written[o][1] for o in sorted(written)}
+
+
+def assert_subsequence_with_every_latest(kept, written) -> None:
+    """Each record read is the one written at its offset, offsets increase, and each key's
+    latest record is among them."""
+    assert [o for o, _, _ in kept] == sorted({o for o, _, _ in kept})
+    for offset, key, value in kept:
+        assert written[offset] == (key, value), offset
+    offsets = {o for o, _, _ in kept}
+    last = {}
+    for offset in sorted(written):
+        last[written[offset][0]] = offset
+    assert set(last.values()) <= offsets
+
+
+def partition_dirs(cluster, topic: str) -> list[Path]:
+    return [
+        b.workdir / f"broker-{b.broker_id}-logs" / f"{topic}-0"
+        for b in cluster.brokers
+        if (b.workdir / f"broker-{b.broker_id}-logs" / f"{topic}-0").exists()
+    ]
+
+
+def test_updates_and_deletes_read_back_as_the_latest_per_key_on_every_replica(make_cluster):
+    cluster = make_cluster(3, **FAST_CLEANER)
+    create(cluster.bootstrap, "profiles", replicas=3)
+    written = produce(cluster.bootstrap, "profiles", updates(1500, keys=50, seed=1))
+    deleted = [b"user-%d" % i for i in range(10)]
+    written.update(produce(cluster.bootstrap, "profiles", [(k, None) for k in deleted]))
+    # more updates of the other keys roll the tombstones out of the active segment
+    filler = [(b"user-%d" % (10 + i % 40), b"f" * 150) for i in range(300)]
+    written.update(produce(cluster.bootstrap, "profiles", filler))
+    expected = latest(written)
+    end = max(written) + 1
+
+    def compacted():
+        kept = read_back(cluster.bootstrap, "profiles")
+        return kept if len(kept) < end / 3 else None
+
+    kept = wait_for(compacted, 30, interval=0.5)
+    assert_subsequence_with_every_latest(kept, written)
+    assert {k: v for _, k, v in kept} == expected  # deleted keys still read as tombstones
+    assert all(expected[k] is None for k in deleted)
+    # every broker cleaned its own copy: each holds far less than was produced
+    produced_bytes = sum(len(k) + len(v or b"") for k, v in written.values())
+    wait_for(
+        lambda: (
+            len(partition_dirs(cluster, "profiles")) == 3
+            and all(
+                sum(p.stat().st_size for p in d.glob("*.log")) < produced_bytes / 2
+                for d in partition_dirs(cluster, "profiles")
+            )
+        ),
+        30,
+        interval=0.5,
+    )
+
+    def tombstones_gone():
+        kept = read_back(cluster.bootstrap, "profiles")
+        return kept if not {k for _, k, _ in kept} & set(deleted) else None
+
+    kept = wait_for(tombstones_gone, 40, interval=1.0)  # delete.retention.ms after their clean
+    assert {k: v for _, k, v in kept} == {k: v for k, v in expected.items() if v is not None}
+    text = kcat_read(cluster.bootstrap, "profiles", "%o %k\n")
+    assert len(text.splitlines()) == len(kept)
+
+
+def test_a_keyless_record_is_refused_with_invalid_record(make_cluster):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    create(cluster.bootstrap, "keyed")
+    producer = KafkaProducer({"bootstrap.servers": cluster.bootstrap, "retries": 0})
+    errors = []
+    producer.produce("keyed", value=b"no key", on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(20)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD
+    written = produce(cluster.bootstrap, "keyed", [(b"k", b"v")])
+    assert list(written) == [0]  # nothing of the refused batch was appended
+
+
+def test_a_compacted_topic_rebuilds_a_key_value_store_from_offset_0(make_cluster):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    create(cluster.bootstrap, "store")
+    rng = random.Random(5)
+    state: dict[bytes, bytes] = {}
+    with Producer(bootstrap_servers=cluster.bootstrap, acks="all", batch_size=4096) as producer:
+        for i in range(3000):
+            key = b"item-%d" % rng.randrange(200)
+            if rng.random() < 0.1:
+                producer.send("store", None, key=key)
+                state.pop(key, None)
+            else:
+                value = b"%d" % i + b"." * rng.randrange(100)
+                producer.send("store", value, key=key)
+                state[key] = value
+        producer.flush()
+
+    def rebuilt():
+        consumer = Consumer(bootstrap_servers=cluster.bootstrap)
+        consumer.assign([("store", 0, EARLIEST)])
+        view: dict[bytes, bytes] = {}
+        seen = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            batch = consumer.poll(0.5)
+            if not batch and consumer.positions[("store", 0)] >= 3000:
+                break
+            for message in batch:
+                seen += 1
+                if message.value is None:
+                    view.pop(message.key, None)
+                else:
+                    view[message.key] = message.value
+        consumer.close()
+        return (view, seen) if seen < 1500 else None  # read after the cleaner's work
+
+    view, _ = wait_for(rebuilt, 30, interval=0.5)
+    assert view == state
+
+
+def test_a_broker_killed_at_every_step_of_a_clean_keeps_a_correct_log(make_cluster, monkeypatch):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker = cluster.brokers[0]
+    create(cluster.bootstrap, "crashy")
+    written = produce(cluster.bootstrap, "crashy", updates(800, keys=40, seed=3))
+    broker.stop()
+    data = broker.workdir / f"broker-{broker.broker_id}-logs" / "crashy-0"
+    for i, step in enumerate(["cleaned", "swap", "deleted", "installed", "random"]):
+        if step != "random":
+            monkeypatch.setenv("HEADRACE_TEST_CLEANER_KILL_AT", step)
+        broker.start()
+        monkeypatch.delenv("HEADRACE_TEST_CLEANER_KILL_AT", raising=False)
+        if step == "random":  # a real SIGKILL whenever a clean has files in flight
+            more = updates(3000, keys=40, seed=20)
+            sender = threading.Thread(
+                target=lambda pairs=more: written.update(
+                    produce(cluster.bootstrap, "crashy", pairs)
+                )
+            )
+            sender.start()
+            wait_for(
+                lambda: any(n.endswith((".cleaned", ".swap")) for n in os.listdir(data)),
+                30,
+                interval=0.002,
+            )
+            broker.kill()
+            sender.join(60)
+        else:
+            written.update(produce(cluster.bootstrap, "crashy", updates(400, keys=40, seed=10 + i)))
+            wait_for(lambda: broker.process.poll() is not None, 30)  # killed itself at ``step``
+            broker.process = None
+        broker.start()
+        kept = read_back(cluster.bootstrap, "crashy")
+        # acks=all answered before the kill: everything acknowledged is in ``written``
+        assert_subsequence_with_every_latest(kept, written)
+        broker.stop()
+
+
+def test_the_cleaner_keeps_up_with_a_steady_stream(make_cluster):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker = cluster.brokers[0]
+    create(cluster.bootstrap, "stream")
+    stop = time.monotonic() + 6
+    rng = random.Random(9)
+    producer = KafkaProducer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 5})
+    sent = 0
+    while time.monotonic() < stop:
+        for _ in range(200):
+            producer.produce("stream", key=b"s-%d" % rng.randrange(100), value=b"x" * 200)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.02)
+    producer.flush(30)
+    checkpoint = broker.workdir / f"broker-{broker.broker_id}-logs" / "cleaner-offset-checkpoint"
+    data = checkpoint.parent / "stream-0"
+
+    def caught_up():
+        bases = sorted(int(p.name[:20]) for p in data.glob("*.log"))
+        cleaned = read_checkpoint(checkpoint).get(("stream", 0), 0)
+        return cleaned >= bases[-1] and cleaned > 0
+
+    wait_for(caught_up, 30, interval=0.3)  # every segment but the active one is clean
+    cleans = broker.log_path.read_text().count("stream-0: cleaned offsets up to")
+    assert cleans >= 2
+    kept = read_back(cluster.bootstrap, "stream")
+    assert len(kept) < sent / 4
+    assert len({k for _, k, _ in kept}) == 100
