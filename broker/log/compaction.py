@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 from ..protocol import compression
@@ -208,7 +209,10 @@ def build_offset_map(job: CleanJob) -> tuple[dict[bytes, int], int]:
             if header.last_offset < job.first_dirty or not header.record_count:
                 continue
             _, _, keys, offsets, _ = _keys_and_offsets(batch, header)
-            offset_map.update((k, o) for k, o in zip(keys, offsets) if k is not None)
+            if None in keys:  # records without a key (before the topic was compacted) go
+                offset_map.update((k, o) for k, o in zip(keys, offsets) if k is not None)
+            else:
+                offset_map.update(zip(keys, offsets))
         end = segment.next_offset
     return offset_map, end
 
@@ -351,12 +355,15 @@ def _filtered(header, batch, offset_map, drop_tombstones, last_of_producer):
     """(the batch as it is, rebuilt around the records it keeps, or None if nothing stays;
     records kept; whether a kept one is a tombstone)."""
     data, spans, keys, offsets, tombstones = _keys_and_offsets(batch, header)
-    get = offset_map.get
-    keep = [
-        i
-        for i, (key, offset, tombstone) in enumerate(zip(keys, offsets, tombstones))
-        if key is not None and get(key, -1) <= offset and not (tombstone and drop_tombstones)
-    ]
+    latest = list(map(offset_map.get, keys, repeat(-1)))
+    if None in keys:
+        latest = [2**63 if k is None else o for k, o in zip(keys, latest)]
+    if drop_tombstones:
+        keep = [
+            i for i, (o, x, t) in enumerate(zip(latest, offsets, tombstones)) if o <= x and not t
+        ]
+    else:
+        keep = [i for i, (o, x) in enumerate(zip(latest, offsets)) if o <= x]
     tombstone_kept = any(tombstones[i] for i in keep)
     if len(keep) == len(keys):
         return batch, len(keep), tombstone_kept
