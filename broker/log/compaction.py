@@ -32,14 +32,13 @@ from ..protocol import compression
 from ..protocol.columns import record_fields
 from ..protocol.records import (
     COMPRESSION_MASK,
-    CRC_POSITION,
     HEADER,
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
-    compute_crc,
     decode_batch,
     records_section,
+    with_body,
 )
 from ..protocol.varint import decode_varint
 from .names import LOG_SUFFIX, offset_file_name
@@ -248,27 +247,7 @@ def _rebuilt(header: BatchHeader, batch, data: bytes, spans, keep: list[int]) ->
         attributes &= ~COMPRESSION_MASK  # Kafka's empty batches carry no codec
     elif header.compression != compression.NONE:
         body = compression.compress(header.compression, body)
-    out = bytearray(HEADER_SIZE + len(body))
-    HEADER.pack_into(
-        out,
-        0,
-        header.base_offset,
-        HEADER_SIZE + len(body) - LOG_OVERHEAD,
-        header.partition_leader_epoch,
-        header.magic,
-        0,
-        attributes,
-        header.last_offset_delta,
-        header.base_timestamp,
-        header.max_timestamp,
-        header.producer_id,
-        header.producer_epoch,
-        header.base_sequence,
-        len(keep),
-    )
-    out[HEADER_SIZE:] = body
-    out[CRC_POSITION : CRC_POSITION + 4] = compute_crc(out).to_bytes(4, "big")
-    return bytes(out)
+    return with_body(header, body, attributes, header.last_offset_delta, len(keep))
 
 
 def clean_group(

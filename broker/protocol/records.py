@@ -350,6 +350,35 @@ def build_batch(
     return bytes(batch)
 
 
+def with_body(
+    header: BatchHeader, body: bytes, attributes: int, last_offset_delta: int, count: int
+) -> bytes:
+    """A batch with ``header``'s offsets, epochs, timestamps and producer fields around a
+    record section ``body`` (as stored: compressed if ``attributes`` name a codec), with
+    these attributes, lastOffsetDelta and record count, and its CRC computed."""
+    out = bytearray(HEADER_SIZE + len(body))
+    HEADER.pack_into(
+        out,
+        0,
+        header.base_offset,
+        HEADER_SIZE + len(body) - LOG_OVERHEAD,
+        header.partition_leader_epoch,
+        header.magic,
+        0,
+        attributes,
+        last_offset_delta,
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        count,
+    )
+    out[HEADER_SIZE:] = body
+    _U32.pack_into(out, CRC_POSITION, compute_crc(out))
+    return bytes(out)
+
+
 def with_log_append_time(batch, now_ms: int) -> bytes:
     """A copy of the batch stamped with LogAppendTime ``now_ms``, CRC recomputed.
 
