@@ -341,3 +341,52 @@ def test_the_loader_and_dump_log_read_a_compacted_topic(make_cluster, tmp_path):
         [*HEADRACE, "dump-log", str(data)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert dumped.returncode == 0 and "INVALID" not in dumped.stdout
+
+
+def test_a_follower_back_from_a_stop_copies_its_leaders_compacted_log(make_cluster, tmp_path):
+    from broker.log import LogConfig, PartitionLog
+    from broker.protocol.records import decode_batch, split_batches
+
+    cluster = make_cluster(2, **FAST_CLEANER)
+    create(cluster.bootstrap, "copied", replicas=2)
+    leader_id = metadata_leader(cluster, "copied")
+    follower = next(b for b in cluster.brokers if b.broker_id != leader_id)
+    follower.stop()
+    written = produce(cluster.bootstrap, "copied", updates(2000, keys=30, seed=4))
+    leader = cluster.broker(leader_id)
+    checkpoint = leader.workdir / f"broker-{leader_id}-logs" / "cleaner-offset-checkpoint"
+    wait_for(lambda: read_checkpoint(checkpoint).get(("copied", 0), 0) > 0, 30, interval=0.3)
+    kept = read_back(cluster.bootstrap, "copied")
+    assert len(kept) < len(written) / 3
+    follower.start()
+    end = max(written) + 1
+    directory = follower.workdir / f"broker-{follower.broker_id}-logs" / "copied-0"
+
+    def caught_up():
+        names = [p for p in directory.glob("*.log") if p.stat().st_size]
+        data = b"".join(p.read_bytes() for p in sorted(names))
+        last = None
+        for _, header in split_batches(data):
+            last = header.next_offset
+        return last == end
+
+    wait_for(caught_up, 30, interval=0.3)
+    follower.stop()
+    config = LogConfig(cleanup_policy="compact")
+    copy = PartitionLog.open(directory, config)
+    got, offset = [], 0
+    while offset < copy.log_end_offset:
+        data = copy.read(offset, 1 << 20)
+        for pos, header in split_batches(data):
+            got += [(r.offset, r.key, r.value) for r in decode_batch(data, pos).records]
+            offset = header.next_offset
+    copy.close()
+    assert_subsequence_with_every_latest(got, written)
+    assert len(got) < len(written) / 2  # the leader's gaps, copied (and the follower's clean)
+
+
+def metadata_leader(cluster, topic: str) -> int:
+    from conftest import metadata
+
+    body = metadata(cluster.brokers[0].port, [topic])
+    return body["topics"][0]["partitions"][0]["leader_id"]
