@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from ..protocol import compression
 from ..protocol.columns import record_fields
@@ -156,33 +159,80 @@ def batches(segment: SegmentCopy, job: CleanJob) -> Iterator[tuple[BatchHeader, 
         position += off
 
 
-def _keys_and_offsets(batch, header: BatchHeader):
-    """(data, spans, keys, offsets, tombstones) of a batch's records: ``spans`` are each
-    record's (start, end) in the decompressed ``data``."""
-    _, data = records_section(batch, 0, verify_crc=False)
-    count = header.record_count
-    fields = record_fields(data, count) if count else None
-    base = header.base_offset
-    if fields is not None:
-        ends = (fields.value_start + fields.value_len.clip(0) + 1).tolist()
-        starts = [0, *ends[:-1]]
-        keys = [
-            data[s : s + n] if n >= 0 else None
-            for s, n in zip(fields.key_start.tolist(), fields.key_len.tolist())
-        ]
-        offsets = (fields.offset_delta + base).tolist()
-        tombstones = (fields.value_len < 0).tolist()
-        return data, list(zip(starts, ends)), keys, offsets, tombstones
-    records = decode_batch(batch, 0, verify_crc=False).records
-    spans, pos = [], 0
-    for _ in records:
-        length, after = decode_varint(data, pos)
-        spans.append((pos, after + length))
-        pos = after + length
-    keys = [r.key for r in records]
-    offsets = [r.offset for r in records]
-    tombstones = [r.value is None for r in records]
-    return data, spans, keys, offsets, tombstones
+def batch_runs(segment: SegmentCopy, job: CleanJob) -> Iterator[list]:
+    """The batches of a segment in runs of about a megabyte, decoded a run at a time."""
+    run: list = []
+    size = 0
+    for header, batch in batches(segment, job):
+        run.append((header, batch))
+        size += len(batch)
+        if size >= _READ_CHUNK:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+class RunRecords(NamedTuple):
+    """The records of a run of batches: their sections joined in ``data``, each record's
+    (start, end) there, key (None: none), offset and whether it is a tombstone; ``bounds``
+    are each batch's (first, end) indexes into those."""
+
+    data: bytes
+    spans: list
+    keys: list
+    offsets: np.ndarray
+    tombstones: np.ndarray
+    bounds: list
+
+
+def decode_run(run: list) -> RunRecords:
+    """The records of ``run`` walked by one numpy pass over the joined record sections
+    (records delimit themselves); record by record where that pass cannot (headers)."""
+    sections = [
+        records_section(b, 0, verify_crc=False)[1] if h.record_count else b"" for h, b in run
+    ]
+    counts = [h.record_count for h, _ in run]
+    data = b"".join(sections)
+    bounds, i = [], 0
+    for count in counts:
+        bounds.append((i, i + count))
+        i += count
+    fields = record_fields(data, i) if data else None
+    if fields is None:
+        return _decode_slowly(run, data, bounds)
+    ends = (fields.value_start + fields.value_len.clip(0) + 1).tolist()
+    keys = [
+        data[s : s + n] if n >= 0 else None
+        for s, n in zip(fields.key_start.tolist(), fields.key_len.tolist())
+    ]
+    bases = np.repeat(np.array([h.base_offset for h, _ in run], np.int64), counts)
+    return RunRecords(
+        data,
+        list(zip([0, *ends[:-1]], ends)),
+        keys,
+        fields.offset_delta + bases,
+        fields.value_len < 0,
+        bounds,
+    )
+
+
+def _decode_slowly(run: list, data: bytes, bounds: list) -> RunRecords:
+    spans, keys, offsets, tombstones = [], [], [], []
+    pos = 0
+    for header, batch in run:
+        if not header.record_count:
+            continue
+        for record in decode_batch(batch, 0, verify_crc=False).records:
+            length, after = decode_varint(data, pos)
+            spans.append((pos, after + length))
+            pos = after + length
+            keys.append(record.key)
+            offsets.append(record.offset)
+            tombstones.append(record.value is None)
+    return RunRecords(
+        data, spans, keys, np.array(offsets, np.int64), np.array(tombstones, bool), bounds
+    )
 
 
 # --- the offset map --------------------------------------------------------------------------
@@ -198,20 +248,20 @@ def build_offset_map(job: CleanJob) -> tuple[dict[bytes, int], int]:
             continue
         if segment.base_offset >= job.cleanable_end:
             break
-        counted = []
-        for header, batch in batches(segment, job):
-            counted.append((header, batch))
-        records = sum(h.record_count for h, _ in counted)
-        if offset_map and len(offset_map) + records > job.max_map_keys:
+        # at most one record per offset: stop before a segment that could overfill the map
+        span = segment.next_offset - max(segment.base_offset, job.first_dirty)
+        if offset_map and len(offset_map) + span > job.max_map_keys:
             break  # the rest waits for the next clean
-        for header, batch in counted:
-            if header.last_offset < job.first_dirty or not header.record_count:
+        for run in batch_runs(segment, job):
+            run = [(h, b) for h, b in run if h.last_offset >= job.first_dirty and h.record_count]
+            if not run:
                 continue
-            _, _, keys, offsets, _ = _keys_and_offsets(batch, header)
-            if None in keys:  # records without a key (before the topic was compacted) go
-                offset_map.update((k, o) for k, o in zip(keys, offsets) if k is not None)
+            records = decode_run(run)
+            if None in records.keys:  # records without a key (before the topic was compacted)
+                pairs = zip(records.keys, records.offsets.tolist())
+                offset_map.update((k, o) for k, o in pairs if k is not None)
             else:
-                offset_map.update(zip(keys, offsets))
+                offset_map.update(zip(records.keys, records.offsets.tolist()))
         end = segment.next_offset
     return offset_map, end
 
@@ -238,7 +288,7 @@ def group_segments(job: CleanJob, end: int) -> list[list[SegmentCopy]]:
     return groups
 
 
-def _rebuilt(header: BatchHeader, batch, data: bytes, spans, keep: list[int]) -> bytes:
+def _rebuilt(header: BatchHeader, data: bytes, spans, keep: list[int]) -> bytes:
     """The batch with only the records at indexes ``keep``: same base offset, last offset
     delta, producer fields and codec; an empty batch (no codec) when none is kept."""
     body = b"".join(data[spans[i][0] : spans[i][1]] for i in keep)
@@ -267,29 +317,25 @@ def clean_group(
     try:
         for segment in group:
             drop_tombstones = segment.next_offset <= job.first_dirty and segment.mtime <= horizon_s
-            for header, batch in batches(segment, job):
-                read += len(batch)
-                if header.record_count == 0:
-                    out: bytes | memoryview | None = batch
-                    kept, tombstone = 0, False
-                    if last_of_producer.get(header.producer_id) != header.last_offset:
-                        out = None  # an empty batch no live producer needs any more
-                else:
-                    out, kept, tombstone = _filtered(
-                        header, batch, offset_map, drop_tombstones, last_of_producer
-                    )
-                kept_total += kept
-                removed_total += header.record_count - kept
-                if out is not batch:
-                    changed = True
-                if out is None:
-                    continue
-                tombstones_kept = tombstones_kept or tombstone
-                pending.append(out)
-                pending_bytes += len(out)
-                if pending_bytes >= _WRITE_CHUNK:
-                    written += _write(fd, pending, job)
-                    pending, pending_bytes = [], 0
+            for run in batch_runs(segment, job):
+                records = decode_run(run)
+                keep = _keep(records, offset_map, drop_tombstones)
+                tombstones_kept = tombstones_kept or bool((keep & records.tombstones).any())
+                for (header, batch), (i, j) in zip(run, records.bounds):
+                    read += len(batch)
+                    out = _filtered(header, batch, records, keep, i, j, last_of_producer)
+                    kept = int(keep[i:j].sum())
+                    kept_total += kept
+                    removed_total += header.record_count - kept
+                    if out is not batch:
+                        changed = True
+                    if out is None:
+                        continue
+                    pending.append(out)
+                    pending_bytes += len(out)
+                    if pending_bytes >= _WRITE_CHUNK:
+                        written += _write(fd, pending, job)
+                        pending, pending_bytes = [], 0
         if not changed:
             os.close(fd)
             fd = -1
@@ -330,25 +376,32 @@ def clean_group(
     )
 
 
-def _filtered(header, batch, offset_map, drop_tombstones, last_of_producer):
-    """(the batch as it is, rebuilt around the records it keeps, or None if nothing stays;
-    records kept; whether a kept one is a tombstone)."""
-    data, spans, keys, offsets, tombstones = _keys_and_offsets(batch, header)
-    latest = list(map(offset_map.get, keys, repeat(-1)))
-    if None in keys:
-        latest = [2**63 if k is None else o for k, o in zip(keys, latest)]
+def _keep(records: RunRecords, offset_map: dict, drop_tombstones: bool) -> np.ndarray:
+    """Which records of a run stay: a key whose latest offset (in the map, else none) is not
+    after the record's, and not a tombstone whose time has come."""
+    latest = np.fromiter(map(offset_map.get, records.keys, repeat(-1)), np.int64, len(records.keys))
+    keep = latest <= records.offsets
+    if None in records.keys:
+        keep &= np.array([k is not None for k in records.keys], bool)
     if drop_tombstones:
-        keep = [
-            i for i, (o, x, t) in enumerate(zip(latest, offsets, tombstones)) if o <= x and not t
-        ]
-    else:
-        keep = [i for i, (o, x) in enumerate(zip(latest, offsets)) if o <= x]
-    tombstone_kept = any(tombstones[i] for i in keep)
-    if len(keep) == len(keys):
-        return batch, len(keep), tombstone_kept
-    if not keep and last_of_producer.get(header.producer_id) != header.last_offset:
-        return None, 0, False
-    return _rebuilt(header, batch, data, spans, keep), len(keep), tombstone_kept
+        keep &= ~records.tombstones
+    return keep
+
+
+def _filtered(header, batch, records: RunRecords, keep, i: int, j: int, last_of_producer):
+    """The batch as it is, rebuilt around the records it keeps (``keep[i:j]``), or None if
+    nothing stays (an empty batch is kept for a live producer's last batch)."""
+    mine = keep[i:j]
+    if mine.all():
+        return batch if header.record_count or _producers_last(header, last_of_producer) else None
+    if not mine.any() and not _producers_last(header, last_of_producer):
+        return None
+    kept = (np.flatnonzero(mine) + i).tolist()
+    return _rebuilt(header, records.data, records.spans, kept)
+
+
+def _producers_last(header, last_of_producer) -> bool:
+    return last_of_producer.get(header.producer_id) == header.last_offset
 
 
 def _write(fd: int, parts: list, job: CleanJob) -> int:
