@@ -4,6 +4,7 @@ a crash at every step of the swap, followers copying a compacted log, recovery a
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -244,3 +245,52 @@ def test_compact_only_logs_are_not_deleted_by_retention(tmp_path):
     plog.config = LogConfig(segment_bytes=1024, cleanup_policy="compact,delete", retention_bytes=10)
     assert plog.enforce_retention() > 0
     plog.close()
+
+
+def test_a_truncation_during_a_clean_discards_it(tmp_path):
+    plog = open_log(tmp_path)
+    produce(plog, updates(900))
+    cleaner = LogCleaner(CleanerConfig(), plog.clock)
+    now = int(plog.clock.seconds() * 1000)
+    _, first_dirty, end = cleaner._plan(plog, now)
+    taken = cleaner._take(plog, first_dirty, end, now)
+    result = cleaner.run(taken.job)  # the cleaner thread's part, done
+    assert [g for g in result.groups if g.path is not None]
+    cut = plog.segments[-2].base_offset  # a replica cut back below the clean's end
+    plog.truncate_to(cut)
+    before = records(plog)
+    result = cleaner._finish(taken, result, {("kv", 0): plog})
+    assert result.swapped == 0 and records(plog) == before
+    names = [p.name for p in (tmp_path / "kv-0").iterdir()]
+    assert not [n for n in names if n.endswith((".cleaned", ".swap"))]
+    assert cleaner.checkpoint_of(plog) == 0 and not cleaner.in_progress
+    plog.close()
+
+
+def test_compaction_lags_bound_what_is_cleaned_and_when(tmp_path):
+    clock = clock_now()
+    config = dataclasses.replace(
+        COMPACT, min_cleanable_dirty_ratio=1.0, max_compaction_lag_ms=5_000
+    )
+    plog = open_log(tmp_path, config, clock=clock)
+    now_ms = int(clock.seconds() * 1000)
+    for i in range(300):
+        plog.append(build_batch([(b"k%d" % (i % 10), b"v" * 60, None, now_ms)]))
+    plog.flush()
+    plog.high_watermark = plog.log_end_offset
+    cleaner = LogCleaner(CleanerConfig(), clock)
+    assert cleaner.clean_now(plog) is None  # below the ratio, not yet overdue
+    clock.advance(6)
+    assert cleaner.clean_now(plog) is not None  # max.compaction.lag.ms passed: cleaned
+    plog.close()
+
+    young = dataclasses.replace(COMPACT, min_compaction_lag_ms=60_000)
+    other = PartitionLog.open(tmp_path / "young-0", young, clock=clock)
+    for i in range(300):
+        other.append(build_batch([(b"k%d" % (i % 10), b"v" * 60, None, now_ms + 6_000)]))
+    other.flush()
+    other.high_watermark = other.log_end_offset
+    assert cleaner.clean_now(other) is None  # every record younger than the lag
+    clock.advance(61)
+    assert cleaner.clean_now(other) is not None
+    other.close()

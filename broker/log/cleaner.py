@@ -8,7 +8,7 @@ own, as Kafka's ``LogCleaner`` and ``LogCleanerManager`` do.
 
 On each tick (the log manager's schedule, on the reactor) a free thread gets the dirtiest
 compacted log whose dirty share (bytes not yet cleaned below the cleanable end, over all bytes
-below it) is at least ``min.cleanable.dirty.ratio``, or whose oldest dirty record is older
+below it) is above ``min.cleanable.dirty.ratio``, or whose oldest dirty record is older
 than ``max.compaction.lag.ms``, or whose kept tombstones have come due
 (``delete.retention.ms`` after the clean that kept them; after a restart, each compacted log
 once).  The log thread takes a ``CleanJob``: duplicated descriptors of the segments to read
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
-from ..protocol.records import HEADER, HEADER_SIZE
+from ..protocol.records import BASE_TIMESTAMP, HEADER, HEADER_SIZE
 from .checkpoint import CheckpointError, read_checkpoint
 from .clock import milliseconds
 from .compaction import (
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
-_BASE_TIMESTAMP = 5  # index of baseTimestamp in a header tuple
 _LOAD_FACTOR = 0.9  # log.cleaner.io.buffer.load.factor
 
 
@@ -108,6 +107,7 @@ class _Taken:
     plog: PartitionLog
     job: CleanJob
     segments: list
+    truncations: int  # a truncation meanwhile may have taken back records the map holds
 
 
 class LogCleaner:
@@ -179,7 +179,7 @@ class LogCleaner:
         key = (plog.topic, plog.partition)
         due = self.tombstones_due.get(key)
         if (
-            (dirty_bytes and ratio >= config.min_cleanable_dirty_ratio)
+            (dirty_bytes and ratio > config.min_cleanable_dirty_ratio)
             or (dirty_bytes and self._overdue(segments[dirty[0]], now, config))
             or (due is not None and due <= now)
         ):
@@ -192,7 +192,7 @@ class LogCleaner:
         if config.max_compaction_lag_ms >= now:
             return False
         first = os.pread(segment.fd, HEADER_SIZE, 0)
-        ts = HEADER.unpack(first)[_BASE_TIMESTAMP] if len(first) == HEADER_SIZE else -1
+        ts = HEADER.unpack(first)[BASE_TIMESTAMP] if len(first) == HEADER_SIZE else -1
         if ts < 0:
             ts = segment.largest_timestamp_or_mtime()
         return ts < now - config.max_compaction_lag_ms
@@ -231,7 +231,7 @@ class LogCleaner:
             self.throttle,
         )
         self.in_progress.add((plog.topic, plog.partition))
-        return _Taken(plog, job, chosen)
+        return _Taken(plog, job, chosen, plog.truncations)
 
     def _choose(self, logs: Iterable[PartitionLog], now: int) -> _Taken | None:
         best = None
@@ -269,7 +269,12 @@ class LogCleaner:
         """On the log's thread: swap each group in, if its segments are still the log's."""
         plog, key = taken.plog, (taken.plog.topic, taken.plog.partition)
         try:
-            alive = logs.get(key) is plog and not plog.offline and self._pool is not False
+            alive = (
+                logs.get(key) is plog
+                and not plog.offline
+                and plog.truncations == taken.truncations
+                and self._pool is not False
+            )
             changed = [g for g in result.groups if g.path is not None]
             for i, cleaned in enumerate(changed):
                 count = len(cleaned.bases)
