@@ -17,6 +17,7 @@ from command_lines import kcat_read
 from conftest import wait_for
 
 from broker.log.checkpoint import read_checkpoint
+from broker.protocol.errors import InvalidRecordError
 from consumers.consumer import EARLIEST, Consumer
 from consumers.producer import Producer
 
@@ -184,8 +185,13 @@ def test_a_keyless_record_is_refused_with_invalid_record(make_cluster):
     producer.produce("keyed", value=b"no key", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(20)
     assert errors and errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD
+    with Producer(bootstrap_servers=cluster.bootstrap) as ours:
+        refused = ours.send("keyed", b"no key either")
+        ours.flush()
+    with pytest.raises(InvalidRecordError, match="accepts only records with a key"):
+        refused.result()
     written = produce(cluster.bootstrap, "keyed", [(b"k", b"v")])
-    assert list(written) == [0]  # nothing of the refused batch was appended
+    assert list(written) == [0]  # nothing of the refused batches was appended
 
 
 def test_a_compacted_topic_rebuilds_a_key_value_store_from_offset_0(make_cluster):
