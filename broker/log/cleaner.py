@@ -119,6 +119,7 @@ class LogCleaner:
         self.first_dirty: dict[tuple[str, int], int] = {}
         self.tombstones_due: dict[tuple[str, int], int] = {}  # ms; 0: look once
         self.in_progress: set[tuple[str, int]] = set()
+        self.uncleanable: set[tuple[str, int]] = set()  # a clean of theirs failed
         self.throttle = Throttle(config.io_max_bytes_per_second)
         self.cleans = 0
         self.bytes_cleaned = 0
@@ -236,7 +237,8 @@ class LogCleaner:
     def _choose(self, logs: Iterable[PartitionLog], now: int) -> _Taken | None:
         best = None
         for plog in logs:
-            if (plog.topic, plog.partition) in self.in_progress:
+            key = (plog.topic, plog.partition)
+            if key in self.in_progress or key in self.uncleanable:
                 continue
             plan = self._plan(plog, now)
             if plan is not None and (best is None or plan[0] > best[0][0]):
@@ -346,9 +348,15 @@ class LogCleaner:
 
     def _failed(self, taken: _Taken, failure) -> None:
         self._done(taken)
-        if failure.check(CleanAborted):
-            return
-        log.error("%s: the clean failed: %s", taken.plog.directory.name, failure.value)
+        if failure.check(CleanAborted) or not taken.plog.directory.exists():
+            return  # stopping, or the log was deleted meanwhile
+        key = (taken.plog.topic, taken.plog.partition)
+        self.uncleanable.add(key)  # as Kafka's: not tried again until the broker restarts
+        log.error(
+            "%s: the clean failed, the log is not cleaned again until a restart: %s",
+            taken.plog.directory.name,
+            failure.getErrorMessage(),
+        )
 
     def start(self, reactor) -> None:
         if self.config.enable and self._pool is None:

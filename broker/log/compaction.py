@@ -33,11 +33,13 @@ import numpy as np
 
 from ..protocol import compression
 from ..protocol.columns import record_fields
+from ..protocol.errors import CorruptMessageError
 from ..protocol.records import (
     COMPRESSION_MASK,
     HEADER,
     HEADER_SIZE,
     LOG_OVERHEAD,
+    MIN_BATCH_LENGTH,
     BatchHeader,
     decode_batch,
     records_section,
@@ -146,9 +148,18 @@ def batches(segment: SegmentCopy, job: CleanJob) -> Iterator[tuple[BatchHeader, 
         while off + HEADER_SIZE <= len(chunk):
             header = BatchHeader._make(HEADER.unpack_from(chunk, off))
             size = header.batch_length + LOG_OVERHEAD
+            if header.batch_length < MIN_BATCH_LENGTH:
+                raise CorruptMessageError(
+                    f"segment {segment.base_offset}: batch length {header.batch_length} at "
+                    f"byte {position + off}"
+                )
             if off + size > len(chunk):
                 if off == 0:  # a batch larger than the chunk: read it whole
                     whole = os.pread(segment.fd, size, position)
+                    if len(whole) < size:
+                        raise CorruptMessageError(
+                            f"segment {segment.base_offset}: a batch cut short at byte {position}"
+                        )
                     yield header, memoryview(whole)
                     off = size
                 break
