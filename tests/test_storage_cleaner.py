@@ -294,3 +294,16 @@ def test_compaction_lags_bound_what_is_cleaned_and_when(tmp_path):
     clock.advance(61)
     assert cleaner.clean_now(other) is not None
     other.close()
+
+
+def test_a_small_dedupe_buffer_cleans_in_several_passes(tmp_path):
+    plog = open_log(tmp_path)
+    written = produce(plog, updates(900))
+    cleaner = LogCleaner(CleanerConfig(dedupe_buffer_size=int(60 * 24 / 0.9) + 24), plog.clock)
+    ends = []
+    while (result := cleaner.clean_now(plog)) is not None and len(ends) < 20:
+        ends.append(result.end)
+        assert_compacted(records(plog), written, result.end)
+    assert len(ends) > 1 and ends == sorted(ends)  # each pass as far as 60 keys reach
+    assert ends[-1] == plog.active_segment.base_offset
+    plog.close()
