@@ -133,6 +133,19 @@ def partition_dirs(cluster, topic: str) -> list[Path]:
     ]
 
 
+def wait_cleaned(broker, topic: str, timeout: float = 30) -> None:
+    """Until every segment of ``topic``-0 on ``broker`` but the active one is clean (by its
+    ``cleaner-offset-checkpoint``)."""
+    logs = broker.workdir / f"broker-{broker.broker_id}-logs"
+
+    def caught_up():
+        bases = sorted(int(p.name[:20]) for p in (logs / f"{topic}-0").glob("*.log"))
+        cleaned = read_checkpoint(logs / "cleaner-offset-checkpoint").get((topic, 0), 0)
+        return cleaned >= bases[-1] > 0
+
+    wait_for(caught_up, timeout, interval=0.3)
+
+
 def test_updates_and_deletes_read_back_as_the_latest_per_key_on_every_replica(make_cluster):
     cluster = make_cluster(3, **FAST_CLEANER)
     create(cluster.bootstrap, "profiles", replicas=3)
@@ -288,15 +301,7 @@ def test_the_cleaner_keeps_up_with_a_steady_stream(make_cluster):
         producer.poll(0)
         time.sleep(0.02)
     producer.flush(30)
-    checkpoint = broker.workdir / f"broker-{broker.broker_id}-logs" / "cleaner-offset-checkpoint"
-    data = checkpoint.parent / "stream-0"
-
-    def caught_up():
-        bases = sorted(int(p.name[:20]) for p in data.glob("*.log"))
-        cleaned = read_checkpoint(checkpoint).get(("stream", 0), 0)
-        return cleaned >= bases[-1] and cleaned > 0
-
-    wait_for(caught_up, 30, interval=0.3)  # every segment but the active one is clean
+    wait_cleaned(broker, "stream")  # every segment but the active one is clean
     cleans = broker.log_path.read_text().count("stream-0: cleaned offsets up to")
     assert cleans >= 2
     kept = read_back(cluster.bootstrap, "stream")
@@ -321,14 +326,8 @@ def test_the_loader_and_dump_log_read_a_compacted_topic(make_cluster, tmp_path):
         for i in range(2500)
     ]
     produce(cluster.bootstrap, "events", pairs)
-    checkpoint = broker.workdir / f"broker-{broker.broker_id}-logs" / "cleaner-offset-checkpoint"
-    data = checkpoint.parent / "events-0"
-
-    def caught_up():
-        bases = sorted(int(p.name[:20]) for p in data.glob("*.log"))
-        return read_checkpoint(checkpoint).get(("events", 0), 0) >= bases[-1] > 0
-
-    wait_for(caught_up, 30, interval=0.3)
+    wait_cleaned(broker, "events")
+    data = broker.workdir / f"broker-{broker.broker_id}-logs" / "events-0"
     kept = read_back(cluster.bootstrap, "events")
     assert len(kept) < 1000  # offsets with gaps: far fewer records than offsets
     warehouse = tmp_path / "wh"
@@ -396,3 +395,32 @@ def metadata_leader(cluster, topic: str) -> int:
 
     body = metadata(cluster.brokers[0].port, [topic])
     return body["topics"][0]["partitions"][0]["leader_id"]
+
+
+def test_a_zookeeper_group_reads_a_compacted_topic_once_across_a_restart(make_cluster):
+    from consumers.group import GroupConsumer
+
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker = cluster.brokers[0]
+    create(cluster.bootstrap, "feed")
+    written = produce(cluster.bootstrap, "feed", updates(2000, keys=25, seed=8))
+    wait_cleaned(broker, "feed")
+    kept = read_back(cluster.bootstrap, "feed")
+    seen: list = []
+    for share in (len(kept) // 2, len(kept)):  # the second resumes from the first's commit
+        group = GroupConsumer(
+            "feeders",
+            ["feed"],
+            cluster.zookeeper_connect,
+            auto_offset_reset="smallest",
+            auto_commit=False,  # only what was taken is committed
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < share:
+            taken = group.poll(0.5)[: share - len(seen)]
+            seen += [(m.offset, m.key, m.value) for m in taken]
+            if taken:
+                group.commit(taken[-1])
+        group.close()
+    assert seen == kept
+    assert_subsequence_with_every_latest(seen, written)
