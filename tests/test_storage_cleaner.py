@@ -307,3 +307,20 @@ def test_a_small_dedupe_buffer_cleans_in_several_passes(tmp_path):
     assert len(ends) > 1 and ends == sorted(ends)  # each pass as far as 60 keys reach
     assert ends[-1] == plog.active_segment.base_offset
     plog.close()
+
+
+def test_a_read_up_to_an_offset_in_a_gap_returns_the_batches_below_it(tmp_path):
+    plog = open_log(tmp_path)
+    produce(plog, updates(900))
+    LogCleaner(CleanerConfig(), plog.clock).clean_now(plog)
+    gaps = []
+    for segment, following in zip(plog.segments, plog.segments[1:]):
+        ends = [h[0] + h[6] + 1 for _, h in segment.scan_headers(0, segment.size)]
+        if ends and ends[-1] < following.base_offset:
+            gaps.append((segment, ends[-1]))
+    assert gaps  # the cleaner left segments whose last offsets went
+    for segment, gap_start in gaps:
+        first = next(segment.scan_headers(0, segment.size))[1][0]
+        piece = plog.read_slice(first, 1 << 20, max_offset=gap_start)
+        assert piece.size == segment.size  # all of it, none of the next segment
+    plog.close()

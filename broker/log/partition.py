@@ -427,7 +427,8 @@ class PartitionLog:
                 if start is not None:
                     end = segment.read_end(start, max(1, max_bytes))
                     if max_offset is not None and max_offset < segment.next_offset:
-                        end = min(end, segment.find_position(max_offset) or start)
+                        below = segment.find_position(max_offset)  # None: in a trailing gap
+                        end = end if below is None else min(end, max(below, start))
                     return segment.slice(start, end)
             i += 1
         return FileSlice(self.segments[-1].fd, self.segments[-1].size, 0)
