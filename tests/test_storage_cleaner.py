@@ -5,6 +5,7 @@ a crash at every step of the swap, followers copying a compacted log, recovery a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import time
 
@@ -56,11 +57,11 @@ def records(plog) -> list[tuple[int, bytes, bytes | None]]:
     out, offset = [], plog.log_start_offset
     while offset < plog.log_end_offset:
         data = plog.read(offset, 1 << 20)
-        last = offset
+        if not data:  # a gap up to the log end (a truncation into one)
+            break
         for pos, header in split_batches(data):
             out += [(r.offset, r.key, r.value) for r in decode_batch(data, pos).records]
-            last = header.next_offset
-        offset = last
+            offset = header.next_offset
     return out
 
 
@@ -324,3 +325,20 @@ def test_a_read_up_to_an_offset_in_a_gap_returns_the_batches_below_it(tmp_path):
         piece = plog.read_slice(first, 1 << 20, max_offset=gap_start)
         assert piece.size == segment.size  # all of it, none of the next segment
     plog.close()
+
+
+def test_a_replica_truncates_a_compacted_log_to_an_offset_in_a_gap(tmp_path):
+    plog = open_log(tmp_path)
+    written = produce(plog, updates(900))
+    LogCleaner(CleanerConfig(), plog.clock).clean_now(plog)
+    offsets = [o for o, _, _ in records(plog)]
+    spans = [(h[0], h[0] + h[6] + 1) for s in plog.segments for _, h in s.scan_headers(0, s.size)]
+    holes = [end + 1 for (_, end), (base, _) in itertools.pairwise(spans) if base > end + 1]
+    cut = holes[len(holes) // 2]  # strictly between two batches that stay
+    assert plog.truncate_to(cut)
+    assert [o for o, _, _ in records(plog)] == [o for o in offsets if o < cut]
+    plog.close()
+    reopened = open_log(tmp_path, recover=True, recovery_point=0)
+    assert [o for o, _, _ in records(reopened)] == [o for o in offsets if o < cut]
+    assert written
+    reopened.close()

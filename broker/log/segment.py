@@ -477,8 +477,9 @@ class Segment:
                 if next_offset == offset:
                     return position  # what follows is the unflushed tail: not read here
         except EOFError:
-            pass
-        return None
+            return None
+        # ``offset`` in a gap the cleaner left after the segment's last batch: its end
+        return position if self.gaps_allowed and next_offset < offset else None
 
     def _check_from(self, position: int, file_size: int, expected: int) -> int:
         """Walk and CRC-check batches from ``position``; returns the end of the last good one."""
