@@ -358,9 +358,7 @@ def test_a_follower_back_from_a_stop_copies_its_leaders_compacted_log(make_clust
     follower = next(b for b in cluster.brokers if b.broker_id != leader_id)
     follower.stop()
     written = produce(cluster.bootstrap, "copied", updates(2000, keys=30, seed=4))
-    leader = cluster.broker(leader_id)
-    checkpoint = leader.workdir / f"broker-{leader_id}-logs" / "cleaner-offset-checkpoint"
-    wait_for(lambda: read_checkpoint(checkpoint).get(("copied", 0), 0) > 0, 30, interval=0.3)
+    wait_cleaned(cluster.broker(leader_id), "copied")
     kept = read_back(cluster.bootstrap, "copied")
     assert len(kept) < len(written) / 3
     follower.start()
