@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
@@ -117,14 +117,14 @@ class LogCleaner:
         self.config = config
         self.clock = clock
         self.first_dirty: dict[tuple[str, int], int] = {}
-        self.tombstones_due: dict[tuple[str, int], int] = {}  # ms; 0: look once
+        self.tombstones_due: dict[tuple[str, int], int | None] = {}  # ms; 0: look once
         self.in_progress: set[tuple[str, int]] = set()
         self.uncleanable: set[tuple[str, int]] = set()  # a clean of theirs failed
         self.throttle = Throttle(config.io_max_bytes_per_second)
         self.cleans = 0
         self.bytes_cleaned = 0
         self._pool: ThreadPool | bool | None = None  # False once stopped
-        self._reactor = None
+        self._reactor: Any = None
         self._jobs: list[CleanJob] = []
         self._idle_until = 0
 
@@ -329,7 +329,8 @@ class LogCleaner:
 
     def tick(self, logs: Mapping) -> None:
         """Start cleans on free threads (with a reactor: see ``start``)."""
-        if not self.config.enable or not self._pool:
+        pool = self._pool
+        if not self.config.enable or not isinstance(pool, ThreadPool):
             return
         now = milliseconds(self.clock)
         if now < self._idle_until:
@@ -340,7 +341,7 @@ class LogCleaner:
                 self._idle_until = now + self.config.backoff_ms
                 return
             self._jobs.append(taken.job)
-            d = threads.deferToThreadPool(self._reactor, self._pool, self.run, taken.job)
+            d = threads.deferToThreadPool(self._reactor, pool, self.run, taken.job)
             d.addCallbacks(
                 lambda result, taken=taken: self._finish(taken, result, logs),
                 lambda failure, taken=taken: self._failed(taken, failure),
@@ -368,8 +369,9 @@ class LogCleaner:
         """Tell running cleans to stop (their files are discarded) and join the threads."""
         for job in self._jobs:
             job.stop.set()
-        if self._pool:
-            pool, self._pool = self._pool, False  # cleans finishing after this are discarded
+        pool = self._pool
+        if isinstance(pool, ThreadPool):
+            self._pool = False  # cleans finishing after this are discarded
             pool.stop()
 
 

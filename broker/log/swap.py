@@ -58,6 +58,7 @@ def _path(directory: Path, base: int, suffix: str, extra: str = "") -> Path:
 
 def write_indexes(cleaned: CleanedGroup, index_interval: int) -> None:
     """Build the cleaned file's two indexes as ``.cleaned`` files (fsynced)."""
+    assert cleaned.path is not None, "a group the clean wrote has a file"
     directory, base = cleaned.path.parent, cleaned.bases[0]
     fd = os.open(cleaned.path, os.O_RDONLY)
     try:
