@@ -136,6 +136,8 @@ class GroupCoordinator:
     ) -> defer.Deferred:
         """A JoinGroup; the Deferred fires with the response body.  ``group_instance_id`` is
         ignored (no static membership, see above); ``reason`` (v8+) is logged."""
+        if reason:
+            log.info("a member %r joins group %s: %s", member_id, group_id, reason)
         if rebalance_timeout_ms < 0:  # v0 has none: the session timeout serves
             rebalance_timeout_ms = session_timeout_ms
         if not (self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms):
@@ -173,8 +175,6 @@ class GroupCoordinator:
         elif member_id not in group.members:
             return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
 
-        if reason:
-            log.info("member %s joins group %s: %s", member_id, group_id, reason)
         member = group.members.get(member_id)
         if member is None:
             member = group.members[member_id] = Member(
