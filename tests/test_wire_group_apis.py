@@ -1,6 +1,7 @@
 """The consumer-group API schemas (``broker.protocol.group_apis``).
 
-Round trips for every version of every request and response, byte-for-byte agreement with
+Round trips for every version of every request and response, flexible ones included,
+byte-for-byte agreement with
 kafka-python's encoders (its hand-written classes in ``kafka.protocol.old`` and its classes
 generated from Kafka's JSON definitions), golden bytes, and a check that the broker
 advertises exactly these versions.
@@ -410,4 +411,42 @@ def test_golden_offset_fetch_v5_response_puts_the_group_error_last():
         "0000"  # metadata ""
         "0000"  # partition error_code 0
         "0010"  # error_code 16 NOT_COORDINATOR, for the whole group (v2+)
+    )
+
+
+def test_golden_find_coordinator_v4_request_is_compact_with_a_key_array():
+    body = {"key_type": 0, "coordinator_keys": ["g1", "g2"]}
+    encoded = GROUP_BY_KEY[ApiKey.FIND_COORDINATOR].request.encode(body, 4)
+    assert encoded == bytes.fromhex(
+        "00"  # key_type 0: groups (no "key" field from v4)
+        "03"  # coordinator_keys: compact array, 2 elements + 1
+        "03"
+        "6731"  # "g1": compact string, 2 bytes + 1
+        "03"
+        "6732"  # "g2"
+        "00"  # no tagged fields
+    )
+    assert GROUP_BY_KEY[ApiKey.FIND_COORDINATOR].request.decode(encoded, 4) == {
+        **body,
+        "key": "",
+    }
+
+
+def test_golden_leave_group_v5_request_names_each_member_with_a_reason():
+    body = {
+        "group_id": "g",
+        "members": [{"member_id": "m", "group_instance_id": None, "reason": "bye"}],
+    }
+    encoded = GROUP_BY_KEY[ApiKey.LEAVE_GROUP].request.encode(body, 5)
+    assert encoded == bytes.fromhex(
+        "02"
+        "67"  # group_id "g" (no member_id field from v3)
+        "02"  # one member
+        "02"
+        "6d"  # . member_id "m"
+        "00"  # . group_instance_id null
+        "04"
+        "627965"  # . reason "bye" (v5+)
+        "00"  # . the member's tagged fields: none
+        "00"  # the request's tagged fields: none
     )
