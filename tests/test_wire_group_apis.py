@@ -1,10 +1,9 @@
 """The consumer-group API schemas (``broker.protocol.group_apis``).
 
 Round trips for every version of every request and response, flexible ones included,
-byte-for-byte agreement with
-kafka-python's encoders (its hand-written classes in ``kafka.protocol.old`` and its classes
-generated from Kafka's JSON definitions), golden bytes, and a check that the broker
-advertises exactly these versions.
+byte-for-byte agreement with kafka-python's encoders (its hand-written classes in
+``kafka.protocol.old`` and its classes generated from Kafka's JSON definitions), golden
+bytes, and a check that the broker advertises exactly these versions.
 """
 
 from __future__ import annotations
