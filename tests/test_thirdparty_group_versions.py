@@ -15,38 +15,30 @@ import asyncio
 import time
 
 import pytest
-from conftest import Cluster, create_topic
+import test_thirdparty_flexible as flexible
+from conftest import create_topic
 from kafkajs_client import GroupMember
 from metrics_scrape import scrape
-from test_thirdparty_flexible import versions_used
-
-from headrace.devcluster import free_port
 
 pytestmark = pytest.mark.integration  # real clients against a broker process
+
+broker = flexible.broker  # the same fixture (a module's own broker, with its metrics page)
+versions_used = flexible.versions_used
 
 TOPIC = "flexible-groups"
 COUNT = 40
 
 
-@pytest.fixture(scope="module")
-def broker(zookeeper, tmp_path_factory):
-    cluster = Cluster(
-        tmp_path_factory.mktemp("flexgroups"),
-        f"{zookeeper.connect}/flexgroups-{time.monotonic_ns()}",
-        1,
-        {"group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "1000"},
-    )
-    cluster.brokers[0].metrics_port = free_port()
-    cluster.start()
-    create_topic(cluster.brokers[0].port, TOPIC, 2)
+@pytest.fixture(scope="module", autouse=True)
+def messages(broker):
+    """COUNT messages in TOPIC, spread over its two partitions, for every group to read."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": cluster.bootstrap})
+    create_topic(broker.port, TOPIC, 2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
     for i in range(COUNT):
         producer.produce(TOPIC, value=b"%d" % i, partition=i % 2)
     assert producer.flush(30) == 0
-    yield cluster.brokers[0]
-    cluster.stop()
 
 
 EVERY = {b"%d" % i for i in range(COUNT)}
