@@ -303,6 +303,9 @@ class GroupHandlers:
         client = self.cluster.client
         states = {state.lower() for state in body.get("states_filter", [])}
 
+        def chosen(groups: list) -> list:
+            return [g for g in groups if not states or g["group_state"].lower() in states]
+
         def answer(stored):
             held = {g["group_id"] for g in listed}
             more = [
@@ -310,13 +313,12 @@ class GroupHandlers:
                 for name in stored
                 if name not in held and self.coordinator_of(name) == self.broker_id
             ]
-            groups = [g for g in listed + more if not states or g["group_state"].lower() in states]
-            return {"throttle_time_ms": 0, "error_code": NONE, "groups": groups}
+            return {"throttle_time_ms": 0, "error_code": NONE, "groups": chosen(listed + more)}
 
         def failed(failure):
             log.warning("listing groups failed: %s", failure.getErrorMessage())
             code = CoordinatorNotAvailableError.code
-            return {"throttle_time_ms": 0, "error_code": code, "groups": listed}
+            return {"throttle_time_ms": 0, "error_code": code, "groups": chosen(listed)}
 
         return self.cluster._in_pool(lambda: groups_of_kind(client, KAFKA)).addCallbacks(
             answer, failed
