@@ -19,9 +19,9 @@ from .protocol.cluster_apis import (
     CLUSTER_OPERATIONS,
     ENDPOINT_BROKERS,
     ENDPOINT_CONTROLLERS,
-    OPERATIONS_OMITTED,
 )
 from .protocol.errors import NONE, KafkaError
+from .protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from .protocol.registry import ApiKey
 
 
@@ -39,7 +39,10 @@ class ClusterHandlers:
     def describe_cluster(self, body, version):
         answer = {"throttle_time_ms": 0, "error_code": NONE, "error_message": None}
         answer |= {"endpoint_type": ENDPOINT_BROKERS, "cluster_id": "", "brokers": []}
-        answer |= {"controller_id": -1, "cluster_authorized_operations": OPERATIONS_OMITTED}
+        answer |= {
+            "controller_id": -1,
+            "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
+        }
         asked = body.get("endpoint_type", ENDPOINT_BROKERS)
         if asked != ENDPOINT_BROKERS:  # only v1 can ask: v0 reads as brokers
             if asked == ENDPOINT_CONTROLLERS:

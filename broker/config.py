@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .log.config import INT_MAX, LONG_MAX, ConfigError, boolean, choice, integer
+from .log.config import (
+    INT_MAX,
+    LONG_MAX,
+    ConfigError,
+    boolean,
+    choice,
+    cleanup_policy,
+    integer,
+    ratio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +106,16 @@ def _list(name: str, text: str) -> list[str]:
     if not items:
         raise ConfigError(f"{name}: needs at least one entry")
     return items
+
+
+def _float_at_least_zero(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number") from None
+    if not value >= 0:
+        raise ConfigError(f"{name}: {value} is out of range; it must be at least 0")
+    return value
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,46 @@ PROPERTIES: tuple[Property, ...] = (
         integer(0, INT_MAX),
         60000,
         "how often log start offsets are checkpointed",
+    ),
+    Property("log.cleanup.policy", cleanup_policy, "delete", "delete, compact or compact,delete"),
+    Property("log.cleaner.enable", boolean, True, "run the log cleaner for compacted topics"),
+    Property("log.cleaner.threads", integer(1, INT_MAX), 1, "log cleaner threads"),
+    Property("log.cleaner.backoff.ms", integer(0), 15000, "cleaner's sleep when nothing to clean"),
+    Property(
+        "log.cleaner.dedupe.buffer.size",
+        integer(0),
+        134217728,
+        "memory for the cleaners' key -> offset maps, over all threads (24 bytes a key)",
+    ),
+    Property(
+        "log.cleaner.io.max.bytes.per.second",
+        _float_at_least_zero,
+        float("inf"),
+        "the cleaners' read and write rate limit, in bytes per second",
+    ),
+    Property(
+        "log.cleaner.delete.retention.ms",
+        integer(0),
+        86_400_000,
+        "how long tombstones stay after a clean first kept them",
+    ),
+    Property(
+        "log.cleaner.min.cleanable.ratio",
+        ratio,
+        0.5,
+        "dirty share of a log above which it is cleaned",
+    ),
+    Property(
+        "log.cleaner.min.compaction.lag.ms",
+        integer(0),
+        0,
+        "records younger than this are not cleaned",
+    ),
+    Property(
+        "log.cleaner.max.compaction.lag.ms",
+        integer(1),
+        LONG_MAX,
+        "records older than this are cleaned whatever the dirty ratio",
     ),
     Property("log.index.interval.bytes", integer(0, INT_MAX), 4096, "bytes between index entries"),
     Property(

@@ -35,6 +35,7 @@ from .protocol.errors import (
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
+from .protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from .protocol.offsets import (
     GroupKindError,
     claim_kind,
@@ -48,6 +49,10 @@ from .protocol.registry import ApiKey
 from .protocol.zookeeper import KAFKA, check_group_name
 
 log = logging.getLogger(__name__)
+
+# What a client may do on a group with no authorizer: Kafka's READ (3), DELETE (6) and
+# DESCRIBE (8), as an int32 of AclOperation bits.
+GROUP_OPERATIONS = 1 << 3 | 1 << 6 | 1 << 8
 
 
 class GroupHandlers:
@@ -102,12 +107,18 @@ class GroupHandlers:
         return NotCoordinatorError.code
 
     def find_coordinator(self, body, version):
+        """One key's coordinator, or (v4+) each of ``coordinator_keys``'."""
         key_type = body.get("key_type", 0)
-        node = self.coordinator_of(body["key"]) if key_type == 0 else -1
+        if version < 4:
+            return {"throttle_time_ms": 0, **self._coordinator(body["key"], key_type)}
+        found = [{"key": k, **self._coordinator(k, key_type)} for k in body["coordinator_keys"]]
+        return {"throttle_time_ms": 0, "coordinators": found}
+
+    def _coordinator(self, key: str, key_type: int) -> dict:
+        node = self.coordinator_of(key) if key_type == 0 else -1
         info = self.metadata.brokers.get(node)
         if info is None:
             return {
-                "throttle_time_ms": 0,
                 "error_code": CoordinatorNotAvailableError.code,
                 "error_message": "no coordinator for that key",
                 "node_id": -1,
@@ -115,7 +126,6 @@ class GroupHandlers:
                 "port": -1,
             }
         return {
-            "throttle_time_ms": 0,
             "error_code": NONE,
             "error_message": None,
             "node_id": node,
@@ -129,7 +139,7 @@ class GroupHandlers:
         body, version = request.body, request.header.api_version
         error = self._not_mine(body["group_id"])
         if error:
-            return self.coordinator._join_error(error, body["member_id"])
+            return _join_answer(self.coordinator._join_error(error, body["member_id"]), version)
         host = getattr(connection, "peer", "")
 
         def join(_=None):
@@ -144,6 +154,7 @@ class GroupHandlers:
                 version=version,
                 client_id=request.header.client_id or "",
                 client_host="/" + host.rsplit(":", 1)[0],
+                reason=body.get("reason"),
             )
 
         def refused(failure):
@@ -163,27 +174,39 @@ class GroupHandlers:
                 CoordinatorNotAvailableError.code, body["member_id"]
             )
 
-        if self._has_members(body["group_id"]):
-            return join()  # claimed when it formed (a group with members cannot be deleted)
-        client = self.cluster.client
-        return self.cluster._in_pool(
-            lambda: claim_kind(client, body["group_id"], KAFKA)
-        ).addCallbacks(join, refused)
+        if self._has_members(body["group_id"]):  # claimed when it formed (it cannot be deleted)
+            d = join()
+        else:
+            client = self.cluster.client
+            d = self.cluster._in_pool(
+                lambda: claim_kind(client, body["group_id"], KAFKA)
+            ).addCallbacks(join, refused)
+        return d.addCallback(_join_answer, version)
 
     def _has_members(self, group_id: str) -> bool:
         group = self.coordinator.groups.get(group_id)
         return group is not None and bool(group.members)
 
     def sync_group(self, body, version):
-        error = self._not_mine(body["group_id"])
+        group_id = body["group_id"]
+        error = self._not_mine(group_id)
         if error:
             return {"throttle_time_ms": 0, "error_code": error, "assignment": b""}
+
+        def named(response):  # v5+: the group's protocol type and name with an assignment
+            group = self.coordinator.groups.get(group_id)
+            if response["error_code"] == NONE and group is not None:
+                response.update(protocol_type=group.protocol_type, protocol_name=group.protocol)
+            return response
+
         return self.coordinator.sync(
-            body["group_id"],
+            group_id,
             body["generation_id"],
             body["member_id"],
             [(a["member_id"], a["assignment"]) for a in body["assignments"]],
-        )
+            body.get("protocol_type"),
+            body.get("protocol_name"),
+        ).addCallback(named)
 
     def heartbeat(self, body, version):
         error = self._not_mine(body["group_id"])
@@ -194,12 +217,44 @@ class GroupHandlers:
         )
 
     def leave_group(self, body, version):
-        error = self._not_mine(body["group_id"])
+        """One member leaving, or (v3+) a batch of them, each answered by itself: a member
+        named by its instance id alone is not known (no static membership)."""
+        group_id = body["group_id"]
+        error = self._not_mine(group_id)
         if error:
-            return {"throttle_time_ms": 0, "error_code": error}
-        return self.coordinator.leave(body["group_id"], body["member_id"])
+            return {"throttle_time_ms": 0, "error_code": error, "members": []}
+        if version < 3:
+            return self.coordinator.leave(group_id, body["member_id"])
+        left = []
+        for member in body["members"]:
+            code = UnknownMemberIdError.code
+            if member["member_id"]:
+                code = self.coordinator.leave(group_id, member["member_id"])["error_code"]
+            if member.get("reason") and code == NONE:
+                log.info(
+                    "member %s left group %s: %s", member["member_id"], group_id, member["reason"]
+                )
+            left.append(
+                {
+                    "member_id": member["member_id"],
+                    "group_instance_id": member["group_instance_id"],
+                    "error_code": code,
+                }
+            )
+        return {"throttle_time_ms": 0, "error_code": NONE, "members": left}
 
     def describe_groups(self, body, version):
+        """Each group as its coordinator holds it; with ``include_authorized_operations``
+        (v3+) the operations a client may do on a group, all of them (READ, DELETE,
+        DESCRIBE) as Kafka says with no authorizer."""
+        operations = AUTHORIZED_OPERATIONS_OMITTED
+        if body.get("include_authorized_operations"):
+            operations = GROUP_OPERATIONS
+        return defer.maybeDeferred(self._describe_groups, body).addCallback(
+            _with_operations, operations
+        )
+
+    def _describe_groups(self, body):
         groups = []
         for group_id in body["groups"]:
             error = self._not_mine(group_id)
@@ -242,23 +297,28 @@ class GroupHandlers:
     def list_groups(self, body, version):
         """The groups held in memory, and the Kafka clients' groups in ZooKeeper that this
         broker coordinates (protocol type unknown: "", which admin clients list as consumer
-        groups)."""
+        groups; state Empty); from v4 only those in ``states_filter`` if it names any (in
+        any case, as Kafka's admin tools send them)."""
         listed = self.coordinator.list()
         client = self.cluster.client
+        states = {state.lower() for state in body.get("states_filter", [])}
+
+        def chosen(groups: list) -> list:
+            return [g for g in groups if not states or g["group_state"].lower() in states]
 
         def answer(stored):
             held = {g["group_id"] for g in listed}
             more = [
-                {"group_id": name, "protocol_type": ""}
+                {"group_id": name, "protocol_type": "", "group_state": EMPTY}
                 for name in stored
                 if name not in held and self.coordinator_of(name) == self.broker_id
             ]
-            return {"throttle_time_ms": 0, "error_code": NONE, "groups": listed + more}
+            return {"throttle_time_ms": 0, "error_code": NONE, "groups": chosen(listed + more)}
 
         def failed(failure):
             log.warning("listing groups failed: %s", failure.getErrorMessage())
             code = CoordinatorNotAvailableError.code
-            return {"throttle_time_ms": 0, "error_code": code, "groups": listed}
+            return {"throttle_time_ms": 0, "error_code": code, "groups": chosen(listed)}
 
         return self.cluster._in_pool(lambda: groups_of_kind(client, KAFKA)).addCallbacks(
             answer, failed
@@ -328,25 +388,29 @@ class GroupHandlers:
         }
 
     def offset_fetch(self, body, version):
-        group_id = body["group_id"]
+        """One group's committed offsets, or (v8+) each group's of ``groups``.  Nothing is
+        ever unstable here (no transactions), so ``require_stable`` (v7+) changes nothing."""
+        if version < 8:
+            return self._group_offsets(body["group_id"], body["topics"], version).addCallback(
+                lambda answer: {"throttle_time_ms": 0, **answer}
+            )
+        return defer.gatherResults(
+            [
+                self._group_offsets(g["group_id"], g["topics"], version).addCallback(
+                    lambda answer, group_id: {"group_id": group_id, **answer}, g["group_id"]
+                )
+                for g in body["groups"]
+            ]
+        ).addCallback(lambda groups: {"throttle_time_ms": 0, "groups": groups})
+
+    def _group_offsets(self, group_id: str, topics, version: int) -> defer.Deferred:
+        """The Deferred ``{"error_code", "topics"}`` of one group (``topics`` None: every
+        partition with a committed offset); it never fails."""
         error = self._not_mine(group_id)
-        topics = body["topics"]
         if error:
-            if version < 2:  # no group-level error field: say it on every partition
-                return {
-                    "throttle_time_ms": 0,
-                    "error_code": error,
-                    "topics": [
-                        {
-                            "name": t["name"],
-                            "partitions": [
-                                self._fetched(p, -1, error) for p in t["partition_indexes"]
-                            ],
-                        }
-                        for t in topics or []
-                    ],
-                }
-            return {"throttle_time_ms": 0, "error_code": error, "topics": []}
+            # below v2 no group-level error field: say it on every partition
+            failed_topics = _failed_topics(topics, error) if version < 2 else []
+            return defer.succeed({"error_code": error, "topics": failed_topics})
         client = self.cluster.client
 
         def read():
@@ -364,42 +428,50 @@ class GroupHandlers:
                         offset = read_offset(client, group_id, t["name"], p)[0]
                     except ValueError:
                         offset = None
-                    parts.append(self._fetched(p, -1 if offset is None else offset, NONE))
+                    parts.append(_fetched(p, -1 if offset is None else offset, NONE))
                 out.append({"name": t["name"], "partitions": parts})
-            return out
-
-        def answer(out):
-            return {"throttle_time_ms": 0, "error_code": NONE, "topics": out}
+            return {"error_code": NONE, "topics": out}
 
         def failed(failure):
             log.warning("offset fetch of %s failed: %s", group_id, failure.getErrorMessage())
             code = CoordinatorNotAvailableError.code
-            return {
-                "throttle_time_ms": 0,
-                "error_code": code,
-                "topics": [
-                    {
-                        "name": t["name"],
-                        "partitions": [self._fetched(p, -1, code) for p in t["partition_indexes"]],
-                    }
-                    for t in topics or []
-                ],
-            }
+            return {"error_code": code, "topics": _failed_topics(topics, code)}
 
-        return self.cluster._in_pool(read).addCallbacks(answer, failed)
-
-    @staticmethod
-    def _fetched(partition: int, offset: int, code: int) -> dict:
-        return {
-            "partition_index": partition,
-            "committed_offset": offset,
-            "committed_leader_epoch": -1,
-            "metadata": "",
-            "error_code": code,
-        }
+        return self.cluster._in_pool(read).addErrback(failed)
 
     def close(self) -> None:
         self.coordinator.close()
+
+
+def _fetched(partition: int, offset: int, code: int) -> dict:
+    return {
+        "partition_index": partition,
+        "committed_offset": offset,
+        "committed_leader_epoch": -1,
+        "metadata": "",
+        "error_code": code,
+    }
+
+
+def _failed_topics(topics, code: int) -> list:
+    """Every partition asked for (none if ``topics`` is None) with error ``code``."""
+    return [
+        {"name": t["name"], "partitions": [_fetched(p, -1, code) for p in t["partition_indexes"]]}
+        for t in topics or []
+    ]
+
+
+def _with_operations(response: dict, operations: int) -> dict:
+    for group in response["groups"]:
+        group["authorized_operations"] = operations
+    return response
+
+
+def _join_answer(response: dict, version: int) -> dict:
+    """A JoinGroup response as ``version`` has it: from v7 an error names no protocol (null)."""
+    if version >= 7 and response["error_code"] != NONE:
+        response["protocol_name"] = None
+    return response
 
 
 __all__ = ["GroupHandlers"]

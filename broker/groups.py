@@ -20,8 +20,14 @@ the members rank highest (a vote, as Kafka does).  The leader (the first member 
 across generations while it stays) gets every member's metadata and hands out assignments in
 SyncGroup.  A member that sends nothing for its session timeout is removed.  Errors where
 clients expect them: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
-MEMBER_ID_REQUIRED (JoinGroup v4+ with no member id), INCONSISTENT_GROUP_PROTOCOL,
-INVALID_SESSION_TIMEOUT.
+MEMBER_ID_REQUIRED (JoinGroup v4+ with no member id), INCONSISTENT_GROUP_PROTOCOL (also a
+SyncGroup v5+ naming another protocol type or name than the group's), INVALID_SESSION_TIMEOUT.
+
+Static membership (KIP-345's ``group.instance.id``) is not served: the coordinator answers as
+a Kafka broker without it, every member dynamic.  An instance id is accepted and ignored (a
+member joining with one gets MEMBER_ID_REQUIRED like any other, is described with none, and
+leaves by its member id), so FENCED_INSTANCE_ID never comes and a restarted member's
+return is a rebalance.
 
 Responses are dicts shaped like the schemas in ``protocol/group_apis.py``.  Time comes from
 ``clock`` (a reactor, or ``twisted.internet.task.Clock`` in tests); nothing here blocks.
@@ -29,6 +35,7 @@ Responses are dicts shaped like the schemas in ``protocol/group_apis.py``.  Time
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 
@@ -54,13 +61,14 @@ EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
     "Dead",
 )
 
+log = logging.getLogger(__name__)
+
 EMPTY_GROUP_TTL = 60.0  # seconds an empty group stays before it is forgotten
 
 
 @dataclass
 class Member:
     member_id: str
-    group_instance_id: str | None
     client_id: str
     client_host: str
     session_timeout_ms: int
@@ -124,8 +132,12 @@ class GroupCoordinator:
         version: int,
         client_id: str = "",
         client_host: str = "",
+        reason: str | None = None,
     ) -> defer.Deferred:
-        """A JoinGroup; the Deferred fires with the response body."""
+        """A JoinGroup; the Deferred fires with the response body.  ``group_instance_id`` is
+        ignored (no static membership, see above); ``reason`` (v8+) is logged."""
+        if reason:
+            log.info("a member %r joins group %s: %s", member_id, group_id, reason)
         if rebalance_timeout_ms < 0:  # v0 has none: the session timeout serves
             rebalance_timeout_ms = session_timeout_ms
         if not (self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms):
@@ -150,7 +162,7 @@ class GroupCoordinator:
             group = self.groups[group_id] = Group(group_id)
         if member_id == "":
             member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
-            if version >= 4 and group_instance_id is None:
+            if version >= 4:
                 # KIP-394: hand out the id and wait for the member to come back with it
                 group.pending[member_id] = self.clock.callLater(
                     session_timeout_ms / 1000.0, self._pending_expired, group, member_id
@@ -163,17 +175,10 @@ class GroupCoordinator:
         elif member_id not in group.members:
             return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
 
-        if (
-            group_instance_id is not None
-        ):  # a static member back under a new id replaces its old one
-            for old_id, old in list(group.members.items()):
-                if old_id != member_id and old.group_instance_id == group_instance_id:
-                    self._remove(group, old_id, rebalance=False)
         member = group.members.get(member_id)
         if member is None:
             member = group.members[member_id] = Member(
                 member_id,
-                group_instance_id,
                 client_id,
                 client_host,
                 session_timeout_ms,
@@ -273,7 +278,7 @@ class GroupCoordinator:
         everyone = [
             {
                 "member_id": m.member_id,
-                "group_instance_id": m.group_instance_id,
+                "group_instance_id": None,
                 "metadata": m.metadata(group.protocol),
             }
             for m in group.members.values()
@@ -288,8 +293,10 @@ class GroupCoordinator:
                     "throttle_time_ms": 0,
                     "error_code": NONE,
                     "generation_id": group.generation,
+                    "protocol_type": group.protocol_type,
                     "protocol_name": group.protocol,
                     "leader": group.leader,
+                    "skip_assignment": False,  # KIP-814: only for static leaders (see above)
                     "member_id": member.member_id,
                     "members": everyone if member.member_id == group.leader else [],
                 }
@@ -310,8 +317,10 @@ class GroupCoordinator:
             "throttle_time_ms": 0,
             "error_code": code,
             "generation_id": -1,
-            "protocol_name": "",
+            "protocol_type": None,
+            "protocol_name": "",  # JoinGroup v7+ says null (the handler sets it)
             "leader": "",
+            "skip_assignment": False,
             "member_id": member_id,
             "members": [],
         }
@@ -331,10 +340,22 @@ class GroupCoordinator:
         generation_id: int,
         member_id: str,
         assignments: list[tuple[str, bytes]],
+        protocol_type: str | None = None,
+        protocol_name: str | None = None,
     ) -> defer.Deferred:
-        """A SyncGroup; the Deferred fires with the response body."""
+        """A SyncGroup; the Deferred fires with the response body.  A ``protocol_type`` or
+        ``protocol_name`` (v5+; None: not said) that is not the group's is refused."""
         group = self.groups.get(group_id)
         error = self._check_member(group, member_id, generation_id)
+        if (
+            group is not None
+            and not error
+            and (
+                protocol_type not in (None, group.protocol_type)
+                or protocol_name not in (None, group.protocol or protocol_name)
+            )
+        ):
+            error = InconsistentGroupProtocolError.code
         if error:
             return defer.succeed({"throttle_time_ms": 0, "error_code": error, "assignment": b""})
         assert group is not None  # _check_member answered UnknownMemberId otherwise
@@ -491,7 +512,7 @@ class GroupCoordinator:
             "members": [
                 {
                     "member_id": m.member_id,
-                    "group_instance_id": m.group_instance_id,
+                    "group_instance_id": None,
                     "client_id": m.client_id,
                     "client_host": m.client_host,
                     "member_metadata": next(
@@ -505,7 +526,7 @@ class GroupCoordinator:
 
     def list(self) -> list[dict]:
         return [
-            {"group_id": g.group_id, "protocol_type": g.protocol_type or ""}
+            {"group_id": g.group_id, "protocol_type": g.protocol_type or "", "group_state": g.state}
             for g in self.groups.values()
         ]
 

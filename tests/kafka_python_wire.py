@@ -55,6 +55,9 @@ def agree(ours, theirs, path: str = "") -> int:
     if isinstance(ours, uuid.UUID):
         assert str(theirs) in (str(ours), ours.hex) or uuid.UUID(bytes=theirs.bytes) == ours, path
         return 1
+    if isinstance(ours, int) and isinstance(theirs, (list, set)):  # an int32 bit field
+        assert set(theirs) == {b for b in range(32) if (ours & 0xFFFFFFFF) >> b & 1}, path
+        return 1
     if ours is None or isinstance(ours, (bool, int, str)):
         assert ours == theirs, f"{path}: ours {ours!r}, kafka-python's {theirs!r}"
         return 1

@@ -3,21 +3,15 @@ consumers cannot decode (the CRC is recomputed over the damage, as a buggy produ
 
 from __future__ import annotations
 
-import struct
-
 from broker.protocol import compression
 from broker.protocol.records import (
-    HEADER,
     HEADER_SIZE,
-    LOG_OVERHEAD,
     build_batch,
-    compute_crc,
     encode_record,
     parse_header,
+    with_body,
 )
 from broker.protocol.varint import encode_varint
-
-_U32 = struct.Struct(">I")
 
 
 def section_of(batch: bytes) -> bytes:
@@ -43,27 +37,7 @@ def rebuild(
         if header.compression != compression.NONE:
             raw_body = compression.compress(header.compression, raw_body)
     count = header.record_count if count is None else count
-    out = bytearray(HEADER_SIZE + len(raw_body))
-    HEADER.pack_into(
-        out,
-        0,
-        header.base_offset,
-        HEADER_SIZE + len(raw_body) - LOG_OVERHEAD,
-        header.partition_leader_epoch,
-        header.magic,
-        0,
-        header.attributes,
-        max(count - 1, 0),
-        header.base_timestamp,
-        header.max_timestamp,
-        header.producer_id,
-        header.producer_epoch,
-        header.base_sequence,
-        count,
-    )
-    out[HEADER_SIZE:] = raw_body
-    _U32.pack_into(out, 17, compute_crc(out))
-    return bytes(out)
+    return with_body(header, raw_body, header.attributes, max(count - 1, 0), count)
 
 
 def records_section(deltas, value: bytes = b"v" * 20) -> bytes:

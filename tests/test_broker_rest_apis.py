@@ -14,8 +14,9 @@ from admin_clients import request
 from conftest import metadata
 
 from broker.protocol import errors
-from broker.protocol.cluster_apis import CLUSTER_OPERATIONS, OPERATIONS_OMITTED, TOPIC_OPERATIONS
+from broker.protocol.cluster_apis import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from broker.protocol.config_apis import ConfigSource
+from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from broker.protocol.registry import ApiKey
 
 ZERO = uuid.UUID(int=0)
@@ -99,7 +100,7 @@ def test_describe_cluster_answers_brokers_and_refuses_other_endpoint_types(clust
     body = request(port, ApiKey.DESCRIBE_CLUSTER, asked, 1)
     assert (body["error_code"], body["endpoint_type"], body["controller_id"]) == (0, 1, 1)
     assert [(b["broker_id"], b["port"]) for b in body["brokers"]] == [(1, port)]
-    assert body["cluster_authorized_operations"] == OPERATIONS_OMITTED
+    assert body["cluster_authorized_operations"] == AUTHORIZED_OPERATIONS_OMITTED
     assert body["cluster_id"] == metadata(port)["cluster_id"]
     ops = request(
         port, ApiKey.DESCRIBE_CLUSTER, asked | {"include_cluster_authorized_operations": True}, 0
@@ -141,6 +142,8 @@ def test_metadata_answers_authorized_operations_only_when_asked(cluster1, asked)
     body |= {"include_cluster_authorized_operations": asked}
     body |= {"include_topic_authorized_operations": asked}
     answer = request(port, ApiKey.METADATA, body, 10)  # the last version with the cluster's
-    expected = (CLUSTER_OPERATIONS, TOPIC_OPERATIONS) if asked else (OPERATIONS_OMITTED,) * 2
+    expected = (
+        (CLUSTER_OPERATIONS, TOPIC_OPERATIONS) if asked else (AUTHORIZED_OPERATIONS_OMITTED,) * 2
+    )
     topic_operations = answer["topics"][0]["topic_authorized_operations"]
     assert (answer["cluster_authorized_operations"], topic_operations) == expected

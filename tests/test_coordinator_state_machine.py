@@ -694,7 +694,8 @@ def test_last_member_leaving_empties_the_group_and_it_can_form_again(env):
     described = env.coord.describe("g")
     assert described["members"] == [] and described["protocol_data"] == ""
     generation = env.coord.groups["g"].generation
-    assert env.coord.list() == [{"group_id": "g", "protocol_type": "consumer"}]
+    listed = [{"group_id": "g", "protocol_type": "consumer", "group_state": EMPTY}]
+    assert env.coord.list() == listed
     assert env.coord.check_commit("g", -1, "") == NONE
 
     x, y = env.form(2, protocols=[("roundrobin", b"rr")])  # a new protocol is fine now
@@ -860,9 +861,7 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
         env.join(
             protocols=[("range", b"meta-a"), ("roundrobin", b"rr-a")], client_id="ca", instance=None
         ),
-        env.join(
-            protocols=[("range", b"meta-b")], client_id="cb", version=5, instance="instance-b"
-        ),
+        env.join(protocols=[("range", b"meta-b")], client_id="cb", instance="instance-b"),
     ]
     body = describe_fits(env)
     assert body["group_state"] == PREPARING
@@ -873,7 +872,7 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
     assert body["protocol_type"] == "consumer" and body["protocol_data"] == "range"
     assert [m["member_metadata"] for m in body["members"]] == [b"meta-a", b"meta-b"]
     assert [m["member_assignment"] for m in body["members"]] == [b"", b""]
-    assert [m["group_instance_id"] for m in body["members"]] == [None, "instance-b"]
+    assert [m["group_instance_id"] for m in body["members"]] == [None, None]  # all dynamic
     assert [m["client_id"] for m in body["members"]] == ["ca", "cb"]
     assert [m["client_host"] for m in body["members"]] == ["/127.0.0.1"] * 2
 

@@ -23,7 +23,7 @@ from schema_samples import (
     served_cases,
 )
 
-from broker.protocol.cluster_apis import OPERATIONS_OMITTED
+from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from broker.protocol.registry import API_BY_KEY, ApiKey
 
 SERVED = {
@@ -83,7 +83,7 @@ def test_controlled_shutdown_v3_is_flexible():
     assert api.response.decode(api.response.encode(body, 3), 3) == body
 
 
-@pytest.mark.parametrize("operations", [OPERATIONS_OMITTED, 0b1010_0000])
+@pytest.mark.parametrize("operations", [AUTHORIZED_OPERATIONS_OMITTED, 0b1010_0000])
 @pytest.mark.parametrize("version", [0, 1])
 def test_describe_cluster_response_bytes_equal_kafka_python(version, operations):
     """kafka-python names Kafka's ClusterAuthorizedOperations ``authorized_operations`` and
@@ -94,7 +94,9 @@ def test_describe_cluster_response_bytes_equal_kafka_python(version, operations)
     rest = {k: v for k, v in body.items() if k != "cluster_authorized_operations"}
     kwargs = json_class_kwargs(cls, schema, rest)
     kwargs["authorized_operations"] = (
-        None if operations == OPERATIONS_OMITTED else {b for b in range(32) if operations >> b & 1}
+        None
+        if operations == AUTHORIZED_OPERATIONS_OMITTED
+        else {b for b in range(32) if operations >> b & 1}
     )
     ours = schema.encode(body, version)
     assert ours == bytes(cls[version](**kwargs).encode())

@@ -3,9 +3,11 @@
 Public API: ``LogManager`` (every partition under ``log.dirs``), ``PartitionLog`` (one
 partition: append, read, roll, flush, retention), ``LogLoader`` (opening a partition's
 directory: clean-up, recovery, producer state), ``LogConfig`` (Kafka's log settings, and
-``ConfigError`` for a bad one) and ``FileSlice`` (a byte range of a segment, what a fetch sends).
+``ConfigError`` for a bad one), ``FileSlice`` (a byte range of a segment, what a fetch sends)
+and ``LogCleaner`` (compaction of ``cleanup.policy=compact`` logs, with ``CleanerConfig``).
 """
 
+from .cleaner import CleanerConfig, LogCleaner
 from .clock import SystemClock
 from .config import ConfigError, LogConfig
 from .loader import LoadedLog, LogLoader
@@ -16,9 +18,11 @@ from .segment import FileSlice, Segment
 
 __all__ = [
     "AppendResult",
+    "CleanerConfig",
     "ConfigError",
     "FileSlice",
     "LoadedLog",
+    "LogCleaner",
     "LogConfig",
     "LogDirInUseError",
     "LogLoader",

@@ -49,6 +49,26 @@ def choice(*options: str) -> Callable[[str, str], str]:
     return parse
 
 
+def ratio(name: str, text: str) -> float:
+    """A parser of a fraction between 0 and 1 (``min.cleanable.dirty.ratio``)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: {value} is out of range; it must be between 0 and 1")
+    return value
+
+
+def cleanup_policy(name: str, text: str) -> str:
+    """A parser of Kafka's ``cleanup.policy`` list: ``delete``, ``compact`` or both
+    (``compact,delete``, in that order whatever order they were given in)."""
+    items = {item.strip().lower() for item in text.split(",") if item.strip()}
+    if not items or not items <= {"compact", "delete"}:
+        raise ConfigError(f"{name}: {text!r} is not delete, compact or compact,delete")
+    return ",".join(sorted(items))
+
+
 def boolean(name: str, text: str) -> bool:
     """A parser of ``true`` or ``false``, matched without regard to case."""
     lowered = text.strip().lower()
@@ -73,6 +93,32 @@ _TOPIC_PROPERTIES = (
         "message.timestamp.type",
         "log.message.timestamp.type",
         choice("CreateTime", "LogAppendTime"),
+    ),
+    # Compaction (the log cleaner, cleaner.py)
+    ("cleanup_policy", "cleanup.policy", "log.cleanup.policy", cleanup_policy),
+    (
+        "delete_retention_ms",
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        integer(0),
+    ),
+    (
+        "min_cleanable_dirty_ratio",
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        ratio,
+    ),
+    (
+        "min_compaction_lag_ms",
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        integer(0),
+    ),
+    (
+        "max_compaction_lag_ms",
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        integer(1),
     ),
     # Replication's topic-level settings: kept with the others so a topic's config is checked
     # in one place; the partition log itself does not use them.
@@ -102,6 +148,11 @@ class LogConfig:
     max_message_bytes: int = 1048588
     file_delete_delay_ms: int = 60_000
     timestamp_type: str = "CreateTime"
+    cleanup_policy: str = "delete"
+    delete_retention_ms: int = 86_400_000
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = LONG_MAX
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
     producer_id_expiration_ms: int = 86_400_000  # broker-wide only (producer.id.expiration.ms)
@@ -113,6 +164,16 @@ class LogConfig:
             **{f: broker[broker_name] for f, _, broker_name, _ in _TOPIC_PROPERTIES},
             producer_id_expiration_ms=broker["producer.id.expiration.ms"],
         )
+
+    @property
+    def compact(self) -> bool:
+        """The log cleaner keeps the latest record per key (``cleanup.policy`` has compact)."""
+        return "compact" in self.cleanup_policy
+
+    @property
+    def delete(self) -> bool:
+        """Retention deletes old segments (``cleanup.policy`` has delete)."""
+        return "delete" in self.cleanup_policy
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> LogConfig:
         """A copy with topic-level overrides (``retention.ms`` etc.) applied.

@@ -33,6 +33,7 @@ from .names import (
 )
 from .producer_state import ProducerStateTable
 from .segment import Segment
+from .swap import complete_swaps
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class LogLoader:
         topic, partition = parsed
         validate_topic_name(topic)
         self.directory.mkdir(parents=True, exist_ok=True)
+        complete_swaps(self.directory)  # a clean the process died in the middle of
         remove_leftovers(self.directory)
         bases = offsets_named(self.directory, LOG_SUFFIX)
         segments: list[Segment] = []
@@ -123,6 +125,8 @@ class LogLoader:
             segments.append(Segment.open(self.directory, base, interval))
         for segment, following in itertools.pairwise(segments):
             segment.next_offset = following.base_offset
+            segment.gaps_allowed = True
+        segments[-1].gaps_allowed = self.config.compact
         if self.recover:
             return self._recover_segments(segments)
         last = segments[-1]
@@ -147,7 +151,7 @@ class LogLoader:
         for i in range(start, len(segments)):
             segment = segments[i]
             from_offset = recovery_point if i == start else segment.base_offset
-            if i > start and segment.base_offset != segments[i - 1].next_offset:
+            if i > start and segment.base_offset < segments[i - 1].next_offset:
                 log.warning(
                     "%s: segment %d does not follow offset %d; it and later segments are dropped",
                     name,
@@ -162,6 +166,8 @@ class LogLoader:
             if i + 1 < len(segments) and cut:
                 cut_total += _drop_segments(segments, i + 1)
                 break
+        for segment, following in itertools.pairwise(segments):  # compaction leaves gaps
+            segment.next_offset = max(segment.next_offset, following.base_offset)
         last = segments[-1]
         last.prepare_for_appends(self.now_ms)
         if cut_total:

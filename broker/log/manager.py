@@ -49,6 +49,7 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from .cleaner import CLEANER_OFFSET_FILE, CleanerConfig, LogCleaner
 from .clock import SystemClock, milliseconds
 from .config import LONG_MAX, LogConfig
 from .names import parse_partition_dir_name, partition_dir_name, validate_topic_name
@@ -81,6 +82,7 @@ class LogManager:
         recovery_checkpoint_interval_ms: int = 60_000,
         start_offset_checkpoint_interval_ms: int = 60_000,
         topic_overrides: Mapping[str, Mapping[str, str]] | None = None,
+        cleaner_config: CleanerConfig | None = None,
     ):
         self.log_dirs = [Path(d) for d in log_dirs]
         if not self.log_dirs:
@@ -105,6 +107,7 @@ class LogManager:
         self._detached: set[tuple[str, int]] = set()  # logs the checkpoints on disk may still name
         self.started = False
         self.recovered_unclean = False
+        self.cleaner = LogCleaner(cleaner_config or CleanerConfig(), self.clock)
 
     @classmethod
     def from_broker_config(
@@ -121,6 +124,7 @@ class LogManager:
                 "log.flush.start.offset.checkpoint.interval.ms"
             ],
             topic_overrides=topic_overrides,
+            cleaner_config=CleanerConfig.from_broker(config),
         )
 
     def _now_ms(self) -> int:
@@ -147,6 +151,7 @@ class LogManager:
             if marker.exists():
                 marker.unlink()
                 fsync_directory(directory)
+        self.cleaner.load_checkpoints(self.log_dirs, self.logs.values())
         now = self._now_ms()
         for task in ("flush", "retention", "recovery-checkpoint", "start-checkpoint"):
             self._last_run[task] = now
@@ -275,6 +280,7 @@ class LogManager:
             return None
         directory = self._dir_of.pop(key)
         self._detached.add(key)
+        self.cleaner.forget(key)
         if flush:
             plog.close()
         else:
@@ -329,6 +335,8 @@ class LogManager:
             self._last_run["recovery-checkpoint"] = now
             self.checkpoint_recovery_points()
             self.checkpoint_high_watermarks()
+            self.checkpoint_cleaner_offsets()
+        self.cleaner.tick(self.logs)
         if now - self._last_run["start-checkpoint"] >= self.start_offset_checkpoint_interval_ms:
             self._last_run["start-checkpoint"] = now
             self.checkpoint_log_start_offsets()
@@ -430,6 +438,9 @@ class LogManager:
     def checkpoint_high_watermarks(self, wait: bool = False) -> None:
         self._checkpoint(HIGH_WATERMARK_FILE, lambda plog: plog.high_watermark, wait)
 
+    def checkpoint_cleaner_offsets(self, wait: bool = False) -> None:
+        self._checkpoint(CLEANER_OFFSET_FILE, self.cleaner.checkpoint_of, wait)
+
     # --- truncation (replicas) -----------------------------------------------------------
 
     def truncate_to(self, topic: str, partition: int, offset: int) -> bool:
@@ -479,6 +490,7 @@ class LogManager:
             self._flush_pool.start()
             for plog in self.logs.values():
                 plog.flusher = self.flush_in_background
+            self.cleaner.start(clock)
         loop = self._loop = LoopingCall(self.tick)
         loop.clock = clock
         return loop.start(interval, now=False)
@@ -488,6 +500,7 @@ class LogManager:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self.cleaner.stop()
         if self._flush_pool is not None:
             pool, self._flush_pool = self._flush_pool, None
             pool.stop()  # joins the thread: every queued fsync has run
@@ -514,6 +527,7 @@ class LogManager:
         self.checkpoint_recovery_points()
         self.checkpoint_log_start_offsets()
         self.checkpoint_high_watermarks()
+        self.checkpoint_cleaner_offsets()
         if not offline:
             for directory in self.log_dirs:
                 atomic_write(directory / CLEAN_SHUTDOWN_FILE, b"")

@@ -233,22 +233,24 @@ class PartitionLog:
         """Append batches copied from the leader's log, their offsets and leader epochs kept.
 
         Each batch is checked as ``append`` checks it; the first must start at the log end and
-        each next one right after the one before, else UnexpectedAppendOffsetError and nothing
-        is written.  The producer state is taken from the headers (the leader judged the
-        duplicates) and the leader epoch cache from their partitionLeaderEpoch."""
+        each next one right after the one before (or later in a compacted log: the leader's
+        cleaner leaves gaps), else UnexpectedAppendOffsetError and nothing is written.  The
+        producer state is taken from the headers (the leader judged the duplicates) and the
+        leader epoch cache from their partitionLeaderEpoch."""
         if self.offline:
             raise KafkaStorageError(f"{self.directory} is offline after an earlier disk error")
         view = memoryview(data)
-        batches = checked_batches(view, self.config, CHECK_RECORDS)
+        batches = checked_batches(view, self.config, CHECK_RECORDS, replica=True)
         expected = self.log_end_offset
         entries = []
         for _, h in batches:
-            if h.base_offset != expected:
+            gap = self.config.compact and h.base_offset > expected
+            if h.base_offset != expected and not gap:
                 raise UnexpectedAppendOffsetError(
                     f"{self.directory.name}: a replicated batch starts at offset {h.base_offset} "
                     f"where {expected} was expected; nothing was written"
                 )
-            entries.append((expected, h.batch_length + LOG_OVERHEAD, h.max_timestamp))
+            entries.append((h.base_offset, h.batch_length + LOG_OVERHEAD, h.max_timestamp))
             expected = h.last_offset + 1
         first = self.log_end_offset
         self._write([view], len(view), entries, expected - 1)
@@ -425,7 +427,8 @@ class PartitionLog:
                 if start is not None:
                     end = segment.read_end(start, max(1, max_bytes))
                     if max_offset is not None and max_offset < segment.next_offset:
-                        end = min(end, segment.find_position(max_offset) or start)
+                        below = segment.find_position(max_offset)  # None: in a trailing gap
+                        end = end if below is None else min(end, max(below, start))
                     return segment.slice(start, end)
             i += 1
         return FileSlice(self.segments[-1].fd, self.segments[-1].size, 0)
@@ -474,6 +477,8 @@ class PartitionLog:
         retention_ms = self.config.retention_ms
         retention_bytes = self.config.retention_bytes
         doomed = 0
+        if not self.config.delete:  # cleanup.policy=compact: the cleaner's, not retention's
+            retention_ms = retention_bytes = -1
         if retention_ms >= 0:
             for segment in self.segments:
                 if segment.size == 0 or now - segment.largest_timestamp_or_mtime() <= retention_ms:

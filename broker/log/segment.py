@@ -127,6 +127,11 @@ class Segment:
         self.offset_of_max_timestamp = base_offset
         self.first_batch_timestamp = -1  # max timestamp of the first batch, if it has one
         self.created_ms = -1  # when this process created or opened the segment
+        # Offsets may jump between batches, and batches hold fewer records than offsets, as
+        # the cleaner leaves them; the loader allows it where a clean or a follower's copy of
+        # a compacted log may have put them (not in a non-compacted log's last segment, whose
+        # base offsets, outside the CRC, must then follow on exactly).
+        self.gaps_allowed = False
         self._bytes_since_index = 0
 
     # --- opening -------------------------------------------------------------------------
@@ -167,7 +172,9 @@ class Segment:
         next_offset = offset
         try:
             for pos, header in self.scan_headers(position, self.size):
-                if header[BASE_OFFSET] != next_offset:
+                if header[BASE_OFFSET] != next_offset and not (
+                    self.gaps_allowed and next_offset < header[BASE_OFFSET] < self._offset_limit
+                ):
                     return False
                 next_offset = header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] + 1
                 self._note_timestamp(header[MAX_TIMESTAMP], header[BASE_OFFSET])
@@ -320,7 +327,9 @@ class Segment:
                 first = None  # the entry points into the middle of a batch
             if first is None and position == 0:
                 return
-            if first is not None and (first[1][BASE_OFFSET] == entry_offset or attempt):
+            if first is not None and (
+                first[1][BASE_OFFSET] == entry_offset or position == 0 or attempt
+            ):  # at byte 0 the first batch may start after the base (compaction)
                 yield first
                 yield from headers
                 return
@@ -461,14 +470,16 @@ class Segment:
         try:
             for pos, header in self.scan_headers(position, size):
                 if header[BASE_OFFSET] > offset:
-                    return None
+                    # ``offset`` is in a gap compaction left before this batch, or in a batch
+                    return pos if next_offset <= offset else None
                 position = pos + header[BATCH_LENGTH] + LOG_OVERHEAD
                 next_offset = header[BASE_OFFSET] + header[LAST_OFFSET_DELTA] + 1
                 if next_offset == offset:
                     return position  # what follows is the unflushed tail: not read here
         except EOFError:
-            pass
-        return None
+            return None
+        # ``offset`` in a gap the cleaner left after the segment's last batch: its end
+        return position if self.gaps_allowed and next_offset < offset else None
 
     def _check_from(self, position: int, file_size: int, expected: int) -> int:
         """Walk and CRC-check batches from ``position``; returns the end of the last good one."""
@@ -492,9 +503,14 @@ class Segment:
                 problem = f"a batch of {size} bytes runs past the end of the file (torn write)"
             elif header[MAGIC_BYTE] != MAGIC:
                 problem = f"magic byte {header[MAGIC_BYTE]}"
-            elif header[BASE_OFFSET] != expected:
+            elif header[BASE_OFFSET] != expected and not (
+                self.gaps_allowed and expected < header[BASE_OFFSET] < self._offset_limit
+            ):
                 problem = f"base offset {header[BASE_OFFSET]} where {expected} was expected"
-            elif (count := header[RECORD_COUNT]) <= 0 or header[LAST_OFFSET_DELTA] != count - 1:
+            elif not (
+                (count := header[RECORD_COUNT]) == header[LAST_OFFSET_DELTA] + 1 > 0
+                or (self.gaps_allowed and 0 <= count <= header[LAST_OFFSET_DELTA] + 1)
+            ):
                 problem = f"{count} records with lastOffsetDelta {header[LAST_OFFSET_DELTA]}"
             elif off + size <= len(buf):
                 crc = crc32c.crc32c(memoryview(buf)[off + CRC_START : off + size])
@@ -536,6 +552,10 @@ class Segment:
         self.size = position
         self.recover(offset)  # the indexes and timestamps cut to ``offset``; nothing to check
         self.prepare_for_appends(now_ms)
+
+    @property
+    def _offset_limit(self) -> int:
+        return self.base_offset + 2**31  # offsets of a segment are 32-bit deltas from its base
 
     def _note_timestamp(self, max_ts: int, base_offset: int) -> None:
         if max_ts > self.max_timestamp:

@@ -10,6 +10,7 @@ Field names and versions follow Apache Kafka's message definitions.
 
 from __future__ import annotations
 
+from .group_apis import AUTHORIZED_OPERATIONS_OMITTED
 from .schema import (
     BOOL,
     INT8,
@@ -24,8 +25,6 @@ from .schema import (
     struct_array,
 )
 
-# Kafka's "not asked for" bit field of authorized operations (the lowest int32)
-OPERATIONS_OMITTED = -2147483648
 ENDPOINT_BROKERS, ENDPOINT_CONTROLLERS = 1, 2  # DescribeCluster v1's endpoint types
 
 # Kafka's answers without an authorizer: every AclOperation a resource type has, as a bit
@@ -55,7 +54,7 @@ DESCRIBE_CLUSTER_RESPONSE = Struct(
         Field("port", INT32),
         Field("rack", NULLABLE_STRING),
     ),
-    Field("cluster_authorized_operations", INT32, default=OPERATIONS_OMITTED),
+    Field("cluster_authorized_operations", INT32, default=AUTHORIZED_OPERATIONS_OMITTED),
 )
 
 # --- DescribeProducers (61) ------------------------------------------------------------------

@@ -2,16 +2,17 @@
 ``registry.py`` lists the versions served of each, so ApiVersions advertises them.
 
 Same conventions as ``apis.py``: field names and the versions that carry them follow Apache
-Kafka's message definitions (``clients/src/main/resources/common/message/*.json``), and only
-non-flexible (pre-KIP-482) versions are described.  The first flexible version of each API is
-noted beside its section and must not be reached by widening a range here.
+Kafka's message definitions (``clients/src/main/resources/common/message/*.json``), up to the
+newest version the classic group protocol serves; the first flexible version of each API
+(KIP-482) is its registry row's ``flexible_from``.
 
     >>> HEARTBEAT_REQUEST.decode(HEARTBEAT_REQUEST.encode({"group_id": "g"}, 0), 0)
     {'group_id': 'g', 'generation_id': 0, 'member_id': '', 'group_instance_id': None}
 
 Nullability that a fixed codec type cannot express per version is widened to "nullable" and
 left to the handler to police (as ``apis.METADATA_REQUEST`` does for v0 topics):
-OffsetFetch v1 ``topics`` decodes null although only v2+ allow it.
+OffsetFetch v1 ``topics`` decodes null although only v2+ allow it, and JoinGroup's
+``protocol_name`` below v7 (the coordinator answers "" there).
 """
 
 from __future__ import annotations
@@ -46,21 +47,34 @@ _GENERATION_MEMBER = (
     Field("group_instance_id", NULLABLE_STRING, "3+"),
 )
 
-# --- FindCoordinator (10): non-flexible 0-2, flexible from 3 --------------------------------
+# --- FindCoordinator (10): flexible from 3; v4 asks for several keys at once -------------
 
 FIND_COORDINATOR_REQUEST = Struct(
-    Field("key", STRING),
+    Field("key", STRING, "0-3"),
     Field("key_type", INT8, "1+"),  # 0 group, 1 transaction; v0 means a group
+    Field("coordinator_keys", Array(STRING), "4+"),
 )
 FIND_COORDINATOR_RESPONSE = Struct(
-    *_THROTTLE_ERROR,
-    Field("error_message", NULLABLE_STRING, "1+"),
-    Field("node_id", INT32),
-    Field("host", STRING),
-    Field("port", INT32),
+    Field("throttle_time_ms", INT32, "1+"),
+    Field("error_code", INT16, "0-3"),
+    Field("error_message", NULLABLE_STRING, "1-3"),
+    Field("node_id", INT32, "0-3"),
+    Field("host", STRING, "0-3"),
+    Field("port", INT32, "0-3"),
+    struct_array(
+        "coordinators",
+        Field("key", STRING),
+        Field("node_id", INT32),
+        Field("host", STRING),
+        Field("port", INT32),
+        Field("error_code", INT16),
+        Field("error_message", NULLABLE_STRING),
+        versions="4+",
+    ),
 )
 
-# --- JoinGroup (11): non-flexible 0-5, flexible from 6 --------------------------------------
+# --- JoinGroup (11): flexible from 6; v7 names the protocol type in the response, v8 takes
+# a reason, v9 tells a leader to skip the assignment (KIP-814) ------------------------------
 
 JOIN_GROUP_REQUEST = Struct(
     Field("group_id", STRING),
@@ -71,13 +85,16 @@ JOIN_GROUP_REQUEST = Struct(
     Field("group_instance_id", NULLABLE_STRING, "5+"),
     Field("protocol_type", STRING),
     struct_array("protocols", Field("name", STRING), Field("metadata", BYTES)),
+    Field("reason", NULLABLE_STRING, "8+"),
 )
 JOIN_GROUP_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "2+"),
     Field("error_code", INT16),
     Field("generation_id", INT32, default=-1),
-    Field("protocol_name", STRING),  # null only from v7 (flexible); "" on errors here
+    Field("protocol_type", NULLABLE_STRING, "7+"),
+    Field("protocol_name", NULLABLE_STRING),  # null on errors from v7; "" below (see above)
     Field("leader", STRING),
+    Field("skip_assignment", BOOL, "9+"),
     Field("member_id", STRING),
     struct_array(
         "members",
@@ -87,33 +104,52 @@ JOIN_GROUP_RESPONSE = Struct(
     ),
 )
 
-# --- Heartbeat (12): non-flexible 0-3, flexible from 4 --------------------------------------
+# --- Heartbeat (12): flexible from 4 -------------------------------------------------------
 
 HEARTBEAT_REQUEST = Struct(*_GENERATION_MEMBER)
 HEARTBEAT_RESPONSE = Struct(*_THROTTLE_ERROR)
 
-# --- LeaveGroup (13): v0-1 here; v2 (same as v1) and v3 (batched members) are also
-# non-flexible, flexible from 4 --------------------------------------------------------------
+# --- LeaveGroup (13): v2 as v1, v3 a batch of members (KIP-345), flexible from 4, v5 a
+# reason per member ------------------------------------------------------------------------
 
 LEAVE_GROUP_REQUEST = Struct(
     Field("group_id", STRING),
-    Field("member_id", STRING),  # v0-2 only; v3 replaces it with a members array
+    Field("member_id", STRING, "0-2"),
+    struct_array(
+        "members",
+        Field("member_id", STRING),
+        Field("group_instance_id", NULLABLE_STRING),
+        Field("reason", NULLABLE_STRING, "5+"),
+        versions="3+",
+    ),
 )
-LEAVE_GROUP_RESPONSE = Struct(*_THROTTLE_ERROR)
+LEAVE_GROUP_RESPONSE = Struct(
+    *_THROTTLE_ERROR,
+    struct_array(
+        "members",
+        Field("member_id", STRING),
+        Field("group_instance_id", NULLABLE_STRING),
+        Field("error_code", INT16),
+        versions="3+",
+    ),
+)
 
-# --- SyncGroup (14): non-flexible 0-3, flexible from 4 --------------------------------------
+# --- SyncGroup (14): flexible from 4; v5 names the protocol type and name both ways ----------
 
+# The group's protocol type and name, as SyncGroup v5+ carries them (null: not said).
+_PROTOCOL = (
+    Field("protocol_type", NULLABLE_STRING, "5+"),
+    Field("protocol_name", NULLABLE_STRING, "5+"),
+)
 SYNC_GROUP_REQUEST = Struct(
     *_GENERATION_MEMBER,
+    *_PROTOCOL,
     struct_array("assignments", Field("member_id", STRING), Field("assignment", BYTES)),
 )
-SYNC_GROUP_RESPONSE = Struct(
-    *_THROTTLE_ERROR,
-    Field("assignment", BYTES),
-)
+SYNC_GROUP_RESPONSE = Struct(*_THROTTLE_ERROR, *_PROTOCOL, Field("assignment", BYTES))
 
-# --- OffsetCommit (8): v2-7 here (v0-1 are non-flexible too, dropped by Kafka 4.0);
-# flexible from 8 ---------------------------------------------------------------------------
+# --- OffsetCommit (8): v2-9 (v0-1 were dropped by Kafka 4.0); flexible from 8; v9 is v8 for
+# the classic group protocol (its member epoch is KIP-848's) --------------------------------
 
 OFFSET_COMMIT_REQUEST = Struct(
     Field("group_id", STRING),
@@ -134,29 +170,52 @@ OFFSET_COMMIT_RESPONSE = Struct(
     topic_partitions("topics", Field("partition_index", INT32), Field("error_code", INT16)),
 )
 
-# --- OffsetFetch (9): v1-5 here (v0 read ZooKeeper); flexible from 6 -----------------------
+# --- OffsetFetch (9): v1-8 (v0 read ZooKeeper); flexible from 6; v7 asks for stable offsets
+# only, v8 for several groups at once -------------------------------------------------------
+
+
+def _fetch_topics(versions: str, nullable: bool) -> Field:
+    """The topics and partitions an OffsetFetch asks for; null = every committed one."""
+    partitions = Field("partition_indexes", Array(INT32))
+    return Field("topics", Array(Struct(Field("name", STRING), partitions), nullable), versions)
+
+
+def _fetched_topics(versions: str, epoch_from: str) -> Field:
+    """The committed offsets of an OffsetFetch response, per topic and partition."""
+    return Field(
+        "topics",
+        topic_partitions(
+            "topics",
+            Field("partition_index", INT32),
+            Field("committed_offset", INT64),
+            Field("committed_leader_epoch", INT32, epoch_from, default=-1),
+            Field("metadata", NULLABLE_STRING),
+            Field("error_code", INT16),
+        ).type,
+        versions,
+    )
+
 
 OFFSET_FETCH_REQUEST = Struct(
-    Field("group_id", STRING),
-    # null = every partition with a committed offset; allowed from v2 only (see above)
-    struct_array(
-        "topics", Field("name", STRING), Field("partition_indexes", Array(INT32)), nullable=True
-    ),
+    Field("group_id", STRING, "0-7"),
+    _fetch_topics("0-7", nullable=True),  # null allowed from v2 only (see above)
+    struct_array("groups", Field("group_id", STRING), _fetch_topics("8+", True), versions="8+"),
+    Field("require_stable", BOOL, "7+"),
 )
 OFFSET_FETCH_RESPONSE = Struct(
     Field("throttle_time_ms", INT32, "3+"),
-    topic_partitions(
-        "topics",
-        Field("partition_index", INT32),
-        Field("committed_offset", INT64),
-        Field("committed_leader_epoch", INT32, "5+", default=-1),
-        Field("metadata", NULLABLE_STRING),
+    _fetched_topics("0-7", "5+"),
+    Field("error_code", INT16, "2-7"),  # group-level; after the topics, not before
+    struct_array(
+        "groups",
+        Field("group_id", STRING),
+        _fetched_topics("8+", "8+"),
         Field("error_code", INT16),
+        versions="8+",
     ),
-    Field("error_code", INT16, "2+"),  # group-level; after the topics, not before
 )
 
-# --- DescribeGroups (15): non-flexible 0-4, flexible from 5 ---------------------------------
+# --- DescribeGroups (15): flexible from 5 -------------------------------------------------
 
 DESCRIBE_GROUPS_REQUEST = Struct(
     Field("groups", Array(STRING)),
@@ -184,10 +243,15 @@ DESCRIBE_GROUPS_RESPONSE = Struct(
     ),
 )
 
-# --- ListGroups (16): non-flexible 0-2 (an empty request), flexible from 3 ------------------
+# --- ListGroups (16): an empty request to v3 (flexible from 3); v4 filters by state --------
 
-LIST_GROUPS_REQUEST = Struct()
+LIST_GROUPS_REQUEST = Struct(Field("states_filter", Array(STRING), "4+"))
 LIST_GROUPS_RESPONSE = Struct(
     *_THROTTLE_ERROR,
-    struct_array("groups", Field("group_id", STRING), Field("protocol_type", STRING)),
+    struct_array(
+        "groups",
+        Field("group_id", STRING),
+        Field("protocol_type", STRING),
+        Field("group_state", STRING, "4+"),
+    ),
 )

@@ -160,13 +160,17 @@ def compute_crc(batch) -> int:
     return crc32c.crc32c(memoryview(batch)[CRC_START:])
 
 
-def check_batch(buf, pos: int = 0, *, max_size: int | None = None) -> BatchHeader:
+def check_batch(
+    buf, pos: int = 0, *, max_size: int | None = None, compacted: bool = False
+) -> BatchHeader:
     """Validate the batch at ``pos`` as a broker must before it appends it.
 
     Checks, in order: room for a header, the magic byte (2), that the batch lies wholly inside
     ``buf``, ``max_size`` (MessageTooLargeError), the CRC (CorruptMessageError), the codec
     (UnsupportedCompressionTypeError) and the offset/count rules Kafka applies to producer
-    batches (InvalidRecordError).  Records are never decoded.  Returns the header.
+    batches (InvalidRecordError).  With ``compacted`` (a replica copying a leader's log), a
+    batch may hold fewer records than its offsets span, or none, as the log cleaner leaves
+    them.  Records are never decoded.  Returns the header.
     """
     available = len(buf) - pos
     if available < HEADER_SIZE:
@@ -200,7 +204,8 @@ def check_batch(buf, pos: int = 0, *, max_size: int | None = None) -> BatchHeade
         raise UnsupportedCompressionTypeError(
             f"compression codec {header.attributes & COMPRESSION_MASK} does not exist"
         )
-    if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
+    count, span = header.record_count, header.last_offset_delta + 1
+    if (count != span or count <= 0) and not (compacted and 0 <= count <= span):
         raise InvalidRecordError(
             f"record batch has {header.record_count} records but lastOffsetDelta "
             f"{header.last_offset_delta}"
@@ -343,6 +348,35 @@ def build_batch(
     batch[HEADER_SIZE:] = encoded
     _U32.pack_into(batch, CRC_POSITION, compute_crc(batch))
     return bytes(batch)
+
+
+def with_body(
+    header: BatchHeader, body: bytes, attributes: int, last_offset_delta: int, count: int
+) -> bytes:
+    """A batch with ``header``'s offsets, epochs, timestamps and producer fields around a
+    record section ``body`` (as stored: compressed if ``attributes`` name a codec), with
+    these attributes, lastOffsetDelta and record count, and its CRC computed."""
+    out = bytearray(HEADER_SIZE + len(body))
+    HEADER.pack_into(
+        out,
+        0,
+        header.base_offset,
+        HEADER_SIZE + len(body) - LOG_OVERHEAD,
+        header.partition_leader_epoch,
+        header.magic,
+        0,
+        attributes,
+        last_offset_delta,
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        count,
+    )
+    out[HEADER_SIZE:] = body
+    _U32.pack_into(out, CRC_POSITION, compute_crc(out))
+    return bytes(out)
 
 
 def with_log_append_time(batch, now_ms: int) -> bytes:

@@ -237,6 +237,7 @@ class ReplicaManager:
         when the hw moves (at once with a single replica or an ISR of one)."""
         leader = self.leaders.get((topic, partition))
         if leader is None:  # a single replica: the hw is the log end
+            plog.high_watermark = plog.log_end_offset  # the log cleaner stops there
             self.waiters.appended(topic, partition, size)
             return
         self.waiters.appended(topic, partition, size, consumers=False)

@@ -20,6 +20,7 @@ from broker.protocol.records import (
     LATEST_TIMESTAMP,
     LOG_APPEND_TIME,
     BatchHeader,
+    decode_batch,
     records_section,
     split_batches,
 )
@@ -94,7 +95,10 @@ class _HeaderCounter:
                 log.warning("%s-%d: %s", topic, partition, exc)
                 undecodable += header.record_count
                 stamps = np.full(header.record_count, header.max_timestamp, np.int64)
-            offsets = header.base_offset + np.arange(len(stamps))
+            if header.record_count == header.last_offset_delta + 1:
+                offsets = header.base_offset + np.arange(len(stamps))
+            else:  # a batch the log cleaner thinned: offsets with gaps
+                offsets = np.array([r.offset for r in decode_batch(data, pos).records], np.int64)
             stamps = stamps[(offsets >= from_offset) & (offsets < end)]
             windows = stamps - stamps % self.window_ms
             for w, c in zip(*np.unique(windows[windows >= self.first], return_counts=True)):
