@@ -3,10 +3,11 @@ Kafka's ``kafka-consumer-groups --reset-offsets``.
 
     headrace groups --zookeeper zk:2181/headrace --reset-offsets --group G --topic T[:P,...]
         (--to-earliest | --to-latest | --to-datetime ISO | --to-offset N | --shift-by N)
-        [--execute] [--force]
+        [--dry-run | --execute] [--force]
 
 It prints the plan (group, topic, partition, the committed offset and the new one); only
-``--execute`` writes it.  Every target is kept within what the brokers hold (log start to high
+``--execute`` writes it (``--dry-run``, Kafka's explicit flag for the default, is refused with
+``--execute``).  Every target is kept within what the brokers hold (log start to high
 watermark), as Kafka's tool does.  A group with live members is refused (offsets moved under a
 running consumer would be overwritten by its next commit).  A loader's group is refused unless
 ``--force``: its committed offsets are the warehouse's exactly-once record, so offsets moved
@@ -197,7 +198,9 @@ def add_arguments(parser) -> None:
     to.add_argument("--to-datetime", metavar="ISO", help="the first record at or after a time")
     to.add_argument("--to-offset", type=int, metavar="N", help="offset N")
     to.add_argument("--shift-by", type=int, metavar="N", help="N from the committed offset")
-    parser.add_argument("--execute", action="store_true", help="apply the plan (default: print it)")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--dry-run", action="store_true", help="print the plan only (the default)")
+    run.add_argument("--execute", action="store_true", help="apply the plan (default: print it)")
     parser.add_argument(
         "--force",
         action="store_true",

@@ -1,7 +1,7 @@
-"""``headrace topics alter --partitions`` and ``headrace groups --reset-offsets`` run as
-commands against a real broker and ZooKeeper: the plan printed by a dry run, each way of
-choosing the new offsets, refusals while a group is active and for a loader's group without
-``--force``; and the reset's arithmetic alone."""
+"""``headrace topics alter --partitions`` (alone and with ``--config``) and ``headrace groups
+--reset-offsets`` run as commands against a real broker and ZooKeeper: the plan printed by a
+dry run, each way of choosing the new offsets, refusals while a group is active and for a
+loader's group without ``--force``; and the reset's arithmetic alone."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import subprocess
 
 import pytest
+from admin_clients import confluent_admin
 from command_lines import HEADRACE
 from conftest import create_topic, metadata, wait_for, zk_session
 
@@ -53,6 +54,31 @@ def test_topics_alter_adds_partitions_and_refuses_fewer(cluster1):
     assert unknown.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
     nothing = _run("topics", "alter", "--topic", "cli-grown", *bootstrap)
     assert nothing.returncode == 2 and "--partitions N" in nothing.stderr
+
+
+def _retention(cluster, topic: str) -> str:
+    from confluent_kafka.admin import ConfigResource
+
+    resource = ConfigResource("topic", topic)
+    admin = confluent_admin(cluster)  # kept alive until its answer
+    [future] = admin.describe_configs([resource]).values()
+    return future.result(timeout=30)["retention.ms"].value
+
+
+def test_topics_alter_adds_partitions_and_sets_configs_in_one_call(cluster1):
+    port = cluster1.brokers[0].port
+    create_topic(port, "cli-both", 1)
+    bootstrap = ["--bootstrap-server", cluster1.bootstrap]
+    both = ["--partitions", "3", "--config", "retention.ms=3600000"]
+    done = _run("topics", "alter", "--topic", "cli-both", *both, *bootstrap)
+    assert done.returncode == 0, done.stderr
+    assert "now has 3 partitions" in done.stdout and "altered the configs" in done.stdout
+    assert len(metadata(port, ["cli-both"])["topics"][0]["partitions"]) == 3
+    assert _retention(cluster1, "cli-both") == "3600000"
+    fewer = ["--partitions", "2", "--config", "retention.ms=60000"]
+    refused = _run("topics", "alter", "--topic", "cli-both", *fewer, *bootstrap)
+    assert refused.returncode == 1 and "INVALID_PARTITIONS" in refused.stderr
+    assert _retention(cluster1, "cli-both") == "3600000"  # the failed step stopped the call
 
 
 def _reset(cluster, group: str, *options: str) -> subprocess.CompletedProcess:
@@ -100,6 +126,11 @@ def test_reset_offsets_plans_then_executes_each_way(cluster1):
         [row] = [line.split() for line in dry.stdout.splitlines() if line.startswith(group)]
         assert row == [group, topic, "0", "15", "0"]
         assert "dry run" in dry.stderr and committed() == 15
+        explicit = _reset(cluster1, group, "--topic", topic, "--to-earliest", "--dry-run")
+        assert explicit.returncode == 0 and explicit.stdout == dry.stdout, explicit.stderr
+        both = _reset(cluster1, group, "--topic", topic, "--to-earliest", "--dry-run", "--execute")
+        assert both.returncode == 2 and "not allowed with argument --dry-run" in both.stderr
+        assert committed() == 15
         for options, expected in (
             (["--to-offset", "5"], 5),
             (["--shift-by", "3"], 8),
