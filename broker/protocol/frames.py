@@ -168,7 +168,9 @@ def decode_request(payload) -> Request:
         if api is _PRODUCE:  # the hot path: tuples, not dicts
             body = produce.decode_request(payload, pos, api_version)
         else:
-            body = api.request.decode(payload, api_version, pos)
+            # bytes after the last field are ignored, as Kafka does: librdkafka 2.16 pads its
+            # all-topics Metadata v10+ request with three
+            body = api.request.decode(payload, api_version, pos, trailing_ok=True)
     except DECODE_ERRORS as exc:
         raise ProtocolError(f"malformed {api.name} v{api_version} request: {exc}") from None
     return Request(header, api, body)

@@ -428,14 +428,15 @@ class Struct:
             out.append(encode_uvarint(len(fields) // 3))
             out += fields
 
-    def decode(self, buf, version: int, pos: int = 0) -> dict:
-        """Decode a whole message; trailing bytes are an error.  Runs the decoder generated
-        for this version (``codegen``), which agrees with ``read``."""
+    def decode(self, buf, version: int, pos: int = 0, trailing_ok: bool = False) -> dict:
+        """Decode a whole message; trailing bytes are an error unless ``trailing_ok`` (a
+        request, which Kafka reads up to its last field and no further).  Runs the decoder
+        generated for this version (``codegen``), which agrees with ``read``."""
         read = self._decoders.get(version)
         if read is None:
             read = codegen.compile_decoder(self, version, self.is_flexible(version))
             self._decoders[version] = read
-        return run_decoder(read, buf, pos)
+        return run_decoder(read, buf, pos, trailing_ok=trailing_ok)
 
     def encode(self, obj: dict, version: int) -> bytes:
         return b"".join(self.encode_parts(obj, version))
@@ -492,9 +493,10 @@ def topic_partitions(
     return struct_array(name, Field(topic, STRING), struct_array(partitions, *partition_fields))
 
 
-def run_decoder(read, buf, pos: int = 0, *args):
+def run_decoder(read, buf, pos: int = 0, *args, trailing_ok: bool = False):
     """Run ``read(view, pos, size, *args) -> (value, end)`` over a whole message from ``pos``:
-    a field cut short, text that is not UTF-8 and trailing bytes become ProtocolError."""
+    a field cut short, text that is not UTF-8 and (unless ``trailing_ok``) trailing bytes
+    become ProtocolError."""
     view = memoryview(buf)
     size = len(view)
     try:
@@ -503,7 +505,7 @@ def run_decoder(read, buf, pos: int = 0, *args):
         raise ProtocolError(f"message ends inside a field: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"string is not UTF-8: {exc}") from None
-    if end != size:
+    if end != size and not trailing_ok:
         raise ProtocolError(f"{size - end} bytes left over after the message")
     return result
 
