@@ -123,6 +123,47 @@ def test_alter_replaces_the_whole_set_and_incremental_changes_single_configs(clu
     assert described["max.message.bytes"].is_default
 
 
+def test_alter_on_a_broker_replaces_its_whole_dynamic_set(cluster3, admin):
+    """AlterConfigs (not incremental) on a BROKER resource is its new dynamic set, as in
+    Kafka: the properties it leaves out go back to the broker's file and defaults."""
+    broker = ConfigResource("broker", "3")
+    with zk_session(cluster3.zookeeper_connect) as zk:
+        path = layout.broker_config_path("3")
+        try:
+            steps = [
+                ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+                for name, value in (("log.retention.ms", "7200000"), ("log.flush.interval.ms", "5"))
+            ]
+            resource = ConfigResource("broker", "3", incremental_configs=steps)
+            assert _result(admin.incremental_alter_configs([resource])) is None
+            assert json.loads(zk.get(path)[0])["config"] == {
+                "log.retention.ms": "7200000",
+                "log.flush.interval.ms": "5",
+            }
+            replace = ConfigResource("broker", "3", set_config={"message.max.bytes": "200000"})
+            assert _result(admin.alter_configs([replace])) is None
+            assert json.loads(zk.get(path)[0]) == {
+                "version": 1,
+                "config": {"message.max.bytes": "200000"},
+            }
+            described = wait_for(
+                lambda: (
+                    (d := _result(admin.describe_configs([broker])))["message.max.bytes"].value
+                    == "200000"
+                    and d
+                ),
+                20,
+            )
+            assert described["log.retention.ms"].source != ConfigSource.DYNAMIC_BROKER_CONFIG
+            assert described["log.flush.interval.ms"].source != ConfigSource.DYNAMIC_BROKER_CONFIG
+            empty = ConfigResource("broker", "3", set_config={})
+            assert _result(admin.alter_configs([empty])) is None
+            assert json.loads(zk.get(path)[0])["config"] == {}
+        finally:
+            if zk.exists(path):
+                zk.set(path, layout.encode_topic_config({}))
+
+
 def test_errors_are_kafkas(cluster3, admin):
     create_topic(cluster3.brokers[0].port, "refusing", 1)
     missing = ConfigResource("topic", "no-such-topic")

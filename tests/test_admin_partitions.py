@@ -86,6 +86,7 @@ def test_confluent_create_partitions_errors(cluster3):
 def test_kafka_python_create_partitions_and_its_errors(cluster3):
     from kafka.admin import KafkaAdminClient
     from kafka.errors import InvalidPartitionsError as Invalid
+    from kafka.errors import UnknownTopicOrPartitionError
 
     port = cluster3.brokers[0].port
     create_topic(port, "kp-grown", 1, replication_factor=3)
@@ -97,6 +98,8 @@ def test_kafka_python_create_partitions_and_its_errors(cluster3):
             admin.create_partitions({"kp-grown": 2})
         with pytest.raises(Invalid):
             admin.create_partitions({"kp-grown": 3})
+        with pytest.raises(UnknownTopicOrPartitionError):
+            admin.create_partitions({"kp-no-such-topic": 2})
     finally:
         admin.close()
 
