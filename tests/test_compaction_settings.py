@@ -1,0 +1,176 @@
+"""Compaction settings on a real broker, read back by confluent-kafka: a
+``min.cleanable.dirty.ratio`` between 0 and 1 (a log below it is left alone, one above it is
+cleaned), ``segment.ms`` rolling a quiet active segment on the next append so that it becomes
+cleanable, and ``compact,delete`` both compacting and deleting by retention."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+from conftest import wait_for
+from test_broker_compaction import (
+    FAST_CLEANER,
+    SMALL_BATCHES,
+    create,
+    produce,
+    read_back,
+    updates,
+)
+
+from broker.log.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.integration  # a real broker, real clients
+
+QUIET = 2.0  # seconds a log is watched to see that it is not cleaned (about 20 cleaner ticks)
+
+
+def _segments(broker, topic: str) -> list[tuple[int, int]]:
+    """(base offset, size) of each segment of ``topic``-0, oldest first."""
+    directory = broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-0"
+    return sorted((int(p.name[:20]), p.stat().st_size) for p in directory.glob("*.log"))
+
+
+def _cleaned_to(broker, topic: str) -> int:
+    logs = broker.workdir / f"broker-{broker.broker_id}-logs"
+    return read_checkpoint(logs / "cleaner-offset-checkpoint").get((topic, 0), 0)
+
+
+def _dirty_ratio(broker, topic: str) -> float:
+    """The dirty share of the segments below the active one, as the cleaner reckons it (the
+    bytes of segments holding offsets past the cleaned point, over all their bytes)."""
+    segments = _segments(broker, topic)
+    cleaned = _cleaned_to(broker, topic)
+    closed = [(size, next_base) for (_, size), (next_base, _) in itertools.pairwise(segments)]
+    total = sum(size for size, _ in closed)
+    dirty = sum(size for size, next_base in closed if next_base > cleaned)
+    return dirty / total if total else 0.0
+
+
+def _quiet(condition) -> bool:
+    """Whether ``condition()`` stays true for QUIET seconds."""
+    deadline = time.monotonic() + QUIET
+    while time.monotonic() < deadline:
+        if not condition():
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_log_below_the_dirty_ratio_waits_and_one_above_it_is_cleaned(make_cluster):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker, bootstrap = cluster.brokers[0], cluster.bootstrap
+    create(bootstrap, "ratio", **{"min.cleanable.dirty.ratio": "0.5", "segment.bytes": "8192"})
+    keys = 200  # about 45 KB once clean: each further closed segment is about 15 % dirty
+    written = produce(bootstrap, "ratio", updates(3 * keys, keys, seed=1, size=200))
+    wait_for(lambda: _dirty_ratio(broker, "ratio") == 0.0 and _cleaned_to(broker, "ratio"), 30)
+    cleaned = _cleaned_to(broker, "ratio")
+
+    batch = 0
+    while _dirty_ratio(broker, "ratio") < 0.25:  # about 30 % dirty
+        written |= produce(bootstrap, "ratio", updates(20, keys, seed=100 + batch, size=200))
+        batch += 1
+    ratio = _dirty_ratio(broker, "ratio")
+    assert 0.25 <= ratio < 0.45, ratio
+    before = read_back(bootstrap, "ratio")
+    assert _quiet(lambda: _cleaned_to(broker, "ratio") == cleaned)
+    assert read_back(bootstrap, "ratio") == before
+
+    while _dirty_ratio(broker, "ratio") < 0.6 and _cleaned_to(broker, "ratio") == cleaned:
+        written |= produce(bootstrap, "ratio", updates(20, keys, seed=100 + batch, size=200))
+        batch += 1
+    wait_for(lambda: _cleaned_to(broker, "ratio") > cleaned, 30)
+    after = read_back(bootstrap, "ratio")
+    assert len(after) < len(before)
+    latest = {key: offset for offset, (key, _) in sorted(written.items())}
+    assert set(latest.values()) <= {offset for offset, _, _ in after}
+
+
+def _duplicates(bootstrap: str, topic: str) -> int:
+    kept = read_back(bootstrap, topic)
+    return len(kept) - len({key for _, key, _ in kept})
+
+
+def test_segment_ms_rolls_a_quiet_active_segment_on_the_next_append_so_it_is_cleaned(
+    make_cluster,
+):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    bootstrap = cluster.bootstrap
+    big = {"segment.bytes": str(1 << 20)}  # never rolled by size here
+    create(bootstrap, "rolled", **big, **{"segment.ms": "1000"})
+    create(bootstrap, "unrolled", **big)
+    for topic in ("rolled", "unrolled"):
+        produce(bootstrap, topic, updates(200, 10, seed=2))
+    time.sleep(1.2)  # the active segment's first batch is now over segment.ms old
+    for topic in ("rolled", "unrolled"):
+        produce(bootstrap, topic, [(b"late", b"x")])
+    assert len(_segments(cluster.brokers[0], "rolled")) >= 2
+    assert len(_segments(cluster.brokers[0], "unrolled")) == 1
+    wait_for(lambda: _duplicates(bootstrap, "rolled") == 0, 30)
+    # the same records in an active segment are never cleaned
+    assert _quiet(lambda: _duplicates(bootstrap, "unrolled") == 190)
+
+
+def test_compact_delete_compacts_and_deletes_by_retention(make_cluster):
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker, bootstrap = cluster.brokers[0], cluster.bootstrap
+    # segment.ms: the first record of the hour-old time rolls, so no segment holds both
+    config = {"cleanup.policy": "compact,delete", "retention.ms": "600000", "segment.ms": "60000"}
+    create(bootstrap, "both", **config)
+    old = int(time.time() * 1000) - 3600_000  # an hour ago: past retention.ms
+    _produce_at(bootstrap, "both", [(b"old-%d" % i, b"o" * 100) for i in range(100)], old)
+    written = produce(bootstrap, "both", updates(400, 20, seed=3))
+    first_new = min(written)
+
+    def settled():
+        kept = _read_from_log_start(bootstrap, "both")
+        deleted = kept and kept[0][0] >= first_new  # the old records, whose keys are unique
+        compacted = _cleaned_to(broker, "both") >= _segments(broker, "both")[-1][0]
+        return deleted and compacted and kept
+
+    wait_for(settled, 30)
+    cleaned = _cleaned_to(broker, "both")
+    kept = _read_from_log_start(bootstrap, "both")
+    below = [key for offset, key, _ in kept if offset < cleaned]
+    assert below and len(below) == len(set(below))  # one record per key below the clean
+    latest = {key: offset for offset, (key, _) in sorted(written.items())}
+    assert {key for _, key, _ in kept} == set(latest)
+    assert set(latest.values()) <= {offset for offset, _, _ in kept}
+
+
+def _read_from_log_start(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes | None]]:
+    """(offset, key, value) of every record from the log start, by confluent-kafka."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out = []
+    try:
+        while (msg := consumer.poll(30.0)) is not None:
+            if msg.error() and msg.error().code() == KafkaError._PARTITION_EOF:
+                return out
+            assert not msg.error(), msg.error()
+            out.append((msg.offset(), msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    raise AssertionError("no end of partition within 30 s")
+
+
+def _produce_at(bootstrap: str, topic: str, pairs, timestamp_ms: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **SMALL_BATCHES})
+    failures = []
+    for key, value in pairs:
+        producer.produce(
+            topic, value, key, timestamp=timestamp_ms, on_delivery=lambda e, _: failures.append(e)
+        )
+    assert producer.flush(30) == 0 and failures == [None] * len(pairs), failures[:1]
