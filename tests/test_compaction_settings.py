@@ -1,7 +1,8 @@
 """Compaction settings on a real broker, read back by confluent-kafka: a
 ``min.cleanable.dirty.ratio`` between 0 and 1 (a log below it is left alone, one above it is
 cleaned), ``segment.ms`` rolling a quiet active segment on the next append so that it becomes
-cleanable, and ``compact,delete`` both compacting and deleting by retention."""
+cleanable, ``compact,delete`` both compacting and deleting by retention, and an idempotent
+producer's last batch kept by the cleaner so that its retry is still a duplicate."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import time
 
 import pytest
 from conftest import wait_for
+from request_bodies import produce_to
 from test_broker_compaction import (
     FAST_CLEANER,
     SMALL_BATCHES,
     create,
+    latest,
     produce,
     read_back,
     updates,
 )
 
 from broker.log.checkpoint import read_checkpoint
+from broker.protocol.records import BatchHeader, split_batches
+from consumers.client import BrokerConnection
 
 pytestmark = pytest.mark.integration  # a real broker, real clients
 
@@ -174,3 +179,54 @@ def _produce_at(bootstrap: str, topic: str, pairs, timestamp_ms: int) -> None:
             topic, value, key, timestamp=timestamp_ms, on_delivery=lambda e, _: failures.append(e)
         )
     assert producer.flush(30) == 0 and failures == [None] * len(pairs), failures[:1]
+
+
+def _batches(broker, topic: str) -> list[tuple[BatchHeader, bytes]]:
+    """Every batch of ``topic``-0 on ``broker``'s disk, with its bytes, in offset order."""
+    directory = broker.workdir / f"broker-{broker.broker_id}-logs" / f"{topic}-0"
+    out = []
+    for path in sorted(directory.glob("*.log")):
+        data = path.read_bytes()
+        out += [(header, data[pos : pos + header.size]) for pos, header in split_batches(data)]
+    return out
+
+
+def test_an_idempotent_producers_last_batch_outlives_a_clean_and_a_retry_stays_a_duplicate(
+    make_cluster,
+):
+    """confluent-kafka's idempotent producer writes keys that a plain producer then overwrites
+    all; after the clean its last batch is still on disk (emptied of what was overwritten),
+    so a broker rebuilding its producer state from the log alone (killed, its snapshots
+    removed, as a new replica has none) still answers that batch sent again as a duplicate
+    at its offsets, and readers step past it."""
+    from confluent_kafka import Producer as KafkaProducer
+
+    cluster = make_cluster(1, **FAST_CLEANER)
+    broker, bootstrap = cluster.brokers[0], cluster.bootstrap
+    create(bootstrap, "idem")
+    idempotent = KafkaProducer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, **SMALL_BATCHES}
+    )
+    for key, value in updates(200, 10, seed=4):
+        idempotent.produce("idem", value, key)
+    assert idempotent.flush(30) == 0
+    ours = [(h, raw) for h, raw in _batches(broker, "idem") if h.producer_id >= 0]
+    last, last_bytes = ours[-1]
+    assert len(ours) > 1 and last.base_sequence > 0
+    keys = sorted({b"user-%d" % i for i in range(10)})
+    written = produce(bootstrap, "idem", updates(300, 10, seed=5) + [(k, b"last") for k in keys])
+    wait_for(lambda: _cleaned_to(broker, "idem") >= _segments(broker, "idem")[-1][0] > 0, 30)
+
+    kept = [(h, raw) for h, raw in _batches(broker, "idem") if h.producer_id >= 0]
+    assert [(h.producer_id, h.base_sequence, h.base_offset) for h, _ in kept] == [
+        (last.producer_id, last.base_sequence, last.base_offset)
+    ]
+    broker.kill()  # a crash: with no snapshot the whole log is replayed
+    directory = broker.workdir / f"broker-{broker.broker_id}-logs" / "idem-0"
+    for snapshot in directory.glob("*.snapshot"):
+        snapshot.unlink()
+    broker.start()
+    with BrokerConnection("127.0.0.1", broker.port, timeout=30) as conn:
+        answer = wait_for(lambda: produce_to(conn, "idem", 0, last_bytes, acks=-1), 30)
+    assert (answer["error_code"], answer["base_offset"]) == (0, last.base_offset)
+    assert {k: v for _, k, v in read_back(bootstrap, "idem")} == latest(written)
