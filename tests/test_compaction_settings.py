@@ -25,6 +25,7 @@ from test_broker_compaction import (
 from broker.log.checkpoint import read_checkpoint
 from broker.protocol.records import BatchHeader, split_batches
 from consumers.client import BrokerConnection
+from consumers.consumer import EARLIEST, Consumer
 
 pytestmark = pytest.mark.integration  # a real broker, real clients
 
@@ -129,14 +130,14 @@ def test_compact_delete_compacts_and_deletes_by_retention(make_cluster):
     first_new = min(written)
 
     def settled():
-        kept = _read_from_log_start(bootstrap, "both")
+        kept = _read_from_log_start(bootstrap, "both", max(written) + 1)
         deleted = kept and kept[0][0] >= first_new  # the old records, whose keys are unique
         compacted = _cleaned_to(broker, "both") >= _segments(broker, "both")[-1][0]
         return deleted and compacted and kept
 
     wait_for(settled, 30)
     cleaned = _cleaned_to(broker, "both")
-    kept = _read_from_log_start(bootstrap, "both")
+    kept = _read_from_log_start(bootstrap, "both", max(written) + 1)
     below = [key for offset, key, _ in kept if offset < cleaned]
     assert below and len(below) == len(set(below))  # one record per key below the clean
     latest = {key: offset for offset, (key, _) in sorted(written.items())}
@@ -144,29 +145,19 @@ def test_compact_delete_compacts_and_deletes_by_retention(make_cluster):
     assert set(latest.values()) <= {offset for offset, _, _ in kept}
 
 
-def _read_from_log_start(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes | None]]:
-    """(offset, key, value) of every record from the log start, by confluent-kafka."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+def _read_from_log_start(bootstrap: str, topic: str, end: int) -> list[tuple]:
+    """(offset, key, value) of every record from the log start to ``end``, by our consumer."""
+    consumer = Consumer(bootstrap_servers=bootstrap)
+    consumer.assign([(topic, 0, EARLIEST)])
     out = []
+    deadline = time.monotonic() + 30
     try:
-        while (msg := consumer.poll(30.0)) is not None:
-            if msg.error() and msg.error().code() == KafkaError._PARTITION_EOF:
-                return out
-            assert not msg.error(), msg.error()
-            out.append((msg.offset(), msg.key(), msg.value()))
+        while consumer.positions[(topic, 0)] < end:
+            assert time.monotonic() < deadline, f"not at offset {end} within 30 s"
+            out += [(m.offset, m.key, m.value) for m in consumer.poll(0.5)]
     finally:
         consumer.close()
-    raise AssertionError("no end of partition within 30 s")
+    return out
 
 
 def _produce_at(bootstrap: str, topic: str, pairs, timestamp_ms: int) -> None:

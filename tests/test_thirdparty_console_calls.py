@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 from admin_clients import confluent_admin
-from conftest import create_topic, wait_for
+from conftest import create_topic
+from test_admin_groups import _consumer
 
 from broker.protocol.frames import decode_request
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration  # real clients against a broker process
 
 TOPICS = {"console-a": 2, "console-b": 3}
 GROUP = "console-group"
-RECORDS = 6  # per topic, keyed over its partitions
+RECORDS = 10  # per topic
 
 
 def test_librdkafkas_padded_all_topics_metadata_request_is_read_as_kafka_reads_it():
@@ -34,28 +35,15 @@ def test_librdkafkas_padded_all_topics_metadata_request_is_read_as_kafka_reads_i
 @pytest.fixture(scope="module")
 def cluster(cluster1):
     """``cluster1`` with two topics holding records and a group that committed on one."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     for topic, partitions in TOPICS.items():
         create_topic(cluster1.brokers[0].port, topic, partitions)
     producer = Producer({"bootstrap.servers": cluster1.bootstrap})
-    for topic in TOPICS:
-        for i in range(RECORDS):
-            producer.produce(topic, key=f"k{i}".encode(), value=b"v")
+    for i in range(RECORDS):
+        producer.produce("console-b", key=f"k{i}".encode(), value=b"v")
     assert producer.flush(30) == 0
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cluster1.bootstrap,
-            "group.id": GROUP,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe(["console-a"])
-    seen = []
-    wait_for(lambda: seen.extend(consumer.consume(10, 0.5)) or len(seen) >= RECORDS, 60)
-    consumer.commit(asynchronous=False)
-    consumer.close()
+    _consumer(cluster1, GROUP, "console-a").close()  # writes RECORDS, reads and commits them
     return cluster1
 
 
