@@ -10,7 +10,7 @@ import itertools
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import metadata, wait_for
 from request_bodies import produce_to
 from test_broker_compaction import (
     FAST_CLEANER,
@@ -30,6 +30,13 @@ from consumers.consumer import EARLIEST, Consumer
 pytestmark = pytest.mark.integration  # a real broker, real clients
 
 QUIET = 2.0  # seconds a log is watched to see that it is not cleaned (about 20 cleaner ticks)
+
+
+def _broker_with_controller(make_cluster):
+    """A one-broker cluster whose broker is already the controller (CreateTopics goes there)."""
+    cluster = make_cluster(1, **FAST_CLEANER)
+    wait_for(lambda: metadata(cluster.brokers[0].port)["controller_id"] == 1, 20)
+    return cluster
 
 
 def _segments(broker, topic: str) -> list[tuple[int, int]]:
@@ -65,13 +72,13 @@ def _quiet(condition) -> bool:
 
 
 def test_a_log_below_the_dirty_ratio_waits_and_one_above_it_is_cleaned(make_cluster):
-    cluster = make_cluster(1, **FAST_CLEANER)
+    cluster = _broker_with_controller(make_cluster)
     broker, bootstrap = cluster.brokers[0], cluster.bootstrap
     create(bootstrap, "ratio", **{"min.cleanable.dirty.ratio": "0.5", "segment.bytes": "8192"})
     keys = 200  # about 45 KB once clean: each further closed segment is about 15 % dirty
     written = produce(bootstrap, "ratio", updates(3 * keys, keys, seed=1, size=200))
-    wait_for(lambda: _dirty_ratio(broker, "ratio") == 0.0 and _cleaned_to(broker, "ratio"), 30)
-    cleaned = _cleaned_to(broker, "ratio")
+    # cleaned (all dirty is over 0.5), perhaps but for a last segment below the ratio
+    wait_for(lambda: _cleaned_to(broker, "ratio") and _dirty_ratio(broker, "ratio") < 0.25, 30)
 
     batch = 0
     while _dirty_ratio(broker, "ratio") < 0.25:  # about 30 % dirty
@@ -80,15 +87,15 @@ def test_a_log_below_the_dirty_ratio_waits_and_one_above_it_is_cleaned(make_clus
     ratio = _dirty_ratio(broker, "ratio")
     assert 0.25 <= ratio < 0.45, ratio
     before = read_back(bootstrap, "ratio")
-    assert _quiet(lambda: _cleaned_to(broker, "ratio") == cleaned)
-    assert read_back(bootstrap, "ratio") == before
+    assert _quiet(lambda: read_back(bootstrap, "ratio") == before)
+    cleaned = _cleaned_to(broker, "ratio")
 
     while _dirty_ratio(broker, "ratio") < 0.6 and _cleaned_to(broker, "ratio") == cleaned:
         written |= produce(bootstrap, "ratio", updates(20, keys, seed=100 + batch, size=200))
         batch += 1
     wait_for(lambda: _cleaned_to(broker, "ratio") > cleaned, 30)
     after = read_back(bootstrap, "ratio")
-    assert len(after) < len(before)
+    assert {offset for offset, _, _ in before} - {offset for offset, _, _ in after}  # cleaned
     latest = {key: offset for offset, (key, _) in sorted(written.items())}
     assert set(latest.values()) <= {offset for offset, _, _ in after}
 
@@ -101,7 +108,7 @@ def _duplicates(bootstrap: str, topic: str) -> int:
 def test_segment_ms_rolls_a_quiet_active_segment_on_the_next_append_so_it_is_cleaned(
     make_cluster,
 ):
-    cluster = make_cluster(1, **FAST_CLEANER)
+    cluster = _broker_with_controller(make_cluster)
     bootstrap = cluster.bootstrap
     big = {"segment.bytes": str(1 << 20)}  # never rolled by size here
     create(bootstrap, "rolled", **big, **{"segment.ms": "1000"})
@@ -119,7 +126,7 @@ def test_segment_ms_rolls_a_quiet_active_segment_on_the_next_append_so_it_is_cle
 
 
 def test_compact_delete_compacts_and_deletes_by_retention(make_cluster):
-    cluster = make_cluster(1, **FAST_CLEANER)
+    cluster = _broker_with_controller(make_cluster)
     broker, bootstrap = cluster.brokers[0], cluster.bootstrap
     # segment.ms: the first record of the hour-old time rolls, so no segment holds both
     config = {"cleanup.policy": "compact,delete", "retention.ms": "600000", "segment.ms": "60000"}
@@ -192,7 +199,7 @@ def test_an_idempotent_producers_last_batch_outlives_a_clean_and_a_retry_stays_a
     at its offsets, and readers step past it."""
     from confluent_kafka import Producer as KafkaProducer
 
-    cluster = make_cluster(1, **FAST_CLEANER)
+    cluster = _broker_with_controller(make_cluster)
     broker, bootstrap = cluster.brokers[0], cluster.bootstrap
     create(bootstrap, "idem")
     idempotent = KafkaProducer(
