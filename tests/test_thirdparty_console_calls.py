@@ -8,6 +8,8 @@ which Kafka ignores and so does the broker."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from admin_clients import confluent_admin
 from conftest import create_topic
@@ -142,3 +144,25 @@ def test_kafka_pythons_describe_pages(cluster):
         assert [t["name"] for t in one_dir["topics"]] == ["console-b"]
     finally:
         admin.close()
+
+
+def test_akhqs_offsets_by_time_read_committed(cluster):
+    """AKHQ's topic list: the offset of the first record at or after time 0 and the end
+    offset, read committed (its consumers' default); a partition with no record that recent
+    answers -1, which AKHQ replaces with the end offset."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = confluent_admin(cluster)
+    partitions = [TopicPartition("console-b", p) for p in range(TOPICS["console-b"])]
+    options = {"isolation_level": IsolationLevel.READ_COMMITTED, "request_timeout": 30}
+
+    def offsets(spec) -> list[int]:
+        answered = admin.list_offsets({tp: spec for tp in partitions}, **options)
+        return [answered[tp].result(timeout=30).offset for tp in partitions]
+
+    ends = offsets(OffsetSpec.latest())
+    assert sum(ends) == RECORDS
+    assert offsets(OffsetSpec.for_timestamp(0)) == [0 if end else -1 for end in ends]
+    future = int(time.time() * 1000) + 3600_000
+    assert offsets(OffsetSpec.for_timestamp(future)) == [-1] * len(partitions)
