@@ -118,7 +118,7 @@ def test_keys_with_one_hash_are_never_taken_for_one_another(monkeypatch):
     built = builder.build()
     assert len(built) == 2
     probe = keys_from_list([b"a", b"b", b"c", None, b"ab"])
-    later = built.superseded(probe, np.array([0, 0, 0, 0, 0]))
+    later = built.superseded(probe, np.array([0, 0, 0, 0, 0]), 1)
     assert later.tolist() == [True, True, False, False, False]
 
 
@@ -130,10 +130,11 @@ def test_a_key_sharing_a_hash_with_a_map_key_is_not_superseded(monkeypatch):
     builder.merge()
     builder.add(keys_from_list(keys[1:2]), np.array([101]))
     built = builder.build()
-    later = built.superseded(keys_from_list(keys), np.zeros(40, np.int64))
+    later = built.superseded(keys_from_list(keys), np.zeros(40, np.int64), 1)
     assert later.tolist() == [True, True] + [False] * 38
     # the real hash: the same answers
     monkeypatch.setattr(offset_map_module, "key_hashes", _real_hashes)
     built = OffsetMapBuilder()
     built.add(keys_from_list(keys[:2]), np.array([100, 101]))
-    assert built.build().superseded(keys_from_list(keys), np.zeros(40, np.int64)).sum() == 2
+    probe = keys_from_list(keys)
+    assert built.build().superseded(probe, np.zeros(40, np.int64), 1).sum() == 2

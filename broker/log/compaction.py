@@ -325,7 +325,7 @@ def clean_group(job: CleanJob, group: list[SegmentCopy], offset_map: OffsetMap) 
             drop_tombstones = segment.next_offset <= job.first_dirty and segment.mtime <= horizon_s
             for run in batch_runs(segment, job):
                 records = decode_run(run)
-                keep = _keep(records, offset_map, drop_tombstones)
+                keep = _keep(records, offset_map, job.first_dirty, drop_tombstones)
                 tombstones_kept = tombstones_kept or bool((keep & records.tombstones).any())
                 kept_bytes = None  # which bytes of the records stay, once a batch needs it
                 for (header, batch), (i, j) in zip(run, records.bounds):
@@ -389,10 +389,13 @@ def clean_group(job: CleanJob, group: list[SegmentCopy], offset_map: OffsetMap) 
     )
 
 
-def _keep(records: RunRecords, offset_map: OffsetMap, drop_tombstones: bool) -> np.ndarray:
+def _keep(
+    records: RunRecords, offset_map: OffsetMap, first_dirty: int, drop_tombstones: bool
+) -> np.ndarray:
     """Which records of a run stay: one with a key no later record in the map has, and not a
     tombstone whose time has come."""
-    keep = records.keys.present & ~offset_map.superseded(records.keys, records.offsets)
+    later = offset_map.superseded(records.keys, records.offsets, first_dirty)
+    keep = records.keys.present & ~later
     if drop_tombstones:
         keep &= ~records.tombstones
     return keep

@@ -194,15 +194,16 @@ class OffsetMap:
     def __len__(self) -> int:
         return self._size
 
-    def superseded(self, keys: KeyColumn, offsets: np.ndarray) -> np.ndarray:
+    def superseded(self, keys: KeyColumn, offsets: np.ndarray, mapped_from: int) -> np.ndarray:
         """For each record (its key, its offset): does the map hold a later offset of the
-        same key?  False for null keys."""
+        same key?  False for null keys.  Keyed records at ``mapped_from`` or after are in
+        the map: a hash only their key has in it is theirs, and needs no compare."""
         hashes = key_hashes(keys)
         later = np.zeros(len(hashes), bool)
         if len(self._hashes):
             at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
             later = (self._hashes[at] == hashes) & (self._offsets[at] > offsets) & keys.present
-            rows = np.flatnonzero(later)
+            rows = np.flatnonzero(later & (offsets < mapped_from))
             later[rows[~self._same(keys, rows, at[rows])]] = False
         if len(self._collided):
             for i in np.flatnonzero(np.isin(hashes, self._collided) & keys.present).tolist():
