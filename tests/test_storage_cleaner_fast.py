@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from broker.log import LogConfig, PartitionLog
 from broker.log import offset_map as offset_map_module
+from broker.log import swap as swap_module
 from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.offset_map import OffsetMapBuilder, keys_from_list
 from broker.protocol import compression
@@ -138,3 +139,19 @@ def test_a_key_sharing_a_hash_with_a_map_key_is_not_superseded(monkeypatch):
     built.add(keys_from_list(keys[:2]), np.array([100, 101]))
     probe = keys_from_list(keys)
     assert built.build().superseded(probe, np.zeros(40, np.int64), 1).sum() == 2
+
+
+def test_a_clean_of_several_groups_fsyncs_the_directory_once(tmp_path, monkeypatch):
+    plog = PartitionLog.open(tmp_path / "kv-0", COMPACT, clock=clock_now())
+    rows = [(b"k%d" % (i % 30), b"v" * 60) for i in range(900)]
+    for i in range(0, len(rows), 3):
+        plog.append(build_batch(rows[i : i + 3]))
+    plog.flush()
+    plog.high_watermark = plog.log_end_offset
+    synced = []
+    real = swap_module.fsync_directory
+    monkeypatch.setattr(swap_module, "fsync_directory", lambda d: synced.append(d) or real(d))
+    result = LogCleaner(CleanerConfig(), plog.clock).clean_now(plog)
+    assert result is not None and result.swapped > 1
+    assert synced == [plog.directory]
+    plog.close()

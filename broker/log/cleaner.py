@@ -51,7 +51,7 @@ from .compaction import (
     clean_group,
     group_segments,
 )
-from .swap import discard, install, write_indexes
+from .swap import discard, install, mark_swaps, write_indexes
 
 if TYPE_CHECKING:
     from .partition import PartitionLog
@@ -292,16 +292,20 @@ class LogCleaner:
                 and self._pool is not False
             )
             changed = [g for g in result.groups if g.path is not None]
-            for i, cleaned in enumerate(changed):
-                count = len(cleaned.bases)
-                first = _index_of(plog.segments, taken.segments, cleaned.bases, alive)
-                if first is None:
-                    for rest in changed[i:]:
-                        discard(rest)
-                    log.info("%s: the log changed during a clean; it is discarded", key)
-                    return result
-                install(plog, first, count, cleaned)
+            # the groups before the first whose segments are no longer the log's go in
+            fit = [_index_of(plog.segments, taken.segments, g.bases, alive) for g in changed]
+            stale = fit.index(None) if None in fit else len(changed)
+            for rest in changed[stale:]:
+                discard(rest)
+            mark_swaps(plog.directory, changed[:stale])
+            for cleaned in changed[:stale]:
+                first = _index_of(plog.segments, taken.segments, cleaned.bases, True)
+                assert first is not None, "installing a group leaves the others in place"
+                install(plog, first, len(cleaned.bases), cleaned)
                 result.swapped += 1
+            if stale < len(changed):
+                log.info("%s: the log changed during a clean; it is discarded", key)
+                return result
             self.first_dirty[key] = result.end
             retention = plog.config.delete_retention_ms
             dues = [int(g.mtime * 1000) + retention for g in result.groups if g.tombstones_kept]
