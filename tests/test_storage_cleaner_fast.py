@@ -19,6 +19,7 @@ from broker.log import swap as swap_module
 from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.offset_map import OffsetMapBuilder, keys_from_list
 from broker.protocol import compression
+from broker.protocol.errors import InvalidRecordError
 from broker.protocol.records import build_batch, split_batches
 from tests.test_storage_cleaner import COMPACT, clock_now, records
 
@@ -154,4 +155,21 @@ def test_a_clean_of_several_groups_fsyncs_the_directory_once(tmp_path, monkeypat
     result = LogCleaner(CleanerConfig(), plog.clock).clean_now(plog)
     assert result is not None and result.swapped > 1
     assert synced == [plog.directory]
+    plog.close()
+
+
+@pytest.mark.parametrize("headers", [None, [("h", b"v")]])
+def test_the_keyless_check_decompresses_a_batch_no_second_time(tmp_path, monkeypatch, headers):
+    plog = PartitionLog.open(tmp_path / "kv-0", COMPACT, clock=clock_now())
+    calls = []
+    real = compression.decompress
+    monkeypatch.setattr(compression, "decompress", lambda *a: calls.append(1) or real(*a))
+    rows = [(b"k%d" % i, b"v" * 20, headers, None) for i in range(40)]
+    plog.append(build_batch(rows, compression_type=compression.GZIP))
+    assert len(calls) == 1
+    with pytest.raises(InvalidRecordError, match="only records with a key"):
+        plog.append(
+            build_batch([*rows, (None, b"x", headers, None)], compression_type=compression.GZIP)
+        )
+    assert len(calls) == 2
     plog.close()
