@@ -26,7 +26,6 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from .cleaner_metrics import CleanerCollector
 from .protocol.errors import error_for_code
 from .protocol.registry import ApiKey
 from .state_metrics import BrokerStateCollector
@@ -110,7 +109,6 @@ class BrokerMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(RequestCollector(self))
         self.registry.register(BrokerStateCollector(broker))
-        self.registry.register(CleanerCollector(broker))
 
     # --- what the request handlers call ------------------------------------------------------
 
