@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 # group_by's engine, loaded with the broker rather than by its first clean
-import pyarrow.acero
+import pyarrow.acero  # type: ignore[import-untyped]
 
 _EMPTY = np.zeros(0, np.int64)
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
