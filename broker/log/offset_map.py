@@ -171,6 +171,15 @@ class OffsetMapBuilder:
         return OffsetMap(self._keys[0], self._offsets[0])
 
 
+def _search(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Where each of ``hashes`` is, or would be, in ``sorted_hashes`` (clipped to its last
+    index); the queries are sorted first, which keeps the binary searches in cache."""
+    order = np.argsort(hashes)
+    at = np.empty(len(hashes), np.int64)
+    at[order] = np.searchsorted(sorted_hashes, hashes[order])
+    return np.minimum(at, len(sorted_hashes) - 1)
+
+
 class OffsetMap:
     """Distinct keys and each one's latest offset, for lookups a run at a time."""
 
@@ -201,7 +210,7 @@ class OffsetMap:
         hashes = key_hashes(keys)
         later = np.zeros(len(hashes), bool)
         if len(self._hashes):
-            at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
+            at = _search(self._hashes, hashes)
             later = (self._hashes[at] == hashes) & (self._offsets[at] > offsets) & keys.present
             rows = np.flatnonzero(later & (offsets < mapped_from))
             later[rows[~self._same(keys, rows, at[rows])]] = False
