@@ -79,11 +79,13 @@ def key_hashes(keys: KeyColumn) -> np.ndarray:
     global _powers
     lengths = keys.lengths
     longest = int(lengths.max(initial=0))
-    if longest > len(_powers):
-        more = np.full(max(longest, 2 * len(_powers)), _MULTIPLIER, np.uint64)
-        _powers = np.concatenate(([np.uint64(1)], np.cumprod(more, dtype=np.uint64)))
+    powers = _powers  # the cleaner threads share it: each reads its own reference
+    if longest > len(powers):
+        more = np.full(max(longest, 2 * len(powers)), _MULTIPLIER, np.uint64)
+        powers = np.concatenate(([np.uint64(1)], np.cumprod(more, dtype=np.uint64)))
+        _powers = powers
     places = np.arange(len(keys.buf), dtype=np.int64) - np.repeat(keys.bounds[:-1], lengths)
-    terms = (keys.buf.astype(np.uint64) + np.uint64(1)) * _powers[places]
+    terms = (keys.buf.astype(np.uint64) + np.uint64(1)) * powers[places]
     sums = np.concatenate((np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)))
     h = sums[keys.bounds[1:]] - sums[keys.bounds[:-1]]
     h ^= lengths.astype(np.uint64) * _LENGTH_MIX
