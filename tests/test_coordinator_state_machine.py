@@ -872,7 +872,7 @@ def test_describe_and_list_fit_their_schemas_in_every_state(env):
     assert body["protocol_type"] == "consumer" and body["protocol_data"] == "range"
     assert [m["member_metadata"] for m in body["members"]] == [b"meta-a", b"meta-b"]
     assert [m["member_assignment"] for m in body["members"]] == [b"", b""]
-    assert [m["group_instance_id"] for m in body["members"]] == [None, None]  # all dynamic
+    assert [m["group_instance_id"] for m in body["members"]] == [None, "instance-b"]
     assert [m["client_id"] for m in body["members"]] == ["ca", "cb"]
     assert [m["client_host"] for m in body["members"]] == ["/127.0.0.1"] * 2
 
