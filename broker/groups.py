@@ -13,7 +13,8 @@ broker answers it.  States::
     (any) --last member gone--> Empty
 
 A rebalance completes when every known member has rejoined, or when the largest rebalance
-timeout of the members passes (members that did not rejoin are removed); a group's first
+timeout of the members passes (dynamic members that did not rejoin are removed; a member
+joining again unchanged gets the current generation, as in Kafka); a group's first
 rebalance waits ``initial_rebalance_delay_ms`` for more members (Kafka's
 ``group.initial.rebalance.delay.ms``).  The protocol is the one every member supports that
 the members rank highest (a vote, as Kafka does).  The leader (the first member to join, kept
@@ -43,7 +44,6 @@ from . import static_members
 from .group_protocols import supported_by_all, vote
 from .protocol.errors import (
     NONE,
-    IllegalGenerationError,
     InconsistentGroupProtocolError,
     InvalidSessionTimeoutError,
     MemberIdRequiredError,
@@ -193,6 +193,15 @@ class GroupCoordinator:
             error = static_members.member_error(group, member_id, group_instance_id)
             if error:
                 return defer.succeed(self._join_error(error, member_id))
+            known = group.members[member_id]
+            if known.protocols == list(protocols) and (
+                group.state == COMPLETING or (group.state == STABLE and member_id != group.leader)
+            ):
+                # As Kafka: a member joining again unchanged (it missed the answer, or an old
+                # heartbeat answer sent it) gets the current generation; a leader's join in a
+                # stable group is a rebalance (it saw the topics change).
+                self._touch(group, known)
+                return defer.succeed(self._joined(group, known))
 
         member = group.members.get(member_id)
         if member is None:
@@ -295,26 +304,29 @@ class GroupCoordinator:
         group.state = COMPLETING
         for member in group.members.values():
             member.assignment = b""
-        everyone = self._everyone(group)
         for member in group.members.values():
             self._touch(group, member)  # its timer may have lapsed while it waited to join
             d = member.joining
             member.joining = None
-            if not _waiting(d):
-                continue  # a static member that did not rejoin: it syncs when it comes back
-            d.callback(
-                {
-                    "throttle_time_ms": 0,
-                    "error_code": NONE,
-                    "generation_id": group.generation,
-                    "protocol_type": group.protocol_type,
-                    "protocol_name": group.protocol,
-                    "leader": group.leader,
-                    "skip_assignment": False,  # KIP-814: a static leader's return only
-                    "member_id": member.member_id,
-                    "members": everyone if member.member_id == group.leader else [],
-                }
-            )
+            if _waiting(d):  # a static member that did not rejoin syncs when it comes back
+                d.callback(self._joined(group, member))
+
+    def _joined(self, group: Group, member: Member, *, leader=None, skip_assignment=False):
+        """The JoinGroup answer of ``member`` in the current generation: the leader (or
+        ``leader``, as a returning static member is told) gets every member's metadata;
+        ``skip_assignment`` (KIP-814) only for a static leader's return."""
+        leader = group.leader if leader is None else leader
+        return {
+            "throttle_time_ms": 0,
+            "error_code": NONE,
+            "generation_id": group.generation,
+            "protocol_type": group.protocol_type,
+            "protocol_name": group.protocol,
+            "leader": leader,
+            "skip_assignment": skip_assignment,
+            "member_id": member.member_id,
+            "members": self._everyone(group) if member.member_id == leader else [],
+        }
 
     def _everyone(self, group: Group) -> list[dict]:
         """Every member's metadata for the group's protocol, as the leader gets them."""
@@ -362,7 +374,7 @@ class GroupCoordinator:
         """A SyncGroup; the Deferred fires with the response body.  A ``protocol_type`` or
         ``protocol_name`` (v5+; None: not said) that is not the group's is refused."""
         group = self.groups.get(group_id)
-        error = self._check_member(group, member_id, generation_id, group_instance_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if (
             group is not None
             and not error
@@ -374,7 +386,7 @@ class GroupCoordinator:
             error = InconsistentGroupProtocolError.code
         if error:
             return defer.succeed({"throttle_time_ms": 0, "error_code": error, "assignment": b""})
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         member = group.members[member_id]
         self._touch(group, member)
         if group.state == PREPARING:
@@ -425,10 +437,10 @@ class GroupCoordinator:
         self, group_id: str, generation_id: int, member_id: str, group_instance_id=None
     ) -> dict:
         group = self.groups.get(group_id)
-        error = self._check_member(group, member_id, generation_id, group_instance_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if error:
             return {"throttle_time_ms": 0, "error_code": error}
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         self._touch(group, group.members[member_id])
         if group.state == PREPARING:
             return {"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code}
@@ -446,17 +458,6 @@ class GroupCoordinator:
         self._remove(group, member_id, rebalance=True)
         return {"throttle_time_ms": 0, "error_code": NONE}
 
-    def _check_member(
-        self, group: Group | None, member_id: str, generation_id: int, instance_id=None
-    ) -> int:
-        error = static_members.member_error(group, member_id, instance_id)
-        if error:
-            return error
-        assert group is not None  # member_error answered UnknownMemberId otherwise
-        if generation_id != group.generation:
-            return IllegalGenerationError.code
-        return NONE
-
     def check_commit(
         self, group_id: str, generation_id: int, member_id: str, group_instance_id=None
     ) -> int:
@@ -468,10 +469,10 @@ class GroupCoordinator:
             if group is not None and group.members:
                 return UnknownMemberIdError.code  # a managed group takes members' commits only
             return NONE
-        error = self._check_member(group, member_id, generation_id, group_instance_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if error:
             return error
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         if group.state == COMPLETING:  # a new generation whose assignment is not out yet
             return RebalanceInProgressError.code
         # PreparingRebalance: the generation that ends may still commit (as in Kafka; the

@@ -21,7 +21,12 @@ import uuid
 from typing import TYPE_CHECKING
 
 from .group_protocols import vote
-from .protocol.errors import NONE, FencedInstanceIdError, UnknownMemberIdError
+from .protocol.errors import (
+    NONE,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 
 if TYPE_CHECKING:
     from .groups import Group, GroupCoordinator, Member
@@ -37,11 +42,21 @@ def new_member_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4()}"
 
 
-def member_error(group: Group | None, member_id: str, instance_id: str | None) -> int:
+def member_error(
+    group: Group | None, member_id: str, instance_id: str | None, generation: int | None = None
+) -> int:
     """The error for a request of ``member_id`` naming ``instance_id`` (None: a dynamic
     member's request), as Kafka's ``validateCurrentMember``: a named instance must be known
-    and mapped to this member id (FENCED_INSTANCE_ID if another took its place), and the
-    member id must be in the group."""
+    and mapped to this member id (FENCED_INSTANCE_ID if another took its place), the member
+    id must be in the group, and a ``generation`` (if given) the group's own."""
+    error = _member_error(group, member_id, instance_id)
+    if error or generation is None:
+        return error
+    assert group is not None  # _member_error answered UnknownMemberId otherwise
+    return NONE if generation == group.generation else IllegalGenerationError.code
+
+
+def _member_error(group: Group | None, member_id: str, instance_id: str | None) -> int:
     if group is None:
         return UnknownMemberIdError.code
     if instance_id is not None:
@@ -128,14 +143,5 @@ def rejoin(
     # not take itself for the leader (a stable group would ignore its new assignment); from
     # v9 it is told it leads, with every member, and to skip the assignment.
     leads = version >= SKIP_ASSIGNMENT_VERSION and group.leader == new_id
-    return {
-        "throttle_time_ms": 0,
-        "error_code": NONE,
-        "generation_id": group.generation,
-        "protocol_type": group.protocol_type,
-        "protocol_name": group.protocol,
-        "leader": group.leader if leads else old_leader,
-        "skip_assignment": leads,
-        "member_id": new_id,
-        "members": coordinator._everyone(group) if leads else [],
-    }
+    leader = group.leader if leads else old_leader
+    return coordinator._joined(group, member, leader=leader, skip_assignment=leads)
