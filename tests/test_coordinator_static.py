@@ -9,11 +9,14 @@ skip_assignment for a returning static leader."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_coordinator_state_machine import (
     COMPLETING,
     DELAY,
     EMPTY,
     PREPARING,
+    RANGE,
     REBALANCE,
     SESSION,
     STABLE,
@@ -303,3 +306,66 @@ def test_commit_checks_the_instance_id(env):
     # generation -1 with an instance id is a member's commit, not a tool's
     assert env.coord.check_commit("g", -1, "", "host-a") == FENCED_INSTANCE_ID
     assert env.coord.check_commit("empty-group", -1, "", "host-a") == UNKNOWN_MEMBER_ID
+
+
+# --- random sequences --------------------------------------------------------------------------
+
+INSTANCES = ["host-a", "host-b", None]  # two static members and a dynamic one
+static_op = st.one_of(
+    st.tuples(st.just("join"), st.sampled_from(INSTANCES), st.sampled_from(["own", "new", "old"])),
+    st.tuples(st.just("sync"), st.sampled_from(INSTANCES), st.sampled_from(["own", "old"])),
+    st.tuples(st.just("heartbeat"), st.sampled_from(INSTANCES), st.sampled_from(["own", "old"])),
+    st.tuples(st.just("leave"), st.sampled_from(INSTANCES), st.sampled_from(["own", "instance"])),
+    st.tuples(st.just("advance"), st.sampled_from([0.5, 1, 3, 7])),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(static_op, max_size=40))
+def test_random_static_sequences_keep_the_mapping_true(operations):
+    """Restarts, fenced requests, leaves by instance id and silence in any order: the
+    instance map always names exactly the static members, every answer fits its schema, and
+    once everyone is gone every request that waited was answered."""
+    env = Env()
+    current = dict.fromkeys(INSTANCES, "")  # each client's member id as it knows it
+    old = dict.fromkeys(INSTANCES, "")  # the id it had before its last restart
+    generation = dict.fromkeys(INSTANCES, -1)
+    results = []
+
+    def joined(response, instance):
+        fits("JoinGroup", response)
+        if response["error_code"] in (NONE, MEMBER_ID_REQUIRED):
+            current[instance] = response["member_id"]
+            generation[instance] = response["generation_id"]
+        return response
+
+    for op in operations:
+        kind, instance, which = (*op, None)[:3]
+        member = {"own": current, "old": old}.get(which, current).get(instance, "")
+        if kind == "join":
+            if which == "new":
+                old[instance], member = current[instance], ""
+            d = env.coord.join("g", member, instance, "consumer", RANGE, SESSION, 5000, version=9)
+            results.append(Result(d.addCallback(joined, instance)))
+        elif kind == "sync":
+            result = sync(env, member, generation[instance], instance)
+            results.append(result)
+        elif kind == "heartbeat":
+            heartbeat(env, member, generation[instance], instance)
+        elif kind == "leave":
+            member = "" if which == "instance" and instance else member
+            fits("LeaveGroup", env.coord.leave("g", member, instance))
+        else:
+            env.advance(op[1])
+        group = env.coord.groups.get("g")
+        if group is None:
+            continue
+        static = {m.group_instance_id: mid for mid, m in group.members.items()}
+        static.pop(None, None)
+        assert group.static_members == static
+        assert (group.state == EMPTY) == (not group.members)
+        assert group.leader in group.members or (group.leader is None and not group.members)
+    for _ in range(int(SESSION / 1000 + 2 * REBALANCE / 1000)):  # everyone falls silent
+        env.advance(1)  # (in steps: timers set while the clock jumps count from its end)
+    assert env.state() in (EMPTY, "Dead")
+    assert all(r.done for r in results)
