@@ -9,6 +9,7 @@ from collections import Counter as Tally
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .cleaner_metrics import cleaner_families
 from .groups import COMPLETING, DEAD, EMPTY, PREPARING, STABLE
 
 GROUP_STATES = (EMPTY, PREPARING, COMPLETING, STABLE, DEAD)
@@ -40,6 +41,7 @@ class BrokerStateCollector:
         yield self._zookeeper()
         yield from self._logs()
         yield from self._replication()
+        yield from cleaner_families(broker.manager.cleaner)
 
     def _groups(self):
         family = GaugeMetricFamily(

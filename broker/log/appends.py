@@ -42,13 +42,14 @@ def checked_batches(
             several.append((pos, more))
             pos += more.batch_length + LOG_OVERHEAD
         batches = several
+    sections = {}  # pos -> the batch's record section, decompressed once
     if records_too:
         for pos, h in batches:
             if h.record_count == h.last_offset_delta + 1:
-                check_records(view, pos, h)
+                sections[pos] = check_records(view, pos, h)
     if config.compact and not replica:
         for pos, h in batches:
-            if keyless_records(view, pos, h):
+            if keyless_records(view, pos, h, sections.get(pos)):
                 raise InvalidRecordError(
                     f"a compacted topic (cleanup.policy={config.cleanup_policy}) accepts only "
                     "records with a key; this batch has a record without one"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from .compaction import (
     clean_group,
     group_segments,
 )
-from .swap import discard, install, write_indexes
+from .swap import discard, install, mark_swaps, write_indexes
 
 if TYPE_CHECKING:
     from .partition import PartitionLog
@@ -90,6 +91,8 @@ class CleanResult:
     end: int
     groups: list[CleanedGroup] = field(default_factory=list)
     swapped: int = 0
+    map_keys: int = 0  # distinct keys in the offset map
+    seconds: float = 0.0  # the cleaner thread's time on it
 
     @property
     def bytes_read(self) -> int:
@@ -122,7 +125,13 @@ class LogCleaner:
         self.uncleanable: set[tuple[str, int]] = set()  # a clean of theirs failed
         self.throttle = Throttle(config.io_max_bytes_per_second)
         self.cleans = 0
-        self.bytes_cleaned = 0
+        self.bytes_cleaned = 0  # read by the cleans swapped in
+        self.bytes_written = 0
+        self.clean_seconds = 0.0
+        self.last_clean_seconds = 0.0  # Kafka's max-clean-time-secs (of the last clean)
+        self.max_dirty_ratio = 0.0  # Kafka's max-dirty-percent, over the logs last looked at
+        self.buffer_utilization = 0.0  # the last clean's map keys over those it could hold
+        self._dirtiest = 0.0
         self._pool: ThreadPool | bool | None = None  # False once stopped
         self._reactor: Any = None
         self._jobs: list[CleanJob] = []
@@ -177,6 +186,7 @@ class LogCleaner:
         dirty_bytes = sum(segments[i].size for i in dirty)
         total = sum(s.size for s in segments[:end]) or 1
         ratio = dirty_bytes / total
+        self._dirtiest = max(self._dirtiest, ratio)
         key = (plog.topic, plog.partition)
         due = self.tombstones_due.get(key)
         if (
@@ -236,6 +246,7 @@ class LogCleaner:
 
     def _choose(self, logs: Iterable[PartitionLog], now: int) -> _Taken | None:
         best = None
+        self._dirtiest = 0.0
         for plog in logs:
             key = (plog.topic, plog.partition)
             if key in self.in_progress or key in self.uncleanable:
@@ -243,6 +254,7 @@ class LogCleaner:
             plan = self._plan(plog, now)
             if plan is not None and (best is None or plan[0] > best[0][0]):
                 best = (plan, plog)
+        self.max_dirty_ratio = self._dirtiest
         if best is None:
             return None
         (_, first_dirty, end), plog = best
@@ -253,8 +265,9 @@ class LogCleaner:
     @staticmethod
     def run(job: CleanJob) -> CleanResult:
         """The cleaner thread's part: the offset map, then each group's cleaned files."""
+        began = time.monotonic()
         offset_map, end = build_offset_map(job)
-        result = CleanResult(job.first_dirty, end)
+        result = CleanResult(job.first_dirty, end, map_keys=len(offset_map))
         try:
             for group in group_segments(job, end):
                 cleaned = clean_group(job, group, offset_map)
@@ -265,6 +278,7 @@ class LogCleaner:
             for cleaned in result.groups:
                 discard(cleaned)
             raise
+        result.seconds = time.monotonic() - began
         return result
 
     def _finish(self, taken: _Taken, result: CleanResult, logs: Mapping) -> CleanResult:
@@ -278,22 +292,30 @@ class LogCleaner:
                 and self._pool is not False
             )
             changed = [g for g in result.groups if g.path is not None]
-            for i, cleaned in enumerate(changed):
-                count = len(cleaned.bases)
-                first = _index_of(plog.segments, taken.segments, cleaned.bases, alive)
-                if first is None:
-                    for rest in changed[i:]:
-                        discard(rest)
-                    log.info("%s: the log changed during a clean; it is discarded", key)
-                    return result
-                install(plog, first, count, cleaned)
+            # the groups before the first whose segments are no longer the log's go in
+            fit = [_index_of(plog.segments, taken.segments, g.bases, alive) for g in changed]
+            stale = fit.index(None) if None in fit else len(changed)
+            for rest in changed[stale:]:
+                discard(rest)
+            mark_swaps(plog.directory, changed[:stale])
+            for cleaned in changed[:stale]:
+                first = _index_of(plog.segments, taken.segments, cleaned.bases, True)
+                assert first is not None, "installing a group leaves the others in place"
+                install(plog, first, len(cleaned.bases), cleaned)
                 result.swapped += 1
+            if stale < len(changed):
+                log.info("%s: the log changed during a clean; it is discarded", key)
+                return result
             self.first_dirty[key] = result.end
             retention = plog.config.delete_retention_ms
             dues = [int(g.mtime * 1000) + retention for g in result.groups if g.tombstones_kept]
             self.tombstones_due[key] = min(dues) if dues else None
             self.cleans += 1
             self.bytes_cleaned += result.bytes_read
+            self.bytes_written += result.bytes_written
+            self.clean_seconds += result.seconds
+            self.last_clean_seconds = result.seconds
+            self.buffer_utilization = result.map_keys / taken.job.max_map_keys
             log.info(
                 "%s-%d: cleaned offsets up to %d: %d groups, %d bytes read, %d written",
                 plog.topic,

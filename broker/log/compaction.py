@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +46,7 @@ from ..protocol.records import (
 )
 from ..protocol.varint import decode_varint
 from .names import LOG_SUFFIX, offset_file_name
+from .offset_map import KeyColumn, OffsetMap, OffsetMapBuilder, gather_keys, keys_from_list
 
 CLEANED_SUFFIX = ".cleaned"
 KEY_ENTRY_BYTES = 24  # Kafka's offset map: a 16-byte key hash and an 8-byte offset per key
@@ -185,13 +185,13 @@ def batch_runs(segment: SegmentCopy, job: CleanJob) -> Iterator[list]:
 
 
 class RunRecords(NamedTuple):
-    """The records of a run of batches: their sections joined in ``data``, each record's
-    (start, end) there, key (None: none), offset and whether it is a tombstone; ``bounds``
-    are each batch's (first, end) indexes into those."""
+    """The records of a run of batches: their sections joined in ``data`` (uint8), where
+    each record ends there (it starts where the one before ends), their keys, offsets and
+    whether each is a tombstone; ``bounds`` are each batch's (first, end) record indexes."""
 
-    data: bytes
-    spans: list
-    keys: list
+    data: np.ndarray
+    ends: np.ndarray
+    keys: KeyColumn
     offsets: np.ndarray
     tombstones: np.ndarray
     bounds: list
@@ -212,16 +212,12 @@ def decode_run(run: list) -> RunRecords:
     fields = record_fields(data, i) if data else None
     if fields is None:
         return _decode_slowly(run, data, bounds)
-    ends = (fields.value_start + fields.value_len.clip(0) + 1).tolist()
-    keys = [
-        data[s : s + n] if n >= 0 else None
-        for s, n in zip(fields.key_start.tolist(), fields.key_len.tolist())
-    ]
+    section = np.frombuffer(data, np.uint8)
     bases = np.repeat(np.array([h.base_offset for h, _ in run], np.int64), counts)
     return RunRecords(
-        data,
-        list(zip([0, *ends[:-1]], ends)),
-        keys,
+        section,
+        fields.value_start + fields.value_len.clip(0) + 1,
+        gather_keys(section, fields.key_start, fields.key_len),
         fields.offset_delta + bases,
         fields.value_len < 0,
         bounds,
@@ -229,30 +225,35 @@ def decode_run(run: list) -> RunRecords:
 
 
 def _decode_slowly(run: list, data: bytes, bounds: list) -> RunRecords:
-    spans, keys, offsets, tombstones = [], [], [], []
+    ends, keys, offsets, tombstones = [], [], [], []
     pos = 0
     for header, batch in run:
         if not header.record_count:
             continue
         for record in decode_batch(batch, 0, verify_crc=False).records:
             length, after = decode_varint(data, pos)
-            spans.append((pos, after + length))
             pos = after + length
+            ends.append(pos)
             keys.append(record.key)
             offsets.append(record.offset)
             tombstones.append(record.value is None)
     return RunRecords(
-        data, spans, keys, np.array(offsets, np.int64), np.array(tombstones, bool), bounds
+        np.frombuffer(data, np.uint8),
+        np.array(ends, np.int64),
+        keys_from_list(keys),
+        np.array(offsets, np.int64),
+        np.array(tombstones, bool),
+        bounds,
     )
 
 
 # --- the offset map --------------------------------------------------------------------------
 
 
-def build_offset_map(job: CleanJob) -> tuple[dict[bytes, int], int]:
+def build_offset_map(job: CleanJob) -> tuple[OffsetMap, int]:
     """key -> offset of its latest record over the dirty section, and the offset the map
     covers up to (a segment boundary: where a segment would have overfilled the map)."""
-    offset_map: dict[bytes, int] = {}
+    offset_map = OffsetMapBuilder()
     end = job.first_dirty
     for segment in job.segments:
         if segment.next_offset <= job.first_dirty:
@@ -268,13 +269,10 @@ def build_offset_map(job: CleanJob) -> tuple[dict[bytes, int], int]:
             if not run:
                 continue
             records = decode_run(run)
-            if None in records.keys:  # records without a key (before the topic was compacted)
-                pairs = zip(records.keys, records.offsets.tolist())
-                offset_map.update((k, o) for k, o in pairs if k is not None)
-            else:
-                offset_map.update(zip(records.keys, records.offsets.tolist()))
+            offset_map.add(records.keys, records.offsets)
+        offset_map.merge()
         end = segment.next_offset
-    return offset_map, end
+    return offset_map.build(), end
 
 
 # --- groups and their rewrite ----------------------------------------------------------------
@@ -299,21 +297,18 @@ def group_segments(job: CleanJob, end: int) -> list[list[SegmentCopy]]:
     return groups
 
 
-def _rebuilt(header: BatchHeader, data: bytes, spans, keep: list[int]) -> bytes:
-    """The batch with only the records at indexes ``keep``: same base offset, last offset
-    delta, producer fields and codec; an empty batch (no codec) when none is kept."""
-    body = b"".join(data[spans[i][0] : spans[i][1]] for i in keep)
+def _rebuilt(header: BatchHeader, body: bytes, kept: int) -> bytes:
+    """The batch around ``body``, the ``kept`` records it keeps: same base offset, last
+    offset delta, producer fields and codec; an empty batch (no codec) when none is kept."""
     attributes = header.attributes
-    if not keep:
+    if not kept:
         attributes &= ~COMPRESSION_MASK  # Kafka's empty batches carry no codec
     elif header.compression != compression.NONE:
         body = compression.compress(header.compression, body)
-    return with_body(header, body, attributes, header.last_offset_delta, len(keep))
+    return with_body(header, body, attributes, header.last_offset_delta, kept)
 
 
-def clean_group(
-    job: CleanJob, group: list[SegmentCopy], offset_map: dict[bytes, int]
-) -> CleanedGroup:
+def clean_group(job: CleanJob, group: list[SegmentCopy], offset_map: OffsetMap) -> CleanedGroup:
     """Rewrite ``group`` into ``<first base>.log.cleaned`` (fsynced, its modification time
     the clean's if it holds dirty records, else the newest of the group's); no file when the
     group is one segment that would come out unchanged."""
@@ -330,11 +325,18 @@ def clean_group(
             drop_tombstones = segment.next_offset <= job.first_dirty and segment.mtime <= horizon_s
             for run in batch_runs(segment, job):
                 records = decode_run(run)
-                keep = _keep(records, offset_map, drop_tombstones)
+                keep = _keep(records, offset_map, job.first_dirty, drop_tombstones)
                 tombstones_kept = tombstones_kept or bool((keep & records.tombstones).any())
+                kept_bytes = None  # which bytes of the records stay, once a batch needs it
                 for (header, batch), (i, j) in zip(run, records.bounds):
                     read += len(batch)
-                    out = _filtered(header, batch, records, keep, i, j, last_of_producer)
+                    out = _filtered(header, batch, keep[i:j], last_of_producer)
+                    if out is _REBUILD:
+                        if kept_bytes is None:
+                            kept_bytes = _kept_bytes(records, keep)
+                        out = _rebuilt(
+                            header, _body(records, kept_bytes, i, j), int(keep[i:j].sum())
+                        )
                     kept = int(keep[i:j].sum())
                     kept_total += kept
                     removed_total += header.record_count - kept
@@ -387,28 +389,43 @@ def clean_group(
     )
 
 
-def _keep(records: RunRecords, offset_map: dict, drop_tombstones: bool) -> np.ndarray:
-    """Which records of a run stay: a key whose latest offset (in the map, else none) is not
-    after the record's, and not a tombstone whose time has come."""
-    latest = np.fromiter(map(offset_map.get, records.keys, repeat(-1)), np.int64, len(records.keys))
-    keep = latest <= records.offsets
-    if None in records.keys:
-        keep &= np.array([k is not None for k in records.keys], bool)
+def _keep(
+    records: RunRecords, offset_map: OffsetMap, first_dirty: int, drop_tombstones: bool
+) -> np.ndarray:
+    """Which records of a run stay: one with a key no later record in the map has, and not a
+    tombstone whose time has come."""
+    later = offset_map.superseded(records.keys, records.offsets, first_dirty)
+    keep = records.keys.present & ~later
     if drop_tombstones:
         keep &= ~records.tombstones
     return keep
 
 
-def _filtered(header, batch, records: RunRecords, keep, i: int, j: int, last_of_producer):
-    """The batch as it is, rebuilt around the records it keeps (``keep[i:j]``), or None if
-    nothing stays (an empty batch is kept for a live producer's last batch)."""
-    mine = keep[i:j]
+_REBUILD = object()
+
+
+def _filtered(header, batch, mine: np.ndarray, last_of_producer):
+    """The batch as it is, ``_REBUILD`` if it must be rebuilt around the records it keeps
+    (``mine``), or None if nothing stays (an empty batch is kept for a live producer's last
+    batch)."""
     if mine.all():
         return batch if header.record_count or _producers_last(header, last_of_producer) else None
     if not mine.any() and not _producers_last(header, last_of_producer):
         return None
-    kept = (np.flatnonzero(mine) + i).tolist()
-    return _rebuilt(header, records.data, records.spans, kept)
+    return _REBUILD
+
+
+def _kept_bytes(records: RunRecords, keep: np.ndarray) -> np.ndarray:
+    """A mask over ``records.data``: the bytes of the records ``keep`` keeps."""
+    lengths = np.diff(records.ends, prepend=0)
+    return np.repeat(keep, lengths)
+
+
+def _body(records: RunRecords, kept_bytes: np.ndarray, i: int, j: int) -> bytes:
+    """The kept records of records ``i:j`` (one batch), joined."""
+    start = int(records.ends[i - 1]) if i else 0
+    end = int(records.ends[j - 1])
+    return records.data[start:end][kept_bytes[start:end]].tobytes()
 
 
 def _producers_last(header, last_of_producer) -> bool:

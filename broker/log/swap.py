@@ -4,8 +4,9 @@ The steps, as Kafka's ``replaceSegments``: the cleaner thread writes ``<base>.lo
 and its two indexes ``.cleaned`` (each fsynced); then, on the log's thread, once it has
 checked the replaced segments are still the log's:
 
-1. ``swap``: the indexes, then the log, are renamed ``.cleaned`` -> ``.swap``, and the
-   directory fsynced (from here the cleaned file is the truth);
+1. ``swap``: the indexes, then the log, are renamed ``.cleaned`` -> ``.swap``, for every
+   group of the clean, and the directory fsynced once (from here the cleaned files are the
+   truth);
 2. ``deleted``: the replaced segments are renamed ``.deleted`` (their files are removed after
    ``file.delete.delay.ms``: reads already handed out finish from them);
 3. ``installed``: the ``.swap`` files are renamed to their final names and the segment opens.
@@ -81,17 +82,25 @@ def discard(cleaned: CleanedGroup) -> None:
         _path(cleaned.path.parent, cleaned.bases[0], suffix, CLEANED_SUFFIX).unlink(missing_ok=True)
 
 
+def mark_swaps(directory: Path, groups: list[CleanedGroup]) -> None:
+    """Step 1 of the module docstring for all of ``groups`` at once: one directory fsync
+    for the clean, however many groups it swaps in."""
+    for cleaned in groups:
+        for suffix in _FILE_SUFFIXES:
+            os.replace(
+                _path(directory, cleaned.bases[0], suffix, CLEANED_SUFFIX),
+                _path(directory, cleaned.bases[0], suffix, SWAP_SUFFIX),
+            )
+    if groups:
+        fsync_directory(directory)
+        _step("swap")
+
+
 def install(plog: PartitionLog, first: int, count: int, cleaned: CleanedGroup) -> Segment:
-    """Replace ``plog.segments[first:first + count]`` with the cleaned file (steps 1-3 of the
-    module docstring), on the log's thread; returns the new segment."""
+    """Replace ``plog.segments[first:first + count]`` with the cleaned file, once
+    ``mark_swaps`` has made it the truth (steps 2-3 of the module docstring), on the log's
+    thread; returns the new segment."""
     directory, base = plog.directory, cleaned.bases[0]
-    for suffix in _FILE_SUFFIXES:
-        os.replace(
-            _path(directory, base, suffix, CLEANED_SUFFIX),
-            _path(directory, base, suffix, SWAP_SUFFIX),
-        )
-    fsync_directory(directory)
-    _step("swap")
     old = plog.segments[first : first + count]
     plog._schedule_deletes(old, "cleaning")
     _step("deleted")

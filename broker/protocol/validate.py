@@ -10,7 +10,7 @@ exactly at the end of the body.  A Python loop only finds where each
 record starts (a few operations per record); every field is then read with numpy over all
 records at once.
 
-    >>> check_records(batch_bytes)        # None, or raises
+    >>> check_records(batch_bytes)        # the record section, or raises
     >>> # CorruptMessageError: the body does not decompress
     >>> # InvalidRecordError (with .record_index when one record is at fault): bad framing
 """
@@ -50,8 +50,9 @@ def record_error(message: str, index: int | None = None) -> KafkaError:
     return error
 
 
-def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
-    """Check that the records of the batch at ``pos`` decode as its header says.
+def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> bytes | memoryview:
+    """Check that the records of the batch at ``pos`` decode as its header says; returns
+    its record section (decompressed), for further checks not to decompress it again.
 
     Raises CorruptMessageError if the body does not decompress, MessageTooLargeError if it
     decompresses to more than MAX_RECORD_SECTION bytes, InvalidRecordError (with
@@ -67,6 +68,7 @@ def check_records(buf, pos: int = 0, header: BatchHeader | None = None) -> None:
     if header.attributes & COMPRESSION_MASK != compression.NONE:
         body = compression.decompress(header.compression, body, MAX_RECORD_SECTION)
     check_record_section(body, header.record_count, header.base_timestamp)
+    return body
 
 
 def check_record_section(data, count: int, base_timestamp: int = 0) -> None:
