@@ -206,6 +206,7 @@ class GroupHandlers:
             [(a["member_id"], a["assignment"]) for a in body["assignments"]],
             body.get("protocol_type"),
             body.get("protocol_name"),
+            body.get("group_instance_id"),
         ).addCallback(named)
 
     def heartbeat(self, body, version):
@@ -213,12 +214,15 @@ class GroupHandlers:
         if error:
             return {"throttle_time_ms": 0, "error_code": error}
         return self.coordinator.heartbeat(
-            body["group_id"], body["generation_id"], body["member_id"]
+            body["group_id"],
+            body["generation_id"],
+            body["member_id"],
+            body.get("group_instance_id"),
         )
 
     def leave_group(self, body, version):
-        """One member leaving, or (v3+) a batch of them, each answered by itself: a member
-        named by its instance id alone is not known (no static membership)."""
+        """One member leaving, or (v3+) a batch of them, each answered by itself and named
+        by its member id, its instance id, or both."""
         group_id = body["group_id"]
         error = self._not_mine(group_id)
         if error:
@@ -227,12 +231,15 @@ class GroupHandlers:
             return self.coordinator.leave(group_id, body["member_id"])
         left = []
         for member in body["members"]:
-            code = UnknownMemberIdError.code
-            if member["member_id"]:
-                code = self.coordinator.leave(group_id, member["member_id"])["error_code"]
+            instance = member["group_instance_id"]
+            code = self.coordinator.leave(group_id, member["member_id"], instance)["error_code"]
             if member.get("reason") and code == NONE:
                 log.info(
-                    "member %s left group %s: %s", member["member_id"], group_id, member["reason"]
+                    "member %s (instance %s) left group %s: %s",
+                    member["member_id"],
+                    instance,
+                    group_id,
+                    member["reason"],
                 )
             left.append(
                 {
@@ -329,7 +336,10 @@ class GroupHandlers:
     def offset_commit(self, body, version):
         group_id = body["group_id"]
         error = self._not_mine(group_id) or self.coordinator.check_commit(
-            group_id, body.get("generation_id_or_member_epoch", -1), body.get("member_id", "")
+            group_id,
+            body.get("generation_id_or_member_epoch", -1),
+            body.get("member_id", ""),
+            body.get("group_instance_id"),
         )
         wanted = [
             (t["name"], p["partition_index"], p["committed_offset"])

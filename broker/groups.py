@@ -13,7 +13,8 @@ broker answers it.  States::
     (any) --last member gone--> Empty
 
 A rebalance completes when every known member has rejoined, or when the largest rebalance
-timeout of the members passes (members that did not rejoin are removed); a group's first
+timeout of the members passes (dynamic members that did not rejoin are removed; a member
+joining again unchanged gets the current generation, as in Kafka); a group's first
 rebalance waits ``initial_rebalance_delay_ms`` for more members (Kafka's
 ``group.initial.rebalance.delay.ms``).  The protocol is the one every member supports that
 the members rank highest (a vote, as Kafka does).  The leader (the first member to join, kept
@@ -23,11 +24,9 @@ clients expect them: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRES
 MEMBER_ID_REQUIRED (JoinGroup v4+ with no member id), INCONSISTENT_GROUP_PROTOCOL (also a
 SyncGroup v5+ naming another protocol type or name than the group's), INVALID_SESSION_TIMEOUT.
 
-Static membership (KIP-345's ``group.instance.id``) is not served: the coordinator answers as
-a Kafka broker without it, every member dynamic.  An instance id is accepted and ignored (a
-member joining with one gets MEMBER_ID_REQUIRED like any other, is described with none, and
-leaves by its member id), so FENCED_INSTANCE_ID never comes and a restarted member's
-return is a rebalance.
+Static membership (KIP-345's ``group.instance.id``) as Kafka serves it, its bookkeeping in
+``static_members.py``: a restarted static member takes its old self's place without a
+rebalance, and the old member id is fenced (FENCED_INSTANCE_ID).
 
 Responses are dicts shaped like the schemas in ``protocol/group_apis.py``.  Time comes from
 ``clock`` (a reactor, or ``twisted.internet.task.Clock`` in tests); nothing here blocks.
@@ -36,15 +35,15 @@ Responses are dicts shaped like the schemas in ``protocol/group_apis.py``.  Time
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.base import DelayedCall
 
+from . import static_members
+from .group_protocols import supported_by_all, vote
 from .protocol.errors import (
     NONE,
-    IllegalGenerationError,
     InconsistentGroupProtocolError,
     InvalidSessionTimeoutError,
     MemberIdRequiredError,
@@ -78,6 +77,7 @@ class Member:
     joining: defer.Deferred | None = None  # a JoinGroup waiting for the rebalance
     syncing: defer.Deferred | None = None  # a SyncGroup waiting for the leader
     expiry: DelayedCall | None = None  # the session timer
+    group_instance_id: str | None = None  # a static member's (KIP-345)
 
     def metadata(self, protocol: str) -> bytes:
         return next(meta for name, meta in self.protocols if name == protocol)
@@ -98,6 +98,7 @@ class Group:
     # an empty group is forgotten after a while (its offsets stay in ZooKeeper)
     forget_timer: DelayedCall | None = None
     initial_delay: bool = False  # a first rebalance waits its whole delay for more members
+    static_members: dict[str, str] = field(default_factory=dict)  # instance id -> member id
 
 
 class GroupCoordinator:
@@ -134,8 +135,8 @@ class GroupCoordinator:
         client_host: str = "",
         reason: str | None = None,
     ) -> defer.Deferred:
-        """A JoinGroup; the Deferred fires with the response body.  ``group_instance_id`` is
-        ignored (no static membership, see above); ``reason`` (v8+) is logged."""
+        """A JoinGroup; the Deferred fires with the response body.  A ``group_instance_id``
+        makes the member static (see ``static_members``); ``reason`` (v8+) is logged."""
         if reason:
             log.info("a member %r joins group %s: %s", member_id, group_id, reason)
         if rebalance_timeout_ms < 0:  # v0 has none: the session timeout serves
@@ -151,7 +152,9 @@ class GroupCoordinator:
                 and group.members
                 and (
                     group.protocol_type != protocol_type
-                    or not self._supported_by_all(group, protocols, exclude=member_id)
+                    or not supported_by_all(
+                        [m for mid, m in group.members.items() if mid != member_id], protocols
+                    )
                 )
             )
         ):
@@ -161,8 +164,22 @@ class GroupCoordinator:
                 return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
             group = self.groups[group_id] = Group(group_id)
         if member_id == "":
-            member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
-            if version >= 4:
+            member_id = static_members.new_member_id(group_instance_id or client_id or "member")
+            if group_instance_id in group.static_members:
+                answer = static_members.rejoin(
+                    self,
+                    group,
+                    group_instance_id,
+                    member_id,
+                    protocols,
+                    session_timeout_ms,
+                    rebalance_timeout_ms,
+                    stable=group.state == STABLE,
+                    version=version,
+                )
+                if answer is not None:
+                    return defer.succeed(answer)
+            elif version >= 4 and group_instance_id is None:
                 # KIP-394: hand out the id and wait for the member to come back with it
                 group.pending[member_id] = self.clock.callLater(
                     session_timeout_ms / 1000.0, self._pending_expired, group, member_id
@@ -172,8 +189,19 @@ class GroupCoordinator:
             timer = group.pending.pop(member_id)
             if timer is not None and timer.active():
                 timer.cancel()
-        elif member_id not in group.members:
-            return defer.succeed(self._join_error(UnknownMemberIdError.code, member_id))
+        else:
+            error = static_members.member_error(group, member_id, group_instance_id)
+            if error:
+                return defer.succeed(self._join_error(error, member_id))
+            known = group.members[member_id]
+            if known.protocols == list(protocols) and (
+                group.state == COMPLETING or (group.state == STABLE and member_id != group.leader)
+            ):
+                # As Kafka: a member joining again unchanged (it missed the answer, or an old
+                # heartbeat answer sent it) gets the current generation; a leader's join in a
+                # stable group is a rebalance (it saw the topics change).
+                self._touch(group, known)
+                return defer.succeed(self._joined(group, known))
 
         member = group.members.get(member_id)
         if member is None:
@@ -184,7 +212,9 @@ class GroupCoordinator:
                 session_timeout_ms,
                 rebalance_timeout_ms,
                 list(protocols),
+                group_instance_id=group_instance_id,
             )
+            static_members.add(group, member)
         else:
             member.protocols = list(protocols)
             member.session_timeout_ms = session_timeout_ms
@@ -224,13 +254,6 @@ class GroupCoordinator:
         if not group.members and not group.pending and self.groups.get(group.group_id) is group:
             del self.groups[group.group_id]
 
-    def _supported_by_all(self, group: Group, protocols, exclude: str) -> bool:
-        names = {name for name, _ in protocols}
-        others = [m for mid, m in group.members.items() if mid != exclude]
-        return not others or any(
-            all(name in {n for n, _ in m.protocols} for m in others) for name in names
-        )
-
     def _prepare_rebalance(self, group: Group, initial: bool = False) -> None:
         for member in group.members.values():  # answer SyncGroups left waiting: rejoin
             if member.syncing is not None and not member.syncing.called:
@@ -260,57 +283,61 @@ class GroupCoordinator:
         if group.state != PREPARING:
             return
         group.rebalance_timer = None
+        joined = {mid for mid, m in group.members.items() if _waiting(m.joining)}
         for member_id, member in list(group.members.items()):
-            if member.joining is None or member.joining.called:
-                self._remove(group, member_id, rebalance=False)  # did not rejoin in time
+            # a dynamic member that did not rejoin in time goes; a static one stays (Kafka)
+            if member_id not in joined and member.group_instance_id is None:
+                self._remove(group, member_id, rebalance=False)
+        if group.members and not joined:  # only absent static members: wait for them again
+            timeout = max(m.rebalance_timeout_ms for m in group.members.values()) / 1000.0
+            group.rebalance_timer = self.clock.callLater(timeout, self._complete_join, group)
+            return
         if not group.members:
             group.state, group.protocol, group.leader = EMPTY, None, None
             self._forget_later(group)
             group.generation += 1
             return
-        if group.leader not in group.members:
-            group.leader = next(iter(group.members))
-        group.protocol = self._vote(group)
+        if group.leader not in joined:
+            group.leader = next(iter(joined))
+        group.protocol = vote(group.members.values())
         group.generation += 1
         group.state = COMPLETING
         for member in group.members.values():
             member.assignment = b""
-        everyone = [
-            {
-                "member_id": m.member_id,
-                "group_instance_id": None,
-                "metadata": m.metadata(group.protocol),
-            }
-            for m in group.members.values()
-        ]
         for member in group.members.values():
             self._touch(group, member)  # its timer may have lapsed while it waited to join
             d = member.joining
             member.joining = None
-            assert d is not None  # every member of a completing join is waiting in it
-            d.callback(
-                {
-                    "throttle_time_ms": 0,
-                    "error_code": NONE,
-                    "generation_id": group.generation,
-                    "protocol_type": group.protocol_type,
-                    "protocol_name": group.protocol,
-                    "leader": group.leader,
-                    "skip_assignment": False,  # KIP-814: only for static leaders (see above)
-                    "member_id": member.member_id,
-                    "members": everyone if member.member_id == group.leader else [],
-                }
-            )
+            if _waiting(d):  # a static member that did not rejoin syncs when it comes back
+                d.callback(self._joined(group, member))
 
-    def _vote(self, group: Group) -> str:
-        """The protocol every member supports that ranks best across the members."""
-        members = list(group.members.values())
-        common = set.intersection(*({n for n, _ in m.protocols} for m in members))
-        scores = {
-            name: sum(next(i for i, (n, _) in enumerate(m.protocols) if n == name) for m in members)
-            for name in common
+    def _joined(self, group: Group, member: Member, *, leader=None, skip_assignment=False):
+        """The JoinGroup answer of ``member`` in the current generation: the leader (or
+        ``leader``, as a returning static member is told) gets every member's metadata;
+        ``skip_assignment`` (KIP-814) only for a static leader's return."""
+        leader = group.leader if leader is None else leader
+        return {
+            "throttle_time_ms": 0,
+            "error_code": NONE,
+            "generation_id": group.generation,
+            "protocol_type": group.protocol_type,
+            "protocol_name": group.protocol,
+            "leader": leader,
+            "skip_assignment": skip_assignment,
+            "member_id": member.member_id,
+            "members": self._everyone(group) if member.member_id == leader else [],
         }
-        return min(sorted(scores), key=lambda name: scores[name])
+
+    def _everyone(self, group: Group) -> list[dict]:
+        """Every member's metadata for the group's protocol, as the leader gets them."""
+        return [
+            {
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "metadata": m.metadata(group.protocol),
+            }
+            for m in group.members.values()
+        ]
 
     def _join_error(self, code: int, member_id: str) -> dict:
         return {
@@ -342,11 +369,12 @@ class GroupCoordinator:
         assignments: list[tuple[str, bytes]],
         protocol_type: str | None = None,
         protocol_name: str | None = None,
+        group_instance_id: str | None = None,
     ) -> defer.Deferred:
         """A SyncGroup; the Deferred fires with the response body.  A ``protocol_type`` or
         ``protocol_name`` (v5+; None: not said) that is not the group's is refused."""
         group = self.groups.get(group_id)
-        error = self._check_member(group, member_id, generation_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if (
             group is not None
             and not error
@@ -358,7 +386,7 @@ class GroupCoordinator:
             error = InconsistentGroupProtocolError.code
         if error:
             return defer.succeed({"throttle_time_ms": 0, "error_code": error, "assignment": b""})
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         member = group.members[member_id]
         self._touch(group, member)
         if group.state == PREPARING:
@@ -405,43 +433,46 @@ class GroupCoordinator:
 
     # --- Heartbeat, LeaveGroup -----------------------------------------------------------
 
-    def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> dict:
+    def heartbeat(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id=None
+    ) -> dict:
         group = self.groups.get(group_id)
-        error = self._check_member(group, member_id, generation_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if error:
             return {"throttle_time_ms": 0, "error_code": error}
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         self._touch(group, group.members[member_id])
         if group.state == PREPARING:
             return {"throttle_time_ms": 0, "error_code": RebalanceInProgressError.code}
         return {"throttle_time_ms": 0, "error_code": NONE}
 
-    def leave(self, group_id: str, member_id: str) -> dict:
+    def leave(self, group_id: str, member_id: str, group_instance_id: str | None = None) -> dict:
+        """A member leaves: named by its member id, its instance id (fenced if another
+        member id holds it now), or (LeaveGroup v3+, an administrator) its instance id alone."""
         group = self.groups.get(group_id)
-        if group is None or member_id not in group.members:
-            return {"throttle_time_ms": 0, "error_code": UnknownMemberIdError.code}
+        member_id = static_members.leaving_member_id(group, member_id, group_instance_id)
+        error = static_members.member_error(group, member_id, group_instance_id)
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error}
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         self._remove(group, member_id, rebalance=True)
         return {"throttle_time_ms": 0, "error_code": NONE}
 
-    def _check_member(self, group: Group | None, member_id: str, generation_id: int) -> int:
-        if group is None or member_id not in group.members:
-            return UnknownMemberIdError.code
-        if generation_id != group.generation:
-            return IllegalGenerationError.code
-        return NONE
-
-    def check_commit(self, group_id: str, generation_id: int, member_id: str) -> int:
+    def check_commit(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id=None
+    ) -> int:
         """The error for an OffsetCommit, if any: a commit outside group management
-        (generation -1, no member id) is taken as is; a member's must match the group."""
+        (generation -1, no member id nor instance id) is taken as is; a member's must match
+        the group (v7+: its instance id too)."""
         group = self.groups.get(group_id)
-        if generation_id < 0 and not member_id:
+        if generation_id < 0 and not member_id and group_instance_id is None:
             if group is not None and group.members:
                 return UnknownMemberIdError.code  # a managed group takes members' commits only
             return NONE
-        error = self._check_member(group, member_id, generation_id)
+        error = static_members.member_error(group, member_id, group_instance_id, generation_id)
         if error:
             return error
-        assert group is not None  # _check_member answered UnknownMemberId otherwise
+        assert group is not None  # member_error answered UnknownMemberId otherwise
         if group.state == COMPLETING:  # a new generation whose assignment is not out yet
             return RebalanceInProgressError.code
         # PreparingRebalance: the generation that ends may still commit (as in Kafka; the
@@ -471,6 +502,7 @@ class GroupCoordinator:
 
     def _remove(self, group: Group, member_id: str, rebalance: bool) -> None:
         member = group.members.pop(member_id)
+        static_members.remove(group, member)
         if member.expiry is not None and member.expiry.active():
             member.expiry.cancel()
         self._answer_waiting(member, UnknownMemberIdError.code)
@@ -512,7 +544,7 @@ class GroupCoordinator:
             "members": [
                 {
                     "member_id": m.member_id,
-                    "group_instance_id": None,
+                    "group_instance_id": m.group_instance_id,
                     "client_id": m.client_id,
                     "client_host": m.client_host,
                     "member_metadata": next(
@@ -545,6 +577,11 @@ class GroupCoordinator:
         for group in self.groups.values():
             _cancel_timers(group)
         self.groups.clear()
+
+
+def _waiting(d: defer.Deferred | None) -> bool:
+    """Whether ``d`` is a request still waiting for its answer."""
+    return d is not None and not d.called
 
 
 def _cancel_timers(group: Group) -> None:

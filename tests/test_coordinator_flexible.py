@@ -1,10 +1,9 @@
 """The group coordinator at its APIs' newest versions, what each version adds, as Kafka's
-classic group protocol answers it: the pure state machine (members stay dynamic whatever
-instance id they give, SyncGroup v5's protocol checks, a join's reason in the log) and one
-broker process over the wire (FindCoordinator v4's batch, JoinGroup v7-v9's protocol type,
-null protocol name and skip_assignment, OffsetFetch v7-v8 with several groups,
-DescribeGroups' authorized operations, ListGroups v4's state filter, LeaveGroup v3-v5's
-batch of members)."""
+classic group protocol answers it: the pure state machine (SyncGroup v5's protocol checks,
+a join's reason in the log) and one broker process over the wire (FindCoordinator v4's
+batch, JoinGroup v7-v9's protocol type, null protocol name and skip_assignment, OffsetFetch
+v7-v8 with several groups, DescribeGroups' authorized operations, ListGroups v4's state
+filter, LeaveGroup v3-v5's batch of members)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import time
 import pytest
 from conftest import Cluster, create_topic
 from request_bodies import join_group_body
-from test_coordinator_state_machine import DELAY, Env
+from test_coordinator_state_machine import Env
 
 from broker.group_handlers import GROUP_OPERATIONS
 from broker.protocol.group_apis import AUTHORIZED_OPERATIONS_OMITTED
@@ -31,22 +30,6 @@ MEMBER_ID_REQUIRED = 79
 
 
 # --- the state machine -----------------------------------------------------------------------
-
-
-def test_an_instance_id_is_ignored_and_every_member_stays_dynamic():
-    env = Env()
-    first = env.join(version=5, instance="host-1").value
-    assert first["error_code"] == MEMBER_ID_REQUIRED  # as any dynamic member's first join
-    joined = env.join(first["member_id"], version=5, instance="host-1")
-    env.advance(DELAY)
-    assert joined.value["error_code"] == NONE
-    assert joined.value["members"][0]["group_instance_id"] is None
-    assert env.coord.describe("g")["members"][0]["group_instance_id"] is None
-    # The same instance back under a new member id does not replace its old self: both are
-    # members until the old one's session ends, and its return is a rebalance.
-    again = env.join(version=5, instance="host-1").value
-    env.join(again["member_id"], version=5, instance="host-1")
-    assert len(env.member_ids()) == 2 and env.state() == "PreparingRebalance"
 
 
 def test_sync_v5_naming_another_protocol_type_or_name_is_inconsistent():
@@ -242,7 +225,7 @@ def test_a_group_at_the_newest_versions_from_join_to_leave(broker):
             (m["member_id"], m["group_instance_id"], m["error_code"]) for m in left["members"]
         ] == [
             (member, None, NONE),
-            ("", "host-1", UNKNOWN_MEMBER_ID),  # no static members
+            ("", "host-1", UNKNOWN_MEMBER_ID),  # no static member has that instance id
         ]
         assert listed(["Empty"])[group] == "Empty"
         assert conn.request(ApiKey.HEARTBEAT, beat, version=4)["error_code"] == UNKNOWN_MEMBER_ID
