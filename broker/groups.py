@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from twisted.internet import defer
 from twisted.internet.base import DelayedCall
@@ -79,7 +80,7 @@ class Member:
     expiry: DelayedCall | None = None  # the session timer
     group_instance_id: str | None = None  # a static member's (KIP-345)
 
-    def metadata(self, protocol: str) -> bytes:
+    def metadata(self, protocol: str | None) -> bytes:
         return next(meta for name, meta in self.protocols if name == protocol)
 
 
@@ -579,7 +580,7 @@ class GroupCoordinator:
         self.groups.clear()
 
 
-def _waiting(d: defer.Deferred | None) -> bool:
+def _waiting(d: defer.Deferred | None) -> TypeGuard[defer.Deferred]:
     """Whether ``d`` is a request still waiting for its answer."""
     return d is not None and not d.called
 
