@@ -587,10 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dashboard-nice",
         type=lambda text: text if text == "idle" else int(text),
-        default=19,
+        default="idle",
         metavar="N|idle",
-        help="the dashboard's --nice while producing (default 19, its own default; "
-        "0: the same priority as the brokers and the producer; idle: SCHED_IDLE)",
+        help="the dashboard's --nice while producing (default idle, its own default: "
+        "SCHED_IDLE; 0: the same priority as the brokers and the producer)",
     )
     parser.add_argument(
         "--simple-aggregate",

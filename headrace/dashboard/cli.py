@@ -1,9 +1,9 @@
 """``headrace dashboard --zookeeper HOST:PORT[/chroot] [--port 8080] [--bind 127.0.0.1]
-[--warehouse URL] [--nice 19|idle]``: the web dashboard and its JSON API on the reactor, until
+[--warehouse URL] [--nice idle|0-19]``: the web dashboard and its JSON API on the reactor, until
 SIGTERM/SIGINT.  It lowers its own CPU priority (``--nice``): an observer must not slow what it
 observes, so on a machine it shares with brokers or producers they come first, and under CPU
-pressure its counts arrive later, never wrong.  ``idle`` is Linux's SCHED_IDLE class as well as
-nice 19: the dashboard then runs only on CPU time nothing else wants."""
+pressure its counts arrive later, never wrong.  ``idle`` (the default) is Linux's SCHED_IDLE
+class as well as nice 19: the dashboard then runs only on CPU time nothing else wants."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080
 DEFAULT_BIND = "127.0.0.1"  # a live tail must not be open to the network by default
 IDLE = "idle"
-DEFAULT_NICE: int | str = 19
+DEFAULT_NICE: int | str = IDLE
 
 
 def add_parser(sub) -> None:
