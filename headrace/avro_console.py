@@ -3,10 +3,11 @@ encodes each JSON line with the schema (registered under ``<topic>-value``, or
 ``--value-subject``), and ``headrace consume --schema-registry URL`` prints each value decoded
 to one JSON line.
 
-Printing follows the JSON a person reads, not Avro's JSON encoding: unions as their value
-(no ``{"string": ...}`` wrapper, so the output can be fed back to ``produce``), timestamps,
-dates and times as ISO-8601 strings (UTC), decimals and UUIDs as strings, bytes and fixed as
-Avro's JSON encoding of bytes (one character per byte, U+0000-U+00FF)."""
+Lines are plain JSON objects: a union's value as it is (no ``{"string": ...}`` wrapper), a
+timestamp, date or time as its Avro number.  Printing is the JSON a person reads, not Avro's
+JSON encoding: unions as their value; timestamps, dates and times as ISO-8601 strings (UTC,
+to the millisecond, or the microsecond when there are any); decimals and UUIDs as strings;
+bytes and fixed as Avro's JSON encoding of bytes (one character per byte, U+0000-U+00FF)."""
 
 from __future__ import annotations
 
@@ -93,7 +94,11 @@ def encoder_from(args) -> LineEncoder | None:
 
 
 def _plain(value):
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+    if isinstance(value, datetime.datetime | datetime.time):
+        return value.isoformat(
+            timespec="microseconds" if value.microsecond % 1000 else "milliseconds"
+        )
+    if isinstance(value, datetime.date):
         return value.isoformat()
     if isinstance(value, decimal.Decimal | uuid.UUID):
         return str(value)
