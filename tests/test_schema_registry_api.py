@@ -398,3 +398,12 @@ def test_sigterm_stops_it_and_each_request_is_logged(zookeeper):
     code, err = process.stop()
     assert code == 0
     assert "GET /subjects 200" in err
+
+
+@pytest.mark.parametrize("name", ["team/clicks value", ".", "..", "ü%2F?#"])
+def test_any_subject_name_round_trips(registry, name):
+    client = RegistryClient(registry.url)
+    schema_id = client.register(name, V1)
+    assert client.latest(name).subject == name
+    assert client.version(name, 1).schema_id == schema_id
+    assert name in call(registry.url, "GET", "/subjects")[1]
