@@ -72,7 +72,9 @@ class AvroEncoder:
 
 
 class AvroDecoder:
-    """Decodes framed values, fetching each schema once by id and keeping it parsed."""
+    """Decodes framed values, fetching each schema once by id and keeping it parsed.
+    Records come back as fastavro reads them: logical types as Python values (``datetime``
+    in UTC for timestamps, ``date``, ``time``, ``Decimal``, ``UUID``), unions unwrapped."""
 
     def __init__(self, client: RegistryClient):
         self.client = client
