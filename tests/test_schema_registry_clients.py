@@ -278,3 +278,48 @@ def test_a_schema_file_that_is_not_avro_is_clear(cluster1, registry, tmp_path):
         "nohttp",
     )
     assert done.returncode == 2 and "http://host:port" in done.stderr
+
+
+def test_confluents_registry_client_calls(registry):
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    sr = SchemaRegistryClient({"url": registry.url})
+    first = Schema(
+        json.dumps({"type": "record", "name": "A", "fields": [{"name": "a", "type": "int"}]}),
+        "AVRO",
+    )
+    second = Schema(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "A",
+                "fields": [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}],
+            }
+        ),
+        "AVRO",
+    )
+    schema_id = sr.register_schema("ck-admin", first)
+    assert sr.get_schema(schema_id).schema_str is not None
+    assert "AVRO" in sr.get_schema_types()
+    assert sr.get_subjects_by_schema_id(schema_id) == ["ck-admin"]
+    assert [(v.subject, v.version) for v in sr.get_schema_versions(schema_id)] == [("ck-admin", 1)]
+    assert sr.lookup_schema("ck-admin", first).version == 1
+    assert "ck-admin" in sr.get_subjects()
+    assert sr.get_versions("ck-admin") == [1]
+    assert sr.get_compatibility() == "BACKWARD"
+    assert sr.test_compatibility("ck-admin", second) is False  # "b" has no default
+    with pytest.raises(SchemaRegistryError) as refused:
+        sr.register_schema("ck-admin", second)
+    assert (refused.value.http_status_code, refused.value.error_code) == (409, 409)
+    sr.set_compatibility("ck-admin", "NONE")
+    assert sr.get_compatibility("ck-admin") == "NONE"
+    assert sr.test_compatibility("ck-admin", second) is True
+    assert sr.register_schema("ck-admin", second) != schema_id
+    assert sr.get_latest_version("ck-admin").version == 2
+    assert sr.delete_version("ck-admin", 2) == 2
+    assert sr.delete_subject("ck-admin") == [1]
+    assert sr.delete_subject("ck-admin", permanent=True) == [1, 2]
+    with pytest.raises(SchemaRegistryError) as gone:
+        sr.get_versions("ck-admin")
+    assert gone.value.error_code == 40401

@@ -134,6 +134,8 @@ class Registry:
                 return self._call({"GET": lambda: self._by_id(schema_id)}, method)
             if parts[3] == "versions":
                 return self._call({"GET": lambda: self._id_versions(schema_id)}, method)
+            if parts[3] == "subjects":
+                return self._call({"GET": lambda: self._id_subjects(schema_id)}, method)
             if parts[3] == "schema":
                 return self._call({"GET": lambda: self._schema_text(schema_id)}, method)
         if head == "config" and n == 2:
@@ -359,6 +361,9 @@ class Registry:
     def _id_versions(self, schema_id: int) -> list[dict]:
         self._by_id(schema_id)
         return [{"subject": s, "version": v} for s, v in self.store.ids_in_use(schema_id)]
+
+    def _id_subjects(self, schema_id: int) -> list[str]:
+        return sorted({v["subject"] for v in self._id_versions(schema_id)})
 
     # --- compatibility and configs --------------------------------------------------------
 
