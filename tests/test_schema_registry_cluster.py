@@ -86,3 +86,44 @@ def test_concurrent_registrations_from_both_agree_on_every_id(pair):
         versions = RegistryClient(pair[0].url).versions(subject)
         assert len(versions) == 12, versions
     call(pair[0].url, "PUT", "/config", {"compatibility": "BACKWARD"})
+
+
+def test_a_registry_killed_mid_registration_leaves_nothing_half_done(pair, zookeeper):
+    """Registrations stream into a third process, which is SIGKILLed among them; registering
+    every schema again through a survivor gives each its one id and each subject one version
+    per schema, whatever the dead process had written."""
+    victim = RegistryProcess(f"{zookeeper.connect}/registry-pair")
+    call(victim.url, "PUT", "/config/kill-value", {"compatibility": "NONE"})
+    schemas = [schema(300 + n) for n in range(40)]
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def stream() -> None:
+        client = RegistryClient(victim.url, timeout=5)
+        for n, text in enumerate(schemas):
+            if stop.is_set():
+                return
+            try:
+                client.register("kill-value", text)
+                sent.append(n)
+            except Exception:  # the process died under the request
+                return
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    while len(sent) < 5 and thread.is_alive():
+        threading.Event().wait(0.01)
+    victim.process.kill()
+    victim.process.wait(10)
+    stop.set()
+    thread.join(30)
+    assert 5 <= len(sent) < len(schemas)
+
+    survivor = RegistryClient(pair[0].url)
+    ids = [survivor.register("kill-value", text) for text in schemas]
+    assert len(set(ids)) == len(schemas)
+    versions = survivor.versions("kill-value")
+    assert len(versions) == len(schemas)
+    assert sorted(survivor.version("kill-value", v).schema_id for v in versions) == sorted(ids)
+    for n in sent:  # what was acknowledged before the kill kept its id
+        assert survivor.lookup("kill-value", schemas[n]) is not None
