@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from command_lines import HEADRACE, ROOT
-from conftest import wait_for
+from conftest import wait_for, zk_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schema_registry_process import RegistryProcess, call
@@ -407,3 +407,15 @@ def test_any_subject_name_round_trips(registry, name):
     assert client.latest(name).subject == name
     assert client.version(name, 1).schema_id == schema_id
     assert name in call(registry.url, "GET", "/subjects")[1]
+
+
+def test_a_corrupt_node_is_50001_naming_it_not_a_traceback(registry, zookeeper, subject):
+    from broker.protocol.schema_nodes import version_path
+
+    register(registry, subject, V1)
+    with zk_session(f"{zookeeper.connect}/registry-api") as zk:
+        zk.set(version_path(subject, 1), b"{not json")
+    status, doc, _ = call(registry.url, "GET", f"/subjects/{subject}/versions/1")
+    assert (status, doc["error_code"]) == (500, 50001)
+    assert version_path(subject, 1) in doc["message"] and "Traceback" not in doc["message"]
+    assert call(registry.url, "GET", "/schemas/types")[0] == 200

@@ -13,6 +13,8 @@ import urllib.parse
 
 from kazoo.exceptions import KazooException
 
+from broker.protocol.zookeeper import MalformedNodeError
+
 from .avro_schemas import DEFAULT_LEVEL, LEVELS, InvalidSchemaError, canonical, incompatibilities
 from .store import SchemaStore, StoreUnavailableError, Version
 
@@ -72,7 +74,7 @@ class Registry:
             return 200, self._route(method, path, query, body)
         except ApiError as exc:
             return exc.status, exc.document()
-        except (StoreUnavailableError, KazooException) as exc:
+        except (StoreUnavailableError, KazooException, MalformedNodeError) as exc:
             reason = str(exc) or type(exc).__name__
             return 500, {
                 "error_code": 50001,

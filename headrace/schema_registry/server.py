@@ -43,6 +43,8 @@ class RegistryResource(Resource):
 
     def render(self, request):
         started = time.monotonic()
+        gone: list[bool] = []  # the client hung up: nothing to write the answer to
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         method = request.method.decode("latin-1")
         path = request.path.decode("latin-1")
         query = urllib.parse.parse_qs(
@@ -52,11 +54,14 @@ class RegistryResource(Resource):
         kind = (request.getHeader(b"content-type") or b"").decode("latin-1")
         kind = kind.split(";")[0].strip().lower()
         if len(body) > MAX_BODY:
-            self._finish(request, started, _refusal(413, 413, "The request body is too large"))
+            self._finish(
+                request, started, gone, _refusal(413, 413, "The request body is too large")
+            )
         elif body and kind and kind not in ACCEPTED_BODIES:
             self._finish(
                 request,
                 started,
+                gone,
                 _refusal(
                     415, 415, f"HTTP 415 Unsupported Media Type: {kind}; send {ACCEPTED_BODIES[0]}"
                 ),
@@ -72,7 +77,7 @@ class RegistryResource(Resource):
                 body,
             )
             d.addErrback(self._crashed, method, path)
-            d.addCallback(lambda answer: self._finish(request, started, answer))
+            d.addCallback(lambda answer: self._finish(request, started, gone, answer))
         return NOT_DONE_YET
 
     @staticmethod
@@ -81,7 +86,7 @@ class RegistryResource(Resource):
         return _refusal(500, 500, "Internal Server Error")
 
     @staticmethod
-    def _finish(request, started: float, answer) -> None:
+    def _finish(request, started: float, gone: list[bool], answer) -> None:
         status, document = answer
         log.info(
             "%s %s %d %.1f ms",
@@ -90,7 +95,7 @@ class RegistryResource(Resource):
             status,
             (time.monotonic() - started) * 1000,
         )
-        if request._disconnected:
+        if gone:
             return
         request.setResponseCode(status)
         request.setHeader(b"content-type", CONTENT_TYPE)
