@@ -127,3 +127,33 @@ def test_a_registry_killed_mid_registration_leaves_nothing_half_done(pair, zooke
     assert sorted(survivor.version("kill-value", v).schema_id for v in versions) == sorted(ids)
     for n in sent:  # what was acknowledged before the kill kept its id
         assert survivor.lookup("kill-value", schemas[n]) is not None
+
+
+def test_two_incompatible_schemas_registered_at_once_are_never_both_taken(pair):
+    """Each of two schemas may follow the first version, but not each other: registered at
+    the same moment through the two processes, one wins and the other is refused (409)."""
+    base = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
+    with_b = [
+        json.dumps(base | {"fields": [*base["fields"], {"name": "b", "type": t, "default": d}]})
+        for t, d in (("int", 0), ("string", ""))
+    ]
+    for round_ in range(8):
+        subject = f"duel-{round_}"
+        RegistryClient(pair[0].url).register(subject, json.dumps(base))
+        start = threading.Barrier(2)
+        statuses: list[int] = []
+
+        def register(side: int, subject=subject, start=start, statuses=statuses) -> None:
+            start.wait()
+            status, _, _ = call(
+                pair[side].url, "POST", f"/subjects/{subject}/versions", {"schema": with_b[side]}
+            )
+            statuses.append(status)
+
+        threads = [threading.Thread(target=register, args=(side,)) for side in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(statuses) == [200, 409], statuses
+        assert RegistryClient(pair[1].url).versions(subject) == [1, 2]

@@ -12,7 +12,7 @@ Under the chroot of ``zookeeper.connect``::
     │   └── <sha-256 of the schema>     persistent  <id>, decimal text
     ├── subjects
     │   └── <quoted subject>            persistent  (the subject's name, percent-quoted)
-    │       └── versions
+    │       └── versions                (data empty: its version moves with every change)
     │           └── <version>           persistent  {"id": <id>, "deleted": false}
     └── config                          persistent  {"compatibilityLevel": "BACKWARD"}
         └── <quoted subject>            persistent  the same, for one subject
@@ -20,8 +20,9 @@ Under the chroot of ``zookeeper.connect``::
 Ids are global: one schema (its canonical text) has one id under every subject.  A new id
 is taken in one transaction that sets ``ids`` at the version read, creates ``ids/<id>`` and
 creates the schema's fingerprint, so two registries never hand out one id twice nor two ids
-for one schema.  A subject's version is created with a plain create: of two racing
-registrations one wins the number and the other reads again.
+for one schema.  A subject's version is created in a transaction with a write of its
+``versions`` node at the version read before the compatibility check (deletes write it too),
+so a registration checked against versions that changed meanwhile reads and checks again.
 """
 
 from __future__ import annotations

@@ -262,6 +262,7 @@ class Registry:
         schema = self._schema_of(body)
         with self._register_lock:
             for _ in range(100):
+                stamp = self.store.stamp(subject)
                 versions = self.store.versions(subject)
                 live = [v for v in versions if not v.deleted]
                 known = self.store.find_id(schema)
@@ -279,7 +280,7 @@ class Registry:
                     )
                 schema_id = known if known is not None else self.store.id_for(schema)
                 number = max((v.version for v in versions), default=0) + 1
-                if self.store.add_version(subject, number, schema_id):
+                if self.store.add_version(subject, number, schema_id, stamp):
                     return {"id": schema_id}
         raise StoreUnavailableError("the subject's versions kept changing; try again")
 

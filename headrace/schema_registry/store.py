@@ -139,15 +139,29 @@ class SchemaStore:
             found.append(Version(int(child), schema_id, deleted))
         return sorted(found, key=lambda v: v.version)
 
-    def add_version(self, subject: str, version: int, schema_id: int) -> bool:
-        """Create the subject's ``version``; False if another registration took it first."""
+    def stamp(self, subject: str) -> int:
+        """The version of the subject's ``versions`` node, which every change of its versions
+        moves: read it before the versions, and ``add_version`` fails if they changed since."""
         self._ready()
-        self.zk.ensure_path(nodes.versions_path(subject))
+        path = nodes.versions_path(subject)
+        self.zk.ensure_path(path)
+        self.zk.sync(path)
+        return self.zk.get(path)[1].version
+
+    def add_version(self, subject: str, version: int, schema_id: int, stamp: int) -> bool:
+        """Create the subject's ``version`` if its versions are as they were at ``stamp``;
+        False if another registration or delete came first (the caller reads again)."""
+        self._ready()
+        tx = self.zk.transaction()
+        tx.set_data(nodes.versions_path(subject), b"", version=stamp)
+        tx.create(nodes.version_path(subject, version), nodes.encode_version(schema_id))
+        return not any(isinstance(r, Exception) for r in tx.commit())
+
+    def _touch(self, subject: str) -> None:
         try:
-            self.zk.create(nodes.version_path(subject, version), nodes.encode_version(schema_id))
-        except NodeExistsError:
-            return False
-        return True
+            self.zk.set(nodes.versions_path(subject), b"")
+        except NoNodeError:
+            pass
 
     def soft_delete(self, subject: str, version: Version) -> None:
         self._ready()
@@ -155,6 +169,7 @@ class SchemaStore:
             nodes.version_path(subject, version.version),
             nodes.encode_version(version.schema_id, deleted=True),
         )
+        self._touch(subject)
 
     def hard_delete(self, subject: str, version: Version) -> None:
         self._ready()
@@ -162,6 +177,7 @@ class SchemaStore:
             self.zk.delete(nodes.version_path(subject, version.version))
         except NoNodeError:
             pass
+        self._touch(subject)
         if not self._children(nodes.versions_path(subject)):
             try:
                 self.zk.delete(nodes.subject_path(subject), recursive=True)
