@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from broker.protocol import schema_nodes as nodes
 
@@ -179,10 +179,10 @@ class SchemaStore:
             pass
         self._touch(subject)
         if not self._children(nodes.versions_path(subject)):
-            try:
-                self.zk.delete(nodes.subject_path(subject), recursive=True)
-            except (NoNodeError, KazooException):
-                pass  # a registration came meanwhile: the subject stays
+            tx = self.zk.transaction()  # fails whole if a registration came meanwhile
+            tx.delete(nodes.versions_path(subject))
+            tx.delete(nodes.subject_path(subject))
+            tx.commit()
 
     # --- configs --------------------------------------------------------------------------
 
