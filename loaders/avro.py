@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -37,6 +36,8 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from consumers.schemas.wire import SchemaFrameError, unframe
 
 from .eventtime import TS, epoch_ms_of
 
@@ -66,8 +67,6 @@ _PRIMITIVES = {
     "bytes": pa.binary(),
     "string": pa.string(),
 }
-
-_FRAME = struct.Struct(">bI")  # magic byte 0, schema id
 
 Fixer = Callable[[Any], Any] | None  # what a decoded value needs before Arrow takes it
 
@@ -106,7 +105,7 @@ def parse(text: str, plain: bool = True) -> Any:
     try:
         doc = json.loads(text)
         return fastavro.parse_schema(plain_schema(doc) if plain else doc, named_schemas={})
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # fastavro's parse errors have no common base with ValueError
         raise AvroSchemaError(f"not a valid Avro schema: {exc}") from exc
 
 
@@ -311,11 +310,14 @@ class AvroValues:
         reader = self.reader.parsed
         read = fastavro.schemaless_reader
         for i, value in enumerate(values):
-            if value is None or len(value) < 5 or value[0] != 0:
-                dead.append((i, _not_framed(value)))
+            if value is None:
+                dead.append((i, "null value (a tombstone), not Avro"))
                 continue
-            schema_id = _FRAME.unpack_from(value)[1]
-            body = memoryview(value)[5:]
+            try:
+                schema_id, body = unframe(value)
+            except SchemaFrameError as exc:
+                dead.append((i, f"not schema-registry Avro: {exc}"))
+                continue
             writer = self._writer(schema_id)
             if isinstance(writer, str):
                 dead.append((i, writer))
@@ -353,22 +355,14 @@ class AvroValues:
         return self.reader.columns(kept_records), kept, dead
 
 
-def _not_framed(value) -> str:
-    if value is None:
-        return "null value (a tombstone), not Avro"
-    if len(value) < 5:
-        return f"a {len(value)}-byte value is too short for a schema id: not schema-registry Avro"
-    return f"magic byte {value[0]} is not 0: not schema-registry Avro"
-
-
 def event_ms(column: pa.Array | None, n: int) -> pa.Array:
     """Event times (int64 ms) from a time field's column: timestamps of any unit (kept to the
     millisecond), long milliseconds, ISO-8601 strings; null where unknown."""
     if column is not None and pa.types.is_timestamp(column.type):
         unit = {"s": 1 / 1000, "ms": 1, "us": 1000, "ns": 1_000_000}[column.type.unit]
         raw = column.cast(pa.int64())
-        return raw if unit == 1 else pc.floor(pc.divide(raw.cast(pa.float64()), unit)).cast(
-            pa.int64()
+        return (
+            raw if unit == 1 else pc.floor(pc.divide(raw.cast(pa.float64()), unit)).cast(pa.int64())
         )
     if column is not None and pa.types.is_integer(column.type):
         return column.cast(pa.int64())  # milliseconds, as a long field of Avro events holds
