@@ -10,6 +10,7 @@ headrace groups --reset-offsets --group G --topic T --to-earliest ...  move a gr
 headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
 headrace load --topic T --group G --to URL   load topics into Parquet, each event once
 headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
+headrace schema-registry --zookeeper Z  Avro schemas by id, Confluent's Schema Registry API
 headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
                                        logs shipped to it, loaded into ./warehouse, queried
 headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     from .dashboard import cli as dashboard_cli
 
     dashboard_cli.add_parser(sub)
+
+    from .schema_registry import cli as schema_registry_cli
+
+    schema_registry_cli.add_parser(sub)
 
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])

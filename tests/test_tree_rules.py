@@ -117,6 +117,7 @@ ZK_ROOTS = (
     "/isr_change",
     "/cluster",
     "/latest_producer_id_block",
+    "/schema-registry",
 )
 
 

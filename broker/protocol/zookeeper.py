@@ -85,6 +85,10 @@ CONTROLLER = "/controller"
 CONTROLLER_EPOCH = "/controller_epoch"
 DELETED_TOPICS = "/admin/deleted_topics"  # children: ids of deleted topics some replica holds
 BROKER_BASE_PATHS = (BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, CLUSTER, DELETED_TOPICS)
+SCHEMA_REGISTRY = "/schema-registry"  # the schema registry's tree: schema_nodes.py draws it
+SCHEMA_IDS = f"{SCHEMA_REGISTRY}/ids"  # data: the last id handed out; children: the schemas
+SCHEMA_SUBJECTS = f"{SCHEMA_REGISTRY}/subjects"
+SCHEMA_CONFIG = f"{SCHEMA_REGISTRY}/config"
 
 
 def broker_path(broker_id: int | str) -> str:

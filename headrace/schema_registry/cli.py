@@ -1,0 +1,88 @@
+"""``headrace schema-registry --zookeeper HOST:PORT[/chroot] [--port 8081] [--bind
+127.0.0.1]``: a schema registry speaking Confluent's REST API, its data in ZooKeeper so
+that several of them serve the same schemas, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8081
+DEFAULT_BIND = "127.0.0.1"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "schema-registry",
+        help="a schema registry (Confluent's REST API) keeping Avro schemas in ZooKeeper",
+    )
+    p.add_argument("--zookeeper", required=True, help="host:port[,host:port...][/chroot]")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument(
+        "--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})"
+    )
+    p.add_argument(
+        "--zookeeper-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for ZooKeeper at start (default 15)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kazoo.client import KazooClient
+    from kazoo.handlers.threading import KazooTimeoutError
+    from twisted.internet import error, reactor
+
+    from .api import Registry
+    from .server import build_site
+    from .store import SchemaStore
+
+    if not 0 <= args.port < 65536:
+        print(f"headrace schema-registry: --port {args.port}: give 0-65535", file=sys.stderr)
+        return 2
+    try:
+        zk = KazooClient(hosts=args.zookeeper, timeout=10)
+    except ValueError as exc:
+        print(f"headrace schema-registry: --zookeeper {args.zookeeper}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():  # a missing chroot is made by ensure_paths below
+            warnings.filterwarnings("ignore", "No chroot path exists")
+            zk.start(timeout=args.zookeeper_timeout)
+    except KazooTimeoutError:
+        print(
+            f"headrace schema-registry: ZooKeeper at {args.zookeeper} cannot be reached",
+            file=sys.stderr,
+        )
+        zk.close()
+        return 1
+    store = SchemaStore(zk)
+    store.ensure_paths()
+    try:
+        port = reactor.listenTCP(
+            args.port, build_site(Registry(store), reactor), interface=args.bind
+        )
+    except error.CannotListenError as exc:
+        print(
+            f"headrace schema-registry: cannot listen on {args.bind}:{args.port}: "
+            f"{exc.socketError}",
+            file=sys.stderr,
+        )
+        zk.stop()
+        zk.close()
+        return 2
+
+    def shut_down():
+        zk.stop()
+        zk.close()
+
+    reactor.addSystemEventTrigger("after", "shutdown", shut_down)
+    host = args.bind if args.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    print(f"schema registry at http://{host}:{port.getHost().port}/", flush=True)
+    reactor.run()
+    return 0
