@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -37,7 +38,7 @@ import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consumers.schemas.wire import SchemaFrameError, unframe
+from consumers.schemas.wire import HEADER_SIZE, MAGIC, SchemaFrameError, unframe
 
 from .eventtime import TS, epoch_ms_of
 
@@ -67,6 +68,8 @@ _PRIMITIVES = {
     "bytes": pa.binary(),
     "string": pa.string(),
 }
+
+_ID = struct.Struct(">I")  # the schema id after the magic byte
 
 Fixer = Callable[[Any], Any] | None  # what a decoded value needs before Arrow takes it
 
@@ -309,22 +312,33 @@ class AvroValues:
         records, good, dead = [], [], []
         reader = self.reader.parsed
         read = fastavro.schemaless_reader
+        writers = self.writers
+        last_id, writer, resolve = -1, None, None
         for i, value in enumerate(values):
-            if value is None:
+            # The common case inline (a framed value, the id of the value before); anything
+            # else through wire.unframe, whose error says what is wrong.
+            if value is not None and len(value) > HEADER_SIZE and value[0] == MAGIC:
+                schema_id = _ID.unpack_from(value, 1)[0]
+                body = memoryview(value)[HEADER_SIZE:]
+            elif value is None:
                 dead.append((i, "null value (a tombstone), not Avro"))
                 continue
-            try:
-                schema_id, body = unframe(value)
-            except SchemaFrameError as exc:
-                dead.append((i, f"not schema-registry Avro: {exc}"))
-                continue
-            writer = self._writer(schema_id)
+            else:
+                try:
+                    schema_id, body = unframe(value)
+                except SchemaFrameError as exc:
+                    dead.append((i, f"not schema-registry Avro: {exc}"))
+                    continue
+            if schema_id != last_id:
+                writer = writers.get(schema_id) or self._writer(schema_id)
+                resolve = None if writer is reader else reader
+                last_id = schema_id
             if isinstance(writer, str):
                 dead.append((i, writer))
                 continue
             stream = io.BytesIO(body)
             try:
-                record = read(stream, writer, None if writer is reader else reader)
+                record = read(stream, writer, resolve)
             except EOFError as exc:
                 dead.append((i, f"truncated Avro body (schema id {schema_id}): {exc}".rstrip(": ")))
                 continue
