@@ -30,6 +30,7 @@ from conftest import create_topic, wait_for, zk_session
 
 from broker.protocol import zookeeper as layout
 from consumers.schemas.wire import frame
+from headrace import cli
 
 UTC = datetime.UTC
 
@@ -270,18 +271,17 @@ def test_a_killed_load_reruns_with_the_reader_schema_of_its_plan(cluster1, regis
     assert all("region" not in pq.read_schema(f).names for f in files)
 
 
-def test_avro_options_are_checked_before_anything_runs(cluster1, registry, tmp_path):
-    base = [*HEADRACE, "load", "--zookeeper", cluster1.zookeeper_connect, "--topic", "t"]
-    base += ["--group", "g", "--to", str(tmp_path)]
+def test_avro_options_are_checked_before_anything_runs(cluster1, registry, tmp_path, capsys):
+    base = ["load", "--zookeeper", cluster1.zookeeper_connect, "--topic", "t", "--group", "g"]
+    base += ["--to", str(tmp_path)]
     cases = [
         (["--value-format", "avro"], "--value-format avro needs --schema-registry URL"),
         (["--schema-registry", registry], "--schema-registry needs --value-format avro"),
         (["--format", "yaml"], "--value-format must be one of json, string, raw, avro"),
     ]
     for extra, message in cases:
-        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr and "Traceback" not in done.stderr
+        assert cli.main([*base, *extra]) == 2
+        assert f"headrace load: {message}" in capsys.readouterr().err
 
     topic = "no-subject"
     create_topic(cluster1.brokers[0].port, topic, 1)
@@ -293,3 +293,14 @@ def test_avro_options_are_checked_before_anything_runs(cluster1, registry, tmp_p
     )
     assert done.returncode == 1
     assert "has no subject 'no-subject-value'" in done.stderr and "Traceback" not in done.stderr
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        load(cluster1, nobody, topic, "g-down", tmp_path / "wh"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"the schema registry at {nobody} does not answer" in done.stderr
+    assert "Traceback" not in done.stderr
