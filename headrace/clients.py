@@ -35,8 +35,19 @@ def _endpoints(args) -> dict:
 def produce(args) -> int:
     """stdin lines to a topic; with --key-field, JSON lines are keyed by that field."""
     from consumers.producer import Producer, audit
+    from consumers.schemas import RegistryError
+
+    from .avro_console import AvroInputError, encoder_from
 
     failures = []
+    try:
+        encoder = encoder_from(args)
+    except ValueError as exc:
+        print(f"headrace produce: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        print(f"headrace produce: the value schema: {exc}", file=sys.stderr)
+        return 1
     try:
         producer = Producer(
             **_endpoints(args),
@@ -49,8 +60,9 @@ def produce(args) -> int:
         print(f"headrace produce: {exc}", file=sys.stderr)
         return 2
     count = 0
+    bad = None
     try:
-        for raw in sys.stdin.buffer:
+        for number, raw in enumerate(sys.stdin.buffer, 1):
             line = raw.rstrip(b"\n")
             key = None
             if args.key_field:
@@ -59,6 +71,14 @@ def produce(args) -> int:
                     key = None if value is None else str(value).encode()
                 except (ValueError, AttributeError):
                     key = None
+            if encoder is not None:
+                if not line.strip():
+                    continue
+                try:
+                    line = encoder.encode(line, number)
+                except AvroInputError as exc:
+                    bad = exc
+                    break
             future = producer.send(args.topic, line, key=key)
             future.add_done_callback(lambda f: f.exception() and failures.append(f.exception()))
             count += 1
@@ -69,6 +89,13 @@ def produce(args) -> int:
         print(
             f"headrace produce: {len(failures) + left} of {count} messages not delivered"
             f"{': ' + str(failures[0]) if failures else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    if bad is not None:
+        print(
+            f"headrace produce: {bad}; stopped there: the {count} messages before it were "
+            "sent, nothing from it on",
             file=sys.stderr,
         )
         return 1
@@ -83,6 +110,13 @@ def consume(args) -> int:
     stops it with a message naming the offsets (exit 1)."""
     from consumers.consumer import CorruptBatchError
 
+    from .avro_console import ValuePrinter
+
+    try:
+        printer = ValuePrinter(args.schema_registry) if args.schema_registry else None
+    except ValueError as exc:
+        print(f"headrace consume: --schema-registry: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = sys.stdout.buffer
@@ -132,9 +166,13 @@ def consume(args) -> int:
             idle = 0.0 if messages else idle + 0.5
             batch = {}
             for m in messages:
-                if args.print_key:
-                    out.write((m.key or b"") + b"\t")
-                out.write((m.value or b"") + b"\n")
+                value = m.value or b""
+                if printer is not None:
+                    value = printer.render(m.value, f"{m.topic}-{m.partition}@{m.offset}")
+                if value is not None:
+                    if args.print_key:
+                        out.write((m.key or b"") + b"\t")
+                    out.write(value + b"\n")
                 batch[(m.topic, m.partition)] = m
                 count += 1
                 if args.max_messages and count >= args.max_messages:
@@ -295,6 +333,8 @@ def add_parsers(sub) -> None:
     """The four subcommands, for headrace.cli."""
     from consumers.producer import audit
 
+    from . import avro_console
+
     def endpoints(p):
         p.add_argument(
             "--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)"
@@ -321,6 +361,7 @@ def add_parsers(sub) -> None:
     idempotence(p)
     audit.add_arguments(p, on_by_default=False)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
+    avro_console.add_produce_arguments(p)
     p.set_defaults(func=produce)
 
     p = sub.add_parser("consume", help="print a topic's messages")
@@ -335,6 +376,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-messages", type=int)
     p.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     p.add_argument("--print-key", action="store_true")
+    avro_console.add_consume_arguments(p)
     p.set_defaults(func=consume)
 
     p = sub.add_parser(

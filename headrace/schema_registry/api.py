@@ -20,6 +20,10 @@ AVRO = "AVRO"
 MAX_VERSION = 2**31 - 1
 
 
+class RawJson(str):
+    """A schema's own JSON text, sent as it is rather than as a JSON string."""
+
+
 class ApiError(Exception):
     """An answer other than success: HTTP ``status``, Confluent's ``error_code``, a message."""
 
@@ -121,7 +125,7 @@ class Registry:
                 )
             if parts[2] == "versions" and n == 5 and parts[4] == "schema":
                 return self._call(
-                    {"GET": lambda: self._get_version(subject, parts[3], query)["schema"]},
+                    {"GET": lambda: RawJson(self._get_version(subject, parts[3], query)["schema"])},
                     method,
                 )
         if head == "schemas" and n in (3, 4) and parts[1] == "ids":
@@ -349,8 +353,8 @@ class Registry:
             else {"schema": schema, "schemaType": schema_type}
         )
 
-    def _schema_text(self, schema_id: int) -> str:
-        return self._by_id(schema_id)["schema"]
+    def _schema_text(self, schema_id: int) -> RawJson:
+        return RawJson(self._by_id(schema_id)["schema"])
 
     def _id_versions(self, schema_id: int) -> list[dict]:
         self._by_id(schema_id)

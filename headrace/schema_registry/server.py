@@ -13,7 +13,7 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from .api import Registry
+from .api import RawJson, Registry
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class RegistryResource(Resource):
             return
         request.setResponseCode(status)
         request.setHeader(b"content-type", CONTENT_TYPE)
-        request.write(json.dumps(document).encode())
+        text = document if isinstance(document, RawJson) else json.dumps(document)
+        request.write(text.encode())
         request.finish()
 
 
