@@ -12,10 +12,8 @@ import decimal
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import duckdb
@@ -27,10 +25,12 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import create_topic, wait_for, zk_session
+from schema_registry_process import RegistryProcess
 
 from broker.protocol import zookeeper as layout
 from consumers.schemas.wire import frame
 from headrace import cli
+from headrace.devcluster import free_port
 
 UTC = datetime.UTC
 
@@ -85,36 +85,14 @@ def click(i: int, version: int, base: datetime.datetime) -> dict:
     return value
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def registry(zookeeper):
     """A real ``headrace schema-registry`` process with a ZooKeeper chroot of its own; its URL."""
-    port = free_port()
-    chroot = f"{zookeeper.connect}/registry-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [*HEADRACE, "schema-registry", "--zookeeper", chroot, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        with urllib.request.urlopen(f"{url}/subjects", timeout=2) as r:
-            return r.status == 200
-
+    process = RegistryProcess(f"{zookeeper.connect}/registry-{time.monotonic_ns()}")
     try:
-        wait_for(up, 30)
-        yield url
+        yield process.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        proc.stderr.close()
+        process.stop()
 
 
 def produce(cluster, registry: str, topic: str, version: int, ids: range, base) -> None:
