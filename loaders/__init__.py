@@ -12,6 +12,9 @@ Public API, by module (imported from there, so ``headrace`` starts without pyarr
 - ``loaders.convert``: ``Converter``, ``ValueFormat``, ``Converted`` (messages to Arrow)
 - ``loaders.schema``: ``load_declared_schema``, ``FixedSchemas``, ``MemorySchemas``,
   ``merge_schema`` (column types and the stable schema rule)
+- ``loaders.avro``: ``ReaderSchema``, ``AvroValues``, ``arrow_type`` (schema-registry Avro
+  to typed Arrow columns)
+- ``loaders.avroschemas``: ``RegistrySchemas`` (the plan's reader schema ids, writer schemas)
 - ``loaders.eventtime``: ``epoch_ms_of``, ``value_ms`` (event times)
 - ``loaders.blocks``: ``decode_value_block``, ``ValueBlock`` (fetched JSON as one buffer)
 - ``loaders.chunk``: ``Chunk``, ``Limits``, ``parquet_bytes`` (files cut by the data)

@@ -302,4 +302,9 @@ def _repetitive(column) -> bool:
     """Whether dictionary encoding pays: judged on a sample (hashing every value of a column
     of unique values - times, ids, URLs - costs more than it saves)."""
     sample = column.slice(0, 1024)
-    return len(sample) < 64 or pc.count_distinct(sample).as_py() <= len(sample) // 4
+    if len(sample) < 64 or pa.types.is_nested(column.type):
+        return True  # (nested columns, of Avro values: Parquet's default)
+    try:
+        return pc.count_distinct(sample).as_py() <= len(sample) // 4
+    except pa.ArrowNotImplementedError:
+        return True

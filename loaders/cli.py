@@ -53,13 +53,27 @@ def add_parser(sub) -> None:
         help="with --follow: seconds between plans (default 60)",
     )
     p.add_argument(
+        "--value-format",
         "--format",
+        dest="format",
         default="json",
-        choices=["json", "string", "raw"],
-        help="how to store values: typed JSON columns, a string column, or raw bytes",
+        metavar="{json,string,raw,avro}",
+        help="how to store values: typed JSON columns, a string column, raw bytes, or typed "
+        "columns of schema-registry Avro (needs --schema-registry)",
     )
     p.add_argument(
-        "--time-field", help="JSON field with the event time (default: the record timestamp)"
+        "--schema-registry",
+        metavar="URL",
+        help="with --value-format avro: the schema registry, e.g. http://127.0.0.1:8081",
+    )
+    p.add_argument(
+        "--value-subject",
+        help="with --value-format avro: the subject whose latest version reads the values "
+        "(default <topic>-value)",
+    )
+    p.add_argument(
+        "--time-field",
+        help="JSON or Avro field with the event time (default: the record timestamp)",
     )
     p.add_argument("--schema", dest="schema_file", help="declared schema file (default: inferred)")
     p.add_argument("--max-rows", type=int, default=1_000_000, help="rows per file at most")
@@ -122,6 +136,8 @@ def run(args) -> int:
             interval=args.interval,
             format=args.format,
             time_field=args.time_field,
+            schema_registry=args.schema_registry,
+            value_subject=args.value_subject,
             schema_file=args.schema_file,
             max_rows=args.max_rows,
             max_bytes=args.max_bytes,

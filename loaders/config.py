@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-FORMATS = ("json", "string", "raw")
+FORMATS = ("json", "string", "raw", "avro")
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "lz4", "none")
 
 
@@ -37,8 +37,10 @@ class LoaderConfig:
     group: str
     url: str
     workers: int = 1
-    format: str = "json"
+    format: str = "json"  # --value-format (also --format)
     time_field: str | None = None
+    schema_registry: str | None = None  # with avro: the registry's URL
+    value_subject: str | None = None  # with avro: the subject of every topic (<topic>-value)
     schema_file: str | None = None
     max_rows: int = 1_000_000
     max_bytes: int = 256 << 20
@@ -82,9 +84,12 @@ class LoaderConfig:
         if not self.interval > 0:
             raise ConfigError(f"--interval must be more than 0 seconds (got {self.interval!r})")
         if self.format not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
-        if self.time_field is not None and self.format != "json":
-            raise ConfigError("--time-field needs --format json")
+            raise ConfigError(
+                f"--value-format must be one of {', '.join(FORMATS)} (got {self.format!r})"
+            )
+        if self.time_field is not None and self.format not in ("json", "avro"):
+            raise ConfigError("--time-field needs --value-format json or avro")
+        self._check_avro()
         if self.parquet_compression not in PARQUET_COMPRESSIONS:
             raise ConfigError(
                 f"--parquet-compression must be one of {', '.join(PARQUET_COMPRESSIONS)} "
@@ -94,6 +99,30 @@ class LoaderConfig:
             raise ConfigError(f"--metrics-port must be 0-65535 (got {self.metrics_port!r})")
         if not isinstance(logging.getLevelName(self.log_level), int):
             raise ConfigError(f"unknown log level {self.log_level!r}")
+
+    def _check_avro(self) -> None:
+        avro = self.format == "avro"
+        if avro and not self.schema_registry:
+            raise ConfigError("--value-format avro needs --schema-registry URL")
+        if self.schema_registry is not None and not avro:
+            raise ConfigError("--schema-registry needs --value-format avro")
+        if self.value_subject is not None and not avro:
+            raise ConfigError("--value-subject needs --value-format avro")
+        if avro and self.schema_file:
+            raise ConfigError("--schema is for --value-format json; Avro has the registry's")
+        if self.schema_registry is not None and not self.schema_registry.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"--schema-registry must be an http:// or https:// URL "
+                f"(got {self.schema_registry!r})"
+            )
+        if self.value_subject == "":
+            raise ConfigError("--value-subject must not be empty")
+
+    def subject(self, topic: str) -> str:
+        """The registry subject of a topic's values: ``--value-subject``, or ``<topic>-value``."""
+        return self.value_subject or f"{topic}-value"
 
     def replace(self, **changes) -> LoaderConfig:
         """A copy with ``changes``, checked again."""

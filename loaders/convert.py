@@ -10,7 +10,9 @@ batch the reader refuses (a bad line, a type conflict, nested values) is parsed 
 record (slow path), so one bad record never costs the others: values that are not JSON
 objects become dead letters with the error; a field whose value does not fit the column's
 type is left null and kept, as JSON text, in ``_rejected``.  Column types and the schema
-rule are in ``loaders.schema``, event times in ``loaders.eventtime``.
+rule are in ``loaders.schema``, event times in ``loaders.eventtime``.  Avro values are
+decoded by ``loaders.avro`` with the reader schema of the partition's plan (``avro``, a
+callable of topic and partition), one column per field of the schema.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pyarrow.json as pj
 
 from consumers.consumer import Block
 
+from .avro import event_ms as avro_event_ms
 from .blocks import ValueBlock
 from .eventtime import MIN_EVENT_MS, TS, epoch_ms_of, value_ms
 from .layout import DEAD_LETTER, HOUR_MS, QUARANTINE
@@ -53,7 +56,7 @@ DEAD_SCHEMA = pa.schema(
 
 
 class ValueFormat(NamedTuple):
-    kind: str  # "json", "string" or "raw"
+    kind: str  # "json", "string", "raw" or "avro"
 
 
 class Converted(NamedTuple):
@@ -116,11 +119,15 @@ class Converter:
         schemas=None,
         time_field: str | None = None,
         threads: bool = False,
+        avro=None,
     ):
-        if value_format.kind not in ("json", "string", "raw"):
-            raise ValueError("value format must be json, string or raw")
-        if time_field and value_format.kind != "json":
-            raise ValueError("a time field needs --format json")
+        if value_format.kind not in ("json", "string", "raw", "avro"):
+            raise ValueError("value format must be json, string, raw or avro")
+        if time_field and value_format.kind not in ("json", "avro"):
+            raise ValueError("a time field needs --value-format json or avro")
+        if (avro is None) != (value_format.kind != "avro"):
+            raise ValueError("Avro values need their schemas (and only they)")
+        self.avro = avro  # (topic, partition) -> loaders.avro.AvroValues
         self.kind = value_format.kind
         self.schemas = schemas if schemas is not None else MemorySchemas()
         self.time_field = time_field
@@ -138,6 +145,8 @@ class Converter:
             body, good = {"value": pa.array(block.values, pa.binary())}, range(n)
         elif self.kind == "string":
             body, good, dead = self._strings(block.values)
+        elif self.kind == "avro":
+            body, good, dead = self.avro(topic, partition).decode(block.values)
         else:
             body, good, dead, conflicts, new_fields = self._json(topic, block)
         is_good = len(good) == n
@@ -167,7 +176,10 @@ class Converter:
             ),
         }
         raw_times = body.pop(_RAW_TIMES, None)
-        if self.time_field:
+        if self.time_field and self.kind == "avro":
+            event_ms = avro_event_ms(body.get(self.time_field), count)
+            meta["_event_time"] = event_ms.cast(TS)
+        elif self.time_field:
             if raw_times is not None:  # parsed record by record: times from the JSON values
                 event_ms = pa.array([value_ms(v) for v in raw_times], pa.int64())
             else:

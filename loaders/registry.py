@@ -88,10 +88,19 @@ def claim_group(zk, group: str) -> None:
         raise LoaderError(str(exc)) from exc
 
 
-def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = None) -> dict:
+def make_plan(
+    zk,
+    cluster,
+    group: str,
+    topics: list[str],
+    now_ms: int | None = None,
+    value_schema_ids: dict[str, int] | None = None,
+) -> dict:
     """Snapshot every partition's end offset and save the plan; partitions that have not
     reached the end of the previous plan keep it.  Returns the saved plan, with the kept
-    partitions listed under ``resumed``."""
+    partitions listed under ``resumed``.  ``value_schema_ids`` (Avro loads): the registry id
+    of each topic's reader schema, recorded in each new entry; a kept entry keeps its own,
+    so a rerun reads its range with the schema the interrupted run used."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     claim_group(zk, group)
     path = plan_path(group)
@@ -113,6 +122,8 @@ def make_plan(zk, cluster, group: str, topics: list[str], now_ms: int | None = N
                     resumed.append(key)
                 else:
                     parts[key] = {"end": cluster.list_offset(topic, p, LATEST), "ms": now_ms}
+                if value_schema_ids is not None and "value_schema_id" not in parts[key]:
+                    parts[key] = parts[key] | {"value_schema_id": value_schema_ids[topic]}
         for key, entry in old["partitions"].items():  # other topics' unfinished entries stay
             parts.setdefault(key, entry)
         plan = {"created_ms": now_ms, "partitions": parts}

@@ -181,7 +181,13 @@ class Supervisor:
         tty = self.err.isatty()
         try:
             try:
-                self.plan = make_plan(self.zk, self.cluster, self.config.group, self.config.topics)
+                self.plan = make_plan(
+                    self.zk,
+                    self.cluster,
+                    self.config.group,
+                    self.config.topics,
+                    value_schema_ids=reader_ids(self.config),
+                )
                 total = events_left(self.zk, self.config, self.plan)
             except BaseException:
                 self.pool.terminate()
@@ -257,6 +263,16 @@ class Supervisor:
             log.info("cannot measure the lag now: %s", exc)
 
 
+def reader_ids(config: LoaderConfig) -> dict[str, int] | None:
+    """An Avro load's reader schema id per topic (the subjects' latest versions), for the
+    plan; None for the other formats."""
+    if config.format != "avro":
+        return None
+    from .avroschemas import RegistrySchemas
+
+    return RegistrySchemas(config).reader_ids()
+
+
 def run_record(stats: Stats, seconds: float, config: LoaderConfig) -> dict:
     """What ``/consumers/<group>/loader/last_run`` says of a run (or, with --follow, of the
     run so far): when, its counts, how long, and the warehouse it writes to."""
@@ -281,8 +297,9 @@ def replan(zk, cluster, config: LoaderConfig) -> None:
             only_complete=True,
             zk=zk,
         )
-        make_plan(zk, cluster, config.group, config.topics)
-    except (KafkaError, OSError, KazooException) as exc:  # a broker or ZooKeeper
+        make_plan(zk, cluster, config.group, config.topics, value_schema_ids=reader_ids(config))
+    except (KafkaError, OSError, KazooException, LoaderError) as exc:  # a broker, ZooKeeper
+        # or the schema registry
         log.warning("cannot plan now (%s); trying again in %.0f s", exc, config.interval)
         try:
             cluster.refresh(list(config.topics), allow_auto_create=False)

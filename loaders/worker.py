@@ -33,6 +33,7 @@ from broker.protocol.errors import OffsetOutOfRangeError
 from consumers.consumer import Block, CorruptBatchError
 from consumers.group import GroupConsumer
 
+from .avroschemas import RegistrySchemas
 from .blocks import decode_value_block, offset_index
 from .chunk import Chunk, Limits, parquet_bytes
 from .config import LoaderConfig
@@ -113,14 +114,17 @@ class Worker:
             schemas = FixedSchemas(load_declared_schema(config.schema_file))
         else:
             schemas = ZkSchemas(self.zk, self.group_name)
+        self.avro = RegistrySchemas(config) if config.format == "avro" else None
         self.converter = Converter(
             ValueFormat(config.format),
             schemas,
             config.time_field,
             # pyarrow's pool also takes what other workers leave idle
             threads=True,
+            avro=self._avro_values if self.avro is not None else None,
         )
         self.plan: dict[tuple[str, int], tuple[int, int]] = {}
+        self.readers: dict[tuple[str, int], int] = {}  # Avro: the plan's reader schema ids
         self.chunks: dict[tuple[str, int], Chunk] = {}
         self.versions: dict[tuple[str, int], int | None] = {}
         self.finished: set[tuple[str, int]] = set()
@@ -400,9 +404,22 @@ class Worker:
     def _load_plan(self) -> None:
         plan = read_plan(self.zk, self.group_name)["partitions"]
         self.plan = {}
+        self.readers = {}
         for name, entry in plan.items():
             topic, p = name.rsplit("/", 1)
             self.plan[(topic, int(p))] = (entry["end"], entry["ms"])
+            if "value_schema_id" in entry:
+                self.readers[(topic, int(p))] = entry["value_schema_id"]
+
+    def _avro_values(self, topic: str, partition: int):
+        """The decoder of a partition's Avro values: the reader schema its plan entry fixed."""
+        reader_id = self.readers.get((topic, partition))
+        if reader_id is None or self.avro is None:
+            raise LoaderError(
+                f"the plan of {topic}-{partition} names no reader schema; it was planned by a "
+                "load of another --value-format"
+            )
+        return self.avro.values(reader_id)
 
     def _on_assign(self, owned: dict[str, list[int]]) -> None:
         self.chunks.clear()

@@ -47,7 +47,8 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
             │       └── <p>             persistent  next offset to read, decimal text
             └── loader
                 ├── plan                persistent  {"created_ms",
-                │                                    "partitions": {"<t>/<p>": {"end", "ms"}}}
+                │                                    "partitions": {"<t>/<p>": {"end", "ms",
+                │                                    ["value_schema_id"]}}}
                 ├── schemas
                 │   └── <topic>         persistent  {"fields": [[<name>, <type>], ...]}
                 └── last_run            persistent  {"finished_at": <ms>, "rows", "dead_letters",
@@ -542,7 +543,8 @@ def decode_kind(data: bytes, path: str = "") -> str:
 
 def encode_plan(plan: dict) -> bytes:
     """``/consumers/<group>/loader/plan``: ``{"created_ms", "partitions": {"<topic>/<p>":
-    {"end", "ms"}}}``, keys sorted so equal plans have equal bytes."""
+    {"end", "ms"}}}`` (an Avro load adds ``value_schema_id``, the registry id of the reader
+    schema of that range), keys sorted so equal plans have equal bytes."""
     return json.dumps(plan, sort_keys=True).encode()
 
 
@@ -554,6 +556,7 @@ def decode_plan(data: bytes, path: str = "") -> dict:
         for key, entry in doc["partitions"].items():
             int(key.rsplit("/", 1)[1])
             _check(_is_int(entry["end"]) and _is_int(entry["ms"]), "end and ms must be integers")
+            _check(_is_int(entry.get("value_schema_id", 0)), "value_schema_id must be an integer")
         return doc
 
 
