@@ -11,6 +11,7 @@ import time
 
 from command_lines import HEADRACE, ROOT
 
+from consumers.cluster import ClusterClient
 from consumers.consumer import EARLIEST, Consumer
 from consumers.mirror import HEADER, parse_source
 from consumers.producer import Producer
@@ -107,8 +108,16 @@ def read_partition(bootstrap: str, topic: str, partition: int, end: int) -> list
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    with Consumer(bootstrap) as consumer:
-        return [consumer.cluster.list_offset(topic, p, -1) for p in range(partitions)]
+    """The partitions' end offsets; zeros while the topic does not exist (it is not
+    auto-created: the mirror must create it)."""
+    cluster = ClusterClient(bootstrap)
+    try:
+        body = cluster.refresh([topic], allow_auto_create=False)
+        if body["topics"][0]["error_code"]:
+            return [0] * partitions
+        return [cluster.list_offset(topic, p, -1) for p in range(partitions)]
+    finally:
+        cluster.close()
 
 
 def as_copied(source_records: list, cluster_id: str) -> list:
