@@ -74,6 +74,7 @@ def add_parser(sub) -> None:
 
 def _problem(args) -> str | None:
     from broker.protocol import compression
+    from broker.protocol.errors import KafkaError
     from consumers.client import parse_bootstrap
 
     for flag in ("to_bootstrap_server", "from_bootstrap_server"):
@@ -102,8 +103,8 @@ def _problem(args) -> str | None:
         return "--offset-commit-interval-ms must not be negative"
     try:
         compression.codec_by_name(args.compression_type)
-    except (KeyError, ValueError) as exc:
-        return f"--compression-type: {exc}"
+    except (KafkaError, KeyError, ValueError) as exc:
+        return f"--compression-type {args.compression_type}: {exc}"
     return None
 
 
