@@ -26,9 +26,7 @@ def test_subscribe_revoke_and_commit_offsets(cluster1):
 
     def on_revoke(owned):
         with zk_session(connect) as zk:  # still the owner while the callback runs
-            owners = {
-                (t, p): read_owner(zk, "hooks", t, p) for t, ps in owned.items() for p in ps
-            }
+            owners = {(t, p): read_owner(zk, "hooks", t, p) for t, ps in owned.items() for p in ps}
         revoked.append((owned, owners))
 
     member = GroupConsumer(
