@@ -24,7 +24,7 @@ from broker.protocol.records import EARLIEST_TIMESTAMP
 from ..cluster import ClusterClient
 from ..consumer import CorruptBatchError, Message
 from ..producer import Producer
-from .resume import Source, last_mirrored, source_header
+from .resume import HEADER, Source, last_mirrored, source_header
 from .source import SourceFactory, SourceGroup
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class PartitionCopy:
     resume_from: int | None = None  # skip source offsets below this (the target has them)
     acked: int | None = None
     committed: int | None = None
-    pending: deque = field(default_factory=deque)  # (source offset, DeliveryFuture)
+    prefix: bytes = b""  # the source header's value before the offset
+    pending: deque = field(default_factory=deque)  # (last source offset, future, records)
     failed: str | None = None
     copied: int = 0
 
@@ -118,7 +119,7 @@ class MirrorWorker:
                 self.stop.wait(1.0)
 
     def _resume(self, topic: str, partition: int) -> PartitionCopy:
-        copy = PartitionCopy()
+        copy = PartitionCopy(prefix=source_header(self.cluster_id, topic, partition, 0)[1][:-1])
         last = last_mirrored(
             self.target, topic, partition, Source(self.cluster_id, topic, partition)
         )
@@ -198,48 +199,60 @@ class MirrorWorker:
     def _copy(self, messages: list[Message]) -> None:
         parts = self.parts
         send = self.producer.send
+        key = copy = prefix = pending = None
         for m in messages:
-            key = (m.topic, m.partition)
-            copy = parts.get(key)
+            if (m.topic, m.partition) != key:
+                key = (m.topic, m.partition)
+                copy = parts.get(key)
+                if copy is None:
+                    continue
+                prefix = copy.prefix
+                pending = copy.pending
             if copy is None or copy.failed is not None:
                 continue
+            offset = m.offset
             if copy.resume_from is not None:
-                if m.offset < copy.resume_from:
+                if offset < copy.resume_from:
                     self.counters.skipped += 1
                     if copy.acked is None or copy.acked < copy.resume_from:
                         copy.acked = copy.resume_from
                     continue
                 copy.resume_from = None
-            headers = (*m.headers, source_header(self.cluster_id, m.topic, m.partition, m.offset))
             future = send(
                 m.topic,
                 m.value,
                 key=m.key,
-                headers=list(headers),
+                headers=[*m.headers, (HEADER, prefix + b"%d" % offset)],
                 partition=m.partition,
                 timestamp=m.timestamp,
             )
-            copy.pending.append((m.offset, future))
+            # one entry per record batch: its last source offset and a future of it
+            if pending and pending[-1][1].same_batch(future):
+                pending[-1] = (offset, future, pending[-1][2] + 1)
+            else:
+                pending.append((offset, future, 1))
 
     def _settle(self) -> None:
-        """Move each partition's acknowledged offset past the leading messages the target
-        has; stop a partition at a message the target refused for good."""
+        """Move each partition's acknowledged offset past the leading batches the target
+        has; stop a partition at a batch the target refused for good."""
         for (topic, partition), copy in list(self.parts.items()):
             pending = copy.pending
             while pending and pending[0][1].done():
-                offset, future = pending[0]
+                offset, future, count = pending[0]
                 error = future.exception()
                 if error is not None:
-                    self._fail(topic, partition, copy, offset, error)
+                    self._fail(topic, partition, copy, copy.acked, error)
                     break
                 pending.popleft()
                 copy.acked = offset + 1
-                copy.copied += 1
-                self.counters.copied += 1
+                copy.copied += count
+                self.counters.copied += count
 
-    def _fail(self, topic: str, partition: int, copy: PartitionCopy, offset: int, error) -> None:
+    def _fail(self, topic: str, partition: int, copy: PartitionCopy, offset, error) -> None:
         if copy.failed is None:
-            copy.failed = f"source offset {offset}: {type(error).__name__}: {error}"
+            copy.failed = (
+                f"the records from source offset {offset} on: {type(error).__name__}: {error}"
+            )
             self.counters.failed += 1
             log.error(
                 "%s-%d: the target refused %s; this partition stops here (committed up to "
