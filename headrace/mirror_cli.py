@@ -155,6 +155,9 @@ def run(args) -> int:
     except MirrorError as exc:
         print(f"headrace mirror: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a worker stopped: its traceback is in the log
+        print(f"headrace mirror: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         if page is not None:
             page.close()

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from broker.protocol.errors import KafkaError
-from broker.protocol.records import EARLIEST_TIMESTAMP
+from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
 from ..cluster import ClusterClient
 from ..consumer import CorruptBatchError, Message
@@ -125,6 +125,17 @@ class MirrorWorker:
         )
         if last is None:
             return copy
+        end = self.source_cluster.list_offset(topic, partition, LATEST_TIMESTAMP)
+        if last >= end:
+            log.warning(
+                "%s-%d: the target holds source offset %d, past the source's end %d (was the "
+                "source topic deleted and created again?); not resuming from the target",
+                topic,
+                partition,
+                last,
+                end,
+            )
+            return copy
         copy.resume_from = last + 1
         self.counters.resumes += 1
         start = self.source_cluster.list_offset(topic, partition, EARLIEST_TIMESTAMP)
@@ -215,7 +226,7 @@ class MirrorWorker:
                 if offset < copy.resume_from:
                     self.counters.skipped += 1
                     if copy.acked is None or copy.acked < copy.resume_from:
-                        copy.acked = copy.resume_from
+                        copy.acked = copy.resume_from  # the target has these: done
                     continue
                 copy.resume_from = None
             future = send(
