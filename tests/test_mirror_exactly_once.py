@@ -21,7 +21,7 @@ from mirror_helpers import (
     read_partition,
 )
 
-from broker.protocol.offsets import read_offset
+from broker.protocol.offsets import read_offset, read_owner
 
 
 @pytest.fixture
@@ -182,3 +182,37 @@ def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
     finally:
         dashboard.stop()
     assert mirror.terminate() == 0, mirror.log()
+
+
+def test_two_mirror_processes_share_the_group_and_one_survives_the_others_sigkill(
+    make_cluster, mirrors, tmp_path
+):
+    source, target = make_cluster(1), make_cluster(1)
+    port = source.brokers[0].port
+    create_topic(port, "shared", 4)
+    producer = SteadyProducer(source.bootstrap, "shared", 2000, per_second=300)
+    producer.start()
+    first = mirrors(tmp_path / "first.log", source, target, "pair", "shared").start(
+        "--workers", "2", "--offset-commit-interval-ms", "300"
+    )
+    second = mirrors(tmp_path / "second.log", source, target, "pair", "shared").start(
+        "--workers", "2", "--offset-commit-interval-ms", "300"
+    )
+
+    def owners() -> set:
+        with zk_session(source.zookeeper_connect) as zk:
+            return {
+                read_owner(zk, "pair", "shared", p).split("-")[-2] for p in range(4)
+            }  # the member ids' pids
+
+    # four members in two processes: each process owns some partitions
+    wait_for(lambda: len(owners()) == 2, 60)
+    wait_for(lambda: _target_count(target, "shared", 4) >= 600, 60)
+    first.kill()
+    producer.join(120)
+    assert producer.error is None
+    wait_for(lambda: _target_count(target, "shared", 4) >= 2000, 60)
+    cluster_id = metadata(port)["cluster_id"]
+    assert _assert_mirrored_once(source, target, "shared", 4, cluster_id) == 2000
+    assert owners() == {str(second.process.pid)}
+    assert second.terminate() == 0, second.log()
