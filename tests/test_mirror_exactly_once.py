@@ -216,3 +216,35 @@ def test_two_mirror_processes_share_the_group_and_one_survives_the_others_sigkil
     assert _assert_mirrored_once(source, target, "shared", 4, cluster_id) == 2000
     assert owners() == {str(second.process.pid)}
     assert second.terminate() == 0, second.log()
+
+
+def test_records_deleted_at_the_source_before_they_were_copied_are_counted_and_logged(
+    make_cluster, mirrors, tmp_path
+):
+    from admin_clients import request
+
+    from broker.protocol.registry import ApiKey
+
+    source, target = make_cluster(1), make_cluster(1)
+    port = source.brokers[0].port
+    create_topic(port, "trim", 1)
+    SteadyProducer(source.bootstrap, "trim", 100, per_second=100_000).run()
+    mirror = mirrors(tmp_path / "mirror.log", source, target, "trimmed", "trim")
+    mirror.start("--offset-commit-interval-ms", "200")
+    wait_for(lambda: _target_count(target, "trim", 1) >= 100, 60)
+    assert mirror.terminate() == 0, mirror.log()
+
+    SteadyProducer(source.bootstrap, "trim", 100, per_second=100_000).run()  # offsets 100..199
+    wanted = [{"name": "trim", "partitions": [{"partition_index": 0, "offset": 150}]}]
+    body = request(port, ApiKey.DELETE_RECORDS, {"topics": wanted, "timeout_ms": 10000})
+    assert body["topics"][0]["partitions"][0]["error_code"] == 0
+    mirror.start("--offset-commit-interval-ms", "200", "--metrics-port", str(page := free_port()))
+    wait_for(lambda: _target_count(target, "trim", 1) >= 150, 60)
+    wait_for(
+        lambda: scrape(f"http://127.0.0.1:{page}/metrics")["headrace_mirror_deleted_total"] == 50,
+        30,
+    )
+    assert "deleted offsets 100..149 before they were mirrored (50 records)" in mirror.log()
+    copied = as_found(read_partition(target.bootstrap, "trim", 0, 150))
+    assert [offset for offset, *_ in copied] == [*range(100), *range(150, 200)]
+    assert mirror.terminate() == 0, mirror.log()
