@@ -1,7 +1,9 @@
 """``headrace mirror`` between two real clusters (each its own ZooKeeper chroot): a steady
 producer on the source, mirrors killed with SIGKILL and restarted, a topic created mid-run, the
 source broker restarted; every source record is in the target once, in per-partition order,
-with its key, value, headers and timestamp."""
+with its key, value, headers and timestamp.  Also: two mirror processes sharing a group, one
+SIGKILLed; a target topic with too few partitions stopped alone (metrics, log, the source's
+dashboard showing the group's lag); records deleted at the source before they were copied."""
 
 from __future__ import annotations
 
