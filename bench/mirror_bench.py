@@ -3,7 +3,7 @@ in the same run, as a ratio.
 
     .venv/bin/python bench/mirror_bench.py             # 200,000 messages per rep, 3 reps
     .venv/bin/python bench/mirror_bench.py --quick     # 40,000, 2 reps
-    .venv/bin/python bench/mirror_bench.py --workers 1,2
+    .venv/bin/python bench/mirror_bench.py --setups 1x1,1x2,2x1   # processes x workers
 
 One ZooKeeper and two one-broker clusters on it (chroots ``/source`` and ``/target``), on
 free ports of 127.0.0.1.  Each rep preloads a fresh 4-partition source topic with N keyed
@@ -81,8 +81,11 @@ def ends(cluster: ClusterClient, topic: str) -> list[int]:
     return [cluster.list_offset(topic, p, -1) for p in range(PARTITIONS)]
 
 
-def mirror(zookeeper: str, target: str, topic: str, count: int, workers: int, log: Path) -> dict:
-    """Run ``headrace mirror`` for one topic until the target holds ``count`` messages."""
+def mirror(
+    zookeeper: str, target: str, topic: str, count: int, workers: int, log: Path, process_count: int
+) -> dict:
+    """Run ``process_count`` ``headrace mirror`` processes (one group) for one topic until the
+    target holds ``count`` messages."""
     command = [
         sys.executable,
         "-m",
@@ -103,13 +106,17 @@ def mirror(zookeeper: str, target: str, topic: str, count: int, workers: int, lo
     ]
     cluster = ClusterClient(target)
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        processes = [
+            subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            for _ in range(process_count)
+        ]
     started = time.perf_counter()
     t10 = None
     try:
         while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the mirror exited with {process.returncode}; see {log}")
+            for process in processes:
+                if process.poll() is not None:
+                    raise SystemExit(f"a mirror exited with {process.returncode}; see {log}")
             try:
                 have = sum(ends(cluster, topic))
             except Exception:
@@ -123,8 +130,10 @@ def mirror(zookeeper: str, target: str, topic: str, count: int, workers: int, lo
                 raise SystemExit(f"the mirror copied {have} of {count} in 600 s")
             time.sleep(0.02)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
         cluster.close()
     assert t10 is not None
     return {"rate": (count - at10) / (now - t10), "start": t10 - started}
@@ -135,17 +144,23 @@ def run_baseline(target: BrokerProcess, name: str, count: int) -> float:
     return count / produce(target.bootstrap, name, count)
 
 
-def run_mirrors(zookeeper, source, target, topic: str, count: int, workers, work: Path) -> dict:
-    """Mirror ``topic`` with each worker count (another copy of the source topic for each
-    after the first); checks the target's ends against the source's."""
+def run_mirrors(zookeeper, source, target, topic: str, count: int, setups, work: Path) -> dict:
+    """Mirror ``topic`` with each setup, (processes, workers each) (another copy of the
+    source topic for each after the first); checks the target's ends against the source's."""
     results = {}
-    for i, n in enumerate(workers):
-        name = topic if i == 0 else f"{topic}w{n}"
+    for i, (processes, n) in enumerate(setups):
+        name = topic if i == 0 else f"{topic}s{i}"
         if i:
             create_topic_simple(source.bootstrap, name, PARTITIONS)
             preload(source.bootstrap, name, count)
         got = mirror(
-            f"{zookeeper.connect}/source", target.bootstrap, name, count, n, work / "mirror.log"
+            f"{zookeeper.connect}/source",
+            target.bootstrap,
+            name,
+            count,
+            n,
+            work / "mirror.log",
+            processes,
         )
         source_cluster, target_cluster = (
             ClusterClient(source.bootstrap),
@@ -157,8 +172,12 @@ def run_mirrors(zookeeper, source, target, topic: str, count: int, workers, work
         finally:
             source_cluster.close()
             target_cluster.close()
-        results[f"mirror w={n}"] = got
+        results[_label(processes, n)] = got
     return results
+
+
+def _label(processes: int, workers: int) -> str:
+    return f"{processes}x{workers}"
 
 
 def main() -> int:
@@ -166,11 +185,15 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=200_000, help="messages per rep")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="40,000 messages, 2 reps")
-    parser.add_argument("--workers", default="1", help="mirror workers to try, e.g. 1,2")
+    parser.add_argument(
+        "--setups",
+        default="1x1",
+        help="mirror processes x workers each to try, e.g. 1x1,1x2,2x1 (default 1x1)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.reps = 40_000, 2
-    workers = [int(w) for w in args.workers.split(",")]
+    setups = [tuple(int(n) for n in setup.split("x")) for setup in args.setups.split(",")]
     os.environ["PYTHONPATH"] = str(ROOT)
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-", dir=ROOT / "bench"))
     zookeeper = ZooKeeperProcess(work / "zookeeper", free_port())
@@ -199,15 +222,15 @@ def main() -> int:
                     results["baseline"] = run_baseline(target, f"baseline{rep}", args.count)
                 else:
                     results.update(
-                        run_mirrors(zookeeper, source, target, topic, args.count, workers, work)
+                        run_mirrors(zookeeper, source, target, topic, args.count, setups, work)
                     )
             rows.append(results)
             cells = [f"{results['baseline']:>10,.0f}"]
-            for n in workers:
-                r = results[f"mirror w={n}"]
+            for setup in setups:
+                r = results[_label(*setup)]
                 cells.append(
-                    f"w={n} {r['rate']:>9,.0f} msg/s ratio {r['rate'] / results['baseline']:.2f}"
-                    f" (start {r['start']:.1f} s)"
+                    f"{_label(*setup)} {r['rate']:>9,.0f} msg/s ratio "
+                    f"{r['rate'] / results['baseline']:.2f} (start {r['start']:.1f} s)"
                 )
             print(f"rep {rep}: baseline {cells[0]} msg/s | " + " | ".join(cells[1:]), flush=True)
     finally:
@@ -218,14 +241,15 @@ def main() -> int:
     best_base = max(r["baseline"] for r in rows)
     print(f"\nmirror throughput against produce into the target alone, {args.count:,} x 200 B")
     met = True
-    for n in workers:
-        rates = [r[f"mirror w={n}"]["rate"] for r in rows]
+    for setup in setups:
+        label = _label(*setup)
+        rates = [r[label]["rate"] for r in rows]
         best = max(rates) / best_base
-        median = statistics.median(r[f"mirror w={n}"]["rate"] / r["baseline"] for r in rows)
+        median = statistics.median(r[label]["rate"] / r["baseline"] for r in rows)
         ok = best >= TARGET_RATIO
         met &= ok
         print(
-            f"  workers={n}: best {max(rates):,.0f} msg/s against {best_base:,.0f}: ratio "
+            f"  {label}: best {max(rates):,.0f} msg/s against {best_base:,.0f}: ratio "
             f"{best:.2f} (median of reps {median:.2f}); target >= {TARGET_RATIO}: "
             f"{'yes' if ok else 'NO, MISSED'}"
         )

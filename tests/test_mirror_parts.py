@@ -146,3 +146,24 @@ def test_from_bootstrap_server_without_the_kafka_group_member_says_so(capsys):
     assert main(["mirror", "--from-bootstrap-server", "127.0.0.1:9092", *argv]) == 2
     err = capsys.readouterr().err
     assert "not available" in err and "Traceback" not in err
+
+
+def test_append_many_marks_the_last_record_of_every_batch_it_filled():
+    from consumers.producer.accumulator import RecordAccumulator
+    from consumers.producer.config import ProducerConfig
+
+    accumulator = RecordAccumulator(ProducerConfig.of(batch_size=1000))
+    try:
+        records = [(None, b"x" * 100, (), i) for i in range(25)]
+        marks = accumulator.append_many("t", 0, records, [200] * 25)
+        # 200 bytes each on top of the batch overhead: four records fill a 1000-byte batch
+        assert [i for i, _ in marks] == [3, 7, 11, 15, 19, 23, 24]
+        batches = [future._batch for _, future in marks]
+        assert len({id(b) for b in batches}) == len(batches)
+        assert sum(len(b.records) for b in batches) == 25
+        assert all(f._index == len(f._batch.records) - 1 for _, f in marks)
+        more = accumulator.append_many("t", 0, records[:2], [200, 200])
+        assert more[0][1].same_batch(marks[-1][1])  # the open batch goes on filling
+    finally:
+        accumulator.close()
+        accumulator.close_wake()

@@ -214,17 +214,20 @@ class MirrorWorker:
         return []
 
     def _copy(self, messages: list[Message]) -> None:
-        parts = self.parts
-        send = self.producer.send
-        key = copy = prefix = pending = None
+        """Send the messages, a run of one partition's at a time (a fetch returns them so)."""
+        key: Key | None = None
+        copy: PartitionCopy | None = None
+        prefix = b""
+        run: list[tuple] = []
+        offsets: list[int] = []
         for m in messages:
             if (m.topic, m.partition) != key:
+                self._send_run(key, copy, run, offsets)
+                run, offsets = [], []
                 key = (m.topic, m.partition)
-                copy = parts.get(key)
-                if copy is None:
-                    continue
-                prefix = copy.prefix
-                pending = copy.pending
+                copy = self.parts.get(key)
+                if copy is not None:
+                    prefix = copy.prefix
             if copy is None or copy.failed is not None:
                 continue
             offset = m.offset
@@ -235,19 +238,27 @@ class MirrorWorker:
                         copy.acked = copy.resume_from  # the target has these: done
                     continue
                 copy.resume_from = None
-            future = send(
-                m.topic,
-                m.value,
-                key=m.key,
-                headers=[*m.headers, (HEADER, prefix + b"%d" % offset)],
-                partition=m.partition,
-                timestamp=m.timestamp,
+            run.append(
+                (m.key, m.value, (*m.headers, (HEADER, prefix + b"%d" % offset)), m.timestamp)
             )
+            offsets.append(offset)
+        self._send_run(key, copy, run, offsets)
+
+    def _send_run(
+        self, key: Key | None, copy: PartitionCopy | None, run: list, offsets: list[int]
+    ) -> None:
+        if not run or key is None or copy is None:
+            return
+        pending = copy.pending
+        last = -1
+        for i, future in self.producer.send_many(key[0], key[1], run):
+            count = i - last
+            last = i
             # one entry per record batch: its last source offset and a future of it
             if pending and pending[-1][1].same_batch(future):
-                pending[-1] = (offset, future, pending[-1][2] + 1)
+                pending[-1] = (offsets[i], future, pending[-1][2] + count)
             else:
-                pending.append((offset, future, 1))
+                pending.append((offsets[i], future, count))
 
     def _settle(self) -> None:
         """Move each partition's acknowledged offset past the leading batches the target
