@@ -38,6 +38,13 @@ def add_parser(sub) -> None:
         "--workers", type=int, default=1, help="group members in this process (default 1)"
     )
     mirror.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run this many mirror processes here, each with --workers members (default 1); "
+        "each --metrics-port P serves on P+i",
+    )
+    mirror.add_argument(
         "--refresh-interval",
         type=float,
         default=30.0,
@@ -93,6 +100,8 @@ def _problem(args) -> str | None:
             return f"--from-zookeeper {args.from_zookeeper}: {exc}"
     if args.workers < 1:
         return f"--workers must be at least 1, not {args.workers}"
+    if args.processes < 1:
+        return f"--processes must be at least 1, not {args.processes}"
     if not args.refresh_interval > 0:
         return (
             f"--refresh-interval must be a positive number of seconds, not {args.refresh_interval}"
@@ -118,6 +127,8 @@ def run(args) -> int:
     if problem:
         print(f"headrace mirror: {problem}", file=sys.stderr)
         return 2
+    if args.processes > 1:
+        return _supervise(args)
     settings = MirrorSettings(
         group=args.group,
         include=args.include,
@@ -175,3 +186,71 @@ def run(args) -> int:
 
 
 __all__ = ["add_parser", "run"]
+
+
+# --- several processes ------------------------------------------------------------------------
+
+
+def _child_command(args, index: int) -> list[str]:
+    """This command line for one process of ``--processes``."""
+    source = (
+        ["--from-zookeeper", args.from_zookeeper]
+        if args.from_zookeeper
+        else ["--from-bootstrap-server", args.from_bootstrap_server]
+    )
+    command = [sys.executable, "-m", "headrace.cli", "--log-level", args.log_level, "mirror"]
+    command += [*source, "--to-bootstrap-server", args.to_bootstrap_server]
+    command += ["--include", args.include, "--group", args.group]
+    if args.exclude:
+        command += ["--exclude", args.exclude]
+    for flag, value in (
+        ("--workers", args.workers),
+        ("--refresh-interval", args.refresh_interval),
+        ("--replication-factor", args.replication_factor),
+        ("--zookeeper-session-timeout-ms", args.zookeeper_session_timeout_ms),
+        ("--offset-commit-interval-ms", args.offset_commit_interval_ms),
+        ("--linger-ms", args.linger_ms),
+        ("--compression-type", args.compression_type),
+    ):
+        command += [flag, str(value)]
+    if args.metrics_port is not None:
+        port = args.metrics_port + index if args.metrics_port else 0
+        command += ["--metrics-port", str(port), "--metrics-host", args.metrics_host]
+    return command
+
+
+def _die_with_parent() -> None:  # in the child, before exec: a SIGKILLed parent takes it along
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _supervise(args) -> int:
+    """Run ``--processes`` mirror processes (the interpreter's lock makes threads share one
+    CPU); SIGTERM/SIGINT stop them all; one that fails stops the others."""
+    import subprocess
+
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    children = [
+        subprocess.Popen(_child_command(args, i), preexec_fn=_die_with_parent)
+        for i in range(args.processes)
+    ]
+    log.info("started %d mirror processes: %s", len(children), [c.pid for c in children])
+    failed = 0
+    while not stopping.wait(0.2):
+        done = [c for c in children if c.poll() is not None]
+        if done:
+            failed = done[0].returncode or 1
+            log.error("mirror process %d exited with %s; stopping", done[0].pid, failed)
+            break
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    codes = [child.wait() for child in children]
+    return failed or next((code for code in codes if code), 0)

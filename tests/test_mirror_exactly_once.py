@@ -7,6 +7,7 @@ dashboard showing the group's lag); records deleted at the source before they we
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -201,7 +202,7 @@ def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
     assert mirror.terminate() == 0, mirror.log()
 
 
-def test_two_mirror_processes_share_the_group_and_one_survives_the_others_sigkill(
+def test_mirror_processes_share_the_group_and_one_survives_the_others_sigkill(
     make_cluster, mirrors, tmp_path
 ):
     source, target = make_cluster(1), make_cluster(1)
@@ -209,29 +210,44 @@ def test_two_mirror_processes_share_the_group_and_one_survives_the_others_sigkil
     create_topic(port, "shared", 4)
     producer = SteadyProducer(source.bootstrap, "shared", 2000, per_second=300)
     producer.start()
+    # two processes of two threads under one command, and a single one
     first = mirrors(tmp_path / "first.log", source, target, "pair", "shared").start(
-        "--workers", "2", "--offset-commit-interval-ms", "300"
+        "--processes", "2", "--workers", "2", "--offset-commit-interval-ms", "300"
     )
     second = mirrors(tmp_path / "second.log", source, target, "pair", "shared").start(
-        "--workers", "2", "--offset-commit-interval-ms", "300"
+        "--offset-commit-interval-ms", "300"
     )
 
     def owners() -> set:
         with zk_session(source.zookeeper_connect) as zk:
             return {
-                read_owner(zk, "pair", "shared", p).split("-")[-2] for p in range(4)
+                int(read_owner(zk, "pair", "shared", p).split("-")[-2]) for p in range(4)
             }  # the member ids' pids
 
-    # four members in two processes: each process owns some partitions
-    wait_for(lambda: len(owners()) == 2, 60)
+    # five members in three processes: partitions spread over at least two processes
+    def spread() -> set | None:
+        pids = owners()
+        return pids if len(pids) >= 2 else None
+
+    seen = wait_for(spread, 60)
     wait_for(lambda: _target_count(target, "shared", 4) >= 600, 60)
-    first.kill()
+    first.kill()  # its two processes go with it
+    assert first.process is not None and first.process.pid not in seen
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(lambda: all(gone(pid) for pid in seen - {second.process.pid}), 30)
     producer.join(120)
     assert producer.error is None
     wait_for(lambda: _target_count(target, "shared", 4) >= 2000, 60)
     cluster_id = metadata(port)["cluster_id"]
     assert _assert_mirrored_once(source, target, "shared", 4, cluster_id) == 2000
-    assert owners() == {str(second.process.pid)}
+    assert owners() == {second.process.pid}
     assert second.terminate() == 0, second.log()
 
 

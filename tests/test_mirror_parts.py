@@ -113,6 +113,7 @@ def _mirror(*extra: str) -> list[str]:
     ("argv", "says"),
     [
         (_mirror("--workers", "0"), "--workers must be at least 1"),
+        (_mirror("--processes", "0"), "--processes must be at least 1"),
         (_mirror("--include", "clicks("), "not a regular expression"),
         (_mirror("--exclude", "[x"), "not a regular expression"),
         (_mirror("--refresh-interval", "0"), "--refresh-interval must be a positive"),
