@@ -197,6 +197,17 @@ def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
         assert (
             "orders: not mirrored: the target topic has 2 partitions, the source 3" in mirror.log()
         )
+
+        # with nothing left to mirror the member left the group; the target grown, it is back
+        body = request(
+            target.brokers[0].port,
+            ApiKey.CREATE_PARTITIONS,
+            {**grown, "timeout_ms": 10000, "validate_only": False},
+        )
+        assert body["results"][0]["error_code"] == 0
+        SteadyProducer(source.bootstrap, "orders", 90, per_second=100_000).run()
+        wait_for(lambda: _target_count(target, "orders", 3) >= 290, 60)
+        assert _assert_mirrored_once(source, target, "orders", 3, cluster_id) == 290
     finally:
         dashboard.stop()
     assert mirror.terminate() == 0, mirror.log()

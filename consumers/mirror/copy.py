@@ -87,7 +87,10 @@ class MirrorWorker:
         self.error: BaseException | None = None
         self._topics = list(topics)
         self._wanted: list[str] | None = None
-        self.member: SourceGroup = make_source(list(topics), self._assigned, self._revoked)
+        self.make_source = make_source
+        # a member exists only while there are topics to mirror (a Kafka group member
+        # cannot subscribe to none)
+        self.member: SourceGroup | None = None
         self._last_commit = time.monotonic()
 
     # --- the group's callbacks (polling thread) ---------------------------------------------
@@ -177,12 +180,15 @@ class MirrorWorker:
 
     def run(self) -> None:
         try:
-            self.member.start()
+            self._follow(self._topics)
             while not self.stop.is_set():
                 wanted, self._wanted = self._wanted, None
                 if wanted is not None and wanted != self._topics:
                     self._topics = wanted
-                    self.member.subscribe(wanted)
+                    self._follow(wanted)
+                if self.member is None:
+                    self.stop.wait(0.2)
+                    continue
                 self._copy(self._poll())
                 self._settle()
                 if time.monotonic() - self._last_commit >= self.commit_interval:
@@ -195,12 +201,32 @@ class MirrorWorker:
             log.exception("%s: stopped", self.name)
         finally:
             try:
-                self.member.close()
+                self._leave()
             except Exception as exc:
                 log.warning("%s: closing the group member: %r", self.name, exc)
 
+    def _follow(self, topics: list[str]) -> None:
+        """Join the group with these topics, change them, or leave it when there are none."""
+        if not topics:
+            self._leave()
+        elif self.member is None:
+            member = self.make_source(list(topics), self._assigned, self._revoked)
+            self.member = member
+            member.start()
+        else:
+            self.member.subscribe(list(topics))
+
+    def _leave(self) -> None:
+        member = self.member
+        if member is not None:
+            member.close()  # revokes: flushed and committed
+            self.member = None
+            with self.lock:
+                self.parts = {}
+
     def _poll(self) -> list[Message]:
         """The next messages; a source that cannot be reached now is waited for."""
+        assert self.member is not None
         try:
             return self.member.poll(self.poll_timeout, 20_000)
         except CorruptBatchError as err:  # copied by nobody: the partition stops before it
@@ -297,7 +323,7 @@ class MirrorWorker:
         # every acknowledged offset, changed or not: the member skips what it already
         # committed, and one that could not be written (ZooKeeper away) is written now
         offsets = {key: copy.acked for key, copy in self.parts.items() if copy.acked is not None}
-        if not offsets:
+        if not offsets or self.member is None:
             return
         try:
             self.member.commit_offsets(offsets)
