@@ -98,6 +98,40 @@ class RecordAccumulator:
                 self.wake()
         return future
 
+    def append_many(
+        self, topic: str, partition: int, records: list[tuple], sizes: list[int]
+    ) -> list[tuple[int, DeliveryFuture]]:
+        """Add ``records`` to one partition, in order, as ``append`` would one by one but under
+        one hold of the lock; returns, for each batch they went into, the index of its last
+        record here and that record's future (a batch is delivered or fails as a whole)."""
+        key = (topic, partition)
+        marks: list[list] = []  # [index, batch, position in the batch]
+        with self.lock:
+            for i, record in enumerate(records):
+                size = sizes[i]
+                if self.buffered + size > self.buffer_memory:
+                    self._wait_for_room(size)
+                batch = self.open.get(key)
+                if batch is None or batch.size + size > self.batch_size:
+                    if batch is not None:
+                        self.seal(batch)
+                    batch = self.open[key] = Batch(
+                        topic, partition, time.monotonic(), next(self._numbers)
+                    )
+                    if len(self.open) == 1:
+                        self.wake()
+                if marks and marks[-1][1] is batch:
+                    marks[-1][0], marks[-1][2] = i, len(batch.records)
+                else:
+                    marks.append([i, batch, len(batch.records)])
+                batch.records.append(record)
+                batch.size += size
+                self.buffered += size
+                if batch.size >= self.batch_size:
+                    self.seal(batch)
+                    self.wake()
+        return [(i, DeliveryFuture(batch, position)) for i, batch, position in marks]
+
     def wake(self) -> None:
         """Wake the sender (under ``lock``): it waits on the condition, or in select()."""
         self.lock.notify_all()

@@ -142,6 +142,32 @@ class Producer:
             timestamp = int(time.time() * 1000)
         return self._accumulator.append(topic, partition, (key, value, headers, timestamp), size)
 
+    def send_many(
+        self, topic: str, partition: int, records: list[tuple]
+    ) -> list[tuple[int, DeliveryFuture]]:
+        """Queue ``records``, each ``(key, value, headers, timestamp)``, for one partition, in
+        order: what ``send`` does for each, with less work per message (a copy loop's path).
+        Returns, for each record batch they went into, the index of its last record here and
+        that record's DeliveryFuture: a batch is delivered or fails as a whole, so it tells
+        about every record of the batch.  A message over ``max_request_size`` makes every
+        record go through ``send`` (one future each)."""
+        if self._closed:
+            raise ProducerClosedError("the producer is closed")
+        limit = self.max_request_size - BATCH_OVERHEAD
+        sizes = []
+        for key, value, headers, _ in records:
+            size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+            if headers:
+                for k, v in headers:
+                    size += len(k) + (len(v) if v else 0) + 4
+            if size > limit:
+                return [
+                    (i, self.send(topic, r[1], r[0], r[2], partition, r[3]))
+                    for i, r in enumerate(records)
+                ]
+            sizes.append(size)
+        return self._accumulator.append_many(topic, partition, records, sizes)
+
     def _next_sticky(self, topic: str) -> int:
         """The next partition with a live leader for unkeyed messages, in turn."""
         partitions = self.cluster.partitions(topic, wait=self.config.max_block)
