@@ -44,7 +44,7 @@ from broker.protocol.records import RecordColumns, decode_batch, decode_batch_co
 from broker.protocol.registry import ApiKey
 
 from .client import BrokerConnection
-from .cluster import ClusterClient
+from .cluster import ClusterClient, NoBrokersError
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,10 @@ class Consumer:
         """The consumer's own connection to a broker (requests may be left in flight on it)."""
         conn = self._conns.get(leader)
         if conn is None:
-            host, port = self.cluster.brokers[leader]
+            address = self.cluster.brokers.get(leader)
+            if address is None:  # the metadata forgot it (every broker was away): refetched
+                raise NoBrokersError(f"broker {leader} is not known")
+            host, port = address
             conn = self._conns[leader] = BrokerConnection(
                 host, port, self.cluster.request_timeout, self.cluster.client_id
             )

@@ -103,6 +103,7 @@ class GroupConsumer:
         fetch_max_wait_ms: int = 200,
         auto_commit: bool = True,
         on_assign=None,
+        on_revoke=None,
         columnar: bool = False,
         consumer_options: dict | None = None,
     ):
@@ -124,6 +125,11 @@ class GroupConsumer:
         # stored offsets are read, so the caller can reconcile them.
         self.auto_commit = auto_commit
         self.on_assign = on_assign
+        # on_revoke(owned) runs on the polling thread before owned partitions are released
+        # (a rebalance, close), while this member still owns them: the last chance to finish
+        # their work and commit (commit_offsets) before the next owner reads the offsets
+        self.on_revoke = on_revoke
+        self._watched: set[str] = set()
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
         self.cluster = ClusterClient(
             bootstrap_servers, zookeeper if not bootstrap_servers else None
@@ -171,8 +177,7 @@ class GroupConsumer:
         self._register()
         ChildrenWatch(self.zk, layout.members_path(self.group), self._changed)
         ChildrenWatch(self.zk, layout.BROKER_IDS, self._changed)
-        for topic in self.topics:
-            DataWatch(self.zk, layout.topic_path(topic), self._topic_changed)
+        self._watch_topics()
         self._started = True
         self._dirty.set()
         self._rebalance_if_needed()
@@ -189,6 +194,42 @@ class GroupConsumer:
             self.zk.delete(path)
             self.zk.create(path, data, ephemeral=True)
 
+    def _watch_topics(self) -> None:
+        for topic in self.topics:
+            if topic not in self._watched:
+                self._watched.add(topic)
+                DataWatch(self.zk, layout.topic_path(topic), self._topic_watch(topic))
+
+    def _topic_watch(self, topic: str):
+        def changed(data, stat, event=None):
+            if topic not in self.topics:  # unsubscribed: stop watching it
+                self._watched.discard(topic)
+                return False
+            self._dirty.set()
+            return self.state != "closed"
+
+        return changed
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Consume these topics from now on (a regex subscription's current matches, say):
+        this member's registration is updated, which makes the whole group rebalance.  Call
+        it from the polling thread."""
+        wanted = sorted(set(topics))
+        if wanted == self.topics:
+            return
+        self.topics = wanted
+        if not self._started:
+            return
+        data = layout.encode_consumer(
+            layout.ConsumerRegistration(tuple(self.topics), timestamp_ms=int(time.time() * 1000))
+        )
+        try:
+            self.zk.set(layout.member_path(self.group, self.consumer_id), data)
+        except NoNodeError:  # the session was lost meanwhile: registering again uses the topics
+            pass
+        self._watch_topics()
+        self._dirty.set()
+
     def request_rebalance(self) -> None:
         """Rebalance before the next fetch (a partition turned out to be lost, say)."""
         self._dirty.set()
@@ -198,10 +239,6 @@ class GroupConsumer:
         return self._dirty.is_set()
 
     def _changed(self, *_args):
-        self._dirty.set()
-        return self.state != "closed"
-
-    def _topic_changed(self, data, stat, event=None):
         self._dirty.set()
         return self.state != "closed"
 
@@ -330,6 +367,8 @@ class GroupConsumer:
         return True
 
     def _release(self) -> None:
+        if self.on_revoke is not None and self.owned:
+            self.on_revoke({t: list(ps) for t, ps in self.owned.items()})
         for topic, partitions in self.owned.items():
             for partition in partitions:
                 self._delete_owner(topic, partition)
@@ -427,6 +466,18 @@ class GroupConsumer:
             key, end = _end(message)
             self._finish({key: end})
             self._write({key: end} if key in self._finished else {})
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit these next offsets, ``{(topic, partition): offset}``, each only while this
+        session owns the partition (as ``commit()``; a partition not owned is skipped).  Meant
+        for ``auto_commit=False``, where the caller decides what is done."""
+        mine = {
+            key: offset
+            for key, offset in offsets.items()
+            if key[1] in self.owned.get(key[0], ()) and key in self._finished
+        }
+        self._finish(mine)
+        self._write(mine)
 
     def _write(self, ends: dict[tuple[str, int], int]) -> None:
         """Commit these offsets, each only while this session owns its partition."""

@@ -9,6 +9,8 @@ headrace groups list|describe|delete G  consumer groups: kind, offsets, lag, own
 headrace groups --reset-offsets --group G --topic T --to-earliest ...  move a group's offsets
 headrace ship --topic T FILE...         follow log files like tail -F and ship their lines
 headrace load --topic T --group G --to URL   load topics into Parquet, each event once
+headrace mirror --from-zookeeper A --to-bootstrap-server B --include RE --group G
+                                       mirror a live cluster into another, exactly once
 headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
 headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
                                        logs shipped to it, loaded into ./warehouse, queried
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     from .dashboard import cli as dashboard_cli
 
     dashboard_cli.add_parser(sub)
+
+    from . import mirror_cli
+
+    mirror_cli.add_parser(sub)
 
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])

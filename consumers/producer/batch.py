@@ -106,6 +106,10 @@ class DeliveryFuture:
             raise FutureTimeoutError()
         return self._batch.error
 
+    def same_batch(self, other: DeliveryFuture) -> bool:
+        """Whether both messages travel in one record batch (they succeed or fail together)."""
+        return self._batch is other._batch
+
     def add_done_callback(self, fn: Callable[[DeliveryFuture], None]) -> None:
         batch = self._batch
         with _CALLBACKS_LOCK:

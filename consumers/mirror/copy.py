@@ -1,0 +1,299 @@
+"""The copy loop of one mirror worker: a member of the source group that sends each message
+it is handed to the target partition of the same number (key, value, headers and timestamp
+kept, plus a header naming its source), and commits a source offset only once the target
+acknowledged every message before it.
+
+On assignment it asks the target what it already holds (``resume.last_mirrored``) and skips
+every message up to there, so neither a crash before the commit nor one after it makes a
+copy twice.  On revocation it flushes the producer and commits, so the next owner finds every
+write.  A message the target refuses for good stops its partition (logged, counted; nothing
+past it is committed); the other partitions go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from broker.protocol.errors import KafkaError
+from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+from ..cluster import ClusterClient
+from ..consumer import CorruptBatchError, Message
+from ..producer import Producer
+from .resume import HEADER, Source, last_mirrored, source_header
+from .source import SourceFactory, SourceGroup
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+
+
+@dataclass
+class PartitionCopy:
+    """One owned source partition: where copying resumes, what is in flight, what the target
+    acknowledged (``acked``: the next source offset not yet known to be in the target)."""
+
+    resume_from: int | None = None  # skip source offsets below this (the target has them)
+    acked: int | None = None
+    committed: int | None = None
+    prefix: bytes = b""  # the source header's value before the offset
+    pending: deque = field(default_factory=deque)  # (last source offset, future, records)
+    failed: str | None = None
+    copied: int = 0
+
+
+@dataclass
+class MirrorCounters:
+    """What a worker did; read by the metrics page."""
+
+    copied: int = 0  # records the target acknowledged
+    skipped: int = 0  # records skipped because the target already held them
+    deleted: int = 0  # records deleted from the source before they were mirrored
+    failed: int = 0  # records the target refused for good
+    commits: int = 0
+    resumes: int = 0
+
+
+class MirrorWorker:
+    """One member of the source group and its copy loop; ``run()`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        name: str,
+        make_source: SourceFactory,
+        producer: Producer,
+        target: ClusterClient,
+        source_cluster: ClusterClient,
+        cluster_id: str,
+        topics: list[str],
+        commit_interval: float = 5.0,
+        poll_timeout: float = 0.5,
+    ):
+        self.name = name
+        self.producer = producer
+        self.target = target
+        self.source_cluster = source_cluster
+        self.cluster_id = cluster_id
+        self.commit_interval = commit_interval
+        self.poll_timeout = poll_timeout
+        self.counters = MirrorCounters()
+        self.parts: dict[Key, PartitionCopy] = {}
+        self.lock = threading.Lock()  # guards ``parts`` against the metrics page
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._topics = list(topics)
+        self._wanted: list[str] | None = None
+        self.member: SourceGroup = make_source(list(topics), self._assigned, self._revoked)
+        self._last_commit = time.monotonic()
+
+    # --- the group's callbacks (polling thread) ---------------------------------------------
+
+    def _assigned(self, owned: dict[str, list[int]]) -> None:
+        # writes still in flight (a session lost without a revocation) land before the scan
+        self.producer.flush()
+        self._settle()
+        parts = {}
+        for topic, partitions in owned.items():
+            for partition in partitions:
+                parts[(topic, partition)] = self._resume_retrying(topic, partition)
+        with self.lock:
+            self.parts = parts
+        log.info("%s: copying %s", self.name, {t: ps for t, ps in owned.items()})
+
+    def _resume_retrying(self, topic: str, partition: int) -> PartitionCopy:
+        """``_resume``, asked again (while the group session lives on its own thread) until
+        the target and the source answer: copying cannot start before."""
+        while True:
+            try:
+                return self._resume(topic, partition)
+            except (OSError, KafkaError) as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning(
+                    "%s-%d: cannot find where to resume (%r); retrying", topic, partition, exc
+                )
+                self.stop.wait(1.0)
+
+    def _resume(self, topic: str, partition: int) -> PartitionCopy:
+        copy = PartitionCopy(prefix=source_header(self.cluster_id, topic, partition, 0)[1][:-1])
+        last = last_mirrored(
+            self.target, topic, partition, Source(self.cluster_id, topic, partition)
+        )
+        if last is None:
+            return copy
+        end = self.source_cluster.list_offset(topic, partition, LATEST_TIMESTAMP)
+        if last >= end:
+            log.warning(
+                "%s-%d: the target holds source offset %d, past the source's end %d (was the "
+                "source topic deleted and created again?); not resuming from the target",
+                topic,
+                partition,
+                last,
+                end,
+            )
+            return copy
+        copy.resume_from = last + 1
+        self.counters.resumes += 1
+        start = self.source_cluster.list_offset(topic, partition, EARLIEST_TIMESTAMP)
+        if start > copy.resume_from:
+            lost = start - copy.resume_from
+            self.counters.deleted += lost
+            log.warning(
+                "%s-%d: the source deleted offsets %d..%d before they were mirrored "
+                "(%d records); going on from its log start %d",
+                topic,
+                partition,
+                copy.resume_from,
+                start - 1,
+                lost,
+                start,
+            )
+            copy.resume_from = start
+        log.info("%s-%d: the target holds up to source offset %d", topic, partition, last)
+        return copy
+
+    def _revoked(self, owned: dict[str, list[int]]) -> None:
+        self.producer.flush()
+        self._settle()
+        self._commit()
+        with self.lock:
+            self.parts = {}
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Mirror these topics from the next round on (any thread)."""
+        self._wanted = list(topics)
+
+    def run(self) -> None:
+        try:
+            self.member.start()
+            while not self.stop.is_set():
+                wanted, self._wanted = self._wanted, None
+                if wanted is not None and wanted != self._topics:
+                    self._topics = wanted
+                    self.member.subscribe(wanted)
+                self._copy(self._poll())
+                self._settle()
+                if time.monotonic() - self._last_commit >= self.commit_interval:
+                    self._commit()
+            self.producer.flush()
+            self._settle()
+            self._commit()
+        except BaseException as exc:  # reported by the command, which stops the process
+            self.error = exc
+            log.exception("%s: stopped", self.name)
+        finally:
+            try:
+                self.member.close()
+            except Exception as exc:
+                log.warning("%s: closing the group member: %r", self.name, exc)
+
+    def _poll(self) -> list[Message]:
+        """The next messages; a source that cannot be reached now is waited for."""
+        try:
+            return self.member.poll(self.poll_timeout, 20_000)
+        except CorruptBatchError as err:  # copied by nobody: the partition stops before it
+            copy = self.parts.get((err.topic, err.partition))
+            if copy is not None:
+                self._fail(err.topic, err.partition, copy, err.first_offset, err)
+            self.member.seek(err.topic, err.partition, err.next_offset)
+        except (OSError, KafkaError) as exc:
+            log.warning("%s: cannot fetch now (%r); trying again", self.name, exc)
+            self.stop.wait(0.5)
+        return []
+
+    def _copy(self, messages: list[Message]) -> None:
+        parts = self.parts
+        send = self.producer.send
+        key = copy = prefix = pending = None
+        for m in messages:
+            if (m.topic, m.partition) != key:
+                key = (m.topic, m.partition)
+                copy = parts.get(key)
+                if copy is None:
+                    continue
+                prefix = copy.prefix
+                pending = copy.pending
+            if copy is None or copy.failed is not None:
+                continue
+            offset = m.offset
+            if copy.resume_from is not None:
+                if offset < copy.resume_from:
+                    self.counters.skipped += 1
+                    if copy.acked is None or copy.acked < copy.resume_from:
+                        copy.acked = copy.resume_from  # the target has these: done
+                    continue
+                copy.resume_from = None
+            future = send(
+                m.topic,
+                m.value,
+                key=m.key,
+                headers=[*m.headers, (HEADER, prefix + b"%d" % offset)],
+                partition=m.partition,
+                timestamp=m.timestamp,
+            )
+            # one entry per record batch: its last source offset and a future of it
+            if pending and pending[-1][1].same_batch(future):
+                pending[-1] = (offset, future, pending[-1][2] + 1)
+            else:
+                pending.append((offset, future, 1))
+
+    def _settle(self) -> None:
+        """Move each partition's acknowledged offset past the leading batches the target
+        has; stop a partition at a batch the target refused for good."""
+        for (topic, partition), copy in list(self.parts.items()):
+            pending = copy.pending
+            while pending and pending[0][1].done():
+                offset, future, count = pending[0]
+                error = future.exception()
+                if error is not None:
+                    self._fail(topic, partition, copy, copy.acked, error)
+                    break
+                pending.popleft()
+                copy.acked = offset + 1
+                copy.copied += count
+                self.counters.copied += count
+
+    def _fail(self, topic: str, partition: int, copy: PartitionCopy, offset, error) -> None:
+        if copy.failed is None:
+            copy.failed = (
+                f"the records from source offset {offset} on: {type(error).__name__}: {error}"
+            )
+            self.counters.failed += 1
+            log.error(
+                "%s-%d: the target refused %s; this partition stops here (committed up to "
+                "offset %s)",
+                topic,
+                partition,
+                copy.failed,
+                copy.acked,
+            )
+        copy.pending.clear()
+
+    def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        offsets = {
+            key: copy.acked
+            for key, copy in self.parts.items()
+            if copy.acked is not None and copy.acked != copy.committed
+        }
+        if not offsets:
+            return
+        try:
+            self.member.commit_offsets(offsets)
+        except (KafkaError, OSError, RuntimeError) as exc:  # fenced, or the group moved on
+            log.warning("%s: offsets not committed: %r", self.name, exc)
+            return
+        for key, offset in offsets.items():
+            if key in self.parts:
+                self.parts[key].committed = offset
+        self.counters.commits += 1
+
+    def snapshot(self) -> dict[Key, PartitionCopy]:
+        with self.lock:
+            return dict(self.parts)

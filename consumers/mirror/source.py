@@ -1,0 +1,89 @@
+"""The source side of a mirror: the shape every consumer group the mirror can be a member of
+has (``SourceGroup``), and the factories for the paper's ZooKeeper group and for a group
+coordinated by the source brokers (Kafka's protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ..consumer import Message
+
+
+class MirrorError(Exception):
+    """A mirror cannot run as asked (bad settings, an option not available); the message says
+    why, for the command line."""
+
+
+class SourceGroup(Protocol):
+    """What the copy loop needs of its consumer group member: ``GroupConsumer`` (the paper's
+    ZooKeeper group) and ``KafkaGroupConsumer`` (a Kafka-protocol group) both have it.
+    ``on_assign(owned)`` and ``on_revoke(owned)`` are passed to the constructor; revoke runs on
+    the polling thread before partitions are given up."""
+
+    owned: dict[str, list[int]]
+
+    def start(self) -> object: ...
+
+    def poll(self, timeout: float = 1.0, max_messages: int = 100_000) -> list[Message]: ...
+
+    def seek(self, topic: str, partition: int, offset: int) -> None: ...
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None: ...
+
+    def subscribe(self, topics: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Callback = Callable[[dict[str, list[int]]], None]
+SourceFactory = Callable[[list[str], Callback, Callback], SourceGroup]
+
+
+def zookeeper_source(
+    group: str, zookeeper: str, session_timeout_ms: int, fetch_max_wait_ms: int = 200
+) -> SourceFactory:
+    """Members of the paper's group ``group`` on the source cluster at ``zookeeper``."""
+    from ..group import GroupConsumer
+
+    def make(topics: list[str], on_assign: Callback, on_revoke: Callback) -> SourceGroup:
+        return GroupConsumer(
+            group,
+            topics,
+            zookeeper,
+            auto_offset_reset="earliest",
+            auto_commit=False,
+            session_timeout_ms=session_timeout_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+        )
+
+    return make
+
+
+def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int) -> SourceFactory:
+    """Members of a Kafka-protocol group ``group`` coordinated by the source brokers.
+    MirrorError if this build has no such group member."""
+    try:
+        from ..kafka_group import KafkaGroupConsumer  # type: ignore[import-not-found]
+    except ImportError:
+        raise MirrorError(
+            "--from-bootstrap-server is not available in this build (it needs the Kafka "
+            "group member, consumers/kafka_group.py); use --from-zookeeper"
+        ) from None
+
+    def make(topics: list[str], on_assign: Callback, on_revoke: Callback) -> SourceGroup:
+        member: SourceGroup = KafkaGroupConsumer(
+            group,
+            topics,
+            bootstrap_servers,
+            auto_offset_reset="earliest",
+            auto_commit=False,
+            session_timeout_ms=session_timeout_ms,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+        )
+        return member
+
+    return make

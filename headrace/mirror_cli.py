@@ -1,0 +1,169 @@
+"""``headrace mirror``: copy the topics of a live cluster into another one, exactly once
+(``consumers/mirror``); its options and its run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from consumers.metrics import MetricsPortError, add_metrics_arguments, serve_metrics
+
+log = logging.getLogger("headrace.mirror")
+
+
+def add_parser(sub) -> None:
+    mirror = sub.add_parser(
+        "mirror",
+        help="mirror a live cluster's topics into another cluster, exactly once",
+        description="Members of a consumer group on the source copy every matching topic to "
+        "the target, partition by partition, with an idempotent producer; a restarted mirror "
+        "resumes from what the target holds.",
+    )
+    source = mirror.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--from-zookeeper", metavar="HOST:PORT[/CHROOT]", help="the source cluster's ZooKeeper"
+    )
+    source.add_argument(
+        "--from-bootstrap-server", metavar="HOST:PORT", help="the source cluster's brokers"
+    )
+    mirror.add_argument(
+        "--to-bootstrap-server", required=True, metavar="HOST:PORT", help="the target's brokers"
+    )
+    mirror.add_argument("--include", required=True, metavar="REGEX", help="topics to mirror")
+    mirror.add_argument("--exclude", metavar="REGEX", help="topics not to mirror")
+    mirror.add_argument("--group", required=True, help="the mirror's consumer group on the source")
+    mirror.add_argument(
+        "--workers", type=int, default=1, help="group members in this process (default 1)"
+    )
+    mirror.add_argument(
+        "--refresh-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often to look for new source topics (default 30)",
+    )
+    mirror.add_argument(
+        "--replication-factor",
+        type=int,
+        default=-1,
+        help="of the target topics it creates (default: the target's default)",
+    )
+    mirror.add_argument(
+        "--zookeeper-session-timeout-ms",
+        type=int,
+        default=6000,
+        help="the group members' session timeout (default 6000)",
+    )
+    mirror.add_argument(
+        "--offset-commit-interval-ms",
+        type=int,
+        default=5000,
+        help="how often acknowledged source offsets are committed (default 5000)",
+    )
+    mirror.add_argument("--linger-ms", type=float, default=5.0, help="the producer's linger.ms")
+    mirror.add_argument(
+        "--compression-type",
+        default="none",
+        help="the producer's compression: none, gzip, snappy, lz4 or zstd",
+    )
+    add_metrics_arguments(mirror)
+    mirror.set_defaults(func=run)
+
+
+def _problem(args) -> str | None:
+    from broker.protocol import compression
+    from broker.protocol.errors import KafkaError
+    from consumers.client import parse_bootstrap
+
+    for flag in ("to_bootstrap_server", "from_bootstrap_server"):
+        servers = getattr(args, flag)
+        if servers:
+            try:
+                parse_bootstrap(servers)
+            except ValueError as exc:
+                return f"--{flag.replace('_', '-')}: {exc} (give host:port)"
+    if args.from_zookeeper:
+        from kazoo.hosts import collect_hosts
+
+        try:
+            collect_hosts(args.from_zookeeper)
+        except ValueError as exc:
+            return f"--from-zookeeper {args.from_zookeeper}: {exc}"
+    if args.workers < 1:
+        return f"--workers must be at least 1, not {args.workers}"
+    if not args.refresh_interval > 0:
+        return (
+            f"--refresh-interval must be a positive number of seconds, not {args.refresh_interval}"
+        )
+    if args.zookeeper_session_timeout_ms < 1000:
+        return "--zookeeper-session-timeout-ms must be at least 1000"
+    if args.offset_commit_interval_ms < 0:
+        return "--offset-commit-interval-ms must not be negative"
+    try:
+        compression.codec_by_name(args.compression_type)
+    except (KafkaError, KeyError, ValueError) as exc:
+        return f"--compression-type {args.compression_type}: {exc}"
+    return None
+
+
+def run(args) -> int:
+    from consumers.mirror import Mirror, MirrorError, MirrorSettings
+    from consumers.mirror.metrics import mirror_registry
+
+    problem = _problem(args)
+    if problem:
+        print(f"headrace mirror: {problem}", file=sys.stderr)
+        return 2
+    settings = MirrorSettings(
+        group=args.group,
+        include=args.include,
+        exclude=args.exclude,
+        target=args.to_bootstrap_server,
+        zookeeper=args.from_zookeeper,
+        bootstrap=args.from_bootstrap_server,
+        workers=args.workers,
+        refresh_interval=args.refresh_interval,
+        replication_factor=args.replication_factor,
+        session_timeout_ms=args.zookeeper_session_timeout_ms,
+        commit_interval=args.offset_commit_interval_ms / 1000.0,
+        linger_ms=args.linger_ms,
+        compression=args.compression_type,
+    )
+    try:
+        mirror = Mirror(settings)
+    except MirrorError as exc:
+        print(f"headrace mirror: {exc}", file=sys.stderr)
+        return 2
+    try:
+        page = serve_metrics(mirror_registry(mirror), args.metrics_port, args.metrics_host)
+    except MetricsPortError as exc:
+        print(f"headrace mirror: {exc}", file=sys.stderr)
+        return 2
+    if page is not None:
+        log.info("metrics on http://%s:%d/metrics", page.host, page.port)
+
+    def on_signal(signum, frame):  # no logging here: it may interrupt a log call
+        mirror.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+    try:
+        mirror.run()
+    except MirrorError as exc:
+        print(f"headrace mirror: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a worker stopped: its traceback is in the log
+        print(f"headrace mirror: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if page is not None:
+            page.close()
+    copied = sum(w.counters.copied for w in mirror.workers)
+    log.info("stopped: %d records copied", copied)
+    return 0
+
+
+__all__ = ["add_parser", "run"]
