@@ -258,7 +258,8 @@ class KafkaGroupConsumer:
         if code == RebalanceInProgressError.code:
             raise _Rejoin
         if code:
-            raise error_for_code(code)(f"JoinGroup of group {self.group} refused")
+            detail = f" (session_timeout_ms={self.session_timeout_ms})" if code == 26 else ""
+            raise error_for_code(code)(f"JoinGroup of group {self.group} refused{detail}")
         member_id, generation_id = answer["member_id"], answer["generation_id"]
         with self.generation.lock:
             self.generation.member_id, self.generation.generation_id = member_id, generation_id
