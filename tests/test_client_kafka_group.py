@@ -319,3 +319,45 @@ def test_headrace_consume_group_with_no_broker_says_so(brokers):
     done = subprocess.run([*cmd, "--group", "g"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "headrace consume: group g:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_static_member_restarted_within_its_session_keeps_its_partitions(brokers):
+    topic, group = "kg-static", "kg-static"
+    make_topic(brokers, topic)
+    seen: list = []
+    a = Ours(brokers, group, topic, seen, group_instance_id="a")
+    wait_for(lambda: len(a.owns()) == 6, 30)
+    b = Ours(brokers, group, topic, seen, group_instance_id="b")
+    try:
+        wait_for(lambda: split(a, b), 30)
+        revokes, owned_b = a.revokes, b.owns()
+        b.close()  # a static member does not leave the group
+        time.sleep(0.5)
+        b = Ours(brokers, group, topic, seen, group_instance_id="b")
+        wait_for(lambda: b.owns(), 30)
+        assert b.owns() == owned_b and sorted(a.owns() + owned_b) == list(range(6))
+        assert a.revokes == revokes  # no rebalance: the other member never gave anything up
+        produce(brokers, topic, 0, 100)
+        wait_for(lambda: len(seen) >= 100, 30)
+        time.sleep(0.5)
+    finally:
+        a.close()
+        b.close()
+    assert sorted(values(seen)) == list(range(100))
+
+
+@pytest.mark.parametrize(
+    "args, options, says",
+    [
+        (("", ["t"]), {}, "name"),
+        (("g", "t"), {}, "list of topic names"),
+        (("g", []), {}, "list of topic names"),
+        (("g", ["t"]), {"auto_offset_reset": "smallest-ish"}, "auto_offset_reset"),
+        (("g", ["t"]), {"heartbeat_interval_ms": 10000}, "heartbeat_interval_ms"),
+        (("g", ["t"]), {"partition_assignment_strategy": ("sticky",)}, "sticky"),
+        (("g", ["t"]), {"partition_assignment_strategy": ()}, "strategy"),
+    ],
+)
+def test_bad_settings_are_value_errors_naming_the_setting(args, options, says):
+    with pytest.raises(ValueError, match=says):
+        KafkaGroupConsumer(*args, "127.0.0.1:9092", **options)
