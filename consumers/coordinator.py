@@ -12,7 +12,9 @@ coordinator moved forgets the coordinator; the next request finds it again.
 ``Heartbeats`` sends a Heartbeat every ``heartbeat.interval.ms`` from a thread of its own
 while the member is in a stable generation, so a slow poll loop keeps its membership (as the
 Java client does since KIP-62), and records what the answers mean in the member's
-``Generation``: a rebalance to join, or the member fenced (rejoin without committing).
+``Generation``: a rebalance to join, or the member fenced (rejoin without committing).  A
+poll loop stuck for longer than the rebalance timeout (Kafka's ``max.poll.interval.ms``)
+makes it leave the group, so the stuck member's partitions go to the others.
 """
 
 from __future__ import annotations
@@ -236,21 +238,60 @@ class Heartbeats(threading.Thread):
         group: str,
         instance_id: str | None,
         interval: float,
+        max_poll_interval: float = 300.0,
     ):
         super().__init__(name=f"heartbeat-{group}", daemon=True)
         self.link, self.generation, self.group = link, generation, group
         self.instance_id = instance_id
         self.interval = interval
+        self.max_poll_interval = max_poll_interval
         self.stopping = threading.Event()
         self.paused = threading.Event()  # tests: a member that stops heartbeating
         self.last_answer = time.monotonic()
+        self.last_poll = time.monotonic()
+
+    def polled(self) -> None:
+        """The polling thread is alive (called by every poll)."""
+        self.last_poll = time.monotonic()
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             member_id, generation_id, stable = self.generation.snapshot()
             if not stable or self.paused.is_set():
                 continue
+            if time.monotonic() - self.last_poll > self.max_poll_interval:
+                self.leave(member_id, generation_id)
+                continue
             self.beat(member_id, generation_id)
+
+    def leave(self, member_id: str, generation_id: int) -> None:
+        """The application has not polled within the poll interval (Kafka's
+        ``max.poll.interval.ms``, here the rebalance timeout): give the partitions to the rest
+        of the group as the Java client does.  A dynamic member leaves (LeaveGroup), a static
+        one stops heartbeating and its session expires; either way it counts as fenced, and
+        its next poll rejoins without committing."""
+        log.warning(
+            "%s: no poll for %.1f s (more than the rebalance timeout): leaving the group",
+            self.group,
+            time.monotonic() - self.last_poll,
+        )
+        if self.instance_id is None:
+            try:
+                self.link.request(
+                    ApiKey.LEAVE_GROUP,
+                    {"group_id": self.group, "member_id": member_id},
+                    channel="heartbeat",
+                )
+            except CoordinatorLostError as exc:
+                log.info("%s: could not leave the group: %s", self.group, exc)
+        with self.generation.lock:
+            if (self.generation.member_id, self.generation.generation_id) != (
+                member_id,
+                generation_id,
+            ):
+                return
+        code = UnknownMemberIdError if self.instance_id is None else IllegalGenerationError
+        self.generation.fence(code.code)
 
     def beat(self, member_id: str, generation_id: int) -> None:
         body = {

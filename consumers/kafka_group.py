@@ -18,7 +18,9 @@ membership.  A heartbeat answered REBALANCE_IN_PROGRESS makes the next poll call
 may flush and commit), commit what was handed over (with ``auto_commit``), and rejoin; a member
 the coordinator no longer knows (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, after its session
 expired) rejoins without committing; a coordinator that moved or went away is found again,
-with back-off.
+with back-off.  An application that does not poll for ``rebalance_timeout_ms`` (Kafka's
+``max.poll.interval.ms``) is taken out of the group by the heartbeat thread, so its
+partitions go on being read by the others; its next poll rejoins.
 
 At least once: a commit stores the offset after what poll handed over (``commit()``), or
 what the caller says (``commit_offsets``).  Auto-commit (every ``auto_commit_interval_ms``,
@@ -139,7 +141,12 @@ class KafkaGroupConsumer:
         self.link = CoordinatorLink(self.cluster, group, request_timeout_ms / 1000)
         self.generation = Generation()
         self.heartbeats = Heartbeats(
-            self.link, self.generation, group, group_instance_id, heartbeat_interval_ms / 1000
+            self.link,
+            self.generation,
+            group,
+            group_instance_id,
+            heartbeat_interval_ms / 1000,
+            max_poll_interval=rebalance_timeout_ms / 1000,
         )
         self.state = "new"
         self.rebalances = 0
@@ -417,6 +424,7 @@ class KafkaGroupConsumer:
             self.start()
         deadline = time.monotonic() + timeout
         while True:
+            self.heartbeats.polled()
             self._ensure_active()
             self._check_partition_counts()
             if (

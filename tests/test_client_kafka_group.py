@@ -195,7 +195,7 @@ from consumers.kafka_group import KafkaGroupConsumer
 group, topic, bootstrap = sys.argv[1:4]
 member = KafkaGroupConsumer(group, [topic], bootstrap, auto_commit=False,
                             auto_offset_reset="earliest", session_timeout_ms=2000,
-                            heartbeat_interval_ms=200, rebalance_timeout_ms=5000).start()
+                            heartbeat_interval_ms=200, rebalance_timeout_ms=30000).start()
 print(json.dumps(member.owned), flush=True)
 sys.stdin.readline()   # not polling meanwhile: the heartbeat thread keeps the membership
 try:
@@ -361,3 +361,26 @@ def test_a_static_member_restarted_within_its_session_keeps_its_partitions(broke
 def test_bad_settings_are_value_errors_naming_the_setting(args, options, says):
     with pytest.raises(ValueError, match=says):
         KafkaGroupConsumer(*args, "127.0.0.1:9092", **options)
+
+
+def test_a_member_that_stops_polling_leaves_and_rejoins_when_it_polls(brokers):
+    topic, group = "kg-stuck", "kg-stuck"
+    make_topic(brokers, topic)
+    other = Ours(brokers, group, topic)
+    wait_for(lambda: len(other.owns()) == 6, 30)
+    stuck = KafkaGroupConsumer(
+        group, [topic], brokers.bootstrap, **{**FAST, "rebalance_timeout_ms": 1500}
+    )
+    try:
+        joined = threading.Thread(target=stuck.start)
+        joined.start()
+        wait_for(lambda: len(other.owns()) == 3, 30)
+        joined.join(30)
+        assert sum(len(ps) for ps in stuck.owned.values()) == 3
+        # no poll for longer than its rebalance timeout: the heartbeat thread leaves the group
+        wait_for(lambda: len(other.owns()) == 6, 30)
+        stuck.poll(0.5)  # rejoins
+        wait_for(lambda: stuck.poll(0.1) is not None and len(other.owns()) == 3, 30)
+    finally:
+        stuck.close()
+        other.close()
