@@ -265,7 +265,10 @@ class KafkaGroupConsumer:
         if code == RebalanceInProgressError.code:
             raise _Rejoin
         if code:
-            detail = f" (session_timeout_ms={self.session_timeout_ms})" if code == 26 else ""
+            detail = {
+                26: f" (session_timeout_ms={self.session_timeout_ms})",
+                23: " (the name belongs to another kind of group, or no protocol is common)",
+            }.get(code, "")
             raise error_for_code(code)(f"JoinGroup of group {self.group} refused{detail}")
         member_id, generation_id = answer["member_id"], answer["generation_id"]
         with self.generation.lock:

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 from command_lines import HEADRACE, ROOT
-from conftest import Cluster, wait_for
+from conftest import Cluster, wait_for, zk_session
 from test_coordinator_clients import (
     OVERRIDES,
     committed,
@@ -28,6 +28,8 @@ from test_coordinator_clients import (
     produce,
 )
 
+from broker.protocol.offsets import claim_kind
+from broker.protocol.zookeeper import ZOOKEEPER
 from consumers.coordinator import CommitFailedError
 from consumers.kafka_group import KafkaGroupConsumer
 
@@ -190,6 +192,8 @@ def test_a_group_shared_with_another_client_consumes_each_message_once(brokers, 
 
 FENCED_MEMBER = """
 import json, sys
+from broker.protocol.offsets import claim_kind
+from broker.protocol.zookeeper import ZOOKEEPER
 from consumers.coordinator import CommitFailedError
 from consumers.kafka_group import KafkaGroupConsumer
 group, topic, bootstrap = sys.argv[1:4]
@@ -384,3 +388,17 @@ def test_a_member_that_stops_polling_leaves_and_rejoins_when_it_polls(brokers):
     finally:
         stuck.close()
         other.close()
+
+
+def test_a_group_name_of_the_papers_groups_is_refused_with_a_message(brokers):
+    topic = "kg-kind"
+    make_topic(brokers, topic, partitions=1)
+    with zk_session(brokers.zookeeper_connect) as zk:
+        claim_kind(zk, "kg-zk-owned", ZOOKEEPER)
+    cmd = [*HEADRACE, "consume", "--bootstrap-server", brokers.bootstrap, "--topic", topic]
+    done = subprocess.run(
+        [*cmd, "--group", "kg-zk-owned"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 2, done.stderr
+    assert "INCONSISTENT_GROUP_PROTOCOL" in done.stderr and "another kind" in done.stderr
+    assert "Traceback" not in done.stderr
