@@ -500,16 +500,22 @@ class KafkaGroupConsumer:
                     "committed_metadata": "",
                 }
             )
-        answer = self.link.request(
-            ApiKey.OFFSET_COMMIT,
-            {
-                "group_id": self.group,
-                "generation_id_or_member_epoch": generation_id,
-                "member_id": member_id,
-                "group_instance_id": self.group_instance_id,
-                "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
-            },
-        )
+        body = {
+            "group_id": self.group,
+            "generation_id_or_member_epoch": generation_id,
+            "member_id": member_id,
+            "group_instance_id": self.group_instance_id,
+            "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+        }
+        deadline = time.monotonic() + self.link.request_timeout
+        while True:  # a coordinator that moved or died is found again, until the deadline
+            try:
+                answer = self.link.request(ApiKey.OFFSET_COMMIT, body)
+                break
+            except CoordinatorLostError:
+                if time.monotonic() > deadline or self.link.closed.is_set():
+                    raise
+                time.sleep(0.1)
         codes = {
             (t["name"], p["partition_index"]): p["error_code"]
             for t in answer["topics"]
