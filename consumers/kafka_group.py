@@ -474,7 +474,8 @@ class KafkaGroupConsumer:
             self.commit_offsets(changed)
 
     def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit ``{(topic, partition): next offset to read}`` in this member's generation.
+        """Commit ``{(topic, partition): next offset to read}`` in this member's generation
+        (offsets this member committed already are skipped).
         CommitFailedError if the coordinator no longer counts this member in the group's
         current generation (nothing is committed; the next poll rejoins); the KafkaError of
         any other refusal; CoordinatorLostError if no coordinator answered in time."""
@@ -490,6 +491,9 @@ class KafkaGroupConsumer:
                 self.generation.fenced_code,
                 offsets,
             )
+        offsets = {k: o for k, o in offsets.items() if self._committed.get(k) != o}
+        if not offsets:  # all committed already, by this member in this generation
+            return
         by_topic: dict[str, list] = {}
         for (topic, partition), offset in sorted(offsets.items()):
             by_topic.setdefault(topic, []).append(

@@ -109,6 +109,8 @@ def _problem(args) -> str | None:
 
 
 def run(args) -> int:
+    from kazoo.handlers.threading import KazooTimeoutError
+
     from consumers.mirror import Mirror, MirrorError, MirrorSettings
     from consumers.mirror.metrics import mirror_registry
 
@@ -153,6 +155,12 @@ def run(args) -> int:
     try:
         mirror.run()
     except MirrorError as exc:
+        print(f"headrace mirror: {exc}", file=sys.stderr)
+        return 2
+    except KazooTimeoutError:
+        print(f"headrace mirror: cannot reach ZooKeeper at {args.from_zookeeper}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"headrace mirror: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a worker stopped: its traceback is in the log

@@ -1,7 +1,9 @@
 """``headrace mirror`` between two real clusters (each its own ZooKeeper chroot): a steady
 producer on the source, mirrors killed with SIGKILL and restarted, a topic created mid-run, the
 source broker restarted; every source record is in the target once, in per-partition order,
-with its key, value, headers and timestamp."""
+with its key, value, headers and timestamp.  Also: two mirror processes sharing a group, one
+SIGKILLed; a target topic with too few partitions stopped alone (metrics, log, the source's
+dashboard showing the group's lag); records deleted at the source before they were copied."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from mirror_helpers import (
     read_partition,
 )
 
-from broker.protocol.offsets import read_offset
+from broker.protocol.offsets import read_offset, read_owner
 
 
 @pytest.fixture
@@ -181,4 +183,70 @@ def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
         }
     finally:
         dashboard.stop()
+    assert mirror.terminate() == 0, mirror.log()
+
+
+def test_two_mirror_processes_share_the_group_and_one_survives_the_others_sigkill(
+    make_cluster, mirrors, tmp_path
+):
+    source, target = make_cluster(1), make_cluster(1)
+    port = source.brokers[0].port
+    create_topic(port, "shared", 4)
+    producer = SteadyProducer(source.bootstrap, "shared", 2000, per_second=300)
+    producer.start()
+    first = mirrors(tmp_path / "first.log", source, target, "pair", "shared").start(
+        "--workers", "2", "--offset-commit-interval-ms", "300"
+    )
+    second = mirrors(tmp_path / "second.log", source, target, "pair", "shared").start(
+        "--workers", "2", "--offset-commit-interval-ms", "300"
+    )
+
+    def owners() -> set:
+        with zk_session(source.zookeeper_connect) as zk:
+            return {
+                read_owner(zk, "pair", "shared", p).split("-")[-2] for p in range(4)
+            }  # the member ids' pids
+
+    # four members in two processes: each process owns some partitions
+    wait_for(lambda: len(owners()) == 2, 60)
+    wait_for(lambda: _target_count(target, "shared", 4) >= 600, 60)
+    first.kill()
+    producer.join(120)
+    assert producer.error is None
+    wait_for(lambda: _target_count(target, "shared", 4) >= 2000, 60)
+    cluster_id = metadata(port)["cluster_id"]
+    assert _assert_mirrored_once(source, target, "shared", 4, cluster_id) == 2000
+    assert owners() == {str(second.process.pid)}
+    assert second.terminate() == 0, second.log()
+
+
+def test_records_deleted_at_the_source_before_they_were_copied_are_counted_and_logged(
+    make_cluster, mirrors, tmp_path
+):
+    from admin_clients import request
+
+    from broker.protocol.registry import ApiKey
+
+    source, target = make_cluster(1), make_cluster(1)
+    port = source.brokers[0].port
+    create_topic(port, "trim", 1)
+    SteadyProducer(source.bootstrap, "trim", 100, per_second=100_000).run()
+    mirror = mirrors(tmp_path / "mirror.log", source, target, "trimmed", "trim")
+    mirror.start("--offset-commit-interval-ms", "200")
+    wait_for(lambda: _target_count(target, "trim", 1) >= 100, 60)
+    assert mirror.terminate() == 0, mirror.log()
+
+    SteadyProducer(source.bootstrap, "trim", 100, per_second=100_000).run()  # offsets 100..199
+    wanted = [{"name": "trim", "partitions": [{"partition_index": 0, "offset": 150}]}]
+    body = request(port, ApiKey.DELETE_RECORDS, {"topics": wanted, "timeout_ms": 10000})
+    assert body["topics"][0]["partitions"][0]["error_code"] == 0
+    mirror.start("--offset-commit-interval-ms", "200", "--metrics-port", str(page := free_port()))
+    wait_for(lambda: _target_count(target, "trim", 1) >= 150, 60)
+    wait_for(
+        lambda: scrape(f"http://127.0.0.1:{page}/metrics")["headrace_mirror_deleted_total"] == 50,
+        30,
+    )
+    assert "deleted offsets 100..149 before they were mirrored (50 records)" in mirror.log()
+    copied = as_found(read_partition(target.bootstrap, "trim", 0, 150))
+    assert [offset for offset, *_ in copied] == [*range(100), *range(150, 200)]
     assert mirror.terminate() == 0, mirror.log()

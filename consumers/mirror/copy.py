@@ -277,11 +277,9 @@ class MirrorWorker:
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
-        offsets = {
-            key: copy.acked
-            for key, copy in self.parts.items()
-            if copy.acked is not None and copy.acked != copy.committed
-        }
+        # every acknowledged offset, changed or not: the member skips what it already
+        # committed, and one that could not be written (ZooKeeper away) is written now
+        offsets = {key: copy.acked for key, copy in self.parts.items() if copy.acked is not None}
         if not offsets:
             return
         try:

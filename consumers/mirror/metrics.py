@@ -78,9 +78,7 @@ class MirrorCollector:
             stopped.add_metric([topic], 1)
         yield stopped
         yield GaugeMetricFamily(
-            "headrace_mirror_topics",
-            "Topics mirrored",
-            value=len(self.mirror.workers[0]._topics) if workers else 0,
+            "headrace_mirror_topics", "Topics mirrored", value=len(self.mirror.topics)
         )
 
 

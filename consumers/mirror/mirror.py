@@ -67,11 +67,12 @@ class Mirror:
         self.target = ClusterClient(settings.target, client_id="headrace-mirror")
         self.sync = TopicSync(self.source, self.target, accept, settings.replication_factor)
         self.workers: list[MirrorWorker] = []
+        self.topics: list[str] = []  # mirrored now
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
     def start(self) -> None:
-        topics = self.sync.refresh()
+        self.topics = topics = self.sync.refresh()
         if not self.sync.cluster_id:
             raise MirrorError("the source cluster did not say its cluster id (Metadata v2+)")
         log.info(
@@ -120,6 +121,7 @@ class Mirror:
                 except Exception as exc:  # the source or target is away: next time
                     log.warning("cannot list topics now: %r", exc)
                     continue
+                self.topics = topics
                 for worker in self.workers:
                     worker.subscribe(topics)
         finally:
