@@ -20,6 +20,7 @@ from command_lines import HEADRACE, ROOT
 from conftest import Cluster, wait_for, zk_session
 from test_coordinator_clients import (
     OVERRIDES,
+    aiokafka_member,
     committed,
     confluent_member,
     coordinator_of,
@@ -147,7 +148,7 @@ def test_our_members_split_rebalance_take_over_and_resume(brokers):
     assert sorted(values(again.seen)) == list(range(900, 950))
 
 
-@pytest.mark.parametrize("other", ["confluent-kafka", "kafka-python"])
+@pytest.mark.parametrize("other", ["confluent-kafka", "kafka-python", "aiokafka"])
 def test_a_group_shared_with_another_client_consumes_each_message_once(brokers, other):
     topic, group = f"kg-mixed-{other}", f"kg-mixed-{other}"
     make_topic(brokers, topic)
@@ -155,15 +156,17 @@ def test_a_group_shared_with_another_client_consumes_each_message_once(brokers, 
     stop = threading.Event()
     if other == "confluent-kafka":
         run, conf = confluent_member, {"partition.assignment.strategy": "range"}
-    else:
+    elif other == "kafka-python":
         run, conf = kafka_python_member, {}
+    else:
+        run, conf = aiokafka_member, {}
     theirs_seen: list = []
     theirs = threading.Thread(
         target=run, args=(brokers, group, topic, theirs_seen, stop), kwargs=conf, daemon=True
     )
-    # confluent-kafka joins second (ours leads), kafka-python first (it leads)
+    # confluent-kafka joins second (ours leads), the others first (they lead)
     ours = None
-    if other == "kafka-python":
+    if other != "confluent-kafka":
         theirs.start()
         time.sleep(1.5)
     ours = Ours(brokers, group, topic, seen)
