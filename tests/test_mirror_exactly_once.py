@@ -147,6 +147,10 @@ def test_mirror_killed_twice_and_a_broker_restart_copies_every_record_once(
 def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
     make_cluster, mirrors, tmp_path
 ):
+    from admin_clients import request
+
+    from broker.protocol.registry import ApiKey
+
     source, target = make_cluster(1), make_cluster(1)
     port = source.brokers[0].port
     create_topic(port, "orders", 2)
@@ -181,6 +185,17 @@ def test_a_target_topic_with_fewer_partitions_stops_only_that_topic(
             ("orders", 0),
             ("orders", 1),
         }
+
+        # the source topic grows past its target: it stops too, and nothing else is stuck
+        grown = {"topics": [{"name": "orders", "count": 3, "assignments": None}]}
+        body = request(
+            port, ApiKey.CREATE_PARTITIONS, {**grown, "timeout_ms": 10000, "validate_only": False}
+        )
+        assert body["results"][0]["error_code"] == 0
+        wait_for(lambda: scrape(url)["headrace_mirror_topic_stopped", {"topic": "orders"}] == 1, 30)
+        assert (
+            "orders: not mirrored: the target topic has 2 partitions, the source 3" in mirror.log()
+        )
     finally:
         dashboard.stop()
     assert mirror.terminate() == 0, mirror.log()

@@ -49,12 +49,12 @@ def test_subscribe_revoke_and_commit_offsets(cluster1):
             data, _ = zk.get(layout.member_path("hooks", member.consumer_id))
             assert layout.decode_consumer(data).subscription == ("hook-a", "hook-b")
         wait_for(lambda: member.poll(0.2) is not None and "hook-b" in member.owned, 30)
-        assert revoked == [
-            (
-                {"hook-a": [0, 1]},
-                {("hook-a", 0): member.consumer_id, ("hook-a", 1): member.consumer_id},
-            )
-        ]
+        # the first revocation gave up what the member had, while it still owned it (the new
+        # topic's watch may make one more rebalance: its revocation holds the same way)
+        assert revoked[0][0] == {"hook-a": [0, 1]}
+        for owned, owners in revoked:
+            assert set(owners) == {(t, p) for t, ps in owned.items() for p in ps}
+            assert set(owners.values()) == {member.consumer_id}
         member.commit_offsets({("hook-b", 0): 7})
     finally:
         member.close()

@@ -120,6 +120,12 @@ class MirrorWorker:
 
     def _resume(self, topic: str, partition: int) -> PartitionCopy:
         copy = PartitionCopy(prefix=source_header(self.cluster_id, topic, partition, 0)[1][:-1])
+        if partition not in self.target.topics.get(topic, {}):
+            self.target.refresh([topic], allow_auto_create=False)
+        if partition not in self.target.topics.get(topic, {}):  # the source grew: not here
+            copy.failed = f"the target topic has no partition {partition}"
+            log.error("%s-%d: not mirrored: %s", topic, partition, copy.failed)
+            return copy
         last = last_mirrored(
             self.target, topic, partition, Source(self.cluster_id, topic, partition)
         )
