@@ -121,16 +121,21 @@ def consume(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = sys.stdout.buffer
     count = 0
-    if args.group:
+    written = {}  # (topic, partition) -> the last message written out and flushed
+    kafka_group = bool(args.group) and not args.zookeeper
+    if kafka_group:
+        source = _kafka_group_member(args, written)
+        try:
+            source.cluster.refresh([args.topic])  # an unreachable cluster is said at once
+            source.start()
+        except (KafkaError, OSError, ValueError) as exc:
+            source.close()
+            print(f"headrace consume: group {args.group}: {exc}", file=sys.stderr)
+            return 2
+    elif args.group:
         from broker.protocol.offsets import GroupKindError
         from consumers.group import GroupConsumer
 
-        if not args.zookeeper:
-            print(
-                "headrace consume: --group needs --zookeeper (the group lives there)",
-                file=sys.stderr,
-            )
-            return 2
         source = GroupConsumer(
             args.group,
             [args.topic],
@@ -158,7 +163,6 @@ def consume(args) -> int:
             start = EARLIEST if args.from_beginning else LATEST
         source.assign([(args.topic, p, start) for p in partitions])
     idle = 0.0
-    written = {}  # (topic, partition) -> the last message written out and flushed
     try:
         while not stop.is_set():
             left = args.max_messages - count if args.max_messages else 100_000
@@ -195,14 +199,19 @@ def consume(args) -> int:
                 "the group's offset stays before it (set "
                 f"{offset_path(args.group, err.topic, err.partition)} to {err.next_offset} "
                 "to skip it)"
-                if args.group
+                if args.group and not kafka_group
+                else "the group's offset stays before it"
+                if kafka_group
                 else f"to skip it: --partition {err.partition} --offset {err.next_offset}"
             ),
             file=sys.stderr,
         )
         return 1
     finally:
-        if args.group:
+        if kafka_group:
+            _commit_written(source, written)
+            source.close()
+        elif args.group:
             for m in written.values():
                 source.commit(m)
             source.close(failed=True)  # nothing handed over but not written out
@@ -210,6 +219,37 @@ def consume(args) -> int:
             source.close()
     print(f"consumed {count} messages", file=sys.stderr)
     return 0
+
+
+def _kafka_group_member(args, written: dict):
+    """A member of a group the brokers coordinate (no --zookeeper): it commits only lines
+    written out, also before a rebalance hands its partitions to another member."""
+    from consumers.kafka_group import KafkaGroupConsumer
+
+    def revoked(owned):
+        _commit_written(source, written)
+        written.clear()
+
+    source = KafkaGroupConsumer(
+        args.group,
+        [args.topic],
+        args.bootstrap_server or "127.0.0.1:9092",
+        on_revoke=revoked,
+        auto_commit=False,
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+    )
+    return source
+
+
+def _commit_written(source, written: dict) -> None:
+    """Commit the offset after each partition's last line written out; a member fenced
+    meanwhile commits nothing (its lines will be read again by the group)."""
+    from consumers.coordinator import CommitFailedError, CoordinatorLostError
+
+    try:
+        source.commit_offsets({key: m.offset + 1 for key, m in written.items()})
+    except (CommitFailedError, CoordinatorLostError) as exc:
+        print(f"headrace consume: offsets not committed: {exc}", file=sys.stderr)
 
 
 def groups(args) -> int:
@@ -368,7 +408,9 @@ def add_parsers(sub) -> None:
     endpoints(p)
     p.add_argument("--topic", required=True)
     p.add_argument(
-        "--group", help="consume as a member of this ZooKeeper group (needs --zookeeper)"
+        "--group",
+        help="consume as a member of this group: the paper's ZooKeeper group with "
+        "--zookeeper, else a Kafka group the brokers coordinate (--bootstrap-server)",
     )
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--partition", type=int)

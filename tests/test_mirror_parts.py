@@ -136,19 +136,6 @@ def test_mirror_needs_exactly_one_source(capsys):
     assert "--from-zookeeper" in capsys.readouterr().err
 
 
-def test_from_bootstrap_server_without_the_kafka_group_member_says_so(capsys):
-    try:
-        import consumers.kafka_group  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("this build has the Kafka group member")
-    argv = _mirror()[3:]  # no --from-zookeeper
-    assert main(["mirror", "--from-bootstrap-server", "127.0.0.1:9092", *argv]) == 2
-    err = capsys.readouterr().err
-    assert "not available" in err and "Traceback" not in err
-
-
 def test_append_many_marks_the_last_record_of_every_batch_it_filled():
     from consumers.producer.accumulator import RecordAccumulator
     from consumers.producer.config import ProducerConfig

@@ -63,15 +63,9 @@ def zookeeper_source(
 
 
 def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int) -> SourceFactory:
-    """Members of a Kafka-protocol group ``group`` coordinated by the source brokers.
-    MirrorError if this build has no such group member."""
-    try:
-        from ..kafka_group import KafkaGroupConsumer  # type: ignore[import-not-found]
-    except ImportError:
-        raise MirrorError(
-            "--from-bootstrap-server is not available in this build (it needs the Kafka "
-            "group member, consumers/kafka_group.py); use --from-zookeeper"
-        ) from None
+    """Members of a Kafka-protocol group ``group`` coordinated by the source brokers (ours or
+    any Kafka cluster's): ``KafkaGroupConsumer``, heartbeating three times a session."""
+    from ..kafka_group import KafkaGroupConsumer
 
     def make(topics: list[str], on_assign: Callback, on_revoke: Callback) -> SourceGroup:
         member: SourceGroup = KafkaGroupConsumer(
@@ -81,6 +75,7 @@ def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int
             auto_offset_reset="earliest",
             auto_commit=False,
             session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             on_assign=on_assign,
             on_revoke=on_revoke,
         )
