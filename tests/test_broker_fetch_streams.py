@@ -51,9 +51,10 @@ def test_a_response_streams_whole_while_retention_deletes_its_segment(make_clust
     )
     broker = cluster.brokers[0]
     mib = 1 << 20
-    create_topic(
-        broker.port, "retained", 1, {"segment.bytes": str(6 * mib), "retention.bytes": str(6 * mib)}
-    )
+    # build_batch stamps its records with time 0, which retention.ms (7 days) would expire at
+    # the next check, before the fetch; only retention.bytes may delete the segment here.
+    sizes = {"segment.bytes": str(6 * mib), "retention.bytes": str(6 * mib), "retention.ms": "-1"}
+    create_topic(broker.port, "retained", 1, sizes)
     batch = build_batch([(None, b"r" * 1_000_000)])
     first_segment = broker.workdir / "broker-1-logs" / "retained-0" / ("0" * 20 + ".log")
     with BrokerConnection("127.0.0.1", broker.port) as conn:

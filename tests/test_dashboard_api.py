@@ -211,6 +211,9 @@ def test_a_burst_of_5xx_is_counted_in_its_buckets_and_rebuilt_after_a_restart(
 
     again = DashboardProcess(cluster3.zookeeper_connect, tmp_path).start()
     try:
+        # It serves before its ZooKeeper session is up, and answers 503 (retriable) for a
+        # topic it cannot look up yet; the stream is opened once its sampler knows the topic.
+        wait_for(lambda: topic_view(again, "web"), 15)
         with EventReader(aggregate_url(again, "web")) as reader:
             rebuilt = reader.wait_for(counted, 30)[-1]
     finally:
