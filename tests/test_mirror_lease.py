@@ -110,32 +110,32 @@ def test_a_mirror_stopped_past_its_session_sends_nothing_its_successor_copied(
     producer.start()
     # long linger: the stopped mirror has records queued in its producer when it stops
     args = ("--offset-commit-interval-ms", "300", "--linger-ms", "50")
-    first = MirrorProcess(tmp_path / "first.log", source, target, "lease", "fenced").start(*args)
-    second = MirrorProcess(tmp_path / "second.log", source, target, "lease", "fenced").start(*args)
+    first = MirrorProcess(tmp_path / "first.log", source, target, "lease", "fenced")
+    second = MirrorProcess(tmp_path / "second.log", source, target, "lease", "fenced")
+
+    def both() -> bool:
+        pids = {first.process.pid, second.process.pid}
+        return _owner_pids(source, "lease", "fenced", 2) == pids
+
+    def second_alone() -> bool:
+        return _owner_pids(source, "lease", "fenced", 2) == {second.process.pid}
+
+    first.start(*args)
+    second.start(*args)
     try:
         assert first.process is not None and second.process is not None
-        wait_for(
-            lambda: (
-                _owner_pids(source, "lease", "fenced", 2) == {first.process.pid, second.process.pid}
-            ),
-            60,
-        )
+        wait_for(both, 60)
         wait_for(lambda: sum(end_offsets(target.bootstrap, "fenced", 2)) >= 400, 60)
         first.process.send_signal(signal.SIGSTOP)
         try:
             # its session (2 s) expires; the other member takes its partition and copies on
-            wait_for(lambda: _owner_pids(source, "lease", "fenced", 2) == {second.process.pid}, 30)
+            wait_for(second_alone, 30)
             copied = sum(end_offsets(target.bootstrap, "fenced", 2))
             wait_for(lambda: sum(end_offsets(target.bootstrap, "fenced", 2)) >= copied + 300, 30)
         finally:
             first.process.send_signal(signal.SIGCONT)
         # the woken mirror joins again and shares the partitions
-        wait_for(
-            lambda: (
-                _owner_pids(source, "lease", "fenced", 2) == {first.process.pid, second.process.pid}
-            ),
-            60,
-        )
+        wait_for(both, 60)
         producer.join(60)
         assert producer.error is None
         wait_for(lambda: sum(end_offsets(target.bootstrap, "fenced", 2)) >= 2400, 60)

@@ -114,8 +114,7 @@ class MirrorWorker:
     def _assigned(self, owned: dict[str, list[int]]) -> None:
         # what a lapsed lease holds back is dropped (the new scan decides); writes still in
         # flight (a session lost without a revocation) land before the scan
-        self._drop_unsent()
-        self.producer.flush()
+        self._flush()
         self._settle()
         self.lapsed = False
         if self.renewal is not None:
@@ -187,8 +186,7 @@ class MirrorWorker:
         return copy
 
     def _revoked(self, owned: dict[str, list[int]]) -> None:
-        self._drop_unsent()
-        self.producer.flush()
+        self._flush()
         self._settle()
         self._commit()
         with self.lock:
@@ -223,7 +221,7 @@ class MirrorWorker:
                 self._settle()
                 if time.monotonic() - self._last_commit >= self.commit_interval:
                     self._commit()
-            self.producer.flush()
+            self._flush()
             self._settle()
             self._commit()
         except BaseException as exc:  # reported by the command, which stops the process
@@ -244,9 +242,8 @@ class MirrorWorker:
             self.member = member
             if self.make_renewal is not None:
                 self.renewal = self.make_renewal(member)
+                self.renewal.start()  # before the member's start, which may assign at once
             member.start()
-            if self.renewal is not None:
-                self.renewal.start()
         else:
             self.member.subscribe(list(topics))
 
@@ -262,6 +259,15 @@ class MirrorWorker:
                 self.parts = {}
 
     # --- the lease --------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Wait until the producer has nothing open, queued or in flight; with a lease, what
+        it holds back once the lease lapsed is dropped rather than waited for."""
+        if self.lease is None:
+            self.producer.flush()
+            return
+        while self.producer.flush(0.2) or self.producer.in_flight:
+            self._drop_unsent()
 
     def _drop_unsent(self) -> None:
         """Without a valid lease, drop what the producer still holds of our partitions."""
@@ -292,7 +298,7 @@ class MirrorWorker:
         assert self.member is not None
         with self.lock:
             keys = list(self.parts)
-        self.producer.flush()  # in flight before the lapse: lands before the scan
+        self._flush()  # in flight before the lapse: lands before the scan
         self._settle()
         parts = {}
         for topic, partition in keys:

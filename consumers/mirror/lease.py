@@ -16,7 +16,11 @@ woken after its session sees its lease lapsed at once.
 
 ``ZooKeeperRenewal`` renews it for a member of the paper's group: a thread reads the member's
 ephemeral registration every ``session / 6`` seconds and confirms when the node is there and
-owned by the session the partitions were claimed on.
+owned by the session the partitions were claimed on.  ``HeartbeatRenewal`` renews it for a
+member of a Kafka-protocol group: each heartbeat answered without error in the generation of
+the assignment confirms (the coordinator restarts the member's session timer when it takes
+the heartbeat, and a rebalance that began later waits its rebalance timeout, at least the
+session, for the member before giving its partitions away).
 """
 
 from __future__ import annotations
@@ -133,3 +137,39 @@ class ZooKeeperRenewal:
                 self.confirm()
             except Exception as exc:  # never let the renewal die; the lease lapses instead
                 log.warning("lease renewal failed: %r", exc)
+
+
+class HeartbeatRenewal:
+    """Renews ``lease`` for a ``KafkaGroupConsumer`` from its heartbeats."""
+
+    def __init__(self, member, lease: Lease, session_timeout: float):
+        self.member = member
+        self.lease = lease
+        self.wait = session_timeout * LEASE_FRACTION
+
+    def start(self) -> None:
+        self.member.heartbeats.on_confirmed = self.lease.confirm
+
+    def stop(self) -> None:
+        self.member.heartbeats.on_confirmed = None
+
+    def claim(self) -> bool:
+        """The member was just given its partitions (on the polling thread): bind the lease
+        to this generation and wait, up to the lease's term, for its first heartbeat."""
+        member_id, generation_id, _ = self.member.generation.snapshot()
+        self.lease.claim((member_id, generation_id))
+        deadline = self.lease.clock() + self.wait
+        while not self.lease.valid() and self.lease.clock() < deadline:
+            time.sleep(0.01)
+        return self.lease.valid()
+
+    def confirm(self) -> bool:
+        """Heartbeats confirm on their own thread: is the lease valid now."""
+        return self.lease.valid()
+
+
+def renewal_for(member, lease: Lease, session_timeout: float):
+    """The renewal that fits the kind of group member ``member`` is."""
+    if hasattr(member, "heartbeats"):
+        return HeartbeatRenewal(member, lease, session_timeout)
+    return ZooKeeperRenewal(member, lease, session_timeout)

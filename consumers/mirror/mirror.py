@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..cluster import ClusterClient
 from ..producer import Producer
 from .copy import MirrorWorker
-from .lease import Lease, ZooKeeperRenewal
+from .lease import Lease, renewal_for
 from .source import MirrorError, SourceFactory, bootstrap_source, zookeeper_source
 from .topics import TopicFilter, TopicSync
 
@@ -81,8 +81,8 @@ class Mirror:
         )
         session = self.settings.session_timeout_ms / 1000.0
         for i in range(self.settings.workers):
-            # the paper's group: a lease on the partitions gates every send (lease.py)
-            lease = Lease(session) if self.settings.zookeeper else None
+            # a lease on the partitions gates every send (lease.py)
+            lease = Lease(session)
             producer = Producer(
                 self.settings.target,
                 client_id=f"headrace-mirror-{i}",
@@ -90,7 +90,7 @@ class Mirror:
                 enable_idempotence=True,
                 linger_ms=self.settings.linger_ms,
                 compression=self.settings.compression,
-                send_gate=lease.allows if lease is not None else None,
+                send_gate=lease.allows,
             )
             worker = MirrorWorker(
                 f"mirror-{i}",
@@ -104,11 +104,7 @@ class Mirror:
                 topics,
                 commit_interval=self.settings.commit_interval,
                 lease=lease,
-                make_renewal=(
-                    None
-                    if lease is None
-                    else lambda member, lease=lease: ZooKeeperRenewal(member, lease, session)
-                ),
+                make_renewal=lambda member, lease=lease: renewal_for(member, lease, session),
             )
             self.workers.append(worker)
             thread = threading.Thread(target=worker.run, name=worker.name, daemon=True)

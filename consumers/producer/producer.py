@@ -200,6 +200,11 @@ class Producer:
         rest = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._accumulator.wait_until_sent(rest)
 
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet answered."""
+        return self._accumulator.in_flight
+
     def drop_unsent(self, partitions, error: Exception) -> int:
         """Fail, with ``error``, every batch of these (topic, partition)s not in flight now
         (open, queued, or queued again for a retry); returns how many messages.  For a caller

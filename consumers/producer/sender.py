@@ -235,7 +235,12 @@ class Sender:
             if conn is None:
                 conn = self._conns[leader] = self.cluster.connect(leader)
                 self._selector.register(conn, selectors.EVENT_READ, leader)
+            gate = self.send_gate
             for body in bodies:  # one at a time: the broker starts on the first at once
+                if gate is not None and not all(gate(b.topic, b.partition) for b in body[1]):
+                    self._hold(requests[sent:])  # closed since _collect: asked at the write
+                    requests = requests[:sent]
+                    break
                 conn.send(ApiKey.PRODUCE, [body], expect_answer=self.config.acks != 0)
                 sent += 1
         except (OSError, KafkaError) as exc:
@@ -309,6 +314,14 @@ class Sender:
                 self.acc.landed(request)
         else:
             self._retry_all(lost, f"broker {leader}: {error}")
+
+    def _hold(self, requests: list[list[Batch]]) -> None:
+        """Queue again, in their places, batches the send gate refused at the last moment."""
+        self._held = True
+        for request in requests:
+            for batch in request:
+                self.acc.requeue(batch)
+            self.acc.landed(request)
 
     def _retry_all(self, requests: list[list[Batch]], why: str) -> None:
         for request in requests:
