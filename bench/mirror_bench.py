@@ -4,6 +4,7 @@ in the same run, as a ratio.
     .venv/bin/python bench/mirror_bench.py             # 200,000 messages per rep, 3 reps
     .venv/bin/python bench/mirror_bench.py --quick     # 40,000, 2 reps
     .venv/bin/python bench/mirror_bench.py --setups 1x1,1x2,2x1   # processes x workers
+    .venv/bin/python bench/mirror_bench.py --before /tmp/old-tree   # also another revision's
 
 One ZooKeeper and two one-broker clusters on it (chroots ``/source`` and ``/target``), on
 free ports of 127.0.0.1.  Each rep preloads a fresh 4-partition source topic with N keyed
@@ -17,6 +18,9 @@ free ports of 127.0.0.1.  Each rep preloads a fresh 4-partition source topic wit
   10% and 100% of N over that time (the steady copy: start-up, the group's join and the
   topic creation are left out; they are reported apart as ``start s``).
 
+With ``--before DIR`` (a checkout of another revision, e.g. ``git archive REV | tar -x -C
+DIR``), every setup is run a second time with that tree's mirror, in the same rep, the two in
+alternating order; the ratio of the two mirrors' rates is reported (what a change costs).
 Every mirrored partition is checked to end at the source's end.  The ratio mirror/baseline of
 messages per second (best over best, and the median of the per-rep ratios) is the result.
 Target: >= 0.5.
@@ -82,7 +86,14 @@ def ends(cluster: ClusterClient, topic: str) -> list[int]:
 
 
 def mirror(
-    zookeeper: str, target: str, topic: str, count: int, workers: int, log: Path, process_count: int
+    zookeeper: str,
+    target: str,
+    topic: str,
+    count: int,
+    workers: int,
+    log: Path,
+    process_count: int,
+    tree: Path = ROOT,
 ) -> dict:
     """Run ``process_count`` ``headrace mirror`` processes (one group) for one topic until the
     target holds ``count`` messages."""
@@ -107,7 +118,13 @@ def mirror(
     cluster = ClusterClient(target)
     with open(log, "ab") as out:
         processes = [
-            subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tree,
+                env=dict(os.environ, PYTHONPATH=str(tree)),
+            )
             for _ in range(process_count)
         ]
     started = time.perf_counter()
@@ -148,7 +165,7 @@ def run_mirrors(zookeeper, source, target, topic: str, count: int, setups, work:
     """Mirror ``topic`` with each setup, (processes, workers each) (another copy of the
     source topic for each after the first); checks the target's ends against the source's."""
     results = {}
-    for i, (processes, n) in enumerate(setups):
+    for i, (processes, n, tree) in enumerate(setups):
         name = topic if i == 0 else f"{topic}s{i}"
         if i:
             create_topic_simple(source.bootstrap, name, PARTITIONS)
@@ -161,6 +178,7 @@ def run_mirrors(zookeeper, source, target, topic: str, count: int, setups, work:
             n,
             work / "mirror.log",
             processes,
+            tree or ROOT,
         )
         source_cluster, target_cluster = (
             ClusterClient(source.bootstrap),
@@ -172,12 +190,12 @@ def run_mirrors(zookeeper, source, target, topic: str, count: int, setups, work:
         finally:
             source_cluster.close()
             target_cluster.close()
-        results[_label(processes, n)] = got
+        results[_label(processes, n, tree)] = got
     return results
 
 
-def _label(processes: int, workers: int) -> str:
-    return f"{processes}x{workers}"
+def _label(processes: int, workers: int, tree: Path | None = None) -> str:
+    return f"{processes}x{workers}" + ("" if tree is None else "-before")
 
 
 def main() -> int:
@@ -190,10 +208,20 @@ def main() -> int:
         default="1x1",
         help="mirror processes x workers each to try, e.g. 1x1,1x2,2x1 (default 1x1)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of another revision: its mirror runs each setup too (same run)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.reps = 40_000, 2
-    setups = [tuple(int(n) for n in setup.split("x")) for setup in args.setups.split(",")]
+    setups: list = []
+    for setup in args.setups.split(","):
+        processes, workers = (int(n) for n in setup.split("x"))
+        setups.append((processes, workers, None))
+        if args.before is not None:
+            setups.append((processes, workers, args.before.resolve()))
     os.environ["PYTHONPATH"] = str(ROOT)
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-", dir=ROOT / "bench"))
     zookeeper = ZooKeeperProcess(work / "zookeeper", free_port())
@@ -221,8 +249,9 @@ def main() -> int:
                 if part == "baseline":
                     results["baseline"] = run_baseline(target, f"baseline{rep}", args.count)
                 else:
+                    order = setups if rep % 2 == 0 else setups[::-1]
                     results.update(
-                        run_mirrors(zookeeper, source, target, topic, args.count, setups, work)
+                        run_mirrors(zookeeper, source, target, topic, args.count, order, work)
                     )
             rows.append(results)
             cells = [f"{results['baseline']:>10,.0f}"]
@@ -252,6 +281,17 @@ def main() -> int:
             f"  {label}: best {max(rates):,.0f} msg/s against {best_base:,.0f}: ratio "
             f"{best:.2f} (median of reps {median:.2f}); target >= {TARGET_RATIO}: "
             f"{'yes' if ok else 'NO, MISSED'}"
+        )
+    for processes, workers, tree in setups:
+        if tree is None:
+            continue
+        now, before = _label(processes, workers), _label(processes, workers, tree)
+        per_rep = [r[now]["rate"] / r[before]["rate"] for r in rows]
+        print(
+            f"  {now} against the same setup of {tree}: best over best "
+            f"{max(r[now]['rate'] for r in rows) / max(r[before]['rate'] for r in rows):.3f}, "
+            f"median of reps {statistics.median(per_rep):.3f} "
+            f"({', '.join(f'{x:.3f}' for x in per_rep)})"
         )
     return 0 if met else 1
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.protocol.errors import (
@@ -249,6 +250,9 @@ class Heartbeats(threading.Thread):
         self.paused = threading.Event()  # tests: a member that stops heartbeating
         self.last_answer = time.monotonic()
         self.last_poll = time.monotonic()
+        # called with (monotonic time sent, (member id, generation id)) for each heartbeat
+        # answered without error: the member was in that generation when it was sent
+        self.on_confirmed: Callable[[float, tuple[str, int]], object] | None = None
 
     def polled(self) -> None:
         """The polling thread is alive (called by every poll)."""
@@ -300,6 +304,7 @@ class Heartbeats(threading.Thread):
             "member_id": member_id,
             "group_instance_id": self.instance_id,
         }
+        sent_at = time.monotonic()
         try:
             code = self.link.request(ApiKey.HEARTBEAT, body, channel="heartbeat")["error_code"]
         except CoordinatorLostError as exc:
@@ -312,6 +317,9 @@ class Heartbeats(threading.Thread):
                 self.generation.generation_id,
             ):
                 return  # the member rejoined meanwhile: this answer is about the past
+        confirmed = self.on_confirmed
+        if code == 0 and confirmed is not None:
+            confirmed(sent_at, (member_id, generation_id))
         if code == RebalanceInProgressError.code:
             with self.generation.lock:
                 self.generation.rejoin = True

@@ -8,6 +8,13 @@ every message up to there, so neither a crash before the commit nor one after it
 copy twice.  On revocation it flushes the producer and commits, so the next owner finds every
 write.  A message the target refuses for good stops its partition (logged, counted; nothing
 past it is committed); the other partitions go on.
+
+With a ``lease`` (``lease.py``; the producer's ``send_gate`` asks it too) nothing is handed
+to the producer, nor sent by it, while the lease is not valid.  When it lapses (the process
+was stopped past its session, ZooKeeper went silent) the records not yet sent are dropped and
+the polled ones thrown away; if the session turns out to live on, the lease is confirmed
+again and each partition resumes where the target's scan says (the consumer seeks there),
+else the group's rebalance assigns afresh and ``on_assign`` scans.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ..cluster import ClusterClient
 from ..consumer import CorruptBatchError, Message
 from ..producer import Producer
+from .lease import Lease, LeaseLapsedError
 from .resume import HEADER, Source, last_mirrored, source_header
 from .source import SourceFactory, SourceGroup
 
@@ -72,7 +80,11 @@ class MirrorWorker:
         topics: list[str],
         commit_interval: float = 5.0,
         poll_timeout: float = 0.5,
+        lease: Lease | None = None,
+        make_renewal=None,
     ):
+        """``lease``, when given, is renewed by ``make_renewal(member)`` (an object with
+        ``start``, ``stop``, ``claim`` and ``confirm``) for each group member made."""
         self.name = name
         self.producer = producer
         self.target = target
@@ -92,13 +104,21 @@ class MirrorWorker:
         # cannot subscribe to none)
         self.member: SourceGroup | None = None
         self._last_commit = time.monotonic()
+        self.lease = lease
+        self.make_renewal = make_renewal
+        self.renewal = None
+        self.lapsed = False  # the lease lapsed: nothing is copied until it is settled
 
     # --- the group's callbacks (polling thread) ---------------------------------------------
 
     def _assigned(self, owned: dict[str, list[int]]) -> None:
-        # writes still in flight (a session lost without a revocation) land before the scan
-        self.producer.flush()
+        # what a lapsed lease holds back is dropped (the new scan decides); writes still in
+        # flight (a session lost without a revocation) land before the scan
+        self._flush()
         self._settle()
+        self.lapsed = False
+        if self.renewal is not None:
+            self.renewal.claim()
         parts = {}
         for topic, partitions in owned.items():
             for partition in partitions:
@@ -166,7 +186,7 @@ class MirrorWorker:
         return copy
 
     def _revoked(self, owned: dict[str, list[int]]) -> None:
-        self.producer.flush()
+        self._flush()
         self._settle()
         self._commit()
         with self.lock:
@@ -189,11 +209,19 @@ class MirrorWorker:
                 if self.member is None:
                     self.stop.wait(0.2)
                     continue
-                self._copy(self._poll())
+                messages = self._poll()
+                if (
+                    self.lease is not None
+                    and self.parts
+                    and (self.lapsed or not self.lease.valid())
+                ):
+                    self._lapse()
+                    continue
+                self._copy(messages)
                 self._settle()
                 if time.monotonic() - self._last_commit >= self.commit_interval:
                     self._commit()
-            self.producer.flush()
+            self._flush()
             self._settle()
             self._commit()
         except BaseException as exc:  # reported by the command, which stops the process
@@ -212,6 +240,9 @@ class MirrorWorker:
         elif self.member is None:
             member = self.make_source(list(topics), self._assigned, self._revoked)
             self.member = member
+            if self.make_renewal is not None:
+                self.renewal = self.make_renewal(member)
+                self.renewal.start()  # before the member's start, which may assign at once
             member.start()
         else:
             self.member.subscribe(list(topics))
@@ -219,10 +250,76 @@ class MirrorWorker:
     def _leave(self) -> None:
         member = self.member
         if member is not None:
+            if self.renewal is not None:
+                self.renewal.stop()
+                self.renewal = None
             member.close()  # revokes: flushed and committed
             self.member = None
             with self.lock:
                 self.parts = {}
+
+    # --- the lease --------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Wait until the producer has nothing open, queued or in flight; with a lease, what
+        it holds back once the lease lapsed is dropped rather than waited for."""
+        if self.lease is None:
+            self.producer.flush()
+            return
+        while self.producer.flush(0.2) or self.producer.in_flight:
+            self._drop_unsent()
+
+    def _drop_unsent(self) -> None:
+        """Without a valid lease, drop what the producer still holds of our partitions."""
+        if self.lease is None or self.lease.valid() or not self.parts:
+            return
+        dropped = self.producer.drop_unsent(
+            list(self.parts), LeaseLapsedError("the lease on the partition lapsed")
+        )
+        if dropped:
+            log.warning(
+                "%s: the lease lapsed; %d records not sent (the partitions' next scan decides)",
+                self.name,
+                dropped,
+            )
+
+    def _lapse(self) -> None:
+        """The lease is not valid: drop what waits to be sent and copy nothing until it is
+        confirmed on the same session (then every partition is scanned again and read from
+        there) or the group assigns afresh (``_assigned``)."""
+        if not self.lapsed:
+            log.warning("%s: the lease on its partitions lapsed; copying stops", self.name)
+            self.lapsed = True
+        self._drop_unsent()
+        self._settle()
+        if self.renewal is None or not self.renewal.confirm():
+            self.stop.wait(0.1)  # the session may be lost: the member's poll rebalances
+            return
+        assert self.member is not None
+        with self.lock:
+            keys = list(self.parts)
+        self._flush()  # in flight before the lapse: lands before the scan
+        self._settle()
+        parts = {}
+        for topic, partition in keys:
+            old = self.parts[(topic, partition)]
+            if old.failed is not None:
+                parts[(topic, partition)] = old
+                continue
+            copy = self._resume_retrying(topic, partition)
+            start = copy.resume_from
+            if start is None:
+                start = old.acked if old.acked is not None else self._log_start(topic, partition)
+            copy.acked, copy.committed = old.acked, old.committed
+            self.member.seek(topic, partition, start)
+            parts[(topic, partition)] = copy
+        with self.lock:
+            self.parts = parts
+        self.lapsed = False
+        log.info("%s: the lease is confirmed again; copying resumes", self.name)
+
+    def _log_start(self, topic: str, partition: int) -> int:
+        return self.source_cluster.list_offset(topic, partition, EARLIEST_TIMESTAMP)
 
     def _poll(self) -> list[Message]:
         """The next messages; a source that cannot be reached now is waited for."""
@@ -294,6 +391,9 @@ class MirrorWorker:
             while pending and pending[0][1].done():
                 offset, future, count = pending[0]
                 error = future.exception()
+                if isinstance(error, LeaseLapsedError):  # not sent: scanned for again
+                    pending.clear()
+                    break
                 if error is not None:
                     self._fail(topic, partition, copy, copy.acked, error)
                     break

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..cluster import ClusterClient
 from ..producer import Producer
 from .copy import MirrorWorker
+from .lease import Lease, renewal_for
 from .source import MirrorError, SourceFactory, bootstrap_source, zookeeper_source
 from .topics import TopicFilter, TopicSync
 
@@ -78,7 +79,10 @@ class Mirror:
         log.info(
             "mirroring cluster %s into %s: %s", self.sync.cluster_id, self.settings.target, topics
         )
+        session = self.settings.session_timeout_ms / 1000.0
         for i in range(self.settings.workers):
+            # a lease on the partitions gates every send (lease.py)
+            lease = Lease(session)
             producer = Producer(
                 self.settings.target,
                 client_id=f"headrace-mirror-{i}",
@@ -86,6 +90,7 @@ class Mirror:
                 enable_idempotence=True,
                 linger_ms=self.settings.linger_ms,
                 compression=self.settings.compression,
+                send_gate=lease.allows,
             )
             worker = MirrorWorker(
                 f"mirror-{i}",
@@ -98,6 +103,8 @@ class Mirror:
                 self.sync.cluster_id,
                 topics,
                 commit_interval=self.settings.commit_interval,
+                lease=lease,
+                make_renewal=lambda member, lease=lease: renewal_for(member, lease, session),
             )
             self.workers.append(worker)
             thread = threading.Thread(target=worker.run, name=worker.name, daemon=True)

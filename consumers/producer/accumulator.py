@@ -202,6 +202,22 @@ class RecordAccumulator:
             self.queued = 0
         return leftovers
 
+    def take_partitions(self, keys) -> list[Batch]:
+        """The open and queued batches of these partitions, taken out (not those in flight)."""
+        taken: list[Batch] = []
+        with self.lock:
+            for key in keys:
+                batch = self.open.pop(key, None)
+                part = self.partitions.get(key)
+                if part is not None:
+                    taken += part.queue
+                    self.queued -= len(part.queue)
+                    part.queue.clear()
+                if batch is not None:
+                    taken.append(batch)
+            self.lock.notify_all()
+        return taken
+
     def close_wake(self) -> None:
         self.wake_r.close()
         self._wake_w.close()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from broker.protocol.errors import KafkaError, MessageTooLargeError, RequestTimedOutError
 
@@ -71,6 +72,7 @@ class Producer:
         audit: bool = False,
         audit_window_ms: int = DEFAULT_WINDOW_MS,
         audit_interval_ms: int = DEFAULT_INTERVAL_MS,
+        send_gate: Callable[[str, int], bool] | None = None,
         **options,
     ):
         """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
@@ -78,7 +80,10 @@ class Producer:
         ``batch_size``, ``buffer_memory``, ``block_on_full``, ``max_block_ms``,
         ``retry_backoff_ms``, ``delivery_timeout_ms``, ``request_timeout_ms`` and
         ``max_request_size``, with Kafka's meanings.  ``audit`` publishes audit records (see
-        the module docstring)."""
+        the module docstring).  ``send_gate(topic, partition)``, if given, is asked on the
+        sender thread before a partition's batches go into a produce request, a retry's
+        included: while it answers False they stay queued (nothing is dropped; ``flush``
+        waits for them), see ``drop_unsent``."""
         self.config = config = ProducerConfig.of(**options)
         self.acks = config.acks
         self.idempotent = config.idempotent
@@ -93,7 +98,7 @@ class Producer:
         self._sticky_turn: dict[str, int] = {}
         self._closed = False
         self._accumulator = RecordAccumulator(config)
-        self._sender = Sender(self._accumulator, self.cluster)
+        self._sender = Sender(self._accumulator, self.cluster, send_gate)
         self.client_id = client_id
         self.audit: AuditPublisher | None = None
         if audit:
@@ -194,6 +199,21 @@ class Producer:
             log.warning("audit records not published: %s", exc)
         rest = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._accumulator.wait_until_sent(rest)
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet answered."""
+        return self._accumulator.in_flight
+
+    def drop_unsent(self, partitions, error: Exception) -> int:
+        """Fail, with ``error``, every batch of these (topic, partition)s not in flight now
+        (open, queued, or queued again for a retry); returns how many messages.  For a caller
+        whose ``send_gate`` holds them back for good.  A dropped batch that was numbered makes
+        the producer take a new producer id, as any numbered batch failed for good does."""
+        taken = self._accumulator.take_partitions(list(partitions))
+        for batch in taken:
+            self._sender.fail_queued(batch, error)
+        return sum(len(b.records) for b in taken)
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued (up to ``timeout``), fail the rest, stop the sender."""

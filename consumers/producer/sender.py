@@ -7,6 +7,7 @@ import logging
 import selectors
 import threading
 import time
+from collections.abc import Callable
 
 from broker.protocol.errors import KafkaError, RequestTimedOutError, error_for_code
 from broker.protocol.records import build_batch
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _OUT_OF_ORDER_SEQUENCE = 45
 _DUPLICATE_SEQUENCE = 46
+_HELD_RETRY = 0.02  # seconds between asks of a gate that holds batches back
 
 Requests = dict[int, list[list[Batch]]]  # per leader, requests of batches
 
@@ -29,8 +31,16 @@ class Sender:
     """Sends what the accumulator seals, up to ``max_in_flight`` requests per broker (a sliding
     window: each answer lets the next request go before its batches are settled)."""
 
-    def __init__(self, accumulator: RecordAccumulator, cluster: ClusterClient):
+    def __init__(
+        self,
+        accumulator: RecordAccumulator,
+        cluster: ClusterClient,
+        send_gate: Callable[[str, int], bool] | None = None,
+    ):
         self.acc = accumulator
+        # asked before a partition's batches go into a request: False holds them queued
+        self.send_gate = send_gate
+        self._held = False  # the gate held batches back: look again soon
         self.cluster = cluster
         self.config = accumulator.config
         self.sequences = SequenceState()
@@ -91,7 +101,8 @@ class Sender:
             if idle:
                 if not waiting:
                     if not self._stale_topics:
-                        acc.lock.wait(acc.next_wakeup(now))
+                        wait = acc.next_wakeup(now)
+                        acc.lock.wait(min(wait, _HELD_RETRY) if self._held else wait)
                         return True
                     # a batch found no leader: ask for its topic's metadata before sleeping
                 else:
@@ -150,9 +161,14 @@ class Sender:
         requests: Requests = {}
         sizes: dict[int, list[int]] = {}
         expired: list[Batch] = []
+        gate = self.send_gate
+        self._held = False
         for key, part in acc.partitions.items():
             queue = part.queue
             if not queue or queue[0].not_before > now or (part.troubled and part.in_flight):
+                continue
+            if gate is not None and not gate(*key):  # a retry is asked too: it is queued
+                self._held = True
                 continue
             leader = self.cluster.leader(*key)
             if leader < 0:
@@ -219,7 +235,12 @@ class Sender:
             if conn is None:
                 conn = self._conns[leader] = self.cluster.connect(leader)
                 self._selector.register(conn, selectors.EVENT_READ, leader)
+            gate = self.send_gate
             for body in bodies:  # one at a time: the broker starts on the first at once
+                if gate is not None and not all(gate(b.topic, b.partition) for b in body[1]):
+                    self._hold(requests[sent:])  # closed since _collect: asked at the write
+                    requests = requests[:sent]
+                    break
                 conn.send(ApiKey.PRODUCE, [body], expect_answer=self.config.acks != 0)
                 sent += 1
         except (OSError, KafkaError) as exc:
@@ -293,6 +314,14 @@ class Sender:
                 self.acc.landed(request)
         else:
             self._retry_all(lost, f"broker {leader}: {error}")
+
+    def _hold(self, requests: list[list[Batch]]) -> None:
+        """Queue again, in their places, batches the send gate refused at the last moment."""
+        self._held = True
+        for request in requests:
+            for batch in request:
+                self.acc.requeue(batch)
+            self.acc.landed(request)
 
     def _retry_all(self, requests: list[list[Batch]], why: str) -> None:
         for request in requests:
@@ -403,6 +432,17 @@ class Sender:
         if not batch.finished:
             if batch.sequence >= 0:
                 self.sequences.failed(batch)
+            batch.error = error
+            self._finish(batch)
+
+    def fail_queued(self, batch: Batch, error: Exception) -> None:
+        """``fail`` for a batch taken out of the queues by another thread (under the lock the
+        sender reads the sequences' reset under)."""
+        with self.acc.lock:
+            if not batch.finished and batch.sequence >= 0:
+                self.sequences.failed(batch)
+                batch.error = error
+        if not batch.finished:
             batch.error = error
             self._finish(batch)
 
