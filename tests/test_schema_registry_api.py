@@ -419,3 +419,25 @@ def test_a_corrupt_node_is_50001_naming_it_not_a_traceback(registry, zookeeper, 
     assert (status, doc["error_code"]) == (500, 50001)
     assert version_path(subject, 1) in doc["message"] and "Traceback" not in doc["message"]
     assert call(registry.url, "GET", "/schemas/types")[0] == 200
+
+
+def test_a_refused_registration_leaves_no_subject_behind(registry, zookeeper, subject):
+    from broker.protocol.schema_nodes import subject_path
+    from headrace.schema_registry.store import NEW_SUBJECT, SchemaStore
+
+    status, doc, _ = register(registry, subject, '{"type": "nosuch"}')
+    assert (status, doc["error_code"]) == (422, 42201)
+    other = f"{subject}-refused"
+    register(registry, other, V1)
+    assert register(registry, other, V3)[1]["error_code"] == 409
+    with zk_session(f"{zookeeper.connect}/registry-api") as zk:
+        assert zk.exists(subject_path(subject)) is None
+        # Reading a new subject's stamp, as every registration does first, creates nothing;
+        # its nodes come with its first version, in one transaction.
+        store = SchemaStore(zk)
+        assert store.stamp(subject) == NEW_SUBJECT
+        assert zk.exists(subject_path(subject)) is None
+    assert subject not in call(registry.url, "GET", "/subjects?deleted=true")[1]
+    assert call(registry.url, "GET", f"/subjects/{other}/versions")[1] == [1]
+    assert register(registry, subject, V1)[0] == 200
+    assert call(registry.url, "GET", f"/subjects/{subject}/versions")[1] == [1]
