@@ -110,7 +110,7 @@ def consume(args) -> int:
     stops it with a message naming the offsets (exit 1)."""
     from consumers.consumer import CorruptBatchError
 
-    from .avro_console import ValuePrinter
+    from .avro_console import RegistryDownError, ValuePrinter
 
     try:
         printer = ValuePrinter(args.schema_registry) if args.schema_registry else None
@@ -172,7 +172,12 @@ def consume(args) -> int:
             for m in messages:
                 value = m.value or b""
                 if printer is not None:
-                    value = printer.render(m.value, f"{m.topic}-{m.partition}@{m.offset}")
+                    try:
+                        value = printer.render(m.value, f"{m.topic}-{m.partition}@{m.offset}")
+                    except RegistryDownError:
+                        out.flush()  # what was written is committed; nothing from here on
+                        written.update(batch)
+                        raise
                 if value is not None:
                     if args.print_key:
                         out.write((m.key or b"") + b"\t")
@@ -190,6 +195,10 @@ def consume(args) -> int:
         pass
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except RegistryDownError as err:
+        print(f"consumed {count} messages", file=sys.stderr)
+        print(f"headrace consume: {err}; stopped before it", file=sys.stderr)
+        return 1
     except CorruptBatchError as err:
         print(f"consumed {count} messages", file=sys.stderr)
         print(
