@@ -172,9 +172,12 @@ def _path_building(tree: ast.AST, roots: set[str]) -> list[tuple[int, str]]:
                 for v in node.values
             ):
                 found.append((node.lineno, ast.unparse(node)))
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            if _names_a_root(node.left, roots) or _names_a_root(node.right, roots):
-                found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Add)
+            and (_names_a_root(node.left, roots) or _names_a_root(node.right, roots))
+        ):
+            found.append((node.lineno, ast.unparse(node)))
     return found
 
 

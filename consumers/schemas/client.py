@@ -27,7 +27,8 @@ class RegistryError(Exception):
 
     def __init__(self, status: int, error_code: int, message: str):
         # An error of no HTTP exchange (status 0: the registry was not reached) is its message.
-        super().__init__(f"{message} (HTTP {status}, error code {error_code})" if status else message)
+        text = f"{message} (HTTP {status}, error code {error_code})" if status else message
+        super().__init__(text)
         self.status = status
         self.error_code = error_code
         self.message = message

@@ -15,7 +15,6 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from broker.protocol import schema_nodes as nodes
 
-
 NEW_SUBJECT = -1  # the stamp of a subject that has no nodes yet
 
 
