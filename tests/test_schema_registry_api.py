@@ -441,3 +441,17 @@ def test_a_refused_registration_leaves_no_subject_behind(registry, zookeeper, su
     assert call(registry.url, "GET", f"/subjects/{other}/versions")[1] == [1]
     assert register(registry, subject, V1)[0] == 200
     assert call(registry.url, "GET", f"/subjects/{subject}/versions")[1] == [1]
+
+
+def test_a_chroot_with_no_cluster_and_no_registry_is_named(zookeeper):
+    empty = f"{zookeeper.connect}/registry-nothing-here"
+    first = RegistryProcess(empty)
+    call(first.url, "GET", "/subjects")  # serving: its reactor handles SIGTERM
+    status, err = first.stop()
+    assert status == 0
+    assert "nothing under /registry-nothing-here in ZooKeeper" in err
+    assert "is this the cluster's zookeeper.connect?" in err
+    again = RegistryProcess(empty)  # its tree exists now: nothing to say
+    call(again.url, "GET", "/subjects")
+    status, err = again.stop()
+    assert status == 0 and "nothing under" not in err

@@ -38,6 +38,8 @@ def run(args) -> int:
     from kazoo.handlers.threading import KazooTimeoutError
     from twisted.internet import error, reactor
 
+    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_REGISTRY
+
     from .api import Registry
     from .server import build_site
     from .store import SchemaStore
@@ -61,6 +63,15 @@ def run(args) -> int:
         )
         zk.close()
         return 1
+    if zk.exists(SCHEMA_REGISTRY) is None and zk.exists(BROKER_IDS) is None:
+        chroot = "/" + args.zookeeper.partition("/")[2]
+        print(
+            f"headrace schema-registry: nothing under {chroot} in ZooKeeper {args.zookeeper} "
+            "(no brokers registered, no schemas): starting an empty registry there; is this "
+            "the cluster's zookeeper.connect?",
+            file=sys.stderr,
+            flush=True,
+        )
     store = SchemaStore(zk)
     store.ensure_paths()
     try:
