@@ -15,14 +15,16 @@ from broker.protocol.zookeeper import (
     CONSUMERS,
     KAFKA,
     LOADER,
+    decode_consumer,
     group_path,
+    member_path,
     members_path,
     offset_path,
 )
 from consumers.metrics import add_metrics_arguments
 
-from . import reset_offsets
-from .kafka_groups import assigned_partitions, describe_group, list_groups
+from . import group_view, reset_offsets
+from .kafka_groups import describe_group, list_groups
 from .reset_offsets import LOADER_WARNING
 
 
@@ -272,8 +274,7 @@ def groups(args) -> int:
     from consumers.cluster import ClusterClient
 
     if not args.zookeeper:
-        print("headrace groups: --zookeeper is needed (groups live there)", file=sys.stderr)
-        return 2
+        return group_view.groups_by_bootstrap(args)
     if args.action is None and not args.reset_offsets:
         print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
         return 2
@@ -342,29 +343,30 @@ def groups(args) -> int:
                 file=sys.stderr,
             )
             return 0
-        owners = {}
+        owners: dict = {}
+        subscribed = group_view.subscribed_topics(described)
         if described is not None:
-            print(
-                f"GROUP {group}: kind {kind}, {described['group_state']}, protocol "
-                f"{described['protocol_data'] or '-'}, {len(described['members'])} members"
-            )
-            for m in described["members"]:
-                for tp in assigned_partitions(m["member_assignment"]):
-                    owners[tp] = f"{m['client_id']} {m['client_host']}"
+            owners = group_view.print_kafka_group(described, kind)
         else:
             print(f"GROUP {group}: kind {kind}, {len(members)} live members")
-        print(f"{'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}  OWNER")
-        for topic, partitions in committed_partitions(zk, group).items():
-            cluster.refresh([topic], allow_auto_create=False)
-            for p in partitions:
-                committed = read_offset(zk, group, topic, p)[0]
-                try:
-                    end = cluster.list_offset(topic, p, -1)
-                    lag = str(max(0, end - committed))
-                except (KafkaError, OSError):
-                    end, lag = "?", "?"
-                owner = read_owner(zk, group, topic, p) or owners.get((topic, p), "-")
-                print(f"{topic:<24} {p:>9} {committed:>12} {end!s:>12} {lag:>10}  {owner}")
+        for member in members:
+            try:
+                data = zk.get(member_path(group, member))[0]
+                subscribed.update(decode_consumer(data, member_path(group, member)).subscription)
+            except (NoNodeError, ValueError):  # gone since listed, or not a member's node
+                continue
+        committed = {
+            (topic, p): offset
+            for topic, partitions in committed_partitions(zk, group).items()
+            for p in partitions
+            if (offset := read_offset(zk, group, topic, p)[0]) is not None
+        }
+        group_view.print_partitions(
+            cluster,
+            committed,
+            subscribed,
+            lambda t, p: read_owner(zk, group, t, p) or owners.get((t, p), "-"),
+        )
         return 0
     finally:
         cluster.close()
