@@ -154,6 +154,7 @@ def test_the_prometheus_example_scrapes_the_example_brokers():
         "headrace-loaders",
         "headrace-shippers",
         "headrace-mirrors",
+        "headrace-schema-registries",
     }
     targets = jobs["headrace-brokers"]["static_configs"][0]["targets"]
     ports = [

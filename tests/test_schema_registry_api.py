@@ -455,3 +455,24 @@ def test_a_chroot_with_no_cluster_and_no_registry_is_named(zookeeper):
     call(again.url, "GET", "/subjects")
     status, err = again.stop()
     assert status == 0 and "nothing under" not in err
+
+
+def test_the_metrics_page_counts_requests_by_endpoint_and_the_schemas(zookeeper):
+    from metrics_scrape import scrape
+
+    port = free_port()
+    process = RegistryProcess(f"{zookeeper.connect}/registry-metrics", "--metrics-port", str(port))
+    try:
+        assert register(process, "clicks-value", V1)[0] == 200
+        assert register(process, "views-value", V2)[0] == 200
+        assert call(process.url, "GET", "/subjects/nosuch/versions/1")[0] == 404
+        page = scrape(f"http://127.0.0.1:{port}/metrics")
+        requests = "headrace_schema_registry_requests_total"
+        posted = {"endpoint": "/subjects/{subject}/versions", "method": "POST", "status": "200"}
+        assert page[requests, posted] == 2
+        missing = {"endpoint": "/subjects/{subject}/versions/{version}", "method": "GET"}
+        assert page[requests, {**missing, "status": "404"}] == 1
+        assert page["headrace_schema_registry_schemas"] == 2
+        assert page["headrace_schema_registry_subjects"] == 2
+    finally:
+        process.stop()

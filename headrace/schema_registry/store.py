@@ -116,6 +116,12 @@ class SchemaStore:
                     found.append((subject, v.version))
         return found
 
+    def counts(self) -> tuple[int, int]:
+        """(schemas registered, subjects with a node), for the metrics page."""
+        self._ready()
+        ids = self.zk.get_children(nodes.SCHEMA_IDS)
+        return len(ids), len(self.zk.get_children(nodes.SCHEMA_SUBJECTS))
+
     # --- subjects -----------------------------------------------------------------------
 
     def subjects(self, deleted: bool) -> list[str]:
