@@ -23,7 +23,7 @@ comes before is start-up (the process, the group's join, the topic's creation, t
 scan), save the reading and copying of its first batch, which favours it by one batch.  The
 baseline's first message cannot mark its start the same way: the bench's thread queues
 records faster than the producer's sender ships them, so most of its per-message work is
-done before the first arrives, and "first message to last" overstated it about 3x.
+done before the first arrives, and "first message to last" overstated it up to twice.
 
 Every mirrored partition is checked to end at the source's end.  The ratio mirror/baseline of
 messages per second (best over best, and the median of the per-rep ratios) is the result.
