@@ -37,27 +37,43 @@ def test_a_record_the_target_refuses_stops_its_partition_and_nothing_past_is_com
     source, target = clusters
     create_topic(source.brokers[0].port, "big", 1)
     create_topic(target.brokers[0].port, "big", 1, {"max.message.bytes": "2000"})
-    with Producer(source.bootstrap) as producer:
-        for i in range(12):
-            value = b"x" * 5000 if i == 6 else f"small {i}".encode()
-            producer.send("big", value, partition=0).result(10)
-    mirror = MirrorProcess(tmp_path / "mirror.log", source, target, "refusals", "big")
-    mirror.start("--offset-commit-interval-ms", "100", "--metrics-port", str(port := free_port()))
-    try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        key = ("headrace_mirror_partition_stopped", {"topic": "big", "partition": "0"})
-        wait_for(lambda: scrape(url)[key] == 1, 30)
-        assert "big-0: the target refused the records from source offset" in mirror.log()
-        assert "this partition stops here" in mirror.log()
-        wait_for(lambda: scrape(url)["headrace_mirror_failed_total"] == 1, 10)
-        # nothing at or past the refused record is committed, and it was never copied
+
+    def send(*values: bytes) -> None:
+        with Producer(source.bootstrap) as producer:
+            for value in values:
+                producer.send("big", value, partition=0).result(10)
+
+    def committed() -> int | None:
         with zk_session(source.zookeeper_connect) as zk:
-            committed = read_offset(zk, "refusals", "big", 0)[0]
-        assert committed is None or committed <= 6
+            return read_offset(zk, "refusals", "big", 0)[0]
+
+    def copied() -> list[int]:
         end = end_offsets(target.bootstrap, "big", 1)[0]
         records = read_partition(target.bootstrap, "big", 0, end)
-        offsets = [parse_source(dict(r.headers).get(HEADER))[1] for r in records]
-        assert 6 not in offsets and offsets == sorted(offsets)
+        return [parse_source(dict(r.headers).get(HEADER))[1] for r in records]
+
+    send(*(f"small {i}".encode() for i in range(6)))
+    mirror = MirrorProcess(tmp_path / "mirror.log", source, target, "refusals", "big")
+    mirror.start("--offset-commit-interval-ms", "100", "--metrics-port", str(port := free_port()))
+    url = f"http://127.0.0.1:{port}/metrics"
+    key = ("headrace_mirror_partition_stopped", {"topic": "big", "partition": "0"})
+    try:
+        wait_for(lambda: committed() == 6, 30)  # offsets 0-5 copied and committed
+        send(b"x" * 5000)  # offset 6: over the target topic's max.message.bytes
+        wait_for(lambda: scrape(url)[key] == 1, 30)
+        send(*(f"after {i}".encode() for i in range(3)))  # offsets 7-9: never copied
+        assert "big-0: the target refused the records from source offset 6 on" in mirror.log()
+        assert "this partition stops here" in mirror.log()
+        assert scrape(url)["headrace_mirror_failed_total"] == 1
+        assert scrape(url)["headrace_mirror_copied_total"] == 6
+        assert committed() == 6 and copied() == [0, 1, 2, 3, 4, 5]
+    finally:
+        assert mirror.terminate() == 0, mirror.log()
+    # a restart meets the same record and stops there again: nothing skipped, nothing lost
+    mirror.start("--offset-commit-interval-ms", "100", "--metrics-port", str(port))
+    try:
+        wait_for(lambda: scrape(url)[key] == 1, 30)
+        assert committed() == 6 and copied() == [0, 1, 2, 3, 4, 5]
     finally:
         assert mirror.terminate() == 0, mirror.log()
 
