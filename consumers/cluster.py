@@ -37,14 +37,26 @@ class NoBrokersError(ConnectionError):
 def brokers_from_zookeeper(connect: str, timeout: float = 10.0) -> list[tuple[str, int]]:
     """(host, port) of every broker registered under ``/brokers/ids`` in ZooKeeper."""
     from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError
 
     client = KazooClient(hosts=connect, timeout=timeout)
     client.start(timeout=timeout)
     try:
         found = []
-        for child in client.get_children(layout.BROKER_IDS):
+        try:
+            children = client.get_children(layout.BROKER_IDS)
+        except NoNodeError:  # not a cluster's root: the chroot is wrong or missing
+            chroot = "/" + connect.partition("/")[2] if "/" in connect else "/"
+            raise NoBrokersError(
+                f"no brokers registered under {chroot} in ZooKeeper {connect}: "
+                "is this the cluster's zookeeper.connect?"
+            ) from None
+        for child in children:
             path = layout.broker_path(child)
-            reg = layout.decode_broker(client.get(path)[0], path)
+            try:
+                reg = layout.decode_broker(client.get(path)[0], path)
+            except NoNodeError:  # gone since it was listed
+                continue
             found.append((reg.host, reg.port))
         return found
     finally:

@@ -15,6 +15,7 @@ import datetime
 import decimal
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from consumers.schemas import (
     AvroEncoder,
     RegistryClient,
     RegistryError,
+    SchemaNotFoundError,
 )
 
 
@@ -107,18 +109,38 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} cannot be printed as JSON")
 
 
-class ValuePrinter:
-    """Framed Avro values to JSON lines; a value that cannot be decoded is reported on
-    stderr and skipped."""
+class RegistryDownError(Exception):
+    """The registry did not answer (or answered with an error of its own) for a value: the
+    consumer stops before it, since skipping would commit past values that can be read."""
 
-    def __init__(self, registry: str):
+
+class ValuePrinter:
+    """Framed Avro values to JSON lines.  A value that cannot be decoded, or whose schema id
+    the registry does not know (404), is reported on stderr and skipped; a registry that
+    cannot be reached or fails (asked ``attempts`` times) raises ``RegistryDownError``."""
+
+    def __init__(self, registry: str, attempts: int = 3, pause: float = 0.2):
         self.decoder = AvroDecoder(RegistryClient(registry))
         self.skipped = 0
+        self.attempts = attempts
+        self.pause = pause
+
+    def _decode(self, value: bytes, where: str):
+        for attempt in range(self.attempts):
+            try:
+                return self.decoder.decode(value)
+            except SchemaNotFoundError:
+                raise
+            except RegistryError as exc:
+                if attempt == self.attempts - 1:
+                    raise RegistryDownError(f"{where}: {exc}") from None
+                time.sleep(self.pause * 2**attempt)
+        raise AssertionError("unreachable")
 
     def render(self, value: bytes | None, where: str) -> bytes | None:
         try:
-            record = self.decoder.decode(value or b"")
-        except (AvroDecodeError, RegistryError) as exc:
+            record = self._decode(value or b"", where)
+        except (AvroDecodeError, SchemaNotFoundError) as exc:
             self.skipped += 1
             print(f"headrace consume: {where}: {exc}; skipped", file=sys.stderr, flush=True)
             return None

@@ -15,14 +15,16 @@ from broker.protocol.zookeeper import (
     CONSUMERS,
     KAFKA,
     LOADER,
+    decode_consumer,
     group_path,
+    member_path,
     members_path,
     offset_path,
 )
 from consumers.metrics import add_metrics_arguments
 
-from . import reset_offsets
-from .kafka_groups import assigned_partitions, describe_group, list_groups
+from . import group_view, reset_offsets
+from .kafka_groups import describe_group, list_groups
 from .reset_offsets import LOADER_WARNING
 
 
@@ -110,7 +112,7 @@ def consume(args) -> int:
     stops it with a message naming the offsets (exit 1)."""
     from consumers.consumer import CorruptBatchError
 
-    from .avro_console import ValuePrinter
+    from .avro_console import RegistryDownError, ValuePrinter
 
     try:
         printer = ValuePrinter(args.schema_registry) if args.schema_registry else None
@@ -172,7 +174,12 @@ def consume(args) -> int:
             for m in messages:
                 value = m.value or b""
                 if printer is not None:
-                    value = printer.render(m.value, f"{m.topic}-{m.partition}@{m.offset}")
+                    try:
+                        value = printer.render(m.value, f"{m.topic}-{m.partition}@{m.offset}")
+                    except RegistryDownError:
+                        out.flush()  # what was written is committed; nothing from here on
+                        written.update(batch)
+                        raise
                 if value is not None:
                     if args.print_key:
                         out.write((m.key or b"") + b"\t")
@@ -190,6 +197,10 @@ def consume(args) -> int:
         pass
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except RegistryDownError as err:
+        print(f"consumed {count} messages", file=sys.stderr)
+        print(f"headrace consume: {err}; stopped before it", file=sys.stderr)
+        return 1
     except CorruptBatchError as err:
         print(f"consumed {count} messages", file=sys.stderr)
         print(
@@ -263,8 +274,7 @@ def groups(args) -> int:
     from consumers.cluster import ClusterClient
 
     if not args.zookeeper:
-        print("headrace groups: --zookeeper is needed (groups live there)", file=sys.stderr)
-        return 2
+        return group_view.groups_by_bootstrap(args)
     if args.action is None and not args.reset_offsets:
         print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
         return 2
@@ -333,29 +343,30 @@ def groups(args) -> int:
                 file=sys.stderr,
             )
             return 0
-        owners = {}
+        owners: dict = {}
+        subscribed = group_view.subscribed_topics(described)
         if described is not None:
-            print(
-                f"GROUP {group}: kind {kind}, {described['group_state']}, protocol "
-                f"{described['protocol_data'] or '-'}, {len(described['members'])} members"
-            )
-            for m in described["members"]:
-                for tp in assigned_partitions(m["member_assignment"]):
-                    owners[tp] = f"{m['client_id']} {m['client_host']}"
+            owners = group_view.print_kafka_group(described, kind)
         else:
             print(f"GROUP {group}: kind {kind}, {len(members)} live members")
-        print(f"{'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}  OWNER")
-        for topic, partitions in committed_partitions(zk, group).items():
-            cluster.refresh([topic], allow_auto_create=False)
-            for p in partitions:
-                committed = read_offset(zk, group, topic, p)[0]
-                try:
-                    end = cluster.list_offset(topic, p, -1)
-                    lag = str(max(0, end - committed))
-                except (KafkaError, OSError):
-                    end, lag = "?", "?"
-                owner = read_owner(zk, group, topic, p) or owners.get((topic, p), "-")
-                print(f"{topic:<24} {p:>9} {committed:>12} {end!s:>12} {lag:>10}  {owner}")
+        for member in members:
+            try:
+                data = zk.get(member_path(group, member))[0]
+                subscribed.update(decode_consumer(data, member_path(group, member)).subscription)
+            except (NoNodeError, ValueError):  # gone since listed, or not a member's node
+                continue
+        committed = {
+            (topic, p): offset
+            for topic, partitions in committed_partitions(zk, group).items()
+            for p in partitions
+            if (offset := read_offset(zk, group, topic, p)[0]) is not None
+        }
+        group_view.print_partitions(
+            cluster,
+            committed,
+            subscribed,
+            lambda t, p: read_owner(zk, group, t, p) or owners.get((t, p), "-"),
+        )
         return 0
     finally:
         cluster.close()

@@ -78,6 +78,15 @@ def exported(page) -> set[str]:
     return names
 
 
+def charted(chart: dict) -> set[str]:
+    """The headrace series a chart's expressions name."""
+    return {
+        name
+        for target in chart["targets"]
+        for name in re.findall(r"\bheadrace_[a-z_]+\b", target["expr"])
+    }
+
+
 def test_the_grafana_dashboard_charts_only_metrics_that_are_exported(up, tmp_path):
     bootstrap = up.state["bootstrap"]
     first = up.state["brokers"][0]
@@ -124,9 +133,8 @@ def test_the_grafana_dashboard_charts_only_metrics_that_are_exported(up, tmp_pat
     for chart in charts:
         assert chart["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
         assert chart["targets"], chart["title"]
-        for target in chart["targets"]:
-            named.update(re.findall(r"\bheadrace_[a-z_]+\b", target["expr"]))
-    assert named - live == set()
+        named.update(charted(chart))
+    assert {n for n in named if not n.startswith("headrace_mirror_")} - live == set()
     for needed in (
         "headrace_messages_in_total",
         "headrace_request_seconds_bucket",
@@ -141,10 +149,47 @@ def test_the_grafana_dashboard_charts_only_metrics_that_are_exported(up, tmp_pat
 def test_the_prometheus_example_scrapes_the_example_brokers():
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"headrace-brokers", "headrace-loaders", "headrace-shippers"}
+    assert set(jobs) == {
+        "headrace-brokers",
+        "headrace-loaders",
+        "headrace-shippers",
+        "headrace-mirrors",
+        "headrace-schema-registries",
+    }
     targets = jobs["headrace-brokers"]["static_configs"][0]["targets"]
     ports = [
         BrokerConfig.from_file(path)["metrics.port"]
         for path in sorted((ROOT / "deploy").glob("server-*.properties"))
     ]
     assert targets == [f"127.0.0.1:{port}" for port in ports]
+
+
+def test_the_grafana_mirror_row_charts_what_a_live_mirror_exports(up, cluster1, tmp_path):
+    """A mirror from ``cluster1`` into the ``cluster up`` cluster, scraped once it copied."""
+    create_topic(cluster1.brokers[0].port, "mirror-charted", 1)
+    kcat_produce(cluster1.bootstrap, "mirror-charted", events(10))
+    port = free_port()
+    mirror = subprocess.Popen(
+        [*HEADRACE, "mirror", "--from-zookeeper", cluster1.zookeeper_connect,
+         "--to-bootstrap-server", up.state["bootstrap"], "--include", "mirror-charted",
+         "--group", "charted-mirror", "--metrics-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: scrape(url)["headrace_mirror_copied_total"] == 10, 60)
+        live = exported(scrape(url))
+    finally:
+        stopped(mirror)
+    dashboard = json.loads(DASHBOARD.read_text())
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    start = next(r["gridPos"]["y"] for r in rows if r["title"] == "Mirrors")
+    charts = [p for p in dashboard["panels"] if p["type"] != "row" and p["gridPos"]["y"] > start]
+    named = set().union(*map(charted, charts))
+    assert named == {
+        "headrace_mirror_copied_total",
+        "headrace_mirror_lag",
+        "headrace_mirror_partition_stopped",
+        "headrace_mirror_topic_stopped",
+    }
+    assert named - live == set()

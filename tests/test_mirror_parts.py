@@ -81,7 +81,17 @@ def test_a_target_topic_copies_only_the_source_topics_own_settings():
         _entry("frozen", "1", ConfigSource.DYNAMIC_TOPIC_CONFIG, read_only=True),
         _entry("secret", "s", ConfigSource.DYNAMIC_TOPIC_CONFIG, sensitive=True),
     ]
-    assert copied_configs(configs) == {"retention.ms": "1000", "cleanup.policy": "compact"}
+    assert copied_configs(configs) == {
+        "retention.ms": "1000",
+        "cleanup.policy": "compact",
+        "message.timestamp.type": "CreateTime",
+    }
+
+
+def test_a_target_topic_keeps_create_time_whatever_the_source_says():
+    """LogAppendTime on the target would overwrite the source timestamps the copies keep."""
+    configs = [_entry("message.timestamp.type", "LogAppendTime", ConfigSource.DYNAMIC_TOPIC_CONFIG)]
+    assert copied_configs(configs) == {"message.timestamp.type": "CreateTime"}
 
 
 def test_partition_counts_leave_out_topics_in_error():

@@ -419,3 +419,60 @@ def test_a_corrupt_node_is_50001_naming_it_not_a_traceback(registry, zookeeper, 
     assert (status, doc["error_code"]) == (500, 50001)
     assert version_path(subject, 1) in doc["message"] and "Traceback" not in doc["message"]
     assert call(registry.url, "GET", "/schemas/types")[0] == 200
+
+
+def test_a_refused_registration_leaves_no_subject_behind(registry, zookeeper, subject):
+    from broker.protocol.schema_nodes import subject_path
+    from headrace.schema_registry.store import NEW_SUBJECT, SchemaStore
+
+    status, doc, _ = register(registry, subject, '{"type": "nosuch"}')
+    assert (status, doc["error_code"]) == (422, 42201)
+    other = f"{subject}-refused"
+    register(registry, other, V1)
+    assert register(registry, other, V3)[1]["error_code"] == 409
+    with zk_session(f"{zookeeper.connect}/registry-api") as zk:
+        assert zk.exists(subject_path(subject)) is None
+        # Reading a new subject's stamp, as every registration does first, creates nothing;
+        # its nodes come with its first version, in one transaction.
+        store = SchemaStore(zk)
+        assert store.stamp(subject) == NEW_SUBJECT
+        assert zk.exists(subject_path(subject)) is None
+    assert subject not in call(registry.url, "GET", "/subjects?deleted=true")[1]
+    assert call(registry.url, "GET", f"/subjects/{other}/versions")[1] == [1]
+    assert register(registry, subject, V1)[0] == 200
+    assert call(registry.url, "GET", f"/subjects/{subject}/versions")[1] == [1]
+
+
+def test_a_chroot_with_no_cluster_and_no_registry_is_named(zookeeper):
+    empty = f"{zookeeper.connect}/registry-nothing-here"
+    first = RegistryProcess(empty)
+    call(first.url, "GET", "/subjects")  # serving: its reactor handles SIGTERM
+    status, err = first.stop()
+    assert status == 0
+    assert "nothing under /registry-nothing-here in ZooKeeper" in err
+    assert "is this the cluster's zookeeper.connect?" in err
+    again = RegistryProcess(empty)  # its tree exists now: nothing to say
+    call(again.url, "GET", "/subjects")
+    status, err = again.stop()
+    assert status == 0 and "nothing under" not in err
+
+
+def test_the_metrics_page_counts_requests_by_endpoint_and_the_schemas(zookeeper):
+    from metrics_scrape import scrape
+
+    port = free_port()
+    process = RegistryProcess(f"{zookeeper.connect}/registry-metrics", "--metrics-port", str(port))
+    try:
+        assert register(process, "clicks-value", V1)[0] == 200
+        assert register(process, "views-value", V2)[0] == 200
+        assert call(process.url, "GET", "/subjects/nosuch/versions/1")[0] == 404
+        page = scrape(f"http://127.0.0.1:{port}/metrics")
+        requests = "headrace_schema_registry_requests_total"
+        posted = {"endpoint": "/subjects/{subject}/versions", "method": "POST", "status": "200"}
+        assert page[requests, posted] == 2
+        missing = {"endpoint": "/subjects/{subject}/versions/{version}", "method": "GET"}
+        assert page[requests, {**missing, "status": "404"}] == 1
+        assert page["headrace_schema_registry_schemas"] == 2
+        assert page["headrace_schema_registry_subjects"] == 2
+    finally:
+        process.stop()

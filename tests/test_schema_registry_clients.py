@@ -228,7 +228,11 @@ def test_a_line_that_does_not_fit_stops_produce_naming_it(cluster1, registry, tm
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--schema-registry", "http://127.0.0.1:{port}"], 1, "cannot be reached"),
+        (
+            ["--schema-registry", "http://127.0.0.1:{port}"],
+            1,
+            "cannot reach the schema registry at http://127.0.0.1:",
+        ),
         (["--schema-registry", "127.0.0.1:8081"], 2, "http://host:port"),
         ([], 2, "--value-schema needs --schema-registry"),
     ],
@@ -250,6 +254,7 @@ def test_bad_registry_options_are_clear(cluster1, tmp_path, args, code, message)
     )
     assert done.returncode == code, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+    assert "HTTP 0" not in done.stderr
 
 
 def test_a_schema_file_that_is_not_avro_is_clear(cluster1, registry, tmp_path):
@@ -267,7 +272,8 @@ def test_a_schema_file_that_is_not_avro_is_clear(cluster1, registry, tmp_path):
         registry.url,
         stdin="{}\n",
     )
-    assert done.returncode == 2 and "not an Avro schema" in done.stderr
+    assert done.returncode == 2
+    assert "bad.avsc: not an Avro schema: Undefined type: nosuch" in done.stderr
     done = headrace(
         "consume",
         "--bootstrap-server",
@@ -323,3 +329,35 @@ def test_confluents_registry_client_calls(registry):
     with pytest.raises(SchemaRegistryError) as gone:
         sr.get_versions("ck-admin")
     assert gone.value.error_code == 40401
+
+
+def test_consume_stops_when_the_registry_is_down_and_commits_nothing_past(
+    cluster1, registry, tmp_path
+):
+    """A registry that cannot be reached is not a value to skip: the group's offset stays
+    before the first value not printed, and a run with the registry back prints them all."""
+    create_topic(cluster1.brokers[0].port, "cli-down", 1)
+    schema_file = tmp_path / "click.avsc"
+    schema_file.write_text(CLICK_TEXT)
+    common = ["--bootstrap-server", cluster1.bootstrap, "--topic", "cli-down"]
+    lines = "\n".join(json.dumps(r) for r in clicks(3)) + "\n"
+    done = headrace(
+        "produce",
+        *common,
+        "--value-schema",
+        str(schema_file),
+        "--schema-registry",
+        registry.url,
+        stdin=lines,
+    )
+    assert done.returncode == 0, done.stderr
+    consume = [*common, "--group", "cli-down-g", "--from-beginning", "--timeout", "3"]
+    down = f"http://127.0.0.1:{free_port()}"
+    done = headrace("consume", *consume, "--schema-registry", down)
+    assert done.returncode == 1, done.stderr
+    assert f"cli-down-0@0: cannot reach the schema registry at {down}" in done.stderr
+    assert "skipped" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+    done = headrace("consume", *consume, "--max-messages", "3", "--schema-registry", registry.url)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["n"] for line in done.stdout.splitlines()] == [0, 1, 2]

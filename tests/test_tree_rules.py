@@ -121,22 +121,89 @@ ZK_ROOTS = (
 )
 
 
-def test_every_zookeeper_path_is_built_in_the_layout_module():
-    layout = ROOT / "broker" / "protocol" / "zookeeper.py"
+LAYOUT_MODULES = (
+    ROOT / "broker" / "protocol" / "zookeeper.py",
+    ROOT / "broker" / "protocol" / "schema_nodes.py",
+)
+
+
+def _root_names() -> set[str]:
+    """Module-level names the layout modules bind to a path (``CONSUMERS = "/consumers"``,
+    ``SCHEMA_IDS = f"{SCHEMA_REGISTRY}/ids"``)."""
+    names = set()
+    for layout in LAYOUT_MODULES:
+        for node in ast.parse(layout.read_text()).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target, value = node.targets[0], node.value
+            if not isinstance(target, ast.Name):
+                continue
+            if isinstance(value, ast.JoinedStr) or (
+                isinstance(value, ast.Constant)
+                and isinstance(value.value, str)
+                and value.value.startswith(ZK_ROOTS)
+            ):
+                names.add(target.id)
+    return names
+
+
+def _names_a_root(node: ast.AST, roots: set[str]) -> bool:
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+    return name in roots
+
+
+def _path_building(tree: ast.AST, roots: set[str]) -> list[tuple[int, str]]:
+    """(line, text) of each literal path, and each f-string or ``+`` that extends a root the
+    layout modules name, in ``tree``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if text.startswith(ZK_ROOTS) and "\n" not in text and " " not in text:
+                found.append((node.lineno, text))
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            if isinstance(first, ast.Constant):
+                text = first.value
+                if text.startswith(ZK_ROOTS) and "\n" not in text and " " not in text:
+                    found.append((node.lineno, ast.unparse(node)))
+            elif any(
+                isinstance(v, ast.FormattedValue) and _names_a_root(v.value, roots)
+                for v in node.values
+            ):
+                found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Add)
+            and (_names_a_root(node.left, roots) or _names_a_root(node.right, roots))
+        ):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_path_check_catches_literals_and_extended_roots():
+    sample = ast.parse(
+        "a = '/consumers/g'\n"
+        "b = f'/brokers/ids/{n}'\n"
+        "c = f'{CONSUMERS}/{group}/offsets'\n"
+        "d = zookeeper.BROKER_TOPICS + '/t'\n"
+        "e = f'{zk.SCHEMA_IDS}/{i}'\n"
+        "ok = zookeeper.offset_path(group, topic, 0)\n"
+    )
+    roots = {"CONSUMERS", "BROKER_TOPICS", "SCHEMA_IDS"}
+    assert sorted({line for line, _ in _path_building(sample, roots)}) == [1, 2, 3, 4, 5]
+
+
+def test_every_zookeeper_path_is_built_in_the_layout_modules():
+    """Paths are built only in ``broker/protocol/zookeeper.py`` and, for the schema
+    registry, ``broker/protocol/schema_nodes.py`` (ARCHITECTURE.md, "ZooKeeper layout")."""
+    roots = _root_names()
     bad = []
     for path in _modules(*PACKAGES):
-        if path == layout:
+        if path in LAYOUT_MODULES:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                text = node.value
-            elif isinstance(node, ast.JoinedStr) and node.values:
-                first = node.values[0]
-                text = first.value if isinstance(first, ast.Constant) else ""
-            else:
-                continue
-            if text.startswith(ZK_ROOTS) and "\n" not in text and " " not in text:
-                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {text!r}")
+        for line, text in _path_building(ast.parse(path.read_text()), roots):
+            bad.append(f"{path.relative_to(ROOT)}:{line} {text!r}")
     assert bad == []
 
 

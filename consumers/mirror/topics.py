@@ -42,10 +42,16 @@ def topic_partitions(body: dict) -> dict[str, int]:
     }
 
 
+# Configs a target topic never takes from its source, with the value it gets instead: the
+# mirror keeps each record's source timestamp, which LogAppendTime on the target would
+# overwrite (whatever the target brokers' default).
+TARGET_CONFIGS = {"message.timestamp.type": "CreateTime"}
+
+
 def copied_configs(configs: list[dict]) -> dict[str, str]:
     """The configs a target topic takes from its source: those set on the topic itself
-    (DYNAMIC_TOPIC_CONFIG), neither read-only nor sensitive."""
-    return {
+    (DYNAMIC_TOPIC_CONFIG), neither read-only nor sensitive, then ``TARGET_CONFIGS``."""
+    copied = {
         c["name"]: c["value"]
         for c in configs
         if c["config_source"] == ConfigSource.DYNAMIC_TOPIC_CONFIG
@@ -53,6 +59,7 @@ def copied_configs(configs: list[dict]) -> dict[str, str]:
         and not c["is_sensitive"]
         and c["value"] is not None
     }
+    return {**copied, **TARGET_CONFIGS}
 
 
 def _any_broker(cluster: ClusterClient) -> int:

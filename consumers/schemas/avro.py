@@ -13,6 +13,8 @@ import io
 import json
 import threading
 
+import avro.errors
+import avro.schema
 import fastavro
 from fastavro.validation import ValidationError
 
@@ -34,11 +36,17 @@ class AvroEncodeError(ValueError):
 
 
 def parse(schema_text: str):
-    """A fastavro parsed schema from its JSON text; ValueError for one that is not Avro."""
+    """A fastavro parsed schema from its JSON text; ValueError for one that is not Avro,
+    with the reason the ``avro`` package's parser (the registry's) gives, which names what
+    is wrong ("Undefined type: nosuch") where fastavro's errors often do not."""
+    try:
+        avro.schema.parse(schema_text)
+    except (avro.errors.AvroException, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not an Avro schema: {_one_line(exc)}") from None
     try:
         return fastavro.parse_schema(json.loads(schema_text))
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
-        raise ValueError(f"not an Avro schema: {exc}") from None
+        raise ValueError(f"not an Avro schema: {_one_line(exc)}") from None
 
 
 class AvroEncoder:

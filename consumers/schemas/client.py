@@ -26,7 +26,9 @@ class RegistryError(Exception):
     its ``message``."""
 
     def __init__(self, status: int, error_code: int, message: str):
-        super().__init__(f"{message} (HTTP {status}, error code {error_code})")
+        # An error of no HTTP exchange (status 0: the registry was not reached) is its message.
+        text = f"{message} (HTTP {status}, error code {error_code})" if status else message
+        super().__init__(text)
         self.status = status
         self.error_code = error_code
         self.message = message
@@ -85,7 +87,7 @@ class RegistryClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryUnavailableError(
-                0, 0, f"schema registry {self.url} cannot be reached: {reason}"
+                0, 0, f"cannot reach the schema registry at {self.url}: {reason}"
             ) from None
         try:
             return json.loads(payload)

@@ -8,6 +8,8 @@ import logging
 import sys
 import warnings
 
+from consumers.metrics import add_metrics_arguments
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8081
@@ -30,6 +32,7 @@ def add_parser(sub) -> None:
         default=15.0,
         help="seconds to wait for ZooKeeper at start (default 15)",
     )
+    add_metrics_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,11 @@ def run(args) -> int:
     from kazoo.handlers.threading import KazooTimeoutError
     from twisted.internet import error, reactor
 
+    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_REGISTRY
+    from consumers.metrics import MetricsPortError, serve_metrics
+
     from .api import Registry
+    from .metrics import RegistryMetrics, registry_page
     from .server import build_site
     from .store import SchemaStore
 
@@ -61,11 +68,28 @@ def run(args) -> int:
         )
         zk.close()
         return 1
+    if zk.exists(SCHEMA_REGISTRY) is None and zk.exists(BROKER_IDS) is None:
+        chroot = "/" + args.zookeeper.partition("/")[2]
+        print(
+            f"headrace schema-registry: nothing under {chroot} in ZooKeeper {args.zookeeper} "
+            "(no brokers registered, no schemas): starting an empty registry there; is this "
+            "the cluster's zookeeper.connect?",
+            file=sys.stderr,
+            flush=True,
+        )
     store = SchemaStore(zk)
     store.ensure_paths()
+    metrics = RegistryMetrics(store)
+    try:
+        page = serve_metrics(registry_page(metrics), args.metrics_port, args.metrics_host)
+    except MetricsPortError as exc:
+        print(f"headrace schema-registry: {exc}", file=sys.stderr)
+        zk.stop()
+        zk.close()
+        return 2
     try:
         port = reactor.listenTCP(
-            args.port, build_site(Registry(store), reactor), interface=args.bind
+            args.port, build_site(Registry(store), reactor, metrics), interface=args.bind
         )
     except error.CannotListenError as exc:
         print(
@@ -75,14 +99,20 @@ def run(args) -> int:
         )
         zk.stop()
         zk.close()
+        if page is not None:
+            page.close()
         return 2
 
     def shut_down():
+        if page is not None:
+            page.close()
         zk.stop()
         zk.close()
 
     reactor.addSystemEventTrigger("after", "shutdown", shut_down)
     host = args.bind if args.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    if page is not None:
+        log.info("metrics on http://%s:%d/metrics", page.host, page.port)
     print(f"schema registry at http://{host}:{port.getHost().port}/", flush=True)
     reactor.run()
     return 0

@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from .api import RawJson, Registry
+from .metrics import RegistryMetrics
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ class RegistryResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: Registry, reactor):
+    def __init__(self, registry: Registry, reactor, metrics: RegistryMetrics | None = None):
         super().__init__()
         self.registry = registry
         self.reactor = reactor
+        self.metrics = metrics
 
     def render(self, request):
         started = time.monotonic()
@@ -85,9 +87,12 @@ class RegistryResource(Resource):
         log.error("%s %s failed: %s", method, path, failure.getTraceback())
         return _refusal(500, 500, "Internal Server Error")
 
-    @staticmethod
-    def _finish(request, started: float, gone: list[bool], answer) -> None:
+    def _finish(self, request, started: float, gone: list[bool], answer) -> None:
         status, document = answer
+        if self.metrics is not None:
+            self.metrics.count(
+                request.method.decode("latin-1"), request.path.decode("latin-1"), status
+            )
         log.info(
             "%s %s %d %.1f ms",
             request.method.decode("latin-1"),
@@ -104,7 +109,7 @@ class RegistryResource(Resource):
         request.finish()
 
 
-def build_site(registry: Registry, reactor) -> Site:
-    site = Site(RegistryResource(registry, reactor))
+def build_site(registry: Registry, reactor, metrics: RegistryMetrics | None = None) -> Site:
+    site = Site(RegistryResource(registry, reactor, metrics))
     site.displayTracebacks = False
     return site

@@ -15,6 +15,8 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from broker.protocol import schema_nodes as nodes
 
+NEW_SUBJECT = -1  # the stamp of a subject that has no nodes yet
+
 
 class StoreUnavailableError(Exception):
     """ZooKeeper cannot be reached (or failed a request): the registry answers 50001."""
@@ -114,6 +116,12 @@ class SchemaStore:
                     found.append((subject, v.version))
         return found
 
+    def counts(self) -> tuple[int, int]:
+        """(schemas registered, subjects with a node), for the metrics page."""
+        self._ready()
+        ids = self.zk.get_children(nodes.SCHEMA_IDS)
+        return len(ids), len(self.zk.get_children(nodes.SCHEMA_SUBJECTS))
+
     # --- subjects -----------------------------------------------------------------------
 
     def subjects(self, deleted: bool) -> list[str]:
@@ -141,19 +149,24 @@ class SchemaStore:
 
     def stamp(self, subject: str) -> int:
         """The version of the subject's ``versions`` node, which every change of its versions
-        moves: read it before the versions, and ``add_version`` fails if they changed since."""
-        self._ready()
-        path = nodes.versions_path(subject)
-        self.zk.ensure_path(path)
-        self.zk.sync(path)
-        return self.zk.get(path)[1].version
+        moves (``NEW_SUBJECT`` while it has none): read it before the versions, and
+        ``add_version`` fails if they changed since.  Reading creates nothing, so a
+        registration refused (409, 42201) leaves no empty subject behind."""
+        found = self._get(nodes.versions_path(subject))
+        return NEW_SUBJECT if found is None else found[1].version
 
     def add_version(self, subject: str, version: int, schema_id: int, stamp: int) -> bool:
-        """Create the subject's ``version`` if its versions are as they were at ``stamp``;
-        False if another registration or delete came first (the caller reads again)."""
+        """Create the subject's ``version`` if its versions are as they were at ``stamp``
+        (for a new subject, its nodes in the same transaction); False if another
+        registration or delete came first (the caller reads again)."""
         self._ready()
         tx = self.zk.transaction()
-        tx.set_data(nodes.versions_path(subject), b"", version=stamp)
+        if stamp == NEW_SUBJECT:
+            if self.zk.exists(nodes.subject_path(subject)) is None:
+                tx.create(nodes.subject_path(subject))
+            tx.create(nodes.versions_path(subject))
+        else:
+            tx.set_data(nodes.versions_path(subject), b"", version=stamp)
         tx.create(nodes.version_path(subject, version), nodes.encode_version(schema_id))
         return not any(isinstance(r, Exception) for r in tx.commit())
 
