@@ -31,9 +31,11 @@ from broker.protocol.records import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ..cluster import ClusterClient
 from ..consumer import CorruptBatchError, Message
 from ..producer import Producer
+from ..producer.batch import BATCH_OVERHEAD, RECORD_OVERHEAD
 from .lease import Lease, LeaseLapsedError
 from .resume import HEADER, Source, last_mirrored, source_header
 from .source import SourceFactory, SourceGroup
+from .topics import max_message_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class PartitionCopy:
     pending: deque = field(default_factory=deque)  # (last source offset, future, records)
     failed: str | None = None
     copied: int = 0
+    limit: int | None = None  # the target topic's max.message.bytes, when known
 
 
 @dataclass
@@ -82,6 +85,7 @@ class MirrorWorker:
         poll_timeout: float = 0.5,
         lease: Lease | None = None,
         make_renewal=None,
+        refused: set[Key] | None = None,
     ):
         """``lease``, when given, is renewed by ``make_renewal(member)`` (an object with
         ``start``, ``stop``, ``claim`` and ``confirm``) for each group member made."""
@@ -108,6 +112,9 @@ class MirrorWorker:
         self.make_renewal = make_renewal
         self.renewal = None
         self.lapsed = False  # the lease lapsed: nothing is copied until it is settled
+        # partitions with a batch the target refused for good; the producer's send_gate
+        # holds back everything after it (filled on the sender's thread, at once)
+        self.refused: set[Key] = refused if refused is not None else set()
 
     # --- the group's callbacks (polling thread) ---------------------------------------------
 
@@ -117,6 +124,7 @@ class MirrorWorker:
         self._flush()
         self._settle()
         self.lapsed = False
+        self.refused.clear()  # a fresh start: the scan decides
         if self.renewal is not None:
             self.renewal.claim()
         parts = {}
@@ -149,6 +157,10 @@ class MirrorWorker:
             copy.failed = f"the target topic has no partition {partition}"
             log.error("%s-%d: not mirrored: %s", topic, partition, copy.failed)
             return copy
+        if self.producer.config.codec == 0:  # uncompressed: a record's size is known here
+            copy.limit = max_message_bytes(self.target, topic)
+            if copy.limit is not None:  # batches of small records must fit it too
+                self.producer.cap_batch_size(copy.limit * 3 // 4)
         last = last_mirrored(
             self.target, topic, partition, Source(self.cluster_id, topic, partition)
         )
@@ -361,6 +373,12 @@ class MirrorWorker:
                         copy.acked = copy.resume_from  # the target has these: done
                     continue
                 copy.resume_from = None
+            if copy.limit is not None and _batch_size(m) > copy.limit:
+                # stop before it: a batch holding it would be refused with its neighbours
+                self._send_run(key, copy, run, offsets)
+                run, offsets = [], []
+                self._stop_before(m, copy)
+                continue
             run.append(
                 (m.key, m.value, (*m.headers, (HEADER, prefix + b"%d" % offset)), m.timestamp)
             )
@@ -382,6 +400,16 @@ class MirrorWorker:
                 pending[-1] = (offsets[i], future, pending[-1][2] + count)
             else:
                 pending.append((offsets[i], future, count))
+                future.add_done_callback(lambda f, key=key: self._batch_done(key, f))
+
+    def _batch_done(self, key: Key, future) -> None:
+        """On the sender's thread, as a batch completes: one refused for good closes its
+        partition's gate before the sender can send the batches behind it again (the
+        target refuses those as out of sequence; sent again, they would land past a gap
+        that a restart's scan would then skip)."""
+        error = future.exception(0)
+        if error is not None and not isinstance(error, LeaseLapsedError):
+            self.refused.add(key)
 
     def _settle(self) -> None:
         """Move each partition's acknowledged offset past the leading batches the target
@@ -402,6 +430,22 @@ class MirrorWorker:
                 copy.copied += count
                 self.counters.copied += count
 
+    def _stop_before(self, m: Message, copy: PartitionCopy) -> None:
+        """Stop a partition at a record larger than the target topic takes: what came
+        before it is sent and acknowledged as usual, nothing after it is sent."""
+        copy.failed = (
+            f"the record at source offset {m.offset} (about {_batch_size(m)} bytes in a batch "
+            f"of its own) is larger than the target topic's max.message.bytes {copy.limit}"
+        )
+        self.counters.failed += 1
+        log.error(
+            "%s-%d: %s; this partition stops here (grow the target topic's max.message.bytes "
+            "and restart the mirror)",
+            m.topic,
+            m.partition,
+            copy.failed,
+        )
+
     def _fail(self, topic: str, partition: int, copy: PartitionCopy, offset, error) -> None:
         if copy.failed is None:
             copy.failed = (
@@ -417,6 +461,9 @@ class MirrorWorker:
                 copy.acked,
             )
         copy.pending.clear()
+        self.refused.add((topic, partition))
+        # what the gate holds back for it is failed here, so flushes do not wait for it
+        self.producer.drop_unsent([(topic, partition)], KafkaError(copy.failed))
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
@@ -438,3 +485,10 @@ class MirrorWorker:
     def snapshot(self) -> dict[Key, PartitionCopy]:
         with self.lock:
             return dict(self.parts)
+
+
+def _batch_size(m: Message) -> int:
+    """At most the bytes of a record batch holding ``m`` alone, with the mirror's header."""
+    size = BATCH_OVERHEAD + 2 * RECORD_OVERHEAD + 64  # the source header and its varints
+    size += len(m.key or b"") + len(m.value or b"")
+    return size + sum(10 + len(k) + len(v or b"") for k, v in m.headers)

@@ -83,6 +83,13 @@ class Mirror:
         for i in range(self.settings.workers):
             # a lease on the partitions gates every send (lease.py)
             lease = Lease(session)
+            # and a partition whose batch the target refused for good sends nothing more: the
+            # batches after it (refused as out of sequence) must not land behind the gap
+            refused: set[tuple[str, int]] = set()
+
+            def gate(topic: str, partition: int, lease=lease, refused=refused) -> bool:
+                return (topic, partition) not in refused and lease.allows(topic, partition)
+
             producer = Producer(
                 self.settings.target,
                 client_id=f"headrace-mirror-{i}",
@@ -90,7 +97,7 @@ class Mirror:
                 enable_idempotence=True,
                 linger_ms=self.settings.linger_ms,
                 compression=self.settings.compression,
-                send_gate=lease.allows,
+                send_gate=gate,
             )
             worker = MirrorWorker(
                 f"mirror-{i}",
@@ -104,6 +111,7 @@ class Mirror:
                 topics,
                 commit_interval=self.settings.commit_interval,
                 lease=lease,
+                refused=refused,
                 make_renewal=lambda member, lease=lease: renewal_for(member, lease, session),
             )
             self.workers.append(worker)

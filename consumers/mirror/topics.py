@@ -91,6 +91,34 @@ def describe_topic_configs(cluster: ClusterClient, topic: str) -> dict[str, str]
     return copied_configs(result["configs"])
 
 
+def max_message_bytes(cluster: ClusterClient, topic: str) -> int | None:
+    """The topic's effective ``max.message.bytes`` (its own or its brokers' default), or
+    None when the cluster does not say."""
+    body = cluster.request(
+        _any_broker(cluster),
+        ApiKey.DESCRIBE_CONFIGS,
+        {
+            "resources": [
+                {
+                    "resource_type": ResourceType.TOPIC,
+                    "resource_name": topic,
+                    "configuration_keys": ["max.message.bytes"],
+                }
+            ],
+            "include_synonyms": False,
+            "include_documentation": False,
+        },
+    )
+    result = body["results"][0]
+    for config in result["configs"] if not result["error_code"] else ():
+        if config["name"] == "max.message.bytes" and config["value"]:
+            try:
+                return int(config["value"])
+            except ValueError:
+                return None
+    return None
+
+
 def create_topic(
     cluster: ClusterClient,
     topic: str,

@@ -205,6 +205,12 @@ class Producer:
         """Batches sent and not yet answered."""
         return self._accumulator.in_flight
 
+    def cap_batch_size(self, size: int) -> None:
+        """Build no record batch over about ``size`` bytes from now on (a caller that knows
+        the smallest ``max.message.bytes`` of the topics it writes keeps its batches under
+        it); a message larger than that still travels alone."""
+        self._accumulator.batch_size = max(1, min(self._accumulator.batch_size, size))
+
     def drop_unsent(self, partitions, error: Exception) -> int:
         """Fail, with ``error``, every batch of these (topic, partition)s not in flight now
         (open, queued, or queued again for a retry); returns how many messages.  For a caller
