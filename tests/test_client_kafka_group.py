@@ -1,7 +1,8 @@
 """Our member of broker-coordinated Kafka consumer groups (``KafkaGroupConsumer``), against real
 brokers: groups of ours that split, grow and shrink; groups shared with confluent-kafka and
-kafka-python (either one leading); a member stopped past its session fenced; the coordinator
-killed; ``headrace consume --group`` without ZooKeeper.  Every message counted."""
+kafka-python (either one leading); a member stopped past its session fenced, and one stopped
+mid-stream while the other reads on; the coordinator killed; ``headrace consume --group``
+without ZooKeeper.  Every message counted."""
 
 from __future__ import annotations
 
@@ -405,3 +406,85 @@ def test_a_group_name_of_the_papers_groups_is_refused_with_a_message(brokers):
     assert done.returncode == 2, done.stderr
     assert "INCONSISTENT_GROUP_PROTOCOL" in done.stderr and "another kind" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# A member that reads on and commits after each poll, printing "partition offset" per message
+# and its partitions at each assignment.
+READING_MEMBER = """
+import sys
+from consumers.kafka_group import KafkaGroupConsumer
+group, topic, bootstrap = sys.argv[1:4]
+say = lambda *words: print(" ".join(map(str, words)), flush=True)  # one write a line
+member = KafkaGroupConsumer(group, [topic], bootstrap, auto_offset_reset="earliest",
+                            auto_commit_interval_ms=100, session_timeout_ms=2000,
+                            heartbeat_interval_ms=500,
+                            on_assign=lambda owned: say("owns", *owned.get(topic, [])))
+while True:
+    for m in member.poll(0.2):
+        say("got", m.partition, m.offset)
+"""
+
+
+def test_a_member_stopped_mid_stream_leaves_the_other_reading_and_rejoins_on_waking(
+    brokers, tmp_path
+):
+    from mirror_helpers import SteadyProducer
+
+    topic = group = "kg-stopped-reader"
+    make_topic(brokers, topic, partitions=2)
+    stream = SteadyProducer(brokers.bootstrap, topic, 2000, per_second=400)
+    stream.start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = {name: tmp_path / f"{name}.log" for name in ("stopped", "survivor")}
+    members = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", READING_MEMBER, group, topic, brokers.bootstrap],
+            stdout=open(path, "w"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+        for name, path in logs.items()
+    }
+
+    def said(name: str) -> list[list[str]]:
+        return [line.split() for line in logs[name].read_text().splitlines()]
+
+    def owns(name: str) -> list[int] | None:
+        assignments = [words[1:] for words in said(name) if words[:1] == ["owns"]]
+        return [int(p) for p in assignments[-1]] if assignments else None
+
+    def got(name: str) -> list[tuple[int, int]]:
+        return [(int(w[1]), int(w[2])) for w in said(name) if w[:1] == ["got"] and len(w) == 3]
+
+    try:
+        wait_for(lambda: owns("stopped") and owns("survivor") == [1 - owns("stopped")[0]], 30)
+        stopped_partition = owns("stopped")[0]
+        # stopped once it has committed some (auto-commit every 100 ms)
+        wait_for(lambda: committed(brokers, group, topic).get(stopped_partition, 0) >= 100, 30)
+        members["stopped"].send_signal(signal.SIGSTOP)
+        # where the survivor starts: the stopped member cannot commit any more
+        resumed_at = committed(brokers, group, topic)[stopped_partition]
+        try:
+            wait_for(lambda: owns("survivor") == [0, 1], 20)  # its session (2 s) expired
+            taken_over = len(got("survivor"))
+            wait_for(lambda: len(got("survivor")) >= taken_over + 200, 10)  # reading on
+        finally:
+            members["stopped"].send_signal(signal.SIGCONT)
+        wait_for(lambda: owns("stopped") and owns("survivor") == [1 - owns("stopped")[0]], 20)
+        stream.join(60)
+        assert stream.error is None
+        wait_for(lambda: len(set(got("stopped") + got("survivor"))) == 2000, 30)
+    finally:
+        for member in members.values():
+            member.send_signal(signal.SIGCONT)
+            member.kill()
+            member.wait(10)
+    every = Counter(got("stopped") + got("survivor"))
+    assert sorted(every) == sorted(
+        (p, o) for p in (0, 1) for o in range(max(o for q, o in every if q == p) + 1)
+    )
+    # read twice: only what the stopped member had read past its last commit (handovers on
+    # a rebalance commit first)
+    twice = sorted(k for k, n in every.items() if n > 1)
+    assert all(p == stopped_partition and o >= resumed_at for p, o in twice), twice[:20]

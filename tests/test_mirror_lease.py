@@ -155,3 +155,74 @@ def test_a_mirror_stopped_past_its_session_sends_nothing_its_successor_copied(
             if mirror.process is not None and mirror.process.poll() is None:
                 mirror.process.send_signal(signal.SIGCONT)
                 mirror.kill()
+
+
+def _member_partitions(source, group: str) -> list[int]:
+    """How many partitions each member of a Kafka-protocol ``group`` owns (DescribeGroups),
+    sorted; empty while the group is rebalancing or unknown."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": source.bootstrap})
+    try:
+        described = admin.describe_consumer_groups([group])[group].result(10)
+    except Exception:  # the group not there yet, or the broker busy: ask again
+        return []
+    return sorted(len(m.assignment.topic_partitions) for m in described.members)
+
+
+def test_a_mirror_by_bootstrap_server_stopped_past_its_session_sends_nothing_its_successor_copied(
+    make_cluster, tmp_path
+):
+    source = make_cluster(
+        1, group_initial_rebalance_delay_ms=300, group_min_session_timeout_ms=1000
+    )
+    target = make_cluster(1)
+    port = source.brokers[0].port
+    create_topic(port, "fenced", 2)
+    producer = SteadyProducer(source.bootstrap, "fenced", 2400, per_second=400)
+    producer.start()
+    args = ("--offset-commit-interval-ms", "300", "--linger-ms", "50")
+    first = MirrorProcess(tmp_path / "first.log", source, target, "klease", "fenced")
+    second = MirrorProcess(tmp_path / "second.log", source, target, "klease", "fenced")
+    for mirror in (first, second):
+        at = mirror.args.index("--from-zookeeper")
+        mirror.args[at : at + 2] = ["--from-bootstrap-server", source.bootstrap]
+
+    def target_count() -> int:
+        return sum(end_offsets(target.bootstrap, "fenced", 2))
+
+    first.start(*args)
+    second.start(*args)
+    try:
+        assert first.process is not None and second.process is not None
+        wait_for(lambda: _member_partitions(source, "klease") == [1, 1], 60)
+        wait_for(lambda: target_count() >= 400, 60)
+        first.process.send_signal(signal.SIGSTOP)
+        try:
+            # its session (2 s) expires; the other member takes both partitions and copies on
+            wait_for(lambda: _member_partitions(source, "klease") == [2], 30)
+            copied = target_count()
+            wait_for(lambda: target_count() >= copied + 300, 15)
+        finally:
+            first.process.send_signal(signal.SIGCONT)
+        # the woken mirror joins again and shares the partitions
+        wait_for(lambda: _member_partitions(source, "klease") == [1, 1], 30)
+        producer.join(60)
+        assert producer.error is None
+        wait_for(lambda: target_count() >= 2400, 30)
+        cluster_id = metadata(port)["cluster_id"]
+        for p, end in enumerate(end_offsets(source.bootstrap, "fenced", 2)):
+            wanted = as_copied(read_partition(source.bootstrap, "fenced", p, end), cluster_id)
+            target_end = end_offsets(target.bootstrap, "fenced", 2)[p]
+            found = as_found(read_partition(target.bootstrap, "fenced", p, target_end))
+            assert found == wanted, (
+                f"fenced-{p}: {len(found)} records in the target, {end} wanted\n" + first.log()
+            )
+        assert target_count() == 2400
+        assert first.terminate() == 0, first.log()
+        assert second.terminate() == 0, second.log()
+    finally:
+        for mirror in (first, second):
+            if mirror.process is not None and mirror.process.poll() is None:
+                mirror.process.send_signal(signal.SIGCONT)
+                mirror.kill()
