@@ -68,8 +68,8 @@ def _any_broker(cluster: ClusterClient) -> int:
     return next(iter(sorted(cluster.brokers)))
 
 
-def describe_topic_configs(cluster: ClusterClient, topic: str) -> dict[str, str]:
-    """The source topic's configs a target topic copies (see ``copied_configs``)."""
+def _topic_configs(cluster: ClusterClient, topic: str, keys: list[str] | None) -> dict:
+    """DescribeConfigs of one topic: its result (``configs``, ``error_code``...)."""
     body = cluster.request(
         _any_broker(cluster),
         ApiKey.DESCRIBE_CONFIGS,
@@ -78,14 +78,19 @@ def describe_topic_configs(cluster: ClusterClient, topic: str) -> dict[str, str]
                 {
                     "resource_type": ResourceType.TOPIC,
                     "resource_name": topic,
-                    "configuration_keys": None,
+                    "configuration_keys": keys,
                 }
             ],
             "include_synonyms": False,
             "include_documentation": False,
         },
     )
-    result = body["results"][0]
+    return body["results"][0]
+
+
+def describe_topic_configs(cluster: ClusterClient, topic: str) -> dict[str, str]:
+    """The source topic's configs a target topic copies (see ``copied_configs``)."""
+    result = _topic_configs(cluster, topic, None)
     if result["error_code"]:
         raise error_for_code(result["error_code"])(result["error_message"] or topic)
     return copied_configs(result["configs"])
@@ -94,22 +99,7 @@ def describe_topic_configs(cluster: ClusterClient, topic: str) -> dict[str, str]
 def max_message_bytes(cluster: ClusterClient, topic: str) -> int | None:
     """The topic's effective ``max.message.bytes`` (its own or its brokers' default), or
     None when the cluster does not say."""
-    body = cluster.request(
-        _any_broker(cluster),
-        ApiKey.DESCRIBE_CONFIGS,
-        {
-            "resources": [
-                {
-                    "resource_type": ResourceType.TOPIC,
-                    "resource_name": topic,
-                    "configuration_keys": ["max.message.bytes"],
-                }
-            ],
-            "include_synonyms": False,
-            "include_documentation": False,
-        },
-    )
-    result = body["results"][0]
+    result = _topic_configs(cluster, topic, ["max.message.bytes"])
     for config in result["configs"] if not result["error_code"] else ():
         if config["name"] == "max.message.bytes" and config["value"]:
             try:
