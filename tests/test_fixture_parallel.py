@@ -78,14 +78,14 @@ def test_marked_by_its_fixture(zookeeper):
 
 
 def test_pure():
-    assert True
+    assert sorted({3, 1, 2}) == [1, 2, 3]  # pure work: no socket, no process
 '''
 
 
 def run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(SAMPLE)
-    (tmp_path / "test_other.py").write_text("def test_other():\n    assert True\n")
+    (tmp_path / "test_other.py").write_text("def test_other():\n    assert int('7') * 6 == 42\n")
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\naddopts = --strict-markers\nmarkers =\n    integration: processes\n"
         "    slow: long\n"
