@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _NO_RESPONSE = object()
 CLOSE_CONNECTION = object()  # a handler's answer: write what came before, then close
+ANONYMOUS = "User:ANONYMOUS"  # the principal of a connection nobody authenticated
 MAX_PENDING = 64  # requests in progress per connection before we stop reading from it
 SEND_CHUNK = 1 << 20  # bytes of a file range read and written at a time
 USE_SENDFILE = hasattr(os, "sendfile")
@@ -64,9 +65,20 @@ class PendingResponse:
 class KafkaServerProtocol(protocol.Protocol):
     """One client connection: int32-size framing, requests in, responses out in order."""
 
-    def __init__(self, handlers, max_length: int):
+    def __init__(
+        self,
+        handlers,
+        max_length: int,
+        listener_name: str = "PLAINTEXT",
+        security_protocol: str = "PLAINTEXT",
+    ):
         self.handlers = handlers
         self.MAX_LENGTH = max_length
+        # The listener this connection came in on, its security protocol, and who the peer
+        # is: ``User:ANONYMOUS`` until a TLS certificate or a SASL login says otherwise.
+        self.listener_name = listener_name
+        self.security_protocol = security_protocol
+        self.principal = ANONYMOUS
         self._pending: deque[PendingResponse] = deque()  # responses owed, in request order
         self._closed = False
         self.peer = "?"
@@ -414,14 +426,24 @@ class KafkaServerProtocol(protocol.Protocol):
 
 
 class KafkaServerFactory(protocol.ServerFactory):
-    """Makes a protocol per connection; ``handlers`` answers requests."""
+    """Makes a protocol per connection of one listener; ``handlers`` answers requests."""
 
-    def __init__(self, handlers, max_request_bytes: int):
+    def __init__(
+        self,
+        handlers,
+        max_request_bytes: int,
+        listener_name: str = "PLAINTEXT",
+        security_protocol: str = "PLAINTEXT",
+    ):
         self.handlers = handlers
         self.max_request_bytes = max_request_bytes
+        self.listener_name = listener_name
+        self.security_protocol = security_protocol
         self.connections: set[KafkaServerProtocol] = set()
 
     def buildProtocol(self, addr):
-        proto = KafkaServerProtocol(self.handlers, self.max_request_bytes)
+        proto = KafkaServerProtocol(
+            self.handlers, self.max_request_bytes, self.listener_name, self.security_protocol
+        )
         proto.factory = self
         return proto

@@ -16,6 +16,8 @@ import struct
 from broker.protocol import frames
 from broker.protocol.registry import ApiKey, client_version
 
+from .security import PLAINTEXT, ClientSecurity
+
 _SIZE = struct.Struct(">i")
 
 
@@ -24,13 +26,22 @@ class ConnectionClosed(ConnectionError):
 
 
 class BrokerConnection:
-    """A blocking TCP connection to one broker."""
+    """A blocking TCP connection to one broker, secured as ``security`` says (TLS and a SASL
+    login happen here, before the first request)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0, client_id: str = "headrace"):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = 30.0,
+        client_id: str = "headrace",
+        security: ClientSecurity = PLAINTEXT,
+    ):
         self.host, self.port = host, port
         self.client_id = client_id
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = security.secure(sock, host, client_id)
         self._ids = itertools.count(1)
 
     def __enter__(self):
@@ -88,12 +99,14 @@ def parse_bootstrap(servers: str) -> list[tuple[str, int]]:
     return result
 
 
-def connect_any(servers: str, timeout: float = 10.0) -> BrokerConnection:
+def connect_any(
+    servers: str, timeout: float = 10.0, security: ClientSecurity = PLAINTEXT
+) -> BrokerConnection:
     """A connection to the first reachable bootstrap server."""
     last = None
     for host, port in parse_bootstrap(servers):
         try:
-            return BrokerConnection(host, port, timeout=timeout)
+            return BrokerConnection(host, port, timeout=timeout, security=security)
         except OSError as exc:
             last = exc
     raise ConnectionError(f"no bootstrap server reachable in {servers}: {last}")

@@ -1,0 +1,80 @@
+"""A client's security settings: Kafka's ``security.protocol``, ``sasl.*`` and ``ssl.*``
+properties, read once into a frozen ``ClientSecurity`` that every connection applies.
+
+    >>> security = ClientSecurity.from_properties({"security.protocol": "SASL_SSL",
+    ...     "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
+    ...     "sasl.password": "secret", "ssl.truststore.location": "ca.pem"})
+    >>> sock = security.secure(socket.create_connection(addr), host, "my-client")
+
+``secure`` wraps a connected socket in TLS (``tls.py``) for SSL and SASL_SSL, then logs in
+(``sasl.py``) for SASL_PLAINTEXT and SASL_SSL; it returns the socket to use.  Both Java's
+names (``ssl.truststore.location`` with PEM, ``sasl.jaas.config``) and librdkafka's
+(``ssl.ca.location``, ``sasl.username``) are accepted, so one client properties file works
+for Kafka's tools and ours.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+class SecurityConfigError(ValueError):
+    """A client security setting is missing, unknown or contradictory."""
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How a client connects: the protocol, and what it needs for TLS and SASL."""
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "GSSAPI"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None  # PEM certificates of the CAs to trust
+    ssl_certfile: str | None = None  # PEM: this client's certificate chain (and key)
+    ssl_keyfile: str | None = None  # PEM: this client's key, if not in ssl_certfile
+    ssl_key_password: str | None = None
+    ssl_check_hostname: bool = True  # ssl.endpoint.identification.algorithm=https
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str]) -> ClientSecurity:
+        """Settings from client properties (Kafka's names, or librdkafka's)."""
+        protocol = props.get("security.protocol", "PLAINTEXT").strip().upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SecurityConfigError(
+                f"security.protocol {protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        return cls(security_protocol=protocol)
+
+    def secure(self, sock: socket.socket, host: str, client_id: str) -> socket.socket:
+        """``sock`` made ready for requests: TLS if the protocol has it, then a SASL login
+        if it has that.  Raises on a refused handshake or login (the socket is closed)."""
+        try:
+            if self.uses_tls:
+                from .tls import wrap_socket
+
+                sock = wrap_socket(sock, host, self)
+            if self.uses_sasl:
+                from .sasl import authenticate
+
+                authenticate(sock, self, client_id)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+PLAINTEXT = ClientSecurity()
+
+__all__ = ["PLAINTEXT", "SECURITY_PROTOCOLS", "ClientSecurity", "SecurityConfigError"]
