@@ -151,6 +151,33 @@ PROPERTIES: tuple[Property, ...] = (
     Property("auto.create.topics.enable", boolean, True, "create topics on first use"),
     Property("message.max.bytes", integer(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", integer(1, INT_MAX), 104857600, "largest request frame"),
+    # SASL (broker/security/sasl_settings.py reads these and the listener.name.<l>.* ones).
+    # Kafka's default mechanism is GSSAPI, which headrace does not serve: SCRAM is ours.
+    Property(
+        "sasl.enabled.mechanisms",
+        _list,
+        ["SCRAM-SHA-256", "SCRAM-SHA-512"],
+        "SASL mechanisms SASL listeners accept",
+    ),
+    Property(
+        "sasl.mechanism.inter.broker.protocol",
+        _string,
+        None,
+        "the mechanism brokers log in with (default: the listener's first enabled one)",
+    ),
+    Property("sasl.jaas.config", _string, None, "JAAS line for every SASL listener"),
+    Property(
+        "sasl.plain.credentials.file",
+        _string,
+        None,
+        "PLAIN's users: one user:password a line (headrace's property)",
+    ),
+    Property(
+        "connection.failed.authentication.delay.ms",
+        integer(0, INT_MAX),
+        100,
+        "delay before a refused login is answered and its connection closed",
+    ),
     Property(
         "fetch.max.bytes",
         integer(1024, INT_MAX),
@@ -367,7 +394,10 @@ class BrokerConfig(Mapping[str, Any]):
                 self._values[prop.name] = prop.parse(prop.name, raw[prop.name])
             else:
                 self._values[prop.name] = prop.default
-        self.unknown = sorted(set(raw) - set(BY_NAME))
+        # listener.name.<listener>.<property>: per-listener settings, read where they apply
+        self.unknown = sorted(
+            n for n in set(raw) - set(BY_NAME) if not n.startswith("listener.name.")
+        )
         for name in self.unknown:
             log.warning("ignoring unknown broker property %s", name)
         self._derive()

@@ -29,6 +29,7 @@ from .protocol import errors, produce
 from .protocol.cluster_apis import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, check_handlers
+from .security.scram_admin import ScramAdminHandlers
 from .server import CLOSE_CONNECTION
 from .topic_handlers import TopicHandlers
 from .topic_ids import FETCH_BY_ID, TopicIds
@@ -74,7 +75,11 @@ class RequestHandlers:
         self.admin = AdminHandlers(self)
         self.topics = TopicHandlers(self)
         self.table = self.handler_table()
-        self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
+        self.contextual = {
+            **self.groups.contextual,
+            **ScramAdminHandlers(cluster, reactor).contextual,
+            ApiKey.API_VERSIONS: answer_api_versions,
+        }
         check_handlers({**self.table, **self.contextual})
 
     def handler_table(self) -> dict:

@@ -24,17 +24,30 @@ from .handlers import RequestHandlers
 from .log import ConfigError, LogConfig, LogManager
 from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
+from .security.credentials import ScramCredentialCache
+from .security.sasl_settings import listener_sasl
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
 log = logging.getLogger(__name__)
 
 
+SERVED_LISTENERS = ("PLAINTEXT", "SASL_PLAINTEXT")
+
+
+def listener_protocol(listener: str) -> str:
+    """``SASL_PLAINTEXT://host:port`` -> ``SASL_PLAINTEXT``: the listener's name, which is
+    its security protocol."""
+    return urlsplit(listener).scheme.upper()
+
+
 def parse_listener(listener: str) -> tuple[str, int]:
-    """``PLAINTEXT://host:port`` -> (host, port); only PLAINTEXT is served."""
+    """``PLAINTEXT://host:port`` or ``SASL_PLAINTEXT://host:port`` -> (host, port)."""
     parts = urlsplit(listener)
-    if parts.scheme.upper() != "PLAINTEXT":
-        raise ConfigError(f"listener {listener!r}: only PLAINTEXT:// listeners are served")
+    if parts.scheme.upper() not in SERVED_LISTENERS:
+        raise ConfigError(
+            f"listener {listener!r}: only PLAINTEXT:// and SASL_PLAINTEXT:// listeners are served"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -55,6 +68,11 @@ class Broker:
         self.config = config
         self.reactor = reactor
         self.listen_host, self.listen_port = parse_listener(config["listeners"][0])
+        self.listener_name = listener_protocol(config["listeners"][0])
+        self.credentials: ScramCredentialCache | None = None  # SCRAM users, once started
+        self.sasl = None
+        if self.listener_name.startswith("SASL_"):
+            self.sasl = listener_sasl(config, self.listener_name, self._credential_of)
         adv_host, adv_port = parse_listener(config["advertised.listeners"][0])
         if adv_host in ("", "0.0.0.0", "::"):
             adv_host = socket.getfqdn()
@@ -89,7 +107,14 @@ class Broker:
             self.metrics = BrokerMetrics(self)
             self.handlers.metrics = self.metrics
             handlers = self.metrics.metered(self.handlers)
-        factory = KafkaServerFactory(handlers, self.config["socket.request.max.bytes"])
+        factory = KafkaServerFactory(
+            handlers,
+            self.config["socket.request.max.bytes"],
+            listener_name=self.listener_name,
+            security_protocol=self.listener_name,
+            sasl=self.sasl,
+            clock=self.reactor,
+        )
         self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
         self.factory = factory
         if self.metrics is not None:  # a port in use fails the start before joining the cluster
@@ -108,6 +133,8 @@ class Broker:
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
+        self.credentials = ScramCredentialCache(self.cluster.client, self.reactor)
+        self.credentials.start()
         self.controller = Controller(
             self.cluster.client,
             self.config["broker.id"],
@@ -128,6 +155,10 @@ class Broker:
             self.port.getHost().port,
             *self.advertised,
         )
+
+    def _credential_of(self, user: str, mechanism: str):
+        """A user's SCRAM credential, as ZooKeeper has it (None before the cache starts)."""
+        return None if self.credentials is None else self.credentials.credential_of(user, mechanism)
 
     def _serve_metrics(self) -> None:
         """The Prometheus page on ``metrics.port``, at ``metrics.host`` (by default the
@@ -229,6 +260,8 @@ class Broker:
             self.replicas.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.credentials is not None:
+            self.credentials.stop()
         if self.cluster is not None:
             self.cluster.stop()
         self.manager.shutdown()
