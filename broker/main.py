@@ -25,7 +25,7 @@ from .log import ConfigError, LogConfig, LogManager
 from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
 from .security.credentials import ScramCredentialCache
-from .security.sasl_settings import listener_sasl
+from .security.sasl_settings import broker_client_login, listener_sasl
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
@@ -73,6 +73,7 @@ class Broker:
         self.sasl = None
         if self.listener_name.startswith("SASL_"):
             self.sasl = listener_sasl(config, self.listener_name, self._credential_of)
+        self.client_login = broker_client_login(config)  # the broker's own SASL login
         adv_host, adv_port = parse_listener(config["advertised.listeners"][0])
         if adv_host in ("", "0.0.0.0", "::"):
             adv_host = socket.getfqdn()
@@ -127,6 +128,7 @@ class Broker:
             self.config,
             self.handlers.waiters,
         )
+        self.replicas.client_login = self.client_login
         self.handlers.replicas = self.replicas
         self.replicas.start()
         self.cluster.listeners.append(self._metadata_changed)
@@ -243,7 +245,9 @@ class Broker:
         to move this broker's leaderships away (``broker/shutdown.py``), serving meanwhile."""
         if not self.config["controlled.shutdown.enable"] or self.controller is None:
             return self.stop()
-        d = controlled_shutdown(self.reactor, self.cluster, self.controller, self.config)
+        d = controlled_shutdown(
+            self.reactor, self.cluster, self.controller, self.config, self.client_login
+        )
         d.addErrback(lambda failure: log.error("controlled shutdown: %s", failure.value))
         return d.addCallback(lambda _: self.stop())
 

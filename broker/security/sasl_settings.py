@@ -116,7 +116,32 @@ def inter_broker_login(config, listener: str) -> tuple[str, str, str] | None:
     return mechanism.upper(), jaas.options["username"], jaas.options.get("password", "")
 
 
+def broker_client_login(config) -> tuple[str, str, str] | None:
+    """What the broker's own clients (replica fetchers, controlled shutdown) log in with:
+    on a SASL inter-broker listener (``inter.broker.listener.name``, else the first of
+    ``listeners``), ``inter_broker_login``; None on other listeners."""
+    name = config.raw.get("inter.broker.listener.name", "").strip().upper()
+    if not name:
+        name = config["listeners"][0].split("://", 1)[0].strip().upper()
+    protocol = name
+    for pair in config.raw.get("listener.security.protocol.map", "").split(","):
+        key, _, value = pair.partition(":")
+        if key.strip().upper() == name and value.strip():
+            protocol = value.strip().upper()
+    if not protocol.startswith("SASL_"):
+        return None
+    login = inter_broker_login(config, name)
+    if login is None:
+        raise ConfigError(
+            f"inter-broker listener {name} is {protocol}: set "
+            f"listener.name.{name.lower()}.<mechanism>.sasl.jaas.config with the broker's "
+            "username and password"
+        )
+    return login
+
+
 __all__ = [
+    "broker_client_login",
     "enabled_mechanisms",
     "inter_broker_login",
     "jaas_config",
