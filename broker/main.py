@@ -38,13 +38,15 @@ SERVED_LISTENERS = ("PLAINTEXT", "SASL_PLAINTEXT")
 def listener_protocol(listener: str) -> str:
     """``SASL_PLAINTEXT://host:port`` -> ``SASL_PLAINTEXT``: the listener's name, which is
     its security protocol."""
-    return urlsplit(listener).scheme.upper()
+    return listener.partition("://")[0].strip().upper()
 
 
 def parse_listener(listener: str) -> tuple[str, int]:
     """``PLAINTEXT://host:port`` or ``SASL_PLAINTEXT://host:port`` -> (host, port)."""
-    parts = urlsplit(listener)
-    if parts.scheme.upper() not in SERVED_LISTENERS:
+    name, sep, address = listener.partition("://")
+    # The name is read by hand: urlsplit takes no scheme with "_" in it.
+    parts = urlsplit(f"tcp://{address}")
+    if not sep or name.strip().upper() not in SERVED_LISTENERS:
         raise ConfigError(
             f"listener {listener!r}: only PLAINTEXT:// and SASL_PLAINTEXT:// listeners are served"
         )

@@ -344,3 +344,37 @@ def test_credentials_refuse_few_iterations_and_empty_passwords():
         client_login("GSSAPI", "a", "b")
     with pytest.raises(SaslLoginError):
         PlainLogin("a\x00", "b")
+
+
+def _client_final(server_first: str, nonce: str, client_first_bare: str, password: str) -> bytes:
+    """A client-final message over ``nonce``, computed here from RFC 5802."""
+    attrs = dict(part.split("=", 1) for part in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored = hashlib.sha256(client_key).digest()
+    without_proof = f"c=biws,r={nonce}"
+    message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored, message, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+
+@pytest.mark.parametrize("librdkafka_form", [False, True])
+def test_the_client_final_nonce_may_carry_the_client_nonce_before_it_as_kafka_allows(
+    librdkafka_form,
+):
+    """librdkafka sends its own nonce before the combined one; Kafka checks only that the
+    nonce ends with the server's."""
+    server = ScramServer("SCRAM-SHA-256", lambda u, m: CREDENTIALS.get((u, m)), b"k" * 32)
+    server_first = server.step(b"n,,n=bob,r=cnonce").decode()
+    nonce = server_first.split(",")[0][2:]
+    sent = "cnonce" + nonce if librdkafka_form else nonce
+    assert server.step(_client_final(server_first, sent, "n=bob,r=cnonce", "b")).startswith(b"v=")
+    assert server.done and server.user == "bob"
+
+    server = ScramServer("SCRAM-SHA-256", lambda u, m: CREDENTIALS.get((u, m)), b"k" * 32)
+    server_first = server.step(b"n,,n=bob,r=cnonce").decode()
+    with pytest.raises(AuthenticationFailed, match="nonce"):
+        server.step(_client_final(server_first, "cnonce-other", "n=bob,r=cnonce", "b"))

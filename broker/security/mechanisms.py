@@ -1,5 +1,5 @@
 """The server side of the SASL mechanisms, pure: PLAIN (RFC 4616) against a table of users,
-and SCRAM-SHA-256/512 (RFC 5802/7677, through ``scramp``) against stored credentials.
+and SCRAM-SHA-256/512 (RFC 5802/7677) against stored credentials.
 
 A mechanism is stepped with each client token: ``step(token)`` returns the token to answer
 with, and sets ``done`` and ``user`` once the client is authenticated; any failure raises
@@ -11,14 +11,17 @@ fails at the proof.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import logging
 import os
+import secrets
 from collections.abc import Callable
 
-from scramp import ScramException, ScramMechanism
-
 from ..protocol.security_nodes import MIN_ITERATIONS, SCRAM_MECHANISMS, ScramCredential
+
+log = logging.getLogger(__name__)
 
 SERVED = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -72,7 +75,11 @@ class PlainServer:
 
 
 class ScramServer:
-    """SCRAM-SHA-256/512: client-first -> server-first, client-final -> server-final."""
+    """SCRAM-SHA-256/512: client-first -> server-first, client-final -> server-final.
+
+    Checked as Kafka's broker checks it: the client-final nonce must end with the
+    server-first nonce (librdkafka sends its own nonce before the combined one), the proof
+    is verified over the auth message the client signed, in constant time."""
 
     def __init__(
         self,
@@ -83,24 +90,18 @@ class ScramServer:
         if mechanism not in SCRAM_MECHANISMS:
             raise ValueError(f"{mechanism} is not a SCRAM mechanism")
         self.mechanism = mechanism
+        self._hash = SCRAM_MECHANISMS[mechanism]
         self._credential_of = credential_of
         self._secret = secret
-        self._server = ScramMechanism(mechanism).make_server(self._auth_info)
         self._stage = 0
+        self._credential: ScramCredential | None = None
         self._known = False
+        self._client_first_bare = ""
+        self._server_first = ""
+        self._nonce = ""
         self.done = False
         self.user: str | None = None
         self._claimed: str | None = None
-
-    def _auth_info(self, user: str):
-        credential = self._credential_of(user, self.mechanism)
-        self._known = credential is not None
-        if credential is None:
-            name = SCRAM_MECHANISMS[self.mechanism]
-            salt = hmac.new(self._secret, f"{self.mechanism}:{user}".encode(), name).digest()
-            size = hashlib.new(name).digest_size
-            return salt, os.urandom(size), os.urandom(size), MIN_ITERATIONS
-        return credential.salt, credential.stored_key, credential.server_key, credential.iterations
 
     def _failed(self) -> AuthenticationFailed:
         return AuthenticationFailed(
@@ -116,47 +117,30 @@ class ScramServer:
             raise AuthenticationFailed(f"{self.mechanism}: a message that is not UTF-8") from None
         if self._stage == 0:
             self._stage = 1
-            self._check_client_first(text)
-            try:
-                self._server.set_client_first(text)
-                return self._server.get_server_first().encode()
-            except ScramException as exc:
-                raise AuthenticationFailed(
-                    f"{self.mechanism}: invalid client-first message: {exc}", self._claimed
-                ) from None
+            return self._client_first(text).encode()
         if self._stage == 1:
             self._stage = 2
-            try:
-                self._server.set_client_final(text)
-                final = self._server.get_server_final()
-            except ScramException:
-                raise self._failed() from None
-            if not self._known:  # cannot pass with random keys; refuse all the same
-                raise self._failed()
-            self.done, self.user = True, self._claimed
-            return final.encode()
+            return self._client_final(text).encode()
         raise AuthenticationFailed(f"{self.mechanism}: a message after the login ended")
 
-    def _check_client_first(self, text: str) -> None:
+    def _client_first(self, text: str) -> str:
         """Kafka's form: gs2 header ``n,,`` (no channel binding, no authorization id), then
-        ``n=<saslname>,r=<nonce>``, then extensions; token authentication is refused."""
-        header, _, bare = text.partition(",")
-        authzid, _, bare = bare.partition(",")
+        ``n=<saslname>,r=<nonce>``, then extensions; token authentication is refused.  An
+        unknown user gets a salt derived from its name and random keys."""
+        header, _, rest = text.partition(",")
+        authzid, _, bare = rest.partition(",")
         if header != "n":
             raise AuthenticationFailed(
                 f"{self.mechanism}: only gs2 header 'n' (no channel binding) is served"
             )
-        attrs = {}
-        for part in bare.split(","):
-            key, eq, value = part.partition("=")
-            if not eq:
-                raise AuthenticationFailed(f"{self.mechanism}: invalid client-first message")
-            attrs.setdefault(key, value)
-        user = attrs.get("n", "")
-        if "=" in user.replace("=2C", "").replace("=3D", ""):
+        attrs = _attributes(bare, self.mechanism, "client-first")
+        if list(attrs)[:2] != ["n", "r"]:
+            raise AuthenticationFailed(f"{self.mechanism}: invalid client-first message")
+        user, nonce = attrs["n"], attrs["r"]
+        if "=" in user.replace("=2C", "").replace("=3D", "") or not user:
             raise AuthenticationFailed(f"{self.mechanism}: invalid user name encoding")
         self._claimed = user.replace("=2C", ",").replace("=3D", "=")
-        if authzid:  # Kafka's clients send none; the gs2 header is then n,,
+        if authzid:  # Kafka's clients send none
             raise AuthenticationFailed(
                 f"{self.mechanism}: an authorization id in the gs2 header is not supported",
                 self._claimed,
@@ -165,6 +149,61 @@ class ScramServer:
             raise AuthenticationFailed(
                 "Authentication failed: delegation tokens are not supported", self._claimed
             )
+        if not all(0x21 <= ord(c) <= 0x7E for c in nonce):
+            raise AuthenticationFailed(f"{self.mechanism}: invalid nonce", self._claimed)
+        credential = self._credential_of(self._claimed, self.mechanism)
+        self._known = credential is not None
+        if credential is None:
+            salt = hmac.new(self._secret, f"{self.mechanism}:{user}".encode(), self._hash)
+            size = hashlib.new(self._hash).digest_size
+            credential = ScramCredential(
+                self.mechanism, salt.digest(), os.urandom(size), os.urandom(size), MIN_ITERATIONS
+            )
+        self._credential = credential
+        self._client_first_bare = bare
+        self._nonce = nonce + secrets.token_urlsafe(24)
+        salt_b64 = base64.b64encode(credential.salt).decode()
+        self._server_first = f"r={self._nonce},s={salt_b64},i={credential.iterations}"
+        return self._server_first
+
+    def _client_final(self, text: str) -> str:
+        without_proof, sep, proof_b64 = text.rpartition(",p=")
+        if not sep:
+            raise self._failed()
+        attrs = _attributes(without_proof, self.mechanism, "client-final")
+        if attrs.get("c") != "biws":  # base64 of the gs2 header "n,,"
+            raise AuthenticationFailed(f"{self.mechanism}: invalid channel binding")
+        if not attrs.get("r", "").endswith(self._nonce):
+            raise AuthenticationFailed(f"{self.mechanism}: invalid client nonce", self._claimed)
+        try:
+            proof = base64.b64decode(proof_b64, validate=True)
+        except ValueError:
+            raise self._failed() from None
+        credential = self._credential
+        assert credential is not None
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
+        signature = hmac.new(credential.stored_key, auth_message, self._hash).digest()
+        if len(proof) != len(signature):
+            raise self._failed()
+        client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+        stored_key = hashlib.new(self._hash, client_key).digest()
+        if not hmac.compare_digest(stored_key, credential.stored_key) or not self._known:
+            log.info("%s proof of %s refused", self.mechanism, self._claimed)
+            raise self._failed()
+        server_signature = hmac.new(credential.server_key, auth_message, self._hash).digest()
+        self.done, self.user = True, self._claimed
+        return "v=" + base64.b64encode(server_signature).decode()
+
+
+def _attributes(text: str, mechanism: str, what: str) -> dict[str, str]:
+    """``k=v,k=v`` of a SCRAM message (the first of a repeated key kept)."""
+    attrs: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise AuthenticationFailed(f"{mechanism}: invalid {what} message")
+        attrs.setdefault(key, value)
+    return attrs
 
 
 def server_mechanism(
