@@ -38,9 +38,10 @@ LOGINS = [("PLAIN", "alice", "alice-plain"), *((m, u, p) for m, (u, p) in SCRAM.
 @pytest.fixture(scope="module")
 def broker(zookeeper, tmp_path_factory):
     work = tmp_path_factory.mktemp("sasl")
-    connect = f"{zookeeper.connect}/sasl-{time.monotonic_ns()}"
+    chroot = f"/sasl-{time.monotonic_ns()}"
+    connect = zookeeper.connect + chroot
     with zk_session(zookeeper.connect) as client:
-        client.ensure_path(connect.split("/", 1)[1].join(["/", ""]))
+        client.ensure_path(chroot)
     with zk_session(connect) as client:
         for mechanism, (user, password) in SCRAM.items():
             write_credential(client, user, scram_credential(mechanism, password))
