@@ -188,6 +188,15 @@ def test_an_unsupported_mechanism_is_told_the_enabled_ones(broker):
         assert _closed(sock)
 
 
+def test_sasl_requests_after_login_are_illegal_state(broker):
+    with broker.connect(security(*SCRAM["SCRAM-SHA-256"], "SCRAM-SHA-256")) as conn:
+        handshake = conn.request(ApiKey.SASL_HANDSHAKE, {"mechanism": "PLAIN"}, version=1)
+        token = {"auth_bytes": b"\x00alice\x00alice-plain"}
+        again = conn.request(ApiKey.SASL_AUTHENTICATE, token, version=2)
+        assert (handshake["error_code"], again["error_code"]) == (34, 34)
+        assert conn.request(ApiKey.METADATA, {"topics": []})["brokers"]  # still serving
+
+
 # --- users come and go without a restart -----------------------------------------------------
 
 

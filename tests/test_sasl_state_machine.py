@@ -378,3 +378,104 @@ def test_the_client_final_nonce_may_carry_the_client_nonce_before_it_as_kafka_al
     server_first = server.step(b"n,,n=bob,r=cnonce").decode()
     with pytest.raises(AuthenticationFailed, match="nonce"):
         server.step(_client_final(server_first, "cnonce-other", "n=bob,r=cnonce", "b"))
+
+
+# --- the broker's SASL settings --------------------------------------------------------------
+
+
+def _config(**values):
+    from broker.config import BrokerConfig
+
+    return BrokerConfig({k.replace("__", "."): v for k, v in values.items()})
+
+
+def test_listener_settings_from_kafkas_properties(tmp_path):
+    from broker.security.sasl_settings import broker_client_login, listener_sasl
+
+    users = tmp_path / "users"
+    users.write_text("# comment\n\ncarol:c:with:colons\n")
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="admin" password="a" user_admin="a" user_bob="b";'
+    )
+    config = _config(
+        listeners="SASL_PLAINTEXT://127.0.0.1:9092",
+        **{
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "plain,SCRAM-SHA-256",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+            "sasl.plain.credentials.file": str(users),
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "connection.failed.authentication.delay.ms": "250",
+        },
+    )
+    assert config.unknown == []  # listener.name.* are read where they apply
+    s = listener_sasl(config, "SASL_PLAINTEXT", lambda u, m: None)
+    assert s.mechanisms == ("PLAIN", "SCRAM-SHA-256") and s.failed_delay_ms == 250
+    assert [s.password_of(u) for u in ("admin", "bob", "carol", "eve")] == [
+        "a",
+        "b",
+        "c:with:colons",
+        None,
+    ]
+    assert broker_client_login(config) == ("PLAIN", "admin", "a")
+    assert listener_sasl(config, "OTHER", lambda u, m: None).mechanisms == ("SCRAM-SHA-512",)
+
+
+@pytest.mark.parametrize(
+    "values, why",
+    [
+        ({"sasl.enabled.mechanisms": "GSSAPI"}, "GSSAPI is not served"),
+        ({"sasl.enabled.mechanisms": "OAUTHBEARER"}, "OAUTHBEARER is not served"),
+        ({"sasl.jaas.config": "not a jaas line"}, "is not one of"),
+        ({"sasl.jaas.config": "="}, "login module class"),
+        ({}, "sasl.jaas.config with the broker's username"),
+    ],
+)
+def test_settings_the_broker_cannot_serve_stop_it_with_a_message(values, why):
+    from broker.log.config import ConfigError
+    from broker.security.sasl_settings import broker_client_login, listener_sasl
+
+    config = _config(listeners="SASL_PLAINTEXT://127.0.0.1:9092", **values)
+    with pytest.raises(ConfigError, match=why):
+        listener_sasl(config, "SASL_PLAINTEXT", lambda u, m: None)
+        broker_client_login(config)
+
+
+def test_a_plain_credentials_file_line_without_a_colon_is_refused(tmp_path):
+    from broker.log.config import ConfigError
+    from broker.security.sasl_settings import read_plain_credentials
+
+    bad = tmp_path / "users"
+    bad.write_text("alice:a\nbob\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        read_plain_credentials(str(bad))
+
+
+def test_client_properties_java_and_librdkafka_names():
+    from consumers.security import ClientSecurity, SecurityConfigError
+
+    java = ClientSecurity.from_properties(
+        {
+            "security.protocol": "sasl_plaintext",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule "
+            'required username="u" password="p";',
+        }
+    )
+    librdkafka = ClientSecurity.from_properties(
+        {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": "u",
+            "sasl.password": "p",
+        }
+    )
+    assert java == librdkafka and java.uses_sasl
+    for props in (
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.username": "u", "sasl.password": "p"},
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"},
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.jaas.config": "x"},
+    ):
+        with pytest.raises(SecurityConfigError):
+            ClientSecurity.from_properties(props)
