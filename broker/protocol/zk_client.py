@@ -1,0 +1,168 @@
+"""The one place a headrace process makes a ZooKeeper client: kazoo, logged in with a digest
+identity when one is given, creating each node with the ACL ``zk_security.node_acl`` names.
+
+    >>> client = zookeeper_client("127.0.0.1:2181/headrace", credentials, secure=True)
+    >>> client.start()
+    >>> client.create("/brokers/topics/clicks", b"...")   # creator ALL, world READ
+    >>> secure_tree(client, secure=True)                  # fix up nodes made before
+
+Brokers, clients, loaders and tools all build their clients here; it lives in the contract
+tier because every tier may import it (the broker may not import ``consumers/``).  Like
+``offsets.py`` it touches ZooKeeper only through kazoo.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from kazoo.client import KazooClient, TransactionRequest
+from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.security import (
+    ACL,
+    CREATOR_ALL_ACL,
+    OPEN_ACL_UNSAFE,
+    READ_ACL_UNSAFE,
+    make_digest_acl_credential,
+)
+
+from .zk_security import OPEN, PRIVATE, PUBLIC, ZkCredentials, ZkSecurityError, node_acl
+
+log = logging.getLogger(__name__)
+
+ACLS: dict[str, list[ACL]] = {
+    OPEN: list(OPEN_ACL_UNSAFE),
+    PUBLIC: list(CREATOR_ALL_ACL) + list(READ_ACL_UNSAFE),
+    PRIVATE: list(CREATOR_ALL_ACL),
+}
+
+
+def acl_for(path: str, secure: bool) -> list[ACL]:
+    """kazoo ACLs for a node at ``path`` (relative to the chroot)."""
+    return ACLS[node_acl(path, secure)]
+
+
+class _Transaction(TransactionRequest):
+    def create(self, path, value=b"", acl=None, ephemeral=False, sequence=False):
+        if acl is None:
+            acl = acl_for(path, self.client.secure)
+        return super().create(path, value, acl=acl, ephemeral=ephemeral, sequence=sequence)
+
+
+class SecureKazooClient(KazooClient):
+    """A KazooClient whose nodes get their ACL from the path when the caller names none
+    (``create``, ``ensure_path``, ``create(makepath=True)`` and transactions)."""
+
+    def __init__(self, *args, secure: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secure = secure
+
+    def create_async(self, path, value=b"", acl=None, **kwargs):
+        if acl is None and isinstance(path, str):
+            acl = acl_for(path, self.secure)
+        return super().create_async(path, value, acl=acl, **kwargs)
+
+    def transaction(self):
+        return _Transaction(self)
+
+
+def zookeeper_client(
+    connect: str,
+    credentials: ZkCredentials | None = None,
+    secure: bool = False,
+    timeout: float = 10.0,
+    **kwargs,
+) -> SecureKazooClient:
+    """An unstarted client for ``connect`` (``host:port[,...][/chroot]``), logged in as
+    ``credentials`` if given.  With ``secure`` (``zookeeper.set.acl``) it creates nodes with
+    ACLs, which needs an identity; other keyword arguments go to KazooClient."""
+    if secure and credentials is None:
+        raise ZkSecurityError("zookeeper.set.acl needs a ZooKeeper identity to own the nodes")
+    return SecureKazooClient(
+        hosts=connect,
+        timeout=timeout,
+        auth_data=credentials.auth_data if credentials else None,
+        secure=secure,
+        **kwargs,
+    )
+
+
+def ensure_chroot(
+    connect: str, credentials: ZkCredentials | None, secure: bool, timeout: float = 30.0
+) -> None:
+    """Create the chroot of ``connect`` (if it has one) with its ancestors, each as a node of
+    the tree's top (``PUBLIC`` when secure)."""
+    hosts, slash, chroot = connect.partition("/")
+    if not slash or chroot.strip("/") == "":
+        return
+    root = zookeeper_client(hosts, credentials, secure, timeout=timeout)
+    root.start(timeout=timeout)
+    try:
+        root.ensure_path("/" + chroot.strip("/"), acl=acl_for("/", secure))
+    finally:
+        root.stop()
+        root.close()
+
+
+def walk(client: KazooClient, path: str = "/", skip: tuple[str, ...] = ()) -> Iterator[str]:
+    """Every node from ``path`` down (parents first), not descending into ``skip``;
+    ZooKeeper's own ``/zookeeper`` is left out."""
+    stack = [path]
+    while stack:
+        node = stack.pop()
+        if node == "/zookeeper":
+            continue
+        yield node
+        if node in skip:
+            continue
+        try:
+            children = client.get_children(node)
+        except NoNodeError:  # deleted while we walked
+            continue
+        prefix = node.rstrip("/")
+        stack.extend(f"{prefix}/{child}" for child in sorted(children, reverse=True))
+
+
+def secure_tree(
+    client: KazooClient, secure: bool, path: str = "/", skip: tuple[str, ...] = ()
+) -> tuple[int, int]:
+    """Set every node's ACL from ``path`` down to what ``node_acl`` says (Kafka's
+    zookeeper-security-migration); returns (nodes seen, nodes changed).  A node this
+    identity may not administer raises ``NoAuthError`` naming it."""
+    seen = changed = 0
+    for node in walk(client, path, skip):
+        seen += 1
+        want = acl_for(node, secure)
+        try:
+            have, _ = client.get_acls(node)
+        except NoNodeError:
+            continue
+        if _same(have, want, client):
+            continue
+        try:
+            client.set_acls(node, want)
+        except NoNodeError:
+            continue
+        except NoAuthError:
+            raise NoAuthError(
+                f"ZooKeeper refused to change the ACL of {node}: it belongs to another "
+                "identity than this process's ZooKeeper credentials"
+            ) from None
+        changed += 1
+    return seen, changed
+
+
+def _same(have: list[ACL], want: list[ACL], client: KazooClient) -> bool:
+    """Whether a node's stored ACL is the one ``want`` would store for this client.  The
+    server replaces the ``auth`` scheme by the caller's identities, so compare after that."""
+    ids = [auth for scheme, auth in client.auth_data if scheme == "digest"]
+    stored = set()
+    for acl in want:
+        if acl.id.scheme == "auth":
+            stored |= {
+                (acl.perms, "digest", make_digest_acl_credential(*auth.split(":", 1)))
+                for auth in ids
+            }
+        else:
+            stored.add((acl.perms, acl.id.scheme, acl.id.id))
+    return {(a.perms, a.id.scheme, a.id.id) for a in have} == stored
