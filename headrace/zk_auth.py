@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from kazoo.exceptions import NoAuthError
 
-from broker.protocol.zk_client import secure_tree, zookeeper_client
-from broker.protocol.zk_security import ZkCredentials, ZkSecurityError, parse_credentials
+from broker.protocol.zk_client import read_credentials, secure_tree, zookeeper_client
+from broker.protocol.zk_security import ZkCredentials, ZkSecurityError
 from broker.protocol.zookeeper import CONSUMERS
 
 
@@ -28,21 +27,6 @@ def add_auth_argument(parser: argparse.ArgumentParser) -> None:
         help="ZooKeeper digest identity: a JAAS Client section (DigestLoginModule) "
         "or one line user:password",
     )
-
-
-def read_credentials(path: str | None) -> ZkCredentials | None:
-    """The identity in ``path`` (None for none); an unreadable or malformed file raises
-    ZkSecurityError naming it."""
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZkSecurityError(f"cannot read ZooKeeper auth file {path}: {exc}") from None
-    try:
-        return parse_credentials(text)
-    except ZkSecurityError as exc:
-        raise ZkSecurityError(f"ZooKeeper auth file {path}: {exc}") from None
 
 
 def credentials_from_args(args: argparse.Namespace) -> ZkCredentials | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import NoAuthError, NoNodeError
@@ -26,7 +27,15 @@ from kazoo.security import (
     make_digest_acl_credential,
 )
 
-from .zk_security import OPEN, PRIVATE, PUBLIC, ZkCredentials, ZkSecurityError, node_acl
+from .zk_security import (
+    OPEN,
+    PRIVATE,
+    PUBLIC,
+    ZkCredentials,
+    ZkSecurityError,
+    node_acl,
+    parse_credentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,21 @@ def zookeeper_client(
         secure=secure,
         **kwargs,
     )
+
+
+def read_credentials(path: str | None) -> ZkCredentials | None:
+    """The identity in the auth file ``path`` (None for none): a JAAS ``Client`` section or
+    one line ``user:password``; an unreadable or malformed file raises ZkSecurityError."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZkSecurityError(f"cannot read ZooKeeper auth file {path}: {exc}") from None
+    try:
+        return parse_credentials(text)
+    except ZkSecurityError as exc:
+        raise ZkSecurityError(f"ZooKeeper auth file {path}: {exc}") from None
 
 
 def ensure_chroot(
