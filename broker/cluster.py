@@ -49,7 +49,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from .cluster_writes import ClusterWrites, PartitionStateChangedError
 from .protocol import zookeeper as layout
-from .protocol.zk_client import ensure_chroot, secure_tree, zookeeper_client
+from .protocol.zk_client import ensure_chroot, is_secured, secure_tree, zookeeper_client
 from .protocol.zk_security import ZkCredentials, ZkSecurityError
 from .protocol.zookeeper import (
     BROKER_IDS,
@@ -200,10 +200,10 @@ class ZkCluster(ClusterWrites):
         self.client.start(timeout=timeout)
         for path in layout.BROKER_BASE_PATHS:
             self.client.ensure_path(path)
-        if self.secure:  # Kafka's persistent /consumers, open to all; fix up older nodes
+        if self.secure:  # Kafka's persistent /consumers, open to all
             self.client.ensure_path(layout.CONSUMERS)
-            seen, changed = secure_tree(self.client, True, skip=(layout.CONSUMERS,))
-            if changed:
+            if not is_secured(self.client):  # the first secure start: fix up older nodes
+                seen, changed = secure_tree(self.client, True, skip=(layout.CONSUMERS,))
                 log.info("secured the ACLs of %d of %d ZooKeeper nodes", changed, seen)
         self.metadata.cluster_id = self._cluster_id()
         self._register(timeout)

@@ -177,3 +177,23 @@ def test_the_migration_refuses_an_identity_that_does_not_own_the_nodes(make_clus
     assert "refused to change the ACL" in done.stderr
     with session(cluster.zookeeper_connect) as other:  # still secured
         assert _refused(lambda: other.set(layout.broker_path(1), b"{}"))
+
+
+def test_a_broker_restarted_with_set_acl_secures_an_open_cluster(make_cluster, tmp_path):
+    cluster = make_cluster(1)
+    port = cluster.brokers[0].port
+    create_topic(port, "clicks", 1)
+    topic = layout.topic_config_path("clicks")
+    with session(cluster.zookeeper_connect) as other:
+        other.set(topic, other.get(topic)[0])  # open: anyone may write
+        broker = cluster.broker(1)
+        broker.stop()
+        broker.overrides.update(
+            {"zookeeper.set.acl": "true", "zookeeper.digest.credentials": "kafka:broker-secret"}
+        )
+        broker.start()
+        assert _refused(lambda: other.set(topic, b"{}"))
+        assert _refused(lambda: other.set(layout.topic_path("clicks"), b"{}"))
+        assert "secured the ACLs of" in broker.log_path.read_text()
+        create_topic(broker.port, "views", 1)  # and it serves on the secured tree
+        wait_for(lambda: _partitions(broker.port, "views")[0]["leader_id"] == 1, 20)

@@ -14,7 +14,6 @@ tier because every tier may import it (the broker may not import ``consumers/``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 from kazoo.client import KazooClient, TransactionRequest
@@ -36,6 +35,7 @@ from .zk_security import (
     node_acl,
     parse_credentials,
 )
+from .zookeeper import BROKER_IDS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ ACLS: dict[str, list[ACL]] = {
     PUBLIC: list(CREATOR_ALL_ACL) + list(READ_ACL_UNSAFE),
     PRIVATE: list(CREATOR_ALL_ACL),
 }
+
+
+BATCH = 1000  # nodes whose requests are in flight at once while securing a tree
 
 
 def acl_for(path: str, secure: bool) -> list[ACL]:
@@ -128,57 +131,69 @@ def ensure_chroot(
         root.close()
 
 
-def walk(client: KazooClient, path: str = "/", skip: tuple[str, ...] = ()) -> Iterator[str]:
-    """Every node from ``path`` down (parents first), not descending into ``skip``;
-    ZooKeeper's own ``/zookeeper`` is left out."""
-    stack = [path]
-    while stack:
-        node = stack.pop()
-        if node == "/zookeeper":
-            continue
-        yield node
-        if node in skip:
-            continue
-        try:
-            children = client.get_children(node)
-        except NoNodeError:  # deleted while we walked
-            continue
-        prefix = node.rstrip("/")
-        stack.extend(f"{prefix}/{child}" for child in sorted(children, reverse=True))
-
-
 def secure_tree(
     client: KazooClient, secure: bool, path: str = "/", skip: tuple[str, ...] = ()
 ) -> tuple[int, int]:
     """Set every node's ACL from ``path`` down to what ``node_acl`` says (Kafka's
-    zookeeper-security-migration); returns (nodes seen, nodes changed).  A node this
-    identity may not administer raises ``NoAuthError`` naming it."""
+    zookeeper-security-migration), not descending into ``skip`` nor ZooKeeper's own
+    ``/zookeeper``, and leaving ZooKeeper's root alone when there is no chroot; returns
+    (nodes seen, nodes changed).  One level of the tree at a time, its requests pipelined.
+    A node this identity may not administer raises ``NoAuthError`` naming it."""
     seen = changed = 0
-    for node in walk(client, path, skip):
-        seen += 1
-        want = acl_for(node, secure)
-        try:
-            have, _ = client.get_acls(node)
-        except NoNodeError:
-            continue
-        if _same(have, want, client):
-            continue
-        try:
-            client.set_acls(node, want)
-        except NoNodeError:
-            continue
-        except NoAuthError:
-            raise NoAuthError(
-                f"ZooKeeper refused to change the ACL of {node}: it belongs to another "
-                "identity than this process's ZooKeeper credentials"
-            ) from None
-        changed += 1
+    stored = {kind: _stored(acls, client) for kind, acls in ACLS.items()}
+    level = [path]
+    while level:
+        next_level: list[str] = []
+        for start in range(0, len(level), BATCH):
+            nodes = [n for n in level[start : start + BATCH] if n != "/zookeeper"]
+            acls = [client.get_acls_async(n) for n in nodes]
+            children = [None if n in skip else client.get_children_async(n) for n in nodes]
+            writes = []
+            for node, acl_result, child_result in zip(nodes, acls, children, strict=True):
+                try:
+                    have, _ = acl_result.get()
+                except NoNodeError:  # deleted while we walked
+                    continue
+                seen += 1
+                kind = node_acl(node, secure)
+                if node == "/" and not client.chroot:
+                    pass  # ZooKeeper's own root, shared with others: left as it is
+                elif {(a.perms, a.id.scheme, a.id.id) for a in have} != stored[kind]:
+                    writes.append((node, client.set_acls_async(node, ACLS[kind])))
+                if child_result is not None:
+                    try:
+                        names = child_result.get()
+                    except NoNodeError:
+                        names = []
+                    prefix = node.rstrip("/")
+                    next_level += [f"{prefix}/{name}" for name in sorted(names)]
+            for node, result in writes:
+                try:
+                    result.get()
+                except NoNodeError:
+                    continue
+                except NoAuthError:
+                    raise NoAuthError(
+                        f"ZooKeeper refused to change the ACL of {node}: it belongs to another "
+                        "identity than this process's ZooKeeper credentials"
+                    ) from None
+                changed += 1
+        level = next_level
     return seen, changed
 
 
-def _same(have: list[ACL], want: list[ACL], client: KazooClient) -> bool:
-    """Whether a node's stored ACL is the one ``want`` would store for this client.  The
-    server replaces the ``auth`` scheme by the caller's identities, so compare after that."""
+def is_secured(client: KazooClient, path: str = BROKER_IDS) -> bool:
+    """Whether the node at ``path`` has the ACL a secure client of this identity gives it:
+    a tree whose top is secured was secured whole (by a broker's first secure start or the
+    migration), and nodes made since by secure brokers are born with their ACL."""
+    have, _ = client.get_acls(path)
+    want = _stored(acl_for(path, True), client)
+    return {(a.perms, a.id.scheme, a.id.id) for a in have} == want
+
+
+def _stored(want: list[ACL], client: KazooClient) -> frozenset[tuple[int, str, str]]:
+    """The ACL the server stores for ``want`` set by this client: it replaces the ``auth``
+    scheme by the caller's digest identities."""
     ids = [auth for scheme, auth in client.auth_data if scheme == "digest"]
     stored = set()
     for acl in want:
@@ -189,4 +204,4 @@ def _same(have: list[ACL], want: list[ACL], client: KazooClient) -> bool:
             }
         else:
             stored.add((acl.perms, acl.id.scheme, acl.id.id))
-    return {(a.perms, a.id.scheme, a.id.id) for a in have} == stored
+    return frozenset(stored)
