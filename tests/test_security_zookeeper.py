@@ -197,3 +197,27 @@ def test_a_broker_restarted_with_set_acl_secures_an_open_cluster(make_cluster, t
         assert "secured the ACLs of" in broker.log_path.read_text()
         create_topic(broker.port, "views", 1)  # and it serves on the secured tree
         wait_for(lambda: _partitions(broker.port, "views")[0]["leader_id"] == 1, 20)
+
+
+def test_the_schema_registry_runs_with_the_brokers_identity(make_cluster, tmp_path):
+    from schema_registry_process import RegistryProcess, call
+
+    cluster = _secure_cluster(make_cluster, tmp_path, 1)
+    auth = tmp_path / "zk-jaas.conf"  # the brokers' own JAAS file
+    # with no identity it may not make its nodes on the secured tree, and says so
+    with pytest.raises(RuntimeError, match="belong to another ZooKeeper identity"):
+        RegistryProcess(cluster.zookeeper_connect)
+    registry = RegistryProcess(cluster.zookeeper_connect, "--zookeeper-auth-file", str(auth))
+    try:
+        schema = '{"type": "record", "name": "Click", "fields": [{"name": "a", "type": "int"}]}'
+        body = {"schema": schema}
+        status, doc, _ = call(registry.url, "POST", "/subjects/c-value/versions", body)
+        assert status == 200, doc
+    finally:
+        registry.stop()
+    with session(cluster.zookeeper_connect) as other:  # readable by all, written by the owner
+        assert other.get_children(layout.SCHEMA_IDS) == [str(doc["id"])]
+        assert _refused(lambda: other.set(layout.SCHEMA_IDS, b"99"))
+    # nor may it use the nodes the brokers' identity made
+    with pytest.raises(RuntimeError, match="--zookeeper-auth-file"):
+        RegistryProcess(cluster.zookeeper_connect)

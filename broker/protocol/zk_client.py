@@ -23,6 +23,7 @@ from kazoo.security import (
     CREATOR_ALL_ACL,
     OPEN_ACL_UNSAFE,
     READ_ACL_UNSAFE,
+    Permissions,
     make_digest_acl_credential,
 )
 
@@ -189,6 +190,19 @@ def is_secured(client: KazooClient, path: str = BROKER_IDS) -> bool:
     have, _ = client.get_acls(path)
     want = _stored(acl_for(path, True), client)
     return {(a.perms, a.id.scheme, a.id.id) for a in have} == want
+
+
+def may_write(client: KazooClient, path: str) -> bool:
+    """Whether this client's identities (or anyone) may set the data of the node at
+    ``path``, by its ACL: a process can say at start that it was given the wrong identity."""
+    acls, _ = client.get_acls(path)
+    mine = {
+        ("digest", make_digest_acl_credential(*auth.split(":", 1)))
+        for scheme, auth in client.auth_data
+        if scheme == "digest"
+    }
+    mine.add(("world", "anyone"))
+    return any(a.perms & Permissions.WRITE and (a.id.scheme, a.id.id) in mine for a in acls)
 
 
 def _stored(want: list[ACL], client: KazooClient) -> frozenset[tuple[int, str, str]]:

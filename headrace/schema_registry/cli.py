@@ -40,11 +40,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from kazoo.exceptions import NoAuthError
     from kazoo.handlers.threading import KazooTimeoutError
     from twisted.internet import error, reactor
 
-    from broker.protocol.zk_client import read_credentials, zookeeper_client
-    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_REGISTRY
+    from broker.protocol.zk_client import may_write, read_credentials, zookeeper_client
+    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_IDS, SCHEMA_REGISTRY
     from consumers.metrics import MetricsPortError, serve_metrics
 
     from .api import Registry
@@ -83,7 +84,21 @@ def run(args) -> int:
             flush=True,
         )
     store = SchemaStore(zk)
-    store.ensure_paths()
+    try:
+        store.ensure_paths()
+        owned = may_write(zk, SCHEMA_IDS)
+    except NoAuthError:
+        owned = False
+    if not owned:
+        print(
+            f"headrace schema-registry: the schema registry's nodes in ZooKeeper "
+            f"{args.zookeeper} belong to another ZooKeeper identity (the cluster is secured "
+            "with zookeeper.set.acl): give the brokers' identity with --zookeeper-auth-file",
+            file=sys.stderr,
+        )
+        zk.stop()
+        zk.close()
+        return 2
     metrics = RegistryMetrics(store)
     try:
         page = serve_metrics(registry_page(metrics), args.metrics_port, args.metrics_host)
