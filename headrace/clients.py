@@ -31,7 +31,11 @@ from .reset_offsets import LOADER_WARNING
 def _endpoints(args) -> dict:
     if not args.bootstrap_server and not args.zookeeper:
         args.bootstrap_server = "127.0.0.1:9092"
-    return {"bootstrap_servers": args.bootstrap_server, "zookeeper": args.zookeeper}
+    return {
+        "bootstrap_servers": args.bootstrap_server,
+        "zookeeper": args.zookeeper,
+        "zookeeper_credentials": zk_auth.credentials_from_args(args),
+    }
 
 
 def produce(args) -> int:

@@ -221,3 +221,30 @@ def test_the_schema_registry_runs_with_the_brokers_identity(make_cluster, tmp_pa
     # nor may it use the nodes the brokers' identity made
     with pytest.raises(RuntimeError, match="--zookeeper-auth-file"):
         RegistryProcess(cluster.zookeeper_connect)
+
+
+def test_the_console_tools_work_on_a_secured_cluster_with_or_without_an_identity(
+    make_cluster, tmp_path
+):
+    from command_lines import HEADRACE, ROOT
+
+    cluster = _secure_cluster(make_cluster, tmp_path, 1)
+    create_topic(cluster.brokers[0].port, "lines", 1)
+    connect = cluster.zookeeper_connect
+    auth = ["--zookeeper-auth-file", str(tmp_path / "zk-jaas.conf")]
+
+    def headrace(*args: str, stdin: str = "") -> str:
+        done = subprocess.run(
+            [*HEADRACE, *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    headrace("produce", "--zookeeper", connect, "--topic", "lines", *auth, stdin="a\nb\n")
+    consume = ["consume", "--zookeeper", connect, "--topic", "lines", "--from-beginning"]
+    consume += ["--max-messages", "2", "--timeout", "20"]
+    # a paper group with no identity, and one with the brokers'
+    assert headrace(*consume, "--group", "anon").split() == ["a", "b"]
+    assert headrace(*consume, "--group", "owned", *auth).split() == ["a", "b"]
+    listed = headrace("groups", "list", "--zookeeper", connect)
+    assert "anon" in listed and "owned" in listed
