@@ -200,7 +200,8 @@ def test_the_path_check_catches_literals_and_extended_roots():
 
 def test_every_zookeeper_path_is_built_in_the_layout_modules():
     """Paths are built only in ``broker/protocol/zookeeper.py`` and, for the schema
-    registry, ``broker/protocol/schema_nodes.py`` (ARCHITECTURE.md, "ZooKeeper layout")."""
+    registry, ``broker/protocol/schema_nodes.py``, and for ZooKeeper security's sensitive
+    roots ``broker/protocol/zk_security.py`` (ARCHITECTURE.md, "ZooKeeper layout")."""
     roots = _root_names()
     bad = []
     for path in _modules(*PACKAGES):
