@@ -1,7 +1,9 @@
 """``headrace users``: SCRAM users, kept in ZooKeeper as Kafka keeps them, managed either
 straight in ZooKeeper (``--zookeeper``, as ``kafka-configs --zookeeper``) or through a broker
 with AlterUserScramCredentials and DescribeUserScramCredentials (``--bootstrap-server``,
-with ``--command-config`` for a secured listener).
+with ``--command-config`` for a secured listener).  On a cluster with ``zookeeper.set.acl``,
+``--zookeeper-auth-file`` names the brokers' ZooKeeper identity (credential nodes are
+readable by their creator alone).
 
     headrace users add --user alice --mechanism SCRAM-SHA-512 [--iterations 8192]
                        [--password-file F] (--zookeeper Z | --bootstrap-server B)
@@ -29,6 +31,9 @@ from broker.protocol.security_nodes import (
     salted_password,
     scram_credential,
 )
+from broker.protocol.zk_security import ZkSecurityError
+
+from .zk_auth import add_auth_argument, credentials_from_args
 
 
 def add_parser(sub) -> None:
@@ -51,6 +56,7 @@ def add_parser(sub) -> None:
         action.add_argument(
             "--command-config", help="client properties (security.protocol, sasl.*)"
         )
+        add_auth_argument(action)
     p.set_defaults(func=run)
 
 
@@ -80,11 +86,17 @@ def run(args) -> int:
 
 
 def _run_zookeeper(args) -> int:
-    from kazoo.client import KazooClient
-
+    from broker.protocol.zk_client import zookeeper_client
     from broker.security.credentials import delete_credential, read_credentials, write_credential
 
-    client = KazooClient(hosts=args.zookeeper, timeout=10)
+    try:
+        credentials = credentials_from_args(args)
+        # With an identity, nodes are created as a secured cluster's brokers create them:
+        # credentials readable by that identity alone (the brokers' own, so they can log
+        # users in).
+        client = zookeeper_client(args.zookeeper, credentials, secure=credentials is not None)
+    except ZkSecurityError as exc:
+        raise ConfigError(str(exc)) from None
     client.start(timeout=15)
     try:
         if args.action == "add":

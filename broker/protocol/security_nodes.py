@@ -26,9 +26,9 @@ import json
 import os
 from dataclasses import dataclass
 
+from .zk_security import CONFIG_USERS  # a sensitive root: no world READ when secured
 from .zookeeper import _check, _reading
 
-CONFIG_USERS = "/config/users"
 SCRAM_MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS = 4096  # Kafka's floor (and RFC 7677's recommendation)
 MAX_ITERATIONS = 16384  # Kafka's ceiling for credentials altered through the API
