@@ -415,3 +415,35 @@ def test_malformed_frames_before_login_never_stop_the_broker(broker, junk):
     with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
         sock.sendall(struct.pack(">i", len(junk)) + junk)
     assert _can_log_in(broker, *SCRAM["SCRAM-SHA-512"])
+
+
+# --- on a cluster whose ZooKeeper nodes are secured ------------------------------------------
+
+
+def test_users_on_a_secured_zookeeper_need_the_brokers_identity(zookeeper, tmp_path):
+    from kazoo.exceptions import NoAuthError
+
+    connect = f"{zookeeper.connect}/sasl-acl-{time.monotonic_ns()}"
+    plain = tmp_path / "plain-users"
+    plain.write_text("")
+    port = free_port()
+    props = sasl_properties(port, plain)
+    props.update({"zookeeper.set.acl": "true", "zookeeper.digest.credentials": "kafka:zk-pw"})
+    b = SaslBroker(tmp_path, 1, connect, port=port, overrides=props)
+    b.start()
+    try:
+        identity = tmp_path / "zk-identity"
+        identity.write_text("kafka:zk-pw\n")
+        pw = tmp_path / "pw"
+        pw.write_text("gina-pw\n")
+        anonymous = _users("add", "--user", "gina", "--password-file", str(pw),
+                           "--zookeeper", connect)  # fmt: skip
+        assert anonymous.returncode == 2 and "NoAuth" in anonymous.stderr
+        added = _users("add", "--user", "gina", "--password-file", str(pw), "--zookeeper",
+                       connect, "--zookeeper-auth-file", str(identity))  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        wait_for(lambda: _can_log_in(b, "gina", "gina-pw"), 10)
+        with zk_session(connect) as client, pytest.raises(NoAuthError):
+            client.get(user_path("gina"))  # no world READ on credentials
+    finally:
+        b.kill()
