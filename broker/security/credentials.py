@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from ..protocol import security_nodes as nodes
@@ -55,7 +55,11 @@ class ScramCredentialCache:
         for user in children:
             if user not in self._watched:
                 self._watched.add(user)
-                DataWatch(self.client, nodes.user_path(user), self._user_watch(user))
+                try:
+                    DataWatch(self.client, nodes.user_path(user), self._user_watch(user))
+                except (KazooException, ValueError) as exc:  # e.g. a node another identity owns
+                    self._watched.discard(user)
+                    log.error("cannot read SCRAM credentials of user %s: %r", user, exc)
         return True
 
     def _user_watch(self, user: str):
