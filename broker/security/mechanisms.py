@@ -153,11 +153,15 @@ class ScramServer:
             raise AuthenticationFailed(f"{self.mechanism}: invalid nonce", self._claimed)
         credential = self._credential_of(self._claimed, self.mechanism)
         self._known = credential is not None
-        if credential is None:
+        if credential is None:  # a 32-byte salt, as our tools write them
             salt = hmac.new(self._secret, f"{self.mechanism}:{user}".encode(), self._hash)
             size = hashlib.new(self._hash).digest_size
             credential = ScramCredential(
-                self.mechanism, salt.digest(), os.urandom(size), os.urandom(size), MIN_ITERATIONS
+                self.mechanism,
+                salt.digest()[:32],
+                os.urandom(size),
+                os.urandom(size),
+                MIN_ITERATIONS,
             )
         self._credential = credential
         self._client_first_bare = bare
