@@ -66,7 +66,9 @@ def _holder(data: bytes) -> str:
     """host:port of a broker registration, for messages."""
     try:
         reg = layout.decode_broker(data)
-        return ", ".join(reg.endpoints) or f"{reg.host}:{reg.port}"
+        if reg.host is not None:
+            return f"{reg.host}:{reg.port}"
+        return ", ".join(reg.endpoints)
     except MalformedNodeError:
         return repr(data[:100])
 
