@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from ..log.config import ConfigError
 from .principal import PrincipalMapper
@@ -56,9 +59,9 @@ class TlsSettings:
     loaded: ``key``/``chain`` are pyOpenSSL objects, ``cas`` the trusted certificates."""
 
     listener: str
-    key: crypto.PKey | None
-    chain: tuple[crypto.X509, ...]
-    cas: tuple[crypto.X509, ...]
+    key: Any  # a cryptography private key, or None
+    chain: tuple[x509.Certificate, ...]
+    cas: tuple[x509.Certificate, ...]
     client_auth: str
     min_version: int
     max_version: int
@@ -158,7 +161,7 @@ class TlsSettings:
         store = ctx.get_cert_store()
         assert store is not None
         for ca in self.cas:
-            store.add_cert(ca)
+            store.add_cert(crypto.X509.from_cryptography(ca))
         if self.cipher_suites:
             _set_ciphers(ctx, self.cipher_suites, self.listener)
         if server:
@@ -168,8 +171,6 @@ class TlsSettings:
                 "required": SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
             }[self.client_auth]
             ctx.set_verify(mode, _keep_verdict)
-            if self.client_auth != "none":
-                ctx.set_client_ca_list([ca.get_subject() for ca in self.cas])
             ctx.set_session_id(f"headrace-{self.listener}".encode()[:32])
         else:
             ctx.set_verify(SSL.VERIFY_PEER, _keep_verdict)
@@ -187,15 +188,15 @@ def _read(path: str, what: str, where: str) -> bytes:
         raise ConfigError(f"{what} {path} ({where}): {exc.strerror}") from None
 
 
-def _certificates(data: bytes, what: str, where: str) -> tuple[crypto.X509, ...]:
+def _certificates(data: bytes, what: str, where: str) -> tuple[x509.Certificate, ...]:
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise ConfigError(f"{what} ({where}) holds no readable PEM certificate: {exc}") from None
-    return tuple(crypto.X509.from_cryptography(c) for c in certs)
+    return tuple(certs)
 
 
-def _keystore(v: dict, where: str) -> tuple[crypto.PKey | None, tuple[crypto.X509, ...]]:
+def _keystore(v: dict, where: str) -> tuple[Any, tuple[x509.Certificate, ...]]:
     location, inline_key = v.get("ssl.keystore.location"), v.get("ssl.keystore.key")
     if location and inline_key:
         raise ConfigError(f"{where}: set ssl.keystore.location or ssl.keystore.key, not both")
@@ -229,10 +230,10 @@ def _keystore(v: dict, where: str) -> tuple[crypto.PKey | None, tuple[crypto.X50
             f"{what} ({where}): cannot decrypt the private key (wrong ssl.key.password?)"
         ) from None
     chain = _certificates(chain_data, what, where)
-    return crypto.PKey.from_cryptography_key(key), chain  # type: ignore[arg-type]
+    return key, chain
 
 
-def _truststore(v: dict, where: str) -> tuple[crypto.X509, ...]:
+def _truststore(v: dict, where: str) -> tuple[x509.Certificate, ...]:
     location, inline = v.get("ssl.truststore.location"), v.get("ssl.truststore.certificates")
     if location:
         return _certificates(
@@ -289,6 +290,7 @@ def principal_of(transport, mapper: PrincipalMapper) -> str | None:
     return "User:" + mapper.name(subject_of(certificate))
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerTls:
     """The context factory of a TLS listener (``reactor.listenSSL``)."""
 
