@@ -202,3 +202,33 @@ def test_kcat_produces_and_consumes_over_ssl_with_a_client_certificate(ssl_clust
         capture_output=True,
     )
     assert out.stdout.split() == [b"k1", b"k2"]
+
+
+def test_pipelined_produce_and_a_large_fetch_over_tls(ssl_cluster, certs):
+    """Our producer keeps many requests in flight on one TLS connection (its reads drain
+    what the TLS layer has decrypted already), and a fetch of several MiB goes through the
+    broker's pread path (no sendfile under TLS), whole and in order."""
+    from consumers.producer import Producer
+
+    alice = _security(certs, "alice")
+    before = _end_offset(ssl_cluster)
+    cluster = ClusterClient(ssl_cluster.bootstrap_for("SSL"), security=alice)
+    producer = Producer(cluster=cluster, acks=1, linger_ms=0, batch_size=16384, compression="none")
+    value = bytes(range(256)) * 40  # 10 KiB, not compressible away
+    for i in range(600):  # about 6 MiB
+        producer.send(TOPIC, value + i.to_bytes(4, "big"), partition=0)
+    assert producer.flush(timeout=60) == 0
+    producer.close()
+    assert _end_offset(ssl_cluster) == before + 600
+    consumer = Consumer(
+        cluster=ClusterClient(ssl_cluster.bootstrap_for("SSL"), security=alice),
+        auto_offset_reset="earliest",
+        fetch_max_bytes=8 << 20,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    consumer.assign([(TOPIC, 0, before)])
+    got: list[bytes] = []
+    wait_for(lambda: got.extend(m.value for m in consumer.poll(1.0)) or len(got) >= 600, 30)
+    consumer.close()
+    assert [int.from_bytes(v[-4:], "big") for v in got] == list(range(600))
+    assert all(v[:-4] == value for v in got)
