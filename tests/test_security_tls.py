@@ -171,6 +171,12 @@ def test_replication_over_an_ssl_inter_broker_listener(make_cluster, certs):
         result = _produce(f"127.0.0.1:{port}", plain, [f"r{i}".encode()], acks=-1)
         assert result["error_code"] == 0, result
     wait_for(in_sync, 10)
+    # the followers fetch from the leader's INTERNAL (TLS) endpoint, not its PLAINTEXT one
+    internal = cluster.broker(leader["leader_id"]).listener_ports["INTERNAL"]
+    for broker in cluster.brokers:
+        if broker.broker_id != leader["leader_id"]:
+            text = broker.log_path.read_text()
+            assert f"127.0.0.1:{internal} over listener INTERNAL (SSL)" in text
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")

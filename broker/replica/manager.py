@@ -165,6 +165,14 @@ class ReplicaManager:
                 backoff_ms=self.fetcher_config.fetch_backoff_ms,
                 max_response_bytes=self.fetcher_config.fetch_response_max_bytes * 2,
             )
+            log.info(
+                "fetching from broker %d at %s:%d over listener %s (%s)",
+                state.leader,
+                address[0],
+                address[1],
+                link.listener,
+                link.security_protocol,
+            )
             fetcher = ReplicaFetcher(self.reactor, client, self.broker_id, self.fetcher_config)
             self.fetchers[state.leader] = fetcher
             fetcher.start()
