@@ -198,3 +198,18 @@ def test_keystore_problems_are_named(certs, tmp_path):
 def test_iana_cipher_suite_names_are_accepted(certs):
     settings = tls(certs, ssl_cipher_suites="TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
     assert settings.cipher_suites == ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",)
+
+
+def test_an_inline_pem_keystore_and_truststore_load(certs):
+    text = certs.broker_keystore.read_text()
+    start = text.index("-----BEGIN CERTIFICATE-----")
+    config = BrokerConfig(
+        {
+            "ssl.keystore.key": text[:start],
+            "ssl.keystore.certificate.chain": text[start:],
+            "ssl.truststore.certificates": certs.ca.read_text(),
+            "ssl.client.auth": "required",
+        }
+    )
+    settings = TlsSettings.for_listener(config, "SSL")
+    assert len(settings.chain) == 2 and len(settings.cas) == 1

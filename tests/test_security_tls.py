@@ -58,11 +58,13 @@ def _consume(bootstrap: str, security: ClientSecurity, count: int) -> list[bytes
 
 @pytest.fixture
 def ssl_cluster(make_cluster, certs):
-    """One broker: PLAINTEXT, SSL (client certificates required), and an SSL listener
-    named OPEN that asks for none (per-listener ssl.client.auth)."""
+    """One broker: PLAINTEXT, SSL (client certificates required), and SSL listeners named
+    OPEN that asks for none and ASK that requests one (per-listener ssl.client.auth)."""
     props = certs.broker_properties(client_auth="required")
     props["listener.name.open.ssl.client.auth"] = "none"
-    cluster = make_cluster(1, listeners={"SSL": "SSL", "OPEN": "SSL"}, props=props)
+    props["listener.name.ask.ssl.client.auth"] = "requested"
+    listeners = {"SSL": "SSL", "OPEN": "SSL", "ASK": "SSL"}
+    cluster = make_cluster(1, listeners=listeners, props=props)
     create_topic(cluster.brokers[0].port, TOPIC, 1)
     wait_for(lambda: _end_offset(cluster) == 0, 10)
     return cluster
@@ -73,16 +75,24 @@ def test_clients_produce_and_consume_over_ssl_with_and_without_certificates(ssl_
     assert _produce(ssl_cluster.bootstrap_for("SSL"), alice, [b"a1", b"a2"])["error_code"] == 0
     anonymous = _security(certs)  # no certificate: the OPEN listener does not ask for one
     assert _produce(ssl_cluster.bootstrap_for("OPEN"), anonymous, [b"o1"])["error_code"] == 0
-    assert _consume(ssl_cluster.bootstrap_for("SSL"), alice, 3) == [b"a1", b"a2", b"o1"]
-    assert _consume(ssl_cluster.bootstrap_for("OPEN"), anonymous, 3) == [b"a1", b"a2", b"o1"]
-    assert _end_offset(ssl_cluster) == 3
+    # requested: with a certificate or without one
+    assert _produce(ssl_cluster.bootstrap_for("ASK"), alice, [b"q1"])["error_code"] == 0
+    assert _produce(ssl_cluster.bootstrap_for("ASK"), anonymous, [b"q2"])["error_code"] == 0
+    expected = [b"a1", b"a2", b"o1", b"q1", b"q2"]
+    assert _consume(ssl_cluster.bootstrap_for("SSL"), alice, 5) == expected
+    assert _consume(ssl_cluster.bootstrap_for("OPEN"), anonymous, 5) == expected
+    assert _end_offset(ssl_cluster) == 5
 
 
-@pytest.mark.parametrize("who", ["other", None], ids=["other-ca-certificate", "no-certificate"])
-def test_a_refused_client_certificate_stores_nothing(ssl_cluster, certs, who):
+@pytest.mark.parametrize(
+    ("listener", "who"),
+    [("SSL", "other"), ("SSL", None), ("ASK", "other")],
+    ids=["other-ca-on-required", "none-on-required", "other-ca-on-requested"],
+)
+def test_a_refused_client_certificate_stores_nothing(ssl_cluster, certs, listener, who):
     before = _end_offset(ssl_cluster)
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        _produce(ssl_cluster.bootstrap_for("SSL"), _security(certs, who), [b"intruder"])
+        _produce(ssl_cluster.bootstrap_for(listener), _security(certs, who), [b"intruder"])
     assert _end_offset(ssl_cluster) == before
     # and the listener keeps serving a client it trusts
     assert (
@@ -120,7 +130,7 @@ def test_metadata_answers_the_addresses_of_the_listener_asked(ssl_cluster, certs
     broker = ssl_cluster.brokers[0]
     plain = metadata(broker.port)["brokers"]
     assert [(b["host"], b["port"]) for b in plain] == [("127.0.0.1", broker.port)]
-    for name in ("SSL", "OPEN"):
+    for name in ("SSL", "OPEN", "ASK"):
         host, port = _address(ssl_cluster.bootstrap_for(name))
         with BrokerConnection(host, port, timeout=10, security=_security(certs, "alice")) as c:
             body = c.request(ApiKey.METADATA, {"topics": []})
@@ -238,3 +248,14 @@ def test_pipelined_produce_and_a_large_fetch_over_tls(ssl_cluster, certs):
     consumer.close()
     assert [int.from_bytes(v[-4:], "big") for v in got] == list(range(600))
     assert all(v[:-4] == value for v in got)
+
+
+def test_a_broker_with_a_bad_tls_setting_does_not_start_and_says_why(make_cluster, certs):
+    """A TLS listener without a keystore, and a keystore whose key is encrypted without
+    ssl.key.password: the broker exits at start naming the problem."""
+    with pytest.raises(RuntimeError, match="no keystore"):
+        make_cluster(1, listeners={"SSL": "SSL"})
+    props = certs.broker_properties(encrypted=True)
+    del props["ssl.key.password"]
+    with pytest.raises(RuntimeError, match=r"encrypted; set ssl\.key\.password"):
+        make_cluster(1, listeners={"SSL": "SSL"}, props=props)
