@@ -18,7 +18,7 @@ import socket
 from twisted.internet import defer
 
 from .cluster import ZkCluster
-from .config import BrokerConfig
+from .config import BrokerConfig, zookeeper_identity
 from .config_entries import effective_config
 from .controller import Controller
 from .handlers import RequestHandlers
@@ -80,6 +80,7 @@ class Broker:
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
+        credentials, secure = zookeeper_identity(self.config)
         self.manager.startup()
         self.cluster = ZkCluster(
             self.config["zookeeper.connect"],
@@ -91,6 +92,8 @@ class Broker:
             rack=self.config["broker.rack"],
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
             endpoints=(("PLAINTEXT", "PLAINTEXT", "", -1),),  # set once listening
+            credentials=credentials,
+            secure=secure,
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
         handlers = self.handlers
