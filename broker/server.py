@@ -32,6 +32,8 @@ import struct
 from collections import deque
 
 from twisted.internet import defer, protocol, tcp
+from twisted.internet.interfaces import IHandshakeListener
+from zope.interface import implementer
 
 from .log.segment import FileSlice
 from .protocol import frames
@@ -69,6 +71,7 @@ class PendingResponse:
         self.deferred: defer.Deferred | None = None  # the handler's answer still to come
 
 
+@implementer(IHandshakeListener)
 class KafkaServerProtocol(protocol.Protocol):
     """One client connection: int32-size framing, requests in, responses out in order."""
 
@@ -150,6 +153,13 @@ class KafkaServerProtocol(protocol.Protocol):
         self._tcp = type(self.transport) is tcp.Server
         if self._tcp and USE_SENDFILE:
             self._socket = self.transport.fileno()
+
+    def handshakeCompleted(self):
+        """A TLS listener's handshake is done (before any request arrives): the factory's
+        ``on_handshake`` may set ``principal`` from the client's certificate, or close."""
+        on_handshake = getattr(self.factory, "on_handshake", None)
+        if on_handshake is not None:
+            on_handshake(self)
 
     def connectionLost(self, reason=None):
         self._closed = True
@@ -515,6 +525,7 @@ class KafkaServerFactory(protocol.ServerFactory):
         self.sasl = sasl  # the listener's SASL settings on SASL_PLAINTEXT and SASL_SSL
         self.clock = clock  # delays the answers to refused logins
         self.connections: set[KafkaServerProtocol] = set()
+        self.on_handshake = None  # on_handshake(connection): a TLS handshake completed
 
     def buildProtocol(self, addr):
         proto = KafkaServerProtocol(

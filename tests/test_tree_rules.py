@@ -128,6 +128,7 @@ LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "zookeeper.py",
     ROOT / "broker" / "protocol" / "schema_nodes.py",
     ROOT / "broker" / "protocol" / "security_nodes.py",
+    ROOT / "broker" / "protocol" / "broker_nodes.py",
     ROOT / "broker" / "protocol" / "zk_security.py",
 )
 
