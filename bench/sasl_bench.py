@@ -119,6 +119,7 @@ def run(args, workdir: Path) -> dict:
             port,
             overrides={
                 "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+                "inter.broker.listener.name": "SASL_PLAINTEXT",
                 "sasl.enabled.mechanisms": MECHANISM,
                 "sasl.mechanism.inter.broker.protocol": MECHANISM,
                 "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
