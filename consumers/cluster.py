@@ -119,6 +119,10 @@ class InFlightConnection:
     requests still unanswered, oldest first.
     """
 
+    # The most one recv asks for.  Over TLS one recv returns at most one record's bytes, and
+    # a smaller ask leaves the rest of the record decrypted in the SSL object (see ``read``).
+    read_bytes = 1 << 20
+
     def __init__(
         self,
         host: str,
@@ -171,7 +175,7 @@ class InFlightConnection:
         now (call it when readable), and the error that broke the connection, if one did."""
         answers: list = []
         try:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(self.read_bytes)
         except OSError as exc:
             return answers, exc
         if not data:
@@ -183,7 +187,7 @@ class InFlightConnection:
         pending = getattr(self.sock, "pending", None)
         while pending is not None and pending():
             try:
-                buf += self.sock.recv(max(pending(), 1 << 16))
+                buf += self.sock.recv(max(pending(), self.read_bytes))
             except OSError as exc:
                 return answers, exc
         pos, end = 0, len(buf)
