@@ -199,7 +199,7 @@ class KafkaServerProtocol(protocol.Protocol):
             length,
             self.MAX_LENGTH,
         )
-        self.transport.loseConnection()
+        self._lose_connection()
         self._closed = True
 
     def _decode(self, payload):
@@ -499,7 +499,13 @@ class KafkaServerProtocol(protocol.Protocol):
         self._closed = True
         self._pending.clear()
         self._out.clear()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Close after what is written: first stop being the transport's streaming
+        producer, since a TLS transport sends its close (and closes) only without one."""
         if self.transport is not None:
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
 
