@@ -421,10 +421,13 @@ def _refused_by_hand(secure, certs, case: str, login: Login) -> None:
                 "sasl.password": str(login.password),
             }
         )
-        with tls.wrap_socket(raw, host, security) as sock:
-            with pytest.raises(SaslAuthenticationError, match="SASL_AUTHENTICATION_FAILED"):
-                sasl.authenticate(sock, security, "intruder")
-            assert _broker_closed(sock) == b""
+        sock = tls.wrap_socket(raw, host, security)
+        with pytest.raises(SaslAuthenticationError, match="SASL_AUTHENTICATION_FAILED"):
+            sasl.authenticate(sock, security, "intruder")
+        assert _broker_closed(sock) == b""  # the broker's TLS close came
+        # ... and the TCP connection ends, though this client never answers that close.
+        with socket.socket(fileno=sock.detach()) as tcp:
+            assert _broker_closed(tcp) == b""
         return
     with raw, login.ssl_context().wrap_socket(raw, server_hostname=host) as sock:
         try:  # TLS 1.2 fails the handshake; with TLS 1.3 the refusal comes after it
