@@ -118,12 +118,14 @@ ZK_ROOTS = (
     "/cluster",
     "/latest_producer_id_block",
     "/schema-registry",
+    "/kafka-acl",
 )
 
 
 LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "zookeeper.py",
     ROOT / "broker" / "protocol" / "schema_nodes.py",
+    ROOT / "broker" / "protocol" / "acl_nodes.py",
 )
 
 
