@@ -24,6 +24,7 @@ from .handlers import RequestHandlers
 from .log import ConfigError, LogConfig, LogManager
 from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
+from .security.acl_cache import AclCache
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
@@ -64,6 +65,7 @@ class Broker:
         self.controller = None
         self.replicas = None
         self.handlers = None
+        self.acl_cache: AclCache | None = None
         self.port = None
         self.metrics = None  # BrokerMetrics while metrics.port is set
         self.metrics_port = None
@@ -108,6 +110,11 @@ class Broker:
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
+        if self.handlers.authorizer is not None:  # ACLs loaded, then followed
+            self.acl_cache = AclCache(
+                self.cluster.client, self.reactor, self.handlers.authorizer.acls
+            )
+            self.acl_cache.start()
         self.controller = Controller(
             self.cluster.client,
             self.config["broker.id"],
@@ -229,6 +236,8 @@ class Broker:
             self.replicas.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.acl_cache is not None:
+            self.acl_cache.stop()
         if self.cluster is not None:
             self.cluster.stop()
         self.manager.shutdown()
