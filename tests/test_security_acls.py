@@ -269,3 +269,50 @@ def test_without_an_authorizer_the_acl_apis_answer_security_disabled(cluster1):
         },
     )
     assert described["error_code"] == SecurityDisabledError.code
+
+
+def test_followers_need_cluster_action_to_replicate(make_cluster):
+    """Brokers fetch from each other as their own principal (here ANONYMOUS, a PLAINTEXT
+    inter-broker listener): without ClusterAction on the cluster a follower is refused and
+    falls out of the ISR, so acks=all writes are refused; granted it, it catches up."""
+    from broker.protocol.acls import CLUSTER_ACTION
+    from broker.protocol.errors import NotEnoughReplicasError
+
+    cluster = make_cluster(
+        2,
+        authorizer_class_name=AUTHORIZER,
+        min_insync_replicas=2,
+        replica_lag_time_max_ms=1000,
+    )
+    port = cluster.brokers[0].port
+    everything_but_replication = [
+        AclBinding(CLUSTER, "kafka-cluster", LITERAL, ANONYMOUS, "*", CREATE, ALLOW),
+        AclBinding(TOPIC, "*", LITERAL, ANONYMOUS, "*", ALL, ALLOW),
+    ]
+    with zk_session(cluster.zookeeper_connect) as zk:
+        store = ZkAclStore(zk)
+        store.add(everything_but_replication)
+        wait_for(
+            lambda: (
+                create_topic(port, "replicated", 1, replication_factor=2, check=False)["error_code"]
+                == 0
+            ),
+            30,
+        )
+        [partition] = wait_for(
+            lambda: metadata(port, ["replicated"])["topics"][0]["partitions"], 30
+        )
+        leader = next(b for b in cluster.brokers if b.broker_id == partition["leader_id"])
+
+        def produce_all() -> int:
+            with BrokerConnection("127.0.0.1", leader.port, timeout=30) as conn:
+                batch = build_batch([(None, b"x")])
+                return produce_to(conn, "replicated", 0, batch, acks=-1, timeout_ms=2000)[
+                    "error_code"
+                ]
+
+        wait_for(lambda: produce_all() == NotEnoughReplicasError.code, 30)
+        store.add(
+            [AclBinding(CLUSTER, "kafka-cluster", LITERAL, ANONYMOUS, "*", CLUSTER_ACTION, ALLOW)]
+        )
+        wait_for(lambda: produce_all() == 0, 30)
