@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kazoo.client import KazooState
+from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch
 
 from ..protocol import acl_nodes
@@ -29,16 +31,21 @@ from .authorizer import AclSet
 
 log = logging.getLogger(__name__)
 
+CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's age at which change notifications are purged
+
 
 class AclCache:
     """Keeps ``acls`` (the authorizer's AclSet) equal to what ZooKeeper stores."""
 
-    def __init__(self, client, reactor, acls: AclSet):
+    def __init__(
+        self, client, reactor, acls: AclSet, change_expiration_ms: int = CHANGE_EXPIRATION_MS
+    ):
         self.store = ZkAclStore(client)
         self.client = client
         self.reactor = reactor
         self.acls = acls
         self.state = "loading"
+        self.change_expiration_ms = change_expiration_ms
         self._seen: dict[int, set[str]] = {LITERAL: set(), PREFIXED: set()}
         self._lock = threading.Lock()  # one read-and-apply at a time, in order
 
@@ -98,6 +105,21 @@ class AclCache:
                     continue
                 log.info("ACLs of %s changed: %d now", pattern, len(entries))
                 self.reactor.callFromThread(self.acls.set, pattern, entries)
+            self.purge_old_changes(root)
+
+    def purge_old_changes(self, root: str) -> None:
+        """Delete the change nodes older than ``change_expiration_ms``, as Kafka's brokers do
+        on each change, so the change roots do not grow without end (any broker may; one
+        that finds a node gone has nothing to do)."""
+        try:
+            for name in self.client.get_children(root):
+                stat = self.client.exists(f"{root}/{name}")
+                if stat is not None and stat.ctime + self.change_expiration_ms < time.time() * 1000:
+                    self.client.delete(f"{root}/{name}")
+        except NoNodeError:
+            pass
+        except Exception as exc:
+            log.warning("purging old ACL change notifications failed: %s", exc)
 
     def _reload(self) -> None:
         with self._lock:

@@ -126,7 +126,11 @@ class Authorizer:
         resource_type: int,
         name: str,
         api: str = "",
+        log_denial: bool = True,
     ) -> bool:
+        """Whether ``principal`` connected from ``host`` may perform ``operation`` on the
+        resource, logged for request ``api``; ``log_denial`` false (a listing that leaves
+        out what may not be seen, as Kafka's) logs a denial at debug, not info."""
         allowed = self._decide(principal, host, operation, resource_type, name)
         if allowed and not log.isEnabledFor(logging.DEBUG):
             return True
@@ -143,7 +147,8 @@ class Authorizer:
             name,
             api or "?",
         )
-        log.log(logging.DEBUG if allowed else logging.INFO, message, *args)
+        level = logging.INFO if not allowed and log_denial else logging.DEBUG
+        log.log(level, message, *args)
         return allowed
 
     def _decide(self, principal: str, host: str, operation: int, resource_type: int, name: str):
