@@ -16,6 +16,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
+
 from broker.config import parse_properties
 from broker.protocol.acls import (
     ALL,
@@ -62,6 +65,9 @@ def add_parser(sub) -> None:
         "--zookeeper", help="zookeeper.connect of the cluster: write the ACL nodes directly"
     )
     p.add_argument("--command-config", help="client properties (security.protocol, sasl.*, ssl.*)")
+    from .zk_auth import add_auth_argument
+
+    add_auth_argument(p)
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--add", action="store_true")
     action.add_argument("--remove", action="store_true")
@@ -295,12 +301,13 @@ class BrokerAcls:
 class ZooKeeperAcls:
     """Kafka's ACL nodes, written directly; brokers follow the change notifications."""
 
-    def __init__(self, connect: str):
-        from kazoo.client import KazooClient
-
+    def __init__(self, connect: str, credentials=None):
+        from broker.protocol.zk_client import zookeeper_client
         from broker.security.acl_store import ZkAclStore
 
-        self.client = KazooClient(hosts=connect, timeout=10)
+        # With an identity, nodes are created as a secure broker creates them (Kafka's
+        # tools decide the same way): owned by it, readable by all.
+        self.client = zookeeper_client(connect, credentials, secure=credentials is not None)
         self.client.start(timeout=15)
         self.store = ZkAclStore(self.client)
 
@@ -342,7 +349,9 @@ def _raise_for(result: dict) -> None:
 
 def _backend(args):
     if args.zookeeper:
-        return ZooKeeperAcls(args.zookeeper)
+        from .zk_auth import credentials_from_args
+
+        return ZooKeeperAcls(args.zookeeper, credentials_from_args(args))
     security = None
     if args.command_config:
         from consumers.security import ClientSecurity
@@ -358,7 +367,14 @@ def run_acls_command(args) -> int:
             bindings = bindings_to_add(args)
         filters = filters_of(args)
         backend = _backend(args)
-    except (AclCommandError, OSError, ValueError, ConnectionError) as exc:
+    except (
+        AclCommandError,
+        OSError,
+        ValueError,
+        ConnectionError,
+        KazooException,
+        KazooTimeoutError,
+    ) as exc:
         print(f"headrace acls: {exc}", file=sys.stderr)
         return 1
     try:
@@ -389,7 +405,7 @@ def run_acls_command(args) -> int:
     except KafkaError as exc:
         print(f"headrace acls: {exc.name}: {exc.args[0]}", file=sys.stderr)
         return 1
-    except AclError as exc:
+    except (AclError, KazooException, KazooTimeoutError) as exc:
         print(f"headrace acls: {exc}", file=sys.stderr)
         return 1
     finally:

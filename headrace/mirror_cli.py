@@ -10,6 +10,8 @@ import threading
 
 from consumers.metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 
+from .zk_auth import add_auth_argument, credentials_from_args
+
 log = logging.getLogger("headrace.mirror")
 
 
@@ -28,6 +30,7 @@ def add_parser(sub) -> None:
     source.add_argument(
         "--from-bootstrap-server", metavar="HOST:PORT", help="the source cluster's brokers"
     )
+    add_auth_argument(mirror)
     mirror.add_argument(
         "--to-bootstrap-server", required=True, metavar="HOST:PORT", help="the target's brokers"
     )
@@ -143,6 +146,7 @@ def run(args) -> int:
         commit_interval=args.offset_commit_interval_ms / 1000.0,
         linger_ms=args.linger_ms,
         compression=args.compression_type,
+        zookeeper_credentials=credentials_from_args(args),
     )
     try:
         mirror = Mirror(settings)
@@ -203,6 +207,8 @@ def _child_command(args, index: int) -> list[str]:
     command += ["--include", args.include, "--group", args.group]
     if args.exclude:
         command += ["--exclude", args.exclude]
+    if args.zookeeper_auth_file:
+        command += ["--zookeeper-auth-file", args.zookeeper_auth_file]
     for flag, value in (
         ("--workers", args.workers),
         ("--refresh-interval", args.refresh_interval),

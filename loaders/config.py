@@ -15,6 +15,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from broker.protocol.zk_security import ZkCredentials
+
 FORMATS = ("json", "string", "raw", "avro")
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "lz4", "none")
 
@@ -57,6 +59,7 @@ class LoaderConfig:
     log_level: str = "WARNING"
     metrics_port: int | None = None  # the supervisor's Prometheus page; None: none
     metrics_host: str = "127.0.0.1"
+    zookeeper_credentials: ZkCredentials | None = None  # --zookeeper-auth-file
 
     def __post_init__(self) -> None:
         if isinstance(self.topics, str):

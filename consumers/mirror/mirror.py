@@ -13,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from broker.protocol.zk_security import ZkCredentials
+
 from ..cluster import ClusterClient
 from ..producer import Producer
 from .copy import MirrorWorker
@@ -40,6 +42,7 @@ class MirrorSettings:
     commit_interval: float = 5.0
     linger_ms: float = 5.0
     compression: str = "none"
+    zookeeper_credentials: ZkCredentials | None = None  # the source ZooKeeper's identity
 
 
 class Mirror:
@@ -56,14 +59,22 @@ class Mirror:
             raise MirrorError(f"--include/--exclude: not a regular expression: {exc}") from None
         self.settings = settings
         self.make_source: SourceFactory = (
-            zookeeper_source(settings.group, settings.zookeeper, settings.session_timeout_ms)
+            zookeeper_source(
+                settings.group,
+                settings.zookeeper,
+                settings.session_timeout_ms,
+                credentials=settings.zookeeper_credentials,
+            )
             if settings.zookeeper
             else bootstrap_source(
                 settings.group, settings.bootstrap or "", settings.session_timeout_ms
             )
         )
         self.source = ClusterClient(
-            settings.bootstrap, settings.zookeeper, client_id="headrace-mirror"
+            settings.bootstrap,
+            settings.zookeeper,
+            client_id="headrace-mirror",
+            zookeeper_credentials=settings.zookeeper_credentials,
         )
         self.target = ClusterClient(settings.target, client_id="headrace-mirror")
         self.sync = TopicSync(self.source, self.target, accept, settings.replication_factor)
@@ -105,7 +116,10 @@ class Mirror:
                 producer,
                 ClusterClient(self.settings.target, client_id="headrace-mirror"),
                 ClusterClient(
-                    self.settings.bootstrap, self.settings.zookeeper, client_id="headrace-mirror"
+                    self.settings.bootstrap,
+                    self.settings.zookeeper,
+                    client_id="headrace-mirror",
+                    zookeeper_credentials=self.settings.zookeeper_credentials,
                 ),
                 self.sync.cluster_id,
                 topics,

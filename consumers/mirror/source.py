@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from broker.protocol.zk_security import ZkCredentials
+
 from ..consumer import Message
 
 
@@ -41,7 +43,11 @@ SourceFactory = Callable[[list[str], Callback, Callback], SourceGroup]
 
 
 def zookeeper_source(
-    group: str, zookeeper: str, session_timeout_ms: int, fetch_max_wait_ms: int = 200
+    group: str,
+    zookeeper: str,
+    session_timeout_ms: int,
+    fetch_max_wait_ms: int = 200,
+    credentials: ZkCredentials | None = None,
 ) -> SourceFactory:
     """Members of the paper's group ``group`` on the source cluster at ``zookeeper``."""
     from ..group import GroupConsumer
@@ -57,6 +63,7 @@ def zookeeper_source(
             fetch_max_wait_ms=fetch_max_wait_ms,
             on_assign=on_assign,
             on_revoke=on_revoke,
+            zookeeper_credentials=credentials,
         )
 
     return make
