@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoAuthError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from broker.config import parse_properties
@@ -405,8 +405,15 @@ def run_acls_command(args) -> int:
     except KafkaError as exc:
         print(f"headrace acls: {exc.name}: {exc.args[0]}", file=sys.stderr)
         return 1
+    except NoAuthError:
+        print(
+            "headrace acls: ZooKeeper refused the write (NoAuth): the ACL nodes belong to "
+            "another identity; give --zookeeper-auth-file with the brokers' identity",
+            file=sys.stderr,
+        )
+        return 1
     except (AclError, KazooException, KazooTimeoutError) as exc:
-        print(f"headrace acls: {exc}", file=sys.stderr)
+        print(f"headrace acls: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
         backend.close()

@@ -202,3 +202,29 @@ def test_acls_command_through_the_broker_and_through_zookeeper(make_cluster):
         *api, "--add", "--allow-principal", "User:a", "--operation", "Write", "--group", "g"
     )
     assert bad.returncode == 1 and "not supported on Group" in bad.stderr
+
+
+def test_on_a_secured_zookeeper_only_the_brokers_identity_writes_acls(make_cluster, tmp_path):
+    """With zookeeper.set.acl the ACL nodes are the brokers': a tool without their identity
+    is refused (and writes nothing), one with it writes, and the broker follows."""
+    jaas = tmp_path / "zk-jaas.conf"
+    jaas.write_text(
+        "Client {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        '  username="kafka"\n  password="broker-secret";\n};\n'
+    )
+    cluster = make_cluster(
+        1,
+        zookeeper_set_acl="true",
+        zookeeper_jaas_config_file=str(jaas),
+        authorizer_class_name="kafka.security.authorizer.AclAuthorizer",
+        super_users="User:ANONYMOUS",
+    )
+    add = ("--add", "--allow-principal", "User:mallory", "--operation", "All", "--cluster")
+    zk = ("--zookeeper", cluster.zookeeper_connect)
+    refused = headrace(*zk, *add)
+    assert refused.returncode == 1 and "NoAuth" in refused.stderr
+    api = ("--bootstrap-server", cluster.bootstrap)
+    assert "mallory" not in headrace(*api, "--list").stdout
+    allowed = headrace(*zk, "--zookeeper-auth-file", str(jaas), *add)
+    assert allowed.returncode == 0, allowed.stderr
+    wait_for(lambda: "User:mallory" in headrace(*api, "--list").stdout, 30)
