@@ -232,3 +232,15 @@ def test_every_api_served_has_an_authorization_rule():
 
     rules = RequestGuard(Authorizer(), handlers=None).rules
     assert [a.name for a in APIS if a.key not in rules and a.key not in NO_AUTHORIZATION] == []
+
+
+def test_many_prefixes_are_looked_up_by_the_names_prefixes():
+    """More prefixed patterns than characters in the name: the check looks up each prefix
+    of the name instead of scanning, with the same answer."""
+    many = [acl(f"p{i}-", READ, pattern=PREFIXED) for i in range(100)]
+    a = authorizer(*many, acl("p7", WRITE, pattern=PREFIXED))
+    assert a.authorize(ALICE, HOST, READ, TOPIC, "p7-x")
+    assert a.authorize(ALICE, HOST, WRITE, TOPIC, "p7-x")
+    assert not a.authorize(ALICE, HOST, READ, TOPIC, "p7x")
+    a.acls.set(many[7].pattern, [])
+    assert not a.authorize(ALICE, HOST, READ, TOPIC, "p7-x")

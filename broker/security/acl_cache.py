@@ -133,5 +133,5 @@ class AclCache:
             self.reactor.callFromThread(self._replace, fresh)
 
     def _replace(self, fresh: AclSet) -> None:
-        self.acls.by_pattern = dict(fresh.by_pattern)
-        log.info("ACL cache loaded: %d ACLs", len(self.acls.bindings()))
+        self.acls.replace(fresh)
+        log.info("ACL cache loaded: %d ACLs", len(self.acls))

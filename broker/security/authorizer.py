@@ -52,25 +52,45 @@ AUTHORIZER_CLASSES = (
 
 
 class AclSet:
-    """The ACLs known, indexed by resource pattern.  Replaced or changed only by its owner
-    (the broker's cache on the reactor thread); read by ``Authorizer``."""
+    """The ACLs known, indexed by resource pattern, with the prefixed patterns also indexed
+    by resource type so a check looks up at most one prefix per character of a name.
+    Changed only by its owner (the broker's cache on the reactor thread); read by
+    ``Authorizer``."""
 
     def __init__(self, acls: Iterable[AclBinding] = ()):
         self.by_pattern: dict[ResourcePattern, frozenset[AccessControlEntry]] = {}
+        self._prefixed: dict[int, dict[str, frozenset[AccessControlEntry]]] = {}
         for acl in acls:
             self.add(acl)
 
     def add(self, acl: AclBinding) -> None:
         pattern = acl.pattern
-        self.by_pattern[pattern] = self.by_pattern.get(pattern, frozenset()) | {acl.entry}
+        self.set(pattern, self.by_pattern.get(pattern, frozenset()) | {acl.entry})
 
     def set(self, pattern: ResourcePattern, entries: Iterable[AccessControlEntry]) -> None:
         """Replace the entries of one pattern (none: forget it)."""
         entries = frozenset(entries)
+        prefixed = (
+            self._prefixed.setdefault(pattern.resource_type, {})
+            if pattern.pattern_type == PREFIXED
+            else None
+        )
         if entries:
             self.by_pattern[pattern] = entries
+            if prefixed is not None:
+                prefixed[pattern.name] = entries
         else:
             self.by_pattern.pop(pattern, None)
+            if prefixed is not None:
+                prefixed.pop(pattern.name, None)
+
+    def replace(self, other: AclSet) -> None:
+        """Become a copy of ``other`` (a fresh load)."""
+        self.by_pattern = dict(other.by_pattern)
+        self._prefixed = {t: dict(p) for t, p in other._prefixed.items()}
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self.by_pattern.values())
 
     def bindings(self) -> list[AclBinding]:
         return sorted(
@@ -88,13 +108,15 @@ class AclSet:
         found: list[AccessControlEntry] = []
         for literal in (name, WILDCARD):
             found.extend(self.by_pattern.get(ResourcePattern(resource_type, literal, LITERAL), ()))
-        for pattern, entries in self.by_pattern.items():
-            if (
-                pattern.resource_type == resource_type
-                and pattern.pattern_type == PREFIXED
-                and name.startswith(pattern.name)
-            ):
-                found.extend(entries)
+        prefixed = self._prefixed.get(resource_type)
+        if prefixed:
+            if len(prefixed) <= len(name):
+                for prefix, entries in prefixed.items():
+                    if name.startswith(prefix):
+                        found.extend(entries)
+            else:
+                for end in range(1, len(name) + 1):
+                    found.extend(prefixed.get(name[:end], ()))
         return found
 
 
