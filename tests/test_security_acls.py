@@ -17,8 +17,11 @@ from broker.protocol.acls import (
     ALLOW,
     CLUSTER,
     CREATE,
+    DESCRIBE,
+    GROUP,
     LITERAL,
     PREFIXED,
+    READ,
     TOPIC,
     WRITE,
     AclBinding,
@@ -316,3 +319,62 @@ def test_followers_need_cluster_action_to_replicate(make_cluster):
             [AclBinding(CLUSTER, "kafka-cluster", LITERAL, ANONYMOUS, "*", CLUSTER_ACTION, ALLOW)]
         )
         wait_for(lambda: produce_all() == 0, 30)
+
+
+def test_producer_and_consumer_acls_let_clients_work_and_no_more(make_cluster):
+    """kafka-acls' --producer and --consumer sets are enough for confluent-kafka: an
+    idempotent producer (InitProducerId by Write on the topic, KIP-679) and a consumer group
+    that joins, reads everything and commits; a group not named is refused."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+    cluster = make_cluster(1, authorizer_class_name=AUTHORIZER)
+    port = cluster.brokers[0].port
+    rules = [
+        AclBinding(TOPIC, "events", LITERAL, ANONYMOUS, "*", op, ALLOW)
+        for op in (WRITE, DESCRIBE, CREATE, READ)
+    ] + [AclBinding(GROUP, "readers", LITERAL, ANONYMOUS, "*", READ, ALLOW)]
+    with zk_session(cluster.zookeeper_connect) as zk:
+        ZkAclStore(zk).add(rules)
+    wait_for(lambda: create_topic(port, "events", 2, check=False)["error_code"] == 0, 30)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True})
+    failures = []
+    for i in range(100):
+        producer.produce("events", b"%d" % i, on_delivery=lambda e, m: e and failures.append(e))
+    assert producer.flush(30) == 0 and failures == []
+
+    def consumer(group: str):
+        return Consumer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+
+    reader = consumer("readers")
+    reader.subscribe(["events"])
+    seen = []
+    wait_for(
+        lambda: (
+            seen.extend(m for m in reader.consume(50, 1.0) if not m.error()) or len(seen) >= 100
+        ),
+        60,
+    )
+    reader.commit(asynchronous=False)
+    committed = reader.committed([TopicPartition("events", p) for p in (0, 1)], timeout=30)
+    assert sum(tp.offset for tp in committed) == 100
+    reader.close()
+
+    stranger = consumer("strangers")
+    stranger.subscribe(["events"])
+    errors = []
+
+    def refused() -> bool:
+        for message in stranger.consume(10, 1.0):
+            if message.error():
+                errors.append(message.error().code())
+        return KafkaError.GROUP_AUTHORIZATION_FAILED in errors
+
+    wait_for(refused, 30)
+    stranger.close()
