@@ -51,6 +51,11 @@ def _detached(piece):
         return piece.read()
 
 
+def _listener(connection) -> str:
+    """The listener a request came in on (PLAINTEXT for callers without a connection)."""
+    return getattr(connection, "listener_name", "PLAINTEXT")
+
+
 class RequestHandlers:
     """Answers requests for one broker."""
 
@@ -80,8 +85,22 @@ class RequestHandlers:
         # the broker's AclCache), and the per-API checks that ask it; None: no authorization.
         self.authorizer = build_authorizer(config)
         self.guard = None if self.authorizer is None else RequestGuard(self.authorizer, self)
+        self.cluster_handlers = ClusterHandlers(self)
         self.table = self.handler_table()
-        self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
+        # Addresses are answered on the listener the request came in on, as Kafka does.
+        self.contextual = {
+            **self.groups.contextual,
+            ApiKey.API_VERSIONS: answer_api_versions,
+            ApiKey.METADATA: lambda request, connection: self.metadata_request(
+                request.body, request.header.api_version, _listener(connection)
+            ),
+            ApiKey.FIND_COORDINATOR: lambda request, connection: self.groups.find_coordinator(
+                request.body, request.header.api_version, _listener(connection)
+            ),
+            ApiKey.DESCRIBE_CLUSTER: lambda r, connection: self.cluster_handlers.describe_cluster(
+                r.body, r.header.api_version, _listener(connection)
+            ),
+        }
         check_handlers({**self.table, **self.contextual})
 
     def handler_table(self) -> dict:
@@ -98,7 +117,7 @@ class RequestHandlers:
             **self.groups.table,
             **self.admin.table,
             **self.topics.table,
-            **ClusterHandlers(self).table,
+            **self.cluster_handlers.table,
             **AclHandlers(self.authorizer, self.cluster, self.reactor).table,
             **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
@@ -335,7 +354,7 @@ class RequestHandlers:
     # --- Metadata ------------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def metadata_request(self, body, version):
+    def metadata_request(self, body, version, listener: str = "PLAINTEXT"):
         requested, failed = body["topics"], []
         if requested is None or (version == 0 and not requested):
             names = sorted(self.metadata.topics)
@@ -352,8 +371,8 @@ class RequestHandlers:
                     if code == NONE:
                         created.add(name)
         brokers = [
-            {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-            for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
+            {"node_id": b.node_id, "host": host, "port": port, "rack": b.rack}
+            for b, host, port in self.metadata.brokers_on(listener)
         ]
         topics = [self._topic_metadata(name, name in created) for name in names] + failed
         if body.get("include_topic_authorized_operations"):  # no authorizer: all of them

@@ -28,6 +28,7 @@ from broker.protocol.zk_client import zookeeper_client
 from broker.protocol.zk_security import ZkCredentials
 
 from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def brokers_from_zookeeper(
                 reg = layout.decode_broker(client.get(path)[0], path)
             except NoNodeError:  # gone since it was listed
                 continue
-            found.append((reg.host, reg.port))
+            address = reg.address_for()  # PLAINTEXT's, else the first endpoint's
+            if address is not None:
+                found.append(address)
         return found
     finally:
         client.stop()
@@ -69,15 +72,18 @@ def brokers_from_zookeeper(
 
 
 class _Pooled:
-    def __init__(self, host, port, timeout, client_id):
+    def __init__(self, host, port, timeout, client_id, security: ClientSecurity = PLAINTEXT):
         self.host, self.port = host, port
         self.timeout, self.client_id = timeout, client_id
+        self.security = security
         self.lock = threading.Lock()
         self.conn: BrokerConnection | None = None
 
     def get(self) -> BrokerConnection:
         if self.conn is None:
-            self.conn = BrokerConnection(self.host, self.port, self.timeout, self.client_id)
+            self.conn = BrokerConnection(
+                self.host, self.port, self.timeout, self.client_id, security=self.security
+            )
         return self.conn
 
     def reset(self) -> None:
@@ -113,9 +119,16 @@ class InFlightConnection:
     requests still unanswered, oldest first.
     """
 
-    def __init__(self, host: str, port: int, timeout: float, client_id: str):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        client_id: str,
+        security: ClientSecurity = PLAINTEXT,
+    ):
         self.host, self.port, self.timeout, self.client_id = host, port, timeout, client_id
-        self.sock = BrokerConnection(host, port, timeout, client_id).sock
+        self.sock = BrokerConnection(host, port, timeout, client_id, security=security).sock
         self.pending: deque = deque()  # (correlation id, api key, version, token, sent at)
         self._ids = itertools.count(1)
         self._buffer = bytearray()
@@ -165,6 +178,14 @@ class InFlightConnection:
             return answers, ConnectionClosed(f"{self.host}:{self.port} closed the connection")
         buf = self._buffer
         buf += data
+        # TLS: bytes already decrypted wait in the SSL object, where select() cannot see
+        # them; take them now, or their answers would wait for more bytes on the wire.
+        pending = getattr(self.sock, "pending", None)
+        while pending is not None and pending():
+            try:
+                buf += self.sock.recv(max(pending(), 1 << 16))
+            except OSError as exc:
+                return answers, exc
         pos, end = 0, len(buf)
         error = None
         while end - pos >= 4:
@@ -234,10 +255,12 @@ class ClusterClient:
         client_id: str = "headrace",
         request_timeout: float = 30.0,
         metadata_max_age: float = 300.0,
+        security: ClientSecurity = PLAINTEXT,
         zookeeper_credentials: ZkCredentials | None = None,
     ):
         if not bootstrap_servers and not zookeeper:
             raise ValueError("give bootstrap_servers or zookeeper")
+        self.security = security  # how every connection is made (TLS, SASL)
         self.bootstrap_servers = bootstrap_servers
         self.zookeeper = zookeeper
         self.zookeeper_credentials = zookeeper_credentials
@@ -270,7 +293,11 @@ class ClusterClient:
         for host, port in seeds:
             try:
                 with BrokerConnection(
-                    host, port, timeout=self.request_timeout, client_id=self.client_id
+                    host,
+                    port,
+                    timeout=self.request_timeout,
+                    client_id=self.client_id,
+                    security=self.security,
                 ) as conn:
                     body = conn.request(
                         ApiKey.METADATA,
@@ -341,7 +368,7 @@ class ClusterClient:
                     raise NoBrokersError(f"broker {node_id} is not known")
                 host, port = self.brokers[node_id]
                 pooled = self._pool[node_id] = _Pooled(
-                    host, port, self.request_timeout, self.client_id
+                    host, port, self.request_timeout, self.client_id, self.security
                 )
             return pooled
 
@@ -365,7 +392,9 @@ class ClusterClient:
             if node_id not in self.brokers:
                 raise NoBrokersError(f"broker {node_id} is not known")
             host, port = self.brokers[node_id]
-        return InFlightConnection(host, port, self.request_timeout, self.client_id)
+        return InFlightConnection(
+            host, port, self.request_timeout, self.client_id, security=self.security
+        )
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
         """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time

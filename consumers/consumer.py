@@ -382,7 +382,11 @@ class Consumer:
                 raise NoBrokersError(f"broker {leader} is not known")
             host, port = address
             conn = self._conns[leader] = BrokerConnection(
-                host, port, self.cluster.request_timeout, self.cluster.client_id
+                host,
+                port,
+                self.cluster.request_timeout,
+                self.cluster.client_id,
+                security=self.cluster.security,
             )
         return conn
 

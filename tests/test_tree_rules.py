@@ -128,6 +128,7 @@ ZK_ROOTS = (
 LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "zookeeper.py",
     ROOT / "broker" / "protocol" / "schema_nodes.py",
+    ROOT / "broker" / "protocol" / "broker_nodes.py",
     ROOT / "broker" / "protocol" / "zk_security.py",
     ROOT / "broker" / "protocol" / "acl_nodes.py",
 )

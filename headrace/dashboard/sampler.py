@@ -112,7 +112,8 @@ class Sampler:
 
     def bootstrap(self) -> str:
         """``host:port,...`` of every broker seen (empty before the first sample)."""
-        return ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
+        addresses = [r.address_for() for _, r in sorted(self.known_brokers.items())]
+        return ",".join(f"{a[0]}:{a[1]}" for a in addresses if a is not None)
 
     def topic_exists(self, topic: str) -> bool:
         """Whether ZooKeeper lists ``topic`` now (blocking: call it in a thread).  Without a
