@@ -32,6 +32,7 @@ from .protocol.registry import ApiKey, check_handlers
 from .security.acl_handlers import AclHandlers
 from .security.authorizer import Authorizer, parse_super_users
 from .security.guard import RequestGuard
+from .security.scram_admin import ScramAdminHandlers
 from .server import CLOSE_CONNECTION
 from .topic_handlers import TopicHandlers
 from .topic_ids import FETCH_BY_ID, TopicIds
@@ -90,6 +91,7 @@ class RequestHandlers:
         # Addresses are answered on the listener the request came in on, as Kafka does.
         self.contextual = {
             **self.groups.contextual,
+            **ScramAdminHandlers(cluster, reactor).contextual,
             ApiKey.API_VERSIONS: answer_api_versions,
             ApiKey.METADATA: lambda request, connection: self.metadata_request(
                 request.body, request.header.api_version, _listener(connection)

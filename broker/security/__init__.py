@@ -9,6 +9,9 @@ keystores, and the principal a TLS client certificate names.
 - ``authorizer``: ``Authorizer`` over an ``AclSet`` (pure, Kafka's AclAuthorizer rules);
   ``acl_cache``: the ACLs kept current from ZooKeeper; ``guard``/``rules``: the per-API checks;
   ``acl_handlers``: DescribeAcls, CreateAcls, DeleteAcls.
+- ``sasl``: ``SaslGate``, a connection's SASL login (pure); its mechanisms in
+  ``mechanisms``, a listener's settings in ``sasl_settings``, the SCRAM credentials kept in
+  ZooKeeper in ``credentials``, the credential admin APIs in ``scram_admin``.
 """
 
 from .authorizer import AclSet, Authorizer

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 _ZERO_UUID = uuid.UUID(int=0)
 # The APIs anyone may call (before or after authenticating): they touch no resource.
-NO_AUTHORIZATION = frozenset({ApiKey.API_VERSIONS})
+NO_AUTHORIZATION = frozenset({ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
 
 
 class RequestGuard:
@@ -92,6 +92,8 @@ class RequestGuard:
             ApiKey.ELECT_LEADERS: r.elect_leaders,
             ApiKey.OFFSET_DELETE: r.offset_delete,
             ApiKey.DESCRIBE_CLUSTER: r.describe_cluster,
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: r.cluster_rule(DESCRIBE, {"results": []}),
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: r.alter_user_scram_credentials,
             ApiKey.DESCRIBE_PRODUCERS: r.topics_rule(
                 READ, "name", "partition_indexes", r.describe_producers_error
             ),

@@ -548,6 +548,17 @@ def elect_leaders(check: Check, body, version: int) -> Verdict:
     return Verdict(response={"error_code": CLUSTER_DENIED, "replica_election_results": results})
 
 
+def alter_user_scram_credentials(check: Check, body, version: int) -> Verdict:
+    """Alter on the cluster; refused, each user named answers CLUSTER_AUTHORIZATION_FAILED."""
+    if check.cluster(ALTER):
+        return Verdict()
+    users = sorted({x["name"] for x in body["deletions"] + body["upsertions"]})
+    results = [
+        {"user": u, "error_code": CLUSTER_DENIED, "error_message": "not authorized"} for u in users
+    ]
+    return Verdict(response={"results": results})
+
+
 def describe_cluster(check: Check, body, version: int) -> Verdict:
     """Anyone may ask; the cluster's authorized operations, when asked, are the authorizer's."""
     if not body.get("include_cluster_authorized_operations"):
