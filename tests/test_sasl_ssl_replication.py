@@ -3,9 +3,11 @@ logging in with SCRAM-SHA-512 as a user written to ZooKeeper by ``headrace users
 they start), replication factor 3, min.insync.replicas 2.  Our idempotent acks=all producer
 writes a bounded stream over SASL_SSL while the leader of both partitions is SIGKILLed: every
 acknowledged message is read back over SASL_SSL exactly once and in order, and once the killed
-broker is back the ISR is whole again and every replica holds the same bytes.  A broker whose
-inter-broker password is wrong stays out of the ISR, holds none of the writes, and logs the
-refused login: the followers' fetches really log in over SASL_SSL."""
+broker is back the ISR is whole again and every replica holds the same bytes; with the
+authorizer on (the brokers' user a super user), alice's fetch as a follower is refused for
+want of ClusterAction.  A broker whose inter-broker password is wrong stays out of the ISR,
+holds none of the writes, and logs the refused login: the followers' fetches really log in
+over SASL_SSL."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import time
 import pytest
 from command_lines import HEADRACE, ROOT
 from conftest import wait_for, zk_session
+from request_bodies import fetch_body
 from test_replica_cluster import segment_bytes, state
 
+from broker.protocol.errors import TopicAuthorizationFailedError
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection
 from consumers.cluster import ClusterClient
@@ -84,14 +88,35 @@ def add_user(zookeeper_connect: str, tmp_path, user: str, password: str) -> None
     )  # fmt: skip
 
 
-def sasl_ssl_cluster(zookeeper, tmp_path, certs, wrong_password: dict[int, str] | None = None):
+def add_acl(zookeeper_connect: str, *options: str) -> None:
+    """``headrace acls --zookeeper --add --allow-principal User:alice <options>``."""
+    subprocess.run(
+        [*HEADRACE, "acls", "--zookeeper", zookeeper_connect, "--add",
+         "--allow-principal", f"User:{CLIENT_USER}", *options],
+        cwd=ROOT, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def sasl_ssl_cluster(
+    zookeeper, tmp_path, certs, wrong_password: dict[int, str] | None = None, acls=False
+):
     """Brokers 1, 2, 3 on a fresh chroot, their users written first; broker ``b`` logs in with
-    ``wrong_password[b]`` instead of the brokers' password if given."""
+    ``wrong_password[b]`` instead of the brokers' password if given.  With ``acls``, the
+    authorizer is on, the brokers' user a super user, and alice may write (idempotently) and
+    read the topic, nothing else."""
     connect = f"{zookeeper.connect}/sasl-ssl-repl-{time.monotonic_ns()}"
     with zk_session(zookeeper.connect) as zk:
         zk.ensure_path("/" + connect.split("/", 1)[1])
     for user, password in ((BROKER_USER, BROKER_PASSWORD), (CLIENT_USER, CLIENT_PASSWORD)):
         add_user(connect, tmp_path, user, password)
+    authorizer = {}
+    if acls:
+        add_acl(connect, "--producer", "--idempotent", "--topic", TOPIC)
+        add_acl(connect, "--operation", "Read", "--topic", TOPIC)
+        authorizer = {
+            "authorizer.class.name": "kafka.security.authorizer.AclAuthorizer",
+            "super.users": f"User:{BROKER_USER}",
+        }
     brokers = []
     for broker_id in (1, 2, 3):
         password = (wrong_password or {}).get(broker_id, BROKER_PASSWORD)
@@ -109,6 +134,7 @@ def sasl_ssl_cluster(zookeeper, tmp_path, certs, wrong_password: dict[int, str] 
             "auto.create.topics.enable": "false",
             "zookeeper.session.timeout.ms": "4000",
             "replica.lag.time.max.ms": "3000",
+            **authorizer,
         }
         broker.security = client_security(certs)
         brokers.append(broker)
@@ -117,12 +143,12 @@ def sasl_ssl_cluster(zookeeper, tmp_path, certs, wrong_password: dict[int, str] 
 
 @pytest.fixture
 def started(zookeeper, tmp_path, certs):
-    """``started(wrong_password=None)``: the three SASL_SSL brokers, started in turn (broker 1
-    first, so it is the controller); killed after the test."""
+    """``started(wrong_password=None, acls=False)``: the three SASL_SSL brokers, started in
+    turn (broker 1 first, so it is the controller); killed after the test."""
     running = []
 
-    def start(wrong_password=None):
-        connect, brokers = sasl_ssl_cluster(zookeeper, tmp_path, certs, wrong_password)
+    def start(wrong_password=None, acls=False):
+        connect, brokers = sasl_ssl_cluster(zookeeper, tmp_path, certs, wrong_password, acls)
         running.extend(brokers)
         for broker in brokers:
             broker.start()
@@ -133,8 +159,9 @@ def started(zookeeper, tmp_path, certs):
         broker.kill()
 
 
-def create_topic(broker: SaslSslBroker) -> None:
-    """Both partitions on brokers 1, 2 and 3 with broker 1 their preferred leader."""
+def create_topic(broker: SaslSslBroker, security: ClientSecurity | None = None) -> None:
+    """Both partitions on brokers 1, 2 and 3 with broker 1 their preferred leader, created as
+    ``security`` (alice's, the brokers' ``security``, by default)."""
     assignments = [
         {"partition_index": 0, "broker_ids": [1, 2, 3]},
         {"partition_index": 1, "broker_ids": [1, 3, 2]},
@@ -147,7 +174,8 @@ def create_topic(broker: SaslSslBroker) -> None:
         "timeout_ms": 30000,
         "validate_only": False,
     }  # fmt: skip
-    with broker.connect() as conn:
+    security = security or broker.security
+    with BrokerConnection("127.0.0.1", broker.port, timeout=15, security=security) as conn:
         assert conn.request(ApiKey.CREATE_TOPICS, body)["topics"][0]["error_code"] == 0
 
 
@@ -168,9 +196,12 @@ def read_back(bootstrap: str, security: ClientSecurity, count: int) -> dict[int,
 
 
 def test_acks_all_over_sasl_ssl_survives_a_leader_kill_exactly_once(started, tmp_path, certs):
-    connect, brokers = started()
+    """With the authorizer on: the brokers fetch as a super user; alice, who may write and
+    read the topic, is refused a follower's fetch (no ClusterAction)."""
+    connect, brokers = started(acls=True)
     leader = brokers[0]
-    create_topic(leader)
+    broker_security = client_security(certs, BROKER_USER, BROKER_PASSWORD)
+    create_topic(leader, broker_security)
     with zk_session(connect) as zk:
         for p in range(PARTITIONS):
             wait_for(lambda p=p: len(state(zk, TOPIC, p).isr) == 3, 30)
@@ -218,6 +249,20 @@ def test_acks_all_over_sasl_ssl_survives_a_leader_kill_exactly_once(started, tmp
         assert got[p] == expected  # each acknowledged message once, in order, nothing else
     for follower in brokers[1:]:  # the followers fetched over the SASL_SSL listener
         assert "over listener SASL_SSL (SASL_SSL)" in follower.log_path.read_text()
+
+    # A follower's fetch (replica_id >= 0) needs ClusterAction on the cluster: alice's is
+    # refused partition by partition with TOPIC_AUTHORIZATION_FAILED, as Kafka answers it,
+    # and gets no records; the same fetch as a consumer (replica_id -1) is hers to make.
+    with zk_session(connect) as zk:
+        now_leader = next(b for b in brokers if b.broker_id == state(zk, TOPIC, 0).leader)
+    with now_leader.connect() as conn:
+        body = fetch_body([(TOPIC, 0, 0)])
+        as_consumer = conn.request(ApiKey.FETCH, body)["responses"][0]["partitions"][0]
+        as_follower = conn.request(ApiKey.FETCH, {**body, "replica_id": 2})
+    assert as_consumer["error_code"] == 0 and as_consumer["records"]
+    refused = as_follower["responses"][0]["partitions"][0]
+    assert refused["error_code"] == TopicAuthorizationFailedError.code
+    assert not refused["records"]
 
 
 def test_a_broker_with_a_wrong_inter_broker_password_stays_out_of_the_isr(started, tmp_path, certs):
