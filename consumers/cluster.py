@@ -26,6 +26,7 @@ from broker.protocol.registry import ApiKey, client_version
 from broker.protocol.schema import DECODE_ERRORS
 
 from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,18 @@ def brokers_from_zookeeper(connect: str, timeout: float = 10.0) -> list[tuple[st
 
 
 class _Pooled:
-    def __init__(self, host, port, timeout, client_id):
+    def __init__(self, host, port, timeout, client_id, security: ClientSecurity = PLAINTEXT):
         self.host, self.port = host, port
         self.timeout, self.client_id = timeout, client_id
+        self.security = security
         self.lock = threading.Lock()
         self.conn: BrokerConnection | None = None
 
     def get(self) -> BrokerConnection:
         if self.conn is None:
-            self.conn = BrokerConnection(self.host, self.port, self.timeout, self.client_id)
+            self.conn = BrokerConnection(
+                self.host, self.port, self.timeout, self.client_id, security=self.security
+            )
         return self.conn
 
     def reset(self) -> None:
@@ -109,9 +113,16 @@ class InFlightConnection:
     requests still unanswered, oldest first.
     """
 
-    def __init__(self, host: str, port: int, timeout: float, client_id: str):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        client_id: str,
+        security: ClientSecurity = PLAINTEXT,
+    ):
         self.host, self.port, self.timeout, self.client_id = host, port, timeout, client_id
-        self.sock = BrokerConnection(host, port, timeout, client_id).sock
+        self.sock = BrokerConnection(host, port, timeout, client_id, security=security).sock
         self.pending: deque = deque()  # (correlation id, api key, version, token, sent at)
         self._ids = itertools.count(1)
         self._buffer = bytearray()
@@ -230,9 +241,11 @@ class ClusterClient:
         client_id: str = "headrace",
         request_timeout: float = 30.0,
         metadata_max_age: float = 300.0,
+        security: ClientSecurity = PLAINTEXT,
     ):
         if not bootstrap_servers and not zookeeper:
             raise ValueError("give bootstrap_servers or zookeeper")
+        self.security = security
         self.bootstrap_servers = bootstrap_servers
         self.zookeeper = zookeeper
         self.client_id = client_id
@@ -264,7 +277,11 @@ class ClusterClient:
         for host, port in seeds:
             try:
                 with BrokerConnection(
-                    host, port, timeout=self.request_timeout, client_id=self.client_id
+                    host,
+                    port,
+                    timeout=self.request_timeout,
+                    client_id=self.client_id,
+                    security=self.security,
                 ) as conn:
                     body = conn.request(
                         ApiKey.METADATA,
@@ -335,7 +352,7 @@ class ClusterClient:
                     raise NoBrokersError(f"broker {node_id} is not known")
                 host, port = self.brokers[node_id]
                 pooled = self._pool[node_id] = _Pooled(
-                    host, port, self.request_timeout, self.client_id
+                    host, port, self.request_timeout, self.client_id, self.security
                 )
             return pooled
 
@@ -359,7 +376,9 @@ class ClusterClient:
             if node_id not in self.brokers:
                 raise NoBrokersError(f"broker {node_id} is not known")
             host, port = self.brokers[node_id]
-        return InFlightConnection(host, port, self.request_timeout, self.client_id)
+        return InFlightConnection(
+            host, port, self.request_timeout, self.client_id, security=self.security
+        )
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
         """ListOffsets: -2 earliest, -1 latest, or the first offset at or after a time

@@ -45,6 +45,7 @@ from broker.protocol.registry import ApiKey
 
 from .client import BrokerConnection
 from .cluster import ClusterClient, NoBrokersError
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,13 @@ class Consumer:
         client_id: str = "headrace-consumer",
         cluster: ClusterClient | None = None,
         columnar=False,
+        security: ClientSecurity = PLAINTEXT,
     ):
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be earliest, latest or none")
-        self.cluster = cluster or ClusterClient(bootstrap_servers, zookeeper, client_id=client_id)
+        self.cluster = cluster or ClusterClient(
+            bootstrap_servers, zookeeper, client_id=client_id, security=security
+        )
         self._own_cluster = cluster is None
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
@@ -375,7 +379,11 @@ class Consumer:
                 raise NoBrokersError(f"broker {leader} is not known")
             host, port = address
             conn = self._conns[leader] = BrokerConnection(
-                host, port, self.cluster.request_timeout, self.cluster.client_id
+                host,
+                port,
+                self.cluster.request_timeout,
+                self.cluster.client_id,
+                security=self.cluster.security,
             )
         return conn
 

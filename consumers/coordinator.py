@@ -201,7 +201,11 @@ class CoordinatorLink:
                 conn = self._conns.get(channel)
                 if conn is None:
                     conn = BrokerConnection(
-                        node[1], node[2], self.request_timeout, self.cluster.client_id
+                        node[1],
+                        node[2],
+                        self.request_timeout,
+                        self.cluster.client_id,
+                        security=self.cluster.security,
                     )
                     with self._lock:
                         if self.node != node:  # forgotten meanwhile

@@ -66,6 +66,7 @@ from broker.protocol.zookeeper import LOADER, ZOOKEEPER
 
 from .cluster import ClusterClient
 from .consumer import EARLIEST, LATEST, Consumer, Message
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class GroupConsumer:
         on_revoke=None,
         columnar: bool = False,
         consumer_options: dict | None = None,
+        security: ClientSecurity = PLAINTEXT,
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
@@ -132,7 +134,7 @@ class GroupConsumer:
         self._watched: set[str] = set()
         self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
         self.cluster = ClusterClient(
-            bootstrap_servers, zookeeper if not bootstrap_servers else None
+            bootstrap_servers, zookeeper if not bootstrap_servers else None, security=security
         )
         # consumer_options (Consumer's keyword arguments) override these: the loaders, say,
         # want offsets out of range reported ("none"), not reset

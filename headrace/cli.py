@@ -221,12 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     dump.add_argument("path", help="a .log segment file or a <topic>-<partition> directory")
     dump.add_argument("--print-data", action="store_true", help="print each record too")
     dump.set_defaults(func=cmd_dump_log)
+    _add_security_arguments(sub)
 
     args = parser.parse_args(argv)
     problem = _bad_argument(args)
     if problem:
         print(f"headrace {args.command}: {problem}", file=sys.stderr)
         return 2
+    if hasattr(args, "command_config"):
+        from consumers.security import SecurityConfigError, security_from_args
+
+        try:
+            args.security = security_from_args(args)
+        except SecurityConfigError as exc:
+            print(f"headrace {args.command}: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -251,6 +260,42 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+
+
+# Subcommands that talk to brokers: each takes --command-config FILE and -X key=value (the
+# mirror has a pair of its own for its two clusters, see mirror_cli.py)
+BROKER_CLIENTS = (
+    "topics",
+    "configs",
+    "produce",
+    "consume",
+    "groups",
+    "ship",
+    "load",
+    "audit",
+    "dashboard",
+)
+
+
+def _add_security_arguments(sub) -> None:
+    """``--command-config FILE`` and ``-X key=value`` on every subcommand that talks to
+    brokers (and after each ``topics`` action too, as ``--bootstrap-server`` is)."""
+    from consumers.security import add_security_arguments
+
+    for name in BROKER_CLIENTS:
+        add_security_arguments(sub.choices[name])
+    topics_actions = next(
+        a for a in sub.choices["topics"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    for action in topics_actions.choices.values():
+        action.add_argument("--command-config", default=argparse.SUPPRESS, metavar="FILE")
+        action.add_argument(
+            "-X",
+            dest="client_property",
+            action="append",
+            default=argparse.SUPPRESS,
+            metavar="KEY=VALUE",
+        )
 
 
 def _bad_argument(args) -> str | None:

@@ -31,7 +31,11 @@ from .reset_offsets import LOADER_WARNING
 def _endpoints(args) -> dict:
     if not args.bootstrap_server and not args.zookeeper:
         args.bootstrap_server = "127.0.0.1:9092"
-    return {"bootstrap_servers": args.bootstrap_server, "zookeeper": args.zookeeper}
+    return {
+        "bootstrap_servers": args.bootstrap_server,
+        "zookeeper": args.zookeeper,
+        "security": args.security,
+    }
 
 
 def produce(args) -> int:
@@ -144,6 +148,7 @@ def consume(args) -> int:
             args.zookeeper,
             bootstrap_servers=args.bootstrap_server,
             auto_offset_reset="smallest" if args.from_beginning else "largest",
+            security=args.security,
         )
         try:
             source.start()
@@ -248,6 +253,7 @@ def _kafka_group_member(args, written: dict):
         on_revoke=revoked,
         auto_commit=False,
         auto_offset_reset="earliest" if args.from_beginning else "latest",
+        security=args.security,
     )
     return source
 
@@ -281,7 +287,9 @@ def groups(args) -> int:
     zk = KazooClient(hosts=args.zookeeper)
     zk.start(timeout=15)
     cluster = ClusterClient(
-        args.bootstrap_server, None if args.bootstrap_server else args.zookeeper
+        args.bootstrap_server,
+        None if args.bootstrap_server else args.zookeeper,
+        security=args.security,
     )
     try:
         if args.reset_offsets:

@@ -120,6 +120,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import logging
 
+    from consumers.security import PLAINTEXT
+
     from .config import ConfigError, LoaderConfig
     from .run import load
     from .storage import parse_storage_options
@@ -150,6 +152,7 @@ def run(args) -> int:
             log_level="WARNING" if level == "INFO" else level,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            security=getattr(args, "security", PLAINTEXT),
         )
     except (ConfigError, ValueError) as exc:
         print(f"headrace load: {exc}", file=sys.stderr)

@@ -64,7 +64,9 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         pool.terminate()
         print(f"headrace load: cannot reach ZooKeeper at {config.zookeeper}: {exc}", file=err)
         return 2
-    cluster = ClusterClient(zookeeper=config.zookeeper, client_id="headrace-loader")
+    cluster = ClusterClient(
+        zookeeper=config.zookeeper, client_id="headrace-loader", security=config.security
+    )
     metrics = LoaderMetrics(config.group)
     page = None
     try:

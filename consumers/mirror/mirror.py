@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..cluster import ClusterClient
 from ..producer import Producer
+from ..security import PLAINTEXT, ClientSecurity
 from .copy import MirrorWorker
 from .lease import Lease, renewal_for
 from .source import MirrorError, SourceFactory, bootstrap_source, zookeeper_source
@@ -40,6 +41,8 @@ class MirrorSettings:
     commit_interval: float = 5.0
     linger_ms: float = 5.0
     compression: str = "none"
+    source_security: ClientSecurity = PLAINTEXT  # TLS/SASL towards the source brokers
+    target_security: ClientSecurity = PLAINTEXT  # ... and towards the target's
 
 
 class Mirror:
@@ -56,21 +59,43 @@ class Mirror:
             raise MirrorError(f"--include/--exclude: not a regular expression: {exc}") from None
         self.settings = settings
         self.make_source: SourceFactory = (
-            zookeeper_source(settings.group, settings.zookeeper, settings.session_timeout_ms)
+            zookeeper_source(
+                settings.group,
+                settings.zookeeper,
+                settings.session_timeout_ms,
+                security=settings.source_security,
+            )
             if settings.zookeeper
             else bootstrap_source(
-                settings.group, settings.bootstrap or "", settings.session_timeout_ms
+                settings.group,
+                settings.bootstrap or "",
+                settings.session_timeout_ms,
+                security=settings.source_security,
             )
         )
-        self.source = ClusterClient(
-            settings.bootstrap, settings.zookeeper, client_id="headrace-mirror"
-        )
-        self.target = ClusterClient(settings.target, client_id="headrace-mirror")
+        self.source = self._source_cluster()
+        self.target = self._target_cluster()
         self.sync = TopicSync(self.source, self.target, accept, settings.replication_factor)
         self.workers: list[MirrorWorker] = []
         self.topics: list[str] = []  # mirrored now
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+
+    def _source_cluster(self) -> ClusterClient:
+        settings = self.settings
+        return ClusterClient(
+            settings.bootstrap,
+            settings.zookeeper,
+            client_id="headrace-mirror",
+            security=settings.source_security,
+        )
+
+    def _target_cluster(self) -> ClusterClient:
+        return ClusterClient(
+            self.settings.target,
+            client_id="headrace-mirror",
+            security=self.settings.target_security,
+        )
 
     def start(self) -> None:
         self.topics = topics = self.sync.refresh()
@@ -98,15 +123,14 @@ class Mirror:
                 linger_ms=self.settings.linger_ms,
                 compression=self.settings.compression,
                 send_gate=gate,
+                security=self.settings.target_security,
             )
             worker = MirrorWorker(
                 f"mirror-{i}",
                 self.make_source,
                 producer,
-                ClusterClient(self.settings.target, client_id="headrace-mirror"),
-                ClusterClient(
-                    self.settings.bootstrap, self.settings.zookeeper, client_id="headrace-mirror"
-                ),
+                self._target_cluster(),
+                self._source_cluster(),
                 self.sync.cluster_id,
                 topics,
                 commit_interval=self.settings.commit_interval,

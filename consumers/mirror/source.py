@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..consumer import Message
+from ..security import PLAINTEXT, ClientSecurity
 
 
 class MirrorError(Exception):
@@ -41,7 +42,11 @@ SourceFactory = Callable[[list[str], Callback, Callback], SourceGroup]
 
 
 def zookeeper_source(
-    group: str, zookeeper: str, session_timeout_ms: int, fetch_max_wait_ms: int = 200
+    group: str,
+    zookeeper: str,
+    session_timeout_ms: int,
+    fetch_max_wait_ms: int = 200,
+    security: ClientSecurity = PLAINTEXT,
 ) -> SourceFactory:
     """Members of the paper's group ``group`` on the source cluster at ``zookeeper``."""
     from ..group import GroupConsumer
@@ -57,12 +62,18 @@ def zookeeper_source(
             fetch_max_wait_ms=fetch_max_wait_ms,
             on_assign=on_assign,
             on_revoke=on_revoke,
+            security=security,
         )
 
     return make
 
 
-def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int) -> SourceFactory:
+def bootstrap_source(
+    group: str,
+    bootstrap_servers: str,
+    session_timeout_ms: int,
+    security: ClientSecurity = PLAINTEXT,
+) -> SourceFactory:
     """Members of a Kafka-protocol group ``group`` coordinated by the source brokers (ours or
     any Kafka cluster's): ``KafkaGroupConsumer``, heartbeating three times a session."""
     from ..kafka_group import KafkaGroupConsumer
@@ -78,6 +89,7 @@ def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int
             heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             on_assign=on_assign,
             on_revoke=on_revoke,
+            security=security,
         )
         return member
 

@@ -46,6 +46,7 @@ from broker.protocol.errors import KafkaError, MessageTooLargeError, RequestTime
 from ..audit import DEFAULT_WINDOW_MS
 from ..cluster import ClusterClient
 from ..partitioner import partition_for_key
+from ..security import PLAINTEXT, ClientSecurity
 from .accumulator import RecordAccumulator
 from .audit import DEFAULT_INTERVAL_MS, AuditPublisher
 from .batch import BATCH_OVERHEAD, RECORD_OVERHEAD, DeliveryFuture, FailedFuture
@@ -73,6 +74,7 @@ class Producer:
         audit_window_ms: int = DEFAULT_WINDOW_MS,
         audit_interval_ms: int = DEFAULT_INTERVAL_MS,
         send_gate: Callable[[str, int], bool] | None = None,
+        security: ClientSecurity = PLAINTEXT,
         **options,
     ):
         """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
@@ -83,7 +85,8 @@ class Producer:
         the module docstring).  ``send_gate(topic, partition)``, if given, is asked on the
         sender thread before a partition's batches go into a produce request, a retry's
         included: while it answers False they stay queued (nothing is dropped; ``flush``
-        waits for them), see ``drop_unsent``."""
+        waits for them), see ``drop_unsent``.  ``security`` (TLS, SASL) applies to every
+        connection of a cluster client made here (a given ``cluster`` brings its own)."""
         self.config = config = ProducerConfig.of(**options)
         self.acks = config.acks
         self.idempotent = config.idempotent
@@ -93,6 +96,7 @@ class Producer:
             zookeeper,
             client_id=client_id,
             request_timeout=config.request_timeout_ms / 1000.0,
+            security=security,
         )
         self._own_cluster = cluster is None
         self._sticky_turn: dict[str, int] = {}

@@ -13,6 +13,7 @@ from broker.protocol.errors import KafkaError
 
 from ..metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 from ..producer import audit
+from ..security import add_security_arguments, security_from_args
 from .agent import Shipper
 from .metrics import shipper_registry
 from .state import StateError
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="none", choices=sorted(CODECS_BY_NAME))
     audit.add_arguments(parser, on_by_default=True)
     add_metrics_arguments(parser)
+    add_security_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
             poll_interval=float(getattr(args, "poll_interval", None) or 0.25),
             compression=getattr(args, "compression", None) or "none",
             enable_idempotence=getattr(args, "idempotence", None),
-            producer_config=audit.options_from(args),
+            producer_config={
+                **audit.options_from(args),
+                "security": getattr(args, "security", None) or security_from_args(args),
+            },
         )
     except (ValueError, KafkaError) as exc:
         log.error("%s", exc)

@@ -91,7 +91,7 @@ def run(args) -> int:
         print(f"headrace dashboard: --nice {args.nice}: give 0-19 or {IDLE}", file=sys.stderr)
         return 2
     lower_priority(nice)  # for its threads too: they are started after this
-    sampler = Sampler(args.zookeeper, reactor, args.warehouse)
+    sampler = Sampler(args.zookeeper, reactor, args.warehouse, security=args.security)
     feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
         audit = AuditView(args.zookeeper, reactor, args.warehouse, sampler)

@@ -18,6 +18,7 @@ from twisted.internet import task, threads
 
 from broker.protocol.zookeeper import topic_path
 from consumers.cluster import ClusterClient
+from consumers.security import PLAINTEXT, ClientSecurity
 
 from . import brokers, warehouse
 from .views import KIND_LOADER, GroupsView, TopicsView, cluster_view, leaders
@@ -40,9 +41,15 @@ class Sampler:
     on the reactor with (name, view) as they are built."""
 
     def __init__(
-        self, zookeeper: str, reactor, warehouse_url: str | None = None, interval: float = 1.0
+        self,
+        zookeeper: str,
+        reactor,
+        warehouse_url: str | None = None,
+        interval: float = 1.0,
+        security: ClientSecurity = PLAINTEXT,
     ):
         self.connect = zookeeper
+        self.security = security  # the dashboard's own identity towards the brokers
         self.reactor = reactor
         self.warehouse_url = warehouse_url
         self.interval = interval
@@ -122,7 +129,10 @@ class Sampler:
             if self._cluster is not None:
                 self._cluster.close()
             self._cluster = ClusterClient(
-                live, client_id="headrace-dashboard", request_timeout=BROKER_TIMEOUT_S
+                live,
+                client_id="headrace-dashboard",
+                request_timeout=BROKER_TIMEOUT_S,
+                security=self.security,
             )
             self._bootstrap = live
         return self._cluster
