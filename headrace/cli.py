@@ -229,10 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headrace {args.command}: {problem}", file=sys.stderr)
         return 2
     if hasattr(args, "command_config"):
-        from consumers.security import SecurityConfigError, security_from_args
+        from consumers.security import (
+            PLAINTEXT,
+            ClientSecurity,
+            SecurityConfigError,
+            client_properties,
+        )
 
-        try:
-            args.security = security_from_args(args)
+        try:  # the file and -X: the brokers' security, and (produce, consume) the registry's
+            props = client_properties(args.command_config, args.client_property)
+            args.client_properties = props
+            args.security = ClientSecurity.from_properties(props) if props else PLAINTEXT
         except SecurityConfigError as exc:
             print(f"headrace {args.command}: {exc}", file=sys.stderr)
             return 2

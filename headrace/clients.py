@@ -119,7 +119,11 @@ def consume(args) -> int:
     from .avro_console import RegistryDownError, ValuePrinter
 
     try:
-        printer = ValuePrinter(args.schema_registry) if args.schema_registry else None
+        printer = (
+            ValuePrinter(args.schema_registry, properties=args.client_properties)
+            if args.schema_registry
+            else None
+        )
     except ValueError as exc:
         print(f"headrace consume: --schema-registry: {exc}", file=sys.stderr)
         return 2

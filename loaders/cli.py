@@ -153,6 +153,11 @@ def run(args) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             security=getattr(args, "security", PLAINTEXT),
+            registry_properties={
+                key: value
+                for key, value in getattr(args, "client_properties", {}).items()
+                if key.startswith(("schema.registry.", "basic.auth."))
+            },
         )
     except (ConfigError, ValueError) as exc:
         print(f"headrace load: {exc}", file=sys.stderr)

@@ -61,6 +61,8 @@ class LoaderConfig:
     metrics_port: int | None = None  # the supervisor's Prometheus page; None: none
     metrics_host: str = "127.0.0.1"
     security: ClientSecurity = PLAINTEXT  # how the supervisor and each worker reach brokers
+    # the registry's login and CA (Confluent's basic.auth.* and schema.registry.ssl.* names)
+    registry_properties: Mapping = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.topics, str):

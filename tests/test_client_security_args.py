@@ -179,3 +179,34 @@ def test_the_loaders_config_carries_security_to_worker_processes():
     assert config.security is PLAINTEXT
     config = replace(config, security=security)
     assert pickle.loads(pickle.dumps(config)).security == security
+
+
+def test_the_registry_client_logs_in_with_confluents_settings(tmp_path):
+    """``basic.auth.user.info`` (or ``schema.registry.``-prefixed), or the URL's own
+    credentials with ``basic.auth.credentials.source=URL``, go out as a Basic header."""
+    import base64
+
+    from consumers.schemas import RegistryClient
+
+    def authorization(client) -> str | None:
+        return client.build_request("GET", "/subjects").get_header("Authorization")
+
+    expected = "Basic " + base64.b64encode(b"reg:p@ss").decode()
+    for props in (
+        {"basic.auth.user.info": "reg:p@ss"},
+        {"schema.registry.basic.auth.user.info": "reg:p@ss", "basic.auth.user.info": "x:y"},
+    ):
+        client = RegistryClient.from_properties("http://127.0.0.1:8081", props)
+        assert authorization(client) == expected
+    client = RegistryClient.from_properties(
+        "http://reg:p%40ss@127.0.0.1:8081/", {"basic.auth.credentials.source": "URL"}
+    )
+    assert authorization(client) == expected
+    assert client.url == "http://127.0.0.1:8081"  # the password is not kept in messages
+    assert authorization(RegistryClient("http://127.0.0.1:8081")) is None
+    with pytest.raises(ValueError, match="USER_INFO or URL"):
+        RegistryClient.from_properties("http://h:1", {"basic.auth.credentials.source": "SASL"})
+    with pytest.raises(OSError):  # a CA file that is not there is said at once
+        RegistryClient.from_properties(
+            "https://h:1", {"schema.registry.ssl.ca.location": str(tmp_path / "no-ca.pem")}
+        )
