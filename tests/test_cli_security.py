@@ -1,0 +1,164 @@
+"""Every ``headrace`` command that talks to brokers, run as a process with ``--command-config``
+(and ``-X``) against real brokers: topics, produce, consume (no group, a Kafka group, the
+paper's ZooKeeper group), groups, ship, load into Parquet read back with DuckDB, and mirror
+with different settings for its source and its target.  Here on PLAINTEXT, with the settings
+given explicitly, so that the path from the flags to every connection is the one used."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from command_lines import HEADRACE, ROOT
+from conftest import wait_for
+
+from consumers.cluster import ClusterClient
+from consumers.security import PLAINTEXT, ClientSecurity
+
+TIMEOUT = 120
+
+
+def headrace(*args: str, stdin: bytes | None = None, timeout: float = TIMEOUT):
+    """``headrace <args>`` run to its end: (exit code, stdout, stderr)."""
+    result = subprocess.run(
+        [*HEADRACE, *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def ok(*args: str, stdin: bytes | None = None) -> str:
+    code, out, err = headrace(*args, stdin=stdin)
+    assert code == 0, f"headrace {' '.join(args)} exited {code}: {err[-2000:]}"
+    return out
+
+
+def events(n: int, prefix: str = "e") -> list[bytes]:
+    return [
+        json.dumps({"id": f"{prefix}{i}", "ts": "2026-12-07T10:00:00Z"}).encode() for i in range(n)
+    ]
+
+
+def write_config(path: Path, props: dict[str, str]) -> str:
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return str(path)
+
+
+def stored(bootstrap: str, topic: str, security: ClientSecurity) -> int:
+    """How many records ``topic`` holds (end offsets minus start offsets), asked in-process."""
+    cluster = ClusterClient(bootstrap, security=security)
+    try:
+        return sum(
+            cluster.list_offset(topic, p, -1) - cluster.list_offset(topic, p, -2)
+            for p in cluster.partitions(topic)
+        )
+    finally:
+        cluster.close()
+
+
+def pipeline(
+    bootstrap: str, zookeeper: str, security: list[str], client: ClientSecurity, tmp_path: Path
+) -> None:
+    """Topics, produce, the three ways of consuming, groups, ship and load, every command
+    given ``security`` (``--command-config F`` and ``-X`` options; ``client`` the same
+    settings for the test's own checks)."""
+    b = ["--bootstrap-server", bootstrap, *security]
+    ok("topics", "create", "--topic", "sec", "--partitions", "2", *b)
+    assert "sec" in ok("topics", "list", *b).split()
+    assert "PartitionCount: 2" in ok("topics", "describe", "--topic", "sec", *b)
+    sent = events(40)
+    ok("produce", "--topic", "sec", *b, stdin=b"\n".join(sent) + b"\n")
+    read = ["--topic", "sec", "--from-beginning", "--max-messages", "40", "--timeout", "20"]
+    plain = ok("consume", *read, *b)
+    assert sorted(plain.encode().splitlines()) == sorted(sent)
+    kafka_group = ok("consume", *read, "--group", "kg", *b)
+    assert sorted(kafka_group.encode().splitlines()) == sorted(sent)
+    described = ok("groups", "describe", "kg", *b)
+    assert "sec" in described and "kafka" in described
+    zk = ["--zookeeper", zookeeper, *security]
+    zk_group = ok("consume", *read, "--group", "zg", *zk)
+    assert sorted(zk_group.encode().splitlines()) == sorted(sent)
+    assert "zg" in ok("groups", "list", *zk)
+
+    # ship -> load -> Parquet, each event once
+    ok("topics", "create", "--topic", "shipped", "--partitions", "2", *b)
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    state = ["--state-file", str(tmp_path / "ship.json")]
+    shipper = subprocess.Popen(
+        [*HEADRACE, "ship", "--topic", "shipped", str(log), *b, "--from-beginning", *state],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        shipped = events(30, "s")
+        with log.open("ab") as f:
+            f.write(b"\n".join(shipped) + b"\n")
+        wait_for(lambda: stored(bootstrap, "shipped", client) == 30, 60)
+    finally:
+        shipper.send_signal(signal.SIGTERM)
+        _, err = shipper.communicate(timeout=30)
+    assert shipper.returncode == 0, err.decode()[-2000:]
+    warehouse = tmp_path / "warehouse"
+    ok("load", *zk, "--topic", "shipped", "--group", "ld", "--to", str(warehouse))
+    assert parquet_ids(warehouse) == sorted(json.loads(e)["id"] for e in shipped)
+
+
+def parquet_ids(warehouse: Path) -> list[str]:
+    import duckdb
+
+    files = f"{warehouse}/**/*.parquet"
+    rows = duckdb.execute(f"SELECT id FROM read_parquet('{files}') ORDER BY id").fetchall()
+    return [row[0] for row in rows]
+
+
+def test_every_command_runs_with_a_plaintext_command_config(cluster1, tmp_path):
+    config = write_config(
+        tmp_path / "client.properties",
+        {"security.protocol": "PLAINTEXT", "client.id": "sec-test"},
+    )
+    pipeline(
+        cluster1.bootstrap,
+        cluster1.zookeeper_connect,
+        ["--command-config", config, "-X", "security.protocol=PLAINTEXT"],
+        PLAINTEXT,
+        tmp_path,
+    )
+
+
+def test_the_mirror_takes_its_source_and_target_settings_apart(make_cluster, tmp_path):
+    source, target = make_cluster(1), make_cluster(1)
+    src = write_config(tmp_path / "source.properties", {"security.protocol": "PLAINTEXT"})
+    dst = write_config(tmp_path / "target.properties", {"security.protocol": "PLAINTEXT"})
+    b = ["--bootstrap-server", source.bootstrap, "--command-config", src]
+    ok("topics", "create", "--topic", "mirrored", "--partitions", "2", *b)
+    sent = events(25, "m")
+    ok("produce", "--topic", "mirrored", *b, stdin=b"\n".join(sent) + b"\n")
+    ends = ["--from-bootstrap-server", source.bootstrap, "--to-bootstrap-server", target.bootstrap]
+    settings = ["--consumer.config", src, "--target-command-config", dst]
+    settings += ["--target-property", "security.protocol=PLAINTEXT"]
+    mirror = subprocess.Popen(
+        [*HEADRACE, "mirror", *ends, "--include", "mirrored", "--group", "mm", *settings],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        t = ["--bootstrap-server", target.bootstrap, "--command-config", dst]
+        read = ["--topic", "mirrored", "--from-beginning", "--max-messages", "25"]
+        wait_for(lambda: stored(target.bootstrap, "mirrored", PLAINTEXT) == 25, 60)
+        copied = ok("consume", *read, "--timeout", "5", *t).encode().splitlines()
+        assert sorted(copied) == sorted(sent)
+    finally:
+        mirror.send_signal(signal.SIGTERM)
+        _, err = mirror.communicate(timeout=30)
+    assert mirror.returncode == 0, err.decode()[-2000:]
+
+
+def test_settings_that_cannot_work_stop_a_command_with_one_line(cluster1, tmp_path):
+    """A client set for TLS against a PLAINTEXT listener: one line, exit status not 0."""
+    code, _, err = headrace(
+        "topics", "list", "--bootstrap-server", cluster1.bootstrap, "-X", "security.protocol=SSL"
+    )
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
