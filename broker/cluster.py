@@ -44,11 +44,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NoAuthError, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from .cluster_writes import ClusterWrites, PartitionStateChangedError
 from .protocol import zookeeper as layout
+from .protocol.zk_client import ensure_chroot, is_secured, secure_tree, zookeeper_client
+from .protocol.zk_security import ZkCredentials, ZkSecurityError
 from .protocol.zookeeper import (
     BROKER_IDS,
     BROKER_TOPICS,
@@ -136,8 +138,12 @@ class ZkCluster(ClusterWrites):
         session_timeout_ms: int = 18000,
         rack: str | None = None,
         locked_log_dirs: list[str] | None = None,
+        credentials: ZkCredentials | None = None,
+        secure: bool = False,
     ):
         self.connect = connect
+        self.credentials = credentials  # the ZooKeeper digest identity, if any
+        self.secure = secure  # zookeeper.set.acl: nodes owned by this identity, world READ
         self.broker_id = broker_id
         self.host = host
         self.port = port
@@ -172,21 +178,33 @@ class ZkCluster(ClusterWrites):
     # --- life cycle ----------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> None:
-        """Connect, create the base paths, register, and load the registries (blocking)."""
-        hosts, chroot = split_chroot(self.connect)
-        if chroot:
-            root = KazooClient(hosts=hosts, timeout=self.session_timeout)
-            root.start(timeout=timeout)
-            try:
-                root.ensure_path(chroot)
-            finally:
-                root.stop()
-                root.close()
-        self.client = KazooClient(hosts=self.connect, timeout=self.session_timeout)
+        """Connect, create the base paths, register, and load the registries (blocking).
+        ZooKeeper refusing this broker's identity raises ``ZkSecurityError`` saying so."""
+        try:
+            self._join(timeout)
+        except NoAuthError as exc:
+            who = f"'{self.credentials.username}'" if self.credentials else "no identity"
+            what = exc.args[0] if exc.args else "not authorized"
+            raise ZkSecurityError(
+                f"ZooKeeper refused a write by this broker ({who}): {what}."
+                " Its nodes belong to another ZooKeeper identity: check zookeeper.jaas.config.file"
+                " / zookeeper.digest.credentials against the identity the cluster was secured with"
+            ) from None
+
+    def _join(self, timeout: float) -> None:
+        ensure_chroot(self.connect, self.credentials, self.secure, timeout)
+        self.client = zookeeper_client(
+            self.connect, self.credentials, self.secure, timeout=self.session_timeout
+        )
         self.client.add_listener(self._on_state)
         self.client.start(timeout=timeout)
         for path in layout.BROKER_BASE_PATHS:
             self.client.ensure_path(path)
+        if self.secure:  # Kafka's persistent /consumers, open to all
+            self.client.ensure_path(layout.CONSUMERS)
+            if not is_secured(self.client):  # the first secure start: fix up older nodes
+                seen, changed = secure_tree(self.client, True, skip=(layout.CONSUMERS,))
+                log.info("secured the ACLs of %d of %d ZooKeeper nodes", changed, seen)
         self.metadata.cluster_id = self._cluster_id()
         self._register(timeout)
         # Tombstones first: a role given for a topic's partition (with the topic's data,

@@ -29,8 +29,10 @@ from .log.config import (
     integer,
     ratio,
 )
+from .protocol import zk_security
 from .protocol.properties import PropertiesError
 from .protocol.properties import parse_properties as _parse_properties
+from .protocol.zk_security import ZkCredentials, ZkSecurityError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,24 @@ PROPERTIES: tuple[Property, ...] = (
     Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
     Property("broker.rack", _string, None, "this broker's rack, told to clients in metadata"),
     Property("zookeeper.session.timeout.ms", integer(1), 18000, "ZooKeeper session timeout"),
+    Property(
+        "zookeeper.set.acl",
+        boolean,
+        False,
+        "create ZooKeeper nodes owned by this broker's identity, world-readable",
+    ),
+    Property(
+        "zookeeper.jaas.config.file",
+        _string,
+        None,
+        "JAAS file whose Client section (DigestLoginModule) names the ZooKeeper identity",
+    ),
+    Property(
+        "zookeeper.digest.credentials",
+        _string,
+        None,
+        "the ZooKeeper identity as user:password (instead of a JAAS file)",
+    ),
     Property(
         "metrics.port",
         integer(0, 65535),
@@ -390,3 +410,20 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         result[key.strip()] = value.strip()
     return result
+
+
+def zookeeper_identity(config: Mapping[str, Any]) -> tuple[ZkCredentials | None, bool]:
+    """(the broker's ZooKeeper digest identity or None, ``zookeeper.set.acl``) from
+    ``zookeeper.digest.credentials`` or the JAAS file ``zookeeper.jaas.config.file``;
+    ``zookeeper.set.acl=true`` without an identity, or an unreadable file, is a ConfigError."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read zookeeper.jaas.config.file {path}: {exc}") from None
+
+    try:
+        return zk_security.from_properties(dict(config), read, secure_default=False)
+    except ZkSecurityError as exc:
+        raise ConfigError(str(exc)) from None

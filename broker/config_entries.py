@@ -110,7 +110,7 @@ def broker_synonyms(name: str) -> tuple[str, ...]:
 
 
 def _sensitive(name: str) -> bool:
-    return "password" in name or name.endswith((".secret", ".jaas.config"))
+    return "password" in name or name.endswith((".secret", ".jaas.config", ".credentials"))
 
 
 def broker_config_type(prop: Property, value: Any) -> ConfigType:

@@ -17,7 +17,7 @@ import socket
 from urllib.parse import urlsplit
 
 from .cluster import ZkCluster
-from .config import BrokerConfig
+from .config import BrokerConfig, zookeeper_identity
 from .config_entries import effective_config
 from .controller import Controller
 from .handlers import RequestHandlers
@@ -72,6 +72,7 @@ class Broker:
 
     def start(self) -> None:
         """Open (and if needed recover) the logs, join the cluster, start listening."""
+        credentials, secure = zookeeper_identity(self.config)
         self.manager.startup()
         self.cluster = ZkCluster(
             self.config["zookeeper.connect"],
@@ -82,6 +83,8 @@ class Broker:
             session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
             rack=self.config["broker.rack"],
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
+            credentials=credentials,
+            secure=secure,
         )
         self.handlers = RequestHandlers(self.config, self.manager, self.cluster, self.reactor)
         handlers = self.handlers

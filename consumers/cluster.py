@@ -24,6 +24,8 @@ from broker.protocol import zookeeper as layout
 from broker.protocol.errors import KafkaError, LeaderNotAvailableError, error_for_code
 from broker.protocol.registry import ApiKey, client_version
 from broker.protocol.schema import DECODE_ERRORS
+from broker.protocol.zk_client import zookeeper_client
+from broker.protocol.zk_security import ZkCredentials
 
 from .client import BrokerConnection, ConnectionClosed, parse_bootstrap
 from .security import PLAINTEXT, ClientSecurity
@@ -35,12 +37,14 @@ class NoBrokersError(ConnectionError):
     """No broker answered."""
 
 
-def brokers_from_zookeeper(connect: str, timeout: float = 10.0) -> list[tuple[str, int]]:
-    """(host, port) of every broker registered under ``/brokers/ids`` in ZooKeeper."""
-    from kazoo.client import KazooClient
+def brokers_from_zookeeper(
+    connect: str, timeout: float = 10.0, credentials: ZkCredentials | None = None
+) -> list[tuple[str, int]]:
+    """(host, port) of every broker registered under ``/brokers/ids`` in ZooKeeper, logged in
+    as ``credentials`` if given (the registrations are world-readable either way)."""
     from kazoo.exceptions import NoNodeError
 
-    client = KazooClient(hosts=connect, timeout=timeout)
+    client = zookeeper_client(connect, credentials, timeout=timeout)
     client.start(timeout=timeout)
     try:
         found = []
@@ -242,12 +246,14 @@ class ClusterClient:
         request_timeout: float = 30.0,
         metadata_max_age: float = 300.0,
         security: ClientSecurity = PLAINTEXT,
+        zookeeper_credentials: ZkCredentials | None = None,
     ):
         if not bootstrap_servers and not zookeeper:
             raise ValueError("give bootstrap_servers or zookeeper")
         self.security = security
         self.bootstrap_servers = bootstrap_servers
         self.zookeeper = zookeeper
+        self.zookeeper_credentials = zookeeper_credentials
         self.client_id = client_id
         self.request_timeout = request_timeout
         self.metadata_max_age = metadata_max_age
@@ -265,7 +271,7 @@ class ClusterClient:
         if self.bootstrap_servers:
             seeds += parse_bootstrap(self.bootstrap_servers)
         if self.zookeeper and not seeds:
-            seeds += brokers_from_zookeeper(self.zookeeper)
+            seeds += brokers_from_zookeeper(self.zookeeper, credentials=self.zookeeper_credentials)
         return seeds
 
     def refresh(self, topics: list[str] | None = None, allow_auto_create: bool = True) -> dict:
@@ -273,7 +279,7 @@ class ClusterClient:
         last = None
         seeds = self._seeds()
         if not seeds and self.zookeeper:
-            seeds = brokers_from_zookeeper(self.zookeeper)
+            seeds = brokers_from_zookeeper(self.zookeeper, credentials=self.zookeeper_credentials)
         for host, port in seeds:
             try:
                 with BrokerConnection(

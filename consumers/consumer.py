@@ -42,6 +42,7 @@ from broker.protocol.records import EARLIEST_TIMESTAMP as EARLIEST
 from broker.protocol.records import LATEST_TIMESTAMP as LATEST
 from broker.protocol.records import RecordColumns, decode_batch, decode_batch_columns, split_batches
 from broker.protocol.registry import ApiKey
+from broker.protocol.zk_security import ZkCredentials
 
 from .client import BrokerConnection
 from .cluster import ClusterClient, NoBrokersError
@@ -222,12 +223,17 @@ class Consumer:
         client_id: str = "headrace-consumer",
         cluster: ClusterClient | None = None,
         columnar=False,
+        zookeeper_credentials: ZkCredentials | None = None,
         security: ClientSecurity = PLAINTEXT,
     ):
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be earliest, latest or none")
         self.cluster = cluster or ClusterClient(
-            bootstrap_servers, zookeeper, client_id=client_id, security=security
+            bootstrap_servers,
+            zookeeper,
+            client_id=client_id,
+            zookeeper_credentials=zookeeper_credentials,
+            security=security,
         )
         self._own_cluster = cluster is None
         self.fetch_max_bytes = fetch_max_bytes

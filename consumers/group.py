@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
@@ -62,6 +62,8 @@ from broker.protocol.offsets import (
     read_offset,
     read_owner,
 )
+from broker.protocol.zk_client import zookeeper_client
+from broker.protocol.zk_security import ZkCredentials
 from broker.protocol.zookeeper import LOADER, ZOOKEEPER
 
 from .cluster import ClusterClient
@@ -108,6 +110,7 @@ class GroupConsumer:
         columnar: bool = False,
         consumer_options: dict | None = None,
         security: ClientSecurity = PLAINTEXT,
+        zookeeper_credentials: ZkCredentials | None = None,
     ):
         if auto_offset_reset not in _RESETS:
             raise ValueError("auto_offset_reset must be smallest/earliest or largest/latest")
@@ -132,9 +135,16 @@ class GroupConsumer:
         # their work and commit (commit_offsets) before the next owner reads the offsets
         self.on_revoke = on_revoke
         self._watched: set[str] = set()
-        self.zk = KazooClient(hosts=zookeeper, timeout=session_timeout_ms / 1000.0)
+        # /consumers is open to all: the identity, if given, is only for ZooKeepers that
+        # require one (zookeeper_credentials; ARCHITECTURE.md, Trust boundary)
+        self.zk = zookeeper_client(
+            zookeeper, zookeeper_credentials, timeout=session_timeout_ms / 1000.0
+        )
         self.cluster = ClusterClient(
-            bootstrap_servers, zookeeper if not bootstrap_servers else None, security=security
+            bootstrap_servers,
+            zookeeper if not bootstrap_servers else None,
+            zookeeper_credentials=zookeeper_credentials,
+            security=security,
         )
         # consumer_options (Consumer's keyword arguments) override these: the loaders, say,
         # want offsets out of range reported ("none"), not reset

@@ -13,6 +13,8 @@ headrace mirror --from-zookeeper A --to-bootstrap-server B --include RE --group 
                                        mirror a live cluster into another, exactly once
 headrace dashboard --zookeeper Z       a live web dashboard and its JSON API
 headrace schema-registry --zookeeper Z  Avro schemas by id, Confluent's Schema Registry API
+headrace zookeeper-security-migration --zookeeper Z --zookeeper.acl secure|unsecure
+                                       set every ZooKeeper node's ACL as zookeeper.set.acl would
 headrace demo [--events N]             the whole pipeline here: a cluster in var/cluster, app
                                        logs shipped to it, loaded into ./warehouse, queried
 headrace kill-demo                     kcat ships lines, a broker is killed, nothing is lost
@@ -136,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
     mirror_cli.add_parser(sub)
 
+    from . import zk_auth
+
+    zk_auth.add_parser(sub)
+
     cluster = sub.add_parser("cluster", help="start or stop a local development cluster")
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--brokers", type=int, default=3)
@@ -251,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     from kazoo.exceptions import KazooException
     from kazoo.handlers.threading import KazooTimeoutError
 
+    from broker.protocol.zk_security import ZkSecurityError
+
     try:
         return args.func(args)
-    except (ConfigError, KafkaError, OSError) as exc:
+    except (ConfigError, KafkaError, OSError, ZkSecurityError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
     except (KazooException, KazooTimeoutError) as exc:

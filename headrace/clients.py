@@ -23,7 +23,7 @@ from broker.protocol.zookeeper import (
 )
 from consumers.metrics import add_metrics_arguments
 
-from . import group_view, reset_offsets
+from . import group_view, reset_offsets, zk_auth
 from .kafka_groups import describe_group, list_groups
 from .reset_offsets import LOADER_WARNING
 
@@ -35,6 +35,7 @@ def _endpoints(args) -> dict:
         "bootstrap_servers": args.bootstrap_server,
         "zookeeper": args.zookeeper,
         "security": args.security,
+        "zookeeper_credentials": zk_auth.credentials_from_args(args),
     }
 
 
@@ -153,6 +154,7 @@ def consume(args) -> int:
             bootstrap_servers=args.bootstrap_server,
             auto_offset_reset="smallest" if args.from_beginning else "largest",
             security=args.security,
+            zookeeper_credentials=zk_auth.credentials_from_args(args),
         )
         try:
             source.start()
@@ -277,10 +279,10 @@ def groups(args) -> int:
     """List groups - the paper's ZooKeeper groups, loaders, and Kafka clients' groups that the
     brokers coordinate - with their kind, describe one (kind, members, and per partition the
     committed offset, end offset, lag and owner), or delete one that has no live members."""
-    from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
     from broker.protocol.offsets import read_kind
+    from broker.protocol.zk_client import zookeeper_client
     from consumers.cluster import ClusterClient
 
     if not args.zookeeper:
@@ -288,12 +290,14 @@ def groups(args) -> int:
     if args.action is None and not args.reset_offsets:
         print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
         return 2
-    zk = KazooClient(hosts=args.zookeeper)
+    credentials = zk_auth.credentials_from_args(args)
+    zk = zookeeper_client(args.zookeeper, credentials, secure=credentials is not None)
     zk.start(timeout=15)
     cluster = ClusterClient(
         args.bootstrap_server,
         None if args.bootstrap_server else args.zookeeper,
         security=args.security,
+        zookeeper_credentials=credentials,
     )
     try:
         if args.reset_offsets:
@@ -403,6 +407,7 @@ def add_parsers(sub) -> None:
             "--bootstrap-server", help="host:port[,...] of brokers (default 127.0.0.1:9092)"
         )
         p.add_argument("--zookeeper", help="host:port[/chroot]: find brokers (and groups) there")
+        zk_auth.add_auth_argument(p)
 
     def idempotence(p):
         p.add_argument(

@@ -11,6 +11,8 @@ import threading
 from consumers.metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 from consumers.security import SecurityConfigError, add_security_arguments, security_from_args
 
+from .zk_auth import add_auth_argument, credentials_from_args
+
 log = logging.getLogger("headrace.mirror")
 
 
@@ -29,6 +31,7 @@ def add_parser(sub) -> None:
     source.add_argument(
         "--from-bootstrap-server", metavar="HOST:PORT", help="the source cluster's brokers"
     )
+    add_auth_argument(mirror)
     mirror.add_argument(
         "--to-bootstrap-server", required=True, metavar="HOST:PORT", help="the target's brokers"
     )
@@ -159,6 +162,7 @@ def run(args) -> int:
         compression=args.compression_type,
         source_security=source_security,
         target_security=target_security,
+        zookeeper_credentials=credentials_from_args(args),
     )
     try:
         mirror = Mirror(settings)
@@ -219,6 +223,8 @@ def _child_command(args, index: int) -> list[str]:
     command += ["--include", args.include, "--group", args.group]
     if args.exclude:
         command += ["--exclude", args.exclude]
+    if args.zookeeper_auth_file:
+        command += ["--zookeeper-auth-file", args.zookeeper_auth_file]
     for flag, value in (
         ("--workers", args.workers),
         ("--refresh-interval", args.refresh_interval),

@@ -27,6 +27,12 @@ def add_parser(sub) -> None:
         "--zookeeper", required=True, help="host:port[/chroot] of the cluster's ZooKeeper"
     )
     p.add_argument(
+        "--zookeeper-auth-file",
+        metavar="FILE",
+        help="ZooKeeper digest identity: a JAAS Client section (DigestLoginModule) "
+        "or one line user:password",
+    )
+    p.add_argument(
         "--topic", action="append", required=True, dest="topics", help="a topic (repeatable)"
     )
     p.add_argument(
@@ -120,6 +126,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import logging
 
+    from broker.protocol.zk_client import read_credentials
     from consumers.security import PLAINTEXT
 
     from .config import ConfigError, LoaderConfig
@@ -130,6 +137,7 @@ def run(args) -> int:
     try:
         config = LoaderConfig(
             zookeeper=args.zookeeper,
+            zookeeper_credentials=read_credentials(args.zookeeper_auth_file),
             topics=args.topics,
             group=args.group,
             url=args.url,

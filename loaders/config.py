@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from broker.protocol.zk_security import ZkCredentials
 from consumers.security import PLAINTEXT, ClientSecurity
 
 FORMATS = ("json", "string", "raw", "avro")
@@ -63,6 +64,7 @@ class LoaderConfig:
     security: ClientSecurity = PLAINTEXT  # how the supervisor and each worker reach brokers
     # the registry's login and CA (Confluent's basic.auth.* and schema.registry.ssl.* names)
     registry_properties: Mapping = field(default_factory=dict)
+    zookeeper_credentials: ZkCredentials | None = None  # --zookeeper-auth-file
 
     def __post_init__(self) -> None:
         if isinstance(self.topics, str):

@@ -17,12 +17,12 @@ import signal
 import sys
 import time
 
-from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from broker.protocol import zookeeper as layout
 from broker.protocol.errors import KafkaError
+from broker.protocol.zk_client import zookeeper_client
 from consumers.cluster import ClusterClient
 from consumers.metrics import MetricsPortError, serve_metrics
 
@@ -57,7 +57,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         print(f"headrace load: {exc}", file=err)
         return 2
     pool = WorkerPool.start(config)  # before this process starts any thread of its own
-    zk = KazooClient(hosts=config.zookeeper, timeout=10)
+    zk = zookeeper_client(config.zookeeper, config.zookeeper_credentials, timeout=10)
     try:
         zk.start(timeout=15)
     except Exception as exc:
@@ -65,7 +65,10 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         print(f"headrace load: cannot reach ZooKeeper at {config.zookeeper}: {exc}", file=err)
         return 2
     cluster = ClusterClient(
-        zookeeper=config.zookeeper, client_id="headrace-loader", security=config.security
+        zookeeper=config.zookeeper,
+        client_id="headrace-loader",
+        zookeeper_credentials=config.zookeeper_credentials,
+        security=config.security,
     )
     metrics = LoaderMetrics(config.group)
     page = None

@@ -95,6 +95,7 @@ class Worker:
             self.group_name,
             self.topics,
             config.zookeeper,
+            zookeeper_credentials=config.zookeeper_credentials,
             consumer_id=consumer_id,
             kind="loader",
             auto_offset_reset="smallest",

@@ -13,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from broker.protocol.zk_security import ZkCredentials
+
 from ..cluster import ClusterClient
 from ..producer import Producer
 from ..security import PLAINTEXT, ClientSecurity
@@ -41,6 +43,7 @@ class MirrorSettings:
     commit_interval: float = 5.0
     linger_ms: float = 5.0
     compression: str = "none"
+    zookeeper_credentials: ZkCredentials | None = None  # the source ZooKeeper's identity
     source_security: ClientSecurity = PLAINTEXT  # TLS/SASL towards the source brokers
     target_security: ClientSecurity = PLAINTEXT  # ... and towards the target's
 
@@ -63,6 +66,7 @@ class Mirror:
                 settings.group,
                 settings.zookeeper,
                 settings.session_timeout_ms,
+                credentials=settings.zookeeper_credentials,
                 security=settings.source_security,
             )
             if settings.zookeeper
@@ -87,6 +91,7 @@ class Mirror:
             settings.bootstrap,
             settings.zookeeper,
             client_id="headrace-mirror",
+            zookeeper_credentials=settings.zookeeper_credentials,
             security=settings.source_security,
         )
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from broker.protocol.zk_security import ZkCredentials
+
 from ..consumer import Message
 from ..security import PLAINTEXT, ClientSecurity
 
@@ -47,6 +49,7 @@ def zookeeper_source(
     session_timeout_ms: int,
     fetch_max_wait_ms: int = 200,
     security: ClientSecurity = PLAINTEXT,
+    credentials: ZkCredentials | None = None,
 ) -> SourceFactory:
     """Members of the paper's group ``group`` on the source cluster at ``zookeeper``."""
     from ..group import GroupConsumer
@@ -63,6 +66,7 @@ def zookeeper_source(
             on_assign=on_assign,
             on_revoke=on_revoke,
             security=security,
+            zookeeper_credentials=credentials,
         )
 
     return make

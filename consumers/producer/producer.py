@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 
 from broker.protocol.errors import KafkaError, MessageTooLargeError, RequestTimedOutError
+from broker.protocol.zk_security import ZkCredentials
 
 from ..audit import DEFAULT_WINDOW_MS
 from ..cluster import ClusterClient
@@ -75,6 +76,7 @@ class Producer:
         audit_interval_ms: int = DEFAULT_INTERVAL_MS,
         send_gate: Callable[[str, int], bool] | None = None,
         security: ClientSecurity = PLAINTEXT,
+        zookeeper_credentials: ZkCredentials | None = None,
         **options,
     ):
         """``options`` are ``ProducerConfig.of``'s: ``acks``, ``enable_idempotence``,
@@ -97,6 +99,7 @@ class Producer:
             client_id=client_id,
             request_timeout=config.request_timeout_ms / 1000.0,
             security=security,
+            zookeeper_credentials=zookeeper_credentials,
         )
         self._own_cluster = cluster is None
         self._sticky_turn: dict[str, int] = {}

@@ -22,6 +22,9 @@ DEFAULT_NICE: int | str = IDLE
 def add_parser(sub) -> None:
     p = sub.add_parser("dashboard", help="a live web dashboard of the cluster, topics and groups")
     p.add_argument("--zookeeper", required=True, help="host:port[,host:port...][/chroot]")
+    from ..zk_auth import add_auth_argument
+
+    add_auth_argument(p)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument(
         "--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})"
@@ -118,7 +121,15 @@ def run(args) -> int:
         print(f"headrace dashboard: --nice {args.nice}: give 0-19 or {IDLE}", file=sys.stderr)
         return 2
     lower_priority(nice)  # for its threads too: they are started after this
-    sampler = Sampler(args.zookeeper, reactor, args.warehouse, security=args.security)
+    from ..zk_auth import credentials_from_args
+
+    sampler = Sampler(
+        args.zookeeper,
+        reactor,
+        args.warehouse,
+        zookeeper_credentials=credentials_from_args(args),
+        security=args.security,
+    )
     try:
         login = login_check(args, sampler)
     except CredentialsError as exc:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import time
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException
 from twisted.internet import task, threads
 
+from broker.protocol.zk_client import zookeeper_client
+from broker.protocol.zk_security import ZkCredentials
 from broker.protocol.zookeeper import topic_path
 from consumers.cluster import ClusterClient
 from consumers.security import PLAINTEXT, ClientSecurity
@@ -47,14 +49,16 @@ class Sampler:
         warehouse_url: str | None = None,
         interval: float = 1.0,
         security: ClientSecurity = PLAINTEXT,
+        zookeeper_credentials: ZkCredentials | None = None,
     ):
         self.connect = zookeeper
         self.security = security  # the dashboard's own identity towards the brokers
         self.reactor = reactor
         self.warehouse_url = warehouse_url
         self.interval = interval
-        self.zk = KazooClient(
-            hosts=zookeeper,
+        self.zk = zookeeper_client(
+            zookeeper,
+            zookeeper_credentials,
             timeout=10,
             connection_retry={"max_tries": -1, "delay": 0.2, "max_delay": 2.0},
         )

@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
         help="a schema registry (Confluent's REST API) keeping Avro schemas in ZooKeeper",
     )
     p.add_argument("--zookeeper", required=True, help="host:port[,host:port...][/chroot]")
+    from ..zk_auth import add_auth_argument
+
+    add_auth_argument(p)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument(
         "--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})"
@@ -37,11 +40,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
     from kazoo.handlers.threading import KazooTimeoutError
     from twisted.internet import error, reactor
 
-    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_REGISTRY
+    from broker.protocol.zk_client import may_write, read_credentials, zookeeper_client
+    from broker.protocol.zookeeper import BROKER_IDS, SCHEMA_IDS, SCHEMA_REGISTRY
     from consumers.metrics import MetricsPortError, serve_metrics
 
     from .api import Registry
@@ -53,7 +57,9 @@ def run(args) -> int:
         print(f"headrace schema-registry: --port {args.port}: give 0-65535", file=sys.stderr)
         return 2
     try:
-        zk = KazooClient(hosts=args.zookeeper, timeout=10)
+        # the registry's nodes are owned by its identity (the brokers'), world-readable
+        credentials = read_credentials(args.zookeeper_auth_file)
+        zk = zookeeper_client(args.zookeeper, credentials, credentials is not None, timeout=10)
     except ValueError as exc:
         print(f"headrace schema-registry: --zookeeper {args.zookeeper}: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +84,21 @@ def run(args) -> int:
             flush=True,
         )
     store = SchemaStore(zk)
-    store.ensure_paths()
+    try:
+        store.ensure_paths()
+        owned = may_write(zk, SCHEMA_IDS)
+    except NoAuthError:
+        owned = False
+    if not owned:
+        print(
+            f"headrace schema-registry: the schema registry's nodes in ZooKeeper "
+            f"{args.zookeeper} belong to another ZooKeeper identity (the cluster is secured "
+            "with zookeeper.set.acl): give the brokers' identity with --zookeeper-auth-file",
+            file=sys.stderr,
+        )
+        zk.stop()
+        zk.close()
+        return 2
     metrics = RegistryMetrics(store)
     try:
         page = serve_metrics(registry_page(metrics), args.metrics_port, args.metrics_host)
