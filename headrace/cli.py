@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         try:  # the file and -X: the brokers' security, and (produce, consume) the registry's
-            props = client_properties(args.command_config, args.client_property)
+            props = client_properties(args.command_config, getattr(args, "client_property", ()))
             args.client_properties = props
             args.security = ClientSecurity.from_properties(props) if props else PLAINTEXT
         except SecurityConfigError as exc:
