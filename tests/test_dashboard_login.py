@@ -293,6 +293,7 @@ def test_scram_logins_are_checked_against_zookeeper_as_the_brokers_do(zk_chroot,
 
 def test_a_plain_cluster_needs_a_users_file(zk_chroot):
     plain = ["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=PLAIN"]
+    plain += ["-X", "sasl.username=dashboard", "-X", "sasl.password=secret"]
     result = subprocess.run(
         [*HEADRACE, "dashboard", "--zookeeper", zk_chroot, "--port", "0", *plain],
         capture_output=True,
