@@ -49,6 +49,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from .cluster_writes import ClusterWrites, PartitionStateChangedError
 from .protocol import zookeeper as layout
+from .protocol.broker_nodes import format_endpoint
 from .protocol.zk_client import ensure_chroot, is_secured, secure_tree, zookeeper_client
 from .protocol.zk_security import ZkCredentials, ZkSecurityError
 from .protocol.zookeeper import (
@@ -67,7 +68,9 @@ def _holder(data: bytes) -> str:
     """host:port of a broker registration, for messages."""
     try:
         reg = layout.decode_broker(data)
-        return f"{reg.host}:{reg.port}"
+        if reg.host is not None:
+            return f"{reg.host}:{reg.port}"
+        return ", ".join(reg.endpoints)
     except MalformedNodeError:
         return repr(data[:100])
 
@@ -88,10 +91,21 @@ class KnownState(NamedTuple):
 
 @dataclass(frozen=True)
 class BrokerInfo:
+    """A live broker: ``host``/``port`` its PLAINTEXT address (or, without one, its first
+    endpoint's), ``endpoints`` every advertised listener's (name -> (host, port))."""
+
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    endpoints: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False)
+
+    def address(self, listener: str | None) -> tuple[str, int] | None:
+        """(host, port) on ``listener`` (None: ``host``/``port``); None if the broker has
+        no such listener."""
+        if listener is None or not self.endpoints:
+            return (self.host, self.port) if listener in (None, "PLAINTEXT") else None
+        return self.endpoints.get(listener.upper())
 
 
 @dataclass
@@ -106,6 +120,16 @@ class ClusterMetadata:
     broker_configs: dict[str, dict[str, str]] = field(default_factory=dict)  # id|<default>: dynamic
     states: dict[str, dict[int, KnownState]] = field(default_factory=dict)
     deleted_topic_ids: frozenset[str] = frozenset()  # tombstones, /admin/deleted_topics
+
+    def brokers_on(self, listener: str | None) -> list[tuple[BrokerInfo, str, int]]:
+        """Each live broker with its address on ``listener``, by id; brokers without that
+        listener are left out, as Kafka leaves them out of its answers."""
+        found = []
+        for info in sorted(self.brokers.values(), key=lambda b: b.node_id):
+            address = info.address(listener)
+            if address is not None:
+                found.append((info, *address))
+        return found
 
     def leader(self, topic: str, partition: int) -> int:
         """The leader its state names if that broker is alive; -1 without a state (not yet
@@ -138,6 +162,7 @@ class ZkCluster(ClusterWrites):
         session_timeout_ms: int = 18000,
         rack: str | None = None,
         locked_log_dirs: list[str] | None = None,
+        endpoints: tuple[tuple[str, str, str, int], ...] = (),
         credentials: ZkCredentials | None = None,
         secure: bool = False,
     ):
@@ -147,6 +172,9 @@ class ZkCluster(ClusterWrites):
         self.broker_id = broker_id
         self.host = host
         self.port = port
+        # (listener, security protocol, host, port) of every advertised listener; () : one
+        # PLAINTEXT listener at host:port.
+        self.endpoints = endpoints or (("PLAINTEXT", "PLAINTEXT", host, port),)
         self.rack = rack
         # host:path of each log dir this process has locked; None: never replace a node
         self.log_dirs = (
@@ -256,15 +284,21 @@ class ZkCluster(ClusterWrites):
             return cluster_id
         return layout.decode_cluster_id(data, CLUSTER_ID)
 
+    def _endpoint_strings(self) -> tuple[str, ...]:
+        return tuple(format_endpoint(name, host, port) for name, _, host, port in self.endpoints)
+
     def _registration(self) -> bytes:
+        plaintext = [(h, p) for _, protocol, h, p in self.endpoints if protocol == "PLAINTEXT"]
+        host, port = plaintext[0] if plaintext else (None, -1)  # Kafka's rule
         return layout.encode_broker(
             BrokerRegistration(
-                self.host,
-                self.port,
+                host,
+                port,
                 self.rack,
-                (layout.plaintext_endpoint(self.host, self.port),),
+                self._endpoint_strings(),
                 None if self.log_dirs is None else tuple(self.log_dirs),
                 int(time.time() * 1000),
+                tuple((name, protocol) for name, protocol, _, _ in self.endpoints),
             )
         )
 
@@ -277,9 +311,7 @@ class ZkCluster(ClusterWrites):
             reg = layout.decode_broker(data)
         except MalformedNodeError:
             return False
-        return reg.log_dirs == tuple(self.log_dirs) and reg.endpoints == (
-            layout.plaintext_endpoint(self.host, self.port),
-        )
+        return reg.log_dirs == tuple(self.log_dirs) and reg.endpoints == self._endpoint_strings()
 
     def _register(self, timeout: float = 30.0) -> None:
         """Create our ephemeral node.  A node our previous run left is replaced at once; one
@@ -322,10 +354,9 @@ class ZkCluster(ClusterWrites):
         self.broker_epoch = stat.czxid
         self.state = "registered"
         log.info(
-            "registered broker %d at %s:%d (broker epoch %d)",
+            "registered broker %d at %s (broker epoch %d)",
             self.broker_id,
-            self.host,
-            self.port,
+            ", ".join(self._endpoint_strings()),
             self.broker_epoch,
         )
 
@@ -391,7 +422,8 @@ class ZkCluster(ClusterWrites):
         if data:
             try:
                 reg = layout.decode_broker(data)
-                info = BrokerInfo(node_id, reg.host, reg.port, reg.rack)
+                host, port = reg.address_for() or ("", -1)
+                info = BrokerInfo(node_id, host, port, reg.rack, reg.endpoint_map())
             except MalformedNodeError:
                 log.warning("ignoring malformed registration of broker %d: %r", node_id, data)
         self.reactor.callFromThread(self._apply_broker, node_id, info)

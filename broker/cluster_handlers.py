@@ -36,7 +36,7 @@ class ClusterHandlers:
             ApiKey.DESCRIBE_PRODUCERS: self.describe_producers,
         }
 
-    def describe_cluster(self, body, version):
+    def describe_cluster(self, body, version, listener: str = "PLAINTEXT"):
         answer = {"throttle_time_ms": 0, "error_code": NONE, "error_message": None}
         answer |= {"endpoint_type": ENDPOINT_BROKERS, "cluster_id": "", "brokers": []}
         answer |= {
@@ -53,10 +53,9 @@ class ClusterHandlers:
                 error = errors.UnsupportedEndpointTypeError
                 message = f"Unsupported endpoint type {asked}"
             return answer | {"error_code": error.code, "error_message": message}
-        brokers = sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
         answer["brokers"] = [
-            {"broker_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-            for b in brokers
+            {"broker_id": b.node_id, "host": host, "port": port, "rack": b.rack}
+            for b, host, port in self.metadata.brokers_on(listener)
         ]
         controller = self.broker._controller_id()
         answer["controller_id"] = controller if controller in self.metadata.brokers else -1

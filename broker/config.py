@@ -14,6 +14,7 @@ module builds on storage, never the reverse.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,10 @@ def _list(name: str, text: str) -> list[str]:
     return items
 
 
+def _optional_list(name: str, text: str) -> list[str] | None:
+    return [item.strip() for item in text.split(",") if item.strip()] or None
+
+
 def _float_at_least_zero(name: str, text: str) -> float:
     try:
         value = float(text.strip())
@@ -93,6 +98,9 @@ PROPERTIES: tuple[Property, ...] = (
     Property("broker.id", integer(-1, INT_MAX), -1, "this broker's id in the cluster"),
     Property("listeners", _list, ["PLAINTEXT://127.0.0.1:9092"], "addresses to listen on"),
     Property("advertised.listeners", _list, None, "addresses clients should use, if not listeners"),
+    Property("listener.security.protocol.map", _string, None, "NAME:PROTOCOL per listener"),
+    Property("inter.broker.listener.name", _string, None, "listener brokers use among themselves"),
+    Property("security.inter.broker.protocol", _string, None, "or: that listener's protocol"),
     Property("zookeeper.connect", _string, "", "host:port[,host:port][/chroot] of ZooKeeper"),
     Property("broker.rack", _string, None, "this broker's rack, told to clients in metadata"),
     Property("zookeeper.session.timeout.ms", integer(1), 18000, "ZooKeeper session timeout"),
@@ -330,7 +338,41 @@ PROPERTIES: tuple[Property, ...] = (
     ),
 )
 
+# TLS (broker/security/tls.py), each also per listener: listener.name.<name>.<key>.
+SSL_PROPERTIES: tuple[Property, ...] = (
+    Property("ssl.keystore.type", _string, "PEM", "keystore format (PEM only)"),
+    Property("ssl.keystore.location", _string, None, "PEM file: PKCS#8 key, then its chain"),
+    Property("ssl.key.password", _string, None, "password of an encrypted keystore key"),
+    Property("ssl.keystore.key", _string, None, "the PEM key inline"),
+    Property("ssl.keystore.certificate.chain", _string, None, "the PEM chain inline"),
+    Property("ssl.truststore.type", _string, "PEM", "truststore format (PEM only)"),
+    Property("ssl.truststore.location", _string, None, "PEM file of trusted CAs"),
+    Property("ssl.truststore.certificates", _string, None, "trusted CAs inline (PEM)"),
+    Property("ssl.client.auth", _string, "none", "none, requested or required"),
+    Property("ssl.enabled.protocols", _list, ["TLSv1.2", "TLSv1.3"], "TLS versions allowed"),
+    Property("ssl.protocol", _string, "TLSv1.3", "TLS protocol (TLS, TLSv1.2, TLSv1.3)"),
+    Property("ssl.cipher.suites", _optional_list, None, "cipher suites (default: OpenSSL's)"),
+    Property("ssl.principal.mapping.rules", _string, "DEFAULT", "certificate subject -> name"),
+    Property("ssl.endpoint.identification.algorithm", _string, "https", "'' skips host checks"),
+)
+PROPERTIES = PROPERTIES + SSL_PROPERTIES
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
+LISTENER_PREFIX = re.compile(
+    r"^listener\.name\.([a-z0-9_-]+)\.((?:ssl|sasl|[a-z0-9-]+\.sasl)\..+)$"
+)
+
+
+def _listener_key(name: str) -> tuple[str, str] | None:
+    """``listener.name.<listener>.<key>`` -> (LISTENER, key) when <key> is a property (or a
+    SASL mechanism's ``<mechanism>.sasl.*``), else None."""
+    match = LISTENER_PREFIX.match(name)
+    if match is None:
+        return None
+    listener, key = match.groups()
+    bare = key.split(".", 1)[1] if not key.startswith(("ssl.", "sasl.")) else key
+    if key in BY_NAME or bare.startswith("sasl."):
+        return listener.upper(), key
+    return None
 
 
 class BrokerConfig(Mapping[str, Any]):
@@ -345,10 +387,25 @@ class BrokerConfig(Mapping[str, Any]):
                 self._values[prop.name] = prop.parse(prop.name, raw[prop.name])
             else:
                 self._values[prop.name] = prop.default
-        self.unknown = sorted(set(raw) - set(BY_NAME))
+        # listener.name.<listener>.<key>: <key> for that listener only, over the plain one.
+        self.per_listener: dict[tuple[str, str], Any] = {}
+        for name in set(raw) - set(BY_NAME):
+            found = _listener_key(name)
+            if found is not None:
+                prop = BY_NAME.get(found[1])
+                self.per_listener[found] = prop.parse(name, raw[name]) if prop else raw[name]
+        self.unknown = sorted(set(raw) - set(BY_NAME) - {n for n in raw if _listener_key(n)})
         for name in self.unknown:
             log.warning("ignoring unknown broker property %s", name)
         self._derive()
+
+    def for_listener(self, listener: str, key: str) -> Any:
+        """``key``'s value for ``listener``: ``listener.name.<listener>.<key>`` if set,
+        else ``key``'s."""
+        found = self.per_listener.get((listener.upper(), key))
+        if found is not None:
+            return found
+        return self._values.get(key)
 
     def _derive(self) -> None:
         v = self._values

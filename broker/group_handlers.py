@@ -106,18 +106,22 @@ class GroupHandlers:
             self.coordinator.drop(group_id)
         return NotCoordinatorError.code
 
-    def find_coordinator(self, body, version):
-        """One key's coordinator, or (v4+) each of ``coordinator_keys``'."""
+    def find_coordinator(self, body, version, listener: str = "PLAINTEXT"):
+        """One key's coordinator, or (v4+) each of ``coordinator_keys``', at its address on
+        ``listener``."""
         key_type = body.get("key_type", 0)
         if version < 4:
-            return {"throttle_time_ms": 0, **self._coordinator(body["key"], key_type)}
-        found = [{"key": k, **self._coordinator(k, key_type)} for k in body["coordinator_keys"]]
+            return {"throttle_time_ms": 0, **self._coordinator(body["key"], key_type, listener)}
+        found = [
+            {"key": k, **self._coordinator(k, key_type, listener)} for k in body["coordinator_keys"]
+        ]
         return {"throttle_time_ms": 0, "coordinators": found}
 
-    def _coordinator(self, key: str, key_type: int) -> dict:
+    def _coordinator(self, key: str, key_type: int, listener: str = "PLAINTEXT") -> dict:
         node = self.coordinator_of(key) if key_type == 0 else -1
         info = self.metadata.brokers.get(node)
-        if info is None:
+        address = None if info is None else info.address(listener)
+        if address is None:
             return {
                 "error_code": CoordinatorNotAvailableError.code,
                 "error_message": "no coordinator for that key",
@@ -129,8 +133,8 @@ class GroupHandlers:
             "error_code": NONE,
             "error_message": None,
             "node_id": node,
-            "host": info.host,
-            "port": info.port,
+            "host": address[0],
+            "port": address[1],
         }
 
     # --- the group protocol --------------------------------------------------------------

@@ -48,6 +48,11 @@ def _detached(piece):
         return piece.read()
 
 
+def _listener(connection) -> str:
+    """The listener a request came in on (PLAINTEXT for callers without a connection)."""
+    return getattr(connection, "listener_name", "PLAINTEXT")
+
+
 class RequestHandlers:
     """Answers requests for one broker."""
 
@@ -73,8 +78,22 @@ class RequestHandlers:
         self.topic_ids = TopicIds(self.metadata)
         self.admin = AdminHandlers(self)
         self.topics = TopicHandlers(self)
+        self.cluster_handlers = ClusterHandlers(self)
         self.table = self.handler_table()
-        self.contextual = {**self.groups.contextual, ApiKey.API_VERSIONS: answer_api_versions}
+        # Addresses are answered on the listener the request came in on, as Kafka does.
+        self.contextual = {
+            **self.groups.contextual,
+            ApiKey.API_VERSIONS: answer_api_versions,
+            ApiKey.METADATA: lambda request, connection: self.metadata_request(
+                request.body, request.header.api_version, _listener(connection)
+            ),
+            ApiKey.FIND_COORDINATOR: lambda request, connection: self.groups.find_coordinator(
+                request.body, request.header.api_version, _listener(connection)
+            ),
+            ApiKey.DESCRIBE_CLUSTER: lambda r, connection: self.cluster_handlers.describe_cluster(
+                r.body, r.header.api_version, _listener(connection)
+            ),
+        }
         check_handlers({**self.table, **self.contextual})
 
     def handler_table(self) -> dict:
@@ -91,7 +110,7 @@ class RequestHandlers:
             **self.groups.table,
             **self.admin.table,
             **self.topics.table,
-            **ClusterHandlers(self).table,
+            **self.cluster_handlers.table,
             **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
@@ -319,7 +338,7 @@ class RequestHandlers:
     # --- Metadata ------------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def metadata_request(self, body, version):
+    def metadata_request(self, body, version, listener: str = "PLAINTEXT"):
         requested, failed = body["topics"], []
         if requested is None or (version == 0 and not requested):
             names = sorted(self.metadata.topics)
@@ -336,8 +355,8 @@ class RequestHandlers:
                     if code == NONE:
                         created.add(name)
         brokers = [
-            {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-            for b in sorted(self.metadata.brokers.values(), key=lambda b: b.node_id)
+            {"node_id": b.node_id, "host": host, "port": port, "rack": b.rack}
+            for b, host, port in self.metadata.brokers_on(listener)
         ]
         topics = [self._topic_metadata(name, name in created) for name in names] + failed
         if body.get("include_topic_authorized_operations"):  # no authorizer: all of them

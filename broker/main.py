@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from urllib.parse import urlsplit
+
+from twisted.internet import defer
 
 from .cluster import ZkCluster
 from .config import BrokerConfig, zookeeper_identity
@@ -24,24 +25,23 @@ from .handlers import RequestHandlers
 from .log import ConfigError, LogConfig, LogManager
 from .metrics import BrokerMetrics
 from .replica.manager import ReplicaManager
+from .security import (
+    InterBrokerSecurity,
+    NoMatchingRule,
+    ServerTls,
+    TlsSettings,
+    listener_plan,
+    principal_of,
+)
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
 log = logging.getLogger(__name__)
 
 
-def parse_listener(listener: str) -> tuple[str, int]:
-    """``PLAINTEXT://host:port`` -> (host, port); only PLAINTEXT is served."""
-    parts = urlsplit(listener)
-    if parts.scheme.upper() != "PLAINTEXT":
-        raise ConfigError(f"listener {listener!r}: only PLAINTEXT:// listeners are served")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        raise ConfigError(f"listener {listener!r} needs a port")
-    return parts.hostname or "", port
+def _advertised_host(host: str) -> str:
+    """An advertised host: an empty or wildcard one becomes this machine's name."""
+    return socket.getfqdn() if host in ("", "0.0.0.0", "::") else host
 
 
 class Broker:
@@ -54,17 +54,25 @@ class Broker:
             raise ConfigError("zookeeper.connect must be set, e.g. 127.0.0.1:2181/headrace")
         self.config = config
         self.reactor = reactor
-        self.listen_host, self.listen_port = parse_listener(config["listeners"][0])
-        adv_host, adv_port = parse_listener(config["advertised.listeners"][0])
-        if adv_host in ("", "0.0.0.0", "::"):
-            adv_host = socket.getfqdn()
-        self.advertised = (adv_host, adv_port)
+        # Every listener, checked (names, ports, protocols, the inter-broker one), and each
+        # TLS listener's context loaded now: a bad keystore stops the start, not a client.
+        self.plan = listener_plan(config)
+        self.tls = {
+            x.name: TlsSettings.for_listener(config, x.name)
+            for x in self.plan.listeners
+            if x.uses_tls
+        }
+        self.inter_broker = InterBrokerSecurity.from_config(config, self.plan)
+        first = self.plan.listeners[0]
+        self.listen_host, self.listen_port = first.host, first.port
         self.manager = LogManager.from_broker_config(config, clock=reactor)
         self.cluster = None
         self.controller = None
         self.replicas = None
         self.handlers = None
-        self.port = None
+        self.port = None  # the first listener's listening port
+        self.ports: dict = {}  # listener name -> its listening port
+        self.factories: dict[str, KafkaServerFactory] = {}
         self.metrics = None  # BrokerMetrics while metrics.port is set
         self.metrics_port = None
         self.metrics_folding = None
@@ -77,12 +85,13 @@ class Broker:
         self.cluster = ZkCluster(
             self.config["zookeeper.connect"],
             self.config["broker.id"],
-            self.advertised[0],
-            self.advertised[1] or self.listen_port,
+            "",
+            -1,
             self.reactor,
             session_timeout_ms=self.config["zookeeper.session.timeout.ms"],
             rack=self.config["broker.rack"],
             locked_log_dirs=[str(d.resolve()) for d in self.manager.log_dirs],
+            endpoints=(("PLAINTEXT", "PLAINTEXT", "", -1),),  # set once listening
             credentials=credentials,
             secure=secure,
         )
@@ -92,9 +101,13 @@ class Broker:
             self.metrics = BrokerMetrics(self)
             self.handlers.metrics = self.metrics
             handlers = self.metrics.metered(self.handlers)
-        factory = KafkaServerFactory(handlers, self.config["socket.request.max.bytes"])
-        self.port = self.reactor.listenTCP(self.listen_port, factory, interface=self.listen_host)
-        self.factory = factory
+        self._listen(handlers)
+        self.cluster.endpoints = self._advertised_endpoints()
+        self.cluster.host, self.cluster.port = next(
+            ((h, p) for _, protocol, h, p in self.cluster.endpoints if protocol == "PLAINTEXT"),
+            self.cluster.endpoints[0][2:],
+        )
+        self.cluster.inter_broker = self.inter_broker
         if self.metrics is not None:  # a port in use fails the start before joining the cluster
             self._serve_metrics()
         self.replicas = ReplicaManager(
@@ -125,12 +138,48 @@ class Broker:
         self.controller.start()
         self.manager.start(self.reactor)
         log.info(
-            "broker %d serving on %s:%d (advertised %s:%d)",
+            "broker %d serving on %s (advertised %s; brokers talk over %s)",
             self.config["broker.id"],
-            self.listen_host or "*",
-            self.port.getHost().port,
-            *self.advertised,
+            ", ".join(f"{n}://{self.listen_address(n)}" for n in self.ports),
+            ", ".join(f"{n}://{h}:{p}" for n, _, h, p in self.cluster.endpoints),
+            self.inter_broker.listener,
         )
+
+    def listen_address(self, name: str) -> str:
+        x = self.plan.listener(name)
+        return f"{x.host or '*'}:{self.ports[name].getHost().port}"
+
+    def _listen(self, handlers) -> None:
+        """One listening port per listener: TCP, or TLS with the listener's context."""
+        for x in self.plan.listeners:
+            factory = KafkaServerFactory(
+                handlers,
+                self.config["socket.request.max.bytes"],
+                listener_name=x.name,
+                security_protocol=x.security_protocol,
+            )
+            if x.uses_tls:
+                settings = self.tls[x.name]
+                if x.security_protocol == "SSL":  # SASL_SSL: the SASL login names the peer
+                    factory.on_handshake = lambda conn, s=settings: _certificate_principal(conn, s)
+                port = self.reactor.listenSSL(
+                    x.port, factory, ServerTls(settings), interface=x.host
+                )
+            else:
+                port = self.reactor.listenTCP(x.port, factory, interface=x.host)
+            self.ports[x.name] = port
+            self.factories[x.name] = factory
+        first = self.plan.listeners[0].name
+        self.port, self.factory = self.ports[first], self.factories[first]
+
+    def _advertised_endpoints(self) -> tuple:
+        """(name, protocol, host, port) of each advertised listener; port 0 is the port the
+        listener of that name got."""
+        found = []
+        for x in self.plan.advertised:
+            port = x.port or self.ports[x.name].getHost().port
+            found.append((x.name, x.security_protocol, _advertised_host(x.host), port))
+        return tuple(found)
 
     def _serve_metrics(self) -> None:
         """The Prometheus page on ``metrics.port``, at ``metrics.host`` (by default the
@@ -221,12 +270,13 @@ class Broker:
 
     def stop(self):
         """Stop listening, close client connections, deregister, close logs cleanly."""
-        deferred = self.port.stopListening() if self.port is not None else None
+        stopped = [port.stopListening() for port in self.ports.values()]
+        deferred = defer.DeferredList(stopped) if stopped else None
         if self.metrics_port is not None:
             self.metrics_port.stopListening()
             self.metrics_folding.stop()
-        if self.port is not None:
-            for connection in list(self.factory.connections):
+        for factory in self.factories.values():
+            for connection in list(factory.connections):
                 connection.transport.abortConnection()
         if self.replicas is not None:
             self.replicas.stop()
@@ -237,6 +287,20 @@ class Broker:
         self.manager.shutdown()
         log.info("broker %d stopped cleanly", self.config["broker.id"])
         return deferred
+
+
+def _certificate_principal(connection, settings: TlsSettings) -> None:
+    """After an SSL listener's handshake: the client certificate's subject, through
+    ``ssl.principal.mapping.rules``, is the connection's principal (none: ANONYMOUS).  A
+    subject no rule maps is refused: the connection is closed."""
+    try:
+        principal = principal_of(connection.transport, settings.mapper)
+    except NoMatchingRule as exc:
+        log.warning("closing %s: %s", connection.peer, exc)
+        connection.transport.abortConnection()
+        return
+    if principal is not None:
+        connection.principal = principal
 
 
 def run(config: BrokerConfig) -> int:

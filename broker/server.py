@@ -26,6 +26,8 @@ import os
 from collections import deque
 
 from twisted.internet import defer, protocol, tcp
+from twisted.internet.interfaces import IHandshakeListener
+from zope.interface import implementer
 
 from .log.segment import FileSlice
 from .protocol import frames
@@ -62,6 +64,7 @@ class PendingResponse:
         self.deferred: defer.Deferred | None = None  # the handler's answer still to come
 
 
+@implementer(IHandshakeListener)
 class KafkaServerProtocol(protocol.Protocol):
     """One client connection: int32-size framing, requests in, responses out in order."""
 
@@ -140,6 +143,13 @@ class KafkaServerProtocol(protocol.Protocol):
         self._tcp = type(self.transport) is tcp.Server
         if self._tcp and USE_SENDFILE:
             self._socket = self.transport.fileno()
+
+    def handshakeCompleted(self):
+        """A TLS listener's handshake is done (before any request arrives): the factory's
+        ``on_handshake`` may set ``principal`` from the client's certificate, or close."""
+        on_handshake = getattr(self.factory, "on_handshake", None)
+        if on_handshake is not None:
+            on_handshake(self)
 
     def connectionLost(self, reason=None):
         self._closed = True
@@ -440,6 +450,7 @@ class KafkaServerFactory(protocol.ServerFactory):
         self.listener_name = listener_name
         self.security_protocol = security_protocol
         self.connections: set[KafkaServerProtocol] = set()
+        self.on_handshake = None  # on_handshake(connection): a TLS handshake completed
 
     def buildProtocol(self, addr):
         proto = KafkaServerProtocol(

@@ -22,6 +22,7 @@ from twisted.internet import defer, task
 from .protocol.errors import KafkaError, error_for_code
 from .protocol.registry import ApiKey
 from .replica.client import BrokerClient
+from .security.interbroker import PLAINTEXT_LINK
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,18 @@ def controlled_shutdown(reactor, cluster, controller, config):
     for attempt in range(1, retries + 1):
         why = None
         target = cluster.metadata.brokers.get(controller.controller_id)
+        link = getattr(cluster, "inter_broker", PLAINTEXT_LINK)
+        address = None if target is None else link.address(target)
         if target is None:
             why = "no controller is known"
+        elif address is None:
+            why = f"the controller has no {link.listener} listener"
         else:
             client = BrokerClient(
                 reactor,
-                target.host,
-                target.port,
+                address[0],
+                address[1],
+                security=link,
                 client_id=f"broker-{broker_id}",
                 request_timeout_ms=timeout_ms,
             )

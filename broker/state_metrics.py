@@ -29,9 +29,8 @@ class BrokerStateCollector:
         broker = self.broker
         if broker.handlers is None:  # not started yet
             return
-        yield _gauge(
-            "headrace_connections", "Open client connections", len(broker.factory.connections)
-        )
+        connections = sum(len(f.connections) for f in broker.factories.values())
+        yield _gauge("headrace_connections", "Open client connections", connections)
         yield _gauge(
             "headrace_waiting_fetches",
             "Fetches parked waiting for data (long polls)",

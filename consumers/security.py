@@ -42,6 +42,7 @@ class ClientSecurity:
     ssl_keyfile: str | None = None  # PEM: this client's key, if not in ssl_certfile
     ssl_key_password: str | None = None
     ssl_check_hostname: bool = True  # ssl.endpoint.identification.algorithm=https
+    ssl_verify: bool = True  # enable.ssl.certificate.verification (librdkafka)
 
     @property
     def uses_tls(self) -> bool:
@@ -59,7 +60,7 @@ class ClientSecurity:
             raise SecurityConfigError(
                 f"security.protocol {protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
             )
-        return cls(security_protocol=protocol)
+        return cls(security_protocol=protocol, **_ssl_settings(props))
 
     def secure(self, sock: socket.socket, host: str, client_id: str) -> socket.socket:
         """``sock`` made ready for requests: TLS if the protocol has it, then a SASL login
@@ -77,6 +78,45 @@ class ClientSecurity:
             sock.close()
             raise
         return sock
+
+
+def _ssl_settings(props: dict[str, str]) -> dict:
+    """The ``ssl_*`` fields from Java's names (PEM stores) or librdkafka's."""
+    for key in ("ssl.truststore.type", "ssl.keystore.type"):
+        if props.get(key, "PEM").strip().upper() != "PEM":
+            raise SecurityConfigError(
+                f"{key}={props[key]}: only PEM stores are supported (a PEM file of "
+                "certificates; a keystore with the private key and its chain)"
+            )
+    found: dict = {}
+    cafile = props.get("ssl.truststore.location") or props.get("ssl.ca.location")
+    if cafile:
+        found["ssl_cafile"] = cafile
+    keystore = props.get("ssl.keystore.location")
+    if keystore:
+        found["ssl_certfile"] = keystore  # the key and its chain in one PEM file
+    elif props.get("ssl.certificate.location"):
+        found["ssl_certfile"] = props["ssl.certificate.location"]
+        found["ssl_keyfile"] = props.get("ssl.key.location")
+    elif props.get("ssl.key.location"):
+        raise SecurityConfigError("ssl.key.location needs ssl.certificate.location")
+    if props.get("ssl.key.password"):
+        found["ssl_key_password"] = props["ssl.key.password"]
+    algorithm = props.get("ssl.endpoint.identification.algorithm")
+    if algorithm is not None:
+        if algorithm.strip().lower() not in ("", "https", "none"):
+            raise SecurityConfigError(
+                f"ssl.endpoint.identification.algorithm={algorithm}: use https or empty"
+            )
+        found["ssl_check_hostname"] = algorithm.strip().lower() == "https"
+    verify = props.get("enable.ssl.certificate.verification")
+    if verify is not None:
+        if verify.strip().lower() not in ("true", "false"):
+            raise SecurityConfigError(
+                f"enable.ssl.certificate.verification={verify}: true or false"
+            )
+        found["ssl_verify"] = verify.strip().lower() == "true"
+    return found
 
 
 PLAINTEXT = ClientSecurity()

@@ -163,6 +163,7 @@ class BrokerProcess:
         port: int | None = None,
         overrides: dict[str, str] | None = None,
         metrics_port: int | None = None,
+        listeners: dict[str, str] | None = None,
     ):
         self.workdir = Path(workdir)
         self.broker_id = broker_id
@@ -171,10 +172,20 @@ class BrokerProcess:
         self.zookeeper_connect = zookeeper_connect
         self.overrides = dict(overrides or {})
         self.process: subprocess.Popen | None = None
+        # More listeners beside PLAINTEXT on ``port``: name -> security protocol, each on a
+        # free port of its own (``listener_ports``).
+        self.listeners = {name.upper(): p.upper() for name, p in (listeners or {}).items()}
+        self.listener_ports = {name: free_port() for name in self.listeners}
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def bootstrap_for(self, listener: str) -> str:
+        """``127.0.0.1:<port>`` of the listener named ``listener``."""
+        if listener.upper() == "PLAINTEXT":
+            return self.bootstrap
+        return f"127.0.0.1:{self.listener_ports[listener.upper()]}"
 
     @property
     def metrics_url(self) -> str | None:
@@ -203,6 +214,16 @@ class BrokerProcess:
         }
         if self.metrics_port is not None:
             values["metrics.port"] = str(self.metrics_port)
+        if self.listeners:
+            values["listeners"] += "".join(
+                f",{name}://127.0.0.1:{self.listener_ports[name]}" for name in self.listeners
+            )
+            protocols = {"PLAINTEXT": "PLAINTEXT", "SSL": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT"}
+            protocols["SASL_SSL"] = "SASL_SSL"
+            protocols.update(self.listeners)
+            values["listener.security.protocol.map"] = ",".join(
+                f"{name}:{protocol}" for name, protocol in protocols.items()
+            )
         values.update(self.overrides)
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 

@@ -143,11 +143,11 @@ def zk_chroot(zookeeper, request):
 class Cluster:
     """N real broker processes sharing a ZooKeeper chroot of their own."""
 
-    def __init__(self, workdir, zookeeper_connect: str, size: int, overrides=None):
+    def __init__(self, workdir, zookeeper_connect: str, size: int, overrides=None, listeners=None):
         from headrace.devcluster import BrokerProcess
 
         self.brokers = [
-            BrokerProcess(workdir, i, zookeeper_connect, overrides=overrides)
+            BrokerProcess(workdir, i, zookeeper_connect, overrides=overrides, listeners=listeners)
             for i in range(1, size + 1)
         ]
         self.zookeeper_connect = zookeeper_connect
@@ -155,6 +155,10 @@ class Cluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(b.bootstrap for b in self.brokers if b.process is not None)
+
+    def bootstrap_for(self, listener: str) -> str:
+        """The bootstrap string of the running brokers' listener named ``listener``."""
+        return ",".join(b.bootstrap_for(listener) for b in self.brokers if b.process is not None)
 
     def broker(self, broker_id: int):
         return next(b for b in self.brokers if b.broker_id == broker_id)
@@ -244,16 +248,24 @@ def cluster3(zookeeper, tmp_path_factory):
 
 @pytest.fixture
 def make_cluster(zookeeper, tmp_path):
-    """Start a private cluster: ``make_cluster(size, **overrides)``; stopped after the test."""
+    """Start a private cluster: ``make_cluster(size, **overrides)``; stopped after the test.
+
+    Every broker listens PLAINTEXT on ``broker.port`` (what ``cluster.bootstrap`` names);
+    ``listeners={"SSL": "SSL", "INTERNAL": "SSL"}`` adds listeners (name: security protocol)
+    on ports of their own, found by ``cluster.bootstrap_for("SSL")``.  ``props`` are broker
+    properties taken as they are (for keys with underscores or per-listener prefixes), e.g.
+    ``props=certs.broker_properties(client_auth="required")``."""
     started = []
 
-    def make(size: int, **overrides):
-        props = {k.replace("_", "."): str(v) for k, v in overrides.items()}
+    def make(size: int, listeners=None, props=None, **overrides):
+        values = {k.replace("_", "."): str(v) for k, v in overrides.items()}
+        values.update({k: str(v) for k, v in (props or {}).items()})
         cluster = Cluster(
             tmp_path / f"cluster{len(started)}",
             f"{zookeeper.connect}/p-{time.monotonic_ns()}",
             size,
-            props,
+            values,
+            listeners,
         )
         started.append(cluster)
         return cluster.start()
@@ -261,6 +273,15 @@ def make_cluster(zookeeper, tmp_path):
     yield make
     for cluster in started:
         cluster.kill()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """PEM certificates for TLS tests (``tests/certs.py``): ``certs.ca``,
+    ``certs.broker_keystore``, ``certs.client("alice")``, ``certs.other_client``..."""
+    from tests.certs import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @contextlib.contextmanager

@@ -127,6 +127,7 @@ ZK_ROOTS = (
 LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "zookeeper.py",
     ROOT / "broker" / "protocol" / "schema_nodes.py",
+    ROOT / "broker" / "protocol" / "broker_nodes.py",
     ROOT / "broker" / "protocol" / "zk_security.py",
 )
 

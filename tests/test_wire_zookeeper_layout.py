@@ -84,6 +84,7 @@ def test_broker_registration_is_kafkas_json():
         "host": "h",
         "port": 1,
         "endpoints": ["PLAINTEXT://h:1"],
+        "listener_security_protocol_map": {"PLAINTEXT": "PLAINTEXT"},
         "rack": None,
         "jmx_port": -1,
         "timestamp": "5",
@@ -91,6 +92,31 @@ def test_broker_registration_is_kafkas_json():
     }
     # Kafka's own registrations (and the bare minimum) decode too
     assert layout.decode_broker(b'{"host": "k", "port": "9092"}').port == 9092
+
+
+def test_a_broker_without_plaintext_registers_null_host_and_every_endpoint():
+    reg = layout.BrokerRegistration(
+        None,
+        -1,
+        endpoints=("SSL://h:9093", "INTERNAL://[::1]:9094"),
+        security_protocols=(("SSL", "SSL"), ("INTERNAL", "SASL_SSL")),
+    )
+    doc = json.loads(layout.encode_broker(reg))
+    assert (doc["host"], doc["port"]) == (None, -1)
+    assert doc["endpoints"] == ["SSL://h:9093", "INTERNAL://[::1]:9094"]
+    assert doc["listener_security_protocol_map"] == {"SSL": "SSL", "INTERNAL": "SASL_SSL"}
+    back = layout.decode_broker(layout.encode_broker(reg))
+    assert back == reg
+    assert back.endpoint_map() == {"SSL": ("h", 9093), "INTERNAL": ("::1", 9094)}
+    assert back.address_for("internal") == ("::1", 9094)
+    assert back.address_for("PLAINTEXT") is None
+    assert back.address_for() == ("h", 9093)  # no PLAINTEXT endpoint: the first one
+    assert back.protocol_of("INTERNAL") == "SASL_SSL"
+
+
+def test_a_registration_with_neither_host_nor_endpoints_is_malformed():
+    with pytest.raises(MalformedNodeError, match="host or endpoints"):
+        layout.decode_broker(b'{"host": null, "port": -1}')
 
 
 def test_topic_placement_round_trips():

@@ -31,13 +31,13 @@ import hashlib
 import json
 import urllib.parse
 
+from .node_codec import check as _check
+from .node_codec import reading as _reading
 from .zookeeper import (
     SCHEMA_CONFIG,
     SCHEMA_IDS,
     SCHEMA_REGISTRY,
     SCHEMA_SUBJECTS,
-    _check,
-    _reading,
 )
 
 SCHEMA_FINGERPRINTS = f"{SCHEMA_REGISTRY}/fingerprints"

@@ -6,9 +6,10 @@ Under the chroot of ``zookeeper.connect`` (Kafka 0.8's names and JSON where Kafk
     /
     ├── brokers
     │   ├── ids
-    │   │   └── <id>                    ephemeral   BrokerRegistration
-    │   │                               {"version": 4, "host", "port", "endpoints": ["PLAINTEXT://h:p"],
-    │   │                                "rack", "jmx_port": -1, "timestamp": "<ms>", "log_dirs"}
+    │   │   └── <id>                    ephemeral   BrokerRegistration (broker_nodes.py)
+    │   │                               {"version": 4, "host", "port", "endpoints": ["SSL://h:p"],
+    │   │                                "listener_security_protocol_map", "rack", "jmx_port": -1,
+    │   │                                "timestamp": "<ms>", "log_dirs"}
     │   └── topics
     │       └── <topic>                 persistent  TopicPlacement
     │           │                       {"version": 1, "topic_id", "partitions": {"0": [<id>], ...}}
@@ -65,8 +66,19 @@ partition states (``broker/controller.py``); every kind of group the ``/consumer
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
+
+from .broker_nodes import (  # noqa: F401 (the broker registration is part of the layout)
+    BrokerRegistration,
+    decode_broker,
+    encode_broker,
+    plaintext_endpoint,
+)
+from .node_codec import MalformedNodeError  # noqa: F401 (decoders' error, named here too)
+from .node_codec import check as _check
+from .node_codec import dumps as _dumps
+from .node_codec import is_int as _is_int
+from .node_codec import reading as _reading
 
 # --- paths ---------------------------------------------------------------------------------
 
@@ -206,89 +218,6 @@ def check_group_name(group: str) -> None:
 
 
 # --- node data -----------------------------------------------------------------------------
-
-
-class MalformedNodeError(ValueError):
-    """A node's data is not what the layout says it holds."""
-
-    def __init__(self, what: str, data: bytes, reason: str, path: str = ""):
-        self.what, self.data, self.reason, self.path = what, data, reason, path
-        shown = repr(bytes(data[:100])) if isinstance(data, bytes | bytearray) else repr(data)
-        said = f"{path} holds {shown}, not" if path else f"{shown} is not"
-        super().__init__(f"{said} {what} ({reason})")
-
-
-@contextmanager
-def _reading(what: str, data: bytes, path: str):
-    """Any failure to read ``data`` inside (bad UTF-8 or JSON, a missing key, a wrong type)
-    becomes a MalformedNodeError naming the node."""
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise MalformedNodeError(what, data, f"{type(exc).__name__}: {exc}", path) from None
-
-
-def _dumps(doc) -> bytes:
-    return json.dumps(doc).encode()
-
-
-def _check(ok: bool, why: str) -> None:
-    if not ok:
-        raise TypeError(why)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class BrokerRegistration:
-    """``/brokers/ids/<id>``: where a broker listens; ``log_dirs`` (``host:path``) let a
-    restarted broker recognise the node its previous run left."""
-
-    host: str
-    port: int
-    rack: str | None = None
-    endpoints: tuple[str, ...] = ()
-    log_dirs: tuple[str, ...] | None = None
-    timestamp_ms: int = 0
-
-
-def plaintext_endpoint(host: str, port: int) -> str:
-    return f"PLAINTEXT://{host}:{port}"
-
-
-def encode_broker(reg: BrokerRegistration) -> bytes:
-    return _dumps(
-        {
-            "version": 4,
-            "host": reg.host,
-            "port": reg.port,
-            "endpoints": list(reg.endpoints or (plaintext_endpoint(reg.host, reg.port),)),
-            "rack": reg.rack,
-            "jmx_port": -1,
-            "timestamp": str(reg.timestamp_ms),
-            "log_dirs": None if reg.log_dirs is None else list(reg.log_dirs),
-        }
-    )
-
-
-def decode_broker(data: bytes, path: str = "") -> BrokerRegistration:
-    with _reading("a broker registration", data, path):
-        doc = json.loads(data)
-        endpoints, log_dirs, rack = doc.get("endpoints") or [], doc.get("log_dirs"), doc.get("rack")
-        _check(isinstance(doc["host"], str), "host must be a string")
-        _check(isinstance(endpoints, list), "endpoints must be a list")
-        _check(rack is None or isinstance(rack, str), "rack must be a string")
-        _check(log_dirs is None or isinstance(log_dirs, list), "log_dirs must be a list")
-        return BrokerRegistration(
-            doc["host"],
-            int(doc["port"]),
-            rack,
-            tuple(str(e) for e in endpoints),
-            None if log_dirs is None else tuple(str(d) for d in log_dirs),
-            int(doc.get("timestamp") or 0),
-        )
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,12 @@ class BrokerClient:
         request_timeout_ms: int = 30000,
         backoff_ms: int = 1000,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE,
+        security: Any = None,
     ):
         self.reactor = reactor
+        # How to connect (an InterBrokerSecurity): its ``endpoint`` (TCP, or TLS over it) and
+        # its ``secure(connection)`` step before the first request; None: plain TCP.
+        self.security = security
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -176,10 +180,27 @@ class BrokerClient:
         self._connecting.addCallbacks(self._connected, self._connect_failed)
 
     def _open(self) -> defer.Deferred:
-        endpoint = TCP4ClientEndpoint(
-            self.reactor, self.host, self.port, timeout=max(1, self.request_timeout_ms // 1000)
-        )
-        return connectProtocol(endpoint, _Connection(self, self.max_response_bytes))
+        timeout = max(1, self.request_timeout_ms // 1000)
+        if self.security is None:
+            endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=timeout)
+        else:
+            endpoint = self.security.endpoint(self.reactor, self.host, self.port, timeout)
+        d = connectProtocol(endpoint, _Connection(self, self.max_response_bytes))
+        if self.security is not None:
+            d.addCallback(self._secure)
+        return d
+
+    def _secure(self, connection: _Connection) -> defer.Deferred:
+        """The security's step after connecting (a SASL login), before any request; the
+        connection is dropped if it fails."""
+
+        def failed(reason: Failure) -> Failure:
+            if connection.transport is not None:
+                _transport(connection).abortConnection()
+            return reason
+
+        d = defer.maybeDeferred(self.security.secure, connection)
+        return d.addCallbacks(lambda _: connection, failed)
 
     def _connected(self, connection: _Connection) -> None:
         self._connecting = None

@@ -31,6 +31,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from ..protocol.errors import NONE, error_for_code
+from ..security.interbroker import PLAINTEXT_LINK
 from .client import BrokerClient
 from .delayed import DelayedProduces
 from .fetcher import FetcherConfig, ReplicaFetcher
@@ -140,17 +141,37 @@ class ReplicaManager:
         info = self.metadata.brokers.get(state.leader)
         if info is None:
             return  # the leader's registration is not seen yet: the next state brings it
+        link = getattr(self.cluster, "inter_broker", PLAINTEXT_LINK)
+        address = link.address(info)
+        if address is None:
+            log.error(
+                "cannot follow %s-%d: leader %d has no %s listener (inter.broker.listener.name)",
+                topic,
+                partition,
+                state.leader,
+                link.listener,
+            )
+            return
         plog = self._open_log(topic, partition)
         fetcher = self.fetchers.get(state.leader)
         if fetcher is None:
             client = BrokerClient(
                 self.reactor,
-                info.host,
-                info.port,
+                address[0],
+                address[1],
+                security=link,
                 client_id=f"replica-{self.broker_id}",
                 request_timeout_ms=self.fetcher_config.socket_timeout_ms,
                 backoff_ms=self.fetcher_config.fetch_backoff_ms,
                 max_response_bytes=self.fetcher_config.fetch_response_max_bytes * 2,
+            )
+            log.info(
+                "fetching from broker %d at %s:%d over listener %s (%s)",
+                state.leader,
+                address[0],
+                address[1],
+                link.listener,
+                link.security_protocol,
             )
             fetcher = ReplicaFetcher(self.reactor, client, self.broker_id, self.fetcher_config)
             self.fetchers[state.leader] = fetcher

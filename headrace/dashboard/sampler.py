@@ -19,7 +19,7 @@ from twisted.internet import task, threads
 from broker.protocol.zk_client import zookeeper_client
 from broker.protocol.zk_security import ZkCredentials
 from broker.protocol.zookeeper import topic_path
-from consumers.cluster import ClusterClient
+from consumers.cluster import ClusterClient, registered_address
 from consumers.security import PLAINTEXT, ClientSecurity
 
 from . import brokers, warehouse
@@ -115,7 +115,9 @@ class Sampler:
 
     def bootstrap(self) -> str:
         """``host:port,...`` of every broker seen (empty before the first sample)."""
-        return ",".join(f"{r.host}:{r.port}" for _, r in sorted(self.known_brokers.items()))
+        protocol = self.security.security_protocol  # the endpoints the dashboard can speak to
+        addresses = [registered_address(r, protocol) for _, r in sorted(self.known_brokers.items())]
+        return ",".join(f"{a[0]}:{a[1]}" for a in addresses if a is not None)
 
     def topic_exists(self, topic: str) -> bool:
         """Whether ZooKeeper lists ``topic`` now (blocking: call it in a thread).  Without a

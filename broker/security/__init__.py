@@ -1,0 +1,40 @@
+"""The broker's security: listeners and their security protocols, TLS contexts from PEM
+keystores, and the principal a TLS client certificate names.
+
+- ``listeners``: ``listener_plan(config)`` -> ``ListenerPlan`` of ``Listener`` values (pure).
+- ``principal``: ``PrincipalMapper`` for ``ssl.principal.mapping.rules`` (pure).
+- ``tls``: ``TlsSettings.for_listener``, ``ServerTls`` (a listener's context factory),
+  ``principal_of`` (a TLS transport's client certificate as ``User:...``).
+- ``interbroker``: ``InterBrokerSecurity``: how this broker connects to the others.
+"""
+
+from .interbroker import PLAINTEXT_LINK, InterBrokerSecurity
+from .listeners import (
+    SASL_PROTOCOLS,
+    SECURITY_PROTOCOLS,
+    TLS_PROTOCOLS,
+    Listener,
+    ListenerPlan,
+    listener_plan,
+    parse_protocol_map,
+)
+from .principal import NoMatchingRule, PrincipalMapper
+from .tls import ServerTls, TlsSettings, principal_of, subject_of
+
+__all__ = [
+    "PLAINTEXT_LINK",
+    "SASL_PROTOCOLS",
+    "SECURITY_PROTOCOLS",
+    "TLS_PROTOCOLS",
+    "InterBrokerSecurity",
+    "Listener",
+    "ListenerPlan",
+    "NoMatchingRule",
+    "PrincipalMapper",
+    "ServerTls",
+    "TlsSettings",
+    "listener_plan",
+    "parse_protocol_map",
+    "principal_of",
+    "subject_of",
+]
