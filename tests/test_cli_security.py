@@ -162,3 +162,23 @@ def test_settings_that_cannot_work_stop_a_command_with_one_line(cluster1, tmp_pa
     )
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+# --- over SSL with a client certificate ------------------------------------------------------
+
+
+def test_every_command_runs_over_ssl_with_a_client_certificate(make_cluster, certs, tmp_path):
+    """TLS with ``ssl.client.auth=required``: a command that did not present alice's
+    certificate from the file, or that went to the PLAINTEXT port it finds first in
+    ZooKeeper, would fail."""
+    props = certs.broker_properties(client_auth="required")
+    cluster = make_cluster(1, listeners={"SSL": "SSL"}, props=props)
+    client = certs.client_properties("alice", protocol="SSL")
+    config = write_config(tmp_path / "alice-ssl.properties", client)
+    pipeline(
+        cluster.bootstrap_for("SSL"),
+        cluster.zookeeper_connect,
+        ["--command-config", config],
+        ClientSecurity.from_properties(client),
+        tmp_path,
+    )
