@@ -137,6 +137,33 @@ PROPERTIES: tuple[Property, ...] = (
     Property("auto.create.topics.enable", boolean, True, "create topics on first use"),
     Property("message.max.bytes", integer(0, INT_MAX), 1048588, "largest record batch accepted"),
     Property("socket.request.max.bytes", integer(1, INT_MAX), 104857600, "largest request frame"),
+    # SASL (broker/security/sasl_settings.py reads these and the listener.name.<l>.* ones).
+    # Kafka's default mechanism is GSSAPI, which headrace does not serve: SCRAM is ours.
+    Property(
+        "sasl.enabled.mechanisms",
+        _list,
+        ["SCRAM-SHA-256", "SCRAM-SHA-512"],
+        "SASL mechanisms SASL listeners accept",
+    ),
+    Property(
+        "sasl.mechanism.inter.broker.protocol",
+        _string,
+        None,
+        "the mechanism brokers log in with (default: the listener's first enabled one)",
+    ),
+    Property("sasl.jaas.config", _string, None, "JAAS line for every SASL listener"),
+    Property(
+        "sasl.plain.credentials.file",
+        _string,
+        None,
+        "PLAIN's users: one user:password a line (headrace's property)",
+    ),
+    Property(
+        "connection.failed.authentication.delay.ms",
+        integer(0, INT_MAX),
+        100,
+        "delay before a refused login is answered and its connection closed",
+    ),
     Property(
         "fetch.max.bytes",
         integer(1024, INT_MAX),

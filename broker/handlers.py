@@ -29,6 +29,7 @@ from .protocol import errors, produce
 from .protocol.cluster_apis import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, check_handlers
+from .security.scram_admin import ScramAdminHandlers
 from .server import CLOSE_CONNECTION
 from .topic_handlers import TopicHandlers
 from .topic_ids import FETCH_BY_ID, TopicIds
@@ -83,6 +84,7 @@ class RequestHandlers:
         # Addresses are answered on the listener the request came in on, as Kafka does.
         self.contextual = {
             **self.groups.contextual,
+            **ScramAdminHandlers(cluster, reactor).contextual,
             ApiKey.API_VERSIONS: answer_api_versions,
             ApiKey.METADATA: lambda request, connection: self.metadata_request(
                 request.body, request.header.api_version, _listener(connection)

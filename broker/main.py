@@ -33,6 +33,8 @@ from .security import (
     listener_plan,
     principal_of,
 )
+from .security.credentials import ScramCredentialCache
+from .security.sasl_settings import broker_client_login, listener_sasl
 from .server import KafkaServerFactory
 from .shutdown import controlled_shutdown
 
@@ -65,6 +67,15 @@ class Broker:
         self.inter_broker = InterBrokerSecurity.from_config(config, self.plan)
         first = self.plan.listeners[0]
         self.listen_host, self.listen_port = first.host, first.port
+        self.credentials: ScramCredentialCache | None = None  # SCRAM users, once started
+        # Each SASL listener's settings (checked now: a bad one stops the start), and the
+        # broker's own login on a SASL inter-broker listener.
+        self.sasl = {
+            x.name: listener_sasl(config, x.name, self._credential_of)
+            for x in self.plan.listeners
+            if x.security_protocol.startswith("SASL_")
+        }
+        self.client_login = broker_client_login(config)
         self.manager = LogManager.from_broker_config(config, clock=reactor)
         self.cluster = None
         self.controller = None
@@ -118,12 +129,15 @@ class Broker:
             self.config,
             self.handlers.waiters,
         )
+        self.replicas.client_login = self.client_login
         self.handlers.replicas = self.replicas
         self.replicas.start()
         self.cluster.listeners.append(self._metadata_changed)
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
+        self.credentials = ScramCredentialCache(self.cluster.client, self.reactor)
+        self.credentials.start()
         self.controller = Controller(
             self.cluster.client,
             self.config["broker.id"],
@@ -145,6 +159,10 @@ class Broker:
             self.inter_broker.listener,
         )
 
+    def _credential_of(self, user: str, mechanism: str):
+        """A user's SCRAM credential, as ZooKeeper has it (None before the cache starts)."""
+        return None if self.credentials is None else self.credentials.credential_of(user, mechanism)
+
     def listen_address(self, name: str) -> str:
         x = self.plan.listener(name)
         return f"{x.host or '*'}:{self.ports[name].getHost().port}"
@@ -157,6 +175,8 @@ class Broker:
                 self.config["socket.request.max.bytes"],
                 listener_name=x.name,
                 security_protocol=x.security_protocol,
+                sasl=self.sasl.get(x.name),
+                clock=self.reactor,
             )
             if x.uses_tls:
                 settings = self.tls[x.name]
@@ -264,7 +284,9 @@ class Broker:
         to move this broker's leaderships away (``broker/shutdown.py``), serving meanwhile."""
         if not self.config["controlled.shutdown.enable"] or self.controller is None:
             return self.stop()
-        d = controlled_shutdown(self.reactor, self.cluster, self.controller, self.config)
+        d = controlled_shutdown(
+            self.reactor, self.cluster, self.controller, self.config, self.client_login
+        )
         d.addErrback(lambda failure: log.error("controlled shutdown: %s", failure.value))
         return d.addCallback(lambda _: self.stop())
 
@@ -282,6 +304,8 @@ class Broker:
             self.replicas.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.credentials is not None:
+            self.credentials.stop()
         if self.cluster is not None:
             self.cluster.stop()
         self.manager.shutdown()

@@ -16,6 +16,11 @@ bytes, the next piece only when the transport's write buffer has drained (the pr
 transport's streaming producer).  So a connection holds at most one piece in memory however
 large the fetch, and responses still leave in request order.  Responses completed while one
 read's frames are handled leave in one write.
+
+On a SASL_PLAINTEXT or SASL_SSL listener each connection has a ``SaslGate``
+(``broker/security/sasl.py``): until it is authenticated the gate decides which requests
+pass, answers the SASL ones, and after SaslHandshake v0 takes the frames as bare tokens; a
+refused login is answered after the gate's delay and the connection closed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 from collections import deque
 
 from twisted.internet import defer, protocol, tcp
@@ -33,6 +39,7 @@ from .log.segment import FileSlice
 from .protocol import frames
 from .protocol.registry import APIS, Api, ApiKey
 from .protocol.schema import RECORDS, ProtocolError
+from .security.sasl import ListenerSasl, SaslGate
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +102,7 @@ class KafkaServerProtocol(protocol.Protocol):
         self._socket = None  # the socket's descriptor when file ranges go by sendfile
         self._tcp = False  # a plain TCP transport: responses may go straight to its socket
         self.client_software = None  # (name, version) the client gave in ApiVersions v3+
+        self.sasl: SaslGate | None = None  # on SASL listeners: the login's state
 
     def dataReceived(self, data: bytes):
         """Feed the splitter and handle each whole frame; responses ready meanwhile leave in
@@ -135,6 +143,8 @@ class KafkaServerProtocol(protocol.Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
         self.factory.connections.add(self)
+        if self.factory.sasl is not None:
+            self.sasl = SaslGate(self.factory.sasl, self.factory.clock, self.peer)
         # As a streaming producer, we are told when the client reads too slowly; we then
         # stop reading its requests, so a client cannot pile responses up in our memory.
         self.transport.registerProducer(self, True)
@@ -192,23 +202,31 @@ class KafkaServerProtocol(protocol.Protocol):
         self.transport.loseConnection()
         self._closed = True
 
-    def stringReceived(self, payload):
-        if self._closed or self._closing:
-            return
+    def _decode(self, payload):
+        """The request in ``payload``, or None if it was answered or the connection closed."""
         try:
-            request = frames.decode_request(payload)
+            return frames.decode_request(payload)
         except frames.UnsupportedApiError as exc:
             header = exc.header
             if header.api_key == ApiKey.API_VERSIONS:
                 # KIP-511: answer in v0 with the versions we serve; the client retries.
                 self._enqueue_raw(frames.api_versions_fallback(header.correlation_id))
-                return
+                return None
             log.warning("closing %s: %s", self.peer, exc)
             self._abort()
-            return
+            return None
         except ProtocolError as exc:
             log.warning("closing %s: %s", self.peer, exc)
             self._abort()
+            return None
+
+    def stringReceived(self, payload):
+        if self._closed or self._closing:
+            return
+        if self.sasl is not None and not self.sasl.authenticated and self._before_login(payload):
+            return
+        request = self._decode(payload)
+        if request is None:
             return
         header = request.header
         # With nothing in progress before it, a request answered at once skips the queue.
@@ -236,6 +254,56 @@ class KafkaServerProtocol(protocol.Protocol):
             )
         else:
             self._completed(result, slot)
+
+    def _before_login(self, payload) -> bool:
+        """A frame before the login completed, given to the gate; False: an ApiVersions
+        request, for the handlers."""
+        gate = self.sasl
+        if gate.failed:  # a refusal's answer is on its way; then the connection closes
+            return True
+        if gate.raw_tokens:
+            answer = gate.raw_token(payload)
+            if isinstance(answer, defer.Deferred):
+                self._answer_later(PendingResponse(None, None, None), answer)
+            else:
+                self._enqueue_raw(struct.pack(">i", len(answer)) + answer)
+                self.principal = gate.principal or self.principal
+            return True
+        request = self._decode(payload)
+        if request is None:
+            return True
+        api, header = request.api, request.header
+        if not gate.allows(api.key):
+            gate.refuse(api.name)
+            self._abort()
+            return True
+        if api.key == ApiKey.SASL_HANDSHAKE:
+            result = gate.handshake(request.body, header.api_version)
+        elif api.key == ApiKey.SASL_AUTHENTICATE:
+            result = gate.authenticate(request.body["auth_bytes"], header.api_version)
+        else:
+            return False
+        if isinstance(result, defer.Deferred):
+            slot = PendingResponse(header.correlation_id, api, header.api_version)
+            self._answer_later(slot, result)
+        else:
+            self._completed(result, self._queue_slot(header, api))
+            if gate.authenticated:
+                self.principal = gate.principal
+        return True
+
+    def _answer_later(self, slot: PendingResponse, answer: defer.Deferred) -> None:
+        """A refused login: its answer (None: none) leaves when ``answer`` fires, after the
+        gate's delay; then the connection closes."""
+        slot.deferred = answer
+        self._pending.append(slot)
+        answer.addCallback(self._completed, slot)
+        answer.addCallback(lambda _: self._close_when_written())
+        answer.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    def _close_when_written(self) -> None:
+        self._closing = True
+        self._send_more()
 
     def _queue_slot(self, header, api) -> PendingResponse:
         """A place in the response queue for a request in progress."""
@@ -436,7 +504,8 @@ class KafkaServerProtocol(protocol.Protocol):
 
 
 class KafkaServerFactory(protocol.ServerFactory):
-    """Makes a protocol per connection of one listener; ``handlers`` answers requests."""
+    """Makes a protocol per connection of one listener; ``handlers`` answers requests;
+    ``sasl`` (with a ``clock``) is required on SASL listeners."""
 
     def __init__(
         self,
@@ -444,11 +513,17 @@ class KafkaServerFactory(protocol.ServerFactory):
         max_request_bytes: int,
         listener_name: str = "PLAINTEXT",
         security_protocol: str = "PLAINTEXT",
+        sasl: ListenerSasl | None = None,
+        clock=None,
     ):
         self.handlers = handlers
         self.max_request_bytes = max_request_bytes
         self.listener_name = listener_name
         self.security_protocol = security_protocol
+        if security_protocol.startswith("SASL_") and (sasl is None or clock is None):
+            raise ValueError(f"listener {listener_name}: {security_protocol} needs SASL settings")
+        self.sasl = sasl  # the listener's SASL settings on SASL_PLAINTEXT and SASL_SSL
+        self.clock = clock  # delays the answers to refused logins
         self.connections: set[KafkaServerProtocol] = set()
         self.on_handshake = None  # on_handshake(connection): a TLS handshake completed
 

@@ -40,9 +40,10 @@ def movable(remaining, topics: dict[int, list[int]] | dict, broker_id: int) -> l
 
 
 @defer.inlineCallbacks
-def controlled_shutdown(reactor, cluster, controller, config):
+def controlled_shutdown(reactor, cluster, controller, config, login=None):
     """Ask the controller until no leadership that can move is left here; a Deferred of
-    True when done, False when the retries ran out (the broker then stops anyway)."""
+    True when done, False when the retries ran out (the broker then stops anyway).
+    ``login``: the broker's SASL login, when the controller's listener needs one."""
     broker_id = config["broker.id"]
     retries = config["controlled.shutdown.max.retries"]
     backoff_s = config["controlled.shutdown.retry.backoff.ms"] / 1000.0
@@ -64,6 +65,7 @@ def controlled_shutdown(reactor, cluster, controller, config):
                 security=link,
                 client_id=f"broker-{broker_id}",
                 request_timeout_ms=timeout_ms,
+                login=login,
             )
             try:
                 body = yield client.request(

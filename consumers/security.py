@@ -60,7 +60,20 @@ class ClientSecurity:
             raise SecurityConfigError(
                 f"security.protocol {protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
             )
-        return cls(security_protocol=protocol, **_ssl_settings(props))
+        security = cls(security_protocol=protocol, **_sasl_settings(props), **_ssl_settings(props))
+        if security.uses_sasl:
+            from broker.protocol.sasl_login import MECHANISMS
+
+            if security.sasl_mechanism not in MECHANISMS:
+                raise SecurityConfigError(
+                    f"sasl.mechanism {security.sasl_mechanism} is not served; use one of "
+                    f"{', '.join(MECHANISMS)}"
+                )
+            if not security.sasl_username or security.sasl_password is None:
+                raise SecurityConfigError(
+                    f"{protocol} needs sasl.username and sasl.password (or sasl.jaas.config)"
+                )
+        return security
 
     def secure(self, sock: socket.socket, host: str, client_id: str) -> socket.socket:
         """``sock`` made ready for requests: TLS if the protocol has it, then a SASL login
@@ -78,6 +91,29 @@ class ClientSecurity:
             sock.close()
             raise
         return sock
+
+
+def _sasl_settings(props: dict[str, str]) -> dict:
+    """``sasl.mechanism`` (librdkafka's ``sasl.mechanisms`` too), and the user name and
+    password from ``sasl.username``/``sasl.password`` or Java's ``sasl.jaas.config``."""
+    from broker.protocol.jaas import JaasConfigError, parse_jaas
+
+    settings: dict = {}
+    mechanism = props.get("sasl.mechanism") or props.get("sasl.mechanisms")
+    if mechanism:
+        settings["sasl_mechanism"] = mechanism.strip().upper()
+    if props.get("sasl.jaas.config"):
+        try:
+            options = parse_jaas(props["sasl.jaas.config"]).options
+        except JaasConfigError as exc:
+            raise SecurityConfigError(str(exc)) from None
+        settings["sasl_username"] = options.get("username")
+        settings["sasl_password"] = options.get("password")
+    if "sasl.username" in props:
+        settings["sasl_username"] = props["sasl.username"]
+    if "sasl.password" in props:
+        settings["sasl_password"] = props["sasl.password"]
+    return settings
 
 
 def _ssl_settings(props: dict[str, str]) -> dict:

@@ -10,7 +10,7 @@ import uuid
 from broker.protocol import frames
 from broker.protocol.registry import Api
 
-_MODULES = ("admin", "consumer", "metadata", "producer")
+_MODULES = ("admin", "consumer", "metadata", "producer", "sasl")
 
 
 def kafka_python_class(name: str):

@@ -127,6 +127,7 @@ ZK_ROOTS = (
 LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "zookeeper.py",
     ROOT / "broker" / "protocol" / "schema_nodes.py",
+    ROOT / "broker" / "protocol" / "security_nodes.py",
     ROOT / "broker" / "protocol" / "broker_nodes.py",
     ROOT / "broker" / "protocol" / "zk_security.py",
 )
@@ -201,8 +202,9 @@ def test_the_path_check_catches_literals_and_extended_roots():
 
 def test_every_zookeeper_path_is_built_in_the_layout_modules():
     """Paths are built only in ``broker/protocol/zookeeper.py`` and, for the schema
-    registry, ``broker/protocol/schema_nodes.py``, and for ZooKeeper security's sensitive
-    roots ``broker/protocol/zk_security.py`` (ARCHITECTURE.md, "ZooKeeper layout")."""
+    registry, ``broker/protocol/schema_nodes.py``, for SCRAM credentials
+    ``broker/protocol/security_nodes.py``, and for ZooKeeper security's sensitive roots
+    ``broker/protocol/zk_security.py`` (ARCHITECTURE.md, "ZooKeeper layout")."""
     roots = _root_names()
     bad = []
     for path in _modules(*PACKAGES):

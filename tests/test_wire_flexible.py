@@ -209,8 +209,10 @@ def test_kafka_python_reads_and_writes_our_flexible_frames_byte_for_byte(api, si
     if api.key == ApiKey.API_VERSIONS and side == "response":
         body["error_code"] = 0  # else kafka-python reads the answer as v0 (the fallback)
     theirs = read_back_by_kafka_python(api, side, version, body)
-    # names and values, not only bytes (ListGroups v3's request is empty)
-    assert agree(body, theirs.to_dict()) >= min(2, len(body))
+    # names and values, not only bytes (ListGroups v3's request is empty; a bytes field, as
+    # SaslAuthenticate's only one, is checked by the byte-for-byte re-encoding)
+    plain = [value for value in body.values() if not isinstance(value, bytes)]
+    assert agree(body, theirs.to_dict()) >= min(2, len(plain))
 
 
 def test_every_api_with_a_flexible_version_served_is_checked():

@@ -2,7 +2,7 @@
 our clients ask for, and the request and response schemas; ApiVersions is answered from it.
 
 Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.py`` and
-``config_apis.py``, ``cluster_apis.py``.
+``config_apis.py``, ``cluster_apis.py``, ``sasl_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
 A row's ``flexible_from`` is the API's first flexible version (KIP-482; Kafka's
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import admin_apis, apis, cluster_apis, config_apis, group_apis
+from . import admin_apis, apis, cluster_apis, config_apis, group_apis, sasl_apis
 from .schema import Struct
 
 
@@ -40,6 +40,7 @@ class ApiKey(IntEnum):
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -49,11 +50,14 @@ class ApiKey(IntEnum):
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
+    SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
     OFFSET_DELETE = 47
+    DESCRIBE_USER_SCRAM_CREDENTIALS = 50
+    ALTER_USER_SCRAM_CREDENTIALS = 51
     DESCRIBE_CLUSTER = 60
     DESCRIBE_PRODUCERS = 61
 
@@ -92,7 +96,7 @@ class Api:
         return self.key.title
 
 
-K, a, g, ad, c, cl = ApiKey, apis, group_apis, admin_apis, config_apis, cluster_apis
+K, a, g, ad, c, cl, s = ApiKey, apis, group_apis, admin_apis, config_apis, cluster_apis, sasl_apis
 # key, versions served (min, max), our clients' version, request and response schemas, first
 # flexible version
 # one row per API, unwrapped
@@ -112,6 +116,7 @@ APIS: tuple[Api, ...] = (
     Api(K.SYNC_GROUP, 0, 5, 3, g.SYNC_GROUP_REQUEST, g.SYNC_GROUP_RESPONSE, flexible_from=4),
     Api(K.DESCRIBE_GROUPS, 0, 5, 4, g.DESCRIBE_GROUPS_REQUEST, g.DESCRIBE_GROUPS_RESPONSE, flexible_from=5),  # noqa: E501
     Api(K.LIST_GROUPS, 0, 4, 2, g.LIST_GROUPS_REQUEST, g.LIST_GROUPS_RESPONSE, flexible_from=3),
+    Api(K.SASL_HANDSHAKE, 0, 1, 1, s.SASL_HANDSHAKE_REQUEST, s.SASL_HANDSHAKE_RESPONSE),
     Api(K.API_VERSIONS, 0, 3, 3, a.API_VERSIONS_REQUEST, a.API_VERSIONS_RESPONSE, flexible_from=3),
     Api(K.CREATE_TOPICS, 2, 7, 7, a.CREATE_TOPICS_REQUEST, a.CREATE_TOPICS_RESPONSE, flexible_from=5),  # noqa: E501
     Api(K.DELETE_TOPICS, 1, 6, 5, a.DELETE_TOPICS_REQUEST, a.DELETE_TOPICS_RESPONSE, flexible_from=4),  # noqa: E501
@@ -121,16 +126,19 @@ APIS: tuple[Api, ...] = (
     Api(K.DESCRIBE_CONFIGS, 0, 4, 4, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE, flexible_from=4),  # noqa: E501
     Api(K.ALTER_CONFIGS, 0, 2, 2, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DESCRIBE_LOG_DIRS, 0, 4, 4, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.SASL_AUTHENTICATE, 0, 2, 2, s.SASL_AUTHENTICATE_REQUEST, s.SASL_AUTHENTICATE_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.CREATE_PARTITIONS, 0, 3, 3, ad.CREATE_PARTITIONS_REQUEST, ad.CREATE_PARTITIONS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DELETE_GROUPS, 0, 2, 2, ad.DELETE_GROUPS_REQUEST, ad.DELETE_GROUPS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.ELECT_LEADERS, 0, 2, 2, ad.ELECT_LEADERS_REQUEST, ad.ELECT_LEADERS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.INCREMENTAL_ALTER_CONFIGS, 0, 1, 1, c.INCREMENTAL_ALTER_CONFIGS_REQUEST, c.INCREMENTAL_ALTER_CONFIGS_RESPONSE, flexible_from=1),  # noqa: E501
     Api(K.OFFSET_DELETE, 0, 0, 0, ad.OFFSET_DELETE_REQUEST, ad.OFFSET_DELETE_RESPONSE),
+    Api(K.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, 0, 0, s.DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST, s.DESCRIBE_USER_SCRAM_CREDENTIALS_RESPONSE, flexible_from=0),  # noqa: E501
+    Api(K.ALTER_USER_SCRAM_CREDENTIALS, 0, 0, 0, s.ALTER_USER_SCRAM_CREDENTIALS_REQUEST, s.ALTER_USER_SCRAM_CREDENTIALS_RESPONSE, flexible_from=0),  # noqa: E501
     Api(K.DESCRIBE_CLUSTER, 0, 1, 1, cl.DESCRIBE_CLUSTER_REQUEST, cl.DESCRIBE_CLUSTER_RESPONSE, flexible_from=0),  # noqa: E501
     Api(K.DESCRIBE_PRODUCERS, 0, 0, 0, cl.DESCRIBE_PRODUCERS_REQUEST, cl.DESCRIBE_PRODUCERS_RESPONSE, flexible_from=0),  # noqa: E501
 )
 # fmt: on
-del K, a, g, ad, c, cl
+del K, a, g, ad, c, cl, s
 API_BY_KEY: dict[int, Api] = {api.key: api for api in APIS}
 
 # The APIs of the group coordinator (``broker/group_handlers.py``), in the order it lists them.

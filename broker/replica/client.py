@@ -14,6 +14,10 @@ connection the next one waits ``replica.fetch.backoff.ms``.  Each request has a 
 (``replica.socket.timeout.ms``): when it passes, that request fails with REQUEST_TIMED_OUT
 and the connection is dropped, failing the others in flight with NETWORK_EXCEPTION, as
 requests on a connection that broke do.  ``close`` fails what is pending and disconnects.
+
+With ``login`` (mechanism, user name, password), each new connection first logs in with
+SaslHandshake v1 and SaslAuthenticate v2 (``broker/protocol/sasl_login.py``); requests wait
+for it, and a refused login fails them with the broker's error and drops the connection.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from twisted.python.failure import Failure
 from ..protocol.errors import KafkaError, error_for_code
 from ..protocol.frames import FrameSplitter, decode_response_header, encode_request
 from ..protocol.registry import API_BY_KEY, ApiKey, client_version
+from ..protocol.sasl_login import SaslLoginError, client_login
 from ..protocol.schema import DECODE_ERRORS, ProtocolError, Struct
 
 RequestTimedOutError = error_for_code(7)
@@ -90,11 +95,14 @@ class BrokerClient:
         backoff_ms: int = 1000,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE,
         security: Any = None,
+        login: tuple[str, str, str] | None = None,
     ):
         self.reactor = reactor
         # How to connect (an InterBrokerSecurity): its ``endpoint`` (TCP, or TLS over it) and
         # its ``secure(connection)`` step before the first request; None: plain TCP.
         self.security = security
+        self.login = login  # (mechanism, user, password) for SASL listeners
+        self._logging_in = False  # the connection's login is under way: requests wait
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -122,7 +130,15 @@ class BrokerClient:
         given); a Deferred of the decoded response body."""
         if self._closed:
             return defer.fail(NetworkExceptionError(f"client for {self.host}:{self.port} closed"))
-        version = client_version(api_key, version)
+        pending = self._pending(api_key, body, client_version(api_key, version))
+        if self._connection is not None and not self._logging_in:
+            self._send(self._connection, pending)
+        else:
+            self._unsent.append(pending)
+            self._connect()
+        return pending.deferred
+
+    def _pending(self, api_key: ApiKey, body: dict, version: int) -> _Pending:
         pending = _Pending(api_key, version, self._next_correlation, API_BY_KEY[api_key].response)
         self._next_correlation = (self._next_correlation + 1) & 0x7FFFFFFF
         pending.frame = encode_request(
@@ -132,12 +148,7 @@ class BrokerClient:
         pending.timer = self.reactor.callLater(
             self.request_timeout_ms / 1000.0, self._timed_out, pending
         )
-        if self._connection is not None:
-            self._send(self._connection, pending)
-        else:
-            self._unsent.append(pending)
-            self._connect()
-        return pending.deferred
+        return pending
 
     def close(self) -> defer.Deferred[None]:
         """Fail every pending request and disconnect; the Deferred fires once disconnected."""
@@ -191,8 +202,9 @@ class BrokerClient:
         return d
 
     def _secure(self, connection: _Connection) -> defer.Deferred:
-        """The security's step after connecting (a SASL login), before any request; the
-        connection is dropped if it fails."""
+        """The security's step after connecting, before any request (the SASL login is
+        ``login``'s, run once the connection is the client's); the connection is dropped if
+        it fails."""
 
         def failed(reason: Failure) -> Failure:
             if connection.transport is not None:
@@ -208,8 +220,63 @@ class BrokerClient:
             _transport(connection).loseConnection()
             return
         self._connection = connection
+        if self.login is not None:
+            self._logging_in = True
+            d = self._log_in(connection)
+            d.addCallbacks(
+                self._logged_in,
+                self._login_failed,
+                callbackArgs=(connection,),
+                errbackArgs=(connection,),
+            )
+            return
         while self._unsent:
             self._send(connection, self._unsent.popleft())
+
+    @defer.inlineCallbacks
+    def _log_in(self, connection: _Connection):
+        """SaslHandshake v1, then SaslAuthenticate v2 until the mechanism is done."""
+        assert self.login is not None
+        mechanism, user, password = self.login
+        login = client_login(mechanism, user, password)
+
+        def exchange(api_key: ApiKey, body: dict, version: int) -> defer.Deferred:
+            pending = self._pending(api_key, body, version)
+            self._send(connection, pending)
+            return pending.deferred
+
+        answer = yield exchange(ApiKey.SASL_HANDSHAKE, {"mechanism": mechanism}, 1)
+        if answer["error_code"]:
+            raise error_for_code(answer["error_code"])(
+                f"{mechanism} not enabled at {self.host}:{self.port}: {answer['mechanisms']}"
+            )
+        token = login.first()
+        while token is not None:
+            answer = yield exchange(ApiKey.SASL_AUTHENTICATE, {"auth_bytes": token}, 2)
+            if answer["error_code"]:
+                raise error_for_code(answer["error_code"])(
+                    f"login as {user} at {self.host}:{self.port}: {answer['error_message']}"
+                )
+            token = login.step(answer["auth_bytes"])
+
+    def _logged_in(self, _, connection: _Connection) -> None:
+        self._logging_in = False
+        if connection is not self._connection:
+            return
+        while self._unsent:
+            self._send(connection, self._unsent.popleft())
+
+    def _login_failed(self, reason: Failure, connection: _Connection) -> None:
+        """A refused login fails the requests waiting for it and drops the connection."""
+        self._logging_in = False
+        error = reason.value
+        if not isinstance(error, KafkaError | SaslLoginError):
+            error = NetworkExceptionError(f"login at {self.host}:{self.port}: {error}")
+        unsent, self._unsent = self._unsent, deque()
+        for pending in unsent:
+            self._finish(pending, error)
+        if connection is self._connection:
+            self.disconnect()
 
     def _connect_failed(self, reason: Failure) -> None:
         self._connecting = None

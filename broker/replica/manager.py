@@ -73,6 +73,7 @@ class ReplicaManager:
         self._shrink = task.LoopingCall(self.shrink_isrs)
         self._shrink.clock = reactor
         self.lease = SessionLease(cluster, reactor, config["zookeeper.session.timeout.ms"] / 1000)
+        self.client_login = None  # (mechanism, user, password) on a SASL inter-broker listener
 
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -164,6 +165,7 @@ class ReplicaManager:
                 request_timeout_ms=self.fetcher_config.socket_timeout_ms,
                 backoff_ms=self.fetcher_config.fetch_backoff_ms,
                 max_response_bytes=self.fetcher_config.fetch_response_max_bytes * 2,
+                login=self.client_login,
             )
             log.info(
                 "fetching from broker %d at %s:%d over listener %s (%s)",

@@ -6,6 +6,9 @@ keystores, and the principal a TLS client certificate names.
 - ``tls``: ``TlsSettings.for_listener``, ``ServerTls`` (a listener's context factory),
   ``principal_of`` (a TLS transport's client certificate as ``User:...``).
 - ``interbroker``: ``InterBrokerSecurity``: how this broker connects to the others.
+- ``sasl``: ``SaslGate``, a connection's SASL login (pure); its mechanisms in
+  ``mechanisms``, a listener's settings in ``sasl_settings``, the SCRAM credentials kept in
+  ZooKeeper in ``credentials``, the credential admin APIs in ``scram_admin``.
 """
 
 from .interbroker import PLAINTEXT_LINK, InterBrokerSecurity
