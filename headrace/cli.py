@@ -262,12 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     from kazoo.handlers.threading import KazooTimeoutError
 
     from broker.protocol.zk_security import ZkSecurityError
+    from consumers.sasl import SaslAuthenticationError
 
     try:
         return args.func(args)
     except (ConfigError, KafkaError, OSError, ZkSecurityError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
+    except SaslAuthenticationError as exc:  # a refused login: Kafka's clients give up too
+        print(f"headrace {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (KazooException, KazooTimeoutError) as exc:
         where = getattr(args, "zookeeper", None)
         zookeeper = f"ZooKeeper at {where}" if where else "ZooKeeper"

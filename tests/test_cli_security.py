@@ -182,3 +182,99 @@ def test_every_command_runs_over_ssl_with_a_client_certificate(make_cluster, cer
         ClientSecurity.from_properties(client),
         tmp_path,
     )
+
+
+# --- over SASL_SSL with SCRAM-SHA-512 ---------------------------------------------------------
+
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+def sasl_ssl_cluster(make_cluster, certs):
+    """One broker with a SASL_SSL listener (SCRAM-SHA-512) beside its PLAINTEXT one; the
+    ZooKeeper registration names both, so ZooKeeper-found brokers must be picked by protocol."""
+    props = {**certs.broker_properties(), "sasl.enabled.mechanisms": "SCRAM-SHA-512"}
+    return make_cluster(1, listeners={"SASL_SSL": "SASL_SSL"}, props=props)
+
+
+def add_user(zookeeper: str, user: str, password: str, tmp_path: Path) -> None:
+    secret = tmp_path / f"{user}.password"
+    secret.write_text(password + "\n")
+    ok("users", "add", "--zookeeper", zookeeper, "--user", user, "--password-file", str(secret))
+
+
+def scram_client(certs, user: str, password: str) -> dict[str, str]:
+    return {
+        **certs.client_properties(protocol="SASL_SSL"),
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": f'{SCRAM_MODULE} required username="{user}" password="{password}";',
+    }
+
+
+def test_every_command_runs_over_sasl_ssl_with_scram(make_cluster, certs, tmp_path):
+    """A SASL_SSL client cannot talk to the PLAINTEXT port, so each command that succeeds
+    connected where it was told, TLS first, then the SCRAM login."""
+    cluster = sasl_ssl_cluster(make_cluster, certs)
+    add_user(cluster.zookeeper_connect, "alice", "alice-secret", tmp_path)
+    props = scram_client(certs, "alice", "alice-secret")
+    config = write_config(tmp_path / "alice.properties", props)
+    pipeline(
+        cluster.bootstrap_for("SASL_SSL"),
+        cluster.zookeeper_connect,
+        ["--command-config", config],
+        ClientSecurity.from_properties(props),
+        tmp_path,
+    )
+
+
+def test_a_mirror_from_a_sasl_ssl_cluster_into_a_plaintext_one(make_cluster, certs, tmp_path):
+    source, target = sasl_ssl_cluster(make_cluster, certs), make_cluster(1)
+    add_user(source.zookeeper_connect, "mirror", "mirror-secret", tmp_path)
+    props = scram_client(certs, "mirror", "mirror-secret")
+    src = write_config(tmp_path / "source.properties", props)
+    b = ["--bootstrap-server", source.bootstrap_for("SASL_SSL"), "--command-config", src]
+    ok("topics", "create", "--topic", "secure", "--partitions", "2", *b)
+    sent = events(20, "x")
+    ok("produce", "--topic", "secure", *b, stdin=b"\n".join(sent) + b"\n")
+    ends = ["--from-zookeeper", source.zookeeper_connect]
+    ends += ["--to-bootstrap-server", target.bootstrap, "--source-command-config", src]
+    mirror = subprocess.Popen(
+        [*HEADRACE, "mirror", *ends, "--include", "secure", "--group", "mm"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: stored(target.bootstrap, "secure", PLAINTEXT) == 20, 60)
+        read = ["--topic", "secure", "--from-beginning", "--max-messages", "20", "--timeout", "5"]
+        copied = ok("consume", *read, "--bootstrap-server", target.bootstrap)
+        assert sorted(copied.encode().splitlines()) == sorted(sent)
+    finally:
+        mirror.send_signal(signal.SIGTERM)
+        _, err = mirror.communicate(timeout=30)
+    assert mirror.returncode == 0, err.decode()[-2000:]
+
+
+def test_a_wrong_password_is_one_line_and_stores_nothing(make_cluster, certs, tmp_path):
+    cluster = sasl_ssl_cluster(make_cluster, certs)
+    add_user(cluster.zookeeper_connect, "alice", "alice-secret", tmp_path)
+    props = scram_client(certs, "alice", "alice-secret")
+    good = ClientSecurity.from_properties(props)
+    right = write_config(tmp_path / "right.properties", props)
+    wrong = write_config(tmp_path / "wrong.properties", scram_client(certs, "alice", "nope"))
+    bootstrap = cluster.bootstrap_for("SASL_SSL")
+    create = ["topics", "create", "--topic", "guarded", "--partitions", "2"]
+    ok(*create, "--bootstrap-server", bootstrap, "--command-config", right)
+    b = ["--bootstrap-server", bootstrap, "--command-config", wrong]
+    for args, stdin in (
+        (["topics", "list", *b], None),
+        (["produce", "--topic", "guarded", *b], b"one\ntwo\n"),
+        (["consume", "--topic", "guarded", "--from-beginning", "--timeout", "5", *b], None),
+        (["consume", "--topic", "guarded", "--group", "kg", "--timeout", "5", *b], None),
+        (["groups", "list", *b], None),
+        (["groups", "describe", "kg", *b], None),
+    ):
+        code, _, err = headrace(*args, stdin=stdin)
+        lines = err.strip().splitlines()
+        assert code != 0, args
+        assert len(lines) == 1 and "Traceback" not in err, (args, err)
+        assert "auth" in lines[0].lower(), lines[0]
+    assert stored(bootstrap, "guarded", good) == 0

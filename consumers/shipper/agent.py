@@ -10,6 +10,7 @@ import threading
 import time
 
 from ..producer import Producer, ProducerClosedError
+from ..sasl import SaslAuthenticationError
 from .files import FileFinder, Tail
 from .follow import Change, Retire, Seen, quiet_for, read_from, retire, scan_changes
 from .resume import open_at_start
@@ -340,8 +341,8 @@ class Shipper:
         key = self._key(line) if self.key_field else None
         try:
             future = self.producer.send(self.topic, line, key=key)
-        except ProducerClosedError:
-            raise
+        except (ProducerClosedError, SaslAuthenticationError):
+            raise  # a refused login is not tried again: the settings are wrong
         except Exception as exc:  # no broker, no such topic, buffer full, ZooKeeper down, ...
             self._send_failures += 1
             delay = self._backoff(self._send_failures)

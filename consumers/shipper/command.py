@@ -13,6 +13,7 @@ from broker.protocol.errors import KafkaError
 
 from ..metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 from ..producer import audit
+from ..sasl import SaslAuthenticationError
 from ..security import add_security_arguments, security_from_args
 from .agent import Shipper
 from .metrics import shipper_registry
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         log.info("shipping %s to %s", " ".join(shipper.patterns), shipper.topic)
         shipper.run()
-    except StateError as exc:
+    except (StateError, SaslAuthenticationError) as exc:
         log.error("%s", exc)
         shipper.close(0)
         return 2
