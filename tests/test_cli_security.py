@@ -277,4 +277,9 @@ def test_a_wrong_password_is_one_line_and_stores_nothing(make_cluster, certs, tm
         assert code != 0, args
         assert len(lines) == 1 and "Traceback" not in err, (args, err)
         assert "auth" in lines[0].lower(), lines[0]
+    log = tmp_path / "app.log"
+    log.write_bytes(b"one\ntwo\n")
+    state = ["--state-file", str(tmp_path / "ship.json"), "--from-beginning"]
+    code, _, err = headrace("ship", "--topic", "guarded", str(log), *state, *b)
+    assert code == 2 and "SASL_AUTHENTICATION_FAILED" in err and "Traceback" not in err, err
     assert stored(bootstrap, "guarded", good) == 0

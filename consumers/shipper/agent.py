@@ -127,6 +127,8 @@ class Shipper:
             while not self.stopping:
                 try:
                     more = self.poll_once()
+                except SaslAuthenticationError:
+                    raise  # the brokers refused our login: trying again changes nothing
                 except Exception:  # keep shipping; the next loop tries again
                     log.exception("shipper loop failed; trying again in %.1f s", self.retry_backoff)
                     self._stop.wait(self.retry_backoff)
