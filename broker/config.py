@@ -34,6 +34,7 @@ from .protocol import zk_security
 from .protocol.properties import PropertiesError
 from .protocol.properties import parse_properties as _parse_properties
 from .protocol.zk_security import ZkCredentials, ZkSecurityError
+from .security.authorizer import AUTHORIZER_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,17 @@ def _float_at_least_zero(name: str, text: str) -> float:
         raise ConfigError(f"{name}: {text!r} is not a number") from None
     if not value >= 0:
         raise ConfigError(f"{name}: {value} is out of range; it must be at least 0")
+    return value
+
+
+def _authorizer_class(name: str, text: str) -> str:
+    """``authorizer.class.name``: empty (no authorization) or an ACL authorizer's class."""
+    value = text.strip()
+    if value and value not in AUTHORIZER_CLASSES:
+        raise ConfigError(
+            f"{name}: unknown authorizer class {value!r}; use one of "
+            f"{', '.join(AUTHORIZER_CLASSES)} or leave it empty for no authorization"
+        )
     return value
 
 
@@ -277,6 +289,20 @@ PROPERTIES: tuple[Property, ...] = (
         integer(1, INT_MAX),
         86400000,
         "how long a partition remembers an idle producer id's sequences",
+    ),
+    # --- security: ACLs ---
+    Property(
+        "authorizer.class.name",
+        _authorizer_class,
+        "",
+        "the ACL authorizer (Kafka's AclAuthorizer names are accepted); empty: none",
+    ),
+    Property("super.users", _string, None, "principals allowed everything: User:a;User:b"),
+    Property(
+        "allow.everyone.if.no.acl.found",
+        boolean,
+        False,
+        "let anyone act on a resource that no ACL names (with an authorizer)",
     ),
     # --- replication ---
     Property(

@@ -29,6 +29,9 @@ from .protocol import errors, produce
 from .protocol.cluster_apis import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from .protocol.errors import NONE, KafkaError, error_code
 from .protocol.registry import ApiKey, check_handlers
+from .security.acl_handlers import AclHandlers
+from .security.authorizer import Authorizer, parse_super_users
+from .security.guard import RequestGuard
 from .security.scram_admin import ScramAdminHandlers
 from .server import CLOSE_CONNECTION
 from .topic_handlers import TopicHandlers
@@ -79,6 +82,10 @@ class RequestHandlers:
         self.topic_ids = TopicIds(self.metadata)
         self.admin = AdminHandlers(self)
         self.topics = TopicHandlers(self)
+        # The ACL authorizer when authorizer.class.name names one (its ACLs kept current by
+        # the broker's AclCache), and the per-API checks that ask it; None: no authorization.
+        self.authorizer = build_authorizer(config)
+        self.guard = None if self.authorizer is None else RequestGuard(self.authorizer, self)
         self.cluster_handlers = ClusterHandlers(self)
         self.table = self.handler_table()
         # Addresses are answered on the listener the request came in on, as Kafka does.
@@ -113,10 +120,17 @@ class RequestHandlers:
             **self.admin.table,
             **self.topics.table,
             **self.cluster_handlers.table,
+            **AclHandlers(self.authorizer, self.cluster, self.reactor).table,
             **ConfigHandlers(self.config, self.cluster, self.reactor).table,
         }
 
     def handle(self, request, connection):
+        """The answer to ``request``, checked first by the authorizer's rules if one is on."""
+        if self.guard is not None:
+            return self.guard.handle(request, connection, self._dispatch)
+        return self._dispatch(request, connection)
+
+    def _dispatch(self, request, connection):
         contextual = self.contextual.get(request.api.key)
         if contextual is not None:
             return contextual(request, connection)
@@ -197,6 +211,8 @@ class RequestHandlers:
             if acks not in (0, 1, -1):
                 raise errors.InvalidRequiredAcksError(f"acks={acks}; use 0, 1 or -1")
             plog = self._local_log(topic, partition)
+            if isinstance(records, KafkaError):  # refused by the authorizer's rules
+                raise records
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
             self.replicas.check_leading(topic, partition)
@@ -449,6 +465,17 @@ class RequestHandlers:
                 code = errors.NotControllerError.code  # the client retries, asking again
         log.info("controlled shutdown of broker %d: %s", body["broker_id"], code or "done")
         return {"error_code": code, "remaining_partitions": remaining}
+
+
+def build_authorizer(config: BrokerConfig) -> Authorizer | None:
+    """The authorizer ``authorizer.class.name`` asks for (None: no authorization), with
+    ``super.users`` and ``allow.everyone.if.no.acl.found``; its ACLs start empty."""
+    if not config["authorizer.class.name"]:
+        return None
+    return Authorizer(
+        super_users=parse_super_users(config["super.users"]),
+        allow_everyone_if_no_acl_found=config["allow.everyone.if.no.acl.found"],
+    )
 
 
 def _invalid_record(exc: KafkaError, version: int) -> tuple[int, list | None]:

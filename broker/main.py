@@ -33,6 +33,7 @@ from .security import (
     listener_plan,
     principal_of,
 )
+from .security.acl_cache import AclCache
 from .security.credentials import ScramCredentialCache
 from .security.sasl_settings import broker_client_login, listener_sasl
 from .server import KafkaServerFactory
@@ -81,6 +82,7 @@ class Broker:
         self.controller = None
         self.replicas = None
         self.handlers = None
+        self.acl_cache: AclCache | None = None
         self.port = None  # the first listener's listening port
         self.ports: dict = {}  # listener name -> its listening port
         self.factories: dict[str, KafkaServerFactory] = {}
@@ -136,6 +138,11 @@ class Broker:
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
+        if self.handlers.authorizer is not None:  # ACLs loaded, then followed
+            self.acl_cache = AclCache(
+                self.cluster.client, self.reactor, self.handlers.authorizer.acls
+            )
+            self.acl_cache.start()
         self.credentials = ScramCredentialCache(self.cluster.client, self.reactor)
         self.credentials.start()
         self.controller = Controller(
@@ -304,6 +311,8 @@ class Broker:
             self.replicas.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.acl_cache is not None:
+            self.acl_cache.stop()
         if self.credentials is not None:
             self.credentials.stop()
         if self.cluster is not None:

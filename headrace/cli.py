@@ -3,6 +3,7 @@
 headrace broker --config server.properties [--override key=value ...]
 headrace topics create|list|describe|alter|delete --bootstrap-server host:port ...
 headrace configs --topic T | --broker N  --describe [--all] | --alter  topic and broker configs
+headrace acls --add|--remove|--list --topic T|--group G|--cluster ...  ACLs, as kafka-acls
 headrace users add|delete|list --user U (--zookeeper Z | --bootstrap-server B)  SCRAM users
 headrace cluster up --brokers N | headrace cluster down
 headrace produce|consume --topic T ...  stdin to a topic, a topic to stdout
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     topics.set_defaults(func=cmd_topics)
     config_cli.add_parser(sub)
+    from . import acls as acl_cli
+
+    acl_cli.add_parser(sub)
     from . import users
 
     users.add_parser(sub)

@@ -121,6 +121,7 @@ ZK_ROOTS = (
     "/cluster",
     "/latest_producer_id_block",
     "/schema-registry",
+    "/kafka-acl",
 )
 
 
@@ -130,6 +131,7 @@ LAYOUT_MODULES = (
     ROOT / "broker" / "protocol" / "security_nodes.py",
     ROOT / "broker" / "protocol" / "broker_nodes.py",
     ROOT / "broker" / "protocol" / "zk_security.py",
+    ROOT / "broker" / "protocol" / "acl_nodes.py",
 )
 
 

@@ -84,6 +84,8 @@ ERROR_TABLE: tuple[tuple[int, str, bool, str], ...] = (
     (47, "INVALID_PRODUCER_EPOCH", False, "The producer epoch is stale."),
     (48, "INVALID_TXN_STATE", False, "The transactional state is invalid."),
     (51, "CONCURRENT_TRANSACTIONS", True, "Another operation on the transaction is under way."),
+    (53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", False, "Not authorized for that id."),
+    (54, "SECURITY_DISABLED", False, "Security features are disabled."),
     (56, "KAFKA_STORAGE_ERROR", True, "A disk error stopped the operation; nothing was written."),
     (58, "SASL_AUTHENTICATION_FAILED", False, "SASL authentication failed."),
     (59, "UNKNOWN_PRODUCER_ID", False, "The producer id is unknown."),
@@ -195,3 +197,9 @@ StaleBrokerEpochError = _BY_CODE[77]
 FencedLeaderEpochError = _BY_CODE[74]
 FencedInstanceIdError = _BY_CODE[82]
 UnknownLeaderEpochError = _BY_CODE[75]
+TopicAuthorizationFailedError = _BY_CODE[29]
+GroupAuthorizationFailedError = _BY_CODE[30]
+ClusterAuthorizationFailedError = _BY_CODE[31]
+TransactionalIdAuthorizationFailedError = _BY_CODE[53]
+SecurityDisabledError = _BY_CODE[54]
+InvalidRequestError = _BY_CODE[42]

@@ -2,7 +2,7 @@
 our clients ask for, and the request and response schemas; ApiVersions is answered from it.
 
 Every API is one row of ``APIS``; the schemas are in ``apis.py``, ``group_apis.py`` and
-``config_apis.py``, ``cluster_apis.py``, ``sasl_apis.py``.
+``config_apis.py``, ``cluster_apis.py``, ``acl_apis.py``, ``sasl_apis.py``.
 Serving a new version is widening its row; serving a new API is adding a key and a row, and
 the broker then refuses to start until a handler is registered for it (``check_handlers``).
 A row's ``flexible_from`` is the API's first flexible version (KIP-482; Kafka's
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import admin_apis, apis, cluster_apis, config_apis, group_apis, sasl_apis
+from . import acl_apis, admin_apis, apis, cluster_apis, config_apis, group_apis, sasl_apis
 from .schema import Struct
 
 
@@ -47,6 +47,9 @@ class ApiKey(IntEnum):
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_ACLS = 29
+    CREATE_ACLS = 30
+    DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
@@ -123,6 +126,9 @@ APIS: tuple[Api, ...] = (
     Api(K.DELETE_RECORDS, 0, 2, 2, ad.DELETE_RECORDS_REQUEST, ad.DELETE_RECORDS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.INIT_PRODUCER_ID, 0, 4, 4, a.INIT_PRODUCER_ID_REQUEST, a.INIT_PRODUCER_ID_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.OFFSET_FOR_LEADER_EPOCH, 0, 4, 4, a.OFFSET_FOR_LEADER_EPOCH_REQUEST, a.OFFSET_FOR_LEADER_EPOCH_RESPONSE, flexible_from=4),  # noqa: E501
+    Api(K.DESCRIBE_ACLS, 0, 3, 3, acl_apis.DESCRIBE_ACLS_REQUEST, acl_apis.DESCRIBE_ACLS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.CREATE_ACLS, 0, 3, 3, acl_apis.CREATE_ACLS_REQUEST, acl_apis.CREATE_ACLS_RESPONSE, flexible_from=2),  # noqa: E501
+    Api(K.DELETE_ACLS, 0, 3, 3, acl_apis.DELETE_ACLS_REQUEST, acl_apis.DELETE_ACLS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DESCRIBE_CONFIGS, 0, 4, 4, c.DESCRIBE_CONFIGS_REQUEST, c.DESCRIBE_CONFIGS_RESPONSE, flexible_from=4),  # noqa: E501
     Api(K.ALTER_CONFIGS, 0, 2, 2, c.ALTER_CONFIGS_REQUEST, c.ALTER_CONFIGS_RESPONSE, flexible_from=2),  # noqa: E501
     Api(K.DESCRIBE_LOG_DIRS, 0, 4, 4, a.DESCRIBE_LOG_DIRS_REQUEST, a.DESCRIBE_LOG_DIRS_RESPONSE, flexible_from=2),  # noqa: E501

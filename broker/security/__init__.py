@@ -6,11 +6,15 @@ keystores, and the principal a TLS client certificate names.
 - ``tls``: ``TlsSettings.for_listener``, ``ServerTls`` (a listener's context factory),
   ``principal_of`` (a TLS transport's client certificate as ``User:...``).
 - ``interbroker``: ``InterBrokerSecurity``: how this broker connects to the others.
+- ``authorizer``: ``Authorizer`` over an ``AclSet`` (pure, Kafka's AclAuthorizer rules);
+  ``acl_cache``: the ACLs kept current from ZooKeeper; ``guard``/``rules``: the per-API checks;
+  ``acl_handlers``: DescribeAcls, CreateAcls, DeleteAcls.
 - ``sasl``: ``SaslGate``, a connection's SASL login (pure); its mechanisms in
   ``mechanisms``, a listener's settings in ``sasl_settings``, the SCRAM credentials kept in
   ZooKeeper in ``credentials``, the credential admin APIs in ``scram_admin``.
 """
 
+from .authorizer import AclSet, Authorizer
 from .interbroker import PLAINTEXT_LINK, InterBrokerSecurity
 from .listeners import (
     SASL_PROTOCOLS,
@@ -29,6 +33,8 @@ __all__ = [
     "SASL_PROTOCOLS",
     "SECURITY_PROTOCOLS",
     "TLS_PROTOCOLS",
+    "AclSet",
+    "Authorizer",
     "InterBrokerSecurity",
     "Listener",
     "ListenerPlan",

@@ -67,7 +67,8 @@ class ScramAdminHandlers:
 
     def _authorized(self, connection, operation: str) -> bool:
         """Whether ``connection.principal`` may ``operation`` (Describe or Alter) the
-        cluster; every principal may until an authorizer answers here."""
+        cluster: always here, since with an authorizer the request guard
+        (``guard.py``) has already refused whoever may not."""
         return True
 
     def _in_thread(self, work):
