@@ -16,82 +16,14 @@ to make, so a session's certificates cost milliseconds.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from headrace.certificates import LOCAL_SANS, issue, keystore_pem, name
+from headrace.certificates import cert_pem as _cert_pem
 
 KEY_PASSWORD = "keypass"  # the password of the encrypted keystore
 CLIENT_NAMES = ("alice", "bob", "broker")
-
-
-def _name(cn: str, ou: str | None = "test", org: str = "headrace") -> x509.Name:
-    parts = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
-    if ou is not None:
-        parts.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
-    parts.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
-    return x509.Name(parts)
-
-
-@dataclass
-class _Issued:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-
-def _issue(
-    subject: x509.Name,
-    issuer: _Issued | None,
-    ca: bool = False,
-    sans: list | None = None,
-) -> _Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject if issuer is None else issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    signer = key if issuer is None else issuer.key
-    return _Issued(key, builder.sign(signer, hashes.SHA256()))
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key, password: str | None = None) -> bytes:
-    encryption = (
-        serialization.NoEncryption()
-        if password is None
-        else serialization.BestAvailableEncryption(password.encode())
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
 
 
 @dataclass(frozen=True)
@@ -150,17 +82,12 @@ def make_certs(directory: Path) -> Certs:
     """Make the CAs, broker and client certificates and write them under ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ca = _issue(_name("headrace test CA", ou=None), None, ca=True)
-    other = _issue(_name("unrelated CA", ou=None, org="elsewhere"), None, ca=True)
-    sans = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    broker = _issue(_name("localhost", ou="brokers"), ca, sans=sans)
-    chain = _cert_pem(broker.cert) + _cert_pem(ca.cert)
+    ca = issue(name("headrace test CA", ou=None), None, ca=True)
+    other = issue(name("unrelated CA", ou=None, org="elsewhere"), None, ca=True)
+    broker = issue(name("localhost", ou="brokers"), ca, sans=LOCAL_SANS)
 
-    def write(name: str, data: bytes) -> Path:
-        path = directory / name
+    def write(filename: str, data: bytes) -> Path:
+        path = directory / filename
         path.write_bytes(data)
         path.chmod(0o600)
         return path
@@ -168,17 +95,13 @@ def make_certs(directory: Path) -> Certs:
     paths = {
         "ca": write("ca.pem", _cert_pem(ca.cert)),
         "other_ca": write("other_ca.pem", _cert_pem(other.cert)),
-        "broker_keystore": write("broker.pem", _key_pem(broker.key) + chain),
+        "broker_keystore": write("broker.pem", keystore_pem(broker, ca)),
         "broker_keystore_encrypted": write(
-            "broker_encrypted.pem", _key_pem(broker.key, KEY_PASSWORD) + chain
+            "broker_encrypted.pem", keystore_pem(broker, ca, password=KEY_PASSWORD)
         ),
     }
-    for name in CLIENT_NAMES:
-        client = _issue(_name(name), ca)
-        keystore = _key_pem(client.key) + _cert_pem(client.cert) + _cert_pem(ca.cert)
-        write(f"client_{name}.pem", keystore)
-    mallory = _issue(_name("mallory", org="elsewhere"), other)
-    paths["other_client"] = write(
-        "client_other.pem", _key_pem(mallory.key) + _cert_pem(mallory.cert) + _cert_pem(other.cert)
-    )
+    for client_name in CLIENT_NAMES:
+        write(f"client_{client_name}.pem", keystore_pem(issue(name(client_name), ca), ca))
+    mallory = issue(name("mallory", org="elsewhere"), other)
+    paths["other_client"] = write("client_other.pem", keystore_pem(mallory, other))
     return Certs(directory=directory, **paths)
