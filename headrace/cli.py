@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     cluster.add_argument("--zookeeper-port", type=int, default=2181)
     cluster.add_argument("--base-port", type=int, default=9092, help="port of broker 1")
+    cluster.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL (SCRAM-SHA-512) listeners, ACLs and ZooKeeper ACLs; writes a CA, "
+        "admin.properties and zookeeper-auth in --dir",
+    )
     cluster.set_defaults(func=cmd_cluster)
 
     demo = sub.add_parser(
@@ -391,7 +397,12 @@ def cmd_cluster(args) -> int:
         return 0
     try:
         state = devcluster.cluster_up(
-            directory, args.brokers, args.zookeeper, args.base_port, args.zookeeper_port
+            directory,
+            args.brokers,
+            args.zookeeper,
+            args.base_port,
+            args.zookeeper_port,
+            secure=args.secure,
         )
     except RuntimeError as exc:
         print(f"headrace cluster up: {exc}", file=sys.stderr)
@@ -402,6 +413,11 @@ def cmd_cluster(args) -> int:
     )
     if devcluster.metrics_pages(state):
         print(f"metrics of brokers {devcluster.metrics_pages(state)}")
+    if state.get("secure"):
+        from . import devsecurity
+
+        files = devsecurity.prepare(directory)
+        print(devsecurity.usage(files, state["bootstrap"], state["connect"]))
     print(f"logs and data under {directory}; stop with `headrace cluster down`")
     return 0
 

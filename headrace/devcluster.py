@@ -164,6 +164,7 @@ class BrokerProcess:
         overrides: dict[str, str] | None = None,
         metrics_port: int | None = None,
         listeners: dict[str, str] | None = None,
+        security=None,
     ):
         self.workdir = Path(workdir)
         self.broker_id = broker_id
@@ -176,6 +177,8 @@ class BrokerProcess:
         # free port of its own (``listener_ports``).
         self.listeners = {name.upper(): p.upper() for name, p in (listeners or {}).items()}
         self.listener_ports = {name: free_port() for name in self.listeners}
+        # how wait_ready logs in on ``port`` (a ClientSecurity; None: PLAINTEXT)
+        self.security = security
 
     @property
     def bootstrap(self) -> str:
@@ -225,7 +228,10 @@ class BrokerProcess:
                 f"{name}:{protocol}" for name, protocol in protocols.items()
             )
         values.update(self.overrides)
-        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        # owner-only: a secured broker's properties hold its passwords
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in values.items()))
 
     def start(self, timeout: float = 30.0, detach: bool = False) -> None:
         self.write_config()
@@ -243,6 +249,7 @@ class BrokerProcess:
         """Until the broker answers ApiVersions and sees itself registered."""
         from broker.protocol.registry import ApiKey
         from consumers.client import BrokerConnection
+        from consumers.sasl import SaslAuthenticationError
         from consumers.security import PLAINTEXT
 
         deadline = time.monotonic() + timeout
@@ -253,14 +260,14 @@ class BrokerProcess:
                     f"broker {self.broker_id} exited with {self.process.returncode}:\n{tail}"
                 )
             try:
-                # the brokers this module starts listen on PLAINTEXT only
+                # ``port`` is PLAINTEXT unless the broker was given its security
                 with BrokerConnection(
-                    "127.0.0.1", self.port, timeout=2, security=PLAINTEXT
+                    "127.0.0.1", self.port, timeout=2, security=self.security or PLAINTEXT
                 ) as conn:
                     body = conn.request(ApiKey.METADATA, {"topics": []})
                     if any(b["node_id"] == self.broker_id for b in body["brokers"]):
                         return
-            except OSError:
+            except (OSError, SaslAuthenticationError):  # not listening, or users not loaded
                 pass
             time.sleep(0.1)
         raise RuntimeError(
@@ -314,10 +321,31 @@ def read_state(directory: Path) -> dict | None:
     return state
 
 
+def _broker_process(
+    directory: Path, state: dict, broker_id: int, port: int, metrics_port: int | None
+) -> BrokerProcess:
+    """Broker ``broker_id`` of the cluster in ``state``: PLAINTEXT, or with ``state["secure"]``
+    SASL_SSL as ``headrace.devsecurity`` sets it up."""
+    broker = BrokerProcess(directory, broker_id, state["connect"], port, metrics_port=metrics_port)
+    if state.get("secure"):
+        from . import devsecurity
+
+        files = devsecurity.prepare(directory)
+        broker.overrides = files.broker_properties(port)
+        broker.security = files.admin_security()
+    return broker
+
+
 def cluster_up(
-    directory: Path, brokers: int, zookeeper: str | None, base_port: int, zookeeper_port: int
+    directory: Path,
+    brokers: int,
+    zookeeper: str | None,
+    base_port: int,
+    zookeeper_port: int,
+    secure: bool = False,
 ) -> dict:
-    """Start ZooKeeper (unless ``zookeeper`` names one) and ``brokers`` brokers, detached."""
+    """Start ZooKeeper (unless ``zookeeper`` names one) and ``brokers`` brokers, detached;
+    ``secure``: SASL_SSL, ACLs and ZooKeeper ACLs (``headrace.devsecurity``)."""
     directory.mkdir(parents=True, exist_ok=True)
     state_path = directory / STATE_FILE
     state = read_state(directory)
@@ -325,7 +353,7 @@ def cluster_up(
         raise RuntimeError(
             f"a cluster is already running from {directory}; `headrace cluster down` first"
         )
-    state = {"pids": [], "brokers": [], "zookeeper": zookeeper}
+    state = {"pids": [], "brokers": [], "zookeeper": zookeeper, "secure": secure}
     if zookeeper is None:
         zookeeper_port = zookeeper_port or free_port()
         if port_in_use(zookeeper_port):
@@ -342,11 +370,15 @@ def cluster_up(
     connect = state["zookeeper"] + ("" if "/" in state["zookeeper"] else "/headrace")
     state["connect"] = connect
     try:
+        if secure:
+            from . import devsecurity
+
+            devsecurity.create_users(devsecurity.prepare(directory), connect)
         for i in range(1, brokers + 1):
             port = base_port + i - 1 if base_port else free_port()
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is in use; choose another --base-port")
-            broker = BrokerProcess(directory, i, connect, port, metrics_port=free_port())
+            broker = _broker_process(directory, state, i, port, free_port())
             try:
                 broker.start(detach=True)
             finally:
@@ -397,12 +429,8 @@ def _terminate_now(pid: int) -> None:
 
 def restart_broker(directory: Path, state: dict, entry: dict) -> None:
     """Start a broker of the cluster again with its old id, port and data."""
-    broker = BrokerProcess(
-        directory,
-        entry["id"],
-        state["connect"],
-        entry["port"],
-        metrics_port=entry.get("metrics_port"),
+    broker = _broker_process(
+        directory, state, entry["id"], entry["port"], entry.get("metrics_port")
     )
     broker.start(detach=True)
     entry["pid"] = broker.process.pid
