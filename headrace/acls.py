@@ -50,7 +50,10 @@ from broker.protocol.registry import ApiKey
 
 _PATTERN_TYPES = {"literal": LITERAL, "prefixed": PREFIXED, "match": MATCH, "any": ANY}
 _OPERATIONS = {name.lower(): code for code, name in OPERATION_NAMES.items()}
-_JAVA_NAMES = {LITERAL: "LITERAL", PREFIXED: "PREFIXED", ALLOW: "ALLOW", DENY: "DENY"}
+# Kafka's Java enum names as kafka-acls prints them; pattern types and permissions apart,
+# since their codes overlap (LITERAL and ALLOW are both 3).
+_PATTERN_NAMES = {LITERAL: "LITERAL", PREFIXED: "PREFIXED"}
+_PERMISSION_NAMES = {ALLOW: "ALLOW", DENY: "DENY"}
 
 
 class AclCommandError(ValueError):
@@ -215,7 +218,7 @@ def describe_pattern(pattern: ResourcePattern) -> str:
     rtype = "".join("_" + c if c.isupper() and i else c for i, c in enumerate(rtype)).upper()
     return (
         f"ResourcePattern(resourceType={rtype}, name={pattern.name}, "
-        f"patternType={_JAVA_NAMES.get(pattern.pattern_type, pattern.pattern_type)})"
+        f"patternType={_PATTERN_NAMES.get(pattern.pattern_type, pattern.pattern_type)})"
     )
 
 
@@ -226,7 +229,7 @@ def describe_entry(acl: AclBinding) -> str:
     ).upper()
     return (
         f"(principal={acl.principal}, host={acl.host}, operation={operation}, "
-        f"permissionType={_JAVA_NAMES[acl.permission]})"
+        f"permissionType={_PERMISSION_NAMES[acl.permission]})"
     )
 
 

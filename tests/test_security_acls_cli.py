@@ -141,6 +141,17 @@ def test_output_is_kafka_acls(capsys):
     )
 
 
+def test_output_names_a_literal_pattern_literal(capsys):
+    # LITERAL and ALLOW share the code 3: each field is named from its own enum
+    print_acls(
+        "Current ACLs for resource",
+        [AclBinding(TOPIC, "t", LITERAL, "User:a", "*", WRITE, DENY)],
+    )
+    out = capsys.readouterr().out
+    assert "patternType=LITERAL)" in out
+    assert "permissionType=DENY)" in out
+
+
 def headrace(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "headrace.cli", "acls", *args],
