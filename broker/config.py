@@ -31,6 +31,8 @@ from .log.config import (
     ratio,
 )
 from .protocol import zk_security
+from .protocol.properties import PropertiesError
+from .protocol.properties import parse_properties as _parse_properties
 from .protocol.zk_security import ZkCredentials, ZkSecurityError
 from .security.authorizer import AUTHORIZER_CLASSES
 
@@ -38,57 +40,14 @@ log = logging.getLogger(__name__)
 
 # --- the .properties format ----------------------------------------------------------------
 
-_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
-
-
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt == "u":
-                digits = text[i + 2 : i + 6]
-                if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                    raise ConfigError(f'malformed \\uxxxx escape "{text[i : i + 6]}" in "{text}"')
-                out.append(chr(int(digits, 16)))
-                i += 6
-                continue
-            out.append(_ESCAPES.get(nxt, nxt))
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
-
 
 def parse_properties(text: str) -> dict[str, str]:
-    """Parse Java ``.properties`` text: ``#``/``!`` comments, ``=``, ``:`` or blank as the
-    separator, backslash line continuation and escapes."""
-    result: dict[str, str] = {}
-    logical: list[str] = []
-    for raw in text.splitlines():
-        line = raw.lstrip()
-        if not logical and (not line or line[0] in "#!"):
-            continue
-        trailing = len(line) - len(line.rstrip("\\"))
-        if trailing % 2 == 1:  # an odd number of backslashes continues the line
-            logical.append(line[:-1])
-            continue
-        logical.append(line)
-        entry = "".join(logical)
-        logical = []
-        match = re.match(r"((?:\\.|[^=:\s\\])*)\s*[=:\s]?\s*(.*)$", entry)
-        if not match:
-            continue
-        key, value = _unescape(match.group(1)), _unescape(match.group(2))
-        if key:
-            result[key] = value
-    if logical:
-        entry = "".join(logical)
-        key, _, value = entry.partition("=")
-        result[_unescape(key.strip())] = _unescape(value.strip())
-    return result
+    """Parse Java ``.properties`` text (``broker/protocol/properties.py``, which the clients
+    share); a malformed escape is a ConfigError."""
+    try:
+        return _parse_properties(text)
+    except PropertiesError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # --- typed values --------------------------------------------------------------------------

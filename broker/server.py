@@ -31,6 +31,7 @@ import os
 import struct
 from collections import deque
 
+from OpenSSL import SSL
 from twisted.internet import defer, protocol, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
@@ -199,7 +200,7 @@ class KafkaServerProtocol(protocol.Protocol):
             length,
             self.MAX_LENGTH,
         )
-        self.transport.loseConnection()
+        self._lose_connection()
         self._closed = True
 
     def _decode(self, payload):
@@ -499,8 +500,23 @@ class KafkaServerProtocol(protocol.Protocol):
         self._closed = True
         self._pending.clear()
         self._out.clear()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Close after what is written: first stop being the transport's streaming
+        producer, since a TLS transport sends its close only without one.  TLS then waits
+        for the peer's close in answer before closing the TCP connection; a peer that never
+        answers would hold it open, so once our close is out the TCP connection under it is
+        closed too (as Kafka does)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.unregisterProducer()
+        transport.loseConnection()
+        tls = getattr(transport, "_tlsConnection", None)  # Twisted's TLSMemoryBIOProtocol
+        lower = getattr(transport, "transport", None)
+        if tls is not None and lower is not None and tls.get_shutdown() & SSL.SENT_SHUTDOWN:
+            lower.loseConnection()
 
 
 class KafkaServerFactory(protocol.ServerFactory):

@@ -37,11 +37,26 @@ class NoBrokersError(ConnectionError):
     """No broker answered."""
 
 
+def registered_address(reg, security_protocol: str = "PLAINTEXT") -> tuple[str, int] | None:
+    """Where a client speaking ``security_protocol`` reaches a registered broker: the first of
+    its endpoints whose listener speaks that protocol; for PLAINTEXT, or when none does, its
+    default (PLAINTEXT) address."""
+    if security_protocol != "PLAINTEXT":
+        for name, address in reg.endpoint_map().items():
+            if reg.protocol_of(name) == security_protocol:
+                return address
+    return reg.address_for()
+
+
 def brokers_from_zookeeper(
-    connect: str, timeout: float = 10.0, credentials: ZkCredentials | None = None
+    connect: str,
+    timeout: float = 10.0,
+    credentials: ZkCredentials | None = None,
+    security_protocol: str = "PLAINTEXT",
 ) -> list[tuple[str, int]]:
     """(host, port) of every broker registered under ``/brokers/ids`` in ZooKeeper, logged in
-    as ``credentials`` if given (the registrations are world-readable either way)."""
+    as ``credentials`` if given (the registrations are world-readable either way): each
+    broker's endpoint for ``security_protocol`` (``registered_address``)."""
     from kazoo.exceptions import NoNodeError
 
     client = zookeeper_client(connect, credentials, timeout=timeout)
@@ -62,7 +77,7 @@ def brokers_from_zookeeper(
                 reg = layout.decode_broker(client.get(path)[0], path)
             except NoNodeError:  # gone since it was listed
                 continue
-            address = reg.address_for()  # PLAINTEXT's, else the first endpoint's
+            address = registered_address(reg, security_protocol)
             if address is not None:
                 found.append(address)
         return found
@@ -119,6 +134,10 @@ class InFlightConnection:
     requests still unanswered, oldest first.
     """
 
+    # The most one recv asks for.  Over TLS one recv returns at most one record's bytes, and
+    # a smaller ask leaves the rest of the record decrypted in the SSL object (see ``read``).
+    read_bytes = 1 << 20
+
     def __init__(
         self,
         host: str,
@@ -171,7 +190,7 @@ class InFlightConnection:
         now (call it when readable), and the error that broke the connection, if one did."""
         answers: list = []
         try:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(self.read_bytes)
         except OSError as exc:
             return answers, exc
         if not data:
@@ -183,7 +202,7 @@ class InFlightConnection:
         pending = getattr(self.sock, "pending", None)
         while pending is not None and pending():
             try:
-                buf += self.sock.recv(max(pending(), 1 << 16))
+                buf += self.sock.recv(max(pending(), self.read_bytes))
             except OSError as exc:
                 return answers, exc
         pos, end = 0, len(buf)
@@ -281,7 +300,11 @@ class ClusterClient:
         if self.bootstrap_servers:
             seeds += parse_bootstrap(self.bootstrap_servers)
         if self.zookeeper and not seeds:
-            seeds += brokers_from_zookeeper(self.zookeeper, credentials=self.zookeeper_credentials)
+            seeds += brokers_from_zookeeper(
+                self.zookeeper,
+                credentials=self.zookeeper_credentials,
+                security_protocol=self.security.security_protocol,
+            )
         return seeds
 
     def refresh(self, topics: list[str] | None = None, allow_auto_create: bool = True) -> dict:
@@ -289,7 +312,11 @@ class ClusterClient:
         last = None
         seeds = self._seeds()
         if not seeds and self.zookeeper:
-            seeds = brokers_from_zookeeper(self.zookeeper, credentials=self.zookeeper_credentials)
+            seeds = brokers_from_zookeeper(
+                self.zookeeper,
+                credentials=self.zookeeper_credentials,
+                security_protocol=self.security.security_protocol,
+            )
         for host, port in seeds:
             try:
                 with BrokerConnection(

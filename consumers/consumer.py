@@ -46,6 +46,7 @@ from broker.protocol.zk_security import ZkCredentials
 
 from .client import BrokerConnection
 from .cluster import ClusterClient, NoBrokersError
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ class Consumer:
         cluster: ClusterClient | None = None,
         columnar=False,
         zookeeper_credentials: ZkCredentials | None = None,
+        security: ClientSecurity = PLAINTEXT,
     ):
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be earliest, latest or none")
@@ -231,6 +233,7 @@ class Consumer:
             zookeeper,
             client_id=client_id,
             zookeeper_credentials=zookeeper_credentials,
+            security=security,
         )
         self._own_cluster = cluster is None
         self.fetch_max_bytes = fetch_max_bytes

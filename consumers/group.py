@@ -68,6 +68,7 @@ from broker.protocol.zookeeper import LOADER, ZOOKEEPER
 
 from .cluster import ClusterClient
 from .consumer import EARLIEST, LATEST, Consumer, Message
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class GroupConsumer:
         on_revoke=None,
         columnar: bool = False,
         consumer_options: dict | None = None,
+        security: ClientSecurity = PLAINTEXT,
         zookeeper_credentials: ZkCredentials | None = None,
     ):
         if auto_offset_reset not in _RESETS:
@@ -142,6 +144,7 @@ class GroupConsumer:
             bootstrap_servers,
             zookeeper if not bootstrap_servers else None,
             zookeeper_credentials=zookeeper_credentials,
+            security=security,
         )
         # consumer_options (Consumer's keyword arguments) override these: the loaders, say,
         # want offsets out of range reported ("none"), not reset

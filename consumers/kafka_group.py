@@ -69,6 +69,7 @@ from .coordinator import (
     Generation,
     Heartbeats,
 )
+from .security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class KafkaGroupConsumer:
         partition_assignment_strategy: tuple[str, ...] = ("range", "roundrobin"),
         client_id: str = "headrace-consumer",
         request_timeout_ms: int = 30000,
+        security: ClientSecurity = PLAINTEXT,
     ):
         if not isinstance(group, str) or not group:
             raise ValueError("the group needs a name")
@@ -126,7 +128,10 @@ class KafkaGroupConsumer:
         self.group_instance_id = group_instance_id
         self.strategies = tuple(partition_assignment_strategy)
         self.cluster = ClusterClient(
-            bootstrap_servers, client_id=client_id, request_timeout=request_timeout_ms / 1000
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout=request_timeout_ms / 1000,
+            security=security,
         )
         self.consumer = Consumer(
             cluster=self.cluster,

@@ -15,8 +15,12 @@ for Kafka's tools and ours.
 
 from __future__ import annotations
 
+import argparse
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from broker.protocol.properties import PropertiesError, parse_properties
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
@@ -153,4 +157,97 @@ def _ssl_settings(props: dict[str, str]) -> dict:
 
 PLAINTEXT = ClientSecurity()
 
-__all__ = ["PLAINTEXT", "SECURITY_PROTOCOLS", "ClientSecurity", "SecurityConfigError"]
+
+# --- client properties from the command line ---------------------------------------------
+
+
+def read_client_properties(path: str) -> dict[str, str]:
+    """A Java-properties file of client settings (Kafka tools' ``--command-config``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise SecurityConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return parse_properties(text)
+    except PropertiesError as exc:
+        raise SecurityConfigError(f"{path}: {exc}") from None
+
+
+def parse_property_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["key=value", ...]`` (kcat's ``-X``) as a dict; a clear error for one without ``=``."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SecurityConfigError(f"-X {item!r}: give key=value, e.g. security.protocol=SSL")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def client_properties(
+    command_config: str | None = None, overrides: Iterable[str] = ()
+) -> dict[str, str]:
+    """The file's properties (if one is named), each ``key=value`` override on top."""
+    props = read_client_properties(command_config) if command_config else {}
+    props.update(parse_property_overrides(overrides))
+    return props
+
+
+def security_from_config(
+    command_config: str | None = None, overrides: Iterable[str] = ()
+) -> ClientSecurity:
+    """A ``ClientSecurity`` from a command-config file and ``-X`` overrides (PLAINTEXT when
+    neither says anything)."""
+    props = client_properties(command_config, overrides)
+    return ClientSecurity.from_properties(props) if props else PLAINTEXT
+
+
+def add_security_arguments(
+    parser: argparse.ArgumentParser,
+    prefix: str = "",
+    what: str = "the brokers",
+    aliases: tuple[str, ...] = (),
+) -> None:
+    """``--[prefix-]command-config FILE`` and the repeatable override (``-X key=value`` with no
+    prefix, ``--<prefix>-property key=value`` with one); ``security_from_args`` reads them."""
+    dest = f"{prefix}_" if prefix else ""
+    flags = [f"--{prefix}-command-config" if prefix else "--command-config", *aliases]
+    parser.add_argument(
+        *flags,
+        dest=f"{dest}command_config",
+        metavar="FILE",
+        help=f"client properties for {what} (security.protocol, sasl.*, ssl.*), as "
+        "Kafka's tools take them",
+    )
+    parser.add_argument(
+        f"--{prefix}-property" if prefix else "-X",
+        dest=f"{dest}client_property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a client property for {what}, over the file's (repeatable)",
+    )
+
+
+def security_from_args(args: argparse.Namespace, prefix: str = "") -> ClientSecurity:
+    """The ``ClientSecurity`` that ``add_security_arguments(parser, prefix)`` options give."""
+    dest = f"{prefix}_" if prefix else ""
+    return security_from_config(
+        getattr(args, f"{dest}command_config", None),
+        getattr(args, f"{dest}client_property", None) or (),
+    )
+
+
+__all__ = [
+    "PLAINTEXT",
+    "SECURITY_PROTOCOLS",
+    "ClientSecurity",
+    "SecurityConfigError",
+    "add_security_arguments",
+    "client_properties",
+    "parse_property_overrides",
+    "read_client_properties",
+    "security_from_args",
+    "security_from_config",
+]

@@ -58,13 +58,16 @@ def add_consume_arguments(p) -> None:
 class LineEncoder:
     """JSON lines to framed Avro values with one schema; its id taken once, at creation."""
 
-    def __init__(self, registry: str, schema_file: str, subject: str):
+    def __init__(
+        self, registry: str, schema_file: str, subject: str, properties: dict | None = None
+    ):
         try:
             text = Path(schema_file).read_text()
         except OSError as exc:
             raise ValueError(f"--value-schema {schema_file}: {exc.strerror}") from None
         try:
-            self.encoder = AvroEncoder(RegistryClient(registry), subject, text)
+            client = RegistryClient.from_properties(registry, properties or {})
+            self.encoder = AvroEncoder(client, subject, text)
         except ValueError as exc:
             raise ValueError(f"--value-schema {schema_file}: {exc}") from None
         self.schema_id = self.encoder.schema_id  # RegistryError if refused or unreachable
@@ -91,7 +94,10 @@ def encoder_from(args) -> LineEncoder | None:
     if not args.schema_registry:
         raise ValueError("--value-schema needs --schema-registry URL")
     return LineEncoder(
-        args.schema_registry, args.value_schema, args.value_subject or f"{args.topic}-value"
+        args.schema_registry,
+        args.value_schema,
+        args.value_subject or f"{args.topic}-value",
+        getattr(args, "client_properties", None),
     )
 
 
@@ -119,8 +125,14 @@ class ValuePrinter:
     the registry does not know (404), is reported on stderr and skipped; a registry that
     cannot be reached or fails (asked ``attempts`` times) raises ``RegistryDownError``."""
 
-    def __init__(self, registry: str, attempts: int = 3, pause: float = 0.2):
-        self.decoder = AvroDecoder(RegistryClient(registry))
+    def __init__(
+        self,
+        registry: str,
+        attempts: int = 3,
+        pause: float = 0.2,
+        properties: dict | None = None,
+    ):
+        self.decoder = AvroDecoder(RegistryClient.from_properties(registry, properties or {}))
         self.skipped = 0
         self.attempts = attempts
         self.pause = pause

@@ -235,12 +235,28 @@ def main(argv: list[str] | None = None) -> int:
     dump.add_argument("path", help="a .log segment file or a <topic>-<partition> directory")
     dump.add_argument("--print-data", action="store_true", help="print each record too")
     dump.set_defaults(func=cmd_dump_log)
+    _add_security_arguments(sub)
 
     args = parser.parse_args(argv)
     problem = _bad_argument(args)
     if problem:
         print(f"headrace {args.command}: {problem}", file=sys.stderr)
         return 2
+    if hasattr(args, "command_config"):
+        from consumers.security import (
+            PLAINTEXT,
+            ClientSecurity,
+            SecurityConfigError,
+            client_properties,
+        )
+
+        try:  # the file and -X: the brokers' security, and (produce, consume) the registry's
+            props = client_properties(args.command_config, getattr(args, "client_property", ()))
+            args.client_properties = props
+            args.security = ClientSecurity.from_properties(props) if props else PLAINTEXT
+        except SecurityConfigError as exc:
+            print(f"headrace {args.command}: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -250,12 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     from kazoo.handlers.threading import KazooTimeoutError
 
     from broker.protocol.zk_security import ZkSecurityError
+    from consumers.sasl import SaslAuthenticationError
 
     try:
         return args.func(args)
     except (ConfigError, KafkaError, OSError, ZkSecurityError) as exc:
         print(f"headrace {args.command}: {exc}", file=sys.stderr)
         return 2
+    except SaslAuthenticationError as exc:  # a refused login: Kafka's clients give up too
+        print(f"headrace {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (KazooException, KazooTimeoutError) as exc:
         where = getattr(args, "zookeeper", None)
         zookeeper = f"ZooKeeper at {where}" if where else "ZooKeeper"
@@ -267,6 +287,42 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+
+
+# Subcommands that talk to brokers: each takes --command-config FILE and -X key=value (the
+# mirror has a pair of its own for its two clusters, see mirror_cli.py)
+BROKER_CLIENTS = (
+    "topics",
+    "configs",
+    "produce",
+    "consume",
+    "groups",
+    "ship",
+    "load",
+    "audit",
+    "dashboard",
+)
+
+
+def _add_security_arguments(sub) -> None:
+    """``--command-config FILE`` and ``-X key=value`` on every subcommand that talks to
+    brokers (and after each ``topics`` action too, as ``--bootstrap-server`` is)."""
+    from consumers.security import add_security_arguments
+
+    for name in BROKER_CLIENTS:
+        add_security_arguments(sub.choices[name])
+    topics_actions = next(
+        a for a in sub.choices["topics"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    for action in topics_actions.choices.values():
+        action.add_argument("--command-config", default=argparse.SUPPRESS, metavar="FILE")
+        action.add_argument(
+            "-X",
+            dest="client_property",
+            action="append",
+            default=argparse.SUPPRESS,
+            metavar="KEY=VALUE",
+        )
 
 
 def _bad_argument(args) -> str | None:

@@ -34,6 +34,7 @@ def _endpoints(args) -> dict:
     return {
         "bootstrap_servers": args.bootstrap_server,
         "zookeeper": args.zookeeper,
+        "security": args.security,
         "zookeeper_credentials": zk_auth.credentials_from_args(args),
     }
 
@@ -119,7 +120,11 @@ def consume(args) -> int:
     from .avro_console import RegistryDownError, ValuePrinter
 
     try:
-        printer = ValuePrinter(args.schema_registry) if args.schema_registry else None
+        printer = (
+            ValuePrinter(args.schema_registry, properties=args.client_properties)
+            if args.schema_registry
+            else None
+        )
     except ValueError as exc:
         print(f"headrace consume: --schema-registry: {exc}", file=sys.stderr)
         return 2
@@ -148,6 +153,7 @@ def consume(args) -> int:
             args.zookeeper,
             bootstrap_servers=args.bootstrap_server,
             auto_offset_reset="smallest" if args.from_beginning else "largest",
+            security=args.security,
             zookeeper_credentials=zk_auth.credentials_from_args(args),
         )
         try:
@@ -253,6 +259,7 @@ def _kafka_group_member(args, written: dict):
         on_revoke=revoked,
         auto_commit=False,
         auto_offset_reset="earliest" if args.from_beginning else "latest",
+        security=args.security,
     )
     return source
 
@@ -289,6 +296,7 @@ def groups(args) -> int:
     cluster = ClusterClient(
         args.bootstrap_server,
         None if args.bootstrap_server else args.zookeeper,
+        security=args.security,
         zookeeper_credentials=credentials,
     )
     try:

@@ -17,6 +17,7 @@ from broker.protocol.config_apis import AlterConfigOp, ConfigSource, ResourceTyp
 from broker.protocol.errors import BrokerNotAvailableError, KafkaError, error_for_code
 from broker.protocol.registry import ApiKey
 from consumers.client import BrokerConnection, connect_any
+from consumers.security import PLAINTEXT, ClientSecurity
 
 _DYNAMIC = {
     ConfigSource.DYNAMIC_TOPIC_CONFIG,
@@ -33,17 +34,19 @@ class ConfigCommandError(ValueError):
 # --- the client ------------------------------------------------------------------------------
 
 
-def _connection(bootstrap: str, kind: int, name: str) -> BrokerConnection:
+def _connection(
+    bootstrap: str, kind: int, name: str, security: ClientSecurity = PLAINTEXT
+) -> BrokerConnection:
     """A connection to the broker a resource must be sent to: the broker itself for its own
     (and its loggers') configs, any broker otherwise."""
-    conn = connect_any(bootstrap)
+    conn = connect_any(bootstrap, security=security)
     if kind not in (ResourceType.BROKER, ResourceType.BROKER_LOGGER) or name == "":
         return conn
     with conn:
         body = conn.request(ApiKey.METADATA, {"topics": [], "allow_auto_topic_creation": False})
     for broker in body["brokers"]:
         if str(broker["node_id"]) == name:
-            return BrokerConnection(broker["host"], broker["port"])
+            return BrokerConnection(broker["host"], broker["port"], security=security)
     raise BrokerNotAvailableError(f"broker {name} is not in the cluster")
 
 
@@ -70,9 +73,11 @@ def describe_many(conn, resources: list[tuple[int, str]], synonyms: bool = True)
     return body["results"]
 
 
-def describe_configs(bootstrap: str, kind: int, name: str) -> list[dict]:
+def describe_configs(
+    bootstrap: str, kind: int, name: str, security: ClientSecurity = PLAINTEXT
+) -> list[dict]:
     """The configs of one resource (with synonyms); a refusal raises its KafkaError."""
-    with _connection(bootstrap, kind, name) as conn:
+    with _connection(bootstrap, kind, name, security) as conn:
         result = describe_many(conn, [(kind, name)])[0]
     _raise_for(result)
     return result["configs"]
@@ -85,6 +90,7 @@ def alter_configs(
     set_configs: dict[str, str] | None = None,
     delete: list[str] = (),
     validate_only: bool = False,
+    security: ClientSecurity = PLAINTEXT,
 ) -> None:
     """Set and delete configs of one resource with IncrementalAlterConfigs; a refusal raises
     its KafkaError."""
@@ -96,7 +102,7 @@ def alter_configs(
         "resources": [{"resource_type": kind, "resource_name": name, "configs": configs}],
         "validate_only": validate_only,
     }
-    with _connection(bootstrap, kind, name) as conn:
+    with _connection(bootstrap, kind, name, security) as conn:
         body = conn.request(ApiKey.INCREMENTAL_ALTER_CONFIGS, request)
     _raise_for(body["responses"][0])
 
@@ -223,7 +229,7 @@ def run_configs_command(args) -> int:
         kind, name, label = ResourceType.BROKER, args.broker, f"broker {args.broker}"
     try:
         if args.describe:
-            entries = describe_configs(args.bootstrap_server, kind, name)
+            entries = describe_configs(args.bootstrap_server, kind, name, args.security)
             every = args.all or kind == ResourceType.BROKER_LOGGER
             heading = "All" if every else "Dynamic"
             print(f"{'Default' if args.broker_defaults else heading} configs for {label} are:")
@@ -240,7 +246,9 @@ def run_configs_command(args) -> int:
                 "headrace configs: --alter needs --add-config or --delete-config", file=sys.stderr
             )
             return 2
-        alter_configs(args.bootstrap_server, kind, name, set_configs, delete)
+        alter_configs(
+            args.bootstrap_server, kind, name, set_configs, delete, security=args.security
+        )
     except ConfigCommandError as exc:
         print(f"headrace configs: {exc}", file=sys.stderr)
         return 2
@@ -265,7 +273,9 @@ def run_topics_alter(bootstrap: str, args) -> int:
         print("headrace topics: alter needs --config or --delete-config", file=sys.stderr)
         return 2
     try:
-        alter_configs(bootstrap, ResourceType.TOPIC, args.topic, set_configs, delete)
+        alter_configs(
+            bootstrap, ResourceType.TOPIC, args.topic, set_configs, delete, security=args.security
+        )
     except KafkaError as exc:
         return _fail("topics", exc)
     print(f"altered the configs of topic {args.topic}")

@@ -150,6 +150,7 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication_facto
     (a ClusterClient, the partitions, created?)."""
     from broker.protocol.errors import KafkaError
     from consumers.cluster import ClusterClient
+    from consumers.security import PLAINTEXT
 
     from .topics import create_topic_simple
 
@@ -160,7 +161,10 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication_facto
         if exc.name != "TOPIC_ALREADY_EXISTS":
             raise DemoError(f"cannot create the topic {topic}: {exc}") from None
         created = False
-    cluster = ClusterClient(bootstrap_servers=bootstrap, client_id="headrace-demo")
+    # the demo's own cluster (devcluster.py) listens on PLAINTEXT only
+    cluster = ClusterClient(
+        bootstrap_servers=bootstrap, client_id="headrace-demo", security=PLAINTEXT
+    )
     parts = cluster.partitions(topic, wait=30)
     deadline = time.monotonic() + 30
     while len(cluster.available_partitions(topic)) < len(parts):

@@ -243,6 +243,7 @@ class BrokerProcess:
         """Until the broker answers ApiVersions and sees itself registered."""
         from broker.protocol.registry import ApiKey
         from consumers.client import BrokerConnection
+        from consumers.security import PLAINTEXT
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -252,7 +253,10 @@ class BrokerProcess:
                     f"broker {self.broker_id} exited with {self.process.returncode}:\n{tail}"
                 )
             try:
-                with BrokerConnection("127.0.0.1", self.port, timeout=2) as conn:
+                # the brokers this module starts listen on PLAINTEXT only
+                with BrokerConnection(
+                    "127.0.0.1", self.port, timeout=2, security=PLAINTEXT
+                ) as conn:
                     body = conn.request(ApiKey.METADATA, {"topics": []})
                     if any(b["node_id"] == self.broker_id for b in body["brokers"]):
                         return

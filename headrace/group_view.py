@@ -136,7 +136,7 @@ def groups_by_bootstrap(args) -> int:
         print("headrace groups: say list, describe G, delete G or --reset-offsets", file=sys.stderr)
         return 2
     bootstrap = args.bootstrap_server or "127.0.0.1:9092"
-    cluster = ClusterClient(bootstrap, client_id="headrace-groups")
+    cluster = ClusterClient(bootstrap, client_id="headrace-groups", security=args.security)
     try:
         try:
             cluster.refresh([], allow_auto_create=False)

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from consumers.metrics import MetricsPortError, add_metrics_arguments, serve_metrics
+from consumers.security import SecurityConfigError, add_security_arguments, security_from_args
 
 from .zk_auth import add_auth_argument, credentials_from_args
 
@@ -79,6 +80,13 @@ def add_parser(sub) -> None:
         help="the producer's compression: none, gzip, snappy, lz4 or zstd",
     )
     add_metrics_arguments(mirror)
+    # MirrorMaker's --consumer.config / --producer.config are accepted for the two files
+    add_security_arguments(
+        mirror, "source", "the source cluster's brokers", aliases=("--consumer.config",)
+    )
+    add_security_arguments(
+        mirror, "target", "the target cluster's brokers", aliases=("--producer.config",)
+    )
     mirror.set_defaults(func=run)
 
 
@@ -132,6 +140,12 @@ def run(args) -> int:
         return 2
     if args.processes > 1:
         return _supervise(args)
+    try:
+        source_security = security_from_args(args, "source")
+        target_security = security_from_args(args, "target")
+    except SecurityConfigError as exc:
+        print(f"headrace mirror: {exc}", file=sys.stderr)
+        return 2
     settings = MirrorSettings(
         group=args.group,
         include=args.include,
@@ -146,6 +160,8 @@ def run(args) -> int:
         commit_interval=args.offset_commit_interval_ms / 1000.0,
         linger_ms=args.linger_ms,
         compression=args.compression_type,
+        source_security=source_security,
+        target_security=target_security,
         zookeeper_credentials=credentials_from_args(args),
     )
     try:
@@ -219,6 +235,11 @@ def _child_command(args, index: int) -> list[str]:
         ("--compression-type", args.compression_type),
     ):
         command += [flag, str(value)]
+    for side in ("source", "target"):
+        if getattr(args, f"{side}_command_config"):
+            command += [f"--{side}-command-config", getattr(args, f"{side}_command_config")]
+        for item in getattr(args, f"{side}_client_property"):
+            command += [f"--{side}-property", item]
     if args.metrics_port is not None:
         port = args.metrics_port + index if args.metrics_port else 0
         command += ["--metrics-port", str(port), "--metrics-host", args.metrics_host]

@@ -7,6 +7,7 @@ import sys
 from broker.protocol.errors import error_for_code
 from broker.protocol.registry import ApiKey
 from consumers.client import connect_any
+from consumers.security import PLAINTEXT, ClientSecurity
 
 from . import configs
 from .topic_partitions import alter_partitions
@@ -15,7 +16,7 @@ from .topic_partitions import alter_partitions
 def run(args) -> int:
     if args.action == "alter":
         return _alter(args)
-    with connect_any(args.bootstrap_server) as conn:
+    with connect_any(args.bootstrap_server, security=args.security) as conn:
         if args.action == "create":
             return _create(conn, args)
         if args.action == "delete":
@@ -62,7 +63,7 @@ def _alter(args) -> int:
         )
         return 2
     if args.partitions is not None:
-        with connect_any(args.bootstrap_server) as conn:
+        with connect_any(args.bootstrap_server, security=args.security) as conn:
             code = alter_partitions(conn, args.topic, args.partitions, _report)
         if code or not change_configs:
             return code
@@ -140,11 +141,12 @@ def create_topic_simple(
     configs: dict | None = None,
     replication_factor: int = -1,
     check: bool = True,
+    security: ClientSecurity = PLAINTEXT,
 ) -> dict:
     """Create a topic (replication factor -1: the broker's default.replication.factor); its
     CreateTopics result. A refusal raises the matching KafkaError, or with ``check`` false is
     returned like a success."""
-    with connect_any(bootstrap) as conn:
+    with connect_any(bootstrap, security=security) as conn:
         body = conn.request(
             ApiKey.CREATE_TOPICS,
             {

@@ -41,7 +41,11 @@ class RegistrySchemas:
         assert config.schema_registry is not None
         self.config = config
         self.url = config.schema_registry
-        self.client = client if client is not None else RegistryClient(self.url)
+        self.client = (
+            client
+            if client is not None
+            else RegistryClient.from_properties(self.url, dict(config.registry_properties))
+        )
         self.readers: dict[int, AvroValues] = {}
 
     def _ask(self, what: str, call, *args):

@@ -127,6 +127,7 @@ def run(args) -> int:
     import logging
 
     from broker.protocol.zk_client import read_credentials
+    from consumers.security import PLAINTEXT
 
     from .config import ConfigError, LoaderConfig
     from .run import load
@@ -159,6 +160,12 @@ def run(args) -> int:
             log_level="WARNING" if level == "INFO" else level,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            security=getattr(args, "security", PLAINTEXT),
+            registry_properties={
+                key: value
+                for key, value in getattr(args, "client_properties", {}).items()
+                if key.startswith(("schema.registry.", "basic.auth."))
+            },
         )
     except (ConfigError, ValueError) as exc:
         print(f"headrace load: {exc}", file=sys.stderr)

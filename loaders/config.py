@@ -5,7 +5,8 @@
     >>> dataclasses.replace(config, workers=0)     # ConfigError: --workers must be at least 1
 
 Each field is a ``headrace load`` option (``max_rows`` is ``--max-rows``), and an error names
-the option; ``session_timeout_ms`` is each worker's ``zookeeper.session.timeout.ms``.
+the option; ``session_timeout_ms`` is each worker's ``zookeeper.session.timeout.ms``;
+``security`` (``--command-config``, ``-X``) is frozen and picklable, so workers get it too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from broker.protocol.zk_security import ZkCredentials
+from consumers.security import PLAINTEXT, ClientSecurity
 
 FORMATS = ("json", "string", "raw", "avro")
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "lz4", "none")
@@ -59,6 +61,9 @@ class LoaderConfig:
     log_level: str = "WARNING"
     metrics_port: int | None = None  # the supervisor's Prometheus page; None: none
     metrics_host: str = "127.0.0.1"
+    security: ClientSecurity = PLAINTEXT  # how the supervisor and each worker reach brokers
+    # the registry's login and CA (Confluent's basic.auth.* and schema.registry.ssl.* names)
+    registry_properties: Mapping = field(default_factory=dict)
     zookeeper_credentials: ZkCredentials | None = None  # --zookeeper-auth-file
 
     def __post_init__(self) -> None:

@@ -68,6 +68,7 @@ def load(config: LoaderConfig, out=None, err=None) -> int:
         zookeeper=config.zookeeper,
         client_id="headrace-loader",
         zookeeper_credentials=config.zookeeper_credentials,
+        security=config.security,
     )
     metrics = LoaderMetrics(config.group)
     page = None

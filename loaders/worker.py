@@ -108,6 +108,7 @@ class Worker:
             columnar=decode_value_block if config.format == "json" else True,
             # gaps are handled (and reported) here, not reset
             consumer_options={"auto_offset_reset": "none", "max_partition_fetch_bytes": 4 << 20},
+            security=config.security,
         )
         self.zk = self.group.zk
         self.cluster = self.group.cluster

@@ -33,10 +33,11 @@ class KafkaJSError(Exception):
 
 
 def node(
-    script: str, *args: str, stdin: str = "", timeout: float = 60
+    script: str, *args: str, stdin: str = "", timeout: float = 60, security=None
 ) -> subprocess.CompletedProcess:
     """``node tests/js/<script> <args>``, ``stdin`` its input, its output captured; fails
-    clearly when kafkajs is not installed."""
+    clearly when kafkajs is not installed. ``security``: kafkajs's ``{ssl, sasl}`` options
+    (PEM files by path), see ``_environment``."""
     if not NODE_MODULES.is_dir():
         raise RuntimeError(f"kafkajs is not installed in {JS} (run: bash deploy/setup.sh --test)")
     return subprocess.run(
@@ -46,16 +47,25 @@ def node(
         text=True,
         timeout=timeout,
         check=False,
-        env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
+        env=_environment(security),
     )
 
 
-def run_js(script: str, bootstrap: str, *args, stdin=None, timeout: float = 60):
+def _environment(security) -> dict[str, str]:
+    """The scripts' environment; ``security`` given to ``tests/js/common.js`` as
+    ``KAFKAJS_SECURITY`` (JSON)."""
+    env = {**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"}
+    if security is not None:
+        env["KAFKAJS_SECURITY"] = json.dumps(security)
+    return env
+
+
+def run_js(script: str, bootstrap: str, *args, stdin=None, timeout: float = 60, security=None):
     """The JSON a script printed (given ``args`` and ``stdin`` as JSON); its ``{"error": ...}``
     raises KafkaJSError."""
     text = "" if stdin is None else json.dumps(stdin)
     arguments = (a if isinstance(a, str) else json.dumps(a) for a in args)
-    done = node(script, bootstrap, *arguments, stdin=text, timeout=timeout)
+    done = node(script, bootstrap, *arguments, stdin=text, timeout=timeout, security=security)
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise AssertionError(f"{script} printed nothing (status {done.returncode}): {done.stderr}")
@@ -66,16 +76,19 @@ def run_js(script: str, bootstrap: str, *args, stdin=None, timeout: float = 60):
     return result
 
 
-def admin(bootstrap: str, call: str, *args, timeout: float = 60):
+def admin(bootstrap: str, call: str, *args, timeout: float = 60, security=None):
     """kafkajs's ``admin().<call>(*args)``, its result as JSON (Buffers as {"type", "data"})."""
-    return run_js("admin.js", bootstrap, call, list(args), timeout=timeout)
+    return run_js("admin.js", bootstrap, call, list(args), timeout=timeout, security=security)
 
 
-def produce(bootstrap: str, topic: str, batches: list[list[dict]], **options) -> list:
+def produce(
+    bootstrap: str, topic: str, batches: list[list[dict]], security=None, **options
+) -> list:
     """Each batch of messages ({"key", "value", "partition", "headers", "timestamp"}) sent by
     one kafkajs ``send()`` (all in one ``sendBatch()`` with ``send_batch=True``); options:
     ``idempotent``, ``acks``, ``compression`` ("GZIP"). The RecordMetadata lists per send."""
-    return run_js("produce.js", bootstrap, stdin={"topic": topic, "batches": batches, **options})
+    spec = {"topic": topic, "batches": batches, **options}
+    return run_js("produce.js", bootstrap, stdin=spec, security=security)
 
 
 class GroupMember:
@@ -83,7 +96,7 @@ class GroupMember:
     JSON events are read by a thread into ``events``. ``leave()`` closes its stdin, and it
     disconnects (LeaveGroup)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, name: str):
+    def __init__(self, bootstrap: str, group: str, topic: str, name: str, security=None):
         if not NODE_MODULES.is_dir():
             raise RuntimeError(f"kafkajs is not installed in {JS}")
         self.name = name
@@ -93,6 +106,7 @@ class GroupMember:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env=_environment(security),
         )
         self.events: list[dict] = []
         self._new: queue.Queue = queue.Queue()

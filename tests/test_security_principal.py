@@ -1,9 +1,12 @@
 """The principal of a TLS connection, with the broker's own TLS contexts and protocol joined
 in memory (``twisted.test.iosim``: no sockets): a client certificate's subject through the
 mapping rules on an SSL listener, ANONYMOUS without one, a refused connection when no rule
-applies, and a certificate from another CA failing the handshake."""
+applies, a certificate from another CA failing the handshake, and a connection the broker
+drops closed over TLS."""
 
 from __future__ import annotations
+
+import struct
 
 from OpenSSL import SSL
 from twisted.internet import protocol
@@ -35,9 +38,10 @@ def _client_context(certs, name):
     return context
 
 
-def _connect(certs, name, client_auth="requested", rules="DEFAULT"):
+def _connect(certs, name, client_auth="requested", rules="DEFAULT", pumps=None):
     """A server connection of an SSL listener after a client (``name``'s certificate, or
-    none) connected and the handshake ran; (server protocol, client protocol)."""
+    none) connected and the handshake ran; (server protocol, client protocol).  ``pumps``,
+    a list, gets the in-memory connection's pump."""
     props = {**certs.broker_properties(client_auth), "ssl.principal.mapping.rules": rules}
     settings = TlsSettings.for_listener(BrokerConfig(props), "SSL")
     factory = KafkaServerFactory(None, 1 << 20, listener_name="SSL", security_protocol="SSL")
@@ -67,6 +71,8 @@ def _connect(certs, name, client_auth="requested", rules="DEFAULT"):
     client = client_tls.buildProtocol(None)
     pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
     pump.flush()
+    if pumps is not None:
+        pumps.append(pump)
     return built[0], clients[0]
 
 
@@ -103,3 +109,16 @@ def test_another_cas_certificate_fails_the_handshake(certs):
     server, client = _connect(certs, "other")
     assert client.lost
     assert server.principal == ANONYMOUS
+
+
+def test_a_connection_the_broker_drops_is_closed_over_tls(certs):
+    """A frame over socket.request.max.bytes drops the connection: over TLS too, where the
+    TLS layer sends its close only once the protocol stops being its streaming producer."""
+    pumps: list = []
+    server, client = _connect(certs, "alice", pumps=pumps)
+    # Over 64 KiB, so the client's TLS layer writes it at once (smaller writes wait for
+    # the reactor, which this in-memory connection does not run).
+    client.transport.write(struct.pack(">i", (1 << 20) + 1) + b"x" * 100_000)
+    pumps[0].flush()
+    assert server._closed
+    assert client.lost  # the broker's TLS close came, and the connection ended

@@ -259,3 +259,30 @@ def test_a_broker_with_a_bad_tls_setting_does_not_start_and_says_why(make_cluste
     del props["ssl.key.password"]
     with pytest.raises(RuntimeError, match=r"encrypted; set ssl\.key\.password"):
         make_cluster(1, listeners={"SSL": "SSL"}, props=props)
+
+
+def test_pipelined_answers_left_decrypted_in_the_tls_layer_are_read(ssl_cluster, certs):
+    """Answers to pipelined requests, read with a recv smaller than a TLS record: the rest of
+    each record waits decrypted in the SSL object, where select() does not see it; ``read``
+    takes it at once, so every answer arrives without more bytes on the wire."""
+    import select
+
+    alice = _security(certs, "alice")
+    cluster = ClusterClient(ssl_cluster.bootstrap_for("SSL"), security=alice)
+    cluster.refresh([])
+    (node_id,) = cluster.brokers
+    conn = cluster.connect(node_id)
+    conn.read_bytes = 64  # smaller than every answer below
+    try:
+        conn.send(ApiKey.API_VERSIONS, [({}, i) for i in range(20)])
+        answered: list[int] = []
+        while len(answered) < 20:
+            readable, _, _ = select.select([conn], [], [], 5)
+            assert readable, f"answers {answered} arrived, the rest wait unseen"
+            answers, error = conn.read()
+            assert error is None
+            answered.extend(token for token, _ in answers)
+        assert answered == list(range(20))
+    finally:
+        conn.close()
+        cluster.close()

@@ -236,6 +236,65 @@ def test_requests_name_their_api():
     assert bad == []
 
 
+# Clients that open connections to brokers: each is made with the caller's security settings
+SECURED_CLIENTS = frozenset(
+    {
+        "BrokerConnection",
+        "InFlightConnection",
+        "connect_any",
+        "ClusterClient",
+        "Producer",
+        "Consumer",
+        "GroupConsumer",
+        "KafkaGroupConsumer",
+        "AggregateFeed",
+    }
+)
+
+
+def _unsecured_clients(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, call) of each client made without ``security=`` (nor ``**options`` that may
+    carry it, nor a ``cluster=`` that brings its own)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name not in SECURED_CLIENTS:
+            continue
+        keywords = {k.arg for k in node.keywords}
+        if keywords & {"security", "cluster", None}:  # None: a ``**mapping``
+            continue
+        found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_security_check_catches_clients_made_without_it():
+    sample = ast.parse(
+        "a = BrokerConnection(host, port)\n"
+        "b = cluster.ClusterClient(bootstrap, client_id='x')\n"
+        "c = connect_any(servers, 10.0)\n"
+        "d = Producer(bootstrap, acks='all')\n"
+        "ok = BrokerConnection(host, port, security=security)\n"
+        "ok = Consumer(cluster=cluster)\n"
+        "ok = Producer(bootstrap, **options)\n"
+        "ok = Thing(host, port)\n"
+    )
+    assert [line for line, _ in _unsecured_clients(sample)] == [1, 2, 3, 4]
+
+
+def test_every_broker_client_is_made_with_security_settings():
+    """Every connection to a broker made in ``consumers/``, ``loaders/`` or ``headrace/``
+    passes ``security=`` (TLS and SASL settings, ``consumers/security.py``): code that forgets
+    it would connect in plaintext, without a login (ARCHITECTURE.md, "Security everywhere")."""
+    bad = []
+    for path in _modules("consumers", "loaders", "headrace"):
+        for line, text in _unsecured_clients(ast.parse(path.read_text())):
+            bad.append(f"{path.relative_to(ROOT)}:{line} {text}")
+    assert bad == []
+
+
 def test_mypy_checks_every_security_module():
     """mypy's file list names the whole security package, so a new module there is checked."""
     import tomllib

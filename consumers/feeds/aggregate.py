@@ -22,6 +22,7 @@ from broker.protocol.offsets import read_offset, write_offset
 
 from ..consumer import LATEST
 from ..group import GroupConsumer
+from ..security import PLAINTEXT, ClientSecurity
 from .window import WindowedCounter
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,13 @@ class AggregateFeed:
     """Feeds ``counter`` from every partition of ``topic``; see the module docstring."""
 
     def __init__(
-        self, counter: WindowedCounter, topic: str, zookeeper: str, group: str, clock=_now_ms
+        self,
+        counter: WindowedCounter,
+        topic: str,
+        zookeeper: str,
+        group: str,
+        clock=_now_ms,
+        security: ClientSecurity = PLAINTEXT,
     ):
         self.counter = counter
         self.topic = topic
@@ -51,6 +58,7 @@ class AggregateFeed:
             fetch_max_wait_ms=250,
             on_assign=self._start_window,
             columnar=True,  # Blocks of parallel lists: no object per message
+            security=security,
         )
 
     def _offset_for(self, partition: int, window_s: int) -> int:

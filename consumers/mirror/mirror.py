@@ -17,6 +17,7 @@ from broker.protocol.zk_security import ZkCredentials
 
 from ..cluster import ClusterClient
 from ..producer import Producer
+from ..security import PLAINTEXT, ClientSecurity
 from .copy import MirrorWorker
 from .lease import Lease, renewal_for
 from .source import MirrorError, SourceFactory, bootstrap_source, zookeeper_source
@@ -43,6 +44,8 @@ class MirrorSettings:
     linger_ms: float = 5.0
     compression: str = "none"
     zookeeper_credentials: ZkCredentials | None = None  # the source ZooKeeper's identity
+    source_security: ClientSecurity = PLAINTEXT  # TLS/SASL towards the source brokers
+    target_security: ClientSecurity = PLAINTEXT  # ... and towards the target's
 
 
 class Mirror:
@@ -64,24 +67,40 @@ class Mirror:
                 settings.zookeeper,
                 settings.session_timeout_ms,
                 credentials=settings.zookeeper_credentials,
+                security=settings.source_security,
             )
             if settings.zookeeper
             else bootstrap_source(
-                settings.group, settings.bootstrap or "", settings.session_timeout_ms
+                settings.group,
+                settings.bootstrap or "",
+                settings.session_timeout_ms,
+                security=settings.source_security,
             )
         )
-        self.source = ClusterClient(
-            settings.bootstrap,
-            settings.zookeeper,
-            client_id="headrace-mirror",
-            zookeeper_credentials=settings.zookeeper_credentials,
-        )
-        self.target = ClusterClient(settings.target, client_id="headrace-mirror")
+        self.source = self._source_cluster()
+        self.target = self._target_cluster()
         self.sync = TopicSync(self.source, self.target, accept, settings.replication_factor)
         self.workers: list[MirrorWorker] = []
         self.topics: list[str] = []  # mirrored now
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+
+    def _source_cluster(self) -> ClusterClient:
+        settings = self.settings
+        return ClusterClient(
+            settings.bootstrap,
+            settings.zookeeper,
+            client_id="headrace-mirror",
+            zookeeper_credentials=settings.zookeeper_credentials,
+            security=settings.source_security,
+        )
+
+    def _target_cluster(self) -> ClusterClient:
+        return ClusterClient(
+            self.settings.target,
+            client_id="headrace-mirror",
+            security=self.settings.target_security,
+        )
 
     def start(self) -> None:
         self.topics = topics = self.sync.refresh()
@@ -109,18 +128,14 @@ class Mirror:
                 linger_ms=self.settings.linger_ms,
                 compression=self.settings.compression,
                 send_gate=gate,
+                security=self.settings.target_security,
             )
             worker = MirrorWorker(
                 f"mirror-{i}",
                 self.make_source,
                 producer,
-                ClusterClient(self.settings.target, client_id="headrace-mirror"),
-                ClusterClient(
-                    self.settings.bootstrap,
-                    self.settings.zookeeper,
-                    client_id="headrace-mirror",
-                    zookeeper_credentials=self.settings.zookeeper_credentials,
-                ),
+                self._target_cluster(),
+                self._source_cluster(),
                 self.sync.cluster_id,
                 topics,
                 commit_interval=self.settings.commit_interval,

@@ -10,6 +10,7 @@ from typing import Protocol
 from broker.protocol.zk_security import ZkCredentials
 
 from ..consumer import Message
+from ..security import PLAINTEXT, ClientSecurity
 
 
 class MirrorError(Exception):
@@ -47,6 +48,7 @@ def zookeeper_source(
     zookeeper: str,
     session_timeout_ms: int,
     fetch_max_wait_ms: int = 200,
+    security: ClientSecurity = PLAINTEXT,
     credentials: ZkCredentials | None = None,
 ) -> SourceFactory:
     """Members of the paper's group ``group`` on the source cluster at ``zookeeper``."""
@@ -63,13 +65,19 @@ def zookeeper_source(
             fetch_max_wait_ms=fetch_max_wait_ms,
             on_assign=on_assign,
             on_revoke=on_revoke,
+            security=security,
             zookeeper_credentials=credentials,
         )
 
     return make
 
 
-def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int) -> SourceFactory:
+def bootstrap_source(
+    group: str,
+    bootstrap_servers: str,
+    session_timeout_ms: int,
+    security: ClientSecurity = PLAINTEXT,
+) -> SourceFactory:
     """Members of a Kafka-protocol group ``group`` coordinated by the source brokers (ours or
     any Kafka cluster's): ``KafkaGroupConsumer``, heartbeating three times a session."""
     from ..kafka_group import KafkaGroupConsumer
@@ -85,6 +93,7 @@ def bootstrap_source(group: str, bootstrap_servers: str, session_timeout_ms: int
             heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             on_assign=on_assign,
             on_revoke=on_revoke,
+            security=security,
         )
         return member
 

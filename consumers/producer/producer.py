@@ -47,6 +47,7 @@ from broker.protocol.zk_security import ZkCredentials
 from ..audit import DEFAULT_WINDOW_MS
 from ..cluster import ClusterClient
 from ..partitioner import partition_for_key
+from ..security import PLAINTEXT, ClientSecurity
 from .accumulator import RecordAccumulator
 from .audit import DEFAULT_INTERVAL_MS, AuditPublisher
 from .batch import BATCH_OVERHEAD, RECORD_OVERHEAD, DeliveryFuture, FailedFuture
@@ -74,6 +75,7 @@ class Producer:
         audit_window_ms: int = DEFAULT_WINDOW_MS,
         audit_interval_ms: int = DEFAULT_INTERVAL_MS,
         send_gate: Callable[[str, int], bool] | None = None,
+        security: ClientSecurity = PLAINTEXT,
         zookeeper_credentials: ZkCredentials | None = None,
         **options,
     ):
@@ -85,7 +87,8 @@ class Producer:
         the module docstring).  ``send_gate(topic, partition)``, if given, is asked on the
         sender thread before a partition's batches go into a produce request, a retry's
         included: while it answers False they stay queued (nothing is dropped; ``flush``
-        waits for them), see ``drop_unsent``."""
+        waits for them), see ``drop_unsent``.  ``security`` (TLS, SASL) applies to every
+        connection of a cluster client made here (a given ``cluster`` brings its own)."""
         self.config = config = ProducerConfig.of(**options)
         self.acks = config.acks
         self.idempotent = config.idempotent
@@ -95,6 +98,7 @@ class Producer:
             zookeeper,
             client_id=client_id,
             request_timeout=config.request_timeout_ms / 1000.0,
+            security=security,
             zookeeper_credentials=zookeeper_credentials,
         )
         self._own_cluster = cluster is None

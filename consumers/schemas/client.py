@@ -6,11 +6,18 @@ registered or looked up under a subject - is cached.
     >>> schema_id = client.register("clicks-value", '{"type": "string"}')
     >>> client.schema_by_id(schema_id)
     '"string"'
+
+A registry behind a login or HTTPS: ``basic_auth="user:password"`` and ``cafile``, or
+``RegistryClient.from_properties(url, props)`` with Confluent's client property names
+(``basic.auth.user.info`` or ``schema.registry.basic.auth.user.info``, credentials in the URL
+with ``basic.auth.credentials.source=URL``, ``schema.registry.ssl.ca.location``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -59,28 +66,69 @@ def _quote(subject: str) -> str:
 class RegistryClient:
     """The registry at ``url`` (``http://host:port``); each request waits ``timeout`` s."""
 
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        basic_auth: str | None = None,
+        cafile: str | None = None,
+    ):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"schema registry URL {url!r}: give http://host:port")
+        if parsed.username is not None:  # credentials in the URL: sent as Basic, not shown
+            basic_auth = basic_auth or urllib.parse.unquote(
+                f"{parsed.username}:{parsed.password or ''}"
+            )
+            parsed = parsed._replace(netloc=parsed.netloc.rpartition("@")[2])
+            url = urllib.parse.urlunsplit(parsed)
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._authorization = (
+            "Basic " + base64.b64encode(basic_auth.encode()).decode() if basic_auth else None
+        )
+        self._context = ssl.create_default_context(cafile=cafile) if cafile else None
         self._lock = threading.Lock()
         self._schemas: dict[int, str] = {}
         self._ids: dict[tuple[str, str], int] = {}
 
+    @classmethod
+    def from_properties(
+        cls, url: str, props: dict[str, str], timeout: float = 10.0
+    ) -> RegistryClient:
+        """A client with the registry settings of client properties (Confluent's names)."""
+        source = props.get("basic.auth.credentials.source", "USER_INFO").strip().upper()
+        user_info = props.get("schema.registry.basic.auth.user.info") or props.get(
+            "basic.auth.user.info"
+        )
+        if source not in ("USER_INFO", "URL"):
+            raise ValueError(f"basic.auth.credentials.source {source}: give USER_INFO or URL")
+        return cls(
+            url,
+            timeout,
+            basic_auth=user_info if source == "USER_INFO" else None,
+            cafile=props.get("schema.registry.ssl.ca.location")
+            or props.get("schema.registry.ssl.truststore.location"),
+        )
+
     # --- requests ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: dict | None = None):
+    def build_request(
+        self, method: str, path: str, body: dict | None = None
+    ) -> urllib.request.Request:
+        """The HTTP request of one API call (its login header included), not sent."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Accept": f"{CONTENT_TYPE}, application/json", "Content-Type": CONTENT_TYPE},
-        )
+        headers = {"Accept": f"{CONTENT_TYPE}, application/json", "Content-Type": CONTENT_TYPE}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        return urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+
+    def _request(self, method: str, path: str, body: dict | None = None):
+        request = self.build_request(method, path, body)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._context
+            ) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             raise self._error(exc.code, exc.read()) from None

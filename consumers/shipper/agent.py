@@ -10,6 +10,7 @@ import threading
 import time
 
 from ..producer import Producer, ProducerClosedError
+from ..sasl import SaslAuthenticationError
 from .files import FileFinder, Tail
 from .follow import Change, Retire, Seen, quiet_for, read_from, retire, scan_changes
 from .resume import open_at_start
@@ -126,6 +127,8 @@ class Shipper:
             while not self.stopping:
                 try:
                     more = self.poll_once()
+                except SaslAuthenticationError:
+                    raise  # the brokers refused our login: trying again changes nothing
                 except Exception:  # keep shipping; the next loop tries again
                     log.exception("shipper loop failed; trying again in %.1f s", self.retry_backoff)
                     self._stop.wait(self.retry_backoff)
@@ -340,8 +343,8 @@ class Shipper:
         key = self._key(line) if self.key_field else None
         try:
             future = self.producer.send(self.topic, line, key=key)
-        except ProducerClosedError:
-            raise
+        except (ProducerClosedError, SaslAuthenticationError):
+            raise  # a refused login is not tried again: the settings are wrong
         except Exception as exc:  # no broker, no such topic, buffer full, ZooKeeper down, ...
             self._send_failures += 1
             delay = self._backoff(self._send_failures)

@@ -13,6 +13,8 @@ from broker.protocol.errors import KafkaError
 
 from ..metrics import MetricsPortError, add_metrics_arguments, serve_metrics
 from ..producer import audit
+from ..sasl import SaslAuthenticationError
+from ..security import add_security_arguments, security_from_args
 from .agent import Shipper
 from .metrics import shipper_registry
 from .state import StateError
@@ -43,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="none", choices=sorted(CODECS_BY_NAME))
     audit.add_arguments(parser, on_by_default=True)
     add_metrics_arguments(parser)
+    add_security_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
             poll_interval=float(getattr(args, "poll_interval", None) or 0.25),
             compression=getattr(args, "compression", None) or "none",
             enable_idempotence=getattr(args, "idempotence", None),
-            producer_config=audit.options_from(args),
+            producer_config={
+                **audit.options_from(args),
+                "security": getattr(args, "security", None) or security_from_args(args),
+            },
         )
     except (ValueError, KafkaError) as exc:
         log.error("%s", exc)
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         log.info("shipping %s to %s", " ".join(shipper.patterns), shipper.topic)
         shipper.run()
-    except StateError as exc:
+    except (StateError, SaslAuthenticationError) as exc:
         log.error("%s", exc)
         shipper.close(0)
         return 2

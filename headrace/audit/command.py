@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             now_ms,
             bootstrap_servers=args.bootstrap_server,
             storage_options=options or None,
+            security=args.security,
         )
     except AuditError as exc:
         print(f"headrace audit: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ import time
 
 from consumers.audit import DEFAULT_WINDOW_MS
 from consumers.cluster import ClusterClient
+from consumers.security import PLAINTEXT, ClientSecurity
 
 from .compare import compare, overall_ok, rebucket
 from .sources import audit_records, broker_counts, warehouse_counts
@@ -26,6 +27,7 @@ def audit_report(
     *,
     bootstrap_servers: str | None = None,
     storage_options: dict | None = None,
+    security: ClientSecurity = PLAINTEXT,
 ) -> dict:
     """Compare, per window of ``window_ms`` from the one holding ``since_ms`` (default: all
     the brokers hold), what audited producers counted, what the brokers hold and what the
@@ -37,7 +39,9 @@ def audit_report(
         raise ValueError("window must be positive and grace not negative")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     since_ms = 0 if since_ms is None else since_ms
-    cluster = ClusterClient(bootstrap_servers, zookeeper, client_id="headrace-audit")
+    cluster = ClusterClient(
+        bootstrap_servers, zookeeper, client_id="headrace-audit", security=security
+    )
     try:
         # The records first: a message acknowledged while the audit reads the brokers then
         # shows as not yet counted (unaudited), never as missing.

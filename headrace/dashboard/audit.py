@@ -11,6 +11,7 @@ import time
 from twisted.internet import threads
 
 from consumers.audit import parse_duration, parse_time
+from consumers.security import PLAINTEXT
 
 from ..audit import AuditError, audit_report
 from .server import ApiError
@@ -72,7 +73,15 @@ class AuditView:
     def _report(self, key: tuple) -> dict:
         topic, warehouse, since_ms, window_ms, grace_ms = key
         try:
-            report = audit_report(self.zookeeper, topic, warehouse, since_ms, window_ms, grace_ms)
+            report = audit_report(
+                self.zookeeper,
+                topic,
+                warehouse,
+                since_ms,
+                window_ms,
+                grace_ms,
+                security=self.sampler.security if self.sampler else PLAINTEXT,
+            )
         except AuditError as exc:
             status = 404 if "does not exist" in str(exc) else 400
             raise ApiError(status, str(exc)) from None

@@ -39,7 +39,33 @@ def add_parser(sub) -> None:
         help=f"lower the dashboard's CPU priority by this much, 0-19, or 'idle' for Linux's "
         f"SCHED_IDLE class (default {DEFAULT_NICE}), so brokers on the same machine come first",
     )
+    p.add_argument(
+        "--users-file",
+        metavar="FILE",
+        help="ask for a login checked against this file of user=password lines (a PLAIN "
+        "cluster's users); with a SASL --command-config and no file, logins are checked "
+        "against the SCRAM credentials in ZooKeeper, as the brokers check them",
+    )
     p.set_defaults(func=run)
+
+
+def login_check(args, sampler):
+    """``check(user, password)`` for the dashboard's login, or None when security is off
+    (no SASL in the command config and no ``--users-file``).  CredentialsError for a users
+    file that cannot be read, or a PLAIN cluster without one."""
+    from .credentials import CredentialsError, PasswordFile
+
+    if args.users_file:
+        return PasswordFile.read(args.users_file).check
+    security = args.security
+    if not security.uses_sasl:
+        return None
+    if not security.sasl_mechanism.startswith("SCRAM-"):
+        raise CredentialsError(
+            f"sasl.mechanism {security.sasl_mechanism}: the dashboard checks logins against "
+            "SCRAM credentials in ZooKeeper; give --users-file for other mechanisms"
+        )
+    return scram_check(sampler, security.sasl_mechanism)
 
 
 def niceness(text: str) -> int | str | None:
@@ -82,6 +108,7 @@ def run(args) -> int:
     from twisted.internet import error, reactor
 
     from .audit import AuditView
+    from .credentials import CredentialsError
     from .feeds import Feeds
     from .sampler import Sampler
     from .server import build_site
@@ -97,12 +124,21 @@ def run(args) -> int:
     from ..zk_auth import credentials_from_args
 
     sampler = Sampler(
-        args.zookeeper, reactor, args.warehouse, zookeeper_credentials=credentials_from_args(args)
+        args.zookeeper,
+        reactor,
+        args.warehouse,
+        zookeeper_credentials=credentials_from_args(args),
+        security=args.security,
     )
+    try:
+        login = login_check(args, sampler)
+    except CredentialsError as exc:
+        print(f"headrace dashboard: {exc}", file=sys.stderr)
+        return 2
     feeds = Feeds(args.zookeeper, reactor, sampler)
     try:
         audit = AuditView(args.zookeeper, reactor, args.warehouse, sampler)
-        site = build_site(sampler, feeds, audit=audit)
+        site = build_site(sampler, feeds, audit=audit, login=login, reactor=reactor)
         port = reactor.listenTCP(args.port, site, interface=args.bind)
     except error.CannotListenError as exc:
         print(
@@ -118,6 +154,30 @@ def run(args) -> int:
 
     reactor.addSystemEventTrigger("before", "shutdown", shut_down)
     host = args.bind if args.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    print(f"dashboard at http://{host}:{port.getHost().port}/", flush=True)
+    print(
+        f"dashboard at http://{host}:{port.getHost().port}/"
+        + (" (log in first)" if login is not None else ""),
+        flush=True,
+    )
     reactor.run()
     return 0
+
+
+def scram_check(sampler, mechanism: str):
+    """``check(user, password)`` against the SCRAM credentials in ZooKeeper (read through the
+    sampler's session at each login, so a user added or deleted counts at once)."""
+    from kazoo.exceptions import NoNodeError
+
+    from broker.protocol.security_nodes import decode_user_config, user_path
+
+    from .credentials import ScramUsers
+
+    def read_config(user: str) -> dict[str, str]:
+        path = user_path(user)
+        try:
+            data = sampler.zk.get(path)[0]
+        except NoNodeError:
+            return {}
+        return decode_user_config(data, path)
+
+    return ScramUsers(read_config, [mechanism]).check

@@ -151,9 +151,10 @@ class Feeds:
 
     def cluster_client(self, client_id: str) -> ClusterClient:
         bootstrap = self.sampler.bootstrap()
+        security = self.sampler.security
         if bootstrap:
-            return ClusterClient(bootstrap, client_id=client_id)
-        return ClusterClient(zookeeper=self.zookeeper, client_id=client_id)
+            return ClusterClient(bootstrap, client_id=client_id, security=security)
+        return ClusterClient(zookeeper=self.zookeeper, client_id=client_id, security=security)
 
     def _topic(self, request) -> str:
         topic = _arg(request, "topic")
@@ -232,7 +233,7 @@ class Feeds:
         group = f"{self.group_prefix}-{self._groups}"
         simple = os.environ.get(SIMPLE_AGGREGATE_ENV) == "simple"  # benchmarks compare
         counter = WindowedCounter(field, window, time_field, classes, simple=simple)
-        feed = AggregateFeed(counter, topic, self.zookeeper, group)
+        feed = AggregateFeed(counter, topic, self.zookeeper, group, security=self.sampler.security)
         aggregate = Aggregate(key, counter, feed, group)
         aggregate.thread.start()
         return aggregate

@@ -19,7 +19,8 @@ from twisted.internet import task, threads
 from broker.protocol.zk_client import zookeeper_client
 from broker.protocol.zk_security import ZkCredentials
 from broker.protocol.zookeeper import topic_path
-from consumers.cluster import ClusterClient
+from consumers.cluster import ClusterClient, registered_address
+from consumers.security import PLAINTEXT, ClientSecurity
 
 from . import brokers, warehouse
 from .views import KIND_LOADER, GroupsView, TopicsView, cluster_view, leaders
@@ -47,9 +48,11 @@ class Sampler:
         reactor,
         warehouse_url: str | None = None,
         interval: float = 1.0,
+        security: ClientSecurity = PLAINTEXT,
         zookeeper_credentials: ZkCredentials | None = None,
     ):
         self.connect = zookeeper
+        self.security = security  # the dashboard's own identity towards the brokers
         self.reactor = reactor
         self.warehouse_url = warehouse_url
         self.interval = interval
@@ -112,7 +115,8 @@ class Sampler:
 
     def bootstrap(self) -> str:
         """``host:port,...`` of every broker seen (empty before the first sample)."""
-        addresses = [r.address_for() for _, r in sorted(self.known_brokers.items())]
+        protocol = self.security.security_protocol  # the endpoints the dashboard can speak to
+        addresses = [registered_address(r, protocol) for _, r in sorted(self.known_brokers.items())]
         return ",".join(f"{a[0]}:{a[1]}" for a in addresses if a is not None)
 
     def topic_exists(self, topic: str) -> bool:
@@ -131,7 +135,10 @@ class Sampler:
             if self._cluster is not None:
                 self._cluster.close()
             self._cluster = ClusterClient(
-                live, client_id="headrace-dashboard", request_timeout=BROKER_TIMEOUT_S
+                live,
+                client_id="headrace-dashboard",
+                request_timeout=BROKER_TIMEOUT_S,
+                security=self.security,
             )
             self._bootstrap = live
         return self._cluster

@@ -6,6 +6,7 @@ and the Server-Sent Event streams of the JSON API (README, "Dashboard").
     /api/events       the three snapshots once a second (SSE)
     /api/tail         /api/aggregate   live feeds (SSE), see ``feeds.py``
     /api/audit        the audit table (JSON), see ``audit.py``
+    /login  /logout   with security on, everything else needs a login (``login.py``)
 
 Bad parameters answer 400 and an unknown topic 404, with ``{"error": "<one line>"}``.
 """
@@ -127,10 +128,13 @@ class Events:
             stream.send(name, view)
 
 
-def build_site(sampler, feeds=None, static_dir: Path = STATIC_DIR, audit=None) -> Site:
+def build_site(
+    sampler, feeds=None, static_dir: Path = STATIC_DIR, audit=None, login=None, reactor=None
+) -> Site:
     """The whole site: the page, the snapshots, the event stream, (given ``feeds``, a
     ``feeds.Feeds``) the tail and aggregate streams and (given ``audit``, an
-    ``audit.AuditView``) the audit table."""
+    ``audit.AuditView``) the audit table; given ``login`` (``check(user, password)``), all
+    of it behind a login (``login.py``)."""
     root = StaticFiles(str(static_dir))
     root.putChild(b"static", StaticFiles(str(static_dir)))
     api = Api()
@@ -144,6 +148,12 @@ def build_site(sampler, feeds=None, static_dir: Path = STATIC_DIR, audit=None) -
     if audit is not None:
         api.putChild(b"audit", ApiResource(audit.answer))
     root.putChild(b"api", api)
+    if login is not None:
+        from .login import LoginGate
+
+        if reactor is None:
+            from twisted.internet import reactor
+        root = LoginGate(root, login, reactor)
     site = Site(root)
     site.displayTracebacks = False
     return site

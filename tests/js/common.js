@@ -1,12 +1,29 @@
 // Shared by the kafkajs scripts the tests run: a client for the bootstrap address given on the
 // command line, JSON on stdout, and a failure printed as one JSON line with kafkajs's error.
 'use strict'
+const fs = require('fs')
 const { Kafka, logLevel } = require('kafkajs')
+
+// KAFKAJS_SECURITY (JSON) secures the client: {"ssl": {"ca", "cert", "key"}, "sasl": {...}},
+// the PEM files by path (one file may hold both the key and its certificate chain).
+function security() {
+  if (!process.env.KAFKAJS_SECURITY) return {}
+  const { ssl, sasl } = JSON.parse(process.env.KAFKAJS_SECURITY)
+  const read = (path) => fs.readFileSync(path, 'utf8')
+  const options = {}
+  if (ssl) {
+    options.ssl = { ca: [read(ssl.ca)] }
+    if (ssl.cert) Object.assign(options.ssl, { cert: read(ssl.cert), key: read(ssl.key) })
+  }
+  if (sasl) options.sasl = sasl
+  return options
+}
 
 function kafka(bootstrap, clientId = 'headrace-kafkajs-test') {
   return new Kafka({
     clientId,
     brokers: bootstrap.split(','),
+    ...security(),
     logLevel: logLevel[process.env.KAFKAJS_LOG_LEVEL || 'WARN'],  // DEBUG logs every request
     logCreator: () => ({ namespace, level, log }) =>
       process.stderr.write(`${namespace} ${JSON.stringify(log)}\n`),
