@@ -210,9 +210,9 @@ class RequestHandlers:
         try:
             if acks not in (0, 1, -1):
                 raise errors.InvalidRequiredAcksError(f"acks={acks}; use 0, 1 or -1")
+            if isinstance(records, KafkaError):  # refused by the authorizer's rules, before
+                raise records  # saying whether the topic exists (as Kafka)
             plog = self._local_log(topic, partition)
-            if isinstance(records, KafkaError):  # refused by the authorizer's rules
-                raise records
             if records is None or len(records) == 0:
                 raise errors.CorruptMessageError("the produce request carries no records")
             self.replicas.check_leading(topic, partition)

@@ -138,6 +138,10 @@ class Broker:
         self.cluster.on_loaded.append(self._set_aside_strays)
         self.cluster.on_topics_deleted.append(self._topics_deleted)
         self.cluster.start()
+        # The ACLs and the SCRAM users are loaded here, on the reactor's thread, before
+        # start() returns: the listeners above accept connections already, but no request is
+        # read until the reactor runs again, so none is judged against empty caches (as
+        # Kafka loads its authorizer before serving).  Keep these loads blocking.
         if self.handlers.authorizer is not None:  # ACLs loaded, then followed
             self.acl_cache = AclCache(
                 self.cluster.client, self.reactor, self.handlers.authorizer.acls

@@ -14,14 +14,19 @@ to everyone only when ``allow.everyone.if.no.acl.found``; otherwise a DENY that 
 principal (or ``User:*``), the host (or ``*``) and the operation (or ALL) refuses, whatever
 ALLOWs say, and only then an ALLOW grants.  READ, WRITE, DELETE and ALTER grant DESCRIBE, and
 ALTER_CONFIGS grants DESCRIBE_CONFIGS, as in Kafka; a DENY denies only what it names (or
-ALL).  Enum codes are Kafka's wire codes (ResourceType, PatternType, AclOperation,
-AclPermissionType), so the wire, the ZooKeeper nodes and the decision share them.
+ALL).  Hosts are compared as IP addresses (``::1`` and ``0:0:0:0:0:0:0:1`` are one host, an
+IPv4-mapped IPv6 address is its IPv4 one); a host that is not an address is compared as
+written; ``*`` matches every host.  Enum codes are Kafka's wire codes (ResourceType,
+PatternType, AclOperation, AclPermissionType), so the wire, the ZooKeeper nodes and the
+decision share them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable
+from functools import lru_cache
 
 from ..protocol.acls import (
     ALL,
@@ -120,6 +125,26 @@ class AclSet:
         return found
 
 
+@lru_cache(maxsize=4096)
+def canonical_host(host: str) -> str:
+    """``host`` as one spelling of its address: ``ipaddress``'s compressed form, an
+    IPv4-mapped IPv6 address as its IPv4 address; anything that is not an address (``*``, a
+    name) as it is."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def host_matches(acl_host: str, host: str) -> bool:
+    """Whether an ACL's host covers a client connected from ``host``: ``*``, or the same
+    address however it is spelled."""
+    return acl_host in (WILDCARD, host) or canonical_host(acl_host) == canonical_host(host)
+
+
 def parse_super_users(text: str | None) -> frozenset[str]:
     """``super.users``: principals separated by semicolons (``User:a;User:b``)."""
     return frozenset(p.strip() for p in (text or "").split(";") if p.strip())
@@ -180,12 +205,56 @@ class Authorizer:
         if not entries:
             return self.allow_everyone_if_no_acl_found
         principals = (principal, WILDCARD_PRINCIPAL)
-        hosts = (host, WILDCARD)
-        mine = [e for e in entries if e.principal in principals and e.host in hosts]
+        mine = [e for e in entries if e.principal in principals and host_matches(e.host, host)]
         if any(e.permission == DENY and e.operation in (operation, ALL) for e in mine):
             return False
         granting = IMPLIED_BY.get(operation, (operation, ALL))
         return any(e.permission == ALLOW and e.operation in granting for e in mine)
+
+    def authorize_by_resource_type(
+        self, principal: str, host: str, operation: int, resource_type: int
+    ) -> bool:
+        """Whether ``principal`` may perform ``operation`` on *some* resource of the type
+        (KIP-679: InitProducerId's Write on any topic), by Kafka's
+        ``Authorizer.authorizeByResourceType``: allowed if the literal name ``hardcode``
+        would be (super users, ``allow.everyone.if.no.acl.found``); else denied by a DENY on
+        the literal ``*``; else allowed by an ALLOW on the literal ``*``, or by an ALLOW of a
+        literal name that no literal DENY of that name and no prefixed DENY of a prefix of it
+        takes back, or by an ALLOW of a prefix that no prefixed DENY of a prefix of it
+        takes back.  The entries counted match the principal (or ``User:*``), the host (or
+        ``*``) and the operation (or ALL)."""
+        if self._decide(principal, host, operation, resource_type, "hardcode"):
+            return True
+        deny: dict[int, set[str]] = {LITERAL: set(), PREFIXED: set()}
+        allow: dict[int, set[str]] = {LITERAL: set(), PREFIXED: set()}
+        wildcard_allow = False
+        for pattern, entries in self.acls.by_pattern.items():
+            if pattern.resource_type != resource_type or pattern.pattern_type not in deny:
+                continue
+            for e in entries:
+                if e.principal not in (principal, WILDCARD_PRINCIPAL):
+                    continue
+                if not host_matches(e.host, host) or e.operation not in (operation, ALL):
+                    continue
+                literal_wildcard = pattern.pattern_type == LITERAL and pattern.name == WILDCARD
+                if e.permission == DENY:
+                    if literal_wildcard:
+                        return False
+                    deny[pattern.pattern_type].add(pattern.name)
+                elif e.permission == ALLOW:
+                    if literal_wildcard:
+                        wildcard_allow = True
+                    else:
+                        allow[pattern.pattern_type].add(pattern.name)
+        if wildcard_allow:
+            return True
+        for pattern_type, names in allow.items():
+            for name in names:
+                if pattern_type == LITERAL and name in deny[LITERAL]:
+                    continue
+                if not any(name[:end] in deny[PREFIXED] for end in range(1, len(name) + 1)):
+                    return True
+        return False
 
     def authorized_operations(
         self, principal: str, host: str, resource_type: int, name: str
@@ -199,4 +268,11 @@ class Authorizer:
         return bits
 
 
-__all__ = ["AUTHORIZER_CLASSES", "AclSet", "Authorizer", "parse_super_users"]
+__all__ = [
+    "AUTHORIZER_CLASSES",
+    "AclSet",
+    "Authorizer",
+    "canonical_host",
+    "host_matches",
+    "parse_super_users",
+]

@@ -215,7 +215,7 @@ def server_mechanism(
     password_of: Callable[[str], str | None],
     credential_of: Callable[[str, str], ScramCredential | None],
     secret: bytes,
-):
+) -> PlainServer | ScramServer:
     """A fresh server side of ``mechanism`` for one login."""
     if mechanism == "PLAIN":
         return PlainServer(password_of)

@@ -17,24 +17,18 @@ from typing import Any
 
 from ..protocol import errors
 from ..protocol.acls import (
-    ALL,
-    ALLOW,
     ALTER,
     CLUSTER,
     CLUSTER_ACTION,
     CLUSTER_NAME,
     CREATE,
     DELETE,
-    DENY,
     DESCRIBE,
     GROUP,
     IDEMPOTENT_WRITE,
-    LITERAL,
     READ,
     TOPIC,
     TRANSACTIONAL_ID,
-    WILDCARD,
-    WILDCARD_PRINCIPAL,
     WRITE,
 )
 from .authorizer import Authorizer
@@ -77,38 +71,9 @@ class Check:
         return self.authorizer.authorized_operations(self.principal, self.host, resource_type, name)
 
     def may_write_some_topic(self) -> bool:
-        """KIP-679: an ALLOW of WRITE (or ALL) on some topic pattern for this principal
-        and host that no DENY of the same pattern, nor a DENY on every topic, takes back
-        (or no topic ACL at all while ``allow.everyone.if.no.acl.found``)."""
-        a = self.authorizer
-        if self.principal in a.super_users:
-            return True
-        who, hosts = (self.principal, WILDCARD_PRINCIPAL), (self.host, WILDCARD)
-        topic_patterns = [(p, e) for p, e in a.acls.by_pattern.items() if p.resource_type == TOPIC]
-        if not topic_patterns:
-            return a.allow_everyone_if_no_acl_found
-
-        def denies(entries) -> bool:
-            return any(
-                e.permission == DENY and e.operation in (WRITE, ALL) and e.principal in who
-                for e in entries
-                if e.host in hosts
-            )
-
-        for pattern, entries in topic_patterns:
-            if pattern.pattern_type == LITERAL and pattern.name == WILDCARD and denies(entries):
-                return False
-        return any(
-            not denies(entries)
-            and any(
-                e.permission == ALLOW
-                and e.operation in (WRITE, ALL)
-                and e.principal in who
-                and e.host in hosts
-                for e in entries
-            )
-            for _, entries in topic_patterns
-        )
+        """KIP-679: Write on some topic, by Kafka's ``authorizeByResourceType`` (see
+        ``Authorizer.authorize_by_resource_type``)."""
+        return self.authorizer.authorize_by_resource_type(self.principal, self.host, WRITE, TOPIC)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from twisted.internet import task
 from ..protocol import errors
 from ..protocol.registry import ApiKey
 from ..protocol.security_nodes import ScramCredential
-from .mechanisms import AuthenticationFailed, server_mechanism
+from .mechanisms import AuthenticationFailed, PlainServer, ScramServer, server_mechanism
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SaslGate:
         self.peer = peer
         self.state = State.HANDSHAKE
         self.principal: str | None = None
-        self._mechanism = None
+        self._mechanism: PlainServer | ScramServer | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -158,6 +158,8 @@ class SaslGate:
 
     def _step(self, token: bytes) -> bytes:
         mechanism = self._mechanism
+        if mechanism is None:  # no SaslHandshake chose one: a token out of order
+            raise AuthenticationFailed("a SASL token before SaslHandshake")
         answer = mechanism.step(bytes(token))
         if mechanism.done:
             self.state = State.COMPLETE

@@ -83,7 +83,7 @@ class ScramAdminHandlers:
         def work():
             found = read_credentials(client, None if not names else set(names))
             counts = Counter(names)
-            results = []
+            results: list[dict] = []
             for name in names or list(found):
                 if counts[name] > 1:
                     if name in (r["user"] for r in results):
@@ -177,7 +177,8 @@ class ScramAdminHandlers:
                 name = item["name"]
                 if name in errors_of:
                     continue
-                if not delete_credential(client, name, _mechanism(item["mechanism"])):
+                mechanism = _mechanism(item["mechanism"])
+                if mechanism is None or not delete_credential(client, name, mechanism):
                     errors_of[name] = (
                         errors.ResourceNotFoundError.code,
                         "Attempt to delete a user credential that does not exist",
@@ -186,8 +187,11 @@ class ScramAdminHandlers:
                 name = item["name"]
                 if name in errors_of:
                     continue
+                mechanism = _mechanism(item["mechanism"])
+                if mechanism is None:  # refused above: errors_of names the user
+                    continue
                 credential = credential_from_salted(
-                    _mechanism(item["mechanism"]),
+                    mechanism,
                     item["salted_password"],
                     item["salt"],
                     item["iterations"],
