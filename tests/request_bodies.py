@@ -67,3 +67,27 @@ def join_group_body(group: str, metadata: bytes = b"") -> dict:
         "protocol_type": "consumer",
         "protocols": [{"name": "range", "metadata": metadata}],
     }
+
+
+def offset_commit_body(group: str, topic: str, offset: int, partition: int = 0) -> dict:
+    """An OffsetCommit request body of a member outside any generation (as a standalone
+    consumer commits): ``offset`` for one partition of ``topic``."""
+    return {
+        "group_id": group,
+        "generation_id_or_member_epoch": -1,
+        "member_id": "",
+        "group_instance_id": None,
+        "retention_time_ms": -1,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [
+                    {
+                        "partition_index": partition,
+                        "committed_offset": offset,
+                        "committed_metadata": "",
+                    }
+                ],
+            }
+        ],
+    }

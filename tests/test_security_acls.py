@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from admin_clients import confluent_admin, error_code, request
 from conftest import create_topic, metadata, wait_for, zk_session
-from request_bodies import fetch_body, produce_to
+from request_bodies import fetch_body, offset_commit_body, produce_to
 
 from broker.protocol.acls import (
     ALL,
@@ -64,21 +64,7 @@ def _end_offset(port: int, topic: str) -> int:
 
 
 def _commit_code(port: int, group: str, topic: str) -> int:
-    body = {
-        "group_id": group,
-        "generation_id_or_member_epoch": -1,
-        "member_id": "",
-        "group_instance_id": None,
-        "retention_time_ms": -1,
-        "topics": [
-            {
-                "name": topic,
-                "partitions": [
-                    {"partition_index": 0, "committed_offset": 1, "committed_metadata": ""}
-                ],
-            }
-        ],
-    }
+    body = offset_commit_body(group, topic, 1)
     answer = request(port, ApiKey.OFFSET_COMMIT, body)
     return answer["topics"][0]["partitions"][0]["error_code"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from admin_clients import request
 from conftest import create_topic, wait_for, zk_session
+from request_bodies import offset_commit_body
 
 from broker.protocol.acls import (
     ALLOW,
@@ -102,21 +103,7 @@ def test_configs_are_described_and_altered_only_where_allowed(make_cluster):
 
 
 def _commit(port: int, group: str, topic: str) -> int:
-    body = {
-        "group_id": group,
-        "generation_id_or_member_epoch": -1,
-        "member_id": "",
-        "group_instance_id": None,
-        "retention_time_ms": -1,
-        "topics": [
-            {
-                "name": topic,
-                "partitions": [
-                    {"partition_index": 0, "committed_offset": 0, "committed_metadata": ""}
-                ],
-            }
-        ],
-    }
+    body = offset_commit_body(group, topic, 0)
     answer = request(port, ApiKey.OFFSET_COMMIT, body)
     return answer["topics"][0]["partitions"][0]["error_code"]
 

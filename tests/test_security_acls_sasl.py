@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import wait_for, zk_session
-from request_bodies import fetch_body, produce_to
+from request_bodies import fetch_body, offset_commit_body, produce_to
 from sasl_helpers import ADMIN, ADMIN_SECURITY, SaslBroker, sasl_properties, security
 
 from broker.protocol.acls import ALLOW, LITERAL, PREFIXED, TOPIC, WRITE, AclBinding
@@ -115,19 +115,7 @@ def test_a_user_allowed_only_to_write_one_topic(broker):
     assert _produce(broker, WRITER_SECURITY, "secret") == TOPIC_DENIED
     fetched = _as(broker, WRITER_SECURITY, ApiKey.FETCH, fetch_body([("writable", 0, 0)]))
     assert fetched["responses"][0]["partitions"][0]["error_code"] == TOPIC_DENIED
-    commit = {
-        "group_id": "g",
-        "generation_id_or_member_epoch": -1,
-        "member_id": "",
-        "group_instance_id": None,
-        "retention_time_ms": -1,
-        "topics": [
-            {
-                "name": "writable",
-                "partitions": [{"partition_index": 0, "committed_offset": 1}],
-            }
-        ],
-    }
+    commit = offset_commit_body("g", "writable", 1)
     committed = _as(broker, WRITER_SECURITY, ApiKey.OFFSET_COMMIT, commit)
     assert (
         committed["topics"][0]["partitions"][0]["error_code"] == GroupAuthorizationFailedError.code
